@@ -1,0 +1,69 @@
+import { writeFile } from 'node:fs/promises';
+import { SealedError } from '../errors.ts';
+import { defaultKeysDir, loadKeys, loadOrCreateKeys, saveKeys } from '../client/key-files.ts';
+import { predict } from '../client/predict.ts';
+import { ClientSession } from '../client/session.ts';
+import { readClientPart } from '../model/bundle.ts';
+import { ObjectStore } from '../storage/s3.ts';
+import { LOCAL_BUCKET, resolveS3 } from '../storage/resolve.ts';
+import { formatPredictions, readRecords } from './records.ts';
+
+async function openSession(modelDir: string): Promise<ClientSession> {
+  const { modelId, client } = await readClientPart(modelDir);
+  return ClientSession.open(modelId, client);
+}
+
+export async function keygenCommand(o: { model: string; keys?: string; force?: boolean }): Promise<void> {
+  const session = await openSession(o.model);
+  const dir = o.keys ?? defaultKeysDir(session.modelId);
+  if (!o.force && (await loadKeys(dir, session))) {
+    console.log(`a key set for model ${session.modelId} already exists in ${dir} (use --force to replace it)`);
+    session.close();
+    return;
+  }
+  const t0 = performance.now();
+  const keys = session.generateKeys();
+  const info = await saveKeys(dir, session, keys);
+  console.log(`keys for model ${session.modelId} in ${dir} (${((performance.now() - t0) / 1000).toFixed(2)} s)`);
+  console.log(`  secret.key       ${keys.secretKey.length} bytes, mode 0600: never leaves this machine`);
+  console.log(`  evaluation.keys  ${info.evaluation_keys_bytes} bytes: uploaded once, used by the server`);
+  session.close();
+}
+
+interface PredictOpts {
+  model: string;
+  input: string;
+  output?: string;
+  format: 'csv' | 'json';
+  endpoint: string;
+  keys?: string;
+  bucket?: string;
+  prefix: string;
+  s3Endpoint?: string;
+  json?: boolean;
+}
+
+export async function predictCommand(o: PredictOpts): Promise<void> {
+  const session = await openSession(o.model);
+  const { rows, labels } = await readRecords(o.input, session.part);
+  const { keys, created } = await loadOrCreateKeys(o.keys ?? defaultKeysDir(session.modelId), session);
+  const s3 = await resolveS3({ endpoint: o.s3Endpoint });
+  const bucket = o.bucket ?? (s3.mode === 'aws' ? undefined : LOCAL_BUCKET);
+  if (!bucket) throw new SealedError('bad-request', 'no S3 bucket given', 'pass --bucket with a bucket the endpoint can read and write');
+  const store = new ObjectStore({ endpoint: s3.endpoint });
+  try {
+    if (s3.mode !== 'aws') await store.ensureBucket(bucket);
+    const r = await predict(session, keys, rows, { store, bucket, prefix: o.prefix, endpoint: o.endpoint });
+    const text = formatPredictions(r.predictions, o.format);
+    if (o.output) await writeFile(o.output, text);
+    else if (!o.json) process.stdout.write(text);
+    const correct = labels ? r.scores.filter((_, i) => String(r.predictions[i].label) === String(session.part.labels?.[labels[i]] ?? labels[i])).length : undefined;
+    const summary = { model_id: session.modelId, keys_created: created, ...r.stats, accuracy: correct === undefined ? undefined : correct / rows.length };
+    if (o.json) console.log(JSON.stringify(summary));
+    else console.error(`${rows.length} records predicted encrypted in ${(r.stats.ms.total / 1000).toFixed(2)} s (query ${r.stats.query_bytes} bytes, keys ${r.stats.keys_bytes} bytes${r.stats.keys_uploaded ? ' uploaded' : ' already uploaded'})${o.output ? ` -> ${o.output}` : ''}`);
+  } finally {
+    store.close();
+    session.close();
+    await s3.local?.close();
+  }
+}

@@ -1,0 +1,91 @@
+// The `sealed` command: one CLI for the three roles (model owner, server, client).
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, Option } from 'commander';
+import { isSealedError, type SealedError } from '../errors.ts';
+import { demoCommand } from './demo.ts';
+import { keygenCommand, predictCommand } from './client.ts';
+import { serveCommand, s3Command } from './serve.ts';
+import { trainCommand } from './train.ts';
+
+/** Exit codes: 0 ok, 1 failure, 2 bad usage or input, 3 server or storage unreachable. */
+export async function main(argv: string[]): Promise<void> {
+  const program = new Command('sealed')
+    .description('End-to-end encrypted ML inference (CKKS) on Amazon SageMaker and locally')
+    .showHelpAfterError()
+    .configureOutput({ outputError: (s, write) => write(s) });
+
+  program
+    .command('train')
+    .description('model owner: train on plaintext data and write a model bundle (SageMaker training contract)')
+    .option('--train <dir>', 'directory of training CSV files (channel "train")', '/opt/ml/input/data/train')
+    .option('--test <dir>', 'directory of test CSV files (channel "test"); default: the channel if present')
+    .option('--hyperparameters <file>', 'SageMaker hyperparameters.json', '/opt/ml/input/config/hyperparameters.json')
+    .option('--set <key=value...>', 'hyperparameters on the command line (override the file)')
+    .option('--model <dir>', 'where to write the bundle', '/opt/ml/model')
+    .option('--output <dir>', 'extra reports and the failure file', '/opt/ml/output')
+    .action(trainCommand);
+
+  program
+    .command('serve')
+    .description('server: serve /ping and /invocations for a model bundle (SageMaker hosting contract)')
+    .option('--model <dir>', 'model bundle directory', '/opt/ml/model')
+    .addOption(new Option('--port <n>', 'port').default(Number(process.env.SAGEMAKER_BIND_TO_PORT ?? 8080)).argParser(Number))
+    .option('--host <addr>', 'address to bind', '0.0.0.0')
+    .addOption(new Option('--workers <n>', 'evaluation worker threads (default: CPUs)').argParser(Number))
+    .option('--s3-endpoint <url>', 'S3-compatible endpoint (default: AWS if configured, else the embedded local S3)')
+    .action(serveCommand);
+
+  program
+    .command('keygen')
+    .description('client: make a key set for a model (the secret key stays on this machine)')
+    .requiredOption('--model <dir>', 'model bundle or client part directory')
+    .option('--keys <dir>', 'where to store the keys (default: ~/.sealed/keys/<model id>)')
+    .option('--force', 'replace an existing key set')
+    .action(keygenCommand);
+
+  program
+    .command('predict')
+    .description('client: encrypt records, have the server evaluate them, decrypt the predictions')
+    .requiredOption('--model <dir>', 'model bundle or client part directory')
+    .requiredOption('--input <file>', 'records: CSV with a header naming the features')
+    .option('--output <file>', 'write predictions here (default: stdout)')
+    .addOption(new Option('--format <fmt>', 'output format').choices(['csv', 'json']).default('csv'))
+    .option('--endpoint <url>', 'inference server', 'http://127.0.0.1:8080')
+    .option('--keys <dir>', 'key set directory (made if missing)')
+    .option('--bucket <name>', 'S3 bucket for queries, keys and results (default: the local bucket)')
+    .option('--prefix <p>', 'S3 key prefix', 'sealed/')
+    .option('--s3-endpoint <url>', 'S3-compatible endpoint (default: AWS if configured, else the embedded local S3)')
+    .option('--json', 'print a JSON summary (for machines) instead of text')
+    .action(predictCommand);
+
+  program
+    .command('demo')
+    .description('train, serve and predict encrypted on the breast-cancer data, all locally')
+    .addOption(new Option('--workers <n>', 'evaluation worker threads').argParser(Number))
+    .action(demoCommand);
+
+  program
+    .command('s3')
+    .description('run the embedded local S3-compatible server in the foreground')
+    .addOption(new Option('--port <n>', 'port').default(4568).argParser(Number))
+    .option('--dir <dir>', 'where objects are stored (default: ~/.sealed/s3)')
+    .action(s3Command);
+
+  await program.parseAsync(argv);
+}
+
+export function fail(e: unknown): never {
+  if (isSealedError(e)) {
+    const se = e as SealedError;
+    console.error(`error: ${se.message}`);
+    if (se.hint) console.error(`  what to do: ${se.hint}`);
+    process.exit(se.code === 'storage' ? 3 : se.status < 500 ? 2 : 1);
+  }
+  console.error(`error: ${(e as Error)?.message ?? String(e)}`);
+  process.exit(1);
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main(process.argv).catch(fail);
+}

@@ -1,0 +1,37 @@
+// Reading records for prediction and writing predictions.
+import { readFile } from 'node:fs/promises';
+import { SealedError } from '../errors.ts';
+import type { ClientPart } from '../model/client-part.ts';
+import type { Prediction } from '../model/postprocess.ts';
+import { parseCsv } from '../train/csv.ts';
+
+/**
+ * Rows of the model's features from a CSV file. Columns are matched by name when the file has
+ * a header (extra columns, such as the label, are ignored); otherwise taken in order.
+ */
+export async function readRecords(file: string, part: ClientPart): Promise<{ rows: number[][]; labels?: number[] }> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch {
+    throw new SealedError('bad-data', `cannot read ${file}`, 'give an existing CSV file with --input');
+  }
+  const t = parseCsv(text, file);
+  const named = part.features.every((f) => t.columns.includes(f));
+  if (named) {
+    const idx = part.features.map((f) => t.columns.indexOf(f));
+    const ti = part.target ? t.columns.indexOf(part.target) : -1;
+    return { rows: t.rows.map((r) => idx.map((i) => r[i])), labels: ti >= 0 ? t.rows.map((r) => r[ti]) : undefined };
+  }
+  if (t.columns.length === part.features.length && t.columns.every((c) => /^x\d+$/.test(c))) return { rows: t.rows };
+  const missing = part.features.filter((f) => !t.columns.includes(f));
+  throw new SealedError('bad-data', `${file} lacks the model's feature columns ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}`, `the header must name the ${part.features.length} features the model was trained on`);
+}
+
+export function formatPredictions(p: Prediction[], format: 'csv' | 'json'): string {
+  if (format === 'json') return p.map((x, i) => JSON.stringify({ record: i + 1, ...x })).join('\n') + '\n';
+  const probs = p[0]?.probabilities?.length ?? 0;
+  const head = ['record', 'prediction', ...(probs ? Array.from({ length: probs }, (_, c) => `p${c}`) : ['score'])];
+  const lines = p.map((x, i) => [i + 1, x.label, ...(x.probabilities ?? x.scores).map((v) => +v.toFixed(6))].join(','));
+  return [head.join(','), ...lines].join('\n') + '\n';
+}

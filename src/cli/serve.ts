@@ -1,0 +1,43 @@
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { startServer } from '../server/serve.ts';
+import { startLocalS3 } from '../storage/local-s3.ts';
+import { resolveS3 } from '../storage/resolve.ts';
+
+interface ServeOpts {
+  model: string;
+  port: number;
+  host: string;
+  workers?: number;
+  s3Endpoint?: string;
+}
+
+export async function serveCommand(o: ServeOpts): Promise<void> {
+  const s3 = await resolveS3({ endpoint: o.s3Endpoint });
+  const server = await startServer({ modelDir: o.model, port: o.port, host: o.host, workers: o.workers, s3Endpoint: s3.endpoint, logger: { level: process.env.LOG_LEVEL ?? 'info' } });
+  server.app.log.info({ url: server.url, workers: server.pool.size, s3: s3.mode, s3_endpoint: s3.endpoint }, 'sealed server ready');
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    server.app.log.info({ signal }, 'stopping: no new requests, finishing those in flight');
+    // SageMaker sends SIGKILL 30 s after SIGTERM: give in-flight work 25 s.
+    const timer = setTimeout(() => {
+      server.app.log.error('in-flight requests did not finish within 25 s; exiting');
+      process.exit(1);
+    }, 25_000);
+    timer.unref();
+    await server.close();
+    await s3.local?.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+export async function s3Command(o: { port: number; dir?: string }): Promise<void> {
+  const s3 = await startLocalS3({ directory: o.dir ?? join(process.env.SEALED_HOME ?? join(homedir(), '.sealed'), 's3'), port: o.port });
+  console.log(`local S3-compatible server at ${s3.endpoint} (any credentials; path-style)`);
+  process.on('SIGINT', () => void s3.close().then(() => process.exit(0)));
+  process.on('SIGTERM', () => void s3.close().then(() => process.exit(0)));
+}

@@ -1,0 +1,63 @@
+// Key sets on disk: <dir>/secret.key (mode 0600, never uploaded), <dir>/evaluation.keys (wire
+// format, uploaded once) and <dir>/keyset.json (which model, which parameters, content id).
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { SealedError } from '../errors.ts';
+import { paramsKey } from '../fhe/params.ts';
+import { keysId, type ClientSession, type Keys } from './session.ts';
+
+export interface KeySetInfo {
+  model_id: string;
+  params: string;
+  evaluation_keys_id: string;
+  evaluation_keys_bytes: number;
+  created: string;
+}
+
+export function defaultKeysDir(modelId: string): string {
+  return join(process.env.SEALED_HOME ?? join(homedir(), '.sealed'), 'keys', modelId);
+}
+
+export async function saveKeys(dir: string, session: ClientSession, keys: Keys): Promise<KeySetInfo> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const secretPath = join(dir, 'secret.key');
+  await writeFile(secretPath, keys.secretKey, { mode: 0o600 });
+  await chmod(secretPath, 0o600); // also when the file already existed with other bits
+  await writeFile(join(dir, 'evaluation.keys'), keys.evaluationKeys);
+  const info: KeySetInfo = {
+    model_id: session.modelId,
+    params: paramsKey(session.part.params),
+    evaluation_keys_id: keys.evaluationKeysId,
+    evaluation_keys_bytes: keys.evaluationKeys.length,
+    created: new Date().toISOString(),
+  };
+  await writeFile(join(dir, 'keyset.json'), JSON.stringify(info, null, 1) + '\n');
+  return info;
+}
+
+/** Loads a key set for this session's model; undefined if the directory holds none. */
+export async function loadKeys(dir: string, session: ClientSession): Promise<Keys | undefined> {
+  let info: KeySetInfo;
+  try {
+    info = JSON.parse(await readFile(join(dir, 'keyset.json'), 'utf8')) as KeySetInfo;
+  } catch {
+    return undefined;
+  }
+  if (info.model_id !== session.modelId) {
+    throw new SealedError('bad-keys', `the keys in ${dir} are for model ${info.model_id}, not ${session.modelId}`, 'use another --keys directory, or run `sealed keygen` for this model');
+  }
+  const secretKey = new Uint8Array(await readFile(join(dir, 'secret.key')));
+  const evaluationKeys = new Uint8Array(await readFile(join(dir, 'evaluation.keys')));
+  if (keysId(evaluationKeys) !== info.evaluation_keys_id) throw new SealedError('bad-keys', `${dir}/evaluation.keys does not match keyset.json`, 'run `sealed keygen` again');
+  session.useSecretKey(secretKey);
+  return { secretKey, evaluationKeys, evaluationKeysId: info.evaluation_keys_id };
+}
+
+export async function loadOrCreateKeys(dir: string, session: ClientSession): Promise<{ keys: Keys; created: boolean }> {
+  const existing = await loadKeys(dir, session);
+  if (existing) return { keys: existing, created: false };
+  const keys = session.generateKeys();
+  await saveKeys(dir, session, keys);
+  return { keys, created: true };
+}

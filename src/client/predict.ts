@@ -1,0 +1,81 @@
+// The whole client path against an endpoint: encrypt, upload, invoke, download, decrypt.
+import { randomUUID } from 'node:crypto';
+import { SealedError } from '../errors.ts';
+import { postprocess, type Prediction } from '../model/postprocess.ts';
+import { formatS3Uri, type ObjectStore, type S3Location } from '../storage/s3.ts';
+import type { ClientSession, Keys } from './session.ts';
+
+export interface Transport {
+  store: ObjectStore;
+  bucket: string;
+  prefix?: string;
+  /** Base URL of the inference server (direct HTTP), e.g. http://127.0.0.1:8080 */
+  endpoint: string;
+}
+
+export interface PredictStats {
+  records: number;
+  query_bytes: number;
+  keys_bytes: number;
+  keys_uploaded: boolean;
+  result_bytes: number;
+  ms: { encrypt: number; upload: number; invoke: number; download: number; decrypt: number; total: number };
+  server: unknown;
+}
+
+/** Uploads the evaluation keys under their content id unless already there; returns their location. */
+export async function ensureKeysUploaded(t: Transport, keys: Keys): Promise<{ loc: S3Location; uploaded: boolean }> {
+  const loc = { bucket: t.bucket, key: `${t.prefix ?? 'sealed/'}keys/${keys.evaluationKeysId}.keys` };
+  const head = await t.store.head(loc);
+  if (head && head.size === keys.evaluationKeys.length) return { loc, uploaded: false };
+  await t.store.put(loc, keys.evaluationKeys, 'evaluation keys');
+  return { loc, uploaded: true };
+}
+
+export async function invokeHttp(endpoint: string, body: unknown): Promise<Record<string, unknown>> {
+  let res: Response;
+  try {
+    res = await fetch(new URL('/invocations', endpoint), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  } catch (e) {
+    throw new SealedError('storage', `cannot reach the inference server at ${endpoint} (${(e as Error).message})`, 'start it with `sealed serve`, or pass --endpoint');
+  }
+  const json = (await res.json().catch(() => ({}))) as Record<string, unknown>;
+  if (!res.ok) {
+    const code = typeof json.error === 'string' ? json.error : 'internal';
+    throw new SealedError(code as never, `the server refused the request (${res.status}): ${String(json.message ?? res.statusText)}`, typeof json.hint === 'string' ? json.hint : undefined);
+  }
+  return json;
+}
+
+export async function predict(session: ClientSession, keys: Keys, rows: ArrayLike<number>[], t: Transport): Promise<{ predictions: Prediction[]; scores: number[][]; stats: PredictStats }> {
+  const t0 = performance.now();
+  const query = session.encrypt(rows);
+  const t1 = performance.now();
+  const id = randomUUID();
+  const prefix = t.prefix ?? 'sealed/';
+  const queryLoc = { bucket: t.bucket, key: `${prefix}queries/${id}.query` };
+  const outLoc = { bucket: t.bucket, key: `${prefix}results/${id}.result` };
+  const [k] = await Promise.all([ensureKeysUploaded(t, keys), t.store.put(queryLoc, query, 'encrypted query')]);
+  const t2 = performance.now();
+  const server = await invokeHttp(t.endpoint, { encrypted_query_uri: formatS3Uri(queryLoc), evaluation_keys_uri: formatS3Uri(k.loc), output_uri: formatS3Uri(outLoc) });
+  const t3 = performance.now();
+  const { bytes: result } = await t.store.get(outLoc, 2 ** 31, 'encrypted result');
+  const t4 = performance.now();
+  const scores = session.decryptScores(result);
+  const predictions = scores.map((sc) => postprocess(session.part, sc));
+  const t5 = performance.now();
+  const r = (v: number) => Math.round(v * 100) / 100;
+  return {
+    predictions,
+    scores,
+    stats: {
+      records: rows.length,
+      query_bytes: query.length,
+      keys_bytes: keys.evaluationKeys.length,
+      keys_uploaded: k.uploaded,
+      result_bytes: result.length,
+      ms: { encrypt: r(t1 - t0), upload: r(t2 - t1), invoke: r(t3 - t2), download: r(t4 - t3), decrypt: r(t5 - t4), total: r(t5 - t0) },
+      server,
+    },
+  };
+}

@@ -1,0 +1,61 @@
+// Errors that reach users. Every error says what is wrong and what to do next, and never
+// carries ciphertext, key or plaintext bytes: callers pass descriptions, not data.
+
+export type ErrorCode =
+  | 'bad-request'
+  | 'bad-uri'
+  | 'not-found'
+  | 'bad-query'
+  | 'bad-keys'
+  | 'wrong-model'
+  | 'insecure-parameters'
+  | 'bad-bundle'
+  | 'bad-data'
+  | 'storage'
+  | 'overloaded'
+  | 'internal';
+
+const STATUS: Record<ErrorCode, number> = {
+  'bad-request': 400,
+  'bad-uri': 400,
+  'not-found': 404,
+  'bad-query': 422,
+  'bad-keys': 422,
+  'wrong-model': 409,
+  'insecure-parameters': 400,
+  'bad-bundle': 500,
+  'bad-data': 400,
+  storage: 502,
+  overloaded: 503,
+  internal: 500,
+};
+
+export class SealedError extends Error {
+  readonly code: ErrorCode;
+  readonly hint: string | undefined;
+  constructor(code: ErrorCode, message: string, hint?: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'SealedError';
+    this.code = code;
+    this.hint = hint;
+  }
+  get status(): number {
+    return STATUS[this.code];
+  }
+  toJSON(): { error: ErrorCode; message: string; hint?: string } {
+    return this.hint ? { error: this.code, message: this.message, hint: this.hint } : { error: this.code, message: this.message };
+  }
+}
+
+export function isSealedError(e: unknown): e is SealedError {
+  return e instanceof SealedError || (typeof e === 'object' && e !== null && (e as { name?: unknown }).name === 'SealedError');
+}
+
+/** Rebuilds a SealedError that crossed a worker-thread boundary as a plain object. */
+export function reviveError(e: unknown): unknown {
+  if (typeof e === 'object' && e !== null && (e as { name?: unknown }).name === 'SealedError' && !(e instanceof SealedError)) {
+    const o = e as { code: ErrorCode; message: string; hint?: string };
+    return new SealedError(o.code, o.message, o.hint);
+  }
+  return e;
+}

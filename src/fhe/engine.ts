@@ -1,0 +1,159 @@
+// Runs a Program on a ciphertext. All plaintext masks are encoded once, at model load, at the
+// level and scale each step needs; the request path only multiplies, rotates and adds.
+import type { Ciphertext, Plaintext, ParmsIdType } from 'node-seal/throws';
+import { SealedError } from '../errors.ts';
+import type { CkksSession, EvaluationKeys } from './ckks.ts';
+import type { LinearStep, Program } from './program.ts';
+import { guard, release } from './seal.ts';
+
+interface EncodedLinear {
+  step: LinearStep;
+  groups: { giant: number; terms: { baby: number; pt: Plaintext }[] }[];
+  babies: number[];
+  bias?: { values: Float64Array; pt: Plaintext; scale: number };
+}
+
+export class Engine {
+  private readonly s: CkksSession;
+  readonly program: Program;
+  private readonly encoded: (EncodedLinear | null)[] = [];
+  private readonly parms: ParmsIdType[] = [];
+  private readonly primes: number[] = [];
+
+  constructor(s: CkksSession, program: Program, masks: Float64Array[]) {
+    this.s = s;
+    this.program = program;
+    this.collectChain();
+    let level = 0; // levels consumed so far
+    let scale = 2 ** program.inputScaleBits;
+    for (const st of program.steps) {
+      if (st.op === 'square') {
+        this.encoded.push(null);
+        scale = (scale * scale) / this.primes[level];
+        level++;
+        continue;
+      }
+      const ptScale = st.rescale ? this.primes[level] : 2 ** (st.weightScaleBits ?? 20);
+      const byGiant = new Map<number, { baby: number; pt: Plaintext }[]>();
+      for (const t of st.terms) {
+        const list = byGiant.get(t.giant) ?? [];
+        list.push({ baby: t.baby, pt: this.encode(masks[t.mask], ptScale, level) });
+        byGiant.set(t.giant, list);
+      }
+      scale = scale * ptScale;
+      const afterLevel = st.rescale ? level + 1 : level;
+      if (st.rescale) scale = scale / this.primes[level];
+      const enc: EncodedLinear = {
+        step: st,
+        groups: [...byGiant].map(([giant, terms]) => ({ giant, terms })),
+        babies: [...new Set(st.terms.map((t) => t.baby))].filter((b) => b !== 0),
+      };
+      if (st.bias !== undefined) enc.bias = { values: masks[st.bias], pt: this.encode(masks[st.bias], scale, afterLevel), scale };
+      this.encoded.push(enc);
+      level = afterLevel;
+    }
+  }
+
+  /** parms ids and the value of the prime each rescale drops, top level first. */
+  private collectChain(): void {
+    let data = this.s.context.firstContextData();
+    for (let i = 0; i < this.s.dataPrimes; i++) {
+      this.parms.push(data.parmsId());
+      const parms = data.parms();
+      const mods = parms.coeffModulus();
+      this.primes.push(Number(mods.get(mods.size() - 1)!.value()));
+      release(mods, parms);
+      const next = i + 1 < this.s.dataPrimes ? data.nextContextData() : undefined;
+      data.delete();
+      if (next) data = next;
+    }
+  }
+
+  private encode(values: Float64Array, scale: number, level: number): Plaintext {
+    const { seal, encoder, evaluator } = this.s;
+    const pt = new seal.Plaintext();
+    encoder.encode(values, scale, pt);
+    if (level > 0) evaluator.plainModSwitchToInplace(pt, this.parms[level]);
+    return pt;
+  }
+
+  /** Evaluates the program; consumes nothing of `input` (the caller releases it). */
+  run(input: Ciphertext, keys: EvaluationKeys): Ciphertext {
+    return guard('bad-query', 'evaluation', () => this.runUnguarded(input, keys));
+  }
+
+  private runUnguarded(input: Ciphertext, keys: EvaluationKeys): Ciphertext {
+    const { seal, evaluator: ev } = this.s;
+    let x = input.clone();
+    for (let i = 0; i < this.program.steps.length; i++) {
+      const st = this.program.steps[i];
+      if (st.op === 'square') {
+        if (!keys.relin) throw new SealedError('bad-keys', 'relinearization keys are missing');
+        ev.squareInplace(x);
+        ev.relinearizeInplace(x, keys.relin);
+        ev.rescaleToNextInplace(x);
+        continue;
+      }
+      const enc = this.encoded[i]!;
+      const rotated = new Map<number, Ciphertext>([[0, x]]);
+      for (const b of enc.babies) {
+        const r = new seal.Ciphertext();
+        ev.rotateVector(x, b, keys.galois, r);
+        rotated.set(b, r);
+      }
+      let acc: Ciphertext | undefined;
+      const tmp = new seal.Ciphertext();
+      for (const g of enc.groups) {
+        let inner: Ciphertext | undefined;
+        for (const t of g.terms) {
+          if (!inner) {
+            inner = new seal.Ciphertext();
+            ev.multiplyPlain(rotated.get(t.baby)!, t.pt, inner);
+          } else {
+            ev.multiplyPlain(rotated.get(t.baby)!, t.pt, tmp);
+            ev.addInplace(inner, tmp);
+          }
+        }
+        if (g.giant !== 0) ev.rotateVectorInplace(inner!, g.giant, keys.galois);
+        if (!acc) acc = inner;
+        else {
+          ev.addInplace(acc, inner!);
+          inner!.delete();
+        }
+      }
+      for (const r of rotated.values()) r.delete(); // includes x
+      if (st.rescale) ev.rescaleToNextInplace(acc!);
+      for (const f of st.folds) {
+        ev.rotateVector(acc!, f, keys.galois, tmp);
+        ev.addInplace(acc!, tmp);
+      }
+      tmp.delete();
+      if (enc.bias) {
+        if (acc!.scale() !== enc.bias.scale) {
+          // Our scale bookkeeping and SEAL's disagree by rounding: re-encode once at SEAL's.
+          enc.bias.pt.delete();
+          enc.bias.scale = acc!.scale();
+          enc.bias.pt = this.encode(enc.bias.values, enc.bias.scale, this.levelOf(acc!));
+        }
+        ev.addPlainInplace(acc!, enc.bias.pt);
+      }
+      x = acc!;
+    }
+    // Results travel at the lowest level: fewer primes, smaller download.
+    if (x.coeffModulusSize() > 1) ev.cipherModSwitchToInplace(x, this.parms[this.parms.length - 1]);
+    return x;
+  }
+
+  private levelOf(ct: Ciphertext): number {
+    return this.s.dataPrimes - ct.coeffModulusSize();
+  }
+
+  close(): void {
+    for (const e of this.encoded) {
+      if (!e) continue;
+      for (const g of e.groups) for (const t of g.terms) t.pt.delete();
+      e.bias?.pt.delete();
+    }
+    release(...this.parms);
+  }
+}

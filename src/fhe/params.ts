@@ -1,0 +1,73 @@
+// CKKS encryption parameters: declared as plain data (so bundles and wire headers can carry
+// them), checked against the HomomorphicEncryption.org 128-bit table before any context exists.
+import { SealedError } from '../errors.ts';
+import { guard, type Seal } from './seal.ts';
+import type { SEALContext } from 'node-seal/throws';
+
+export interface CkksParams {
+  scheme: 'ckks';
+  polyModulusDegree: number;
+  /** Bit sizes of the coefficient-modulus primes; the last one is the special (key-switching) prime. */
+  coeffModulusBits: number[];
+  securityLevel: 128;
+}
+
+/** Maximal total coefficient-modulus bits for 128-bit classical security (SEAL's tc128 table). */
+export const MAX_BITS_128: Readonly<Record<number, number>> = { 1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881 };
+
+export function totalBits(p: CkksParams): number {
+  return p.coeffModulusBits.reduce((a, b) => a + b, 0);
+}
+
+export function slotCount(p: CkksParams): number {
+  return p.polyModulusDegree / 2;
+}
+
+/** Throws unless the parameters give at least 128-bit security and are well formed. */
+export function checkParams(p: CkksParams): void {
+  const bad = (msg: string) => new SealedError('insecure-parameters', msg, 'use parameters chosen by `sealed train` (128-bit security)');
+  if (p.scheme !== 'ckks') throw bad(`scheme ${String(p.scheme)} is not supported (only ckks)`);
+  if (p.securityLevel !== 128) throw bad(`security level ${String(p.securityLevel)} is refused: sealed runs at 128-bit security only`);
+  const max = MAX_BITS_128[p.polyModulusDegree];
+  if (max === undefined || p.polyModulusDegree < 4096) throw bad(`ring degree ${p.polyModulusDegree} is not one of 4096, 8192, 16384, 32768`);
+  if (!Array.isArray(p.coeffModulusBits) || p.coeffModulusBits.length < 2 || p.coeffModulusBits.some((b) => !Number.isInteger(b) || b < 20 || b > 60)) {
+    throw bad('coefficient modulus must be at least two primes of 20 to 60 bits');
+  }
+  if (totalBits(p) > max) throw bad(`coefficient modulus of ${totalBits(p)} bits exceeds ${max} bits, the 128-bit security bound for ring degree ${p.polyModulusDegree}`);
+}
+
+export function paramsKey(p: CkksParams): string {
+  return `ckks-${p.polyModulusDegree}-${p.coeffModulusBits.join('.')}-128`;
+}
+
+/** A SEAL context; SEAL itself re-checks the 128-bit bound (tc128) and we refuse if it objects. */
+export function createContext(seal: Seal, p: CkksParams): SEALContext {
+  checkParams(p);
+  const parms = new seal.EncryptionParameters(seal.SchemeType.ckks);
+  try {
+    parms.setPolyModulusDegree(p.polyModulusDegree);
+    const mods = guard('insecure-parameters', 'encryption parameters', () => seal.CoeffModulus.Create(p.polyModulusDegree, Int32Array.from(p.coeffModulusBits)));
+    parms.setCoeffModulus(mods);
+    mods.delete();
+    const ctx = new seal.SEALContext(parms, true, seal.SecLevelType.tc128);
+    if (!ctx.parametersSet()) {
+      ctx.delete();
+      throw new SealedError('insecure-parameters', `SEAL refused the parameters ${paramsKey(p)} at 128-bit security`);
+    }
+    return ctx;
+  } finally {
+    parms.delete();
+  }
+}
+
+/** The actual prime values of the chain, first data prime first, special prime last. */
+export function primes(seal: Seal, ctx: SEALContext): bigint[] {
+  const data = ctx.keyContextData();
+  const vec = data.parms().coeffModulus();
+  const out: bigint[] = [];
+  for (let i = 0; i < vec.size(); i++) out.push(vec.get(i)!.value());
+  vec.delete();
+  data.delete();
+  void seal;
+  return out;
+}

@@ -1,0 +1,73 @@
+// The CKKS program: the instruction set the compiler emits and the engine runs. Plain data,
+// no SEAL objects, so it is written into bundles and simulated in plaintext.
+import type { CkksParams } from './params.ts';
+
+/**
+ * out = fold( sum_g rot( sum_b M[g,b] * rot(in, b), g ) ) (+ bias). Rotations are to the left
+ * (slot i receives slot i + k), as SEAL's rotateVector. `fold` adds rot(acc, f) for each f.
+ * With `rescale`, masks are encoded at the scale of the prime that the rescale drops, so the
+ * ciphertext scale comes back to where it was; without, at 2^weightScaleBits (last layer).
+ */
+export interface LinearStep {
+  op: 'linear';
+  terms: { giant: number; baby: number; mask: number }[];
+  folds: number[];
+  rescale: boolean;
+  weightScaleBits?: number;
+  bias?: number;
+}
+
+/** x -> x * x, relinearized and rescaled: the degree-2 activation. */
+export interface SquareStep {
+  op: 'square';
+}
+
+export type Step = LinearStep | SquareStep;
+
+export interface Program {
+  params: CkksParams;
+  inputScaleBits: number;
+  steps: Step[];
+  /** Rotation steps the evaluation keys must cover. */
+  galoisSteps: number[];
+  /** Whether relinearization keys are needed (any ciphertext-ciphertext product). */
+  relin: boolean;
+}
+
+/** Every rotation the program performs, sorted; the client makes Galois keys for exactly these. */
+export function rotationsOf(steps: Step[]): number[] {
+  const s = new Set<number>();
+  for (const st of steps) {
+    if (st.op !== 'linear') continue;
+    for (const t of st.terms) {
+      if (t.baby !== 0) s.add(t.baby);
+      if (t.giant !== 0) s.add(t.giant);
+    }
+    for (const f of st.folds) s.add(f);
+  }
+  return [...s].sort((a, b) => a - b);
+}
+
+/** Operation counts of one evaluation, for the cost model and benchmark reports. */
+export function opCounts(p: Program): { rotations: number; multiplyPlain: number; square: number; rescale: number; addPlain: number } {
+  let rotations = 0, multiplyPlain = 0, square = 0, rescale = 0, addPlain = 0;
+  for (const st of p.steps) {
+    if (st.op === 'square') {
+      square++;
+      rescale++;
+      continue;
+    }
+    const babies = new Set(st.terms.map((t) => t.baby).filter((b) => b !== 0));
+    const giants = new Set(st.terms.map((t) => t.giant).filter((g) => g !== 0));
+    rotations += babies.size + giants.size + st.folds.length;
+    multiplyPlain += st.terms.length;
+    if (st.rescale) rescale++;
+    if (st.bias !== undefined) addPlain++;
+  }
+  return { rotations, multiplyPlain, square, rescale, addPlain };
+}
+
+/** Number of rescales, i.e. the levels the program consumes. */
+export function depthOf(steps: Step[]): number {
+  return steps.filter((s) => s.op === 'square' || s.rescale).length;
+}

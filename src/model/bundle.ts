@@ -1,0 +1,123 @@
+// The model bundle: what training writes into the model directory (SageMaker's /opt/ml/model).
+//
+//   sealed.json          manifest: format, version, model id, SHA-256 of every file, metrics
+//   client/model.json    client part: parameters, layouts, pre/post-processing, labels, keys to
+//                        make. No weights. Its SHA-256 is the model id queries carry.
+//   server/program.json  server part: the CKKS program (steps, rotations, scales)
+//   server/masks.bin     server part: the program's plaintext masks (weights), float64 LE
+//
+// Every file is checked against the manifest on load; the client part also stands alone.
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { SealedError } from '../errors.ts';
+import type { Program } from '../fhe/program.ts';
+import type { ClientPart } from './client-part.ts';
+import { modelIdOf, parseClientPart } from './client-part.ts';
+
+export const BUNDLE_FORMAT = 'sealed-bundle';
+export const BUNDLE_VERSION = 1;
+
+export interface Manifest {
+  format: typeof BUNDLE_FORMAT;
+  version: number;
+  model_id: string;
+  created: string;
+  files: Record<string, string>;
+  metrics?: Record<string, number | string>;
+}
+
+export interface ServerPart {
+  modelId: string;
+  program: Program;
+  masks: Float64Array[];
+}
+
+const sha256 = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
+
+export async function writeBundle(dir: string, client: ClientPart, program: Program, masks: Float64Array[], metrics?: Manifest['metrics']): Promise<Manifest> {
+  await mkdir(join(dir, 'client'), { recursive: true });
+  await mkdir(join(dir, 'server'), { recursive: true });
+  const clientBytes = JSON.stringify(client, null, 1) + '\n';
+  const lengths = masks.map((m) => m.length);
+  const bin = new Uint8Array(lengths.reduce((a, b) => a + b, 0) * 8);
+  const view = new DataView(bin.buffer);
+  let o = 0;
+  for (const m of masks) for (const v of m) view.setFloat64((o++) * 8, v, true);
+  const programBytes = JSON.stringify({ ...program, mask_lengths: lengths }) + '\n';
+  const files: Record<string, string | Uint8Array> = { 'client/model.json': clientBytes, 'server/program.json': programBytes, 'server/masks.bin': bin };
+  for (const [name, bytes] of Object.entries(files)) await writeFile(join(dir, name), bytes);
+  const manifest: Manifest = {
+    format: BUNDLE_FORMAT,
+    version: BUNDLE_VERSION,
+    model_id: modelIdOf(clientBytes),
+    created: new Date().toISOString(),
+    files: Object.fromEntries(Object.entries(files).map(([k, v]) => [k, sha256(v)])),
+    metrics,
+  };
+  await writeFile(join(dir, 'sealed.json'), JSON.stringify(manifest, null, 1) + '\n');
+  return manifest;
+}
+
+async function readChecked(dir: string, name: string, manifest: Manifest | undefined): Promise<Uint8Array> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(join(dir, name));
+  } catch {
+    throw new SealedError('bad-bundle', `the model bundle in ${dir} has no ${name}`, 'point at the directory `sealed train` wrote (or extract model.tar.gz there)');
+  }
+  if (manifest && manifest.files[name] !== sha256(bytes)) {
+    throw new SealedError('bad-bundle', `${name} in ${dir} does not match its hash in sealed.json: the bundle is corrupted or was edited`, 'copy the bundle again from the training output');
+  }
+  return bytes;
+}
+
+export async function readManifest(dir: string): Promise<Manifest | undefined> {
+  let text: string;
+  try {
+    text = await readFile(join(dir, 'sealed.json'), 'utf8');
+  } catch {
+    return undefined;
+  }
+  const m = JSON.parse(text) as Manifest;
+  if (m.format !== BUNDLE_FORMAT) throw new SealedError('bad-bundle', `${dir}/sealed.json is not a sealed bundle manifest`);
+  if (m.version !== BUNDLE_VERSION) throw new SealedError('bad-bundle', `bundle format version ${m.version} is not supported (this build reads ${BUNDLE_VERSION})`, 'retrain, or use the matching version of sealed');
+  return m;
+}
+
+/** The client part, from a bundle directory or a directory holding only client/model.json or model.json. */
+export async function readClientPart(dir: string): Promise<{ modelId: string; client: ClientPart }> {
+  const manifest = await readManifest(dir);
+  let bytes: Uint8Array;
+  if (manifest) bytes = await readChecked(dir, 'client/model.json', manifest);
+  else {
+    try {
+      bytes = await readFile(join(dir, 'client', 'model.json'));
+    } catch {
+      bytes = await readChecked(dir, 'model.json', undefined);
+    }
+  }
+  const text = new TextDecoder().decode(bytes);
+  const modelId = modelIdOf(text);
+  if (manifest && manifest.model_id !== modelId) throw new SealedError('bad-bundle', `the client part's id ${modelId} differs from the manifest's ${manifest.model_id}`);
+  return { modelId, client: parseClientPart(text, dir) };
+}
+
+export async function readServerPart(dir: string): Promise<ServerPart> {
+  const manifest = await readManifest(dir);
+  if (!manifest) throw new SealedError('bad-bundle', `no sealed.json in ${dir}: not a model bundle`, 'point the server at the directory `sealed train` wrote (SageMaker: /opt/ml/model)');
+  const programBytes = await readChecked(dir, 'server/program.json', manifest);
+  const bin = await readChecked(dir, 'server/masks.bin', manifest);
+  const parsed = JSON.parse(new TextDecoder().decode(programBytes)) as Program & { mask_lengths: number[] };
+  const { mask_lengths: lengths, ...program } = parsed;
+  const view = new DataView(bin.buffer, bin.byteOffset, bin.byteLength);
+  const masks: Float64Array[] = [];
+  let o = 0;
+  for (const len of lengths) {
+    const m = new Float64Array(len);
+    for (let i = 0; i < len; i++) m[i] = view.getFloat64((o++) * 8, true);
+    masks.push(m);
+  }
+  if (o * 8 !== bin.length) throw new SealedError('bad-bundle', 'server/masks.bin does not match server/program.json');
+  return { modelId: manifest.model_id, program, masks };
+}

@@ -1,0 +1,113 @@
+// Compiles a linear model (linear regression, logistic regression, multiclass linear) into a
+// CKKS program over many records per ciphertext.
+//
+// Layout: each record owns a block; its n features sit at offsets 0..n-1 of a cyclic window of
+// P = nextPow2(n) slots, and the first m-1 features are repeated after the window so the
+// diagonals never read the next record (m = nextPow2(outputs)). With the hybrid diagonal
+// method, z[t] = sum_{d<m} W[t mod m, (t+d) mod P] x[(t+d) mod P]; folding z by m, 2m, ..., P/2
+// leaves output c at offset c. Cost per ciphertext: m multiplications, about 2*sqrt(m) + log2(P/m)
+// rotations, no ciphertext product: depth 0, so the whole chain is one data prime.
+import type { Program } from '../fhe/program.ts';
+import { rotationsOf } from '../fhe/program.ts';
+import { SealedError } from '../errors.ts';
+import { chooseParams } from './chain.ts';
+import { bsgsStep, nextPow2, squareSplit, type Diagonal } from './diagonal.ts';
+import type { InputLayout, OutputLayout } from './layout.ts';
+import { packRecords } from './layout.ts';
+import { simulate, type SimulationTrace } from './simulate.ts';
+
+export interface LinearWeights {
+  /** outputs x features */
+  weights: number[][];
+  bias: number[];
+}
+
+export interface CompiledModel {
+  program: Program;
+  masks: Float64Array[];
+  input: InputLayout;
+  output: OutputLayout;
+}
+
+const INPUT_SCALE_BITS = 28;
+const WEIGHT_SCALE_BITS = 20;
+
+/** `samples`: pre-processed records that bound the values the program will see. */
+export function compileLinear(w: LinearWeights, samples: ArrayLike<number>[]): CompiledModel {
+  const k = w.weights.length;
+  const n = w.weights[0]?.length ?? 0;
+  if (k === 0 || n === 0 || w.bias.length !== k || w.weights.some((r) => r.length !== n)) {
+    throw new SealedError('bad-data', 'weights must be a non-empty outputs x features matrix with one bias per output');
+  }
+  const m = nextPow2(k);
+  const P = Math.max(nextPow2(n), m);
+  const stride = P + m - 1;
+
+  const build = (slots: number) => {
+    const R = Math.floor(slots / stride);
+    const diagonals: Diagonal[] = [];
+    for (let d = 0; d < m; d++) {
+      const mask = new Float64Array(slots);
+      for (let r = 0; r < R; r++) {
+        for (let t = 0; t < P; t++) {
+          const c = t % m;
+          const j = (t + d) % P;
+          if (c < k && j < n) mask[r * stride + t] = w.weights[c][j];
+        }
+      }
+      diagonals.push({ offset: d, mask });
+    }
+    const folds: number[] = [];
+    for (let f = m; f < P; f *= 2) folds.push(f);
+    const { step, masks } = bsgsStep(diagonals, squareSplit(m), folds, false, 0, WEIGHT_SCALE_BITS);
+    const bias = new Float64Array(slots);
+    for (let r = 0; r < R; r++) for (let c = 0; c < k; c++) bias[r * stride + c] = w.bias[c];
+    step.bias = masks.length;
+    masks.push(bias);
+    const featureSlots = Array.from({ length: n }, (_, j) => (j < m - 1 ? [j, P + j] : [j]));
+    const input: InputLayout = { slots, recordsPerCiphertext: R, recordStride: stride, featureSlots };
+    const output: OutputLayout = { count: k, recordStride: stride, offsets: Array.from({ length: k }, (_, c) => c) };
+    return { steps: [step], masks, input, output };
+  };
+
+  // Size the modulus from the values the program takes on the samples (all slots count).
+  const probe = build(Math.max(2048, nextPow2(stride)));
+  const headroom = headroomBits(probe.steps, probe.masks, probe.input, samples);
+  const params = chooseParams({ depth: 0, slotsNeeded: stride, inputScaleBits: INPUT_SCALE_BITS, finalScaleBits: INPUT_SCALE_BITS + WEIGHT_SCALE_BITS, headroomBits: headroom });
+  const built = build(params.polyModulusDegree / 2);
+  const program: Program = { params, inputScaleBits: INPUT_SCALE_BITS, steps: built.steps, galoisSteps: rotationsOf(built.steps), relin: false };
+  verifyLinear(program, built.masks, built.input, built.output, w, samples);
+  return { program, masks: built.masks, input: built.input, output: built.output };
+}
+
+function headroomBits(steps: Program['steps'], masks: Float64Array[], input: InputLayout, samples: ArrayLike<number>[]): number {
+  const prog = { steps } as Program;
+  let max = 1;
+  for (const v of packRecords(input, samples)) {
+    const trace: SimulationTrace = { maxAbs: [] };
+    simulate(prog, masks, v, trace);
+    max = Math.max(max, ...trace.maxAbs);
+  }
+  // x4 margin: records outside the samples may be somewhat larger.
+  return Math.ceil(Math.log2(max * 4));
+}
+
+/** Proves the plan: simulated outputs must equal W x + b for every sample record. */
+function verifyLinear(p: Program, masks: Float64Array[], input: InputLayout, output: OutputLayout, w: LinearWeights, samples: ArrayLike<number>[]): void {
+  const vectors = packRecords(input, samples);
+  vectors.forEach((v, ci) => {
+    const out = simulate(p, masks, v);
+    for (let r = 0; r < input.recordsPerCiphertext; r++) {
+      const idx = ci * input.recordsPerCiphertext + r;
+      if (idx >= samples.length) break;
+      for (let c = 0; c < output.count; c++) {
+        let want = w.bias[c];
+        for (let j = 0; j < w.weights[c].length; j++) want += w.weights[c][j] * samples[idx][j];
+        const got = out[r * output.recordStride + output.offsets[c]];
+        if (Math.abs(got - want) > 1e-9 * Math.max(1, Math.abs(want))) {
+          throw new SealedError('internal', `compiler self-check failed: record ${idx} output ${c} simulates to ${got}, expected ${want}`);
+        }
+      }
+    }
+  });
+}

@@ -1,0 +1,36 @@
+// Turning decrypted scores into predictions: shared by the client and by training reports.
+import type { ClientPart } from './client-part.ts';
+
+export interface Prediction {
+  label: string | number;
+  scores: number[];
+  probabilities?: number[];
+}
+
+export function postprocess(c: Pick<ClientPart, 'postprocess' | 'labels' | 'task'>, scores: number[]): Prediction {
+  const p = c.postprocess;
+  if (p.kind === 'sigmoid') {
+    const prob = 1 / (1 + Math.exp(-scores[0]));
+    const cls = prob >= 0.5 ? 1 : 0;
+    return { label: c.labels?.[cls] ?? cls, scores, probabilities: [1 - prob, prob] };
+  }
+  if (p.kind === 'softmax') {
+    const max = Math.max(...scores);
+    const e = scores.map((s) => Math.exp(s - max));
+    const sum = e.reduce((a, b) => a + b, 0);
+    const probs = e.map((v) => v / sum);
+    const cls = probs.indexOf(Math.max(...probs));
+    return { label: c.labels?.[cls] ?? cls, scores, probabilities: probs };
+  }
+  return { label: scores[0] * (p.std ?? 1) + (p.mean ?? 0), scores };
+}
+
+/** Class index (binary, multiclass) of a prediction, for accuracy. */
+export function classOf(c: Pick<ClientPart, 'postprocess'>, scores: number[]): number {
+  if (c.postprocess.kind === 'sigmoid') return scores[0] >= 0 ? 1 : 0;
+  return scores.indexOf(Math.max(...scores));
+}
+
+export function standardise(row: ArrayLike<number>, pre: ClientPart['preprocess']): number[] {
+  return Array.from(row, (v, j) => (v - pre.mean[j]) / pre.std[j]);
+}

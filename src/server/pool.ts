@@ -1,0 +1,43 @@
+// The evaluation pool: piscina worker threads, one SEAL instance each; as many as CPUs.
+import { availableParallelism } from 'node:os';
+import { Piscina } from 'piscina';
+import type { EvaluateResult, EvaluateTask } from './worker.ts';
+
+export interface PoolOptions {
+  modelDir: string;
+  workers?: number;
+  keyCacheBytes?: number;
+}
+
+export class EvaluationPool {
+  private readonly piscina: Piscina;
+  readonly size: number;
+
+  constructor(o: PoolOptions) {
+    this.size = o.workers ?? availableParallelism();
+    this.piscina = new Piscina({
+      filename: new URL('./worker.ts', import.meta.url).href,
+      minThreads: this.size,
+      maxThreads: this.size,
+      idleTimeout: Infinity,
+      workerData: { modelDir: o.modelDir, keyCacheBytes: o.keyCacheBytes ?? 512 * 1024 * 1024 },
+    });
+  }
+
+  run(task: EvaluateTask): Promise<EvaluateResult> {
+    return this.piscina.run(task) as Promise<EvaluateResult>;
+  }
+
+  get queued(): number {
+    return this.piscina.queueSize;
+  }
+
+  /** Waits until every worker has loaded SEAL and the model (a worker answers only then). */
+  async ready(): Promise<void> {
+    await Promise.all(Array.from({ length: this.size }, () => this.piscina.run({ warmup: true })));
+  }
+
+  close(): Promise<void> {
+    return this.piscina.destroy();
+  }
+}
