@@ -2,7 +2,7 @@
 //
 //   sealed.json          manifest: format, version, model id, SHA-256 of every file, metrics
 //   client/model.json    client part: parameters, layouts, pre/post-processing, labels, keys to
-//                        make. No weights. Its SHA-256 is the model id queries carry.
+//                        make, and the model id queries carry. No weights.
 //   server/program.json  server part: the CKKS program (steps, rotations, scales)
 //   server/masks.bin     server part: the program's plaintext masks (weights), float64 LE
 //
@@ -38,19 +38,19 @@ const sha256 = (b: Uint8Array | string) => createHash('sha256').update(b).digest
 export async function writeBundle(dir: string, client: ClientPart, program: Program, masks: Float64Array[], metrics?: Manifest['metrics']): Promise<Manifest> {
   await mkdir(join(dir, 'client'), { recursive: true });
   await mkdir(join(dir, 'server'), { recursive: true });
-  const clientBytes = JSON.stringify(client, null, 1) + '\n';
   const lengths = masks.map((m) => m.length);
   const bin = new Uint8Array(lengths.reduce((a, b) => a + b, 0) * 8);
   const view = new DataView(bin.buffer);
   let o = 0;
   for (const m of masks) for (const v of m) view.setFloat64((o++) * 8, v, true);
   const programBytes = JSON.stringify({ ...program, mask_lengths: lengths }) + '\n';
+  const clientBytes = JSON.stringify({ ...client, model_id: modelIdOf(JSON.stringify(client), programBytes, bin) }, null, 1) + '\n';
   const files: Record<string, string | Uint8Array> = { 'client/model.json': clientBytes, 'server/program.json': programBytes, 'server/masks.bin': bin };
   for (const [name, bytes] of Object.entries(files)) await writeFile(join(dir, name), bytes);
   const manifest: Manifest = {
     format: BUNDLE_FORMAT,
     version: BUNDLE_VERSION,
-    model_id: modelIdOf(clientBytes),
+    model_id: parseClientPart(clientBytes, dir).model_id,
     created: new Date().toISOString(),
     files: Object.fromEntries(Object.entries(files).map(([k, v]) => [k, sha256(v)])),
     metrics,
@@ -97,10 +97,10 @@ export async function readClientPart(dir: string): Promise<{ modelId: string; cl
       bytes = await readChecked(dir, 'model.json', undefined);
     }
   }
-  const text = new TextDecoder().decode(bytes);
-  const modelId = modelIdOf(text);
+  const client = parseClientPart(new TextDecoder().decode(bytes), dir);
+  const modelId = client.model_id;
   if (manifest && manifest.model_id !== modelId) throw new SealedError('bad-bundle', `the client part's id ${modelId} differs from the manifest's ${manifest.model_id}`);
-  return { modelId, client: parseClientPart(text, dir) };
+  return { modelId, client };
 }
 
 export async function readServerPart(dir: string): Promise<ServerPart> {

@@ -12,6 +12,8 @@ export type Task = 'regression' | 'binary' | 'multiclass';
 export interface ClientPart {
   format: typeof CLIENT_FORMAT;
   version: 1;
+  /** Set when the bundle is written: a hash of the whole model, client and server parts. */
+  model_id?: string;
   task: Task;
   params: CkksParams;
   input_scale_bits: number;
@@ -28,11 +30,14 @@ export interface ClientPart {
   target?: string;
 }
 
-export function modelIdOf(clientJson: string | Uint8Array): string {
-  return createHash('sha256').update(clientJson).digest('hex').slice(0, 32);
+/** Identifies a model: its queries are refused by a server that serves another one. */
+export function modelIdOf(...parts: (string | Uint8Array)[]): string {
+  const h = createHash('sha256');
+  for (const p of parts) h.update(p);
+  return h.digest('hex').slice(0, 32);
 }
 
-export function parseClientPart(text: string, where: string): ClientPart {
+export function parseClientPart(text: string, where: string): ClientPart & { model_id: string } {
   let c: ClientPart;
   try {
     c = JSON.parse(text) as ClientPart;
@@ -40,6 +45,7 @@ export function parseClientPart(text: string, where: string): ClientPart {
     throw new SealedError('bad-bundle', `the client part in ${where} is not valid JSON`);
   }
   if (c.format !== CLIENT_FORMAT || c.version !== 1) throw new SealedError('bad-bundle', `${where} does not hold a version-1 sealed client part`);
+  if (typeof c.model_id !== 'string' || !/^[0-9a-f]{32}$/.test(c.model_id)) throw new SealedError('bad-bundle', `the client part in ${where} has no valid model_id`);
   checkParams(c.params);
-  return c;
+  return c as ClientPart & { model_id: string };
 }

@@ -5,13 +5,14 @@
 // P = nextPow2(n) slots, and the first m-1 features are repeated after the window so the
 // diagonals never read the next record (m = nextPow2(outputs)). With the hybrid diagonal
 // method, z[t] = sum_{d<m} W[t mod m, (t+d) mod P] x[(t+d) mod P]; folding z by m, 2m, ..., P/2
-// leaves output c at offset c. Cost per ciphertext: m multiplications, about 2*sqrt(m) + log2(P/m)
+// leaves output c at offset c. Cost per ciphertext: m multiplications, m-1 + log2(P/m)
 // rotations, no ciphertext product: depth 0, so the whole chain is one data prime.
 import type { Program } from '../fhe/program.ts';
 import { rotationsOf } from '../fhe/program.ts';
 import { SealedError } from '../errors.ts';
 import { chooseParams } from './chain.ts';
-import { bsgsStep, nextPow2, squareSplit, type Diagonal } from './diagonal.ts';
+import { MAX_BITS_128 } from '../fhe/params.ts';
+import { bsgsStep, nextPow2, type Diagonal } from './diagonal.ts';
 import type { InputLayout, OutputLayout } from './layout.ts';
 import { packRecords } from './layout.ts';
 import { simulate, type SimulationTrace } from './simulate.ts';
@@ -30,7 +31,9 @@ export interface CompiledModel {
 }
 
 const INPUT_SCALE_BITS = 28;
-const WEIGHT_SCALE_BITS = 20;
+// Mask encoding error is about sqrt(N)/2^bits in absolute slot value: 22 bits keep it near 1e-5.
+const MIN_WEIGHT_SCALE_BITS = 22;
+const MAX_WEIGHT_SCALE_BITS = 30;
 
 /** `samples`: pre-processed records that bound the values the program will see. */
 export function compileLinear(w: LinearWeights, samples: ArrayLike<number>[]): CompiledModel {
@@ -43,7 +46,7 @@ export function compileLinear(w: LinearWeights, samples: ArrayLike<number>[]): C
   const P = Math.max(nextPow2(n), m);
   const stride = P + m - 1;
 
-  const build = (slots: number) => {
+  const build = (slots: number, weightScaleBits: number) => {
     const R = Math.floor(slots / stride);
     const diagonals: Diagonal[] = [];
     for (let d = 0; d < m; d++) {
@@ -59,7 +62,11 @@ export function compileLinear(w: LinearWeights, samples: ArrayLike<number>[]): C
     }
     const folds: number[] = [];
     for (let f = m; f < P; f *= 2) folds.push(f);
-    const { step, masks } = bsgsStep(diagonals, squareSplit(m), folds, false, 0, WEIGHT_SCALE_BITS);
+    // Every rotation comes after the multiplication: key switching adds noise of a fixed size,
+    // negligible at the product's scale (2^50 and more) but not at the fresh input's (2^28),
+    // because at depth 0 the data prime is as large as the special prime. It costs m-1
+    // rotations instead of about 2*sqrt(m), shared by all the records of a ciphertext.
+    const { step, masks } = bsgsStep(diagonals, (d) => [d, 0], folds, false, 0, weightScaleBits);
     const bias = new Float64Array(slots);
     for (let r = 0; r < R; r++) for (let c = 0; c < k; c++) bias[r * stride + c] = w.bias[c];
     step.bias = masks.length;
@@ -71,10 +78,20 @@ export function compileLinear(w: LinearWeights, samples: ArrayLike<number>[]): C
   };
 
   // Size the modulus from the values the program takes on the samples (all slots count).
-  const probe = build(Math.max(2048, nextPow2(stride)));
+  const probe = build(Math.max(2048, nextPow2(stride)), MIN_WEIGHT_SCALE_BITS);
   const headroom = headroomBits(probe.steps, probe.masks, probe.input, samples);
-  const params = chooseParams({ depth: 0, slotsNeeded: stride, inputScaleBits: INPUT_SCALE_BITS, finalScaleBits: INPUT_SCALE_BITS + WEIGHT_SCALE_BITS, headroomBits: headroom });
-  const built = build(params.polyModulusDegree / 2);
+  // Depth 0: the chain is one data prime plus the special prime. Take the smallest ring whose
+  // first prime leaves the weights at least MIN_WEIGHT_SCALE_BITS of precision.
+  let weightBits = MIN_WEIGHT_SCALE_BITS;
+  for (const n of [4096, 8192, 16384]) {
+    const room = Math.min(60, Math.floor(MAX_BITS_128[n] / 2)) - 1 - headroom - INPUT_SCALE_BITS;
+    if (n / 2 >= stride && room >= MIN_WEIGHT_SCALE_BITS) {
+      weightBits = Math.min(room, MAX_WEIGHT_SCALE_BITS);
+      break;
+    }
+  }
+  const params = chooseParams({ depth: 0, slotsNeeded: stride, inputScaleBits: INPUT_SCALE_BITS, finalScaleBits: INPUT_SCALE_BITS + weightBits, headroomBits: headroom });
+  const built = build(params.polyModulusDegree / 2, weightBits);
   const program: Program = { params, inputScaleBits: INPUT_SCALE_BITS, steps: built.steps, galoisSteps: rotationsOf(built.steps), relin: false };
   verifyLinear(program, built.masks, built.input, built.output, w, samples);
   return { program, masks: built.masks, input: built.input, output: built.output };

@@ -25,6 +25,8 @@ export function buildApp(o: AppOptions): FastifyInstance {
     bodyLimit: 64 * 1024,
     requestIdHeader: 'x-amzn-requestid',
     genReqId: () => randomUUID(),
+    // Reject what the schema does not allow instead of silently stripping or coercing it.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
   });
 
   app.setErrorHandler((err, req, reply) => {

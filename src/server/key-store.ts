@@ -69,7 +69,7 @@ export class KeyStore {
   }
 
   private parse(bytes: Uint8Array): KeySet {
-    const msg = decodeWire<KeysHeader>('keys', bytes, 'the evaluation keys');
+    const msg = decodeWire<KeysHeader>('keys', bytes, 'the evaluation-keys object');
     const h = msg.header;
     const want = paramsKey(this.program.params);
     if (h.params !== want) {

@@ -1,0 +1,76 @@
+// The `sealed` command as users run it: separate processes for server and client, the
+// embedded local S3 shared between them, keys on disk with the secret key at mode 0600.
+import t from 'tap';
+import { spawn, execFile } from 'node:child_process';
+import { stat, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { trainBreastCancer } from './helpers/fixture.ts';
+import { startLocalS3 } from '../src/storage/local-s3.ts';
+
+const run = promisify(execFile);
+const bin = fileURLToPath(new URL('../bin/sealed.js', import.meta.url));
+
+const tr = await trainBreastCancer();
+const s3 = await startLocalS3({ directory: join(tr.dir, 's3') });
+const env = { ...process.env, SEALED_HOME: join(tr.dir, 'home'), SEALED_S3_ENDPOINT: s3.endpoint, LOG_LEVEL: 'info' };
+const port = 18000 + Math.floor(Math.random() * 2000);
+const server = spawn(process.execPath, [bin, 'serve', '--model', tr.modelDir, '--port', String(port), '--host', '127.0.0.1', '--workers', '1'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+let logs = '';
+server.stdout.on('data', (d) => (logs += d));
+server.stderr.on('data', (d) => (logs += d));
+await new Promise<void>((resolve, reject) => {
+  const timer = setTimeout(() => reject(new Error(`server did not start: ${logs}`)), 60_000);
+  server.stdout.on('data', () => {
+    if (logs.includes('sealed server ready')) {
+      clearTimeout(timer);
+      resolve();
+    }
+  });
+});
+t.teardown(async () => {
+  server.kill('SIGTERM');
+  await new Promise((r) => server.once('exit', r));
+  await s3.close();
+  await tr.cleanup();
+});
+
+t.test('keygen writes the secret key with mode 0600', async (t) => {
+  const keys = join(tr.dir, 'keys');
+  const r = await run(process.execPath, [bin, 'keygen', '--model', tr.modelDir, '--keys', keys], { env });
+  t.match(r.stdout, /secret\.key .* mode 0600: never leaves this machine/);
+  t.equal((await stat(join(keys, 'secret.key'))).mode & 0o777, 0o600);
+  const again = await run(process.execPath, [bin, 'keygen', '--model', tr.modelDir, '--keys', keys], { env });
+  t.match(again.stdout, /already exists/, 'does not overwrite without --force');
+});
+
+t.test('predict: CSV in, predictions out, accuracy as trained', async (t) => {
+  const out = join(tr.dir, 'pred.csv');
+  const r = await run(process.execPath, [bin, 'predict', '--model', tr.modelDir, '--input', join(tr.testDir, 'data.csv'), '--endpoint', `http://127.0.0.1:${port}`, '--keys', join(tr.dir, 'keys'), '--output', out, '--json'], { env });
+  const summary = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  t.equal(summary.records, tr.test.x.length);
+  t.ok(Math.abs(summary.accuracy - tr.result.metrics.test_accuracy) < 1e-6, `accuracy ${summary.accuracy}`);
+  const lines = (await readFile(out, 'utf8')).trim().split('\n');
+  t.equal(lines[0], 'record,prediction,p0,p1');
+  t.equal(lines.length, tr.test.x.length + 1);
+  t.match(lines[1], /^1,(malignant|benign),0\.\d+,0\.\d+$/);
+});
+
+t.test('predict with a wrong input file says what to do and exits 2', async (t) => {
+  const bad = join(tr.dir, 'bad.csv');
+  await writeFile(bad, 'a,b\n1,2\n');
+  const err = await run(process.execPath, [bin, 'predict', '--model', tr.modelDir, '--input', bad, '--endpoint', `http://127.0.0.1:${port}`, '--keys', join(tr.dir, 'keys')], { env }).catch((e) => e);
+  t.equal(err.code, 2);
+  t.match(err.stderr, /lacks the model's feature columns mean_radius/);
+  t.match(err.stderr, /what to do: the header must name the 30 features/);
+});
+
+t.test('server logs are JSON with request ids and no key or ciphertext bytes', async (t) => {
+  const lines = logs.trim().split('\n').filter((l) => l.startsWith('{'));
+  const done = lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'invocation done');
+  t.ok(done.length >= 1, 'an invocation was logged');
+  t.ok(done.every((l) => typeof l.reqId === 'string' && l.reqId.length > 0), 'with a request id');
+  t.notMatch(logs, /[A-Za-z0-9+/]{200,}/, 'no long base64 run');
+  t.notMatch(logs, /(\\u00|\\x)[0-9a-f]{2}.{0,4}(\\u00|\\x)[0-9a-f]{2}/i, 'no escaped binary');
+});
