@@ -3,10 +3,19 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { isSealedError, type SealedError } from '../errors.ts';
-import { demoCommand } from './demo.ts';
-import { keygenCommand, predictCommand } from './client.ts';
-import { serveCommand, s3Command } from './serve.ts';
-import { trainCommand } from './train.ts';
+
+// Commands load their modules when run: `serve` never loads TensorFlow, so the inference image
+// can leave it out.
+const lazy =
+  <M, K extends keyof M>(load: () => Promise<M>, name: K) =>
+  async (...args: unknown[]) =>
+    ((await load())[name] as (...a: unknown[]) => Promise<void>)(...args);
+const trainCommand = lazy(() => import('./train.ts'), 'trainCommand');
+const serveCommand = lazy(() => import('./serve.ts'), 'serveCommand');
+const s3Command = lazy(() => import('./serve.ts'), 's3Command');
+const keygenCommand = lazy(() => import('./client.ts'), 'keygenCommand');
+const predictCommand = lazy(() => import('./client.ts'), 'predictCommand');
+const demoCommand = lazy(() => import('./demo.ts'), 'demoCommand');
 
 /** Exit codes: 0 ok, 1 failure, 2 bad usage or input, 3 server or storage unreachable. */
 export async function main(argv: string[]): Promise<void> {

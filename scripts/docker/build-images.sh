@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Builds the two SageMaker images, sealed-inference:dev and sealed-training:dev, from the repo root.
+# Usable on a fresh Debian machine as root (CI): installs docker.io and debootstrap when missing,
+# starts dockerd when it is not running, makes the node:24-bookworm-slim stand-in when that tag
+# is missing (scripts/docker/make-base-image.sh), then builds with BuildKit.
+# When SSL_CERT_FILE is set, that CA bundle is handed to `npm ci` as the BuildKit secret `npmca`
+# (it never lands in a layer).
+#
+# Usage: scripts/docker/build-images.sh [extra docker build args, e.g. --no-cache --progress=plain]
+# Env:   DOCKER   docker CLI with BuildKit (default /usr/bin/docker when present, else docker)
+#        TAG      image tag (default dev)
+#        PRUNE_TFJS=1  leave @tensorflow out of the inference image (needs a CLI that loads
+#                 src/train/ lazily; the build checks it)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+TAG=${TAG:-dev}
+
+log() { echo "build-images: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+t_all=$SECONDS
+step_t=$SECONDS
+step_done() { log "$1 took $((SECONDS - step_t)) s"; step_t=$SECONDS; }
+
+# --- tools: a docker CLI that can use BuildKit (RUN --mount), dockerd, debootstrap -------------
+pick_docker() {
+  if [ -n "${DOCKER:-}" ]; then return; fi
+  if [ -x /usr/bin/docker ]; then DOCKER=/usr/bin/docker
+  elif command -v docker >/dev/null && docker buildx version >/dev/null 2>&1; then DOCKER=docker
+  fi
+}
+pick_docker
+missing=()
+if [ -z "${DOCKER:-}" ]; then
+  missing+=(docker.io)
+elif ! command -v dockerd >/dev/null && ! "$DOCKER" info >/dev/null 2>&1; then
+  missing+=(docker.io)
+fi
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+if [ "${#missing[@]}" -gt 0 ]; then
+  command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
+  [ "$(id -u)" -eq 0 ] || die "missing ${missing[*]}; run as root (or install them) first"
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+  pick_docker
+  DOCKER=${DOCKER:-/usr/bin/docker}
+fi
+export DOCKER
+step_done "tools"
+
+# --- dockerd ------------------------------------------------------------------------------------
+if ! "$DOCKER" info >/dev/null 2>&1; then
+  command -v dockerd >/dev/null || die "$DOCKER cannot reach a daemon and there is no dockerd"
+  log "starting dockerd (log: /tmp/dockerd.log)"
+  setsid dockerd >/tmp/dockerd.log 2>&1 </dev/null &
+  for _ in $(seq 1 60); do
+    "$DOCKER" info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  "$DOCKER" info >/dev/null 2>&1 || { tail -20 /tmp/dockerd.log >&2; die "dockerd did not come up in 60 s"; }
+fi
+step_done "dockerd"
+
+# --- base image -----------------------------------------------------------------------------------
+"$root/scripts/docker/make-base-image.sh"
+step_done "base image"
+
+# --- the two images -------------------------------------------------------------------------------
+secret=()
+if [ -n "${SSL_CERT_FILE:-}" ]; then
+  [ -r "$SSL_CERT_FILE" ] || die "SSL_CERT_FILE=$SSL_CERT_FILE is not readable"
+  secret=(--secret "id=npmca,src=$SSL_CERT_FILE")
+fi
+for kind in inference training; do
+  log "building sealed-$kind:$TAG"
+  args=()
+  [ "$kind" = inference ] && [ -n "${PRUNE_TFJS:-}" ] && args=(--build-arg "PRUNE_TFJS=$PRUNE_TFJS")
+  DOCKER_BUILDKIT=1 "$DOCKER" build "${secret[@]}" "${args[@]}" -f "Dockerfile.$kind" -t "sealed-$kind:$TAG" "$@" .
+  step_done "sealed-$kind:$TAG"
+done
+
+# --- smoke test: node-seal's WASM loads, and the CLI starts (all its static imports resolve) ------
+for kind in inference training; do
+  img="sealed-$kind:$TAG"
+  "$DOCKER" run --rm --entrypoint node "$img" -e \
+    "import('node-seal').then(async m => { const s = await m.default(); if (typeof s.SEALContext !== 'function') process.exit(1) })" \
+    || die "$img: node-seal does not load"
+  if [ -f src/cli/main.ts ]; then
+    "$DOCKER" run --rm "$img" --help >/dev/null || die "$img: 'node src/cli/main.ts --help' fails"
+  else
+    log "warning: src/cli/main.ts does not exist yet; CLI not checked"
+  fi
+done
+step_done "smoke test"
+
+"$DOCKER" image ls --format 'table {{.Repository}}:{{.Tag}}\t{{.ID}}\t{{.Size}}' \
+  | awk -v t="$TAG" 'NR == 1 || $1 == "sealed-inference:" t || $1 == "sealed-training:" t || $1 == "node:24-bookworm-slim"'
+log "done in $((SECONDS - t_all)) s"
