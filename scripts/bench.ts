@@ -1,0 +1,149 @@
+// Benchmarks (never timed tests). Each prints progress to stderr and, as its last stdout line,
+// one JSON object.
+//
+//   npm run bench -- mnist [--quick] [--n N] [--arch cnn|mlp] [--epochs E] [--retrain] [--workers W]
+//
+// mnist: trains (or loads from .cache/models) an HE-friendly network on the 10,000 digits of
+// the npm package `mnist`, then runs encrypted inference through the real server path (S3
+// upload, /invocations, worker pool, S3 download) on the official test set, one image per
+// request, as many requests in flight as workers.
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { availableParallelism, cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { predict } from '../src/client/predict.ts';
+import { ClientSession } from '../src/client/session.ts';
+import { opCounts } from '../src/fhe/program.ts';
+import { readClientPart, readServerPart } from '../src/model/bundle.ts';
+import type { Network } from '../src/model/network.ts';
+import { startServer } from '../src/server/serve.ts';
+import { startLocalS3 } from '../src/storage/local-s3.ts';
+import { ObjectStore } from '../src/storage/s3.ts';
+import { trainImageNetwork, CNN_DEFAULTS } from '../src/train/cnn.ts';
+import { plaintextAccuracy, writeImageBundle } from '../src/train/image-model.ts';
+import { loadIdxPair, loadNpmMnist, MNIST_TEST_IMAGES, MNIST_TEST_LABELS } from '../src/train/mnist.ts';
+
+const err = (s: string) => process.stderr.write(s + '\n');
+const percentile = (v: number[], p: number) => {
+  const s = [...v].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+};
+
+async function mnist(args: string[]) {
+  const { values } = parseArgs({
+    args,
+    options: {
+      quick: { type: 'boolean', default: false },
+      n: { type: 'string' },
+      arch: { type: 'string', default: 'cnn' },
+      epochs: { type: 'string' },
+      retrain: { type: 'boolean', default: false },
+      workers: { type: 'string' },
+    },
+  });
+  const arch = values.arch as 'cnn' | 'mlp';
+  const epochs = Number(values.epochs ?? CNN_DEFAULTS.epochs);
+  const modelDir = join('.cache', 'models', `mnist-${arch}-e${epochs}`);
+  const test = await loadIdxPair(MNIST_TEST_IMAGES, MNIST_TEST_LABELS);
+  const n = Math.min(test.images.length, Number(values.n ?? (values.quick ? 500 : test.images.length)));
+
+  if (values.retrain || !existsSync(join(modelDir, 'sealed.json'))) {
+    const train = await loadNpmMnist();
+    err(`training ${arch} on ${train.images.length} npm mnist digits, ${epochs} epochs`);
+    const { network, seconds } = await trainImageNetwork(train.images, train.labels, { arch, epochs, log: err });
+    const accuracy = plaintextAccuracy(network, test.images, test.labels);
+    await mkdir(modelDir, { recursive: true });
+    await writeImageBundle(modelDir, network, train.images.slice(0, 300), { train_seconds: Math.round(seconds), test_accuracy: accuracy, arch });
+    await writeFile(join(modelDir, 'network.json'), JSON.stringify(network));
+    err(`trained in ${seconds.toFixed(0)} s, plaintext test accuracy ${accuracy}`);
+  }
+  const network = JSON.parse(await readFile(join(modelDir, 'network.json'), 'utf8')) as Network;
+  const images = test.images.slice(0, n);
+  const labels = test.labels.slice(0, n);
+  const { modelId, client } = await readClientPart(modelDir);
+  const server = await readServerPart(modelDir);
+  const { forward } = await import('../src/model/network.ts');
+  const plainClass = images.map((img) => {
+    const l = forward(network, img.map((v) => v / 255));
+    return l.indexOf(Math.max(...l));
+  });
+
+  const work = await mkdtemp(join(tmpdir(), 'sealed-bench-'));
+  const s3 = await startLocalS3({ directory: join(work, 's3') });
+  const workers = Number(values.workers ?? availableParallelism());
+  const running = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers, s3Endpoint: s3.endpoint });
+  const store = new ObjectStore({ endpoint: s3.endpoint });
+  await store.ensureBucket('sealed-bench');
+  const session = await ClientSession.open(modelId, client);
+  const keys = session.generateKeys();
+  const transport = { store, bucket: 'sealed-bench', endpoint: running.url };
+  // Warm-up: every worker loads the keys once (cached afterwards, as in production).
+  await Promise.all(Array.from({ length: workers }, () => predict(session, keys, [images[0]], transport)));
+
+  const serverMs: number[] = [];
+  const evalMs: number[] = [];
+  const clientMs: number[] = [];
+  let correct = 0, agree = 0, queryBytes = 0, resultBytes = 0;
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: workers }, async () => {
+      for (;;) {
+        const i = next++;
+        if (i >= n) return;
+        const r = await predict(session, keys, [images[i]], transport);
+        const s = r.scores[0];
+        const cls = s.indexOf(Math.max(...s));
+        if (cls === labels[i]) correct++;
+        if (cls === plainClass[i]) agree++;
+        const tm = (r.stats.server as { timings_ms: { total: number; evaluate: number } }).timings_ms;
+        serverMs.push(tm.total);
+        evalMs.push(tm.evaluate);
+        clientMs.push(r.stats.ms.total);
+        queryBytes = r.stats.query_bytes;
+        resultBytes = r.stats.result_bytes;
+        if ((i + 1) % 100 === 0) err(`${i + 1}/${n} images, encrypted accuracy so far ${(correct / (serverMs.length)).toFixed(4)}`);
+      }
+    }),
+  );
+  const wall = (performance.now() - t0) / 1000;
+  const ops = opCounts(server.program);
+  const result = {
+    bench: 'mnist',
+    arch,
+    n_test: n,
+    accuracy_plain: plainClass.filter((c, i) => c === labels[i]).length / n,
+    accuracy_encrypted: correct / n,
+    agreement: agree / n,
+    server_ms_single_p50: +percentile(serverMs, 50).toFixed(1),
+    server_ms_single_p90: +percentile(serverMs, 90).toFixed(1),
+    evaluate_ms_p50: +percentile(evalMs, 50).toFixed(1),
+    client_ms_p50: +percentile(clientMs, 50).toFixed(1),
+    keys_bytes: keys.evaluationKeys.length,
+    query_bytes_single: queryBytes,
+    result_bytes_single: resultBytes,
+    ring_degree: client.params.polyModulusDegree,
+    modulus_bits: client.params.coeffModulusBits.reduce((a, b) => a + b, 0),
+    modulus_chain: client.params.coeffModulusBits.join('+'),
+    rotation_keys: client.galois_steps.length,
+    ops,
+    workers,
+    wall_s: +wall.toFixed(1),
+    images_per_s: +(n / wall).toFixed(2),
+    cpu: cpus()[0]?.model,
+  };
+  session.close();
+  store.close();
+  await running.close();
+  await s3.close();
+  await rm(work, { recursive: true, force: true });
+  console.log(JSON.stringify(result));
+}
+
+const [which, ...rest] = process.argv.slice(2);
+if (which === 'mnist') await mnist(rest);
+else {
+  err('usage: npm run bench -- mnist [--quick] [--n N] [--arch cnn|mlp] [--epochs E] [--retrain] [--workers W]');
+  process.exit(2);
+}

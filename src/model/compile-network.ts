@@ -1,0 +1,179 @@
+// Compiles a network (conv2d-parity | dense, quadratic activations) into a CKKS program for one
+// image per ciphertext.
+//
+// Layouts are periodic: a feature sits at an offset in [0, P) and is repeated every P slots.
+//  - input: the image row-major, P = 1024 (so four copies in 4096 slots; the client writes them).
+//  - conv2d-parity: filter f is computed in copy f >> 2, on the slots (2y+a_f)*W + (2x+b_f) of a
+//    full stride-1 convolution: one set of rotations (offsets dy*W + dx, split baby dx / giant
+//    dy*W) serves every filter. Output: P = slots, no repetition.
+//  - dense (out x in) from period P: hybrid diagonal method, z[t] = sum_{d<m} W[t mod m, in(t+d)],
+//    m = nextPow2(out), then folds m, 2m, ..., P/2 leave output o at every slot t = o (mod m).
+//  - quadratic a x^2 + b x + c = a (x + b/2a)^2 + (c - b^2/4a): b/2a joins the previous bias,
+//    a and the constant join the next dense layer, so each activation is one square.
+// Rescaled steps encode masks at the scale of the prime they drop, so scales stay near 2^30;
+// the last dense layer is not rescaled (its masks at 2^w), which saves a level.
+import { SealedError } from '../errors.ts';
+import { MAX_BITS_128, type CkksParams } from '../fhe/params.ts';
+import { rotationsOf, type LinearStep, type Program, type Step } from '../fhe/program.ts';
+import { bsgsStep, nextPow2, squareSplit, type Diagonal } from './diagonal.ts';
+import type { InputLayout, OutputLayout } from './layout.ts';
+import { packRecords } from './layout.ts';
+import { convOutputShape, forward, perFeature, type Dense, type Network } from './network.ts';
+import { simulate, type SimulationTrace } from './simulate.ts';
+import type { CompiledModel } from './compile-linear.ts';
+
+const INPUT_SCALE_BITS = 30;
+const LEVEL_BITS = 30;
+const FIRST_PRIME_BITS = 60;
+
+interface Layout {
+  period: number;
+  /** slot (in [0, period)) of each feature */
+  slot: Int32Array;
+}
+
+export interface CompileOptions {
+  slots?: number;
+}
+
+export function compileNetwork(net: Network, samples: ArrayLike<number>[], o: CompileOptions = {}): CompiledModel {
+  const S = o.slots ?? 4096;
+  const H = net.input.height;
+  const W = net.input.width;
+  const inPeriod = nextPow2(H * W);
+  if (inPeriod > S) throw new SealedError('bad-data', `an input of ${H}x${W} does not fit ${S} slots`);
+  let layout: Layout = { period: inPeriod, slot: Int32Array.from({ length: H * W }, (_, j) => j) };
+
+  const steps: Step[] = [];
+  const masks: Float64Array[] = [];
+  const add = (parts: { step: LinearStep; masks: Float64Array[] }) => {
+    steps.push(parts.step);
+    masks.push(...parts.masks);
+  };
+  // Pending activation scale/offset per feature of the current layout, folded into the next dense.
+  let pending: { a: number[]; g: number[] } | undefined;
+  const lastDense = net.layers.map((l) => l.type).lastIndexOf('dense');
+
+  for (let li = 0; li < net.layers.length; li++) {
+    const layer = net.layers[li];
+    if (layer.type === 'conv2d-parity') {
+      if (li !== 0) throw new SealedError('bad-data', 'conv2d-parity must be the first layer');
+      const { height: oh, width: ow, filters: F } = convOutputShape(net, layer);
+      const k = layer.kernel[0].length;
+      const copies = S / inPeriod;
+      if (Math.ceil(F / 4) > copies) throw new SealedError('bad-data', `${F} filters need ${Math.ceil(F / 4)} copies of the image, ${copies} fit in ${S} slots`);
+      const slotOf = (y: number, x: number, f: number) => (f >> 2) * inPeriod + (2 * y + ((f >> 1) & 1)) * W + 2 * x + (f & 1);
+      const diagonals: Diagonal[] = [];
+      for (let dy = 0; dy < k; dy++)
+        for (let dx = 0; dx < k; dx++) {
+          const mask = new Float64Array(S);
+          for (let y = 0; y < oh; y++) for (let x = 0; x < ow; x++) for (let f = 0; f < F; f++) mask[slotOf(y, x, f)] = layer.kernel[f][dy][dx];
+          diagonals.push({ offset: dy * W + dx, mask });
+        }
+      const parts = bsgsStep(diagonals, (d) => [d - (d % W), d % W], [], true, masks.length);
+      const bias = new Float64Array(S);
+      for (let y = 0; y < oh; y++) for (let x = 0; x < ow; x++) for (let f = 0; f < F; f++) bias[slotOf(y, x, f)] = layer.bias[f];
+      parts.step.bias = masks.length + parts.masks.length;
+      parts.masks.push(bias);
+      add(parts);
+      const slot = new Int32Array(oh * ow * F);
+      for (let y = 0; y < oh; y++) for (let x = 0; x < ow; x++) for (let f = 0; f < F; f++) slot[(y * ow + x) * F + f] = slotOf(y, x, f);
+      layout = { period: S, slot };
+    } else if (layer.type === 'quadratic') {
+      const prev = steps[steps.length - 1];
+      if (!prev || prev.op !== 'linear' || prev.bias === undefined) throw new SealedError('bad-data', 'a quadratic activation must follow a conv2d or dense layer');
+      const n = layout.slot.length;
+      const a = Array.from({ length: n }, (_, j) => perFeature(layer.a, j));
+      if (a.some((v) => Math.abs(v) < 1e-9)) throw new SealedError('bad-data', 'quadratic activations need a non-zero x^2 coefficient');
+      const bias = masks[prev.bias];
+      const g: number[] = [];
+      for (let j = 0; j < n; j++) {
+        const b = perFeature(layer.b, j);
+        const shift = b / (2 * a[j]);
+        g.push(perFeature(layer.c, j) - (b * b) / (4 * a[j]));
+        for (let s = layout.slot[j]; s < S; s += layout.period) bias[s] += shift;
+      }
+      steps.push({ op: 'square' });
+      pending = { a, g };
+    } else {
+      add(denseStep(layer, layout, S, pending, li === lastDense, masks.length));
+      const m = nextPow2(layer.weights.length);
+      layout = { period: m, slot: Int32Array.from({ length: layer.weights.length }, (_, o) => o) };
+      pending = undefined;
+    }
+  }
+  if (net.layers[net.layers.length - 1]?.type !== 'dense') throw new SealedError('bad-data', 'the network must end with a dense layer');
+
+  const input: InputLayout = {
+    slots: S,
+    recordsPerCiphertext: 1,
+    recordStride: S,
+    featureSlots: Array.from({ length: H * W }, (_, j) => Array.from({ length: S / inPeriod }, (_, c) => c * inPeriod + j)),
+  };
+  const outCount = (net.layers[lastDense] as Dense).weights.length;
+  const output: OutputLayout = { count: outCount, recordStride: S, offsets: Array.from({ length: outCount }, (_, c) => c) };
+
+  const depth = steps.filter((s) => s.op === 'square' || s.rescale).length;
+  // Values bound the first prime: the last layer's weights get what the headroom leaves.
+  let maxAbs = 1;
+  const vectors = packRecords(input, samples);
+  for (const v of vectors) {
+    const trace: SimulationTrace = { maxAbs: [] };
+    simulate({ steps } as Program, masks, v, trace);
+    maxAbs = Math.max(maxAbs, ...trace.maxAbs);
+  }
+  const headroom = Math.ceil(Math.log2(maxAbs * 4));
+  const weightBits = Math.min(30, FIRST_PRIME_BITS - 1 - headroom - LEVEL_BITS);
+  if (weightBits < 16) throw new SealedError('bad-data', `values up to ${maxAbs.toFixed(1)} leave only ${weightBits} bits for the last layer's weights`, 'control the activation range in training');
+  const last = steps[steps.length - 1] as LinearStep;
+  last.weightScaleBits = weightBits;
+  const bits = [FIRST_PRIME_BITS, ...Array<number>(depth).fill(LEVEL_BITS), FIRST_PRIME_BITS];
+  const total = bits.reduce((x, y) => x + y, 0);
+  const N = 2 * S;
+  if (total > MAX_BITS_128[N]) throw new SealedError('bad-data', `depth ${depth} needs ${total} modulus bits, over the 128-bit bound ${MAX_BITS_128[N]} of ring ${N}`, 'use fewer layers or more slots');
+  const params: CkksParams = { scheme: 'ckks', polyModulusDegree: N, coeffModulusBits: bits, securityLevel: 128 };
+  const program: Program = { params, inputScaleBits: INPUT_SCALE_BITS, steps, galoisSteps: rotationsOf(steps), relin: steps.some((s) => s.op === 'square') };
+
+  // Proof: the program, simulated, computes the network on every sample.
+  vectors.forEach((v, i) => {
+    const got = simulate(program, masks, v);
+    const want = forward(net, samples[i]);
+    want.forEach((w, c) => {
+      if (Math.abs(got[output.offsets[c]] - w) > 1e-8 * Math.max(1, Math.abs(w))) {
+        throw new SealedError('internal', `compiler self-check failed: sample ${i} output ${c} simulates to ${got[output.offsets[c]]}, expected ${w}`);
+      }
+    });
+  });
+  return { program, masks, input, output };
+}
+
+function denseStep(layer: Dense, layout: Layout, S: number, pending: { a: number[]; g: number[] } | undefined, last: boolean, maskBase: number) {
+  const out = layer.weights.length;
+  const n = layer.weights[0].length;
+  if (n !== layout.slot.length) throw new SealedError('bad-data', `a dense layer takes ${n} inputs but receives ${layout.slot.length}`);
+  const P = layout.period;
+  const m = nextPow2(out);
+  if (P % m !== 0) throw new SealedError('bad-data', `dense output ${out} does not divide the input period ${P}`);
+  const featureAt = new Int32Array(P).fill(-1);
+  layout.slot.forEach((s, j) => (featureAt[s] = j));
+  const w = (o: number, j: number) => layer.weights[o][j] * (pending ? pending.a[j] : 1);
+  const diagonals: Diagonal[] = [];
+  for (let d = 0; d < m; d++) {
+    const mask = new Float64Array(S);
+    for (let t = 0; t < S; t++) {
+      const o = t % m;
+      const j = featureAt[(t + d) % P];
+      if (o < out && j >= 0) mask[t] = w(o, j);
+    }
+    diagonals.push({ offset: d, mask });
+  }
+  const folds: number[] = [];
+  for (let f = m; f < P; f *= 2) folds.push(f);
+  const parts = bsgsStep(diagonals, squareSplit(m), folds, !last, maskBase);
+  const perOut = layer.bias.map((b, o) => (pending ? layer.weights[o].reduce((acc, wj, j) => acc + wj * pending.g[j], b) : b));
+  const bias = new Float64Array(S);
+  for (let t = 0; t < S; t++) if (t % m < out) bias[t] = perOut[t % m];
+  parts.step.bias = maskBase + parts.masks.length;
+  parts.masks.push(bias);
+  return parts;
+}

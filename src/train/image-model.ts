@@ -1,0 +1,55 @@
+// Image models (MNIST): a trained network -> compiled CKKS program -> bundle. The client
+// sends raw pixels (0..255); it scales them to [0, 1] before encryption.
+import { writeBundle, type Manifest } from '../model/bundle.ts';
+import { CLIENT_FORMAT, type ClientPart } from '../model/client-part.ts';
+import { compileNetwork } from '../model/compile-network.ts';
+import type { CompiledModel } from '../model/compile-linear.ts';
+import { forward, type Network } from '../model/network.ts';
+
+export const PIXEL_SCALE = 255;
+
+export interface ImageBundle {
+  manifest: Manifest;
+  compiled: CompiledModel;
+  client: ClientPart;
+}
+
+export function compileImageModel(net: Network, samplePixels: number[][]): { compiled: CompiledModel; client: ClientPart } {
+  const n = net.input.height * net.input.width;
+  const scaled = samplePixels.map((r) => r.map((v) => v / PIXEL_SCALE));
+  const compiled = compileNetwork(net, scaled);
+  const p = compiled.program;
+  const outputs = compiled.output.count;
+  const client: ClientPart = {
+    format: CLIENT_FORMAT,
+    version: 1,
+    task: 'multiclass',
+    params: p.params,
+    input_scale_bits: p.inputScaleBits,
+    galois_steps: p.galoisSteps,
+    relin: p.relin,
+    features: Array.from({ length: n }, (_, j) => `pixel${j}`),
+    preprocess: { mean: new Array<number>(n).fill(0), std: new Array<number>(n).fill(PIXEL_SCALE) },
+    input: compiled.input,
+    output: compiled.output,
+    postprocess: { kind: 'softmax' },
+    labels: Array.from({ length: outputs }, (_, c) => String(c)),
+    target: 'label',
+  };
+  return { compiled, client };
+}
+
+export async function writeImageBundle(dir: string, net: Network, samplePixels: number[][], metrics: Manifest['metrics']): Promise<ImageBundle> {
+  const { compiled, client } = compileImageModel(net, samplePixels);
+  const manifest = await writeBundle(dir, client, compiled.program, compiled.masks, metrics);
+  return { manifest, compiled, client };
+}
+
+export function plaintextAccuracy(net: Network, pixels: number[][], labels: number[]): number {
+  let ok = 0;
+  pixels.forEach((img, i) => {
+    const logits = forward(net, img.map((v) => v / PIXEL_SCALE));
+    if (logits.indexOf(Math.max(...logits)) === labels[i]) ok++;
+  });
+  return ok / pixels.length;
+}
