@@ -8,7 +8,7 @@
 // upload, /invocations, worker pool, S3 download) on the official test set, one image per
 // request, as many requests in flight as workers.
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, mkdir } from 'node:fs/promises';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -55,10 +55,9 @@ async function mnist(args: string[]) {
     const accuracy = plaintextAccuracy(network, test.images, test.labels);
     await mkdir(modelDir, { recursive: true });
     await writeImageBundle(modelDir, network, train.images.slice(0, 300), { train_seconds: Math.round(seconds), test_accuracy: accuracy, arch });
-    await writeFile(join(modelDir, 'network.json'), JSON.stringify(network));
     err(`trained in ${seconds.toFixed(0)} s, plaintext test accuracy ${accuracy}`);
   }
-  const network = JSON.parse(await readFile(join(modelDir, 'network.json'), 'utf8')) as Network;
+  const network = JSON.parse(await readFile(join(modelDir, 'server', 'network.json'), 'utf8')) as Network;
   const images = test.images.slice(0, n);
   const labels = test.labels.slice(0, n);
   const { modelId, client } = await readClientPart(modelDir);

@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { SealedError } from '../errors.ts';
 import { defaultKeysDir, loadKeys, loadOrCreateKeys, saveKeys } from '../client/key-files.ts';
-import { predict } from '../client/predict.ts';
+import { predictBatches } from '../client/predict.ts';
 import { ClientSession } from '../client/session.ts';
 import { readClientPart } from '../model/bundle.ts';
 import { ObjectStore } from '../storage/s3.ts';
@@ -53,14 +53,23 @@ export async function predictCommand(o: PredictOpts): Promise<void> {
   const store = new ObjectStore({ endpoint: s3.endpoint });
   try {
     if (s3.mode !== 'aws') await store.ensureBucket(bucket);
-    const r = await predict(session, keys, rows, { store, bucket, prefix: o.prefix, endpoint: o.endpoint });
+    const t0 = performance.now();
+    const tty = process.stderr.isTTY && !o.json;
+    const r = await predictBatches(session, keys, rows, { store, bucket, prefix: o.prefix, endpoint: o.endpoint }, {
+      onProgress: (done) => {
+        if (tty) process.stderr.write(`\r${done}/${rows.length} records`);
+      },
+    });
+    if (tty) process.stderr.write('\n');
+    const sum = (k: 'query_bytes' | 'result_bytes') => r.stats.reduce((a, s) => a + s[k], 0);
+    const stats = { records: rows.length, requests: r.stats.length, query_bytes: sum('query_bytes'), result_bytes: sum('result_bytes'), keys_bytes: keys.evaluationKeys.length, keys_uploaded: r.stats.some((s) => s.keys_uploaded), ms_total: Math.round(performance.now() - t0) };
     const text = formatPredictions(r.predictions, o.format);
     if (o.output) await writeFile(o.output, text);
     else if (!o.json) process.stdout.write(text);
     const correct = labels ? r.scores.filter((_, i) => String(r.predictions[i].label) === String(session.part.labels?.[labels[i]] ?? labels[i])).length : undefined;
-    const summary = { model_id: session.modelId, keys_created: created, ...r.stats, accuracy: correct === undefined ? undefined : correct / rows.length };
+    const summary = { model_id: session.modelId, keys_created: created, ...stats, accuracy: correct === undefined ? undefined : correct / rows.length };
     if (o.json) console.log(JSON.stringify(summary));
-    else console.error(`${rows.length} records predicted encrypted in ${(r.stats.ms.total / 1000).toFixed(2)} s (query ${r.stats.query_bytes} bytes, keys ${r.stats.keys_bytes} bytes${r.stats.keys_uploaded ? ' uploaded' : ' already uploaded'})${o.output ? ` -> ${o.output}` : ''}`);
+    else console.error(`${rows.length} records predicted encrypted in ${(stats.ms_total / 1000).toFixed(2)} s (${stats.requests} requests, queries ${stats.query_bytes} bytes, keys ${stats.keys_bytes} bytes${stats.keys_uploaded ? ' uploaded' : ' already uploaded'})${o.output ? ` -> ${o.output}` : ''}`);
   } finally {
     store.close();
     session.close();

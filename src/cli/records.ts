@@ -1,5 +1,7 @@
 // Reading records for prediction and writing predictions.
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { imageRows, parseIdx } from '../train/idx.ts';
 import { SealedError } from '../errors.ts';
 import type { ClientPart } from '../model/client-part.ts';
 import type { Prediction } from '../model/postprocess.ts';
@@ -12,10 +14,12 @@ import { parseCsv } from '../train/csv.ts';
 export async function readRecords(file: string, part: ClientPart): Promise<{ rows: number[][]; labels?: number[] }> {
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    text = /ubyte(\.gz)?$/.test(file) ? '' : await readFile(file, 'utf8');
+    if (!existsSync(file)) throw new Error('missing');
   } catch {
     throw new SealedError('bad-data', `cannot read ${file}`, 'give an existing CSV file with --input');
   }
+  if (/idx3-ubyte(\.gz)?$/.test(file)) return readIdxRecords(file, part);
   const t = parseCsv(text, file);
   const named = part.features.every((f) => t.columns.includes(f));
   if (named) {
@@ -34,4 +38,15 @@ export function formatPredictions(p: Prediction[], format: 'csv' | 'json'): stri
   const head = ['record', 'prediction', ...(probs ? Array.from({ length: probs }, (_, c) => `p${c}`) : ['score'])];
   const lines = p.map((x, i) => [i + 1, x.label, ...(x.probabilities ?? x.scores).map((v) => +v.toFixed(6))].join(','));
   return [head.join(','), ...lines].join('\n') + '\n';
+}
+
+/** MNIST-format images (pixels 0..255); labels from the matching labels-idx1 file when present. */
+async function readIdxRecords(file: string, part: ClientPart): Promise<{ rows: number[][]; labels?: number[] }> {
+  const rows = imageRows(parseIdx(new Uint8Array(await readFile(file)), file));
+  if (rows[0]?.length !== part.features.length) {
+    throw new SealedError('bad-data', `${file} holds images of ${rows[0]?.length ?? 0} pixels, the model takes ${part.features.length}`, 'give images of the size the model was trained on');
+  }
+  const labelsFile = file.replace('images-idx3', 'labels-idx1');
+  const labels = labelsFile !== file && existsSync(labelsFile) ? Array.from(parseIdx(new Uint8Array(await readFile(labelsFile)), labelsFile).data) : undefined;
+  return { rows, labels };
 }

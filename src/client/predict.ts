@@ -79,3 +79,32 @@ export async function predict(session: ClientSession, keys: Keys, rows: ArrayLik
     },
   };
 }
+
+/**
+ * Many records: split into requests of at most `perRequest` ciphertexts, `concurrency` in
+ * flight, so a large input never becomes one huge object; results come back in order.
+ */
+export async function predictBatches(
+  session: ClientSession,
+  keys: Keys,
+  rows: ArrayLike<number>[],
+  t: Transport,
+  o: { perRequest?: number; concurrency?: number; onProgress?: (done: number) => void } = {},
+): Promise<{ predictions: Prediction[]; scores: number[][]; stats: PredictStats[] }> {
+  const size = session.part.input.recordsPerCiphertext * (o.perRequest ?? 16);
+  const chunks: ArrayLike<number>[][] = [];
+  for (let i = 0; i < rows.length; i += size) chunks.push(rows.slice(i, i + size));
+  const results: Awaited<ReturnType<typeof predict>>[] = new Array(chunks.length);
+  let next = 0;
+  let done = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(o.concurrency ?? 2, chunks.length) }, async () => {
+      for (let i = next++; i < chunks.length; i = next++) {
+        results[i] = await predict(session, keys, chunks[i], t);
+        done += chunks[i].length;
+        o.onProgress?.(done);
+      }
+    }),
+  );
+  return { predictions: results.flatMap((r) => r.predictions), scores: results.flatMap((r) => r.scores), stats: results.map((r) => r.stats) };
+}

@@ -35,7 +35,8 @@ export interface ServerPart {
 
 const sha256 = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
 
-export async function writeBundle(dir: string, client: ClientPart, program: Program, masks: Float64Array[], metrics?: Manifest['metrics']): Promise<Manifest> {
+/** `extra`: more server-part files (e.g. server/network.json, the source layer graph), hashed too. */
+export async function writeBundle(dir: string, client: ClientPart, program: Program, masks: Float64Array[], metrics?: Manifest['metrics'], extra: Record<string, string> = {}): Promise<Manifest> {
   await mkdir(join(dir, 'client'), { recursive: true });
   await mkdir(join(dir, 'server'), { recursive: true });
   const lengths = masks.map((m) => m.length);
@@ -45,7 +46,7 @@ export async function writeBundle(dir: string, client: ClientPart, program: Prog
   for (const m of masks) for (const v of m) view.setFloat64((o++) * 8, v, true);
   const programBytes = JSON.stringify({ ...program, mask_lengths: lengths }) + '\n';
   const clientBytes = JSON.stringify({ ...client, model_id: modelIdOf(JSON.stringify(client), programBytes, bin) }, null, 1) + '\n';
-  const files: Record<string, string | Uint8Array> = { 'client/model.json': clientBytes, 'server/program.json': programBytes, 'server/masks.bin': bin };
+  const files: Record<string, string | Uint8Array> = { 'client/model.json': clientBytes, 'server/program.json': programBytes, 'server/masks.bin': bin, ...extra };
   for (const [name, bytes] of Object.entries(files)) await writeFile(join(dir, name), bytes);
   const manifest: Manifest = {
     format: BUNDLE_FORMAT,

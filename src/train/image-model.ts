@@ -41,7 +41,7 @@ export function compileImageModel(net: Network, samplePixels: number[][]): { com
 
 export async function writeImageBundle(dir: string, net: Network, samplePixels: number[][], metrics: Manifest['metrics']): Promise<ImageBundle> {
   const { compiled, client } = compileImageModel(net, samplePixels);
-  const manifest = await writeBundle(dir, client, compiled.program, compiled.masks, metrics);
+  const manifest = await writeBundle(dir, client, compiled.program, compiled.masks, metrics, { 'server/network.json': JSON.stringify(net) });
   return { manifest, compiled, client };
 }
 

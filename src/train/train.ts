@@ -21,6 +21,8 @@ export interface Hyperparameters {
   batchSize: number;
   l2: number;
   seed: number;
+  /** Every hyperparameter as given (strings), for the image models' own options. */
+  raw: Record<string, string>;
 }
 
 /** SageMaker passes every hyperparameter as a string; defaults are documented in the README. */
@@ -46,7 +48,21 @@ export function parseHyperparameters(raw: Record<string, unknown>): Hyperparamet
     batchSize: num('batch_size', 64),
     l2: num('l2', 1e-4),
     seed: num('seed', 42),
+    raw: Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, String(v)])),
   };
+}
+
+/** An IDX images file and its labels file in a channel directory (MNIST layout), if present. */
+export async function findIdxPair(dir: string): Promise<{ images: string; labels: string } | undefined> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return undefined;
+  }
+  const images = names.find((n) => /idx3-ubyte(\.gz)?$/.test(n));
+  const labels = names.find((n) => /idx1-ubyte(\.gz)?$/.test(n));
+  return images && labels ? { images: join(dir, images), labels: join(dir, labels) } : undefined;
 }
 
 async function readChannel(dir: string): Promise<string> {
@@ -83,6 +99,10 @@ const inferTask = (y: number[]): Task => {
 };
 
 export async function train(paths: TrainPaths, hp: Hyperparameters, log: (line: string) => void = console.log): Promise<TrainResult> {
+  if (await findIdxPair(paths.trainDir)) {
+    const { trainImages } = await import('./train-images.ts');
+    return trainImages(paths, hp, log);
+  }
   const table = parseCsv(await readChannel(paths.trainDir), `${paths.trainDir}`);
   const { features, x, y, target } = splitTarget(table, hp.target);
   const task = hp.task ?? inferTask(y);
