@@ -21,7 +21,7 @@ import { startServer } from '../src/server/serve.ts';
 import { startLocalS3 } from '../src/storage/local-s3.ts';
 import { ObjectStore } from '../src/storage/s3.ts';
 import { trainImageNetwork, CNN_DEFAULTS } from '../src/train/cnn.ts';
-import { plaintextAccuracy, writeImageBundle } from '../src/train/image-model.ts';
+import { compileImageModel, plaintextAccuracy, writeImageBundle } from '../src/train/image-model.ts';
 import { loadIdxPair, loadNpmMnist, MNIST_TEST_IMAGES, MNIST_TEST_LABELS } from '../src/train/mnist.ts';
 
 const err = (s: string) => process.stderr.write(s + '\n');
@@ -54,7 +54,7 @@ async function mnist(args: string[]) {
     const { network, seconds } = await trainImageNetwork(train.images, train.labels, { arch, epochs, log: err });
     const accuracy = plaintextAccuracy(network, test.images, test.labels);
     await mkdir(modelDir, { recursive: true });
-    await writeImageBundle(modelDir, network, train.images.slice(0, 300), { train_seconds: Math.round(seconds), test_accuracy: accuracy, arch });
+    await writeImageBundle(modelDir, network, compileImageModel(network, train.images.slice(0, 300)), { train_seconds: Math.round(seconds), test_accuracy: accuracy, arch });
     err(`trained in ${seconds.toFixed(0)} s, plaintext test accuracy ${accuracy}`);
   }
   const network = JSON.parse(await readFile(join(modelDir, 'server', 'network.json'), 'utf8')) as Network;

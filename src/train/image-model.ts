@@ -5,6 +5,9 @@ import { CLIENT_FORMAT, type ClientPart } from '../model/client-part.ts';
 import { compileNetwork } from '../model/compile-network.ts';
 import type { CompiledModel } from '../model/compile-linear.ts';
 import { forward, type Network } from '../model/network.ts';
+import { packRecords } from '../model/layout.ts';
+import { simulate } from '../model/simulate.ts';
+import { standardise } from '../model/postprocess.ts';
 
 export const PIXEL_SCALE = 255;
 
@@ -39,8 +42,8 @@ export function compileImageModel(net: Network, samplePixels: number[][]): { com
   return { compiled, client };
 }
 
-export async function writeImageBundle(dir: string, net: Network, samplePixels: number[][], metrics: Manifest['metrics']): Promise<ImageBundle> {
-  const { compiled, client } = compileImageModel(net, samplePixels);
+export async function writeImageBundle(dir: string, net: Network, built: { compiled: CompiledModel; client: ClientPart }, metrics: Manifest['metrics']): Promise<ImageBundle> {
+  const { compiled, client } = built;
   const manifest = await writeBundle(dir, client, compiled.program, compiled.masks, metrics, { 'server/network.json': JSON.stringify(net) });
   return { manifest, compiled, client };
 }
@@ -49,6 +52,17 @@ export function plaintextAccuracy(net: Network, pixels: number[][], labels: numb
   let ok = 0;
   pixels.forEach((img, i) => {
     const logits = forward(net, img.map((v) => v / PIXEL_SCALE));
+    if (logits.indexOf(Math.max(...logits)) === labels[i]) ok++;
+  });
+  return ok / pixels.length;
+}
+
+export function simulatedAccuracy(compiled: CompiledModel, client: ClientPart, pixels: number[][], labels: number[]): number {
+  let ok = 0;
+  pixels.forEach((img, i) => {
+    const [v] = packRecords(compiled.input, [standardise(img, client.preprocess)]);
+    const out = simulate(compiled.program, compiled.masks, v);
+    const logits = compiled.output.offsets.map((o) => out[o]);
     if (logits.indexOf(Math.max(...logits)) === labels[i]) ok++;
   });
   return ok / pixels.length;
