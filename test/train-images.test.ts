@@ -1,0 +1,53 @@
+// `sealed train` on an IDX image channel: trains a small CNN, compiles it, writes a bundle
+// whose program the server loads; bad hyperparameters are refused.
+import t from 'tap';
+import { gzipSync } from 'node:zlib';
+import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readClientPart, readServerPart } from '../src/model/bundle.ts';
+import { opCounts } from '../src/fhe/program.ts';
+import { loadNpmMnist } from '../src/train/mnist.ts';
+import { parseHyperparameters, train } from '../src/train/train.ts';
+import { cnnOptions } from '../src/train/train-images.ts';
+
+function idx(dims: number[], data: number[]): Uint8Array {
+  const head = new Uint8Array(4 + 4 * dims.length);
+  head[2] = 8;
+  head[3] = dims.length;
+  const v = new DataView(head.buffer);
+  dims.forEach((d, i) => v.setUint32(4 + 4 * i, d, false));
+  const out = new Uint8Array(head.length + data.length);
+  out.set(head);
+  out.set(data, head.length);
+  return out;
+}
+
+t.test('IDX channel -> CNN bundle', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'sealed-img-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const all = await loadNpmMnist();
+  const pick = Array.from({ length: 1200 }, (_, i) => (i * 7919) % all.images.length); // every digit
+  for (const [name, ids] of [['train', pick.slice(0, 1000)], ['test', pick.slice(1000)]] as const) {
+    await mkdir(join(dir, name));
+    await writeFile(join(dir, name, 'images-idx3-ubyte.gz'), gzipSync(idx([ids.length, 28, 28], ids.flatMap((i) => all.images[i]))));
+    await writeFile(join(dir, name, 'labels-idx1-ubyte'), idx([ids.length], ids.map((i) => all.labels[i])));
+  }
+  const lines: string[] = [];
+  const res = await train({ trainDir: join(dir, 'train'), testDir: join(dir, 'test'), modelDir: join(dir, 'model') }, parseHyperparameters({ epochs: '3', filters: '8' }), (l) => lines.push(l));
+  t.ok(res.metrics.test_accuracy > 0.3, `learned something in 3 epochs: test accuracy ${res.metrics.test_accuracy}`);
+  t.ok(Math.abs(res.metrics.test_accuracy_simulated - res.metrics.test_accuracy) <= 0.01, 'the compiled program agrees with the network');
+  t.ok(lines.some((l) => /^\[metric\] test_accuracy=0\.\d+$/.test(l)), 'metrics in a regex-friendly form');
+  const { client } = await readClientPart(join(dir, 'model'));
+  const server = await readServerPart(join(dir, 'model'));
+  t.equal(client.features.length, 784);
+  t.equal(client.input.recordsPerCiphertext, 1);
+  t.ok(opCounts(server.program).rotations <= 24, 'a cheap program');
+});
+
+t.test('image hyperparameters are checked', async (t) => {
+  t.same(cnnOptions({ model: 'mlp', hidden: '64', batch_norm: 'false' }), { arch: 'mlp', hidden: 64, batchNorm: false });
+  t.throws(() => cnnOptions({ model: 'resnet' }), { message: /model="resnet" is not one of cnn, mlp/ });
+  t.throws(() => cnnOptions({ activation: 'relu' }), { message: /activation="relu"/ });
+  t.throws(() => cnnOptions({ filters: 'x' }), { message: /filters="x"/ });
+});
