@@ -13,6 +13,8 @@ export type ErrorCode =
   | 'bad-data'
   | 'storage'
   | 'overloaded'
+  | 'forbidden'
+  | 'deadline'
   | 'internal';
 
 const STATUS: Record<ErrorCode, number> = {
@@ -27,6 +29,8 @@ const STATUS: Record<ErrorCode, number> = {
   'bad-data': 400,
   storage: 502,
   overloaded: 503,
+  forbidden: 403,
+  deadline: 504,
   internal: 500,
 };
 

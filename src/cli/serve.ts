@@ -10,11 +10,28 @@ interface ServeOpts {
   host: string;
   workers?: number;
   s3Endpoint?: string;
+  maxInFlight?: number;
+  deadlineMs?: number;
+  allowRead?: string;
+  allowWrite?: string;
 }
+
+const list = (v: string | undefined) => (v ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined);
 
 export async function serveCommand(o: ServeOpts): Promise<void> {
   const s3 = await resolveS3({ endpoint: o.s3Endpoint });
-  const server = await startServer({ modelDir: o.model, port: o.port, host: o.host, workers: o.workers, s3Endpoint: s3.endpoint, logger: { level: process.env.LOG_LEVEL ?? 'info' } });
+  const server = await startServer({
+    modelDir: o.model,
+    port: o.port,
+    host: o.host,
+    workers: o.workers,
+    s3Endpoint: s3.endpoint,
+    logger: { level: process.env.LOG_LEVEL ?? 'info' },
+    maxInFlight: o.maxInFlight,
+    deadlineMs: o.deadlineMs,
+    allowRead: list(o.allowRead ?? process.env.SEALED_ALLOW_READ),
+    allowWrite: list(o.allowWrite ?? process.env.SEALED_ALLOW_WRITE),
+  });
   server.app.log.info({ url: server.url, workers: server.pool.size, s3: s3.mode, s3_endpoint: s3.endpoint }, 'sealed server ready');
   let stopping = false;
   const stop = async (signal: string) => {

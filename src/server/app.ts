@@ -17,6 +17,10 @@ const invocationSchema = {
 export interface AppOptions {
   context: InvocationContext;
   logger?: FastifyServerOptions['logger'];
+  /** Requests admitted at once; beyond, 503 with Retry-After (SageMaker and clients retry). */
+  maxInFlight: number;
+  /** Per-request deadline; SageMaker real-time invocations time out at 60 s. */
+  deadlineMs: number;
 }
 
 export function buildApp(o: AppOptions): FastifyInstance {
@@ -33,6 +37,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
     if (isSealedError(err)) {
       const e = err as SealedError;
       req.log.warn({ err: { code: e.code, message: e.message } }, 'request refused');
+      if (e.code === 'overloaded') reply.header('retry-after', '1');
       return reply.status(e.status).send(e.toJSON());
     }
     const fe = err as { validation?: unknown; statusCode?: number; message: string; code?: string };
@@ -52,10 +57,28 @@ export function buildApp(o: AppOptions): FastifyInstance {
 
   app.get('/ping', async () => ({ status: 'ok', model_id: o.context.model.modelId }));
 
+  let inFlight = 0;
   app.post<{ Body: InvocationRequest }>('/invocations', { schema: invocationSchema }, async (req) => {
-    const res = await invoke(req.body, o.context);
-    req.log.info({ records: res.records, ciphertexts: res.ciphertexts, keys_cached: res.keys_cached, timings_ms: res.timings_ms }, 'invocation done');
-    return res;
+    if (inFlight >= o.maxInFlight) {
+      throw new SealedError('overloaded', `the server is at capacity (${o.maxInFlight} requests in flight)`, 'retry after the number of seconds in Retry-After');
+    }
+    inFlight++;
+    const abort = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        abort.abort();
+        reject(new SealedError('deadline', `the request did not finish within ${o.deadlineMs} ms`, 'send fewer records per request, or use an asynchronous endpoint'));
+      }, o.deadlineMs);
+    });
+    try {
+      const res = await Promise.race([invoke(req.body, o.context, abort.signal), deadline]);
+      req.log.info({ records: res.records, ciphertexts: res.ciphertexts, keys_cached: res.keys_cached, timings_ms: res.timings_ms }, 'invocation done');
+      return res;
+    } finally {
+      clearTimeout(timer);
+      inFlight--;
+    }
   });
 
   app.setNotFoundHandler((req, reply) => {

@@ -73,7 +73,7 @@ export class KeyStore {
     const h = msg.header;
     const want = paramsKey(this.program.params);
     if (h.params !== want) {
-      throw new SealedError('bad-keys', `the evaluation keys were made for parameters ${String(h.params)}, this model uses ${want}`, 'make keys for this model with `sealed keygen`');
+      throw new SealedError('bad-keys', `the evaluation keys were made for parameters ${String(h.params).replace(/[^0-9A-Za-z_.-]/g, '?').slice(0, 64)}, this model uses ${want}`, 'make keys for this model with `sealed keygen`');
     }
     const missing = this.program.galoisSteps.filter((s) => !(Array.isArray(h.galois_steps) && h.galois_steps.includes(s)));
     if (missing.length) throw new SealedError('bad-keys', `the evaluation keys lack rotations ${missing.join(', ')} this model needs`, 'make keys for this model with `sealed keygen`');

@@ -24,8 +24,9 @@ export class EvaluationPool {
     });
   }
 
-  run(task: EvaluateTask): Promise<EvaluateResult> {
-    return this.piscina.run(task) as Promise<EvaluateResult>;
+  /** An aborted signal drops the task if it is still queued (a running evaluation finishes). */
+  run(task: EvaluateTask, signal?: AbortSignal): Promise<EvaluateResult> {
+    return this.piscina.run(task, { signal }) as Promise<EvaluateResult>;
   }
 
   get queued(): number {

@@ -16,6 +16,10 @@ export interface ServeOptions {
   maxQueryBytes?: number;
   maxKeyBytes?: number;
   keyCacheBytes?: number;
+  maxInFlight?: number;
+  deadlineMs?: number;
+  allowRead?: string[];
+  allowWrite?: string[];
 }
 
 export interface RunningServer {
@@ -34,7 +38,11 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const keys = new KeyStore({ store, program: part.program, maxBytes: o.keyCacheBytes ?? 1024 * 1024 * 1024, maxObjectBytes: o.maxKeyBytes ?? 512 * 1024 * 1024 });
   const app = buildApp({
     logger: o.logger,
+    maxInFlight: o.maxInFlight ?? pool.size * 4,
+    deadlineMs: o.deadlineMs ?? 55_000,
     context: {
+      allowRead: o.allowRead ?? [],
+      allowWrite: o.allowWrite ?? [],
       model: { modelId: part.modelId, program: part.program, recordsPerCiphertext: client.input.recordsPerCiphertext },
       store,
       keys,
