@@ -32,9 +32,9 @@ export const CNN_DEFAULTS: CnnOptions = {
   hidden: 128,
   activation: 'square',
   batchNorm: true,
-  epochs: 40,
-  batchSize: 128,
-  learningRate: 0.002,
+  epochs: 30,
+  batchSize: 64,
+  learningRate: 0.005,
   l2: 1e-4,
   labelSmoothing: 0.1,
   ema: 0.999,
@@ -204,7 +204,7 @@ async function exportNetwork(
           s2[c] += v[r * C + c] ** 2;
         }
       count += v.length / C;
-      tf.dispose([X, W, z]);
+      tf.dispose(cnn ? [X, W, z] : [X, z]); // for the MLP, W is the variable itself
     }
     const g = await arr(q.gamma);
     const b = await arr(q.beta);
