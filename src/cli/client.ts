@@ -1,16 +1,31 @@
 import { writeFile } from 'node:fs/promises';
 import { SealedError } from '../errors.ts';
-import { defaultKeysDir, loadKeys, loadOrCreateKeys, saveKeys } from '../client/key-files.ts';
+import { defaultKeysDir, deleteKeySet, listKeySets, loadKeys, loadOrCreateKeys, saveKeys } from '../client/key-files.ts';
 import { predictBatches } from '../client/predict.ts';
 import { ClientSession } from '../client/session.ts';
-import { readClientPart } from '../model/bundle.ts';
+import { loadClientPart } from '../client/model-source.ts';
 import { ObjectStore } from '../storage/s3.ts';
 import { LOCAL_BUCKET, resolveS3 } from '../storage/resolve.ts';
 import { formatPredictions, readRecords } from './records.ts';
 
-async function openSession(modelDir: string): Promise<ClientSession> {
-  const { modelId, client } = await readClientPart(modelDir);
+async function openSession(model: string, s3Endpoint?: string): Promise<ClientSession> {
+  const endpoint = model.startsWith('s3://') ? (await resolveS3({ endpoint: s3Endpoint })).endpoint : undefined;
+  const { modelId, client } = await loadClientPart(model, { endpoint });
   return ClientSession.open(modelId, client);
+}
+
+export async function keysListCommand(o: { json?: boolean }): Promise<void> {
+  const sets = await listKeySets();
+  if (o.json) return console.log(JSON.stringify(sets));
+  if (!sets.length) return console.log('no key sets (make one with `sealed keygen --model DIR`)');
+  for (const k of sets) console.log(`${k.model_id}  ${k.params}  evaluation keys ${k.evaluation_keys_bytes} bytes  created ${k.created}  ${k.dir}`);
+}
+
+export async function keysDeleteCommand(modelId: string): Promise<void> {
+  const set = (await listKeySets()).find((k) => k.model_id === modelId || k.dir.endsWith(modelId));
+  if (!set) throw new SealedError('bad-request', `no key set for model ${modelId.replace(/[^0-9a-f]/g, '?').slice(0, 32)}`, 'see `sealed keys list`');
+  await deleteKeySet(set.dir);
+  console.log(`deleted the key set of model ${set.model_id} (${set.dir})`);
 }
 
 export async function keygenCommand(o: { model: string; keys?: string; force?: boolean }): Promise<void> {
@@ -44,7 +59,7 @@ interface PredictOpts {
 }
 
 export async function predictCommand(o: PredictOpts): Promise<void> {
-  const session = await openSession(o.model);
+  const session = await openSession(o.model, o.s3Endpoint);
   const { rows, labels } = await readRecords(o.input, session.part);
   const { keys, created } = await loadOrCreateKeys(o.keys ?? defaultKeysDir(session.modelId), session);
   const s3 = await resolveS3({ endpoint: o.s3Endpoint });

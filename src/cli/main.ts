@@ -16,6 +16,8 @@ const s3Command = lazy(() => import('./serve.ts'), 's3Command');
 const keygenCommand = lazy(() => import('./client.ts'), 'keygenCommand');
 const predictCommand = lazy(() => import('./client.ts'), 'predictCommand');
 const demoCommand = lazy(() => import('./demo.ts'), 'demoCommand');
+const keysListCommand = lazy(() => import('./client.ts'), 'keysListCommand');
+const keysDeleteCommand = lazy(() => import('./client.ts'), 'keysDeleteCommand');
 
 /** Exit codes: 0 ok, 1 failure, 2 bad usage or input, 3 server or storage unreachable. */
 export async function main(argv: string[]): Promise<void> {
@@ -52,16 +54,20 @@ export async function main(argv: string[]): Promise<void> {
   program
     .command('keygen')
     .description('client: make a key set for a model (the secret key stays on this machine)')
-    .requiredOption('--model <dir>', 'model bundle or client part directory')
+    .requiredOption('--model <source>', 'model: bundle or client part directory, or model.tar.gz (local or s3://)')
     .option('--keys <dir>', 'where to store the keys (default: ~/.sealed/keys/<model id>)')
     .option('--force', 'replace an existing key set')
     .action(keygenCommand);
 
+  const keys = program.command('keys').description('client: manage local key sets (~/.sealed/keys, or $SEALED_HOME/keys)');
+  keys.command('list').description('list key sets').option('--json', 'as JSON').action(keysListCommand);
+  keys.command('delete <model-id>').description('delete the key set of a model (the secret key is overwritten first)').action(keysDeleteCommand);
+
   program
     .command('predict')
     .description('client: encrypt records, have the server evaluate them, decrypt the predictions')
-    .requiredOption('--model <dir>', 'model bundle or client part directory')
-    .requiredOption('--input <file>', 'records: CSV with a header naming the features')
+    .requiredOption('--model <source>', 'model: bundle or client part directory, or model.tar.gz (local or s3://)')
+    .requiredOption('--input <file>', 'records: CSV with a header naming the features, or IDX images (…-idx3-ubyte[.gz])')
     .option('--output <file>', 'write predictions here (default: stdout)')
     .addOption(new Option('--format <fmt>', 'output format').choices(['csv', 'json']).default('csv'))
     .option('--endpoint <url>', 'inference server', 'http://127.0.0.1:8080')

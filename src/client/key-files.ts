@@ -1,6 +1,6 @@
 // Key sets on disk: <dir>/secret.key (mode 0600, never uploaded), <dir>/evaluation.keys (wire
 // format, uploaded once) and <dir>/keyset.json (which model, which parameters, content id).
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { SealedError } from '../errors.ts';
@@ -16,7 +16,7 @@ export interface KeySetInfo {
 }
 
 export function defaultKeysDir(modelId: string): string {
-  return join(process.env.SEALED_HOME ?? join(homedir(), '.sealed'), 'keys', modelId);
+  return join(keysRoot(), modelId);
 }
 
 export async function saveKeys(dir: string, session: ClientSession, keys: Keys): Promise<KeySetInfo> {
@@ -60,4 +60,40 @@ export async function loadOrCreateKeys(dir: string, session: ClientSession): Pro
   const keys = session.generateKeys();
   await saveKeys(dir, session, keys);
   return { keys, created: true };
+}
+
+export function keysRoot(): string {
+  return join(process.env.SEALED_HOME ?? join(homedir(), '.sealed'), 'keys');
+}
+
+/** The key sets under the default root (one directory per model id). */
+export async function listKeySets(root = keysRoot()): Promise<(KeySetInfo & { dir: string })[]> {
+  let names: string[];
+  try {
+    names = await readdir(root);
+  } catch {
+    return [];
+  }
+  const out: (KeySetInfo & { dir: string })[] = [];
+  for (const n of names.sort()) {
+    try {
+      const info = JSON.parse(await readFile(join(root, n, 'keyset.json'), 'utf8')) as KeySetInfo;
+      out.push({ ...info, dir: join(root, n) });
+    } catch {
+      // not a key set directory
+    }
+  }
+  return out;
+}
+
+/** Deletes a key set; the secret key is overwritten before it is unlinked. */
+export async function deleteKeySet(dir: string): Promise<void> {
+  const secret = join(dir, 'secret.key');
+  try {
+    const size = (await stat(secret)).size;
+    await writeFile(secret, new Uint8Array(size));
+  } catch {
+    throw new SealedError('bad-request', `no key set in ${dir}`, 'see `sealed keys list`');
+  }
+  await rm(dir, { recursive: true, force: true });
 }
