@@ -12,6 +12,7 @@ import { mkdtemp, readFile, rm, mkdir } from 'node:fs/promises';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
 import { predict } from '../src/client/predict.ts';
 import { ClientSession } from '../src/client/session.ts';
 import { opCounts } from '../src/fhe/program.ts';
@@ -140,9 +141,25 @@ async function mnist(args: string[]) {
   console.log(JSON.stringify(result));
 }
 
+/** Linear models on the tabular sets: train on 80%, the other 20% encrypted in one request. */
+async function tabular(which: string) {
+  const { runTabular } = await import('../src/cli/demo.ts');
+  const sets: Record<string, { file: string; hp: Record<string, string> }> = {
+    'breast-cancer': { file: 'breast_cancer/breast_cancer.csv', hp: { task: 'binary', target: 'diagnosis', labels: 'malignant,benign' } },
+    digits: { file: 'digits/digits.csv', hp: { task: 'multiclass', target: 'digit', epochs: '200', learning_rate: '0.01' } },
+    iris: { file: 'iris/iris.csv', hp: { task: 'multiclass', target: 'species', epochs: '300', learning_rate: '0.05' } },
+  };
+  const set = sets[which];
+  const csv = fileURLToPath(new URL(`../data/${set.file}`, import.meta.url));
+  const summary = await runTabular({ csv, hyperparameters: set.hp, say: err });
+  console.log(JSON.stringify({ bench: which, model: `linear-${set.hp.task}`, ...summary, cpu: cpus()[0]?.model }));
+}
+
 const [which, ...rest] = process.argv.slice(2);
 if (which === 'mnist') await mnist(rest);
+else if (which === 'digits' || which === 'breast-cancer' || which === 'iris') await tabular(which);
 else {
   err('usage: npm run bench -- mnist [--quick] [--n N] [--arch cnn|mlp] [--epochs E] [--retrain] [--workers W]');
+  err('       npm run bench -- digits | breast-cancer | iris');
   process.exit(2);
 }

@@ -37,14 +37,25 @@ export async function splitCsv(file: string, dir: string, testFraction = 0.2, se
   return { trainDir, testDir };
 }
 
-export async function demoCommand(o: { workers?: number }): Promise<void> {
+export interface TabularRun {
+  csv: string;
+  hyperparameters: Record<string, string>;
+  workers?: number;
+  say?: (line: string) => void;
+}
+
+/**
+ * The whole story on a CSV data set: train on 80%, serve on loopback with a real S3 server,
+ * encrypt the other 20% on the client, evaluate, decrypt; returns the measured summary.
+ */
+export async function runTabular(o: TabularRun): Promise<Record<string, number | string>> {
   const work = await mkdtemp(join(tmpdir(), 'sealed-demo-'));
-  const say = (s: string) => console.log(s);
+  const say = o.say ?? (() => {});
   try {
-    say('1. model owner: training a logistic-regression diagnosis model on 80% of the records (plaintext)');
-    const { trainDir, testDir } = await splitCsv(BREAST_CANCER_CSV, join(work, 'data'));
+    say('1. model owner: training on 80% of the records (plaintext)');
+    const { trainDir, testDir } = await splitCsv(o.csv, join(work, 'data'));
     const modelDir = join(work, 'model');
-    const { metrics } = await train({ trainDir, testDir, modelDir }, parseHyperparameters({ task: 'binary', target: 'diagnosis', labels: 'malignant,benign' }), (l) => say(`   ${l}`));
+    const { metrics } = await train({ trainDir, testDir, modelDir }, parseHyperparameters(o.hyperparameters), (l) => say(`   ${l}`));
 
     say('2. server: local S3-compatible server and the inference server (worker pool) on loopback');
     const s3 = await startLocalS3({ directory: join(work, 's3') });
@@ -59,14 +70,14 @@ export async function demoCommand(o: { workers?: number }): Promise<void> {
     const keygenMs = performance.now() - tk;
     const store = new ObjectStore({ endpoint: s3.endpoint });
     await store.ensureBucket('sealed-demo');
-    const test = splitTarget(parseCsv(await readFile(join(testDir, 'data.csv'), 'utf8'), 'test'), 'diagnosis');
+    const test = splitTarget(parseCsv(await readFile(join(testDir, 'data.csv'), 'utf8'), 'test'), client.target);
     const r = await predict(session, keys, test.x, { store, bucket: 'sealed-demo', endpoint: server.url });
     const correct = r.scores.filter((sc, i) => classOf(client, sc) === test.y[i]).length;
     const server_ms = (r.stats.server as { timings_ms: { total: number; evaluate: number } }).timings_ms;
     const summary = {
       records: test.x.length,
       accuracy_plain: metrics.test_accuracy,
-      accuracy_encrypted: correct / test.x.length,
+      accuracy_encrypted: +(correct / test.x.length).toFixed(6),
       server_ms_per_record: +(server_ms.total / test.x.length).toFixed(3),
       server_ms_total: server_ms.total,
       evaluate_ms: server_ms.evaluate,
@@ -78,6 +89,8 @@ export async function demoCommand(o: { workers?: number }): Promise<void> {
       secret_key_bytes: keys.secretKey.length,
       ring_degree: client.params.polyModulusDegree,
       modulus_bits: client.params.coeffModulusBits.reduce((a, b) => a + b, 0),
+      records_per_ciphertext: client.input.recordsPerCiphertext,
+      rotation_keys: client.galois_steps.length,
       workers: server.pool.size,
     };
     say(`   plaintext accuracy ${summary.accuracy_plain}, encrypted accuracy ${summary.accuracy_encrypted} on ${summary.records} held-out records`);
@@ -87,8 +100,18 @@ export async function demoCommand(o: { workers?: number }): Promise<void> {
     session.close();
     await server.close();
     await s3.close();
-    console.log(JSON.stringify(summary));
+    return summary;
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+}
+
+export async function demoCommand(o: { workers?: number }): Promise<void> {
+  const summary = await runTabular({
+    csv: BREAST_CANCER_CSV,
+    hyperparameters: { task: 'binary', target: 'diagnosis', labels: 'malignant,benign' },
+    workers: o.workers,
+    say: (l) => console.log(l.replace('training on 80%', 'training a logistic-regression diagnosis model on 80%')),
+  });
+  console.log(JSON.stringify(summary));
 }
