@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { predict } from '../src/client/predict.ts';
 import { ClientSession } from '../src/client/session.ts';
 import { opCounts } from '../src/fhe/program.ts';
+import { measureUnitCosts, predictTime } from '../src/fhe/cost.ts';
 import { readClientPart, readServerPart } from '../src/model/bundle.ts';
 import type { Network } from '../src/model/network.ts';
 import { startServer } from '../src/server/serve.ts';
@@ -109,6 +110,11 @@ async function mnist(args: string[]) {
   );
   const wall = (performance.now() - t0) / 1000;
   const ops = opCounts(server.program);
+  // Cost model: unit costs measured now, on this machine, times the program's operation counts.
+  const depth = server.program.params.coeffModulusBits.length - 2;
+  const costs = await measureUnitCosts(server.program.params, depth);
+  const model = predictTime(server.program, costs);
+  const evalP50 = percentile(evalMs, 50);
   const result = {
     bench: 'mnist',
     arch,
@@ -128,6 +134,10 @@ async function mnist(args: string[]) {
     modulus_chain: client.params.coeffModulusBits.join('+'),
     rotation_keys: client.galois_steps.length,
     ops,
+    cost_model_ms: model.total,
+    cost_model_by_op_ms: model.byOp,
+    measured_over_model: +(evalP50 / model.total).toFixed(2),
+    unit_costs_ms: costs,
     workers,
     wall_s: +wall.toFixed(1),
     images_per_s: +(n / wall).toFixed(2),

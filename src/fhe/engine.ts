@@ -84,6 +84,8 @@ export class Engine {
 
   private runUnguarded(input: Ciphertext, keys: EvaluationKeys): Ciphertext {
     const { seal, evaluator: ev } = this.s;
+    // clone() makes a second handle to the same SEAL object (embind), not a copy: the steps may
+    // update x in place, which is fine because the caller does not use `input` afterwards.
     let x = input.clone();
     for (let i = 0; i < this.program.steps.length; i++) {
       const st = this.program.steps[i];

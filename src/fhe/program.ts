@@ -71,3 +71,36 @@ export function opCounts(p: Program): { rotations: number; multiplyPlain: number
 export function depthOf(steps: Step[]): number {
   return steps.filter((s) => s.op === 'square' || s.rescale).length;
 }
+
+export type OpKind = 'rotate' | 'multiplyPlain' | 'add' | 'square' | 'relinearize' | 'rescale' | 'addPlain';
+
+/** Operation counts per level (0 = the fresh ciphertext's level; each rescale adds one). */
+export function opCountsByLevel(p: Program): Map<string, number> {
+  const counts = new Map<string, number>();
+  const add = (op: OpKind, level: number, n = 1) => {
+    if (n > 0) counts.set(`${op}@${level}`, (counts.get(`${op}@${level}`) ?? 0) + n);
+  };
+  let level = 0;
+  for (const st of p.steps) {
+    if (st.op === 'square') {
+      add('square', level);
+      add('relinearize', level);
+      add('rescale', level);
+      level++;
+      continue;
+    }
+    const babies = new Set(st.terms.map((t) => t.baby).filter((b) => b !== 0));
+    const giants = new Set(st.terms.map((t) => t.giant));
+    add('rotate', level, babies.size + [...giants].filter((g) => g !== 0).length);
+    add('multiplyPlain', level, st.terms.length);
+    add('add', level, st.terms.length - 1);
+    if (st.rescale) {
+      add('rescale', level);
+      level++;
+    }
+    add('rotate', level, st.folds.length);
+    add('add', level, st.folds.length);
+    if (st.bias !== undefined) add('addPlain', level);
+  }
+  return counts;
+}

@@ -8,9 +8,14 @@ export type Seal = MainModule;
 
 let loading: Promise<Seal> | undefined;
 
-/** The SEAL runtime of this thread (each worker thread has its own WASM instance). */
-export function loadSeal(): Promise<Seal> {
-  loading ??= SEAL();
+/**
+ * The SEAL runtime of this thread (each worker thread has its own WASM instance).
+ * `locateFile` maps node-seal's file name (seal_throws.wasm) to where it is served; a browser
+ * page passes it on the first call (later calls reuse the instance and ignore it). Without it,
+ * the .wasm is looked up next to node-seal's module (Node) or next to the bundled script.
+ */
+export function loadSeal(locateFile?: (path: string) => string): Promise<Seal> {
+  loading ??= locateFile ? SEAL({ locateFile }) : SEAL();
   return loading;
 }
 

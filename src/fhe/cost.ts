@@ -1,0 +1,81 @@
+// The cost model: measured unit costs of each SEAL operation at each level, times the
+// program's operation counts, gives the time an evaluation should take on this machine with
+// this library. Benchmarks report it next to the measured time.
+import { CkksSession, SecretKeyHolder, generateKeys, loadEvaluationKeys, loadCiphertext } from './ckks.ts';
+import type { CkksParams } from './params.ts';
+import { opCountsByLevel, type OpKind, type Program } from './program.ts';
+
+export type UnitCosts = Record<string, number>; // `${op}@${level}` -> ms
+
+export async function measureUnitCosts(params: CkksParams, levels: number, repeat = 20): Promise<UnitCosts> {
+  const s = await CkksSession.open(params);
+  const k = generateKeys(s, [1], true);
+  const holder = new SecretKeyHolder(s, k.secretKey);
+  const keys = loadEvaluationKeys(s, k.galoisKeys, k.relinKeys, [1], true);
+  const { seal, evaluator: ev, encoder } = s;
+  const v = Float64Array.from({ length: s.slots }, (_, i) => Math.sin(i));
+  const costs: UnitCosts = {};
+  const time = (name: string, fn: () => void) => {
+    fn(); // warm
+    const t0 = performance.now();
+    for (let i = 0; i < repeat; i++) fn();
+    costs[name] = +((performance.now() - t0) / repeat).toFixed(3);
+  };
+  let ct = loadCiphertext(s, holder.encrypt(v, 30), 'probe');
+  for (let level = 0; level <= levels; level++) {
+    // Costs do not depend on scales: a small one for products keeps every level in bounds.
+    const pt = new seal.Plaintext();
+    encoder.encode(v, 2 ** 16, pt);
+    const ptAdd = new seal.Plaintext();
+    encoder.encode(v, ct.scale(), ptAdd);
+    if (level > 0) {
+      ev.plainModSwitchToInplace(pt, ct.parmsId());
+      ev.plainModSwitchToInplace(ptAdd, ct.parmsId());
+    }
+    const out = new seal.Ciphertext();
+    time(`rotate@${level}`, () => ev.rotateVector(ct, 1, keys.galois, out));
+    time(`multiplyPlain@${level}`, () => ev.multiplyPlain(ct, pt, out));
+    time(`add@${level}`, () => ev.add(ct, ct, out));
+    time(`addPlain@${level}`, () => ev.addPlain(ct, ptAdd, out));
+    if (level < levels) {
+      time(`square@${level}`, () => ev.square(ct, out));
+      ev.square(ct, out);
+      time(`relinearize@${level}`, () => {
+        const c = out.copy();
+        ev.relinearizeInplace(c, keys.relin!);
+        c.delete();
+      });
+      time(`rescale@${level}`, () => {
+        const c = ct.copy();
+        ev.rescaleToNextInplace(c);
+        c.delete();
+      });
+      const next = new seal.Ciphertext();
+      ev.cipherModSwitchToNext(ct, next); // down one level, same scale
+      ct.delete();
+      ct = next;
+    }
+    pt.delete();
+    ptAdd.delete();
+    out.delete();
+  }
+  ct.delete();
+  keys.close();
+  holder.close();
+  s.close();
+  return costs;
+}
+
+/** Predicted evaluation time (ms) and its breakdown by operation. */
+export function predictTime(p: Program, costs: UnitCosts): { total: number; byOp: Partial<Record<OpKind, number>>; counts: Record<string, number> } {
+  const byOp: Partial<Record<OpKind, number>> = {};
+  let total = 0;
+  const counts = opCountsByLevel(p);
+  for (const [key, n] of counts) {
+    const op = key.split('@')[0] as OpKind;
+    const ms = n * (costs[key] ?? 0);
+    byOp[op] = +((byOp[op] ?? 0) + ms).toFixed(2);
+    total += ms;
+  }
+  return { total: +total.toFixed(2), byOp, counts: Object.fromEntries(counts) };
+}
