@@ -61,7 +61,7 @@ export function opCounts(p: Program): { rotations: number; multiplyPlain: number
     const giants = new Set(st.terms.map((t) => t.giant).filter((g) => g !== 0));
     rotations += babies.size + giants.size + st.folds.length;
     multiplyPlain += st.terms.length;
-    if (st.rescale) rescale++;
+    if (st.rescale) rescale += new Set(st.terms.map((t) => t.giant)).size;
     if (st.bias !== undefined) addPlain++;
   }
   return { rotations, multiplyPlain, square, rescale, addPlain };
@@ -91,13 +91,15 @@ export function opCountsByLevel(p: Program): Map<string, number> {
     }
     const babies = new Set(st.terms.map((t) => t.baby).filter((b) => b !== 0));
     const giants = new Set(st.terms.map((t) => t.giant));
-    add('rotate', level, babies.size + [...giants].filter((g) => g !== 0).length);
+    add('rotate', level, babies.size);
     add('multiplyPlain', level, st.terms.length);
-    add('add', level, st.terms.length - 1);
-    if (st.rescale) {
-      add('rescale', level);
-      level++;
-    }
+    add('add', level, st.terms.length - giants.size);
+    // The engine rescales each giant group before its rotation (see engine.ts).
+    if (st.rescale) add('rescale', level, giants.size);
+    const after = st.rescale ? level + 1 : level;
+    add('rotate', after, [...giants].filter((g) => g !== 0).length);
+    add('add', after, giants.size - 1);
+    level = after;
     add('rotate', level, st.folds.length);
     add('add', level, st.folds.length);
     if (st.bias !== undefined) add('addPlain', level);
