@@ -1,6 +1,6 @@
 // The client part of a bundle: everything a client needs to encrypt queries and read results,
 // and nothing of the model's weights.
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../client/sha256.ts';
 import { SealedError } from '../errors.ts';
 import { checkParams, type CkksParams } from '../fhe/params.ts';
 import type { InputLayout, OutputLayout } from './layout.ts';
@@ -32,9 +32,7 @@ export interface ClientPart {
 
 /** Identifies a model: its queries are refused by a server that serves another one. */
 export function modelIdOf(...parts: (string | Uint8Array)[]): string {
-  const h = createHash('sha256');
-  for (const p of parts) h.update(p);
-  return h.digest('hex').slice(0, 32);
+  return sha256Hex(...parts).slice(0, 32);
 }
 
 export function parseClientPart(text: string, where: string): ClientPart & { model_id: string } {

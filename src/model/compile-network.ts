@@ -43,6 +43,8 @@ export function compileNetwork(net: Network, samples: ArrayLike<number>[], o: Co
   const inPeriod = nextPow2(H * W);
   if (inPeriod > S) throw new SealedError('bad-data', `an input of ${H}x${W} does not fit ${S} slots`);
   let layout: Layout = { period: inPeriod, slot: Int32Array.from({ length: H * W }, (_, j) => j) };
+  // Where the client writes each input feature: by default the image repeated every inPeriod slots.
+  let featureSlots = Array.from({ length: H * W }, (_, j) => Array.from({ length: S / inPeriod }, (_, c) => c * inPeriod + j));
 
   const steps: Step[] = [];
   const masks: Float64Array[] = [];
@@ -95,6 +97,11 @@ export function compileNetwork(net: Network, samples: ArrayLike<number>[], o: Co
       }
       steps.push({ op: 'square' });
       pending = { a, g };
+    } else if (li === 0 && S / inPeriod > 1 && nextPow2(layer.weights.length) >= S / inPeriod) {
+      const first = firstDenseStep(layer, H * W, inPeriod, S, li === lastDense, masks.length);
+      add(first.parts);
+      featureSlots = first.featureSlots;
+      layout = first.layout;
     } else {
       add(denseStep(layer, layout, S, pending, li === lastDense, masks.length));
       const m = nextPow2(layer.weights.length);
@@ -108,7 +115,7 @@ export function compileNetwork(net: Network, samples: ArrayLike<number>[], o: Co
     slots: S,
     recordsPerCiphertext: 1,
     recordStride: S,
-    featureSlots: Array.from({ length: H * W }, (_, j) => Array.from({ length: S / inPeriod }, (_, c) => c * inPeriod + j)),
+    featureSlots,
   };
   const outCount = (net.layers[lastDense] as Dense).weights.length;
   const output: OutputLayout = { count: outCount, recordStride: S, offsets: Array.from({ length: outCount }, (_, c) => c) };
@@ -176,4 +183,42 @@ function denseStep(layer: Dense, layout: Layout, S: number, pending: { a: number
   parts.step.bias = maskBase + parts.masks.length;
   parts.masks.push(bias);
   return parts;
+}
+
+/**
+ * A first dense layer (out x n) where the client controls the layout: the R = slots/period
+ * copies of the input are interleaved (slot R*s + c) and copy c is pre-rotated by c*m/R, so a
+ * rotation by R*j serves diagonal j of every copy at once: m/R diagonals instead of m. Folds:
+ * 1, 2, ..., R/2 (the copies), then R*m, 2R*m, ... (the hybrid method's blocks). Output o ends
+ * at slot R*o, repeated every R*m slots.
+ */
+function firstDenseStep(layer: Dense, n: number, period: number, S: number, last: boolean, maskBase: number) {
+  const out = layer.weights.length;
+  const m = nextPow2(out);
+  const R = S / period;
+  const per = m / R; // diagonals per copy
+  const inputAt = (s: number, c: number) => (s + c * per) % period; // feature read at slot R*s + c
+  const diagonals: Diagonal[] = [];
+  for (let j = 0; j < per; j++) {
+    const mask = new Float64Array(S);
+    for (let s = 0; s < period; s++)
+      for (let c = 0; c < R; c++) {
+        const o = s % m;
+        const f = inputAt(s + j, c);
+        if (o < out && f < n) mask[R * s + c] = layer.weights[o][f];
+      }
+    diagonals.push({ offset: R * j, mask });
+  }
+  const folds: number[] = [];
+  for (let f = 1; f < R; f *= 2) folds.push(f);
+  for (let f = R * m; f < S; f *= 2) folds.push(f);
+  const b = 2 ** Math.ceil(Math.log2(Math.max(1, per)) / 2);
+  const parts = bsgsStep(diagonals, (d) => [d - (d % (R * b)), d % (R * b)], folds, !last, maskBase);
+  const bias = new Float64Array(S);
+  for (let s = 0; s < period; s++) if (s % m < out) bias[R * s] = layer.bias[s % m];
+  parts.step.bias = maskBase + parts.masks.length;
+  parts.masks.push(bias);
+  const featureSlots = Array.from({ length: n }, (_, f) => Array.from({ length: R }, (_, c) => R * ((((f - c * per) % period) + period) % period) + c));
+  const layout: Layout = { period: R * m, slot: Int32Array.from({ length: out }, (_, o) => R * o) };
+  return { parts, featureSlots, layout };
 }
