@@ -57,6 +57,23 @@ t.test('predict: CSV in, predictions out, accuracy as trained', async (t) => {
   t.match(lines[1], /^1,(malignant|benign),0\.\d+,0\.\d+$/);
 });
 
+t.test('predict through the local SageMaker Runtime emulator, real-time and async', async (t) => {
+  const { startRuntimeEmulator } = await import('../src/sagemaker/runtime-emulator.ts');
+  const { ObjectStore } = await import('../src/storage/s3.ts');
+  const store = new ObjectStore({ endpoint: s3.endpoint });
+  await store.ensureBucket('sm-async');
+  const emu = await startRuntimeEmulator({ containerUrl: `http://127.0.0.1:${port}`, store, outputPath: 's3://sm-async/out', failurePath: 's3://sm-async/failed' });
+  t.teardown(async () => {
+    await emu.close();
+    store.close();
+  });
+  for (const mode of [[], ['--async']]) {
+    const r = await run(process.execPath, [bin, 'predict', '--model', tr.modelDir, '--input', join(tr.testDir, 'data.csv'), '--sagemaker-endpoint', 'local', '--sagemaker-url', emu.url, ...mode, '--keys', join(tr.dir, 'keys'), '--json'], { env });
+    const summary = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    t.ok(Math.abs(summary.accuracy - tr.result.metrics.test_accuracy) < 1e-6, `${mode.length ? 'async' : 'real-time'}: accuracy ${summary.accuracy}`);
+  }
+});
+
 t.test('predict with a wrong input file says what to do and exits 2', async (t) => {
   const bad = join(tr.dir, 'bad.csv');
   await writeFile(bad, 'a,b\n1,2\n');

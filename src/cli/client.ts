@@ -46,6 +46,10 @@ export async function keygenCommand(o: { model: string; keys?: string; force?: b
 }
 
 interface PredictOpts {
+  sagemakerEndpoint?: string;
+  async?: boolean;
+  sagemakerUrl?: string;
+  asyncTimeout: number;
   model: string;
   input: string;
   output?: string;
@@ -66,11 +70,20 @@ export async function predictCommand(o: PredictOpts): Promise<void> {
   const bucket = o.bucket ?? (s3.mode === 'aws' ? undefined : LOCAL_BUCKET);
   if (!bucket) throw new SealedError('bad-request', 'no S3 bucket given', 'pass --bucket with a bucket the endpoint can read and write');
   const store = new ObjectStore({ endpoint: s3.endpoint });
+  if (o.async && !o.sagemakerEndpoint) throw new SealedError('bad-request', '--async needs --sagemaker-endpoint', 'name the SageMaker endpoint, or drop --async for direct HTTP');
+  let invoke: ((b: Record<string, unknown>) => Promise<Record<string, unknown>>) | undefined;
+  let runtime: { destroy(): void } | undefined;
+  if (o.sagemakerEndpoint) {
+    const sm = await import('../sagemaker/runtime-client.ts');
+    const client = sm.runtimeClient({ endpoint: o.sagemakerUrl ?? process.env.SEALED_SAGEMAKER_URL });
+    runtime = client;
+    invoke = sm.sagemakerInvoke({ client, endpointName: o.sagemakerEndpoint, async: o.async ? { store, bucket, prefix: o.prefix, timeoutMs: o.asyncTimeout * 1000 } : undefined });
+  }
   try {
     if (s3.mode !== 'aws') await store.ensureBucket(bucket);
     const t0 = performance.now();
     const tty = process.stderr.isTTY && !o.json;
-    const r = await predictBatches(session, keys, rows, { store, bucket, prefix: o.prefix, endpoint: o.endpoint }, {
+    const r = await predictBatches(session, keys, rows, { store, bucket, prefix: o.prefix, endpoint: o.endpoint, invoke }, {
       onProgress: (done) => {
         if (tty) process.stderr.write(`\r${done}/${rows.length} records`);
       },
@@ -86,6 +99,7 @@ export async function predictCommand(o: PredictOpts): Promise<void> {
     if (o.json) console.log(JSON.stringify(summary));
     else console.error(`${rows.length} records predicted encrypted in ${(stats.ms_total / 1000).toFixed(2)} s (${stats.requests} requests, queries ${stats.query_bytes} bytes, keys ${stats.keys_bytes} bytes${stats.keys_uploaded ? ' uploaded' : ' already uploaded'})${o.output ? ` -> ${o.output}` : ''}`);
   } finally {
+    runtime?.destroy();
     store.close();
     session.close();
     await s3.local?.close();

@@ -13,9 +13,11 @@ const lazy =
 const trainCommand = lazy(() => import('./train.ts'), 'trainCommand');
 const serveCommand = lazy(() => import('./serve.ts'), 'serveCommand');
 const s3Command = lazy(() => import('./serve.ts'), 's3Command');
+const emulatorCommand = lazy(() => import('./serve.ts'), 'emulatorCommand');
 const keygenCommand = lazy(() => import('./client.ts'), 'keygenCommand');
 const predictCommand = lazy(() => import('./client.ts'), 'predictCommand');
 const demoCommand = lazy(() => import('./demo.ts'), 'demoCommand');
+const demoWebCommand = lazy(() => import('./demo-web.ts'), 'demoWebCommand');
 const keysListCommand = lazy(() => import('./client.ts'), 'keysListCommand');
 const keysDeleteCommand = lazy(() => import('./client.ts'), 'keysDeleteCommand');
 
@@ -70,7 +72,11 @@ export async function main(argv: string[]): Promise<void> {
     .requiredOption('--input <file>', 'records: CSV with a header naming the features, or IDX images (…-idx3-ubyte[.gz])')
     .option('--output <file>', 'write predictions here (default: stdout)')
     .addOption(new Option('--format <fmt>', 'output format').choices(['csv', 'json']).default('csv'))
-    .option('--endpoint <url>', 'inference server', 'http://127.0.0.1:8080')
+    .option('--endpoint <url>', 'inference server, direct HTTP', 'http://127.0.0.1:8080')
+    .option('--sagemaker-endpoint <name>', 'invoke this SageMaker endpoint (InvokeEndpoint) instead of --endpoint')
+    .option('--async', 'with --sagemaker-endpoint: InvokeEndpointAsync, polling the output with back-off')
+    .option('--sagemaker-url <url>', 'SageMaker Runtime URL override, e.g. the local emulator (env SEALED_SAGEMAKER_URL)')
+    .addOption(new Option('--async-timeout <seconds>', 'give up on an async invocation after this long').default(900).argParser(Number))
     .option('--keys <dir>', 'key set directory (made if missing)')
     .option('--bucket <name>', 'S3 bucket for queries, keys and results (default: the local bucket)')
     .option('--prefix <p>', 'S3 key prefix', 'sealed/')
@@ -80,9 +86,12 @@ export async function main(argv: string[]): Promise<void> {
 
   program
     .command('demo')
-    .description('train, serve and predict encrypted on the breast-cancer data, all locally')
+    .description('train, serve and predict encrypted on the breast-cancer data, all locally (--web: in a browser page)')
     .addOption(new Option('--workers <n>', 'evaluation worker threads').argParser(Number))
-    .action(demoCommand);
+    .option('--web', 'serve the web demo: keys, encryption and decryption happen in the browser')
+    .addOption(new Option('--port <n>', 'with --web: port of the page').default(8000).argParser(Number))
+    .option('--host <addr>', 'with --web: address of the page', '127.0.0.1')
+    .action((o: { web?: boolean; workers?: number; port: number; host: string }) => (o.web ? demoWebCommand(o) : demoCommand(o)));
 
   program
     .command('s3')
@@ -90,6 +99,16 @@ export async function main(argv: string[]): Promise<void> {
     .addOption(new Option('--port <n>', 'port').default(4568).argParser(Number))
     .option('--dir <dir>', 'where objects are stored (default: ~/.sealed/s3)')
     .action(s3Command);
+
+  program
+    .command('sagemaker-emulator')
+    .description('local SageMaker Runtime (InvokeEndpoint, InvokeEndpointAsync) in front of a running server')
+    .option('--container <url>', 'the inference server', 'http://127.0.0.1:8080')
+    .option('--output-path <uri>', 'async output path (S3OutputPath)', 's3://sealed-local/async/out')
+    .option('--failure-path <uri>', 'async failure path (S3FailurePath)', 's3://sealed-local/async/failed')
+    .addOption(new Option('--port <n>', 'port').default(8081).argParser(Number))
+    .option('--s3-endpoint <url>', 'S3-compatible endpoint (default: AWS if configured, else the embedded local S3)')
+    .action(emulatorCommand);
 
   await program.parseAsync(argv);
 }

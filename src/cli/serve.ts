@@ -19,8 +19,33 @@ interface ServeOpts {
 const list = (v: string | undefined) => (v ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined);
 
 export async function serveCommand(o: ServeOpts): Promise<void> {
-  const s3 = await resolveS3({ endpoint: o.s3Endpoint });
-  const server = await startServer({
+  // Handlers first, so a SIGTERM during start-up is not lost. Before the server listens nothing
+  // is in flight, so a signal then just exits.
+  const running: { server?: Awaited<ReturnType<typeof startServer>>; s3?: Awaited<ReturnType<typeof resolveS3>> } = {};
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    const { server, s3 } = running;
+    if (!server) {
+      console.error(JSON.stringify({ level: 30, signal, msg: 'stopping during start-up' }));
+      process.exit(0);
+    }
+    server.app.log.info({ signal }, 'stopping: no new requests, finishing those in flight');
+    // SageMaker sends SIGKILL 30 s after SIGTERM: give in-flight work 25 s.
+    const timer = setTimeout(() => {
+      server.app.log.error('in-flight requests did not finish within 25 s; exiting');
+      process.exit(1);
+    }, 25_000);
+    timer.unref();
+    await server.close();
+    await s3?.local?.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  const s3 = (running.s3 = await resolveS3({ endpoint: o.s3Endpoint }));
+  const server = (running.server = await startServer({
     modelDir: o.model,
     port: o.port,
     host: o.host,
@@ -31,25 +56,8 @@ export async function serveCommand(o: ServeOpts): Promise<void> {
     deadlineMs: o.deadlineMs,
     allowRead: list(o.allowRead ?? process.env.SEALED_ALLOW_READ),
     allowWrite: list(o.allowWrite ?? process.env.SEALED_ALLOW_WRITE),
-  });
+  }));
   server.app.log.info({ url: server.url, workers: server.pool.size, s3: s3.mode, s3_endpoint: s3.endpoint }, 'sealed server ready');
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    server.app.log.info({ signal }, 'stopping: no new requests, finishing those in flight');
-    // SageMaker sends SIGKILL 30 s after SIGTERM: give in-flight work 25 s.
-    const timer = setTimeout(() => {
-      server.app.log.error('in-flight requests did not finish within 25 s; exiting');
-      process.exit(1);
-    }, 25_000);
-    timer.unref();
-    await server.close();
-    await s3.local?.close();
-    process.exit(0);
-  };
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
 }
 
 export async function s3Command(o: { port: number; dir?: string }): Promise<void> {
@@ -57,4 +65,27 @@ export async function s3Command(o: { port: number; dir?: string }): Promise<void
   console.log(`local S3-compatible server at ${s3.endpoint} (any credentials; path-style)`);
   process.on('SIGINT', () => void s3.close().then(() => process.exit(0)));
   process.on('SIGTERM', () => void s3.close().then(() => process.exit(0)));
+}
+
+interface EmulatorOpts {
+  container: string;
+  outputPath: string;
+  failurePath: string;
+  port: number;
+  s3Endpoint?: string;
+}
+
+/** `sealed sagemaker-emulator`: SageMaker Runtime (real-time and async) in front of a container. */
+export async function emulatorCommand(o: EmulatorOpts): Promise<void> {
+  const { startRuntimeEmulator } = await import('../sagemaker/runtime-emulator.ts');
+  const { ObjectStore, parseS3Uri } = await import('../storage/s3.ts');
+  const s3 = await resolveS3({ endpoint: o.s3Endpoint });
+  const store = new ObjectStore({ endpoint: s3.endpoint });
+  if (s3.mode !== 'aws') for (const uri of [o.outputPath, o.failurePath]) await store.ensureBucket(parseS3Uri(uri, 'path').bucket);
+  const emu = await startRuntimeEmulator({ containerUrl: o.container, store, outputPath: o.outputPath, failurePath: o.failurePath, port: o.port });
+  console.log(`SageMaker Runtime emulator at ${emu.url} -> ${o.container} (async output ${o.outputPath}, failures ${o.failurePath})`);
+  console.log(`  sealed predict --sagemaker-endpoint local --sagemaker-url ${emu.url} [--async] ...`);
+  const stop = () => void emu.close().then(() => process.exit(0));
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
 }

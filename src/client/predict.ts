@@ -11,6 +11,8 @@ export interface Transport {
   prefix?: string;
   /** Base URL of the inference server (direct HTTP), e.g. http://127.0.0.1:8080 */
   endpoint: string;
+  /** Another way to call /invocations (SageMaker real-time or async); default: direct HTTP. */
+  invoke?: (body: Record<string, unknown>) => Promise<Record<string, unknown>>;
 }
 
 export interface PredictStats {
@@ -57,7 +59,8 @@ export async function predict(session: ClientSession, keys: Keys, rows: ArrayLik
   const outLoc = { bucket: t.bucket, key: `${prefix}results/${id}.result` };
   const [k] = await Promise.all([ensureKeysUploaded(t, keys), t.store.put(queryLoc, query, 'encrypted query')]);
   const t2 = performance.now();
-  const server = await invokeHttp(t.endpoint, { encrypted_query_uri: formatS3Uri(queryLoc), evaluation_keys_uri: formatS3Uri(k.loc), output_uri: formatS3Uri(outLoc) });
+  const request = { encrypted_query_uri: formatS3Uri(queryLoc), evaluation_keys_uri: formatS3Uri(k.loc), output_uri: formatS3Uri(outLoc) };
+  const server = await (t.invoke ?? ((b) => invokeHttp(t.endpoint, b)))(request);
   const t3 = performance.now();
   const { bytes: result } = await t.store.get(outLoc, 2 ** 31, 'encrypted result');
   const t4 = performance.now();

@@ -1,6 +1,5 @@
 // The client's cryptography for one model: key generation, encryption of records into a query,
 // decryption of a result into predictions. No I/O here, so it runs in browsers too.
-import { createHash } from 'node:crypto';
 import { SealedError } from '../errors.ts';
 import { CkksSession, SecretKeyHolder, generateKeys } from '../fhe/ckks.ts';
 import { paramsKey } from '../fhe/params.ts';
@@ -8,6 +7,7 @@ import type { ClientPart } from '../model/client-part.ts';
 import { packRecords, unpackOutputs } from '../model/layout.ts';
 import { postprocess, standardise, type Prediction } from '../model/postprocess.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../wire/format.ts';
+import { sha256Hex } from './sha256.ts';
 
 export interface Keys {
   /** Never leaves the client. */
@@ -19,7 +19,7 @@ export interface Keys {
 }
 
 export function keysId(evaluationKeys: Uint8Array): string {
-  return createHash('sha256').update(evaluationKeys).digest('hex');
+  return sha256Hex(evaluationKeys);
 }
 
 export class ClientSession {

@@ -55,6 +55,16 @@ export function buildApp(o: AppOptions): FastifyInstance {
     return reply.status(500).send({ error: 'internal', message: 'internal error; the request was not processed', hint: 'retry; if it persists, report it with the request id' });
   });
 
+  // Once closing, in-flight answers carry Connection: close: otherwise their keep-alive sockets
+  // hold close() open for keepAliveTimeout (72 s), past SageMaker's 30 s before SIGKILL.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onSend', async (_req, reply) => {
+    if (closing) reply.header('connection', 'close');
+  });
+
   app.get('/ping', async () => ({ status: 'ok', model_id: o.context.model.modelId }));
 
   let inFlight = 0;

@@ -1,0 +1,187 @@
+// The web demo's server: serves the page (out/web, built by scripts/build-web.ts), the model's
+// client part, and a small proxy for browsers, which cannot easily sign S3 requests:
+//
+//   GET  /model/client.json     the client part (parameters, layout, scaling, labels; no weights)
+//   GET  /api/samples           example records to prefill the form
+//   GET  /api/keys/:id          {uploaded}: whether evaluation keys with this content id are in S3
+//   PUT  /api/keys/:id          evaluation keys (wire format, kind 2), stored in S3 once
+//   POST /api/predict?keys=ID   an encrypted query (wire format, kind 1) -> the encrypted result
+//
+// It writes the objects to S3 and calls the inference server's POST /invocations exactly as
+// `sealed predict` does (src/client/predict.ts). It is not part of the SageMaker server: it
+// only ever holds wire-format objects, never a secret key or a plaintext record.
+import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import { ensureKeysUploaded, invokeHttp, type Transport } from '../client/predict.ts';
+import { sha256Hex } from '../client/sha256.ts';
+import { isSealedError, SealedError } from '../errors.ts';
+import { paramsKey } from '../fhe/params.ts';
+import { readClientPart } from '../model/bundle.ts';
+import { formatS3Uri, type ObjectStore } from '../storage/s3.ts';
+import { decodeWire, type KeysHeader, type QueryHeader } from '../wire/format.ts';
+
+/** Where scripts/build-web.ts writes the page: index.html, style.css, app.js, seal_throws.wasm. */
+export const WEB_ASSETS_DIR = fileURLToPath(new URL('../../out/web/', import.meta.url));
+
+export interface Sample {
+  /** Shown in the sample picker, e.g. "record 3 (malignant)". */
+  name: string;
+  values: number[];
+  label?: string;
+}
+
+export interface WebServerOptions {
+  /** The model bundle; only its client part is read and served. */
+  modelDir: string;
+  /** Base URL of the inference server (POST /invocations). */
+  endpoint: string;
+  /** The S3 (or S3-compatible) store the inference server reads from, and the bucket to use. */
+  store: ObjectStore;
+  bucket: string;
+  prefix?: string;
+  /** The built page (default: out/web). */
+  assetsDir?: string;
+  samples?: Sample[];
+  port?: number;
+  host?: string;
+  logger?: FastifyServerOptions['logger'];
+  maxKeyBytes?: number;
+  maxQueryBytes?: number;
+}
+
+const ASSETS: Record<string, string> = {
+  '/': 'index.html',
+  '/index.html': 'index.html',
+  '/style.css': 'style.css',
+  '/app.js': 'app.js',
+  '/app.js.map': 'app.js.map',
+  '/seal_throws.wasm': 'seal_throws.wasm',
+};
+const TYPES: Record<string, string> = {
+  html: 'text/html; charset=utf-8',
+  css: 'text/css; charset=utf-8',
+  js: 'text/javascript; charset=utf-8',
+  map: 'application/json',
+  wasm: 'application/wasm',
+};
+// The page may talk to its own origin only, and compile WebAssembly (SEAL) but no other code.
+const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+const WIRE_MAGIC = 'SEALED';
+const isWire = (b: Uint8Array) => b.length >= 8 && new TextDecoder().decode(b.subarray(0, 6)) === WIRE_MAGIC;
+
+export async function buildWebApp(o: WebServerOptions): Promise<FastifyInstance> {
+  const { modelId, client } = await readClientPart(o.modelDir);
+  const clientJson = JSON.stringify(client);
+  const assetsDir = o.assetsDir ?? WEB_ASSETS_DIR;
+  const assets = new Map<string, Buffer>();
+  for (const file of new Set(Object.values(ASSETS))) {
+    try {
+      assets.set(file, await readFile(join(assetsDir, file)));
+    } catch {
+      if (file !== 'app.js.map') throw new SealedError('bad-request', `the web page is not built: ${join(assetsDir, file)} is missing`, 'run `npm run build:web` first');
+    }
+  }
+  const t: Transport = { store: o.store, bucket: o.bucket, prefix: o.prefix ?? 'sealed/', endpoint: o.endpoint };
+  const maxKeyBytes = o.maxKeyBytes ?? 256 * 1024 * 1024;
+  const maxQueryBytes = o.maxQueryBytes ?? 64 * 1024 * 1024;
+
+  const app = Fastify({ logger: o.logger ?? false, bodyLimit: 64 * 1024, genReqId: () => randomUUID() });
+  app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+
+  app.setErrorHandler((err, req, reply) => {
+    if (isSealedError(err)) {
+      const e = err as SealedError;
+      req.log.warn({ err: { code: e.code, message: e.message } }, 'request refused');
+      return reply.status(e.status).send(e.toJSON());
+    }
+    const fe = err as { statusCode?: number; message: string };
+    if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) {
+      return reply.status(fe.statusCode).send({ error: 'bad-request', message: fe.message, hint: 'send the wire-format object as application/octet-stream' });
+    }
+    req.log.error({ err: { name: (err as Error).name, message: (err as Error).message } }, 'internal error');
+    return reply.status(500).send({ error: 'internal', message: 'internal error; the request was not processed', hint: 'retry; if it persists, look at the server log' });
+  });
+
+  app.addHook('onSend', async (_req, reply) => {
+    reply.header('content-security-policy', CSP);
+    reply.header('x-content-type-options', 'nosniff');
+    reply.header('referrer-policy', 'no-referrer');
+    reply.header('cache-control', 'no-store');
+  });
+
+  for (const [route, file] of Object.entries(ASSETS)) {
+    const bytes = assets.get(file);
+    if (!bytes) continue;
+    app.get(route, async (_req, reply) => reply.type(TYPES[file.split('.').pop()!]).send(bytes));
+  }
+
+  app.get('/model/client.json', async (_req, reply) => reply.type('application/json').send(clientJson));
+  app.get('/api/samples', async () => o.samples ?? []);
+
+  const keysId = (id: string) => {
+    if (!/^[0-9a-f]{64}$/.test(id)) throw new SealedError('bad-request', 'the keys id is not 64 hex digits', 'name the evaluation keys by the SHA-256 of their bytes');
+    return id;
+  };
+  const keysLoc = (id: string) => ({ bucket: t.bucket, key: `${t.prefix}keys/${keysId(id)}.keys` });
+
+  app.get<{ Params: { id: string } }>('/api/keys/:id', async (req) => {
+    const head = await t.store.head(keysLoc(req.params.id));
+    return head ? { id: req.params.id, uploaded: true, bytes: head.size } : { id: req.params.id, uploaded: false };
+  });
+
+  app.put<{ Params: { id: string }; Body: Buffer }>('/api/keys/:id', { bodyLimit: maxKeyBytes }, async (req, reply) => {
+    const id = keysId(req.params.id);
+    const body = req.body;
+    if (!(body instanceof Uint8Array) || !isWire(body)) throw new SealedError('bad-keys', 'the body is not a sealed wire-format object', 'PUT the evaluation keys (wire format, kind 2) as application/octet-stream');
+    const msg = decodeWire<KeysHeader>('keys', body, 'the evaluation keys');
+    if (msg.header.params !== paramsKey(client.params)) throw new SealedError('bad-keys', `the evaluation keys are for parameters ${String(msg.header.params)}, the model uses ${paramsKey(client.params)}`, 'make keys for this model');
+    if (sha256Hex(body) !== id) throw new SealedError('bad-keys', 'the evaluation keys do not hash to the id in the URL', 'PUT them to /api/keys/<SHA-256 of the bytes, hex>');
+    const r = await ensureKeysUploaded(t, { secretKey: new Uint8Array(0), evaluationKeys: body, evaluationKeysId: id });
+    req.log.info({ keys_id: id, bytes: body.length, uploaded: r.uploaded }, 'evaluation keys');
+    return reply.status(r.uploaded ? 201 : 200).send({ id, bytes: body.length, uploaded: r.uploaded });
+  });
+
+  app.post<{ Querystring: { keys?: string }; Body: Buffer }>('/api/predict', { bodyLimit: maxQueryBytes }, async (req, reply) => {
+    const t0 = performance.now();
+    const kLoc = keysLoc(String(req.query.keys ?? ''));
+    const body = req.body;
+    if (!(body instanceof Uint8Array) || !isWire(body)) throw new SealedError('bad-query', 'the body is not a sealed wire-format object', 'POST the encrypted query (wire format, kind 1) as application/octet-stream');
+    const msg = decodeWire<QueryHeader>('query', body, 'the encrypted query');
+    if (msg.header.model_id !== modelId) throw new SealedError('wrong-model', `the query is for model ${String(msg.header.model_id)}, this server serves ${modelId}`, 'reload the page to get this model');
+    if (!(await t.store.head(kLoc))) throw new SealedError('not-found', 'the evaluation keys named by ?keys= are not uploaded', `PUT them to /api/keys/${String(req.query.keys)} first`);
+    const id = randomUUID();
+    const queryLoc = { bucket: t.bucket, key: `${t.prefix}queries/${id}.query` };
+    const outLoc = { bucket: t.bucket, key: `${t.prefix}results/${id}.result` };
+    await t.store.put(queryLoc, body, 'encrypted query');
+    const t1 = performance.now();
+    const server = await invokeHttp(t.endpoint, { encrypted_query_uri: formatS3Uri(queryLoc), evaluation_keys_uri: formatS3Uri(kLoc), output_uri: formatS3Uri(outLoc) });
+    const t2 = performance.now();
+    const { bytes } = await t.store.get(outLoc, 2 ** 31, 'encrypted result');
+    const t3 = performance.now();
+    const r = (v: number) => Math.round(v * 100) / 100;
+    const info = { model_id: server.model_id, records: server.records, ciphertexts: server.ciphertexts, keys_cached: server.keys_cached, timings_ms: server.timings_ms, proxy_ms: { put_query: r(t1 - t0), invoke: r(t2 - t1), get_result: r(t3 - t2) } };
+    req.log.info({ records: msg.header.records, query_bytes: body.length, result_bytes: bytes.length, proxy_ms: info.proxy_ms }, 'prediction');
+    return reply.type('application/octet-stream').header('x-sealed-server', JSON.stringify(info)).send(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    reply.status(404).send({ error: 'not-found', message: `no route ${req.method} ${req.url.slice(0, 100)}`, hint: 'open / for the demo page' });
+  });
+  return app;
+}
+
+export interface RunningWebServer {
+  app: FastifyInstance;
+  url: string;
+  close(): Promise<void>;
+}
+
+export async function startWebServer(o: WebServerOptions): Promise<RunningWebServer> {
+  const app = await buildWebApp(o);
+  const address = await app.listen({ port: o.port ?? 0, host: o.host ?? '127.0.0.1' });
+  return { app, url: address.replace('0.0.0.0', '127.0.0.1').replace('[::]', '127.0.0.1'), close: () => app.close() };
+}

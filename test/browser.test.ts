@@ -1,0 +1,165 @@
+// The web demo end to end in headless Chromium (Debian's `chromium` with playwright-core): the
+// page makes keys, encrypts a breast-cancer record typed into its form, sends it through the
+// web server to the real inference server (real S3-compatible server, real workers), decrypts,
+// and shows the same class and probability as the Node client. Every request body the page
+// sends must be a wire-format object: no plaintext, no secret key. Screenshot:
+// out/test-artifacts/browser-demo.png. Skips (only) when Chromium is not installed, and fails
+// instead when SEALED_REQUIRE_BROWSER=1 (CI), so a missing install step cannot hide.
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t, { type Test } from 'tap';
+
+const CHROMIUM = process.env.SEALED_CHROMIUM ?? '/usr/bin/chromium';
+const ARTIFACTS = fileURLToPath(new URL('../out/test-artifacts/', import.meta.url));
+
+if (!existsSync(CHROMIUM) && process.env.SEALED_REQUIRE_BROWSER === '1') {
+  t.fail(`Chromium is not installed at ${CHROMIUM}, and SEALED_REQUIRE_BROWSER=1 (install it with \`apt-get install -y chromium\`)`);
+} else if (!existsSync(CHROMIUM)) {
+  t.plan(0, `Chromium is not installed at ${CHROMIUM}: browser test skipped (install it with \`apt-get install -y chromium\`)`);
+} else {
+  t.test('the web demo in headless Chromium: keys, encryption and decryption in the page', { timeout: 900_000 }, run);
+}
+
+interface Sent {
+  method: string;
+  url: string;
+  body: Buffer | null;
+}
+
+async function run(t: Test): Promise<void> {
+  const { chromium } = await import('playwright-core');
+  const { buildWeb } = await import('../scripts/build-web.ts');
+  const { startWebServer } = await import('../src/web/server.ts');
+  const { predict } = await import('../src/client/predict.ts');
+  const { ClientSession } = await import('../src/client/session.ts');
+  const { readClientPart } = await import('../src/model/bundle.ts');
+  const { decodeWire } = await import('../src/wire/format.ts');
+  const { startStack, trainBreastCancer } = await import('./helpers/fixture.ts');
+
+  const trained = await trainBreastCancer();
+  const stack = await startStack(trained.modelDir, trained.dir);
+  const web = await buildWeb({ outDir: join(trained.dir, 'web') });
+  const labels = ['malignant', 'benign'];
+  const samples = trained.test.x.slice(0, 5).map((values, i) => ({ name: `held-out record ${i + 1} (${labels[trained.test.y[i]]})`, values, label: labels[trained.test.y[i]] }));
+  const server = await startWebServer({ modelDir: trained.modelDir, endpoint: stack.server.url, store: stack.store, bucket: stack.bucket, assetsDir: web.outDir, samples });
+  const { modelId, client } = await readClientPart(trained.modelDir);
+  const profile = await mkdtemp(join(tmpdir(), 'sealed-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    viewport: { width: 1400, height: 1000 },
+  });
+  t.teardown(async () => {
+    await context.close();
+    await rm(profile, { recursive: true, force: true });
+    await server.close();
+    await stack.close();
+    await trained.cleanup();
+  });
+
+  t.ok(web.inputs.every((i) => !i.startsWith('node:') && !i.includes('@aws-sdk')), `the browser bundle holds no Node-only module (${web.inputs.length} inputs)`);
+  t.notOk(web.inputs.some((i) => /src\/(storage|server)\/|client\/predict\.ts/.test(i)), 'nor the S3, server or Node predict code');
+
+  const page = context.pages()[0] ?? (await context.newPage());
+  const sent: Sent[] = [];
+  const errors: string[] = [];
+  page.on('request', (r) => sent.push({ method: r.method(), url: r.url(), body: r.postDataBuffer() }));
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push(m.text());
+  });
+
+  // The Node client's answers (the path of `sealed predict`). The record typed into the form is
+  // the held-out record the model is least sure about, so the probability is far from 0 and 1.
+  const session = await ClientSession.open(modelId, client);
+  const keys = session.generateKeys();
+  const transport = { store: stack.store, bucket: stack.bucket, endpoint: stack.server.url };
+  const all = await predict(session, keys, trained.test.x, transport);
+  const margin = all.predictions.map((p) => Math.abs(p.probabilities![1] - 0.5));
+  const record = trained.test.x[margin.indexOf(Math.min(...margin))];
+  const sample2 = samples[2].values.map((v) => +v.toPrecision(6)); // as the page fills the form
+  const node = await predict(session, keys, [record, sample2], transport);
+  session.close();
+  const nodeLabel = String(node.predictions[0].label);
+  const nodeProb = node.predictions[0].probabilities![labels.indexOf(nodeLabel)];
+  const node2Label = String(node.predictions[1].label);
+  const node2Prob = node.predictions[1].probabilities![labels.indexOf(node2Label)];
+
+  await page.goto(server.url);
+  await page.waitForSelector('body[data-ready="true"]', { timeout: 120_000 });
+  t.equal(await page.inputValue('input[name="f0"]'), String(+samples[0].values[0].toPrecision(6)), 'the form is prefilled from the first sample record');
+
+  for (let j = 0; j < record.length; j++) await page.fill(`input[name="f${j}"]`, String(record[j]));
+  await page.click('#predict');
+  await page.waitForSelector('#result[data-state="done"], #result[data-state="error"]', { timeout: 180_000 });
+  const status = await page.textContent('#status');
+  t.equal(await page.getAttribute('#result', 'data-state'), 'done', `the page shows a prediction (status: ${status})`);
+
+  const shownLabel = (await page.textContent('#result-label'))?.trim();
+  const shownProb = Number(await page.getAttribute('#result', 'data-probability'));
+  const shownText = (await page.textContent('#result-prob')) ?? '';
+  t.equal(shownLabel, nodeLabel, `the page shows class "${shownLabel}", as the Node client`);
+  t.ok(Math.abs(shownProb - nodeProb) < 1e-4, `probability in the page ${shownProb} equals the Node client's ${nodeProb} within 1e-4 (|d| = ${Math.abs(shownProb - nodeProb).toExponential(2)})`);
+  t.ok(Math.abs(Number(/probability ([0-9.]+)/.exec(shownText)?.[1]) - nodeProb) < 1e-4, `and the text on the page says so: "${shownText}"`);
+
+  const stageMs = async () =>
+    Object.fromEntries(
+      await page.$$eval('#stages tr[data-stage]', (rows) =>
+        rows.map((r) => [(r as HTMLElement).dataset.stage!, Number((r.children[2] as HTMLElement).dataset.ms ?? NaN)] as [string, number]),
+      ),
+    ) as Record<string, number>;
+  const first = await stageMs();
+  for (const s of ['load', 'keygen', 'encrypt', 'keys', 'evaluate', 'decrypt', 'total']) t.ok(Number.isFinite(first[s]) && first[s] >= 0, `stage ${s} is timed: ${first[s]?.toFixed(1)} ms`);
+  t.ok(first.keygen > 0, 'keys were made in the page');
+  const sizes = await page.$$eval('#stages tr[data-stage]', (rows) => rows.map((r) => `${(r as HTMLElement).dataset.stage}: ${r.children[3].textContent}`));
+  t.ok(sizes.some((s) => /^encrypt: query [0-9,]+ B$/.test(s)), 'the query size is shown');
+  t.ok(sizes.some((s) => /^evaluate: result [0-9,]+ B/.test(s)), 'the result size is shown');
+
+  await mkdir(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: join(ARTIFACTS, 'browser-demo.png'), fullPage: true });
+
+  // A second prediction, from a sample picked in the list: keys are not made or uploaded again.
+  await page.selectOption('#sample', '2');
+  await page.click('#predict');
+  await page.waitForFunction(() => {
+    const r = document.querySelector<HTMLElement>('#result')!;
+    return r.dataset.state === 'done' && document.querySelector<HTMLElement>('#stages tr[data-stage="keygen"] td.num')!.dataset.ms === '0';
+  }, undefined, { timeout: 120_000 });
+  const second = await stageMs();
+  t.equal((await page.textContent('#result-label'))?.trim(), node2Label, `second prediction (sample 3): class "${node2Label}", as the Node client`);
+  const prob2 = Number(await page.getAttribute('#result', 'data-probability'));
+  t.ok(Math.abs(prob2 - node2Prob) < 1e-4, `and probability ${prob2} equals the Node client's ${node2Prob} within 1e-4`);
+
+  // What left the page: wire-format objects only, to its own origin only.
+  const origin = new URL(server.url).origin;
+  t.ok(sent.every((s) => s.url.startsWith(origin)), 'the page only talked to its own origin');
+  const withBody = sent.filter((s) => s.body && s.body.length > 0);
+  const puts = withBody.filter((s) => s.method === 'PUT' && new URL(s.url).pathname.startsWith('/api/keys/'));
+  const posts = withBody.filter((s) => s.method === 'POST' && new URL(s.url).pathname === '/api/predict');
+  t.equal(withBody.length, puts.length + posts.length, `every request body went to PUT /api/keys or POST /api/predict (${withBody.map((s) => `${s.method} ${new URL(s.url).pathname}`).join(', ')})`);
+  t.equal(puts.length, 1, 'the evaluation keys were uploaded once');
+  t.equal(posts.length, 2, 'two encrypted queries were sent');
+  for (const s of withBody) {
+    const b = s.body!;
+    t.equal(b.subarray(0, 6).toString('latin1'), 'SEALED', `${s.method} ${new URL(s.url).pathname}: body starts with the wire magic`);
+    const leaked = [...record, ...sample2].map(String).filter((v) => v.length >= 5 && b.includes(Buffer.from(v, 'latin1')));
+    t.same(leaked, [], `${s.method} ${new URL(s.url).pathname}: no plaintext feature value in the body`);
+  }
+  const keysMsg = decodeWire<{ params: string; galois_steps: number[]; relin: boolean }>('keys', new Uint8Array(puts[0].body!), 'keys');
+  t.equal(keysMsg.sections.length, keysMsg.header.relin ? 2 : 1, 'the keys body holds the evaluation keys only (Galois keys, relin keys if needed): no secret key');
+  t.same(keysMsg.header.galois_steps, client.galois_steps, 'for the rotations this model needs');
+  for (const p of posts) {
+    const q = decodeWire<{ model_id: string; records: number }>('query', new Uint8Array(p.body!), 'query');
+    t.same([q.header.model_id, q.header.records, q.sections.length], [modelId, 1, 1], 'a query body is one ciphertext of one record for this model');
+  }
+  t.same(errors, [], 'no errors in the page');
+
+  const report = { first, second, sizes, bundle: web.files, label: shownLabel, probability: shownProb, node_probability: nodeProb };
+  await writeFile(join(ARTIFACTS, 'browser-demo.json'), JSON.stringify(report, null, 1) + '\n');
+  t.comment(`stage times (ms), first prediction: ${JSON.stringify(first)}`);
+  t.comment(`stage times (ms), second prediction: ${JSON.stringify(second)}`);
+}
