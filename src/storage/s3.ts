@@ -70,7 +70,8 @@ export class ObjectStore {
 
   async put(loc: S3Location, bytes: Uint8Array, what: string): Promise<void> {
     try {
-      await this.client.send(new PutObjectCommand({ Bucket: loc.bucket, Key: loc.key, Body: bytes, ContentType: 'application/octet-stream' }));
+      // SSE-S3 on every write: least-privilege bucket policies deny unencrypted uploads.
+      await this.client.send(new PutObjectCommand({ Bucket: loc.bucket, Key: loc.key, Body: bytes, ContentType: 'application/octet-stream', ServerSideEncryption: 'AES256' }));
     } catch (e) {
       throw storageError(e, loc, what);
     }

@@ -1,0 +1,166 @@
+// npm run deploy -- <train|deploy|delete|policies> [options]: the model owner's way to SageMaker.
+// --dry-run prints each request as one JSON line ({service, command, input}) instead of sending it.
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, Option } from 'commander';
+import { fail } from '../src/cli/main.ts';
+import { SealedError } from '../src/errors.ts';
+import { awsClients, containerEnvironment, DEFAULTS, deleteAll, deployEndpoint, intercept, launchTrainingJob, timestamp, waitForTrainingJob, type Clients, type SentRequest } from '../src/sagemaker/deploy.ts';
+import { layout, policies, roleArn, type DeploymentNames } from '../src/sagemaker/iam.ts';
+
+interface Common {
+  region?: string;
+  account?: string;
+  name: string;
+  bucket?: string;
+  prefix: string;
+  role?: string;
+  kmsKey?: string;
+  dryRun?: boolean;
+}
+
+const NAME_RE = /^[a-z0-9](-?[a-z0-9])*$/;
+
+function names(o: Common, need: ('account' | 'bucket')[] = []): DeploymentNames {
+  const region = o.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION;
+  if (!region) throw new SealedError('bad-request', 'no AWS region', 'pass --region, or set AWS_REGION');
+  // SageMaker writes resource names into ARNs in lower case: IAM policies only match lower-case names.
+  if (!NAME_RE.test(o.name) || o.name.length > 40) throw new SealedError('bad-request', `--name ${o.name} is not usable`, 'use at most 40 lower-case letters, digits and single hyphens, e.g. --name sealed');
+  for (const k of need) if (!o[k]) throw new SealedError('bad-request', `--${k} is required here`, k === 'account' ? 'pass --account (your 12-digit AWS account id: aws sts get-caller-identity), or give full ARNs with --role' : 'pass --bucket (the S3 bucket of the deployment)');
+  return { region, account: o.account ?? '', bucket: o.bucket ?? '', prefix: o.prefix, name: o.name, kmsKeyArn: o.kmsKey };
+}
+
+/** Simulated answers for --dry-run: a fresh deployment (no endpoint yet) unless `existing`. */
+function dryRun(region: string, existing: boolean): Clients {
+  const print = (r: SentRequest) => console.log(JSON.stringify(r));
+  console.error('dry run: nothing is sent; Describe* answers are simulated');
+  let exists = existing;
+  return intercept(awsClients(region, { accessKeyId: 'DRY-RUN', secretAccessKey: 'DRY-RUN' }), (r) => {
+    print(r);
+    switch (r.command) {
+      case 'DescribeEndpoint':
+        if (!exists) throw Object.assign(new Error(`Could not find endpoint (dry run)`), { name: 'ValidationException' });
+        return { EndpointStatus: 'InService', EndpointConfigName: '<current endpoint config>' };
+      case 'CreateEndpoint':
+        exists = true;
+        return {};
+      case 'DescribeEndpointConfig':
+        return { ProductionVariants: [{ ModelName: '<current model>' }] };
+      case 'PutScalingPolicy':
+        return { PolicyARN: `<PolicyARN of ${String(r.input.PolicyName)}>` };
+      default:
+        return {};
+    }
+  });
+}
+
+function role(o: Common, n: DeploymentNames, which: 'training' | 'endpoint'): string {
+  if (o.role) return o.role;
+  names(o, ['account']); // the default role ARN needs the account id
+  return roleArn(n, which);
+}
+const int = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new SealedError('bad-request', `${v} is not a whole number`, 'give a whole number');
+  return n;
+};
+
+function common(c: Command): Command {
+  return c
+    .option('--region <region>', 'AWS region (default: AWS_REGION)')
+    .option('--account <id>', 'AWS account id (for role ARNs and policies)')
+    .option('--name <name>', 'endpoint name; also the stem of model, config, job, role and alarm names', 'sealed')
+    .option('--bucket <bucket>', 'S3 bucket of the deployment')
+    .option('--prefix <prefix>', 'S3 key prefix (the --prefix of sealed predict)', 'sealed/')
+    .option('--kms-key <arn>', 'KMS key for SageMaker-written S3 objects (training output, async output)')
+    .option('--dry-run', 'print the requests as JSON lines instead of sending them');
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = new Command('deploy').description('deploy sealed on Amazon SageMaker (see docs/deploy.md)').showHelpAfterError();
+
+  common(program.command('train').description('start a SageMaker training job (sealed-training image) and wait for its model.tar.gz'))
+    .requiredOption('--image <uri>', 'training image in ECR, e.g. 111122223333.dkr.ecr.us-east-1.amazonaws.com/sealed-training:latest')
+    .option('--role <arn>', 'training role ARN (default: arn:aws:iam::ACCOUNT:role/NAME-training)')
+    .option('--train <s3uri>', 'train channel (default: s3://BUCKET/PREFIXdata/train/)')
+    .option('--test <s3uri>', 'test channel (optional)')
+    .option('--set <key=value...>', 'hyperparameters, e.g. --set task=binary target=diagnosis')
+    .option('--instance-type <type>', 'training instance type', DEFAULTS.trainingInstanceType)
+    .addOption(new Option('--instance-count <n>', 'instances').default(1).argParser(int))
+    .addOption(new Option('--max-runtime <seconds>', 'stop the job after this long').default(DEFAULTS.maxRuntimeSeconds).argParser(int))
+    .option('--no-wait', 'return after CreateTrainingJob')
+    .action(async (o: Common & { image: string; train?: string; test?: string; set?: string[]; instanceType: string; instanceCount: number; maxRuntime: number; wait: boolean }) => {
+      const n = names(o, ['bucket']);
+      const L = layout(n);
+      const hyperparameters = Object.fromEntries(
+        (o.set ?? []).map((kv) => {
+          const i = kv.indexOf('=');
+          if (i < 1) throw new SealedError('bad-request', `--set ${kv} is not key=value`, 'write hyperparameters as key=value, e.g. --set epochs=300');
+          return [kv.slice(0, i), kv.slice(i + 1)];
+        }),
+      );
+      const jobName = `${n.name}-train-${timestamp()}`;
+      const c = o.dryRun ? dryRun(n.region, false) : awsClients(n.region);
+      await launchTrainingJob(c, { jobName, image: o.image, roleArn: role(o, n, 'training'), train: o.train ?? L.uri(`${L.data}train/`), test: o.test, outputPath: L.uri(L.models), hyperparameters, instanceType: o.instanceType, instanceCount: o.instanceCount, maxRuntimeSeconds: o.maxRuntime, kmsKeyId: o.kmsKey });
+      if (o.dryRun) return;
+      console.error(`started training job ${jobName}`);
+      if (!o.wait) return;
+      const modelData = await waitForTrainingJob(c, jobName, { onStatus: (s) => console.error(`training job ${jobName}: ${s}`), timeoutMs: (o.maxRuntime + 3600) * 1000 });
+      console.log(modelData);
+      console.error(`next: npm run deploy -- deploy --name ${n.name} --bucket ${n.bucket} --model-data ${modelData} --image <inference image URI> ...`);
+    });
+
+  common(program.command('deploy').description('create (or --update) the model, endpoint config and endpoint, and register autoscaling'))
+    .requiredOption('--image <uri>', 'inference image in ECR (sealed-inference)')
+    .requiredOption('--model-data <s3uri>', "the training job's model.tar.gz")
+    .option('--role <arn>', 'endpoint execution role ARN (default: arn:aws:iam::ACCOUNT:role/NAME-endpoint)')
+    .option('--async', 'asynchronous endpoint (AsyncInferenceConfig; can scale to zero)')
+    .option('--update', 'the endpoint exists: deploy a new model/config to it (UpdateEndpoint)')
+    .option('--instance-type <type>', 'endpoint instance type', DEFAULTS.endpointInstanceType)
+    .addOption(new Option('--instance-count <n>', 'initial instances').default(1).argParser(int))
+    .addOption(new Option('--max-concurrent <n>', 'async: MaxConcurrentInvocationsPerInstance').default(DEFAULTS.maxConcurrentInvocationsPerInstance).argParser(int))
+    .addOption(new Option('--min <n>', `autoscaling minimum (default ${DEFAULTS.realtime.min}; async ${DEFAULTS.async.min})`).argParser(int))
+    .addOption(new Option('--max <n>', `autoscaling maximum (default ${DEFAULTS.realtime.max})`).argParser(int))
+    .addOption(new Option('--target <x>', `target: invocations per instance per minute (default ${DEFAULTS.realtime.target}); async: backlog per instance (default ${DEFAULTS.async.target})`).argParser(Number))
+    .option('--no-autoscaling', 'do not register Application Auto Scaling')
+    .action(async (o: Common & { image: string; modelData: string; async?: boolean; update?: boolean; instanceType: string; instanceCount: number; maxConcurrent: number; min?: number; max?: number; target?: number; autoscaling: boolean }) => {
+      const n = names(o, ['bucket']);
+      const L = layout(n);
+      const d = o.async ? DEFAULTS.async : DEFAULTS.realtime;
+      const environment = containerEnvironment({ region: n.region, read: [L.uri(L.queries), L.uri(L.keys)], write: [L.uri(L.results)] });
+      const c = o.dryRun ? dryRun(n.region, !!o.update) : awsClients(n.region);
+      await deployEndpoint(c, {
+        endpointName: n.name,
+        update: o.update,
+        model: { image: o.image, modelDataUrl: o.modelData, roleArn: role(o, n, 'endpoint'), environment },
+        config: { instanceType: o.instanceType, instanceCount: o.instanceCount, async: o.async ? { outputPath: L.uri(L.asyncOut.slice(0, -1)), failurePath: L.uri(L.asyncFailed.slice(0, -1)), maxConcurrentInvocationsPerInstance: o.maxConcurrent, kmsKeyId: o.kmsKey } : undefined },
+        scaling: o.autoscaling ? { min: o.min ?? d.min, max: o.max ?? d.max, target: o.target ?? d.target } : undefined,
+        wait: o.dryRun ? { sleep: async () => {} } : undefined,
+        log: o.dryRun ? undefined : (l) => console.error(l),
+      });
+      if (!o.dryRun) console.error(`ready: sealed predict --model <client part> --input records.csv --sagemaker-endpoint ${n.name}${o.async ? ' --async' : ''} --bucket ${n.bucket} --prefix ${n.prefix}`);
+    });
+
+  common(program.command('delete').description('deregister autoscaling, delete the endpoint, its config and model'))
+    .option('--variant <name>', 'production variant', DEFAULTS.variant)
+    .action(async (o: Common & { variant: string }) => {
+      const n = names(o);
+      const c = o.dryRun ? dryRun(n.region, true) : awsClients(n.region);
+      await deleteAll(c, { endpointName: n.name, variant: o.variant, log: o.dryRun ? undefined : (l) => console.error(l) });
+    });
+
+  common(program.command('policies').description('print the IAM policies for these names (or write them with --out)'))
+    .option('--out <dir>', 'write one JSON file per policy into this directory')
+    .action(async (o: Common & { out?: string }) => {
+      const docs = policies(names(o, ['account', 'bucket']));
+      if (!o.out) return console.log(JSON.stringify(docs, null, 2));
+      await mkdir(o.out, { recursive: true });
+      for (const [k, v] of Object.entries(docs)) await writeFile(join(o.out, `${k}.json`), JSON.stringify(v, null, 2) + '\n');
+      console.error(`wrote ${Object.keys(docs).length} policies to ${o.out}`);
+    });
+
+  await program.parseAsync(argv);
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) main(process.argv).catch(fail);

@@ -1,0 +1,123 @@
+// Least-privilege IAM policy documents for a sealed deployment, generated from the deployment's
+// names so that `npm run deploy -- policies` prints them for the user's bucket, prefix, account,
+// region and endpoint. deploy/iam/*.json are these documents for the example values below.
+//
+// Every S3 grant is limited to one prefix of the deployment's layout; every policy that touches
+// S3 also denies plain-HTTP requests and PutObject without a server-side-encryption header.
+
+export interface DeploymentNames {
+  account: string;
+  region: string;
+  bucket: string;
+  /** Key prefix of everything sealed stores, e.g. 'sealed/' (the `--prefix` of `sealed predict`). */
+  prefix: string;
+  /** Endpoint name; also the stem of model, endpoint-config, training-job, role and alarm names. */
+  name: string;
+  /** ECR repositories the roles may pull from. */
+  trainingRepository?: string;
+  inferenceRepository?: string;
+  /** A customer-managed KMS key for S3 (SSE-KMS); the roles get Encrypt/Decrypt/GenerateDataKey on it. */
+  kmsKeyArn?: string;
+}
+
+export const EXAMPLE_NAMES: DeploymentNames = { account: '111122223333', region: 'us-east-1', bucket: 'example-sealed-bucket', prefix: 'sealed/', name: 'sealed' };
+
+/** Where each kind of object lives under the prefix. predict.ts writes queries/, keys/ and async-in/ itself. */
+export function layout(n: Pick<DeploymentNames, 'bucket' | 'prefix'>) {
+  const p = n.prefix === '' || n.prefix.endsWith('/') ? n.prefix : `${n.prefix}/`;
+  const at = (k: string) => `${p}${k}/`;
+  return {
+    data: at('data'), // training channels: data/train/, data/test/
+    models: at('models'), // training output: models/<job>/output/model.tar.gz
+    queries: at('queries'),
+    keys: at('keys'),
+    results: at('results'),
+    asyncIn: at('async-in'),
+    asyncOut: at('async-out'),
+    asyncFailed: at('async-failed'),
+    uri: (key: string) => `s3://${n.bucket}/${key}`,
+  };
+}
+
+export const partition = (region: string) => (region.startsWith('cn-') ? 'aws-cn' : region.startsWith('us-gov-') ? 'aws-us-gov' : 'aws');
+export const roleArn = (n: DeploymentNames, role: 'training' | 'endpoint') => `arn:${partition(n.region)}:iam::${n.account}:role/${n.name}-${role}`;
+export const endpointArn = (n: DeploymentNames) => `arn:${partition(n.region)}:sagemaker:${n.region}:${n.account}:endpoint/${n.name}`;
+
+type Statement = { Sid: string; Effect: 'Allow' | 'Deny'; Principal?: { Service: string }; Action: string | string[]; Resource?: string | string[]; Condition?: Record<string, Record<string, string | string[]>> };
+export interface PolicyDocument {
+  Version: '2012-10-17';
+  Statement: Statement[];
+}
+
+export function policies(n: DeploymentNames): Record<'owner' | 'training-role' | 'endpoint-role' | 'client' | 'sagemaker-trust', PolicyDocument> {
+  const part = partition(n.region);
+  const L = layout(n);
+  const bucket = `arn:${part}:s3:::${n.bucket}`;
+  const objects = (...prefixes: string[]) => prefixes.map((p) => `${bucket}/${p}*`);
+  // HeadObject on a missing key answers 403 instead of 404 without ListBucket; the client polls
+  // async outputs and checks whether its keys are uploaded with HeadObject, so it needs it.
+  const list = (sid: string, ...prefixes: string[]): Statement => ({ Sid: sid, Effect: 'Allow', Action: 's3:ListBucket', Resource: bucket, Condition: { StringLike: { 's3:prefix': prefixes.map((p) => `${p}*`) } } });
+  const get = (sid: string, ...prefixes: string[]): Statement => ({ Sid: sid, Effect: 'Allow', Action: 's3:GetObject', Resource: objects(...prefixes) });
+  const put = (sid: string, ...prefixes: string[]): Statement => ({ Sid: sid, Effect: 'Allow', Action: 's3:PutObject', Resource: objects(...prefixes) });
+  const guards: Statement[] = [
+    { Sid: 'DenyInsecureTransport', Effect: 'Deny', Action: 's3:*', Resource: [bucket, `${bucket}/*`], Condition: { Bool: { 'aws:SecureTransport': 'false' } } },
+    // StringNotEquals is also true when the header is absent, so this denies unencrypted puts too.
+    // aws:kms is what SageMaker uses for training output when no KMS key is given (OutputDataConfig).
+    { Sid: 'DenyPutWithoutServerSideEncryption', Effect: 'Deny', Action: 's3:PutObject', Resource: `${bucket}/*`, Condition: { StringNotEquals: { 's3:x-amz-server-side-encryption': ['AES256', 'aws:kms'] } } },
+  ];
+  const kms: Statement[] = n.kmsKeyArn ? [{ Sid: 'UseTheS3Key', Effect: 'Allow', Action: ['kms:Decrypt', 'kms:Encrypt', 'kms:GenerateDataKey'], Resource: n.kmsKeyArn }] : [];
+  const repo = (r: string) => `arn:${part}:ecr:${n.region}:${n.account}:repository/${r}`;
+  const ecr = (r: string): Statement[] => [
+    { Sid: 'EcrToken', Effect: 'Allow', Action: 'ecr:GetAuthorizationToken', Resource: '*' }, // has no resource-level form
+    { Sid: 'EcrPull', Effect: 'Allow', Action: ['ecr:BatchCheckLayerAvailability', 'ecr:BatchGetImage', 'ecr:GetDownloadUrlForLayer'], Resource: repo(r) },
+  ];
+  const logs = (group: string): Statement => ({ Sid: 'Logs', Effect: 'Allow', Action: ['logs:CreateLogGroup', 'logs:CreateLogStream', 'logs:DescribeLogStreams', 'logs:PutLogEvents'], Resource: `arn:${part}:logs:${n.region}:${n.account}:log-group:${group}:*` });
+  const metrics: Statement = { Sid: 'Metrics', Effect: 'Allow', Action: 'cloudwatch:PutMetricData', Resource: '*', Condition: { StringLike: { 'cloudwatch:namespace': '/aws/sagemaker/*' } } };
+  const sm = (type: string, name: string) => `arn:${part}:sagemaker:${n.region}:${n.account}:${type}/${name}`;
+  const doc = (...s: Statement[]): PolicyDocument => ({ Version: '2012-10-17', Statement: s });
+
+  return {
+    owner: doc(
+      { Sid: 'TrainingJobs', Effect: 'Allow', Action: ['sagemaker:CreateTrainingJob', 'sagemaker:DescribeTrainingJob', 'sagemaker:StopTrainingJob'], Resource: sm('training-job', `${n.name}-train-*`) },
+      {
+        Sid: 'Endpoint',
+        Effect: 'Allow',
+        // One statement: CreateEndpoint and UpdateEndpoint are authorised on the endpoint and its config.
+        Action: ['sagemaker:CreateModel', 'sagemaker:DescribeModel', 'sagemaker:DeleteModel', 'sagemaker:CreateEndpointConfig', 'sagemaker:DescribeEndpointConfig', 'sagemaker:DeleteEndpointConfig', 'sagemaker:CreateEndpoint', 'sagemaker:UpdateEndpoint', 'sagemaker:DescribeEndpoint', 'sagemaker:DeleteEndpoint', 'sagemaker:UpdateEndpointWeightsAndCapacities'],
+        Resource: [sm('model', `${n.name}-*`), sm('endpoint-config', `${n.name}-*`), sm('endpoint', n.name)],
+      },
+      { Sid: 'PassRoles', Effect: 'Allow', Action: 'iam:PassRole', Resource: [roleArn(n, 'training'), roleArn(n, 'endpoint')], Condition: { StringEquals: { 'iam:PassedToService': 'sagemaker.amazonaws.com' } } },
+      // Application Auto Scaling's SageMaker permissions as AWS documents them (Resource "*").
+      { Sid: 'AutoScaling', Effect: 'Allow', Action: ['application-autoscaling:DeleteScalingPolicy', 'application-autoscaling:DeregisterScalableTarget', 'application-autoscaling:DescribeScalableTargets', 'application-autoscaling:DescribeScalingPolicies', 'application-autoscaling:PutScalingPolicy', 'application-autoscaling:RegisterScalableTarget'], Resource: '*' },
+      { Sid: 'AutoScalingRole', Effect: 'Allow', Action: 'iam:CreateServiceLinkedRole', Resource: `arn:${part}:iam::${n.account}:role/aws-service-role/sagemaker.application-autoscaling.amazonaws.com/AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint`, Condition: { StringLike: { 'iam:AWSServiceName': 'sagemaker.application-autoscaling.amazonaws.com' } } },
+      { Sid: 'ScaleFromZeroAlarm', Effect: 'Allow', Action: ['cloudwatch:DeleteAlarms', 'cloudwatch:DescribeAlarms', 'cloudwatch:PutMetricAlarm'], Resource: `arn:${part}:cloudwatch:${n.region}:${n.account}:alarm:${n.name}-*` },
+      list('ListData', L.data, L.models),
+      get('ReadDataAndModels', L.data, L.models),
+      put('WriteDataAndModels', L.data, L.models),
+      ...kms,
+      ...guards,
+    ),
+    'training-role': doc(list('ListData', L.data), get('ReadData', L.data), put('WriteModels', L.models), ...ecr(n.trainingRepository ?? 'sealed-training'), logs('/aws/sagemaker/TrainingJobs'), metrics, ...kms, ...guards),
+    'endpoint-role': doc(
+      list('ListInputs', L.queries, L.keys),
+      // SageMaker reads async requests from async-in/ and writes async-out/ and async-failed/ with this role.
+      get('ReadModelQueriesKeys', L.models, L.queries, L.keys, L.asyncIn),
+      put('WriteResults', L.results, L.asyncOut, L.asyncFailed),
+      ...ecr(n.inferenceRepository ?? 'sealed-inference'),
+      logs(`/aws/sagemaker/Endpoints/${n.name}`),
+      metrics,
+      ...kms,
+      ...guards,
+    ),
+    client: doc(
+      list('ListOwnObjects', L.keys, L.results, L.asyncOut, L.asyncFailed),
+      put('WriteQueriesKeys', L.queries, L.keys, L.asyncIn),
+      get('ReadKeysResults', L.keys, L.results, L.asyncOut, L.asyncFailed),
+      { Sid: 'Invoke', Effect: 'Allow', Action: ['sagemaker:InvokeEndpoint', 'sagemaker:InvokeEndpointAsync'], Resource: endpointArn(n) },
+      ...kms,
+      ...guards,
+    ),
+    // Trust policy of both roles: only SageMaker may assume them.
+    'sagemaker-trust': { Version: '2012-10-17', Statement: [{ Sid: 'SageMakerAssumesRole', Effect: 'Allow', Principal: { Service: 'sagemaker.amazonaws.com' }, Action: 'sts:AssumeRole' }] },
+  };
+}
