@@ -1,6 +1,5 @@
 import t from 'tap';
-import { CkksSession, SecretKeyHolder, generateKeys, loadEvaluationKeys, loadQueryCiphertext } from '../src/fhe/ckks.ts';
-import { Engine } from '../src/fhe/engine.ts';
+import { runEncrypted } from './helpers/encrypted.ts';
 import { compileLinear } from '../src/model/compile-linear.ts';
 import { packRecords, unpackOutputs } from '../src/model/layout.ts';
 
@@ -20,19 +19,7 @@ for (const k of [1, 3]) {
     const records = Array.from({ length: 150 }, () => Array.from({ length: n }, () => 4 * r()));
     const m = compileLinear({ weights, bias }, records);
     t.equal(m.program.relin, false, 'a linear model needs no relinearization');
-    const s = await CkksSession.open(m.program.params);
-    const keys = generateKeys(s, m.program.galoisSteps, false);
-    const holder = new SecretKeyHolder(s, keys.secretKey);
-    const evalKeys = loadEvaluationKeys(s, keys.galoisKeys, undefined, m.program.galoisSteps, false);
-    const engine = new Engine(s, m.program, m.masks);
-    const decoded = packRecords(m.input, records).map((v) => {
-      const ct = loadQueryCiphertext(s, holder.encrypt(v, m.program.inputScaleBits), m.program.inputScaleBits);
-      const res = engine.run(ct, evalKeys);
-      ct.delete();
-      const bytes = res.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array;
-      res.delete();
-      return holder.decrypt(bytes);
-    });
+    const decoded = await runEncrypted(m.program, m.masks, packRecords(m.input, records));
     const got = unpackOutputs(m.output, m.input.recordsPerCiphertext, decoded, records.length);
     let worst = 0;
     records.forEach((x, i) => {
@@ -42,9 +29,5 @@ for (const k of [1, 3]) {
       }
     });
     t.ok(worst < 1e-4, `largest error ${worst.toExponential(2)} under 1e-4`);
-    engine.close();
-    evalKeys.close();
-    holder.close();
-    s.close();
   });
 }

@@ -1,8 +1,7 @@
 // A convolutional network (conv2d-parity, quadratic activation, dense) compiled and run
 // encrypted: the decrypted logits equal the plaintext forward pass.
 import t from 'tap';
-import { CkksSession, SecretKeyHolder, generateKeys, loadEvaluationKeys, loadQueryCiphertext } from '../src/fhe/ckks.ts';
-import { Engine } from '../src/fhe/engine.ts';
+import { runEncrypted } from './helpers/encrypted.ts';
 import { opCounts } from '../src/fhe/program.ts';
 import { compileNetwork } from '../src/model/compile-network.ts';
 import { packRecords } from '../src/model/layout.ts';
@@ -42,26 +41,8 @@ t.test(`${name}: encrypted logits equal plaintext logits`, async (t) => {
   t.equal(m.program.params.polyModulusDegree, 8192);
   t.same(m.program.params.coeffModulusBits, [60, 30, 30, 60], 'depth 2: conv and square rescale, the last layer does not');
   t.ok(ops.rotations <= maxRotations, `${ops.rotations} rotations`);
-  const s = await CkksSession.open(m.program.params);
-  const k = generateKeys(s, m.program.galoisSteps, true);
-  const holder = new SecretKeyHolder(s, k.secretKey);
-  const keys = loadEvaluationKeys(s, k.galoisKeys, k.relinKeys, m.program.galoisSteps, true);
-  const engine = new Engine(s, m.program, m.masks);
+  const decoded = await runEncrypted(m.program, m.masks, packRecords(m.input, images), (q) => t.ok(q.length < 200_000, `query ${q.length} bytes`));
   let worst = 0;
-  for (const [i, v] of packRecords(m.input, images).entries()) {
-    const q = holder.encrypt(v, m.program.inputScaleBits);
-    t.ok(q.length < 200_000, `query ${q.length} bytes`);
-    const ct = loadQueryCiphertext(s, q, m.program.inputScaleBits);
-    const out = engine.run(ct, keys);
-    ct.delete();
-    const dec = holder.decrypt(out.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array);
-    out.delete();
-    const want = forward(net, images[i]);
-    want.forEach((w, c) => (worst = Math.max(worst, Math.abs(dec[m.output.offsets[c]] - w))));
-  }
+  decoded.forEach((dec, i) => forward(net, images[i]).forEach((w, c) => (worst = Math.max(worst, Math.abs(dec[m.output.offsets[c]] - w)))));
   t.ok(worst < 1e-3, `largest logit error ${worst.toExponential(2)} < 1e-3`);
-  engine.close();
-  keys.close();
-  holder.close();
-  s.close();
 });

@@ -4,8 +4,7 @@ import { mkdtemp, readFile, rm, writeFile, mkdir, copyFile } from 'node:fs/promi
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CkksSession, generateKeys, loadEvaluationKeys, SecretKeyHolder, loadQueryCiphertext } from '../src/fhe/ckks.ts';
-import { Engine } from '../src/fhe/engine.ts';
+import { runEncrypted } from './helpers/encrypted.ts';
 import { readClientPart, readServerPart } from '../src/model/bundle.ts';
 import { packRecords, unpackOutputs } from '../src/model/layout.ts';
 import { standardise } from '../src/model/postprocess.ts';
@@ -70,26 +69,10 @@ async function encryptedVsSimulated(t: Test, csv: string, hp: Record<string, str
   const tab = splitTarget(parseCsv(await readFile(csv, 'utf8'), csv), client.target);
   const rows = tab.x.map((r) => standardise(r, client.preprocess));
   const vectors = packRecords(client.input, rows);
-  const s = await CkksSession.open(client.params);
-  const k = generateKeys(s, client.galois_steps, client.relin);
-  const holder = new SecretKeyHolder(s, k.secretKey);
-  const keys = loadEvaluationKeys(s, k.galoisKeys, k.relinKeys, client.galois_steps, client.relin);
-  const engine = new Engine(s, server.program, server.masks);
-  const decoded = vectors.map((v) => {
-    const ct = loadQueryCiphertext(s, holder.encrypt(v, client.input_scale_bits), client.input_scale_bits);
-    const out = engine.run(ct, keys);
-    ct.delete();
-    const b = out.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array;
-    out.delete();
-    return holder.decrypt(b);
-  });
+  const decoded = await runEncrypted(server.program, server.masks, vectors);
   const enc = unpackOutputs(client.output, client.input.recordsPerCiphertext, decoded, rows.length);
   const sim = unpackOutputs(client.output, client.input.recordsPerCiphertext, vectors.map((v) => simulate(server.program, server.masks, v)), rows.length);
   const worst = Math.max(...enc.flatMap((e, i) => e.map((v, c) => Math.abs(v - sim[i][c]))));
-  engine.close();
-  keys.close();
-  holder.close();
-  s.close();
   return { worst, res, client, enc, sim };
 }
 

@@ -1,0 +1,30 @@
+// Runs a compiled program end to end in one process: fresh keys, encryption of each slot
+// vector, evaluation by the engine, decryption. For tests of the engine and the compilers.
+import { CkksSession, SecretKeyHolder, generateKeys, loadEvaluationKeys, loadQueryCiphertext } from '../../src/fhe/ckks.ts';
+import { Engine } from '../../src/fhe/engine.ts';
+import type { Program } from '../../src/fhe/program.ts';
+
+export async function runEncrypted(program: Program, masks: Float64Array[], vectors: Float64Array[], onQuery?: (bytes: Uint8Array) => void): Promise<Float64Array[]> {
+  const s = await CkksSession.open(program.params);
+  const k = generateKeys(s, program.galoisSteps, program.relin);
+  const holder = new SecretKeyHolder(s, k.secretKey);
+  const keys = loadEvaluationKeys(s, k.galoisKeys, k.relinKeys, program.galoisSteps, program.relin);
+  const engine = new Engine(s, program, masks);
+  try {
+    return vectors.map((v) => {
+      const q = holder.encrypt(v, program.inputScaleBits);
+      onQuery?.(q);
+      const ct = loadQueryCiphertext(s, q, program.inputScaleBits);
+      const out = engine.run(ct, keys);
+      ct.delete();
+      const bytes = out.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array;
+      out.delete();
+      return holder.decrypt(bytes);
+    });
+  } finally {
+    engine.close();
+    keys.close();
+    holder.close();
+    s.close();
+  }
+}
