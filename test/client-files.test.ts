@@ -60,3 +60,38 @@ t.test('key sets: list and delete', async (t) => {
   t.same(await listKeySets(), [], 'gone');
   await t.rejects(deleteKeySet(dir), { message: /no key set/ });
 });
+
+t.test('a passphrase-protected secret key: stored encrypted, loaded with the passphrase only', async (t) => {
+  const { loadKeys } = await import('../src/client/key-files.ts');
+  const session = await ClientSession.open(direct.modelId, direct.client);
+  t.teardown(() => session.close());
+  const dir = join(tr.dir, 'protected');
+  const keys = session.generateKeys();
+  await saveKeys(dir, session, keys, 'correct horse battery staple');
+  const stored = new Uint8Array(await readFile(join(dir, 'secret.key')));
+  t.notOk(Buffer.from(stored).includes(Buffer.from(keys.secretKey.subarray(100, 164))), 'the key bytes are not in the file');
+  delete process.env.SEALED_PASSPHRASE;
+  await t.rejects(loadKeys(dir, session), { code: 'bad-keys', message: /protected by a passphrase/ });
+  process.env.SEALED_PASSPHRASE = 'wrong';
+  await t.rejects(loadKeys(dir, session), { message: /wrong passphrase/ });
+  process.env.SEALED_PASSPHRASE = 'correct horse battery staple';
+  const loaded = await loadKeys(dir, session);
+  t.same(Buffer.from(loaded!.secretKey), Buffer.from(keys.secretKey), 'the same secret key comes back');
+  delete process.env.SEALED_PASSPHRASE;
+});
+
+t.test('records from JSON lines and NPY', async (t) => {
+  const { readRecords } = await import('../src/cli/records.ts');
+  const rows = tr.test.x.slice(0, 3);
+  const jl = join(tr.dir, 'r.jsonl');
+  await writeFile(jl, [JSON.stringify(rows[0]), JSON.stringify(Object.fromEntries(direct.client.features.map((f, j) => [f, rows[1][j]]))), ''].join('\n'));
+  t.same((await readRecords(jl, direct.client)).rows, rows.slice(0, 2), 'arrays and objects keyed by feature');
+  await writeFile(jl, '[1, 2, 3]\n');
+  await t.rejects(readRecords(jl, direct.client), { message: /line 1 does not hold the 30 numeric features/ });
+  // NPY v1.0, float64, shape (3, 30)
+  const header = `{'descr': '<f8', 'fortran_order': False, 'shape': (3, 30), }`.padEnd(118, ' ') + '\n';
+  const npy = Buffer.concat([Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0]), Buffer.from([header.length & 0xff, header.length >> 8]), Buffer.from(header), Buffer.from(new Float64Array(rows.flat()).buffer)]);
+  const np = join(tr.dir, 'r.npy');
+  await writeFile(np, npy);
+  t.same((await readRecords(np, direct.client)).rows, rows);
+});

@@ -38,9 +38,10 @@ export async function keygenCommand(o: { model: string; keys?: string; force?: b
   }
   const t0 = performance.now();
   const keys = session.generateKeys();
-  const info = await saveKeys(dir, session, keys);
+  const passphrase = process.env.SEALED_PASSPHRASE;
+  const info = await saveKeys(dir, session, keys, passphrase);
   console.log(`keys for model ${session.modelId} in ${dir} (${((performance.now() - t0) / 1000).toFixed(2)} s)`);
-  console.log(`  secret.key       ${keys.secretKey.length} bytes, mode 0600: never leaves this machine`);
+  console.log(`  secret.key       ${keys.secretKey.length} bytes, mode 0600${passphrase ? ', encrypted with SEALED_PASSPHRASE (scrypt + AES-256-GCM)' : ''}: never leaves this machine`);
   console.log(`  evaluation.keys  ${info.evaluation_keys_bytes} bytes: uploaded once, used by the server`);
   session.close();
 }

@@ -55,7 +55,7 @@ export async function main(argv: string[]): Promise<void> {
 
   program
     .command('keygen')
-    .description('client: make a key set for a model (the secret key stays on this machine)')
+    .description('client: make a key set for a model (the secret key stays on this machine; with SEALED_PASSPHRASE set, stored encrypted)')
     .requiredOption('--model <source>', 'model: bundle or client part directory, or model.tar.gz (local or s3://)')
     .option('--keys <dir>', 'where to store the keys (default: ~/.sealed/keys/<model id>)')
     .option('--force', 'replace an existing key set')
@@ -69,7 +69,7 @@ export async function main(argv: string[]): Promise<void> {
     .command('predict')
     .description('client: encrypt records, have the server evaluate them, decrypt the predictions')
     .requiredOption('--model <source>', 'model: bundle or client part directory, or model.tar.gz (local or s3://)')
-    .requiredOption('--input <file>', 'records: CSV with a header naming the features, or IDX images (…-idx3-ubyte[.gz])')
+    .requiredOption('--input <file>', 'records: CSV with a header naming the features, JSON lines (.jsonl), NPY (.npy) or IDX images (…-idx3-ubyte[.gz])')
     .option('--output <file>', 'write predictions here (default: stdout)')
     .addOption(new Option('--format <fmt>', 'output format').choices(['csv', 'json']).default('csv'))
     .option('--endpoint <url>', 'inference server, direct HTTP', 'http://127.0.0.1:8080')

@@ -2,6 +2,7 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { imageRows, parseIdx } from '../train/idx.ts';
+import { parseNpy } from '../train/npy.ts';
 import { SealedError } from '../errors.ts';
 import type { ClientPart } from '../model/client-part.ts';
 import type { Prediction } from '../model/postprocess.ts';
@@ -14,12 +15,14 @@ import { parseCsv } from '../train/csv.ts';
 export async function readRecords(file: string, part: ClientPart): Promise<{ rows: number[][]; labels?: number[] }> {
   let text: string;
   try {
-    text = /ubyte(\.gz)?$/.test(file) ? '' : await readFile(file, 'utf8');
+    text = /(ubyte(\.gz)?|\.npy)$/.test(file) ? '' : await readFile(file, 'utf8');
     if (!existsSync(file)) throw new Error('missing');
   } catch {
     throw new SealedError('bad-data', `cannot read ${file}`, 'give an existing CSV file with --input');
   }
   if (/idx3-ubyte(\.gz)?$/.test(file)) return readIdxRecords(file, part);
+  if (/\.npy$/.test(file)) return readNpyRecords(file, part);
+  if (/\.(jsonl|ndjson)$/.test(file)) return { rows: parseJsonLines(text, file, part) };
   const t = parseCsv(text, file);
   const named = part.features.every((f) => t.columns.includes(f));
   if (named) {
@@ -49,4 +52,35 @@ async function readIdxRecords(file: string, part: ClientPart): Promise<{ rows: n
   const labelsFile = file.replace('images-idx3', 'labels-idx1');
   const labels = labelsFile !== file && existsSync(labelsFile) ? Array.from(parseIdx(new Uint8Array(await readFile(labelsFile)), labelsFile).data) : undefined;
   return { rows, labels };
+}
+
+/** JSON lines: each line an array of the feature values, or an object keyed by feature name. */
+export function parseJsonLines(text: string, file: string, part: ClientPart): number[][] {
+  return text
+    .split(/\r?\n/)
+    .map((l, i) => [l.trim(), i + 1] as const)
+    .filter(([l]) => l !== '')
+    .map(([l, n]) => {
+      let v: unknown;
+      try {
+        v = JSON.parse(l);
+      } catch {
+        throw new SealedError('bad-data', `${file} line ${n} is not JSON`, 'one JSON array or object per line');
+      }
+      const row = Array.isArray(v) ? v : part.features.map((f) => (v as Record<string, unknown>)?.[f]);
+      if (row.length !== part.features.length || row.some((x) => typeof x !== 'number' || !Number.isFinite(x))) {
+        throw new SealedError('bad-data', `${file} line ${n} does not hold the ${part.features.length} numeric features the model takes`, `give an array of ${part.features.length} numbers or an object with keys ${part.features.slice(0, 3).join(', ')}…`);
+      }
+      return row as number[];
+    });
+}
+
+/** NPY: [records, features], or images [records, height, width] flattened row-major. */
+async function readNpyRecords(file: string, part: ClientPart): Promise<{ rows: number[][] }> {
+  const a = parseNpy(new Uint8Array(await readFile(file)), file);
+  const per = a.shape.slice(1).reduce((x, y) => x * y, 1);
+  if (a.shape.length < 2 || per !== part.features.length) {
+    throw new SealedError('bad-data', `${file} has shape (${a.shape.join(', ')}); the model takes ${part.features.length} features per record`, 'save an array of shape (records, features) or (records, height, width)');
+  }
+  return { rows: Array.from({ length: a.shape[0] }, (_, i) => Array.from(a.data.subarray(i * per, (i + 1) * per))) };
 }

@@ -5,6 +5,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { SealedError } from '../errors.ts';
 import { paramsKey } from '../fhe/params.ts';
+import { isProtected, protect, unprotect } from './passphrase.ts';
 import { keysId, type ClientSession, type Keys } from './session.ts';
 
 export interface KeySetInfo {
@@ -19,10 +20,11 @@ export function defaultKeysDir(modelId: string): string {
   return join(keysRoot(), modelId);
 }
 
-export async function saveKeys(dir: string, session: ClientSession, keys: Keys): Promise<KeySetInfo> {
+/** `passphrase`: the secret key is stored encrypted (scrypt + AES-256-GCM), see passphrase.ts. */
+export async function saveKeys(dir: string, session: ClientSession, keys: Keys, passphrase?: string): Promise<KeySetInfo> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const secretPath = join(dir, 'secret.key');
-  await writeFile(secretPath, keys.secretKey, { mode: 0o600 });
+  await writeFile(secretPath, passphrase ? protect(keys.secretKey, passphrase) : keys.secretKey, { mode: 0o600 });
   await chmod(secretPath, 0o600); // also when the file already existed with other bits
   await writeFile(join(dir, 'evaluation.keys'), keys.evaluationKeys);
   const info: KeySetInfo = {
@@ -47,7 +49,8 @@ export async function loadKeys(dir: string, session: ClientSession): Promise<Key
   if (info.model_id !== session.modelId) {
     throw new SealedError('bad-keys', `the keys in ${dir} are for model ${info.model_id}, not ${session.modelId}`, 'use another --keys directory, or run `sealed keygen` for this model');
   }
-  const secretKey = new Uint8Array(await readFile(join(dir, 'secret.key')));
+  const stored = new Uint8Array(await readFile(join(dir, 'secret.key')));
+  const secretKey = isProtected(stored) ? unprotect(stored, process.env.SEALED_PASSPHRASE, dir) : stored;
   const evaluationKeys = new Uint8Array(await readFile(join(dir, 'evaluation.keys')));
   if (keysId(evaluationKeys) !== info.evaluation_keys_id) throw new SealedError('bad-keys', `${dir}/evaluation.keys does not match keyset.json`, 'run `sealed keygen` again');
   session.useSecretKey(secretKey);
@@ -58,7 +61,7 @@ export async function loadOrCreateKeys(dir: string, session: ClientSession): Pro
   const existing = await loadKeys(dir, session);
   if (existing) return { keys: existing, created: false };
   const keys = session.generateKeys();
-  await saveKeys(dir, session, keys);
+  await saveKeys(dir, session, keys, process.env.SEALED_PASSPHRASE);
   return { keys, created: true };
 }
 
