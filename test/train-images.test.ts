@@ -51,3 +51,20 @@ t.test('image hyperparameters are checked', async (t) => {
   t.throws(() => cnnOptions({ activation: 'relu' }), { message: /activation="relu"/ });
   t.throws(() => cnnOptions({ filters: 'x' }), { message: /filters="x"/ });
 });
+
+t.test('deskew straightens a slanted stroke and centres it', async (t) => {
+  const { deskew } = await import('../src/model/deskew.ts');
+  const img = new Array<number>(784).fill(0);
+  for (let r = 4; r < 24; r++) img[r * 28 + Math.round(6 + 0.5 * r)] = 255; // leans right
+  const out = deskew(img, 28);
+  const colOfRow = (a: number[], r: number) => {
+    let s = 0, w = 0;
+    for (let c = 0; c < 28; c++) (s += c * a[r * 28 + c]), (w += a[r * 28 + c]);
+    return w > 0 ? s / w : NaN;
+  };
+  const before = colOfRow(img, 22) - colOfRow(img, 6);
+  const after = colOfRow(out, 22) - colOfRow(out, 6);
+  t.ok(Math.abs(before) > 7, `slanted before (${before.toFixed(1)} columns)`);
+  t.ok(Math.abs(after) < 1, `upright after (${after.toFixed(2)} columns)`);
+  t.ok(Math.abs(colOfRow(out, 14) - 14) < 1.5, 'centred');
+});

@@ -5,7 +5,7 @@ import { CkksSession, SecretKeyHolder, generateKeys } from '../fhe/ckks.ts';
 import { paramsKey } from '../fhe/params.ts';
 import type { ClientPart } from '../model/client-part.ts';
 import { packRecords, unpackOutputs } from '../model/layout.ts';
-import { postprocess, standardise, type Prediction } from '../model/postprocess.ts';
+import { postprocess, preprocessRecord, type Prediction } from '../model/postprocess.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../wire/format.ts';
 import { sha256Hex } from './sha256.ts';
 
@@ -64,7 +64,7 @@ export class ClientSession {
       if (r.length !== p.features.length) throw new SealedError('bad-data', `record ${i + 1} has ${r.length} values, the model takes ${p.features.length} (${p.features.slice(0, 5).join(', ')}…)`);
       for (let j = 0; j < r.length; j++) if (!Number.isFinite(r[j])) throw new SealedError('bad-data', `record ${i + 1}, feature "${p.features[j]}" is not a finite number`);
     });
-    const vectors = packRecords(p.input, rows.map((r) => standardise(r, p.preprocess)));
+    const vectors = packRecords(p.input, rows.map((r) => preprocessRecord(r, p)));
     const sections = vectors.map((v) => this.key.encrypt(v, p.input_scale_bits));
     return encodeWire<QueryHeader>('query', { model_id: this.modelId, params: paramsKey(p.params), records: rows.length }, sections);
   }

@@ -22,6 +22,8 @@ export interface ClientPart {
   features: string[];
   /** Standardisation applied by the client before encryption: (x - mean) / std. */
   preprocess: { mean: number[]; std: number[] };
+  /** Image models: records are side x side pixel rows; `deskew` is applied before standardising. */
+  image?: { side: number; deskew: boolean };
   input: InputLayout;
   output: OutputLayout;
   /** binary: sigmoid of the score; multiclass: softmax; regression: score * std + mean. */

@@ -1,5 +1,6 @@
 // Turning decrypted scores into predictions: shared by the client and by training reports.
 import type { ClientPart } from './client-part.ts';
+import { deskew } from './deskew.ts';
 
 export interface Prediction {
   label: string | number;
@@ -33,4 +34,9 @@ export function classOf(c: Pick<ClientPart, 'postprocess'>, scores: number[]): n
 
 export function standardise(row: ArrayLike<number>, pre: ClientPart['preprocess']): number[] {
   return Array.from(row, (v, j) => (v - pre.mean[j]) / pre.std[j]);
+}
+
+/** Everything the client does to a raw record before packing it: deskew (images), standardise. */
+export function preprocessRecord(row: ArrayLike<number>, part: Pick<ClientPart, 'preprocess' | 'image'>): number[] {
+  return standardise(part.image?.deskew ? deskew(row, part.image.side) : row, part.preprocess);
 }

@@ -18,6 +18,8 @@ export interface CnnOptions {
   learningRate: number;
   l2: number;
   labelSmoothing: number;
+  /** Dropout on the features entering the last dense layer, during training only. */
+  dropout: number;
   ema: number;
   shift: number;
   rotation: number;
@@ -37,6 +39,7 @@ export const CNN_DEFAULTS: CnnOptions = {
   learningRate: 0.005,
   l2: 1e-4,
   labelSmoothing: 0.1,
+  dropout: 0.2,
   ema: 0.999,
   shift: 2,
   rotation: 10,
@@ -122,7 +125,9 @@ export async function trainImageNetwork(images: number[][], labels: number[], op
   const logitsOf = (q: Params, X: tf.Tensor2D, B: number) => {
     const z = preActivation(q, X);
     const h = o.activation === 'quadratic' ? z.square().mul(q.qa).add(z.mul(q.qb)) : z.square();
-    return tf.matMul(h.reshape([B, featDim]), q.w2).add(q.b2);
+    let f: tf.Tensor = h.reshape([B, featDim]);
+    if (o.dropout > 0) f = tf.dropout(f, o.dropout, undefined, Math.floor(rand() * 2 ** 31));
+    return tf.matMul(f as tf.Tensor2D, q.w2).add(q.b2);
   };
 
   const vars = Object.values(p);

@@ -7,7 +7,8 @@ import type { CompiledModel } from '../model/compile-linear.ts';
 import { forward, type Network } from '../model/network.ts';
 import { packRecords } from '../model/layout.ts';
 import { simulate } from '../model/simulate.ts';
-import { standardise } from '../model/postprocess.ts';
+import { preprocessRecord } from '../model/postprocess.ts';
+import { deskew } from '../model/deskew.ts';
 
 export const PIXEL_SCALE = 255;
 
@@ -17,9 +18,11 @@ export interface ImageBundle {
   client: ClientPart;
 }
 
-export function compileImageModel(net: Network, samplePixels: number[][]): { compiled: CompiledModel; client: ClientPart } {
+/** `samplePixels`: raw images (0..255); `deskew`: the client deskews every image first. */
+export function compileImageModel(net: Network, samplePixels: number[][], deskewImages = false): { compiled: CompiledModel; client: ClientPart } {
   const n = net.input.height * net.input.width;
-  const scaled = samplePixels.map((r) => r.map((v) => v / PIXEL_SCALE));
+  const image = { side: net.input.width, deskew: deskewImages };
+  const scaled = samplePixels.map((r) => preprocessRecord(r, { image, preprocess: { mean: new Array<number>(n).fill(0), std: new Array<number>(n).fill(PIXEL_SCALE) } }));
   const compiled = compileNetwork(net, scaled);
   const p = compiled.program;
   const outputs = compiled.output.count;
@@ -33,6 +36,7 @@ export function compileImageModel(net: Network, samplePixels: number[][]): { com
     relin: p.relin,
     features: Array.from({ length: n }, (_, j) => `pixel${j}`),
     preprocess: { mean: new Array<number>(n).fill(0), std: new Array<number>(n).fill(PIXEL_SCALE) },
+    image,
     input: compiled.input,
     output: compiled.output,
     postprocess: { kind: 'softmax' },
@@ -48,10 +52,10 @@ export async function writeImageBundle(dir: string, net: Network, built: { compi
   return { manifest, compiled, client };
 }
 
-export function plaintextAccuracy(net: Network, pixels: number[][], labels: number[]): number {
+export function plaintextAccuracy(net: Network, pixels: number[][], labels: number[], deskewImages = false): number {
   let ok = 0;
   pixels.forEach((img, i) => {
-    const logits = forward(net, img.map((v) => v / PIXEL_SCALE));
+    const logits = forward(net, (deskewImages ? deskew(img, net.input.width) : img).map((v) => v / PIXEL_SCALE));
     if (logits.indexOf(Math.max(...logits)) === labels[i]) ok++;
   });
   return ok / pixels.length;
@@ -60,7 +64,7 @@ export function plaintextAccuracy(net: Network, pixels: number[][], labels: numb
 export function simulatedAccuracy(compiled: CompiledModel, client: ClientPart, pixels: number[][], labels: number[]): number {
   let ok = 0;
   pixels.forEach((img, i) => {
-    const [v] = packRecords(compiled.input, [standardise(img, client.preprocess)]);
+    const [v] = packRecords(compiled.input, [preprocessRecord(img, client)]);
     const out = simulate(compiled.program, compiled.masks, v);
     const logits = compiled.output.offsets.map((o) => out[o]);
     if (logits.indexOf(Math.max(...logits)) === labels[i]) ok++;

@@ -1,14 +1,15 @@
 // `sealed train` on image channels (IDX files, as MNIST): an HE-friendly network, compiled
 // for encrypted single-image inference. Hyperparameters (strings; defaults in cnn.ts):
 // model (cnn | mlp), filters, hidden, activation (square | quadratic), batch_norm, epochs,
-// batch_size, learning_rate, l2, label_smoothing, ema, augment_shift, augment_rotation,
-// augment_scale, seed.
+// batch_size, learning_rate, l2, label_smoothing, dropout, ema, augment_shift, augment_rotation,
+// augment_scale, seed, deskew (true: the client deskews images before encryption).
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SealedError } from '../errors.ts';
 import { CNN_DEFAULTS, trainImageNetwork, type CnnOptions } from './cnn.ts';
 import { compileImageModel, plaintextAccuracy, simulatedAccuracy, writeImageBundle } from './image-model.ts';
 import { loadIdxPair } from './mnist.ts';
+import { deskew } from '../model/deskew.ts';
 import { findIdxPair, type Hyperparameters, type TrainPaths, type TrainResult } from './train.ts';
 
 export function cnnOptions(raw: Record<string, string>): Partial<CnnOptions> {
@@ -36,6 +37,7 @@ export function cnnOptions(raw: Record<string, string>): Partial<CnnOptions> {
   set('learningRate', num('learning_rate'));
   set('l2', num('l2'));
   set('labelSmoothing', num('label_smoothing'));
+  set('dropout', num('dropout'));
   set('ema', num('ema'));
   set('shift', num('augment_shift'));
   set('rotation', num('augment_rotation'));
@@ -47,16 +49,18 @@ export function cnnOptions(raw: Record<string, string>): Partial<CnnOptions> {
 export async function trainImages(paths: TrainPaths, hp: Hyperparameters, log: (line: string) => void): Promise<TrainResult> {
   const files = (await findIdxPair(paths.trainDir))!;
   const train = await loadIdxPair(files.images, files.labels);
+  const deskewImages = hp.raw.deskew === 'true' || hp.raw.deskew === '1';
+  const trainImages = deskewImages ? train.images.map((img) => deskew(img, 28)) : train.images;
   const opts = { ...cnnOptions(hp.raw), log };
   log(`training ${opts.arch ?? CNN_DEFAULTS.arch} on ${train.images.length} images`);
-  const { network, seconds } = await trainImageNetwork(train.images, train.labels, opts);
-  const metrics: Record<string, number> = { train_seconds: Math.round(seconds), train_accuracy: plaintextAccuracy(network, train.images.slice(0, 2000), train.labels.slice(0, 2000)) };
+  const { network, seconds } = await trainImageNetwork(trainImages, train.labels, opts);
+  const metrics: Record<string, number> = { train_seconds: Math.round(seconds), train_accuracy: plaintextAccuracy(network, train.images.slice(0, 2000), train.labels.slice(0, 2000), deskewImages) };
   const testFiles = paths.testDir ? await findIdxPair(paths.testDir) : undefined;
   if (testFiles) {
     const test = await loadIdxPair(testFiles.images, testFiles.labels);
-    metrics.test_accuracy = plaintextAccuracy(network, test.images, test.labels);
+    metrics.test_accuracy = plaintextAccuracy(network, test.images, test.labels, deskewImages);
   }
-  const { compiled, client } = compileImageModel(network, train.images.slice(0, 300));
+  const { compiled, client } = compileImageModel(network, train.images.slice(0, 300), deskewImages);
   if (testFiles) {
     // The compiled program run in plaintext: same layout, masks, rotations and folds as the
     // encrypted evaluation, without the noise.
