@@ -1,7 +1,7 @@
 // Benchmarks (never timed tests). Each prints progress to stderr and, as its last stdout line,
 // one JSON object.
 //
-//   npm run bench -- mnist [--quick] [--n N] [--arch cnn|mlp] [--epochs E] [--retrain] [--workers W]
+//   npm run bench -- mnist [--quick] [--n N] [--arch cnn|mlp] [--epochs E] [--retrain] [--workers W] [--no-deskew]
 //
 // mnist: trains (or loads from .cache/models) an HE-friendly network on the 10,000 digits of
 // the npm package `mnist`, then runs encrypted inference through the real server path (S3
@@ -43,8 +43,9 @@ async function mnist(args: string[]) {
       epochs: { type: 'string' },
       retrain: { type: 'boolean', default: false },
       workers: { type: 'string' },
-      deskew: { type: 'boolean', default: false },
+      deskew: { type: 'boolean', default: true },
     },
+    allowNegative: true,
   });
   const arch = values.arch as 'cnn' | 'mlp';
   const epochs = Number(values.epochs ?? CNN_DEFAULTS.epochs);

@@ -2,7 +2,7 @@
 // for encrypted single-image inference. Hyperparameters (strings; defaults in cnn.ts):
 // model (cnn | mlp), filters, hidden, activation (square | quadratic), batch_norm, epochs,
 // batch_size, learning_rate, l2, label_smoothing, dropout, ema, augment_shift, augment_rotation,
-// augment_scale, seed, deskew (true: the client deskews images before encryption).
+// augment_scale, seed, deskew (default true: the client deskews images before encryption).
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SealedError } from '../errors.ts';
@@ -49,7 +49,7 @@ export function cnnOptions(raw: Record<string, string>): Partial<CnnOptions> {
 export async function trainImages(paths: TrainPaths, hp: Hyperparameters, log: (line: string) => void): Promise<TrainResult> {
   const files = (await findIdxPair(paths.trainDir))!;
   const train = await loadIdxPair(files.images, files.labels);
-  const deskewImages = hp.raw.deskew === 'true' || hp.raw.deskew === '1';
+  const deskewImages = (hp.raw.deskew ?? 'true') === 'true' || hp.raw.deskew === '1';
   const trainImages = deskewImages ? train.images.map((img) => deskew(img, 28)) : train.images;
   const opts = { ...cnnOptions(hp.raw), log };
   log(`training ${opts.arch ?? CNN_DEFAULTS.arch} on ${train.images.length} images`);
