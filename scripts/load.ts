@@ -3,7 +3,7 @@
 // bounded time. Last line: one JSON object (requests, errors by kind, throughput, latency
 // p50/p99, peak RSS and RSS growth of the server process).
 //
-//   npm run load -- [--seconds 120] [--overload 2] [--workers N]
+//   npm run load -- [--seconds 120] [--warmup 20] [--overload 2] [--workers N]
 import { spawn } from 'node:child_process';
 import { readFile, mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
@@ -18,7 +18,7 @@ import { ObjectStore } from '../src/storage/s3.ts';
 import { parseCsv, splitTarget } from '../src/train/csv.ts';
 import { parseHyperparameters, train } from '../src/train/train.ts';
 
-const { values } = parseArgs({ options: { seconds: { type: 'string', default: '120' }, overload: { type: 'string', default: '2' }, workers: { type: 'string' } } });
+const { values } = parseArgs({ options: { seconds: { type: 'string', default: '120' }, warmup: { type: 'string', default: '20' }, overload: { type: 'string', default: '2' }, workers: { type: 'string' } } });
 const seconds = Number(values.seconds);
 const workers = Number(values.workers ?? availableParallelism());
 const err = (s: string) => process.stderr.write(s + '\n');
@@ -54,25 +54,29 @@ for (let i = 0; ; i++) {
 }
 const rss = async () => Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${server.pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
 const body = JSON.stringify({ encrypted_query_uri: 's3://load/q', evaluation_keys_uri: 's3://load/k', output_uri: 's3://load/out' });
-// Warm-up: every worker loads the keys once.
-await Promise.all(Array.from({ length: workers * 2 }, () => fetch(`${url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body })));
+const connections = Math.ceil(maxInFlight * Number(values.overload));
+// Warm-up under the same load, not measured: workers load the keys, WASM heaps and SEAL's
+// memory pools grow to their working size, V8 settles. Growth is measured after it.
+const load = (duration: number, setupClient?: autocannon.Options['setupClient']) =>
+  autocannon({ url: `${url}/invocations`, method: 'POST', headers: { 'content-type': 'application/json' }, body, connections, duration, timeout: 60, setupClient } as autocannon.Options);
+err(`warm-up: ${values.warmup} s`);
+await load(Number(values.warmup));
 const rssStart = await rss();
 let rssPeak = rssStart;
-const sampler = setInterval(() => void rss().then((v) => (rssPeak = Math.max(rssPeak, v))), 500);
+const series: number[] = [];
+const sampler = setInterval(
+  () =>
+    void rss().then((v) => {
+      rssPeak = Math.max(rssPeak, v);
+      series.push(+(v / 2 ** 20).toFixed(0));
+    }),
+  5000,
+);
 
-const connections = Math.ceil(maxInFlight * Number(values.overload));
 err(`load: ${connections} connections (${values.overload}x the ${maxInFlight} admitted) for ${seconds} s against ${workers} workers`);
 const statuses: Record<string, number> = {};
-const result = await autocannon({
-  url: `${url}/invocations`,
-  method: 'POST',
-  headers: { 'content-type': 'application/json' },
-  body,
-  connections,
-  duration: seconds,
-  timeout: 60,
-  setupClient: (c: { on(ev: 'response', fn: (status: number) => void): void }) => c.on('response', (status) => (statuses[status] = (statuses[status] ?? 0) + 1)),
-} as autocannon.Options);
+const result = await load(seconds, ((c: { on(ev: 'response', fn: (status: number) => void): void }) => c.on('response', (status) => (statuses[status] = (statuses[status] ?? 0) + 1))) as autocannon.Options['setupClient']);
+err(`server RSS every 5 s (MB): ${series.join(' ')}`);
 clearInterval(sampler);
 const rssEnd = await rss();
 server.kill('SIGTERM');
@@ -105,5 +109,6 @@ console.log(
     rss_peak_mb: +(rssPeak / 2 ** 20).toFixed(1),
     rss_end_mb: +(rssEnd / 2 ** 20).toFixed(1),
     rss_growth_pct: +((100 * (rssEnd - rssStart)) / rssStart).toFixed(1),
+    warmup_s: Number(values.warmup),
   }),
 );

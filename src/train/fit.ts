@@ -1,6 +1,7 @@
 // Fitting linear models with TensorFlow.js on its WASM backend (Adam, mini-batches, L2).
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
+import { seededRandom } from './augment.ts';
 import type { Task } from '../model/client-part.ts';
 
 export interface FitOptions {
@@ -47,15 +48,26 @@ export async function fitLinear(x: number[][], y: number[], o: FitOptions): Prom
     optimizer: tf.train.adam(o.learningRate),
     loss: o.task === 'binary' ? 'binaryCrossentropy' : o.task === 'multiclass' ? 'sparseCategoricalCrossentropy' : 'meanSquaredError',
   });
-  const xs = tf.tensor2d(x);
-  const ys = tf.tensor2d(y, [y.length, 1]);
-  const hist = await model.fit(xs, ys, { epochs: o.epochs, batchSize: o.batchSize, shuffle: true, verbose: 0 });
+  // Our own seeded shuffle each epoch (fit's shuffle uses Math.random): the same data and
+  // hyperparameters give the same model.
+  const rand = seededRandom(o.seed);
+  const order = Array.from({ length: x.length }, (_, i) => i);
+  let lastLoss = NaN;
+  for (let epoch = 0; epoch < o.epochs; epoch++) {
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = Math.floor(rand() * (i + 1));
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+    const xs = tf.tensor2d(order.map((i) => x[i]));
+    const ys = tf.tensor2d(order.map((i) => y[i]), [y.length, 1]);
+    const h = await model.fit(xs, ys, { epochs: 1, batchSize: o.batchSize, shuffle: false, verbose: 0 });
+    lastLoss = (h.history.loss as number[])[0];
+    xs.dispose();
+    ys.dispose();
+  }
   const [kernel, bias] = model.layers[0].getWeights();
   const k = (await kernel.array()) as number[][]; // features x units
   const b = (await bias.array()) as number[];
-  xs.dispose();
-  ys.dispose();
   model.dispose();
-  const losses = hist.history.loss as number[];
-  return { weights: Array.from({ length: units }, (_, c) => k.map((row) => row[c])), bias: b, finalLoss: losses[losses.length - 1] };
+  return { weights: Array.from({ length: units }, (_, c) => k.map((row) => row[c])), bias: b, finalLoss: lastLoss };
 }
