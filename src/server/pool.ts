@@ -33,6 +33,11 @@ export class EvaluationPool {
     return this.piscina.queueSize;
   }
 
+  /** The worker threads (piscina replaces one that dies). */
+  get threads(): readonly import('node:worker_threads').Worker[] {
+    return this.piscina.threads;
+  }
+
   /** Waits until every worker has loaded SEAL and the model (a worker answers only then). */
   async ready(): Promise<void> {
     await Promise.all(Array.from({ length: this.size }, () => this.piscina.run({ warmup: true })));

@@ -33,7 +33,9 @@ export class ObjectStore {
   readonly endpoint: string | undefined;
 
   constructor(o: StorageOptions = {}) {
-    const cfg: S3ClientConfig = { region: o.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1' };
+    // Retries: the SDK's standard mode (exponential back-off with jitter, throttling and 5xx
+    // only), 4 attempts; our GETs and whole-object PUTs are idempotent, so retrying is safe.
+    const cfg: S3ClientConfig = { region: o.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1', maxAttempts: 4, retryMode: 'standard' };
     if (o.endpoint) {
       cfg.endpoint = o.endpoint;
       cfg.forcePathStyle = true;
