@@ -1,4 +1,5 @@
 import { writeFile } from 'node:fs/promises';
+import { Presets, SingleBar } from 'cli-progress';
 import { SealedError } from '../errors.ts';
 import { defaultKeysDir, deleteKeySet, listKeySets, loadKeys, loadOrCreateKeys, saveKeys } from '../client/key-files.ts';
 import { predictBatches } from '../client/predict.ts';
@@ -83,13 +84,11 @@ export async function predictCommand(o: PredictOpts): Promise<void> {
   try {
     if (s3.mode !== 'aws') await store.ensureBucket(bucket);
     const t0 = performance.now();
-    const tty = process.stderr.isTTY && !o.json;
-    const r = await predictBatches(session, keys, rows, { store, bucket, prefix: o.prefix, endpoint: o.endpoint, invoke }, {
-      onProgress: (done) => {
-        if (tty) process.stderr.write(`\r${done}/${rows.length} records`);
-      },
-    });
-    if (tty) process.stderr.write('\n');
+    // A progress bar on stderr for long batches, only for a person at a terminal.
+    const bar = process.stdout.isTTY && !o.json && rows.length > session.part.input.recordsPerCiphertext * 16 ? new SingleBar({ format: 'encrypted predictions [{bar}] {value}/{total} records | {eta}s left', stream: process.stderr }, Presets.shades_classic) : undefined;
+    bar?.start(rows.length, 0);
+    const r = await predictBatches(session, keys, rows, { store, bucket, prefix: o.prefix, endpoint: o.endpoint, invoke }, { onProgress: (done) => bar?.update(done) });
+    bar?.stop();
     const sum = (k: 'query_bytes' | 'result_bytes') => r.stats.reduce((a, s) => a + s[k], 0);
     const stats = { records: rows.length, requests: r.stats.length, query_bytes: sum('query_bytes'), result_bytes: sum('result_bytes'), keys_bytes: keys.evaluationKeys.length, keys_uploaded: r.stats.some((s) => s.keys_uploaded), ms_total: Math.round(performance.now() - t0) };
     const text = formatPredictions(r.predictions, o.format);
