@@ -59,7 +59,10 @@ t.test('deskew straightens a slanted stroke and centres it', async (t) => {
   const out = deskew(img, 28);
   const colOfRow = (a: number[], r: number) => {
     let s = 0, w = 0;
-    for (let c = 0; c < 28; c++) (s += c * a[r * 28 + c]), (w += a[r * 28 + c]);
+    for (let c = 0; c < 28; c++) {
+      s += c * a[r * 28 + c];
+      w += a[r * 28 + c];
+    }
     return w > 0 ? s / w : NaN;
   };
   const before = colOfRow(img, 22) - colOfRow(img, 6);
