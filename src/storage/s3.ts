@@ -54,6 +54,9 @@ export class ObjectStore {
         throw new SealedError('bad-request', `${what} at ${formatS3Uri(loc)} is ${r.ContentLength} bytes, over the limit of ${maxBytes}`, 'check that the URI names the right object');
       }
       const bytes = await r.Body!.transformToByteArray();
+      if (r.ContentLength !== undefined && bytes.length !== r.ContentLength) {
+        throw new SealedError('storage', `${what} at ${formatS3Uri(loc)} was read incompletely (${bytes.length} of ${r.ContentLength} bytes)`, 'retry the request');
+      }
       return { bytes, etag: r.ETag };
     } catch (e) {
       throw storageError(e, loc, what);
