@@ -77,7 +77,7 @@ export class Engine {
     return pt;
   }
 
-  /** Evaluates the program; consumes nothing of `input` (the caller releases it). */
+  /** Evaluates the program. `input` may be changed in place: use it for nothing else after (but release it). */
   run(input: Ciphertext, keys: EvaluationKeys): Ciphertext {
     return guard('bad-query', 'evaluation', () => this.runUnguarded(input, keys));
   }
