@@ -26,12 +26,20 @@ export interface PredictStats {
 }
 
 /** Uploads the evaluation keys under their content id unless already there; returns their location. */
+// Key objects this process has seen in place, per store: later requests skip the HEAD.
+const present = new WeakMap<ObjectStore, Set<string>>();
+
 export async function ensureKeysUploaded(t: Transport, keys: Keys): Promise<{ loc: S3Location; uploaded: boolean }> {
   const loc = { bucket: t.bucket, key: `${t.prefix ?? 'sealed/'}keys/${keys.evaluationKeysId}.keys` };
+  const seen = present.get(t.store) ?? new Set<string>();
+  present.set(t.store, seen);
+  const uri = formatS3Uri(loc);
+  if (seen.has(uri)) return { loc, uploaded: false };
   const head = await t.store.head(loc);
-  if (head && head.size === keys.evaluationKeys.length) return { loc, uploaded: false };
-  await t.store.put(loc, keys.evaluationKeys, 'evaluation keys');
-  return { loc, uploaded: true };
+  const uploaded = !(head && head.size === keys.evaluationKeys.length);
+  if (uploaded) await t.store.put(loc, keys.evaluationKeys, 'evaluation keys');
+  seen.add(uri);
+  return { loc, uploaded };
 }
 
 export async function invokeHttp(endpoint: string, body: unknown): Promise<Record<string, unknown>> {
