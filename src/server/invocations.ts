@@ -73,7 +73,9 @@ export async function invoke(req: InvocationRequest, c: InvocationContext, signa
   }
 
   const tEval = performance.now();
-  const results = await Promise.all(msg.sections.map((ciphertext) => c.pool.run({ ciphertext, keys: keys.set }, signal)));
+  // slice(): a section is a view of the whole query; posting the view would copy the whole
+  // buffer to the worker once per ciphertext.
+  const results = await Promise.all(msg.sections.map((section) => c.pool.run({ ciphertext: section.slice(), keys: keys.set }, signal)));
   const tEvalEnd = performance.now();
   const failed = results.find((r) => r.error);
   if (failed?.error) throw new SealedError(failed.error.code as ErrorCode, failed.error.message, failed.error.hint);
