@@ -2,13 +2,13 @@
 // one JSON object.
 //
 //   npm run bench -- mnist [--quick] [--n N] [--arch cnn|mlp] [--epochs E] [--retrain] [--workers W] [--no-deskew]
+//   npm run bench -- mnist-batch [--n N] [--workers W]      (batch mode, see bench-batch.ts)
 //
 // mnist: trains (or loads from .cache/models) an HE-friendly network on the 10,000 digits of
 // the npm package `mnist`, then runs encrypted inference through the real server path (S3
 // upload, /invocations, worker pool, S3 download) on the official test set, one image per
 // request, as many requests in flight as workers.
-import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, mkdir } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -23,9 +23,9 @@ import type { Network } from '../src/model/network.ts';
 import { startServer } from '../src/server/serve.ts';
 import { startLocalS3 } from '../src/storage/local-s3.ts';
 import { ObjectStore } from '../src/storage/s3.ts';
-import { trainImageNetwork, CNN_DEFAULTS } from '../src/train/cnn.ts';
-import { compileImageModel, plaintextAccuracy, writeImageBundle } from '../src/train/image-model.ts';
-import { loadIdxPair, loadNpmMnist, MNIST_TEST_IMAGES, MNIST_TEST_LABELS } from '../src/train/mnist.ts';
+import { CNN_DEFAULTS } from '../src/train/cnn.ts';
+import { loadIdxPair, MNIST_TEST_IMAGES, MNIST_TEST_LABELS } from '../src/train/mnist.ts';
+import { ensureMnistModel } from './mnist-model.ts';
 
 const err = (s: string) => process.stderr.write(s + '\n');
 const percentile = (v: number[], p: number) => {
@@ -49,20 +49,10 @@ async function mnist(args: string[]) {
   });
   const arch = values.arch as 'cnn' | 'mlp';
   const epochs = Number(values.epochs ?? CNN_DEFAULTS.epochs);
-  const modelDir = join('.cache', 'models', `mnist-${arch}-e${epochs}${values.deskew ? '-deskew' : ''}`);
   const test = await loadIdxPair(MNIST_TEST_IMAGES, MNIST_TEST_LABELS);
   const n = Math.min(test.images.length, Number(values.n ?? (values.quick ? 500 : test.images.length)));
 
-  if (values.retrain || !existsSync(join(modelDir, 'sealed.json'))) {
-    const train = await loadNpmMnist();
-    err(`training ${arch} on ${train.images.length} npm mnist digits, ${epochs} epochs`);
-    const trainImages = values.deskew ? train.images.map((img) => deskew(img, 28)) : train.images;
-    const { network, seconds } = await trainImageNetwork(trainImages, train.labels, { arch, epochs, log: err });
-    const accuracy = plaintextAccuracy(network, test.images, test.labels, values.deskew);
-    await mkdir(modelDir, { recursive: true });
-    await writeImageBundle(modelDir, network, compileImageModel(network, train.images.slice(0, 300), values.deskew), { train_seconds: Math.round(seconds), test_accuracy: accuracy, arch });
-    err(`trained in ${seconds.toFixed(0)} s, plaintext test accuracy ${accuracy}`);
-  }
+  const modelDir = await ensureMnistModel({ arch, epochs, deskew: values.deskew, retrain: values.retrain, test, log: err });
   const network = JSON.parse(await readFile(join(modelDir, 'server', 'network.json'), 'utf8')) as Network;
   const images = test.images.slice(0, n);
   const labels = test.labels.slice(0, n);
@@ -171,9 +161,11 @@ async function tabular(which: string) {
 
 const [which, ...rest] = process.argv.slice(2);
 if (which === 'mnist') await mnist(rest);
+else if (which === 'mnist-batch') console.log(JSON.stringify(await (await import('./bench-batch.ts')).mnistBatch(rest)));
 else if (which === 'digits' || which === 'breast-cancer' || which === 'iris') await tabular(which);
 else {
   err('usage: npm run bench -- mnist [--quick] [--n N] [--arch cnn|mlp] [--epochs E] [--retrain] [--workers W]');
+  err('       npm run bench -- mnist-batch [--n N] [--workers W]');
   err('       npm run bench -- digits | breast-cancer | iris');
   process.exit(2);
 }

@@ -26,6 +26,11 @@ export async function saveKeys(dir: string, session: ClientSession, keys: Keys, 
   const secretPath = join(dir, 'secret.key');
   await writeFile(secretPath, passphrase ? protect(keys.secretKey, passphrase) : keys.secretKey, { mode: 0o600 });
   await chmod(secretPath, 0o600); // also when the file already existed with other bits
+  if (keys.batchSecretKey) {
+    const batchPath = join(dir, 'batch-secret.key');
+    await writeFile(batchPath, passphrase ? protect(keys.batchSecretKey, passphrase) : keys.batchSecretKey, { mode: 0o600 });
+    await chmod(batchPath, 0o600);
+  }
   await writeFile(join(dir, 'evaluation.keys'), keys.evaluationKeys);
   const info: KeySetInfo = {
     model_id: session.modelId,
@@ -54,7 +59,20 @@ export async function loadKeys(dir: string, session: ClientSession): Promise<Key
   const evaluationKeys = new Uint8Array(await readFile(join(dir, 'evaluation.keys')));
   if (keysId(evaluationKeys) !== info.evaluation_keys_id) throw new SealedError('bad-keys', `${dir}/evaluation.keys does not match keyset.json`, 'run `sealed keygen` again');
   session.useSecretKey(secretKey);
-  return { secretKey, evaluationKeys, evaluationKeysId: info.evaluation_keys_id };
+  let batchSecretKey: Uint8Array | undefined;
+  if (session.part.batch) {
+    const batchPath = join(dir, 'batch-secret.key');
+    const batchStored = await readFile(batchPath).then((b) => new Uint8Array(b), () => undefined);
+    if (batchStored) {
+      batchSecretKey = isProtected(batchStored) ? unprotect(batchStored, process.env.SEALED_PASSPHRASE, dir) : batchStored;
+      session.useBatchSecretKey(batchSecretKey);
+    } else {
+      // A key set made before the model had batch mode: add its key.
+      batchSecretKey = session.generateBatchKey()!;
+      await writeFile(batchPath, process.env.SEALED_PASSPHRASE ? protect(batchSecretKey, process.env.SEALED_PASSPHRASE) : batchSecretKey, { mode: 0o600 });
+    }
+  }
+  return { secretKey, evaluationKeys, evaluationKeysId: info.evaluation_keys_id, batchSecretKey };
 }
 
 export async function loadOrCreateKeys(dir: string, session: ClientSession): Promise<{ keys: Keys; created: boolean }> {
@@ -98,5 +116,8 @@ export async function deleteKeySet(dir: string): Promise<void> {
   } catch {
     throw new SealedError('bad-request', `no key set in ${dir}`, 'see `sealed keys list`');
   }
+  const batchSecret = join(dir, 'batch-secret.key');
+  const batchSize = await stat(batchSecret).then((s) => s.size, () => undefined);
+  if (batchSize !== undefined) await writeFile(batchSecret, new Uint8Array(batchSize));
   await rm(dir, { recursive: true, force: true });
 }

@@ -3,7 +3,8 @@ import { randomUUID } from 'node:crypto';
 import { SealedError } from '../errors.ts';
 import { postprocess, type Prediction } from '../model/postprocess.ts';
 import { formatS3Uri, type ObjectStore, type S3Location } from '../storage/s3.ts';
-import type { ClientSession, Keys } from './session.ts';
+import { writeWireStream } from '../wire/stream.ts';
+import type { ClientSession, Keys, Layout } from './session.ts';
 
 export interface Transport {
   store: ObjectStore;
@@ -16,6 +17,7 @@ export interface Transport {
 }
 
 export interface PredictStats {
+  layout: Layout;
   records: number;
   query_bytes: number;
   keys_bytes: number;
@@ -57,17 +59,46 @@ export async function invokeHttp(endpoint: string, body: unknown): Promise<Recor
   return json;
 }
 
-export async function predict(session: ClientSession, keys: Keys, rows: ArrayLike<number>[], t: Transport): Promise<{ predictions: Prediction[]; scores: number[][]; stats: PredictStats }> {
+/**
+ * `layout`: single (records packed per ciphertext, evaluation keys) or batch (record per slot,
+ * no keys); by default the one the model's measured crossover picks for this many records.
+ */
+export async function predict(session: ClientSession, keys: Keys, rows: ArrayLike<number>[], t: Transport, o: { layout?: Layout } = {}): Promise<{ predictions: Prediction[]; scores: number[][]; stats: PredictStats }> {
+  const layout = o.layout ?? session.layoutFor(rows.length);
   const t0 = performance.now();
-  const query = session.encrypt(rows);
-  const t1 = performance.now();
   const id = randomUUID();
   const prefix = t.prefix ?? 'sealed/';
   const queryLoc = { bucket: t.bucket, key: `${prefix}queries/${id}.query` };
   const outLoc = { bucket: t.bucket, key: `${prefix}results/${id}.result` };
-  const [k] = await Promise.all([ensureKeysUploaded(t, keys), t.store.put(queryLoc, query, 'encrypted query')]);
+  let queryBytes: number;
+  let keysUploaded = false;
+  let t1: number;
+  let request: Record<string, string>;
+  if (layout === 'batch') {
+    // Encryption and upload overlap: ciphertexts are made as the multipart upload takes them.
+    const q = session.encryptBatch(rows);
+    let encryptMs = 0;
+    const timed = function* () {
+      for (;;) {
+        const s = performance.now();
+        const next = q.sections.next();
+        encryptMs += performance.now() - s;
+        if (next.done) return;
+        yield next.value;
+      }
+    };
+    queryBytes = (await t.store.putStream(queryLoc, writeWireStream('query', q.header, q.count, toAsync(timed())), 'encrypted query')).bytes;
+    t1 = t0 + encryptMs;
+    request = { encrypted_query_uri: formatS3Uri(queryLoc), output_uri: formatS3Uri(outLoc) };
+  } else {
+    const query = session.encrypt(rows);
+    queryBytes = query.length;
+    t1 = performance.now();
+    const [k] = await Promise.all([ensureKeysUploaded(t, keys), t.store.put(queryLoc, query, 'encrypted query')]);
+    keysUploaded = k.uploaded;
+    request = { encrypted_query_uri: formatS3Uri(queryLoc), evaluation_keys_uri: formatS3Uri(k.loc), output_uri: formatS3Uri(outLoc) };
+  }
   const t2 = performance.now();
-  const request = { encrypted_query_uri: formatS3Uri(queryLoc), evaluation_keys_uri: formatS3Uri(k.loc), output_uri: formatS3Uri(outLoc) };
   const server = await (t.invoke ?? ((b) => invokeHttp(t.endpoint, b)))(request);
   const t3 = performance.now();
   const { bytes: result } = await t.store.get(outLoc, 2 ** 31, 'encrypted result');
@@ -80,11 +111,13 @@ export async function predict(session: ClientSession, keys: Keys, rows: ArrayLik
     predictions,
     scores,
     stats: {
+      layout,
       records: rows.length,
-      query_bytes: query.length,
-      keys_bytes: keys.evaluationKeys.length,
-      keys_uploaded: k.uploaded,
+      query_bytes: queryBytes,
+      keys_bytes: layout === 'batch' ? 0 : keys.evaluationKeys.length,
+      keys_uploaded: keysUploaded,
       result_bytes: result.length,
+      // Batch mode: upload is the wall time of encryption and upload together, minus encryption.
       ms: { encrypt: r(t1 - t0), upload: r(t2 - t1), invoke: r(t3 - t2), download: r(t4 - t3), decrypt: r(t5 - t4), total: r(t5 - t0) },
       server,
     },
@@ -100,9 +133,11 @@ export async function predictBatches(
   keys: Keys,
   rows: ArrayLike<number>[],
   t: Transport,
-  o: { perRequest?: number; concurrency?: number; onProgress?: (done: number) => void } = {},
+  o: { perRequest?: number; concurrency?: number; onProgress?: (done: number) => void; layout?: Layout } = {},
 ): Promise<{ predictions: Prediction[]; scores: number[][]; stats: PredictStats[] }> {
-  const size = session.part.input.recordsPerCiphertext * (o.perRequest ?? 16);
+  const layout = o.layout ?? session.layoutFor(rows.length);
+  // Batch mode: a request per batch, so encrypting the next overlaps evaluating this one.
+  const size = layout === 'batch' ? session.part.batch!.records_per_batch * (o.perRequest ?? 1) : session.part.input.recordsPerCiphertext * (o.perRequest ?? 16);
   const chunks: ArrayLike<number>[][] = [];
   for (let i = 0; i < rows.length; i += size) chunks.push(rows.slice(i, i + size));
   const results: Awaited<ReturnType<typeof predict>>[] = new Array(chunks.length);
@@ -111,11 +146,19 @@ export async function predictBatches(
   await Promise.all(
     Array.from({ length: Math.min(o.concurrency ?? 2, chunks.length) }, async () => {
       for (let i = next++; i < chunks.length; i = next++) {
-        results[i] = await predict(session, keys, chunks[i], t);
+        results[i] = await predict(session, keys, chunks[i], t, { layout });
         done += chunks[i].length;
         o.onProgress?.(done);
       }
     }),
   );
   return { predictions: results.flatMap((r) => r.predictions), scores: results.flatMap((r) => r.scores), stats: results.map((r) => r.stats) };
+}
+
+async function* toAsync<T>(it: Iterable<T>): AsyncGenerator<T> {
+  for (const v of it) {
+    yield v;
+    // Let the upload's sockets run between two encryptions.
+    await new Promise((r) => setImmediate(r));
+  }
 }

@@ -1,7 +1,7 @@
 // The client's cryptography for one model: key generation, encryption of records into a query,
 // decryption of a result into predictions. No I/O here, so it runs in browsers too.
 import { SealedError } from '../errors.ts';
-import { CkksSession, SecretKeyHolder, generateKeys } from '../fhe/ckks.ts';
+import { CkksSession, SecretKeyHolder, generateKeys, generateSecretKey } from '../fhe/ckks.ts';
 import { paramsKey } from '../fhe/params.ts';
 import type { ClientPart } from '../model/client-part.ts';
 import { packRecords, unpackOutputs } from '../model/layout.ts';
@@ -16,7 +16,11 @@ export interface Keys {
   evaluationKeys: Uint8Array;
   /** SHA-256 of evaluationKeys: names the uploaded object, so it is uploaded once. */
   evaluationKeysId: string;
+  /** Batch mode's secret key (its own parameters); never leaves the client either. */
+  batchSecretKey?: Uint8Array;
 }
+
+export type Layout = 'single' | 'batch';
 
 export function keysId(evaluationKeys: Uint8Array): string {
   return sha256Hex(evaluationKeys);
@@ -27,15 +31,18 @@ export class ClientSession {
   readonly part: ClientPart;
   private readonly s: CkksSession;
   private holder: SecretKeyHolder | undefined;
+  private readonly batchS: CkksSession | undefined;
+  private batchHolder: SecretKeyHolder | undefined;
 
-  private constructor(modelId: string, part: ClientPart, s: CkksSession) {
+  private constructor(modelId: string, part: ClientPart, s: CkksSession, batchS: CkksSession | undefined) {
     this.modelId = modelId;
     this.part = part;
     this.s = s;
+    this.batchS = batchS;
   }
 
   static async open(modelId: string, part: ClientPart): Promise<ClientSession> {
-    return new ClientSession(modelId, part, await CkksSession.open(part.params));
+    return new ClientSession(modelId, part, await CkksSession.open(part.params), part.batch ? await CkksSession.open(part.batch.params) : undefined);
   }
 
   generateKeys(): Keys {
@@ -43,7 +50,33 @@ export class ClientSession {
     const header: KeysHeader = { params: paramsKey(this.part.params), galois_steps: this.part.galois_steps, relin: this.part.relin };
     const evaluationKeys = encodeWire('keys', header, k.relinKeys ? [k.galoisKeys, k.relinKeys] : [k.galoisKeys]);
     this.useSecretKey(k.secretKey);
-    return { secretKey: k.secretKey, evaluationKeys, evaluationKeysId: keysId(evaluationKeys) };
+    const batchSecretKey = this.generateBatchKey();
+    return { secretKey: k.secretKey, evaluationKeys, evaluationKeysId: keysId(evaluationKeys), batchSecretKey };
+  }
+
+  /** A batch-mode secret key (undefined when the model has no batch mode); also loaded. */
+  generateBatchKey(): Uint8Array | undefined {
+    if (!this.batchS) return undefined;
+    const sk = generateSecretKey(this.batchS);
+    this.useBatchSecretKey(sk);
+    return sk;
+  }
+
+  useBatchSecretKey(secretKey: Uint8Array): void {
+    if (!this.batchS) throw new SealedError('bad-keys', 'this model has no batch mode');
+    this.batchHolder?.close();
+    this.batchHolder = new SecretKeyHolder(this.batchS, secretKey);
+  }
+
+  /** The layout that costs less for this many records: batch from the model's measured crossover on. */
+  layoutFor(records: number): Layout {
+    const b = this.part.batch;
+    return b && records >= b.crossover ? 'batch' : 'single';
+  }
+
+  private get batchKey(): SecretKeyHolder {
+    if (!this.batchHolder) throw new SealedError('bad-keys', 'no batch-mode secret key loaded', 'generate keys again (`sealed keygen`) for this model');
+    return this.batchHolder;
   }
 
   useSecretKey(secretKey: Uint8Array): void {
@@ -56,14 +89,51 @@ export class ClientSession {
     return this.holder;
   }
 
-  /** Raw feature rows (as in the training CSV, without the target) -> encrypted query. */
-  encrypt(rows: ArrayLike<number>[]): Uint8Array {
+  private checkRows(rows: ArrayLike<number>[]): void {
     const p = this.part;
     if (rows.length === 0) throw new SealedError('bad-data', 'no records to encrypt');
     rows.forEach((r, i) => {
       if (r.length !== p.features.length) throw new SealedError('bad-data', `record ${i + 1} has ${r.length} values, the model takes ${p.features.length} (${p.features.slice(0, 5).join(', ')}…)`);
       for (let j = 0; j < r.length; j++) if (!Number.isFinite(r[j])) throw new SealedError('bad-data', `record ${i + 1}, feature "${p.features[j]}" is not a finite number`);
     });
+  }
+
+  /**
+   * Batch mode: the query header and its ciphertexts, made one at a time as they are consumed
+   * (a query of 10,000 images is hundreds of megabytes: it is streamed, never whole).
+   */
+  encryptBatch(rows: ArrayLike<number>[]): { header: QueryHeader; count: number; sections: Generator<Uint8Array> } {
+    const b = this.part.batch;
+    if (!b) throw new SealedError('bad-data', 'this model has no batch mode', 'use the single layout');
+    this.checkRows(rows);
+    const key = this.batchKey;
+    const pre = rows.map((r) => preprocessRecord(r, this.part));
+    const S = b.records_per_batch;
+    const batches = Math.ceil(rows.length / S);
+    const inputs = pre[0].length;
+    function* sections(): Generator<Uint8Array> {
+      const v = new Float64Array(S);
+      for (let bi = 0; bi < batches; bi++) {
+        const recs = pre.slice(bi * S, (bi + 1) * S);
+        for (let i = 0; i < inputs; i++) {
+          v.fill(0);
+          recs.forEach((r, s) => (v[s] = r[i]));
+          yield key.encrypt(v, b!.input_scale_bits);
+        }
+      }
+    }
+    const header: QueryHeader = { model_id: this.modelId, params: paramsKey(b.params), records: rows.length, layout: 'batch' };
+    return { header, count: batches * inputs, sections: sections() };
+  }
+
+  /** Raw feature rows (as in the training CSV, without the target) -> encrypted query. */
+  encrypt(rows: ArrayLike<number>[], layout: Layout = 'single'): Uint8Array {
+    const p = this.part;
+    if (layout === 'batch') {
+      const q = this.encryptBatch(rows);
+      return encodeWire<QueryHeader>('query', q.header, [...q.sections]);
+    }
+    this.checkRows(rows);
     const vectors = packRecords(p.input, rows.map((r) => preprocessRecord(r, p)));
     const sections = vectors.map((v) => this.key.encrypt(v, p.input_scale_bits));
     return encodeWire<QueryHeader>('query', { model_id: this.modelId, params: paramsKey(p.params), records: rows.length }, sections);
@@ -73,8 +143,23 @@ export class ClientSession {
   decryptScores(result: Uint8Array): number[][] {
     const msg = decodeWire<ResultHeader>('result', result, 'the encrypted result');
     if (msg.header.model_id !== this.modelId) throw new SealedError('wrong-model', `the result is for model ${String(msg.header.model_id)}, not ${this.modelId}`);
+    if (msg.header.layout === 'batch') return this.decryptBatch(msg.sections, msg.header.records);
     const decoded = msg.sections.map((b) => this.key.decrypt(b));
     return unpackOutputs(this.part.output, this.part.input.recordsPerCiphertext, decoded, msg.header.records);
+  }
+
+  private decryptBatch(sections: Uint8Array[], records: number): number[][] {
+    const b = this.part.batch;
+    if (!b) throw new SealedError('bad-data', 'a batch-mode result for a model without batch mode');
+    const S = b.records_per_batch;
+    const batches = Math.ceil(records / S);
+    if (sections.length !== batches * b.outputs) throw new SealedError('bad-data', `the result holds ${sections.length} ciphertexts, ${records} records need ${batches * b.outputs}`);
+    const scores: number[][] = [];
+    for (let bi = 0; bi < batches; bi++) {
+      const outs = sections.slice(bi * b.outputs, (bi + 1) * b.outputs).map((c) => this.batchKey.decrypt(c));
+      for (let s = 0; s < S && bi * S + s < records; s++) scores.push(outs.map((o) => o[s]));
+    }
+    return scores;
   }
 
   decrypt(result: Uint8Array): Prediction[] {
@@ -83,6 +168,8 @@ export class ClientSession {
 
   close(): void {
     this.holder?.close();
+    this.batchHolder?.close();
     this.s.close();
+    this.batchS?.close();
   }
 }

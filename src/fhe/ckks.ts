@@ -75,6 +75,17 @@ export function generateKeys(s: CkksSession, galoisSteps: number[], relin: boole
   }
 }
 
+/** A fresh secret key only (batch mode needs no evaluation keys). */
+export function generateSecretKey(s: CkksSession): Uint8Array {
+  const kg = new s.seal.KeyGenerator(s.context);
+  const sk = kg.secretKey();
+  try {
+    return sk.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array;
+  } finally {
+    release(sk, kg);
+  }
+}
+
 /** Client side: holds the secret key in WASM memory for encryption and decryption. */
 export class SecretKeyHolder {
   private readonly s: CkksSession;

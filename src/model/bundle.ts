@@ -5,12 +5,14 @@
 //                        make, and the model id queries carry. No weights.
 //   server/program.json  server part: the CKKS program (steps, rotations, scales)
 //   server/masks.bin     server part: the program's plaintext masks (weights), float64 LE
+//   server/batch.json    server part, optional: the batch plan (integer weights), for large batches
 //
 // Every file is checked against the manifest on load; the client part also stands alone.
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SealedError } from '../errors.ts';
+import type { BatchPlan } from '../fhe/batch-plan.ts';
 import type { Program } from '../fhe/program.ts';
 import type { ClientPart } from './client-part.ts';
 import { modelIdOf, parseClientPart } from './client-part.ts';
@@ -31,12 +33,13 @@ export interface ServerPart {
   modelId: string;
   program: Program;
   masks: Float64Array[];
+  batch?: BatchPlan;
 }
 
 const sha256 = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
 
 /** `extra`: more server-part files (e.g. server/network.json, the source layer graph), hashed too. */
-export async function writeBundle(dir: string, client: ClientPart, program: Program, masks: Float64Array[], metrics?: Manifest['metrics'], extra: Record<string, string> = {}): Promise<Manifest> {
+export async function writeBundle(dir: string, client: ClientPart, program: Program, masks: Float64Array[], metrics?: Manifest['metrics'], extra: Record<string, string> = {}, batch?: BatchPlan): Promise<Manifest> {
   await mkdir(join(dir, 'client'), { recursive: true });
   await mkdir(join(dir, 'server'), { recursive: true });
   const lengths = masks.map((m) => m.length);
@@ -45,8 +48,10 @@ export async function writeBundle(dir: string, client: ClientPart, program: Prog
   let o = 0;
   for (const m of masks) for (const v of m) view.setFloat64((o++) * 8, v, true);
   const programBytes = JSON.stringify({ ...program, mask_lengths: lengths }) + '\n';
-  const clientBytes = JSON.stringify({ ...client, model_id: modelIdOf(JSON.stringify(client), programBytes, bin) }, null, 1) + '\n';
+  const batchBytes = batch ? JSON.stringify(batch) + '\n' : '';
+  const clientBytes = JSON.stringify({ ...client, model_id: modelIdOf(JSON.stringify(client), programBytes, bin, batchBytes) }, null, 1) + '\n';
   const files: Record<string, string | Uint8Array> = { 'client/model.json': clientBytes, 'server/program.json': programBytes, 'server/masks.bin': bin, ...extra };
+  if (batch) files['server/batch.json'] = batchBytes;
   for (const [name, bytes] of Object.entries(files)) await writeFile(join(dir, name), bytes);
   const manifest: Manifest = {
     format: BUNDLE_FORMAT,
@@ -120,5 +125,6 @@ export async function readServerPart(dir: string): Promise<ServerPart> {
     masks.push(m);
   }
   if (o * 8 !== bin.length) throw new SealedError('bad-bundle', 'server/masks.bin does not match server/program.json');
-  return { modelId: manifest.model_id, program, masks };
+  const batch = manifest.files['server/batch.json'] ? (JSON.parse(new TextDecoder().decode(await readChecked(dir, 'server/batch.json', manifest))) as BatchPlan) : undefined;
+  return { modelId: manifest.model_id, program, masks, batch };
 }

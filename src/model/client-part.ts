@@ -30,6 +30,22 @@ export interface ClientPart {
   postprocess: { kind: 'sigmoid' | 'softmax' | 'affine'; mean?: number; std?: number };
   labels?: string[];
   target?: string;
+  /**
+   * Batch mode (record per slot, feature per ciphertext; no evaluation keys): used for
+   * `crossover` records or more, where it costs less than the single layout.
+   */
+  batch?: BatchClientPart;
+}
+
+export interface BatchClientPart {
+  params: CkksParams;
+  input_scale_bits: number;
+  records_per_batch: number;
+  /** Result ciphertexts per batch (one per output) and their polynomials (3: not relinearized). */
+  outputs: number;
+  result_size: number;
+  output_scale_bits: number;
+  crossover: number;
 }
 
 /** Identifies a model: its queries are refused by a server that serves another one. */
@@ -47,5 +63,6 @@ export function parseClientPart(text: string, where: string): ClientPart & { mod
   if (c.format !== CLIENT_FORMAT || c.version !== 1) throw new SealedError('bad-bundle', `${where} does not hold a version-1 sealed client part`);
   if (typeof c.model_id !== 'string' || !/^[0-9a-f]{32}$/.test(c.model_id)) throw new SealedError('bad-bundle', `the client part in ${where} has no valid model_id`);
   checkParams(c.params);
+  if (c.batch) checkParams(c.batch.params);
   return c as ClientPart & { model_id: string };
 }

@@ -8,7 +8,7 @@ const s3Uri = { type: 'string', minLength: 6, maxLength: 2048 } as const;
 const invocationSchema = {
   body: {
     type: 'object',
-    required: ['encrypted_query_uri', 'evaluation_keys_uri', 'output_uri'],
+    required: ['encrypted_query_uri', 'output_uri'],
     additionalProperties: false,
     properties: { encrypted_query_uri: s3Uri, evaluation_keys_uri: s3Uri, output_uri: s3Uri },
   },
@@ -45,7 +45,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
       return reply.status(400).send({
         error: 'bad-request',
         message: `invalid request: ${fe.message}`,
-        hint: 'send JSON {"encrypted_query_uri": "s3://…", "evaluation_keys_uri": "s3://…", "output_uri": "s3://…"} and nothing else',
+        hint: 'send JSON {"encrypted_query_uri": "s3://…", "evaluation_keys_uri": "s3://…" (not needed in batch mode), "output_uri": "s3://…"} and nothing else',
       });
     }
     if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) {

@@ -3,20 +3,26 @@
 import { SealedError, type ErrorCode } from '../errors.ts';
 import { paramsKey } from '../fhe/params.ts';
 import type { Program } from '../fhe/program.ts';
-import { formatS3Uri, parseS3Uri, type ObjectStore } from '../storage/s3.ts';
-import { decodeWire, encodeWire, type QueryHeader, type ResultHeader } from '../wire/format.ts';
+import { formatS3Uri, parseS3Uri, type ObjectStore, type S3Location } from '../storage/s3.ts';
+import { encodeWire, type QueryHeader, type ResultHeader } from '../wire/format.ts';
+import { readWireStream, writeWireStream } from '../wire/stream.ts';
+import type { BatchPlan } from '../fhe/batch-plan.ts';
+import { outputsOf } from '../fhe/batch-plan.ts';
+import { batchCount, evaluateBatches, type BatchTimings } from './batch.ts';
 import type { KeyStore } from './key-store.ts';
 import type { EvaluationPool } from './pool.ts';
 
 export interface InvocationRequest {
   encrypted_query_uri: string;
-  evaluation_keys_uri: string;
+  /** Needed by the single layout; batch mode uses no evaluation keys. */
+  evaluation_keys_uri?: string;
   output_uri: string;
 }
 
 export interface InvocationResponse {
   output_uri: string;
   model_id: string;
+  layout: 'single' | 'batch';
   records: number;
   ciphertexts: number;
   keys_cached: boolean;
@@ -27,6 +33,7 @@ export interface ServingModel {
   modelId: string;
   program: Program;
   recordsPerCiphertext: number;
+  batch?: BatchPlan;
 }
 
 export interface InvocationContext {
@@ -52,30 +59,38 @@ const safe = (v: unknown) => String(v).replace(/[^0-9A-Za-z_.-]/g, '?').slice(0,
 export async function invoke(req: InvocationRequest, c: InvocationContext, signal?: AbortSignal): Promise<InvocationResponse> {
   const t0 = performance.now();
   const queryLoc = parseS3Uri(req.encrypted_query_uri, 'encrypted_query_uri');
-  const keysLoc = parseS3Uri(req.evaluation_keys_uri, 'evaluation_keys_uri');
+  const keysLoc = req.evaluation_keys_uri === undefined ? undefined : parseS3Uri(req.evaluation_keys_uri, 'evaluation_keys_uri');
   const outLoc = parseS3Uri(req.output_uri, 'output_uri');
   allowed(formatS3Uri(queryLoc), c.allowRead, 'encrypted_query_uri', 'read');
-  allowed(formatS3Uri(keysLoc), c.allowRead, 'evaluation_keys_uri', 'read');
+  if (keysLoc) allowed(formatS3Uri(keysLoc), c.allowRead, 'evaluation_keys_uri', 'read');
   allowed(formatS3Uri(outLoc), c.allowWrite, 'output_uri', 'write');
 
-  const [query, keys] = await Promise.all([c.store.get(queryLoc, c.maxQueryBytes, 'encrypted query'), c.keys.get(keysLoc)]);
-  const tDownload = performance.now();
-
-  const msg = decodeWire<QueryHeader>('query', query.bytes, 'the encrypted query');
+  // The keys download starts at once (single layout); the query streams in.
+  const keysPromise = keysLoc ? c.keys.get(keysLoc) : undefined;
+  keysPromise?.catch(() => undefined);
+  const query = await c.store.getStream(queryLoc, c.maxQueryBytes, 'encrypted query');
+  const msg = await readWireStream<QueryHeader>('query', query.stream, 'the encrypted query');
   const h = msg.header;
   if (h.model_id !== c.model.modelId) {
     throw new SealedError('wrong-model', `the query was encrypted for model ${safe(h.model_id)}, this endpoint serves ${c.model.modelId}`, "fetch this endpoint's client part and encrypt again");
   }
-  if (h.params !== paramsKey(c.model.program.params)) throw new SealedError('bad-query', 'the query declares other encryption parameters than the model uses');
   const records = h.records;
-  if (!Number.isInteger(records) || records < 1 || Math.ceil(records / c.model.recordsPerCiphertext) !== msg.sections.length) {
-    throw new SealedError('bad-query', `the query declares ${safe(records)} records in ${msg.sections.length} ciphertexts, which does not match the model's ${c.model.recordsPerCiphertext} records per ciphertext`);
+  if (!Number.isInteger(records) || records < 1) throw new SealedError('bad-query', `the query declares ${safe(records)} records`);
+  if (h.layout === 'batch') return invokeBatch(h, msg.count, msg.sections, outLoc, c, t0, signal);
+  if (h.layout !== undefined && h.layout !== 'single') throw new SealedError('bad-query', `the query's layout ${safe(h.layout)} is not one of single, batch`);
+
+  if (h.params !== paramsKey(c.model.program.params)) throw new SealedError('bad-query', 'the query declares other encryption parameters than the model uses');
+  if (Math.ceil(records / c.model.recordsPerCiphertext) !== msg.count) {
+    throw new SealedError('bad-query', `the query declares ${records} records in ${msg.count} ciphertexts, which does not match the model's ${c.model.recordsPerCiphertext} records per ciphertext`);
   }
+  if (!keysPromise) throw new SealedError('bad-request', 'evaluation_keys_uri is missing: the single layout needs evaluation keys', 'upload the keys written by `sealed keygen` and name them in the request');
+  const sections: Uint8Array[] = [];
+  for await (const s of msg.sections) sections.push(s);
+  const keys = await keysPromise;
+  const tDownload = performance.now();
 
   const tEval = performance.now();
-  // slice(): a section is a view of the whole query; posting the view would copy the whole
-  // buffer to the worker once per ciphertext.
-  const results = await Promise.all(msg.sections.map((section) => c.pool.run({ ciphertext: section.slice(), keys: keys.set }, signal)));
+  const results = await Promise.all(sections.map((section) => c.pool.run({ ciphertext: section, keys: keys.set }, signal)));
   const tEvalEnd = performance.now();
   const failed = results.find((r) => r.error);
   if (failed?.error) throw new SealedError(failed.error.code as ErrorCode, failed.error.message, failed.error.hint);
@@ -89,8 +104,9 @@ export async function invoke(req: InvocationRequest, c: InvocationContext, signa
   return {
     output_uri: formatS3Uri(outLoc),
     model_id: c.model.modelId,
+    layout: 'single',
     records,
-    ciphertexts: msg.sections.length,
+    ciphertexts: sections.length,
     keys_cached: keys.cached,
     timings_ms: {
       download: round(tDownload - t0),
@@ -100,6 +116,48 @@ export async function invoke(req: InvocationRequest, c: InvocationContext, signa
       upload: round(tEnd - tEvalEnd),
       pool_wall: round(tEvalEnd - tEval),
       total: round(tEnd - t0),
+    },
+  };
+}
+
+/** Batch mode: streams the query through the pool a batch at a time and the result back out. */
+async function invokeBatch(h: QueryHeader, count: number, sections: AsyncGenerator<Uint8Array>, outLoc: S3Location, c: InvocationContext, t0: number, signal?: AbortSignal): Promise<InvocationResponse> {
+  const plan = c.model.batch;
+  if (!plan) throw new SealedError('bad-query', 'the query uses batch mode, which this model does not offer', 'encrypt with the single layout (`sealed predict --layout single`)');
+  if (h.params !== paramsKey(plan.params)) throw new SealedError('bad-query', 'the query declares other encryption parameters than the model uses in batch mode');
+  const batches = batchCount(plan, h.records);
+  if (count !== batches * plan.inputs) {
+    throw new SealedError('bad-query', `the query declares ${h.records} records in ${count} ciphertexts; batch mode needs ${plan.inputs} per batch of ${plan.params.polyModulusDegree / 2} records (${batches * plan.inputs})`);
+  }
+  const tHeader = performance.now();
+  const timings: BatchTimings = { load: 0, evaluate: 0, save: 0, evaluate_wall: 0, batches: 0 };
+  const outs = batches * outputsOf(plan);
+  const results = evaluateBatches(plan, h.records, sections, c.pool, timings, signal);
+  async function* guarded(): AsyncGenerator<Uint8Array> {
+    for await (const r of results) {
+      // Past the deadline the caller has been answered already: finish nothing it does not expect.
+      if (signal?.aborted) throw new SealedError('deadline', 'the request passed its deadline');
+      yield r;
+    }
+  }
+  const tEval = performance.now();
+  await c.store.putStream(outLoc, writeWireStream<ResultHeader>('result', { model_id: c.model.modelId, params: h.params, records: h.records, layout: 'batch' }, outs, guarded()), 'encrypted result');
+  const tEnd = performance.now();
+  return {
+    output_uri: formatS3Uri(outLoc),
+    model_id: c.model.modelId,
+    layout: 'batch',
+    records: h.records,
+    ciphertexts: count,
+    keys_cached: false,
+    timings_ms: {
+      download: round(tHeader - t0),
+      deserialize: round(timings.load),
+      evaluate: round(timings.evaluate),
+      serialize: round(timings.save),
+      upload: 0,
+      pool_wall: round(timings.evaluate_wall),
+      total: round(tEnd - tEval + (tEval - t0)),
     },
   };
 }

@@ -1,7 +1,7 @@
 // The evaluation pool: piscina worker threads, one SEAL instance each; as many as CPUs.
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
-import type { EvaluateResult, EvaluateTask } from './worker.ts';
+import type { BatchResult, BatchTask, EvaluateResult, EvaluateTask } from './worker.ts';
 
 export interface PoolOptions {
   modelDir: string;
@@ -27,6 +27,10 @@ export class EvaluationPool {
   /** An aborted signal drops the task if it is still queued (a running evaluation finishes). */
   run(task: EvaluateTask, signal?: AbortSignal): Promise<EvaluateResult> {
     return this.piscina.run(task, { signal }) as Promise<EvaluateResult>;
+  }
+
+  runBatch(task: BatchTask, signal?: AbortSignal): Promise<BatchResult> {
+    return this.piscina.run(task, { signal }) as Promise<BatchResult>;
   }
 
   get queued(): number {

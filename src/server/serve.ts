@@ -43,7 +43,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
     context: {
       allowRead: o.allowRead ?? [],
       allowWrite: o.allowWrite ?? [],
-      model: { modelId: part.modelId, program: part.program, recordsPerCiphertext: client.input.recordsPerCiphertext },
+      model: { modelId: part.modelId, program: part.program, recordsPerCiphertext: client.input.recordsPerCiphertext, batch: part.batch },
       store,
       keys,
       pool,

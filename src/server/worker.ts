@@ -5,11 +5,25 @@ import { workerData } from 'node:worker_threads';
 import { isSealedError, SealedError } from '../errors.ts';
 import { CkksSession, loadEvaluationKeys, loadQueryCiphertext, type EvaluationKeys } from '../fhe/ckks.ts';
 import { Engine } from '../fhe/engine.ts';
+import { BatchSession } from '../fhe/batch-io.ts';
+import { evaluateLanes, prepareKernel } from '../fhe/batch-kernel.ts';
 import { readServerPart } from '../model/bundle.ts';
 
 export interface EvaluateTask {
   ciphertext: Uint8Array;
   keys: { id: string; galois: Uint8Array; relin?: Uint8Array; bytes: number };
+}
+
+/** Batch mode, in three phases over shared memory (see batch.ts): load, evaluate lanes, save. */
+export type BatchTask =
+  | { batch: 'decode'; sections: Uint8Array[]; input: SharedArrayBuffer; first: number }
+  | { batch: 'evaluate'; input: SharedArrayBuffer; output: SharedArrayBuffer; lane0: number; lane1: number }
+  | { batch: 'encode'; output: SharedArrayBuffer; first: number; count: number };
+
+export interface BatchResult {
+  results?: Uint8Array[];
+  error?: { code: string; message: string; hint?: string };
+  ms: number;
 }
 
 export interface EvaluateResult {
@@ -22,6 +36,8 @@ const { modelDir, keyCacheBytes } = workerData as { modelDir: string; keyCacheBy
 const part = await readServerPart(modelDir);
 const session = await CkksSession.open(part.program.params);
 const engine = new Engine(session, part.program, part.masks);
+const batch = part.batch ? await BatchSession.open(part.batch) : undefined;
+const kernel = batch && prepareKernel(batch.plan, batch.primes);
 
 // LRU by key-set id (content hash), bounded by the serialized size of the cached key sets.
 const keyCache = new Map<string, { keys: EvaluationKeys; bytes: number }>();
@@ -46,8 +62,42 @@ function keysFor(k: EvaluateTask['keys']): EvaluationKeys {
   return keys;
 }
 
-export default function evaluate(task: EvaluateTask | { warmup: true }): EvaluateResult {
+function runBatch(task: BatchTask): BatchResult {
+  const t0 = performance.now();
+  if (!batch || !kernel) return { error: { code: 'bad-query', message: 'this model has no batch plan', hint: 'encrypt with the single layout' }, ms: 0 };
+  const LN = batch.lanes;
+  try {
+    if (task.batch === 'decode') {
+      const input = new Uint32Array(task.input);
+      task.sections.forEach((bytes, i) => batch.decodeInto(bytes, input, (task.first + i) * 2 * LN));
+      return { ms: performance.now() - t0 };
+    }
+    if (task.batch === 'evaluate') {
+      evaluateLanes(kernel, new Uint32Array(task.input), new Uint32Array(task.output), task.lane0, task.lane1);
+      return { ms: performance.now() - t0 };
+    }
+    const output = new Uint32Array(task.output);
+    const size = batch.plan.square ? 3 : 2;
+    const results: Uint8Array[] = [];
+    for (let o = task.first; o < task.first + task.count; o++) results.push(batch.encodeResult(output, o * size * LN, size, batch.plan.outputScaleBits));
+    return { results, ms: performance.now() - t0 };
+  } catch (e) {
+    return { error: plainError(e), ms: performance.now() - t0 };
+  }
+}
+
+function plainError(e: unknown): { code: string; message: string; hint?: string } {
+  if (isSealedError(e)) {
+    const se = e as SealedError;
+    return { code: se.code, message: se.message, hint: se.hint };
+  }
+  const what = e instanceof Error ? `${e.name}: ${e.message}` : 'unknown error';
+  return { code: 'internal', message: `evaluation failed inside the worker (${what.slice(0, 200)})` };
+}
+
+export default function evaluate(task: EvaluateTask | BatchTask | { warmup: true }): EvaluateResult | BatchResult {
   if ('warmup' in task) return { ms: { deserialize: 0, evaluate: 0, serialize: 0, keys: 0 } };
+  if ('batch' in task) return runBatch(task);
   const ms = { deserialize: 0, evaluate: 0, serialize: 0, keys: 0 };
   let t = performance.now();
   const lap = () => {
@@ -74,11 +124,6 @@ export default function evaluate(task: EvaluateTask | { warmup: true }): Evaluat
     return { result, ms };
   } catch (e) {
     // Errors cross the thread boundary as plain data; SealedErrors keep their code and hint.
-    if (isSealedError(e)) {
-      const se = e as SealedError;
-      return { error: { code: se.code, message: se.message, hint: se.hint }, ms };
-    }
-    const what = e instanceof Error ? `${e.name}: ${e.message}` : 'unknown error';
-    return { error: { code: 'internal', message: `evaluation failed inside the worker (${what.slice(0, 200)})` }, ms };
+    return { error: plainError(e), ms };
   }
 }

@@ -9,6 +9,9 @@ import { packRecords } from '../model/layout.ts';
 import { simulate } from '../model/simulate.ts';
 import { preprocessRecord } from '../model/postprocess.ts';
 import { deskew } from '../model/deskew.ts';
+import { compileBatch } from '../model/compile-batch.ts';
+import { crossover, measureBatchUnitCosts, measureSingleCost } from '../fhe/batch-cost.ts';
+import { outputsOf, recordsPerBatch, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
 
 export const PIXEL_SCALE = 255;
 
@@ -46,9 +49,29 @@ export function compileImageModel(net: Network, samplePixels: number[][], deskew
   return { compiled, client };
 }
 
-export async function writeImageBundle(dir: string, net: Network, built: { compiled: CompiledModel; client: ClientPart }, metrics: Manifest['metrics']): Promise<ImageBundle> {
+/**
+ * Adds batch mode when the network fits it: the plan, and in the client part its parameters and
+ * the crossover (record count from which it costs less), from unit costs measured here.
+ */
+export async function addBatchMode(net: Network, built: { compiled: CompiledModel; client: ClientPart }, samplePixels: number[][]): Promise<BatchPlan | undefined> {
+  const plan = compileBatch(net, samplePixels.map((r) => preprocessRecord(r, built.client)));
+  if (!plan) return undefined;
+  const [batchCosts, single] = [await measureBatchUnitCosts(plan), await measureSingleCost(built.compiled.program)];
+  built.client.batch = {
+    params: plan.params,
+    input_scale_bits: plan.inputScaleBits,
+    records_per_batch: recordsPerBatch(plan),
+    outputs: outputsOf(plan),
+    result_size: resultSize(plan),
+    output_scale_bits: plan.outputScaleBits,
+    crossover: crossover(plan, batchCosts, single, built.client.input.recordsPerCiphertext),
+  };
+  return plan;
+}
+
+export async function writeImageBundle(dir: string, net: Network, built: { compiled: CompiledModel; client: ClientPart }, metrics: Manifest['metrics'], batch?: BatchPlan): Promise<ImageBundle> {
   const { compiled, client } = built;
-  const manifest = await writeBundle(dir, client, compiled.program, compiled.masks, metrics, { 'server/network.json': JSON.stringify(net) });
+  const manifest = await writeBundle(dir, client, compiled.program, compiled.masks, metrics, { 'server/network.json': JSON.stringify(net) }, batch);
   return { manifest, compiled, client };
 }
 

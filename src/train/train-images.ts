@@ -2,12 +2,13 @@
 // for encrypted single-image inference. Hyperparameters (strings; defaults in cnn.ts):
 // model (cnn | mlp), filters, hidden, activation (square | quadratic), batch_norm, epochs,
 // batch_size, learning_rate, l2, label_smoothing, dropout, ema, augment_shift, augment_rotation,
-// augment_scale, seed, deskew (default true: the client deskews images before encryption).
+// augment_scale, seed, deskew (default true: the client deskews images before encryption),
+// batch (default true: also compile batch mode when the network fits it).
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SealedError } from '../errors.ts';
 import { CNN_DEFAULTS, trainImageNetwork, type CnnOptions } from './cnn.ts';
-import { compileImageModel, plaintextAccuracy, simulatedAccuracy, writeImageBundle } from './image-model.ts';
+import { addBatchMode, compileImageModel, plaintextAccuracy, simulatedAccuracy, writeImageBundle } from './image-model.ts';
 import { loadIdxPair } from './mnist.ts';
 import { deskew } from '../model/deskew.ts';
 import { findIdxPair, type Hyperparameters, type TrainPaths, type TrainResult } from './train.ts';
@@ -60,7 +61,10 @@ export async function trainImages(paths: TrainPaths, hp: Hyperparameters, log: (
     const test = await loadIdxPair(testFiles.images, testFiles.labels);
     metrics.test_accuracy = plaintextAccuracy(network, test.images, test.labels, deskewImages);
   }
-  const { compiled, client } = compileImageModel(network, train.images.slice(0, 300), deskewImages);
+  const built = compileImageModel(network, train.images.slice(0, 300), deskewImages);
+  const { compiled, client } = built;
+  const batch = (hp.raw.batch ?? 'true') === 'true' ? await addBatchMode(network, built, train.images.slice(0, 1000)) : undefined;
+  if (batch) log(`batch mode: ${batch.params.coeffModulusBits.length - 1} x ${batch.params.coeffModulusBits[0]}-bit primes, from ${client.batch!.crossover} records on`);
   if (testFiles) {
     // The compiled program run in plaintext: same layout, masks, rotations and folds as the
     // encrypted evaluation, without the noise.
@@ -68,7 +72,7 @@ export async function trainImages(paths: TrainPaths, hp: Hyperparameters, log: (
     metrics.test_accuracy_simulated = simulatedAccuracy(compiled, client, test.images, test.labels);
   }
   for (const [k, v] of Object.entries(metrics)) log(`[metric] ${k}=${v}`);
-  const { manifest } = await writeImageBundle(paths.modelDir, network, { compiled, client }, metrics);
+  const { manifest } = await writeImageBundle(paths.modelDir, network, { compiled, client }, metrics, batch);
   if (paths.outputDataDir) {
     await mkdir(paths.outputDataDir, { recursive: true });
     await writeFile(join(paths.outputDataDir, 'metrics.json'), JSON.stringify(metrics, null, 1) + '\n');

@@ -19,6 +19,8 @@ export interface QueryHeader {
   model_id: string;
   params: string;
   records: number;
+  /** Absent: single (records packed per ciphertext). batch: record per slot, feature per ciphertext. */
+  layout?: 'single' | 'batch';
 }
 export interface KeysHeader {
   params: string;

@@ -1,0 +1,135 @@
+// npm run bench -- mnist-batch [--n N] [--workers W] [--epochs E]
+//
+// Batch mode end to end on the first N official MNIST test images, in three phases so each is
+// timed alone: the client encrypts and uploads (streamed, multipart), the server evaluates (one
+// /invocations request for all N, streamed a batch at a time through every worker), the client
+// downloads and decrypts. Then the cost model: the plan's operation counts times unit costs
+// measured in this run. Last stdout line: one JSON object.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { availableParallelism, cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { invokeHttp } from '../src/client/predict.ts';
+import { ClientSession } from '../src/client/session.ts';
+import { measureBatchUnitCosts, predictBatch } from '../src/fhe/batch-cost.ts';
+import { batchOpCounts, recordsPerBatch } from '../src/fhe/batch-plan.ts';
+import { readClientPart, readServerPart } from '../src/model/bundle.ts';
+import { simulateBatch } from '../src/model/compile-batch.ts';
+import { preprocessRecord } from '../src/model/postprocess.ts';
+import { startServer } from '../src/server/serve.ts';
+import { startLocalS3 } from '../src/storage/local-s3.ts';
+import { formatS3Uri, ObjectStore } from '../src/storage/s3.ts';
+import { CNN_DEFAULTS } from '../src/train/cnn.ts';
+import { loadIdxPair, MNIST_TEST_IMAGES, MNIST_TEST_LABELS } from '../src/train/mnist.ts';
+import { writeWireStream } from '../src/wire/stream.ts';
+import { ensureMnistModel } from './mnist-model.ts';
+
+const err = (s: string) => process.stderr.write(s + '\n');
+const argmax = (v: ArrayLike<number>) => {
+  let best = 0;
+  for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
+  return best;
+};
+
+export async function mnistBatch(args: string[]): Promise<Record<string, unknown>> {
+  const { values } = parseArgs({ args, options: { n: { type: 'string' }, workers: { type: 'string' }, epochs: { type: 'string' }, 'no-cost-model': { type: 'boolean', default: false } } });
+  const test = await loadIdxPair(MNIST_TEST_IMAGES, MNIST_TEST_LABELS);
+  const n = Math.min(test.images.length, Number(values.n ?? test.images.length));
+  const epochs = Number(values.epochs ?? CNN_DEFAULTS.epochs);
+  const modelDir = await ensureMnistModel({ arch: 'cnn', epochs, deskew: true, retrain: false, test, log: err });
+  const { modelId, client } = await readClientPart(modelDir);
+  const plan = (await readServerPart(modelDir)).batch!;
+  const images = test.images.slice(0, n);
+  const labels = test.labels.slice(0, n);
+
+  const work = await mkdtemp(join(tmpdir(), 'sealed-bench-batch-'));
+  const s3 = await startLocalS3({ directory: join(work, 's3') });
+  const workers = Number(values.workers ?? availableParallelism());
+  const running = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers, s3Endpoint: s3.endpoint });
+  const store = new ObjectStore({ endpoint: s3.endpoint });
+  await store.ensureBucket('sealed-bench');
+  const session = await ClientSession.open(modelId, client);
+  session.generateBatchKey();
+  const queryLoc = { bucket: 'sealed-bench', key: 'batch/query' };
+  const outLoc = { bucket: 'sealed-bench', key: 'batch/result' };
+
+  // Phase 1: encrypt and upload, overlapped (ciphertexts are made as the upload takes them).
+  const t0 = performance.now();
+  const q = session.encryptBatch(images);
+  let encryptMs = 0;
+  async function* timed(): AsyncGenerator<Uint8Array> {
+    for (;;) {
+      const s = performance.now();
+      const next = q.sections.next();
+      encryptMs += performance.now() - s;
+      if (next.done) return;
+      yield next.value;
+    }
+  }
+  const { bytes: uploadBytes } = await store.putStream(queryLoc, writeWireStream('query', q.header, q.count, timed()), 'encrypted query');
+  const t1 = performance.now();
+  err(`encrypted and uploaded ${n} images: ${q.count} ciphertexts, ${(uploadBytes / 1e6).toFixed(1)} MB in ${((t1 - t0) / 1000).toFixed(1)} s`);
+
+  // Phase 2: one request; the server streams it through the pool.
+  const server = (await invokeHttp(running.url, { encrypted_query_uri: formatS3Uri(queryLoc), output_uri: formatS3Uri(outLoc) })) as { timings_ms: Record<string, number> };
+  const t2 = performance.now();
+  err(`server: ${JSON.stringify(server.timings_ms)}`);
+
+  // Phase 3: download and decrypt.
+  const { bytes: result } = await store.get(outLoc, 2 ** 31, 'encrypted result');
+  const t3 = performance.now();
+  const scores = session.decryptScores(result);
+  const t4 = performance.now();
+
+  let correct = 0, agree = 0;
+  scores.forEach((s, i) => {
+    const c = argmax(s);
+    if (c === labels[i]) correct++;
+    if (c === argmax(simulateBatch(plan, preprocessRecord(images[i], client)))) agree++;
+  });
+  const batches = Math.ceil(n / recordsPerBatch(plan));
+  const wall = (t4 - t0) / 1000;
+  const out: Record<string, unknown> = {
+    bench: 'mnist-batch',
+    n,
+    wall_s: +wall.toFixed(2),
+    server_s: +((t2 - t1) / 1000).toFixed(2),
+    client_s: +((encryptMs + (t4 - t3)) / 1000).toFixed(2),
+    images_per_s: +(n / wall).toFixed(1),
+    accuracy_encrypted: correct / n,
+    agreement_with_plaintext_plan: agree / n,
+    upload_bytes: uploadBytes,
+    download_bytes: result.length,
+    workers,
+    batches,
+    records_per_batch: recordsPerBatch(plan),
+    phases_s: { encrypt: +(encryptMs / 1000).toFixed(2), encrypt_and_upload: +((t1 - t0) / 1000).toFixed(2), server: +((t2 - t1) / 1000).toFixed(2), download: +((t3 - t2) / 1000).toFixed(2), decrypt: +((t4 - t3) / 1000).toFixed(2) },
+    server_timings_ms: server.timings_ms,
+    server_images_per_s: +(n / ((t2 - t1) / 1000)).toFixed(1),
+    evaluation_keys_bytes: 0,
+    modulus_chain: plan.params.coeffModulusBits.join('+'),
+    ring_degree: plan.params.polyModulusDegree,
+    crossover_records: client.batch?.crossover,
+  };
+  session.close();
+  store.close();
+  await running.close();
+  await s3.close();
+  await rm(work, { recursive: true, force: true });
+  if (!values['no-cost-model']) {
+    // Cost model: operation counts x unit costs measured now; kernel against the workers' measured kernel time.
+    const units = await measureBatchUnitCosts(plan);
+    const p = predictBatch(plan, units);
+    const counts = batchOpCounts(plan);
+    const t = server.timings_ms;
+    out.ops_per_batch = counts;
+    out.unit_costs = units;
+    out.cost_model_ms = { kernel: +(p.kernel * batches).toFixed(0), load: +(p.load * batches).toFixed(0), save: +(p.save * batches).toFixed(0), client: +(p.client * batches).toFixed(0), by_op_per_batch: p.byOp };
+    out.measured_ms = { kernel: t.evaluate, load: t.deserialize, save: t.serialize, client: +(encryptMs + (t4 - t3)).toFixed(0) };
+    out.measured_over_model = { kernel: +(t.evaluate / (p.kernel * batches)).toFixed(2), load: +(t.deserialize / (p.load * batches)).toFixed(2), server_cpu: +((t.evaluate + t.deserialize + t.serialize) / (p.server * batches)).toFixed(2) };
+    // The "limit": the server's CPU time divided over the workers, if they never waited.
+    out.server_limit_s = +((p.server * batches) / workers / 1000).toFixed(2);
+  }
+  out.cpu = cpus()[0]?.model;
+  return out;
+}

@@ -1,0 +1,96 @@
+// The cost model of batch mode, and the crossover with the single layout. Unit costs are
+// measured on this machine (the kernel's loops, SEAL's load/save/encrypt/decrypt); times the
+// plan's operation counts they predict a batch's time, which benchmarks set against measurement.
+import { SecretKeyHolder, generateSecretKey } from './ckks.ts';
+import { BatchSession } from './batch-io.ts';
+import { measureKernelUnits } from './batch-kernel.ts';
+import { batchOpCounts, outputsOf, recordsPerBatch, resultSize, type BatchPlan } from './batch-plan.ts';
+import { measureUnitCosts, predictTime } from './cost.ts';
+import type { Program } from './program.ts';
+import { CkksSession } from './ckks.ts';
+
+export interface BatchUnitCosts {
+  /** ns per lane */
+  mac_ns: number;
+  square_ns: number;
+  reduce_ns: number;
+  /** ms per ciphertext */
+  load_ms: number;
+  save_ms: number;
+  encrypt_ms: number;
+  decrypt_ms: number;
+}
+
+export async function measureBatchUnitCosts(plan: BatchPlan, repeat = 8): Promise<BatchUnitCosts> {
+  const units = measureKernelUnits();
+  const bs = await BatchSession.open(plan);
+  const holder = new SecretKeyHolder(bs.session, generateSecretKey(bs.session));
+  const v = Float64Array.from({ length: recordsPerBatch(plan) }, (_, i) => (i % 256) / 255);
+  const time = (fn: () => void) => {
+    fn();
+    const t0 = performance.now();
+    for (let i = 0; i < repeat; i++) fn();
+    return +((performance.now() - t0) / repeat).toFixed(3);
+  };
+  let ct: Uint8Array = new Uint8Array();
+  const encrypt_ms = time(() => (ct = holder.encrypt(v, plan.inputScaleBits)));
+  const lanes = new Uint32Array(2 * bs.lanes);
+  const load_ms = time(() => bs.decodeInto(ct, lanes, 0));
+  // A result of the plan's size (residues of the fresh ciphertext, padded): SEAL's cost does not depend on the values.
+  const size = resultSize(plan);
+  const res = new Uint32Array(size * bs.lanes);
+  res.set(lanes);
+  let saved: Uint8Array = new Uint8Array();
+  const save_ms = time(() => (saved = bs.encodeResult(res, 0, size, plan.outputScaleBits)));
+  const decrypt_ms = time(() => holder.decrypt(saved));
+  holder.close();
+  bs.close();
+  return { mac_ns: +units.mac.toFixed(3), square_ns: +units.square.toFixed(3), reduce_ns: +units.reduce.toFixed(3), load_ms, save_ms, encrypt_ms, decrypt_ms };
+}
+
+/** Predicted times (ms, one core) for one batch: the server's kernel and SEAL work, the client's. */
+export function predictBatch(plan: BatchPlan, u: BatchUnitCosts): { kernel: number; load: number; save: number; server: number; client: number; byOp: Record<string, number> } {
+  const c = batchOpCounts(plan);
+  const byOp = { mac: (c.mac * u.mac_ns) / 1e6, square: (c.square * u.square_ns) / 1e6, reduce: (c.reduce * u.reduce_ns) / 1e6 };
+  const kernel = byOp.mac + byOp.square + byOp.reduce;
+  const load = c.decode * u.load_ms;
+  const save = c.encode * u.save_ms;
+  const client = plan.inputs * u.encrypt_ms + outputsOf(plan) * u.decrypt_ms;
+  const r = (x: number) => +x.toFixed(1);
+  return { kernel: r(kernel), load: r(load), save: r(save), server: r(kernel + load + save), client: r(client), byOp: { mac: r(byOp.mac), square: r(byOp.square), reduce: r(byOp.reduce) } };
+}
+
+/** Single layout: predicted ms per ciphertext (evaluation from unit costs, plus encrypt and decrypt). */
+export async function measureSingleCost(program: Program, repeat = 5): Promise<{ evaluate: number; encrypt: number; decrypt: number }> {
+  const depth = program.params.coeffModulusBits.length - 2;
+  const evaluate = predictTime(program, await measureUnitCosts(program.params, depth, repeat)).total;
+  const s = await CkksSession.open(program.params);
+  const holder = new SecretKeyHolder(s, generateSecretKey(s));
+  const v = Float64Array.from({ length: s.slots }, (_, i) => Math.sin(i));
+  let ct: Uint8Array = new Uint8Array();
+  let t0 = performance.now();
+  for (let i = 0; i < repeat; i++) ct = holder.encrypt(v, program.inputScaleBits);
+  const encrypt = (performance.now() - t0) / repeat;
+  t0 = performance.now();
+  for (let i = 0; i < repeat; i++) holder.decrypt(ct);
+  const decrypt = (performance.now() - t0) / repeat;
+  holder.close();
+  s.close();
+  return { evaluate, encrypt: +encrypt.toFixed(3), decrypt: +decrypt.toFixed(3) };
+}
+
+/**
+ * The smallest record count from which batch mode costs no more than the single layout (total
+ * CPU time, client and server): single costs per ciphertext of `recordsPerCiphertext` records,
+ * batch per batch of up to recordsPerBatch records.
+ */
+export function crossover(plan: BatchPlan, batchCosts: BatchUnitCosts, single: { evaluate: number; encrypt: number; decrypt: number }, recordsPerCiphertext: number): number {
+  const p = predictBatch(plan, batchCosts);
+  const perBatch = p.server + p.client;
+  const perCiphertext = single.evaluate + single.encrypt + single.decrypt;
+  const S = recordsPerBatch(plan);
+  for (let n = 1; n <= S; n++) {
+    if (perBatch <= Math.ceil(n / recordsPerCiphertext) * perCiphertext) return n;
+  }
+  return S;
+}

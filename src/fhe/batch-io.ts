@@ -1,0 +1,68 @@
+// SEAL at the edges of batch mode: queries are loaded (and so checked) by SEAL, then handed to
+// the kernel as raw residues; results are built from residues and loaded back into SEAL (which
+// checks them again) before they are saved compressed.
+import { SealedError } from '../errors.ts';
+import { CkksSession, loadCiphertext, loadQueryCiphertext } from './ckks.ts';
+import { dataPrimesOf, PRIME_BITS, type BatchPlan } from './batch-plan.ts';
+import { primes } from './params.ts';
+import { buildRaw, copyResidues } from './raw-ciphertext.ts';
+import { release } from './seal.ts';
+
+export class BatchSession {
+  readonly session: CkksSession;
+  readonly plan: BatchPlan;
+  /** The data primes, first to last. */
+  readonly primes: number[];
+  private readonly parmsId: Uint8Array;
+
+  private constructor(session: CkksSession, plan: BatchPlan) {
+    this.session = session;
+    this.plan = plan;
+    const all = primes(session.seal, session.context);
+    this.primes = all.slice(0, dataPrimesOf(plan)).map(Number);
+    if (this.primes.some((q) => q >= 2 ** PRIME_BITS)) throw new SealedError('bad-bundle', `batch mode needs primes below 2^${PRIME_BITS}`);
+    const data = session.context.firstContextData();
+    const pid = data.parmsId();
+    const words = pid.values() as ArrayLike<bigint>;
+    this.parmsId = new Uint8Array(32);
+    const view = new DataView(this.parmsId.buffer);
+    for (let i = 0; i < 4; i++) view.setBigUint64(8 * i, BigInt(words[i]), true);
+    release(pid, data);
+  }
+
+  static async open(plan: BatchPlan): Promise<BatchSession> {
+    return new BatchSession(await CkksSession.open(plan.params), plan);
+  }
+
+  /** Residues per polynomial (primes x degree). */
+  get lanes(): number {
+    return this.primes.length * this.plan.params.polyModulusDegree;
+  }
+
+  /** Loads one query ciphertext (checked: fresh, top level, expected scale) into `dst` at `offset`. */
+  decodeInto(bytes: Uint8Array, dst: Uint32Array, offset: number): void {
+    const { seal } = this.session;
+    const ct = loadQueryCiphertext(this.session, bytes, this.plan.inputScaleBits);
+    try {
+      copyResidues(ct.saveToArray(seal.ComprModeType.none) as Uint8Array, dst, offset);
+    } finally {
+      ct.delete();
+    }
+  }
+
+  /** A result ciphertext of `size` polynomials from residues at `offset`, saved as SEAL does (zstd). */
+  encodeResult(residues: Uint32Array, offset: number, size: number, scaleBits: number): Uint8Array {
+    const { seal } = this.session;
+    const raw = buildRaw({ parmsId: this.parmsId, degree: this.plan.params.polyModulusDegree, primes: this.primes.length, scale: 2 ** scaleBits }, size, residues, offset);
+    const ct = loadCiphertext(this.session, raw, 'a batch result');
+    try {
+      return ct.saveToArray(seal.ComprModeType.zstd) as Uint8Array;
+    } finally {
+      ct.delete();
+    }
+  }
+
+  close(): void {
+    this.session.close();
+  }
+}

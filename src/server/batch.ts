@@ -1,0 +1,82 @@
+// Batch mode on the server: the query's ciphertexts arrive as a stream, a batch at a time
+// (one ciphertext per input feature, one record per slot). For each batch, three phases run on
+// every worker of the pool over shared memory:
+//   load      SEAL loads and checks each ciphertext, its residues go to the shared input
+//   evaluate  each worker takes chunks of lanes (coefficients of one prime); chunks are
+//             independent, so the split costs nothing and there is no merge
+//   save      SEAL saves the result ciphertexts (one per output)
+// Memory is bounded by one batch (inputs x 2 x lanes x 4 bytes), whatever the query size.
+import { SealedError, type ErrorCode } from '../errors.ts';
+import { dataPrimesOf, outputsOf, recordsPerBatch, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
+import type { BatchResult } from './worker.ts';
+import type { EvaluationPool } from './pool.ts';
+
+/** Ciphertexts per load task: small enough to spread a batch over the workers as it arrives. */
+const LOAD_GROUP = 32;
+/** Lanes per evaluation task (the kernel's working set stays in cache). */
+const CHUNK = 1024;
+
+export interface BatchTimings {
+  load: number;
+  evaluate: number;
+  save: number;
+  /** Wall time of the evaluate phases (all workers), summed over batches. */
+  evaluate_wall: number;
+  batches: number;
+}
+
+function check(r: BatchResult): BatchResult {
+  if (r.error) throw new SealedError(r.error.code as ErrorCode, r.error.message, r.error.hint);
+  return r;
+}
+
+export function batchCount(plan: BatchPlan, records: number): number {
+  return Math.ceil(records / recordsPerBatch(plan));
+}
+
+/**
+ * Evaluates every batch of the query; yields the result ciphertexts in order (outputs of batch
+ * 0, then batch 1, ...). `sections` must hold exactly batches x inputs ciphertexts.
+ */
+export async function* evaluateBatches(plan: BatchPlan, records: number, sections: AsyncIterable<Uint8Array>, pool: EvaluationPool, timings: BatchTimings, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+  const lanes = dataPrimesOf(plan) * plan.params.polyModulusDegree;
+  const batches = batchCount(plan, records);
+  const outs = outputsOf(plan);
+  const size = resultSize(plan);
+  const input = new SharedArrayBuffer(plan.inputs * 2 * lanes * 4);
+  const output = new SharedArrayBuffer(outs * size * lanes * 4);
+  const it = sections[Symbol.asyncIterator]();
+  const add = (k: 'load' | 'evaluate' | 'save', rs: BatchResult[]) => {
+    for (const r of rs) timings[k] += r.ms;
+  };
+  for (let b = 0; b < batches; b++) {
+    const loads: Promise<BatchResult>[] = [];
+    let group: Uint8Array[] = [];
+    let first = 0;
+    for (let i = 0; i < plan.inputs; i++) {
+      const next = await it.next();
+      if (next.done) throw new SealedError('bad-query', `the query ends after ${b * plan.inputs + i} ciphertexts; ${records} records need ${batches * plan.inputs}`, 'upload the file written by `sealed predict`, unchanged');
+      group.push(next.value);
+      if (group.length === LOAD_GROUP || i === plan.inputs - 1) {
+        loads.push(pool.runBatch({ batch: 'decode', sections: group, input, first }, signal));
+        first = i + 1;
+        group = [];
+      }
+    }
+    add('load', (await Promise.all(loads)).map(check));
+    const t0 = performance.now();
+    const evals: Promise<BatchResult>[] = [];
+    for (let l = 0; l < lanes; l += CHUNK) evals.push(pool.runBatch({ batch: 'evaluate', input, output, lane0: l, lane1: Math.min(l + CHUNK, lanes) }, signal));
+    add('evaluate', (await Promise.all(evals)).map(check));
+    timings.evaluate_wall += performance.now() - t0;
+    const per = Math.ceil(outs / pool.size);
+    const saves: Promise<BatchResult>[] = [];
+    for (let o = 0; o < outs; o += per) saves.push(pool.runBatch({ batch: 'encode', output, first: o, count: Math.min(per, outs - o) }, signal));
+    const saved = (await Promise.all(saves)).map(check);
+    add('save', saved);
+    timings.batches++;
+    for (const r of saved) yield* r.results!;
+  }
+  if (!(await it.next()).done) throw new SealedError('bad-query', `the query has more ciphertexts than ${records} records need (${batches * plan.inputs})`, 'upload the file written by `sealed predict`, unchanged');
+  void size;
+}

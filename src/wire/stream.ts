@@ -1,0 +1,113 @@
+// The wire format (format.ts) read and written as a stream: a query of a gigabyte is parsed
+// section by section as it arrives, and a result is written section by section as it is made,
+// so neither is ever whole in memory.
+import { SealedError } from '../errors.ts';
+import { decodeWire, encodeWire, type WireKind } from './format.ts';
+
+const MAX_HEADER = 64 * 1024;
+const MAX_SECTION = 64 * 1024 * 1024;
+
+/** Pulls exact byte counts out of a chunked stream. */
+class Reader {
+  private readonly it: AsyncIterator<Uint8Array>;
+  private buf: Uint8Array = new Uint8Array(0);
+  private pos = 0;
+  consumed = 0;
+
+  constructor(stream: AsyncIterable<Uint8Array>) {
+    this.it = stream[Symbol.asyncIterator]();
+  }
+
+  /** n bytes, or fewer if the stream ends first. */
+  async take(n: number): Promise<Uint8Array> {
+    if (this.buf.length - this.pos >= n) {
+      const out = this.buf.subarray(this.pos, this.pos + n);
+      this.pos += n;
+      this.consumed += n;
+      return out;
+    }
+    const out = new Uint8Array(n);
+    let have = 0;
+    while (have < n) {
+      if (this.pos >= this.buf.length) {
+        const next = await this.it.next();
+        if (next.done) break;
+        this.buf = next.value;
+        this.pos = 0;
+        continue;
+      }
+      const k = Math.min(n - have, this.buf.length - this.pos);
+      out.set(this.buf.subarray(this.pos, this.pos + k), have);
+      have += k;
+      this.pos += k;
+    }
+    this.consumed += have;
+    return have === n ? out : out.subarray(0, have);
+  }
+
+  async atEnd(): Promise<boolean> {
+    while (this.pos >= this.buf.length) {
+      const next = await this.it.next();
+      if (next.done) return true;
+      this.buf = next.value;
+      this.pos = 0;
+    }
+    return false;
+  }
+}
+
+export interface WireStream<H> {
+  header: H;
+  count: number;
+  /** Each section once, in order; ends with an error if the stream is truncated or has trailing bytes. */
+  sections: AsyncGenerator<Uint8Array>;
+}
+
+/** Reads the header (checked as decodeWire checks it) and returns the sections as they arrive. */
+export async function readWireStream<H>(kind: WireKind, stream: AsyncIterable<Uint8Array>, what: string): Promise<WireStream<H>> {
+  const r = new Reader(stream);
+  const head = await r.take(12);
+  const code = kind === 'keys' ? 'bad-keys' : 'bad-query';
+  const fail = (why: string) => new SealedError(code, `${what} ${why}`, 'upload the file written by `sealed predict`, unchanged');
+  if (head.length < 12) throw fail('is truncated (header)');
+  const hl = new DataView(head.buffer, head.byteOffset).getUint32(8, true);
+  if (hl > MAX_HEADER) throw fail('is truncated (header)');
+  const rest = await r.take(hl + 4);
+  if (rest.length < hl + 4) throw fail('is truncated (header)');
+  // The fixed part and the header are small: reuse the whole-buffer checks on them.
+  const prefix = new Uint8Array(12 + hl + 4);
+  prefix.set(head);
+  prefix.set(rest, 12);
+  const count = new DataView(rest.buffer, rest.byteOffset).getUint32(hl, true);
+  prefix.fill(0, 12 + hl);
+  const { header } = decodeWire<H>(kind, prefix, what);
+  async function* sections(): AsyncGenerator<Uint8Array> {
+    for (let i = 0; i < count; i++) {
+      const len = await r.take(4);
+      if (len.length < 4) throw fail('is truncated');
+      const n = new DataView(len.buffer, len.byteOffset).getUint32(0, true);
+      if (n > MAX_SECTION) throw fail(`has a section of ${n} bytes`);
+      const bytes = await r.take(n);
+      if (bytes.length < n) throw fail('is truncated');
+      yield bytes.slice();
+    }
+    if (!(await r.atEnd())) throw fail('has trailing bytes');
+  }
+  return { header, count, sections: sections() };
+}
+
+/** The wire encoding of `count` sections, produced as they come. */
+export async function* writeWireStream<H>(kind: WireKind, header: H, count: number, sections: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const prefix = encodeWire(kind, header, []);
+  new DataView(prefix.buffer).setUint32(prefix.length - 4, count, true);
+  yield prefix;
+  let n = 0;
+  for await (const s of sections) {
+    const len = new Uint8Array(4);
+    new DataView(len.buffer).setUint32(0, s.length, true);
+    yield len;
+    yield s;
+    n++;
+  }
+  if (n !== count) throw new SealedError('internal', `wrote ${n} result sections, declared ${count}`);
+}
