@@ -1,0 +1,116 @@
+// Batch mode's engine: SEAL's raw ciphertext layout, the compiler's plan, and the kernel on
+// real ciphertexts (encrypted by SEAL, evaluated on residues, decrypted by SEAL).
+import t from 'tap';
+import { BatchSession } from '../src/fhe/batch-io.ts';
+import { evaluateLanes, prepareKernel, residue } from '../src/fhe/batch-kernel.ts';
+import { batchOpCounts, outputsOf, recordsPerBatch, resultSize, scaleBitsOf, type BatchPlan } from '../src/fhe/batch-plan.ts';
+import { SecretKeyHolder, generateSecretKey } from '../src/fhe/ckks.ts';
+import { buildRaw, copyResidues, readRawInfo } from '../src/fhe/raw-ciphertext.ts';
+import { batchUnsupported, compileBatch, simulateBatch } from '../src/model/compile-batch.ts';
+import { forward, type Network } from '../src/model/network.ts';
+import { F, rng, side, smallCnn } from './helpers/networks.ts';
+
+const r = rng(11);
+const linear: Network = {
+  input: { height: 1, width: 6 },
+  layers: [{ type: 'dense', weights: Array.from({ length: 3 }, () => Array.from({ length: 6 }, () => r() * 4)), bias: [0.5, -1, 2] }],
+};
+const samples = (n: number, features: number) => Array.from({ length: n }, () => Array.from({ length: features }, () => r() + 0.5));
+
+t.test('the compiler folds the quadratic, quantizes weights, and sizes the modulus', async (t) => {
+  const xs = samples(50, side * side);
+  const plan = compileBatch(smallCnn, xs)!;
+  t.ok(plan, 'the network has a batch plan');
+  t.equal(plan.first.rows, 4 * 4 * F);
+  t.equal(plan.first.index.length, 4 * 4 * F * 25, '25 taps per convolution output');
+  t.ok(plan.first.weight.every((w) => Number.isInteger(w) && Math.abs(w) < 2 ** 15), 'integer weights below 2^15');
+  t.equal(plan.outputScaleBits, scaleBitsOf(plan).out);
+  t.ok(plan.params.coeffModulusBits.every((b) => b === 26), '26-bit primes');
+  const worst = Math.max(...xs.map((x) => Math.max(...forward(smallCnn, x).map((v, i) => Math.abs(v - simulateBatch(plan, x)[i])))));
+  t.ok(worst < 1e-2, `the quantized plan follows the network (worst |diff| ${worst.toExponential(2)})`);
+  const counts = batchOpCounts(plan);
+  t.equal(counts.decode, side * side, 'one ciphertext per input feature');
+  t.equal(counts.square, plan.first.rows * counts.lanes);
+  t.match(batchUnsupported({ input: { height: 2, width: 2 }, layers: [{ type: 'quadratic', a: 1, b: 0, c: 0 }] }), /batch mode handles/);
+});
+
+t.test('bias residues are exact beyond 2^53', async (t) => {
+  const q = 67043329;
+  t.equal(residue(-1.5, 80, q), Number((((-3n * 2n ** 79n) % BigInt(q)) + BigInt(q)) % BigInt(q)));
+  t.equal(residue(0.25, 10, q), 256);
+});
+
+async function runPlan(t: { teardown(fn: () => void): void }, plan: BatchPlan, xs: number[][], chunks: number[]) {
+  const bs = await BatchSession.open(plan);
+  const holder = new SecretKeyHolder(bs.session, generateSecretKey(bs.session));
+  t.teardown(() => {
+    holder.close();
+    bs.close();
+  });
+  const LN = bs.lanes;
+  const input = new Uint32Array(plan.inputs * 2 * LN);
+  for (let i = 0; i < plan.inputs; i++) {
+    const v = new Float64Array(recordsPerBatch(plan));
+    xs.forEach((x, s) => (v[s] = x[i]));
+    bs.decodeInto(holder.encrypt(v, plan.inputScaleBits), input, i * 2 * LN);
+  }
+  const size = resultSize(plan);
+  const output = new Uint32Array(outputsOf(plan) * size * LN);
+  const k = prepareKernel(plan, bs.primes);
+  // Uneven chunks: lanes are independent, so any split gives the same result.
+  for (let lane = 0, c = 0; lane < LN; c++) {
+    const prime = Math.floor(lane / plan.params.polyModulusDegree);
+    const end = Math.min(lane + chunks[c % chunks.length], (prime + 1) * plan.params.polyModulusDegree);
+    evaluateLanes(k, input, output, lane, end);
+    lane = end;
+  }
+  const decrypted = Array.from({ length: outputsOf(plan) }, (_, o) => holder.decrypt(bs.encodeResult(output, o * size * LN, size, plan.outputScaleBits)));
+  return { decrypted, bs, output };
+}
+
+t.test('encrypted batch evaluation (size-3 results, no keys) equals the plaintext plan', async (t) => {
+  const xs = samples(40, side * side);
+  const plan = compileBatch(smallCnn, xs)!;
+  const { decrypted } = await runPlan(t, plan, xs, [1000, 24, 3000, 4096]);
+  let worst = 0;
+  xs.forEach((x, s) => simulateBatch(plan, x).forEach((v, o) => (worst = Math.max(worst, Math.abs(decrypted[o][s] - v)))));
+  t.ok(worst < 1e-3, `worst |encrypted - plaintext| = ${worst.toExponential(2)} over ${xs.length} records x 10 outputs`);
+  t.ok(Math.abs(decrypted[0][xs.length + 3]) < 1e6, 'empty slots decrypt to bounded values');
+});
+
+t.test('a linear model in batch mode (size-2 results)', async (t) => {
+  const xs = samples(30, 6);
+  const plan = compileBatch(linear, xs)!;
+  t.equal(plan.square, false);
+  const { decrypted } = await runPlan(t, plan, xs, [8192]);
+  let worst = 0;
+  xs.forEach((x, s) => forward(linear, x).forEach((v, o) => (worst = Math.max(worst, Math.abs(decrypted[o][s] - v)))));
+  t.ok(worst < 1e-3, `worst |encrypted - plaintext| = ${worst.toExponential(2)}`);
+});
+
+t.test('raw ciphertext layout: SEAL bytes -> residues -> SEAL bytes', async (t) => {
+  const plan = compileBatch(linear, samples(5, 6))!;
+  const bs = await BatchSession.open(plan);
+  const holder = new SecretKeyHolder(bs.session, generateSecretKey(bs.session));
+  t.teardown(() => {
+    holder.close();
+    bs.close();
+  });
+  const v = Float64Array.from({ length: 4096 }, (_, i) => Math.cos(i));
+  const lanes = new Uint32Array(2 * bs.lanes);
+  bs.decodeInto(holder.encrypt(v, plan.inputScaleBits), lanes, 0);
+  t.ok(lanes.every((x, i) => x < bs.primes[Math.floor((i % bs.lanes) / 8192)]), 'every residue is below its prime');
+  const back = holder.decrypt(bs.encodeResult(lanes, 0, 2, plan.inputScaleBits));
+  t.ok(Math.max(...back.map((x, i) => Math.abs(x - v[i]))) < 1e-4, 'decrypts to what was encrypted');
+  const raw = buildRaw({ parmsId: new Uint8Array(32), degree: 8192, primes: bs.primes.length, scale: 2 ** 20 }, 2, lanes, 0);
+  const info = readRawInfo(raw);
+  t.same([info.size, info.degree, info.primes, info.scale], [2, 8192, bs.primes.length, 2 ** 20]);
+  const copy = new Uint32Array(lanes.length);
+  copyResidues(raw, copy, 0);
+  t.same(copy, lanes, 'residues survive the round trip');
+  t.throws(() => readRawInfo(raw.subarray(0, 200)), /ciphertext has an unexpected layout|truncated/);
+  const bad = raw.slice();
+  bad[0] = 0;
+  t.throws(() => readRawInfo(bad), /not an uncompressed SEAL ciphertext/);
+  t.throws(() => bs.encodeResult(lanes.map(() => 2 ** 31), 0, 2, 20), /SEAL|result/, 'residues above the prime are refused by SEAL');
+});

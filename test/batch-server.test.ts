@@ -1,0 +1,95 @@
+// Batch mode through the real path: bundle with a batch plan, real S3 (s3rver), the Fastify
+// server and its worker pool; the client picks the layout, streams the query, decrypts.
+import t from 'tap';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { predict, predictBatches, invokeHttp } from '../src/client/predict.ts';
+import { ClientSession } from '../src/client/session.ts';
+import { readClientPart, readServerPart } from '../src/model/bundle.ts';
+import { simulateBatch } from '../src/model/compile-batch.ts';
+import { preprocessRecord } from '../src/model/postprocess.ts';
+import { addBatchMode, compileImageModel, writeImageBundle } from '../src/train/image-model.ts';
+import { formatS3Uri } from '../src/storage/s3.ts';
+import { encodeWire } from '../src/wire/format.ts';
+import { smallCnn } from './helpers/networks.ts';
+import { paramsKey } from '../src/fhe/params.ts';
+import { startStack } from './helpers/fixture.ts';
+
+const dir = await mkdtemp(join(tmpdir(), 'sealed-batch-'));
+const modelDir = join(dir, 'model');
+let seed = 5;
+const pixel = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % 256);
+const images = Array.from({ length: 70 }, () => Array.from({ length: 144 }, pixel));
+const built = compileImageModel(smallCnn, images.slice(0, 30));
+const plan = await addBatchMode(smallCnn, built, images.slice(0, 30));
+await writeImageBundle(modelDir, smallCnn, built, {}, plan);
+const stack = await startStack(modelDir, dir);
+const { modelId, client } = await readClientPart(modelDir);
+const session = await ClientSession.open(modelId, client);
+const keys = session.generateKeys();
+const transport = { store: stack.store, bucket: stack.bucket, endpoint: stack.server.url };
+t.teardown(async () => {
+  session.close();
+  await stack.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+t.test('the bundle carries a batch plan; the client part its parameters and crossover', async (t) => {
+  const server = await readServerPart(modelDir);
+  t.ok(server.batch, 'server/batch.json');
+  t.ok(client.batch, 'client part batch section');
+  t.equal(client.batch!.records_per_batch, 4096);
+  t.ok(client.batch!.crossover >= 1 && client.batch!.crossover <= 4096, `crossover ${client.batch!.crossover} records`);
+  t.equal(session.layoutFor(client.batch!.crossover), 'batch');
+  t.equal(session.layoutFor(client.batch!.crossover - 1), client.batch!.crossover > 1 ? 'single' : 'batch');
+  t.ok(keys.batchSecretKey && keys.batchSecretKey.length > 0, 'a batch secret key, kept by the client');
+});
+
+t.test('batch mode end to end: scores equal the plaintext plan, no evaluation keys sent', async (t) => {
+  const r = await predict(session, keys, images, transport, { layout: 'batch' });
+  t.equal(r.stats.layout, 'batch');
+  t.equal(r.stats.keys_bytes, 0, 'no evaluation keys');
+  t.equal((r.stats.server as { layout: string }).layout, 'batch');
+  t.equal(r.scores.length, images.length);
+  let worst = 0;
+  images.forEach((img, i) => simulateBatch(plan!, preprocessRecord(img, client)).forEach((v, o) => (worst = Math.max(worst, Math.abs(r.scores[i][o] - v)))));
+  t.ok(worst < 1e-3, `worst |encrypted - plaintext| = ${worst.toExponential(2)}`);
+  const single = await predict(session, keys, images.slice(0, 3), transport, { layout: 'single' });
+  t.equal(single.stats.layout, 'single');
+  single.scores.forEach((s, i) => t.ok(Math.max(...s.map((v, o) => Math.abs(v - r.scores[i][o]))) < 1e-2, `record ${i}: single and batch layouts agree`));
+});
+
+t.test('predictBatches in batch mode: one request per batch, results in order', async (t) => {
+  const r = await predictBatches(session, keys, images.slice(0, 9), transport, { layout: 'batch' });
+  t.equal(r.scores.length, 9);
+  t.equal(r.stats[0].layout, 'batch');
+});
+
+async function invokeRaw(header: Record<string, unknown>, sections: Uint8Array[], extra: Record<string, string> = {}) {
+  const loc = { bucket: stack.bucket, key: `raw/${Math.random()}` };
+  await stack.store.put(loc, encodeWire('query', header, sections), 'query');
+  return invokeHttp(stack.server.url, { encrypted_query_uri: formatS3Uri(loc), output_uri: formatS3Uri({ bucket: stack.bucket, key: 'raw/out' }), ...extra }).then(
+    () => undefined,
+    (e: Error & { code?: string }) => e,
+  );
+}
+
+t.test('bad batch queries get clear errors and the server keeps serving', async (t) => {
+  const q = session.encryptBatch(images.slice(0, 2));
+  const sections = [...q.sections];
+  const few = await invokeRaw(q.header as unknown as Record<string, unknown>, sections.slice(0, 10));
+  t.match(few?.message, /declares 2 records in 10 ciphertexts; batch mode needs 144/);
+  const layout = await invokeRaw({ ...q.header, layout: 'diagonal' }, sections);
+  t.match(layout?.message, /layout .* is not one of single, batch/);
+  const params = await invokeRaw({ ...q.header, params: 'ckks-8192-26.26-128' }, sections);
+  t.match(params?.message, /other encryption parameters/);
+  const swapped = sections.slice();
+  swapped[5] = new Uint8Array(swapped[5].length).fill(7);
+  const garbage = await invokeRaw(q.header as unknown as Record<string, unknown>, swapped);
+  t.match(garbage?.message, /encrypted query|ciphertext/);
+  const single = await invokeRaw({ model_id: modelId, params: paramsKey(client.params), records: 1 }, [sections[0]]);
+  t.match(single?.message, /evaluation_keys_uri is missing/);
+  const ok = await predict(session, keys, images.slice(0, 2), transport, { layout: 'batch' });
+  t.equal(ok.scores.length, 2, 'the server still serves');
+});

@@ -1,0 +1,20 @@
+// Small networks for batch-mode tests: fast to encrypt and evaluate, same layer types as MNIST.
+import type { Network } from '../../src/model/network.ts';
+
+export function rng(seed: number) {
+  return () => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed / 2 ** 31 - 0.5;
+  };
+}
+const r = rng(11);
+export const F = 4;
+export const side = 12;
+export const smallCnn: Network = {
+  input: { height: side, width: side },
+  layers: [
+    { type: 'conv2d-parity', kernel: Array.from({ length: F }, () => Array.from({ length: 5 }, () => Array.from({ length: 5 }, () => r() * 0.8))), bias: Array.from({ length: F }, () => r() * 0.2) },
+    { type: 'quadratic', a: 0.5, b: 1, c: 0.1 },
+    { type: 'dense', weights: Array.from({ length: 10 }, () => Array.from({ length: 4 * 4 * F }, () => r() * 0.3)), bias: Array.from({ length: 10 }, () => r()) },
+  ],
+};
