@@ -44,10 +44,12 @@ export async function keygenCommand(o: { model: string; keys?: string; force?: b
   console.log(`keys for model ${session.modelId} in ${dir} (${((performance.now() - t0) / 1000).toFixed(2)} s)`);
   console.log(`  secret.key       ${keys.secretKey.length} bytes, mode 0600${passphrase ? ', encrypted with SEALED_PASSPHRASE (scrypt + AES-256-GCM)' : ''}: never leaves this machine`);
   console.log(`  evaluation.keys  ${info.evaluation_keys_bytes} bytes: uploaded once, used by the server`);
+  if (keys.batchSecretKey) console.log(`  batch-secret.key ${keys.batchSecretKey.length} bytes, mode 0600: batch mode's secret key (batch mode needs no evaluation keys)`);
   session.close();
 }
 
 interface PredictOpts {
+  layout: 'auto' | 'single' | 'batch';
   sagemakerEndpoint?: string;
   async?: boolean;
   sagemakerUrl?: string;
@@ -87,17 +89,19 @@ export async function predictCommand(o: PredictOpts): Promise<void> {
     // A progress bar on stderr for long batches, only for a person at a terminal.
     const bar = process.stdout.isTTY && !o.json && rows.length > session.part.input.recordsPerCiphertext * 16 ? new SingleBar({ format: 'encrypted predictions [{bar}] {value}/{total} records | {eta}s left', stream: process.stderr }, Presets.shades_classic) : undefined;
     bar?.start(rows.length, 0);
-    const r = await predictBatches(session, keys, rows, { store, bucket, prefix: o.prefix, endpoint: o.endpoint, invoke }, { onProgress: (done) => bar?.update(done) });
+    const layout = o.layout === 'auto' ? session.layoutFor(rows.length) : o.layout;
+    if (layout === 'batch' && !session.part.batch) throw new SealedError('bad-request', 'this model has no batch mode', 'use --layout single (or auto)');
+    const r = await predictBatches(session, keys, rows, { store, bucket, prefix: o.prefix, endpoint: o.endpoint, invoke }, { onProgress: (done) => bar?.update(done), layout });
     bar?.stop();
-    const sum = (k: 'query_bytes' | 'result_bytes') => r.stats.reduce((a, s) => a + s[k], 0);
-    const stats = { records: rows.length, requests: r.stats.length, query_bytes: sum('query_bytes'), result_bytes: sum('result_bytes'), keys_bytes: keys.evaluationKeys.length, keys_uploaded: r.stats.some((s) => s.keys_uploaded), ms_total: Math.round(performance.now() - t0) };
+    const sum = (k: 'query_bytes' | 'result_bytes' | 'keys_bytes') => r.stats.reduce((a, s) => a + s[k], 0);
+    const stats = { layout, records: rows.length, requests: r.stats.length, query_bytes: sum('query_bytes'), result_bytes: sum('result_bytes'), keys_bytes: layout === 'batch' ? 0 : keys.evaluationKeys.length, keys_uploaded: r.stats.some((s) => s.keys_uploaded), ms_total: Math.round(performance.now() - t0) };
     const text = formatPredictions(r.predictions, o.format);
     if (o.output) await writeFile(o.output, text);
     else if (!o.json) process.stdout.write(text);
     const correct = labels ? r.scores.filter((_, i) => String(r.predictions[i].label) === String(session.part.labels?.[labels[i]] ?? labels[i])).length : undefined;
     const summary = { model_id: session.modelId, keys_created: created, ...stats, accuracy: correct === undefined ? undefined : correct / rows.length };
     if (o.json) console.log(JSON.stringify(summary));
-    else console.error(`${rows.length} records predicted encrypted in ${(stats.ms_total / 1000).toFixed(2)} s (${stats.requests} requests, queries ${stats.query_bytes} bytes, keys ${stats.keys_bytes} bytes${stats.keys_uploaded ? ' uploaded' : ' already uploaded'})${o.output ? ` -> ${o.output}` : ''}`);
+    else console.error(`${rows.length} records predicted encrypted in ${(stats.ms_total / 1000).toFixed(2)} s (${layout} layout, ${stats.requests} requests, queries ${stats.query_bytes} bytes, ${layout === 'batch' ? 'no evaluation keys' : `keys ${stats.keys_bytes} bytes${stats.keys_uploaded ? ' uploaded' : ' already uploaded'}`})${o.output ? ` -> ${o.output}` : ''}`);
   } finally {
     runtime?.destroy();
     store.close();

@@ -81,6 +81,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--bucket <name>', 'S3 bucket for queries, keys and results (default: the local bucket)')
     .option('--prefix <p>', 'S3 key prefix', 'sealed/')
     .option('--s3-endpoint <url>', 'S3-compatible endpoint (default: AWS if configured, else the embedded local S3)')
+    .addOption(new Option('--layout <layout>', 'single: records packed per ciphertext (evaluation keys); batch: record per slot, feature per ciphertext (no keys); auto: the cheaper for this many records (the model\'s measured crossover)').choices(['auto', 'single', 'batch']).default('auto'))
     .option('--json', 'print a JSON summary (for machines) instead of text')
     .action(predictCommand);
 

@@ -160,58 +160,74 @@ function reduceAll(acc: Float64Array, q: number, qinv: number): void {
 
 /**
  * Unit costs of the kernel's three loops on this machine (ns per lane), measured with the
- * kernel's own loop shapes: the cost model multiplies them by batchOpCounts.
+ * kernel's own loop shapes on a working set of the kernel's size (784 inputs x 2 polynomials x
+ * one chunk): the cost model multiplies them by batchOpCounts. Median of `rounds` rounds.
  */
-export function measureKernelUnits(repeat = 400): { mac: number; square: number; reduce: number } {
+export function measureKernelUnits(rounds = 7): { mac: number; square: number; reduce: number } {
   const C = 1024;
+  const INPUTS = 784;
   const q = 67043329;
   const qinv = 1 / q;
-  const x = Uint32Array.from({ length: 2 * C }, (_, i) => (i * 2654435761) % q);
+  const x = Uint32Array.from({ length: INPUTS * 2 * C }, (_, i) => (i * 2654435761) % q);
   const a0 = new Float64Array(C);
   const a1 = new Float64Array(C);
   const s = new Float64Array(3 * C);
-  const time = (fn: () => void) => {
+  const median = (v: number[]) => v.sort((p, r) => p - r)[v.length >> 1];
+  const time = (lanes: number, fn: () => void) => {
     fn();
-    const t0 = performance.now();
-    for (let r = 0; r < repeat; r++) fn();
-    return ((performance.now() - t0) * 1e6) / (repeat * C);
+    const out: number[] = [];
+    for (let r = 0; r < rounds; r++) {
+      const t0 = performance.now();
+      fn();
+      out.push(((performance.now() - t0) * 1e6) / lanes);
+    }
+    return median(out);
   };
-  const mac = time(() => {
-    for (let t = 0; t < 8; t++) {
-      const w = 12345 - t;
-      for (let c = 0; c < C; c++) {
-        a0[c] += w * x[c];
-        a1[c] += w * x[C + c];
+  // 25 taps per row over inputs spread like a convolution's, rows walking the inputs.
+  const mac = time(2 * C * 25 * 256, () => {
+    for (let j = 0; j < 256; j++) {
+      for (let t = 0; t < 25; t++) {
+        const w = 12345 - t;
+        const base0 = ((j * 3 + (t % 5) + 28 * Math.floor(t / 5)) % INPUTS) * 2 * C;
+        const base1 = base0 + C;
+        for (let c = 0; c < C; c++) {
+          a0[c] += w * x[base0 + c];
+          a1[c] += w * x[base1 + c];
+        }
       }
     }
-  }) / 16;
-  a0.fill(1e12);
-  a1.fill(-1e12);
-  const square = time(() => {
-    for (let c = 0; c < C; c++) {
-      let u = a0[c] - Math.floor(a0[c] * qinv) * q;
-      if (u < 0) u += q;
-      else if (u >= q) u -= q;
-      let v = a1[c] - Math.floor(a1[c] * qinv) * q;
-      if (v < 0) v += q;
-      else if (v >= q) v -= q;
-      let z0 = u * u;
-      z0 -= Math.floor(z0 * qinv) * q;
-      if (z0 < 0) z0 += q;
-      else if (z0 >= q) z0 -= q;
-      let z1 = 2 * u * v;
-      z1 -= Math.floor(z1 * qinv) * q;
-      if (z1 < 0) z1 += q;
-      else if (z1 >= q) z1 -= q;
-      let z2 = v * v;
-      z2 -= Math.floor(z2 * qinv) * q;
-      if (z2 < 0) z2 += q;
-      else if (z2 >= q) z2 -= q;
-      s[c] = z0;
-      s[C + c] = z1;
-      s[2 * C + c] = z2;
+  });
+  const square = time(C * 64, () => {
+    for (let j = 0; j < 64; j++) {
+      a0.fill(1e12 + j);
+      a1.fill(-1e12 - j);
+      for (let c = 0; c < C; c++) {
+        let u = a0[c] - Math.floor(a0[c] * qinv) * q;
+        if (u < 0) u += q;
+        else if (u >= q) u -= q;
+        let v = a1[c] - Math.floor(a1[c] * qinv) * q;
+        if (v < 0) v += q;
+        else if (v >= q) v -= q;
+        let z0 = u * u;
+        z0 -= Math.floor(z0 * qinv) * q;
+        if (z0 < 0) z0 += q;
+        else if (z0 >= q) z0 -= q;
+        let z1 = 2 * u * v;
+        z1 -= Math.floor(z1 * qinv) * q;
+        if (z1 < 0) z1 += q;
+        else if (z1 >= q) z1 -= q;
+        let z2 = v * v;
+        z2 -= Math.floor(z2 * qinv) * q;
+        if (z2 < 0) z2 += q;
+        else if (z2 >= q) z2 -= q;
+        s[c] = z0;
+        s[C + c] = z1;
+        s[2 * C + c] = z2;
+      }
     }
   });
-  const reduce = time(() => reduceAll(s, q, qinv)) / 3;
+  const reduce = time(3 * C * 64, () => {
+    for (let j = 0; j < 64; j++) reduceAll(s, q, qinv);
+  });
   return { mac, square, reduce };
 }
