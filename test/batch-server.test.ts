@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { predict, predictBatches, invokeHttp } from '../src/client/predict.ts';
 import { ClientSession } from '../src/client/session.ts';
+import { EncryptPool } from '../src/client/encrypt-pool.ts';
 import { readClientPart, readServerPart } from '../src/model/bundle.ts';
 import { simulateBatch } from '../src/model/compile-batch.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
@@ -58,6 +59,26 @@ t.test('batch mode end to end: scores equal the plaintext plan, no evaluation ke
   const single = await predict(session, keys, images.slice(0, 3), transport, { layout: 'single' });
   t.equal(single.stats.layout, 'single');
   single.scores.forEach((s, i) => t.ok(Math.max(...s.map((v, o) => Math.abs(v - r.scores[i][o]))) < 1e-2, `record ${i}: single and batch layouts agree`));
+});
+
+t.test('one request spanning two batches (4,100 records): streamed, double-buffered, in order', async (t) => {
+  const rows = Array.from({ length: 4100 }, (_, i) => images[i % images.length]);
+  const r = await predict(session, keys, rows, transport, { layout: 'batch' });
+  t.equal(r.scores.length, 4100);
+  t.equal((r.stats.server as { ciphertexts: number }).ciphertexts, 2 * 144, 'two batches of 144 ciphertexts');
+  for (const i of [0, 69, 4095, 4096, 4099]) {
+    const want = simulateBatch(plan!, preprocessRecord(rows[i], client));
+    t.ok(Math.max(...want.map((v, o) => Math.abs(v - r.scores[i][o]))) < 1e-3, `record ${i} equals the plaintext plan`);
+  }
+});
+
+t.test('the client encryption pool (worker threads) gives the same predictions', async (t) => {
+  const pool = new EncryptPool(2);
+  t.teardown(() => pool.close());
+  const a = await predict(session, keys, images, transport, { layout: 'batch', encryptPool: pool });
+  const b = await predict(session, keys, images, transport, { layout: 'batch' });
+  const worst = Math.max(...a.scores.flatMap((s, i) => s.map((v, o) => Math.abs(v - b.scores[i][o]))));
+  t.ok(worst < 1e-3, `pool and in-thread encryption agree (worst ${worst.toExponential(2)})`);
 });
 
 t.test('predictBatches in batch mode: one request per batch, results in order', async (t) => {

@@ -91,7 +91,9 @@ export async function predictCommand(o: PredictOpts): Promise<void> {
     bar?.start(rows.length, 0);
     const layout = o.layout === 'auto' ? session.layoutFor(rows.length) : o.layout;
     if (layout === 'batch' && !session.part.batch) throw new SealedError('bad-request', 'this model has no batch mode', 'use --layout single (or auto)');
-    const r = await predictBatches(session, keys, rows, { store, bucket, prefix: o.prefix, endpoint: o.endpoint, invoke }, { onProgress: (done) => bar?.update(done), layout });
+    // Batch mode makes hundreds of ciphertexts per batch: encrypt them on every core.
+    const encryptPool = layout === 'batch' ? new (await import('../client/encrypt-pool.ts')).EncryptPool() : undefined;
+    const r = await predictBatches(session, keys, rows, { store, bucket, prefix: o.prefix, endpoint: o.endpoint, invoke }, { onProgress: (done) => bar?.update(done), layout, encryptPool }).finally(() => encryptPool?.close());
     bar?.stop();
     const sum = (k: 'query_bytes' | 'result_bytes' | 'keys_bytes') => r.stats.reduce((a, s) => a + s[k], 0);
     const stats = { layout, records: rows.length, requests: r.stats.length, query_bytes: sum('query_bytes'), result_bytes: sum('result_bytes'), keys_bytes: layout === 'batch' ? 0 : keys.evaluationKeys.length, keys_uploaded: r.stats.some((s) => s.keys_uploaded), ms_total: Math.round(performance.now() - t0) };

@@ -2,7 +2,7 @@
 // decryption of a result into predictions. No I/O here, so it runs in browsers too.
 import { SealedError } from '../errors.ts';
 import { CkksSession, SecretKeyHolder, generateKeys, generateSecretKey } from '../fhe/ckks.ts';
-import { paramsKey } from '../fhe/params.ts';
+import { paramsKey, type CkksParams } from '../fhe/params.ts';
 import type { ClientPart } from '../model/client-part.ts';
 import { packRecords, unpackOutputs } from '../model/layout.ts';
 import { postprocess, preprocessRecord, type Prediction } from '../model/postprocess.ts';
@@ -33,6 +33,7 @@ export class ClientSession {
   private holder: SecretKeyHolder | undefined;
   private readonly batchS: CkksSession | undefined;
   private batchHolder: SecretKeyHolder | undefined;
+  private batchKeyBytes: Uint8Array | undefined;
 
   private constructor(modelId: string, part: ClientPart, s: CkksSession, batchS: CkksSession | undefined) {
     this.modelId = modelId;
@@ -66,6 +67,7 @@ export class ClientSession {
     if (!this.batchS) throw new SealedError('bad-keys', 'this model has no batch mode');
     this.batchHolder?.close();
     this.batchHolder = new SecretKeyHolder(this.batchS, secretKey);
+    this.batchKeyBytes = secretKey;
   }
 
   /** The layout that costs less for this many records: batch from the model's measured crossover on. */
@@ -103,14 +105,9 @@ export class ClientSession {
    * (a query of 10,000 images is hundreds of megabytes: it is streamed, never whole).
    */
   encryptBatch(rows: ArrayLike<number>[]): { header: QueryHeader; count: number; sections: Generator<Uint8Array> } {
-    const b = this.part.batch;
-    if (!b) throw new SealedError('bad-data', 'this model has no batch mode', 'use the single layout');
-    this.checkRows(rows);
+    const { b, pre, batches, inputs, header } = this.prepareBatch(rows);
     const key = this.batchKey;
-    const pre = rows.map((r) => preprocessRecord(r, this.part));
     const S = b.records_per_batch;
-    const batches = Math.ceil(rows.length / S);
-    const inputs = pre[0].length;
     function* sections(): Generator<Uint8Array> {
       const v = new Float64Array(S);
       for (let bi = 0; bi < batches; bi++) {
@@ -118,12 +115,31 @@ export class ClientSession {
         for (let i = 0; i < inputs; i++) {
           v.fill(0);
           recs.forEach((r, s) => (v[s] = r[i]));
-          yield key.encrypt(v, b!.input_scale_bits);
+          yield key.encrypt(v, b.input_scale_bits);
         }
       }
     }
-    const header: QueryHeader = { model_id: this.modelId, params: paramsKey(b.params), records: rows.length, layout: 'batch' };
     return { header, count: batches * inputs, sections: sections() };
+  }
+
+  /** encryptBatch on every core: `pool` is the Node client's encryption pool (encrypt-pool.ts). */
+  encryptBatchWith(rows: ArrayLike<number>[], pool: { encryptColumns(rows: ArrayLike<number>[], features: number, o: { params: CkksParams; secretKey: Uint8Array; scaleBits: number; slots: number }): AsyncGenerator<Uint8Array> }): { header: QueryHeader; count: number; sections: AsyncGenerator<Uint8Array> } {
+    const { b, pre, batches, inputs, header } = this.prepareBatch(rows);
+    void this.batchKey; // throws when no key is loaded
+    const o = { params: b.params, secretKey: this.batchKeyBytes!, scaleBits: b.input_scale_bits, slots: b.records_per_batch };
+    async function* sections(): AsyncGenerator<Uint8Array> {
+      for (let bi = 0; bi < batches; bi++) yield* pool.encryptColumns(pre.slice(bi * o.slots, (bi + 1) * o.slots), inputs, o);
+    }
+    return { header, count: batches * inputs, sections: sections() };
+  }
+
+  private prepareBatch(rows: ArrayLike<number>[]) {
+    const b = this.part.batch;
+    if (!b) throw new SealedError('bad-data', 'this model has no batch mode', 'use the single layout');
+    this.checkRows(rows);
+    const pre = rows.map((r) => preprocessRecord(r, this.part));
+    const header: QueryHeader = { model_id: this.modelId, params: paramsKey(b.params), records: rows.length, layout: 'batch' };
+    return { b, pre, batches: Math.ceil(rows.length / b.records_per_batch), inputs: pre[0].length, header };
   }
 
   /** Raw feature rows (as in the training CSV, without the target) -> encrypted query. */

@@ -11,7 +11,8 @@ import { CkksSession } from './ckks.ts';
 
 export interface BatchUnitCosts {
   /** ns per lane */
-  mac_ns: number;
+  mac_first_ns: number;
+  mac_second_ns: number;
   square_ns: number;
   reduce_ns: number;
   /** ms per ciphertext */
@@ -45,19 +46,19 @@ export async function measureBatchUnitCosts(plan: BatchPlan, repeat = 8): Promis
   const decrypt_ms = time(() => holder.decrypt(saved));
   holder.close();
   bs.close();
-  return { mac_ns: +units.mac.toFixed(3), square_ns: +units.square.toFixed(3), reduce_ns: +units.reduce.toFixed(3), load_ms, save_ms, encrypt_ms, decrypt_ms };
+  return { mac_first_ns: +units.macFirst.toFixed(3), mac_second_ns: +units.macSecond.toFixed(3), square_ns: +units.square.toFixed(3), reduce_ns: +units.reduce.toFixed(3), load_ms, save_ms, encrypt_ms, decrypt_ms };
 }
 
 /** Predicted times (ms, one core) for one batch: the server's kernel and SEAL work, the client's. */
 export function predictBatch(plan: BatchPlan, u: BatchUnitCosts): { kernel: number; load: number; save: number; server: number; client: number; byOp: Record<string, number> } {
   const c = batchOpCounts(plan);
-  const byOp = { mac: (c.mac * u.mac_ns) / 1e6, square: (c.square * u.square_ns) / 1e6, reduce: (c.reduce * u.reduce_ns) / 1e6 };
-  const kernel = byOp.mac + byOp.square + byOp.reduce;
+  const byOp = { mac_first: (c.macFirst * u.mac_first_ns) / 1e6, mac_second: (c.macSecond * u.mac_second_ns) / 1e6, square: (c.square * u.square_ns) / 1e6, reduce: (c.reduce * u.reduce_ns) / 1e6 };
+  const kernel = byOp.mac_first + byOp.mac_second + byOp.square + byOp.reduce;
   const load = c.decode * u.load_ms;
   const save = c.encode * u.save_ms;
   const client = plan.inputs * u.encrypt_ms + outputsOf(plan) * u.decrypt_ms;
   const r = (x: number) => +x.toFixed(1);
-  return { kernel: r(kernel), load: r(load), save: r(save), server: r(kernel + load + save), client: r(client), byOp: { mac: r(byOp.mac), square: r(byOp.square), reduce: r(byOp.reduce) } };
+  return { kernel: r(kernel), load: r(load), save: r(save), server: r(kernel + load + save), client: r(client), byOp: { mac_first: r(byOp.mac_first), mac_second: r(byOp.mac_second), square: r(byOp.square), reduce: r(byOp.reduce) } };
 }
 
 /** Single layout: predicted ms per ciphertext (evaluation from unit costs, plus encrypt and decrypt). */

@@ -58,77 +58,30 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
   const rows = plan.first.rows;
   const outs = outputsOf(plan);
   const size = resultSize(plan);
-  const { start, index, w1, w2 } = k;
   const b1 = k.bias1[pi];
   const a0 = new Float64Array(C);
   const a1 = new Float64Array(C);
-  const s0 = new Float64Array(C);
-  const s1 = new Float64Array(C);
-  const s2 = new Float64Array(C);
   // |w2 * s| < 2^41: 2^11 of them sum exactly; the accumulators are reduced that often.
   const acc = new Float64Array(outs * 3 * C);
-
+  // Squares of up to four rows wait here, so each output accumulator is read and written
+  // once per four rows instead of once per row (the loops are bound by memory traffic).
+  const sq = new Float64Array(4 * 3 * C);
+  const pending: number[] = [];
   for (let j = 0; j < rows; j++) {
     a0.fill(b1[j]);
     a1.fill(0);
-    for (let t = start[j], end = start[j + 1]; t < end; t++) {
-      const w = w1[t];
-      const base0 = index[t] * 2 * LN + lane0;
-      const base1 = base0 + LN;
-      for (let c = 0; c < C; c++) {
-        a0[c] += w * input[base0 + c];
-        a1[c] += w * input[base1 + c];
-      }
-    }
+    macRow(a0, a1, input, k.index, k.w1, k.start[j], k.start[j + 1], LN, lane0, C);
     if (!plan.square) {
       // Linear model: the row is the output.
-      const o0 = (j * size) * LN + lane0;
-      const o1 = o0 + LN;
-      for (let c = 0; c < C; c++) {
-        let x = a0[c] - Math.floor(a0[c] * qinv) * q;
-        if (x < 0) x += q;
-        else if (x >= q) x -= q;
-        let y = a1[c] - Math.floor(a1[c] * qinv) * q;
-        if (y < 0) y += q;
-        else if (y >= q) y -= q;
-        output[o0 + c] = x;
-        output[o1 + c] = y;
-      }
+      reduceInto(a0, output, (j * size) * LN + lane0, q, qinv);
+      reduceInto(a1, output, (j * size + 1) * LN + lane0, q, qinv);
       continue;
     }
-    for (let c = 0; c < C; c++) {
-      let x = a0[c] - Math.floor(a0[c] * qinv) * q;
-      if (x < 0) x += q;
-      else if (x >= q) x -= q;
-      let y = a1[c] - Math.floor(a1[c] * qinv) * q;
-      if (y < 0) y += q;
-      else if (y >= q) y -= q;
-      // (x + y s)^2 = x^2 + 2xy s + y^2 s^2; each product < 2^53.
-      let u = x * x;
-      u -= Math.floor(u * qinv) * q;
-      if (u < 0) u += q;
-      else if (u >= q) u -= q;
-      let v = 2 * x * y;
-      v -= Math.floor(v * qinv) * q;
-      if (v < 0) v += q;
-      else if (v >= q) v -= q;
-      let z = y * y;
-      z -= Math.floor(z * qinv) * q;
-      if (z < 0) z += q;
-      else if (z >= q) z -= q;
-      s0[c] = u;
-      s1[c] = v;
-      s2[c] = z;
-    }
-    for (let o = 0; o < outs; o++) {
-      const w = w2![o * rows + j];
-      if (w === 0) continue;
-      const base = o * 3 * C;
-      for (let c = 0; c < C; c++) {
-        acc[base + c] += w * s0[c];
-        acc[base + C + c] += w * s1[c];
-        acc[base + 2 * C + c] += w * s2[c];
-      }
+    squareRow(a0, a1, sq, pending.length * 3 * C, q, qinv);
+    pending.push(j);
+    if (pending.length === 4 || j === rows - 1) {
+      accumulate(acc, sq, k.w2!, rows, outs, C, pending);
+      pending.length = 0;
     }
     if ((j + 1) % REDUCE_EVERY === 0) reduceAll(acc, q, qinv);
   }
@@ -149,6 +102,93 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
   }
 }
 
+/** a0 += sum_t w[t] * poly0(input index[t]), a1 likewise for poly 1, over taps [t0, t1). */
+function macRow(a0: Float64Array, a1: Float64Array, input: Uint32Array, index: Int32Array, w: Float64Array, t0: number, t1: number, LN: number, lane0: number, C: number): void {
+  let t = t0;
+  // Four taps per pass over the accumulators (memory traffic, as for the squares).
+  for (; t + 4 <= t1; t += 4) {
+    const wa = w[t], wb = w[t + 1], wc = w[t + 2], wd = w[t + 3];
+    const pa = index[t] * 2 * LN + lane0, pb = index[t + 1] * 2 * LN + lane0, pc = index[t + 2] * 2 * LN + lane0, pd = index[t + 3] * 2 * LN + lane0;
+    for (let c = 0; c < C; c++) {
+      a0[c] += wa * input[pa + c] + wb * input[pb + c] + wc * input[pc + c] + wd * input[pd + c];
+      a1[c] += wa * input[pa + LN + c] + wb * input[pb + LN + c] + wc * input[pc + LN + c] + wd * input[pd + LN + c];
+    }
+  }
+  for (; t < t1; t++) {
+    const wt = w[t];
+    const base0 = index[t] * 2 * LN + lane0;
+    const base1 = base0 + LN;
+    for (let c = 0; c < C; c++) {
+      a0[c] += wt * input[base0 + c];
+      a1[c] += wt * input[base1 + c];
+    }
+  }
+}
+
+/** (x + y s)^2 = x^2 + 2xy s + y^2 s^2 with x = a0 mod q, y = a1 mod q; each product < 2^53. */
+function squareRow(a0: Float64Array, a1: Float64Array, sq: Float64Array, slot: number, q: number, qinv: number): void {
+  const C = a0.length;
+  for (let c = 0; c < C; c++) {
+    let x = a0[c] - Math.floor(a0[c] * qinv) * q;
+    if (x < 0) x += q;
+    else if (x >= q) x -= q;
+    let y = a1[c] - Math.floor(a1[c] * qinv) * q;
+    if (y < 0) y += q;
+    else if (y >= q) y -= q;
+    let u = x * x;
+    u -= Math.floor(u * qinv) * q;
+    if (u < 0) u += q;
+    else if (u >= q) u -= q;
+    let v = 2 * x * y;
+    v -= Math.floor(v * qinv) * q;
+    if (v < 0) v += q;
+    else if (v >= q) v -= q;
+    let z = y * y;
+    z -= Math.floor(z * qinv) * q;
+    if (z < 0) z += q;
+    else if (z >= q) z -= q;
+    sq[slot + c] = u;
+    sq[slot + C + c] = v;
+    sq[slot + 2 * C + c] = z;
+  }
+}
+
+function reduceInto(a: Float64Array, out: Uint32Array, at: number, q: number, qinv: number): void {
+  for (let c = 0; c < a.length; c++) {
+    let x = a[c] - Math.floor(a[c] * qinv) * q;
+    if (x < 0) x += q;
+    else if (x >= q) x -= q;
+    out[at + c] = x;
+  }
+}
+
+/** acc[o] += sum over the pending rows r of w2[o, r] * square(r), all three polynomials. */
+function accumulate(acc: Float64Array, sq: Float64Array, w2: Float64Array, rows: number, outs: number, C: number, pending: number[]): void {
+  if (pending.length === 4) {
+    const [ja, jb, jc, jd] = pending;
+    for (let o = 0; o < outs; o++) {
+      const wa = w2[o * rows + ja], wb = w2[o * rows + jb], wc = w2[o * rows + jc], wd = w2[o * rows + jd];
+      for (let p = 0; p < 3; p++) {
+        const dst = (o * 3 + p) * C;
+        const sa = p * C, sb = 3 * C + p * C, sc = 6 * C + p * C, sd = 9 * C + p * C;
+        for (let c = 0; c < C; c++) acc[dst + c] += wa * sq[sa + c] + wb * sq[sb + c] + wc * sq[sc + c] + wd * sq[sd + c];
+      }
+    }
+    return;
+  }
+  pending.forEach((j, r) => {
+    for (let o = 0; o < outs; o++) {
+      const w = w2[o * rows + j];
+      if (w === 0) continue;
+      for (let p = 0; p < 3; p++) {
+        const dst = (o * 3 + p) * C;
+        const src = (r * 3 + p) * C;
+        for (let c = 0; c < C; c++) acc[dst + c] += w * sq[src + c];
+      }
+    }
+  });
+}
+
 function reduceAll(acc: Float64Array, q: number, qinv: number): void {
   for (let i = 0; i < acc.length; i++) {
     let x = acc[i] - Math.floor(acc[i] * qinv) * q;
@@ -159,19 +199,26 @@ function reduceAll(acc: Float64Array, q: number, qinv: number): void {
 }
 
 /**
- * Unit costs of the kernel's three loops on this machine (ns per lane), measured with the
- * kernel's own loop shapes on a working set of the kernel's size (784 inputs x 2 polynomials x
- * one chunk): the cost model multiplies them by batchOpCounts. Median of `rounds` rounds.
+ * Unit costs of the kernel's loops on this machine, in ns per lane: the kernel's own functions
+ * on a working set of the kernel's size (784 inputs x 2 polynomials x one chunk of 1024 lanes).
+ * The cost model multiplies them by batchOpCounts. Median of `rounds` rounds.
  */
-export function measureKernelUnits(rounds = 7): { mac: number; square: number; reduce: number } {
+export function measureKernelUnits(rounds = 7): { macFirst: number; macSecond: number; square: number; reduce: number } {
   const C = 1024;
   const INPUTS = 784;
+  const ROWS = 256;
+  const OUTS = 10;
   const q = 67043329;
   const qinv = 1 / q;
-  const x = Uint32Array.from({ length: INPUTS * 2 * C }, (_, i) => (i * 2654435761) % q);
+  const input = Uint32Array.from({ length: INPUTS * 2 * C }, (_, i) => (i * 2654435761) % q);
+  // Rows of 25 taps spread over the inputs like a 5x5 convolution's.
+  const index = Int32Array.from({ length: ROWS * 25 }, (_, i) => (Math.floor(i / 25) * 3 + (i % 5) + 28 * Math.floor((i % 25) / 5)) % INPUTS);
+  const w = Float64Array.from({ length: ROWS * 25 }, (_, i) => (i % 2000) - 1000);
+  const w2 = Float64Array.from({ length: OUTS * ROWS }, (_, i) => (i % 3000) - 1500);
   const a0 = new Float64Array(C);
   const a1 = new Float64Array(C);
-  const s = new Float64Array(3 * C);
+  const sq = new Float64Array(4 * 3 * C);
+  const acc = new Float64Array(OUTS * 3 * C);
   const median = (v: number[]) => v.sort((p, r) => p - r)[v.length >> 1];
   const time = (lanes: number, fn: () => void) => {
     fn();
@@ -183,51 +230,23 @@ export function measureKernelUnits(rounds = 7): { mac: number; square: number; r
     }
     return median(out);
   };
-  // 25 taps per row over inputs spread like a convolution's, rows walking the inputs.
-  const mac = time(2 * C * 25 * 256, () => {
-    for (let j = 0; j < 256; j++) {
-      for (let t = 0; t < 25; t++) {
-        const w = 12345 - t;
-        const base0 = ((j * 3 + (t % 5) + 28 * Math.floor(t / 5)) % INPUTS) * 2 * C;
-        const base1 = base0 + C;
-        for (let c = 0; c < C; c++) {
-          a0[c] += w * x[base0 + c];
-          a1[c] += w * x[base1 + c];
-        }
-      }
+  const macFirst = time(ROWS * 25 * 2 * C, () => {
+    for (let j = 0; j < ROWS; j++) macRow(a0, a1, input, index, w, j * 25, (j + 1) * 25, C, 0, C);
+  });
+  a0.fill(1e12);
+  a1.fill(-1e12);
+  const square = time(ROWS * C, () => {
+    for (let j = 0; j < ROWS; j++) squareRow(a0, a1, sq, (j % 4) * 3 * C, q, qinv);
+  });
+  const pending = [0, 1, 2, 3];
+  const macSecond = time((ROWS / 4) * 4 * OUTS * 3 * C, () => {
+    for (let j = 0; j < ROWS; j += 4) {
+      for (let r = 0; r < 4; r++) pending[r] = j + r;
+      accumulate(acc, sq, w2, ROWS, OUTS, C, pending);
     }
   });
-  const square = time(C * 64, () => {
-    for (let j = 0; j < 64; j++) {
-      a0.fill(1e12 + j);
-      a1.fill(-1e12 - j);
-      for (let c = 0; c < C; c++) {
-        let u = a0[c] - Math.floor(a0[c] * qinv) * q;
-        if (u < 0) u += q;
-        else if (u >= q) u -= q;
-        let v = a1[c] - Math.floor(a1[c] * qinv) * q;
-        if (v < 0) v += q;
-        else if (v >= q) v -= q;
-        let z0 = u * u;
-        z0 -= Math.floor(z0 * qinv) * q;
-        if (z0 < 0) z0 += q;
-        else if (z0 >= q) z0 -= q;
-        let z1 = 2 * u * v;
-        z1 -= Math.floor(z1 * qinv) * q;
-        if (z1 < 0) z1 += q;
-        else if (z1 >= q) z1 -= q;
-        let z2 = v * v;
-        z2 -= Math.floor(z2 * qinv) * q;
-        if (z2 < 0) z2 += q;
-        else if (z2 >= q) z2 -= q;
-        s[c] = z0;
-        s[C + c] = z1;
-        s[2 * C + c] = z2;
-      }
-    }
+  const reduce = time(64 * OUTS * 3 * C, () => {
+    for (let j = 0; j < 64; j++) reduceAll(acc, q, qinv);
   });
-  const reduce = time(3 * C * 64, () => {
-    for (let j = 0; j < 64; j++) reduceAll(s, q, qinv);
-  });
-  return { mac, square, reduce };
+  return { macFirst, macSecond, square, reduce };
 }

@@ -48,17 +48,17 @@ export const REDUCE_EVERY = 2048;
 
 /**
  * Operation counts for one batch, in units of one residue lane (one coefficient modulo one
- * prime): `mac` multiply-adds, `square` (reduce a hidden value's two residues, then three
- * modular products), `reduce` other modular reductions. `decode`/`encode`: ciphertexts SEAL
- * loads (queries) and saves (results).
+ * prime): `macFirst`/`macSecond` multiply-adds of the two affine layers, `square` (reduce a
+ * hidden value's two residues, then three modular products), `reduce` other modular
+ * reductions. `decode`/`encode`: ciphertexts SEAL loads (queries) and saves (results).
  */
-export function batchOpCounts(p: BatchPlan): { mac: number; square: number; reduce: number; decode: number; encode: number; lanes: number } {
+export function batchOpCounts(p: BatchPlan): { macFirst: number; macSecond: number; square: number; reduce: number; decode: number; encode: number; lanes: number } {
   const lanes = dataPrimesOf(p) * p.params.polyModulusDegree;
-  const macFirst = p.first.index.length * 2;
-  const macSecond = p.second ? p.second.weight.filter((w) => w !== 0).length * 3 : 0;
+  const macSecond = p.second ? p.second.weight.length * 3 : 0;
   const reduce = p.square ? outputsOf(p) * 3 * (1 + Math.floor(p.first.rows / REDUCE_EVERY)) : p.first.rows * 2;
   return {
-    mac: (macFirst + macSecond) * lanes,
+    macFirst: p.first.index.length * 2 * lanes,
+    macSecond: macSecond * lanes,
     square: (p.square ? p.first.rows : 0) * lanes,
     reduce: reduce * lanes,
     decode: p.inputs,

@@ -5,7 +5,7 @@
 //   evaluate  each worker takes chunks of lanes (coefficients of one prime); chunks are
 //             independent, so the split costs nothing and there is no merge
 //   save      SEAL saves the result ciphertexts (one per output)
-// Memory is bounded by one batch (inputs x 2 x lanes x 4 bytes), whatever the query size.
+// Memory is bounded by two batches (inputs x 2 x lanes x 4 bytes each), whatever the query size.
 import { SealedError, type ErrorCode } from '../errors.ts';
 import { dataPrimesOf, outputsOf, recordsPerBatch, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
 import type { BatchResult } from './worker.ts';
@@ -43,27 +43,43 @@ export async function* evaluateBatches(plan: BatchPlan, records: number, section
   const batches = batchCount(plan, records);
   const outs = outputsOf(plan);
   const size = resultSize(plan);
-  const input = new SharedArrayBuffer(plan.inputs * 2 * lanes * 4);
+  // Two input buffers: batch b+1 streams in and loads while batch b is evaluated (the main
+  // thread's S3 reading and parsing would otherwise leave the workers idle).
+  const inputs = [0, 1].map(() => new SharedArrayBuffer(plan.inputs * 2 * lanes * 4));
   const output = new SharedArrayBuffer(outs * size * lanes * 4);
   const it = sections[Symbol.asyncIterator]();
   const add = (k: 'load' | 'evaluate' | 'save', rs: BatchResult[]) => {
     for (const r of rs) timings[k] += r.ms;
   };
-  for (let b = 0; b < batches; b++) {
+  const load = async (b: number, input: SharedArrayBuffer) => {
     const loads: Promise<BatchResult>[] = [];
     let group: Uint8Array[] = [];
     let first = 0;
-    for (let i = 0; i < plan.inputs; i++) {
-      const next = await it.next();
-      if (next.done) throw new SealedError('bad-query', `the query ends after ${b * plan.inputs + i} ciphertexts; ${records} records need ${batches * plan.inputs}`, 'upload the file written by `sealed predict`, unchanged');
-      group.push(next.value);
-      if (group.length === LOAD_GROUP || i === plan.inputs - 1) {
-        loads.push(pool.runBatch({ batch: 'decode', sections: group, input, first }, signal));
-        first = i + 1;
-        group = [];
+    try {
+      for (let i = 0; i < plan.inputs; i++) {
+        const next = await it.next();
+        if (next.done) throw new SealedError('bad-query', `the query ends after ${b * plan.inputs + i} ciphertexts; ${records} records need ${batches * plan.inputs}`, 'upload the file written by `sealed predict`, unchanged');
+        group.push(next.value);
+        if (group.length === LOAD_GROUP || i === plan.inputs - 1) {
+          loads.push(pool.runBatch({ batch: 'decode', sections: group, input, first }, signal));
+          first = i + 1;
+          group = [];
+        }
       }
+    } finally {
+      // Whatever happens, no task of this batch is left running on the buffer.
+      add('load', (await Promise.allSettled(loads)).flatMap((r) => (r.status === 'fulfilled' ? [r.value] : [])));
     }
-    add('load', (await Promise.all(loads)).map(check));
+    (await Promise.all(loads)).map(check);
+  };
+  let loading = load(0, inputs[0]);
+  for (let b = 0; b < batches; b++) {
+    await loading;
+    const input = inputs[b % 2];
+    if (b + 1 < batches) {
+      loading = load(b + 1, inputs[(b + 1) % 2]);
+      loading.catch(() => undefined); // awaited at the top of the next round
+    }
     const t0 = performance.now();
     const evals: Promise<BatchResult>[] = [];
     for (let l = 0; l < lanes; l += CHUNK) evals.push(pool.runBatch({ batch: 'evaluate', input, output, lane0: l, lane1: Math.min(l + CHUNK, lanes) }, signal));
@@ -78,5 +94,4 @@ export async function* evaluateBatches(plan: BatchPlan, records: number, section
     for (const r of saved) yield* r.results!;
   }
   if (!(await it.next()).done) throw new SealedError('bad-query', `the query has more ciphertexts than ${records} records need (${batches * plan.inputs})`, 'upload the file written by `sealed predict`, unchanged');
-  void size;
 }

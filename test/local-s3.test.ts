@@ -1,0 +1,212 @@
+// The embedded local S3 (s3rver, patched in src/storage/local-s3.ts): large objects stream to
+// disk with bounded memory, writes are complete when answered (read-after-write), failed or
+// aborted uploads leave nothing behind.
+import t from 'tap';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CreateMultipartUploadCommand, UploadPartCommand } from '@aws-sdk/client-s3';
+import { startLocalS3 } from '../src/storage/local-s3.ts';
+import { ObjectStore, type S3Location } from '../src/storage/s3.ts';
+
+const dir = await mkdtemp(join(tmpdir(), 'sealed-local-s3-'));
+const s3 = await startLocalS3({ directory: join(dir, 's3') });
+const store = new ObjectStore({ endpoint: s3.endpoint });
+const BUCKET = 'local';
+await store.ensureBucket(BUCKET);
+
+t.teardown(async () => {
+  store.close();
+  await s3.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+const at = (key: string): S3Location => ({ bucket: BUCKET, key });
+const bucketDir = join(dir, 's3', BUCKET);
+const uploadDir = (uploadId: string) => join(bucketDir, '._S3rver_uploads', uploadId);
+const MiB = 1 << 20;
+
+/** Every file under `d`, relative to it. */
+async function files(d: string): Promise<string[]> {
+  return (await readdir(d, { recursive: true, withFileTypes: true })).filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name).slice(d.length + 1));
+}
+
+async function drain(stream: AsyncIterable<Uint8Array>): Promise<{ bytes: number; sha: string }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for await (const c of stream) {
+    hash.update(c);
+    bytes += c.byteLength;
+  }
+  return { bytes, sha: hash.digest('hex') };
+}
+
+/** Samples the process's RSS while `f` runs; returns the largest growth over the RSS before it. */
+async function rssGrowth(f: () => Promise<void>): Promise<number> {
+  globalThis.gc?.();
+  const before = process.memoryUsage().rss;
+  let max = before;
+  const timer = setInterval(() => {
+    max = Math.max(max, process.memoryUsage().rss);
+  }, 10);
+  try {
+    await f();
+  } finally {
+    clearInterval(timer);
+  }
+  max = Math.max(max, process.memoryUsage().rss);
+  return max - before;
+}
+
+t.test('a 300 MB multipart object round-trips, with the RSS of the process (client and local S3) growing < 150 MB', async (t) => {
+  const total = 300 * MiB + 12_345;
+  // Warm up (connections, code paths) so that the measure is of the transfer.
+  await store.putStream(at('warm'), (async function* () {
+    yield randomBytes(20 * MiB);
+  })(), 'warm-up');
+  await drain((await store.getStream(at('warm'), 64 * MiB, 'warm-up')).stream);
+
+  // Chunks of 1 MiB and odd sizes, each distinct (its index stamped on a random block), so that
+  // a part out of place or missing would change the hash.
+  const block = randomBytes(MiB);
+  const sent = createHash('sha256');
+  async function* source(): AsyncGenerator<Uint8Array> {
+    for (let n = 0, i = 0; n < total; i++) {
+      const size = Math.min(i % 3 === 2 ? 333_333 : MiB, total - n);
+      const chunk = Buffer.allocUnsafe(size);
+      block.copy(chunk, 0, 0, size);
+      chunk.writeUInt32BE(i, 0);
+      sent.update(chunk);
+      n += size;
+      yield chunk;
+    }
+  }
+  let read = { bytes: 0, sha: '' };
+  let stored: { size: number; etag?: string } | undefined;
+  const growth = await rssGrowth(async () => {
+    t.equal((await store.putStream(at('huge'), source(), 'result')).bytes, total, 'bytes sent');
+    stored = await store.head(at('huge'));
+    read = await drain((await store.getStream(at('huge'), total, 'result')).stream);
+  });
+  t.equal(stored?.size, total, 'stored size');
+  t.match(stored?.etag, /^"[0-9a-f]{32}-38"$/, "S3's multipart ETag: MD5 of the 38 parts' MD5s, -38");
+  t.equal(read.bytes, total, 'all bytes read back');
+  t.equal(read.sha, sent.digest('hex'), 'sha256 equal');
+  t.comment(`RSS growth during the 300 MB upload and download: ${(growth / MiB).toFixed(1)} MiB`);
+  t.ok(growth < 150 * MiB, `RSS growth ${(growth / MiB).toFixed(1)} MiB < 150 MiB`);
+  t.same(await files(join(bucketDir, '._S3rver_uploads')), [], 'no parts left once completed');
+  t.notOk((await files(bucketDir)).some((f) => f.endsWith('.tmp')), 'no temporary file left');
+});
+
+t.test('AbortMultipartUpload removes the parts; the upload is then gone for every operation', async (t) => {
+  const key = 'aborted/object';
+  const { UploadId } = await store.client.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: key }));
+  const id = String(UploadId);
+  const part = (n: number) => store.client.send(new UploadPartCommand({ Bucket: BUCKET, Key: key, UploadId: id, PartNumber: n, Body: randomBytes(5 * MiB) }));
+  const etags = [(await part(1)).ETag, (await part(2)).ETag];
+  t.same((await files(uploadDir(id))).sort(), ['1', '1.md5', '2', '2.md5', 'key', 'metadata'], 'the parts are on disk');
+
+  // Only for the key the upload is for.
+  await t.rejects(store.client.send(new AbortMultipartUploadCommand({ Bucket: BUCKET, Key: 'another/key', UploadId: id })), { name: 'NoSuchUpload' }, 'not through another key');
+  t.ok(existsSync(uploadDir(id)), 'still there');
+
+  const r = await store.client.send(new AbortMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId: id }));
+  t.equal(r.$metadata.httpStatusCode, 204, '204 No Content');
+  t.notOk(existsSync(uploadDir(id)), 'the upload directory and its parts are gone');
+
+  await t.rejects(part(3), { name: 'NoSuchUpload' }, 'no part upload after the abort (nor is the directory recreated)');
+  t.notOk(existsSync(uploadDir(id)), 'still gone');
+  await t.rejects(
+    store.client.send(new CompleteMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId: id, MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) } })),
+    { name: 'NoSuchUpload' },
+    'no completion after the abort',
+  );
+  await t.rejects(store.client.send(new AbortMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId: id })), { name: 'NoSuchUpload' }, 'aborting twice');
+  await t.rejects(store.client.send(new AbortMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId: '../../x' })), { name: 'NoSuchUpload' }, 'an id that is not one');
+  t.equal(await store.head(at(key)), undefined, 'no object');
+});
+
+t.test('an abort waits for a part upload in flight, then removes it too; later parts are refused', async (t) => {
+  const key = 'aborted/in-flight';
+  const { UploadId } = await store.client.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: key }));
+  const id = String(UploadId);
+  // A part upload that sends half of its body and waits (unsigned: s3rver accepts anonymous requests).
+  const req = request(new URL(`/${BUCKET}/${key}?partNumber=1&uploadId=${id}`, s3.endpoint), { method: 'PUT', headers: { 'content-length': String(2 * MiB) } });
+  const answered = new Promise<number | undefined>((resolve, reject) => {
+    req.on('response', (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.on('error', reject);
+  });
+  req.write(randomBytes(MiB));
+  // Until the local S3 is writing it.
+  for (let i = 0; i < 500 && !(await files(uploadDir(id))).some((f) => f.endsWith('.tmp')); i++) await new Promise((r) => setTimeout(r, 10));
+  t.ok((await files(uploadDir(id))).some((f) => f.endsWith('.tmp')), 'the part is being written');
+
+  let abortDone = false;
+  const abort = store.client.send(new AbortMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId: id })).finally(() => {
+    abortDone = true;
+  });
+  await new Promise((r) => setTimeout(r, 200));
+  t.notOk(abortDone, 'the abort waits for the part in flight');
+  await t.rejects(store.client.send(new UploadPartCommand({ Bucket: BUCKET, Key: key, UploadId: id, PartNumber: 2, Body: randomBytes(1000) })), { name: 'NoSuchUpload' }, 'a part upload arriving during the abort is refused');
+  req.end(randomBytes(MiB));
+  t.equal(await answered, 200, 'the part in flight is stored');
+  t.equal((await abort).$metadata.httpStatusCode, 204, 'then the abort completes');
+  t.notOk(existsSync(uploadDir(id)), 'nothing left');
+});
+
+t.test('CompleteMultipartUpload checks the parts as S3 does', async (t) => {
+  const key = 'checked/object';
+  const { UploadId } = await store.client.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: key }));
+  const bodies = [randomBytes(5 * MiB), randomBytes(1000)];
+  const etags: string[] = [];
+  for (const [i, Body] of bodies.entries()) etags.push(String((await store.client.send(new UploadPartCommand({ Bucket: BUCKET, Key: key, UploadId, PartNumber: i + 1, Body }))).ETag));
+  const complete = (Parts: { ETag: string; PartNumber: number }[]) => store.client.send(new CompleteMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId, MultipartUpload: { Parts } }));
+  await t.rejects(complete([{ ETag: etags[0], PartNumber: 1 }, { ETag: etags[0], PartNumber: 2 }]), { name: 'InvalidPart' }, 'an ETag that is not the part');
+  await t.rejects(complete([{ ETag: etags[0], PartNumber: 1 }, { ETag: etags[1], PartNumber: 3 }]), { name: 'InvalidPart' }, 'a part never uploaded');
+  await t.rejects(complete([{ ETag: etags[1], PartNumber: 2 }, { ETag: etags[0], PartNumber: 1 }]), { name: 'InvalidPartOrder' }, 'parts out of order');
+  t.equal(await store.head(at(key)), undefined, 'no object yet');
+  await complete(etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })));
+  const got = await store.get(at(key), 10 * MiB, 'object');
+  t.ok(Buffer.from(got.bytes).equals(Buffer.concat(bodies)), 'the parts, in order');
+  const md5OfMd5s = createHash('md5').update(Buffer.concat(etags.map((e) => Buffer.from(e.replace(/"/g, ''), 'hex')))).digest('hex');
+  t.equal(got.etag, `"${md5OfMd5s}-2"`, "S3's multipart ETag");
+  t.notOk(existsSync(uploadDir(String(UploadId))), 'the parts are removed once completed');
+});
+
+t.test('read-after-write: each PUT is complete when answered', async (t) => {
+  let mismatches = 0;
+  for (let i = 0; i < 40; i++) {
+    const bytes = randomBytes(MiB + i * 1001);
+    // Overwrites too: a new version fully replaces the previous one.
+    await store.put(at(`raw/${i % 10}`), bytes, 'query');
+    const got = await store.get(at(`raw/${i % 10}`), 2 * MiB, 'query');
+    if (!Buffer.from(got.bytes).equals(bytes)) mismatches++;
+  }
+  t.equal(mismatches, 0, '40 PUTs of ~1 MB, each read back right after, identical');
+  const empty = new Uint8Array(0);
+  await store.put(at('raw/empty'), empty, 'query');
+  t.equal((await store.get(at('raw/empty'), 10, 'query')).bytes.length, 0, 'an empty object');
+});
+
+t.test('a PUT that fails midway (client gone) leaves the previous object and no temporary file', async (t) => {
+  const before = randomBytes(1000);
+  await store.put(at('cut/object'), before, 'query');
+  // Unsigned: s3rver accepts anonymous requests. Promise 10 MB, send 1 MB, then hang up.
+  const url = new URL(`/${BUCKET}/cut/object`, s3.endpoint);
+  await new Promise<void>((resolve) => {
+    const req = request(url, { method: 'PUT', headers: { 'content-length': String(10 * MiB) } });
+    req.on('error', () => resolve());
+    req.write(randomBytes(MiB), () => setTimeout(() => req.destroy(), 50));
+  });
+  // Let the server notice.
+  await new Promise((r) => setTimeout(r, 200));
+  const got = await store.get(at('cut/object'), 10 * MiB, 'query');
+  t.ok(Buffer.from(got.bytes).equals(before), 'the previous version, intact');
+  t.same((await files(join(bucketDir, 'cut'))).sort(), ['object._S3rver_metadata.json', 'object._S3rver_object', 'object._S3rver_object.md5'], 'no temporary file left');
+});
