@@ -17,6 +17,25 @@ export interface BatchKernel {
   /** [prime][row] */
   bias1: Float64Array[];
   bias2: Float64Array[];
+  /**
+   * Rows in evaluation order, in groups of up to four that read the same inputs (a convolution's
+   * filters at one position): each input residue is then loaded once for the whole group. The
+   * order is free: every sum is exact modulo q.
+   */
+  groups: number[][];
+}
+
+function groupRows(start: Int32Array, index: Int32Array): number[][] {
+  const byTaps = new Map<string, number[]>();
+  for (let j = 0; j + 1 < start.length; j++) {
+    const key = index.subarray(start[j], start[j + 1]).join(',');
+    const list = byTaps.get(key);
+    if (list) list.push(j);
+    else byTaps.set(key, [j]);
+  }
+  const groups: number[][] = [];
+  for (const rows of byTaps.values()) for (let i = 0; i < rows.length; i += 4) groups.push(rows.slice(i, i + 4));
+  return groups;
 }
 
 /** round(value * 2^bits) mod q, exactly (the product can exceed 2^53). */
@@ -39,6 +58,7 @@ export function prepareKernel(plan: BatchPlan, primes: number[]): BatchKernel {
     w2: plan.second ? Float64Array.from(plan.second.weight) : undefined,
     bias1: primes.map((q) => Float64Array.from(plan.first.bias, (b) => residue(b, first, q))),
     bias2: primes.map((q) => Float64Array.from(plan.second?.bias ?? [], (b) => residue(b, out, q))),
+    groups: groupRows(Int32Array.from(plan.first.start), Int32Array.from(plan.first.index)),
   };
 }
 
@@ -59,32 +79,43 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
   const outs = outputsOf(plan);
   const size = resultSize(plan);
   const b1 = k.bias1[pi];
-  const a0 = new Float64Array(C);
-  const a1 = new Float64Array(C);
+  const A0 = [0, 1, 2, 3].map(() => new Float64Array(C));
+  const A1 = [0, 1, 2, 3].map(() => new Float64Array(C));
   // |w2 * s| < 2^41: 2^11 of them sum exactly; the accumulators are reduced that often.
   const acc = new Float64Array(outs * 3 * C);
   // Squares of up to four rows wait here, so each output accumulator is read and written
   // once per four rows instead of once per row (the loops are bound by memory traffic).
   const sq = new Float64Array(4 * 3 * C);
   const pending: number[] = [];
-  for (let j = 0; j < rows; j++) {
-    a0.fill(b1[j]);
-    a1.fill(0);
-    macRow(a0, a1, input, k.index, k.w1, k.start[j], k.start[j + 1], LN, lane0, C);
-    if (!plan.square) {
-      // Linear model: the row is the output.
-      reduceInto(a0, output, (j * size) * LN + lane0, q, qinv);
-      reduceInto(a1, output, (j * size + 1) * LN + lane0, q, qinv);
-      continue;
+  let sinceReduce = 0;
+  for (const group of k.groups) {
+    group.forEach((j, r) => {
+      A0[r].fill(b1[j]);
+      A1[r].fill(0);
+    });
+    if (group.length === 4) macGroup(A0, A1, input, k.index, k.w1, group.map((j) => k.start[j]), k.start[group[0] + 1] - k.start[group[0]], LN, lane0, C);
+    else group.forEach((j, r) => macRow(A0[r], A1[r], input, k.index, k.w1, k.start[j], k.start[j + 1], LN, lane0, C));
+    for (let r = 0; r < group.length; r++) {
+      const j = group[r];
+      if (!plan.square) {
+        // Linear model: the row is the output.
+        reduceInto(A0[r], output, (j * size) * LN + lane0, q, qinv);
+        reduceInto(A1[r], output, (j * size + 1) * LN + lane0, q, qinv);
+        continue;
+      }
+      squareRow(A0[r], A1[r], sq, pending.length * 3 * C, q, qinv);
+      pending.push(j);
+      if (pending.length === 4) {
+        accumulate(acc, sq, k.w2!, rows, outs, C, pending);
+        pending.length = 0;
+        if ((sinceReduce += 4) >= REDUCE_EVERY) {
+          reduceAll(acc, q, qinv);
+          sinceReduce = 0;
+        }
+      }
     }
-    squareRow(a0, a1, sq, pending.length * 3 * C, q, qinv);
-    pending.push(j);
-    if (pending.length === 4 || j === rows - 1) {
-      accumulate(acc, sq, k.w2!, rows, outs, C, pending);
-      pending.length = 0;
-    }
-    if ((j + 1) % REDUCE_EVERY === 0) reduceAll(acc, q, qinv);
   }
+  if (pending.length) accumulate(acc, sq, k.w2!, rows, outs, C, pending);
   if (!plan.square) return;
   reduceAll(acc, q, qinv);
   const b2 = k.bias2[pi];
@@ -121,6 +152,51 @@ function macRow(a0: Float64Array, a1: Float64Array, input: Uint32Array, index: I
     for (let c = 0; c < C; c++) {
       a0[c] += wt * input[base0 + c];
       a1[c] += wt * input[base1 + c];
+    }
+  }
+}
+
+/** macRow for four rows with the same taps (different weights): one load of each input residue. */
+function macGroup(A0: Float64Array[], A1: Float64Array[], input: Uint32Array, index: Int32Array, w: Float64Array, starts: number[], taps: number, LN: number, lane0: number, C: number): void {
+  const [a0, b0, c0, d0] = A0;
+  const [a1, b1, c1, d1] = A1;
+  const [s0, s1, s2, s3] = starts;
+  let t = 0;
+  for (; t + 2 <= taps; t += 2) {
+    const pa = index[s0 + t] * 2 * LN + lane0, pb = index[s0 + t + 1] * 2 * LN + lane0;
+    const wa0 = w[s0 + t], wb0 = w[s0 + t + 1], wa1 = w[s1 + t], wb1 = w[s1 + t + 1];
+    const wa2 = w[s2 + t], wb2 = w[s2 + t + 1], wa3 = w[s3 + t], wb3 = w[s3 + t + 1];
+    for (let c = 0; c < C; c++) {
+      const xa = input[pa + c], xb = input[pb + c];
+      a0[c] += wa0 * xa + wb0 * xb;
+      b0[c] += wa1 * xa + wb1 * xb;
+      c0[c] += wa2 * xa + wb2 * xb;
+      d0[c] += wa3 * xa + wb3 * xb;
+    }
+    for (let c = 0; c < C; c++) {
+      const xa = input[pa + LN + c], xb = input[pb + LN + c];
+      a1[c] += wa0 * xa + wb0 * xb;
+      b1[c] += wa1 * xa + wb1 * xb;
+      c1[c] += wa2 * xa + wb2 * xb;
+      d1[c] += wa3 * xa + wb3 * xb;
+    }
+  }
+  for (; t < taps; t++) {
+    const pa = index[s0 + t] * 2 * LN + lane0;
+    const wa0 = w[s0 + t], wa1 = w[s1 + t], wa2 = w[s2 + t], wa3 = w[s3 + t];
+    for (let c = 0; c < C; c++) {
+      const x = input[pa + c];
+      a0[c] += wa0 * x;
+      b0[c] += wa1 * x;
+      c0[c] += wa2 * x;
+      d0[c] += wa3 * x;
+    }
+    for (let c = 0; c < C; c++) {
+      const x = input[pa + LN + c];
+      a1[c] += wa0 * x;
+      b1[c] += wa1 * x;
+      c1[c] += wa2 * x;
+      d1[c] += wa3 * x;
     }
   }
 }
@@ -211,8 +287,8 @@ export function measureKernelUnits(rounds = 7): { macFirst: number; macSecond: n
   const q = 67043329;
   const qinv = 1 / q;
   const input = Uint32Array.from({ length: INPUTS * 2 * C }, (_, i) => (i * 2654435761) % q);
-  // Rows of 25 taps spread over the inputs like a 5x5 convolution's.
-  const index = Int32Array.from({ length: ROWS * 25 }, (_, i) => (Math.floor(i / 25) * 3 + (i % 5) + 28 * Math.floor((i % 25) / 5)) % INPUTS);
+  // Rows of 25 taps spread over the inputs like a 5x5 convolution's (four filters per window).
+  const index = Int32Array.from({ length: ROWS * 25 }, (_, i) => (Math.floor(i / 100) * 3 + (i % 5) + 28 * Math.floor((i % 25) / 5)) % INPUTS);
   const w = Float64Array.from({ length: ROWS * 25 }, (_, i) => (i % 2000) - 1000);
   const w2 = Float64Array.from({ length: OUTS * ROWS }, (_, i) => (i % 3000) - 1500);
   const a0 = new Float64Array(C);
@@ -230,8 +306,11 @@ export function measureKernelUnits(rounds = 7): { macFirst: number; macSecond: n
     }
     return median(out);
   };
+  // Rows in groups of four sharing their taps, as the kernel orders a convolution's filters.
+  const A0 = [0, 1, 2, 3].map(() => new Float64Array(C));
+  const A1 = [0, 1, 2, 3].map(() => new Float64Array(C));
   const macFirst = time(ROWS * 25 * 2 * C, () => {
-    for (let j = 0; j < ROWS; j++) macRow(a0, a1, input, index, w, j * 25, (j + 1) * 25, C, 0, C);
+    for (let j = 0; j < ROWS; j += 4) macGroup(A0, A1, input, index, w, [j * 25, (j + 1) * 25, (j + 2) * 25, (j + 3) * 25], 25, C, 0, C);
   });
   a0.fill(1e12);
   a1.fill(-1e12);
