@@ -12,6 +12,8 @@ export interface ChartOptions {
   yLabel: string;
   logX?: boolean;
   logY?: boolean;
+  /** Ticks on integers only (counts). */
+  integerX?: boolean;
   width?: number;
   height?: number;
   /** Vertical marker lines with a label. */
@@ -48,8 +50,8 @@ export function lineChart(series: Series[], o: ChartOptions): string {
   const X = (v: number) => m.l + f(v, x0, x1, o.logX) * (W - m.l - m.r);
   const Y = (v: number) => H - m.b - f(v, y0, y1, o.logY) * (H - m.t - m.b);
   const out: string[] = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`, `<rect width="${W}" height="${H}" fill="white"/>`];
-  out.push(`<text x="${W / 2 - m.r / 2 + m.l / 2}" y="22" text-anchor="middle" font-size="15">${esc(o.title)}</text>`);
-  for (const t of ticks(x0, x1, !!o.logX)) out.push(`<line x1="${X(t)}" x2="${X(t)}" y1="${m.t}" y2="${H - m.b}" stroke="#eee"/><text x="${X(t)}" y="${H - m.b + 16}" text-anchor="middle">${t}</text>`);
+  out.push(`<text x="${m.l + (W - m.l - m.r) / 2}" y="24" text-anchor="middle" font-size="15">${esc(o.title)}</text>`);
+  for (const t of ticks(x0, x1, !!o.logX).filter((v) => !o.integerX || Number.isInteger(v))) out.push(`<line x1="${X(t)}" x2="${X(t)}" y1="${m.t}" y2="${H - m.b}" stroke="#eee"/><text x="${X(t)}" y="${H - m.b + 16}" text-anchor="middle">${t}</text>`);
   for (const t of ticks(y0, y1, !!o.logY)) out.push(`<line x1="${m.l}" x2="${W - m.r}" y1="${Y(t)}" y2="${Y(t)}" stroke="#eee"/><text x="${m.l - 6}" y="${Y(t) + 4}" text-anchor="end">${t}</text>`);
   out.push(`<rect x="${m.l}" y="${m.t}" width="${W - m.l - m.r}" height="${H - m.t - m.b}" fill="none" stroke="#444"/>`);
   out.push(`<text x="${m.l + (W - m.l - m.r) / 2}" y="${H - 12}" text-anchor="middle">${esc(o.xLabel)}</text>`);

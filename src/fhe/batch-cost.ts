@@ -49,6 +49,29 @@ export async function measureBatchUnitCosts(plan: BatchPlan, repeat = 8): Promis
   return { mac_first_ns: +units.macFirst.toFixed(3), mac_second_ns: +units.macSecond.toFixed(3), square_ns: +units.square.toFixed(3), reduce_ns: +units.reduce.toFixed(3), load_ms, save_ms, encrypt_ms, decrypt_ms };
 }
 
+/**
+ * Unit costs measured by `threads` threads at once (each with its own SEAL), averaged: what
+ * each of `threads` busy workers gets from its core.
+ */
+export async function measureBatchUnitCostsConcurrent(plan: BatchPlan, threads: number): Promise<BatchUnitCosts> {
+  if (threads <= 1) return measureBatchUnitCosts(plan);
+  const { Worker } = await import('node:worker_threads');
+  const start = new SharedArrayBuffer(8);
+  const gate = new Int32Array(start);
+  const workers = Array.from({ length: threads }, () => new Worker(new URL('./unit-costs-worker.ts', import.meta.url), { workerData: { plan, start } }));
+  const results = workers.map((w) => new Promise<BatchUnitCosts>((resolve, reject) => {
+    w.once('message', resolve);
+    w.once('error', reject);
+  }));
+  while (Atomics.load(gate, 0) < threads) await new Promise((r) => setTimeout(r, 5));
+  Atomics.store(gate, 1, 1);
+  Atomics.notify(gate, 1);
+  const all = await Promise.all(results);
+  await Promise.all(workers.map((w) => w.terminate()));
+  const mean = (k: keyof BatchUnitCosts) => +(all.reduce((a, c) => a + c[k], 0) / all.length).toFixed(3);
+  return { mac_first_ns: mean('mac_first_ns'), mac_second_ns: mean('mac_second_ns'), square_ns: mean('square_ns'), reduce_ns: mean('reduce_ns'), load_ms: mean('load_ms'), save_ms: mean('save_ms'), encrypt_ms: mean('encrypt_ms'), decrypt_ms: mean('decrypt_ms') };
+}
+
 /** Predicted times (ms, one core) for one batch: the server's kernel and SEAL work, the client's. */
 export function predictBatch(plan: BatchPlan, u: BatchUnitCosts): { kernel: number; load: number; save: number; server: number; client: number; byOp: Record<string, number> } {
   const c = batchOpCounts(plan);
