@@ -61,7 +61,8 @@ export async function* evaluateBatches(plan: BatchPlan, records: number, section
         if (next.done) throw new SealedError('bad-query', `the query ends after ${b * plan.inputs + i} ciphertexts; ${records} records need ${batches * plan.inputs}`, 'upload the file written by `sealed predict`, unchanged');
         group.push(next.value);
         if (group.length === LOAD_GROUP || i === plan.inputs - 1) {
-          loads.push(pool.runBatch({ batch: 'decode', sections: group, input, first }, signal));
+          // Each section owns its buffer (the stream reader copies it out): move, not copy.
+          loads.push(pool.runBatch({ batch: 'decode', sections: group, input, first }, signal, group.map((g) => g.buffer as ArrayBuffer)));
           first = i + 1;
           group = [];
         }

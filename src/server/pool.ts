@@ -29,8 +29,9 @@ export class EvaluationPool {
     return this.piscina.run(task, { signal }) as Promise<EvaluateResult>;
   }
 
-  runBatch(task: BatchTask, signal?: AbortSignal): Promise<BatchResult> {
-    return this.piscina.run(task, { signal }) as Promise<BatchResult>;
+  /** `transfer`: buffers handed to the worker instead of copied (the caller gives them up). */
+  runBatch(task: BatchTask, signal?: AbortSignal, transfer?: ArrayBuffer[]): Promise<BatchResult> {
+    return this.piscina.run(task, { signal, transferList: transfer as never }) as Promise<BatchResult>;
   }
 
   get queued(): number {
