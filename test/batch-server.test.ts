@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { predict, predictBatches, invokeHttp } from '../src/client/predict.ts';
 import { ClientSession } from '../src/client/session.ts';
 import { EncryptPool } from '../src/client/encrypt-pool.ts';
+import { createClient } from '../src/client/index.ts';
 import { readClientPart, readServerPart } from '../src/model/bundle.ts';
 import { simulateBatch } from '../src/model/compile-batch.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
@@ -85,6 +86,18 @@ t.test('predictBatches in batch mode: one request per batch, results in order', 
   const r = await predictBatches(session, keys, images.slice(0, 9), transport, { layout: 'batch' });
   t.equal(r.scores.length, 9);
   t.equal(r.stats[0].layout, 'batch');
+});
+
+t.test('the SDK picks batch mode past the crossover (S3 transport), the single layout below it', async (t) => {
+  const client = await createClient({ model: modelDir, endpoint: stack.server.url, s3Endpoint: stack.s3.endpoint, bucket: stack.bucket });
+  t.teardown(() => client.close());
+  const many = await client.predictWithStats(images);
+  t.equal(many.stats.layout, 'batch');
+  t.equal(many.stats.keys_bytes, 0, 'no evaluation keys sent');
+  t.equal(many.predictions.length, images.length);
+  const few = await client.predictWithStats(images.slice(0, 2));
+  t.equal(few.stats.layout, 'single');
+  few.scores.forEach((s, i) => t.ok(Math.max(...s.map((v, o) => Math.abs(v - many.scores[i][o]))) < 1e-2, `record ${i}: same scores either way`));
 });
 
 async function invokeRaw(header: Record<string, unknown>, sections: Uint8Array[], extra: Record<string, string> = {}) {

@@ -14,7 +14,7 @@ import { SealedError } from '../errors.ts';
 import { loadSeal } from '../fhe/seal.ts';
 import { parseClientPart, type ClientPart } from '../model/client-part.ts';
 import { postprocess, type Prediction } from '../model/postprocess.ts';
-import { ClientSession, keysId, type Keys } from './session.ts';
+import { ClientSession, keysId, type Keys, type Layout } from './session.ts';
 
 export type { ClientPart, Keys, Prediction };
 export { SealedError, keysId };
@@ -41,7 +41,10 @@ export interface Evaluation {
 
 /** Carries an encrypted query to a server and the encrypted result back. */
 export interface Transport {
-  evaluate(query: Uint8Array, keys: EvaluationKeys): Promise<Evaluation>;
+  /** `keys` is undefined for a batch-mode query (batch mode uses no evaluation keys). */
+  evaluate(query: Uint8Array, keys: EvaluationKeys | undefined): Promise<Evaluation>;
+  /** Whether this transport can send batch-mode queries (the S3 path can; the page proxy cannot). */
+  batch?: boolean;
   close?(): Promise<void> | void;
 }
 
@@ -81,6 +84,8 @@ export interface ClientOptions {
 }
 
 export interface PredictStats {
+  /** single (records packed per ciphertext, evaluation keys) or batch (record per slot, no keys). */
+  layout: Layout;
   records: number;
   /** Bytes of the encrypted query, the evaluation keys and the encrypted result. */
   query_bytes: number;
@@ -158,15 +163,25 @@ export class SealedClient {
   }
 
   /** Uses keys made earlier for this model. */
-  useKeys(keys: Pick<Keys, 'secretKey' | 'evaluationKeys'>): void {
+  useKeys(keys: Pick<Keys, 'secretKey' | 'evaluationKeys' | 'batchSecretKey'>): void {
     this.session.useSecretKey(keys.secretKey);
-    this.keySet = { secretKey: keys.secretKey, evaluationKeys: keys.evaluationKeys, evaluationKeysId: keysId(keys.evaluationKeys) };
+    const batchSecretKey = keys.batchSecretKey ?? this.session.generateBatchKey();
+    if (keys.batchSecretKey) this.session.useBatchSecretKey(keys.batchSecretKey);
+    this.keySet = { secretKey: keys.secretKey, evaluationKeys: keys.evaluationKeys, evaluationKeysId: keysId(keys.evaluationKeys), batchSecretKey };
+  }
+
+  /**
+   * The layout for this many records: batch mode (no evaluation keys, record per slot) from the
+   * model's crossover on, when the model and the transport support it; else single.
+   */
+  layoutFor(records: number): Layout {
+    return this.transport && !this.transport.batch ? 'single' : this.session.layoutFor(records);
   }
 
   /** Records -> encrypted query (wire format, kind 1). Makes keys first if there are none. */
-  encrypt(records: readonly RecordInput[]): Uint8Array {
+  encrypt(records: readonly RecordInput[], layout: Layout = 'single'): Uint8Array {
     if (!this.keySet) this.generateKeys();
-    return this.session.encrypt(records.map((r, i) => this.row(r, i)));
+    return this.session.encrypt(records.map((r, i) => this.row(r, i)), layout);
   }
 
   /** Encrypted result (wire format, kind 3) -> one prediction per record. */
@@ -192,9 +207,10 @@ export class SealedClient {
     if (!this.keySet) this.generateKeys();
     const keys = this.keySet!;
     const t1 = now();
-    const query = this.encrypt(records);
+    const layout = this.layoutFor(records.length);
+    const query = this.encrypt(records, layout);
     const t2 = now();
-    const ev = await transport.evaluate(query, { id: keys.evaluationKeysId, bytes: keys.evaluationKeys });
+    const ev = await transport.evaluate(query, layout === 'batch' ? undefined : { id: keys.evaluationKeysId, bytes: keys.evaluationKeys });
     const t3 = now();
     const scores = this.session.decryptScores(ev.result);
     const predictions = scores.map((sc) => postprocess(this.model, sc));
@@ -203,9 +219,10 @@ export class SealedClient {
       predictions,
       scores,
       stats: {
+        layout,
         records: records.length,
         query_bytes: query.length,
-        keys_bytes: keys.evaluationKeys.length,
+        keys_bytes: layout === 'batch' ? 0 : keys.evaluationKeys.length,
         result_bytes: ev.result.length,
         keys_uploaded: ev.keysUploaded,
         ms: { keygen: round(t1 - t0), encrypt: round(t2 - t1), evaluate: round(t3 - t2), decrypt: round(t4 - t3), total: round(t4 - t0) },
@@ -327,6 +344,7 @@ export function proxyTransport(base: string | URL): Transport {
   const octets = { 'content-type': 'application/octet-stream' };
   return {
     async evaluate(query, keys) {
+      if (!keys) throw new SealedError('bad-request', 'the page proxy takes single-layout queries only', 'send fewer records than the model\'s batch crossover, or use the S3 transport');
       const ms: Record<string, number> = {};
       let keysUploaded = false;
       if (!uploaded.has(keys.id)) {
@@ -405,14 +423,17 @@ export function s3Transport(o: S3TransportOptions): Transport {
       const outLoc = { bucket: t.bucket, key: `${prefix}results/${id}.result` };
       const t0 = now();
       // ensureKeysUploaded reads only the public part; the secret key is not given to transports.
-      const [k] = await Promise.all([p.ensureKeysUploaded(t, { secretKey: new Uint8Array(0), evaluationKeys: keys.bytes, evaluationKeysId: keys.id }), t.store.put(queryLoc, query, 'encrypted query')]);
+      const [k] = await Promise.all([keys && p.ensureKeysUploaded(t, { secretKey: new Uint8Array(0), evaluationKeys: keys.bytes, evaluationKeysId: keys.id }), t.store.put(queryLoc, query, 'encrypted query')]);
       const t1 = now();
-      const server = await p.invokeHttp(t.endpoint, { encrypted_query_uri: s3.formatS3Uri(queryLoc), evaluation_keys_uri: s3.formatS3Uri(k.loc), output_uri: s3.formatS3Uri(outLoc) });
+      const request: Record<string, string> = { encrypted_query_uri: s3.formatS3Uri(queryLoc), output_uri: s3.formatS3Uri(outLoc) };
+      if (k) request.evaluation_keys_uri = s3.formatS3Uri(k.loc);
+      const server = await p.invokeHttp(t.endpoint, request);
       const t2 = now();
       const { bytes: result } = await t.store.get(outLoc, 2 ** 31, 'encrypted result');
       const t3 = now();
-      return { result, keysUploaded: k.uploaded, ms: { upload: round(t1 - t0), invoke: round(t2 - t1), download: round(t3 - t2) }, server };
+      return { result, keysUploaded: k?.uploaded ?? false, ms: { upload: round(t1 - t0), invoke: round(t2 - t1), download: round(t3 - t2) }, server };
     },
+    batch: true,
     async close() {
       if (!ready) return;
       const r = await ready.catch(() => undefined);
