@@ -5,7 +5,7 @@ import { BatchSession } from '../src/fhe/batch-io.ts';
 import { evaluateLanes, prepareKernel, residue } from '../src/fhe/batch-kernel.ts';
 import { batchOpCounts, outputsOf, recordsPerBatch, resultSize, scaleBitsOf, type BatchPlan } from '../src/fhe/batch-plan.ts';
 import { SecretKeyHolder, generateSecretKey } from '../src/fhe/ckks.ts';
-import { buildRaw, copyResidues, readRawInfo } from '../src/fhe/raw-ciphertext.ts';
+import { buildRaw, copyResidues, isPacked, packResidues, readRawInfo, unpackResidues } from '../src/fhe/raw-ciphertext.ts';
 import { batchUnsupported, compileBatch, simulateBatch } from '../src/model/compile-batch.ts';
 import { forward, type Network } from '../src/model/network.ts';
 import { F, rng, side, smallCnn } from './helpers/networks.ts';
@@ -113,4 +113,35 @@ t.test('raw ciphertext layout: SEAL bytes -> residues -> SEAL bytes', async (t) 
   bad[0] = 0;
   t.throws(() => readRawInfo(bad), /not an uncompressed SEAL ciphertext/);
   t.throws(() => bs.encodeResult(lanes.map(() => 2 ** 31), 0, 2, 20), /SEAL|result/, 'residues above the prime are refused by SEAL');
+});
+
+t.test('packed sections: 26-bit residues, 13 bytes per 4, round trip and hostile input', async (t) => {
+  const plan = compileBatch(linear, samples(5, 6))!;
+  const bs = await BatchSession.open(plan);
+  const holder = new SecretKeyHolder(bs.session, generateSecretKey(bs.session));
+  t.teardown(() => {
+    holder.close();
+    bs.close();
+  });
+  const v = Float64Array.from({ length: 4096 }, (_, i) => Math.sin(i) * 2);
+  const packed = holder.encryptPacked(v, plan.inputScaleBits);
+  const zstd = holder.encrypt(v, plan.inputScaleBits);
+  t.ok(isPacked(packed) && !isPacked(zstd));
+  t.ok(packed.length < 0.85 * zstd.length, `packed ${packed.length} bytes < SEAL's zstd ${zstd.length}`);
+  const raw = unpackResidues(packed);
+  t.same(packResidues(raw), packed, 'unpack then pack gives the same bytes');
+  const lanes = new Uint32Array(2 * bs.lanes);
+  bs.decodeInto(packed, lanes, 0);
+  const back = holder.decrypt(bs.encodeResult(lanes, 0, 2, plan.inputScaleBits));
+  t.ok(Math.max(...back.map((x, i) => Math.abs(x - v[i]))) < 1e-4, 'a packed query ciphertext loads and decrypts');
+  t.throws(() => unpackResidues(packed.subarray(0, 5000)), /truncated/);
+  const huge = packed.slice();
+  new DataView(huge.buffer).setUint32(8, 2 ** 31, true);
+  t.throws(() => unpackResidues(huge), /too many residues/);
+  const flipped = packed.slice();
+  flipped[200] ^= 0xff;
+  t.doesNotThrow(() => unpackResidues(flipped), 'a flipped residue still unpacks (SEAL or the result catches it)');
+  const wide = raw.slice();
+  new DataView(wide.buffer).setUint32(113, 2 ** 27, true);
+  t.equal(packResidues(wide), undefined, 'residues above 26 bits are not packed');
 });

@@ -38,7 +38,7 @@ export default async function encrypt(task: EncryptTask): Promise<Uint8Array[]> 
   const out: Uint8Array[] = [];
   for (let i = task.first; i < task.first + task.count; i++) {
     for (let r = 0; r < task.records; r++) v[r] = values[r * task.features + i];
-    out.push(current.holder.encrypt(v, task.scaleBits));
+    out.push(current.holder.encryptPacked(v, task.scaleBits));
   }
   return out;
 }

@@ -115,7 +115,7 @@ export class ClientSession {
         for (let i = 0; i < inputs; i++) {
           v.fill(0);
           recs.forEach((r, s) => (v[s] = r[i]));
-          yield key.encrypt(v, b.input_scale_bits);
+          yield key.encryptPacked(v, b.input_scale_bits);
         }
       }
     }

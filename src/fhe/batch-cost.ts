@@ -34,7 +34,7 @@ export async function measureBatchUnitCosts(plan: BatchPlan, repeat = 8): Promis
     return +((performance.now() - t0) / repeat).toFixed(3);
   };
   let ct: Uint8Array = new Uint8Array();
-  const encrypt_ms = time(() => (ct = holder.encrypt(v, plan.inputScaleBits)));
+  const encrypt_ms = time(() => (ct = holder.encryptPacked(v, plan.inputScaleBits)));
   const lanes = new Uint32Array(2 * bs.lanes);
   const load_ms = time(() => bs.decodeInto(ct, lanes, 0));
   // A result of the plan's size (residues of the fresh ciphertext, padded): SEAL's cost does not depend on the values.

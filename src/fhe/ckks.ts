@@ -4,6 +4,7 @@ import type { Ciphertext, GaloisKeys, RelinKeys, SEALContext, CKKSEncoder, Evalu
 import { SealedError } from '../errors.ts';
 import { createContext, type CkksParams } from './params.ts';
 import { guard, loadSeal, release, type Seal } from './seal.ts';
+import { isPacked, packResidues, unpackResidues } from './raw-ciphertext.ts';
 
 export class CkksSession {
   readonly seal: Seal;
@@ -121,6 +122,26 @@ export class SecretKeyHolder {
     }
   }
 
+  /**
+   * As encrypt, saved uncompressed with the residues packed in 26 bits (raw-ciphertext.ts):
+   * for parameters whose primes all have at most 26 bits (batch mode).
+   */
+  encryptPacked(values: Float64Array, scaleBits: number): Uint8Array {
+    const { seal, encoder } = this.s;
+    const pt = new seal.Plaintext();
+    try {
+      encoder.encode(values, 2 ** scaleBits, pt);
+      const ser = this.encryptor.encryptSymmetricSerializable(pt);
+      const bytes = ser.saveToArray(seal.ComprModeType.none) as Uint8Array;
+      ser.delete();
+      const packed = packResidues(bytes);
+      if (!packed) throw new SealedError('insecure-parameters', 'packed encryption needs primes of at most 26 bits');
+      return packed;
+    } finally {
+      pt.delete();
+    }
+  }
+
   decrypt(bytes: Uint8Array): Float64Array {
     const { seal, encoder } = this.s;
     const ct = loadCiphertext(this.s, bytes, 'the encrypted result');
@@ -141,7 +162,8 @@ export class SecretKeyHolder {
 export function loadCiphertext(s: CkksSession, bytes: Uint8Array, what: string): Ciphertext {
   const ct = new s.seal.Ciphertext();
   try {
-    guard('bad-query', what, () => ct.loadFromArray(s.context, bytes));
+    const raw = isPacked(bytes) ? unpackResidues(bytes) : bytes;
+    guard('bad-query', what, () => ct.loadFromArray(s.context, raw));
     return ct;
   } catch (e) {
     ct.delete();

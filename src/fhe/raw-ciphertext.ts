@@ -94,3 +94,78 @@ export function buildRaw(info: Omit<RawCiphertextInfo, 'size'>, size: number, re
   out.set(new Uint8Array(words.buffer), RAW_DATA_OFFSET);
   return out;
 }
+
+// Packed sections (batch-mode queries): a ciphertext SEAL saved uncompressed, with its residues
+// (all below 2^26: batch mode's primes have 26 bits) packed four to 13 bytes instead of four
+// 64-bit words. 20% smaller than SEAL's zstd and cheaper to make and to read.
+//
+//   "P26" 0 | prefix length u32 | residue count u32 | prefix (SEAL's bytes up to the residues)
+//   | packed residues (count / 4 x 13 bytes) | suffix (SEAL's bytes after them: a seed)
+const PACK_MAGIC = [0x50, 0x32, 0x36, 0x00];
+const PACK_HEAD = 12;
+const MAX_PACKED_RESIDUES = 16 * 16 * 32768;
+
+export function isPacked(bytes: Uint8Array): boolean {
+  return bytes.length >= PACK_HEAD && PACK_MAGIC.every((b, i) => bytes[i] === b);
+}
+
+/** Packs SEAL's uncompressed ciphertext bytes; undefined if a residue does not fit 26 bits. */
+export function packResidues(bytes: Uint8Array): Uint8Array | undefined {
+  if (bytes.length < RAW_DATA_OFFSET) return undefined;
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const count = Number(v.getBigUint64(COUNT, true));
+  const suffix = bytes.length - RAW_DATA_OFFSET - 8 * count;
+  if (count % 4 !== 0 || suffix < 0) return undefined;
+  const out = new Uint8Array(PACK_HEAD + RAW_DATA_OFFSET + (count / 4) * 13 + suffix);
+  out.set(PACK_MAGIC);
+  const ov = new DataView(out.buffer);
+  ov.setUint32(4, RAW_DATA_OFFSET, true);
+  ov.setUint32(8, count, true);
+  out.set(bytes.subarray(0, RAW_DATA_OFFSET), PACK_HEAD);
+  let o = PACK_HEAD + RAW_DATA_OFFSET;
+  for (let i = 0; i < count; i += 4) {
+    const at = RAW_DATA_OFFSET + 8 * i;
+    const a = v.getUint32(at, true), b = v.getUint32(at + 8, true), c = v.getUint32(at + 16, true), d = v.getUint32(at + 24, true);
+    if ((a | b | c | d) >>> 26 || v.getUint32(at + 4, true) | v.getUint32(at + 12, true) | v.getUint32(at + 20, true) | v.getUint32(at + 28, true)) return undefined;
+    out[o] = a;
+    out[o + 1] = a >>> 8;
+    out[o + 2] = a >>> 16;
+    out[o + 3] = (a >>> 24) | (b << 2);
+    out[o + 4] = b >>> 6;
+    out[o + 5] = b >>> 14;
+    out[o + 6] = (b >>> 22) | (c << 4);
+    out[o + 7] = c >>> 4;
+    out[o + 8] = c >>> 12;
+    out[o + 9] = (c >>> 20) | (d << 6);
+    out[o + 10] = d >>> 2;
+    out[o + 11] = d >>> 10;
+    out[o + 12] = d >>> 18;
+    o += 13;
+  }
+  out.set(bytes.subarray(RAW_DATA_OFFSET + 8 * count), o);
+  return out;
+}
+
+/** SEAL's uncompressed bytes back from a packed section (SEAL then checks them as it loads). */
+export function unpackResidues(packed: Uint8Array): Uint8Array {
+  const v = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
+  if (!isPacked(packed) || v.getUint32(4, true) !== RAW_DATA_OFFSET) throw fail('is not a packed ciphertext');
+  const count = v.getUint32(8, true);
+  const body = PACK_HEAD + RAW_DATA_OFFSET + (count / 4) * 13;
+  if (count % 4 !== 0 || count > MAX_PACKED_RESIDUES || body > packed.length) throw fail('is truncated or declares too many residues');
+  const out = new Uint8Array(RAW_DATA_OFFSET + 8 * count + (packed.length - body));
+  out.set(packed.subarray(PACK_HEAD, PACK_HEAD + RAW_DATA_OFFSET));
+  const words = new Uint32Array(2 * count);
+  let p = PACK_HEAD + RAW_DATA_OFFSET;
+  for (let i = 0; i < count; i += 4) {
+    const b3 = packed[p + 3], b6 = packed[p + 6], b9 = packed[p + 9];
+    words[2 * i] = packed[p] | (packed[p + 1] << 8) | (packed[p + 2] << 16) | ((b3 & 3) << 24);
+    words[2 * i + 2] = (b3 >>> 2) | (packed[p + 4] << 6) | (packed[p + 5] << 14) | ((b6 & 15) << 22);
+    words[2 * i + 4] = (b6 >>> 4) | (packed[p + 7] << 4) | (packed[p + 8] << 12) | ((b9 & 63) << 20);
+    words[2 * i + 6] = (b9 >>> 6) | (packed[p + 10] << 2) | (packed[p + 11] << 10) | (packed[p + 12] << 18);
+    p += 13;
+  }
+  out.set(new Uint8Array(words.buffer), RAW_DATA_OFFSET);
+  out.set(packed.subarray(body), RAW_DATA_OFFSET + 8 * count);
+  return out;
+}
