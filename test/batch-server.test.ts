@@ -17,6 +17,7 @@ import { encodeWire } from '../src/wire/format.ts';
 import { smallCnn } from './helpers/networks.ts';
 import { paramsKey } from '../src/fhe/params.ts';
 import { startStack } from './helpers/fixture.ts';
+import { startServer } from '../src/server/serve.ts';
 
 const dir = await mkdtemp(join(tmpdir(), 'sealed-batch-'));
 const modelDir = join(dir, 'model');
@@ -98,6 +99,20 @@ t.test('the SDK picks batch mode past the crossover (S3 transport), the single l
   const few = await client.predictWithStats(images.slice(0, 2));
   t.equal(few.stats.layout, 'single');
   few.scores.forEach((s, i) => t.ok(Math.max(...s.map((v, o) => Math.abs(v - many.scores[i][o]))) < 1e-2, `record ${i}: same scores either way`));
+});
+
+t.test('batch-mode requests beyond --max-batch-in-flight get 503 and the rest are served', async (t) => {
+  const one = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: stack.s3.endpoint, maxBatchInFlight: 1 });
+  t.teardown(() => one.close());
+  const rows = Array.from({ length: 4100 }, (_, i) => images[i % images.length]);
+  const tr = { ...transport, endpoint: one.url };
+  const outcomes = await Promise.allSettled([0, 1, 2].map(() => predict(session, keys, rows, tr, { layout: 'batch' })));
+  const refused = outcomes.filter((o) => o.status === 'rejected');
+  t.ok(refused.length >= 1, `${refused.length} of 3 concurrent batch requests refused`);
+  for (const r of refused) t.match(String((r as PromiseRejectedResult).reason), /batch-mode requests already/);
+  t.ok(outcomes.some((o) => o.status === 'fulfilled'), 'at least one served');
+  const after = await predict(session, keys, images.slice(0, 3), tr, { layout: 'batch' });
+  t.equal(after.scores.length, 3, 'a slot frees when a request ends');
 });
 
 async function invokeRaw(header: Record<string, unknown>, sections: Uint8Array[], extra: Record<string, string> = {}) {

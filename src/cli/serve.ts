@@ -11,6 +11,7 @@ interface ServeOpts {
   workers?: number;
   s3Endpoint?: string;
   maxInFlight?: number;
+  maxBatchInFlight?: number;
   deadlineMs?: number;
   allowRead?: string;
   allowWrite?: string;
@@ -53,6 +54,7 @@ export async function serveCommand(o: ServeOpts): Promise<void> {
     s3Endpoint: s3.endpoint,
     logger: { level: process.env.LOG_LEVEL ?? 'info' },
     maxInFlight: o.maxInFlight,
+    maxBatchInFlight: o.maxBatchInFlight,
     deadlineMs: o.deadlineMs,
     allowRead: list(o.allowRead ?? process.env.SEALED_ALLOW_READ),
     allowWrite: list(o.allowWrite ?? process.env.SEALED_ALLOW_WRITE),

@@ -42,6 +42,8 @@ export interface InvocationContext {
   keys: KeyStore;
   pool: EvaluationPool;
   maxQueryBytes: number;
+  /** Batch-mode requests in evaluation now, and how many may be (each holds two batches in memory). */
+  batchSlots?: { max: number; used: number };
   /** s3://bucket/prefix locations the server may read (query, keys) and write (results); empty: any. */
   allowRead: string[];
   allowWrite: string[];
@@ -69,7 +71,16 @@ export async function invoke(req: InvocationRequest, c: InvocationContext, signa
   const keysPromise = keysLoc ? c.keys.get(keysLoc) : undefined;
   keysPromise?.catch(() => undefined);
   const query = await c.store.getStream(queryLoc, c.maxQueryBytes, 'encrypted query');
-  const msg = await readWireStream<QueryHeader>('query', query.stream, 'the encrypted query');
+  try {
+    return await evaluateQuery(query.stream, keysPromise, outLoc, c, t0, signal);
+  } finally {
+    // A refused or failed query is not read to its end: release the S3 connection.
+    query.cancel();
+  }
+}
+
+async function evaluateQuery(stream: AsyncIterable<Uint8Array>, keysPromise: ReturnType<KeyStore['get']> | undefined, outLoc: S3Location, c: InvocationContext, t0: number, signal?: AbortSignal): Promise<InvocationResponse> {
+  const msg = await readWireStream<QueryHeader>('query', stream, 'the encrypted query');
   const h = msg.header;
   if (h.model_id !== c.model.modelId) {
     throw new SealedError('wrong-model', `the query was encrypted for model ${safe(h.model_id)}, this endpoint serves ${c.model.modelId}`, "fetch this endpoint's client part and encrypt again");
@@ -129,6 +140,20 @@ async function invokeBatch(h: QueryHeader, count: number, sections: AsyncGenerat
   if (count !== batches * plan.inputs) {
     throw new SealedError('bad-query', `the query declares ${h.records} records in ${count} ciphertexts; batch mode needs ${plan.inputs} per batch of ${plan.params.polyModulusDegree / 2} records (${batches * plan.inputs})`);
   }
+  const slots = c.batchSlots;
+  if (slots && slots.used >= slots.max) {
+    throw new SealedError('overloaded', `the server is evaluating ${slots.max} batch-mode requests already`, 'retry after the number of seconds in Retry-After');
+  }
+  if (slots) slots.used++;
+  try {
+    return await runBatch(h, count, sections, outLoc, c, plan, t0, signal);
+  } finally {
+    if (slots) slots.used--;
+  }
+}
+
+async function runBatch(h: QueryHeader, count: number, sections: AsyncGenerator<Uint8Array>, outLoc: S3Location, c: InvocationContext, plan: BatchPlan, t0: number, signal?: AbortSignal): Promise<InvocationResponse> {
+  const batches = batchCount(plan, h.records);
   const tHeader = performance.now();
   const timings: BatchTimings = { load: 0, evaluate: 0, save: 0, evaluate_wall: 0, batches: 0 };
   const outs = batches * outputsOf(plan);

@@ -17,6 +17,8 @@ export interface ServeOptions {
   maxKeyBytes?: number;
   keyCacheBytes?: number;
   maxInFlight?: number;
+  /** Batch-mode requests evaluated at once (each holds two batches, ~400 MB for MNIST); beyond, 503. */
+  maxBatchInFlight?: number;
   deadlineMs?: number;
   allowRead?: string[];
   allowWrite?: string[];
@@ -48,6 +50,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
       keys,
       pool,
       maxQueryBytes: o.maxQueryBytes ?? 1024 * 1024 * 1024,
+      batchSlots: { max: o.maxBatchInFlight ?? 2, used: 0 },
     },
   });
   const address = await app.listen({ port: o.port ?? 8080, host: o.host ?? '0.0.0.0' });
