@@ -36,13 +36,14 @@ const argmax = (v: ArrayLike<number>) => {
 export async function mnistBatch(args: string[]): Promise<Record<string, unknown>> {
   const { values } = parseArgs({ args, options: { n: { type: 'string' }, workers: { type: 'string' }, 'client-threads': { type: 'string' }, epochs: { type: 'string' }, 'no-cost-model': { type: 'boolean', default: false } } });
   const test = await loadIdxPair(MNIST_TEST_IMAGES, MNIST_TEST_LABELS);
-  const n = Math.min(test.images.length, Number(values.n ?? test.images.length));
+  // More than the 10,000 test images: they repeat (to measure large payloads and memory).
+  const n = Number(values.n ?? test.images.length);
   const epochs = Number(values.epochs ?? CNN_DEFAULTS.epochs);
   const modelDir = await ensureMnistModel({ arch: 'cnn', epochs, deskew: true, retrain: false, test, log: err });
   const { modelId, client } = await readClientPart(modelDir);
   const plan = (await readServerPart(modelDir)).batch!;
-  const images = test.images.slice(0, n);
-  const labels = test.labels.slice(0, n);
+  const images = Array.from({ length: n }, (_, i) => test.images[i % test.images.length]);
+  const labels = Array.from({ length: n }, (_, i) => test.labels[i % test.labels.length]);
 
   const work = await mkdtemp(join(tmpdir(), 'sealed-bench-batch-'));
   const s3 = await startLocalS3({ directory: join(work, 's3') });
@@ -61,10 +62,16 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
   const pool = new EncryptPool(clientThreads);
   // Warm-up: every thread loads SEAL and the key (one task of 16 ciphertexts each).
   for await (const c of pool.encryptColumns([new Array<number>(16 * clientThreads).fill(0)], 16 * clientThreads, { params: plan.params, secretKey: batchKey, scaleBits: plan.inputScaleBits, slots: recordsPerBatch(plan) })) void c;
+  // Peak resident memory of this process (client, server, S3) per phase, sampled every 50 ms.
+  const peak = { client: 0, server: 0 };
+  let phase: keyof typeof peak = 'client';
+  const sampler = setInterval(() => (peak[phase] = Math.max(peak[phase], process.memoryUsage().rss)), 50);
+  const rssBefore = process.memoryUsage().rss;
   const t0 = performance.now();
   const q = session.encryptBatchWith(images, pool);
   const { bytes: uploadBytes } = await store.putStream(queryLoc, writeWireStream('query', q.header, q.count, q.sections), 'encrypted query');
   const t1 = performance.now();
+  phase = 'server';
   await pool.close();
   const encryptMs = t1 - t0;
   err(`encrypted and uploaded ${n} images: ${q.count} ciphertexts, ${(uploadBytes / 1e6).toFixed(1)} MB in ${((t1 - t0) / 1000).toFixed(1)} s`);
@@ -72,6 +79,7 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
   // Phase 2: one request; the server streams it through the pool.
   const server = (await invokeHttp(running.url, { encrypted_query_uri: formatS3Uri(queryLoc), output_uri: formatS3Uri(outLoc) })) as { timings_ms: Record<string, number> };
   const t2 = performance.now();
+  phase = 'client';
   err(`server: ${JSON.stringify(server.timings_ms)}`);
 
   // Phase 3: download and decrypt.
@@ -79,6 +87,7 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
   const t3 = performance.now();
   const scores = session.decryptScores(result);
   const t4 = performance.now();
+  clearInterval(sampler);
 
   let correct = 0, agree = 0;
   scores.forEach((s, i) => {
@@ -104,6 +113,8 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
     batches,
     records_per_batch: recordsPerBatch(plan),
     client_threads: clientThreads,
+    distinct_images: Math.min(n, test.images.length),
+    rss_mb: { before: Math.round(rssBefore / 2 ** 20), peak_client_phases: Math.round(peak.client / 2 ** 20), peak_server_phase: Math.round(peak.server / 2 ** 20) },
     phases_s: { encrypt_and_upload: +((t1 - t0) / 1000).toFixed(2), server: +((t2 - t1) / 1000).toFixed(2), download: +((t3 - t2) / 1000).toFixed(2), decrypt: +((t4 - t3) / 1000).toFixed(2) },
     server_timings_ms: server.timings_ms,
     server_images_per_s: +(n / ((t2 - t1) / 1000)).toFixed(1),
