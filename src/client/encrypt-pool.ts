@@ -3,7 +3,7 @@
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
 import type { CkksParams } from '../fhe/params.ts';
-import type { EncryptTask } from './encrypt-worker.ts';
+import { splitCiphertexts, type EncryptTask } from './encrypt-worker.ts';
 
 /** Features per task: enough to amortize a message, few enough to keep every thread busy. */
 const GROUP = 16;
@@ -26,11 +26,11 @@ export class EncryptPool {
     const view = new Float64Array(values);
     rows.forEach((r, i) => view.set(Array.from(r), i * features));
     const task = (first: number): EncryptTask => ({ ...o, values, records: rows.length, features, first, count: Math.min(GROUP, features - first) });
-    const inFlight: Promise<Uint8Array[]>[] = [];
+    const inFlight: Promise<Uint8Array>[] = [];
     let next = 0;
     const fill = () => {
       while (inFlight.length < 2 * this.size && next < features) {
-        const p = this.piscina.run(task(next)) as Promise<Uint8Array[]>;
+        const p = this.piscina.run(task(next)) as Promise<Uint8Array>;
         p.catch(() => undefined); // awaited in order below; this only marks it handled meanwhile
         inFlight.push(p);
         next += GROUP;
@@ -38,7 +38,7 @@ export class EncryptPool {
     };
     fill();
     while (inFlight.length) {
-      const done = await inFlight.shift()!;
+      const done = splitCiphertexts(await inFlight.shift()!);
       fill();
       yield* done;
     }

@@ -18,10 +18,13 @@ class Reader {
     this.it = stream[Symbol.asyncIterator]();
   }
 
-  /** n bytes, or fewer if the stream ends first. */
-  async take(n: number): Promise<Uint8Array> {
+  /**
+   * n bytes, or fewer if the stream ends first. `own`: the result has its own buffer (it can be
+   * transferred to a worker), else it may be a view of a chunk.
+   */
+  async take(n: number, own = false): Promise<Uint8Array> {
     if (this.buf.length - this.pos >= n) {
-      const out = this.buf.subarray(this.pos, this.pos + n);
+      const out = own ? this.buf.slice(this.pos, this.pos + n) : this.buf.subarray(this.pos, this.pos + n);
       this.pos += n;
       this.consumed += n;
       return out;
@@ -88,9 +91,9 @@ export async function readWireStream<H>(kind: WireKind, stream: AsyncIterable<Ui
       if (len.length < 4) throw fail('is truncated');
       const n = new DataView(len.buffer, len.byteOffset).getUint32(0, true);
       if (n > MAX_SECTION) throw fail(`has a section of ${n} bytes`);
-      const bytes = await r.take(n);
+      const bytes = await r.take(n, true);
       if (bytes.length < n) throw fail('is truncated');
-      yield bytes.slice();
+      yield bytes;
     }
     if (!(await r.atEnd())) throw fail('has trailing bytes');
   }
