@@ -83,6 +83,12 @@ t.test('predict with a wrong input file says what to do and exits 2', async (t) 
   t.match(err.stderr, /what to do: the header must name the 30 features/);
 });
 
+t.test('serve: a malformed SEALED_* limit in the environment is refused with exit 2', async (t) => {
+  const err = await run(process.execPath, [bin, 'serve', '--model', tr.modelDir, '--port', '0', '--workers', '1'], { env: { ...env, SEALED_MAX_BATCH_IN_FLIGHT: 'two' } }).catch((e) => e);
+  t.equal(err.code, 2);
+  t.match(err.stderr, /SEALED_MAX_BATCH_IN_FLIGHT=two is not a positive integer/);
+});
+
 t.test('server logs are JSON with request ids and no key or ciphertext bytes', async (t) => {
   const lines = logs.trim().split('\n').filter((l) => l.startsWith('{'));
   const done = lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'invocation done');

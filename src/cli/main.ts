@@ -47,9 +47,9 @@ export async function main(argv: string[]): Promise<void> {
     .option('--host <addr>', 'address to bind', '0.0.0.0')
     .addOption(new Option('--workers <n>', 'evaluation worker threads (default: CPUs)').argParser(Number))
     .option('--s3-endpoint <url>', 'S3-compatible endpoint (default: AWS if configured, else the embedded local S3)')
-    .addOption(new Option('--max-in-flight <n>', 'requests admitted at once; more get 503 + Retry-After (default: 4 x workers)').argParser(Number))
-    .addOption(new Option('--max-batch-in-flight <n>', 'batch-mode requests evaluated at once (each holds two batches in memory); more get 503 (default: 2)').argParser(Number))
-    .addOption(new Option('--deadline-ms <n>', 'per-request deadline (default 55000, under SageMaker real-time 60 s)').argParser(Number))
+    .addOption(new Option('--max-in-flight <n>', 'requests admitted at once; more get 503 + Retry-After (default: 4 x workers; env SEALED_MAX_IN_FLIGHT)').argParser(Number))
+    .addOption(new Option('--max-batch-in-flight <n>', 'batch-mode requests evaluated at once (each holds two batches in memory); more get 503 (default: 2; env SEALED_MAX_BATCH_IN_FLIGHT)').argParser(Number))
+    .addOption(new Option('--deadline-ms <n>', 'per-request deadline (default 55000, under SageMaker real-time 60 s; env SEALED_DEADLINE_MS; raise it for large batch jobs on async endpoints)').argParser(Number))
     .option('--allow-read <uris>', 'comma-separated s3://bucket/prefix the server may read (env SEALED_ALLOW_READ; default: any)')
     .option('--allow-write <uris>', 'comma-separated s3://bucket/prefix the server may write (env SEALED_ALLOW_WRITE; default: any)')
     .action(serveCommand);

@@ -1,3 +1,4 @@
+import { SealedError } from '../errors.ts';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { startServer } from '../server/serve.ts';
@@ -53,9 +54,10 @@ export async function serveCommand(o: ServeOpts): Promise<void> {
     workers: o.workers,
     s3Endpoint: s3.endpoint,
     logger: { level: process.env.LOG_LEVEL ?? 'info' },
-    maxInFlight: o.maxInFlight,
-    maxBatchInFlight: o.maxBatchInFlight,
-    deadlineMs: o.deadlineMs,
+    // Environment fallbacks: SageMaker starts the container as `serve` with no flags.
+    maxInFlight: o.maxInFlight ?? envNumber('SEALED_MAX_IN_FLIGHT'),
+    maxBatchInFlight: o.maxBatchInFlight ?? envNumber('SEALED_MAX_BATCH_IN_FLIGHT'),
+    deadlineMs: o.deadlineMs ?? envNumber('SEALED_DEADLINE_MS'),
     allowRead: list(o.allowRead ?? process.env.SEALED_ALLOW_READ),
     allowWrite: list(o.allowWrite ?? process.env.SEALED_ALLOW_WRITE),
   }));
@@ -90,4 +92,12 @@ export async function emulatorCommand(o: EmulatorOpts): Promise<void> {
   const stop = () => void emu.close().then(() => process.exit(0));
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
+}
+
+function envNumber(name: string): number | undefined {
+  const v = process.env[name];
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new SealedError('bad-request', `${name}=${v.slice(0, 20)} is not a positive integer`, `set ${name} to a whole number, or unset it for the default`);
+  return n;
 }
