@@ -4,8 +4,8 @@
 import t from 'tap';
 import { ClientSession } from '../src/client/session.ts';
 import { readClientPart } from '../src/model/bundle.ts';
-import { seededRandom } from '../src/train/augment.ts';
 import { startStack, trainBreastCancer } from './helpers/fixture.ts';
+import { mutator } from './helpers/mutate.ts';
 
 const CASES = Number(process.env.FUZZ_CASES ?? 2000);
 const tr = await trainBreastCancer();
@@ -23,39 +23,7 @@ t.teardown(async () => {
   await tr.cleanup();
 });
 
-const rand = seededRandom(20261125);
-const int = (n: number) => Math.floor(rand() * n);
-
-function mutate(src: Uint8Array): Uint8Array {
-  const b = new Uint8Array(src);
-  switch (int(6)) {
-    case 0: // flip bits
-      for (let i = 0, n = 1 + int(8); i < n; i++) b[int(b.length)] ^= 1 << int(8);
-      return b;
-    case 1: // overwrite a run with random bytes
-    {
-      const at = int(b.length);
-      for (let i = at; i < Math.min(b.length, at + 1 + int(64)); i++) b[i] = int(256);
-      return b;
-    }
-    case 2: // truncate
-      return b.subarray(0, int(b.length));
-    case 3: // extend
-      return Uint8Array.from([...b, ...Array.from({ length: 1 + int(100) }, () => int(256))]);
-    case 4: // edit a length or count field near the start (frame and SEAL headers live there)
-    {
-      const at = int(Math.min(b.length - 4, 200));
-      new DataView(b.buffer).setUint32(at, [0, 1, 0xffffffff, 0x7fffffff, int(2 ** 32)][int(5)], true);
-      return b;
-    }
-    default: // damage inside a SEAL section, past the frame
-    {
-      const at = 200 + int(Math.max(1, b.length - 200));
-      b[at % b.length] ^= 0xff;
-      return b;
-    }
-  }
-}
+const { rand, mutate } = mutator(20261125);
 
 t.test(`${CASES} mutated queries and keys: 4xx with a reason, never 5xx`, async (t) => {
   const statuses = new Map<number, number>();
