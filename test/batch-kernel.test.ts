@@ -32,6 +32,8 @@ t.test('the compiler folds the quadratic, quantizes weights, and sizes the modul
   t.equal(counts.decode, side * side, 'one ciphertext per input feature');
   t.equal(counts.square, plan.first.rows * counts.lanes);
   t.match(batchUnsupported({ input: { height: 2, width: 2 }, layers: [{ type: 'quadratic', a: 1, b: 0, c: 0 }] }), /batch mode handles/);
+  const wide: Network = { input: { height: 1, width: 3000 }, layers: [{ type: 'dense', weights: [new Array<number>(3000).fill(0.01)], bias: [0] }] };
+  t.equal(compileBatch(wide, [new Array<number>(3000).fill(1)]), undefined, 'rows of more than 2,048 inputs would not sum exactly: no batch plan');
 });
 
 t.test('bias residues are exact beyond 2^53', async (t) => {

@@ -11,6 +11,8 @@ import { convOutputShape, perFeature, type Network } from './network.ts';
 const INPUT_SCALE_BITS = 26;
 /** Each 26-bit prime is above 2^25.9 (SEAL picks them just below 2^26). */
 const BITS_PER_PRIME = 25.9;
+/** Products per unreduced sum in the kernel: 2^11 x 2^41 < 2^53. */
+const MAX_TAPS = 2048;
 /** Headroom over the largest magnitude seen on the samples. */
 const HEADROOM_BITS = 4;
 
@@ -85,6 +87,8 @@ export function compileBatch(net: Network, samples: ArrayLike<number>[]): BatchP
   if (batchUnsupported(net)) return undefined;
   const first = firstAffine(net);
   const inputs = net.input.height * net.input.width;
+  // The kernel sums a row's products unreduced: at most MAX_TAPS products below 2^41 stay exact.
+  for (let j = 0; j < first.rows; j++) if (first.start[j + 1] - first.start[j] > MAX_TAPS) return undefined;
   let square = false;
   let second: { rows: number; weight: number[]; bias: number[] } | undefined;
   if (net.layers.length === 3) {
