@@ -147,3 +147,10 @@ t.test('packed sections: 26-bit residues, 13 bytes per 4, round trip and hostile
   new DataView(wide.buffer).setUint32(113, 2 ** 27, true);
   t.equal(packResidues(wide), undefined, 'residues above 26 bits are not packed');
 });
+
+t.test('the committed SIMD kernel binary is kernel.wat compiled', async (t) => {
+  const { compileKernel } = await import('../scripts/build-kernel.ts');
+  const { readFile } = await import('node:fs/promises');
+  const committed = await readFile(new URL('../src/fhe/kernel-wasm.ts', import.meta.url), 'utf8');
+  t.equal(committed, await compileKernel(), 'src/fhe/kernel-wasm.ts is up to date (node scripts/build-kernel.ts)');
+});

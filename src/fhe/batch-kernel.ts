@@ -4,6 +4,64 @@
 // A chunk of lanes (coefficients of one prime) is independent of every other chunk: that is
 // how one batch is split across the workers of the pool, with no merge step.
 import { outputsOf, REDUCE_EVERY, resultSize, type BatchPlan } from './batch-plan.ts';
+import { KERNEL_WASM } from './kernel-wasm.ts';
+
+/** The SIMD loops (kernel.wat) and their memory: one instance per thread, grown on demand. */
+interface Simd {
+  memory: WebAssembly.Memory;
+  mac4(r0: number, r1: number, r2: number, r3: number, xa: number, xb: number, wa0: number, wb0: number, wa1: number, wb1: number, wa2: number, wb2: number, wa3: number, wb3: number, n: number): void;
+  acc4(dst: number, sa: number, sb: number, sc: number, sd: number, wa: number, wb: number, wc: number, wd: number, n: number): void;
+}
+
+let simd: Simd | undefined;
+
+function simdWithMemory(bytes: number): Simd {
+  if (!simd) {
+    const binary = Uint8Array.from(atob(KERNEL_WASM), (c) => c.charCodeAt(0));
+    simd = new WebAssembly.Instance(new WebAssembly.Module(binary), {}).exports as unknown as Simd;
+  }
+  const have = simd.memory.buffer.byteLength;
+  if (have < bytes) simd.memory.grow(Math.ceil((bytes - have) / 65536));
+  return simd;
+}
+
+/** Where a chunk's data lives in the SIMD memory (byte offsets) and typed views of it. */
+interface Scratch {
+  simd: Simd;
+  input: Uint32Array;
+  /** Row accumulators: four rows x two polynomials, and their byte offsets. */
+  A0: Float64Array[];
+  A1: Float64Array[];
+  a0: number[];
+  a1: number[];
+  sq: Float64Array;
+  sqAt: number;
+  acc: Float64Array;
+  accAt: number;
+}
+
+function scratchFor(inputs: number, outs: number, C: number): Scratch {
+  const align = (x: number) => Math.ceil(x / 16) * 16;
+  const aAt = align(inputs * 2 * C * 4);
+  const sqAt = aAt + 8 * C * 8;
+  const accAt = sqAt + 12 * C * 8;
+  const s = simdWithMemory(accAt + outs * 3 * C * 8);
+  const buf = s.memory.buffer;
+  const a0 = [0, 1, 2, 3].map((r) => aAt + r * C * 8);
+  const a1 = [0, 1, 2, 3].map((r) => aAt + (4 + r) * C * 8);
+  return {
+    simd: s,
+    input: new Uint32Array(buf, 0, inputs * 2 * C),
+    A0: a0.map((at) => new Float64Array(buf, at, C)),
+    A1: a1.map((at) => new Float64Array(buf, at, C)),
+    a0,
+    a1,
+    sq: new Float64Array(buf, sqAt, 12 * C),
+    sqAt,
+    acc: new Float64Array(buf, accAt, outs * 3 * C),
+    accAt,
+  };
+}
 
 /** The plan as typed arrays, with its biases as residues modulo each prime. */
 export interface BatchKernel {
@@ -78,14 +136,17 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
   const rows = plan.first.rows;
   const outs = outputsOf(plan);
   const size = resultSize(plan);
+  if (C % 2) throw new RangeError('a lane chunk must have an even number of lanes');
   const b1 = k.bias1[pi];
-  const A0 = [0, 1, 2, 3].map(() => new Float64Array(C));
-  const A1 = [0, 1, 2, 3].map(() => new Float64Array(C));
+  // The chunk's residues are copied into the SIMD memory once, [feature][poly][lane]; then
+  // every row reads them there.
+  const x = scratchFor(plan.inputs, outs, C);
+  for (let i = 0; i < 2 * plan.inputs; i++) x.input.set(input.subarray(i * LN + lane0, i * LN + lane0 + C), i * C);
+  const { A0, A1, sq, acc } = x;
   // |w2 * s| < 2^41: 2^11 of them sum exactly; the accumulators are reduced that often.
-  const acc = new Float64Array(outs * 3 * C);
-  // Squares of up to four rows wait here, so each output accumulator is read and written
+  acc.fill(0);
+  // Squares of up to four rows wait in sq, so each output accumulator is read and written
   // once per four rows instead of once per row (the loops are bound by memory traffic).
-  const sq = new Float64Array(4 * 3 * C);
   const pending: number[] = [];
   let sinceReduce = 0;
   for (const group of k.groups) {
@@ -93,8 +154,8 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
       A0[r].fill(b1[j]);
       A1[r].fill(0);
     });
-    if (group.length === 4) macGroup(A0, A1, input, k.index, k.w1, group.map((j) => k.start[j]), k.start[group[0] + 1] - k.start[group[0]], LN, lane0, C);
-    else group.forEach((j, r) => macRow(A0[r], A1[r], input, k.index, k.w1, k.start[j], k.start[j + 1], LN, lane0, C));
+    if (group.length === 4) macGroup(x, k.index, k.w1, group.map((j) => k.start[j]), k.start[group[0] + 1] - k.start[group[0]], C);
+    else group.forEach((j, r) => macRow(A0[r], A1[r], x.input, k.index, k.w1, k.start[j], k.start[j + 1], C, 0, C));
     for (let r = 0; r < group.length; r++) {
       const j = group[r];
       if (!plan.square) {
@@ -106,7 +167,7 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
       squareRow(A0[r], A1[r], sq, pending.length * 3 * C, q, qinv);
       pending.push(j);
       if (pending.length === 4) {
-        accumulate(acc, sq, k.w2!, rows, outs, C, pending);
+        accumulate(x, k.w2!, rows, outs, C, pending);
         pending.length = 0;
         if ((sinceReduce += 4) >= REDUCE_EVERY) {
           reduceAll(acc, q, qinv);
@@ -115,7 +176,7 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
       }
     }
   }
-  if (pending.length) accumulate(acc, sq, k.w2!, rows, outs, C, pending);
+  if (pending.length) accumulate(x, k.w2!, rows, outs, C, pending);
   if (!plan.square) return;
   reduceAll(acc, q, qinv);
   const b2 = k.bias2[pi];
@@ -156,48 +217,21 @@ function macRow(a0: Float64Array, a1: Float64Array, input: Uint32Array, index: I
   }
 }
 
-/** macRow for four rows with the same taps (different weights): one load of each input residue. */
-function macGroup(A0: Float64Array[], A1: Float64Array[], input: Uint32Array, index: Int32Array, w: Float64Array, starts: number[], taps: number, LN: number, lane0: number, C: number): void {
-  const [a0, b0, c0, d0] = A0;
-  const [a1, b1, c1, d1] = A1;
+/**
+ * macRow for four rows with the same taps (different weights), in SIMD: each input residue is
+ * loaded once for the four rows, two taps per pass. Inputs are the chunk copy, [feature][poly][lane].
+ */
+function macGroup(x: Scratch, index: Int32Array, w: Float64Array, starts: number[], taps: number, C: number): void {
+  const { simd: s, a0, a1 } = x;
   const [s0, s1, s2, s3] = starts;
-  let t = 0;
-  for (; t + 2 <= taps; t += 2) {
-    const pa = index[s0 + t] * 2 * LN + lane0, pb = index[s0 + t + 1] * 2 * LN + lane0;
-    const wa0 = w[s0 + t], wb0 = w[s0 + t + 1], wa1 = w[s1 + t], wb1 = w[s1 + t + 1];
-    const wa2 = w[s2 + t], wb2 = w[s2 + t + 1], wa3 = w[s3 + t], wb3 = w[s3 + t + 1];
-    for (let c = 0; c < C; c++) {
-      const xa = input[pa + c], xb = input[pb + c];
-      a0[c] += wa0 * xa + wb0 * xb;
-      b0[c] += wa1 * xa + wb1 * xb;
-      c0[c] += wa2 * xa + wb2 * xb;
-      d0[c] += wa3 * xa + wb3 * xb;
-    }
-    for (let c = 0; c < C; c++) {
-      const xa = input[pa + LN + c], xb = input[pb + LN + c];
-      a1[c] += wa0 * xa + wb0 * xb;
-      b1[c] += wa1 * xa + wb1 * xb;
-      c1[c] += wa2 * xa + wb2 * xb;
-      d1[c] += wa3 * xa + wb3 * xb;
-    }
-  }
-  for (; t < taps; t++) {
-    const pa = index[s0 + t] * 2 * LN + lane0;
-    const wa0 = w[s0 + t], wa1 = w[s1 + t], wa2 = w[s2 + t], wa3 = w[s3 + t];
-    for (let c = 0; c < C; c++) {
-      const x = input[pa + c];
-      a0[c] += wa0 * x;
-      b0[c] += wa1 * x;
-      c0[c] += wa2 * x;
-      d0[c] += wa3 * x;
-    }
-    for (let c = 0; c < C; c++) {
-      const x = input[pa + LN + c];
-      a1[c] += wa0 * x;
-      b1[c] += wa1 * x;
-      c1[c] += wa2 * x;
-      d1[c] += wa3 * x;
-    }
+  for (let t = 0; t < taps; t += 2) {
+    const pa = index[s0 + t] * 2 * C * 4;
+    // An odd last tap pairs with itself at weight 0.
+    const last = t + 1 >= taps;
+    const pb = last ? pa : index[s0 + t + 1] * 2 * C * 4;
+    const wb = (si: number) => (last ? 0 : w[si + t + 1]);
+    s.mac4(a0[0], a0[1], a0[2], a0[3], pa, pb, w[s0 + t], wb(s0), w[s1 + t], wb(s1), w[s2 + t], wb(s2), w[s3 + t], wb(s3), C);
+    s.mac4(a1[0], a1[1], a1[2], a1[3], pa + C * 4, pb + C * 4, w[s0 + t], wb(s0), w[s1 + t], wb(s1), w[s2 + t], wb(s2), w[s3 + t], wb(s3), C);
   }
 }
 
@@ -239,30 +273,16 @@ function reduceInto(a: Float64Array, out: Uint32Array, at: number, q: number, qi
 }
 
 /** acc[o] += sum over the pending rows r of w2[o, r] * square(r), all three polynomials. */
-function accumulate(acc: Float64Array, sq: Float64Array, w2: Float64Array, rows: number, outs: number, C: number, pending: number[]): void {
-  if (pending.length === 4) {
-    const [ja, jb, jc, jd] = pending;
-    for (let o = 0; o < outs; o++) {
-      const wa = w2[o * rows + ja], wb = w2[o * rows + jb], wc = w2[o * rows + jc], wd = w2[o * rows + jd];
-      for (let p = 0; p < 3; p++) {
-        const dst = (o * 3 + p) * C;
-        const sa = p * C, sb = 3 * C + p * C, sc = 6 * C + p * C, sd = 9 * C + p * C;
-        for (let c = 0; c < C; c++) acc[dst + c] += wa * sq[sa + c] + wb * sq[sb + c] + wc * sq[sc + c] + wd * sq[sd + c];
-      }
-    }
-    return;
+function accumulate(x: Scratch, w2: Float64Array, rows: number, outs: number, C: number, pending: number[]): void {
+  const { simd: s, sqAt, accAt } = x;
+  const row = (r: number, p: number) => sqAt + (r * 3 + p) * C * 8;
+  for (let o = 0; o < outs; o++) {
+    const w = (r: number) => (r < pending.length ? w2[o * rows + pending[r]] : 0);
+    // Fewer than four pending rows (the last group): the missing ones weigh 0.
+    const [wa, wb, wc, wd] = [w(0), w(1), w(2), w(3)];
+    const n = pending.length;
+    for (let p = 0; p < 3; p++) s.acc4(accAt + (o * 3 + p) * C * 8, row(0, p), row(Math.min(1, n - 1), p), row(Math.min(2, n - 1), p), row(Math.min(3, n - 1), p), wa, wb, wc, wd, C);
   }
-  pending.forEach((j, r) => {
-    for (let o = 0; o < outs; o++) {
-      const w = w2[o * rows + j];
-      if (w === 0) continue;
-      for (let p = 0; p < 3; p++) {
-        const dst = (o * 3 + p) * C;
-        const src = (r * 3 + p) * C;
-        for (let c = 0; c < C; c++) acc[dst + c] += w * sq[src + c];
-      }
-    }
-  });
 }
 
 function reduceAll(acc: Float64Array, q: number, qinv: number): void {
@@ -286,15 +306,12 @@ export function measureKernelUnits(rounds = 7): { macFirst: number; macSecond: n
   const OUTS = 10;
   const q = 67043329;
   const qinv = 1 / q;
-  const input = Uint32Array.from({ length: INPUTS * 2 * C }, (_, i) => (i * 2654435761) % q);
+  const x = scratchFor(INPUTS, OUTS, C);
+  for (let i = 0; i < x.input.length; i++) x.input[i] = (i * 2654435761) % q;
   // Rows of 25 taps spread over the inputs like a 5x5 convolution's (four filters per window).
   const index = Int32Array.from({ length: ROWS * 25 }, (_, i) => (Math.floor(i / 100) * 3 + (i % 5) + 28 * Math.floor((i % 25) / 5)) % INPUTS);
   const w = Float64Array.from({ length: ROWS * 25 }, (_, i) => (i % 2000) - 1000);
   const w2 = Float64Array.from({ length: OUTS * ROWS }, (_, i) => (i % 3000) - 1500);
-  const a0 = new Float64Array(C);
-  const a1 = new Float64Array(C);
-  const sq = new Float64Array(4 * 3 * C);
-  const acc = new Float64Array(OUTS * 3 * C);
   const median = (v: number[]) => v.sort((p, r) => p - r)[v.length >> 1];
   const time = (lanes: number, fn: () => void) => {
     fn();
@@ -306,26 +323,23 @@ export function measureKernelUnits(rounds = 7): { macFirst: number; macSecond: n
     }
     return median(out);
   };
-  // Rows in groups of four sharing their taps, as the kernel orders a convolution's filters.
-  const A0 = [0, 1, 2, 3].map(() => new Float64Array(C));
-  const A1 = [0, 1, 2, 3].map(() => new Float64Array(C));
   const macFirst = time(ROWS * 25 * 2 * C, () => {
-    for (let j = 0; j < ROWS; j += 4) macGroup(A0, A1, input, index, w, [j * 25, (j + 1) * 25, (j + 2) * 25, (j + 3) * 25], 25, C, 0, C);
+    for (let j = 0; j < ROWS; j += 4) macGroup(x, index, w, [j * 25, (j + 1) * 25, (j + 2) * 25, (j + 3) * 25], 25, C);
   });
-  a0.fill(1e12);
-  a1.fill(-1e12);
+  x.A0[0].fill(1e12);
+  x.A1[0].fill(-1e12);
   const square = time(ROWS * C, () => {
-    for (let j = 0; j < ROWS; j++) squareRow(a0, a1, sq, (j % 4) * 3 * C, q, qinv);
+    for (let j = 0; j < ROWS; j++) squareRow(x.A0[0], x.A1[0], x.sq, (j % 4) * 3 * C, q, qinv);
   });
   const pending = [0, 1, 2, 3];
   const macSecond = time((ROWS / 4) * 4 * OUTS * 3 * C, () => {
     for (let j = 0; j < ROWS; j += 4) {
       for (let r = 0; r < 4; r++) pending[r] = j + r;
-      accumulate(acc, sq, w2, ROWS, OUTS, C, pending);
+      accumulate(x, w2, ROWS, OUTS, C, pending);
     }
   });
   const reduce = time(64 * OUTS * 3 * C, () => {
-    for (let j = 0; j < 64; j++) reduceAll(acc, q, qinv);
+    for (let j = 0; j < 64; j++) reduceAll(x.acc, q, qinv);
   });
   return { macFirst, macSecond, square, reduce };
 }
