@@ -22,7 +22,7 @@ export interface BatchUnitCosts {
   decrypt_ms: number;
 }
 
-export async function measureBatchUnitCosts(plan: BatchPlan, repeat = 8): Promise<BatchUnitCosts> {
+export async function measureBatchUnitCosts(plan: BatchPlan, repeat = 16): Promise<BatchUnitCosts> {
   const units = measureKernelUnits();
   const bs = await BatchSession.open(plan);
   const holder = new SecretKeyHolder(bs.session, generateSecretKey(bs.session));

@@ -13,8 +13,13 @@ import type { EvaluationPool } from './pool.ts';
 
 /** Ciphertexts per load task: small enough to spread a batch over the workers as it arrives. */
 const LOAD_GROUP = 32;
-/** Lanes per evaluation task (the kernel's working set stays in cache). */
-const CHUNK = 1024;
+/** Lanes per kernel call (the kernel's working set stays in cache). */
+export const CHUNK = 1024;
+/**
+ * Evaluation tasks per worker and batch: few, so a worker rarely waits for the main thread
+ * (busy streaming the next batch) to hand it more work; more than one, to balance.
+ */
+const TASKS_PER_WORKER = 4;
 
 export interface BatchTimings {
   load: number;
@@ -83,7 +88,8 @@ export async function* evaluateBatches(plan: BatchPlan, records: number, section
     }
     const t0 = performance.now();
     const evals: Promise<BatchResult>[] = [];
-    for (let l = 0; l < lanes; l += CHUNK) evals.push(pool.runBatch({ batch: 'evaluate', input, output, lane0: l, lane1: Math.min(l + CHUNK, lanes) }, signal));
+    const span = Math.ceil(lanes / CHUNK / (pool.size * TASKS_PER_WORKER)) * CHUNK;
+    for (let l = 0; l < lanes; l += span) evals.push(pool.runBatch({ batch: 'evaluate', input, output, lane0: l, lane1: Math.min(l + span, lanes) }, signal));
     add('evaluate', (await Promise.all(evals)).map(check));
     timings.evaluate_wall += performance.now() - t0;
     const per = Math.ceil(outs / pool.size);

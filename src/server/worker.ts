@@ -7,6 +7,7 @@ import { CkksSession, loadEvaluationKeys, loadQueryCiphertext, type EvaluationKe
 import { Engine } from '../fhe/engine.ts';
 import { BatchSession } from '../fhe/batch-io.ts';
 import { evaluateLanes, prepareKernel } from '../fhe/batch-kernel.ts';
+import { CHUNK } from './batch.ts';
 import { readServerPart } from '../model/bundle.ts';
 
 export interface EvaluateTask {
@@ -73,7 +74,15 @@ function runBatch(task: BatchTask): BatchResult {
       return { ms: performance.now() - t0 };
     }
     if (task.batch === 'evaluate') {
-      evaluateLanes(kernel, new Uint32Array(task.input), new Uint32Array(task.output), task.lane0, task.lane1);
+      // Chunks of CHUNK lanes within one prime each (the kernel's working set stays in cache).
+      const input = new Uint32Array(task.input);
+      const output = new Uint32Array(task.output);
+      const degree = batch.plan.params.polyModulusDegree;
+      for (let l = task.lane0; l < task.lane1; ) {
+        const end = Math.min(l + CHUNK, task.lane1, (Math.floor(l / degree) + 1) * degree);
+        evaluateLanes(kernel, input, output, l, end);
+        l = end;
+      }
       return { ms: performance.now() - t0 };
     }
     const output = new Uint32Array(task.output);
