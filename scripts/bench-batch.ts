@@ -6,9 +6,7 @@
 // /invocations request for all N, streamed a batch at a time through every worker), the client
 // downloads and decrypts. Then the cost model: the plan's operation counts times unit costs
 // measured in this run. Last stdout line: one JSON object.
-import { mkdtemp, rm } from 'node:fs/promises';
-import { availableParallelism, cpus, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { availableParallelism, cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import { performance as nodePerformance } from 'node:perf_hooks';
 import { invokeHttp } from '../src/client/predict.ts';
@@ -19,13 +17,12 @@ import { batchOpCounts, recordsPerBatch } from '../src/fhe/batch-plan.ts';
 import { readClientPart, readServerPart } from '../src/model/bundle.ts';
 import { simulateBatch } from '../src/model/compile-batch.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
-import { startServer } from '../src/server/serve.ts';
-import { startLocalS3 } from '../src/storage/local-s3.ts';
-import { formatS3Uri, ObjectStore } from '../src/storage/s3.ts';
+import { formatS3Uri } from '../src/storage/s3.ts';
 import { CNN_DEFAULTS } from '../src/train/cnn.ts';
 import { loadIdxPair, MNIST_TEST_IMAGES, MNIST_TEST_LABELS } from '../src/train/mnist.ts';
 import { readWireStream, writeWireStream } from '../src/wire/stream.ts';
 import { ensureMnistModel } from './mnist-model.ts';
+import { BENCH_BUCKET, startBenchStack } from './bench-stack.ts';
 
 const err = (s: string) => process.stderr.write(s + '\n');
 const argmax = (v: ArrayLike<number>) => {
@@ -46,16 +43,11 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
   const images = Array.from({ length: n }, (_, i) => test.images[i % test.images.length]);
   const labels = Array.from({ length: n }, (_, i) => test.labels[i % test.labels.length]);
 
-  const work = await mkdtemp(join(tmpdir(), 'sealed-bench-batch-'));
-  const s3 = await startLocalS3({ directory: join(work, 's3') });
-  const workers = Number(values.workers ?? availableParallelism());
-  const running = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers, s3Endpoint: s3.endpoint });
-  const store = new ObjectStore({ endpoint: s3.endpoint });
-  await store.ensureBucket('sealed-bench');
+  const { running, store, workers, close } = await startBenchStack(modelDir, values.workers ? Number(values.workers) : undefined);
   const session = await ClientSession.open(modelId, client);
   const batchKey = session.generateBatchKey()!;
-  const queryLoc = { bucket: 'sealed-bench', key: 'batch/query' };
-  const outLoc = { bucket: 'sealed-bench', key: 'batch/result' };
+  const queryLoc = { bucket: BENCH_BUCKET, key: 'batch/query' };
+  const outLoc = { bucket: BENCH_BUCKET, key: 'batch/result' };
 
   // Phase 1: encrypt (on `client-threads` threads, default: as many as server workers) and
   // upload, overlapped: ciphertexts are made as the multipart upload takes them.
@@ -134,7 +126,6 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
   const parsed = await readWireStream('query', body.stream, 'the encrypted query');
   for await (const section of parsed.sections) void section;
   const streamMs = performance.now() - ts;
-  await running.close();
   let units: Awaited<ReturnType<typeof measureBatchUnitCosts>> | undefined;
   if (!values['no-cost-model']) {
     // Unit costs as W busy workers get them: measured by W threads at once (and by one alone).
@@ -142,9 +133,7 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
     out.unit_costs_one_thread = await measureBatchUnitCosts(plan);
   }
   session.close();
-  store.close();
-  await s3.close();
-  await rm(work, { recursive: true, force: true });
+  await close();
   if (units) {
     // Cost model: operation counts x unit costs measured in this run, against the workers'
     // measured times and the request's wall time.

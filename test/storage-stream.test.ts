@@ -12,6 +12,7 @@ import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { SealedError } from '../src/errors.ts';
 import { startLocalS3 } from '../src/storage/local-s3.ts';
 import { ObjectStore, STREAM_PART_SIZE, type S3Location } from '../src/storage/s3.ts';
+import { closingProducer, drain } from './helpers/streams.ts';
 
 const dir = await mkdtemp(join(tmpdir(), 'sealed-stream-'));
 const s3 = await startLocalS3({ directory: join(dir, 's3') });
@@ -75,16 +76,6 @@ function generated(total: number, failAfter?: number) {
     }
   }
   return { source: gen(), digest: () => hash.digest('hex') };
-}
-
-async function drain(stream: AsyncIterable<Uint8Array>): Promise<{ bytes: number; sha: string }> {
-  const hash = createHash('sha256');
-  let bytes = 0;
-  for await (const c of stream) {
-    hash.update(c);
-    bytes += c.byteLength;
-  }
-  return { bytes, sha: hash.digest('hex') };
 }
 
 async function* of(...chunks: Uint8Array[]): AsyncGenerator<Uint8Array> {
@@ -158,16 +149,9 @@ t.test('missing objects and buckets are not-found errors', async (t) => {
   await t.rejects(store.putStream({ bucket: 'no-such-bucket', key: 'k' }, of(new Uint8Array(10)), 'result'), { name: 'SealedError', code: 'not-found' });
   // A multipart upload into a missing bucket fails at CreateMultipartUpload, cleanly, and the
   // producer is closed (its finally runs) rather than left suspended.
-  let closed = false;
-  async function* producer(): AsyncGenerator<Uint8Array> {
-    try {
-      for (let i = 0; i < 40; i++) yield randomBytes(1 << 20);
-    } finally {
-      closed = true;
-    }
-  }
-  await t.rejects(store.putStream({ bucket: 'no-such-bucket', key: 'k' }, producer(), 'result'), { name: 'SealedError', code: 'not-found', message: 'result not found at s3://no-such-bucket/k' });
-  t.ok(closed, 'the producer was closed');
+  const producer = closingProducer();
+  await t.rejects(store.putStream({ bucket: 'no-such-bucket', key: 'k' }, producer.source, 'result'), { name: 'SealedError', code: 'not-found', message: 'result not found at s3://no-such-bucket/k' });
+  t.ok(producer.closed(), 'the producer was closed');
 });
 
 t.test('breaking out early, or cancelling, releases the response', async (t) => {
@@ -258,16 +242,9 @@ t.test('S3 failing midway: a storage error, the upload is aborted, the producer 
   t.teardown(() => {
     failPart = undefined;
   });
-  let closed = false;
-  async function* producer(): AsyncGenerator<Uint8Array> {
-    try {
-      for (let i = 0; i < 40; i++) yield randomBytes(1 << 20);
-    } finally {
-      closed = true;
-    }
-  }
-  await t.rejects(store.putStream(at('failed/s3'), producer(), 'result'), { name: 'SealedError', code: 'storage', message: 'S3 request for result at s3://stream/failed/s3 failed (InternalError)' });
-  t.ok(closed, 'the producer was closed');
+  const producer = closingProducer();
+  await t.rejects(store.putStream(at('failed/s3'), producer.source, 'result'), { name: 'SealedError', code: 'storage', message: 'S3 request for result at s3://stream/failed/s3 failed (InternalError)' });
+  t.ok(producer.closed(), 'the producer was closed');
   const uploadId = commands('CreateMultipartUploadCommand')[0]?.output?.UploadId;
   t.type(uploadId, 'string', 'a multipart upload had started');
   t.equal(commands('CompleteMultipartUploadCommand').length, 0, 'never completed');

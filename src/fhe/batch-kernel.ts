@@ -80,10 +80,17 @@ export interface BatchKernel {
    * filters at one position): each input residue is then loaded once for the whole group. The
    * order is free: every sum is exact modulo q.
    */
-  groups: number[][];
+  groups: RowGroup[];
 }
 
-function groupRows(start: Int32Array, index: Int32Array): number[][] {
+/** Rows sharing their taps, with where each row's taps start and how many there are. */
+interface RowGroup {
+  rows: number[];
+  starts: number[];
+  taps: number;
+}
+
+function groupRows(start: Int32Array, index: Int32Array): RowGroup[] {
   const byTaps = new Map<string, number[]>();
   for (let j = 0; j + 1 < start.length; j++) {
     const key = index.subarray(start[j], start[j + 1]).join(',');
@@ -91,8 +98,13 @@ function groupRows(start: Int32Array, index: Int32Array): number[][] {
     if (list) list.push(j);
     else byTaps.set(key, [j]);
   }
-  const groups: number[][] = [];
-  for (const rows of byTaps.values()) for (let i = 0; i < rows.length; i += 4) groups.push(rows.slice(i, i + 4));
+  const groups: RowGroup[] = [];
+  for (const same of byTaps.values()) {
+    for (let i = 0; i < same.length; i += 4) {
+      const rows = same.slice(i, i + 4);
+      groups.push({ rows, starts: rows.map((j) => start[j]), taps: start[rows[0] + 1] - start[rows[0]] });
+    }
+  }
   return groups;
 }
 
@@ -149,13 +161,13 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
   // once per four rows instead of once per row (the loops are bound by memory traffic).
   const pending: number[] = [];
   let sinceReduce = 0;
-  for (const group of k.groups) {
+  for (const { rows: group, starts, taps } of k.groups) {
     group.forEach((j, r) => {
       A0[r].fill(b1[j]);
       A1[r].fill(0);
     });
-    if (group.length === 4) macGroup(x, k.index, k.w1, group.map((j) => k.start[j]), k.start[group[0] + 1] - k.start[group[0]], C);
-    else group.forEach((j, r) => macRow(A0[r], A1[r], x.input, k.index, k.w1, k.start[j], k.start[j + 1], C, 0, C));
+    if (group.length === 4) macGroup(x, k.index, k.w1, starts, taps, C);
+    else group.forEach((j, r) => macRow(A0[r], A1[r], x.input, k.index, k.w1, starts[r], starts[r] + taps, C, 0, C));
     for (let r = 0; r < group.length; r++) {
       const j = group[r];
       if (!plan.square) {

@@ -109,17 +109,7 @@ export class SecretKeyHolder {
 
   /** Symmetric encryption, serialized seeded: about half the size of a public-key ciphertext. */
   encrypt(values: Float64Array, scaleBits: number): Uint8Array {
-    const { seal, encoder } = this.s;
-    const pt = new seal.Plaintext();
-    try {
-      encoder.encode(values, 2 ** scaleBits, pt);
-      const ser = this.encryptor.encryptSymmetricSerializable(pt);
-      const bytes = ser.saveToArray(seal.ComprModeType.zstd) as Uint8Array;
-      ser.delete();
-      return bytes;
-    } finally {
-      pt.delete();
-    }
+    return this.encryptSaved(values, scaleBits, this.s.seal.ComprModeType.zstd);
   }
 
   /**
@@ -127,16 +117,20 @@ export class SecretKeyHolder {
    * for parameters whose primes all have at most 26 bits (batch mode).
    */
   encryptPacked(values: Float64Array, scaleBits: number): Uint8Array {
+    const packed = packResidues(this.encryptSaved(values, scaleBits, this.s.seal.ComprModeType.none));
+    if (!packed) throw new SealedError('insecure-parameters', 'packed encryption needs primes of at most 26 bits');
+    return packed;
+  }
+
+  private encryptSaved(values: Float64Array, scaleBits: number, mode: Seal['ComprModeType']['none'] | Seal['ComprModeType']['zstd']): Uint8Array {
     const { seal, encoder } = this.s;
     const pt = new seal.Plaintext();
     try {
       encoder.encode(values, 2 ** scaleBits, pt);
       const ser = this.encryptor.encryptSymmetricSerializable(pt);
-      const bytes = ser.saveToArray(seal.ComprModeType.none) as Uint8Array;
+      const bytes = ser.saveToArray(mode) as Uint8Array;
       ser.delete();
-      const packed = packResidues(bytes);
-      if (!packed) throw new SealedError('insecure-parameters', 'packed encryption needs primes of at most 26 bits');
-      return packed;
+      return bytes;
     } finally {
       pt.delete();
     }

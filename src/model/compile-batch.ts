@@ -5,7 +5,7 @@
 import { SealedError } from '../errors.ts';
 import { BATCH_DEGREE, MAX_INT_WEIGHT, PRIME_BITS, scaleBitsOf, type BatchPlan } from '../fhe/batch-plan.ts';
 import { MAX_BITS_128 } from '../fhe/params.ts';
-import { convOutputShape, perFeature, type Network } from './network.ts';
+import { convOutputShape, parityCol, parityRow, perFeature, type Network } from './network.ts';
 
 /** Fresh-encryption noise is about 2^10 in the slots: 2^26 leaves inputs ~2^-16 accurate. */
 const INPUT_SCALE_BITS = 26;
@@ -37,8 +37,8 @@ function firstAffine(net: Network): Affine {
     for (let y = 0; y < height; y++)
       for (let x = 0; x < width; x++)
         for (let f = 0; f < filters; f++) {
-          const Y = 2 * y + ((f >> 1) & 1);
-          const X = 2 * x + (f & 1);
+          const Y = parityRow(y, f);
+          const X = parityCol(x, f);
           for (let dy = 0; dy < k; dy++)
             for (let dx = 0; dx < k; dx++) {
               const w = layer.kernel[f][dy][dx];

@@ -18,7 +18,7 @@ import { rotationsOf, type LinearStep, type Program, type Step } from '../fhe/pr
 import { bsgsStep, nextPow2, squareSplit, type Diagonal } from './diagonal.ts';
 import type { InputLayout, OutputLayout } from './layout.ts';
 import { packRecords } from './layout.ts';
-import { convOutputShape, forward, perFeature, type Dense, type Network } from './network.ts';
+import { convOutputShape, forward, parityCol, parityRow, perFeature, type Dense, type Network } from './network.ts';
 import { simulate, type SimulationTrace } from './simulate.ts';
 import type { CompiledModel } from './compile-linear.ts';
 
@@ -64,7 +64,7 @@ export function compileNetwork(net: Network, samples: ArrayLike<number>[], o: Co
       const k = layer.kernel[0].length;
       const copies = S / inPeriod;
       if (Math.ceil(F / 4) > copies) throw new SealedError('bad-data', `${F} filters need ${Math.ceil(F / 4)} copies of the image, ${copies} fit in ${S} slots`);
-      const slotOf = (y: number, x: number, f: number) => (f >> 2) * inPeriod + (2 * y + ((f >> 1) & 1)) * W + 2 * x + (f & 1);
+      const slotOf = (y: number, x: number, f: number) => (f >> 2) * inPeriod + parityRow(y, f) * W + parityCol(x, f);
       const diagonals: Diagonal[] = [];
       for (let dy = 0; dy < k; dy++)
         for (let dx = 0; dx < k; dx++) {

@@ -36,6 +36,10 @@ export interface Network {
   layers: Layer[];
 }
 
+/** Input row and column of output (y, x) of filter f: its parity sub-grid's origin (a_f, b_f). */
+export const parityRow = (y: number, f: number) => 2 * y + ((f >> 1) & 1);
+export const parityCol = (x: number, f: number) => 2 * x + (f & 1);
+
 export const perFeature = (v: number | number[], j: number) => (typeof v === 'number' ? v : v[j]);
 
 export function convOutputShape(net: Network, conv: Conv2dParity): { height: number; width: number; filters: number } {
@@ -54,8 +58,8 @@ export function forward(net: Network, image: ArrayLike<number>): number[] {
       for (let y = 0; y < height; y++)
         for (let xx = 0; xx < width; xx++)
           for (let f = 0; f < filters; f++) {
-            const Y = 2 * y + ((f >> 1) & 1);
-            const X = 2 * xx + (f & 1);
+            const Y = parityRow(y, f);
+            const X = parityCol(xx, f);
             let s = layer.bias[f];
             for (let dy = 0; dy < k; dy++) for (let dx = 0; dx < k; dx++) s += layer.kernel[f][dy][dx] * x[(Y + dy) * W + X + dx];
             out[(y * width + xx) * filters + f] = s;

@@ -6,6 +6,7 @@ import { isSealedError, SealedError } from '../errors.ts';
 import { CkksSession, loadEvaluationKeys, loadQueryCiphertext, type EvaluationKeys } from '../fhe/ckks.ts';
 import { Engine } from '../fhe/engine.ts';
 import { BatchSession } from '../fhe/batch-io.ts';
+import { resultSize } from '../fhe/batch-plan.ts';
 import { evaluateLanes, prepareKernel } from '../fhe/batch-kernel.ts';
 import { CHUNK } from './batch.ts';
 import { readServerPart } from '../model/bundle.ts';
@@ -86,7 +87,7 @@ function runBatch(task: BatchTask): BatchResult {
       return { ms: performance.now() - t0 };
     }
     const output = new Uint32Array(task.output);
-    const size = batch.plan.square ? 3 : 2;
+    const size = resultSize(batch.plan);
     const results: Uint8Array[] = [];
     for (let o = task.first; o < task.first + task.count; o++) results.push(batch.encodeResult(output, o * size * LN, size, batch.plan.outputScaleBits));
     return { results, ms: performance.now() - t0 };
