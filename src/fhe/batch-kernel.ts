@@ -1,9 +1,11 @@
-// Batch-mode evaluation on RNS residues: the hot loop of batch mode. Residues are below 2^26
-// and integer weights below 2^15 in magnitude, so products and their sums are exact in
-// float64 (below 2^53) and reduction modulo q happens once per sum, not once per product.
+// Batch-mode evaluation on RNS residues: the hot loop of batch mode. Residues, integer weights
+// and the number of products per sum stay within the limits of kernel-limits.ts, so products
+// and their sums are exact in float64 (below 2^53) and reduction modulo q happens once per sum,
+// not once per product. Nothing here checks a plan (validateBatchPlan does, when it is loaded).
 // A chunk of lanes (coefficients of one prime) is independent of every other chunk: that is
 // how one batch is split across the workers of the pool, with no merge step.
-import { outputsOf, REDUCE_EVERY, resultSize, type BatchPlan } from './batch-plan.ts';
+import { outputsOf, resultSize, type BatchPlan } from './batch-plan.ts';
+import { REDUCE_EVERY } from './kernel-limits.ts';
 import { KERNEL_WASM } from './kernel-wasm.ts';
 
 /** The SIMD loops (kernel.wat) and their memory: one instance per thread, grown on demand. */
@@ -155,7 +157,7 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
   const x = scratchFor(plan.inputs, outs, C);
   for (let i = 0; i < 2 * plan.inputs; i++) x.input.set(input.subarray(i * LN + lane0, i * LN + lane0 + C), i * C);
   const { A0, A1, sq, acc } = x;
-  // |w2 * s| < 2^41: 2^11 of them sum exactly; the accumulators are reduced that often.
+  // Second-layer sums stay exact for REDUCE_EVERY rows; the accumulators are reduced that often.
   acc.fill(0);
   // Squares of up to four rows wait in sq, so each output accumulator is read and written
   // once per four rows instead of once per row (the loops are bound by memory traffic).

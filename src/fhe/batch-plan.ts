@@ -10,7 +10,12 @@
 // No rotations, no relinearization, no rescaling: the server needs no evaluation keys at all,
 // and the client decrypts the size-3 results with s and s^2. The scale grows instead of being
 // rescaled, so the modulus is chosen to hold the final scale times the largest output.
-import type { CkksParams } from './params.ts';
+import { SealedError, isSealedError } from '../errors.ts';
+import { MAX_INT_WEIGHT, MAX_KERNEL_INDEX, MAX_TAPS, PRIME_BITS, REDUCE_EVERY } from './kernel-limits.ts';
+import { checkParams, type CkksParams } from './params.ts';
+
+// batch-io.ts reads the prime size from here.
+export { PRIME_BITS };
 
 export interface BatchPlan {
   params: CkksParams;
@@ -25,9 +30,6 @@ export interface BatchPlan {
   outputScaleBits: number;
 }
 
-/** Largest |integer weight|: products with 26-bit residues stay below 2^41, so 2^11 of them sum exactly in a double. */
-export const MAX_INT_WEIGHT = 2 ** 15 - 1;
-export const PRIME_BITS = 26;
 export const BATCH_DEGREE = 8192;
 
 export const outputsOf = (p: BatchPlan) => (p.second ? p.second.rows : p.first.rows);
@@ -42,9 +44,6 @@ export function scaleBitsOf(p: BatchPlan): { first: number; square: number; out:
   const out = p.second ? square + p.second.weightScaleBits : square;
   return { first, square, out };
 }
-
-/** The kernel reduces its output accumulators this often (rows of the first layer). */
-export const REDUCE_EVERY = 2048;
 
 /**
  * Operation counts for one batch, in units of one residue lane (one coefficient modulo one
@@ -65,4 +64,111 @@ export function batchOpCounts(p: BatchPlan): { macFirst: number; macSecond: numb
     encode: outputsOf(p),
     lanes,
   };
+}
+
+const PLAN_HINT = 'use the bundle `sealed train` wrote (copy it again), or retrain: a batch plan outside the kernel limits would give wrong results';
+
+/**
+ * Checks everything the kernel and the batch path rely on and returns `raw` as a plan; throws
+ * SealedError('bad-bundle') naming the first field that is wrong. The kernel does no checking of
+ * its own (its loops are the hot path): an index past `inputs` would read another feature, a
+ * weight past the limits would round, and both would give wrong results, not errors. `where`
+ * names the plan in messages (e.g. `server/batch.json in /opt/ml/model`).
+ */
+export function validateBatchPlan(raw: unknown, where = 'the batch plan'): BatchPlan {
+  const bad = (field: string, what: string) => new SealedError('bad-bundle', `${where}: ${field} ${what}`, PLAN_HINT);
+  const show = (v: unknown) =>
+    typeof v === 'number' || typeof v === 'boolean' ? String(v) : v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'string' ? JSON.stringify(v.slice(0, 32)) : typeof v === 'object' ? 'an object' : typeof v;
+  const object = (v: unknown, field: string): Record<string, unknown> => {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad(field, `is ${show(v)}, not an object`);
+    return v as Record<string, unknown>;
+  };
+  const int = (v: unknown, field: string, min: number, max: number): number => {
+    if (typeof v !== 'number' || !Number.isInteger(v)) throw bad(field, `is ${show(v)}, not an integer`);
+    if (v < min || v > max) throw bad(field, `is ${v}, outside [${min}, ${max}]`);
+    return v;
+  };
+  const array = (v: unknown, field: string, length: number, lengthIs: string): unknown[] => {
+    if (!Array.isArray(v)) throw bad(field, `is ${show(v)}, not an array`);
+    if (v.length !== length) throw bad(field, `has ${v.length} entries, not ${length} (${lengthIs})`);
+    return v as unknown[];
+  };
+  // Element loops report the first bad entry; they run once per load on up to ~10^5 entries.
+  const ints = (v: unknown[], field: string, min: number, max: number, range: string) => {
+    for (let i = 0; i < v.length; i++) {
+      const x = v[i];
+      if (typeof x !== 'number' || !Number.isInteger(x)) throw bad(`${field}[${i}]`, `is ${show(x)}, not an integer`);
+      if (x < min || x > max) throw bad(`${field}[${i}]`, `is ${x}, outside ${range}`);
+    }
+    return v as number[];
+  };
+  // A bias becomes round(b 2^scale) mod q through BigInt, which needs a finite value.
+  const biases = (v: unknown[], field: string, scale: number) => {
+    for (let i = 0; i < v.length; i++) {
+      const x = v[i];
+      if (typeof x !== 'number' || !Number.isFinite(x) || !Number.isFinite(x * 2 ** scale)) throw bad(`${field}[${i}]`, `is ${show(x)}, not a finite number at scale 2^${scale}`);
+    }
+    return v as number[];
+  };
+
+  const p = object(raw, 'the plan');
+  const params = object(p.params, 'params');
+  if (params.scheme !== 'ckks') throw bad('params.scheme', `is ${show(params.scheme)}, not ckks`);
+  if (params.securityLevel !== 128) throw bad('params.securityLevel', `is ${show(params.securityLevel)}, not 128`);
+  // The compiler's only degree: chunking, records per batch and the cost model assume it.
+  if (params.polyModulusDegree !== BATCH_DEGREE) throw bad('params.polyModulusDegree', `is ${show(params.polyModulusDegree)}, not ${BATCH_DEGREE} (batch mode's ring degree)`);
+  const bits = params.coeffModulusBits;
+  if (!Array.isArray(bits) || bits.length < 2) throw bad('params.coeffModulusBits', 'must list at least one data prime and the special prime');
+  // The special prime (last) is never used by the kernel; only the data primes bound residues.
+  ints(bits.slice(0, -1), 'params.coeffModulusBits', 20, PRIME_BITS, `[20, ${PRIME_BITS}]: the kernel needs data primes of at most ${PRIME_BITS} bits`);
+  try {
+    checkParams(params as unknown as CkksParams);
+  } catch (e) {
+    if (isSealedError(e)) throw bad('params', `are refused: ${e.message}`);
+    throw e;
+  }
+  // SEAL accepts a scale only below the data primes' total bit count.
+  const dataBits = (bits as number[]).slice(0, -1).reduce((a, b) => a + b, 0);
+
+  int(p.inputScaleBits, 'inputScaleBits', 1, dataBits - 1);
+  const inputs = int(p.inputs, 'inputs', 1, MAX_KERNEL_INDEX);
+
+  const f = object(p.first, 'first');
+  const rows = int(f.rows, 'first.rows', 1, MAX_KERNEL_INDEX - 1);
+  const start = ints(array(f.start, 'first.start', rows + 1, 'first.rows + 1'), 'first.start', 0, MAX_KERNEL_INDEX, `[0, ${MAX_KERNEL_INDEX}]`);
+  if (!Array.isArray(f.index)) throw bad('first.index', `is ${show(f.index)}, not an array`);
+  const taps = f.index.length;
+  if (start[0] !== 0) throw bad('first.start[0]', `is ${start[0]}, not 0`);
+  for (let j = 0; j < rows; j++) {
+    const n = start[j + 1] - start[j];
+    if (n < 0) throw bad(`first.start[${j + 1}]`, `is ${start[j + 1]}, below first.start[${j}] = ${start[j]}: starts must not decrease`);
+    if (n > MAX_TAPS) throw bad(`first row ${j}`, `has ${n} taps (first.start[${j}..${j + 1}]); the kernel sums at most ${MAX_TAPS} products exactly`);
+  }
+  if (start[rows] !== taps) throw bad(`first.start[${rows}]`, `is ${start[rows]}, not first.index.length = ${taps}`);
+  ints(f.index, 'first.index', 0, inputs - 1, `[0, ${inputs}) (inputs)`);
+  ints(array(f.weight, 'first.weight', taps, 'one per tap, first.index.length'), 'first.weight', -MAX_INT_WEIGHT, MAX_INT_WEIGHT, `[-${MAX_INT_WEIGHT}, ${MAX_INT_WEIGHT}], the kernel's integer weights`);
+  int(f.weightScaleBits, 'first.weightScaleBits', -dataBits, dataBits);
+
+  if (typeof p.square !== 'boolean') throw bad('square', `is ${show(p.square)}, not a boolean`);
+  // The kernel squares exactly when there is a second layer to take the squares.
+  if (p.square !== (p.second !== undefined)) throw bad('second', p.square ? 'is missing: a plan that squares needs a second layer' : 'is present, but the plan does not square');
+
+  let outs = 0;
+  if (p.second !== undefined) {
+    const s = object(p.second, 'second');
+    outs = int(s.rows, 'second.rows', 1, MAX_KERNEL_INDEX);
+    // Rows of any length: the kernel reduces every REDUCE_EVERY products (kernel-limits.ts).
+    ints(array(s.weight, 'second.weight', outs * rows, 'second.rows x first.rows'), 'second.weight', -MAX_INT_WEIGHT, MAX_INT_WEIGHT, `[-${MAX_INT_WEIGHT}, ${MAX_INT_WEIGHT}], the kernel's integer weights`);
+    int(s.weightScaleBits, 'second.weightScaleBits', -dataBits, dataBits);
+  }
+  // Every scale field is now an integer: the scales the layers give, as the client expects them.
+  const plan = raw as BatchPlan;
+  const scales = scaleBitsOf(plan);
+  const range = `outside [2^0, 2^${dataBits}) (the data primes hold ${dataBits} bits)`;
+  if (scales.first < 0 || scales.square >= dataBits) throw bad('first.weightScaleBits', `gives hidden values at scale 2^${scales.first}${plan.square ? ` and squares at 2^${scales.square}` : ''}, ${range}`);
+  if (scales.out < 0 || scales.out >= dataBits) throw bad('second.weightScaleBits', `gives results at scale 2^${scales.out}, ${range}`);
+  biases(array(f.bias, 'first.bias', rows, 'first.rows'), 'first.bias', scales.first);
+  if (plan.second) biases(array(plan.second.bias, 'second.bias', outs, 'second.rows'), 'second.bias', scales.out);
+  if (p.outputScaleBits !== scales.out) throw bad('outputScaleBits', `is ${show(p.outputScaleBits)}, not ${scales.out}, the scale the layers give (scaleBitsOf)`);
+  return plan;
 }

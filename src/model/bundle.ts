@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SealedError } from '../errors.ts';
-import type { BatchPlan } from '../fhe/batch-plan.ts';
+import { validateBatchPlan, type BatchPlan } from '../fhe/batch-plan.ts';
 import type { Program } from '../fhe/program.ts';
 import type { ClientPart } from './client-part.ts';
 import { modelIdOf, parseClientPart } from './client-part.ts';
@@ -125,6 +125,22 @@ export async function readServerPart(dir: string): Promise<ServerPart> {
     masks.push(m);
   }
   if (o * 8 !== bin.length) throw new SealedError('bad-bundle', 'server/masks.bin does not match server/program.json');
-  const batch = manifest.files['server/batch.json'] ? (JSON.parse(new TextDecoder().decode(await readChecked(dir, 'server/batch.json', manifest))) as BatchPlan) : undefined;
+  const batch = manifest.files['server/batch.json'] ? await readBatchPlan(dir, manifest) : undefined;
   return { modelId: manifest.model_id, program, masks, batch };
+}
+
+/**
+ * The batch plan, checked against the kernel limits: the kernel trusts it, so a plan it cannot
+ * evaluate exactly stops the server (and each worker) at load, instead of giving wrong results.
+ */
+async function readBatchPlan(dir: string, manifest: Manifest): Promise<BatchPlan> {
+  const where = `server/batch.json in ${dir}`;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(new TextDecoder().decode(await readChecked(dir, 'server/batch.json', manifest)));
+  } catch (e) {
+    if (e instanceof SyntaxError) throw new SealedError('bad-bundle', `${where} is not valid JSON`, 'copy the bundle again from the training output');
+    throw e;
+  }
+  return validateBatchPlan(raw, where);
 }

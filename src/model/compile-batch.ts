@@ -3,7 +3,8 @@
 // dense layer alone (linear models). Weights become integers at a per-layer scale, and the
 // modulus is sized from the largest values the training samples reach.
 import { SealedError } from '../errors.ts';
-import { BATCH_DEGREE, MAX_INT_WEIGHT, PRIME_BITS, scaleBitsOf, type BatchPlan } from '../fhe/batch-plan.ts';
+import { BATCH_DEGREE, scaleBitsOf, validateBatchPlan, type BatchPlan } from '../fhe/batch-plan.ts';
+import { MAX_INT_WEIGHT, MAX_TAPS, PRIME_BITS } from '../fhe/kernel-limits.ts';
 import { MAX_BITS_128 } from '../fhe/params.ts';
 import { convOutputShape, parityCol, parityRow, perFeature, type Network } from './network.ts';
 
@@ -11,8 +12,6 @@ import { convOutputShape, parityCol, parityRow, perFeature, type Network } from 
 const INPUT_SCALE_BITS = 26;
 /** Each 26-bit prime is above 2^25.9 (SEAL picks them just below 2^26). */
 const BITS_PER_PRIME = 25.9;
-/** Products per unreduced sum in the kernel: 2^11 x 2^41 < 2^53. */
-const MAX_TAPS = 2048;
 /** Headroom over the largest magnitude seen on the samples. */
 const HEADROOM_BITS = 4;
 
@@ -87,7 +86,7 @@ export function compileBatch(net: Network, samples: ArrayLike<number>[]): BatchP
   if (batchUnsupported(net)) return undefined;
   const first = firstAffine(net);
   const inputs = net.input.height * net.input.width;
-  // The kernel sums a row's products unreduced: at most MAX_TAPS products below 2^41 stay exact.
+  // The kernel sums a row's products unreduced, exactly only up to MAX_TAPS of them (kernel-limits.ts).
   for (let j = 0; j < first.rows; j++) if (first.start[j + 1] - first.start[j] > MAX_TAPS) return undefined;
   let square = false;
   let second: { rows: number; weight: number[]; bias: number[] } | undefined;
@@ -143,7 +142,8 @@ export function compileBatch(net: Network, samples: ArrayLike<number>[]): BatchP
   const bits = [...new Array<number>(dataPrimes).fill(PRIME_BITS), PRIME_BITS];
   if (bits.reduce((a, b) => a + b, 0) > MAX_BITS_128[BATCH_DEGREE]) return undefined;
   plan.params.coeffModulusBits = bits;
-  return plan;
+  // The server refuses a plan outside the kernel limits; refuse it here first, when it is made.
+  return validateBatchPlan(plan, 'the compiled batch plan');
 }
 
 /** The batch plan in plaintext: the integer weights at their scales, no noise. */
