@@ -51,6 +51,34 @@ export class SealedError extends Error {
   }
 }
 
+// Characters a caller's string keeps when repeated in a message: enough to recognise an S3
+// location or an identifier, nothing that can break a log line or a terminal (newlines, control
+// and bidirectional characters) or pass for markup.
+const SAFE_CHAR = /^[0-9A-Za-z_.\-/:=+@~]$/;
+
+/**
+ * What a caller sent, made safe to repeat in a message: at most `max` characters (code points),
+ * each outside [0-9A-Za-z_.-/:=+@~] shown as '?', and '...' after a cut. Callers' strings can be
+ * long, hold newlines or control characters, or be crafted to read as a message of their own.
+ */
+export function safeText(v: unknown, max = 64): string {
+  let s: string;
+  try {
+    s = String(v);
+  } catch {
+    return '?';
+  }
+  let out = '';
+  let n = 0;
+  // for..of walks code points lazily: a huge string costs only the `max` characters shown.
+  for (const ch of s) {
+    if (n === max) return `${out}...`;
+    out += SAFE_CHAR.test(ch) ? ch : '?';
+    n++;
+  }
+  return out;
+}
+
 export function isSealedError(e: unknown): e is SealedError {
   return e instanceof SealedError || (typeof e === 'object' && e !== null && (e as { name?: unknown }).name === 'SealedError');
 }

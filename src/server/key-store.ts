@@ -1,11 +1,11 @@
-// Evaluation keys on the main thread: downloaded once per (URI, ETag), identified by content
-// (SHA-256), held in SharedArrayBuffers so every worker reads them without a copy, and evicted
-// least-recently-used beyond a byte budget.
+// Evaluation keys on the main thread: downloaded once per (URI, ETag) however many requests ask
+// at once, identified by content (SHA-256), held in SharedArrayBuffers so every worker reads them
+// without a copy, and evicted least-recently-used beyond a byte budget.
 import { createHash } from 'node:crypto';
-import { SealedError } from '../errors.ts';
+import { safeText, SealedError } from '../errors.ts';
 import { paramsKey } from '../fhe/params.ts';
 import type { Program } from '../fhe/program.ts';
-import { formatS3Uri, type ObjectStore, type S3Location } from '../storage/s3.ts';
+import { describeS3Location, formatS3Uri, type ObjectStore, type S3Location } from '../storage/s3.ts';
 import { decodeWire, type KeysHeader } from '../wire/format.ts';
 
 export interface KeySet {
@@ -15,6 +15,19 @@ export interface KeySet {
   bytes: number;
 }
 
+export interface KeyStoreStats {
+  /** URIs cached. */
+  entries: number;
+  /** Sum of the cached entries' sizes (serialized bytes), never over the budget. */
+  bytes: number;
+  /** GETs of key objects started. */
+  downloads: number;
+  /** Requests answered from the cache (after a HEAD found the ETag unchanged). */
+  hits: number;
+  /** Downloads in progress. */
+  inflight: number;
+}
+
 function shared(b: Uint8Array): Uint8Array {
   const s = new Uint8Array(new SharedArrayBuffer(b.length));
   s.set(b);
@@ -22,8 +35,14 @@ function shared(b: Uint8Array): Uint8Array {
 }
 
 export class KeyStore {
+  // Map order is recency: least recently used first.
   private readonly entries = new Map<string, { etag?: string; set: KeySet }>();
+  // Downloads in progress by URI: concurrent requests for the same keys share one. Settled ones
+  // are removed, so a failed download is not remembered and the next request tries again.
+  private readonly inflight = new Map<string, Promise<KeySet>>();
   private total = 0;
+  private downloads = 0;
+  private hits = 0;
   private readonly store: ObjectStore;
   private readonly program: Program;
   private readonly maxBytes: number;
@@ -36,29 +55,69 @@ export class KeyStore {
     this.maxObjectBytes = o.maxObjectBytes;
   }
 
-  /** The key set at `loc`, from cache when the object's ETag is unchanged. */
+  /**
+   * The key set at `loc`: from cache when a HEAD finds the object's ETag unchanged, else
+   * downloaded (or taken from a download of the same URI already in progress).
+   */
   async get(loc: S3Location): Promise<{ set: KeySet; cached: boolean }> {
     const uri = formatS3Uri(loc);
+    const pending = this.inflight.get(uri);
+    if (pending) return { set: await pending, cached: false };
     const hit = this.entries.get(uri);
     if (hit) {
       const head = await this.store.head(loc);
-      if (!head) throw new SealedError('not-found', `evaluation keys not found at ${uri}`, 'upload them first (`sealed predict` does)');
+      if (!head) {
+        // Deleted: its bytes will not be asked for again under this ETag.
+        if (this.entries.get(uri) === hit) this.drop(uri);
+        throw new SealedError('not-found', `evaluation keys not found at ${describeS3Location(loc)}`, 'upload them first (`sealed predict` does)');
+      }
       if (head.etag === hit.etag) {
-        this.entries.delete(uri);
-        this.entries.set(uri, hit);
+        // Most recently used: to the end of the order (unless replaced or evicted meanwhile).
+        if (this.entries.get(uri) === hit) {
+          this.entries.delete(uri);
+          this.entries.set(uri, hit);
+        }
+        this.hits++;
         return { set: hit.set, cached: true };
       }
     }
-    const { bytes, etag } = await this.store.get(loc, this.maxObjectBytes, 'evaluation keys');
-    const set = this.parse(bytes);
-    if (hit) this.drop(uri);
+    return { set: await this.download(loc, uri), cached: false };
+  }
+
+  stats(): KeyStoreStats {
+    return { entries: this.entries.size, bytes: this.total, downloads: this.downloads, hits: this.hits, inflight: this.inflight.size };
+  }
+
+  private download(loc: S3Location, uri: string): Promise<KeySet> {
+    // Another request may have started it while this one waited for its HEAD.
+    const pending = this.inflight.get(uri);
+    if (pending) return pending;
+    this.downloads++;
+    const p = (async () => {
+      const { bytes, etag } = await this.store.get(loc, this.maxObjectBytes, 'evaluation keys');
+      const set = this.parse(bytes);
+      this.insert(uri, etag, set);
+      return set;
+    })();
+    this.inflight.set(uri, p);
+    const settled = () => {
+      if (this.inflight.get(uri) === p) this.inflight.delete(uri);
+    };
+    p.then(settled, settled);
+    return p;
+  }
+
+  /** Caches `set` under `uri` in place of any older entry, then evicts down to the budget. */
+  private insert(uri: string, etag: string | undefined, set: KeySet): void {
+    this.drop(uri);
+    // Larger than the whole budget: served to the requests waiting for it, not kept.
+    if (set.bytes > this.maxBytes) return;
     this.entries.set(uri, { etag, set });
     this.total += set.bytes;
     for (const [u] of this.entries) {
-      if (this.total <= this.maxBytes || this.entries.size <= 1) break;
+      if (this.total <= this.maxBytes) break;
       this.drop(u);
     }
-    return { set, cached: false };
   }
 
   private drop(uri: string): void {
@@ -69,18 +128,22 @@ export class KeyStore {
   }
 
   private parse(bytes: Uint8Array): KeySet {
+    const id = createHash('sha256').update(bytes).digest('hex');
+    // The same bytes already cached under another URI (checked when they were): share that set's
+    // buffers instead of copying them again. Each URI's entry still counts its bytes, so the
+    // total is an upper bound of the memory held, and evicting one URI leaves the other intact.
+    for (const e of this.entries.values()) if (e.set.id === id) return e.set;
     const msg = decodeWire<KeysHeader>('keys', bytes, 'the evaluation-keys object');
     const h = msg.header;
     const want = paramsKey(this.program.params);
     if (h.params !== want) {
-      throw new SealedError('bad-keys', `the evaluation keys were made for parameters ${String(h.params).replace(/[^0-9A-Za-z_.-]/g, '?').slice(0, 64)}, this model uses ${want}`, 'make keys for this model with `sealed keygen`');
+      throw new SealedError('bad-keys', `the evaluation keys were made for parameters ${safeText(h.params)}, this model uses ${want}`, 'make keys for this model with `sealed keygen`');
     }
     const missing = this.program.galoisSteps.filter((s) => !(Array.isArray(h.galois_steps) && h.galois_steps.includes(s)));
     if (missing.length) throw new SealedError('bad-keys', `the evaluation keys lack rotations ${missing.join(', ')} this model needs`, 'make keys for this model with `sealed keygen`');
     const expected = h.relin ? 2 : 1;
     if (msg.sections.length !== expected) throw new SealedError('bad-keys', `the evaluation keys hold ${msg.sections.length} sections, expected ${expected}`);
     if (this.program.relin && !h.relin) throw new SealedError('bad-keys', 'the evaluation keys lack relinearization keys, which this model needs', 'make keys for this model with `sealed keygen`');
-    const id = createHash('sha256').update(bytes).digest('hex');
     return { id, galois: shared(msg.sections[0]), relin: h.relin ? shared(msg.sections[1]) : undefined, bytes: bytes.length };
   }
 }

@@ -3,26 +3,114 @@
 import { Readable } from 'node:stream';
 import { AbortMultipartUploadCommand, CreateBucketCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { SealedError } from '../errors.ts';
+import { safeText, SealedError } from '../errors.ts';
 
 export interface S3Location {
   bucket: string;
   key: string;
 }
 
-const BUCKET_RE = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+/** S3's limit on an object key: 1,024 bytes of UTF-8. */
+export const MAX_KEY_BYTES = 1024;
 
+/**
+ * This system's limit on each '/'-separated part of a key, in UTF-8 bytes; not S3's, which has
+ * none below MAX_KEY_BYTES. The embedded S3 server (s3rver) stores each directory part of a key
+ * as a directory and the last part as file names with up to 36 bytes of its own added (the
+ * longest: "<part>._S3rver_object.<16 hex>.tmp"), under file systems' limit of 255 bytes a name:
+ * measured, a last part of 220 bytes (or a directory part of 256) fails there with a 500, retried
+ * four times and answered 502. One rule everywhere, so that a key that works with the embedded
+ * server works on AWS and the other way round; 200 leaves room below the measured 219.
+ */
+export const MAX_KEY_SEGMENT_BYTES = 200;
+
+// Not in lib es2023's typings; Node (>= 20) has it.
+type WellFormed = { isWellFormed(): boolean };
+
+// C0 controls, DEL, C1 controls, and the two noncharacters XML 1.0 does not allow (S3 answers in
+// XML, quoting the key in errors).
+const CONTROL = /[\p{Cc}\uFFFE\uFFFF]/u;
+
+/** Why `key` cannot name an object here, or undefined. The reasons quote none of the key. */
+export function keyProblem(key: string): string | undefined {
+  if (key === '') return 'the key is empty';
+  if (!(key as unknown as WellFormed).isWellFormed()) return 'the key is not valid Unicode text (it holds an unpaired UTF-16 surrogate)';
+  const control = CONTROL.exec(key);
+  if (control) return `the key holds the control character U+${control[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+  // Bytes, not UTF-16 units: 'é' is one unit and two bytes.
+  const bytes = Buffer.byteLength(key, 'utf8');
+  if (bytes > MAX_KEY_BYTES) return `the key is ${bytes} bytes of UTF-8, over S3's limit of ${MAX_KEY_BYTES}`;
+  for (const part of key.split('/')) {
+    // Resolved away by anything that treats the key as a path (URL normalisation, the embedded
+    // server's file names: it wrote 'a/../../x' outside the bucket's directory): the object read
+    // or written would not be the one named.
+    if (part === '.' || part === '..') return `the key has a '${part}' path segment`;
+    const n = Buffer.byteLength(part, 'utf8');
+    if (n > MAX_KEY_SEGMENT_BYTES) return `a '/'-separated part of the key is ${n} bytes of UTF-8, over this server's limit of ${MAX_KEY_SEGMENT_BYTES} bytes a part`;
+    // The embedded server names its own files <part>._S3rver_<resource>: a key part with this
+    // infix can collide with them (a directory where a file is: a 500 there).
+    if (part.includes('._S3rver_')) return "the key holds '._S3rver_', reserved by the embedded S3 server for its own files";
+  }
+  return undefined;
+}
+
+/**
+ * Why `bucket` cannot name a bucket, or undefined: AWS's rules for general purpose bucket names.
+ * Names ending in -s3alias or --ol-s3 (access point aliases) and --x-s3 (directory buckets) are
+ * reserved for those, which object requests accept in place of a bucket name, so they are
+ * allowed.
+ */
+export function bucketProblem(bucket: string): string | undefined {
+  if (bucket.length < 3 || bucket.length > 63) return 'bucket names are 3 to 63 characters long';
+  if (!/^[a-z0-9.-]+$/.test(bucket)) return 'bucket names hold only lowercase letters, digits, dots and hyphens';
+  if (!/^[a-z0-9]/.test(bucket) || !/[a-z0-9]$/.test(bucket)) return 'bucket names begin and end with a letter or digit';
+  if (bucket.includes('..')) return 'bucket names hold no two adjacent dots';
+  // Each dot-separated part is a DNS label in virtual-hosted-style requests.
+  if (bucket.includes('.-') || bucket.includes('-.')) return 'each dot-separated part of a bucket name begins and ends with a letter or digit';
+  if (/^\d{1,3}(\.\d{1,3}){3}$/.test(bucket)) return 'bucket names are not IP addresses';
+  for (const prefix of ['xn--', 'sthree-', 'amzn-s3-demo-']) if (bucket.startsWith(prefix)) return `bucket names do not begin with ${prefix} (reserved by AWS)`;
+  for (const suffix of ['.mrap', '--table-s3']) if (bucket.endsWith(suffix)) return `bucket names do not end with ${suffix} (reserved by AWS)`;
+  return undefined;
+}
+
+const BUCKET_HINT = 'bucket names are 3-63 lowercase letters, digits, dots and hyphens, beginning and ending with a letter or digit';
+const KEY_HINT = `keys are 1-${MAX_KEY_BYTES} bytes of UTF-8 text without control characters or '.'/'..' segments, each '/'-separated part at most ${MAX_KEY_SEGMENT_BYTES} bytes`;
+
+/**
+ * Parses a caller's s3://bucket/key, refusing ('bad-uri', a 400) what S3, the SDK or the embedded
+ * S3 server would fail on or misread, before any request is made: such failures would otherwise
+ * surface as 5xx after retries. Messages name `field` and the rule broken, never the URI.
+ */
 export function parseS3Uri(uri: unknown, field = 'uri'): S3Location {
   if (typeof uri !== 'string') throw new SealedError('bad-uri', `${field} must be a string of the form s3://bucket/key`);
-  const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(uri);
+  // The s flag: a newline in the key is a key problem, reported as such.
+  const m = /^s3:\/\/([^/]*)\/(.*)$/s.exec(uri);
   if (!m) throw new SealedError('bad-uri', `${field} is not an s3:// URI (expected s3://bucket/key)`, 'give the S3 location as s3://bucket/key');
   const [, bucket, key] = m;
-  if (!BUCKET_RE.test(bucket)) throw new SealedError('bad-uri', `${field} names an invalid bucket`, 'bucket names are 3-63 lowercase letters, digits, dots and hyphens');
-  if (key.length > 1024 || key.split('/').some((p) => p === '..')) throw new SealedError('bad-uri', `${field} has an invalid key`);
+  const bad = bucketProblem(bucket);
+  if (bad) throw new SealedError('bad-uri', `${field} names an invalid bucket: ${bad}`, BUCKET_HINT);
+  const badKey = keyProblem(key);
+  if (badKey) throw new SealedError('bad-uri', `${field} has an invalid key: ${badKey}`, KEY_HINT);
   return { bucket, key };
 }
 
+/** Refuses a location built without parseS3Uri that S3 could not take (see parseS3Uri). */
+function checkLocation(loc: S3Location, what: string): void {
+  const bad = bucketProblem(loc.bucket);
+  if (bad) throw new SealedError('bad-uri', `the S3 location for ${what} names an invalid bucket: ${bad}`, BUCKET_HINT);
+  const badKey = keyProblem(loc.key);
+  if (badKey) throw new SealedError('bad-uri', `the S3 location for ${what} has an invalid key: ${badKey}`, KEY_HINT);
+}
+
+/** The location as a URI, exactly: for requests and comparisons, not for messages. */
 export const formatS3Uri = (l: S3Location) => `s3://${l.bucket}/${l.key}`;
+
+/**
+ * The location as messages show it: the bucket and the first 64 characters of the key, others
+ * than [0-9A-Za-z_.-/:=+@~] as '?'. Never the whole caller's string, which may be 1,024 bytes of
+ * anything (newlines, control characters, text that reads as a message of its own).
+ */
+export const describeS3Location = (l: S3Location) => `s3://${safeText(l.bucket, 63)}/${safeText(l.key, 64)}`;
 
 /** Multipart part size for streamed uploads: 8 MiB (S3's minimum is 5 MiB; 10,000 parts: up to ~78 GiB). */
 export const STREAM_PART_SIZE = 8 * 1024 * 1024;
@@ -64,15 +152,16 @@ export class ObjectStore {
   }
 
   async get(loc: S3Location, maxBytes: number, what: string): Promise<{ bytes: Uint8Array; etag?: string }> {
+    checkLocation(loc, what);
     try {
       const r = await this.client.send(new GetObjectCommand({ Bucket: loc.bucket, Key: loc.key }));
       if (r.ContentLength !== undefined && r.ContentLength > maxBytes) {
         (r.Body as { destroy?: () => void } | undefined)?.destroy?.();
-        throw new SealedError('bad-request', `${what} at ${formatS3Uri(loc)} is ${r.ContentLength} bytes, over the limit of ${maxBytes}`, 'check that the URI names the right object');
+        throw new SealedError('bad-request', `${what} at ${describeS3Location(loc)} is ${r.ContentLength} bytes, over the limit of ${maxBytes}`, 'check that the URI names the right object');
       }
       const bytes = await r.Body!.transformToByteArray();
       if (r.ContentLength !== undefined && bytes.length !== r.ContentLength) {
-        throw new SealedError('storage', `${what} at ${formatS3Uri(loc)} was read incompletely (${bytes.length} of ${r.ContentLength} bytes)`, 'retry the request');
+        throw new SealedError('storage', `${what} at ${describeS3Location(loc)} was read incompletely (${bytes.length} of ${r.ContentLength} bytes)`, 'retry the request');
       }
       return { bytes, etag: r.ETag };
     } catch (e) {
@@ -89,21 +178,22 @@ export class ObjectStore {
     let body: Readable;
     let size: number;
     let etag: string | undefined;
+    checkLocation(loc, what);
     try {
       const r = await this.client.send(new GetObjectCommand({ Bucket: loc.bucket, Key: loc.key }));
       body = r.Body as unknown as Readable;
       etag = r.ETag;
       if (r.ContentLength === undefined) {
         body?.destroy?.();
-        throw new SealedError('storage', `S3 returned ${what} at ${formatS3Uri(loc)} without a Content-Length`, 'check the S3 endpoint (a proxy may be altering responses); then retry');
+        throw new SealedError('storage', `S3 returned ${what} at ${describeS3Location(loc)} without a Content-Length`, 'check the S3 endpoint (a proxy may be altering responses); then retry');
       }
       size = r.ContentLength;
       if (size > maxBytes) {
         body?.destroy?.();
-        throw new SealedError('bad-request', `${what} at ${formatS3Uri(loc)} is ${size} bytes, over the limit of ${maxBytes}`, 'check that the URI names the right object');
+        throw new SealedError('bad-request', `${what} at ${describeS3Location(loc)} is ${size} bytes, over the limit of ${maxBytes}`, 'check that the URI names the right object');
       }
       if (!body || typeof (body as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator] !== 'function') {
-        throw new SealedError('storage', `S3 response for ${what} at ${formatS3Uri(loc)} has no readable body`, 'retry the request');
+        throw new SealedError('storage', `S3 response for ${what} at ${describeS3Location(loc)} has no readable body`, 'retry the request');
       }
     } catch (e) {
       throw storageError(e, loc, what);
@@ -123,6 +213,7 @@ export class ObjectStore {
    * and the promise rejects with the source's own error, or a SealedError for S3 failures.
    */
   async putStream(loc: S3Location, source: AsyncIterable<Uint8Array>, what: string): Promise<{ bytes: number }> {
+    checkLocation(loc, what);
     let bytes = 0;
     let sourceFailed = false;
     let sourceError: unknown;
@@ -186,6 +277,7 @@ export class ObjectStore {
   }
 
   async head(loc: S3Location): Promise<{ size: number; etag?: string } | undefined> {
+    checkLocation(loc, 'object');
     try {
       const r = await this.client.send(new HeadObjectCommand({ Bucket: loc.bucket, Key: loc.key }));
       return { size: r.ContentLength ?? 0, etag: r.ETag };
@@ -196,6 +288,7 @@ export class ObjectStore {
   }
 
   async put(loc: S3Location, bytes: Uint8Array, what: string): Promise<void> {
+    checkLocation(loc, what);
     try {
       // SSE-S3 on every write: least-privilege bucket policies deny unencrypted uploads.
       await this.client.send(new PutObjectCommand({ Bucket: loc.bucket, Key: loc.key, Body: bytes, ContentType: 'application/octet-stream', ServerSideEncryption: 'AES256' }));
@@ -205,6 +298,8 @@ export class ObjectStore {
   }
 
   async ensureBucket(bucket: string): Promise<void> {
+    const bad = bucketProblem(bucket);
+    if (bad) throw new SealedError('bad-uri', `invalid bucket name: ${bad}`, BUCKET_HINT);
     try {
       await this.client.send(new CreateBucketCommand({ Bucket: bucket }));
     } catch (e) {
@@ -222,12 +317,12 @@ export class ObjectStore {
 async function* countedBody(body: Readable, size: number, loc: S3Location, what: string, release: () => void): AsyncGenerator<Uint8Array> {
   let n = 0;
   const incomplete = (cause?: unknown) =>
-    new SealedError('storage', `${what} at ${formatS3Uri(loc)} was read incompletely (${n} of ${size} bytes)`, 'retry the request', cause === undefined ? undefined : { cause });
+    new SealedError('storage', `${what} at ${describeS3Location(loc)} was read incompletely (${n} of ${size} bytes)`, 'retry the request', cause === undefined ? undefined : { cause });
   try {
     try {
       for await (const chunk of body as AsyncIterable<Uint8Array>) {
         n += chunk.byteLength;
-        if (n > size) throw new SealedError('storage', `${what} at ${formatS3Uri(loc)} is longer than its Content-Length (${size} bytes)`, 'retry the request');
+        if (n > size) throw new SealedError('storage', `${what} at ${describeS3Location(loc)} is longer than its Content-Length (${size} bytes)`, 'retry the request');
         yield chunk;
       }
     } catch (e) {
@@ -247,9 +342,27 @@ function isMissing(e: unknown): boolean {
 
 function storageError(e: unknown, loc: S3Location, what: string): unknown {
   if (e instanceof SealedError) return e;
-  if (isMissing(e)) return new SealedError('not-found', `${what} not found at ${formatS3Uri(loc)}`, 'upload it first, or check the bucket and key');
+  if (isMissing(e)) return new SealedError('not-found', `${what} not found at ${describeS3Location(loc)}`, 'upload it first, or check the bucket and key');
   const name = (e as { name?: string }).name ?? 'error';
   const status = (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-  if (name === 'AccessDenied' || status === 403) return new SealedError('storage', `access denied to ${formatS3Uri(loc)}`, 'give the role read/write access to that bucket and prefix');
-  return new SealedError('storage', `S3 request for ${what} at ${formatS3Uri(loc)} failed (${name})`, 'check the S3 endpoint and that the service is reachable; then retry', { cause: e });
+  if (name === 'AccessDenied' || status === 403) return new SealedError('storage', `access denied to ${describeS3Location(loc)}`, 'give the role read/write access to that bucket and prefix');
+  if (isRequestBuildingError(e)) {
+    // The SDK could not turn the location into a request (checkLocation should have refused it
+    // first): the caller's string is at fault, and no retry or other endpoint would help.
+    return new SealedError('bad-uri', `the S3 location for ${what} (${describeS3Location(loc)}) cannot be put in an S3 request (${safeText(name, 40)})`, KEY_HINT, { cause: e });
+  }
+  return new SealedError('storage', `S3 request for ${what} at ${describeS3Location(loc)} failed (${safeText(name, 40)})`, 'check the S3 endpoint and that the service is reachable; then retry', { cause: e });
+}
+
+/**
+ * Errors thrown while building a request, before anything is sent: URIError (encodeURIComponent
+ * on a lone surrogate), and Node's TypeErrors for characters a URL path or header cannot hold.
+ * Network failures are never these (they carry codes such as ECONNRESET), nor are S3's answers
+ * (those have $metadata.httpStatusCode).
+ */
+function isRequestBuildingError(e: unknown): boolean {
+  if (e instanceof URIError) return true;
+  if (!(e instanceof TypeError) || (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode !== undefined) return false;
+  const code = (e as { code?: unknown }).code;
+  return code === 'ERR_INVALID_CHAR' || code === 'ERR_UNESCAPED_CHARACTERS' || code === 'ERR_INVALID_URL' || code === 'ERR_INVALID_ARG_VALUE';
 }
