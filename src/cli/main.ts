@@ -52,6 +52,13 @@ export async function main(argv: string[]): Promise<void> {
     .addOption(new Option('--deadline-ms <n>', 'per-request deadline (default 55000, under SageMaker real-time 60 s; env SEALED_DEADLINE_MS; raise it for large batch jobs on async endpoints)').argParser(Number))
     .option('--allow-read <uris>', 'comma-separated s3://bucket/prefix the server may read (env SEALED_ALLOW_READ; default: any)')
     .option('--allow-write <uris>', 'comma-separated s3://bucket/prefix the server may write (env SEALED_ALLOW_WRITE; default: any)')
+    .addOption(
+      new Option(
+        '--memory-budget-mb <n>',
+        'memory the server may use in all (env SEALED_MEMORY_BUDGET_MB; default: the container\'s memory (cgroup limit, else total) less max(25%, 1 GiB), i.e. 6 GiB of an 8 GiB instance). ' +
+          'Split: 256 MiB main thread; per worker 192 MiB + a key cache of budget/24 (at most 256 MiB); key cache budget/12 (at most 512 MiB); the rest for requests, each admitted by the bytes it will hold (503 + Retry-After when they are in use). The split is logged at start-up',
+      ).argParser(Number),
+    )
     .action(serveCommand);
 
   program

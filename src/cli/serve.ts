@@ -16,6 +16,7 @@ interface ServeOpts {
   deadlineMs?: number;
   allowRead?: string;
   allowWrite?: string;
+  memoryBudgetMb?: number;
 }
 
 const list = (v: string | undefined) => (v ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined);
@@ -34,9 +35,15 @@ export async function serveCommand(o: ServeOpts): Promise<void> {
       process.exit(0);
     }
     server.app.log.info({ signal }, 'stopping: no new requests, finishing those in flight');
-    // SageMaker sends SIGKILL 30 s after SIGTERM: give in-flight work 25 s.
+    // SageMaker sends SIGKILL 30 s after SIGTERM. In-flight work gets 20 s; what is still running
+    // then is stopped and answered 503 (the caller retries elsewhere), so the exit is clean.
+    const abortTimer = setTimeout(() => {
+      server.app.log.warn({ in_flight: server.app.sealed.inFlight }, 'in-flight requests did not finish within 20 s; stopping them');
+      server.app.sealed.abortAll();
+    }, 20_000);
+    abortTimer.unref();
     const timer = setTimeout(() => {
-      server.app.log.error('in-flight requests did not finish within 25 s; exiting');
+      server.app.log.error('the server did not stop within 25 s; exiting');
       process.exit(1);
     }, 25_000);
     timer.unref();
@@ -46,6 +53,7 @@ export async function serveCommand(o: ServeOpts): Promise<void> {
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+  const budgetMb = o.memoryBudgetMb ?? envNumber('SEALED_MEMORY_BUDGET_MB');
   const s3 = (running.s3 = await resolveS3({ endpoint: o.s3Endpoint }));
   const server = (running.server = await startServer({
     modelDir: o.model,
@@ -60,8 +68,20 @@ export async function serveCommand(o: ServeOpts): Promise<void> {
     deadlineMs: o.deadlineMs ?? envNumber('SEALED_DEADLINE_MS'),
     allowRead: list(o.allowRead ?? process.env.SEALED_ALLOW_READ),
     allowWrite: list(o.allowWrite ?? process.env.SEALED_ALLOW_WRITE),
+    memoryBudget: budgetMb === undefined ? undefined : budgetMb * 1024 * 1024,
   }));
-  server.app.log.info({ url: server.url, workers: server.pool.size, s3: s3.mode, s3_endpoint: s3.endpoint }, 'sealed server ready');
+  const m = server.memory;
+  const mb = (n: number) => Math.round(n / 1024 / 1024);
+  server.app.log.info(
+    {
+      url: server.url,
+      workers: server.pool.size,
+      s3: s3.mode,
+      s3_endpoint: s3.endpoint,
+      memory_mb: { container: mb(m.memory), budget: mb(m.budget), main: mb(m.main), per_worker: mb(m.perWorker), key_cache: mb(m.keyCache), requests: mb(m.requests) },
+    },
+    'sealed server ready',
+  );
 }
 
 export async function s3Command(o: { port: number; dir?: string }): Promise<void> {

@@ -71,3 +71,14 @@ export function primes(seal: Seal, ctx: SEALContext): bigint[] {
   void seal;
   return out;
 }
+
+/**
+ * Most bytes a serialized ciphertext of `polys` polynomials at the top level can take: SEAL's
+ * uncompressed form (8 bytes per coefficient and prime) plus its headers; compression only makes
+ * it smaller (zstd's worst case adds a few bytes per 128 KiB block, inside the margin).
+ */
+export function ciphertextBytesBound(p: CkksParams, polys = 2): number {
+  const dataPrimes = p.coeffModulusBits.length - 1;
+  const body = polys * p.polyModulusDegree * dataPrimes * 8;
+  return body + Math.ceil(body / 1024) + 4096;
+}

@@ -1,7 +1,7 @@
 // The SageMaker hosting contract over Fastify: GET /ping and POST /invocations.
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
-import { isSealedError, SealedError } from '../errors.ts';
+import { isSealedError, safeText, SealedError } from '../errors.ts';
 import { invoke, type InvocationContext, type InvocationRequest } from './invocations.ts';
 
 const s3Uri = { type: 'string', minLength: 6, maxLength: 2048 } as const;
@@ -21,10 +21,37 @@ export interface AppOptions {
   maxInFlight: number;
   /** Per-request deadline; SageMaker real-time invocations time out at 60 s. */
   deadlineMs: number;
+  /** Health of the evaluation pool for GET /ping (a cached known-answer probe); absent: healthy. */
+  healthy?: () => Promise<boolean>;
+  /** Time allowed for a request's headers, and for its whole body, before the socket is closed. */
+  headersTimeoutMs?: number;
+  requestTimeoutMs?: number;
+}
+
+/** What the app exposes for a graceful stop. */
+export interface AppState {
+  /** Invocations whose work has not stopped yet (answered or not). */
+  readonly inFlight: number;
+  /** Resolves when no invocation is working. */
+  drained(): Promise<void>;
+  /** Stops every invocation at once (as at its deadline): for a stop that cannot wait longer. */
+  abortAll(): void;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    sealed: AppState;
+  }
 }
 
 export function buildApp(o: AppOptions): FastifyInstance {
+  const requestTimeout = o.requestTimeoutMs ?? 20_000;
+  const headersTimeout = Math.min(o.headersTimeoutMs ?? 10_000, requestTimeout); // Node requires <=
   const app = Fastify({
+    // Node checks these timeouts every connectionsCheckingInterval (30 s by default): check each
+    // second, so a slow-body socket is closed close to its timeout, not up to 30 s later.
+    http: { headersTimeout, requestTimeout, connectionsCheckingInterval: 1000 },
+    requestTimeout, // Fastify sets it on the server again (0, none, by default)
     logger: o.logger ?? false,
     bodyLimit: 64 * 1024,
     requestIdHeader: 'x-amzn-requestid',
@@ -65,34 +92,71 @@ export function buildApp(o: AppOptions): FastifyInstance {
     if (closing) reply.header('connection', 'close');
   });
 
-  app.get('/ping', async () => ({ status: 'ok', model_id: o.context.model.modelId }));
+  // /ping answers at once while evaluations run (the pool is other threads); unhealthy (a pool
+  // that cannot evaluate a known answer) is a 503, so SageMaker replaces the container.
+  app.get('/ping', async (_req, reply) => {
+    if (o.healthy && !(await o.healthy())) {
+      return reply.status(503).send({ status: 'unhealthy', model_id: o.context.model.modelId });
+    }
+    return { status: 'ok', model_id: o.context.model.modelId };
+  });
 
+  // An invocation holds its admission slot until its work has stopped, not until its caller was
+  // answered: a 504 at the deadline does not free capacity that the abandoned work still uses.
   let inFlight = 0;
+  let idle: (() => void)[] = [];
+  const aborts = new Set<AbortController>();
+  const settle = () => {
+    inFlight--;
+    if (inFlight === 0) {
+      for (const f of idle) f();
+      idle = [];
+    }
+  };
+  app.decorate('sealed', {
+    get inFlight() {
+      return inFlight;
+    },
+    drained: () => (inFlight === 0 ? Promise.resolve() : new Promise<void>((r) => idle.push(r))),
+    abortAll: () => {
+      for (const a of aborts) a.abort();
+    },
+  } satisfies AppState);
+
   app.post<{ Body: InvocationRequest }>('/invocations', { schema: invocationSchema }, async (req) => {
     if (inFlight >= o.maxInFlight) {
       throw new SealedError('overloaded', `the server is at capacity (${o.maxInFlight} requests in flight)`, 'retry after the number of seconds in Retry-After');
     }
     inFlight++;
     const abort = new AbortController();
+    aborts.add(abort);
+    const work = invoke(req.body, o.context, abort.signal);
+    const done = () => {
+      aborts.delete(abort);
+      settle();
+    };
+    work.then(done, done);
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        abort.abort();
         reject(new SealedError('deadline', `the request did not finish within ${o.deadlineMs} ms`, 'send fewer records per request, or use an asynchronous endpoint'));
+        abort.abort();
       }, o.deadlineMs);
+      // abortAll (a stop that cannot wait): answered now; a promise settles once, so after the
+      // deadline's reject this one is a no-op.
+      abort.signal.addEventListener('abort', () => reject(new SealedError('overloaded', 'the server is stopping; the request was not completed', 'retry (another instance will take it)')), { once: true });
     });
     try {
-      const res = await Promise.race([invoke(req.body, o.context, abort.signal), deadline]);
+      const res = await Promise.race([work, deadline]);
       req.log.info({ records: res.records, ciphertexts: res.ciphertexts, keys_cached: res.keys_cached, timings_ms: res.timings_ms }, 'invocation done');
       return res;
     } finally {
       clearTimeout(timer);
-      inFlight--;
     }
   });
 
   app.setNotFoundHandler((req, reply) => {
-    reply.status(404).send({ error: 'not-found', message: `no route ${req.method} ${req.url.slice(0, 100)}`, hint: 'the server answers GET /ping and POST /invocations' });
+    reply.status(404).send({ error: 'not-found', message: `no route ${safeText(req.method, 10)} ${safeText(req.url, 100)}`, hint: 'the server answers GET /ping and POST /invocations' });
   });
   return app;
 }

@@ -40,6 +40,16 @@ export function batchCount(plan: BatchPlan, records: number): number {
 }
 
 /**
+ * Bytes one batch-mode request holds while it runs, whatever its size: the two input buffers,
+ * the output buffer, and the sections of the load groups in flight (two batches' worth).
+ */
+export function batchMemory(plan: BatchPlan): number {
+  const lanes = dataPrimesOf(plan) * plan.params.polyModulusDegree;
+  const section = 2 * lanes * 8; // a SEAL ciphertext of two polynomials, uncompressed
+  return 2 * plan.inputs * 2 * lanes * 4 + outputsOf(plan) * resultSize(plan) * lanes * 4 + 2 * Math.min(plan.inputs, LOAD_GROUP * 2) * section;
+}
+
+/**
  * Evaluates every batch of the query; yields the result ciphertexts in order (outputs of batch
  * 0, then batch 1, ...). `sections` must hold exactly batches x inputs ciphertexts.
  */
@@ -53,6 +63,13 @@ export async function* evaluateBatches(plan: BatchPlan, records: number, section
   const inputs = [0, 1].map(() => new SharedArrayBuffer(plan.inputs * 2 * lanes * 4));
   const output = new SharedArrayBuffer(outs * size * lanes * 4);
   const it = sections[Symbol.asyncIterator]();
+  // Every task handed to the pool, so that no task still works on the buffers when this returns.
+  const running = new Set<Promise<unknown>>();
+  const track = <T>(p: Promise<T>): Promise<T> => {
+    running.add(p);
+    p.then(() => running.delete(p), () => running.delete(p));
+    return p;
+  };
   const add = (k: 'load' | 'evaluate' | 'save', rs: BatchResult[]) => {
     for (const r of rs) timings[k] += r.ms;
   };
@@ -67,7 +84,7 @@ export async function* evaluateBatches(plan: BatchPlan, records: number, section
         group.push(next.value);
         if (group.length === LOAD_GROUP || i === plan.inputs - 1) {
           // Each section owns its buffer (the stream reader copies it out): move, not copy.
-          loads.push(pool.runBatch({ batch: 'decode', sections: group, input, first }, signal, group.map((g) => g.buffer as ArrayBuffer)));
+          loads.push(track(pool.runBatch({ batch: 'decode', sections: group, input, first }, signal, group.map((g) => g.buffer as ArrayBuffer))));
           first = i + 1;
           group = [];
         }
@@ -79,26 +96,35 @@ export async function* evaluateBatches(plan: BatchPlan, records: number, section
     (await Promise.all(loads)).map(check);
   };
   let loading = load(0, inputs[0]);
-  for (let b = 0; b < batches; b++) {
-    await loading;
-    const input = inputs[b % 2];
-    if (b + 1 < batches) {
-      loading = load(b + 1, inputs[(b + 1) % 2]);
-      loading.catch(() => undefined); // awaited at the top of the next round
-    }
-    const t0 = performance.now();
-    const evals: Promise<BatchResult>[] = [];
-    const span = Math.ceil(lanes / CHUNK / (pool.size * TASKS_PER_WORKER)) * CHUNK;
-    for (let l = 0; l < lanes; l += span) evals.push(pool.runBatch({ batch: 'evaluate', input, output, lane0: l, lane1: Math.min(l + span, lanes) }, signal));
-    add('evaluate', (await Promise.all(evals)).map(check));
-    timings.evaluate_wall += performance.now() - t0;
-    const per = Math.ceil(outs / pool.size);
-    const saves: Promise<BatchResult>[] = [];
-    for (let o = 0; o < outs; o += per) saves.push(pool.runBatch({ batch: 'encode', output, first: o, count: Math.min(per, outs - o) }, signal));
-    const saved = (await Promise.all(saves)).map(check);
-    add('save', saved);
-    timings.batches++;
-    for (const r of saved) yield* r.results!;
+  loading.catch(() => undefined); // awaited below
+  try {
+    yield* run();
+  } finally {
+    await loading.catch(() => undefined);
+    await Promise.allSettled([...running]);
   }
-  if (!(await it.next()).done) throw new SealedError('bad-query', `the query has more ciphertexts than ${records} records need (${batches * plan.inputs})`, 'upload the file written by `sealed predict`, unchanged');
+  async function* run(): AsyncGenerator<Uint8Array> {
+    for (let b = 0; b < batches; b++) {
+      await loading;
+      const input = inputs[b % 2];
+      if (b + 1 < batches) {
+        loading = load(b + 1, inputs[(b + 1) % 2]);
+        loading.catch(() => undefined); // awaited at the top of the next round
+      }
+      const t0 = performance.now();
+      const evals: Promise<BatchResult>[] = [];
+      const span = Math.ceil(lanes / CHUNK / (pool.size * TASKS_PER_WORKER)) * CHUNK;
+      for (let l = 0; l < lanes; l += span) evals.push(track(pool.runBatch({ batch: 'evaluate', input, output, lane0: l, lane1: Math.min(l + span, lanes) }, signal)));
+      add('evaluate', (await Promise.all(evals)).map(check));
+      timings.evaluate_wall += performance.now() - t0;
+      const per = Math.ceil(outs / pool.size);
+      const saves: Promise<BatchResult>[] = [];
+      for (let o = 0; o < outs; o += per) saves.push(track(pool.runBatch({ batch: 'encode', output, first: o, count: Math.min(per, outs - o) }, signal)));
+      const saved = (await Promise.all(saves)).map(check);
+      add('save', saved);
+      timings.batches++;
+      for (const r of saved) yield* r.results!;
+    }
+    if (!(await it.next()).done) throw new SealedError('bad-query', `the query has more ciphertexts than ${records} records need (${batches * plan.inputs})`, 'upload the file written by `sealed predict`, unchanged');
+  }
 }

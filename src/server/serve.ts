@@ -1,8 +1,10 @@
 // Starting the server for a model directory: checks the bundle, warms the worker pool, listens.
+import { availableParallelism } from 'node:os';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import { readClientPart, readServerPart } from '../model/bundle.ts';
 import { ObjectStore } from '../storage/s3.ts';
 import { buildApp } from './app.ts';
+import { MemoryBudget, MiB, splitBudget, type BudgetSplit } from './budget.ts';
 import { KeyStore } from './key-store.ts';
 import { EvaluationPool } from './pool.ts';
 
@@ -22,26 +24,38 @@ export interface ServeOptions {
   deadlineMs?: number;
   allowRead?: string[];
   allowWrite?: string[];
+  /** The server's whole memory budget in bytes (default: derived from the container's memory). */
+  memoryBudget?: number;
+  headersTimeoutMs?: number;
+  requestTimeoutMs?: number;
 }
 
 export interface RunningServer {
   app: FastifyInstance;
   url: string;
   pool: EvaluationPool;
+  /** How the memory budget is split, and the request budget in use. */
+  memory: BudgetSplit & { budgetInUse: MemoryBudget };
   close(): Promise<void>;
 }
 
 export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const part = await readServerPart(o.modelDir); // fails fast on a bad bundle, before any worker
   const { client } = await readClientPart(o.modelDir);
+  const workers = o.workers ?? availableParallelism();
+  const split = splitBudget({ workers, budget: o.memoryBudget, keyCache: o.keyCacheBytes });
+  const requests = new MemoryBudget(split.requests);
   const store = new ObjectStore({ endpoint: o.s3Endpoint });
-  const pool = new EvaluationPool({ modelDir: o.modelDir, workers: o.workers, keyCacheBytes: o.keyCacheBytes });
+  const pool = new EvaluationPool({ modelDir: o.modelDir, workers, keyCacheBytes: split.workerKeyCache });
   await pool.ready();
-  const keys = new KeyStore({ store, program: part.program, maxBytes: o.keyCacheBytes ?? 1024 * 1024 * 1024, maxObjectBytes: o.maxKeyBytes ?? 512 * 1024 * 1024 });
+  const keys = new KeyStore({ store, program: part.program, maxBytes: split.keyCache, maxObjectBytes: o.maxKeyBytes ?? 128 * MiB });
   const app = buildApp({
     logger: o.logger,
     maxInFlight: o.maxInFlight ?? pool.size * 4,
     deadlineMs: o.deadlineMs ?? 55_000,
+    headersTimeoutMs: o.headersTimeoutMs,
+    requestTimeoutMs: o.requestTimeoutMs,
+    healthy: typeof (pool as { probe?: unknown }).probe === 'function' ? () => (pool as unknown as { probe(): Promise<boolean> }).probe() : undefined,
     context: {
       allowRead: o.allowRead ?? [],
       allowWrite: o.allowWrite ?? [],
@@ -49,8 +63,9 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
       store,
       keys,
       pool,
-      maxQueryBytes: o.maxQueryBytes ?? 1024 * 1024 * 1024,
+      maxQueryBytes: o.maxQueryBytes ?? 1024 * MiB,
       batchSlots: { max: o.maxBatchInFlight ?? 2, used: 0 },
+      budget: requests,
     },
   });
   const address = await app.listen({ port: o.port ?? 8080, host: o.host ?? '0.0.0.0' });
@@ -58,8 +73,15 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
     app,
     url: address.replace('0.0.0.0', '127.0.0.1').replace('[::]', '127.0.0.1'),
     pool,
+    memory: { ...split, budgetInUse: requests },
     async close() {
-      await app.close(); // stops accepting; in-flight requests finish first
+      // Stop accepting; in-flight invocations finish; then sockets still open (a request whose
+      // body is still trickling in, a keep-alive connection) are closed rather than waited for.
+      const closing = app.close();
+      await app.sealed.drained();
+      await new Promise((r) => setTimeout(r, 50)); // let the last answers flush
+      app.server.closeAllConnections();
+      await closing;
       await pool.close();
       store.close();
     },

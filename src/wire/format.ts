@@ -9,8 +9,10 @@ import { SealedError, type ErrorCode } from '../errors.ts';
 
 const MAGIC = [0x53, 0x45, 0x41, 0x4c, 0x45, 0x44]; // "SEALED"
 export const WIRE_VERSION = 1;
-const MAX_HEADER = 64 * 1024;
-const MAX_SECTIONS = 100_000;
+/** Largest JSON header; larger ones are refused before they are read. */
+export const MAX_HEADER = 64 * 1024;
+/** Most sections one object may declare (a 40,000-image batch query has 7,840). */
+export const MAX_SECTIONS = 100_000;
 
 export type WireKind = 'query' | 'keys' | 'result';
 const KIND_CODE: Record<WireKind, number> = { query: 1, keys: 2, result: 3 };

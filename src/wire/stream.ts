@@ -2,9 +2,8 @@
 // section by section as it arrives, and a result is written section by section as it is made,
 // so neither is ever whole in memory.
 import { SealedError } from '../errors.ts';
-import { checkPrefix, decodeWire, encodeWire, type WireKind } from './format.ts';
+import { checkPrefix, decodeWire, encodeWire, MAX_HEADER, MAX_SECTIONS, type WireKind } from './format.ts';
 
-const MAX_HEADER = 64 * 1024;
 const MAX_SECTION = 64 * 1024 * 1024;
 
 /** Pulls exact byte counts out of a chunked stream. */
@@ -66,8 +65,21 @@ export interface WireStream<H> {
   sections: AsyncGenerator<Uint8Array>;
 }
 
-/** Reads the header (checked as decodeWire checks it) and returns the sections as they arrive. */
-export async function readWireStream<H>(kind: WireKind, stream: AsyncIterable<Uint8Array>, what: string): Promise<WireStream<H>> {
+export interface StreamLimits {
+  /** Most sections the reader accepts (checked before any section is read). */
+  maxSections?: number;
+  /** Byte bounds of one section (checked before its bytes are read). */
+  minSection?: number;
+  maxSection?: number;
+}
+
+/**
+ * Reads the header (checked as decodeWire checks it) and returns the sections as they arrive.
+ * The section count and every section length are checked against the limits (which may depend
+ * on the header) before anything is buffered, so a small object cannot make the reader hold more
+ * than one section.
+ */
+export async function readWireStream<H>(kind: WireKind, stream: AsyncIterable<Uint8Array>, what: string, limitsFor: StreamLimits | ((header: H) => StreamLimits) = {}): Promise<WireStream<H>> {
   const r = new Reader(stream);
   const head = await r.take(12);
   const code = kind === 'keys' ? 'bad-keys' : 'bad-query';
@@ -83,14 +95,20 @@ export async function readWireStream<H>(kind: WireKind, stream: AsyncIterable<Ui
   prefix.set(head);
   prefix.set(rest, 12);
   const count = new DataView(rest.buffer, rest.byteOffset).getUint32(hl, true);
+  // decodeWire sees the header with no sections; the count is checked here instead.
   prefix.fill(0, 12 + hl);
   const { header } = decodeWire<H>(kind, prefix, what);
+  const limits = typeof limitsFor === 'function' ? limitsFor(header) : limitsFor;
+  const maxSections = Math.min(limits.maxSections ?? MAX_SECTIONS, MAX_SECTIONS);
+  if (count > maxSections) throw fail(`declares ${count} sections; at most ${maxSections} are accepted`);
+  const minSection = Math.max(limits.minSection ?? 1, 1);
+  const maxSection = Math.min(limits.maxSection ?? MAX_SECTION, MAX_SECTION);
   async function* sections(): AsyncGenerator<Uint8Array> {
     for (let i = 0; i < count; i++) {
       const len = await r.take(4);
       if (len.length < 4) throw fail('is truncated');
       const n = new DataView(len.buffer, len.byteOffset).getUint32(0, true);
-      if (n > MAX_SECTION) throw fail(`has a section of ${n} bytes`);
+      if (n < minSection || n > maxSection) throw fail(`has a section of ${n} bytes (section ${i + 1} of ${count}); sections of this model are ${minSection} to ${maxSection} bytes`);
       const bytes = await r.take(n, true);
       if (bytes.length < n) throw fail('is truncated');
       yield bytes;
