@@ -7,6 +7,7 @@ import { paramsKey } from '../fhe/params.ts';
 import type { Program } from '../fhe/program.ts';
 import { describeS3Location, formatS3Uri, type ObjectStore, type S3Location } from '../storage/s3.ts';
 import { decodeWire, type KeysHeader } from '../wire/format.ts';
+import type { MemoryBudget } from './budget.ts';
 
 export interface KeySet {
   id: string;
@@ -47,12 +48,15 @@ export class KeyStore {
   private readonly program: Program;
   private readonly maxBytes: number;
   private readonly maxObjectBytes: number;
+  private readonly budget: MemoryBudget | undefined;
 
-  constructor(o: { store: ObjectStore; program: Program; maxBytes: number; maxObjectBytes: number }) {
+  /** `budget`: request memory, from which a download reserves what it holds until it is parsed. */
+  constructor(o: { store: ObjectStore; program: Program; maxBytes: number; maxObjectBytes: number; budget?: MemoryBudget }) {
     this.store = o.store;
     this.program = o.program;
     this.maxBytes = o.maxBytes;
     this.maxObjectBytes = o.maxObjectBytes;
+    this.budget = o.budget;
   }
 
   /**
@@ -94,10 +98,27 @@ export class KeyStore {
     if (pending) return pending;
     this.downloads++;
     const p = (async () => {
-      const { bytes, etag } = await this.store.get(loc, this.maxObjectBytes, 'evaluation keys');
-      const set = this.parse(bytes);
-      this.insert(uri, etag, set);
-      return set;
+      // The size first, so the download's memory (the object, then its shared copy) is reserved
+      // before a byte of it is read; a request that cannot have it gets 503 at once.
+      let limit = this.maxObjectBytes;
+      let reservation;
+      if (this.budget) {
+        const head = await this.store.head(loc);
+        if (!head) throw new SealedError('not-found', `evaluation keys not found at ${describeS3Location(loc)}`, 'upload them first (`sealed predict` does)');
+        if (head.size > this.maxObjectBytes) {
+          throw new SealedError('bad-request', `the evaluation keys at ${describeS3Location(loc)} are ${head.size} bytes, over this server's limit of ${this.maxObjectBytes}`, 'check that the URI names keys made by `sealed keygen` for this model');
+        }
+        limit = head.size;
+        reservation = this.budget.reserve(2 * head.size, 'downloading evaluation keys');
+      }
+      try {
+        const { bytes, etag } = await this.store.get(loc, limit, 'evaluation keys');
+        const set = this.parse(bytes);
+        this.insert(uri, etag, set);
+        return set;
+      } finally {
+        reservation?.release();
+      }
     })();
     this.inflight.set(uri, p);
     const settled = () => {

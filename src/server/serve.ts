@@ -48,7 +48,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const store = new ObjectStore({ endpoint: o.s3Endpoint });
   const pool = new EvaluationPool({ modelDir: o.modelDir, workers, keyCacheBytes: split.workerKeyCache });
   await pool.ready();
-  const keys = new KeyStore({ store, program: part.program, maxBytes: split.keyCache, maxObjectBytes: o.maxKeyBytes ?? 128 * MiB });
+  const keys = new KeyStore({ store, program: part.program, maxBytes: split.keyCache, maxObjectBytes: o.maxKeyBytes ?? 128 * MiB, budget: requests });
   const app = buildApp({
     logger: o.logger,
     maxInFlight: o.maxInFlight ?? pool.size * 4,
