@@ -1,6 +1,8 @@
 // Fuzzing with a fixed seed: mutated real queries and keys (bit flips, byte runs, truncation,
 // extension, length-field edits) must each give a 4xx with a reason, never a crash, a hang or
-// a 5xx, and a good request must succeed afterwards. Bigger runs: FUZZ_CASES=20000 npm test.
+// a 5xx, and a good request must succeed afterwards. Mutated HTTP bodies and hostile URIs too,
+// with valid requests between them whose results must decrypt correctly. Bigger runs:
+// FUZZ_CASES=20000 npm test.
 import t from 'tap';
 import { ClientSession } from '../src/client/session.ts';
 import { readClientPart } from '../src/model/bundle.ts';
@@ -57,4 +59,50 @@ t.test(`${CASES} mutated queries and keys: 4xx with a reason, never 5xx`, async 
     body: JSON.stringify({ encrypted_query_uri: `s3://${B}/q/good`, evaluation_keys_uri: `s3://${B}/k/good`, output_uri: `s3://${B}/out/good` }),
   });
   t.equal(good.status, 200, 'a good request still succeeds');
+});
+
+/** A good request whose result must decrypt to the scores of the reference request. */
+async function goodAndCorrect(name: string, reference: number[][] | undefined): Promise<{ ok: boolean; scores: number[][] }> {
+  const res = await fetch(`${stack.server.url}/invocations`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ encrypted_query_uri: `s3://${B}/q/good`, evaluation_keys_uri: `s3://${B}/k/good`, output_uri: `s3://${B}/out/${name}` }),
+  });
+  if (res.status !== 200) return { ok: false, scores: [] };
+  const scores = session.decryptScores((await stack.store.get({ bucket: B, key: `out/${name}` }, 1 << 26, 'result')).bytes);
+  const ok = !reference || scores.every((row, i) => row.every((v, j) => Math.abs(v - reference[i][j]) < 1e-4));
+  return { ok, scores };
+}
+
+t.test(`${Math.round(CASES / 4)} mutated HTTP bodies and URIs: 4xx, never 5xx; valid results stay correct between them`, async (t) => {
+  const reference = (await goodAndCorrect('ref', undefined)).scores;
+  const good = JSON.stringify({ encrypted_query_uri: `s3://${B}/q/good`, evaluation_keys_uri: `s3://${B}/k/good`, output_uri: `s3://${B}/out/x` });
+  const goodBytes = new TextEncoder().encode(good);
+  // Hostile strings for the URI fields: what broke the SDK or the S3 server before they were checked.
+  const hostile = ['\ud800', '\u0000', '\u001f', '\u007f', '\u0085', 'a'.repeat(1015), 'é'.repeat(513), '../../etc/passwd', '.', '', ' ', '\n', 'x//y', '%00', '%ZZ'];
+  const statuses = new Map<number, number>();
+  let bad = 0;
+  let wrong = 0;
+  const n = Math.round(CASES / 4);
+  for (let i = 0; i < n; i++) {
+    let body: Blob | string;
+    if (rand() < 0.5) {
+      body = new Blob([new Uint8Array(mutate(goodBytes))]);
+    } else {
+      const field = ['encrypted_query_uri', 'evaluation_keys_uri', 'output_uri'][Math.floor(rand() * 3)];
+      const bucket = rand() < 0.7 ? B : ['A', 'ab', 'a..b', 'xn--a', '192.168.1.1', 'a'.repeat(64), '-ab'][Math.floor(rand() * 7)];
+      const key = hostile[Math.floor(rand() * hostile.length)] + (rand() < 0.5 ? '/k' : '');
+      body = good.replace(new RegExp(`"${field}":"[^"]*"`), `"${field}":"s3://${bucket}/${key}"`);
+    }
+    const res = await fetch(`${stack.server.url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    const json = (await res.json().catch(() => ({}))) as { message?: string };
+    statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+    if (res.status >= 500 || (res.status !== 200 && !json.message)) {
+      bad++;
+      if (bad <= 5) t.fail(`case ${i}: ${res.status} ${json.message} for ${JSON.stringify(typeof body === 'string' ? body : await body.text()).slice(0, 200)}`);
+    }
+    if (i % 50 === 49 && !(await goodAndCorrect(`between-${i}`, reference)).ok) wrong++;
+  }
+  t.equal(bad, 0, `no 5xx and every refusal explained (${JSON.stringify(Object.fromEntries(statuses))})`);
+  t.equal(wrong, 0, `every valid request between them was served and decrypted to the reference scores (${Math.floor(n / 50)} checked)`);
 });

@@ -1,7 +1,8 @@
 import { writeFile } from 'node:fs/promises';
 import { Presets, SingleBar } from 'cli-progress';
 import { SealedError } from '../errors.ts';
-import { defaultKeysDir, deleteKeySet, listKeySets, loadKeys, loadOrCreateKeys, saveKeys } from '../client/key-files.ts';
+import { defaultKeysDir, deleteKeySet, hasKeys, listKeySets, loadOrCreateKeys, saveKeys } from '../client/key-files.ts';
+import { passphraseSource, SCRYPT_V2, type PassphraseSource } from '../client/passphrase.ts';
 import { predictBatches } from '../client/predict.ts';
 import { ClientSession } from '../client/session.ts';
 import { loadClientPart } from '../client/model-source.ts';
@@ -29,26 +30,42 @@ export async function keysDeleteCommand(modelId: string): Promise<void> {
   console.log(`deleted the key set of model ${set.model_id} (${set.dir})`);
 }
 
-export async function keygenCommand(o: { model: string; keys?: string; force?: boolean }): Promise<void> {
-  const session = await openSession(o.model);
-  const dir = o.keys ?? defaultKeysDir(session.modelId);
-  if (!o.force && (await loadKeys(dir, session))) {
-    console.log(`a key set for model ${session.modelId} already exists in ${dir} (use --force to replace it)`);
-    session.close();
-    return;
-  }
-  const t0 = performance.now();
-  const keys = session.generateKeys();
-  const passphrase = process.env.SEALED_PASSPHRASE;
-  const info = await saveKeys(dir, session, keys, passphrase);
-  console.log(`keys for model ${session.modelId} in ${dir} (${((performance.now() - t0) / 1000).toFixed(2)} s)`);
-  console.log(`  secret.key       ${keys.secretKey.length} bytes, mode 0600${passphrase ? ', encrypted with SEALED_PASSPHRASE (scrypt + AES-256-GCM)' : ''}: never leaves this machine`);
-  console.log(`  evaluation.keys  ${info.evaluation_keys_bytes} bytes: uploaded once, used by the server`);
-  if (keys.batchSecretKey) console.log(`  batch-secret.key ${keys.batchSecretKey.length} bytes, mode 0600: batch mode's secret key (batch mode needs no evaluation keys)`);
-  session.close();
+interface PassphraseOpts {
+  passphraseFd?: number;
+  passphraseFile?: string;
 }
 
-interface PredictOpts {
+/** The CLI's passphrase: --passphrase-fd, --passphrase-file, SEALED_PASSPHRASE, else asked when stdin is a terminal. */
+function cliPassphrase(o: PassphraseOpts): PassphraseSource {
+  return passphraseSource({ fd: o.passphraseFd, file: o.passphraseFile, prompt: process.stdin.isTTY === true });
+}
+
+export async function keygenCommand(o: { model: string; keys?: string; force?: boolean; encrypt?: boolean } & PassphraseOpts): Promise<void> {
+  const session = await openSession(o.model);
+  try {
+    const dir = o.keys ?? defaultKeysDir(session.modelId);
+    // Checked without opening the secret key, so an encrypted key set does not ask for its passphrase here.
+    if (!o.force && (await hasKeys(dir, session.modelId))) {
+      console.log(`a key set for model ${session.modelId} already exists in ${dir} (use --force to replace it)`);
+      return;
+    }
+    // A passphrase given by flag or environment means encrypt; --encrypt alone asks for one.
+    const pass = cliPassphrase(o);
+    const passphrase = (await pass.given()) ?? (o.encrypt ? await pass.choose() : undefined);
+    const t0 = performance.now();
+    const keys = session.generateKeys();
+    const info = await saveKeys(dir, session, keys, passphrase);
+    console.log(`keys for model ${session.modelId} in ${dir} (${((performance.now() - t0) / 1000).toFixed(2)} s)`);
+    const at = passphrase ? `encrypted with the passphrase (scrypt N=2^${SCRYPT_V2.log2N} + AES-256-GCM)` : 'not encrypted (--encrypt or full-disk encryption protects it at rest)';
+    console.log(`  secret.key       ${keys.secretKey.length} bytes, mode 0600: never leaves this machine; ${at}`);
+    console.log(`  evaluation.keys  ${info.evaluation_keys_bytes} bytes: uploaded once, used by the server`);
+    if (keys.batchSecretKey) console.log(`  batch-secret.key ${keys.batchSecretKey.length} bytes, mode 0600${passphrase ? ', encrypted' : ''}: batch mode's secret key (batch mode needs no evaluation keys)`);
+  } finally {
+    session.close();
+  }
+}
+
+interface PredictOpts extends PassphraseOpts {
   layout: 'auto' | 'single' | 'batch';
   sagemakerEndpoint?: string;
   async?: boolean;
@@ -69,7 +86,7 @@ interface PredictOpts {
 export async function predictCommand(o: PredictOpts): Promise<void> {
   const session = await openSession(o.model, o.s3Endpoint);
   const { rows, labels } = await readRecords(o.input, session.part);
-  const { keys, created } = await loadOrCreateKeys(o.keys ?? defaultKeysDir(session.modelId), session);
+  const { keys, created } = await loadOrCreateKeys(o.keys ?? defaultKeysDir(session.modelId), session, cliPassphrase(o));
   const s3 = await resolveS3({ endpoint: o.s3Endpoint });
   const bucket = o.bucket ?? (s3.mode === 'aws' ? undefined : LOCAL_BUCKET);
   if (!bucket) throw new SealedError('bad-request', 'no S3 bucket given', 'pass --bucket with a bucket the endpoint can read and write');

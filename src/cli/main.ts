@@ -63,15 +63,19 @@ export async function main(argv: string[]): Promise<void> {
 
   program
     .command('keygen')
-    .description('client: make a key set for a model (the secret key stays on this machine; with SEALED_PASSPHRASE set, stored encrypted)')
+    .description('client: make a key set for a model (the secret key stays on this machine, mode 0600; encrypted with a passphrase when one is given or --encrypt)')
     .requiredOption('--model <source>', 'model: bundle or client part directory, or model.tar.gz (local or s3://)')
     .option('--keys <dir>', 'where to store the keys (default: ~/.sealed/keys/<model id>)')
     .option('--force', 'replace an existing key set')
+    .option('--encrypt', 'encrypt the secret key with a passphrase (scrypt + AES-256-GCM); asked twice on the terminal unless given as below')
+    .addOption(new Option('--passphrase-fd <n>', 'read the passphrase from this open file descriptor (to end or first newline), e.g. 3 with `3<file`; implies encryption').argParser(Number).conflicts('passphraseFile'))
+    .option('--passphrase-file <path>', 'read the passphrase from this file (first line); implies encryption')
+    .addHelpText('after', '\nPassphrase: --passphrase-fd or --passphrase-file, else SEALED_PASSPHRASE (visible to processes of the same user; prefer the others), else with --encrypt asked on the terminal without echo. Without any, the secret key is stored in the clear: protect it with full-disk encryption. `sealed predict` takes the same options and asks on a terminal when the key is encrypted.')
     .action(keygenCommand);
 
   const keys = program.command('keys').description('client: manage local key sets (~/.sealed/keys, or $SEALED_HOME/keys)');
   keys.command('list').description('list key sets').option('--json', 'as JSON').action(keysListCommand);
-  keys.command('delete <model-id>').description('delete the key set of a model (the secret key is overwritten first)').action(keysDeleteCommand);
+  keys.command('delete <model-id>').description('delete the key set of a model (unlinks its files; not a secure erase, see the README)').action(keysDeleteCommand);
 
   program
     .command('predict')
@@ -86,6 +90,8 @@ export async function main(argv: string[]): Promise<void> {
     .option('--sagemaker-url <url>', 'SageMaker Runtime URL override, e.g. the local emulator (env SEALED_SAGEMAKER_URL)')
     .addOption(new Option('--async-timeout <seconds>', 'give up on an async invocation after this long').default(900).argParser(Number))
     .option('--keys <dir>', 'key set directory (made if missing)')
+    .addOption(new Option('--passphrase-fd <n>', 'passphrase of an encrypted secret key from this open file descriptor (to end or first newline); default: SEALED_PASSPHRASE, else asked on a terminal').argParser(Number).conflicts('passphraseFile'))
+    .option('--passphrase-file <path>', 'passphrase of an encrypted secret key from this file (first line)')
     .option('--bucket <name>', 'S3 bucket for queries, keys and results (default: the local bucket)')
     .option('--prefix <p>', 'S3 key prefix', 'sealed/')
     .option('--s3-endpoint <url>', 'S3-compatible endpoint (default: AWS if configured, else the embedded local S3)')
