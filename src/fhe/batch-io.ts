@@ -1,12 +1,11 @@
-// SEAL at the edges of batch mode: queries are loaded (and so checked) by SEAL, then handed to
-// the kernel as raw residues; results are built from residues and loaded back into SEAL (which
-// checks them again) before they are saved compressed.
+// SEAL at the edges of batch mode: queries are checked (seal-precheck.ts), loaded by SEAL, then
+// handed to the kernel as raw residues; results are built from residues, checked and loaded
+// back into SEAL before they are saved compressed.
 import { SealedError } from '../errors.ts';
 import { CkksSession, loadCiphertext, loadQueryCiphertext } from './ckks.ts';
 import { dataPrimesOf, PRIME_BITS, type BatchPlan } from './batch-plan.ts';
 import { primes } from './params.ts';
 import { buildRaw, copyResidues } from './raw-ciphertext.ts';
-import { release } from './seal.ts';
 
 export class BatchSession {
   readonly session: CkksSession;
@@ -21,13 +20,7 @@ export class BatchSession {
     const all = primes(session.seal, session.context);
     this.primes = all.slice(0, dataPrimesOf(plan)).map(Number);
     if (this.primes.some((q) => q >= 2 ** PRIME_BITS)) throw new SealedError('bad-bundle', `batch mode needs primes below 2^${PRIME_BITS}`);
-    const data = session.context.firstContextData();
-    const pid = data.parmsId();
-    const words = pid.values() as ArrayLike<bigint>;
-    this.parmsId = new Uint8Array(32);
-    const view = new DataView(this.parmsId.buffer);
-    for (let i = 0; i < 4; i++) view.setBigUint64(8 * i, BigInt(words[i]), true);
-    release(pid, data);
+    this.parmsId = session.shape.data[0].parmsId;
   }
 
   static async open(plan: BatchPlan): Promise<BatchSession> {
@@ -39,10 +32,13 @@ export class BatchSession {
     return this.primes.length * this.plan.params.polyModulusDegree;
   }
 
-  /** Loads one query ciphertext (checked: fresh, top level, expected scale) into `dst` at `offset`. */
-  decodeInto(bytes: Uint8Array, dst: Uint32Array, offset: number): void {
+  /**
+   * Loads one query ciphertext (checked: fresh, top level, expected scale) into `dst` at
+   * `offset`. Sections are packed (what the client writes) or SEAL's zstd.
+   */
+  decodeInto(bytes: Uint8Array, dst: Uint32Array, offset: number, what = 'a ciphertext of the encrypted query'): void {
     const { seal } = this.session;
-    const ct = loadQueryCiphertext(this.session, bytes, this.plan.inputScaleBits);
+    const ct = loadQueryCiphertext(this.session, bytes, this.plan.inputScaleBits, { what, compression: ['none', 'zstd'] });
     try {
       copyResidues(ct.saveToArray(seal.ComprModeType.none) as Uint8Array, dst, offset);
     } finally {

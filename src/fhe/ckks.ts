@@ -5,6 +5,7 @@ import { SealedError } from '../errors.ts';
 import { createContext, type CkksParams } from './params.ts';
 import { guard, loadSeal, release, type Seal } from './seal.ts';
 import { isPacked, packResidues, unpackResidues } from './raw-ciphertext.ts';
+import { precheckCiphertext, precheckKeys, type CiphertextRule, type ComprMode, type SealLevel, type SealShape } from './seal-precheck.ts';
 
 export class CkksSession {
   readonly seal: Seal;
@@ -12,6 +13,8 @@ export class CkksSession {
   readonly context: SEALContext;
   readonly encoder: CKKSEncoder;
   readonly evaluator: Evaluator;
+  /** The chain's parms_ids and primes, against which untrusted objects are checked before loading. */
+  readonly shape: SealShape;
 
   private constructor(seal: Seal, params: CkksParams) {
     this.seal = seal;
@@ -19,6 +22,7 @@ export class CkksSession {
     this.context = createContext(seal, params);
     this.encoder = new seal.CKKSEncoder(this.context);
     this.evaluator = new seal.Evaluator(this.context);
+    this.shape = readShape(this.context, params.polyModulusDegree);
   }
 
   static async open(params: CkksParams): Promise<CkksSession> {
@@ -38,6 +42,33 @@ export class CkksSession {
     release(this.encoder, this.evaluator, this.context);
   }
 }
+
+/** Every level of the context's chain, key level first, as SEAL names it (parms_id) and its primes. */
+function readShape(context: SEALContext, degree: number): SealShape {
+  const levels: SealLevel[] = [];
+  let data = context.keyContextData();
+  for (;;) {
+    const pid = data.parmsId();
+    const words = pid.values() as ArrayLike<bigint>;
+    const parmsId = new Uint8Array(32);
+    const view = new DataView(parmsId.buffer);
+    for (let i = 0; i < 4; i++) view.setBigUint64(8 * i, BigInt(words[i]), true);
+    const parms = data.parms();
+    const mods = parms.coeffModulus();
+    const primes: bigint[] = [];
+    for (let i = 0; i < mods.size(); i++) primes.push(mods.get(i)!.value());
+    levels.push({ parmsId, primes });
+    // The chain ends at index 0; the next "context data" past it is an empty handle, not null.
+    const last = data.chainIndex() === 0;
+    const next = last ? undefined : data.nextContextData();
+    release(mods, parms, pid, data);
+    if (!next) break;
+    data = next;
+  }
+  return { degree, key: levels[0], data: levels.slice(1) };
+}
+
+const QUERY_HINT = 'encrypt the query with `sealed predict` (or the SDK) for the model this endpoint serves';
 
 /** SEAL's Galois element for a left rotation by `step` (generator 3, as GaloisTool). */
 export function galoisElement(step: number, degree: number): number {
@@ -153,11 +184,17 @@ export class SecretKeyHolder {
   }
 }
 
-export function loadCiphertext(s: CkksSession, bytes: Uint8Array, what: string): Ciphertext {
+/**
+ * Loads a ciphertext after checking it in TypeScript (seal-precheck.ts): SEAL sees only bytes
+ * that fit `rule`. Packed sections (raw-ciphertext.ts) are unpacked first.
+ */
+function loadChecked(s: CkksSession, bytes: Uint8Array, rule: CiphertextRule): Ciphertext {
+  const widest = Math.max(...rule.levels.map((l) => l.primes.length));
+  const raw = isPacked(bytes) ? unpackResidues(bytes, rule.what, rule.maxPolys * s.params.polyModulusDegree * widest) : bytes;
+  const checked = precheckCiphertext(raw, s.shape, rule);
   const ct = new s.seal.Ciphertext();
   try {
-    const raw = isPacked(bytes) ? unpackResidues(bytes) : bytes;
-    guard('bad-query', what, () => ct.loadFromArray(s.context, raw));
+    guard(rule.code, rule.what, () => ct.loadFromArray(s.context, checked));
     return ct;
   } catch (e) {
     ct.delete();
@@ -165,12 +202,26 @@ export function loadCiphertext(s: CkksSession, bytes: Uint8Array, what: string):
   }
 }
 
+/** Any ciphertext of this context's data levels (results, batch results), zstd or uncompressed. */
+export function loadCiphertext(s: CkksSession, bytes: Uint8Array, what: string): Ciphertext {
+  return loadChecked(s, bytes, { what, code: 'bad-query', hint: QUERY_HINT, levels: s.shape.data, minPolys: 2, maxPolys: 16, compression: ['none', 'zstd'] });
+}
+
+export interface QueryOptions {
+  /** Names the ciphertext in messages; "ciphertext 3 of the encrypted query" when the caller knows its index. */
+  what?: string;
+  /** What the model's client writes: zstd (single layout); batch mode also packed sections. */
+  compression?: readonly ComprMode[];
+}
+
 /** Server side: a query ciphertext must be fresh (top level, size 2) at the expected scale. */
-export function loadQueryCiphertext(s: CkksSession, bytes: Uint8Array, scaleBits: number): Ciphertext {
-  const ct = loadCiphertext(s, bytes, 'the encrypted query');
+export function loadQueryCiphertext(s: CkksSession, bytes: Uint8Array, scaleBits: number, o: QueryOptions = {}): Ciphertext {
+  const what = o.what ?? 'the encrypted query';
+  const ct = loadChecked(s, bytes, { what, code: 'bad-query', hint: QUERY_HINT, levels: [s.shape.data[0]], minPolys: 2, maxPolys: 2, compression: o.compression ?? ['zstd'], scale: 2 ** scaleBits });
+  // The precheck has refused all of this already; kept as SEAL's own word on what it loaded.
   const fail = (why: string) => {
     ct.delete();
-    return new SealedError('bad-query', `the encrypted query ${why}`, 'encrypt the query with `sealed predict` (or the SDK) for the model this endpoint serves');
+    return new SealedError('bad-query', `${what} ${why}`, QUERY_HINT);
   };
   if (ct.polyModulusDegree() !== s.params.polyModulusDegree) throw fail(`has ring degree ${ct.polyModulusDegree()}, the model uses ${s.params.polyModulusDegree}`);
   if (ct.coeffModulusSize() !== s.dataPrimes) throw fail(`is at the wrong level (${ct.coeffModulusSize()} primes, expected ${s.dataPrimes})`);
@@ -190,20 +241,27 @@ export interface EvaluationKeys {
 /** Loads and checks evaluation keys: every rotation the program needs must be present. */
 export function loadEvaluationKeys(s: CkksSession, galoisBytes: Uint8Array, relinBytes: Uint8Array | undefined, steps: number[], needRelin: boolean): EvaluationKeys {
   const { seal } = s;
+  const degree = s.params.polyModulusDegree;
+  // Beyond the model's own rotations, as many keys as SEAL's default set (every power-of-two
+  // step both ways): room for clients that make more, a bound on what a key object may claim.
+  const maxKeys = Math.max(steps.length, 1) + 2 * Math.log2(degree);
+  const required = steps.map((step) => ({ step, element: galoisElement(step, degree) }));
+  const galoisChecked = precheckKeys(galoisBytes, s.shape, { what: 'the Galois keys', kind: 'galois', required, maxKeys });
+  const relinChecked = needRelin && relinBytes ? precheckKeys(relinBytes, s.shape, { what: 'the relinearization keys', kind: 'relin' }) : undefined;
   const galois = new seal.GaloisKeys();
   let relin: RelinKeys | undefined;
   try {
-    guard('bad-keys', 'the Galois keys', () => galois.loadFromArray(s.context, galoisBytes));
+    guard('bad-keys', 'the Galois keys', () => galois.loadFromArray(s.context, galoisChecked));
     for (const step of steps) {
       if (!galois.hasKey(galoisElement(step, s.params.polyModulusDegree))) {
         throw new SealedError('bad-keys', `the evaluation keys lack the rotation by ${step} this model needs`, 'make keys for this model with `sealed keygen`');
       }
     }
     if (needRelin) {
-      if (!relinBytes) throw new SealedError('bad-keys', 'the evaluation keys lack relinearization keys, which this model needs', 'make keys for this model with `sealed keygen`');
+      if (!relinChecked) throw new SealedError('bad-keys', 'the evaluation keys lack relinearization keys, which this model needs', 'make keys for this model with `sealed keygen`');
       relin = new seal.RelinKeys();
       const r = relin;
-      guard('bad-keys', 'the relinearization keys', () => r.loadFromArray(s.context, relinBytes));
+      guard('bad-keys', 'the relinearization keys', () => r.loadFromArray(s.context, relinChecked));
     }
   } catch (e) {
     release(galois, relin);

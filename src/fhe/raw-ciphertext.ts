@@ -29,8 +29,8 @@ export interface RawCiphertextInfo {
   scale: number;
 }
 
-function fail(why: string): SealedError {
-  return new SealedError('bad-query', `a ciphertext ${why}`, 'encrypt the query with `sealed predict` (or the SDK) for the model this endpoint serves');
+function fail(why: string, what = 'a ciphertext'): SealedError {
+  return new SealedError('bad-query', `${what} ${why}`, 'encrypt the query with `sealed predict` (or the SDK) for the model this endpoint serves');
 }
 
 export function readRawInfo(bytes: Uint8Array): RawCiphertextInfo {
@@ -104,6 +104,8 @@ export function buildRaw(info: Omit<RawCiphertextInfo, 'size'>, size: number, re
 const PACK_MAGIC = [0x50, 0x32, 0x36, 0x00];
 const PACK_HEAD = 12;
 const MAX_PACKED_RESIDUES = 16 * 16 * 32768;
+/** What follows the residues of a seeded ciphertext: SEAL's seed record (header, PRNG type, 64-byte seed). */
+const MAX_SUFFIX = 16 + 1 + 64;
 
 export function isPacked(bytes: Uint8Array): boolean {
   return bytes.length >= PACK_HEAD && PACK_MAGIC.every((b, i) => bytes[i] === b);
@@ -146,13 +148,18 @@ export function packResidues(bytes: Uint8Array): Uint8Array | undefined {
   return out;
 }
 
-/** SEAL's uncompressed bytes back from a packed section (SEAL then checks them as it loads). */
-export function unpackResidues(packed: Uint8Array): Uint8Array {
+/**
+ * SEAL's uncompressed bytes back from a packed section (then checked by seal-precheck.ts before
+ * SEAL loads them). `maxResidues`: the most the model's ciphertexts hold, so a section cannot
+ * make us allocate more than that.
+ */
+export function unpackResidues(packed: Uint8Array, what?: string, maxResidues = MAX_PACKED_RESIDUES): Uint8Array {
   const v = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
-  if (!isPacked(packed) || v.getUint32(4, true) !== RAW_DATA_OFFSET) throw fail('is not a packed ciphertext');
+  if (!isPacked(packed) || v.getUint32(4, true) !== RAW_DATA_OFFSET) throw fail('is not a packed ciphertext', what);
   const count = v.getUint32(8, true);
   const body = PACK_HEAD + RAW_DATA_OFFSET + (count / 4) * 13;
-  if (count % 4 !== 0 || count > MAX_PACKED_RESIDUES || body > packed.length) throw fail('is truncated or declares too many residues');
+  if (count % 4 !== 0 || count > Math.min(maxResidues, MAX_PACKED_RESIDUES) || body > packed.length) throw fail('is truncated or declares too many residues', what);
+  if (packed.length - body > MAX_SUFFIX) throw fail('has more bytes after its residues than a seed', what);
   const out = new Uint8Array(RAW_DATA_OFFSET + 8 * count + (packed.length - body));
   out.set(packed.subarray(PACK_HEAD, PACK_HEAD + RAW_DATA_OFFSET));
   const words = new Uint32Array(2 * count);

@@ -30,6 +30,60 @@ export function sealExceptionText(e: unknown): string | undefined {
   return undefined;
 }
 
+// Thread health. node-seal's C++ exceptions unwind into JavaScript without restoring the WASM
+// stack pointer: each one leaks 16 bytes of the 64 KiB WASM stack (measured here with node-seal
+// 7.0.0: the same 16 bytes at every throw site tried: loadFromArray of ciphertexts and keys,
+// rotateVector without its key, addPlain and multiplyPlain mismatches, encode). The stack then
+// overruns the static data below it: after ~3,770 exceptions (a loop of Ciphertext.loadFromArray
+// on garbage) calls fail with "table index is out of bounds", "null function" and later "memory
+// access out of bounds", and once the stack is that deep nothing guarantees results are right.
+// So each thread counts its exceptions, and a WASM trap marks its instance as faulted; the
+// worker pool retires a thread on either (src/server/worker.ts). Untrusted bytes are checked
+// before SEAL sees them (seal-precheck.ts), so honest traffic throws almost never.
+let exceptions = 0;
+let fault: string | undefined;
+
+/**
+ * SEAL exceptions a worker thread absorbs before it is replaced: 1,000 x 16 bytes is 16 KiB, a
+ * quarter of the stack, against the ~3,770 measured to break it.
+ */
+export const SEAL_EXCEPTION_BUDGET = 1000;
+
+/** SEAL (C++) exceptions this thread's WASM instance has thrown so far. */
+export function sealExceptionCount(): number {
+  return exceptions;
+}
+
+/** Why this thread's WASM instance can no longer be trusted (a trap it hit), if it hit one. */
+export function sealFault(): string | undefined {
+  return fault;
+}
+
+/**
+ * A WebAssembly trap or a RangeError out of a SEAL call: the instance's memory, stack or
+ * function table may be corrupt, and nothing it computes afterwards can be trusted.
+ */
+export function isWasmFault(e: unknown): boolean {
+  if (e instanceof WebAssembly.RuntimeError || e instanceof RangeError) return true;
+  return e instanceof Error && /out of bounds|null function|function signature mismatch|unreachable|table index|call stack|Aborted\(/i.test(e.message);
+}
+
+/**
+ * Records what an error says about this thread's SEAL instance (an exception leaked stack, a
+ * trap faulted it); returns which. Errors already translated (SealedErrors) were recorded then.
+ */
+export function noteSealError(e: unknown): 'exception' | 'fault' | undefined {
+  if (sealExceptionText(e) !== undefined) {
+    exceptions++;
+    return 'exception';
+  }
+  if (isWasmFault(e)) {
+    fault ??= e instanceof Error ? `${e.name}: ${e.message}`.slice(0, 120) : 'WebAssembly trap';
+    return 'fault';
+  }
+  return undefined;
+}
+
 /**
  * Runs a SEAL call and turns a C++ exception into a SealedError with a message a user can act
  * on. `what` names the object being handled ("the encrypted query", "the evaluation keys").
@@ -43,13 +97,13 @@ export function guard<T>(code: ErrorCode, what: string, fn: () => T): T {
 }
 
 export function translate(e: unknown, code: ErrorCode, what: string): unknown {
-  const text = sealExceptionText(e);
-  if (text === undefined) {
-    if (e instanceof RangeError || (e instanceof Error && /memory|out of bounds/i.test(e.message))) {
-      return new SealedError(code, `${what} could not be read: it is malformed or too large`, 'send an object made by `sealed` for this model', { cause: e });
-    }
-    return e;
+  const kind = noteSealError(e);
+  if (kind === 'fault') {
+    // Not the caller's fault and not a verdict on its data: the runtime broke under it.
+    return new SealedError('internal', `the SEAL runtime failed while handling ${what} (WebAssembly trap); nothing was computed`, 'retry the request: the thread that failed is replaced by a fresh one', { cause: e });
   }
+  if (kind === undefined) return e;
+  const text = sealExceptionText(e)!;
   return new SealedError(code, `${what}: ${explain(text)}`, hintFor(text));
 }
 

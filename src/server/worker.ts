@@ -1,19 +1,29 @@
 // Worker thread of the evaluation pool: its own SEAL (WASM) instance, the model's program with
 // every mask pre-encoded, and a small cache of loaded evaluation keys. The main thread never
 // runs SEAL, so /ping answers while evaluations run here.
-import { workerData } from 'node:worker_threads';
+//
+// A SEAL instance wears out: every C++ exception leaks WASM stack, and a WASM trap leaves it
+// corrupt (src/fhe/seal.ts). After each task the worker checks its instance; when it must go,
+// it marks itself in shared memory (the pool's balancer then gives it no further task) before
+// its result is posted, and the result names it, so the pool terminates the thread and piscina
+// starts a fresh one. No task is lost: a retiring worker finishes the task it has and gets no
+// other.
+import { threadId, workerData } from 'node:worker_threads';
 import { isSealedError, SealedError } from '../errors.ts';
-import { CkksSession, loadEvaluationKeys, loadQueryCiphertext, type EvaluationKeys } from '../fhe/ckks.ts';
+import { CkksSession, SecretKeyHolder, generateSecretKey, loadCiphertext, loadEvaluationKeys, loadQueryCiphertext, type EvaluationKeys } from '../fhe/ckks.ts';
 import { Engine } from '../fhe/engine.ts';
 import { BatchSession } from '../fhe/batch-io.ts';
 import { resultSize } from '../fhe/batch-plan.ts';
 import { evaluateLanes, prepareKernel } from '../fhe/batch-kernel.ts';
+import { SEAL_EXCEPTION_BUDGET, guard, noteSealError, release, sealExceptionCount, sealExceptionText, sealFault } from '../fhe/seal.ts';
 import { CHUNK } from './batch.ts';
 import { readServerPart } from '../model/bundle.ts';
 
 export interface EvaluateTask {
   ciphertext: Uint8Array;
   keys: { id: string; galois: Uint8Array; relin?: Uint8Array; bytes: number };
+  /** The ciphertext's index in the query, for messages ("ciphertext 3 of the encrypted query"). */
+  index?: number;
 }
 
 /** Batch mode, in three phases over shared memory (see batch.ts): load, evaluate lanes, save. */
@@ -22,28 +32,81 @@ export type BatchTask =
   | { batch: 'evaluate'; input: SharedArrayBuffer; output: SharedArrayBuffer; lane0: number; lane1: number }
   | { batch: 'encode'; output: SharedArrayBuffer; first: number; count: number };
 
+/** The health probe: a known-answer computation on a throwaway key (pool.probe()). */
+export interface ProbeTask {
+  probe: true;
+}
+
+/**
+ * TEST-ONLY (refused unless the pool was made with `testHooks`): drive this thread's SEAL into
+ * the failures the pool must heal from, now that the precheck keeps garbage away from SEAL.
+ *   seal-exceptions  `count` SEAL exceptions through guard() (counted, as real ones are); past
+ *                    ~3,770 the instance traps, and the trap is seen as a real one would be
+ *   break-seal       exceptions bypassing the count until even valid work traps: a corruption
+ *                    no counter saw, which only a failing task or the probe can find
+ */
+export type TestTask = { test: 'seal-exceptions'; count: number } | { test: 'break-seal' };
+
+/** A worker that must go: the pool terminates thread `threadId` (piscina starts a new one). */
+export interface Retirement {
+  threadId: number;
+  reason: string;
+}
+
+export interface TaskError {
+  code: string;
+  message: string;
+  hint?: string;
+}
+
 export interface BatchResult {
   results?: Uint8Array[];
-  error?: { code: string; message: string; hint?: string };
+  error?: TaskError;
   ms: number;
+  retire?: Retirement;
 }
 
 export interface EvaluateResult {
   result?: Uint8Array;
-  error?: { code: string; message: string; hint?: string };
+  error?: TaskError;
   ms: { deserialize: number; evaluate: number; serialize: number; keys: number };
+  retire?: Retirement;
 }
 
-const { modelDir, keyCacheBytes } = workerData as { modelDir: string; keyCacheBytes: number };
+export interface ProbeResult {
+  ok: boolean;
+  /** Why the probe failed (no caller data in it). */
+  why?: string;
+  ms: number;
+  retire?: Retirement;
+}
+
+export interface TestResult {
+  exceptions: number;
+  error?: TaskError;
+  retire?: Retirement;
+}
+
+const { modelDir, keyCacheBytes, retiring, testHooks } = workerData as { modelDir: string; keyCacheBytes: number; retiring: SharedArrayBuffer; testHooks?: boolean };
+const retiringFlags = new Int32Array(retiring);
 const part = await readServerPart(modelDir);
 const session = await CkksSession.open(part.program.params);
 const engine = new Engine(session, part.program, part.masks);
 const batch = part.batch ? await BatchSession.open(part.batch) : undefined;
 const kernel = batch && prepareKernel(batch.plan, batch.primes);
 
+// The probe's known answer: a throwaway secret key (no client's), a ciphertext of known values.
+const probeValues = Float64Array.from({ length: Math.min(16, session.slots) }, (_, i) => (i - 8) / 16);
+const probeKey = new SecretKeyHolder(session, generateSecretKey(session));
+const probeCiphertext = probeKey.encrypt(probeValues, part.program.inputScaleBits);
+
 // LRU by key-set id (content hash), bounded by the serialized size of the cached key sets.
 const keyCache = new Map<string, { keys: EvaluationKeys; bytes: number }>();
 let cachedBytes = 0;
+
+/** Why this worker must be replaced (set once; the thread is then terminated by the pool). */
+let retireReason: string | undefined;
+let probeFailure: string | undefined;
 
 function keysFor(k: EvaluateTask['keys']): EvaluationKeys {
   const hit = keyCache.get(k.id);
@@ -71,7 +134,7 @@ function runBatch(task: BatchTask): BatchResult {
   try {
     if (task.batch === 'decode') {
       const input = new Uint32Array(task.input);
-      task.sections.forEach((bytes, i) => batch.decodeInto(bytes, input, (task.first + i) * 2 * LN));
+      task.sections.forEach((bytes, i) => batch.decodeInto(bytes, input, (task.first + i) * 2 * LN, `ciphertext ${task.first + i} of a batch of the encrypted query`));
       return { ms: performance.now() - t0 };
     }
     if (task.batch === 'evaluate') {
@@ -96,18 +159,23 @@ function runBatch(task: BatchTask): BatchResult {
   }
 }
 
-function plainError(e: unknown): { code: string; message: string; hint?: string } {
+const RETRY = 'retry the request: the worker thread that failed is replaced by a fresh one';
+
+function plainError(e: unknown): TaskError {
   if (isSealedError(e)) {
     const se = e as SealedError;
     return { code: se.code, message: se.message, hint: se.hint };
   }
-  const what = e instanceof Error ? `${e.name}: ${e.message}` : 'unknown error';
-  return { code: 'internal', message: `evaluation failed inside the worker (${what.slice(0, 200)})` };
+  // Errors that did not pass through guard() are recorded here (SealedErrors were, in translate).
+  if (noteSealError(e) === 'fault') {
+    return { code: 'internal', message: 'the evaluation failed: the SEAL runtime of its worker thread trapped (WebAssembly runtime error); nothing was computed', hint: RETRY };
+  }
+  const text = sealExceptionText(e);
+  const what = text ?? (e instanceof Error ? `${e.name}: ${e.message}` : 'unknown error');
+  return { code: 'internal', message: `evaluation failed inside the worker (${what.slice(0, 200)})`, hint: 'retry; if it persists, report it with the request id' };
 }
 
-export default function evaluate(task: EvaluateTask | BatchTask | { warmup: true }): EvaluateResult | BatchResult {
-  if ('warmup' in task) return { ms: { deserialize: 0, evaluate: 0, serialize: 0, keys: 0 } };
-  if ('batch' in task) return runBatch(task);
+function evaluateOne(task: EvaluateTask): EvaluateResult {
   const ms = { deserialize: 0, evaluate: 0, serialize: 0, keys: 0 };
   let t = performance.now();
   const lap = () => {
@@ -119,7 +187,8 @@ export default function evaluate(task: EvaluateTask | BatchTask | { warmup: true
   try {
     const keys = keysFor(task.keys);
     ms.keys = lap();
-    const ct = loadQueryCiphertext(session, task.ciphertext, part.program.inputScaleBits);
+    const what = task.index === undefined ? 'the encrypted query' : `ciphertext ${task.index} of the encrypted query`;
+    const ct = loadQueryCiphertext(session, task.ciphertext, part.program.inputScaleBits, { what });
     ms.deserialize = lap();
     let out;
     try {
@@ -136,4 +205,120 @@ export default function evaluate(task: EvaluateTask | BatchTask | { warmup: true
     // Errors cross the thread boundary as plain data; SealedErrors keep their code and hint.
     return { error: plainError(e), ms };
   }
+}
+
+/**
+ * Doubles the known ciphertext, saves it, loads it back (precheck and all), decrypts: the
+ * paths every evaluation takes. Right within 1e-3 (CKKS noise here is ~1e-6) or not healthy.
+ */
+function probe(): ProbeResult {
+  const t0 = performance.now();
+  const { seal, evaluator } = session;
+  let ct, sum;
+  try {
+    ct = loadCiphertext(session, probeCiphertext, 'the probe ciphertext');
+    sum = new seal.Ciphertext();
+    evaluator.add(ct, ct, sum);
+    const got = probeKey.decrypt(sum.saveToArray(seal.ComprModeType.zstd) as Uint8Array);
+    const worst = Math.max(...probeValues.map((v, i) => Math.abs(got[i] - 2 * v)));
+    if (!(worst < 1e-3)) probeFailure = `the probe decrypted to a wrong answer (error ${worst.toExponential(1)})`;
+  } catch (e) {
+    noteSealError(e);
+    probeFailure = `the probe failed (${e instanceof Error ? e.name : 'error'})`;
+  } finally {
+    try {
+      release(sum, ct);
+    } catch {
+      probeFailure ??= 'the probe could not release its objects';
+    }
+  }
+  return probeFailure ? { ok: false, why: probeFailure, ms: performance.now() - t0 } : { ok: true, ms: performance.now() - t0 };
+}
+
+function runTest(task: TestTask): TestResult {
+  if (!testHooks) return { exceptions: sealExceptionCount(), error: { code: 'bad-request', message: 'test tasks are refused: this pool has no test hooks' } };
+  const garbage = Uint8Array.from({ length: 16 }, (_, i) => (i * 37) & 0xff);
+  const { seal, context } = session;
+  try {
+    if (task.test === 'seal-exceptions') {
+      for (let i = 0; i < task.count; i++) {
+        const ct = new seal.Ciphertext();
+        try {
+          guard('bad-query', 'test garbage', () => ct.loadFromArray(context, garbage));
+        } catch (e) {
+          if (!isSealedError(e) || (e as SealedError).code === 'internal') throw e;
+        } finally {
+          ct.delete();
+        }
+      }
+    } else {
+      // Nothing here is recorded. The first traps hit only the throw path (valid work still
+      // runs, on a stack that has run into static data); go on until valid work fails too.
+      const load = (bytes: Uint8Array) => {
+        const ct = new seal.Ciphertext();
+        try {
+          ct.loadFromArray(context, bytes);
+        } finally {
+          ct.delete();
+        }
+      };
+      for (let i = 0; i < 50_000; i++) {
+        try {
+          load(garbage);
+        } catch (e) {
+          if (sealExceptionText(e) !== undefined) continue;
+          try {
+            load(probeCiphertext);
+          } catch {
+            break;
+          }
+        }
+      }
+    }
+    return { exceptions: sealExceptionCount() };
+  } catch (e) {
+    return { exceptions: sealExceptionCount(), error: plainError(e) };
+  }
+}
+
+/** Why this thread must be replaced now, if it must. */
+function mustRetire(): string | undefined {
+  const fault = sealFault();
+  if (fault) return `its SEAL runtime trapped (${fault})`;
+  if (probeFailure) return probeFailure;
+  const n = sealExceptionCount();
+  if (n >= SEAL_EXCEPTION_BUDGET) return `${n} SEAL exceptions reached the budget of ${SEAL_EXCEPTION_BUDGET} (each leaks WASM stack)`;
+  return undefined;
+}
+
+type Task = EvaluateTask | BatchTask | ProbeTask | TestTask | { warmup: true };
+type Result = EvaluateResult | BatchResult | ProbeResult | TestResult;
+
+function dispatch(task: Task): Result {
+  if ('warmup' in task) return { ms: { deserialize: 0, evaluate: 0, serialize: 0, keys: 0 } };
+  if ('probe' in task) return probe();
+  if ('test' in task) return runTest(task);
+  if ('batch' in task) return runBatch(task);
+  return evaluateOne(task);
+}
+
+export default function run(task: Task): Result {
+  // The balancer gives a retiring worker no task; should one arrive anyway, an instance that
+  // trapped or failed its probe computes nothing (a wrong answer is worse than a retry).
+  if (retireReason && (sealFault() || probeFailure)) {
+    const error = { code: 'internal', message: 'the worker thread that took this task is being replaced', hint: RETRY };
+    const retire = { threadId, reason: retireReason };
+    if ('probe' in task) return { ok: false, why: retireReason, ms: 0, retire };
+    if ('test' in task) return { exceptions: sealExceptionCount(), error, retire };
+    if ('batch' in task) return { error, ms: 0, retire };
+    return { error, ms: { deserialize: 0, evaluate: 0, serialize: 0, keys: 0 }, retire };
+  }
+  const result = dispatch(task);
+  retireReason ??= mustRetire();
+  if (retireReason) {
+    // Before the result is posted: once the main thread sees this thread free, it is marked.
+    Atomics.store(retiringFlags, threadId % retiringFlags.length, threadId);
+    result.retire = { threadId, reason: retireReason };
+  }
+  return result;
 }
