@@ -13,6 +13,7 @@
 import { SealedError, isSealedError } from '../errors.ts';
 import { MAX_INT_WEIGHT, MAX_KERNEL_INDEX, MAX_TAPS, PRIME_BITS, REDUCE_EVERY } from './kernel-limits.ts';
 import { checkParams, type CkksParams } from './params.ts';
+import type { Privacy } from './privacy.ts';
 
 // batch-io.ts reads the prime size from here.
 export { PRIME_BITS };
@@ -28,6 +29,15 @@ export interface BatchPlan {
   second?: { rows: number; weight: number[]; weightScaleBits: number; bias: number[] };
   /** log2 of the results' scale. */
   outputScaleBits: number;
+  /**
+   * Circuit privacy (privacy.ts): 'flood' re-randomizes and floods every result; absent in
+   * bundles made before it, which are read as 'none' (their scales have no room for the flood).
+   */
+  privacy?: Privacy;
+  /** With 'flood': log2 of a bound on |v|_2, the honest noise of each output (one per output). */
+  noiseL2Bits?: number[];
+  /** With 'flood': lambda, the statistical security of the flood in bits. */
+  floodSecurityBits?: number;
 }
 
 export const BATCH_DEGREE = 8192;
@@ -170,5 +180,13 @@ export function validateBatchPlan(raw: unknown, where = 'the batch plan'): Batch
   biases(array(f.bias, 'first.bias', rows, 'first.rows'), 'first.bias', scales.first);
   if (plan.second) biases(array(plan.second.bias, 'second.bias', outs, 'second.rows'), 'second.bias', scales.out);
   if (p.outputScaleBits !== scales.out) throw bad('outputScaleBits', `is ${show(p.outputScaleBits)}, not ${scales.out}, the scale the layers give (scaleBitsOf)`);
+  if (p.privacy !== undefined && p.privacy !== 'flood' && p.privacy !== 'none') throw bad('privacy', `is ${show(p.privacy)}, not "flood" or "none"`);
+  if (p.privacy === 'flood') {
+    const bitsList = array(p.noiseL2Bits, 'noiseL2Bits', outputsOf(plan), 'one per output');
+    bitsList.forEach((b, i) => {
+      if (typeof b !== 'number' || !Number.isFinite(b) || b < 0 || b > dataBits) throw bad(`noiseL2Bits[${i}]`, `is ${show(b)}, not a bit count in [0, ${dataBits}]`);
+    });
+    int(p.floodSecurityBits, 'floodSecurityBits', 20, 128);
+  }
   return plan;
 }

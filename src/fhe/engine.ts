@@ -143,8 +143,10 @@ export class Engine {
       }
       x = acc!;
     }
-    // Results travel at the lowest level: fewer primes, smaller download.
-    if (x.coeffModulusSize() > 1) ev.cipherModSwitchToInplace(x, this.parms[this.parms.length - 1]);
+    // Results travel at the lowest level that holds them (one prime unless the program says
+    // more, as flooded programs do): fewer primes, smaller download.
+    const keep = Math.max(1, Math.min(this.program.resultPrimes ?? 1, this.parms.length));
+    if (x.coeffModulusSize() > keep) ev.cipherModSwitchToInplace(x, this.parms[this.parms.length - keep]);
     return x;
   }
 

@@ -1,6 +1,7 @@
 // The CKKS program: the instruction set the compiler emits and the engine runs. Plain data,
 // no SEAL objects, so it is written into bundles and simulated in plaintext.
 import type { CkksParams } from './params.ts';
+import type { Privacy } from './privacy.ts';
 
 /**
  * out = fold( sum_g rot( sum_b M[g,b] * rot(in, b), g ) ) (+ bias). Rotations are to the left
@@ -32,6 +33,18 @@ export interface Program {
   galoisSteps: number[];
   /** Whether relinearization keys are needed (any ciphertext-ciphertext product). */
   relin: boolean;
+  /**
+   * Circuit privacy of results (privacy.ts). Absent in bundles made before it: read as 'none'
+   * (their scales have no room for the flood, which would drown the outputs).
+   */
+  privacy?: Privacy;
+  /** With 'flood': log2 of the bound on the results' honest noise |v|_2 (coefficient domain). */
+  noiseL2Bits?: number;
+  /**
+   * Primes the result keeps (default 1: results travel at the lowest level). A flooded program's
+   * results are at a scale one prime cannot hold.
+   */
+  resultPrimes?: number;
 }
 
 /** Every rotation the program performs, sorted; the client makes Galois keys for exactly these. */

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { SealedError } from '../errors.ts';
 import { validateBatchPlan, type BatchPlan } from '../fhe/batch-plan.ts';
 import type { Program } from '../fhe/program.ts';
+import type { Privacy } from '../fhe/privacy.ts';
 import type { ClientPart } from './client-part.ts';
 import { modelIdOf, parseClientPart } from './client-part.ts';
 
@@ -34,6 +35,13 @@ export interface ServerPart {
   program: Program;
   masks: Float64Array[];
   batch?: BatchPlan;
+  /**
+   * Circuit privacy per layout (privacy.ts): the bundle's `privacy` fields, 'none' where absent
+   * (bundles made before circuit privacy: their parameters have no headroom for the flood, so
+   * flooding would drown their outputs; refusing them would stop deployed models). The server
+   * should warn when a layout is 'none'.
+   */
+  privacy: { single: Privacy; batch?: Privacy };
 }
 
 const sha256 = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
@@ -126,7 +134,10 @@ export async function readServerPart(dir: string): Promise<ServerPart> {
   }
   if (o * 8 !== bin.length) throw new SealedError('bad-bundle', 'server/masks.bin does not match server/program.json');
   const batch = manifest.files['server/batch.json'] ? await readBatchPlan(dir, manifest) : undefined;
-  return { modelId: manifest.model_id, program, masks, batch };
+  if (program.privacy !== undefined && program.privacy !== 'flood' && program.privacy !== 'none') throw new SealedError('bad-bundle', `server/program.json: privacy is ${JSON.stringify(program.privacy)}, not "flood" or "none"`);
+  if (program.privacy === 'flood' && !(typeof program.noiseL2Bits === 'number' && Number.isFinite(program.noiseL2Bits) && program.noiseL2Bits >= 0)) throw new SealedError('bad-bundle', 'server/program.json: privacy "flood" needs noiseL2Bits, a bit count');
+  const privacy = { single: program.privacy ?? 'none', batch: batch ? (batch.privacy ?? 'none') : undefined };
+  return { modelId: manifest.model_id, program, masks, batch, privacy };
 }
 
 /**

@@ -11,7 +11,8 @@ import type { Program } from '../fhe/program.ts';
 import { rotationsOf } from '../fhe/program.ts';
 import { SealedError } from '../errors.ts';
 import { chooseParams } from './chain.ts';
-import { MAX_BITS_128 } from '../fhe/params.ts';
+import { MAX_BITS_128, type CkksParams } from '../fhe/params.ts';
+import { FLOOD_SECURITY_BITS, SEAL_NOISE_SIGMA, floodExtraBits, type Privacy } from '../fhe/privacy.ts';
 import { bsgsStep, nextPow2, type Diagonal } from './diagonal.ts';
 import type { InputLayout, OutputLayout } from './layout.ts';
 import { packRecords } from './layout.ts';
@@ -35,8 +36,28 @@ const INPUT_SCALE_BITS = 28;
 const MIN_WEIGHT_SCALE_BITS = 22;
 const MAX_WEIGHT_SCALE_BITS = 30;
 
+export interface LinearCompileOptions {
+  /**
+   * Circuit privacy (privacy.ts). Default 'none' UNTIL the worker floods results (the lead wires
+   * SinglePrivacy in): then 'flood'.
+   */
+  privacy?: Privacy;
+  floodSecurityBits?: number;
+}
+
+/**
+ * Bits the flood needs above floodExtraBits: the bound below (canonical-embedding norms, folds
+ * doubling it) is about 2^6 above the typical |v|_2 of these programs.
+ */
+const FLOOD_BOUND_SLACK_BITS = 6;
+/** The flooded chain: two data primes, the first of SEAL's largest size. */
+const FLOOD_FIRST_PRIME_BITS = 60;
+
 /** `samples`: pre-processed records that bound the values the program will see. */
-export function compileLinear(w: LinearWeights, samples: ArrayLike<number>[]): CompiledModel {
+export function compileLinear(w: LinearWeights, samples: ArrayLike<number>[], o: LinearCompileOptions = {}): CompiledModel {
+  const privacy = o.privacy ?? 'none';
+  const lambda = o.floodSecurityBits ?? FLOOD_SECURITY_BITS;
+  const flood = privacy === 'flood';
   const k = w.weights.length;
   const n = w.weights[0]?.length ?? 0;
   if (k === 0 || n === 0 || w.bias.length !== k || w.weights.some((r) => r.length !== n)) {
@@ -83,18 +104,61 @@ export function compileLinear(w: LinearWeights, samples: ArrayLike<number>[]): C
   // Depth 0: the chain is one data prime plus the special prime. Take the smallest ring whose
   // first prime leaves the weights at least MIN_WEIGHT_SCALE_BITS of precision.
   let weightBits = MIN_WEIGHT_SCALE_BITS;
-  for (const n of [4096, 8192, 16384]) {
+  let params: CkksParams | undefined;
+  let inputScaleBits = INPUT_SCALE_BITS;
+  if (flood) {
+    // The flood costs floodExtraBits of precision: the input scale grows by that much, the
+    // result (input + weight scale + headroom) then needs two data primes, which it keeps.
+    inputScaleBits = INPUT_SCALE_BITS + floodExtraBits(16384, lambda) + FLOOD_BOUND_SLACK_BITS;
+    weightBits = MAX_WEIGHT_SCALE_BITS;
+    const need = inputScaleBits + weightBits + headroom + 1;
+    const second = Math.max(20, need - FLOOD_FIRST_PRIME_BITS);
+    if (second > 60) throw new SealedError('bad-data', `a flooded linear model needs ${need} bits for its results, more than two primes hold`, 'standardise the features, or use privacy none');
+    const bits = [FLOOD_FIRST_PRIME_BITS, second, FLOOD_FIRST_PRIME_BITS];
+    const total = bits.reduce((a, b) => a + b, 0);
+    const n = [4096, 8192, 16384, 32768].find((d) => d / 2 >= stride && total <= MAX_BITS_128[d]);
+    if (!n) throw new SealedError('bad-data', `no 128-bit parameter set holds ${total} modulus bits and ${stride} slots`);
+    params = { scheme: 'ckks', polyModulusDegree: n, coeffModulusBits: bits, securityLevel: 128 };
+  }
+  for (const n of flood ? [] : [4096, 8192, 16384]) {
     const room = Math.min(60, Math.floor(MAX_BITS_128[n] / 2)) - 1 - headroom - INPUT_SCALE_BITS;
     if (n / 2 >= stride && room >= MIN_WEIGHT_SCALE_BITS) {
       weightBits = Math.min(room, MAX_WEIGHT_SCALE_BITS);
       break;
     }
   }
-  const params = chooseParams({ depth: 0, slotsNeeded: stride, inputScaleBits: INPUT_SCALE_BITS, finalScaleBits: INPUT_SCALE_BITS + weightBits, headroomBits: headroom });
+  params ??= chooseParams({ depth: 0, slotsNeeded: stride, inputScaleBits: INPUT_SCALE_BITS, finalScaleBits: INPUT_SCALE_BITS + weightBits, headroomBits: headroom });
   const built = build(params.polyModulusDegree / 2, weightBits);
-  const program: Program = { params, inputScaleBits: INPUT_SCALE_BITS, steps: built.steps, galoisSteps: rotationsOf(built.steps), relin: false };
+  const program: Program = { params, inputScaleBits, steps: built.steps, galoisSteps: rotationsOf(built.steps), relin: false };
+  if (flood) {
+    // Only flooded programs carry the field: 'none' bundles stay byte-identical to older ones.
+    program.privacy = 'flood';
+    program.resultPrimes = 2;
+    program.noiseL2Bits = Math.log2(linearNoiseL2Bound(params.polyModulusDegree, weightBits, built.masks.slice(0, -1), P / m, program.galoisSteps.length));
+  }
   verifyLinear(program, built.masks, built.input, built.output, w, samples);
   return { program, masks: built.masks, input: built.input, output: built.output };
+}
+
+/**
+ * A bound on |v|_2 (coefficient domain) of the results' honest noise, for the flood. The query's
+ * phase is Delta_x emb^-1(x) + v_in (SEAL's noise, sigma 3.2, and the encoder's rounding);
+ * with |p|_2 <= |p|_can,inf and |a b|_can <= |a|_can |b|_can:
+ *   - each diagonal's product: |pt_M|_can <= 2^w max|M| + N/2 (rounding, worst case) times
+ *     |v_in|_can <= 6 sqrt(N) sqrt(3.2^2 + 1/12) (six standard deviations in every coordinate);
+ *   - rotations preserve the norm and add key-switching noise, below 2^20 each (generous: the
+ *     special prime is as large as the data primes, so it is about sqrt(N) sigma);
+ *   - each fold doubles the sum: a factor P / m.
+ */
+function linearNoiseL2Bound(N: number, weightBits: number, masks: Float64Array[], foldFactor: number, rotations: number): number {
+  const vin = 6 * Math.sqrt(N) * Math.sqrt(SEAL_NOISE_SIGMA ** 2 + 1 / 12);
+  let sum = 0;
+  for (const m of masks) {
+    let max = 0;
+    for (const x of m) max = Math.max(max, Math.abs(x));
+    sum += (2 ** weightBits * max + N / 2) * vin;
+  }
+  return foldFactor * sum + rotations * 2 ** 20 * foldFactor;
 }
 
 function headroomBits(steps: Program['steps'], masks: Float64Array[], input: InputLayout, samples: ArrayLike<number>[]): number {

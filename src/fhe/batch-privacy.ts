@@ -1,0 +1,53 @@
+// Circuit privacy in batch mode: the server's step between the kernel and encodeResult, and the
+// client's key. See privacy.ts for the design and the bound.
+import type { BatchPlan } from './batch-plan.ts';
+import { dataPrimesOf, resultSize } from './batch-plan.ts';
+import type { CkksSession } from './ckks.ts';
+import { FLOOD_SECURITY_BITS, floodSigma, makeRerandKey, nttTables, rerandomizeResidues, saveRerandKey, secretKeyResidues, type NegacyclicNtt, type RerandKey } from './privacy.ts';
+import { primes as chainPrimes } from './params.ts';
+import { guard, release } from './seal.ts';
+
+/** Client side: the re-randomization key for `plan`'s results, from the batch secret key (SEAL bytes). Upload it with the query. */
+export function makeBatchRerandKey(s: CkksSession, plan: BatchPlan, secretKey: Uint8Array): Uint8Array {
+  const sk = new s.seal.SecretKey();
+  try {
+    guard('bad-keys', 'the secret key', () => sk.loadFromArray(s.context, secretKey));
+    const all = chainPrimes(s.seal, s.context).map(Number);
+    const k = dataPrimesOf(plan);
+    const raw = sk.saveToArray(s.seal.ComprModeType.none) as Uint8Array;
+    const residues = secretKeyResidues(raw, plan.params.polyModulusDegree, all.length, k);
+    const key = makeRerandKey(residues, all.slice(0, k), plan.params.polyModulusDegree, resultSize(plan) as 2 | 3);
+    residues.fill(0);
+    return saveRerandKey(key);
+  } finally {
+    release(sk);
+  }
+}
+
+/** Server side: one per worker and plan (NTT tables ~10 ms per prime to build). */
+export class BatchPrivacy {
+  readonly plan: BatchPlan;
+  readonly enabled: boolean;
+  /** sigma of the flood per output. */
+  readonly sigmas: number[];
+  private readonly ntts: NegacyclicNtt[];
+
+  constructor(plan: BatchPlan, primes: number[]) {
+    this.plan = plan;
+    this.enabled = plan.privacy === 'flood';
+    const lambda = plan.floodSecurityBits ?? FLOOD_SECURITY_BITS;
+    this.sigmas = this.enabled ? plan.noiseL2Bits!.map((b) => floodSigma(2 ** b, lambda)) : [];
+    this.ntts = this.enabled ? nttTables(primes, plan.params.polyModulusDegree) : [];
+  }
+
+  /**
+   * Re-randomizes and floods result `o` in place: `output` as the kernel wrote it,
+   * [output][poly][prime][coeff], `lanes` residues per polynomial. Call before encodeResult.
+   * A no-op with privacy 'none'.
+   */
+  apply(key: RerandKey | undefined, output: Uint32Array, o: number, lanes: number): void {
+    if (!this.enabled) return;
+    if (!key) throw new Error('circuit privacy is on: a re-randomization key is required');
+    rerandomizeResidues(key, output, o * resultSize(this.plan) * lanes, this.sigmas[o], this.ntts);
+  }
+}
