@@ -100,9 +100,15 @@ const probeValues = Float64Array.from({ length: Math.min(16, session.slots) }, (
 const probeKey = new SecretKeyHolder(session, generateSecretKey(session));
 const probeCiphertext = probeKey.encrypt(probeValues, part.program.inputScaleBits);
 
-// LRU by key-set id (content hash), bounded by the serialized size of the cached key sets.
+// LRU by key-set id (content hash), bounded by the bytes the loaded key sets take in the WASM
+// heap: every key-switching key (one per rotation, one for relinearization) holds, for each of
+// the D data primes, a two-polynomial ciphertext over the D + 1 key-level primes. Uploaded keys
+// are seeded (half of that, then compressed), so counting serialized bytes would let the cache
+// hold twice its budget.
 const keyCache = new Map<string, { keys: EvaluationKeys; bytes: number }>();
 let cachedBytes = 0;
+const dataPrimes = part.program.params.coeffModulusBits.length - 1;
+const loadedKeySetBytes = (part.program.galoisSteps.length + (part.program.relin ? 1 : 0)) * dataPrimes * 2 * (dataPrimes + 1) * part.program.params.polyModulusDegree * 8;
 
 /** Why this worker must be replaced (set once; the thread is then terminated by the pool). */
 let retireReason: string | undefined;
@@ -116,8 +122,8 @@ function keysFor(k: EvaluateTask['keys']): EvaluationKeys {
     return hit.keys;
   }
   const keys = loadEvaluationKeys(session, k.galois, k.relin, part.program.galoisSteps, part.program.relin);
-  keyCache.set(k.id, { keys, bytes: k.bytes });
-  cachedBytes += k.bytes;
+  keyCache.set(k.id, { keys, bytes: loadedKeySetBytes });
+  cachedBytes += loadedKeySetBytes;
   for (const [id, e] of keyCache) {
     if (cachedBytes <= keyCacheBytes || keyCache.size <= 1) break;
     e.keys.close();
