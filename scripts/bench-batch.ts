@@ -6,6 +6,7 @@
 // /invocations request for all N, streamed a batch at a time through every worker), the client
 // downloads and decrypts. Then the cost model: the plan's operation counts times unit costs
 // measured in this run. Last stdout line: one JSON object.
+import { createHash } from 'node:crypto';
 import { availableParallelism, cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import { performance as nodePerformance } from 'node:perf_hooks';
@@ -62,7 +63,17 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
   const rssBefore = process.memoryUsage().rss;
   const t0 = performance.now();
   const q = session.encryptBatchWith(images, pool);
-  const { bytes: uploadBytes } = await store.putStream(queryLoc, writeWireStream('query', q.header, q.count, q.sections), 'encrypted query');
+  // The query's SHA-256, computed as it streams out: the request names it, so the server can
+  // stream the result out while it reads the query once (and the result is bound to the query).
+  const hash = createHash('sha256');
+  async function* hashed(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+    for await (const chunk of source) {
+      hash.update(chunk);
+      yield chunk;
+    }
+  }
+  const { bytes: uploadBytes } = await store.putStream(queryLoc, hashed(writeWireStream('query', q.header, q.count, q.sections)), 'encrypted query');
+  const querySha256 = hash.digest('hex');
   const t1 = performance.now();
   phase = 'server';
   await pool.close();
@@ -72,7 +83,7 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
   // Phase 2: one request; the server streams it through the pool. This thread is the server's
   // main thread (and the embedded S3's): its busy time is the request's main-thread work.
   const elu0 = nodePerformance.eventLoopUtilization();
-  const server = (await invokeHttp(running.url, { encrypted_query_uri: formatS3Uri(queryLoc), output_uri: formatS3Uri(outLoc) })) as { timings_ms: Record<string, number> };
+  const server = (await invokeHttp(running.url, { encrypted_query_uri: formatS3Uri(queryLoc), output_uri: formatS3Uri(outLoc), query_sha256: querySha256 })) as { timings_ms: Record<string, number> };
   const t2 = performance.now();
   const mainBusyMs = nodePerformance.eventLoopUtilization(elu0).active;
   phase = 'client';

@@ -7,7 +7,7 @@ import { Command, Option } from 'commander';
 import { fail } from '../src/cli/main.ts';
 import { SealedError } from '../src/errors.ts';
 import { awsClients, containerEnvironment, DEFAULTS, deleteAll, deployEndpoint, intercept, launchTrainingJob, timestamp, waitForTrainingJob, type Clients, type SentRequest } from '../src/sagemaker/deploy.ts';
-import { layout, policies, roleArn, type DeploymentNames } from '../src/sagemaker/iam.ts';
+import { layout, policies, roleArn, serverEnvironment, type DeploymentNames } from '../src/sagemaker/iam.ts';
 
 interface Common {
   region?: string;
@@ -128,7 +128,9 @@ export async function main(argv: string[]): Promise<void> {
       const n = names(o, ['bucket']);
       const L = layout(n);
       const d = o.async ? DEFAULTS.async : DEFAULTS.realtime;
-      const environment = containerEnvironment({ region: n.region, read: [L.uri(L.queries), L.uri(L.keys)], write: [L.uri(L.results)] });
+      // Clients write under tenants/<tenant>/ (their IAM policies confine them there); the server
+      // reads and writes only there, and one request stays within one tenant.
+      const environment = containerEnvironment({ region: n.region, access: serverEnvironment(n) });
       const c = o.dryRun ? dryRun(n.region, !!o.update) : awsClients(n.region);
       await deployEndpoint(c, {
         endpointName: n.name,

@@ -4,6 +4,7 @@
 // that ours still reads and produces them. Run again only when the wire format changes.
 //
 //   node scripts/make-test-vectors.ts
+import { createHash } from 'node:crypto';
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -44,7 +45,8 @@ const results = q.sections.map((b) => {
   r.delete();
   return bytes;
 });
-const result = encodeWire('result', q.header, results);
+// The result names the query it answers (its SHA-256), as the server writes it.
+const result = encodeWire('result', { ...q.header, query_sha256: createHash('sha256').update(query).digest('hex') }, results);
 const scores = session.decryptScores(result);
 
 await writeFile(join(out, 'secret.key'), keys.secretKey);

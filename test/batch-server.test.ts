@@ -1,6 +1,7 @@
 // Batch mode through the real path: bundle with a batch plan, real S3 (s3rver), the Fastify
 // server and its worker pool; the client picks the layout, streams the query, decrypts.
 import t from 'tap';
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +14,7 @@ import { simulateBatch } from '../src/model/compile-batch.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
 import { addBatchMode, compileImageModel, writeImageBundle } from '../src/train/image-model.ts';
 import { formatS3Uri } from '../src/storage/s3.ts';
-import { encodeWire } from '../src/wire/format.ts';
+import { decodeWire, encodeWire, type ResultHeader } from '../src/wire/format.ts';
 import { smallCnn } from './helpers/networks.ts';
 import { paramsKey } from '../src/fhe/params.ts';
 import { startStack } from './helpers/fixture.ts';
@@ -102,7 +103,7 @@ t.test('the SDK picks batch mode past the crossover (S3 transport), the single l
 });
 
 t.test('batch-mode requests beyond --max-batch-in-flight get 503 and the rest are served', async (t) => {
-  const one = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: stack.s3.endpoint, maxBatchInFlight: 1 });
+  const one = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: stack.s3.endpoint, maxBatchInFlight: 1, allowAny: true });
   t.teardown(() => one.close());
   const rows = Array.from({ length: 4100 }, (_, i) => images[i % images.length]);
   const tr = { ...transport, endpoint: one.url };
@@ -141,4 +142,26 @@ t.test('bad batch queries get clear errors and the server keeps serving', async 
   t.match(single?.message, /evaluation_keys_uri is missing/);
   const ok = await predict(session, keys, images.slice(0, 2), transport, { layout: 'batch' });
   t.equal(ok.scores.length, 2, 'the server still serves');
+});
+
+t.test("batch results name the query's SHA-256; a request naming another hash publishes nothing", async (t) => {
+  const q = session.encryptBatch(images.slice(0, 3));
+  const query = encodeWire('query', q.header, [...q.sections]);
+  const sha = createHash('sha256').update(query).digest('hex');
+  const B = stack.bucket;
+  await stack.store.put({ bucket: B, key: 'hash/q' }, query, 'query');
+  const body = (out: string, extra: Record<string, string> = {}) => ({ encrypted_query_uri: formatS3Uri({ bucket: B, key: 'hash/q' }), output_uri: formatS3Uri({ bucket: B, key: out }), ...extra });
+  const header = async (key: string) => decodeWire<ResultHeader>('result', (await stack.store.get({ bucket: B, key }, 1 << 28, 'result')).bytes, 'result').header;
+  // Without query_sha256 the server hashes the query in a first pass (the result streams out,
+  // header first), then evaluates it.
+  const plain = await invokeHttp(stack.server.url, body('hash/plain'));
+  t.equal(plain.query_sha256, sha);
+  t.equal((await header('hash/plain')).query_sha256, sha, 'undeclared: the header names the query');
+  const named = await invokeHttp(stack.server.url, body('hash/named', { query_sha256: sha }));
+  t.equal(named.query_sha256, sha);
+  t.equal((await header('hash/named')).query_sha256, sha, 'declared: the same');
+  t.same(session.decryptScores((await stack.store.get({ bucket: B, key: 'hash/named' }, 1 << 28, 'result')).bytes, { querySha256: sha }).length, 3, 'the client accepts it');
+  const wrong = await invokeHttp(stack.server.url, body('hash/wrong', { query_sha256: 'f'.repeat(64) })).catch((e: Error & { code?: string }) => e);
+  t.match(wrong, { code: 'bad-query', message: /the encrypted query's SHA-256 is [0-9a-f]{64}, not the query_sha256 the request names/ });
+  t.equal(await stack.store.head({ bucket: B, key: 'hash/wrong' }), undefined, 'the multipart result was aborted: nothing published');
 });

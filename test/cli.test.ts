@@ -16,7 +16,8 @@ const tr = await trainBreastCancer();
 const s3 = await startLocalS3({ directory: join(tr.dir, 's3') });
 const env = { ...process.env, SEALED_HOME: join(tr.dir, 'home'), SEALED_S3_ENDPOINT: s3.endpoint, LOG_LEVEL: 'info' };
 const port = 18000 + Math.floor(Math.random() * 2000);
-const server = spawn(process.execPath, [bin, 'serve', '--model', tr.modelDir, '--port', String(port), '--host', '127.0.0.1', '--workers', '1'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+// SEALED_ALLOW_ANY=1: the container's way of saying --allow-any (SageMaker passes no flags).
+const server = spawn(process.execPath, [bin, 'serve', '--model', tr.modelDir, '--port', String(port), '--host', '127.0.0.1', '--workers', '1'], { env: { ...env, SEALED_ALLOW_ANY: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
 let logs = '';
 server.stdout.on('data', (d) => (logs += d));
 server.stderr.on('data', (d) => (logs += d));
@@ -84,9 +85,25 @@ t.test('predict with a wrong input file says what to do and exits 2', async (t) 
 });
 
 t.test('serve: a malformed SEALED_* limit in the environment is refused with exit 2', async (t) => {
-  const err = await run(process.execPath, [bin, 'serve', '--model', tr.modelDir, '--port', '0', '--workers', '1'], { env: { ...env, SEALED_MAX_BATCH_IN_FLIGHT: 'two' } }).catch((e) => e);
+  const err = await run(process.execPath, [bin, 'serve', '--model', tr.modelDir, '--port', '0', '--workers', '1', '--allow-any'], { env: { ...env, SEALED_MAX_BATCH_IN_FLIGHT: 'two' } }).catch((e) => e);
   t.equal(err.code, 2);
   t.match(err.stderr, /SEALED_MAX_BATCH_IN_FLIGHT=two is not a positive integer/);
+});
+
+t.test('serve: without allow-lists it refuses to start (exit 2), saying what to set', async (t) => {
+  const err = await run(process.execPath, [bin, 'serve', '--model', tr.modelDir, '--port', '0', '--workers', '1'], { env }).catch((e) => e);
+  t.equal(err.code, 2, 'refused, not started');
+  t.match(err.stderr, /refusing to start without S3 allow-lists: --allow-read \(SEALED_ALLOW_READ\) and --allow-write \(SEALED_ALLOW_WRITE\) are not set/);
+  for (const name of ['--allow-read', '--allow-write', 'SEALED_ALLOW_READ', 'SEALED_ALLOW_WRITE', '--tenant-prefix', 'SEALED_TENANT_ROOT', '--allow-any', 'SEALED_ALLOW_ANY=1']) t.ok(err.stderr.includes(name), `names ${name}`);
+  const half = await run(process.execPath, [bin, 'serve', '--model', tr.modelDir, '--port', '0', '--workers', '1', '--allow-read', 's3://bkt/in/'], { env }).catch((e) => e);
+  t.equal(half.code, 2);
+  t.match(half.stderr, /--allow-write \(SEALED_ALLOW_WRITE\) is not set/, 'one list is not enough');
+  const typo = await run(process.execPath, [bin, 'serve', '--model', tr.modelDir, '--port', '0', '--workers', '1'], { env: { ...env, SEALED_ALLOW_ANY: 'yes please' } }).catch((e) => e);
+  t.equal(typo.code, 2);
+  t.match(typo.stderr, /SEALED_ALLOW_ANY=yes please is not 1 or 0/);
+  const badList = await run(process.execPath, [bin, 'serve', '--model', tr.modelDir, '--port', '0', '--workers', '1', '--allow-read', 'https://bkt/in', '--allow-write', 's3://bkt/out'], { env }).catch((e) => e);
+  t.equal(badList.code, 2);
+  t.match(badList.stderr, /the read allow-list \(--allow-read, SEALED_ALLOW_READ\): https:\/\/bkt\/in is not an s3:\/\/bucket\/prefix location/);
 });
 
 t.test('server logs are JSON with request ids and no key or ciphertext bytes', async (t) => {

@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import t from 'tap';
 import { SageMakerServiceException } from '@aws-sdk/client-sagemaker';
 import { awsClients, deleteAll, deployEndpoint, launchTrainingJob, metricDefinitions, waitForTrainingJob, type Clients } from '../src/sagemaker/deploy.ts';
-import { EXAMPLE_NAMES, policies, type PolicyDocument } from '../src/sagemaker/iam.ts';
+import { EXAMPLE_NAMES, policies, serverEnvironment, tenantPrefix, type PolicyDocument } from '../src/sagemaker/iam.ts';
 
 type Call = { service: string; command: string; input: Record<string, unknown> };
 
@@ -214,7 +214,7 @@ t.test('IAM: every S3 grant is under the deployment prefix; TLS-only and SSE req
         if (r === 'arn:aws:s3:::b-1') {
           t.equal(st.Action, 's3:ListBucket', `${name}/${st.Sid}: only ListBucket on the bucket`);
           for (const p of asList(st.Condition!.StringLike['s3:prefix'])) t.ok(p.startsWith('team/sealed/') && p.endsWith('/*'), `${name}/${st.Sid}: list ${p} under the prefix`);
-        } else t.match(r, /^arn:aws:s3:::b-1\/team\/sealed\/[a-z-]+\/\*$/, `${name}/${st.Sid}: ${r} under the prefix`);
+        } else t.match(r, /^arn:aws:s3:::b-1\/team\/sealed\/([a-z-]+|tenants\/(\*|\$\{aws:PrincipalTag\/sealed-tenant\})\/[a-z-]+)\/\*$/, `${name}/${st.Sid}: ${r} under the prefix`);
       }
     }
     t.same(
@@ -230,9 +230,8 @@ t.test('IAM: each role gets what its job needs and nothing of the others', async
   const actions = (name: keyof typeof docs, sid: string) => asList(statements(docs[name]).find((s) => s.Sid === sid)?.Resource);
   t.same(actions('client', 'Invoke'), ['arn:aws:sagemaker:us-east-1:111122223333:endpoint/sealed']);
   t.same(statements(docs.client).find((s) => s.Sid === 'Invoke')?.Action, ['sagemaker:InvokeEndpoint', 'sagemaker:InvokeEndpointAsync']);
-  t.same(actions('client', 'WriteQueriesKeys'), ['arn:aws:s3:::b-1/team/sealed/queries/*', 'arn:aws:s3:::b-1/team/sealed/keys/*', 'arn:aws:s3:::b-1/team/sealed/async-in/*']);
-  t.same(actions('endpoint-role', 'WriteResults'), ['arn:aws:s3:::b-1/team/sealed/results/*', 'arn:aws:s3:::b-1/team/sealed/async-out/*', 'arn:aws:s3:::b-1/team/sealed/async-failed/*']);
-  t.same(actions('endpoint-role', 'ReadModelQueriesKeys'), ['arn:aws:s3:::b-1/team/sealed/models/*', 'arn:aws:s3:::b-1/team/sealed/queries/*', 'arn:aws:s3:::b-1/team/sealed/keys/*', 'arn:aws:s3:::b-1/team/sealed/async-in/*']);
+  t.same(actions('endpoint-role', 'WriteResults'), ['arn:aws:s3:::b-1/team/sealed/tenants/*/results/*', 'arn:aws:s3:::b-1/team/sealed/async-out/*', 'arn:aws:s3:::b-1/team/sealed/async-failed/*'], 'the server writes results of every tenant');
+  t.same(actions('endpoint-role', 'ReadModelQueriesKeys'), ['arn:aws:s3:::b-1/team/sealed/models/*', 'arn:aws:s3:::b-1/team/sealed/tenants/*/queries/*', 'arn:aws:s3:::b-1/team/sealed/tenants/*/keys/*', 'arn:aws:s3:::b-1/team/sealed/tenants/*/async-in/*'], 'and reads their queries and keys');
   t.same(actions('endpoint-role', 'EcrPull'), ['arn:aws:ecr:us-east-1:111122223333:repository/sealed-inference']);
   t.same(actions('endpoint-role', 'Logs'), ['arn:aws:logs:us-east-1:111122223333:log-group:/aws/sagemaker/Endpoints/sealed:*']);
   t.same(actions('training-role', 'ReadData'), ['arn:aws:s3:::b-1/team/sealed/data/*']);
@@ -250,6 +249,30 @@ t.test('IAM: each role gets what its job needs and nothing of the others', async
   t.notOk(JSON.stringify(docs.client).includes('/models/'), 'the client never reads the model weights');
 });
 
+t.test('IAM: a client reads and writes only under its own tenant prefix, named by its principal tag', async (t) => {
+  const client = statements(docs.client);
+  const find = (sid: string) => client.find((s) => s.Sid === sid);
+  const own = 'team/sealed/tenants/${aws:PrincipalTag/sealed-tenant}/';
+  t.same(asList(find('WriteQueriesKeys')?.Resource), [`arn:aws:s3:::b-1/${own}queries/*`, `arn:aws:s3:::b-1/${own}keys/*`, `arn:aws:s3:::b-1/${own}async-in/*`], 'writes: its own queries, keys, async inputs');
+  t.same(asList(find('ReadKeysResults')?.Resource), [`arn:aws:s3:::b-1/${own}keys/*`, `arn:aws:s3:::b-1/${own}results/*`, 'arn:aws:s3:::b-1/team/sealed/async-out/*', 'arn:aws:s3:::b-1/team/sealed/async-failed/*'], 'reads: its own keys and results (and the endpoint-wide async answers)');
+  t.same(asList(find('ListOwnObjects')?.Condition?.StringLike['s3:prefix']), [`${own}keys/*`, `${own}results/*`, 'team/sealed/async-out/*', 'team/sealed/async-failed/*']);
+  // Every grant of an object that is not the endpoint-wide async output names the tenant variable:
+  // nothing of another tenant, nor the flat queries/, keys/, results/ of a single-client layout.
+  for (const st of client.filter((s) => s.Effect === 'Allow' && asList(s.Action).some((a) => a.startsWith('s3:')))) {
+    for (const r of [...asList(st.Resource).filter((x) => x.includes('/')), ...asList(st.Condition?.StringLike?.['s3:prefix'])]) {
+      t.ok(r.includes(own) || /\/async-(out|failed)\/\*$/.test(r), `${st.Sid}: ${r} is the tenant's own (or async output)`);
+      t.notOk(/tenants\/\*/.test(r), `${st.Sid}: ${r} has no wildcard tenant`);
+    }
+  }
+  t.notOk(JSON.stringify(client).includes('s3:DeleteObject'), 'deletes nothing');
+  t.same(find('DenyWithoutTenantTag'), { Sid: 'DenyWithoutTenantTag', Effect: 'Deny', Action: 's3:*', Resource: ['arn:aws:s3:::b-1', 'arn:aws:s3:::b-1/*'], Condition: { Null: { 'aws:PrincipalTag/sealed-tenant': 'true' } } }, 'no tag: no S3 at all');
+  t.same(find('DenyTenantTagWithSlash')?.Condition, { StringLike: { 'aws:PrincipalTag/sealed-tenant': '*/*' } }, "a tag with '/' cannot reach into another tenant's prefix");
+  // The server's side of the same layout: the tenant root is its allow-list and tenant rule.
+  t.same(serverEnvironment({ bucket: 'b-1', prefix: 'team/sealed/' }), { SEALED_ALLOW_READ: 's3://b-1/team/sealed/tenants/', SEALED_ALLOW_WRITE: 's3://b-1/team/sealed/tenants/', SEALED_TENANT_ROOT: 's3://b-1/team/sealed/tenants/' });
+  t.equal(tenantPrefix({ bucket: 'b-1', prefix: 'team/sealed/' }, 'acme'), 'team/sealed/tenants/acme/', 'the --prefix of tenant acme');
+  t.throws(() => tenantPrefix({ bucket: 'b-1', prefix: 'team/sealed/' }, 'a/b'), /is not 1-64 letters/);
+});
+
 t.test('IAM: deploy/iam/*.json are the generator output for the example values', async (t) => {
   for (const [name, doc] of Object.entries(policies(EXAMPLE_NAMES))) {
     t.same(JSON.parse(readFileSync(new URL(`../deploy/iam/${name}.json`, import.meta.url), 'utf8')), doc, `deploy/iam/${name}.json`);
@@ -263,7 +286,7 @@ t.test('CLI: --dry-run prints the requests as JSON lines; usage errors say what 
   const { stdout } = await run(process.execPath, [script, 'deploy', '--dry-run', '--region', 'eu-west-1', '--account', '111122223333', '--bucket', 'b-1', '--image', 'img', '--model-data', 's3://b-1/sealed/models/m.tar.gz', '--async', '--max', '2'], { env });
   const lines = stdout.trim().split('\n').map((l) => JSON.parse(l) as Call);
   t.same(lines.map((l) => l.command), ['DescribeEndpoint', 'CreateModel', 'CreateEndpointConfig', 'CreateEndpoint', 'DescribeEndpoint', 'RegisterScalableTarget', 'PutScalingPolicy', 'PutScalingPolicy', 'PutMetricAlarm']);
-  t.same((lines[1].input.PrimaryContainer as { Environment: unknown }).Environment, { SEALED_S3: 'aws', AWS_REGION: 'eu-west-1', SEALED_ALLOW_READ: 's3://b-1/sealed/queries/,s3://b-1/sealed/keys/', SEALED_ALLOW_WRITE: 's3://b-1/sealed/results/' });
+  t.same((lines[1].input.PrimaryContainer as { Environment: unknown }).Environment, { SEALED_S3: 'aws', AWS_REGION: 'eu-west-1', SEALED_ALLOW_READ: 's3://b-1/sealed/tenants/', SEALED_ALLOW_WRITE: 's3://b-1/sealed/tenants/', SEALED_TENANT_ROOT: 's3://b-1/sealed/tenants/' }, 'the container reads and writes under the tenant root, one tenant per request');
   t.equal(lines[1].input.ExecutionRoleArn, 'arn:aws:iam::111122223333:role/sealed-endpoint');
   t.match(lines[2].input, { AsyncInferenceConfig: { OutputConfig: { S3OutputPath: 's3://b-1/sealed/async-out', S3FailurePath: 's3://b-1/sealed/async-failed' } } });
   t.match(lines[5].input, { MinCapacity: 0, MaxCapacity: 2 });

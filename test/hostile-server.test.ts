@@ -40,7 +40,7 @@ t.teardown(async () => {
 });
 
 async function oneShot(): Promise<Uint8Array> {
-  const srv = await startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint });
+  const srv = await startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, allowAny: true });
   try {
     const r = await post(srv.url, 'valid', 'ref');
     if (r.status !== 200) throw new Error(`reference request failed: ${r.status}`);
@@ -83,7 +83,7 @@ function frame(count: number, sectionBytes: number, present = count): Uint8Array
 }
 
 t.test('a small object declaring millions of sections is refused at its header, without buffering', async (t) => {
-  const srv = await startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint });
+  const srv = await startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, allowAny: true });
   t.teardown(() => srv.close());
   // 3,000,000 empty sections: 12 MB on S3. Before: every section was buffered (and then sent
   // to SEAL), ~1.3 GB of RSS for 20 million of them.
@@ -101,7 +101,7 @@ t.test('a small object declaring millions of sections is refused at its header, 
 });
 
 t.test('empty and tiny sections are refused before SEAL sees them: the worker is not poisoned', async (t) => {
-  const srv = await startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint });
+  const srv = await startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, allowAny: true });
   t.teardown(() => srv.close());
   // 9,000 sections of 16 garbage bytes in one query, twice: before, each went to SEAL, and some
   // 3,800 C++ exceptions break node-seal's WASM instance for good.
@@ -133,7 +133,7 @@ t.test('requests are admitted by the memory they will hold', async (t) => {
   // A server whose request budget holds one streamed query at a time: of two at once, one is
   // refused with 503 before anything is read, and both succeed when sent one after the other.
   // Budget B with requests R: B - 256 - (192 + B/24) - B/12 = R (MiB); R = 60 gives B = 581.
-  const srv = await startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, memoryBudget: 582 * MiB });
+  const srv = await startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, memoryBudget: 582 * MiB, allowAny: true });
   t.teardown(() => srv.close());
   t.ok(srv.memory.requests < 70 * MiB && srv.memory.requests > 50 * MiB, `request budget ${Math.round(srv.memory.requests / MiB)} MiB`);
   const both = await Promise.all([post(srv.url, 'big', 'big-1'), post(srv.url, 'big', 'big-2')]);
@@ -157,7 +157,7 @@ t.test('requests are admitted by the memory they will hold', async (t) => {
 });
 
 t.test('the deadline stops the work, and the slot is held until it has', async (t) => {
-  const srv = await startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, deadlineMs: 30, maxInFlight: 1 });
+  const srv = await startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, deadlineMs: 30, maxInFlight: 1, allowAny: true });
   t.teardown(() => srv.close());
   const r = await post(srv.url, 'big', 'late');
   t.equal(r.status, 504);
@@ -181,7 +181,7 @@ function slowBody(url: string): { closed: Promise<number> } {
 }
 
 t.test('a request body that never arrives is timed out', async (t) => {
-  const srv = await startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, requestTimeoutMs: 1000 });
+  const srv = await startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, requestTimeoutMs: 1000, allowAny: true });
   t.teardown(() => srv.close());
   const slow = slowBody(srv.url);
   const ms = await Promise.race([slow.closed, new Promise<number>((res) => setTimeout(() => res(Infinity), 8000))]);
@@ -190,7 +190,7 @@ t.test('a request body that never arrives is timed out', async (t) => {
 });
 
 t.test('close() does not wait for a slow socket', async (t) => {
-  const srv = await startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint });
+  const srv = await startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, allowAny: true });
   const slow = slowBody(srv.url);
   await new Promise((res) => setTimeout(res, 200));
   const t0 = performance.now();
@@ -202,7 +202,7 @@ t.test('close() does not wait for a slow socket', async (t) => {
 
 t.test('sealed serve: SIGTERM with a slow socket open exits 0, promptly', async (t) => {
   const port = 20000 + Math.floor(Math.random() * 10000);
-  const child = spawn(process.execPath, ['src/cli/main.ts', 'serve', '--model', tr.modelDir, '--port', String(port), '--host', '127.0.0.1', '--workers', '1', '--s3-endpoint', s3.endpoint], {
+  const child = spawn(process.execPath, ['src/cli/main.ts', 'serve', '--model', tr.modelDir, '--port', String(port), '--host', '127.0.0.1', '--workers', '1', '--s3-endpoint', s3.endpoint, '--allow-any'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let log = '';

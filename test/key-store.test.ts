@@ -3,10 +3,11 @@
 // budget, failures not cached.
 import t from 'tap';
 import { join } from 'node:path';
+import { createHash } from 'node:crypto';
 import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import { ClientSession } from '../src/client/session.ts';
 import { readClientPart, readServerPart } from '../src/model/bundle.ts';
-import { KeyStore } from '../src/server/key-store.ts';
+import { KeyStore, keysNameHash } from '../src/server/key-store.ts';
 import { startLocalS3 } from '../src/storage/local-s3.ts';
 import { ObjectStore, type S3Location } from '../src/storage/s3.ts';
 import { trainBreastCancer } from './helpers/fixture.ts';
@@ -35,6 +36,7 @@ const { modelId, client } = await readClientPart(tr.modelDir);
 const session = await ClientSession.open(modelId, client);
 const keysA = session.generateKeys().evaluationKeys;
 const keysB = session.generateKeys().evaluationKeys;
+const idA = createHash('sha256').update(keysA).digest('hex');
 t.teardown(async () => {
   session.close();
   store.close();
@@ -158,4 +160,40 @@ t.test('deleted keys: not-found, and their entry dropped', async (t) => {
   await store.client.send(new DeleteObjectCommand({ Bucket: B, Key: 'gone/k' }));
   await t.rejects(ks.get(at('gone/k')), { code: 'not-found', message: `evaluation keys not found at s3://${B}/gone/k` });
   t.same(ks.stats(), { entries: 0, bytes: 0, downloads: 1, hits: 0, inflight: 0 });
+});
+
+t.test('names that are a SHA-256: <64 hex> or <64 hex>.keys as the last segment', async (t) => {
+  t.equal(keysNameHash(`a/b/${idA}.keys`), idA);
+  t.equal(keysNameHash(idA), idA);
+  t.equal(keysNameHash(`k/${idA.toUpperCase()}.keys`), idA, 'hex digits in either case');
+  for (const k of ['k', 'keys/k.keys', `${idA}.key`, `${idA}0.keys`, `${idA.slice(1)}.keys`, `${idA}.keys/x`]) t.equal(keysNameHash(k), undefined, `${k.slice(0, 20)}...: not a hash name`);
+});
+
+t.test('hash-named keys: checked against the name (refused and not cached when they differ), cached by hash', async (t) => {
+  const name = `named/${idA}.keys`;
+  await put(name, keysA);
+  const ks = newStore();
+  const first = await ks.get(at(name));
+  t.equal(first.set.id, idA);
+
+  // Overwritten (another caller made the server write its result there): the name fixes the
+  // content, and the cache holds that content, so the request is served without a download.
+  await put(name, keysB);
+  const over = await counting(() => ks.get(at(name)));
+  t.equal(over.gets, 0, 'no download');
+  t.ok(over.value.cached && over.value.set === first.set, 'the keys the name commits to');
+  // The same content named at another location: from the cache too (after a HEAD: it must exist).
+  await put(`elsewhere/${idA}.keys`, keysA);
+  const other = await counting(() => ks.get(at(`elsewhere/${idA}.keys`)));
+  t.same({ gets: other.gets, heads: other.heads, cached: other.value.cached }, { gets: 0, heads: 1, cached: true });
+  await t.rejects(ks.get(at(`missing/${idA}.keys`)), { code: 'not-found' }, 'a name whose object does not exist: not-found, cache or not');
+
+  // A store that never saw them: the bytes do not hash to the name.
+  const fresh = newStore();
+  const refusal = { code: 'bad-keys', message: new RegExp(`are not the object their name says: their SHA-256 is [0-9a-f]{64}, the name says ${idA}`) };
+  await t.rejects(fresh.get(at(name)), refusal);
+  await t.rejects(fresh.get(at(name)), refusal, 'again: nothing was cached');
+  t.same(fresh.stats(), { entries: 0, bytes: 0, downloads: 2, hits: 0, inflight: 0 });
+  await put(name, keysA);
+  t.equal((await fresh.get(at(name))).set.id, idA, 'the right keys put back are taken');
 });

@@ -69,7 +69,8 @@ export async function startWebDemo(o: DemoWebOptions = {}): Promise<WebDemo> {
     say('2. servers: local S3-compatible server, inference server (worker pool), web demo server');
     const s3 = await startLocalS3({ directory: join(work, 's3') });
     closers.push(() => s3.close());
-    const server = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: o.workers, s3Endpoint: s3.endpoint });
+    // allowAny: one user, on loopback, with its own throw-away S3 server: nobody else can name objects.
+    const server = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: o.workers, s3Endpoint: s3.endpoint, allowAny: true });
     closers.push(() => server.close());
     const store = new ObjectStore({ endpoint: s3.endpoint });
     closers.push(() => store.close());

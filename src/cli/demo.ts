@@ -59,7 +59,8 @@ export async function runTabular(o: TabularRun): Promise<Record<string, number |
 
     say('2. server: local S3-compatible server and the inference server (worker pool) on loopback');
     const s3 = await startLocalS3({ directory: join(work, 's3') });
-    const server = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: o.workers, s3Endpoint: s3.endpoint });
+    // allowAny: one user, on loopback, with its own throw-away S3 server: nobody else can name objects.
+    const server = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: o.workers, s3Endpoint: s3.endpoint, allowAny: true });
     say(`   S3 at ${s3.endpoint}, server at ${server.url} with ${server.pool.size} workers`);
 
     say('3. client: keys, encryption of the held-out 20%, upload, invocation, download, decryption');

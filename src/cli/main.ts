@@ -50,8 +50,10 @@ export async function main(argv: string[]): Promise<void> {
     .addOption(new Option('--max-in-flight <n>', 'requests admitted at once; more get 503 + Retry-After (default: 4 x workers; env SEALED_MAX_IN_FLIGHT)').argParser(Number))
     .addOption(new Option('--max-batch-in-flight <n>', 'batch-mode requests evaluated at once (each holds two batches in memory); more get 503 (default: 2; env SEALED_MAX_BATCH_IN_FLIGHT)').argParser(Number))
     .addOption(new Option('--deadline-ms <n>', 'per-request deadline (default 55000, under SageMaker real-time 60 s; env SEALED_DEADLINE_MS; raise it for large batch jobs on async endpoints)').argParser(Number))
-    .option('--allow-read <uris>', 'comma-separated s3://bucket/prefix the server may read (env SEALED_ALLOW_READ; default: any)')
-    .option('--allow-write <uris>', 'comma-separated s3://bucket/prefix the server may write (env SEALED_ALLOW_WRITE; default: any)')
+    .option('--allow-read <uris>', 'comma-separated s3://bucket/prefix/ the server may read: queries and keys (env SEALED_ALLOW_READ); whole path segments. Required, with --allow-write, unless --tenant-prefix or --allow-any')
+    .option('--allow-write <uris>', 'comma-separated s3://bucket/prefix/ the server may write: results (env SEALED_ALLOW_WRITE)')
+    .option('--tenant-prefix <uri>', 's3://bucket/prefix/ whose next segment names a tenant: query, keys and output of a request must share one tenant (env SEALED_TENANT_ROOT); alone, also the allow-lists')
+    .option('--allow-any', 'let callers name any S3 location (env SEALED_ALLOW_ANY=1): one trusted user only (tests, demo, local stack)')
     .addOption(
       new Option(
         '--memory-budget-mb <n>',

@@ -1,7 +1,7 @@
 import { SealedError } from '../errors.ts';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { startServer } from '../server/serve.ts';
+import { accessPolicy, parseAllowAny, startServer } from '../server/serve.ts';
 import { startLocalS3 } from '../storage/local-s3.ts';
 import { resolveS3 } from '../storage/resolve.ts';
 
@@ -16,6 +16,8 @@ interface ServeOpts {
   deadlineMs?: number;
   allowRead?: string;
   allowWrite?: string;
+  allowAny?: boolean;
+  tenantPrefix?: string;
   memoryBudgetMb?: number;
 }
 
@@ -54,6 +56,13 @@ export async function serveCommand(o: ServeOpts): Promise<void> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
   const budgetMb = o.memoryBudgetMb ?? envNumber('SEALED_MEMORY_BUDGET_MB');
+  const access = {
+    allowRead: list(o.allowRead ?? process.env.SEALED_ALLOW_READ),
+    allowWrite: list(o.allowWrite ?? process.env.SEALED_ALLOW_WRITE),
+    allowAny: o.allowAny || parseAllowAny(process.env.SEALED_ALLOW_ANY),
+    tenantRoot: o.tenantPrefix ?? (process.env.SEALED_TENANT_ROOT || undefined),
+  };
+  accessPolicy(access); // refused (exit 2) before an embedded S3 is started or AWS is asked anything
   const s3 = (running.s3 = await resolveS3({ endpoint: o.s3Endpoint }));
   const server = (running.server = await startServer({
     modelDir: o.model,
@@ -66,8 +75,7 @@ export async function serveCommand(o: ServeOpts): Promise<void> {
     maxInFlight: o.maxInFlight ?? envNumber('SEALED_MAX_IN_FLIGHT'),
     maxBatchInFlight: o.maxBatchInFlight ?? envNumber('SEALED_MAX_BATCH_IN_FLIGHT'),
     deadlineMs: o.deadlineMs ?? envNumber('SEALED_DEADLINE_MS'),
-    allowRead: list(o.allowRead ?? process.env.SEALED_ALLOW_READ),
-    allowWrite: list(o.allowWrite ?? process.env.SEALED_ALLOW_WRITE),
+    ...access,
     memoryBudget: budgetMb === undefined ? undefined : budgetMb * 1024 * 1024,
   }));
   const m = server.memory;
@@ -78,6 +86,7 @@ export async function serveCommand(o: ServeOpts): Promise<void> {
       workers: server.pool.size,
       s3: s3.mode,
       s3_endpoint: s3.endpoint,
+      access: { allow_any: access.allowAny, read: access.allowRead, write: access.allowWrite, tenant_root: access.tenantRoot },
       memory_mb: { container: mb(m.memory), budget: mb(m.budget), main: mb(m.main), per_worker: mb(m.perWorker), key_cache: mb(m.keyCache), requests: mb(m.requests) },
     },
     'sealed server ready',

@@ -14,10 +14,11 @@ import { SealedError } from '../errors.ts';
 import { loadSeal } from '../fhe/seal.ts';
 import { parseClientPart, type ClientPart } from '../model/client-part.ts';
 import { postprocess, type Prediction } from '../model/postprocess.ts';
-import { ClientSession, keysId, type Keys, type Layout } from './session.ts';
+import { ClientSession, keysId, type Keys, type Layout, type ResultExpectation } from './session.ts';
+import { sha256Hex } from './sha256.ts';
 
-export type { ClientPart, Keys, Prediction };
-export { SealedError, keysId };
+export type { ClientPart, Keys, Prediction, ResultExpectation };
+export { SealedError, keysId, sha256Hex };
 
 /** What a transport receives of the keys: the public evaluation keys, never the secret key. */
 export interface EvaluationKeys {
@@ -41,8 +42,12 @@ export interface Evaluation {
 
 /** Carries an encrypted query to a server and the encrypted result back. */
 export interface Transport {
-  /** `keys` is undefined for a batch-mode query (batch mode uses no evaluation keys). */
-  evaluate(query: Uint8Array, keys: EvaluationKeys | undefined): Promise<Evaluation>;
+  /**
+   * `keys` is undefined for a batch-mode query (batch mode uses no evaluation keys).
+   * `info.querySha256`: the SHA-256 (hex) of `query`, for the request (the client checks the
+   * result's header against it whatever the transport does).
+   */
+  evaluate(query: Uint8Array, keys: EvaluationKeys | undefined, info?: { querySha256: string }): Promise<Evaluation>;
   /** Whether this transport can send batch-mode queries (the S3 path can; the page proxy cannot). */
   batch?: boolean;
   close?(): Promise<void> | void;
@@ -184,14 +189,17 @@ export class SealedClient {
     return this.session.encrypt(records.map((r, i) => this.row(r, i)), layout);
   }
 
-  /** Encrypted result (wire format, kind 3) -> one prediction per record. */
-  decrypt(result: Uint8Array): Prediction[] {
-    return this.session.decrypt(result);
+  /**
+   * Encrypted result (wire format, kind 3) -> one prediction per record. `expect.querySha256`
+   * (the SHA-256 of the query sent, e.g. `sha256Hex(query)`): refuse a result for another query.
+   */
+  decrypt(result: Uint8Array, expect?: ResultExpectation): Prediction[] {
+    return this.session.decrypt(result, expect);
   }
 
   /** Encrypted result -> raw scores per record (before the sigmoid, softmax or scaling). */
-  decryptScores(result: Uint8Array): number[][] {
-    return this.session.decryptScores(result);
+  decryptScores(result: Uint8Array, expect?: ResultExpectation): number[][] {
+    return this.session.decryptScores(result, expect);
   }
 
   /** Encrypts the records, has the server evaluate them, decrypts: one prediction per record. */
@@ -209,10 +217,12 @@ export class SealedClient {
     const t1 = now();
     const layout = this.layoutFor(records.length);
     const query = this.encrypt(records, layout);
+    const querySha256 = sha256Hex(query);
     const t2 = now();
-    const ev = await transport.evaluate(query, layout === 'batch' ? undefined : { id: keys.evaluationKeysId, bytes: keys.evaluationKeys });
+    const ev = await transport.evaluate(query, layout === 'batch' ? undefined : { id: keys.evaluationKeysId, bytes: keys.evaluationKeys }, { querySha256 });
     const t3 = now();
-    const scores = this.session.decryptScores(ev.result);
+    // Whatever carried it, the result must answer this query (its header names the query's hash).
+    const scores = this.session.decryptScores(ev.result, { querySha256 });
     const predictions = scores.map((sc) => postprocess(this.model, sc));
     const t4 = now();
     return {
@@ -362,7 +372,8 @@ export function proxyTransport(base: string | URL): Transport {
       const t1 = now();
       const res = await send(`api/predict?keys=${encodeURIComponent(keys.id)}`, { method: 'POST', headers: octets, body: query as Uint8Array<ArrayBuffer> });
       if (!res.ok) {
-        if (res.status === 404) uploaded.delete(keys.id);
+        // Keys gone or replaced in S3: ask (and upload) again next time.
+        if (res.status === 404 || res.status === 422) uploaded.delete(keys.id);
         throw await errorFrom(res, 'the encrypted prediction');
       }
       const result = new Uint8Array(await res.arrayBuffer());
@@ -415,7 +426,7 @@ export function s3Transport(o: S3TransportOptions): Transport {
     return { p, s3, t: { store, bucket, prefix: o.prefix, endpoint: o.endpoint }, local: where.local };
   };
   return {
-    async evaluate(query, keys) {
+    async evaluate(query, keys, info) {
       const { p, s3, t } = await (ready ??= init());
       const id = globalThis.crypto.randomUUID();
       const prefix = t.prefix ?? 'sealed/';
@@ -423,15 +434,16 @@ export function s3Transport(o: S3TransportOptions): Transport {
       const outLoc = { bucket: t.bucket, key: `${prefix}results/${id}.result` };
       const t0 = now();
       // ensureKeysUploaded reads only the public part; the secret key is not given to transports.
-      const [k] = await Promise.all([keys && p.ensureKeysUploaded(t, { secretKey: new Uint8Array(0), evaluationKeys: keys.bytes, evaluationKeysId: keys.id }), t.store.put(queryLoc, query, 'encrypted query')]);
+      const publicKeys = keys && { secretKey: new Uint8Array(0), evaluationKeys: keys.bytes, evaluationKeysId: keys.id };
+      const [k] = await Promise.all([publicKeys && p.ensureKeysUploaded(t, publicKeys), t.store.put(queryLoc, query, 'encrypted query')]);
       const t1 = now();
-      const request: Record<string, string> = { encrypted_query_uri: s3.formatS3Uri(queryLoc), output_uri: s3.formatS3Uri(outLoc) };
+      const request: Record<string, string> = { encrypted_query_uri: s3.formatS3Uri(queryLoc), output_uri: s3.formatS3Uri(outLoc), query_sha256: info?.querySha256 ?? p.sha256(query) };
       if (k) request.evaluation_keys_uri = s3.formatS3Uri(k.loc);
-      const server = await p.invokeHttp(t.endpoint, request);
+      const invoked = await p.invokeWithKeys(t, request, publicKeys);
       const t2 = now();
       const { bytes: result } = await t.store.get(outLoc, 2 ** 31, 'encrypted result');
       const t3 = now();
-      return { result, keysUploaded: k?.uploaded ?? false, ms: { upload: round(t1 - t0), invoke: round(t2 - t1), download: round(t3 - t2) }, server };
+      return { result, keysUploaded: (k?.uploaded ?? false) || invoked.keysUploaded, ms: { upload: round(t1 - t0), invoke: round(t2 - t1), download: round(t3 - t2) }, server: invoked.server };
     },
     batch: true,
     async close() {

@@ -1,8 +1,14 @@
 // The whole client path against an endpoint: encrypt, upload, invoke, download, decrypt.
-import { randomUUID } from 'node:crypto';
-import { SealedError } from '../errors.ts';
+//
+// Integrity between clients: the request names the SHA-256 of the query uploaded, and the result
+// is decrypted only if its header names that same hash (another client's result written over
+// ours is refused); the evaluation keys live under their SHA-256 and an object already there is
+// reused only if its content hashes to that name, not because its size matches.
+import { createHash, randomUUID } from 'node:crypto';
+import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { isSealedError, safeText, SealedError } from '../errors.ts';
 import { postprocess, type Prediction } from '../model/postprocess.ts';
-import { formatS3Uri, type ObjectStore, type S3Location } from '../storage/s3.ts';
+import { describeS3Location, formatS3Uri, type ObjectStore, type S3Location } from '../storage/s3.ts';
 import { writeWireStream } from '../wire/stream.ts';
 import type { ClientSession, Keys, Layout } from './session.ts';
 import type { EncryptPool } from './encrypt-pool.ts';
@@ -28,21 +34,96 @@ export interface PredictStats {
   server: unknown;
 }
 
-/** Uploads the evaluation keys under their content id unless already there; returns their location. */
-// Key objects this process has seen in place, per store: later requests skip the HEAD.
+/** SHA-256 of `bytes`, lowercase hex (node:crypto: this module runs in Node only). */
+export const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
+
+// Key objects this process has seen in place, per store: later requests skip the check.
 const present = new WeakMap<ObjectStore, Set<string>>();
 
-export async function ensureKeysUploaded(t: Transport, keys: Keys): Promise<{ loc: S3Location; uploaded: boolean }> {
+/**
+ * Uploads the evaluation keys under their content id unless the object there already holds them;
+ * returns their location. `recheck`: forget that this process saw them in place (the server
+ * could not use them: the object was replaced or deleted since).
+ */
+export async function ensureKeysUploaded(t: Transport, keys: Keys, o: { recheck?: boolean } = {}): Promise<{ loc: S3Location; uploaded: boolean }> {
   const loc = { bucket: t.bucket, key: `${t.prefix ?? 'sealed/'}keys/${keys.evaluationKeysId}.keys` };
   const seen = present.get(t.store) ?? new Set<string>();
   present.set(t.store, seen);
   const uri = formatS3Uri(loc);
+  if (o.recheck) seen.delete(uri);
   if (seen.has(uri)) return { loc, uploaded: false };
-  const head = await t.store.head(loc);
-  const uploaded = !(head && head.size === keys.evaluationKeys.length);
-  if (uploaded) await t.store.put(loc, keys.evaluationKeys, 'evaluation keys');
+  const inPlace = await keysInPlace(t.store, loc, keys.evaluationKeys, keys.evaluationKeysId);
+  if (!inPlace) await putKeys(t.store, loc, keys.evaluationKeys, keys.evaluationKeysId);
   seen.add(uri);
-  return { loc, uploaded };
+  return { loc, uploaded: !inPlace };
+}
+
+/**
+ * Whether the object at `loc` holds exactly `bytes` (whose SHA-256 is `id`). A matching size
+ * proves nothing (another client's result can have any size, and anyone who can write the
+ * object can make it any size); user metadata can be set to anything by whoever writes the
+ * object. So: S3's own full-object SHA-256 checksum when the store keeps one (Amazon S3 does
+ * for objects written by putKeys, computing and checking it itself), else download and hash
+ * (the embedded S3 server keeps no checksums). Either way only content decides.
+ */
+export async function keysInPlace(store: ObjectStore, loc: S3Location, bytes: Uint8Array, id: string): Promise<boolean> {
+  const head = await headWithChecksum(store, loc);
+  if (!head || head.size !== bytes.length) return false;
+  if (head.sha256 !== undefined) return head.sha256 === id;
+  try {
+    const got = await store.get(loc, bytes.length, 'evaluation keys');
+    return sha256(got.bytes) === id;
+  } catch (e) {
+    // Replaced or deleted between the HEAD and the GET: not our keys either way.
+    if (isSealedError(e) && (e.code === 'not-found' || e.code === 'bad-request')) return false;
+    throw e;
+  }
+}
+
+async function headWithChecksum(store: ObjectStore, loc: S3Location): Promise<{ size: number; sha256?: string } | undefined> {
+  try {
+    const r = await store.client.send(new HeadObjectCommand({ Bucket: loc.bucket, Key: loc.key, ChecksumMode: 'ENABLED' }));
+    // Only a full-object checksum says what the bytes are (a multipart upload's is a hash of the
+    // parts' hashes, "...-N").
+    const c = r.ChecksumSHA256;
+    const full = c && !c.includes('-') && r.ChecksumType !== 'COMPOSITE' ? Buffer.from(c, 'base64').toString('hex') : undefined;
+    return { size: r.ContentLength ?? 0, sha256: full };
+  } catch (e) {
+    const err = e as { name?: string; $metadata?: { httpStatusCode?: number } };
+    if (err.name === 'NotFound' || err.name === 'NoSuchKey' || err.$metadata?.httpStatusCode === 404) return undefined;
+    if (err.$metadata?.httpStatusCode === 403) throw new SealedError('storage', `access denied to ${describeS3Location(loc)}`, 'give your identity read and list access to your keys prefix (npm run deploy -- policies prints the client policy)', { cause: e });
+    throw new SealedError('storage', `checking the evaluation keys at ${describeS3Location(loc)} failed (${safeText(err.name ?? 'error', 40)})`, 'check the S3 endpoint and that the service is reachable; then retry', { cause: e });
+  }
+}
+
+/** PutObject with S3's SHA-256 checksum: S3 checks the bytes against it and keeps it for keysInPlace. */
+async function putKeys(store: ObjectStore, loc: S3Location, bytes: Uint8Array, id: string): Promise<void> {
+  try {
+    await store.client.send(
+      new PutObjectCommand({ Bucket: loc.bucket, Key: loc.key, Body: bytes, ContentType: 'application/octet-stream', ServerSideEncryption: 'AES256', ChecksumAlgorithm: 'SHA256', ChecksumSHA256: Buffer.from(id, 'hex').toString('base64') }),
+    );
+  } catch (e) {
+    const err = e as { name?: string; $metadata?: { httpStatusCode?: number } };
+    if (err.$metadata?.httpStatusCode === 403) throw new SealedError('storage', `access denied to ${describeS3Location(loc)}`, 'give your identity write access to your keys prefix (npm run deploy -- policies prints the client policy)', { cause: e });
+    throw new SealedError('storage', `uploading the evaluation keys to ${describeS3Location(loc)} failed (${safeText(err.name ?? 'error', 40)})`, 'check the S3 endpoint and that the service is reachable; then retry', { cause: e });
+  }
+}
+
+/**
+ * Invokes the endpoint. When the server could not use the evaluation keys (the object was
+ * replaced, or deleted, after this process last saw it in place), checks them again, uploads
+ * them if they are not there as they should be, and tries once more.
+ */
+export async function invokeWithKeys(t: Transport, request: Record<string, string>, keys: Keys | undefined): Promise<{ server: Record<string, unknown>; keysUploaded: boolean }> {
+  const call = () => (t.invoke ?? ((b) => invokeHttp(t.endpoint, b)))(request);
+  try {
+    return { server: await call(), keysUploaded: false };
+  } catch (e) {
+    if (!keys || !isSealedError(e) || (e.code !== 'bad-keys' && e.code !== 'not-found')) throw e;
+    const again = await ensureKeysUploaded(t, keys, { recheck: true });
+    if (!again.uploaded) throw e;
+    return { server: await call(), keysUploaded: true };
+  }
 }
 
 export async function invokeHttp(endpoint: string, body: unknown): Promise<Record<string, unknown>> {
@@ -72,6 +153,7 @@ export async function predict(session: ClientSession, keys: Keys, rows: ArrayLik
   const queryLoc = { bucket: t.bucket, key: `${prefix}queries/${id}.query` };
   const outLoc = { bucket: t.bucket, key: `${prefix}results/${id}.result` };
   let queryBytes: number;
+  let querySha: string;
   let keysUploaded = false;
   let t1: number;
   let request: Record<string, string>;
@@ -80,7 +162,9 @@ export async function predict(session: ClientSession, keys: Keys, rows: ArrayLik
     if (o.encryptPool) {
       // On every core: encryption time is not separable from the upload's; both count as encrypt.
       const q = session.encryptBatchWith(rows, o.encryptPool);
-      queryBytes = (await t.store.putStream(queryLoc, writeWireStream('query', q.header, q.count, q.sections), 'encrypted query')).bytes;
+      const h = hashing(writeWireStream('query', q.header, q.count, q.sections));
+      queryBytes = (await t.store.putStream(queryLoc, h.stream, 'encrypted query')).bytes;
+      querySha = h.hex();
       t1 = performance.now();
     } else {
       const q = session.encryptBatch(rows);
@@ -94,24 +178,30 @@ export async function predict(session: ClientSession, keys: Keys, rows: ArrayLik
           yield next.value;
         }
       };
-      queryBytes = (await t.store.putStream(queryLoc, writeWireStream('query', q.header, q.count, toAsync(timed())), 'encrypted query')).bytes;
+      const h = hashing(writeWireStream('query', q.header, q.count, toAsync(timed())));
+      queryBytes = (await t.store.putStream(queryLoc, h.stream, 'encrypted query')).bytes;
+      querySha = h.hex();
       t1 = t0 + encryptMs;
     }
-    request = { encrypted_query_uri: formatS3Uri(queryLoc), output_uri: formatS3Uri(outLoc) };
+    request = { encrypted_query_uri: formatS3Uri(queryLoc), output_uri: formatS3Uri(outLoc), query_sha256: querySha };
   } else {
     const query = session.encrypt(rows);
     queryBytes = query.length;
+    querySha = sha256(query);
     t1 = performance.now();
     const [k] = await Promise.all([ensureKeysUploaded(t, keys), t.store.put(queryLoc, query, 'encrypted query')]);
     keysUploaded = k.uploaded;
-    request = { encrypted_query_uri: formatS3Uri(queryLoc), evaluation_keys_uri: formatS3Uri(k.loc), output_uri: formatS3Uri(outLoc) };
+    request = { encrypted_query_uri: formatS3Uri(queryLoc), evaluation_keys_uri: formatS3Uri(k.loc), output_uri: formatS3Uri(outLoc), query_sha256: querySha };
   }
   const t2 = performance.now();
-  const server = await (t.invoke ?? ((b) => invokeHttp(t.endpoint, b)))(request);
+  const invoked = await invokeWithKeys(t, request, layout === 'single' ? keys : undefined);
+  const server = invoked.server;
+  keysUploaded ||= invoked.keysUploaded;
   const t3 = performance.now();
   const { bytes: result } = await t.store.get(outLoc, 2 ** 31, 'encrypted result');
   const t4 = performance.now();
-  const scores = session.decryptScores(result);
+  // Refused unless the result names this query: a result written over ours is never decrypted.
+  const scores = session.decryptScores(result, { querySha256: querySha });
   const predictions = scores.map((sc) => postprocess(session.part, sc));
   const t5 = performance.now();
   const r = (v: number) => Math.round(v * 100) / 100;
@@ -161,6 +251,25 @@ export async function predictBatches(
     }),
   );
   return { predictions: results.flatMap((r) => r.predictions), scores: results.flatMap((r) => r.scores), stats: results.map((r) => r.stats) };
+}
+
+/** The bytes of `source` as they pass, and their SHA-256 once all have passed. */
+function hashing(source: AsyncIterable<Uint8Array>): { stream: AsyncGenerator<Uint8Array>; hex(): string } {
+  const hash = createHash('sha256');
+  let done = false;
+  return {
+    stream: (async function* () {
+      for await (const chunk of source) {
+        hash.update(chunk);
+        yield chunk;
+      }
+      done = true;
+    })(),
+    hex() {
+      if (!done) throw new SealedError('internal', 'the query was not uploaded to its end');
+      return hash.digest('hex');
+    },
+  };
 }
 
 async function* toAsync<T>(it: Iterable<T>): AsyncGenerator<T> {

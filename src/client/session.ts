@@ -26,6 +26,26 @@ export function keysId(evaluationKeys: Uint8Array): string {
   return sha256Hex(evaluationKeys);
 }
 
+/** What a client knows about the result it waits for. */
+export interface ResultExpectation {
+  /** SHA-256 (hex) of the query object it uploaded; the result's header must name it. */
+  querySha256?: string;
+}
+
+/** Refuses a result for another model, or (when the query's hash is known) for another query. */
+export function checkResultHeader(h: ResultHeader, modelId: string, expect: ResultExpectation): void {
+  const show = (v: unknown) => (typeof v === 'string' && /^[0-9a-f]{1,64}$/.test(v) ? v : 'none');
+  if (h.model_id !== modelId) throw new SealedError('wrong-model', `the result is for model ${show(h.model_id)}, not ${modelId}`, 'ask the endpoint that serves this model; if it does, the result object was replaced: predict again');
+  const want = expect.querySha256;
+  if (want !== undefined && h.query_sha256 !== want) {
+    throw new SealedError(
+      'bad-data',
+      `the result answers another query: its header names query SHA-256 ${show(h.query_sha256)}, the query sent has ${want}`,
+      'the result object was replaced after the server wrote it (or by a request naming it as output_uri): do not use it; predict again, and restrict who can write the results prefix (--allow-write, tenant prefixes, IAM)',
+    );
+  }
+}
+
 export class ClientSession {
   readonly modelId: string;
   readonly part: ClientPart;
@@ -155,10 +175,15 @@ export class ClientSession {
     return encodeWire<QueryHeader>('query', { model_id: this.modelId, params: paramsKey(p.params), records: rows.length }, sections);
   }
 
-  /** Encrypted result -> raw scores per record (before post-processing). */
-  decryptScores(result: Uint8Array): number[][] {
+  /**
+   * Encrypted result -> raw scores per record (before post-processing). `expect.querySha256`:
+   * the SHA-256 of the query this client uploaded; a result whose header names another query
+   * (or none) is refused, so a result written over this client's output by anyone else, even
+   * through the server from their own query, is never decrypted into wrong predictions.
+   */
+  decryptScores(result: Uint8Array, expect: ResultExpectation = {}): number[][] {
     const msg = decodeWire<ResultHeader>('result', result, 'the encrypted result');
-    if (msg.header.model_id !== this.modelId) throw new SealedError('wrong-model', `the result is for model ${String(msg.header.model_id)}, not ${this.modelId}`);
+    checkResultHeader(msg.header, this.modelId, expect);
     if (msg.header.layout === 'batch') return this.decryptBatch(msg.sections, msg.header.records);
     const decoded = msg.sections.map((b) => this.key.decrypt(b));
     return unpackOutputs(this.part.output, this.part.input.recordsPerCiphertext, decoded, msg.header.records);
@@ -178,8 +203,8 @@ export class ClientSession {
     return scores;
   }
 
-  decrypt(result: Uint8Array): Prediction[] {
-    return this.decryptScores(result).map((s) => postprocess(this.part, s));
+  decrypt(result: Uint8Array, expect: ResultExpectation = {}): Prediction[] {
+    return this.decryptScores(result, expect).map((s) => postprocess(this.part, s));
   }
 
   close(): void {

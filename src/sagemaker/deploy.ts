@@ -208,8 +208,9 @@ export function modelRequest(o: ModelOptions): CreateModelCommandInput {
 }
 
 /** The server's allow-lists (read by `sealed serve`) and S3 on AWS, from the deployment's prefixes. */
-export function containerEnvironment(o: { region: string; read: string[]; write: string[] }): Record<string, string> {
-  return { SEALED_S3: 'aws', AWS_REGION: o.region, SEALED_ALLOW_READ: o.read.join(','), SEALED_ALLOW_WRITE: o.write.join(',') };
+/** The endpoint container's environment: AWS S3, and where callers may point it (allow-lists, tenant root). */
+export function containerEnvironment(o: { region: string; access: Record<string, string> }): Record<string, string> {
+  return { SEALED_S3: 'aws', AWS_REGION: o.region, ...o.access };
 }
 
 export async function createModel(c: Clients, o: ModelOptions): Promise<void> {

@@ -4,6 +4,14 @@
 //
 // Every S3 grant is limited to one prefix of the deployment's layout; every policy that touches
 // S3 also denies plain-HTTP requests and PutObject without a server-side-encryption header.
+//
+// Clients are tenants: each client identity (IAM user or role) carries the principal tag
+// `sealed-tenant` (one path segment), and its policy grants S3 only under
+// PREFIX/tenants/${aws:PrincipalTag/sealed-tenant}/ (its queries, keys, results, async inputs),
+// with explicit denies for an identity without the tag or with a '/' in it. The endpoint role
+// (the server) reads queries and keys and writes results across tenants; the server itself
+// refuses a request whose query, keys and output are not under one tenant (SEALED_TENANT_ROOT,
+// see serverEnvironment).
 
 export interface DeploymentNames {
   account: string;
@@ -22,21 +30,48 @@ export interface DeploymentNames {
 
 export const EXAMPLE_NAMES: DeploymentNames = { account: '111122223333', region: 'us-east-1', bucket: 'example-sealed-bucket', prefix: 'sealed/', name: 'sealed' };
 
-/** Where each kind of object lives under the prefix. predict.ts writes queries/, keys/ and async-in/ itself. */
+/** The principal tag naming a client's tenant. */
+export const TENANT_TAG = 'sealed-tenant';
+const TENANT_VAR = `\${aws:PrincipalTag/${TENANT_TAG}}`;
+
+/**
+ * Where each kind of object lives under the prefix. predict.ts writes queries/, keys/ and
+ * async-in/ itself, under its own --prefix: for a tenant, tenantPrefix(n, tenant).
+ */
 export function layout(n: Pick<DeploymentNames, 'bucket' | 'prefix'>) {
   const p = n.prefix === '' || n.prefix.endsWith('/') ? n.prefix : `${n.prefix}/`;
   const at = (k: string) => `${p}${k}/`;
   return {
     data: at('data'), // training channels: data/train/, data/test/
     models: at('models'), // training output: models/<job>/output/model.tar.gz
+    // One client (no tenants): queries/, keys/, results/ directly under the prefix.
     queries: at('queries'),
     keys: at('keys'),
     results: at('results'),
+    // Tenants: tenants/<tenant>/{queries,keys,results,async-in}/ (the client's --prefix is tenants/<tenant>/).
+    tenants: at('tenants'),
     asyncIn: at('async-in'),
     asyncOut: at('async-out'),
     asyncFailed: at('async-failed'),
     uri: (key: string) => `s3://${n.bucket}/${key}`,
   };
+}
+
+/** A tenant's prefix: what its clients pass as `sealed predict --prefix`. */
+export function tenantPrefix(n: Pick<DeploymentNames, 'bucket' | 'prefix'>, tenant: string): string {
+  if (!/^[A-Za-z0-9_.+=@-]{1,64}$/.test(tenant) || tenant === '.' || tenant === '..') throw new Error(`tenant name ${JSON.stringify(tenant.slice(0, 80))} is not 1-64 letters, digits or _.+=@-`);
+  return `${layout(n).tenants}${tenant}/`;
+}
+
+/**
+ * The endpoint's environment for a tenant deployment: the server reads and writes only under
+ * tenants/, and one request stays within one tenant (SEALED_TENANT_ROOT). The endpoint role's
+ * IAM policy narrows this further to queries/, keys/ and async-in/ (read) and results/ (write).
+ */
+export function serverEnvironment(n: Pick<DeploymentNames, 'bucket' | 'prefix'>): Record<'SEALED_ALLOW_READ' | 'SEALED_ALLOW_WRITE' | 'SEALED_TENANT_ROOT', string> {
+  const L = layout(n);
+  const root = L.uri(L.tenants);
+  return { SEALED_ALLOW_READ: root, SEALED_ALLOW_WRITE: root, SEALED_TENANT_ROOT: root };
 }
 
 export const partition = (region: string) => (region.startsWith('cn-') ? 'aws-cn' : region.startsWith('us-gov-') ? 'aws-us-gov' : 'aws');
@@ -75,6 +110,9 @@ export function policies(n: DeploymentNames): Record<'owner' | 'training-role' |
   const metrics: Statement = { Sid: 'Metrics', Effect: 'Allow', Action: 'cloudwatch:PutMetricData', Resource: '*', Condition: { StringLike: { 'cloudwatch:namespace': '/aws/sagemaker/*' } } };
   const sm = (type: string, name: string) => `arn:${part}:sagemaker:${n.region}:${n.account}:${type}/${name}`;
   const doc = (...s: Statement[]): PolicyDocument => ({ Version: '2012-10-17', Statement: s });
+  // Every tenant's <kind>/ (the endpoint role), and the calling client's own (its policy).
+  const anyTenant = (kind: string) => `${L.tenants}*/${kind}/`;
+  const own = (kind: string) => `${L.tenants}${TENANT_VAR}/${kind}/`;
 
   return {
     owner: doc(
@@ -99,21 +137,28 @@ export function policies(n: DeploymentNames): Record<'owner' | 'training-role' |
     ),
     'training-role': doc(list('ListData', L.data), get('ReadData', L.data), put('WriteModels', L.models), ...ecr(n.trainingRepository ?? 'sealed-training'), logs('/aws/sagemaker/TrainingJobs'), metrics, ...kms, ...guards),
     'endpoint-role': doc(
-      list('ListInputs', L.queries, L.keys),
+      list('ListInputs', anyTenant('queries'), anyTenant('keys')),
       // SageMaker reads async requests from async-in/ and writes async-out/ and async-failed/ with this role.
-      get('ReadModelQueriesKeys', L.models, L.queries, L.keys, L.asyncIn),
-      put('WriteResults', L.results, L.asyncOut, L.asyncFailed),
+      get('ReadModelQueriesKeys', L.models, anyTenant('queries'), anyTenant('keys'), anyTenant('async-in')),
+      put('WriteResults', anyTenant('results'), L.asyncOut, L.asyncFailed),
       ...ecr(n.inferenceRepository ?? 'sealed-inference'),
       logs(`/aws/sagemaker/Endpoints/${n.name}`),
       metrics,
       ...kms,
       ...guards,
     ),
+    // A client reads and writes only under its own tenant's prefix. SageMaker's async output and
+    // failure paths are per endpoint, not per tenant: readable (not writable) by every client;
+    // they hold the server's JSON answer (locations, timings), never ciphertexts.
     client: doc(
-      list('ListOwnObjects', L.keys, L.results, L.asyncOut, L.asyncFailed),
-      put('WriteQueriesKeys', L.queries, L.keys, L.asyncIn),
-      get('ReadKeysResults', L.keys, L.results, L.asyncOut, L.asyncFailed),
+      list('ListOwnObjects', own('keys'), own('results'), L.asyncOut, L.asyncFailed),
+      put('WriteQueriesKeys', own('queries'), own('keys'), own('async-in')),
+      get('ReadKeysResults', own('keys'), own('results'), L.asyncOut, L.asyncFailed),
       { Sid: 'Invoke', Effect: 'Allow', Action: ['sagemaker:InvokeEndpoint', 'sagemaker:InvokeEndpointAsync'], Resource: endpointArn(n) },
+      // Without the tag the variable resolves to nothing and the grants above match no object;
+      // these say so outright, and keep a tag holding '/' from reaching into another tenant.
+      { Sid: 'DenyWithoutTenantTag', Effect: 'Deny', Action: 's3:*', Resource: [bucket, `${bucket}/*`], Condition: { Null: { [`aws:PrincipalTag/${TENANT_TAG}`]: 'true' } } },
+      { Sid: 'DenyTenantTagWithSlash', Effect: 'Deny', Action: 's3:*', Resource: [bucket, `${bucket}/*`], Condition: { StringLike: { [`aws:PrincipalTag/${TENANT_TAG}`]: '*/*' } } },
       ...kms,
       ...guards,
     ),

@@ -10,7 +10,8 @@ const invocationSchema = {
     type: 'object',
     required: ['encrypted_query_uri', 'output_uri'],
     additionalProperties: false,
-    properties: { encrypted_query_uri: s3Uri, evaluation_keys_uri: s3Uri, output_uri: s3Uri },
+    // query_sha256: the client's hash of the query object; the server checks it against the bytes it reads.
+    properties: { encrypted_query_uri: s3Uri, evaluation_keys_uri: s3Uri, output_uri: s3Uri, query_sha256: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
   },
 } as const;
 
@@ -72,7 +73,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
       return reply.status(400).send({
         error: 'bad-request',
         message: `invalid request: ${fe.message}`,
-        hint: 'send JSON {"encrypted_query_uri": "s3://…", "evaluation_keys_uri": "s3://…" (not needed in batch mode), "output_uri": "s3://…"} and nothing else',
+        hint: 'send JSON {"encrypted_query_uri": "s3://…", "evaluation_keys_uri": "s3://…" (not needed in batch mode), "output_uri": "s3://…", "query_sha256": "<64 hex>" (optional)} and nothing else',
       });
     }
     if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) {

@@ -1,6 +1,12 @@
 // Evaluation keys on the main thread: downloaded once per (URI, ETag) however many requests ask
 // at once, identified by content (SHA-256), held in SharedArrayBuffers so every worker reads them
 // without a copy, and evicted least-recently-used beyond a byte budget.
+//
+// Key objects named by their SHA-256 (.../<64 hex>[.keys], as clients write them) are
+// content-addressed for real: the bytes downloaded must hash to the name, or they are refused
+// (422) and not cached; and a name whose hash is already cached is served from the cache, so
+// whoever overwrites a client's key object (another caller pointing output_uri at it) can make
+// neither the server use other keys nor that client's requests fail while its keys are cached.
 import { createHash } from 'node:crypto';
 import { safeText, SealedError } from '../errors.ts';
 import { paramsKey } from '../fhe/params.ts';
@@ -27,6 +33,14 @@ export interface KeyStoreStats {
   hits: number;
   /** Downloads in progress. */
   inflight: number;
+}
+
+const HASH_NAME = /^([0-9a-f]{64})(?:\.keys)?$/i;
+
+/** The SHA-256 (lowercase hex) a key object's name commits to (last segment `<64 hex>` or `<64 hex>.keys`), or undefined. */
+export function keysNameHash(key: string): string | undefined {
+  const m = HASH_NAME.exec(key.slice(key.lastIndexOf('/') + 1));
+  return m ? m[1].toLowerCase() : undefined;
 }
 
 function shared(b: Uint8Array): Uint8Array {
@@ -60,39 +74,56 @@ export class KeyStore {
   }
 
   /**
-   * The key set at `loc`: from cache when a HEAD finds the object's ETag unchanged, else
-   * downloaded (or taken from a download of the same URI already in progress).
+   * The key set at `loc`: from cache when a HEAD finds the object's ETag unchanged, or (for a
+   * hash-named object) when keys with that hash are cached; else downloaded (or taken from a
+   * download of the same URI already in progress), and checked against the name's hash.
    */
   async get(loc: S3Location): Promise<{ set: KeySet; cached: boolean }> {
     const uri = formatS3Uri(loc);
+    const named = keysNameHash(loc.key);
     const pending = this.inflight.get(uri);
     if (pending) return { set: await pending, cached: false };
     const hit = this.entries.get(uri);
-    if (hit) {
+    const byHash = named === undefined ? undefined : this.findById(named);
+    if (hit || byHash) {
+      // The object must still exist where the request says (and the server be allowed to see
+      // it), even when its content is known by its name.
       const head = await this.store.head(loc);
       if (!head) {
         // Deleted: its bytes will not be asked for again under this ETag.
-        if (this.entries.get(uri) === hit) this.drop(uri);
+        if (hit && this.entries.get(uri) === hit) this.drop(uri);
         throw new SealedError('not-found', `evaluation keys not found at ${describeS3Location(loc)}`, 'upload them first (`sealed predict` does)');
       }
-      if (head.etag === hit.etag) {
-        // Most recently used: to the end of the order (unless replaced or evicted meanwhile).
-        if (this.entries.get(uri) === hit) {
-          this.entries.delete(uri);
-          this.entries.set(uri, hit);
-        }
+      // The keys the name commits to, verified when they were downloaded: whatever the object
+      // holds now (it may have been overwritten), these are the keys the client named.
+      const known = byHash ?? (head.etag === hit!.etag ? [uri, hit!] as const : undefined);
+      if (known) {
+        this.touch(known[0], known[1]);
         this.hits++;
-        return { set: hit.set, cached: true };
+        return { set: known[1].set, cached: true };
       }
     }
-    return { set: await this.download(loc, uri), cached: false };
+    return { set: await this.download(loc, uri, named), cached: false };
+  }
+
+  /** A cached entry holding the key set whose content hash is `id`. */
+  private findById(id: string): readonly [string, { etag?: string; set: KeySet }] | undefined {
+    for (const [u, e] of this.entries) if (e.set.id === id) return [u, e];
+    return undefined;
+  }
+
+  /** Most recently used: to the end of the order (unless replaced or evicted meanwhile). */
+  private touch(uri: string, e: { etag?: string; set: KeySet }): void {
+    if (this.entries.get(uri) !== e) return;
+    this.entries.delete(uri);
+    this.entries.set(uri, e);
   }
 
   stats(): KeyStoreStats {
     return { entries: this.entries.size, bytes: this.total, downloads: this.downloads, hits: this.hits, inflight: this.inflight.size };
   }
 
-  private download(loc: S3Location, uri: string): Promise<KeySet> {
+  private download(loc: S3Location, uri: string, named: string | undefined): Promise<KeySet> {
     // Another request may have started it while this one waited for its HEAD.
     const pending = this.inflight.get(uri);
     if (pending) return pending;
@@ -113,7 +144,7 @@ export class KeyStore {
       }
       try {
         const { bytes, etag } = await this.store.get(loc, limit, 'evaluation keys');
-        const set = this.parse(bytes);
+        const set = this.parse(bytes, loc, named);
         this.insert(uri, etag, set);
         return set;
       } finally {
@@ -148,8 +179,17 @@ export class KeyStore {
     this.entries.delete(uri);
   }
 
-  private parse(bytes: Uint8Array): KeySet {
+  private parse(bytes: Uint8Array, loc: S3Location, named: string | undefined): KeySet {
     const id = createHash('sha256').update(bytes).digest('hex');
+    // Before anything else, and before caching: an object that is not what its name says was
+    // replaced (or damaged) after its owner uploaded it.
+    if (named !== undefined && id !== named) {
+      throw new SealedError(
+        'bad-keys',
+        `the evaluation keys at ${describeS3Location(loc)} are not the object their name says: their SHA-256 is ${id}, the name says ${named}`,
+        'upload the keys again under the SHA-256 of their bytes (`sealed predict` checks and re-uploads them)',
+      );
+    }
     // The same bytes already cached under another URI (checked when they were): share that set's
     // buffers instead of copying them again. Each URI's entry still counts its bytes, so the
     // total is an upper bound of the memory held, and evicting one URI leaves the other intact.

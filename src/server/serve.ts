@@ -3,7 +3,9 @@ import { availableParallelism } from 'node:os';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import { readClientPart, readServerPart } from '../model/bundle.ts';
 import { ObjectStore } from '../storage/s3.ts';
+import { SealedError } from '../errors.ts';
 import { buildApp } from './app.ts';
+import { parseS3Prefix, type AccessPolicy } from './invocations.ts';
 import { MemoryBudget, MiB, splitBudget, type BudgetSplit } from './budget.ts';
 import { KeyStore } from './key-store.ts';
 import { EvaluationPool } from './pool.ts';
@@ -22,8 +24,23 @@ export interface ServeOptions {
   /** Batch-mode requests evaluated at once (each holds two batches, ~400 MB for MNIST); beyond, 503. */
   maxBatchInFlight?: number;
   deadlineMs?: number;
+  /**
+   * s3://bucket/prefix/ locations the server may read (queries, keys) and write (results),
+   * matched on whole '/'-separated segments. Required (both, or a tenant root) unless allowAny.
+   */
   allowRead?: string[];
   allowWrite?: string[];
+  /**
+   * Let callers name any S3 location (CLI --allow-any, env SEALED_ALLOW_ANY=1): only for one
+   * trusted user (tests, the demo, a local stack). Lists given anyway still apply.
+   */
+  allowAny?: boolean;
+  /**
+   * s3://bucket/prefix/ whose next segment names a tenant (CLI --tenant-prefix, env
+   * SEALED_TENANT_ROOT): the query, keys and output of a request must share one tenant's prefix.
+   * Alone, it is also the read and write allow-list.
+   */
+  tenantRoot?: string;
   /** The server's whole memory budget in bytes (default: derived from the container's memory). */
   memoryBudget?: number;
   headersTimeoutMs?: number;
@@ -39,7 +56,38 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** The value of SEALED_ALLOW_ANY: 1/true/yes or 0/false/no/empty; anything else is refused. */
+export function parseAllowAny(v: string | undefined): boolean {
+  const s = (v ?? '').trim().toLowerCase();
+  if (['', '0', 'false', 'no'].includes(s)) return false;
+  if (['1', 'true', 'yes'].includes(s)) return true;
+  throw new SealedError('bad-request', `SEALED_ALLOW_ANY=${(v ?? '').slice(0, 20)} is not 1 or 0`, 'set SEALED_ALLOW_ANY=1 to let callers name any S3 location, or unset it');
+}
+
+/**
+ * Where callers may point this server. Without allow-lists (or a tenant root) the server does
+ * not start unless told allowAny: an endpoint open to any S3 location lets one client make it
+ * read or overwrite another's objects with the endpoint role's permissions.
+ */
+export function accessPolicy(o: Pick<ServeOptions, 'allowRead' | 'allowWrite' | 'allowAny' | 'tenantRoot'>): AccessPolicy {
+  const list = (v: string[] | undefined, what: string) => (v?.length ? v.map((u) => parseS3Prefix(u, what)) : undefined);
+  const tenantRoot = o.tenantRoot ? parseS3Prefix(o.tenantRoot, 'the tenant prefix (--tenant-prefix, SEALED_TENANT_ROOT)') : undefined;
+  const read = list(o.allowRead, 'the read allow-list (--allow-read, SEALED_ALLOW_READ)') ?? (tenantRoot && [tenantRoot]);
+  const write = list(o.allowWrite, 'the write allow-list (--allow-write, SEALED_ALLOW_WRITE)') ?? (tenantRoot && [tenantRoot]);
+  if (!o.allowAny && (!read || !write)) {
+    const missing = [!read && '--allow-read (SEALED_ALLOW_READ)', !write && '--allow-write (SEALED_ALLOW_WRITE)'].filter(Boolean).join(' and ');
+    throw new SealedError(
+      'bad-request',
+      `refusing to start without S3 allow-lists: ${missing} ${!read && !write ? 'are' : 'is'} not set, so callers could make the server read or overwrite any object its role reaches`,
+      'set --allow-read s3://bucket/prefix/ (queries and keys) and --allow-write s3://bucket/prefix/ (results), or env SEALED_ALLOW_READ and SEALED_ALLOW_WRITE (comma-separated); for several clients, --tenant-prefix s3://bucket/tenants/ (env SEALED_TENANT_ROOT); or, for a single trusted user only, --allow-any (env SEALED_ALLOW_ANY=1)',
+    );
+  }
+  return { read, write, tenantRoot, hashNamedKeys: !o.allowAny };
+}
+
 export async function startServer(o: ServeOptions): Promise<RunningServer> {
+  // Before anything is loaded or listens: a server that would be open to any S3 location does not start.
+  const access = accessPolicy(o);
   const part = await readServerPart(o.modelDir); // fails fast on a bad bundle, before any worker
   const { client } = await readClientPart(o.modelDir);
   const workers = o.workers ?? availableParallelism();
@@ -57,8 +105,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
     requestTimeoutMs: o.requestTimeoutMs,
     healthy: typeof (pool as { probe?: unknown }).probe === 'function' ? () => (pool as unknown as { probe(): Promise<boolean> }).probe() : undefined,
     context: {
-      allowRead: o.allowRead ?? [],
-      allowWrite: o.allowWrite ?? [],
+      access,
       model: { modelId: part.modelId, program: part.program, recordsPerCiphertext: client.input.recordsPerCiphertext, batch: part.batch },
       store,
       keys,

@@ -2,7 +2,7 @@
 // SDK (src/client/index.ts) as any program would: keys are made here, the record is encrypted
 // here, only wire-format objects (evaluation keys, encrypted query) are sent, and the encrypted
 // result is decrypted here. The secret key stays in this page's memory.
-import { createClient, proxyTransport, type Evaluation, type EvaluationKeys, type Prediction, type SealedClient, type Transport } from '../client/index.ts';
+import { createClient, proxyTransport, sha256Hex, type Evaluation, type EvaluationKeys, type Prediction, type SealedClient, type Transport } from '../client/index.ts';
 
 interface Sample {
   name: string;
@@ -181,7 +181,8 @@ async function main(): Promise<void> {
         status('Decrypting in this page…');
         await paint();
         const d0 = performance.now();
-        const [prediction] = client.decrypt(ev.result);
+        // Only a result that names this query's SHA-256 is decrypted (the proxy could swap it).
+        const [prediction] = client.decrypt(ev.result, { querySha256: sha256Hex(query) });
         const decrypt = performance.now() - d0;
         setStage('decrypt', decrypt);
         setStage('total', performance.now() - tStart, `sent ${fmtBytes(query.length + (ev.keysUploaded ? keys.evaluationKeys.length : 0))}`, `received ${fmtBytes(ev.result.length)}`);

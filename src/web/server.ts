@@ -10,7 +10,7 @@
 // It writes the objects to S3 and calls the inference server's POST /invocations exactly as
 // `sealed predict` does (src/client/predict.ts). It is not part of the SageMaker server: it
 // only ever holds wire-format objects, never a secret key or a plaintext record.
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,6 +71,7 @@ const TYPES: Record<string, string> = {
 const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 const WIRE_MAGIC = 'SEALED';
+const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 const isWire = (b: Uint8Array) => b.length >= 8 && new TextDecoder().decode(b.subarray(0, 6)) === WIRE_MAGIC;
 
 export async function buildWebApp(o: WebServerOptions): Promise<FastifyInstance> {
@@ -128,9 +129,14 @@ export async function buildWebApp(o: WebServerOptions): Promise<FastifyInstance>
   };
   const keysLoc = (id: string) => ({ bucket: t.bucket, key: `${t.prefix}keys/${keysId(id)}.keys` });
 
+  // Uploaded means: the object under the id holds bytes that hash to the id (the page then skips
+  // the upload); an object of another content there (replaced by someone else) is not uploaded.
   app.get<{ Params: { id: string } }>('/api/keys/:id', async (req) => {
-    const head = await t.store.head(keysLoc(req.params.id));
-    return head ? { id: req.params.id, uploaded: true, bytes: head.size } : { id: req.params.id, uploaded: false };
+    const loc = keysLoc(req.params.id);
+    const head = await t.store.head(loc);
+    if (!head || head.size > maxKeyBytes) return { id: req.params.id, uploaded: false };
+    const { bytes } = await t.store.get(loc, maxKeyBytes, 'evaluation keys');
+    return sha256Hex(bytes) === req.params.id ? { id: req.params.id, uploaded: true, bytes: head.size } : { id: req.params.id, uploaded: false };
   });
 
   app.put<{ Params: { id: string }; Body: Buffer }>('/api/keys/:id', { bodyLimit: maxKeyBytes }, async (req, reply) => {
@@ -158,7 +164,9 @@ export async function buildWebApp(o: WebServerOptions): Promise<FastifyInstance>
     const outLoc = { bucket: t.bucket, key: `${t.prefix}results/${id}.result` };
     await t.store.put(queryLoc, body, 'encrypted query');
     const t1 = performance.now();
-    const server = await invokeHttp(t.endpoint, { encrypted_query_uri: formatS3Uri(queryLoc), evaluation_keys_uri: formatS3Uri(kLoc), output_uri: formatS3Uri(outLoc) });
+    // The page checks the result's header against the query it sent; the server checks this hash
+    // against the query it reads.
+    const server = await invokeHttp(t.endpoint, { encrypted_query_uri: formatS3Uri(queryLoc), evaluation_keys_uri: formatS3Uri(kLoc), output_uri: formatS3Uri(outLoc), query_sha256: sha256(body) });
     const t2 = performance.now();
     const { bytes } = await t.store.get(outLoc, 2 ** 31, 'encrypted result');
     const t3 = performance.now();

@@ -29,7 +29,15 @@ export interface KeysHeader {
   galois_steps: number[];
   relin: boolean;
 }
-export type ResultHeader = QueryHeader;
+/**
+ * A result's header: the query's, plus the SHA-256 (64 lowercase hex digits) of the query object
+ * it answers, as the server read it, so that a client can refuse a result made from another query.
+ * The server always writes it; optional here because a reader may be handed a result made
+ * elsewhere (a client that knows its query refuses a result without it).
+ */
+export interface ResultHeader extends QueryHeader {
+  query_sha256?: string;
+}
 
 export interface WireMessage<H> {
   header: H;

@@ -84,7 +84,10 @@ t.teardown(async () => {
 async function startServe(): Promise<{ id: string; url: string; pingSeconds: string }> {
   const port = await freePort();
   const t0 = performance.now();
-  const r = await docker(['run', '-d', '--network', 'host', '-e', `SAGEMAKER_BIND_TO_PORT=${port}`, '-e', `SEALED_S3_ENDPOINT=${s3.endpoint}`, '-v', `${modelDir}:/opt/ml/model:ro`, INFERENCE, 'serve']);
+  // The allow-lists as SageMaker would pass them (environment only): the client's prefix, and
+  // async/ where the emulator test below puts its query and results.
+  const allow = ['-e', `SEALED_ALLOW_READ=s3://${bucket}/sealed/,s3://${bucket}/async/`, '-e', `SEALED_ALLOW_WRITE=s3://${bucket}/sealed/results/,s3://${bucket}/async/`];
+  const r = await docker(['run', '-d', '--network', 'host', '-e', `SAGEMAKER_BIND_TO_PORT=${port}`, '-e', `SEALED_S3_ENDPOINT=${s3.endpoint}`, ...allow, '-v', `${modelDir}:/opt/ml/model:ro`, INFERENCE, 'serve']);
   if (r.code !== 0) throw new Error(`docker run failed: ${r.out}`);
   const id = r.out.trim();
   containers.push(id);
@@ -122,6 +125,12 @@ await t.test('train: bad data writes /opt/ml/output/failure and exits non-zero',
 });
 
 // One container for these; if it does not start (or train made no bundle) they fail together.
+await t.test('inference image: docker run IMAGE serve without allow-lists refuses to start', async (t) => {
+  const r = await docker(['run', '--rm', '--network', 'host', '-e', `SEALED_S3_ENDPOINT=${s3.endpoint}`, '-v', `${modelDir}:/opt/ml/model:ro`, INFERENCE, 'serve'], 60_000);
+  t.equal(r.code, 2, 'exit 2: told what to set');
+  t.match(r.out, /refusing to start without S3 allow-lists[\s\S]*SEALED_ALLOW_READ[\s\S]*SEALED_ALLOW_ANY=1/);
+});
+
 await t.test('inference image: docker run IMAGE serve', async (t) => {
   const serve = await startServe();
   const { modelId, client: part } = await readClientPart(modelDir);
@@ -200,7 +209,10 @@ await t.test('inference image: docker run IMAGE serve', async (t) => {
 // it to node, so a SIGTERM during start-up (before node's handler exists) still ends it.
 await t.test('serve: SIGTERM during start-up ends the container promptly', async (t) => {
   const port = await freePort();
-  const r = await docker(['run', '-d', '--network', 'host', '-e', `SAGEMAKER_BIND_TO_PORT=${port}`, '-e', `SEALED_S3_ENDPOINT=${s3.endpoint}`, '-v', `${modelDir}:/opt/ml/model:ro`, INFERENCE, 'serve']);
+  // The allow-lists as SageMaker would pass them (environment only): the client's prefix, and
+  // async/ where the emulator test below puts its query and results.
+  const allow = ['-e', `SEALED_ALLOW_READ=s3://${bucket}/sealed/,s3://${bucket}/async/`, '-e', `SEALED_ALLOW_WRITE=s3://${bucket}/sealed/results/,s3://${bucket}/async/`];
+  const r = await docker(['run', '-d', '--network', 'host', '-e', `SAGEMAKER_BIND_TO_PORT=${port}`, '-e', `SEALED_S3_ENDPOINT=${s3.endpoint}`, ...allow, '-v', `${modelDir}:/opt/ml/model:ro`, INFERENCE, 'serve']);
   const id = r.out.trim();
   containers.push(id);
   await docker(['kill', '--signal', 'TERM', id]);

@@ -41,7 +41,9 @@ export async function startStack(modelDir: string, dir: string, workers = 2): Pr
   const store = new ObjectStore({ endpoint: s3.endpoint });
   const bucket = 'sealed-test';
   await store.ensureBucket(bucket);
-  const server = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers, s3Endpoint: s3.endpoint });
+  // allowAny: the tests' own S3 server and a single user; tests of the allow-lists and tenants
+  // start their servers with them (test/limits.test.ts, test/tenants.test.ts).
+  const server = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers, s3Endpoint: s3.endpoint, allowAny: true });
   return {
     s3,
     store,
