@@ -222,3 +222,21 @@ t.test('sealed serve: SIGTERM with a slow socket open exits 0, promptly', async 
   t.equal(code, 0, 'exit code 0');
   t.ok(ms < 10_000, `stopped in ${ms.toFixed(0)} ms`);
 });
+
+t.test('at capacity, a request that can never succeed gets its 4xx, not a 503 to retry', async (t) => {
+  const srv = await startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, maxInFlight: 1, allowAny: true });
+  t.teardown(() => srv.close());
+  const busy = post(srv.url, 'big', 'busy');
+  for (let i = 0; i < 100 && srv.app.sealed.inFlight === 0; i++) await new Promise((res) => setTimeout(res, 5));
+  t.equal(srv.app.sealed.inFlight, 1, 'one request in flight');
+  const res = await fetch(`${srv.url}/invocations`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ encrypted_query_uri: 's3://hostile/q\u0000', evaluation_keys_uri: uri('keys'), output_uri: uri('out/x') }),
+  });
+  t.equal(res.status, 400, 'a key with a NUL: 400 at once');
+  t.equal((await post(srv.url, 'valid', 'refused')).status, 503, 'a valid one: 503 while at capacity');
+  t.equal((await busy).status, 200);
+  const ping = (await (await fetch(`${srv.url}/ping`)).json()) as { status: string; workers_replaced: number };
+  t.same(ping, { status: 'ok', model_id: modelId, workers_replaced: 0 }, '/ping says how many workers were replaced');
+});

@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import { isSealedError, safeText, SealedError } from '../errors.ts';
-import { invoke, type InvocationContext, type InvocationRequest } from './invocations.ts';
+import { checkRequest, invoke, type InvocationContext, type InvocationRequest } from './invocations.ts';
 
 const s3Uri = { type: 'string', minLength: 6, maxLength: 2048 } as const;
 const invocationSchema = {
@@ -24,6 +24,8 @@ export interface AppOptions {
   deadlineMs: number;
   /** Health of the evaluation pool for GET /ping (a cached known-answer probe); absent: healthy. */
   healthy?: () => Promise<boolean>;
+  /** Worker threads replaced since start (poisoned or failed ones), shown by GET /ping. */
+  workersReplaced?: () => number;
   /** Time allowed for a request's headers, and for its whole body, before the socket is closed. */
   headersTimeoutMs?: number;
   requestTimeoutMs?: number;
@@ -96,10 +98,11 @@ export function buildApp(o: AppOptions): FastifyInstance {
   // /ping answers at once while evaluations run (the pool is other threads); unhealthy (a pool
   // that cannot evaluate a known answer) is a 503, so SageMaker replaces the container.
   app.get('/ping', async (_req, reply) => {
+    const workers_replaced = o.workersReplaced?.() ?? 0;
     if (o.healthy && !(await o.healthy())) {
-      return reply.status(503).send({ status: 'unhealthy', model_id: o.context.model.modelId });
+      return reply.status(503).send({ status: 'unhealthy', model_id: o.context.model.modelId, workers_replaced });
     }
-    return { status: 'ok', model_id: o.context.model.modelId };
+    return { status: 'ok', model_id: o.context.model.modelId, workers_replaced };
   });
 
   // An invocation holds its admission slot until its work has stopped, not until its caller was
@@ -125,6 +128,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
   } satisfies AppState);
 
   app.post<{ Body: InvocationRequest }>('/invocations', { schema: invocationSchema }, async (req) => {
+    checkRequest(req.body, o.context); // a request that can never succeed: its 4xx, not a 503
     if (inFlight >= o.maxInFlight) {
       throw new SealedError('overloaded', `the server is at capacity (${o.maxInFlight} requests in flight)`, 'retry after the number of seconds in Retry-After');
     }

@@ -221,8 +221,20 @@ async function digestObject(c: InvocationContext, loc: S3Location, signal?: Abor
   }
 }
 
-export async function invoke(req: InvocationRequest, c: InvocationContext, signal?: AbortSignal): Promise<InvocationResponse> {
-  const t0 = performance.now();
+/** A request's locations and fields, checked without any I/O. */
+interface CheckedRequest {
+  queryLoc: S3Location;
+  keysLoc: S3Location | undefined;
+  outLoc: S3Location;
+  declared: string | undefined;
+}
+
+/**
+ * Checks what a request names (S3 rules, allow-lists, tenants, key naming, the query hash)
+ * without any I/O. The app runs it before admission, so a request that can never succeed gets
+ * its 4xx at once rather than a 503 that clients retry.
+ */
+export function checkRequest(req: InvocationRequest, c: Pick<InvocationContext, 'access'>): CheckedRequest {
   const queryLoc = parseS3Uri(req.encrypted_query_uri, 'encrypted_query_uri');
   const keysLoc = req.evaluation_keys_uri === undefined ? undefined : parseS3Uri(req.evaluation_keys_uri, 'evaluation_keys_uri');
   const outLoc = parseS3Uri(req.output_uri, 'output_uri');
@@ -238,6 +250,12 @@ export async function invoke(req: InvocationRequest, c: InvocationContext, signa
   if (declared !== undefined && (typeof declared !== 'string' || !SHA256_HEX.test(declared))) {
     throw new SealedError('bad-request', 'query_sha256 is not 64 lowercase hex digits', 'give the SHA-256 of the query object in hex, or leave it out');
   }
+  return { queryLoc, keysLoc, outLoc, declared };
+}
+
+export async function invoke(req: InvocationRequest, c: InvocationContext, signal?: AbortSignal): Promise<InvocationResponse> {
+  const t0 = performance.now();
+  const { queryLoc, keysLoc, outLoc, declared } = checkRequest(req, c);
 
   // The keys download starts at once (single layout); the query streams in.
   const keysPromise = keysLoc ? c.keys.get(keysLoc) : undefined;

@@ -9,6 +9,7 @@ import { parseS3Prefix, type AccessPolicy } from './invocations.ts';
 import { MemoryBudget, MiB, splitBudget, type BudgetSplit } from './budget.ts';
 import { KeyStore } from './key-store.ts';
 import { EvaluationPool } from './pool.ts';
+import type { Retirement } from './worker.ts';
 
 export interface ServeOptions {
   modelDir: string;
@@ -94,7 +95,9 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const split = splitBudget({ workers, budget: o.memoryBudget, keyCache: o.keyCacheBytes });
   const requests = new MemoryBudget(split.requests);
   const store = new ObjectStore({ endpoint: o.s3Endpoint });
-  const pool = new EvaluationPool({ modelDir: o.modelDir, workers, keyCacheBytes: split.workerKeyCache });
+  // Retirements are logged once the app (and its logger) exists; none can happen before warm-up.
+  const retired: { log?: (r: Retirement) => void } = {};
+  const pool = new EvaluationPool({ modelDir: o.modelDir, workers, keyCacheBytes: split.workerKeyCache, onRetire: (r) => retired.log?.(r) });
   await pool.ready();
   const keys = new KeyStore({ store, program: part.program, maxBytes: split.keyCache, maxObjectBytes: o.maxKeyBytes ?? 128 * MiB, budget: requests });
   const app = buildApp({
@@ -103,7 +106,8 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
     deadlineMs: o.deadlineMs ?? 55_000,
     headersTimeoutMs: o.headersTimeoutMs,
     requestTimeoutMs: o.requestTimeoutMs,
-    healthy: typeof (pool as { probe?: unknown }).probe === 'function' ? () => (pool as unknown as { probe(): Promise<boolean> }).probe() : undefined,
+    healthy: () => pool.probe(),
+    workersReplaced: () => pool.workersReplaced,
     context: {
       access,
       model: { modelId: part.modelId, program: part.program, recordsPerCiphertext: client.input.recordsPerCiphertext, batch: part.batch },
@@ -115,6 +119,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
       budget: requests,
     },
   });
+  retired.log = (r) => app.log.warn({ thread: r.threadId, reason: r.reason, workers_replaced: pool.workersReplaced }, 'worker retired and replaced');
   const address = await app.listen({ port: o.port ?? 8080, host: o.host ?? '0.0.0.0' });
   return {
     app,
