@@ -2,7 +2,7 @@
 // by the server, and decrypted here. The secret key never leaves this process.
 //
 //   npx sealed train --train data/breast_cancer --model out/model --set target=diagnosis --set labels=malignant,benign
-//   npx sealed serve --model out/model &        # the inference server, on 127.0.0.1:8080
+//   npx sealed serve --model out/model --allow-any &        # the inference server, on 127.0.0.1:8080
 //   node examples/predict.ts [model dir] [server URL]
 import { createClient } from '../src/client/index.ts';
 

@@ -1,7 +1,7 @@
 // The SDK step by step: keys kept on disk (as `sealed keygen` does), records given by feature
 // name, encryption, evaluation and decryption as separate calls, sizes and times.
 //
-//   npx sealed serve --model out/model &
+//   npx sealed serve --model out/model --allow-any &
 //   node examples/step-by-step.ts [model dir] [server URL] [records CSV]
 import { readFile } from 'node:fs/promises';
 import { createClient, s3Transport } from '../src/client/index.ts';
