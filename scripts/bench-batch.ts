@@ -96,11 +96,13 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
   const t4 = performance.now();
   clearInterval(sampler);
 
-  let correct = 0, agree = 0;
+  let correct = 0, agree = 0, plainCorrect = 0;
   scores.forEach((s, i) => {
     const c = argmax(s);
+    const plain = argmax(simulateBatch(plan, preprocessRecord(images[i], client)));
     if (c === labels[i]) correct++;
-    if (c === argmax(simulateBatch(plan, preprocessRecord(images[i], client)))) agree++;
+    if (plain === labels[i]) plainCorrect++;
+    if (c === plain) agree++;
   });
   const batches = Math.ceil(n / recordsPerBatch(plan));
   const wall = (t4 - t0) / 1000;
@@ -113,6 +115,8 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
     client_s: +((t1 - t0 + (t4 - t2)) / 1000).toFixed(2),
     images_per_s: +(n / wall).toFixed(1),
     accuracy_encrypted: correct / n,
+    accuracy_plaintext_plan: plainCorrect / n,
+    privacy: plan.privacy ?? 'none',
     agreement_with_plaintext_plan: agree / n,
     upload_bytes: uploadBytes,
     download_bytes: result.length,

@@ -205,7 +205,7 @@ export function manySectionObjects(m: ModelShape, rand: Rand): Variant<{ kind: W
   if (b) {
     const count = 20_000_000;
     const inputs = Math.max(1, m.part.features.length);
-    const header = { model_id: m.modelId, params: paramsKey(b.params), records: Math.floor(count / inputs) * b.records_per_batch, layout: 'batch' };
+    const header = { model_id: m.modelId, params: paramsKey(b.params), records: Math.floor(count / inputs) * b.records_per_batch, layout: 'batch', rerand_key: true };
     out.push({ variant: 'batch-20M-16B', value: { kind: 'query', bytes: wireFrame('query', header, g(3, 16), count) } });
   }
   return out;

@@ -28,8 +28,10 @@ export async function ensureMnistModel(o: { arch: 'cnn' | 'mlp'; epochs: number;
     o.log(`trained in ${seconds.toFixed(0)} s, plaintext test accuracy ${accuracy}`);
   } else {
     const manifest = await readManifest(modelDir);
-    if (manifest && !manifest.files['server/batch.json']) {
-      o.log(`adding batch mode to ${modelDir}`);
+    // A bundle compiled before circuit privacy is recompiled (same network, same weights).
+    const batchPlan = manifest?.files['server/batch.json'] ? (JSON.parse(await readFile(join(modelDir, 'server', 'batch.json'), 'utf8')) as { privacy?: string }) : undefined;
+    if (manifest && batchPlan?.privacy !== 'flood') {
+      o.log(`compiling ${modelDir} again: batch mode with circuit privacy`);
       const network = JSON.parse(await readFile(join(modelDir, 'server', 'network.json'), 'utf8')) as Network;
       await rebuild(network, manifest.metrics ?? {});
     }

@@ -128,7 +128,7 @@ async function invokeRaw(header: Record<string, unknown>, sections: Uint8Array[]
 t.test('bad batch queries get clear errors and the server keeps serving', async (t) => {
   const q = session.encryptBatch(images.slice(0, 2));
   const sections = [...q.sections];
-  const few = await invokeRaw(q.header as unknown as Record<string, unknown>, sections.slice(0, 10));
+  const few = await invokeRaw(q.header as unknown as Record<string, unknown>, sections.slice(0, 11)); // the key, 10 ciphertexts
   t.match(few?.message, /declares 2 records in 10 ciphertexts; batch mode needs 144/);
   const layout = await invokeRaw({ ...q.header, layout: 'diagonal' }, sections);
   t.match(layout?.message, /layout .* is not one of single, batch/);

@@ -149,8 +149,9 @@ async function run(t: Test): Promise<void> {
     const leaked = [...record, ...sample2].map(String).filter((v) => v.length >= 5 && b.includes(Buffer.from(v, 'latin1')));
     t.same(leaked, [], `${s.method} ${new URL(s.url).pathname}: no plaintext feature value in the body`);
   }
-  const keysMsg = decodeWire<{ params: string; galois_steps: number[]; relin: boolean }>('keys', new Uint8Array(puts[0].body!), 'keys');
-  t.equal(keysMsg.sections.length, keysMsg.header.relin ? 2 : 1, 'the keys body holds the evaluation keys only (Galois keys, relin keys if needed): no secret key');
+  const keysMsg = decodeWire<{ params: string; galois_steps: number[]; relin: boolean; public_key?: boolean }>('keys', new Uint8Array(puts[0].body!), 'keys');
+  t.equal(keysMsg.header.public_key, true, 'the keys carry the public key the server re-randomizes results with');
+  t.equal(keysMsg.sections.length, 1 + (keysMsg.header.relin ? 1 : 0) + 1, 'the keys body holds the evaluation keys only (Galois keys, relin keys if needed, the public key): no secret key');
   t.same(keysMsg.header.galois_steps, client.galois_steps, 'for the rotations this model needs');
   for (const p of posts) {
     const q = decodeWire<{ model_id: string; records: number }>('query', new Uint8Array(p.body!), 'query');

@@ -24,7 +24,7 @@ t.test('single layout: crafted queries sharing c1, privacy none vs flood', async
   const r = rng(7);
   const n = 30;
   const weights = [Array.from({ length: n }, () => r())];
-  const model = compileLinear({ weights, bias: [0.3] }, Array.from({ length: 100 }, () => Array.from({ length: n }, () => 4 * r())));
+  const model = compileLinear({ weights, bias: [0.3] }, Array.from({ length: 100 }, () => Array.from({ length: n }, () => 4 * r())), { privacy: 'none' });
   const s = await CkksSession.open(model.program.params);
   const N = s.params.polyModulusDegree;
   const km = generateKeys(s, model.program.galoisSteps, false);
@@ -143,7 +143,7 @@ t.test('single layout, privacy flood: the compiler adds headroom, outputs keep t
   const n = 30;
   const weights = [Array.from({ length: n }, () => r())];
   const train = Array.from({ length: 200 }, () => Array.from({ length: n }, () => 4 * r()));
-  const none = compileLinear({ weights, bias: [0.1] }, train);
+  const none = compileLinear({ weights, bias: [0.1] }, train, { privacy: 'none' });
   const model = compileLinear({ weights, bias: [0.1] }, train, { privacy: 'flood' });
   t.equal(model.program.privacy, 'flood');
   t.equal(none.program.privacy, undefined, "'none' programs are as before");

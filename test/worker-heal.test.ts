@@ -29,7 +29,13 @@ function shared(b: Uint8Array): Uint8Array {
   s.set(b);
   return s;
 }
-const keySet: EvaluateTask['keys'] = { id: 'keys', galois: shared(keys.sections[0]), relin: keys.sections[1] && shared(keys.sections[1]), bytes: keys.sections[0].length };
+const keySet: EvaluateTask['keys'] = {
+  id: 'keys',
+  galois: shared(keys.sections[0]),
+  relin: keys.header.relin ? shared(keys.sections[1]) : undefined,
+  publicKey: keys.header.public_key ? shared(keys.sections[keys.sections.length - 1]) : undefined,
+  bytes: keys.sections[0].length,
+};
 const rows = tr.test.x.slice(0, 6);
 const query = decodeWire<QueryHeader>('query', session.encrypt(rows), 'the query');
 const std = rows.map((r) => standardise(r, client.preprocess));

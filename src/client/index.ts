@@ -172,7 +172,9 @@ export class SealedClient {
     this.session.useSecretKey(keys.secretKey);
     const batchSecretKey = keys.batchSecretKey ?? this.session.generateBatchKey();
     if (keys.batchSecretKey) this.session.useBatchSecretKey(keys.batchSecretKey);
-    this.keySet = { secretKey: keys.secretKey, evaluationKeys: keys.evaluationKeys, evaluationKeysId: keysId(keys.evaluationKeys), batchSecretKey };
+    // Keys saved before circuit privacy get their public key added (the id changes with it).
+    const evaluationKeys = this.session.withPublicKey(keys.evaluationKeys, keys.secretKey);
+    this.keySet = { secretKey: keys.secretKey, evaluationKeys, evaluationKeysId: keysId(evaluationKeys), batchSecretKey };
   }
 
   /**

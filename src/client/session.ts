@@ -1,7 +1,9 @@
 // The client's cryptography for one model: key generation, encryption of records into a query,
 // decryption of a result into predictions. No I/O here, so it runs in browsers too.
 import { SealedError } from '../errors.ts';
+import { makeBatchRerandKey } from '../fhe/batch-privacy.ts';
 import { CkksSession, SecretKeyHolder, generateKeys, generateSecretKey } from '../fhe/ckks.ts';
+import { makePublicKey } from '../fhe/single-privacy.ts';
 import { paramsKey, type CkksParams } from '../fhe/params.ts';
 import type { ClientPart } from '../model/client-part.ts';
 import { packRecords, unpackOutputs } from '../model/layout.ts';
@@ -68,11 +70,24 @@ export class ClientSession {
 
   generateKeys(): Keys {
     const k = generateKeys(this.s, this.part.galois_steps, this.part.relin);
-    const header: KeysHeader = { params: paramsKey(this.part.params), galois_steps: this.part.galois_steps, relin: this.part.relin };
-    const evaluationKeys = encodeWire('keys', header, k.relinKeys ? [k.galoisKeys, k.relinKeys] : [k.galoisKeys]);
+    // The public key goes with the evaluation keys: the server re-randomizes results with it
+    // (circuit privacy); it lets anyone encrypt, nothing more.
+    const header: KeysHeader = { params: paramsKey(this.part.params), galois_steps: this.part.galois_steps, relin: this.part.relin, public_key: true };
+    const publicKey = makePublicKey(this.s, k.secretKey);
+    const evaluationKeys = encodeWire('keys', header, k.relinKeys ? [k.galoisKeys, k.relinKeys, publicKey] : [k.galoisKeys, publicKey]);
     this.useSecretKey(k.secretKey);
     const batchSecretKey = this.generateBatchKey();
     return { secretKey: k.secretKey, evaluationKeys, evaluationKeysId: keysId(evaluationKeys), batchSecretKey };
+  }
+
+  /**
+   * Evaluation keys made before circuit privacy lack the public key: the same keys with it
+   * added (made from the secret key); keys that have it come back unchanged.
+   */
+  withPublicKey(evaluationKeys: Uint8Array, secretKey: Uint8Array): Uint8Array {
+    const msg = decodeWire<KeysHeader>('keys', evaluationKeys, 'the evaluation keys');
+    if (msg.header.public_key === true) return evaluationKeys;
+    return encodeWire<KeysHeader>('keys', { ...msg.header, public_key: true }, [...msg.sections, makePublicKey(this.s, secretKey)]);
   }
 
   /** A batch-mode secret key (undefined when the model has no batch mode); also loaded. */
@@ -125,10 +140,11 @@ export class ClientSession {
    * (a query of 10,000 images is hundreds of megabytes: it is streamed, never whole).
    */
   encryptBatch(rows: ArrayLike<number>[]): { header: QueryHeader; count: number; sections: Generator<Uint8Array> } {
-    const { b, pre, batches, inputs, header } = this.prepareBatch(rows);
+    const { b, pre, batches, inputs, header, rerandKey } = this.prepareBatch(rows);
     const key = this.batchKey;
     const S = b.records_per_batch;
     function* sections(): Generator<Uint8Array> {
+      yield rerandKey;
       const v = new Float64Array(S);
       for (let bi = 0; bi < batches; bi++) {
         const recs = pre.slice(bi * S, (bi + 1) * S);
@@ -139,27 +155,31 @@ export class ClientSession {
         }
       }
     }
-    return { header, count: batches * inputs, sections: sections() };
+    return { header, count: 1 + batches * inputs, sections: sections() };
   }
 
   /** encryptBatch on every core: `pool` is the Node client's encryption pool (encrypt-pool.ts). */
   encryptBatchWith(rows: ArrayLike<number>[], pool: { encryptColumns(rows: ArrayLike<number>[], features: number, o: { params: CkksParams; secretKey: Uint8Array; scaleBits: number; slots: number }): AsyncGenerator<Uint8Array> }): { header: QueryHeader; count: number; sections: AsyncGenerator<Uint8Array> } {
-    const { b, pre, batches, inputs, header } = this.prepareBatch(rows);
-    void this.batchKey; // throws when no key is loaded
+    const { b, pre, batches, inputs, header, rerandKey } = this.prepareBatch(rows);
     const o = { params: b.params, secretKey: this.batchKeyBytes!, scaleBits: b.input_scale_bits, slots: b.records_per_batch };
     async function* sections(): AsyncGenerator<Uint8Array> {
+      yield rerandKey;
       for (let bi = 0; bi < batches; bi++) yield* pool.encryptColumns(pre.slice(bi * o.slots, (bi + 1) * o.slots), inputs, o);
     }
-    return { header, count: batches * inputs, sections: sections() };
+    return { header, count: 1 + batches * inputs, sections: sections() };
   }
 
   private prepareBatch(rows: ArrayLike<number>[]) {
     const b = this.part.batch;
     if (!b) throw new SealedError('bad-data', 'this model has no batch mode', 'use the single layout');
     this.checkRows(rows);
+    void this.batchKey; // throws when no key is loaded
     const pre = rows.map((r) => preprocessRecord(r, this.part));
-    const header: QueryHeader = { model_id: this.modelId, params: paramsKey(b.params), records: rows.length, layout: 'batch' };
-    return { b, pre, batches: Math.ceil(rows.length / b.records_per_batch), inputs: pre[0].length, header };
+    // The first section: the re-randomization key for circuit privacy (fresh per query, from the
+    // batch secret key; a server whose model does not flood ignores it).
+    const header: QueryHeader = { model_id: this.modelId, params: paramsKey(b.params), records: rows.length, layout: 'batch', rerand_key: true };
+    const rerandKey = makeBatchRerandKey(this.batchS!, b.result_size, this.batchKeyBytes!);
+    return { b, pre, batches: Math.ceil(rows.length / b.records_per_batch), inputs: pre[0].length, header, rerandKey };
   }
 
   /** Raw feature rows (as in the training CSV, without the target) -> encrypted query. */

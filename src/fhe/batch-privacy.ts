@@ -1,22 +1,29 @@
 // Circuit privacy in batch mode: the server's step between the kernel and encodeResult, and the
 // client's key. See privacy.ts for the design and the bound.
+import { SealedError } from '../errors.ts';
 import type { BatchPlan } from './batch-plan.ts';
-import { dataPrimesOf, resultSize } from './batch-plan.ts';
+import { resultSize } from './batch-plan.ts';
 import type { CkksSession } from './ckks.ts';
 import { FLOOD_SECURITY_BITS, floodSigma, makeRerandKey, nttTables, rerandomizeResidues, saveRerandKey, secretKeyResidues, type NegacyclicNtt, type RerandKey } from './privacy.ts';
 import { primes as chainPrimes } from './params.ts';
 import { guard, release } from './seal.ts';
 
-/** Client side: the re-randomization key for `plan`'s results, from the batch secret key (SEAL bytes). Upload it with the query. */
-export function makeBatchRerandKey(s: CkksSession, plan: BatchPlan, secretKey: Uint8Array): Uint8Array {
+/**
+ * Client side: the re-randomization key for batch results of `size` polynomials (the client
+ * part's result_size), from the batch secret key (SEAL bytes) of session `s`. Sent with the query.
+ */
+export function makeBatchRerandKey(s: CkksSession, size: number, secretKey: Uint8Array): Uint8Array {
+  if (size !== 2 && size !== 3) throw new SealedError('bad-bundle', `batch results of ${size} polynomials: expected 2 or 3`);
   const sk = new s.seal.SecretKey();
   try {
     guard('bad-keys', 'the secret key', () => sk.loadFromArray(s.context, secretKey));
     const all = chainPrimes(s.seal, s.context).map(Number);
-    const k = dataPrimesOf(plan);
+    const k = all.length - 1; // the data primes: all but the special one
+    const degree = s.params.polyModulusDegree;
     const raw = sk.saveToArray(s.seal.ComprModeType.none) as Uint8Array;
-    const residues = secretKeyResidues(raw, plan.params.polyModulusDegree, all.length, k);
-    const key = makeRerandKey(residues, all.slice(0, k), plan.params.polyModulusDegree, resultSize(plan) as 2 | 3);
+    const residues = secretKeyResidues(raw, degree, all.length, k);
+    raw.fill(0);
+    const key = makeRerandKey(residues, all.slice(0, k), degree, size);
     residues.fill(0);
     return saveRerandKey(key);
   } finally {

@@ -316,6 +316,9 @@ export function makeRerandKey(s: Uint32Array, primes: number[], degree: number, 
   return { size, degree, primes: [...primes], residues };
 }
 
+/** Bytes of a saved re-randomization key. */
+export const rerandKeyBytes = (primes: number, degree: number, size: number) => 16 + 4 * primes + 4 * size * primes * degree;
+
 export function saveRerandKey(k: RerandKey): Uint8Array {
   const head = 16 + 4 * k.primes.length;
   const out = new Uint8Array(head + 4 * k.residues.length);

@@ -5,6 +5,7 @@ import type { Ciphertext, Encryptor, PublicKey } from 'node-seal/throws';
 import type { CkksSession } from './ckks.ts';
 import { loadCiphertext } from './ckks.ts';
 import { FLOOD_SECURITY_BITS, NegacyclicNttBig, floodRawCiphertext, floodSigma } from './privacy.ts';
+import { precheckCiphertext } from './seal-precheck.ts';
 import { guard, release } from './seal.ts';
 
 /** Client side: the public key to upload (seeded: half the size). */
@@ -30,8 +31,10 @@ export class SinglePrivacy {
   /** `noiseL2`: the program's bound on its results' honest noise |v|_2 (coefficient domain). */
   constructor(s: CkksSession, publicKey: Uint8Array, noiseL2: number, lambda = FLOOD_SECURITY_BITS) {
     this.s = s;
+    // A PublicKey is saved as its ciphertext: two polynomials at the key level, scale 1.
+    const checked = precheckCiphertext(publicKey, s.shape, { what: 'the public key', code: 'bad-keys', hint: 'make keys for this model with `sealed keygen`', levels: [s.shape.key], minPolys: 2, maxPolys: 2, compression: ['zstd'], scale: 1 });
     this.pk = new s.seal.PublicKey();
-    guard('bad-keys', 'the public key', () => this.pk.loadFromArray(s.context, publicKey));
+    guard('bad-keys', 'the public key', () => this.pk.loadFromArray(s.context, checked));
     this.encryptor = new s.seal.Encryptor(s.context, this.pk);
     this.sigma = floodSigma(noiseL2, lambda);
   }

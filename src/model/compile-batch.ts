@@ -6,7 +6,7 @@ import { SealedError } from '../errors.ts';
 import { BATCH_DEGREE, scaleBitsOf, validateBatchPlan, type BatchPlan } from '../fhe/batch-plan.ts';
 import { MAX_INT_WEIGHT, MAX_TAPS, PRIME_BITS } from '../fhe/kernel-limits.ts';
 import { MAX_BITS_128 } from '../fhe/params.ts';
-import { FLOOD_SECURITY_BITS, SEAL_NOISE_SIGMA, floodExtraBits, type Privacy } from '../fhe/privacy.ts';
+import { FLOOD_SECURITY_BITS, SEAL_NOISE_SIGMA, floodExtraBits, floodSigma, type Privacy } from '../fhe/privacy.ts';
 import { convOutputShape, parityCol, parityRow, perFeature, type Network } from './network.ts';
 
 /** Fresh-encryption noise is about 2^10 in the slots: 2^26 leaves inputs ~2^-16 accurate. */
@@ -84,55 +84,92 @@ export function batchUnsupported(net: Network): string | undefined {
 
 export interface BatchCompileOptions {
   /**
-   * Circuit privacy: 'flood' raises the input scale by floodExtraBits, primes follow. Default
-   * 'none' UNTIL the worker floods batch results (the lead wires BatchPrivacy in): then 'flood'.
-   * A square plan (the MNIST CNN) with the flood needs more than 218 bits at N = 8192: no batch
-   * plan (undefined) until batch mode supports N = 16384.
+   * Circuit privacy (privacy.ts), default 'flood': every result is re-randomized and flooded, and
+   * the input scale grows until the flood costs outputs no more than FLOOD_PRECISION_BITS. 'none':
+   * results reveal the weights to a client that solves for them; the model owner's choice.
    */
   privacy?: Privacy;
   /** lambda of the flood (default FLOOD_SECURITY_BITS). */
   floodSecurityBits?: number;
 }
 
+/**
+ * With the flood, each output's error is the flood's: standard deviation sigma sqrt(N/2) / Delta_out
+ * in the slots (the real part of a sum of N Gaussian coefficients times unit roots). The compiler
+ * raises the input scale until that is at most 2^-FLOOD_PRECISION_BITS of the largest output
+ * magnitude on the samples (and at most that absolutely when outputs are below 1): the honest noise
+ * shrinks as 1 / Delta_in relative to the outputs, the flood with it.
+ */
+export const FLOOD_PRECISION_BITS = 12;
+
 /** `samples`: preprocessed inputs, to size the modulus. Returns undefined when the network does not fit batch mode. */
 export function compileBatch(net: Network, samples: ArrayLike<number>[], o: BatchCompileOptions = {}): BatchPlan | undefined {
-  const privacy = o.privacy ?? 'none';
+  const privacy = o.privacy ?? 'flood';
   const lambda = o.floodSecurityBits ?? FLOOD_SECURITY_BITS;
-  const inputScaleBits = INPUT_SCALE_BITS + (privacy === 'flood' ? floodExtraBits(BATCH_DEGREE, lambda) : 0);
   if (batchUnsupported(net)) return undefined;
+  const shape = batchShape(net);
+  if (!shape) return undefined;
+  // The flood costs about floodExtraBits; the loop ends earlier when the modulus outgrows N = 8192.
+  const highest = INPUT_SCALE_BITS + (privacy === 'flood' ? floodExtraBits(BATCH_DEGREE, lambda) + 8 : 0);
+  for (let inputScaleBits = INPUT_SCALE_BITS; inputScaleBits <= highest; inputScaleBits++) {
+    const built = buildPlan(shape, net, inputScaleBits, samples);
+    if (!built) return undefined; // the modulus only grows with the input scale
+    const { plan, peak } = built;
+    plan.privacy = privacy;
+    if (privacy === 'none') return validateBatchPlan(plan, 'the compiled batch plan');
+    const bounds = noiseL2Bounds(plan, peak.input);
+    const N = plan.params.polyModulusDegree;
+    const error = Math.max(...bounds.map((b) => (floodSigma(b, lambda) * Math.sqrt(N / 2)) / 2 ** plan.outputScaleBits));
+    if (error > 2 ** -FLOOD_PRECISION_BITS * Math.max(1, peak.out)) continue;
+    plan.noiseL2Bits = bounds.map((b) => Math.log2(b));
+    plan.floodSecurityBits = lambda;
+    // The server refuses a plan outside the kernel limits; refuse it here first, when it is made.
+    return validateBatchPlan(plan, 'the compiled batch plan');
+  }
+  return undefined;
+}
+
+interface Shape {
+  first: Affine;
+  square: boolean;
+  second?: { rows: number; weight: number[]; bias: number[] };
+}
+
+/** The network as batch mode computes it: one sparse affine layer, a square, one dense layer. */
+function batchShape(net: Network): Shape | undefined {
   const first = firstAffine(net);
-  const inputs = net.input.height * net.input.width;
   // The kernel sums a row's products unreduced, exactly only up to MAX_TAPS of them (kernel-limits.ts).
   for (let j = 0; j < first.rows; j++) if (first.start[j + 1] - first.start[j] > MAX_TAPS) return undefined;
-  let square = false;
-  let second: { rows: number; weight: number[]; bias: number[] } | undefined;
-  if (net.layers.length === 3) {
-    const act = net.layers[1];
-    const dense = net.layers[2];
-    if (act.type !== 'quadratic' || dense.type !== 'dense') return undefined;
-    // a x^2 + b x + c = a (x + b/2a)^2 + (c - b^2/4a): the shift joins bias1, a and the
-    // constant join the dense layer.
-    const weight: number[] = [];
-    const bias = [...dense.bias];
-    for (let j = 0; j < first.rows; j++) {
-      const a = perFeature(act.a, j), b = perFeature(act.b, j), c = perFeature(act.c, j);
-      if (a === 0) return undefined;
-      first.bias[j] += b / (2 * a);
-      const constant = c - (b * b) / (4 * a);
-      dense.weights.forEach((row, o) => {
-        bias[o] += row[j] * constant;
-      });
-    }
-    for (const row of dense.weights) for (let j = 0; j < first.rows; j++) weight.push(row[j] * perFeature(act.a, j));
-    square = true;
-    second = { rows: dense.weights.length, weight, bias };
+  if (net.layers.length !== 3) return { first, square: false };
+  const act = net.layers[1];
+  const dense = net.layers[2];
+  if (act.type !== 'quadratic' || dense.type !== 'dense') return undefined;
+  // a x^2 + b x + c = a (x + b/2a)^2 + (c - b^2/4a): the shift joins bias1, a and the
+  // constant join the dense layer.
+  const weight: number[] = [];
+  const bias = [...dense.bias];
+  for (let j = 0; j < first.rows; j++) {
+    const a = perFeature(act.a, j), b = perFeature(act.b, j), c = perFeature(act.c, j);
+    if (a === 0) return undefined;
+    first.bias[j] += b / (2 * a);
+    const constant = c - (b * b) / (4 * a);
+    dense.weights.forEach((row, o) => {
+      bias[o] += row[j] * constant;
+    });
   }
+  for (const row of dense.weights) for (let j = 0; j < first.rows; j++) weight.push(row[j] * perFeature(act.a, j));
+  return { first, square: true, second: { rows: dense.weights.length, weight, bias } };
+}
+
+/** The plan at one input scale, its modulus sized from the samples; undefined when it needs more than 128-bit security allows. */
+function buildPlan(shape: Shape, net: Network, inputScaleBits: number, samples: ArrayLike<number>[]): { plan: BatchPlan; peak: { out: number; input: Float64Array } } | undefined {
+  const { first, square, second } = shape;
   const w1Bits = weightBits(first.weight);
   const w2Bits = second ? weightBits(second.weight) : 0;
   const plan: BatchPlan = {
     params: { scheme: 'ckks', polyModulusDegree: BATCH_DEGREE, coeffModulusBits: [], securityLevel: 128 },
     inputScaleBits,
-    inputs,
+    inputs: net.input.height * net.input.width,
     first: { ...first, weight: quantize(first.weight, w1Bits), weightScaleBits: w1Bits },
     square,
     second: second && { ...second, weight: quantize(second.weight, w2Bits), weightScaleBits: w2Bits },
@@ -141,10 +178,10 @@ export function compileBatch(net: Network, samples: ArrayLike<number>[], o: Batc
   const scales = scaleBitsOf(plan);
   plan.outputScaleBits = scales.out;
   // Every intermediate value times its scale must stay below half the modulus.
-  const peak = { first: 0, out: 0, hidden: new Float64Array(first.rows) };
+  const peak = { first: 0, out: 0, input: new Float64Array(plan.inputs) };
   for (const s of samples) {
     const { hidden, out } = simulateBatchTrace(plan, s);
-    hidden.forEach((v, j) => (peak.hidden[j] = Math.max(peak.hidden[j], Math.abs(v))));
+    for (let i = 0; i < plan.inputs; i++) peak.input[i] = Math.max(peak.input[i], Math.abs(s[i]));
     for (const v of hidden) peak.first = Math.max(peak.first, Math.abs(v));
     for (const v of out) peak.out = Math.max(peak.out, Math.abs(v));
   }
@@ -159,57 +196,61 @@ export function compileBatch(net: Network, samples: ArrayLike<number>[], o: Batc
   const bits = [...new Array<number>(dataPrimes).fill(PRIME_BITS), PRIME_BITS];
   if (bits.reduce((a, b) => a + b, 0) > MAX_BITS_128[BATCH_DEGREE]) return undefined;
   plan.params.coeffModulusBits = bits;
-  plan.privacy = privacy;
-  if (privacy === 'flood') {
-    plan.noiseL2Bits = noiseL2Bounds(plan, peak.hidden).map((b) => Math.log2(b));
-    plan.floodSecurityBits = lambda;
-  }
-  // The server refuses a plan outside the kernel limits; refuse it here first, when it is made.
-  return validateBatchPlan(plan, 'the compiled batch plan');
+  return { plan, peak };
 }
 
 /**
  * A bound B on |v|_2 for each output's honest noise v (coefficient domain), for the flood
- * (privacy.ts). A query ciphertext's phase is Delta emb^-1(x) + v_t with v_t = e_t + r_t: e_t
- * SEAL's fresh noise (independent coefficients, sigma 3.2) and r_t the encoder's rounding
- * (|r_t| <= 1/2). The kernel multiplies phases by integers and adds exact residues, so
- *  - linear rows: v = sum_t w_t v_t, |v|_2 <= sqrt(N) (2 sigma |w|_2 + |w|_1 / 2): the first term
- *    twice the root mean square of a sum of N independent terms (exceeding it has probability
- *    below e^-N/8), the second the rounding's worst case.
- *  - squared rows: h_j = Delta_1 H_j + v_j, h_j^2 = Delta_1^2 H_j^2 + 2 Delta_1 H_j v_j + v_j^2; with
- *    the canonical embedding's norm (|a b|_can <= |a|_can |b|_can, |p|_2 <= |p|_can,inf):
- *    |v|_2 <= sum_j |w2_j| (2 Delta_1 P_j V_j + V_j^2), P_j = 4 x the largest |hidden_j| on the
- *    samples (the compiler's headroom), V_j = 6 sqrt(N) sigma |w1_j|_2 + N |w1_j|_1 / 2 (six
- *    standard deviations in each of the N embedding coordinates, worst-case rounding).
+ * (privacy.ts), for honest queries: fresh encryptions (SEAL's noise e_t, independent coefficients
+ * of sigma 3.2) of inputs within each feature's range on the samples.
+ *
+ * The input of record s is what the client's plaintext polynomial m_t holds, mu_t = emb(m_t) /
+ * Delta (x_t up to the encoder's rounding, which the client chose and knows); the kernel's
+ * integer arithmetic is exact and emb a ring homomorphism, so the result's message is exactly the
+ * model on mu, and the only noise is what e_t becomes. Tools: |a b|_2 <= |a|_can |b|_2 (emb /
+ * sqrt(N) is unitary; |.|_can the embedding's largest coordinate), and for fixed a_t, sum_t a_t e_t
+ * has independent Gaussian embedding coordinates of variance at most N sigma^2 sum_t |a_t|_can^2,
+ * so its |.|_2 exceeds 2 sqrt(N) sigma sqrt(sum_t |a_t|_can^2) with probability below e^-N/8.
+ *  - linear rows: v = sum_t w_t e_t, B = 2 sqrt(N) sigma |w|_2.
+ *  - squared rows: h_j = m_j + v_j (m_j = Delta_1 emb^-1(H_j), |m_j|_can <= Delta_1 P_j with P_j
+ *    the interval bound on |H_j|), h_j^2 - m_j^2 = 2 m_j v_j + v_j^2. The linear part
+ *    sum_j w2_j 2 m_j v_j = sum_t a_t e_t with |a_t|_can <= c_t = sum_j |w2_j w1_jt| 2 Delta_1 P_j
+ *    gives 2 sqrt(N) sigma |c|_2; the quadratic part sum_j |w2_j| V_j L_j, with L_j = 2 sqrt(N)
+ *    sigma |w1_j|_2 and V_j = 6 sqrt(N) sigma |w1_j|_2 bounds on |v_j|_2 and |v_j|_can.
  */
-function noiseL2Bounds(plan: BatchPlan, peakHidden: Float64Array): number[] {
+function noiseL2Bounds(plan: BatchPlan, inputRange: Float64Array): number[] {
   const N = plan.params.polyModulusDegree;
+  const gauss = Math.sqrt(N) * SEAL_NOISE_SIGMA; // root mean square of |e|_2
   const f = plan.first;
-  const norms = (j: number) => {
-    let l1 = 0, l2 = 0;
+  const row = (j: number) => {
+    let l2 = 0, range = 0;
     for (let t = f.start[j]; t < f.start[j + 1]; t++) {
-      l1 += Math.abs(f.weight[t]);
       l2 += f.weight[t] * f.weight[t];
+      range += Math.abs(f.weight[t]) * inputRange[f.index[t]];
     }
-    return { l1, l2: Math.sqrt(l2) };
+    return { l2: Math.sqrt(l2), P: Math.abs(f.bias[j]) + range * 2 ** -f.weightScaleBits };
   };
-  if (!plan.second) {
-    return Array.from({ length: f.rows }, (_, j) => {
-      const { l1, l2 } = norms(j);
-      return Math.max(1, Math.sqrt(N) * (2 * SEAL_NOISE_SIGMA * l2 + l1 / 2));
-    });
-  }
+  if (!plan.second) return Array.from({ length: f.rows }, (_, j) => Math.max(1, 2 * gauss * row(j).l2));
   const delta1 = 2 ** (plan.inputScaleBits + f.weightScaleBits);
-  const per = Array.from({ length: f.rows }, (_, j) => {
-    const { l1, l2 } = norms(j);
-    const V = 6 * Math.sqrt(N) * SEAL_NOISE_SIGMA * l2 + (N * l1) / 2;
-    return 2 * delta1 * 4 * peakHidden[j] * V + V * V;
+  const rows = Array.from({ length: f.rows }, (_, j) => {
+    const { l2, P } = row(j);
+    return { P, quadratic: 6 * gauss * l2 * 2 * gauss * l2 };
   });
   const sec = plan.second;
+  const c = new Float64Array(plan.inputs);
   return Array.from({ length: sec.rows }, (_, o) => {
-    let b = 0;
-    for (let j = 0; j < f.rows; j++) b += Math.abs(sec.weight[o * f.rows + j]) * per[j];
-    return Math.max(1, b);
+    c.fill(0);
+    let quadratic = 0;
+    for (let j = 0; j < f.rows; j++) {
+      const w2 = Math.abs(sec.weight[o * f.rows + j]);
+      if (w2 === 0) continue;
+      const k = w2 * 2 * delta1 * rows[j].P;
+      for (let t = f.start[j]; t < f.start[j + 1]; t++) c[f.index[t]] += k * Math.abs(f.weight[t]);
+      quadratic += w2 * rows[j].quadratic;
+    }
+    let c2 = 0;
+    for (const x of c) c2 += x * x;
+    return Math.max(1, 2 * gauss * Math.sqrt(c2) + quadratic);
   });
 }
 

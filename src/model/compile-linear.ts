@@ -37,10 +37,7 @@ const MIN_WEIGHT_SCALE_BITS = 22;
 const MAX_WEIGHT_SCALE_BITS = 30;
 
 export interface LinearCompileOptions {
-  /**
-   * Circuit privacy (privacy.ts). Default 'none' UNTIL the worker floods results (the lead wires
-   * SinglePrivacy in): then 'flood'.
-   */
+  /** Circuit privacy (privacy.ts): default 'flood'; 'none' leaves the weights readable from results. */
   privacy?: Privacy;
   floodSecurityBits?: number;
 }
@@ -55,7 +52,7 @@ const FLOOD_FIRST_PRIME_BITS = 60;
 
 /** `samples`: pre-processed records that bound the values the program will see. */
 export function compileLinear(w: LinearWeights, samples: ArrayLike<number>[], o: LinearCompileOptions = {}): CompiledModel {
-  const privacy = o.privacy ?? 'none';
+  const privacy = o.privacy ?? 'flood';
   const lambda = o.floodSecurityBits ?? FLOOD_SECURITY_BITS;
   const flood = privacy === 'flood';
   const k = w.weights.length;

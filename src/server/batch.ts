@@ -53,7 +53,9 @@ export function batchMemory(plan: BatchPlan): number {
  * Evaluates every batch of the query; yields the result ciphertexts in order (outputs of batch
  * 0, then batch 1, ...). `sections` must hold exactly batches x inputs ciphertexts.
  */
-export async function* evaluateBatches(plan: BatchPlan, records: number, sections: AsyncIterable<Uint8Array>, pool: EvaluationPool, timings: BatchTimings, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+export async function* evaluateBatches(plan: BatchPlan, records: number, sections: AsyncIterable<Uint8Array>, pool: EvaluationPool, timings: BatchTimings, signal?: AbortSignal, rerandKey?: SharedArrayBuffer): AsyncGenerator<Uint8Array> {
+  // A bad (or missing) re-randomization key is refused before any of the query is read.
+  if (plan.privacy === 'flood') check(await pool.runBatch({ batch: 'check-key', rerandKey }, signal));
   const lanes = dataPrimesOf(plan) * plan.params.polyModulusDegree;
   const batches = batchCount(plan, records);
   const outs = outputsOf(plan);
@@ -119,7 +121,7 @@ export async function* evaluateBatches(plan: BatchPlan, records: number, section
       timings.evaluate_wall += performance.now() - t0;
       const per = Math.ceil(outs / pool.size);
       const saves: Promise<BatchResult>[] = [];
-      for (let o = 0; o < outs; o += per) saves.push(track(pool.runBatch({ batch: 'encode', output, first: o, count: Math.min(per, outs - o) }, signal)));
+      for (let o = 0; o < outs; o += per) saves.push(track(pool.runBatch({ batch: 'encode', output, first: o, count: Math.min(per, outs - o), rerandKey }, signal)));
       const saved = (await Promise.all(saves)).map(check);
       add('save', saved);
       timings.batches++;

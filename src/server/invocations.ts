@@ -14,7 +14,8 @@ import { bucketProblem, formatS3Uri, keyProblem, parseS3Uri, STREAM_PART_SIZE, S
 import { encodeWire, type QueryHeader, type ResultHeader } from '../wire/format.ts';
 import { readWireStream, writeWireStream, type StreamLimits } from '../wire/stream.ts';
 import type { BatchPlan } from '../fhe/batch-plan.ts';
-import { outputsOf } from '../fhe/batch-plan.ts';
+import { outputsOf, resultSize } from '../fhe/batch-plan.ts';
+import { rerandKeyBytes } from '../fhe/privacy.ts';
 import { batchCount, batchMemory, evaluateBatches, type BatchTimings } from './batch.ts';
 import type { MemoryBudget, Reservation } from './budget.ts';
 import { keysNameHash, type KeyStore } from './key-store.ts';
@@ -291,9 +292,12 @@ const deadlinePassed = () => new SealedError('deadline', 'the request passed its
 
 /** Section bounds of the model's layouts, known once the query's header is read. */
 function sectionLimits(c: InvocationContext, h: QueryHeader): StreamLimits {
-  const params = h.layout === 'batch' && c.model.batch ? c.model.batch.params : c.model.program.params;
-  // A SEAL object is at least its 16-byte serialization header plus a ciphertext's fields.
-  return { minSection: 64, maxSection: ciphertextBytesBound(params, 2), maxSections: Math.floor(c.maxQueryBytes / 68) };
+  const plan = h.layout === 'batch' ? c.model.batch : undefined;
+  const params = plan ? plan.params : c.model.program.params;
+  // A SEAL object is at least its 16-byte serialization header plus a ciphertext's fields; a
+  // batch query's re-randomization key holds a result's polynomials as 32-bit residues.
+  const rerandKey = plan ? rerandKeyBytes(plan.params.coeffModulusBits.length - 1, plan.params.polyModulusDegree, resultSize(plan)) : 0;
+  return { minSection: 64, maxSection: Math.max(ciphertextBytesBound(params, 2), rerandKey), maxSections: Math.floor(c.maxQueryBytes / 68) };
 }
 
 async function evaluateQuery(stream: AsyncIterable<Uint8Array>, digest: QueryDigest, expected: string | undefined, keysPromise: ReturnType<KeyStore['get']> | undefined, outLoc: S3Location, c: InvocationContext, t0: number, signal?: AbortSignal): Promise<InvocationResponse> {
@@ -401,8 +405,13 @@ async function invokeBatch(h: QueryHeader, count: number, sections: AsyncGenerat
   if (!plan) throw new SealedError('bad-query', 'the query uses batch mode, which this model does not offer', 'encrypt with the single layout (`sealed predict --layout single`)');
   if (h.params !== paramsKey(plan.params)) throw new SealedError('bad-query', 'the query declares other encryption parameters than the model uses in batch mode');
   const batches = batchCount(plan, h.records);
-  if (count !== batches * plan.inputs) {
-    throw new SealedError('bad-query', `the query declares ${h.records} records in ${count} ciphertexts; batch mode needs ${plan.inputs} per batch of ${plan.params.polyModulusDegree / 2} records (${batches * plan.inputs})`);
+  const keySections = h.rerand_key === true ? 1 : 0;
+  if (h.rerand_key !== undefined && typeof h.rerand_key !== 'boolean') throw new SealedError('bad-query', 'the query header\'s rerand_key is not a boolean');
+  if (plan.privacy === 'flood' && !keySections) {
+    throw new SealedError('bad-query', 'the query carries no re-randomization key: this model re-randomizes its batch results (circuit privacy)', 'encrypt with a current `sealed predict` (or SDK), which sends it');
+  }
+  if (count !== keySections + batches * plan.inputs) {
+    throw new SealedError('bad-query', `the query declares ${h.records} records in ${count - keySections} ciphertexts; batch mode needs ${plan.inputs} per batch of ${plan.params.polyModulusDegree / 2} records (${batches * plan.inputs})`);
   }
   const slots = c.batchSlots;
   if (slots && slots.used >= slots.max) {
@@ -426,7 +435,16 @@ async function runBatch(h: QueryHeader, count: number, sections: AsyncGenerator<
   const tHeader = performance.now();
   const timings: BatchTimings = { load: 0, evaluate: 0, save: 0, evaluate_wall: 0, batches: 0 };
   const outs = batches * outputsOf(plan);
-  const results = evaluateBatches(plan, h.records, sections, c.pool, timings, signal);
+  // The re-randomization key (first section) goes to the workers in shared memory; a model
+  // without circuit privacy ignores it.
+  let rerandKey: SharedArrayBuffer | undefined;
+  if (h.rerand_key === true) {
+    const first = await sections.next();
+    if (first.done) throw new SealedError('bad-query', 'the query ends before its re-randomization key');
+    rerandKey = new SharedArrayBuffer(first.value.length);
+    new Uint8Array(rerandKey).set(first.value);
+  }
+  const results = evaluateBatches(plan, h.records, sections, c.pool, timings, signal, plan.privacy === 'flood' ? rerandKey : undefined);
   async function* guarded(): AsyncGenerator<Uint8Array> {
     for await (const r of results) {
       // Past the deadline the caller has been answered already: finish nothing it does not expect.
@@ -446,7 +464,7 @@ async function runBatch(h: QueryHeader, count: number, sections: AsyncGenerator<
     query_sha256: expected,
     layout: 'batch',
     records: h.records,
-    ciphertexts: count,
+    ciphertexts: count - (h.rerand_key === true ? 1 : 0),
     keys_cached: false,
     timings_ms: {
       download: round(tHeader - t0),

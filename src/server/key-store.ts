@@ -19,6 +19,8 @@ export interface KeySet {
   id: string;
   galois: Uint8Array;
   relin?: Uint8Array;
+  /** The client's public key (circuit privacy: the worker re-randomizes results with it). */
+  publicKey?: Uint8Array;
   bytes: number;
 }
 
@@ -202,9 +204,12 @@ export class KeyStore {
     }
     const missing = this.program.galoisSteps.filter((s) => !(Array.isArray(h.galois_steps) && h.galois_steps.includes(s)));
     if (missing.length) throw new SealedError('bad-keys', `the evaluation keys lack rotations ${missing.join(', ')} this model needs`, 'make keys for this model with `sealed keygen`');
-    const expected = h.relin ? 2 : 1;
+    const expected = 1 + (h.relin ? 1 : 0) + (h.public_key ? 1 : 0);
     if (msg.sections.length !== expected) throw new SealedError('bad-keys', `the evaluation keys hold ${msg.sections.length} sections, expected ${expected}`);
     if (this.program.relin && !h.relin) throw new SealedError('bad-keys', 'the evaluation keys lack relinearization keys, which this model needs', 'make keys for this model with `sealed keygen`');
-    return { id, galois: shared(msg.sections[0]), relin: h.relin ? shared(msg.sections[1]) : undefined, bytes: bytes.length };
+    if (this.program.privacy === 'flood' && !h.public_key) {
+      throw new SealedError('bad-keys', 'the evaluation keys lack a public key: this model re-randomizes its results (circuit privacy) with the client\'s public key', 'make keys with a current `sealed keygen` (or SDK), which includes it');
+    }
+    return { id, galois: shared(msg.sections[0]), relin: h.relin ? shared(msg.sections[1]) : undefined, publicKey: h.public_key ? shared(msg.sections[expected - 1]) : undefined, bytes: bytes.length };
   }
 }

@@ -119,6 +119,10 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
       budget: requests,
     },
   });
+  // Results of a model without circuit privacy are deterministic functions of what the client
+  // sent: a client can solve them for the weights (docs/threat-model.md). The owner chose it.
+  const exposed = [part.privacy.single === 'none' ? 'single' : undefined, part.privacy.batch === 'none' ? 'batch' : undefined].filter((x) => x);
+  if (exposed.length) app.log.warn({ model_id: part.modelId, layouts: exposed }, 'this model has no circuit privacy (privacy: none): its results let a client recover its weights; recompile it with privacy flood (the default) to protect them');
   retired.log = (r) => app.log.warn({ thread: r.threadId, reason: r.reason, workers_replaced: pool.workersReplaced }, 'worker retired and replaced');
   const address = await app.listen({ port: o.port ?? 8080, host: o.host ?? '0.0.0.0' });
   return {

@@ -15,13 +15,16 @@ import { Engine } from '../fhe/engine.ts';
 import { BatchSession } from '../fhe/batch-io.ts';
 import { resultSize } from '../fhe/batch-plan.ts';
 import { evaluateLanes, prepareKernel } from '../fhe/batch-kernel.ts';
+import { BatchPrivacy } from '../fhe/batch-privacy.ts';
+import { loadRerandKey, type RerandKey } from '../fhe/privacy.ts';
+import { SinglePrivacy } from '../fhe/single-privacy.ts';
 import { SEAL_EXCEPTION_BUDGET, guard, noteSealError, release, sealExceptionCount, sealExceptionText, sealFault } from '../fhe/seal.ts';
 import { CHUNK } from './batch.ts';
 import { readServerPart } from '../model/bundle.ts';
 
 export interface EvaluateTask {
   ciphertext: Uint8Array;
-  keys: { id: string; galois: Uint8Array; relin?: Uint8Array; bytes: number };
+  keys: { id: string; galois: Uint8Array; relin?: Uint8Array; publicKey?: Uint8Array; bytes: number };
   /** The ciphertext's index in the query, for messages ("ciphertext 3 of the encrypted query"). */
   index?: number;
 }
@@ -30,7 +33,9 @@ export interface EvaluateTask {
 export type BatchTask =
   | { batch: 'decode'; sections: Uint8Array[]; input: SharedArrayBuffer; first: number }
   | { batch: 'evaluate'; input: SharedArrayBuffer; output: SharedArrayBuffer; lane0: number; lane1: number }
-  | { batch: 'encode'; output: SharedArrayBuffer; first: number; count: number };
+  | { batch: 'encode'; output: SharedArrayBuffer; first: number; count: number; rerandKey?: SharedArrayBuffer }
+  /** Checks the query's re-randomization key before any work is done on the query. */
+  | { batch: 'check-key'; rerandKey?: SharedArrayBuffer };
 
 /** The health probe: a known-answer computation on a throwaway key (pool.probe()). */
 export interface ProbeTask {
@@ -94,6 +99,9 @@ const session = await CkksSession.open(part.program.params);
 const engine = new Engine(session, part.program, part.masks);
 const batch = part.batch ? await BatchSession.open(part.batch) : undefined;
 const kernel = batch && prepareKernel(batch.plan, batch.primes);
+// Circuit privacy (src/fhe/privacy.ts): results are re-randomized and flooded before they leave.
+const singleFloods = part.program.privacy === 'flood';
+const batchPrivacy = batch && new BatchPrivacy(batch.plan, batch.primes);
 
 // The probe's known answer: a throwaway secret key (no client's), a ciphertext of known values.
 const probeValues = Float64Array.from({ length: Math.min(16, session.slots) }, (_, i) => (i - 8) / 16);
@@ -105,32 +113,51 @@ const probeCiphertext = probeKey.encrypt(probeValues, part.program.inputScaleBit
 // the D data primes, a two-polynomial ciphertext over the D + 1 key-level primes. Uploaded keys
 // are seeded (half of that, then compressed), so counting serialized bytes would let the cache
 // hold twice its budget.
-const keyCache = new Map<string, { keys: EvaluationKeys; bytes: number }>();
+const keyCache = new Map<string, { keys: EvaluationKeys; privacy?: SinglePrivacy; bytes: number }>();
 let cachedBytes = 0;
 const dataPrimes = part.program.params.coeffModulusBits.length - 1;
-const loadedKeySetBytes = (part.program.galoisSteps.length + (part.program.relin ? 1 : 0)) * dataPrimes * 2 * (dataPrimes + 1) * part.program.params.polyModulusDegree * 8;
+const degree = part.program.params.polyModulusDegree;
+// With circuit privacy, the public key too: two polynomials over the key-level primes, and its encryptor.
+const loadedKeySetBytes = ((part.program.galoisSteps.length + (part.program.relin ? 1 : 0)) * dataPrimes + (singleFloods ? 2 : 0)) * 2 * (dataPrimes + 1) * degree * 8;
 
 /** Why this worker must be replaced (set once; the thread is then terminated by the pool). */
 let retireReason: string | undefined;
 let probeFailure: string | undefined;
 
-function keysFor(k: EvaluateTask['keys']): EvaluationKeys {
+function keysFor(k: EvaluateTask['keys']): { keys: EvaluationKeys; privacy?: SinglePrivacy } {
   const hit = keyCache.get(k.id);
   if (hit) {
     keyCache.delete(k.id);
     keyCache.set(k.id, hit);
-    return hit.keys;
+    return hit;
   }
+  if (singleFloods && !k.publicKey) throw new SealedError('bad-keys', 'the evaluation keys lack a public key: this model re-randomizes its results (circuit privacy)', 'make keys with a current `sealed keygen` (or SDK), which includes it');
   const keys = loadEvaluationKeys(session, k.galois, k.relin, part.program.galoisSteps, part.program.relin);
-  keyCache.set(k.id, { keys, bytes: loadedKeySetBytes });
+  let privacy: SinglePrivacy | undefined;
+  try {
+    privacy = singleFloods ? new SinglePrivacy(session, k.publicKey!, 2 ** part.program.noiseL2Bits!) : undefined;
+  } catch (e) {
+    keys.close();
+    throw e;
+  }
+  const entry = { keys, privacy, bytes: loadedKeySetBytes };
+  keyCache.set(k.id, entry);
   cachedBytes += loadedKeySetBytes;
   for (const [id, e] of keyCache) {
     if (cachedBytes <= keyCacheBytes || keyCache.size <= 1) break;
     e.keys.close();
+    e.privacy?.close();
     cachedBytes -= e.bytes;
     keyCache.delete(id);
   }
-  return keys;
+  return entry;
+}
+
+/** The query's re-randomization key, checked against this model's batch parameters. */
+function rerandKeyOf(bytes: SharedArrayBuffer | undefined): RerandKey | undefined {
+  if (!batch || !batchPrivacy?.enabled) return undefined;
+  if (!bytes) throw new SealedError('bad-query', 'the query carries no re-randomization key: this model re-randomizes its batch results (circuit privacy)', 'encrypt with a current `sealed predict` (or SDK), which sends it');
+  return loadRerandKey(new Uint8Array(bytes), batch.primes, batch.plan.params.polyModulusDegree, resultSize(batch.plan));
 }
 
 function runBatch(task: BatchTask): BatchResult {
@@ -155,10 +182,18 @@ function runBatch(task: BatchTask): BatchResult {
       }
       return { ms: performance.now() - t0 };
     }
+    if (task.batch === 'check-key') {
+      rerandKeyOf(task.rerandKey);
+      return { ms: performance.now() - t0 };
+    }
     const output = new Uint32Array(task.output);
     const size = resultSize(batch.plan);
+    const rerandKey = rerandKeyOf(task.rerandKey);
     const results: Uint8Array[] = [];
-    for (let o = task.first; o < task.first + task.count; o++) results.push(batch.encodeResult(output, o * size * LN, size, batch.plan.outputScaleBits));
+    for (let o = task.first; o < task.first + task.count; o++) {
+      batchPrivacy!.apply(rerandKey, output, o, LN);
+      results.push(batch.encodeResult(output, o * size * LN, size, batch.plan.outputScaleBits));
+    }
     return { results, ms: performance.now() - t0 };
   } catch (e) {
     return { error: plainError(e), ms: performance.now() - t0 };
@@ -191,7 +226,7 @@ function evaluateOne(task: EvaluateTask): EvaluateResult {
     return d;
   };
   try {
-    const keys = keysFor(task.keys);
+    const { keys, privacy } = keysFor(task.keys);
     ms.keys = lap();
     const what = task.index === undefined ? 'the encrypted query' : `ciphertext ${task.index} of the encrypted query`;
     const ct = loadQueryCiphertext(session, task.ciphertext, part.program.inputScaleBits, { what });
@@ -201,6 +236,14 @@ function evaluateOne(task: EvaluateTask): EvaluateResult {
       out = engine.run(ct, keys);
     } finally {
       ct.delete();
+    }
+    if (privacy) {
+      const plain = out;
+      try {
+        out = privacy.apply(plain);
+      } finally {
+        plain.delete();
+      }
     }
     ms.evaluate = lap();
     const result = out.saveToArray(session.seal.ComprModeType.zstd) as Uint8Array;

@@ -23,11 +23,23 @@ export interface QueryHeader {
   records: number;
   /** Absent: single (records packed per ciphertext). batch: record per slot, feature per ciphertext. */
   layout?: 'single' | 'batch';
+  /**
+   * Batch mode: the first section is the client's re-randomization key for circuit privacy
+   * (src/fhe/privacy.ts, "SRK1"), the ciphertexts follow. A model that floods its results
+   * refuses batch queries without it.
+   */
+  rerand_key?: boolean;
 }
 export interface KeysHeader {
   params: string;
   galois_steps: number[];
   relin: boolean;
+  /**
+   * Sections: Galois keys, relinearization keys (when relin), then the client's public key (when
+   * public_key: SEAL PublicKey, seeded, zstd), with which the server re-randomizes results
+   * (circuit privacy). A model that floods its results refuses keys without it.
+   */
+  public_key?: boolean;
 }
 /**
  * A result's header: the query's, plus the SHA-256 (64 lowercase hex digits) of the query object
