@@ -1,15 +1,20 @@
 // The embedded local S3 (s3rver, patched in src/storage/local-s3.ts): large objects stream to
 // disk with bounded memory, writes are complete when answered (read-after-write), failed or
-// aborted uploads leave nothing behind.
+// aborted uploads leave nothing behind, any credentials are accepted; and `sealed s3` says what
+// to use.
 import t from 'tap';
+import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CreateMultipartUploadCommand, UploadPartCommand } from '@aws-sdk/client-s3';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CreateBucketCommand, CreateMultipartUploadCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
 import { startLocalS3 } from '../src/storage/local-s3.ts';
+import { LOCAL_BUCKET, LOCAL_S3_PORT } from '../src/storage/resolve.ts';
 import { ObjectStore, type S3Location } from '../src/storage/s3.ts';
 import { drain } from './helpers/streams.ts';
 
@@ -200,4 +205,78 @@ t.test('a PUT that fails midway (client gone) leaves the previous object and no 
   const got = await store.get(at('cut/object'), 10 * MiB, 'query');
   t.ok(Buffer.from(got.bytes).equals(before), 'the previous version, intact');
   t.same((await files(join(bucketDir, 'cut'))).sort(), ['object._S3rver_metadata.json', 'object._S3rver_object', 'object._S3rver_object.md5'], 'no temporary file left');
+});
+
+/** An S3 client with the given credentials, as the AWS CLI or a user's SDK would be set up. */
+function clientWith(endpoint: string, accessKeyId: string, secretAccessKey: string): S3Client {
+  return new S3Client({ endpoint, forcePathStyle: true, region: 'us-east-1', credentials: { accessKeyId, secretAccessKey }, maxAttempts: 1 });
+}
+
+t.test('any credentials work, not only S3RVER/S3RVER', async (t) => {
+  for (const [id, secret] of [
+    ['AKIAIOSFODNN7EXAMPLE', 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY'],
+    ['S3RVER', 'not-the-secret'],
+    ['x', 'y'],
+  ]) {
+    const c = clientWith(s3.endpoint, id, secret);
+    t.teardown(() => c.destroy());
+    const Key = `creds/${id}`;
+    await c.send(new PutObjectCommand({ Bucket: BUCKET, Key, Body: `written with ${id}` }));
+    const got = await c.send(new GetObjectCommand({ Bucket: BUCKET, Key }));
+    t.equal(await got.Body?.transformToString(), `written with ${id}`, `${id}: PUT and GET (SigV4)`);
+    const listed = await c.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: 'creds/' }));
+    t.ok(listed.Contents?.some((o) => o.Key === Key), `${id}: list`);
+  }
+
+  // Signature V2 (older tools): s3rver checks it against the key's secret, unknown for an
+  // unknown key; the request is accepted anyway.
+  const status = await new Promise<number | undefined>((resolve, reject) => {
+    const req = request(new URL(`/${BUCKET}/creds/x`, s3.endpoint), { headers: { date: new Date().toUTCString(), authorization: 'AWS SOMEKEY:c2lnbmF0dXJl' } }, (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  t.equal(status, 200, 'a V2-signed GET by an unknown key');
+});
+
+t.test('`sealed s3`: says the credentials and the default bucket, and both are right', async (t) => {
+  const bin = fileURLToPath(new URL('../bin/sealed.js', import.meta.url));
+  const help = (await promisify(execFile)(process.execPath, [bin, 's3', '--help'])).stdout;
+  t.ok(help.includes(LOCAL_BUCKET), `--help names the default bucket ${LOCAL_BUCKET}`);
+  t.match(help, /any (access key|credentials)/i, '--help says any credentials work');
+  t.ok(help.includes(String(LOCAL_S3_PORT)) && help.includes('--s3-endpoint') && help.includes('SEALED_S3_ENDPOINT'), '--help says how serve and predict find it on another port');
+
+  const home = join(dir, 'cli-home');
+  const child = spawn(process.execPath, [bin, 's3', '--port', '0', '--dir', join(home, 's3')], { env: { ...process.env, SEALED_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGTERM');
+  });
+  let out = '';
+  child.stderr.on('data', (d) => (out += d));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`sealed s3 did not start: ${out}`)), 30_000);
+    child.stdout.on('data', (d) => {
+      out += d;
+      if (out.includes(LOCAL_BUCKET)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`sealed s3 exited (${code}): ${out}`)));
+  });
+  const endpoint = /at (http:\/\/[\d.]+:\d+)/.exec(out)?.[1];
+  t.ok(endpoint, `prints its endpoint (${endpoint})`);
+  t.match(out, /any credentials/, 'says any credentials');
+  t.match(out, new RegExp(`default bucket:? ${LOCAL_BUCKET}`), 'prints the default bucket');
+
+  // What it printed holds: a client with made-up credentials uses the default bucket.
+  const c = clientWith(endpoint!, 'made-up', 'also-made-up');
+  t.teardown(() => c.destroy());
+  await c.send(new CreateBucketCommand({ Bucket: LOCAL_BUCKET }));
+  await c.send(new PutObjectCommand({ Bucket: LOCAL_BUCKET, Key: 'k', Body: 'v' }));
+  t.equal(await (await c.send(new GetObjectCommand({ Bucket: LOCAL_BUCKET, Key: 'k' }))).Body?.transformToString(), 'v', 'PUT and GET in the default bucket with made-up credentials');
+  child.kill('SIGTERM');
+  t.equal(await new Promise((r) => (child.exitCode === null ? child.once('exit', r) : r(child.exitCode))), 0, 'SIGTERM: exits 0');
 });

@@ -1,16 +1,21 @@
 // The SageMaker Runtime emulator in front of the real server (real HTTP, real S3, real workers),
-// driven by the real @aws-sdk/client-sagemaker-runtime with only `endpoint` overridden.
-import { createServer, type IncomingHttpHeaders } from 'node:http';
+// driven by the real @aws-sdk/client-sagemaker-runtime with only `endpoint` overridden; and
+// refusing, with SageMaker's errors, what SageMaker refuses.
+import { spawn } from 'node:child_process';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
-import t from 'tap';
-import { InvokeEndpointAsyncCommand, InvokeEndpointCommand } from '@aws-sdk/client-sagemaker-runtime';
+import { fileURLToPath } from 'node:url';
+import t, { type Test } from 'tap';
+import { InvokeEndpointAsyncCommand, InvokeEndpointCommand, SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import { ensureKeysUploaded, invokeHttp } from '../src/client/predict.ts';
 import { ClientSession } from '../src/client/session.ts';
 import { readClientPart } from '../src/model/bundle.ts';
 import { invokeAsync, invokeRealtime, runtimeClient, sagemakerInvoke, type Invoke } from '../src/sagemaker/runtime-client.ts';
 import { REALTIME_MAX_BYTES, startRuntimeEmulator } from '../src/sagemaker/runtime-emulator.ts';
+import type { Prediction } from '../src/model/postprocess.ts';
 import { formatS3Uri, parseS3Uri } from '../src/storage/s3.ts';
+import { decodeWire } from '../src/wire/format.ts';
 import { startStack, trainBreastCancer } from './helpers/fixture.ts';
 
 const trained = await trainBreastCancer();
@@ -21,7 +26,7 @@ const keys = session.generateKeys();
 const bucket = stack.bucket;
 const outputPath = `s3://${bucket}/async/out`;
 const failurePath = `s3://${bucket}/async/failed`;
-const emulator = await startRuntimeEmulator({ containerUrl: stack.server.url, store: stack.store, outputPath, failurePath });
+const emulator = await startRuntimeEmulator({ containerUrl: stack.server.url, store: stack.store, outputPath, failurePath, endpointName: 'sealed-test' });
 const sm = runtimeClient({ endpoint: emulator.url });
 t.teardown(async () => {
   sm.destroy();
@@ -32,12 +37,21 @@ t.teardown(async () => {
 });
 
 const transport = { store: stack.store, bucket, endpoint: stack.server.url };
-// One encrypted query, evaluated three ways: the server is deterministic for a given ciphertext
-// and keys, so the encrypted results must be the same bytes whichever way the request went.
+// One encrypted query, evaluated three ways. Results are re-randomized (circuit privacy), so
+// they are never the same bytes twice; they must carry the same header and decrypt to the same
+// predictions within the flood's documented precision, whichever way the request went.
 const queryLoc = { bucket, key: `sealed/queries/${randomUUID()}.query` };
 await stack.store.put(queryLoc, session.encrypt(trained.test.x), 'query');
 const keysLoc = (await ensureKeysUploaded(transport, keys)).loc;
 const bodyFor = (name: string) => ({ encrypted_query_uri: formatS3Uri(queryLoc), evaluation_keys_uri: formatS3Uri(keysLoc), output_uri: `s3://${bucket}/sealed/results/${name}-${randomUUID()}.result` });
+
+function sameResult(t: Test, a: { bytes: Uint8Array; predictions: Prediction[] }, b: { bytes: Uint8Array; predictions: Prediction[] }) {
+  t.same(decodeWire('result', a.bytes, 'a').header, decodeWire('result', b.bytes, 'b').header, 'same result header (model, records, query hash)');
+  t.not(Buffer.from(a.bytes).equals(Buffer.from(b.bytes)), true, 'different bytes: each result is re-randomized');
+  t.same(a.predictions.map((p) => p.label), b.predictions.map((p) => p.label), 'same decrypted labels');
+  const worst = Math.max(...a.predictions.flatMap((p, i) => p.scores.map((v, k) => Math.abs(v - b.predictions[i].scores[k]))));
+  t.ok(worst < 1e-3, `same decrypted scores within 1e-3 (worst ${worst.toExponential(1)})`);
+}
 
 async function run(invoke: Invoke, name: string) {
   const body = bodyFor(name);
@@ -48,11 +62,10 @@ async function run(invoke: Invoke, name: string) {
 
 const direct = await run((b) => invokeHttp(stack.server.url, b), 'direct');
 
-t.test('InvokeEndpoint through the emulator gives the direct-HTTP result, byte for byte', async (t) => {
+t.test('InvokeEndpoint through the emulator gives the direct-HTTP result', async (t) => {
   const r = await run(sagemakerInvoke({ client: sm, endpointName: 'sealed-test' }), 'realtime');
   t.equal(r.answer.records, trained.test.x.length);
-  t.same(Buffer.from(r.bytes), Buffer.from(direct.bytes), 'same encrypted result');
-  t.same(r.predictions, direct.predictions, 'same decrypted predictions');
+  sameResult(t, r, direct);
   const acc = r.predictions.filter((p, i) => p.label === ['malignant', 'benign'][trained.test.y[i]]).length / r.predictions.length;
   t.ok(Math.abs(acc - trained.result.metrics.test_accuracy) < 1e-6, `accuracy ${acc} equals the plaintext accuracy`);
 });
@@ -78,8 +91,7 @@ t.test('InvokeEndpointAsync: 202, output at <S3OutputPath>/<id>.out, same result
 
   const viaClient = await run(sagemakerInvoke({ client: sm, endpointName: 'sealed-test', async: { store: stack.store, bucket, timeoutMs: 60_000 } }), 'async');
   t.equal(viaClient.answer.records, trained.test.x.length, 'the answer is the server JSON read from the output location');
-  t.same(Buffer.from(viaClient.bytes), Buffer.from(direct.bytes), 'same encrypted result');
-  t.same(viaClient.predictions, direct.predictions, 'same decrypted predictions');
+  sameResult(t, viaClient, direct);
 });
 
 t.test('an async request the server refuses lands in the failure path', async (t) => {
@@ -98,7 +110,7 @@ t.test('an async request the server refuses lands in the failure path', async (t
 });
 
 t.test('InvokeEndpointAsync without InputLocation is a ValidationError', async (t) => {
-  await t.rejects(sm.send(new InvokeEndpointAsyncCommand({ EndpointName: 'x', InputLocation: '' })), { name: 'ValidationError' });
+  await t.rejects(sm.send(new InvokeEndpointAsyncCommand({ EndpointName: 'sealed-test', InputLocation: '' })), { name: 'ValidationError', message: /InputLocation/ });
 });
 
 t.test('headers pass through both ways; 6 MB limits; an unreachable container', async (t) => {
@@ -110,7 +122,7 @@ t.test('headers pass through both ways; 6 MB limits; an unreachable container', 
   });
   await new Promise<void>((r) => fake.listen(0, '127.0.0.1', r));
   const fakeUrl = `http://127.0.0.1:${(fake.address() as AddressInfo).port}`;
-  const emu = await startRuntimeEmulator({ containerUrl: fakeUrl, store: stack.store, outputPath, failurePath });
+  const emu = await startRuntimeEmulator({ containerUrl: fakeUrl, store: stack.store, outputPath, failurePath, endpointName: 'e' });
   const c = runtimeClient({ endpoint: emu.url });
   t.teardown(async () => {
     c.destroy();
@@ -130,4 +142,134 @@ t.test('headers pass through both ways; 6 MB limits; an unreachable container', 
   await new Promise((r) => fake.close(r));
   fake.closeAllConnections();
   await t.rejects(invokeRealtime(c, 'e', {}), { name: 'SealedError', code: 'storage' }, 'unreachable container: a storage/unreachable error');
+});
+
+/** A stand-in container answering /invocations with `answer`; counts the requests it got. */
+async function fakeContainer(answer: (req: IncomingMessage, res: ServerResponse) => void) {
+  let requests = 0;
+  const server = createServer((req, res) => {
+    requests++;
+    req.resume().on('end', () => answer(req, res));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests: () => requests,
+    close: () => new Promise((r) => server.close(r)).then(() => server.closeAllConnections()),
+  };
+}
+
+/** A SageMaker Runtime client that does not retry: a retry would hide a failed first attempt. */
+const noRetry = (endpoint: string) => new SageMakerRuntimeClient({ endpoint, region: 'us-east-1', credentials: { accessKeyId: 'LOCAL', secretAccessKey: 'LOCAL' }, maxAttempts: 1 });
+
+t.test('SageMaker refuses what it would refuse: another endpoint, a variant or model it lacks', async (t) => {
+  const fake = await fakeContainer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+  const emu = await startRuntimeEmulator({ containerUrl: fake.url, store: stack.store, outputPath, failurePath, endpointName: 'sealed-prod' });
+  const c = noRetry(emu.url);
+  t.teardown(async () => {
+    c.destroy();
+    await emu.close();
+    await fake.close();
+  });
+  const body = new Uint8Array([1]);
+
+  const ok = await c.send(new InvokeEndpointCommand({ EndpointName: 'sealed-prod', Body: body, TargetVariant: 'AllTraffic' }));
+  t.equal(ok.$metadata.httpStatusCode, 200, 'its own name, and TargetVariant AllTraffic: 200');
+  t.equal(ok.InvokedProductionVariant, 'AllTraffic');
+
+  const notFound = { name: 'ValidationError', $metadata: { httpStatusCode: 400 }, message: /^Endpoint sealed-staging of account \d{12} not found\. .*invoke that name/ };
+  await t.rejects(c.send(new InvokeEndpointCommand({ EndpointName: 'sealed-staging', Body: body })), notFound, 'InvokeEndpoint, another name: ValidationError, not found');
+  await t.rejects(c.send(new InvokeEndpointAsyncCommand({ EndpointName: 'sealed-staging', InputLocation: `s3://${bucket}/async/in/x.json` })), notFound, 'InvokeEndpointAsync, another name: the same');
+
+  await t.rejects(c.send(new InvokeEndpointCommand({ EndpointName: 'sealed-prod', Body: body, TargetVariant: 'Bogus' })), { name: 'ValidationError', $metadata: { httpStatusCode: 400 }, message: /Variant Bogus not found .*AllTraffic/ }, 'a variant the endpoint lacks');
+  await t.rejects(c.send(new InvokeEndpointCommand({ EndpointName: 'sealed-prod', Body: body, TargetModel: 'model.tar.gz' })), { name: 'ValidationError', message: /not a multi-model endpoint/ }, 'a target model on a single-model endpoint');
+  t.equal(fake.requests(), 1, 'none of the refused requests reached the container');
+});
+
+t.test('ModelError carries a LogStreamArn, as SageMaker\'s does', async (t) => {
+  const fake = await fakeContainer((_req, res) => res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":"internal","message":"boom"}'));
+  const emu = await startRuntimeEmulator({ containerUrl: fake.url, store: stack.store, outputPath, failurePath, endpointName: 'e', region: 'eu-west-1' });
+  const c = noRetry(emu.url);
+  t.teardown(async () => {
+    c.destroy();
+    await emu.close();
+    await fake.close();
+  });
+  const err = (await c.send(new InvokeEndpointCommand({ EndpointName: 'e', Body: new Uint8Array([1]) })).catch((e: unknown) => e)) as Record<string, unknown>;
+  t.match(err, { name: 'ModelError', $metadata: { httpStatusCode: 424 }, OriginalStatusCode: 500, OriginalMessage: '{"error":"internal","message":"boom"}' });
+  t.match(err.LogStreamArn, /^arn:aws:logs:eu-west-1:\d{12}:log-group:\/aws\/sagemaker\/Endpoints\/e:log-stream:\S+$/, `LogStreamArn ${String(err.LogStreamArn)}`);
+});
+
+t.test('InvokeEndpointAsync: InvocationTimeoutSeconds 1-3600 and RequestTTLSeconds 60-21600, as SageMaker', async (t) => {
+  const fake = await fakeContainer((_req, res) => res.writeHead(200).end('{}'));
+  const emu = await startRuntimeEmulator({ containerUrl: fake.url, store: stack.store, outputPath, failurePath, endpointName: 'e' });
+  const c = noRetry(emu.url);
+  t.teardown(async () => {
+    c.destroy();
+    await emu.close();
+    await fake.close();
+  });
+  const inputUri = `s3://${bucket}/async/in/${randomUUID()}.json`;
+  await stack.store.put(parseS3Uri(inputUri), new TextEncoder().encode('{}'), 'input');
+  const send = (o: { InvocationTimeoutSeconds?: number; RequestTTLSeconds?: number }) => c.send(new InvokeEndpointAsyncCommand({ EndpointName: 'e', InputLocation: inputUri, ...o }));
+  for (const o of [{ InvocationTimeoutSeconds: 1 }, { InvocationTimeoutSeconds: 3600 }, { RequestTTLSeconds: 60 }, { RequestTTLSeconds: 21_600 }]) {
+    t.equal((await send(o)).$metadata.httpStatusCode, 202, `${JSON.stringify(o)}: accepted`);
+  }
+  for (const [o, message] of [
+    [{ InvocationTimeoutSeconds: 0 }, /'invocationTimeoutSeconds' failed to satisfy constraint: Member must have value greater than or equal to 1 \(give InvocationTimeoutSeconds from 1 to 3600 seconds/],
+    [{ InvocationTimeoutSeconds: 3601 }, /'invocationTimeoutSeconds' failed to satisfy constraint: Member must have value less than or equal to 3600/],
+    [{ RequestTTLSeconds: 59 }, /'requestTTLSeconds' failed to satisfy constraint: Member must have value greater than or equal to 60 \(give RequestTTLSeconds from 60 to 21600 seconds/],
+    [{ RequestTTLSeconds: 21_601 }, /'requestTTLSeconds' failed to satisfy constraint: Member must have value less than or equal to 21600/],
+  ] as const) {
+    await t.rejects(send(o), { name: 'ValidationError', $metadata: { httpStatusCode: 400 }, message }, `${JSON.stringify(o)}: ValidationError`);
+  }
+});
+
+t.test('`sealed sagemaker-emulator` in its own process: a body over 6 MB gets the 413 ValidationError, never EPIPE', async (t) => {
+  // Its own process, as users run it: in the test's process the client happened to read the
+  // answer before the connection was reset, which hid the bug.
+  const fake = await fakeContainer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}'));
+  const bin = fileURLToPath(new URL('../bin/sealed.js', import.meta.url));
+  const args = ['sagemaker-emulator', '--port', '0', '--container', fake.url, '--s3-endpoint', stack.s3.endpoint, '--output-path', outputPath, '--failure-path', failurePath];
+  const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stderr.on('data', (d) => (out += d));
+  // Its start-up lines: the URL, and the endpoint name to give `sealed predict`.
+  const [url, name] = await new Promise<string[]>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the emulator did not start: ${out}`)), 30_000);
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = /emulator at (http:\/\/[\d.]+:\d+)[^]*--sagemaker-endpoint (\S+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve([m[1], m[2]]);
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`the emulator exited (${code}): ${out}`)));
+  });
+  const c = noRetry(url);
+  t.teardown(async () => {
+    c.destroy();
+    if (child.exitCode === null) {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    }
+    await fake.close();
+  });
+
+  const atLimit = await c.send(new InvokeEndpointCommand({ EndpointName: name, Body: new Uint8Array(REALTIME_MAX_BYTES) }));
+  t.equal(atLimit.$metadata.httpStatusCode, 200, `exactly 6 MB (6,291,456 bytes) reaches the container; ${name}, the name it prints, is the one it serves`);
+
+  const outcomes: Record<string, number> = {};
+  for (const size of [7 * 1024 * 1024, 30 * 1024 * 1024]) {
+    const big = new Uint8Array(size);
+    for (let i = 0; i < 10; i++) {
+      const e = (await c.send(new InvokeEndpointCommand({ EndpointName: name, Body: big })).catch((err: unknown) => err)) as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+      const key = `${size} bytes: ${e.name} ${e.$metadata?.httpStatusCode ?? ''} ${e.message?.startsWith(`The request body is ${size} bytes, over the real-time limit`) ? 'says the size and the limit' : e.message}`;
+      outcomes[key] = (outcomes[key] ?? 0) + 1;
+    }
+  }
+  t.same(outcomes, { '7340032 bytes: ValidationError 413 says the size and the limit': 10, '31457280 bytes: ValidationError 413 says the size and the limit': 10 }, 'every over-limit request: a 413 ValidationError');
+  await t.rejects(c.send(new InvokeEndpointCommand({ EndpointName: name, Body: new Uint8Array(REALTIME_MAX_BYTES + 1) })), { name: 'ValidationError', message: /over the real-time limit of 6291456 bytes \(6 MB\)\. Send less per InvokeEndpoint request, or use InvokeEndpointAsync/ }, 'one byte over: the message says what to do');
+  t.equal(fake.requests(), 1, 'no over-limit body reached the container');
 });

@@ -2,7 +2,9 @@
 // front of one inference container, so `@aws-sdk/client-sagemaker-runtime` works unchanged with
 // only `endpoint` overridden. Wire shapes follow the SDK's restJson1 model: async answers 202 with
 // `{"InferenceId"}` in the body and the locations in X-Amzn-SageMaker-{Output,Failure}Location;
-// errors carry `x-amzn-errortype` and the error shape's members in the body.
+// errors carry `x-amzn-errortype` and the error shape's members in the body. Requests SageMaker
+// refuses are refused here too, with its error: another endpoint name, a variant the endpoint
+// lacks, a body over 6 MB, timeouts out of range; a client tested here meets no surprise there.
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyReply } from 'fastify';
 import { parseS3Uri, type ObjectStore } from '../storage/s3.ts';
@@ -10,11 +12,21 @@ import { parseS3Uri, type ObjectStore } from '../storage/s3.ts';
 /** SageMaker's real-time limits: 6 MB each way, 60 s for the container to answer. */
 export const REALTIME_MAX_BYTES = 6 * 1024 * 1024;
 const REALTIME_TIMEOUT_MS = 60_000;
-/** Async: payloads up to 1 GB; InvocationTimeoutSeconds defaults to 15 min, at most 1 h. */
+/** Async: payloads up to 1 GB. Ranges (and defaults) of the API's model, in seconds. */
 const ASYNC_MAX_BYTES = 1024 * 1024 * 1024;
-const ASYNC_DEFAULT_TIMEOUT_S = 900;
-const ASYNC_MAX_TIMEOUT_S = 3600;
+const ASYNC_TIMEOUT_S = { min: 1, max: 3600, default: 900 };
+const ASYNC_TTL_S = { min: 60, max: 21_600, default: 21_600 };
 const VARIANT = 'AllTraffic';
+/** The name `sealed sagemaker-emulator` serves, as its start-up line tells `sealed predict`. */
+export const DEFAULT_ENDPOINT_NAME = 'local';
+/** The account of the emulated endpoint, in its error messages and ARNs (AWS's documentation placeholder). */
+const ACCOUNT = '123456789012';
+/**
+ * A body over the real-time limit is still read to its end, discarding it, up to this many
+ * bytes: answering and closing while the client is still sending makes its next write fail
+ * (EPIPE) and it never reads the 413. Beyond this the connection is closed.
+ */
+const DISCARD_MAX_BYTES = ASYNC_MAX_BYTES;
 
 export interface RuntimeEmulatorOptions {
   /** Base URL of the inference container, e.g. http://127.0.0.1:8080 */
@@ -26,6 +38,10 @@ export interface RuntimeEmulatorOptions {
   failurePath: string;
   port?: number;
   host?: string;
+  /** The endpoint's name: InvokeEndpoint(Async) for any other is "not found", as on SageMaker. Default "local". */
+  endpointName?: string;
+  /** Region of the endpoint's ARNs (ModelError's LogStreamArn). Default $AWS_REGION, else us-east-1. */
+  region?: string;
 }
 
 export interface RuntimeEmulator {
@@ -43,29 +59,107 @@ function awsError(reply: FastifyReply, status: number, type: string, message: st
   return reply.code(status).header('x-amzn-errortype', type).type('application/json').send({ Message: message, ...extra });
 }
 
+class PayloadTooLarge extends Error {
+  readonly statusCode = 413;
+}
+
+const tooLarge = (bytes: number, atLeast: boolean) =>
+  new PayloadTooLarge(
+    `The request body is ${atLeast ? 'over ' : ''}${bytes} bytes, over the real-time limit of ${REALTIME_MAX_BYTES} bytes (6 MB). Send less per InvokeEndpoint request, or use InvokeEndpointAsync (input in S3, up to 1 GB).`,
+  );
+
+/**
+ * Reads a request body up to the real-time limit. A larger one is read to its end and discarded
+ * (see DISCARD_MAX_BYTES) before the 413, so that the client has sent it all and reads the answer.
+ */
+function readBody(payload: NodeJS.ReadableStream, declared: number, done: (err: Error | null, body?: Buffer) => void): void {
+  if (declared > DISCARD_MAX_BYTES) return done(tooLarge(declared, false));
+  const chunks: Buffer[] = [];
+  let size = 0;
+  const onData = (c: Buffer) => {
+    size += c.length;
+    if (size <= REALTIME_MAX_BYTES) chunks.push(c);
+    else chunks.length = 0;
+    if (size > DISCARD_MAX_BYTES) {
+      stop();
+      done(tooLarge(size, true));
+    }
+  };
+  const onEnd = () => {
+    stop();
+    done(size > REALTIME_MAX_BYTES ? tooLarge(size, false) : null, Buffer.concat(chunks, size));
+  };
+  const onError = (e: Error) => {
+    stop();
+    done(Object.assign(e, { statusCode: 400 }));
+  };
+  const stop = () => {
+    payload.removeListener('data', onData);
+    payload.removeListener('end', onEnd);
+    payload.removeListener('error', onError);
+  };
+  payload.on('data', onData);
+  payload.on('end', onEnd);
+  payload.on('error', onError);
+  payload.resume();
+}
+
+/**
+ * An optional integer header within [min, max]; the message is SageMaker's for a constraint
+ * violation, plus what to send instead.
+ */
+function intHeader(h: Headers, header: string, member: string, range: { min: number; max: number; default: number }): number | string {
+  const raw = one(h, header);
+  if (raw === undefined) return range.default;
+  const v = Number(raw);
+  const fix = `give ${member} from ${range.min} to ${range.max} seconds, or leave it out for the default of ${range.default}`;
+  const value = `Value '${raw.slice(0, 20)}' at '${member[0].toLowerCase()}${member.slice(1)}' failed to satisfy constraint`;
+  if (!/^-?\d+$/.test(raw.trim())) return `1 validation error detected: ${value}: Member must be an integer (${fix})`;
+  if (v < range.min) return `1 validation error detected: ${value}: Member must have value greater than or equal to ${range.min} (${fix})`;
+  if (v > range.max) return `1 validation error detected: ${value}: Member must have value less than or equal to ${range.max} (${fix})`;
+  return v;
+}
+
 export async function startRuntimeEmulator(o: RuntimeEmulatorOptions): Promise<RuntimeEmulator> {
   // Fail at start, not on the first async request, when a path is not an S3 URI.
   parseS3Uri(`${o.outputPath.replace(/\/+$/, '')}/x`, 'outputPath');
   parseS3Uri(`${o.failurePath.replace(/\/+$/, '')}/x`, 'failurePath');
   const invocationsUrl = new URL('/invocations', o.containerUrl).toString();
+  const endpointName = o.endpointName ?? DEFAULT_ENDPOINT_NAME;
+  const region = o.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1';
+  const logGroup = `/aws/sagemaker/Endpoints/${endpointName}`;
+  // SageMaker's ModelError names the endpoint's CloudWatch log stream; locally the container's
+  // log is its own output, but a client reading the field finds one of the same form.
+  const logStreamArn = `arn:aws:logs:${region}:${ACCOUNT}:log-group:${logGroup}:log-stream:${VARIANT}/local`;
+  const modelError = (reply: FastifyReply, message: string, extra: Record<string, unknown>) => awsError(reply, 424, 'ModelError', message, { ...extra, LogStreamArn: logStreamArn });
   const pending = new Set<Promise<void>>();
-  const app = Fastify({ logger: false, bodyLimit: REALTIME_MAX_BYTES, genReqId: () => randomUUID() });
+  const app = Fastify({ logger: false, genReqId: () => randomUUID() });
   app.addHook('onRequest', async (req, reply) => {
     reply.header('x-amzn-requestid', req.id); // the SDK reports it as $metadata.requestId
   });
   // Bodies are opaque to SageMaker: forward the bytes whatever the content type.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser('*', (req, payload, done) => readBody(payload, Number(req.headers['content-length'] ?? 0), done));
 
   app.setErrorHandler((err, _req, reply) => {
-    const e = err as { code?: string; statusCode?: number; message: string };
-    if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return awsError(reply, 413, 'ValidationError', `Request payload exceeds the real-time limit of ${REALTIME_MAX_BYTES} bytes; use InvokeEndpointAsync`);
+    const e = err as { statusCode?: number; message: string };
+    if (err instanceof PayloadTooLarge) return awsError(reply, 413, 'ValidationError', e.message);
     if (e.statusCode && e.statusCode < 500) return awsError(reply, 400, 'ValidationError', e.message);
     return awsError(reply, 500, 'InternalFailure', e.message);
   });
 
+  /** SageMaker's answer for a name this emulator does not serve, else undefined. */
+  const unknownEndpoint = (reply: FastifyReply, name: string) =>
+    name === endpointName ? undefined : awsError(reply, 400, 'ValidationError', `Endpoint ${name} of account ${ACCOUNT} not found. This emulator serves one endpoint, ${endpointName}: invoke that name.`);
+
   app.post<{ Params: { name: string } }>('/endpoints/:name/invocations', async (req, reply) => {
     const h = req.headers as Headers;
+    const name = req.params.name;
+    const notFound = unknownEndpoint(reply, name);
+    if (notFound) return notFound;
+    const variant = one(h, 'x-amzn-sagemaker-target-variant');
+    if (variant !== undefined && variant !== VARIANT) return awsError(reply, 400, 'ValidationError', `Variant ${variant} not found for endpoint ${name}: its one production variant is ${VARIANT}. Leave TargetVariant out, or set it to ${VARIANT}.`);
+    if (one(h, 'x-amzn-sagemaker-target-model') !== undefined) return awsError(reply, 400, 'ValidationError', `Endpoint ${name} is not a multi-model endpoint and does not support target model header. Leave TargetModel out.`);
     // The container logs under this id (its requestIdHeader): the one the SDK reports.
     const forward: Record<string, string> = { 'x-amzn-requestid': req.id };
     for (const name of ['content-type', 'accept', 'x-amzn-sagemaker-custom-attributes']) {
@@ -76,18 +170,18 @@ export async function startRuntimeEmulator(o: RuntimeEmulatorOptions): Promise<R
     try {
       res = await fetch(invocationsUrl, { method: 'POST', headers: forward, body: asBody(req.body as Buffer | undefined), signal: AbortSignal.timeout(REALTIME_TIMEOUT_MS) });
     } catch (e) {
-      if ((e as Error).name === 'TimeoutError') return awsError(reply, 424, 'ModelError', `Your invocation timed out while waiting for a response from container primary (${REALTIME_TIMEOUT_MS / 1000} s).`, { OriginalStatusCode: 0 });
+      if ((e as Error).name === 'TimeoutError') return modelError(reply, `Your invocation timed out while waiting for a response from container primary (${REALTIME_TIMEOUT_MS / 1000} s).`, { OriginalStatusCode: 0 });
       return awsError(reply, 503, 'ServiceUnavailable', `the container at ${o.containerUrl} is unreachable (${(e as Error).message})`);
     }
     const body = Buffer.from(await res.arrayBuffer());
     if (!res.ok) {
       // SageMaker wraps a container's error in ModelError (424) and keeps the original body.
-      return awsError(reply, 424, 'ModelError', `Received ${res.status < 500 ? 'client' : 'server'} error (${res.status}) from primary with message "${body.toString('utf8').slice(0, 1000)}".`, {
+      return modelError(reply, `Received ${res.status < 500 ? 'client' : 'server'} error (${res.status}) from primary with message "${body.toString('utf8').slice(0, 1000)}". See the container's log (log group ${logGroup} on SageMaker) for more information.`, {
         OriginalStatusCode: res.status,
         OriginalMessage: body.toString('utf8'),
       });
     }
-    if (body.length > REALTIME_MAX_BYTES) return awsError(reply, 424, 'ModelError', `the container's response (${body.length} bytes) exceeds the real-time limit of ${REALTIME_MAX_BYTES} bytes`, { OriginalStatusCode: res.status });
+    if (body.length > REALTIME_MAX_BYTES) return modelError(reply, `the container's response (${body.length} bytes) exceeds the real-time limit of ${REALTIME_MAX_BYTES} bytes`, { OriginalStatusCode: res.status });
     reply.code(res.status).header('x-amzn-invoked-production-variant', VARIANT);
     const attributes = res.headers.get('x-amzn-sagemaker-custom-attributes');
     if (attributes !== null) reply.header('x-amzn-sagemaker-custom-attributes', attributes);
@@ -96,6 +190,11 @@ export async function startRuntimeEmulator(o: RuntimeEmulatorOptions): Promise<R
 
   app.post<{ Params: { name: string } }>('/endpoints/:name/async-invocations', async (req, reply) => {
     const h = req.headers as Headers;
+    const timeoutS = intHeader(h, 'x-amzn-sagemaker-invocationtimeoutseconds', 'InvocationTimeoutSeconds', ASYNC_TIMEOUT_S);
+    if (typeof timeoutS === 'string') return awsError(reply, 400, 'ValidationError', timeoutS);
+    // Validated only: the emulator queues nothing, so no request waits long enough to expire.
+    const ttlS = intHeader(h, 'x-amzn-sagemaker-requestttlseconds', 'RequestTTLSeconds', ASYNC_TTL_S);
+    if (typeof ttlS === 'string') return awsError(reply, 400, 'ValidationError', ttlS);
     const input = one(h, 'x-amzn-sagemaker-inputlocation');
     if (!input) return awsError(reply, 400, 'ValidationError', 'InputLocation (header X-Amzn-SageMaker-InputLocation) is required');
     let inputLoc;
@@ -106,7 +205,8 @@ export async function startRuntimeEmulator(o: RuntimeEmulatorOptions): Promise<R
     }
     const id = one(h, 'x-amzn-sagemaker-inference-id') ?? randomUUID();
     if (!/^[\w.-]{1,64}$/.test(id)) return awsError(reply, 400, 'ValidationError', 'InferenceId must be 1-64 letters, digits, ".", "_" or "-"');
-    const timeoutS = Math.min(Number(one(h, 'x-amzn-sagemaker-invocationtimeoutseconds') ?? ASYNC_DEFAULT_TIMEOUT_S), ASYNC_MAX_TIMEOUT_S);
+    const notFound = unknownEndpoint(reply, req.params.name);
+    if (notFound) return notFound;
     const outputUri = `${o.outputPath.replace(/\/+$/, '')}/${id}.out`;
     const failureUri = `${o.failurePath.replace(/\/+$/, '')}/${id}-error.out`;
     const headers: Record<string, string> = { 'x-amzn-requestid': id, 'content-type': one(h, 'x-amzn-sagemaker-content-type') ?? 'application/octet-stream' };

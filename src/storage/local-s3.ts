@@ -19,7 +19,9 @@ export interface LocalS3 {
 export async function startLocalS3(o: { directory: string; port?: number; host?: string }): Promise<LocalS3> {
   await mkdir(o.directory, { recursive: true });
   routeAbortMultipartUpload();
-  const server = new S3rver({ port: o.port ?? 0, address: o.host ?? '127.0.0.1', directory: o.directory, silent: true, resetOnClose: false });
+  acceptAnyCredentials();
+  // allowMismatchedSignatures: see acceptAnyCredentials.
+  const server = new S3rver({ port: o.port ?? 0, address: o.host ?? '127.0.0.1', directory: o.directory, silent: true, resetOnClose: false, allowMismatchedSignatures: true });
   fixStore(server.store as Store);
   const info = (await server.run()) as AddressInfo;
   return {
@@ -237,6 +239,32 @@ function routeAbortMultipartUpload(): void {
     ctx.status = 204;
   });
   router.stack.splice(at, 0, router.stack.pop()!);
+}
+
+interface Account {
+  accessKeys: Map<string, string>;
+}
+const anyKey = Symbol('sealed:anyCredentials');
+
+/**
+ * Any access key id and secret work, as `sealed s3` promises: users point the AWS CLI or an SDK
+ * at it with whatever credentials their environment holds (ObjectStore itself sends
+ * $AWS_ACCESS_KEY_ID when set). s3rver knows one key pair, S3RVER/S3RVER, and answers any other
+ * key id with 403 InvalidAccessKeyId; here every key id finds its one account. It does not verify
+ * V4 signatures (what current SDKs send) at all; V2 signatures it checks against the key's secret,
+ * which it cannot know for a key it has never seen, hence allowMismatchedSignatures. The key
+ * registry is a module shared by every s3rver of the process: patched once.
+ */
+function acceptAnyCredentials(): void {
+  const AWSAccount = require('s3rver/lib/models/account.js') as { registry: Map<string, Account> & { [anyKey]?: true }; DUMMY_ACCOUNT: Account };
+  const { registry, DUMMY_ACCOUNT: account } = AWSAccount;
+  if (!registry || !account?.accessKeys) throw new Error("s3rver's accounts are not the ones expected (3.7): cannot accept any credentials");
+  if (registry[anyKey]) return;
+  registry[anyKey] = true;
+  const keys = account.accessKeys;
+  registry.get = (id) => Map.prototype.get.call(registry, id) ?? account;
+  // An HMAC key for V2 signatures by unknown keys: never matches, which allowMismatchedSignatures accepts.
+  keys.get = (id) => Map.prototype.get.call(keys, id) ?? '';
 }
 
 const missingAs =

@@ -154,7 +154,7 @@ await t.test('inference image: docker run IMAGE serve', async (t) => {
   });
 
   await t.test('serve: InvokeEndpoint and InvokeEndpointAsync through the runtime emulator', async (t) => {
-    const emulator = await startRuntimeEmulator({ containerUrl: serve.url, store, outputPath: `s3://${bucket}/async/out`, failurePath: `s3://${bucket}/async/failed` });
+    const emulator = await startRuntimeEmulator({ endpointName: 'sealed-contract', containerUrl: serve.url, store, outputPath: `s3://${bucket}/async/out`, failurePath: `s3://${bucket}/async/failed` });
     const sm = runtimeClient({ endpoint: emulator.url });
     t.teardown(async () => {
       sm.destroy();
