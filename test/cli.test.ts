@@ -84,6 +84,23 @@ t.test('predict with a wrong input file says what to do and exits 2', async (t) 
   t.match(err.stderr, /what to do: the header must name the 30 features/);
 });
 
+t.test('predict refuses a CSV with a header and no records, and an IDX labels file, saying what to give', async (t) => {
+  const predict = (input: string) => run(process.execPath, [bin, 'predict', '--model', tr.modelDir, '--input', input, '--endpoint', `http://127.0.0.1:${port}`, '--keys', join(tr.dir, 'keys')], { env }).catch((e) => e);
+  const headerOnly = join(tr.dir, 'header-only.csv');
+  await writeFile(headerOnly, (await readFile(join(tr.testDir, 'data.csv'), 'utf8')).split('\n')[0] + '\n');
+  const empty = await predict(headerOnly);
+  t.equal(empty.code, 2, 'not "0 records predicted" with exit 0');
+  t.match(empty.stderr, /header-only\.csv has a header row but no records/);
+  t.match(empty.stderr, /what to do: add one record per line below the header/);
+  // MNIST's labels file: magic 0x00000801, the count, one byte per label.
+  const labels = join(tr.dir, 't10k-labels-idx1-ubyte');
+  await writeFile(labels, Buffer.from([0, 0, 8, 1, 0, 0, 0, 3, 7, 2, 1]));
+  const idx = await predict(labels);
+  t.equal(idx.code, 2);
+  t.match(idx.stderr, /t10k-labels-idx1-ubyte is an IDX labels file \(3 labels, no images\)/);
+  t.match(idx.stderr, /what to do: give the images file \(…images-idx3-ubyte\[\.gz\]\) with --input/);
+});
+
 t.test('serve: a malformed SEALED_* limit in the environment is refused with exit 2', async (t) => {
   const err = await run(process.execPath, [bin, 'serve', '--model', tr.modelDir, '--port', '0', '--workers', '1', '--allow-any'], { env: { ...env, SEALED_MAX_BATCH_IN_FLIGHT: 'two' } }).catch((e) => e);
   t.equal(err.code, 2);

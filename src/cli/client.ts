@@ -117,7 +117,9 @@ export async function predictCommand(o: PredictOpts): Promise<void> {
     const text = formatPredictions(r.predictions, o.format);
     if (o.output) await writeFile(o.output, text);
     else if (!o.json) process.stdout.write(text);
-    const correct = labels ? r.scores.filter((_, i) => String(r.predictions[i].label) === String(session.part.labels?.[labels[i]] ?? labels[i])).length : undefined;
+    // True labels are class numbers (named by the model's labels) or, in a CSV, the class names.
+    const truth = (l: number | string) => String(typeof l === 'number' ? (session.part.labels?.[l] ?? l) : l);
+    const correct = labels ? r.scores.filter((_, i) => String(r.predictions[i].label) === truth(labels[i])).length : undefined;
     const summary = { model_id: session.modelId, keys_created: created, ...stats, accuracy: correct === undefined ? undefined : correct / rows.length };
     if (o.json) console.log(JSON.stringify(summary));
     else console.error(`${rows.length} records predicted encrypted in ${(stats.ms_total / 1000).toFixed(2)} s (${layout} layout, ${stats.requests} requests, queries ${stats.query_bytes} bytes, ${layout === 'batch' ? 'no evaluation keys' : `keys ${stats.keys_bytes} bytes${stats.keys_uploaded ? ' uploaded' : ' already uploaded'}`})${o.output ? ` -> ${o.output}` : ''}`);

@@ -31,8 +31,8 @@ export async function main(argv: string[]): Promise<void> {
   program
     .command('train')
     .description('model owner: train on plaintext data and write a model bundle (SageMaker training contract)')
-    .option('--train <dir>', 'directory of training CSV files (channel "train")', '/opt/ml/input/data/train')
-    .option('--test <dir>', 'directory of test CSV files (channel "test"); default: the channel if present')
+    .option('--train <dir>', 'training data (channel "train"): CSV files (numeric features; a header row names the columns; the target may be numbers or class names) or an MNIST-style IDX pair (…images-idx3-ubyte[.gz] and …labels-idx1-ubyte[.gz])', '/opt/ml/input/data/train')
+    .option('--test <dir>', 'test data (channel "test"), the same kind as --train; CSV columns are matched by name; default: a "test" directory beside --train, if present')
     .option('--hyperparameters <file>', 'SageMaker hyperparameters.json', '/opt/ml/input/config/hyperparameters.json')
     .option('--set <key=value...>', 'hyperparameters on the command line (override the file)')
     .option('--model <dir>', 'where to write the bundle', '/opt/ml/model')
@@ -112,10 +112,16 @@ export async function main(argv: string[]): Promise<void> {
 
   program
     .command('s3')
-    .description('run the embedded local S3-compatible server in the foreground')
-    .addOption(new Option('--port <n>', 'port').default(4568).argParser(Number))
+    .description('run the embedded local S3-compatible server in the foreground (path-style; any access key id and secret work)')
+    .addOption(new Option('--port <n>', 'port (serve, predict and the SDK look for it on 4568 only; on another port give them --s3-endpoint http://127.0.0.1:PORT or SEALED_S3_ENDPOINT)').default(4568).argParser(Number))
     .option('--dir <dir>', 'where objects are stored (default: ~/.sealed/s3)')
-    .action(s3Command);
+    // The bucket is LOCAL_BUCKET of src/storage/resolve.ts, spelled out: importing it here would load s3rver for every command.
+    .addHelpText('after', '\nDefault bucket: sealed-local, the one `sealed predict` and the SDK use without --bucket\n(they create it on first use). Credentials: any access key id and secret, e.g.\nAWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local.')
+    .action(async (o: { port: number; dir?: string }) => {
+      await s3Command(o);
+      const { LOCAL_BUCKET } = await import('../storage/resolve.ts');
+      console.log(`  default bucket: ${LOCAL_BUCKET} (used by \`sealed predict\` and the SDK without --bucket; they create it on first use)`);
+    });
 
   program
     .command('sagemaker-emulator')

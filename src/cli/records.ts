@@ -6,13 +6,25 @@ import { parseNpy } from '../train/npy.ts';
 import { SealedError } from '../errors.ts';
 import type { ClientPart } from '../model/client-part.ts';
 import type { Prediction } from '../model/postprocess.ts';
-import { parseCsv } from '../train/csv.ts';
+import { parseCsv, requireNumeric } from '../train/csv.ts';
+
+/** Rows to predict, and the true labels when the file has them: numbers, or class names. */
+export interface Records {
+  rows: number[][];
+  labels?: (number | string)[];
+}
 
 /**
  * Rows of the model's features from a CSV file. Columns are matched by name when the file has
  * a header (extra columns, such as the label, are ignored); otherwise taken in order.
  */
-export async function readRecords(file: string, part: ClientPart): Promise<{ rows: number[][]; labels?: number[] }> {
+export async function readRecords(file: string, part: ClientPart): Promise<Records> {
+  const r = await readAny(file, part);
+  if (r.rows.length === 0) throw new SealedError('bad-data', `${file} holds no records`, 'give a file with at least one record to predict');
+  return r;
+}
+
+async function readAny(file: string, part: ClientPart): Promise<Records> {
   let text: string;
   try {
     text = /(ubyte(\.gz)?|\.npy)$/.test(file) ? '' : await readFile(file, 'utf8');
@@ -20,17 +32,22 @@ export async function readRecords(file: string, part: ClientPart): Promise<{ row
   } catch {
     throw new SealedError('bad-data', `cannot read ${file}`, 'give an existing CSV file with --input');
   }
-  if (/idx3-ubyte(\.gz)?$/.test(file)) return readIdxRecords(file, part);
+  if (/ubyte(\.gz)?$/.test(file)) return readIdxRecords(file, part);
   if (/\.npy$/.test(file)) return readNpyRecords(file, part);
   if (/\.(jsonl|ndjson)$/.test(file)) return { rows: parseJsonLines(text, file, part) };
   const t = parseCsv(text, file);
   const named = part.features.every((f) => t.columns.includes(f));
   if (named) {
+    requireNumeric(t, part.features);
     const idx = part.features.map((f) => t.columns.indexOf(f));
     const ti = part.target ? t.columns.indexOf(part.target) : -1;
-    return { rows: t.rows.map((r) => idx.map((i) => r[i])), labels: ti >= 0 ? t.rows.map((r) => r[ti]) : undefined };
+    const labels = ti < 0 ? undefined : (t.text.get(part.target!)?.cells ?? t.rows.map((r) => r[ti]));
+    return { rows: t.rows.map((r) => idx.map((i) => r[i])), labels };
   }
-  if (t.columns.length === part.features.length && t.columns.every((c) => /^x\d+$/.test(c))) return { rows: t.rows };
+  if (t.columns.length === part.features.length && t.columns.every((c) => /^x\d+$/.test(c))) {
+    requireNumeric(t, t.columns);
+    return { rows: t.rows };
+  }
   const missing = part.features.filter((f) => !t.columns.includes(f));
   throw new SealedError('bad-data', `${file} lacks the model's feature columns ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}`, `the header must name the ${part.features.length} features the model was trained on`);
 }
@@ -44,12 +61,19 @@ export function formatPredictions(p: Prediction[], format: 'csv' | 'json'): stri
 }
 
 /** MNIST-format images (pixels 0..255); labels from the matching labels-idx1 file when present. */
-async function readIdxRecords(file: string, part: ClientPart): Promise<{ rows: number[][]; labels?: number[] }> {
-  const rows = imageRows(parseIdx(new Uint8Array(await readFile(file)), file));
+async function readIdxRecords(file: string, part: ClientPart): Promise<Records> {
+  const idx = parseIdx(new Uint8Array(await readFile(file)), file);
+  if (idx.dims.length === 1) {
+    // The labels file of an MNIST pair holds no images: name the file to give instead.
+    const images = file.replace('labels-idx1', 'images-idx3').replace('labels.idx1', 'images.idx3');
+    const hint = images !== file && existsSync(images) ? `give the images file ${images} with --input; the labels next to it are read for the accuracy` : 'give the images file (…images-idx3-ubyte[.gz]) with --input; a labels file next to it is read for the accuracy';
+    throw new SealedError('bad-data', `${file} is an IDX labels file (${idx.dims[0]} labels, no images)`, hint);
+  }
+  const rows = imageRows(idx);
   if (rows[0]?.length !== part.features.length) {
     throw new SealedError('bad-data', `${file} holds images of ${rows[0]?.length ?? 0} pixels, the model takes ${part.features.length}`, 'give images of the size the model was trained on');
   }
-  const labelsFile = file.replace('images-idx3', 'labels-idx1');
+  const labelsFile = file.replace('images-idx3', 'labels-idx1').replace('images.idx3', 'labels.idx1');
   const labels = labelsFile !== file && existsSync(labelsFile) ? Array.from(parseIdx(new Uint8Array(await readFile(labelsFile)), labelsFile).data) : undefined;
   return { rows, labels };
 }

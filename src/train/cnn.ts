@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { Network, Layer } from '../model/network.ts';
 import { augmentImage, seededRandom } from './augment.ts';
 import { tfReady } from './fit.ts';
+import { TrainingProgress } from './progress.ts';
 
 export interface CnnOptions {
   arch: 'cnn' | 'mlp';
@@ -26,6 +27,8 @@ export interface CnnOptions {
   scale: number;
   seed: number;
   log?: (line: string) => void;
+  /** Show a progress bar on stderr (a terminal); else progress goes to `log` as plain lines. */
+  bar?: boolean;
 }
 
 export const CNN_DEFAULTS: CnnOptions = {
@@ -142,35 +145,41 @@ export async function trainImageNetwork(images: number[][], labels: number[], op
     return o.learningRate * (0.01 + 0.99 * 0.5 * (1 + Math.cos(Math.PI * t)));
   };
   const t0 = performance.now();
+  const progress = new TrainingProgress({ epochs: o.epochs, stepsPerEpoch, log, bar: o.bar });
   let step = 0;
-  for (let ep = 0; ep < o.epochs; ep++) {
-    const perm = Array.from({ length: n }, (_, i) => i);
-    for (let i = n - 1; i > 0; i--) {
-      const j = Math.floor(rand() * (i + 1));
-      [perm[i], perm[j]] = [perm[j], perm[i]];
-    }
-    let lossSum = 0;
-    for (let s = 0; s < stepsPerEpoch; s++) {
-      const idx = perm.slice(s * o.batchSize, (s + 1) * o.batchSize);
-      const X = batchInput(idx, true);
-      const Y = tf.oneHot(tf.tensor1d(idx.map((k) => labels[k]), 'int32'), 10);
-      (opt as unknown as { learningRate: number }).learningRate = lrAt(step);
-      const cost = opt.minimize(() => {
-        let loss = tf.losses.softmaxCrossEntropy(Y, logitsOf(p, X, idx.length), undefined, o.labelSmoothing) as tf.Scalar;
-        for (const k of decayed) loss = loss.add(p[k].square().sum().mul(o.l2));
-        return loss;
-      }, true, vars);
-      lossSum += (await cost!.data())[0] * idx.length;
-      tf.dispose([cost!, X, Y]);
-      if (shadow) {
-        const d = Math.min(o.ema, (1 + step) / (10 + step));
-        tf.tidy(() => {
-          for (const k of Object.keys(p)) shadow[k].assign(shadow[k].mul(d).add(p[k].mul(1 - d)));
-        });
+  try {
+    for (let ep = 0; ep < o.epochs; ep++) {
+      const perm = Array.from({ length: n }, (_, i) => i);
+      for (let i = n - 1; i > 0; i--) {
+        const j = Math.floor(rand() * (i + 1));
+        [perm[i], perm[j]] = [perm[j], perm[i]];
       }
-      step++;
+      let lossSum = 0;
+      for (let s = 0; s < stepsPerEpoch; s++) {
+        const idx = perm.slice(s * o.batchSize, (s + 1) * o.batchSize);
+        const X = batchInput(idx, true);
+        const Y = tf.oneHot(tf.tensor1d(idx.map((k) => labels[k]), 'int32'), 10);
+        (opt as unknown as { learningRate: number }).learningRate = lrAt(step);
+        const cost = opt.minimize(() => {
+          let loss = tf.losses.softmaxCrossEntropy(Y, logitsOf(p, X, idx.length), undefined, o.labelSmoothing) as tf.Scalar;
+          for (const k of decayed) loss = loss.add(p[k].square().sum().mul(o.l2));
+          return loss;
+        }, true, vars);
+        lossSum += (await cost!.data())[0] * idx.length;
+        tf.dispose([cost!, X, Y]);
+        if (shadow) {
+          const d = Math.min(o.ema, (1 + step) / (10 + step));
+          tf.tidy(() => {
+            for (const k of Object.keys(p)) shadow[k].assign(shadow[k].mul(d).add(p[k].mul(1 - d)));
+          });
+        }
+        step++;
+        progress.step();
+      }
+      progress.epochDone(ep + 1, lossSum / n);
     }
-    log(`epoch ${ep + 1}/${o.epochs} loss=${(lossSum / n).toFixed(4)} seconds=${((performance.now() - t0) / 1000).toFixed(1)}`);
+  } finally {
+    progress.stop();
   }
   const seconds = (performance.now() - t0) / 1000;
   const final = shadow ?? p;

@@ -47,16 +47,19 @@ export function cnnOptions(raw: Record<string, string>): Partial<CnnOptions> {
   return o;
 }
 
-export async function trainImages(paths: TrainPaths, hp: Hyperparameters, log: (line: string) => void): Promise<TrainResult> {
+export async function trainImages(paths: TrainPaths, hp: Hyperparameters, log: (line: string) => void, bar = false): Promise<TrainResult> {
   const files = (await findIdxPair(paths.trainDir))!;
+  const testFiles = paths.testDir ? await findIdxPair(paths.testDir) : undefined;
+  if (paths.testDir && !testFiles) {
+    throw new SealedError('bad-data', `the test channel ${paths.testDir} holds no IDX images/labels pair`, 'put …images-idx3-ubyte[.gz] and …labels-idx1-ubyte[.gz] in it (the training data is IDX), or leave the test channel out');
+  }
   const train = await loadIdxPair(files.images, files.labels);
   const deskewImages = (hp.raw.deskew ?? 'true') === 'true' || hp.raw.deskew === '1';
   const trainImages = deskewImages ? train.images.map((img) => deskew(img, 28)) : train.images;
-  const opts = { ...cnnOptions(hp.raw), log };
+  const opts = { ...cnnOptions(hp.raw), log, bar };
   log(`training ${opts.arch ?? CNN_DEFAULTS.arch} on ${train.images.length} images`);
   const { network, seconds } = await trainImageNetwork(trainImages, train.labels, opts);
   const metrics: Record<string, number> = { train_seconds: Math.round(seconds), train_accuracy: plaintextAccuracy(network, train.images.slice(0, 2000), train.labels.slice(0, 2000), deskewImages) };
-  const testFiles = paths.testDir ? await findIdxPair(paths.testDir) : undefined;
   if (testFiles) {
     const test = await loadIdxPair(testFiles.images, testFiles.labels);
     metrics.test_accuracy = plaintextAccuracy(network, test.images, test.labels, deskewImages);

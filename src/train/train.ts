@@ -9,8 +9,9 @@ import { compileLinear } from '../model/compile-linear.ts';
 import { packRecords, unpackOutputs } from '../model/layout.ts';
 import { classOf, standardise } from '../model/postprocess.ts';
 import { simulate } from '../model/simulate.ts';
-import { parseCsv, splitTarget } from './csv.ts';
+import { concatTables, parseCsv, selectColumns, splitTarget, type Table } from './csv.ts';
 import { fitLinear } from './fit.ts';
+import { testTarget, trainingTarget } from './target.ts';
 
 export interface Hyperparameters {
   task?: Task;
@@ -39,10 +40,14 @@ export function parseHyperparameters(raw: Record<string, unknown>): Hyperparamet
   if (task !== undefined && !['regression', 'binary', 'multiclass'].includes(task)) {
     throw new SealedError('bad-data', `hyperparameter task="${task}" is not one of regression, binary, multiclass`);
   }
+  const labels = str('labels')?.split(',').map((s) => s.trim());
+  if (labels && (labels.some((l) => l === '') || new Set(labels).size !== labels.length)) {
+    throw new SealedError('bad-data', `hyperparameter labels="${str('labels')}" has an empty or repeated name`, 'give each class name once, comma-separated, e.g. labels=setosa,versicolor,virginica');
+  }
   return {
     task: task as Task | undefined,
     target: str('target'),
-    labels: str('labels')?.split(',').map((s) => s.trim()),
+    labels,
     epochs: num('epochs', 300),
     learningRate: num('learning_rate', 0.02),
     batchSize: num('batch_size', 64),
@@ -65,17 +70,18 @@ export async function findIdxPair(dir: string): Promise<{ images: string; labels
   return images && labels ? { images: join(dir, images), labels: join(dir, labels) } : undefined;
 }
 
-async function readChannel(dir: string): Promise<string> {
+async function readChannel(dir: string, channel: 'train' | 'test'): Promise<Table> {
+  const put = channel === 'train' ? 'put the training CSV files (or an IDX images/labels pair) in the `train` channel (--train DIR)' : 'put the test CSV files in the `test` channel (--test DIR), or leave it out';
   let names: string[];
   try {
     names = (await readdir(dir)).filter((n) => n.endsWith('.csv')).sort();
   } catch {
-    throw new SealedError('bad-data', `channel directory ${dir} does not exist`, 'put the training CSV in the `train` channel');
+    throw new SealedError('bad-data', `${channel} channel directory ${dir} does not exist`, put);
   }
-  if (names.length === 0) throw new SealedError('bad-data', `no .csv file in ${dir}`, 'put the training CSV in the `train` channel');
-  const texts = await Promise.all(names.map((n) => readFile(join(dir, n), 'utf8')));
-  // Several files: the header (if any) of each file after the first is dropped.
-  return texts.map((t, i) => (i === 0 ? t : t.replace(/^[^\n]*[a-df-zA-DF-Z_][^\n]*\n/, ''))).join('\n');
+  if (names.length === 0) throw new SealedError('bad-data', `no .csv file in the ${channel} channel ${dir}`, put);
+  const tables = await Promise.all(names.map(async (n) => parseCsv(await readFile(join(dir, n), 'utf8'), join(dir, n))));
+  // Several files: each after the first is matched to the first one's columns by name.
+  return concatTables(tables.map((t, i) => (i === 0 ? t : selectColumns(t, tables[0].columns, tables[0].source))));
 }
 
 export interface TrainResult {
@@ -90,23 +96,17 @@ export interface TrainPaths {
   outputDataDir?: string;
 }
 
-const inferTask = (y: number[]): Task => {
-  const ints = y.every((v) => Number.isInteger(v));
-  const distinct = new Set(y).size;
-  if (ints && distinct === 2 && y.every((v) => v === 0 || v === 1)) return 'binary';
-  if (ints && distinct <= 50 && y.every((v) => v >= 0)) return 'multiclass';
-  return 'regression';
-};
-
-export async function train(paths: TrainPaths, hp: Hyperparameters, log: (line: string) => void = console.log): Promise<TrainResult> {
+/** `bar`: show a progress bar on stderr for long (image) trainings, for a person at a terminal. */
+export async function train(paths: TrainPaths, hp: Hyperparameters, log: (line: string) => void = console.log, bar = false): Promise<TrainResult> {
   if (await findIdxPair(paths.trainDir)) {
     const { trainImages } = await import('./train-images.ts');
-    return trainImages(paths, hp, log);
+    return trainImages(paths, hp, log, bar);
   }
-  const table = parseCsv(await readChannel(paths.trainDir), `${paths.trainDir}`);
-  const { features, x, y, target } = splitTarget(table, hp.target);
-  const task = hp.task ?? inferTask(y);
-  const classes = task === 'multiclass' ? Math.max(...y) + 1 : task === 'binary' ? 2 : 1;
+  const table = await readChannel(paths.trainDir, 'train');
+  const split = splitTarget(table, hp.target);
+  const { features, x, target } = split;
+  const { y, task, labels } = trainingTarget(split, hp, paths.trainDir);
+  const classes = task === 'multiclass' ? Math.max(y.reduce((a, b) => Math.max(a, b), 0) + 1, labels?.length ?? 0) : task === 'binary' ? 2 : 1;
   const mean = features.map((_, j) => x.reduce((a, r) => a + r[j], 0) / x.length);
   const std = features.map((_, j) => Math.sqrt(x.reduce((a, r) => a + (r[j] - mean[j]) ** 2, 0) / x.length) || 1);
   const pre = { mean, std };
@@ -133,7 +133,7 @@ export async function train(paths: TrainPaths, hp: Hyperparameters, log: (line: 
     input: compiled.input,
     output: compiled.output,
     postprocess: task === 'binary' ? { kind: 'sigmoid' } : task === 'multiclass' ? { kind: 'softmax' } : { kind: 'affine', mean: yMean, std: yStd },
-    labels: hp.labels,
+    labels,
     target,
   };
 
@@ -154,8 +154,11 @@ export async function train(paths: TrainPaths, hp: Hyperparameters, log: (line: 
   };
   evaluate('train', x, y);
   if (paths.testDir) {
-    const test = splitTarget(parseCsv(await readChannel(paths.testDir), paths.testDir), target);
-    evaluate('test', test.x, test.y);
+    // By name, as `predict` reads records: the same columns in another order, or one missing,
+    // would otherwise be scored as if they were the training columns.
+    const testTable = await readChannel(paths.testDir, 'test');
+    const test = splitTarget(selectColumns(testTable, [...features, target], `the training data (${table.source})`));
+    evaluate('test', test.x, testTarget(test, { task, labels }, paths.testDir));
   }
   for (const [k, v] of Object.entries(metrics)) log(`[metric] ${k}=${v}`);
 
