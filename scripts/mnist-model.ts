@@ -29,9 +29,9 @@ export async function ensureMnistModel(o: { arch: 'cnn' | 'mlp'; epochs: number;
   } else {
     const manifest = await readManifest(modelDir);
     // A bundle compiled before circuit privacy is recompiled (same network, same weights).
-    const batchPlan = manifest?.files['server/batch.json'] ? (JSON.parse(await readFile(join(modelDir, 'server', 'batch.json'), 'utf8')) as { privacy?: string }) : undefined;
-    if (manifest && batchPlan?.privacy !== 'flood') {
-      o.log(`compiling ${modelDir} again: batch mode with circuit privacy`);
+    const privacyOf = async (file: string) => (manifest?.files[`server/${file}`] ? (JSON.parse(await readFile(join(modelDir, 'server', file), 'utf8')) as { privacy?: string }).privacy : undefined);
+    if (manifest && ((await privacyOf('batch.json')) !== 'flood' || (await privacyOf('program.json')) !== 'flood')) {
+      o.log(`compiling ${modelDir} again, with circuit privacy in both layouts`);
       const network = JSON.parse(await readFile(join(modelDir, 'server', 'network.json'), 'utf8')) as Network;
       await rebuild(network, manifest.metrics ?? {});
     }

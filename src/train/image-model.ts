@@ -2,7 +2,7 @@
 // sends raw pixels (0..255); it scales them to [0, 1] before encryption.
 import { writeBundle, type Manifest } from '../model/bundle.ts';
 import { CLIENT_FORMAT, type ClientPart } from '../model/client-part.ts';
-import { compileNetwork } from '../model/compile-network.ts';
+import { compileNetwork, type CompileOptions } from '../model/compile-network.ts';
 import type { CompiledModel } from '../model/compile-linear.ts';
 import { forward, type Network } from '../model/network.ts';
 import { packRecords } from '../model/layout.ts';
@@ -21,12 +21,15 @@ export interface ImageBundle {
   client: ClientPart;
 }
 
-/** `samplePixels`: raw images (0..255); `deskew`: the client deskews every image first. */
-export function compileImageModel(net: Network, samplePixels: number[][], deskewImages = false): { compiled: CompiledModel; client: ClientPart } {
+/**
+ * `samplePixels`: raw images (0..255); `deskew`: the client deskews every image first; `options`:
+ * the compiler's (privacy: circuit privacy of the results, default as compileNetwork's).
+ */
+export function compileImageModel(net: Network, samplePixels: number[][], deskewImages = false, options: CompileOptions = {}): { compiled: CompiledModel; client: ClientPart } {
   const n = net.input.height * net.input.width;
   const image = { side: net.input.width, deskew: deskewImages };
   const scaled = samplePixels.map((r) => preprocessRecord(r, { image, preprocess: { mean: new Array<number>(n).fill(0), std: new Array<number>(n).fill(PIXEL_SCALE) } }));
-  const compiled = compileNetwork(net, scaled);
+  const compiled = compileNetwork(net, scaled, options);
   const p = compiled.program;
   const outputs = compiled.output.count;
   const client: ClientPart = {

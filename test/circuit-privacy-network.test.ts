@@ -1,0 +1,269 @@
+// Circuit privacy of networks in the single layout (compile-network.ts, privacy 'flood'): a
+// small CNN and a small MLP, encrypted by the client, evaluated by the real engine, flooded by
+// SinglePrivacy with the client's public key, decrypted. Checks: the outputs equal the plaintext
+// network within the flood's stated precision; the flood is there (the result's noise is the
+// flood's sigma, far above the honest bound B); the honest noise |v|_2, measured on the result's
+// phase, stays below B.
+//
+// Measuring |v|_2: the message of a result is the model on what the client's plaintext holds, with
+// the masks as the server's plaintexts hold them (their rounding is part of the model), which the
+// test cannot compute to the noise's precision (2^-45 of the outputs). Two encryptions of the same
+// plaintext have the same message, so the phase of (result 1 - result 2) is v1 - v2 exactly: its
+// |.|_2 / sqrt(2) estimates |v|_2 (v1, v2 independent and centered), and |v1 - v2|_2 <= 2B must
+// hold whatever they are.
+import t from 'tap';
+import type { Ciphertext } from 'node-seal/throws';
+import { CkksSession, SecretKeyHolder, generateKeys, loadEvaluationKeys, loadQueryCiphertext } from '../src/fhe/ckks.ts';
+import { Engine } from '../src/fhe/engine.ts';
+import { primes as chainPrimes } from '../src/fhe/params.ts';
+import { SinglePrivacy, makePublicKey } from '../src/fhe/single-privacy.ts';
+import { FLOOD_PRECISION_BITS } from '../src/model/compile-batch.ts';
+import { compileNetwork } from '../src/model/compile-network.ts';
+import { packRecords } from '../src/model/layout.ts';
+import { forward, type Network } from '../src/model/network.ts';
+
+function rng(seed: number) {
+  return () => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed / 2 ** 31 - 0.5;
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phases as integer polynomials: SEAL's decryption leaves the phase in NTT form, one residue
+// polynomial per prime; the inverse negacyclic NTT (SEAL's: minimal primitive 2N-th root,
+// bit-reversed powers, Gentleman-Sande) and the CRT give its coefficients.
+
+function powmod(a: bigint, e: bigint, q: bigint): bigint {
+  let r = 1n;
+  a %= q;
+  while (e > 0n) {
+    if (e & 1n) r = (r * a) % q;
+    a = (a * a) % q;
+    e >>= 1n;
+  }
+  return r;
+}
+
+function bitReverse(x: number, bits: number): number {
+  let r = 0;
+  for (let i = 0; i < bits; i++) r = (r << 1) | ((x >>> i) & 1);
+  return r;
+}
+
+class InverseNtt {
+  readonly q: bigint;
+  readonly n: number;
+  private readonly psiInvRev: BigUint64Array;
+  private readonly nInv: bigint;
+
+  constructor(q: bigint, n: number) {
+    this.q = q;
+    this.n = n;
+    const N2 = BigInt(2 * n);
+    let g: bigint;
+    for (let x = 2n; ; x++) {
+      g = powmod(x, (q - 1n) / N2, q);
+      if (powmod(g, BigInt(n), q) === q - 1n) break;
+    }
+    let psi = g;
+    const g2 = (g * g) % q;
+    for (let k = 0, p = g; k < n; k++, p = (p * g2) % q) if (p < psi) psi = p;
+    const psiInv = powmod(psi, q - 2n, q);
+    const bits = Math.log2(n);
+    this.psiInvRev = new BigUint64Array(n);
+    for (let i = 0, p = 1n; i < n; i++, p = (p * psiInv) % q) this.psiInvRev[bitReverse(i, bits)] = p;
+    this.nInv = powmod(BigInt(n), q - 2n, q);
+  }
+
+  inverse(a: BigUint64Array): void {
+    const { q, n, psiInvRev } = this;
+    for (let m = n >> 1, t = 1; m >= 1; m >>= 1, t <<= 1) {
+      for (let i = 0; i < m; i++) {
+        const S = psiInvRev[m + i];
+        const j1 = 2 * i * t;
+        for (let j = j1; j < j1 + t; j++) {
+          const U = a[j];
+          const V = a[j + t];
+          const x = U + V;
+          a[j] = x >= q ? x - q : x;
+          a[j + t] = ((U >= V ? U - V : U + q - V) * S) % q;
+        }
+      }
+    }
+    for (let j = 0; j < n; j++) a[j] = (a[j] * this.nInv) % q;
+  }
+}
+
+/** |phase(ct)|_2 (coefficient domain, centered modulo the ciphertext's modulus), with the secret key. */
+function phaseL2(s: CkksSession, decryptor: InstanceType<CkksSession['seal']['Decryptor']>, ntts: Map<bigint, InverseNtt>, ct: Ciphertext): number {
+  const N = s.params.polyModulusDegree;
+  const k = ct.coeffModulusSize();
+  const primes = s.shape.data.find((l) => l.primes.length === k)!.primes;
+  const pt = new s.seal.Plaintext();
+  decryptor.decrypt(ct, pt);
+  const bytes = pt.saveToArray(s.seal.ComprModeType.none) as Uint8Array;
+  pt.delete();
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const at = bytes.length - 8 * N * k;
+  const residues = primes.map((q, p) => {
+    let ntt = ntts.get(q);
+    if (!ntt) ntts.set(q, (ntt = new InverseNtt(q, N)));
+    const r = BigUint64Array.from({ length: N }, (_, i) => view.getBigUint64(at + 8 * (p * N + i), true));
+    ntt.inverse(r);
+    return r;
+  });
+  const Q = primes.reduce((a, b) => a * b, 1n);
+  const basis = primes.map((q) => (Q / q) * powmod((Q / q) % q, q - 2n, q));
+  let sum = 0;
+  for (let i = 0; i < N; i++) {
+    let x = 0n;
+    primes.forEach((_, p) => (x += residues[p][i] * basis[p]));
+    x %= Q;
+    if (x > Q / 2n) x -= Q;
+    sum += Number(x) ** 2;
+  }
+  return Math.sqrt(sum);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const r = rng(5);
+const F = 8;
+const cnn: Network = {
+  input: { height: 28, width: 28 },
+  layers: [
+    { type: 'conv2d-parity', kernel: Array.from({ length: F }, () => Array.from({ length: 5 }, () => Array.from({ length: 5 }, () => r() * 0.6))), bias: Array.from({ length: F }, () => r() * 0.2) },
+    { type: 'quadratic', a: 0.5, b: 1, c: 0.1 },
+    { type: 'dense', weights: Array.from({ length: 10 }, () => Array.from({ length: 12 * 12 * F }, () => r() * 0.1)), bias: Array.from({ length: 10 }, () => r()) },
+  ],
+};
+const mlp: Network = {
+  input: { height: 28, width: 28 },
+  layers: [
+    { type: 'dense', weights: Array.from({ length: 64 }, () => Array.from({ length: 784 }, () => r() * 0.1)), bias: Array.from({ length: 64 }, () => r()) },
+    { type: 'quadratic', a: 0.7, b: 0.2, c: 0.1 },
+    { type: 'dense', weights: Array.from({ length: 10 }, () => Array.from({ length: 64 }, () => r() * 0.3)), bias: Array.from({ length: 10 }, () => r()) },
+  ],
+};
+const deep: Network = {
+  input: { height: 8, width: 8 },
+  layers: [
+    { type: 'dense', weights: Array.from({ length: 32 }, () => Array.from({ length: 64 }, () => r() * 0.3)), bias: Array.from({ length: 32 }, () => r()) },
+    { type: 'quadratic', a: 0.5, b: 0.2, c: 0.1 },
+    { type: 'dense', weights: Array.from({ length: 16 }, () => Array.from({ length: 32 }, () => r() * 0.3)), bias: Array.from({ length: 16 }, () => r()) },
+    { type: 'quadratic', a: 0.5, b: 0.2, c: 0.1 },
+    { type: 'dense', weights: Array.from({ length: 10 }, () => Array.from({ length: 16 }, () => r() * 0.3)), bias: Array.from({ length: 10 }, () => r()) },
+  ],
+};
+
+const cases = [
+  ['CNN conv2d-parity -> quadratic -> dense', cnn],
+  ['MLP dense -> quadratic -> dense', mlp],
+  ['MLP of depth 4, two squares', deep],
+] as const;
+for (const [name, net] of cases)
+t.test(`${name}, privacy flood: plaintext outputs within the stated precision, flood present, honest noise below B`, async (t) => {
+  const n = net.input.height * net.input.width;
+  const images = Array.from({ length: 20 }, () => Array.from({ length: n }, () => Math.max(0, r() * 2)));
+  // privacy 'none' for comparison (depth 4 needs the larger ring there too).
+  const none = net === deep ? compileNetwork(net, images, { slots: 8192, privacy: 'none' }) : compileNetwork(net, images, { privacy: 'none' });
+  const m = compileNetwork(net, images, { privacy: 'flood' });
+  const p = m.program;
+  t.equal(none.program.privacy, undefined, "'none' programs carry no privacy field");
+  t.equal(p.privacy, 'flood');
+  t.ok(p.noiseL2Bits !== undefined && p.resultPrimes !== undefined, 'flooded programs state their noise bound and result primes');
+  const N = p.params.polyModulusDegree;
+  const B = 2 ** p.noiseL2Bits!;
+  const outMax = Math.max(1, ...images.map((x) => Math.max(...forward(net, x).map(Math.abs))));
+  const precision = 2 ** -FLOOD_PRECISION_BITS * outMax;
+
+  const s = await CkksSession.open(p.params);
+  const km = generateKeys(s, p.galoisSteps, p.relin);
+  const holder = new SecretKeyHolder(s, km.secretKey);
+  const keys = loadEvaluationKeys(s, km.galoisKeys, km.relinKeys, p.galoisSteps, p.relin);
+  const engine = new Engine(s, p, m.masks);
+  const privacy = new SinglePrivacy(s, makePublicKey(s, km.secretKey), B);
+  const sk = new s.seal.SecretKey();
+  sk.loadFromArray(s.context, km.secretKey);
+  const decryptor = new s.seal.Decryptor(s.context, sk);
+  const ntts = new Map<bigint, InverseNtt>();
+  t.teardown(() => {
+    privacy.close();
+    engine.close();
+    keys.close();
+    holder.close();
+    decryptor.delete();
+    sk.delete();
+    s.close();
+  });
+
+  // The scales are tracked at the primes' nominal sizes: SEAL's primes are within 2^-10 of them.
+  const actual = chainPrimes(s.seal, s.context);
+  p.params.coeffModulusBits.forEach((b, i) => t.ok(Math.abs(Number(actual[i]) / 2 ** b - 1) < 2 ** -10, `prime ${i} (${b} bits) within 2^-10 of 2^${b}`));
+
+  const diff = (a: Ciphertext, b: Ciphertext) => {
+    const d = new s.seal.Ciphertext();
+    s.evaluator.sub(a, b, d);
+    const l2 = phaseL2(s, decryptor, ntts, d);
+    d.delete();
+    return l2;
+  };
+  const encrypt = (v: Float64Array) => loadQueryCiphertext(s, holder.encrypt(v, p.inputScaleBits), p.inputScaleBits);
+
+  // The phase extraction, checked on fresh ciphertexts: two encryptions of one plaintext differ by e1 - e2.
+  const v0 = packRecords(m.input, [images[0]])[0];
+  const [f1, f2] = [encrypt(v0), encrypt(v0)];
+  const fresh = diff(f1, f2);
+  f1.delete();
+  f2.delete();
+  t.ok(fresh > 2 * Math.sqrt(N) && fresh < 8 * Math.sqrt(N), `fresh noise: |e1 - e2|_2 = ${fresh.toFixed(0)} = ${(fresh / Math.sqrt(N)).toFixed(2)} sqrt(N) (SEAL's sigma 3.2: about 4.6 sqrt(N))`);
+
+  let worstFlood = 0, worstNone = 0, worstV = 0, floodRatioMin = Infinity, floodRatioMax = 0, runMs = 0, applyMs = 0, outScaleBits = 0;
+  const runs = 3;
+  for (let i = 0; i < runs; i++) {
+    const x = images[i];
+    const v = packRecords(m.input, [x])[0];
+    const want = forward(net, x);
+    let t0 = performance.now();
+    const out1 = engine.run(encrypt(v), keys);
+    runMs += performance.now() - t0;
+    const out2 = engine.run(encrypt(v), keys);
+    t.equal(out1.coeffModulusSize(), p.resultPrimes, `the result keeps ${p.resultPrimes} primes`);
+    outScaleBits = Math.log2(out1.scale());
+    // Honest noise: |v1 - v2|_2 / sqrt(2) estimates |v|_2; |v1 - v2|_2 <= 2B always.
+    const dv = diff(out1, out2);
+    worstV = Math.max(worstV, dv / Math.SQRT2);
+    t.ok(dv <= 2 * B, `image ${i}: |v1 - v2|_2 = 2^${Math.log2(dv).toFixed(2)} <= 2B = 2^${(Math.log2(B) + 1).toFixed(2)}`);
+    t0 = performance.now();
+    const flooded = privacy.apply(out1);
+    applyMs += performance.now() - t0;
+    // The flood: |phase(flooded) - phase(honest)|_2 = |F + u e + e0 + e1 s|_2, about sigma sqrt(N).
+    const df = diff(flooded, out1);
+    const ratio = df / (privacy.sigma * Math.sqrt(N));
+    floodRatioMin = Math.min(floodRatioMin, ratio);
+    floodRatioMax = Math.max(floodRatioMax, ratio);
+    const got = holder.decrypt(flooded.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array);
+    const plain = holder.decrypt(out1.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array);
+    want.forEach((w, c) => {
+      worstFlood = Math.max(worstFlood, Math.abs(got[m.output.offsets[c]] - w));
+      worstNone = Math.max(worstNone, Math.abs(plain[m.output.offsets[c]] - w));
+    });
+    out1.delete();
+    out2.delete();
+    flooded.delete();
+  }
+  t.ok(worstV < B, `honest noise |v|_2 ~ 2^${Math.log2(worstV).toFixed(2)} below B = 2^${p.noiseL2Bits} (${(p.noiseL2Bits! - Math.log2(worstV)).toFixed(1)} bits of slack)`);
+  t.ok(floodRatioMin > 0.9 && floodRatioMax < 1.1, `flood applied: |flooded - honest|_2 / (sigma sqrt(N)) in [${floodRatioMin.toFixed(3)}, ${floodRatioMax.toFixed(3)}], sigma = 2^${Math.log2(privacy.sigma).toFixed(1)} = 2^${(Math.log2(privacy.sigma) - Math.log2(B)).toFixed(1)} B`);
+  // The flood's error per slot has standard deviation <= precision: 6 of them bound every output.
+  t.ok(worstFlood < 6 * precision, `flooded outputs within ${worstFlood.toExponential(2)} of plaintext (stated precision 2^-${FLOOD_PRECISION_BITS} max(1, |out|) = ${precision.toExponential(2)}, std)`);
+  t.ok(worstFlood > 10 * worstNone, `the flood's error ${worstFlood.toExponential(2)} is measurably larger than the honest result's ${worstNone.toExponential(2)}`);
+  console.log(JSON.stringify({
+    figures: `flood, ${name}`,
+    params: { none: [none.program.params.polyModulusDegree, none.program.params.coeffModulusBits, none.program.inputScaleBits], flood: [N, p.params.coeffModulusBits, p.inputScaleBits] },
+    result_primes: p.resultPrimes, noise_l2_bits: p.noiseL2Bits, measured_noise_l2_bits: +Math.log2(worstV).toFixed(2),
+    flood_sigma_bits: +Math.log2(privacy.sigma).toFixed(2), out_scale_bits: +outScaleBits.toFixed(2),
+    worst_abs_error: { flood: worstFlood, honest: worstNone }, precision_std: precision,
+    engine_ms: Math.round(runMs / runs), apply_ms: Math.round(applyMs / runs),
+  }));
+});
