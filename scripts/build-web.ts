@@ -1,5 +1,7 @@
 // Builds the web demo into out/web: app.js (src/web/app.ts and the SDK it imports, bundled for
-// browsers by esbuild), node-seal's seal_throws.wasm, index.html and style.css.
+// browsers by esbuild), node-seal's seal_throws.wasm, index.html and style.css; and the
+// draw-a-digit page: digit.html, digit.js (src/web/digit.ts) and its Web Worker digit-worker.js
+// (src/web/digit-worker.ts: SEAL and the secret key).
 //
 //   node scripts/build-web.ts            (npm run build:web)
 //
@@ -19,8 +21,10 @@ export interface WebBuild {
   outDir: string;
   /** Bytes of each written file. */
   files: Record<string, number>;
-  /** The bundle's source files (relative to the repository). */
+  /** The bundles' source files (relative to the repository), all bundles together. */
   inputs: string[];
+  /** Each bundle's source files, by bundle (app.js, digit.js, digit-worker.js). */
+  bundles: Record<string, string[]>;
   ms: number;
 }
 
@@ -30,8 +34,8 @@ export async function buildWeb(o: { outDir?: string; minify?: boolean } = {}): P
   await mkdir(outDir, { recursive: true });
   const r = await build({
     absWorkingDir: root,
-    entryPoints: ['src/web/app.ts'],
-    outfile: join(outDir, 'app.js'),
+    entryPoints: { app: 'src/web/app.ts', digit: 'src/web/digit.ts', 'digit-worker': 'src/web/digit-worker.ts' },
+    outdir: outDir,
     bundle: true,
     format: 'esm',
     platform: 'browser',
@@ -45,13 +49,15 @@ export async function buildWeb(o: { outDir?: string; minify?: boolean } = {}): P
     logLevel: 'silent',
   });
   const inputs = Object.keys(r.metafile.inputs);
+  const bundles: Record<string, string[]> = {};
+  for (const [out, meta] of Object.entries(r.metafile.outputs)) if (out.endsWith('.js')) bundles[out.split('/').pop()!] = Object.keys(meta.inputs);
   const bad = inputs.filter((i) => FORBIDDEN.some((re) => re.test(i)));
   if (bad.length) throw new Error(`the browser bundle would include Node-only modules: ${bad.join(', ')}`);
   await copyFile(join(root, 'node_modules', 'node-seal', 'dist', 'seal_throws.wasm'), join(outDir, 'seal_throws.wasm'));
-  for (const f of ['index.html', 'style.css']) await copyFile(join(root, 'src', 'web', f), join(outDir, f));
+  for (const f of ['index.html', 'digit.html', 'style.css']) await copyFile(join(root, 'src', 'web', f), join(outDir, f));
   const files: Record<string, number> = {};
-  for (const f of ['index.html', 'style.css', 'app.js', 'seal_throws.wasm']) files[f] = (await stat(join(outDir, f))).size;
-  return { outDir, files, inputs, ms: Math.round(performance.now() - t0) };
+  for (const f of ['index.html', 'style.css', 'app.js', 'seal_throws.wasm', 'digit.html', 'digit.js', 'digit-worker.js']) files[f] = (await stat(join(outDir, f))).size;
+  return { outDir, files, inputs, bundles, ms: Math.round(performance.now() - t0) };
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

@@ -128,6 +128,10 @@ async function main(): Promise<void> {
     .then((r) => (r.ok ? (r.json() as Promise<Sample[]>) : []))
     .catch(() => []);
   samples.push({ name: 'average of the training records', values: m.preprocess.mean });
+  // The draw-a-digit page, when the server has an MNIST model for it.
+  void fetch(new URL('api/demos', base))
+    .then(async (r) => ($('#demos').hidden = !(r.ok && ((await r.json()) as { digit?: boolean }).digit)))
+    .catch(() => undefined);
   const select = $<HTMLSelectElement>('#sample');
   samples.forEach((s, i) => select.append(el('option', { value: String(i), textContent: s.name })));
   const fill = (s: Sample) => inputs.forEach((input, j) => (input.value = String(+s.values[j].toPrecision(6))));

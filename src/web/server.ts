@@ -6,6 +6,11 @@
 //   GET  /api/keys/:id          {uploaded}: whether evaluation keys with this content id are in S3
 //   PUT  /api/keys/:id          evaluation keys (wire format, kind 2), stored in S3 once
 //   POST /api/predict?keys=ID   an encrypted query (wire format, kind 1) -> the encrypted result
+//   GET  /api/demos             {digit}: whether the draw-a-digit page is served
+//
+// With `digits` (an MNIST image model and the inference server that serves it), the same routes
+// for that model are under /digit/, with the draw-a-digit page (digit.html, digit.js and its Web
+// Worker digit-worker.js) at /digit/.
 //
 // It writes the objects to S3 and calls the inference server's POST /invocations exactly as
 // `sealed predict` does (src/client/predict.ts). It is not part of the SageMaker server: it
@@ -20,10 +25,14 @@ import { sha256Hex } from '../client/sha256.ts';
 import { isSealedError, SealedError } from '../errors.ts';
 import { paramsKey } from '../fhe/params.ts';
 import { readClientPart } from '../model/bundle.ts';
+import type { ClientPart } from '../model/client-part.ts';
 import { formatS3Uri, type ObjectStore } from '../storage/s3.ts';
 import { decodeWire, type KeysHeader, type QueryHeader } from '../wire/format.ts';
 
-/** Where scripts/build-web.ts writes the page: index.html, style.css, app.js, seal_throws.wasm. */
+/**
+ * Where scripts/build-web.ts writes the pages: index.html, style.css, app.js, seal_throws.wasm,
+ * and the draw-a-digit page: digit.html, digit.js, digit-worker.js.
+ */
 export const WEB_ASSETS_DIR = fileURLToPath(new URL('../../out/web/', import.meta.url));
 
 export interface Sample {
@@ -45,6 +54,11 @@ export interface WebServerOptions {
   /** The built page (default: out/web). */
   assetsDir?: string;
   samples?: Sample[];
+  /**
+   * The draw-a-digit page: an MNIST image model (28x28 pixels, e.g. `sealed train` on IDX
+   * images) and the base URL of the inference server that serves it, under /digit/.
+   */
+  digits?: { modelDir: string; endpoint: string };
   port?: number;
   host?: string;
   logger?: FastifyServerOptions['logger'];
@@ -59,6 +73,15 @@ const ASSETS: Record<string, string> = {
   '/app.js': 'app.js',
   '/app.js.map': 'app.js.map',
   '/seal_throws.wasm': 'seal_throws.wasm',
+};
+/** The draw-a-digit page's files, served when `digits` is given. */
+const DIGIT_ASSETS: Record<string, string> = {
+  '/digit/': 'digit.html',
+  '/digit/index.html': 'digit.html',
+  '/digit/digit.js': 'digit.js',
+  '/digit/digit.js.map': 'digit.js.map',
+  '/digit/digit-worker.js': 'digit-worker.js',
+  '/digit/digit-worker.js.map': 'digit-worker.js.map',
 };
 const TYPES: Record<string, string> = {
   html: 'text/html; charset=utf-8',
@@ -75,18 +98,21 @@ const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 const isWire = (b: Uint8Array) => b.length >= 8 && new TextDecoder().decode(b.subarray(0, 6)) === WIRE_MAGIC;
 
 export async function buildWebApp(o: WebServerOptions): Promise<FastifyInstance> {
-  const { modelId, client } = await readClientPart(o.modelDir);
-  const clientJson = JSON.stringify(client);
+  const main = await readClientPart(o.modelDir);
+  const digits = o.digits && { ...(await readClientPart(o.digits.modelDir)), endpoint: o.digits.endpoint };
+  if (digits && (digits.client.features.length !== 28 * 28 || !digits.client.image)) {
+    throw new SealedError('bad-bundle', `the draw-a-digit page needs a 28x28 image model; ${o.digits!.modelDir} takes ${digits.client.features.length} features`, 'train one on MNIST IDX images (`sealed train`) or use .cache/models from `npm run bench -- mnist`');
+  }
   const assetsDir = o.assetsDir ?? WEB_ASSETS_DIR;
+  const routes = { ...ASSETS, ...(digits ? DIGIT_ASSETS : {}) };
   const assets = new Map<string, Buffer>();
-  for (const file of new Set(Object.values(ASSETS))) {
+  for (const file of new Set(Object.values(routes))) {
     try {
       assets.set(file, await readFile(join(assetsDir, file)));
     } catch {
-      if (file !== 'app.js.map') throw new SealedError('bad-request', `the web page is not built: ${join(assetsDir, file)} is missing`, 'run `npm run build:web` first');
+      if (!file.endsWith('.map')) throw new SealedError('bad-request', `the web page is not built: ${join(assetsDir, file)} is missing`, 'run `npm run build:web` first');
     }
   }
-  const t: Transport = { store: o.store, bucket: o.bucket, prefix: o.prefix ?? 'sealed/', endpoint: o.endpoint };
   const maxKeyBytes = o.maxKeyBytes ?? 256 * 1024 * 1024;
   const maxQueryBytes = o.maxQueryBytes ?? 64 * 1024 * 1024;
 
@@ -114,14 +140,38 @@ export async function buildWebApp(o: WebServerOptions): Promise<FastifyInstance>
     reply.header('cache-control', 'no-store');
   });
 
-  for (const [route, file] of Object.entries(ASSETS)) {
+  for (const [route, file] of Object.entries(routes)) {
     const bytes = assets.get(file);
     if (!bytes) continue;
     app.get(route, async (_req, reply) => reply.type(TYPES[file.split('.').pop()!]).send(bytes));
   }
-
-  app.get('/model/client.json', async (_req, reply) => reply.type('application/json').send(clientJson));
   app.get('/api/samples', async () => o.samples ?? []);
+  app.get('/api/demos', async () => ({ digit: Boolean(digits) }));
+
+  const limits = { maxKeyBytes, maxQueryBytes };
+  modelRoutes(app, '', { ...main, endpoint: o.endpoint }, o, limits);
+  if (digits) {
+    app.get('/digit', async (_req, reply) => reply.redirect('/digit/'));
+    modelRoutes(app, '/digit', digits, o, limits);
+  }
+
+  app.setNotFoundHandler((req, reply) => {
+    reply.status(404).send({ error: 'not-found', message: `no route ${req.method} ${req.url.slice(0, 100)}`, hint: 'open / for the demo page' });
+  });
+  return app;
+}
+
+/**
+ * One model's routes under `at` ('' or '/digit'): its client part, the evaluation keys, the
+ * encrypted prediction through the inference server at `m.endpoint`.
+ */
+function modelRoutes(app: FastifyInstance, at: string, m: { modelId: string; client: ClientPart; endpoint: string }, o: WebServerOptions, limits: { maxKeyBytes: number; maxQueryBytes: number }): void {
+  const { modelId, client } = m;
+  const { maxKeyBytes, maxQueryBytes } = limits;
+  const clientJson = JSON.stringify(client);
+  const t: Transport = { store: o.store, bucket: o.bucket, prefix: o.prefix ?? 'sealed/', endpoint: m.endpoint };
+
+  app.get(`${at}/model/client.json`, async (_req, reply) => reply.type('application/json').send(clientJson));
 
   const keysId = (id: string) => {
     if (!/^[0-9a-f]{64}$/.test(id)) throw new SealedError('bad-request', 'the keys id is not 64 hex digits', 'name the evaluation keys by the SHA-256 of their bytes');
@@ -131,7 +181,7 @@ export async function buildWebApp(o: WebServerOptions): Promise<FastifyInstance>
 
   // Uploaded means: the object under the id holds bytes that hash to the id (the page then skips
   // the upload); an object of another content there (replaced by someone else) is not uploaded.
-  app.get<{ Params: { id: string } }>('/api/keys/:id', async (req) => {
+  app.get<{ Params: { id: string } }>(`${at}/api/keys/:id`, async (req) => {
     const loc = keysLoc(req.params.id);
     const head = await t.store.head(loc);
     if (!head || head.size > maxKeyBytes) return { id: req.params.id, uploaded: false };
@@ -139,26 +189,26 @@ export async function buildWebApp(o: WebServerOptions): Promise<FastifyInstance>
     return sha256Hex(bytes) === req.params.id ? { id: req.params.id, uploaded: true, bytes: head.size } : { id: req.params.id, uploaded: false };
   });
 
-  app.put<{ Params: { id: string }; Body: Buffer }>('/api/keys/:id', { bodyLimit: maxKeyBytes }, async (req, reply) => {
+  app.put<{ Params: { id: string }; Body: Buffer }>(`${at}/api/keys/:id`, { bodyLimit: maxKeyBytes }, async (req, reply) => {
     const id = keysId(req.params.id);
     const body = req.body;
     if (!(body instanceof Uint8Array) || !isWire(body)) throw new SealedError('bad-keys', 'the body is not a sealed wire-format object', 'PUT the evaluation keys (wire format, kind 2) as application/octet-stream');
     const msg = decodeWire<KeysHeader>('keys', body, 'the evaluation keys');
     if (msg.header.params !== paramsKey(client.params)) throw new SealedError('bad-keys', `the evaluation keys are for parameters ${String(msg.header.params)}, the model uses ${paramsKey(client.params)}`, 'make keys for this model');
-    if (sha256Hex(body) !== id) throw new SealedError('bad-keys', 'the evaluation keys do not hash to the id in the URL', 'PUT them to /api/keys/<SHA-256 of the bytes, hex>');
+    if (sha256Hex(body) !== id) throw new SealedError('bad-keys', 'the evaluation keys do not hash to the id in the URL', `PUT them to ${at}/api/keys/<SHA-256 of the bytes, hex>`);
     const r = await ensureKeysUploaded(t, { secretKey: new Uint8Array(0), evaluationKeys: body, evaluationKeysId: id });
     req.log.info({ keys_id: id, bytes: body.length, uploaded: r.uploaded }, 'evaluation keys');
     return reply.status(r.uploaded ? 201 : 200).send({ id, bytes: body.length, uploaded: r.uploaded });
   });
 
-  app.post<{ Querystring: { keys?: string }; Body: Buffer }>('/api/predict', { bodyLimit: maxQueryBytes }, async (req, reply) => {
+  app.post<{ Querystring: { keys?: string }; Body: Buffer }>(`${at}/api/predict`, { bodyLimit: maxQueryBytes }, async (req, reply) => {
     const t0 = performance.now();
     const kLoc = keysLoc(String(req.query.keys ?? ''));
     const body = req.body;
     if (!(body instanceof Uint8Array) || !isWire(body)) throw new SealedError('bad-query', 'the body is not a sealed wire-format object', 'POST the encrypted query (wire format, kind 1) as application/octet-stream');
     const msg = decodeWire<QueryHeader>('query', body, 'the encrypted query');
-    if (msg.header.model_id !== modelId) throw new SealedError('wrong-model', `the query is for model ${String(msg.header.model_id)}, this server serves ${modelId}`, 'reload the page to get this model');
-    if (!(await t.store.head(kLoc))) throw new SealedError('not-found', 'the evaluation keys named by ?keys= are not uploaded', `PUT them to /api/keys/${String(req.query.keys)} first`);
+    if (msg.header.model_id !== modelId) throw new SealedError('wrong-model', `the query is for model ${String(msg.header.model_id)}, this server serves ${modelId}${at ? ` under ${at}/` : ''}`, 'reload the page to get this model');
+    if (!(await t.store.head(kLoc))) throw new SealedError('not-found', 'the evaluation keys named by ?keys= are not uploaded', `PUT them to ${at}/api/keys/${String(req.query.keys)} first`);
     const id = randomUUID();
     const queryLoc = { bucket: t.bucket, key: `${t.prefix}queries/${id}.query` };
     const outLoc = { bucket: t.bucket, key: `${t.prefix}results/${id}.result` };
@@ -172,14 +222,9 @@ export async function buildWebApp(o: WebServerOptions): Promise<FastifyInstance>
     const t3 = performance.now();
     const r = (v: number) => Math.round(v * 100) / 100;
     const info = { model_id: server.model_id, records: server.records, ciphertexts: server.ciphertexts, keys_cached: server.keys_cached, timings_ms: server.timings_ms, proxy_ms: { put_query: r(t1 - t0), invoke: r(t2 - t1), get_result: r(t3 - t2) } };
-    req.log.info({ records: msg.header.records, query_bytes: body.length, result_bytes: bytes.length, proxy_ms: info.proxy_ms }, 'prediction');
+    req.log.info({ model: at || '/', records: msg.header.records, query_bytes: body.length, result_bytes: bytes.length, proxy_ms: info.proxy_ms }, 'prediction');
     return reply.type('application/octet-stream').header('x-sealed-server', JSON.stringify(info)).send(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
   });
-
-  app.setNotFoundHandler((req, reply) => {
-    reply.status(404).send({ error: 'not-found', message: `no route ${req.method} ${req.url.slice(0, 100)}`, hint: 'open / for the demo page' });
-  });
-  return app;
 }
 
 export interface RunningWebServer {
