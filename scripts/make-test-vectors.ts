@@ -29,7 +29,7 @@ import { simulateBatch } from '../src/model/compile-batch.ts';
 import { deskew } from '../src/model/deskew.ts';
 import type { Network } from '../src/model/network.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
-import { CHUNK } from '../src/server/batch.ts';
+import { CHUNK } from '../src/server/batch-constants.ts';
 import { parseCsv, splitTarget } from '../src/train/csv.ts';
 import { imageRows, readIdx } from '../src/train/idx.ts';
 import { addBatchMode, compileImageModel, writeImageBundle } from '../src/train/image-model.ts';

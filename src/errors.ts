@@ -83,11 +83,17 @@ export function isSealedError(e: unknown): e is SealedError {
   return e instanceof SealedError || (typeof e === 'object' && e !== null && (e as { name?: unknown }).name === 'SealedError');
 }
 
-/** Rebuilds a SealedError that crossed a worker-thread boundary as a plain object. */
-export function reviveError(e: unknown): unknown {
-  if (typeof e === 'object' && e !== null && (e as { name?: unknown }).name === 'SealedError' && !(e instanceof SealedError)) {
-    const o = e as { code: ErrorCode; message: string; hint?: string };
-    return new SealedError(o.code, o.message, o.hint);
-  }
-  return e;
+/**
+ * A SealedError as a worker thread sends it back: structured cloning keeps an object's own
+ * fields but not its class, so workers send these fields and the main thread revives them.
+ */
+export interface PlainError {
+  code: ErrorCode;
+  message: string;
+  hint?: string;
+}
+
+/** Rebuilds the SealedError a worker thread sent back as a PlainError. */
+export function reviveError(e: PlainError): SealedError {
+  return new SealedError(e.code, e.message, e.hint);
 }

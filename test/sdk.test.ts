@@ -13,7 +13,7 @@ import { buildWeb } from '../scripts/build-web.ts';
 import { createClient, decrypt, encrypt, generateKeys, loadClientPart, predict, proxyTransport, SealedError, type Transport } from '../src/client/index.ts';
 import { predict as nodePredict } from '../src/client/predict.ts';
 import { ClientSession } from '../src/client/session.ts';
-import { Sha256, sha256Hex } from '../src/client/sha256.ts';
+import { Sha256, sha256Hex } from '../src/util/sha256.ts';
 import { readClientPart } from '../src/model/bundle.ts';
 import { modelIdOf } from '../src/model/client-part.ts';
 import { startWebServer } from '../src/web/server.ts';

@@ -15,7 +15,7 @@ import { loadSeal } from '../fhe/seal.ts';
 import { parseClientPart, type ClientPart } from '../model/client-part.ts';
 import { postprocess, type Prediction } from '../model/postprocess.ts';
 import { ClientSession, keysId, type Keys, type Layout, type ResultExpectation } from './session.ts';
-import { sha256Hex } from './sha256.ts';
+import { sha256Hex } from '../util/sha256.ts';
 
 export type { ClientPart, Keys, Prediction, ResultExpectation };
 export { SealedError, keysId, sha256Hex };

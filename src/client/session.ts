@@ -9,7 +9,7 @@ import type { ClientPart } from '../model/client-part.ts';
 import { packRecords, unpackOutputs } from '../model/layout.ts';
 import { postprocess, preprocessRecord, type Prediction } from '../model/postprocess.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../wire/format.ts';
-import { sha256Hex } from './sha256.ts';
+import { sha256Hex } from '../util/sha256.ts';
 
 export interface Keys {
   /** Never leaves the client. */

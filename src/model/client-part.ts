@@ -1,6 +1,6 @@
 // The client part of a bundle: everything a client needs to encrypt queries and read results,
 // and nothing of the model's weights.
-import { sha256Hex } from '../client/sha256.ts';
+import { sha256Hex } from '../util/sha256.ts';
 import { SealedError } from '../errors.ts';
 import { checkParams, type CkksParams } from '../fhe/params.ts';
 import type { InputLayout, OutputLayout } from './layout.ts';

@@ -6,15 +6,14 @@
 //             independent, so the split costs nothing and there is no merge
 //   save      SEAL saves the result ciphertexts (one per output)
 // Memory is bounded by two batches (inputs x 2 x lanes x 4 bytes each), whatever the query size.
-import { SealedError, type ErrorCode } from '../errors.ts';
+import { reviveError, SealedError } from '../errors.ts';
 import { dataPrimesOf, outputsOf, recordsPerBatch, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
 import type { BatchResult } from './worker.ts';
 import type { EvaluationPool } from './pool.ts';
+import { CHUNK } from './batch-constants.ts';
 
 /** Ciphertexts per load task: small enough to spread a batch over the workers as it arrives. */
 const LOAD_GROUP = 32;
-/** Lanes per kernel call (the kernel's working set stays in cache). */
-export const CHUNK = 1024;
 /**
  * Evaluation tasks per worker and batch: few, so a worker rarely waits for the main thread
  * (busy streaming the next batch) to hand it more work; more than one, to balance.
@@ -31,7 +30,7 @@ export interface BatchTimings {
 }
 
 function check(r: BatchResult): BatchResult {
-  if (r.error) throw new SealedError(r.error.code as ErrorCode, r.error.message, r.error.hint);
+  if (r.error) throw reviveError(r.error);
   return r;
 }
 

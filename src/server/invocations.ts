@@ -7,7 +7,7 @@
 // tenant's objects through the server nor make it write over them. The result names the SHA-256
 // of the query it answers, so a client refuses a result made from another query.
 import { createHash } from 'node:crypto';
-import { safeText, SealedError, type ErrorCode } from '../errors.ts';
+import { reviveError, safeText, SealedError } from '../errors.ts';
 import { ciphertextBytesBound, paramsKey } from '../fhe/params.ts';
 import type { Program } from '../fhe/program.ts';
 import { bucketProblem, formatS3Uri, keyProblem, parseS3Uri, STREAM_PART_SIZE, STREAM_QUEUE_SIZE, type ObjectStore, type S3Location } from '../storage/s3.ts';
@@ -354,7 +354,7 @@ async function evaluateQuery(stream: AsyncIterable<Uint8Array>, digest: QueryDig
         if (!first) return;
         const r = await first;
         inflight.shift();
-        if (r.error) throw new SealedError(r.error.code as ErrorCode, r.error.message, r.error.hint);
+        if (r.error) throw reviveError(r.error);
         sum.deserialize += r.ms.deserialize + r.ms.keys;
         sum.evaluate += r.ms.evaluate;
         sum.serialize += r.ms.serialize;

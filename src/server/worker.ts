@@ -9,7 +9,7 @@
 // starts a fresh one. No task is lost: a retiring worker finishes the task it has and gets no
 // other.
 import { threadId, workerData } from 'node:worker_threads';
-import { isSealedError, SealedError } from '../errors.ts';
+import { isSealedError, SealedError, type PlainError } from '../errors.ts';
 import { CkksSession, SecretKeyHolder, generateSecretKey, loadCiphertext, loadEvaluationKeys, loadQueryCiphertext, type EvaluationKeys } from '../fhe/ckks.ts';
 import { Engine } from '../fhe/engine.ts';
 import { BatchSession } from '../fhe/batch-io.ts';
@@ -19,7 +19,7 @@ import { BatchPrivacy } from '../fhe/batch-privacy.ts';
 import { loadRerandKey, type RerandKey } from '../fhe/privacy.ts';
 import { SinglePrivacy } from '../fhe/single-privacy.ts';
 import { SEAL_EXCEPTION_BUDGET, guard, noteSealError, release, sealExceptionCount, sealExceptionText, sealFault } from '../fhe/seal.ts';
-import { CHUNK } from './batch.ts';
+import { CHUNK } from './batch-constants.ts';
 import { readServerPart } from '../model/bundle.ts';
 
 export interface EvaluateTask {
@@ -58,11 +58,8 @@ export interface Retirement {
   reason: string;
 }
 
-export interface TaskError {
-  code: string;
-  message: string;
-  hint?: string;
-}
+/** A task's failure, sent back as plain fields; the main thread rebuilds it with reviveError. */
+export type TaskError = PlainError;
 
 export interface BatchResult {
   results?: Uint8Array[];
@@ -355,7 +352,7 @@ export default function run(task: Task): Result {
   // The balancer gives a retiring worker no task; should one arrive anyway, an instance that
   // trapped or failed its probe computes nothing (a wrong answer is worse than a retry).
   if (retireReason && (sealFault() || probeFailure)) {
-    const error = { code: 'internal', message: 'the worker thread that took this task is being replaced', hint: RETRY };
+    const error: TaskError = { code: 'internal', message: 'the worker thread that took this task is being replaced', hint: RETRY };
     const retire = { threadId, reason: retireReason };
     if ('probe' in task) return { ok: false, why: retireReason, ms: 0, retire };
     if ('test' in task) return { exceptions: sealExceptionCount(), error, retire };

@@ -11,7 +11,7 @@ import { CNN_DEFAULTS, trainImageNetwork, type CnnOptions } from './cnn.ts';
 import { addBatchMode, compileImageModel, plaintextAccuracy, simulatedAccuracy, writeImageBundle } from './image-model.ts';
 import { loadIdxPair } from './mnist.ts';
 import { deskew } from '../model/deskew.ts';
-import { findIdxPair, type Hyperparameters, type TrainPaths, type TrainResult } from './train.ts';
+import { findIdxPair, type Hyperparameters, type TrainPaths, type TrainResult } from './job.ts';
 
 export function cnnOptions(raw: Record<string, string>): Partial<CnnOptions> {
   const o: Partial<CnnOptions> = {};

@@ -3,8 +3,8 @@
 import { readdir, readFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SealedError } from '../errors.ts';
-import { writeBundle, type Manifest } from '../model/bundle.ts';
-import { CLIENT_FORMAT, type ClientPart, type Task } from '../model/client-part.ts';
+import { writeBundle } from '../model/bundle.ts';
+import { CLIENT_FORMAT, type ClientPart } from '../model/client-part.ts';
 import { compileLinear } from '../model/compile-linear.ts';
 import { packRecords, unpackOutputs } from '../model/layout.ts';
 import { classOf, standardise } from '../model/postprocess.ts';
@@ -12,63 +12,9 @@ import { simulate } from '../model/simulate.ts';
 import { concatTables, parseCsv, selectColumns, splitTarget, type Table } from './csv.ts';
 import { fitLinear } from './fit.ts';
 import { testTarget, trainingTarget } from './target.ts';
+import { findIdxPair, type Hyperparameters, type TrainPaths, type TrainResult } from './job.ts';
 
-export interface Hyperparameters {
-  task?: Task;
-  target?: string;
-  labels?: string[];
-  epochs: number;
-  learningRate: number;
-  batchSize: number;
-  l2: number;
-  seed: number;
-  /** Every hyperparameter as given (strings), for the image models' own options. */
-  raw: Record<string, string>;
-}
-
-/** SageMaker passes every hyperparameter as a string; defaults are documented in the README. */
-export function parseHyperparameters(raw: Record<string, unknown>): Hyperparameters {
-  const str = (k: string) => (raw[k] === undefined ? undefined : String(raw[k]));
-  const num = (k: string, d: number) => {
-    const v = str(k);
-    if (v === undefined) return d;
-    const n = Number(v);
-    if (!Number.isFinite(n) || n < 0) throw new SealedError('bad-data', `hyperparameter ${k}="${v}" is not a non-negative number`);
-    return n;
-  };
-  const task = str('task');
-  if (task !== undefined && !['regression', 'binary', 'multiclass'].includes(task)) {
-    throw new SealedError('bad-data', `hyperparameter task="${task}" is not one of regression, binary, multiclass`);
-  }
-  const labels = str('labels')?.split(',').map((s) => s.trim());
-  if (labels && (labels.some((l) => l === '') || new Set(labels).size !== labels.length)) {
-    throw new SealedError('bad-data', `hyperparameter labels="${str('labels')}" has an empty or repeated name`, 'give each class name once, comma-separated, e.g. labels=setosa,versicolor,virginica');
-  }
-  return {
-    task: task as Task | undefined,
-    target: str('target'),
-    labels,
-    epochs: num('epochs', 300),
-    learningRate: num('learning_rate', 0.02),
-    batchSize: num('batch_size', 64),
-    l2: num('l2', 1e-4),
-    seed: num('seed', 42),
-    raw: Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, String(v)])),
-  };
-}
-
-/** An IDX images file and its labels file in a channel directory (MNIST layout), if present. */
-export async function findIdxPair(dir: string): Promise<{ images: string; labels: string } | undefined> {
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch {
-    return undefined;
-  }
-  const images = names.find((n) => /idx3-ubyte(\.gz)?$/.test(n));
-  const labels = names.find((n) => /idx1-ubyte(\.gz)?$/.test(n));
-  return images && labels ? { images: join(dir, images), labels: join(dir, labels) } : undefined;
-}
+export { findIdxPair, parseHyperparameters, type Hyperparameters, type TrainPaths, type TrainResult } from './job.ts';
 
 async function readChannel(dir: string, channel: 'train' | 'test'): Promise<Table> {
   const put = channel === 'train' ? 'put the training CSV files (or an IDX images/labels pair) in the `train` channel (--train DIR)' : 'put the test CSV files in the `test` channel (--test DIR), or leave it out';
@@ -82,18 +28,6 @@ async function readChannel(dir: string, channel: 'train' | 'test'): Promise<Tabl
   const tables = await Promise.all(names.map(async (n) => parseCsv(await readFile(join(dir, n), 'utf8'), join(dir, n))));
   // Several files: each after the first is matched to the first one's columns by name.
   return concatTables(tables.map((t, i) => (i === 0 ? t : selectColumns(t, tables[0].columns, tables[0].source))));
-}
-
-export interface TrainResult {
-  manifest: Manifest;
-  metrics: Record<string, number>;
-}
-
-export interface TrainPaths {
-  trainDir: string;
-  testDir?: string;
-  modelDir: string;
-  outputDataDir?: string;
 }
 
 /** `bar`: show a progress bar on stderr for long (image) trainings, for a person at a terminal. */

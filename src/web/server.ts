@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import { ensureKeysUploaded, invokeHttp, type Transport } from '../client/predict.ts';
-import { sha256Hex } from '../client/sha256.ts';
+import { sha256Hex } from '../util/sha256.ts';
 import { isSealedError, SealedError } from '../errors.ts';
 import { paramsKey } from '../fhe/params.ts';
 import { readClientPart } from '../model/bundle.ts';

@@ -1,6 +1,8 @@
 // SHA-256 (FIPS 180-4) in plain TypeScript: synchronous and free of Node-only modules, so the
 // client's content ids (evaluation keys, model ids) come out the same in Node and in a browser.
 // Strings are hashed as UTF-8, as node:crypto's Hash.update(string) does.
+// In src/util, below the layers: the model (model ids) and the client (keys ids, query hashes)
+// both use it.
 
 const K = new Uint32Array([
   0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
