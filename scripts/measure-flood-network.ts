@@ -9,7 +9,6 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { Ciphertext } from 'node-seal/throws';
 import { CkksSession, SecretKeyHolder, generateKeys, loadEvaluationKeys, loadQueryCiphertext } from '../src/fhe/ckks.ts';
 import { Engine } from '../src/fhe/engine.ts';
 import { opCounts } from '../src/fhe/program.ts';
@@ -19,6 +18,7 @@ import { forward, type Network } from '../src/model/network.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
 import { compileImageModel } from '../src/train/image-model.ts';
 import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, loadIdxPair, loadNpmMnist } from '../src/train/mnist.ts';
+import { phaseL2 } from '../test/helpers/phase.ts';
 
 const { values: args } = parseArgs({ options: { model: { type: 'string', default: '.cache/models/mnist-cnn-e30-deskew' }, images: { type: 'string', default: '100' }, runs: { type: 'string', default: '5' } } });
 const net = JSON.parse(await readFile(join(args.model, 'server', 'network.json'), 'utf8')) as Network;
@@ -30,76 +30,6 @@ const count = Number(args.images);
 const runs = Number(args.runs);
 const argmax = (v: ArrayLike<number>) => Array.prototype.indexOf.call(v, Math.max(...Array.from(v)));
 
-// |phase(ct)|_2 of a ciphertext (coefficients, centered), as in test/circuit-privacy-network.test.ts.
-function powmod(a: bigint, e: bigint, q: bigint): bigint {
-  let r = 1n;
-  a %= q;
-  while (e > 0n) {
-    if (e & 1n) r = (r * a) % q;
-    a = (a * a) % q;
-    e >>= 1n;
-  }
-  return r;
-}
-function inverseNtt(q: bigint, n: number): (a: BigUint64Array) => void {
-  let g: bigint;
-  for (let x = 2n; ; x++) {
-    g = powmod(x, (q - 1n) / BigInt(2 * n), q);
-    if (powmod(g, BigInt(n), q) === q - 1n) break;
-  }
-  let psi = g;
-  const g2 = (g * g) % q;
-  for (let k = 0, p = g; k < n; k++, p = (p * g2) % q) if (p < psi) psi = p;
-  const psiInv = powmod(psi, q - 2n, q);
-  const bits = Math.log2(n);
-  const rev = (x: number) => {
-    let r = 0;
-    for (let i = 0; i < bits; i++) r = (r << 1) | ((x >>> i) & 1);
-    return r;
-  };
-  const table = new BigUint64Array(n);
-  for (let i = 0, p = 1n; i < n; i++, p = (p * psiInv) % q) table[rev(i)] = p;
-  const nInv = powmod(BigInt(n), q - 2n, q);
-  return (a) => {
-    for (let m = n >> 1, t = 1; m >= 1; m >>= 1, t <<= 1)
-      for (let i = 0; i < m; i++) {
-        const S = table[m + i];
-        for (let j = 2 * i * t; j < 2 * i * t + t; j++) {
-          const U = a[j], V = a[j + t];
-          a[j] = U + V >= q ? U + V - q : U + V;
-          a[j + t] = ((U >= V ? U - V : U + q - V) * S) % q;
-        }
-      }
-    for (let j = 0; j < n; j++) a[j] = (a[j] * nInv) % q;
-  };
-}
-function phaseL2(s: CkksSession, decryptor: InstanceType<CkksSession['seal']['Decryptor']>, ct: Ciphertext): number {
-  const N = s.params.polyModulusDegree;
-  const k = ct.coeffModulusSize();
-  const primes = s.shape.data.find((l) => l.primes.length === k)!.primes;
-  const pt = new s.seal.Plaintext();
-  decryptor.decrypt(ct, pt);
-  const bytes = pt.saveToArray(s.seal.ComprModeType.none) as Uint8Array;
-  pt.delete();
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const at = bytes.length - 8 * N * k;
-  const res = primes.map((q, p) => {
-    const r = BigUint64Array.from({ length: N }, (_, i) => view.getBigUint64(at + 8 * (p * N + i), true));
-    inverseNtt(q, N)(r);
-    return r;
-  });
-  const Q = primes.reduce((a, b) => a * b, 1n);
-  const basis = primes.map((q) => (Q / q) * powmod((Q / q) % q, q - 2n, q));
-  let sum = 0;
-  for (let i = 0; i < N; i++) {
-    let x = 0n;
-    primes.forEach((_, p) => (x += res[p][i] * basis[p]));
-    x %= Q;
-    if (x > Q / 2n) x -= Q;
-    sum += Number(x) ** 2;
-  }
-  return Math.sqrt(sum);
-}
 
 const summary: Record<string, unknown> = {};
 for (const privacy of ['none', 'flood'] as const) {

@@ -21,109 +21,13 @@ import { FLOOD_PRECISION_BITS } from '../src/model/compile-batch.ts';
 import { compileNetwork } from '../src/model/compile-network.ts';
 import { packRecords } from '../src/model/layout.ts';
 import { forward, type Network } from '../src/model/network.ts';
+import { phaseL2 } from './helpers/phase.ts';
 
 function rng(seed: number) {
   return () => {
     seed = (seed * 1103515245 + 12345) % 2 ** 31;
     return seed / 2 ** 31 - 0.5;
   };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Phases as integer polynomials: SEAL's decryption leaves the phase in NTT form, one residue
-// polynomial per prime; the inverse negacyclic NTT (SEAL's: minimal primitive 2N-th root,
-// bit-reversed powers, Gentleman-Sande) and the CRT give its coefficients.
-
-function powmod(a: bigint, e: bigint, q: bigint): bigint {
-  let r = 1n;
-  a %= q;
-  while (e > 0n) {
-    if (e & 1n) r = (r * a) % q;
-    a = (a * a) % q;
-    e >>= 1n;
-  }
-  return r;
-}
-
-function bitReverse(x: number, bits: number): number {
-  let r = 0;
-  for (let i = 0; i < bits; i++) r = (r << 1) | ((x >>> i) & 1);
-  return r;
-}
-
-class InverseNtt {
-  readonly q: bigint;
-  readonly n: number;
-  private readonly psiInvRev: BigUint64Array;
-  private readonly nInv: bigint;
-
-  constructor(q: bigint, n: number) {
-    this.q = q;
-    this.n = n;
-    const N2 = BigInt(2 * n);
-    let g: bigint;
-    for (let x = 2n; ; x++) {
-      g = powmod(x, (q - 1n) / N2, q);
-      if (powmod(g, BigInt(n), q) === q - 1n) break;
-    }
-    let psi = g;
-    const g2 = (g * g) % q;
-    for (let k = 0, p = g; k < n; k++, p = (p * g2) % q) if (p < psi) psi = p;
-    const psiInv = powmod(psi, q - 2n, q);
-    const bits = Math.log2(n);
-    this.psiInvRev = new BigUint64Array(n);
-    for (let i = 0, p = 1n; i < n; i++, p = (p * psiInv) % q) this.psiInvRev[bitReverse(i, bits)] = p;
-    this.nInv = powmod(BigInt(n), q - 2n, q);
-  }
-
-  inverse(a: BigUint64Array): void {
-    const { q, n, psiInvRev } = this;
-    for (let m = n >> 1, t = 1; m >= 1; m >>= 1, t <<= 1) {
-      for (let i = 0; i < m; i++) {
-        const S = psiInvRev[m + i];
-        const j1 = 2 * i * t;
-        for (let j = j1; j < j1 + t; j++) {
-          const U = a[j];
-          const V = a[j + t];
-          const x = U + V;
-          a[j] = x >= q ? x - q : x;
-          a[j + t] = ((U >= V ? U - V : U + q - V) * S) % q;
-        }
-      }
-    }
-    for (let j = 0; j < n; j++) a[j] = (a[j] * this.nInv) % q;
-  }
-}
-
-/** |phase(ct)|_2 (coefficient domain, centered modulo the ciphertext's modulus), with the secret key. */
-function phaseL2(s: CkksSession, decryptor: InstanceType<CkksSession['seal']['Decryptor']>, ntts: Map<bigint, InverseNtt>, ct: Ciphertext): number {
-  const N = s.params.polyModulusDegree;
-  const k = ct.coeffModulusSize();
-  const primes = s.shape.data.find((l) => l.primes.length === k)!.primes;
-  const pt = new s.seal.Plaintext();
-  decryptor.decrypt(ct, pt);
-  const bytes = pt.saveToArray(s.seal.ComprModeType.none) as Uint8Array;
-  pt.delete();
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const at = bytes.length - 8 * N * k;
-  const residues = primes.map((q, p) => {
-    let ntt = ntts.get(q);
-    if (!ntt) ntts.set(q, (ntt = new InverseNtt(q, N)));
-    const r = BigUint64Array.from({ length: N }, (_, i) => view.getBigUint64(at + 8 * (p * N + i), true));
-    ntt.inverse(r);
-    return r;
-  });
-  const Q = primes.reduce((a, b) => a * b, 1n);
-  const basis = primes.map((q) => (Q / q) * powmod((Q / q) % q, q - 2n, q));
-  let sum = 0;
-  for (let i = 0; i < N; i++) {
-    let x = 0n;
-    primes.forEach((_, p) => (x += residues[p][i] * basis[p]));
-    x %= Q;
-    if (x > Q / 2n) x -= Q;
-    sum += Number(x) ** 2;
-  }
-  return Math.sqrt(sum);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -187,7 +91,6 @@ t.test(`${name}, privacy flood: plaintext outputs within the stated precision, f
   const sk = new s.seal.SecretKey();
   sk.loadFromArray(s.context, km.secretKey);
   const decryptor = new s.seal.Decryptor(s.context, sk);
-  const ntts = new Map<bigint, InverseNtt>();
   t.teardown(() => {
     privacy.close();
     engine.close();
@@ -205,7 +108,7 @@ t.test(`${name}, privacy flood: plaintext outputs within the stated precision, f
   const diff = (a: Ciphertext, b: Ciphertext) => {
     const d = new s.seal.Ciphertext();
     s.evaluator.sub(a, b, d);
-    const l2 = phaseL2(s, decryptor, ntts, d);
+    const l2 = phaseL2(s, decryptor, d);
     d.delete();
     return l2;
   };

@@ -409,6 +409,7 @@ export class NegacyclicNttBig {
   readonly q: bigint;
   readonly n: number;
   private readonly psiRev: BigUint64Array;
+  private psiInvRev?: BigUint64Array;
 
   constructor(q: bigint, n: number) {
     const N2 = BigInt(2 * n);
@@ -443,6 +444,33 @@ export class NegacyclicNttBig {
         }
       }
     }
+  }
+
+  /** In place; the inverse of forward (tables made on first use: the server never needs it). */
+  inverse(a: BigUint64Array): void {
+    const { q, n } = this;
+    if (!this.psiInvRev) {
+      const psiInv = powmodBig(this.psiRev[bitReverse(1, Math.log2(n))], q - 2n, q);
+      const bits = Math.log2(n);
+      this.psiInvRev = new BigUint64Array(n);
+      for (let i = 0, p = 1n; i < n; i++, p = (p * psiInv) % q) this.psiInvRev[bitReverse(i, bits)] = p;
+    }
+    const psiInvRev = this.psiInvRev;
+    for (let m = n >> 1, t = 1; m >= 1; m >>= 1, t <<= 1) {
+      for (let i = 0; i < m; i++) {
+        const S = psiInvRev[m + i];
+        const j1 = 2 * i * t;
+        for (let j = j1; j < j1 + t; j++) {
+          const U = a[j];
+          const V = a[j + t];
+          const x = U + V;
+          a[j] = x >= q ? x - q : x;
+          a[j + t] = ((U >= V ? U - V : U + q - V) * S) % q;
+        }
+      }
+    }
+    const nInv = powmodBig(BigInt(n), q - 2n, q);
+    for (let j = 0; j < n; j++) a[j] = (a[j] * nInv) % q;
   }
 }
 
