@@ -152,4 +152,15 @@ t.test('a bundle whose batch.json breaks a rule is refused at load: the server d
   await writeBundle(bad, built.client, built.compiled.program, built.compiled.masks, {}, {}, heavy);
   await t.rejects(readServerPart(bad), { code: 'bad-bundle', message: /server\/batch\.json in .*: first\.weight\[0\] is 32768, outside \[-32767, 32767\]/ });
   await t.rejects(startServer({ modelDir: bad, port: 0, host: '127.0.0.1', workers: 1, allowAny: true }), { code: 'bad-bundle', message: /first\.weight\[0\] is 32768/ }, 'the server refuses to start');
+  // A flooded program must say how much to flood: a bound and a statistical security level.
+  const program = built.compiled.program;
+  t.equal(program.privacy, 'flood', 'image models are compiled with circuit privacy by default');
+  for (const [name, change, message] of [
+    ['no noise bound', { noiseL2Bits: undefined }, /privacy "flood" needs noiseL2Bits/],
+    ['lambda 8', { floodSecurityBits: 8 }, /floodSecurityBits is 8, not an integer in \[20, 128\]/],
+  ] as const) {
+    const dirBad = join(dir, name.replace(/ /g, '-'));
+    await writeBundle(dirBad, built.client, { ...program, ...change }, built.compiled.masks, {}, {}, cnn);
+    await t.rejects(readServerPart(dirBad), { code: 'bad-bundle', message }, `program.json with ${name} is refused`);
+  }
 });

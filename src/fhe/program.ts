@@ -40,6 +40,8 @@ export interface Program {
   privacy?: Privacy;
   /** With 'flood': log2 of the bound on the results' honest noise |v|_2 (coefficient domain). */
   noiseL2Bits?: number;
+  /** With 'flood': lambda, the flood's statistical security in bits (absent: FLOOD_SECURITY_BITS). */
+  floodSecurityBits?: number;
   /**
    * Primes the result keeps (default 1: results travel at the lowest level). A flooded program's
    * results are at a scale one prime cannot hold.

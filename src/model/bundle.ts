@@ -136,6 +136,8 @@ export async function readServerPart(dir: string): Promise<ServerPart> {
   const batch = manifest.files['server/batch.json'] ? await readBatchPlan(dir, manifest) : undefined;
   if (program.privacy !== undefined && program.privacy !== 'flood' && program.privacy !== 'none') throw new SealedError('bad-bundle', `server/program.json: privacy is ${JSON.stringify(program.privacy)}, not "flood" or "none"`);
   if (program.privacy === 'flood' && !(typeof program.noiseL2Bits === 'number' && Number.isFinite(program.noiseL2Bits) && program.noiseL2Bits >= 0)) throw new SealedError('bad-bundle', 'server/program.json: privacy "flood" needs noiseL2Bits, a bit count');
+  const lambda = program.floodSecurityBits;
+  if (lambda !== undefined && !(Number.isInteger(lambda) && lambda >= 20 && lambda <= 128)) throw new SealedError('bad-bundle', `server/program.json: floodSecurityBits is ${JSON.stringify(lambda)}, not an integer in [20, 128]`);
   const privacy = { single: program.privacy ?? 'none', batch: batch ? (batch.privacy ?? 'none') : undefined };
   return { modelId: manifest.model_id, program, masks, batch, privacy };
 }

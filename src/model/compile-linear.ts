@@ -131,6 +131,7 @@ export function compileLinear(w: LinearWeights, samples: ArrayLike<number>[], o:
     // Only flooded programs carry the field: 'none' bundles stay byte-identical to older ones.
     program.privacy = 'flood';
     program.resultPrimes = 2;
+    program.floodSecurityBits = lambda;
     program.noiseL2Bits = Math.log2(linearNoiseL2Bound(params.polyModulusDegree, weightBits, built.masks.slice(0, -1), P / m, program.galoisSteps.length));
   }
   verifyLinear(program, built.masks, built.input, built.output, w, samples);

@@ -475,6 +475,7 @@ function compileFlooded(net: Network, samples: ArrayLike<number>[], o: CompileOp
     // log2 B, rounded up (B = rho Delta_out, at the nominal output scale: PRIME_SIZE_MARGIN covers the actual one).
     program.noiseL2Bits = Math.ceil((Math.log2(rho) + chain.outScaleBits) * 100) / 100;
     program.resultPrimes = chain.resultPrimes;
+    program.floodSecurityBits = lambda;
     return { program, masks, input, output };
   }
   throw new SealedError('bad-data', `privacy flood: ${why}`, 'use fewer layers, or privacy none');

@@ -40,12 +40,15 @@ export function batchCount(plan: BatchPlan, records: number): number {
 
 /**
  * Bytes one batch-mode request holds while it runs, whatever its size: the two input buffers,
- * the output buffer, and the sections of the load groups in flight (two batches' worth).
+ * the output buffer, the sections of the load groups in flight (two batches' worth) and the
+ * re-randomization key.
  */
 export function batchMemory(plan: BatchPlan): number {
   const lanes = dataPrimesOf(plan) * plan.params.polyModulusDegree;
   const section = 2 * lanes * 8; // a SEAL ciphertext of two polynomials, uncompressed
-  return 2 * plan.inputs * 2 * lanes * 4 + outputsOf(plan) * resultSize(plan) * lanes * 4 + 2 * Math.min(plan.inputs, LOAD_GROUP * 2) * section;
+  // The query's re-randomization key (circuit privacy): one result's polynomials, held once.
+  const rerandKey = plan.privacy === 'flood' ? resultSize(plan) * lanes * 4 : 0;
+  return 2 * plan.inputs * 2 * lanes * 4 + outputsOf(plan) * resultSize(plan) * lanes * 4 + 2 * Math.min(plan.inputs, LOAD_GROUP * 2) * section + rerandKey;
 }
 
 /**

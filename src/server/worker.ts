@@ -132,7 +132,7 @@ function keysFor(k: EvaluateTask['keys']): { keys: EvaluationKeys; privacy?: Sin
   const keys = loadEvaluationKeys(session, k.galois, k.relin, part.program.galoisSteps, part.program.relin);
   let privacy: SinglePrivacy | undefined;
   try {
-    privacy = singleFloods ? new SinglePrivacy(session, k.publicKey!, 2 ** part.program.noiseL2Bits!) : undefined;
+    privacy = singleFloods ? new SinglePrivacy(session, k.publicKey!, 2 ** part.program.noiseL2Bits!, part.program.floodSecurityBits) : undefined;
   } catch (e) {
     keys.close();
     throw e;
