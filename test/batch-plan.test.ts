@@ -14,6 +14,7 @@ import type { Network } from '../src/model/network.ts';
 import { startServer } from '../src/server/serve.ts';
 import { compileImageModel } from '../src/train/image-model.ts';
 import { rng, side, smallCnn } from './helpers/networks.ts';
+import type { Program } from '../src/fhe/program.ts';
 
 const r = rng(5);
 const samples = (n: number, features: number) => Array.from({ length: n }, () => Array.from({ length: features }, () => r() + 0.5));
@@ -155,10 +156,13 @@ t.test('a bundle whose batch.json breaks a rule is refused at load: the server d
   // A flooded program must say how much to flood: a bound and a statistical security level.
   const program = built.compiled.program;
   t.equal(program.privacy, 'flood', 'image models are compiled with circuit privacy by default');
-  for (const [name, change, message] of [
+  const cases: [string, Partial<Program>, RegExp][] = [
     ['no noise bound', { noiseL2Bits: undefined }, /privacy "flood" needs noiseL2Bits/],
     ['lambda 8', { floodSecurityBits: 8 }, /floodSecurityBits is 8, not an integer in \[20, 128\]/],
-  ] as const) {
+    // The engine would have run it as a linear step.
+    ['an unknown operation', { steps: [...program.steps, { op: 'relu' } as unknown as Program['steps'][number]] }, /step \d+ has operation "relu", which this server does not run/],
+  ];
+  for (const [name, change, message] of cases) {
     const dirBad = join(dir, name.replace(/ /g, '-'));
     await writeBundle(dirBad, built.client, { ...program, ...change }, built.compiled.masks, {}, {}, cnn);
     await t.rejects(readServerPart(dirBad), { code: 'bad-bundle', message }, `program.json with ${name} is refused`);

@@ -136,6 +136,13 @@ export async function readServerPart(dir: string): Promise<ServerPart> {
   const batch = manifest.files['server/batch.json'] ? await readBatchPlan(dir, manifest) : undefined;
   if (program.privacy !== undefined && program.privacy !== 'flood' && program.privacy !== 'none') throw new SealedError('bad-bundle', `server/program.json: privacy is ${JSON.stringify(program.privacy)}, not "flood" or "none"`);
   if (program.privacy === 'flood' && !(typeof program.noiseL2Bits === 'number' && Number.isFinite(program.noiseL2Bits) && program.noiseL2Bits >= 0)) throw new SealedError('bad-bundle', 'server/program.json: privacy "flood" needs noiseL2Bits, a bit count');
+  // The engine runs every step that is not a square as a linear one: a step it does not know
+  // (a bundle from a newer compiler) is refused, never evaluated as something else.
+  const steps: unknown = program.steps;
+  if (!Array.isArray(steps)) throw new SealedError('bad-bundle', 'server/program.json: steps is not an array');
+  steps.forEach((st: { op?: unknown }, i) => {
+    if (st?.op !== 'linear' && st?.op !== 'square') throw new SealedError('bad-bundle', `server/program.json: step ${i} has operation ${JSON.stringify(st?.op)}, which this server does not run (linear, square)`, 'serve it with the sealed version that compiled it, or recompile the model');
+  });
   const lambda = program.floodSecurityBits;
   if (lambda !== undefined && !(Number.isInteger(lambda) && lambda >= 20 && lambda <= 128)) throw new SealedError('bad-bundle', `server/program.json: floodSecurityBits is ${JSON.stringify(lambda)}, not an integer in [20, 128]`);
   const privacy = { single: program.privacy ?? 'none', batch: batch ? (batch.privacy ?? 'none') : undefined };
