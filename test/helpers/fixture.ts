@@ -1,7 +1,9 @@
 // Shared fixtures: a breast-cancer model trained for real, a real S3 server, a real server.
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { cp, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { BREAST_CANCER_CSV, splitCsv } from '../../src/cli/demo.ts';
 import { parseCsv, splitTarget } from '../../src/train/csv.ts';
 import { parseHyperparameters, train, type TrainResult } from '../../src/train/train.ts';
@@ -19,13 +21,47 @@ export interface Trained {
   cleanup(): Promise<void>;
 }
 
+/**
+ * A breast-cancer model trained for real by `train`. Training takes ~10 s and a dozen suites need
+ * the same model, so the first suite's model is kept in .cache/fixtures under a key that hashes
+ * the hyperparameters, the data and every file of src/: any code change trains anew. Suites get
+ * their own copy, so one that damages its model cannot touch another's.
+ */
 export async function trainBreastCancer(extra: Record<string, string> = {}): Promise<Trained> {
   const dir = await mkdtemp(join(tmpdir(), 'sealed-test-'));
   const { trainDir, testDir } = await splitCsv(BREAST_CANCER_CSV, join(dir, 'data'));
   const modelDir = join(dir, 'model');
-  const result = await train({ trainDir, testDir, modelDir }, parseHyperparameters({ task: 'binary', target: 'diagnosis', labels: 'malignant,benign', epochs: '150', ...extra }), () => {});
+  const hp = { task: 'binary', target: 'diagnosis', labels: 'malignant,benign', epochs: '150', ...extra };
+  const cached = join(FIXTURE_CACHE, await fixtureKey('breast-cancer', hp, [BREAST_CANCER_CSV]));
+  let result: TrainResult;
+  try {
+    result = JSON.parse(await readFile(join(cached, 'result.json'), 'utf8')) as TrainResult;
+    await cp(join(cached, 'model'), modelDir, { recursive: true });
+  } catch {
+    result = await train({ trainDir, testDir, modelDir }, parseHyperparameters(hp), () => {});
+    await saveFixture(cached, modelDir, result);
+  }
   const test = splitTarget(parseCsv(await readFile(join(testDir, 'data.csv'), 'utf8'), 'test'), 'diagnosis');
   return { dir, modelDir, trainDir, testDir, test, result, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const FIXTURE_CACHE = process.env.SEALED_FIXTURE_CACHE ?? join(ROOT, '.cache', 'fixtures');
+
+async function fixtureKey(name: string, hp: Record<string, string>, dataFiles: string[]): Promise<string> {
+  const h = createHash('sha256').update(JSON.stringify({ name, hp }));
+  const sources = (await readdir(join(ROOT, 'src'), { recursive: true })).filter((f) => f.endsWith('.ts')).sort();
+  for (const f of [...sources.map((f) => join(ROOT, 'src', f)), ...dataFiles]) h.update(f).update(await readFile(f));
+  return `${name}-${h.digest('hex').slice(0, 16)}`;
+}
+
+/** Written under a temporary name and renamed, so suites running in parallel never read half a fixture. */
+async function saveFixture(cached: string, modelDir: string, result: TrainResult): Promise<void> {
+  const tmp = `${cached}.${process.pid}.tmp`;
+  await mkdir(tmp, { recursive: true });
+  await cp(modelDir, join(tmp, 'model'), { recursive: true });
+  await writeFile(join(tmp, 'result.json'), JSON.stringify(result));
+  await rename(tmp, cached).catch(() => rm(tmp, { recursive: true, force: true }));
 }
 
 export interface Stack {
