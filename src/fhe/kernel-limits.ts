@@ -19,7 +19,7 @@
 //
 // The first- and second-layer bounds hold with a factor of two to spare (2^52 + 2^26 against
 // 2^53): a weight of exactly 2^15, or up to 4,096 taps at 2^15 - 1, would still sum exactly
-// (test/kernel-exactness.test.ts shows it, and where it really breaks). The margin is kept: the
+// (test/unit/kernel-exactness.test.ts shows it, and where it really breaks). The margin is kept: the
 // limits are the contract the compiler, the loader and the kernel share.
 
 /** Bits of a data prime at most (the compiler's primes have exactly this many). */

@@ -1,7 +1,7 @@
 ;; The batch kernel's two multiply-add loops in WebAssembly SIMD (f64x2), about 4x the plain
 ;; JavaScript loops. Accumulators are float64, inputs are u32 residues or float64 squares;
 ;; every value is an integer below 2^53, so the sums are exact whatever the order.
-;; Compiled by scripts/build-kernel.ts into kernel-wasm.ts; test/batch-kernel.test.ts checks
+;; Compiled by scripts/build-kernel.ts into kernel-wasm.ts; test/unit/batch-kernel.test.ts checks
 ;; that the committed binary is this source's.
 (module
   (memory (export "memory") 1)

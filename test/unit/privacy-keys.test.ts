@@ -2,12 +2,12 @@
 // TypeScript before SEAL sees it (each SEAL exception leaks WASM stack, seal.ts), and a broken
 // re-randomization key is refused before any residue is used.
 import t from 'tap';
-import { makeBatchRerandKey } from '../src/fhe/batch-privacy.ts';
-import { CkksSession, generateSecretKey } from '../src/fhe/ckks.ts';
-import { primes } from '../src/fhe/params.ts';
-import { loadRerandKey } from '../src/fhe/privacy.ts';
-import { sealExceptionCount } from '../src/fhe/seal.ts';
-import { SinglePrivacy, makePublicKey } from '../src/fhe/single-privacy.ts';
+import { makeBatchRerandKey } from '../../src/fhe/batch-privacy.ts';
+import { CkksSession, generateSecretKey } from '../../src/fhe/ckks.ts';
+import { primes } from '../../src/fhe/params.ts';
+import { loadRerandKey } from '../../src/fhe/privacy.ts';
+import { sealExceptionCount } from '../../src/fhe/seal.ts';
+import { SinglePrivacy, makePublicKey } from '../../src/fhe/single-privacy.ts';
 
 const s = await CkksSession.open({ scheme: 'ckks', polyModulusDegree: 8192, coeffModulusBits: [60, 40, 60], securityLevel: 128 });
 t.teardown(() => s.close());

@@ -5,11 +5,11 @@
 // exactly; re-randomized and flooded, it reads noise.
 import t from 'tap';
 import type { Ciphertext } from 'node-seal/throws';
-import { CkksSession, SecretKeyHolder, generateKeys, loadEvaluationKeys, loadQueryCiphertext } from '../src/fhe/ckks.ts';
-import { Engine } from '../src/fhe/engine.ts';
-import { SinglePrivacy, makePublicKey } from '../src/fhe/single-privacy.ts';
-import { compileLinear } from '../src/model/compile-linear.ts';
-import { packRecords } from '../src/model/layout.ts';
+import { CkksSession, SecretKeyHolder, generateKeys, loadEvaluationKeys, loadQueryCiphertext } from '../../src/fhe/ckks.ts';
+import { Engine } from '../../src/fhe/engine.ts';
+import { SinglePrivacy, makePublicKey } from '../../src/fhe/single-privacy.ts';
+import { compileLinear } from '../../src/model/compile-linear.ts';
+import { packRecords } from '../../src/model/layout.ts';
 
 const RAW_AT = 16 + 32 + 1 + 8 + 8 + 8 + 8 + 8 + 16 + 8;
 
@@ -201,10 +201,10 @@ t.test('breast cancer logistic regression: encrypted accuracy with the flood equ
   const { readFile, mkdtemp, rm } = await import('node:fs/promises');
   const { tmpdir } = await import('node:os');
   const { join } = await import('node:path');
-  const { BREAST_CANCER_CSV, splitCsv } = await import('../src/cli/demo.ts');
-  const { parseCsv, splitTarget } = await import('../src/train/csv.ts');
-  const { fitLinear } = await import('../src/train/fit.ts');
-  const { standardise } = await import('../src/model/postprocess.ts');
+  const { BREAST_CANCER_CSV, splitCsv } = await import('../../src/cli/demo.ts');
+  const { parseCsv, splitTarget } = await import('../../src/train/csv.ts');
+  const { fitLinear } = await import('../../src/train/fit.ts');
+  const { standardise } = await import('../../src/model/postprocess.ts');
   const dir = await mkdtemp(join(tmpdir(), 'sealed-privacy-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const { trainDir, testDir } = await splitCsv(BREAST_CANCER_CSV, join(dir, 'data'));

@@ -1,11 +1,11 @@
 // A convolutional network (conv2d-parity, quadratic activation, dense) compiled and run
 // encrypted: the decrypted logits equal the plaintext forward pass.
 import t from 'tap';
-import { runEncrypted } from './helpers/encrypted.ts';
-import { opCounts } from '../src/fhe/program.ts';
-import { compileNetwork } from '../src/model/compile-network.ts';
-import { packRecords } from '../src/model/layout.ts';
-import { forward, type Network } from '../src/model/network.ts';
+import { runEncrypted } from '../helpers/encrypted.ts';
+import { opCounts } from '../../src/fhe/program.ts';
+import { compileNetwork } from '../../src/model/compile-network.ts';
+import { packRecords } from '../../src/model/layout.ts';
+import { forward, type Network } from '../../src/model/network.ts';
 
 function rng(seed: number) {
   return () => {

@@ -3,9 +3,9 @@ import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { generate } from '../scripts/benchmarks-doc.ts';
+import { generate } from '../../scripts/benchmarks-doc.ts';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
+const root = fileURLToPath(new URL('../..', import.meta.url));
 
 t.test('docs/benchmarks.md and the README headline are what docs/bench/*.json give', async (t) => {
   for (const { path, text } of await generate(root)) {

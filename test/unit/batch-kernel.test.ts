@@ -1,14 +1,14 @@
 // Batch mode's engine: SEAL's raw ciphertext layout, the compiler's plan, and the kernel on
 // real ciphertexts (encrypted by SEAL, evaluated on residues, decrypted by SEAL).
 import t from 'tap';
-import { BatchSession } from '../src/fhe/batch-io.ts';
-import { evaluateLanes, prepareKernel, residue } from '../src/fhe/batch-kernel.ts';
-import { batchOpCounts, outputsOf, recordsPerBatch, resultSize, scaleBitsOf, type BatchPlan } from '../src/fhe/batch-plan.ts';
-import { SecretKeyHolder, generateSecretKey } from '../src/fhe/ckks.ts';
-import { buildRaw, copyResidues, isPacked, packResidues, readRawInfo, unpackResidues } from '../src/fhe/raw-ciphertext.ts';
-import { batchUnsupported, compileBatch, simulateBatch } from '../src/model/compile-batch.ts';
-import { forward, type Network } from '../src/model/network.ts';
-import { F, rng, side, smallCnn } from './helpers/networks.ts';
+import { BatchSession } from '../../src/fhe/batch-io.ts';
+import { evaluateLanes, prepareKernel, residue } from '../../src/fhe/batch-kernel.ts';
+import { batchOpCounts, outputsOf, recordsPerBatch, resultSize, scaleBitsOf, type BatchPlan } from '../../src/fhe/batch-plan.ts';
+import { SecretKeyHolder, generateSecretKey } from '../../src/fhe/ckks.ts';
+import { buildRaw, copyResidues, isPacked, packResidues, readRawInfo, unpackResidues } from '../../src/fhe/raw-ciphertext.ts';
+import { batchUnsupported, compileBatch, simulateBatch } from '../../src/model/compile-batch.ts';
+import { forward, type Network } from '../../src/model/network.ts';
+import { F, rng, side, smallCnn } from '../helpers/networks.ts';
 
 const r = rng(11);
 const linear: Network = {
@@ -145,8 +145,8 @@ t.test('packed sections: 26-bit residues, 13 bytes per 4, round trip and hostile
 });
 
 t.test('the committed SIMD kernel binary is kernel.wat compiled', async (t) => {
-  const { compileKernel } = await import('../scripts/build-kernel.ts');
+  const { compileKernel } = await import('../../scripts/build-kernel.ts');
   const { readFile } = await import('node:fs/promises');
-  const committed = await readFile(new URL('../src/fhe/kernel-wasm.ts', import.meta.url), 'utf8');
+  const committed = await readFile(new URL('../../src/fhe/kernel-wasm.ts', import.meta.url), 'utf8');
   t.equal(committed, await compileKernel(), 'src/fhe/kernel-wasm.ts is up to date (node scripts/build-kernel.ts)');
 });

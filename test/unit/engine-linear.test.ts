@@ -1,7 +1,7 @@
 import t from 'tap';
-import { runEncrypted } from './helpers/encrypted.ts';
-import { compileLinear } from '../src/model/compile-linear.ts';
-import { packRecords, unpackOutputs } from '../src/model/layout.ts';
+import { runEncrypted } from '../helpers/encrypted.ts';
+import { compileLinear } from '../../src/model/compile-linear.ts';
+import { packRecords, unpackOutputs } from '../../src/model/layout.ts';
 
 function rng(seed: number) {
   return () => {

@@ -1,8 +1,8 @@
 // The FHE core: 128-bit security or refusal, typed errors from SEAL's exceptions.
 import t from 'tap';
-import { CkksSession, SecretKeyHolder, generateKeys, loadCiphertext, loadEvaluationKeys, loadQueryCiphertext } from '../src/fhe/ckks.ts';
-import { checkParams, type CkksParams } from '../src/fhe/params.ts';
-import { SealedError } from '../src/errors.ts';
+import { CkksSession, SecretKeyHolder, generateKeys, loadCiphertext, loadEvaluationKeys, loadQueryCiphertext } from '../../src/fhe/ckks.ts';
+import { checkParams, type CkksParams } from '../../src/fhe/params.ts';
+import { SealedError } from '../../src/errors.ts';
 
 const good: CkksParams = { scheme: 'ckks', polyModulusDegree: 8192, coeffModulusBits: [60, 40, 40, 60], securityLevel: 128 };
 

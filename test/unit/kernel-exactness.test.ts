@@ -6,10 +6,10 @@
 // lane must equal sum-of-products mod q computed in BigInt. Then past the limits: what
 // validateBatchPlan refuses, and where the raw kernel really starts to round.
 import t from 'tap';
-import { evaluateLanes, prepareKernel } from '../src/fhe/batch-kernel.ts';
-import { BATCH_DEGREE, outputsOf, resultSize, validateBatchPlan, type BatchPlan } from '../src/fhe/batch-plan.ts';
-import { EXACT_BOUND, MAX_INT_WEIGHT, MAX_TAPS, PRIME_BITS, REDUCE_EVERY } from '../src/fhe/kernel-limits.ts';
-import { seededRandom } from '../src/train/augment.ts';
+import { evaluateLanes, prepareKernel } from '../../src/fhe/batch-kernel.ts';
+import { BATCH_DEGREE, outputsOf, resultSize, validateBatchPlan, type BatchPlan } from '../../src/fhe/batch-plan.ts';
+import { EXACT_BOUND, MAX_INT_WEIGHT, MAX_TAPS, PRIME_BITS, REDUCE_EVERY } from '../../src/fhe/kernel-limits.ts';
+import { seededRandom } from '../../src/train/augment.ts';
 
 const SEEDS = [1, 2, 3, 4, 5, 6];
 /** SEAL's first 26-bit prime for ring 8192, and the largest prime below 2^26 that is 1 mod 4 (so -1 has a square root: squares can be q - 1). */

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { decodeWire, encodeWire } from '../src/wire/format.ts';
+import { decodeWire, encodeWire } from '../../src/wire/format.ts';
 
 const sections = [new Uint8Array([1, 2, 3]), new Uint8Array(1000).fill(7), new Uint8Array(0)];
 const header = { model_id: 'abc', params: 'ckks-8192-60.60-128', records: 3 };

@@ -2,16 +2,16 @@
 // results made without it (privacy 'none') and fails on re-randomized, flooded results, whose
 // decryptions still equal the plaintext model.
 import t from 'tap';
-import { BatchSession } from '../src/fhe/batch-io.ts';
-import { evaluateLanes, prepareKernel } from '../src/fhe/batch-kernel.ts';
-import { outputsOf, recordsPerBatch, resultSize, type BatchPlan } from '../src/fhe/batch-plan.ts';
-import { BatchPrivacy, makeBatchRerandKey } from '../src/fhe/batch-privacy.ts';
-import { CkksSession, SecretKeyHolder, generateSecretKey } from '../src/fhe/ckks.ts';
-import { primes } from '../src/fhe/params.ts';
-import { floodNoise, loadRerandKey, NegacyclicNtt, secretKeyResidues } from '../src/fhe/privacy.ts';
-import { FLOOD_PRECISION_BITS, compileBatch, simulateBatch } from '../src/model/compile-batch.ts';
-import type { Network } from '../src/model/network.ts';
-import { rng } from './helpers/networks.ts';
+import { BatchSession } from '../../src/fhe/batch-io.ts';
+import { evaluateLanes, prepareKernel } from '../../src/fhe/batch-kernel.ts';
+import { outputsOf, recordsPerBatch, resultSize, type BatchPlan } from '../../src/fhe/batch-plan.ts';
+import { BatchPrivacy, makeBatchRerandKey } from '../../src/fhe/batch-privacy.ts';
+import { CkksSession, SecretKeyHolder, generateSecretKey } from '../../src/fhe/ckks.ts';
+import { primes } from '../../src/fhe/params.ts';
+import { floodNoise, loadRerandKey, NegacyclicNtt, secretKeyResidues } from '../../src/fhe/privacy.ts';
+import { FLOOD_PRECISION_BITS, compileBatch, simulateBatch } from '../../src/model/compile-batch.ts';
+import type { Network } from '../../src/model/network.ts';
+import { rng } from '../helpers/networks.ts';
 
 const N = 8192;
 

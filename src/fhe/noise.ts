@@ -1,0 +1,71 @@
+// Randomness for circuit privacy: crypto.getRandomValues (Node and browsers), never Math.random.
+
+/** SEAL's fresh-encryption noise: centered binomial of standard deviation 3.2, |e| <= 21 (SEAL 4.1 default, not Gaussian). */
+export const SEAL_NOISE_SIGMA = 3.2;
+
+export function randomWords(n: number): Uint32Array {
+  const out = new Uint32Array(n);
+  // getRandomValues fills at most 65,536 bytes per call.
+  for (let i = 0; i < n; i += 16384) crypto.getRandomValues(out.subarray(i, Math.min(n, i + 16384)));
+  return out;
+}
+
+/** n standard normal samples (Box-Muller on 53-bit uniforms). */
+export function standardNormals(n: number): Float64Array {
+  const w = randomWords(4 * Math.ceil(n / 2));
+  const out = new Float64Array(n);
+  const unit = (hi: number, lo: number) => ((hi >>> 5) * 67108864 + (lo >>> 6) + 0.5) / 2 ** 53; // 53 random bits, in (0, 1)
+  for (let i = 0, k = 0; i < n; i += 2, k += 4) {
+    const r = Math.sqrt(-2 * Math.log(unit(w[k], w[k + 1])));
+    const th = 2 * Math.PI * unit(w[k + 2], w[k + 3]);
+    out[i] = r * Math.cos(th);
+    if (i + 1 < n) out[i + 1] = r * Math.sin(th);
+  }
+  return out;
+}
+
+/** Uniform ternary coefficients in {-1, 0, 1} (as SEAL's u), by rejection from bytes. */
+export function ternary(n: number): Int8Array {
+  const out = new Int8Array(n);
+  let i = 0;
+  while (i < n) {
+    const w = randomWords(Math.ceil((n - i) / 3) + 16);
+    for (let k = 0; k < w.length && i < n; k++) {
+      for (let b = 0; b < 4 && i < n; b++) {
+        const x = (w[k] >>> (8 * b)) & 255;
+        if (x < 255) out[i++] = (x % 3) - 1;
+      }
+    }
+  }
+  return out;
+}
+
+/** SEAL-like small noise: rounded Gaussian of sigma 3.2 clipped at 6 sigma. */
+export function smallNoise(n: number): Int32Array {
+  const z = standardNormals(n);
+  const out = new Int32Array(n);
+  for (let i = 0; i < n; i++) out[i] = Math.max(-19, Math.min(19, Math.round(SEAL_NOISE_SIGMA * z[i])));
+  return out;
+}
+
+/**
+ * The flood: n integers ~ N(0, sigma^2), as BigInts (sigma may exceed 2^53). A float sample
+ * sigma z has 53 significant bits, so above 2^49 it lies on a grid coarser than 1; a second
+ * Gaussian of sigma 2^-11 sigma (far wider than that grid, far narrower than sigma) smooths it,
+ * and so on until the last one's grid is below 1. Total variance sigma^2 (1 + 2^-22 + ...).
+ */
+export function floodNoise(n: number, sigma: number): bigint[] {
+  const scales: number[] = [];
+  for (let x = sigma; ; x *= 2 ** -11) {
+    scales.push(x);
+    if (x < 2 ** 49) break;
+  }
+  const z = standardNormals(scales.length * n);
+  const out = new Array<bigint>(n);
+  for (let i = 0; i < n; i++) {
+    let f = 0n;
+    for (let k = 0; k < scales.length; k++) f += BigInt(Math.round(scales[k] * z[k * n + i]));
+    out[i] = f;
+  }
+  return out;
+}
