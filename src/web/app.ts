@@ -3,6 +3,7 @@
 // here, only wire-format objects (evaluation keys, encrypted query) are sent, and the encrypted
 // result is decrypted here. The secret key stays in this page's memory.
 import { createClient, proxyTransport, sha256Hex, type Evaluation, type EvaluationKeys, type Prediction, type SealedClient, type Transport } from '../client/index.ts';
+import { $, base, buildStages, el, fmtBytes, fmtMs, setStage, status } from './page.ts';
 
 interface Sample {
   name: string;
@@ -21,43 +22,7 @@ const STAGES: { id: StageId; name: string; where: string }[] = [
   { id: 'total', name: 'Total (this prediction)', where: '' },
 ];
 
-const $ = <T extends HTMLElement>(sel: string) => document.querySelector<T>(sel)!;
-const fmtBytes = (n: number) => `${n.toLocaleString('en-US')} B`;
-const fmtMs = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`);
 const paint = () => new Promise<void>((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
-const base = new URL('.', location.href);
-
-function el<K extends keyof HTMLElementTagNameMap>(tag: K, props: Partial<HTMLElementTagNameMap[K]> & { dataset?: Record<string, string> } = {}, ...children: (Node | string)[]): HTMLElementTagNameMap[K] {
-  const e = document.createElement(tag);
-  const { dataset, ...rest } = props;
-  Object.assign(e, rest);
-  if (dataset) Object.assign(e.dataset, dataset);
-  e.append(...children);
-  return e;
-}
-
-function status(text: string, error = false): void {
-  const s = $('#status');
-  s.textContent = text;
-  s.classList.toggle('error', error);
-}
-
-/** Sets a stage's time and size; `note` is a second, smaller line under the size. */
-function setStage(id: StageId, ms: number | undefined, size = '', note = ''): void {
-  const row = $(`#stages tr[data-stage="${id}"]`);
-  const [, , time, sz] = row.children as unknown as HTMLElement[];
-  time.textContent = ms === undefined ? '–' : fmtMs(ms);
-  if (ms !== undefined) time.dataset.ms = String(ms);
-  else delete time.dataset.ms;
-  sz.replaceChildren(size, ...(note ? [el('small', {}, note)] : []));
-}
-
-function buildStages(): void {
-  const body = $('#stages tbody');
-  for (const s of STAGES) {
-    body.append(el('tr', { className: s.id === 'total' ? 'total' : '', dataset: { stage: s.id } }, el('td', {}, s.name), el('td', { className: 'where' }, s.where), el('td', { className: 'num' }, '–'), el('td', { className: 'size' }, '')));
-  }
-}
 
 function buildForm(features: string[]): HTMLInputElement[] {
   const fields = $('#fields');
@@ -105,7 +70,7 @@ function recordingTransport(inner: Transport, sent: (line: string) => void): Tra
 }
 
 async function main(): Promise<void> {
-  buildStages();
+  buildStages(STAGES);
   const t0 = performance.now();
   const sentList = $('#sent');
   let sentAny = false;

@@ -8,6 +8,7 @@ import type { Prediction } from '../client/index.ts';
 import type { ClientPart } from '../model/client-part.ts';
 import { mnistFromInk, MNIST_SIDE, type DigitImage } from './digit-image.ts';
 import type { Op, WorkerCalls, WorkerRequest, WorkerResponse } from './digit-protocol.ts';
+import { $, base, buildStages, el, fmtBytes, fmtMs, setStage, status } from './page.ts';
 
 type StageId = 'load' | 'image' | 'keygen' | 'encrypt' | 'keys' | 'evaluate' | 'decrypt' | 'total';
 const STAGES: { id: StageId; name: string; where: string }[] = [
@@ -24,41 +25,6 @@ const STAGES: { id: StageId; name: string; where: string }[] = [
 /** Pen width, as a fraction of the pad's side: strokes about 2 pixels wide once fitted in 20x20. */
 const PEN = 0.08;
 
-const $ = <T extends HTMLElement>(sel: string) => document.querySelector<T>(sel)!;
-const fmtBytes = (n: number) => `${n.toLocaleString('en-US')} B`;
-const fmtMs = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`);
-const base = new URL('.', location.href);
-
-function el<K extends keyof HTMLElementTagNameMap>(tag: K, props: Partial<HTMLElementTagNameMap[K]> & { dataset?: Record<string, string> } = {}, ...children: (Node | string)[]): HTMLElementTagNameMap[K] {
-  const e = document.createElement(tag);
-  const { dataset, ...rest } = props;
-  Object.assign(e, rest);
-  if (dataset) Object.assign(e.dataset, dataset);
-  e.append(...children);
-  return e;
-}
-
-function status(text: string, error = false): void {
-  const s = $('#status');
-  s.textContent = text;
-  s.classList.toggle('error', error);
-}
-
-function setStage(id: StageId, ms: number | undefined, size = '', note = ''): void {
-  const row = $(`#stages tr[data-stage="${id}"]`);
-  const [, , time, sz] = row.children as unknown as HTMLElement[];
-  time.textContent = ms === undefined ? '–' : fmtMs(ms);
-  if (ms !== undefined) time.dataset.ms = String(ms);
-  else delete time.dataset.ms;
-  sz.replaceChildren(size, ...(note ? [el('small', {}, note)] : []));
-}
-
-function buildStages(): void {
-  const body = $('#stages tbody');
-  for (const s of STAGES) {
-    body.append(el('tr', { className: s.id === 'total' ? 'total' : '', dataset: { stage: s.id } }, el('td', {}, s.name), el('td', { className: 'where' }, s.where), el('td', { className: 'num' }, '–'), el('td', { className: 'size' }, '')));
-  }
-}
 
 /** The worker, as promises: one call at a time, each with the time the worker spent on it. */
 class SealWorker {
@@ -219,7 +185,7 @@ function longTasks(): { reset(): void; longest(): number | undefined } {
 }
 
 async function main(): Promise<void> {
-  buildStages();
+  buildStages(STAGES);
   const tasks = longTasks();
   const t0 = performance.now();
   const worker = new SealWorker(new URL('digit-worker.js', base));

@@ -1,0 +1,69 @@
+// What the two browser suites share: Chromium found or the suite skipped (failed under
+// SEALED_REQUIRE_BROWSER=1, so a missing install step cannot hide), a fresh profile, and a page
+// whose requests and errors are recorded for the checks on what left it.
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t, { type Test } from 'tap';
+import type { BrowserContext, Page } from 'playwright-core';
+
+export const CHROMIUM = process.env.SEALED_CHROMIUM ?? '/usr/bin/chromium';
+export const ARTIFACTS = fileURLToPath(new URL('../../out/test-artifacts/', import.meta.url));
+
+/** Runs `run` as the suite's one test when Chromium is there. */
+export function browserSuite(name: string, run: (t: Test) => Promise<void>): void {
+  if (!existsSync(CHROMIUM) && process.env.SEALED_REQUIRE_BROWSER === '1') {
+    t.fail(`Chromium is not installed at ${CHROMIUM}, and SEALED_REQUIRE_BROWSER=1 (install it with \`apt-get install -y chromium\`)`);
+  } else if (!existsSync(CHROMIUM)) {
+    t.plan(0, `Chromium is not installed at ${CHROMIUM}: browser test skipped (install it with \`apt-get install -y chromium\`)`);
+  } else {
+    t.test(name, { timeout: 900_000 }, run);
+  }
+}
+
+export interface Sent {
+  method: string;
+  url: string;
+  body: Buffer | null;
+}
+
+export interface Browser {
+  context: BrowserContext;
+  page: Page;
+  /** Every request the page made, with its body. */
+  sent: Sent[];
+  /** Uncaught exceptions and console errors. */
+  errors: string[];
+  close(): Promise<void>;
+}
+
+export async function openBrowser(viewport: { width: number; height: number }): Promise<Browser> {
+  const { chromium } = await import('playwright-core');
+  const profile = await mkdtemp(join(tmpdir(), 'sealed-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    viewport,
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  const sent: Sent[] = [];
+  const errors: string[] = [];
+  page.on('request', (r) => sent.push({ method: r.method(), url: r.url(), body: r.postDataBuffer() }));
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push(m.text());
+  });
+  return {
+    context,
+    page,
+    sent,
+    errors,
+    async close() {
+      await context.close();
+      await rm(profile, { recursive: true, force: true });
+    },
+  };
+}
