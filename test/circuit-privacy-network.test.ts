@@ -22,34 +22,10 @@ import { compileNetwork } from '../src/model/compile-network.ts';
 import { packRecords } from '../src/model/layout.ts';
 import { forward, type Network } from '../src/model/network.ts';
 import { phaseL2 } from './helpers/phase.ts';
-
-function rng(seed: number) {
-  return () => {
-    seed = (seed * 1103515245 + 12345) % 2 ** 31;
-    return seed / 2 ** 31 - 0.5;
-  };
-}
-
-// ---------------------------------------------------------------------------------------------
+import { mnistShapedNetworks, rng } from './helpers/networks.ts';
 
 const r = rng(5);
-const F = 8;
-const cnn: Network = {
-  input: { height: 28, width: 28 },
-  layers: [
-    { type: 'conv2d-parity', kernel: Array.from({ length: F }, () => Array.from({ length: 5 }, () => Array.from({ length: 5 }, () => r() * 0.6))), bias: Array.from({ length: F }, () => r() * 0.2) },
-    { type: 'quadratic', a: 0.5, b: 1, c: 0.1 },
-    { type: 'dense', weights: Array.from({ length: 10 }, () => Array.from({ length: 12 * 12 * F }, () => r() * 0.1)), bias: Array.from({ length: 10 }, () => r()) },
-  ],
-};
-const mlp: Network = {
-  input: { height: 28, width: 28 },
-  layers: [
-    { type: 'dense', weights: Array.from({ length: 64 }, () => Array.from({ length: 784 }, () => r() * 0.1)), bias: Array.from({ length: 64 }, () => r()) },
-    { type: 'quadratic', a: 0.7, b: 0.2, c: 0.1 },
-    { type: 'dense', weights: Array.from({ length: 10 }, () => Array.from({ length: 64 }, () => r() * 0.3)), bias: Array.from({ length: 10 }, () => r()) },
-  ],
-};
+const { cnn, mlp } = mnistShapedNetworks(r, 8, 64);
 const deep: Network = {
   input: { height: 8, width: 8 },
   layers: [

@@ -4,6 +4,9 @@
 // not once per product. Nothing here checks a plan (validateBatchPlan does, when it is loaded).
 // A chunk of lanes (coefficients of one prime) is independent of every other chunk: that is
 // how one batch is split across the workers of the pool, with no merge step.
+//
+// Over 300 lines on purpose: measureKernelUnits (the cost model's probe) times the kernel's own
+// private loops, so it lives with them rather than widening their interface.
 import { outputsOf, resultSize, type BatchPlan } from './batch-plan.ts';
 import { REDUCE_EVERY } from './kernel-limits.ts';
 import { KERNEL_WASM } from './kernel-wasm.ts';
@@ -169,7 +172,7 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
       A1[r].fill(0);
     });
     if (group.length === 4) macGroup(x, k.index, k.w1, starts, taps, C);
-    else group.forEach((j, r) => macRow(A0[r], A1[r], x.input, k.index, k.w1, starts[r], starts[r] + taps, C, 0, C));
+    else group.forEach((j, r) => macRow(A0[r], A1[r], x.input, k.index, k.w1, starts[r], starts[r] + taps, C));
     for (let r = 0; r < group.length; r++) {
       const j = group[r];
       if (!plan.square) {
@@ -208,22 +211,22 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
   }
 }
 
-/** a0 += sum_t w[t] * poly0(input index[t]), a1 likewise for poly 1, over taps [t0, t1). */
-function macRow(a0: Float64Array, a1: Float64Array, input: Uint32Array, index: Int32Array, w: Float64Array, t0: number, t1: number, LN: number, lane0: number, C: number): void {
+/** a0 += sum_t w[t] * poly0(input index[t]), a1 likewise for poly 1, over taps [t0, t1); `input` is the chunk copy, [feature][poly][lane]. */
+function macRow(a0: Float64Array, a1: Float64Array, input: Uint32Array, index: Int32Array, w: Float64Array, t0: number, t1: number, C: number): void {
   let t = t0;
   // Four taps per pass over the accumulators (memory traffic, as for the squares).
   for (; t + 4 <= t1; t += 4) {
     const wa = w[t], wb = w[t + 1], wc = w[t + 2], wd = w[t + 3];
-    const pa = index[t] * 2 * LN + lane0, pb = index[t + 1] * 2 * LN + lane0, pc = index[t + 2] * 2 * LN + lane0, pd = index[t + 3] * 2 * LN + lane0;
+    const pa = index[t] * 2 * C, pb = index[t + 1] * 2 * C, pc = index[t + 2] * 2 * C, pd = index[t + 3] * 2 * C;
     for (let c = 0; c < C; c++) {
       a0[c] += wa * input[pa + c] + wb * input[pb + c] + wc * input[pc + c] + wd * input[pd + c];
-      a1[c] += wa * input[pa + LN + c] + wb * input[pb + LN + c] + wc * input[pc + LN + c] + wd * input[pd + LN + c];
+      a1[c] += wa * input[pa + C + c] + wb * input[pb + C + c] + wc * input[pc + C + c] + wd * input[pd + C + c];
     }
   }
   for (; t < t1; t++) {
     const wt = w[t];
-    const base0 = index[t] * 2 * LN + lane0;
-    const base1 = base0 + LN;
+    const base0 = index[t] * 2 * C;
+    const base1 = base0 + C;
     for (let c = 0; c < C; c++) {
       a0[c] += wt * input[base0 + c];
       a1[c] += wt * input[base1 + c];
