@@ -2,7 +2,9 @@
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import { isSealedError, safeText, SealedError } from '../errors.ts';
-import { checkRequest, invoke, type InvocationContext, type InvocationRequest } from './invocations.ts';
+import { checkRequest, type InvocationRequest } from './access.ts';
+import type { InvocationContext } from './invocation-context.ts';
+import { invoke } from './invocations.ts';
 
 const s3Uri = { type: 'string', minLength: 6, maxLength: 2048 } as const;
 const invocationSchema = {

@@ -5,11 +5,11 @@ import { readClientPart, readServerPart } from '../model/bundle.ts';
 import { ObjectStore } from '../storage/s3.ts';
 import { SealedError } from '../errors.ts';
 import { buildApp } from './app.ts';
-import { parseS3Prefix, type AccessPolicy } from './invocations.ts';
+import { parseS3Prefix, type AccessPolicy } from './access.ts';
 import { MemoryBudget, MiB, splitBudget, type BudgetSplit } from './budget.ts';
 import { KeyStore } from './key-store.ts';
 import { EvaluationPool } from './pool.ts';
-import type { Retirement } from './worker.ts';
+import type { Retirement } from './worker-protocol.ts';
 
 export interface ServeOptions {
   modelDir: string;
