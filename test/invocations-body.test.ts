@@ -4,6 +4,7 @@
 // decrypts to the plaintext model's scores.
 import t, { type Test } from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +13,7 @@ import { readClientPart } from '../src/model/bundle.ts';
 import { simulateBatch } from '../src/model/compile-batch.ts';
 import { forward } from '../src/model/network.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
-import { MiB } from '../src/server/budget.ts';
+import { MiB, splitBudget } from '../src/server/budget.ts';
 import { startServer } from '../src/server/serve.ts';
 import { startLocalS3 } from '../src/storage/local-s3.ts';
 import { ObjectStore } from '../src/storage/s3.ts';
@@ -177,4 +178,36 @@ t.test('GET /execution-parameters: SageMaker Batch Transform’s contract, from 
 t.test('a payload limit the request memory cannot hold stops the server at start', async (t) => {
   await t.rejects(startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, tenantRoot, maxPayloadBytes: 100 * MiB, memoryBudget: 700 * MiB }), { code: 'bad-request', message: /payload limit of 100 MB needs 400 MB of request memory/ });
   await t.rejects(startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, tenantRoot, maxPayloadBytes: 101 * MiB }), { code: 'bad-request', message: /not between 1 MB and 100 MB/ });
+});
+
+t.test('bodies are paid for from the request memory as they arrive: uploads beyond it get 503 before they are read', async (t) => {
+  const memoryBudget = 570 * MiB;
+  const { requests } = splitBudget({ workers: 1, budget: memoryBudget });
+  const payload = Math.floor(requests / 4 / MiB) * MiB;
+  const small = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, tenantRoot, memoryBudget, maxPayloadBytes: payload });
+  t.teardown(() => small.close());
+  const { port } = new URL(small.url);
+  // Four uploads that declare the largest payload and then stall: the request memory is theirs.
+  const stalled: Socket[] = [];
+  for (let i = 0; i < 4; i++) {
+    const s = connect(Number(port), '127.0.0.1');
+    s.on('error', () => undefined);
+    s.write(`POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: ${payload}\r\n\r\nSEALED`);
+    stalled.push(s);
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  t.ok(small.memory.budgetInUse.reserved >= 4 * payload, `${(small.memory.budgetInUse.reserved / MiB).toFixed(0)} MiB reserved by 4 stalled uploads`);
+  const refused = await fetch(`${small.url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', ...withKeys() }, body: new Uint8Array(payload) });
+  t.equal(refused.status, 503, 'a fifth upload: 503');
+  t.equal(refused.headers.get('retry-after'), '1');
+  t.match(await refused.json(), { error: 'overloaded', message: /memory for requests is in use/ });
+  for (const s of stalled) s.destroy();
+  await new Promise((r) => setTimeout(r, 500));
+  t.equal(small.memory.budgetInUse.reserved, 0, 'the stalled uploads gave their bytes back when their callers left');
+  // The same upload now fits (this model's 63 MB keys do not fit this tiny budget, so the body is
+  // one the server reads and refuses for what it is, not for memory).
+  const admitted = await fetch(`${small.url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', ...withKeys() }, body: new Uint8Array(payload) });
+  t.equal(admitted.status, 400, 'the same upload is read now');
+  t.match(await admitted.json(), { error: 'bad-request', message: /not a sealed object/ });
+  t.equal(small.memory.budgetInUse.reserved, 0, 'and its bytes are given back once it is answered');
 });

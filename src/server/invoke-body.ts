@@ -90,8 +90,9 @@ export async function invokeBody(body: Uint8Array, keysLoc: S3Location | undefin
   const msg = decodeWire<QueryHeader>('query', body, 'the encrypted query');
   const layout = checkQueryHeader(c.model, msg.header);
   if (layout === 'single' && !keysLoc) throw new SealedError('bad-request', 'the query uses the single layout, which needs evaluation keys, and the request names none', KEYS_HINT);
-  // The body, the sections read out of it, and the result, all held until the answer is sent.
-  const reservation = c.budget?.reserve(2 * body.length + resultBound(c.model, msg.header, msg.sections.length), 'a query in the request body');
+  // The sections read out of the body and the result, held until the answer is sent (the body
+  // itself was reserved as it arrived: plugins/invocations.ts).
+  const reservation = c.budget?.reserve(body.length + resultBound(c.model, msg.header, msg.sections.length), 'a query in the request body');
   const keys = layout === 'single' && keysLoc ? c.keys.get(keysLoc) : undefined;
   keys?.catch(() => undefined);
   try {

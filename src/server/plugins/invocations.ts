@@ -6,7 +6,8 @@
 //                             (invoke-body.ts)
 // Both check what they name with no I/O before admission, so a request that can never succeed
 // gets its 4xx at once rather than a 503 that clients retry.
-import type { FastifyPluginAsync } from 'fastify';
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
+import type { Reservation } from '../budget.ts';
 import { checkRequest, type InvocationRequest } from '../access.ts';
 import { errorSchema } from '../http-errors.ts';
 import type { InvocationContext } from '../invocation-context.ts';
@@ -79,6 +80,24 @@ const invocations: FastifyPluginAsync<InvocationsOptions> = async (app, o) => {
   // Fastify parses text/plain by default; here a query is JSON or bytes, anything else is a 415.
   app.removeContentTypeParser('text/plain');
   app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer', bodyLimit: o.maxPayloadBytes }, (_req, body, done) => done(null, body));
+
+  // A body is read before the handler can refuse anything: its bytes are reserved from the
+  // request memory as it starts to arrive (the declared length, or the limit when chunked), so
+  // slow or many uploads get 503 before they are read, not an out-of-memory process. The bytes
+  // are held until the answer is sent (or the caller is gone).
+  const bodies = new WeakMap<object, Reservation>();
+  const release = async (req: FastifyRequest) => {
+    bodies.get(req)?.release();
+  };
+  app.addHook('preParsing', async (req, _reply, payload) => {
+    if (!c.budget || !String(req.headers['content-type'] ?? '').startsWith('application/octet-stream')) return payload;
+    const declared = Number(req.headers['content-length']);
+    const bytes = Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, o.maxPayloadBytes) : o.maxPayloadBytes;
+    bodies.set(req, c.budget.reserve(bytes, 'a query in the request body'));
+    return payload;
+  });
+  app.addHook('onResponse', release);
+  app.addHook('onRequestAbort', release);
 
   app.post<{ Body: InvocationRequest | Buffer }>('/invocations', { schema: invocationSchema }, async (req, reply) => {
     const body = req.body;
