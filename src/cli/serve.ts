@@ -19,6 +19,8 @@ interface ServeOpts {
   allowAny?: boolean;
   tenantPrefix?: string;
   memoryBudgetMb?: number;
+  /** Largest query in a request body, MB (default 6, SageMaker real-time; Batch Transform up to 100). */
+  maxPayloadMb?: number;
 }
 
 const list = (v: string | undefined) => (v ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined);
@@ -56,6 +58,7 @@ export async function serveCommand(o: ServeOpts): Promise<void> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
   const budgetMb = o.memoryBudgetMb ?? envNumber('SEALED_MEMORY_BUDGET_MB');
+  const payloadMb = o.maxPayloadMb ?? envNumber('SEALED_MAX_PAYLOAD_MB');
   const access = {
     allowRead: list(o.allowRead ?? process.env.SEALED_ALLOW_READ),
     allowWrite: list(o.allowWrite ?? process.env.SEALED_ALLOW_WRITE),
@@ -77,6 +80,9 @@ export async function serveCommand(o: ServeOpts): Promise<void> {
     deadlineMs: o.deadlineMs ?? envNumber('SEALED_DEADLINE_MS'),
     ...access,
     memoryBudget: budgetMb === undefined ? undefined : budgetMb * 1024 * 1024,
+    maxPayloadBytes: payloadMb === undefined ? undefined : payloadMb * 1024 * 1024,
+    // Body-form requests (direct payloads, Batch Transform) that name no keys use these.
+    defaultKeysUri: process.env.SEALED_EVALUATION_KEYS_URI || undefined,
   }));
   const m = server.memory;
   const mb = (n: number) => Math.round(n / 1024 / 1024);

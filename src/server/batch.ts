@@ -7,10 +7,11 @@
 //   save      SEAL saves the result ciphertexts (one per output)
 // Memory is bounded by two batches (inputs x 2 x lanes x 4 bytes each), whatever the query size.
 import { reviveError, SealedError } from '../errors.ts';
-import { dataPrimesOf, outputsOf, recordsPerBatch, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
-import type { BatchResult } from './worker.ts';
+import { dataPrimesOf, outputsOf, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
+import type { BatchResult } from './worker-protocol.ts';
 import type { EvaluationPool } from './pool.ts';
 import { CHUNK } from './batch-constants.ts';
+import { batchCount } from './query-checks.ts';
 
 /** Ciphertexts per load task: small enough to spread a batch over the workers as it arrives. */
 const LOAD_GROUP = 32;
@@ -32,10 +33,6 @@ export interface BatchTimings {
 function check(r: BatchResult): BatchResult {
   if (r.error) throw reviveError(r.error);
   return r;
-}
-
-export function batchCount(plan: BatchPlan, records: number): number {
-  return Math.ceil(records / recordsPerBatch(plan));
 }
 
 /**

@@ -8,21 +8,13 @@
 // whoever overwrites a client's key object (another caller pointing output_uri at it) can make
 // neither the server use other keys nor that client's requests fail while its keys are cached.
 import { createHash } from 'node:crypto';
-import { safeText, SealedError } from '../errors.ts';
-import { paramsKey } from '../fhe/params.ts';
+import { SealedError } from '../errors.ts';
 import type { Program } from '../fhe/program.ts';
 import { describeS3Location, formatS3Uri, type ObjectStore, type S3Location } from '../storage/s3.ts';
-import { decodeWire, type KeysHeader } from '../wire/format.ts';
 import type { MemoryBudget } from './budget.ts';
+import { parseKeySet, type KeySet } from './key-set.ts';
 
-export interface KeySet {
-  id: string;
-  galois: Uint8Array;
-  relin?: Uint8Array;
-  /** The client's public key (circuit privacy: the worker re-randomizes results with it). */
-  publicKey?: Uint8Array;
-  bytes: number;
-}
+export type { KeySet };
 
 export interface KeyStoreStats {
   /** URIs cached. */
@@ -43,12 +35,6 @@ const HASH_NAME = /^([0-9a-f]{64})(?:\.keys)?$/i;
 export function keysNameHash(key: string): string | undefined {
   const m = HASH_NAME.exec(key.slice(key.lastIndexOf('/') + 1));
   return m ? m[1].toLowerCase() : undefined;
-}
-
-function shared(b: Uint8Array): Uint8Array {
-  const s = new Uint8Array(new SharedArrayBuffer(b.length));
-  s.set(b);
-  return s;
 }
 
 export class KeyStore {
@@ -196,20 +182,6 @@ export class KeyStore {
     // buffers instead of copying them again. Each URI's entry still counts its bytes, so the
     // total is an upper bound of the memory held, and evicting one URI leaves the other intact.
     for (const e of this.entries.values()) if (e.set.id === id) return e.set;
-    const msg = decodeWire<KeysHeader>('keys', bytes, 'the evaluation-keys object');
-    const h = msg.header;
-    const want = paramsKey(this.program.params);
-    if (h.params !== want) {
-      throw new SealedError('bad-keys', `the evaluation keys were made for parameters ${safeText(h.params)}, this model uses ${want}`, 'make keys for this model with `sealed keygen`');
-    }
-    const missing = this.program.galoisSteps.filter((s) => !(Array.isArray(h.galois_steps) && h.galois_steps.includes(s)));
-    if (missing.length) throw new SealedError('bad-keys', `the evaluation keys lack rotations ${missing.join(', ')} this model needs`, 'make keys for this model with `sealed keygen`');
-    const expected = 1 + (h.relin ? 1 : 0) + (h.public_key ? 1 : 0);
-    if (msg.sections.length !== expected) throw new SealedError('bad-keys', `the evaluation keys hold ${msg.sections.length} sections, expected ${expected}`);
-    if (this.program.relin && !h.relin) throw new SealedError('bad-keys', 'the evaluation keys lack relinearization keys, which this model needs', 'make keys for this model with `sealed keygen`');
-    if (this.program.privacy === 'flood' && !h.public_key) {
-      throw new SealedError('bad-keys', 'the evaluation keys lack a public key: this model re-randomizes its results (circuit privacy) with the client\'s public key', 'make keys with a current `sealed keygen` (or SDK), which includes it');
-    }
-    return { id, galois: shared(msg.sections[0]), relin: h.relin ? shared(msg.sections[1]) : undefined, publicKey: h.public_key ? shared(msg.sections[expected - 1]) : undefined, bytes: bytes.length };
+    return parseKeySet(bytes, id, this.program);
   }
 }

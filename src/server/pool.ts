@@ -8,7 +8,7 @@
 import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import type { BatchResult, BatchTask, EvaluateResult, EvaluateTask, ProbeResult, Retirement, TestResult, TestTask } from './worker.ts';
+import type { BatchResult, BatchTask, EvaluateResult, EvaluateTask, ProbeResult, Retirement, TestResult, TestTask } from './worker-protocol.ts';
 
 export interface PoolOptions {
   modelDir: string;

@@ -5,11 +5,14 @@ import { readClientPart, readServerPart } from '../model/bundle.ts';
 import { ObjectStore } from '../storage/s3.ts';
 import { SealedError } from '../errors.ts';
 import { buildApp } from './app.ts';
-import { parseS3Prefix, type AccessPolicy } from './invocations.ts';
+import { parseS3Prefix, type AccessPolicy } from './access.ts';
+import { batchMemory } from './batch.ts';
 import { MemoryBudget, MiB, splitBudget, type BudgetSplit } from './budget.ts';
+import { checkBodyRequest, payloadLimit } from './invoke-body.ts';
+import type { ExecutionParameters } from './plugins/execution-parameters.ts';
 import { KeyStore } from './key-store.ts';
 import { EvaluationPool } from './pool.ts';
-import type { Retirement } from './worker.ts';
+import type { Retirement } from './worker-protocol.ts';
 
 export interface ServeOptions {
   modelDir: string;
@@ -46,6 +49,15 @@ export interface ServeOptions {
   memoryBudget?: number;
   headersTimeoutMs?: number;
   requestTimeoutMs?: number;
+  /**
+   * Largest query taken in a request body (application/octet-stream), in bytes: SageMaker
+   * real-time's 6 MB by default, up to Batch Transform's 100 MB (CLI --max-payload-mb, env
+   * SEALED_MAX_PAYLOAD_MB). The server does not start when one such request would not fit its
+   * request memory.
+   */
+  maxPayloadBytes?: number;
+  /** Evaluation keys for body-form requests whose header names none (env SEALED_EVALUATION_KEYS_URI). */
+  defaultKeysUri?: string;
 }
 
 export interface RunningServer {
@@ -86,6 +98,19 @@ export function accessPolicy(o: Pick<ServeOptions, 'allowRead' | 'allowWrite' | 
   return { read, write, tenantRoot, hashNamedKeys: !o.allowAny };
 }
 
+/**
+ * GET /execution-parameters for Batch Transform: as many concurrent requests as there are workers
+ * (each query already spreads over every worker), no more than admission, batch slots and the
+ * request memory allow for requests of the largest payload; one query per request (SINGLE_RECORD:
+ * a sealed query is binary and can be neither split nor joined); the payload limit in whole MB.
+ */
+export function executionParameters(o: { workers: number; maxInFlight: number; requests: number; maxPayloadBytes: number; batch?: { memory: number; slots: number } }): ExecutionParameters {
+  const perRequest = 4 * o.maxPayloadBytes + (o.batch?.memory ?? 0);
+  const byMemory = Math.floor(o.requests / perRequest);
+  const n = Math.min(o.workers, o.maxInFlight, o.batch?.slots ?? Infinity, byMemory);
+  return { MaxConcurrentTransforms: Math.max(1, n), BatchStrategy: 'SINGLE_RECORD', MaxPayloadInMB: Math.max(1, Math.floor(o.maxPayloadBytes / MiB)) };
+}
+
 export async function startServer(o: ServeOptions): Promise<RunningServer> {
   // Before anything is loaded or listens: a server that would be open to any S3 location does not start.
   const access = accessPolicy(o);
@@ -94,15 +119,23 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const workers = o.workers ?? availableParallelism();
   const split = splitBudget({ workers, budget: o.memoryBudget, keyCache: o.keyCacheBytes });
   const requests = new MemoryBudget(split.requests);
+  // Refused before anything is started (a pool's threads, an S3 client).
+  const maxPayloadBytes = payloadLimit(o.maxPayloadBytes, split.requests);
+  if (o.defaultKeysUri) checkBodyRequest(undefined, o.defaultKeysUri, { access }); // refused at start, not on each request
   const store = new ObjectStore({ endpoint: o.s3Endpoint });
   // Retirements are logged once the app (and its logger) exists; none can happen before warm-up.
   const retired: { log?: (r: Retirement) => void } = {};
   const pool = new EvaluationPool({ modelDir: o.modelDir, workers, keyCacheBytes: split.workerKeyCache, onRetire: (r) => retired.log?.(r) });
   await pool.ready();
   const keys = new KeyStore({ store, program: part.program, maxBytes: split.keyCache, maxObjectBytes: o.maxKeyBytes ?? 128 * MiB, budget: requests });
+  const maxInFlight = o.maxInFlight ?? pool.size * 4;
+  const batchSlots = { max: o.maxBatchInFlight ?? 2, used: 0 };
   const app = buildApp({
     logger: o.logger,
-    maxInFlight: o.maxInFlight ?? pool.size * 4,
+    maxInFlight,
+    maxPayloadBytes,
+    defaultKeysUri: o.defaultKeysUri,
+    executionParameters: executionParameters({ workers: pool.size, maxInFlight, requests: split.requests, maxPayloadBytes, batch: part.batch && { memory: batchMemory(part.batch), slots: batchSlots.max } }),
     deadlineMs: o.deadlineMs ?? 55_000,
     headersTimeoutMs: o.headersTimeoutMs,
     requestTimeoutMs: o.requestTimeoutMs,
@@ -115,7 +148,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
       keys,
       pool,
       maxQueryBytes: o.maxQueryBytes ?? 1024 * MiB,
-      batchSlots: { max: o.maxBatchInFlight ?? 2, used: 0 },
+      batchSlots,
       budget: requests,
     },
   });

@@ -22,7 +22,8 @@ import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import { ensureKeysUploaded, invokeHttp, type Transport } from '../client/predict.ts';
 import { sha256Hex } from '../util/sha256.ts';
-import { isSealedError, SealedError } from '../errors.ts';
+import { SealedError } from '../errors.ts';
+import { errorHandler, notFoundHandler } from '../server/http-errors.ts';
 import { paramsKey } from '../fhe/params.ts';
 import { readClientPart } from '../model/bundle.ts';
 import type { ClientPart } from '../model/client-part.ts';
@@ -119,19 +120,13 @@ export async function buildWebApp(o: WebServerOptions): Promise<FastifyInstance>
   const app = Fastify({ logger: o.logger ?? false, bodyLimit: 64 * 1024, genReqId: () => randomUUID() });
   app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 
-  app.setErrorHandler((err, req, reply) => {
-    if (isSealedError(err)) {
-      const e = err as SealedError;
-      req.log.warn({ err: { code: e.code, message: e.message } }, 'request refused');
-      return reply.status(e.status).send(e.toJSON());
-    }
-    const fe = err as { statusCode?: number; message: string };
-    if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) {
-      return reply.status(fe.statusCode).send({ error: 'bad-request', message: fe.message, hint: 'send the wire-format object as application/octet-stream' });
-    }
-    req.log.error({ err: { name: (err as Error).name, message: (err as Error).message } }, 'internal error');
-    return reply.status(500).send({ error: 'internal', message: 'internal error; the request was not processed', hint: 'retry; if it persists, look at the server log' });
-  });
+  app.setErrorHandler(
+    errorHandler({
+      validation: 'send the wire-format object as application/octet-stream',
+      body: 'send the wire-format object as application/octet-stream',
+      internal: 'retry; if it persists, look at the server log',
+    }),
+  );
 
   app.addHook('onSend', async (_req, reply) => {
     reply.header('content-security-policy', CSP);
@@ -155,9 +150,7 @@ export async function buildWebApp(o: WebServerOptions): Promise<FastifyInstance>
     modelRoutes(app, '/digit', digits, o, limits);
   }
 
-  app.setNotFoundHandler((req, reply) => {
-    reply.status(404).send({ error: 'not-found', message: `no route ${req.method} ${req.url.slice(0, 100)}`, hint: 'open / for the demo page' });
-  });
+  app.setNotFoundHandler(notFoundHandler('open / for the demo page'));
   return app;
 }
 

@@ -1,0 +1,45 @@
+// What an invocation runs with and what it answers: the types every piece of the request path
+// shares (a module of its own, so the pieces do not import one another in a circle).
+import type { ObjectStore } from '../storage/s3.ts';
+import type { AccessPolicy } from './access.ts';
+import type { MemoryBudget } from './budget.ts';
+import type { KeyStore } from './key-store.ts';
+import type { EvaluationPool } from './pool.ts';
+import type { ServingModel } from './query-checks.ts';
+
+export interface InvocationContext {
+  model: ServingModel;
+  store: ObjectStore;
+  keys: KeyStore;
+  pool: EvaluationPool;
+  maxQueryBytes: number;
+  /** Batch-mode requests in evaluation now, and how many may be (each holds two batches in memory). */
+  batchSlots?: { max: number; used: number };
+  /** Memory for requests: each reserves the bytes it will hold before it reads them. */
+  budget?: MemoryBudget;
+  access: AccessPolicy;
+}
+
+/** Where a result goes: an S3 object (the JSON form) or the HTTP response's body (the body form). */
+export interface ResultSink {
+  /** A result known whole. */
+  put(bytes: Uint8Array): Promise<void>;
+  /** A result streamed out, header first, as it is computed. */
+  putStream(stream: AsyncIterable<Uint8Array>): Promise<void>;
+  /** What goes back to the caller as output_uri ('' for a result in the body). */
+  readonly uri: string;
+}
+
+export interface InvocationResponse {
+  output_uri: string;
+  model_id: string;
+  /** SHA-256 of the query object evaluated; the result's header names it too. */
+  query_sha256: string;
+  layout: 'single' | 'batch';
+  records: number;
+  ciphertexts: number;
+  keys_cached: boolean;
+  timings_ms: { download: number; deserialize: number; evaluate: number; serialize: number; upload: number; pool_wall: number; total: number };
+}
+
+export const round = (v: number) => Math.round(v * 100) / 100;

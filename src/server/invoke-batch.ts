@@ -1,0 +1,89 @@
+// A batch-mode query through the pool: checked, admitted to a batch slot and its memory, then
+// streamed through evaluateBatches (batch.ts) a batch at a time, the result streamed back out.
+import { SealedError } from '../errors.ts';
+import { outputsOf, type BatchPlan } from '../fhe/batch-plan.ts';
+import { STREAM_PART_SIZE, STREAM_QUEUE_SIZE } from '../storage/s3.ts';
+import type { QueryHeader, ResultHeader } from '../wire/format.ts';
+import { writeWireStream } from '../wire/stream.ts';
+import { batchMemory, evaluateBatches, type BatchTimings } from './batch.ts';
+import type { Reservation } from './budget.ts';
+import { round, type InvocationContext, type InvocationResponse, type ResultSink } from './invocation-context.ts';
+import { batchCount, checkBatchQuery } from './query-checks.ts';
+import { deadlinePassed, NeedsDigest, type QueryDigest } from './query-digest.ts';
+
+export interface BatchQuery {
+  header: QueryHeader;
+  count: number;
+  sections: AsyncGenerator<Uint8Array>;
+  digest: QueryDigest;
+  expected: string | undefined;
+  t0: number;
+}
+
+export async function invokeBatch(q: BatchQuery, out: ResultSink, c: InvocationContext, signal?: AbortSignal): Promise<InvocationResponse> {
+  const { plan, batches } = checkBatchQuery(c.model, q.header, q.count);
+  const slots = c.batchSlots;
+  if (slots && slots.used >= slots.max) {
+    throw new SealedError('overloaded', `the server is evaluating ${slots.max} batch-mode requests already`, 'retry after the number of seconds in Retry-After');
+  }
+  // The result always streams out, header (with the query's hash) first. (After the check above:
+  // a request refused for capacity costs no first pass over its query.)
+  if (q.expected === undefined) throw new NeedsDigest();
+  const reservation: Reservation | undefined = c.budget?.reserve(batchMemory(plan) + (STREAM_QUEUE_SIZE + 2) * STREAM_PART_SIZE, `a batch-mode query of ${batches} batches`);
+  if (slots) slots.used++;
+  try {
+    return await runBatch(q, q.expected, out, c, plan, signal);
+  } finally {
+    if (slots) slots.used--;
+    reservation?.release();
+  }
+}
+
+async function runBatch(q: BatchQuery, expected: string, out: ResultSink, c: InvocationContext, plan: BatchPlan, signal?: AbortSignal): Promise<InvocationResponse> {
+  const { header: h, count, sections, digest, t0 } = q;
+  const batches = batchCount(plan, h.records);
+  const tHeader = performance.now();
+  const timings: BatchTimings = { load: 0, evaluate: 0, save: 0, evaluate_wall: 0, batches: 0 };
+  const outs = batches * outputsOf(plan);
+  // The re-randomization key (first section) goes to the workers in shared memory; a model
+  // without circuit privacy ignores it.
+  let rerandKey: SharedArrayBuffer | undefined;
+  if (h.rerand_key === true) {
+    const first = await sections.next();
+    if (first.done) throw new SealedError('bad-query', 'the query ends before its re-randomization key');
+    rerandKey = new SharedArrayBuffer(first.value.length);
+    new Uint8Array(rerandKey).set(first.value);
+  }
+  const results = evaluateBatches(plan, h.records, sections, c.pool, timings, signal, plan.privacy === 'flood' ? rerandKey : undefined);
+  async function* guarded(): AsyncGenerator<Uint8Array> {
+    for await (const r of results) {
+      // Past the deadline the caller has been answered already: finish nothing it does not expect.
+      if (signal?.aborted) throw deadlinePassed();
+      yield r;
+    }
+    // evaluateBatches has read the query to its end: check its hash before the upload completes.
+    digest.settle(expected);
+  }
+  const tEval = performance.now();
+  const header: ResultHeader = { model_id: c.model.modelId, params: h.params, records: h.records, layout: 'batch', query_sha256: expected };
+  await out.putStream(writeWireStream<ResultHeader>('result', header, outs, guarded()));
+  const tEnd = performance.now();
+  return {
+    output_uri: out.uri,
+    model_id: c.model.modelId,
+    query_sha256: expected,
+    layout: 'batch',
+    records: h.records,
+    ciphertexts: count - (h.rerand_key === true ? 1 : 0),
+    keys_cached: false,
+    timings_ms: {
+      download: round(tHeader - t0),
+      deserialize: round(timings.load),
+      evaluate: round(timings.evaluate),
+      serialize: round(timings.save),
+      upload: 0,
+      pool_wall: round(timings.evaluate_wall),
+      total: round(tEnd - tEval + (tEval - t0)),
+    },
+  };
+}

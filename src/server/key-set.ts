@@ -1,0 +1,45 @@
+// An evaluation-keys object (wire kind 2) checked against the model it is for: parameters,
+// every rotation the program needs, relinearization and the public key circuit privacy uses.
+// Pure: the KeyStore (S3, on the main thread) and ModelServer (in process) both call it, so a
+// bad key set gets the same code and message on every path.
+import { safeText, SealedError } from '../errors.ts';
+import { paramsKey } from '../fhe/params.ts';
+import type { Program } from '../fhe/program.ts';
+import { decodeWire, type KeysHeader } from '../wire/format.ts';
+
+/** A key set's sections, held in SharedArrayBuffers so every worker reads them without a copy. */
+export interface KeySet {
+  /** SHA-256 (hex) of the object's bytes. */
+  id: string;
+  galois: Uint8Array;
+  relin?: Uint8Array;
+  /** The client's public key (circuit privacy: the result is re-randomized with it). */
+  publicKey?: Uint8Array;
+  /** Serialized size of the object. */
+  bytes: number;
+}
+
+function shared(b: Uint8Array): Uint8Array {
+  const s = new Uint8Array(new SharedArrayBuffer(b.length));
+  s.set(b);
+  return s;
+}
+
+/** `bytes` (whose SHA-256 is `id`) as the key set `program` needs, or a 422 'bad-keys' saying what is missing. */
+export function parseKeySet(bytes: Uint8Array, id: string, program: Program): KeySet {
+  const msg = decodeWire<KeysHeader>('keys', bytes, 'the evaluation-keys object');
+  const h = msg.header;
+  const want = paramsKey(program.params);
+  if (h.params !== want) {
+    throw new SealedError('bad-keys', `the evaluation keys were made for parameters ${safeText(h.params)}, this model uses ${want}`, 'make keys for this model with `sealed keygen`');
+  }
+  const missing = program.galoisSteps.filter((s) => !(Array.isArray(h.galois_steps) && h.galois_steps.includes(s)));
+  if (missing.length) throw new SealedError('bad-keys', `the evaluation keys lack rotations ${missing.join(', ')} this model needs`, 'make keys for this model with `sealed keygen`');
+  const expected = 1 + (h.relin ? 1 : 0) + (h.public_key ? 1 : 0);
+  if (msg.sections.length !== expected) throw new SealedError('bad-keys', `the evaluation keys hold ${msg.sections.length} sections, expected ${expected}`);
+  if (program.relin && !h.relin) throw new SealedError('bad-keys', 'the evaluation keys lack relinearization keys, which this model needs', 'make keys for this model with `sealed keygen`');
+  if (program.privacy === 'flood' && !h.public_key) {
+    throw new SealedError('bad-keys', "the evaluation keys lack a public key: this model re-randomizes its results (circuit privacy) with the client's public key", 'make keys with a current `sealed keygen` (or SDK), which includes it');
+  }
+  return { id, galois: shared(msg.sections[0]), relin: h.relin ? shared(msg.sections[1]) : undefined, publicKey: h.public_key ? shared(msg.sections[expected - 1]) : undefined, bytes: bytes.length };
+}

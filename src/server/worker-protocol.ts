@@ -1,0 +1,78 @@
+// What the main thread and the evaluation pool's workers send each other. Types only, in a
+// module of their own, so the pool and batch.ts do not import the worker (which loads SEAL).
+import type { PlainError } from '../errors.ts';
+
+export interface EvaluateTask {
+  ciphertext: Uint8Array;
+  keys: { id: string; galois: Uint8Array; relin?: Uint8Array; publicKey?: Uint8Array; bytes: number };
+  /** The ciphertext's index in the query, for messages ("ciphertext 3 of the encrypted query"). */
+  index?: number;
+}
+
+/** Batch mode, in three phases over shared memory (see batch.ts): load, evaluate lanes, save. */
+export type BatchTask =
+  | { batch: 'decode'; sections: Uint8Array[]; input: SharedArrayBuffer; first: number }
+  | { batch: 'evaluate'; input: SharedArrayBuffer; output: SharedArrayBuffer; lane0: number; lane1: number }
+  | { batch: 'encode'; output: SharedArrayBuffer; first: number; count: number; rerandKey?: SharedArrayBuffer }
+  /** Checks the query's re-randomization key before any work is done on the query. */
+  | { batch: 'check-key'; rerandKey?: SharedArrayBuffer };
+
+/** The health probe: a known-answer computation on a throwaway key (pool.probe()). */
+export interface ProbeTask {
+  probe: true;
+}
+
+/**
+ * TEST-ONLY (refused unless the pool was made with `testHooks`): drive this thread's SEAL into
+ * the failures the pool must heal from, now that the precheck keeps garbage away from SEAL.
+ *   seal-exceptions  `count` SEAL exceptions through guard() (counted, as real ones are); past
+ *                    ~3,770 the instance traps, and the trap is seen as a real one would be
+ *   break-seal       exceptions bypassing the count until even valid work traps: a corruption
+ *                    no counter saw, which only a failing task or the probe can find
+ */
+export type TestTask = { test: 'seal-exceptions'; count: number } | { test: 'break-seal' };
+
+/** A worker that must go: the pool terminates thread `threadId` (piscina starts a new one). */
+export interface Retirement {
+  threadId: number;
+  reason: string;
+}
+
+/** A task's failure, sent back as plain fields; the main thread rebuilds it with reviveError. */
+export type TaskError = PlainError;
+
+export interface BatchResult {
+  results?: Uint8Array[];
+  error?: TaskError;
+  ms: number;
+  retire?: Retirement;
+}
+
+export interface EvaluateResult {
+  result?: Uint8Array;
+  error?: TaskError;
+  ms: { deserialize: number; evaluate: number; serialize: number; keys: number };
+  retire?: Retirement;
+}
+
+export interface ProbeResult {
+  ok: boolean;
+  /** Why the probe failed (no caller data in it). */
+  why?: string;
+  ms: number;
+  retire?: Retirement;
+}
+
+export interface TestResult {
+  exceptions: number;
+  error?: TaskError;
+  retire?: Retirement;
+}
+
+/** Sent once per worker at start-up: answered when SEAL and the model are loaded. */
+export interface WarmupTask {
+  warmup: true;
+}
+
+export type Task = EvaluateTask | BatchTask | ProbeTask | TestTask | WarmupTask;
+export type TaskResult = EvaluateResult | BatchResult | ProbeResult | TestResult;

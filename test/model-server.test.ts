@@ -1,0 +1,103 @@
+// ModelServer, the pure core, in process: a client encrypts with ClientSession, the server
+// evaluates with no S3, no HTTP and no threads, the client decrypts; the scores equal the
+// plaintext model's. Refusals carry the codes (and HTTP statuses) the HTTP path gives.
+import t, { type Test } from 'tap';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHash, randomBytes } from 'node:crypto';
+import { ClientSession } from '../src/client/session.ts';
+import { SealedError } from '../src/errors.ts';
+import { readClientPart, readServerPart } from '../src/model/bundle.ts';
+import { simulateBatch } from '../src/model/compile-batch.ts';
+import { forward } from '../src/model/network.ts';
+import { preprocessRecord } from '../src/model/postprocess.ts';
+import { ModelServer } from '../src/server/model-server.ts';
+import { addBatchMode, compileImageModel, writeImageBundle } from '../src/train/image-model.ts';
+import { decodeWire, encodeWire, type QueryHeader, type ResultHeader } from '../src/wire/format.ts';
+import { smallCnn } from './helpers/networks.ts';
+
+const dir = await mkdtemp(join(tmpdir(), 'sealed-model-server-'));
+const modelDir = join(dir, 'model');
+let seed = 7;
+const pixel = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % 256);
+const images = Array.from({ length: 40 }, () => Array.from({ length: 144 }, pixel));
+const built = compileImageModel(smallCnn, images.slice(0, 30));
+const plan = await addBatchMode(smallCnn, built, images.slice(0, 30));
+await writeImageBundle(modelDir, smallCnn, built, {}, plan);
+const { modelId, client } = await readClientPart(modelDir);
+const server = await ModelServer.open(await readServerPart(modelDir), { recordsPerCiphertext: client.input.recordsPerCiphertext });
+const session = await ClientSession.open(modelId, client);
+const keys = session.generateKeys();
+t.teardown(async () => {
+  server.close();
+  session.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+const worstError = (got: number[][], want: number[][]) => Math.max(...got.flatMap((s, i) => s.map((v, o) => Math.abs(v - want[i][o]))));
+
+t.test('single layout: evaluate(query, keys) decrypts to the plaintext network', async (t) => {
+  const rows = images.slice(0, 3);
+  const query = session.encrypt(rows);
+  const result = server.evaluate(query, keys.evaluationKeys);
+  const header = decodeWire<ResultHeader>('result', result, 'result').header;
+  t.equal(header.query_sha256, sha256(query), 'the result names the query it answers');
+  t.equal(header.records, 3);
+  const scores = session.decryptScores(result, { querySha256: sha256(query) });
+  const want = rows.map((r) => forward(smallCnn, preprocessRecord(r, client)));
+  t.equal(scores.length, 3);
+  const worst = worstError(scores, want);
+  t.ok(worst < 1e-2, `worst |encrypted - plaintext| = ${worst.toExponential(2)}`);
+  t.ok(Math.max(...want.flat().map(Math.abs)) > 0.05, 'the reference is not all zeros');
+});
+
+t.test('batch mode: evaluateBatch(query) decrypts to the plaintext batch plan', async (t) => {
+  const rows = images;
+  const query = session.encrypt(rows, 'batch');
+  const result = server.evaluateBatch(query);
+  const header = decodeWire<ResultHeader>('result', result, 'result').header;
+  t.equal(header.layout, 'batch');
+  t.equal(header.query_sha256, sha256(query));
+  const scores = session.decryptScores(result, { querySha256: sha256(query) });
+  const want = rows.map((r) => Array.from(simulateBatch(plan!, preprocessRecord(r, client))));
+  t.equal(scores.length, rows.length);
+  const worst = worstError(scores, want);
+  t.ok(worst < 1e-3, `worst |encrypted - plaintext| = ${worst.toExponential(2)}`);
+});
+
+/** The SealedError `f` throws (fails the test when it throws none). */
+function refusal(t: Test, f: () => unknown): SealedError {
+  try {
+    f();
+  } catch (e) {
+    t.type(e, SealedError);
+    return e as SealedError;
+  }
+  t.fail('not refused');
+  return new SealedError('internal', 'not refused');
+}
+
+t.test('refusals carry the HTTP path’s codes and statuses', async (t) => {
+  const query = session.encrypt(images.slice(0, 1));
+  const msg = decodeWire<QueryHeader>('query', query, 'q');
+  const other = encodeWire<QueryHeader>('query', { ...msg.header, model_id: 'f'.repeat(32) }, msg.sections);
+  // As test/invocations-errors.test.ts: 409 wrong-model, 422 bad-keys "not a sealed object".
+  const wrong = refusal(t, () => server.evaluate(other, keys.evaluationKeys));
+  t.match({ code: wrong.code, status: wrong.status, message: wrong.message }, { code: 'wrong-model', status: 409, message: /encrypted for model/ });
+  const badKeys = refusal(t, () => server.evaluate(query, randomBytes(5000)));
+  t.match({ code: badKeys.code, status: badKeys.status, message: badKeys.message }, { code: 'bad-keys', status: 422, message: /not a sealed object/ });
+  const truncated = refusal(t, () => server.evaluate(query, keys.evaluationKeys.subarray(0, 20000)));
+  t.match({ code: truncated.code, status: truncated.status }, { code: 'bad-keys', status: 422 });
+  const noQuery = refusal(t, () => server.evaluate(randomBytes(5000), keys.evaluationKeys));
+  t.match({ code: noQuery.code, status: noQuery.status }, { code: 'bad-query', status: 422 });
+  const corrupt = new Uint8Array(query);
+  for (let i = corrupt.length - 3000; i < corrupt.length - 2000; i++) corrupt[i] ^= 0x5a;
+  t.match(refusal(t, () => server.evaluate(corrupt, keys.evaluationKeys)).code, 'bad-query', 'a corrupted ciphertext inside a well-formed query');
+  t.match(refusal(t, () => server.evaluateBatch(query)).code, 'bad-query', 'a single-layout query to evaluateBatch');
+  const miscount = encodeWire<QueryHeader>('query', { ...msg.header, records: 5 * client.input.recordsPerCiphertext }, msg.sections);
+  t.match(refusal(t, () => server.evaluate(miscount, keys.evaluationKeys)).message, /records in 1 ciphertexts/);
+  // Still evaluates after every refusal.
+  t.equal(session.decryptScores(server.evaluate(query, keys.evaluationKeys)).length, 1, 'still serves');
+});
