@@ -5,8 +5,11 @@
 // X-Amzn-SageMaker-Custom-Attributes, puts the query in S3, calls the real server's JSON
 // /invocations and answers the real encrypted result as the body. It can also play a server that
 // predates bodies (415) or has a smaller limit (413).
+import { execFile } from 'node:child_process';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { type AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import t from 'tap';
 import { createClient, choosePayload, BODY_LIMIT, PayloadRefused, sizeSwitch, type Transport } from '../src/client/index.ts';
@@ -18,6 +21,9 @@ import { readClientPart } from '../src/model/bundle.ts';
 import { startRuntimeEmulator } from '../src/sagemaker/runtime-emulator.ts';
 import { formatS3Uri, parseS3Uri } from '../src/storage/s3.ts';
 import { startStack, trainBreastCancer } from './helpers/fixture.ts';
+
+const run = promisify(execFile);
+const bin = fileURLToPath(new URL('../bin/sealed.js', import.meta.url));
 
 t.test('choosePayload: auto sends a query as the body up to the limit, else through S3', async (t) => {
   const pick = (mode: 'auto' | 'body' | 's3', queryBytes: number, bodyAvailable = true, limit?: number) => choosePayload({ mode, queryBytes, bodyAvailable, limit });
@@ -73,6 +79,17 @@ t.test('keysAttribute and resultBytes refuse what the body form cannot carry', a
   t.throws(() => keysAttribute(`s3://bucket/${'k'.repeat(1020)}`), { code: 'bad-request' }, 'SageMaker passes at most 1,024 characters');
   t.throws(() => resultBytes(new TextEncoder().encode('{"records":1}'), 'application/json; charset=utf-8'), { name: 'SealedError', hint: /does not take queries as request bodies/ }, 'a JSON answer is not taken for a result');
   t.equal(resultBytes(new Uint8Array([1, 2]), 'application/octet-stream').length, 2);
+});
+
+t.test('a transport mode or body limit that does not exist is refused, saying what to give', async (t) => {
+  await t.rejects(createClient({ model: 'anything', transport: 'fast' as never }), { name: 'SealedError', code: 'bad-request', hint: /auto, body, s3/ }, 'createClient');
+  const cli = (...args: string[]) => run(process.execPath, [bin, 'predict', '--model', 'nowhere', '--input', 'nothing.csv', ...args]).catch((e: { code: number; stderr: string }) => e);
+  const limit = (await cli('--body-limit', '6MB')) as { code: number; stderr: string };
+  t.equal(limit.code, 2, 'sealed predict --body-limit 6MB exits 2');
+  t.match(limit.stderr, /--body-limit must be a whole number of bytes/);
+  const mode = (await cli('--transport', 'fast')) as { code: number; stderr: string };
+  t.not(mode.code, 0, 'sealed predict --transport fast fails');
+  t.match(mode.stderr, /auto, body, s3/, 'naming the choices');
 });
 
 // --- The body form end to end, over a real inference server ---
