@@ -195,7 +195,8 @@ t.test('auto: a small query as the body, a query over the limit through S3', asy
   t.teardown(() => client.close());
   const small = await client.predictWithStats(rows);
   t.equal(small.stats.via, 'body', `default auto, ${small.stats.query_bytes} bytes: body`);
-  const capped = await createClient({ model: part, endpoint: contractUrl, bodyLimit: small.stats.query_bytes - 1, ...s3 });
+  // Half the size: compressed ciphertexts differ by a few bytes from one encryption to the next.
+  const capped = await createClient({ model: part, endpoint: contractUrl, bodyLimit: Math.floor(small.stats.query_bytes / 2), ...s3 });
   t.teardown(() => capped.close());
   const big = await capped.predictWithStats(rows);
   t.equal(big.stats.via, 's3', 'over bodyLimit: S3');
