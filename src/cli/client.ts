@@ -6,8 +6,9 @@ import { passphraseSource, SCRYPT_V2, type PassphraseSource } from '../client/pa
 import { predictBatches } from '../client/predict.ts';
 import { ClientSession } from '../client/session.ts';
 import { loadClientPart } from '../client/model-source.ts';
-import { ObjectStore } from '../storage/s3.ts';
-import { LOCAL_BUCKET, resolveS3 } from '../storage/resolve.ts';
+import { openRoute } from '../client/open-route.ts';
+import type { TransportMode } from '../client/transport.ts';
+import { resolveS3 } from '../storage/resolve.ts';
 import { formatPredictions, readRecords } from './records.ts';
 
 async function openSession(model: string, s3Endpoint?: string): Promise<ClientSession> {
@@ -80,28 +81,23 @@ interface PredictOpts extends PassphraseOpts {
   bucket?: string;
   prefix: string;
   s3Endpoint?: string;
+  transport: TransportMode;
+  bodyLimit?: number;
   json?: boolean;
 }
 
 export async function predictCommand(o: PredictOpts): Promise<void> {
+  if (o.bodyLimit !== undefined && !(Number.isSafeInteger(o.bodyLimit) && o.bodyLimit > 0)) throw new SealedError('bad-request', '--body-limit must be a whole number of bytes above 0', 'e.g. --body-limit 6291456 (6 MB, SageMaker real-time\'s limit)');
+  if (o.async && !o.sagemakerEndpoint) throw new SealedError('bad-request', '--async needs --sagemaker-endpoint', 'name the SageMaker endpoint, or drop --async for direct HTTP');
   const session = await openSession(o.model, o.s3Endpoint);
   const { rows, labels } = await readRecords(o.input, session.part);
   const { keys, created } = await loadOrCreateKeys(o.keys ?? defaultKeysDir(session.modelId), session, cliPassphrase(o));
-  const s3 = await resolveS3({ endpoint: o.s3Endpoint });
-  const bucket = o.bucket ?? (s3.mode === 'aws' ? undefined : LOCAL_BUCKET);
-  if (!bucket) throw new SealedError('bad-request', 'no S3 bucket given', 'pass --bucket with a bucket the endpoint can read and write');
-  const store = new ObjectStore({ endpoint: s3.endpoint });
-  if (o.async && !o.sagemakerEndpoint) throw new SealedError('bad-request', '--async needs --sagemaker-endpoint', 'name the SageMaker endpoint, or drop --async for direct HTTP');
-  let invoke: ((b: Record<string, unknown>) => Promise<Record<string, unknown>>) | undefined;
-  let runtime: { destroy(): void } | undefined;
-  if (o.sagemakerEndpoint) {
-    const sm = await import('../sagemaker/runtime-client.ts');
-    const client = sm.runtimeClient({ endpoint: o.sagemakerUrl ?? process.env.SEALED_SAGEMAKER_URL });
-    runtime = client;
-    invoke = sm.sagemakerInvoke({ client, endpointName: o.sagemakerEndpoint, async: o.async ? { store, bucket, prefix: o.prefix, timeoutMs: o.asyncTimeout * 1000 } : undefined });
-  }
+  const sagemaker = o.sagemakerEndpoint ? { endpointName: o.sagemakerEndpoint, url: o.sagemakerUrl, async: o.async, timeoutMs: o.asyncTimeout * 1000 } : undefined;
+  const open = await openRoute({ endpoint: o.endpoint, sagemaker, s3Endpoint: o.s3Endpoint, bucket: o.bucket, prefix: o.prefix }).catch((e: unknown) => {
+    session.close();
+    throw e;
+  });
   try {
-    if (s3.mode !== 'aws') await store.ensureBucket(bucket);
     const t0 = performance.now();
     // A progress bar on stderr for long batches, only for a person at a terminal.
     const bar = process.stdout.isTTY && !o.json && rows.length > session.part.input.recordsPerCiphertext * 16 ? new SingleBar({ format: 'encrypted predictions [{bar}] {value}/{total} records | {eta}s left', stream: process.stderr }, Presets.shades_classic) : undefined;
@@ -110,10 +106,11 @@ export async function predictCommand(o: PredictOpts): Promise<void> {
     if (layout === 'batch' && !session.part.batch) throw new SealedError('bad-request', 'this model has no batch mode', 'use --layout single (or auto)');
     // Batch mode makes hundreds of ciphertexts per batch: encrypt them on every core.
     const encryptPool = layout === 'batch' ? new (await import('../client/encrypt-pool.ts')).EncryptPool() : undefined;
-    const r = await predictBatches(session, keys, rows, { store, bucket, prefix: o.prefix, endpoint: o.endpoint, invoke }, { onProgress: (done) => bar?.update(done), layout, encryptPool }).finally(() => encryptPool?.close());
+    const r = await predictBatches(session, keys, rows, open.route, { onProgress: (done) => bar?.update(done), layout, encryptPool, transport: o.transport, bodyLimit: o.bodyLimit }).finally(() => encryptPool?.close());
     bar?.stop();
     const sum = (k: 'query_bytes' | 'result_bytes' | 'keys_bytes') => r.stats.reduce((a, s) => a + s[k], 0);
-    const stats = { layout, records: rows.length, requests: r.stats.length, query_bytes: sum('query_bytes'), result_bytes: sum('result_bytes'), keys_bytes: layout === 'batch' ? 0 : keys.evaluationKeys.length, keys_uploaded: r.stats.some((s) => s.keys_uploaded), ms_total: Math.round(performance.now() - t0) };
+    const via = [...new Set(r.stats.map((x) => x.transport))].join('+');
+    const stats = { layout, transport: via, records: rows.length, requests: r.stats.length, query_bytes: sum('query_bytes'), result_bytes: sum('result_bytes'), keys_bytes: layout === 'batch' ? 0 : keys.evaluationKeys.length, keys_uploaded: r.stats.some((s) => s.keys_uploaded), ms_total: Math.round(performance.now() - t0) };
     const text = formatPredictions(r.predictions, o.format);
     if (o.output) await writeFile(o.output, text);
     else if (!o.json) process.stdout.write(text);
@@ -122,11 +119,9 @@ export async function predictCommand(o: PredictOpts): Promise<void> {
     const correct = labels ? r.scores.filter((_, i) => String(r.predictions[i].label) === truth(labels[i])).length : undefined;
     const summary = { model_id: session.modelId, keys_created: created, ...stats, accuracy: correct === undefined ? undefined : correct / rows.length };
     if (o.json) console.log(JSON.stringify(summary));
-    else console.error(`${rows.length} records predicted encrypted in ${(stats.ms_total / 1000).toFixed(2)} s (${layout} layout, ${stats.requests} requests, queries ${stats.query_bytes} bytes, ${layout === 'batch' ? 'no evaluation keys' : `keys ${stats.keys_bytes} bytes${stats.keys_uploaded ? ' uploaded' : ' already uploaded'}`})${o.output ? ` -> ${o.output}` : ''}`);
+    else console.error(`${rows.length} records predicted encrypted in ${(stats.ms_total / 1000).toFixed(2)} s (${layout} layout, ${stats.requests} requests ${via === 'body' ? 'as request bodies' : via === 's3' ? 'through S3' : `(${via})`}, queries ${stats.query_bytes} bytes, ${layout === 'batch' ? 'no evaluation keys' : `keys ${stats.keys_bytes} bytes${stats.keys_uploaded ? ' uploaded' : ' already uploaded'}`})${o.output ? ` -> ${o.output}` : ''}`);
   } finally {
-    runtime?.destroy();
-    store.close();
+    await open.close();
     session.close();
-    await s3.local?.close();
   }
 }

@@ -98,6 +98,8 @@ export async function main(argv: string[]): Promise<void> {
     .option('--prefix <p>', 'S3 key prefix', 'sealed/')
     .option('--s3-endpoint <url>', 'S3-compatible endpoint (default: AWS if configured, else the embedded local S3)')
     .addOption(new Option('--layout <layout>', 'single: records packed per ciphertext (evaluation keys); batch: record per slot, feature per ciphertext (no keys); auto: the cheaper for this many records (the model\'s measured crossover)').choices(['auto', 'single', 'batch']).default('auto'))
+    .addOption(new Option('--transport <how>', 'body: the query as the request body, the result as the answer (up to --body-limit; keys still in S3); s3: query and result as S3 objects (any size, async endpoints); auto: body when it fits, else s3').choices(['auto', 'body', 's3']).default('auto'))
+    .addOption(new Option('--body-limit <bytes>', 'largest query sent as a request body (default 6291456: SageMaker real-time\'s 6 MB)').argParser(Number))
     .option('--json', 'print a JSON summary (for machines) instead of text')
     .action(predictCommand);
 

@@ -1,27 +1,29 @@
-// The whole client path against an endpoint: encrypt, upload, invoke, download, decrypt.
+// The CLI's path (`sealed predict`, `sealed demo`) from a ClientSession: encrypt, send, decrypt,
+// many requests in order. Single-layout queries go through a Transport (transport-s3.ts or
+// transport-body.ts, by `transport`); batch-mode queries are streamed into S3 as they are
+// encrypted (on every core with an EncryptPool), so a large one never sits whole in memory.
 //
 // Integrity between clients: the request names the SHA-256 of the query uploaded, and the result
 // is decrypted only if its header names that same hash (another client's result written over
 // ours is refused); the evaluation keys live under their SHA-256 and an object already there is
 // reused only if its content hashes to that name, not because its size matches.
-import { createHash, randomUUID } from 'node:crypto';
-import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { isSealedError, safeText, SealedError } from '../errors.ts';
+import { createHash } from 'node:crypto';
+import { SealedError } from '../errors.ts';
 import { postprocess, type Prediction } from '../model/postprocess.ts';
-import { describeS3Location, formatS3Uri, type ObjectStore, type S3Location } from '../storage/s3.ts';
+import { formatS3Uri } from '../storage/s3.ts';
 import { writeWireStream } from '../wire/stream.ts';
-import type { ClientSession, Keys, Layout } from './session.ts';
 import type { EncryptPool } from './encrypt-pool.ts';
+import { invokeWithKeys } from './invoke.ts';
+import { routeTransport } from './open-route.ts';
+import { requestLocations, sha256, type S3Route } from './route.ts';
+import type { ClientSession, Keys, Layout } from './session.ts';
+import type { Transport as QueryTransport, TransportMode } from './transport.ts';
 
-export interface Transport {
-  store: ObjectStore;
-  bucket: string;
-  prefix?: string;
-  /** Base URL of the inference server (direct HTTP), e.g. http://127.0.0.1:8080 */
-  endpoint: string;
-  /** Another way to call /invocations (SageMaker real-time or async); default: direct HTTP. */
-  invoke?: (body: Record<string, unknown>) => Promise<Record<string, unknown>>;
-}
+export { ensureKeysUploaded, keysInPlace } from './keys-upload.ts';
+export { invokeHttp, invokeWithKeys } from './invoke.ts';
+export { sha256, type S3Route } from './route.ts';
+/** @deprecated the S3 route of predict(): use S3Route (src/web/server.ts and test/tenants.test.ts still name it so). */
+export type Transport = S3Route;
 
 export interface PredictStats {
   layout: Layout;
@@ -30,196 +32,121 @@ export interface PredictStats {
   keys_bytes: number;
   keys_uploaded: boolean;
   result_bytes: number;
+  /** How the query travelled: `s3` (objects) or `body` (the request and response bodies). */
+  transport: 's3' | 'body';
+  /** Body form: upload is the keys' check (and first upload), download 0 (the result came with the answer). */
   ms: { encrypt: number; upload: number; invoke: number; download: number; decrypt: number; total: number };
   server: unknown;
 }
 
-/** SHA-256 of `bytes`, lowercase hex (node:crypto: this module runs in Node only). */
-export const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
-
-// Key objects this process has seen in place, per store: later requests skip the check.
-const present = new WeakMap<ObjectStore, Set<string>>();
-
-/**
- * Uploads the evaluation keys under their content id unless the object there already holds them;
- * returns their location. `recheck`: forget that this process saw them in place (the server
- * could not use them: the object was replaced or deleted since).
- */
-export async function ensureKeysUploaded(t: Transport, keys: Keys, o: { recheck?: boolean } = {}): Promise<{ loc: S3Location; uploaded: boolean }> {
-  const loc = { bucket: t.bucket, key: `${t.prefix ?? 'sealed/'}keys/${keys.evaluationKeysId}.keys` };
-  const seen = present.get(t.store) ?? new Set<string>();
-  present.set(t.store, seen);
-  const uri = formatS3Uri(loc);
-  if (o.recheck) seen.delete(uri);
-  if (seen.has(uri)) return { loc, uploaded: false };
-  const inPlace = await keysInPlace(t.store, loc, keys.evaluationKeys, keys.evaluationKeysId);
-  if (!inPlace) await putKeys(t.store, loc, keys.evaluationKeys, keys.evaluationKeysId);
-  seen.add(uri);
-  return { loc, uploaded: !inPlace };
-}
-
-/**
- * Whether the object at `loc` holds exactly `bytes` (whose SHA-256 is `id`). A matching size
- * proves nothing (another client's result can have any size, and anyone who can write the
- * object can make it any size); user metadata can be set to anything by whoever writes the
- * object. So: S3's own full-object SHA-256 checksum when the store keeps one (Amazon S3 does
- * for objects written by putKeys, computing and checking it itself), else download and hash
- * (the embedded S3 server keeps no checksums). Either way only content decides.
- */
-export async function keysInPlace(store: ObjectStore, loc: S3Location, bytes: Uint8Array, id: string): Promise<boolean> {
-  const head = await headWithChecksum(store, loc);
-  if (!head || head.size !== bytes.length) return false;
-  if (head.sha256 !== undefined) return head.sha256 === id;
-  try {
-    const got = await store.get(loc, bytes.length, 'evaluation keys');
-    return sha256(got.bytes) === id;
-  } catch (e) {
-    // Replaced or deleted between the HEAD and the GET: not our keys either way.
-    if (isSealedError(e) && (e.code === 'not-found' || e.code === 'bad-request')) return false;
-    throw e;
-  }
-}
-
-async function headWithChecksum(store: ObjectStore, loc: S3Location): Promise<{ size: number; sha256?: string } | undefined> {
-  try {
-    const r = await store.client.send(new HeadObjectCommand({ Bucket: loc.bucket, Key: loc.key, ChecksumMode: 'ENABLED' }));
-    // Only a full-object checksum says what the bytes are (a multipart upload's is a hash of the
-    // parts' hashes, "...-N").
-    const c = r.ChecksumSHA256;
-    const full = c && !c.includes('-') && r.ChecksumType !== 'COMPOSITE' ? Buffer.from(c, 'base64').toString('hex') : undefined;
-    return { size: r.ContentLength ?? 0, sha256: full };
-  } catch (e) {
-    const err = e as { name?: string; $metadata?: { httpStatusCode?: number } };
-    if (err.name === 'NotFound' || err.name === 'NoSuchKey' || err.$metadata?.httpStatusCode === 404) return undefined;
-    if (err.$metadata?.httpStatusCode === 403) throw new SealedError('storage', `access denied to ${describeS3Location(loc)}`, 'give your identity read and list access to your keys prefix (npm run deploy -- policies prints the client policy)', { cause: e });
-    throw new SealedError('storage', `checking the evaluation keys at ${describeS3Location(loc)} failed (${safeText(err.name ?? 'error', 40)})`, 'check the S3 endpoint and that the service is reachable; then retry', { cause: e });
-  }
-}
-
-/** PutObject with S3's SHA-256 checksum: S3 checks the bytes against it and keeps it for keysInPlace. */
-async function putKeys(store: ObjectStore, loc: S3Location, bytes: Uint8Array, id: string): Promise<void> {
-  try {
-    await store.client.send(
-      new PutObjectCommand({ Bucket: loc.bucket, Key: loc.key, Body: bytes, ContentType: 'application/octet-stream', ServerSideEncryption: 'AES256', ChecksumAlgorithm: 'SHA256', ChecksumSHA256: Buffer.from(id, 'hex').toString('base64') }),
-    );
-  } catch (e) {
-    const err = e as { name?: string; $metadata?: { httpStatusCode?: number } };
-    if (err.$metadata?.httpStatusCode === 403) throw new SealedError('storage', `access denied to ${describeS3Location(loc)}`, 'give your identity write access to your keys prefix (npm run deploy -- policies prints the client policy)', { cause: e });
-    throw new SealedError('storage', `uploading the evaluation keys to ${describeS3Location(loc)} failed (${safeText(err.name ?? 'error', 40)})`, 'check the S3 endpoint and that the service is reachable; then retry', { cause: e });
-  }
-}
-
-/**
- * Invokes the endpoint. When the server could not use the evaluation keys (the object was
- * replaced, or deleted, after this process last saw it in place), checks them again, uploads
- * them if they are not there as they should be, and tries once more.
- */
-export async function invokeWithKeys(t: Transport, request: Record<string, string>, keys: Keys | undefined): Promise<{ server: Record<string, unknown>; keysUploaded: boolean }> {
-  const call = () => (t.invoke ?? ((b) => invokeHttp(t.endpoint, b)))(request);
-  try {
-    return { server: await call(), keysUploaded: false };
-  } catch (e) {
-    if (!keys || !isSealedError(e) || (e.code !== 'bad-keys' && e.code !== 'not-found')) throw e;
-    const again = await ensureKeysUploaded(t, keys, { recheck: true });
-    if (!again.uploaded) throw e;
-    return { server: await call(), keysUploaded: true };
-  }
-}
-
-export async function invokeHttp(endpoint: string, body: unknown): Promise<Record<string, unknown>> {
-  let res: Response;
-  try {
-    res = await fetch(new URL('/invocations', endpoint), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  } catch (e) {
-    throw new SealedError('storage', `cannot reach the inference server at ${endpoint} (${(e as Error).message})`, 'start it with `sealed serve`, or pass --endpoint');
-  }
-  const json = (await res.json().catch(() => ({}))) as Record<string, unknown>;
-  if (!res.ok) {
-    const code = typeof json.error === 'string' ? json.error : 'internal';
-    throw new SealedError(code as never, `the server refused the request (${res.status}): ${String(json.message ?? res.statusText)}`, typeof json.hint === 'string' ? json.hint : undefined);
-  }
-  return json;
+export interface PredictOptions {
+  layout?: Layout;
+  encryptPool?: EncryptPool;
+  /**
+   * How single-layout queries travel [s3]: a mode, or a transport made once by routeTransport
+   * (predictBatches does, so `auto` remembers a server that refused bodies). Batch-mode queries
+   * always go through S3 (streamed); `body` refuses them.
+   */
+  transport?: TransportMode | QueryTransport;
+  /** auto and body: the largest query sent as a body [6 MB]. */
+  bodyLimit?: number;
 }
 
 /**
  * `layout`: single (records packed per ciphertext, evaluation keys) or batch (record per slot,
  * no keys); by default the one the model's measured crossover picks for this many records.
  */
-export async function predict(session: ClientSession, keys: Keys, rows: ArrayLike<number>[], t: Transport, o: { layout?: Layout; encryptPool?: EncryptPool } = {}): Promise<{ predictions: Prediction[]; scores: number[][]; stats: PredictStats }> {
+export async function predict(session: ClientSession, keys: Keys, rows: ArrayLike<number>[], t: S3Route, o: PredictOptions = {}): Promise<{ predictions: Prediction[]; scores: number[][]; stats: PredictStats }> {
   const layout = o.layout ?? session.layoutFor(rows.length);
   const t0 = performance.now();
-  const id = randomUUID();
-  const prefix = t.prefix ?? 'sealed/';
-  const queryLoc = { bucket: t.bucket, key: `${prefix}queries/${id}.query` };
-  const outLoc = { bucket: t.bucket, key: `${prefix}results/${id}.result` };
-  let queryBytes: number;
-  let querySha: string;
-  let keysUploaded = false;
-  let t1: number;
-  let request: Record<string, string>;
-  if (layout === 'batch') {
-    // Encryption and upload overlap: ciphertexts are made as the multipart upload takes them.
-    if (o.encryptPool) {
-      // On every core: encryption time is not separable from the upload's; both count as encrypt.
-      const q = session.encryptBatchWith(rows, o.encryptPool);
-      const h = hashing(writeWireStream('query', q.header, q.count, q.sections));
-      queryBytes = (await t.store.putStream(queryLoc, h.stream, 'encrypted query')).bytes;
-      querySha = h.hex();
-      t1 = performance.now();
-    } else {
-      const q = session.encryptBatch(rows);
-      let encryptMs = 0;
-      const timed = function* () {
-        for (;;) {
-          const s = performance.now();
-          const next = q.sections.next();
-          encryptMs += performance.now() - s;
-          if (next.done) return;
-          yield next.value;
-        }
-      };
-      const h = hashing(writeWireStream('query', q.header, q.count, toAsync(timed())));
-      queryBytes = (await t.store.putStream(queryLoc, h.stream, 'encrypted query')).bytes;
-      querySha = h.hex();
-      t1 = t0 + encryptMs;
-    }
-    request = { encrypted_query_uri: formatS3Uri(queryLoc), output_uri: formatS3Uri(outLoc), query_sha256: querySha };
-  } else {
-    const query = session.encrypt(rows);
-    queryBytes = query.length;
-    querySha = sha256(query);
-    t1 = performance.now();
-    const [k] = await Promise.all([ensureKeysUploaded(t, keys), t.store.put(queryLoc, query, 'encrypted query')]);
-    keysUploaded = k.uploaded;
-    request = { encrypted_query_uri: formatS3Uri(queryLoc), evaluation_keys_uri: formatS3Uri(k.loc), output_uri: formatS3Uri(outLoc), query_sha256: querySha };
-  }
-  const t2 = performance.now();
-  const invoked = await invokeWithKeys(t, request, layout === 'single' ? keys : undefined);
-  const server = invoked.server;
-  keysUploaded ||= invoked.keysUploaded;
-  const t3 = performance.now();
-  const { bytes: result } = await t.store.get(outLoc, 2 ** 31, 'encrypted result');
+  const r = layout === 'batch' ? await sendBatch(session, rows, t, o) : await sendSingle(session, keys, rows, t, o);
   const t4 = performance.now();
   // Refused unless the result names this query: a result written over ours is never decrypted.
-  const scores = session.decryptScores(result, { querySha256: querySha });
+  const scores = session.decryptScores(r.result, { querySha256: r.querySha });
   const predictions = scores.map((sc) => postprocess(session.part, sc));
   const t5 = performance.now();
-  const r = (v: number) => Math.round(v * 100) / 100;
+  const ms = (v: number) => Math.round(v * 100) / 100;
+  const m = r.ms;
   return {
     predictions,
     scores,
     stats: {
       layout,
       records: rows.length,
-      query_bytes: queryBytes,
+      query_bytes: r.queryBytes,
       keys_bytes: layout === 'batch' ? 0 : keys.evaluationKeys.length,
-      keys_uploaded: keysUploaded,
-      result_bytes: result.length,
+      keys_uploaded: r.keysUploaded,
+      result_bytes: r.result.length,
+      transport: r.via,
       // Batch mode: upload is the wall time of encryption and upload together, minus encryption.
-      ms: { encrypt: r(t1 - t0), upload: r(t2 - t1), invoke: r(t3 - t2), download: r(t4 - t3), decrypt: r(t5 - t4), total: r(t5 - t0) },
-      server,
+      ms: { encrypt: ms(m.encrypt), upload: ms(m.upload), invoke: ms(m.invoke), download: ms(m.download), decrypt: ms(t5 - t4), total: ms(t5 - t0) },
+      server: r.server,
     },
   };
+}
+
+interface Sent {
+  result: Uint8Array;
+  querySha: string;
+  queryBytes: number;
+  keysUploaded: boolean;
+  via: 's3' | 'body';
+  ms: { encrypt: number; upload: number; invoke: number; download: number };
+  server: unknown;
+}
+
+/** One single-layout query through the chosen transport (S3 objects or the request body). */
+async function sendSingle(session: ClientSession, keys: Keys, rows: ArrayLike<number>[], t: S3Route, o: PredictOptions): Promise<Sent> {
+  const t0 = performance.now();
+  const query = session.encrypt(rows);
+  const querySha = sha256(query);
+  const t1 = performance.now();
+  const via = typeof o.transport === 'object' ? o.transport : routeTransport(t, o.transport ?? 's3', { limit: o.bodyLimit });
+  const ev = await via.evaluate(query, { id: keys.evaluationKeysId, bytes: keys.evaluationKeys }, { querySha256: querySha });
+  const body = ev.via === 'body';
+  const ms = { encrypt: t1 - t0, upload: ev.ms.upload ?? ev.ms.keys ?? 0, invoke: ev.ms.invoke ?? 0, download: ev.ms.download ?? 0 };
+  return { result: ev.result, querySha, queryBytes: query.length, keysUploaded: ev.keysUploaded, via: body ? 'body' : 's3', ms, server: ev.server };
+}
+
+/** One batch-mode query, streamed into S3 while it is encrypted (and hashed). */
+async function sendBatch(session: ClientSession, rows: ArrayLike<number>[], t: S3Route, o: PredictOptions): Promise<Sent> {
+  if (o.transport === 'body') throw new SealedError('bad-request', 'batch-mode queries go through S3 (they are streamed as they are encrypted, and are larger than a request body)', 'use transport auto or s3, or --layout single');
+  const loc = requestLocations(t);
+  const t0 = performance.now();
+  let queryBytes: number;
+  let querySha: string;
+  let t1: number;
+  // Encryption and upload overlap: ciphertexts are made as the multipart upload takes them.
+  if (o.encryptPool) {
+    // On every core: encryption time is not separable from the upload's; both count as encrypt.
+    const q = session.encryptBatchWith(rows, o.encryptPool);
+    const h = hashing(writeWireStream('query', q.header, q.count, q.sections));
+    queryBytes = (await t.store.putStream(loc.query, h.stream, 'encrypted query')).bytes;
+    querySha = h.hex();
+    t1 = performance.now();
+  } else {
+    const q = session.encryptBatch(rows);
+    let encryptMs = 0;
+    const timed = function* () {
+      for (;;) {
+        const s = performance.now();
+        const next = q.sections.next();
+        encryptMs += performance.now() - s;
+        if (next.done) return;
+        yield next.value;
+      }
+    };
+    const h = hashing(writeWireStream('query', q.header, q.count, toAsync(timed())));
+    queryBytes = (await t.store.putStream(loc.query, h.stream, 'encrypted query')).bytes;
+    querySha = h.hex();
+    t1 = t0 + encryptMs;
+  }
+  const t2 = performance.now();
+  const invoked = await invokeWithKeys(t, { encrypted_query_uri: formatS3Uri(loc.query), output_uri: formatS3Uri(loc.result), query_sha256: querySha }, undefined);
+  const t3 = performance.now();
+  const { bytes: result } = await t.store.get(loc.result, 2 ** 31, 'encrypted result');
+  const t4 = performance.now();
+  return { result, querySha, queryBytes, keysUploaded: false, via: 's3', ms: { encrypt: t1 - t0, upload: t2 - t1, invoke: t3 - t2, download: t4 - t3 }, server: invoked.server };
 }
 
 /**
@@ -230,10 +157,12 @@ export async function predictBatches(
   session: ClientSession,
   keys: Keys,
   rows: ArrayLike<number>[],
-  t: Transport,
-  o: { perRequest?: number; concurrency?: number; onProgress?: (done: number) => void; layout?: Layout; encryptPool?: EncryptPool } = {},
+  t: S3Route,
+  o: PredictOptions & { perRequest?: number; concurrency?: number; onProgress?: (done: number) => void } = {},
 ): Promise<{ predictions: Prediction[]; scores: number[][]; stats: PredictStats[] }> {
   const layout = o.layout ?? session.layoutFor(rows.length);
+  // One transport for every request, so `auto` remembers a server that refused bodies.
+  const transport = typeof o.transport === 'string' && layout === 'single' ? routeTransport(t, o.transport, { limit: o.bodyLimit }) : o.transport;
   // Batch mode: a request per batch, so encrypting the next overlaps evaluating this one.
   const size = layout === 'batch' ? session.part.batch!.records_per_batch * (o.perRequest ?? 1) : session.part.input.recordsPerCiphertext * (o.perRequest ?? 16);
   const chunks: ArrayLike<number>[][] = [];
@@ -244,7 +173,7 @@ export async function predictBatches(
   await Promise.all(
     Array.from({ length: Math.min(o.concurrency ?? 2, chunks.length) }, async () => {
       for (let i = next++; i < chunks.length; i = next++) {
-        results[i] = await predict(session, keys, chunks[i], t, { layout, encryptPool: o.encryptPool });
+        results[i] = await predict(session, keys, chunks[i], t, { layout, encryptPool: o.encryptPool, transport, bodyLimit: o.bodyLimit });
         done += chunks[i].length;
         o.onProgress?.(done);
       }

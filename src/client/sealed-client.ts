@@ -1,0 +1,182 @@
+// SealedClient: a ClientSession (the cryptography) plus a Transport (the way to a server).
+// It turns records into rows, keeps the key set, picks the layout, and checks that a result
+// answers the query sent. Browser-safe.
+import { SealedError } from '../errors.ts';
+import type { ClientPart } from '../model/client-part.ts';
+import { postprocess, type Prediction } from '../model/postprocess.ts';
+import { sha256Hex } from '../util/sha256.ts';
+import { keysId, type ClientSession, type Keys, type Layout, type ResultExpectation } from './session.ts';
+import type { Transport } from './transport.ts';
+
+/** A record: the feature values in the model's order, or an object keyed by feature name. */
+export type RecordInput = ArrayLike<number> | Readonly<Record<string, number>>;
+
+export interface PredictStats {
+  /** single (records packed per ciphertext, evaluation keys) or batch (record per slot, no keys). */
+  layout: Layout;
+  records: number;
+  /** Bytes of the encrypted query, the evaluation keys and the encrypted result. */
+  query_bytes: number;
+  keys_bytes: number;
+  result_bytes: number;
+  keys_uploaded: boolean;
+  /**
+   * Milliseconds: keygen (0 when the client already had keys), encrypt, evaluate (upload,
+   * server evaluation and download: the transport's round trip), decrypt, total.
+   */
+  ms: { keygen: number; encrypt: number; evaluate: number; decrypt: number; total: number };
+  /** The transport's breakdown of `evaluate`. */
+  transport_ms: Record<string, number>;
+  /** How the query travelled (`s3`, `body`, `proxy`), when the transport says. */
+  via?: string;
+  server?: unknown;
+}
+
+export interface PredictOutcome {
+  predictions: Prediction[];
+  /** Decrypted raw scores per record, before the sigmoid/softmax/scaling. */
+  scores: number[][];
+  stats: PredictStats;
+}
+
+const now = () => performance.now();
+const round = (v: number) => Math.round(v * 100) / 100;
+
+/** An encrypting client for one model. Make it with `createClient`. */
+export class SealedClient {
+  /** The model's id (32 hex digits); the server refuses queries for another model. */
+  readonly modelId: string;
+  readonly model: ClientPart;
+  private readonly session: ClientSession;
+  private transport: Transport | undefined;
+  private readonly ownsTransport: boolean;
+  private keySet: Keys | undefined;
+
+  /** @internal use createClient */
+  constructor(session: ClientSession, transport: Transport | undefined, ownsTransport: boolean) {
+    this.session = session;
+    this.modelId = session.modelId;
+    this.model = session.part;
+    this.transport = transport;
+    this.ownsTransport = ownsTransport;
+  }
+
+  /** Names of the features a record holds, in order. */
+  get features(): string[] {
+    return this.model.features;
+  }
+
+  /** Class names (classification models), in the order of `probabilities`. */
+  get labels(): string[] | undefined {
+    return this.model.labels;
+  }
+
+  /** The current keys, if any; `secretKey` must stay with the caller. */
+  get keys(): Keys | undefined {
+    return this.keySet;
+  }
+
+  /** Makes a fresh key set (secret key and evaluation keys) and uses it from now on. */
+  generateKeys(): Keys {
+    this.keySet = this.session.generateKeys();
+    return this.keySet;
+  }
+
+  /** Uses keys made earlier for this model. */
+  useKeys(keys: Pick<Keys, 'secretKey' | 'evaluationKeys' | 'batchSecretKey'>): void {
+    this.session.useSecretKey(keys.secretKey);
+    const batchSecretKey = keys.batchSecretKey ?? this.session.generateBatchKey();
+    if (keys.batchSecretKey) this.session.useBatchSecretKey(keys.batchSecretKey);
+    // Keys saved before circuit privacy get their public key added (the id changes with it).
+    const evaluationKeys = this.session.withPublicKey(keys.evaluationKeys, keys.secretKey);
+    this.keySet = { secretKey: keys.secretKey, evaluationKeys, evaluationKeysId: keysId(evaluationKeys), batchSecretKey };
+  }
+
+  /**
+   * The layout for this many records: batch mode (no evaluation keys, record per slot) from the
+   * model's crossover on, when the model and the transport support it; else single.
+   */
+  layoutFor(records: number): Layout {
+    return this.transport && !this.transport.batch ? 'single' : this.session.layoutFor(records);
+  }
+
+  /** Records -> encrypted query (wire format, kind 1). Makes keys first if there are none. */
+  encrypt(records: readonly RecordInput[], layout: Layout = 'single'): Uint8Array {
+    if (!this.keySet) this.generateKeys();
+    return this.session.encrypt(records.map((r, i) => this.row(r, i)), layout);
+  }
+
+  /**
+   * Encrypted result (wire format, kind 3) -> one prediction per record. `expect.querySha256`
+   * (the SHA-256 of the query sent, e.g. `sha256Hex(query)`): refuse a result for another query.
+   */
+  decrypt(result: Uint8Array, expect?: ResultExpectation): Prediction[] {
+    return this.session.decrypt(result, expect);
+  }
+
+  /** Encrypted result -> raw scores per record (before the sigmoid, softmax or scaling). */
+  decryptScores(result: Uint8Array, expect?: ResultExpectation): number[][] {
+    return this.session.decryptScores(result, expect);
+  }
+
+  /** Encrypts the records, has the server evaluate them, decrypts: one prediction per record. */
+  async predict(records: readonly RecordInput[]): Promise<Prediction[]> {
+    return (await this.predictWithStats(records)).predictions;
+  }
+
+  /** As `predict`, with the sizes and the time of each stage. */
+  async predictWithStats(records: readonly RecordInput[]): Promise<PredictOutcome> {
+    const transport = this.transport;
+    if (!transport) throw new SealedError('bad-request', 'this client has no server to send queries to', 'pass `endpoint` (Node), `proxy` or `transport` to createClient');
+    const t0 = now();
+    const makesKeys = !this.keySet;
+    if (makesKeys) this.generateKeys();
+    const keys = this.keySet!;
+    const t1 = now();
+    const layout = this.layoutFor(records.length);
+    const query = this.encrypt(records, layout);
+    const querySha256 = sha256Hex(query);
+    const t2 = now();
+    const ev = await transport.evaluate(query, layout === 'batch' ? undefined : { id: keys.evaluationKeysId, bytes: keys.evaluationKeys }, { querySha256 });
+    const t3 = now();
+    // Whatever carried it, the result must answer this query (its header names the query's hash).
+    const scores = this.session.decryptScores(ev.result, { querySha256 });
+    const predictions = scores.map((sc) => postprocess(this.model, sc));
+    const t4 = now();
+    return {
+      predictions,
+      scores,
+      stats: {
+        layout,
+        records: records.length,
+        query_bytes: query.length,
+        keys_bytes: layout === 'batch' ? 0 : keys.evaluationKeys.length,
+        result_bytes: ev.result.length,
+        keys_uploaded: ev.keysUploaded,
+        ms: { keygen: makesKeys ? round(t1 - t0) : 0, encrypt: round(t2 - t1), evaluate: round(t3 - t2), decrypt: round(t4 - t3), total: round(t4 - t0) },
+        transport_ms: ev.ms,
+        via: ev.via,
+        server: ev.server,
+      },
+    };
+  }
+
+  /** Frees the WASM memory holding the keys; closes the transport this client made. */
+  async close(): Promise<void> {
+    this.session.close();
+    this.keySet = undefined;
+    const t = this.transport;
+    this.transport = undefined;
+    if (t && this.ownsTransport) await t.close?.();
+  }
+
+  private row(r: RecordInput, i: number): ArrayLike<number> {
+    if (typeof (r as ArrayLike<number>).length === 'number') return r as ArrayLike<number>;
+    const o = r as Readonly<Record<string, number>>;
+    return this.features.map((f) => {
+      const v = o[f];
+      if (typeof v !== 'number') throw new SealedError('bad-data', `record ${i + 1} has no number for feature "${f}"`, `give all ${this.features.length} features: ${this.features.slice(0, 4).join(', ')}…`);
+      return v;
+    });
+  }
+}
