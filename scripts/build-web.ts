@@ -15,7 +15,7 @@ import { build } from 'esbuild';
 const root = fileURLToPath(new URL('..', import.meta.url));
 
 /** Inputs that must never be in the browser bundle. */
-const FORBIDDEN = [/^node:/, /@aws-sdk\//, /node_modules\/(fastify|pino|piscina|s3rver|tar|@tensorflow)\//, /^src\/(storage|server|train|cli|sagemaker)\//, /^src\/model\/bundle\.ts$/, /^src\/client\/(predict|key-files|model-source)\.ts$/];
+const FORBIDDEN = [/^node:/, /@aws-sdk\//, /node_modules\/(fastify|pino|piscina|s3rver|tar|@tensorflow)\//, /^src\/(storage|server|train|cli|sagemaker)\//, /^src\/model\/bundle\.ts$/, /^src\/client\/(predict|key-files|model-source|route|keys-upload|invoke|invoke-sagemaker|transport-s3|transport-body|open-route)\.ts$/];
 
 export interface WebBuild {
   outDir: string;

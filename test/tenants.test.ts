@@ -7,7 +7,8 @@
 import t from 'tap';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { predict, type Transport } from '../src/client/predict.ts';
+import { predict } from '../src/client/predict.ts';
+import type { S3Route } from '../src/client/route.ts';
 import { ClientSession } from '../src/client/session.ts';
 import { readClientPart } from '../src/model/bundle.ts';
 import { startServer, type RunningServer } from '../src/server/serve.ts';
@@ -136,7 +137,7 @@ t.test('tenants: query, keys and output of a request must share one tenant prefi
 t.test("client A writes its result over B's keys: B's next requests still succeed", async (t) => {
   // An open deployment (--allow-any): A can point output_uri anywhere, B's keys object included.
   const srv = await serve({ allowAny: true });
-  const bobT: Transport = { store, bucket: B, prefix: 'bob/', endpoint: srv.url };
+  const bobT: S3Route = { store, bucket: B, prefix: 'bob/', endpoint: srv.url };
   const first = await predict(bob, bobKeys, rows, bobT);
   t.equal(first.stats.keys_uploaded, true);
   const bobKeysKey = `bob/keys/${bobKeys.evaluationKeysId}.keys`;
@@ -169,7 +170,7 @@ t.test("client A writes its result over B's keys: B's next requests still succee
 
 t.test('a client checks an existing key object by hash, not by size', async (t) => {
   const srv = await serve({ allowAny: true });
-  const carolT: Transport = { store, bucket: B, prefix: 'carol/', endpoint: srv.url };
+  const carolT: S3Route = { store, bucket: B, prefix: 'carol/', endpoint: srv.url };
   const key = `carol/keys/${bobKeys.evaluationKeysId}.keys`;
   // Same size, other content (one byte changed): a size check would reuse it.
   const lookalike = new Uint8Array(bobKeys.evaluationKeys);
@@ -188,7 +189,7 @@ t.test("client A substitutes its result for B's output: B's client refuses it", 
   let substituted = 0;
   // B's transport: the real invocation, then (before B downloads its result) A has the server
   // write A's result to B's output location.
-  const bobT: Transport = {
+  const bobT: S3Route = {
     store,
     bucket: B,
     prefix: 'bob2/',

@@ -61,6 +61,7 @@ export async function main(argv: string[]): Promise<void> {
           'Split: 256 MiB main thread; per worker 192 MiB + a key cache of budget/24 (at most 256 MiB); key cache budget/12 (at most 512 MiB); the rest for requests, each admitted by the bytes it will hold (503 + Retry-After when they are in use). The split is logged at start-up',
       ).argParser(Number),
     )
+    .option('--max-payload-mb <n>', 'largest encrypted query taken as a request body (Content-Type: application/octet-stream), in MB (env SEALED_MAX_PAYLOAD_MB; default 6, SageMaker real-time; Batch Transform sends up to 100); refused at start when 4x this does not fit the request memory', Number)
     .action(serveCommand);
 
   program

@@ -20,9 +20,11 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
-import { ensureKeysUploaded, invokeHttp, type Transport } from '../client/predict.ts';
+import { invokeHttp } from '../client/invoke.ts';
+import { ensureKeysUploaded } from '../client/keys-upload.ts';
+import type { S3Route } from '../client/route.ts';
 import { sha256Hex } from '../util/sha256.ts';
-import { SealedError } from '../errors.ts';
+import { SealedError, safeText } from '../errors.ts';
 import { errorHandler, notFoundHandler } from '../server/http-errors.ts';
 import { paramsKey } from '../fhe/params.ts';
 import { readClientPart } from '../model/bundle.ts';
@@ -162,7 +164,7 @@ function modelRoutes(app: FastifyInstance, at: string, m: { modelId: string; cli
   const { modelId, client } = m;
   const { maxKeyBytes, maxQueryBytes } = limits;
   const clientJson = JSON.stringify(client);
-  const t: Transport = { store: o.store, bucket: o.bucket, prefix: o.prefix ?? 'sealed/', endpoint: m.endpoint };
+  const t: S3Route = { store: o.store, bucket: o.bucket, prefix: o.prefix ?? 'sealed/', endpoint: m.endpoint };
 
   app.get(`${at}/model/client.json`, async (_req, reply) => reply.type('application/json').send(clientJson));
 
@@ -189,7 +191,7 @@ function modelRoutes(app: FastifyInstance, at: string, m: { modelId: string; cli
     const msg = decodeWire<KeysHeader>('keys', body, 'the evaluation keys');
     if (msg.header.params !== paramsKey(client.params)) throw new SealedError('bad-keys', `the evaluation keys are for parameters ${String(msg.header.params)}, the model uses ${paramsKey(client.params)}`, 'make keys for this model');
     if (sha256Hex(body) !== id) throw new SealedError('bad-keys', 'the evaluation keys do not hash to the id in the URL', `PUT them to ${at}/api/keys/<SHA-256 of the bytes, hex>`);
-    const r = await ensureKeysUploaded(t, { secretKey: new Uint8Array(0), evaluationKeys: body, evaluationKeysId: id });
+    const r = await ensureKeysUploaded(t, { evaluationKeys: body, evaluationKeysId: id });
     req.log.info({ keys_id: id, bytes: body.length, uploaded: r.uploaded }, 'evaluation keys');
     return reply.status(r.uploaded ? 201 : 200).send({ id, bytes: body.length, uploaded: r.uploaded });
   });
@@ -200,8 +202,8 @@ function modelRoutes(app: FastifyInstance, at: string, m: { modelId: string; cli
     const body = req.body;
     if (!(body instanceof Uint8Array) || !isWire(body)) throw new SealedError('bad-query', 'the body is not a sealed wire-format object', 'POST the encrypted query (wire format, kind 1) as application/octet-stream');
     const msg = decodeWire<QueryHeader>('query', body, 'the encrypted query');
-    if (msg.header.model_id !== modelId) throw new SealedError('wrong-model', `the query is for model ${String(msg.header.model_id)}, this server serves ${modelId}${at ? ` under ${at}/` : ''}`, 'reload the page to get this model');
-    if (!(await t.store.head(kLoc))) throw new SealedError('not-found', 'the evaluation keys named by ?keys= are not uploaded', `PUT them to ${at}/api/keys/${String(req.query.keys)} first`);
+    if (msg.header.model_id !== modelId) throw new SealedError('wrong-model', `the query is for model ${safeText(msg.header.model_id)}, this server serves ${modelId}${at ? ` under ${at}/` : ''}`, 'reload the page to get this model');
+    if (!(await t.store.head(kLoc))) throw new SealedError('not-found', 'the evaluation keys named by ?keys= are not uploaded', `PUT them to ${at}/api/keys/${safeText(req.query.keys)} first`);
     const id = randomUUID();
     const queryLoc = { bucket: t.bucket, key: `${t.prefix}queries/${id}.query` };
     const outLoc = { bucket: t.bucket, key: `${t.prefix}results/${id}.result` };

@@ -23,7 +23,8 @@ class Reader {
    */
   async take(n: number, own = false): Promise<Uint8Array> {
     if (this.buf.length - this.pos >= n) {
-      const out = own ? this.buf.slice(this.pos, this.pos + n) : this.buf.subarray(this.pos, this.pos + n);
+      // Uint8Array's slice copies; a Buffer's slice is a view, which a transfer to a worker would detach with the whole input.
+      const out = own ? Uint8Array.prototype.slice.call(this.buf, this.pos, this.pos + n) : this.buf.subarray(this.pos, this.pos + n);
       this.pos += n;
       this.consumed += n;
       return out;

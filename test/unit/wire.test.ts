@@ -37,3 +37,18 @@ t.test('kind, version and absurd lengths are checked', async (t) => {
   new DataView(huge.buffer).setUint32(8, 2 ** 31, true);
   t.throws(() => decodeWire('keys', huge, 'the keys'), { message: /truncated/ });
 });
+
+t.test('streamed sections own their memory, even when the stream yields one Node Buffer', async (t) => {
+  const { readWireStream } = await import('../../src/wire/stream.ts');
+  const parts = sections.filter((s) => s.length > 0); // the stream reader refuses empty sections
+  const whole = Buffer.from(encodeWire('query', header, parts));
+  async function* once() {
+    yield whole;
+  }
+  const s = await readWireStream<typeof header>('query', once(), 'q');
+  const got: Uint8Array[] = [];
+  for await (const sec of s.sections) got.push(sec);
+  // A section is transferred to a worker: sharing the input's buffer would detach all of it.
+  t.ok(got.every((g) => g.buffer !== whole.buffer && g.byteLength === g.buffer.byteLength), 'each section has a buffer of its own');
+  t.same(got.map((g) => Array.from(g)), parts.map((s) => Array.from(s)));
+});
