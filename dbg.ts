@@ -1,0 +1,25 @@
+import { readFileSync } from 'node:fs';
+import { compileTreeModel } from './src/model/trees/compile.ts';
+import { TreeClient, TreeServer } from './src/model/trees/query.ts';
+import { binsOf, quantizedScores } from './src/model/trees/quantize.ts';
+const d = JSON.parse(readFileSync(`test/fixtures/trees/breast-cancer.data.json`, 'utf8'));
+const m = compileTreeModel(new Uint8Array(readFileSync(`test/fixtures/trees/breast-cancer.xgb.json`)), 'xgboost-json', d.train, { bits: 3 });
+console.log(m.report);
+let t0 = performance.now();
+const client = await TreeClient.open(m.client);
+const keys = client.keys();
+console.log('keys', keys.length, performance.now() - t0); t0 = performance.now();
+const query = client.encryptQuery(d.test);
+console.log('query', query.length, performance.now() - t0); t0 = performance.now();
+const server = await TreeServer.open(m.server);
+const ops: Record<string, number> = {};
+const result = server.evaluate(query, keys, ops);
+console.log('eval', result.length, performance.now() - t0, ops); t0 = performance.now();
+const got = client.decryptResult(result, query);
+let worst = 0, same = 0;
+d.test.forEach((x: number[], i: number) => {
+  const q = quantizedScores(m.quantized, binsOf(m.client.bins, x))[0];
+  worst = Math.max(worst, Math.abs(q - got.scores[i][0]));
+  if ((q >= 0 ? 1 : 0) === got.predictions[i]) same++;
+});
+console.log('worst', worst, 'same', same, d.test.length, performance.now() - t0);
