@@ -108,3 +108,20 @@ t.test('quantization: the circuit simulates the quantized model; the client part
   t.same(leaks, [], 'no threshold appears in the client part');
   t.notOk(/groups|leaves|threshold|value/.test(Object.keys(m.client).join(',')), 'no model fields');
 });
+
+t.test('tree bundles: written, read back, and refused when edited', async (t) => {
+  const { mkdtemp, writeFile, readFile, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { writeTreeBundle, readTreeBundle } = await import('../src/model/trees/bundle.ts');
+  const d = data('diabetes');
+  const m = compileTreeModel(bytes('diabetes.xgb.json'), 'xgboost-json', d.train, { bits: 4 });
+  const dir = await mkdtemp(join(tmpdir(), 'sealed-trees-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await writeTreeBundle(dir, m.client, m.server, { bits: m.report.bits });
+  const back = await readTreeBundle(dir);
+  t.same(back.server, JSON.parse(JSON.stringify(m.server)), 'server part round-trips');
+  t.equal(back.client.model_id, m.client.model_id);
+  const file = join(dir, 'server', 'trees.json');
+  await writeFile(file, (await readFile(file, 'utf8')).replace('"leaves"', ' "leaves"'));
+  await t.rejects(readTreeBundle(dir), /does not match its hash/, 'an edited server part is refused');
+});
