@@ -4,7 +4,7 @@ import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { compileTreeModel, importTrees } from '../src/model/trees/compile.ts';
-import { predict, probabilitiesOf, scores } from '../src/model/trees/ensemble.ts';
+import { predict, predictionOf, probabilitiesOf, scores } from '../src/model/trees/ensemble.ts';
 import { inputOffsets, binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
 import { simulateCircuit, thermometer } from '../src/model/trees/circuit.ts';
 import { SealedError } from '../src/errors.ts';
@@ -124,4 +124,28 @@ t.test('tree bundles: written, read back, and refused when edited', async (t) =>
   const file = join(dir, 'server', 'trees.json');
   await writeFile(file, (await readFile(file, 'utf8')).replace('"leaves"', ' "leaves"'));
   await t.rejects(readTreeBundle(dir), /does not match its hash/, 'an edited server part is refused');
+});
+
+t.test('missing values follow the splits\' default direction, or are refused when the splits disagree', async (t) => {
+  const d = data('breast-cancer');
+  const doc = JSON.parse(readFileSync(join(DIR, 'breast-cancer.xgb.json'), 'utf8'));
+  const trees = doc.learner.gradient_booster.model.trees as { split_indices: number[]; left_children: number[]; default_left: number[] }[];
+  // Feature of the first root: make its splits disagree on where a missing value goes.
+  const f = trees[0].split_indices[0];
+  let flipped = 0;
+  for (const tr of trees) tr.split_indices.forEach((s, i) => {
+    if (s === f && tr.left_children[i] >= 0) tr.default_left[i] = flipped++ % 2;
+  });
+  const m = compileTreeModel(new TextEncoder().encode(JSON.stringify(doc)), 'xgboost-json', d.train, { bits: 5 });
+  t.equal(m.client.bins.missing[f], 'refuse', 'mixed default directions: the client refuses NaN there');
+  const x = d.test[0].slice();
+  x[f] = NaN;
+  t.throws(() => binsOf(m.client.bins, x), /is missing, and this model has no single default direction/, 'NaN in that feature is refused with a hint');
+  // Another feature whose splits agree: NaN goes where every split sends it.
+  const g = m.client.bins.missing.findIndex((r, i) => r !== 'refuse' && i !== f && m.ensemble.trees.some((tr) => Array.from(tr.feature).some((ff, n) => ff === i && tr.left[n] >= 0)));
+  const y = d.test[1].slice();
+  y[g] = NaN;
+  const b = binsOf(m.client.bins, y);
+  t.equal(b[g], m.client.bins.missing[g] === 'low' ? 0 : m.client.bins.edges[g].length, `feature ${g}: NaN goes ${m.client.bins.missing[g]}`);
+  t.equal(predictionOf(m.ensemble, quantizedScores(m.quantized, b)), predict(m.ensemble, y), 'and the quantized model predicts as the original does on the record with NaN');
 });
