@@ -77,7 +77,8 @@ export function buildCircuit(q: QuantizedEnsemble, edges: number[][], offsets: n
       if (values.every((v) => v === 0)) continue;
       const p = [...lits];
       while (p.length < MAX_PATH) p.push(p[p.length - 1]);
-      const top: [number, number] = [p[0], p[1]];
+      // Sorted: a product does not depend on its order, and more leaves then share a top.
+      const top = [p[0], p[1]].sort((x, y) => x - y) as [number, number];
       const key = `${top[0]},${top[1]}`;
       let g = byTop.get(key);
       if (!g) byTop.set(key, (g = { top, leaves: [] }));
