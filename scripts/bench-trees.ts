@@ -56,7 +56,7 @@ async function unitCosts(m: CompiledTrees, reps = 5): Promise<Record<string, num
     time('encode', () => encoder.encode(new Float64Array(s.slots).fill(0.25), 2 ** m.server.circuit.leafScaleBits, pt));
     time('multiply', () => evaluator.multiply(x, x, y)); // size 2 x 2 -> 3
     time('multiplyPlain', () => evaluator.multiplyPlain(y, pt, z)); // size 3
-    time('add', () => evaluator.add(y, z, z));
+    time('add', () => evaluator.add(y, y, z));
     time('negate', () => evaluator.negate(x, z));
     time('relinearize', () => evaluator.relinearize(y, rk, z));
     if (privacy) {
@@ -82,6 +82,8 @@ async function runFixture(name: string, bits: number | undefined, single: boolea
   const compileMs = performance.now() - t0;
   const regression = m.ensemble.post === 'identity';
   err(`${name}: compiled in ${compileMs.toFixed(0)} ms: ${m.report.bits} bits, ${m.client.inputs} inputs, ring ${m.client.params.polyModulusDegree}, primes ${m.client.params.coeffModulusBits.join(',')}`);
+  const unit = await unitCosts(m);
+  err(`${name}: unit costs (ms) ${JSON.stringify(unit)}`);
   const R = m.client.records_per_batch;
   // One full batch: the held-out records, repeated.
   const records = Array.from({ length: R }, (_, i) => d.test[i % d.test.length]);
@@ -130,7 +132,6 @@ async function runFixture(name: string, bits: number | undefined, single: boolea
       if (regression ? Math.abs(p - q) < 2 ** -8 * Math.max(1, Math.abs(q)) : p === q) slotsAgree++;
     });
     const counts = treeOpCounts(m.server.circuit);
-    const unit = await unitCosts(m);
     const predictedMs = Object.entries(ops).reduce((a, [k, c]) => a + c * (unit[k] ?? 0), 0);
     return {
       fixture: name,

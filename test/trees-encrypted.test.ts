@@ -10,6 +10,7 @@ import { binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
 import { predictionOf } from '../src/model/trees/ensemble.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader } from '../src/wire/format.ts';
 import { SealedError } from '../src/errors.ts';
+import { treeOpCounts } from '../src/fhe/tree-circuit.ts';
 
 const DIR = join(import.meta.dirname, 'fixtures', 'trees');
 const d = JSON.parse(readFileSync(join(DIR, 'breast-cancer.data.json'), 'utf8')) as { train: number[][]; test: number[][] };
@@ -30,6 +31,9 @@ t.test('encrypted predictions equal the quantized model on every held-out record
   const ops: Record<string, number> = {};
   const result = server.evaluate(query, keys, ops);
   t.equal(ops.flood, 1, 'the result is flooded');
+  // The cost model's counts are what the evaluator does.
+  const planned = treeOpCounts(m.server.circuit);
+  for (const [op, n] of Object.entries(planned)) t.equal(ops[op] ?? 0, n, `${op}: ${n} as planned`);
   const got = client.decryptResult(result, query);
   let worst = 0, same = 0;
   d.test.forEach((x, i) => {

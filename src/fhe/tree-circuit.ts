@@ -56,6 +56,7 @@ export function treeOpCounts(c: TreeCircuit): { load: number; negate: number; mu
   const neg = new Set<number>();
   let multiply = 0, multiplyPlain = 0, relinearize = 0, add = 0;
   let lastTop = '';
+  const contributing = new Array<number>(c.outputs).fill(0);
   for (const g of c.groups) {
     for (const l of [...g.top, ...g.leaves.flatMap((x) => x.bottom)]) if (l < 0) neg.add(-l);
     const key = g.top.join(',');
@@ -69,11 +70,11 @@ export function treeOpCounts(c: TreeCircuit): { load: number; negate: number; mu
       const n = g.leaves.filter((l) => l.values[k] !== 0).length;
       if (n === 0) continue;
       multiplyPlain += n;
-      add += n; // n - 1 within the group, one into the output's sum
+      add += n - 1 + (contributing[k]++ > 0 ? 1 : 0); // within the group, then into the output's sum
       relinearize++;
       multiply++;
     }
   }
   relinearize += c.outputs;
-  return { load: used.length, negate: neg.size, multiply, multiplyPlain, encode: multiplyPlain + (neg.size ? 1 : 0), relinearize, add };
+  return { load: used.length, negate: neg.size, multiply, multiplyPlain, encode: multiplyPlain + 1, relinearize, add };
 }
