@@ -65,6 +65,7 @@ export class TreeEvaluator {
     const t = new Map<number, Ciphertext>();
     const neg = new Map<number, Ciphertext>();
     const sums: (Ciphertext | undefined)[] = Array.from({ length: c.outputs }, () => undefined);
+    let top: Ciphertext | undefined;
     const ct = () => {
       const x = new seal.Ciphertext();
       owned.push(x);
@@ -97,7 +98,6 @@ export class TreeEvaluator {
         return n;
       };
       let topKey = '';
-      let top: Ciphertext | undefined;
       for (const g of c.groups) {
         const key = g.top.join(',');
         if (key !== topKey) {
@@ -170,7 +170,7 @@ export class TreeEvaluator {
       }
       return out;
     } finally {
-      release(...t.values(), ...owned, ...sums);
+      release(...t.values(), ...owned, ...sums, top);
     }
   }
 
