@@ -149,3 +149,39 @@ t.test('missing values follow the splits\' default direction, or are refused whe
   t.equal(b[g], m.client.bins.missing[g] === 'low' ? 0 : m.client.bins.edges[g].length, `feature ${g}: NaN goes ${m.client.bins.missing[g]}`);
   t.equal(predictionOf(m.ensemble, quantizedScores(m.quantized, b)), predict(m.ensemble, y), 'and the quantized model predicts as the original does on the record with NaN');
 });
+
+t.test('ONNX-ML: a small classifier built here, x <= t splits, and the refusals', async (t) => {
+  const protobuf = (await import('protobufjs')).default;
+  const { ONNX_SUBSET } = await import('../src/model/trees/onnx.ts');
+  const Model = protobuf.parse(ONNX_SUBSET, { keepCase: true }).root.lookupType('onnx.ModelProto');
+  const enc = (x: string) => new TextEncoder().encode(x);
+  const make = (o: { mode?: string; aggregate?: string; post?: string } = {}) => {
+    const ints = (name: string, v: number[]) => ({ name, ints: v, type: 7 });
+    const floats = (name: string, v: number[]) => ({ name, floats: v, type: 6 });
+    const attribute = [
+      ints('nodes_treeids', [0, 0, 0]), ints('nodes_nodeids', [0, 1, 2]), ints('nodes_featureids', [1, 0, 0]),
+      floats('nodes_values', [0.5, 0, 0]), { name: 'nodes_modes', strings: [o.mode ?? 'BRANCH_LEQ', 'LEAF', 'LEAF'].map(enc), type: 8 },
+      ints('nodes_truenodeids', [1, 0, 0]), ints('nodes_falsenodeids', [2, 0, 0]),
+      ints('class_treeids', [0, 0, 0, 0]), ints('class_nodeids', [1, 1, 2, 2]), ints('class_ids', [0, 1, 0, 1]), floats('class_weights', [0.9, 0.1, 0.2, 0.8]),
+      ints('classlabels_int64s', [0, 1]),
+      { name: 'post_transform', s: enc(o.post ?? 'NONE'), type: 3 },
+      ...(o.aggregate ? [{ name: 'aggregate_function', s: enc(o.aggregate), type: 3 }] : []),
+    ];
+    return Model.encode(Model.fromObject({ ir_version: 8, graph: { node: [{ op_type: 'TreeEnsembleClassifier', domain: 'ai.onnx.ml', attribute }] } })).finish();
+  };
+  const e = importTrees(make(), 'onnx-ml');
+  t.equal(e.features, 2);
+  t.same(scores(e, [0, 0.5]).map((v) => Math.round(v * 1e6) / 1e6), [0.9, 0.1], 'x = t goes to the true branch (x <= t)');
+  t.same(scores(e, [0, 0.50001]).map((v) => Math.round(v * 1e6) / 1e6), [0.2, 0.8], 'x > t goes to the false branch');
+  const refuses = (b: Uint8Array, re: RegExp, what: string) => {
+    try {
+      importTrees(b, 'onnx-ml');
+      t.fail(`${what}: accepted`);
+    } catch (err) {
+      t.ok(err instanceof SealedError && re.test(err.message) && !!err.hint, `${what}: ${(err as Error).message}`);
+    }
+  };
+  refuses(make({ mode: 'BRANCH_EQ' }), /BRANCH_EQ split/, 'equality split');
+  refuses(make({ aggregate: 'MAX' }), /aggregates trees with MAX/, 'MAX aggregation');
+  refuses(make({ post: 'PROBIT' }), /post_transform PROBIT/, 'PROBIT');
+});

@@ -5,7 +5,7 @@ import protobuf from 'protobufjs';
 import { SealedError } from '../../errors.ts';
 import { checkTree, type Tree, type TreeEnsemble } from './ensemble.ts';
 
-const ONNX_SUBSET = `
+export const ONNX_SUBSET = `
 syntax = "proto2";
 package onnx;
 message AttributeProto {
