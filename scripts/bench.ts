@@ -3,6 +3,7 @@
 //
 //   npm run bench -- mnist [--quick] [--n N] [--arch cnn|mlp] [--epochs E] [--retrain] [--workers W] [--no-deskew]
 //   npm run bench -- mnist-batch [--n N] [--workers W]      (batch mode, see bench-batch.ts)
+//   npm run bench -- trees [--fixtures F,..] [--bits B] [--no-single]  (tree ensembles, see bench-trees.ts)
 //   npm run bench -- sweep [--quick]                        (charts in docs/img, see bench-sweep.ts)
 //
 // mnist: trains (or loads from .cache/models) an HE-friendly network on the 10,000 digits of
@@ -154,11 +155,13 @@ const [which, ...rest] = process.argv.slice(2);
 if (which === 'mnist') await mnist(rest);
 else if (which === 'sweep') console.log(JSON.stringify(await (await import('./bench-sweep.ts')).sweep(rest)));
 else if (which === 'mnist-batch') console.log(JSON.stringify(await (await import('./bench-batch.ts')).mnistBatch(rest)));
+else if (which === 'trees') console.log(JSON.stringify(await (await import('./bench-trees.ts')).benchTrees(rest)));
 else if (which === 'digits' || which === 'breast-cancer' || which === 'iris') await tabular(which);
 else {
   err('usage: npm run bench -- mnist [--quick] [--n N] [--arch cnn|mlp] [--epochs E] [--retrain] [--workers W]');
   err('       npm run bench -- mnist-batch [--n N] [--workers W]');
   err('       npm run bench -- sweep [--quick]      (time vs images and workers; writes docs/bench, docs/img)');
   err('       npm run bench -- digits | breast-cancer | iris');
+  err('       npm run bench -- trees [--fixtures breast-cancer,diabetes,digits] [--bits B] [--no-single]');
   process.exit(2);
 }

@@ -1,0 +1,195 @@
+// npm run bench -- trees [--fixtures breast-cancer,diabetes,digits] [--bits B] [--no-single]
+//
+// Per fixture (test/fixtures/trees, made by scripts/tree-fixtures.py), one JSON line: the
+// original model's accuracy (R^2 for regression) on the held-out records, the quantized
+// plaintext model's and the encrypted one's, agreement, batch-mode server time per record (one
+// full batch: the held-out records repeated to fill every slot), single-record server time,
+// query / key / result bytes, and the measured server time next to the operation counts x unit
+// costs measured in the same run. The last line gathers them. Progress goes to stderr.
+import { readFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { CkksSession, SecretKeyHolder, generateSecretKey, loadQueryCiphertext } from '../src/fhe/ckks.ts';
+import { treeOpCounts } from '../src/fhe/tree-circuit.ts';
+import { makeTreeKeys } from '../src/fhe/tree-eval.ts';
+import { SinglePrivacy } from '../src/fhe/single-privacy.ts';
+import { release } from '../src/fhe/seal.ts';
+import { compileTreeModel, type CompiledTrees, type TreeModelKind } from '../src/model/trees/compile.ts';
+import { predict, predictionOf } from '../src/model/trees/ensemble.ts';
+import { binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
+import { TreeClient, TreeServer } from '../src/model/trees/query.ts';
+
+const err = (s: string) => process.stderr.write(s + '\n');
+const DIR = join(import.meta.dirname, '..', 'test', 'fixtures', 'trees');
+const FIXTURES: Record<string, { file: string; kind: TreeModelKind }> = {
+  'breast-cancer': { file: 'breast-cancer.xgb.json', kind: 'xgboost-json' },
+  diabetes: { file: 'diabetes.xgb.json', kind: 'xgboost-json' },
+  digits: { file: 'digits-rf.onnx', kind: 'onnx-ml' },
+};
+
+/** Milliseconds per call of each operation the evaluator performs, at the model's parameters. */
+async function unitCosts(m: CompiledTrees, reps = 5): Promise<Record<string, number>> {
+  const s = await CkksSession.open(m.client.params);
+  const sk = generateSecretKey(s);
+  const holder = new SecretKeyHolder(s, sk);
+  const { relinKeys, publicKey } = makeTreeKeys(s, sk);
+  const { seal, evaluator, encoder } = s;
+  const a = m.client.input_scale_bits;
+  const bytes = holder.encrypt(new Float64Array(s.slots).fill(1), a);
+  const rk = new seal.RelinKeys();
+  rk.loadFromArray(s.context, relinKeys);
+  const privacy = m.server.circuit.privacy === 'flood' ? new SinglePrivacy(s, publicKey, 2 ** m.server.circuit.noiseL2Bits!) : undefined;
+  const out: Record<string, number> = {};
+  const time = (name: string, fn: () => void) => {
+    fn(); // warm
+    const t0 = performance.now();
+    for (let i = 0; i < reps; i++) fn();
+    out[name] = (performance.now() - t0) / reps;
+  };
+  const x = loadQueryCiphertext(s, bytes, a);
+  const y = new seal.Ciphertext();
+  const z = new seal.Ciphertext();
+  const pt = new seal.Plaintext();
+  try {
+    time('load', () => loadQueryCiphertext(s, bytes, a).delete());
+    time('encode', () => encoder.encode(new Float64Array(s.slots).fill(0.25), 2 ** m.server.circuit.leafScaleBits, pt));
+    time('multiply', () => evaluator.multiply(x, x, y)); // size 2 x 2 -> 3
+    time('multiplyPlain', () => evaluator.multiplyPlain(y, pt, z)); // size 3
+    time('add', () => evaluator.add(y, y, z));
+    time('negate', () => evaluator.negate(x, z));
+    time('relinearize', () => evaluator.relinearize(y, rk, z));
+    if (privacy) {
+      evaluator.relinearize(y, rk, z);
+      time('flood', () => privacy.apply(z).delete());
+    }
+    time('encrypt', () => holder.encrypt(new Float64Array(s.slots).fill(1), a));
+  } finally {
+    release(x, y, z, pt, rk);
+    privacy?.close();
+    holder.close();
+    s.close();
+  }
+  return out;
+}
+
+async function runFixture(name: string, bits: number | undefined, single: boolean) {
+  const f = FIXTURES[name];
+  if (!f) throw new Error(`unknown fixture ${name}`);
+  const d = JSON.parse(readFileSync(join(DIR, `${name}.data.json`), 'utf8')) as { features: string[]; train: number[][]; test: number[][]; test_labels: number[] };
+  const t0 = performance.now();
+  const m = compileTreeModel(new Uint8Array(readFileSync(join(DIR, f.file))), f.kind, d.train, { bits, features: d.features });
+  const compileMs = performance.now() - t0;
+  const regression = m.ensemble.post === 'identity';
+  err(`${name}: compiled in ${compileMs.toFixed(0)} ms: ${m.report.bits} bits, ${m.client.inputs} inputs, ring ${m.client.params.polyModulusDegree}, primes ${m.client.params.coeffModulusBits.join(',')}`);
+  const unit = await unitCosts(m);
+  err(`${name}: unit costs (ms) ${JSON.stringify(unit)}`);
+  const R = m.client.records_per_batch;
+  // One full batch: the held-out records, repeated.
+  const records = Array.from({ length: R }, (_, i) => d.test[i % d.test.length]);
+  const client = await TreeClient.open(m.client);
+  const server = await TreeServer.open(m.server);
+  try {
+    let t = performance.now();
+    const keys = client.keys();
+    const keygenMs = performance.now() - t;
+    t = performance.now();
+    const query = client.encryptQuery(records);
+    const encryptMs = performance.now() - t;
+    err(`${name}: keys ${(keys.length / 1e6).toFixed(1)} MB in ${keygenMs.toFixed(0)} ms, query ${(query.length / 1e6).toFixed(0)} MB in ${encryptMs.toFixed(0)} ms`);
+    const ops: Record<string, number> = {};
+    t = performance.now();
+    const result = server.evaluate(query, keys, ops);
+    const batchMs = performance.now() - t;
+    err(`${name}: batch of ${R} records evaluated in ${batchMs.toFixed(0)} ms`);
+    const got = client.decryptResult(result, query);
+    let singleMs: number | undefined;
+    if (single) {
+      const q1 = client.encryptQuery([d.test[0]]);
+      t = performance.now();
+      const r1 = server.evaluate(q1, keys);
+      singleMs = performance.now() - t;
+      const g1 = client.decryptResult(r1, q1);
+      if (g1.predictions[0] !== got.predictions[0] && !regression) err(`${name}: single-record prediction differs from the batch's`);
+    }
+    // Metrics on the held-out records (the first d.test.length slots).
+    const n = d.test.length;
+    const orig = d.test.map((x) => predict(m.ensemble, x));
+    const quant = d.test.map((x) => predictionOf(m.ensemble, quantizedScores(m.quantized, binsOf(m.client.bins, x))));
+    const enc = got.predictions.slice(0, n);
+    const metric = (p: number[]) => {
+      if (!regression) return p.filter((v, i) => v === d.test_labels[i]).length / n;
+      const mean = d.test_labels.reduce((a, b) => a + b, 0) / n;
+      const ss = p.reduce((a, v, i) => a + (v - d.test_labels[i]) ** 2, 0);
+      const st = d.test_labels.reduce((a, v) => a + (v - mean) ** 2, 0);
+      return 1 - ss / st;
+    };
+    const agree = (a: number[], b: number[]) => (regression ? a.reduce((w, v, i) => Math.max(w, Math.abs(v - b[i])), 0) : a.filter((v, i) => v === b[i]).length / n);
+    // Every slot of the batch, not only the first n: encrypted vs quantized.
+    let slotsAgree = 0;
+    got.predictions.forEach((p, i) => {
+      const q = quant[i % n];
+      if (regression ? Math.abs(p - q) < 2 ** -8 * Math.max(1, Math.abs(q)) : p === q) slotsAgree++;
+    });
+    const counts = treeOpCounts(m.server.circuit);
+    const predictedMs = Object.entries(ops).reduce((a, [k, c]) => a + c * (unit[k] ?? 0), 0);
+    return {
+      fixture: name,
+      source: m.ensemble.source,
+      trees: m.ensemble.trees.length,
+      outputs: m.ensemble.outputs,
+      task: m.ensemble.task,
+      metric: regression ? 'r2' : 'accuracy',
+      target_std: regression ? Math.sqrt(d.test_labels.reduce((a, v) => a + (v - d.test_labels.reduce((x, y) => x + y, 0) / n) ** 2, 0) / n) : undefined,
+      original: metric(orig),
+      quantized: metric(quant),
+      encrypted: metric(enc),
+      agreement_encrypted_vs_original: agree(enc, orig),
+      agreement_encrypted_vs_quantized: agree(enc, quant),
+      batch_slots_agreeing_with_quantized: slotsAgree / R,
+      bits: m.report.bits,
+      calibration_agreement: m.report.calibrationAgreement,
+      inputs: m.client.inputs,
+      ring: m.client.params.polyModulusDegree,
+      coeff_modulus_bits: m.client.params.coeffModulusBits,
+      privacy: m.server.circuit.privacy,
+      records_per_batch: R,
+      batch_server_ms: Math.round(batchMs),
+      server_ms_per_record: batchMs / R,
+      single_record_server_ms: singleMs === undefined ? undefined : Math.round(singleMs),
+      keygen_ms: Math.round(keygenMs),
+      client_encrypt_ms_per_record: encryptMs / R,
+      query_bytes: query.length,
+      key_bytes: keys.length,
+      result_bytes: result.length,
+      ops,
+      planned_ops: counts,
+      unit_ms: Object.fromEntries(Object.entries(unit).map(([k, v]) => [k, Number(v.toFixed(3))])),
+      predicted_server_ms: Math.round(predictedMs),
+      load_average: loadavg()[0],
+    };
+  } finally {
+    client.close();
+    server.close();
+  }
+}
+
+export async function benchTrees(args: string[]) {
+  const { values } = parseArgs({ args, options: { fixtures: { type: 'string', default: 'breast-cancer,diabetes,digits' }, bits: { type: 'string' }, single: { type: 'boolean', default: true } }, allowNegative: true });
+  const lines = [];
+  for (const name of values.fixtures.split(',')) {
+    const line = await runFixture(name, values.bits ? Number(values.bits) : undefined, values.single);
+    console.log(JSON.stringify(line));
+    lines.push(line);
+  }
+  return {
+    bench: 'trees',
+    fixtures: lines.map((l) => l.fixture),
+    // Regression: the largest |encrypted - quantized| within 1% of the held-out targets' standard deviation.
+    all_agree_with_quantized: lines.every((l) => (l.metric === 'r2' ? l.agreement_encrypted_vs_quantized <= 0.01 * l.target_std! : l.agreement_encrypted_vs_quantized === 1)),
+    server_ms_per_record: Object.fromEntries(lines.map((l) => [l.fixture, l.server_ms_per_record])),
+    single_record_server_ms: Object.fromEntries(lines.map((l) => [l.fixture, l.single_record_server_ms])),
+    cpu: cpus()[0]?.model,
+    cores: cpus().length,
+  };
+}

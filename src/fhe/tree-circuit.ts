@@ -1,0 +1,80 @@
+// The encrypted tree-ensemble circuit as plain data (written into bundles, evaluated by
+// tree-eval.ts, simulated by model/trees). docs/trees.md explains the design.
+//
+// Inputs: the client's thermometer bits t_i (one ciphertext per bit and batch of records, a
+// record per slot), at scale 2^a. A literal is t_i (written +(i+1)) or 1 - t_i (written -(i+1)).
+// Every root-to-leaf path is padded to four literals (repeating its last: l l = l on bits) and
+// split in two pairs, top and bottom. A leaf's indicator is the product of its four literals, and
+//
+//   output_k = sum over groups g of  P(top_g) * ( sum over the group's leaves  c_leaf,k P(bottom_leaf) )
+//
+// with P(a, b) = a b (one ciphertext product) and c the leaf value rounded to 2^-S (constant
+// plaintexts at scale 2^S). Two products deep, no rescale: every ciphertext stays at the top
+// level and the result's scale is 2^(4a + S). Top products are relinearized (they multiply a
+// size-3 sum), bottom products are not (their sum is relinearized once per group), and the
+// final sum once per output.
+import type { CkksParams } from './params.ts';
+import type { Privacy } from './privacy.ts';
+
+export interface TreeGroup {
+  /** Literals of the top pair. */
+  top: [number, number];
+  /**
+   * Bottom pairs and their leaf values per output (unrounded; the evaluator encodes them at
+   * 2^S). A bottom product is computed once and feeds every output whose value is not 0.
+   */
+  leaves: { bottom: [number, number]; values: number[] }[];
+}
+
+export interface TreeCircuit {
+  params: CkksParams;
+  inputScaleBits: number;
+  leafScaleBits: number;
+  /** Thermometer ciphertexts per batch. */
+  inputs: number;
+  outputs: number;
+  groups: TreeGroup[];
+  privacy: Privacy;
+  /** With 'flood': log2 of the bound on the results' honest noise |v|_2 (privacy.ts). */
+  noiseL2Bits?: number;
+  floodSecurityBits?: number;
+}
+
+/** The inputs the circuit reads (others the client sends are never loaded). */
+export function usedInputs(c: TreeCircuit): number[] {
+  const s = new Set<number>();
+  for (const g of c.groups) {
+    for (const l of g.top) s.add(Math.abs(l) - 1);
+    for (const leaf of g.leaves) for (const l of leaf.bottom) s.add(Math.abs(l) - 1);
+  }
+  return [...s].sort((a, b) => a - b);
+}
+
+/** Operations per batch, as tree-eval.ts performs them (for cost models and the benchmark). */
+export function treeOpCounts(c: TreeCircuit): { load: number; negate: number; multiply: number; multiplyPlain: number; encode: number; relinearize: number; add: number } {
+  const used = usedInputs(c);
+  const neg = new Set<number>();
+  let multiply = 0, multiplyPlain = 0, relinearize = 0, add = 0;
+  let lastTop = '';
+  const contributing = new Array<number>(c.outputs).fill(0);
+  for (const g of c.groups) {
+    for (const l of [...g.top, ...g.leaves.flatMap((x) => x.bottom)]) if (l < 0) neg.add(-l);
+    const key = g.top.join(',');
+    if (key !== lastTop) {
+      multiply++;
+      relinearize++;
+      lastTop = key;
+    }
+    multiply += g.leaves.length;
+    for (let k = 0; k < c.outputs; k++) {
+      const n = g.leaves.filter((l) => l.values[k] !== 0).length;
+      if (n === 0) continue;
+      multiplyPlain += n;
+      add += n - 1 + (contributing[k]++ > 0 ? 1 : 0); // within the group, then into the output's sum
+      relinearize++;
+      multiply++;
+    }
+  }
+  relinearize += c.outputs;
+  return { load: used.length, negate: neg.size, multiply, multiplyPlain, encode: multiplyPlain + 1, relinearize, add };
+}

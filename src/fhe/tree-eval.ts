@@ -1,0 +1,181 @@
+// The encrypted tree-ensemble evaluator (circuit in tree-circuit.ts, design in docs/trees.md),
+// and the client's keys for it: relinearization keys and the public key circuit privacy uses.
+// Pure: no I/O, no threads; the server dispatches a query's batches to it.
+import type { Ciphertext, Plaintext, RelinKeys } from 'node-seal/throws';
+import { SealedError } from '../errors.ts';
+import { loadQueryCiphertext, type CkksSession } from './ckks.ts';
+import { FLOOD_SECURITY_BITS } from './privacy.ts';
+import { precheckKeys } from './seal-precheck.ts';
+import { guard, release } from './seal.ts';
+import { SinglePrivacy, makePublicKey } from './single-privacy.ts';
+import { usedInputs, type TreeCircuit } from './tree-circuit.ts';
+
+const KEY_HINT = 'make keys for this model with the sealed client (relinearization and public key)';
+
+/** Client side: relinearization keys and the public key (both seeded, zstd) for `secretKey`. */
+export function makeTreeKeys(s: CkksSession, secretKey: Uint8Array): { relinKeys: Uint8Array; publicKey: Uint8Array } {
+  const sk = new s.seal.SecretKey();
+  guard('bad-keys', 'the secret key', () => sk.loadFromArray(s.context, secretKey));
+  const kg = new s.seal.KeyGenerator(s.context, sk);
+  const rk = kg.createRelinKeysSerializable();
+  try {
+    return { relinKeys: rk.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array, publicKey: makePublicKey(s, secretKey) };
+  } finally {
+    release(rk, kg, sk);
+  }
+}
+
+/** Server side: a model's circuit with a client's keys, loaded once and reused for its batches. */
+export class TreeEvaluator {
+  private readonly s: CkksSession;
+  private readonly c: TreeCircuit;
+  private readonly relin: RelinKeys;
+  private readonly privacy?: SinglePrivacy;
+  private readonly used: number[];
+
+  constructor(s: CkksSession, c: TreeCircuit, relinKeys: Uint8Array, publicKey?: Uint8Array) {
+    this.s = s;
+    this.c = c;
+    this.used = usedInputs(c);
+    if (c.privacy === 'flood' && !publicKey) throw new SealedError('bad-keys', 'this model floods its results (circuit privacy) and the keys carry no public key', KEY_HINT);
+    const checked = precheckKeys(relinKeys, s.shape, { what: 'the relinearization keys', kind: 'relin' });
+    this.relin = new s.seal.RelinKeys();
+    try {
+      guard('bad-keys', 'the relinearization keys', () => this.relin.loadFromArray(s.context, checked));
+      if (c.privacy === 'flood') this.privacy = new SinglePrivacy(s, publicKey!, 2 ** c.noiseL2Bits!, c.floodSecurityBits ?? FLOOD_SECURITY_BITS);
+    } catch (e) {
+      release(this.relin);
+      throw e;
+    }
+  }
+
+  /**
+   * One batch: `inputs` holds the circuit's `inputs` ciphertexts (bytes, as the client saved
+   * them); returns one result ciphertext per output (bytes, zstd), flooded when the model says so.
+   * `ops` counts what was done, for the benchmark's unit-cost check.
+   */
+  evaluate(inputs: Uint8Array[], ops?: Record<string, number>): Uint8Array[] {
+    const { s, c } = this;
+    const { seal, evaluator, encoder } = s;
+    if (inputs.length !== c.inputs) throw new SealedError('bad-query', `a batch holds ${inputs.length} ciphertexts, this model reads ${c.inputs} per batch`, 'encrypt the query with the sealed client for this model');
+    const count = (k: string, n = 1) => {
+      if (ops) ops[k] = (ops[k] ?? 0) + n;
+    };
+    const owned: (Ciphertext | Plaintext)[] = [];
+    const t = new Map<number, Ciphertext>();
+    const neg = new Map<number, Ciphertext>();
+    const sums: (Ciphertext | undefined)[] = Array.from({ length: c.outputs }, () => undefined);
+    let top: Ciphertext | undefined;
+    const ct = () => {
+      const x = new seal.Ciphertext();
+      owned.push(x);
+      return x;
+    };
+    const constant = (v: number, scaleBits: number) => {
+      const pt = new seal.Plaintext();
+      encoder.encode(new Float64Array(s.slots).fill(v), 2 ** scaleBits, pt);
+      count('encode');
+      return pt;
+    };
+    try {
+      for (const i of this.used) {
+        t.set(i, loadQueryCiphertext(s, inputs[i], c.inputScaleBits, { what: `ciphertext ${i + 1} of the encrypted query` }));
+        count('load');
+      }
+      const one = constant(1, c.inputScaleBits);
+      owned.push(one);
+      const literal = (l: number): Ciphertext => {
+        const i = Math.abs(l) - 1;
+        if (l > 0) return t.get(i)!;
+        let n = neg.get(i);
+        if (!n) {
+          n = ct();
+          evaluator.negate(t.get(i)!, n);
+          evaluator.addPlainInplace(n, one);
+          neg.set(i, n);
+          count('negate');
+        }
+        return n;
+      };
+      let topKey = '';
+      for (const g of c.groups) {
+        const key = g.top.join(',');
+        if (key !== topKey) {
+          release(top);
+          top = new seal.Ciphertext();
+          evaluator.multiply(literal(g.top[0]), literal(g.top[1]), top);
+          evaluator.relinearizeInplace(top, this.relin);
+          count('multiply');
+          count('relinearize');
+          topKey = key;
+        }
+        const groups: (Ciphertext | undefined)[] = Array.from({ length: c.outputs }, () => undefined);
+        const prod = new seal.Ciphertext();
+        const term = new seal.Ciphertext();
+        try {
+          for (const leaf of g.leaves) {
+            evaluator.multiply(literal(leaf.bottom[0]), literal(leaf.bottom[1]), prod);
+            count('multiply');
+            leaf.values.forEach((v, k) => {
+              if (v === 0) return;
+              const pt = constant(v, c.leafScaleBits);
+              try {
+                evaluator.multiplyPlain(prod, pt, term);
+              } finally {
+                pt.delete();
+              }
+              count('multiplyPlain');
+              const acc = groups[k];
+              if (!acc) groups[k] = term.copy();
+              else {
+                evaluator.addInplace(acc, term);
+                count('add');
+              }
+            });
+          }
+          groups.forEach((group, k) => {
+            if (!group) return;
+            evaluator.relinearizeInplace(group, this.relin);
+            count('relinearize');
+            evaluator.multiplyInplace(group, top!);
+            count('multiply');
+            const acc = sums[k];
+            if (!acc) {
+              sums[k] = group;
+              groups[k] = undefined;
+            } else {
+              evaluator.addInplace(acc, group);
+              count('add');
+            }
+          });
+        } finally {
+          release(prod, term, ...groups);
+        }
+      }
+      release(top);
+      const out: Uint8Array[] = [];
+      for (const [k, sum] of sums.entries()) {
+        if (!sum) throw new SealedError('bad-bundle', `the tree circuit computes nothing for output ${k}`, 'recompile the model');
+        evaluator.relinearizeInplace(sum, this.relin);
+        count('relinearize');
+        if (this.privacy) {
+          const flooded = this.privacy.apply(sum);
+          count('flood');
+          try {
+            out.push(flooded.saveToArray(seal.ComprModeType.zstd) as Uint8Array);
+          } finally {
+            flooded.delete();
+          }
+        } else out.push(sum.saveToArray(seal.ComprModeType.zstd) as Uint8Array);
+      }
+      return out;
+    } finally {
+      release(...t.values(), ...owned, ...sums, top);
+    }
+  }
+
+  close(): void {
+    release(this.relin);
+    this.privacy?.close();
+  }
+}

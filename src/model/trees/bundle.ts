@@ -1,0 +1,63 @@
+// Tree bundles: the usual manifest (bundle.ts: format, version, model id, SHA-256 of every file)
+// over client/model.json (TreeClientPart) and server/trees.json (TreeServerPart). A reader tells
+// a tree bundle by its manifest listing server/trees.json (isTreeBundle).
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { SealedError } from '../../errors.ts';
+import { checkParams } from '../../fhe/params.ts';
+import { BUNDLE_FORMAT, BUNDLE_VERSION, readManifest, type Manifest } from '../bundle.ts';
+import type { TreeClientPart, TreeServerPart } from './compile.ts';
+
+export const TREE_SERVER_FILE = 'server/trees.json';
+const sha256 = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
+
+export function isTreeBundle(m: Manifest): boolean {
+  return m.files[TREE_SERVER_FILE] !== undefined;
+}
+
+export async function writeTreeBundle(dir: string, client: TreeClientPart, server: TreeServerPart, metrics?: Manifest['metrics']): Promise<Manifest> {
+  if (client.model_id !== server.model_id) throw new SealedError('internal', 'tree bundle: the client and server parts are of different models');
+  await mkdir(join(dir, 'client'), { recursive: true });
+  await mkdir(join(dir, 'server'), { recursive: true });
+  const files: Record<string, string> = { 'client/model.json': JSON.stringify(client, null, 1) + '\n', [TREE_SERVER_FILE]: JSON.stringify(server) + '\n' };
+  for (const [name, text] of Object.entries(files)) await writeFile(join(dir, name), text);
+  const manifest: Manifest = { format: BUNDLE_FORMAT, version: BUNDLE_VERSION, model_id: client.model_id, created: new Date().toISOString(), files: Object.fromEntries(Object.entries(files).map(([k, v]) => [k, sha256(v)])), metrics };
+  await writeFile(join(dir, 'sealed.json'), JSON.stringify(manifest, null, 1) + '\n');
+  return manifest;
+}
+
+async function readPart(dir: string, name: string, m: Manifest): Promise<unknown> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(join(dir, name));
+  } catch {
+    throw new SealedError('bad-bundle', `the model bundle in ${dir} has no ${name}`, 'point at the directory `sealed compile` wrote');
+  }
+  if (m.files[name] !== sha256(bytes)) throw new SealedError('bad-bundle', `${name} in ${dir} does not match its hash in sealed.json: the bundle is corrupted or was edited`, 'copy the bundle again');
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    throw new SealedError('bad-bundle', `${name} in ${dir} is not valid JSON`, 'copy the bundle again');
+  }
+}
+
+/** Both parts of a tree bundle, hash-checked against the manifest, parameters checked (128-bit). */
+export async function readTreeBundle(dir: string): Promise<{ client: TreeClientPart; server: TreeServerPart }> {
+  const m = await readManifest(dir);
+  if (!m || !isTreeBundle(m)) throw new SealedError('bad-bundle', `${dir} does not hold a tree-ensemble bundle`, 'compile the model with `sealed compile`');
+  const client = (await readPart(dir, 'client/model.json', m)) as TreeClientPart;
+  const server = (await readPart(dir, TREE_SERVER_FILE, m)) as TreeServerPart;
+  if (client.model !== 'trees' || server.model !== 'trees' || client.model_id !== m.model_id || server.model_id !== m.model_id) throw new SealedError('bad-bundle', `the parts in ${dir} are not one tree model`, 'copy the bundle again');
+  checkParams(client.params);
+  checkParams(server.circuit.params);
+  const c = server.circuit;
+  if (c.privacy === 'flood' && !(typeof c.noiseL2Bits === 'number' && Number.isFinite(c.noiseL2Bits))) throw new SealedError('bad-bundle', `${TREE_SERVER_FILE}: privacy "flood" needs noiseL2Bits`);
+  for (const g of c.groups) {
+    for (const l of [...g.top, ...g.leaves.flatMap((x) => x.bottom)]) {
+      if (!Number.isInteger(l) || l === 0 || Math.abs(l) > c.inputs) throw new SealedError('bad-bundle', `${TREE_SERVER_FILE}: a literal refers to input ${l}, the circuit reads ${c.inputs}`);
+    }
+    for (const leaf of g.leaves) if (leaf.values.length !== c.outputs || leaf.values.some((v) => !Number.isFinite(v))) throw new SealedError('bad-bundle', `${TREE_SERVER_FILE}: a leaf's values do not match the outputs`);
+  }
+  return { client, server };
+}

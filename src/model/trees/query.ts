@@ -1,0 +1,180 @@
+// Tree ensembles on the wire: the client's keys, queries and result decryption, and the
+// server's pure evaluation of a query (no I/O, no threads). Wire objects (src/wire/format.ts):
+//
+//   keys:   header { params, galois_steps: [], relin: true, public_key: <flood> },
+//           sections [relinearization keys, public key (when flooded)]
+//   query:  header { model_id, params, records, layout: 'batch' },
+//           sections: per batch of records_per_batch records, the client part's `inputs`
+//           thermometer ciphertexts (a record per slot), batch after batch
+//   result: the query's header plus query_sha256; per batch, one ciphertext per output
+import { SealedError } from '../../errors.ts';
+import { CkksSession, SecretKeyHolder, generateSecretKey } from '../../fhe/ckks.ts';
+import { paramsKey } from '../../fhe/params.ts';
+import { TreeEvaluator, makeTreeKeys } from '../../fhe/tree-eval.ts';
+import { sha256Hex } from '../../util/sha256.ts';
+import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../../wire/format.ts';
+import { thermometer } from './circuit.ts';
+import type { TreeClientPart, TreeServerPart } from './compile.ts';
+import { predictionOf, probabilitiesOf } from './ensemble.ts';
+import { binsOf, inputOffsets } from './quantize.ts';
+
+export interface TreePredictions {
+  /** Per record: the scores (margins for XGBoost, probabilities for forests), as decrypted. */
+  scores: number[][];
+  /** Per record: the class index, or the regression value. */
+  predictions: number[];
+  probabilities?: number[][];
+}
+
+/** Client side: holds the secret key; no I/O. */
+export class TreeClient {
+  readonly part: TreeClientPart;
+  private readonly s: CkksSession;
+  private readonly secretKey: Uint8Array;
+  private readonly holder: SecretKeyHolder;
+
+  private constructor(part: TreeClientPart, s: CkksSession, secretKey: Uint8Array) {
+    this.part = part;
+    this.s = s;
+    this.secretKey = secretKey;
+    this.holder = new SecretKeyHolder(s, secretKey);
+  }
+
+  /** `secretKey`: a saved one (SEAL bytes) to reuse, else a fresh key is made. */
+  static async open(part: TreeClientPart, secretKey?: Uint8Array): Promise<TreeClient> {
+    if (part.model !== 'trees') throw new SealedError('bad-bundle', 'the client part is not a tree-ensemble model');
+    const s = await CkksSession.open(part.params);
+    try {
+      return new TreeClient(part, s, secretKey ?? generateSecretKey(s));
+    } catch (e) {
+      s.close();
+      throw e;
+    }
+  }
+
+  /** The secret key's bytes, to keep with the client's key files (never sent). */
+  exportSecretKey(): Uint8Array {
+    return this.secretKey.slice();
+  }
+
+  /** The evaluation keys object (wire kind 2) the server needs with each query. */
+  keys(): Uint8Array {
+    const { relinKeys, publicKey } = makeTreeKeys(this.s, this.secretKey);
+    const flood = this.part.privacy === 'flood';
+    const header: KeysHeader = { params: paramsKey(this.part.params), galois_steps: [], relin: true, public_key: flood };
+    return encodeWire('keys', header, flood ? [relinKeys, publicKey] : [relinKeys]);
+  }
+
+  /** Quantizes, encodes (thermometer, a record per slot) and encrypts records into a query. */
+  encryptQuery(records: ArrayLike<number>[]): Uint8Array {
+    const p = this.part;
+    if (records.length === 0) throw new SealedError('bad-data', 'no records to predict', 'pass at least one record');
+    const { offsets, inputs } = inputOffsets(p.bins.edges);
+    if (inputs !== p.inputs) throw new SealedError('bad-bundle', 'the client part\'s bins do not match its input count');
+    const sections: Uint8Array[] = [];
+    const R = p.records_per_batch;
+    for (let b0 = 0; b0 < records.length; b0 += R) {
+      const batch = records.slice(b0, b0 + R);
+      const bits = batch.map((x, i) => {
+        if (x.length !== p.features.length) throw new SealedError('bad-data', `record ${b0 + i} has ${x.length} values, the model has ${p.features.length} features`, 'give every feature of the model, in its order');
+        return thermometer(binsOf(p.bins, x, p.features), p.bins.edges, offsets, inputs);
+      });
+      const slots = new Float64Array(this.s.slots);
+      for (let i = 0; i < inputs; i++) {
+        slots.fill(0);
+        bits.forEach((b, r) => (slots[r] = b[i]));
+        sections.push(this.holder.encrypt(slots, p.input_scale_bits));
+      }
+    }
+    const header: QueryHeader = { model_id: p.model_id, params: paramsKey(p.params), records: records.length, layout: 'batch' };
+    return encodeWire('query', header, sections);
+  }
+
+  /** Decrypts a result; `query` (the bytes sent) makes it refuse a result of another query. */
+  decryptResult(bytes: Uint8Array, query?: Uint8Array): TreePredictions {
+    const p = this.part;
+    const { header, sections } = decodeWire<ResultHeader>('result', bytes, 'the result');
+    if (header.model_id !== p.model_id) throw new SealedError('wrong-model', 'the result was made by another model', 'decrypt results with the client part of the model that answered');
+    if (query && header.query_sha256 !== sha256Hex(query)) throw new SealedError('bad-query', 'the result answers another query', 'download the result written for this query');
+    const n = header.records;
+    const batches = Math.ceil(n / p.records_per_batch);
+    if (!Number.isInteger(n) || n < 1 || sections.length !== batches * p.outputs) throw new SealedError('bad-query', `the result holds ${sections.length} ciphertexts, expected ${batches * p.outputs}`, 'download the result again');
+    const scores: number[][] = Array.from({ length: n }, () => new Array<number>(p.outputs));
+    for (let b = 0; b < batches; b++) {
+      for (let k = 0; k < p.outputs; k++) {
+        const v = this.holder.decrypt(sections[b * p.outputs + k]);
+        for (let r = 0; r < p.records_per_batch && b * p.records_per_batch + r < n; r++) scores[b * p.records_per_batch + r][k] = v[r];
+      }
+    }
+    const post = { post: p.post, outputs: p.outputs };
+    const probabilities = p.post === 'identity' ? undefined : scores.map((s) => probabilitiesOf(post, s)!);
+    return { scores, predictions: scores.map((s) => predictionOf(post, s)), probabilities };
+  }
+
+  close(): void {
+    this.holder.close();
+    this.s.close();
+  }
+}
+
+/** Server side: a tree model's SEAL session, opened once; `evaluate` is synchronous and pure. */
+export class TreeServer {
+  readonly part: TreeServerPart;
+  private readonly s: CkksSession;
+
+  private constructor(part: TreeServerPart, s: CkksSession) {
+    this.part = part;
+    this.s = s;
+  }
+
+  static async open(part: TreeServerPart): Promise<TreeServer> {
+    return new TreeServer(part, await CkksSession.open(part.circuit.params));
+  }
+
+  /**
+   * Evaluates a query (wire kind 1) with the client's keys (wire kind 2) and returns the result
+   * (wire kind 3). `ops`, when given, counts the operations (benchmarks).
+   */
+  evaluate(queryBytes: Uint8Array, keysBytes: Uint8Array, ops?: Record<string, number>): Uint8Array {
+    const c = this.part.circuit;
+    const params = paramsKey(c.params);
+    const q = decodeWire<QueryHeader>('query', queryBytes, 'the encrypted query');
+    const k = decodeWire<KeysHeader>('keys', keysBytes, 'the evaluation keys');
+    const h = q.header;
+    if (h.model_id !== this.part.model_id) throw new SealedError('wrong-model', 'the query was encrypted for another model', 'encrypt the query with the client part of the model this endpoint serves');
+    if (h.params !== params) throw new SealedError('bad-query', `the query uses parameters ${String(h.params)}, the model uses ${params}`, 'encrypt the query with this model\'s client part');
+    if (k.header.params !== params) throw new SealedError('bad-keys', 'the keys were made for other parameters', 'make keys with this model\'s client part');
+    const slots = c.params.polyModulusDegree / 2;
+    const batches = Math.ceil(h.records / slots);
+    if (!Number.isInteger(h.records) || h.records < 1 || q.sections.length !== batches * c.inputs) {
+      throw new SealedError('bad-query', `the query declares ${String(h.records)} records and holds ${q.sections.length} ciphertexts; this model reads ${c.inputs} per batch of ${slots} records`, 'encrypt the query with this model\'s client part');
+    }
+    const flood = c.privacy === 'flood';
+    if (k.sections.length !== (flood ? 2 : 1) || k.header.relin !== true || (flood && k.header.public_key !== true)) {
+      throw new SealedError('bad-keys', flood ? 'the keys must hold relinearization keys and the public key (circuit privacy)' : 'the keys must hold relinearization keys', 'make keys with this model\'s client part');
+    }
+    const ev = new TreeEvaluator(this.s, c, k.sections[0], flood ? k.sections[1] : undefined);
+    try {
+      const out: Uint8Array[] = [];
+      for (let b = 0; b < batches; b++) out.push(...ev.evaluate(q.sections.slice(b * c.inputs, (b + 1) * c.inputs), ops));
+      const header: ResultHeader = { model_id: h.model_id, params, records: h.records, layout: 'batch', query_sha256: sha256Hex(queryBytes) };
+      return encodeWire('result', header, out);
+    } finally {
+      ev.close();
+    }
+  }
+
+  close(): void {
+    this.s.close();
+  }
+}
+
+/** One-shot form of TreeServer.evaluate (opens and closes a session). */
+export async function evaluateTreeQuery(serverPart: TreeServerPart, queryBytes: Uint8Array, keysBytes: Uint8Array): Promise<Uint8Array> {
+  const server = await TreeServer.open(serverPart);
+  try {
+    return server.evaluate(queryBytes, keysBytes);
+  } finally {
+    server.close();
+  }
+}
