@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { fail } from '../src/cli/main.ts';
 import { SealedError } from '../src/errors.ts';
-import { awsClients, containerEnvironment, DEFAULTS, deleteAll, deployEndpoint, intercept, launchTrainingJob, timestamp, waitForTrainingJob, type Clients, type SentRequest } from '../src/sagemaker/deploy.ts';
+import { awsClients, containerEnvironment, DEFAULTS, deleteAll, deployEndpoint, dryRunClients, launchTrainingJob, timestamp, waitForTrainingJob, type Clients } from '../src/sagemaker/deploy.ts';
 import { layout, policies, roleArn, serverEnvironment, type DeploymentNames } from '../src/sagemaker/iam.ts';
 
 interface Common {
@@ -33,26 +33,8 @@ function names(o: Common, need: ('account' | 'bucket')[] = []): DeploymentNames 
 
 /** Simulated answers for --dry-run: a fresh deployment (no endpoint yet) unless `existing`. */
 function dryRun(region: string, existing: boolean): Clients {
-  const print = (r: SentRequest) => console.log(JSON.stringify(r));
   console.error('dry run: nothing is sent; Describe* answers are simulated');
-  let exists = existing;
-  return intercept(awsClients(region, { accessKeyId: 'DRY-RUN', secretAccessKey: 'DRY-RUN' }), (r) => {
-    print(r);
-    switch (r.command) {
-      case 'DescribeEndpoint':
-        if (!exists) throw Object.assign(new Error(`Could not find endpoint (dry run)`), { name: 'ValidationException' });
-        return { EndpointStatus: 'InService', EndpointConfigName: '<current endpoint config>' };
-      case 'CreateEndpoint':
-        exists = true;
-        return {};
-      case 'DescribeEndpointConfig':
-        return { ProductionVariants: [{ ModelName: '<current model>' }] };
-      case 'PutScalingPolicy':
-        return { PolicyARN: `<PolicyARN of ${String(r.input.PolicyName)}>` };
-      default:
-        return {};
-    }
-  });
+  return dryRunClients(() => awsClients(region, { accessKeyId: 'DRY-RUN', secretAccessKey: 'DRY-RUN' }), existing);
 }
 
 function role(o: Common, n: DeploymentNames, which: 'training' | 'endpoint'): string {

@@ -1,0 +1,104 @@
+// Model, endpoint config and endpoint (real-time or asynchronous): pure request builders, their
+// senders, and the wait until the endpoint settles.
+import {
+  CreateEndpointCommand,
+  CreateEndpointConfigCommand,
+  CreateModelCommand,
+  DescribeEndpointCommand,
+  UpdateEndpointCommand,
+  type CreateEndpointConfigCommandInput,
+  type CreateModelCommandInput,
+  type ProductionVariantInstanceType,
+} from '@aws-sdk/client-sagemaker';
+import { SealedError } from '../errors.ts';
+import { awsError, DEFAULTS, isNotFound, send, type Clients } from './aws.ts';
+import { poll, type Waiting } from './wait.ts';
+
+export interface ModelOptions {
+  name: string;
+  image: string;
+  modelDataUrl: string;
+  roleArn: string;
+  environment?: Record<string, string>;
+}
+
+export function modelRequest(o: ModelOptions): CreateModelCommandInput {
+  return { ModelName: o.name, ExecutionRoleArn: o.roleArn, PrimaryContainer: { Image: o.image, ModelDataUrl: o.modelDataUrl, Environment: o.environment ?? {} } };
+}
+
+/** The server's allow-lists (read by `sealed serve`) and S3 on AWS, from the deployment's prefixes. */
+/** The endpoint container's environment: AWS S3, and where callers may point it (allow-lists, tenant root). */
+export function containerEnvironment(o: { region: string; access: Record<string, string> }): Record<string, string> {
+  return { SEALED_S3: 'aws', AWS_REGION: o.region, ...o.access };
+}
+
+export async function createModel(c: Clients, o: ModelOptions): Promise<void> {
+  await send(`create model ${o.name}`, () => c.sagemaker.send(new CreateModelCommand(modelRequest(o))), 'check --image, --model-data (the training job\'s model.tar.gz) and --role (the endpoint role ARN)');
+}
+
+export interface EndpointConfigOptions {
+  name: string;
+  modelName: string;
+  variant?: string;
+  instanceType?: string;
+  instanceCount?: number;
+  async?: { outputPath: string; failurePath: string; maxConcurrentInvocationsPerInstance?: number; kmsKeyId?: string };
+}
+
+export function endpointConfigRequest(o: EndpointConfigOptions): CreateEndpointConfigCommandInput {
+  const a = o.async;
+  return {
+    EndpointConfigName: o.name,
+    ProductionVariants: [{ VariantName: o.variant ?? DEFAULTS.variant, ModelName: o.modelName, InstanceType: (o.instanceType ?? DEFAULTS.endpointInstanceType) as ProductionVariantInstanceType, InitialInstanceCount: o.instanceCount ?? 1 }],
+    ...(a && {
+      AsyncInferenceConfig: {
+        ClientConfig: { MaxConcurrentInvocationsPerInstance: a.maxConcurrentInvocationsPerInstance ?? DEFAULTS.maxConcurrentInvocationsPerInstance },
+        OutputConfig: { S3OutputPath: a.outputPath, S3FailurePath: a.failurePath, ...(a.kmsKeyId ? { KmsKeyId: a.kmsKeyId } : {}) },
+      },
+    }),
+  };
+}
+
+export async function createEndpointConfig(c: Clients, o: EndpointConfigOptions): Promise<void> {
+  await send(`create endpoint config ${o.name}`, () => c.sagemaker.send(new CreateEndpointConfigCommand(endpointConfigRequest(o))), 'check --instance-type (an ml.* type SageMaker hosts in this region) and the S3 paths');
+}
+
+export async function createEndpoint(c: Clients, name: string, configName: string): Promise<void> {
+  try {
+    await c.sagemaker.send(new CreateEndpointCommand({ EndpointName: name, EndpointConfigName: configName }));
+  } catch (e) {
+    if (/already exist/i.test((e as Error).message ?? '')) {
+      throw new SealedError('bad-request', `endpoint ${name} already exists`, `to replace its model or configuration run deploy again with --update (UpdateEndpoint), or delete it first: npm run deploy -- delete --name ${name}`);
+    }
+    throw awsError(e, `create endpoint ${name}`);
+  }
+}
+
+export async function updateEndpoint(c: Clients, name: string, configName: string): Promise<void> {
+  await send(`update endpoint ${name}`, () => c.sagemaker.send(new UpdateEndpointCommand({ EndpointName: name, EndpointConfigName: configName })), `the endpoint must exist and be InService; without an endpoint, deploy without --update`);
+}
+
+/** The endpoint's status, or undefined when there is no such endpoint. */
+export async function endpointStatus(c: Clients, name: string): Promise<{ status: string; configName?: string; failure?: string } | undefined> {
+  try {
+    const d = await c.sagemaker.send(new DescribeEndpointCommand({ EndpointName: name }));
+    return { status: d.EndpointStatus ?? 'Unknown', configName: d.EndpointConfigName, failure: d.FailureReason };
+  } catch (e) {
+    if (isNotFound(e)) return undefined;
+    throw awsError(e, `describe endpoint ${name}`);
+  }
+}
+
+export async function waitForEndpoint(c: Clients, name: string, w: Waiting = {}): Promise<void> {
+  const d = await poll(
+    async () => (await endpointStatus(c, name)) ?? { status: 'missing' },
+    (d) => d.status,
+    (d) => !['Creating', 'Updating', 'SystemUpdating', 'RollingBack'].includes(d.status),
+    { timeoutMs: 3600_000, ...w },
+    `endpoint ${name}`,
+    'it may still become InService: look again later (aws sagemaker describe-endpoint)',
+  );
+  if (d.status !== 'InService') {
+    throw new SealedError('bad-request', `endpoint ${name} is ${d.status}${'failure' in d && d.failure ? `: ${d.failure}` : ''}`, `read the container log in CloudWatch Logs (/aws/sagemaker/Endpoints/${name}); fix the image, model or role; then npm run deploy -- delete --name ${name} and deploy again`);
+  }
+}
