@@ -100,13 +100,13 @@ export async function main(argv: string[]): Promise<void> {
     .option('--async', 'asynchronous endpoint (AsyncInferenceConfig; can scale to zero)')
     .option('--update', 'the endpoint exists: deploy a new model/config to it (UpdateEndpoint)')
     .option('--instance-type <type>', 'endpoint instance type', DEFAULTS.endpointInstanceType)
-    .addOption(new Option('--instance-count <n>', 'initial instances').default(1).argParser(int))
+    .addOption(new Option('--instance-count <n>', 'initial instances (default 1; with --update the current count is kept unless this is given)').argParser(int))
     .addOption(new Option('--max-concurrent <n>', 'async: MaxConcurrentInvocationsPerInstance').default(DEFAULTS.maxConcurrentInvocationsPerInstance).argParser(int))
     .addOption(new Option('--min <n>', `autoscaling minimum (default ${DEFAULTS.realtime.min}; async ${DEFAULTS.async.min})`).argParser(int))
     .addOption(new Option('--max <n>', `autoscaling maximum (default ${DEFAULTS.realtime.max})`).argParser(int))
     .addOption(new Option('--target <x>', `target: invocations per instance per minute (default ${DEFAULTS.realtime.target}); async: backlog per instance (default ${DEFAULTS.async.target})`).argParser(Number))
     .option('--no-autoscaling', 'do not register Application Auto Scaling')
-    .action(async (o: Common & { image: string; modelData: string; async?: boolean; update?: boolean; instanceType: string; instanceCount: number; maxConcurrent: number; min?: number; max?: number; target?: number; autoscaling: boolean }) => {
+    .action(async (o: Common & { image: string; modelData: string; async?: boolean; update?: boolean; instanceType: string; instanceCount?: number; maxConcurrent: number; min?: number; max?: number; target?: number; autoscaling: boolean }) => {
       const n = names(o, ['bucket']);
       const L = layout(n);
       const d = o.async ? DEFAULTS.async : DEFAULTS.realtime;

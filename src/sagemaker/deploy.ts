@@ -10,7 +10,7 @@ import { DeleteAlarmsCommand } from '@aws-sdk/client-cloudwatch';
 import { SealedError } from '../errors.ts';
 import { awsError, isNotFound, send, timestamp, type Clients } from './aws.ts';
 import { registerAutoScaling, resourceId, scaleFromZeroAlarmName, scalingRequests, type ScalingOptions } from './autoscaling.ts';
-import { createEndpoint, createEndpointConfig, createModel, endpointStatus, updateEndpoint, waitForEndpoint, type EndpointConfigOptions, type ModelOptions } from './endpoint.ts';
+import { createEndpoint, createEndpointConfig, createModel, deadlineEnvironment, endpointStatus, updateEndpoint, waitForEndpoint, type EndpointConfigOptions, type ModelOptions } from './endpoint.ts';
 import type { Waiting } from './wait.ts';
 
 export * from './aws.ts';
@@ -47,14 +47,16 @@ export async function deployEndpoint(c: Clients, o: DeployOptions): Promise<{ mo
   const stamp = o.stamp ?? timestamp();
   const modelName = `${name}-${stamp}`;
   const configName = `${name}-${stamp}`;
-  await createModel(c, { ...o.model, name: modelName });
+  // The deadline follows the endpoint type unless the caller set one.
+  await createModel(c, { ...o.model, name: modelName, environment: { ...deadlineEnvironment(!!o.config.async), ...o.model.environment } });
   log(`created model ${modelName}`);
   await createEndpointConfig(c, { ...o.config, name: configName, modelName });
   log(`created endpoint config ${configName}`);
-  if (existing) await updateEndpoint(c, name, configName);
+  // An update keeps the instance count autoscaling has reached, unless the owner gave one.
+  if (existing) await updateEndpoint(c, name, configName, o.config.instanceCount !== undefined);
   else await createEndpoint(c, name, configName);
   log(`${existing ? 'updating' : 'creating'} endpoint ${name}; waiting until it is InService (several minutes)`);
-  await waitForEndpoint(c, name, { onStatus: (s) => log(`endpoint ${name}: ${s}`), ...o.wait });
+  await waitForEndpoint(c, name, { onStatus: (s) => log(`endpoint ${name}: ${s}`), ...o.wait }, existing ? configName : undefined);
   if (scaling) {
     await registerAutoScaling(c, scaling);
     log(`autoscaling: ${scaling.min}-${scaling.max} instances, target ${scaling.target}`);

@@ -38,14 +38,17 @@ export function intercept(c: Clients, respond: Responder): Clients {
  */
 export function dryRunClients(make: () => Clients, existing: boolean, print: (line: string) => void = (l) => console.log(l)): Clients {
   let exists = existing;
+  let config = '<current endpoint config>';
   return intercept(make(), (r) => {
     print(JSON.stringify(r));
     switch (r.command) {
       case 'DescribeEndpoint':
         if (!exists) throw Object.assign(new Error(`Could not find endpoint (dry run)`), { name: 'ValidationException' });
-        return { EndpointStatus: 'InService', EndpointConfigName: '<current endpoint config>' };
+        return { EndpointStatus: 'InService', EndpointConfigName: config };
       case 'CreateEndpoint':
+      case 'UpdateEndpoint':
         exists = true;
+        config = String(r.input.EndpointConfigName);
         return {};
       case 'DescribeEndpointConfig':
         return { ProductionVariants: [{ ModelName: '<current model>' }] };

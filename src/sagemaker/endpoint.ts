@@ -8,6 +8,7 @@ import {
   UpdateEndpointCommand,
   type CreateEndpointConfigCommandInput,
   type CreateModelCommandInput,
+  type UpdateEndpointCommandInput,
   type ProductionVariantInstanceType,
 } from '@aws-sdk/client-sagemaker';
 import { SealedError } from '../errors.ts';
@@ -31,6 +32,15 @@ export function modelRequest(o: ModelOptions): CreateModelCommandInput {
 export function containerEnvironment(o: { region: string; access: Record<string, string> }): Record<string, string> {
   return { SEALED_S3: 'aws', AWS_REGION: o.region, ...o.access };
 }
+
+/**
+ * The server's deadline per request (SEALED_DEADLINE_MS, which `sealed serve` reads), from the
+ * endpoint type: SageMaker gives a real-time container 60 s to answer, an asynchronous one up to
+ * the request's InvocationTimeoutSeconds (at most 3,600 s). A few seconds less in each case, so
+ * the server answers with its own error (written to the failure path) before SageMaker cuts it off.
+ */
+export const DEADLINE_MS = { realtime: 55_000, async: 3_590_000 } as const;
+export const deadlineEnvironment = (async: boolean) => ({ SEALED_DEADLINE_MS: String(async ? DEADLINE_MS.async : DEADLINE_MS.realtime) });
 
 export async function createModel(c: Clients, o: ModelOptions): Promise<void> {
   await send(`create model ${o.name}`, () => c.sagemaker.send(new CreateModelCommand(modelRequest(o))), 'check --image, --model-data (the training job\'s model.tar.gz) and --role (the endpoint role ARN)');
@@ -74,8 +84,23 @@ export async function createEndpoint(c: Clients, name: string, configName: strin
   }
 }
 
-export async function updateEndpoint(c: Clients, name: string, configName: string): Promise<void> {
-  await send(`update endpoint ${name}`, () => c.sagemaker.send(new UpdateEndpointCommand({ EndpointName: name, EndpointConfigName: configName })), `the endpoint must exist and be InService; without an endpoint, deploy without --update`);
+/**
+ * UpdateEndpoint keeping the variant's current instance count (and weight): without
+ * RetainAllVariantProperties SageMaker takes InitialInstanceCount from the new config, so an
+ * endpoint that autoscaling had grown to N instances would drop back to one. `resetInstanceCount`
+ * (the owner asked for an instance count) takes the new config's count instead.
+ */
+export function updateEndpointRequest(name: string, configName: string, resetInstanceCount = false): UpdateEndpointCommandInput {
+  return {
+    EndpointName: name,
+    EndpointConfigName: configName,
+    RetainAllVariantProperties: true,
+    ...(resetInstanceCount ? { ExcludeRetainedVariantProperties: [{ VariantPropertyType: 'DesiredInstanceCount' as const }] } : {}),
+  };
+}
+
+export async function updateEndpoint(c: Clients, name: string, configName: string, resetInstanceCount = false): Promise<void> {
+  await send(`update endpoint ${name}`, () => c.sagemaker.send(new UpdateEndpointCommand(updateEndpointRequest(name, configName, resetInstanceCount))), `the endpoint must exist and be InService; without an endpoint, deploy without --update`);
 }
 
 /** The endpoint's status, or undefined when there is no such endpoint. */
@@ -89,7 +114,12 @@ export async function endpointStatus(c: Clients, name: string): Promise<{ status
   }
 }
 
-export async function waitForEndpoint(c: Clients, name: string, w: Waiting = {}): Promise<void> {
+/**
+ * Waits until the endpoint settles. After UpdateEndpoint pass `expectConfig`, the new config's
+ * name: a failed update rolls back to the old config and ends InService too, so InService alone
+ * does not say the update happened.
+ */
+export async function waitForEndpoint(c: Clients, name: string, w: Waiting = {}, expectConfig?: string): Promise<void> {
   const d = await poll(
     async () => (await endpointStatus(c, name)) ?? { status: 'missing' },
     (d) => d.status,
@@ -98,7 +128,17 @@ export async function waitForEndpoint(c: Clients, name: string, w: Waiting = {})
     `endpoint ${name}`,
     'it may still become InService: look again later (aws sagemaker describe-endpoint)',
   );
+  const failure = 'failure' in d && d.failure ? `: ${d.failure}` : '';
+  const logs = `read the container log in CloudWatch Logs (/aws/sagemaker/Endpoints/${name})`;
   if (d.status !== 'InService') {
-    throw new SealedError('bad-request', `endpoint ${name} is ${d.status}${'failure' in d && d.failure ? `: ${d.failure}` : ''}`, `read the container log in CloudWatch Logs (/aws/sagemaker/Endpoints/${name}); fix the image, model or role; then npm run deploy -- delete --name ${name} and deploy again`);
+    throw new SealedError('bad-request', `endpoint ${name} is ${d.status}${failure}`, `${logs}; fix the image, model or role; then npm run deploy -- delete --name ${name} and deploy again`);
+  }
+  const running = 'configName' in d ? d.configName : undefined;
+  if (expectConfig !== undefined && running !== expectConfig) {
+    throw new SealedError(
+      'bad-request',
+      `the update of endpoint ${name} failed and was rolled back: it still runs config ${running ?? '(unknown)'}, not ${expectConfig}${failure}`,
+      `the endpoint keeps serving the old model; ${logs} for the new one, fix the image, model or role, and deploy --update again`,
+    );
   }
 }

@@ -93,7 +93,9 @@ export function policies(n: DeploymentNames): Record<'owner' | 'training-role' |
   // async outputs and checks whether its keys are uploaded with HeadObject, so it needs it.
   const list = (sid: string, ...prefixes: string[]): Statement => ({ Sid: sid, Effect: 'Allow', Action: 's3:ListBucket', Resource: bucket, Condition: { StringLike: { 's3:prefix': prefixes.map((p) => `${p}*`) } } });
   const get = (sid: string, ...prefixes: string[]): Statement => ({ Sid: sid, Effect: 'Allow', Action: 's3:GetObject', Resource: objects(...prefixes) });
-  const put = (sid: string, ...prefixes: string[]): Statement => ({ Sid: sid, Effect: 'Allow', Action: 's3:PutObject', Resource: objects(...prefixes) });
+  // Large objects go up in parts (lib-storage's Upload); a failed upload aborts its parts, which
+  // without AbortMultipartUpload stay stored (and billed) until a lifecycle rule removes them.
+  const put = (sid: string, ...prefixes: string[]): Statement => ({ Sid: sid, Effect: 'Allow', Action: ['s3:PutObject', 's3:AbortMultipartUpload'], Resource: objects(...prefixes) });
   const guards: Statement[] = [
     { Sid: 'DenyInsecureTransport', Effect: 'Deny', Action: 's3:*', Resource: [bucket, `${bucket}/*`], Condition: { Bool: { 'aws:SecureTransport': 'false' } } },
     // StringNotEquals is also true when the header is absent, so this denies unencrypted puts too.
@@ -128,7 +130,15 @@ export function policies(n: DeploymentNames): Record<'owner' | 'training-role' |
       // Application Auto Scaling's SageMaker permissions as AWS documents them (Resource "*").
       { Sid: 'AutoScaling', Effect: 'Allow', Action: ['application-autoscaling:DeleteScalingPolicy', 'application-autoscaling:DeregisterScalableTarget', 'application-autoscaling:DescribeScalableTargets', 'application-autoscaling:DescribeScalingPolicies', 'application-autoscaling:PutScalingPolicy', 'application-autoscaling:RegisterScalableTarget'], Resource: '*' },
       { Sid: 'AutoScalingRole', Effect: 'Allow', Action: 'iam:CreateServiceLinkedRole', Resource: `arn:${part}:iam::${n.account}:role/aws-service-role/sagemaker.application-autoscaling.amazonaws.com/AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint`, Condition: { StringLike: { 'iam:AWSServiceName': 'sagemaker.application-autoscaling.amazonaws.com' } } },
-      { Sid: 'ScaleFromZeroAlarm', Effect: 'Allow', Action: ['cloudwatch:DeleteAlarms', 'cloudwatch:DescribeAlarms', 'cloudwatch:PutMetricAlarm'], Resource: `arn:${part}:cloudwatch:${n.region}:${n.account}:alarm:${n.name}-*` },
+      // Application Auto Scaling creates and deletes a target tracking policy's alarms with the
+      // caller's permissions, naming them TargetTracking-<ResourceId>-AlarmHigh|AlarmLow-<uuid>
+      // (ResourceId endpoint/NAME/variant/VARIANT); the scale-from-zero alarm is NAME-... (ours).
+      {
+        Sid: 'ScalingAlarms',
+        Effect: 'Allow',
+        Action: ['cloudwatch:DeleteAlarms', 'cloudwatch:DescribeAlarms', 'cloudwatch:PutMetricAlarm'],
+        Resource: [`arn:${part}:cloudwatch:${n.region}:${n.account}:alarm:${n.name}-*`, `arn:${part}:cloudwatch:${n.region}:${n.account}:alarm:TargetTracking-endpoint/${n.name}/variant/*`],
+      },
       list('ListData', L.data, L.models),
       get('ReadDataAndModels', L.data, L.models),
       put('WriteDataAndModels', L.data, L.models),
@@ -162,7 +172,19 @@ export function policies(n: DeploymentNames): Record<'owner' | 'training-role' |
       ...kms,
       ...guards,
     ),
-    // Trust policy of both roles: only SageMaker may assume them.
-    'sagemaker-trust': { Version: '2012-10-17', Statement: [{ Sid: 'SageMakerAssumesRole', Effect: 'Allow', Principal: { Service: 'sagemaker.amazonaws.com' }, Action: 'sts:AssumeRole' }] },
+    // Trust policy of both roles: only SageMaker may assume them, and only for this account's
+    // jobs and endpoints in this region (the confused-deputy guard AWS recommends for services).
+    'sagemaker-trust': {
+      Version: '2012-10-17',
+      Statement: [
+        {
+          Sid: 'SageMakerAssumesRole',
+          Effect: 'Allow',
+          Principal: { Service: 'sagemaker.amazonaws.com' },
+          Action: 'sts:AssumeRole',
+          Condition: { StringEquals: { 'aws:SourceAccount': n.account }, ArnLike: { 'aws:SourceArn': `arn:${part}:sagemaker:${n.region}:${n.account}:*` } },
+        },
+      ],
+    },
   };
 }
