@@ -1,4 +1,4 @@
-// npm run deploy -- <train|deploy|delete|policies> [options]: the model owner's way to SageMaker.
+// npm run deploy -- <train|deploy|transform|delete|policies> [options]: the model owner's way to SageMaker.
 // --dry-run prints each request as one JSON line ({service, command, input}) instead of sending it.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -6,7 +6,10 @@ import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { fail } from '../src/cli/main.ts';
 import { SealedError } from '../src/errors.ts';
-import { awsClients, containerEnvironment, DEFAULTS, deleteAll, deployEndpoint, dryRunClients, launchTrainingJob, timestamp, waitForTrainingJob, type Clients } from '../src/sagemaker/deploy.ts';
+import { awsClients, containerEnvironment, createModel, DEFAULTS, deleteAll, deployEndpoint, dryRunClients, launchTrainingJob, timestamp, waitForTrainingJob, type Clients } from '../src/sagemaker/deploy.ts';
+import { listPrefix } from '../src/sagemaker/s3-list.ts';
+import { DEFAULT_TRANSFORM_INSTANCE, startTransformJob, TRANSFORM_LIMITS, waitForTransformJob } from '../src/sagemaker/transform-job.ts';
+import { ObjectStore, parseS3Uri } from '../src/storage/s3.ts';
 import { layout, policies, roleArn, serverEnvironment, type DeploymentNames } from '../src/sagemaker/iam.ts';
 
 interface Common {
@@ -124,6 +127,52 @@ export async function main(argv: string[]): Promise<void> {
         log: o.dryRun ? undefined : (l) => console.error(l),
       });
       if (!o.dryRun) console.error(`ready: sealed predict --model <client part> --input records.csv --sagemaker-endpoint ${n.name}${o.async ? ' --async' : ''} --bucket ${n.bucket} --prefix ${n.prefix}`);
+    });
+
+  common(program.command('transform').description('start a Batch Transform job over an S3 prefix of encrypted queries and wait for its .out objects'))
+    .requiredOption('--input <s3prefix>', 'S3 prefix of the query objects (one wire query each), e.g. s3://BUCKET/PREFIXtenants/acme/transform-in/job/')
+    .requiredOption('--output <s3prefix>', 'S3 prefix for the <object>.out results, e.g. s3://BUCKET/PREFIXtenants/acme/transform-out/job/')
+    .option('--model-name <name>', 'an existing SageMaker model (e.g. the endpoint\'s NAME-STAMP); or give --image and --model-data to create one')
+    .option('--image <uri>', 'inference image in ECR (with --model-data: creates the model NAME-transform-STAMP)')
+    .option('--model-data <s3uri>', "the training job's model.tar.gz")
+    .option('--role <arn>', 'execution role of a created model (default: arn:aws:iam::ACCOUNT:role/NAME-endpoint)')
+    .option('--job-name <name>', 'transform job name (default NAME-transform-STAMP)')
+    .option('--instance-type <type>', 'instance type', DEFAULT_TRANSFORM_INSTANCE)
+    .addOption(new Option('--instance-count <n>', 'instances the objects are split across').default(1).argParser(int))
+    .addOption(new Option('--max-concurrent <n>', "MaxConcurrentTransforms per instance (default: the container's GET /execution-parameters)").argParser(int))
+    .addOption(new Option('--max-payload-mb <n>', "MaxPayloadInMB, at most 100 (default: the container's)").argParser(int))
+    .addOption(new Option('--strategy <s>', "BatchStrategy (default: the container's)").choices(['SingleRecord', 'MultiRecord']))
+    .addOption(new Option('--timeout <seconds>', 'InvocationsTimeoutInSeconds per object (1-3600)').default(TRANSFORM_LIMITS.timeoutSeconds.default).argParser(int))
+    .addOption(new Option('--retries <n>', 'InvocationsMaxRetries (0-3)').default(TRANSFORM_LIMITS.retries.default).argParser(int))
+    .option('--no-wait', 'return after CreateTransformJob')
+    .action(async (o: Common & { input: string; output: string; modelName?: string; image?: string; modelData?: string; jobName?: string; instanceType: string; instanceCount: number; maxConcurrent?: number; maxPayloadMb?: number; strategy?: 'SingleRecord' | 'MultiRecord'; timeout: number; retries: number; wait: boolean }) => {
+      const n = names(o);
+      const c = o.dryRun ? dryRun(n.region, false) : awsClients(n.region);
+      const stamp = timestamp();
+      let modelName = o.modelName;
+      if (!modelName) {
+        if (!o.image || !o.modelData) throw new SealedError('bad-request', 'no model for the transform job', 'give --model-name (an existing model), or --image and --model-data to create one');
+        modelName = `${n.name}-transform-${stamp}`;
+        const environment = containerEnvironment({ region: n.region, access: serverEnvironment(n) });
+        await createModel(c, { name: modelName, image: o.image, modelDataUrl: o.modelData, roleArn: role(o, n, 'endpoint'), environment });
+      }
+      const jobName = o.jobName ?? `${n.name}-transform-${stamp}`;
+      await startTransformJob(c, { jobName, modelName, input: o.input, output: o.output, instanceType: o.instanceType, instanceCount: o.instanceCount, maxConcurrentTransforms: o.maxConcurrent, maxPayloadInMB: o.maxPayloadMb, batchStrategy: o.strategy, invocationsTimeoutSeconds: o.timeout, invocationsMaxRetries: o.retries, kmsKeyId: o.kmsKey });
+      if (o.dryRun) return;
+      console.error(`started transform job ${jobName}`);
+      if (!o.wait) return;
+      const store = new ObjectStore({ region: n.region });
+      const inPrefix = parseS3Uri(o.input.endsWith('/') ? `${o.input}x` : `${o.input}/x`, '--input');
+      const outPrefix = parseS3Uri(o.output.endsWith('/') ? `${o.output}x` : `${o.output}/x`, '--output');
+      const total = (await listPrefix(store, { ...inPrefix, key: inPrefix.key.slice(0, -1) }).catch(() => [])).length;
+      await waitForTransformJob(c, jobName, {
+        timeoutMs: 48 * 3600_000,
+        // Best effort: the owner may not be allowed to list a tenant's output.
+        progress: async () => ({ done: (await listPrefix(store, { ...outPrefix, key: outPrefix.key.slice(0, -1) }, { suffix: '.out' }).catch(() => [])).length, total }),
+        onProgress: (p) => console.error(`transform job ${jobName}: ${p.status}, ${p.done}/${p.total || '?'} objects`),
+      });
+      store.close();
+      console.log(o.output);
     });
 
   common(program.command('delete').description('deregister autoscaling, delete the endpoint, its config and model'))

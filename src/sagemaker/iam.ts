@@ -51,6 +51,9 @@ export function layout(n: Pick<DeploymentNames, 'bucket' | 'prefix'>) {
     // Tenants: tenants/<tenant>/{queries,keys,results,async-in}/ (the client's --prefix is tenants/<tenant>/).
     tenants: at('tenants'),
     asyncIn: at('async-in'),
+    // Batch Transform, per tenant: tenants/<tenant>/transform-in/<job>/ and transform-out/<job>/.
+    transformIn: 'transform-in',
+    transformOut: 'transform-out',
     asyncOut: at('async-out'),
     asyncFailed: at('async-failed'),
     uri: (key: string) => `s3://${n.bucket}/${key}`,
@@ -84,7 +87,7 @@ export interface PolicyDocument {
   Statement: Statement[];
 }
 
-export function policies(n: DeploymentNames): Record<'owner' | 'training-role' | 'endpoint-role' | 'client' | 'sagemaker-trust', PolicyDocument> {
+export function policies(n: DeploymentNames): Record<'owner' | 'training-role' | 'endpoint-role' | 'client' | 'client-transform' | 'sagemaker-trust', PolicyDocument> {
   const part = partition(n.region);
   const L = layout(n);
   const bucket = `arn:${part}:s3:::${n.bucket}`;
@@ -126,6 +129,7 @@ export function policies(n: DeploymentNames): Record<'owner' | 'training-role' |
         Action: ['sagemaker:CreateModel', 'sagemaker:DescribeModel', 'sagemaker:DeleteModel', 'sagemaker:CreateEndpointConfig', 'sagemaker:DescribeEndpointConfig', 'sagemaker:DeleteEndpointConfig', 'sagemaker:CreateEndpoint', 'sagemaker:UpdateEndpoint', 'sagemaker:DescribeEndpoint', 'sagemaker:DeleteEndpoint', 'sagemaker:UpdateEndpointWeightsAndCapacities'],
         Resource: [sm('model', `${n.name}-*`), sm('endpoint-config', `${n.name}-*`), sm('endpoint', n.name)],
       },
+      { Sid: 'TransformJobs', Effect: 'Allow', Action: ['sagemaker:CreateTransformJob', 'sagemaker:DescribeTransformJob', 'sagemaker:StopTransformJob'], Resource: [sm('transform-job', `${n.name}-*`), sm('model', `${n.name}-*`)] },
       { Sid: 'PassRoles', Effect: 'Allow', Action: 'iam:PassRole', Resource: [roleArn(n, 'training'), roleArn(n, 'endpoint')], Condition: { StringEquals: { 'iam:PassedToService': 'sagemaker.amazonaws.com' } } },
       // Application Auto Scaling's SageMaker permissions as AWS documents them (Resource "*").
       { Sid: 'AutoScaling', Effect: 'Allow', Action: ['application-autoscaling:DeleteScalingPolicy', 'application-autoscaling:DeregisterScalableTarget', 'application-autoscaling:DescribeScalableTargets', 'application-autoscaling:DescribeScalingPolicies', 'application-autoscaling:PutScalingPolicy', 'application-autoscaling:RegisterScalableTarget'], Resource: '*' },
@@ -151,8 +155,15 @@ export function policies(n: DeploymentNames): Record<'owner' | 'training-role' |
       // SageMaker reads async requests from async-in/ and writes async-out/ and async-failed/ with this role.
       get('ReadModelQueriesKeys', L.models, anyTenant('queries'), anyTenant('keys'), anyTenant('async-in')),
       put('WriteResults', anyTenant('results'), L.asyncOut, L.asyncFailed),
+      // Batch Transform reads and writes with the model's role: it lists the input prefix,
+      // reads each object and writes <object>.out; tenant by tenant as the client laid them out.
+      list('ListTransformInput', anyTenant(L.transformIn)),
+      get('ReadTransformInput', anyTenant(L.transformIn)),
+      put('WriteTransformOutput', anyTenant(L.transformOut)),
       ...ecr(n.inferenceRepository ?? 'sealed-inference'),
       logs(`/aws/sagemaker/Endpoints/${n.name}`),
+      // Transform jobs log under their own group.
+      { ...logs('/aws/sagemaker/TransformJobs'), Sid: 'TransformLogs' },
       metrics,
       ...kms,
       ...guards,
@@ -165,6 +176,12 @@ export function policies(n: DeploymentNames): Record<'owner' | 'training-role' |
       put('WriteQueriesKeys', own('queries'), own('keys'), own('async-in')),
       get('ReadKeysResults', own('keys'), own('results'), L.asyncOut, L.asyncFailed),
       { Sid: 'Invoke', Effect: 'Allow', Action: ['sagemaker:InvokeEndpoint', 'sagemaker:InvokeEndpointAsync'], Resource: endpointArn(n) },
+      // Batch Transform: its own inputs and outputs, and following the jobs (starting them is
+      // client-transform's, an opt-in).
+      list('ListOwnTransformObjects', own(L.transformIn), own(L.transformOut)),
+      put('WriteTransformInput', own(L.transformIn)),
+      get('ReadTransformOutput', own(L.transformOut)),
+      { Sid: 'FollowTransformJobs', Effect: 'Allow', Action: 'sagemaker:DescribeTransformJob', Resource: sm('transform-job', `${n.name}-*`) },
       // Without the tag the variable resolves to nothing and the grants above match no object;
       // these say so outright, and keep a tag holding '/' from reaching into another tenant.
       { Sid: 'DenyWithoutTenantTag', Effect: 'Deny', Action: 's3:*', Resource: [bucket, `${bucket}/*`], Condition: { Null: { [`aws:PrincipalTag/${TENANT_TAG}`]: 'true' } } },
@@ -172,6 +189,12 @@ export function policies(n: DeploymentNames): Record<'owner' | 'training-role' |
       ...kms,
       ...guards,
     ),
+    // For clients that start their own transform jobs (sealed predict --transform without a job
+    // the owner started), attached next to `client`. A job runs with the model's role, which
+    // reads every tenant's transform-in/: a job a tenant points at another's inputs yields
+    // results encrypted under the other's key (useless to it), and results name the SHA-256 of
+    // the query they answer, so the other tenant's client refuses results not made from its own.
+    'client-transform': doc({ Sid: 'StartTransformJobs', Effect: 'Allow', Action: ['sagemaker:CreateTransformJob', 'sagemaker:StopTransformJob'], Resource: [sm('transform-job', `${n.name}-*`), sm('model', `${n.name}-*`)] }),
     // Trust policy of both roles: only SageMaker may assume them, and only for this account's
     // jobs and endpoints in this region (the confused-deputy guard AWS recommends for services).
     'sagemaker-trust': {
