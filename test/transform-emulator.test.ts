@@ -9,46 +9,19 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import Fastify from 'fastify';
 import { SageMakerClient } from '@aws-sdk/client-sagemaker';
 import { startLocalS3 } from '../src/storage/local-s3.ts';
 import { ObjectStore } from '../src/storage/s3.ts';
 import { startTransformJob, waitForTransformJob } from '../src/sagemaker/transform-job.ts';
 import { MANIFEST_NAME, shard, type TransformManifest } from '../src/sagemaker/transform-emulator.ts';
 import { startTransformControlPlane } from '../src/sagemaker/transform-control-plane.ts';
+import { instance } from './helpers/transform-instance.ts';
 
 const dir = await mkdtemp(join(tmpdir(), 'sealed-transform-'));
 const s3 = await startLocalS3({ directory: join(dir, 's3') });
 const store = new ObjectStore({ endpoint: s3.endpoint });
 const bucket = 'sealed-transform';
 await store.ensureBucket(bucket);
-
-/** One stand-in instance: answers "OUT<index>:" + the bytes reversed; records what it saw. */
-async function instance(index: number, o: { params?: object; failOnce?: string; refuse?: string } = {}) {
-  const seen: { body: string; type: string | undefined }[] = [];
-  let inFlight = 0;
-  let maxInFlight = 0;
-  const failed = new Set<string>();
-  const app = Fastify({ logger: false, bodyLimit: 200 * 1024 * 1024 });
-  app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_r, body, done) => done(null, body));
-  app.get('/execution-parameters', async (_req, reply) => (o.params ? o.params : reply.code(404).send({ error: 'not-found' })));
-  app.post('/invocations', async (req, reply) => {
-    const body = (req.body as Buffer).toString('latin1');
-    inFlight++;
-    maxInFlight = Math.max(maxInFlight, inFlight);
-    await new Promise((r) => setTimeout(r, 20));
-    inFlight--;
-    seen.push({ body, type: req.headers['content-type'] });
-    if (o.failOnce === body && !failed.has(body)) {
-      failed.add(body);
-      return reply.code(503).send({ error: 'overloaded', message: 'busy' });
-    }
-    if (o.refuse === body) return reply.code(400).send({ error: 'bad-request', message: 'not a query' });
-    return reply.type('application/octet-stream').send(Buffer.from(`OUT${index}:${[...body].reverse().join('')}`, 'latin1'));
-  });
-  const url = await app.listen({ port: 0, host: '127.0.0.1' });
-  return { url, seen, maxInFlight: () => maxInFlight, close: () => app.close() };
-}
 
 async function setup(opts: Parameters<typeof instance>[1][]) {
   const inst = await Promise.all(opts.map((o, i) => instance(i, o)));
