@@ -108,10 +108,13 @@ export async function main(argv: string[]): Promise<void> {
     .addOption(new Option('--min <n>', `autoscaling minimum (default ${DEFAULTS.realtime.min}; async ${DEFAULTS.async.min})`).argParser(int))
     .addOption(new Option('--max <n>', `autoscaling maximum (default ${DEFAULTS.realtime.max})`).argParser(int))
     .addOption(new Option('--target <x>', `target: invocations per instance per minute (default ${DEFAULTS.realtime.target}); async: backlog per instance (default ${DEFAULTS.async.target})`).argParser(Number))
+    .option('--success-topic <arn>', 'async: SNS topic notified when a request succeeds (e.g. arn:aws:sns:REGION:ACCOUNT:NAME-async-success)')
+    .option('--error-topic <arn>', 'async: SNS topic notified when a request fails')
     .option('--no-autoscaling', 'do not register Application Auto Scaling')
-    .action(async (o: Common & { image: string; modelData: string; async?: boolean; update?: boolean; instanceType: string; instanceCount?: number; maxConcurrent: number; min?: number; max?: number; target?: number; autoscaling: boolean }) => {
+    .action(async (o: Common & { image: string; modelData: string; async?: boolean; update?: boolean; instanceType: string; instanceCount?: number; maxConcurrent: number; min?: number; max?: number; target?: number; autoscaling: boolean; successTopic?: string; errorTopic?: string }) => {
       const n = names(o, ['bucket']);
       const L = layout(n);
+      if (!o.async && (o.successTopic || o.errorTopic)) throw new SealedError('bad-request', '--success-topic and --error-topic are for asynchronous endpoints', 'add --async, or leave the topics out');
       const d = o.async ? DEFAULTS.async : DEFAULTS.realtime;
       // Clients write under tenants/<tenant>/ (their IAM policies confine them there); the server
       // reads and writes only there, and one request stays within one tenant.
@@ -121,7 +124,7 @@ export async function main(argv: string[]): Promise<void> {
         endpointName: n.name,
         update: o.update,
         model: { image: o.image, modelDataUrl: o.modelData, roleArn: role(o, n, 'endpoint'), environment },
-        config: { instanceType: o.instanceType, instanceCount: o.instanceCount, async: o.async ? { outputPath: L.uri(L.asyncOut.slice(0, -1)), failurePath: L.uri(L.asyncFailed.slice(0, -1)), maxConcurrentInvocationsPerInstance: o.maxConcurrent, kmsKeyId: o.kmsKey } : undefined },
+        config: { instanceType: o.instanceType, instanceCount: o.instanceCount, async: o.async ? { outputPath: L.uri(L.asyncOut.slice(0, -1)), failurePath: L.uri(L.asyncFailed.slice(0, -1)), maxConcurrentInvocationsPerInstance: o.maxConcurrent, kmsKeyId: o.kmsKey, notifications: { successTopic: o.successTopic, errorTopic: o.errorTopic } } : undefined },
         scaling: o.autoscaling ? { min: o.min ?? d.min, max: o.max ?? d.max, target: o.target ?? d.target } : undefined,
         wait: o.dryRun ? { sleep: async () => {} } : undefined,
         log: o.dryRun ? undefined : (l) => console.error(l),

@@ -52,7 +52,30 @@ export interface EndpointConfigOptions {
   variant?: string;
   instanceType?: string;
   instanceCount?: number;
-  async?: { outputPath: string; failurePath: string; maxConcurrentInvocationsPerInstance?: number; kmsKeyId?: string };
+  async?: {
+    outputPath: string;
+    failurePath: string;
+    maxConcurrentInvocationsPerInstance?: number;
+    kmsKeyId?: string;
+    /**
+     * SNS topics SageMaker posts to when a request succeeds or fails (the message names the
+     * request and its output or failure location), so a caller can wait on a notification
+     * instead of polling S3. The endpoint role needs sns:Publish on them (iam.ts grants it on
+     * NAME-* topics). Never the inference response itself: it is a ciphertext for the client only.
+     */
+    notifications?: { successTopic?: string; errorTopic?: string };
+  };
+}
+
+const SNS_ARN = /^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$/;
+
+function notificationConfig(n: { successTopic?: string; errorTopic?: string } | undefined) {
+  if (!n || (!n.successTopic && !n.errorTopic)) return {};
+  for (const [flag, arn] of [['--success-topic', n.successTopic], ['--error-topic', n.errorTopic]] as const) {
+    if (arn !== undefined && !SNS_ARN.test(arn)) throw new SealedError('bad-request', `${flag} ${arn.slice(0, 120)} is not an SNS topic ARN`, 'give arn:aws:sns:REGION:ACCOUNT:TOPIC (aws sns create-topic --name NAME-async-success prints it)');
+  }
+  // IncludeInferenceResponseIn is left out: the response stays in S3, out of the message.
+  return { NotificationConfig: { ...(n.successTopic ? { SuccessTopic: n.successTopic } : {}), ...(n.errorTopic ? { ErrorTopic: n.errorTopic } : {}) } };
 }
 
 export function endpointConfigRequest(o: EndpointConfigOptions): CreateEndpointConfigCommandInput {
@@ -63,7 +86,7 @@ export function endpointConfigRequest(o: EndpointConfigOptions): CreateEndpointC
     ...(a && {
       AsyncInferenceConfig: {
         ClientConfig: { MaxConcurrentInvocationsPerInstance: a.maxConcurrentInvocationsPerInstance ?? DEFAULTS.maxConcurrentInvocationsPerInstance },
-        OutputConfig: { S3OutputPath: a.outputPath, S3FailurePath: a.failurePath, ...(a.kmsKeyId ? { KmsKeyId: a.kmsKeyId } : {}) },
+        OutputConfig: { S3OutputPath: a.outputPath, S3FailurePath: a.failurePath, ...(a.kmsKeyId ? { KmsKeyId: a.kmsKeyId } : {}), ...notificationConfig(a.notifications) },
       },
     }),
   };

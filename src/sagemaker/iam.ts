@@ -162,6 +162,8 @@ export function policies(n: DeploymentNames): Record<'owner' | 'training-role' |
       put('WriteTransformOutput', anyTenant(L.transformOut)),
       ...ecr(n.inferenceRepository ?? 'sealed-inference'),
       logs(`/aws/sagemaker/Endpoints/${n.name}`),
+      // Async endpoints post success and error notifications to the deployment's SNS topics.
+      { Sid: 'PublishAsyncNotifications', Effect: 'Allow', Action: 'sns:Publish', Resource: `arn:${part}:sns:${n.region}:${n.account}:${n.name}-*` },
       // Transform jobs log under their own group.
       { ...logs('/aws/sagemaker/TransformJobs'), Sid: 'TransformLogs' },
       metrics,
