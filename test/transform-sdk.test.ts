@@ -76,7 +76,7 @@ t.test('start, wait, results in order; then a rerun resumes', async (t) => {
   t.same(got, [0, 1, 2, 3, 4].map(expected), 'results 0-4 in order, each the answer to its own part');
   t.ok(progress.length > 0, 'progress reported');
   const L = transformLayout(bucket, 'sealed/tenants/acme/', 'sealed-transform-abc123');
-  t.equal(L.result(3).key, 'sealed/tenants/acme/transform-out/sealed-transform-abc123/part-000003.query.out');
+  t.equal(L.out(3).key, 'sealed/tenants/acme/transform-out/sealed-transform-abc123/part-000003.query.out');
   const m = plane.manifest('sealed-transform-abc123')!;
   t.same(m.instances.map((i) => i.objects), [5, 4], 'split across the two instances');
 

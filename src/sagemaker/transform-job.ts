@@ -39,6 +39,12 @@ export interface TransformJobOptions {
   invocationsTimeoutSeconds?: number;
   invocationsMaxRetries?: number;
   kmsKeyId?: string;
+  /**
+   * What each input object is: the encrypted query itself (application/octet-stream, the body
+   * transport), or the server's JSON request naming the query's and the result's S3 locations
+   * (application/json): the way for queries over MaxPayloadInMB's 100 MB.
+   */
+  contentType?: typeof TRANSFORM_CONTENT_TYPE | 'application/json';
 }
 
 const whole = (v: number | undefined, name: string, min: number, max: number, fix: string) => {
@@ -72,8 +78,8 @@ export function transformJobRequest(o: TransformJobOptions): CreateTransformJobC
     // The server's per-request deadline from the job's timeout (it reads SEALED_DEADLINE_MS).
     Environment: { SEALED_DEADLINE_MS: String(transformDeadlineMs(timeout)) },
     // One object is one wire query: never split, sent whole as the body of one /invocations.
-    TransformInput: { DataSource: { S3DataSource: { S3DataType: 'S3Prefix', S3Uri: o.input } }, ContentType: TRANSFORM_CONTENT_TYPE, SplitType: 'None', CompressionType: 'None' },
-    TransformOutput: { S3OutputPath: o.output, Accept: TRANSFORM_CONTENT_TYPE, AssembleWith: 'None', ...(o.kmsKeyId ? { KmsKeyId: o.kmsKeyId } : {}) },
+    TransformInput: { DataSource: { S3DataSource: { S3DataType: 'S3Prefix', S3Uri: o.input } }, ContentType: o.contentType ?? TRANSFORM_CONTENT_TYPE, SplitType: 'None', CompressionType: 'None' },
+    TransformOutput: { S3OutputPath: o.output, Accept: o.contentType ?? TRANSFORM_CONTENT_TYPE, AssembleWith: 'None', ...(o.kmsKeyId ? { KmsKeyId: o.kmsKeyId } : {}) },
     TransformResources: { InstanceType: (o.instanceType ?? DEFAULT_TRANSFORM_INSTANCE) as TransformInstanceType, InstanceCount: o.instanceCount ?? 1 },
   };
 }

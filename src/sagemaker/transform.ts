@@ -5,21 +5,32 @@
 // uploads no part already in place, starts no second job, and fetches no result the caller
 // says it already has (`have`), so an interrupted download of 40,000 images resumes where it
 // stopped.
+import { createHash } from 'node:crypto';
 import type { SageMakerClient } from '@aws-sdk/client-sagemaker';
 import { SealedError } from '../errors.ts';
 import { describeS3Location, formatS3Uri, type ObjectStore, type S3Location } from '../storage/s3.ts';
 import { listPrefix } from './s3-list.ts';
-import { describeTransformJob, startTransformJob, TRANSFORM_LIMITS, waitForTransformJob, type TransformJobOptions, type TransformProgress } from './transform-job.ts';
+import { describeTransformJob, startTransformJob, TRANSFORM_CONTENT_TYPE, TRANSFORM_LIMITS, waitForTransformJob, type TransformJobOptions, type TransformProgress } from './transform-job.ts';
 import type { Waiting } from './wait.ts';
 
 const MB = 1024 * 1024;
+const sha256Hex = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 /** A result object is never larger than this (a result is smaller than its query). */
 const MAX_RESULT_BYTES = TRANSFORM_LIMITS.maxPayloadMb * MB * 4;
 
+/**
+ * How the queries travel: `body`, each input object is a query and each `.out` its result (up to
+ * MaxPayloadInMB, at most 100 MB); `s3`, each input object is the server's JSON request naming a
+ * query under queries/transform/<job>/ and a result under results/transform/<job>/ (any size:
+ * a 4,096-image MNIST batch query with circuit privacy is ~147 MB).
+ */
+export type TransformTransport = 'body' | 's3';
+
 /** Where a job's parts and results live under the tenant's prefix (the client's --prefix). */
-export function transformLayout(bucket: string, prefix: string, jobName: string) {
+export function transformLayout(bucket: string, prefix: string, jobName: string, transport: TransformTransport = 'body') {
   const p = prefix === '' || prefix.endsWith('/') ? prefix : `${prefix}/`;
-  const part = (i: number) => `part-${String(i).padStart(6, '0')}.query`;
+  const name = (i: number) => `part-${String(i).padStart(6, '0')}`;
+  const part = (i: number) => `${name(i)}.${transport === 'body' ? 'query' : 'json'}`;
   const input = `${p}transform-in/${jobName}/`;
   const output = `${p}transform-out/${jobName}/`;
   return {
@@ -27,7 +38,10 @@ export function transformLayout(bucket: string, prefix: string, jobName: string)
     output: { bucket, key: output },
     part: (i: number): S3Location => ({ bucket, key: `${input}${part(i)}` }),
     // SageMaker's name for the answer to an object: its key relative to the input prefix + ".out".
-    result: (i: number): S3Location => ({ bucket, key: `${output}${part(i)}.out` }),
+    out: (i: number): S3Location => ({ bucket, key: `${output}${part(i)}.out` }),
+    // s3 transport: where the query and the result themselves are.
+    query: (i: number): S3Location => ({ bucket, key: `${p}queries/transform/${jobName}/${name(i)}.query` }),
+    result: (i: number): S3Location => ({ bucket, key: `${p}results/transform/${jobName}/${name(i)}.result` }),
   };
 }
 
@@ -63,6 +77,10 @@ export interface TransformPredictOptions {
   count: number;
   /** Part i's encrypted query (wire format); asked only for parts not yet uploaded. */
   query: (i: number) => Uint8Array | Promise<Uint8Array>;
+  /** Default `body`; `s3` for queries over the payload limit (see TransformTransport). */
+  transport?: TransformTransport;
+  /** s3 transport, single layout: the uploaded evaluation keys (batch mode needs none). */
+  evaluationKeysUri?: string;
   /** Needed to start the job; without it only an existing job is followed. */
   modelName?: string;
   /** Job settings (instances, concurrency, payload, timeout) when this call starts it. */
@@ -84,7 +102,8 @@ export interface TransformSummary {
 }
 
 export async function transformPredict(o: TransformPredictOptions): Promise<TransformSummary> {
-  const L = transformLayout(o.bucket, o.prefix, o.jobName);
+  const transport = o.transport ?? 'body';
+  const L = transformLayout(o.bucket, o.prefix, o.jobName, transport);
   const inputUri = formatS3Uri(L.input);
   const outputUri = formatS3Uri(L.output);
   const c = { sagemaker: o.sagemaker };
@@ -103,12 +122,19 @@ export async function transformPredict(o: TransformPredictOptions): Promise<Tran
     for (let i = 0; i < o.count; i++) {
       if (present.has(L.part(i).key)) continue; // a PUT is whole or absent: present is complete
       const bytes = await o.query(i);
-      if (bytes.length > limit) throw new SealedError('bad-request', `part ${i} is ${bytes.length} bytes, over the transform payload limit of ${limit} bytes (MaxPayloadInMB)`, 'put fewer records in each part (splitRecords), or raise MaxPayloadInMB (at most 100)');
-      await o.store.put(L.part(i), bytes, `transform part ${i}`);
+      if (transport === 's3') {
+        // The query first: a request object present means its query is in place too.
+        await o.store.put(L.query(i), bytes, `transform query ${i}`);
+        const request = { encrypted_query_uri: formatS3Uri(L.query(i)), output_uri: formatS3Uri(L.result(i)), query_sha256: sha256Hex(bytes), ...(o.evaluationKeysUri ? { evaluation_keys_uri: o.evaluationKeysUri } : {}) };
+        await o.store.put(L.part(i), new TextEncoder().encode(JSON.stringify(request)), `transform request ${i}`);
+      } else {
+        if (bytes.length > limit) throw new SealedError('bad-request', `part ${i} is ${bytes.length} bytes, over the transform payload limit of ${limit} bytes (MaxPayloadInMB)`, "put fewer records in each part (splitRecords), raise MaxPayloadInMB (at most 100), or use transport 's3'");
+        await o.store.put(L.part(i), bytes, `transform part ${i}`);
+      }
       uploaded++;
     }
     if (!o.modelName) throw new SealedError('not-found', `there is no transform job ${o.jobName} to follow`, `the parts are uploaded to ${inputUri}: start it (npm run deploy -- transform --model-name MODEL --input ${inputUri} --output ${outputUri} --job-name ${o.jobName}), or give the model name to start it here`);
-    await startTransformJob(c, { ...o.job, jobName: o.jobName, modelName: o.modelName, input: inputUri, output: outputUri });
+    await startTransformJob(c, { ...o.job, jobName: o.jobName, modelName: o.modelName, input: inputUri, output: outputUri, contentType: transport === 's3' ? 'application/json' : TRANSFORM_CONTENT_TYPE });
   }
   const started = !existing;
   if (!existing || existing.TransformJobStatus !== 'Completed') {
@@ -126,11 +152,13 @@ export async function transformPredict(o: TransformPredictOptions): Promise<Tran
     }
     let bytes: Uint8Array;
     try {
-      ({ bytes } = await o.store.get(L.result(i), MAX_RESULT_BYTES, `transform result ${i}`));
+      ({ bytes } = await o.store.get(L.out(i), MAX_RESULT_BYTES, `transform result ${i}`));
     } catch (e) {
-      if ((e as { code?: string }).code === 'not-found') throw new SealedError('internal', `transform job ${o.jobName} completed without a result for part ${i} (${describeS3Location(L.result(i))})`, 'run again with a new job name', { cause: e });
+      if ((e as { code?: string }).code === 'not-found') throw new SealedError('internal', `transform job ${o.jobName} completed without a result for part ${i} (${describeS3Location(L.out(i))})`, 'run again with a new job name', { cause: e });
       throw e;
     }
+    // s3 transport: the .out is the server's JSON answer; the result is where the request said.
+    if (transport === 's3') ({ bytes } = await o.store.get(L.result(i), MAX_RESULT_BYTES, `transform result ${i}`));
     await o.onResult(i, bytes);
     fetched++;
   }
