@@ -19,6 +19,7 @@ import { preprocessRecord } from '../src/model/postprocess.ts';
 import { startServer } from '../src/server/serve.ts';
 import { startTransformControlPlane } from '../src/sagemaker/transform-control-plane.ts';
 import { transformPredict, type TransformTransport } from '../src/sagemaker/transform.ts';
+import { TRANSFORM_LIMITS, transformDeadlineMs } from '../src/sagemaker/transform-job.ts';
 import { startLocalS3 } from '../src/storage/local-s3.ts';
 import { ObjectStore } from '../src/storage/s3.ts';
 import { CNN_DEFAULTS } from '../src/train/cnn.ts';
@@ -52,7 +53,10 @@ const store = new ObjectStore({ endpoint: s3.endpoint });
 const bucket = 'sealed-bench';
 await store.ensureBucket(bucket);
 // The emulator's instances: servers of W workers each (in this process: the machine is shared).
-const servers = await Promise.all(Array.from({ length: instances }, () => startServer({ modelDir, port: 0, host: '127.0.0.1', workers, s3Endpoint: s3.endpoint, allowAny: true })));
+// On SageMaker the job's Environment sets their deadline from the invocation timeout; these are
+// already running, so they get it here (with the real-time 55 s a loaded machine fails batches).
+const deadlineMs = transformDeadlineMs(TRANSFORM_LIMITS.timeoutSeconds.default);
+const servers = await Promise.all(Array.from({ length: instances }, () => startServer({ modelDir, port: 0, host: '127.0.0.1', workers, s3Endpoint: s3.endpoint, allowAny: true, deadlineMs })));
 const plane = await startTransformControlPlane({ store, instances: servers.map((s) => s.url) });
 const sagemaker = new SageMakerClient({ endpoint: plane.url, region: 'us-east-1', credentials: { accessKeyId: 'L', secretAccessKey: 'L' } });
 const session = await ClientSession.open(modelId, client);
