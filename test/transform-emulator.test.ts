@@ -82,6 +82,7 @@ t.test('a job over 2 instances: split, execution parameters, octet-stream bodies
   t.same(m.instances.map((i) => [i.objects, i.used.MaxConcurrentTransforms, i.container?.BatchStrategy]), [[4, 3, 'SingleRecord'], [3, 2, 'SingleRecord']], 'split and each container\'s parameters');
   t.same(m.objects.map((o) => o.output.replace(`s3://${bucket}/`, '')), names.map((n) => `out/job1/${n}.out`).sort(), 'one record per object, in key order');
   t.equal(m.objects.find((o) => o.input.endsWith('part-00005'))!.attempts, 2);
+  t.same(m.environmentNotApplied, { SEALED_DEADLINE_MS: '590000' }, 'says which job environment the running instances did not get');
   await t.rejects(startTransformJob(e, { jobName: 'job1', modelName: 'sealed-m', input: `s3://${bucket}/in/job1/`, output: `s3://${bucket}/out/x/` }), { message: /already exists/ }, 'job names are unique');
 });
 

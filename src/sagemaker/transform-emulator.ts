@@ -58,6 +58,8 @@ export interface TransformManifest {
   input: string;
   output: string;
   seconds: number;
+  /** The job's Environment: SageMaker starts its containers with it; the emulator's instances are already running. */
+  environmentNotApplied?: Record<string, string>;
   instances: { index: number; url: string; container?: Partial<ExecutionParameters>; used: ExecutionParameters; objects: number; bytesIn: number; seconds: number }[];
   objects: ObjectRecord[];
 }
@@ -177,6 +179,7 @@ export async function runTransformJob(o: RunOptions): Promise<TransformManifest>
     input: formatS3Uri(input),
     output: formatS3Uri(output),
     seconds: (Date.now() - started) / 1000,
+    ...(r.Environment && Object.keys(r.Environment).length ? { environmentNotApplied: r.Environment } : {}),
     instances,
     objects: records.sort((a, b) => (a.input < b.input ? -1 : a.input > b.input ? 1 : 0)),
   };
