@@ -89,7 +89,7 @@ t.test('real-time deployment: order of calls, names, variant, autoscaling on inv
     calls.map((c) => `${c.service}:${c.command}`),
     ['sagemaker:DescribeEndpoint', 'sagemaker:CreateModel', 'sagemaker:CreateEndpointConfig', 'sagemaker:CreateEndpoint', 'sagemaker:DescribeEndpoint', 'autoscaling:RegisterScalableTarget', 'autoscaling:PutScalingPolicy'],
   );
-  t.same(calls[1].input, { ModelName: 'sealed-20260101000000', ExecutionRoleArn: model.roleArn, PrimaryContainer: { Image: model.image, ModelDataUrl: model.modelDataUrl, Environment: model.environment } });
+  t.same(calls[1].input, { ModelName: 'sealed-20260101000000', ExecutionRoleArn: model.roleArn, PrimaryContainer: { Image: model.image, ModelDataUrl: model.modelDataUrl, Environment: { ...model.environment, SEALED_DEADLINE_MS: '55000' } } });
   t.same(calls[2].input, { EndpointConfigName: 'sealed-20260101000000', ProductionVariants: [{ VariantName: 'AllTraffic', ModelName: 'sealed-20260101000000', InstanceType: 'ml.c6i.xlarge', InitialInstanceCount: 1 }] });
   t.same(calls[3].input, { EndpointName: 'sealed', EndpointConfigName: 'sealed-20260101000000' });
   const id = { ServiceNamespace: 'sagemaker', ResourceId: 'endpoint/sealed/variant/AllTraffic', ScalableDimension: 'sagemaker:variant:DesiredInstanceCount' };
@@ -137,10 +137,15 @@ t.test('an existing endpoint: refused before anything is created, with advice to
   await t.rejects(deployEndpoint(clients, { endpointName: 'sealed', model, config: {}, wait: noWait }), { message: 'endpoint sealed already exists (InService)', hint: /--update/ });
   t.same(calls.map((c) => c.command), ['DescribeEndpoint']);
   // With --update: a new model and config, then UpdateEndpoint instead of CreateEndpoint.
-  const u = recording(() => ({ EndpointStatus: 'InService' }));
+  let running = 'sealed-old';
+  const u = recording((c) => {
+    if (c.command === 'UpdateEndpoint') running = String(c.input.EndpointConfigName);
+    return { EndpointStatus: 'InService', EndpointConfigName: running };
+  });
   await deployEndpoint(u.clients, { endpointName: 'sealed', stamp: 'new', update: true, model, config: {}, wait: noWait });
   t.same(u.calls.map((c) => c.command), ['DescribeEndpoint', 'CreateModel', 'CreateEndpointConfig', 'UpdateEndpoint', 'DescribeEndpoint']);
-  t.same(u.calls[3].input, { EndpointName: 'sealed', EndpointConfigName: 'sealed-new' });
+  // RetainAllVariantProperties: the instance count autoscaling reached is kept (issue #17).
+  t.same(u.calls[3].input, { EndpointName: 'sealed', EndpointConfigName: 'sealed-new', RetainAllVariantProperties: true });
 });
 
 t.test('CreateEndpoint racing another deployment: the service error becomes the same advice', async (t) => {
@@ -286,7 +291,7 @@ t.test('CLI: --dry-run prints the requests as JSON lines; usage errors say what 
   const { stdout } = await run(process.execPath, [script, 'deploy', '--dry-run', '--region', 'eu-west-1', '--account', '111122223333', '--bucket', 'b-1', '--image', 'img', '--model-data', 's3://b-1/sealed/models/m.tar.gz', '--async', '--max', '2'], { env });
   const lines = stdout.trim().split('\n').map((l) => JSON.parse(l) as Call);
   t.same(lines.map((l) => l.command), ['DescribeEndpoint', 'CreateModel', 'CreateEndpointConfig', 'CreateEndpoint', 'DescribeEndpoint', 'RegisterScalableTarget', 'PutScalingPolicy', 'PutScalingPolicy', 'PutMetricAlarm']);
-  t.same((lines[1].input.PrimaryContainer as { Environment: unknown }).Environment, { SEALED_S3: 'aws', AWS_REGION: 'eu-west-1', SEALED_ALLOW_READ: 's3://b-1/sealed/tenants/', SEALED_ALLOW_WRITE: 's3://b-1/sealed/tenants/', SEALED_TENANT_ROOT: 's3://b-1/sealed/tenants/' }, 'the container reads and writes under the tenant root, one tenant per request');
+  t.same((lines[1].input.PrimaryContainer as { Environment: unknown }).Environment, { SEALED_DEADLINE_MS: '3590000', SEALED_S3: 'aws', AWS_REGION: 'eu-west-1', SEALED_ALLOW_READ: 's3://b-1/sealed/tenants/', SEALED_ALLOW_WRITE: 's3://b-1/sealed/tenants/', SEALED_TENANT_ROOT: 's3://b-1/sealed/tenants/' }, 'the container reads and writes under the tenant root, one tenant per request');
   t.equal(lines[1].input.ExecutionRoleArn, 'arn:aws:iam::111122223333:role/sealed-endpoint');
   t.match(lines[2].input, { AsyncInferenceConfig: { OutputConfig: { S3OutputPath: 's3://b-1/sealed/async-out', S3FailurePath: 's3://b-1/sealed/async-failed' } } });
   t.match(lines[5].input, { MinCapacity: 0, MaxCapacity: 2 });

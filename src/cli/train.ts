@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { SealedError } from '../errors.ts';
+import { stopOnSignals } from '../train/job.ts';
 import { parseHyperparameters, train } from '../train/train.ts';
 
 interface TrainOpts {
@@ -14,6 +15,9 @@ interface TrainOpts {
 }
 
 export async function trainCommand(o: TrainOpts): Promise<void> {
+  // First, so that a stop at any point of the job leaves its reason in the failure file.
+  stopOnSignals(o.output);
+  console.error(`training: data ${o.train}, model to ${o.model} (SIGTERM stops with a failure file in ${o.output})`);
   try {
     let raw: Record<string, unknown> = {};
     if (existsSync(o.hyperparameters)) {

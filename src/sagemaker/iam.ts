@@ -51,6 +51,9 @@ export function layout(n: Pick<DeploymentNames, 'bucket' | 'prefix'>) {
     // Tenants: tenants/<tenant>/{queries,keys,results,async-in}/ (the client's --prefix is tenants/<tenant>/).
     tenants: at('tenants'),
     asyncIn: at('async-in'),
+    // Batch Transform, per tenant: tenants/<tenant>/transform-in/<job>/ and transform-out/<job>/.
+    transformIn: 'transform-in',
+    transformOut: 'transform-out',
     asyncOut: at('async-out'),
     asyncFailed: at('async-failed'),
     uri: (key: string) => `s3://${n.bucket}/${key}`,
@@ -84,7 +87,7 @@ export interface PolicyDocument {
   Statement: Statement[];
 }
 
-export function policies(n: DeploymentNames): Record<'owner' | 'training-role' | 'endpoint-role' | 'client' | 'sagemaker-trust', PolicyDocument> {
+export function policies(n: DeploymentNames): Record<'owner' | 'training-role' | 'endpoint-role' | 'client' | 'client-transform' | 'sagemaker-trust', PolicyDocument> {
   const part = partition(n.region);
   const L = layout(n);
   const bucket = `arn:${part}:s3:::${n.bucket}`;
@@ -93,7 +96,9 @@ export function policies(n: DeploymentNames): Record<'owner' | 'training-role' |
   // async outputs and checks whether its keys are uploaded with HeadObject, so it needs it.
   const list = (sid: string, ...prefixes: string[]): Statement => ({ Sid: sid, Effect: 'Allow', Action: 's3:ListBucket', Resource: bucket, Condition: { StringLike: { 's3:prefix': prefixes.map((p) => `${p}*`) } } });
   const get = (sid: string, ...prefixes: string[]): Statement => ({ Sid: sid, Effect: 'Allow', Action: 's3:GetObject', Resource: objects(...prefixes) });
-  const put = (sid: string, ...prefixes: string[]): Statement => ({ Sid: sid, Effect: 'Allow', Action: 's3:PutObject', Resource: objects(...prefixes) });
+  // Large objects go up in parts (lib-storage's Upload); a failed upload aborts its parts, which
+  // without AbortMultipartUpload stay stored (and billed) until a lifecycle rule removes them.
+  const put = (sid: string, ...prefixes: string[]): Statement => ({ Sid: sid, Effect: 'Allow', Action: ['s3:PutObject', 's3:AbortMultipartUpload'], Resource: objects(...prefixes) });
   const guards: Statement[] = [
     { Sid: 'DenyInsecureTransport', Effect: 'Deny', Action: 's3:*', Resource: [bucket, `${bucket}/*`], Condition: { Bool: { 'aws:SecureTransport': 'false' } } },
     // StringNotEquals is also true when the header is absent, so this denies unencrypted puts too.
@@ -124,11 +129,20 @@ export function policies(n: DeploymentNames): Record<'owner' | 'training-role' |
         Action: ['sagemaker:CreateModel', 'sagemaker:DescribeModel', 'sagemaker:DeleteModel', 'sagemaker:CreateEndpointConfig', 'sagemaker:DescribeEndpointConfig', 'sagemaker:DeleteEndpointConfig', 'sagemaker:CreateEndpoint', 'sagemaker:UpdateEndpoint', 'sagemaker:DescribeEndpoint', 'sagemaker:DeleteEndpoint', 'sagemaker:UpdateEndpointWeightsAndCapacities'],
         Resource: [sm('model', `${n.name}-*`), sm('endpoint-config', `${n.name}-*`), sm('endpoint', n.name)],
       },
+      { Sid: 'TransformJobs', Effect: 'Allow', Action: ['sagemaker:CreateTransformJob', 'sagemaker:DescribeTransformJob', 'sagemaker:StopTransformJob'], Resource: [sm('transform-job', `${n.name}-*`), sm('model', `${n.name}-*`)] },
       { Sid: 'PassRoles', Effect: 'Allow', Action: 'iam:PassRole', Resource: [roleArn(n, 'training'), roleArn(n, 'endpoint')], Condition: { StringEquals: { 'iam:PassedToService': 'sagemaker.amazonaws.com' } } },
       // Application Auto Scaling's SageMaker permissions as AWS documents them (Resource "*").
       { Sid: 'AutoScaling', Effect: 'Allow', Action: ['application-autoscaling:DeleteScalingPolicy', 'application-autoscaling:DeregisterScalableTarget', 'application-autoscaling:DescribeScalableTargets', 'application-autoscaling:DescribeScalingPolicies', 'application-autoscaling:PutScalingPolicy', 'application-autoscaling:RegisterScalableTarget'], Resource: '*' },
       { Sid: 'AutoScalingRole', Effect: 'Allow', Action: 'iam:CreateServiceLinkedRole', Resource: `arn:${part}:iam::${n.account}:role/aws-service-role/sagemaker.application-autoscaling.amazonaws.com/AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint`, Condition: { StringLike: { 'iam:AWSServiceName': 'sagemaker.application-autoscaling.amazonaws.com' } } },
-      { Sid: 'ScaleFromZeroAlarm', Effect: 'Allow', Action: ['cloudwatch:DeleteAlarms', 'cloudwatch:DescribeAlarms', 'cloudwatch:PutMetricAlarm'], Resource: `arn:${part}:cloudwatch:${n.region}:${n.account}:alarm:${n.name}-*` },
+      // Application Auto Scaling creates and deletes a target tracking policy's alarms with the
+      // caller's permissions, naming them TargetTracking-<ResourceId>-AlarmHigh|AlarmLow-<uuid>
+      // (ResourceId endpoint/NAME/variant/VARIANT); the scale-from-zero alarm is NAME-... (ours).
+      {
+        Sid: 'ScalingAlarms',
+        Effect: 'Allow',
+        Action: ['cloudwatch:DeleteAlarms', 'cloudwatch:DescribeAlarms', 'cloudwatch:PutMetricAlarm'],
+        Resource: [`arn:${part}:cloudwatch:${n.region}:${n.account}:alarm:${n.name}-*`, `arn:${part}:cloudwatch:${n.region}:${n.account}:alarm:TargetTracking-endpoint/${n.name}/variant/*`],
+      },
       list('ListData', L.data, L.models),
       get('ReadDataAndModels', L.data, L.models),
       put('WriteDataAndModels', L.data, L.models),
@@ -141,8 +155,17 @@ export function policies(n: DeploymentNames): Record<'owner' | 'training-role' |
       // SageMaker reads async requests from async-in/ and writes async-out/ and async-failed/ with this role.
       get('ReadModelQueriesKeys', L.models, anyTenant('queries'), anyTenant('keys'), anyTenant('async-in')),
       put('WriteResults', anyTenant('results'), L.asyncOut, L.asyncFailed),
+      // Batch Transform reads and writes with the model's role: it lists the input prefix,
+      // reads each object and writes <object>.out; tenant by tenant as the client laid them out.
+      list('ListTransformInput', anyTenant(L.transformIn)),
+      get('ReadTransformInput', anyTenant(L.transformIn)),
+      put('WriteTransformOutput', anyTenant(L.transformOut)),
       ...ecr(n.inferenceRepository ?? 'sealed-inference'),
       logs(`/aws/sagemaker/Endpoints/${n.name}`),
+      // Async endpoints post success and error notifications to the deployment's SNS topics.
+      { Sid: 'PublishAsyncNotifications', Effect: 'Allow', Action: 'sns:Publish', Resource: `arn:${part}:sns:${n.region}:${n.account}:${n.name}-*` },
+      // Transform jobs log under their own group.
+      { ...logs('/aws/sagemaker/TransformJobs'), Sid: 'TransformLogs' },
       metrics,
       ...kms,
       ...guards,
@@ -155,6 +178,12 @@ export function policies(n: DeploymentNames): Record<'owner' | 'training-role' |
       put('WriteQueriesKeys', own('queries'), own('keys'), own('async-in')),
       get('ReadKeysResults', own('keys'), own('results'), L.asyncOut, L.asyncFailed),
       { Sid: 'Invoke', Effect: 'Allow', Action: ['sagemaker:InvokeEndpoint', 'sagemaker:InvokeEndpointAsync'], Resource: endpointArn(n) },
+      // Batch Transform: its own inputs and outputs, and following the jobs (starting them is
+      // client-transform's, an opt-in).
+      list('ListOwnTransformObjects', own(L.transformIn), own(L.transformOut)),
+      put('WriteTransformInput', own(L.transformIn)),
+      get('ReadTransformOutput', own(L.transformOut)),
+      { Sid: 'FollowTransformJobs', Effect: 'Allow', Action: 'sagemaker:DescribeTransformJob', Resource: sm('transform-job', `${n.name}-*`) },
       // Without the tag the variable resolves to nothing and the grants above match no object;
       // these say so outright, and keep a tag holding '/' from reaching into another tenant.
       { Sid: 'DenyWithoutTenantTag', Effect: 'Deny', Action: 's3:*', Resource: [bucket, `${bucket}/*`], Condition: { Null: { [`aws:PrincipalTag/${TENANT_TAG}`]: 'true' } } },
@@ -162,7 +191,25 @@ export function policies(n: DeploymentNames): Record<'owner' | 'training-role' |
       ...kms,
       ...guards,
     ),
-    // Trust policy of both roles: only SageMaker may assume them.
-    'sagemaker-trust': { Version: '2012-10-17', Statement: [{ Sid: 'SageMakerAssumesRole', Effect: 'Allow', Principal: { Service: 'sagemaker.amazonaws.com' }, Action: 'sts:AssumeRole' }] },
+    // For clients that start their own transform jobs (sealed predict --transform without a job
+    // the owner started), attached next to `client`. A job runs with the model's role, which
+    // reads every tenant's transform-in/: a job a tenant points at another's inputs yields
+    // results encrypted under the other's key (useless to it), and results name the SHA-256 of
+    // the query they answer, so the other tenant's client refuses results not made from its own.
+    'client-transform': doc({ Sid: 'StartTransformJobs', Effect: 'Allow', Action: ['sagemaker:CreateTransformJob', 'sagemaker:StopTransformJob'], Resource: [sm('transform-job', `${n.name}-*`), sm('model', `${n.name}-*`)] }),
+    // Trust policy of both roles: only SageMaker may assume them, and only for this account's
+    // jobs and endpoints in this region (the confused-deputy guard AWS recommends for services).
+    'sagemaker-trust': {
+      Version: '2012-10-17',
+      Statement: [
+        {
+          Sid: 'SageMakerAssumesRole',
+          Effect: 'Allow',
+          Principal: { Service: 'sagemaker.amazonaws.com' },
+          Action: 'sts:AssumeRole',
+          Condition: { StringEquals: { 'aws:SourceAccount': n.account }, ArnLike: { 'aws:SourceArn': `arn:${part}:sagemaker:${n.region}:${n.account}:*` } },
+        },
+      ],
+    },
   };
 }

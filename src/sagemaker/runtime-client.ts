@@ -88,13 +88,14 @@ export async function invokeAsync(client: SageMakerRuntimeClient, endpointName: 
   const deadline = Date.now() + timeoutMs;
   // The queue may hold the request for minutes (or start an instance from zero): back off.
   for (let wait = first; ; wait = Math.min(wait * 2, max)) {
-    if (await o.store.head(outputLoc)) return parseAnswer((await o.store.get(outputLoc, 64 * 1024 * 1024, 'async response')).bytes, 'async response');
-    if (failureLoc && (await o.store.head(failureLoc))) {
+    // Not there yet may read as 403 to a client without an unconditioned ListBucket: keep polling.
+    if (await o.store.head(outputLoc, { deniedAsUnknown: true })) return parseAnswer((await o.store.get(outputLoc, 64 * 1024 * 1024, 'async response')).bytes, 'async response');
+    if (failureLoc && (await o.store.head(failureLoc, { deniedAsUnknown: true }))) {
       const { bytes } = await o.store.get(failureLoc, 64 * 1024 * 1024, 'async failure');
       throw serverError(`async ${out.id}`, new TextDecoder().decode(bytes));
     }
     if (Date.now() + wait > deadline) {
-      throw new SealedError('overloaded', `async inference ${out.id} did not finish within ${Math.round(timeoutMs / 1000)} s (output expected at ${out.output})`, 'the request may still complete: look for the output object later, or raise the timeout');
+      throw new SealedError('overloaded', `async inference ${out.id} did not finish within ${Math.round(timeoutMs / 1000)} s (output expected at ${out.output})`, 'the request may still complete: look for the output object later, or raise the timeout (and check that your identity may read and list the async output and failure paths)');
     }
     await new Promise((r) => setTimeout(r, wait));
   }

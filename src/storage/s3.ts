@@ -1,7 +1,7 @@
 // S3 access for server and client. The same code talks to AWS S3 and to the embedded local
 // S3-compatible server; only the endpoint differs.
 import { Readable } from 'node:stream';
-import { AbortMultipartUploadCommand, CreateBucketCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
+import { AbortMultipartUploadCommand, CreateBucketCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { safeText, SealedError } from '../errors.ts';
 
@@ -125,6 +125,13 @@ export interface StreamedObject {
   etag?: string;
   /** Releases the connection without reading (or without reading further). */
   cancel(): void;
+}
+
+export interface HeadOptions {
+  /** Ask for S3's full-object SHA-256 (ChecksumMode ENABLED); `sha256` (hex) when it has one. */
+  checksum?: boolean;
+  /** A 403 that a listing of the key cannot settle either means "not known to exist" (undefined), not an error. */
+  deniedAsUnknown?: boolean;
 }
 
 export interface StorageOptions {
@@ -276,14 +283,45 @@ export class ObjectStore {
     }
   }
 
-  async head(loc: S3Location): Promise<{ size: number; etag?: string } | undefined> {
+  /**
+   * The object's size (and ETag, and with `checksum` its full-object SHA-256), or undefined when
+   * it does not exist. S3 answers HeadObject on a missing key with 403, not 404, to an identity
+   * without s3:ListBucket on the bucket (a ListBucket limited by an s3:prefix condition does not
+   * count: HeadObject carries no prefix). So a 403 is asked again as ListObjectsV2 of exactly that
+   * key, which a prefix-conditioned grant allows: listed means present but unreadable (an error),
+   * not listed means missing. When the listing is refused too, nothing says whether the object
+   * exists: an error by default, or with `deniedAsUnknown` undefined ("not known to exist"), for
+   * callers that then write the object anyway (their PUT fails clearly if they may not) or that
+   * poll for it to appear.
+   */
+  async head(loc: S3Location, o: HeadOptions = {}): Promise<{ size: number; etag?: string; sha256?: string } | undefined> {
     checkLocation(loc, 'object');
     try {
-      const r = await this.client.send(new HeadObjectCommand({ Bucket: loc.bucket, Key: loc.key }));
-      return { size: r.ContentLength ?? 0, etag: r.ETag };
+      const r = await this.client.send(new HeadObjectCommand({ Bucket: loc.bucket, Key: loc.key, ...(o.checksum ? { ChecksumMode: 'ENABLED' as const } : {}) }));
+      // Only a full-object checksum says what the bytes are (a multipart upload's is a hash of
+      // the parts' hashes, "...-N").
+      const c = r.ChecksumSHA256;
+      const sha256 = o.checksum && c && !c.includes('-') && r.ChecksumType !== 'COMPOSITE' ? Buffer.from(c, 'base64').toString('hex') : undefined;
+      return { size: r.ContentLength ?? 0, etag: r.ETag, ...(sha256 ? { sha256 } : {}) };
     } catch (e) {
       if (isMissing(e)) return undefined;
-      throw storageError(e, loc, 'object');
+      if (!isDenied(e)) throw storageError(e, loc, 'object');
+      let listed: boolean;
+      try {
+        const l = await this.client.send(new ListObjectsV2Command({ Bucket: loc.bucket, Prefix: loc.key, MaxKeys: 1 }));
+        listed = (l.Contents ?? []).some((x) => x.Key === loc.key);
+      } catch (le) {
+        if (!isDenied(le)) throw storageError(le, loc, 'object');
+        if (o.deniedAsUnknown) return undefined;
+        throw new SealedError(
+          'storage',
+          `cannot tell whether ${describeS3Location(loc)} exists: HeadObject was denied (S3 answers 403, not 404, for a missing key to an identity without s3:ListBucket) and so was listing that key`,
+          'grant s3:ListBucket on the bucket for this prefix (an s3:prefix condition is enough) and s3:GetObject on its objects; `npm run deploy -- policies` prints such grants',
+          { cause: le },
+        );
+      }
+      if (!listed) return undefined;
+      throw new SealedError('storage', `access denied to ${describeS3Location(loc)}: it exists, but this identity may not read it`, 'give the role s3:GetObject on that prefix', { cause: e });
     }
   }
 
@@ -338,6 +376,12 @@ function isMissing(e: unknown): boolean {
   const name = (e as { name?: string }).name;
   const status = (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
   return name === 'NoSuchKey' || name === 'NotFound' || name === 'NoSuchBucket' || status === 404;
+}
+
+function isDenied(e: unknown): boolean {
+  const name = (e as { name?: string }).name;
+  const status = (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+  return name === 'AccessDenied' || name === 'Forbidden' || status === 403;
 }
 
 function storageError(e: unknown, loc: S3Location, what: string): unknown {

@@ -1,6 +1,7 @@
 // What a training job is given and gives back: its hyperparameters, its channels' paths and its
 // result; shared by the CSV trainer (train.ts) and the image trainer (train-images.ts), which
 // train.ts loads only when the train channel holds images.
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SealedError } from '../errors.ts';
@@ -74,4 +75,31 @@ export interface TrainPaths {
   testDir?: string;
   modelDir: string;
   outputDataDir?: string;
+}
+
+/**
+ * SageMaker stops a training job (StopTrainingJob, MaxRuntimeInSeconds) with SIGTERM, then
+ * SIGKILL 120 s later. Node run as the container's PID 1 gets no default action for SIGTERM (the
+ * kernel does not kill PID 1 for a signal it does not handle), so without a handler the job hangs
+ * those 120 s and leaves no reason. This one writes the failure file SageMaker reports as the
+ * job's FailureReason, synchronously (the event loop may be busy with an epoch), and exits.
+ */
+export function stopOnSignals(outputDir: string, log: (line: string) => void = (l) => console.error(l)): () => void {
+  const onSignal = (signal: NodeJS.Signals) => {
+    const reason = `training stopped by ${signal} (StopTrainingJob or MaxRuntimeInSeconds) before it finished; no model was written`;
+    try {
+      mkdirSync(outputDir, { recursive: true });
+      writeFileSync(join(outputDir, 'failure'), reason + '\n');
+    } catch {
+      // the output directory is not writable: the log line below still says why
+    }
+    log(`error: ${reason}`);
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  return () => {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+  };
 }
