@@ -1,6 +1,6 @@
 // Node: evaluation keys in S3, content-addressed. Every endpoint transport needs them there
 // (the S3 form names them in the request, the body form in a header), uploaded once per key set.
-import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { isSealedError, safeText, SealedError } from '../errors.ts';
 import { describeS3Location, formatS3Uri, type ObjectStore, type S3Location } from '../storage/s3.ts';
 import { keysLocation, sha256, type S3Route } from './route.ts';
@@ -56,20 +56,9 @@ export async function keysInPlace(store: ObjectStore, loc: S3Location, bytes: Ui
   }
 }
 
-async function headWithChecksum(store: ObjectStore, loc: S3Location): Promise<{ size: number; sha256?: string } | undefined> {
-  try {
-    const r = await store.client.send(new HeadObjectCommand({ Bucket: loc.bucket, Key: loc.key, ChecksumMode: 'ENABLED' }));
-    // Only a full-object checksum says what the bytes are (a multipart upload's is a hash of the
-    // parts' hashes, "...-N").
-    const c = r.ChecksumSHA256;
-    const full = c && !c.includes('-') && r.ChecksumType !== 'COMPOSITE' ? Buffer.from(c, 'base64').toString('hex') : undefined;
-    return { size: r.ContentLength ?? 0, sha256: full };
-  } catch (e) {
-    const err = e as { name?: string; $metadata?: { httpStatusCode?: number } };
-    if (err.name === 'NotFound' || err.name === 'NoSuchKey' || err.$metadata?.httpStatusCode === 404) return undefined;
-    if (err.$metadata?.httpStatusCode === 403) throw new SealedError('storage', `access denied to ${describeS3Location(loc)}`, 'give your identity read and list access to your keys prefix (npm run deploy -- policies prints the client policy)', { cause: e });
-    throw new SealedError('storage', `checking the evaluation keys at ${describeS3Location(loc)} failed (${safeText(err.name ?? 'error', 40)})`, 'check the S3 endpoint and that the service is reachable; then retry', { cause: e });
-  }
+/** S3's full-object SHA-256 when it has one; a missing key is undefined, even to a caller S3 answers 403 for it (ObjectStore.head settles that). */
+function headWithChecksum(store: ObjectStore, loc: S3Location): Promise<{ size: number; sha256?: string } | undefined> {
+  return store.head(loc, { checksum: true, deniedAsUnknown: true });
 }
 
 /** PutObject with S3's SHA-256 checksum: S3 checks the bytes against it and keeps it for keysInPlace. */
