@@ -39,7 +39,7 @@ interface Layout {
 export interface CompileOptions {
   slots?: number;
   /**
-   * Circuit privacy (privacy.ts), default 'flood': it chooses its own ring (8192 or 16384) and
+   * Circuit privacy (privacy.ts), default 'flood': it chooses its own ring (8192, 16384 or 32768: the smallest that holds the depth) and
    * scales unless `slots` fixes the ring. 'none' leaves the weights readable from results.
    */
   privacy?: Privacy;
@@ -157,7 +157,7 @@ function buildNetwork(net: Network, S: number): BuiltNetwork {
       }
       steps.push({ op: 'square' });
       pending = { a, g };
-    } else if (li === 0 && S / inPeriod > 1 && nextPow2(layer.weights.length) >= S / inPeriod) {
+    } else if (li === 0 && S / inPeriod > 1 && nextPow2(layer.weights.length) >= S / inPeriod && nextPow2(layer.weights.length) <= inPeriod) {
       const first = firstDenseStep(layer, H * W, inPeriod, S, li === lastDense, masks.length);
       add(first.parts);
       featureSlots = first.featureSlots;
@@ -426,7 +426,7 @@ function floodNoiseBound(f: FloodAnalysis, a: number, chain: FloodChain): number
 function compileFlooded(net: Network, samples: ArrayLike<number>[], o: CompileOptions): CompiledModel {
   const lambda = o.floodSecurityBits ?? FLOOD_SECURITY_BITS;
   let why = '';
-  for (const S of o.slots ? [o.slots] : [4096, 8192]) {
+  for (const S of o.slots ? [o.slots] : [4096, 8192, 16384]) {
     const N = 2 * S;
     const { steps, masks, input, output } = buildNetwork(net, S);
     const last = steps[steps.length - 1] as LinearStep;
@@ -485,9 +485,11 @@ function denseStep(layer: Dense, layout: Layout, S: number, pending: { a: number
   const out = layer.weights.length;
   const n = layer.weights[0].length;
   if (n !== layout.slot.length) throw new SealedError('bad-data', `a dense layer takes ${n} inputs but receives ${layout.slot.length}`);
-  const P = layout.period;
   const m = nextPow2(out);
-  if (P % m !== 0) throw new SealedError('bad-data', `dense output ${out} does not divide the input period ${P}`);
+  if (m > S) throw new SealedError('bad-data', `a dense layer of ${out} outputs does not fit ${S} slots`, 'use narrower layers');
+  // A wider layer than its input's period reads the input over m slots: the layout repeats
+  // every period across all slots, so it also repeats every m (both powers of two).
+  const P = Math.max(layout.period, m);
   const featureAt = new Int32Array(P).fill(-1);
   layout.slot.forEach((s, j) => (featureAt[s] = j));
   const w = (o: number, j: number) => layer.weights[o][j] * (pending ? pending.a[j] : 1);
