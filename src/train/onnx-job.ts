@@ -5,7 +5,7 @@
 // writes the same bundle `sealed train` writes, with the compile report inside.
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { SealedError } from '../errors.ts';
 import { measureUnitCosts } from '../fhe/cost.ts';
@@ -17,6 +17,7 @@ import { runEncryptedRecords } from '../model/onnx/verify.ts';
 import { parseCsv, requireNumeric } from './csv.ts';
 import { imageRows, readIdx } from './idx.ts';
 import { parseNpy } from './npy.ts';
+import type { Hyperparameters, TrainPaths, TrainResult } from './job.ts';
 
 export interface Calibration {
   rows: number[][];
@@ -137,4 +138,26 @@ export async function compileOnnxJob(o: OnnxJobOptions): Promise<{ manifest: Man
   }
   log(`model ${manifest.model_id} written to ${o.modelDir}`);
   return { manifest, report };
+}
+
+/**
+ * The training container's path for an uploaded model: when the `model` channel (beside the
+ * train channel: /opt/ml/input/data/model) holds an .onnx file, compile it with the train
+ * channel as calibration records, and return what `train` returns; otherwise undefined.
+ * Hyperparameters: input_scale, target, limit, verify (as the CLI's options).
+ */
+export async function onnxTrainJob(paths: TrainPaths, hp: Hyperparameters, log: (line: string) => void): Promise<TrainResult | undefined> {
+  const onnx = await findOnnx(join(dirname(paths.trainDir), 'model'));
+  if (!onnx) return undefined;
+  const num = (k: string) => {
+    const v = hp.raw[k];
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new SealedError('bad-data', `hyperparameter ${k}="${v}" is not a positive number`);
+    return n;
+  };
+  const { manifest, report } = await compileOnnxJob({ onnx, calibration: paths.trainDir, modelDir: paths.modelDir, outputDataDir: paths.outputDataDir, target: hp.target, inputScale: num('input_scale'), limit: num('limit'), verify: num('verify'), log });
+  const metrics = Object.fromEntries(Object.entries(manifest.metrics ?? {}).filter((e): e is [string, number] => typeof e[1] === 'number'));
+  metrics.tolerance = report.accuracy.tolerance;
+  return { manifest, metrics };
 }
