@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { predict } from '../src/client/predict.ts';
 import { ClientSession } from '../src/client/session.ts';
 import { measureUnitCosts, predictTime } from '../src/fhe/cost.ts';
+import { depthOf } from '../src/fhe/program.ts';
 import { writeBundle, readClientPart } from '../src/model/bundle.ts';
 import { classOfOutputs, classOfScores, compileOnnx, headOutputs, outputError, simulatedScores, modelInputs } from '../src/model/onnx/compile.ts';
 import { openReference } from '../src/model/onnx/reference.ts';
@@ -124,7 +125,7 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
     query_bytes: queryBytes,
     ring_degree: p.params.polyModulusDegree,
     modulus_chain: p.params.coeffModulusBits.join('+'),
-    depth: p.params.coeffModulusBits.length - 2,
+    depth: depthOf(p.steps),
     activations: m.fits.map((f) => (f.exact ? f.kind : `${f.kind}~quadratic`)),
     compile_s: +compileS.toFixed(1),
     workers: w,
