@@ -17,10 +17,11 @@ export interface BenchStack {
   close(): Promise<void>;
 }
 
-export async function startBenchStack(modelDir: string, workers = availableParallelism()): Promise<BenchStack> {
+/** `maxKeyBytes`: the server's limit on one key set (serve's default 128 MiB when absent). */
+export async function startBenchStack(modelDir: string, workers = availableParallelism(), maxKeyBytes?: number): Promise<BenchStack> {
   const work = await mkdtemp(join(tmpdir(), 'sealed-bench-'));
   const s3 = await startLocalS3({ directory: join(work, 's3') });
-  const running = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers, s3Endpoint: s3.endpoint, allowAny: true });
+  const running = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers, s3Endpoint: s3.endpoint, allowAny: true, maxKeyBytes });
   const store = new ObjectStore({ endpoint: s3.endpoint });
   await store.ensureBucket(BENCH_BUCKET);
   return {

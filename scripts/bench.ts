@@ -5,6 +5,7 @@
 //   npm run bench -- mnist-batch [--n N] [--workers W]      (batch mode, see bench-batch.ts)
 //   npm run bench -- trees [--fixtures F,..] [--bits B] [--no-single]  (tree ensembles, see bench-trees.ts)
 //   npm run bench -- sweep [--quick]                        (charts in docs/img, see bench-sweep.ts)
+//   npm run bench -- onnx [--n N] [--encrypted E] [--only m1,m2] (the ONNX fixtures, see bench-onnx.ts)
 //
 // mnist: trains (or loads from .cache/models) an HE-friendly network on the 10,000 digits of
 // the npm package `mnist`, then runs encrypted inference through the real server path (S3
@@ -154,6 +155,7 @@ async function tabular(which: string) {
 const [which, ...rest] = process.argv.slice(2);
 if (which === 'mnist') await mnist(rest);
 else if (which === 'sweep') console.log(JSON.stringify(await (await import('./bench-sweep.ts')).sweep(rest)));
+else if (which === 'onnx') console.log(JSON.stringify(await (await import('./bench-onnx.ts')).onnxBench(rest)));
 else if (which === 'mnist-batch') console.log(JSON.stringify(await (await import('./bench-batch.ts')).mnistBatch(rest)));
 else if (which === 'trees') console.log(JSON.stringify(await (await import('./bench-trees.ts')).benchTrees(rest)));
 else if (which === 'digits' || which === 'breast-cancer' || which === 'iris') await tabular(which);

@@ -11,6 +11,7 @@ const lazy =
   async (...args: unknown[]) =>
     ((await load())[name] as (...a: unknown[]) => Promise<void>)(...args);
 const trainCommand = lazy(() => import('./train.ts'), 'trainCommand');
+const compileCommand = lazy(() => import('./compile.ts'), 'compileCommand');
 const serveCommand = lazy(() => import('./serve.ts'), 'serveCommand');
 const s3Command = lazy(() => import('./serve.ts'), 's3Command');
 const emulatorCommand = lazy(() => import('./serve.ts'), 'emulatorCommand');
@@ -38,6 +39,20 @@ export async function main(argv: string[]): Promise<void> {
     .option('--model <dir>', 'where to write the bundle', '/opt/ml/model')
     .option('--output <dir>', 'extra reports and the failure file', '/opt/ml/output')
     .action(trainCommand);
+
+  program
+    .command('compile')
+    .description('model owner: compile an ONNX model (PyTorch, Keras via tf2onnx, scikit-learn via skl2onnx) into the bundle `sealed train` writes, with a compile report (docs/bring-your-own-model.md)')
+    .requiredOption('--onnx <file>', 'the model: an .onnx file (opset 13 or later, weights inside the file)')
+    .requiredOption('--calibration <data>', 'records the model sees in use (CSV, .npy, IDX images with their labels file beside them): activations are fitted on them and the report measures accuracy on them')
+    .requiredOption('--model <dir>', 'where to write the bundle')
+    .option('--target <column>', 'CSV: the label column (default: a column named label, target, y, class or diagnosis)')
+    .addOption(new Option('--input-scale <k>', 'the client divides every feature by k before encryption (e.g. 255 when the model takes pixels in [0, 1] and the records hold 0..255)').argParser(Number))
+    .addOption(new Option('--limit <n>', 'calibration records used (default 1000)').argParser(Number))
+    .addOption(new Option('--verify <n>', 'also encrypt n calibration records end to end (client encryption, server engine and flood, client decryption) and report their accuracy').argParser(Number))
+    .option('--report <file>', 'also write the compile report (JSON) here; it is always stored in the bundle as server/compile-report.json')
+    .option('--json', 'print the report as one JSON line (progress goes to stderr)')
+    .action(compileCommand);
 
   program
     .command('serve')

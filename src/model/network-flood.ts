@@ -1,0 +1,246 @@
+// Circuit privacy of networks in the single layout: the flood's chain and its bound on the
+// honest noise, read from the steps (not the layers), so every layer lowered to linear and square
+// steps is covered. compileFlooded (compile-network.ts) searches the input scale and ring with them.
+import type { LinearStep, Program, Step } from '../fhe/program.ts';
+import { simulate } from './simulate.ts';
+
+// ---------------------------------------------------------------------------------------------
+// Circuit privacy: the flood (privacy.ts). SinglePrivacy adds to the result a Gaussian F of
+// sigma = 2^lambda B / 2 per coefficient, B a bound on the result's honest noise |v|_2: in the
+// slots that is an error of standard deviation sigma sqrt(N/2) / Delta_out, which must stay below
+// 2^-FLOOD_PRECISION_BITS max(1, largest |output|). Since B / Delta_out is the result's noise
+// relative to its scale, what sets it is the noise the evaluation adds at the scales it runs at:
+// the flooded chain runs at large scales (input scale ~2^75, more than one prime holds, so the
+// results keep several primes) and the compiler raises the input scale until the bound meets the
+// target, in the smallest ring (8192, else 16384 slots x 2) whose 128-bit budget holds the chain.
+//
+// The chain (top level first): result primes (<= 50 bits each, as many as the result needs),
+// then one prime per rescale in reverse order of use: 30 bits for a rescaled linear step (its
+// masks are encoded at that prime, as with privacy 'none'), 50 or 60 bits for a square; then the
+// special prime, 60 bits. Data primes well below the special prime keep the key-switching noise
+// small (see floodNoiseBound).
+
+/** Rescaled linear steps drop a prime of this size (their masks' scale), as with privacy 'none'. */
+const FLOOD_LINEAR_PRIME_BITS = 30;
+/** Sizes tried for the prime a square drops (the one that gives the shorter chain is kept). */
+export const FLOOD_SQUARE_PRIME_BITS = [50, 60];
+/** Result primes are at most this size: 2^-10 of the special prime in key switching. */
+const FLOOD_RESULT_PRIME_MAX_BITS = 50;
+export const SPECIAL_PRIME_BITS = 60;
+/** Scale of the last layer's weights (it is not rescaled). */
+export const FLOOD_WEIGHT_BITS = 30;
+/** Failure probability allowed to each probabilistic bound on the keys' randomness. */
+const FLOOD_DELTA = 2 ** -40;
+/** Bound on how many key polynomials' noise the key-switching bound is taken over (union bound). */
+const MAX_KEY_POLYS = 4096;
+/**
+ * Scales are tracked at the primes' nominal sizes; SEAL's primes of b >= 30 bits (the largest
+ * ones = 1 mod 2N below 2^b) are within 2^-10 of 2^b, which moves the final scale by less than
+ * this factor (test/circuit-privacy-network.test.ts checks the primes).
+ */
+export const PRIME_SIZE_MARGIN = 1.01;
+
+export interface FloodChain {
+  /** Data primes, top level first (the coefficient modulus without the special prime). */
+  dataBits: number[];
+  /** The prime each rescale drops, in the order the steps drop them. */
+  rescaleBits: number[];
+  resultPrimes: number;
+  outScaleBits: number;
+  totalBits: number;
+}
+
+/** The chain for input scale 2^a, or undefined when some scale falls below 2^20. */
+export function floodChain(steps: Step[], a: number, squareBits: number, headroom: number): FloodChain | undefined {
+  let scale = a;
+  let level = 0;
+  const need: number[] = [a + headroom + 1];
+  const rescaleBits: number[] = [];
+  const at = (l: number, bits: number) => (need[l] = Math.max(need[l] ?? 0, bits));
+  for (const st of steps) {
+    if (st.op === 'square') {
+      at(level, 2 * scale + headroom + 1);
+      scale = 2 * scale - squareBits;
+      rescaleBits.push(squareBits);
+    } else if (st.rescale) {
+      at(level, scale + FLOOD_LINEAR_PRIME_BITS + headroom + 1);
+      rescaleBits.push(FLOOD_LINEAR_PRIME_BITS);
+    } else {
+      scale += st.weightScaleBits!;
+      at(level, scale + headroom + 1);
+      continue;
+    }
+    if (scale < 20) return undefined;
+    level++;
+    at(level, scale + headroom + 1);
+  }
+  const depth = rescaleBits.length;
+  // Q at level l = result bits + the primes dropped at level l or later.
+  const above = (l: number) => rescaleBits.slice(l).reduce((x, y) => x + y, 0);
+  let resultBits = need[depth];
+  for (let l = 0; l < depth; l++) resultBits = Math.max(resultBits, need[l] - above(l));
+  const k = Math.ceil(resultBits / FLOOD_RESULT_PRIME_MAX_BITS);
+  const each = Math.max(20, Math.ceil(resultBits / k));
+  const dataBits = [...Array<number>(k).fill(each), ...[...rescaleBits].reverse()];
+  return { dataBits, rescaleBits, resultPrimes: k, outScaleBits: scale, totalBits: dataBits.reduce((x, y) => x + y, 0) + SPECIAL_PRIME_BITS };
+}
+
+/** |M| + the largest error of M's encoding at scale 2^bits (rounding, double precision), slot-wise. */
+function absMask(m: Float64Array, N: number, scaleBits: number): Float64Array {
+  let max = 0;
+  for (const x of m) max = Math.max(max, Math.abs(x));
+  const eps = N / 2 ** scaleBits + 2 ** -24 * max;
+  return m.map((x) => Math.abs(x) + eps);
+}
+
+/**
+ * Schur's bound on the operator norm (slot domain) of a linear step, or of its terms with one
+ * baby step: sqrt(max row sum * max column sum) of the entrywise absolute values. Output slot s
+ * is sum_F sum_t M_t[s+F+g_t] x[s+F+g_t+b_t] (F over the fold subset sums), so the row sums are
+ * the fold sums of sum_t |M_t[u+g_t]| and the column sums 2^folds sum_t |M_t[i-b_t]|.
+ */
+function schurGain(st: LinearStep, abs: Float64Array[], S: number, baby?: number): number {
+  let row = new Float64Array(S);
+  const col = new Float64Array(S);
+  for (const t of st.terms) {
+    if (baby !== undefined && t.baby !== baby) continue;
+    const m = abs[t.mask];
+    for (let s = 0; s < S; s++) {
+      row[s] += m[(s + t.giant) % S];
+      col[(s + t.baby) % S] += m[s];
+    }
+  }
+  for (const f of st.folds) {
+    const r = row;
+    row = r.map((v, s) => v + r[(s + f) % S]);
+  }
+  let maxRow = 0, maxCol = 0;
+  for (let s = 0; s < S; s++) {
+    maxRow = Math.max(maxRow, row[s]);
+    maxCol = Math.max(maxCol, col[s]);
+  }
+  return Math.sqrt(maxRow * maxCol * 2 ** st.folds.length);
+}
+
+export interface FloodAnalysis {
+  steps: Step[];
+  N: number;
+  S: number;
+  /** Slots the client writes, and the largest |input| on the samples. */
+  written: Uint8Array;
+  inputMax: number;
+  /** Per step: 4x the largest |value| on the samples (the range the modulus is sized for). */
+  cap: number[];
+  /** The masks' absolute values plus their encoding error (absMask; biases at scales >= 2^30). */
+  abs: Float64Array[];
+  /** Schur gains per linear step: of the whole step and of each baby step's terms. */
+  gains: Map<number, { all: number; baby: Map<number, number> }>;
+}
+
+export function analyse(steps: Step[], masks: Float64Array[], N: number, S: number, written: Uint8Array, inputMax: number, cap: number[]): FloodAnalysis {
+  const abs = masks.slice();
+  const gains = new Map<number, { all: number; baby: Map<number, number> }>();
+  steps.forEach((st, i) => {
+    if (st.op !== 'linear') return;
+    for (const t of st.terms) abs[t.mask] = absMask(masks[t.mask], N, st.rescale ? FLOOD_LINEAR_PRIME_BITS : st.weightScaleBits!);
+    if (st.bias !== undefined) abs[st.bias] = absMask(masks[st.bias], N, 30);
+    const baby = new Map<number, number>();
+    for (const b of new Set(st.terms.map((t) => t.baby))) if (b !== 0) baby.set(b, schurGain(st, abs, S, b));
+    gains.set(i, { all: schurGain(st, abs, S), baby });
+  });
+  return { steps, N, S, written, inputMax, cap, abs, gains };
+}
+
+/**
+ * A bound B on |v|_2, the coefficient-domain L2 norm of the honest noise of the result, returned
+ * relative to the result's scale (B / Delta_out). Honest: fresh encryptions under honestly made
+ * keys of inputs whose features are within the samples' largest |value| (images: pixels in [0, 1])
+ * and whose values at every step stay within 4x the samples' largest (what the modulus is sized
+ * for; beyond it the result is garbage, flooded or not).
+ *
+ * Messages. As in compile-batch.ts, the input is what the client's plaintext polynomial holds
+ * (mu = emb(m)/Delta_in: the encoder's rounding is the client's choice), and the masks and biases
+ * are what the server's plaintexts hold (their rounding is part of the model the server evaluates:
+ * deterministic, known to the server). Plaintext products, additions, rotations and mod-switching
+ * are exact on messages (emb is a ring homomorphism, rotations are automorphisms), rescaling is an
+ * exact division up to its rounding, so the result's message is exactly that model on mu, and the
+ * noise v is what the engine adds: fresh noise, rescale rounding, key switching.
+ *
+ * Tools, in the slot domain (|p|_2 = sqrt(2/N) |emb(p) on the N/2 slots|_2, emb/sqrt(N) unitary):
+ * |a b|_2 <= |a|_can |b|_2 (|.|_can: the largest slot of emb); rotations keep |.|_2 and |.|_can;
+ * a linear step maps noise as the slot-domain matrix of its masks, rotations and folds, whose norm
+ * is at most Schur's bound (schurGain) with the masks' encoding error counted in (absMask).
+ * Sources, each a bound that holds always or with probability 1 - 2^-40 over the keys:
+ *  - fresh: SEAL's noise is bounded by 21 (centered binomial; clipped normal: 19.2):
+ *    |e|_2 <= 21 sqrt(N).
+ *  - rounding (rescale, and the division by the special prime P in key switching): e0 + e1 s with
+ *    |e_i|_inf <= 1/2: |.|_2 <= sqrt(N)/2 (1 + |s|_can); s uniform ternary, each slot a sum of N
+ *    terms in [-1, 1] with sum cos^2 = N/2, so by Hoeffding and a union bound over the N real and
+ *    imaginary parts |s|_can <= sqrt(2 N ln(4N/delta)).
+ *  - key switching at a level with primes q_i: (1/P) sum_i d_i e_i + rounding, d_i the digits of
+ *    the switched polynomial (coefficients in [0, q_i)), e_i the key's noise (independent,
+ *    subgaussian with variance proxy 10.5): |d_i e_i|_2 <= |d_i|_2 |e_i|_can <= sqrt(N) q_i |e_i|_can
+ *    with |e_i|_can <= sqrt(21 N ln(4 N K / delta)) (K key polynomials). q_i / P <= 2^-10 for
+ *    the result primes, so the rounding dominates; a 60-bit square prime adds about 7x it.
+ * Propagation (rho = |v|_2 / Delta, at the nominal scales, which only underestimate the actual
+ * ones; the 1.01 margin covers the final scale):
+ *  - linear step: rho -> G rho + sum_b G_b K_b / Delta + 2^folds (R per rescaled giant group +
+ *    K per giant rotation) / Delta' + sum_j 2^(folds-1-j) K / Delta' (fold j's rotation).
+ *  - square: (m + v)^2 - m^2 = 2 m v + v^2 with |m|_can = Delta max_slot |z| <= Delta U (U: the
+ *    interval bound of the values, from the absolute masks and the input range, capped at 4x the
+ *    samples' largest) and |v^2|_2 <= |v|_can |v|_2 <= sqrt(N) |v|_2^2; then relinearization (K at
+ *    Delta^2) and the rescale (R at the new scale).
+ * The bound is sound but loose: test/circuit-privacy-network.test.ts measures honest noise 2^15
+ * to 2^18 below it. It allows each step's most amplified direction, U at its interval bound, and
+ * rounding errors of +-1/2 lined up with both; measured, rounding errors behave like independent
+ * uniform ones, but nothing guarantees it (they are deterministic functions of the ciphertexts),
+ * and a bound that holds for every rounding pattern cannot be much lower. The slack costs input
+ * scale, hence modulus bits, not precision: the scales grow until the flood meets its target.
+ */
+export function floodNoiseBound(f: FloodAnalysis, a: number, chain: FloodChain): number {
+  const { steps, N } = f;
+  const sqrtN = Math.sqrt(N);
+  const sCan = Math.sqrt(2 * N * Math.log((4 * N) / FLOOD_DELTA));
+  const eCan = Math.sqrt(21 * N * Math.log((4 * N * MAX_KEY_POLYS) / FLOOD_DELTA));
+  const R = (sqrtN / 2) * (1 + sCan);
+  const K = (level: number) => {
+    const digits = chain.dataBits.slice(0, chain.dataBits.length - level);
+    return sqrtN * eCan * digits.reduce((acc, b) => acc + 2 ** (b - SPECIAL_PRIME_BITS), 0) + R;
+  };
+  const eps = N / 2 ** a + 2 ** -24 * f.inputMax;
+  let U = Float64Array.from(f.written, (w) => (w ? f.inputMax : 0) + eps);
+  let rho = (21 * sqrtN) / 2 ** a;
+  let scale = a;
+  let level = 0;
+  let rescales = 0;
+  steps.forEach((st, i) => {
+    if (st.op === 'square') {
+      let maxU = 0;
+      for (const u of U) maxU = Math.max(maxU, u);
+      rho = 2 * maxU * rho + sqrtN * rho * rho + K(level) / 2 ** (2 * scale);
+      scale = 2 * scale - chain.rescaleBits[rescales++];
+      level++;
+      rho += R / 2 ** scale;
+      U = U.map((u) => Math.min(u * u, f.cap[i]));
+      return;
+    }
+    const g = f.gains.get(i)!;
+    let out = g.all * rho;
+    for (const [, gb] of g.baby) out += (gb * K(level)) / 2 ** scale;
+    const nextScale = st.rescale ? scale : scale + st.weightScaleBits!;
+    const nextLevel = st.rescale ? level + 1 : level;
+    if (st.rescale) rescales++;
+    const giants = new Set(st.terms.map((t) => t.giant));
+    const k = K(nextLevel) / 2 ** nextScale;
+    const groups = (st.rescale ? giants.size * R : 0) / 2 ** nextScale + [...giants].filter((x) => x !== 0).length * k;
+    out += 2 ** st.folds.length * groups;
+    st.folds.forEach((_, j) => (out += 2 ** (st.folds.length - 1 - j) * k));
+    rho = out;
+    scale = nextScale;
+    level = nextLevel;
+    // Interval bound of the values: the step on |masks| and the bounds (the bias mask included).
+    U = simulate({ steps: [st] } as Program, f.abs, U).map((u) => Math.min(u, f.cap[i]));
+  });
+  return rho;
+}
+

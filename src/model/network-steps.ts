@@ -1,0 +1,181 @@
+// The single layout's steps for a network: buildNetwork lays the layers out in the slots and
+// emits their linear steps (bsgsStep, denseStep, firstDenseStep) and squares, with their masks.
+// The layouts are described at the top of compile-network.ts.
+import { SealedError } from '../errors.ts';
+import type { LinearStep, Step } from '../fhe/program.ts';
+import { bsgsStep, nextPow2, squareSplit, type Diagonal } from './diagonal.ts';
+import type { InputLayout, OutputLayout } from './layout.ts';
+import { convOutputShape, parityCol, parityRow, perFeature, type Dense, type Network } from './network.ts';
+
+interface Layout {
+  period: number;
+  /** slot (in [0, period)) of each feature */
+  slot: Int32Array;
+}
+
+export interface BuiltNetwork {
+  steps: Step[];
+  masks: Float64Array[];
+  input: InputLayout;
+  output: OutputLayout;
+}
+
+/** The steps, masks and layouts of a network in S slots (the last layer's weight scale left unset). */
+export function buildNetwork(net: Network, S: number): BuiltNetwork {
+  const H = net.input.height;
+  const W = net.input.width;
+  const inPeriod = nextPow2(H * W);
+  if (inPeriod > S) throw new SealedError('bad-data', `an input of ${H}x${W} does not fit ${S} slots`);
+  let layout: Layout = { period: inPeriod, slot: Int32Array.from({ length: H * W }, (_, j) => j) };
+  // Where the client writes each input feature: by default the image repeated every inPeriod slots.
+  let featureSlots = Array.from({ length: H * W }, (_, j) => Array.from({ length: S / inPeriod }, (_, c) => c * inPeriod + j));
+
+  const steps: Step[] = [];
+  const masks: Float64Array[] = [];
+  const add = (parts: { step: LinearStep; masks: Float64Array[] }) => {
+    steps.push(parts.step);
+    masks.push(...parts.masks);
+  };
+  // Pending activation scale/offset per feature of the current layout, folded into the next dense.
+  let pending: { a: number[]; g: number[] } | undefined;
+  const lastDense = net.layers.map((l) => l.type).lastIndexOf('dense');
+
+  for (let li = 0; li < net.layers.length; li++) {
+    const layer = net.layers[li];
+    if (layer.type === 'conv2d-parity') {
+      if (li !== 0) throw new SealedError('bad-data', 'conv2d-parity must be the first layer');
+      const { height: oh, width: ow, filters: F } = convOutputShape(net, layer);
+      const k = layer.kernel[0].length;
+      const copies = S / inPeriod;
+      if (Math.ceil(F / 4) > copies) throw new SealedError('bad-data', `${F} filters need ${Math.ceil(F / 4)} copies of the image, ${copies} fit in ${S} slots`);
+      const slotOf = (y: number, x: number, f: number) => (f >> 2) * inPeriod + parityRow(y, f) * W + parityCol(x, f);
+      const diagonals: Diagonal[] = [];
+      for (let dy = 0; dy < k; dy++)
+        for (let dx = 0; dx < k; dx++) {
+          const mask = new Float64Array(S);
+          for (let y = 0; y < oh; y++) for (let x = 0; x < ow; x++) for (let f = 0; f < F; f++) mask[slotOf(y, x, f)] = layer.kernel[f][dy][dx];
+          diagonals.push({ offset: dy * W + dx, mask });
+        }
+      const parts = bsgsStep(diagonals, (d) => [d - (d % W), d % W], [], true, masks.length);
+      const bias = new Float64Array(S);
+      for (let y = 0; y < oh; y++) for (let x = 0; x < ow; x++) for (let f = 0; f < F; f++) bias[slotOf(y, x, f)] = layer.bias[f];
+      parts.step.bias = masks.length + parts.masks.length;
+      parts.masks.push(bias);
+      add(parts);
+      const slot = new Int32Array(oh * ow * F);
+      for (let y = 0; y < oh; y++) for (let x = 0; x < ow; x++) for (let f = 0; f < F; f++) slot[(y * ow + x) * F + f] = slotOf(y, x, f);
+      layout = { period: S, slot };
+    } else if (layer.type === 'quadratic') {
+      const prev = steps[steps.length - 1];
+      if (!prev || prev.op !== 'linear' || prev.bias === undefined) throw new SealedError('bad-data', 'a quadratic activation must follow a conv2d or dense layer');
+      const n = layout.slot.length;
+      const a = Array.from({ length: n }, (_, j) => perFeature(layer.a, j));
+      if (a.some((v) => Math.abs(v) < 1e-9)) throw new SealedError('bad-data', 'quadratic activations need a non-zero x^2 coefficient');
+      const bias = masks[prev.bias];
+      const g: number[] = [];
+      for (let j = 0; j < n; j++) {
+        const b = perFeature(layer.b, j);
+        const shift = b / (2 * a[j]);
+        g.push(perFeature(layer.c, j) - (b * b) / (4 * a[j]));
+        for (let s = layout.slot[j]; s < S; s += layout.period) bias[s] += shift;
+      }
+      steps.push({ op: 'square' });
+      pending = { a, g };
+    } else if (li === 0 && S / inPeriod > 1 && nextPow2(layer.weights.length) >= S / inPeriod && nextPow2(layer.weights.length) <= inPeriod) {
+      const first = firstDenseStep(layer, H * W, inPeriod, S, li === lastDense, masks.length);
+      add(first.parts);
+      featureSlots = first.featureSlots;
+      layout = first.layout;
+    } else {
+      add(denseStep(layer, layout, S, pending, li === lastDense, masks.length));
+      const m = nextPow2(layer.weights.length);
+      layout = { period: m, slot: Int32Array.from({ length: layer.weights.length }, (_, o) => o) };
+      pending = undefined;
+    }
+  }
+  if (net.layers[net.layers.length - 1]?.type !== 'dense') throw new SealedError('bad-data', 'the network must end with a dense layer');
+
+  const input: InputLayout = {
+    slots: S,
+    recordsPerCiphertext: 1,
+    recordStride: S,
+    featureSlots,
+  };
+  const outCount = (net.layers[lastDense] as Dense).weights.length;
+  const output: OutputLayout = { count: outCount, recordStride: S, offsets: Array.from({ length: outCount }, (_, c) => c) };
+
+  return { steps, masks, input, output };
+}
+
+
+function denseStep(layer: Dense, layout: Layout, S: number, pending: { a: number[]; g: number[] } | undefined, last: boolean, maskBase: number) {
+  const out = layer.weights.length;
+  const n = layer.weights[0].length;
+  if (n !== layout.slot.length) throw new SealedError('bad-data', `a dense layer takes ${n} inputs but receives ${layout.slot.length}`);
+  const m = nextPow2(out);
+  if (m > S) throw new SealedError('bad-data', `a dense layer of ${out} outputs does not fit ${S} slots`, 'use narrower layers');
+  // A wider layer than its input's period reads the input over m slots: the layout repeats
+  // every period across all slots, so it also repeats every m (both powers of two).
+  const P = Math.max(layout.period, m);
+  const featureAt = new Int32Array(P).fill(-1);
+  layout.slot.forEach((s, j) => (featureAt[s] = j));
+  const w = (o: number, j: number) => layer.weights[o][j] * (pending ? pending.a[j] : 1);
+  const diagonals: Diagonal[] = [];
+  for (let d = 0; d < m; d++) {
+    const mask = new Float64Array(S);
+    for (let t = 0; t < S; t++) {
+      const o = t % m;
+      const j = featureAt[(t + d) % P];
+      if (o < out && j >= 0) mask[t] = w(o, j);
+    }
+    diagonals.push({ offset: d, mask });
+  }
+  const folds: number[] = [];
+  for (let f = m; f < P; f *= 2) folds.push(f);
+  const parts = bsgsStep(diagonals, squareSplit(m), folds, !last, maskBase);
+  const perOut = layer.bias.map((b, o) => (pending ? layer.weights[o].reduce((acc, wj, j) => acc + wj * pending.g[j], b) : b));
+  const bias = new Float64Array(S);
+  for (let t = 0; t < S; t++) if (t % m < out) bias[t] = perOut[t % m];
+  parts.step.bias = maskBase + parts.masks.length;
+  parts.masks.push(bias);
+  return parts;
+}
+
+/**
+ * A first dense layer (out x n) where the client controls the layout: the R = slots/period
+ * copies of the input are interleaved (slot R*s + c) and copy c is pre-rotated by c*m/R, so a
+ * rotation by R*j serves diagonal j of every copy at once: m/R diagonals instead of m. Folds:
+ * 1, 2, ..., R/2 (the copies), then R*m, 2R*m, ... (the hybrid method's blocks). Output o ends
+ * at slot R*o, repeated every R*m slots.
+ */
+function firstDenseStep(layer: Dense, n: number, period: number, S: number, last: boolean, maskBase: number) {
+  const out = layer.weights.length;
+  const m = nextPow2(out);
+  const R = S / period;
+  const per = m / R; // diagonals per copy
+  const inputAt = (s: number, c: number) => (s + c * per) % period; // feature read at slot R*s + c
+  const diagonals: Diagonal[] = [];
+  for (let j = 0; j < per; j++) {
+    const mask = new Float64Array(S);
+    for (let s = 0; s < period; s++)
+      for (let c = 0; c < R; c++) {
+        const o = s % m;
+        const f = inputAt(s + j, c);
+        if (o < out && f < n) mask[R * s + c] = layer.weights[o][f];
+      }
+    diagonals.push({ offset: R * j, mask });
+  }
+  const folds: number[] = [];
+  for (let f = 1; f < R; f *= 2) folds.push(f);
+  for (let f = R * m; f < S; f *= 2) folds.push(f);
+  const b = 2 ** Math.ceil(Math.log2(Math.max(1, per)) / 2);
+  const parts = bsgsStep(diagonals, (d) => [d - (d % (R * b)), d % (R * b)], folds, !last, maskBase);
+  const bias = new Float64Array(S);
+  for (let s = 0; s < period; s++) if (s % m < out) bias[R * s] = layer.bias[s % m];
+  parts.step.bias = maskBase + parts.masks.length;
+  parts.masks.push(bias);
+  const featureSlots = Array.from({ length: n }, (_, f) => Array.from({ length: R }, (_, c) => R * ((((f - c * per) % period) + period) % period) + c));
+  const layout: Layout = { period: R * m, slot: Int32Array.from({ length: out }, (_, o) => R * o) };
+  return { parts, featureSlots, layout };
+}
+
