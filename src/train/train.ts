@@ -32,6 +32,9 @@ async function readChannel(dir: string, channel: 'train' | 'test'): Promise<Tabl
 
 /** `bar`: show a progress bar on stderr for long (image) trainings, for a person at a terminal. */
 export async function train(paths: TrainPaths, hp: Hyperparameters, log: (line: string) => void = console.log, bar = false): Promise<TrainResult> {
+  // A model channel holding an ONNX file: compile it (bring your own model) instead of training.
+  const onnx = await (await import('./onnx-job.ts')).onnxTrainJob(paths, hp, log);
+  if (onnx) return onnx;
   if (await findIdxPair(paths.trainDir)) {
     const { trainImages } = await import('./train-images.ts');
     return trainImages(paths, hp, log, bar);
