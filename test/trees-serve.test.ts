@@ -1,18 +1,20 @@
 // A tree-ensemble bundle served end to end: the breast-cancer XGBoost fixture compiled into a
-// bundle, a real server (worker pool, embedded S3), predictions through predictTrees (keys
-// uploaded content-addressed, query in S3, result decrypted): every held-out record gets the
-// quantized plaintext model's class. Wrong-model queries and bad keys are refused with a 4xx,
+// bundle by `sealed compile-trees`, a real server (worker pool, embedded S3), predictions by
+// `sealed predict` (predictTrees: keys uploaded content-addressed, query in S3, result
+// decrypted): every held-out record gets the quantized plaintext model's class. Wrong-model queries and bad keys are refused with a 4xx,
 // and the server keeps serving. One batch of 114 records at 3 bits (~130 MB query) keeps it short.
 import t from 'tap';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compileTreeModel } from '../src/model/trees/compile.ts';
-import { writeTreeBundle } from '../src/model/trees/bundle.ts';
+import { readTreeBundle } from '../src/model/trees/bundle.ts';
 import { TreeClient } from '../src/model/trees/query.ts';
 import { binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
 import { predictionOf } from '../src/model/trees/ensemble.ts';
-import { predictTrees } from '../src/client/predict-trees.ts';
 import { sha256 } from '../src/client/route.ts';
 import { startLocalS3 } from '../src/storage/local-s3.ts';
 import { formatS3Uri, ObjectStore } from '../src/storage/s3.ts';
@@ -21,14 +23,22 @@ import { paramsKey } from '../src/fhe/params.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader } from '../src/wire/format.ts';
 
 const FIX = join(import.meta.dirname, 'fixtures', 'trees');
+const run = promisify(execFile);
+const bin = fileURLToPath(new URL('../bin/sealed.js', import.meta.url));
+const csv = (rows: number[][]) => [rows[0].map((_, j) => `f${j}`).join(','), ...rows.map((r) => r.join(','))].join('\n') + '\n';
 
 t.test('a tree bundle served: encrypted predictions, refusals, still serving', async (t) => {
   const d = JSON.parse(await readFile(join(FIX, 'breast-cancer.data.json'), 'utf8')) as { train: number[][]; test: number[][] };
-  const m = compileTreeModel(new Uint8Array(await readFile(join(FIX, 'breast-cancer.xgb.json'))), 'xgboost-json', d.train, { bits: 3 });
   const dir = await mkdtemp(join(tmpdir(), 'sealed-trees-serve-'));
   const modelDir = join(dir, 'model');
-  await writeTreeBundle(modelDir, m.client, m.server);
+  await writeFile(join(dir, 'train.csv'), csv(d.train));
+  await writeFile(join(dir, 'test.csv'), csv(d.test));
   const s3 = await startLocalS3({ directory: join(dir, 's3') });
+  const env = { ...process.env, SEALED_HOME: join(dir, 'home'), SEALED_S3_ENDPOINT: s3.endpoint };
+  await run(process.execPath, [bin, 'compile-trees', '--trees', join(FIX, 'breast-cancer.xgb.json'), '--calibration', join(dir, 'train.csv'), '--model', modelDir, '--bits', '3'], { env });
+  // The same compile in process: the quantized model the encrypted circuit must match.
+  const m = compileTreeModel(new Uint8Array(await readFile(join(FIX, 'breast-cancer.xgb.json'))), 'xgboost-json', d.train, { bits: 3 });
+  t.equal((await readTreeBundle(modelDir)).client.model_id, m.client.model_id, 'compile-trees wrote this model');
   const store = new ObjectStore({ endpoint: s3.endpoint });
   const bucket = 'sealed-test';
   await store.ensureBucket(bucket);
@@ -42,7 +52,6 @@ t.test('a tree bundle served: encrypted predictions, refusals, still serving', a
     await s3.close();
     await rm(dir, { recursive: true, force: true });
   });
-  const route = { store, bucket, prefix: 'sealed/', endpoint: server.url };
   const post = (body: unknown) => fetch(`${server.url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   const put = async (key: string, bytes: Uint8Array) => {
     const loc = { bucket, key };
@@ -84,17 +93,22 @@ t.test('a tree bundle served: encrypted predictions, refusals, still serving', a
   await refused(await post({ encrypted_query_uri: shapedUri, evaluation_keys_uri: await put(`sealed/keys/${'0'.repeat(64)}.keys`, keys), output_uri: out }), 422, /not the object their name says/, 'keys under another hash');
   t.equal(server.memory.budgetInUse.reserved, 0, 'refused requests hold no memory');
 
-  // Still serving: the held-out records, encrypted, through S3 and the worker.
-  const got = await predictTrees(client, keys, d.test, route);
-  t.equal(got.predictions.length, d.test.length, 'a prediction per record');
+  // Still serving: the held-out records, encrypted by `sealed predict`, through S3 and the worker.
+  const output = join(dir, 'predictions.jsonl');
+  const cli = await run(process.execPath, [bin, 'predict', '--model', modelDir, '--input', join(dir, 'test.csv'), '--output', output, '--format', 'json', '--endpoint', server.url, '--bucket', bucket, '--json'], { env, maxBuffer: 1 << 20 });
+  const summary = JSON.parse(cli.stdout.trim().split('\n').at(-1)!) as { model: string; records: number; query_bytes: number; keys_uploaded: boolean };
+  const got = (await readFile(output, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { record: number; label: number | string });
+  t.equal(got.length, d.test.length, 'a prediction per record');
   let same = 0;
   d.test.forEach((x, i) => {
-    if (predictionOf(m.ensemble, quantizedScores(m.quantized, binsOf(m.client.bins, x))) === got.predictions[i]) same++;
+    const want = predictionOf(m.ensemble, quantizedScores(m.quantized, binsOf(m.client.bins, x)));
+    if (String(got[i].label) === String(m.client.labels?.[want] ?? want)) same++;
   });
   t.equal(same, d.test.length, 'every held-out record gets the quantized plaintext model\'s class');
-  t.equal(got.stats.keys_uploaded, false, 'the keys were found in place by their hash');
-  t.ok(got.stats.query_bytes > 64 * 1024 * 1024, `the query is large (${(got.stats.query_bytes / 2 ** 20).toFixed(0)} MiB) and was admitted`);
-  t.ok(server.memory.budgetInUse.peakReserved >= got.stats.query_bytes, 'the whole query was reserved from the request memory');
+  t.equal(summary.model, 'trees', 'predicted as a tree model');
+  t.equal(summary.keys_uploaded, true, 'the client uploaded its keys, under their hash');
+  t.ok(summary.query_bytes > 64 * 1024 * 1024, `the query is large (${(summary.query_bytes / 2 ** 20).toFixed(0)} MiB) and was admitted`);
+  t.ok(server.memory.budgetInUse.peakReserved >= summary.query_bytes, 'the whole query was reserved from the request memory');
   t.equal(server.memory.budgetInUse.reserved, 0, 'and released');
   const ping = await fetch(`${server.url}/ping`);
   t.equal(ping.status, 200, '/ping still healthy');
