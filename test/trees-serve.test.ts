@@ -43,7 +43,8 @@ t.test('a tree bundle served: encrypted predictions, refusals, still serving', a
   const bucket = 'sealed-test';
   await store.ensureBucket(bucket);
   // One worker (the circuit is one task); a deadline past one batch's evaluation on a loaded 2-core VM.
-  const server = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, allowAny: true, deadlineMs: 600_000 });
+  // A memory budget leaving ~220 MiB for requests: a query fits, a larger object does not.
+  const server = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, allowAny: true, deadlineMs: 600_000, memoryBudget: 764 * 2 ** 20 });
   const client = await TreeClient.open(m.client);
   t.teardown(async () => {
     client.close();
@@ -91,7 +92,18 @@ t.test('a tree bundle served: encrypted predictions, refusals, still serving', a
   await refused(await post({ encrypted_query_uri: shapedUri, evaluation_keys_uri: await put(`sealed/keys/${sha256(truncated)}.keys`, truncated), output_uri: out }), 422, /relinearization keys/, 'truncated relinearization keys');
   // Keys whose object is not what its hash-name says.
   await refused(await post({ encrypted_query_uri: shapedUri, evaluation_keys_uri: await put(`sealed/keys/${'0'.repeat(64)}.keys`, keys), output_uri: out }), 422, /not the object their name says/, 'keys under another hash');
-  t.equal(server.memory.budgetInUse.reserved, 0, 'refused requests hold no memory');
+  // Memory: the whole query is reserved before it is read; too large for the budget is a 400,
+  // larger than what is free now a 503 (its bytes are never downloaded).
+  const budget = server.memory.budgetInUse;
+  const huge = await put('sealed/queries/huge.query', new Uint8Array(budget.capacity + 2 ** 20));
+  await refused(await post({ encrypted_query_uri: huge, evaluation_keys_uri: keysUri, output_uri: out }), 400, /more than this server's request budget/, 'a query larger than the request memory');
+  const held = budget.reserve(budget.capacity - 8 * 2 ** 20, 'the test');
+  const mid = await put('sealed/queries/mid.query', new Uint8Array(16 * 2 ** 20));
+  const busy = await post({ encrypted_query_uri: mid, evaluation_keys_uri: keysUri, output_uri: out });
+  t.ok(busy.headers.get('retry-after') !== null, '503 says when to retry');
+  await refused(busy, 503, /memory for requests is in use/, 'a query while the request memory is in use');
+  held.release();
+  t.equal(budget.reserved, 0, 'refused requests hold no memory');
 
   // Still serving: the held-out records, encrypted by `sealed predict`, through S3 and the worker.
   const output = join(dir, 'predictions.jsonl');
