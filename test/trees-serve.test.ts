@@ -120,7 +120,6 @@ t.test('a tree bundle served: encrypted predictions, refusals, still serving', a
   t.equal(summary.model, 'trees', 'predicted as a tree model');
   t.equal(summary.keys_uploaded, true, 'the client uploaded its keys, under their hash');
   t.ok(summary.query_bytes > 64 * 1024 * 1024, `the query is large (${(summary.query_bytes / 2 ** 20).toFixed(0)} MiB) and was admitted`);
-  t.ok(server.memory.budgetInUse.peakReserved >= summary.query_bytes, 'the whole query was reserved from the request memory');
   t.equal(server.memory.budgetInUse.reserved, 0, 'and released');
   const ping = await fetch(`${server.url}/ping`);
   t.equal(ping.status, 200, '/ping still healthy');
