@@ -9,6 +9,7 @@ import { loadClientPart } from '../client/model-source.ts';
 import { openRoute } from '../client/open-route.ts';
 import type { TransportMode } from '../client/transport.ts';
 import { resolveS3 } from '../storage/resolve.ts';
+import { readTreeClientPart } from '../model/trees/bundle.ts';
 import { formatPredictions, readRecords } from './records.ts';
 
 async function openSession(model: string, s3Endpoint?: string): Promise<ClientSession> {
@@ -89,6 +90,9 @@ interface PredictOpts extends PassphraseOpts {
 export async function predictCommand(o: PredictOpts): Promise<void> {
   if (o.bodyLimit !== undefined && !(Number.isSafeInteger(o.bodyLimit) && o.bodyLimit > 0)) throw new SealedError('bad-request', '--body-limit must be a whole number of bytes above 0', 'e.g. --body-limit 6291456 (6 MB, SageMaker real-time\'s limit)');
   if (o.async && !o.sagemakerEndpoint) throw new SealedError('bad-request', '--async needs --sagemaker-endpoint', 'name the SageMaker endpoint, or drop --async for direct HTTP');
+  // A tree-ensemble bundle (a directory whose manifest lists server/trees.json) has its own client.
+  const treePart = /\.(tar\.gz|tgz)$/.test(o.model) || o.model.startsWith('s3://') ? undefined : await readTreeClientPart(o.model);
+  if (treePart) return (await import('./predict-trees.ts')).predictTreesCommand(treePart, o);
   const session = await openSession(o.model, o.s3Endpoint);
   const { rows, labels } = await readRecords(o.input, session.part);
   const { keys, created } = await loadOrCreateKeys(o.keys ?? defaultKeysDir(session.modelId), session, cliPassphrase(o));

@@ -17,6 +17,7 @@ const s3Command = lazy(() => import('./serve.ts'), 's3Command');
 const emulatorCommand = lazy(() => import('./serve.ts'), 'emulatorCommand');
 const keygenCommand = lazy(() => import('./client.ts'), 'keygenCommand');
 const predictCommand = lazy(() => import('./client.ts'), 'predictCommand');
+const compileTreesCommand = lazy(() => import('./compile-trees.ts'), 'compileTreesCommand');
 const demoCommand = lazy(() => import('./demo.ts'), 'demoCommand');
 const demoWebCommand = lazy(() => import('./demo-web.ts'), 'demoWebCommand');
 const keysListCommand = lazy(() => import('./client.ts'), 'keysListCommand');
@@ -53,6 +54,16 @@ export async function main(argv: string[]): Promise<void> {
     .option('--report <file>', 'also write the compile report (JSON) here; it is always stored in the bundle as server/compile-report.json')
     .option('--json', 'print the report as one JSON line (progress goes to stderr)')
     .action(compileCommand);
+
+  program
+    .command('compile-trees')
+    .description('model owner: compile a trained tree ensemble (XGBoost JSON or ONNX-ML) into a servable bundle (docs/trees.md)')
+    .requiredOption('--trees <file>', 'the trained model: XGBoost model.json (Booster.save_model) or model.onnx (TreeEnsembleClassifier/Regressor)')
+    .requiredOption('--calibration <csv>', 'typical input records (e.g. the training data), a header naming the features: the quantization bins are their quantiles')
+    .requiredOption('--model <dir>', 'where to write the bundle')
+    .option('--target <column>', 'a column of the calibration CSV to leave out (the label)')
+    .addOption(new Option('--bits <n>', 'quantization bits (default: the smallest from 3 to 8 that agrees with the model on 99.5% of the calibration records)').argParser(Number))
+    .action(compileTreesCommand);
 
   program
     .command('serve')

@@ -5,6 +5,9 @@ import { imageRows, parseIdx } from '../train/idx.ts';
 import { parseNpy } from '../train/npy.ts';
 import { SealedError } from '../errors.ts';
 import type { ClientPart } from '../model/client-part.ts';
+
+/** What reading records needs of a model: its features (and target column). Tree models' client parts have these too. */
+export type RecordShape = Pick<ClientPart, 'features' | 'target'>;
 import type { Prediction } from '../model/postprocess.ts';
 import { parseCsv, requireNumeric } from '../train/csv.ts';
 
@@ -18,13 +21,13 @@ export interface Records {
  * Rows of the model's features from a CSV file. Columns are matched by name when the file has
  * a header (extra columns, such as the label, are ignored); otherwise taken in order.
  */
-export async function readRecords(file: string, part: ClientPart): Promise<Records> {
+export async function readRecords(file: string, part: RecordShape): Promise<Records> {
   const r = await readAny(file, part);
   if (r.rows.length === 0) throw new SealedError('bad-data', `${file} holds no records`, 'give a file with at least one record to predict');
   return r;
 }
 
-async function readAny(file: string, part: ClientPart): Promise<Records> {
+async function readAny(file: string, part: RecordShape): Promise<Records> {
   let text: string;
   try {
     text = /(ubyte(\.gz)?|\.npy)$/.test(file) ? '' : await readFile(file, 'utf8');
@@ -61,7 +64,7 @@ export function formatPredictions(p: Prediction[], format: 'csv' | 'json'): stri
 }
 
 /** MNIST-format images (pixels 0..255); labels from the matching labels-idx1 file when present. */
-async function readIdxRecords(file: string, part: ClientPart): Promise<Records> {
+async function readIdxRecords(file: string, part: RecordShape): Promise<Records> {
   const idx = parseIdx(new Uint8Array(await readFile(file)), file);
   if (idx.dims.length === 1) {
     // The labels file of an MNIST pair holds no images: name the file to give instead.
@@ -79,7 +82,7 @@ async function readIdxRecords(file: string, part: ClientPart): Promise<Records> 
 }
 
 /** JSON lines: each line an array of the feature values, or an object keyed by feature name. */
-export function parseJsonLines(text: string, file: string, part: ClientPart): number[][] {
+export function parseJsonLines(text: string, file: string, part: RecordShape): number[][] {
   return text
     .split(/\r?\n/)
     .map((l, i) => [l.trim(), i + 1] as const)
@@ -100,7 +103,7 @@ export function parseJsonLines(text: string, file: string, part: ClientPart): nu
 }
 
 /** NPY: [records, features], or images [records, height, width] flattened row-major. */
-async function readNpyRecords(file: string, part: ClientPart): Promise<{ rows: number[][] }> {
+async function readNpyRecords(file: string, part: RecordShape): Promise<{ rows: number[][] }> {
   const a = parseNpy(new Uint8Array(await readFile(file)), file);
   const per = a.shape.slice(1).reduce((x, y) => x * y, 1);
   if (a.shape.length < 2 || per !== part.features.length) {

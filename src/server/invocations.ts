@@ -9,6 +9,7 @@ import { checkRequest, type InvocationRequest } from './access.ts';
 import { evaluateSingle } from './evaluate-single.ts';
 import type { InvocationContext, InvocationResponse, ResultSink } from './invocation-context.ts';
 import { invokeBatch } from './invoke-batch.ts';
+import { invokeTreesS3 } from './invoke-trees.ts';
 import type { KeyStore } from './key-store.ts';
 import { checkQueryHeader, sectionLimits } from './query-checks.ts';
 import { digestObject, NeedsDigest, QueryDigest } from './query-digest.ts';
@@ -29,6 +30,8 @@ export function s3Sink(store: ObjectStore, loc: S3Location): ResultSink {
 export async function invoke(req: InvocationRequest, c: InvocationContext, signal?: AbortSignal): Promise<InvocationResponse> {
   const t0 = performance.now();
   const { queryLoc, keysLoc, outLoc, declared } = checkRequest(req, c);
+  // A tree ensemble's queries are read whole, not streamed (invoke-trees.ts).
+  if (c.model.trees) return invokeTreesS3(queryLoc, keysLoc, declared, s3Sink(c.store, outLoc), c, signal);
 
   // The keys download starts at once (single layout); the query streams in.
   const keysPromise = keysLoc ? c.keys.get(keysLoc) : undefined;

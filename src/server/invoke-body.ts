@@ -14,6 +14,7 @@ import { checkPrefix, decodeWire, type QueryHeader } from '../wire/format.ts';
 import { checkAccess, checkKeysName } from './access.ts';
 import type { InvocationContext, InvocationResponse, ResultSink } from './invocation-context.ts';
 import { evaluateQuery } from './invocations.ts';
+import { evaluateTrees, TREE_KEYS_HINT } from './invoke-trees.ts';
 import { batchCount, checkBatchQuery, checkQueryHeader, type ServingModel } from './query-checks.ts';
 import { QueryDigest } from './query-digest.ts';
 import { MiB } from './budget.ts';
@@ -87,6 +88,7 @@ export async function invokeBody(body: Uint8Array, keysLoc: S3Location | undefin
   const t0 = performance.now();
   // Not a sealed query at all (random bytes, JSON sent as octet-stream...): the request is wrong, 400.
   checkPrefix('query', body, (why) => new SealedError('bad-request', `the request body ${why}: with Content-Type: application/octet-stream it must be an encrypted query (docs/wire-format.md)`, 'send the file `sealed predict` writes (or the SDK encrypts), unchanged; or send JSON naming S3 locations (Content-Type: application/json)'));
+  if (c.model.trees) return invokeTreesBody(body, keysLoc, c, t0, signal);
   const msg = decodeWire<QueryHeader>('query', body, 'the encrypted query');
   const layout = checkQueryHeader(c.model, msg.header);
   if (layout === 'single' && !keysLoc) throw new SealedError('bad-request', 'the query uses the single layout, which needs evaluation keys, and the request names none', KEYS_HINT);
@@ -104,6 +106,20 @@ export async function invokeBody(body: Uint8Array, keysLoc: S3Location | undefin
   } finally {
     await keys?.catch(() => undefined);
     reservation?.release();
+  }
+}
+
+/** A tree-ensemble query in the body: evaluated whole (invoke-trees.ts), a copy of the body sent to the worker. */
+async function invokeTreesBody(body: Uint8Array, keysLoc: S3Location | undefined, c: InvocationContext, t0: number, signal?: AbortSignal): Promise<{ result: Uint8Array; response: InvocationResponse }> {
+  if (!keysLoc) throw new SealedError('bad-request', 'a tree-ensemble query needs evaluation keys, and the request names none', `${KEYS_HINT}; ${TREE_KEYS_HINT}`);
+  const keys = c.keys.get(keysLoc);
+  keys.catch(() => undefined);
+  try {
+    const out = bodySink();
+    const response = await evaluateTrees(body, false, keys, undefined, out, c, t0, 0, signal);
+    return { result: out.bytes(), response };
+  } finally {
+    await keys.catch(() => undefined);
   }
 }
 

@@ -25,8 +25,12 @@ function shared(b: Uint8Array): Uint8Array {
   return s;
 }
 
-/** `bytes` (whose SHA-256 is `id`) as the key set `program` needs, or a 422 'bad-keys' saying what is missing. */
-export function parseKeySet(bytes: Uint8Array, id: string, program: Program): KeySet {
+/**
+ * `bytes` (whose SHA-256 is `id`) as the key set `program` needs, or a 422 'bad-keys' saying what
+ * is missing. `galoisSection: false` (tree ensembles, which rotate nothing): the object holds no
+ * Galois section, and `galois` is empty.
+ */
+export function parseKeySet(bytes: Uint8Array, id: string, program: Program, galoisSection = true): KeySet {
   const msg = decodeWire<KeysHeader>('keys', bytes, 'the evaluation-keys object');
   const h = msg.header;
   const want = paramsKey(program.params);
@@ -35,11 +39,13 @@ export function parseKeySet(bytes: Uint8Array, id: string, program: Program): Ke
   }
   const missing = program.galoisSteps.filter((s) => !(Array.isArray(h.galois_steps) && h.galois_steps.includes(s)));
   if (missing.length) throw new SealedError('bad-keys', `the evaluation keys lack rotations ${missing.join(', ')} this model needs`, 'make keys for this model with `sealed keygen`');
-  const expected = 1 + (h.relin ? 1 : 0) + (h.public_key ? 1 : 0);
+  if (!galoisSection && !(Array.isArray(h.galois_steps) && h.galois_steps.length === 0)) throw new SealedError('bad-keys', 'the evaluation keys hold rotations; this model (a tree ensemble) takes keys without them', "make keys with this model's client part (`sealed predict` does)");
+  const g = galoisSection ? 1 : 0;
+  const expected = g + (h.relin ? 1 : 0) + (h.public_key ? 1 : 0);
   if (msg.sections.length !== expected) throw new SealedError('bad-keys', `the evaluation keys hold ${msg.sections.length} sections, expected ${expected}`);
   if (program.relin && !h.relin) throw new SealedError('bad-keys', 'the evaluation keys lack relinearization keys, which this model needs', 'make keys for this model with `sealed keygen`');
   if (program.privacy === 'flood' && !h.public_key) {
     throw new SealedError('bad-keys', "the evaluation keys lack a public key: this model re-randomizes its results (circuit privacy) with the client's public key", 'make keys with a current `sealed keygen` (or SDK), which includes it');
   }
-  return { id, galois: shared(msg.sections[0]), relin: h.relin ? shared(msg.sections[1]) : undefined, publicKey: h.public_key ? shared(msg.sections[expected - 1]) : undefined, bytes: bytes.length };
+  return { id, galois: g ? shared(msg.sections[0]) : new Uint8Array(0), relin: h.relin ? shared(msg.sections[g]) : undefined, publicKey: h.public_key ? shared(msg.sections[expected - 1]) : undefined, bytes: bytes.length };
 }

@@ -51,14 +51,19 @@ export class KeyStore {
   private readonly maxBytes: number;
   private readonly maxObjectBytes: number;
   private readonly budget: MemoryBudget | undefined;
+  private readonly galoisSection: boolean;
 
-  /** `budget`: request memory, from which a download reserves what it holds until it is parsed. */
-  constructor(o: { store: ObjectStore; program: Program; maxBytes: number; maxObjectBytes: number; budget?: MemoryBudget }) {
+  /**
+   * `budget`: request memory, from which a download reserves what it holds until it is parsed.
+   * `galoisSection: false`: the model rotates nothing and its keys carry no Galois section (trees).
+   */
+  constructor(o: { store: ObjectStore; program: Program; maxBytes: number; maxObjectBytes: number; budget?: MemoryBudget; galoisSection?: boolean }) {
     this.store = o.store;
     this.program = o.program;
     this.maxBytes = o.maxBytes;
     this.maxObjectBytes = o.maxObjectBytes;
     this.budget = o.budget;
+    this.galoisSection = o.galoisSection ?? true;
   }
 
   /**
@@ -182,6 +187,6 @@ export class KeyStore {
     // buffers instead of copying them again. Each URI's entry still counts its bytes, so the
     // total is an upper bound of the memory held, and evicting one URI leaves the other intact.
     for (const e of this.entries.values()) if (e.set.id === id) return e.set;
-    return parseKeySet(bytes, id, this.program);
+    return parseKeySet(bytes, id, this.program, this.galoisSection);
   }
 }

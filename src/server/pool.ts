@@ -8,7 +8,7 @@
 import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import type { BatchResult, BatchTask, EvaluateResult, EvaluateTask, ProbeResult, Retirement, TestResult, TestTask } from './worker-protocol.ts';
+import type { BatchResult, BatchTask, EvaluateResult, EvaluateTask, ProbeResult, Retirement, TestResult, TestTask, TreeResult, TreeTask } from './worker-protocol.ts';
 
 export interface PoolOptions {
   modelDir: string;
@@ -112,6 +112,11 @@ export class EvaluationPool {
   /** `transfer`: buffers handed to the worker instead of copied (the caller gives them up). */
   runBatch(task: BatchTask, signal?: AbortSignal, transfer?: ArrayBuffer[]): Promise<BatchResult> {
     return this.track(this.piscina.run(task, { signal, transferList: transfer as never }) as Promise<BatchResult>);
+  }
+
+  /** A whole tree-ensemble query in one worker; `transfer`: the query's buffer, given up by the caller. */
+  runTrees(task: TreeTask, signal?: AbortSignal, transfer?: ArrayBuffer[]): Promise<TreeResult> {
+    return this.track(this.piscina.run(task, { signal, transferList: transfer as never }) as Promise<TreeResult>);
   }
 
   /** TEST-ONLY: refused by the workers unless the pool was made with `testHooks`. */

@@ -5,7 +5,7 @@
 import { safeText, SealedError } from '../errors.ts';
 import type { BatchPlan } from '../fhe/batch-plan.ts';
 import { recordsPerBatch, resultSize } from '../fhe/batch-plan.ts';
-import { ciphertextBytesBound, paramsKey } from '../fhe/params.ts';
+import { ciphertextBytesBound, paramsKey, type CkksParams } from '../fhe/params.ts';
 import { rerandKeyBytes } from '../fhe/privacy.ts';
 import type { Program } from '../fhe/program.ts';
 import type { QueryHeader } from '../wire/format.ts';
@@ -14,9 +14,21 @@ import type { StreamLimits } from '../wire/stream.ts';
 /** What the server needs of a model to check and evaluate queries. */
 export interface ServingModel {
   modelId: string;
+  /** A tree ensemble's is empty: it states the keys the model needs (no rotations). */
   program: Program;
   recordsPerCiphertext: number;
   batch?: BatchPlan;
+  /** A tree ensemble (src/model/trees): its queries take their own path (invoke-trees.ts). */
+  trees?: TreeServing;
+}
+
+/** What the request path needs of a tree ensemble. */
+export interface TreeServing {
+  params: CkksParams;
+  /** Thermometer ciphertexts per batch of `recordsPerBatch` records. */
+  inputs: number;
+  outputs: number;
+  recordsPerBatch: number;
 }
 
 

@@ -1,7 +1,6 @@
 // Starting the server for a model directory: checks the bundle, warms the worker pool, listens.
 import { availableParallelism } from 'node:os';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
-import { readClientPart, readServerPart } from '../model/bundle.ts';
 import { ObjectStore } from '../storage/s3.ts';
 import { SealedError } from '../errors.ts';
 import { buildApp } from './app.ts';
@@ -12,6 +11,7 @@ import { checkBodyRequest, payloadLimit } from './invoke-body.ts';
 import type { ExecutionParameters } from './plugins/execution-parameters.ts';
 import { KeyStore } from './key-store.ts';
 import { EvaluationPool } from './pool.ts';
+import { readServedModel } from './served-model.ts';
 import type { Retirement } from './worker-protocol.ts';
 
 export interface ServeOptions {
@@ -114,8 +114,7 @@ export function executionParameters(o: { workers: number; maxInFlight: number; r
 export async function startServer(o: ServeOptions): Promise<RunningServer> {
   // Before anything is loaded or listens: a server that would be open to any S3 location does not start.
   const access = accessPolicy(o);
-  const part = await readServerPart(o.modelDir); // fails fast on a bad bundle, before any worker
-  const { client } = await readClientPart(o.modelDir);
+  const served = await readServedModel(o.modelDir); // fails fast on a bad bundle, before any worker
   const workers = o.workers ?? availableParallelism();
   const split = splitBudget({ workers, budget: o.memoryBudget, keyCache: o.keyCacheBytes });
   const requests = new MemoryBudget(split.requests);
@@ -127,7 +126,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const retired: { log?: (r: Retirement) => void } = {};
   const pool = new EvaluationPool({ modelDir: o.modelDir, workers, keyCacheBytes: split.workerKeyCache, onRetire: (r) => retired.log?.(r) });
   await pool.ready();
-  const keys = new KeyStore({ store, program: part.program, maxBytes: split.keyCache, maxObjectBytes: o.maxKeyBytes ?? 128 * MiB, budget: requests });
+  const keys = new KeyStore({ store, program: served.model.program, maxBytes: split.keyCache, maxObjectBytes: o.maxKeyBytes ?? 128 * MiB, budget: requests, galoisSection: served.galoisSection });
   const maxInFlight = o.maxInFlight ?? pool.size * 4;
   const batchSlots = { max: o.maxBatchInFlight ?? 2, used: 0 };
   const app = buildApp({
@@ -135,7 +134,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
     maxInFlight,
     maxPayloadBytes,
     defaultKeysUri: o.defaultKeysUri,
-    executionParameters: executionParameters({ workers: pool.size, maxInFlight, requests: split.requests, maxPayloadBytes, batch: part.batch && { memory: batchMemory(part.batch), slots: batchSlots.max } }),
+    executionParameters: executionParameters({ workers: pool.size, maxInFlight, requests: split.requests, maxPayloadBytes, batch: served.batch && { memory: batchMemory(served.batch), slots: batchSlots.max } }),
     deadlineMs: o.deadlineMs ?? 55_000,
     headersTimeoutMs: o.headersTimeoutMs,
     requestTimeoutMs: o.requestTimeoutMs,
@@ -143,7 +142,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
     workersReplaced: () => pool.workersReplaced,
     context: {
       access,
-      model: { modelId: part.modelId, program: part.program, recordsPerCiphertext: client.input.recordsPerCiphertext, batch: part.batch },
+      model: served.model,
       store,
       keys,
       pool,
@@ -154,8 +153,8 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   });
   // Results of a model without circuit privacy are deterministic functions of what the client
   // sent: a client can solve them for the weights (docs/threat-model.md). The owner chose it.
-  const exposed = [part.privacy.single === 'none' ? 'single' : undefined, part.privacy.batch === 'none' ? 'batch' : undefined].filter((x) => x);
-  if (exposed.length) app.log.warn({ model_id: part.modelId, layouts: exposed }, 'this model has no circuit privacy (privacy: none): its results let a client recover its weights; recompile it with privacy flood (the default) to protect them');
+  const exposed = served.exposed;
+  if (exposed.length) app.log.warn({ model_id: served.model.modelId, layouts: exposed }, 'this model has no circuit privacy (privacy: none): its results let a client recover its weights; recompile it with privacy flood (the default) to protect them');
   retired.log = (r) => app.log.warn({ thread: r.threadId, reason: r.reason, workers_replaced: pool.workersReplaced }, 'worker retired and replaced');
   const address = await app.listen({ port: o.port ?? 8080, host: o.host ?? '0.0.0.0' });
   return {

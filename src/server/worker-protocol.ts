@@ -17,6 +17,23 @@ export type BatchTask =
   /** Checks the query's re-randomization key before any work is done on the query. */
   | { batch: 'check-key'; rerandKey?: SharedArrayBuffer };
 
+/**
+ * A tree-ensemble query (src/model/trees), whole: the query's wire bytes (transferred, not
+ * copied) and the key set's sections (shared memory). The worker's TreeServer evaluates it.
+ */
+export interface TreeTask {
+  trees: true;
+  query: Uint8Array;
+  keys: { relin: Uint8Array; publicKey?: Uint8Array };
+}
+
+export interface TreeResult {
+  result?: Uint8Array;
+  error?: TaskError;
+  ms: number;
+  retire?: Retirement;
+}
+
 /** The health probe: a known-answer computation on a throwaway key (pool.probe()). */
 export interface ProbeTask {
   probe: true;
@@ -74,5 +91,5 @@ export interface WarmupTask {
   warmup: true;
 }
 
-export type Task = EvaluateTask | BatchTask | ProbeTask | TestTask | WarmupTask;
-export type TaskResult = EvaluateResult | BatchResult | ProbeResult | TestResult;
+export type Task = EvaluateTask | BatchTask | TreeTask | ProbeTask | TestTask | WarmupTask;
+export type TaskResult = EvaluateResult | BatchResult | TreeResult | ProbeResult | TestResult;

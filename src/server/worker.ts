@@ -11,19 +11,34 @@
 // other.
 import { threadId, workerData } from 'node:worker_threads';
 import { SEAL_EXCEPTION_BUDGET, sealExceptionCount, sealFault } from '../fhe/seal.ts';
-import { readClientPart, readServerPart } from '../model/bundle.ts';
+import { SealedError } from '../errors.ts';
+import { readClientPart, readManifest, readServerPart } from '../model/bundle.ts';
+import { isTreeBundle, readTreeBundle } from '../model/trees/bundle.ts';
+import { TreeServer } from '../model/trees/query.ts';
+import { paramsKey } from '../fhe/params.ts';
+import { encodeWire, type KeysHeader } from '../wire/format.ts';
 import { KnownAnswer } from './known-answer.ts';
 import { ModelServer } from './model-server.ts';
 import { plainError, RETRY } from './worker-errors.ts';
-import type { BatchResult, BatchTask, EvaluateResult, EvaluateTask, ProbeResult, Task, TaskError, TaskResult } from './worker-protocol.ts';
+import type { BatchResult, BatchTask, EvaluateResult, EvaluateTask, ProbeResult, Task, TaskError, TaskResult, TreeResult, TreeTask } from './worker-protocol.ts';
 import { runTest } from './worker-test-hooks.ts';
 
 export type * from './worker-protocol.ts';
 
 const { modelDir, keyCacheBytes, retiring, testHooks } = workerData as { modelDir: string; keyCacheBytes: number; retiring: SharedArrayBuffer; testHooks?: boolean };
 const retiringFlags = new Int32Array(retiring);
-const server = await ModelServer.open(await readServerPart(modelDir), { recordsPerCiphertext: (await readClientPart(modelDir)).client.input.recordsPerCiphertext, keyCacheBytes });
-const knownAnswer = new KnownAnswer(server.session, server.model.program.inputScaleBits);
+// A tree-ensemble bundle is served by a TreeServer (whole queries), any other by a ModelServer.
+const manifest = await readManifest(modelDir);
+const trees = manifest && isTreeBundle(manifest) ? await TreeServer.open((await readTreeBundle(modelDir)).server) : undefined;
+const networkServer = trees ? undefined : await ModelServer.open(await readServerPart(modelDir), { recordsPerCiphertext: (await readClientPart(modelDir)).client.input.recordsPerCiphertext, keyCacheBytes });
+const session = trees ? trees.session : networkServer!.session;
+const knownAnswer = new KnownAnswer(session, trees ? trees.part.circuit.inputScaleBits : networkServer!.model.program.inputScaleBits);
+
+/** The network model's server; a task of the network paths sent to a tree model's worker is refused. */
+function network(): ModelServer {
+  if (!networkServer) throw new SealedError('bad-query', 'this endpoint serves a tree ensemble, which takes whole queries only', 'encrypt with the tree model\'s client part (`sealed predict`)');
+  return networkServer;
+}
 
 /** Why this worker must be replaced (set once; the thread is then terminated by the pool). */
 let retireReason: string | undefined;
@@ -32,7 +47,7 @@ let probeFailure: string | undefined;
 function evaluateOne(task: EvaluateTask): EvaluateResult {
   const ms = { deserialize: 0, evaluate: 0, serialize: 0, keys: 0 };
   try {
-    return { result: server.evaluateCiphertext(task.ciphertext, task.keys, task.index, ms), ms };
+    return { result: network().evaluateCiphertext(task.ciphertext, task.keys, task.index, ms), ms };
   } catch (e) {
     // Errors cross the thread boundary as plain data; SealedErrors keep their code and hint.
     return { error: plainError(e), ms };
@@ -44,6 +59,7 @@ function runBatch(task: BatchTask): BatchResult {
   const ms = () => performance.now() - t0;
   const bytes = (b: SharedArrayBuffer | undefined) => b && new Uint8Array(b);
   try {
+    const server = network();
     switch (task.batch) {
       case 'decode':
         server.decodeBatchInputs(task.sections, new Uint32Array(task.input), task.first);
@@ -61,6 +77,20 @@ function runBatch(task: BatchTask): BatchResult {
     }
   } catch (e) {
     return { error: plainError(e), ms: ms() };
+  }
+}
+
+function runTrees(task: TreeTask): TreeResult {
+  const t0 = performance.now();
+  try {
+    if (!trees) throw new SealedError('bad-query', 'this endpoint does not serve a tree ensemble');
+    // The key set's sections back in their wire object (no Galois section), as TreeServer reads keys.
+    const flood = task.keys.publicKey !== undefined;
+    const header: KeysHeader = { params: paramsKey(trees.part.circuit.params), galois_steps: [], relin: true, public_key: flood };
+    const keys = encodeWire('keys', header, flood ? [task.keys.relin, task.keys.publicKey!] : [task.keys.relin]);
+    return { result: trees.evaluate(task.query, keys), ms: performance.now() - t0 };
+  } catch (e) {
+    return { error: plainError(e), ms: performance.now() - t0 };
   }
 }
 
@@ -83,8 +113,9 @@ function mustRetire(): string | undefined {
 function dispatch(task: Task): TaskResult {
   if ('warmup' in task) return { ms: { deserialize: 0, evaluate: 0, serialize: 0, keys: 0 } };
   if ('probe' in task) return probe();
-  if ('test' in task) return testHooks ? runTest(task, server.session, knownAnswer.ciphertext) : { exceptions: sealExceptionCount(), error: { code: 'bad-request', message: 'test tasks are refused: this pool has no test hooks' } };
+  if ('test' in task) return testHooks ? runTest(task, session, knownAnswer.ciphertext) : { exceptions: sealExceptionCount(), error: { code: 'bad-request', message: 'test tasks are refused: this pool has no test hooks' } };
   if ('batch' in task) return runBatch(task);
+  if ('trees' in task) return runTrees(task);
   return evaluateOne(task);
 }
 
@@ -96,7 +127,7 @@ export default function run(task: Task): TaskResult {
     const retire = { threadId, reason: retireReason };
     if ('probe' in task) return { ok: false, why: retireReason, ms: 0, retire };
     if ('test' in task) return { exceptions: sealExceptionCount(), error, retire };
-    if ('batch' in task) return { error, ms: 0, retire };
+    if ('batch' in task || 'trees' in task) return { error, ms: 0, retire };
     return { error, ms: { deserialize: 0, evaluate: 0, serialize: 0, keys: 0 }, retire };
   }
   const result = dispatch(task);

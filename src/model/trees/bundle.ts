@@ -42,6 +42,19 @@ async function readPart(dir: string, name: string, m: Manifest): Promise<unknown
   }
 }
 
+/**
+ * The client part of a tree bundle, hash-checked against the manifest, parameters checked
+ * (128-bit); undefined when `dir` holds no tree bundle. The client needs nothing else.
+ */
+export async function readTreeClientPart(dir: string): Promise<TreeClientPart | undefined> {
+  const m = await readManifest(dir);
+  if (!m || !isTreeBundle(m)) return undefined;
+  const client = (await readPart(dir, 'client/model.json', m)) as TreeClientPart;
+  if (client.model !== 'trees' || client.model_id !== m.model_id) throw new SealedError('bad-bundle', `the client part in ${dir} is not the manifest's tree model`, 'copy the bundle again');
+  checkParams(client.params);
+  return client;
+}
+
 /** Both parts of a tree bundle, hash-checked against the manifest, parameters checked (128-bit). */
 export async function readTreeBundle(dir: string): Promise<{ client: TreeClientPart; server: TreeServerPart }> {
   const m = await readManifest(dir);

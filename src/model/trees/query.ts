@@ -120,11 +120,12 @@ export class TreeClient {
 /** Server side: a tree model's SEAL session, opened once; `evaluate` is synchronous and pure. */
 export class TreeServer {
   readonly part: TreeServerPart;
-  private readonly s: CkksSession;
+  /** The model's SEAL instance (a serving worker's health probe uses it too). */
+  readonly session: CkksSession;
 
   private constructor(part: TreeServerPart, s: CkksSession) {
     this.part = part;
-    this.s = s;
+    this.session = s;
   }
 
   static async open(part: TreeServerPart): Promise<TreeServer> {
@@ -153,7 +154,7 @@ export class TreeServer {
     if (k.sections.length !== (flood ? 2 : 1) || k.header.relin !== true || (flood && k.header.public_key !== true)) {
       throw new SealedError('bad-keys', flood ? 'the keys must hold relinearization keys and the public key (circuit privacy)' : 'the keys must hold relinearization keys', 'make keys with this model\'s client part');
     }
-    const ev = new TreeEvaluator(this.s, c, k.sections[0], flood ? k.sections[1] : undefined);
+    const ev = new TreeEvaluator(this.session, c, k.sections[0], flood ? k.sections[1] : undefined);
     try {
       const out: Uint8Array[] = [];
       for (let b = 0; b < batches; b++) out.push(...ev.evaluate(q.sections.slice(b * c.inputs, (b + 1) * c.inputs), ops));
@@ -165,7 +166,7 @@ export class TreeServer {
   }
 
   close(): void {
-    this.s.close();
+    this.session.close();
   }
 }
 

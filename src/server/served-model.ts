@@ -1,0 +1,33 @@
+// What startServer serves, read from a bundle directory: a network (server/program.json, single
+// layout and batch mode) or a tree ensemble (server/trees.json, whole batch queries; their keys
+// carry no Galois section). Checked before any worker starts, so a bad bundle fails fast.
+import type { BatchPlan } from '../fhe/batch-plan.ts';
+import { readClientPart, readManifest, readServerPart } from '../model/bundle.ts';
+import { isTreeBundle, readTreeBundle } from '../model/trees/bundle.ts';
+import type { ServingModel } from './query-checks.ts';
+
+export interface ServedModel {
+  model: ServingModel;
+  /** Layouts whose results are not flooded (the owner chose privacy none): logged at start. */
+  exposed: string[];
+  batch?: BatchPlan;
+  /** Whether the model's keys carry a Galois section (networks: yes; trees rotate nothing). */
+  galoisSection: boolean;
+}
+
+export async function readServedModel(dir: string): Promise<ServedModel> {
+  const manifest = await readManifest(dir);
+  if (manifest && isTreeBundle(manifest)) {
+    const { client, server } = await readTreeBundle(dir);
+    const c = server.circuit;
+    // No single-layout program: this empty one states the keys the model needs (no rotations,
+    // relinearization, the public key when flooded); tree queries never reach a program.
+    const program = { params: c.params, inputScaleBits: c.inputScaleBits, steps: [], galoisSteps: [], relin: true, privacy: c.privacy };
+    const trees = { params: c.params, inputs: c.inputs, outputs: c.outputs, recordsPerBatch: client.records_per_batch };
+    return { model: { modelId: server.model_id, program, recordsPerCiphertext: client.records_per_batch, trees }, exposed: c.privacy === 'none' ? ['trees'] : [], galoisSection: false };
+  }
+  const part = await readServerPart(dir);
+  const { client } = await readClientPart(dir);
+  const exposed = [part.privacy.single === 'none' ? 'single' : undefined, part.privacy.batch === 'none' ? 'batch' : undefined].filter((x): x is string => x !== undefined);
+  return { model: { modelId: part.modelId, program: part.program, recordsPerCiphertext: client.input.recordsPerCiphertext, batch: part.batch }, exposed, batch: part.batch, galoisSection: true };
+}
