@@ -81,7 +81,9 @@ t.test('the client encryption pool (worker threads) gives the same predictions',
   const a = await predict(session, keys, images, transport, { layout: 'batch', encryptPool: pool });
   const b = await predict(session, keys, images, transport, { layout: 'batch' });
   const worst = Math.max(...a.scores.flatMap((s, i) => s.map((v, o) => Math.abs(v - b.scores[i][o]))));
-  t.ok(worst < 1e-3, `pool and in-thread encryption agree (worst ${worst.toExponential(2)})`);
+  // Each result is within 1e-3 of the plaintext plan (the flood is fresh per result), so two
+  // results of the same records are within 2e-3 of each other: 1e-3 here failed 1 run in ~10.
+  t.ok(worst < 2e-3, `pool and in-thread encryption agree (worst ${worst.toExponential(2)})`);
 });
 
 t.test('predictBatches in batch mode: one request per batch, results in order', async (t) => {
