@@ -24,8 +24,14 @@ const query = client.encrypt(records); // wire format: nothing in it is readable
 const evaluation = await transport.evaluate(query, { id: keys.evaluationKeysId, bytes: keys.evaluationKeys });
 const predictions = client.decrypt(evaluation.result);
 
-predictions.forEach((p, i) => console.log(`record ${i + 1}: ${p.label} (${(Math.max(...p.probabilities!) * 100).toFixed(1)}%), recorded diagnosis ${records[i].diagnosis === 0 ? 'malignant' : 'benign'}`));
-console.log(`query ${query.length} B, result ${evaluation.result.length} B, evaluation keys ${keys.evaluationKeys.length} B (${evaluation.keysUploaded ? 'uploaded now' : 'already uploaded'}); transport ms ${JSON.stringify(evaluation.ms)}`);
+predictions.forEach((p, i) =>
+  console.log(
+    `record ${i + 1}: ${p.label} (${(Math.max(...p.probabilities!) * 100).toFixed(1)}%), recorded diagnosis ${records[i].diagnosis === 0 ? 'malignant' : 'benign'}`,
+  ),
+);
+console.log(
+  `query ${query.length} B, result ${evaluation.result.length} B, evaluation keys ${keys.evaluationKeys.length} B (${evaluation.keysUploaded ? 'uploaded now' : 'already uploaded'}); transport ms ${JSON.stringify(evaluation.ms)}`,
+);
 
 // The same in one call, with the time of each stage:
 const { stats } = await client.predictWithStats(records);

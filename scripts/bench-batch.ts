@@ -33,7 +33,16 @@ const argmax = (v: ArrayLike<number>) => {
 };
 
 export async function mnistBatch(args: string[]): Promise<Record<string, unknown>> {
-  const { values } = parseArgs({ args, options: { n: { type: 'string' }, workers: { type: 'string' }, 'client-threads': { type: 'string' }, epochs: { type: 'string' }, 'no-cost-model': { type: 'boolean', default: false } } });
+  const { values } = parseArgs({
+    args,
+    options: {
+      n: { type: 'string' },
+      workers: { type: 'string' },
+      'client-threads': { type: 'string' },
+      epochs: { type: 'string' },
+      'no-cost-model': { type: 'boolean', default: false },
+    },
+  });
   const test = await loadIdxPair(MNIST_TEST_IMAGES, MNIST_TEST_LABELS);
   // More than the 10,000 test images: they repeat (to measure large payloads and memory).
   const n = Number(values.n ?? test.images.length);
@@ -55,7 +64,13 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
   const clientThreads = Number(values['client-threads'] ?? workers);
   const pool = new EncryptPool(clientThreads);
   // Warm-up: every thread loads SEAL and the key (one task of 16 ciphertexts each).
-  for await (const c of pool.encryptColumns([new Array<number>(16 * clientThreads).fill(0)], 16 * clientThreads, { params: plan.params, secretKey: batchKey, scaleBits: plan.inputScaleBits, slots: recordsPerBatch(plan) })) void c;
+  for await (const c of pool.encryptColumns([new Array<number>(16 * clientThreads).fill(0)], 16 * clientThreads, {
+    params: plan.params,
+    secretKey: batchKey,
+    scaleBits: plan.inputScaleBits,
+    slots: recordsPerBatch(plan),
+  }))
+    void c;
   // Peak resident memory of this process (client, server, S3) per phase, sampled every 50 ms.
   const peak = { client: 0, server: 0 };
   let phase: keyof typeof peak = 'client';
@@ -83,7 +98,11 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
   // Phase 2: one request; the server streams it through the pool. This thread is the server's
   // main thread (and the embedded S3's): its busy time is the request's main-thread work.
   const elu0 = nodePerformance.eventLoopUtilization();
-  const server = (await invokeHttp(running.url, { encrypted_query_uri: formatS3Uri(queryLoc), output_uri: formatS3Uri(outLoc), query_sha256: querySha256 })) as { timings_ms: Record<string, number> };
+  const server = (await invokeHttp(running.url, {
+    encrypted_query_uri: formatS3Uri(queryLoc),
+    output_uri: formatS3Uri(outLoc),
+    query_sha256: querySha256,
+  })) as { timings_ms: Record<string, number> };
   const t2 = performance.now();
   const mainBusyMs = nodePerformance.eventLoopUtilization(elu0).active;
   phase = 'client';
@@ -96,7 +115,9 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
   const t4 = performance.now();
   clearInterval(sampler);
 
-  let correct = 0, agree = 0, plainCorrect = 0;
+  let correct = 0,
+    agree = 0,
+    plainCorrect = 0;
   scores.forEach((s, i) => {
     const c = argmax(s);
     const plain = argmax(simulateBatch(plan, preprocessRecord(images[i], client)));
@@ -125,8 +146,17 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
     records_per_batch: recordsPerBatch(plan),
     client_threads: clientThreads,
     distinct_images: Math.min(n, test.images.length),
-    rss_mb: { before: Math.round(rssBefore / 2 ** 20), peak_client_phases: Math.round(peak.client / 2 ** 20), peak_server_phase: Math.round(peak.server / 2 ** 20) },
-    phases_s: { encrypt_and_upload: +((t1 - t0) / 1000).toFixed(2), server: +((t2 - t1) / 1000).toFixed(2), download: +((t3 - t2) / 1000).toFixed(2), decrypt: +((t4 - t3) / 1000).toFixed(2) },
+    rss_mb: {
+      before: Math.round(rssBefore / 2 ** 20),
+      peak_client_phases: Math.round(peak.client / 2 ** 20),
+      peak_server_phase: Math.round(peak.server / 2 ** 20),
+    },
+    phases_s: {
+      encrypt_and_upload: +((t1 - t0) / 1000).toFixed(2),
+      server: +((t2 - t1) / 1000).toFixed(2),
+      download: +((t3 - t2) / 1000).toFixed(2),
+      decrypt: +((t4 - t3) / 1000).toFixed(2),
+    },
     server_timings_ms: server.timings_ms,
     server_images_per_s: +(n / ((t2 - t1) / 1000)).toFixed(1),
     evaluation_keys_bytes: 0,
@@ -157,9 +187,19 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
     const t = server.timings_ms;
     out.ops_per_batch = counts;
     out.unit_costs = units;
-    out.cost_model_ms = { kernel: +(p.kernel * batches).toFixed(0), load: +(p.load * batches).toFixed(0), save: +(p.save * batches).toFixed(0), client: +(p.client * batches).toFixed(0), by_op_per_batch: p.byOp };
+    out.cost_model_ms = {
+      kernel: +(p.kernel * batches).toFixed(0),
+      load: +(p.load * batches).toFixed(0),
+      save: +(p.save * batches).toFixed(0),
+      client: +(p.client * batches).toFixed(0),
+      by_op_per_batch: p.byOp,
+    };
     out.measured_ms = { kernel: t.evaluate, load: t.deserialize, save: t.serialize, client_encrypt_upload_wall: +encryptMs.toFixed(0) };
-    out.measured_over_model = { kernel: +(t.evaluate / (p.kernel * batches)).toFixed(2), load: +(t.deserialize / (p.load * batches)).toFixed(2), server_cpu: +((t.evaluate + t.deserialize + t.serialize) / (p.server * batches)).toFixed(2) };
+    out.measured_over_model = {
+      kernel: +(t.evaluate / (p.kernel * batches)).toFixed(2),
+      load: +(t.deserialize / (p.load * batches)).toFixed(2),
+      server_cpu: +((t.evaluate + t.deserialize + t.serialize) / (p.server * batches)).toFixed(2),
+    };
     // The "limit": all the CPU work of the request - the workers' operations (modeled) and the
     // main thread's (measured: S3 streaming, framing, dispatch) - spread over the cores, if
     // nothing ever waited; no less than either part alone.

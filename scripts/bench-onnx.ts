@@ -78,7 +78,11 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
   const rows = data.eval.slice(0, encrypted);
   const serverMs: number[] = [];
   const encClass: number[] = [];
-  let encErr = 0, queryBytes = 0, next = 0, w = workers ?? 0, failure: string | undefined;
+  let encErr = 0,
+    queryBytes = 0,
+    next = 0,
+    w = workers ?? 0,
+    failure: string | undefined;
   try {
     // The fixtures' key sets exceed the server's default 128 MiB limit at rings 16384 and 32768:
     // raised here to measure them (keys_bytes says how far over the default they are).
@@ -111,7 +115,12 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
   await rm(dir, { recursive: true, force: true });
   const p = m.compiled.program;
   const costs = await measureUnitCosts(p.params, p.params.coeffModulusBits.length - 2, 3);
-  const outMax = Math.max(1, ...ort.flatMap((o) => head.outputs.flatMap((h) => (h.ops.includes('ArgMax') || h.ops.includes('LinearClassifier label') ? [] : (o[h.name] ?? []).map(Math.abs)))));
+  const outMax = Math.max(
+    1,
+    ...ort.flatMap((o) =>
+      head.outputs.flatMap((h) => (h.ops.includes('ArgMax') || h.ops.includes('LinearClassifier label') ? [] : (o[h.name] ?? []).map(Math.abs))),
+    ),
+  );
   const tolerance = 1.5 * simErr + 1e-3 * outMax;
   const encAgree = encClass.filter((c, i) => c === ortClass[i]).length;
   return {
@@ -145,7 +154,10 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
 }
 
 export async function onnxBench(args: string[]) {
-  const { values } = parseArgs({ args, options: { n: { type: 'string' }, encrypted: { type: 'string' }, workers: { type: 'string' }, only: { type: 'string' } } });
+  const { values } = parseArgs({
+    args,
+    options: { n: { type: 'string' }, encrypted: { type: 'string' }, workers: { type: 'string' }, only: { type: 'string' } },
+  });
   const names = values.only ? values.only.split(',') : ['mlp_relu', 'mlp_square', 'lenet', 'cnn3', 'sklearn_linear'];
   const results = [];
   for (const name of names) {
@@ -153,5 +165,21 @@ export async function onnxBench(args: string[]) {
     console.log(JSON.stringify(r));
     results.push(r);
   }
-  return { bench: 'onnx', models: results.map((r) => ({ model: r.model, accuracy_onnxruntime: r.accuracy_onnxruntime, accuracy_simulated: r.accuracy_simulated, accuracy_encrypted: r.accuracy_encrypted, agreement: r.agreement, within_tolerance: r.within_tolerance, server_ms_single_p50: r.server_ms_single_p50, images_per_s_batch: r.images_per_s_batch, keys_bytes: r.keys_bytes, query_bytes: r.query_bytes })), cpu: cpus()[0]?.model, date: new Date().toISOString() };
+  return {
+    bench: 'onnx',
+    models: results.map((r) => ({
+      model: r.model,
+      accuracy_onnxruntime: r.accuracy_onnxruntime,
+      accuracy_simulated: r.accuracy_simulated,
+      accuracy_encrypted: r.accuracy_encrypted,
+      agreement: r.agreement,
+      within_tolerance: r.within_tolerance,
+      server_ms_single_p50: r.server_ms_single_p50,
+      images_per_s_batch: r.images_per_s_batch,
+      keys_bytes: r.keys_bytes,
+      query_bytes: r.query_bytes,
+    })),
+    cpu: cpus()[0]?.model,
+    date: new Date().toISOString(),
+  };
 }

@@ -16,7 +16,11 @@ type Row = Record<string, unknown> & { n: number; w: number };
 
 function run(args: string[]): Record<string, unknown> {
   err(`$ npm run bench -- ${args.join(' ')}`);
-  const out = execFileSync(process.execPath, ['scripts/bench.ts', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 64 * 1024 * 1024 });
+  const out = execFileSync(process.execPath, ['scripts/bench.ts', ...args], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    maxBuffer: 64 * 1024 * 1024,
+  });
   const last = out.trim().split('\n').pop()!;
   return JSON.parse(last) as Record<string, unknown>;
 }
@@ -42,16 +46,34 @@ export async function sweep(argv: string[]): Promise<Record<string, unknown>> {
   await mkdir('docs/bench', { recursive: true });
   await mkdir('docs/img', { recursive: true });
   const cpu = cpus()[0]?.model;
-  await writeFile('docs/bench/sweep.json', JSON.stringify({ date: new Date().toISOString(), cpu, cores: cpus().length, batch, single, workers }, null, 1) + '\n');
+  await writeFile(
+    'docs/bench/sweep.json',
+    JSON.stringify({ date: new Date().toISOString(), cpu, cores: cpus().length, batch, single, workers }, null, 1) + '\n',
+  );
   await writeFile(
     'docs/img/time-vs-batch-size.svg',
     lineChart(
       [
         { name: 'batch mode', color: '#1f77b4', points: batch.map((r) => [r.n, wall(r)]) },
         { name: 'single layout', color: '#d62728', points: single.map((r) => [r.n, Number(r.wall_s)]) },
-        { name: 'single, extended', color: '#d62728', dashed: true, points: [[Number(last.n), Number(last.wall_s)], [10000, 10000 / singleRate]] },
+        {
+          name: 'single, extended',
+          color: '#d62728',
+          dashed: true,
+          points: [
+            [Number(last.n), Number(last.wall_s)],
+            [10000, 10000 / singleRate],
+          ],
+        },
       ],
-      { title: `Encrypted MNIST: wall time vs images (2 workers, ${cpus().length} cores)`, xLabel: 'images (official test set)', yLabel: 'wall time, s (encrypt -> decrypt)', logX: true, logY: true, markers: crossover ? [{ x: crossover, label: `crossover ~${crossover}` }] : [] },
+      {
+        title: `Encrypted MNIST: wall time vs images (2 workers, ${cpus().length} cores)`,
+        xLabel: 'images (official test set)',
+        yLabel: 'wall time, s (encrypt -> decrypt)',
+        logX: true,
+        logY: true,
+        markers: crossover ? [{ x: crossover, label: `crossover ~${crossover}` }] : [],
+      },
     ),
   );
   await writeFile(
@@ -63,7 +85,13 @@ export async function sweep(argv: string[]): Promise<Record<string, unknown>> {
         { name: 'server phase', color: '#1f77b4', points: workers.map((r) => [r.w, Number(r.server_s)]) },
         { name: 'server, cost model', color: '#1f77b4', dashed: true, points: workers.map((r) => [r.w, Number(r.server_limit_s)]) },
       ],
-      { title: 'Batch mode, 10,000 images: time vs workers', xLabel: 'workers (server) = encryption threads (client)', yLabel: 'seconds', width: 600, integerX: true },
+      {
+        title: 'Batch mode, 10,000 images: time vs workers',
+        xLabel: 'workers (server) = encryption threads (client)',
+        yLabel: 'seconds',
+        width: 600,
+        integerX: true,
+      },
     ),
   );
   const [w1, w2] = workers;

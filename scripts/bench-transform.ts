@@ -33,7 +33,14 @@ const argmax = (v: ArrayLike<number>) => {
   return best;
 };
 
-const { values } = parseArgs({ options: { n: { type: 'string', default: '40000' }, instances: { type: 'string', default: '2' }, transport: { type: 'string', default: 's3' }, workers: { type: 'string' } } });
+const { values } = parseArgs({
+  options: {
+    n: { type: 'string', default: '40000' },
+    instances: { type: 'string', default: '2' },
+    transport: { type: 'string', default: 's3' },
+    workers: { type: 'string' },
+  },
+});
 const n = Number(values.n);
 const instances = Number(values.instances);
 const transport = values.transport as TransformTransport;
@@ -56,7 +63,9 @@ await store.ensureBucket(bucket);
 // On SageMaker the job's Environment sets their deadline from the invocation timeout; these are
 // already running, so they get it here (with the real-time 55 s a loaded machine fails batches).
 const deadlineMs = transformDeadlineMs(TRANSFORM_LIMITS.timeoutSeconds.default);
-const servers = await Promise.all(Array.from({ length: instances }, () => startServer({ modelDir, port: 0, host: '127.0.0.1', workers, s3Endpoint: s3.endpoint, allowAny: true, deadlineMs })));
+const servers = await Promise.all(
+  Array.from({ length: instances }, () => startServer({ modelDir, port: 0, host: '127.0.0.1', workers, s3Endpoint: s3.endpoint, allowAny: true, deadlineMs })),
+);
 const plane = await startTransformControlPlane({ store, instances: servers.map((s) => s.url) });
 const sagemaker = new SageMakerClient({ endpoint: plane.url, region: 'us-east-1', credentials: { accessKeyId: 'L', secretAccessKey: 'L' } });
 const session = await ClientSession.open(modelId, client);
@@ -112,7 +121,13 @@ const result = {
   client_encrypt_s: +encryptS.toFixed(1),
   client_decrypt_s: +decryptS.toFixed(1),
   images_per_s: +(n / wall).toFixed(1),
-  split: m.instances.map((i) => ({ instance: i.index, objects: i.objects, bytes_in: i.bytesIn, seconds: +i.seconds.toFixed(1), execution_parameters: i.container ?? null })),
+  split: m.instances.map((i) => ({
+    instance: i.index,
+    objects: i.objects,
+    bytes_in: i.bytesIn,
+    seconds: +i.seconds.toFixed(1),
+    execution_parameters: i.container ?? null,
+  })),
   summary,
   machine: `${cpus().length}-core ${cpus()[0]?.model ?? ''}`.trim(),
 };

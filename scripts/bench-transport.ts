@@ -68,14 +68,26 @@ async function breastCancerCase(work: string): Promise<Case> {
   err('training the breast-cancer model');
   const { trainDir, testDir } = await splitCsv(BREAST_CANCER_CSV, join(work, 'data'));
   const modelDir = join(work, 'model');
-  await train({ trainDir, testDir, modelDir }, parseHyperparameters({ task: 'binary', target: 'diagnosis', labels: 'malignant,benign', epochs: '150' }), () => {});
+  await train(
+    { trainDir, testDir, modelDir },
+    parseHyperparameters({ task: 'binary', target: 'diagnosis', labels: 'malignant,benign', epochs: '150' }),
+    () => {},
+  );
   const { x } = splitTarget(parseCsv(await readFile(join(testDir, 'data.csv'), 'utf8'), 'test'), 'diagnosis');
   return { name: 'breast-cancer-test-split', modelDir, rows: x };
 }
 
 async function measure(c: Case, n: number, workers: number | undefined, vias: ('direct' | 'sagemaker')[]): Promise<Measured[]> {
   const stack = await startBenchStack(c.modelDir, workers);
-  const emulator = vias.includes('sagemaker') ? await startRuntimeEmulator({ containerUrl: stack.running.url, store: stack.store, outputPath: `s3://${BENCH_BUCKET}/async-out`, failurePath: `s3://${BENCH_BUCKET}/async-failed`, endpointName: 'bench' }) : undefined;
+  const emulator = vias.includes('sagemaker')
+    ? await startRuntimeEmulator({
+        containerUrl: stack.running.url,
+        store: stack.store,
+        outputPath: `s3://${BENCH_BUCKET}/async-out`,
+        failurePath: `s3://${BENCH_BUCKET}/async-failed`,
+        endpointName: 'bench',
+      })
+    : undefined;
   const sm = emulator ? runtimeClient({ endpoint: emulator.url }) : undefined;
   const { modelId, client } = await readClientPart(c.modelDir);
   const session = await ClientSession.open(modelId, client);
@@ -138,7 +150,14 @@ async function measure(c: Case, n: number, workers: number | undefined, vias: ('
   return out;
 }
 
-const { values } = parseArgs({ options: { n: { type: 'string', default: '30' }, workers: { type: 'string' }, cases: { type: 'string', default: 'mnist,breast-cancer' }, via: { type: 'string', default: 'direct,sagemaker' } } });
+const { values } = parseArgs({
+  options: {
+    n: { type: 'string', default: '30' },
+    workers: { type: 'string' },
+    cases: { type: 'string', default: 'mnist,breast-cancer' },
+    via: { type: 'string', default: 'direct,sagemaker' },
+  },
+});
 const n = Number(values.n);
 const vias = values.via.split(',') as ('direct' | 'sagemaker')[];
 const work = await mkdtemp(join(tmpdir(), 'sealed-bench-transport-'));
@@ -152,9 +171,27 @@ try {
 } finally {
   await rm(work, { recursive: true, force: true });
 }
-const pairs = results.filter((m) => m.transport === 'body').map((b) => {
-  const s = results.find((m) => m.transport === 's3' && m.case === b.case && m.via === b.via)!;
-  return { case: b.case, via: b.via, body_p50_ms: b.round_trip_ms.p50, s3_p50_ms: s.round_trip_ms.p50, saved_p50_ms: r1(s.round_trip_ms.p50 - b.round_trip_ms.p50) };
-});
+const pairs = results
+  .filter((m) => m.transport === 'body')
+  .map((b) => {
+    const s = results.find((m) => m.transport === 's3' && m.case === b.case && m.via === b.via)!;
+    return {
+      case: b.case,
+      via: b.via,
+      body_p50_ms: b.round_trip_ms.p50,
+      s3_p50_ms: s.round_trip_ms.p50,
+      saved_p50_ms: r1(s.round_trip_ms.p50 - b.round_trip_ms.p50),
+    };
+  });
 for (const p of pairs) err(`${p.case} ${p.via}: body ${p.body_p50_ms} ms, s3 ${p.s3_p50_ms} ms (p50 round trip)`);
-console.log(JSON.stringify({ bench: 'transport', date: new Date().toISOString().slice(0, 10), summary: pairs, results, cpu: cpus()[0]?.model, cores: cpus().length, node: process.version }));
+console.log(
+  JSON.stringify({
+    bench: 'transport',
+    date: new Date().toISOString().slice(0, 10),
+    summary: pairs,
+    results,
+    cpu: cpus()[0]?.model,
+    cores: cpus().length,
+    node: process.version,
+  }),
+);

@@ -76,12 +76,19 @@ async function unitCosts(m: CompiledTrees, reps = 5): Promise<Record<string, num
 async function runFixture(name: string, bits: number | undefined, single: boolean) {
   const f = FIXTURES[name];
   if (!f) throw new Error(`unknown fixture ${name}`);
-  const d = JSON.parse(readFileSync(join(DIR, `${name}.data.json`), 'utf8')) as { features: string[]; train: number[][]; test: number[][]; test_labels: number[] };
+  const d = JSON.parse(readFileSync(join(DIR, `${name}.data.json`), 'utf8')) as {
+    features: string[];
+    train: number[][];
+    test: number[][];
+    test_labels: number[];
+  };
   const t0 = performance.now();
   const m = compileTreeModel(new Uint8Array(readFileSync(join(DIR, f.file))), f.kind, d.train, { bits, features: d.features });
   const compileMs = performance.now() - t0;
   const regression = m.ensemble.post === 'identity';
-  err(`${name}: compiled in ${compileMs.toFixed(0)} ms: ${m.report.bits} bits, ${m.client.inputs} inputs, ring ${m.client.params.polyModulusDegree}, primes ${m.client.params.coeffModulusBits.join(',')}`);
+  err(
+    `${name}: compiled in ${compileMs.toFixed(0)} ms: ${m.report.bits} bits, ${m.client.inputs} inputs, ring ${m.client.params.polyModulusDegree}, primes ${m.client.params.coeffModulusBits.join(',')}`,
+  );
   const unit = await unitCosts(m);
   err(`${name}: unit costs (ms) ${JSON.stringify(unit)}`);
   const R = m.client.records_per_batch;
@@ -96,7 +103,9 @@ async function runFixture(name: string, bits: number | undefined, single: boolea
     t = performance.now();
     const query = client.encryptQuery(records);
     const encryptMs = performance.now() - t;
-    err(`${name}: keys ${(keys.length / 1e6).toFixed(1)} MB in ${keygenMs.toFixed(0)} ms, query ${(query.length / 1e6).toFixed(0)} MB in ${encryptMs.toFixed(0)} ms`);
+    err(
+      `${name}: keys ${(keys.length / 1e6).toFixed(1)} MB in ${keygenMs.toFixed(0)} ms, query ${(query.length / 1e6).toFixed(0)} MB in ${encryptMs.toFixed(0)} ms`,
+    );
     const ops: Record<string, number> = {};
     t = performance.now();
     const result = server.evaluate(query, keys, ops);
@@ -124,7 +133,8 @@ async function runFixture(name: string, bits: number | undefined, single: boolea
       const st = d.test_labels.reduce((a, v) => a + (v - mean) ** 2, 0);
       return 1 - ss / st;
     };
-    const agree = (a: number[], b: number[]) => (regression ? a.reduce((w, v, i) => Math.max(w, Math.abs(v - b[i])), 0) : a.filter((v, i) => v === b[i]).length / n);
+    const agree = (a: number[], b: number[]) =>
+      regression ? a.reduce((w, v, i) => Math.max(w, Math.abs(v - b[i])), 0) : a.filter((v, i) => v === b[i]).length / n;
     // Every slot of the batch, not only the first n: encrypted vs quantized.
     let slotsAgree = 0;
     got.predictions.forEach((p, i) => {
@@ -175,7 +185,11 @@ async function runFixture(name: string, bits: number | undefined, single: boolea
 }
 
 export async function benchTrees(args: string[]) {
-  const { values } = parseArgs({ args, options: { fixtures: { type: 'string', default: 'breast-cancer,diabetes,digits' }, bits: { type: 'string' }, single: { type: 'boolean', default: true } }, allowNegative: true });
+  const { values } = parseArgs({
+    args,
+    options: { fixtures: { type: 'string', default: 'breast-cancer,diabetes,digits' }, bits: { type: 'string' }, single: { type: 'boolean', default: true } },
+    allowNegative: true,
+  });
   const lines = [];
   for (const name of values.fixtures.split(',')) {
     const line = await runFixture(name, values.bits ? Number(values.bits) : undefined, values.single);
@@ -186,7 +200,9 @@ export async function benchTrees(args: string[]) {
     bench: 'trees',
     fixtures: lines.map((l) => l.fixture),
     // Regression: the largest |encrypted - quantized| within 1% of the held-out targets' standard deviation.
-    all_agree_with_quantized: lines.every((l) => (l.metric === 'r2' ? l.agreement_encrypted_vs_quantized <= 0.01 * l.target_std! : l.agreement_encrypted_vs_quantized === 1)),
+    all_agree_with_quantized: lines.every((l) =>
+      l.metric === 'r2' ? l.agreement_encrypted_vs_quantized <= 0.01 * l.target_std! : l.agreement_encrypted_vs_quantized === 1,
+    ),
     server_ms_per_record: Object.fromEntries(lines.map((l) => [l.fixture, l.server_ms_per_record])),
     single_record_server_ms: Object.fromEntries(lines.map((l) => [l.fixture, l.single_record_server_ms])),
     cpu: cpus()[0]?.model,

@@ -61,7 +61,10 @@ async function mnist(args: string[]) {
   const server = await readServerPart(modelDir);
   const { forward } = await import('../src/model/network.ts');
   const plainClass = images.map((img) => {
-    const l = forward(network, (client.image?.deskew ? deskew(img, 28) : img).map((v) => v / 255));
+    const l = forward(
+      network,
+      (client.image?.deskew ? deskew(img, 28) : img).map((v) => v / 255),
+    );
     return l.indexOf(Math.max(...l));
   });
 
@@ -75,7 +78,10 @@ async function mnist(args: string[]) {
   const serverMs: number[] = [];
   const evalMs: number[] = [];
   const clientMs: number[] = [];
-  let correct = 0, agree = 0, queryBytes = 0, resultBytes = 0;
+  let correct = 0,
+    agree = 0,
+    queryBytes = 0,
+    resultBytes = 0;
   let next = 0;
   const t0 = performance.now();
   await Promise.all(
@@ -94,7 +100,7 @@ async function mnist(args: string[]) {
         clientMs.push(r.stats.ms.total);
         queryBytes = r.stats.query_bytes;
         resultBytes = r.stats.result_bytes;
-        if ((i + 1) % 100 === 0) err(`${i + 1}/${n} images, encrypted accuracy so far ${(correct / (serverMs.length)).toFixed(4)}`);
+        if ((i + 1) % 100 === 0) err(`${i + 1}/${n} images, encrypted accuracy so far ${(correct / serverMs.length).toFixed(4)}`);
       }
     }),
   );

@@ -149,7 +149,10 @@ export async function loadRecords(dir: string): Promise<Records> {
   const latest = <R>(bench: string): BenchRecord<R>[] => {
     const runs = all.filter((r) => r.result.bench === bench);
     if (runs.length === 0) throw new Error(`${dir}: no record of \`npm run bench -- ${bench}\``);
-    const date = runs.map((r) => r.meta.date).sort().at(-1);
+    const date = runs
+      .map((r) => r.meta.date)
+      .sort()
+      .at(-1);
     return runs.filter((r) => r.meta.date === date).sort((a, b) => (a.meta.run ?? 0) - (b.meta.run ?? 0)) as unknown as BenchRecord<R>[];
   };
   if (!sweep) throw new Error(`${dir}: sweep.json is missing`);
@@ -164,8 +167,7 @@ export async function loadRecords(dir: string): Promise<Records> {
 // ---- formatting --------------------------------------------------------------------------------
 
 /** Fixed decimals with thousands separators: fmt(1019.1, 0) = "1,019". */
-export const fmt = (x: number, digits = 0) =>
-  x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+export const fmt = (x: number, digits = 0) => x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 /** "a-b" over runs (one value when they round alike). */
 export const range = (xs: number[], digits = 0) => {
   const lo = fmt(Math.min(...xs), digits);
@@ -174,15 +176,13 @@ export const range = (xs: number[], digits = 0) => {
 };
 const sig3 = (v: number) => fmt(v, v >= 100 ? 0 : v >= 10 ? 1 : 2);
 /** Decimal units, three significant figures: 439,519,795 -> "440 MB". */
-export const bytes = (b: number) =>
-  b >= 1e9 ? `${sig3(b / 1e9)} GB` : b >= 1e6 ? `${sig3(b / 1e6)} MB` : b >= 1e3 ? `${sig3(b / 1e3)} KB` : `${b} B`;
+export const bytes = (b: number) => (b >= 1e9 ? `${sig3(b / 1e9)} GB` : b >= 1e6 ? `${sig3(b / 1e6)} MB` : b >= 1e3 ? `${sig3(b / 1e3)} KB` : `${b} B`);
 const bytesRange = (xs: number[]) => {
   const s = xs.map(bytes);
   return s.every((v) => v === s[0]) ? s[0] : `${s[0]}-${s.at(-1)}`;
 };
 const primes = (chain: string) => chain.split('+').length;
-const machineLine = (m: Meta) =>
-  `${m.machine}${m.node ? `, Node ${m.node}` : ''}${m.node_seal ? `, node-seal ${m.node_seal}` : ''}`;
+const machineLine = (m: Meta) => `${m.machine}${m.node ? `, Node ${m.node}` : ''}${m.node_seal ? `, node-seal ${m.node_seal}` : ''}`;
 const table = (head: string[], rows: string[][]) =>
   [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 
@@ -211,8 +211,14 @@ export function renderHeadline(r: Records): string {
       [
         [
           `**MNIST, ${fmt(b[0].n)} test images**, one request (batch mode)`,
-          `${range(b.map((x) => x.accuracy_encrypted), 3)}, every class = plaintext`,
-          `**${range(b.map((x) => x.wall_s), 1)} s** end to end (${b.length} runs), ${range(msPerImage, 1)} ms per image`,
+          `${range(
+            b.map((x) => x.accuracy_encrypted),
+            3,
+          )}, every class = plaintext`,
+          `**${range(
+            b.map((x) => x.wall_s),
+            1,
+          )} s** end to end (${b.length} runs), ${range(msPerImage, 1)} ms per image`,
           'none (a re-randomization key inside the query)',
           `${bytesRange(b.map((x) => x.upload_bytes))} / ${bytesRange(b.map((x) => x.download_bytes))}`,
         ],
@@ -264,10 +270,9 @@ export function renderBenchmarks(r: Records): string {
   const col = (f: (x: BatchResult) => string) => b.map(f);
   const macs = w2.ops_per_batch.macFirst + w2.ops_per_batch.macSecond;
   const macNs = (w2.unit_costs.mac_first_ns + w2.unit_costs.mac_second_ns) / 2;
-  const headlineWithLinks = renderHeadline(r).replaceAll('](docs/bench/)', '](bench/)').replace(
-    /; every figure, and the earlier ones: \[docs\/benchmarks\.md\]\(docs\/benchmarks\.md\)\./,
-    '.',
-  );
+  const headlineWithLinks = renderHeadline(r)
+    .replaceAll('](docs/bench/)', '](bench/)')
+    .replace(/; every figure, and the earlier ones: \[docs\/benchmarks\.md\]\(docs\/benchmarks\.md\)\./, '.');
   const files = [...r.batch, r.single, r.tabular, r.sweep];
 
   return `# Benchmarks
@@ -289,7 +294,13 @@ The records:
 
 ${table(
   ['record', 'date', 'machine', 'command', 'circuit privacy'],
-  files.map((x) => [`[${x.file.replace('docs/bench/', '')}](${x.file.replace('docs/', '')})`, x.meta.date, machineLine(x.meta), `\`${x.meta.command}\``, x.meta.privacy ?? '']),
+  files.map((x) => [
+    `[${x.file.replace('docs/bench/', '')}](${x.file.replace('docs/', '')})`,
+    x.meta.date,
+    machineLine(x.meta),
+    `\`${x.meta.command}\``,
+    x.meta.privacy ?? '',
+  ]),
 )}
 
 The benchmarks run the whole path: client encryption, S3 upload (an embedded S3-compatible
@@ -309,8 +320,17 @@ ${table(
     ['`wall_s` (encrypt -> decrypt)', ...col((x) => fmt(x.wall_s, 2))],
     ['`images_per_s`', ...col((x) => fmt(x.images_per_s, 1))],
     ['`server_s` / `client_s`', ...col((x) => `${fmt(x.server_s, 2)} / ${fmt(x.client_s, 2)}`)],
-    ['client phases: encrypt + upload / download / decrypt (s)', ...col((x) => `${fmt(x.phases_s.encrypt_and_upload, 2)} / ${fmt(x.phases_s.download, 2)} / ${fmt(x.phases_s.decrypt, 2)}`)],
-    ['server: load / evaluate / save, summed over workers (s)', ...col((x) => `${fmt(x.server_timings_ms.deserialize / 1000, 2)} / ${fmt(x.server_timings_ms.evaluate / 1000, 2)} / ${fmt(x.server_timings_ms.serialize / 1000, 2)}`)],
+    [
+      'client phases: encrypt + upload / download / decrypt (s)',
+      ...col((x) => `${fmt(x.phases_s.encrypt_and_upload, 2)} / ${fmt(x.phases_s.download, 2)} / ${fmt(x.phases_s.decrypt, 2)}`),
+    ],
+    [
+      'server: load / evaluate / save, summed over workers (s)',
+      ...col(
+        (x) =>
+          `${fmt(x.server_timings_ms.deserialize / 1000, 2)} / ${fmt(x.server_timings_ms.evaluate / 1000, 2)} / ${fmt(x.server_timings_ms.serialize / 1000, 2)}`,
+      ),
+    ],
     ['`accuracy_encrypted` / plaintext plan', ...col((x) => `${fmt(x.accuracy_encrypted, 3)} / ${fmt(x.accuracy_plaintext_plan ?? NaN, 3)}`)],
     ['agreement with the plaintext plan', ...col((x) => fmt(x.agreement_with_plaintext_plan, 4))],
     ['`upload_bytes` / `download_bytes`', ...col((x) => `${fmt(x.upload_bytes)} / ${fmt(x.download_bytes)}`)],
@@ -325,8 +345,14 @@ ${table(
 The time grows with the primes (${primes(b[0].modulus_chain) - 1}+1 of 26 bits with circuit
 privacy instead of 4+1 without: the kernel, the query's size and its encryption all scale with
 them) and the flood itself is small: the server's save phase, which re-randomizes and floods
-the results, is ${range(b.map((x) => x.server_timings_ms.serialize / 1000), 1)} s of
-${range(b.map((x) => x.server_s), 1)} s. The same runs without circuit privacy took 25.0-25.9 s
+the results, is ${range(
+    b.map((x) => x.server_timings_ms.serialize / 1000),
+    1,
+  )} s of
+${range(
+  b.map((x) => x.server_s),
+  1,
+)} s. The same runs without circuit privacy took 25.0-25.9 s
 (no JSON kept, see below). Design, cost model and limits of batch mode:
 [batch-mode.md](batch-mode.md).
 
@@ -348,8 +374,16 @@ ${table(
     ['`keys_bytes` (Galois keys and public key, uploaded once)', `${fmt(s.keys_bytes)} (${bytes(s.keys_bytes)})`],
     ['`query_bytes_single` / result', `${fmt(s.query_bytes_single)} / ${fmt(s.result_bytes_single)}`],
     ['ring, modulus', `${String(s.ring_degree)}, ${s.modulus_chain} (${s.modulus_bits} bits)`],
-    ['rotation keys; rotations, plaintext products, squares, rescales', `${s.rotation_keys}; ${s.ops.rotations}, ${s.ops.multiplyPlain}, ${s.ops.square}, ${s.ops.rescale}`],
-    ['cost model by operation (ms)', Object.entries(s.cost_model_by_op_ms).map(([k, v]) => `${k} ${fmt(v, 1)}`).join(', ')],
+    [
+      'rotation keys; rotations, plaintext products, squares, rescales',
+      `${s.rotation_keys}; ${s.ops.rotations}, ${s.ops.multiplyPlain}, ${s.ops.square}, ${s.ops.rescale}`,
+    ],
+    [
+      'cost model by operation (ms)',
+      Object.entries(s.cost_model_by_op_ms)
+        .map(([k, v]) => `${k} ${fmt(v, 1)}`)
+        .join(', '),
+    ],
     [`throughput (${s.workers} workers)`, `${fmt(s.images_per_s, 2)} images/s (${fmt(s.n_test)} images in ${fmt(s.wall_s, 1)} s)`],
   ],
 )}
@@ -396,13 +430,22 @@ ${table(
     ],
     [
       'accuracy encrypted = plaintext (with)',
-      `${range(b.map((x) => x.accuracy_encrypted), 3)} = ${range(b.map((x) => x.accuracy_plaintext_plan ?? NaN), 3)} (every class agrees)`,
+      `${range(
+        b.map((x) => x.accuracy_encrypted),
+        3,
+      )} = ${range(
+        b.map((x) => x.accuracy_plaintext_plan ?? NaN),
+        3,
+      )} (every class agrees)`,
       `${fmt(s.accuracy_encrypted, 3)} = ${fmt(s.accuracy_plain, 3)} (${fmt(s.n_test)} images)`,
       `${fmt(c.accuracy_encrypted, 3)} = ${fmt(c.accuracy_plain, 3)}`,
     ],
     [
       'time',
-      `25.0-25.9 s † → ${range(b.map((x) => x.wall_s), 1)} s (${b.length} runs)`,
+      `25.0-25.9 s † → ${range(
+        b.map((x) => x.wall_s),
+        1,
+      )} s (${b.length} runs)`,
       `server p50 71 ms † → ${fmt(s.server_ms_single_p50)} ms (p90 ${fmt(s.server_ms_single_p90)})`,
       `server ${fmt(c.server_ms_total)} ms for all ${fmt(c.records)}`,
     ],
@@ -435,9 +478,17 @@ ${table(
     ['`server_s` / `client_s`', `${fmt(w1.server_s, 2)} / ${fmt(w1.client_s, 2)}`, `${fmt(w2.server_s, 2)} / ${fmt(w2.client_s, 2)}`],
     ['`accuracy_encrypted`', fmt(w1.accuracy_encrypted, 3), `${fmt(w2.accuracy_encrypted, 3)} (= plaintext; every class agrees)`],
     ['`upload_bytes` / `download_bytes`', `${bytes(w1.upload_bytes)} / ${bytes(w1.download_bytes)}`, `${bytes(w2.upload_bytes)} / ${bytes(w2.download_bytes)}`],
-    ['evaluation keys', w1.evaluation_keys_bytes === 0 ? 'none' : bytes(w1.evaluation_keys_bytes), w2.evaluation_keys_bytes === 0 ? 'none' : bytes(w2.evaluation_keys_bytes)],
+    [
+      'evaluation keys',
+      w1.evaluation_keys_bytes === 0 ? 'none' : bytes(w1.evaluation_keys_bytes),
+      w2.evaluation_keys_bytes === 0 ? 'none' : bytes(w2.evaluation_keys_bytes),
+    ],
     ['ring, modulus', `${String(w1.ring_degree)}, ${w1.modulus_chain}`, `${String(w2.ring_degree)}, ${w2.modulus_chain}`],
-    ['server measured / cost model (operation counts x unit costs + main-thread time)', `${fmt(w1.server_measured_over_limit, 2)}x`, `${fmt(w2.server_measured_over_limit, 2)}x (0.81-1.22x over runs †)`],
+    [
+      'server measured / cost model (operation counts x unit costs + main-thread time)',
+      `${fmt(w1.server_measured_over_limit, 2)}x`,
+      `${fmt(w2.server_measured_over_limit, 2)}x (0.81-1.22x over runs †)`,
+    ],
   ],
 )}
 
@@ -454,10 +505,7 @@ share the same two cores and are serial.
 
 Wall time (s), encrypt to decrypt, ${w2.workers} workers, against the number of images:
 
-${table(
-  ['images', ...sw.batch.map((x) => fmt(x.n))],
-  [['batch mode', ...sw.batch.map((x) => fmt(x.wall_s, 2))]],
-)}
+${table(['images', ...sw.batch.map((x) => fmt(x.n))], [['batch mode', ...sw.batch.map((x) => fmt(x.wall_s, 2))]])}
 
 ${table(
   ['images', ...sw.single.map((x) => fmt(x.n))],

@@ -15,7 +15,14 @@ import { build } from 'esbuild';
 const root = fileURLToPath(new URL('..', import.meta.url));
 
 /** Inputs that must never be in the browser bundle. */
-const FORBIDDEN = [/^node:/, /@aws-sdk\//, /node_modules\/(fastify|pino|piscina|s3rver|tar|@tensorflow)\//, /^src\/(storage|server|train|cli|sagemaker)\//, /^src\/model\/bundle\.ts$/, /^src\/client\/(predict|key-files|model-source|route|keys-upload|invoke|invoke-sagemaker|transport-s3|transport-body|open-route)\.ts$/];
+const FORBIDDEN = [
+  /^node:/,
+  /@aws-sdk\//,
+  /node_modules\/(fastify|pino|piscina|s3rver|tar|@tensorflow)\//,
+  /^src\/(storage|server|train|cli|sagemaker)\//,
+  /^src\/model\/bundle\.ts$/,
+  /^src\/client\/(predict|key-files|model-source|route|keys-upload|invoke|invoke-sagemaker|transport-s3|transport-body|open-route)\.ts$/,
+];
 
 export interface WebBuild {
   outDir: string;
@@ -56,7 +63,8 @@ export async function buildWeb(o: { outDir?: string; minify?: boolean } = {}): P
   await copyFile(join(root, 'node_modules', 'node-seal', 'dist', 'seal_throws.wasm'), join(outDir, 'seal_throws.wasm'));
   for (const f of ['index.html', 'digit.html', 'style.css']) await copyFile(join(root, 'src', 'web', f), join(outDir, f));
   const files: Record<string, number> = {};
-  for (const f of ['index.html', 'style.css', 'app.js', 'seal_throws.wasm', 'digit.html', 'digit.js', 'digit-worker.js']) files[f] = (await stat(join(outDir, f))).size;
+  for (const f of ['index.html', 'style.css', 'app.js', 'seal_throws.wasm', 'digit.html', 'digit.js', 'digit-worker.js'])
+    files[f] = (await stat(join(outDir, f))).size;
   return { outDir, files, inputs, bundles, ms: Math.round(performance.now() - t0) };
 }
 

@@ -56,18 +56,45 @@ export function garbageBodies(good: GoodUris): Variant<RawRequest>[] {
     { variant: 'number', value: { body: '12345', contentType: json } },
     { variant: 'string', value: { body: '"s3://x/y"', contentType: json } },
     { variant: 'extra-field', value: { body: JSON.stringify({ ...ok, extra: 1 }), contentType: json } },
-    { variant: 'wrong-types', value: { body: JSON.stringify({ encrypted_query_uri: 123, evaluation_keys_uri: ['s3://a/b'], output_uri: { uri: good.output } }), contentType: json } },
+    {
+      variant: 'wrong-types',
+      value: { body: JSON.stringify({ encrypted_query_uri: 123, evaluation_keys_uri: ['s3://a/b'], output_uri: { uri: good.output } }), contentType: json },
+    },
     { variant: 'missing-fields', value: { body: JSON.stringify({ output_uri: good.output }), contentType: json } },
-    { variant: 'proto-pollution', value: { body: `{"__proto__":{"polluted":1},"encrypted_query_uri":"${good.query}","output_uri":"${good.output}"}`, contentType: json } },
-    { variant: 'constructor-prototype', value: { body: `{"constructor":{"prototype":{"polluted":1}},"encrypted_query_uri":"${good.query}","output_uri":"${good.output}"}`, contentType: json } },
-    { variant: 'duplicate-keys', value: { body: `{"encrypted_query_uri":"${good.query}","encrypted_query_uri":7,"output_uri":"${good.output}"}`, contentType: json } },
+    {
+      variant: 'proto-pollution',
+      value: { body: `{"__proto__":{"polluted":1},"encrypted_query_uri":"${good.query}","output_uri":"${good.output}"}`, contentType: json },
+    },
+    {
+      variant: 'constructor-prototype',
+      value: { body: `{"constructor":{"prototype":{"polluted":1}},"encrypted_query_uri":"${good.query}","output_uri":"${good.output}"}`, contentType: json },
+    },
+    {
+      variant: 'duplicate-keys',
+      value: { body: `{"encrypted_query_uri":"${good.query}","encrypted_query_uri":7,"output_uri":"${good.output}"}`, contentType: json },
+    },
     { variant: 'deep-nesting', value: { body: deep(20_000), contentType: json } },
     { variant: 'deep-object', value: { body: '{"a":'.repeat(10_000) + '1' + '}'.repeat(10_000), contentType: json } },
-    { variant: 'invalid-utf8', value: { body: Uint8Array.from([...new TextEncoder().encode('{"encrypted_query_uri":"s3://b/'), 0xff, 0xfe, 0xc0, ...new TextEncoder().encode('","output_uri":"s3://b/o"}')]), contentType: json } },
+    {
+      variant: 'invalid-utf8',
+      value: {
+        body: Uint8Array.from([
+          ...new TextEncoder().encode('{"encrypted_query_uri":"s3://b/'),
+          0xff,
+          0xfe,
+          0xc0,
+          ...new TextEncoder().encode('","output_uri":"s3://b/o"}'),
+        ]),
+        contentType: json,
+      },
+    },
     { variant: 'utf16-charset', value: { body: JSON.stringify(ok), contentType: 'application/json; charset=utf-16' } },
     { variant: 'text-plain', value: { body: JSON.stringify(ok), contentType: 'text/plain' } },
     { variant: 'form-urlencoded', value: { body: 'encrypted_query_uri=s3%3A%2F%2Fa%2Fb', contentType: 'application/x-www-form-urlencoded' } },
-    { variant: 'multipart', value: { body: '--x\r\nContent-Disposition: form-data; name="a"\r\n\r\nb\r\n--x--\r\n', contentType: 'multipart/form-data; boundary=x' } },
+    {
+      variant: 'multipart',
+      value: { body: '--x\r\nContent-Disposition: form-data; name="a"\r\n\r\nb\r\n--x--\r\n', contentType: 'multipart/form-data; boundary=x' },
+    },
     { variant: 'octet-stream', value: { body: randomBytes(seededRandom(7), 512), contentType: 'application/octet-stream' } },
     { variant: 'no-content-type', value: { body: JSON.stringify(ok) } },
     { variant: 'bogus-content-type', value: { body: JSON.stringify(ok), contentType: 'application/json;;;==;charset' } },
@@ -199,13 +226,22 @@ export function manySectionObjects(m: ModelShape, rand: Rand): Variant<{ kind: W
     { variant: '20M-records-1', value: { kind: 'query', bytes: wireFrame('query', q(20_000_000, 1), [], 20_000_000) } },
     { variant: '0-sections-0-records', value: { kind: 'query', bytes: wireFrame('query', q(0, 0), []) } },
     { variant: '20M-records-1e300', value: { kind: 'query', bytes: wireFrame('query', q(20_000_000, 1e300), [], 20_000_000) } },
-    { variant: 'keys-20M-empty', value: { kind: 'keys', bytes: wireFrame('keys', { params, galois_steps: m.part.galois_steps, relin: m.part.relin }, [], 20_000_000) } },
+    {
+      variant: 'keys-20M-empty',
+      value: { kind: 'keys', bytes: wireFrame('keys', { params, galois_steps: m.part.galois_steps, relin: m.part.relin }, [], 20_000_000) },
+    },
   ];
   const b = m.part.batch;
   if (b) {
     const count = 20_000_000;
     const inputs = Math.max(1, m.part.features.length);
-    const header = { model_id: m.modelId, params: paramsKey(b.params), records: Math.floor(count / inputs) * b.records_per_batch, layout: 'batch', rerand_key: true };
+    const header = {
+      model_id: m.modelId,
+      params: paramsKey(b.params),
+      records: Math.floor(count / inputs) * b.records_per_batch,
+      layout: 'batch',
+      rerand_key: true,
+    };
     out.push({ variant: 'batch-20M-16B', value: { kind: 'query', bytes: wireFrame('query', header, g(3, 16), count) } });
   }
   return out;
@@ -338,7 +374,10 @@ export function slowPlans(host: string, body: string): Variant<RawPlan>[] {
   return [
     { variant: 'trickle-body', value: { first: head(body.length), drip: { text: body, everyMs: 1000 } } },
     { variant: 'stall-body', value: { first: head(body.length) + body.slice(0, Math.floor(body.length / 2)) } },
-    { variant: 'slow-headers', value: { first: `POST /invocations HTTP/1.1\r\nHost: ${host}\r\n`, drip: { text: `X-Slow: ${'a'.repeat(200)}`, everyMs: 1000 } } },
+    {
+      variant: 'slow-headers',
+      value: { first: `POST /invocations HTTP/1.1\r\nHost: ${host}\r\n`, drip: { text: `X-Slow: ${'a'.repeat(200)}`, everyMs: 1000 } },
+    },
     { variant: 'stall-headers', value: { first: 'POST /invocations HTTP/1.1\r\n' } },
     { variant: 'declared-10GB', value: { first: head(10_000_000_000), drip: { text: body, everyMs: 1000 } } },
   ];
@@ -476,7 +515,12 @@ export async function hostileKinds(c: HostileContext): Promise<{ kinds: HostileK
     },
   });
 
-  const many = await Promise.all(manySectionObjects(c, rand).map(async (v) => ({ ...v, uri: v.value.kind === 'keys' ? (await putKeys(v.value.bytes)).uri : await put(`many-${v.variant}`, v.value.bytes) })));
+  const many = await Promise.all(
+    manySectionObjects(c, rand).map(async (v) => ({
+      ...v,
+      uri: v.value.kind === 'keys' ? (await putKeys(v.value.bytes)).uri : await put(`many-${v.variant}`, v.value.bytes),
+    })),
+  );
   kinds.push({
     name: 'many_sections',
     concurrency: 1,

@@ -82,7 +82,8 @@ function statusOfCode(code: string): number {
 function parseErrorBody(text: string): { error?: string; message?: string; json?: Record<string, unknown> } {
   try {
     const j = JSON.parse(text) as Record<string, unknown>;
-    if (j && typeof j === 'object') return { error: typeof j.error === 'string' ? j.error : undefined, message: typeof j.message === 'string' ? j.message : undefined, json: j };
+    if (j && typeof j === 'object')
+      return { error: typeof j.error === 'string' ? j.error : undefined, message: typeof j.message === 'string' ? j.message : undefined, json: j };
   } catch {
     // not JSON: keep the text
   }
@@ -111,7 +112,12 @@ export async function sendHttp(url: string, req: RawRequest, timeoutMs: number):
     } as RequestInit);
     const text = await res.text();
     const p = parseErrorBody(text);
-    return { status: res.status, ...p, admission: res.status === 503 && (res.headers.has('retry-after') || p.error === 'overloaded'), ms: performance.now() - t0 };
+    return {
+      status: res.status,
+      ...p,
+      admission: res.status === 503 && (res.headers.has('retry-after') || p.error === 'overloaded'),
+      ms: performance.now() - t0,
+    };
   } catch (e) {
     const err = e as { name?: string; message?: string; cause?: { code?: string; message?: string } };
     if (err.name === 'TimeoutError') return { status: 'timeout', message: `no answer within ${timeoutMs} ms`, ms: performance.now() - t0 };
@@ -151,7 +157,10 @@ function sdkOutcome(e: unknown, t0: number, timeoutMs: number): Outcome {
 async function sendRealtime(client: SageMakerRuntimeClient, endpointName: string, req: RawRequest, timeoutMs: number): Promise<Outcome> {
   const t0 = performance.now();
   try {
-    const r = await client.send(new InvokeEndpointCommand({ EndpointName: endpointName, ContentType: req.contentType, Accept: 'application/json', Body: asBytes(req.body) }), { abortSignal: AbortSignal.timeout(timeoutMs) });
+    const r = await client.send(
+      new InvokeEndpointCommand({ EndpointName: endpointName, ContentType: req.contentType, Accept: 'application/json', Body: asBytes(req.body) }),
+      { abortSignal: AbortSignal.timeout(timeoutMs) },
+    );
     const p = parseErrorBody(new TextDecoder().decode(r.Body ?? new Uint8Array()));
     return { status: 200, json: p.json, ms: performance.now() - t0 };
   } catch (e) {
@@ -159,12 +168,27 @@ async function sendRealtime(client: SageMakerRuntimeClient, endpointName: string
   }
 }
 
-async function sendAsync(client: SageMakerRuntimeClient, endpointName: string, store: ObjectStore, input0: { bucket: string; prefix: string }, req: RawRequest, timeoutMs: number): Promise<Outcome> {
+async function sendAsync(
+  client: SageMakerRuntimeClient,
+  endpointName: string,
+  store: ObjectStore,
+  input0: { bucket: string; prefix: string },
+  req: RawRequest,
+  timeoutMs: number,
+): Promise<Outcome> {
   const t0 = performance.now();
   const input = { bucket: input0.bucket, key: `${input0.prefix}async-in/${randomUUID()}.json` };
   try {
     await store.put(input, asBytes(req.body), 'async request');
-    const r = await client.send(new InvokeEndpointAsyncCommand({ EndpointName: endpointName, InputLocation: formatS3Uri(input), ContentType: req.contentType, Accept: 'application/json' }), { abortSignal: AbortSignal.timeout(timeoutMs) });
+    const r = await client.send(
+      new InvokeEndpointAsyncCommand({
+        EndpointName: endpointName,
+        InputLocation: formatS3Uri(input),
+        ContentType: req.contentType,
+        Accept: 'application/json',
+      }),
+      { abortSignal: AbortSignal.timeout(timeoutMs) },
+    );
     const out = parseLoc(r.OutputLocation);
     const failure = parseLoc(r.FailureLocation);
     if (!out) return { status: 'reset', error: 'no-output-location', message: 'InvokeEndpointAsync returned no OutputLocation', ms: performance.now() - t0 };
@@ -181,7 +205,8 @@ async function sendAsync(client: SageMakerRuntimeClient, endpointName: string, s
         const p = parseErrorBody(text);
         // The emulator's own failure to reach the container (e.g. it closed the connection on an
         // oversized body while the emulator was still sending): no status from the container.
-        if (p.error === 'internal' && /^async invocation \S+ failed: /.test(p.message ?? '')) return { status: 'reset', error: 'async-transport', message: p.message, ms: performance.now() - t0 };
+        if (p.error === 'internal' && /^async invocation \S+ failed: /.test(p.message ?? ''))
+          return { status: 'reset', error: 'async-transport', message: p.message, ms: performance.now() - t0 };
         // The failure object holds the container's body only: its status follows from the code,
         // or from the emulator's "container answered N" when the body was empty.
         const answered = /container answered (\d{3})/.exec(text);
@@ -247,7 +272,8 @@ export class ServerLog {
     }
     const msg = String(j.msg ?? '');
     if (msg === 'sealed server ready' && j.memory_mb && typeof j.memory_mb === 'object') this.memory = j.memory_mb as MemorySplitMb;
-    for (const f of ['workers_replaced', 'workersReplaced']) if (typeof j[f] === 'number') this.workersReplacedField = Math.max(this.workersReplacedField ?? 0, j[f] as number);
+    for (const f of ['workers_replaced', 'workersReplaced'])
+      if (typeof j[f] === 'number') this.workersReplacedField = Math.max(this.workersReplacedField ?? 0, j[f] as number);
     if (/worker/i.test(msg) && /replac|retir|restart|exit|died|crash/i.test(msg)) this.workersReplacedLines++;
     if (typeof j.level === 'number' && j.level >= 50) {
       const err = j.err as { message?: string } | undefined;
@@ -390,7 +416,17 @@ export async function startLocalProcess(o: LocalProcessOptions): Promise<Target>
   };
   return {
     kind: 'local-process',
-    info: { target: 'local-process', url, s3_endpoint: s3.endpoint, bucket: o.bucket, prefix: o.prefix, allow_read: `s3://${o.bucket}/${o.prefix}`, allow_write: `s3://${o.bucket}/${o.prefix}out/`, workers: o.workers, memory_budget_mb: o.memoryBudgetMb ?? null },
+    info: {
+      target: 'local-process',
+      url,
+      s3_endpoint: s3.endpoint,
+      bucket: o.bucket,
+      prefix: o.prefix,
+      allow_read: `s3://${o.bucket}/${o.prefix}`,
+      allow_write: `s3://${o.bucket}/${o.prefix}out/`,
+      workers: o.workers,
+      memory_budget_mb: o.memoryBudgetMb ?? null,
+    },
     store,
     bucket: o.bucket,
     prefix: o.prefix,
@@ -435,13 +471,30 @@ export async function connectUrl(o: { url: string; s3Endpoint?: string; bucket: 
  * address when reachable (the local emulator's --container), for /ping and slow bodies, which
  * the Runtime API cannot carry.
  */
-export async function connectSageMaker(o: { endpointName: string; runtimeUrl?: string; async: boolean; s3Endpoint?: string; bucket: string; prefix: string; containerUrl?: string }): Promise<Target> {
+export async function connectSageMaker(o: {
+  endpointName: string;
+  runtimeUrl?: string;
+  async: boolean;
+  s3Endpoint?: string;
+  bucket: string;
+  prefix: string;
+  containerUrl?: string;
+}): Promise<Target> {
   const store = new ObjectStore({ endpoint: o.s3Endpoint });
   if (o.s3Endpoint) await store.ensureBucket(o.bucket);
   const client = runtimeClient({ endpoint: o.runtimeUrl });
   return {
     kind: 'sagemaker-runtime',
-    info: { target: 'sagemaker-runtime', endpoint_name: o.endpointName, runtime_url: o.runtimeUrl ?? 'aws', mode: o.async ? 'async' : 'real-time', s3_endpoint: o.s3Endpoint ?? 'aws', bucket: o.bucket, prefix: o.prefix, container_url: o.containerUrl ?? null },
+    info: {
+      target: 'sagemaker-runtime',
+      endpoint_name: o.endpointName,
+      runtime_url: o.runtimeUrl ?? 'aws',
+      mode: o.async ? 'async' : 'real-time',
+      s3_endpoint: o.s3Endpoint ?? 'aws',
+      bucket: o.bucket,
+      prefix: o.prefix,
+      container_url: o.containerUrl ?? null,
+    },
     store,
     bucket: o.bucket,
     prefix: o.prefix,
@@ -499,7 +552,9 @@ export interface PingFigures {
 export function startPinger(url: string, everyMs = 100): { stop(): Promise<PingFigures> } {
   const w = new Worker(PINGER, { eval: true, workerData: { url, everyMs } });
   const result = new Promise<PingFigures>((resolve, reject) => {
-    w.once('message', (m: { ms: number[]; statuses: Record<string, number>; replaced?: number }) => resolve({ ms: m.ms, statuses: m.statuses, workersReplaced: m.replaced }));
+    w.once('message', (m: { ms: number[]; statuses: Record<string, number>; replaced?: number }) =>
+      resolve({ ms: m.ms, statuses: m.statuses, workersReplaced: m.replaced }),
+    );
     w.once('error', reject);
   });
   return {

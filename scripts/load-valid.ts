@@ -52,8 +52,16 @@ export function syntheticRows(part: ClientPart, n: number, seed: number): number
 
 /** The scores the server computes, in plaintext: the same program and masks on Float64Arrays. */
 export function plaintextScores(part: ClientPart, server: ServerPart, rows: number[][]): number[][] {
-  const vectors = packRecords(part.input, rows.map((r) => preprocessRecord(r, part)));
-  return unpackOutputs(part.output, part.input.recordsPerCiphertext, vectors.map((v) => simulate(server.program, server.masks, v)), rows.length);
+  const vectors = packRecords(
+    part.input,
+    rows.map((r) => preprocessRecord(r, part)),
+  );
+  return unpackOutputs(
+    part.output,
+    part.input.recordsPerCiphertext,
+    vectors.map((v) => simulate(server.program, server.masks, v)),
+    rows.length,
+  );
 }
 
 export function worstDifference(got: number[][], want: number[][]): number {
@@ -77,7 +85,8 @@ export async function runValid(target: Target, session: ClientSession, set: Vali
   const outcome = await target.send({ body: invocationBody(q.uri, set.keysUri, formatS3Uri(out), q.sha256), contentType: 'application/json' }, timeoutMs);
   if (outcome.status !== 200) return { outcome, verdict: outcome.admission ? 'admission' : 'failed' };
   try {
-    if (outcome.json && outcome.json.records !== q.records) return { outcome, verdict: 'wrong', detail: `answer says ${String(outcome.json.records)} records, the query has ${q.records}` };
+    if (outcome.json && outcome.json.records !== q.records)
+      return { outcome, verdict: 'wrong', detail: `answer says ${String(outcome.json.records)} records, the query has ${q.records}` };
     const { bytes } = await target.store.get(out, 256 * 1024 * 1024, 'result');
     // The result's header must name this query: a result of another one is wrong, not close.
     const worst = worstDifference(session.decryptScores(bytes, { querySha256: q.sha256 }), q.expected);
@@ -94,7 +103,16 @@ export async function runValid(target: Target, session: ClientSession, set: Vali
  * Uploads the evaluation keys and one query per size; expected scores come from the server part
  * when given, else from one reference run of each query now (retried through admission 503s).
  */
-export async function prepareValid(o: { target: Target; session: ClientSession; part: ClientPart; server?: ServerPart; evaluationKeys: Uint8Array; sizes: number[]; seed: number; timeoutMs: number }): Promise<ValidSet> {
+export async function prepareValid(o: {
+  target: Target;
+  session: ClientSession;
+  part: ClientPart;
+  server?: ServerPart;
+  evaluationKeys: Uint8Array;
+  sizes: number[];
+  seed: number;
+  timeoutMs: number;
+}): Promise<ValidSet> {
   const { target, session } = o;
   const keysLoc = { bucket: target.bucket, key: keysKey(target.prefix, o.evaluationKeys) };
   await target.store.put(keysLoc, o.evaluationKeys, 'keys');
@@ -104,7 +122,13 @@ export async function prepareValid(o: { target: Target; session: ClientSession; 
     const loc = { bucket: target.bucket, key: `${target.prefix}queries/valid-${n}-${randomUUID()}.query` };
     const bytes = session.encrypt(rows);
     await target.store.put(loc, bytes, 'query');
-    queries.push({ name: `valid-${n}`, uri: formatS3Uri(loc), sha256: sha256(bytes), records: n, expected: o.server ? plaintextScores(o.part, o.server, rows) : [] });
+    queries.push({
+      name: `valid-${n}`,
+      uri: formatS3Uri(loc),
+      sha256: sha256(bytes),
+      records: n,
+      expected: o.server ? plaintextScores(o.part, o.server, rows) : [],
+    });
   }
   const set: ValidSet = { keysUri: formatS3Uri(keysLoc), queries, check: o.server ? 'plaintext' : 'reference' };
   if (o.server) return set;

@@ -79,7 +79,8 @@ const seed = Number(values.seed);
 const timeoutMs = Number(values['timeout-ms'] ?? (values.async ? 180_000 : 70_000));
 // A small instance's budget for the hostile run, so that the RSS check means something here.
 const budgetMb = values['memory-budget-mb'] !== undefined ? Number(values['memory-budget-mb']) : hostile ? 2048 : undefined;
-for (const [name, v] of Object.entries({ seconds, warmup, after, workers, seed, timeoutMs })) if (!Number.isFinite(v) || v < 0) throw new Error(`--${name} must be a number`);
+for (const [name, v] of Object.entries({ seconds, warmup, after, workers, seed, timeoutMs }))
+  if (!Number.isFinite(v) || v < 0) throw new Error(`--${name} must be a number`);
 const err = (s: string) => process.stderr.write(s + '\n');
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((r) => {
@@ -133,8 +134,26 @@ const prefix = values.prefix!.replace(/^\/+/, '').replace(/\/*$/, '/');
 let target: Target;
 if (target_ === 'url') target = await connectUrl({ url: values.url!, s3Endpoint: values['s3-endpoint'], bucket, prefix });
 else if (target_ === 'sagemaker-runtime')
-  target = await connectSageMaker({ endpointName: values['sagemaker-endpoint']!, runtimeUrl: values['sagemaker-url'], async: values.async!, s3Endpoint: values['s3-endpoint'], bucket, prefix, containerUrl: values['container-url'] });
-else target = await startLocalProcess({ modelDir, workDir: work, workers, maxInFlight: workers * 4, memoryBudgetMb: budgetMb, bucket, prefix, logLevel: hostile ? 'info' : 'warn' });
+  target = await connectSageMaker({
+    endpointName: values['sagemaker-endpoint']!,
+    runtimeUrl: values['sagemaker-url'],
+    async: values.async!,
+    s3Endpoint: values['s3-endpoint'],
+    bucket,
+    prefix,
+    containerUrl: values['container-url'],
+  });
+else
+  target = await startLocalProcess({
+    modelDir,
+    workDir: work,
+    workers,
+    maxInFlight: workers * 4,
+    memoryBudgetMb: budgetMb,
+    bucket,
+    prefix,
+    logLevel: hostile ? 'info' : 'warn',
+  });
 if (target.url) {
   // A target serving another model would refuse every valid request (409): say so at once.
   const ping = (await (await fetch(`${target.url}/ping`, { signal: AbortSignal.timeout(10_000) })).json()) as { model_id?: string };
@@ -172,8 +191,19 @@ if (!hostile) {
   // calls), a closed loop of `connections` callers.
   const load = async (duration: number, counting: boolean): Promise<Result> => {
     if (target.url) {
-      const setupClient = counting ? (((c: { on(ev: 'response', fn: (status: number) => void): void }) => c.on('response', (s) => count(s))) as autocannon.Options['setupClient']) : undefined;
-      const r = await autocannon({ url: `${target.url}/invocations`, method: 'POST', headers: { 'content-type': 'application/json' }, body, connections, duration, timeout: 60, setupClient } as autocannon.Options);
+      const setupClient = counting
+        ? (((c: { on(ev: 'response', fn: (status: number) => void): void }) => c.on('response', (s) => count(s))) as autocannon.Options['setupClient'])
+        : undefined;
+      const r = await autocannon({
+        url: `${target.url}/invocations`,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+        connections,
+        duration,
+        timeout: 60,
+        setupClient,
+      } as autocannon.Options);
       return { total: r.requests.total, errors: r.errors + r.timeouts, latency: r.latency };
     }
     const lat: number[] = [];
@@ -232,7 +262,10 @@ if (!hostile) {
       ok,
       errors_by_status: errors,
       errors_other: result.errors,
-      failures_other_than_503: Object.entries(errors).filter(([s]) => s !== '503').reduce((a, [, n]) => a + n, 0) + result.errors,
+      failures_other_than_503:
+        Object.entries(errors)
+          .filter(([s]) => s !== '503')
+          .reduce((a, [, n]) => a + n, 0) + result.errors,
       throughput_ok_per_s: +(ok / seconds).toFixed(1),
       latency_ms_p50: result.latency.p50,
       latency_ms_p99: result.latency.p99,
@@ -356,7 +389,8 @@ const validLoops = Array.from({ length: validConcurrency }, async (_, id) => {
     if (r.worst !== undefined && Number.isFinite(r.worst)) worstValid = Math.max(worstValid, r.worst);
     if (r.verdict === 'wrong' && wrongSamples.length < 10) wrongSamples.push(`${at} ${q.name}: ${r.detail}`);
     // Every failed valid request is a sample (record() already took 5xx, resets and timeouts).
-    if (r.verdict === 'failed' && typeof r.outcome.status === 'number' && r.outcome.status < 500) tally.sample(kind, q.name, String(r.outcome.status), r.outcome.error, r.outcome.message);
+    if (r.verdict === 'failed' && typeof r.outcome.status === 'number' && r.outcome.status < 500)
+      tally.sample(kind, q.name, String(r.outcome.status), r.outcome.error, r.outcome.message);
     // Admission control asks for a retry after Retry-After (1 s); other failures back off a little.
     if (r.verdict === 'admission') await sleep(1000, validStop.signal);
     else if (r.verdict === 'failed') await sleep(200, validStop.signal);
@@ -457,7 +491,15 @@ await finish(
     memory_mb: memory ?? null,
     workers_replaced: target.server || pingWorkersReplaced !== undefined ? workersReplaced : null,
     workers_replaced_source:
-      pingWorkersReplaced !== undefined ? 'ping' : log?.workersReplacedField !== undefined ? 'log field' : log?.workersReplacedLines ? 'log lines' : target.server ? 'none: the server reported no worker replacement (no log line or field); null is not 0' : 'not observable for this target',
+      pingWorkersReplaced !== undefined
+        ? 'ping'
+        : log?.workersReplacedField !== undefined
+          ? 'log field'
+          : log?.workersReplacedLines
+            ? 'log lines'
+            : target.server
+              ? 'none: the server reported no worker replacement (no log line or field); null is not 0'
+              : 'not observable for this target',
     server_log_errors: log ? Object.fromEntries([...log.errors].slice(0, 20)) : null,
     server_exited: target.server ? target.server.exited() : null,
     skipped,

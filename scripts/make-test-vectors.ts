@@ -47,8 +47,13 @@ async function makeSingle(out: string): Promise<void> {
   await mkdir(join(work, 'train'));
   await copyFile(iris, join(work, 'train', 'iris.csv'));
   // Only this set's files: the batch set lives in out/batch/.
-  for (const f of ['model', 'secret.key', 'evaluation.keys', 'query.bin', 'result.bin', 'expected.json']) await rm(join(out, f), { recursive: true, force: true });
-  await train({ trainDir: join(work, 'train'), modelDir: join(out, 'model') }, parseHyperparameters({ target: 'species', epochs: '200', learning_rate: '0.05', labels: 'setosa,versicolor,virginica' }), () => {});
+  for (const f of ['model', 'secret.key', 'evaluation.keys', 'query.bin', 'result.bin', 'expected.json'])
+    await rm(join(out, f), { recursive: true, force: true });
+  await train(
+    { trainDir: join(work, 'train'), modelDir: join(out, 'model') },
+    parseHyperparameters({ target: 'species', epochs: '200', learning_rate: '0.05', labels: 'setosa,versicolor,virginica' }),
+    () => {},
+  );
   const { modelId, client } = await readClientPart(join(out, 'model'));
   const server = await readServerPart(join(out, 'model'));
   const session = await ClientSession.open(modelId, client);
@@ -90,7 +95,11 @@ async function makeSingle(out: string): Promise<void> {
   await writeFile(join(out, 'result.bin'), result);
   await writeFile(
     join(out, 'expected.json'),
-    JSON.stringify({ model_id: modelId, records, scores, labels: session.decrypt(result).map((p) => p.label), tolerance: Math.max(1e-4, 8 * floodSd) }, null, 1) + '\n',
+    JSON.stringify(
+      { model_id: modelId, records, scores, labels: session.decrypt(result).map((p) => p.label), tolerance: Math.max(1e-4, 8 * floodSd) },
+      null,
+      1,
+    ) + '\n',
   );
   privacy?.close();
   engine.close();
@@ -142,7 +151,7 @@ async function evaluateBatchQuery(plan: BatchPlan, query: Uint8Array): Promise<U
       const input = new Uint32Array(plan.inputs * 2 * LN);
       for (let i = 0; i < plan.inputs; i++) batch.decodeInto(q.sections[1 + b * plan.inputs + i], input, i * 2 * LN);
       const output = new Uint32Array(outputsOf(plan) * resultSize(plan) * LN);
-      for (let l = 0; l < LN; ) {
+      for (let l = 0; l < LN;) {
         const end = Math.min(l + CHUNK, LN, (Math.floor(l / N) + 1) * N);
         evaluateLanes(kernel, input, output, l, end);
         l = end;
@@ -154,7 +163,11 @@ async function evaluateBatchQuery(plan: BatchPlan, query: Uint8Array): Promise<U
     }
     // The header the server writes: the query's, without rerand_key, with the query's hash.
     const h = q.header;
-    return encodeWire<ResultHeader>('result', { model_id: h.model_id, params: h.params, records: h.records, layout: 'batch', query_sha256: sha256(query) }, results);
+    return encodeWire<ResultHeader>(
+      'result',
+      { model_id: h.model_id, params: h.params, records: h.records, layout: 'batch', query_sha256: sha256(query) },
+      results,
+    );
   } finally {
     batch.close();
   }
@@ -192,7 +205,9 @@ async function makeBatch(out: string): Promise<void> {
 
   // The flood's standard deviation per output, in the slots (privacy.ts): sigma sqrt(N/2) / Delta_out.
   const N = plan.params.polyModulusDegree;
-  const floodSd = plan.noiseL2Bits!.map((b) => (floodSigma(2 ** b, plan.floodSecurityBits ?? FLOOD_SECURITY_BITS) * Math.sqrt(N / 2)) / 2 ** plan.outputScaleBits);
+  const floodSd = plan.noiseL2Bits!.map(
+    (b) => (floodSigma(2 ** b, plan.floodSecurityBits ?? FLOOD_SECURITY_BITS) * Math.sqrt(N / 2)) / 2 ** plan.outputScaleBits,
+  );
 
   // What the spec says about SEAL's NTT and key layout, as numbers a client can check itself against.
   const s = await CkksSession.open(plan.params);

@@ -20,7 +20,13 @@ import { compileImageModel } from '../src/train/image-model.ts';
 import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, loadIdxPair, loadNpmMnist } from '../src/train/mnist.ts';
 import { phaseL2 } from '../test/helpers/phase.ts';
 
-const { values: args } = parseArgs({ options: { model: { type: 'string', default: '.cache/models/mnist-cnn-e30-deskew' }, images: { type: 'string', default: '100' }, runs: { type: 'string', default: '5' } } });
+const { values: args } = parseArgs({
+  options: {
+    model: { type: 'string', default: '.cache/models/mnist-cnn-e30-deskew' },
+    images: { type: 'string', default: '100' },
+    runs: { type: 'string', default: '5' },
+  },
+});
 const net = JSON.parse(await readFile(join(args.model, 'server', 'network.json'), 'utf8')) as Network;
 const client = JSON.parse(await readFile(join(args.model, 'client', 'model.json'), 'utf8')) as { image?: { deskew: boolean } };
 const deskew = client.image?.deskew ?? false;
@@ -29,7 +35,6 @@ const test = await loadIdxPair(MNIST_TEST_IMAGES, MNIST_TEST_LABELS);
 const count = Number(args.images);
 const runs = Number(args.runs);
 const argmax = (v: ArrayLike<number>) => Array.prototype.indexOf.call(v, Math.max(...Array.from(v)));
-
 
 const summary: Record<string, unknown> = {};
 for (const privacy of ['none', 'flood'] as const) {
@@ -56,8 +61,10 @@ for (const privacy of ['none', 'flood'] as const) {
 
   // Latency: one image, `runs` times after a warm-up run.
   const v0 = vectorOf(test.images[0]);
-  const runMs: number[] = [], applyMs: number[] = [];
-  let queryBytes = 0, resultBytes = 0;
+  const runMs: number[] = [],
+    applyMs: number[] = [];
+  let queryBytes = 0,
+    resultBytes = 0;
   const noiseBits: number[] = [];
   for (let i = 0; i <= runs; i++) {
     const q = encrypt(v0);
@@ -90,7 +97,10 @@ for (const privacy of ['none', 'flood'] as const) {
     }
 
   // Accuracy on `count` test images, encrypted (and flooded) vs plaintext.
-  let okEnc = 0, okPlain = 0, agree = 0, worst = 0;
+  let okEnc = 0,
+    okPlain = 0,
+    agree = 0,
+    worst = 0;
   t0 = performance.now();
   for (let i = 0; i < count; i++) {
     const x = preprocessRecord(test.images[i], built.client);
@@ -122,8 +132,21 @@ for (const privacy of ['none', 'flood'] as const) {
     engine_load_ms: Math.round(loadMs),
     engine_run_ms: { median: Math.round(median(runMs)), all: runMs.map(Math.round) },
     apply_ms: applyMs.length ? { median: Math.round(median(applyMs)), all: applyMs.map(Math.round) } : undefined,
-    bytes: { query_zstd: queryBytes, result_zstd: resultBytes, public_key_zstd: publicKey?.length, galois_keys_zstd: km.galoisKeys.length, relin_keys_zstd: km.relinKeys?.length },
-    accuracy: { images: count, encrypted: okEnc / count, plaintext: okPlain / count, same_prediction: agree / count, worst_abs_logit_error: worst, ms_per_image: Math.round(accMs / count) },
+    bytes: {
+      query_zstd: queryBytes,
+      result_zstd: resultBytes,
+      public_key_zstd: publicKey?.length,
+      galois_keys_zstd: km.galoisKeys.length,
+      relin_keys_zstd: km.relinKeys?.length,
+    },
+    accuracy: {
+      images: count,
+      encrypted: okEnc / count,
+      plaintext: okPlain / count,
+      same_prediction: agree / count,
+      worst_abs_logit_error: worst,
+      ms_per_image: Math.round(accMs / count),
+    },
   };
   console.log(JSON.stringify({ [privacy]: summary[privacy] }));
   flood?.close();

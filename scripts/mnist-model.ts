@@ -10,7 +10,14 @@ import { trainImageNetwork } from '../src/train/cnn.ts';
 import { addBatchMode, compileImageModel, plaintextAccuracy, writeImageBundle } from '../src/train/image-model.ts';
 import { loadNpmMnist, type LabelledImages } from '../src/train/mnist.ts';
 
-export async function ensureMnistModel(o: { arch: 'cnn' | 'mlp'; epochs: number; deskew: boolean; retrain: boolean; test: LabelledImages; log: (s: string) => void }): Promise<string> {
+export async function ensureMnistModel(o: {
+  arch: 'cnn' | 'mlp';
+  epochs: number;
+  deskew: boolean;
+  retrain: boolean;
+  test: LabelledImages;
+  log: (s: string) => void;
+}): Promise<string> {
   const modelDir = join('.cache', 'models', `mnist-${o.arch}-e${o.epochs}${o.deskew ? '-deskew' : ''}`);
   const train = await loadNpmMnist();
   const rebuild = async (network: Network, metrics: Record<string, number | string>) => {
@@ -29,7 +36,8 @@ export async function ensureMnistModel(o: { arch: 'cnn' | 'mlp'; epochs: number;
   } else {
     const manifest = await readManifest(modelDir);
     // A bundle compiled before circuit privacy is recompiled (same network, same weights).
-    const privacyOf = async (file: string) => (manifest?.files[`server/${file}`] ? (JSON.parse(await readFile(join(modelDir, 'server', file), 'utf8')) as { privacy?: string }).privacy : undefined);
+    const privacyOf = async (file: string) =>
+      manifest?.files[`server/${file}`] ? (JSON.parse(await readFile(join(modelDir, 'server', file), 'utf8')) as { privacy?: string }).privacy : undefined;
     if (manifest && ((await privacyOf('batch.json')) !== 'flood' || (await privacyOf('program.json')) !== 'flood')) {
       o.log(`compiling ${modelDir} again, with circuit privacy in both layouts`);
       const network = JSON.parse(await readFile(join(modelDir, 'server', 'network.json'), 'utf8')) as Network;

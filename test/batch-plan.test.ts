@@ -29,7 +29,10 @@ const denseNet: Network = {
   ],
 };
 /** One dense row of exactly `taps` inputs: the most taps a row may have. */
-const wideNet = (taps: number): Network => ({ input: { height: 1, width: taps }, layers: [{ type: 'dense', weights: [dense(1, taps, 1)[0].map((w) => w + 1)], bias: [0] }] });
+const wideNet = (taps: number): Network => ({
+  input: { height: 1, width: taps },
+  layers: [{ type: 'dense', weights: [dense(1, taps, 1)[0].map((w) => w + 1)], bias: [0] }],
+});
 
 const cnn = compileBatch(smallCnn, samples(30, side * side))!;
 const linear = compileBatch(linearNet, samples(20, 6))!;
@@ -84,9 +87,19 @@ const mutations: Mutation[] = [
   ['rows without starts', cnn, (p) => void (p.first.rows += 1), /first\.start has 65 entries, not 66 \(first\.rows \+ 1\)/],
   ['no rows', cnn, (p) => void (p.first.rows = 0), /first\.rows is 0, outside/],
   ['start not at 0', cnn, (p) => void (p.first.start[0] = 1), /first\.start\[0\] is 1, not 0/],
-  ['decreasing starts', cnn, (p) => void (p.first.start[3] = p.first.start[4] + 1), /first\.start\[4\] is \d+, below first\.start\[3\] = \d+: starts must not decrease/],
+  [
+    'decreasing starts',
+    cnn,
+    (p) => void (p.first.start[3] = p.first.start[4] + 1),
+    /first\.start\[4\] is \d+, below first\.start\[3\] = \d+: starts must not decrease/,
+  ],
   ['fractional start', cnn, (p) => void (p.first.start[2] += 0.5), /first\.start\[2\] is [\d.]+, not an integer/],
-  ['starts ending before the taps', cnn, (p) => void (p.first.index.push(0), p.first.weight.push(1)), /first\.start\[64\] is 1600, not first\.index\.length = 1601/],
+  [
+    'starts ending before the taps',
+    cnn,
+    (p) => void (p.first.index.push(0), p.first.weight.push(1)),
+    /first\.start\[64\] is 1600, not first\.index\.length = 1601/,
+  ],
   ['a row of 2,049 taps', cnn, (p) => void setTaps(p, 5, MAX_TAPS + 1), /first row 5 has 2049 taps .*at most 2048/],
   ['an index past the inputs', cnn, (p) => void (p.first.index[7] = p.inputs), /first\.index\[7\] is 144, outside \[0, 144\) \(inputs\)/],
   ['a negative index', cnn, (p) => void (p.first.index[0] = -1), /first\.index\[0\] is -1, outside/],
@@ -99,20 +112,35 @@ const mutations: Mutation[] = [
   ['a NaN weight (null in JSON)', cnn, (p) => void ((p.first.weight as unknown[])[2] = null), /first\.weight\[2\] is null, not an integer/],
   ['a weight missing', cnn, (p) => void p.first.weight.pop(), /first\.weight has 1599 entries, not 1600/],
   ['fractional weight scale', cnn, (p) => void (p.first.weightScaleBits += 0.5), /first\.weightScaleBits is [\d.]+, not an integer/],
-  ['hidden scale past the modulus', cnn, (p) => void ((p.first.weightScaleBits += 40), (p.outputScaleBits += 80)), /first\.weightScaleBits gives hidden values at scale 2\^\d+ and squares at 2\^\d+, outside/],
+  [
+    'hidden scale past the modulus',
+    cnn,
+    (p) => void ((p.first.weightScaleBits += 40), (p.outputScaleBits += 80)),
+    /first\.weightScaleBits gives hidden values at scale 2\^\d+ and squares at 2\^\d+, outside/,
+  ],
   ['a bias missing', cnn, (p) => void p.first.bias.pop(), /first\.bias has 63 entries, not 64 \(first\.rows\)/],
   ['a NaN bias (null in JSON)', cnn, (p) => void ((p.first.bias as unknown[])[4] = null), /first\.bias\[4\] is null, not a finite number/],
   ['a bias too large to scale', cnn, (p) => void (p.first.bias[4] = 1e300), /first\.bias\[4\] is 1e\+300, not a finite number at scale/],
   ['square not a boolean', cnn, (p) => void Object.assign(p, { square: 'yes' }), /square is "yes", not a boolean/],
   ['a square without a second layer', cnn, (p) => void delete p.second, /second is missing/],
-  ['a second layer without a square', linear, (p) => void (p.second = { rows: 1, weight: [1, 1, 1], weightScaleBits: 0, bias: [0] }), /second is present, but the plan does not square/],
+  [
+    'a second layer without a square',
+    linear,
+    (p) => void (p.second = { rows: 1, weight: [1, 1, 1], weightScaleBits: 0, bias: [0] }),
+    /second is present, but the plan does not square/,
+  ],
   ['no outputs', cnn, (p) => void (p.second!.rows = 0), /second\.rows is 0, outside/],
   ['outputs without weights', cnn, (p) => void (p.second!.rows = 11), /second\.weight has 640 entries, not 704 \(second\.rows x first\.rows\)/],
   ['a second weight of 40,000', cnn, (p) => void (p.second!.weight[5] = 40000), /second\.weight\[5\] is 40000, outside \[-32767, 32767\]/],
   ['a fractional second weight', cnn, (p) => void (p.second!.weight[5] = 2.5), /second\.weight\[5\] is 2\.5, not an integer/],
   ['a second bias missing', cnn, (p) => void p.second!.bias.pop(), /second\.bias has 9 entries, not 10/],
   ['an infinite second bias', cnn, (p) => void (p.second!.bias[0] = Infinity), /second\.bias\[0\] is Infinity, not a finite number/],
-  ['result scale past the modulus', cnn, (p) => void ((p.second!.weightScaleBits += 60), (p.outputScaleBits += 60)), /second\.weightScaleBits gives results at scale 2\^\d+, outside/],
+  [
+    'result scale past the modulus',
+    cnn,
+    (p) => void ((p.second!.weightScaleBits += 60), (p.outputScaleBits += 60)),
+    /second\.weightScaleBits gives results at scale 2\^\d+, outside/,
+  ],
   ['an output scale other than the layers give', cnn, (p) => void (p.outputScaleBits += 1), /outputScaleBits is \d+, not \d+, the scale the layers give/],
   ['no output scale', linear, (p) => void delete (p as Partial<BatchPlan>).outputScaleBits, /outputScaleBits is undefined, not \d+/],
   ['a linear plan with another output scale', linear, (p) => void (p.outputScaleBits = 2 * p.outputScaleBits), /outputScaleBits is \d+, not \d+/],
@@ -152,7 +180,11 @@ t.test('a bundle whose batch.json breaks a rule is refused at load: the server d
   // The manifest hashes the bad plan: only the validation stands between it and the kernel.
   await writeBundle(bad, built.client, built.compiled.program, built.compiled.masks, {}, {}, heavy);
   await t.rejects(readServerPart(bad), { code: 'bad-bundle', message: /server\/batch\.json in .*: first\.weight\[0\] is 32768, outside \[-32767, 32767\]/ });
-  await t.rejects(startServer({ modelDir: bad, port: 0, host: '127.0.0.1', workers: 1, allowAny: true }), { code: 'bad-bundle', message: /first\.weight\[0\] is 32768/ }, 'the server refuses to start');
+  await t.rejects(
+    startServer({ modelDir: bad, port: 0, host: '127.0.0.1', workers: 1, allowAny: true }),
+    { code: 'bad-bundle', message: /first\.weight\[0\] is 32768/ },
+    'the server refuses to start',
+  );
   // A flooded program must say how much to flood: a bound and a statistical security level.
   const program = built.compiled.program;
   t.equal(program.privacy, 'flood', 'image models are compiled with circuit privacy by default');
@@ -160,7 +192,11 @@ t.test('a bundle whose batch.json breaks a rule is refused at load: the server d
     ['no noise bound', { noiseL2Bits: undefined }, /privacy "flood" needs noiseL2Bits/],
     ['lambda 8', { floodSecurityBits: 8 }, /floodSecurityBits is 8, not an integer in \[20, 128\]/],
     // The engine would have run it as a linear step.
-    ['an unknown operation', { steps: [...program.steps, { op: 'relu' } as unknown as Program['steps'][number]] }, /step \d+ has operation "relu", which this server does not run/],
+    [
+      'an unknown operation',
+      { steps: [...program.steps, { op: 'relu' } as unknown as Program['steps'][number]] },
+      /step \d+ has operation "relu", which this server does not run/,
+    ],
   ];
   for (const [name, change, message] of cases) {
     const dirBad = join(dir, name.replace(/ /g, '-'));

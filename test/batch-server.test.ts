@@ -23,7 +23,7 @@ import { startServer } from '../src/server/serve.ts';
 const dir = await mkdtemp(join(tmpdir(), 'sealed-batch-'));
 const modelDir = join(dir, 'model');
 let seed = 5;
-const pixel = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % 256);
+const pixel = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % 256;
 const images = Array.from({ length: 70 }, () => Array.from({ length: 144 }, pixel));
 const built = compileImageModel(smallCnn, images.slice(0, 30));
 const plan = await addBatchMode(smallCnn, built, images.slice(0, 30));
@@ -113,7 +113,10 @@ t.test('batch-mode requests beyond --max-batch-in-flight get 503 and the rest ar
   const refused = outcomes.filter((o) => o.status === 'rejected');
   t.ok(refused.length >= 1, `${refused.length} of 3 concurrent batch requests refused`);
   for (const r of refused) t.match(String((r as PromiseRejectedResult).reason), /batch-mode requests already/);
-  t.ok(outcomes.some((o) => o.status === 'fulfilled'), 'at least one served');
+  t.ok(
+    outcomes.some((o) => o.status === 'fulfilled'),
+    'at least one served',
+  );
   const after = await predict(session, keys, images.slice(0, 3), tr, { layout: 'batch' });
   t.equal(after.scores.length, 3, 'a slot frees when a request ends');
 });
@@ -121,7 +124,11 @@ t.test('batch-mode requests beyond --max-batch-in-flight get 503 and the rest ar
 async function invokeRaw(header: Record<string, unknown>, sections: Uint8Array[], extra: Record<string, string> = {}) {
   const loc = { bucket: stack.bucket, key: `raw/${Math.random()}` };
   await stack.store.put(loc, encodeWire('query', header, sections), 'query');
-  return invokeHttp(stack.server.url, { encrypted_query_uri: formatS3Uri(loc), output_uri: formatS3Uri({ bucket: stack.bucket, key: 'raw/out' }), ...extra }).then(
+  return invokeHttp(stack.server.url, {
+    encrypted_query_uri: formatS3Uri(loc),
+    output_uri: formatS3Uri({ bucket: stack.bucket, key: 'raw/out' }),
+    ...extra,
+  }).then(
     () => undefined,
     (e: Error & { code?: string }) => e,
   );
@@ -152,8 +159,13 @@ t.test("batch results name the query's SHA-256; a request naming another hash pu
   const sha = createHash('sha256').update(query).digest('hex');
   const B = stack.bucket;
   await stack.store.put({ bucket: B, key: 'hash/q' }, query, 'query');
-  const body = (out: string, extra: Record<string, string> = {}) => ({ encrypted_query_uri: formatS3Uri({ bucket: B, key: 'hash/q' }), output_uri: formatS3Uri({ bucket: B, key: out }), ...extra });
-  const header = async (key: string) => decodeWire<ResultHeader>('result', (await stack.store.get({ bucket: B, key }, 1 << 28, 'result')).bytes, 'result').header;
+  const body = (out: string, extra: Record<string, string> = {}) => ({
+    encrypted_query_uri: formatS3Uri({ bucket: B, key: 'hash/q' }),
+    output_uri: formatS3Uri({ bucket: B, key: out }),
+    ...extra,
+  });
+  const header = async (key: string) =>
+    decodeWire<ResultHeader>('result', (await stack.store.get({ bucket: B, key }, 1 << 28, 'result')).bytes, 'result').header;
   // Without query_sha256 the server hashes the query in a first pass (the result streams out,
   // header first), then evaluates it.
   const plain = await invokeHttp(stack.server.url, body('hash/plain'));
@@ -162,7 +174,11 @@ t.test("batch results name the query's SHA-256; a request naming another hash pu
   const named = await invokeHttp(stack.server.url, body('hash/named', { query_sha256: sha }));
   t.equal(named.query_sha256, sha);
   t.equal((await header('hash/named')).query_sha256, sha, 'declared: the same');
-  t.same(session.decryptScores((await stack.store.get({ bucket: B, key: 'hash/named' }, 1 << 28, 'result')).bytes, { querySha256: sha }).length, 3, 'the client accepts it');
+  t.same(
+    session.decryptScores((await stack.store.get({ bucket: B, key: 'hash/named' }, 1 << 28, 'result')).bytes, { querySha256: sha }).length,
+    3,
+    'the client accepts it',
+  );
   const wrong = await invokeHttp(stack.server.url, body('hash/wrong', { query_sha256: 'f'.repeat(64) })).catch((e: Error & { code?: string }) => e);
   t.match(wrong, { code: 'bad-query', message: /the encrypted query's SHA-256 is [0-9a-f]{64}, not the query_sha256 the request names/ });
   t.equal(await stack.store.head({ bucket: B, key: 'hash/wrong' }), undefined, 'the multipart result was aborted: nothing published');

@@ -27,9 +27,45 @@ const DIGITS: { label: string; strokes: Point[][] }[] = [
     label: '0',
     strokes: [Array.from({ length: 41 }, (_, i): Point => [0.5 + 0.2 * Math.sin((2 * Math.PI * i) / 38), 0.5 - 0.32 * Math.cos((2 * Math.PI * i) / 38)])],
   },
-  { label: '1', strokes: [[[0.53, 0.17], [0.5, 0.5], [0.47, 0.83]]] },
-  { label: '7', strokes: [[[0.28, 0.2], [0.5, 0.2], [0.72, 0.2], [0.6, 0.45], [0.45, 0.82]]] },
-  { label: '4', strokes: [[[0.55, 0.16], [0.4, 0.42], [0.25, 0.62], [0.5, 0.62], [0.76, 0.62]], [[0.6, 0.38], [0.6, 0.6], [0.6, 0.85]]] },
+  {
+    label: '1',
+    strokes: [
+      [
+        [0.53, 0.17],
+        [0.5, 0.5],
+        [0.47, 0.83],
+      ],
+    ],
+  },
+  {
+    label: '7',
+    strokes: [
+      [
+        [0.28, 0.2],
+        [0.5, 0.2],
+        [0.72, 0.2],
+        [0.6, 0.45],
+        [0.45, 0.82],
+      ],
+    ],
+  },
+  {
+    label: '4',
+    strokes: [
+      [
+        [0.55, 0.16],
+        [0.4, 0.42],
+        [0.25, 0.62],
+        [0.5, 0.62],
+        [0.76, 0.62],
+      ],
+      [
+        [0.6, 0.38],
+        [0.6, 0.6],
+        [0.6, 0.85],
+      ],
+    ],
+  },
 ];
 
 async function run(t: Test): Promise<void> {
@@ -60,7 +96,14 @@ async function run(t: Test): Promise<void> {
   const stack = await startStack(trained.modelDir, trained.dir, 1);
   const digitServer = await startServer({ modelDir: digitModel, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: stack.s3.endpoint, allowAny: true });
   const web = await buildWeb({ outDir: join(dir, 'web') });
-  const server = await startWebServer({ modelDir: trained.modelDir, endpoint: stack.server.url, store: stack.store, bucket: stack.bucket, assetsDir: web.outDir, digits: { modelDir: digitModel, endpoint: digitServer.url } });
+  const server = await startWebServer({
+    modelDir: trained.modelDir,
+    endpoint: stack.server.url,
+    store: stack.store,
+    bucket: stack.bucket,
+    assetsDir: web.outDir,
+    digits: { modelDir: digitModel, endpoint: digitServer.url },
+  });
   const browser = await openBrowser({ width: 1280, height: 860 });
   const { page, sent, errors } = browser;
   t.teardown(async () => {
@@ -75,8 +118,10 @@ async function run(t: Test): Promise<void> {
   const seal = (inputs: string[]) => inputs.some((i) => i.includes('node_modules/node-seal/'));
   t.ok(seal(web.bundles['digit-worker.js']), 'SEAL is in the worker bundle');
   t.notOk(seal(web.bundles['digit.js']), 'and not in the page bundle: SEAL never runs on the main thread');
-  t.ok(web.inputs.every((i) => !i.startsWith('node:') && !i.includes('@aws-sdk')), 'no Node-only module in any bundle');
-
+  t.ok(
+    web.inputs.every((i) => !i.startsWith('node:') && !i.includes('@aws-sdk')),
+    'no Node-only module in any bundle',
+  );
 
   // From the diagnosis page to the digit page, by its link.
   await page.goto(server.url);
@@ -87,7 +132,10 @@ async function run(t: Test): Promise<void> {
   await page.waitForSelector('body[data-ready="true"], body[data-ready="error"]', { timeout: 120_000 });
   t.equal(await page.getAttribute('body', 'data-ready'), 'true', `the page is ready (status: ${await page.textContent('#status')})`);
   const loadS = (performance.now() - tLoad) / 1000;
-  t.ok(page.workers().some((w) => w.url().endsWith('/digit/digit-worker.js')), 'a Web Worker runs digit-worker.js');
+  t.ok(
+    page.workers().some((w) => w.url().endsWith('/digit/digit-worker.js')),
+    'a Web Worker runs digit-worker.js',
+  );
 
   await page.click('#predict');
   await page.waitForSelector('#result[data-state="error"]', { timeout: 10_000 });
@@ -116,14 +164,19 @@ async function run(t: Test): Promise<void> {
     const s = e.reduce((a, b) => a + b, 0);
     return e.map((x) => x / s);
   };
-  const results: { digit: string; shown: string; probability: number; plain: string; max_diff: number; ms: Record<string, number>; longest_task_ms: number }[] = [];
+  const results: { digit: string; shown: string; probability: number; plain: string; max_diff: number; ms: Record<string, number>; longest_task_ms: number }[] =
+    [];
   const images: number[][] = [];
   for (const d of DIGITS) {
     await page.click('#clear');
     await draw(d.strokes);
     await page.click('#predict');
     await page.waitForSelector('#result[data-state="done"], #result[data-state="error"]', { timeout: 180_000 });
-    t.equal(await page.getAttribute('#result', 'data-state'), 'done', `digit ${d.label}: the page shows a prediction (status: ${await page.textContent('#status')})`);
+    t.equal(
+      await page.getAttribute('#result', 'data-state'),
+      'done',
+      `digit ${d.label}: the page shows a prediction (status: ${await page.textContent('#status')})`,
+    );
 
     // The image that was encrypted: MNIST's shape.
     const pixels = ((await page.getAttribute('#mnist', 'data-pixels')) ?? '').split(',').map(Number);
@@ -140,17 +193,26 @@ async function run(t: Test): Promise<void> {
     // The class shown, and the encrypted probabilities against the plaintext network.
     const shown = (await page.textContent('#result-label'))?.trim() ?? '';
     const probs = ((await page.getAttribute('#result', 'data-probabilities')) ?? '').split(',').map(Number);
-    const plain = softmax(forward(network, deskew(pixels, 28).map((v) => v / 255)));
+    const plain = softmax(
+      forward(
+        network,
+        deskew(pixels, 28).map((v) => v / 255),
+      ),
+    );
     const plainLabel = String(plain.indexOf(Math.max(...plain)));
     const maxDiff = Math.max(...probs.map((p, i) => Math.abs(p - plain[i])));
     t.equal(shown, d.label, `drawn ${d.label}, classified ${shown} (probability ${Number(await page.getAttribute('#result', 'data-probability')).toFixed(4)})`);
     t.equal(shown, plainLabel, `digit ${d.label}: the same class as the plaintext network on the same image`);
     // Circuit privacy floods every result: the logits' error has a standard deviation of at most
     // 2^-12 of the largest logit on the samples (compile-network.ts), a few 1e-4 on probabilities.
-    t.ok(maxDiff < 2e-3, `digit ${d.label}: encrypted probabilities equal the plaintext network's within 2e-3, the flood's precision (max |d| ${maxDiff.toExponential(2)})`);
+    t.ok(
+      maxDiff < 2e-3,
+      `digit ${d.label}: encrypted probabilities equal the plaintext network's within 2e-3, the flood's precision (max |d| ${maxDiff.toExponential(2)})`,
+    );
 
     const ms = await stageMs();
-    for (const s of ['load', 'image', 'keygen', 'encrypt', 'keys', 'evaluate', 'decrypt', 'total']) t.ok(Number.isFinite(ms[s]) && ms[s] >= 0, `digit ${d.label}: stage ${s} is timed: ${ms[s]?.toFixed(1)} ms`);
+    for (const s of ['load', 'image', 'keygen', 'encrypt', 'keys', 'evaluate', 'decrypt', 'total'])
+      t.ok(Number.isFinite(ms[s]) && ms[s] >= 0, `digit ${d.label}: stage ${s} is timed: ${ms[s]?.toFixed(1)} ms`);
     const longest = Number(await page.getAttribute('body', 'data-longest-task-ms'));
     results.push({ digit: d.label, shown, probability: probs[Number(shown)], plain: plainLabel, max_diff: maxDiff, ms, longest_task_ms: longest });
     if (results.length === 1) {
@@ -158,9 +220,15 @@ async function run(t: Test): Promise<void> {
       await mkdir(ARTIFACTS, { recursive: true });
     }
     // The page never froze: no main-thread task came near the worker's key generation (Long Tasks API).
-    t.ok(Number.isFinite(longest) && longest < Math.max(250, results[0].ms.keygen / 2), `digit ${d.label}: longest main-thread task ${longest.toFixed(0)} ms (key generation took ${results[0].ms.keygen.toFixed(0)} ms, in the worker)`);
+    t.ok(
+      Number.isFinite(longest) && longest < Math.max(250, results[0].ms.keygen / 2),
+      `digit ${d.label}: longest main-thread task ${longest.toFixed(0)} ms (key generation took ${results[0].ms.keygen.toFixed(0)} ms, in the worker)`,
+    );
   }
-  t.ok(results.slice(1).every((r) => r.ms.keygen === 0), 'keys are made once');
+  t.ok(
+    results.slice(1).every((r) => r.ms.keygen === 0),
+    'keys are made once',
+  );
 
   await mkdir(ARTIFACTS, { recursive: true });
   const shot = join(ARTIFACTS, 'draw-a-digit.png');
@@ -169,27 +237,47 @@ async function run(t: Test): Promise<void> {
 
   // What left the page: wire-format objects only, to its own origin only.
   const origin = new URL(server.url).origin;
-  t.ok(sent.every((s) => s.url.startsWith(origin)), 'the page only talked to its own origin');
+  t.ok(
+    sent.every((s) => s.url.startsWith(origin)),
+    'the page only talked to its own origin',
+  );
   const withBody = sent.filter((s) => s.body && s.body.length > 0);
   const puts = withBody.filter((s) => s.method === 'PUT' && new URL(s.url).pathname.startsWith('/digit/api/keys/'));
   const posts = withBody.filter((s) => s.method === 'POST' && new URL(s.url).pathname === '/digit/api/predict');
-  t.equal(withBody.length, puts.length + posts.length, `every request body went to PUT /digit/api/keys or POST /digit/api/predict (${withBody.map((s) => `${s.method} ${new URL(s.url).pathname}`).join(', ')})`);
+  t.equal(
+    withBody.length,
+    puts.length + posts.length,
+    `every request body went to PUT /digit/api/keys or POST /digit/api/predict (${withBody.map((s) => `${s.method} ${new URL(s.url).pathname}`).join(', ')})`,
+  );
   t.equal(puts.length, 1, 'the evaluation keys were uploaded once');
   t.equal(posts.length, DIGITS.length, 'one encrypted query per digit');
   const keysMsg = decodeWire<{ galois_steps: number[]; relin: boolean; public_key?: boolean }>('keys', new Uint8Array(puts[0].body!), 'keys');
   const expected = 1 + (keysMsg.header.relin ? 1 : 0) + (keysMsg.header.public_key ? 1 : 0);
-  t.equal(keysMsg.sections.length, expected, `the keys body holds the public keys only (Galois keys${keysMsg.header.relin ? ', relinearization keys' : ''}${keysMsg.header.public_key ? ', the public key' : ''}): no secret key`);
+  t.equal(
+    keysMsg.sections.length,
+    expected,
+    `the keys body holds the public keys only (Galois keys${keysMsg.header.relin ? ', relinearization keys' : ''}${keysMsg.header.public_key ? ', the public key' : ''}): no secret key`,
+  );
   t.same(keysMsg.header.galois_steps, client.galois_steps, 'for the rotations this model needs');
   posts.forEach((p, i) => {
     const b = p.body!;
     const q = decodeWire<{ model_id: string; records: number }>('query', new Uint8Array(b), 'query');
     t.same([q.header.model_id, q.header.records, q.sections.length], [modelId, 1, 1], `query ${i + 1}: one ciphertext of one image for the MNIST model`);
     const img = images[i];
-    t.notOk(b.includes(Buffer.from(img.join(','), 'latin1')) || b.includes(Buffer.from(Uint8Array.from(img))), `query ${i + 1}: the image is not in the body, as text or bytes`);
+    t.notOk(
+      b.includes(Buffer.from(img.join(','), 'latin1')) || b.includes(Buffer.from(Uint8Array.from(img))),
+      `query ${i + 1}: the image is not in the body, as text or bytes`,
+    );
   });
   t.same(errors, [], 'no errors in the page');
 
-  const report = { model_id: modelId, train_s: +trainS.toFixed(1), page_load_s: +loadS.toFixed(2), test_s: +((performance.now() - tStart) / 1000).toFixed(1), results };
+  const report = {
+    model_id: modelId,
+    train_s: +trainS.toFixed(1),
+    page_load_s: +loadS.toFixed(2),
+    test_s: +((performance.now() - tStart) / 1000).toFixed(1),
+    results,
+  };
   await writeFile(join(ARTIFACTS, 'draw-a-digit.json'), JSON.stringify(report, null, 1) + '\n');
   t.comment(`digits: ${results.map((r) => `${r.digit} -> ${r.shown} (${r.probability.toFixed(3)})`).join(', ')}`);
   t.comment(`stage times (ms), first digit: ${JSON.stringify(results[0].ms)}; second: ${JSON.stringify(results[1].ms)}`);

@@ -25,8 +25,17 @@ async function run(t: Test): Promise<void> {
   const stack = await startStack(trained.modelDir, trained.dir);
   const web = await buildWeb({ outDir: join(trained.dir, 'web') });
   const labels = ['malignant', 'benign'];
-  const samples = trained.test.x.slice(0, 5).map((values, i) => ({ name: `held-out record ${i + 1} (${labels[trained.test.y[i]]})`, values, label: labels[trained.test.y[i]] }));
-  const server = await startWebServer({ modelDir: trained.modelDir, endpoint: stack.server.url, store: stack.store, bucket: stack.bucket, assetsDir: web.outDir, samples });
+  const samples = trained.test.x
+    .slice(0, 5)
+    .map((values, i) => ({ name: `held-out record ${i + 1} (${labels[trained.test.y[i]]})`, values, label: labels[trained.test.y[i]] }));
+  const server = await startWebServer({
+    modelDir: trained.modelDir,
+    endpoint: stack.server.url,
+    store: stack.store,
+    bucket: stack.bucket,
+    assetsDir: web.outDir,
+    samples,
+  });
   const { modelId, client } = await readClientPart(trained.modelDir);
   const browser = await openBrowser({ width: 1400, height: 1000 });
   const { page, sent, errors } = browser;
@@ -37,9 +46,14 @@ async function run(t: Test): Promise<void> {
     await trained.cleanup();
   });
 
-  t.ok(web.inputs.every((i) => !i.startsWith('node:') && !i.includes('@aws-sdk')), `the browser bundle holds no Node-only module (${web.inputs.length} inputs)`);
-  t.notOk(web.inputs.some((i) => /src\/(storage|server)\/|client\/predict\.ts/.test(i)), 'nor the S3, server or Node predict code');
-
+  t.ok(
+    web.inputs.every((i) => !i.startsWith('node:') && !i.includes('@aws-sdk')),
+    `the browser bundle holds no Node-only module (${web.inputs.length} inputs)`,
+  );
+  t.notOk(
+    web.inputs.some((i) => /src\/(storage|server)\/|client\/predict\.ts/.test(i)),
+    'nor the S3, server or Node predict code',
+  );
 
   // The Node client's answers (the path of `sealed predict`). The record typed into the form is
   // the held-out record the model is least sure about, so the probability is far from 0 and 1.
@@ -71,7 +85,10 @@ async function run(t: Test): Promise<void> {
   const shownProb = Number(await page.getAttribute('#result', 'data-probability'));
   const shownText = (await page.textContent('#result-prob')) ?? '';
   t.equal(shownLabel, nodeLabel, `the page shows class "${shownLabel}", as the Node client`);
-  t.ok(Math.abs(shownProb - nodeProb) < 1e-4, `probability in the page ${shownProb} equals the Node client's ${nodeProb} within 1e-4 (|d| = ${Math.abs(shownProb - nodeProb).toExponential(2)})`);
+  t.ok(
+    Math.abs(shownProb - nodeProb) < 1e-4,
+    `probability in the page ${shownProb} equals the Node client's ${nodeProb} within 1e-4 (|d| = ${Math.abs(shownProb - nodeProb).toExponential(2)})`,
+  );
   t.ok(Math.abs(Number(/probability ([0-9.]+)/.exec(shownText)?.[1]) - nodeProb) < 1e-4, `and the text on the page says so: "${shownText}"`);
 
   const stageMs = async () =>
@@ -81,11 +98,18 @@ async function run(t: Test): Promise<void> {
       ),
     ) as Record<string, number>;
   const first = await stageMs();
-  for (const s of ['load', 'keygen', 'encrypt', 'keys', 'evaluate', 'decrypt', 'total']) t.ok(Number.isFinite(first[s]) && first[s] >= 0, `stage ${s} is timed: ${first[s]?.toFixed(1)} ms`);
+  for (const s of ['load', 'keygen', 'encrypt', 'keys', 'evaluate', 'decrypt', 'total'])
+    t.ok(Number.isFinite(first[s]) && first[s] >= 0, `stage ${s} is timed: ${first[s]?.toFixed(1)} ms`);
   t.ok(first.keygen > 0, 'keys were made in the page');
   const sizes = await page.$$eval('#stages tr[data-stage]', (rows) => rows.map((r) => `${(r as HTMLElement).dataset.stage}: ${r.children[3].textContent}`));
-  t.ok(sizes.some((s) => /^encrypt: query [0-9,]+ B$/.test(s)), 'the query size is shown');
-  t.ok(sizes.some((s) => /^evaluate: result [0-9,]+ B/.test(s)), 'the result size is shown');
+  t.ok(
+    sizes.some((s) => /^encrypt: query [0-9,]+ B$/.test(s)),
+    'the query size is shown',
+  );
+  t.ok(
+    sizes.some((s) => /^evaluate: result [0-9,]+ B/.test(s)),
+    'the result size is shown',
+  );
 
   await mkdir(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: join(ARTIFACTS, 'browser-demo.png'), fullPage: true });
@@ -93,10 +117,14 @@ async function run(t: Test): Promise<void> {
   // A second prediction, from a sample picked in the list: keys are not made or uploaded again.
   await page.selectOption('#sample', '2');
   await page.click('#predict');
-  await page.waitForFunction(() => {
-    const r = document.querySelector<HTMLElement>('#result')!;
-    return r.dataset.state === 'done' && document.querySelector<HTMLElement>('#stages tr[data-stage="keygen"] td.num')!.dataset.ms === '0';
-  }, undefined, { timeout: 120_000 });
+  await page.waitForFunction(
+    () => {
+      const r = document.querySelector<HTMLElement>('#result')!;
+      return r.dataset.state === 'done' && document.querySelector<HTMLElement>('#stages tr[data-stage="keygen"] td.num')!.dataset.ms === '0';
+    },
+    undefined,
+    { timeout: 120_000 },
+  );
   const second = await stageMs();
   t.equal((await page.textContent('#result-label'))?.trim(), node2Label, `second prediction (sample 3): class "${node2Label}", as the Node client`);
   const prob2 = Number(await page.getAttribute('#result', 'data-probability'));
@@ -104,11 +132,18 @@ async function run(t: Test): Promise<void> {
 
   // What left the page: wire-format objects only, to its own origin only.
   const origin = new URL(server.url).origin;
-  t.ok(sent.every((s) => s.url.startsWith(origin)), 'the page only talked to its own origin');
+  t.ok(
+    sent.every((s) => s.url.startsWith(origin)),
+    'the page only talked to its own origin',
+  );
   const withBody = sent.filter((s) => s.body && s.body.length > 0);
   const puts = withBody.filter((s) => s.method === 'PUT' && new URL(s.url).pathname.startsWith('/api/keys/'));
   const posts = withBody.filter((s) => s.method === 'POST' && new URL(s.url).pathname === '/api/predict');
-  t.equal(withBody.length, puts.length + posts.length, `every request body went to PUT /api/keys or POST /api/predict (${withBody.map((s) => `${s.method} ${new URL(s.url).pathname}`).join(', ')})`);
+  t.equal(
+    withBody.length,
+    puts.length + posts.length,
+    `every request body went to PUT /api/keys or POST /api/predict (${withBody.map((s) => `${s.method} ${new URL(s.url).pathname}`).join(', ')})`,
+  );
   t.equal(puts.length, 1, 'the evaluation keys were uploaded once');
   t.equal(posts.length, 2, 'two encrypted queries were sent');
   for (const s of withBody) {
@@ -119,7 +154,11 @@ async function run(t: Test): Promise<void> {
   }
   const keysMsg = decodeWire<{ params: string; galois_steps: number[]; relin: boolean; public_key?: boolean }>('keys', new Uint8Array(puts[0].body!), 'keys');
   t.equal(keysMsg.header.public_key, true, 'the keys carry the public key the server re-randomizes results with');
-  t.equal(keysMsg.sections.length, 1 + (keysMsg.header.relin ? 1 : 0) + 1, 'the keys body holds the evaluation keys only (Galois keys, relin keys if needed, the public key): no secret key');
+  t.equal(
+    keysMsg.sections.length,
+    1 + (keysMsg.header.relin ? 1 : 0) + 1,
+    'the keys body holds the evaluation keys only (Galois keys, relin keys if needed, the public key): no secret key',
+  );
   t.same(keysMsg.header.galois_steps, client.galois_steps, 'for the rotations this model needs');
   for (const p of posts) {
     const q = decodeWire<{ model_id: string; records: number }>('query', new Uint8Array(p.body!), 'query');

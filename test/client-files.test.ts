@@ -90,7 +90,12 @@ t.test('records from JSON lines and NPY', async (t) => {
   await t.rejects(readRecords(jl, direct.client), { message: /line 1 does not hold the 30 numeric features/ });
   // NPY v1.0, float64, shape (3, 30)
   const header = `{'descr': '<f8', 'fortran_order': False, 'shape': (3, 30), }`.padEnd(118, ' ') + '\n';
-  const npy = Buffer.concat([Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0]), Buffer.from([header.length & 0xff, header.length >> 8]), Buffer.from(header), Buffer.from(new Float64Array(rows.flat()).buffer)]);
+  const npy = Buffer.concat([
+    Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0]),
+    Buffer.from([header.length & 0xff, header.length >> 8]),
+    Buffer.from(header),
+    Buffer.from(new Float64Array(rows.flat()).buffer),
+  ]);
   const np = join(tr.dir, 'r.npy');
   await writeFile(np, npy);
   t.same((await readRecords(np, direct.client)).rows, rows);

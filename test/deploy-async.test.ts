@@ -19,7 +19,12 @@ function freshAccount(): { clients: Clients; calls: Call[] } {
         calls.push(c);
         if (c.command === 'CreateEndpoint') created = true;
         if (c.command === 'DescribeEndpoint' && !created) throw Object.assign(new Error('Could not find endpoint'), { name: 'ValidationException' });
-        const out = c.command === 'DescribeEndpoint' ? { EndpointStatus: 'InService' } : c.command === 'PutScalingPolicy' ? { PolicyARN: `arn:policy/${String(c.input.PolicyName)}` } : {};
+        const out =
+          c.command === 'DescribeEndpoint'
+            ? { EndpointStatus: 'InService' }
+            : c.command === 'PutScalingPolicy'
+              ? { PolicyARN: `arn:policy/${String(c.input.PolicyName)}` }
+              : {};
         return { output: { $metadata: {}, ...out }, response: {} };
       },
       { step: 'initialize', name: 'testRecorder' },
@@ -34,21 +39,69 @@ const error = 'arn:aws:sns:us-east-1:111122223333:sealed-async-error';
 
 t.test('async endpoint config: success and error topics, never the response in the message', async (t) => {
   const { clients, calls } = freshAccount();
-  await deployEndpoint(clients, { endpointName: 'sealed', stamp: 's', model, config: { async: { outputPath: 's3://b-1/sealed/async-out', failurePath: 's3://b-1/sealed/async-failed', notifications: { successTopic: success, errorTopic: error } } }, scaling: { min: 0, max: 3, target: 5 }, wait: noWait });
+  await deployEndpoint(clients, {
+    endpointName: 'sealed',
+    stamp: 's',
+    model,
+    config: {
+      async: {
+        outputPath: 's3://b-1/sealed/async-out',
+        failurePath: 's3://b-1/sealed/async-failed',
+        notifications: { successTopic: success, errorTopic: error },
+      },
+    },
+    scaling: { min: 0, max: 3, target: 5 },
+    wait: noWait,
+  });
   const cfg = calls.find((c) => c.command === 'CreateEndpointConfig')!.input as { AsyncInferenceConfig: { OutputConfig: Record<string, unknown> } };
-  t.same(cfg.AsyncInferenceConfig.OutputConfig, { S3OutputPath: 's3://b-1/sealed/async-out', S3FailurePath: 's3://b-1/sealed/async-failed', NotificationConfig: { SuccessTopic: success, ErrorTopic: error } });
-  t.same(endpointConfigRequest({ name: 'c', modelName: 'm', async: { outputPath: 's3://b/o', failurePath: 's3://b/f', notifications: { errorTopic: error } } }).AsyncInferenceConfig?.OutputConfig?.NotificationConfig, { ErrorTopic: error }, 'one topic alone');
-  t.throws(() => endpointConfigRequest({ name: 'c', modelName: 'm', async: { outputPath: 's3://b/o', failurePath: 's3://b/f', notifications: { successTopic: 'sealed-async-success' } } }), { message: /--success-topic sealed-async-success is not an SNS topic ARN/ });
+  t.same(cfg.AsyncInferenceConfig.OutputConfig, {
+    S3OutputPath: 's3://b-1/sealed/async-out',
+    S3FailurePath: 's3://b-1/sealed/async-failed',
+    NotificationConfig: { SuccessTopic: success, ErrorTopic: error },
+  });
+  t.same(
+    endpointConfigRequest({ name: 'c', modelName: 'm', async: { outputPath: 's3://b/o', failurePath: 's3://b/f', notifications: { errorTopic: error } } })
+      .AsyncInferenceConfig?.OutputConfig?.NotificationConfig,
+    { ErrorTopic: error },
+    'one topic alone',
+  );
+  t.throws(
+    () =>
+      endpointConfigRequest({
+        name: 'c',
+        modelName: 'm',
+        async: { outputPath: 's3://b/o', failurePath: 's3://b/f', notifications: { successTopic: 'sealed-async-success' } },
+      }),
+    { message: /--success-topic sealed-async-success is not an SNS topic ARN/ },
+  );
 });
 
 t.test('async scaling: on the backlog per instance, down to zero, and back from zero by the HasBacklogWithoutCapacity alarm', async (t) => {
   const { clients, calls } = freshAccount();
-  await deployEndpoint(clients, { endpointName: 'sealed', stamp: 's', model, config: { async: { outputPath: 's3://b-1/o', failurePath: 's3://b-1/f' } }, scaling: { min: 0, max: 3, target: 5 }, wait: noWait });
+  await deployEndpoint(clients, {
+    endpointName: 'sealed',
+    stamp: 's',
+    model,
+    config: { async: { outputPath: 's3://b-1/o', failurePath: 's3://b-1/f' } },
+    scaling: { min: 0, max: 3, target: 5 },
+    wait: noWait,
+  });
   const scaling = calls.filter((c) => c.service !== 'sagemaker');
-  t.same(scaling.map((c) => c.command), ['RegisterScalableTarget', 'PutScalingPolicy', 'PutScalingPolicy', 'PutMetricAlarm']);
+  t.same(
+    scaling.map((c) => c.command),
+    ['RegisterScalableTarget', 'PutScalingPolicy', 'PutScalingPolicy', 'PutMetricAlarm'],
+  );
   t.equal(scaling[0].input.MinCapacity, 0, 'scale in to zero');
-  t.match(scaling[1].input, { PolicyType: 'TargetTrackingScaling', TargetTrackingScalingPolicyConfiguration: { CustomizedMetricSpecification: { MetricName: 'ApproximateBacklogSizePerInstance', Namespace: 'AWS/SageMaker' } } });
-  t.match(scaling[2].input, { PolicyType: 'StepScaling', StepScalingPolicyConfiguration: { StepAdjustments: [{ MetricIntervalLowerBound: 0, ScalingAdjustment: 1 }] } });
+  t.match(scaling[1].input, {
+    PolicyType: 'TargetTrackingScaling',
+    TargetTrackingScalingPolicyConfiguration: {
+      CustomizedMetricSpecification: { MetricName: 'ApproximateBacklogSizePerInstance', Namespace: 'AWS/SageMaker' },
+    },
+  });
+  t.match(scaling[2].input, {
+    PolicyType: 'StepScaling',
+    StepScalingPolicyConfiguration: { StepAdjustments: [{ MetricIntervalLowerBound: 0, ScalingAdjustment: 1 }] },
+  });
   t.match(scaling[3].input, { MetricName: 'HasBacklogWithoutCapacity', AlarmActions: ['arn:policy/sealed-scale-from-zero'] });
 });
 
@@ -61,9 +114,26 @@ t.test('CLI: --success-topic/--error-topic go into the config; refused without -
   const run = promisify(execFile);
   const script = new URL('../scripts/deploy.ts', import.meta.url).pathname;
   const env = { ...process.env, AWS_REGION: '', AWS_DEFAULT_REGION: '', AWS_PROFILE: '' };
-  const base = ['deploy', '--dry-run', '--region', 'us-east-1', '--account', '111122223333', '--bucket', 'b-1', '--image', 'img', '--model-data', 's3://b-1/sealed/models/m.tar.gz'];
+  const base = [
+    'deploy',
+    '--dry-run',
+    '--region',
+    'us-east-1',
+    '--account',
+    '111122223333',
+    '--bucket',
+    'b-1',
+    '--image',
+    'img',
+    '--model-data',
+    's3://b-1/sealed/models/m.tar.gz',
+  ];
   const { stdout } = await run(process.execPath, [script, ...base, '--async', '--success-topic', success, '--error-topic', error], { env });
-  const cfg = stdout.trim().split('\n').map((l) => JSON.parse(l) as Call).find((c) => c.command === 'CreateEndpointConfig')!;
+  const cfg = stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Call)
+    .find((c) => c.command === 'CreateEndpointConfig')!;
   t.match(cfg.input, { AsyncInferenceConfig: { OutputConfig: { NotificationConfig: { SuccessTopic: success, ErrorTopic: error } } } });
   const bad = await run(process.execPath, [script, ...base, '--success-topic', success], { env }).catch((e: { stderr: string }) => e);
   t.match((bad as { stderr: string }).stderr, /are for asynchronous endpoints[\s\S]*what to do: add --async/);

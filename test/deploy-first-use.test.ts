@@ -50,11 +50,24 @@ function existingEndpoint(rollback?: string) {
 // ---------------------------------------------------------------- IAM, evaluated as IAM does
 
 /** IAM's wildcard match of an ARN against a Resource pattern (`*` any run, `?` one character). */
-const arnMatches = (pattern: string, arn: string) => new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`).test(arn);
+const arnMatches = (pattern: string, arn: string) =>
+  new RegExp(
+    `^${pattern
+      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+      .replace(/\*/g, '.*')
+      .replace(/\?/g, '.')}$`,
+  ).test(arn);
 const list = (v: string | string[] | undefined) => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
 /** Whether an Allow statement (ignoring conditions) grants `action` on `arn`, and no Deny without conditions refuses it. */
 function allows(doc: PolicyDocument, action: string, arn: string): boolean {
-  const hits = (effect: 'Allow' | 'Deny') => doc.Statement.some((s) => s.Effect === effect && (effect === 'Allow' || !s.Condition) && list(s.Action).some((a) => arnMatches(a, action)) && list(s.Resource).some((r) => arnMatches(r, arn)));
+  const hits = (effect: 'Allow' | 'Deny') =>
+    doc.Statement.some(
+      (s) =>
+        s.Effect === effect &&
+        (effect === 'Allow' || !s.Condition) &&
+        list(s.Action).some((a) => arnMatches(a, action)) &&
+        list(s.Resource).some((r) => arnMatches(r, arn)),
+    );
   return hits('Allow') && !hits('Deny');
 }
 
@@ -64,10 +77,14 @@ t.test('owner policy: the alarms target tracking creates (and deletes on deregis
   // Application Auto Scaling names them TargetTracking-<ResourceId>-AlarmHigh|AlarmLow-<uuid>.
   for (const suffix of ['AlarmHigh', 'AlarmLow']) {
     const a = alarm(`TargetTracking-endpoint/sealed/variant/AllTraffic-${suffix}-6a3f1b2c-0d4e-4f5a-8b9c-0123456789ab`);
-    for (const action of ['cloudwatch:PutMetricAlarm', 'cloudwatch:DeleteAlarms', 'cloudwatch:DescribeAlarms']) t.ok(allows(owner, action, a), `${action} on the ${suffix} alarm of target tracking`);
+    for (const action of ['cloudwatch:PutMetricAlarm', 'cloudwatch:DeleteAlarms', 'cloudwatch:DescribeAlarms'])
+      t.ok(allows(owner, action, a), `${action} on the ${suffix} alarm of target tracking`);
   }
   t.ok(allows(owner, 'cloudwatch:PutMetricAlarm', alarm('sealed-has-backlog-without-capacity')), 'and on the scale-from-zero alarm');
-  t.notOk(allows(owner, 'cloudwatch:PutMetricAlarm', alarm('TargetTracking-endpoint/other/variant/AllTraffic-AlarmHigh-x')), "not on another endpoint's alarms");
+  t.notOk(
+    allows(owner, 'cloudwatch:PutMetricAlarm', alarm('TargetTracking-endpoint/other/variant/AllTraffic-AlarmHigh-x')),
+    "not on another endpoint's alarms",
+  );
   t.notOk(allows(owner, 'cloudwatch:PutMetricAlarm', alarm('TargetTracking-table/sealed-AlarmHigh-x')), 'nor on alarms of other scalable resources');
 });
 
@@ -79,7 +96,11 @@ t.test('endpoint role may abort the multipart uploads it starts; the trust polic
   t.notOk(allows(d['endpoint-role'], 's3:AbortMultipartUpload', 'arn:aws:s3:::example-sealed-bucket/sealed/data/x'), 'but not outside what it writes');
   const trust = d['sagemaker-trust'].Statement;
   t.equal(trust.length, 1);
-  t.same(trust[0].Condition, { StringEquals: { 'aws:SourceAccount': '111122223333' }, ArnLike: { 'aws:SourceArn': 'arn:aws:sagemaker:us-east-1:111122223333:*' } }, 'confused-deputy guard');
+  t.same(
+    trust[0].Condition,
+    { StringEquals: { 'aws:SourceAccount': '111122223333' }, ArnLike: { 'aws:SourceArn': 'arn:aws:sagemaker:us-east-1:111122223333:*' } },
+    'confused-deputy guard',
+  );
 });
 
 // ---------------------------------------------------------------- UpdateEndpoint
@@ -92,7 +113,16 @@ t.test('--update keeps the instance count autoscaling reached (RetainAllVariantP
   t.equal(update.input.ExcludeRetainedVariantProperties, undefined, 'including DesiredInstanceCount');
   const reset = existingEndpoint();
   await deployEndpoint(reset.clients, { endpointName: 'sealed', stamp: 'v2', update: true, model, config: { instanceCount: 3 }, wait: noWait });
-  t.same(reset.calls.find((c) => c.command === 'UpdateEndpoint')!.input, { EndpointName: 'sealed', EndpointConfigName: 'sealed-v2', RetainAllVariantProperties: true, ExcludeRetainedVariantProperties: [{ VariantPropertyType: 'DesiredInstanceCount' }] }, 'an explicit --instance-count takes the new config count');
+  t.same(
+    reset.calls.find((c) => c.command === 'UpdateEndpoint')!.input,
+    {
+      EndpointName: 'sealed',
+      EndpointConfigName: 'sealed-v2',
+      RetainAllVariantProperties: true,
+      ExcludeRetainedVariantProperties: [{ VariantPropertyType: 'DesiredInstanceCount' }],
+    },
+    'an explicit --instance-count takes the new config count',
+  );
 });
 
 t.test('--update that SageMaker rolled back is a failure naming the reason, not InService', async (t) => {
@@ -101,7 +131,8 @@ t.test('--update that SageMaker rolled back is a failure naming the reason, not 
   t.same(ok.calls.filter((c) => c.command === 'DescribeEndpoint').length, 3, 'waited through Updating');
   const rolled = existingEndpoint('The primary container for production variant AllTraffic did not pass the ping health check.');
   await t.rejects(deployEndpoint(rolled.clients, { endpointName: 'sealed', stamp: 'v2', update: true, model, config: {}, wait: noWait }), {
-    message: /update of endpoint sealed failed and was rolled back: it still runs config sealed-old, not sealed-v2: The primary container .* did not pass the ping health check/,
+    message:
+      /update of endpoint sealed failed and was rolled back: it still runs config sealed-old, not sealed-v2: The primary container .* did not pass the ping health check/,
     hint: /old model.*CloudWatch Logs/,
   });
 });

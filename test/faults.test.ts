@@ -17,7 +17,11 @@ t.teardown(async () => {
 });
 const B = stack.bucket;
 await stack.store.put({ bucket: B, key: 'k' }, keys.evaluationKeys, 'keys');
-await stack.store.put({ bucket: B, key: 'big' }, session.encrypt(Array.from({ length: client.input.recordsPerCiphertext * 80 }, (_, i) => tr.test.x[i % tr.test.x.length])), 'query');
+await stack.store.put(
+  { bucket: B, key: 'big' },
+  session.encrypt(Array.from({ length: client.input.recordsPerCiphertext * 80 }, (_, i) => tr.test.x[i % tr.test.x.length])),
+  'query',
+);
 await stack.store.put({ bucket: B, key: 'small' }, session.encrypt(tr.test.x.slice(0, 2)), 'query');
 const post = (q: string) =>
   fetch(`${stack.server.url}/invocations`, {

@@ -79,7 +79,23 @@ t.test(`${Math.round(CASES / 4)} mutated HTTP bodies and URIs: 4xx, never 5xx; v
   const good = JSON.stringify({ encrypted_query_uri: `s3://${B}/q/good`, evaluation_keys_uri: `s3://${B}/k/good`, output_uri: `s3://${B}/out/x` });
   const goodBytes = new TextEncoder().encode(good);
   // Hostile strings for the URI fields: what broke the SDK or the S3 server before they were checked.
-  const hostile = ['\ud800', '\u0000', '\u001f', '\u007f', '\u0085', 'a'.repeat(1015), 'é'.repeat(513), '../../etc/passwd', '.', '', ' ', '\n', 'x//y', '%00', '%ZZ'];
+  const hostile = [
+    '\ud800',
+    '\u0000',
+    '\u001f',
+    '\u007f',
+    '\u0085',
+    'a'.repeat(1015),
+    'é'.repeat(513),
+    '../../etc/passwd',
+    '.',
+    '',
+    ' ',
+    '\n',
+    'x//y',
+    '%00',
+    '%ZZ',
+  ];
   const statuses = new Map<number, number>();
   let bad = 0;
   let wrong = 0;

@@ -107,7 +107,10 @@ t.test('empty and tiny sections are refused before SEAL sees them: the worker is
   // 3,800 C++ exceptions break node-seal's WASM instance for good.
   await store.put(at('poison-16'), frame(9000, 16), 'query');
   await store.put(at('poison-0'), frame(50_000, 0), 'query');
-  for (const [key, n] of [['poison-16', 2], ['poison-0', 1]] as const) {
+  for (const [key, n] of [
+    ['poison-16', 2],
+    ['poison-0', 1],
+  ] as const) {
     for (let i = 0; i < n; i++) {
       const r = await post(srv.url, key, `${key}-${i}`);
       t.equal(r.status, 422, `${key} #${i}: 422`);
@@ -133,7 +136,15 @@ t.test('requests are admitted by the memory they will hold', async (t) => {
   // A server whose request budget holds one streamed query at a time: of two at once, one is
   // refused with 503 before anything is read, and both succeed when sent one after the other.
   // Budget B with requests R: B - 256 - (192 + B/24) - B/12 = R (MiB); R = 60 gives B = 581.
-  const srv = await startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, memoryBudget: 582 * MiB, allowAny: true });
+  const srv = await startServer({
+    modelDir: tr.modelDir,
+    port: 0,
+    host: '127.0.0.1',
+    workers: 1,
+    s3Endpoint: s3.endpoint,
+    memoryBudget: 582 * MiB,
+    allowAny: true,
+  });
   t.teardown(() => srv.close());
   t.ok(srv.memory.requests < 70 * MiB && srv.memory.requests > 50 * MiB, `request budget ${Math.round(srv.memory.requests / MiB)} MiB`);
   const both = await Promise.all([post(srv.url, 'big', 'big-1'), post(srv.url, 'big', 'big-2')]);
@@ -157,7 +168,16 @@ t.test('requests are admitted by the memory they will hold', async (t) => {
 });
 
 t.test('the deadline stops the work, and the slot is held until it has', async (t) => {
-  const srv = await startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, deadlineMs: 30, maxInFlight: 1, allowAny: true });
+  const srv = await startServer({
+    modelDir: tr.modelDir,
+    port: 0,
+    host: '127.0.0.1',
+    workers: 1,
+    s3Endpoint: s3.endpoint,
+    deadlineMs: 30,
+    maxInFlight: 1,
+    allowAny: true,
+  });
   t.teardown(() => srv.close());
   const r = await post(srv.url, 'big', 'late');
   t.equal(r.status, 504);
@@ -181,7 +201,15 @@ function slowBody(url: string): { closed: Promise<number> } {
 }
 
 t.test('a request body that never arrives is timed out', async (t) => {
-  const srv = await startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, requestTimeoutMs: 1000, allowAny: true });
+  const srv = await startServer({
+    modelDir: tr.modelDir,
+    port: 0,
+    host: '127.0.0.1',
+    workers: 1,
+    s3Endpoint: s3.endpoint,
+    requestTimeoutMs: 1000,
+    allowAny: true,
+  });
   t.teardown(() => srv.close());
   const slow = slowBody(srv.url);
   const ms = await Promise.race([slow.closed, new Promise<number>((res) => setTimeout(() => res(Infinity), 8000))]);
@@ -202,9 +230,27 @@ t.test('close() does not wait for a slow socket', async (t) => {
 
 t.test('sealed serve: SIGTERM with a slow socket open exits 0, promptly', async (t) => {
   const port = 20000 + Math.floor(Math.random() * 10000);
-  const child = spawn(process.execPath, ['src/cli/main.ts', 'serve', '--model', tr.modelDir, '--port', String(port), '--host', '127.0.0.1', '--workers', '1', '--s3-endpoint', s3.endpoint, '--allow-any'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      'src/cli/main.ts',
+      'serve',
+      '--model',
+      tr.modelDir,
+      '--port',
+      String(port),
+      '--host',
+      '127.0.0.1',
+      '--workers',
+      '1',
+      '--s3-endpoint',
+      s3.endpoint,
+      '--allow-any',
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let log = '';
   child.stdout.on('data', (d) => (log += d));
   child.stderr.on('data', (d) => (log += d));

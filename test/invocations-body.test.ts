@@ -23,7 +23,7 @@ import { smallCnn } from './helpers/networks.ts';
 const dir = await mkdtemp(join(tmpdir(), 'sealed-body-'));
 const modelDir = join(dir, 'model');
 let seed = 3;
-const pixel = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % 256);
+const pixel = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % 256;
 const images = Array.from({ length: 40 }, () => Array.from({ length: 144 }, pixel));
 const built = compileImageModel(smallCnn, images.slice(0, 30));
 const plan = await addBatchMode(smallCnn, built, images.slice(0, 30));
@@ -43,7 +43,16 @@ const tenantRoot = `s3://${B}/tenants/`;
 // As SageMaker real-time: the default 6 MB body limit.
 const realtime = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 2, s3Endpoint: s3.endpoint, tenantRoot });
 // As Batch Transform: a larger payload, and keys from the endpoint's environment.
-const transform = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, tenantRoot, maxPayloadBytes: 40 * MiB, defaultKeysUri: keysUri });
+const transform = await startServer({
+  modelDir,
+  port: 0,
+  host: '127.0.0.1',
+  workers: 1,
+  s3Endpoint: s3.endpoint,
+  tenantRoot,
+  maxPayloadBytes: 40 * MiB,
+  defaultKeysUri: keysUri,
+});
 t.teardown(async () => {
   session.close();
   await realtime.close();
@@ -56,9 +65,15 @@ t.teardown(async () => {
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 async function post(url: string, body: Uint8Array | string, headers: Record<string, string> = {}) {
-  const res = await fetch(`${url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', ...headers }, body: body as Uint8Array<ArrayBuffer> });
+  const res = await fetch(`${url}/invocations`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/octet-stream', ...headers },
+    body: body as Uint8Array<ArrayBuffer>,
+  });
   const bytes = new Uint8Array(await res.arrayBuffer());
-  const json = res.headers.get('content-type')?.startsWith('application/json') ? (JSON.parse(new TextDecoder().decode(bytes)) as { error?: string; message?: string; hint?: string }) : undefined;
+  const json = res.headers.get('content-type')?.startsWith('application/json')
+    ? (JSON.parse(new TextDecoder().decode(bytes)) as { error?: string; message?: string; hint?: string })
+    : undefined;
   return { status: res.status, type: res.headers.get('content-type'), bytes, json };
 }
 const withKeys = (uri = keysUri) => ({ 'x-amzn-sagemaker-custom-attributes': `keys=${uri}` });
@@ -79,7 +94,10 @@ t.test('single layout: the query in the body, keys named in the custom attribute
   t.equal(r.status, 200, JSON.stringify(r.json));
   t.equal(r.type, 'application/octet-stream');
   const scores = session.decryptScores(r.bytes, { querySha256: sha256(query) });
-  const worst = worstError(scores, rows.map((x) => forward(smallCnn, preprocessRecord(x, client))));
+  const worst = worstError(
+    scores,
+    rows.map((x) => forward(smallCnn, preprocessRecord(x, client))),
+  );
   t.equal(scores.length, 4);
   t.ok(worst < 1e-2, `worst |encrypted - plaintext| = ${worst.toExponential(2)}`);
   const again = await post(realtime.url, query, withKeys());
@@ -95,7 +113,10 @@ t.test('batch mode in the body (Batch Transform): no keys; decrypts to the plain
   const r = await post(transform.url, query);
   t.equal(r.status, 200, JSON.stringify(r.json));
   const scores = session.decryptScores(r.bytes, { querySha256: sha256(query) });
-  const worst = worstError(scores, images.map((x) => Array.from(simulateBatch(plan!, preprocessRecord(x, client)))));
+  const worst = worstError(
+    scores,
+    images.map((x) => Array.from(simulateBatch(plan!, preprocessRecord(x, client)))),
+  );
   t.equal(scores.length, images.length);
   t.ok(worst < 1e-3, `worst |encrypted - plaintext| = ${worst.toExponential(2)}`);
   await stillServes(t);
@@ -162,7 +183,10 @@ t.test('hostile bodies: 400/415/422 with JSON errors, and the server keeps servi
 });
 
 t.test('GET /execution-parameters: SageMaker Batch Transform’s contract, from the memory budget and workers', async (t) => {
-  for (const [server, mb] of [[realtime, 6], [transform, 40]] as const) {
+  for (const [server, mb] of [
+    [realtime, 6],
+    [transform, 40],
+  ] as const) {
     const res = await fetch(`${server.url}/execution-parameters`);
     t.equal(res.status, 200);
     const p = (await res.json()) as Record<string, unknown>;
@@ -176,15 +200,30 @@ t.test('GET /execution-parameters: SageMaker Batch Transform’s contract, from 
 });
 
 t.test('a payload limit the request memory cannot hold stops the server at start', async (t) => {
-  await t.rejects(startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, tenantRoot, maxPayloadBytes: 100 * MiB, memoryBudget: 700 * MiB }), { code: 'bad-request', message: /payload limit of 100 MB needs 400 MB of request memory/ });
-  await t.rejects(startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, tenantRoot, maxPayloadBytes: 101 * MiB }), { code: 'bad-request', message: /not between 1 MB and 100 MB/ });
+  await t.rejects(
+    startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, tenantRoot, maxPayloadBytes: 100 * MiB, memoryBudget: 700 * MiB }),
+    { code: 'bad-request', message: /payload limit of 100 MB needs 400 MB of request memory/ },
+  );
+  await t.rejects(startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, tenantRoot, maxPayloadBytes: 101 * MiB }), {
+    code: 'bad-request',
+    message: /not between 1 MB and 100 MB/,
+  });
 });
 
 t.test('bodies are paid for from the request memory as they arrive: uploads beyond it get 503 before they are read', async (t) => {
   const memoryBudget = 570 * MiB;
   const { requests } = splitBudget({ workers: 1, budget: memoryBudget });
   const payload = Math.floor(requests / 4 / MiB) * MiB;
-  const small = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, tenantRoot, memoryBudget, maxPayloadBytes: payload });
+  const small = await startServer({
+    modelDir,
+    port: 0,
+    host: '127.0.0.1',
+    workers: 1,
+    s3Endpoint: s3.endpoint,
+    tenantRoot,
+    memoryBudget,
+    maxPayloadBytes: payload,
+  });
   t.teardown(() => small.close());
   const { port } = new URL(small.url);
   // Four uploads that declare the largest payload and then stall: the request memory is theirs.
@@ -197,7 +236,11 @@ t.test('bodies are paid for from the request memory as they arrive: uploads beyo
   }
   await new Promise((r) => setTimeout(r, 500));
   t.ok(small.memory.budgetInUse.reserved >= 4 * payload, `${(small.memory.budgetInUse.reserved / MiB).toFixed(0)} MiB reserved by 4 stalled uploads`);
-  const refused = await fetch(`${small.url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', ...withKeys() }, body: new Uint8Array(payload) });
+  const refused = await fetch(`${small.url}/invocations`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/octet-stream', ...withKeys() },
+    body: new Uint8Array(payload),
+  });
   t.equal(refused.status, 503, 'a fifth upload: 503');
   t.equal(refused.headers.get('retry-after'), '1');
   t.match(await refused.json(), { error: 'overloaded', message: /memory for requests is in use/ });
@@ -206,7 +249,11 @@ t.test('bodies are paid for from the request memory as they arrive: uploads beyo
   t.equal(small.memory.budgetInUse.reserved, 0, 'the stalled uploads gave their bytes back when their callers left');
   // The same upload now fits (this model's 63 MB keys do not fit this tiny budget, so the body is
   // one the server reads and refuses for what it is, not for memory).
-  const admitted = await fetch(`${small.url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', ...withKeys() }, body: new Uint8Array(payload) });
+  const admitted = await fetch(`${small.url}/invocations`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/octet-stream', ...withKeys() },
+    body: new Uint8Array(payload),
+  });
   t.equal(admitted.status, 400, 'the same upload is read now');
   t.match(await admitted.json(), { error: 'bad-request', message: /not a sealed object/ });
   t.equal(small.memory.budgetInUse.reserved, 0, 'and its bytes are given back once it is answered');

@@ -33,7 +33,11 @@ await put('k/good', keys.evaluationKeys);
 const good = { encrypted_query_uri: `s3://${B}/q/good`, evaluation_keys_uri: `s3://${B}/k/good`, output_uri: `s3://${B}/out/x` };
 
 async function post(body: unknown, contentType = 'application/json') {
-  const res = await fetch(`${stack.server.url}/invocations`, { method: 'POST', headers: { 'content-type': contentType }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+  const res = await fetch(`${stack.server.url}/invocations`, {
+    method: 'POST',
+    headers: { 'content-type': contentType },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
   return { status: res.status, json: (await res.json()) as { error?: string; message?: string; hint?: string } };
 }
 
@@ -46,20 +50,79 @@ async function stillServes(t: Test) {
 
 type Case = { name: string; body?: unknown; raw?: string; contentType?: string; setup?: () => Promise<void>; status: number; error: string; says: RegExp };
 const cases: Case[] = [
-  { name: 'missing field', body: { encrypted_query_uri: good.encrypted_query_uri, output_uri: good.output_uri }, status: 400, error: 'bad-request', says: /evaluation_keys_uri/ },
+  {
+    name: 'missing field',
+    body: { encrypted_query_uri: good.encrypted_query_uri, output_uri: good.output_uri },
+    status: 400,
+    error: 'bad-request',
+    says: /evaluation_keys_uri/,
+  },
   { name: 'extra field', body: { ...good, debug: true }, status: 400, error: 'bad-request', says: /additional properties/i },
   { name: 'not JSON', raw: '{"encrypted_query_uri": ', status: 400, error: 'bad-request', says: /JSON/i },
   { name: 'wrong type', body: { ...good, output_uri: 42 }, status: 400, error: 'bad-request', says: /output_uri/ },
-  { name: 'non-s3 URI', body: { ...good, encrypted_query_uri: 'https://example.com/q' }, status: 400, error: 'bad-uri', says: /encrypted_query_uri is not an s3:\/\/ URI/ },
+  {
+    name: 'non-s3 URI',
+    body: { ...good, encrypted_query_uri: 'https://example.com/q' },
+    status: 400,
+    error: 'bad-uri',
+    says: /encrypted_query_uri is not an s3:\/\/ URI/,
+  },
   { name: 'bad bucket name', body: { ...good, output_uri: 's3://A_B/x' }, status: 400, error: 'bad-uri', says: /invalid bucket/ },
-  { name: 'missing query object', body: { ...good, encrypted_query_uri: `s3://${B}/q/nothing-here` }, status: 404, error: 'not-found', says: /encrypted query not found/ },
-  { name: 'missing keys object', body: { ...good, evaluation_keys_uri: `s3://${B}/k/nothing-here` }, status: 404, error: 'not-found', says: /evaluation keys not found/ },
-  { name: 'truncated query', setup: () => put('q/trunc', goodQuery.subarray(0, goodQuery.length - 1000)), body: { ...good, encrypted_query_uri: `s3://${B}/q/trunc` }, status: 422, error: 'bad-query', says: /truncated/ },
-  { name: 'random bytes as query', setup: () => put('q/random', randomBytes(5000)), body: { ...good, encrypted_query_uri: `s3://${B}/q/random` }, status: 422, error: 'bad-query', says: /not a sealed object/ },
-  { name: 'random bytes as keys', setup: () => put('k/random', randomBytes(5000)), body: { ...good, evaluation_keys_uri: `s3://${B}/k/random` }, status: 422, error: 'bad-keys', says: /not a sealed object/ },
-  { name: 'truncated keys', setup: () => put('k/trunc', keys.evaluationKeys.subarray(0, 20000)), body: { ...good, evaluation_keys_uri: `s3://${B}/k/trunc` }, status: 422, error: 'bad-keys', says: /truncated/ },
+  {
+    name: 'missing query object',
+    body: { ...good, encrypted_query_uri: `s3://${B}/q/nothing-here` },
+    status: 404,
+    error: 'not-found',
+    says: /encrypted query not found/,
+  },
+  {
+    name: 'missing keys object',
+    body: { ...good, evaluation_keys_uri: `s3://${B}/k/nothing-here` },
+    status: 404,
+    error: 'not-found',
+    says: /evaluation keys not found/,
+  },
+  {
+    name: 'truncated query',
+    setup: () => put('q/trunc', goodQuery.subarray(0, goodQuery.length - 1000)),
+    body: { ...good, encrypted_query_uri: `s3://${B}/q/trunc` },
+    status: 422,
+    error: 'bad-query',
+    says: /truncated/,
+  },
+  {
+    name: 'random bytes as query',
+    setup: () => put('q/random', randomBytes(5000)),
+    body: { ...good, encrypted_query_uri: `s3://${B}/q/random` },
+    status: 422,
+    error: 'bad-query',
+    says: /not a sealed object/,
+  },
+  {
+    name: 'random bytes as keys',
+    setup: () => put('k/random', randomBytes(5000)),
+    body: { ...good, evaluation_keys_uri: `s3://${B}/k/random` },
+    status: 422,
+    error: 'bad-keys',
+    says: /not a sealed object/,
+  },
+  {
+    name: 'truncated keys',
+    setup: () => put('k/trunc', keys.evaluationKeys.subarray(0, 20000)),
+    body: { ...good, evaluation_keys_uri: `s3://${B}/k/trunc` },
+    status: 422,
+    error: 'bad-keys',
+    says: /truncated/,
+  },
   { name: 'keys swapped for the query', body: { ...good, encrypted_query_uri: good.evaluation_keys_uri }, status: 422, error: 'bad-query', says: /not query/ },
-  { name: 'query made for another model', setup: () => put('q/other', otherSession.encrypt(trained.test.x.slice(0, 2))), body: { ...good, encrypted_query_uri: `s3://${B}/q/other` }, status: 409, error: 'wrong-model', says: /encrypted for model/ },
+  {
+    name: 'query made for another model',
+    setup: () => put('q/other', otherSession.encrypt(trained.test.x.slice(0, 2))),
+    body: { ...good, encrypted_query_uri: `s3://${B}/q/other` },
+    status: 409,
+    error: 'wrong-model',
+    says: /encrypted for model/,
+  },
   {
     name: 'a corrupted ciphertext inside a well-formed query',
     setup: async () => {
@@ -86,7 +149,9 @@ for (const c of cases) {
 }
 
 t.test('keys for other encryption parameters are refused', async (t) => {
-  const k = new TextDecoder().decode(keys.evaluationKeys.subarray(12, 12 + new DataView(keys.evaluationKeys.buffer, keys.evaluationKeys.byteOffset).getUint32(8, true)));
+  const k = new TextDecoder().decode(
+    keys.evaluationKeys.subarray(12, 12 + new DataView(keys.evaluationKeys.buffer, keys.evaluationKeys.byteOffset).getUint32(8, true)),
+  );
   const header = JSON.parse(k) as { params: string };
   const forged = new TextEncoder().encode(JSON.stringify({ ...header, params: 'ckks-16384-60.40.60-128' }));
   const body = keys.evaluationKeys.subarray(12 + k.length);

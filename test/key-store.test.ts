@@ -80,7 +80,10 @@ t.test('eight simultaneous first requests for the same keys: one GET, their byte
   });
   t.equal(again.gets, 0, 'later requests download nothing');
   t.equal(again.heads, 3, 'a HEAD each, to see the ETag unchanged');
-  t.ok(again.value.every((x) => x.cached && x.set === r.value[0].set), 'served from the cache');
+  t.ok(
+    again.value.every((x) => x.cached && x.set === r.value[0].set),
+    'served from the cache',
+  );
   const burst = await counting(() => Promise.all(Array.from({ length: 8 }, () => ks.get(at('same/k')))));
   t.equal(burst.gets, 0, 'a burst on cached keys downloads nothing');
   t.ok(burst.value.every((x) => x.cached));
@@ -94,7 +97,10 @@ t.test('replaced keys are downloaded again and replace the entry, bytes exact', 
   await put('replace/k', keysB);
   const r = await counting(() => Promise.all(Array.from({ length: 4 }, () => ks.get(at('replace/k')))));
   t.equal(r.gets, 1, 'one GET for the new object, however many ask');
-  t.ok(r.value.every((x) => !x.cached && x.set.id !== first.set.id), 'the new keys');
+  t.ok(
+    r.value.every((x) => !x.cached && x.set.id !== first.set.id),
+    'the new keys',
+  );
   t.same(ks.stats(), { entries: 1, bytes: SIZE, downloads: 2, hits: 0, inflight: 0 }, 'the old entry subtracted');
 });
 
@@ -170,7 +176,8 @@ t.test('names that are a SHA-256: <64 hex> or <64 hex>.keys as the last segment'
   t.equal(keysNameHash(`a/b/${idA}.keys`), idA);
   t.equal(keysNameHash(idA), idA);
   t.equal(keysNameHash(`k/${idA.toUpperCase()}.keys`), idA, 'hex digits in either case');
-  for (const k of ['k', 'keys/k.keys', `${idA}.key`, `${idA}0.keys`, `${idA.slice(1)}.keys`, `${idA}.keys/x`]) t.equal(keysNameHash(k), undefined, `${k.slice(0, 20)}...: not a hash name`);
+  for (const k of ['k', 'keys/k.keys', `${idA}.key`, `${idA}0.keys`, `${idA.slice(1)}.keys`, `${idA}.keys/x`])
+    t.equal(keysNameHash(k), undefined, `${k.slice(0, 20)}...: not a hash name`);
 });
 
 t.test('hash-named keys: checked against the name (refused and not cached when they differ), cached by hash', async (t) => {

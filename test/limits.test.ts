@@ -37,7 +37,15 @@ const post = async (url: string, b: unknown) => {
 };
 
 t.test('allow-lists: the server reads and writes only where it is told', async (t) => {
-  const srv = await startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, allowRead: ['s3://allowed/in/'], allowWrite: ['s3://allowed/out/'] });
+  const srv = await startServer({
+    modelDir: tr.modelDir,
+    port: 0,
+    host: '127.0.0.1',
+    workers: 1,
+    s3Endpoint: s3.endpoint,
+    allowRead: ['s3://allowed/in/'],
+    allowWrite: ['s3://allowed/out/'],
+  });
   t.teardown(() => srv.close());
   t.equal((await post(srv.url, body('s3://allowed/in/small'))).status, 200, 'inside the lists');
   const r1 = await post(srv.url, body('s3://other/in/small'));

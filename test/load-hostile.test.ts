@@ -63,7 +63,11 @@ t.test('poison queries: thousands of garbage sections, headers consistent, SEAL 
   const headed = by['2000x256B-seal-header'];
   t.same(Array.from(headed[0].subarray(0, 8)), Array.from(real.subarray(0, 8)), "a real SEAL header's first bytes");
   t.equal(new DataView(headed[0].buffer, headed[0].byteOffset).getBigUint64(8, true), 256n, 'its size field made honest');
-  t.equal(new DataView(by['2000x256B-seal-header-size-lie'][0].buffer, by['2000x256B-seal-header-size-lie'][0].byteOffset).getBigUint64(8, true), new DataView(real.buffer).getBigUint64(8, true), 'or left as the real size');
+  t.equal(
+    new DataView(by['2000x256B-seal-header-size-lie'][0].buffer, by['2000x256B-seal-header-size-lie'][0].byteOffset).getBigUint64(8, true),
+    new DataView(real.buffer).getBigUint64(8, true),
+    'or left as the real size',
+  );
 });
 
 t.test('oversized bodies are valid JSON over 64 KiB', async (t) => {
@@ -87,7 +91,8 @@ t.test('hostile URIs: the stated byte lengths and characters; legal keys new on 
   t.ok(a.nul.includes('\u0000'));
   t.equal(a['prefix-lookalike'], 's3://load/px/n1', 'a prefix that is not a whole segment');
   t.equal(a['dotdot-out-of-prefix'], 's3://load/p/../elsewhere/n1');
-  for (const v of ['bidi-override', 'percent-dotdot', 'query-string', 'fragment', 'own-bucket-missing-key', 'other-bucket-missing-key']) t.not(a[v], b[v], `${v} differs between calls`);
+  for (const v of ['bidi-override', 'percent-dotdot', 'query-string', 'fragment', 'own-bucket-missing-key', 'other-bucket-missing-key'])
+    t.not(a[v], b[v], `${v} differs between calls`);
 });
 
 t.test('rawExchange: reads an answer, a timeout answer, and a close', async (t) => {
@@ -106,7 +111,11 @@ t.test('rawExchange: reads an answer, a timeout answer, and a close', async (t) 
   const stalled = await rawExchange(url, slow['stall-body'], 5000);
   t.equal(stalled?.status, 408, 'a stalled body: 408 at the request timeout');
   t.ok(stalled!.ms < 4000, `within ${Math.round(stalled!.ms)} ms`);
-  t.equal((await rawExchange(url, { first: `POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}` }, 5000))?.status, 200, 'a whole request: its answer');
+  t.equal(
+    (await rawExchange(url, { first: `POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}` }, 5000))?.status,
+    200,
+    'a whole request: its answer',
+  );
   const stop = new AbortController();
   const pending = rawExchange(url, slow['stall-headers'], 5000, stop.signal);
   stop.abort();
@@ -125,7 +134,13 @@ t.test('ServerLog: memory split, worker replacements, errors; null when nothing 
   log.feed('{"level":30,"msg":"incoming request"}');
   log.feed('not json at all');
   t.equal(log.workersReplaced, null, 'no report: null, not 0');
-  log.feed(JSON.stringify({ level: 30, memory_mb: { container: 8192, budget: 2048, main: 256, per_worker: 277, key_cache: 170, requests: 1067 }, msg: 'sealed server ready' }));
+  log.feed(
+    JSON.stringify({
+      level: 30,
+      memory_mb: { container: 8192, budget: 2048, main: 256, per_worker: 277, key_cache: 170, requests: 1067 },
+      msg: 'sealed server ready',
+    }),
+  );
   t.equal(log.memory?.budget, 2048);
   log.feed(JSON.stringify({ level: 40, msg: 'evaluation worker exited; replaced' }));
   t.equal(log.workersReplaced, 1);

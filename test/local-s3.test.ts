@@ -12,7 +12,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CreateBucketCommand, CreateMultipartUploadCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateBucketCommand,
+  CreateMultipartUploadCommand,
+  GetObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
 import { startLocalS3 } from '../src/storage/local-s3.ts';
 import { LOCAL_BUCKET, LOCAL_S3_PORT } from '../src/storage/resolve.ts';
 import { ObjectStore, type S3Location } from '../src/storage/s3.ts';
@@ -60,9 +70,13 @@ async function rssGrowth(f: () => Promise<void>): Promise<number> {
 t.test('a 300 MB multipart object round-trips, with the RSS of the process (client and local S3) growing < 150 MB', async (t) => {
   const total = 300 * MiB + 12_345;
   // Warm up (connections, code paths) so that the measure is of the transfer.
-  await store.putStream(at('warm'), (async function* () {
-    yield randomBytes(20 * MiB);
-  })(), 'warm-up');
+  await store.putStream(
+    at('warm'),
+    (async function* () {
+      yield randomBytes(20 * MiB);
+    })(),
+    'warm-up',
+  );
   await drain((await store.getStream(at('warm'), 64 * MiB, 'warm-up')).stream);
 
   // Chunks of 1 MiB and odd sizes, each distinct (its index stamped on a random block), so that
@@ -94,7 +108,10 @@ t.test('a 300 MB multipart object round-trips, with the RSS of the process (clie
   t.comment(`RSS growth during the 300 MB upload and download: ${(growth / MiB).toFixed(1)} MiB`);
   t.ok(growth < 150 * MiB, `RSS growth ${(growth / MiB).toFixed(1)} MiB < 150 MiB`);
   t.same(await files(join(bucketDir, '._S3rver_uploads')), [], 'no parts left once completed');
-  t.notOk((await files(bucketDir)).some((f) => f.endsWith('.tmp')), 'no temporary file left');
+  t.notOk(
+    (await files(bucketDir)).some((f) => f.endsWith('.tmp')),
+    'no temporary file left',
+  );
 });
 
 t.test('AbortMultipartUpload removes the parts; the upload is then gone for every operation', async (t) => {
@@ -106,7 +123,11 @@ t.test('AbortMultipartUpload removes the parts; the upload is then gone for ever
   t.same((await files(uploadDir(id))).sort(), ['1', '1.md5', '2', '2.md5', 'key', 'metadata'], 'the parts are on disk');
 
   // Only for the key the upload is for.
-  await t.rejects(store.client.send(new AbortMultipartUploadCommand({ Bucket: BUCKET, Key: 'another/key', UploadId: id })), { name: 'NoSuchUpload' }, 'not through another key');
+  await t.rejects(
+    store.client.send(new AbortMultipartUploadCommand({ Bucket: BUCKET, Key: 'another/key', UploadId: id })),
+    { name: 'NoSuchUpload' },
+    'not through another key',
+  );
   t.ok(existsSync(uploadDir(id)), 'still there');
 
   const r = await store.client.send(new AbortMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId: id }));
@@ -116,12 +137,23 @@ t.test('AbortMultipartUpload removes the parts; the upload is then gone for ever
   await t.rejects(part(3), { name: 'NoSuchUpload' }, 'no part upload after the abort (nor is the directory recreated)');
   t.notOk(existsSync(uploadDir(id)), 'still gone');
   await t.rejects(
-    store.client.send(new CompleteMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId: id, MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) } })),
+    store.client.send(
+      new CompleteMultipartUploadCommand({
+        Bucket: BUCKET,
+        Key: key,
+        UploadId: id,
+        MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) },
+      }),
+    ),
     { name: 'NoSuchUpload' },
     'no completion after the abort',
   );
   await t.rejects(store.client.send(new AbortMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId: id })), { name: 'NoSuchUpload' }, 'aborting twice');
-  await t.rejects(store.client.send(new AbortMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId: '../../x' })), { name: 'NoSuchUpload' }, 'an id that is not one');
+  await t.rejects(
+    store.client.send(new AbortMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId: '../../x' })),
+    { name: 'NoSuchUpload' },
+    'an id that is not one',
+  );
   t.equal(await store.head(at(key)), undefined, 'no object');
 });
 
@@ -141,7 +173,10 @@ t.test('an abort waits for a part upload in flight, then removes it too; later p
   req.write(randomBytes(MiB));
   // Until the local S3 is writing it.
   for (let i = 0; i < 500 && !(await files(uploadDir(id))).some((f) => f.endsWith('.tmp')); i++) await new Promise((r) => setTimeout(r, 10));
-  t.ok((await files(uploadDir(id))).some((f) => f.endsWith('.tmp')), 'the part is being written');
+  t.ok(
+    (await files(uploadDir(id))).some((f) => f.endsWith('.tmp')),
+    'the part is being written',
+  );
 
   let abortDone = false;
   const abort = store.client.send(new AbortMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId: id })).finally(() => {
@@ -149,7 +184,11 @@ t.test('an abort waits for a part upload in flight, then removes it too; later p
   });
   await new Promise((r) => setTimeout(r, 200));
   t.notOk(abortDone, 'the abort waits for the part in flight');
-  await t.rejects(store.client.send(new UploadPartCommand({ Bucket: BUCKET, Key: key, UploadId: id, PartNumber: 2, Body: randomBytes(1000) })), { name: 'NoSuchUpload' }, 'a part upload arriving during the abort is refused');
+  await t.rejects(
+    store.client.send(new UploadPartCommand({ Bucket: BUCKET, Key: key, UploadId: id, PartNumber: 2, Body: randomBytes(1000) })),
+    { name: 'NoSuchUpload' },
+    'a part upload arriving during the abort is refused',
+  );
   req.end(randomBytes(MiB));
   t.equal(await answered, 200, 'the part in flight is stored');
   t.equal((await abort).$metadata.httpStatusCode, 204, 'then the abort completes');
@@ -161,16 +200,41 @@ t.test('CompleteMultipartUpload checks the parts as S3 does', async (t) => {
   const { UploadId } = await store.client.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: key }));
   const bodies = [randomBytes(5 * MiB), randomBytes(1000)];
   const etags: string[] = [];
-  for (const [i, Body] of bodies.entries()) etags.push(String((await store.client.send(new UploadPartCommand({ Bucket: BUCKET, Key: key, UploadId, PartNumber: i + 1, Body }))).ETag));
-  const complete = (Parts: { ETag: string; PartNumber: number }[]) => store.client.send(new CompleteMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId, MultipartUpload: { Parts } }));
-  await t.rejects(complete([{ ETag: etags[0], PartNumber: 1 }, { ETag: etags[0], PartNumber: 2 }]), { name: 'InvalidPart' }, 'an ETag that is not the part');
-  await t.rejects(complete([{ ETag: etags[0], PartNumber: 1 }, { ETag: etags[1], PartNumber: 3 }]), { name: 'InvalidPart' }, 'a part never uploaded');
-  await t.rejects(complete([{ ETag: etags[1], PartNumber: 2 }, { ETag: etags[0], PartNumber: 1 }]), { name: 'InvalidPartOrder' }, 'parts out of order');
+  for (const [i, Body] of bodies.entries())
+    etags.push(String((await store.client.send(new UploadPartCommand({ Bucket: BUCKET, Key: key, UploadId, PartNumber: i + 1, Body }))).ETag));
+  const complete = (Parts: { ETag: string; PartNumber: number }[]) =>
+    store.client.send(new CompleteMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId, MultipartUpload: { Parts } }));
+  await t.rejects(
+    complete([
+      { ETag: etags[0], PartNumber: 1 },
+      { ETag: etags[0], PartNumber: 2 },
+    ]),
+    { name: 'InvalidPart' },
+    'an ETag that is not the part',
+  );
+  await t.rejects(
+    complete([
+      { ETag: etags[0], PartNumber: 1 },
+      { ETag: etags[1], PartNumber: 3 },
+    ]),
+    { name: 'InvalidPart' },
+    'a part never uploaded',
+  );
+  await t.rejects(
+    complete([
+      { ETag: etags[1], PartNumber: 2 },
+      { ETag: etags[0], PartNumber: 1 },
+    ]),
+    { name: 'InvalidPartOrder' },
+    'parts out of order',
+  );
   t.equal(await store.head(at(key)), undefined, 'no object yet');
   await complete(etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })));
   const got = await store.get(at(key), 10 * MiB, 'object');
   t.ok(Buffer.from(got.bytes).equals(Buffer.concat(bodies)), 'the parts, in order');
-  const md5OfMd5s = createHash('md5').update(Buffer.concat(etags.map((e) => Buffer.from(e.replace(/"/g, ''), 'hex')))).digest('hex');
+  const md5OfMd5s = createHash('md5')
+    .update(Buffer.concat(etags.map((e) => Buffer.from(e.replace(/"/g, ''), 'hex'))))
+    .digest('hex');
   t.equal(got.etag, `"${md5OfMd5s}-2"`, "S3's multipart ETag");
   t.notOk(existsSync(uploadDir(String(UploadId))), 'the parts are removed once completed');
 });
@@ -204,7 +268,11 @@ t.test('a PUT that fails midway (client gone) leaves the previous object and no 
   await new Promise((r) => setTimeout(r, 200));
   const got = await store.get(at('cut/object'), 10 * MiB, 'query');
   t.ok(Buffer.from(got.bytes).equals(before), 'the previous version, intact');
-  t.same((await files(join(bucketDir, 'cut'))).sort(), ['object._S3rver_metadata.json', 'object._S3rver_object', 'object._S3rver_object.md5'], 'no temporary file left');
+  t.same(
+    (await files(join(bucketDir, 'cut'))).sort(),
+    ['object._S3rver_metadata.json', 'object._S3rver_object', 'object._S3rver_object.md5'],
+    'no temporary file left',
+  );
 });
 
 /** An S3 client with the given credentials, as the AWS CLI or a user's SDK would be set up. */
@@ -225,16 +293,23 @@ t.test('any credentials work, not only S3RVER/S3RVER', async (t) => {
     const got = await c.send(new GetObjectCommand({ Bucket: BUCKET, Key }));
     t.equal(await got.Body?.transformToString(), `written with ${id}`, `${id}: PUT and GET (SigV4)`);
     const listed = await c.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: 'creds/' }));
-    t.ok(listed.Contents?.some((o) => o.Key === Key), `${id}: list`);
+    t.ok(
+      listed.Contents?.some((o) => o.Key === Key),
+      `${id}: list`,
+    );
   }
 
   // Signature V2 (older tools): s3rver checks it against the key's secret, unknown for an
   // unknown key; the request is accepted anyway.
   const status = await new Promise<number | undefined>((resolve, reject) => {
-    const req = request(new URL(`/${BUCKET}/creds/x`, s3.endpoint), { headers: { date: new Date().toUTCString(), authorization: 'AWS SOMEKEY:c2lnbmF0dXJl' } }, (res) => {
-      res.resume();
-      resolve(res.statusCode);
-    });
+    const req = request(
+      new URL(`/${BUCKET}/creds/x`, s3.endpoint),
+      { headers: { date: new Date().toUTCString(), authorization: 'AWS SOMEKEY:c2lnbmF0dXJl' } },
+      (res) => {
+        res.resume();
+        resolve(res.statusCode);
+      },
+    );
     req.on('error', reject);
     req.end();
   });
@@ -246,10 +321,16 @@ t.test('`sealed s3`: says the credentials and the default bucket, and both are r
   const help = (await promisify(execFile)(process.execPath, [bin, 's3', '--help'])).stdout;
   t.ok(help.includes(LOCAL_BUCKET), `--help names the default bucket ${LOCAL_BUCKET}`);
   t.match(help, /any (access key|credentials)/i, '--help says any credentials work');
-  t.ok(help.includes(String(LOCAL_S3_PORT)) && help.includes('--s3-endpoint') && help.includes('SEALED_S3_ENDPOINT'), '--help says how serve and predict find it on another port');
+  t.ok(
+    help.includes(String(LOCAL_S3_PORT)) && help.includes('--s3-endpoint') && help.includes('SEALED_S3_ENDPOINT'),
+    '--help says how serve and predict find it on another port',
+  );
 
   const home = join(dir, 'cli-home');
-  const child = spawn(process.execPath, [bin, 's3', '--port', '0', '--dir', join(home, 's3')], { env: { ...process.env, SEALED_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [bin, 's3', '--port', '0', '--dir', join(home, 's3')], {
+    env: { ...process.env, SEALED_HOME: home },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   t.teardown(() => {
     if (child.exitCode === null) child.kill('SIGTERM');
   });
@@ -276,7 +357,11 @@ t.test('`sealed s3`: says the credentials and the default bucket, and both are r
   t.teardown(() => c.destroy());
   await c.send(new CreateBucketCommand({ Bucket: LOCAL_BUCKET }));
   await c.send(new PutObjectCommand({ Bucket: LOCAL_BUCKET, Key: 'k', Body: 'v' }));
-  t.equal(await (await c.send(new GetObjectCommand({ Bucket: LOCAL_BUCKET, Key: 'k' }))).Body?.transformToString(), 'v', 'PUT and GET in the default bucket with made-up credentials');
+  t.equal(
+    await (await c.send(new GetObjectCommand({ Bucket: LOCAL_BUCKET, Key: 'k' }))).Body?.transformToString(),
+    'v',
+    'PUT and GET in the default bucket with made-up credentials',
+  );
   child.kill('SIGTERM');
   t.equal(await new Promise((r) => (child.exitCode === null ? child.once('exit', r) : r(child.exitCode))), 0, 'SIGTERM: exits 0');
 });

@@ -20,7 +20,7 @@ import { smallCnn } from './helpers/networks.ts';
 const dir = await mkdtemp(join(tmpdir(), 'sealed-model-server-'));
 const modelDir = join(dir, 'model');
 let seed = 7;
-const pixel = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % 256);
+const pixel = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % 256;
 const images = Array.from({ length: 40 }, () => Array.from({ length: 144 }, pixel));
 const built = compileImageModel(smallCnn, images.slice(0, 30));
 const plan = await addBatchMode(smallCnn, built, images.slice(0, 30));

@@ -10,7 +10,11 @@ import { buildModel } from './helpers/onnx-build.ts';
 
 const run = promisify(execFile);
 const main = new URL('../src/cli/main.ts', import.meta.url).pathname;
-const sealed = (args: string[]) => run(process.execPath, [main, ...args], { maxBuffer: 1 << 24 }).then((r) => ({ code: 0, ...r }), (e: { code: number; stdout: string; stderr: string }) => e);
+const sealed = (args: string[]) =>
+  run(process.execPath, [main, ...args], { maxBuffer: 1 << 24 }).then(
+    (r) => ({ code: 0, ...r }),
+    (e: { code: number; stdout: string; stderr: string }) => e,
+  );
 
 t.test('sealed compile: scikit-learn pipeline -> bundle and report (JSON on stdout)', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'sealed-compile-cli-'));
@@ -32,7 +36,14 @@ t.test('sealed compile: an unsupported operator exits 2 with the node, the opera
   const dir = await mkdtemp(join(tmpdir(), 'sealed-compile-cli-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const onnx = join(dir, 'maxpool.onnx');
-  await writeFile(onnx, buildModel({ inputs: [['x', ['N', 1, 4, 4]]], outputs: [['y', ['N', 1, 2, 2]]], nodes: [{ op: 'MaxPool', inputs: ['x'], outputs: ['y'], name: 'pool1', attrs: { kernel_shape: [2, 2], strides: [2, 2] } }] }));
+  await writeFile(
+    onnx,
+    buildModel({
+      inputs: [['x', ['N', 1, 4, 4]]],
+      outputs: [['y', ['N', 1, 2, 2]]],
+      nodes: [{ op: 'MaxPool', inputs: ['x'], outputs: ['y'], name: 'pool1', attrs: { kernel_shape: [2, 2], strides: [2, 2] } }],
+    }),
+  );
   const csv = join(dir, 'cal.csv');
   await writeFile(csv, Array.from({ length: 5 }, (_, i) => Array.from({ length: 16 }, (_, j) => (i + j) / 20).join(',')).join('\n') + '\n');
   const r = await sealed(['compile', '--onnx', onnx, '--calibration', csv, '--model', join(dir, 'model')]);

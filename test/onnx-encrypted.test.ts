@@ -17,11 +17,25 @@ import { buildModel, gemmWeights, tensor, type NodeSpec } from './helpers/onnx-b
 // A small ReLU network (fitted quadratic, one square) and the x^2 LeNet fixture's shape in small:
 // the fixtures' MNIST models need ring 32768 and minutes per record here, which the benchmark
 // measures (npm run bench -- onnx); their plaintext equivalence is in onnx-fixtures.test.ts.
-const gemm = (name: string, x: string, y: string): NodeSpec => ({ op: 'Gemm', inputs: [x, `${name}_W`, `${name}_b`], outputs: [y], name, attrs: { transB: 1 } });
+const gemm = (name: string, x: string, y: string): NodeSpec => ({
+  op: 'Gemm',
+  inputs: [x, `${name}_W`, `${name}_b`],
+  outputs: [y],
+  name,
+  attrs: { transB: 1 },
+});
 const reluNet = buildModel({
   inputs: [['x', ['N', 1, 8, 8]]],
   outputs: [['p', ['N', 4]]],
-  initializers: [tensor('k', [3, 1, 3, 3], Array.from({ length: 27 }, (_, i) => Math.sin(i + 1) * 0.6)), tensor('kb', [3], [0.1, -0.2, 0.05]), ...gemmWeights('fc', 27, 4, 5)],
+  initializers: [
+    tensor(
+      'k',
+      [3, 1, 3, 3],
+      Array.from({ length: 27 }, (_, i) => Math.sin(i + 1) * 0.6),
+    ),
+    tensor('kb', [3], [0.1, -0.2, 0.05]),
+    ...gemmWeights('fc', 27, 4, 5),
+  ],
   nodes: [
     { op: 'Conv', inputs: ['x', 'k', 'kb'], outputs: ['c'], name: 'conv', attrs: { strides: [2, 2], pads: [1, 1, 1, 1] } },
     { op: 'AveragePool', inputs: ['c'], outputs: ['a'], name: 'pool', attrs: { kernel_shape: [2, 2], strides: [1, 1] } },
@@ -37,7 +51,10 @@ t.test('a Conv+AveragePool+ReLU+Gemm+Softmax model: encrypted = simulated, and o
   const rnd = () => ((s = (s * 1103515245 + 12345) % 2 ** 31), s / 2 ** 31);
   const rows = Array.from({ length: 40 }, () => Array.from({ length: 64 }, rnd));
   const m = compileOnnx(reluNet, rows);
-  t.same(m.network.layers.map((l) => l.type), ['dense', 'quadratic', 'dense']);
+  t.same(
+    m.network.layers.map((l) => l.type),
+    ['dense', 'quadratic', 'dense'],
+  );
   t.notOk(m.fits[0].exact, 'ReLU is fitted');
   const ref = await openReference(reluNet, m.lowered.inputName, m.lowered.inputShape);
   const ort = await ref.run(rows);
@@ -58,39 +75,48 @@ t.test('a Conv+AveragePool+ReLU+Gemm+Softmax model: encrypted = simulated, and o
   t.ok(run.keysBytes > 0 && run.queryBytes > 0, `keys ${run.keysBytes} B, query ${run.queryBytes} B`);
 });
 
-t.test('compileOnnxJob (sealed compile): scikit-learn pipeline on breast cancer -> a bundle that loads, report inside, no weights in the client part', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'sealed-onnx-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const onnx = new URL('./fixtures/onnx/sklearn_linear.onnx', import.meta.url).pathname;
-  const csv = new URL('../data/breast_cancer/breast_cancer.csv', import.meta.url).pathname;
-  const lines: string[] = [];
-  const { manifest, report } = await compileOnnxJob({ onnx, calibration: csv, modelDir: dir, verify: 3, limit: 200, log: (s) => lines.push(s) });
-  t.match(lines.join('\n'), /compile report/);
-  t.equal(report.accuracy.onnxruntime.records, 200);
-  t.ok(report.accuracy.onnxruntime.accuracy! > 0.9, `onnxruntime accuracy ${report.accuracy.onnxruntime.accuracy}`);
-  t.equal(report.accuracy.simulated.agreement, 1, 'linear: simulation agrees with onnxruntime on every record');
-  t.equal(report.accuracy.encrypted?.records, 3);
-  t.equal(report.accuracy.encrypted?.agreement, 1);
-  t.ok(report.accuracy.encrypted!.max_abs_error <= report.accuracy.tolerance, `encrypted error ${report.accuracy.encrypted!.max_abs_error} within the stated tolerance ${report.accuracy.tolerance}`);
-  t.equal(report.params.security_bits, 128);
-  t.equal(report.params.privacy, 'flood');
-  t.ok(report.sizes.keys_bytes > 0 && report.sizes.query_bytes > 0 && report.latency.estimated_ms > 0);
-  t.same(report.layers.map((l) => l.kind), ['linear']);
-  t.same(report.layers[0].onnx_nodes, ['scaler', 'linear_classifier'], 'Scaler and LinearClassifier became one affine map');
+t.test(
+  'compileOnnxJob (sealed compile): scikit-learn pipeline on breast cancer -> a bundle that loads, report inside, no weights in the client part',
+  async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'sealed-onnx-'));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const onnx = new URL('./fixtures/onnx/sklearn_linear.onnx', import.meta.url).pathname;
+    const csv = new URL('../data/breast_cancer/breast_cancer.csv', import.meta.url).pathname;
+    const lines: string[] = [];
+    const { manifest, report } = await compileOnnxJob({ onnx, calibration: csv, modelDir: dir, verify: 3, limit: 200, log: (s) => lines.push(s) });
+    t.match(lines.join('\n'), /compile report/);
+    t.equal(report.accuracy.onnxruntime.records, 200);
+    t.ok(report.accuracy.onnxruntime.accuracy! > 0.9, `onnxruntime accuracy ${report.accuracy.onnxruntime.accuracy}`);
+    t.equal(report.accuracy.simulated.agreement, 1, 'linear: simulation agrees with onnxruntime on every record');
+    t.equal(report.accuracy.encrypted?.records, 3);
+    t.equal(report.accuracy.encrypted?.agreement, 1);
+    t.ok(
+      report.accuracy.encrypted!.max_abs_error <= report.accuracy.tolerance,
+      `encrypted error ${report.accuracy.encrypted!.max_abs_error} within the stated tolerance ${report.accuracy.tolerance}`,
+    );
+    t.equal(report.params.security_bits, 128);
+    t.equal(report.params.privacy, 'flood');
+    t.ok(report.sizes.keys_bytes > 0 && report.sizes.query_bytes > 0 && report.latency.estimated_ms > 0);
+    t.same(
+      report.layers.map((l) => l.kind),
+      ['linear'],
+    );
+    t.same(report.layers[0].onnx_nodes, ['scaler', 'linear_classifier'], 'Scaler and LinearClassifier became one affine map');
 
-  const server = await readServerPart(dir);
-  const { client, modelId } = await readClientPart(dir);
-  t.equal(modelId, manifest.model_id);
-  t.equal(server.privacy.single, 'flood');
-  t.equal(client.task, 'binary');
-  t.equal(client.postprocess.kind, 'sigmoid');
-  t.same(client.features.slice(0, 2), ['mean_radius', 'mean_texture'], 'feature names from the CSV header');
-  const stored = JSON.parse(await readFile(join(dir, 'server', 'compile-report.json'), 'utf8'));
-  t.same(stored, JSON.parse(JSON.stringify(report)), 'the report is stored in the bundle');
-  t.ok(manifest.files['server/compile-report.json'], 'and hashed in the manifest');
-  // No weight in the client part: none of the score row's masks values appears in it.
-  const clientText = await readFile(join(dir, 'client', 'model.json'), 'utf8');
-  const weights = server.masks.flatMap((mk) => Array.from(mk).filter((v) => v !== 0 && Math.abs(v) > 1e-6)).slice(0, 30);
-  t.ok(weights.length > 0);
-  for (const w of weights) t.notOk(clientText.includes(String(w)), `weight ${w} not in the client part`);
-});
+    const server = await readServerPart(dir);
+    const { client, modelId } = await readClientPart(dir);
+    t.equal(modelId, manifest.model_id);
+    t.equal(server.privacy.single, 'flood');
+    t.equal(client.task, 'binary');
+    t.equal(client.postprocess.kind, 'sigmoid');
+    t.same(client.features.slice(0, 2), ['mean_radius', 'mean_texture'], 'feature names from the CSV header');
+    const stored = JSON.parse(await readFile(join(dir, 'server', 'compile-report.json'), 'utf8'));
+    t.same(stored, JSON.parse(JSON.stringify(report)), 'the report is stored in the bundle');
+    t.ok(manifest.files['server/compile-report.json'], 'and hashed in the manifest');
+    // No weight in the client part: none of the score row's masks values appears in it.
+    const clientText = await readFile(join(dir, 'client', 'model.json'), 'utf8');
+    const weights = server.masks.flatMap((mk) => Array.from(mk).filter((v) => v !== 0 && Math.abs(v) > 1e-6)).slice(0, 30);
+    t.ok(weights.length > 0);
+    for (const w of weights) t.notOk(clientText.includes(String(w)), `weight ${w} not in the client part`);
+  },
+);

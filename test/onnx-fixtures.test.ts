@@ -17,7 +17,10 @@ interface Fixture {
 }
 
 const dir = new URL('./fixtures/onnx/', import.meta.url);
-const load = async (name: string) => ({ bytes: new Uint8Array(await readFile(new URL(`${name}.onnx`, dir))), fx: JSON.parse(await readFile(new URL(`${name}.json`, dir), 'utf8')) as Fixture });
+const load = async (name: string) => ({
+  bytes: new Uint8Array(await readFile(new URL(`${name}.onnx`, dir))),
+  fx: JSON.parse(await readFile(new URL(`${name}.json`, dir), 'utf8')) as Fixture,
+});
 
 // [name, polynomial (exact under encryption up to CKKS noise), expected layer kinds]
 const cases: [string, boolean, string[]][] = [
@@ -32,14 +35,22 @@ for (const [name, polynomial, kinds] of cases)
   t.test(`${name}: lowering = onnxruntime; simulation ${polynomial ? '= onnxruntime' : 'within the fitted error'}`, async (t) => {
     const { bytes, fx } = await load(name);
     const m = compileOnnx(bytes, fx.inputs);
-    t.same(m.network.layers.map((l) => l.type), kinds, 'every linear chain became one dense map');
+    t.same(
+      m.network.layers.map((l) => l.type),
+      kinds,
+      'every linear chain became one dense map',
+    );
     t.equal(m.compiled.program.privacy, 'flood');
     const ref = await openReference(bytes, m.lowered.inputName, m.lowered.inputShape);
     const ort = await ref.run(fx.inputs);
     await ref.close();
-    let fixtureErr = 0, loweringErr = 0, simErr = 0, agree = 0;
+    let fixtureErr = 0,
+      loweringErr = 0,
+      simErr = 0,
+      agree = 0;
     fx.inputs.forEach((x, i) => {
-      for (const [k, rows] of Object.entries(fx.outputs)) rows[i].forEach((v, j) => (fixtureErr = Math.max(fixtureErr, Math.abs(v - ort[i][k][j]) / Math.max(1, Math.abs(v)))));
+      for (const [k, rows] of Object.entries(fx.outputs))
+        rows[i].forEach((v, j) => (fixtureErr = Math.max(fixtureErr, Math.abs(v - ort[i][k][j]) / Math.max(1, Math.abs(v)))));
       loweringErr = Math.max(loweringErr, outputError(m.lowered.head, headOutputs(m.lowered.head, exactScores(m.lowered, x)), ort[i]));
       const s = simulatedScores(m, x);
       simErr = Math.max(simErr, outputError(m.lowered.head, headOutputs(m.lowered.head, s), ort[i]));
@@ -50,9 +61,15 @@ for (const [name, polynomial, kinds] of cases)
     if (polynomial) {
       t.ok(simErr < 1e-4, `simulated program = onnxruntime (${simErr.toExponential(2)})`);
       t.equal(agree, fx.inputs.length, 'every class agrees');
-      t.ok(m.fits.every((f) => f.exact), 'x^2 activations are exact');
+      t.ok(
+        m.fits.every((f) => f.exact),
+        'x^2 activations are exact',
+      );
     } else {
-      t.ok(m.fits.some((f) => !f.exact && f.rmse > 0), 'the activations are fitted polynomials, and say so');
+      t.ok(
+        m.fits.some((f) => !f.exact && f.rmse > 0),
+        'the activations are fitted polynomials, and say so',
+      );
       t.ok(agree >= fx.inputs.length - 2, `${agree}/${fx.inputs.length} classes agree`);
     }
   });

@@ -7,7 +7,13 @@ import { lowerGraph } from '../src/model/onnx/lower.ts';
 import { parseOnnx } from '../src/model/onnx/graph.ts';
 import { buildModel, gemmWeights, tensor, type NodeSpec } from './helpers/onnx-build.ts';
 
-const gemm = (name: string, x: string, y: string): NodeSpec => ({ op: 'Gemm', inputs: [x, `${name}_W`, `${name}_b`], outputs: [y], name, attrs: { transB: 1 } });
+const gemm = (name: string, x: string, y: string): NodeSpec => ({
+  op: 'Gemm',
+  inputs: [x, `${name}_W`, `${name}_b`],
+  outputs: [y],
+  name,
+  attrs: { transB: 1 },
+});
 
 function refusal(t: Test, bytes: Uint8Array, parts: (string | RegExp)[], what: RegExp) {
   try {
@@ -85,15 +91,46 @@ t.test('a skip connection over an activation: refused', async (t) => {
     inputs: [['x', ['N', 4]]],
     outputs: [['y', ['N', 4]]],
     initializers: gemmWeights('fc1', 4, 4).concat(gemmWeights('fc2', 4, 4)),
-    nodes: [gemm('fc1', 'x', 'h'), { op: 'Relu', inputs: ['h'], outputs: ['a'] }, gemm('fc2', 'a', 'z'), { op: 'Add', inputs: ['z', 'h'], outputs: ['y'], name: 'residual' }],
+    nodes: [
+      gemm('fc1', 'x', 'h'),
+      { op: 'Relu', inputs: ['h'], outputs: ['a'] },
+      gemm('fc2', 'a', 'z'),
+      { op: 'Add', inputs: ['z', 'h'], outputs: ['y'], name: 'residual' },
+    ],
   });
   refusal(t, bytes, ['residual', 'skip connection'], /chains/);
 });
 
 t.test('a custom operator domain, an old opset, two inputs: refused', async (t) => {
-  refusal(t, buildModel({ inputs: [['x', ['N', 4]]], outputs: [['y', ['N', 4]]], nodes: [{ op: 'FusedThing', domain: 'com.microsoft', inputs: ['x'], outputs: ['y'], name: 'fused' }] }), ['fused', 'com.microsoft'], /standard ONNX/);
-  t.throws(() => parseOnnx(buildModel({ opset: 11, inputs: [['x', ['N', 4]]], outputs: [['y', ['N', 4]]], nodes: [{ op: 'Identity', inputs: ['x'], outputs: ['y'] }] })), { code: 'bad-data', message: /opset 11/ });
-  t.throws(() => parseOnnx(buildModel({ inputs: [['x', ['N', 4]], ['z', ['N', 4]]], outputs: [['y', ['N', 4]]], nodes: [{ op: 'Add', inputs: ['x', 'z'], outputs: ['y'] }] })), { code: 'bad-data', message: /2 inputs/ });
+  refusal(
+    t,
+    buildModel({
+      inputs: [['x', ['N', 4]]],
+      outputs: [['y', ['N', 4]]],
+      nodes: [{ op: 'FusedThing', domain: 'com.microsoft', inputs: ['x'], outputs: ['y'], name: 'fused' }],
+    }),
+    ['fused', 'com.microsoft'],
+    /standard ONNX/,
+  );
+  t.throws(
+    () =>
+      parseOnnx(buildModel({ opset: 11, inputs: [['x', ['N', 4]]], outputs: [['y', ['N', 4]]], nodes: [{ op: 'Identity', inputs: ['x'], outputs: ['y'] }] })),
+    { code: 'bad-data', message: /opset 11/ },
+  );
+  t.throws(
+    () =>
+      parseOnnx(
+        buildModel({
+          inputs: [
+            ['x', ['N', 4]],
+            ['z', ['N', 4]],
+          ],
+          outputs: [['y', ['N', 4]]],
+          nodes: [{ op: 'Add', inputs: ['x', 'z'], outputs: ['y'] }],
+        }),
+      ),
+    { code: 'bad-data', message: /2 inputs/ },
+  );
   t.throws(() => parseOnnx(new Uint8Array([1, 2, 3, 4, 5])), { code: 'bad-data', message: /not an ONNX model|holds no graph/ });
 });
 
@@ -112,13 +149,21 @@ t.test('accepted: the same shapes with supported operators compile, and output o
     inputs: [['x', ['N', 4]]],
     outputs: [['p', ['N', 3]]],
     initializers: [...gemmWeights('fc1', 4, 5), ...gemmWeights('fc2', 5, 3), tensor('two', [], [2])],
-    nodes: [gemm('fc1', 'x', 'h'), { op: 'Pow', inputs: ['h', 'two'], outputs: ['a'], name: 'sq' }, gemm('fc2', 'a', 'y'), { op: 'Softmax', inputs: ['y'], outputs: ['p'], attrs: { axis: -1 } }],
+    nodes: [
+      gemm('fc1', 'x', 'h'),
+      { op: 'Pow', inputs: ['h', 'two'], outputs: ['a'], name: 'sq' },
+      gemm('fc2', 'a', 'y'),
+      { op: 'Softmax', inputs: ['y'], outputs: ['p'], attrs: { axis: -1 } },
+    ],
   });
   const rows = Array.from({ length: 8 }, (_, i) => [i / 8, 1 - i / 8, 0.5, -0.25]);
   const m = compileOnnx(bytes, rows);
   t.equal(m.client.postprocess.kind, 'softmax');
   t.equal(m.client.task, 'multiclass');
-  t.same(m.network.layers.map((l) => l.type), ['dense', 'quadratic', 'dense']);
+  t.same(
+    m.network.layers.map((l) => l.type),
+    ['dense', 'quadratic', 'dense'],
+  );
   t.equal(m.compiled.program.privacy, 'flood', 'circuit privacy on by default');
   t.ok(m.fits[0].exact, 'Pow(x, 2) is exact');
 });

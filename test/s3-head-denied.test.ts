@@ -32,7 +32,10 @@ t.test('403 on a missing key, listing allowed by prefix: missing (undefined), no
     return { KeyCount: 1, Contents: [{ Key: `${loc.key}.old` }] };
   });
   t.equal(await s.head(loc), undefined);
-  t.same(calls.map((c) => c.command), ['HeadObject', 'ListObjectsV2']);
+  t.same(
+    calls.map((c) => c.command),
+    ['HeadObject', 'ListObjectsV2'],
+  );
   t.same(calls[1].input, { Bucket: 'b-1', Prefix: loc.key, MaxKeys: 1 }, 'lists exactly that key (a prefix-conditioned ListBucket allows it)');
   s.close();
 });
@@ -42,7 +45,11 @@ t.test('403 on an object that is listed: present but unreadable, a clear error',
     if (c.command === 'HeadObject') throw forbidden();
     return { KeyCount: 1, Contents: [{ Key: loc.key }] };
   });
-  await t.rejects(s.head(loc), { code: 'storage', message: /access denied to s3:\/\/b-1\/.*it exists, but this identity may not read it/, hint: /s3:GetObject/ });
+  await t.rejects(s.head(loc), {
+    code: 'storage',
+    message: /access denied to s3:\/\/b-1\/.*it exists, but this identity may not read it/,
+    hint: /s3:GetObject/,
+  });
   s.close();
 });
 
@@ -60,7 +67,10 @@ t.test('404 stays missing without a listing; other errors stay errors; checksum 
     throw new S3ServiceException({ name: 'NotFound', $fault: 'client', $metadata: { httpStatusCode: 404 }, message: 'UnknownError' });
   });
   t.equal(await missing.store.head(loc), undefined);
-  t.same(missing.calls.map((c) => c.command), ['HeadObject']);
+  t.same(
+    missing.calls.map((c) => c.command),
+    ['HeadObject'],
+  );
   const down = store(() => {
     throw new S3ServiceException({ name: 'InternalError', $fault: 'server', $metadata: { httpStatusCode: 500 }, message: 'We encountered an internal error' });
   });

@@ -243,7 +243,11 @@ t.test('a server answers hostile URIs with a 400 naming the field, at once', asy
   ];
   for (const [field, uri] of hostile) {
     const t0 = performance.now();
-    const res = await fetch(`${stack.server.url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...good, [field]: uri }) });
+    const res = await fetch(`${stack.server.url}/invocations`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ ...good, [field]: uri }),
+    });
     const ms = performance.now() - t0;
     const json = (await res.json()) as { error?: string; message?: string; hint?: string };
     t.equal(res.status, 400, `${field}: 400 (${json.message})`);

@@ -43,12 +43,20 @@ const transport = { store: stack.store, bucket, endpoint: stack.server.url };
 const queryLoc = { bucket, key: `sealed/queries/${randomUUID()}.query` };
 await stack.store.put(queryLoc, session.encrypt(trained.test.x), 'query');
 const keysLoc = (await ensureKeysUploaded(transport, keys)).loc;
-const bodyFor = (name: string) => ({ encrypted_query_uri: formatS3Uri(queryLoc), evaluation_keys_uri: formatS3Uri(keysLoc), output_uri: `s3://${bucket}/sealed/results/${name}-${randomUUID()}.result` });
+const bodyFor = (name: string) => ({
+  encrypted_query_uri: formatS3Uri(queryLoc),
+  evaluation_keys_uri: formatS3Uri(keysLoc),
+  output_uri: `s3://${bucket}/sealed/results/${name}-${randomUUID()}.result`,
+});
 
 function sameResult(t: Test, a: { bytes: Uint8Array; predictions: Prediction[] }, b: { bytes: Uint8Array; predictions: Prediction[] }) {
   t.same(decodeWire('result', a.bytes, 'a').header, decodeWire('result', b.bytes, 'b').header, 'same result header (model, records, query hash)');
   t.not(Buffer.from(a.bytes).equals(Buffer.from(b.bytes)), true, 'different bytes: each result is re-randomized');
-  t.same(a.predictions.map((p) => p.label), b.predictions.map((p) => p.label), 'same decrypted labels');
+  t.same(
+    a.predictions.map((p) => p.label),
+    b.predictions.map((p) => p.label),
+    'same decrypted labels',
+  );
   const worst = Math.max(...a.predictions.flatMap((p, i) => p.scores.map((v, k) => Math.abs(v - b.predictions[i].scores[k]))));
   t.ok(worst < 1e-3, `same decrypted scores within 1e-3 (worst ${worst.toExponential(1)})`);
 }
@@ -71,7 +79,13 @@ t.test('InvokeEndpoint through the emulator gives the direct-HTTP result', async
 });
 
 t.test('InvokeEndpoint: the SDK sees the SageMaker response shape', async (t) => {
-  const r = await sm.send(new InvokeEndpointCommand({ EndpointName: 'sealed-test', ContentType: 'application/json', Body: new TextEncoder().encode(JSON.stringify(bodyFor('shape'))) }));
+  const r = await sm.send(
+    new InvokeEndpointCommand({
+      EndpointName: 'sealed-test',
+      ContentType: 'application/json',
+      Body: new TextEncoder().encode(JSON.stringify(bodyFor('shape'))),
+    }),
+  );
   t.equal(r.$metadata.httpStatusCode, 200);
   t.equal(r.InvokedProductionVariant, 'AllTraffic');
   t.match(r.ContentType, /^application\/json/);
@@ -105,12 +119,23 @@ t.test('an async request the server refuses lands in the failure path', async (t
   t.match(JSON.parse(text), { error: 'not-found' }, 'the failure object holds the server error body');
   t.equal(await stack.store.head(parseS3Uri(r.OutputLocation!)), undefined, 'no output object');
 
-  await t.rejects(invokeAsync(sm, 'sealed-test', body, { store: stack.store, inputUri, timeoutMs: 30_000 }), { name: 'SealedError', code: 'not-found' }, 'the client turns it into the server error');
-  await t.rejects(invokeRealtime(sm, 'sealed-test', body), { name: 'SealedError', code: 'not-found', message: /\(404\)/ }, 'real-time: ModelError -> the same error');
+  await t.rejects(
+    invokeAsync(sm, 'sealed-test', body, { store: stack.store, inputUri, timeoutMs: 30_000 }),
+    { name: 'SealedError', code: 'not-found' },
+    'the client turns it into the server error',
+  );
+  await t.rejects(
+    invokeRealtime(sm, 'sealed-test', body),
+    { name: 'SealedError', code: 'not-found', message: /\(404\)/ },
+    'real-time: ModelError -> the same error',
+  );
 });
 
 t.test('InvokeEndpointAsync without InputLocation is a ValidationError', async (t) => {
-  await t.rejects(sm.send(new InvokeEndpointAsyncCommand({ EndpointName: 'sealed-test', InputLocation: '' })), { name: 'ValidationError', message: /InputLocation/ });
+  await t.rejects(sm.send(new InvokeEndpointAsyncCommand({ EndpointName: 'sealed-test', InputLocation: '' })), {
+    name: 'ValidationError',
+    message: /InputLocation/,
+  });
 });
 
 t.test('headers pass through both ways; 6 MB limits; an unreachable container', async (t) => {
@@ -130,12 +155,28 @@ t.test('headers pass through both ways; 6 MB limits; an unreachable container', 
     if (fake.listening) fake.close();
   });
 
-  const r = await c.send(new InvokeEndpointCommand({ EndpointName: 'e', ContentType: 'text/csv', Accept: 'application/x-test', CustomAttributes: 'trace=abc', Body: new Uint8Array([1, 2, 3]) }));
-  t.match(seen, { 'content-type': 'text/csv', accept: 'application/x-test', 'x-amzn-sagemaker-custom-attributes': 'trace=abc' }, 'request headers reach the container');
+  const r = await c.send(
+    new InvokeEndpointCommand({
+      EndpointName: 'e',
+      ContentType: 'text/csv',
+      Accept: 'application/x-test',
+      CustomAttributes: 'trace=abc',
+      Body: new Uint8Array([1, 2, 3]),
+    }),
+  );
+  t.match(
+    seen,
+    { 'content-type': 'text/csv', accept: 'application/x-test', 'x-amzn-sagemaker-custom-attributes': 'trace=abc' },
+    'request headers reach the container',
+  );
   t.equal(r.ContentType, 'application/x-test');
   t.equal(r.CustomAttributes, 'echo=1', 'response custom attributes reach the client');
 
-  await t.rejects(c.send(new InvokeEndpointCommand({ EndpointName: 'e', Body: new Uint8Array(REALTIME_MAX_BYTES + 1) })), { name: 'ValidationError' }, 'request over 6 MB');
+  await t.rejects(
+    c.send(new InvokeEndpointCommand({ EndpointName: 'e', Body: new Uint8Array(REALTIME_MAX_BYTES + 1) })),
+    { name: 'ValidationError' },
+    'request over 6 MB',
+  );
   reply = Buffer.alloc(REALTIME_MAX_BYTES + 1);
   await t.rejects(c.send(new InvokeEndpointCommand({ EndpointName: 'e', Body: new Uint8Array(1) })), { name: 'ModelError' }, 'response over 6 MB');
 
@@ -160,7 +201,8 @@ async function fakeContainer(answer: (req: IncomingMessage, res: ServerResponse)
 }
 
 /** A SageMaker Runtime client that does not retry: a retry would hide a failed first attempt. */
-const noRetry = (endpoint: string) => new SageMakerRuntimeClient({ endpoint, region: 'us-east-1', credentials: { accessKeyId: 'LOCAL', secretAccessKey: 'LOCAL' }, maxAttempts: 1 });
+const noRetry = (endpoint: string) =>
+  new SageMakerRuntimeClient({ endpoint, region: 'us-east-1', credentials: { accessKeyId: 'LOCAL', secretAccessKey: 'LOCAL' }, maxAttempts: 1 });
 
 t.test('SageMaker refuses what it would refuse: another endpoint, a variant or model it lacks', async (t) => {
   const fake = await fakeContainer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
@@ -177,16 +219,36 @@ t.test('SageMaker refuses what it would refuse: another endpoint, a variant or m
   t.equal(ok.$metadata.httpStatusCode, 200, 'its own name, and TargetVariant AllTraffic: 200');
   t.equal(ok.InvokedProductionVariant, 'AllTraffic');
 
-  const notFound = { name: 'ValidationError', $metadata: { httpStatusCode: 400 }, message: /^Endpoint sealed-staging of account \d{12} not found\. .*invoke that name/ };
-  await t.rejects(c.send(new InvokeEndpointCommand({ EndpointName: 'sealed-staging', Body: body })), notFound, 'InvokeEndpoint, another name: ValidationError, not found');
-  await t.rejects(c.send(new InvokeEndpointAsyncCommand({ EndpointName: 'sealed-staging', InputLocation: `s3://${bucket}/async/in/x.json` })), notFound, 'InvokeEndpointAsync, another name: the same');
+  const notFound = {
+    name: 'ValidationError',
+    $metadata: { httpStatusCode: 400 },
+    message: /^Endpoint sealed-staging of account \d{12} not found\. .*invoke that name/,
+  };
+  await t.rejects(
+    c.send(new InvokeEndpointCommand({ EndpointName: 'sealed-staging', Body: body })),
+    notFound,
+    'InvokeEndpoint, another name: ValidationError, not found',
+  );
+  await t.rejects(
+    c.send(new InvokeEndpointAsyncCommand({ EndpointName: 'sealed-staging', InputLocation: `s3://${bucket}/async/in/x.json` })),
+    notFound,
+    'InvokeEndpointAsync, another name: the same',
+  );
 
-  await t.rejects(c.send(new InvokeEndpointCommand({ EndpointName: 'sealed-prod', Body: body, TargetVariant: 'Bogus' })), { name: 'ValidationError', $metadata: { httpStatusCode: 400 }, message: /Variant Bogus not found .*AllTraffic/ }, 'a variant the endpoint lacks');
-  await t.rejects(c.send(new InvokeEndpointCommand({ EndpointName: 'sealed-prod', Body: body, TargetModel: 'model.tar.gz' })), { name: 'ValidationError', message: /not a multi-model endpoint/ }, 'a target model on a single-model endpoint');
+  await t.rejects(
+    c.send(new InvokeEndpointCommand({ EndpointName: 'sealed-prod', Body: body, TargetVariant: 'Bogus' })),
+    { name: 'ValidationError', $metadata: { httpStatusCode: 400 }, message: /Variant Bogus not found .*AllTraffic/ },
+    'a variant the endpoint lacks',
+  );
+  await t.rejects(
+    c.send(new InvokeEndpointCommand({ EndpointName: 'sealed-prod', Body: body, TargetModel: 'model.tar.gz' })),
+    { name: 'ValidationError', message: /not a multi-model endpoint/ },
+    'a target model on a single-model endpoint',
+  );
   t.equal(fake.requests(), 1, 'none of the refused requests reached the container');
 });
 
-t.test('ModelError carries a LogStreamArn, as SageMaker\'s does', async (t) => {
+t.test("ModelError carries a LogStreamArn, as SageMaker's does", async (t) => {
   const fake = await fakeContainer((_req, res) => res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":"internal","message":"boom"}'));
   const emu = await startRuntimeEmulator({ containerUrl: fake.url, store: stack.store, outputPath, failurePath, endpointName: 'e', region: 'eu-west-1' });
   const c = noRetry(emu.url);
@@ -197,7 +259,11 @@ t.test('ModelError carries a LogStreamArn, as SageMaker\'s does', async (t) => {
   });
   const err = (await c.send(new InvokeEndpointCommand({ EndpointName: 'e', Body: new Uint8Array([1]) })).catch((e: unknown) => e)) as Record<string, unknown>;
   t.match(err, { name: 'ModelError', $metadata: { httpStatusCode: 424 }, OriginalStatusCode: 500, OriginalMessage: '{"error":"internal","message":"boom"}' });
-  t.match(err.LogStreamArn, /^arn:aws:logs:eu-west-1:\d{12}:log-group:\/aws\/sagemaker\/Endpoints\/e:log-stream:\S+$/, `LogStreamArn ${String(err.LogStreamArn)}`);
+  t.match(
+    err.LogStreamArn,
+    /^arn:aws:logs:eu-west-1:\d{12}:log-group:\/aws\/sagemaker\/Endpoints\/e:log-stream:\S+$/,
+    `LogStreamArn ${String(err.LogStreamArn)}`,
+  );
 });
 
 t.test('InvokeEndpointAsync: InvocationTimeoutSeconds 1-3600 and RequestTTLSeconds 60-21600, as SageMaker', async (t) => {
@@ -211,14 +277,21 @@ t.test('InvokeEndpointAsync: InvocationTimeoutSeconds 1-3600 and RequestTTLSecon
   });
   const inputUri = `s3://${bucket}/async/in/${randomUUID()}.json`;
   await stack.store.put(parseS3Uri(inputUri), new TextEncoder().encode('{}'), 'input');
-  const send = (o: { InvocationTimeoutSeconds?: number; RequestTTLSeconds?: number }) => c.send(new InvokeEndpointAsyncCommand({ EndpointName: 'e', InputLocation: inputUri, ...o }));
+  const send = (o: { InvocationTimeoutSeconds?: number; RequestTTLSeconds?: number }) =>
+    c.send(new InvokeEndpointAsyncCommand({ EndpointName: 'e', InputLocation: inputUri, ...o }));
   for (const o of [{ InvocationTimeoutSeconds: 1 }, { InvocationTimeoutSeconds: 3600 }, { RequestTTLSeconds: 60 }, { RequestTTLSeconds: 21_600 }]) {
     t.equal((await send(o)).$metadata.httpStatusCode, 202, `${JSON.stringify(o)}: accepted`);
   }
   for (const [o, message] of [
-    [{ InvocationTimeoutSeconds: 0 }, /'invocationTimeoutSeconds' failed to satisfy constraint: Member must have value greater than or equal to 1 \(give InvocationTimeoutSeconds from 1 to 3600 seconds/],
+    [
+      { InvocationTimeoutSeconds: 0 },
+      /'invocationTimeoutSeconds' failed to satisfy constraint: Member must have value greater than or equal to 1 \(give InvocationTimeoutSeconds from 1 to 3600 seconds/,
+    ],
     [{ InvocationTimeoutSeconds: 3601 }, /'invocationTimeoutSeconds' failed to satisfy constraint: Member must have value less than or equal to 3600/],
-    [{ RequestTTLSeconds: 59 }, /'requestTTLSeconds' failed to satisfy constraint: Member must have value greater than or equal to 60 \(give RequestTTLSeconds from 60 to 21600 seconds/],
+    [
+      { RequestTTLSeconds: 59 },
+      /'requestTTLSeconds' failed to satisfy constraint: Member must have value greater than or equal to 60 \(give RequestTTLSeconds from 60 to 21600 seconds/,
+    ],
     [{ RequestTTLSeconds: 21_601 }, /'requestTTLSeconds' failed to satisfy constraint: Member must have value less than or equal to 21600/],
   ] as const) {
     await t.rejects(send(o), { name: 'ValidationError', $metadata: { httpStatusCode: 400 }, message }, `${JSON.stringify(o)}: ValidationError`);
@@ -230,7 +303,19 @@ t.test('`sealed sagemaker-emulator` in its own process: a body over 6 MB gets th
   // answer before the connection was reset, which hid the bug.
   const fake = await fakeContainer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}'));
   const bin = fileURLToPath(new URL('../bin/sealed.js', import.meta.url));
-  const args = ['sagemaker-emulator', '--port', '0', '--container', fake.url, '--s3-endpoint', stack.s3.endpoint, '--output-path', outputPath, '--failure-path', failurePath];
+  const args = [
+    'sagemaker-emulator',
+    '--port',
+    '0',
+    '--container',
+    fake.url,
+    '--s3-endpoint',
+    stack.s3.endpoint,
+    '--output-path',
+    outputPath,
+    '--failure-path',
+    failurePath,
+  ];
   const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stderr.on('data', (d) => (out += d));
@@ -264,12 +349,27 @@ t.test('`sealed sagemaker-emulator` in its own process: a body over 6 MB gets th
   for (const size of [7 * 1024 * 1024, 30 * 1024 * 1024]) {
     const big = new Uint8Array(size);
     for (let i = 0; i < 10; i++) {
-      const e = (await c.send(new InvokeEndpointCommand({ EndpointName: name, Body: big })).catch((err: unknown) => err)) as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+      const e = (await c.send(new InvokeEndpointCommand({ EndpointName: name, Body: big })).catch((err: unknown) => err)) as {
+        name?: string;
+        message?: string;
+        $metadata?: { httpStatusCode?: number };
+      };
       const key = `${size} bytes: ${e.name} ${e.$metadata?.httpStatusCode ?? ''} ${e.message?.startsWith(`The request body is ${size} bytes, over the real-time limit`) ? 'says the size and the limit' : e.message}`;
       outcomes[key] = (outcomes[key] ?? 0) + 1;
     }
   }
-  t.same(outcomes, { '7340032 bytes: ValidationError 413 says the size and the limit': 10, '31457280 bytes: ValidationError 413 says the size and the limit': 10 }, 'every over-limit request: a 413 ValidationError');
-  await t.rejects(c.send(new InvokeEndpointCommand({ EndpointName: name, Body: new Uint8Array(REALTIME_MAX_BYTES + 1) })), { name: 'ValidationError', message: /over the real-time limit of 6291456 bytes \(6 MB\)\. Send less per InvokeEndpoint request, or use InvokeEndpointAsync/ }, 'one byte over: the message says what to do');
+  t.same(
+    outcomes,
+    { '7340032 bytes: ValidationError 413 says the size and the limit': 10, '31457280 bytes: ValidationError 413 says the size and the limit': 10 },
+    'every over-limit request: a 413 ValidationError',
+  );
+  await t.rejects(
+    c.send(new InvokeEndpointCommand({ EndpointName: name, Body: new Uint8Array(REALTIME_MAX_BYTES + 1) })),
+    {
+      name: 'ValidationError',
+      message: /over the real-time limit of 6291456 bytes \(6 MB\)\. Send less per InvokeEndpoint request, or use InvokeEndpointAsync/,
+    },
+    'one byte over: the message says what to do',
+  );
   t.equal(fake.requests(), 1, 'no over-limit body reached the container');
 });

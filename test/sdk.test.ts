@@ -35,7 +35,16 @@ t.test('sha256 equals node:crypto, whole and in pieces; modelIdOf keeps its ids'
     const b = new Uint8Array(randomBytes(n));
     t.equal(sha256Hex(b), node(b), `${n} random bytes`, { diagnostic: false });
     const cut = Math.floor(n / 3);
-    t.equal(new Sha256().update(b.subarray(0, cut)).update(b.subarray(cut, cut + 1)).update(b.subarray(cut + 1)).hex(), node(b), `${n} bytes in three pieces`, { diagnostic: false });
+    t.equal(
+      new Sha256()
+        .update(b.subarray(0, cut))
+        .update(b.subarray(cut, cut + 1))
+        .update(b.subarray(cut + 1))
+        .hex(),
+      node(b),
+      `${n} bytes in three pieces`,
+      { diagnostic: false },
+    );
   }
   const text = 'mean radius, Größe, 半径, 🩺';
   t.equal(sha256Hex(text), node(text), 'strings are hashed as UTF-8, as node:crypto does');
@@ -70,7 +79,11 @@ async function reference(rows: number[][]) {
 t.test('the five-line example runs against the server and answers as `sealed predict`', async (t) => {
   const csv = (await readFile(join(root, 'data', 'breast_cancer', 'breast_cancer.csv'), 'utf8')).split('\n')[1].split(',').map(Number);
   const ref = await reference([csv.slice(0, 30)]);
-  const { stdout } = await run(process.execPath, [join(root, 'examples', 'predict.ts'), trained.modelDir, stack.server.url], { env, cwd: root, timeout: 120_000 });
+  const { stdout } = await run(process.execPath, [join(root, 'examples', 'predict.ts'), trained.modelDir, stack.server.url], {
+    env,
+    cwd: root,
+    timeout: 120_000,
+  });
   const m = /^(\w+) \[\s*([-0-9.e]+),\s*([-0-9.e]+)\s*\]/.exec(stdout.trim());
   t.ok(m, `prints the label and the probabilities: ${stdout.trim()}`);
   t.equal(m![1], ref.predictions[0].label, 'same class');
@@ -103,7 +116,11 @@ t.test('createClient with an endpoint: predictions and stats equal the CLI path'
   t.equal(r.predictions.length, rows.length);
   const worst = Math.max(...r.scores.map((s, i) => Math.abs(s[0] - ref.scores[i][0])));
   t.ok(worst < TOLERANCE, `largest |SDK - CLI path| score difference ${worst.toExponential(2)} < 1e-4`);
-  t.same(r.predictions.map((p) => p.label), ref.predictions.map((p) => p.label), 'the same class for every record');
+  t.same(
+    r.predictions.map((p) => p.label),
+    ref.predictions.map((p) => p.label),
+    'the same class for every record',
+  );
   t.equal(r.stats.keys_uploaded, true, 'fresh keys are uploaded on the first call');
   t.ok(r.stats.ms.keygen > 0 && r.stats.ms.encrypt > 0 && r.stats.ms.evaluate > 0 && r.stats.ms.decrypt > 0, `stages timed: ${JSON.stringify(r.stats.ms)}`);
   t.same(Object.keys(r.stats.transport_ms).sort(), ['download', 'invoke', 'upload']);
@@ -114,7 +131,11 @@ t.test('createClient with an endpoint: predictions and stats equal the CLI path'
   // Records by feature name give the same answer; a missing feature is a clear error.
   const named = rows.slice(0, 2).map((r) => Object.fromEntries(part.features.map((f, j) => [f, r[j]])));
   const byName = await predict(client, named);
-  t.same(byName.map((p) => p.label), ref.predictions.slice(0, 2).map((p) => p.label), 'records as objects keyed by feature name');
+  t.same(
+    byName.map((p) => p.label),
+    ref.predictions.slice(0, 2).map((p) => p.label),
+    'records as objects keyed by feature name',
+  );
   const missing = { ...named[0] } as Record<string, number>;
   delete missing[part.features[3]];
   t.throws(() => encrypt(client, [missing]), { name: 'SealedError', code: 'bad-data', message: new RegExp(part.features[3]) });
@@ -138,12 +159,17 @@ t.test('generateKeys / encrypt / decrypt with a custom transport: it never sees 
   const preds = decrypt(client, ev.result);
   t.equal(preds.length, 3);
   const ref = await reference(trained.test.x.slice(0, 3));
-  t.same(preds.map((p) => p.label), ref.predictions.map((p) => p.label));
+  t.same(
+    preds.map((p) => p.label),
+    ref.predictions.map((p) => p.label),
+  );
   await client.predict(trained.test.x.slice(0, 1));
   const secret = Buffer.from(keys.secretKey);
   const leaks = seen.filter((x) => {
     if (x instanceof Uint8Array) return Buffer.from(x).includes(secret.subarray(0, 64));
-    return Object.keys(x as object).some((k) => !['id', 'bytes'].includes(k)) || Buffer.from((x as { bytes: Uint8Array }).bytes).includes(secret.subarray(0, 64));
+    return (
+      Object.keys(x as object).some((k) => !['id', 'bytes'].includes(k)) || Buffer.from((x as { bytes: Uint8Array }).bytes).includes(secret.subarray(0, 64))
+    );
   });
   t.same(leaks, [], 'the transport got queries and {id, bytes} of the evaluation keys only');
   await client.close();
@@ -152,14 +178,24 @@ t.test('generateKeys / encrypt / decrypt with a custom transport: it never sees 
 
 t.test('a model from a URL and the web proxy transport, from Node', async (t) => {
   const web = await buildWeb({ outDir: join(trained.dir, 'web-sdk') });
-  const server = await startWebServer({ modelDir: trained.modelDir, endpoint: stack.server.url, store: stack.store, bucket: stack.bucket, assetsDir: web.outDir });
+  const server = await startWebServer({
+    modelDir: trained.modelDir,
+    endpoint: stack.server.url,
+    store: stack.store,
+    bucket: stack.bucket,
+    assetsDir: web.outDir,
+  });
   t.teardown(() => server.close());
   const loaded = await loadClientPart(`${server.url}/model/client.json`);
   t.equal(loaded.model_id, modelId, 'the client part served by the web server');
   const client = await createClient({ model: new URL('/model/client.json', server.url), proxy: server.url });
   const r = await client.predictWithStats(trained.test.x.slice(0, 4));
   const ref = await reference(trained.test.x.slice(0, 4));
-  t.same(r.predictions.map((p) => p.label), ref.predictions.map((p) => p.label), 'same classes through the proxy');
+  t.same(
+    r.predictions.map((p) => p.label),
+    ref.predictions.map((p) => p.label),
+    'same classes through the proxy',
+  );
   t.ok(Math.max(...r.scores.map((s, i) => Math.abs(s[0] - ref.scores[i][0]))) < TOLERANCE, 'same scores within 1e-4');
   t.equal(r.stats.keys_uploaded, true);
   t.ok((r.stats.server as { proxy_ms?: object }).proxy_ms, 'the proxy reports its own timings');
@@ -168,16 +204,28 @@ t.test('a model from a URL and the web proxy transport, from Node', async (t) =>
   await client.close();
 
   // Bad input to the proxy gets a JSON error that says what to do.
-  const plain = await fetch(`${server.url}/api/predict?keys=${'0'.repeat(64)}`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: '{"mean_radius": 17.99}' });
+  const plain = await fetch(`${server.url}/api/predict?keys=${'0'.repeat(64)}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/octet-stream' },
+    body: '{"mean_radius": 17.99}',
+  });
   t.equal(plain.status, 422, 'a body that is not a wire-format object is refused');
   t.match(await plain.json(), { error: 'bad-query', hint: /wire format/ });
   const other = await createClient({ model: part, transport: proxyTransport(server.url) });
   other.generateKeys();
   const q = other.encrypt(trained.test.x.slice(0, 1));
-  const noKeys = await fetch(`${server.url}/api/predict?keys=${other.keys!.evaluationKeysId}`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: q as Uint8Array<ArrayBuffer> });
+  const noKeys = await fetch(`${server.url}/api/predict?keys=${other.keys!.evaluationKeysId}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/octet-stream' },
+    body: q as Uint8Array<ArrayBuffer>,
+  });
   t.equal(noKeys.status, 404, 'a query whose keys were never uploaded is refused');
   t.match(await noKeys.json(), { hint: /PUT them to \/api\/keys\// });
-  const wrongId = await fetch(`${server.url}/api/keys/${'ab'.repeat(32)}`, { method: 'PUT', headers: { 'content-type': 'application/octet-stream' }, body: other.keys!.evaluationKeys as Uint8Array<ArrayBuffer> });
+  const wrongId = await fetch(`${server.url}/api/keys/${'ab'.repeat(32)}`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/octet-stream' },
+    body: other.keys!.evaluationKeys as Uint8Array<ArrayBuffer>,
+  });
   t.equal(wrongId.status, 422, 'keys whose hash is not their id are refused');
   await other.close();
 });
@@ -193,7 +241,11 @@ t.test('a model.tar.gz as SageMaker training writes it', async (t) => {
 
 t.test('errors say what to do', async (t) => {
   const client = await createClient({ model: part });
-  await t.rejects(client.predict(trained.test.x.slice(0, 1)), { name: 'SealedError', code: 'bad-request', hint: /endpoint.*proxy.*transport/ }, 'no transport: the hint names the options');
+  await t.rejects(
+    client.predict(trained.test.x.slice(0, 1)),
+    { name: 'SealedError', code: 'bad-request', hint: /endpoint.*proxy.*transport/ },
+    'no transport: the hint names the options',
+  );
   t.ok(new SealedError('bad-data', 'x') instanceof Error, 'SealedError is exported for instanceof checks');
   await client.close();
   await t.rejects(createClient({ model: join(trained.dir, 'nowhere') }), { name: 'SealedError' }, 'a missing model directory');

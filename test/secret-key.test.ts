@@ -30,7 +30,10 @@ function protectV1(secretKey: Uint8Array, passphrase: string): Uint8Array {
   return Buffer.concat([Buffer.from('SEALEDSK1'), salt, iv, c.getAuthTag(), body]);
 }
 // Written by the v1 code itself (src/client/passphrase.ts before the format was versioned).
-const V1_FIXTURE = Buffer.from('U0VBTEVEU0sxklgZhWBvSiiclbP1wR0+hdKUpfPm+pJxD/i1u5cV3a6QjwDONr1mjGi0U/Gae/eTUYRbcprE5KkrC9H8utVhAmf8OoIb1+AMcBubx47E2JyQQg==', 'base64');
+const V1_FIXTURE = Buffer.from(
+  'U0VBTEVEU0sxklgZhWBvSiiclbP1wR0+hdKUpfPm+pJxD/i1u5cV3a6QjwDONr1mjGi0U/Gae/eTUYRbcprE5KkrC9H8utVhAmf8OoIb1+AMcBubx47E2JyQQg==',
+  'base64',
+);
 
 const sessions: ClientSession[] = [];
 t.teardown(() => sessions.forEach((s) => s.close()));
@@ -99,7 +102,11 @@ t.test('a wrong passphrase or a damaged file is refused with a clear error', asy
   const s = await session();
   const dir = join(tr.dir, 'wrong');
   await saveKeys(dir, s, s.generateKeys(), 'right');
-  const expected = { code: 'bad-keys', message: /secret\.key: wrong passphrase or corrupted key file$/, hint: /passphrase chosen at `sealed keygen`.*sealed keygen --force/ };
+  const expected = {
+    code: 'bad-keys',
+    message: /secret\.key: wrong passphrase or corrupted key file$/,
+    hint: /passphrase chosen at `sealed keygen`.*sealed keygen --force/,
+  };
   await t.rejects(loadKeys(dir, await session(), withPassphrase('wrong')), expected);
   const file = await readFile(join(dir, 'secret.key'));
   file[file.length - 1] ^= 1;
@@ -107,7 +114,11 @@ t.test('a wrong passphrase or a damaged file is refused with a clear error', asy
   await t.rejects(loadKeys(dir, await session(), withPassphrase('right')), expected, 'one flipped bit');
   await writeFile(join(dir, 'secret.key'), file.subarray(0, 30));
   await t.rejects(loadKeys(dir, await session(), withPassphrase('right')), { code: 'bad-keys', message: /wrong passphrase or corrupted key file \(truncated/ });
-  await t.rejects(loadKeys(dir, await session(), passphraseSource({ env: {} })), { code: 'bad-keys', message: /protected by a passphrase and none was given/, hint: /--passphrase-fd N/ });
+  await t.rejects(loadKeys(dir, await session(), passphraseSource({ env: {} })), {
+    code: 'bad-keys',
+    message: /protected by a passphrase and none was given/,
+    hint: /--passphrase-fd N/,
+  });
 });
 
 t.test('CLI: keygen with the passphrase on a file descriptor or in a file; predict refuses a wrong one', async (t) => {
@@ -121,7 +132,10 @@ t.test('CLI: keygen with the passphrase on a file descriptor or in a file; predi
   const loaded = await loadKeys(keys, await session(), withPassphrase('fd passphrase 1'));
   t.ok(loaded, 'opens with the passphrase up to the newline');
 
-  const wrong = await cli(['predict', '--model', tr.modelDir, '--input', join(tr.testDir, 'data.csv'), '--keys', keys, '--endpoint', 'http://127.0.0.1:9', '--passphrase-fd', '3'], 'not it');
+  const wrong = await cli(
+    ['predict', '--model', tr.modelDir, '--input', join(tr.testDir, 'data.csv'), '--keys', keys, '--endpoint', 'http://127.0.0.1:9', '--passphrase-fd', '3'],
+    'not it',
+  );
   t.equal(wrong.code, 2);
   t.match(wrong.stderr, /error: .*secret\.key: wrong passphrase or corrupted key file/);
   t.match(wrong.stderr, /what to do: give the passphrase chosen at `sealed keygen`/);
@@ -138,51 +152,64 @@ t.test('CLI: keygen with the passphrase on a file descriptor or in a file; predi
 });
 
 const hasScript = spawnSync('script', ['-qec', 'true', '/dev/null'], { stdio: 'ignore' }).status === 0;
-t.test('CLI: on a terminal, keygen --encrypt asks twice without echo and predict asks for it', { skip: hasScript ? false : 'needs util-linux `script` and a pseudo-terminal' }, async (t) => {
-  const sh = (a: string[]) => a.map((x) => `'${x.replace(/'/g, `'\\''`)}'`).join(' ');
-  /** Runs the CLI on a pseudo-terminal, typing each answer once its prompt has appeared. */
-  function onPty(args: string[], answers: [RegExp, string][]): Promise<{ code: number | null; out: string }> {
-    const child = spawn('script', ['-qec', sh([process.execPath, main, ...args]), '/dev/null'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let out = '';
-    let seen = 0;
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    const onData = (d: Buffer) => {
-      out += d;
-      const next = answers[0];
-      if (next && next[0].test(out.slice(seen))) {
-        seen = out.length;
-        answers.shift();
-        child.stdin!.write(next[1] + '\r');
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    return new Promise((resolve) =>
-      child.on('close', (code) => {
-        clearTimeout(timer);
-        resolve({ code, out });
-      }),
+t.test(
+  'CLI: on a terminal, keygen --encrypt asks twice without echo and predict asks for it',
+  { skip: hasScript ? false : 'needs util-linux `script` and a pseudo-terminal' },
+  async (t) => {
+    const sh = (a: string[]) => a.map((x) => `'${x.replace(/'/g, `'\\''`)}'`).join(' ');
+    /** Runs the CLI on a pseudo-terminal, typing each answer once its prompt has appeared. */
+    function onPty(args: string[], answers: [RegExp, string][]): Promise<{ code: number | null; out: string }> {
+      const child = spawn('script', ['-qec', sh([process.execPath, main, ...args]), '/dev/null'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+      let out = '';
+      let seen = 0;
+      const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+      const onData = (d: Buffer) => {
+        out += d;
+        const next = answers[0];
+        if (next && next[0].test(out.slice(seen))) {
+          seen = out.length;
+          answers.shift();
+          child.stdin!.write(next[1] + '\r');
+        }
+      };
+      child.stdout!.on('data', onData);
+      child.stderr!.on('data', onData);
+      return new Promise((resolve) =>
+        child.on('close', (code) => {
+          clearTimeout(timer);
+          resolve({ code, out });
+        }),
+      );
+    }
+    const keys = join(tr.dir, 'tty-keys');
+    const r = await onPty(
+      ['keygen', '--model', tr.modelDir, '--keys', keys, '--encrypt'],
+      [
+        [/new passphrase for the secret key: /, 'typed secret'],
+        [/the same passphrase again: /, 'typed secret'],
+      ],
     );
-  }
-  const keys = join(tr.dir, 'tty-keys');
-  const r = await onPty(['keygen', '--model', tr.modelDir, '--keys', keys, '--encrypt'], [
-    [/new passphrase for the secret key: /, 'typed secret'],
-    [/the same passphrase again: /, 'typed secret'],
-  ]);
-  t.equal(r.code, 0, r.out);
-  t.match(r.out, /encrypted with the passphrase/);
-  t.notMatch(r.out, /typed secret/, 'not echoed');
-  t.ok(await loadKeys(keys, await session(), withPassphrase('typed secret')), 'the typed passphrase opens the key');
+    t.equal(r.code, 0, r.out);
+    t.match(r.out, /encrypted with the passphrase/);
+    t.notMatch(r.out, /typed secret/, 'not echoed');
+    t.ok(await loadKeys(keys, await session(), withPassphrase('typed secret')), 'the typed passphrase opens the key');
 
-  const differ = await onPty(['keygen', '--model', tr.modelDir, '--keys', join(tr.dir, 'tty-differ'), '--encrypt'], [
-    [/new passphrase/, 'one'],
-    [/again/, 'two'],
-  ]);
-  t.equal(differ.code, 2);
-  t.match(differ.out, /the two passphrases differ/);
+    const differ = await onPty(
+      ['keygen', '--model', tr.modelDir, '--keys', join(tr.dir, 'tty-differ'), '--encrypt'],
+      [
+        [/new passphrase/, 'one'],
+        [/again/, 'two'],
+      ],
+    );
+    t.equal(differ.code, 2);
+    t.match(differ.out, /the two passphrases differ/);
 
-  const wrong = await onPty(['predict', '--model', tr.modelDir, '--input', join(tr.testDir, 'data.csv'), '--keys', keys, '--endpoint', 'http://127.0.0.1:9'], [[/passphrase for the secret key in .*tty-keys: /, 'typed wrong']]);
-  t.equal(wrong.code, 2);
-  t.match(wrong.out, /wrong passphrase or corrupted key file/);
-  t.notMatch(wrong.out, /typed wrong/, 'not echoed');
-});
+    const wrong = await onPty(
+      ['predict', '--model', tr.modelDir, '--input', join(tr.testDir, 'data.csv'), '--keys', keys, '--endpoint', 'http://127.0.0.1:9'],
+      [[/passphrase for the secret key in .*tty-keys: /, 'typed wrong']],
+    );
+    t.equal(wrong.code, 2);
+    t.match(wrong.out, /wrong passphrase or corrupted key file/);
+    t.notMatch(wrong.out, /typed wrong/, 'not echoed');
+  },
+);

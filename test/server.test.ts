@@ -34,15 +34,23 @@ const TOLERANCE = 1e-4;
 t.test('every held-out record: encrypted score equals plaintext score within tolerance', async (t) => {
   const server = await readServerPart(trained.modelDir);
   const std = trained.test.x.map((r) => standardise(r, client.preprocess));
-  const plain = unpackOutputs(client.output, client.input.recordsPerCiphertext, packRecords(client.input, std).map((v) => simulate(server.program, server.masks, v)), std.length);
+  const plain = unpackOutputs(
+    client.output,
+    client.input.recordsPerCiphertext,
+    packRecords(client.input, std).map((v) => simulate(server.program, server.masks, v)),
+    std.length,
+  );
   const r = await predict(session, keys, trained.test.x, transport);
   t.equal(r.scores.length, trained.test.x.length, 'one result per record');
   const worst = Math.max(...r.scores.map((s, i) => Math.abs(s[0] - plain[i][0])));
   t.ok(worst < TOLERANCE, `largest |encrypted - plaintext| = ${worst.toExponential(2)} < ${TOLERANCE}`);
-  const agree = r.scores.filter((s, i) => (s[0] >= 0) === (plain[i][0] >= 0)).length;
+  const agree = r.scores.filter((s, i) => s[0] >= 0 === plain[i][0] >= 0).length;
   t.equal(agree, r.scores.length, 'every encrypted class equals the plaintext class');
   const acc = r.predictions.filter((p, i) => p.label === ['malignant', 'benign'][trained.test.y[i]]).length / r.predictions.length;
-  t.ok(Math.abs(acc - trained.result.metrics.test_accuracy) < 1e-6, `encrypted accuracy ${acc} equals plaintext accuracy ${trained.result.metrics.test_accuracy}`);
+  t.ok(
+    Math.abs(acc - trained.result.metrics.test_accuracy) < 1e-6,
+    `encrypted accuracy ${acc} equals plaintext accuracy ${trained.result.metrics.test_accuracy}`,
+  );
   const timings = (r.stats.server as { timings_ms: Record<string, number> }).timings_ms;
   for (const k of ['download', 'deserialize', 'evaluate', 'serialize', 'upload', 'total']) t.type(timings[k], 'number', `server reports ${k} time`);
 });

@@ -91,7 +91,10 @@ t.test('a 40 MB object goes up in several parts and comes back identical', async
   const want = digest();
   const parts = commands('UploadPartCommand');
   t.equal(parts.length, Math.ceil(total / STREAM_PART_SIZE), `${parts.length} parts of 8 MiB (multipart)`);
-  t.same(parts.map((p) => p.input.PartNumber).sort((a, b) => Number(a) - Number(b)), [1, 2, 3, 4, 5]);
+  t.same(
+    parts.map((p) => p.input.PartNumber).sort((a, b) => Number(a) - Number(b)),
+    [1, 2, 3, 4, 5],
+  );
   t.equal(commands('CreateMultipartUploadCommand').length, 1);
   t.equal(commands('CreateMultipartUploadCommand')[0].input.ServerSideEncryption, 'AES256', 'SSE-S3 requested');
   t.equal(commands('CompleteMultipartUploadCommand').length, 1);
@@ -144,13 +147,21 @@ t.test('getStream refuses an object over maxBytes before reading it, without its
 });
 
 t.test('missing objects and buckets are not-found errors', async (t) => {
-  await t.rejects(store.getStream(at('no/such/key'), 1000, 'encrypted query'), { name: 'SealedError', code: 'not-found', message: 'encrypted query not found at s3://stream/no/such/key' });
+  await t.rejects(store.getStream(at('no/such/key'), 1000, 'encrypted query'), {
+    name: 'SealedError',
+    code: 'not-found',
+    message: 'encrypted query not found at s3://stream/no/such/key',
+  });
   await t.rejects(store.getStream({ bucket: 'no-such-bucket', key: 'k' }, 1000, 'encrypted query'), { name: 'SealedError', code: 'not-found' });
   await t.rejects(store.putStream({ bucket: 'no-such-bucket', key: 'k' }, of(new Uint8Array(10)), 'result'), { name: 'SealedError', code: 'not-found' });
   // A multipart upload into a missing bucket fails at CreateMultipartUpload, cleanly, and the
   // producer is closed (its finally runs) rather than left suspended.
   const producer = closingProducer();
-  await t.rejects(store.putStream({ bucket: 'no-such-bucket', key: 'k' }, producer.source, 'result'), { name: 'SealedError', code: 'not-found', message: 'result not found at s3://no-such-bucket/k' });
+  await t.rejects(store.putStream({ bucket: 'no-such-bucket', key: 'k' }, producer.source, 'result'), {
+    name: 'SealedError',
+    code: 'not-found',
+    message: 'result not found at s3://no-such-bucket/k',
+  });
   t.ok(producer.closed(), 'the producer was closed');
 });
 
@@ -164,7 +175,11 @@ t.test('breaking out early, or cancelling, releases the response', async (t) => 
   t.ok(n > 0 && n < got.size, 'read part of it');
   const again = await store.getStream(at('big/object'), 64 * 1024 * 1024, 'result');
   again.cancel();
-  await t.rejects(drain(again.stream), { name: 'SealedError', code: 'storage', message: /read incompletely \(0 of 40000000 bytes\)/ }, 'reading a cancelled stream fails clearly');
+  await t.rejects(
+    drain(again.stream),
+    { name: 'SealedError', code: 'storage', message: /read incompletely \(0 of 40000000 bytes\)/ },
+    'reading a cancelled stream fails clearly',
+  );
   const small = await store.getStream(at('small/5'), 5, 'query');
   t.equal((await drain(small.stream)).bytes, 5, 'the store still works');
 });
@@ -189,7 +204,12 @@ t.test('a body shorter than Content-Length is a clear storage error', async (t) 
   });
   const got = await bad.getStream(at('truncated'), 10_000, 'encrypted query');
   t.equal(got.size, 1000);
-  await t.rejects(drain(got.stream), { name: 'SealedError', code: 'storage', message: 'encrypted query at s3://stream/truncated was read incompletely (400 of 1000 bytes)', hint: 'retry the request' });
+  await t.rejects(drain(got.stream), {
+    name: 'SealedError',
+    code: 'storage',
+    message: 'encrypted query at s3://stream/truncated was read incompletely (400 of 1000 bytes)',
+    hint: 'retry the request',
+  });
 });
 
 t.test('a response without Content-Length is refused', async (t) => {
@@ -243,7 +263,11 @@ t.test('S3 failing midway: a storage error, the upload is aborted, the producer 
     failPart = undefined;
   });
   const producer = closingProducer();
-  await t.rejects(store.putStream(at('failed/s3'), producer.source, 'result'), { name: 'SealedError', code: 'storage', message: 'S3 request for result at s3://stream/failed/s3 failed (InternalError)' });
+  await t.rejects(store.putStream(at('failed/s3'), producer.source, 'result'), {
+    name: 'SealedError',
+    code: 'storage',
+    message: 'S3 request for result at s3://stream/failed/s3 failed (InternalError)',
+  });
   t.ok(producer.closed(), 'the producer was closed');
   const uploadId = commands('CreateMultipartUploadCommand')[0]?.output?.UploadId;
   t.type(uploadId, 'string', 'a multipart upload had started');

@@ -59,10 +59,30 @@ const close = (a: number[][], b: number[][]) => a.length === b.length && a.every
 const resultHeader = async (key: string) => decodeWire<ResultHeader>('result', (await store.get({ bucket: B, key }, 1 << 26, 'result')).bytes, 'result').header;
 
 t.test('without allow-lists the server refuses to start, naming what to set', async (t) => {
-  const refusal = { code: 'bad-request', message: /refusing to start without S3 allow-lists/, hint: /--allow-read[\s\S]*--allow-write[\s\S]*SEALED_ALLOW_READ[\s\S]*SEALED_ALLOW_WRITE[\s\S]*--tenant-prefix[\s\S]*SEALED_TENANT_ROOT[\s\S]*--allow-any[\s\S]*SEALED_ALLOW_ANY=1/ };
+  const refusal = {
+    code: 'bad-request',
+    message: /refusing to start without S3 allow-lists/,
+    hint: /--allow-read[\s\S]*--allow-write[\s\S]*SEALED_ALLOW_READ[\s\S]*SEALED_ALLOW_WRITE[\s\S]*--tenant-prefix[\s\S]*SEALED_TENANT_ROOT[\s\S]*--allow-any[\s\S]*SEALED_ALLOW_ANY=1/,
+  };
   await t.rejects(startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint }), refusal, 'no lists');
-  await t.rejects(startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, allowRead: [uri('in/')] }), { code: 'bad-request', message: /--allow-write \(SEALED_ALLOW_WRITE\) is not set/ }, 'a read list alone');
-  await t.rejects(startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, allowRead: ['http://x/y'], allowWrite: [uri('out/')] }), { code: 'bad-request', message: /is not an s3:\/\/bucket\/prefix location/ }, 'a malformed entry');
+  await t.rejects(
+    startServer({ modelDir: tr.modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, allowRead: [uri('in/')] }),
+    { code: 'bad-request', message: /--allow-write \(SEALED_ALLOW_WRITE\) is not set/ },
+    'a read list alone',
+  );
+  await t.rejects(
+    startServer({
+      modelDir: tr.modelDir,
+      port: 0,
+      host: '127.0.0.1',
+      workers: 1,
+      s3Endpoint: s3.endpoint,
+      allowRead: ['http://x/y'],
+      allowWrite: [uri('out/')],
+    }),
+    { code: 'bad-request', message: /is not an s3:\/\/bucket\/prefix location/ },
+    'a malformed entry',
+  );
 });
 
 t.test('allow-lists match whole path segments: s3://b/res admits res/... only, not results-x/', async (t) => {
@@ -116,12 +136,37 @@ t.test('tenants: query, keys and output of a request must share one tenant prefi
   const ok = await post(srv, own);
   t.equal(ok.status, 200, 'all three in tenant alice');
   const cases: { name: string; body: Record<string, string>; field: RegExp; out: string }[] = [
-    { name: "output in bob's prefix", body: { ...own, output_uri: uri('tenants/bob/results/r') }, field: /^output_uri is in tenant bob's prefix, encrypted_query_uri in tenant alice's/, out: 'tenants/bob/results/r' },
+    {
+      name: "output in bob's prefix",
+      body: { ...own, output_uri: uri('tenants/bob/results/r') },
+      field: /^output_uri is in tenant bob's prefix, encrypted_query_uri in tenant alice's/,
+      out: 'tenants/bob/results/r',
+    },
     { name: "output over bob's keys", body: { ...own, output_uri: uri(bKeys) }, field: /^output_uri is in tenant bob's prefix/, out: '' },
-    { name: "bob's keys with alice's query", body: { ...own, evaluation_keys_uri: uri(bKeys), output_uri: uri('tenants/alice/results/r2') }, field: /^evaluation_keys_uri is in tenant bob's prefix/, out: 'tenants/alice/results/r2' },
-    { name: "bob's query, alice's keys and output", body: { ...own, encrypted_query_uri: uri('tenants/bob/queries/q'), output_uri: uri('tenants/alice/results/r3') }, field: /^evaluation_keys_uri is in tenant alice's prefix, encrypted_query_uri in tenant bob's/, out: 'tenants/alice/results/r3' },
-    { name: 'query outside the tenant root', body: { ...own, encrypted_query_uri: uri('elsewhere/q'), output_uri: uri('tenants/alice/results/r4') }, field: /^encrypted_query_uri is outside the locations this endpoint may read/, out: 'tenants/alice/results/r4' },
-    { name: 'query directly in the root (no tenant segment)', body: { ...own, encrypted_query_uri: uri('tenants/q'), output_uri: uri('tenants/alice/results/r5') }, field: /^encrypted_query_uri is not inside a tenant's prefix/, out: 'tenants/alice/results/r5' },
+    {
+      name: "bob's keys with alice's query",
+      body: { ...own, evaluation_keys_uri: uri(bKeys), output_uri: uri('tenants/alice/results/r2') },
+      field: /^evaluation_keys_uri is in tenant bob's prefix/,
+      out: 'tenants/alice/results/r2',
+    },
+    {
+      name: "bob's query, alice's keys and output",
+      body: { ...own, encrypted_query_uri: uri('tenants/bob/queries/q'), output_uri: uri('tenants/alice/results/r3') },
+      field: /^evaluation_keys_uri is in tenant alice's prefix, encrypted_query_uri in tenant bob's/,
+      out: 'tenants/alice/results/r3',
+    },
+    {
+      name: 'query outside the tenant root',
+      body: { ...own, encrypted_query_uri: uri('elsewhere/q'), output_uri: uri('tenants/alice/results/r4') },
+      field: /^encrypted_query_uri is outside the locations this endpoint may read/,
+      out: 'tenants/alice/results/r4',
+    },
+    {
+      name: 'query directly in the root (no tenant segment)',
+      body: { ...own, encrypted_query_uri: uri('tenants/q'), output_uri: uri('tenants/alice/results/r5') },
+      field: /^encrypted_query_uri is not inside a tenant's prefix/,
+      out: 'tenants/alice/results/r5',
+    },
   ];
   for (const c of cases) {
     const r = await post(srv, c.body);
@@ -143,7 +188,11 @@ t.test("client A writes its result over B's keys: B's next requests still succee
   const bobKeysKey = `bob/keys/${bobKeys.evaluationKeysId}.keys`;
   await put('alice/q', alice.encrypt(rows));
   await put(`alice/keys/${aliceKeys.evaluationKeysId}.keys`, aliceKeys.evaluationKeys);
-  const attack = await post(srv, { encrypted_query_uri: uri('alice/q'), evaluation_keys_uri: uri(`alice/keys/${aliceKeys.evaluationKeysId}.keys`), output_uri: uri(bobKeysKey) });
+  const attack = await post(srv, {
+    encrypted_query_uri: uri('alice/q'),
+    evaluation_keys_uri: uri(`alice/keys/${aliceKeys.evaluationKeysId}.keys`),
+    output_uri: uri(bobKeysKey),
+  });
   t.equal(attack.status, 200, "the open server wrote A's result over B's keys object");
   t.not(sha256((await store.get({ bucket: B, key: bobKeysKey }, 1 << 26, 'x')).bytes), bobKeys.evaluationKeysId, "B's keys object now holds other bytes");
 
@@ -204,7 +253,11 @@ t.test("client A substitutes its result for B's output: B's client refuses it", 
   };
   const err = await predict(bob, bobKeys, rows, bobT).catch((e: unknown) => e);
   t.equal(substituted, 1, "A's result was written over B's output");
-  t.match(err, { code: 'bad-data', message: /the result answers another query: its header names query SHA-256 [0-9a-f]{64}, the query sent has [0-9a-f]{64}/ }, 'B refuses it, naming the mismatch');
+  t.match(
+    err,
+    { code: 'bad-data', message: /the result answers another query: its header names query SHA-256 [0-9a-f]{64}, the query sent has [0-9a-f]{64}/ },
+    'B refuses it, naming the mismatch',
+  );
   // Without the substitution the same client accepts its result.
   const fine = await predict(bob, bobKeys, rows, { store, bucket: B, prefix: 'bob2/', endpoint: srv.url });
   t.equal(fine.predictions.length, rows.length);
@@ -218,7 +271,10 @@ t.test('results name the query they answer; a request naming another query publi
   const big = alice.encrypt(many); // more ciphertexts than the window of one worker: streamed out
   await put('h/small', small);
   await put('h/big', big);
-  for (const [name, bytes] of [['small', small], ['big', big]] as const) {
+  for (const [name, bytes] of [
+    ['small', small],
+    ['big', big],
+  ] as const) {
     const body = { encrypted_query_uri: uri(`h/${name}`), evaluation_keys_uri: uri(keysKey), output_uri: uri(`h/out/${name}`) };
     const undeclared = await post(srv, body);
     t.equal(undeclared.status, 200, `${name}: no query_sha256 in the request`);

@@ -33,25 +33,59 @@ t.test('IDX channel -> CNN bundle', async (t) => {
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const all = await loadNpmMnist();
   const pick = Array.from({ length: 1200 }, (_, i) => (i * 7919) % all.images.length); // every digit
-  for (const [name, ids] of [['train', pick.slice(0, 1000)], ['test', pick.slice(1000)]] as const) {
+  for (const [name, ids] of [
+    ['train', pick.slice(0, 1000)],
+    ['test', pick.slice(1000)],
+  ] as const) {
     await mkdir(join(dir, name));
-    await writeFile(join(dir, name, 'images-idx3-ubyte.gz'), gzipSync(idx([ids.length, 28, 28], ids.flatMap((i) => all.images[i]))));
-    await writeFile(join(dir, name, 'labels-idx1-ubyte'), idx([ids.length], ids.map((i) => all.labels[i])));
+    await writeFile(
+      join(dir, name, 'images-idx3-ubyte.gz'),
+      gzipSync(
+        idx(
+          [ids.length, 28, 28],
+          ids.flatMap((i) => all.images[i]),
+        ),
+      ),
+    );
+    await writeFile(
+      join(dir, name, 'labels-idx1-ubyte'),
+      idx(
+        [ids.length],
+        ids.map((i) => all.labels[i]),
+      ),
+    );
   }
   const lines: string[] = [];
-  const res = await train({ trainDir: join(dir, 'train'), testDir: join(dir, 'test'), modelDir: join(dir, 'model') }, parseHyperparameters({ epochs: '3', filters: '8' }), (l) => lines.push(l));
+  const res = await train(
+    { trainDir: join(dir, 'train'), testDir: join(dir, 'test'), modelDir: join(dir, 'model') },
+    parseHyperparameters({ epochs: '3', filters: '8' }),
+    (l) => lines.push(l),
+  );
   t.ok(res.metrics.test_accuracy > 0.3, `learned something in 3 epochs: test accuracy ${res.metrics.test_accuracy}`);
   t.ok(Math.abs(res.metrics.test_accuracy_simulated - res.metrics.test_accuracy) <= 0.01, 'the compiled program agrees with the network');
-  t.ok(lines.some((l) => /^\[metric\] test_accuracy=0\.\d+$/.test(l)), 'metrics in a regex-friendly form');
+  t.ok(
+    lines.some((l) => /^\[metric\] test_accuracy=0\.\d+$/.test(l)),
+    'metrics in a regex-friendly form',
+  );
   const epochs = lines.filter((l) => l.startsWith('epoch '));
-  t.match(epochs[0], /^epoch 1\/3 loss=\d+\.\d{4} epoch_seconds=\d+\.\d total_seconds=\d+\.\d \(about .+ left\)$/, 'an epoch line: its own seconds, the total, the time left');
+  t.match(
+    epochs[0],
+    /^epoch 1\/3 loss=\d+\.\d{4} epoch_seconds=\d+\.\d total_seconds=\d+\.\d \(about .+ left\)$/,
+    'an epoch line: its own seconds, the total, the time left',
+  );
   t.match(epochs[2], /^epoch 3\/3 loss=\d+\.\d{4} epoch_seconds=\d+\.\d total_seconds=\d+\.\d$/, 'nothing left after the last epoch');
   const secs = epochs.map((l) => [Number(/epoch_seconds=([\d.]+)/.exec(l)![1]), Number(/total_seconds=([\d.]+)/.exec(l)![1])]);
-  t.ok(Math.abs(secs[2][1] - (secs[0][0] + secs[1][0] + secs[2][0])) < 0.25, `the total is the sum of the epochs (${secs.map((s) => s[0]).join(' + ')} = ${secs[2][1]})`);
+  t.ok(
+    Math.abs(secs[2][1] - (secs[0][0] + secs[1][0] + secs[2][0])) < 0.25,
+    `the total is the sum of the epochs (${secs.map((s) => s[0]).join(' + ')} = ${secs[2][1]})`,
+  );
   // An IDX training with a test channel that holds no IDX pair is refused before it trains.
   await mkdir(join(dir, 'csv-test'));
   await writeFile(join(dir, 'csv-test', 'data.csv'), 'a,b\n1,2\n');
-  await t.rejects(train({ trainDir: join(dir, 'train'), testDir: join(dir, 'csv-test'), modelDir: join(dir, 'model2') }, parseHyperparameters({ epochs: '1' }), () => {}), { message: /test channel .*csv-test holds no IDX images\/labels pair/ });
+  await t.rejects(
+    train({ trainDir: join(dir, 'train'), testDir: join(dir, 'csv-test'), modelDir: join(dir, 'model2') }, parseHyperparameters({ epochs: '1' }), () => {}),
+    { message: /test channel .*csv-test holds no IDX images\/labels pair/ },
+  );
   const { client } = await readClientPart(join(dir, 'model'));
   const server = await readServerPart(join(dir, 'model'));
   t.equal(client.features.length, 784);
@@ -66,32 +100,71 @@ t.test('progress without a terminal: plain lines with the time left', async (t) 
     for (let s = 0; s < 3; s++) p.step();
     p.epochDone(ep, 0.5);
   }
-  t.same(lines.map((l) => l.replace(/\d+ s\b/g, 'N s').replace(/seconds=\d+\.\d\b/g, 'seconds=N')), [
-    'epoch 1/2: 1/3 batches, about N s left',
-    'epoch 1/2: 2/3 batches, about N s left',
-    'epoch 1/2 loss=0.5000 epoch_seconds=N total_seconds=N (about N s left)',
-    'epoch 2/2: 1/3 batches, about N s left',
-    'epoch 2/2: 2/3 batches, about N s left',
-    'epoch 2/2 loss=0.5000 epoch_seconds=N total_seconds=N',
-  ]);
+  t.same(
+    lines.map((l) => l.replace(/\d+ s\b/g, 'N s').replace(/seconds=\d+\.\d\b/g, 'seconds=N')),
+    [
+      'epoch 1/2: 1/3 batches, about N s left',
+      'epoch 1/2: 2/3 batches, about N s left',
+      'epoch 1/2 loss=0.5000 epoch_seconds=N total_seconds=N (about N s left)',
+      'epoch 2/2: 1/3 batches, about N s left',
+      'epoch 2/2: 2/3 batches, about N s left',
+      'epoch 2/2 loss=0.5000 epoch_seconds=N total_seconds=N',
+    ],
+  );
 });
 
 // `script` (util-linux) runs the command on a pseudo-terminal, as a person at a terminal sees it.
-t.test('progress at a terminal: `sealed train` draws a bar with the time left', { skip: existsSync('/usr/bin/script') ? false : 'needs /usr/bin/script for a terminal' }, async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'sealed-tty-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const all = await loadNpmMnist();
-  const ids = Array.from({ length: 640 }, (_, i) => (i * 7919) % all.images.length);
-  await mkdir(join(dir, 'train'));
-  await writeFile(join(dir, 'train', 'images-idx3-ubyte'), idx([ids.length, 28, 28], ids.flatMap((i) => all.images[i])));
-  await writeFile(join(dir, 'train', 'labels-idx1-ubyte'), idx([ids.length], ids.map((i) => all.labels[i])));
-  const bin = fileURLToPath(new URL('../bin/sealed.js', import.meta.url));
-  const q = (s: string) => `'${s.replace(/'/g, "'\\''")}'`;
-  const cmd = [process.execPath, bin, 'train', '--train', join(dir, 'train'), '--model', join(dir, 'model'), '--output', join(dir, 'out'), '--hyperparameters', join(dir, 'none.json'), '--set', 'epochs=2', '--set', 'filters=4', '--set', 'batch=false'].map(q).join(' ');
-  const { stdout } = await promisify(execFile)('/usr/bin/script', ['-qec', cmd, '/dev/null'], { maxBuffer: 1 << 24 });
-  t.match(stdout, /training \[[█░]+\] \d+% \| epoch 1\/2 \| .+ left/, 'a bar with the epoch and the time left');
-  t.match(stdout, /epoch 2\/2 loss=\d+\.\d{4} epoch_seconds=[\d.]+ total_seconds=[\d.]+/, 'the epoch lines as well');
-});
+t.test(
+  'progress at a terminal: `sealed train` draws a bar with the time left',
+  { skip: existsSync('/usr/bin/script') ? false : 'needs /usr/bin/script for a terminal' },
+  async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'sealed-tty-'));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const all = await loadNpmMnist();
+    const ids = Array.from({ length: 640 }, (_, i) => (i * 7919) % all.images.length);
+    await mkdir(join(dir, 'train'));
+    await writeFile(
+      join(dir, 'train', 'images-idx3-ubyte'),
+      idx(
+        [ids.length, 28, 28],
+        ids.flatMap((i) => all.images[i]),
+      ),
+    );
+    await writeFile(
+      join(dir, 'train', 'labels-idx1-ubyte'),
+      idx(
+        [ids.length],
+        ids.map((i) => all.labels[i]),
+      ),
+    );
+    const bin = fileURLToPath(new URL('../bin/sealed.js', import.meta.url));
+    const q = (s: string) => `'${s.replace(/'/g, "'\\''")}'`;
+    const cmd = [
+      process.execPath,
+      bin,
+      'train',
+      '--train',
+      join(dir, 'train'),
+      '--model',
+      join(dir, 'model'),
+      '--output',
+      join(dir, 'out'),
+      '--hyperparameters',
+      join(dir, 'none.json'),
+      '--set',
+      'epochs=2',
+      '--set',
+      'filters=4',
+      '--set',
+      'batch=false',
+    ]
+      .map(q)
+      .join(' ');
+    const { stdout } = await promisify(execFile)('/usr/bin/script', ['-qec', cmd, '/dev/null'], { maxBuffer: 1 << 24 });
+    t.match(stdout, /training \[[█░]+\] \d+% \| epoch 1\/2 \| .+ left/, 'a bar with the epoch and the time left');
+    t.match(stdout, /epoch 2\/2 loss=\d+\.\d{4} epoch_seconds=[\d.]+ total_seconds=[\d.]+/, 'the epoch lines as well');
+  },
+);
 
 t.test('image hyperparameters are checked', async (t) => {
   t.same(cnnOptions({ model: 'mlp', hidden: '64', batch_norm: 'false' }), { arch: 'mlp', hidden: 64, batchNorm: false });
@@ -106,7 +179,8 @@ t.test('deskew straightens a slanted stroke and centres it', async (t) => {
   for (let r = 4; r < 24; r++) img[r * 28 + Math.round(6 + 0.5 * r)] = 255; // leans right
   const out = deskew(img, 28);
   const colOfRow = (a: number[], r: number) => {
-    let s = 0, w = 0;
+    let s = 0,
+      w = 0;
     for (let c = 0; c < 28; c++) {
       s += c * a[r * 28 + c];
       w += a[r * 28 + c];

@@ -19,9 +19,30 @@ t.test('SIGTERM during training: failure file written, prompt exit, no model', a
   await copyFile(csv, join(dir, 'train', 'data.csv'));
   const out = join(dir, 'output');
   // Far more epochs than the test waits for: the job is still training when it is stopped.
-  const child = spawn(process.execPath, [bin, 'train', '--train', join(dir, 'train'), '--model', join(dir, 'model'), '--output', out, '--hyperparameters', join(dir, 'none.json'), '--set', 'task=binary', 'target=diagnosis', 'epochs=1000000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(
+    process.execPath,
+    [
+      bin,
+      'train',
+      '--train',
+      join(dir, 'train'),
+      '--model',
+      join(dir, 'model'),
+      '--output',
+      out,
+      '--hyperparameters',
+      join(dir, 'none.json'),
+      '--set',
+      'task=binary',
+      'target=diagnosis',
+      'epochs=1000000',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let stderr = '';
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal, at: Date.now() })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal, at: Date.now() })),
+  );
   // The entry point says it has started (its handlers are in place) before it loads any data;
   // an entry point that never says so gets the signal 5 s in all the same.
   await new Promise<void>((resolve, reject) => {

@@ -54,7 +54,9 @@ t.test('bad training data gets a clear error', async (t) => {
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   await mkdir(join(dir, 'train'));
   await writeFile(join(dir, 'train', 'd.csv'), 'a,b,y\n1,2,0\n3,x,1\n');
-  await t.rejects(train({ trainDir: join(dir, 'train'), modelDir: join(dir, 'm') }, parseHyperparameters({})), { message: /line 3, column "b" is not a number/ });
+  await t.rejects(train({ trainDir: join(dir, 'train'), modelDir: join(dir, 'm') }, parseHyperparameters({})), {
+    message: /line 3, column "b" is not a number/,
+  });
   await t.rejects(train({ trainDir: join(dir, 'nothing'), modelDir: join(dir, 'm') }, parseHyperparameters({})), { message: /does not exist/ });
 });
 
@@ -71,7 +73,12 @@ async function encryptedVsSimulated(t: Test, csv: string, hp: Record<string, str
   const vectors = packRecords(client.input, rows);
   const decoded = await runEncrypted(server.program, server.masks, vectors);
   const enc = unpackOutputs(client.output, client.input.recordsPerCiphertext, decoded, rows.length);
-  const sim = unpackOutputs(client.output, client.input.recordsPerCiphertext, vectors.map((v) => simulate(server.program, server.masks, v)), rows.length);
+  const sim = unpackOutputs(
+    client.output,
+    client.input.recordsPerCiphertext,
+    vectors.map((v) => simulate(server.program, server.masks, v)),
+    rows.length,
+  );
   const worst = Math.max(...enc.flatMap((e, i) => e.map((v, c) => Math.abs(v - sim[i][c]))));
   return { worst, res, client, enc, sim };
 }

@@ -25,14 +25,16 @@ import { startStack } from './helpers/fixture.ts';
 // Does the server serve the body transport yet? Its source first (no route, no need to ask), then
 // the running server's answer (below).
 const serverSource = (await readdir(fileURLToPath(new URL('../src/server/', import.meta.url)), { recursive: true })).filter((f) => f.endsWith('.ts'));
-const routeInSource = (await Promise.all(serverSource.map((f) => readFile(fileURLToPath(new URL(`../src/server/${f}`, import.meta.url)), 'utf8')))).some((x) => x.includes('/execution-parameters'));
+const routeInSource = (await Promise.all(serverSource.map((f) => readFile(fileURLToPath(new URL(`../src/server/${f}`, import.meta.url)), 'utf8')))).some((x) =>
+  x.includes('/execution-parameters'),
+);
 await endToEnd();
 
 async function endToEnd() {
   const dir = await mkdtemp(join(tmpdir(), 'sealed-transform-e2e-'));
   const modelDir = join(dir, 'model');
   let seed = 11;
-  const pixel = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % 256);
+  const pixel = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % 256;
   const images = Array.from({ length: 60 }, () => Array.from({ length: 144 }, pixel));
   const built = compileImageModel(smallCnn, images.slice(0, 30));
   await writeImageBundle(modelDir, smallCnn, built, {}, await addBatchMode(smallCnn, built, images.slice(0, 30)));
@@ -49,7 +51,12 @@ async function endToEnd() {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const merged = routeInSource && (await fetch(new URL('/execution-parameters', stack.server.url)).then((r) => r.ok, () => false));
+  const merged =
+    routeInSource &&
+    (await fetch(new URL('/execution-parameters', stack.server.url)).then(
+      (r) => r.ok,
+      () => false,
+    ));
   const direct = await predict(session, keys, images, { store: stack.store, bucket: stack.bucket, endpoint: stack.server.url }, { layout: 'batch' });
 
   t.test('s3 transport: JSON requests over 2 instances decrypt to the predictions of predict over S3', async (t) => {
@@ -79,43 +86,61 @@ async function endToEnd() {
     });
     t.same(summary, { jobName: 'sealed-transform-s3', started: true, uploaded: 3, fetched: 3, skipped: 0 });
     const m = plane.manifest('sealed-transform-s3')!;
-    t.same(m.instances.map((i) => i.objects), [2, 1], 'split across the two instances');
-    t.ok(m.objects.every((o) => o.output.endsWith('.json.out') && (o.bytesOut ?? 0) > 0), 'each .out holds the server\'s JSON answer');
+    t.same(
+      m.instances.map((i) => i.objects),
+      [2, 1],
+      'split across the two instances',
+    );
+    t.ok(
+      m.objects.every((o) => o.output.endsWith('.json.out') && (o.bytesOut ?? 0) > 0),
+      "each .out holds the server's JSON answer",
+    );
     t.equal(scores.length, images.length);
     scores.forEach((s, i) => t.ok(Math.max(...s.map((v, o) => Math.abs(v - direct.scores[i][o]))) < 1e-2, `record ${i}: transform and S3 predict agree`));
   });
 
-  t.test('body transport over 2 instances decrypts to the predictions of predict over S3', { skip: merged ? false : 'the server has no GET /execution-parameters yet: enable after the body-transport merge' }, async (t) => {
-    const plane = await startTransformControlPlane({ store: stack.store, instances: [stack.server.url, second.url] });
-    const sagemaker = new SageMakerClient({ endpoint: plane.url, region: 'us-east-1', credentials: { accessKeyId: 'L', secretAccessKey: 'L' } });
-    t.teardown(async () => {
-      sagemaker.destroy();
-      await plane.close();
-    });
-    // Parts of 20 records: 3 parts, split 2 + 1 across the instances.
-    const parts = splitRecords(images.length, (n) => (n <= 20 ? 1 : 2), 1);
-    t.equal(parts.length, 3);
-    const scores: number[][] = [];
-    const summary = await transformPredict({
-      sagemaker,
-      store: stack.store,
-      bucket: stack.bucket,
-      prefix: 'sealed/tenants/e2e/',
-      jobName: 'sealed-transform-e2e',
-      modelName: 'sealed-local',
-      count: parts.length,
-      job: { instanceCount: 2 },
-      query: (i) => session.encrypt(images.slice(parts[i].start, parts[i].end), 'batch'),
-      onResult: (i, bytes) => {
-        session.decryptScores(bytes).forEach((s, k) => (scores[parts[i].start + k] = s));
-      },
-      wait: { pollMs: { first: 50, max: 200 } },
-    });
-    t.same(summary, { jobName: 'sealed-transform-e2e', started: true, uploaded: 3, fetched: 3, skipped: 0 });
-    const m = plane.manifest('sealed-transform-e2e')!;
-    t.same(m.instances.map((i) => i.objects), [2, 1], 'split across the two instances');
-    t.ok(m.instances.every((i) => i.container?.MaxConcurrentTransforms !== undefined), "each instance's /execution-parameters was read");
-    t.equal(scores.length, images.length);
-    scores.forEach((s, i) => t.ok(Math.max(...s.map((v, o) => Math.abs(v - direct.scores[i][o]))) < 1e-2, `record ${i}: transform and S3 predict agree`));
-  });
+  t.test(
+    'body transport over 2 instances decrypts to the predictions of predict over S3',
+    { skip: merged ? false : 'the server has no GET /execution-parameters yet: enable after the body-transport merge' },
+    async (t) => {
+      const plane = await startTransformControlPlane({ store: stack.store, instances: [stack.server.url, second.url] });
+      const sagemaker = new SageMakerClient({ endpoint: plane.url, region: 'us-east-1', credentials: { accessKeyId: 'L', secretAccessKey: 'L' } });
+      t.teardown(async () => {
+        sagemaker.destroy();
+        await plane.close();
+      });
+      // Parts of 20 records: 3 parts, split 2 + 1 across the instances.
+      const parts = splitRecords(images.length, (n) => (n <= 20 ? 1 : 2), 1);
+      t.equal(parts.length, 3);
+      const scores: number[][] = [];
+      const summary = await transformPredict({
+        sagemaker,
+        store: stack.store,
+        bucket: stack.bucket,
+        prefix: 'sealed/tenants/e2e/',
+        jobName: 'sealed-transform-e2e',
+        modelName: 'sealed-local',
+        count: parts.length,
+        job: { instanceCount: 2 },
+        query: (i) => session.encrypt(images.slice(parts[i].start, parts[i].end), 'batch'),
+        onResult: (i, bytes) => {
+          session.decryptScores(bytes).forEach((s, k) => (scores[parts[i].start + k] = s));
+        },
+        wait: { pollMs: { first: 50, max: 200 } },
+      });
+      t.same(summary, { jobName: 'sealed-transform-e2e', started: true, uploaded: 3, fetched: 3, skipped: 0 });
+      const m = plane.manifest('sealed-transform-e2e')!;
+      t.same(
+        m.instances.map((i) => i.objects),
+        [2, 1],
+        'split across the two instances',
+      );
+      t.ok(
+        m.instances.every((i) => i.container?.MaxConcurrentTransforms !== undefined),
+        "each instance's /execution-parameters was read",
+      );
+      t.equal(scores.length, images.length);
+      scores.forEach((s, i) => t.ok(Math.max(...s.map((v, o) => Math.abs(v - direct.scores[i][o]))) < 1e-2, `record ${i}: transform and S3 predict agree`));
+    },
+  );
 }

@@ -49,7 +49,10 @@ t.teardown(async () => {
 });
 
 t.test('shard: contiguous runs in key order, sizes differing by at most one', async (t) => {
-  t.same(shard([1, 2, 3, 4, 5, 6, 7], 2), [[1, 2, 3, 4], [5, 6, 7]]);
+  t.same(shard([1, 2, 3, 4, 5, 6, 7], 2), [
+    [1, 2, 3, 4],
+    [5, 6, 7],
+  ]);
   t.same(shard([1, 2], 3), [[1], [2], []]);
 });
 
@@ -58,11 +61,18 @@ t.test('a job over 2 instances: split, execution parameters, octet-stream bodies
   for (const [i, n] of names.entries()) await put(`in/job1/${n}`, `query-${i}`);
   await put('in/job1-other/not-mine', 'outside the prefix');
   await put('in/job1/folder/', ''); // a "folder" marker is no input
-  const e = await setup([{ params: { MaxConcurrentTransforms: 3, BatchStrategy: 'SingleRecord', MaxPayloadInMB: 6 } }, { params: { MaxConcurrentTransforms: 2, BatchStrategy: 'SingleRecord', MaxPayloadInMB: 6 }, failOnce: 'query-5' }]);
+  const e = await setup([
+    { params: { MaxConcurrentTransforms: 3, BatchStrategy: 'SingleRecord', MaxPayloadInMB: 6 } },
+    { params: { MaxConcurrentTransforms: 2, BatchStrategy: 'SingleRecord', MaxPayloadInMB: 6 }, failOnce: 'query-5' },
+  ]);
   t.teardown(() => e.close());
   await startTransformJob(e, { jobName: 'job1', modelName: 'sealed-m', input: `s3://${bucket}/in/job1/`, output: `s3://${bucket}/out/job1`, instanceCount: 2 });
   const progress: number[] = [];
-  const d = await waitForTransformJob(e, 'job1', { ...noWait, progress: async () => ({ done: e.inst.reduce((s, i) => s + i.seen.length, 0), total: names.length }), onProgress: (p) => progress.push(p.done) });
+  const d = await waitForTransformJob(e, 'job1', {
+    ...noWait,
+    progress: async () => ({ done: e.inst.reduce((s, i) => s + i.seen.length, 0), total: names.length }),
+    onProgress: (p) => progress.push(p.done),
+  });
   t.equal(d.TransformJobStatus, 'Completed');
   t.ok(progress.length >= 1, 'progress reported while waiting');
   // SageMaker's names: <output>/<key relative to the input prefix>.out
@@ -73,27 +83,56 @@ t.test('a job over 2 instances: split, execution parameters, octet-stream bodies
   t.same(e.inst[0].seen.map((s) => s.body).sort(), ['query-0', 'query-1', 'query-2', 'query-3'], 'instance 0: the first contiguous share');
   t.same([...new Set(e.inst[1].seen.map((s) => s.body))].sort(), ['query-4', 'query-5', 'query-6'], 'instance 1: the rest');
   t.equal(e.inst[1].seen.filter((s) => s.body === 'query-5').length, 2, 'a 503 is retried');
-  t.ok(e.inst.every((i) => i.seen.every((s) => s.type === 'application/octet-stream')), 'bodies sent as application/octet-stream');
+  t.ok(
+    e.inst.every((i) => i.seen.every((s) => s.type === 'application/octet-stream')),
+    'bodies sent as application/octet-stream',
+  );
   t.ok(e.inst[0].maxInFlight() > 1 && e.inst[0].maxInFlight() <= 3, `instance 0 ran up to its MaxConcurrentTransforms (3): ${e.inst[0].maxInFlight()}`);
   t.ok(e.inst[1].maxInFlight() <= 2, `instance 1 at most 2 at once: ${e.inst[1].maxInFlight()}`);
   const m = JSON.parse(await text(`out/job1/${MANIFEST_NAME}`)) as TransformManifest;
   t.same(e.plane.manifest('job1'), m, 'the manifest in S3 is the job record');
   t.equal(m.status, 'Completed');
-  t.same(m.instances.map((i) => [i.objects, i.used.MaxConcurrentTransforms, i.container?.BatchStrategy]), [[4, 3, 'SingleRecord'], [3, 2, 'SingleRecord']], 'split and each container\'s parameters');
-  t.same(m.objects.map((o) => o.output.replace(`s3://${bucket}/`, '')), names.map((n) => `out/job1/${n}.out`).sort(), 'one record per object, in key order');
+  t.same(
+    m.instances.map((i) => [i.objects, i.used.MaxConcurrentTransforms, i.container?.BatchStrategy]),
+    [
+      [4, 3, 'SingleRecord'],
+      [3, 2, 'SingleRecord'],
+    ],
+    "split and each container's parameters",
+  );
+  t.same(
+    m.objects.map((o) => o.output.replace(`s3://${bucket}/`, '')),
+    names.map((n) => `out/job1/${n}.out`).sort(),
+    'one record per object, in key order',
+  );
   t.equal(m.objects.find((o) => o.input.endsWith('part-00005'))!.attempts, 2);
   t.same(m.environmentNotApplied, { SEALED_DEADLINE_MS: '590000' }, 'says which job environment the running instances did not get');
-  await t.rejects(startTransformJob(e, { jobName: 'job1', modelName: 'sealed-m', input: `s3://${bucket}/in/job1/`, output: `s3://${bucket}/out/x/` }), { message: /already exists/ }, 'job names are unique');
+  await t.rejects(
+    startTransformJob(e, { jobName: 'job1', modelName: 'sealed-m', input: `s3://${bucket}/in/job1/`, output: `s3://${bucket}/out/x/` }),
+    { message: /already exists/ },
+    'job names are unique',
+  );
 });
 
 t.test("the request's values win over the container's; none from either: SageMaker's defaults", async (t) => {
   for (let i = 0; i < 4; i++) await put(`in/job2/p${i}`, `q${i}`);
   const e = await setup([{}, { params: { MaxConcurrentTransforms: 4, BatchStrategy: 'SingleRecord', MaxPayloadInMB: 6 } }]);
   t.teardown(() => e.close());
-  await startTransformJob(e, { jobName: 'job2', modelName: 'm', input: `s3://${bucket}/in/job2/`, output: `s3://${bucket}/out/job2/`, instanceCount: 2, maxPayloadInMB: 10 });
+  await startTransformJob(e, {
+    jobName: 'job2',
+    modelName: 'm',
+    input: `s3://${bucket}/in/job2/`,
+    output: `s3://${bucket}/out/job2/`,
+    instanceCount: 2,
+    maxPayloadInMB: 10,
+  });
   await waitForTransformJob(e, 'job2', noWait);
   const m = e.plane.manifest('job2')!;
-  t.same(m.instances[0].used, { MaxConcurrentTransforms: 1, MaxPayloadInMB: 10, BatchStrategy: 'MultiRecord' }, 'no /execution-parameters: service defaults, request payload');
+  t.same(
+    m.instances[0].used,
+    { MaxConcurrentTransforms: 1, MaxPayloadInMB: 10, BatchStrategy: 'MultiRecord' },
+    'no /execution-parameters: service defaults, request payload',
+  );
   t.equal(m.instances[0].container, undefined);
   t.same(m.instances[1].used, { MaxConcurrentTransforms: 4, MaxPayloadInMB: 10, BatchStrategy: 'SingleRecord' });
   t.equal(e.inst[0].maxInFlight(), 1, 'concurrency 1 without parameters');
@@ -106,10 +145,16 @@ t.test('a refused object fails the job with the reason; the others are written; 
   const e = await setup([{ params: { MaxConcurrentTransforms: 1, BatchStrategy: 'SingleRecord', MaxPayloadInMB: 1 }, refuse: 'bad' }]);
   t.teardown(() => e.close());
   await startTransformJob(e, { jobName: 'job3', modelName: 'm', input: `s3://${bucket}/in/job3/`, output: `s3://${bucket}/out/job3/` });
-  await t.rejects(waitForTransformJob(e, 'job3', noWait), { message: /transform job job3 ended Failed: ClientError: 2 of 3 objects failed; first: .*job3\/b: the container answered 400/, hint: /CloudWatch Logs/ });
+  await t.rejects(waitForTransformJob(e, 'job3', noWait), {
+    message: /transform job job3 ended Failed: ClientError: 2 of 3 objects failed; first: .*job3\/b: the container answered 400/,
+    hint: /CloudWatch Logs/,
+  });
   t.equal(await text('out/job3/a.out'), 'OUT0:a-doog');
   t.equal(e.inst[0].seen.filter((s) => s.body === 'bad').length, 1, 'a 4xx is not retried');
-  t.notOk(e.inst[0].seen.some((s) => s.body.length > 1024 * 1024), 'the over-limit object never reached the container');
+  t.notOk(
+    e.inst[0].seen.some((s) => s.body.length > 1024 * 1024),
+    'the over-limit object never reached the container',
+  );
   t.match(e.plane.manifest('job3')!.objects.find((o) => o.input.endsWith('/c'))!.error, /over MaxPayloadInMB \(1 MB\)/);
 });
 

@@ -22,7 +22,13 @@ const bin = fileURLToPath(new URL('../bin/sealed.js', import.meta.url));
 const trained = await trainBreastCancer();
 const stack = await startStack(trained.modelDir, trained.dir);
 const { modelId, client: part } = await readClientPart(trained.modelDir);
-const emulator = await startRuntimeEmulator({ containerUrl: stack.server.url, store: stack.store, outputPath: `s3://${stack.bucket}/async-out`, failurePath: `s3://${stack.bucket}/async-failed`, endpointName: 'sealed-body' });
+const emulator = await startRuntimeEmulator({
+  containerUrl: stack.server.url,
+  store: stack.store,
+  outputPath: `s3://${stack.bucket}/async-out`,
+  failurePath: `s3://${stack.bucket}/async-failed`,
+  endpointName: 'sealed-body',
+});
 t.teardown(async () => {
   await emulator.close();
   await stack.close();
@@ -42,13 +48,18 @@ t.test('the SDK: body, auto and s3 give the same predictions', async (t) => {
     const r = await client.predictWithStats(rows);
     await client.close();
     t.equal(r.stats.via, 'body', `${transport}: the ${r.stats.query_bytes}-byte query went as the body`);
-    t.same(r.predictions.map((p) => p.label), ref.predictions.map((p) => p.label), `${transport}: the same classes as the S3 form`);
+    t.same(
+      r.predictions.map((p) => p.label),
+      ref.predictions.map((p) => p.label),
+      `${transport}: the same classes as the S3 form`,
+    );
     t.ok(Math.max(...r.scores.map((s, i) => Math.abs(s[0] - ref.scores[i][0]))) < 1e-4, `${transport}: the same scores within 1e-4`);
   }
 });
 
 t.test('the body contract as the client relies on it: JSON errors, 415, 413', async (t) => {
-  const post = (body: Uint8Array, headers: Record<string, string>) => fetch(`${stack.server.url}/invocations`, { method: 'POST', headers, body: body as Uint8Array<ArrayBuffer> });
+  const post = (body: Uint8Array, headers: Record<string, string>) =>
+    fetch(`${stack.server.url}/invocations`, { method: 'POST', headers, body: body as Uint8Array<ArrayBuffer> });
   const query = session.encrypt(rows.slice(0, 1));
   const noKeys = await post(query, { 'content-type': 'application/octet-stream' });
   t.ok(noKeys.status >= 400 && noKeys.status < 500, `a single-layout query without keys=: ${noKeys.status}`);
@@ -64,13 +75,36 @@ t.test('over SageMaker InvokeEndpoint (the local emulator): body', async (t) => 
   t.teardown(() => client.close());
   const r = await client.predictWithStats(rows);
   t.equal(r.stats.via, 'body');
-  t.same(r.predictions.map((p) => p.label), ref.predictions.map((p) => p.label));
+  t.same(
+    r.predictions.map((p) => p.label),
+    ref.predictions.map((p) => p.label),
+  );
 });
 
 t.test('sealed predict --transport body and s3: the same accuracy, the transport reported', async (t) => {
   const env = { ...process.env, SEALED_S3_ENDPOINT: stack.s3.endpoint };
   for (const transport of ['body', 's3']) {
-    const r = await run(process.execPath, [bin, 'predict', '--model', trained.modelDir, '--input', join(trained.testDir, 'data.csv'), '--endpoint', stack.server.url, '--bucket', stack.bucket, '--keys', join(trained.dir, 'keys'), '--transport', transport, '--json'], { env });
+    const r = await run(
+      process.execPath,
+      [
+        bin,
+        'predict',
+        '--model',
+        trained.modelDir,
+        '--input',
+        join(trained.testDir, 'data.csv'),
+        '--endpoint',
+        stack.server.url,
+        '--bucket',
+        stack.bucket,
+        '--keys',
+        join(trained.dir, 'keys'),
+        '--transport',
+        transport,
+        '--json',
+      ],
+      { env },
+    );
     const summary = JSON.parse(r.stdout.trim().split('\n').pop()!) as { transport: string; accuracy: number };
     t.equal(summary.transport, transport);
     t.ok(Math.abs(summary.accuracy - trained.result.metrics.test_accuracy) < 1e-6, `${transport}: accuracy ${summary.accuracy}`);

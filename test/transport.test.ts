@@ -26,7 +26,8 @@ const run = promisify(execFile);
 const bin = fileURLToPath(new URL('../bin/sealed.js', import.meta.url));
 
 t.test('choosePayload: auto sends a query as the body up to the limit, else through S3', async (t) => {
-  const pick = (mode: 'auto' | 'body' | 's3', queryBytes: number, bodyAvailable = true, limit?: number) => choosePayload({ mode, queryBytes, bodyAvailable, limit });
+  const pick = (mode: 'auto' | 'body' | 's3', queryBytes: number, bodyAvailable = true, limit?: number) =>
+    choosePayload({ mode, queryBytes, bodyAvailable, limit });
   t.equal(BODY_LIMIT, 6_291_456, "SageMaker InvokeEndpoint's Body limit");
   t.equal(pick('auto', 65_850), 'body', 'a breast-cancer query (66 KB): body');
   t.equal(pick('auto', BODY_LIMIT), 'body', 'exactly at the limit: body');
@@ -36,7 +37,11 @@ t.test('choosePayload: auto sends a query as the body up to the limit, else thro
   t.equal(pick('auto', 10, false), 's3', 'a channel without a body form (async endpoint): S3 whatever the size');
   t.equal(pick('s3', 10), 's3', 's3 is always S3');
   t.equal(pick('body', 10), 'body');
-  t.throws(() => pick('body', BODY_LIMIT + 1), { code: 'bad-request', message: /6291457 bytes, more than the request body limit of 6291456/, hint: /auto or s3/ }, 'body refuses a query over the limit before any traffic');
+  t.throws(
+    () => pick('body', BODY_LIMIT + 1),
+    { code: 'bad-request', message: /6291457 bytes, more than the request body limit of 6291456/, hint: /auto or s3/ },
+    'body refuses a query over the limit before any traffic',
+  );
   t.throws(() => pick('body', 10, false), { code: 'bad-request', hint: /s3 or auto/ }, 'body refuses a channel without a body form');
 });
 
@@ -75,15 +80,28 @@ t.test('sizeSwitch: 415 switches to S3 for good, 413 for that query, other error
 t.test('keysAttribute and resultBytes refuse what the body form cannot carry', async (t) => {
   const uri = `s3://bucket/team-1/sealed/keys/${'ab'.repeat(32)}.keys`;
   t.equal(keysAttribute(uri), `keys=${uri}`);
-  t.throws(() => keysAttribute('s3://bucket/my keys,x/k.keys'), { code: 'bad-request', hint: /plain characters, or transport s3/ }, 'spaces and commas would split the attributes');
+  t.throws(
+    () => keysAttribute('s3://bucket/my keys,x/k.keys'),
+    { code: 'bad-request', hint: /plain characters, or transport s3/ },
+    'spaces and commas would split the attributes',
+  );
   t.throws(() => keysAttribute(`s3://bucket/${'k'.repeat(1020)}`), { code: 'bad-request' }, 'SageMaker passes at most 1,024 characters');
-  t.throws(() => resultBytes(new TextEncoder().encode('{"records":1}'), 'application/json; charset=utf-8'), { name: 'SealedError', hint: /does not take queries as request bodies/ }, 'a JSON answer is not taken for a result');
+  t.throws(
+    () => resultBytes(new TextEncoder().encode('{"records":1}'), 'application/json; charset=utf-8'),
+    { name: 'SealedError', hint: /does not take queries as request bodies/ },
+    'a JSON answer is not taken for a result',
+  );
   t.equal(resultBytes(new Uint8Array([1, 2]), 'application/octet-stream').length, 2);
 });
 
 t.test('a transport mode or body limit that does not exist is refused, saying what to give', async (t) => {
-  await t.rejects(createClient({ model: 'anything', transport: 'fast' as never }), { name: 'SealedError', code: 'bad-request', hint: /auto, body, s3/ }, 'createClient');
-  const cli = (...args: string[]) => run(process.execPath, [bin, 'predict', '--model', 'nowhere', '--input', 'nothing.csv', ...args]).catch((e: { code: number; stderr: string }) => e);
+  await t.rejects(
+    createClient({ model: 'anything', transport: 'fast' as never }),
+    { name: 'SealedError', code: 'bad-request', hint: /auto, body, s3/ },
+    'createClient',
+  );
+  const cli = (...args: string[]) =>
+    run(process.execPath, [bin, 'predict', '--model', 'nowhere', '--input', 'nothing.csv', ...args]).catch((e: { code: number; stderr: string }) => e);
   const limit = (await cli('--body-limit', '6MB')) as { code: number; stderr: string };
   t.equal(limit.code, 2, 'sealed predict --body-limit 6MB exits 2');
   t.match(limit.stderr, /--body-limit must be a whole number of bytes/);
@@ -124,7 +142,12 @@ const contract = createServer((req, res) => {
     if (type?.startsWith('application/json')) return json(res, 200, await invokeHttp(stack.server.url, JSON.parse(body.toString('utf8'))));
     const attributes = req.headers['x-amzn-sagemaker-custom-attributes'] as string | undefined;
     seen.push({ type, attributes, bytes: body.length });
-    if (play === 'old-server') return json(res, 415, { error: 'bad-request', message: 'Unsupported Media Type: application/octet-stream', hint: 'POST a JSON body with Content-Type: application/json' });
+    if (play === 'old-server')
+      return json(res, 415, {
+        error: 'bad-request',
+        message: 'Unsupported Media Type: application/octet-stream',
+        hint: 'POST a JSON body with Content-Type: application/json',
+      });
     if (play === 413) return json(res, 413, { error: 'bad-request', message: 'the query is larger than this server takes as a body' });
     if (type !== 'application/octet-stream') return json(res, 415, { error: 'bad-request', message: 'not a wire-format body' });
     const keys = /^keys=(\S+)$/.exec(attributes ?? '')?.[1];
@@ -141,7 +164,13 @@ const contract = createServer((req, res) => {
 });
 await new Promise<void>((r) => contract.listen(0, '127.0.0.1', r));
 const contractUrl = `http://127.0.0.1:${(contract.address() as AddressInfo).port}`;
-const emulator = await startRuntimeEmulator({ containerUrl: contractUrl, store: stack.store, outputPath: `s3://${stack.bucket}/async-out`, failurePath: `s3://${stack.bucket}/async-failed`, endpointName: 'sealed-body' });
+const emulator = await startRuntimeEmulator({
+  containerUrl: contractUrl,
+  store: stack.store,
+  outputPath: `s3://${stack.bucket}/async-out`,
+  failurePath: `s3://${stack.bucket}/async-failed`,
+  endpointName: 'sealed-body',
+});
 
 t.teardown(async () => {
   await emulator.close();
@@ -172,7 +201,11 @@ t.test('the SDK with transport body: the query and result are the bodies, the ke
   t.teardown(() => client.close());
   const r = await client.predictWithStats(rows);
   t.equal(r.stats.via, 'body');
-  t.same(r.predictions.map((p) => p.label), ref.predictions.map((p) => p.label), 'the same classes as the S3 form');
+  t.same(
+    r.predictions.map((p) => p.label),
+    ref.predictions.map((p) => p.label),
+    'the same classes as the S3 form',
+  );
   t.ok(Math.max(...r.scores.map((s, i) => Math.abs(s[0] - ref.scores[i][0]))) < 1e-4, 'the same scores within 1e-4');
   t.same(Object.keys(r.stats.transport_ms).sort(), ['invoke', 'keys']);
   t.same(r.stats.server, { played_by: 'test' }, "the server's x-sealed-server header is reported");
@@ -201,7 +234,10 @@ t.test('auto: a small query as the body, a query over the limit through S3', asy
   const big = await capped.predictWithStats(rows);
   t.equal(big.stats.via, 's3', 'over bodyLimit: S3');
   t.same(Object.keys(big.stats.transport_ms).sort(), ['download', 'invoke', 'upload']);
-  t.same(big.predictions.map((p) => p.label), ref.predictions.map((p) => p.label));
+  t.same(
+    big.predictions.map((p) => p.label),
+    ref.predictions.map((p) => p.label),
+  );
   t.equal(seen.length, 1, 'only the small query came as a body');
 });
 
@@ -212,11 +248,18 @@ t.test('auto against a server without the body form (415): S3, and it is not ask
   const first = await client.predictWithStats(rows);
   const second = await client.predictWithStats(rows.slice(0, 2));
   t.same([first.stats.via, second.stats.via], ['s3', 's3']);
-  t.same(first.predictions.map((p) => p.label), ref.predictions.map((p) => p.label));
+  t.same(
+    first.predictions.map((p) => p.label),
+    ref.predictions.map((p) => p.label),
+  );
   t.equal(seen.length, 1, 'one body attempt in all');
   const body = await createClient({ model: part, endpoint: contractUrl, transport: 'body', ...s3 });
   t.teardown(() => body.close());
-  await t.rejects(body.predict(rows), { name: 'SealedError', code: 'bad-request', httpStatus: 415, hint: /update it, or use transport s3/ }, 'transport body says what to do');
+  await t.rejects(
+    body.predict(rows),
+    { name: 'SealedError', code: 'bad-request', httpStatus: 415, hint: /update it, or use transport s3/ },
+    'transport body says what to do',
+  );
 });
 
 t.test('auto and a 413: that query through S3, the next as a body', async (t) => {
@@ -237,7 +280,10 @@ t.test('keys deleted from S3 after this process saw them: re-uploaded once, the 
   const r = await client.predictWithStats(rows.slice(0, 1));
   t.equal(r.stats.keys_uploaded, true, 'uploaded again');
   t.equal(seen.length, 3, 'first call, the refused one, the retry');
-  t.same(r.predictions.map((p) => p.label), ref.predictions.slice(0, 1).map((p) => p.label));
+  t.same(
+    r.predictions.map((p) => p.label),
+    ref.predictions.slice(0, 1).map((p) => p.label),
+  );
 });
 
 t.test('a key prefix the header cannot carry: refused before any request', async (t) => {
@@ -252,7 +298,10 @@ t.test('over SageMaker InvokeEndpoint (the local emulator): the same body contra
   t.teardown(() => client.close());
   const r = await client.predictWithStats(rows);
   t.equal(r.stats.via, 'body');
-  t.same(r.predictions.map((p) => p.label), ref.predictions.map((p) => p.label));
+  t.same(
+    r.predictions.map((p) => p.label),
+    ref.predictions.map((p) => p.label),
+  );
   t.equal(seen[0].type, 'application/octet-stream', 'ContentType reaches the container');
   t.match(seen[0].attributes, /^keys=s3:\/\/sealed-test\/sealed\/keys\/[0-9a-f]{64}\.keys$/, 'CustomAttributes reach the container');
   play = 'old-server';
@@ -280,6 +329,13 @@ t.test('sealed predict path: predictBatches with transport auto uses one transpo
   play = 'contract';
   const b = await predictBatches(session, keys, many, route, { transport: 'body', perRequest: 1 });
   t.ok(b.stats.every((s) => s.transport === 'body' && s.ms.download === 0));
-  t.same(b.predictions.map((p) => p.label), r.predictions.map((p) => p.label));
-  await t.rejects(nodePredict(session, keys, trained.test.x.slice(0, 2), route, { layout: 'batch', transport: 'body' }), { code: 'bad-request' }, 'batch layout refuses body (before it needs a batch mode)');
+  t.same(
+    b.predictions.map((p) => p.label),
+    r.predictions.map((p) => p.label),
+  );
+  await t.rejects(
+    nodePredict(session, keys, trained.test.x.slice(0, 2), route, { layout: 'batch', transport: 'body' }),
+    { code: 'bad-request' },
+    'batch layout refuses body (before it needs a batch mode)',
+  );
 });

@@ -35,7 +35,8 @@ t.test('encrypted predictions equal the quantized model on every held-out record
   const planned = treeOpCounts(m.server.circuit);
   for (const [op, n] of Object.entries(planned)) t.equal(ops[op] ?? 0, n, `${op}: ${n} as planned`);
   const got = client.decryptResult(result, query);
-  let worst = 0, same = 0;
+  let worst = 0,
+    same = 0;
   d.test.forEach((x, i) => {
     const q = quantizedScores(m.quantized, binsOf(m.client.bins, x));
     worst = Math.max(worst, Math.abs(q[0] - got.scores[i][0]));
@@ -43,7 +44,7 @@ t.test('encrypted predictions equal the quantized model on every held-out record
   });
   t.equal(same, d.test.length, `every class agrees (largest margin error ${worst.toExponential(2)})`);
   // The flood is sized for 2^-12 of the largest score; margins here reach ~10.
-  t.ok(worst < 0.05, 'margins within the flood\'s stated precision');
+  t.ok(worst < 0.05, "margins within the flood's stated precision");
 
   // Refusals: each names what is wrong; none reaches SEAL with unchecked bytes.
   const refuses = (fn: () => unknown, re: RegExp, what: string) => {
@@ -63,6 +64,10 @@ t.test('encrypted predictions equal the quantized model on every held-out record
   garbled[firstUsed] = garbled[firstUsed].slice(0, 100);
   refuses(() => server.evaluate(encodeWire('query', q.header, garbled), keys), /ciphertext \d+ of the encrypted query/, 'a truncated ciphertext');
   refuses(() => server.evaluate(query, encodeWire('keys', { ...k.header, public_key: false }, [k.sections[0]])), /public key/, 'keys without the public key');
-  refuses(() => server.evaluate(query, encodeWire('keys', k.header, [k.sections[0].slice(0, 64), k.sections[1]])), /relinearization keys/, 'truncated relinearization keys');
+  refuses(
+    () => server.evaluate(query, encodeWire('keys', k.header, [k.sections[0].slice(0, 64), k.sections[1]])),
+    /relinearization keys/,
+    'truncated relinearization keys',
+  );
   refuses(() => client.decryptResult(result, new Uint8Array([1, 2, 3])), /another query/, 'a result for another query');
 });

@@ -25,7 +25,8 @@ t.test('XGBoost binary:logistic: margins and classes as XGBoost computed them', 
   const e = importTrees(bytes('breast-cancer.xgb.json'), 'xgboost-json');
   t.equal(e.trees.length, 50);
   t.equal(e.post, 'sigmoid');
-  let worst = 0, same = 0;
+  let worst = 0,
+    same = 0;
   d.test.forEach((x, i) => {
     worst = Math.max(worst, Math.abs(scores(e, x)[0] - d.expected.margin![i]));
     if (predict(e, x) === d.expected.class![i]) same++;
@@ -49,7 +50,8 @@ t.test('ONNX-ML TreeEnsembleClassifier (scikit-learn forest): probabilities as s
   const e = importTrees(bytes('digits-rf.onnx'), 'onnx-ml');
   t.equal(e.outputs, 10);
   t.equal(e.post, 'proba');
-  let worst = 0, same = 0;
+  let worst = 0,
+    same = 0;
   d.test.forEach((x, i) => {
     const s = scores(e, x);
     const want = (d.expected.probability as number[][])[i];
@@ -76,11 +78,31 @@ t.test('refusals say what to change', async (t) => {
       t.ok(e instanceof SealedError && re.test(e.message) && !!e.hint, `${what}: ${(e as Error).message}`);
     }
   };
-  refuses(mutated((d) => (d.learner.objective.name = 'reg:pseudohubererror')), /objective "reg:pseudohubererror"/, 'unsupported objective');
-  refuses(mutated((d) => (d.learner.gradient_booster.model.trees[3].split_type[0] = 1)), /categorical splits/, 'categorical split');
-  refuses(mutated((d) => (d.learner.gradient_booster.name = 'dart')), /dart/, 'dart booster');
-  refuses(mutated((d) => (d.learner.gradient_booster.model.trees[0].left_children[0] = 0)), /reached twice|not a tree/, 'a cycle');
-  refuses(mutated((d) => (d.learner.gradient_booster.model.trees[0].split_indices[0] = 99)), /feature 99/, 'feature out of range');
+  refuses(
+    mutated((d) => (d.learner.objective.name = 'reg:pseudohubererror')),
+    /objective "reg:pseudohubererror"/,
+    'unsupported objective',
+  );
+  refuses(
+    mutated((d) => (d.learner.gradient_booster.model.trees[3].split_type[0] = 1)),
+    /categorical splits/,
+    'categorical split',
+  );
+  refuses(
+    mutated((d) => (d.learner.gradient_booster.name = 'dart')),
+    /dart/,
+    'dart booster',
+  );
+  refuses(
+    mutated((d) => (d.learner.gradient_booster.model.trees[0].left_children[0] = 0)),
+    /reached twice|not a tree/,
+    'a cycle',
+  );
+  refuses(
+    mutated((d) => (d.learner.gradient_booster.model.trees[0].split_indices[0] = 99)),
+    /feature 99/,
+    'feature out of range',
+  );
   refuses(new TextEncoder().encode('{"learner": 3'), /not valid JSON/, 'not JSON');
   t.throws(() => importTrees(new Uint8Array([1, 2, 3, 4, 5]), 'onnx-ml'), SealedError, 'not ONNX');
   t.throws(() => compileTreeModel(bytes('breast-cancer.xgb.json'), 'xgboost-json'), /calibration records/, 'no calibration records');
@@ -91,7 +113,8 @@ t.test('quantization: the circuit simulates the quantized model; the client part
   const m = compileTreeModel(bytes('breast-cancer.xgb.json'), 'xgboost-json', d.train, { features: d.features });
   const { offsets, inputs } = inputOffsets(m.client.bins.edges);
   t.equal(inputs, m.client.inputs);
-  let worst = 0, agree = 0;
+  let worst = 0,
+    agree = 0;
   for (const x of d.test) {
     const bins = binsOf(m.client.bins, x);
     const q = quantizedScores(m.quantized, bins);
@@ -126,28 +149,35 @@ t.test('tree bundles: written, read back, and refused when edited', async (t) =>
   await t.rejects(readTreeBundle(dir), /does not match its hash/, 'an edited server part is refused');
 });
 
-t.test('missing values follow the splits\' default direction, or are refused when the splits disagree', async (t) => {
+t.test("missing values follow the splits' default direction, or are refused when the splits disagree", async (t) => {
   const d = data('breast-cancer');
   const doc = JSON.parse(readFileSync(join(DIR, 'breast-cancer.xgb.json'), 'utf8'));
   const trees = doc.learner.gradient_booster.model.trees as { split_indices: number[]; left_children: number[]; default_left: number[] }[];
   // Feature of the first root: make its splits disagree on where a missing value goes.
   const f = trees[0].split_indices[0];
   let flipped = 0;
-  for (const tr of trees) tr.split_indices.forEach((s, i) => {
-    if (s === f && tr.left_children[i] >= 0) tr.default_left[i] = flipped++ % 2;
-  });
+  for (const tr of trees)
+    tr.split_indices.forEach((s, i) => {
+      if (s === f && tr.left_children[i] >= 0) tr.default_left[i] = flipped++ % 2;
+    });
   const m = compileTreeModel(new TextEncoder().encode(JSON.stringify(doc)), 'xgboost-json', d.train, { bits: 5 });
   t.equal(m.client.bins.missing[f], 'refuse', 'mixed default directions: the client refuses NaN there');
   const x = d.test[0].slice();
   x[f] = NaN;
   t.throws(() => binsOf(m.client.bins, x), /is missing, and this model has no single default direction/, 'NaN in that feature is refused with a hint');
   // Another feature whose splits agree: NaN goes where every split sends it.
-  const g = m.client.bins.missing.findIndex((r, i) => r !== 'refuse' && i !== f && m.ensemble.trees.some((tr) => Array.from(tr.feature).some((ff, n) => ff === i && tr.left[n] >= 0)));
+  const g = m.client.bins.missing.findIndex(
+    (r, i) => r !== 'refuse' && i !== f && m.ensemble.trees.some((tr) => Array.from(tr.feature).some((ff, n) => ff === i && tr.left[n] >= 0)),
+  );
   const y = d.test[1].slice();
   y[g] = NaN;
   const b = binsOf(m.client.bins, y);
   t.equal(b[g], m.client.bins.missing[g] === 'low' ? 0 : m.client.bins.edges[g].length, `feature ${g}: NaN goes ${m.client.bins.missing[g]}`);
-  t.equal(predictionOf(m.ensemble, quantizedScores(m.quantized, b)), predict(m.ensemble, y), 'and the quantized model predicts as the original does on the record with NaN');
+  t.equal(
+    predictionOf(m.ensemble, quantizedScores(m.quantized, b)),
+    predict(m.ensemble, y),
+    'and the quantized model predicts as the original does on the record with NaN',
+  );
 });
 
 t.test('ONNX-ML: a small classifier built here, x <= t splits, and the refusals', async (t) => {
@@ -159,20 +189,37 @@ t.test('ONNX-ML: a small classifier built here, x <= t splits, and the refusals'
     const ints = (name: string, v: number[]) => ({ name, ints: v, type: 7 });
     const floats = (name: string, v: number[]) => ({ name, floats: v, type: 6 });
     const attribute = [
-      ints('nodes_treeids', [0, 0, 0]), ints('nodes_nodeids', [0, 1, 2]), ints('nodes_featureids', [1, 0, 0]),
-      floats('nodes_values', [0.5, 0, 0]), { name: 'nodes_modes', strings: [o.mode ?? 'BRANCH_LEQ', 'LEAF', 'LEAF'].map(enc), type: 8 },
-      ints('nodes_truenodeids', [1, 0, 0]), ints('nodes_falsenodeids', [2, 0, 0]),
-      ints('class_treeids', [0, 0, 0, 0]), ints('class_nodeids', [1, 1, 2, 2]), ints('class_ids', [0, 1, 0, 1]), floats('class_weights', [0.9, 0.1, 0.2, 0.8]),
+      ints('nodes_treeids', [0, 0, 0]),
+      ints('nodes_nodeids', [0, 1, 2]),
+      ints('nodes_featureids', [1, 0, 0]),
+      floats('nodes_values', [0.5, 0, 0]),
+      { name: 'nodes_modes', strings: [o.mode ?? 'BRANCH_LEQ', 'LEAF', 'LEAF'].map(enc), type: 8 },
+      ints('nodes_truenodeids', [1, 0, 0]),
+      ints('nodes_falsenodeids', [2, 0, 0]),
+      ints('class_treeids', [0, 0, 0, 0]),
+      ints('class_nodeids', [1, 1, 2, 2]),
+      ints('class_ids', [0, 1, 0, 1]),
+      floats('class_weights', [0.9, 0.1, 0.2, 0.8]),
       ints('classlabels_int64s', [0, 1]),
       { name: 'post_transform', s: enc(o.post ?? 'NONE'), type: 3 },
       ...(o.aggregate ? [{ name: 'aggregate_function', s: enc(o.aggregate), type: 3 }] : []),
     ];
-    return Model.encode(Model.fromObject({ ir_version: 8, graph: { node: [{ op_type: 'TreeEnsembleClassifier', domain: 'ai.onnx.ml', attribute }] } })).finish();
+    return Model.encode(
+      Model.fromObject({ ir_version: 8, graph: { node: [{ op_type: 'TreeEnsembleClassifier', domain: 'ai.onnx.ml', attribute }] } }),
+    ).finish();
   };
   const e = importTrees(make(), 'onnx-ml');
   t.equal(e.features, 2);
-  t.same(scores(e, [0, 0.5]).map((v) => Math.round(v * 1e6) / 1e6), [0.9, 0.1], 'x = t goes to the true branch (x <= t)');
-  t.same(scores(e, [0, 0.50001]).map((v) => Math.round(v * 1e6) / 1e6), [0.2, 0.8], 'x > t goes to the false branch');
+  t.same(
+    scores(e, [0, 0.5]).map((v) => Math.round(v * 1e6) / 1e6),
+    [0.9, 0.1],
+    'x = t goes to the true branch (x <= t)',
+  );
+  t.same(
+    scores(e, [0, 0.50001]).map((v) => Math.round(v * 1e6) / 1e6),
+    [0.2, 0.8],
+    'x > t goes to the false branch',
+  );
   const refuses = (b: Uint8Array, re: RegExp, what: string) => {
     try {
       importTrees(b, 'onnx-ml');

@@ -35,7 +35,11 @@ t.test('a tree bundle served: encrypted predictions, refusals, still serving', a
   await writeFile(join(dir, 'test.csv'), csv(d.test));
   const s3 = await startLocalS3({ directory: join(dir, 's3') });
   const env = { ...process.env, SEALED_HOME: join(dir, 'home'), SEALED_S3_ENDPOINT: s3.endpoint };
-  await run(process.execPath, [bin, 'compile-trees', '--trees', join(FIX, 'breast-cancer.xgb.json'), '--calibration', join(dir, 'train.csv'), '--model', modelDir, '--bits', '3'], { env });
+  await run(
+    process.execPath,
+    [bin, 'compile-trees', '--trees', join(FIX, 'breast-cancer.xgb.json'), '--calibration', join(dir, 'train.csv'), '--model', modelDir, '--bits', '3'],
+    { env },
+  );
   // The same compile in process: the quantized model the encrypted circuit must match.
   const m = compileTreeModel(new Uint8Array(await readFile(join(FIX, 'breast-cancer.xgb.json'))), 'xgboost-json', d.train, { bits: 3 });
   t.equal((await readTreeBundle(modelDir)).client.model_id, m.client.model_id, 'compile-trees wrote this model');
@@ -44,7 +48,16 @@ t.test('a tree bundle served: encrypted predictions, refusals, still serving', a
   await store.ensureBucket(bucket);
   // One worker (the circuit is one task); a deadline past one batch's evaluation on a loaded 2-core VM.
   // A memory budget leaving ~220 MiB for requests: a query fits, a larger object does not.
-  const server = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, allowAny: true, deadlineMs: 600_000, memoryBudget: 764 * 2 ** 20 });
+  const server = await startServer({
+    modelDir,
+    port: 0,
+    host: '127.0.0.1',
+    workers: 1,
+    s3Endpoint: s3.endpoint,
+    allowAny: true,
+    deadlineMs: 600_000,
+    memoryBudget: 764 * 2 ** 20,
+  });
   const client = await TreeClient.open(m.client);
   t.teardown(async () => {
     client.close();
@@ -53,7 +66,8 @@ t.test('a tree bundle served: encrypted predictions, refusals, still serving', a
     await s3.close();
     await rm(dir, { recursive: true, force: true });
   });
-  const post = (body: unknown) => fetch(`${server.url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const post = (body: unknown) =>
+    fetch(`${server.url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   const put = async (key: string, bytes: Uint8Array) => {
     const loc = { bucket, key };
     await store.put(loc, bytes, 'test object');
@@ -73,12 +87,26 @@ t.test('a tree bundle served: encrypted predictions, refusals, still serving', a
 
   // Another model's query: refused from its header, before anything is evaluated (both forms).
   const other = encodeWire<QueryHeader>('query', { model_id: 'f'.repeat(32), params, records: 1, layout: 'batch' }, fake(m.client.inputs));
-  await refused(await post({ encrypted_query_uri: await put('sealed/queries/other.query', other), evaluation_keys_uri: keysUri, output_uri: out }), 409, /encrypted for model f+/, 'a query for another model');
-  const asBody = await fetch(`${server.url}/invocations`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', 'x-amzn-sagemaker-custom-attributes': `keys=${keysUri}` }, body: other as Uint8Array<ArrayBuffer> });
+  await refused(
+    await post({ encrypted_query_uri: await put('sealed/queries/other.query', other), evaluation_keys_uri: keysUri, output_uri: out }),
+    409,
+    /encrypted for model f+/,
+    'a query for another model',
+  );
+  const asBody = await fetch(`${server.url}/invocations`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/octet-stream', 'x-amzn-sagemaker-custom-attributes': `keys=${keysUri}` },
+    body: other as Uint8Array<ArrayBuffer>,
+  });
   await refused(asBody, 409, /encrypted for model f+/, 'a query for another model, as the body');
   // This model's header, a ciphertext short.
   const short = encodeWire<QueryHeader>('query', { model_id: m.client.model_id, params, records: 1, layout: 'batch' }, fake(m.client.inputs - 1));
-  await refused(await post({ encrypted_query_uri: await put('sealed/queries/short.query', short), evaluation_keys_uri: keysUri, output_uri: out }), 422, /reads \d+ per batch/, 'a ciphertext short');
+  await refused(
+    await post({ encrypted_query_uri: await put('sealed/queries/short.query', short), evaluation_keys_uri: keysUri, output_uri: out }),
+    422,
+    /reads \d+ per batch/,
+    'a ciphertext short',
+  );
   // No keys named.
   const shaped = encodeWire<QueryHeader>('query', { model_id: m.client.model_id, params, records: 1, layout: 'batch' }, fake(m.client.inputs));
   const shapedUri = await put('sealed/queries/shaped.query', shaped);
@@ -86,17 +114,37 @@ t.test('a tree bundle served: encrypted predictions, refusals, still serving', a
   // Keys with a Galois section (a network's): refused by the KeyStore.
   const k = decodeWire<KeysHeader>('keys', keys, 'k');
   const galois = encodeWire<KeysHeader>('keys', { ...k.header, galois_steps: [1] }, [new Uint8Array(64), ...k.sections]);
-  await refused(await post({ encrypted_query_uri: shapedUri, evaluation_keys_uri: await put(`sealed/keys/${sha256(galois)}.keys`, galois), output_uri: out }), 422, /hold rotations/, 'keys with rotations');
+  await refused(
+    await post({ encrypted_query_uri: shapedUri, evaluation_keys_uri: await put(`sealed/keys/${sha256(galois)}.keys`, galois), output_uri: out }),
+    422,
+    /hold rotations/,
+    'keys with rotations',
+  );
   // Truncated relinearization keys: well-formed on the wire, refused by the worker's precheck.
   const truncated = encodeWire<KeysHeader>('keys', k.header, [k.sections[0].slice(0, 64), k.sections[1]]);
-  await refused(await post({ encrypted_query_uri: shapedUri, evaluation_keys_uri: await put(`sealed/keys/${sha256(truncated)}.keys`, truncated), output_uri: out }), 422, /relinearization keys/, 'truncated relinearization keys');
+  await refused(
+    await post({ encrypted_query_uri: shapedUri, evaluation_keys_uri: await put(`sealed/keys/${sha256(truncated)}.keys`, truncated), output_uri: out }),
+    422,
+    /relinearization keys/,
+    'truncated relinearization keys',
+  );
   // Keys whose object is not what its hash-name says.
-  await refused(await post({ encrypted_query_uri: shapedUri, evaluation_keys_uri: await put(`sealed/keys/${'0'.repeat(64)}.keys`, keys), output_uri: out }), 422, /not the object their name says/, 'keys under another hash');
+  await refused(
+    await post({ encrypted_query_uri: shapedUri, evaluation_keys_uri: await put(`sealed/keys/${'0'.repeat(64)}.keys`, keys), output_uri: out }),
+    422,
+    /not the object their name says/,
+    'keys under another hash',
+  );
   // Memory: the whole query is reserved before it is read; too large for the budget is a 400,
   // larger than what is free now a 503 (its bytes are never downloaded).
   const budget = server.memory.budgetInUse;
   const huge = await put('sealed/queries/huge.query', new Uint8Array(budget.capacity + 2 ** 20));
-  await refused(await post({ encrypted_query_uri: huge, evaluation_keys_uri: keysUri, output_uri: out }), 400, /more than this server's request budget/, 'a query larger than the request memory');
+  await refused(
+    await post({ encrypted_query_uri: huge, evaluation_keys_uri: keysUri, output_uri: out }),
+    400,
+    /more than this server's request budget/,
+    'a query larger than the request memory',
+  );
   const held = budget.reserve(budget.capacity - 8 * 2 ** 20, 'the test');
   const mid = await put('sealed/queries/mid.query', new Uint8Array(16 * 2 ** 20));
   const busy = await post({ encrypted_query_uri: mid, evaluation_keys_uri: keysUri, output_uri: out });
@@ -107,16 +155,39 @@ t.test('a tree bundle served: encrypted predictions, refusals, still serving', a
 
   // Still serving: the held-out records, encrypted by `sealed predict`, through S3 and the worker.
   const output = join(dir, 'predictions.jsonl');
-  const cli = await run(process.execPath, [bin, 'predict', '--model', modelDir, '--input', join(dir, 'test.csv'), '--output', output, '--format', 'json', '--endpoint', server.url, '--bucket', bucket, '--json'], { env, maxBuffer: 1 << 20 });
+  const cli = await run(
+    process.execPath,
+    [
+      bin,
+      'predict',
+      '--model',
+      modelDir,
+      '--input',
+      join(dir, 'test.csv'),
+      '--output',
+      output,
+      '--format',
+      'json',
+      '--endpoint',
+      server.url,
+      '--bucket',
+      bucket,
+      '--json',
+    ],
+    { env, maxBuffer: 1 << 20 },
+  );
   const summary = JSON.parse(cli.stdout.trim().split('\n').at(-1)!) as { model: string; records: number; query_bytes: number; keys_uploaded: boolean };
-  const got = (await readFile(output, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { record: number; label: number | string });
+  const got = (await readFile(output, 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { record: number; label: number | string });
   t.equal(got.length, d.test.length, 'a prediction per record');
   let same = 0;
   d.test.forEach((x, i) => {
     const want = predictionOf(m.ensemble, quantizedScores(m.quantized, binsOf(m.client.bins, x)));
     if (String(got[i].label) === String(m.client.labels?.[want] ?? want)) same++;
   });
-  t.equal(same, d.test.length, 'every held-out record gets the quantized plaintext model\'s class');
+  t.equal(same, d.test.length, "every held-out record gets the quantized plaintext model's class");
   t.equal(summary.model, 'trees', 'predicted as a tree model');
   t.equal(summary.keys_uploaded, true, 'the client uploaded its keys, under their hash');
   t.ok(summary.query_bytes > 64 * 1024 * 1024, `the query is large (${(summary.query_bytes / 2 ** 20).toFixed(0)} MiB) and was admitted`);

@@ -24,7 +24,12 @@ import { join } from 'node:path';
 
 const dir = fileURLToPath(new URL('./vectors/', import.meta.url));
 const file = async (name: string) => new Uint8Array(await readFile(join(dir, name)));
-const expected = JSON.parse(await readFile(join(dir, 'expected.json'), 'utf8')) as { model_id: string; scores: number[][]; labels: string[]; tolerance: number };
+const expected = JSON.parse(await readFile(join(dir, 'expected.json'), 'utf8')) as {
+  model_id: string;
+  scores: number[][];
+  labels: string[];
+  tolerance: number;
+};
 const { modelId, client } = await readClientPart(join(dir, 'model'));
 const session = await ClientSession.open(modelId, client);
 session.useSecretKey(await file('secret.key'));
@@ -37,7 +42,10 @@ t.test('the stored result decrypts to the expected scores', async (t) => {
   t.equal(modelId, expected.model_id);
   const got = session.decryptScores(await file('result.bin'));
   t.ok(close(got) < expected.tolerance, `within ${expected.tolerance}`);
-  t.same(session.decrypt(await file('result.bin')).map((p) => p.label), expected.labels);
+  t.same(
+    session.decrypt(await file('result.bin')).map((p) => p.label),
+    expected.labels,
+  );
 });
 
 t.test("the stored result's header names the SHA-256 of the stored query (docs/wire-format.md)", async (t) => {
@@ -46,7 +54,11 @@ t.test("the stored result's header names the SHA-256 of the stored query (docs/w
   t.same(h, { model_id: expected.model_id, params: paramsKey(client.params), records: 3, query_sha256: querySha256 });
   t.ok(close(session.decryptScores(await file('result.bin'), { querySha256 })) < expected.tolerance, 'accepted as the answer to query.bin');
   const stored = await file('result.bin');
-  t.throws(() => session.decryptScores(stored, { querySha256: '0'.repeat(64) }), { code: 'bad-data', message: /answers another query/ }, 'refused as the answer to another query');
+  t.throws(
+    () => session.decryptScores(stored, { querySha256: '0'.repeat(64) }),
+    { code: 'bad-data', message: /answers another query/ },
+    'refused as the answer to another query',
+  );
 });
 
 t.test('the server evaluates the stored query with the stored keys to the expected scores', async (t) => {
@@ -71,7 +83,11 @@ t.test('the server evaluates the stored query with the stored keys to the expect
   t.equal(((await res.json()) as { query_sha256: string }).query_sha256, sha256(query), 'the answer names the query');
   const { bytes } = await stack.store.get({ bucket: B, key: 'r' }, 2 ** 24, 'result');
   t.ok(close(session.decryptScores(bytes, { querySha256: sha256(query) })) < expected.tolerance, 'same scores as recorded');
-  t.same(decodeWire<ResultHeader>('result', bytes, 'result').header, decodeWire<ResultHeader>('result', await file('result.bin'), 'result.bin').header, 'the same header as result.bin');
+  t.same(
+    decodeWire<ResultHeader>('result', bytes, 'result').header,
+    decodeWire<ResultHeader>('result', await file('result.bin'), 'result.bin').header,
+    'the same header as result.bin',
+  );
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -104,7 +120,9 @@ const worst = (got: number[][], want: number[][]) => Math.max(...got.flatMap((r,
 /** The SRK1 bytes as docs/wire-format.md lays them out: read here without the code that writes them. */
 function readSrk1(bytes: Uint8Array) {
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const size = v.getUint32(4, true), k = v.getUint32(8, true), degree = v.getUint32(12, true);
+  const size = v.getUint32(4, true),
+    k = v.getUint32(8, true),
+    degree = v.getUint32(12, true);
   const primes = Array.from({ length: k }, (_, i) => v.getUint32(16 + 4 * i, true));
   const at = (poly: number, p: number, c: number) => v.getUint32(16 + 4 * k + 4 * ((poly * k + p) * degree + c), true);
   return { magic: new TextDecoder().decode(bytes.subarray(0, 4)), size, primes, degree, at, length: bytes.length };
@@ -141,15 +159,33 @@ async function batchSecret(): Promise<{ primes: number[]; sHat: Uint32Array }> {
 t.test('batch: the stored result decrypts to the expected outputs with the stored key', async (t) => {
   t.equal(bpart.modelId, bexp.model_id);
   const result = await bfile('result.bin');
-  const querySha256 = createHash('sha256').update(await bfile('query.bin')).digest('hex');
+  const querySha256 = createHash('sha256')
+    .update(await bfile('query.bin'))
+    .digest('hex');
   t.equal(querySha256, bexp.query_sha256);
-  t.same(decodeWire<ResultHeader>('result', result, 'result.bin').header, { model_id: bexp.model_id, params: paramsKey(b.params), records: bexp.records.length, layout: 'batch', query_sha256: querySha256 });
+  t.same(decodeWire<ResultHeader>('result', result, 'result.bin').header, {
+    model_id: bexp.model_id,
+    params: paramsKey(b.params),
+    records: bexp.records.length,
+    layout: 'batch',
+    query_sha256: querySha256,
+  });
   const got = bsession.decryptScores(result, { querySha256 });
   t.ok(worst(got, bexp.scores) < bexp.decrypt_tolerance, `decrypts to the stored scores (within ${bexp.decrypt_tolerance})`);
   t.ok(worst(got, bexp.plaintext_scores) < bexp.tolerance, `the model in plaintext, within the flood's tolerance ${bexp.tolerance.toExponential(2)}`);
   const predictions = bsession.decrypt(result, { querySha256 });
-  t.same(predictions.map((p) => p.label), bexp.labels, 'labels');
-  t.ok(worst(predictions.map((p) => p.probabilities!), bexp.probabilities) < 1e-6, 'softmax probabilities');
+  t.same(
+    predictions.map((p) => p.label),
+    bexp.labels,
+    'labels',
+  );
+  t.ok(
+    worst(
+      predictions.map((p) => p.probabilities!),
+      bexp.probabilities,
+    ) < 1e-6,
+    'softmax probabilities',
+  );
   t.equal(decodeWire<ResultHeader>('result', result, 'result.bin').sections.length, b.outputs, 'one batch: one ciphertext per output');
 });
 
@@ -160,7 +196,13 @@ t.test('batch: pre-processing (deskew, standardise) gives the stored slot values
   t.same(got[2], new Array<number>(9).fill(0), 'an empty image is left as it is');
   const d = JSON.parse(await readFile(join(bdir, 'deskew.json'), 'utf8')) as { side: number; images: number[][]; deskewed: number[][] };
   t.equal(d.side, 28);
-  t.ok(worst(d.images.map((img) => deskew(img, 28)), d.deskewed) < 1e-9, 'MNIST test images 0 and 1');
+  t.ok(
+    worst(
+      d.images.map((img) => deskew(img, 28)),
+      d.deskewed,
+    ) < 1e-9,
+    'MNIST test images 0 and 1',
+  );
 });
 
 t.test('batch: the stored query is framed as docs/wire-format.md says', async (t) => {
@@ -170,7 +212,10 @@ t.test('batch: the stored query is framed as docs/wire-format.md says', async (t
   t.equal(q.sections.length, 1 + Math.ceil(bexp.records.length / b.records_per_batch) * features, 'the key, then batches x features ciphertexts');
   const k = b.params.coeffModulusBits.length - 1;
   const key = readSrk1(q.sections[0]);
-  t.same({ magic: key.magic, size: key.size, primes: key.primes, degree: key.degree }, { magic: 'SRK1', size: b.result_size, primes: bexp.ntt.primes, degree: N });
+  t.same(
+    { magic: key.magic, size: key.size, primes: key.primes, degree: key.degree },
+    { magic: 'SRK1', size: b.result_size, primes: bexp.ntt.primes, degree: N },
+  );
   t.equal(key.length, 16 + 4 * k + 4 * b.result_size * k * N);
   for (const section of q.sections.slice(1)) {
     const v = new DataView(section.buffer, section.byteOffset, section.byteLength);
@@ -178,7 +223,7 @@ t.test('batch: the stored query is framed as docs/wire-format.md says', async (t
     t.equal(section[3], 0);
     t.equal(v.getUint32(4, true), 113, 'prefix length');
     t.equal(v.getUint32(8, true), k * N, 'residue count: seeded, c0 only');
-    t.equal(section.length, 12 + 113 + (k * N / 4) * 13 + 81, 'prefix, residues, seed record');
+    t.equal(section.length, 12 + 113 + ((k * N) / 4) * 13 + 81, 'prefix, residues, seed record');
   }
   // The first section unpacked by the spec's bit order, against the code's unpacking.
   const p = q.sections[1];
@@ -227,7 +272,10 @@ t.test("batch: SEAL's NTT and key layout, and the SRK1 relation, as the spec sta
     const s = Float64Array.from(sHat.subarray(p * N, (p + 1) * N));
     ntt.inverse(s);
     const coeffs = Array.from(s, (x) => centered(x, q));
-    t.ok(coeffs.every((x) => x >= -1 && x <= 1), `prime ${q}: the secret key is ternary`);
+    t.ok(
+      coeffs.every((x) => x >= -1 && x <= 1),
+      `prime ${q}: the secret key is ternary`,
+    );
     t.same(coeffs.slice(0, 16), bexp.ntt.secret_key_coefficients, `prime ${q}: its first coefficients`);
   });
   // SRK1: a_0 + a_1 s (+ a_2 s^2) = e, small, one integer polynomial modulo every prime.
@@ -237,7 +285,8 @@ t.test("batch: SEAL's NTT and key layout, and the SRK1 relation, as the spec sta
     const e = new Float64Array(N);
     for (let c = 0; c < N; c++) {
       const sc = sHat[p * N + c];
-      let acc = key.at(0, p, c), pw = 1;
+      let acc = key.at(0, p, c),
+        pw = 1;
       for (let j = 1; j < key.size; j++) {
         pw = mulmod(pw, sc, q);
         acc = (acc + mulmod(key.at(j, p, c), pw, q)) % q;
@@ -246,7 +295,10 @@ t.test("batch: SEAL's NTT and key layout, and the SRK1 relation, as the spec sta
     }
     new NegacyclicNtt(q, N).inverse(e);
     const coeffs = Array.from(e, (x) => centered(x, q));
-    t.ok(coeffs.every((x) => Math.abs(x) <= 21), `prime ${q}: the key's noise is small`);
+    t.ok(
+      coeffs.every((x) => Math.abs(x) <= 21),
+      `prime ${q}: the key's noise is small`,
+    );
     if (!e0) {
       e0 = coeffs;
       t.same(coeffs.slice(0, 16), bexp.ntt.rerand_key_noise, 'its first coefficients');
@@ -291,7 +343,7 @@ async function srk1FromSeal(): Promise<Uint8Array> {
   }
 }
 
-t.test('batch: the server evaluates the stored query to the expected outputs (and one keyed by SEAL\'s own zero encryption)', async (t) => {
+t.test("batch: the server evaluates the stored query to the expected outputs (and one keyed by SEAL's own zero encryption)", async (t) => {
   t.equal(b.result_size, 2, 'the recipe below is for results of two polynomials');
   const work = await mkdtemp(join(tmpdir(), 'sealed-vectors-'));
   const stack = await startStack(join(bdir, 'model'), work, 1);
@@ -303,7 +355,10 @@ t.test('batch: the server evaluates the stored query to the expected outputs (an
   const stored = await bfile('query.bin');
   const q = decodeWire<QueryHeader>('query', stored, 'query.bin');
   const rekeyed = encodeWire<QueryHeader>('query', q.header, [await srk1FromSeal(), ...q.sections.slice(1)]);
-  for (const [name, query] of [['the stored query', stored], ['the stored ciphertexts with a key made by SEAL', rekeyed]] as const) {
+  for (const [name, query] of [
+    ['the stored query', stored],
+    ['the stored ciphertexts with a key made by SEAL', rekeyed],
+  ] as const) {
     const key = `q-${sha256(query)}`;
     await stack.store.put({ bucket: B, key }, query, 'query');
     const res = await fetch(`${stack.server.url}/invocations`, {
@@ -316,8 +371,20 @@ t.test('batch: the server evaluates the stored query to the expected outputs (an
     t.same({ layout: body.layout, query_sha256: body.query_sha256 }, { layout: 'batch', query_sha256: sha256(query) });
     const { bytes } = await stack.store.get({ bucket: B, key: `r-${key}` }, 2 ** 24, 'result');
     const got = bsession.decryptScores(bytes, { querySha256: sha256(query) });
-    t.ok(worst(got, bexp.scores) < bexp.tolerance, `${name}: within ${bexp.tolerance.toExponential(2)} of the stored scores (${worst(got, bexp.scores).toExponential(2)})`);
-    t.same(bsession.decrypt(bytes, { querySha256: sha256(query) }).map((p) => p.label), bexp.labels, `${name}: the same labels`);
-    if (query === stored) t.same(decodeWire<ResultHeader>('result', bytes, 'result').header, decodeWire<ResultHeader>('result', await bfile('result.bin'), 'result.bin').header, 'the same header as result.bin');
+    t.ok(
+      worst(got, bexp.scores) < bexp.tolerance,
+      `${name}: within ${bexp.tolerance.toExponential(2)} of the stored scores (${worst(got, bexp.scores).toExponential(2)})`,
+    );
+    t.same(
+      bsession.decrypt(bytes, { querySha256: sha256(query) }).map((p) => p.label),
+      bexp.labels,
+      `${name}: the same labels`,
+    );
+    if (query === stored)
+      t.same(
+        decodeWire<ResultHeader>('result', bytes, 'result').header,
+        decodeWire<ResultHeader>('result', await bfile('result.bin'), 'result.bin').header,
+        'the same header as result.bin',
+      );
   }
 });

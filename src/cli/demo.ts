@@ -22,7 +22,7 @@ export async function splitCsv(file: string, dir: string, testFraction = 0.2, se
   const lines = (await readFile(file, 'utf8')).trim().split('\n');
   const [header, ...rows] = lines;
   let s = seed;
-  const rand = () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const rand = () => (s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
   for (let i = rows.length - 1; i > 0; i--) {
     const j = Math.floor(rand() * (i + 1));
     [rows[i], rows[j]] = [rows[j], rows[i]];

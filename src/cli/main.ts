@@ -33,8 +33,15 @@ export async function main(argv: string[]): Promise<void> {
   program
     .command('train')
     .description('model owner: train on plaintext data and write a model bundle (SageMaker training contract)')
-    .option('--train <dir>', 'training data (channel "train"): CSV files (numeric features; a header row names the columns; the target may be numbers or class names) or an MNIST-style IDX pair (…images-idx3-ubyte[.gz] and …labels-idx1-ubyte[.gz])', '/opt/ml/input/data/train')
-    .option('--test <dir>', 'test data (channel "test"), the same kind as --train; CSV columns are matched by name; default: a "test" directory beside --train, if present')
+    .option(
+      '--train <dir>',
+      'training data (channel "train"): CSV files (numeric features; a header row names the columns; the target may be numbers or class names) or an MNIST-style IDX pair (…images-idx3-ubyte[.gz] and …labels-idx1-ubyte[.gz])',
+      '/opt/ml/input/data/train',
+    )
+    .option(
+      '--test <dir>',
+      'test data (channel "test"), the same kind as --train; CSV columns are matched by name; default: a "test" directory beside --train, if present',
+    )
     .option('--hyperparameters <file>', 'SageMaker hyperparameters.json', '/opt/ml/input/config/hyperparameters.json')
     .option('--set <key=value...>', 'hyperparameters on the command line (override the file)')
     .option('--model <dir>', 'where to write the bundle', '/opt/ml/model')
@@ -43,14 +50,29 @@ export async function main(argv: string[]): Promise<void> {
 
   program
     .command('compile')
-    .description('model owner: compile an ONNX model (PyTorch, Keras via tf2onnx, scikit-learn via skl2onnx) into the bundle `sealed train` writes, with a compile report (docs/bring-your-own-model.md)')
+    .description(
+      'model owner: compile an ONNX model (PyTorch, Keras via tf2onnx, scikit-learn via skl2onnx) into the bundle `sealed train` writes, with a compile report (docs/bring-your-own-model.md)',
+    )
     .requiredOption('--onnx <file>', 'the model: an .onnx file (opset 13 or later, weights inside the file)')
-    .requiredOption('--calibration <data>', 'records the model sees in use (CSV, .npy, IDX images with their labels file beside them): activations are fitted on them and the report measures accuracy on them')
+    .requiredOption(
+      '--calibration <data>',
+      'records the model sees in use (CSV, .npy, IDX images with their labels file beside them): activations are fitted on them and the report measures accuracy on them',
+    )
     .requiredOption('--model <dir>', 'where to write the bundle')
     .option('--target <column>', 'CSV: the label column (default: a column named label, target, y, class or diagnosis)')
-    .addOption(new Option('--input-scale <k>', 'the client divides every feature by k before encryption (e.g. 255 when the model takes pixels in [0, 1] and the records hold 0..255)').argParser(Number))
+    .addOption(
+      new Option(
+        '--input-scale <k>',
+        'the client divides every feature by k before encryption (e.g. 255 when the model takes pixels in [0, 1] and the records hold 0..255)',
+      ).argParser(Number),
+    )
     .addOption(new Option('--limit <n>', 'calibration records used (default 1000)').argParser(Number))
-    .addOption(new Option('--verify <n>', 'also encrypt n calibration records end to end (client encryption, server engine and flood, client decryption) and report their accuracy').argParser(Number))
+    .addOption(
+      new Option(
+        '--verify <n>',
+        'also encrypt n calibration records end to end (client encryption, server engine and flood, client decryption) and report their accuracy',
+      ).argParser(Number),
+    )
     .option('--report <file>', 'also write the compile report (JSON) here; it is always stored in the bundle as server/compile-report.json')
     .option('--json', 'print the report as one JSON line (progress goes to stderr)')
     .action(compileCommand);
@@ -59,10 +81,18 @@ export async function main(argv: string[]): Promise<void> {
     .command('compile-trees')
     .description('model owner: compile a trained tree ensemble (XGBoost JSON or ONNX-ML) into a servable bundle (docs/trees.md)')
     .requiredOption('--trees <file>', 'the trained model: XGBoost model.json (Booster.save_model) or model.onnx (TreeEnsembleClassifier/Regressor)')
-    .requiredOption('--calibration <csv>', 'typical input records (e.g. the training data), a header naming the features: the quantization bins are their quantiles')
+    .requiredOption(
+      '--calibration <csv>',
+      'typical input records (e.g. the training data), a header naming the features: the quantization bins are their quantiles',
+    )
     .requiredOption('--model <dir>', 'where to write the bundle')
     .option('--target <column>', 'a column of the calibration CSV to leave out (the label)')
-    .addOption(new Option('--bits <n>', 'quantization bits (default: the smallest from 3 to 8 that agrees with the model on 99.5% of the calibration records)').argParser(Number))
+    .addOption(
+      new Option(
+        '--bits <n>',
+        'quantization bits (default: the smallest from 3 to 8 that agrees with the model on 99.5% of the calibration records)',
+      ).argParser(Number),
+    )
     .action(compileTreesCommand);
 
   program
@@ -73,38 +103,77 @@ export async function main(argv: string[]): Promise<void> {
     .option('--host <addr>', 'address to bind', '0.0.0.0')
     .addOption(new Option('--workers <n>', 'evaluation worker threads (default: CPUs)').argParser(Number))
     .option('--s3-endpoint <url>', 'S3-compatible endpoint (default: AWS if configured, else the embedded local S3)')
-    .addOption(new Option('--max-in-flight <n>', 'requests admitted at once; more get 503 + Retry-After (default: 4 x workers; env SEALED_MAX_IN_FLIGHT)').argParser(Number))
-    .addOption(new Option('--max-batch-in-flight <n>', 'batch-mode requests evaluated at once (each holds two batches in memory); more get 503 (default: 2; env SEALED_MAX_BATCH_IN_FLIGHT)').argParser(Number))
-    .addOption(new Option('--deadline-ms <n>', 'per-request deadline (default 55000, under SageMaker real-time 60 s; env SEALED_DEADLINE_MS; raise it for large batch jobs on async endpoints)').argParser(Number))
-    .option('--allow-read <uris>', 'comma-separated s3://bucket/prefix/ the server may read: queries and keys (env SEALED_ALLOW_READ); whole path segments. Required, with --allow-write, unless --tenant-prefix or --allow-any')
+    .addOption(
+      new Option('--max-in-flight <n>', 'requests admitted at once; more get 503 + Retry-After (default: 4 x workers; env SEALED_MAX_IN_FLIGHT)').argParser(
+        Number,
+      ),
+    )
+    .addOption(
+      new Option(
+        '--max-batch-in-flight <n>',
+        'batch-mode requests evaluated at once (each holds two batches in memory); more get 503 (default: 2; env SEALED_MAX_BATCH_IN_FLIGHT)',
+      ).argParser(Number),
+    )
+    .addOption(
+      new Option(
+        '--deadline-ms <n>',
+        'per-request deadline (default 55000, under SageMaker real-time 60 s; env SEALED_DEADLINE_MS; raise it for large batch jobs on async endpoints)',
+      ).argParser(Number),
+    )
+    .option(
+      '--allow-read <uris>',
+      'comma-separated s3://bucket/prefix/ the server may read: queries and keys (env SEALED_ALLOW_READ); whole path segments. Required, with --allow-write, unless --tenant-prefix or --allow-any',
+    )
     .option('--allow-write <uris>', 'comma-separated s3://bucket/prefix/ the server may write: results (env SEALED_ALLOW_WRITE)')
-    .option('--tenant-prefix <uri>', 's3://bucket/prefix/ whose next segment names a tenant: query, keys and output of a request must share one tenant (env SEALED_TENANT_ROOT); alone, also the allow-lists')
+    .option(
+      '--tenant-prefix <uri>',
+      's3://bucket/prefix/ whose next segment names a tenant: query, keys and output of a request must share one tenant (env SEALED_TENANT_ROOT); alone, also the allow-lists',
+    )
     .option('--allow-any', 'let callers name any S3 location (env SEALED_ALLOW_ANY=1): one trusted user only (tests, demo, local stack)')
     .addOption(
       new Option(
         '--memory-budget-mb <n>',
-        'memory the server may use in all (env SEALED_MEMORY_BUDGET_MB; default: the container\'s memory (cgroup limit, else total) less max(25%, 1 GiB), i.e. 6 GiB of an 8 GiB instance). ' +
+        "memory the server may use in all (env SEALED_MEMORY_BUDGET_MB; default: the container's memory (cgroup limit, else total) less max(25%, 1 GiB), i.e. 6 GiB of an 8 GiB instance). " +
           'Split: 256 MiB main thread; per worker 192 MiB + a key cache of budget/24 (at most 256 MiB); key cache budget/12 (at most 512 MiB); the rest for requests, each admitted by the bytes it will hold (503 + Retry-After when they are in use). The split is logged at start-up',
       ).argParser(Number),
     )
-    .option('--max-payload-mb <n>', 'largest encrypted query taken as a request body (Content-Type: application/octet-stream), in MB (env SEALED_MAX_PAYLOAD_MB; default 6, SageMaker real-time; Batch Transform sends up to 100); refused at start when 4x this does not fit the request memory', Number)
+    .option(
+      '--max-payload-mb <n>',
+      'largest encrypted query taken as a request body (Content-Type: application/octet-stream), in MB (env SEALED_MAX_PAYLOAD_MB; default 6, SageMaker real-time; Batch Transform sends up to 100); refused at start when 4x this does not fit the request memory',
+      Number,
+    )
     .action(serveCommand);
 
   program
     .command('keygen')
-    .description('client: make a key set for a model (the secret key stays on this machine, mode 0600; encrypted with a passphrase when one is given or --encrypt)')
+    .description(
+      'client: make a key set for a model (the secret key stays on this machine, mode 0600; encrypted with a passphrase when one is given or --encrypt)',
+    )
     .requiredOption('--model <source>', 'model: bundle or client part directory, or model.tar.gz (local or s3://)')
     .option('--keys <dir>', 'where to store the keys (default: ~/.sealed/keys/<model id>)')
     .option('--force', 'replace an existing key set')
     .option('--encrypt', 'encrypt the secret key with a passphrase (scrypt + AES-256-GCM); asked twice on the terminal unless given as below')
-    .addOption(new Option('--passphrase-fd <n>', 'read the passphrase from this open file descriptor (to end or first newline), e.g. 3 with `3<file`; implies encryption').argParser(Number).conflicts('passphraseFile'))
+    .addOption(
+      new Option(
+        '--passphrase-fd <n>',
+        'read the passphrase from this open file descriptor (to end or first newline), e.g. 3 with `3<file`; implies encryption',
+      )
+        .argParser(Number)
+        .conflicts('passphraseFile'),
+    )
     .option('--passphrase-file <path>', 'read the passphrase from this file (first line); implies encryption')
-    .addHelpText('after', '\nPassphrase: --passphrase-fd or --passphrase-file, else SEALED_PASSPHRASE (visible to processes of the same user; prefer the others), else with --encrypt asked on the terminal without echo. Without any, the secret key is stored in the clear: protect it with full-disk encryption. `sealed predict` takes the same options and asks on a terminal when the key is encrypted.')
+    .addHelpText(
+      'after',
+      '\nPassphrase: --passphrase-fd or --passphrase-file, else SEALED_PASSPHRASE (visible to processes of the same user; prefer the others), else with --encrypt asked on the terminal without echo. Without any, the secret key is stored in the clear: protect it with full-disk encryption. `sealed predict` takes the same options and asks on a terminal when the key is encrypted.',
+    )
     .action(keygenCommand);
 
   const keys = program.command('keys').description('client: manage local key sets (~/.sealed/keys, or $SEALED_HOME/keys)');
   keys.command('list').description('list key sets').option('--json', 'as JSON').action(keysListCommand);
-  keys.command('delete <model-id>').description('delete the key set of a model (unlinks its files; not a secure erase, see the README)').action(keysDeleteCommand);
+  keys
+    .command('delete <model-id>')
+    .description('delete the key set of a model (unlinks its files; not a secure erase, see the README)')
+    .action(keysDeleteCommand);
 
   program
     .command('predict')
@@ -119,14 +188,35 @@ export async function main(argv: string[]): Promise<void> {
     .option('--sagemaker-url <url>', 'SageMaker Runtime URL override, e.g. the local emulator (env SEALED_SAGEMAKER_URL)')
     .addOption(new Option('--async-timeout <seconds>', 'give up on an async invocation after this long').default(900).argParser(Number))
     .option('--keys <dir>', 'key set directory (made if missing)')
-    .addOption(new Option('--passphrase-fd <n>', 'passphrase of an encrypted secret key from this open file descriptor (to end or first newline); default: SEALED_PASSPHRASE, else asked on a terminal').argParser(Number).conflicts('passphraseFile'))
+    .addOption(
+      new Option(
+        '--passphrase-fd <n>',
+        'passphrase of an encrypted secret key from this open file descriptor (to end or first newline); default: SEALED_PASSPHRASE, else asked on a terminal',
+      )
+        .argParser(Number)
+        .conflicts('passphraseFile'),
+    )
     .option('--passphrase-file <path>', 'passphrase of an encrypted secret key from this file (first line)')
     .option('--bucket <name>', 'S3 bucket for queries, keys and results (default: the local bucket)')
     .option('--prefix <p>', 'S3 key prefix', 'sealed/')
     .option('--s3-endpoint <url>', 'S3-compatible endpoint (default: AWS if configured, else the embedded local S3)')
-    .addOption(new Option('--layout <layout>', 'single: records packed per ciphertext (evaluation keys); batch: record per slot, feature per ciphertext (no keys); auto: the cheaper for this many records (the model\'s measured crossover)').choices(['auto', 'single', 'batch']).default('auto'))
-    .addOption(new Option('--transport <how>', 'body: the query as the request body, the result as the answer (up to --body-limit; keys still in S3); s3: query and result as S3 objects (any size, async endpoints); auto: body when it fits, else s3').choices(['auto', 'body', 's3']).default('auto'))
-    .addOption(new Option('--body-limit <bytes>', 'largest query sent as a request body (default 6291456: SageMaker real-time\'s 6 MB)').argParser(Number))
+    .addOption(
+      new Option(
+        '--layout <layout>',
+        "single: records packed per ciphertext (evaluation keys); batch: record per slot, feature per ciphertext (no keys); auto: the cheaper for this many records (the model's measured crossover)",
+      )
+        .choices(['auto', 'single', 'batch'])
+        .default('auto'),
+    )
+    .addOption(
+      new Option(
+        '--transport <how>',
+        'body: the query as the request body, the result as the answer (up to --body-limit; keys still in S3); s3: query and result as S3 objects (any size, async endpoints); auto: body when it fits, else s3',
+      )
+        .choices(['auto', 'body', 's3'])
+        .default('auto'),
+    )
+    .addOption(new Option('--body-limit <bytes>', "largest query sent as a request body (default 6291456: SageMaker real-time's 6 MB)").argParser(Number))
     .option('--json', 'print a JSON summary (for machines) instead of text')
     .action(predictCommand);
 
@@ -142,10 +232,20 @@ export async function main(argv: string[]): Promise<void> {
   program
     .command('s3')
     .description('run the embedded local S3-compatible server in the foreground (path-style; any access key id and secret work)')
-    .addOption(new Option('--port <n>', 'port (serve, predict and the SDK look for it on 4568 only; on another port give them --s3-endpoint http://127.0.0.1:PORT or SEALED_S3_ENDPOINT)').default(4568).argParser(Number))
+    .addOption(
+      new Option(
+        '--port <n>',
+        'port (serve, predict and the SDK look for it on 4568 only; on another port give them --s3-endpoint http://127.0.0.1:PORT or SEALED_S3_ENDPOINT)',
+      )
+        .default(4568)
+        .argParser(Number),
+    )
     .option('--dir <dir>', 'where objects are stored (default: ~/.sealed/s3)')
     // The bucket is LOCAL_BUCKET of src/storage/resolve.ts, spelled out: importing it here would load s3rver for every command.
-    .addHelpText('after', '\nDefault bucket: sealed-local, the one `sealed predict` and the SDK use without --bucket\n(they create it on first use). Credentials: any access key id and secret, e.g.\nAWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local.')
+    .addHelpText(
+      'after',
+      '\nDefault bucket: sealed-local, the one `sealed predict` and the SDK use without --bucket\n(they create it on first use). Credentials: any access key id and secret, e.g.\nAWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local.',
+    )
     .action(async (o: { port: number; dir?: string }) => {
       await s3Command(o);
       const { LOCAL_BUCKET } = await import('../storage/resolve.ts');

@@ -27,9 +27,16 @@ export interface TreePredictOpts {
 }
 
 export async function predictTreesCommand(part: TreeClientPart, o: TreePredictOpts): Promise<void> {
-  if (o.transport === 'body') throw new SealedError('bad-request', 'tree-ensemble queries go through S3 (a batch of them is hundreds of MB, over any request body limit)', 'use --transport s3 or auto');
+  if (o.transport === 'body')
+    throw new SealedError(
+      'bad-request',
+      'tree-ensemble queries go through S3 (a batch of them is hundreds of MB, over any request body limit)',
+      'use --transport s3 or auto',
+    );
   const { rows, labels } = await readRecords(o.input, part);
-  const sagemaker = o.sagemakerEndpoint ? { endpointName: o.sagemakerEndpoint, url: o.sagemakerUrl, async: o.async, timeoutMs: o.asyncTimeout * 1000 } : undefined;
+  const sagemaker = o.sagemakerEndpoint
+    ? { endpointName: o.sagemakerEndpoint, url: o.sagemakerUrl, async: o.async, timeoutMs: o.asyncTimeout * 1000 }
+    : undefined;
   const client = await TreeClient.open(part);
   try {
     const open = await openRoute({ endpoint: o.endpoint, sagemaker, s3Endpoint: o.s3Endpoint, bucket: o.bucket, prefix: o.prefix });
@@ -41,11 +48,30 @@ export async function predictTreesCommand(part: TreeClientPart, o: TreePredictOp
       const text = formatPredictions(predictions, o.format);
       if (o.output) await writeFile(o.output, text);
       else if (!o.json) process.stdout.write(text);
-      const correct = labels && part.task !== 'regression' ? predictions.filter((p, i) => String(p.label) === String(typeof labels[i] === 'number' ? (part.labels?.[labels[i]] ?? labels[i]) : labels[i])).length : undefined;
+      const correct =
+        labels && part.task !== 'regression'
+          ? predictions.filter((p, i) => String(p.label) === String(typeof labels[i] === 'number' ? (part.labels?.[labels[i]] ?? labels[i]) : labels[i])).length
+          : undefined;
       const ms_total = Math.round(performance.now() - t0);
-      const summary = { model_id: part.model_id, model: 'trees', layout: 'batch', transport: 's3', records: rows.length, requests: 1, query_bytes: r.stats.query_bytes, result_bytes: r.stats.result_bytes, keys_bytes: r.stats.keys_bytes, keys_uploaded: r.stats.keys_uploaded, ms_total, accuracy: correct === undefined ? undefined : correct / rows.length };
+      const summary = {
+        model_id: part.model_id,
+        model: 'trees',
+        layout: 'batch',
+        transport: 's3',
+        records: rows.length,
+        requests: 1,
+        query_bytes: r.stats.query_bytes,
+        result_bytes: r.stats.result_bytes,
+        keys_bytes: r.stats.keys_bytes,
+        keys_uploaded: r.stats.keys_uploaded,
+        ms_total,
+        accuracy: correct === undefined ? undefined : correct / rows.length,
+      };
       if (o.json) console.log(JSON.stringify(summary));
-      else console.error(`${rows.length} records predicted encrypted by a tree ensemble in ${(ms_total / 1000).toFixed(2)} s (through S3, query ${r.stats.query_bytes} bytes, keys ${r.stats.keys_bytes} bytes${r.stats.keys_uploaded ? ' uploaded' : ' already uploaded'})${o.output ? ` -> ${o.output}` : ''}`);
+      else
+        console.error(
+          `${rows.length} records predicted encrypted by a tree ensemble in ${(ms_total / 1000).toFixed(2)} s (through S3, query ${r.stats.query_bytes} bytes, keys ${r.stats.keys_bytes} bytes${r.stats.keys_uploaded ? ' uploaded' : ' already uploaded'})${o.output ? ` -> ${o.output}` : ''}`,
+        );
     } finally {
       await open.close();
     }

@@ -52,7 +52,11 @@ async function readAny(file: string, part: RecordShape): Promise<Records> {
     return { rows: t.rows };
   }
   const missing = part.features.filter((f) => !t.columns.includes(f));
-  throw new SealedError('bad-data', `${file} lacks the model's feature columns ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}`, `the header must name the ${part.features.length} features the model was trained on`);
+  throw new SealedError(
+    'bad-data',
+    `${file} lacks the model's feature columns ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}`,
+    `the header must name the ${part.features.length} features the model was trained on`,
+  );
 }
 
 export function formatPredictions(p: Prediction[], format: 'csv' | 'json'): string {
@@ -69,12 +73,19 @@ async function readIdxRecords(file: string, part: RecordShape): Promise<Records>
   if (idx.dims.length === 1) {
     // The labels file of an MNIST pair holds no images: name the file to give instead.
     const images = file.replace('labels-idx1', 'images-idx3').replace('labels.idx1', 'images.idx3');
-    const hint = images !== file && existsSync(images) ? `give the images file ${images} with --input; the labels next to it are read for the accuracy` : 'give the images file (…images-idx3-ubyte[.gz]) with --input; a labels file next to it is read for the accuracy';
+    const hint =
+      images !== file && existsSync(images)
+        ? `give the images file ${images} with --input; the labels next to it are read for the accuracy`
+        : 'give the images file (…images-idx3-ubyte[.gz]) with --input; a labels file next to it is read for the accuracy';
     throw new SealedError('bad-data', `${file} is an IDX labels file (${idx.dims[0]} labels, no images)`, hint);
   }
   const rows = imageRows(idx);
   if (rows[0]?.length !== part.features.length) {
-    throw new SealedError('bad-data', `${file} holds images of ${rows[0]?.length ?? 0} pixels, the model takes ${part.features.length}`, 'give images of the size the model was trained on');
+    throw new SealedError(
+      'bad-data',
+      `${file} holds images of ${rows[0]?.length ?? 0} pixels, the model takes ${part.features.length}`,
+      'give images of the size the model was trained on',
+    );
   }
   const labelsFile = file.replace('images-idx3', 'labels-idx1').replace('images.idx3', 'labels.idx1');
   const labels = labelsFile !== file && existsSync(labelsFile) ? Array.from(parseIdx(new Uint8Array(await readFile(labelsFile)), labelsFile).data) : undefined;
@@ -96,7 +107,11 @@ export function parseJsonLines(text: string, file: string, part: RecordShape): n
       }
       const row = Array.isArray(v) ? v : part.features.map((f) => (v as Record<string, unknown>)?.[f]);
       if (row.length !== part.features.length || row.some((x) => typeof x !== 'number' || !Number.isFinite(x))) {
-        throw new SealedError('bad-data', `${file} line ${n} does not hold the ${part.features.length} numeric features the model takes`, `give an array of ${part.features.length} numbers or an object with keys ${part.features.slice(0, 3).join(', ')}…`);
+        throw new SealedError(
+          'bad-data',
+          `${file} line ${n} does not hold the ${part.features.length} numeric features the model takes`,
+          `give an array of ${part.features.length} numbers or an object with keys ${part.features.slice(0, 3).join(', ')}…`,
+        );
       }
       return row as number[];
     });
@@ -107,7 +122,11 @@ async function readNpyRecords(file: string, part: RecordShape): Promise<{ rows: 
   const a = parseNpy(new Uint8Array(await readFile(file)), file);
   const per = a.shape.slice(1).reduce((x, y) => x * y, 1);
   if (a.shape.length < 2 || per !== part.features.length) {
-    throw new SealedError('bad-data', `${file} has shape (${a.shape.join(', ')}); the model takes ${part.features.length} features per record`, 'save an array of shape (records, features) or (records, height, width)');
+    throw new SealedError(
+      'bad-data',
+      `${file} has shape (${a.shape.join(', ')}); the model takes ${part.features.length} features per record`,
+      'save an array of shape (records, features) or (records, height, width)',
+    );
   }
   return { rows: Array.from({ length: a.shape[0] }, (_, i) => Array.from(a.data.subarray(i * per, (i + 1) * per))) };
 }

@@ -23,7 +23,13 @@ interface ServeOpts {
   maxPayloadMb?: number;
 }
 
-const list = (v: string | undefined) => (v ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined);
+const list = (v: string | undefined) =>
+  v
+    ? v
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : undefined;
 
 export async function serveCommand(o: ServeOpts): Promise<void> {
   // Handlers first, so a SIGTERM during start-up is not lost. Before the server listens nothing
@@ -93,7 +99,14 @@ export async function serveCommand(o: ServeOpts): Promise<void> {
       s3: s3.mode,
       s3_endpoint: s3.endpoint,
       access: { allow_any: access.allowAny, read: access.allowRead, write: access.allowWrite, tenant_root: access.tenantRoot },
-      memory_mb: { container: mb(m.memory), budget: mb(m.budget), main: mb(m.main), per_worker: mb(m.perWorker), key_cache: mb(m.keyCache), requests: mb(m.requests) },
+      memory_mb: {
+        container: mb(m.memory),
+        budget: mb(m.budget),
+        main: mb(m.main),
+        per_worker: mb(m.perWorker),
+        key_cache: mb(m.keyCache),
+        requests: mb(m.requests),
+      },
     },
     'sealed server ready',
   );
@@ -133,6 +146,7 @@ function envNumber(name: string): number | undefined {
   const v = process.env[name];
   if (v === undefined || v === '') return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new SealedError('bad-request', `${name}=${v.slice(0, 20)} is not a positive integer`, `set ${name} to a whole number, or unset it for the default`);
+  if (!Number.isInteger(n) || n < 1)
+    throw new SealedError('bad-request', `${name}=${v.slice(0, 20)} is not a positive integer`, `set ${name} to a whole number, or unset it for the default`);
   return n;
 }

@@ -34,7 +34,12 @@ export async function trainCommand(o: TrainOpts): Promise<void> {
     }
     const defaultTest = join(dirname(o.train), 'test');
     const testDir = o.test ?? (existsSync(defaultTest) ? defaultTest : undefined);
-    await train({ trainDir: o.train, testDir, modelDir: o.model, outputDataDir: join(o.output, 'data') }, parseHyperparameters(raw), console.log, process.stderr.isTTY === true);
+    await train(
+      { trainDir: o.train, testDir, modelDir: o.model, outputDataDir: join(o.output, 'data') },
+      parseHyperparameters(raw),
+      console.log,
+      process.stderr.isTTY === true,
+    );
   } catch (e) {
     // SageMaker reads the reason of a failed job from /opt/ml/output/failure.
     const reason = e instanceof Error ? e.message : String(e);

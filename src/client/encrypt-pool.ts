@@ -14,14 +14,23 @@ export class EncryptPool {
 
   constructor(threads = availableParallelism()) {
     this.size = threads;
-    this.piscina = new Piscina({ filename: new URL('./encrypt-worker.ts', import.meta.url).href, minThreads: threads, maxThreads: threads, idleTimeout: Infinity });
+    this.piscina = new Piscina({
+      filename: new URL('./encrypt-worker.ts', import.meta.url).href,
+      minThreads: threads,
+      maxThreads: threads,
+      idleTimeout: Infinity,
+    });
   }
 
   /**
    * Ciphertexts of features 0..features-1 for `rows` (preprocessed, at most `slots`), in order.
    * At most 2 x threads tasks are in flight, so memory stays bounded however slow the consumer.
    */
-  async *encryptColumns(rows: ArrayLike<number>[], features: number, o: { params: CkksParams; secretKey: Uint8Array; scaleBits: number; slots: number }): AsyncGenerator<Uint8Array> {
+  async *encryptColumns(
+    rows: ArrayLike<number>[],
+    features: number,
+    o: { params: CkksParams; secretKey: Uint8Array; scaleBits: number; slots: number },
+  ): AsyncGenerator<Uint8Array> {
     const values = new SharedArrayBuffer(rows.length * features * 8);
     const view = new Float64Array(values);
     rows.forEach((r, i) => view.set(Array.from(r), i * features));

@@ -28,7 +28,16 @@ import { TRANSPORT_MODES, type Transport, type TransportMode } from './transport
 export type { ClientPart, Keys, Prediction, ResultExpectation, RecordInput, SageMakerTarget };
 export { SealedError, keysId, sha256Hex, SealedClient, loadClientPart, proxyTransport };
 export type { PredictOutcome, PredictStats } from './sealed-client.ts';
-export { BODY_LIMIT, choosePayload, PayloadRefused, sizeSwitch, type Evaluation, type EvaluationKeys, type Transport, type TransportMode } from './transport.ts';
+export {
+  BODY_LIMIT,
+  choosePayload,
+  PayloadRefused,
+  sizeSwitch,
+  type Evaluation,
+  type EvaluationKeys,
+  type Transport,
+  type TransportMode,
+} from './transport.ts';
 export { bodyTransport, endpointTransport, s3Transport, type EndpointTransportOptions, type S3TransportOptions } from './endpoint-transport.ts';
 
 export interface ClientOptions {
@@ -74,10 +83,27 @@ export interface ClientOptions {
 /** The transport the options name, and whether the client made it (and so closes it). */
 function transportOf(o: ClientOptions): [Transport | undefined, boolean] {
   const mode = typeof o.transport === 'string' ? o.transport : undefined;
-  if (mode !== undefined && !TRANSPORT_MODES.includes(mode)) throw new SealedError('bad-request', `unknown transport "${String(mode).slice(0, 20)}"`, `use one of ${TRANSPORT_MODES.join(', ')}, or pass a Transport object`);
+  if (mode !== undefined && !TRANSPORT_MODES.includes(mode))
+    throw new SealedError(
+      'bad-request',
+      `unknown transport "${String(mode).slice(0, 20)}"`,
+      `use one of ${TRANSPORT_MODES.join(', ')}, or pass a Transport object`,
+    );
   if (typeof o.transport === 'object') return [o.transport, false];
   if (o.proxy !== undefined) return [proxyTransport(o.proxy), true];
-  if (o.endpoint !== undefined || o.sagemaker) return [endpointTransport({ endpoint: o.endpoint, sagemaker: o.sagemaker, s3Endpoint: o.s3Endpoint, bucket: o.bucket, prefix: o.prefix, transport: mode, bodyLimit: o.bodyLimit }), true];
+  if (o.endpoint !== undefined || o.sagemaker)
+    return [
+      endpointTransport({
+        endpoint: o.endpoint,
+        sagemaker: o.sagemaker,
+        s3Endpoint: o.s3Endpoint,
+        bucket: o.bucket,
+        prefix: o.prefix,
+        transport: mode,
+        bodyLimit: o.bodyLimit,
+      }),
+      true,
+    ];
   return [undefined, false];
 }
 

@@ -12,19 +12,36 @@ import { OCTETS, PayloadRefused, serverError } from './transport.ts';
 function sdkError(e: unknown, endpointName: string): unknown {
   if (e instanceof SealedError) return e;
   const err = e as { name?: string; message?: string; OriginalStatusCode?: number; OriginalMessage?: string; $metadata?: { httpStatusCode?: number } };
-  if (err.name === 'ModelError' && (err.OriginalStatusCode === 413 || err.OriginalStatusCode === 415)) return new PayloadRefused(err.OriginalStatusCode, `the endpoint's container refused the query as a request body (${err.OriginalStatusCode})`);
+  if (err.name === 'ModelError' && (err.OriginalStatusCode === 413 || err.OriginalStatusCode === 415))
+    return new PayloadRefused(err.OriginalStatusCode, `the endpoint's container refused the query as a request body (${err.OriginalStatusCode})`);
   if (err.name === 'ModelError' && err.OriginalMessage !== undefined) return serverError(err.OriginalStatusCode ?? 424, err.OriginalMessage);
-  if (err.$metadata?.httpStatusCode === 413) return new PayloadRefused(413, `SageMaker refused the query as a request body: more than its payload limit (endpoint ${endpointName})`);
-  if (err.name === 'ValidationError') return new SealedError('bad-request', `SageMaker refused the request to endpoint ${endpointName}: ${err.message}`, 'check the endpoint name, region and request size');
+  if (err.$metadata?.httpStatusCode === 413)
+    return new PayloadRefused(413, `SageMaker refused the query as a request body: more than its payload limit (endpoint ${endpointName})`);
+  if (err.name === 'ValidationError')
+    return new SealedError(
+      'bad-request',
+      `SageMaker refused the request to endpoint ${endpointName}: ${err.message}`,
+      'check the endpoint name, region and request size',
+    );
   const hint = 'check the endpoint name, region and credentials (or the --sagemaker-url of a local emulator), and that the endpoint is InService';
-  return new SealedError('storage', `cannot invoke SageMaker endpoint ${endpointName} (${err.name ?? 'error'}: ${err.message ?? String(e)})`, hint, { cause: e });
+  return new SealedError('storage', `cannot invoke SageMaker endpoint ${endpointName} (${err.name ?? 'error'}: ${err.message ?? String(e)})`, hint, {
+    cause: e,
+  });
 }
 
 export function sagemakerBody(client: SageMakerRuntimeClient, endpointName: string): InvokeBody {
   return async (query, o) => {
     let r;
     try {
-      r = await client.send(new InvokeEndpointCommand({ EndpointName: endpointName, ContentType: OCTETS, Accept: OCTETS, Body: query, CustomAttributes: o.keysUri === undefined ? undefined : keysAttribute(o.keysUri) }));
+      r = await client.send(
+        new InvokeEndpointCommand({
+          EndpointName: endpointName,
+          ContentType: OCTETS,
+          Accept: OCTETS,
+          Body: query,
+          CustomAttributes: o.keysUri === undefined ? undefined : keysAttribute(o.keysUri),
+        }),
+      );
     } catch (e) {
       throw sdkError(e, endpointName);
     }

@@ -16,7 +16,11 @@ export const CUSTOM_ATTRIBUTES = 'X-Amzn-SageMaker-Custom-Attributes';
 export function keysAttribute(uri: string): string {
   const v = `keys=${uri}`;
   if (v.length > 1024 || !/^[0-9A-Za-z_.\-/:=+@~]+$/.test(v)) {
-    throw new SealedError('bad-request', 'the evaluation keys\' S3 URI cannot be carried in the custom-attributes header (over 1,024 characters, or characters other than letters, digits and _.-/:=+@~)', 'use a shorter S3 prefix of plain characters, or transport s3');
+    throw new SealedError(
+      'bad-request',
+      "the evaluation keys' S3 URI cannot be carried in the custom-attributes header (over 1,024 characters, or characters other than letters, digits and _.-/:=+@~)",
+      'use a shorter S3 prefix of plain characters, or transport s3',
+    );
   }
   return v;
 }
@@ -26,12 +30,20 @@ export async function invokeHttp(endpoint: string, body: unknown): Promise<Recor
   try {
     res = await fetch(new URL('/invocations', endpoint), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   } catch (e) {
-    throw new SealedError('storage', `cannot reach the inference server at ${endpoint} (${(e as Error).message})`, 'start it with `sealed serve`, or pass --endpoint');
+    throw new SealedError(
+      'storage',
+      `cannot reach the inference server at ${endpoint} (${(e as Error).message})`,
+      'start it with `sealed serve`, or pass --endpoint',
+    );
   }
   const json = (await res.json().catch(() => ({}))) as Record<string, unknown>;
   if (!res.ok) {
     const code = typeof json.error === 'string' ? json.error : 'internal';
-    throw new SealedError(code as never, `the server refused the request (${res.status}): ${String(json.message ?? res.statusText)}`, typeof json.hint === 'string' ? json.hint : undefined);
+    throw new SealedError(
+      code as never,
+      `the server refused the request (${res.status}): ${String(json.message ?? res.statusText)}`,
+      typeof json.hint === 'string' ? json.hint : undefined,
+    );
   }
   return json;
 }
@@ -47,20 +59,31 @@ export async function invokeBodyHttp(endpoint: string, query: Uint8Array, o: { k
   try {
     res = await fetch(new URL('/invocations', endpoint), { method: 'POST', headers, body: query as Uint8Array<ArrayBuffer> });
   } catch (e) {
-    throw new SealedError('storage', `cannot reach the inference server at ${endpoint} (${(e as Error).message})`, 'start it with `sealed serve`, or pass --endpoint');
+    throw new SealedError(
+      'storage',
+      `cannot reach the inference server at ${endpoint} (${(e as Error).message})`,
+      'start it with `sealed serve`, or pass --endpoint',
+    );
   }
   if (res.status === 413 || res.status === 415) {
     await res.body?.cancel();
     throw new PayloadRefused(res.status, `the server refused the query as a request body (${res.status})`);
   }
   if (!res.ok) throw serverError(res.status, await res.text().catch(() => ''));
-  return { result: resultBytes(new Uint8Array(await res.arrayBuffer()), res.headers.get('content-type')), server: serverHeader(res.headers.get('x-sealed-server')) };
+  return {
+    result: resultBytes(new Uint8Array(await res.arrayBuffer()), res.headers.get('content-type')),
+    server: serverHeader(res.headers.get('x-sealed-server')),
+  };
 }
 
 /** The answer to a body request must be a result, not a JSON document (a server that ignored the body form). */
 export function resultBytes(bytes: Uint8Array, contentType: string | null | undefined): Uint8Array {
   if (contentType && /json/i.test(contentType)) {
-    throw new SealedError('internal', `the server answered ${contentType} where an encrypted result was expected`, 'the server does not take queries as request bodies: update it, or use transport s3');
+    throw new SealedError(
+      'internal',
+      `the server answered ${contentType} where an encrypted result was expected`,
+      'the server does not take queries as request bodies: update it, or use transport s3',
+    );
   }
   return bytes;
 }
@@ -79,13 +102,22 @@ export function serverHeader(v: string | null | undefined): unknown {
  * Invokes the endpoint with a JSON request naming S3 objects, re-uploading the keys once if the
  * server could not use them (retryingKeys).
  */
-export async function invokeWithKeys(t: S3Route, request: Record<string, string>, keys: PublicKeys | undefined): Promise<{ server: Record<string, unknown>; keysUploaded: boolean }> {
+export async function invokeWithKeys(
+  t: S3Route,
+  request: Record<string, string>,
+  keys: PublicKeys | undefined,
+): Promise<{ server: Record<string, unknown>; keysUploaded: boolean }> {
   const r = await retryingKeys(t, keys, () => (t.invoke ?? ((b) => invokeHttp(t.endpoint, b)))(request));
   return { server: r.value, keysUploaded: r.keysUploaded };
 }
 
 /** The body form over the route's channel (direct HTTP, or its invokeBody), keys re-uploaded once if needed. */
-export async function invokeBodyWithKeys(t: S3Route, query: Uint8Array, keysUri: string | undefined, keys: PublicKeys | undefined): Promise<{ result: Uint8Array; server?: unknown; keysUploaded: boolean }> {
+export async function invokeBodyWithKeys(
+  t: S3Route,
+  query: Uint8Array,
+  keysUri: string | undefined,
+  keys: PublicKeys | undefined,
+): Promise<{ result: Uint8Array; server?: unknown; keysUploaded: boolean }> {
   const send = t.invokeBody ?? ((q, o) => invokeBodyHttp(t.endpoint, q, o));
   const r = await retryingKeys(t, keys, () => send(query, { keysUri }));
   return { ...r.value, keysUploaded: r.keysUploaded };

@@ -27,7 +27,10 @@ export function defaultKeysDir(modelId: string): string {
 export async function saveKeys(dir: string, session: ClientSession, keys: Keys, passphrase?: string): Promise<KeySetInfo> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   // Both files at once: each has its own salt, and scrypt runs on the thread pool.
-  const [secret, batch] = await Promise.all([passphrase ? protect(keys.secretKey, passphrase) : keys.secretKey, keys.batchSecretKey && passphrase ? protect(keys.batchSecretKey, passphrase) : keys.batchSecretKey]);
+  const [secret, batch] = await Promise.all([
+    passphrase ? protect(keys.secretKey, passphrase) : keys.secretKey,
+    keys.batchSecretKey && passphrase ? protect(keys.batchSecretKey, passphrase) : keys.batchSecretKey,
+  ]);
   await writeSecret(join(dir, 'secret.key'), secret);
   if (batch) await writeSecret(join(dir, 'batch-secret.key'), batch);
   await writeFile(join(dir, 'evaluation.keys'), keys.evaluationKeys);
@@ -49,8 +52,17 @@ async function writeSecret(path: string, bytes: Uint8Array): Promise<void> {
 
 /** Whether `dir` holds a key set for this model, without opening (or asking to unlock) its secret key. */
 export async function hasKeys(dir: string, modelId: string): Promise<boolean> {
-  const info = await readFile(join(dir, 'keyset.json'), 'utf8').then((t) => JSON.parse(t) as KeySetInfo, () => undefined);
-  return info?.model_id === modelId && (await stat(join(dir, 'secret.key')).then(() => true, () => false));
+  const info = await readFile(join(dir, 'keyset.json'), 'utf8').then(
+    (t) => JSON.parse(t) as KeySetInfo,
+    () => undefined,
+  );
+  return (
+    info?.model_id === modelId &&
+    (await stat(join(dir, 'secret.key')).then(
+      () => true,
+      () => false,
+    ))
+  );
 }
 
 /**
@@ -83,17 +95,25 @@ export async function loadKeys(dir: string, session: ClientSession, pass: Passph
     return undefined;
   }
   if (info.model_id !== session.modelId) {
-    throw new SealedError('bad-keys', `the keys in ${dir} are for model ${info.model_id}, not ${session.modelId}`, 'use another --keys directory, or run `sealed keygen` for this model');
+    throw new SealedError(
+      'bad-keys',
+      `the keys in ${dir} are for model ${info.model_id}, not ${session.modelId}`,
+      'use another --keys directory, or run `sealed keygen` for this model',
+    );
   }
   const secretPath = join(dir, 'secret.key');
   const { key: secretKey, passphrase } = await openSecret(secretPath, new Uint8Array(await readFile(secretPath)), pass, dir);
   const evaluationKeys = new Uint8Array(await readFile(join(dir, 'evaluation.keys')));
-  if (keysId(evaluationKeys) !== info.evaluation_keys_id) throw new SealedError('bad-keys', `${dir}/evaluation.keys does not match keyset.json`, 'run `sealed keygen` again');
+  if (keysId(evaluationKeys) !== info.evaluation_keys_id)
+    throw new SealedError('bad-keys', `${dir}/evaluation.keys does not match keyset.json`, 'run `sealed keygen` again');
   session.useSecretKey(secretKey);
   let batchSecretKey: Uint8Array | undefined;
   if (session.part.batch) {
     const batchPath = join(dir, 'batch-secret.key');
-    const batchStored = await readFile(batchPath).then((b) => new Uint8Array(b), () => undefined);
+    const batchStored = await readFile(batchPath).then(
+      (b) => new Uint8Array(b),
+      () => undefined,
+    );
     if (batchStored) {
       batchSecretKey = (await openSecret(batchPath, batchStored, pass, dir)).key;
       session.useBatchSecretKey(batchSecretKey);
@@ -107,7 +127,11 @@ export async function loadKeys(dir: string, session: ClientSession, pass: Passph
 }
 
 /** As loadKeys; else makes a key set, encrypted if `pass` gives a passphrase without asking. */
-export async function loadOrCreateKeys(dir: string, session: ClientSession, pass: PassphraseSource = passphraseSource()): Promise<{ keys: Keys; created: boolean }> {
+export async function loadOrCreateKeys(
+  dir: string,
+  session: ClientSession,
+  pass: PassphraseSource = passphraseSource(),
+): Promise<{ keys: Keys; created: boolean }> {
   const existing = await loadKeys(dir, session, pass);
   if (existing) return { keys: existing, created: false };
   const keys = session.generateKeys();
@@ -145,6 +169,12 @@ export async function listKeySets(root = keysRoot()): Promise<(KeySetInfo & { di
  * or full-disk encryption is what protects a secret key at rest.
  */
 export async function deleteKeySet(dir: string): Promise<void> {
-  if (!(await stat(join(dir, 'secret.key')).then(() => true, () => false))) throw new SealedError('bad-request', `no key set in ${dir}`, 'see `sealed keys list`');
+  if (
+    !(await stat(join(dir, 'secret.key')).then(
+      () => true,
+      () => false,
+    ))
+  )
+    throw new SealedError('bad-request', `no key set in ${dir}`, 'see `sealed keys list`');
   await rm(dir, { recursive: true, force: true });
 }

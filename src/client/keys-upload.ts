@@ -65,12 +65,31 @@ function headWithChecksum(store: ObjectStore, loc: S3Location): Promise<{ size: 
 async function putKeys(store: ObjectStore, loc: S3Location, bytes: Uint8Array, id: string): Promise<void> {
   try {
     await store.client.send(
-      new PutObjectCommand({ Bucket: loc.bucket, Key: loc.key, Body: bytes, ContentType: 'application/octet-stream', ServerSideEncryption: 'AES256', ChecksumAlgorithm: 'SHA256', ChecksumSHA256: Buffer.from(id, 'hex').toString('base64') }),
+      new PutObjectCommand({
+        Bucket: loc.bucket,
+        Key: loc.key,
+        Body: bytes,
+        ContentType: 'application/octet-stream',
+        ServerSideEncryption: 'AES256',
+        ChecksumAlgorithm: 'SHA256',
+        ChecksumSHA256: Buffer.from(id, 'hex').toString('base64'),
+      }),
     );
   } catch (e) {
     const err = e as { name?: string; $metadata?: { httpStatusCode?: number } };
-    if (err.$metadata?.httpStatusCode === 403) throw new SealedError('storage', `access denied to ${describeS3Location(loc)}`, 'give your identity write access to your keys prefix (npm run deploy -- policies prints the client policy)', { cause: e });
-    throw new SealedError('storage', `uploading the evaluation keys to ${describeS3Location(loc)} failed (${safeText(err.name ?? 'error', 40)})`, 'check the S3 endpoint and that the service is reachable; then retry', { cause: e });
+    if (err.$metadata?.httpStatusCode === 403)
+      throw new SealedError(
+        'storage',
+        `access denied to ${describeS3Location(loc)}`,
+        'give your identity write access to your keys prefix (npm run deploy -- policies prints the client policy)',
+        { cause: e },
+      );
+    throw new SealedError(
+      'storage',
+      `uploading the evaluation keys to ${describeS3Location(loc)} failed (${safeText(err.name ?? 'error', 40)})`,
+      'check the S3 endpoint and that the service is reachable; then retry',
+      { cause: e },
+    );
   }
 }
 

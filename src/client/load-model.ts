@@ -18,7 +18,11 @@ export async function loadClientPart(model: ClientPart | string | URL, o: { s3En
     try {
       res = await fetch(url);
     } catch (e) {
-      throw new SealedError('storage', `cannot fetch the model's client part from ${url.href} (${(e as Error).message})`, 'check the URL and that the server is running');
+      throw new SealedError(
+        'storage',
+        `cannot fetch the model's client part from ${url.href} (${(e as Error).message})`,
+        'check the URL and that the server is running',
+      );
     }
     if (!res.ok) throw new SealedError('not-found', `fetching the model's client part from ${url.href} answered ${res.status}`, 'check the URL');
     return parseClientPart(await res.text(), url.href);

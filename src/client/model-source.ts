@@ -32,7 +32,11 @@ export async function loadClientPart(source: string, s3?: { endpoint?: string })
     try {
       await extract({ file: archive, cwd: out, filter: (p) => wanted.has(p.replace(/^\.\//, '')) });
     } catch {
-      throw new SealedError('bad-bundle', `${source} is not a readable .tar.gz archive`, 'give the model.tar.gz that SageMaker training wrote, or a bundle directory');
+      throw new SealedError(
+        'bad-bundle',
+        `${source} is not a readable .tar.gz archive`,
+        'give the model.tar.gz that SageMaker training wrote, or a bundle directory',
+      );
     }
     return await readClientPartChecked(out, source);
   } finally {

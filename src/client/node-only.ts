@@ -9,6 +9,9 @@ export const isNode = typeof process !== 'undefined' && typeof process.versions?
  * purpose: bundlers for the browser leave it out, so no Node-only module reaches a web page.
  */
 export function nodeOnly<M>(specifier: string, what: string): Promise<M> {
-  if (!isNode) return Promise.reject(new SealedError('bad-request', `${what} is available in Node only`, 'in a browser, pass `model` as a URL or object and use `proxy` or `transport`'));
+  if (!isNode)
+    return Promise.reject(
+      new SealedError('bad-request', `${what} is available in Node only`, 'in a browser, pass `model` as a URL or object and use `proxy` or `transport`'),
+    );
   return import(/* @vite-ignore */ specifier) as Promise<M>;
 }

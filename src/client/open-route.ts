@@ -37,7 +37,8 @@ export interface OpenRoute {
 }
 
 export async function openRoute(o: RouteOptions): Promise<OpenRoute> {
-  if (!o.sagemaker && o.endpoint === undefined) throw new SealedError('bad-request', 'no server to send queries to', 'pass an endpoint URL or a SageMaker endpoint name');
+  if (!o.sagemaker && o.endpoint === undefined)
+    throw new SealedError('bad-request', 'no server to send queries to', 'pass an endpoint URL or a SageMaker endpoint name');
   const where = await resolveS3({ endpoint: o.s3Endpoint });
   const bucket = o.bucket ?? (where.mode === 'aws' ? undefined : LOCAL_BUCKET);
   if (!bucket) {
@@ -54,7 +55,11 @@ export async function openRoute(o: RouteOptions): Promise<OpenRoute> {
       const [rc, body] = await Promise.all([import('../sagemaker/runtime-client.ts'), import('./invoke-sagemaker.ts')]);
       const client = rc.runtimeClient({ endpoint: sm.url ?? process.env.SEALED_SAGEMAKER_URL });
       runtime = client;
-      route.invoke = rc.sagemakerInvoke({ client, endpointName: sm.endpointName, async: sm.async ? { store, bucket, prefix: o.prefix, timeoutMs: sm.timeoutMs } : undefined });
+      route.invoke = rc.sagemakerInvoke({
+        client,
+        endpointName: sm.endpointName,
+        async: sm.async ? { store, bucket, prefix: o.prefix, timeoutMs: sm.timeoutMs } : undefined,
+      });
       if (!sm.async) route.invokeBody = body.sagemakerBody(client, sm.endpointName);
     }
   } catch (e) {

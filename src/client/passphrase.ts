@@ -48,14 +48,22 @@ export function describeProtected(file: Uint8Array, where = 'the key file'): { v
     const kdf = { log2N: f[o + 1], r: f[o + 2], p: f[o + 3] };
     // Bounds keep a damaged or hostile header from asking scrypt for gigabytes of memory.
     if (f[o] !== KDF_SCRYPT || kdf.log2N < 10 || kdf.log2N > 20 || kdf.r < 1 || kdf.r > 32 || kdf.p < 1 || kdf.p > 16) {
-      throw new SealedError('bad-keys', `${where}: ${WRONG} (unsupported key derivation parameters)`, 'restore the key file from a backup, or make a new key set with `sealed keygen --force`');
+      throw new SealedError(
+        'bad-keys',
+        `${where}: ${WRONG} (unsupported key derivation parameters)`,
+        'restore the key file from a backup, or make a new key set with `sealed keygen --force`',
+      );
     }
     return { version: 2, kdf };
   }
   if (isProtected(f) && f.length > PREFIX.length && f[PREFIX.length] > MAGIC_V2[PREFIX.length]) {
     throw new SealedError('bad-keys', `${where} was written by a newer version of sealed`, 'open it with that version');
   }
-  throw new SealedError('bad-keys', `${where}: ${WRONG} (truncated or unknown header)`, 'restore the key file from a backup, or make a new key set with `sealed keygen --force`');
+  throw new SealedError(
+    'bad-keys',
+    `${where}: ${WRONG} (truncated or unknown header)`,
+    'restore the key file from a backup, or make a new key set with `sealed keygen --force`',
+  );
 }
 
 function deriveKey(passphrase: string, salt: Uint8Array, k: KdfParams): Promise<Buffer> {
@@ -90,7 +98,11 @@ export async function unprotect(file: Uint8Array, passphrase: string, where: str
   try {
     return { secretKey: new Uint8Array(Buffer.concat([d.update(f.subarray(headerLength + TAG)), d.final()])), version };
   } catch {
-    throw new SealedError('bad-keys', `${where}: ${WRONG}`, 'give the passphrase chosen at `sealed keygen`; if it is lost, make a new key set with `sealed keygen --force`');
+    throw new SealedError(
+      'bad-keys',
+      `${where}: ${WRONG}`,
+      'give the passphrase chosen at `sealed keygen`; if it is lost, make a new key set with `sealed keygen --force`',
+    );
   }
 }
 
@@ -120,7 +132,12 @@ const HOW = 'run on a terminal to be asked, pass --passphrase-fd N or --passphra
 
 export function passphraseSource(o: PassphraseOptions = {}): PassphraseSource {
   if (o.fd !== undefined && o.file !== undefined) throw new SealedError('bad-request', '--passphrase-fd and --passphrase-file both given', 'give one of them');
-  if (o.fd !== undefined && !(Number.isInteger(o.fd) && o.fd >= 0)) throw new SealedError('bad-request', `--passphrase-fd ${o.fd} is not a file descriptor number`, 'give a number such as 3, and open that descriptor for reading (e.g. `3<file`)');
+  if (o.fd !== undefined && !(Number.isInteger(o.fd) && o.fd >= 0))
+    throw new SealedError(
+      'bad-request',
+      `--passphrase-fd ${o.fd} is not a file descriptor number`,
+      'give a number such as 3, and open that descriptor for reading (e.g. `3<file`)',
+    );
   const env = o.env ?? process.env;
   let givenOnce: Promise<string | undefined> | undefined;
   // Memoized: a descriptor can be read only once, and one run may open several key files.
@@ -144,7 +161,8 @@ export function passphraseSource(o: PassphraseOptions = {}): PassphraseSource {
       if (g !== undefined) return g;
       if (!o.prompt) throw new SealedError('bad-request', 'a passphrase is needed to encrypt the secret key and none was given', HOW);
       const first = nonEmpty(await ask('new passphrase for the secret key: '), 'the terminal');
-      if ((await ask('the same passphrase again: ')) !== first) throw new SealedError('bad-request', 'the two passphrases differ', 'run the command again and type the same passphrase twice');
+      if ((await ask('the same passphrase again: ')) !== first)
+        throw new SealedError('bad-request', 'the two passphrases differ', 'run the command again and type the same passphrase twice');
       return (asked = first);
     },
   };
@@ -165,14 +183,18 @@ async function readPassphraseFile(path: string): Promise<string> {
   try {
     return firstLine(await readFile(path));
   } catch (e) {
-    throw new SealedError('bad-request', `cannot read the passphrase file ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'give a readable file holding the passphrase');
+    throw new SealedError(
+      'bad-request',
+      `cannot read the passphrase file ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      'give a readable file holding the passphrase',
+    );
   }
 }
 
 /** Reads an inherited descriptor (pipe, socket or file) to end-of-file or the first newline. */
 async function readFd(fd: number): Promise<string> {
   const chunks: Buffer[] = [];
-  for (let total = 0; ; ) {
+  for (let total = 0; ;) {
     const buf = Buffer.alloc(512);
     let n: number;
     try {
@@ -184,13 +206,22 @@ async function readFd(fd: number): Promise<string> {
         await new Promise((r) => setTimeout(r, 20));
         continue;
       }
-      throw new SealedError('bad-request', `cannot read a passphrase from file descriptor ${fd}: ${code ?? (e as Error).message}`, `open descriptor ${fd} for reading when starting sealed, e.g. \`${fd}<file\` or \`${fd}<<<"$PASS"\``);
+      throw new SealedError(
+        'bad-request',
+        `cannot read a passphrase from file descriptor ${fd}: ${code ?? (e as Error).message}`,
+        `open descriptor ${fd} for reading when starting sealed, e.g. \`${fd}<file\` or \`${fd}<<<"$PASS"\``,
+      );
     }
     if (n === 0) break;
     const part = buf.subarray(0, n);
     chunks.push(part);
     if (part.includes(10)) break;
-    if ((total += n) > 64 * 1024) throw new SealedError('bad-request', `file descriptor ${fd} holds more than 64 KiB and no newline`, 'write the passphrase and a newline, or close the descriptor after it');
+    if ((total += n) > 64 * 1024)
+      throw new SealedError(
+        'bad-request',
+        `file descriptor ${fd} holds more than 64 KiB and no newline`,
+        'write the passphrase and a newline, or close the descriptor after it',
+      );
   }
   return firstLine(Buffer.concat(chunks));
 }

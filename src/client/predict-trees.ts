@@ -20,7 +20,12 @@ export interface TreePredictStats {
 }
 
 /** `keys`: the client's evaluation keys (client.keys()), made once and reused across calls. */
-export async function predictTrees(client: TreeClient, keys: Uint8Array, rows: ArrayLike<number>[], t: S3Route): Promise<TreePredictions & { stats: TreePredictStats }> {
+export async function predictTrees(
+  client: TreeClient,
+  keys: Uint8Array,
+  rows: ArrayLike<number>[],
+  t: S3Route,
+): Promise<TreePredictions & { stats: TreePredictStats }> {
   if (rows.length === 0) throw new SealedError('bad-data', 'no records to predict', 'pass at least one record');
   const p = client.part;
   const t0 = performance.now();
@@ -33,7 +38,12 @@ export async function predictTrees(client: TreeClient, keys: Uint8Array, rows: A
   const loc = requestLocations(t);
   await t.store.put(loc.query, query, 'encrypted query');
   const t3 = performance.now();
-  const request = { encrypted_query_uri: formatS3Uri(loc.query), evaluation_keys_uri: formatS3Uri(keysLoc), output_uri: formatS3Uri(loc.result), query_sha256: querySha };
+  const request = {
+    encrypted_query_uri: formatS3Uri(loc.query),
+    evaluation_keys_uri: formatS3Uri(keysLoc),
+    output_uri: formatS3Uri(loc.result),
+    query_sha256: querySha,
+  };
   const { server, keysUploaded } = await invokeWithKeys(t, request, publicKeys);
   const t4 = performance.now();
   const batches = Math.ceil(rows.length / p.records_per_batch);
@@ -51,7 +61,15 @@ export async function predictTrees(client: TreeClient, keys: Uint8Array, rows: A
       keys_bytes: keys.length,
       keys_uploaded: uploaded || keysUploaded,
       result_bytes: bytes.length,
-      ms: { keys: ms(t1 - t0), encrypt: ms(t2 - t1), upload: ms(t3 - t2), invoke: ms(t4 - t3), download: ms(t5 - t4), decrypt: ms(t6 - t5), total: ms(t6 - t0) },
+      ms: {
+        keys: ms(t1 - t0),
+        encrypt: ms(t2 - t1),
+        upload: ms(t3 - t2),
+        invoke: ms(t4 - t3),
+        download: ms(t5 - t4),
+        decrypt: ms(t6 - t5),
+        total: ms(t6 - t0),
+      },
       server,
     },
   };

@@ -56,7 +56,13 @@ export interface PredictOptions {
  * `layout`: single (records packed per ciphertext, evaluation keys) or batch (record per slot,
  * no keys); by default the one the model's measured crossover picks for this many records.
  */
-export async function predict(session: ClientSession, keys: Keys, rows: ArrayLike<number>[], t: S3Route, o: PredictOptions = {}): Promise<{ predictions: Prediction[]; scores: number[][]; stats: PredictStats }> {
+export async function predict(
+  session: ClientSession,
+  keys: Keys,
+  rows: ArrayLike<number>[],
+  t: S3Route,
+  o: PredictOptions = {},
+): Promise<{ predictions: Prediction[]; scores: number[][]; stats: PredictStats }> {
   const layout = o.layout ?? session.layoutFor(rows.length);
   const t0 = performance.now();
   const r = layout === 'batch' ? await sendBatch(session, rows, t, o) : await sendSingle(session, keys, rows, t, o);
@@ -110,7 +116,12 @@ async function sendSingle(session: ClientSession, keys: Keys, rows: ArrayLike<nu
 
 /** One batch-mode query, streamed into S3 while it is encrypted (and hashed). */
 async function sendBatch(session: ClientSession, rows: ArrayLike<number>[], t: S3Route, o: PredictOptions): Promise<Sent> {
-  if (o.transport === 'body') throw new SealedError('bad-request', 'batch-mode queries go through S3 (they are streamed as they are encrypted, and are larger than a request body)', 'use transport auto or s3, or --layout single');
+  if (o.transport === 'body')
+    throw new SealedError(
+      'bad-request',
+      'batch-mode queries go through S3 (they are streamed as they are encrypted, and are larger than a request body)',
+      'use transport auto or s3, or --layout single',
+    );
   const loc = requestLocations(t);
   const t0 = performance.now();
   let queryBytes: number;
@@ -142,11 +153,23 @@ async function sendBatch(session: ClientSession, rows: ArrayLike<number>[], t: S
     t1 = t0 + encryptMs;
   }
   const t2 = performance.now();
-  const invoked = await invokeWithKeys(t, { encrypted_query_uri: formatS3Uri(loc.query), output_uri: formatS3Uri(loc.result), query_sha256: querySha }, undefined);
+  const invoked = await invokeWithKeys(
+    t,
+    { encrypted_query_uri: formatS3Uri(loc.query), output_uri: formatS3Uri(loc.result), query_sha256: querySha },
+    undefined,
+  );
   const t3 = performance.now();
   const { bytes: result } = await t.store.get(loc.result, 2 ** 31, 'encrypted result');
   const t4 = performance.now();
-  return { result, querySha, queryBytes, keysUploaded: false, via: 's3', ms: { encrypt: t1 - t0, upload: t2 - t1, invoke: t3 - t2, download: t4 - t3 }, server: invoked.server };
+  return {
+    result,
+    querySha,
+    queryBytes,
+    keysUploaded: false,
+    via: 's3',
+    ms: { encrypt: t1 - t0, upload: t2 - t1, invoke: t3 - t2, download: t4 - t3 },
+    server: invoked.server,
+  };
 }
 
 /**
@@ -164,7 +187,8 @@ export async function predictBatches(
   // One transport for every request, so `auto` remembers a server that refused bodies.
   const transport = typeof o.transport === 'string' && layout === 'single' ? routeTransport(t, o.transport, { limit: o.bodyLimit }) : o.transport;
   // Batch mode: a request per batch, so encrypting the next overlaps evaluating this one.
-  const size = layout === 'batch' ? session.part.batch!.records_per_batch * (o.perRequest ?? 1) : session.part.input.recordsPerCiphertext * (o.perRequest ?? 16);
+  const size =
+    layout === 'batch' ? session.part.batch!.records_per_batch * (o.perRequest ?? 1) : session.part.input.recordsPerCiphertext * (o.perRequest ?? 16);
   const chunks: ArrayLike<number>[][] = [];
   for (let i = 0; i < rows.length; i += size) chunks.push(rows.slice(i, i + size));
   const results: Awaited<ReturnType<typeof predict>>[] = new Array(chunks.length);

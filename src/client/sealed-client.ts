@@ -103,7 +103,10 @@ export class SealedClient {
   /** Records -> encrypted query (wire format, kind 1). Makes keys first if there are none. */
   encrypt(records: readonly RecordInput[], layout: Layout = 'single'): Uint8Array {
     if (!this.keySet) this.generateKeys();
-    return this.session.encrypt(records.map((r, i) => this.row(r, i)), layout);
+    return this.session.encrypt(
+      records.map((r, i) => this.row(r, i)),
+      layout,
+    );
   }
 
   /**
@@ -127,7 +130,8 @@ export class SealedClient {
   /** As `predict`, with the sizes and the time of each stage. */
   async predictWithStats(records: readonly RecordInput[]): Promise<PredictOutcome> {
     const transport = this.transport;
-    if (!transport) throw new SealedError('bad-request', 'this client has no server to send queries to', 'pass `endpoint` (Node), `proxy` or `transport` to createClient');
+    if (!transport)
+      throw new SealedError('bad-request', 'this client has no server to send queries to', 'pass `endpoint` (Node), `proxy` or `transport` to createClient');
     const t0 = now();
     const makesKeys = !this.keySet;
     if (makesKeys) this.generateKeys();
@@ -175,7 +179,12 @@ export class SealedClient {
     const o = r as Readonly<Record<string, number>>;
     return this.features.map((f) => {
       const v = o[f];
-      if (typeof v !== 'number') throw new SealedError('bad-data', `record ${i + 1} has no number for feature "${f}"`, `give all ${this.features.length} features: ${this.features.slice(0, 4).join(', ')}…`);
+      if (typeof v !== 'number')
+        throw new SealedError(
+          'bad-data',
+          `record ${i + 1} has no number for feature "${f}"`,
+          `give all ${this.features.length} features: ${this.features.slice(0, 4).join(', ')}…`,
+        );
       return v;
     });
   }

@@ -37,7 +37,12 @@ export interface ResultExpectation {
 /** Refuses a result for another model, or (when the query's hash is known) for another query. */
 export function checkResultHeader(h: ResultHeader, modelId: string, expect: ResultExpectation): void {
   const show = (v: unknown) => (typeof v === 'string' && /^[0-9a-f]{1,64}$/.test(v) ? v : 'none');
-  if (h.model_id !== modelId) throw new SealedError('wrong-model', `the result is for model ${show(h.model_id)}, not ${modelId}`, 'ask the endpoint that serves this model; if it does, the result object was replaced: predict again');
+  if (h.model_id !== modelId)
+    throw new SealedError(
+      'wrong-model',
+      `the result is for model ${show(h.model_id)}, not ${modelId}`,
+      'ask the endpoint that serves this model; if it does, the result object was replaced: predict again',
+    );
   const want = expect.querySha256;
   if (want !== undefined && h.query_sha256 !== want) {
     throw new SealedError(
@@ -130,8 +135,13 @@ export class ClientSession {
     const p = this.part;
     if (rows.length === 0) throw new SealedError('bad-data', 'no records to encrypt');
     rows.forEach((r, i) => {
-      if (r.length !== p.features.length) throw new SealedError('bad-data', `record ${i + 1} has ${r.length} values, the model takes ${p.features.length} (${p.features.slice(0, 5).join(', ')}…)`);
-      for (let j = 0; j < r.length; j++) if (!Number.isFinite(r[j])) throw new SealedError('bad-data', `record ${i + 1}, feature "${p.features[j]}" is not a finite number`);
+      if (r.length !== p.features.length)
+        throw new SealedError(
+          'bad-data',
+          `record ${i + 1} has ${r.length} values, the model takes ${p.features.length} (${p.features.slice(0, 5).join(', ')}…)`,
+        );
+      for (let j = 0; j < r.length; j++)
+        if (!Number.isFinite(r[j])) throw new SealedError('bad-data', `record ${i + 1}, feature "${p.features[j]}" is not a finite number`);
     });
   }
 
@@ -159,7 +169,16 @@ export class ClientSession {
   }
 
   /** encryptBatch on every core: `pool` is the Node client's encryption pool (encrypt-pool.ts). */
-  encryptBatchWith(rows: ArrayLike<number>[], pool: { encryptColumns(rows: ArrayLike<number>[], features: number, o: { params: CkksParams; secretKey: Uint8Array; scaleBits: number; slots: number }): AsyncGenerator<Uint8Array> }): { header: QueryHeader; count: number; sections: AsyncGenerator<Uint8Array> } {
+  encryptBatchWith(
+    rows: ArrayLike<number>[],
+    pool: {
+      encryptColumns(
+        rows: ArrayLike<number>[],
+        features: number,
+        o: { params: CkksParams; secretKey: Uint8Array; scaleBits: number; slots: number },
+      ): AsyncGenerator<Uint8Array>;
+    },
+  ): { header: QueryHeader; count: number; sections: AsyncGenerator<Uint8Array> } {
     const { b, pre, batches, inputs, header, rerandKey } = this.prepareBatch(rows);
     const o = { params: b.params, secretKey: this.batchKeyBytes!, scaleBits: b.input_scale_bits, slots: b.records_per_batch };
     async function* sections(): AsyncGenerator<Uint8Array> {
@@ -190,7 +209,10 @@ export class ClientSession {
       return encodeWire<QueryHeader>('query', q.header, [...q.sections]);
     }
     this.checkRows(rows);
-    const vectors = packRecords(p.input, rows.map((r) => preprocessRecord(r, p)));
+    const vectors = packRecords(
+      p.input,
+      rows.map((r) => preprocessRecord(r, p)),
+    );
     const sections = vectors.map((v) => this.key.encrypt(v, p.input_scale_bits));
     return encodeWire<QueryHeader>('query', { model_id: this.modelId, params: paramsKey(p.params), records: rows.length }, sections);
   }
@@ -214,7 +236,8 @@ export class ClientSession {
     if (!b) throw new SealedError('bad-data', 'a batch-mode result for a model without batch mode');
     const S = b.records_per_batch;
     const batches = Math.ceil(records / S);
-    if (sections.length !== batches * b.outputs) throw new SealedError('bad-data', `the result holds ${sections.length} ciphertexts, ${records} records need ${batches * b.outputs}`);
+    if (sections.length !== batches * b.outputs)
+      throw new SealedError('bad-data', `the result holds ${sections.length} ciphertexts, ${records} records need ${batches * b.outputs}`);
     const scores: number[][] = [];
     for (let bi = 0; bi < batches; bi++) {
       const outs = sections.slice(bi * b.outputs, (bi + 1) * b.outputs).map((c) => this.batchKey.decrypt(c));

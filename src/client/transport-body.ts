@@ -28,7 +28,13 @@ export function bodyRouteTransport(t: S3Route, o: { limit?: number } = {}): Tran
       const t1 = now();
       const r = await invokeBodyWithKeys(t, query, k && formatS3Uri(k.loc), publicKeys);
       const t2 = now();
-      return { result: r.result, keysUploaded: (k?.uploaded ?? false) || r.keysUploaded, ms: { keys: round(t1 - t0), invoke: round(t2 - t1) }, server: r.server, via: 'body' };
+      return {
+        result: r.result,
+        keysUploaded: (k?.uploaded ?? false) || r.keysUploaded,
+        ms: { keys: round(t1 - t0), invoke: round(t2 - t1) },
+        server: r.server,
+        via: 'body',
+      };
     },
     batch: true,
   };

@@ -10,7 +10,11 @@ const round = (v: number) => Math.round(v * 100) / 100;
 async function errorFrom(res: Response, what: string): Promise<SealedError> {
   const json = (await res.json().catch(() => ({}))) as { error?: unknown; message?: unknown; hint?: unknown };
   const code = typeof json.error === 'string' ? json.error : res.status === 404 ? 'not-found' : 'internal';
-  return new SealedError(code as never, `${what}: the server answered ${res.status}: ${String(json.message ?? res.statusText)}`, typeof json.hint === 'string' ? json.hint : undefined);
+  return new SealedError(
+    code as never,
+    `${what}: the server answered ${res.status}: ${String(json.message ?? res.statusText)}`,
+    typeof json.hint === 'string' ? json.hint : undefined,
+  );
 }
 
 /**
@@ -25,13 +29,22 @@ export function proxyTransport(base: string | URL): Transport {
     try {
       return await fetch(new URL(path, root), init);
     } catch (e) {
-      throw new SealedError('storage', `cannot reach the sealed web server at ${root.href} (${(e as Error).message})`, 'check that it is running (`sealed demo --web`) and the URL');
+      throw new SealedError(
+        'storage',
+        `cannot reach the sealed web server at ${root.href} (${(e as Error).message})`,
+        'check that it is running (`sealed demo --web`) and the URL',
+      );
     }
   };
   const octets = { 'content-type': OCTETS };
   return {
     async evaluate(query, keys) {
-      if (!keys) throw new SealedError('bad-request', 'the page proxy takes single-layout queries only', 'send fewer records than the model\'s batch crossover, or use the S3 transport');
+      if (!keys)
+        throw new SealedError(
+          'bad-request',
+          'the page proxy takes single-layout queries only',
+          "send fewer records than the model's batch crossover, or use the S3 transport",
+        );
       const ms: Record<string, number> = {};
       let keysUploaded = false;
       if (!uploaded.has(keys.id)) {

@@ -20,13 +20,23 @@ export function s3RouteTransport(t: S3Route): Transport {
       const publicKeys = keys && { evaluationKeys: keys.bytes, evaluationKeysId: keys.id };
       const [k] = await Promise.all([publicKeys && ensureKeysUploaded(t, publicKeys), t.store.put(loc.query, query, 'encrypted query')]);
       const t1 = now();
-      const request: Record<string, string> = { encrypted_query_uri: formatS3Uri(loc.query), output_uri: formatS3Uri(loc.result), query_sha256: info?.querySha256 ?? sha256(query) };
+      const request: Record<string, string> = {
+        encrypted_query_uri: formatS3Uri(loc.query),
+        output_uri: formatS3Uri(loc.result),
+        query_sha256: info?.querySha256 ?? sha256(query),
+      };
       if (k) request.evaluation_keys_uri = formatS3Uri(k.loc);
       const invoked = await invokeWithKeys(t, request, publicKeys);
       const t2 = now();
       const { bytes: result } = await t.store.get(loc.result, 2 ** 31, 'encrypted result');
       const t3 = now();
-      return { result, keysUploaded: (k?.uploaded ?? false) || invoked.keysUploaded, ms: { upload: round(t1 - t0), invoke: round(t2 - t1), download: round(t3 - t2) }, server: invoked.server, via: 's3' };
+      return {
+        result,
+        keysUploaded: (k?.uploaded ?? false) || invoked.keysUploaded,
+        ms: { upload: round(t1 - t0), invoke: round(t2 - t1), download: round(t3 - t2) },
+        server: invoked.server,
+        via: 's3',
+      };
     },
     batch: true,
   };

@@ -64,8 +64,18 @@ export function choosePayload(o: { mode: TransportMode; queryBytes: number; limi
   const limit = o.limit ?? BODY_LIMIT;
   if (o.mode === 's3') return 's3';
   if (o.mode === 'body') {
-    if (!o.bodyAvailable) throw new SealedError('bad-request', 'this endpoint takes queries through S3 only (an async endpoint, or a custom invoke without a body form)', 'use transport s3 or auto');
-    if (o.queryBytes > limit) throw new SealedError('bad-request', `the encrypted query is ${o.queryBytes} bytes, more than the request body limit of ${limit}`, 'use transport auto or s3 (S3 takes any size), or send fewer records per request');
+    if (!o.bodyAvailable)
+      throw new SealedError(
+        'bad-request',
+        'this endpoint takes queries through S3 only (an async endpoint, or a custom invoke without a body form)',
+        'use transport s3 or auto',
+      );
+    if (o.queryBytes > limit)
+      throw new SealedError(
+        'bad-request',
+        `the encrypted query is ${o.queryBytes} bytes, more than the request body limit of ${limit}`,
+        'use transport auto or s3 (S3 takes any size), or send fewer records per request',
+      );
     return 'body';
   }
   return o.bodyAvailable && o.queryBytes <= limit ? 'body' : 's3';
@@ -78,7 +88,10 @@ export function choosePayload(o: { mode: TransportMode; queryBytes: number; limi
 export class PayloadRefused extends SealedError {
   readonly httpStatus: 413 | 415;
   constructor(httpStatus: 413 | 415, message: string) {
-    const hint = httpStatus === 415 ? 'the server does not take queries as request bodies: update it, or use transport s3' : 'send fewer records per request, or use transport auto or s3';
+    const hint =
+      httpStatus === 415
+        ? 'the server does not take queries as request bodies: update it, or use transport s3'
+        : 'send fewer records per request, or use transport auto or s3';
     super('bad-request', message, hint);
     this.httpStatus = httpStatus;
   }

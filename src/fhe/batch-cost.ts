@@ -46,7 +46,16 @@ export async function measureBatchUnitCosts(plan: BatchPlan, repeat = 16): Promi
   const decrypt_ms = time(() => holder.decrypt(saved));
   holder.close();
   bs.close();
-  return { mac_first_ns: +units.macFirst.toFixed(3), mac_second_ns: +units.macSecond.toFixed(3), square_ns: +units.square.toFixed(3), reduce_ns: +units.reduce.toFixed(3), load_ms, save_ms, encrypt_ms, decrypt_ms };
+  return {
+    mac_first_ns: +units.macFirst.toFixed(3),
+    mac_second_ns: +units.macSecond.toFixed(3),
+    square_ns: +units.square.toFixed(3),
+    reduce_ns: +units.reduce.toFixed(3),
+    load_ms,
+    save_ms,
+    encrypt_ms,
+    decrypt_ms,
+  };
 }
 
 /**
@@ -59,29 +68,56 @@ export async function measureBatchUnitCostsConcurrent(plan: BatchPlan, threads: 
   const start = new SharedArrayBuffer(8);
   const gate = new Int32Array(start);
   const workers = Array.from({ length: threads }, () => new Worker(new URL('./unit-costs-worker.ts', import.meta.url), { workerData: { plan, start } }));
-  const results = workers.map((w) => new Promise<BatchUnitCosts>((resolve, reject) => {
-    w.once('message', resolve);
-    w.once('error', reject);
-  }));
+  const results = workers.map(
+    (w) =>
+      new Promise<BatchUnitCosts>((resolve, reject) => {
+        w.once('message', resolve);
+        w.once('error', reject);
+      }),
+  );
   while (Atomics.load(gate, 0) < threads) await new Promise((r) => setTimeout(r, 5));
   Atomics.store(gate, 1, 1);
   Atomics.notify(gate, 1);
   const all = await Promise.all(results);
   await Promise.all(workers.map((w) => w.terminate()));
   const mean = (k: keyof BatchUnitCosts) => +(all.reduce((a, c) => a + c[k], 0) / all.length).toFixed(3);
-  return { mac_first_ns: mean('mac_first_ns'), mac_second_ns: mean('mac_second_ns'), square_ns: mean('square_ns'), reduce_ns: mean('reduce_ns'), load_ms: mean('load_ms'), save_ms: mean('save_ms'), encrypt_ms: mean('encrypt_ms'), decrypt_ms: mean('decrypt_ms') };
+  return {
+    mac_first_ns: mean('mac_first_ns'),
+    mac_second_ns: mean('mac_second_ns'),
+    square_ns: mean('square_ns'),
+    reduce_ns: mean('reduce_ns'),
+    load_ms: mean('load_ms'),
+    save_ms: mean('save_ms'),
+    encrypt_ms: mean('encrypt_ms'),
+    decrypt_ms: mean('decrypt_ms'),
+  };
 }
 
 /** Predicted times (ms, one core) for one batch: the server's kernel and SEAL work, the client's. */
-export function predictBatch(plan: BatchPlan, u: BatchUnitCosts): { kernel: number; load: number; save: number; server: number; client: number; byOp: Record<string, number> } {
+export function predictBatch(
+  plan: BatchPlan,
+  u: BatchUnitCosts,
+): { kernel: number; load: number; save: number; server: number; client: number; byOp: Record<string, number> } {
   const c = batchOpCounts(plan);
-  const byOp = { mac_first: (c.macFirst * u.mac_first_ns) / 1e6, mac_second: (c.macSecond * u.mac_second_ns) / 1e6, square: (c.square * u.square_ns) / 1e6, reduce: (c.reduce * u.reduce_ns) / 1e6 };
+  const byOp = {
+    mac_first: (c.macFirst * u.mac_first_ns) / 1e6,
+    mac_second: (c.macSecond * u.mac_second_ns) / 1e6,
+    square: (c.square * u.square_ns) / 1e6,
+    reduce: (c.reduce * u.reduce_ns) / 1e6,
+  };
   const kernel = byOp.mac_first + byOp.mac_second + byOp.square + byOp.reduce;
   const load = c.decode * u.load_ms;
   const save = c.encode * u.save_ms;
   const client = plan.inputs * u.encrypt_ms + outputsOf(plan) * u.decrypt_ms;
   const r = (x: number) => +x.toFixed(1);
-  return { kernel: r(kernel), load: r(load), save: r(save), server: r(kernel + load + save), client: r(client), byOp: { mac_first: r(byOp.mac_first), mac_second: r(byOp.mac_second), square: r(byOp.square), reduce: r(byOp.reduce) } };
+  return {
+    kernel: r(kernel),
+    load: r(load),
+    save: r(save),
+    server: r(kernel + load + save),
+    client: r(client),
+    byOp: { mac_first: r(byOp.mac_first), mac_second: r(byOp.mac_second), square: r(byOp.square), reduce: r(byOp.reduce) },
+  };
 }
 
 /** Single layout: predicted ms per ciphertext (evaluation from unit costs, plus encrypt and decrypt). */
@@ -108,7 +144,12 @@ export async function measureSingleCost(program: Program, repeat = 5): Promise<{
  * CPU time, client and server): single costs per ciphertext of `recordsPerCiphertext` records,
  * batch per batch of up to recordsPerBatch records.
  */
-export function crossover(plan: BatchPlan, batchCosts: BatchUnitCosts, single: { evaluate: number; encrypt: number; decrypt: number }, recordsPerCiphertext: number): number {
+export function crossover(
+  plan: BatchPlan,
+  batchCosts: BatchUnitCosts,
+  single: { evaluate: number; encrypt: number; decrypt: number },
+  recordsPerCiphertext: number,
+): number {
   const p = predictBatch(plan, batchCosts);
   const perBatch = p.server + p.client;
   const perCiphertext = single.evaluate + single.encrypt + single.decrypt;

@@ -49,7 +49,12 @@ export class BatchSession {
   /** A result ciphertext of `size` polynomials from residues at `offset`, saved as SEAL does (zstd). */
   encodeResult(residues: Uint32Array, offset: number, size: number, scaleBits: number): Uint8Array {
     const { seal } = this.session;
-    const raw = buildRaw({ parmsId: this.parmsId, degree: this.plan.params.polyModulusDegree, primes: this.primes.length, scale: 2 ** scaleBits }, size, residues, offset);
+    const raw = buildRaw(
+      { parmsId: this.parmsId, degree: this.plan.params.polyModulusDegree, primes: this.primes.length, scale: 2 ** scaleBits },
+      size,
+      residues,
+      offset,
+    );
     const ct = loadCiphertext(this.session, raw, 'a batch result');
     try {
       return ct.saveToArray(seal.ComprModeType.zstd) as Uint8Array;

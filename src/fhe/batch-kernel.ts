@@ -14,7 +14,23 @@ import { KERNEL_WASM } from './kernel-wasm.ts';
 /** The SIMD loops (kernel.wat) and their memory: one instance per thread, grown on demand. */
 interface Simd {
   memory: WebAssembly.Memory;
-  mac4(r0: number, r1: number, r2: number, r3: number, xa: number, xb: number, wa0: number, wb0: number, wa1: number, wb1: number, wa2: number, wb2: number, wa3: number, wb3: number, n: number): void;
+  mac4(
+    r0: number,
+    r1: number,
+    r2: number,
+    r3: number,
+    xa: number,
+    xb: number,
+    wa0: number,
+    wb0: number,
+    wa1: number,
+    wb1: number,
+    wa2: number,
+    wb2: number,
+    wa3: number,
+    wb3: number,
+    n: number,
+  ): void;
   acc4(dst: number, sa: number, sb: number, sc: number, sd: number, wa: number, wb: number, wc: number, wd: number, n: number): void;
 }
 
@@ -177,7 +193,7 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
       const j = group[r];
       if (!plan.square) {
         // Linear model: the row is the output.
-        reduceInto(A0[r], output, (j * size) * LN + lane0, q, qinv);
+        reduceInto(A0[r], output, j * size * LN + lane0, q, qinv);
         reduceInto(A1[r], output, (j * size + 1) * LN + lane0, q, qinv);
         continue;
       }
@@ -216,8 +232,14 @@ function macRow(a0: Float64Array, a1: Float64Array, input: Uint32Array, index: I
   let t = t0;
   // Four taps per pass over the accumulators (memory traffic, as for the squares).
   for (; t + 4 <= t1; t += 4) {
-    const wa = w[t], wb = w[t + 1], wc = w[t + 2], wd = w[t + 3];
-    const pa = index[t] * 2 * C, pb = index[t + 1] * 2 * C, pc = index[t + 2] * 2 * C, pd = index[t + 3] * 2 * C;
+    const wa = w[t],
+      wb = w[t + 1],
+      wc = w[t + 2],
+      wd = w[t + 3];
+    const pa = index[t] * 2 * C,
+      pb = index[t + 1] * 2 * C,
+      pc = index[t + 2] * 2 * C,
+      pd = index[t + 3] * 2 * C;
     for (let c = 0; c < C; c++) {
       a0[c] += wa * input[pa + c] + wb * input[pb + c] + wc * input[pc + c] + wd * input[pd + c];
       a1[c] += wa * input[pa + C + c] + wb * input[pb + C + c] + wc * input[pc + C + c] + wd * input[pd + C + c];
@@ -298,7 +320,8 @@ function accumulate(x: Scratch, w2: Float64Array, rows: number, outs: number, C:
     // Fewer than four pending rows (the last group): the missing ones weigh 0.
     const [wa, wb, wc, wd] = [w(0), w(1), w(2), w(3)];
     const n = pending.length;
-    for (let p = 0; p < 3; p++) s.acc4(accAt + (o * 3 + p) * C * 8, row(0, p), row(Math.min(1, n - 1), p), row(Math.min(2, n - 1), p), row(Math.min(3, n - 1), p), wa, wb, wc, wd, C);
+    for (let p = 0; p < 3; p++)
+      s.acc4(accAt + (o * 3 + p) * C * 8, row(0, p), row(Math.min(1, n - 1), p), row(Math.min(2, n - 1), p), row(Math.min(3, n - 1), p), wa, wb, wc, wd, C);
   }
 }
 

@@ -61,7 +61,15 @@ export function scaleBitsOf(p: BatchPlan): { first: number; square: number; out:
  * hidden value's two residues, then three modular products), `reduce` other modular
  * reductions. `decode`/`encode`: ciphertexts SEAL loads (queries) and saves (results).
  */
-export function batchOpCounts(p: BatchPlan): { macFirst: number; macSecond: number; square: number; reduce: number; decode: number; encode: number; lanes: number } {
+export function batchOpCounts(p: BatchPlan): {
+  macFirst: number;
+  macSecond: number;
+  square: number;
+  reduce: number;
+  decode: number;
+  encode: number;
+  lanes: number;
+} {
   const lanes = dataPrimesOf(p) * p.params.polyModulusDegree;
   const macSecond = p.second ? p.second.weight.length * 3 : 0;
   const reduce = p.square ? outputsOf(p) * 3 * (1 + Math.floor(p.first.rows / REDUCE_EVERY)) : p.first.rows * 2;
@@ -88,7 +96,17 @@ const PLAN_HINT = 'use the bundle `sealed train` wrote (copy it again), or retra
 export function validateBatchPlan(raw: unknown, where = 'the batch plan'): BatchPlan {
   const bad = (field: string, what: string) => new SealedError('bad-bundle', `${where}: ${field} ${what}`, PLAN_HINT);
   const show = (v: unknown) =>
-    typeof v === 'number' || typeof v === 'boolean' ? String(v) : v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'string' ? JSON.stringify(v.slice(0, 32)) : typeof v === 'object' ? 'an object' : typeof v;
+    typeof v === 'number' || typeof v === 'boolean'
+      ? String(v)
+      : v === null
+        ? 'null'
+        : Array.isArray(v)
+          ? 'an array'
+          : typeof v === 'string'
+            ? JSON.stringify(v.slice(0, 32))
+            : typeof v === 'object'
+              ? 'an object'
+              : typeof v;
   const object = (v: unknown, field: string): Record<string, unknown> => {
     if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad(field, `is ${show(v)}, not an object`);
     return v as Record<string, unknown>;
@@ -116,7 +134,8 @@ export function validateBatchPlan(raw: unknown, where = 'the batch plan'): Batch
   const biases = (v: unknown[], field: string, scale: number) => {
     for (let i = 0; i < v.length; i++) {
       const x = v[i];
-      if (typeof x !== 'number' || !Number.isFinite(x) || !Number.isFinite(x * 2 ** scale)) throw bad(`${field}[${i}]`, `is ${show(x)}, not a finite number at scale 2^${scale}`);
+      if (typeof x !== 'number' || !Number.isFinite(x) || !Number.isFinite(x * 2 ** scale))
+        throw bad(`${field}[${i}]`, `is ${show(x)}, not a finite number at scale 2^${scale}`);
     }
     return v as number[];
   };
@@ -126,7 +145,8 @@ export function validateBatchPlan(raw: unknown, where = 'the batch plan'): Batch
   if (params.scheme !== 'ckks') throw bad('params.scheme', `is ${show(params.scheme)}, not ckks`);
   if (params.securityLevel !== 128) throw bad('params.securityLevel', `is ${show(params.securityLevel)}, not 128`);
   // The compiler's only degree: chunking, records per batch and the cost model assume it.
-  if (params.polyModulusDegree !== BATCH_DEGREE) throw bad('params.polyModulusDegree', `is ${show(params.polyModulusDegree)}, not ${BATCH_DEGREE} (batch mode's ring degree)`);
+  if (params.polyModulusDegree !== BATCH_DEGREE)
+    throw bad('params.polyModulusDegree', `is ${show(params.polyModulusDegree)}, not ${BATCH_DEGREE} (batch mode's ring degree)`);
   const bits = params.coeffModulusBits;
   if (!Array.isArray(bits) || bits.length < 2) throw bad('params.coeffModulusBits', 'must list at least one data prime and the special prime');
   // The special prime (last) is never used by the kernel; only the data primes bound residues.
@@ -156,35 +176,51 @@ export function validateBatchPlan(raw: unknown, where = 'the batch plan'): Batch
   }
   if (start[rows] !== taps) throw bad(`first.start[${rows}]`, `is ${start[rows]}, not first.index.length = ${taps}`);
   ints(f.index, 'first.index', 0, inputs - 1, `[0, ${inputs}) (inputs)`);
-  ints(array(f.weight, 'first.weight', taps, 'one per tap, first.index.length'), 'first.weight', -MAX_INT_WEIGHT, MAX_INT_WEIGHT, `[-${MAX_INT_WEIGHT}, ${MAX_INT_WEIGHT}], the kernel's integer weights`);
+  ints(
+    array(f.weight, 'first.weight', taps, 'one per tap, first.index.length'),
+    'first.weight',
+    -MAX_INT_WEIGHT,
+    MAX_INT_WEIGHT,
+    `[-${MAX_INT_WEIGHT}, ${MAX_INT_WEIGHT}], the kernel's integer weights`,
+  );
   int(f.weightScaleBits, 'first.weightScaleBits', -dataBits, dataBits);
 
   if (typeof p.square !== 'boolean') throw bad('square', `is ${show(p.square)}, not a boolean`);
   // The kernel squares exactly when there is a second layer to take the squares.
-  if (p.square !== (p.second !== undefined)) throw bad('second', p.square ? 'is missing: a plan that squares needs a second layer' : 'is present, but the plan does not square');
+  if (p.square !== (p.second !== undefined))
+    throw bad('second', p.square ? 'is missing: a plan that squares needs a second layer' : 'is present, but the plan does not square');
 
   let outs = 0;
   if (p.second !== undefined) {
     const s = object(p.second, 'second');
     outs = int(s.rows, 'second.rows', 1, MAX_KERNEL_INDEX);
     // Rows of any length: the kernel reduces every REDUCE_EVERY products (kernel-limits.ts).
-    ints(array(s.weight, 'second.weight', outs * rows, 'second.rows x first.rows'), 'second.weight', -MAX_INT_WEIGHT, MAX_INT_WEIGHT, `[-${MAX_INT_WEIGHT}, ${MAX_INT_WEIGHT}], the kernel's integer weights`);
+    ints(
+      array(s.weight, 'second.weight', outs * rows, 'second.rows x first.rows'),
+      'second.weight',
+      -MAX_INT_WEIGHT,
+      MAX_INT_WEIGHT,
+      `[-${MAX_INT_WEIGHT}, ${MAX_INT_WEIGHT}], the kernel's integer weights`,
+    );
     int(s.weightScaleBits, 'second.weightScaleBits', -dataBits, dataBits);
   }
   // Every scale field is now an integer: the scales the layers give, as the client expects them.
   const plan = raw as BatchPlan;
   const scales = scaleBitsOf(plan);
   const range = `outside [2^0, 2^${dataBits}) (the data primes hold ${dataBits} bits)`;
-  if (scales.first < 0 || scales.square >= dataBits) throw bad('first.weightScaleBits', `gives hidden values at scale 2^${scales.first}${plan.square ? ` and squares at 2^${scales.square}` : ''}, ${range}`);
+  if (scales.first < 0 || scales.square >= dataBits)
+    throw bad('first.weightScaleBits', `gives hidden values at scale 2^${scales.first}${plan.square ? ` and squares at 2^${scales.square}` : ''}, ${range}`);
   if (scales.out < 0 || scales.out >= dataBits) throw bad('second.weightScaleBits', `gives results at scale 2^${scales.out}, ${range}`);
   biases(array(f.bias, 'first.bias', rows, 'first.rows'), 'first.bias', scales.first);
   if (plan.second) biases(array(plan.second.bias, 'second.bias', outs, 'second.rows'), 'second.bias', scales.out);
-  if (p.outputScaleBits !== scales.out) throw bad('outputScaleBits', `is ${show(p.outputScaleBits)}, not ${scales.out}, the scale the layers give (scaleBitsOf)`);
+  if (p.outputScaleBits !== scales.out)
+    throw bad('outputScaleBits', `is ${show(p.outputScaleBits)}, not ${scales.out}, the scale the layers give (scaleBitsOf)`);
   if (p.privacy !== undefined && p.privacy !== 'flood' && p.privacy !== 'none') throw bad('privacy', `is ${show(p.privacy)}, not "flood" or "none"`);
   if (p.privacy === 'flood') {
     const bitsList = array(p.noiseL2Bits, 'noiseL2Bits', outputsOf(plan), 'one per output');
     bitsList.forEach((b, i) => {
-      if (typeof b !== 'number' || !Number.isFinite(b) || b < 0 || b > dataBits) throw bad(`noiseL2Bits[${i}]`, `is ${show(b)}, not a bit count in [0, ${dataBits}]`);
+      if (typeof b !== 'number' || !Number.isFinite(b) || b < 0 || b > dataBits)
+        throw bad(`noiseL2Bits[${i}]`, `is ${show(b)}, not a bit count in [0, ${dataBits}]`);
     });
     int(p.floodSecurityBits, 'floodSecurityBits', 20, 128);
   }

@@ -4,7 +4,17 @@ import { SealedError } from '../errors.ts';
 import type { BatchPlan } from './batch-plan.ts';
 import { resultSize } from './batch-plan.ts';
 import type { CkksSession } from './ckks.ts';
-import { FLOOD_SECURITY_BITS, floodSigma, makeRerandKey, nttTables, rerandomizeResidues, saveRerandKey, secretKeyResidues, type NegacyclicNtt, type RerandKey } from './privacy.ts';
+import {
+  FLOOD_SECURITY_BITS,
+  floodSigma,
+  makeRerandKey,
+  nttTables,
+  rerandomizeResidues,
+  saveRerandKey,
+  secretKeyResidues,
+  type NegacyclicNtt,
+  type RerandKey,
+} from './privacy.ts';
 import { primes as chainPrimes } from './params.ts';
 import { guard, release } from './seal.ts';
 

@@ -217,17 +217,28 @@ export interface QueryOptions {
 /** Server side: a query ciphertext must be fresh (top level, size 2) at the expected scale. */
 export function loadQueryCiphertext(s: CkksSession, bytes: Uint8Array, scaleBits: number, o: QueryOptions = {}): Ciphertext {
   const what = o.what ?? 'the encrypted query';
-  const ct = loadChecked(s, bytes, { what, code: 'bad-query', hint: QUERY_HINT, levels: [s.shape.data[0]], minPolys: 2, maxPolys: 2, compression: o.compression ?? ['zstd'], scale: 2 ** scaleBits });
+  const ct = loadChecked(s, bytes, {
+    what,
+    code: 'bad-query',
+    hint: QUERY_HINT,
+    levels: [s.shape.data[0]],
+    minPolys: 2,
+    maxPolys: 2,
+    compression: o.compression ?? ['zstd'],
+    scale: 2 ** scaleBits,
+  });
   // The precheck has refused all of this already; kept as SEAL's own word on what it loaded.
   const fail = (why: string) => {
     ct.delete();
     return new SealedError('bad-query', `${what} ${why}`, QUERY_HINT);
   };
-  if (ct.polyModulusDegree() !== s.params.polyModulusDegree) throw fail(`has ring degree ${ct.polyModulusDegree()}, the model uses ${s.params.polyModulusDegree}`);
+  if (ct.polyModulusDegree() !== s.params.polyModulusDegree)
+    throw fail(`has ring degree ${ct.polyModulusDegree()}, the model uses ${s.params.polyModulusDegree}`);
   if (ct.coeffModulusSize() !== s.dataPrimes) throw fail(`is at the wrong level (${ct.coeffModulusSize()} primes, expected ${s.dataPrimes})`);
   if (ct.size() !== 2) throw fail(`has ${ct.size()} polynomials, expected 2`);
   const scale = ct.scale();
-  if (!Number.isFinite(scale) || scale !== 2 ** scaleBits) throw fail(`has scale ${Number.isFinite(scale) ? `2^${Math.log2(scale).toFixed(2)}` : 'that is not a number'}, expected 2^${scaleBits}`);
+  if (!Number.isFinite(scale) || scale !== 2 ** scaleBits)
+    throw fail(`has scale ${Number.isFinite(scale) ? `2^${Math.log2(scale).toFixed(2)}` : 'that is not a number'}, expected 2^${scaleBits}`);
   if (!ct.isNttForm()) throw fail('is not in NTT form');
   return ct;
 }
@@ -239,7 +250,13 @@ export interface EvaluationKeys {
 }
 
 /** Loads and checks evaluation keys: every rotation the program needs must be present. */
-export function loadEvaluationKeys(s: CkksSession, galoisBytes: Uint8Array, relinBytes: Uint8Array | undefined, steps: number[], needRelin: boolean): EvaluationKeys {
+export function loadEvaluationKeys(
+  s: CkksSession,
+  galoisBytes: Uint8Array,
+  relinBytes: Uint8Array | undefined,
+  steps: number[],
+  needRelin: boolean,
+): EvaluationKeys {
   const { seal } = s;
   const degree = s.params.polyModulusDegree;
   // Beyond the model's own rotations, as many keys as SEAL's default set (every power-of-two
@@ -258,7 +275,12 @@ export function loadEvaluationKeys(s: CkksSession, galoisBytes: Uint8Array, reli
       }
     }
     if (needRelin) {
-      if (!relinChecked) throw new SealedError('bad-keys', 'the evaluation keys lack relinearization keys, which this model needs', 'make keys for this model with `sealed keygen`');
+      if (!relinChecked)
+        throw new SealedError(
+          'bad-keys',
+          'the evaluation keys lack relinearization keys, which this model needs',
+          'make keys for this model with `sealed keygen`',
+        );
       relin = new seal.RelinKeys();
       const r = relin;
       guard('bad-keys', 'the relinearization keys', () => r.loadFromArray(s.context, relinChecked));

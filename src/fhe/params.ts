@@ -33,7 +33,8 @@ export function checkParams(p: CkksParams): void {
   if (!Array.isArray(p.coeffModulusBits) || p.coeffModulusBits.length < 2 || p.coeffModulusBits.some((b) => !Number.isInteger(b) || b < 20 || b > 60)) {
     throw bad('coefficient modulus must be at least two primes of 20 to 60 bits');
   }
-  if (totalBits(p) > max) throw bad(`coefficient modulus of ${totalBits(p)} bits exceeds ${max} bits, the 128-bit security bound for ring degree ${p.polyModulusDegree}`);
+  if (totalBits(p) > max)
+    throw bad(`coefficient modulus of ${totalBits(p)} bits exceeds ${max} bits, the 128-bit security bound for ring degree ${p.polyModulusDegree}`);
 }
 
 export function paramsKey(p: CkksParams): string {
@@ -46,7 +47,9 @@ export function createContext(seal: Seal, p: CkksParams): SEALContext {
   const parms = new seal.EncryptionParameters(seal.SchemeType.ckks);
   try {
     parms.setPolyModulusDegree(p.polyModulusDegree);
-    const mods = guard('insecure-parameters', 'encryption parameters', () => seal.CoeffModulus.Create(p.polyModulusDegree, Int32Array.from(p.coeffModulusBits)));
+    const mods = guard('insecure-parameters', 'encryption parameters', () =>
+      seal.CoeffModulus.Create(p.polyModulusDegree, Int32Array.from(p.coeffModulusBits)),
+    );
     parms.setCoeffModulus(mods);
     mods.delete();
     const ctx = new seal.SEALContext(parms, true, seal.SecLevelType.tc128);

@@ -65,7 +65,6 @@ export function floodExtraBits(degree: number, lambda = FLOOD_SECURITY_BITS): nu
   return Math.ceil(lambda - 1 + Math.log2(degree) / 2 + 1);
 }
 
-
 /** Raw ciphertext bytes (SEAL, uncompressed): the residues start here (see raw-ciphertext.ts). */
 const RAW_RESIDUES_AT = 16 + 32 + 1 + 8 + 8 + 8 + 8 + 8 + 16 + 8;
 
@@ -76,7 +75,8 @@ const RAW_RESIDUES_AT = 16 + 32 + 1 + 8 + 8 + 8 + 8 + 8 + 16 + 8;
 export function floodRawCiphertext(raw: Uint8Array, ntts: NegacyclicNttBig[], sigma: number): void {
   const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
   const n = ntts[0].n;
-  if (Number(v.getBigUint64(16 + 32 + 1 + 8 + 8, true)) !== ntts.length) throw new SealedError('internal', 'flood: the ciphertext is at another level than its NTT tables');
+  if (Number(v.getBigUint64(16 + 32 + 1 + 8 + 8, true)) !== ntts.length)
+    throw new SealedError('internal', 'flood: the ciphertext is at another level than its NTT tables');
   const flood = floodNoise(n, sigma);
   ntts.forEach((ntt, p) => {
     const { q } = ntt;

@@ -65,7 +65,11 @@ export function rotationsOf(steps: Step[]): number[] {
 
 /** Operation counts of one evaluation, for the cost model and benchmark reports. */
 export function opCounts(p: Program): { rotations: number; multiplyPlain: number; square: number; rescale: number; addPlain: number } {
-  let rotations = 0, multiplyPlain = 0, square = 0, rescale = 0, addPlain = 0;
+  let rotations = 0,
+    multiplyPlain = 0,
+    square = 0,
+    rescale = 0,
+    addPlain = 0;
   for (const st of p.steps) {
     if (st.op === 'square') {
       square++;

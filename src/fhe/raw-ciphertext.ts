@@ -127,8 +127,12 @@ export function packResidues(bytes: Uint8Array): Uint8Array | undefined {
   let o = PACK_HEAD + RAW_DATA_OFFSET;
   for (let i = 0; i < count; i += 4) {
     const at = RAW_DATA_OFFSET + 8 * i;
-    const a = v.getUint32(at, true), b = v.getUint32(at + 8, true), c = v.getUint32(at + 16, true), d = v.getUint32(at + 24, true);
-    if ((a | b | c | d) >>> 26 || v.getUint32(at + 4, true) | v.getUint32(at + 12, true) | v.getUint32(at + 20, true) | v.getUint32(at + 28, true)) return undefined;
+    const a = v.getUint32(at, true),
+      b = v.getUint32(at + 8, true),
+      c = v.getUint32(at + 16, true),
+      d = v.getUint32(at + 24, true);
+    if ((a | b | c | d) >>> 26 || v.getUint32(at + 4, true) | v.getUint32(at + 12, true) | v.getUint32(at + 20, true) | v.getUint32(at + 28, true))
+      return undefined;
     out[o] = a;
     out[o + 1] = a >>> 8;
     out[o + 2] = a >>> 16;
@@ -158,14 +162,17 @@ export function unpackResidues(packed: Uint8Array, what?: string, maxResidues = 
   if (!isPacked(packed) || v.getUint32(4, true) !== RAW_DATA_OFFSET) throw fail('is not a packed ciphertext', what);
   const count = v.getUint32(8, true);
   const body = PACK_HEAD + RAW_DATA_OFFSET + (count / 4) * 13;
-  if (count % 4 !== 0 || count > Math.min(maxResidues, MAX_PACKED_RESIDUES) || body > packed.length) throw fail('is truncated or declares too many residues', what);
+  if (count % 4 !== 0 || count > Math.min(maxResidues, MAX_PACKED_RESIDUES) || body > packed.length)
+    throw fail('is truncated or declares too many residues', what);
   if (packed.length - body > MAX_SUFFIX) throw fail('has more bytes after its residues than a seed', what);
   const out = new Uint8Array(RAW_DATA_OFFSET + 8 * count + (packed.length - body));
   out.set(packed.subarray(PACK_HEAD, PACK_HEAD + RAW_DATA_OFFSET));
   const words = new Uint32Array(2 * count);
   let p = PACK_HEAD + RAW_DATA_OFFSET;
   for (let i = 0; i < count; i += 4) {
-    const b3 = packed[p + 3], b6 = packed[p + 6], b9 = packed[p + 9];
+    const b3 = packed[p + 3],
+      b6 = packed[p + 6],
+      b9 = packed[p + 9];
     words[2 * i] = packed[p] | (packed[p + 1] << 8) | (packed[p + 2] << 16) | ((b3 & 3) << 24);
     words[2 * i + 2] = (b3 >>> 2) | (packed[p + 4] << 6) | (packed[p + 5] << 14) | ((b6 & 15) << 22);
     words[2 * i + 4] = (b6 >>> 4) | (packed[p + 7] << 4) | (packed[p + 8] << 12) | ((b9 & 63) << 20);

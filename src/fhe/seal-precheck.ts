@@ -102,7 +102,10 @@ class Refusal {
   }
   /** A fault in the framing: "X: the data is truncated". */
   frame(why: string): SealedError {
-    const hint = this.rule.code === 'bad-keys' ? 'upload the keys again as written by `sealed keygen`; do not edit or truncate them' : 'upload the object again as written by `sealed predict`; do not edit or truncate it';
+    const hint =
+      this.rule.code === 'bad-keys'
+        ? 'upload the keys again as written by `sealed keygen`; do not edit or truncate them'
+        : 'upload the object again as written by `sealed predict`; do not edit or truncate it';
     return new SealedError(this.rule.code, `${this.rule.what}: ${why}`, hint);
   }
   /** A well-formed object that does not fit the model: "X has 3 polynomials, expected 2". */
@@ -132,7 +135,8 @@ function readHeader(x: Bytes, at: number, r: Refusal): { compr: number; size: nu
   if (at + HEADER > x.length) throw r.frame('the data is truncated');
   if (x.v.getUint16(at, true) !== MAGIC) throw r.frame('the data is not a SEAL object (bad magic)');
   if (x.b[at + 2] !== HEADER) throw r.frame('the data is not a SEAL object (bad header size)');
-  if (x.b[at + 3] !== VERSION_MAJOR || x.b[at + 4] !== VERSION_MINOR) throw r.frame(`the data was written by another SEAL version than ${VERSION_MAJOR}.${VERSION_MINOR}, which this server reads`);
+  if (x.b[at + 3] !== VERSION_MAJOR || x.b[at + 4] !== VERSION_MINOR)
+    throw r.frame(`the data was written by another SEAL version than ${VERSION_MAJOR}.${VERSION_MINOR}, which this server reads`);
   if (x.b[at + 5] >= COMPR.length) throw r.frame('the data is not a SEAL object (unknown compression mode)');
   if (x.v.getUint16(at + 6, true) !== 0) throw r.frame('the data is not a SEAL object (reserved header bytes are set)');
   return { compr: x.b[at + 5], size: x.u64(at + 8) };
@@ -149,7 +153,7 @@ function zstdFrameLength(b: Uint8Array): number {
   const singleSegment = (descriptor >> 5) & 1;
   const contentSizeBytes = [singleSegment, 2, 4, 8][descriptor >> 6];
   let at = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][descriptor & 3] + contentSizeBytes;
-  for (let last = false; !last; ) {
+  for (let last = false; !last;) {
     if (at + 3 > b.length) return -1;
     const block = b[at] | (b[at + 1] << 8) | (b[at + 2] << 16);
     const type = (block >> 1) & 3;
@@ -175,7 +179,8 @@ function openObject(bytes: Uint8Array, allowed: readonly ComprMode[], maxBody: n
   if (bytes.length < HEADER) throw r.frame('the data is not a SEAL object (shorter than a SEAL header)');
   const h = readHeader(x, 0, r);
   const mode = COMPR[h.compr];
-  if (!allowed.includes(mode)) throw r.frame(`the data uses SEAL compression mode "${mode}"; this model's clients write ${allowed.map((m) => `"${m}"`).join(' or ')}`);
+  if (!allowed.includes(mode))
+    throw r.frame(`the data uses SEAL compression mode "${mode}"; this model's clients write ${allowed.map((m) => `"${m}"`).join(' or ')}`);
   if (h.size > bytes.length) throw r.frame('the data is truncated (its SEAL header declares more bytes than arrived)');
   if (h.size < bytes.length) throw r.frame('the data has bytes after the end of the SEAL object');
   const maxBytes = HEADER + (mode === 'none' ? maxBody : zstdBound(maxBody));
@@ -313,7 +318,8 @@ export function precheckKeys(bytes: Uint8Array, shape: SealShape, rule: KeysRule
   if (x.length < 40) throw r.frame('the data is truncated');
   if (!sameId(shape.key.parmsId, x.b, 0)) throw r.content('were made for other encryption parameters than this model uses');
   const slots = x.u64(32);
-  if (slots > maxIndex || (rule.kind === 'relin' && slots !== 1)) throw r.content(rule.kind === 'relin' ? 'do not hold exactly one relinearization key' : 'hold more key slots than a ring of this degree has');
+  if (slots > maxIndex || (rule.kind === 'relin' && slots !== 1))
+    throw r.content(rule.kind === 'relin' ? 'do not hold exactly one relinearization key' : 'hold more key slots than a ring of this degree has');
   const present = new Set<number>();
   const keyLevel: MemberRule = { levels: [shape.key], minPolys: 2, maxPolys: 2 };
   let at = 40;
@@ -335,7 +341,8 @@ export function precheckKeys(bytes: Uint8Array, shape: SealShape, rule: KeysRule
   }
   if (at !== x.length) throw r.frame('the data has bytes after the end of the keys');
   for (const need of rule.required ?? []) {
-    if (!present.has((need.element - 1) >>> 1)) throw new SealedError('bad-keys', `the evaluation keys lack the rotation by ${need.step} this model needs`, hint);
+    if (!present.has((need.element - 1) >>> 1))
+      throw new SealedError('bad-keys', `the evaluation keys lack the rotation by ${need.step} this model needs`, hint);
   }
   return bytes;
 }

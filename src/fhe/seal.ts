@@ -100,7 +100,12 @@ export function translate(e: unknown, code: ErrorCode, what: string): unknown {
   const kind = noteSealError(e);
   if (kind === 'fault') {
     // Not the caller's fault and not a verdict on its data: the runtime broke under it.
-    return new SealedError('internal', `the SEAL runtime failed while handling ${what} (WebAssembly trap); nothing was computed`, 'retry the request: the thread that failed is replaced by a fresh one', { cause: e });
+    return new SealedError(
+      'internal',
+      `the SEAL runtime failed while handling ${what} (WebAssembly trap); nothing was computed`,
+      'retry the request: the thread that failed is replaced by a fresh one',
+      { cause: e },
+    );
   }
   if (kind === undefined) return e;
   const text = sealExceptionText(e)!;

@@ -32,7 +32,16 @@ export class SinglePrivacy {
   constructor(s: CkksSession, publicKey: Uint8Array, noiseL2: number, lambda = FLOOD_SECURITY_BITS) {
     this.s = s;
     // A PublicKey is saved as its ciphertext: two polynomials at the key level, scale 1.
-    const checked = precheckCiphertext(publicKey, s.shape, { what: 'the public key', code: 'bad-keys', hint: 'make keys for this model with `sealed keygen`', levels: [s.shape.key], minPolys: 2, maxPolys: 2, compression: ['zstd'], scale: 1 });
+    const checked = precheckCiphertext(publicKey, s.shape, {
+      what: 'the public key',
+      code: 'bad-keys',
+      hint: 'make keys for this model with `sealed keygen`',
+      levels: [s.shape.key],
+      minPolys: 2,
+      maxPolys: 2,
+      compression: ['zstd'],
+      scale: 1,
+    });
     this.pk = new s.seal.PublicKey();
     guard('bad-keys', 'the public key', () => this.pk.loadFromArray(s.context, checked));
     this.encryptor = new s.seal.Encryptor(s.context, this.pk);

@@ -51,10 +51,21 @@ export function usedInputs(c: TreeCircuit): number[] {
 }
 
 /** Operations per batch, as tree-eval.ts performs them (for cost models and the benchmark). */
-export function treeOpCounts(c: TreeCircuit): { load: number; negate: number; multiply: number; multiplyPlain: number; encode: number; relinearize: number; add: number } {
+export function treeOpCounts(c: TreeCircuit): {
+  load: number;
+  negate: number;
+  multiply: number;
+  multiplyPlain: number;
+  encode: number;
+  relinearize: number;
+  add: number;
+} {
   const used = usedInputs(c);
   const neg = new Set<number>();
-  let multiply = 0, multiplyPlain = 0, relinearize = 0, add = 0;
+  let multiply = 0,
+    multiplyPlain = 0,
+    relinearize = 0,
+    add = 0;
   let lastTop = '';
   const contributing = new Array<number>(c.outputs).fill(0);
   for (const g of c.groups) {

@@ -37,7 +37,8 @@ export class TreeEvaluator {
     this.s = s;
     this.c = c;
     this.used = usedInputs(c);
-    if (c.privacy === 'flood' && !publicKey) throw new SealedError('bad-keys', 'this model floods its results (circuit privacy) and the keys carry no public key', KEY_HINT);
+    if (c.privacy === 'flood' && !publicKey)
+      throw new SealedError('bad-keys', 'this model floods its results (circuit privacy) and the keys carry no public key', KEY_HINT);
     const checked = precheckKeys(relinKeys, s.shape, { what: 'the relinearization keys', kind: 'relin' });
     this.relin = new s.seal.RelinKeys();
     try {
@@ -57,7 +58,12 @@ export class TreeEvaluator {
   evaluate(inputs: Uint8Array[], ops?: Record<string, number>): Uint8Array[] {
     const { s, c } = this;
     const { seal, evaluator, encoder } = s;
-    if (inputs.length !== c.inputs) throw new SealedError('bad-query', `a batch holds ${inputs.length} ciphertexts, this model reads ${c.inputs} per batch`, 'encrypt the query with the sealed client for this model');
+    if (inputs.length !== c.inputs)
+      throw new SealedError(
+        'bad-query',
+        `a batch holds ${inputs.length} ciphertexts, this model reads ${c.inputs} per batch`,
+        'encrypt the query with the sealed client for this model',
+      );
     const count = (k: string, n = 1) => {
       if (ops) ops[k] = (ops[k] ?? 0) + n;
     };

@@ -47,18 +47,31 @@ export interface ServerPart {
 const sha256 = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
 
 /** `extra`: more server-part files (e.g. server/network.json, the source layer graph), hashed too. */
-export async function writeBundle(dir: string, client: ClientPart, program: Program, masks: Float64Array[], metrics?: Manifest['metrics'], extra: Record<string, string> = {}, batch?: BatchPlan): Promise<Manifest> {
+export async function writeBundle(
+  dir: string,
+  client: ClientPart,
+  program: Program,
+  masks: Float64Array[],
+  metrics?: Manifest['metrics'],
+  extra: Record<string, string> = {},
+  batch?: BatchPlan,
+): Promise<Manifest> {
   await mkdir(join(dir, 'client'), { recursive: true });
   await mkdir(join(dir, 'server'), { recursive: true });
   const lengths = masks.map((m) => m.length);
   const bin = new Uint8Array(lengths.reduce((a, b) => a + b, 0) * 8);
   const view = new DataView(bin.buffer);
   let o = 0;
-  for (const m of masks) for (const v of m) view.setFloat64((o++) * 8, v, true);
+  for (const m of masks) for (const v of m) view.setFloat64(o++ * 8, v, true);
   const programBytes = JSON.stringify({ ...program, mask_lengths: lengths }) + '\n';
   const batchBytes = batch ? JSON.stringify(batch) + '\n' : '';
   const clientBytes = JSON.stringify({ ...client, model_id: modelIdOf(JSON.stringify(client), programBytes, bin, batchBytes) }, null, 1) + '\n';
-  const files: Record<string, string | Uint8Array> = { 'client/model.json': clientBytes, 'server/program.json': programBytes, 'server/masks.bin': bin, ...extra };
+  const files: Record<string, string | Uint8Array> = {
+    'client/model.json': clientBytes,
+    'server/program.json': programBytes,
+    'server/masks.bin': bin,
+    ...extra,
+  };
   if (batch) files['server/batch.json'] = batchBytes;
   for (const [name, bytes] of Object.entries(files)) await writeFile(join(dir, name), bytes);
   const manifest: Manifest = {
@@ -78,10 +91,18 @@ async function readChecked(dir: string, name: string, manifest: Manifest | undef
   try {
     bytes = await readFile(join(dir, name));
   } catch {
-    throw new SealedError('bad-bundle', `the model bundle in ${dir} has no ${name}`, 'point at the directory `sealed train` wrote (or extract model.tar.gz there)');
+    throw new SealedError(
+      'bad-bundle',
+      `the model bundle in ${dir} has no ${name}`,
+      'point at the directory `sealed train` wrote (or extract model.tar.gz there)',
+    );
   }
   if (manifest && manifest.files[name] !== sha256(bytes)) {
-    throw new SealedError('bad-bundle', `${name} in ${dir} does not match its hash in sealed.json: the bundle is corrupted or was edited`, 'copy the bundle again from the training output');
+    throw new SealedError(
+      'bad-bundle',
+      `${name} in ${dir} does not match its hash in sealed.json: the bundle is corrupted or was edited`,
+      'copy the bundle again from the training output',
+    );
   }
   return bytes;
 }
@@ -95,7 +116,12 @@ export async function readManifest(dir: string): Promise<Manifest | undefined> {
   }
   const m = JSON.parse(text) as Manifest;
   if (m.format !== BUNDLE_FORMAT) throw new SealedError('bad-bundle', `${dir}/sealed.json is not a sealed bundle manifest`);
-  if (m.version !== BUNDLE_VERSION) throw new SealedError('bad-bundle', `bundle format version ${m.version} is not supported (this build reads ${BUNDLE_VERSION})`, 'retrain, or use the matching version of sealed');
+  if (m.version !== BUNDLE_VERSION)
+    throw new SealedError(
+      'bad-bundle',
+      `bundle format version ${m.version} is not supported (this build reads ${BUNDLE_VERSION})`,
+      'retrain, or use the matching version of sealed',
+    );
   return m;
 }
 
@@ -113,13 +139,19 @@ export async function readClientPart(dir: string): Promise<{ modelId: string; cl
   }
   const client = parseClientPart(new TextDecoder().decode(bytes), dir);
   const modelId = client.model_id;
-  if (manifest && manifest.model_id !== modelId) throw new SealedError('bad-bundle', `the client part's id ${modelId} differs from the manifest's ${manifest.model_id}`);
+  if (manifest && manifest.model_id !== modelId)
+    throw new SealedError('bad-bundle', `the client part's id ${modelId} differs from the manifest's ${manifest.model_id}`);
   return { modelId, client };
 }
 
 export async function readServerPart(dir: string): Promise<ServerPart> {
   const manifest = await readManifest(dir);
-  if (!manifest) throw new SealedError('bad-bundle', `no sealed.json in ${dir}: not a model bundle`, 'point the server at the directory `sealed train` wrote (SageMaker: /opt/ml/model)');
+  if (!manifest)
+    throw new SealedError(
+      'bad-bundle',
+      `no sealed.json in ${dir}: not a model bundle`,
+      'point the server at the directory `sealed train` wrote (SageMaker: /opt/ml/model)',
+    );
   const programBytes = await readChecked(dir, 'server/program.json', manifest);
   const bin = await readChecked(dir, 'server/masks.bin', manifest);
   const parsed = JSON.parse(new TextDecoder().decode(programBytes)) as Program & { mask_lengths: number[] };
@@ -129,22 +161,30 @@ export async function readServerPart(dir: string): Promise<ServerPart> {
   let o = 0;
   for (const len of lengths) {
     const m = new Float64Array(len);
-    for (let i = 0; i < len; i++) m[i] = view.getFloat64((o++) * 8, true);
+    for (let i = 0; i < len; i++) m[i] = view.getFloat64(o++ * 8, true);
     masks.push(m);
   }
   if (o * 8 !== bin.length) throw new SealedError('bad-bundle', 'server/masks.bin does not match server/program.json');
   const batch = manifest.files['server/batch.json'] ? await readBatchPlan(dir, manifest) : undefined;
-  if (program.privacy !== undefined && program.privacy !== 'flood' && program.privacy !== 'none') throw new SealedError('bad-bundle', `server/program.json: privacy is ${JSON.stringify(program.privacy)}, not "flood" or "none"`);
-  if (program.privacy === 'flood' && !(typeof program.noiseL2Bits === 'number' && Number.isFinite(program.noiseL2Bits) && program.noiseL2Bits >= 0)) throw new SealedError('bad-bundle', 'server/program.json: privacy "flood" needs noiseL2Bits, a bit count');
+  if (program.privacy !== undefined && program.privacy !== 'flood' && program.privacy !== 'none')
+    throw new SealedError('bad-bundle', `server/program.json: privacy is ${JSON.stringify(program.privacy)}, not "flood" or "none"`);
+  if (program.privacy === 'flood' && !(typeof program.noiseL2Bits === 'number' && Number.isFinite(program.noiseL2Bits) && program.noiseL2Bits >= 0))
+    throw new SealedError('bad-bundle', 'server/program.json: privacy "flood" needs noiseL2Bits, a bit count');
   // The engine runs every step that is not a square as a linear one: a step it does not know
   // (a bundle from a newer compiler) is refused, never evaluated as something else.
   const steps: unknown = program.steps;
   if (!Array.isArray(steps)) throw new SealedError('bad-bundle', 'server/program.json: steps is not an array');
   steps.forEach((st: { op?: unknown }, i) => {
-    if (st?.op !== 'linear' && st?.op !== 'square') throw new SealedError('bad-bundle', `server/program.json: step ${i} has operation ${JSON.stringify(st?.op)}, which this server does not run (linear, square)`, 'serve it with the sealed version that compiled it, or recompile the model');
+    if (st?.op !== 'linear' && st?.op !== 'square')
+      throw new SealedError(
+        'bad-bundle',
+        `server/program.json: step ${i} has operation ${JSON.stringify(st?.op)}, which this server does not run (linear, square)`,
+        'serve it with the sealed version that compiled it, or recompile the model',
+      );
   });
   const lambda = program.floodSecurityBits;
-  if (lambda !== undefined && !(Number.isInteger(lambda) && lambda >= 20 && lambda <= 128)) throw new SealedError('bad-bundle', `server/program.json: floodSecurityBits is ${JSON.stringify(lambda)}, not an integer in [20, 128]`);
+  if (lambda !== undefined && !(Number.isInteger(lambda) && lambda >= 20 && lambda <= 128))
+    throw new SealedError('bad-bundle', `server/program.json: floodSecurityBits is ${JSON.stringify(lambda)}, not an integer in [20, 128]`);
   const privacy = { single: program.privacy ?? 'none', batch: batch ? (batch.privacy ?? 'none') : undefined };
   return { modelId: manifest.model_id, program, masks, batch, privacy };
 }

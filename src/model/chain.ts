@@ -19,7 +19,11 @@ export function chooseParams(r: ChainRequest): CkksParams {
   const levelBits = r.levelBits ?? r.inputScaleBits;
   const q0 = r.finalScaleBits + r.headroomBits + 1;
   if (q0 > 60) {
-    throw new SealedError('bad-data', `the model's values need ${q0} bits in the first prime, over SEAL's 60`, 'standardise the features, or lower the weight scale');
+    throw new SealedError(
+      'bad-data',
+      `the model's values need ${q0} bits in the first prime, over SEAL's 60`,
+      'standardise the features, or lower the weight scale',
+    );
   }
   const bits = [q0, ...Array<number>(r.depth).fill(levelBits)];
   bits.push(Math.max(...bits)); // special prime: at least as large as any data prime

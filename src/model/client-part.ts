@@ -61,7 +61,8 @@ export function parseClientPart(text: string, where: string): ClientPart & { mod
     throw new SealedError('bad-bundle', `the client part in ${where} is not valid JSON`);
   }
   if (c.format !== CLIENT_FORMAT || c.version !== 1) throw new SealedError('bad-bundle', `${where} does not hold a version-1 sealed client part`);
-  if (typeof c.model_id !== 'string' || !/^[0-9a-f]{32}$/.test(c.model_id)) throw new SealedError('bad-bundle', `the client part in ${where} has no valid model_id`);
+  if (typeof c.model_id !== 'string' || !/^[0-9a-f]{32}$/.test(c.model_id))
+    throw new SealedError('bad-bundle', `the client part in ${where} has no valid model_id`);
   checkParams(c.params);
   if (c.batch) checkParams(c.batch.params);
   return c as ClientPart & { model_id: string };

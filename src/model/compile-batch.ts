@@ -149,7 +149,9 @@ function batchShape(net: Network): Shape | undefined {
   const weight: number[] = [];
   const bias = [...dense.bias];
   for (let j = 0; j < first.rows; j++) {
-    const a = perFeature(act.a, j), b = perFeature(act.b, j), c = perFeature(act.c, j);
+    const a = perFeature(act.a, j),
+      b = perFeature(act.b, j),
+      c = perFeature(act.c, j);
     if (a === 0) return undefined;
     first.bias[j] += b / (2 * a);
     const constant = c - (b * b) / (4 * a);
@@ -162,7 +164,12 @@ function batchShape(net: Network): Shape | undefined {
 }
 
 /** The plan at one input scale, its modulus sized from the samples; undefined when it needs more than 128-bit security allows. */
-function buildPlan(shape: Shape, net: Network, inputScaleBits: number, samples: ArrayLike<number>[]): { plan: BatchPlan; peak: { out: number; input: Float64Array } } | undefined {
+function buildPlan(
+  shape: Shape,
+  net: Network,
+  inputScaleBits: number,
+  samples: ArrayLike<number>[],
+): { plan: BatchPlan; peak: { out: number; input: Float64Array } } | undefined {
   const { first, square, second } = shape;
   const w1Bits = weightBits(first.weight);
   const w2Bits = second ? weightBits(second.weight) : 0;
@@ -185,12 +192,15 @@ function buildPlan(shape: Shape, net: Network, inputScaleBits: number, samples: 
     for (const v of hidden) peak.first = Math.max(peak.first, Math.abs(v));
     for (const v of out) peak.out = Math.max(peak.out, Math.abs(v));
   }
-  const needBits = Math.max(
-    scales.first + Math.log2(Math.max(peak.first, 1)),
-    square ? scales.square + 2 * Math.log2(Math.max(peak.first, 1)) : 0,
-    scales.out + Math.log2(Math.max(peak.out, 1)),
-    inputScaleBits + 1,
-  ) + 1 + HEADROOM_BITS;
+  const needBits =
+    Math.max(
+      scales.first + Math.log2(Math.max(peak.first, 1)),
+      square ? scales.square + 2 * Math.log2(Math.max(peak.first, 1)) : 0,
+      scales.out + Math.log2(Math.max(peak.out, 1)),
+      inputScaleBits + 1,
+    ) +
+    1 +
+    HEADROOM_BITS;
   const dataPrimes = Math.ceil(needBits / BITS_PER_PRIME);
   // The special prime is unused (no key switching) but SEAL keeps one: the smallest allowed.
   const bits = [...new Array<number>(dataPrimes).fill(PRIME_BITS), PRIME_BITS];
@@ -223,7 +233,8 @@ function noiseL2Bounds(plan: BatchPlan, inputRange: Float64Array): number[] {
   const gauss = Math.sqrt(N) * SEAL_NOISE_SIGMA; // root mean square of |e|_2
   const f = plan.first;
   const row = (j: number) => {
-    let l2 = 0, range = 0;
+    let l2 = 0,
+      range = 0;
     for (let t = f.start[j]; t < f.start[j + 1]; t++) {
       l2 += f.weight[t] * f.weight[t];
       range += Math.abs(f.weight[t]) * inputRange[f.index[t]];

@@ -110,7 +110,12 @@ export function compileLinear(w: LinearWeights, samples: ArrayLike<number>[], o:
     weightBits = MAX_WEIGHT_SCALE_BITS;
     const need = inputScaleBits + weightBits + headroom + 1;
     const second = Math.max(20, need - FLOOD_FIRST_PRIME_BITS);
-    if (second > 60) throw new SealedError('bad-data', `a flooded linear model needs ${need} bits for its results, more than two primes hold`, 'standardise the features, or use privacy none');
+    if (second > 60)
+      throw new SealedError(
+        'bad-data',
+        `a flooded linear model needs ${need} bits for its results, more than two primes hold`,
+        'standardise the features, or use privacy none',
+      );
     const bits = [FLOOD_FIRST_PRIME_BITS, second, FLOOD_FIRST_PRIME_BITS];
     const total = bits.reduce((a, b) => a + b, 0);
     const n = [4096, 8192, 16384, 32768].find((d) => d / 2 >= stride && total <= MAX_BITS_128[d]);
@@ -124,7 +129,13 @@ export function compileLinear(w: LinearWeights, samples: ArrayLike<number>[], o:
       break;
     }
   }
-  params ??= chooseParams({ depth: 0, slotsNeeded: stride, inputScaleBits: INPUT_SCALE_BITS, finalScaleBits: INPUT_SCALE_BITS + weightBits, headroomBits: headroom });
+  params ??= chooseParams({
+    depth: 0,
+    slotsNeeded: stride,
+    inputScaleBits: INPUT_SCALE_BITS,
+    finalScaleBits: INPUT_SCALE_BITS + weightBits,
+    headroomBits: headroom,
+  });
   const built = build(params.polyModulusDegree / 2, weightBits);
   const program: Program = { params, inputScaleBits, steps: built.steps, galoisSteps: rotationsOf(built.steps), relin: false };
   if (flood) {

@@ -26,7 +26,16 @@ import type { CompiledModel } from './compile-linear.ts';
 import { FLOOD_PRECISION_BITS } from './compile-batch.ts';
 import { FLOOD_SECURITY_BITS, floodSigma, type Privacy } from '../fhe/privacy.ts';
 import { buildNetwork } from './network-steps.ts';
-import { analyse, floodChain, floodNoiseBound, FLOOD_SQUARE_PRIME_BITS, FLOOD_WEIGHT_BITS, PRIME_SIZE_MARGIN, SPECIAL_PRIME_BITS, type FloodChain } from './network-flood.ts';
+import {
+  analyse,
+  floodChain,
+  floodNoiseBound,
+  FLOOD_SQUARE_PRIME_BITS,
+  FLOOD_WEIGHT_BITS,
+  PRIME_SIZE_MARGIN,
+  SPECIAL_PRIME_BITS,
+  type FloodChain,
+} from './network-flood.ts';
 
 const INPUT_SCALE_BITS = 30;
 const LEVEL_BITS = 30;
@@ -42,7 +51,6 @@ export interface CompileOptions {
   /** lambda of the flood (default FLOOD_SECURITY_BITS). */
   floodSecurityBits?: number;
 }
-
 
 export function compileNetwork(net: Network, samples: ArrayLike<number>[], o: CompileOptions = {}): CompiledModel {
   if ((o.privacy ?? 'flood') === 'flood') return compileFlooded(net, samples, o);
@@ -60,13 +68,23 @@ export function compileNetwork(net: Network, samples: ArrayLike<number>[], o: Co
   }
   const headroom = Math.ceil(Math.log2(maxAbs * 4));
   const weightBits = Math.min(30, FIRST_PRIME_BITS - 1 - headroom - LEVEL_BITS);
-  if (weightBits < 16) throw new SealedError('bad-data', `values up to ${maxAbs.toFixed(1)} leave only ${weightBits} bits for the last layer's weights`, 'control the activation range in training');
+  if (weightBits < 16)
+    throw new SealedError(
+      'bad-data',
+      `values up to ${maxAbs.toFixed(1)} leave only ${weightBits} bits for the last layer's weights`,
+      'control the activation range in training',
+    );
   const last = steps[steps.length - 1] as LinearStep;
   last.weightScaleBits = weightBits;
   const bits = [FIRST_PRIME_BITS, ...Array<number>(depth).fill(LEVEL_BITS), FIRST_PRIME_BITS];
   const total = bits.reduce((x, y) => x + y, 0);
   const N = 2 * S;
-  if (total > MAX_BITS_128[N]) throw new SealedError('bad-data', `depth ${depth} needs ${total} modulus bits, over the 128-bit bound ${MAX_BITS_128[N]} of ring ${N}`, 'use fewer layers or more slots');
+  if (total > MAX_BITS_128[N])
+    throw new SealedError(
+      'bad-data',
+      `depth ${depth} needs ${total} modulus bits, over the 128-bit bound ${MAX_BITS_128[N]} of ring ${N}`,
+      'use fewer layers or more slots',
+    );
   const params: CkksParams = { scheme: 'ckks', polyModulusDegree: N, coeffModulusBits: bits, securityLevel: 128 };
   const program: Program = { params, inputScaleBits: INPUT_SCALE_BITS, steps, galoisSteps: rotationsOf(steps), relin: steps.some((s) => s.op === 'square') };
   selfCheck(net, program, masks, output, vectors, samples);
@@ -86,7 +104,6 @@ function selfCheck(net: Network, program: Program, masks: Float64Array[], output
   });
 }
 
-
 function compileFlooded(net: Network, samples: ArrayLike<number>[], o: CompileOptions): CompiledModel {
   const lambda = o.floodSecurityBits ?? FLOOD_SECURITY_BITS;
   let why = '';
@@ -97,7 +114,8 @@ function compileFlooded(net: Network, samples: ArrayLike<number>[], o: CompileOp
     last.weightScaleBits = FLOOD_WEIGHT_BITS;
     // The samples' ranges, and the self-check (the program, simulated, computes the network).
     const cap = steps.map(() => 0);
-    let inputMax = 0, outMax = 0;
+    let inputMax = 0,
+      outMax = 0;
     packRecords(input, samples).forEach((v, i) => {
       const trace: SimulationTrace = { maxAbs: [] };
       const out = simulate({ steps } as Program, masks, v, trace);
@@ -105,7 +123,8 @@ function compileFlooded(net: Network, samples: ArrayLike<number>[], o: CompileOp
       for (const x of v) inputMax = Math.max(inputMax, Math.abs(x));
       forward(net, samples[i]).forEach((w, c) => {
         const got = out[output.offsets[c]];
-        if (Math.abs(got - w) > 1e-8 * Math.max(1, Math.abs(w))) throw new SealedError('internal', `compiler self-check failed: sample ${i} output ${c} simulates to ${got}, expected ${w}`);
+        if (Math.abs(got - w) > 1e-8 * Math.max(1, Math.abs(w)))
+          throw new SealedError('internal', `compiler self-check failed: sample ${i} output ${c} simulates to ${got}, expected ${w}`);
         outMax = Math.max(outMax, Math.abs(got));
       });
     });
@@ -123,7 +142,10 @@ function compileFlooded(net: Network, samples: ArrayLike<number>[], o: CompileOp
         if (chain.totalBits > MAX_BITS_128[N]) break; // the chain only grows with a
         const rho = floodNoiseBound(analysis, a, chain) * PRIME_SIZE_MARGIN;
         if (floodSigma(rho, lambda) * Math.sqrt(N / 2) > target) continue;
-        const better = !best || chain.dataBits.length < best.chain.dataBits.length || (chain.dataBits.length === best.chain.dataBits.length && chain.totalBits < best.chain.totalBits);
+        const better =
+          !best ||
+          chain.dataBits.length < best.chain.dataBits.length ||
+          (chain.dataBits.length === best.chain.dataBits.length && chain.totalBits < best.chain.totalBits);
         if (better) best = { a, chain, rho };
         break;
       }
@@ -144,4 +166,3 @@ function compileFlooded(net: Network, samples: ArrayLike<number>[], o: CompileOp
   }
   throw new SealedError('bad-data', `privacy flood: ${why}`, 'use fewer layers, or privacy none');
 }
-

@@ -3,7 +3,9 @@
 // re-centring on the centre of mass. Runs in the browser too.
 
 export function deskew(img: ArrayLike<number>, side: number): number[] {
-  let tot = 0, mr = 0, mc = 0;
+  let tot = 0,
+    mr = 0,
+    mc = 0;
   for (let r = 0; r < side; r++)
     for (let c = 0; c < side; c++) {
       const v = img[r * side + c];
@@ -14,7 +16,8 @@ export function deskew(img: ArrayLike<number>, side: number): number[] {
   if (tot <= 0) return Array.from(img);
   mr /= tot;
   mc /= tot;
-  let vrr = 0, vrc = 0;
+  let vrr = 0,
+    vrc = 0;
   for (let r = 0; r < side; r++)
     for (let c = 0; c < side; c++) {
       const v = img[r * side + c];
@@ -29,8 +32,10 @@ export function deskew(img: ArrayLike<number>, side: number): number[] {
     for (let c = 0; c < side; c++) {
       const rs = mr + (r - half);
       const cs = mc + alpha * (r - half) + (c - half);
-      const r0 = Math.floor(rs), c0 = Math.floor(cs);
-      const fr = rs - r0, fc = cs - c0;
+      const r0 = Math.floor(rs),
+        c0 = Math.floor(cs);
+      const fr = rs - r0,
+        fc = cs - c0;
       out[r * side + c] = (1 - fr) * ((1 - fc) * at(r0, c0) + fc * at(r0, c0 + 1)) + fr * ((1 - fc) * at(r0 + 1, c0) + fc * at(r0 + 1, c0 + 1));
     }
   return out;

@@ -15,7 +15,14 @@ export interface LinearParts {
 }
 
 /** Builds a linear step from diagonals; `split` maps an offset to [giant, baby]. */
-export function bsgsStep(diagonals: Diagonal[], split: (offset: number) => [number, number], folds: number[], rescale: boolean, maskBase: number, weightScaleBits?: number): LinearParts {
+export function bsgsStep(
+  diagonals: Diagonal[],
+  split: (offset: number) => [number, number],
+  folds: number[],
+  rescale: boolean,
+  maskBase: number,
+  weightScaleBits?: number,
+): LinearParts {
   const masks: Float64Array[] = [];
   const terms: LinearStep['terms'] = [];
   for (const d of diagonals) {

@@ -114,7 +114,8 @@ function schurGain(st: LinearStep, abs: Float64Array[], S: number, baby?: number
     const r = row;
     row = r.map((v, s) => v + r[(s + f) % S]);
   }
-  let maxRow = 0, maxCol = 0;
+  let maxRow = 0,
+    maxCol = 0;
   for (let s = 0; s < S; s++) {
     maxRow = Math.max(maxRow, row[s]);
     maxCol = Math.max(maxCol, col[s]);
@@ -243,4 +244,3 @@ export function floodNoiseBound(f: FloodAnalysis, a: number, chain: FloodChain):
   });
   return rho;
 }
-

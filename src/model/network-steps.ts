@@ -47,7 +47,8 @@ export function buildNetwork(net: Network, S: number): BuiltNetwork {
       const { height: oh, width: ow, filters: F } = convOutputShape(net, layer);
       const k = layer.kernel[0].length;
       const copies = S / inPeriod;
-      if (Math.ceil(F / 4) > copies) throw new SealedError('bad-data', `${F} filters need ${Math.ceil(F / 4)} copies of the image, ${copies} fit in ${S} slots`);
+      if (Math.ceil(F / 4) > copies)
+        throw new SealedError('bad-data', `${F} filters need ${Math.ceil(F / 4)} copies of the image, ${copies} fit in ${S} slots`);
       const slotOf = (y: number, x: number, f: number) => (f >> 2) * inPeriod + parityRow(y, f) * W + parityCol(x, f);
       const diagonals: Diagonal[] = [];
       for (let dy = 0; dy < k; dy++)
@@ -67,7 +68,8 @@ export function buildNetwork(net: Network, S: number): BuiltNetwork {
       layout = { period: S, slot };
     } else if (layer.type === 'quadratic') {
       const prev = steps[steps.length - 1];
-      if (!prev || prev.op !== 'linear' || prev.bias === undefined) throw new SealedError('bad-data', 'a quadratic activation must follow a conv2d or dense layer');
+      if (!prev || prev.op !== 'linear' || prev.bias === undefined)
+        throw new SealedError('bad-data', 'a quadratic activation must follow a conv2d or dense layer');
       const n = layout.slot.length;
       const a = Array.from({ length: n }, (_, j) => perFeature(layer.a, j));
       if (a.some((v) => Math.abs(v) < 1e-9)) throw new SealedError('bad-data', 'quadratic activations need a non-zero x^2 coefficient');
@@ -106,7 +108,6 @@ export function buildNetwork(net: Network, S: number): BuiltNetwork {
 
   return { steps, masks, input, output };
 }
-
 
 function denseStep(layer: Dense, layout: Layout, S: number, pending: { a: number[]; g: number[] } | undefined, last: boolean, maskBase: number) {
   const out = layer.weights.length;
@@ -178,4 +179,3 @@ function firstDenseStep(layer: Dense, n: number, period: number, S: number, last
   const layout: Layout = { period: R * m, slot: Int32Array.from({ length: out }, (_, o) => R * o) };
   return { parts, featureSlots, layout };
 }
-

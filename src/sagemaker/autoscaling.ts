@@ -1,6 +1,11 @@
 // Application Auto Scaling for an endpoint's variant: target tracking on invocations per instance
 // (real-time) or on the queue's backlog per instance (async, which may scale to zero and back).
-import { PutScalingPolicyCommand, RegisterScalableTargetCommand, type PutScalingPolicyCommandInput, type RegisterScalableTargetCommandInput } from '@aws-sdk/client-application-auto-scaling';
+import {
+  PutScalingPolicyCommand,
+  RegisterScalableTargetCommand,
+  type PutScalingPolicyCommandInput,
+  type RegisterScalableTargetCommandInput,
+} from '@aws-sdk/client-application-auto-scaling';
 import { PutMetricAlarmCommand, type PutMetricAlarmCommandInput } from '@aws-sdk/client-cloudwatch';
 import { SealedError } from '../errors.ts';
 import { DEFAULTS, send, type Clients } from './aws.ts';
@@ -27,10 +32,23 @@ export interface ScalingRequests {
 
 export function scalingRequests(o: ScalingOptions): ScalingRequests {
   if (!Number.isInteger(o.min) || !Number.isInteger(o.max) || o.min < (o.async ? 0 : 1) || o.max < Math.max(o.min, 1)) {
-    throw new SealedError('bad-request', `autoscaling min ${o.min} / max ${o.max} is not valid for a ${o.async ? 'asynchronous' : 'real-time'} endpoint`, `give whole numbers with ${o.async ? '0' : '1'} <= --min <= --max and --max >= 1 (only asynchronous endpoints scale to zero)`);
+    throw new SealedError(
+      'bad-request',
+      `autoscaling min ${o.min} / max ${o.max} is not valid for a ${o.async ? 'asynchronous' : 'real-time'} endpoint`,
+      `give whole numbers with ${o.async ? '0' : '1'} <= --min <= --max and --max >= 1 (only asynchronous endpoints scale to zero)`,
+    );
   }
-  if (!(o.target > 0)) throw new SealedError('bad-request', `autoscaling target ${o.target} must be a positive number`, 'give --target, e.g. 70 invocations per instance per minute (real-time) or 5 queued requests per instance (async)');
-  const id = { ServiceNamespace: 'sagemaker' as const, ResourceId: resourceId(o.endpointName, o.variant), ScalableDimension: 'sagemaker:variant:DesiredInstanceCount' as const };
+  if (!(o.target > 0))
+    throw new SealedError(
+      'bad-request',
+      `autoscaling target ${o.target} must be a positive number`,
+      'give --target, e.g. 70 invocations per instance per minute (real-time) or 5 queued requests per instance (async)',
+    );
+  const id = {
+    ServiceNamespace: 'sagemaker' as const,
+    ResourceId: resourceId(o.endpointName, o.variant),
+    ScalableDimension: 'sagemaker:variant:DesiredInstanceCount' as const,
+  };
   const dimensions = [{ Name: 'EndpointName', Value: o.endpointName }];
   const tracking: PutScalingPolicyCommandInput = {
     ...id,
@@ -39,7 +57,14 @@ export function scalingRequests(o: ScalingOptions): ScalingRequests {
     TargetTrackingScalingPolicyConfiguration: {
       TargetValue: o.target,
       ...(o.async
-        ? { CustomizedMetricSpecification: { MetricName: 'ApproximateBacklogSizePerInstance', Namespace: 'AWS/SageMaker', Dimensions: dimensions, Statistic: 'Average' } }
+        ? {
+            CustomizedMetricSpecification: {
+              MetricName: 'ApproximateBacklogSizePerInstance',
+              Namespace: 'AWS/SageMaker',
+              Dimensions: dimensions,
+              Statistic: 'Average',
+            },
+          }
         : { PredefinedMetricSpecification: { PredefinedMetricType: 'SageMakerVariantInvocationsPerInstance' } }),
       ScaleInCooldown: 300,
       ScaleOutCooldown: 60,
@@ -49,7 +74,17 @@ export function scalingRequests(o: ScalingOptions): ScalingRequests {
   if (o.async && o.min === 0) {
     // Without it a scaled-to-zero endpoint waits until the backlog exceeds the tracking target.
     r.fromZero = {
-      policy: { ...id, PolicyName: `${o.endpointName}-scale-from-zero`, PolicyType: 'StepScaling', StepScalingPolicyConfiguration: { AdjustmentType: 'ChangeInCapacity', MetricAggregationType: 'Average', Cooldown: 300, StepAdjustments: [{ MetricIntervalLowerBound: 0, ScalingAdjustment: 1 }] } },
+      policy: {
+        ...id,
+        PolicyName: `${o.endpointName}-scale-from-zero`,
+        PolicyType: 'StepScaling',
+        StepScalingPolicyConfiguration: {
+          AdjustmentType: 'ChangeInCapacity',
+          MetricAggregationType: 'Average',
+          Cooldown: 300,
+          StepAdjustments: [{ MetricIntervalLowerBound: 0, ScalingAdjustment: 1 }],
+        },
+      },
       alarm: (policyArn) => ({
         AlarmName: scaleFromZeroAlarmName(o.endpointName),
         MetricName: 'HasBacklogWithoutCapacity',
@@ -76,7 +111,8 @@ export async function registerAutoScaling(c: Clients, o: ScalingOptions): Promis
   await send(`put scaling policy ${r.tracking.PolicyName}`, () => c.autoscaling.send(new PutScalingPolicyCommand(r.tracking)), hint);
   if (r.fromZero) {
     const p = await send(`put scaling policy ${r.fromZero.policy.PolicyName}`, () => c.autoscaling.send(new PutScalingPolicyCommand(r.fromZero!.policy)), hint);
-    if (!p.PolicyARN) throw new SealedError('internal', `PutScalingPolicy returned no PolicyARN for ${r.fromZero.policy.PolicyName}`, 'run deploy again with --update');
+    if (!p.PolicyARN)
+      throw new SealedError('internal', `PutScalingPolicy returned no PolicyARN for ${r.fromZero.policy.PolicyName}`, 'run deploy again with --update');
     const alarm = r.fromZero.alarm(p.PolicyARN);
     await send(`put alarm ${alarm.AlarmName}`, () => c.cloudwatch.send(new PutMetricAlarmCommand(alarm)), hint);
   }

@@ -37,21 +37,42 @@ export function awsError(e: unknown, doing: string, hint?: string): SealedError 
   const name = err.name ?? 'Error';
   const message = err.message ?? String(e);
   if (name === 'CredentialsProviderError' || /credential/i.test(message)) {
-    return new SealedError('bad-request', `cannot ${doing}: no AWS credentials (${message})`, 'configure credentials (AWS_PROFILE, or `aws configure`, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), or use --dry-run to see the requests', { cause: e });
+    return new SealedError(
+      'bad-request',
+      `cannot ${doing}: no AWS credentials (${message})`,
+      'configure credentials (AWS_PROFILE, or `aws configure`, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), or use --dry-run to see the requests',
+      { cause: e },
+    );
   }
   if (name === 'AccessDeniedException' || name === 'AccessDenied' || /not authorized/i.test(message)) {
-    return new SealedError('forbidden', `cannot ${doing}: access denied (${message})`, 'attach the model owner policy to your identity: `npm run deploy -- policies --account ID ...` prints it (deploy/iam/owner.json is an example)', { cause: e });
+    return new SealedError(
+      'forbidden',
+      `cannot ${doing}: access denied (${message})`,
+      'attach the model owner policy to your identity: `npm run deploy -- policies --account ID ...` prints it (deploy/iam/owner.json is an example)',
+      { cause: e },
+    );
   }
   if (name === 'ResourceLimitExceeded') {
-    return new SealedError('bad-request', `cannot ${doing}: ${message}`, 'request a SageMaker quota increase for that instance type (Service Quotas), or choose another with --instance-type', { cause: e });
+    return new SealedError(
+      'bad-request',
+      `cannot ${doing}: ${message}`,
+      'request a SageMaker quota increase for that instance type (Service Quotas), or choose another with --instance-type',
+      { cause: e },
+    );
   }
   if (err.code === 'ENOTFOUND' || err.code === 'ECONNREFUSED' || err.code === 'ETIMEDOUT' || name === 'TimeoutError') {
     return new SealedError('storage', `cannot ${doing}: AWS is unreachable (${err.code ?? name})`, 'check the network and --region; then retry', { cause: e });
   }
-  return new SealedError('bad-request', `cannot ${doing}: ${name}: ${message}`, hint ?? 'check the names, ARNs and --region in the message; --dry-run prints the request', { cause: e });
+  return new SealedError(
+    'bad-request',
+    `cannot ${doing}: ${name}: ${message}`,
+    hint ?? 'check the names, ARNs and --region in the message; --dry-run prints the request',
+    { cause: e },
+  );
 }
 
-export const isNotFound = (e: unknown) => /could not find|does not exist|not found/i.test((e as Error)?.message ?? '') || (e as { name?: string })?.name === 'ObjectNotFoundException';
+export const isNotFound = (e: unknown) =>
+  /could not find|does not exist|not found/i.test((e as Error)?.message ?? '') || (e as { name?: string })?.name === 'ObjectNotFoundException';
 
 export async function send<T>(doing: string, f: () => Promise<T>, hint?: string): Promise<T> {
   try {

@@ -10,7 +10,17 @@ import { DeleteAlarmsCommand } from '@aws-sdk/client-cloudwatch';
 import { SealedError } from '../errors.ts';
 import { awsError, isNotFound, send, timestamp, type Clients } from './aws.ts';
 import { registerAutoScaling, resourceId, scaleFromZeroAlarmName, scalingRequests, type ScalingOptions } from './autoscaling.ts';
-import { createEndpoint, createEndpointConfig, createModel, deadlineEnvironment, endpointStatus, updateEndpoint, waitForEndpoint, type EndpointConfigOptions, type ModelOptions } from './endpoint.ts';
+import {
+  createEndpoint,
+  createEndpointConfig,
+  createModel,
+  deadlineEnvironment,
+  endpointStatus,
+  updateEndpoint,
+  waitForEndpoint,
+  type EndpointConfigOptions,
+  type ModelOptions,
+} from './endpoint.ts';
 import type { Waiting } from './wait.ts';
 
 export * from './aws.ts';
@@ -33,7 +43,6 @@ export interface DeployOptions {
   log?: (line: string) => void;
 }
 
-
 /** Model, endpoint config, CreateEndpoint (or UpdateEndpoint), wait until InService, autoscaling. */
 export async function deployEndpoint(c: Clients, o: DeployOptions): Promise<{ modelName: string; configName: string }> {
   const log = o.log ?? (() => {});
@@ -42,8 +51,14 @@ export async function deployEndpoint(c: Clients, o: DeployOptions): Promise<{ mo
   const scaling = o.scaling && { ...o.scaling, endpointName: name, variant: o.config.variant, async: !!o.config.async };
   if (scaling) scalingRequests(scaling);
   const existing = await endpointStatus(c, name);
-  if (existing && !o.update) throw new SealedError('bad-request', `endpoint ${name} already exists (${existing.status})`, `to deploy a new model or configuration to it add --update (UpdateEndpoint), or delete it first: npm run deploy -- delete --name ${name}`);
-  if (!existing && o.update) throw new SealedError('not-found', `endpoint ${name} does not exist, so it cannot be updated`, 'deploy without --update to create it (and check --region)');
+  if (existing && !o.update)
+    throw new SealedError(
+      'bad-request',
+      `endpoint ${name} already exists (${existing.status})`,
+      `to deploy a new model or configuration to it add --update (UpdateEndpoint), or delete it first: npm run deploy -- delete --name ${name}`,
+    );
+  if (!existing && o.update)
+    throw new SealedError('not-found', `endpoint ${name} does not exist, so it cannot be updated`, 'deploy without --update to create it (and check --region)');
   const stamp = o.stamp ?? timestamp();
   const modelName = `${name}-${stamp}`;
   const configName = `${name}-${stamp}`;
@@ -78,22 +93,30 @@ export async function deleteAll(c: Clients, o: { endpointName: string; variant?:
       if (!isNotFound(e)) throw awsError(e, `delete ${what}`, 'fix the cause and run delete again: it skips what is already gone');
     }
   };
-  const id = { ServiceNamespace: 'sagemaker' as const, ResourceId: resourceId(name, o.variant), ScalableDimension: 'sagemaker:variant:DesiredInstanceCount' as const };
+  const id = {
+    ServiceNamespace: 'sagemaker' as const,
+    ResourceId: resourceId(name, o.variant),
+    ScalableDimension: 'sagemaker:variant:DesiredInstanceCount' as const,
+  };
   // Deregistering also deletes the target's scaling policies; the alarm of the step policy is ours.
   await tolerant(`scalable target ${id.ResourceId}`, () => c.autoscaling.send(new DeregisterScalableTargetCommand(id)));
   await tolerant(`alarm ${scaleFromZeroAlarmName(name)}`, () => c.cloudwatch.send(new DeleteAlarmsCommand({ AlarmNames: [scaleFromZeroAlarmName(name)] })));
   const ep = await endpointStatus(c, name);
   if (!ep) {
-    if (!deleted.length) throw new SealedError('not-found', `there is no endpoint ${name} to delete`, 'check --name and --region (aws sagemaker list-endpoints)');
+    if (!deleted.length)
+      throw new SealedError('not-found', `there is no endpoint ${name} to delete`, 'check --name and --region (aws sagemaker list-endpoints)');
     return deleted;
   }
   let models: string[] = [];
   if (ep.configName) {
-    const cfg = await send(`describe endpoint config ${ep.configName}`, () => c.sagemaker.send(new DescribeEndpointConfigCommand({ EndpointConfigName: ep.configName }))).catch(() => undefined);
+    const cfg = await send(`describe endpoint config ${ep.configName}`, () =>
+      c.sagemaker.send(new DescribeEndpointConfigCommand({ EndpointConfigName: ep.configName })),
+    ).catch(() => undefined);
     models = (cfg?.ProductionVariants ?? []).map((v) => v.ModelName).filter((m): m is string => !!m);
   }
   await tolerant(`endpoint ${name}`, () => c.sagemaker.send(new DeleteEndpointCommand({ EndpointName: name })));
-  if (ep.configName) await tolerant(`endpoint config ${ep.configName}`, () => c.sagemaker.send(new DeleteEndpointConfigCommand({ EndpointConfigName: ep.configName })));
+  if (ep.configName)
+    await tolerant(`endpoint config ${ep.configName}`, () => c.sagemaker.send(new DeleteEndpointConfigCommand({ EndpointConfigName: ep.configName })));
   for (const m of models) await tolerant(`model ${m}`, () => c.sagemaker.send(new DeleteModelCommand({ ModelName: m })));
   return deleted;
 }

@@ -11,7 +11,9 @@ export interface SentRequest {
 }
 export type Responder = (r: SentRequest) => unknown;
 // The one overload of middlewareStack.add used here (the union of all the clients' stacks is not callable).
-type InitializeStack = { add(mw: (next: unknown, context: { commandName?: string }) => (args: { input: unknown }) => Promise<unknown>, o: { step: 'initialize'; name: string }): void };
+type InitializeStack = {
+  add(mw: (next: unknown, context: { commandName?: string }) => (args: { input: unknown }) => Promise<unknown>, o: { step: 'initialize'; name: string }): void;
+};
 
 /**
  * Answers every command of these clients with `respond` instead of sending it: a middleware at the

@@ -24,7 +24,11 @@ export interface ModelOptions {
 }
 
 export function modelRequest(o: ModelOptions): CreateModelCommandInput {
-  return { ModelName: o.name, ExecutionRoleArn: o.roleArn, PrimaryContainer: { Image: o.image, ModelDataUrl: o.modelDataUrl, Environment: o.environment ?? {} } };
+  return {
+    ModelName: o.name,
+    ExecutionRoleArn: o.roleArn,
+    PrimaryContainer: { Image: o.image, ModelDataUrl: o.modelDataUrl, Environment: o.environment ?? {} },
+  };
 }
 
 /** The server's allow-lists (read by `sealed serve`) and S3 on AWS, from the deployment's prefixes. */
@@ -43,7 +47,11 @@ export const DEADLINE_MS = { realtime: 55_000, async: 3_590_000 } as const;
 export const deadlineEnvironment = (async: boolean) => ({ SEALED_DEADLINE_MS: String(async ? DEADLINE_MS.async : DEADLINE_MS.realtime) });
 
 export async function createModel(c: Clients, o: ModelOptions): Promise<void> {
-  await send(`create model ${o.name}`, () => c.sagemaker.send(new CreateModelCommand(modelRequest(o))), 'check --image, --model-data (the training job\'s model.tar.gz) and --role (the endpoint role ARN)');
+  await send(
+    `create model ${o.name}`,
+    () => c.sagemaker.send(new CreateModelCommand(modelRequest(o))),
+    "check --image, --model-data (the training job's model.tar.gz) and --role (the endpoint role ARN)",
+  );
 }
 
 export interface EndpointConfigOptions {
@@ -71,8 +79,16 @@ const SNS_ARN = /^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$/;
 
 function notificationConfig(n: { successTopic?: string; errorTopic?: string } | undefined) {
   if (!n || (!n.successTopic && !n.errorTopic)) return {};
-  for (const [flag, arn] of [['--success-topic', n.successTopic], ['--error-topic', n.errorTopic]] as const) {
-    if (arn !== undefined && !SNS_ARN.test(arn)) throw new SealedError('bad-request', `${flag} ${arn.slice(0, 120)} is not an SNS topic ARN`, 'give arn:aws:sns:REGION:ACCOUNT:TOPIC (aws sns create-topic --name NAME-async-success prints it)');
+  for (const [flag, arn] of [
+    ['--success-topic', n.successTopic],
+    ['--error-topic', n.errorTopic],
+  ] as const) {
+    if (arn !== undefined && !SNS_ARN.test(arn))
+      throw new SealedError(
+        'bad-request',
+        `${flag} ${arn.slice(0, 120)} is not an SNS topic ARN`,
+        'give arn:aws:sns:REGION:ACCOUNT:TOPIC (aws sns create-topic --name NAME-async-success prints it)',
+      );
   }
   // IncludeInferenceResponseIn is left out: the response stays in S3, out of the message.
   return { NotificationConfig: { ...(n.successTopic ? { SuccessTopic: n.successTopic } : {}), ...(n.errorTopic ? { ErrorTopic: n.errorTopic } : {}) } };
@@ -82,18 +98,34 @@ export function endpointConfigRequest(o: EndpointConfigOptions): CreateEndpointC
   const a = o.async;
   return {
     EndpointConfigName: o.name,
-    ProductionVariants: [{ VariantName: o.variant ?? DEFAULTS.variant, ModelName: o.modelName, InstanceType: (o.instanceType ?? DEFAULTS.endpointInstanceType) as ProductionVariantInstanceType, InitialInstanceCount: o.instanceCount ?? 1 }],
+    ProductionVariants: [
+      {
+        VariantName: o.variant ?? DEFAULTS.variant,
+        ModelName: o.modelName,
+        InstanceType: (o.instanceType ?? DEFAULTS.endpointInstanceType) as ProductionVariantInstanceType,
+        InitialInstanceCount: o.instanceCount ?? 1,
+      },
+    ],
     ...(a && {
       AsyncInferenceConfig: {
         ClientConfig: { MaxConcurrentInvocationsPerInstance: a.maxConcurrentInvocationsPerInstance ?? DEFAULTS.maxConcurrentInvocationsPerInstance },
-        OutputConfig: { S3OutputPath: a.outputPath, S3FailurePath: a.failurePath, ...(a.kmsKeyId ? { KmsKeyId: a.kmsKeyId } : {}), ...notificationConfig(a.notifications) },
+        OutputConfig: {
+          S3OutputPath: a.outputPath,
+          S3FailurePath: a.failurePath,
+          ...(a.kmsKeyId ? { KmsKeyId: a.kmsKeyId } : {}),
+          ...notificationConfig(a.notifications),
+        },
       },
     }),
   };
 }
 
 export async function createEndpointConfig(c: Clients, o: EndpointConfigOptions): Promise<void> {
-  await send(`create endpoint config ${o.name}`, () => c.sagemaker.send(new CreateEndpointConfigCommand(endpointConfigRequest(o))), 'check --instance-type (an ml.* type SageMaker hosts in this region) and the S3 paths');
+  await send(
+    `create endpoint config ${o.name}`,
+    () => c.sagemaker.send(new CreateEndpointConfigCommand(endpointConfigRequest(o))),
+    'check --instance-type (an ml.* type SageMaker hosts in this region) and the S3 paths',
+  );
 }
 
 export async function createEndpoint(c: Clients, name: string, configName: string): Promise<void> {
@@ -101,7 +133,11 @@ export async function createEndpoint(c: Clients, name: string, configName: strin
     await c.sagemaker.send(new CreateEndpointCommand({ EndpointName: name, EndpointConfigName: configName }));
   } catch (e) {
     if (/already exist/i.test((e as Error).message ?? '')) {
-      throw new SealedError('bad-request', `endpoint ${name} already exists`, `to replace its model or configuration run deploy again with --update (UpdateEndpoint), or delete it first: npm run deploy -- delete --name ${name}`);
+      throw new SealedError(
+        'bad-request',
+        `endpoint ${name} already exists`,
+        `to replace its model or configuration run deploy again with --update (UpdateEndpoint), or delete it first: npm run deploy -- delete --name ${name}`,
+      );
     }
     throw awsError(e, `create endpoint ${name}`);
   }
@@ -123,7 +159,11 @@ export function updateEndpointRequest(name: string, configName: string, resetIns
 }
 
 export async function updateEndpoint(c: Clients, name: string, configName: string, resetInstanceCount = false): Promise<void> {
-  await send(`update endpoint ${name}`, () => c.sagemaker.send(new UpdateEndpointCommand(updateEndpointRequest(name, configName, resetInstanceCount))), `the endpoint must exist and be InService; without an endpoint, deploy without --update`);
+  await send(
+    `update endpoint ${name}`,
+    () => c.sagemaker.send(new UpdateEndpointCommand(updateEndpointRequest(name, configName, resetInstanceCount))),
+    `the endpoint must exist and be InService; without an endpoint, deploy without --update`,
+  );
 }
 
 /** The endpoint's status, or undefined when there is no such endpoint. */
@@ -154,7 +194,11 @@ export async function waitForEndpoint(c: Clients, name: string, w: Waiting = {},
   const failure = 'failure' in d && d.failure ? `: ${d.failure}` : '';
   const logs = `read the container log in CloudWatch Logs (/aws/sagemaker/Endpoints/${name})`;
   if (d.status !== 'InService') {
-    throw new SealedError('bad-request', `endpoint ${name} is ${d.status}${failure}`, `${logs}; fix the image, model or role; then npm run deploy -- delete --name ${name} and deploy again`);
+    throw new SealedError(
+      'bad-request',
+      `endpoint ${name} is ${d.status}${failure}`,
+      `${logs}; fix the image, model or role; then npm run deploy -- delete --name ${name} and deploy again`,
+    );
   }
   const running = 'configName' in d ? d.configName : undefined;
   if (expectConfig !== undefined && running !== expectConfig) {

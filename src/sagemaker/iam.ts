@@ -28,7 +28,13 @@ export interface DeploymentNames {
   kmsKeyArn?: string;
 }
 
-export const EXAMPLE_NAMES: DeploymentNames = { account: '111122223333', region: 'us-east-1', bucket: 'example-sealed-bucket', prefix: 'sealed/', name: 'sealed' };
+export const EXAMPLE_NAMES: DeploymentNames = {
+  account: '111122223333',
+  region: 'us-east-1',
+  bucket: 'example-sealed-bucket',
+  prefix: 'sealed/',
+  name: 'sealed',
+};
 
 /** The principal tag naming a client's tenant. */
 export const TENANT_TAG = 'sealed-tenant';
@@ -62,7 +68,8 @@ export function layout(n: Pick<DeploymentNames, 'bucket' | 'prefix'>) {
 
 /** A tenant's prefix: what its clients pass as `sealed predict --prefix`. */
 export function tenantPrefix(n: Pick<DeploymentNames, 'bucket' | 'prefix'>, tenant: string): string {
-  if (!/^[A-Za-z0-9_.+=@-]{1,64}$/.test(tenant) || tenant === '.' || tenant === '..') throw new Error(`tenant name ${JSON.stringify(tenant.slice(0, 80))} is not 1-64 letters, digits or _.+=@-`);
+  if (!/^[A-Za-z0-9_.+=@-]{1,64}$/.test(tenant) || tenant === '.' || tenant === '..')
+    throw new Error(`tenant name ${JSON.stringify(tenant.slice(0, 80))} is not 1-64 letters, digits or _.+=@-`);
   return `${layout(n).tenants}${tenant}/`;
 }
 
@@ -71,7 +78,9 @@ export function tenantPrefix(n: Pick<DeploymentNames, 'bucket' | 'prefix'>, tena
  * tenants/, and one request stays within one tenant (SEALED_TENANT_ROOT). The endpoint role's
  * IAM policy narrows this further to queries/, keys/ and async-in/ (read) and results/ (write).
  */
-export function serverEnvironment(n: Pick<DeploymentNames, 'bucket' | 'prefix'>): Record<'SEALED_ALLOW_READ' | 'SEALED_ALLOW_WRITE' | 'SEALED_TENANT_ROOT', string> {
+export function serverEnvironment(
+  n: Pick<DeploymentNames, 'bucket' | 'prefix'>,
+): Record<'SEALED_ALLOW_READ' | 'SEALED_ALLOW_WRITE' | 'SEALED_TENANT_ROOT', string> {
   const L = layout(n);
   const root = L.uri(L.tenants);
   return { SEALED_ALLOW_READ: root, SEALED_ALLOW_WRITE: root, SEALED_TENANT_ROOT: root };
@@ -81,38 +90,83 @@ export const partition = (region: string) => (region.startsWith('cn-') ? 'aws-cn
 export const roleArn = (n: DeploymentNames, role: 'training' | 'endpoint') => `arn:${partition(n.region)}:iam::${n.account}:role/${n.name}-${role}`;
 export const endpointArn = (n: DeploymentNames) => `arn:${partition(n.region)}:sagemaker:${n.region}:${n.account}:endpoint/${n.name}`;
 
-type Statement = { Sid: string; Effect: 'Allow' | 'Deny'; Principal?: { Service: string }; Action: string | string[]; Resource?: string | string[]; Condition?: Record<string, Record<string, string | string[]>> };
+type Statement = {
+  Sid: string;
+  Effect: 'Allow' | 'Deny';
+  Principal?: { Service: string };
+  Action: string | string[];
+  Resource?: string | string[];
+  Condition?: Record<string, Record<string, string | string[]>>;
+};
 export interface PolicyDocument {
   Version: '2012-10-17';
   Statement: Statement[];
 }
 
-export function policies(n: DeploymentNames): Record<'owner' | 'training-role' | 'endpoint-role' | 'client' | 'client-transform' | 'sagemaker-trust', PolicyDocument> {
+export function policies(
+  n: DeploymentNames,
+): Record<'owner' | 'training-role' | 'endpoint-role' | 'client' | 'client-transform' | 'sagemaker-trust', PolicyDocument> {
   const part = partition(n.region);
   const L = layout(n);
   const bucket = `arn:${part}:s3:::${n.bucket}`;
   const objects = (...prefixes: string[]) => prefixes.map((p) => `${bucket}/${p}*`);
   // HeadObject on a missing key answers 403 instead of 404 without ListBucket; the client polls
   // async outputs and checks whether its keys are uploaded with HeadObject, so it needs it.
-  const list = (sid: string, ...prefixes: string[]): Statement => ({ Sid: sid, Effect: 'Allow', Action: 's3:ListBucket', Resource: bucket, Condition: { StringLike: { 's3:prefix': prefixes.map((p) => `${p}*`) } } });
+  const list = (sid: string, ...prefixes: string[]): Statement => ({
+    Sid: sid,
+    Effect: 'Allow',
+    Action: 's3:ListBucket',
+    Resource: bucket,
+    Condition: { StringLike: { 's3:prefix': prefixes.map((p) => `${p}*`) } },
+  });
   const get = (sid: string, ...prefixes: string[]): Statement => ({ Sid: sid, Effect: 'Allow', Action: 's3:GetObject', Resource: objects(...prefixes) });
   // Large objects go up in parts (lib-storage's Upload); a failed upload aborts its parts, which
   // without AbortMultipartUpload stay stored (and billed) until a lifecycle rule removes them.
-  const put = (sid: string, ...prefixes: string[]): Statement => ({ Sid: sid, Effect: 'Allow', Action: ['s3:PutObject', 's3:AbortMultipartUpload'], Resource: objects(...prefixes) });
+  const put = (sid: string, ...prefixes: string[]): Statement => ({
+    Sid: sid,
+    Effect: 'Allow',
+    Action: ['s3:PutObject', 's3:AbortMultipartUpload'],
+    Resource: objects(...prefixes),
+  });
   const guards: Statement[] = [
-    { Sid: 'DenyInsecureTransport', Effect: 'Deny', Action: 's3:*', Resource: [bucket, `${bucket}/*`], Condition: { Bool: { 'aws:SecureTransport': 'false' } } },
+    {
+      Sid: 'DenyInsecureTransport',
+      Effect: 'Deny',
+      Action: 's3:*',
+      Resource: [bucket, `${bucket}/*`],
+      Condition: { Bool: { 'aws:SecureTransport': 'false' } },
+    },
     // StringNotEquals is also true when the header is absent, so this denies unencrypted puts too.
     // aws:kms is what SageMaker uses for training output when no KMS key is given (OutputDataConfig).
-    { Sid: 'DenyPutWithoutServerSideEncryption', Effect: 'Deny', Action: 's3:PutObject', Resource: `${bucket}/*`, Condition: { StringNotEquals: { 's3:x-amz-server-side-encryption': ['AES256', 'aws:kms'] } } },
+    {
+      Sid: 'DenyPutWithoutServerSideEncryption',
+      Effect: 'Deny',
+      Action: 's3:PutObject',
+      Resource: `${bucket}/*`,
+      Condition: { StringNotEquals: { 's3:x-amz-server-side-encryption': ['AES256', 'aws:kms'] } },
+    },
   ];
-  const kms: Statement[] = n.kmsKeyArn ? [{ Sid: 'UseTheS3Key', Effect: 'Allow', Action: ['kms:Decrypt', 'kms:Encrypt', 'kms:GenerateDataKey'], Resource: n.kmsKeyArn }] : [];
+  const kms: Statement[] = n.kmsKeyArn
+    ? [{ Sid: 'UseTheS3Key', Effect: 'Allow', Action: ['kms:Decrypt', 'kms:Encrypt', 'kms:GenerateDataKey'], Resource: n.kmsKeyArn }]
+    : [];
   const repo = (r: string) => `arn:${part}:ecr:${n.region}:${n.account}:repository/${r}`;
   const ecr = (r: string): Statement[] => [
     { Sid: 'EcrToken', Effect: 'Allow', Action: 'ecr:GetAuthorizationToken', Resource: '*' }, // has no resource-level form
     { Sid: 'EcrPull', Effect: 'Allow', Action: ['ecr:BatchCheckLayerAvailability', 'ecr:BatchGetImage', 'ecr:GetDownloadUrlForLayer'], Resource: repo(r) },
   ];
-  const logs = (group: string): Statement => ({ Sid: 'Logs', Effect: 'Allow', Action: ['logs:CreateLogGroup', 'logs:CreateLogStream', 'logs:DescribeLogStreams', 'logs:PutLogEvents'], Resource: `arn:${part}:logs:${n.region}:${n.account}:log-group:${group}:*` });
-  const metrics: Statement = { Sid: 'Metrics', Effect: 'Allow', Action: 'cloudwatch:PutMetricData', Resource: '*', Condition: { StringLike: { 'cloudwatch:namespace': '/aws/sagemaker/*' } } };
+  const logs = (group: string): Statement => ({
+    Sid: 'Logs',
+    Effect: 'Allow',
+    Action: ['logs:CreateLogGroup', 'logs:CreateLogStream', 'logs:DescribeLogStreams', 'logs:PutLogEvents'],
+    Resource: `arn:${part}:logs:${n.region}:${n.account}:log-group:${group}:*`,
+  });
+  const metrics: Statement = {
+    Sid: 'Metrics',
+    Effect: 'Allow',
+    Action: 'cloudwatch:PutMetricData',
+    Resource: '*',
+    Condition: { StringLike: { 'cloudwatch:namespace': '/aws/sagemaker/*' } },
+  };
   const sm = (type: string, name: string) => `arn:${part}:sagemaker:${n.region}:${n.account}:${type}/${name}`;
   const doc = (...s: Statement[]): PolicyDocument => ({ Version: '2012-10-17', Statement: s });
   // Every tenant's <kind>/ (the endpoint role), and the calling client's own (its policy).
@@ -121,19 +175,65 @@ export function policies(n: DeploymentNames): Record<'owner' | 'training-role' |
 
   return {
     owner: doc(
-      { Sid: 'TrainingJobs', Effect: 'Allow', Action: ['sagemaker:CreateTrainingJob', 'sagemaker:DescribeTrainingJob', 'sagemaker:StopTrainingJob'], Resource: sm('training-job', `${n.name}-train-*`) },
+      {
+        Sid: 'TrainingJobs',
+        Effect: 'Allow',
+        Action: ['sagemaker:CreateTrainingJob', 'sagemaker:DescribeTrainingJob', 'sagemaker:StopTrainingJob'],
+        Resource: sm('training-job', `${n.name}-train-*`),
+      },
       {
         Sid: 'Endpoint',
         Effect: 'Allow',
         // One statement: CreateEndpoint and UpdateEndpoint are authorised on the endpoint and its config.
-        Action: ['sagemaker:CreateModel', 'sagemaker:DescribeModel', 'sagemaker:DeleteModel', 'sagemaker:CreateEndpointConfig', 'sagemaker:DescribeEndpointConfig', 'sagemaker:DeleteEndpointConfig', 'sagemaker:CreateEndpoint', 'sagemaker:UpdateEndpoint', 'sagemaker:DescribeEndpoint', 'sagemaker:DeleteEndpoint', 'sagemaker:UpdateEndpointWeightsAndCapacities'],
+        Action: [
+          'sagemaker:CreateModel',
+          'sagemaker:DescribeModel',
+          'sagemaker:DeleteModel',
+          'sagemaker:CreateEndpointConfig',
+          'sagemaker:DescribeEndpointConfig',
+          'sagemaker:DeleteEndpointConfig',
+          'sagemaker:CreateEndpoint',
+          'sagemaker:UpdateEndpoint',
+          'sagemaker:DescribeEndpoint',
+          'sagemaker:DeleteEndpoint',
+          'sagemaker:UpdateEndpointWeightsAndCapacities',
+        ],
         Resource: [sm('model', `${n.name}-*`), sm('endpoint-config', `${n.name}-*`), sm('endpoint', n.name)],
       },
-      { Sid: 'TransformJobs', Effect: 'Allow', Action: ['sagemaker:CreateTransformJob', 'sagemaker:DescribeTransformJob', 'sagemaker:StopTransformJob'], Resource: [sm('transform-job', `${n.name}-*`), sm('model', `${n.name}-*`)] },
-      { Sid: 'PassRoles', Effect: 'Allow', Action: 'iam:PassRole', Resource: [roleArn(n, 'training'), roleArn(n, 'endpoint')], Condition: { StringEquals: { 'iam:PassedToService': 'sagemaker.amazonaws.com' } } },
+      {
+        Sid: 'TransformJobs',
+        Effect: 'Allow',
+        Action: ['sagemaker:CreateTransformJob', 'sagemaker:DescribeTransformJob', 'sagemaker:StopTransformJob'],
+        Resource: [sm('transform-job', `${n.name}-*`), sm('model', `${n.name}-*`)],
+      },
+      {
+        Sid: 'PassRoles',
+        Effect: 'Allow',
+        Action: 'iam:PassRole',
+        Resource: [roleArn(n, 'training'), roleArn(n, 'endpoint')],
+        Condition: { StringEquals: { 'iam:PassedToService': 'sagemaker.amazonaws.com' } },
+      },
       // Application Auto Scaling's SageMaker permissions as AWS documents them (Resource "*").
-      { Sid: 'AutoScaling', Effect: 'Allow', Action: ['application-autoscaling:DeleteScalingPolicy', 'application-autoscaling:DeregisterScalableTarget', 'application-autoscaling:DescribeScalableTargets', 'application-autoscaling:DescribeScalingPolicies', 'application-autoscaling:PutScalingPolicy', 'application-autoscaling:RegisterScalableTarget'], Resource: '*' },
-      { Sid: 'AutoScalingRole', Effect: 'Allow', Action: 'iam:CreateServiceLinkedRole', Resource: `arn:${part}:iam::${n.account}:role/aws-service-role/sagemaker.application-autoscaling.amazonaws.com/AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint`, Condition: { StringLike: { 'iam:AWSServiceName': 'sagemaker.application-autoscaling.amazonaws.com' } } },
+      {
+        Sid: 'AutoScaling',
+        Effect: 'Allow',
+        Action: [
+          'application-autoscaling:DeleteScalingPolicy',
+          'application-autoscaling:DeregisterScalableTarget',
+          'application-autoscaling:DescribeScalableTargets',
+          'application-autoscaling:DescribeScalingPolicies',
+          'application-autoscaling:PutScalingPolicy',
+          'application-autoscaling:RegisterScalableTarget',
+        ],
+        Resource: '*',
+      },
+      {
+        Sid: 'AutoScalingRole',
+        Effect: 'Allow',
+        Action: 'iam:CreateServiceLinkedRole',
+        Resource: `arn:${part}:iam::${n.account}:role/aws-service-role/sagemaker.application-autoscaling.amazonaws.com/AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint`,
+        Condition: { StringLike: { 'iam:AWSServiceName': 'sagemaker.application-autoscaling.amazonaws.com' } },
+      },
       // Application Auto Scaling creates and deletes a target tracking policy's alarms with the
       // caller's permissions, naming them TargetTracking-<ResourceId>-AlarmHigh|AlarmLow-<uuid>
       // (ResourceId endpoint/NAME/variant/VARIANT); the scale-from-zero alarm is NAME-... (ours).
@@ -141,7 +241,10 @@ export function policies(n: DeploymentNames): Record<'owner' | 'training-role' |
         Sid: 'ScalingAlarms',
         Effect: 'Allow',
         Action: ['cloudwatch:DeleteAlarms', 'cloudwatch:DescribeAlarms', 'cloudwatch:PutMetricAlarm'],
-        Resource: [`arn:${part}:cloudwatch:${n.region}:${n.account}:alarm:${n.name}-*`, `arn:${part}:cloudwatch:${n.region}:${n.account}:alarm:TargetTracking-endpoint/${n.name}/variant/*`],
+        Resource: [
+          `arn:${part}:cloudwatch:${n.region}:${n.account}:alarm:${n.name}-*`,
+          `arn:${part}:cloudwatch:${n.region}:${n.account}:alarm:TargetTracking-endpoint/${n.name}/variant/*`,
+        ],
       },
       list('ListData', L.data, L.models),
       get('ReadDataAndModels', L.data, L.models),
@@ -149,7 +252,16 @@ export function policies(n: DeploymentNames): Record<'owner' | 'training-role' |
       ...kms,
       ...guards,
     ),
-    'training-role': doc(list('ListData', L.data), get('ReadData', L.data), put('WriteModels', L.models), ...ecr(n.trainingRepository ?? 'sealed-training'), logs('/aws/sagemaker/TrainingJobs'), metrics, ...kms, ...guards),
+    'training-role': doc(
+      list('ListData', L.data),
+      get('ReadData', L.data),
+      put('WriteModels', L.models),
+      ...ecr(n.trainingRepository ?? 'sealed-training'),
+      logs('/aws/sagemaker/TrainingJobs'),
+      metrics,
+      ...kms,
+      ...guards,
+    ),
     'endpoint-role': doc(
       list('ListInputs', anyTenant('queries'), anyTenant('keys')),
       // SageMaker reads async requests from async-in/ and writes async-out/ and async-failed/ with this role.
@@ -186,8 +298,20 @@ export function policies(n: DeploymentNames): Record<'owner' | 'training-role' |
       { Sid: 'FollowTransformJobs', Effect: 'Allow', Action: 'sagemaker:DescribeTransformJob', Resource: sm('transform-job', `${n.name}-*`) },
       // Without the tag the variable resolves to nothing and the grants above match no object;
       // these say so outright, and keep a tag holding '/' from reaching into another tenant.
-      { Sid: 'DenyWithoutTenantTag', Effect: 'Deny', Action: 's3:*', Resource: [bucket, `${bucket}/*`], Condition: { Null: { [`aws:PrincipalTag/${TENANT_TAG}`]: 'true' } } },
-      { Sid: 'DenyTenantTagWithSlash', Effect: 'Deny', Action: 's3:*', Resource: [bucket, `${bucket}/*`], Condition: { StringLike: { [`aws:PrincipalTag/${TENANT_TAG}`]: '*/*' } } },
+      {
+        Sid: 'DenyWithoutTenantTag',
+        Effect: 'Deny',
+        Action: 's3:*',
+        Resource: [bucket, `${bucket}/*`],
+        Condition: { Null: { [`aws:PrincipalTag/${TENANT_TAG}`]: 'true' } },
+      },
+      {
+        Sid: 'DenyTenantTagWithSlash',
+        Effect: 'Deny',
+        Action: 's3:*',
+        Resource: [bucket, `${bucket}/*`],
+        Condition: { StringLike: { [`aws:PrincipalTag/${TENANT_TAG}`]: '*/*' } },
+      },
       ...kms,
       ...guards,
     ),
@@ -196,7 +320,12 @@ export function policies(n: DeploymentNames): Record<'owner' | 'training-role' |
     // reads every tenant's transform-in/: a job a tenant points at another's inputs yields
     // results encrypted under the other's key (useless to it), and results name the SHA-256 of
     // the query they answer, so the other tenant's client refuses results not made from its own.
-    'client-transform': doc({ Sid: 'StartTransformJobs', Effect: 'Allow', Action: ['sagemaker:CreateTransformJob', 'sagemaker:StopTransformJob'], Resource: [sm('transform-job', `${n.name}-*`), sm('model', `${n.name}-*`)] }),
+    'client-transform': doc({
+      Sid: 'StartTransformJobs',
+      Effect: 'Allow',
+      Action: ['sagemaker:CreateTransformJob', 'sagemaker:StopTransformJob'],
+      Resource: [sm('transform-job', `${n.name}-*`), sm('model', `${n.name}-*`)],
+    }),
     // Trust policy of both roles: only SageMaker may assume them, and only for this account's
     // jobs and endpoints in this region (the confused-deputy guard AWS recommends for services).
     'sagemaker-trust': {

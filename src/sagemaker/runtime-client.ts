@@ -3,7 +3,12 @@
 // talks to AWS and to the local emulator (src/sagemaker/runtime-emulator.ts); only `endpoint`
 // differs. The body is the server's small JSON request; ciphertexts travel through S3 either way.
 import { randomUUID } from 'node:crypto';
-import { InvokeEndpointAsyncCommand, InvokeEndpointCommand, SageMakerRuntimeClient, type SageMakerRuntimeClientConfig } from '@aws-sdk/client-sagemaker-runtime';
+import {
+  InvokeEndpointAsyncCommand,
+  InvokeEndpointCommand,
+  SageMakerRuntimeClient,
+  type SageMakerRuntimeClientConfig,
+} from '@aws-sdk/client-sagemaker-runtime';
 import { SealedError, type ErrorCode } from '../errors.ts';
 import { formatS3Uri, parseS3Uri, type ObjectStore } from '../storage/s3.ts';
 
@@ -38,9 +43,16 @@ function sdkError(e: unknown, endpointName: string): unknown {
   if (e instanceof SealedError) return e;
   const err = e as { name?: string; message?: string; OriginalStatusCode?: number; OriginalMessage?: string };
   if (err.name === 'ModelError' && err.OriginalMessage !== undefined) return serverError(err.OriginalStatusCode ?? 424, err.OriginalMessage);
-  if (err.name === 'ValidationError') return new SealedError('bad-request', `SageMaker refused the request to endpoint ${endpointName}: ${err.message}`, 'check the endpoint name, region and request size');
+  if (err.name === 'ValidationError')
+    return new SealedError(
+      'bad-request',
+      `SageMaker refused the request to endpoint ${endpointName}: ${err.message}`,
+      'check the endpoint name, region and request size',
+    );
   const hint = 'check the endpoint name, region and credentials (or the --sagemaker-url of a local emulator), and that the endpoint is InService';
-  return new SealedError('storage', `cannot invoke SageMaker endpoint ${endpointName} (${err.name ?? 'error'}: ${err.message ?? String(e)})`, hint, { cause: e });
+  return new SealedError('storage', `cannot invoke SageMaker endpoint ${endpointName} (${err.name ?? 'error'}: ${err.message ?? String(e)})`, hint, {
+    cause: e,
+  });
 }
 
 function parseAnswer(bytes: Uint8Array, what: string): Record<string, unknown> {
@@ -53,7 +65,14 @@ function parseAnswer(bytes: Uint8Array, what: string): Record<string, unknown> {
 
 export async function invokeRealtime(client: SageMakerRuntimeClient, endpointName: string, body: InvocationBody): Promise<Record<string, unknown>> {
   try {
-    const r = await client.send(new InvokeEndpointCommand({ EndpointName: endpointName, ContentType: 'application/json', Accept: 'application/json', Body: new TextEncoder().encode(JSON.stringify(body)) }));
+    const r = await client.send(
+      new InvokeEndpointCommand({
+        EndpointName: endpointName,
+        ContentType: 'application/json',
+        Accept: 'application/json',
+        Body: new TextEncoder().encode(JSON.stringify(body)),
+      }),
+    );
     return parseAnswer(r.Body ?? new Uint8Array(), 'endpoint response');
   } catch (e) {
     throw sdkError(e, endpointName);
@@ -70,13 +89,26 @@ export interface AsyncOptions {
   pollMs?: { first: number; max: number };
 }
 
-export async function invokeAsync(client: SageMakerRuntimeClient, endpointName: string, body: InvocationBody, o: AsyncOptions): Promise<Record<string, unknown>> {
+export async function invokeAsync(
+  client: SageMakerRuntimeClient,
+  endpointName: string,
+  body: InvocationBody,
+  o: AsyncOptions,
+): Promise<Record<string, unknown>> {
   const inputLoc = parseS3Uri(o.inputUri, 'inputUri');
   await o.store.put(inputLoc, new TextEncoder().encode(JSON.stringify(body)), 'async request');
   let out: { output: string; failure: string | undefined; id: string };
   try {
-    const r = await client.send(new InvokeEndpointAsyncCommand({ EndpointName: endpointName, InputLocation: formatS3Uri(inputLoc), ContentType: 'application/json', Accept: 'application/json' }));
-    if (!r.OutputLocation) throw new SealedError('internal', `endpoint ${endpointName} returned no OutputLocation`, 'check that the endpoint has an AsyncInferenceConfig');
+    const r = await client.send(
+      new InvokeEndpointAsyncCommand({
+        EndpointName: endpointName,
+        InputLocation: formatS3Uri(inputLoc),
+        ContentType: 'application/json',
+        Accept: 'application/json',
+      }),
+    );
+    if (!r.OutputLocation)
+      throw new SealedError('internal', `endpoint ${endpointName} returned no OutputLocation`, 'check that the endpoint has an AsyncInferenceConfig');
     out = { output: r.OutputLocation, failure: r.FailureLocation, id: r.InferenceId ?? '?' };
   } catch (e) {
     throw sdkError(e, endpointName);
@@ -89,21 +121,34 @@ export async function invokeAsync(client: SageMakerRuntimeClient, endpointName: 
   // The queue may hold the request for minutes (or start an instance from zero): back off.
   for (let wait = first; ; wait = Math.min(wait * 2, max)) {
     // Not there yet may read as 403 to a client without an unconditioned ListBucket: keep polling.
-    if (await o.store.head(outputLoc, { deniedAsUnknown: true })) return parseAnswer((await o.store.get(outputLoc, 64 * 1024 * 1024, 'async response')).bytes, 'async response');
+    if (await o.store.head(outputLoc, { deniedAsUnknown: true }))
+      return parseAnswer((await o.store.get(outputLoc, 64 * 1024 * 1024, 'async response')).bytes, 'async response');
     if (failureLoc && (await o.store.head(failureLoc, { deniedAsUnknown: true }))) {
       const { bytes } = await o.store.get(failureLoc, 64 * 1024 * 1024, 'async failure');
       throw serverError(`async ${out.id}`, new TextDecoder().decode(bytes));
     }
     if (Date.now() + wait > deadline) {
-      throw new SealedError('overloaded', `async inference ${out.id} did not finish within ${Math.round(timeoutMs / 1000)} s (output expected at ${out.output})`, 'the request may still complete: look for the output object later, or raise the timeout (and check that your identity may read and list the async output and failure paths)');
+      throw new SealedError(
+        'overloaded',
+        `async inference ${out.id} did not finish within ${Math.round(timeoutMs / 1000)} s (output expected at ${out.output})`,
+        'the request may still complete: look for the output object later, or raise the timeout (and check that your identity may read and list the async output and failure paths)',
+      );
     }
     await new Promise((r) => setTimeout(r, wait));
   }
 }
 
 /** An Invoke for predict(): real-time, or async with request objects under `<prefix>async-in/`. */
-export function sagemakerInvoke(o: { client: SageMakerRuntimeClient; endpointName: string; async?: Omit<AsyncOptions, 'inputUri'> & { bucket: string; prefix?: string } }): Invoke {
+export function sagemakerInvoke(o: {
+  client: SageMakerRuntimeClient;
+  endpointName: string;
+  async?: Omit<AsyncOptions, 'inputUri'> & { bucket: string; prefix?: string };
+}): Invoke {
   const a = o.async;
   if (!a) return (body) => invokeRealtime(o.client, o.endpointName, body);
-  return (body) => invokeAsync(o.client, o.endpointName, body, { ...a, inputUri: formatS3Uri({ bucket: a.bucket, key: `${a.prefix ?? 'sealed/'}async-in/${randomUUID()}.json` }) });
+  return (body) =>
+    invokeAsync(o.client, o.endpointName, body, {
+      ...a,
+      inputUri: formatS3Uri({ bucket: a.bucket, key: `${a.prefix ?? 'sealed/'}async-in/${randomUUID()}.json` }),
+    });
 }

@@ -56,7 +56,11 @@ type Headers = Record<string, string | string[] | undefined>;
 const one = (h: Headers, name: string) => (Array.isArray(h[name]) ? h[name][0] : h[name]);
 
 function awsError(reply: FastifyReply, status: number, type: string, message: string, extra: Record<string, unknown> = {}) {
-  return reply.code(status).header('x-amzn-errortype', type).type('application/json').send({ Message: message, ...extra });
+  return reply
+    .code(status)
+    .header('x-amzn-errortype', type)
+    .type('application/json')
+    .send({ Message: message, ...extra });
 }
 
 class PayloadTooLarge extends Error {
@@ -131,7 +135,8 @@ export async function startRuntimeEmulator(o: RuntimeEmulatorOptions): Promise<R
   // SageMaker's ModelError names the endpoint's CloudWatch log stream; locally the container's
   // log is its own output, but a client reading the field finds one of the same form.
   const logStreamArn = `arn:aws:logs:${region}:${ACCOUNT}:log-group:${logGroup}:log-stream:${VARIANT}/local`;
-  const modelError = (reply: FastifyReply, message: string, extra: Record<string, unknown>) => awsError(reply, 424, 'ModelError', message, { ...extra, LogStreamArn: logStreamArn });
+  const modelError = (reply: FastifyReply, message: string, extra: Record<string, unknown>) =>
+    awsError(reply, 424, 'ModelError', message, { ...extra, LogStreamArn: logStreamArn });
   const pending = new Set<Promise<void>>();
   const app = Fastify({ logger: false, genReqId: () => randomUUID() });
   app.addHook('onRequest', async (req, reply) => {
@@ -150,7 +155,14 @@ export async function startRuntimeEmulator(o: RuntimeEmulatorOptions): Promise<R
 
   /** SageMaker's answer for a name this emulator does not serve, else undefined. */
   const unknownEndpoint = (reply: FastifyReply, name: string) =>
-    name === endpointName ? undefined : awsError(reply, 400, 'ValidationError', `Endpoint ${name} of account ${ACCOUNT} not found. This emulator serves one endpoint, ${endpointName}: invoke that name.`);
+    name === endpointName
+      ? undefined
+      : awsError(
+          reply,
+          400,
+          'ValidationError',
+          `Endpoint ${name} of account ${ACCOUNT} not found. This emulator serves one endpoint, ${endpointName}: invoke that name.`,
+        );
 
   app.post<{ Params: { name: string } }>('/endpoints/:name/invocations', async (req, reply) => {
     const h = req.headers as Headers;
@@ -158,8 +170,20 @@ export async function startRuntimeEmulator(o: RuntimeEmulatorOptions): Promise<R
     const notFound = unknownEndpoint(reply, name);
     if (notFound) return notFound;
     const variant = one(h, 'x-amzn-sagemaker-target-variant');
-    if (variant !== undefined && variant !== VARIANT) return awsError(reply, 400, 'ValidationError', `Variant ${variant} not found for endpoint ${name}: its one production variant is ${VARIANT}. Leave TargetVariant out, or set it to ${VARIANT}.`);
-    if (one(h, 'x-amzn-sagemaker-target-model') !== undefined) return awsError(reply, 400, 'ValidationError', `Endpoint ${name} is not a multi-model endpoint and does not support target model header. Leave TargetModel out.`);
+    if (variant !== undefined && variant !== VARIANT)
+      return awsError(
+        reply,
+        400,
+        'ValidationError',
+        `Variant ${variant} not found for endpoint ${name}: its one production variant is ${VARIANT}. Leave TargetVariant out, or set it to ${VARIANT}.`,
+      );
+    if (one(h, 'x-amzn-sagemaker-target-model') !== undefined)
+      return awsError(
+        reply,
+        400,
+        'ValidationError',
+        `Endpoint ${name} is not a multi-model endpoint and does not support target model header. Leave TargetModel out.`,
+      );
     // The container logs under this id (its requestIdHeader): the one the SDK reports.
     const forward: Record<string, string> = { 'x-amzn-requestid': req.id };
     for (const name of ['content-type', 'accept', 'x-amzn-sagemaker-custom-attributes']) {
@@ -168,20 +192,35 @@ export async function startRuntimeEmulator(o: RuntimeEmulatorOptions): Promise<R
     }
     let res: Response;
     try {
-      res = await fetch(invocationsUrl, { method: 'POST', headers: forward, body: asBody(req.body as Buffer | undefined), signal: AbortSignal.timeout(REALTIME_TIMEOUT_MS) });
+      res = await fetch(invocationsUrl, {
+        method: 'POST',
+        headers: forward,
+        body: asBody(req.body as Buffer | undefined),
+        signal: AbortSignal.timeout(REALTIME_TIMEOUT_MS),
+      });
     } catch (e) {
-      if ((e as Error).name === 'TimeoutError') return modelError(reply, `Your invocation timed out while waiting for a response from container primary (${REALTIME_TIMEOUT_MS / 1000} s).`, { OriginalStatusCode: 0 });
+      if ((e as Error).name === 'TimeoutError')
+        return modelError(reply, `Your invocation timed out while waiting for a response from container primary (${REALTIME_TIMEOUT_MS / 1000} s).`, {
+          OriginalStatusCode: 0,
+        });
       return awsError(reply, 503, 'ServiceUnavailable', `the container at ${o.containerUrl} is unreachable (${(e as Error).message})`);
     }
     const body = Buffer.from(await res.arrayBuffer());
     if (!res.ok) {
       // SageMaker wraps a container's error in ModelError (424) and keeps the original body.
-      return modelError(reply, `Received ${res.status < 500 ? 'client' : 'server'} error (${res.status}) from primary with message "${body.toString('utf8').slice(0, 1000)}". See the container's log (log group ${logGroup} on SageMaker) for more information.`, {
-        OriginalStatusCode: res.status,
-        OriginalMessage: body.toString('utf8'),
-      });
+      return modelError(
+        reply,
+        `Received ${res.status < 500 ? 'client' : 'server'} error (${res.status}) from primary with message "${body.toString('utf8').slice(0, 1000)}". See the container's log (log group ${logGroup} on SageMaker) for more information.`,
+        {
+          OriginalStatusCode: res.status,
+          OriginalMessage: body.toString('utf8'),
+        },
+      );
     }
-    if (body.length > REALTIME_MAX_BYTES) return modelError(reply, `the container's response (${body.length} bytes) exceeds the real-time limit of ${REALTIME_MAX_BYTES} bytes`, { OriginalStatusCode: res.status });
+    if (body.length > REALTIME_MAX_BYTES)
+      return modelError(reply, `the container's response (${body.length} bytes) exceeds the real-time limit of ${REALTIME_MAX_BYTES} bytes`, {
+        OriginalStatusCode: res.status,
+      });
     reply.code(res.status).header('x-amzn-invoked-production-variant', VARIANT);
     const attributes = res.headers.get('x-amzn-sagemaker-custom-attributes');
     if (attributes !== null) reply.header('x-amzn-sagemaker-custom-attributes', attributes);
@@ -230,7 +269,11 @@ export async function startRuntimeEmulator(o: RuntimeEmulatorOptions): Promise<R
     })();
     pending.add(job);
     void job.finally(() => pending.delete(job));
-    return reply.code(202).header('x-amzn-sagemaker-outputlocation', outputUri).header('x-amzn-sagemaker-failurelocation', failureUri).send({ InferenceId: id });
+    return reply
+      .code(202)
+      .header('x-amzn-sagemaker-outputlocation', outputUri)
+      .header('x-amzn-sagemaker-failurelocation', failureUri)
+      .send({ InferenceId: id });
   });
 
   app.setNotFoundHandler((req, reply) => awsError(reply, 404, 'UnknownOperationException', `no operation for ${req.method} ${req.url.slice(0, 100)}`));

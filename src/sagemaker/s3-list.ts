@@ -26,8 +26,19 @@ export async function listPrefix(store: ObjectStore, prefix: S3Location, o: { su
     } while (token);
   } catch (e) {
     const status = (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-    if (status === 403) throw new SealedError('storage', `cannot list ${describeS3Location(prefix)}: access denied`, 'give this identity s3:ListBucket with an s3:prefix condition covering that prefix (npm run deploy -- policies)', { cause: e });
-    throw new SealedError('storage', `cannot list ${describeS3Location(prefix)} (${(e as Error).name ?? 'error'})`, 'check the bucket, the S3 endpoint and that it is reachable; then retry', { cause: e });
+    if (status === 403)
+      throw new SealedError(
+        'storage',
+        `cannot list ${describeS3Location(prefix)}: access denied`,
+        'give this identity s3:ListBucket with an s3:prefix condition covering that prefix (npm run deploy -- policies)',
+        { cause: e },
+      );
+    throw new SealedError(
+      'storage',
+      `cannot list ${describeS3Location(prefix)} (${(e as Error).name ?? 'error'})`,
+      'check the bucket, the S3 endpoint and that it is reachable; then retry',
+      { cause: e },
+    );
   }
   return out.sort((a, b) => Buffer.compare(Buffer.from(a.key), Buffer.from(b.key)));
 }

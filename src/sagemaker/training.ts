@@ -24,7 +24,12 @@ export interface TrainingOptions {
   kmsKeyId?: string;
 }
 
-const channel = (ChannelName: string, S3Uri: string) => ({ ChannelName, ContentType: 'text/csv', InputMode: 'File' as const, DataSource: { S3DataSource: { S3DataType: 'S3Prefix' as const, S3Uri, S3DataDistributionType: 'FullyReplicated' as const } } });
+const channel = (ChannelName: string, S3Uri: string) => ({
+  ChannelName,
+  ContentType: 'text/csv',
+  InputMode: 'File' as const,
+  DataSource: { S3DataSource: { S3DataType: 'S3Prefix' as const, S3Uri, S3DataDistributionType: 'FullyReplicated' as const } },
+});
 
 export function trainingJobRequest(o: TrainingOptions): CreateTrainingJobCommandInput {
   return {
@@ -35,13 +40,21 @@ export function trainingJobRequest(o: TrainingOptions): CreateTrainingJobCommand
     HyperParameters: Object.fromEntries(Object.entries(o.hyperparameters ?? {}).map(([k, v]) => [k, String(v)])),
     InputDataConfig: [channel('train', o.train), ...(o.test ? [channel('test', o.test)] : [])],
     OutputDataConfig: { S3OutputPath: o.outputPath, ...(o.kmsKeyId ? { KmsKeyId: o.kmsKeyId } : {}) },
-    ResourceConfig: { InstanceType: (o.instanceType ?? DEFAULTS.trainingInstanceType) as TrainingInstanceType, InstanceCount: o.instanceCount ?? 1, VolumeSizeInGB: o.volumeSizeGb ?? DEFAULTS.volumeSizeGb },
+    ResourceConfig: {
+      InstanceType: (o.instanceType ?? DEFAULTS.trainingInstanceType) as TrainingInstanceType,
+      InstanceCount: o.instanceCount ?? 1,
+      VolumeSizeInGB: o.volumeSizeGb ?? DEFAULTS.volumeSizeGb,
+    },
     StoppingCondition: { MaxRuntimeInSeconds: o.maxRuntimeSeconds ?? DEFAULTS.maxRuntimeSeconds },
   };
 }
 
 export async function launchTrainingJob(c: Clients, o: TrainingOptions): Promise<string> {
-  const r = await send(`start training job ${o.jobName}`, () => c.sagemaker.send(new CreateTrainingJobCommand(trainingJobRequest(o))), 'check --image (an ECR image URI), --role (the training role ARN) and the S3 URIs');
+  const r = await send(
+    `start training job ${o.jobName}`,
+    () => c.sagemaker.send(new CreateTrainingJobCommand(trainingJobRequest(o))),
+    'check --image (an ECR image URI), --role (the training role ARN) and the S3 URIs',
+  );
   return r.TrainingJobArn ?? o.jobName;
 }
 
@@ -56,7 +69,11 @@ export async function waitForTrainingJob(c: Clients, jobName: string, w: Waiting
     'it keeps running: look again later with the AWS console or `aws sagemaker describe-training-job`',
   );
   if (d.TrainingJobStatus !== 'Completed' || !d.ModelArtifacts?.S3ModelArtifacts) {
-    throw new SealedError('bad-data', `training job ${jobName} ended ${d.TrainingJobStatus}: ${d.FailureReason ?? 'no reason given'}`, `read its log in CloudWatch Logs (/aws/sagemaker/TrainingJobs, stream ${jobName}/...), fix the data or hyperparameters, and train again`);
+    throw new SealedError(
+      'bad-data',
+      `training job ${jobName} ended ${d.TrainingJobStatus}: ${d.FailureReason ?? 'no reason given'}`,
+      `read its log in CloudWatch Logs (/aws/sagemaker/TrainingJobs, stream ${jobName}/...), fix the data or hyperparameters, and train again`,
+    );
   }
   return d.ModelArtifacts.S3ModelArtifacts;
 }

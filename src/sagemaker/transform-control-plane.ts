@@ -8,7 +8,6 @@ import type { CreateTransformJobCommandInput } from '@aws-sdk/client-sagemaker';
 import type { ObjectStore } from '../storage/s3.ts';
 import { runTransformJob, type TransformManifest } from './transform-emulator.ts';
 
-
 interface Job {
   request: CreateTransformJobCommandInput;
   arn: string;
@@ -27,19 +26,26 @@ export interface ControlPlane {
   close(): Promise<void>;
 }
 
-export async function startTransformControlPlane(o: { store: ObjectStore; instances: string[]; port?: number; host?: string; region?: string }): Promise<ControlPlane> {
+export async function startTransformControlPlane(o: {
+  store: ObjectStore;
+  instances: string[];
+  port?: number;
+  host?: string;
+  region?: string;
+}): Promise<ControlPlane> {
   const jobs = new Map<string, Job>();
   const manifests = new Map<string, TransformManifest>();
   const region = o.region ?? process.env.AWS_REGION ?? 'us-east-1';
   const app = Fastify({ logger: false });
   app.addContentTypeParser('application/x-amz-json-1.1', { parseAs: 'string' }, (_req, body, done) => {
     try {
-      done(null, JSON.parse(body as string || '{}'));
+      done(null, JSON.parse((body as string) || '{}'));
     } catch (e) {
       done(e as Error);
     }
   });
-  const fail = (reply: FastifyReply, type: string, message: string) => reply.code(400).header('x-amzn-errortype', type).type('application/x-amz-json-1.1').send({ __type: type, message });
+  const fail = (reply: FastifyReply, type: string, message: string) =>
+    reply.code(400).header('x-amzn-errortype', type).type('application/x-amz-json-1.1').send({ __type: type, message });
   const describe = (name: string, j: Job) => ({
     TransformJobName: name,
     TransformJobArn: j.arn,
@@ -67,13 +73,28 @@ export async function startTransformControlPlane(o: { store: ObjectStore; instan
     switch (target) {
       case 'SageMaker.CreateTransformJob': {
         const request = body as unknown as CreateTransformJobCommandInput;
-        if (!/^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$/.test(name)) return fail(reply, 'ValidationException', `TransformJobName must be 1-63 letters, digits and hyphens`);
-        if (jobs.has(name)) return fail(reply, 'ResourceInUse', `Job name must be unique within an AWS account and region, and a job with this name already exists (${name})`);
+        if (!/^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$/.test(name))
+          return fail(reply, 'ValidationException', `TransformJobName must be 1-63 letters, digits and hyphens`);
+        if (jobs.has(name))
+          return fail(reply, 'ResourceInUse', `Job name must be unique within an AWS account and region, and a job with this name already exists (${name})`);
         const count = request.TransformResources?.InstanceCount ?? 1;
-        if (count > o.instances.length) return fail(reply, 'ResourceLimitExceeded', `InstanceCount ${count} is more than the ${o.instances.length} local instances of this emulator: start it with more`);
-        if (request.TransformInput?.SplitType && request.TransformInput.SplitType !== 'None') return fail(reply, 'ValidationException', `this emulator runs SplitType None only (one object per request), not ${request.TransformInput.SplitType}`);
+        if (count > o.instances.length)
+          return fail(
+            reply,
+            'ResourceLimitExceeded',
+            `InstanceCount ${count} is more than the ${o.instances.length} local instances of this emulator: start it with more`,
+          );
+        if (request.TransformInput?.SplitType && request.TransformInput.SplitType !== 'None')
+          return fail(reply, 'ValidationException', `this emulator runs SplitType None only (one object per request), not ${request.TransformInput.SplitType}`);
         const abort = new AbortController();
-        const job: Job = { request, arn: `arn:aws:sagemaker:${region}:123456789012:transform-job/${name}`, created: Date.now(), status: 'InProgress', abort, done: Promise.resolve() };
+        const job: Job = {
+          request,
+          arn: `arn:aws:sagemaker:${region}:123456789012:transform-job/${name}`,
+          created: Date.now(),
+          status: 'InProgress',
+          abort,
+          done: Promise.resolve(),
+        };
         job.done = runTransformJob({ store: o.store, instances: o.instances, request, signal: abort.signal })
           .then((m) => {
             manifests.set(name, m);
@@ -103,7 +124,11 @@ export async function startTransformControlPlane(o: { store: ObjectStore; instan
         return {};
       }
       default:
-        return fail(reply, 'UnknownOperationException', `this emulator serves CreateTransformJob, DescribeTransformJob and StopTransformJob, not ${target.slice(0, 60) || '(no X-Amz-Target)'}`);
+        return fail(
+          reply,
+          'UnknownOperationException',
+          `this emulator serves CreateTransformJob, DescribeTransformJob and StopTransformJob, not ${target.slice(0, 60) || '(no X-Amz-Target)'}`,
+        );
     }
   });
   const url = await app.listen({ port: o.port ?? 0, host: o.host ?? '127.0.0.1' });

@@ -31,7 +31,8 @@ export async function fetchExecutionParameters(containerUrl: string): Promise<Pa
     if (!r.ok) return undefined;
     const j = (await r.json()) as Record<string, unknown>;
     const out: Partial<ExecutionParameters> = {};
-    if (Number.isInteger(j.MaxConcurrentTransforms) && (j.MaxConcurrentTransforms as number) > 0) out.MaxConcurrentTransforms = j.MaxConcurrentTransforms as number;
+    if (Number.isInteger(j.MaxConcurrentTransforms) && (j.MaxConcurrentTransforms as number) > 0)
+      out.MaxConcurrentTransforms = j.MaxConcurrentTransforms as number;
     if (Number.isInteger(j.MaxPayloadInMB) && (j.MaxPayloadInMB as number) > 0) out.MaxPayloadInMB = j.MaxPayloadInMB as number;
     if (j.BatchStrategy === 'SingleRecord' || j.BatchStrategy === 'MultiRecord') out.BatchStrategy = j.BatchStrategy;
     return out;
@@ -60,7 +61,15 @@ export interface TransformManifest {
   seconds: number;
   /** The job's Environment: SageMaker starts its containers with it; the emulator's instances are already running. */
   environmentNotApplied?: Record<string, string>;
-  instances: { index: number; url: string; container?: Partial<ExecutionParameters>; used: ExecutionParameters; objects: number; bytesIn: number; seconds: number }[];
+  instances: {
+    index: number;
+    url: string;
+    container?: Partial<ExecutionParameters>;
+    used: ExecutionParameters;
+    objects: number;
+    bytesIn: number;
+    seconds: number;
+  }[];
   objects: ObjectRecord[];
 }
 
@@ -109,7 +118,10 @@ export async function runTransformJob(o: RunOptions): Promise<TransformManifest>
   const urls = o.instances.slice(0, count);
   const timeoutMs = (r.ModelClientConfig?.InvocationsTimeoutInSeconds ?? TRANSFORM_LIMITS.timeoutSeconds.default) * 1000;
   const retries = r.ModelClientConfig?.InvocationsMaxRetries ?? TRANSFORM_LIMITS.retries.default;
-  const headers: Record<string, string> = { 'content-type': r.TransformInput?.ContentType ?? TRANSFORM_CONTENT_TYPE, accept: r.TransformOutput?.Accept ?? TRANSFORM_CONTENT_TYPE };
+  const headers: Record<string, string> = {
+    'content-type': r.TransformInput?.ContentType ?? TRANSFORM_CONTENT_TYPE,
+    accept: r.TransformOutput?.Accept ?? TRANSFORM_CONTENT_TYPE,
+  };
   const delay = o.retryDelayMs ?? ((n: number) => 200 * n);
 
   const objects = await listPrefix(o.store, input);
@@ -129,7 +141,14 @@ export async function runTransformJob(o: RunOptions): Promise<TransformManifest>
       const mine = shares[index];
       let next = 0;
       const one = async (obj: ListedObject) => {
-        const rec: ObjectRecord = { input: formatS3Uri({ bucket: input.bucket, key: obj.key }), output: formatS3Uri({ bucket: output.bucket, key: outputKey(obj.key, input.key, output.key) }), instance: index, bytesIn: obj.size, attempts: 0, ms: 0 };
+        const rec: ObjectRecord = {
+          input: formatS3Uri({ bucket: input.bucket, key: obj.key }),
+          output: formatS3Uri({ bucket: output.bucket, key: outputKey(obj.key, input.key, output.key) }),
+          instance: index,
+          bytesIn: obj.size,
+          attempts: 0,
+          ms: 0,
+        };
         records.push(rec);
         const t = Date.now();
         try {
@@ -140,7 +159,12 @@ export async function runTransformJob(o: RunOptions): Promise<TransformManifest>
             let retryable: boolean;
             let why: string;
             try {
-              const res = await fetch(new URL('/invocations', url), { method: 'POST', headers, body: bytes as Uint8Array<ArrayBuffer>, signal: AbortSignal.timeout(timeoutMs) });
+              const res = await fetch(new URL('/invocations', url), {
+                method: 'POST',
+                headers,
+                body: bytes as Uint8Array<ArrayBuffer>,
+                signal: AbortSignal.timeout(timeoutMs),
+              });
               const body = new Uint8Array(await res.arrayBuffer());
               if (res.ok) {
                 await o.store.put(parseS3Uri(rec.output, 'output'), body, 'transform output');
@@ -151,7 +175,10 @@ export async function runTransformJob(o: RunOptions): Promise<TransformManifest>
               why = `the container answered ${res.status}: ${new TextDecoder().decode(body.subarray(0, 300))}`;
             } catch (e) {
               retryable = true;
-              why = (e as Error).name === 'TimeoutError' ? `no answer within InvocationsTimeoutInSeconds (${timeoutMs / 1000} s)` : `the container is unreachable (${(e as Error).message})`;
+              why =
+                (e as Error).name === 'TimeoutError'
+                  ? `no answer within InvocationsTimeoutInSeconds (${timeoutMs / 1000} s)`
+                  : `the container is unreachable (${(e as Error).message})`;
             }
             if (!retryable || rec.attempts > retries || o.signal?.aborted) throw new Error(why);
             await new Promise((res) => setTimeout(res, delay(rec.attempts)));
@@ -183,7 +210,12 @@ export async function runTransformJob(o: RunOptions): Promise<TransformManifest>
     instances,
     objects: records.sort((a, b) => (a.input < b.input ? -1 : a.input > b.input ? 1 : 0)),
   };
-  if (badLimits) manifest.failureReason = `${manifest.failureReason ? manifest.failureReason + '; ' : ''}note: MaxConcurrentTransforms x MaxPayloadInMB on instance ${badLimits.index} exceeds SageMaker's ${TRANSFORM_LIMITS.maxPayloadMb} MB`;
-  await o.store.put({ bucket: output.bucket, key: `${output.key}${MANIFEST_NAME}` }, new TextEncoder().encode(JSON.stringify(manifest, null, 1)), 'transform manifest');
+  if (badLimits)
+    manifest.failureReason = `${manifest.failureReason ? manifest.failureReason + '; ' : ''}note: MaxConcurrentTransforms x MaxPayloadInMB on instance ${badLimits.index} exceeds SageMaker's ${TRANSFORM_LIMITS.maxPayloadMb} MB`;
+  await o.store.put(
+    { bucket: output.bucket, key: `${output.key}${MANIFEST_NAME}` },
+    new TextEncoder().encode(JSON.stringify(manifest, null, 1)),
+    'transform manifest',
+  );
   return manifest;
 }

@@ -5,7 +5,15 @@
 // Concurrency, batch strategy and payload size: a value given here goes into the request; one
 // left out is absent from it, and SageMaker then asks the container (GET /execution-parameters),
 // as the local emulator does too (transform-emulator.ts).
-import { CreateTransformJobCommand, DescribeTransformJobCommand, StopTransformJobCommand, type BatchStrategy, type CreateTransformJobCommandInput, type DescribeTransformJobCommandOutput, type TransformInstanceType } from '@aws-sdk/client-sagemaker';
+import {
+  CreateTransformJobCommand,
+  DescribeTransformJobCommand,
+  StopTransformJobCommand,
+  type BatchStrategy,
+  type CreateTransformJobCommandInput,
+  type DescribeTransformJobCommandOutput,
+  type TransformInstanceType,
+} from '@aws-sdk/client-sagemaker';
 import { SealedError } from '../errors.ts';
 import { awsError, isNotFound, send, type Clients } from './aws.ts';
 import { poll, type Waiting } from './wait.ts';
@@ -48,7 +56,8 @@ export interface TransformJobOptions {
 }
 
 const whole = (v: number | undefined, name: string, min: number, max: number, fix: string) => {
-  if (v !== undefined && (!Number.isInteger(v) || v < min || v > max)) throw new SealedError('bad-request', `${name} ${v} is not a whole number from ${min} to ${max}`, fix);
+  if (v !== undefined && (!Number.isInteger(v) || v < min || v > max))
+    throw new SealedError('bad-request', `${name} ${v} is not a whole number from ${min} to ${max}`, fix);
 };
 
 /** The server's deadline inside a transform job: a little under the invocation timeout. */
@@ -59,13 +68,27 @@ export function transformJobRequest(o: TransformJobOptions): CreateTransformJobC
   whole(o.maxPayloadInMB, 'MaxPayloadInMB', 1, L.maxPayloadMb, `give --max-payload-mb from 1 to ${L.maxPayloadMb}, or leave it out to take the container's`);
   whole(o.maxConcurrentTransforms, 'MaxConcurrentTransforms', 1, 1000, "give --max-concurrent of at least 1, or leave it out to take the container's");
   whole(o.instanceCount, 'InstanceCount', 1, 1000, 'give --instance-count of at least 1');
-  whole(o.invocationsTimeoutSeconds, 'InvocationsTimeoutInSeconds', L.timeoutSeconds.min, L.timeoutSeconds.max, `give --timeout from ${L.timeoutSeconds.min} to ${L.timeoutSeconds.max} seconds`);
+  whole(
+    o.invocationsTimeoutSeconds,
+    'InvocationsTimeoutInSeconds',
+    L.timeoutSeconds.min,
+    L.timeoutSeconds.max,
+    `give --timeout from ${L.timeoutSeconds.min} to ${L.timeoutSeconds.max} seconds`,
+  );
   whole(o.invocationsMaxRetries, 'InvocationsMaxRetries', L.retries.min, L.retries.max, `give --retries from ${L.retries.min} to ${L.retries.max}`);
   if (o.maxConcurrentTransforms !== undefined && o.maxPayloadInMB !== undefined && o.maxConcurrentTransforms * o.maxPayloadInMB > L.maxPayloadMb) {
-    throw new SealedError('bad-request', `MaxConcurrentTransforms x MaxPayloadInMB is ${o.maxConcurrentTransforms * o.maxPayloadInMB} MB, over SageMaker's ${L.maxPayloadMb} MB`, 'lower --max-concurrent or --max-payload-mb');
+    throw new SealedError(
+      'bad-request',
+      `MaxConcurrentTransforms x MaxPayloadInMB is ${o.maxConcurrentTransforms * o.maxPayloadInMB} MB, over SageMaker's ${L.maxPayloadMb} MB`,
+      'lower --max-concurrent or --max-payload-mb',
+    );
   }
-  for (const [name, uri] of [['input', o.input], ['output', o.output]]) {
-    if (!/^s3:\/\/[^/]+\//.test(uri)) throw new SealedError('bad-uri', `transform ${name} ${uri.slice(0, 100)} is not an S3 prefix`, `give s3://bucket/prefix/ for --${name}`);
+  for (const [name, uri] of [
+    ['input', o.input],
+    ['output', o.output],
+  ]) {
+    if (!/^s3:\/\/[^/]+\//.test(uri))
+      throw new SealedError('bad-uri', `transform ${name} ${uri.slice(0, 100)} is not an S3 prefix`, `give s3://bucket/prefix/ for --${name}`);
   }
   const timeout = o.invocationsTimeoutSeconds ?? L.timeoutSeconds.default;
   return {
@@ -78,14 +101,28 @@ export function transformJobRequest(o: TransformJobOptions): CreateTransformJobC
     // The server's per-request deadline from the job's timeout (it reads SEALED_DEADLINE_MS).
     Environment: { SEALED_DEADLINE_MS: String(transformDeadlineMs(timeout)) },
     // One object is one wire query: never split, sent whole as the body of one /invocations.
-    TransformInput: { DataSource: { S3DataSource: { S3DataType: 'S3Prefix', S3Uri: o.input } }, ContentType: o.contentType ?? TRANSFORM_CONTENT_TYPE, SplitType: 'None', CompressionType: 'None' },
-    TransformOutput: { S3OutputPath: o.output, Accept: o.contentType ?? TRANSFORM_CONTENT_TYPE, AssembleWith: 'None', ...(o.kmsKeyId ? { KmsKeyId: o.kmsKeyId } : {}) },
+    TransformInput: {
+      DataSource: { S3DataSource: { S3DataType: 'S3Prefix', S3Uri: o.input } },
+      ContentType: o.contentType ?? TRANSFORM_CONTENT_TYPE,
+      SplitType: 'None',
+      CompressionType: 'None',
+    },
+    TransformOutput: {
+      S3OutputPath: o.output,
+      Accept: o.contentType ?? TRANSFORM_CONTENT_TYPE,
+      AssembleWith: 'None',
+      ...(o.kmsKeyId ? { KmsKeyId: o.kmsKeyId } : {}),
+    },
     TransformResources: { InstanceType: (o.instanceType ?? DEFAULT_TRANSFORM_INSTANCE) as TransformInstanceType, InstanceCount: o.instanceCount ?? 1 },
   };
 }
 
 export async function startTransformJob(c: Pick<Clients, 'sagemaker'>, o: TransformJobOptions): Promise<string> {
-  const r = await send(`start transform job ${o.jobName}`, () => c.sagemaker.send(new CreateTransformJobCommand(transformJobRequest(o))), 'check --model-name (a model made by npm run deploy), the S3 prefixes and --instance-type (an ml.* type Batch Transform offers in this region)');
+  const r = await send(
+    `start transform job ${o.jobName}`,
+    () => c.sagemaker.send(new CreateTransformJobCommand(transformJobRequest(o))),
+    'check --model-name (a model made by npm run deploy), the S3 prefixes and --instance-type (an ml.* type Batch Transform offers in this region)',
+  );
   return r.TransformJobArn ?? o.jobName;
 }
 
@@ -131,7 +168,11 @@ export async function waitForTransformJob(
     'it keeps running: follow it again later with the same job name (objects already fetched are skipped)',
   );
   if (d.TransformJobStatus !== 'Completed') {
-    throw new SealedError('bad-data', `transform job ${jobName} ended ${d.TransformJobStatus}: ${d.FailureReason ?? 'no reason given'}`, `read its log in CloudWatch Logs (/aws/sagemaker/TransformJobs, streams ${jobName}/...); the .out objects written so far stay in the output prefix`);
+    throw new SealedError(
+      'bad-data',
+      `transform job ${jobName} ended ${d.TransformJobStatus}: ${d.FailureReason ?? 'no reason given'}`,
+      `read its log in CloudWatch Logs (/aws/sagemaker/TransformJobs, streams ${jobName}/...); the .out objects written so far stay in the output prefix`,
+    );
   }
   return d;
 }

@@ -10,7 +10,15 @@ import type { SageMakerClient } from '@aws-sdk/client-sagemaker';
 import { SealedError } from '../errors.ts';
 import { describeS3Location, formatS3Uri, type ObjectStore, type S3Location } from '../storage/s3.ts';
 import { listPrefix } from './s3-list.ts';
-import { describeTransformJob, startTransformJob, TRANSFORM_CONTENT_TYPE, TRANSFORM_LIMITS, waitForTransformJob, type TransformJobOptions, type TransformProgress } from './transform-job.ts';
+import {
+  describeTransformJob,
+  startTransformJob,
+  TRANSFORM_CONTENT_TYPE,
+  TRANSFORM_LIMITS,
+  waitForTransformJob,
+  type TransformJobOptions,
+  type TransformProgress,
+} from './transform-job.ts';
 import type { Waiting } from './wait.ts';
 
 const MB = 1024 * 1024;
@@ -51,7 +59,12 @@ export function transformLayout(bucket: string, prefix: string, jobName: string,
  */
 export function splitRecords(total: number, bytesFor: (records: number) => number, maxBytes: number): { start: number; end: number }[] {
   if (total <= 0) return [];
-  if (bytesFor(1) > maxBytes) throw new SealedError('bad-request', `one record encrypts to ${bytesFor(1)} bytes, over the payload limit of ${maxBytes}`, 'raise MaxPayloadInMB (at most 100 MB), or use a smaller model layout');
+  if (bytesFor(1) > maxBytes)
+    throw new SealedError(
+      'bad-request',
+      `one record encrypts to ${bytesFor(1)} bytes, over the payload limit of ${maxBytes}`,
+      'raise MaxPayloadInMB (at most 100 MB), or use a smaller model layout',
+    );
   // The largest count that fits, by bisection.
   let lo = 1;
   let hi = total;
@@ -111,13 +124,23 @@ export async function transformPredict(o: TransformPredictOptions): Promise<Tran
   let uploaded = 0;
   if (existing) {
     const ran = existing.TransformInput?.DataSource?.S3DataSource?.S3Uri;
-    if (ran !== inputUri) throw new SealedError('bad-request', `transform job ${o.jobName} exists but reads ${ran ?? 'another input'}, not ${inputUri}`, 'give another job name (job names are unique per account and region)');
+    if (ran !== inputUri)
+      throw new SealedError(
+        'bad-request',
+        `transform job ${o.jobName} exists but reads ${ran ?? 'another input'}, not ${inputUri}`,
+        'give another job name (job names are unique per account and region)',
+      );
   } else {
     // Only our parts may be under the job's input prefix: SageMaker transforms every object there.
     const wanted = new Set(Array.from({ length: o.count }, (_, i) => L.part(i).key));
     const present = new Map((await listPrefix(o.store, L.input)).map((x) => [x.key, x.size]));
     const stray = [...present.keys()].find((k) => !wanted.has(k));
-    if (stray) throw new SealedError('bad-request', `${describeS3Location(L.input)} holds an object that is not a part of this job (${describeS3Location({ bucket: o.bucket, key: stray })})`, 'use a new job name, or remove what an earlier, different run left there');
+    if (stray)
+      throw new SealedError(
+        'bad-request',
+        `${describeS3Location(L.input)} holds an object that is not a part of this job (${describeS3Location({ bucket: o.bucket, key: stray })})`,
+        'use a new job name, or remove what an earlier, different run left there',
+      );
     const limit = (o.job?.maxPayloadInMB ?? TRANSFORM_LIMITS.defaultPayloadMb) * MB;
     for (let i = 0; i < o.count; i++) {
       if (present.has(L.part(i).key)) continue; // a PUT is whole or absent: present is complete
@@ -125,22 +148,46 @@ export async function transformPredict(o: TransformPredictOptions): Promise<Tran
       if (transport === 's3') {
         // The query first: a request object present means its query is in place too.
         await o.store.put(L.query(i), bytes, `transform query ${i}`);
-        const request = { encrypted_query_uri: formatS3Uri(L.query(i)), output_uri: formatS3Uri(L.result(i)), query_sha256: sha256Hex(bytes), ...(o.evaluationKeysUri ? { evaluation_keys_uri: o.evaluationKeysUri } : {}) };
+        const request = {
+          encrypted_query_uri: formatS3Uri(L.query(i)),
+          output_uri: formatS3Uri(L.result(i)),
+          query_sha256: sha256Hex(bytes),
+          ...(o.evaluationKeysUri ? { evaluation_keys_uri: o.evaluationKeysUri } : {}),
+        };
         await o.store.put(L.part(i), new TextEncoder().encode(JSON.stringify(request)), `transform request ${i}`);
       } else {
-        if (bytes.length > limit) throw new SealedError('bad-request', `part ${i} is ${bytes.length} bytes, over the transform payload limit of ${limit} bytes (MaxPayloadInMB)`, "put fewer records in each part (splitRecords), raise MaxPayloadInMB (at most 100), or use transport 's3'");
+        if (bytes.length > limit)
+          throw new SealedError(
+            'bad-request',
+            `part ${i} is ${bytes.length} bytes, over the transform payload limit of ${limit} bytes (MaxPayloadInMB)`,
+            "put fewer records in each part (splitRecords), raise MaxPayloadInMB (at most 100), or use transport 's3'",
+          );
         await o.store.put(L.part(i), bytes, `transform part ${i}`);
       }
       uploaded++;
     }
-    if (!o.modelName) throw new SealedError('not-found', `there is no transform job ${o.jobName} to follow`, `the parts are uploaded to ${inputUri}: start it (npm run deploy -- transform --model-name MODEL --input ${inputUri} --output ${outputUri} --job-name ${o.jobName}), or give the model name to start it here`);
-    await startTransformJob(c, { ...o.job, jobName: o.jobName, modelName: o.modelName, input: inputUri, output: outputUri, contentType: transport === 's3' ? 'application/json' : TRANSFORM_CONTENT_TYPE });
+    if (!o.modelName)
+      throw new SealedError(
+        'not-found',
+        `there is no transform job ${o.jobName} to follow`,
+        `the parts are uploaded to ${inputUri}: start it (npm run deploy -- transform --model-name MODEL --input ${inputUri} --output ${outputUri} --job-name ${o.jobName}), or give the model name to start it here`,
+      );
+    await startTransformJob(c, {
+      ...o.job,
+      jobName: o.jobName,
+      modelName: o.modelName,
+      input: inputUri,
+      output: outputUri,
+      contentType: transport === 's3' ? 'application/json' : TRANSFORM_CONTENT_TYPE,
+    });
   }
   const started = !existing;
   if (!existing || existing.TransformJobStatus !== 'Completed') {
     await waitForTransformJob(c, o.jobName, {
       ...o.wait,
-      ...(o.onProgress ? { progress: async () => ({ done: (await listPrefix(o.store, L.output, { suffix: '.out' })).length, total: o.count }), onProgress: o.onProgress } : {}),
+      ...(o.onProgress
+        ? { progress: async () => ({ done: (await listPrefix(o.store, L.output, { suffix: '.out' })).length, total: o.count }), onProgress: o.onProgress }
+        : {}),
     });
   }
   let fetched = 0;
@@ -154,7 +201,13 @@ export async function transformPredict(o: TransformPredictOptions): Promise<Tran
     try {
       ({ bytes } = await o.store.get(L.out(i), MAX_RESULT_BYTES, `transform result ${i}`));
     } catch (e) {
-      if ((e as { code?: string }).code === 'not-found') throw new SealedError('internal', `transform job ${o.jobName} completed without a result for part ${i} (${describeS3Location(L.out(i))})`, 'run again with a new job name', { cause: e });
+      if ((e as { code?: string }).code === 'not-found')
+        throw new SealedError(
+          'internal',
+          `transform job ${o.jobName} completed without a result for part ${i} (${describeS3Location(L.out(i))})`,
+          'run again with a new job name',
+          { cause: e },
+        );
       throw e;
     }
     // s3 transport: the .out is the server's JSON answer; the result is where the request said.

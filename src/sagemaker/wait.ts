@@ -11,7 +11,14 @@ export interface Waiting {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Polls `describe` with doubling pauses until `done` says it is finished (or throws). */
-export async function poll<T>(describe: () => Promise<T>, state: (d: T) => string, done: (d: T) => boolean, w: Waiting, what: string, hint: string): Promise<T> {
+export async function poll<T>(
+  describe: () => Promise<T>,
+  state: (d: T) => string,
+  done: (d: T) => boolean,
+  w: Waiting,
+  what: string,
+  hint: string,
+): Promise<T> {
   const { first, max } = w.pollMs ?? { first: 5_000, max: 60_000 };
   const deadline = Date.now() + (w.timeoutMs ?? 3 * 3600_000);
   let last = '';

@@ -83,7 +83,6 @@ export function tenantOf(loc: S3Location, root: S3Prefix): string | undefined {
   return end > 0 ? rest.slice(0, end) : undefined;
 }
 
-
 interface Named {
   field: string;
   loc: S3Location;
@@ -95,7 +94,11 @@ export function checkAccess(a: AccessPolicy, fields: Named[]): void {
   for (const f of fields) {
     const list = f.verb === 'read' ? a.read : a.write;
     if (list && !list.some((p) => isUnder(f.loc, p))) {
-      throw new SealedError('forbidden', `${f.field} is outside the locations this endpoint may ${f.verb}`, `use a location under ${list.map(formatS3Prefix).join(' or ')}`);
+      throw new SealedError(
+        'forbidden',
+        `${f.field} is outside the locations this endpoint may ${f.verb}`,
+        `use a location under ${list.map(formatS3Prefix).join(' or ')}`,
+      );
     }
   }
   const root = a.tenantRoot;
@@ -103,10 +106,15 @@ export function checkAccess(a: AccessPolicy, fields: Named[]): void {
   let first: { field: string; tenant: string } | undefined;
   for (const f of fields) {
     const tenant = tenantOf(f.loc, root);
-    if (tenant === undefined) throw new SealedError('forbidden', `${f.field} is not inside a tenant's prefix`, `use locations under ${formatS3Prefix(root)}<tenant>/`);
+    if (tenant === undefined)
+      throw new SealedError('forbidden', `${f.field} is not inside a tenant's prefix`, `use locations under ${formatS3Prefix(root)}<tenant>/`);
     if (!first) first = { field: f.field, tenant };
     else if (tenant !== first.tenant) {
-      throw new SealedError('forbidden', `${f.field} is in tenant ${safeText(tenant)}'s prefix, ${first.field} in tenant ${safeText(first.tenant)}'s: a request reads and writes within one tenant`, `put the query, the keys and the output under the same ${formatS3Prefix(root)}<tenant>/`);
+      throw new SealedError(
+        'forbidden',
+        `${f.field} is in tenant ${safeText(tenant)}'s prefix, ${first.field} in tenant ${safeText(first.tenant)}'s: a request reads and writes within one tenant`,
+        `put the query, the keys and the output under the same ${formatS3Prefix(root)}<tenant>/`,
+      );
     }
   }
 }
@@ -116,7 +124,11 @@ const SHA256_HEX = /^[0-9a-f]{64}$/;
 /** Keys named by a request (either form): hash-named outside --allow-any. */
 export function checkKeysName(a: AccessPolicy, keysLoc: S3Location, field: string): void {
   if (a.hashNamedKeys && !keysNameHash(keysLoc.key)) {
-    throw new SealedError('bad-uri', `${field} does not name the keys by their SHA-256: this endpoint takes evaluation keys only as .../<64 hex digits of the SHA-256 of their bytes>[.keys]`, 'upload the keys under their SHA-256, as `sealed predict` does (<prefix>keys/<sha256>.keys)');
+    throw new SealedError(
+      'bad-uri',
+      `${field} does not name the keys by their SHA-256: this endpoint takes evaluation keys only as .../<64 hex digits of the SHA-256 of their bytes>[.keys]`,
+      'upload the keys under their SHA-256, as `sealed predict` does (<prefix>keys/<sha256>.keys)',
+    );
   }
 }
 
@@ -149,4 +161,3 @@ export function checkRequest(req: InvocationRequest, c: { access: AccessPolicy }
   }
   return { queryLoc, keysLoc, outLoc, declared };
 }
-

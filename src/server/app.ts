@@ -54,7 +54,8 @@ export function buildApp(o: AppOptions): FastifyInstance {
   const maxPayloadBytes = o.maxPayloadBytes ?? REALTIME_PAYLOAD_BYTES;
   app.setErrorHandler(
     errorHandler({
-      validation: 'send JSON {"encrypted_query_uri": "s3://…", "evaluation_keys_uri": "s3://…" (not needed in batch mode), "output_uri": "s3://…", "query_sha256": "<64 hex>" (optional)} and nothing else',
+      validation:
+        'send JSON {"encrypted_query_uri": "s3://…", "evaluation_keys_uri": "s3://…" (not needed in batch mode), "output_uri": "s3://…", "query_sha256": "<64 hex>" (optional)} and nothing else',
       body: 'POST a JSON body with Content-Type: application/json, or the encrypted query itself with Content-Type: application/octet-stream',
       tooLarge: `JSON requests take up to 64 KiB; a query in the body (application/octet-stream) up to ${Math.floor(maxPayloadBytes / (1024 * 1024))} MiB: send a larger query through S3 (JSON naming encrypted_query_uri)`,
       internal: 'retry; if it persists, report it with the request id',

@@ -52,7 +52,15 @@ export function batchMemory(plan: BatchPlan): number {
  * Evaluates every batch of the query; yields the result ciphertexts in order (outputs of batch
  * 0, then batch 1, ...). `sections` must hold exactly batches x inputs ciphertexts.
  */
-export async function* evaluateBatches(plan: BatchPlan, records: number, sections: AsyncIterable<Uint8Array>, pool: EvaluationPool, timings: BatchTimings, signal?: AbortSignal, rerandKey?: SharedArrayBuffer): AsyncGenerator<Uint8Array> {
+export async function* evaluateBatches(
+  plan: BatchPlan,
+  records: number,
+  sections: AsyncIterable<Uint8Array>,
+  pool: EvaluationPool,
+  timings: BatchTimings,
+  signal?: AbortSignal,
+  rerandKey?: SharedArrayBuffer,
+): AsyncGenerator<Uint8Array> {
   // A bad (or missing) re-randomization key is refused before any of the query is read.
   if (plan.privacy === 'flood') check(await pool.runBatch({ batch: 'check-key', rerandKey }, signal));
   const lanes = dataPrimesOf(plan) * plan.params.polyModulusDegree;
@@ -68,7 +76,10 @@ export async function* evaluateBatches(plan: BatchPlan, records: number, section
   const running = new Set<Promise<unknown>>();
   const track = <T>(p: Promise<T>): Promise<T> => {
     running.add(p);
-    p.then(() => running.delete(p), () => running.delete(p));
+    p.then(
+      () => running.delete(p),
+      () => running.delete(p),
+    );
     return p;
   };
   const add = (k: 'load' | 'evaluate' | 'save', rs: BatchResult[]) => {
@@ -81,18 +92,34 @@ export async function* evaluateBatches(plan: BatchPlan, records: number, section
     try {
       for (let i = 0; i < plan.inputs; i++) {
         const next = await it.next();
-        if (next.done) throw new SealedError('bad-query', `the query ends after ${b * plan.inputs + i} ciphertexts; ${records} records need ${batches * plan.inputs}`, 'upload the file written by `sealed predict`, unchanged');
+        if (next.done)
+          throw new SealedError(
+            'bad-query',
+            `the query ends after ${b * plan.inputs + i} ciphertexts; ${records} records need ${batches * plan.inputs}`,
+            'upload the file written by `sealed predict`, unchanged',
+          );
         group.push(next.value);
         if (group.length === LOAD_GROUP || i === plan.inputs - 1) {
           // Each section owns its buffer (the stream reader copies it out): move, not copy.
-          loads.push(track(pool.runBatch({ batch: 'decode', sections: group, input, first }, signal, group.map((g) => g.buffer as ArrayBuffer))));
+          loads.push(
+            track(
+              pool.runBatch(
+                { batch: 'decode', sections: group, input, first },
+                signal,
+                group.map((g) => g.buffer as ArrayBuffer),
+              ),
+            ),
+          );
           first = i + 1;
           group = [];
         }
       }
     } finally {
       // Whatever happens, no task of this batch is left running on the buffer.
-      add('load', (await Promise.allSettled(loads)).flatMap((r) => (r.status === 'fulfilled' ? [r.value] : [])));
+      add(
+        'load',
+        (await Promise.allSettled(loads)).flatMap((r) => (r.status === 'fulfilled' ? [r.value] : [])),
+      );
     }
     (await Promise.all(loads)).map(check);
   };
@@ -115,17 +142,24 @@ export async function* evaluateBatches(plan: BatchPlan, records: number, section
       const t0 = performance.now();
       const evals: Promise<BatchResult>[] = [];
       const span = Math.ceil(lanes / CHUNK / (pool.size * TASKS_PER_WORKER)) * CHUNK;
-      for (let l = 0; l < lanes; l += span) evals.push(track(pool.runBatch({ batch: 'evaluate', input, output, lane0: l, lane1: Math.min(l + span, lanes) }, signal)));
+      for (let l = 0; l < lanes; l += span)
+        evals.push(track(pool.runBatch({ batch: 'evaluate', input, output, lane0: l, lane1: Math.min(l + span, lanes) }, signal)));
       add('evaluate', (await Promise.all(evals)).map(check));
       timings.evaluate_wall += performance.now() - t0;
       const per = Math.ceil(outs / pool.size);
       const saves: Promise<BatchResult>[] = [];
-      for (let o = 0; o < outs; o += per) saves.push(track(pool.runBatch({ batch: 'encode', output, first: o, count: Math.min(per, outs - o), rerandKey }, signal)));
+      for (let o = 0; o < outs; o += per)
+        saves.push(track(pool.runBatch({ batch: 'encode', output, first: o, count: Math.min(per, outs - o), rerandKey }, signal)));
       const saved = (await Promise.all(saves)).map(check);
       add('save', saved);
       timings.batches++;
       for (const r of saved) yield* r.results!;
     }
-    if (!(await it.next()).done) throw new SealedError('bad-query', `the query has more ciphertexts than ${records} records need (${batches * plan.inputs})`, 'upload the file written by `sealed predict`, unchanged');
+    if (!(await it.next()).done)
+      throw new SealedError(
+        'bad-query',
+        `the query has more ciphertexts than ${records} records need (${batches * plan.inputs})`,
+        'upload the file written by `sealed predict`, unchanged',
+      );
   }
 }

@@ -79,10 +79,18 @@ export class MemoryBudget {
   reserve(bytes: number, what: string): Reservation {
     const n = Math.ceil(bytes);
     if (n > this.capacity) {
-      throw new SealedError('bad-request', `${what} needs ${mib(n)} of server memory, more than this server's request budget of ${mib(this.capacity)}`, 'send fewer records per request, or run the server with more memory');
+      throw new SealedError(
+        'bad-request',
+        `${what} needs ${mib(n)} of server memory, more than this server's request budget of ${mib(this.capacity)}`,
+        'send fewer records per request, or run the server with more memory',
+      );
     }
     if (this.used + n > this.capacity) {
-      throw new SealedError('overloaded', `the server's memory for requests is in use (${mib(this.used)} of ${mib(this.capacity)} reserved; ${what} needs ${mib(n)})`, 'retry after the number of seconds in Retry-After');
+      throw new SealedError(
+        'overloaded',
+        `the server's memory for requests is in use (${mib(this.used)} of ${mib(this.capacity)} reserved; ${what} needs ${mib(n)})`,
+        'retry after the number of seconds in Retry-After',
+      );
     }
     this.used += n;
     this.peak = Math.max(this.peak, this.used);

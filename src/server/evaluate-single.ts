@@ -34,7 +34,12 @@ export function singleMemory(c: InvocationContext, count: number): { window: num
 export async function evaluateSingle(q: SingleQuery, out: ResultSink, c: InvocationContext, signal?: AbortSignal): Promise<InvocationResponse> {
   const { header: h, count, digest, expected, t0 } = q;
   checkSingleQuery(c.model, h, count);
-  if (!q.keys) throw new SealedError('bad-request', 'evaluation_keys_uri is missing: the single layout needs evaluation keys', 'upload the keys written by `sealed keygen` and name them in the request');
+  if (!q.keys)
+    throw new SealedError(
+      'bad-request',
+      'evaluation_keys_uri is missing: the single layout needs evaluation keys',
+      'upload the keys written by `sealed keygen` and name them in the request',
+    );
   const records = h.records;
   const { window, streamed, held } = singleMemory(c, count);
   if (streamed && expected === undefined) throw new NeedsDigest();

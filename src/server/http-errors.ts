@@ -38,10 +38,18 @@ export function errorHandler(hints: ErrorHints) {
       return reply.status(400).send({ error: 'bad-request', message: `invalid request: ${fe.message}`, hint: hints.validation });
     }
     if (fe.statusCode === 413 && hints.tooLarge) {
-      return reply.status(413).send({ error: 'bad-request', message: `the request body is larger than this endpoint takes (${safeText(req.headers['content-length'] ?? 'unknown', 20)} bytes)`, hint: hints.tooLarge });
+      return reply.status(413).send({
+        error: 'bad-request',
+        message: `the request body is larger than this endpoint takes (${safeText(req.headers['content-length'] ?? 'unknown', 20)} bytes)`,
+        hint: hints.tooLarge,
+      });
     }
     if (fe.statusCode === 415) {
-      return reply.status(415).send({ error: 'bad-request', message: `the body's media type ${safeText(req.headers['content-type'] ?? 'none', 60)} is not one this endpoint takes`, hint: hints.body });
+      return reply.status(415).send({
+        error: 'bad-request',
+        message: `the body's media type ${safeText(req.headers['content-type'] ?? 'none', 60)} is not one this endpoint takes`,
+        hint: hints.body,
+      });
     }
     if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) {
       return reply.status(fe.statusCode).send({ error: 'bad-request', message: fe.message, hint: hints.body });

@@ -64,7 +64,16 @@ export async function invoke(req: InvocationRequest, c: InvocationContext, signa
 }
 
 /** A query streaming in (either form): its header checked, then the layout's path through the pool. */
-export async function evaluateQuery(stream: AsyncIterable<Uint8Array>, digest: QueryDigest, expected: string | undefined, keys: ReturnType<KeyStore['get']> | undefined, out: ResultSink, c: InvocationContext, t0: number, signal?: AbortSignal): Promise<InvocationResponse> {
+export async function evaluateQuery(
+  stream: AsyncIterable<Uint8Array>,
+  digest: QueryDigest,
+  expected: string | undefined,
+  keys: ReturnType<KeyStore['get']> | undefined,
+  out: ResultSink,
+  c: InvocationContext,
+  t0: number,
+  signal?: AbortSignal,
+): Promise<InvocationResponse> {
   const msg = await readWireStream<QueryHeader>('query', stream, 'the encrypted query', (h) => sectionLimits(c.model, c.maxQueryBytes, h));
   const q = { header: msg.header, count: msg.count, sections: msg.sections, digest, expected, t0 };
   if (checkQueryHeader(c.model, msg.header) === 'batch') return invokeBatch(q, out, c, signal);

@@ -24,12 +24,19 @@ export async function invokeBatch(q: BatchQuery, out: ResultSink, c: InvocationC
   const { plan, batches } = checkBatchQuery(c.model, q.header, q.count);
   const slots = c.batchSlots;
   if (slots && slots.used >= slots.max) {
-    throw new SealedError('overloaded', `the server is evaluating ${slots.max} batch-mode requests already`, 'retry after the number of seconds in Retry-After');
+    throw new SealedError(
+      'overloaded',
+      `the server is evaluating ${slots.max} batch-mode requests already`,
+      'retry after the number of seconds in Retry-After',
+    );
   }
   // The result always streams out, header (with the query's hash) first. (After the check above:
   // a request refused for capacity costs no first pass over its query.)
   if (q.expected === undefined) throw new NeedsDigest();
-  const reservation: Reservation | undefined = c.budget?.reserve(batchMemory(plan) + (STREAM_QUEUE_SIZE + 2) * STREAM_PART_SIZE, `a batch-mode query of ${batches} batches`);
+  const reservation: Reservation | undefined = c.budget?.reserve(
+    batchMemory(plan) + (STREAM_QUEUE_SIZE + 2) * STREAM_PART_SIZE,
+    `a batch-mode query of ${batches} batches`,
+  );
   if (slots) slots.used++;
   try {
     return await runBatch(q, q.expected, out, c, plan, signal);
@@ -39,7 +46,14 @@ export async function invokeBatch(q: BatchQuery, out: ResultSink, c: InvocationC
   }
 }
 
-async function runBatch(q: BatchQuery, expected: string, out: ResultSink, c: InvocationContext, plan: BatchPlan, signal?: AbortSignal): Promise<InvocationResponse> {
+async function runBatch(
+  q: BatchQuery,
+  expected: string,
+  out: ResultSink,
+  c: InvocationContext,
+  plan: BatchPlan,
+  signal?: AbortSignal,
+): Promise<InvocationResponse> {
   const { header: h, count, sections, digest, t0 } = q;
   const batches = batchCount(plan, h.records);
   const tHeader = performance.now();

@@ -26,7 +26,8 @@ export const REALTIME_PAYLOAD_BYTES = 6 * MiB;
 /** Batch Transform's MaxPayloadInMB is at most 100. */
 export const MAX_PAYLOAD_BYTES = 100 * MiB;
 
-const KEYS_HINT = 'name the evaluation keys with the header X-Amzn-SageMaker-Custom-Attributes: keys=s3://bucket/prefix/keys/<sha256>.keys (`sealed predict` uploads them there), or set SEALED_EVALUATION_KEYS_URI on the endpoint';
+const KEYS_HINT =
+  'name the evaluation keys with the header X-Amzn-SageMaker-Custom-Attributes: keys=s3://bucket/prefix/keys/<sha256>.keys (`sealed predict` uploads them there), or set SEALED_EVALUATION_KEYS_URI on the endpoint';
 
 /** The `keys=` attribute of a custom-attributes header (`;`-separated name=value pairs), or undefined. */
 export function keysAttribute(header: string | undefined): string | undefined {
@@ -44,7 +45,11 @@ export function keysAttribute(header: string | undefined): string | undefined {
  * Where the keys of a body-form request are (the header's keys=, else the endpoint's default),
  * checked like the JSON form's evaluation_keys_uri, with no I/O; undefined when none is named.
  */
-export function checkBodyRequest(attributes: string | undefined, defaultKeysUri: string | undefined, c: Pick<InvocationContext, 'access'>): S3Location | undefined {
+export function checkBodyRequest(
+  attributes: string | undefined,
+  defaultKeysUri: string | undefined,
+  c: Pick<InvocationContext, 'access'>,
+): S3Location | undefined {
   const named = keysAttribute(attributes);
   const uri = named ?? defaultKeysUri;
   if (uri === undefined || uri === '') return undefined;
@@ -84,14 +89,29 @@ async function* once(b: Uint8Array): AsyncGenerator<Uint8Array> {
   yield new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 }
 
-export async function invokeBody(body: Uint8Array, keysLoc: S3Location | undefined, c: InvocationContext, signal?: AbortSignal): Promise<{ result: Uint8Array; response: InvocationResponse }> {
+export async function invokeBody(
+  body: Uint8Array,
+  keysLoc: S3Location | undefined,
+  c: InvocationContext,
+  signal?: AbortSignal,
+): Promise<{ result: Uint8Array; response: InvocationResponse }> {
   const t0 = performance.now();
   // Not a sealed query at all (random bytes, JSON sent as octet-stream...): the request is wrong, 400.
-  checkPrefix('query', body, (why) => new SealedError('bad-request', `the request body ${why}: with Content-Type: application/octet-stream it must be an encrypted query (docs/wire-format.md)`, 'send the file `sealed predict` writes (or the SDK encrypts), unchanged; or send JSON naming S3 locations (Content-Type: application/json)'));
+  checkPrefix(
+    'query',
+    body,
+    (why) =>
+      new SealedError(
+        'bad-request',
+        `the request body ${why}: with Content-Type: application/octet-stream it must be an encrypted query (docs/wire-format.md)`,
+        'send the file `sealed predict` writes (or the SDK encrypts), unchanged; or send JSON naming S3 locations (Content-Type: application/json)',
+      ),
+  );
   if (c.model.trees) return invokeTreesBody(body, keysLoc, c, t0, signal);
   const msg = decodeWire<QueryHeader>('query', body, 'the encrypted query');
   const layout = checkQueryHeader(c.model, msg.header);
-  if (layout === 'single' && !keysLoc) throw new SealedError('bad-request', 'the query uses the single layout, which needs evaluation keys, and the request names none', KEYS_HINT);
+  if (layout === 'single' && !keysLoc)
+    throw new SealedError('bad-request', 'the query uses the single layout, which needs evaluation keys, and the request names none', KEYS_HINT);
   // The sections read out of the body and the result, held until the answer is sent (the body
   // itself was reserved as it arrived: plugins/invocations.ts).
   const reservation = c.budget?.reserve(body.length + resultBound(c.model, msg.header, msg.sections.length), 'a query in the request body');
@@ -110,8 +130,15 @@ export async function invokeBody(body: Uint8Array, keysLoc: S3Location | undefin
 }
 
 /** A tree-ensemble query in the body: evaluated whole (invoke-trees.ts), a copy of the body sent to the worker. */
-async function invokeTreesBody(body: Uint8Array, keysLoc: S3Location | undefined, c: InvocationContext, t0: number, signal?: AbortSignal): Promise<{ result: Uint8Array; response: InvocationResponse }> {
-  if (!keysLoc) throw new SealedError('bad-request', 'a tree-ensemble query needs evaluation keys, and the request names none', `${KEYS_HINT}; ${TREE_KEYS_HINT}`);
+async function invokeTreesBody(
+  body: Uint8Array,
+  keysLoc: S3Location | undefined,
+  c: InvocationContext,
+  t0: number,
+  signal?: AbortSignal,
+): Promise<{ result: Uint8Array; response: InvocationResponse }> {
+  if (!keysLoc)
+    throw new SealedError('bad-request', 'a tree-ensemble query needs evaluation keys, and the request names none', `${KEYS_HINT}; ${TREE_KEYS_HINT}`);
   const keys = c.keys.get(keysLoc);
   keys.catch(() => undefined);
   try {
@@ -131,11 +158,19 @@ async function invokeTreesBody(body: Uint8Array, keysLoc: S3Location | undefined
 export function payloadLimit(requested: number | undefined, requestBudget: number): number {
   const limit = requested ?? REALTIME_PAYLOAD_BYTES;
   if (!(Number.isInteger(limit) && limit >= 1 * MiB && limit <= MAX_PAYLOAD_BYTES)) {
-    throw new SealedError('bad-request', `a payload limit of ${limit} bytes is not between 1 MB and 100 MB`, 'set --max-payload-mb (SEALED_MAX_PAYLOAD_MB) to a whole number from 1 to 100');
+    throw new SealedError(
+      'bad-request',
+      `a payload limit of ${limit} bytes is not between 1 MB and 100 MB`,
+      'set --max-payload-mb (SEALED_MAX_PAYLOAD_MB) to a whole number from 1 to 100',
+    );
   }
   // A body request holds its body, the sections read out of it and its result (~ the body again).
   if (4 * limit > requestBudget) {
-    throw new SealedError('bad-request', `a payload limit of ${Math.round(limit / MiB)} MB needs ${Math.round((4 * limit) / MiB)} MB of request memory; this server has ${Math.round(requestBudget / MiB)} MB`, 'lower --max-payload-mb (SEALED_MAX_PAYLOAD_MB), or give the server more memory');
+    throw new SealedError(
+      'bad-request',
+      `a payload limit of ${Math.round(limit / MiB)} MB needs ${Math.round((4 * limit) / MiB)} MB of request memory; this server has ${Math.round(requestBudget / MiB)} MB`,
+      'lower --max-payload-mb (SEALED_MAX_PAYLOAD_MB), or give the server more memory',
+    );
   }
   return limit;
 }

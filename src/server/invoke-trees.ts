@@ -15,7 +15,8 @@ import type { KeyStore } from './key-store.ts';
 import { checkQueryHeader, type ServingModel, type TreeServing } from './query-checks.ts';
 
 const ENCRYPT_HINT = "encrypt the query with this endpoint's tree-model client part (`sealed predict`)";
-export const TREE_KEYS_HINT = 'name the evaluation keys (relinearization and public key, made by the tree model\'s client part) in evaluation_keys_uri; `sealed predict` uploads them';
+export const TREE_KEYS_HINT =
+  "name the evaluation keys (relinearization and public key, made by the tree model's client part) in evaluation_keys_uri; `sealed predict` uploads them";
 
 function treesOf(model: ServingModel): TreeServing {
   if (!model.trees) throw new SealedError('internal', 'a tree query reached a server of another model');
@@ -27,22 +28,41 @@ export function checkTreeQuery(model: ServingModel, query: Uint8Array): { header
   const trees = treesOf(model);
   const { header: h, sections } = decodeWire<QueryHeader>('query', query, 'the encrypted query');
   checkQueryHeader(model, h);
-  if (h.layout !== 'batch') throw new SealedError('bad-query', 'this endpoint serves a tree ensemble, whose queries hold a record per slot (layout batch)', ENCRYPT_HINT);
-  if (h.params !== paramsKey(trees.params)) throw new SealedError('bad-query', 'the query declares other encryption parameters than the model uses', ENCRYPT_HINT);
+  if (h.layout !== 'batch')
+    throw new SealedError('bad-query', 'this endpoint serves a tree ensemble, whose queries hold a record per slot (layout batch)', ENCRYPT_HINT);
+  if (h.params !== paramsKey(trees.params))
+    throw new SealedError('bad-query', 'the query declares other encryption parameters than the model uses', ENCRYPT_HINT);
   const batches = Math.ceil(h.records / trees.recordsPerBatch);
   if (sections.length !== batches * trees.inputs) {
-    throw new SealedError('bad-query', `the query declares ${h.records} records in ${sections.length} ciphertexts; this model reads ${trees.inputs} per batch of ${trees.recordsPerBatch} records (${batches * trees.inputs})`, ENCRYPT_HINT);
+    throw new SealedError(
+      'bad-query',
+      `the query declares ${h.records} records in ${sections.length} ciphertexts; this model reads ${trees.inputs} per batch of ${trees.recordsPerBatch} records (${batches * trees.inputs})`,
+      ENCRYPT_HINT,
+    );
   }
   return { header: h, count: sections.length, batches };
 }
 
 /** The JSON form: the query object's whole size reserved (or 400/503), then the object read. */
-export async function invokeTreesS3(queryLoc: S3Location, keysLoc: S3Location | undefined, declared: string | undefined, out: ResultSink, c: InvocationContext, signal?: AbortSignal): Promise<InvocationResponse> {
+export async function invokeTreesS3(
+  queryLoc: S3Location,
+  keysLoc: S3Location | undefined,
+  declared: string | undefined,
+  out: ResultSink,
+  c: InvocationContext,
+  signal?: AbortSignal,
+): Promise<InvocationResponse> {
   const t0 = performance.now();
   if (!keysLoc) throw new SealedError('bad-request', 'a tree-ensemble query needs evaluation keys, and the request names none', TREE_KEYS_HINT);
   const head = await c.store.head(queryLoc);
-  if (!head) throw new SealedError('not-found', `the encrypted query was not found at ${describeS3Location(queryLoc)}`, 'upload it first (`sealed predict` does)');
-  if (head.size > c.maxQueryBytes) throw new SealedError('bad-request', `the encrypted query is ${head.size} bytes, over this server's limit of ${c.maxQueryBytes}`, 'send fewer records per request');
+  if (!head)
+    throw new SealedError('not-found', `the encrypted query was not found at ${describeS3Location(queryLoc)}`, 'upload it first (`sealed predict` does)');
+  if (head.size > c.maxQueryBytes)
+    throw new SealedError(
+      'bad-request',
+      `the encrypted query is ${head.size} bytes, over this server's limit of ${c.maxQueryBytes}`,
+      'send fewer records per request',
+    );
   const reservation = c.budget?.reserve(head.size, `a tree-ensemble query of ${Math.ceil(head.size / MiB)} MiB`);
   const keys = c.keys.get(keysLoc);
   keys.catch(() => undefined);
@@ -61,12 +81,26 @@ export async function invokeTreesS3(queryLoc: S3Location, keysLoc: S3Location | 
  * A whole tree query in one worker. `transferable`: the query's buffer may be handed to the
  * worker (the caller gives it up); otherwise it is copied, and the copy is reserved too.
  */
-export async function evaluateTrees(query: Uint8Array, transferable: boolean, keys: ReturnType<KeyStore['get']>, expected: string | undefined, out: ResultSink, c: InvocationContext, t0: number, download: number, signal?: AbortSignal): Promise<InvocationResponse> {
+export async function evaluateTrees(
+  query: Uint8Array,
+  transferable: boolean,
+  keys: ReturnType<KeyStore['get']>,
+  expected: string | undefined,
+  out: ResultSink,
+  c: InvocationContext,
+  t0: number,
+  download: number,
+  signal?: AbortSignal,
+): Promise<InvocationResponse> {
   const { header: h, count, batches } = checkTreeQuery(c.model, query);
   const trees = treesOf(c.model);
   const sha = createHash('sha256').update(query).digest('hex');
   if (expected !== undefined && sha !== expected) {
-    throw new SealedError('bad-query', `the encrypted query's SHA-256 is ${sha}, not the query_sha256 the request names (${expected})`, 'name the SHA-256 of the query object exactly as uploaded (or leave query_sha256 out)');
+    throw new SealedError(
+      'bad-query',
+      `the encrypted query's SHA-256 is ${sha}, not the query_sha256 the request names (${expected})`,
+      'name the SHA-256 of the query object exactly as uploaded (or leave query_sha256 out)',
+    );
   }
   const owned = transferable && query.byteOffset === 0 && query.byteLength === query.buffer.byteLength && query.buffer instanceof ArrayBuffer;
   const result = batches * trees.outputs * ciphertextBytesBound(trees.params, 2);
@@ -90,7 +124,15 @@ export async function evaluateTrees(query: Uint8Array, transferable: boolean, ke
       records: h.records,
       ciphertexts: count,
       keys_cached: cached,
-      timings_ms: { download: round(download), deserialize: 0, evaluate: round(r.ms), serialize: 0, upload: round(t3 - t2), pool_wall: round(t2 - t1), total: round(t3 - t0) },
+      timings_ms: {
+        download: round(download),
+        deserialize: 0,
+        evaluate: round(r.ms),
+        serialize: 0,
+        upload: round(t3 - t2),
+        pool_wall: round(t2 - t1),
+        total: round(t3 - t0),
+      },
     };
   } finally {
     reservation?.release();

@@ -35,17 +35,42 @@ export function parseKeySet(bytes: Uint8Array, id: string, program: Program, gal
   const h = msg.header;
   const want = paramsKey(program.params);
   if (h.params !== want) {
-    throw new SealedError('bad-keys', `the evaluation keys were made for parameters ${safeText(h.params)}, this model uses ${want}`, 'make keys for this model with `sealed keygen`');
+    throw new SealedError(
+      'bad-keys',
+      `the evaluation keys were made for parameters ${safeText(h.params)}, this model uses ${want}`,
+      'make keys for this model with `sealed keygen`',
+    );
   }
   const missing = program.galoisSteps.filter((s) => !(Array.isArray(h.galois_steps) && h.galois_steps.includes(s)));
-  if (missing.length) throw new SealedError('bad-keys', `the evaluation keys lack rotations ${missing.join(', ')} this model needs`, 'make keys for this model with `sealed keygen`');
-  if (!galoisSection && !(Array.isArray(h.galois_steps) && h.galois_steps.length === 0)) throw new SealedError('bad-keys', 'the evaluation keys hold rotations; this model (a tree ensemble) takes keys without them', "make keys with this model's client part (`sealed predict` does)");
+  if (missing.length)
+    throw new SealedError(
+      'bad-keys',
+      `the evaluation keys lack rotations ${missing.join(', ')} this model needs`,
+      'make keys for this model with `sealed keygen`',
+    );
+  if (!galoisSection && !(Array.isArray(h.galois_steps) && h.galois_steps.length === 0))
+    throw new SealedError(
+      'bad-keys',
+      'the evaluation keys hold rotations; this model (a tree ensemble) takes keys without them',
+      "make keys with this model's client part (`sealed predict` does)",
+    );
   const g = galoisSection ? 1 : 0;
   const expected = g + (h.relin ? 1 : 0) + (h.public_key ? 1 : 0);
   if (msg.sections.length !== expected) throw new SealedError('bad-keys', `the evaluation keys hold ${msg.sections.length} sections, expected ${expected}`);
-  if (program.relin && !h.relin) throw new SealedError('bad-keys', 'the evaluation keys lack relinearization keys, which this model needs', 'make keys for this model with `sealed keygen`');
+  if (program.relin && !h.relin)
+    throw new SealedError('bad-keys', 'the evaluation keys lack relinearization keys, which this model needs', 'make keys for this model with `sealed keygen`');
   if (program.privacy === 'flood' && !h.public_key) {
-    throw new SealedError('bad-keys', "the evaluation keys lack a public key: this model re-randomizes its results (circuit privacy) with the client's public key", 'make keys with a current `sealed keygen` (or SDK), which includes it');
+    throw new SealedError(
+      'bad-keys',
+      "the evaluation keys lack a public key: this model re-randomizes its results (circuit privacy) with the client's public key",
+      'make keys with a current `sealed keygen` (or SDK), which includes it',
+    );
   }
-  return { id, galois: g ? shared(msg.sections[0]) : new Uint8Array(0), relin: h.relin ? shared(msg.sections[g]) : undefined, publicKey: h.public_key ? shared(msg.sections[expected - 1]) : undefined, bytes: bytes.length };
+  return {
+    id,
+    galois: g ? shared(msg.sections[0]) : new Uint8Array(0),
+    relin: h.relin ? shared(msg.sections[g]) : undefined,
+    publicKey: h.public_key ? shared(msg.sections[expected - 1]) : undefined,
+    bytes: bytes.length,
+  };
 }

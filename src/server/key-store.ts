@@ -89,7 +89,7 @@ export class KeyStore {
       }
       // The keys the name commits to, verified when they were downloaded: whatever the object
       // holds now (it may have been overwritten), these are the keys the client named.
-      const known = byHash ?? (head.etag === hit!.etag ? [uri, hit!] as const : undefined);
+      const known = byHash ?? (head.etag === hit!.etag ? ([uri, hit!] as const) : undefined);
       if (known) {
         this.touch(known[0], known[1]);
         this.hits++;
@@ -130,7 +130,11 @@ export class KeyStore {
         const head = await this.store.head(loc);
         if (!head) throw new SealedError('not-found', `evaluation keys not found at ${describeS3Location(loc)}`, 'upload them first (`sealed predict` does)');
         if (head.size > this.maxObjectBytes) {
-          throw new SealedError('bad-request', `the evaluation keys at ${describeS3Location(loc)} are ${head.size} bytes, over this server's limit of ${this.maxObjectBytes}`, 'check that the URI names keys made by `sealed keygen` for this model');
+          throw new SealedError(
+            'bad-request',
+            `the evaluation keys at ${describeS3Location(loc)} are ${head.size} bytes, over this server's limit of ${this.maxObjectBytes}`,
+            'check that the URI names keys made by `sealed keygen` for this model',
+          );
         }
         limit = head.size;
         reservation = this.budget.reserve(2 * head.size, 'downloading evaluation keys');

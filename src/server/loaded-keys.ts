@@ -43,7 +43,12 @@ export class LoadedKeyCache {
       this.entries.set(k.id, hit);
       return hit;
     }
-    if (this.floods && !k.publicKey) throw new SealedError('bad-keys', 'the evaluation keys lack a public key: this model re-randomizes its results (circuit privacy)', 'make keys with a current `sealed keygen` (or SDK), which includes it');
+    if (this.floods && !k.publicKey)
+      throw new SealedError(
+        'bad-keys',
+        'the evaluation keys lack a public key: this model re-randomizes its results (circuit privacy)',
+        'make keys with a current `sealed keygen` (or SDK), which includes it',
+      );
     const p = this.program;
     const keys = loadEvaluationKeys(this.session, k.galois, k.relin, p.galoisSteps, p.relin);
     let privacy: SinglePrivacy | undefined;

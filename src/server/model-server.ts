@@ -85,7 +85,12 @@ export class ModelServer {
    * model's scale), evaluate it, re-randomize and flood it (circuit privacy), save it with zstd.
    * `index`: its place in the query, for messages.
    */
-  evaluateCiphertext(ciphertext: Uint8Array, keySet: KeySet, index?: number, ms: CiphertextTimings = { keys: 0, deserialize: 0, evaluate: 0, serialize: 0 }): Uint8Array {
+  evaluateCiphertext(
+    ciphertext: Uint8Array,
+    keySet: KeySet,
+    index?: number,
+    ms: CiphertextTimings = { keys: 0, deserialize: 0, evaluate: 0, serialize: 0 },
+  ): Uint8Array {
     let t = performance.now();
     const lap = () => {
       const now = performance.now();
@@ -151,7 +156,12 @@ export class ModelServer {
   rerandKeyFor(bytes: Uint8Array | undefined): RerandKey | undefined {
     const { io, privacy } = this.batch;
     if (!privacy.enabled) return undefined;
-    if (!bytes) throw new SealedError('bad-query', 'the query carries no re-randomization key: this model re-randomizes its batch results (circuit privacy)', 'encrypt with a current `sealed predict` (or SDK), which sends it');
+    if (!bytes)
+      throw new SealedError(
+        'bad-query',
+        'the query carries no re-randomization key: this model re-randomizes its batch results (circuit privacy)',
+        'encrypt with a current `sealed predict` (or SDK), which sends it',
+      );
     return loadRerandKey(bytes, io.primes, io.plan.params.polyModulusDegree, resultSize(io.plan));
   }
 
@@ -165,7 +175,7 @@ export class ModelServer {
   evaluateBatchLanes(input: Uint32Array, output: Uint32Array, lane0: number, lane1: number): void {
     const { io, kernel } = this.batch;
     const degree = io.plan.params.polyModulusDegree;
-    for (let l = lane0; l < lane1; ) {
+    for (let l = lane0; l < lane1;) {
       const end = Math.min(l + CHUNK, lane1, (Math.floor(l / degree) + 1) * degree);
       evaluateLanes(kernel, input, output, l, end);
       l = end;
@@ -188,7 +198,8 @@ export class ModelServer {
   evaluateBatch(query: Uint8Array): Uint8Array {
     const msg = decodeWire<QueryHeader>('query', query, 'the encrypted query');
     const h = msg.header;
-    if (checkQueryHeader(this.model, h) === 'single') throw new SealedError('bad-query', 'the query uses the single layout', 'evaluate it with evaluate (and evaluation keys)');
+    if (checkQueryHeader(this.model, h) === 'single')
+      throw new SealedError('bad-query', 'the query uses the single layout', 'evaluate it with evaluate (and evaluation keys)');
     const { plan, rerandKey } = checkBatchQuery(this.model, h, msg.sections.length);
     const sections = msg.sections.slice(rerandKey ? 1 : 0);
     const key = plan.privacy === 'flood' ? this.rerandKeyFor(rerandKey ? msg.sections[0] : undefined) : undefined;
@@ -201,7 +212,11 @@ export class ModelServer {
       this.evaluateBatchLanes(input, output, 0, lanes);
       results.push(...this.encodeBatchResults(output, 0, outputsOf(plan), key));
     }
-    return encodeWire<ResultHeader>('result', { model_id: this.model.modelId, params: h.params, records: h.records, layout: 'batch', query_sha256: sha256(query) }, results);
+    return encodeWire<ResultHeader>(
+      'result',
+      { model_id: this.model.modelId, params: h.params, records: h.records, layout: 'batch', query_sha256: sha256(query) },
+      results,
+    );
   }
 
   close(): void {

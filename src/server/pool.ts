@@ -8,7 +8,18 @@
 import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import type { BatchResult, BatchTask, EvaluateResult, EvaluateTask, ProbeResult, Retirement, TestResult, TestTask, TreeResult, TreeTask } from './worker-protocol.ts';
+import type {
+  BatchResult,
+  BatchTask,
+  EvaluateResult,
+  EvaluateTask,
+  ProbeResult,
+  Retirement,
+  TestResult,
+  TestTask,
+  TreeResult,
+  TreeTask,
+} from './worker-protocol.ts';
 
 export interface PoolOptions {
   modelDir: string;
@@ -62,7 +73,12 @@ export class EvaluationPool {
       minThreads: this.size,
       maxThreads: this.size,
       idleTimeout: Infinity,
-      workerData: { modelDir: o.modelDir, keyCacheBytes: o.keyCacheBytes ?? 512 * 1024 * 1024, retiring: this.retiring.buffer, testHooks: o.testHooks === true },
+      workerData: {
+        modelDir: o.modelDir,
+        keyCacheBytes: o.keyCacheBytes ?? 512 * 1024 * 1024,
+        retiring: this.retiring.buffer,
+        testHooks: o.testHooks === true,
+      },
       // An idle worker that is not retiring (one task per worker, as piscina's default does).
       loadBalancer: (_task, workers) => workers.find((w) => w.currentUsage === 0 && !this.isRetiring(w.id)) ?? null,
     });

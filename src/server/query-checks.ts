@@ -31,7 +31,6 @@ export interface TreeServing {
   recordsPerBatch: number;
 }
 
-
 export function batchCount(plan: BatchPlan, records: number): number {
   return Math.ceil(records / recordsPerBatch(plan));
 }
@@ -39,11 +38,16 @@ export function batchCount(plan: BatchPlan, records: number): number {
 /** Model id and record count, then the layout: 'single' or 'batch'. */
 export function checkQueryHeader(model: ServingModel, h: QueryHeader): 'single' | 'batch' {
   if (h.model_id !== model.modelId) {
-    throw new SealedError('wrong-model', `the query was encrypted for model ${safeText(h.model_id)}, this endpoint serves ${model.modelId}`, "fetch this endpoint's client part and encrypt again");
+    throw new SealedError(
+      'wrong-model',
+      `the query was encrypted for model ${safeText(h.model_id)}, this endpoint serves ${model.modelId}`,
+      "fetch this endpoint's client part and encrypt again",
+    );
   }
   if (!Number.isInteger(h.records) || h.records < 1) throw new SealedError('bad-query', `the query declares ${safeText(h.records)} records`);
   if (h.layout === 'batch') return 'batch';
-  if (h.layout !== undefined && h.layout !== 'single') throw new SealedError('bad-query', `the query's layout ${safeText(h.layout)} is not one of single, batch`);
+  if (h.layout !== undefined && h.layout !== 'single')
+    throw new SealedError('bad-query', `the query's layout ${safeText(h.layout)} is not one of single, batch`);
   return 'single';
 }
 
@@ -51,23 +55,39 @@ export function checkQueryHeader(model: ServingModel, h: QueryHeader): 'single' 
 export function checkSingleQuery(model: ServingModel, h: QueryHeader, count: number): void {
   if (h.params !== paramsKey(model.program.params)) throw new SealedError('bad-query', 'the query declares other encryption parameters than the model uses');
   if (Math.ceil(h.records / model.recordsPerCiphertext) !== count) {
-    throw new SealedError('bad-query', `the query declares ${h.records} records in ${count} ciphertexts, which does not match the model's ${model.recordsPerCiphertext} records per ciphertext`);
+    throw new SealedError(
+      'bad-query',
+      `the query declares ${h.records} records in ${count} ciphertexts, which does not match the model's ${model.recordsPerCiphertext} records per ciphertext`,
+    );
   }
 }
 
 /** A batch-mode query of `count` sections (after checkQueryHeader): its plan, batches and whether a re-randomization key comes first. */
 export function checkBatchQuery(model: ServingModel, h: QueryHeader, count: number): { plan: BatchPlan; batches: number; rerandKey: boolean } {
   const plan = model.batch;
-  if (!plan) throw new SealedError('bad-query', 'the query uses batch mode, which this model does not offer', 'encrypt with the single layout (`sealed predict --layout single`)');
-  if (h.params !== paramsKey(plan.params)) throw new SealedError('bad-query', 'the query declares other encryption parameters than the model uses in batch mode');
+  if (!plan)
+    throw new SealedError(
+      'bad-query',
+      'the query uses batch mode, which this model does not offer',
+      'encrypt with the single layout (`sealed predict --layout single`)',
+    );
+  if (h.params !== paramsKey(plan.params))
+    throw new SealedError('bad-query', 'the query declares other encryption parameters than the model uses in batch mode');
   const batches = batchCount(plan, h.records);
   if (h.rerand_key !== undefined && typeof h.rerand_key !== 'boolean') throw new SealedError('bad-query', "the query header's rerand_key is not a boolean");
   const keySections = h.rerand_key === true ? 1 : 0;
   if (plan.privacy === 'flood' && !keySections) {
-    throw new SealedError('bad-query', 'the query carries no re-randomization key: this model re-randomizes its batch results (circuit privacy)', 'encrypt with a current `sealed predict` (or SDK), which sends it');
+    throw new SealedError(
+      'bad-query',
+      'the query carries no re-randomization key: this model re-randomizes its batch results (circuit privacy)',
+      'encrypt with a current `sealed predict` (or SDK), which sends it',
+    );
   }
   if (count !== keySections + batches * plan.inputs) {
-    throw new SealedError('bad-query', `the query declares ${h.records} records in ${count - keySections} ciphertexts; batch mode needs ${plan.inputs} per batch of ${plan.params.polyModulusDegree / 2} records (${batches * plan.inputs})`);
+    throw new SealedError(
+      'bad-query',
+      `the query declares ${h.records} records in ${count - keySections} ciphertexts; batch mode needs ${plan.inputs} per batch of ${plan.params.polyModulusDegree / 2} records (${batches * plan.inputs})`,
+    );
   }
   return { plan, batches, rerandKey: keySections === 1 };
 }

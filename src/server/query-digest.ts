@@ -69,4 +69,3 @@ export async function digestObject(c: { store: ObjectStore; maxQueryBytes: numbe
     obj.cancel();
   }
 }
-

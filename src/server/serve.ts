@@ -74,7 +74,11 @@ export function parseAllowAny(v: string | undefined): boolean {
   const s = (v ?? '').trim().toLowerCase();
   if (['', '0', 'false', 'no'].includes(s)) return false;
   if (['1', 'true', 'yes'].includes(s)) return true;
-  throw new SealedError('bad-request', `SEALED_ALLOW_ANY=${(v ?? '').slice(0, 20)} is not 1 or 0`, 'set SEALED_ALLOW_ANY=1 to let callers name any S3 location, or unset it');
+  throw new SealedError(
+    'bad-request',
+    `SEALED_ALLOW_ANY=${(v ?? '').slice(0, 20)} is not 1 or 0`,
+    'set SEALED_ALLOW_ANY=1 to let callers name any S3 location, or unset it',
+  );
 }
 
 /**
@@ -104,7 +108,13 @@ export function accessPolicy(o: Pick<ServeOptions, 'allowRead' | 'allowWrite' | 
  * request memory allow for requests of the largest payload; one query per request (SINGLE_RECORD:
  * a sealed query is binary and can be neither split nor joined); the payload limit in whole MB.
  */
-export function executionParameters(o: { workers: number; maxInFlight: number; requests: number; maxPayloadBytes: number; batch?: { memory: number; slots: number } }): ExecutionParameters {
+export function executionParameters(o: {
+  workers: number;
+  maxInFlight: number;
+  requests: number;
+  maxPayloadBytes: number;
+  batch?: { memory: number; slots: number };
+}): ExecutionParameters {
   const perRequest = 4 * o.maxPayloadBytes + (o.batch?.memory ?? 0);
   const byMemory = Math.floor(o.requests / perRequest);
   const n = Math.min(o.workers, o.maxInFlight, o.batch?.slots ?? Infinity, byMemory);
@@ -126,7 +136,14 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const retired: { log?: (r: Retirement) => void } = {};
   const pool = new EvaluationPool({ modelDir: o.modelDir, workers, keyCacheBytes: split.workerKeyCache, onRetire: (r) => retired.log?.(r) });
   await pool.ready();
-  const keys = new KeyStore({ store, program: served.model.program, maxBytes: split.keyCache, maxObjectBytes: o.maxKeyBytes ?? 128 * MiB, budget: requests, galoisSection: served.galoisSection });
+  const keys = new KeyStore({
+    store,
+    program: served.model.program,
+    maxBytes: split.keyCache,
+    maxObjectBytes: o.maxKeyBytes ?? 128 * MiB,
+    budget: requests,
+    galoisSection: served.galoisSection,
+  });
   const maxInFlight = o.maxInFlight ?? pool.size * 4;
   const batchSlots = { max: o.maxBatchInFlight ?? 2, used: 0 };
   const app = buildApp({
@@ -134,7 +151,13 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
     maxInFlight,
     maxPayloadBytes,
     defaultKeysUri: o.defaultKeysUri,
-    executionParameters: executionParameters({ workers: pool.size, maxInFlight, requests: split.requests, maxPayloadBytes, batch: served.batch && { memory: batchMemory(served.batch), slots: batchSlots.max } }),
+    executionParameters: executionParameters({
+      workers: pool.size,
+      maxInFlight,
+      requests: split.requests,
+      maxPayloadBytes,
+      batch: served.batch && { memory: batchMemory(served.batch), slots: batchSlots.max },
+    }),
     deadlineMs: o.deadlineMs ?? 55_000,
     headersTimeoutMs: o.headersTimeoutMs,
     requestTimeoutMs: o.requestTimeoutMs,
@@ -154,7 +177,11 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   // Results of a model without circuit privacy are deterministic functions of what the client
   // sent: a client can solve them for the weights (docs/threat-model.md). The owner chose it.
   const exposed = served.exposed;
-  if (exposed.length) app.log.warn({ model_id: served.model.modelId, layouts: exposed }, 'this model has no circuit privacy (privacy: none): its results let a client recover its weights; recompile it with privacy flood (the default) to protect them');
+  if (exposed.length)
+    app.log.warn(
+      { model_id: served.model.modelId, layouts: exposed },
+      'this model has no circuit privacy (privacy: none): its results let a client recover its weights; recompile it with privacy flood (the default) to protect them',
+    );
   retired.log = (r) => app.log.warn({ thread: r.threadId, reason: r.reason, workers_replaced: pool.workersReplaced }, 'worker retired and replaced');
   const address = await app.listen({ port: o.port ?? 8080, host: o.host ?? '0.0.0.0' });
   return {

@@ -24,10 +24,21 @@ export async function readServedModel(dir: string): Promise<ServedModel> {
     // relinearization, the public key when flooded); tree queries never reach a program.
     const program = { params: c.params, inputScaleBits: c.inputScaleBits, steps: [], galoisSteps: [], relin: true, privacy: c.privacy };
     const trees = { params: c.params, inputs: c.inputs, outputs: c.outputs, recordsPerBatch: client.records_per_batch };
-    return { model: { modelId: server.model_id, program, recordsPerCiphertext: client.records_per_batch, trees }, exposed: c.privacy === 'none' ? ['trees'] : [], galoisSection: false };
+    return {
+      model: { modelId: server.model_id, program, recordsPerCiphertext: client.records_per_batch, trees },
+      exposed: c.privacy === 'none' ? ['trees'] : [],
+      galoisSection: false,
+    };
   }
   const part = await readServerPart(dir);
   const { client } = await readClientPart(dir);
-  const exposed = [part.privacy.single === 'none' ? 'single' : undefined, part.privacy.batch === 'none' ? 'batch' : undefined].filter((x): x is string => x !== undefined);
-  return { model: { modelId: part.modelId, program: part.program, recordsPerCiphertext: client.input.recordsPerCiphertext, batch: part.batch }, exposed, batch: part.batch, galoisSection: true };
+  const exposed = [part.privacy.single === 'none' ? 'single' : undefined, part.privacy.batch === 'none' ? 'batch' : undefined].filter(
+    (x): x is string => x !== undefined,
+  );
+  return {
+    model: { modelId: part.modelId, program: part.program, recordsPerCiphertext: client.input.recordsPerCiphertext, batch: part.batch },
+    exposed,
+    batch: part.batch,
+    galoisSection: true,
+  };
 }

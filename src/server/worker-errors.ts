@@ -14,9 +14,17 @@ export function plainError(e: unknown): TaskError {
   }
   // Errors that did not pass through guard() are recorded here (SealedErrors were, in translate).
   if (noteSealError(e) === 'fault') {
-    return { code: 'internal', message: 'the evaluation failed: the SEAL runtime of its worker thread trapped (WebAssembly runtime error); nothing was computed', hint: RETRY };
+    return {
+      code: 'internal',
+      message: 'the evaluation failed: the SEAL runtime of its worker thread trapped (WebAssembly runtime error); nothing was computed',
+      hint: RETRY,
+    };
   }
   const text = sealExceptionText(e);
   const what = text ?? (e instanceof Error ? `${e.name}: ${e.message}` : 'unknown error');
-  return { code: 'internal', message: `evaluation failed inside the worker (${what.slice(0, 200)})`, hint: 'retry; if it persists, report it with the request id' };
+  return {
+    code: 'internal',
+    message: `evaluation failed inside the worker (${what.slice(0, 200)})`,
+    hint: 'retry; if it persists, report it with the request id',
+  };
 }

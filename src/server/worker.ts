@@ -20,23 +20,49 @@ import { encodeWire, type KeysHeader } from '../wire/format.ts';
 import { KnownAnswer } from './known-answer.ts';
 import { ModelServer } from './model-server.ts';
 import { plainError, RETRY } from './worker-errors.ts';
-import type { BatchResult, BatchTask, EvaluateResult, EvaluateTask, ProbeResult, Task, TaskError, TaskResult, TreeResult, TreeTask } from './worker-protocol.ts';
+import type {
+  BatchResult,
+  BatchTask,
+  EvaluateResult,
+  EvaluateTask,
+  ProbeResult,
+  Task,
+  TaskError,
+  TaskResult,
+  TreeResult,
+  TreeTask,
+} from './worker-protocol.ts';
 import { runTest } from './worker-test-hooks.ts';
 
 export type * from './worker-protocol.ts';
 
-const { modelDir, keyCacheBytes, retiring, testHooks } = workerData as { modelDir: string; keyCacheBytes: number; retiring: SharedArrayBuffer; testHooks?: boolean };
+const { modelDir, keyCacheBytes, retiring, testHooks } = workerData as {
+  modelDir: string;
+  keyCacheBytes: number;
+  retiring: SharedArrayBuffer;
+  testHooks?: boolean;
+};
 const retiringFlags = new Int32Array(retiring);
 // A tree-ensemble bundle is served by a TreeServer (whole queries), any other by a ModelServer.
 const manifest = await readManifest(modelDir);
 const trees = manifest && isTreeBundle(manifest) ? await TreeServer.open((await readTreeBundle(modelDir)).server) : undefined;
-const networkServer = trees ? undefined : await ModelServer.open(await readServerPart(modelDir), { recordsPerCiphertext: (await readClientPart(modelDir)).client.input.recordsPerCiphertext, keyCacheBytes });
+const networkServer = trees
+  ? undefined
+  : await ModelServer.open(await readServerPart(modelDir), {
+      recordsPerCiphertext: (await readClientPart(modelDir)).client.input.recordsPerCiphertext,
+      keyCacheBytes,
+    });
 const session = trees ? trees.session : networkServer!.session;
 const knownAnswer = new KnownAnswer(session, trees ? trees.part.circuit.inputScaleBits : networkServer!.model.program.inputScaleBits);
 
 /** The network model's server; a task of the network paths sent to a tree model's worker is refused. */
 function network(): ModelServer {
-  if (!networkServer) throw new SealedError('bad-query', 'this endpoint serves a tree ensemble, which takes whole queries only', 'encrypt with the tree model\'s client part (`sealed predict`)');
+  if (!networkServer)
+    throw new SealedError(
+      'bad-query',
+      'this endpoint serves a tree ensemble, which takes whole queries only',
+      "encrypt with the tree model's client part (`sealed predict`)",
+    );
   return networkServer;
 }
 
@@ -113,7 +139,10 @@ function mustRetire(): string | undefined {
 function dispatch(task: Task): TaskResult {
   if ('warmup' in task) return { ms: { deserialize: 0, evaluate: 0, serialize: 0, keys: 0 } };
   if ('probe' in task) return probe();
-  if ('test' in task) return testHooks ? runTest(task, session, knownAnswer.ciphertext) : { exceptions: sealExceptionCount(), error: { code: 'bad-request', message: 'test tasks are refused: this pool has no test hooks' } };
+  if ('test' in task)
+    return testHooks
+      ? runTest(task, session, knownAnswer.ciphertext)
+      : { exceptions: sealExceptionCount(), error: { code: 'bad-request', message: 'test tasks are refused: this pool has no test hooks' } };
   if ('batch' in task) return runBatch(task);
   if ('trees' in task) return runTrees(task);
   return evaluateOne(task);

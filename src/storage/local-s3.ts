@@ -21,7 +21,14 @@ export async function startLocalS3(o: { directory: string; port?: number; host?:
   routeAbortMultipartUpload();
   acceptAnyCredentials();
   // allowMismatchedSignatures: see acceptAnyCredentials.
-  const server = new S3rver({ port: o.port ?? 0, address: o.host ?? '127.0.0.1', directory: o.directory, silent: true, resetOnClose: false, allowMismatchedSignatures: true });
+  const server = new S3rver({
+    port: o.port ?? 0,
+    address: o.host ?? '127.0.0.1',
+    directory: o.directory,
+    silent: true,
+    resetOnClose: false,
+    allowMismatchedSignatures: true,
+  });
   fixStore(server.store as Store);
   const info = (await server.run()) as AddressInfo;
   return {
@@ -90,7 +97,8 @@ function fixStore(store: Store): void {
     track(state, uploadId, async () => {
       const dir = await uploadDirectory(store, bucket, uploadId);
       const n = String(partNumber);
-      if (!/^[1-9][0-9]{0,4}$/.test(n) || Number(n) > 10_000) throw new S3Error('InvalidArgument', 'Part number must be an integer between 1 and 10000, inclusive', { ArgumentName: 'partNumber', ArgumentValue: n });
+      if (!/^[1-9][0-9]{0,4}$/.test(n) || Number(n) > 10_000)
+        throw new S3Error('InvalidArgument', 'Part number must be an integer between 1 and 10000, inclusive', { ArgumentName: 'partNumber', ArgumentValue: n });
       const path = join(dir, n);
       const written = await writeAtomically(path, content, true);
       await writeFile(`${path}.md5`, written.md5);
@@ -100,15 +108,23 @@ function fixStore(store: Store): void {
   store.putObjectMultipart = (bucket, uploadId, parts) =>
     track(state, uploadId, async () => {
       const dir = await uploadDirectory(store, bucket, uploadId);
-      const [key, metadata] = await Promise.all([readFile(join(dir, 'key'), 'utf8'), readFile(join(dir, 'metadata'), 'utf8').then((m) => JSON.parse(m) as unknown)]);
+      const [key, metadata] = await Promise.all([
+        readFile(join(dir, 'key'), 'utf8'),
+        readFile(join(dir, 'metadata'), 'utf8').then((m) => JSON.parse(m) as unknown),
+      ]);
       for (let i = 1; i < parts.length; i++) {
-        if (!(parts[i].number > parts[i - 1].number)) throw new S3Error('InvalidPartOrder', 'The list of parts was not in ascending order. Parts must be ordered by part number.', { UploadId: uploadId });
+        if (!(parts[i].number > parts[i - 1].number))
+          throw new S3Error('InvalidPartOrder', 'The list of parts was not in ascending order. Parts must be ordered by part number.', { UploadId: uploadId });
       }
       const md5s = await Promise.all(
         parts.map(async (p) => {
           const md5 = await readFile(join(dir, `${p.number}.md5`), 'utf8').catch(missingAs(undefined));
           if (md5 === undefined || md5 !== p.etag) {
-            throw new S3Error('InvalidPart', "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.", { UploadId: uploadId, PartNumber: String(p.number), ETag: p.etag });
+            throw new S3Error(
+              'InvalidPart',
+              "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.",
+              { UploadId: uploadId, PartNumber: String(p.number), ETag: p.etag },
+            );
           }
           return Buffer.from(md5, 'hex');
         }),
@@ -170,7 +186,10 @@ const states = new WeakMap<Store, UploadState>();
 /** s3rver's upload ids: 16 random bytes in hex. Anything else names no upload (nor a path). */
 const UPLOAD_ID = /^[0-9a-f]{32}$/;
 
-const noSuchUpload = (uploadId: string) => new S3Error('NoSuchUpload', 'The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.', { UploadId: uploadId });
+const noSuchUpload = (uploadId: string) =>
+  new S3Error('NoSuchUpload', 'The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.', {
+    UploadId: uploadId,
+  });
 
 /** The directory of an initiated upload, else NoSuchUpload. */
 async function uploadDirectory(store: Store, bucket: string, uploadId: string): Promise<string> {

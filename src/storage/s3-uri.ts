@@ -43,7 +43,8 @@ export function keyProblem(key: string): string | undefined {
     // or written would not be the one named.
     if (part === '.' || part === '..') return `the key has a '${part}' path segment`;
     const n = Buffer.byteLength(part, 'utf8');
-    if (n > MAX_KEY_SEGMENT_BYTES) return `a '/'-separated part of the key is ${n} bytes of UTF-8, over this server's limit of ${MAX_KEY_SEGMENT_BYTES} bytes a part`;
+    if (n > MAX_KEY_SEGMENT_BYTES)
+      return `a '/'-separated part of the key is ${n} bytes of UTF-8, over this server's limit of ${MAX_KEY_SEGMENT_BYTES} bytes a part`;
     // The embedded server names its own files <part>._S3rver_<resource>: a key part with this
     // infix can collide with them (a directory where a file is: a 500 there).
     if (part.includes('._S3rver_')) return "the key holds '._S3rver_', reserved by the embedded S3 server for its own files";

@@ -3,7 +3,16 @@
 // (whole and streamed get and put, head with its 403 rule) and its error mapping; the URI rules
 // are in s3-uri.ts.
 import { Readable } from 'node:stream';
-import { AbortMultipartUploadCommand, CreateBucketCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
+import {
+  AbortMultipartUploadCommand,
+  CreateBucketCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { safeText, SealedError } from '../errors.ts';
 import { BUCKET_HINT, bucketProblem, checkLocation, describeS3Location, KEY_HINT, type S3Location } from './s3-uri.ts';
@@ -45,7 +54,11 @@ export class ObjectStore {
   constructor(o: StorageOptions = {}) {
     // Retries: the SDK's standard mode (exponential back-off with jitter, throttling and 5xx
     // only), 4 attempts; our GETs and whole-object PUTs are idempotent, so retrying is safe.
-    const cfg: S3ClientConfig = { region: o.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1', maxAttempts: 4, retryMode: 'standard' };
+    const cfg: S3ClientConfig = {
+      region: o.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
+      maxAttempts: 4,
+      retryMode: 'standard',
+    };
     if (o.endpoint) {
       cfg.endpoint = o.endpoint;
       cfg.forcePathStyle = true;
@@ -62,11 +75,19 @@ export class ObjectStore {
       const r = await this.client.send(new GetObjectCommand({ Bucket: loc.bucket, Key: loc.key }));
       if (r.ContentLength !== undefined && r.ContentLength > maxBytes) {
         (r.Body as { destroy?: () => void } | undefined)?.destroy?.();
-        throw new SealedError('bad-request', `${what} at ${describeS3Location(loc)} is ${r.ContentLength} bytes, over the limit of ${maxBytes}`, 'check that the URI names the right object');
+        throw new SealedError(
+          'bad-request',
+          `${what} at ${describeS3Location(loc)} is ${r.ContentLength} bytes, over the limit of ${maxBytes}`,
+          'check that the URI names the right object',
+        );
       }
       const bytes = await r.Body!.transformToByteArray();
       if (r.ContentLength !== undefined && bytes.length !== r.ContentLength) {
-        throw new SealedError('storage', `${what} at ${describeS3Location(loc)} was read incompletely (${bytes.length} of ${r.ContentLength} bytes)`, 'retry the request');
+        throw new SealedError(
+          'storage',
+          `${what} at ${describeS3Location(loc)} was read incompletely (${bytes.length} of ${r.ContentLength} bytes)`,
+          'retry the request',
+        );
       }
       return { bytes, etag: r.ETag };
     } catch (e) {
@@ -90,12 +111,20 @@ export class ObjectStore {
       etag = r.ETag;
       if (r.ContentLength === undefined) {
         body?.destroy?.();
-        throw new SealedError('storage', `S3 returned ${what} at ${describeS3Location(loc)} without a Content-Length`, 'check the S3 endpoint (a proxy may be altering responses); then retry');
+        throw new SealedError(
+          'storage',
+          `S3 returned ${what} at ${describeS3Location(loc)} without a Content-Length`,
+          'check the S3 endpoint (a proxy may be altering responses); then retry',
+        );
       }
       size = r.ContentLength;
       if (size > maxBytes) {
         body?.destroy?.();
-        throw new SealedError('bad-request', `${what} at ${describeS3Location(loc)} is ${size} bytes, over the limit of ${maxBytes}`, 'check that the URI names the right object');
+        throw new SealedError(
+          'bad-request',
+          `${what} at ${describeS3Location(loc)} is ${size} bytes, over the limit of ${maxBytes}`,
+          'check that the URI names the right object',
+        );
       }
       if (!body || typeof (body as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator] !== 'function') {
         throw new SealedError('storage', `S3 response for ${what} at ${describeS3Location(loc)} has no readable body`, 'retry the request');
@@ -195,7 +224,9 @@ export class ObjectStore {
   async head(loc: S3Location, o: HeadOptions = {}): Promise<{ size: number; etag?: string; sha256?: string } | undefined> {
     checkLocation(loc, 'object');
     try {
-      const r = await this.client.send(new HeadObjectCommand({ Bucket: loc.bucket, Key: loc.key, ...(o.checksum ? { ChecksumMode: 'ENABLED' as const } : {}) }));
+      const r = await this.client.send(
+        new HeadObjectCommand({ Bucket: loc.bucket, Key: loc.key, ...(o.checksum ? { ChecksumMode: 'ENABLED' as const } : {}) }),
+      );
       // Only a full-object checksum says what the bytes are (a multipart upload's is a hash of
       // the parts' hashes, "...-N").
       const c = r.ChecksumSHA256;
@@ -219,7 +250,12 @@ export class ObjectStore {
         );
       }
       if (!listed) return undefined;
-      throw new SealedError('storage', `access denied to ${describeS3Location(loc)}: it exists, but this identity may not read it`, 'give the role s3:GetObject on that prefix', { cause: e });
+      throw new SealedError(
+        'storage',
+        `access denied to ${describeS3Location(loc)}: it exists, but this identity may not read it`,
+        'give the role s3:GetObject on that prefix',
+        { cause: e },
+      );
     }
   }
 
@@ -227,7 +263,9 @@ export class ObjectStore {
     checkLocation(loc, what);
     try {
       // SSE-S3 on every write: least-privilege bucket policies deny unencrypted uploads.
-      await this.client.send(new PutObjectCommand({ Bucket: loc.bucket, Key: loc.key, Body: bytes, ContentType: 'application/octet-stream', ServerSideEncryption: 'AES256' }));
+      await this.client.send(
+        new PutObjectCommand({ Bucket: loc.bucket, Key: loc.key, Body: bytes, ContentType: 'application/octet-stream', ServerSideEncryption: 'AES256' }),
+      );
     } catch (e) {
       throw storageError(e, loc, what);
     }
@@ -253,12 +291,18 @@ export class ObjectStore {
 async function* countedBody(body: Readable, size: number, loc: S3Location, what: string, release: () => void): AsyncGenerator<Uint8Array> {
   let n = 0;
   const incomplete = (cause?: unknown) =>
-    new SealedError('storage', `${what} at ${describeS3Location(loc)} was read incompletely (${n} of ${size} bytes)`, 'retry the request', cause === undefined ? undefined : { cause });
+    new SealedError(
+      'storage',
+      `${what} at ${describeS3Location(loc)} was read incompletely (${n} of ${size} bytes)`,
+      'retry the request',
+      cause === undefined ? undefined : { cause },
+    );
   try {
     try {
       for await (const chunk of body as AsyncIterable<Uint8Array>) {
         n += chunk.byteLength;
-        if (n > size) throw new SealedError('storage', `${what} at ${describeS3Location(loc)} is longer than its Content-Length (${size} bytes)`, 'retry the request');
+        if (n > size)
+          throw new SealedError('storage', `${what} at ${describeS3Location(loc)} is longer than its Content-Length (${size} bytes)`, 'retry the request');
         yield chunk;
       }
     } catch (e) {
@@ -287,13 +331,24 @@ function storageError(e: unknown, loc: S3Location, what: string): unknown {
   if (isMissing(e)) return new SealedError('not-found', `${what} not found at ${describeS3Location(loc)}`, 'upload it first, or check the bucket and key');
   const name = (e as { name?: string }).name ?? 'error';
   const status = (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-  if (name === 'AccessDenied' || status === 403) return new SealedError('storage', `access denied to ${describeS3Location(loc)}`, 'give the role read/write access to that bucket and prefix');
+  if (name === 'AccessDenied' || status === 403)
+    return new SealedError('storage', `access denied to ${describeS3Location(loc)}`, 'give the role read/write access to that bucket and prefix');
   if (isRequestBuildingError(e)) {
     // The SDK could not turn the location into a request (checkLocation should have refused it
     // first): the caller's string is at fault, and no retry or other endpoint would help.
-    return new SealedError('bad-uri', `the S3 location for ${what} (${describeS3Location(loc)}) cannot be put in an S3 request (${safeText(name, 40)})`, KEY_HINT, { cause: e });
+    return new SealedError(
+      'bad-uri',
+      `the S3 location for ${what} (${describeS3Location(loc)}) cannot be put in an S3 request (${safeText(name, 40)})`,
+      KEY_HINT,
+      { cause: e },
+    );
   }
-  return new SealedError('storage', `S3 request for ${what} at ${describeS3Location(loc)} failed (${safeText(name, 40)})`, 'check the S3 endpoint and that the service is reachable; then retry', { cause: e });
+  return new SealedError(
+    'storage',
+    `S3 request for ${what} at ${describeS3Location(loc)} failed (${safeText(name, 40)})`,
+    'check the S3 endpoint and that the service is reachable; then retry',
+    { cause: e },
+  );
 }
 
 /**

@@ -16,9 +16,15 @@ export function augmentImage(src: Float32Array | number[], dst: Float32Array, si
   const c = Math.cos(th);
   const s = Math.sin(th);
   // Inverse of M = R * S, to sample the source for each destination pixel.
-  const m00 = c * sx, m01 = -s * sy, m10 = s * sx, m11 = c * sy;
+  const m00 = c * sx,
+    m01 = -s * sy,
+    m10 = s * sx,
+    m11 = c * sy;
   const det = m00 * m11 - m01 * m10;
-  const i00 = m11 / det, i01 = -m01 / det, i10 = -m10 / det, i11 = m00 / det;
+  const i00 = m11 / det,
+    i01 = -m01 / det,
+    i10 = -m10 / det,
+    i11 = m00 / det;
   const C = (side - 1) / 2;
   const at = (y: number, x: number) => (y >= 0 && y < side && x >= 0 && x < side ? src[y * side + x] : 0);
   for (let y = 0; y < side; y++)
@@ -27,8 +33,10 @@ export function augmentImage(src: Float32Array | number[], dst: Float32Array, si
       const v = y - C - ty;
       const xs = i00 * u + i01 * v + C;
       const ys = i10 * u + i11 * v + C;
-      const x0 = Math.floor(xs), y0 = Math.floor(ys);
-      const fx = xs - x0, fy = ys - y0;
+      const x0 = Math.floor(xs),
+        y0 = Math.floor(ys);
+      const fx = xs - x0,
+        fy = ys - y0;
       dst[y * side + x] = (1 - fy) * ((1 - fx) * at(y0, x0) + fx * at(y0, x0 + 1)) + fy * ((1 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1));
     }
 }

@@ -60,7 +60,8 @@ const PATCH = (() => {
   for (let y = 0; y < OUT; y++)
     for (let x = 0; x < OUT; x++)
       for (let g = 0; g < 4; g++)
-        for (let dy = 0; dy < K; dy++) for (let dx = 0; dx < K; dx++) idx[(y * OUT + x) * 100 + g * 25 + dy * K + dx] = (2 * y + ((g >> 1) & 1) + dy) * SIDE + 2 * x + (g & 1) + dx;
+        for (let dy = 0; dy < K; dy++)
+          for (let dx = 0; dx < K; dx++) idx[(y * OUT + x) * 100 + g * 25 + dy * K + dx] = (2 * y + ((g >> 1) & 1) + dy) * SIDE + 2 * x + (g & 1) + dx;
   return idx;
 })();
 
@@ -72,12 +73,21 @@ export async function trainImageNetwork(images: number[][], labels: number[], op
   const log = o.log ?? (() => {});
   const rand = seededRandom(o.seed);
   const randn = () => Math.sqrt(-2 * Math.log(rand() + 1e-12)) * Math.cos(2 * Math.PI * rand());
-  const init = (shape: number[], std: number) => tf.variable(tf.tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => randn() * std), shape));
+  const init = (shape: number[], std: number) =>
+    tf.variable(
+      tf.tensor(
+        Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => randn() * std),
+        shape,
+      ),
+    );
   const F = o.filters;
   const cnn = o.arch === 'cnn';
   const C = cnn ? F : o.hidden; // channels of the activation
   const featDim = cnn ? OUT * OUT * F : o.hidden;
-  const mask = tf.tensor2d(Float32Array.from({ length: 100 * F }, (_, i) => (Math.floor(Math.floor(i / F) / 25) === (i % F & 3) ? 1 : 0)), [100, F]);
+  const mask = tf.tensor2d(
+    Float32Array.from({ length: 100 * F }, (_, i) => (Math.floor(Math.floor(i / F) / 25) === ((i % F) & 3) ? 1 : 0)),
+    [100, F],
+  );
 
   const p: Params = {};
   if (cnn) {
@@ -121,7 +131,11 @@ export async function trainImageNetwork(images: number[][], labels: number[], op
     let z: tf.Tensor = tf.matMul(X, W as tf.Tensor2D).add(q.b1);
     if (o.batchNorm) {
       const m = tf.moments(z, [0]);
-      z = z.sub(m.mean).mul(tf.rsqrt(m.variance.add(1e-5))).mul(q.gamma).add(q.beta);
+      z = z
+        .sub(m.mean)
+        .mul(tf.rsqrt(m.variance.add(1e-5)))
+        .mul(q.gamma)
+        .add(q.beta);
     }
     return z;
   };
@@ -158,13 +172,23 @@ export async function trainImageNetwork(images: number[][], labels: number[], op
       for (let s = 0; s < stepsPerEpoch; s++) {
         const idx = perm.slice(s * o.batchSize, (s + 1) * o.batchSize);
         const X = batchInput(idx, true);
-        const Y = tf.oneHot(tf.tensor1d(idx.map((k) => labels[k]), 'int32'), 10);
+        const Y = tf.oneHot(
+          tf.tensor1d(
+            idx.map((k) => labels[k]),
+            'int32',
+          ),
+          10,
+        );
         (opt as unknown as { learningRate: number }).learningRate = lrAt(step);
-        const cost = opt.minimize(() => {
-          let loss = tf.losses.softmaxCrossEntropy(Y, logitsOf(p, X, idx.length), undefined, o.labelSmoothing) as tf.Scalar;
-          for (const k of decayed) loss = loss.add(p[k].square().sum().mul(o.l2));
-          return loss;
-        }, true, vars);
+        const cost = opt.minimize(
+          () => {
+            let loss = tf.losses.softmaxCrossEntropy(Y, logitsOf(p, X, idx.length), undefined, o.labelSmoothing) as tf.Scalar;
+            for (const k of decayed) loss = loss.add(p[k].square().sum().mul(o.l2));
+            return loss;
+          },
+          true,
+          vars,
+        );
         lossSum += (await cost!.data())[0] * idx.length;
         tf.dispose([cost!, X, Y]);
         if (shadow) {
@@ -190,12 +214,7 @@ export async function trainImageNetwork(images: number[][], labels: number[], op
 }
 
 /** Folds batch norm (population statistics over the training set) and exports the layer graph. */
-async function exportNetwork(
-  q: Params,
-  o: CnnOptions,
-  images: number[][],
-  batchInput: (idx: number[], aug: boolean) => tf.Tensor2D,
-): Promise<Network> {
+async function exportNetwork(q: Params, o: CnnOptions, images: number[][], batchInput: (idx: number[], aug: boolean) => tf.Tensor2D): Promise<Network> {
   const cnn = o.arch === 'cnn';
   const F = o.filters;
   const C = cnn ? F : o.hidden;
@@ -204,12 +223,20 @@ async function exportNetwork(
   let shift = new Array<number>(C).fill(0);
   if (o.batchNorm) {
     // Population mean and variance of the raw pre-activation (before batch norm).
-    const s1 = new Float64Array(C), s2 = new Float64Array(C);
+    const s1 = new Float64Array(C),
+      s2 = new Float64Array(C);
     let count = 0;
     for (let i = 0; i < images.length; i += 500) {
       const idx = Array.from({ length: Math.min(500, images.length - i) }, (_, j) => i + j);
       const X = batchInput(idx, false);
-      const W = cnn ? tf.tile(q.w1, [4, 1]).mul(tf.tensor2d(Float32Array.from({ length: 100 * F }, (_, k) => (Math.floor(Math.floor(k / F) / 25) === (k % F & 3) ? 1 : 0)), [100, F])) : q.w1;
+      const W = cnn
+        ? tf.tile(q.w1, [4, 1]).mul(
+            tf.tensor2d(
+              Float32Array.from({ length: 100 * F }, (_, k) => (Math.floor(Math.floor(k / F) / 25) === ((k % F) & 3) ? 1 : 0)),
+              [100, F],
+            ),
+          )
+        : q.w1;
       const z = tf.matMul(X, W as tf.Tensor2D).add(q.b1);
       const v = await z.data();
       for (let r = 0; r < v.length / C; r++)
@@ -237,13 +264,24 @@ async function exportNetwork(
   if (cnn) {
     layers.push({
       type: 'conv2d-parity',
-      kernel: Array.from({ length: F }, (_, f) => Array.from({ length: K }, (_, dy) => Array.from({ length: K }, (_, dx) => w1[(dy * K + dx) * F + f] * scale[f]))),
+      kernel: Array.from({ length: F }, (_, f) =>
+        Array.from({ length: K }, (_, dy) => Array.from({ length: K }, (_, dx) => w1[(dy * K + dx) * F + f] * scale[f])),
+      ),
       bias: b1.map((v, f) => v * scale[f] + shift[f]),
     });
   } else {
-    layers.push({ type: 'dense', weights: Array.from({ length: o.hidden }, (_, h) => Array.from({ length: 784 }, (_, i) => w1[i * o.hidden + h] * scale[h])), bias: b1.map((v, h) => v * scale[h] + shift[h]) });
+    layers.push({
+      type: 'dense',
+      weights: Array.from({ length: o.hidden }, (_, h) => Array.from({ length: 784 }, (_, i) => w1[i * o.hidden + h] * scale[h])),
+      bias: b1.map((v, h) => v * scale[h] + shift[h]),
+    });
   }
-  layers.push({ type: 'quadratic', a: Array.from({ length: featDim }, (_, j) => qa[channelOf(j)]), b: Array.from({ length: featDim }, (_, j) => qb[channelOf(j)]), c: 0 });
+  layers.push({
+    type: 'quadratic',
+    a: Array.from({ length: featDim }, (_, j) => qa[channelOf(j)]),
+    b: Array.from({ length: featDim }, (_, j) => qb[channelOf(j)]),
+    c: 0,
+  });
   layers.push({ type: 'dense', weights: Array.from({ length: 10 }, (_, c) => Array.from({ length: featDim }, (_, j) => w2[j * 10 + c])), bias: b2 });
   return { input: { height: SIDE, width: SIDE }, layers };
 }

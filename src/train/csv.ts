@@ -24,7 +24,8 @@ export function parseCsv(text: string, source: string): Table {
   // A header has a name where the next line has a number, or is all names. A first line whose
   // only text sits in a text column (a class name) is a record.
   const second = lines.length > 1 ? split(lines[1]) : undefined;
-  const hasHeader = first.some((c) => !isNumber(c)) && (!second || first.every((c) => !isNumber(c)) || first.some((c, j) => !isNumber(c) && isNumber(second[j] ?? '')));
+  const hasHeader =
+    first.some((c) => !isNumber(c)) && (!second || first.every((c) => !isNumber(c)) || first.some((c, j) => !isNumber(c) && isNumber(second[j] ?? '')));
   const columns = hasHeader ? first : first.map((_, i) => `x${i}`);
   const start = hasHeader ? 1 : 0;
   if (lines.length === start) throw new SealedError('bad-data', `${source} has a header row but no records`, 'add one record per line below the header');
@@ -33,7 +34,11 @@ export function parseCsv(text: string, source: string): Table {
   for (let i = start; i < lines.length; i++) {
     const cells = split(lines[i]);
     if (cells.length !== columns.length) {
-      throw new SealedError('bad-data', `${source} line ${i + 1} has ${cells.length} values, expected ${columns.length}`, 'every line needs the same columns as the first');
+      throw new SealedError(
+        'bad-data',
+        `${source} line ${i + 1} has ${cells.length} values, expected ${columns.length}`,
+        'every line needs the same columns as the first',
+      );
     }
     rows.push(
       cells.map((c, j) => {
@@ -54,7 +59,11 @@ export function requireNumeric(t: Table, names: string[]): void {
   if (bad !== undefined) {
     const { cells, where } = t.text.get(bad)!;
     const cell = cells.find((c) => !isNumber(c));
-    throw new SealedError('bad-data', `${where}, column "${bad}" is not a number${cell === '' ? ' (empty)' : ''}`, 'features must be numeric; encode categories as numbers first');
+    throw new SealedError(
+      'bad-data',
+      `${where}, column "${bad}" is not a number${cell === '' ? ' (empty)' : ''}`,
+      'features must be numeric; encode categories as numbers first',
+    );
   }
 }
 
@@ -67,7 +76,9 @@ export function selectColumns(t: Table, names: string[], reference: string): Tab
     // The reference has no header row: nothing to match by but position.
     throw new SealedError(
       'bad-data',
-      t.hasHeader ? `${t.source} has a header row, ${reference} has none` : `${t.source} has ${t.columns.length} columns, ${reference} has ${names.length} (neither has a header row)`,
+      t.hasHeader
+        ? `${t.source} has a header row, ${reference} has none`
+        : `${t.source} has ${t.columns.length} columns, ${reference} has ${names.length} (neither has a header row)`,
       'give both a header row naming the columns (they are then matched by name), or give the same columns in the same order in both',
     );
   }
@@ -75,7 +86,11 @@ export function selectColumns(t: Table, names: string[], reference: string): Tab
   if (missing.length > 0) {
     const list = (a: string[]) => a.slice(0, 8).join(', ') + (a.length > 8 ? ` and ${a.length - 8} more` : '');
     const why = !t.hasHeader && names.some((n) => !/^x\d+$/.test(n)) ? ' (it has no header row)' : '';
-    throw new SealedError('bad-data', `${t.source} lacks the column${missing.length > 1 ? 's' : ''} ${list(missing)} of ${reference}${why}`, `give it every column of ${reference}, named in its header row (any order; extra columns are ignored): ${list(names)}`);
+    throw new SealedError(
+      'bad-data',
+      `${t.source} lacks the column${missing.length > 1 ? 's' : ''} ${list(missing)} of ${reference}${why}`,
+      `give it every column of ${reference}, named in its header row (any order; extra columns are ignored): ${list(names)}`,
+    );
   }
   const idx = names.map((n) => t.columns.indexOf(n));
   const text = new Map([...t.text].filter(([n]) => names.includes(n)));
@@ -103,7 +118,12 @@ export function splitTarget(t: Table, target?: string): { features: string[]; x:
   let idx = t.columns.length - 1;
   if (target !== undefined && target !== '') {
     idx = /^\d+$/.test(target) ? Number(target) : t.columns.indexOf(target);
-    if (idx < 0 || idx >= t.columns.length) throw new SealedError('bad-data', `target column "${target}" is not among ${t.columns.join(', ')}`, 'set the hyperparameter `target` to a column name or index');
+    if (idx < 0 || idx >= t.columns.length)
+      throw new SealedError(
+        'bad-data',
+        `target column "${target}" is not among ${t.columns.join(', ')}`,
+        'set the hyperparameter `target` to a column name or index',
+      );
   }
   const features = t.columns.filter((_, i) => i !== idx);
   requireNumeric(t, features);

@@ -59,7 +59,10 @@ export async function fitLinear(x: number[][], y: number[], o: FitOptions): Prom
       [order[i], order[j]] = [order[j], order[i]];
     }
     const xs = tf.tensor2d(order.map((i) => x[i]));
-    const ys = tf.tensor2d(order.map((i) => y[i]), [y.length, 1]);
+    const ys = tf.tensor2d(
+      order.map((i) => y[i]),
+      [y.length, 1],
+    );
     const h = await model.fit(xs, ys, { epochs: 1, batchSize: o.batchSize, shuffle: false, verbose: 0 });
     lastLoss = (h.history.loss as number[])[0];
     xs.dispose();

@@ -11,7 +11,8 @@ export interface IdxArray {
 
 export function parseIdx(raw: Uint8Array, source: string): IdxArray {
   const bytes = raw[0] === 0x1f && raw[1] === 0x8b ? new Uint8Array(gunzipSync(raw)) : raw;
-  if (bytes.length < 8 || bytes[0] !== 0 || bytes[1] !== 0) throw new SealedError('bad-data', `${source} is not an IDX file`, 'give MNIST-format files (…-idx3-ubyte or …-idx1-ubyte, optionally .gz)');
+  if (bytes.length < 8 || bytes[0] !== 0 || bytes[1] !== 0)
+    throw new SealedError('bad-data', `${source} is not an IDX file`, 'give MNIST-format files (…-idx3-ubyte or …-idx1-ubyte, optionally .gz)');
   if (bytes[2] !== 0x08) throw new SealedError('bad-data', `${source}: only unsigned-byte IDX data is supported (type 0x${bytes[2].toString(16)})`);
   const nd = bytes[3];
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);

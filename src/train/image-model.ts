@@ -25,10 +25,17 @@ export interface ImageBundle {
  * `samplePixels`: raw images (0..255); `deskew`: the client deskews every image first; `options`:
  * the compiler's (privacy: circuit privacy of the results, default as compileNetwork's).
  */
-export function compileImageModel(net: Network, samplePixels: number[][], deskewImages = false, options: CompileOptions = {}): { compiled: CompiledModel; client: ClientPart } {
+export function compileImageModel(
+  net: Network,
+  samplePixels: number[][],
+  deskewImages = false,
+  options: CompileOptions = {},
+): { compiled: CompiledModel; client: ClientPart } {
   const n = net.input.height * net.input.width;
   const image = { side: net.input.width, deskew: deskewImages };
-  const scaled = samplePixels.map((r) => preprocessRecord(r, { image, preprocess: { mean: new Array<number>(n).fill(0), std: new Array<number>(n).fill(PIXEL_SCALE) } }));
+  const scaled = samplePixels.map((r) =>
+    preprocessRecord(r, { image, preprocess: { mean: new Array<number>(n).fill(0), std: new Array<number>(n).fill(PIXEL_SCALE) } }),
+  );
   const compiled = compileNetwork(net, scaled, options);
   const p = compiled.program;
   const outputs = compiled.output.count;
@@ -56,8 +63,15 @@ export function compileImageModel(net: Network, samplePixels: number[][], deskew
  * Adds batch mode when the network fits it: the plan, and in the client part its parameters and
  * the crossover (record count from which it costs less), from unit costs measured here.
  */
-export async function addBatchMode(net: Network, built: { compiled: CompiledModel; client: ClientPart }, samplePixels: number[][]): Promise<BatchPlan | undefined> {
-  const plan = compileBatch(net, samplePixels.map((r) => preprocessRecord(r, built.client)));
+export async function addBatchMode(
+  net: Network,
+  built: { compiled: CompiledModel; client: ClientPart },
+  samplePixels: number[][],
+): Promise<BatchPlan | undefined> {
+  const plan = compileBatch(
+    net,
+    samplePixels.map((r) => preprocessRecord(r, built.client)),
+  );
   if (!plan) return undefined;
   const [batchCosts, single] = [await measureBatchUnitCosts(plan), await measureSingleCost(built.compiled.program)];
   built.client.batch = {
@@ -72,7 +86,13 @@ export async function addBatchMode(net: Network, built: { compiled: CompiledMode
   return plan;
 }
 
-export async function writeImageBundle(dir: string, net: Network, built: { compiled: CompiledModel; client: ClientPart }, metrics: Manifest['metrics'], batch?: BatchPlan): Promise<ImageBundle> {
+export async function writeImageBundle(
+  dir: string,
+  net: Network,
+  built: { compiled: CompiledModel; client: ClientPart },
+  metrics: Manifest['metrics'],
+  batch?: BatchPlan,
+): Promise<ImageBundle> {
   const { compiled, client } = built;
   const manifest = await writeBundle(dir, client, compiled.program, compiled.masks, metrics, { 'server/network.json': JSON.stringify(net) }, batch);
   return { manifest, compiled, client };
@@ -81,7 +101,10 @@ export async function writeImageBundle(dir: string, net: Network, built: { compi
 export function plaintextAccuracy(net: Network, pixels: number[][], labels: number[], deskewImages = false): number {
   let ok = 0;
   pixels.forEach((img, i) => {
-    const logits = forward(net, (deskewImages ? deskew(img, net.input.width) : img).map((v) => v / PIXEL_SCALE));
+    const logits = forward(
+      net,
+      (deskewImages ? deskew(img, net.input.width) : img).map((v) => v / PIXEL_SCALE),
+    );
     if (logits.indexOf(Math.max(...logits)) === labels[i]) ok++;
   });
   return ok / pixels.length;

@@ -35,9 +35,15 @@ export function parseHyperparameters(raw: Record<string, unknown>): Hyperparamet
   if (task !== undefined && !['regression', 'binary', 'multiclass'].includes(task)) {
     throw new SealedError('bad-data', `hyperparameter task="${task}" is not one of regression, binary, multiclass`);
   }
-  const labels = str('labels')?.split(',').map((s) => s.trim());
+  const labels = str('labels')
+    ?.split(',')
+    .map((s) => s.trim());
   if (labels && (labels.some((l) => l === '') || new Set(labels).size !== labels.length)) {
-    throw new SealedError('bad-data', `hyperparameter labels="${str('labels')}" has an empty or repeated name`, 'give each class name once, comma-separated, e.g. labels=setosa,versicolor,virginica');
+    throw new SealedError(
+      'bad-data',
+      `hyperparameter labels="${str('labels')}" has an empty or repeated name`,
+      'give each class name once, comma-separated, e.g. labels=setosa,versicolor,virginica',
+    );
   }
   return {
     task: task as Task | undefined,

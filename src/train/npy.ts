@@ -28,8 +28,13 @@ export function parseNpy(bytes: Uint8Array, source: string): NpyArray {
   const header = new TextDecoder().decode(bytes.subarray(hstart, hstart + hlen));
   const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
   const fortran = /'fortran_order':\s*True/.test(header);
-  const shape = (/'shape':\s*\(([^)]*)\)/.exec(header)?.[1] ?? '').split(',').map((s) => s.trim()).filter(Boolean).map(Number);
-  if (!descr || !READERS[descr]) throw new SealedError('bad-data', `${source}: dtype ${descr} is not supported`, 'save as float64, float32 or an integer type, little-endian');
+  const shape = (/'shape':\s*\(([^)]*)\)/.exec(header)?.[1] ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map(Number);
+  if (!descr || !READERS[descr])
+    throw new SealedError('bad-data', `${source}: dtype ${descr} is not supported`, 'save as float64, float32 or an integer type, little-endian');
   if (fortran) throw new SealedError('bad-data', `${source}: Fortran-ordered arrays are not supported`, 'save with np.ascontiguousarray');
   const [size, read] = READERS[descr];
   const n = shape.reduce((a, b) => a * b, 1);

@@ -62,9 +62,15 @@ export async function readCalibration(file: string, features: number, target?: s
   }
   const t = parseCsv(await readFile(file, 'utf8'), file);
   const label = target ?? t.columns.find((c) => /^(label|target|y|class|diagnosis)$/i.test(c));
-  if (target && !t.columns.includes(target)) throw new SealedError('bad-data', `${file} has no column ${target}`, `name one of ${t.columns.slice(0, 8).join(', ')}`);
+  if (target && !t.columns.includes(target))
+    throw new SealedError('bad-data', `${file} has no column ${target}`, `name one of ${t.columns.slice(0, 8).join(', ')}`);
   const featureCols = t.columns.filter((c) => c !== label).slice(0, features);
-  if (featureCols.length !== features) throw new SealedError('bad-data', `${file} has ${featureCols.length} feature columns; the model takes ${features}`, 'give one column per model input, in the order the model expects');
+  if (featureCols.length !== features)
+    throw new SealedError(
+      'bad-data',
+      `${file} has ${featureCols.length} feature columns; the model takes ${features}`,
+      'give one column per model input, in the order the model expects',
+    );
   requireNumeric(t, featureCols);
   const idx = featureCols.map((c) => t.columns.indexOf(c));
   const li = label ? t.columns.indexOf(label) : -1;
@@ -76,7 +82,8 @@ export async function readCalibration(file: string, features: number, target?: s
 export async function findOnnx(dir: string): Promise<string | undefined> {
   try {
     const names = (await readdir(dir)).filter((n) => n.endsWith('.onnx'));
-    if (names.length > 1) throw new SealedError('bad-data', `${dir} holds ${names.length} ONNX files (${names.join(', ')})`, 'put one model in the model channel');
+    if (names.length > 1)
+      throw new SealedError('bad-data', `${dir} holds ${names.length} ONNX files (${names.join(', ')})`, 'put one model in the model channel');
     return names[0] ? join(dir, names[0]) : undefined;
   } catch (e) {
     if (e instanceof SealedError) throw e;
@@ -97,7 +104,12 @@ export async function compileOnnxJob(o: OnnxJobOptions): Promise<{ manifest: Man
   const limit = Math.min(cal.rows.length, o.limit ?? 1000);
   const rows = cal.rows.slice(0, limit);
   const labels = cal.labels?.slice(0, limit);
-  if (rows.some((r) => r.length !== n)) throw new SealedError('bad-data', `${o.calibration}: records of ${rows.find((r) => r.length !== n)!.length} values; the model takes ${n} (input ${g.input.name}, ${g.input.shape.join('x')})`, 'give records with one value per model input');
+  if (rows.some((r) => r.length !== n))
+    throw new SealedError(
+      'bad-data',
+      `${o.calibration}: records of ${rows.find((r) => r.length !== n)!.length} values; the model takes ${n} (input ${g.input.name}, ${g.input.shape.join('x')})`,
+      'give records with one value per model input',
+    );
   log(`compiling ${basename(o.onnx)}: ${g.nodes.length} nodes, input ${g.input.name} ${g.input.shape.join('x')}, ${rows.length} calibration records`);
   const model = compileOnnx(bytes, rows, { inputScale: o.inputScale, features: cal.features }, basename(o.onnx));
   const p = model.compiled.program;
@@ -114,7 +126,18 @@ export async function compileOnnxJob(o: OnnxJobOptions): Promise<{ manifest: Man
   // Sizes come from real keys and ciphertexts: without --verify, one record is encrypted for them.
   const run = await runEncryptedRecords(model.compiled, model.client, verifyRows.length ? verifyRows : rows.slice(0, 1));
   const costs = await measureUnitCosts(p.params, p.params.coeffModulusBits.length - 2, 3);
-  const report = buildReport({ source: basename(o.onnx), model, rows, labels, reference, exact, simulated, encrypted: verifyRows.length ? run : undefined, sizes: run, costs });
+  const report = buildReport({
+    source: basename(o.onnx),
+    model,
+    rows,
+    labels,
+    reference,
+    exact,
+    simulated,
+    encrypted: verifyRows.length ? run : undefined,
+    sizes: run,
+    costs,
+  });
   log(formatReport(report));
 
   const a = report.accuracy;
@@ -131,7 +154,9 @@ export async function compileOnnxJob(o: OnnxJobOptions): Promise<{ manifest: Man
   if (a.encrypted?.accuracy !== undefined) metrics.accuracy_encrypted = a.encrypted.accuracy;
   if (a.encrypted?.agreement !== undefined) metrics.agreement_encrypted = a.encrypted.agreement;
   if (verifyRows.length) metrics.evaluate_ms_p50 = +percentile50(run.evaluateMs).toFixed(1);
-  const manifest = await writeBundle(o.modelDir, model.client, p, model.compiled.masks, metrics, { 'server/compile-report.json': JSON.stringify(report, null, 1) + '\n' });
+  const manifest = await writeBundle(o.modelDir, model.client, p, model.compiled.masks, metrics, {
+    'server/compile-report.json': JSON.stringify(report, null, 1) + '\n',
+  });
   if (o.outputDataDir) {
     await mkdir(o.outputDataDir, { recursive: true });
     await writeFile(join(o.outputDataDir, 'compile-report.json'), JSON.stringify(report, null, 1) + '\n');
@@ -156,7 +181,17 @@ export async function onnxTrainJob(paths: TrainPaths, hp: Hyperparameters, log: 
     if (!Number.isFinite(n) || n <= 0) throw new SealedError('bad-data', `hyperparameter ${k}="${v}" is not a positive number`);
     return n;
   };
-  const { manifest, report } = await compileOnnxJob({ onnx, calibration: paths.trainDir, modelDir: paths.modelDir, outputDataDir: paths.outputDataDir, target: hp.target, inputScale: num('input_scale'), limit: num('limit'), verify: num('verify'), log });
+  const { manifest, report } = await compileOnnxJob({
+    onnx,
+    calibration: paths.trainDir,
+    modelDir: paths.modelDir,
+    outputDataDir: paths.outputDataDir,
+    target: hp.target,
+    inputScale: num('input_scale'),
+    limit: num('limit'),
+    verify: num('verify'),
+    log,
+  });
   const metrics = Object.fromEntries(Object.entries(manifest.metrics ?? {}).filter((e): e is [string, number] => typeof e[1] === 'number'));
   metrics.tolerance = report.accuracy.tolerance;
   return { manifest, metrics };

@@ -49,7 +49,10 @@ export class TrainingProgress {
     if (this.o.bar) {
       const payload = { epoch, epochs: this.o.epochs, left: formatDuration(this.left(now)) };
       if (!this.bar) {
-        this.bar = new SingleBar({ format: 'training [{bar}] {percentage}% | epoch {epoch}/{epochs} | {left} left', stream: process.stderr, clearOnComplete: true, hideCursor: true }, Presets.shades_classic);
+        this.bar = new SingleBar(
+          { format: 'training [{bar}] {percentage}% | epoch {epoch}/{epochs} | {left} left', stream: process.stderr, clearOnComplete: true, hideCursor: true },
+          Presets.shades_classic,
+        );
         this.bar.start(this.total, this.done, payload);
       } else this.bar.update(this.done, payload);
       return;
@@ -66,7 +69,9 @@ export class TrainingProgress {
     const now = performance.now();
     this.stop();
     const left = epoch < this.o.epochs ? ` (about ${formatDuration(this.left(now))} left)` : '';
-    this.o.log(`epoch ${epoch}/${this.o.epochs} loss=${loss.toFixed(4)} epoch_seconds=${((now - this.epochStart) / 1000).toFixed(1)} total_seconds=${((now - this.t0) / 1000).toFixed(1)}${left}`);
+    this.o.log(
+      `epoch ${epoch}/${this.o.epochs} loss=${loss.toFixed(4)} epoch_seconds=${((now - this.epochStart) / 1000).toFixed(1)} total_seconds=${((now - this.t0) / 1000).toFixed(1)}${left}`,
+    );
     this.epochStart = now;
     this.lastLine = now;
   }

@@ -28,7 +28,8 @@ export function cnnOptions(raw: Record<string, string>): Partial<CnnOptions> {
   if (model !== 'cnn' && model !== 'mlp') throw new SealedError('bad-data', `hyperparameter model="${model}" is not one of cnn, mlp`);
   set('arch', model);
   const act = raw.activation;
-  if (act !== undefined && act !== 'square' && act !== 'quadratic') throw new SealedError('bad-data', `hyperparameter activation="${act}" is not one of square, quadratic`);
+  if (act !== undefined && act !== 'square' && act !== 'quadratic')
+    throw new SealedError('bad-data', `hyperparameter activation="${act}" is not one of square, quadratic`);
   set('activation', act as CnnOptions['activation'] | undefined);
   if (raw.batch_norm !== undefined) set('batchNorm', raw.batch_norm === 'true' || raw.batch_norm === '1');
   set('filters', num('filters'));
@@ -51,7 +52,11 @@ export async function trainImages(paths: TrainPaths, hp: Hyperparameters, log: (
   const files = (await findIdxPair(paths.trainDir))!;
   const testFiles = paths.testDir ? await findIdxPair(paths.testDir) : undefined;
   if (paths.testDir && !testFiles) {
-    throw new SealedError('bad-data', `the test channel ${paths.testDir} holds no IDX images/labels pair`, 'put …images-idx3-ubyte[.gz] and …labels-idx1-ubyte[.gz] in it (the training data is IDX), or leave the test channel out');
+    throw new SealedError(
+      'bad-data',
+      `the test channel ${paths.testDir} holds no IDX images/labels pair`,
+      'put …images-idx3-ubyte[.gz] and …labels-idx1-ubyte[.gz] in it (the training data is IDX), or leave the test channel out',
+    );
   }
   const train = await loadIdxPair(files.images, files.labels);
   const deskewImages = (hp.raw.deskew ?? 'true') === 'true' || hp.raw.deskew === '1';
@@ -59,7 +64,10 @@ export async function trainImages(paths: TrainPaths, hp: Hyperparameters, log: (
   const opts = { ...cnnOptions(hp.raw), log, bar };
   log(`training ${opts.arch ?? CNN_DEFAULTS.arch} on ${train.images.length} images`);
   const { network, seconds } = await trainImageNetwork(trainImages, train.labels, opts);
-  const metrics: Record<string, number> = { train_seconds: Math.round(seconds), train_accuracy: plaintextAccuracy(network, train.images.slice(0, 2000), train.labels.slice(0, 2000), deskewImages) };
+  const metrics: Record<string, number> = {
+    train_seconds: Math.round(seconds),
+    train_accuracy: plaintextAccuracy(network, train.images.slice(0, 2000), train.labels.slice(0, 2000), deskewImages),
+  };
   if (testFiles) {
     const test = await loadIdxPair(testFiles.images, testFiles.labels);
     metrics.test_accuracy = plaintextAccuracy(network, test.images, test.labels, deskewImages);
@@ -67,7 +75,8 @@ export async function trainImages(paths: TrainPaths, hp: Hyperparameters, log: (
   const built = compileImageModel(network, train.images.slice(0, 300), deskewImages);
   const { compiled, client } = built;
   const batch = (hp.raw.batch ?? 'true') === 'true' ? await addBatchMode(network, built, train.images.slice(0, 1000)) : undefined;
-  if (batch) log(`batch mode: ${batch.params.coeffModulusBits.length - 1} x ${batch.params.coeffModulusBits[0]}-bit primes, from ${client.batch!.crossover} records on`);
+  if (batch)
+    log(`batch mode: ${batch.params.coeffModulusBits.length - 1} x ${batch.params.coeffModulusBits[0]}-bit primes, from ${client.batch!.crossover} records on`);
   if (testFiles) {
     // The compiled program run in plaintext: same layout, masks, rotations and folds as the
     // encrypted evaluation, without the noise.
@@ -81,6 +90,8 @@ export async function trainImages(paths: TrainPaths, hp: Hyperparameters, log: (
     await writeFile(join(paths.outputDataDir, 'metrics.json'), JSON.stringify(metrics, null, 1) + '\n');
   }
   const p = compiled.program.params;
-  log(`model ${manifest.model_id}: ring ${p.polyModulusDegree}, modulus ${p.coeffModulusBits.join('+')} bits, ${compiled.program.galoisSteps.length} rotation keys`);
+  log(
+    `model ${manifest.model_id}: ring ${p.polyModulusDegree}, modulus ${p.coeffModulusBits.join('+')} bits, ${compiled.program.galoisSteps.length} rotation keys`,
+  );
   return { manifest, metrics };
 }

@@ -17,7 +17,10 @@ import { findIdxPair, type Hyperparameters, type TrainPaths, type TrainResult } 
 export { findIdxPair, parseHyperparameters, type Hyperparameters, type TrainPaths, type TrainResult } from './job.ts';
 
 async function readChannel(dir: string, channel: 'train' | 'test'): Promise<Table> {
-  const put = channel === 'train' ? 'put the training CSV files (or an IDX images/labels pair) in the `train` channel (--train DIR)' : 'put the test CSV files in the `test` channel (--test DIR), or leave it out';
+  const put =
+    channel === 'train'
+      ? 'put the training CSV files (or an IDX images/labels pair) in the `train` channel (--train DIR)'
+      : 'put the test CSV files in the `test` channel (--test DIR), or leave it out';
   let names: string[];
   try {
     names = (await readdir(dir)).filter((n) => n.endsWith('.csv')).sort();
@@ -53,7 +56,15 @@ export async function train(paths: TrainPaths, hp: Hyperparameters, log: (line: 
   const ys = task === 'regression' ? y.map((v) => (v - yMean) / yStd) : y;
 
   const t0 = performance.now();
-  const fitted = await fitLinear(xs, ys, { task, classes, epochs: hp.epochs, learningRate: hp.learningRate, batchSize: hp.batchSize, l2: hp.l2, seed: hp.seed });
+  const fitted = await fitLinear(xs, ys, {
+    task,
+    classes,
+    epochs: hp.epochs,
+    learningRate: hp.learningRate,
+    batchSize: hp.batchSize,
+    l2: hp.l2,
+    seed: hp.seed,
+  });
   const trainSeconds = (performance.now() - t0) / 1000;
   const compiled = compileLinear({ weights: fitted.weights, bias: fitted.bias }, xs);
   const p = compiled.program;
@@ -78,7 +89,12 @@ export async function train(paths: TrainPaths, hp: Hyperparameters, log: (line: 
   const evaluate = (name: string, rows: number[][], labels: number[]) => {
     const s = rows.map((r) => standardise(r, pre));
     const plain = s.map((r) => fitted.weights.map((w, c) => fitted.bias[c] + w.reduce((a, v, j) => a + v * r[j], 0)));
-    const sim = unpackOutputs(compiled.output, compiled.input.recordsPerCiphertext, packRecords(compiled.input, s).map((v) => simulate(p, compiled.masks, v)), s.length);
+    const sim = unpackOutputs(
+      compiled.output,
+      compiled.input.recordsPerCiphertext,
+      packRecords(compiled.input, s).map((v) => simulate(p, compiled.masks, v)),
+      s.length,
+    );
     if (task === 'regression') {
       const rmse = (pred: number[][]) => Math.sqrt(pred.reduce((a, q, i) => a + (q[0] * yStd + yMean - labels[i]) ** 2, 0) / labels.length);
       metrics[`${name}_rmse`] = round(rmse(plain));
@@ -104,7 +120,9 @@ export async function train(paths: TrainPaths, hp: Hyperparameters, log: (line: 
     await mkdir(paths.outputDataDir, { recursive: true });
     await writeFile(join(paths.outputDataDir, 'metrics.json'), JSON.stringify(metrics, null, 1) + '\n');
   }
-  log(`model ${manifest.model_id}: ${task}, ${features.length} features, ring ${p.params.polyModulusDegree}, modulus ${p.params.coeffModulusBits.join('+')} bits, ${p.galoisSteps.length} rotation keys, ${compiled.input.recordsPerCiphertext} records per ciphertext`);
+  log(
+    `model ${manifest.model_id}: ${task}, ${features.length} features, ring ${p.params.polyModulusDegree}, modulus ${p.params.coeffModulusBits.join('+')} bits, ${p.galoisSteps.length} rotation keys, ${compiled.input.recordsPerCiphertext} records per ciphertext`,
+  );
   return { manifest, metrics };
 }
 

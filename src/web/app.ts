@@ -2,7 +2,16 @@
 // SDK (src/client/index.ts) as any program would: keys are made here, the record is encrypted
 // here, only wire-format objects (evaluation keys, encrypted query) are sent, and the encrypted
 // result is decrypted here. The secret key stays in this page's memory.
-import { createClient, proxyTransport, sha256Hex, type Evaluation, type EvaluationKeys, type Prediction, type SealedClient, type Transport } from '../client/index.ts';
+import {
+  createClient,
+  proxyTransport,
+  sha256Hex,
+  type Evaluation,
+  type EvaluationKeys,
+  type Prediction,
+  type SealedClient,
+  type Transport,
+} from '../client/index.ts';
 import { $, base, buildStages, el, fmtBytes, fmtMs, setStage, status } from './page.ts';
 
 interface Sample {
@@ -42,7 +51,8 @@ function showResult(p: Prediction, labels: string[] | undefined): void {
   const result = $('#result');
   $('#result-label').textContent = String(p.label);
   const prob = probs && cls >= 0 ? probs[cls] : undefined;
-  $('#result-prob').textContent = prob === undefined ? `score ${p.scores.map((s) => s.toFixed(6)).join(', ')}` : `probability ${prob.toFixed(6)} (${(prob * 100).toFixed(2)}%)`;
+  $('#result-prob').textContent =
+    prob === undefined ? `score ${p.scores.map((s) => s.toFixed(6)).join(', ')}` : `probability ${prob.toFixed(6)} (${(prob * 100).toFixed(2)}%)`;
   result.dataset.label = String(p.label);
   if (prob !== undefined) result.dataset.probability = String(prob);
   const bars = $('#result-bars');
@@ -51,7 +61,15 @@ function showResult(p: Prediction, labels: string[] | undefined): void {
     labels.forEach((l, i) => {
       const fill = el('div', { className: 'fill' });
       fill.style.width = `${(probs[i] * 100).toFixed(2)}%`;
-      bars.append(el('div', { className: 'bar' }, el('span', {}, l), el('div', { className: 'track' }, fill), el('span', { className: 'pct' }, `${(probs[i] * 100).toFixed(1)}%`)));
+      bars.append(
+        el(
+          'div',
+          { className: 'bar' },
+          el('span', {}, l),
+          el('div', { className: 'track' }, fill),
+          el('span', { className: 'pct' }, `${(probs[i] * 100).toFixed(1)}%`),
+        ),
+      );
     });
   }
   result.dataset.state = 'done';
@@ -62,7 +80,8 @@ function recordingTransport(inner: Transport, sent: (line: string) => void): Tra
   return {
     async evaluate(query: Uint8Array, keys: EvaluationKeys): Promise<Evaluation> {
       const ev = await inner.evaluate(query, keys);
-      if (ev.keysUploaded) sent(`<b>PUT</b> <code>/api/keys/${keys.id.slice(0, 12)}…</code>: evaluation keys, ${fmtBytes(keys.bytes.length)} (public; wire format, kind 2)`);
+      if (ev.keysUploaded)
+        sent(`<b>PUT</b> <code>/api/keys/${keys.id.slice(0, 12)}…</code>: evaluation keys, ${fmtBytes(keys.bytes.length)} (public; wire format, kind 2)`);
       sent(`<b>POST</b> <code>/api/predict</code>: the encrypted record, ${fmtBytes(query.length)} (wire format, kind 1)`);
       return ev;
     },
@@ -86,7 +105,8 @@ async function main(): Promise<void> {
   const wasm = performance.getEntriesByType('resource').find((e) => e.name.endsWith('.wasm')) as PerformanceResourceTiming | undefined;
   setStage('load', performance.now() - t0, wasm?.decodedBodySize ? `SEAL ${fmtBytes(wasm.decodedBodySize)}` : '', 'WebAssembly, compiled here');
   const m = client.model;
-  $('#model-info').textContent = `model ${client.modelId} · CKKS, ring degree ${m.params.polyModulusDegree}, modulus ${m.params.coeffModulusBits.join('+')} bits, 128-bit security · ${m.features.length} features · up to ${m.input.recordsPerCiphertext} records per ciphertext`;
+  $('#model-info').textContent =
+    `model ${client.modelId} · CKKS, ring degree ${m.params.polyModulusDegree}, modulus ${m.params.coeffModulusBits.join('+')} bits, 128-bit security · ${m.features.length} features · up to ${m.input.recordsPerCiphertext} records per ciphertext`;
 
   const inputs = buildForm(client.features);
   const samples: Sample[] = await fetch(new URL('api/samples', base))
@@ -131,7 +151,12 @@ async function main(): Promise<void> {
           const k0 = performance.now();
           const keys = client.generateKeys();
           keygen = performance.now() - k0;
-          setStage('keygen', keygen, `evaluation keys ${fmtBytes(keys.evaluationKeys.length)}`, `secret key ${fmtBytes(keys.secretKey.length)}: stays in this page`);
+          setStage(
+            'keygen',
+            keygen,
+            `evaluation keys ${fmtBytes(keys.evaluationKeys.length)}`,
+            `secret key ${fmtBytes(keys.secretKey.length)}: stays in this page`,
+          );
         } else setStage('keygen', 0, 'keys already made');
         status('Encrypting the record…');
         await paint();
@@ -145,7 +170,8 @@ async function main(): Promise<void> {
         const ev = await transport.evaluate(query, { id: keys.evaluationKeysId, bytes: keys.evaluationKeys });
         setStage('keys', ev.ms.keys_upload ?? 0, ev.keysUploaded ? fmtBytes(keys.evaluationKeys.length) : 'already uploaded');
         const server = ev.server as { timings_ms?: { evaluate?: number; total?: number } } | undefined;
-        const serverNote = server?.timings_ms?.evaluate !== undefined ? `server: evaluation ${fmtMs(server.timings_ms.evaluate)} of ${fmtMs(server.timings_ms.total ?? 0)}` : '';
+        const serverNote =
+          server?.timings_ms?.evaluate !== undefined ? `server: evaluation ${fmtMs(server.timings_ms.evaluate)} of ${fmtMs(server.timings_ms.total ?? 0)}` : '';
         setStage('evaluate', ev.ms.round_trip, `result ${fmtBytes(ev.result.length)}`, serverNote);
         status('Decrypting in this page…');
         await paint();
@@ -154,7 +180,12 @@ async function main(): Promise<void> {
         const [prediction] = client.decrypt(ev.result, { querySha256: sha256Hex(query) });
         const decrypt = performance.now() - d0;
         setStage('decrypt', decrypt);
-        setStage('total', performance.now() - tStart, `sent ${fmtBytes(query.length + (ev.keysUploaded ? keys.evaluationKeys.length : 0))}`, `received ${fmtBytes(ev.result.length)}`);
+        setStage(
+          'total',
+          performance.now() - tStart,
+          `sent ${fmtBytes(query.length + (ev.keysUploaded ? keys.evaluationKeys.length : 0))}`,
+          `received ${fmtBytes(ev.result.length)}`,
+        );
         showResult(prediction, client.labels);
         status('Done: decrypted in this page.');
       } catch (e) {

@@ -34,8 +34,13 @@ export function mnistFromInk(ink: ArrayLike<number>, width: number, height: numb
   let max = 0;
   for (let i = 0; i < ink.length; i++) if (ink[i] > max) max = ink[i];
   if (!(max > 0)) return undefined;
-  let x0 = width, x1 = -1, y0 = height, y1 = -1;
-  let total = 0, sx = 0, sy = 0;
+  let x0 = width,
+    x1 = -1,
+    y0 = height,
+    y1 = -1;
+  let total = 0,
+    sx = 0,
+    sy = 0;
   for (let y = 0; y < height; y++)
     for (let x = 0; x < width; x++) {
       const v = ink[y * width + x];
@@ -51,12 +56,15 @@ export function mnistFromInk(ink: ArrayLike<number>, width: number, height: numb
         if (y > y1) y1 = y;
       }
     }
-  const bw = x1 - x0 + 1, bh = y1 - y0 + 1;
+  const bw = x1 - x0 + 1,
+    bh = y1 - y0 + 1;
   const s = MNIST_BOX / Math.max(bw, bh);
-  const cx = sx / total, cy = sy / total;
+  const cx = sx / total,
+    cy = sy / total;
   // Source point p maps to (p - c) * s + CENTRE + 0.5: the centre of mass lands on the centre of
   // pixel 14 (area coverage keeps the centre of mass where the map puts it).
-  const ox = MNIST_CENTRE + 0.5 - cx * s, oy = MNIST_CENTRE + 0.5 - cy * s;
+  const ox = MNIST_CENTRE + 0.5 - cx * s,
+    oy = MNIST_CENTRE + 0.5 - cy * s;
   const N = MNIST_SIDE;
   const out = new Float64Array(N * N);
   // Each source pixel is a square of side s in the field: its ink is spread over the target
@@ -89,7 +97,9 @@ export function mnistFromInk(ink: ArrayLike<number>, width: number, height: numb
 
 /** Centre of mass (row, column) of a side x side image, in pixel indices. */
 export function centreOfMass(img: ArrayLike<number>, side = MNIST_SIDE): [number, number] {
-  let t = 0, r0 = 0, c0 = 0;
+  let t = 0,
+    r0 = 0,
+    c0 = 0;
   for (let r = 0; r < side; r++)
     for (let c = 0; c < side; c++) {
       const v = img[r * side + c];

@@ -5,7 +5,10 @@ import type { ClientPart } from '../model/client-part.ts';
 
 export interface WorkerCalls {
   /** Loads SEAL (WebAssembly) and the model's client part; queries go to the web server at `proxy`. */
-  init: { args: { modelUrl: string; wasmUrl: string; proxy: string }; result: { modelId: string; model: ClientPart; /** Size of SEAL's WebAssembly, if the worker saw it. */ wasmBytes?: number } };
+  init: {
+    args: { modelUrl: string; wasmUrl: string; proxy: string };
+    result: { modelId: string; model: ClientPart; /** Size of SEAL's WebAssembly, if the worker saw it. */ wasmBytes?: number };
+  };
   /** Makes a key set; the secret key stays in the worker, only sizes and the keys' id come back. */
   keygen: { args: Record<string, never>; result: { evaluationKeysId: string; evaluationKeysBytes: number; secretKeyBytes: number } };
   /**

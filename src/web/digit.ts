@@ -25,7 +25,6 @@ const STAGES: { id: StageId; name: string; where: string }[] = [
 /** Pen width, as a fraction of the pad's side: strokes about 2 pixels wide once fitted in 20x20. */
 const PEN = 0.08;
 
-
 /** The worker, as promises: one call at a time, each with the time the worker spent on it. */
 class SealWorker {
   private readonly w: Worker;
@@ -164,7 +163,14 @@ function showResult(p: Prediction, labels: string[]): void {
   labels.forEach((l, i) => {
     const fill = el('div', { className: 'fill' });
     fill.style.height = `${Math.max(0, Math.min(100, probs[i] * 100)).toFixed(2)}%`;
-    bars.append(el('div', { className: i === cls ? 'col top' : 'col', title: `${l}: ${(probs[i] * 100).toFixed(2)}%` }, el('div', { className: 'track' }, fill), el('span', {}, l)));
+    bars.append(
+      el(
+        'div',
+        { className: i === cls ? 'col top' : 'col', title: `${l}: ${(probs[i] * 100).toFixed(2)}%` },
+        el('div', { className: 'track' }, fill),
+        el('span', {}, l),
+      ),
+    );
   });
   result.dataset.state = 'done';
 }
@@ -220,12 +226,18 @@ async function main(): Promise<void> {
     sentList.append(li);
   };
 
-  const init = await worker.call('init', { modelUrl: new URL('model/client.json', base).href, wasmUrl: new URL('../seal_throws.wasm', base).href, proxy: base.href });
+  const init = await worker.call('init', {
+    modelUrl: new URL('model/client.json', base).href,
+    wasmUrl: new URL('../seal_throws.wasm', base).href,
+    proxy: base.href,
+  });
   const model: ClientPart = init.value.model;
   const labels = model.labels ?? Array.from({ length: model.output.count }, (_, i) => String(i));
-  if (model.features.length !== MNIST_SIDE * MNIST_SIDE || !model.image) throw new Error(`this page needs a 28x28 image model; the server's model takes ${model.features.length} features`);
+  if (model.features.length !== MNIST_SIDE * MNIST_SIDE || !model.image)
+    throw new Error(`this page needs a 28x28 image model; the server's model takes ${model.features.length} features`);
   setStage('load', performance.now() - t0, init.value.wasmBytes ? `SEAL ${fmtBytes(init.value.wasmBytes)}` : '', 'WebAssembly, compiled in the worker');
-  $('#model-info').textContent = `model ${init.value.modelId} · CKKS, ring degree ${model.params.polyModulusDegree}, modulus ${model.params.coeffModulusBits.join('+')} bits, 128-bit security · ${model.galois_steps.length} rotation keys · the client part deskews the image before encrypting it${model.image.deskew ? '' : ' (off for this model)'}`;
+  $('#model-info').textContent =
+    `model ${init.value.modelId} · CKKS, ring degree ${model.params.polyModulusDegree}, modulus ${model.params.coeffModulusBits.join('+')} bits, 128-bit security · ${model.galois_steps.length} rotation keys · the client part deskews the image before encrypting it${model.image.deskew ? '' : ' (off for this model)'}`;
 
   let keysBytes = 0;
   let busy = false;
@@ -255,17 +267,26 @@ async function main(): Promise<void> {
       const { value } = await worker.call('predict', { pixels: image.pixels });
       const st = value.stats;
       setStage('encrypt', st.ms.encrypt, `query ${fmtBytes(st.query_bytes)}`);
-      if (st.keys_uploaded) sent(`<b>PUT</b> <code>digit/api/keys/${value.evaluationKeysId.slice(0, 12)}…</code>: evaluation keys, ${fmtBytes(st.keys_bytes)} (public; wire format, kind 2)`);
+      if (st.keys_uploaded)
+        sent(
+          `<b>PUT</b> <code>digit/api/keys/${value.evaluationKeysId.slice(0, 12)}…</code>: evaluation keys, ${fmtBytes(st.keys_bytes)} (public; wire format, kind 2)`,
+        );
       sent(`<b>POST</b> <code>digit/api/predict</code>: the encrypted image, ${fmtBytes(st.query_bytes)} (wire format, kind 1)`);
       setStage('keys', st.transport_ms.keys_upload ?? 0, st.keys_uploaded ? fmtBytes(st.keys_bytes) : 'already uploaded');
       const server = st.server as { timings_ms?: { evaluate?: number; total?: number } } | undefined;
-      const serverNote = server?.timings_ms?.evaluate !== undefined ? `server: evaluation ${fmtMs(server.timings_ms.evaluate)} of ${fmtMs(server.timings_ms.total ?? 0)}` : '';
+      const serverNote =
+        server?.timings_ms?.evaluate !== undefined ? `server: evaluation ${fmtMs(server.timings_ms.evaluate)} of ${fmtMs(server.timings_ms.total ?? 0)}` : '';
       setStage('evaluate', st.transport_ms.round_trip, `result ${fmtBytes(st.result_bytes)}`, serverNote);
       setStage('decrypt', st.ms.decrypt);
       const longest = tasks.longest();
       const longNote = longest === undefined ? '' : `this page's longest task: ${longest > 0 ? fmtMs(longest) : 'none over 50 ms'}`;
       if (longest !== undefined) document.body.dataset.longestTaskMs = String(longest);
-      setStage('total', performance.now() - tStart, `sent ${fmtBytes(st.query_bytes + (st.keys_uploaded ? st.keys_bytes : 0))}`, `received ${fmtBytes(st.result_bytes)}${longNote ? ` · ${longNote}` : ''}`);
+      setStage(
+        'total',
+        performance.now() - tStart,
+        `sent ${fmtBytes(st.query_bytes + (st.keys_uploaded ? st.keys_bytes : 0))}`,
+        `received ${fmtBytes(st.result_bytes)}${longNote ? ` · ${longNote}` : ''}`,
+      );
       showResult(value.prediction, labels);
       status('Done: decrypted in this page (its worker). Clear and draw another digit.');
     } catch (e) {

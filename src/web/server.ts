@@ -94,7 +94,8 @@ const TYPES: Record<string, string> = {
   wasm: 'application/wasm',
 };
 // The page may talk to its own origin only, and compile WebAssembly (SEAL) but no other code.
-const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+const CSP =
+  "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 const WIRE_MAGIC = 'SEALED';
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
@@ -104,7 +105,11 @@ export async function buildWebApp(o: WebServerOptions): Promise<FastifyInstance>
   const main = await readClientPart(o.modelDir);
   const digits = o.digits && { ...(await readClientPart(o.digits.modelDir)), endpoint: o.digits.endpoint };
   if (digits && (digits.client.features.length !== 28 * 28 || !digits.client.image)) {
-    throw new SealedError('bad-bundle', `the draw-a-digit page needs a 28x28 image model; ${o.digits!.modelDir} takes ${digits.client.features.length} features`, 'train one on MNIST IDX images (`sealed train`) or use .cache/models from `npm run bench -- mnist`');
+    throw new SealedError(
+      'bad-bundle',
+      `the draw-a-digit page needs a 28x28 image model; ${o.digits!.modelDir} takes ${digits.client.features.length} features`,
+      'train one on MNIST IDX images (`sealed train`) or use .cache/models from `npm run bench -- mnist`',
+    );
   }
   const assetsDir = o.assetsDir ?? WEB_ASSETS_DIR;
   const routes = { ...ASSETS, ...(digits ? DIGIT_ASSETS : {}) };
@@ -113,7 +118,8 @@ export async function buildWebApp(o: WebServerOptions): Promise<FastifyInstance>
     try {
       assets.set(file, await readFile(join(assetsDir, file)));
     } catch {
-      if (!file.endsWith('.map')) throw new SealedError('bad-request', `the web page is not built: ${join(assetsDir, file)} is missing`, 'run `npm run build:web` first');
+      if (!file.endsWith('.map'))
+        throw new SealedError('bad-request', `the web page is not built: ${join(assetsDir, file)} is missing`, 'run `npm run build:web` first');
     }
   }
   const maxKeyBytes = o.maxKeyBytes ?? 256 * 1024 * 1024;
@@ -160,7 +166,13 @@ export async function buildWebApp(o: WebServerOptions): Promise<FastifyInstance>
  * One model's routes under `at` ('' or '/digit'): its client part, the evaluation keys, the
  * encrypted prediction through the inference server at `m.endpoint`.
  */
-function modelRoutes(app: FastifyInstance, at: string, m: { modelId: string; client: ClientPart; endpoint: string }, o: WebServerOptions, limits: { maxKeyBytes: number; maxQueryBytes: number }): void {
+function modelRoutes(
+  app: FastifyInstance,
+  at: string,
+  m: { modelId: string; client: ClientPart; endpoint: string },
+  o: WebServerOptions,
+  limits: { maxKeyBytes: number; maxQueryBytes: number },
+): void {
   const { modelId, client } = m;
   const { maxKeyBytes, maxQueryBytes } = limits;
   const clientJson = JSON.stringify(client);
@@ -169,7 +181,8 @@ function modelRoutes(app: FastifyInstance, at: string, m: { modelId: string; cli
   app.get(`${at}/model/client.json`, async (_req, reply) => reply.type('application/json').send(clientJson));
 
   const keysId = (id: string) => {
-    if (!/^[0-9a-f]{64}$/.test(id)) throw new SealedError('bad-request', 'the keys id is not 64 hex digits', 'name the evaluation keys by the SHA-256 of their bytes');
+    if (!/^[0-9a-f]{64}$/.test(id))
+      throw new SealedError('bad-request', 'the keys id is not 64 hex digits', 'name the evaluation keys by the SHA-256 of their bytes');
     return id;
   };
   const keysLoc = (id: string) => ({ bucket: t.bucket, key: `${t.prefix}keys/${keysId(id)}.keys` });
@@ -187,10 +200,21 @@ function modelRoutes(app: FastifyInstance, at: string, m: { modelId: string; cli
   app.put<{ Params: { id: string }; Body: Buffer }>(`${at}/api/keys/:id`, { bodyLimit: maxKeyBytes }, async (req, reply) => {
     const id = keysId(req.params.id);
     const body = req.body;
-    if (!(body instanceof Uint8Array) || !isWire(body)) throw new SealedError('bad-keys', 'the body is not a sealed wire-format object', 'PUT the evaluation keys (wire format, kind 2) as application/octet-stream');
+    if (!(body instanceof Uint8Array) || !isWire(body))
+      throw new SealedError(
+        'bad-keys',
+        'the body is not a sealed wire-format object',
+        'PUT the evaluation keys (wire format, kind 2) as application/octet-stream',
+      );
     const msg = decodeWire<KeysHeader>('keys', body, 'the evaluation keys');
-    if (msg.header.params !== paramsKey(client.params)) throw new SealedError('bad-keys', `the evaluation keys are for parameters ${String(msg.header.params)}, the model uses ${paramsKey(client.params)}`, 'make keys for this model');
-    if (sha256Hex(body) !== id) throw new SealedError('bad-keys', 'the evaluation keys do not hash to the id in the URL', `PUT them to ${at}/api/keys/<SHA-256 of the bytes, hex>`);
+    if (msg.header.params !== paramsKey(client.params))
+      throw new SealedError(
+        'bad-keys',
+        `the evaluation keys are for parameters ${String(msg.header.params)}, the model uses ${paramsKey(client.params)}`,
+        'make keys for this model',
+      );
+    if (sha256Hex(body) !== id)
+      throw new SealedError('bad-keys', 'the evaluation keys do not hash to the id in the URL', `PUT them to ${at}/api/keys/<SHA-256 of the bytes, hex>`);
     const r = await ensureKeysUploaded(t, { evaluationKeys: body, evaluationKeysId: id });
     req.log.info({ keys_id: id, bytes: body.length, uploaded: r.uploaded }, 'evaluation keys');
     return reply.status(r.uploaded ? 201 : 200).send({ id, bytes: body.length, uploaded: r.uploaded });
@@ -200,10 +224,25 @@ function modelRoutes(app: FastifyInstance, at: string, m: { modelId: string; cli
     const t0 = performance.now();
     const kLoc = keysLoc(String(req.query.keys ?? ''));
     const body = req.body;
-    if (!(body instanceof Uint8Array) || !isWire(body)) throw new SealedError('bad-query', 'the body is not a sealed wire-format object', 'POST the encrypted query (wire format, kind 1) as application/octet-stream');
+    if (!(body instanceof Uint8Array) || !isWire(body))
+      throw new SealedError(
+        'bad-query',
+        'the body is not a sealed wire-format object',
+        'POST the encrypted query (wire format, kind 1) as application/octet-stream',
+      );
     const msg = decodeWire<QueryHeader>('query', body, 'the encrypted query');
-    if (msg.header.model_id !== modelId) throw new SealedError('wrong-model', `the query is for model ${safeText(msg.header.model_id)}, this server serves ${modelId}${at ? ` under ${at}/` : ''}`, 'reload the page to get this model');
-    if (!(await t.store.head(kLoc))) throw new SealedError('not-found', 'the evaluation keys named by ?keys= are not uploaded', `PUT them to ${at}/api/keys/${safeText(req.query.keys)} first`);
+    if (msg.header.model_id !== modelId)
+      throw new SealedError(
+        'wrong-model',
+        `the query is for model ${safeText(msg.header.model_id)}, this server serves ${modelId}${at ? ` under ${at}/` : ''}`,
+        'reload the page to get this model',
+      );
+    if (!(await t.store.head(kLoc)))
+      throw new SealedError(
+        'not-found',
+        'the evaluation keys named by ?keys= are not uploaded',
+        `PUT them to ${at}/api/keys/${safeText(req.query.keys)} first`,
+      );
     const id = randomUUID();
     const queryLoc = { bucket: t.bucket, key: `${t.prefix}queries/${id}.query` };
     const outLoc = { bucket: t.bucket, key: `${t.prefix}results/${id}.result` };
@@ -211,14 +250,32 @@ function modelRoutes(app: FastifyInstance, at: string, m: { modelId: string; cli
     const t1 = performance.now();
     // The page checks the result's header against the query it sent; the server checks this hash
     // against the query it reads.
-    const server = await invokeHttp(t.endpoint, { encrypted_query_uri: formatS3Uri(queryLoc), evaluation_keys_uri: formatS3Uri(kLoc), output_uri: formatS3Uri(outLoc), query_sha256: sha256(body) });
+    const server = await invokeHttp(t.endpoint, {
+      encrypted_query_uri: formatS3Uri(queryLoc),
+      evaluation_keys_uri: formatS3Uri(kLoc),
+      output_uri: formatS3Uri(outLoc),
+      query_sha256: sha256(body),
+    });
     const t2 = performance.now();
     const { bytes } = await t.store.get(outLoc, 2 ** 31, 'encrypted result');
     const t3 = performance.now();
     const r = (v: number) => Math.round(v * 100) / 100;
-    const info = { model_id: server.model_id, records: server.records, ciphertexts: server.ciphertexts, keys_cached: server.keys_cached, timings_ms: server.timings_ms, proxy_ms: { put_query: r(t1 - t0), invoke: r(t2 - t1), get_result: r(t3 - t2) } };
-    req.log.info({ model: at || '/', records: msg.header.records, query_bytes: body.length, result_bytes: bytes.length, proxy_ms: info.proxy_ms }, 'prediction');
-    return reply.type('application/octet-stream').header('x-sealed-server', JSON.stringify(info)).send(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    const info = {
+      model_id: server.model_id,
+      records: server.records,
+      ciphertexts: server.ciphertexts,
+      keys_cached: server.keys_cached,
+      timings_ms: server.timings_ms,
+      proxy_ms: { put_query: r(t1 - t0), invoke: r(t2 - t1), get_result: r(t3 - t2) },
+    };
+    req.log.info(
+      { model: at || '/', records: msg.header.records, query_bytes: body.length, result_bytes: bytes.length, proxy_ms: info.proxy_ms },
+      'prediction',
+    );
+    return reply
+      .type('application/octet-stream')
+      .header('x-sealed-server', JSON.stringify(info))
+      .send(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
   });
 }
 

@@ -82,12 +82,18 @@ export function encodeWire<H>(kind: WireKind, header: H, sections: Uint8Array[])
 export function checkPrefix(kind: WireKind, bytes: Uint8Array, fail: (why: string) => Error): void {
   if (bytes.length < 8 || MAGIC.some((b, i) => bytes[i] !== b)) throw fail('is not a sealed object (bad magic)');
   if (bytes[6] !== WIRE_VERSION) throw fail(`has wire version ${bytes[6]}; this server reads version ${WIRE_VERSION}`);
-  if (bytes[7] !== KIND_CODE[kind]) throw fail(`is a sealed ${Object.keys(KIND_CODE).find((k) => KIND_CODE[k as WireKind] === bytes[7]) ?? 'unknown'} object, not ${kind}`);
+  if (bytes[7] !== KIND_CODE[kind])
+    throw fail(`is a sealed ${Object.keys(KIND_CODE).find((k) => KIND_CODE[k as WireKind] === bytes[7]) ?? 'unknown'} object, not ${kind}`);
 }
 
 export function decodeWire<H>(kind: WireKind, bytes: Uint8Array, what: string): WireMessage<H> {
   const code: ErrorCode = kind === 'keys' ? 'bad-keys' : 'bad-query';
-  const fail = (why: string) => new SealedError(code, `${what} ${why}`, kind === 'keys' ? 'upload the keys file written by `sealed keygen`, unchanged' : 'upload the file written by `sealed predict`, unchanged');
+  const fail = (why: string) =>
+    new SealedError(
+      code,
+      `${what} ${why}`,
+      kind === 'keys' ? 'upload the keys file written by `sealed keygen`, unchanged' : 'upload the file written by `sealed predict`, unchanged',
+    );
   if (bytes.length < 16) throw fail('is not a sealed object (bad magic)');
   checkPrefix(kind, bytes, fail);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);

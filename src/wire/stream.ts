@@ -80,7 +80,12 @@ export interface StreamLimits {
  * on the header) before anything is buffered, so a small object cannot make the reader hold more
  * than one section.
  */
-export async function readWireStream<H>(kind: WireKind, stream: AsyncIterable<Uint8Array>, what: string, limitsFor: StreamLimits | ((header: H) => StreamLimits) = {}): Promise<WireStream<H>> {
+export async function readWireStream<H>(
+  kind: WireKind,
+  stream: AsyncIterable<Uint8Array>,
+  what: string,
+  limitsFor: StreamLimits | ((header: H) => StreamLimits) = {},
+): Promise<WireStream<H>> {
   const r = new Reader(stream);
   const head = await r.take(12);
   const code = kind === 'keys' ? 'bad-keys' : 'bad-query';
@@ -109,7 +114,8 @@ export async function readWireStream<H>(kind: WireKind, stream: AsyncIterable<Ui
       const len = await r.take(4);
       if (len.length < 4) throw fail('is truncated');
       const n = new DataView(len.buffer, len.byteOffset).getUint32(0, true);
-      if (n < minSection || n > maxSection) throw fail(`has a section of ${n} bytes (section ${i + 1} of ${count}); sections of this model are ${minSection} to ${maxSection} bytes`);
+      if (n < minSection || n > maxSection)
+        throw fail(`has a section of ${n} bytes (section ${i + 1} of ${count}); sections of this model are ${minSection} to ${maxSection} bytes`);
       const bytes = await r.take(n, true);
       if (bytes.length < n) throw fail('is truncated');
       yield bytes;

@@ -62,7 +62,10 @@ const optMl = join(dir, 'opt-ml'); // mounted as /opt/ml for `train`
 const { testDir } = await splitCsv(BREAST_CANCER_CSV, join(optMl, 'input', 'data'));
 await mkdir(join(optMl, 'input', 'config'), { recursive: true });
 // SageMaker passes every hyperparameter as a string.
-await writeFile(join(optMl, 'input', 'config', 'hyperparameters.json'), JSON.stringify({ task: 'binary', target: 'diagnosis', labels: LABELS.join(','), epochs: '150' }));
+await writeFile(
+  join(optMl, 'input', 'config', 'hyperparameters.json'),
+  JSON.stringify({ task: 'binary', target: 'diagnosis', labels: LABELS.join(','), epochs: '150' }),
+);
 const test = splitTarget(parseCsv(await readFile(join(testDir, 'data.csv'), 'utf8'), 'test'), 'diagnosis');
 const modelDir = join(optMl, 'model');
 
@@ -77,7 +80,11 @@ t.teardown(async () => {
   store.close();
   await s3.close();
   // The containers write as root; when this test does not run as root, let a container delete.
-  await rm(dir, { recursive: true, force: true }).catch(() => docker(['run', '--rm', '-v', `${dir}:/x`, '--entrypoint', 'rm', TRAINING, '-rf', '/x/opt-ml', '/x/bad']).then(() => rm(dir, { recursive: true, force: true })));
+  await rm(dir, { recursive: true, force: true }).catch(() =>
+    docker(['run', '--rm', '-v', `${dir}:/x`, '--entrypoint', 'rm', TRAINING, '-rf', '/x/opt-ml', '/x/bad']).then(() =>
+      rm(dir, { recursive: true, force: true }),
+    ),
+  );
 });
 
 /** `docker run -d IMAGE serve` on the host network; resolves once /ping answers 200. */
@@ -86,14 +93,36 @@ async function startServe(): Promise<{ id: string; url: string; pingSeconds: str
   const t0 = performance.now();
   // The allow-lists as SageMaker would pass them (environment only): the client's prefix, and
   // async/ where the emulator test below puts its query and results.
-  const allow = ['-e', `SEALED_ALLOW_READ=s3://${bucket}/sealed/,s3://${bucket}/async/`, '-e', `SEALED_ALLOW_WRITE=s3://${bucket}/sealed/results/,s3://${bucket}/async/`];
-  const r = await docker(['run', '-d', '--network', 'host', '-e', `SAGEMAKER_BIND_TO_PORT=${port}`, '-e', `SEALED_S3_ENDPOINT=${s3.endpoint}`, ...allow, '-v', `${modelDir}:/opt/ml/model:ro`, INFERENCE, 'serve']);
+  const allow = [
+    '-e',
+    `SEALED_ALLOW_READ=s3://${bucket}/sealed/,s3://${bucket}/async/`,
+    '-e',
+    `SEALED_ALLOW_WRITE=s3://${bucket}/sealed/results/,s3://${bucket}/async/`,
+  ];
+  const r = await docker([
+    'run',
+    '-d',
+    '--network',
+    'host',
+    '-e',
+    `SAGEMAKER_BIND_TO_PORT=${port}`,
+    '-e',
+    `SEALED_S3_ENDPOINT=${s3.endpoint}`,
+    ...allow,
+    '-v',
+    `${modelDir}:/opt/ml/model:ro`,
+    INFERENCE,
+    'serve',
+  ]);
   if (r.code !== 0) throw new Error(`docker run failed: ${r.out}`);
   const id = r.out.trim();
   containers.push(id);
   const url = `http://127.0.0.1:${port}`;
   while (performance.now() - t0 < 30_000) {
-    const ok = await fetch(`${url}/ping`).then((res) => res.ok, () => false);
+    const ok = await fetch(`${url}/ping`).then(
+      (res) => res.ok,
+      () => false,
+    );
     if (ok) return { id, url, pingSeconds: seconds(t0) };
     await sleep(50);
   }
@@ -126,7 +155,10 @@ await t.test('train: bad data writes /opt/ml/output/failure and exits non-zero',
 
 // One container for these; if it does not start (or train made no bundle) they fail together.
 await t.test('inference image: docker run IMAGE serve without allow-lists refuses to start', async (t) => {
-  const r = await docker(['run', '--rm', '--network', 'host', '-e', `SEALED_S3_ENDPOINT=${s3.endpoint}`, '-v', `${modelDir}:/opt/ml/model:ro`, INFERENCE, 'serve'], 60_000);
+  const r = await docker(
+    ['run', '--rm', '--network', 'host', '-e', `SEALED_S3_ENDPOINT=${s3.endpoint}`, '-v', `${modelDir}:/opt/ml/model:ro`, INFERENCE, 'serve'],
+    60_000,
+  );
   t.equal(r.code, 2, 'exit 2: told what to set');
   t.match(r.out, /refusing to start without S3 allow-lists[\s\S]*SEALED_ALLOW_READ[\s\S]*SEALED_ALLOW_ANY=1/);
 });
@@ -150,18 +182,30 @@ await t.test('inference image: docker run IMAGE serve', async (t) => {
     const metrics = JSON.parse(await readFile(join(optMl, 'output', 'data', 'metrics.json'), 'utf8')) as { test_accuracy: number };
     t.equal(r.predictions.length, test.x.length);
     t.ok(Math.abs(accuracy(expected) - metrics.test_accuracy) < 1e-6, `encrypted accuracy ${accuracy(expected)} equals the training job's test_accuracy`);
-    t.comment(`${test.x.length} records: ${r.stats.ms.total} ms on the client, ${JSON.stringify((r.stats.server as { timings_ms: unknown }).timings_ms)} on the server`);
+    t.comment(
+      `${test.x.length} records: ${r.stats.ms.total} ms on the client, ${JSON.stringify((r.stats.server as { timings_ms: unknown }).timings_ms)} on the server`,
+    );
   });
 
   await t.test('serve: InvokeEndpoint and InvokeEndpointAsync through the runtime emulator', async (t) => {
-    const emulator = await startRuntimeEmulator({ endpointName: 'sealed-contract', containerUrl: serve.url, store, outputPath: `s3://${bucket}/async/out`, failurePath: `s3://${bucket}/async/failed` });
+    const emulator = await startRuntimeEmulator({
+      endpointName: 'sealed-contract',
+      containerUrl: serve.url,
+      store,
+      outputPath: `s3://${bucket}/async/out`,
+      failurePath: `s3://${bucket}/async/failed`,
+    });
     const sm = runtimeClient({ endpoint: emulator.url });
     t.teardown(async () => {
       sm.destroy();
       await emulator.close();
     });
     const query = session.encrypt(test.x);
-    const body = { encrypted_query_uri: `s3://${bucket}/async/q.query`, evaluation_keys_uri: `s3://${bucket}/sealed/keys/${keys.evaluationKeysId}.keys`, output_uri: `s3://${bucket}/async/r.result` };
+    const body = {
+      encrypted_query_uri: `s3://${bucket}/async/q.query`,
+      evaluation_keys_uri: `s3://${bucket}/sealed/keys/${keys.evaluationKeysId}.keys`,
+      output_uri: `s3://${bucket}/async/r.result`,
+    };
     await store.put(parseS3Uri(body.encrypted_query_uri), query, 'query');
     const labelsAt = async (uri: string) => session.decrypt((await store.get(parseS3Uri(uri), 2 ** 31, 'result')).bytes).map((p) => p.label);
 
@@ -188,7 +232,10 @@ await t.test('inference image: docker run IMAGE serve', async (t) => {
     await docker(['kill', '--signal', 'TERM', serve.id]);
     let refusedAt = 0;
     while (!refusedAt && !settledAt) {
-      const ok = await fetch(`${serve.url}/ping`, { signal: AbortSignal.timeout(1000) }).then((res) => res.ok, () => false);
+      const ok = await fetch(`${serve.url}/ping`, { signal: AbortSignal.timeout(1000) }).then(
+        (res) => res.ok,
+        () => false,
+      );
       if (!ok) refusedAt = performance.now();
       else await sleep(20);
     }
@@ -196,7 +243,11 @@ await t.test('inference image: docker run IMAGE serve', async (t) => {
     t.ok(termAt < settledAt, `SIGTERM sent while the request was in flight (it answered ${seconds(termAt)} s after SIGTERM)`);
     t.ok(refusedAt > 0 && refusedAt < settledAt, 'new requests are refused while the in-flight one finishes');
     t.equal(r.predictions.length, rows.length, 'the in-flight request completed');
-    t.same(r.predictions.slice(0, test.x.length).map((p) => p.label), expected, 'with the right predictions');
+    t.same(
+      r.predictions.slice(0, test.x.length).map((p) => p.label),
+      expected,
+      'with the right predictions',
+    );
     const code = await docker(['wait', serve.id], 40_000);
     t.comment(`container exited ${seconds(termAt)} s after SIGTERM`);
     const logs = (await docker(['logs', serve.id])).out;
@@ -211,8 +262,27 @@ await t.test('serve: SIGTERM during start-up ends the container promptly', async
   const port = await freePort();
   // The allow-lists as SageMaker would pass them (environment only): the client's prefix, and
   // async/ where the emulator test below puts its query and results.
-  const allow = ['-e', `SEALED_ALLOW_READ=s3://${bucket}/sealed/,s3://${bucket}/async/`, '-e', `SEALED_ALLOW_WRITE=s3://${bucket}/sealed/results/,s3://${bucket}/async/`];
-  const r = await docker(['run', '-d', '--network', 'host', '-e', `SAGEMAKER_BIND_TO_PORT=${port}`, '-e', `SEALED_S3_ENDPOINT=${s3.endpoint}`, ...allow, '-v', `${modelDir}:/opt/ml/model:ro`, INFERENCE, 'serve']);
+  const allow = [
+    '-e',
+    `SEALED_ALLOW_READ=s3://${bucket}/sealed/,s3://${bucket}/async/`,
+    '-e',
+    `SEALED_ALLOW_WRITE=s3://${bucket}/sealed/results/,s3://${bucket}/async/`,
+  ];
+  const r = await docker([
+    'run',
+    '-d',
+    '--network',
+    'host',
+    '-e',
+    `SAGEMAKER_BIND_TO_PORT=${port}`,
+    '-e',
+    `SEALED_S3_ENDPOINT=${s3.endpoint}`,
+    ...allow,
+    '-v',
+    `${modelDir}:/opt/ml/model:ro`,
+    INFERENCE,
+    'serve',
+  ]);
   const id = r.out.trim();
   containers.push(id);
   await docker(['kill', '--signal', 'TERM', id]);

@@ -4,7 +4,12 @@ import { CkksSession, SecretKeyHolder, generateKeys, loadEvaluationKeys, loadQue
 import { Engine } from '../../src/fhe/engine.ts';
 import type { Program } from '../../src/fhe/program.ts';
 
-export async function runEncrypted(program: Program, masks: Float64Array[], vectors: Float64Array[], onQuery?: (bytes: Uint8Array) => void): Promise<Float64Array[]> {
+export async function runEncrypted(
+  program: Program,
+  masks: Float64Array[],
+  vectors: Float64Array[],
+  onQuery?: (bytes: Uint8Array) => void,
+): Promise<Float64Array[]> {
   const s = await CkksSession.open(program.params);
   const k = generateKeys(s, program.galoisSteps, program.relin);
   const holder = new SecretKeyHolder(s, k.secretKey);

@@ -64,7 +64,11 @@ export async function trainDigitModel(dir: string, epochs: number): Promise<stri
   const { compileImageModel, writeImageBundle } = await import('../../src/train/image-model.ts');
   const { deskew } = await import('../../src/model/deskew.ts');
   const train = await loadNpmMnist();
-  const { network } = await trainImageNetwork(train.images.map((i) => deskew(i, 28)), train.labels, { epochs });
+  const { network } = await trainImageNetwork(
+    train.images.map((i) => deskew(i, 28)),
+    train.labels,
+    { epochs },
+  );
   await writeImageBundle(modelDir, network, compileImageModel(network, train.images.slice(0, 300), true), {});
   await saveFixture(cached, modelDir, { manifest: undefined as never, metrics: {} });
   return modelDir;

@@ -12,16 +12,16 @@ export function mutator(seed: number) {
       case 0: // flip bits
         for (let i = 0, n = 1 + int(8); i < n; i++) b[int(b.length)] ^= 1 << int(8);
         return b;
-      case 1: // overwrite a run with random bytes
-      {
+      case 1: {
+        // overwrite a run with random bytes
         const at = int(b.length);
         for (let i = at; i < Math.min(b.length, at + 1 + int(64)); i++) b[i] = int(256);
         return b;
       }
       case 2: // truncate
         return b.subarray(0, int(b.length));
-      case 3: // extend
-      {
+      case 3: {
+        // extend
         // Spreading a multi-megabyte key object into an array cost ~50 ms a case.
         const extra = Array.from({ length: 1 + int(100) }, () => int(256));
         const out = new Uint8Array(b.length + extra.length);
@@ -29,14 +29,14 @@ export function mutator(seed: number) {
         out.set(extra, b.length);
         return out;
       }
-      case 4: // edit a length or count field near the start (frame and SEAL headers live there)
-      {
+      case 4: {
+        // edit a length or count field near the start (frame and SEAL headers live there)
         const at = int(Math.min(b.length - 4, 200));
         new DataView(b.buffer).setUint32(at, [0, 1, 0xffffffff, 0x7fffffff, int(2 ** 32)][int(5)], true);
         return b;
       }
-      default: // damage inside a SEAL section, past the frame
-      {
+      default: {
+        // damage inside a SEAL section, past the frame
         const at = 200 + int(Math.max(1, b.length - 200));
         b[at % b.length] ^= 0xff;
         return b;

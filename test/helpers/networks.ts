@@ -13,9 +13,17 @@ export const side = 12;
 export const smallCnn: Network = {
   input: { height: side, width: side },
   layers: [
-    { type: 'conv2d-parity', kernel: Array.from({ length: F }, () => Array.from({ length: 5 }, () => Array.from({ length: 5 }, () => r() * 0.8))), bias: Array.from({ length: F }, () => r() * 0.2) },
+    {
+      type: 'conv2d-parity',
+      kernel: Array.from({ length: F }, () => Array.from({ length: 5 }, () => Array.from({ length: 5 }, () => r() * 0.8))),
+      bias: Array.from({ length: F }, () => r() * 0.2),
+    },
     { type: 'quadratic', a: 0.5, b: 1, c: 0.1 },
-    { type: 'dense', weights: Array.from({ length: 10 }, () => Array.from({ length: 4 * 4 * F }, () => r() * 0.3)), bias: Array.from({ length: 10 }, () => r()) },
+    {
+      type: 'dense',
+      weights: Array.from({ length: 10 }, () => Array.from({ length: 4 * 4 * F }, () => r() * 0.3)),
+      bias: Array.from({ length: 10 }, () => r()),
+    },
   ],
 };
 
@@ -28,17 +36,33 @@ export function mnistShapedNetworks(r: () => number, filters: number, hidden: nu
   const cnn: Network = {
     input: { height: 28, width: 28 },
     layers: [
-      { type: 'conv2d-parity', kernel: Array.from({ length: filters }, () => Array.from({ length: 5 }, () => Array.from({ length: 5 }, () => r() * 0.6))), bias: Array.from({ length: filters }, () => r() * 0.2) },
+      {
+        type: 'conv2d-parity',
+        kernel: Array.from({ length: filters }, () => Array.from({ length: 5 }, () => Array.from({ length: 5 }, () => r() * 0.6))),
+        bias: Array.from({ length: filters }, () => r() * 0.2),
+      },
       { type: 'quadratic', a: 0.5, b: 1, c: 0.1 },
-      { type: 'dense', weights: Array.from({ length: 10 }, () => Array.from({ length: 12 * 12 * filters }, () => r() * 0.1)), bias: Array.from({ length: 10 }, () => r()) },
+      {
+        type: 'dense',
+        weights: Array.from({ length: 10 }, () => Array.from({ length: 12 * 12 * filters }, () => r() * 0.1)),
+        bias: Array.from({ length: 10 }, () => r()),
+      },
     ],
   };
   const mlp: Network = {
     input: { height: 28, width: 28 },
     layers: [
-      { type: 'dense', weights: Array.from({ length: hidden }, () => Array.from({ length: 784 }, () => r() * 0.1)), bias: Array.from({ length: hidden }, () => r()) },
+      {
+        type: 'dense',
+        weights: Array.from({ length: hidden }, () => Array.from({ length: 784 }, () => r() * 0.1)),
+        bias: Array.from({ length: hidden }, () => r()),
+      },
       { type: 'quadratic', a: 0.7, b: 0.2, c: 0.1 },
-      { type: 'dense', weights: Array.from({ length: 10 }, () => Array.from({ length: hidden }, () => r() * 0.3)), bias: Array.from({ length: 10 }, () => r()) },
+      {
+        type: 'dense',
+        weights: Array.from({ length: 10 }, () => Array.from({ length: hidden }, () => r() * 0.3)),
+        bias: Array.from({ length: 10 }, () => r()),
+      },
     ],
   };
   return { cnn, mlp };

@@ -26,17 +26,35 @@ function attr(name: string, v: number | number[] | string) {
 
 const valueInfo = (name: string, shape: (number | string)[]) => ({
   name,
-  type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
+  type: {
+    tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } },
+  },
 });
 
-export function buildModel(o: { nodes: NodeSpec[]; inputs: [string, (number | string)[]][]; outputs: [string, (number | string)[]][]; initializers?: ReturnType<typeof tensor>[]; opset?: number }): Uint8Array {
+export function buildModel(o: {
+  nodes: NodeSpec[];
+  inputs: [string, (number | string)[]][];
+  outputs: [string, (number | string)[]][];
+  initializers?: ReturnType<typeof tensor>[];
+  opset?: number;
+}): Uint8Array {
   const model = onnx.ModelProto.create({
     irVersion: 8,
-    opsetImport: [{ domain: '', version: o.opset ?? 13 }, { domain: 'ai.onnx.ml', version: 3 }],
+    opsetImport: [
+      { domain: '', version: o.opset ?? 13 },
+      { domain: 'ai.onnx.ml', version: 3 },
+    ],
     producerName: 'sealed tests',
     graph: {
       name: 'g',
-      node: o.nodes.map((n, i) => ({ opType: n.op, input: n.inputs, output: n.outputs, name: n.name ?? `n${i}_${n.op}`, domain: n.domain ?? '', attribute: Object.entries(n.attrs ?? {}).map(([k, v]) => attr(k, v)) })),
+      node: o.nodes.map((n, i) => ({
+        opType: n.op,
+        input: n.inputs,
+        output: n.outputs,
+        name: n.name ?? `n${i}_${n.op}`,
+        domain: n.domain ?? '',
+        attribute: Object.entries(n.attrs ?? {}).map(([k, v]) => attr(k, v)),
+      })),
       input: o.inputs.map(([n, s]) => valueInfo(n, s)),
       output: o.outputs.map(([n, s]) => valueInfo(n, s)),
       initializer: o.initializers ?? [],
@@ -52,5 +70,16 @@ export function gemmWeights(prefix: string, n: number, m: number, seed = 1) {
     s = (s * 1103515245 + 12345) % 2 ** 31;
     return s / 2 ** 31 - 0.5;
   };
-  return [tensor(`${prefix}_W`, [m, n], Array.from({ length: m * n }, () => r() * 0.5)), tensor(`${prefix}_b`, [m], Array.from({ length: m }, () => r() * 0.1))];
+  return [
+    tensor(
+      `${prefix}_W`,
+      [m, n],
+      Array.from({ length: m * n }, () => r() * 0.5),
+    ),
+    tensor(
+      `${prefix}_b`,
+      [m],
+      Array.from({ length: m }, () => r() * 0.1),
+    ),
+  ];
 }

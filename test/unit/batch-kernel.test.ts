@@ -23,9 +23,15 @@ t.test('the compiler folds the quadratic, quantizes weights, and sizes the modul
   t.ok(plan, 'the network has a batch plan');
   t.equal(plan.first.rows, 4 * 4 * F);
   t.equal(plan.first.index.length, 4 * 4 * F * 25, '25 taps per convolution output');
-  t.ok(plan.first.weight.every((w) => Number.isInteger(w) && Math.abs(w) < 2 ** 15), 'integer weights below 2^15');
+  t.ok(
+    plan.first.weight.every((w) => Number.isInteger(w) && Math.abs(w) < 2 ** 15),
+    'integer weights below 2^15',
+  );
   t.equal(plan.outputScaleBits, scaleBitsOf(plan).out);
-  t.ok(plan.params.coeffModulusBits.every((b) => b === 26), '26-bit primes');
+  t.ok(
+    plan.params.coeffModulusBits.every((b) => b === 26),
+    '26-bit primes',
+  );
   const worst = Math.max(...xs.map((x) => Math.max(...forward(smallCnn, x).map((v, i) => Math.abs(v - simulateBatch(plan, x)[i])))));
   t.ok(worst < 1e-2, `the quantized plan follows the network (worst |diff| ${worst.toExponential(2)})`);
   const counts = batchOpCounts(plan);
@@ -102,7 +108,10 @@ t.test('raw ciphertext layout: SEAL bytes -> residues -> SEAL bytes', async (t) 
   const v = Float64Array.from({ length: 4096 }, (_, i) => Math.cos(i));
   const lanes = new Uint32Array(2 * bs.lanes);
   bs.decodeInto(holder.encrypt(v, plan.inputScaleBits), lanes, 0);
-  t.ok(lanes.every((x, i) => x < bs.primes[Math.floor((i % bs.lanes) / 8192)]), 'every residue is below its prime');
+  t.ok(
+    lanes.every((x, i) => x < bs.primes[Math.floor((i % bs.lanes) / 8192)]),
+    'every residue is below its prime',
+  );
   const back = holder.decrypt(bs.encodeResult(lanes, 0, 2, plan.inputScaleBits));
   t.ok(Math.max(...back.map((x, i) => Math.abs(x - v[i]))) < 1e-4, 'decrypts to what was encrypted');
   const raw = buildRaw({ parmsId: new Uint8Array(32), degree: 8192, primes: bs.primes.length, scale: 2 ** 20 }, 2, lanes, 0);
@@ -115,7 +124,17 @@ t.test('raw ciphertext layout: SEAL bytes -> residues -> SEAL bytes', async (t) 
   const bad = raw.slice();
   bad[0] = 0;
   t.throws(() => readRawInfo(bad), /not an uncompressed SEAL ciphertext/);
-  t.throws(() => bs.encodeResult(lanes.map(() => 2 ** 31), 0, 2, 20), /SEAL|result/, 'residues above the prime are refused by SEAL');
+  t.throws(
+    () =>
+      bs.encodeResult(
+        lanes.map(() => 2 ** 31),
+        0,
+        2,
+        20,
+      ),
+    /SEAL|result/,
+    'residues above the prime are refused by SEAL',
+  );
 });
 
 t.test('packed sections: 26-bit residues, 13 bytes per 4, round trip and hostile input', async (t) => {

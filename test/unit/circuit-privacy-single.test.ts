@@ -24,7 +24,11 @@ t.test('single layout: crafted queries sharing c1, privacy none vs flood', async
   const r = rng(7);
   const n = 30;
   const weights = [Array.from({ length: n }, () => r())];
-  const model = compileLinear({ weights, bias: [0.3] }, Array.from({ length: 100 }, () => Array.from({ length: n }, () => 4 * r())), { privacy: 'none' });
+  const model = compileLinear(
+    { weights, bias: [0.3] },
+    Array.from({ length: 100 }, () => Array.from({ length: n }, () => 4 * r())),
+    { privacy: 'none' },
+  );
   const s = await CkksSession.open(model.program.params);
   const N = s.params.polyModulusDegree;
   const km = generateKeys(s, model.program.galoisSteps, false);
@@ -101,7 +105,11 @@ t.test('single layout: crafted queries sharing c1, privacy none vs flood', async
     const zero = run(new BigUint64Array(N), flood);
     const again = run(new BigUint64Array(N), flood);
     const bias = phase(zero);
-    t.equal(c1Of(zero) === c1Of(again), !flood, flood ? 'flooded: the same query twice gives different c1' : 'none: the same query twice gives the same result');
+    t.equal(
+      c1Of(zero) === c1Of(again),
+      !flood,
+      flood ? 'flooded: the same query twice gives different c1' : 'none: the same query twice gives the same result',
+    );
     zero.delete();
     again.delete();
     let exact = 0;
@@ -117,7 +125,12 @@ t.test('single layout: crafted queries sharing c1, privacy none vs flood', async
       const nonzero = diff.filter((x) => x !== 0n);
       if (nonzero.length > 0 && nonzero.length <= 64 && nonzero.every((x) => x === mask[k])) exact++;
     }
-    if (!flood) t.equal(exact, probes.length, `none: every probe reads the encoded weight mask's NTT residue exactly (${exact}/${probes.length}); N probes (64 with packing) give the whole mask, hence the exact weights`);
+    if (!flood)
+      t.equal(
+        exact,
+        probes.length,
+        `none: every probe reads the encoded weight mask's NTT residue exactly (${exact}/${probes.length}); N probes (64 with packing) give the whole mask, hence the exact weights`,
+      );
     else t.equal(exact, 0, `flood: no probe reads the mask (${exact}/${probes.length}); the phase differs from the bias in every NTT point`);
   }
 
@@ -132,7 +145,23 @@ t.test('single layout: crafted queries sharing c1, privacy none vs flood', async
   const want = 0.3 + weights[0].reduce((a, w, j) => a + w * x[j], 0);
   const got = holder.decrypt(flooded.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array)[model.output.offsets[0]];
   const plain = holder.decrypt(out.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array)[model.output.offsets[0]];
-  console.log(JSON.stringify({ figures: 'single layout, 30 features', params: model.program.params.coeffModulusBits, N, out_scale_bits: Math.log2(out.scale()), flood_sigma_bits: Math.log2(privacy.sigma), public_key_zstd_seeded: publicKey.length, apply_ms: Math.round(ms), err_plain: Math.abs(plain - want), err_flood: Math.abs(got - want), result_zstd_bytes: { plain: (out.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array).length, flood: (flooded.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array).length } }));
+  console.log(
+    JSON.stringify({
+      figures: 'single layout, 30 features',
+      params: model.program.params.coeffModulusBits,
+      N,
+      out_scale_bits: Math.log2(out.scale()),
+      flood_sigma_bits: Math.log2(privacy.sigma),
+      public_key_zstd_seeded: publicKey.length,
+      apply_ms: Math.round(ms),
+      err_plain: Math.abs(plain - want),
+      err_flood: Math.abs(got - want),
+      result_zstd_bytes: {
+        plain: (out.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array).length,
+        flood: (flooded.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array).length,
+      },
+    }),
+  );
   t.ok(Number.isFinite(got), 'flooded result decrypts');
   out.delete();
   flooded.delete();
@@ -162,7 +191,12 @@ t.test('single layout, privacy flood: the compiler adds headroom, outputs keep t
     s.close();
   });
   const records = Array.from({ length: 2 * model.input.recordsPerCiphertext }, () => Array.from({ length: n }, () => 4 * r()));
-  let worst = 0, worstNone = 0, agree = 0, applyMs = 0, queryBytes = 0, resultBytes = 0;
+  let worst = 0,
+    worstNone = 0,
+    agree = 0,
+    applyMs = 0,
+    queryBytes = 0,
+    resultBytes = 0;
   for (const [ci, v] of packRecords(model.input, records).entries()) {
     const q = holder.encrypt(v, model.program.inputScaleBits);
     queryBytes = q.length;
@@ -187,14 +221,23 @@ t.test('single layout, privacy flood: the compiler adds headroom, outputs keep t
   }
   t.ok(worst < 1e-3, `flooded outputs within ${worst.toExponential(2)} of plaintext (before the flood: ${worstNone.toExponential(2)})`);
   t.equal(agree, records.length, `every decision equals plaintext's (${records.length} records)`);
-  console.log(JSON.stringify({
-    figures: 'single layout flood vs none, 30 features',
-    params: { none: [none.program.params.polyModulusDegree, none.program.params.coeffModulusBits], flood: [model.program.params.polyModulusDegree, model.program.params.coeffModulusBits] },
-    input_scale_bits: { none: none.program.inputScaleBits, flood: model.program.inputScaleBits },
-    noise_l2_bits: model.program.noiseL2Bits, flood_sigma_bits: Math.log2(privacy.sigma),
-    public_key_seeded_zstd: publicKey.length, query_bytes_flood: queryBytes, result_bytes_flood: resultBytes,
-    apply_ms_per_result: Math.round(applyMs / 2), worst_abs_error: { flood: worst, before_flood: worstNone },
-  }));
+  console.log(
+    JSON.stringify({
+      figures: 'single layout flood vs none, 30 features',
+      params: {
+        none: [none.program.params.polyModulusDegree, none.program.params.coeffModulusBits],
+        flood: [model.program.params.polyModulusDegree, model.program.params.coeffModulusBits],
+      },
+      input_scale_bits: { none: none.program.inputScaleBits, flood: model.program.inputScaleBits },
+      noise_l2_bits: model.program.noiseL2Bits,
+      flood_sigma_bits: Math.log2(privacy.sigma),
+      public_key_seeded_zstd: publicKey.length,
+      query_bytes_flood: queryBytes,
+      result_bytes_flood: resultBytes,
+      apply_ms_per_result: Math.round(applyMs / 2),
+      worst_abs_error: { flood: worst, before_flood: worstNone },
+    }),
+  );
 });
 
 t.test('breast cancer logistic regression: encrypted accuracy with the flood equals plaintext accuracy', async (t) => {
@@ -233,7 +276,9 @@ t.test('breast cancer logistic regression: encrypted accuracy with the flood equ
   const test = te.x.map((r) => standardise(r, { mean, std }));
   const plainScore = test.map((x) => fitted.bias[0] + fitted.weights[0].reduce((a, w, j) => a + w * x[j], 0));
   const R = model.input.recordsPerCiphertext;
-  let correctPlain = 0, correctEnc = 0, worst = 0;
+  let correctPlain = 0,
+    correctEnc = 0,
+    worst = 0;
   for (const [ci, v] of packRecords(model.input, test).entries()) {
     const out = engine.run(loadQueryCiphertext(s, holder.encrypt(v, model.program.inputScaleBits), model.program.inputScaleBits), keys);
     const flooded = privacy.apply(out);
@@ -248,6 +293,10 @@ t.test('breast cancer logistic regression: encrypted accuracy with the flood equ
       if ((got > 0 ? 1 : 0) === te.y[i]) correctEnc++;
     }
   }
-  t.equal(correctEnc, correctPlain, `accuracy: encrypted with flood ${(correctEnc / test.length).toFixed(4)} = plaintext ${(correctPlain / test.length).toFixed(4)} (${test.length} test records; worst |score diff| ${worst.toExponential(2)})`);
+  t.equal(
+    correctEnc,
+    correctPlain,
+    `accuracy: encrypted with flood ${(correctEnc / test.length).toFixed(4)} = plaintext ${(correctPlain / test.length).toFixed(4)} (${test.length} test records; worst |score diff| ${worst.toExponential(2)})`,
+  );
   t.ok(worst < 1e-4, 'scores within 1e-4 of plaintext');
 });

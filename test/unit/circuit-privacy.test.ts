@@ -15,7 +15,7 @@ import { rng } from '../helpers/networks.ts';
 
 const N = 8192;
 
-t.test('our NTT is SEAL\'s: the inverse transform of a SEAL secret key is ternary, and it round-trips', async (t) => {
+t.test("our NTT is SEAL's: the inverse transform of a SEAL secret key is ternary, and it round-trips", async (t) => {
   const s = await CkksSession.open({ scheme: 'ckks', polyModulusDegree: N, coeffModulusBits: [26, 26, 26, 26], securityLevel: 128 });
   t.teardown(() => s.close());
   const ps = primes(s.seal, s.context).map(Number);
@@ -30,18 +30,25 @@ t.test('our NTT is SEAL\'s: the inverse transform of a SEAL secret key is ternar
     const a = Float64Array.from(res.subarray(p * N, (p + 1) * N));
     ntt.inverse(a);
     const centered = Array.from(a, (x) => (x > q / 2 ? x - q : x));
-    t.ok(centered.every((x) => x >= -1 && x <= 1), `prime ${q}: coefficients in {-1, 0, 1}`);
+    t.ok(
+      centered.every((x) => x >= -1 && x <= 1),
+      `prime ${q}: coefficients in {-1, 0, 1}`,
+    );
     if (first) t.same(centered, first, 'the same polynomial modulo every prime');
     first = centered;
     ntt.forward(a);
-    t.ok(a.every((x, i) => x === res[p * N + i]), 'forward(inverse(x)) = x');
+    t.ok(
+      a.every((x, i) => x === res[p * N + i]),
+      'forward(inverse(x)) = x',
+    );
   });
 });
 
 t.test('flood noise has the requested standard deviation at unit granularity', async (t) => {
   for (const sigma of [2 ** 20, 2 ** 55]) {
     const f = floodNoise(N, sigma);
-    let s2 = 0, odd = 0;
+    let s2 = 0,
+      odd = 0;
     for (const x of f) {
       s2 += Number(x) ** 2;
       if (x & 1n) odd++;
@@ -111,7 +118,8 @@ async function serve(t: { teardown(fn: () => void): void }, plan: BatchPlan, xs:
       return Array.from({ length: N }, (_, i) => Number(v.getBigUint64(b.length - 8 * bs.primes.length * N + 8 * i, true)));
     };
     const q = bs.primes[0];
-    const a = words(pt), b = words(ref);
+    const a = words(pt),
+      b = words(ref);
     const diff = Float64Array.from(a, (x, i) => (x - b[i] + q) % q);
     new NegacyclicNtt(q, N).inverse(diff);
     let s2 = 0;
@@ -130,7 +138,8 @@ function mulmod(a: number, b: number, q: number): number {
   return x;
 }
 function inv(a: number, q: number): number {
-  let r = 1, e = q - 2;
+  let r = 1,
+    e = q - 2;
   while (e > 0) {
     if (e & 1) r = mulmod(r, a, q);
     a = mulmod(a, a, q);
@@ -176,7 +185,7 @@ t.test('batch mode, privacy none: one result gives the exact integer weights', a
   t.equal(plan.privacy, 'none');
   const { input, output, LN, bs, decrypted } = await serve(t, plan, xs);
   const { weights, consistentLanes } = extractWeights(input, output, LN, bs.primes[0]);
-  t.same(weights, plan.first.weight, 'recovered weights equal the plan\'s quantized weights exactly');
+  t.same(weights, plan.first.weight, "recovered weights equal the plan's quantized weights exactly");
   t.equal(consistentLanes, N - FEATURES, 'the solution explains every other lane too');
   const worst = Math.max(...xs.map((x, s) => Math.abs(decrypted[0][s] - simulateBatch(plan, x)[0])));
   t.ok(worst < 1e-3, `decrypts to the plaintext plan (worst |diff| ${worst.toExponential(2)})`);
@@ -189,14 +198,19 @@ t.test('batch mode, privacy flood: the same attack recovers nothing; outputs sta
   t.equal(plan.privacy, 'flood');
   const { input, output, LN, bs, decrypted, results, keyBytes, keyMs, floodMs, noiseBeforeFlood } = await serve(t, plan, xs);
   const honest = noiseBeforeFlood();
-  t.ok(honest <= 2 ** plan.noiseL2Bits![0], `honest noise |v|_2 = 2^${Math.log2(honest).toFixed(2)} <= the compiler's bound 2^${plan.noiseL2Bits![0].toFixed(2)}`);
+  t.ok(
+    honest <= 2 ** plan.noiseL2Bits![0],
+    `honest noise |v|_2 = 2^${Math.log2(honest).toFixed(2)} <= the compiler's bound 2^${plan.noiseL2Bits![0].toFixed(2)}`,
+  );
 
   const { weights, consistentLanes } = extractWeights(input, output, LN, bs.primes[0]);
   const hits = weights.filter((w, i) => w === plan.first.weight[i]).length;
   t.ok(hits <= 1, `recovered ${hits}/${FEATURES} weights (chance: ${FEATURES} x ${(2 ** 16 / bs.primes[0]).toExponential(1)})`);
   t.ok(consistentLanes <= 1, `the solution explains ${consistentLanes} of ${N - FEATURES} other lanes (an inconsistent system)`);
   // Precision: flooded outputs against the plaintext plan, and the plan's decisions.
-  let worst = 0, agree = 0, largest = 1;
+  let worst = 0,
+    agree = 0,
+    largest = 1;
   xs.forEach((x, s) => {
     const want = simulateBatch(plan, x)[0];
     worst = Math.max(worst, Math.abs(decrypted[0][s] - want));
@@ -207,14 +221,23 @@ t.test('batch mode, privacy flood: the same attack recovers nothing; outputs sta
   // of the largest output (or 1); six of them bound the worst of 400.
   const allowed = 6 * 2 ** -FLOOD_PRECISION_BITS * largest;
   t.ok(worst < allowed, `flooded outputs within ${worst.toExponential(2)} of the plaintext plan (documented: ${allowed.toExponential(2)})`);
-  t.equal(agree, xs.length, 'every sign (class) equals the plaintext plan\'s');
+  t.equal(agree, xs.length, "every sign (class) equals the plaintext plan's");
   const { zstdCompressSync } = await import('node:zlib');
-  console.log(JSON.stringify({
-    figures: 'batch linear, 32 inputs',
-    primes_none: none.params.coeffModulusBits.length, primes_flood: plan.params.coeffModulusBits.length,
-    input_scale_bits: { none: none.inputScaleBits, flood: plan.inputScaleBits }, honest_noise_l2_bits_measured: Math.log2(honest),
-    noise_l2_bits: plan.noiseL2Bits, flood_sigma_bits: Math.log2(new BatchPrivacy(plan, bs.primes).sigmas[0]),
-    rerand_key_bytes: keyBytes.length, rerand_key_zstd: zstdCompressSync(keyBytes).length, key_make_ms: Math.round(keyMs),
-    result_bytes_zstd: results[0].length, rerandomize_ms_per_result: Math.round(floodMs), worst_abs_error: worst,
-  }));
+  console.log(
+    JSON.stringify({
+      figures: 'batch linear, 32 inputs',
+      primes_none: none.params.coeffModulusBits.length,
+      primes_flood: plan.params.coeffModulusBits.length,
+      input_scale_bits: { none: none.inputScaleBits, flood: plan.inputScaleBits },
+      honest_noise_l2_bits_measured: Math.log2(honest),
+      noise_l2_bits: plan.noiseL2Bits,
+      flood_sigma_bits: Math.log2(new BatchPrivacy(plan, bs.primes).sigmas[0]),
+      rerand_key_bytes: keyBytes.length,
+      rerand_key_zstd: zstdCompressSync(keyBytes).length,
+      key_make_ms: Math.round(keyMs),
+      result_bytes_zstd: results[0].length,
+      rerandomize_ms_per_result: Math.round(floodMs),
+      worst_abs_error: worst,
+    }),
+  );
 });

@@ -146,7 +146,10 @@ t.test('the limits keep every sum below 2^53 (checked in BigInt)', async (t) => 
   t.ok(r + BigInt(REDUCE_EVERY) * BigInt(W) * r <= bound, `second layer: reduced value + ${REDUCE_EVERY} rows x ${W} x (2^26 - 1) <= 2^53`);
   t.ok(2n * r * r <= bound, 'squares: 2 x y <= 2 (2^26 - 1)^2 <= 2^53');
   t.equal(REDUCE_EVERY % 4, 0, 'the kernel counts rows between reductions four at a time');
-  t.ok(PRIMES.every((q) => isPrime(q) && q < 2 ** PRIME_BITS && q % 4 === 1), 'test primes: 26-bit, 1 mod 4');
+  t.ok(
+    PRIMES.every((q) => isPrime(q) && q < 2 ** PRIME_BITS && q % 4 === 1),
+    'test primes: 26-bit, 1 mod 4',
+  );
 });
 
 t.test('first layer at the limits: 2,048-tap rows, weights +-32,767, residues q - 1 and random, matches BigInt', async (t) => {
@@ -203,7 +206,11 @@ t.test('square and second layer at the limits: squares near q, weights +-32,767,
     t.doesNotThrow(() => validateBatchPlan(plan), 'within the limits: the plan is valid');
     const input = residues(INPUTS, (q, i) => (i === ROOT ? roots[PRIMES.indexOf(q)] : int(q)));
     const { checked, wrong, first } = compare(plan, input);
-    t.equal(wrong, 0, `seed ${seed} (second-layer weights ${['+max', '-max', '+-max', 'random'][mode]}): ${checked} values over ${ROWS} rows equal BigInt${first ? `; ${first}` : ''}`);
+    t.equal(
+      wrong,
+      0,
+      `seed ${seed} (second-layer weights ${['+max', '-max', '+-max', 'random'][mode]}): ${checked} values over ${ROWS} rows equal BigInt${first ? `; ${first}` : ''}`,
+    );
   }
 });
 
@@ -220,7 +227,11 @@ t.test('past the limits: validateBatchPlan refuses the plan; the raw kernel has 
   const high = residues(INPUTS, (q) => q - 1 - int(q >> 1));
 
   const heavy = planOf(INPUTS, four(MAX_TAPS, 2 ** 15));
-  t.throws(() => validateBatchPlan(heavy), { code: 'bad-bundle', message: /first\.weight\[0\] is 32768, outside \[-32767, 32767\]/ }, 'a weight of 2^15 is refused');
+  t.throws(
+    () => validateBatchPlan(heavy),
+    { code: 'bad-bundle', message: /first\.weight\[0\] is 32768, outside \[-32767, 32767\]/ },
+    'a weight of 2^15 is refused',
+  );
   t.equal(compare(heavy, max).wrong, 0, 'the raw kernel is still exact at weight 2^15 x 2,048 taps (2^52 < 2^53: the margin)');
 
   const long = planOf(INPUTS, four(MAX_TAPS + 1, W));

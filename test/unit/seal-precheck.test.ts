@@ -107,7 +107,7 @@ t.test('bad query sections are refused in TypeScript, saying what is wrong', asy
     ['SEAL 3.4 header', editBytes(query, (b) => ((b[3] = 3), (b[4] = 4))), frame('was written by another SEAL version than 4.1')],
     ['SEAL 4.0 header', editBytes(query, (b) => (b[4] = 0)), frame('was written by another SEAL version')],
     ['zlib compression', editBytes(query, (b) => (b[5] = 1)), frame('uses SEAL compression mode "zlib"; this model\'s clients write "zstd"')],
-    ['uncompressed (the single layout\'s client writes zstd)', wrap(membersOf(query), 'none'), frame('uses SEAL compression mode "none"')],
+    ["uncompressed (the single layout's client writes zstd)", wrap(membersOf(query), 'none'), frame('uses SEAL compression mode "none"')],
     ['unknown compression mode', editBytes(query, (b) => (b[5] = 9)), frame('is not a SEAL object \\(unknown compression mode\\)')],
     ['reserved bytes set', editBytes(query, (b) => (b[6] = 1)), frame('is not a SEAL object \\(reserved header bytes are set\\)')],
     ['size field above the length', editBytes(query, (_b, v) => v.setBigUint64(8, BigInt(n + 1), true)), frame('is truncated')],
@@ -116,10 +116,22 @@ t.test('bad query sections are refused in TypeScript, saying what is wrong', asy
     ['oversized (300 KB that do not compress)', random, frame('is larger than any such object of this model')],
     ['a zstd bomb (16 MiB of zeros)', zstdBomb, frame('is corrupted \\(it decompresses to more than any such object of this model\\)')],
     ['not a zstd stream', editBytes(query, (b) => (b[16] ^= 0xff)), frame('is corrupted \\(not a zstd stream\\)')],
-    ['truncated zstd stream (size field fixed)', editBytes(query.subarray(0, n - 500), (_b, v) => v.setBigUint64(8, BigInt(n - 500), true)), frame('is corrupted \\(not one whole zstd frame\\)')],
-    ['bytes after the zstd stream (size field fixed)', editBytes(Uint8Array.from([...query, 1, 2, 3, 4]), (_b, v) => v.setBigUint64(8, BigInt(n + 4), true)), frame('has bytes after the end of its zstd stream')],
+    [
+      'truncated zstd stream (size field fixed)',
+      editBytes(query.subarray(0, n - 500), (_b, v) => v.setBigUint64(8, BigInt(n - 500), true)),
+      frame('is corrupted \\(not one whole zstd frame\\)'),
+    ],
+    [
+      'bytes after the zstd stream (size field fixed)',
+      editBytes(Uint8Array.from([...query, 1, 2, 3, 4]), (_b, v) => v.setBigUint64(8, BigInt(n + 4), true)),
+      frame('has bytes after the end of its zstd stream'),
+    ],
     ['damaged zstd block headers', editBytes(query, (b) => b.fill(0x55, 24, 40)), frame('(is corrupted|has bytes after the end of its zstd stream)')],
-    ['wrong parms_id', editMembers(query, (m) => (m[CT.parmsId + 5] ^= 1)), is('was made for other encryption parameters \\(or is at another level\\) than this model uses')],
+    [
+      'wrong parms_id',
+      editMembers(query, (m) => (m[CT.parmsId + 5] ^= 1)),
+      is('was made for other encryption parameters \\(or is at another level\\) than this model uses'),
+    ],
     ['a polynomial count of 3', editMembers(query, (_m, v) => v.setBigUint64(CT.size, 3n, true)), is('has 3 polynomials, expected 2')],
     ['a real 3-polynomial ciphertext (squared, not relinearized)', square, frame('is larger than any such object of this model')],
     ['not in NTT form', editMembers(query, (m) => (m[CT.ntt] = 0)), is('is not in NTT form')],
@@ -130,14 +142,28 @@ t.test('bad query sections are refused in TypeScript, saying what is wrong', asy
     ['correction factor 2', editMembers(query, (_m, v) => v.setBigUint64(CT.correction, 2n, true)), is('has a correction factor other than 1')],
     ['residue count off', editMembers(query, (_m, v) => v.setBigUint64(CT.count, 100n, true)), frame('has an unexpected layout')],
     ['residue array header damaged', editMembers(query, (m) => (m[CT.dynHeader] ^= 1)), frame('is not a SEAL object \\(bad magic\\)')],
-    ['a residue above its prime', editMembers(query, (_m, v) => v.setBigUint64(CT.data + 8 * 1234, 2n ** 64n - 1n, true)), frame('is corrupted \\(a residue is not below its prime\\)')],
+    [
+      'a residue above its prime',
+      editMembers(query, (_m, v) => v.setBigUint64(CT.data + 8 * 1234, 2n ** 64n - 1n, true)),
+      frame('is corrupted \\(a residue is not below its prime\\)'),
+    ],
     ['unknown random generator', editMembers(query, (m) => (m[m.length - 65] = 9)), frame('has an unexpected layout \\(unknown random generator\\)')],
     ['seed record cut', editMembers(query, (m) => m.subarray(0, m.length - 10)), frame('has an unexpected layout \\(bad seed record\\)')],
-    ['bytes after the ciphertext', editMembers(query, (m) => Uint8Array.from([...m, 1, 2, 3, 4, 5, 6, 7, 8])), frame('has bytes after the end of the ciphertext')],
+    [
+      'bytes after the ciphertext',
+      editMembers(query, (m) => Uint8Array.from([...m, 1, 2, 3, 4, 5, 6, 7, 8])),
+      frame('has bytes after the end of the ciphertext'),
+    ],
     ['Galois keys sent as a query', galois, frame('is larger than any such object of this model')],
   ];
   for (const [name, bytes, message] of cases) refused(t, name, () => loadQuery(bytes), 'bad-query', message);
-  refused(t, 'a zstd bomb through the generic loader (results)', () => loadCiphertext(s, zstdBomb, 'the encrypted result').delete(), 'bad-query', /^the encrypted result: the data is corrupted/);
+  refused(
+    t,
+    'a zstd bomb through the generic loader (results)',
+    () => loadCiphertext(s, zstdBomb, 'the encrypted result').delete(),
+    'bad-query',
+    /^the encrypted result: the data is corrupted/,
+  );
 });
 
 t.test('bad keys are refused in TypeScript, saying what is wrong', async (t) => {
@@ -154,15 +180,35 @@ t.test('bad keys are refused in TypeScript, saying what is wrong', async (t) => 
     ['keys of another ring degree', otherKeys.galoisKeys, /^the Galois keys (were made for other encryption parameters|: the data)/],
     ['keys lacking a rotation the model needs', fewer.galoisKeys, /^the evaluation keys lack the rotation by 3 this model needs/],
     ['wrong parms_id', editMembers(galois, (m) => (m[3] ^= 1)), /^the Galois keys were made for other encryption parameters/],
-    ['more key slots than the ring has', editMembers(galois, (_m, v) => v.setBigUint64(32, 2n ** 40n, true)), /^the Galois keys hold more key slots than a ring of this degree has/],
+    [
+      'more key slots than the ring has',
+      editMembers(galois, (_m, v) => v.setBigUint64(32, 2n ** 40n, true)),
+      /^the Galois keys hold more key slots than a ring of this degree has/,
+    ],
     ['a key part header damaged', editMembers(galois, (m) => (m[40 + 8 + 8] ^= 1)), /^the Galois keys: the data is not a SEAL object \(bad magic\)/],
     // The first key: slot 0 is empty, slot 1 holds one part (a PublicKey, header included).
-    ['a residue above its prime', editMembers(galois, (_m, v) => v.setBigUint64(40 + 8 + 8 + 16 + CT.data + 8 * 10, 2n ** 64n - 1n, true)), /^the Galois keys: the data is corrupted \(a residue is not below its prime\)/],
+    [
+      'a residue above its prime',
+      editMembers(galois, (_m, v) => v.setBigUint64(40 + 8 + 8 + 16 + CT.data + 8 * 10, 2n ** 64n - 1n, true)),
+      /^the Galois keys: the data is corrupted \(a residue is not below its prime\)/,
+    ],
     ['bytes after the keys', editMembers(galois, (m) => Uint8Array.from([...m, 0, 0, 0, 0])), /^the Galois keys: the data has bytes after the end of the keys/],
   ];
   for (const [name, bytes, message] of cases) refused(t, name, () => loadKeys(bytes), 'bad-keys', message);
-  refused(t, 'Galois keys sent as relinearization keys', () => loadEvaluationKeys(deep, deepKeys.galoisKeys, deepKeys.galoisKeys, [1, 2], true).close(), 'bad-keys', /^the relinearization keys(: the data is (larger than|corrupted \(it decompresses to more than) any such object| do not hold exactly one)/);
-  refused(t, 'relinearization keys sent as Galois keys', () => loadEvaluationKeys(deep, deepKeys.relinKeys!, deepKeys.relinKeys, [1, 2], true).close(), 'bad-keys', /^the evaluation keys lack the rotation by 1/);
+  refused(
+    t,
+    'Galois keys sent as relinearization keys',
+    () => loadEvaluationKeys(deep, deepKeys.galoisKeys, deepKeys.galoisKeys, [1, 2], true).close(),
+    'bad-keys',
+    /^the relinearization keys(: the data is (larger than|corrupted \(it decompresses to more than) any such object| do not hold exactly one)/,
+  );
+  refused(
+    t,
+    'relinearization keys sent as Galois keys',
+    () => loadEvaluationKeys(deep, deepKeys.relinKeys!, deepKeys.relinKeys, [1, 2], true).close(),
+    'bad-keys',
+    /^the evaluation keys lack the rotation by 1/,
+  );
 });
 
 t.test('batch mode: packed sections are checked after unpacking', async (t) => {
@@ -184,12 +230,42 @@ t.test('batch mode: packed sections are checked after unpacking', async (t) => {
   const w = 'ciphertext 2 of a batch';
   const decode = (b: Uint8Array) => () => bs.decodeInto(b, lanes, 0, w);
   // Packed residues sit after the 12-byte pack header and SEAL's 113-byte prefix; 13 bytes per 4.
-  refused(t, 'a packed residue above its prime', decode(editBytes(packed, (b) => b.fill(0xff, 125, 138))), 'bad-query', /^ciphertext 2 of a batch: the data is corrupted \(a residue is not below its prime\)/);
-  refused(t, 'a packed section truncated', decode(packed.subarray(0, 5000)), 'bad-query', /^ciphertext 2 of a batch is truncated or declares too many residues/);
+  refused(
+    t,
+    'a packed residue above its prime',
+    decode(editBytes(packed, (b) => b.fill(0xff, 125, 138))),
+    'bad-query',
+    /^ciphertext 2 of a batch: the data is corrupted \(a residue is not below its prime\)/,
+  );
+  refused(
+    t,
+    'a packed section truncated',
+    decode(packed.subarray(0, 5000)),
+    'bad-query',
+    /^ciphertext 2 of a batch is truncated or declares too many residues/,
+  );
   refused(t, 'a packed section declaring 2^20 residues', decode(editBytes(packed, (_b, v) => v.setUint32(8, 2 ** 20, true))), 'bad-query', /too many residues/);
-  refused(t, 'a packed section with a damaged SEAL prefix', decode(editBytes(packed, (b) => (b[12 + 16 + 3] ^= 1))), 'bad-query', /other encryption parameters/);
-  refused(t, 'a packed section with bytes after its seed', decode(Uint8Array.from([...packed, 1, 2, 3])), 'bad-query', /^ciphertext 2 of a batch has more bytes after its residues than a seed/);
-  refused(t, 'a packed section with its seed cut', decode(packed.subarray(0, packed.length - 30)), 'bad-query', /^ciphertext 2 of a batch: the data is truncated/);
+  refused(
+    t,
+    'a packed section with a damaged SEAL prefix',
+    decode(editBytes(packed, (b) => (b[12 + 16 + 3] ^= 1))),
+    'bad-query',
+    /other encryption parameters/,
+  );
+  refused(
+    t,
+    'a packed section with bytes after its seed',
+    decode(Uint8Array.from([...packed, 1, 2, 3])),
+    'bad-query',
+    /^ciphertext 2 of a batch has more bytes after its residues than a seed/,
+  );
+  refused(
+    t,
+    'a packed section with its seed cut',
+    decode(packed.subarray(0, packed.length - 30)),
+    'bad-query',
+    /^ciphertext 2 of a batch: the data is truncated/,
+  );
 });
 
 t.test('mutated real objects (test/helpers/mutate.ts): refused in TypeScript, almost never by SEAL', async (t) => {
@@ -219,15 +295,19 @@ t.test('mutated real objects (test/helpers/mutate.ts): refused in TypeScript, al
     for (let i = 0; i < n; i++) fn();
     return (performance.now() - t0) / n;
   };
-  t.comment(`checked load of one query ciphertext: ${cost(() => loadQuery(query), 100).toFixed(2)} ms; SEAL's load alone: ${cost(() => {
-    const ct = new s.seal.Ciphertext();
-    ct.loadFromArray(s.context, query);
-    ct.delete();
-  }, 100).toFixed(2)} ms; refusing 16 garbage bytes: ${(cost(() => {
-    try {
-      loadQuery(garbage);
-    } catch {
-      // refused
-    }
-  }, 1000) * 1000).toFixed(1)} us`);
+  t.comment(
+    `checked load of one query ciphertext: ${cost(() => loadQuery(query), 100).toFixed(2)} ms; SEAL's load alone: ${cost(() => {
+      const ct = new s.seal.Ciphertext();
+      ct.loadFromArray(s.context, query);
+      ct.delete();
+    }, 100).toFixed(2)} ms; refusing 16 garbage bytes: ${(
+      cost(() => {
+        try {
+          loadQuery(garbage);
+        } catch {
+          // refused
+        }
+      }, 1000) * 1000
+    ).toFixed(1)} us`,
+  );
 });

@@ -8,7 +8,10 @@ t.test('round trip', async (t) => {
   const b = encodeWire('query', header, sections);
   const m = decodeWire<typeof header>('query', b, 'q');
   t.same(m.header, header);
-  t.same(m.sections.map((s) => Array.from(s)), sections.map((s) => Array.from(s)));
+  t.same(
+    m.sections.map((s) => Array.from(s)),
+    sections.map((s) => Array.from(s)),
+  );
 });
 
 t.test('every truncation and a trailing byte are refused with a clear error', async (t) => {
@@ -49,6 +52,12 @@ t.test('streamed sections own their memory, even when the stream yields one Node
   const got: Uint8Array[] = [];
   for await (const sec of s.sections) got.push(sec);
   // A section is transferred to a worker: sharing the input's buffer would detach all of it.
-  t.ok(got.every((g) => g.buffer !== whole.buffer && g.byteLength === g.buffer.byteLength), 'each section has a buffer of its own');
-  t.same(got.map((g) => Array.from(g)), parts.map((s) => Array.from(s)));
+  t.ok(
+    got.every((g) => g.buffer !== whole.buffer && g.byteLength === g.buffer.byteLength),
+    'each section has a buffer of its own',
+  );
+  t.same(
+    got.map((g) => Array.from(g)),
+    parts.map((s) => Array.from(s)),
+  );
 });

@@ -16,7 +16,9 @@ export interface Activation {
 
 const erf = (x: number) => {
   // Abramowitz-Stegun 7.1.26 is 1.5e-7 accurate: below float32 onnxruntime's own error.
-  const s = Math.sign(x), a = Math.abs(x), t = 1 / (1 + 0.3275911 * a);
+  const s = Math.sign(x),
+    a = Math.abs(x),
+    t = 1 / (1 + 0.3275911 * a);
   const y = 1 - ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * Math.exp(-a * a);
   return s * y;
 };
@@ -60,19 +62,36 @@ export interface FitReport {
  */
 export function fitQuadratic(act: Activation, values: Float64Array[]): { layer: Quadratic; report: FitReport } {
   const n = values[0]?.length ?? 0;
-  let lo = Infinity, hi = -Infinity;
+  let lo = Infinity,
+    hi = -Infinity;
   for (const v of values)
     for (const x of v) {
       lo = Math.min(lo, x);
       hi = Math.max(hi, x);
     }
-  if (act.kind === 'square') return { layer: { type: 'quadratic', a: 1, b: 0, c: 0 }, report: { node: act.node, kind: act.kind, degree: 2, range: [lo, hi], rmse: 0, maxError: 0, exact: true } };
+  if (act.kind === 'square')
+    return {
+      layer: { type: 'quadratic', a: 1, b: 0, c: 0 },
+      report: { node: act.node, kind: act.kind, degree: 2, range: [lo, hi], rmse: 0, maxError: 0, exact: true },
+    };
   const fits: [number, number, number][] = [];
   const r = Math.max(1e-6, Math.abs(lo), Math.abs(hi));
-  for (let j = 0; j < n; j++) fits.push(leastSquares(act, values.map((v) => v[j]), undefined, r));
+  for (let j = 0; j < n; j++)
+    fits.push(
+      leastSquares(
+        act,
+        values.map((v) => v[j]),
+        undefined,
+        r,
+      ),
+    );
   const meanA = fits.reduce((s, f) => s + Math.abs(f[0]), 0) / Math.max(1, n);
-  const a = new Array<number>(n), b = new Array<number>(n), c = new Array<number>(n);
-  let se = 0, maxError = 0, count = 0;
+  const a = new Array<number>(n),
+    b = new Array<number>(n),
+    c = new Array<number>(n);
+  let se = 0,
+    maxError = 0,
+    count = 0;
   for (let j = 0; j < n; j++) {
     let [fa, fb, fc] = fits[j];
     const xs = values.map((v) => v[j]);
@@ -88,7 +107,10 @@ export function fitQuadratic(act: Activation, values: Float64Array[]): { layer: 
       count++;
     }
   }
-  return { layer: { type: 'quadratic', a, b, c }, report: { node: act.node, kind: act.kind, degree: 2, range: [lo, hi], rmse: Math.sqrt(se / Math.max(1, count)), maxError, exact: false } };
+  return {
+    layer: { type: 'quadratic', a, b, c },
+    report: { node: act.node, kind: act.kind, degree: 2, range: [lo, hi], rmse: Math.sqrt(se / Math.max(1, count)), maxError, exact: false },
+  };
 }
 
 /**

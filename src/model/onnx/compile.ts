@@ -60,11 +60,17 @@ export function exactScores(lowered: LoweredModel, x: ArrayLike<number>): number
 }
 
 export function compileOnnx(bytes: Uint8Array, calibration: ArrayLike<number>[], o: OnnxCompileOptions = {}, source = 'the model'): OnnxModel {
-  if (calibration.length === 0) throw new SealedError('bad-data', 'no calibration records', 'give records the model sees in use (a few hundred): the activations are fitted on them');
+  if (calibration.length === 0)
+    throw new SealedError('bad-data', 'no calibration records', 'give records the model sees in use (a few hundred): the activations are fitted on them');
   const lowered = lowerGraph(parseOnnx(bytes, source));
   const first = lowered.stages[0] as AffineStage;
   const n = first.weights[0]?.length ?? 0;
-  if (calibration.some((r) => r.length !== n)) throw new SealedError('bad-data', `the model takes ${n} features; a calibration record has ${calibration.find((r) => r.length !== n)!.length}`, `give records of ${n} values (input ${lowered.inputName}, shape ${lowered.inputShape.join('x')}, flattened row-major)`);
+  if (calibration.some((r) => r.length !== n))
+    throw new SealedError(
+      'bad-data',
+      `the model takes ${n} features; a calibration record has ${calibration.find((r) => r.length !== n)!.length}`,
+      `give records of ${n} values (input ${lowered.inputName}, shape ${lowered.inputShape.join('x')}, flattened row-major)`,
+    );
   const scale = o.inputScale ?? 1;
   const preprocess = { mean: new Array<number>(n).fill(0), std: new Array<number>(n).fill(scale) };
   const inputs = modelInputs({ preprocess }, calibration);
@@ -166,7 +172,8 @@ export function outputError(head: Head, a: Record<string, ArrayLike<number>>, b:
   let worst = 0;
   for (const o of head.outputs) {
     if (o.ops.includes('ArgMax') || o.ops.includes('LinearClassifier label')) continue;
-    const x = Array.from(a[o.name] ?? []), y = Array.from(b[o.name] ?? []);
+    const x = Array.from(a[o.name] ?? []),
+      y = Array.from(b[o.name] ?? []);
     if (x.length !== y.length) return Infinity;
     x.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - y[i]))));
   }

@@ -42,7 +42,11 @@ function tensorOf(t: InstanceType<typeof onnx.TensorProto>, where: string): Tens
   const T = onnx.TensorProto.DataType;
   let data: Float64Array;
   if (t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) {
-    throw new SealedError('bad-data', `${where}: tensor ${t.name} is stored in an external file`, 'save the model with its weights inside (onnx.save_model(m, path, save_as_external_data=False))');
+    throw new SealedError(
+      'bad-data',
+      `${where}: tensor ${t.name} is stored in an external file`,
+      'save the model with its weights inside (onnx.save_model(m, path, save_as_external_data=False))',
+    );
   }
   const raw = t.rawData && t.rawData.length > 0 ? t.rawData : undefined;
   const view = raw ? new DataView(raw.buffer, raw.byteOffset, raw.byteLength) : undefined;
@@ -60,7 +64,11 @@ function tensorOf(t: InstanceType<typeof onnx.TensorProto>, where: string): Tens
       data = view ? Float64Array.from({ length: size }, (_, i) => view.getInt32(4 * i, true)) : Float64Array.from(t.int32Data ?? []);
       break;
     default:
-      throw new SealedError('bad-data', `${where}: tensor ${t.name} has element type ${T[t.dataType ?? 0] ?? t.dataType}`, 'export the model with float32 weights');
+      throw new SealedError(
+        'bad-data',
+        `${where}: tensor ${t.name} has element type ${T[t.dataType ?? 0] ?? t.dataType}`,
+        'export the model with float32 weights',
+      );
   }
   if (data.length !== size) throw new SealedError('bad-data', `${where}: tensor ${t.name} holds ${data.length} values for dimensions ${dims.join('x')}`);
   return { dims, data };
@@ -94,14 +102,24 @@ export function parseOnnx(bytes: Uint8Array, source = 'the model'): OnnxGraph {
   try {
     m = onnx.ModelProto.decode(bytes);
   } catch (e) {
-    throw new SealedError('bad-data', `${source} is not an ONNX model (${(e as Error).message})`, 'give the .onnx file torch.onnx.export, tf2onnx or skl2onnx wrote');
+    throw new SealedError(
+      'bad-data',
+      `${source} is not an ONNX model (${(e as Error).message})`,
+      'give the .onnx file torch.onnx.export, tf2onnx or skl2onnx wrote',
+    );
   }
   const g = m.graph;
-  if (!g || !g.node || g.node.length === 0) throw new SealedError('bad-data', `${source} holds no graph`, 'give the .onnx file torch.onnx.export, tf2onnx or skl2onnx wrote');
+  if (!g || !g.node || g.node.length === 0)
+    throw new SealedError('bad-data', `${source} holds no graph`, 'give the .onnx file torch.onnx.export, tf2onnx or skl2onnx wrote');
   const opsets: Record<string, number> = {};
   for (const o of m.opsetImport ?? []) opsets[o.domain ?? ''] = num(o.version ?? 0);
   const core = opsets[''] ?? opsets['ai.onnx'];
-  if (core !== undefined && core < MIN_OPSET) throw new SealedError('bad-data', `${source} uses opset ${core}; sealed reads opset ${MIN_OPSET} and later`, `export again with opset_version=${MIN_OPSET} or later`);
+  if (core !== undefined && core < MIN_OPSET)
+    throw new SealedError(
+      'bad-data',
+      `${source} uses opset ${core}; sealed reads opset ${MIN_OPSET} and later`,
+      `export again with opset_version=${MIN_OPSET} or later`,
+    );
   const constants = new Map<string, Tensor>();
   for (const t of g.initializer ?? []) constants.set(t.name ?? '', tensorOf(t as InstanceType<typeof onnx.TensorProto>, source));
   const nodes: OnnxNode[] = [];
@@ -110,17 +128,27 @@ export function parseOnnx(bytes: Uint8Array, source = 'the model'): OnnxGraph {
     const attrs: Record<string, Attr> = {};
     for (const a of n.attribute ?? []) attrs[a.name ?? ''] = attrOf(a as InstanceType<typeof onnx.AttributeProto>, `${source}, node ${name}`);
     const node: OnnxNode = { name, op: n.opType ?? '', domain: n.domain ?? '', inputs: n.input ?? [], outputs: n.output ?? [], attrs };
-    if (node.op === 'Constant' && node.domain === '' && attrs.value && typeof attrs.value === 'object' && 'dims' in attrs.value) constants.set(node.outputs[0], attrs.value);
+    if (node.op === 'Constant' && node.domain === '' && attrs.value && typeof attrs.value === 'object' && 'dims' in attrs.value)
+      constants.set(node.outputs[0], attrs.value);
     else nodes.push(node);
   });
   const inputs = (g.input ?? []).filter((v) => !constants.has(v.name ?? ''));
-  if (inputs.length !== 1) throw new SealedError('bad-data', `${source} has ${inputs.length} inputs (${inputs.map((v) => v.name).join(', ')}); sealed compiles models of one input tensor`, 'export the model with a single input');
+  if (inputs.length !== 1)
+    throw new SealedError(
+      'bad-data',
+      `${source} has ${inputs.length} inputs (${inputs.map((v) => v.name).join(', ')}); sealed compiles models of one input tensor`,
+      'export the model with a single input',
+    );
   const dims = inputs[0].type?.tensorType?.shape?.dim ?? [];
   const shape = dims.map((d, k) => {
     const v = d.dimValue === undefined || d.dimValue === null ? NaN : num(d.dimValue);
     if (Number.isFinite(v) && v > 0) return v;
     if (k === 0) return 1; // the batch dimension: one record at a time
-    throw new SealedError('bad-data', `${source}: input ${inputs[0].name} has a symbolic dimension ${k} (${d.dimParam ?? '?'})`, 'export with fixed sizes for every dimension but the first (the batch)');
+    throw new SealedError(
+      'bad-data',
+      `${source}: input ${inputs[0].name} has a symbolic dimension ${k} (${d.dimParam ?? '?'})`,
+      'export with fixed sizes for every dimension but the first (the batch)',
+    );
   });
   return { input: { name: inputs[0].name ?? '', shape }, outputs: (g.output ?? []).map((o) => o.name ?? ''), constants, nodes, opsets };
 }

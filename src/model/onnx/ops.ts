@@ -26,7 +26,10 @@ const ints = (node: OnnxNode, key: string, dflt: number[]): number[] => {
 const int = (node: OnnxNode, key: string, dflt: number): number => (typeof node.attrs[key] === 'number' ? (node.attrs[key] as number) : dflt);
 const float = int;
 
-const mapRows = (x: Affine, shape: number[], f: (row: Float64Array, isOffset: boolean) => Float64Array): Affine => ({ shape, rows: x.rows.map((r, i) => f(r, i === 0)) });
+const mapRows = (x: Affine, shape: number[], f: (row: Float64Array, isOffset: boolean) => Float64Array): Affine => ({
+  shape,
+  rows: x.rows.map((r, i) => f(r, i === 0)),
+});
 
 /** Output shape and, for each operand, the index of each output element (numpy broadcasting). */
 function broadcast(a: number[], b: number[]): { shape: number[]; ia: Int32Array; ib: Int32Array } {
@@ -42,7 +45,8 @@ function broadcast(a: number[], b: number[]): { shape: number[]; ia: Int32Array;
   const ib = new Int32Array(size);
   const idx = new Array<number>(n).fill(0);
   for (let o = 0; o < size; o++) {
-    let oa = 0, ob = 0;
+    let oa = 0,
+      ob = 0;
     for (let k = 0; k < n; k++) {
       oa = oa * pa[k] + (pa[k] === 1 ? 0 : idx[k]);
       ob = ob * pb[k] + (pb[k] === 1 ? 0 : idx[k]);
@@ -70,7 +74,8 @@ export function withConstant(node: OnnxNode, x: Affine, c: Tensor, constantFirst
   return mapRows(x, b.shape, (r, isOffset) => {
     const out = new Float64Array(b.ia.length);
     for (let o = 0; o < out.length; o++) {
-      const v = r[b.ia[o]], k = c.data[b.ib[o]];
+      const v = r[b.ia[o]],
+        k = c.data[b.ib[o]];
       if (op === 'Mul') out[o] = v * k;
       else if (op === 'Div') out[o] = v / k;
       else if (op === 'Add') out[o] = isOffset ? v + k : v;
@@ -117,7 +122,8 @@ export function gemm(node: OnnxNode, x: Affine, B: Tensor, C: Tensor | undefined
   const transB = int(node, 'transB', 0) !== 0;
   const [K, N] = transB ? [B.dims[1], B.dims[0]] : [B.dims[0], B.dims[1]];
   if (K !== x.shape[1]) refuse(node, `takes ${K} inputs but receives ${x.shape[1]}`, 'check the exported shapes');
-  const alpha = float(node, 'alpha', 1), beta = float(node, 'beta', 1);
+  const alpha = float(node, 'alpha', 1),
+    beta = float(node, 'beta', 1);
   let bias: ((o: number) => number) | undefined;
   if (C) {
     const b = broadcast([x.shape[0], N], C.dims);
@@ -128,7 +134,8 @@ export function gemm(node: OnnxNode, x: Affine, B: Tensor, C: Tensor | undefined
 
 export function matMul(node: OnnxNode, x: Affine, B: Tensor): Affine {
   if (B.dims.length !== 2) refuse(node, `a constant operand of rank ${B.dims.length}`, 'use a 2-D weight matrix');
-  if (x.shape[x.shape.length - 1] !== B.dims[0]) refuse(node, `takes ${B.dims[0]} inputs but receives ${x.shape[x.shape.length - 1]}`, 'check the exported shapes');
+  if (x.shape[x.shape.length - 1] !== B.dims[0])
+    refuse(node, `takes ${B.dims[0]} inputs but receives ${x.shape[x.shape.length - 1]}`, 'check the exported shapes');
   return matmul(x, B.data, B.dims[0], B.dims[1], false, 1);
 }
 
@@ -138,10 +145,13 @@ function geometry(node: OnnxNode, H: number, W: number, kh: number, kw: number) 
   const [dh, dw] = ints(node, 'dilations', [1, 1]);
   let [pt, pl, pb, pr] = ints(node, 'pads', [0, 0, 0, 0]);
   const auto = node.attrs.auto_pad as string | undefined;
-  const ekh = (kh - 1) * dh + 1, ekw = (kw - 1) * dw + 1;
+  const ekh = (kh - 1) * dh + 1,
+    ekw = (kw - 1) * dw + 1;
   if (auto === 'SAME_UPPER' || auto === 'SAME_LOWER') {
-    const oh = Math.ceil(H / sh), ow = Math.ceil(W / sw);
-    const ph = Math.max(0, (oh - 1) * sh + ekh - H), pw = Math.max(0, (ow - 1) * sw + ekw - W);
+    const oh = Math.ceil(H / sh),
+      ow = Math.ceil(W / sw);
+    const ph = Math.max(0, (oh - 1) * sh + ekh - H),
+      pw = Math.max(0, (ow - 1) * sw + ekw - W);
     const lower = auto === 'SAME_LOWER';
     [pt, pb] = lower ? [Math.ceil(ph / 2), Math.floor(ph / 2)] : [Math.floor(ph / 2), Math.ceil(ph / 2)];
     [pl, pr] = lower ? [Math.ceil(pw / 2), Math.floor(pw / 2)] : [Math.floor(pw / 2), Math.ceil(pw / 2)];
@@ -158,7 +168,8 @@ export function conv(node: OnnxNode, x: Affine, Wt: Tensor, B: Tensor | undefine
   const [, C, H, W] = x.shape;
   const [M, Cg, kh, kw] = Wt.dims;
   const group = int(node, 'group', 1);
-  if (Cg * group !== C || M % group !== 0) refuse(node, `weights ${Wt.dims.join('x')} with group ${group} do not fit ${C} input channels`, 'check the exported shapes');
+  if (Cg * group !== C || M % group !== 0)
+    refuse(node, `weights ${Wt.dims.join('x')} with group ${group} do not fit ${C} input channels`, 'check the exported shapes');
   const g = geometry(node, H, W, kh, kw);
   const Mg = M / group;
   return mapRows(x, [1, M, g.OH, g.OW], (r, isOffset) => {
@@ -196,10 +207,12 @@ export function averagePool(node: OnnxNode, x: Affine, global: boolean): Affine 
     for (let c = 0; c < C; c++)
       for (let oy = 0; oy < g.OH; oy++)
         for (let ox = 0; ox < g.OW; ox++) {
-          let s = 0, n = 0;
+          let s = 0,
+            n = 0;
           for (let ky = 0; ky < kh; ky++)
             for (let kx = 0; kx < kw; kx++) {
-              const iy = oy * g.sh - g.pt + ky, ix = ox * g.sw - g.pl + kx;
+              const iy = oy * g.sh - g.pt + ky,
+                ix = ox * g.sw - g.pl + kx;
               if (iy < 0 || iy >= H || ix < 0 || ix >= W) {
                 if (includePad) n++;
                 continue;
@@ -219,15 +232,21 @@ export function batchNorm(node: OnnxNode, x: Affine, scale: Tensor, bias: Tensor
   const C = x.shape[1];
   const inner = sizeOf(x.shape.slice(2));
   const k = Float64Array.from({ length: C }, (_, c) => scale.data[c] / Math.sqrt(variance.data[c] + eps));
-  return mapRows(x, x.shape, (r, isOffset) => Float64Array.from(r, (v, i) => {
-    const c = Math.floor(i / inner) % C;
-    return v * k[c] + (isOffset ? bias.data[c] - mean.data[c] * k[c] : 0);
-  }));
+  return mapRows(x, x.shape, (r, isOffset) =>
+    Float64Array.from(r, (v, i) => {
+      const c = Math.floor(i / inner) % C;
+      return v * k[c] + (isOffset ? bias.data[c] - mean.data[c] * k[c] : 0);
+    }),
+  );
 }
 
 export function transpose(node: OnnxNode, x: Affine): Affine {
   const n = x.shape.length;
-  const perm = ints(node, 'perm', Array.from({ length: n }, (_, k) => n - 1 - k));
+  const perm = ints(
+    node,
+    'perm',
+    Array.from({ length: n }, (_, k) => n - 1 - k),
+  );
   const shape = perm.map((p) => x.shape[p]);
   const stridesIn = x.shape.map((_, k) => sizeOf(x.shape.slice(k + 1)));
   const size = sizeOf(shape);
@@ -269,7 +288,8 @@ export function reshape(node: OnnxNode, x: Affine, shapeArg: Tensor | undefined)
       for (let k = 0; k < rank; k++) shape.push(norm.includes(k) ? 1 : x.shape[j++]);
     }
   }
-  if (sizeOf(shape) !== n || shape.some((d) => !Number.isInteger(d) || d < 0)) refuse(node, `cannot reshape ${x.shape.join('x')} to ${shape.join('x')}`, 'check the exported shapes');
+  if (sizeOf(shape) !== n || shape.some((d) => !Number.isInteger(d) || d < 0))
+    refuse(node, `cannot reshape ${x.shape.join('x')} to ${shape.join('x')}`, 'check the exported shapes');
   return { shape, rows: x.rows };
 }
 
@@ -289,7 +309,8 @@ export function linearScores(node: OnnxNode, x: Affine, rowsKey: 'classlabels' |
   const n = x.shape[x.shape.length - 1];
   const R = coef.length / n;
   if (!Number.isInteger(R) || R < 1) refuse(node, `${coef.length} coefficients for ${n} features`, 'check the exporter');
-  if (rowsKey === 'targets' && int(node, 'targets', 1) !== R) refuse(node, `${R} coefficient rows for ${int(node, 'targets', 1)} targets`, 'check the exporter');
+  if (rowsKey === 'targets' && int(node, 'targets', 1) !== R)
+    refuse(node, `${R} coefficient rows for ${int(node, 'targets', 1)} targets`, 'check the exporter');
   // Coefficients are row-major (row r, feature j) = B^T: a Gemm with transB.
   return matmul(x, Float64Array.from(coef), n, R, true, 1, (o) => icpt[o % R] ?? 0);
 }

@@ -24,7 +24,15 @@ export interface CompileReport {
   model: { source: string; input: string; input_shape: number[]; features: number; outputs: string[]; task: string; postprocess: string };
   layers: LayerReport[];
   totals: ReturnType<typeof opCounts> & { depth: number; rotation_keys: number };
-  params: { ring_degree: number; slots: number; coeff_modulus_bits: number[]; total_bits: number; security_bits: 128; privacy: string; input_scale_bits: number };
+  params: {
+    ring_degree: number;
+    slots: number;
+    coeff_modulus_bits: number[];
+    total_bits: number;
+    security_bits: 128;
+    privacy: string;
+    input_scale_bits: number;
+  };
   sizes: { keys_bytes: number; query_bytes: number; result_bytes: number; masks_bytes: number };
   latency: { estimated_ms: number; by_op_ms: Record<string, number>; unit_costs: 'measured on this machine at compile time' };
   accuracy: {
@@ -59,14 +67,21 @@ export function buildReport(r: ReportInputs): CompileReport {
   const refClass = r.reference.map((o) => classOfOutputs(head, o));
   const figures = (scores: number[][]): AccuracyFigures => {
     const n = scores.length;
-    let ok = 0, agree = 0, err = 0;
+    let ok = 0,
+      agree = 0,
+      err = 0;
     scores.forEach((s, i) => {
       const c = head.task === 'regression' ? undefined : classOfScores(model.client, s);
       if (r.labels && c === r.labels[i]) ok++;
       if (c !== undefined && c === refClass[i]) agree++;
       err = Math.max(err, outputError(head, headOutputs(head, s), r.reference[i]));
     });
-    return { records: n, accuracy: r.labels && head.task !== 'regression' ? ok / n : undefined, agreement: head.task === 'regression' ? undefined : agree / n, max_abs_error: err };
+    return {
+      records: n,
+      accuracy: r.labels && head.task !== 'regression' ? ok / n : undefined,
+      agreement: head.task === 'regression' ? undefined : agree / n,
+      max_abs_error: err,
+    };
   };
   const ort: AccuracyFigures = {
     records: r.reference.length,
@@ -76,7 +91,12 @@ export function buildReport(r: ReportInputs): CompileReport {
   };
   const simulated = figures(r.simulated);
   const lowering = figures(r.exact).max_abs_error;
-  const outMax = Math.max(1, ...r.reference.flatMap((o) => head.outputs.flatMap((h) => (h.ops.includes('ArgMax') || h.ops.includes('LinearClassifier label') ? [] : (o[h.name] ?? []).map(Math.abs)))));
+  const outMax = Math.max(
+    1,
+    ...r.reference.flatMap((o) =>
+      head.outputs.flatMap((h) => (h.ops.includes('ArgMax') || h.ops.includes('LinearClassifier label') ? [] : (o[h.name] ?? []).map(Math.abs))),
+    ),
+  );
   // Polynomial error seen on calibration, with room for records beyond it, plus encryption's
   // precision (the flood targets 2^-12 of the outputs; 1e-3 leaves room for float32 onnxruntime).
   const tolerance = +(1.5 * simulated.max_abs_error + 1e-3 * outMax).toPrecision(3);
@@ -89,16 +109,41 @@ export function buildReport(r: ReportInputs): CompileReport {
   const counts = opCounts(p);
   const notes: string[] = [];
   const approx = model.fits.filter((f) => !f.exact);
-  if (approx.length) notes.push(`${approx.length} activation(s) replaced by per-neuron quadratics fitted on ${r.rows.length} calibration records (${approx.map((f) => `${f.kind} at ${f.node}`).join(', ')}): the simulated figures include that approximation`);
-  if (encrypted && encrypted.max_abs_error > tolerance) notes.push(`encrypted outputs differ from onnxruntime by ${encrypted.max_abs_error.toExponential(2)}, above the tolerance ${tolerance}`);
+  if (approx.length)
+    notes.push(
+      `${approx.length} activation(s) replaced by per-neuron quadratics fitted on ${r.rows.length} calibration records (${approx.map((f) => `${f.kind} at ${f.node}`).join(', ')}): the simulated figures include that approximation`,
+    );
+  if (encrypted && encrypted.max_abs_error > tolerance)
+    notes.push(`encrypted outputs differ from onnxruntime by ${encrypted.max_abs_error.toExponential(2)}, above the tolerance ${tolerance}`);
   return {
     format: 'sealed-compile-report',
     version: 1,
-    model: { source: r.source, input: model.lowered.inputName, input_shape: model.lowered.inputShape, features: model.network.input.width, outputs: head.outputs.map((o) => o.name), task: head.task, postprocess: head.postprocess },
+    model: {
+      source: r.source,
+      input: model.lowered.inputName,
+      input_shape: model.lowered.inputShape,
+      features: model.network.input.width,
+      outputs: head.outputs.map((o) => o.name),
+      task: head.task,
+      postprocess: head.postprocess,
+    },
     layers: model.layers,
     totals: { ...counts, depth: depthOf(p.steps), rotation_keys: p.galoisSteps.length },
-    params: { ring_degree: p.params.polyModulusDegree, slots: p.params.polyModulusDegree / 2, coeff_modulus_bits: p.params.coeffModulusBits, total_bits: p.params.coeffModulusBits.reduce((a, b) => a + b, 0), security_bits: 128, privacy: p.privacy ?? 'none', input_scale_bits: p.inputScaleBits },
-    sizes: { keys_bytes: r.sizes.keysBytes, query_bytes: r.sizes.queryBytes, result_bytes: r.sizes.resultBytes, masks_bytes: model.compiled.masks.reduce((a, m) => a + m.length * 8, 0) },
+    params: {
+      ring_degree: p.params.polyModulusDegree,
+      slots: p.params.polyModulusDegree / 2,
+      coeff_modulus_bits: p.params.coeffModulusBits,
+      total_bits: p.params.coeffModulusBits.reduce((a, b) => a + b, 0),
+      security_bits: 128,
+      privacy: p.privacy ?? 'none',
+      input_scale_bits: p.inputScaleBits,
+    },
+    sizes: {
+      keys_bytes: r.sizes.keysBytes,
+      query_bytes: r.sizes.queryBytes,
+      result_bytes: r.sizes.resultBytes,
+      masks_bytes: model.compiled.masks.reduce((a, m) => a + m.length * 8, 0),
+    },
     latency: { estimated_ms: time.total, by_op_ms: time.byOp as Record<string, number>, unit_costs: 'measured on this machine at compile time' },
     accuracy: { onnxruntime: ort, simulated, encrypted, tolerance, lowering_max_abs_error: lowering },
     notes,
@@ -110,18 +155,35 @@ const kb = (b: number) => (b >= 1 << 20 ? `${(b / (1 << 20)).toFixed(1)} MB` : `
 
 export function formatReport(rep: CompileReport): string {
   const L: string[] = [];
-  L.push(`compile report: ${rep.model.source} (input ${rep.model.input} ${rep.model.input_shape.join('x')}, ${rep.model.task}, client post-processing ${rep.model.postprocess})`);
+  L.push(
+    `compile report: ${rep.model.source} (input ${rep.model.input} ${rep.model.input_shape.join('x')}, ${rep.model.task}, client post-processing ${rep.model.postprocess})`,
+  );
   L.push('  layer  kind        inputs -> outputs  rot  mulPlain  sq  depth  onnx nodes / activation fit');
   for (const l of rep.layers) {
-    const what = l.activation ? `${l.activation.kind} on [${l.activation.range.map((v) => v.toFixed(2)).join(', ')}]${l.activation.exact ? ' (exact)' : `, quadratic rmse ${l.activation.rmse.toFixed(4)} max ${l.activation.maxError.toFixed(3)}`}` : l.onnx_nodes.join(', ');
-    L.push(`  ${String(l.index).padStart(5)}  ${l.kind.padEnd(10)}  ${String(l.inputs).padStart(6)} -> ${String(l.outputs).padEnd(7)}  ${String(l.ops.rotations).padStart(3)}  ${String(l.ops.multiplyPlain).padStart(8)}  ${String(l.ops.square).padStart(2)}  ${String(l.depth).padStart(5)}  ${what.length > 90 ? what.slice(0, 87) + '...' : what}`);
+    const what = l.activation
+      ? `${l.activation.kind} on [${l.activation.range.map((v) => v.toFixed(2)).join(', ')}]${l.activation.exact ? ' (exact)' : `, quadratic rmse ${l.activation.rmse.toFixed(4)} max ${l.activation.maxError.toFixed(3)}`}`
+      : l.onnx_nodes.join(', ');
+    L.push(
+      `  ${String(l.index).padStart(5)}  ${l.kind.padEnd(10)}  ${String(l.inputs).padStart(6)} -> ${String(l.outputs).padEnd(7)}  ${String(l.ops.rotations).padStart(3)}  ${String(l.ops.multiplyPlain).padStart(8)}  ${String(l.ops.square).padStart(2)}  ${String(l.depth).padStart(5)}  ${what.length > 90 ? what.slice(0, 87) + '...' : what}`,
+    );
   }
   const p = rep.params;
-  L.push(`  parameters: ring ${p.ring_degree} (${p.slots} slots), modulus ${p.coeff_modulus_bits.join('+')} = ${p.total_bits} bits, 128-bit security, depth ${rep.totals.depth}, ${rep.totals.rotation_keys} rotation keys, circuit privacy ${p.privacy}`);
-  L.push(`  sizes: keys ${kb(rep.sizes.keys_bytes)} (once per client), query ${kb(rep.sizes.query_bytes)} and result ${kb(rep.sizes.result_bytes)} per record, server weights ${kb(rep.sizes.masks_bytes)}`);
-  L.push(`  estimated evaluation: ${rep.latency.estimated_ms.toFixed(0)} ms per record on this machine (unit costs measured now; ${Object.entries(rep.latency.by_op_ms).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ')})`);
+  L.push(
+    `  parameters: ring ${p.ring_degree} (${p.slots} slots), modulus ${p.coeff_modulus_bits.join('+')} = ${p.total_bits} bits, 128-bit security, depth ${rep.totals.depth}, ${rep.totals.rotation_keys} rotation keys, circuit privacy ${p.privacy}`,
+  );
+  L.push(
+    `  sizes: keys ${kb(rep.sizes.keys_bytes)} (once per client), query ${kb(rep.sizes.query_bytes)} and result ${kb(rep.sizes.result_bytes)} per record, server weights ${kb(rep.sizes.masks_bytes)}`,
+  );
+  L.push(
+    `  estimated evaluation: ${rep.latency.estimated_ms.toFixed(0)} ms per record on this machine (unit costs measured now; ${Object.entries(
+      rep.latency.by_op_ms,
+    )
+      .map(([k, v]) => `${k} ${v.toFixed(0)}`)
+      .join(', ')})`,
+  );
   const a = rep.accuracy;
-  const row = (name: string, f: { records: number; accuracy?: number; agreement?: number; max_abs_error: number }) => `  ${name.padEnd(12)} ${String(f.records).padStart(6)} records  accuracy ${pct(f.accuracy).padStart(7)}  agreement with onnxruntime ${pct(f.agreement).padStart(7)}  max |output error| ${f.max_abs_error.toExponential(2)}`;
+  const row = (name: string, f: { records: number; accuracy?: number; agreement?: number; max_abs_error: number }) =>
+    `  ${name.padEnd(12)} ${String(f.records).padStart(6)} records  accuracy ${pct(f.accuracy).padStart(7)}  agreement with onnxruntime ${pct(f.agreement).padStart(7)}  max |output error| ${f.max_abs_error.toExponential(2)}`;
   L.push(row('onnxruntime', a.onnxruntime));
   L.push(row('simulated', a.simulated));
   if (a.encrypted) L.push(row('encrypted', a.encrypted) + `  (evaluation p50 ${a.encrypted.evaluate_ms_p50} ms)`);

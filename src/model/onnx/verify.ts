@@ -19,7 +19,11 @@ export interface EncryptedRun {
   evaluateMs: number[];
 }
 
-export async function runEncryptedRecords(compiled: CompiledModel, client: Pick<ClientPart, 'preprocess' | 'image'>, rows: ArrayLike<number>[]): Promise<EncryptedRun> {
+export async function runEncryptedRecords(
+  compiled: CompiledModel,
+  client: Pick<ClientPart, 'preprocess' | 'image'>,
+  rows: ArrayLike<number>[],
+): Promise<EncryptedRun> {
   const p = compiled.program;
   const s = await CkksSession.open(p.params);
   const k = generateKeys(s, p.galoisSteps, p.relin);
@@ -28,7 +32,13 @@ export async function runEncryptedRecords(compiled: CompiledModel, client: Pick<
   const keys = loadEvaluationKeys(s, k.galoisKeys, k.relinKeys, p.galoisSteps, p.relin);
   const engine = new Engine(s, p, compiled.masks);
   const privacy = p.privacy === 'flood' ? new SinglePrivacy(s, publicKey, 2 ** p.noiseL2Bits!, p.floodSecurityBits) : undefined;
-  const run: EncryptedRun = { scores: [], keysBytes: k.galoisKeys.length + (k.relinKeys?.length ?? 0) + publicKey.length, queryBytes: 0, resultBytes: 0, evaluateMs: [] };
+  const run: EncryptedRun = {
+    scores: [],
+    keysBytes: k.galoisKeys.length + (k.relinKeys?.length ?? 0) + publicKey.length,
+    queryBytes: 0,
+    resultBytes: 0,
+    evaluateMs: [],
+  };
   try {
     for (const row of rows) {
       const [v] = packRecords(compiled.input, [preprocessRecord(row, client)]);

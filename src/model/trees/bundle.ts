@@ -22,7 +22,14 @@ export async function writeTreeBundle(dir: string, client: TreeClientPart, serve
   await mkdir(join(dir, 'server'), { recursive: true });
   const files: Record<string, string> = { 'client/model.json': JSON.stringify(client, null, 1) + '\n', [TREE_SERVER_FILE]: JSON.stringify(server) + '\n' };
   for (const [name, text] of Object.entries(files)) await writeFile(join(dir, name), text);
-  const manifest: Manifest = { format: BUNDLE_FORMAT, version: BUNDLE_VERSION, model_id: client.model_id, created: new Date().toISOString(), files: Object.fromEntries(Object.entries(files).map(([k, v]) => [k, sha256(v)])), metrics };
+  const manifest: Manifest = {
+    format: BUNDLE_FORMAT,
+    version: BUNDLE_VERSION,
+    model_id: client.model_id,
+    created: new Date().toISOString(),
+    files: Object.fromEntries(Object.entries(files).map(([k, v]) => [k, sha256(v)])),
+    metrics,
+  };
   await writeFile(join(dir, 'sealed.json'), JSON.stringify(manifest, null, 1) + '\n');
   return manifest;
 }
@@ -34,7 +41,12 @@ async function readPart(dir: string, name: string, m: Manifest): Promise<unknown
   } catch {
     throw new SealedError('bad-bundle', `the model bundle in ${dir} has no ${name}`, 'point at the directory `sealed compile` wrote');
   }
-  if (m.files[name] !== sha256(bytes)) throw new SealedError('bad-bundle', `${name} in ${dir} does not match its hash in sealed.json: the bundle is corrupted or was edited`, 'copy the bundle again');
+  if (m.files[name] !== sha256(bytes))
+    throw new SealedError(
+      'bad-bundle',
+      `${name} in ${dir} does not match its hash in sealed.json: the bundle is corrupted or was edited`,
+      'copy the bundle again',
+    );
   try {
     return JSON.parse(new TextDecoder().decode(bytes));
   } catch {
@@ -50,7 +62,8 @@ export async function readTreeClientPart(dir: string): Promise<TreeClientPart | 
   const m = await readManifest(dir);
   if (!m || !isTreeBundle(m)) return undefined;
   const client = (await readPart(dir, 'client/model.json', m)) as TreeClientPart;
-  if (client.model !== 'trees' || client.model_id !== m.model_id) throw new SealedError('bad-bundle', `the client part in ${dir} is not the manifest's tree model`, 'copy the bundle again');
+  if (client.model !== 'trees' || client.model_id !== m.model_id)
+    throw new SealedError('bad-bundle', `the client part in ${dir} is not the manifest's tree model`, 'copy the bundle again');
   checkParams(client.params);
   return client;
 }
@@ -61,16 +74,21 @@ export async function readTreeBundle(dir: string): Promise<{ client: TreeClientP
   if (!m || !isTreeBundle(m)) throw new SealedError('bad-bundle', `${dir} does not hold a tree-ensemble bundle`, 'compile the model with `sealed compile`');
   const client = (await readPart(dir, 'client/model.json', m)) as TreeClientPart;
   const server = (await readPart(dir, TREE_SERVER_FILE, m)) as TreeServerPart;
-  if (client.model !== 'trees' || server.model !== 'trees' || client.model_id !== m.model_id || server.model_id !== m.model_id) throw new SealedError('bad-bundle', `the parts in ${dir} are not one tree model`, 'copy the bundle again');
+  if (client.model !== 'trees' || server.model !== 'trees' || client.model_id !== m.model_id || server.model_id !== m.model_id)
+    throw new SealedError('bad-bundle', `the parts in ${dir} are not one tree model`, 'copy the bundle again');
   checkParams(client.params);
   checkParams(server.circuit.params);
   const c = server.circuit;
-  if (c.privacy === 'flood' && !(typeof c.noiseL2Bits === 'number' && Number.isFinite(c.noiseL2Bits))) throw new SealedError('bad-bundle', `${TREE_SERVER_FILE}: privacy "flood" needs noiseL2Bits`);
+  if (c.privacy === 'flood' && !(typeof c.noiseL2Bits === 'number' && Number.isFinite(c.noiseL2Bits)))
+    throw new SealedError('bad-bundle', `${TREE_SERVER_FILE}: privacy "flood" needs noiseL2Bits`);
   for (const g of c.groups) {
     for (const l of [...g.top, ...g.leaves.flatMap((x) => x.bottom)]) {
-      if (!Number.isInteger(l) || l === 0 || Math.abs(l) > c.inputs) throw new SealedError('bad-bundle', `${TREE_SERVER_FILE}: a literal refers to input ${l}, the circuit reads ${c.inputs}`);
+      if (!Number.isInteger(l) || l === 0 || Math.abs(l) > c.inputs)
+        throw new SealedError('bad-bundle', `${TREE_SERVER_FILE}: a literal refers to input ${l}, the circuit reads ${c.inputs}`);
     }
-    for (const leaf of g.leaves) if (leaf.values.length !== c.outputs || leaf.values.some((v) => !Number.isFinite(v))) throw new SealedError('bad-bundle', `${TREE_SERVER_FILE}: a leaf's values do not match the outputs`);
+    for (const leaf of g.leaves)
+      if (leaf.values.length !== c.outputs || leaf.values.some((v) => !Number.isFinite(v)))
+        throw new SealedError('bad-bundle', `${TREE_SERVER_FILE}: a leaf's values do not match the outputs`);
   }
   return { client, server };
 }

@@ -30,7 +30,8 @@ function simplify(lits: { f: number; j: number; right: boolean }[], offsets: num
   }
   const out: number[] = [];
   for (const f of order) {
-    const a = lo.get(f), b = hi.get(f);
+    const a = lo.get(f),
+      b = hi.get(f);
     if (a !== undefined && b !== undefined && a >= b) return undefined;
     if (a !== undefined) out.push(offsets[f] + a - 1 + 1);
     if (b !== undefined) out.push(-(offsets[f] + b - 1 + 1));
@@ -48,11 +49,18 @@ export function buildCircuit(q: QuantizedEnsemble, edges: number[][], offsets: n
       if (t.left[n] < 0) {
         const lits = simplify(path, offsets);
         if (!lits) return;
-        if (lits.length > MAX_PATH) throw new SealedError('bad-data', `tree ${ti} has a path of ${lits.length} splits; the encrypted circuit evaluates at most ${MAX_PATH}`, 'retrain with max_depth <= 4');
+        if (lits.length > MAX_PATH)
+          throw new SealedError(
+            'bad-data',
+            `tree ${ti} has a path of ${lits.length} splits; the encrypted circuit evaluates at most ${MAX_PATH}`,
+            'retrain with max_depth <= 4',
+          );
         leaves.push({ lits, values: Array.from(t.value.subarray(n * K, n * K + K)) });
         return;
       }
-      const f = t.feature[n], j = t.cut[n], m = edges[f].length;
+      const f = t.feature[n],
+        j = t.cut[n],
+        m = edges[f].length;
       if (j === 0) return walk(t.right[n], path); // never left
       if (j > m) return walk(t.left[n], path); // always left
       walk(t.left[n], [...path, { f, j, right: false }]);

@@ -78,7 +78,8 @@ export function importTrees(bytes: Uint8Array, kind: TreeModelKind): TreeEnsembl
 /** Agreement of quantized predictions with the original's on records (regression: 1 - relative RMS difference). */
 export function quantizedAgreement(e: TreeEnsemble, q: QuantizedEnsemble, bins: TreeBins, records: ArrayLike<number>[]): number {
   if (e.post === 'identity') {
-    let d = 0, v = 0;
+    let d = 0,
+      v = 0;
     const orig = records.map((r) => predict(e, r));
     const mean = orig.reduce((a, b) => a + b, 0) / orig.length;
     records.forEach((r, i) => {
@@ -152,21 +153,34 @@ function size(groups: TreeGroup[], outputs: number, outBound: number, privacy: P
       if (k * each + SPECIAL_PRIME_BITS > MAX_BITS_128[N]) break;
       const rho = treeNoiseBound(groups, outputs, N, a, LEAF_SCALE_BITS, dataBits);
       // Without flooding, CKKS noise must still leave the scores 2^-FLOOD_PRECISION_BITS exact.
-      const err = privacy === 'flood' ? (floodSigma(rho, lambda) * Math.sqrt(N / 2)) : rho * Math.sqrt(N);
+      const err = privacy === 'flood' ? floodSigma(rho, lambda) * Math.sqrt(N / 2) : rho * Math.sqrt(N);
       if (err > target) continue;
       return { N, a, dataBits, rho };
     }
   }
-  throw new SealedError('bad-data', 'no CKKS parameters within the 128-bit bound hold this ensemble with circuit privacy', 'use fewer or shallower trees, or smaller leaf values');
+  throw new SealedError(
+    'bad-data',
+    'no CKKS parameters within the 128-bit bound hold this ensemble with circuit privacy',
+    'use fewer or shallower trees, or smaller leaf values',
+  );
 }
 
 export function compileTreeModel(bytes: Uint8Array, kind: TreeModelKind, calibration?: ArrayLike<number>[], o: TreeCompileOptions = {}): CompiledTrees {
   const ensemble = importTrees(bytes, kind);
   if (!calibration || calibration.length < 16) {
-    throw new SealedError('bad-request', 'compiling a tree ensemble needs calibration records (at least 16)', 'pass a CSV of typical inputs (e.g. the training data): the quantization bins are their quantiles, never the model\'s thresholds');
+    throw new SealedError(
+      'bad-request',
+      'compiling a tree ensemble needs calibration records (at least 16)',
+      "pass a CSV of typical inputs (e.g. the training data): the quantization bins are their quantiles, never the model's thresholds",
+    );
   }
   calibration.forEach((r, i) => {
-    if (r.length !== ensemble.features) throw new SealedError('bad-data', `calibration record ${i} has ${r.length} values, the model has ${ensemble.features} features`, 'pass records with exactly the model\'s features, in its order');
+    if (r.length !== ensemble.features)
+      throw new SealedError(
+        'bad-data',
+        `calibration record ${i} has ${r.length} values, the model has ${ensemble.features} features`,
+        "pass records with exactly the model's features, in its order",
+      );
   });
   const privacy = o.privacy ?? 'flood';
   const lambda = o.floodSecurityBits ?? FLOOD_SECURITY_BITS;
@@ -185,7 +199,17 @@ export function compileTreeModel(bytes: Uint8Array, kind: TreeModelKind, calibra
   const params: CkksParams = { scheme: 'ckks', polyModulusDegree: N, coeffModulusBits: [...dataBits, SPECIAL_PRIME_BITS], securityLevel: 128 };
   const resultBits = 4 * a + LEAF_SCALE_BITS;
   const noiseL2Bits = privacy === 'flood' ? Math.log2(rho) + resultBits : undefined;
-  const circuit: TreeCircuit = { params, inputScaleBits: a, leafScaleBits: LEAF_SCALE_BITS, inputs, outputs: ensemble.outputs, groups: built.groups, privacy, noiseL2Bits, floodSecurityBits: privacy === 'flood' ? lambda : undefined };
+  const circuit: TreeCircuit = {
+    params,
+    inputScaleBits: a,
+    leafScaleBits: LEAF_SCALE_BITS,
+    inputs,
+    outputs: ensemble.outputs,
+    groups: built.groups,
+    privacy,
+    noiseL2Bits,
+    floodSecurityBits: privacy === 'flood' ? lambda : undefined,
+  };
   const features = o.features ?? Array.from({ length: ensemble.features }, (_, f) => `f${f}`);
   const base = {
     format: 'sealed-client' as const,

@@ -103,7 +103,8 @@ export function predict(e: TreeEnsemble, x: ArrayLike<number>): number {
 export function checkTree(t: Tree, features: number, outputs: number, where: string): void {
   const n = t.left.length;
   const bad = (why: string) => new SealedError('bad-data', `${where}: ${why}`, 'export the model again with the library that trained it');
-  if (t.right.length !== n || t.feature.length !== n || t.threshold.length !== n || t.missingLeft.length !== n || t.value.length !== n * outputs) throw bad('its node arrays have different lengths');
+  if (t.right.length !== n || t.feature.length !== n || t.threshold.length !== n || t.missingLeft.length !== n || t.value.length !== n * outputs)
+    throw bad('its node arrays have different lengths');
   const seen = new Uint8Array(n);
   const stack = [0];
   while (stack.length) {

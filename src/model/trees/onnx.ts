@@ -77,7 +77,8 @@ export function importOnnx(bytes: Uint8Array): TreeEnsemble {
     throw bad('could not be parsed: it is not an ONNX protobuf file', 'pass the .onnx file the exporter wrote, unchanged');
   }
   const nodes = (model.graph?.node ?? []).filter((n) => n.op_type === 'TreeEnsembleClassifier' || n.op_type === 'TreeEnsembleRegressor');
-  if (nodes.length !== 1) throw bad(`has ${nodes.length} tree-ensemble nodes; sealed serves a graph with exactly one TreeEnsembleClassifier or TreeEnsembleRegressor`);
+  if (nodes.length !== 1)
+    throw bad(`has ${nodes.length} tree-ensemble nodes; sealed serves a graph with exactly one TreeEnsembleClassifier or TreeEnsembleRegressor`);
   const node = nodes[0];
   const attrs = new Map((node.attribute ?? []).map((a) => [a.name, a]));
   const ints = (name: string, required = true) => {
@@ -123,13 +124,18 @@ export function importOnnx(bytes: Uint8Array): TreeEnsemble {
     labels = ls.length ? ls : li.map(String);
     outputs = labels.length;
     if (outputs < 2) throw bad('has fewer than two class labels');
-    if (outputs === 2 && !wId.some((c) => c === 0)) throw bad('is a binary classifier that stores only the positive class\'s weights', 'export with zipmap=False from a model whose trees score both classes (scikit-learn forests do)');
+    if (outputs === 2 && !wId.some((c) => c === 0))
+      throw bad(
+        "is a binary classifier that stores only the positive class's weights",
+        'export with zipmap=False from a model whose trees score both classes (scikit-learn forests do)',
+      );
   } else {
     outputs = int(attrs.get('n_targets')?.i ?? 1);
     if (outputs !== 1) throw bad(`has ${outputs} targets; serve one model per target`);
   }
   const aggregate = str('aggregate_function', 'SUM');
-  if (aggregate !== 'SUM' && aggregate !== 'AVERAGE') throw bad(`aggregates trees with ${aggregate}`, 'use SUM or AVERAGE (MIN and MAX are not sums of leaves)');
+  if (aggregate !== 'SUM' && aggregate !== 'AVERAGE')
+    throw bad(`aggregates trees with ${aggregate}`, 'use SUM or AVERAGE (MIN and MAX are not sums of leaves)');
   const postTransform = str('post_transform', 'NONE');
   let post: TreeEnsemble['post'];
   if (postTransform === 'NONE') post = classifier ? 'proba' : 'identity';
@@ -158,7 +164,14 @@ export function importOnnx(bytes: Uint8Array): TreeEnsemble {
     const pos = new Map(order.map((r, k) => [r, k]));
     order.forEach((r, k) => slot.set(r, k));
     const m = order.length;
-    const t: Tree = { feature: new Int32Array(m), threshold: new Float64Array(m), left: new Int32Array(m).fill(-1), right: new Int32Array(m).fill(-1), missingLeft: new Uint8Array(m), value: new Float64Array(m * outputs) };
+    const t: Tree = {
+      feature: new Int32Array(m),
+      threshold: new Float64Array(m),
+      left: new Int32Array(m).fill(-1),
+      right: new Int32Array(m).fill(-1),
+      missingLeft: new Uint8Array(m),
+      value: new Float64Array(m * outputs),
+    };
     order.forEach((r, k) => {
       const mode = modes[r];
       if (mode === 'LEAF') return;
@@ -166,7 +179,8 @@ export function importOnnx(bytes: Uint8Array): TreeEnsemble {
         if (!local.has(id)) throw bad(`tree ${tid} points to node ${id}, which it does not have`);
         return pos.get(rows[local.get(id)!])!;
       };
-      const tn = lookup(trueIds[r]), fn = lookup(falseIds[r]);
+      const tn = lookup(trueIds[r]),
+        fn = lookup(falseIds[r]);
       const thr = values[r];
       const goesTrue = (tracks[r] ?? 0) === 1;
       t.feature[k] = featureIds[r];
@@ -197,5 +211,15 @@ export function importOnnx(bytes: Uint8Array): TreeEnsemble {
   const features = Math.max(0, ...featureIds) + 1;
   trees.forEach((t, i) => checkTree(t, features, outputs, `the ONNX model's tree ${ids[i]}`));
   const baseScores = Array.from({ length: outputs }, (_, k) => base[k] ?? 0);
-  return { task: classifier ? (outputs === 2 ? 'binary' : 'multiclass') : 'regression', features, outputs, trees, base: baseScores, post, float32: true, labels, source: 'onnx-ml' };
+  return {
+    task: classifier ? (outputs === 2 ? 'binary' : 'multiclass') : 'regression',
+    features,
+    outputs,
+    trees,
+    base: baseScores,
+    post,
+    float32: true,
+    labels,
+    source: 'onnx-ml',
+  };
 }

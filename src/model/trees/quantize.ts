@@ -26,7 +26,10 @@ export interface TreeBins {
 export function quantileEdges(records: ArrayLike<number>[], features: number, bits: number): number[][] {
   const K = 2 ** bits;
   return Array.from({ length: features }, (_, f) => {
-    const v = records.map((r) => r[f]).filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+    const v = records
+      .map((r) => r[f])
+      .filter((x) => Number.isFinite(x))
+      .sort((a, b) => a - b);
     const edges: number[] = [];
     for (let j = 1; j < K && v.length; j++) {
       const e = v[Math.min(v.length - 1, Math.floor((j * v.length) / K))];
@@ -38,7 +41,8 @@ export function quantileEdges(records: ArrayLike<number>[], features: number, bi
 
 /** The bin of x on these edges (number of edges <= x). */
 export function binOf(edges: number[], x: number): number {
-  let lo = 0, hi = edges.length;
+  let lo = 0,
+    hi = edges.length;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
     if (edges[mid] <= x) lo = mid + 1;
@@ -66,7 +70,11 @@ export function binsOf(b: TreeBins, x: ArrayLike<number>, features: string[] = [
     if (Number.isNaN(v)) {
       if (b.missing[f] === 'low') return 0;
       if (b.missing[f] === 'high') return e.length;
-      throw new SealedError('bad-data', `feature ${features[f] ?? f} is missing, and this model has no single default direction for it`, 'impute the missing value before predicting');
+      throw new SealedError(
+        'bad-data',
+        `feature ${features[f] ?? f} is missing, and this model has no single default direction for it`,
+        'impute the missing value before predicting',
+      );
     }
     return binOf(e, v);
   });
@@ -94,7 +102,8 @@ function sortedColumns(records: ArrayLike<number>[], features: number): Float64A
 
 /** Values < x in a sorted array. */
 function below(a: Float64Array, x: number): number {
-  let lo = 0, hi = a.length;
+  let lo = 0,
+    hi = a.length;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
     if (a[mid] < x) lo = mid + 1;
@@ -107,7 +116,9 @@ function below(a: Float64Array, x: number): number {
 export function cutFor(edges: number[], column: Float64Array, threshold: number): number {
   const leftAt = (c: number) => (c === 0 ? 0 : c > edges.length ? column.length : below(column, edges[c - 1]));
   const want = below(column, threshold);
-  let best = 0, bestMoved = Infinity, bestDist = Infinity;
+  let best = 0,
+    bestMoved = Infinity,
+    bestDist = Infinity;
   for (let c = 0; c <= edges.length + 1; c++) {
     const moved = Math.abs(leftAt(c) - want);
     const edge = c === 0 ? -Infinity : c > edges.length ? Infinity : edges[c - 1];

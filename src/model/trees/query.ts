@@ -70,13 +70,18 @@ export class TreeClient {
     const p = this.part;
     if (records.length === 0) throw new SealedError('bad-data', 'no records to predict', 'pass at least one record');
     const { offsets, inputs } = inputOffsets(p.bins.edges);
-    if (inputs !== p.inputs) throw new SealedError('bad-bundle', 'the client part\'s bins do not match its input count');
+    if (inputs !== p.inputs) throw new SealedError('bad-bundle', "the client part's bins do not match its input count");
     const sections: Uint8Array[] = [];
     const R = p.records_per_batch;
     for (let b0 = 0; b0 < records.length; b0 += R) {
       const batch = records.slice(b0, b0 + R);
       const bits = batch.map((x, i) => {
-        if (x.length !== p.features.length) throw new SealedError('bad-data', `record ${b0 + i} has ${x.length} values, the model has ${p.features.length} features`, 'give every feature of the model, in its order');
+        if (x.length !== p.features.length)
+          throw new SealedError(
+            'bad-data',
+            `record ${b0 + i} has ${x.length} values, the model has ${p.features.length} features`,
+            'give every feature of the model, in its order',
+          );
         return thermometer(binsOf(p.bins, x, p.features), p.bins.edges, offsets, inputs);
       });
       const slots = new Float64Array(this.s.slots);
@@ -94,11 +99,14 @@ export class TreeClient {
   decryptResult(bytes: Uint8Array, query?: Uint8Array): TreePredictions {
     const p = this.part;
     const { header, sections } = decodeWire<ResultHeader>('result', bytes, 'the result');
-    if (header.model_id !== p.model_id) throw new SealedError('wrong-model', 'the result was made by another model', 'decrypt results with the client part of the model that answered');
-    if (query && header.query_sha256 !== sha256Hex(query)) throw new SealedError('bad-query', 'the result answers another query', 'download the result written for this query');
+    if (header.model_id !== p.model_id)
+      throw new SealedError('wrong-model', 'the result was made by another model', 'decrypt results with the client part of the model that answered');
+    if (query && header.query_sha256 !== sha256Hex(query))
+      throw new SealedError('bad-query', 'the result answers another query', 'download the result written for this query');
     const n = header.records;
     const batches = Math.ceil(n / p.records_per_batch);
-    if (!Number.isInteger(n) || n < 1 || sections.length !== batches * p.outputs) throw new SealedError('bad-query', `the result holds ${sections.length} ciphertexts, expected ${batches * p.outputs}`, 'download the result again');
+    if (!Number.isInteger(n) || n < 1 || sections.length !== batches * p.outputs)
+      throw new SealedError('bad-query', `the result holds ${sections.length} ciphertexts, expected ${batches * p.outputs}`, 'download the result again');
     const scores: number[][] = Array.from({ length: n }, () => new Array<number>(p.outputs));
     for (let b = 0; b < batches; b++) {
       for (let k = 0; k < p.outputs; k++) {
@@ -142,17 +150,35 @@ export class TreeServer {
     const q = decodeWire<QueryHeader>('query', queryBytes, 'the encrypted query');
     const k = decodeWire<KeysHeader>('keys', keysBytes, 'the evaluation keys');
     const h = q.header;
-    if (h.model_id !== this.part.model_id) throw new SealedError('wrong-model', 'the query was encrypted for another model', 'encrypt the query with the client part of the model this endpoint serves');
-    if (h.params !== params) throw new SealedError('bad-query', `the query uses parameters ${String(h.params)}, the model uses ${params}`, 'encrypt the query with this model\'s client part');
-    if (k.header.params !== params) throw new SealedError('bad-keys', 'the keys were made for other parameters', 'make keys with this model\'s client part');
+    if (h.model_id !== this.part.model_id)
+      throw new SealedError(
+        'wrong-model',
+        'the query was encrypted for another model',
+        'encrypt the query with the client part of the model this endpoint serves',
+      );
+    if (h.params !== params)
+      throw new SealedError(
+        'bad-query',
+        `the query uses parameters ${String(h.params)}, the model uses ${params}`,
+        "encrypt the query with this model's client part",
+      );
+    if (k.header.params !== params) throw new SealedError('bad-keys', 'the keys were made for other parameters', "make keys with this model's client part");
     const slots = c.params.polyModulusDegree / 2;
     const batches = Math.ceil(h.records / slots);
     if (!Number.isInteger(h.records) || h.records < 1 || q.sections.length !== batches * c.inputs) {
-      throw new SealedError('bad-query', `the query declares ${String(h.records)} records and holds ${q.sections.length} ciphertexts; this model reads ${c.inputs} per batch of ${slots} records`, 'encrypt the query with this model\'s client part');
+      throw new SealedError(
+        'bad-query',
+        `the query declares ${String(h.records)} records and holds ${q.sections.length} ciphertexts; this model reads ${c.inputs} per batch of ${slots} records`,
+        "encrypt the query with this model's client part",
+      );
     }
     const flood = c.privacy === 'flood';
     if (k.sections.length !== (flood ? 2 : 1) || k.header.relin !== true || (flood && k.header.public_key !== true)) {
-      throw new SealedError('bad-keys', flood ? 'the keys must hold relinearization keys and the public key (circuit privacy)' : 'the keys must hold relinearization keys', 'make keys with this model\'s client part');
+      throw new SealedError(
+        'bad-keys',
+        flood ? 'the keys must hold relinearization keys and the public key (circuit privacy)' : 'the keys must hold relinearization keys',
+        "make keys with this model's client part",
+      );
     }
     const ev = new TreeEvaluator(this.session, c, k.sections[0], flood ? k.sections[1] : undefined);
     try {

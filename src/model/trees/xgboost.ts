@@ -4,7 +4,8 @@
 import { SealedError } from '../../errors.ts';
 import { checkTree, type Tree, type TreeEnsemble } from './ensemble.ts';
 
-const HINT = 'train with booster="gbtree" and objective binary:logistic, multi:softprob or reg:squarederror, numerical features only, then save_model("model.json")';
+const HINT =
+  'train with booster="gbtree" and objective binary:logistic, multi:softprob or reg:squarederror, numerical features only, then save_model("model.json")';
 
 const bad = (why: string, hint = HINT) => new SealedError('bad-data', `the XGBoost model ${why}`, hint);
 
@@ -31,7 +32,11 @@ function num(v: unknown, what: string): number {
 
 function numArray(v: unknown, what: string): number[] {
   if (typeof v === 'number') return [v];
-  if (typeof v === 'string') return v.replace(/^\[|\]$/g, '').split(',').map((p) => num(p, what));
+  if (typeof v === 'string')
+    return v
+      .replace(/^\[|\]$/g, '')
+      .split(',')
+      .map((p) => num(p, what));
   throw bad(`has no ${what}`);
 }
 
@@ -45,13 +50,25 @@ export function importXgboost(bytes: Uint8Array): TreeEnsemble {
   try {
     doc = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes)) as typeof doc;
   } catch {
-    throw bad('is not valid JSON', 'save it with Booster.save_model("model.json") (the .json extension selects JSON; UBJSON and the old binary format are not read)');
+    throw bad(
+      'is not valid JSON',
+      'save it with Booster.save_model("model.json") (the .json extension selects JSON; UBJSON and the old binary format are not read)',
+    );
   }
-  const learner = doc?.learner as { objective?: { name?: string }; learner_model_param?: Record<string, unknown>; gradient_booster?: { name?: string; model?: { trees?: XgbTree[]; tree_info?: number[] } }; feature_names?: string[]; feature_types?: string[] } | undefined;
+  const learner = doc?.learner as
+    | {
+        objective?: { name?: string };
+        learner_model_param?: Record<string, unknown>;
+        gradient_booster?: { name?: string; model?: { trees?: XgbTree[]; tree_info?: number[] } };
+        feature_names?: string[];
+        feature_types?: string[];
+      }
+    | undefined;
   if (!learner || typeof learner !== 'object') throw bad('has no "learner" object: it is not an XGBoost JSON model');
   const objective = learner.objective?.name;
   const booster = learner.gradient_booster;
-  if (booster?.name !== 'gbtree') throw bad(`uses booster ${JSON.stringify(booster?.name)}; only gbtree is served (dart drops trees at random, gblinear has no trees)`);
+  if (booster?.name !== 'gbtree')
+    throw bad(`uses booster ${JSON.stringify(booster?.name)}; only gbtree is served (dart drops trees at random, gblinear has no trees)`);
   const param = learner.learner_model_param ?? {};
   const features = num(param.num_feature, 'num_feature');
   const numClass = param.num_class === undefined ? 0 : num(param.num_class, 'num_class');
@@ -72,7 +89,10 @@ export function importXgboost(bytes: Uint8Array): TreeEnsemble {
     post = 'identity';
     task = 'regression';
   } else {
-    throw bad(`has objective ${JSON.stringify(objective)}, which sealed does not serve`, 'retrain with objective binary:logistic, multi:softprob or reg:squarederror');
+    throw bad(
+      `has objective ${JSON.stringify(objective)}, which sealed does not serve`,
+      'retrain with objective binary:logistic, multi:softprob or reg:squarederror',
+    );
   }
   // base_score is stored in probability space for logistic, margin space for the others.
   const baseRaw = numArray(param.base_score ?? '0.5', 'base_score');
@@ -89,8 +109,13 @@ export function importXgboost(bytes: Uint8Array): TreeEnsemble {
     const where = `tree ${i}`;
     const n = Array.isArray(xt.left_children) ? xt.left_children.length : 0;
     if (n === 0) throw bad(`${where} has no nodes`);
-    if (xt.tree_param?.size_leaf_vector !== undefined && Number(xt.tree_param.size_leaf_vector) > 1) throw bad(`${where} has vector leaves (multi_strategy="multi_output_tree")`, 'retrain with the default multi_strategy="one_output_per_tree"');
-    if ((xt.split_type ?? []).some((s) => s !== 0) || (xt.categories_nodes ?? []).length > 0) throw bad(`${where} has categorical splits, which sealed cannot evaluate on quantized inputs`, 'encode categorical features as numbers (one-hot or ordinal) and retrain with enable_categorical=False');
+    if (xt.tree_param?.size_leaf_vector !== undefined && Number(xt.tree_param.size_leaf_vector) > 1)
+      throw bad(`${where} has vector leaves (multi_strategy="multi_output_tree")`, 'retrain with the default multi_strategy="one_output_per_tree"');
+    if ((xt.split_type ?? []).some((s) => s !== 0) || (xt.categories_nodes ?? []).length > 0)
+      throw bad(
+        `${where} has categorical splits, which sealed cannot evaluate on quantized inputs`,
+        'encode categorical features as numbers (one-hot or ordinal) and retrain with enable_categorical=False',
+      );
     const left = Int32Array.from(array(xt.left_children, 'left_children', n));
     const right = Int32Array.from(array(xt.right_children, 'right_children', n));
     const feature = Int32Array.from(array(xt.split_indices, 'split_indices', n));

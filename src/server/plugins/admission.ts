@@ -67,7 +67,11 @@ const admission: FastifyPluginAsync<AdmissionOptions> = async (app: FastifyInsta
 
   app.decorate('admit', async function admit<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
     if (inFlight >= o.maxInFlight) {
-      throw new SealedError('overloaded', `the server is at capacity (${o.maxInFlight} requests in flight)`, 'retry after the number of seconds in Retry-After');
+      throw new SealedError(
+        'overloaded',
+        `the server is at capacity (${o.maxInFlight} requests in flight)`,
+        'retry after the number of seconds in Retry-After',
+      );
     }
     inFlight++;
     const abort = new AbortController();
@@ -81,12 +85,22 @@ const admission: FastifyPluginAsync<AdmissionOptions> = async (app: FastifyInsta
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        reject(new SealedError('deadline', `the request did not finish within ${o.deadlineMs} ms`, 'send fewer records per request, or use an asynchronous endpoint'));
+        reject(
+          new SealedError(
+            'deadline',
+            `the request did not finish within ${o.deadlineMs} ms`,
+            'send fewer records per request, or use an asynchronous endpoint',
+          ),
+        );
         abort.abort();
       }, o.deadlineMs);
       // abortAll (a stop that cannot wait): answered now; a promise settles once, so after the
       // deadline's reject this one is a no-op.
-      abort.signal.addEventListener('abort', () => reject(new SealedError('overloaded', 'the server is stopping; the request was not completed', 'retry (another instance will take it)')), { once: true });
+      abort.signal.addEventListener(
+        'abort',
+        () => reject(new SealedError('overloaded', 'the server is stopping; the request was not completed', 'retry (another instance will take it)')),
+        { once: true },
+      );
     });
     try {
       return await Promise.race([running, deadline]);

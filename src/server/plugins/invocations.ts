@@ -105,7 +105,18 @@ const invocations: FastifyPluginAsync<InvocationsOptions> = async (app, o) => {
       const header = req.headers[CUSTOM_ATTRIBUTES];
       const keysLoc = checkBodyRequest(typeof header === 'string' ? header : undefined, o.defaultKeysUri, c);
       const { result, response: res } = await app.admit((signal) => invokeBody(body, keysLoc, c, signal));
-      req.log.info({ form: 'body', records: res.records, ciphertexts: res.ciphertexts, keys_cached: res.keys_cached, query_bytes: body.length, result_bytes: result.length, timings_ms: res.timings_ms }, 'invocation done');
+      req.log.info(
+        {
+          form: 'body',
+          records: res.records,
+          ciphertexts: res.ciphertexts,
+          keys_cached: res.keys_cached,
+          query_bytes: body.length,
+          result_bytes: result.length,
+          timings_ms: res.timings_ms,
+        },
+        'invocation done',
+      );
       return reply.type('application/octet-stream').send(Buffer.from(result.buffer, result.byteOffset, result.byteLength));
     }
     checkRequest(body, c);
