@@ -38,9 +38,11 @@ async function endToEnd() {
   const images = Array.from({ length: 60 }, () => Array.from({ length: 144 }, pixel));
   const built = compileImageModel(smallCnn, images.slice(0, 30));
   await writeImageBundle(modelDir, smallCnn, built, {}, await addBatchMode(smallCnn, built, images.slice(0, 30)));
-  const stack = await startStack(modelDir, dir, 1);
+  // Transform containers take whole objects as bodies: up to MaxPayloadInMB, not real-time's 6 MB.
+  const transformPayload = { maxPayloadBytes: 64 * 1024 * 1024 };
+  const stack = await startStack(modelDir, dir, 1, transformPayload);
   // The second instance: another server process's stand-in, same model, same S3.
-  const second = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: stack.s3.endpoint, allowAny: true });
+  const second = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: stack.s3.endpoint, allowAny: true, ...transformPayload });
   const { modelId, client } = await readClientPart(modelDir);
   const session = await ClientSession.open(modelId, client);
   const keys = session.generateKeys();
@@ -121,7 +123,8 @@ async function endToEnd() {
         jobName: 'sealed-transform-e2e',
         modelName: 'sealed-local',
         count: parts.length,
-        job: { instanceCount: 2 },
+        // A batch-mode part is ~27 MB: over SageMaker's default MaxPayloadInMB of 6.
+        job: { instanceCount: 2, maxPayloadInMB: 50 },
         query: (i) => session.encrypt(images.slice(parts[i].start, parts[i].end), 'batch'),
         onResult: (i, bytes) => {
           session.decryptScores(bytes).forEach((s, k) => (scores[parts[i].start + k] = s));

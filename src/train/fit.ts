@@ -67,6 +67,9 @@ export async function fitLinear(x: number[][], y: number[], o: FitOptions): Prom
     lastLoss = (h.history.loss as number[])[0];
     xs.dispose();
     ys.dispose();
+    // fit resolves through microtasks only, so without this turn of the event loop a SIGTERM
+    // (StopTrainingJob) would wait for the last epoch: its handler runs on the loop.
+    await new Promise((resolve) => setImmediate(resolve));
   }
   const [kernel, bias] = model.layers[0].getWeights();
   const k = (await kernel.array()) as number[][]; // features x units

@@ -9,7 +9,7 @@ import { parseCsv, splitTarget } from '../../src/train/csv.ts';
 import { parseHyperparameters, train, type TrainResult } from '../../src/train/train.ts';
 import { startLocalS3, type LocalS3 } from '../../src/storage/local-s3.ts';
 import { ObjectStore } from '../../src/storage/s3.ts';
-import { startServer, type RunningServer } from '../../src/server/serve.ts';
+import { startServer, type RunningServer, type ServeOptions } from '../../src/server/serve.ts';
 
 export interface Trained {
   dir: string;
@@ -101,14 +101,14 @@ export interface Stack {
   close(): Promise<void>;
 }
 
-export async function startStack(modelDir: string, dir: string, workers = 2): Promise<Stack> {
+export async function startStack(modelDir: string, dir: string, workers = 2, serve: Partial<ServeOptions> = {}): Promise<Stack> {
   const s3 = await startLocalS3({ directory: join(dir, 's3') });
   const store = new ObjectStore({ endpoint: s3.endpoint });
   const bucket = 'sealed-test';
   await store.ensureBucket(bucket);
   // allowAny: the tests' own S3 server and a single user; tests of the allow-lists and tenants
   // start their servers with them (test/limits.test.ts, test/tenants.test.ts).
-  const server = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers, s3Endpoint: s3.endpoint, allowAny: true });
+  const server = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers, s3Endpoint: s3.endpoint, allowAny: true, ...serve });
   return {
     s3,
     store,
