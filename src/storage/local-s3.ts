@@ -13,6 +13,8 @@ import S3rver from 's3rver';
 
 export interface LocalS3 {
   endpoint: string;
+  /** HTTP requests received so far: lets tests prove a refusal never reached S3 (no timing). */
+  requests(): number;
   close(): Promise<void>;
 }
 
@@ -31,8 +33,11 @@ export async function startLocalS3(o: { directory: string; port?: number; host?:
   });
   fixStore(server.store as Store);
   const info = (await server.run()) as AddressInfo;
+  let requests = 0;
+  (server.httpServer as import('node:http').Server).on('request', () => requests++);
   return {
     endpoint: `http://${info.address}:${info.port}`,
+    requests: () => requests,
     close: () => server.close(),
   };
 }
