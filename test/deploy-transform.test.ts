@@ -60,7 +60,7 @@ t.test('CreateTransformJob: whole objects as octet-stream, instance count, limit
     MaxPayloadInMB: 25,
     BatchStrategy: 'SingleRecord',
     ModelClientConfig: { InvocationsTimeoutInSeconds: 3600, InvocationsMaxRetries: 1 },
-    Environment: { SEALED_DEADLINE_MS: '3590000' },
+    Environment: { SEALED_DEADLINE_MS: '3590000', SEALED_MAX_PAYLOAD_MB: '25' },
     TransformOutput: { KmsKeyId: 'arn:key' },
   });
   await t.rejects(startTransformJob(clients, { ...job, maxConcurrentTransforms: 4, maxPayloadInMB: 26 }), { message: /104 MB, over SageMaker's 100 MB/ });

@@ -1,13 +1,7 @@
 // Batch Transform end to end: real encrypted batch-mode queries (no evaluation keys), two real
 // sealed servers as the emulator's instances, the real SDK client through the local control
 // plane, transformPredict, and decryption: the predictions equal those of `predict` over S3.
-//
-// The s3 transport (input objects are the server's JSON requests) runs on today's server. The
-// body transport needs POST /invocations with application/octet-stream and GET
-// /execution-parameters, which another change brings: until they are merged that test SKIPS
-// itself, and after the merge it runs unchanged.
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -22,12 +16,6 @@ import { splitRecords, transformPredict } from '../src/sagemaker/transform.ts';
 import { smallCnn } from './helpers/networks.ts';
 import { startStack } from './helpers/fixture.ts';
 
-// Does the server serve the body transport yet? Its source first (no route, no need to ask), then
-// the running server's answer (below).
-const serverSource = (await readdir(fileURLToPath(new URL('../src/server/', import.meta.url)), { recursive: true })).filter((f) => f.endsWith('.ts'));
-const routeInSource = (await Promise.all(serverSource.map((f) => readFile(fileURLToPath(new URL(`../src/server/${f}`, import.meta.url)), 'utf8')))).some((x) =>
-  x.includes('/execution-parameters'),
-);
 await endToEnd();
 
 async function endToEnd() {
@@ -53,12 +41,6 @@ async function endToEnd() {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const merged =
-    routeInSource &&
-    (await fetch(new URL('/execution-parameters', stack.server.url)).then(
-      (r) => r.ok,
-      () => false,
-    ));
   const direct = await predict(session, keys, images, { store: stack.store, bucket: stack.bucket, endpoint: stack.server.url }, { layout: 'batch' });
 
   t.test('s3 transport: JSON requests over 2 instances decrypt to the predictions of predict over S3', async (t) => {
@@ -101,49 +83,45 @@ async function endToEnd() {
     scores.forEach((s, i) => t.ok(Math.max(...s.map((v, o) => Math.abs(v - direct.scores[i][o]))) < 1e-2, `record ${i}: transform and S3 predict agree`));
   });
 
-  t.test(
-    'body transport over 2 instances decrypts to the predictions of predict over S3',
-    { skip: merged ? false : 'the server has no GET /execution-parameters yet: enable after the body-transport merge' },
-    async (t) => {
-      const plane = await startTransformControlPlane({ store: stack.store, instances: [stack.server.url, second.url] });
-      const sagemaker = new SageMakerClient({ endpoint: plane.url, region: 'us-east-1', credentials: { accessKeyId: 'L', secretAccessKey: 'L' } });
-      t.teardown(async () => {
-        sagemaker.destroy();
-        await plane.close();
-      });
-      // Parts of 20 records: 3 parts, split 2 + 1 across the instances.
-      const parts = splitRecords(images.length, (n) => (n <= 20 ? 1 : 2), 1);
-      t.equal(parts.length, 3);
-      const scores: number[][] = [];
-      const summary = await transformPredict({
-        sagemaker,
-        store: stack.store,
-        bucket: stack.bucket,
-        prefix: 'sealed/tenants/e2e/',
-        jobName: 'sealed-transform-e2e',
-        modelName: 'sealed-local',
-        count: parts.length,
-        // A batch-mode part is ~27 MB: over SageMaker's default MaxPayloadInMB of 6.
-        job: { instanceCount: 2, maxPayloadInMB: 50 },
-        query: (i) => session.encrypt(images.slice(parts[i].start, parts[i].end), 'batch'),
-        onResult: (i, bytes) => {
-          session.decryptScores(bytes).forEach((s, k) => (scores[parts[i].start + k] = s));
-        },
-        wait: { pollMs: { first: 50, max: 200 } },
-      });
-      t.same(summary, { jobName: 'sealed-transform-e2e', started: true, uploaded: 3, fetched: 3, skipped: 0 });
-      const m = plane.manifest('sealed-transform-e2e')!;
-      t.same(
-        m.instances.map((i) => i.objects),
-        [2, 1],
-        'split across the two instances',
-      );
-      t.ok(
-        m.instances.every((i) => i.container?.MaxConcurrentTransforms !== undefined),
-        "each instance's /execution-parameters was read",
-      );
-      t.equal(scores.length, images.length);
-      scores.forEach((s, i) => t.ok(Math.max(...s.map((v, o) => Math.abs(v - direct.scores[i][o]))) < 1e-2, `record ${i}: transform and S3 predict agree`));
-    },
-  );
+  t.test('body transport over 2 instances decrypts to the predictions of predict over S3', async (t) => {
+    const plane = await startTransformControlPlane({ store: stack.store, instances: [stack.server.url, second.url] });
+    const sagemaker = new SageMakerClient({ endpoint: plane.url, region: 'us-east-1', credentials: { accessKeyId: 'L', secretAccessKey: 'L' } });
+    t.teardown(async () => {
+      sagemaker.destroy();
+      await plane.close();
+    });
+    // Parts of 20 records: 3 parts, split 2 + 1 across the instances.
+    const parts = splitRecords(images.length, (n) => (n <= 20 ? 1 : 2), 1);
+    t.equal(parts.length, 3);
+    const scores: number[][] = [];
+    const summary = await transformPredict({
+      sagemaker,
+      store: stack.store,
+      bucket: stack.bucket,
+      prefix: 'sealed/tenants/e2e/',
+      jobName: 'sealed-transform-e2e',
+      modelName: 'sealed-local',
+      count: parts.length,
+      // A batch-mode part is ~27 MB: over SageMaker's default MaxPayloadInMB of 6.
+      job: { instanceCount: 2, maxPayloadInMB: 50 },
+      query: (i) => session.encrypt(images.slice(parts[i].start, parts[i].end), 'batch'),
+      onResult: (i, bytes) => {
+        session.decryptScores(bytes).forEach((s, k) => (scores[parts[i].start + k] = s));
+      },
+      wait: { pollMs: { first: 50, max: 200 } },
+    });
+    t.same(summary, { jobName: 'sealed-transform-e2e', started: true, uploaded: 3, fetched: 3, skipped: 0 });
+    const m = plane.manifest('sealed-transform-e2e')!;
+    t.same(
+      m.instances.map((i) => i.objects),
+      [2, 1],
+      'split across the two instances',
+    );
+    t.ok(
+      m.instances.every((i) => i.container?.MaxConcurrentTransforms !== undefined),
+      "each instance's /execution-parameters was read",
+    );
+    t.equal(scores.length, images.length);
+    scores.forEach((s, i) => t.ok(Math.max(...s.map((v, o) => Math.abs(v - direct.scores[i][o]))) < 1e-2, `record ${i}: transform and S3 predict agree`));
+  });
 }

@@ -9,6 +9,8 @@ import { loadClientPart } from '../client/model-source.ts';
 import { openRoute } from '../client/open-route.ts';
 import type { TransportMode } from '../client/transport.ts';
 import { resolveS3 } from '../storage/resolve.ts';
+import { ObjectStore, parseS3Uri } from '../storage/s3.ts';
+import type { Prediction } from '../model/postprocess.ts';
 import { readTreeClientPart } from '../model/trees/bundle.ts';
 import { formatPredictions, readRecords } from './records.ts';
 
@@ -90,6 +92,16 @@ interface PredictOpts extends PassphraseOpts {
   transport: TransportMode;
   bodyLimit?: number;
   json?: boolean;
+  /** Batch Transform (predict-transform.ts): s3://bucket/prefix/ and the job's settings. */
+  transform?: string;
+  modelName?: string;
+  jobName?: string;
+  instanceCount?: number;
+  instanceType?: string;
+  maxPayloadMb?: number;
+  sagemakerApiUrl?: string;
+  region?: string;
+  state?: string;
 }
 
 export async function predictCommand(o: PredictOpts): Promise<void> {
@@ -107,6 +119,30 @@ export async function predictCommand(o: PredictOpts): Promise<void> {
   const session = await openSession(o.model, o.s3Endpoint);
   const { rows, labels } = await readRecords(o.input, session.part);
   const { keys, created } = await loadOrCreateKeys(o.keys ?? defaultKeysDir(session.modelId), session, cliPassphrase(o));
+  if (o.transform) {
+    const s3 = await resolveS3({ endpoint: o.s3Endpoint });
+    const store = new ObjectStore({ endpoint: s3.endpoint });
+    try {
+      if (s3.mode !== 'aws') await store.ensureBucket(parseS3Uri(o.transform, '--transform').bucket);
+      const t0 = performance.now();
+      const { predictions, summary } = await (await import('./predict-transform.ts')).predictTransform(session, rows, store, { ...o, transform: o.transform });
+      const ms_total = Math.round(performance.now() - t0);
+      return await report(
+        session,
+        { ...summary, layout: 'batch', records: rows.length, ms_total },
+        predictions,
+        labels,
+        o,
+        () =>
+          `Batch Transform job ${summary.transform_job}: ${summary.parts} parts (${summary.transport}), ${summary.parts_decrypted} decrypted now, ${summary.parts_from_state} from ${summary.state}`,
+        created,
+      );
+    } finally {
+      store.close();
+      await s3.local?.close();
+      session.close();
+    }
+  }
   const sagemaker = o.sagemakerEndpoint
     ? { endpointName: o.sagemakerEndpoint, url: o.sagemakerUrl, async: o.async, timeoutMs: o.asyncTimeout * 1000 }
     : undefined;
@@ -147,20 +183,42 @@ export async function predictCommand(o: PredictOpts): Promise<void> {
       keys_uploaded: r.stats.some((s) => s.keys_uploaded),
       ms_total: Math.round(performance.now() - t0),
     };
-    const text = formatPredictions(r.predictions, o.format);
-    if (o.output) await writeFile(o.output, text);
-    else if (!o.json) process.stdout.write(text);
-    // True labels are class numbers (named by the model's labels) or, in a CSV, the class names.
-    const truth = (l: number | string) => String(typeof l === 'number' ? (session.part.labels?.[l] ?? l) : l);
-    const correct = labels ? r.scores.filter((_, i) => String(r.predictions[i].label) === truth(labels[i])).length : undefined;
-    const summary = { model_id: session.modelId, keys_created: created, ...stats, accuracy: correct === undefined ? undefined : correct / rows.length };
-    if (o.json) console.log(JSON.stringify(summary));
-    else
-      console.error(
-        `${rows.length} records predicted encrypted in ${(stats.ms_total / 1000).toFixed(2)} s (${layout} layout, ${stats.requests} requests ${via === 'body' ? 'as request bodies' : via === 's3' ? 'through S3' : `(${via})`}, queries ${stats.query_bytes} bytes, ${layout === 'batch' ? 'no evaluation keys' : `keys ${stats.keys_bytes} bytes${stats.keys_uploaded ? ' uploaded' : ' already uploaded'}`})${o.output ? ` -> ${o.output}` : ''}`,
-      );
+    await report(
+      session,
+      stats,
+      r.predictions,
+      labels,
+      o,
+      () => {
+        const how = via === 'body' ? 'as request bodies' : via === 's3' ? 'through S3' : `(${via})`;
+        const keyText = layout === 'batch' ? 'no evaluation keys' : `keys ${stats.keys_bytes} bytes${stats.keys_uploaded ? ' uploaded' : ' already uploaded'}`;
+        return `${layout} layout, ${stats.requests} requests ${how}, queries ${stats.query_bytes} bytes, ${keyText}`;
+      },
+      created,
+    );
   } finally {
     await open.close();
     session.close();
   }
+}
+
+/** Writes the predictions (--output or stdout) and the run's summary (stderr, or one JSON line). */
+async function report(
+  session: ClientSession,
+  stats: { records: number; ms_total: number } & Record<string, unknown>,
+  predictions: Prediction[],
+  labels: (number | string)[] | undefined,
+  o: Pick<PredictOpts, 'output' | 'format' | 'json'>,
+  how: () => string,
+  created: boolean,
+): Promise<void> {
+  const text = formatPredictions(predictions, o.format);
+  if (o.output) await writeFile(o.output, text);
+  else if (!o.json) process.stdout.write(text);
+  // True labels are class numbers (named by the model's labels) or, in a CSV, the class names.
+  const truth = (l: number | string) => String(typeof l === 'number' ? (session.part.labels?.[l] ?? l) : l);
+  const correct = labels ? predictions.filter((p, i) => String(p.label) === truth(labels[i])).length : undefined;
+  const summary = { model_id: session.modelId, keys_created: created, ...stats, accuracy: correct === undefined ? undefined : correct / stats.records };
+  if (o.json) console.log(JSON.stringify(summary));
+  else console.error(`${stats.records} records predicted encrypted in ${(stats.ms_total / 1000).toFixed(2)} s (${how()})${o.output ? ` -> ${o.output}` : ''}`);
 }

@@ -218,6 +218,18 @@ export async function main(argv: string[]): Promise<void> {
     )
     .addOption(new Option('--body-limit <bytes>', "largest query sent as a request body (default 6291456: SageMaker real-time's 6 MB)").argParser(Number))
     .option('--json', 'print a JSON summary (for machines) instead of text')
+    .option(
+      '--transform <s3-prefix>',
+      'score the input with a SageMaker Batch Transform job: batch-mode parts under s3://bucket/prefix/transform-in/<job>/, results from transform-out/<job>/ (resumable: rerun the same command)',
+    )
+    .option('--model-name <name>', '--transform: the SageMaker model to start the job with (made by npm run deploy); without it an existing job is followed')
+    .option('--job-name <name>', '--transform: the job name (default: derived from the model and the input, so a rerun follows the same job)')
+    .addOption(new Option('--instance-count <n>', '--transform: instances of the job').default(1).argParser(Number))
+    .option('--instance-type <type>', '--transform: instance type (default ml.c6i.xlarge)')
+    .addOption(new Option('--max-payload-mb <n>', "--transform: the job's MaxPayloadInMB (1-100, default 100); body parts are cut to fit it").argParser(Number))
+    .option('--sagemaker-api-url <url>', '--transform: SageMaker API URL override, e.g. the local emulator (env SEALED_SAGEMAKER_API_URL)')
+    .option('--region <region>', '--transform: AWS region (default AWS_REGION)')
+    .option('--state <dir>', '--transform: where decrypted parts are kept for a rerun (default ~/.sealed/transform/<job>, mode 0700)')
     .action(predictCommand);
 
   program
@@ -254,12 +266,16 @@ export async function main(argv: string[]): Promise<void> {
 
   program
     .command('sagemaker-emulator')
-    .description('local SageMaker Runtime (InvokeEndpoint, InvokeEndpointAsync) in front of a running server')
+    .description('local SageMaker: Runtime (InvokeEndpoint, InvokeEndpointAsync) in front of a running server, and Batch Transform jobs over one or more')
     .option('--container <url>', 'the inference server', 'http://127.0.0.1:8080')
     .option('--output-path <uri>', 'async output path (S3OutputPath)', 's3://sealed-local/async/out')
     .option('--failure-path <uri>', 'async failure path (S3FailurePath)', 's3://sealed-local/async/failed')
     .addOption(new Option('--port <n>', 'port').default(8081).argParser(Number))
     .option('--s3-endpoint <url>', 'S3-compatible endpoint (default: AWS if configured, else the embedded local S3)')
+    .option('--instances <urls>', 'Batch Transform: comma-separated inference servers standing in for the instances (default: --container)')
+    .addOption(
+      new Option('--api-port <n>', 'port of the SageMaker API (CreateTransformJob, DescribeTransformJob, StopTransformJob)').default(8082).argParser(Number),
+    )
     .action(emulatorCommand);
 
   await program.parseAsync(argv);

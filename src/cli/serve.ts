@@ -125,19 +125,32 @@ interface EmulatorOpts {
   failurePath: string;
   port: number;
   s3Endpoint?: string;
+  instances?: string;
+  apiPort: number;
 }
 
 /** `sealed sagemaker-emulator`: SageMaker Runtime (real-time and async) in front of a container. */
 export async function emulatorCommand(o: EmulatorOpts): Promise<void> {
   const { startRuntimeEmulator } = await import('../sagemaker/runtime-emulator.ts');
+  const { startTransformControlPlane } = await import('../sagemaker/transform-control-plane.ts');
+  const { LOCAL_BUCKET } = await import('../storage/resolve.ts');
   const { ObjectStore, parseS3Uri } = await import('../storage/s3.ts');
   const s3 = await resolveS3({ endpoint: o.s3Endpoint });
   const store = new ObjectStore({ endpoint: s3.endpoint });
   if (s3.mode !== 'aws') for (const uri of [o.outputPath, o.failurePath]) await store.ensureBucket(parseS3Uri(uri, 'path').bucket);
   const emu = await startRuntimeEmulator({ containerUrl: o.container, store, outputPath: o.outputPath, failurePath: o.failurePath, port: o.port });
+  const instances = (o.instances ?? o.container)
+    .split(',')
+    .map((u) => u.trim())
+    .filter(Boolean);
+  const plane = await startTransformControlPlane({ store, instances, port: o.apiPort });
   console.log(`SageMaker Runtime emulator at ${emu.url} -> ${o.container} (async output ${o.outputPath}, failures ${o.failurePath})`);
   console.log(`  sealed predict --sagemaker-endpoint local --sagemaker-url ${emu.url} [--async] ...`);
-  const stop = () => void emu.close().then(() => process.exit(0));
+  console.log(`SageMaker API (Batch Transform) at ${plane.url} -> ${instances.length} instance(s): ${instances.join(', ')}`);
+  console.log(
+    `  sealed predict --transform s3://${LOCAL_BUCKET}/transform/ --model-name local --sagemaker-api-url ${plane.url} [--instance-count ${instances.length}] ...`,
+  );
+  const stop = () => void Promise.all([emu.close(), plane.close()]).then(() => process.exit(0));
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
 }

@@ -98,8 +98,13 @@ export function transformJobRequest(o: TransformJobOptions): CreateTransformJobC
     ...(o.maxPayloadInMB !== undefined ? { MaxPayloadInMB: o.maxPayloadInMB } : {}),
     ...(o.batchStrategy !== undefined ? { BatchStrategy: o.batchStrategy } : {}),
     ModelClientConfig: { InvocationsTimeoutInSeconds: timeout, InvocationsMaxRetries: o.invocationsMaxRetries ?? L.retries.default },
-    // The server's per-request deadline from the job's timeout (it reads SEALED_DEADLINE_MS).
-    Environment: { SEALED_DEADLINE_MS: String(transformDeadlineMs(timeout)) },
+    // The server's per-request deadline from the job's timeout (it reads SEALED_DEADLINE_MS), and,
+    // when the job names its payload size, the body size its containers take: they default to
+    // real-time's 6 MB and would answer 413 to every larger object SageMaker sends.
+    Environment: {
+      SEALED_DEADLINE_MS: String(transformDeadlineMs(timeout)),
+      ...(o.maxPayloadInMB !== undefined ? { SEALED_MAX_PAYLOAD_MB: String(o.maxPayloadInMB) } : {}),
+    },
     // One object is one wire query: never split, sent whole as the body of one /invocations.
     TransformInput: {
       DataSource: { S3DataSource: { S3DataType: 'S3Prefix', S3Uri: o.input } },
