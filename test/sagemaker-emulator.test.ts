@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import { InvokeEndpointAsyncCommand, InvokeEndpointCommand, SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import { ensureKeysUploaded, invokeHttp } from '../src/client/predict.ts';
+import { invokeBodyHttp } from '../src/client/invoke.ts';
 import { ClientSession } from '../src/client/session.ts';
 import { readClientPart } from '../src/model/bundle.ts';
 import { invokeAsync, invokeRealtime, runtimeClient, sagemakerInvoke, type Invoke } from '../src/sagemaker/runtime-client.ts';
@@ -16,6 +17,7 @@ import { REALTIME_MAX_BYTES, startRuntimeEmulator } from '../src/sagemaker/runti
 import type { Prediction } from '../src/model/postprocess.ts';
 import { formatS3Uri, parseS3Uri } from '../src/storage/s3.ts';
 import { decodeWire } from '../src/wire/format.ts';
+import type { SealedError } from '../src/errors.ts';
 import { startStack, trainBreastCancer } from './helpers/fixture.ts';
 
 const trained = await trainBreastCancer();
@@ -264,6 +266,24 @@ t.test("ModelError carries a LogStreamArn, as SageMaker's does", async (t) => {
     /^arn:aws:logs:eu-west-1:\d{12}:log-group:\/aws\/sagemaker\/Endpoints\/e:log-stream:\S+$/,
     `LogStreamArn ${String(err.LogStreamArn)}`,
   );
+});
+
+t.test("a container's answer that is not the server's JSON reads as over direct HTTP: status-coded, made safe to show", async (t) => {
+  const page = 'no such route\n<h1>Not Found</h1>\u202e';
+  const fake = await fakeContainer((_req, res) => res.writeHead(404, { 'content-type': 'text/html' }).end(page));
+  const emu = await startRuntimeEmulator({ containerUrl: fake.url, store: stack.store, outputPath, failurePath, endpointName: 'e' });
+  const c = noRetry(emu.url);
+  t.teardown(async () => {
+    c.destroy();
+    await emu.close();
+    await fake.close();
+  });
+  const viaSageMaker = (await invokeRealtime(c, 'e', {}).catch((e: unknown) => e)) as SealedError;
+  const viaHttp = (await invokeBodyHttp(fake.url, new Uint8Array([1]), {}).catch((e: unknown) => e)) as SealedError;
+  t.match(viaHttp, { name: 'SealedError', code: 'not-found' }, 'direct HTTP (the body form): a 404 is not-found');
+  t.match(viaSageMaker, { name: 'SealedError', code: viaHttp.code, message: /\(404\)/ }, "SageMaker's ModelError: the same code");
+  t.notMatch(viaSageMaker.message, /[\n<>\u202e]/, 'no newline, markup or bidirectional character of the page in the message');
+  t.equal(viaSageMaker.message, viaHttp.message, 'the same message as over direct HTTP');
 });
 
 t.test('InvokeEndpointAsync: InvocationTimeoutSeconds 1-3600 and RequestTTLSeconds 60-21600, as SageMaker', async (t) => {
