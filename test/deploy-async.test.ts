@@ -4,7 +4,7 @@
 import t from 'tap';
 import { deployEndpoint, endpointConfigRequest } from '../src/sagemaker/deploy.ts';
 import { EXAMPLE_NAMES, policies } from '../src/sagemaker/iam.ts';
-import { deployRefusal, deployRequests, freshAccount as recordedAccount, noWait } from './helpers/aws-recording.ts';
+import { deployRefusal, deployRequests, dryRun, freshAccount as recordedAccount, noWait } from './helpers/aws-recording.ts';
 
 /** A fresh deployment whose scaling policies have short ARNs, to read in the alarms. */
 const freshAccount = () => recordedAccount((name) => `arn:policy/${name}`);
@@ -87,20 +87,7 @@ t.test('IAM: the endpoint role may publish to the deployment topics only', async
 });
 
 t.test('CLI: --success-topic/--error-topic go into the config; refused without --async', async (t) => {
-  const base = [
-    'deploy',
-    '--dry-run',
-    '--region',
-    'us-east-1',
-    '--account',
-    '111122223333',
-    '--bucket',
-    'b-1',
-    '--image',
-    'img',
-    '--model-data',
-    's3://b-1/sealed/models/m.tar.gz',
-  ];
+  const base = dryRun('deploy', 'us-east-1');
   const cfg = (await deployRequests([...base, '--async', '--success-topic', success, '--error-topic', error])).find(
     (c) => c.command === 'CreateEndpointConfig',
   )!;

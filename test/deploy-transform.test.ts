@@ -3,7 +3,7 @@
 import t from 'tap';
 import { EXAMPLE_NAMES, policies, type PolicyDocument } from '../src/sagemaker/iam.ts';
 import { startTransformJob, waitForTransformJob } from '../src/sagemaker/transform-job.ts';
-import { deployRefusal, deployRequests, noWait, recording } from './helpers/aws-recording.ts';
+import { deployRefusal, deployRequests, dryRun, noWait, recording } from './helpers/aws-recording.ts';
 
 const job = {
   jobName: 'sealed-transform-1',
@@ -115,28 +115,7 @@ t.test('IAM for Batch Transform: the role reads inputs and writes .out per tenan
 });
 
 t.test('CLI: deploy transform --dry-run prints CreateModel and CreateTransformJob', async (t) => {
-  const args = [
-    'transform',
-    '--dry-run',
-    '--region',
-    'eu-west-1',
-    '--account',
-    '111122223333',
-    '--bucket',
-    'b-1',
-    '--image',
-    'img',
-    '--model-data',
-    's3://b-1/sealed/models/m.tar.gz',
-    '--input',
-    job.input,
-    '--output',
-    job.output,
-    '--instance-count',
-    '2',
-    '--max-payload-mb',
-    '20',
-  ];
+  const args = [...dryRun('transform', 'eu-west-1'), '--input', job.input, '--output', job.output, '--instance-count', '2', '--max-payload-mb', '20'];
   const lines = await deployRequests(args);
   t.same(
     lines.map((l) => l.command),

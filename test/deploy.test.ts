@@ -6,7 +6,7 @@ import t from 'tap';
 import { SageMakerServiceException } from '@aws-sdk/client-sagemaker';
 import { deleteAll, deployEndpoint, launchTrainingJob, metricDefinitions, waitForTrainingJob } from '../src/sagemaker/deploy.ts';
 import { EXAMPLE_NAMES, policies, serverEnvironment, tenantPrefix, type PolicyDocument } from '../src/sagemaker/iam.ts';
-import { deployRefusal, deployRequests, freshAccount, noWait, notFound, recording } from './helpers/aws-recording.ts';
+import { deployRefusal, deployRequests, dryRun, freshAccount, noWait, notFound, recording } from './helpers/aws-recording.ts';
 
 const model = {
   image: '111122223333.dkr.ecr.us-east-1.amazonaws.com/sealed-inference:1',
@@ -447,23 +447,7 @@ t.test('IAM: deploy/iam/*.json are the generator output for the example values',
 });
 
 t.test('CLI: --dry-run prints the requests as JSON lines; usage errors say what to do', async (t) => {
-  const lines = await deployRequests([
-    'deploy',
-    '--dry-run',
-    '--region',
-    'eu-west-1',
-    '--account',
-    '111122223333',
-    '--bucket',
-    'b-1',
-    '--image',
-    'img',
-    '--model-data',
-    's3://b-1/sealed/models/m.tar.gz',
-    '--async',
-    '--max',
-    '2',
-  ]);
+  const lines = await deployRequests([...dryRun('deploy', 'eu-west-1'), '--async', '--max', '2']);
   t.same(
     lines.map((l) => l.command),
     [

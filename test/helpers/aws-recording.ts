@@ -59,6 +59,25 @@ const deployScript = new URL('../../scripts/deploy.ts', import.meta.url).pathnam
 /** No region or profile of the machine's own: every run says what it uses. */
 const cliEnv = () => ({ ...process.env, AWS_REGION: '', AWS_DEFAULT_REGION: '', AWS_PROFILE: '' });
 
+/**
+ * `<command> --dry-run` with what every deployment names: the region, the account
+ * 111122223333, bucket b-1, image `img` and the model s3://b-1/sealed/models/m.tar.gz.
+ */
+export const dryRun = (command: 'deploy' | 'transform', region: string) => [
+  command,
+  '--dry-run',
+  '--region',
+  region,
+  '--account',
+  '111122223333',
+  '--bucket',
+  'b-1',
+  '--image',
+  'img',
+  '--model-data',
+  's3://b-1/sealed/models/m.tar.gz',
+];
+
 /** `node scripts/deploy.ts ...args` that must succeed: the requests it prints (--dry-run: one JSON line each). */
 export async function deployRequests(args: string[]): Promise<Call[]> {
   const { stdout } = await promisify(execFile)(process.execPath, [deployScript, ...args], { env: cliEnv() });
