@@ -79,6 +79,25 @@ export function safeText(v: unknown, max = 64): string {
   return out;
 }
 
+/**
+ * A sealed server's JSON error body ({error or code, message, hint}) as the SealedError it
+ * stands for, whichever way it came back (direct HTTP, SageMaker's ModelError, an async failure
+ * object), so a caller sees one error for one refusal. Text that is not that JSON is shown only
+ * through safeText: it is whatever a proxy or container said.
+ */
+export function serverError(status: number | string, text: string): SealedError {
+  let j: { error?: unknown; code?: unknown; message?: unknown; hint?: unknown } = {};
+  try {
+    j = JSON.parse(text) as typeof j;
+  } catch {
+    // not the server's JSON (e.g. a proxy's page): the status says enough
+  }
+  const named = typeof j.error === 'string' ? j.error : typeof j.code === 'string' ? j.code : undefined;
+  const code = (named ?? (status === 404 ? 'not-found' : 'internal')) as ErrorCode;
+  const message = typeof j.message === 'string' ? j.message : safeText(text, 120);
+  return new SealedError(code, `the server refused the request (${status}): ${message}`, typeof j.hint === 'string' ? j.hint : undefined);
+}
+
 export function isSealedError(e: unknown): e is SealedError {
   return e instanceof SealedError || (typeof e === 'object' && e !== null && (e as { name?: unknown }).name === 'SealedError');
 }

@@ -1,38 +1,14 @@
 // Async endpoints in the deployment (issue #17): success and error notifications on SNS topics,
 // and scaling on the queue (ApproximateBacklogSizePerInstance) down to zero instances and back
 // from zero (HasBacklogWithoutCapacity), checked at the SDK boundary and in the IAM grants.
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import t from 'tap';
-import { awsClients, deployEndpoint, endpointConfigRequest, type Clients } from '../src/sagemaker/deploy.ts';
+import { deployEndpoint, endpointConfigRequest } from '../src/sagemaker/deploy.ts';
 import { EXAMPLE_NAMES, policies } from '../src/sagemaker/iam.ts';
+import { deployRefusal, deployRequests, dryRun, freshAccount as recordedAccount, noWait } from './helpers/aws-recording.ts';
 
-type Call = { service: string; command: string; input: Record<string, unknown> };
-function freshAccount(): { clients: Clients; calls: Call[] } {
-  const calls: Call[] = [];
-  let created = false;
-  const clients = awsClients('us-east-1', { accessKeyId: 'TEST', secretAccessKey: 'TEST' });
-  for (const service of ['sagemaker', 'autoscaling', 'cloudwatch'] as const) {
-    (clients[service].middlewareStack as unknown as { add: (mw: unknown, o: unknown) => void }).add(
-      (_next: unknown, context: { commandName: string }) => async (args: { input: Record<string, unknown> }) => {
-        const c = { service, command: context.commandName.replace(/Command$/, ''), input: args.input };
-        calls.push(c);
-        if (c.command === 'CreateEndpoint') created = true;
-        if (c.command === 'DescribeEndpoint' && !created) throw Object.assign(new Error('Could not find endpoint'), { name: 'ValidationException' });
-        const out =
-          c.command === 'DescribeEndpoint'
-            ? { EndpointStatus: 'InService' }
-            : c.command === 'PutScalingPolicy'
-              ? { PolicyARN: `arn:policy/${String(c.input.PolicyName)}` }
-              : {};
-        return { output: { $metadata: {}, ...out }, response: {} };
-      },
-      { step: 'initialize', name: 'testRecorder' },
-    );
-  }
-  return { clients, calls };
-}
-const noWait = { sleep: async () => {}, pollMs: { first: 1, max: 1 } };
+/** A fresh deployment whose scaling policies have short ARNs, to read in the alarms. */
+const freshAccount = () => recordedAccount((name) => `arn:policy/${name}`);
+
 const model = { image: 'img:1', modelDataUrl: 's3://b-1/sealed/models/m.tar.gz', roleArn: 'arn:aws:iam::111122223333:role/sealed-endpoint' };
 const success = 'arn:aws:sns:us-east-1:111122223333:sealed-async-success';
 const error = 'arn:aws:sns:us-east-1:111122223333:sealed-async-error';
@@ -111,30 +87,11 @@ t.test('IAM: the endpoint role may publish to the deployment topics only', async
 });
 
 t.test('CLI: --success-topic/--error-topic go into the config; refused without --async', async (t) => {
-  const run = promisify(execFile);
-  const script = new URL('../scripts/deploy.ts', import.meta.url).pathname;
-  const env = { ...process.env, AWS_REGION: '', AWS_DEFAULT_REGION: '', AWS_PROFILE: '' };
-  const base = [
-    'deploy',
-    '--dry-run',
-    '--region',
-    'us-east-1',
-    '--account',
-    '111122223333',
-    '--bucket',
-    'b-1',
-    '--image',
-    'img',
-    '--model-data',
-    's3://b-1/sealed/models/m.tar.gz',
-  ];
-  const { stdout } = await run(process.execPath, [script, ...base, '--async', '--success-topic', success, '--error-topic', error], { env });
-  const cfg = stdout
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as Call)
-    .find((c) => c.command === 'CreateEndpointConfig')!;
+  const base = dryRun('deploy', 'us-east-1');
+  const cfg = (await deployRequests([...base, '--async', '--success-topic', success, '--error-topic', error])).find(
+    (c) => c.command === 'CreateEndpointConfig',
+  )!;
   t.match(cfg.input, { AsyncInferenceConfig: { OutputConfig: { NotificationConfig: { SuccessTopic: success, ErrorTopic: error } } } });
-  const bad = await run(process.execPath, [script, ...base, '--success-topic', success], { env }).catch((e: { stderr: string }) => e);
-  t.match((bad as { stderr: string }).stderr, /are for asynchronous endpoints[\s\S]*what to do: add --async/);
+  const bad = await deployRefusal([...base, '--success-topic', success]);
+  t.match(bad.stderr, /are for asynchronous endpoints[\s\S]*what to do: add --async/);
 });

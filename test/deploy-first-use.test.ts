@@ -1,29 +1,13 @@
 // Issue #17, "correct on first real use": what the deployment would have got wrong on AWS, read
 // against SageMaker's, Application Auto Scaling's and IAM's documentation. Each test drives the
-// real SDK clients cut at the first middleware step (as test/deploy.test.ts does) or checks the
+// real SDK clients cut at the first middleware step (test/helpers/aws-recording.ts) or checks the
 // generated IAM documents the way IAM evaluates them.
 import { readFileSync } from 'node:fs';
 import t from 'tap';
-import { awsClients, deployEndpoint, type Clients } from '../src/sagemaker/deploy.ts';
+import { deployEndpoint } from '../src/sagemaker/deploy.ts';
 import { EXAMPLE_NAMES, policies, type PolicyDocument } from '../src/sagemaker/iam.ts';
+import { freshAccount, noWait, recording } from './helpers/aws-recording.ts';
 
-type Call = { service: string; command: string; input: Record<string, unknown> };
-function recording(respond: (c: Call) => unknown): { clients: Clients; calls: Call[] } {
-  const calls: Call[] = [];
-  const clients = awsClients('us-east-1', { accessKeyId: 'TEST', secretAccessKey: 'TEST' });
-  for (const service of ['sagemaker', 'autoscaling', 'cloudwatch'] as const) {
-    (clients[service].middlewareStack as unknown as { add: (mw: unknown, o: unknown) => void }).add(
-      (_next: unknown, context: { commandName: string }) => async (args: { input: Record<string, unknown> }) => {
-        const call = { service, command: context.commandName.replace(/Command$/, ''), input: args.input };
-        calls.push(call);
-        return { output: { $metadata: {}, ...(respond(call) as object) }, response: {} };
-      },
-      { step: 'initialize', name: 'testRecorder' },
-    );
-  }
-  return { clients, calls };
-}
-const noWait = { sleep: async () => {}, pollMs: { first: 1, max: 1 } };
 const model = { image: 'img:1', modelDataUrl: 's3://b-1/sealed/models/m/output/model.tar.gz', roleArn: 'arn:aws:iam::111122223333:role/sealed-endpoint' };
 
 /** An endpoint running `sealed-old`; UpdateEndpoint moves it to the new config unless `rollback`. */
@@ -141,15 +125,7 @@ t.test('--update that SageMaker rolled back is a failure naming the reason, not 
 
 t.test('the server deadline follows the endpoint type (SEALED_DEADLINE_MS, which sealed serve reads)', async (t) => {
   const env = async (config: Parameters<typeof deployEndpoint>[1]['config'], environment?: Record<string, string>) => {
-    let created = false;
-    const r = recording((c) => {
-      if (c.command === 'CreateEndpoint') created = true;
-      if (c.command === 'DescribeEndpoint') {
-        if (!created) throw Object.assign(new Error('Could not find endpoint'), { name: 'ValidationException' });
-        return { EndpointStatus: 'InService' };
-      }
-      return {};
-    });
+    const r = freshAccount();
     await deployEndpoint(r.clients, { endpointName: 'sealed', stamp: 's', model: { ...model, environment }, config, wait: noWait });
     return (r.calls.find((c) => c.command === 'CreateModel')!.input.PrimaryContainer as { Environment: Record<string, string> }).Environment;
   };

@@ -1,27 +1,10 @@
 // Batch Transform in the deployment, checked by its requests at the SDK boundary (real clients
-// cut at their first middleware step, as test/deploy.test.ts does) and by its IAM grants.
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
+// cut at their first middleware step: test/helpers/aws-recording.ts) and by its IAM grants.
 import t from 'tap';
-import { awsClients, type Clients } from '../src/sagemaker/deploy.ts';
 import { EXAMPLE_NAMES, policies, type PolicyDocument } from '../src/sagemaker/iam.ts';
 import { startTransformJob, waitForTransformJob } from '../src/sagemaker/transform-job.ts';
+import { deployRefusal, deployRequests, dryRun, noWait, recording } from './helpers/aws-recording.ts';
 
-type Call = { service: string; command: string; input: Record<string, unknown> };
-function recording(respond: (c: Call) => unknown): { clients: Clients; calls: Call[] } {
-  const calls: Call[] = [];
-  const clients = awsClients('us-east-1', { accessKeyId: 'TEST', secretAccessKey: 'TEST' });
-  (clients.sagemaker.middlewareStack as unknown as { add: (mw: unknown, o: unknown) => void }).add(
-    (_next: unknown, context: { commandName: string }) => async (args: { input: Record<string, unknown> }) => {
-      const call = { service: 'sagemaker', command: context.commandName.replace(/Command$/, ''), input: args.input };
-      calls.push(call);
-      return { output: { $metadata: {}, ...(respond(call) as object) }, response: {} };
-    },
-    { step: 'initialize', name: 'testRecorder' },
-  );
-  return { clients, calls };
-}
-const noWait = { sleep: async () => {}, pollMs: { first: 1, max: 1 } };
 const job = {
   jobName: 'sealed-transform-1',
   modelName: 'sealed-20260101',
@@ -132,45 +115,14 @@ t.test('IAM for Batch Transform: the role reads inputs and writes .out per tenan
 });
 
 t.test('CLI: deploy transform --dry-run prints CreateModel and CreateTransformJob', async (t) => {
-  const script = new URL('../scripts/deploy.ts', import.meta.url).pathname;
-  const env = { ...process.env, AWS_REGION: '', AWS_DEFAULT_REGION: '', AWS_PROFILE: '' };
-  const args = [
-    'transform',
-    '--dry-run',
-    '--region',
-    'eu-west-1',
-    '--account',
-    '111122223333',
-    '--bucket',
-    'b-1',
-    '--image',
-    'img',
-    '--model-data',
-    's3://b-1/sealed/models/m.tar.gz',
-    '--input',
-    job.input,
-    '--output',
-    job.output,
-    '--instance-count',
-    '2',
-    '--max-payload-mb',
-    '20',
-  ];
-  const { stdout } = await promisify(execFile)(process.execPath, [script, ...args], { env });
-  const lines = stdout
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as Call);
+  const args = [...dryRun('transform', 'eu-west-1'), '--input', job.input, '--output', job.output, '--instance-count', '2', '--max-payload-mb', '20'];
+  const lines = await deployRequests(args);
   t.same(
     lines.map((l) => l.command),
     ['CreateModel', 'CreateTransformJob'],
   );
   t.equal(lines[1].input.ModelName, lines[0].input.ModelName, 'the job runs the model just created');
   t.match(lines[1].input, { MaxPayloadInMB: 20, TransformResources: { InstanceCount: 2 }, TransformInput: { SplitType: 'None' } });
-  const bad = await promisify(execFile)(
-    process.execPath,
-    [script, 'transform', '--dry-run', '--region', 'eu-west-1', '--input', job.input, '--output', job.output],
-    { env },
-  ).catch((e: { stderr: string }) => e);
-  t.match((bad as { stderr: string }).stderr, /no model for the transform job[\s\S]*what to do: give --model-name/);
+  const bad = await deployRefusal(['transform', '--dry-run', '--region', 'eu-west-1', '--input', job.input, '--output', job.output]);
+  t.match(bad.stderr, /no model for the transform job[\s\S]*what to do: give --model-name/);
 });

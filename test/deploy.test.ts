@@ -1,35 +1,12 @@
 // The SageMaker deployment, checked by its requests: real SDK clients whose middleware stack is
 // cut at its first step (nothing leaves the machine; no AWS is reachable here), so each test sees
-// the command name and input exactly as client.send received them, in order.
+// the command name and input exactly as client.send received them, in order (test/helpers/aws-recording.ts).
 import { readFileSync } from 'node:fs';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import t from 'tap';
 import { SageMakerServiceException } from '@aws-sdk/client-sagemaker';
-import { awsClients, deleteAll, deployEndpoint, launchTrainingJob, metricDefinitions, waitForTrainingJob, type Clients } from '../src/sagemaker/deploy.ts';
+import { deleteAll, deployEndpoint, launchTrainingJob, metricDefinitions, waitForTrainingJob } from '../src/sagemaker/deploy.ts';
 import { EXAMPLE_NAMES, policies, serverEnvironment, tenantPrefix, type PolicyDocument } from '../src/sagemaker/iam.ts';
-
-type Call = { service: string; command: string; input: Record<string, unknown> };
-
-/** Real clients; `respond` answers each command (throw to fail it). */
-function recording(respond: (c: Call) => unknown = () => ({})): { clients: Clients; calls: Call[] } {
-  const calls: Call[] = [];
-  const clients = awsClients('us-east-1', { accessKeyId: 'TEST', secretAccessKey: 'TEST' });
-  for (const service of ['sagemaker', 'autoscaling', 'cloudwatch'] as const) {
-    (clients[service].middlewareStack as unknown as { add: (mw: unknown, o: unknown) => void }).add(
-      (_next: unknown, context: { commandName: string }) => async (args: { input: Record<string, unknown> }) => {
-        const call = { service, command: context.commandName.replace(/Command$/, ''), input: args.input };
-        calls.push(call);
-        return { output: { $metadata: {}, ...(respond(call) as object) }, response: {} };
-      },
-      { step: 'initialize', name: 'testRecorder' },
-    );
-  }
-  return { clients, calls };
-}
-const notFound = (what: string) =>
-  new SageMakerServiceException({ name: 'ValidationException', $fault: 'client', $metadata: { httpStatusCode: 400 }, message: `Could not find ${what}.` });
-const noWait = { sleep: async () => {}, pollMs: { first: 1, max: 1 } };
+import { deployRefusal, deployRequests, dryRun, freshAccount, noWait, notFound, recording } from './helpers/aws-recording.ts';
 
 const model = {
   image: '111122223333.dkr.ecr.us-east-1.amazonaws.com/sealed-inference:1',
@@ -37,21 +14,6 @@ const model = {
   roleArn: 'arn:aws:iam::111122223333:role/sealed-endpoint',
   environment: { SEALED_ALLOW_READ: 's3://b-1/sealed/queries/,s3://b-1/sealed/keys/', SEALED_ALLOW_WRITE: 's3://b-1/sealed/results/' },
 };
-
-/** A fresh deployment: DescribeEndpoint says "not found" until CreateEndpoint, then InService. */
-function freshAccount() {
-  let created = false;
-  return recording((c) => {
-    if (c.command === 'CreateEndpoint') created = true;
-    if (c.command === 'DescribeEndpoint') {
-      if (!created) throw notFound('endpoint "sealed"');
-      return { EndpointStatus: 'InService' };
-    }
-    if (c.command === 'PutScalingPolicy')
-      return { PolicyARN: `arn:aws:autoscaling:us-east-1:111122223333:scalingPolicy:x:resource/sagemaker/${String(c.input.PolicyName)}` };
-    return {};
-  });
-}
 
 t.test('training job request: channels, string hyperparameters, metric definitions, output, limits', async (t) => {
   const { clients, calls } = recording((c) =>
@@ -485,35 +447,7 @@ t.test('IAM: deploy/iam/*.json are the generator output for the example values',
 });
 
 t.test('CLI: --dry-run prints the requests as JSON lines; usage errors say what to do', async (t) => {
-  const run = promisify(execFile);
-  const script = new URL('../scripts/deploy.ts', import.meta.url).pathname;
-  const env = { ...process.env, AWS_REGION: '', AWS_DEFAULT_REGION: '', AWS_PROFILE: '' };
-  const { stdout } = await run(
-    process.execPath,
-    [
-      script,
-      'deploy',
-      '--dry-run',
-      '--region',
-      'eu-west-1',
-      '--account',
-      '111122223333',
-      '--bucket',
-      'b-1',
-      '--image',
-      'img',
-      '--model-data',
-      's3://b-1/sealed/models/m.tar.gz',
-      '--async',
-      '--max',
-      '2',
-    ],
-    { env },
-  );
-  const lines = stdout
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as Call);
+  const lines = await deployRequests([...dryRun('deploy', 'eu-west-1'), '--async', '--max', '2']);
   t.same(
     lines.map((l) => l.command),
     [
@@ -545,13 +479,9 @@ t.test('CLI: --dry-run prints the requests as JSON lines; usage errors say what 
     AsyncInferenceConfig: { OutputConfig: { S3OutputPath: 's3://b-1/sealed/async-out', S3FailurePath: 's3://b-1/sealed/async-failed' } },
   });
   t.match(lines[5].input, { MinCapacity: 0, MaxCapacity: 2 });
-  const bad = await run(process.execPath, [script, 'deploy', '--dry-run', '--bucket', 'b-1', '--image', 'i', '--model-data', 's3://b-1/m'], { env }).catch(
-    (e: { code: number; stderr: string }) => e,
-  );
-  t.equal((bad as { code: number }).code, 2);
-  t.match((bad as { stderr: string }).stderr, /no AWS region[\s\S]*what to do: pass --region/);
-  const name = await run(process.execPath, [script, 'delete', '--dry-run', '--region', 'us-east-1', '--name', 'My_Endpoint'], { env }).catch(
-    (e: { stderr: string }) => e,
-  );
-  t.match((name as { stderr: string }).stderr, /what to do: use at most 40 lower-case letters/);
+  const bad = await deployRefusal(['deploy', '--dry-run', '--bucket', 'b-1', '--image', 'i', '--model-data', 's3://b-1/m']);
+  t.equal(bad.code, 2);
+  t.match(bad.stderr, /no AWS region[\s\S]*what to do: pass --region/);
+  const name = await deployRefusal(['delete', '--dry-run', '--region', 'us-east-1', '--name', 'My_Endpoint']);
+  t.match(name.stderr, /what to do: use at most 40 lower-case letters/);
 });

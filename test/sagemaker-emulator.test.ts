@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import { InvokeEndpointAsyncCommand, InvokeEndpointCommand, SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import { ensureKeysUploaded, invokeHttp } from '../src/client/predict.ts';
+import { invokeBodyHttp } from '../src/client/invoke.ts';
 import { ClientSession } from '../src/client/session.ts';
 import { readClientPart } from '../src/model/bundle.ts';
 import { invokeAsync, invokeRealtime, runtimeClient, sagemakerInvoke, type Invoke } from '../src/sagemaker/runtime-client.ts';
@@ -16,6 +17,7 @@ import { REALTIME_MAX_BYTES, startRuntimeEmulator } from '../src/sagemaker/runti
 import type { Prediction } from '../src/model/postprocess.ts';
 import { formatS3Uri, parseS3Uri } from '../src/storage/s3.ts';
 import { decodeWire } from '../src/wire/format.ts';
+import type { SealedError } from '../src/errors.ts';
 import { startStack, trainBreastCancer } from './helpers/fixture.ts';
 
 const trained = await trainBreastCancer();
@@ -204,14 +206,33 @@ async function fakeContainer(answer: (req: IncomingMessage, res: ServerResponse)
 const noRetry = (endpoint: string) =>
   new SageMakerRuntimeClient({ endpoint, region: 'us-east-1', credentials: { accessKeyId: 'LOCAL', secretAccessKey: 'LOCAL' }, maxAttempts: 1 });
 
-t.test('SageMaker refuses what it would refuse: another endpoint, a variant or model it lacks', async (t) => {
-  const fake = await fakeContainer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
-  const emu = await startRuntimeEmulator({ containerUrl: fake.url, store: stack.store, outputPath, failurePath, endpointName: 'sealed-prod' });
+/** The emulator in front of a stand-in container, and a client of it that does not retry; closed with `t`. */
+async function fakeEndpoint(
+  t: Test,
+  answer: (req: IncomingMessage, res: ServerResponse) => void,
+  o: { endpointName?: string; region?: string } = {},
+): Promise<{ fake: Awaited<ReturnType<typeof fakeContainer>>; c: SageMakerRuntimeClient }> {
+  const fake = await fakeContainer(answer);
+  const emu = await startRuntimeEmulator({
+    containerUrl: fake.url,
+    store: stack.store,
+    outputPath,
+    failurePath,
+    endpointName: o.endpointName ?? 'e',
+    region: o.region,
+  });
   const c = noRetry(emu.url);
   t.teardown(async () => {
     c.destroy();
     await emu.close();
     await fake.close();
+  });
+  return { fake, c };
+}
+
+t.test('SageMaker refuses what it would refuse: another endpoint, a variant or model it lacks', async (t) => {
+  const { fake, c } = await fakeEndpoint(t, (_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'), {
+    endpointName: 'sealed-prod',
   });
   const body = new Uint8Array([1]);
 
@@ -249,13 +270,8 @@ t.test('SageMaker refuses what it would refuse: another endpoint, a variant or m
 });
 
 t.test("ModelError carries a LogStreamArn, as SageMaker's does", async (t) => {
-  const fake = await fakeContainer((_req, res) => res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":"internal","message":"boom"}'));
-  const emu = await startRuntimeEmulator({ containerUrl: fake.url, store: stack.store, outputPath, failurePath, endpointName: 'e', region: 'eu-west-1' });
-  const c = noRetry(emu.url);
-  t.teardown(async () => {
-    c.destroy();
-    await emu.close();
-    await fake.close();
+  const { c } = await fakeEndpoint(t, (_req, res) => res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":"internal","message":"boom"}'), {
+    region: 'eu-west-1',
   });
   const err = (await c.send(new InvokeEndpointCommand({ EndpointName: 'e', Body: new Uint8Array([1]) })).catch((e: unknown) => e)) as Record<string, unknown>;
   t.match(err, { name: 'ModelError', $metadata: { httpStatusCode: 424 }, OriginalStatusCode: 500, OriginalMessage: '{"error":"internal","message":"boom"}' });
@@ -266,15 +282,19 @@ t.test("ModelError carries a LogStreamArn, as SageMaker's does", async (t) => {
   );
 });
 
+t.test("a container's answer that is not the server's JSON reads as over direct HTTP: status-coded, made safe to show", async (t) => {
+  const page = 'no such route\n<h1>Not Found</h1>\u202e';
+  const { fake, c } = await fakeEndpoint(t, (_req, res) => res.writeHead(404, { 'content-type': 'text/html' }).end(page));
+  const viaSageMaker = (await invokeRealtime(c, 'e', {}).catch((e: unknown) => e)) as SealedError;
+  const viaHttp = (await invokeBodyHttp(fake.url, new Uint8Array([1]), {}).catch((e: unknown) => e)) as SealedError;
+  t.match(viaHttp, { name: 'SealedError', code: 'not-found' }, 'direct HTTP (the body form): a 404 is not-found');
+  t.match(viaSageMaker, { name: 'SealedError', code: viaHttp.code, message: /\(404\)/ }, "SageMaker's ModelError: the same code");
+  t.notMatch(viaSageMaker.message, /[\n<>\u202e]/, 'no newline, markup or bidirectional character of the page in the message');
+  t.equal(viaSageMaker.message, viaHttp.message, 'the same message as over direct HTTP');
+});
+
 t.test('InvokeEndpointAsync: InvocationTimeoutSeconds 1-3600 and RequestTTLSeconds 60-21600, as SageMaker', async (t) => {
-  const fake = await fakeContainer((_req, res) => res.writeHead(200).end('{}'));
-  const emu = await startRuntimeEmulator({ containerUrl: fake.url, store: stack.store, outputPath, failurePath, endpointName: 'e' });
-  const c = noRetry(emu.url);
-  t.teardown(async () => {
-    c.destroy();
-    await emu.close();
-    await fake.close();
-  });
+  const { c } = await fakeEndpoint(t, (_req, res) => res.writeHead(200).end('{}'));
   const inputUri = `s3://${bucket}/async/in/${randomUUID()}.json`;
   await stack.store.put(parseS3Uri(inputUri), new TextEncoder().encode('{}'), 'input');
   const send = (o: { InvocationTimeoutSeconds?: number; RequestTTLSeconds?: number }) =>

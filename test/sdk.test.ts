@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import t from 'tap';
 import { buildWeb } from '../scripts/build-web.ts';
-import { createClient, decrypt, encrypt, generateKeys, loadClientPart, predict, proxyTransport, SealedError, type Transport } from '../src/client/index.ts';
+import { createClient, loadClientPart, proxyTransport, SealedError, type Transport } from '../src/client/index.ts';
 import { predict as nodePredict } from '../src/client/predict.ts';
 import { ClientSession } from '../src/client/session.ts';
 import { Sha256, sha256Hex } from '../src/util/sha256.ts';
@@ -130,7 +130,7 @@ t.test('createClient with an endpoint: predictions and stats equal the CLI path'
 
   // Records by feature name give the same answer; a missing feature is a clear error.
   const named = rows.slice(0, 2).map((r) => Object.fromEntries(part.features.map((f, j) => [f, r[j]])));
-  const byName = await predict(client, named);
+  const byName = await client.predict(named);
   t.same(
     byName.map((p) => p.label),
     ref.predictions.slice(0, 2).map((p) => p.label),
@@ -138,7 +138,7 @@ t.test('createClient with an endpoint: predictions and stats equal the CLI path'
   );
   const missing = { ...named[0] } as Record<string, number>;
   delete missing[part.features[3]];
-  t.throws(() => encrypt(client, [missing]), { name: 'SealedError', code: 'bad-data', message: new RegExp(part.features[3]) });
+  t.throws(() => client.encrypt([missing]), { name: 'SealedError', code: 'bad-data', message: new RegExp(part.features[3]) });
   await client.close();
 });
 
@@ -152,11 +152,11 @@ t.test('generateKeys / encrypt / decrypt with a custom transport: it never sees 
     },
   };
   const client = await createClient({ model: JSON.stringify(part), transport: spy });
-  const keys = generateKeys(client);
-  const query = encrypt(client, trained.test.x.slice(0, 3));
+  const keys = client.generateKeys();
+  const query = client.encrypt(trained.test.x.slice(0, 3));
   t.equal(new TextDecoder().decode(query.subarray(0, 6)), 'SEALED', 'the query is a wire-format object');
   const ev = await spy.evaluate(query, { id: keys.evaluationKeysId, bytes: keys.evaluationKeys });
-  const preds = decrypt(client, ev.result);
+  const preds = client.decrypt(ev.result);
   t.equal(preds.length, 3);
   const ref = await reference(trained.test.x.slice(0, 3));
   t.same(

@@ -128,7 +128,8 @@ export async function createClient(o: ClientOptions): Promise<SealedClient> {
   return client;
 }
 
-// The functions below repeat SealedClient's methods; test/sdk.test.ts still calls them.
+// The functions below repeat SealedClient's methods. They stay, deprecated, because docs/sdk.md
+// documents them as the SDK's older form; nothing in this repository calls them.
 
 /** @deprecated use client.generateKeys() */
 export function generateKeys(client: SealedClient): Keys {

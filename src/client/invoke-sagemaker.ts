@@ -3,30 +3,23 @@
 // response's Body is the encrypted result. The JSON forms (real-time and async) live in
 // src/sagemaker/runtime-client.ts.
 import { InvokeEndpointCommand, type SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
-import { SealedError } from '../errors.ts';
+import { sdkError } from '../sagemaker/runtime-client.ts';
 import { keysAttribute, resultBytes } from './invoke.ts';
 import type { InvokeBody } from './route.ts';
-import { OCTETS, PayloadRefused, serverError } from './transport.ts';
+import { OCTETS, PayloadRefused } from './transport.ts';
 
-/** The container's answer as SageMaker relays it (ModelError carries its status and body). */
-function sdkError(e: unknown, endpointName: string): unknown {
-  if (e instanceof SealedError) return e;
-  const err = e as { name?: string; message?: string; OriginalStatusCode?: number; OriginalMessage?: string; $metadata?: { httpStatusCode?: number } };
+/**
+ * The body form's own refusals first: a container (ModelError 413/415) or SageMaker (413) that will
+ * not take the query as a body is a PayloadRefused, so `auto` retries through S3; any other error
+ * maps as for the JSON forms.
+ */
+function bodyError(e: unknown, endpointName: string): unknown {
+  const err = e as { name?: string; OriginalStatusCode?: number; $metadata?: { httpStatusCode?: number } };
   if (err.name === 'ModelError' && (err.OriginalStatusCode === 413 || err.OriginalStatusCode === 415))
     return new PayloadRefused(err.OriginalStatusCode, `the endpoint's container refused the query as a request body (${err.OriginalStatusCode})`);
-  if (err.name === 'ModelError' && err.OriginalMessage !== undefined) return serverError(err.OriginalStatusCode ?? 424, err.OriginalMessage);
   if (err.$metadata?.httpStatusCode === 413)
     return new PayloadRefused(413, `SageMaker refused the query as a request body: more than its payload limit (endpoint ${endpointName})`);
-  if (err.name === 'ValidationError')
-    return new SealedError(
-      'bad-request',
-      `SageMaker refused the request to endpoint ${endpointName}: ${err.message}`,
-      'check the endpoint name, region and request size',
-    );
-  const hint = 'check the endpoint name, region and credentials (or the --sagemaker-url of a local emulator), and that the endpoint is InService';
-  return new SealedError('storage', `cannot invoke SageMaker endpoint ${endpointName} (${err.name ?? 'error'}: ${err.message ?? String(e)})`, hint, {
-    cause: e,
-  });
+  return sdkError(e, endpointName);
 }
 
 export function sagemakerBody(client: SageMakerRuntimeClient, endpointName: string): InvokeBody {
@@ -43,7 +36,7 @@ export function sagemakerBody(client: SageMakerRuntimeClient, endpointName: stri
         }),
       );
     } catch (e) {
-      throw sdkError(e, endpointName);
+      throw bodyError(e, endpointName);
     }
     return { result: resultBytes(r.Body ?? new Uint8Array(), r.ContentType) };
   };

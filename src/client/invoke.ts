@@ -1,9 +1,9 @@
 // Node: the calls to /invocations over direct HTTP, in its two forms: JSON naming S3 objects,
 // and the query itself as the body (docs/usage.md, "The /invocations API").
-import { SealedError } from '../errors.ts';
+import { SealedError, serverError } from '../errors.ts';
 import { retryingKeys, type PublicKeys } from './keys-upload.ts';
 import type { S3Route } from './route.ts';
-import { OCTETS, PayloadRefused, serverError } from './transport.ts';
+import { OCTETS, PayloadRefused } from './transport.ts';
 
 /** SageMaker's header for the caller's own attributes; the body form names the keys in it. */
 export const CUSTOM_ATTRIBUTES = 'X-Amzn-SageMaker-Custom-Attributes';

@@ -22,7 +22,7 @@ import type { Transport as QueryTransport, TransportMode } from './transport.ts'
 export { ensureKeysUploaded, keysInPlace } from './keys-upload.ts';
 export { invokeHttp, invokeWithKeys } from './invoke.ts';
 export { sha256, type S3Route } from './route.ts';
-/** @deprecated the S3 route of predict(): use S3Route (src/web/server.ts and test/tenants.test.ts still name it so). */
+/** @deprecated the S3 route of predict(): use S3Route (docs/sdk.md documents this old name; nothing here uses it). */
 export type Transport = S3Route;
 
 export interface PredictStats {

@@ -4,7 +4,7 @@
 // /invocations; transport-body.ts: the query and the result as the request and response bodies),
 // over direct HTTP or SageMaker's runtime (route.ts). `sizeSwitch` here picks between the last
 // two per query. Browser-safe: no Node-only imports.
-import { safeText, SealedError, type ErrorCode } from '../errors.ts';
+import { SealedError } from '../errors.ts';
 
 /** What a transport receives of the keys: the public evaluation keys, never the secret key. */
 export interface EvaluationKeys {
@@ -123,18 +123,4 @@ export function sizeSwitch(body: Transport | undefined, s3: Transport, o: { limi
       await s3.close?.();
     },
   };
-}
-
-/** A server's JSON error ({error or code, message, hint}) as a SealedError, worded as invokeHttp's. */
-export function serverError(status: number | string, text: string): SealedError {
-  let j: { error?: unknown; code?: unknown; message?: unknown; hint?: unknown } = {};
-  try {
-    j = JSON.parse(text) as typeof j;
-  } catch {
-    // not the server's JSON (e.g. a proxy's page): the status says enough
-  }
-  const named = typeof j.error === 'string' ? j.error : typeof j.code === 'string' ? j.code : undefined;
-  const code = (named ?? (status === 404 ? 'not-found' : 'internal')) as ErrorCode;
-  const message = typeof j.message === 'string' ? j.message : safeText(text, 120);
-  return new SealedError(code, `the server refused the request (${status}): ${message}`, typeof j.hint === 'string' ? j.hint : undefined);
 }

@@ -9,7 +9,7 @@ import {
   SageMakerRuntimeClient,
   type SageMakerRuntimeClientConfig,
 } from '@aws-sdk/client-sagemaker-runtime';
-import { SealedError, type ErrorCode } from '../errors.ts';
+import { SealedError, serverError } from '../errors.ts';
 import { formatS3Uri, parseS3Uri, type ObjectStore } from '../storage/s3.ts';
 
 export type InvocationBody = Record<string, unknown>;
@@ -26,20 +26,13 @@ export function runtimeClient(o: { endpoint?: string; region?: string } = {}): S
   return new SageMakerRuntimeClient(cfg);
 }
 
-/** The server's own error body ({error, message, hint}) becomes the same SealedError as over direct HTTP. */
-function serverError(status: number | string, text: string): SealedError {
-  let j: { error?: unknown; message?: unknown; hint?: unknown } = {};
-  try {
-    j = JSON.parse(text) as typeof j;
-  } catch {
-    // not the server's JSON (e.g. a proxy's page): keep the text as the message
-  }
-  const code = (typeof j.error === 'string' ? j.error : 'internal') as ErrorCode; // as invokeHttp does
-  const message = typeof j.message === 'string' ? j.message : text.slice(0, 500);
-  return new SealedError(code, `the server refused the request (${status}): ${message}`, typeof j.hint === 'string' ? j.hint : undefined);
-}
-
-function sdkError(e: unknown, endpointName: string): unknown {
+/**
+ * An error of the SageMaker runtime SDK as the SealedError a caller acts on: the container's own
+ * answer (ModelError carries its status and body) becomes the server's error, as over direct
+ * HTTP; SageMaker's refusals and unreachable endpoints say what to check. Shared by every
+ * InvokeEndpoint call (the JSON forms here, the body form in src/client/invoke-sagemaker.ts).
+ */
+export function sdkError(e: unknown, endpointName: string): unknown {
   if (e instanceof SealedError) return e;
   const err = e as { name?: string; message?: string; OriginalStatusCode?: number; OriginalMessage?: string };
   if (err.name === 'ModelError' && err.OriginalMessage !== undefined) return serverError(err.OriginalStatusCode ?? 424, err.OriginalMessage);

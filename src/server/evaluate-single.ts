@@ -5,7 +5,7 @@ import { ciphertextBytesBound } from '../fhe/params.ts';
 import { STREAM_PART_SIZE, STREAM_QUEUE_SIZE } from '../storage/s3.ts';
 import { encodeWire, type QueryHeader, type ResultHeader } from '../wire/format.ts';
 import { writeWireStream } from '../wire/stream.ts';
-import { round, type InvocationContext, type InvocationResponse, type ResultSink } from './invocation-context.ts';
+import { invocationResponse, type InvocationContext, type InvocationResponse, type ResultSink } from './invocation-context.ts';
 import type { KeyStore } from './key-store.ts';
 import { checkSingleQuery } from './query-checks.ts';
 import { deadlinePassed, NeedsDigest, type QueryDigest } from './query-digest.ts';
@@ -93,24 +93,20 @@ export async function evaluateSingle(q: SingleQuery, out: ResultSink, c: Invocat
       await out.put(encodeWire<ResultHeader>('result', resultHeader(querySha ?? digest.settle(expected)), results));
     }
     const tEnd = performance.now();
-    return {
-      output_uri: out.uri,
-      model_id: c.model.modelId,
-      query_sha256: querySha ?? digest.settle(expected),
-      layout: 'single',
-      records,
-      ciphertexts: count,
-      keys_cached: keys.cached,
-      timings_ms: {
-        download: round(tDownload - t0),
-        deserialize: round(sum.deserialize),
-        evaluate: round(sum.evaluate),
-        serialize: round(sum.serialize),
-        upload: round(tEnd - tEvalEnd),
-        pool_wall: round(tEvalEnd - tDownload),
-        total: round(tEnd - t0),
+    return invocationResponse(
+      c,
+      out,
+      { query_sha256: querySha ?? digest.settle(expected), layout: 'single', records, ciphertexts: count, keys_cached: keys.cached },
+      {
+        download: tDownload - t0,
+        deserialize: sum.deserialize,
+        evaluate: sum.evaluate,
+        serialize: sum.serialize,
+        upload: tEnd - tEvalEnd,
+        pool_wall: tEvalEnd - tDownload,
+        total: tEnd - t0,
       },
-    };
+    );
   } finally {
     // Evaluations already handed to the pool finish (or are dropped from its queue) first.
     await Promise.allSettled(inflight);

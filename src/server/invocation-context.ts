@@ -39,7 +39,40 @@ export interface InvocationResponse {
   records: number;
   ciphertexts: number;
   keys_cached: boolean;
-  timings_ms: { download: number; deserialize: number; evaluate: number; serialize: number; upload: number; pool_wall: number; total: number };
+  timings_ms: InvocationTimings;
 }
 
-export const round = (v: number) => Math.round(v * 100) / 100;
+/** Milliseconds of each step of an invocation (a step a path does not have is 0). */
+export interface InvocationTimings {
+  download: number;
+  deserialize: number;
+  evaluate: number;
+  serialize: number;
+  upload: number;
+  pool_wall: number;
+  total: number;
+}
+
+const round = (v: number) => Math.round(v * 100) / 100;
+
+/**
+ * The answer of every path (single, batch, trees): where the result went and for which model,
+ * what was evaluated as the path says, and its timings to a hundredth of a millisecond.
+ */
+export function invocationResponse(
+  c: InvocationContext,
+  out: ResultSink,
+  what: Pick<InvocationResponse, 'query_sha256' | 'layout' | 'records' | 'ciphertexts' | 'keys_cached'>,
+  ms: InvocationTimings,
+): InvocationResponse {
+  const timings_ms: InvocationTimings = {
+    download: round(ms.download),
+    deserialize: round(ms.deserialize),
+    evaluate: round(ms.evaluate),
+    serialize: round(ms.serialize),
+    upload: round(ms.upload),
+    pool_wall: round(ms.pool_wall),
+    total: round(ms.total),
+  };
+  return { output_uri: out.uri, model_id: c.model.modelId, ...what, timings_ms };
+}

@@ -7,7 +7,7 @@ import type { QueryHeader, ResultHeader } from '../wire/format.ts';
 import { writeWireStream } from '../wire/stream.ts';
 import { batchMemory, evaluateBatches, type BatchTimings } from './batch.ts';
 import type { Reservation } from './budget.ts';
-import { round, type InvocationContext, type InvocationResponse, type ResultSink } from './invocation-context.ts';
+import { invocationResponse, type InvocationContext, type InvocationResponse, type ResultSink } from './invocation-context.ts';
 import { batchCount, checkBatchQuery } from './query-checks.ts';
 import { deadlinePassed, NeedsDigest, type QueryDigest } from './query-digest.ts';
 
@@ -82,22 +82,18 @@ async function runBatch(
   const header: ResultHeader = { model_id: c.model.modelId, params: h.params, records: h.records, layout: 'batch', query_sha256: expected };
   await out.putStream(writeWireStream<ResultHeader>('result', header, outs, guarded()));
   const tEnd = performance.now();
-  return {
-    output_uri: out.uri,
-    model_id: c.model.modelId,
-    query_sha256: expected,
-    layout: 'batch',
-    records: h.records,
-    ciphertexts: count - (h.rerand_key === true ? 1 : 0),
-    keys_cached: false,
-    timings_ms: {
-      download: round(tHeader - t0),
-      deserialize: round(timings.load),
-      evaluate: round(timings.evaluate),
-      serialize: round(timings.save),
+  return invocationResponse(
+    c,
+    out,
+    { query_sha256: expected, layout: 'batch', records: h.records, ciphertexts: count - (h.rerand_key === true ? 1 : 0), keys_cached: false },
+    {
+      download: tHeader - t0,
+      deserialize: timings.load,
+      evaluate: timings.evaluate,
+      serialize: timings.save,
       upload: 0,
-      pool_wall: round(timings.evaluate_wall),
-      total: round(tEnd - tEval + (tEval - t0)),
+      pool_wall: timings.evaluate_wall,
+      total: tEnd - tEval + (tEval - t0),
     },
-  };
+  );
 }

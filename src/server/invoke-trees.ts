@@ -10,9 +10,10 @@ import { ciphertextBytesBound, paramsKey } from '../fhe/params.ts';
 import { describeS3Location, type S3Location } from '../storage/s3.ts';
 import { decodeWire, type QueryHeader } from '../wire/format.ts';
 import { MiB } from './budget.ts';
-import { round, type InvocationContext, type InvocationResponse, type ResultSink } from './invocation-context.ts';
+import { invocationResponse, type InvocationContext, type InvocationResponse, type ResultSink } from './invocation-context.ts';
 import type { KeyStore } from './key-store.ts';
 import { checkQueryHeader, type ServingModel, type TreeServing } from './query-checks.ts';
+import { deadlinePassed } from './query-digest.ts';
 
 const ENCRYPT_HINT = "encrypt the query with this endpoint's tree-model client part (`sealed predict`)";
 export const TREE_KEYS_HINT =
@@ -68,7 +69,7 @@ export async function invokeTreesS3(
   keys.catch(() => undefined);
   try {
     const { bytes } = await c.store.get(queryLoc, head.size, 'encrypted query');
-    if (signal?.aborted) throw new SealedError('deadline', 'the request passed its deadline');
+    if (signal?.aborted) throw deadlinePassed();
     // transformToByteArray's array owns its buffer: it is handed to the worker, not copied.
     return await evaluateTrees(bytes, true, keys, declared, out, c, t0, performance.now() - t0, signal);
   } finally {
@@ -112,28 +113,16 @@ export async function evaluateTrees(
     const t1 = performance.now();
     const r = await c.pool.runTrees({ trees: true, query: sent, keys: { relin: set.relin, publicKey: set.publicKey } }, signal, [sent.buffer as ArrayBuffer]);
     if (r.error) throw reviveError(r.error);
-    if (signal?.aborted) throw new SealedError('deadline', 'the request passed its deadline');
+    if (signal?.aborted) throw deadlinePassed();
     const t2 = performance.now();
     await out.put(r.result!);
     const t3 = performance.now();
-    return {
-      output_uri: out.uri,
-      model_id: c.model.modelId,
-      query_sha256: sha,
-      layout: 'batch',
-      records: h.records,
-      ciphertexts: count,
-      keys_cached: cached,
-      timings_ms: {
-        download: round(download),
-        deserialize: 0,
-        evaluate: round(r.ms),
-        serialize: 0,
-        upload: round(t3 - t2),
-        pool_wall: round(t2 - t1),
-        total: round(t3 - t0),
-      },
-    };
+    return invocationResponse(
+      c,
+      out,
+      { query_sha256: sha, layout: 'batch', records: h.records, ciphertexts: count, keys_cached: cached },
+      { download, deserialize: 0, evaluate: r.ms, serialize: 0, upload: t3 - t2, pool_wall: t2 - t1, total: t3 - t0 },
+    );
   } finally {
     reservation?.release();
   }
