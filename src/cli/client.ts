@@ -80,6 +80,7 @@ interface PredictOpts extends PassphraseOpts {
   async?: boolean;
   sagemakerUrl?: string;
   asyncTimeout: number;
+  notificationQueue?: string;
   model: string;
   input: string;
   output?: string;
@@ -111,6 +112,8 @@ export async function predictCommand(o: PredictOpts): Promise<void> {
       '--body-limit must be a whole number of bytes above 0',
       "e.g. --body-limit 6291456 (6 MB, SageMaker real-time's limit)",
     );
+  if (o.notificationQueue && !o.async)
+    throw new SealedError('bad-request', '--notification-queue needs --async', 'notifications come from async endpoints: add --async, or drop the queue');
   if (o.async && !o.sagemakerEndpoint)
     throw new SealedError('bad-request', '--async needs --sagemaker-endpoint', 'name the SageMaker endpoint, or drop --async for direct HTTP');
   // A tree-ensemble bundle (a directory whose manifest lists server/trees.json) has its own client.
@@ -144,7 +147,7 @@ export async function predictCommand(o: PredictOpts): Promise<void> {
     }
   }
   const sagemaker = o.sagemakerEndpoint
-    ? { endpointName: o.sagemakerEndpoint, url: o.sagemakerUrl, async: o.async, timeoutMs: o.asyncTimeout * 1000 }
+    ? { endpointName: o.sagemakerEndpoint, url: o.sagemakerUrl, async: o.async, timeoutMs: o.asyncTimeout * 1000, notificationQueue: o.notificationQueue }
     : undefined;
   const open = await openRoute({ endpoint: o.endpoint, sagemaker, s3Endpoint: o.s3Endpoint, bucket: o.bucket, prefix: o.prefix }).catch((e: unknown) => {
     session.close();

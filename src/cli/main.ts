@@ -187,6 +187,10 @@ export async function main(argv: string[]): Promise<void> {
     .option('--async', 'with --sagemaker-endpoint: InvokeEndpointAsync, polling the output with back-off')
     .option('--sagemaker-url <url>', 'SageMaker Runtime URL override, e.g. the local emulator (env SEALED_SAGEMAKER_URL)')
     .addOption(new Option('--async-timeout <seconds>', 'give up on an async invocation after this long').default(900).argParser(Number))
+    .option(
+      '--notification-queue <url>',
+      "with --async: an SQS queue subscribed to the endpoint's SNS success and error topics, long-polled for this request's notification instead of polling S3",
+    )
     .option('--keys <dir>', 'key set directory (made if missing)')
     .addOption(
       new Option(

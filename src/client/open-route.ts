@@ -19,6 +19,8 @@ export interface SageMakerTarget {
   async?: boolean;
   /** Async: give up after this long (default 15 min). */
   timeoutMs?: number;
+  /** Async: an SQS queue subscribed to the endpoint's SNS topics, waited on instead of polling S3. */
+  notificationQueue?: string;
 }
 
 export interface RouteOptions {
@@ -47,18 +49,25 @@ export async function openRoute(o: RouteOptions): Promise<OpenRoute> {
   }
   const store = new ObjectStore({ endpoint: where.endpoint });
   const route: S3Route = { store, bucket, prefix: o.prefix, endpoint: o.endpoint ?? '' };
-  let runtime: { destroy(): void } | undefined;
+  const clients: { destroy(): void }[] = [];
   try {
     if (where.mode !== 'aws') await store.ensureBucket(bucket);
     const sm = o.sagemaker;
     if (sm) {
       const [rc, body] = await Promise.all([import('../sagemaker/runtime-client.ts'), import('./invoke-sagemaker.ts')]);
       const client = rc.runtimeClient({ endpoint: sm.url ?? process.env.SEALED_SAGEMAKER_URL });
-      runtime = client;
+      clients.push(client);
+      let notifications;
+      if (sm.async && sm.notificationQueue) {
+        const { SQSClient } = await import('@aws-sdk/client-sqs');
+        const sqs = new SQSClient({ region: process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1' });
+        clients.push(sqs);
+        notifications = { sqs, queueUrl: sm.notificationQueue };
+      }
       route.invoke = rc.sagemakerInvoke({
         client,
         endpointName: sm.endpointName,
-        async: sm.async ? { store, bucket, prefix: o.prefix, timeoutMs: sm.timeoutMs } : undefined,
+        async: sm.async ? { store, bucket, prefix: o.prefix, timeoutMs: sm.timeoutMs, notifications } : undefined,
       });
       if (!sm.async) route.invokeBody = body.sagemakerBody(client, sm.endpointName);
     }
@@ -70,7 +79,7 @@ export async function openRoute(o: RouteOptions): Promise<OpenRoute> {
   return {
     route,
     async close() {
-      runtime?.destroy();
+      for (const c of clients) c.destroy();
       store.close();
       await where.local?.close();
     },

@@ -9,7 +9,8 @@ import {
   SageMakerRuntimeClient,
   type SageMakerRuntimeClientConfig,
 } from '@aws-sdk/client-sagemaker-runtime';
-import { SealedError, serverError } from '../errors.ts';
+import { SealedError, safeText, serverError } from '../errors.ts';
+import { waitForNotification, type NotificationQueue } from './async-notifications.ts';
 import { formatS3Uri, parseS3Uri, type ObjectStore } from '../storage/s3.ts';
 
 export type InvocationBody = Record<string, unknown>;
@@ -80,6 +81,8 @@ export interface AsyncOptions {
   timeoutMs?: number;
   /** First and largest wait between polls of the output and failure locations. */
   pollMs?: { first: number; max: number };
+  /** Wait on the endpoint's SNS notifications through this SQS queue instead of polling S3. */
+  notifications?: NotificationQueue;
 }
 
 export async function invokeAsync(
@@ -111,6 +114,29 @@ export async function invokeAsync(
   const timeoutMs = o.timeoutMs ?? 15 * 60_000;
   const { first, max } = o.pollMs ?? { first: 100, max: 5000 };
   const deadline = Date.now() + timeoutMs;
+  const late = () =>
+    new SealedError(
+      'overloaded',
+      `async inference ${out.id} did not finish within ${Math.round(timeoutMs / 1000)} s (output expected at ${out.output})`,
+      'the request may still complete: look for the output object later, or raise the timeout (and check that your identity may read and list the async output and failure paths)',
+    );
+  if (o.notifications) {
+    const n = await waitForNotification(o.notifications, out.id, deadline);
+    if (!n) throw late();
+    if (n.invocationStatus === 'Completed')
+      return parseAnswer(
+        (await o.store.get(n.outputLocation ? parseS3Uri(n.outputLocation, 'outputLocation') : outputLoc, 64 * 1024 * 1024, 'async response')).bytes,
+        'async response',
+      );
+    const failedAt = n.failureLocation ? parseS3Uri(n.failureLocation, 'failureLocation') : failureLoc;
+    if (failedAt && (await o.store.head(failedAt, { deniedAsUnknown: true })))
+      throw serverError(`async ${out.id}`, new TextDecoder().decode((await o.store.get(failedAt, 64 * 1024 * 1024, 'async failure')).bytes));
+    throw new SealedError(
+      'internal',
+      `async inference ${out.id} failed: ${safeText(n.failureReason, 200)}`,
+      'read the endpoint’s log in CloudWatch Logs (/aws/sagemaker/Endpoints/NAME)',
+    );
+  }
   // The queue may hold the request for minutes (or start an instance from zero): back off.
   for (let wait = first; ; wait = Math.min(wait * 2, max)) {
     // Not there yet may read as 403 to a client without an unconditioned ListBucket: keep polling.
@@ -120,13 +146,7 @@ export async function invokeAsync(
       const { bytes } = await o.store.get(failureLoc, 64 * 1024 * 1024, 'async failure');
       throw serverError(`async ${out.id}`, new TextDecoder().decode(bytes));
     }
-    if (Date.now() + wait > deadline) {
-      throw new SealedError(
-        'overloaded',
-        `async inference ${out.id} did not finish within ${Math.round(timeoutMs / 1000)} s (output expected at ${out.output})`,
-        'the request may still complete: look for the output object later, or raise the timeout (and check that your identity may read and list the async output and failure paths)',
-      );
-    }
+    if (Date.now() + wait > deadline) throw late();
     await new Promise((r) => setTimeout(r, wait));
   }
 }

@@ -11,20 +11,24 @@ import { awsClients, type Clients } from '../../src/sagemaker/deploy.ts';
 /** One request as the SDK client received it ('CreateEndpoint', not 'CreateEndpointCommand'). */
 export type Call = { service: string; command: string; input: Record<string, unknown> };
 
+/** Cuts one real SDK client at its first middleware step: `respond` answers (or throws), `calls` records. */
+export function cut<C extends { middlewareStack: unknown }>(client: C, service: string, calls: Call[], respond: (c: Call) => unknown | Promise<unknown>): C {
+  (client.middlewareStack as { add: (mw: unknown, o: unknown) => void }).add(
+    (_next: unknown, context: { commandName: string }) => async (args: { input: Record<string, unknown> }) => {
+      const call = { service, command: context.commandName.replace(/Command$/, ''), input: args.input };
+      calls.push(call);
+      return { output: { $metadata: {}, ...((await respond(call)) as object) }, response: {} };
+    },
+    { step: 'initialize', name: 'testRecorder' },
+  );
+  return client;
+}
+
 /** Real clients that send nothing; `respond` answers each command (throw to fail it). */
 export function recording(respond: (c: Call) => unknown = () => ({})): { clients: Clients; calls: Call[] } {
   const calls: Call[] = [];
   const clients = awsClients('us-east-1', { accessKeyId: 'TEST', secretAccessKey: 'TEST' });
-  for (const service of ['sagemaker', 'autoscaling', 'cloudwatch'] as const) {
-    (clients[service].middlewareStack as unknown as { add: (mw: unknown, o: unknown) => void }).add(
-      (_next: unknown, context: { commandName: string }) => async (args: { input: Record<string, unknown> }) => {
-        const call = { service, command: context.commandName.replace(/Command$/, ''), input: args.input };
-        calls.push(call);
-        return { output: { $metadata: {}, ...(respond(call) as object) }, response: {} };
-      },
-      { step: 'initialize', name: 'testRecorder' },
-    );
-  }
+  for (const service of ['sagemaker', 'autoscaling', 'cloudwatch'] as const) cut(clients[service], service, calls, respond);
   return { clients, calls };
 }
 
