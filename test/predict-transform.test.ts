@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
 import { predict } from '../src/client/predict.ts';
+import { saveKeys } from '../src/client/key-files.ts';
 import { ClientSession } from '../src/client/session.ts';
 import { readClientPart } from '../src/model/bundle.ts';
 import { startServer } from '../src/server/serve.ts';
@@ -45,13 +46,10 @@ const input = join(dir, 'images.jsonl');
 await writeFile(input, images.map((r) => JSON.stringify(r)).join('\n') + '\n');
 const { modelId, client } = await readClientPart(modelDir);
 const session = await ClientSession.open(modelId, client);
-const direct = await predict(
-  session,
-  session.generateKeys(),
-  images,
-  { store: stack.store, bucket: stack.bucket, endpoint: stack.server.url },
-  { layout: 'batch' },
-);
+const keys = session.generateKeys();
+const direct = await predict(session, keys, images, { store: stack.store, bucket: stack.bucket, endpoint: stack.server.url }, { layout: 'batch' });
+// The CLI finds this key set where it looks (SEALED_HOME) rather than making one in its first run.
+await saveKeys(join(dir, 'home', 'keys', modelId), session, keys);
 session.close();
 
 // The local emulator, not AWS: no AWS settings from the caller's environment.
@@ -110,6 +108,7 @@ t.test('body transport: starts the job, decrypts its results; a rerun resumes fr
     { transform_job: job, job_started: false, parts_uploaded: 0, parts_decrypted: 1 },
     'state lost: the finished job is followed, not started again',
   );
+  t.ok(await stack.store.head({ bucket: stack.bucket, key: `sealed/tenants/cli/transform-plan/${job}.json` }), 'its parts from the plan kept beside it in S3');
   agree(t, lost.predictions, 'state lost');
 });
 

@@ -19,7 +19,7 @@ import type { Prediction } from '../model/postprocess.ts';
 import { TRANSFORM_CONTENT_TYPE, TRANSFORM_LIMITS, describeTransformJob } from '../sagemaker/transform-job.ts';
 import { splitRecords, transformPredict, type TransformTransport } from '../sagemaker/transform.ts';
 import { parseS3Uri } from '../storage/s3-uri.ts';
-import type { ObjectStore } from '../storage/s3.ts';
+import type { ObjectStore, S3Location } from '../storage/s3.ts';
 
 const MB = 1024 * 1024;
 const sha256Hex = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
@@ -79,6 +79,15 @@ async function readJson<T>(file: string): Promise<T | undefined> {
   }
 }
 
+async function readRemotePlan(store: ObjectStore, loc: S3Location): Promise<Plan | undefined> {
+  try {
+    return JSON.parse(new TextDecoder().decode((await store.get(loc, 1 << 20, 'transform plan')).bytes)) as Plan;
+  } catch (e) {
+    if ((e as { code?: string }).code === 'not-found') return undefined;
+    throw e;
+  }
+}
+
 /** Written whole or not at all (a rerun after a crash never reads half a part). */
 async function writeAtomic(file: string, text: string): Promise<void> {
   await writeFile(`${file}.tmp`, text, { mode: 0o600 });
@@ -107,7 +116,10 @@ export async function predictTransform(
   const S = batch.records_per_batch;
   const queries = new Map<number, Uint8Array>();
   try {
-    let plan = await readJson<Plan>(join(stateDir, 'plan.json'));
+    // The plan is kept locally and beside the job's prefixes in S3 (it holds only part boundaries),
+    // so a run that lost its state follows the job without encrypting anything again.
+    const planLoc = { bucket: where.bucket, key: `${where.key}transform-plan/${jobName}.json` };
+    let plan = (await readJson<Plan>(join(stateDir, 'plan.json'))) ?? (await readRemotePlan(store, planLoc));
     if (plan && (plan.job !== jobName || plan.records !== rows.length))
       throw new SealedError(
         'bad-request',
@@ -145,8 +157,9 @@ export async function predictTransform(
           : Array.from({ length: Math.ceil(rows.length / S) }, (_, i) => ({ start: i * S, end: Math.min(rows.length, (i + 1) * S) }));
       if (cut.some((p) => p.start % S !== 0)) throw new SealedError('internal', 'a transform part does not start on a batch boundary');
       plan = { job: jobName, transport, parts: cut, records: rows.length };
-      await writeAtomic(join(stateDir, 'plan.json'), JSON.stringify(plan));
+      await store.put(planLoc, new TextEncoder().encode(JSON.stringify(plan)), 'transform plan');
     }
+    await writeAtomic(join(stateDir, 'plan.json'), JSON.stringify(plan));
     const P = plan;
     const bar =
       process.stderr.isTTY && !o.json
