@@ -2,23 +2,22 @@
 //
 // A Batch Transform job through the local emulator: N MNIST test images (repeated past 10,000)
 // in batch mode, one part per 4,096-image batch, split by the emulator across --instances local
-// servers (each with W workers, default cores / instances), driven by transformPredict through
-// the real SageMaker SDK client. Reports accuracy (and agreement with the plaintext plan), wall
+// servers (each with W workers, default cores / instances), driven by `sealed predict
+// --transform`'s own code (predictTransform) through the real SageMaker SDK client. Reports accuracy (and agreement with the plaintext plan), wall
 // time by phase, and the split across instances. Last stdout line: one JSON object.
 import { availableParallelism, cpus } from 'node:os';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { SageMakerClient } from '@aws-sdk/client-sagemaker';
 import { ClientSession } from '../src/client/session.ts';
-import { recordsPerBatch } from '../src/fhe/batch-plan.ts';
 import { readClientPart, readServerPart } from '../src/model/bundle.ts';
 import { simulateBatch } from '../src/model/compile-batch.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
 import { startServer } from '../src/server/serve.ts';
 import { startTransformControlPlane } from '../src/sagemaker/transform-control-plane.ts';
-import { transformPredict, type TransformTransport } from '../src/sagemaker/transform.ts';
+import type { TransformTransport } from '../src/sagemaker/transform.ts';
+import { predictTransform } from '../src/cli/predict-transform.ts';
 import { TRANSFORM_LIMITS, transformDeadlineMs } from '../src/sagemaker/transform-job.ts';
 import { startLocalS3 } from '../src/storage/local-s3.ts';
 import { ObjectStore } from '../src/storage/s3.ts';
@@ -51,8 +50,6 @@ const { modelId, client } = await readClientPart(modelDir);
 const plan = (await readServerPart(modelDir)).batch!;
 const images = Array.from({ length: n }, (_, i) => test.images[i % test.images.length]);
 const labels = Array.from({ length: n }, (_, i) => test.labels[i % test.labels.length]);
-const perPart = recordsPerBatch(plan);
-const parts = Array.from({ length: Math.ceil(n / perPart) }, (_, i) => ({ start: i * perPart, end: Math.min(n, (i + 1) * perPart) }));
 
 const work = await mkdtemp(join(tmpdir(), 'sealed-bench-transform-'));
 const s3 = await startLocalS3({ directory: join(work, 's3') });
@@ -67,40 +64,24 @@ const servers = await Promise.all(
   Array.from({ length: instances }, () => startServer({ modelDir, port: 0, host: '127.0.0.1', workers, s3Endpoint: s3.endpoint, allowAny: true, deadlineMs })),
 );
 const plane = await startTransformControlPlane({ store, instances: servers.map((s) => s.url) });
-const sagemaker = new SageMakerClient({ endpoint: plane.url, region: 'us-east-1', credentials: { accessKeyId: 'L', secretAccessKey: 'L' } });
 const session = await ClientSession.open(modelId, client);
 session.generateKeys();
 
 const jobName = `bench-${transport}-${n}`;
-let encryptS = 0;
-let decryptS = 0;
-const predicted: number[] = new Array(n);
+// The CLI's own path (`sealed predict --transform`): parts encrypted on every core, uploaded, the
+// job started on the emulator's SageMaker API, results decrypted in order into a state directory.
 const t0 = performance.now();
-const summary = await transformPredict({
-  sagemaker,
-  store,
-  bucket,
-  prefix: 'sealed/tenants/bench/',
-  jobName,
+const { predictions, summary } = await predictTransform(session, images, store, {
+  transform: `s3://${bucket}/sealed/tenants/bench/`,
   modelName: 'sealed-local',
-  count: parts.length,
+  jobName,
+  instanceCount: instances,
   transport,
-  job: { instanceCount: instances, maxConcurrentTransforms: 1, ...(transport === 'body' ? { maxPayloadInMB: 100 } : {}) },
-  query: (i) => {
-    const s = performance.now();
-    const q = session.encrypt(images.slice(parts[i].start, parts[i].end), 'batch');
-    encryptS += (performance.now() - s) / 1000;
-    err(`part ${i + 1}/${parts.length} encrypted (${(q.length / 1e6).toFixed(1)} MB)`);
-    return q;
-  },
-  onResult: (i, bytes) => {
-    const s = performance.now();
-    session.decryptScores(bytes).forEach((sc, k) => (predicted[parts[i].start + k] = argmax(sc)));
-    decryptS += (performance.now() - s) / 1000;
-  },
-  onProgress: (p) => err(`transform: ${p.status}, ${p.done}/${p.total} parts`),
-  wait: { pollMs: { first: 500, max: 2000 }, timeoutMs: 6 * 3600_000 },
+  sagemakerApiUrl: plane.url,
+  state: join(work, 'state'),
+  json: true,
 });
+const predicted = predictions.map((p) => Number(p.label));
 const wall = (performance.now() - t0) / 1000;
 const m = plane.manifest(jobName)!;
 // The plaintext plan's classes (what the encrypted evaluation must reproduce).
@@ -110,16 +91,14 @@ const result = {
   bench: 'transform',
   transport,
   n,
-  parts: parts.length,
-  records_per_part: perPart,
+  parts: summary.parts,
+  records_per_part: summary.records_per_part,
   instances,
   workers_per_instance: workers,
   accuracy_encrypted: predicted.filter((c, i) => c === labels[i]).length / n,
   agreement_with_plaintext_plan_sample: sample.filter((i) => plainPlan(i) === predicted[i]).length / sample.length,
   wall_s: +wall.toFixed(1),
   job_s: +m.seconds.toFixed(1),
-  client_encrypt_s: +encryptS.toFixed(1),
-  client_decrypt_s: +decryptS.toFixed(1),
   images_per_s: +(n / wall).toFixed(1),
   split: m.instances.map((i) => ({
     instance: i.index,
@@ -129,10 +108,10 @@ const result = {
     execution_parameters: i.container ?? null,
   })),
   summary,
+  client_threads: availableParallelism(),
   machine: `${cpus().length}-core ${cpus()[0]?.model ?? ''}`.trim(),
 };
 session.close();
-sagemaker.destroy();
 await plane.close();
 await Promise.all(servers.map((s) => s.close()));
 store.close();

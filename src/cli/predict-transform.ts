@@ -14,12 +14,14 @@ import { join } from 'node:path';
 import { Presets, SingleBar } from 'cli-progress';
 import { SageMakerClient } from '@aws-sdk/client-sagemaker';
 import { SealedError } from '../errors.ts';
+import { EncryptPool } from '../client/encrypt-pool.ts';
 import type { ClientSession } from '../client/session.ts';
 import type { Prediction } from '../model/postprocess.ts';
 import { TRANSFORM_CONTENT_TYPE, TRANSFORM_LIMITS, describeTransformJob } from '../sagemaker/transform-job.ts';
 import { splitRecords, transformPredict, type TransformTransport } from '../sagemaker/transform.ts';
 import { parseS3Uri } from '../storage/s3-uri.ts';
 import type { ObjectStore, S3Location } from '../storage/s3.ts';
+import { writeWireStream } from '../wire/stream.ts';
 
 const MB = 1024 * 1024;
 const sha256Hex = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
@@ -115,6 +117,14 @@ export async function predictTransform(
   const sagemaker = sagemakerClient(o);
   const S = batch.records_per_batch;
   const queries = new Map<number, Uint8Array>();
+  // Batch mode makes one ciphertext per feature per batch: encrypt them on every core.
+  const pool = new EncryptPool();
+  const encrypt = async (part: number[][]) => {
+    const q = session.encryptBatchWith(part, pool);
+    const chunks: Uint8Array[] = [];
+    for await (const c of writeWireStream('query', q.header, q.count, q.sections)) chunks.push(c);
+    return Buffer.concat(chunks);
+  };
   try {
     // The plan is kept locally and beside the job's prefixes in S3 (it holds only part boundaries),
     // so a run that lost its state follows the job without encrypting anything again.
@@ -131,7 +141,7 @@ export async function predictTransform(
       // part (s3: no size limit, and parts spread over the instances). An existing job (a state
       // directory lost) fixes the transport by its content type.
       const existing = await describeTransformJob({ sagemaker }, jobName);
-      const first = session.encrypt(rows.slice(0, Math.min(S, rows.length)), 'batch');
+      const first = await encrypt(rows.slice(0, Math.min(S, rows.length)));
       queries.set(0, first);
       const fitsBody = first.length <= limitMb * MB;
       const transport: TransformTransport = existing
@@ -193,7 +203,7 @@ export async function predictTransform(
           : {}),
       },
       query: async (i) => {
-        const q = queries.get(i) ?? session.encrypt(rows.slice(P.parts[i].start, P.parts[i].end), 'batch');
+        const q = queries.get(i) ?? (await encrypt(rows.slice(P.parts[i].start, P.parts[i].end)));
         queries.delete(i);
         await writeFile(join(stateDir, `part-${String(i).padStart(6, '0')}.sha256`), sha256Hex(q), { mode: 0o600 });
         show('upload', ++encrypted);
@@ -234,5 +244,6 @@ export async function predictTransform(
     };
   } finally {
     sagemaker.destroy();
+    await pool.close();
   }
 }
