@@ -36,7 +36,7 @@ t.test('two predict runs on a tree bundle share one saved key set', async (t) =>
   const env = { ...process.env, SEALED_HOME: home, SEALED_S3_ENDPOINT: s3.endpoint, SEALED_PASSPHRASE: '' };
   await run(
     process.execPath,
-    [bin, 'compile-trees', '--trees', join(FIX, 'breast-cancer.xgb.json'), '--calibration', join(dir, 'train.csv'), '--model', modelDir, '--bits', '2'],
+    [bin, 'compile', '--trees', join(FIX, 'breast-cancer.xgb.json'), '--calibration', join(dir, 'train.csv'), '--model', modelDir, '--bits', '2'],
     { env },
   );
   const modelId = (await readTreeBundle(modelDir)).client.model_id;
