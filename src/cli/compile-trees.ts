@@ -1,8 +1,8 @@
-// `sealed compile-trees`: a trained tree ensemble (XGBoost JSON, or ONNX-ML TreeEnsemble*) and
-// calibration records (typically the training data: the quantization bins are their quantiles)
-// into a servable tree bundle (docs/trees.md). Kept apart from `sealed compile` for now; the two
-// become one command later.
-import { readFile } from 'node:fs/promises';
+// `sealed compile --trees` (and the deprecated `sealed compile-trees`): a trained tree ensemble
+// (XGBoost JSON, or ONNX-ML TreeEnsemble*) and calibration records (typically the training data:
+// the quantization bins are their quantiles) into a servable tree bundle (docs/trees.md).
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { SealedError } from '../errors.ts';
 import { writeTreeBundle } from '../model/trees/bundle.ts';
 import { compileTreeModel } from '../model/trees/compile.ts';
@@ -15,16 +15,34 @@ export interface CompileTreesOpts {
   /** The calibration CSV's target column, left out of the features (absent: every column is a feature). */
   target?: string;
   bits?: number;
+  /** The file's format (default: ONNX-ML by the .onnx extension, else XGBoost JSON). */
+  kind?: 'onnx-ml' | 'xgboost-json';
+  /** Also write the report (JSON) here. */
+  report?: string;
+  /** Print the report as one JSON line; the progress lines go to stderr. */
+  json?: boolean;
+  /**
+   * Without --target, leave out a column named label, target, y, class or diagnosis, as
+   * `sealed compile --onnx` does (`sealed compile`); the deprecated alias keeps every column.
+   */
+  defaultTarget?: boolean;
+}
+
+/** The deprecated `sealed compile-trees`: what `sealed compile --trees` does, with a note on stderr. */
+export async function compileTreesAlias(o: CompileTreesOpts): Promise<void> {
+  process.stderr.write('note: `sealed compile-trees` is deprecated; use `sealed compile --trees FILE` (same options)\n');
+  await compileTreesCommand(o);
 }
 
 export async function compileTreesCommand(o: CompileTreesOpts): Promise<void> {
+  const log = o.json ? (s: string) => process.stderr.write(s + '\n') : console.log;
   if (o.bits !== undefined && !(Number.isInteger(o.bits) && o.bits >= 1 && o.bits <= 8))
     throw new SealedError(
       'bad-request',
       '--bits must be a whole number from 1 to 8',
       'leave it out to let the compiler pick the smallest that keeps 99.5% agreement',
     );
-  const kind = /\.onnx$/i.test(o.trees) ? 'onnx-ml' : 'xgboost-json';
+  const kind = o.kind ?? (/\.onnx$/i.test(o.trees) ? 'onnx-ml' : 'xgboost-json');
   const bytes = new Uint8Array(
     await readFile(o.trees).catch(() => {
       throw new SealedError(
@@ -40,7 +58,8 @@ export async function compileTreesCommand(o: CompileTreesOpts): Promise<void> {
     }),
     o.calibration,
   );
-  const { features, x } = o.target ? splitTarget(table, o.target) : { features: table.columns, x: table.rows };
+  const target = o.target ?? (o.defaultTarget && table.hasHeader ? table.columns.find((c) => /^(label|target|y|class|diagnosis)$/i.test(c)) : undefined);
+  const { features, x } = target ? splitTarget(table, target) : { features: table.columns, x: table.rows };
   const bad = features.find((_, j) => x.some((r) => !Number.isFinite(r[j])));
   if (bad !== undefined)
     throw new SealedError(
@@ -52,11 +71,34 @@ export async function compileTreesCommand(o: CompileTreesOpts): Promise<void> {
   const m = compileTreeModel(bytes, kind, x, { bits: o.bits, features: table.hasHeader ? features : undefined });
   const manifest = await writeTreeBundle(o.model, m.client, m.server);
   const r = m.report;
-  console.log(`tree model ${manifest.model_id} -> ${o.model} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
-  console.log(
-    `  ${m.client.task}, ${features.length} features, ${m.client.outputs} output(s); ${r.bits}-bit quantization (${(100 * r.calibrationAgreement).toFixed(2)}% agreement with the model on the calibration records)`,
+  const c = m.client;
+  log(`tree model ${manifest.model_id} -> ${o.model} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+  log(
+    `  ${c.task}, ${features.length} features${target ? ` (column ${target} left out)` : ''}, ${c.outputs} output(s); ${r.bits}-bit quantization (${(100 * r.calibrationAgreement).toFixed(2)}% agreement with the model on the calibration records)`,
   );
-  console.log(
-    `  ${m.client.inputs} encrypted inputs per batch of ${m.client.records_per_batch} records; N = ${m.client.params.polyModulusDegree}, primes ${r.dataPrimeBits.join(', ')}; circuit privacy ${m.client.privacy}`,
+  log(
+    `  ${c.inputs} encrypted inputs per batch of ${c.records_per_batch} records; N = ${c.params.polyModulusDegree}, primes ${r.dataPrimeBits.join(', ')}; circuit privacy ${c.privacy}`,
   );
+  const report = {
+    model_id: manifest.model_id,
+    model: 'trees',
+    source: kind,
+    task: c.task,
+    features: features.length,
+    target,
+    outputs: c.outputs,
+    bits: r.bits,
+    calibration_records: x.length,
+    calibration_agreement: r.calibrationAgreement,
+    inputs: c.inputs,
+    records_per_batch: c.records_per_batch,
+    poly_modulus_degree: c.params.polyModulusDegree,
+    data_prime_bits: r.dataPrimeBits,
+    privacy: c.privacy,
+  };
+  if (o.report) {
+    await mkdir(dirname(o.report), { recursive: true });
+    await writeFile(o.report, JSON.stringify(report, null, 1) + '\n');
+  }
+  if (o.json) console.log(JSON.stringify(report));
 }

@@ -1,12 +1,19 @@
 // `sealed compile`: an ONNX model (PyTorch, Keras via tf2onnx, scikit-learn via skl2onnx) and
-// calibration records -> the bundle `sealed train` writes, with a compile report.
-import { mkdir, writeFile } from 'node:fs/promises';
+// calibration records -> the bundle `sealed train` writes, with a compile report; or, with
+// --trees, a tree ensemble -> a tree bundle (compile-trees.ts, docs/trees.md). An ONNX file
+// given with --onnx that holds a tree ensemble goes to the tree compiler: the user named the
+// file they have, and what it holds decides how it is compiled.
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SealedError } from '../errors.ts';
+import { onnxTreeOperator } from '../model/trees/onnx.ts';
 import { compileOnnxJob } from '../train/onnx-job.ts';
+import { compileTreesCommand } from './compile-trees.ts';
 
 interface CompileOpts {
-  onnx: string;
+  onnx?: string;
+  trees?: string;
+  bits?: number;
   calibration: string;
   model: string;
   target?: string;
@@ -25,8 +32,50 @@ export async function compileCommand(o: CompileOpts): Promise<void> {
   positive('input-scale', o.inputScale, false);
   positive('limit', o.limit, true);
   positive('verify', o.verify, true);
+  if ((o.onnx === undefined) === (o.trees === undefined))
+    throw new SealedError(
+      'bad-request',
+      o.onnx === undefined ? 'no model to compile' : '--onnx and --trees both given',
+      'give one: --onnx FILE (a network in ONNX) or --trees FILE (XGBoost model.json, or an ONNX-ML tree ensemble)',
+    );
+  const onnx = o.onnx;
+  // An unreadable file is left to the ONNX importer, which says so.
+  const treeOp = onnx === undefined ? undefined : onnxTreeOperator(new Uint8Array(await readFile(onnx).catch(() => new Uint8Array(0))));
+  if (onnx === undefined || treeOp) {
+    const networkOnly = (
+      [
+        ['input-scale', o.inputScale],
+        ['limit', o.limit],
+        ['verify', o.verify],
+      ] as const
+    ).find(([, v]) => v !== undefined);
+    if (networkOnly)
+      throw new SealedError(
+        'bad-request',
+        `--${networkOnly[0]} applies to networks, and ${onnx ?? o.trees} is a tree ensemble`,
+        'leave it out: a tree ensemble is quantized on the calibration records (--bits), and `sealed predict` checks it end to end',
+      );
+    if (treeOp) process.stderr.write(`${onnx} holds a ${treeOp}: compiling it as a tree ensemble, as --trees does (docs/trees.md)\n`);
+    return compileTreesCommand({
+      trees: onnx ?? o.trees!,
+      kind: treeOp ? 'onnx-ml' : undefined,
+      calibration: o.calibration,
+      model: o.model,
+      target: o.target,
+      bits: o.bits,
+      report: o.report,
+      json: o.json,
+      defaultTarget: true,
+    });
+  }
+  if (o.bits !== undefined)
+    throw new SealedError(
+      'bad-request',
+      `--bits applies to tree ensembles, and ${onnx} holds a network`,
+      'leave it out; networks are calibrated with --limit records',
+    );
   const { report } = await compileOnnxJob({
-    onnx: o.onnx,
+    onnx,
     calibration: o.calibration,
     modelDir: o.model,
     target: o.target,

@@ -17,7 +17,7 @@ const s3Command = lazy(() => import('./serve.ts'), 's3Command');
 const emulatorCommand = lazy(() => import('./serve.ts'), 'emulatorCommand');
 const keygenCommand = lazy(() => import('./client.ts'), 'keygenCommand');
 const predictCommand = lazy(() => import('./client.ts'), 'predictCommand');
-const compileTreesCommand = lazy(() => import('./compile-trees.ts'), 'compileTreesCommand');
+const compileTreesAlias = lazy(() => import('./compile-trees.ts'), 'compileTreesAlias');
 const demoCommand = lazy(() => import('./demo.ts'), 'demoCommand');
 const demoWebCommand = lazy(() => import('./demo-web.ts'), 'demoWebCommand');
 const keysListCommand = lazy(() => import('./client.ts'), 'keysListCommand');
@@ -51,15 +51,25 @@ export async function main(argv: string[]): Promise<void> {
   program
     .command('compile')
     .description(
-      'model owner: compile an ONNX model (PyTorch, Keras via tf2onnx, scikit-learn via skl2onnx) into the bundle `sealed train` writes, with a compile report (docs/bring-your-own-model.md)',
+      'model owner: compile an ONNX model (PyTorch, Keras via tf2onnx, scikit-learn via skl2onnx) into the bundle `sealed train` writes, with a compile report (docs/bring-your-own-model.md); or, with --trees, a tree ensemble (XGBoost, scikit-learn forests via ONNX-ML) into a tree bundle (docs/trees.md)',
     )
-    .requiredOption('--onnx <file>', 'the model: an .onnx file (opset 13 or later, weights inside the file)')
+    .option(
+      '--onnx <file>',
+      'the model: an .onnx file (opset 13 or later, weights inside the file); one holding a TreeEnsembleClassifier/Regressor is compiled as --trees',
+    )
+    .option('--trees <file>', 'the model, a tree ensemble: XGBoost model.json (Booster.save_model) or model.onnx (TreeEnsembleClassifier/Regressor)')
     .requiredOption(
       '--calibration <data>',
-      'records the model sees in use (CSV, .npy, IDX images with their labels file beside them): activations are fitted on them and the report measures accuracy on them',
+      'records the model sees in use (CSV, .npy, IDX images with their labels file beside them): activations are fitted on them and the report measures accuracy on them. Trees: a CSV with a header naming the features; the quantization bins are their quantiles',
     )
     .requiredOption('--model <dir>', 'where to write the bundle')
-    .option('--target <column>', 'CSV: the label column (default: a column named label, target, y, class or diagnosis)')
+    .option('--target <column>', 'CSV: the label column, left out of the features (default: a column named label, target, y, class or diagnosis)')
+    .addOption(
+      new Option(
+        '--bits <n>',
+        'trees: quantization bits (default: the smallest from 3 to 8 that agrees with the model on 99.5% of the calibration records)',
+      ).argParser(Number),
+    )
     .addOption(
       new Option(
         '--input-scale <k>',
@@ -79,7 +89,7 @@ export async function main(argv: string[]): Promise<void> {
 
   program
     .command('compile-trees')
-    .description('model owner: compile a trained tree ensemble (XGBoost JSON or ONNX-ML) into a servable bundle (docs/trees.md)')
+    .description('deprecated: use `sealed compile --trees` (the same options; this one keeps every calibration column unless --target names one)')
     .requiredOption('--trees <file>', 'the trained model: XGBoost model.json (Booster.save_model) or model.onnx (TreeEnsembleClassifier/Regressor)')
     .requiredOption(
       '--calibration <csv>',
@@ -93,7 +103,7 @@ export async function main(argv: string[]): Promise<void> {
         'quantization bits (default: the smallest from 3 to 8 that agrees with the model on 99.5% of the calibration records)',
       ).argParser(Number),
     )
-    .action(compileTreesCommand);
+    .action(compileTreesAlias);
 
   program
     .command('serve')

@@ -1,16 +1,54 @@
 // `sealed predict` for a tree-ensemble bundle (docs/trees.md): TreeClient encrypts the records
 // (thermometer bits, a record per slot), predictTrees sends them through S3, the predictions are
-// printed as for any model. A fresh secret key per run (the keys are not saved yet): the
-// evaluation keys (~5 MB) are uploaded once per run, under their SHA-256.
+// printed as for any model. The key set lives where the other models' do (~/.sealed/keys/<model
+// id>, or --keys; made on first use or by `sealed keygen`, a passphrase honoured as there), so
+// the evaluation keys (~5 MB) are uploaded once, under their SHA-256, not on every run.
 import { writeFile } from 'node:fs/promises';
 import { SealedError } from '../errors.ts';
+import { defaultKeysDir, hasKeys, saveKeys } from '../client/key-files.ts';
 import { openRoute } from '../client/open-route.ts';
-import { predictTrees } from '../client/predict-trees.ts';
+import { passphraseSource, SCRYPT_V2, type PassphraseSource } from '../client/passphrase.ts';
+import { openTreeClient, predictTrees, treeKeySet } from '../client/predict-trees.ts';
 import type { TreeClientPart } from '../model/trees/compile.ts';
 import { TreeClient } from '../model/trees/query.ts';
 import { formatPredictions, readRecords } from './records.ts';
 
-export interface TreePredictOpts {
+interface PassphraseOpts {
+  passphraseFd?: number;
+  passphraseFile?: string;
+}
+
+// As client.ts's cliPassphrase (not exported there): flag, file, SEALED_PASSPHRASE, else a prompt on a terminal.
+const cliPassphrase = (o: PassphraseOpts): PassphraseSource =>
+  passphraseSource({ fd: o.passphraseFd, file: o.passphraseFile, prompt: process.stdin.isTTY === true });
+
+/** `sealed keygen` for a tree bundle: the same files and messages as for the other models. */
+export async function keygenTreesCommand(part: TreeClientPart, o: { keys?: string; force?: boolean; encrypt?: boolean } & PassphraseOpts): Promise<void> {
+  const dir = o.keys ?? defaultKeysDir(part.model_id);
+  if (!o.force && (await hasKeys(dir, part.model_id))) {
+    console.log(`a key set for model ${part.model_id} already exists in ${dir} (use --force to replace it)`);
+    return;
+  }
+  const pass = cliPassphrase(o);
+  const passphrase = (await pass.given()) ?? (o.encrypt ? await pass.choose() : undefined);
+  const t0 = performance.now();
+  const client = await TreeClient.open(part);
+  try {
+    const keys = treeKeySet(client);
+    const info = await saveKeys(dir, { modelId: part.model_id, part }, keys, passphrase);
+    console.log(`keys for tree model ${part.model_id} in ${dir} (${((performance.now() - t0) / 1000).toFixed(2)} s)`);
+    const at = passphrase
+      ? `encrypted with the passphrase (scrypt N=2^${SCRYPT_V2.log2N} + AES-256-GCM)`
+      : 'not encrypted (--encrypt or full-disk encryption protects it at rest)';
+    console.log(`  secret.key       ${keys.secretKey.length} bytes, mode 0600: never leaves this machine; ${at}`);
+    console.log(`  evaluation.keys  ${info.evaluation_keys_bytes} bytes: uploaded once, used by the server`);
+  } finally {
+    client.close();
+  }
+}
+
+export interface TreePredictOpts extends PassphraseOpts {
+  keys?: string;
   input: string;
   output?: string;
   format: 'csv' | 'json';
@@ -37,12 +75,12 @@ export async function predictTreesCommand(part: TreeClientPart, o: TreePredictOp
   const sagemaker = o.sagemakerEndpoint
     ? { endpointName: o.sagemakerEndpoint, url: o.sagemakerUrl, async: o.async, timeoutMs: o.asyncTimeout * 1000 }
     : undefined;
-  const client = await TreeClient.open(part);
+  const { client, keys, created } = await openTreeClient(part, o.keys ?? defaultKeysDir(part.model_id), cliPassphrase(o));
   try {
     const open = await openRoute({ endpoint: o.endpoint, sagemaker, s3Endpoint: o.s3Endpoint, bucket: o.bucket, prefix: o.prefix });
     try {
       const t0 = performance.now();
-      const r = await predictTrees(client, client.keys(), rows, open.route);
+      const r = await predictTrees(client, keys.evaluationKeys, rows, open.route);
       const name = (c: number) => (part.task === 'regression' ? c : (part.labels?.[c] ?? c));
       const predictions = r.predictions.map((c, i) => ({ label: name(c), scores: r.scores[i], probabilities: r.probabilities?.[i] }));
       const text = formatPredictions(predictions, o.format);
@@ -56,6 +94,7 @@ export async function predictTreesCommand(part: TreeClientPart, o: TreePredictOp
       const summary = {
         model_id: part.model_id,
         model: 'trees',
+        keys_created: created,
         layout: 'batch',
         transport: 's3',
         records: rows.length,

@@ -7,7 +7,7 @@ import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'no
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { SealedError } from '../errors.ts';
-import { paramsKey } from '../fhe/params.ts';
+import { paramsKey, type CkksParams } from '../fhe/params.ts';
 import { isProtected, passphraseSource, protect, unprotect, type PassphraseSource } from './passphrase.ts';
 import { keysId, type ClientSession, type Keys } from './session.ts';
 
@@ -19,12 +19,18 @@ export interface KeySetInfo {
   created: string;
 }
 
+/** Whose key set: a ClientSession, or a tree model's `{ modelId, part }` (its client part). */
+export interface KeyOwner {
+  modelId: string;
+  part: { params: CkksParams };
+}
+
 export function defaultKeysDir(modelId: string): string {
   return join(keysRoot(), modelId);
 }
 
 /** `passphrase`: the secret keys are stored encrypted (scrypt + AES-256-GCM), see passphrase.ts. */
-export async function saveKeys(dir: string, session: ClientSession, keys: Keys, passphrase?: string): Promise<KeySetInfo> {
+export async function saveKeys(dir: string, session: KeyOwner, keys: Keys, passphrase?: string): Promise<KeySetInfo> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   // Both files at once: each has its own salt, and scrypt runs on the thread pool.
   const [secret, batch] = await Promise.all([
@@ -84,20 +90,24 @@ async function openSecret(path: string, stored: Uint8Array, pass: PassphraseSour
 }
 
 /**
- * Loads a key set for this session's model; undefined if the directory holds none. `pass`: where
- * the passphrase of an encrypted secret key comes from (default: SEALED_PASSPHRASE only, no prompt).
+ * The secret key (opened) and evaluation keys of the key set in `dir` for `modelId`; undefined if
+ * the directory holds none. Shared by loadKeys and the tree models' client, which has no ClientSession.
  */
-export async function loadKeys(dir: string, session: ClientSession, pass: PassphraseSource = passphraseSource()): Promise<Keys | undefined> {
+export async function openKeySet(
+  dir: string,
+  modelId: string,
+  pass: PassphraseSource = passphraseSource(),
+): Promise<{ info: KeySetInfo; secretKey: Uint8Array; passphrase?: string; evaluationKeys: Uint8Array } | undefined> {
   let info: KeySetInfo;
   try {
     info = JSON.parse(await readFile(join(dir, 'keyset.json'), 'utf8')) as KeySetInfo;
   } catch {
     return undefined;
   }
-  if (info.model_id !== session.modelId) {
+  if (info.model_id !== modelId) {
     throw new SealedError(
       'bad-keys',
-      `the keys in ${dir} are for model ${info.model_id}, not ${session.modelId}`,
+      `the keys in ${dir} are for model ${info.model_id}, not ${modelId}`,
       'use another --keys directory, or run `sealed keygen` for this model',
     );
   }
@@ -106,6 +116,17 @@ export async function loadKeys(dir: string, session: ClientSession, pass: Passph
   const evaluationKeys = new Uint8Array(await readFile(join(dir, 'evaluation.keys')));
   if (keysId(evaluationKeys) !== info.evaluation_keys_id)
     throw new SealedError('bad-keys', `${dir}/evaluation.keys does not match keyset.json`, 'run `sealed keygen` again');
+  return { info, secretKey, passphrase, evaluationKeys };
+}
+
+/**
+ * Loads a key set for this session's model; undefined if the directory holds none. `pass`: where
+ * the passphrase of an encrypted secret key comes from (default: SEALED_PASSPHRASE only, no prompt).
+ */
+export async function loadKeys(dir: string, session: ClientSession, pass: PassphraseSource = passphraseSource()): Promise<Keys | undefined> {
+  const set = await openKeySet(dir, session.modelId, pass);
+  if (!set) return undefined;
+  const { info, secretKey, passphrase, evaluationKeys } = set;
   session.useSecretKey(secretKey);
   let batchSecretKey: Uint8Array | undefined;
   if (session.part.batch) {

@@ -1,12 +1,18 @@
 // Node: `sealed predict` for a tree ensemble (docs/trees.md) through S3: the keys uploaded under
 // their SHA-256 (ensureKeysUploaded), the query put whole, /invocations named the objects and the
-// query's hash, the result fetched and decrypted only if it answers this query.
+// query's hash, the result fetched and decrypted only if it answers this query. The key set is
+// kept as the other models' are (key-files.ts): one secret key per model, its evaluation keys
+// uploaded once under their hash.
 import { SealedError } from '../errors.ts';
 import { ciphertextBytesBound } from '../fhe/params.ts';
-import type { TreeClient, TreePredictions } from '../model/trees/query.ts';
+import type { TreeClientPart } from '../model/trees/compile.ts';
+import { TreeClient, type TreePredictions } from '../model/trees/query.ts';
 import { formatS3Uri } from '../storage/s3.ts';
 import { invokeWithKeys } from './invoke.ts';
+import { openKeySet, saveKeys } from './key-files.ts';
 import { ensureKeysUploaded } from './keys-upload.ts';
+import type { PassphraseSource } from './passphrase.ts';
+import { keysId, type Keys } from './session.ts';
 import { requestLocations, sha256, type S3Route } from './route.ts';
 
 export interface TreePredictStats {
@@ -17,6 +23,33 @@ export interface TreePredictStats {
   result_bytes: number;
   ms: { keys: number; encrypt: number; upload: number; invoke: number; download: number; decrypt: number; total: number };
   server: unknown;
+}
+
+/** A fresh key set for a tree model: its client's secret key and evaluation keys. */
+export function treeKeySet(client: TreeClient): Keys {
+  const evaluationKeys = client.keys();
+  return { secretKey: client.exportSecretKey(), evaluationKeys, evaluationKeysId: keysId(evaluationKeys) };
+}
+
+/**
+ * A tree model's client opened with the key set in `dir`; when there is none, a new one is made
+ * and saved there, encrypted if `pass` gives a passphrase without asking (as loadOrCreateKeys).
+ */
+export async function openTreeClient(part: TreeClientPart, dir: string, pass: PassphraseSource): Promise<{ client: TreeClient; keys: Keys; created: boolean }> {
+  const set = await openKeySet(dir, part.model_id, pass);
+  if (set) {
+    const keys = { secretKey: set.secretKey, evaluationKeys: set.evaluationKeys, evaluationKeysId: set.info.evaluation_keys_id };
+    return { client: await TreeClient.open(part, set.secretKey), keys, created: false };
+  }
+  const client = await TreeClient.open(part);
+  try {
+    const keys = treeKeySet(client);
+    await saveKeys(dir, { modelId: part.model_id, part }, keys, await pass.given());
+    return { client, keys, created: true };
+  } catch (e) {
+    client.close();
+    throw e;
+  }
 }
 
 /** `keys`: the client's evaluation keys (client.keys()), made once and reused across calls. */

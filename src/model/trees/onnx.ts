@@ -68,6 +68,21 @@ function nextFloat32(t: number): number {
   return f[0];
 }
 
+/**
+ * The tree-ensemble operator an ONNX file holds (TreeEnsembleClassifier/Regressor), if any;
+ * undefined also for a file that does not parse (the network importer then says what is wrong).
+ * Lets `sealed compile --onnx` send a tree ensemble to the tree compiler.
+ */
+export function onnxTreeOperator(bytes: Uint8Array): string | undefined {
+  modelType ??= protobuf.parse(ONNX_SUBSET, { keepCase: true }).root.lookupType('onnx.ModelProto');
+  try {
+    const model = modelType.toObject(modelType.decode(bytes), { defaults: false, arrays: true }) as { graph?: { node?: OnnxNode[] } };
+    return model.graph?.node?.find((n) => n.op_type === 'TreeEnsembleClassifier' || n.op_type === 'TreeEnsembleRegressor')?.op_type;
+  } catch {
+    return undefined;
+  }
+}
+
 export function importOnnx(bytes: Uint8Array): TreeEnsemble {
   modelType ??= protobuf.parse(ONNX_SUBSET, { keepCase: true }).root.lookupType('onnx.ModelProto');
   let model: { graph?: { node?: OnnxNode[] } };

@@ -1,0 +1,82 @@
+// `sealed compile --trees` as a user runs it (subprocesses): the same bundle as the deprecated
+// `sealed compile-trees`, which says it is deprecated; a label column left out as `sealed compile
+// --onnx` leaves it out; an ONNX-ML forest given with --onnx compiled as a tree ensemble, saying
+// so; options of the other kind of model, or two models, or none, refused with exit code 2.
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { readTreeBundle } from '../src/model/trees/bundle.ts';
+
+const run = promisify(execFile);
+const main = new URL('../src/cli/main.ts', import.meta.url).pathname;
+const sealed = (args: string[]) =>
+  run(process.execPath, [main, ...args], { maxBuffer: 1 << 24 }).then(
+    (r) => ({ code: 0, ...r }),
+    (e: { code: number; stdout: string; stderr: string }) => e,
+  );
+const FIX = join(import.meta.dirname, 'fixtures', 'trees');
+const csv = (rows: number[][], extra?: { name: string; values: number[] }) =>
+  [
+    [...rows[0].map((_, j) => `f${j}`), ...(extra ? [extra.name] : [])].join(','),
+    ...rows.map((r, i) => [...r, ...(extra ? [extra.values[i]] : [])].join(',')),
+  ].join('\n') + '\n';
+
+t.test('sealed compile --trees, the deprecated alias, and a forest given with --onnx', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'sealed-compile-trees-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const bc = JSON.parse(await readFile(join(FIX, 'breast-cancer.data.json'), 'utf8')) as { train: number[][] };
+  const xgb = join(FIX, 'breast-cancer.xgb.json');
+  await writeFile(join(dir, 'train.csv'), csv(bc.train));
+  await writeFile(join(dir, 'labelled.csv'), csv(bc.train, { name: 'label', values: bc.train.map((_, i) => i % 2) }));
+
+  const viaCompile = await sealed(['compile', '--trees', xgb, '--calibration', join(dir, 'labelled.csv'), '--model', join(dir, 'a'), '--bits', '2', '--json']);
+  t.equal(viaCompile.code, 0, viaCompile.stderr);
+  const report = JSON.parse(viaCompile.stdout.trim().split('\n').at(-1)!) as {
+    model_id: string;
+    model: string;
+    bits: number;
+    features: number;
+    target: string;
+  };
+  t.equal(report.model, 'trees', 'the report names a tree model');
+  t.equal(report.bits, 2, 'at the bits asked');
+  t.equal(report.target, 'label', 'the label column left out by default');
+  t.equal(report.features, 30, 'the other 30 columns are the features');
+  t.equal((await readTreeBundle(join(dir, 'a'))).client.model_id, report.model_id, 'the bundle holds the reported model');
+
+  const viaAlias = await sealed(['compile-trees', '--trees', xgb, '--calibration', join(dir, 'train.csv'), '--model', join(dir, 'b'), '--bits', '2']);
+  t.equal(viaAlias.code, 0, viaAlias.stderr);
+  t.match(viaAlias.stderr, /`sealed compile-trees` is deprecated; use `sealed compile --trees/, 'the alias says it is deprecated');
+  t.equal((await readTreeBundle(join(dir, 'b'))).client.model_id, report.model_id, 'and compiles the same model');
+
+  // A scikit-learn forest exported by skl2onnx, given as users give any ONNX file.
+  const digits = JSON.parse(await readFile(join(FIX, 'digits.data.json'), 'utf8')) as { train: number[][] };
+  await writeFile(join(dir, 'digits.csv'), csv(digits.train.slice(0, 300)));
+  const forest = join(FIX, 'digits-rf.onnx');
+  const routed = await sealed(['compile', '--onnx', forest, '--calibration', join(dir, 'digits.csv'), '--model', join(dir, 'c'), '--bits', '2', '--json']);
+  t.equal(routed.code, 0, routed.stderr);
+  t.match(routed.stderr, /digits-rf\.onnx holds a TreeEnsembleClassifier: compiling it as a tree ensemble/, 'says where the file went');
+  const routedReport = JSON.parse(routed.stdout.trim().split('\n').at(-1)!) as { model_id: string; source: string; outputs: number };
+  t.equal(routedReport.source, 'onnx-ml', 'read as ONNX-ML');
+  t.equal(routedReport.outputs, 10, "the forest's ten classes");
+  t.equal((await readTreeBundle(join(dir, 'c'))).client.model_id, routedReport.model_id, 'a tree bundle');
+
+  const verify = await sealed(['compile', '--onnx', forest, '--calibration', join(dir, 'digits.csv'), '--model', join(dir, 'd'), '--verify', '5']);
+  t.equal(verify.code, 2, 'a network-only option with a tree ensemble: exit 2');
+  t.match(verify.stderr, /--verify applies to networks, and .*digits-rf\.onnx is a tree ensemble/, verify.stderr);
+
+  const network = new URL('./fixtures/onnx/sklearn_linear.onnx', import.meta.url).pathname;
+  const bits = await sealed(['compile', '--onnx', network, '--calibration', join(dir, 'train.csv'), '--model', join(dir, 'e'), '--bits', '3']);
+  t.equal(bits.code, 2, '--bits with a network: exit 2');
+  t.match(bits.stderr, /--bits applies to tree ensembles, and .*sklearn_linear\.onnx holds a network/, bits.stderr);
+
+  const both = await sealed(['compile', '--onnx', network, '--trees', xgb, '--calibration', join(dir, 'train.csv'), '--model', join(dir, 'f')]);
+  t.equal(both.code, 2, 'two models: exit 2');
+  t.match(both.stderr, /--onnx and --trees both given/, both.stderr);
+  const none = await sealed(['compile', '--calibration', join(dir, 'train.csv'), '--model', join(dir, 'g')]);
+  t.equal(none.code, 2, 'no model: exit 2');
+  t.match(none.stderr, /no model to compile[\s\S]*--onnx FILE .* or --trees FILE/, none.stderr);
+});

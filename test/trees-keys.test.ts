@@ -1,0 +1,110 @@
+// Tree-ensemble key sets are kept like the other models' (~/.sealed/keys/<model id>): two
+// `sealed predict` runs (child processes) on one tree bundle share the secret key, the second
+// finds its evaluation keys already uploaded and gets the same classes; the secret key is stored
+// encrypted when a passphrase is given, and a wrong passphrase is refused. `sealed keys list`
+// shows the set. A 2-bit quantization keeps the query small (90 inputs for 30 features).
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readTreeBundle } from '../src/model/trees/bundle.ts';
+import { isProtected, passphraseSource } from '../src/client/passphrase.ts';
+import { openTreeClient } from '../src/client/predict-trees.ts';
+import { keygenTreesCommand } from '../src/cli/predict-trees.ts';
+import { startLocalS3 } from '../src/storage/local-s3.ts';
+import { ObjectStore } from '../src/storage/s3.ts';
+import { startServer } from '../src/server/serve.ts';
+
+const FIX = join(import.meta.dirname, 'fixtures', 'trees');
+const run = promisify(execFile);
+const bin = fileURLToPath(new URL('../bin/sealed.js', import.meta.url));
+const csv = (rows: number[][]) => [rows[0].map((_, j) => `f${j}`).join(','), ...rows.map((r) => r.join(','))].join('\n') + '\n';
+
+t.test('two predict runs on a tree bundle share one saved key set', async (t) => {
+  const d = JSON.parse(await readFile(join(FIX, 'breast-cancer.data.json'), 'utf8')) as { train: number[][]; test: number[][] };
+  const dir = await mkdtemp(join(tmpdir(), 'sealed-trees-keys-'));
+  const modelDir = join(dir, 'model');
+  const home = join(dir, 'home');
+  await writeFile(join(dir, 'train.csv'), csv(d.train));
+  await writeFile(join(dir, 'test.csv'), csv(d.test.slice(0, 40)));
+  await writeFile(join(dir, 'pass'), 'correct horse battery staple\n');
+  await writeFile(join(dir, 'wrong'), 'not the passphrase\n');
+  const s3 = await startLocalS3({ directory: join(dir, 's3') });
+  const env = { ...process.env, SEALED_HOME: home, SEALED_S3_ENDPOINT: s3.endpoint, SEALED_PASSPHRASE: '' };
+  await run(
+    process.execPath,
+    [bin, 'compile', '--trees', join(FIX, 'breast-cancer.xgb.json'), '--calibration', join(dir, 'train.csv'), '--model', modelDir, '--bits', '2'],
+    { env },
+  );
+  const modelId = (await readTreeBundle(modelDir)).client.model_id;
+  const store = new ObjectStore({ endpoint: s3.endpoint });
+  const bucket = 'sealed-test';
+  await store.ensureBucket(bucket);
+  const server = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, allowAny: true, deadlineMs: 600_000 });
+  t.teardown(async () => {
+    await server.close();
+    store.close();
+    await s3.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const predict = async (n: number, passFile: string) => {
+    const output = join(dir, `predictions-${n}.jsonl`);
+    const args = [bin, 'predict', '--model', modelDir, '--input', join(dir, 'test.csv'), '--output', output, '--format', 'json'];
+    const cli = await run(process.execPath, [...args, '--endpoint', server.url, '--bucket', bucket, '--passphrase-file', passFile, '--json'], {
+      env,
+      maxBuffer: 1 << 20,
+    });
+    const summary = JSON.parse(cli.stdout.trim().split('\n').at(-1)!) as { model: string; keys_uploaded: boolean; keys_created: boolean };
+    const labels = (await readFile(output, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => String((JSON.parse(l) as { label: number | string }).label));
+    return { summary, labels };
+  };
+
+  const first = await predict(1, join(dir, 'pass'));
+  t.equal(first.summary.model, 'trees', 'a tree model');
+  t.equal(first.summary.keys_created, true, 'the first run made the key set');
+  t.equal(first.summary.keys_uploaded, true, 'and uploaded its evaluation keys');
+  const keysDir = join(home, 'keys', modelId);
+  const info = JSON.parse(await readFile(join(keysDir, 'keyset.json'), 'utf8')) as { model_id: string };
+  t.equal(info.model_id, modelId, 'saved under ~/.sealed/keys/<model id>');
+  t.equal((await stat(join(keysDir, 'secret.key'))).mode & 0o777, 0o600, 'secret.key is mode 0600');
+  t.ok(isProtected(new Uint8Array(await readFile(join(keysDir, 'secret.key')))), 'the passphrase given encrypts the secret key');
+
+  const second = await predict(2, join(dir, 'pass'));
+  t.equal(second.summary.keys_created, false, 'the second run reuses the key set');
+  t.equal(second.summary.keys_uploaded, false, 'its evaluation keys were already uploaded');
+  t.equal(second.labels.length, 40, 'a prediction per record');
+  t.same(second.labels, first.labels, 'the same predictions');
+
+  const wrong = await predict(3, join(dir, 'wrong')).then(
+    () => undefined,
+    (e: { code?: number; stderr?: string }) => e,
+  );
+  t.equal(wrong?.code, 2, 'a wrong passphrase: exit code 2');
+  t.match(wrong?.stderr ?? '', /wrong passphrase/, 'saying so');
+
+  const list = await run(process.execPath, [bin, 'keys', 'list', '--json'], { env });
+  t.ok(
+    (JSON.parse(list.stdout) as { model_id: string }[]).some((k) => k.model_id === modelId),
+    '`sealed keys list` shows the tree key set',
+  );
+
+  // `sealed keygen` for a tree bundle (keygenTreesCommand; client.ts dispatches to it): a clear
+  // key set that predict then opens instead of making one.
+  const part = (await readTreeBundle(modelDir)).client;
+  const kg = join(dir, 'keygen');
+  await keygenTreesCommand(part, { keys: kg });
+  const saved = JSON.parse(await readFile(join(kg, 'keyset.json'), 'utf8')) as { model_id: string; evaluation_keys_id: string };
+  t.equal(saved.model_id, modelId, 'keygen wrote a key set for the tree model');
+  t.notOk(isProtected(new Uint8Array(await readFile(join(kg, 'secret.key')))), 'in the clear without a passphrase');
+  const opened = await openTreeClient(part, kg, passphraseSource({ env: {} }));
+  opened.client.close();
+  t.equal(opened.created, false, 'predict opens it');
+  t.equal(opened.keys.evaluationKeysId, saved.evaluation_keys_id, 'with its evaluation keys');
+});
