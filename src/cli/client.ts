@@ -2,7 +2,8 @@ import { writeFile } from 'node:fs/promises';
 import { Presets, SingleBar } from 'cli-progress';
 import { SealedError } from '../errors.ts';
 import { defaultKeysDir, deleteKeySet, hasKeys, listKeySets, loadOrCreateKeys, saveKeys } from '../client/key-files.ts';
-import { passphraseSource, SCRYPT_V2, type PassphraseSource } from '../client/passphrase.ts';
+import { SCRYPT_V2 } from '../client/passphrase.ts';
+import { cliPassphrase, type PassphraseOpts } from './passphrase-options.ts';
 import { predictBatches } from '../client/predict.ts';
 import { ClientSession } from '../client/session.ts';
 import { loadClientPart } from '../client/model-source.ts';
@@ -34,17 +35,10 @@ export async function keysDeleteCommand(modelId: string): Promise<void> {
   console.log(`deleted the key set of model ${set.model_id} (${set.dir})`);
 }
 
-interface PassphraseOpts {
-  passphraseFd?: number;
-  passphraseFile?: string;
-}
-
-/** The CLI's passphrase: --passphrase-fd, --passphrase-file, SEALED_PASSPHRASE, else asked when stdin is a terminal. */
-function cliPassphrase(o: PassphraseOpts): PassphraseSource {
-  return passphraseSource({ fd: o.passphraseFd, file: o.passphraseFile, prompt: process.stdin.isTTY === true });
-}
-
 export async function keygenCommand(o: { model: string; keys?: string; force?: boolean; encrypt?: boolean } & PassphraseOpts): Promise<void> {
+  // A tree-ensemble bundle keeps its key set in the same files (predict-trees.ts).
+  const treePart = /\.(tar\.gz|tgz)$/.test(o.model) || o.model.startsWith('s3://') ? undefined : await readTreeClientPart(o.model);
+  if (treePart) return (await import('./predict-trees.ts')).keygenTreesCommand(treePart, o);
   const session = await openSession(o.model);
   try {
     const dir = o.keys ?? defaultKeysDir(session.modelId);

@@ -7,20 +7,12 @@ import { writeFile } from 'node:fs/promises';
 import { SealedError } from '../errors.ts';
 import { defaultKeysDir, hasKeys, saveKeys } from '../client/key-files.ts';
 import { openRoute } from '../client/open-route.ts';
-import { passphraseSource, SCRYPT_V2, type PassphraseSource } from '../client/passphrase.ts';
+import { SCRYPT_V2 } from '../client/passphrase.ts';
+import { cliPassphrase, type PassphraseOpts } from './passphrase-options.ts';
 import { openTreeClient, predictTrees, treeKeySet } from '../client/predict-trees.ts';
 import type { TreeClientPart } from '../model/trees/compile.ts';
 import { TreeClient } from '../model/trees/query.ts';
 import { formatPredictions, readRecords } from './records.ts';
-
-interface PassphraseOpts {
-  passphraseFd?: number;
-  passphraseFile?: string;
-}
-
-// As client.ts's cliPassphrase (not exported there): flag, file, SEALED_PASSPHRASE, else a prompt on a terminal.
-const cliPassphrase = (o: PassphraseOpts): PassphraseSource =>
-  passphraseSource({ fd: o.passphraseFd, file: o.passphraseFile, prompt: process.stdin.isTTY === true });
 
 /** `sealed keygen` for a tree bundle: the same files and messages as for the other models. */
 export async function keygenTreesCommand(part: TreeClientPart, o: { keys?: string; force?: boolean; encrypt?: boolean } & PassphraseOpts): Promise<void> {
