@@ -13,18 +13,16 @@ import { simulateBatch } from '../src/model/compile-batch.ts';
 import { forward } from '../src/model/network.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
 import { ModelServer } from '../src/server/model-server.ts';
-import { addBatchMode, compileImageModel, writeImageBundle } from '../src/train/image-model.ts';
 import { decodeWire, encodeWire, type QueryHeader, type ResultHeader } from '../src/wire/format.ts';
 import { smallCnn } from './helpers/networks.ts';
+import { imageBundle } from './helpers/fixture-cache.ts';
 
 const dir = await mkdtemp(join(tmpdir(), 'sealed-model-server-'));
 const modelDir = join(dir, 'model');
 let seed = 7;
 const pixel = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % 256;
 const images = Array.from({ length: 40 }, () => Array.from({ length: 144 }, pixel));
-const built = compileImageModel(smallCnn, images.slice(0, 30));
-const plan = await addBatchMode(smallCnn, built, images.slice(0, 30));
-await writeImageBundle(modelDir, smallCnn, built, {}, plan);
+const plan = await imageBundle(modelDir, smallCnn, images.slice(0, 30));
 const { modelId, client } = await readClientPart(modelDir);
 const server = await ModelServer.open(await readServerPart(modelDir), { recordsPerCiphertext: client.input.recordsPerCiphertext });
 const session = await ClientSession.open(modelId, client);
@@ -65,6 +63,24 @@ t.test('batch mode: evaluateBatch(query) decrypts to the plaintext batch plan', 
   t.equal(scores.length, rows.length);
   const worst = worstError(scores, want);
   t.ok(worst < 1e-3, `worst |encrypted - plaintext| = ${worst.toExponential(2)}`);
+});
+
+t.test('a re-randomization key is parsed once and reused for the same bytes only', async (t) => {
+  // Each batch query carries a fresh key (its first section); the server sees it with every
+  // encode task, so it keeps the last one parsed and compares bytes.
+  const first = () => session.encryptBatch(images.slice(0, 1)).sections.next().value as Uint8Array;
+  const a = first();
+  const b = first();
+  t.not(Buffer.compare(a, b), 0, 'two queries carry two different keys');
+  const ka = server.rerandKeyFor(a)!;
+  t.equal(server.rerandKeyFor(new Uint8Array(a)), ka, 'the same bytes (another copy): the key parsed before');
+  const kb = server.rerandKeyFor(b)!;
+  t.not(kb, ka, 'other bytes: parsed anew');
+  t.same(new Uint8Array(kb.residues.buffer), b.subarray(b.length - 4 * kb.residues.length), "the new key holds the new bytes' residues");
+  const bad = new Uint8Array(a);
+  bad.fill(0xff, bad.length - 4);
+  t.match(refusal(t, () => server.rerandKeyFor(bad)).message, /residue above its prime/, 'a damaged copy of a key parsed before is still checked');
+  t.same(server.rerandKeyFor(a)!.residues, ka.residues, 'and the good key still parses to the same residues');
 });
 
 /** The SealedError `f` throws (fails the test when it throws none). */

@@ -1,10 +1,19 @@
 import { SealedError } from '../errors.ts';
 
-// The negacyclic NTT of SEAL (Z_q[X]/(X^N + 1) -> Z_q^N), for primes below 2^26 so that every
-// product of two residues is below 2^52, exact in a float64. SEAL's NTTTables use the minimal
+// The negacyclic NTT of SEAL (Z_q[X]/(X^N + 1) -> Z_q^N). SEAL's NTTTables use the minimal
 // primitive 2N-th root psi, stored in bit-reversed order, and the Cooley-Tukey / Gentleman-Sande
-// loops of Longa-Naehrig 2016 (output in bit-reversed order): so do we. Checked against SEAL in
+// loops of Longa-Naehrig 2016 (output in bit-reversed order): so do we, in two number types.
+// NegacyclicNtt works on float64 for primes below 2^26 (batch mode), so that every product of
+// two residues is below 2^52, exact; NegacyclicNttBig on BigInt for any SEAL prime (the single
+// layout's, up to 60 bits; ~20x slower). Both get psi and their tables from the same code (`findPsi`,
+// `bitReversedPowers`, generic over the arithmetic); the
+// butterfly loops are written once per number type, because a loop generic over its arithmetic
+// would pay a function call per butterfly on the hot path. Checked against SEAL in
 // test/unit/circuit-privacy.test.ts: the inverse transform of SEAL's secret key is ternary.
+//
+// Tables depend only on (q, N), i.e. on the parameters, never on keys or data: `of(q, N)` builds
+// them once per thread and shares them (a BigInt table takes ~20 ms per prime to build, about
+// what one transform costs, so building them per key set or per result doubled the flood's cost).
 
 export function mulmod(a: number, b: number, q: number): number {
   const p = a * b;
@@ -14,22 +23,113 @@ export function mulmod(a: number, b: number, q: number): number {
   return r;
 }
 
-function powmod(a: number, e: number, q: number): number {
-  let r = 1;
-  a %= q;
-  while (e > 0) {
-    if (e & 1) r = mulmod(r, a, q);
-    a = mulmod(a, a, q);
-    e = Math.floor(e / 2);
-  }
-  return r;
-}
-
 function bitReverse(x: number, bits: number): number {
   let r = 0;
   for (let i = 0; i < bits; i++) r = (r << 1) | ((x >>> i) & 1);
   return r;
 }
+
+/** Arithmetic modulo q in one number type (number or bigint): what building the tables needs. */
+interface ModArith<T> {
+  q: T;
+  mul(a: T, b: T): T;
+  /** a^e mod q */
+  pow(a: T, e: T): T;
+  int(x: number): T;
+  /** q - k */
+  minus(k: number): T;
+  /** (q - 1) / (2N) */
+  cofactor(n: number): T;
+  less(a: T, b: T): boolean;
+}
+
+function powWith<T>(a: T, e: T, one: T, mul: (a: T, b: T) => T, odd: (e: T) => boolean, half: (e: T) => T, zero: T): T {
+  let r = one;
+  for (; e !== zero; e = half(e), a = mul(a, a)) if (odd(e)) r = mul(r, a);
+  return r;
+}
+
+function numberArith(q: number): ModArith<number> {
+  const mul = (a: number, b: number) => mulmod(a, b, q);
+  return {
+    q,
+    mul,
+    pow: (a, e) =>
+      powWith(
+        a % q,
+        e,
+        1,
+        mul,
+        (e) => (e & 1) === 1,
+        (e) => Math.floor(e / 2),
+        0,
+      ),
+    int: (x) => x,
+    minus: (k) => q - k,
+    cofactor: (n) => (q - 1) / (2 * n),
+    less: (a, b) => a < b,
+  };
+}
+
+function bigArith(q: bigint): ModArith<bigint> {
+  const mul = (a: bigint, b: bigint) => (a * b) % q;
+  return {
+    q,
+    mul,
+    pow: (a, e) =>
+      powWith(
+        a % q,
+        e,
+        1n,
+        mul,
+        (e) => (e & 1n) === 1n,
+        (e) => e >> 1n,
+        0n,
+      ),
+    int: (x) => BigInt(x),
+    minus: (k) => q - BigInt(k),
+    cofactor: (n) => (q - 1n) / BigInt(2 * n),
+    less: (a, b) => a < b,
+  };
+}
+
+/** SEAL's psi (the smallest primitive 2N-th root of unity) and its inverse. */
+function findPsi<T>(ar: ModArith<T>, n: number): { psi: T; psiInv: T } {
+  const { mul, pow, int } = ar;
+  const minusOne = ar.minus(1);
+  // Some primitive 2N-th root (g^N = -1), then the smallest of its odd powers: SEAL's choice.
+  let g: T;
+  for (let x = 2; ; x++) {
+    g = pow(int(x), ar.cofactor(n));
+    if (pow(g, int(n)) === minusOne) break;
+  }
+  let psi = g;
+  const g2 = mul(g, g);
+  for (let k = 0, p = g; k < n; k++, p = mul(p, g2)) if (ar.less(p, psi)) psi = p;
+  return { psi, psiInv: pow(psi, int(2 * n - 1)) };
+}
+
+/** root^bitrev(i) for i < n: the layout of SEAL's tables. */
+function bitReversedPowers<T>(ar: ModArith<T>, root: T, n: number): T[] {
+  const bits = Math.log2(n);
+  const out = new Array<T>(n);
+  for (let i = 0, p = ar.int(1); i < n; i++, p = ar.mul(p, root)) out[bitReverse(i, bits)] = p;
+  return out;
+}
+
+/** N^-1 mod q. */
+const inverseOfN = <T>(ar: ModArith<T>, n: number): T => ar.pow(ar.int(n), ar.minus(2));
+
+/** The shared table of (q, N) in `cache`, made by `make` on first use. */
+function shared<K, V>(cache: Map<string, V>, q: K, n: number, make: () => V): V {
+  const key = `${String(q)}:${n}`;
+  let t = cache.get(key);
+  if (!t) cache.set(key, (t = make()));
+  return t;
+}
+
+const numberTables = new Map<string, NegacyclicNtt>();
+const bigTables = new Map<string, NegacyclicNttBig>();
 
 export class NegacyclicNtt {
   readonly q: number;
@@ -39,28 +139,20 @@ export class NegacyclicNtt {
   private readonly psiInvRev: Float64Array;
   private readonly nInv: number;
 
+  /** The tables of (q, N), built once per thread. */
+  static of(q: number, n: number): NegacyclicNtt {
+    return shared(numberTables, q, n, () => new NegacyclicNtt(q, n));
+  }
+
   constructor(q: number, n: number) {
     if (q >= 2 ** 26 || (q - 1) % (2 * n) !== 0) throw new SealedError('internal', `NTT: ${q} is not a prime below 2^26 congruent to 1 mod 2N`);
     this.q = q;
     this.n = n;
-    const bits = Math.log2(n);
-    // Some primitive 2N-th root (g^N = -1), then the smallest of its odd powers: SEAL's choice.
-    let g = 0;
-    for (let x = 2; x < q; x++) {
-      g = powmod(x, (q - 1) / (2 * n), q);
-      if (powmod(g, n, q) === q - 1) break;
-    }
-    let psi = g;
-    const g2 = mulmod(g, g, q);
-    for (let k = 0, p = g; k < n; k++, p = mulmod(p, g2, q)) if (p < psi) psi = p;
-    const psiInv = powmod(psi, 2 * n - 1, q);
-    this.psiRev = new Float64Array(n);
-    this.psiInvRev = new Float64Array(n);
-    for (let i = 0, p = 1, pi = 1; i < n; i++, p = mulmod(p, psi, q), pi = mulmod(pi, psiInv, q)) {
-      this.psiRev[bitReverse(i, bits)] = p;
-      this.psiInvRev[bitReverse(i, bits)] = pi;
-    }
-    this.nInv = powmod(n, q - 2, q);
+    const ar = numberArith(q);
+    const { psi, psiInv } = findPsi(ar, n);
+    this.psiRev = Float64Array.from(bitReversedPowers(ar, psi, n));
+    this.psiInvRev = Float64Array.from(bitReversedPowers(ar, psiInv, n));
+    this.nInv = inverseOfN(ar, n);
   }
 
   /** In place; entries in [0, q). */
@@ -121,9 +213,9 @@ export function reduceBig(x: bigint[], q: number): Float64Array {
   return out;
 }
 
-/** One NTT table per prime (build once per session: ~10 ms each at N = 8192). */
+/** The NTT tables of each prime (shared: built once per thread and parameter set). */
 export function nttTables(primes: number[], degree: number): NegacyclicNtt[] {
-  return primes.map((q) => new NegacyclicNtt(q, degree));
+  return primes.map((q) => NegacyclicNtt.of(q, degree));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -132,40 +224,24 @@ export function nttTables(primes: number[], degree: number): NegacyclicNtt[] {
 // client's PublicKey; the flood is added to c0 on the raw residues, through the same negacyclic
 // NTT in BigInt (one transform per prime and result).
 
-function powmodBig(a: bigint, e: bigint, q: bigint): bigint {
-  let r = 1n;
-  a %= q;
-  while (e > 0n) {
-    if (e & 1n) r = (r * a) % q;
-    a = (a * a) % q;
-    e >>= 1n;
-  }
-  return r;
-}
-
-/** NegacyclicNtt for any SEAL prime (up to 60 bits), in BigInt: ~20x slower, used once per result. */
+/** NegacyclicNtt for any SEAL prime (up to 60 bits), in BigInt: ~20x slower, used once per result and prime. */
 export class NegacyclicNttBig {
   readonly q: bigint;
   readonly n: number;
   private readonly psiRev: BigUint64Array;
   private psiInvRev?: BigUint64Array;
 
+  /** The tables of (q, N), built once per thread (not per key set: they do not depend on keys). */
+  static of(q: bigint, n: number): NegacyclicNttBig {
+    return shared(bigTables, q, n, () => new NegacyclicNttBig(q, n));
+  }
+
   constructor(q: bigint, n: number) {
-    const N2 = BigInt(2 * n);
-    if ((q - 1n) % N2 !== 0n) throw new SealedError('internal', `NTT: ${q} is not congruent to 1 mod 2N`);
+    if ((q - 1n) % BigInt(2 * n) !== 0n) throw new SealedError('internal', `NTT: ${q} is not congruent to 1 mod 2N`);
     this.q = q;
     this.n = n;
-    let g: bigint;
-    for (let x = 2n; ; x++) {
-      g = powmodBig(x, (q - 1n) / N2, q);
-      if (powmodBig(g, BigInt(n), q) === q - 1n) break;
-    }
-    let psi = g;
-    const g2 = (g * g) % q;
-    for (let k = 0, p = g; k < n; k++, p = (p * g2) % q) if (p < psi) psi = p;
-    const bits = Math.log2(n);
-    this.psiRev = new BigUint64Array(n);
-    for (let i = 0, p = 1n; i < n; i++, p = (p * psi) % q) this.psiRev[bitReverse(i, bits)] = p;
+    const ar = bigArith(q);
+    this.psiRev = BigUint64Array.from(bitReversedPowers(ar, findPsi(ar, n).psi, n));
   }
 
   forward(a: BigUint64Array): void {
@@ -188,12 +264,8 @@ export class NegacyclicNttBig {
   /** In place; the inverse of forward (tables made on first use: the server never needs it). */
   inverse(a: BigUint64Array): void {
     const { q, n } = this;
-    if (!this.psiInvRev) {
-      const psiInv = powmodBig(this.psiRev[bitReverse(1, Math.log2(n))], q - 2n, q);
-      const bits = Math.log2(n);
-      this.psiInvRev = new BigUint64Array(n);
-      for (let i = 0, p = 1n; i < n; i++, p = (p * psiInv) % q) this.psiInvRev[bitReverse(i, bits)] = p;
-    }
+    const ar = bigArith(q);
+    this.psiInvRev ??= BigUint64Array.from(bitReversedPowers(ar, findPsi(ar, n).psiInv, n));
     const psiInvRev = this.psiInvRev;
     for (let m = n >> 1, t = 1; m >= 1; m >>= 1, t <<= 1) {
       for (let i = 0; i < m; i++) {
@@ -208,7 +280,7 @@ export class NegacyclicNttBig {
         }
       }
     }
-    const nInv = powmodBig(BigInt(n), q - 2n, q);
+    const nInv = inverseOfN(ar, n);
     for (let j = 0; j < n; j++) a[j] = (a[j] * nInv) % q;
   }
 }

@@ -43,7 +43,7 @@ export function makeRerandKey(s: Uint32Array, primes: number[], degree: number, 
   const e = smallNoise(N);
   const at = (poly: number, p: number) => (poly * primes.length + p) * N;
   primes.forEach((q, p) => {
-    const ntt = new NegacyclicNtt(q, N);
+    const ntt = NegacyclicNtt.of(q, N);
     const eHat = reduceSmall(e, q);
     ntt.forward(eHat);
     const uni = randomWords(2 * (size - 1) * N);

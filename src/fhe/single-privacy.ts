@@ -52,7 +52,7 @@ export class SinglePrivacy {
     let t = this.ntts.get(primes);
     if (!t) {
       const level = this.s.shape.data.find((l) => l.primes.length === primes)!;
-      t = level.primes.map((q) => new NegacyclicNttBig(q, this.s.params.polyModulusDegree));
+      t = level.primes.map((q) => NegacyclicNttBig.of(q, this.s.params.polyModulusDegree));
       this.ntts.set(primes, t);
     }
     return t;

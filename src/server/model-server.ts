@@ -41,6 +41,7 @@ export interface CiphertextTimings {
 }
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+const sameBytes = (a: Uint8Array, b: Uint8Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b);
 
 /** Batch mode's SEAL instance, exact kernel and re-randomizer. */
 interface BatchMode {
@@ -56,6 +57,13 @@ export class ModelServer {
   private readonly engine: Engine;
   private readonly keys: LoadedKeyCache;
   private readonly batchMode: BatchMode | undefined;
+  /**
+   * The last re-randomization key parsed, with the bytes it came from. A request's key reaches
+   * this worker with every encode task of every batch (and the check before them); parsing it
+   * copies and range-checks one result's worth of residues, so it is parsed once per key, and
+   * later tasks only compare bytes (a native memcmp).
+   */
+  private lastRerandKey: { bytes: Uint8Array; key: RerandKey } | undefined;
 
   private constructor(model: ServingModel, session: CkksSession, engine: Engine, keys: LoadedKeyCache, batchMode: BatchMode | undefined) {
     this.model = model;
@@ -162,7 +170,11 @@ export class ModelServer {
         'the query carries no re-randomization key: this model re-randomizes its batch results (circuit privacy)',
         'encrypt with a current `sealed predict` (or SDK), which sends it',
       );
-    return loadRerandKey(bytes, io.primes, io.plan.params.polyModulusDegree, resultSize(io.plan));
+    const last = this.lastRerandKey;
+    if (last && sameBytes(last.bytes, bytes)) return last.key;
+    const key = loadRerandKey(bytes, io.primes, io.plan.params.polyModulusDegree, resultSize(io.plan));
+    this.lastRerandKey = { bytes: bytes.slice(), key };
+    return key;
   }
 
   /** Phase 1: loads ciphertexts `first`, `first + 1`, ... of a batch, as residues, into `input`. */
@@ -220,6 +232,7 @@ export class ModelServer {
   }
 
   close(): void {
+    this.lastRerandKey = undefined;
     this.keys.close();
     this.session.close();
     this.batchMode?.io.session.close();

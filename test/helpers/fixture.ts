@@ -1,15 +1,16 @@
 // Shared fixtures: a breast-cancer model trained for real, a real S3 server, a real server.
-import { createHash } from 'node:crypto';
-import { cp, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { BREAST_CANCER_CSV, splitCsv } from '../../src/cli/demo.ts';
 import { parseCsv, splitTarget } from '../../src/train/csv.ts';
 import { parseHyperparameters, train, type TrainResult } from '../../src/train/train.ts';
 import { startLocalS3, type LocalS3 } from '../../src/storage/local-s3.ts';
 import { ObjectStore } from '../../src/storage/s3.ts';
 import { startServer, type RunningServer, type ServeOptions } from '../../src/server/serve.ts';
+import { FIXTURE_CACHE, fixtureKey, saveFixture } from './fixture-cache.ts';
+
+export { imageBundle } from './fixture-cache.ts';
 
 export interface Trained {
   dir: string;
@@ -72,25 +73,6 @@ export async function trainDigitModel(dir: string, epochs: number): Promise<stri
   await writeImageBundle(modelDir, network, compileImageModel(network, train.images.slice(0, 300), true), {});
   await saveFixture(cached, modelDir, { manifest: undefined as never, metrics: {} });
   return modelDir;
-}
-
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const FIXTURE_CACHE = process.env.SEALED_FIXTURE_CACHE ?? join(ROOT, '.cache', 'fixtures');
-
-async function fixtureKey(name: string, hp: Record<string, string>, dataFiles: string[]): Promise<string> {
-  const h = createHash('sha256').update(JSON.stringify({ name, hp }));
-  const sources = (await readdir(join(ROOT, 'src'), { recursive: true })).filter((f) => f.endsWith('.ts')).sort();
-  for (const f of [...sources.map((f) => join(ROOT, 'src', f)), ...dataFiles]) h.update(f).update(await readFile(f));
-  return `${name}-${h.digest('hex').slice(0, 16)}`;
-}
-
-/** Written under a temporary name and renamed, so suites running in parallel never read half a fixture. */
-async function saveFixture(cached: string, modelDir: string, result: TrainResult): Promise<void> {
-  const tmp = `${cached}.${process.pid}.tmp`;
-  await mkdir(tmp, { recursive: true });
-  await cp(modelDir, join(tmp, 'model'), { recursive: true });
-  await writeFile(join(tmp, 'result.json'), JSON.stringify(result));
-  await rename(tmp, cached).catch(() => rm(tmp, { recursive: true, force: true }));
 }
 
 export interface Stack {
