@@ -3,20 +3,12 @@
 // --onnx` leaves it out; an ONNX-ML forest given with --onnx compiled as a tree ensemble, saying
 // so; options of the other kind of model, or two models, or none, refused with exit code 2.
 import t from 'tap';
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
+import { sealed } from './helpers/cli.ts';
 import { readTreeBundle } from '../src/model/trees/bundle.ts';
 
-const run = promisify(execFile);
-const main = new URL('../src/cli/main.ts', import.meta.url).pathname;
-const sealed = (args: string[]) =>
-  run(process.execPath, [main, ...args], { maxBuffer: 1 << 24 }).then(
-    (r) => ({ code: 0, ...r }),
-    (e: { code: number; stdout: string; stderr: string }) => e,
-  );
 const FIX = join(import.meta.dirname, 'fixtures', 'trees');
 const csv = (rows: number[][], extra?: { name: string; values: number[] }) =>
   [

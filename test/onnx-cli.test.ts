@@ -1,20 +1,11 @@
 // `sealed compile` as a user runs it: a real subprocess. A supported model writes a bundle and
 // prints its report; an unsupported one exits 2 naming the node, its operator and what to change.
 import t from 'tap';
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
+import { sealed } from './helpers/cli.ts';
 import { buildModel } from './helpers/onnx-build.ts';
-
-const run = promisify(execFile);
-const main = new URL('../src/cli/main.ts', import.meta.url).pathname;
-const sealed = (args: string[]) =>
-  run(process.execPath, [main, ...args], { maxBuffer: 1 << 24 }).then(
-    (r) => ({ code: 0, ...r }),
-    (e: { code: number; stdout: string; stderr: string }) => e,
-  );
 
 t.test('sealed compile: scikit-learn pipeline -> bundle and report (JSON on stdout)', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'sealed-compile-cli-'));

@@ -4,15 +4,17 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { SageMakerClient } from '@aws-sdk/client-sagemaker';
 import { predict } from '../src/client/predict.ts';
 import { ClientSession } from '../src/client/session.ts';
 import { readClientPart } from '../src/model/bundle.ts';
 import { startServer } from '../src/server/serve.ts';
-import { addBatchMode, compileImageModel, writeImageBundle } from '../src/train/image-model.ts';
 import { startTransformControlPlane } from '../src/sagemaker/transform-control-plane.ts';
-import { splitRecords, transformPredict } from '../src/sagemaker/transform.ts';
+import { splitRecords, transformPredict, type TransformPredictOptions } from '../src/sagemaker/transform.ts';
+
+type TransformJobOptionsLeft = NonNullable<TransformPredictOptions['job']>;
+import { imageBundle } from './helpers/fixture-cache.ts';
 import { smallCnn } from './helpers/networks.ts';
 import { startStack } from './helpers/fixture.ts';
 
@@ -24,8 +26,8 @@ async function endToEnd() {
   let seed = 11;
   const pixel = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % 256;
   const images = Array.from({ length: 60 }, () => Array.from({ length: 144 }, pixel));
-  const built = compileImageModel(smallCnn, images.slice(0, 30));
-  await writeImageBundle(modelDir, smallCnn, built, {}, await addBatchMode(smallCnn, built, images.slice(0, 30)));
+  // Compiled once and cached (test/helpers/fixture-cache.ts): compiling measures SEAL's unit costs.
+  await imageBundle(modelDir, smallCnn, images.slice(0, 30));
   // Transform containers take whole objects as bodies: up to MaxPayloadInMB, not real-time's 6 MB.
   const transformPayload = { maxPayloadBytes: 64 * 1024 * 1024 };
   const stack = await startStack(modelDir, dir, 1, transformPayload);
@@ -43,85 +45,61 @@ async function endToEnd() {
 
   const direct = await predict(session, keys, images, { store: stack.store, bucket: stack.bucket, endpoint: stack.server.url }, { layout: 'batch' });
 
-  t.test('s3 transport: JSON requests over 2 instances decrypt to the predictions of predict over S3', async (t) => {
+  /** One job over both instances; its parts' results decrypted; the split and what `check` wants of the manifest. */
+  async function job(t: Test, o: { name: string; transport?: 's3' | 'body'; parts: { start: number; end: number }[]; job: TransformJobOptionsLeft }) {
     const plane = await startTransformControlPlane({ store: stack.store, instances: [stack.server.url, second.url] });
     const sagemaker = new SageMakerClient({ endpoint: plane.url, region: 'us-east-1', credentials: { accessKeyId: 'L', secretAccessKey: 'L' } });
     t.teardown(async () => {
       sagemaker.destroy();
       await plane.close();
     });
-    const parts = [0, 20, 40].map((start) => ({ start, end: start + 20 }));
     const scores: number[][] = [];
     const summary = await transformPredict({
       sagemaker,
       store: stack.store,
       bucket: stack.bucket,
       prefix: 'sealed/tenants/e2e/',
-      jobName: 'sealed-transform-s3',
+      jobName: o.name,
       modelName: 'sealed-local',
-      count: parts.length,
-      transport: 's3',
-      job: { instanceCount: 2, maxConcurrentTransforms: 1 },
-      query: (i) => session.encrypt(images.slice(parts[i].start, parts[i].end), 'batch'),
+      count: o.parts.length,
+      transport: o.transport,
+      job: o.job,
+      query: (i) => session.encrypt(images.slice(o.parts[i].start, o.parts[i].end), 'batch'),
       onResult: (i, bytes) => {
-        session.decryptScores(bytes).forEach((s, k) => (scores[parts[i].start + k] = s));
+        session.decryptScores(bytes).forEach((s, k) => (scores[o.parts[i].start + k] = s));
       },
       wait: { pollMs: { first: 50, max: 200 } },
     });
-    t.same(summary, { jobName: 'sealed-transform-s3', started: true, uploaded: 3, fetched: 3, skipped: 0 });
-    const m = plane.manifest('sealed-transform-s3')!;
+    t.same(summary, { jobName: o.name, started: true, uploaded: 3, fetched: 3, skipped: 0 });
+    const m = plane.manifest(o.name)!;
     t.same(
       m.instances.map((i) => i.objects),
       [2, 1],
       'split across the two instances',
     );
+    t.equal(scores.length, images.length);
+    scores.forEach((s, i) => t.ok(Math.max(...s.map((v, k) => Math.abs(v - direct.scores[i][k]))) < 1e-2, `record ${i}: transform and S3 predict agree`));
+    return m;
+  }
+
+  t.test('s3 transport: JSON requests over 2 instances decrypt to the predictions of predict over S3', async (t) => {
+    const parts = [0, 20, 40].map((start) => ({ start, end: start + 20 }));
+    const m = await job(t, { name: 'sealed-transform-s3', transport: 's3', parts, job: { instanceCount: 2, maxConcurrentTransforms: 1 } });
     t.ok(
       m.objects.every((o) => o.output.endsWith('.json.out') && (o.bytesOut ?? 0) > 0),
       "each .out holds the server's JSON answer",
     );
-    t.equal(scores.length, images.length);
-    scores.forEach((s, i) => t.ok(Math.max(...s.map((v, o) => Math.abs(v - direct.scores[i][o]))) < 1e-2, `record ${i}: transform and S3 predict agree`));
   });
 
   t.test('body transport over 2 instances decrypts to the predictions of predict over S3', async (t) => {
-    const plane = await startTransformControlPlane({ store: stack.store, instances: [stack.server.url, second.url] });
-    const sagemaker = new SageMakerClient({ endpoint: plane.url, region: 'us-east-1', credentials: { accessKeyId: 'L', secretAccessKey: 'L' } });
-    t.teardown(async () => {
-      sagemaker.destroy();
-      await plane.close();
-    });
     // Parts of 20 records: 3 parts, split 2 + 1 across the instances.
     const parts = splitRecords(images.length, (n) => (n <= 20 ? 1 : 2), 1);
     t.equal(parts.length, 3);
-    const scores: number[][] = [];
-    const summary = await transformPredict({
-      sagemaker,
-      store: stack.store,
-      bucket: stack.bucket,
-      prefix: 'sealed/tenants/e2e/',
-      jobName: 'sealed-transform-e2e',
-      modelName: 'sealed-local',
-      count: parts.length,
-      // A batch-mode part is ~27 MB: over SageMaker's default MaxPayloadInMB of 6.
-      job: { instanceCount: 2, maxPayloadInMB: 50 },
-      query: (i) => session.encrypt(images.slice(parts[i].start, parts[i].end), 'batch'),
-      onResult: (i, bytes) => {
-        session.decryptScores(bytes).forEach((s, k) => (scores[parts[i].start + k] = s));
-      },
-      wait: { pollMs: { first: 50, max: 200 } },
-    });
-    t.same(summary, { jobName: 'sealed-transform-e2e', started: true, uploaded: 3, fetched: 3, skipped: 0 });
-    const m = plane.manifest('sealed-transform-e2e')!;
-    t.same(
-      m.instances.map((i) => i.objects),
-      [2, 1],
-      'split across the two instances',
-    );
+    // A batch-mode part is ~27 MB: over SageMaker's default MaxPayloadInMB of 6.
+    const m = await job(t, { name: 'sealed-transform-e2e', parts, job: { instanceCount: 2, maxPayloadInMB: 50 } });
     t.ok(
       m.instances.every((i) => i.container?.MaxConcurrentTransforms !== undefined),
       "each instance's /execution-parameters was read",
     );
-    t.equal(scores.length, images.length);
-    scores.forEach((s, i) => t.ok(Math.max(...s.map((v, o) => Math.abs(v - direct.scores[i][o]))) < 1e-2, `record ${i}: transform and S3 predict agree`));
   });
 }
