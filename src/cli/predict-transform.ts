@@ -44,7 +44,7 @@ export interface TransformCliOptions {
 }
 
 /** What a run decided, kept so that a rerun cuts the same parts and reads the same kind of `.out`. */
-interface Plan {
+export interface Plan {
   job: string;
   transport: TransformTransport;
   parts: { start: number; end: number }[];
@@ -52,6 +52,32 @@ interface Plan {
 }
 
 /** A transform job name (1-63 letters, digits, hyphens) naming this model and this input. */
+/**
+ * Parts of whole batches of `S` records: as many batches per part as fit `limit` bytes (body; a
+ * batch's query is `perBatch` bytes whatever its record count), or one batch per part (s3: no
+ * size limit, and parts spread over the instances).
+ */
+export function cutParts(records: number, S: number, transport: TransformTransport, perBatch: number, limit: number): { start: number; end: number }[] {
+  // The size steps with whole batches, so the largest count that fits is a whole number of them.
+  if (transport === 'body') return splitRecords(records, (n) => Math.ceil(n / S) * perBatch, limit);
+  return Array.from({ length: Math.ceil(records / S) }, (_, i) => ({ start: i * S, end: Math.min(records, (i + 1) * S) }));
+}
+
+/** A plan read back (local state or S3) must cut exactly these records, in order. */
+export function checkPlan(plan: Plan, records: number): void {
+  let at = 0;
+  for (const p of plan.parts) {
+    if (!Number.isSafeInteger(p?.start) || !Number.isSafeInteger(p?.end) || p.start !== at || p.end <= p.start) break;
+    at = p.end;
+  }
+  if (at !== records || plan.parts.length === 0 || (plan.transport !== 'body' && plan.transport !== 's3'))
+    throw new SealedError(
+      'bad-data',
+      `the part plan of transform job ${String(plan.job).slice(0, 64)} does not cut ${records} records in order`,
+      'give another --job-name (and --state directory) to start afresh',
+    );
+}
+
 export function transformJobName(modelId: string, rows: ArrayLike<number>[]): string {
   const h = createHash('sha256').update(modelId);
   for (const r of rows) h.update(Float64Array.from(r as ArrayLike<number>));
@@ -133,7 +159,7 @@ export async function predictTransform(
     if (plan && (plan.job !== jobName || plan.records !== rows.length))
       throw new SealedError(
         'bad-request',
-        `the state directory ${stateDir} belongs to another run (job ${plan.job.slice(0, 64)}, ${plan.records} records)`,
+        `the state directory ${stateDir} belongs to another run (job ${String(plan.job).slice(0, 64)}, ${plan.records} records)`,
         'give another --state directory, or remove this one',
       );
     if (!plan) {
@@ -159,16 +185,12 @@ export async function predictTransform(
           `one batch of ${S} records encrypts to ${(first.length / MB).toFixed(1)} MB, over the payload limit of ${limitMb} MB`,
           '--transport s3 (or auto): each input object then names its query in S3, of any size',
         );
-      const perBatch = first.length;
-      const cut =
-        transport === 'body'
-          ? // The size steps with whole batches, so the largest count that fits is a whole number of them.
-            splitRecords(rows.length, (n) => Math.ceil(n / S) * perBatch, limitMb * MB)
-          : Array.from({ length: Math.ceil(rows.length / S) }, (_, i) => ({ start: i * S, end: Math.min(rows.length, (i + 1) * S) }));
-      if (cut.some((p) => p.start % S !== 0)) throw new SealedError('internal', 'a transform part does not start on a batch boundary');
-      plan = { job: jobName, transport, parts: cut, records: rows.length };
+      plan = { job: jobName, transport, parts: cutParts(rows.length, S, transport, first.length, limitMb * MB), records: rows.length };
+      // The first batch's query is part 0 only when part 0 is that one batch.
+      if (plan.parts[0].end !== Math.min(S, rows.length)) queries.delete(0);
       await store.put(planLoc, new TextEncoder().encode(JSON.stringify(plan)), 'transform plan');
     }
+    checkPlan(plan, rows.length);
     await writeAtomic(join(stateDir, 'plan.json'), JSON.stringify(plan));
     const P = plan;
     const bar =
