@@ -96,7 +96,8 @@ function sagemakerClient(o: TransformCliOptions): SageMakerClient {
   });
 }
 
-const partFile = (dir: string, i: number) => join(dir, `part-${String(i).padStart(6, '0')}.json`);
+/** Part i's file in the state directory: its predictions (.json) or its query's SHA-256 (.sha256). */
+const partFile = (dir: string, i: number, ext: 'json' | 'sha256' = 'json') => join(dir, `part-${String(i).padStart(6, '0')}.${ext}`);
 
 async function readJson<T>(file: string): Promise<T | undefined> {
   try {
@@ -227,7 +228,7 @@ export async function predictTransform(
       query: async (i) => {
         const q = queries.get(i) ?? (await encrypt(rows.slice(P.parts[i].start, P.parts[i].end)));
         queries.delete(i);
-        await writeFile(join(stateDir, `part-${String(i).padStart(6, '0')}.sha256`), sha256Hex(q), { mode: 0o600 });
+        await writeFile(partFile(stateDir, i, 'sha256'), sha256Hex(q), { mode: 0o600 });
         show('upload', ++encrypted);
         return q;
       },
@@ -238,7 +239,7 @@ export async function predictTransform(
         return true;
       },
       onResult: async (i, bytes) => {
-        const sha = await readFile(join(stateDir, `part-${String(i).padStart(6, '0')}.sha256`), 'utf8').catch(() => undefined);
+        const sha = await readFile(partFile(stateDir, i, 'sha256'), 'utf8').catch(() => undefined);
         const got = session.decrypt(bytes, sha ? { querySha256: sha.trim() } : {});
         if (got.length !== P.parts[i].end - P.parts[i].start)
           throw new SealedError('bad-data', `transform result ${i} holds ${got.length} records, its part ${P.parts[i].end - P.parts[i].start}`);
