@@ -1,7 +1,8 @@
 // SHA-256 (FIPS 180-4) in plain TypeScript: synchronous and free of Node-only modules, so the
 // client's content ids (evaluation keys, model ids) come out the same in Node and in a browser.
 // Strings are hashed as UTF-8, as node:crypto's Hash.update(string) does.
-// In src/util, below the layers: the model (model ids) and the client (keys ids, query hashes)
+// Under Node, sha256Hex hands the work to node:crypto (see below). In src/util, below the
+// layers: the model (model ids) and the client (keys ids, query hashes)
 // both use it.
 
 const K = new Uint32Array([
@@ -116,9 +117,25 @@ export class Sha256 {
   }
 }
 
-/** SHA-256 of the concatenation of `parts` (strings as UTF-8), as 64 lowercase hex digits. */
-export function sha256Hex(...parts: (Uint8Array | string)[]): string {
+/** SHA-256 of the concatenation of `parts` (strings as UTF-8), in this file's portable code. */
+export function portableSha256Hex(...parts: (Uint8Array | string)[]): string {
   const h = new Sha256();
   for (const p of parts) h.update(p);
   return h.hex();
+}
+
+// Node's OpenSSL SHA-256 is ~18x faster than the portable code (a 592 MB tree query: 0.4 s
+// against 8 s). process.getBuiltinModule (Node >= 22.3) finds it at run time, so bundles built
+// for the browser never import node:crypto and fall back to the portable code there.
+type NodeHash = { update(data: Uint8Array | string): NodeHash; digest(encoding: 'hex'): string };
+const nodeCrypto = (
+  globalThis as { process?: { getBuiltinModule?: (id: string) => { createHash(alg: string): NodeHash } | undefined } }
+).process?.getBuiltinModule?.('node:crypto');
+
+/** SHA-256 of the concatenation of `parts` (strings as UTF-8), as 64 lowercase hex digits. */
+export function sha256Hex(...parts: (Uint8Array | string)[]): string {
+  if (!nodeCrypto) return portableSha256Hex(...parts);
+  const h = nodeCrypto.createHash('sha256');
+  for (const p of parts) h.update(p);
+  return h.digest('hex');
 }
