@@ -30,6 +30,25 @@ export async function saveFixture(cached: string, modelDir: string, result: unkn
 }
 
 /**
+ * A deterministic computation's JSON result (a fitted model's weights, say), cached under
+ * `name`, `recipe` (everything the result depends on besides src/) and src/.
+ */
+export async function cachedJson<T>(name: string, recipe: unknown, compute: () => Promise<T>): Promise<T> {
+  const digest = createHash('sha256').update(JSON.stringify(recipe)).digest('hex');
+  const file = join(FIXTURE_CACHE, `${await fixtureKey(name, { recipe: digest }, [])}.json`);
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as T;
+  } catch {
+    const result = await compute();
+    await mkdir(FIXTURE_CACHE, { recursive: true });
+    const tmp = `${file}.${process.pid}.tmp`;
+    await writeFile(tmp, JSON.stringify(result));
+    await rename(tmp, file);
+    return result;
+  }
+}
+
+/**
  * An image network's bundle with batch mode, as `compileImageModel(net, calibration)`,
  * `addBatchMode(net, built, calibration)` and `writeImageBundle` write it, in `modelDir`; returns
  * its batch plan (as the server reads it). Compiling measures SEAL's unit costs on this machine

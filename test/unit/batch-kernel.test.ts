@@ -66,7 +66,7 @@ async function runPlan(t: { teardown(fn: () => void): void }, plan: BatchPlan, x
   for (let i = 0; i < plan.inputs; i++) {
     const v = new Float64Array(recordsPerBatch(plan));
     xs.forEach((x, s) => (v[s] = x[i]));
-    bs.decodeInto(holder.encrypt(v, plan.inputScaleBits), input, i * 2 * LN);
+    bs.decodeInto(holder.encryptPacked(v, plan.inputScaleBits), input, i * 2 * LN); // as batch-mode clients send
   }
   const size = resultSize(plan);
   const output = new Uint32Array(outputsOf(plan) * size * LN);

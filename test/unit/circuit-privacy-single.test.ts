@@ -246,7 +246,7 @@ t.test('breast cancer logistic regression: encrypted accuracy with the flood equ
   const { join } = await import('node:path');
   const { BREAST_CANCER_CSV, splitCsv } = await import('../../src/cli/demo.ts');
   const { parseCsv, splitTarget } = await import('../../src/train/csv.ts');
-  const { fitLinear } = await import('../../src/train/fit.ts');
+  const { cachedJson } = await import('../helpers/fixture-cache.ts');
   const { standardise } = await import('../../src/model/postprocess.ts');
   const dir = await mkdtemp(join(tmpdir(), 'sealed-privacy-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
@@ -258,7 +258,12 @@ t.test('breast cancer logistic regression: encrypted accuracy with the flood equ
   const mean = Array.from({ length: features }, (_, j) => tr.x.reduce((a, r) => a + r[j], 0) / tr.x.length);
   const std = Array.from({ length: features }, (_, j) => Math.sqrt(tr.x.reduce((a, r) => a + (r[j] - mean[j]) ** 2, 0) / tr.x.length) || 1);
   const xs = tr.x.map((r) => standardise(r, { mean, std }));
-  const fitted = await fitLinear(xs, tr.y, { task: 'binary', classes: 2, epochs: 150, learningRate: 0.02, batchSize: 64, l2: 1e-4, seed: 42 });
+  // Fitting (TensorFlow.js) is deterministic and costs seconds: cached with the data and src/.
+  const fit = { task: 'binary', classes: 2, epochs: 150, learningRate: 0.02, batchSize: 64, l2: 1e-4, seed: 42 } as const;
+  const fitted = await cachedJson('breast-cancer-linear-fit', { fit, xs, y: tr.y }, async () => {
+    const { fitLinear } = await import('../../src/train/fit.ts');
+    return fitLinear(xs, tr.y, fit);
+  });
   const model = compileLinear(fitted, xs, { privacy: 'flood' });
   const s = await CkksSession.open(model.program.params);
   const km = generateKeys(s, model.program.galoisSteps, false);
