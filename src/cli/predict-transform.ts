@@ -17,14 +17,15 @@ import { SealedError } from '../errors.ts';
 import { EncryptPool } from '../client/encrypt-pool.ts';
 import type { ClientSession } from '../client/session.ts';
 import type { Prediction } from '../model/postprocess.ts';
+import { awsClientConfig } from '../sagemaker/runtime-client.ts';
 import { TRANSFORM_CONTENT_TYPE, TRANSFORM_LIMITS, describeTransformJob } from '../sagemaker/transform-job.ts';
 import { splitRecords, transformPredict, type TransformTransport } from '../sagemaker/transform.ts';
 import { parseS3Uri } from '../storage/s3-uri.ts';
 import type { ObjectStore, S3Location } from '../storage/s3.ts';
+import { sha256Hex } from '../util/sha256.ts';
 import { writeWireStream } from '../wire/stream.ts';
 
 const MB = 1024 * 1024;
-const sha256Hex = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
 
 export interface TransformCliOptions {
   /** s3://bucket/prefix/ under which transform-in/<job>/ and transform-out/<job>/ are written. */
@@ -85,15 +86,7 @@ export function transformJobName(modelId: string, rows: ArrayLike<number>[]): st
 }
 
 function sagemakerClient(o: TransformCliOptions): SageMakerClient {
-  const region = o.region || process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1';
-  const url = o.sagemakerApiUrl ?? process.env.SEALED_SAGEMAKER_API_URL;
-  // A local emulator takes any credentials; AWS takes the environment's.
-  const local = url && !process.env.AWS_ACCESS_KEY_ID && !process.env.AWS_PROFILE;
-  return new SageMakerClient({
-    region,
-    ...(url ? { endpoint: url } : {}),
-    ...(local ? { credentials: { accessKeyId: 'local', secretAccessKey: 'local' } } : {}),
-  });
+  return new SageMakerClient(awsClientConfig({ endpoint: o.sagemakerApiUrl ?? process.env.SEALED_SAGEMAKER_API_URL, region: o.region }));
 }
 
 /** Part i's file in the state directory: its predictions (.json) or its query's SHA-256 (.sha256). */

@@ -17,13 +17,26 @@ export type InvocationBody = Record<string, unknown>;
 /** Sends one /invocations request body and returns the server's JSON answer. */
 export type Invoke = (body: InvocationBody) => Promise<Record<string, unknown>>;
 
-export function runtimeClient(o: { endpoint?: string; region?: string } = {}): SageMakerRuntimeClient {
-  const cfg: SageMakerRuntimeClientConfig = { region: o.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1' };
+/**
+ * An AWS SDK client's region, endpoint and credentials: the environment's, except that a local
+ * emulator's URL (which ignores signatures) needs no AWS credentials. Shared by the runtime
+ * client here and the control-plane client of `predict --transform`.
+ */
+export function awsClientConfig(o: { endpoint?: string; region?: string }): {
+  region: string;
+  endpoint?: string;
+  credentials?: { accessKeyId: string; secretAccessKey: string };
+} {
+  const cfg: ReturnType<typeof awsClientConfig> = { region: o.region || process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1' };
   if (o.endpoint) {
     cfg.endpoint = o.endpoint;
-    // The emulator ignores signatures: do not require AWS credentials to use it.
     if (!process.env.AWS_ACCESS_KEY_ID && !process.env.AWS_PROFILE) cfg.credentials = { accessKeyId: 'LOCAL', secretAccessKey: 'LOCAL' };
   }
+  return cfg;
+}
+
+export function runtimeClient(o: { endpoint?: string; region?: string } = {}): SageMakerRuntimeClient {
+  const cfg: SageMakerRuntimeClientConfig = awsClientConfig(o);
   return new SageMakerRuntimeClient(cfg);
 }
 

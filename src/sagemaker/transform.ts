@@ -5,10 +5,10 @@
 // uploads no part already in place, starts no second job, and fetches no result the caller
 // says it already has (`have`), so an interrupted download of 40,000 images resumes where it
 // stopped.
-import { createHash } from 'node:crypto';
 import type { SageMakerClient } from '@aws-sdk/client-sagemaker';
 import { SealedError } from '../errors.ts';
 import { describeS3Location, formatS3Uri, type ObjectStore, type S3Location } from '../storage/s3.ts';
+import { sha256Hex } from '../util/sha256.ts';
 import { listPrefix } from './s3-list.ts';
 import {
   describeTransformJob,
@@ -22,7 +22,6 @@ import {
 import type { Waiting } from './wait.ts';
 
 const MB = 1024 * 1024;
-const sha256Hex = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 /** A result object is never larger than this (a result is smaller than its query). */
 const MAX_RESULT_BYTES = TRANSFORM_LIMITS.maxPayloadMb * MB * 4;
 
