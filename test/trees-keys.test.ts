@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { readClientPart } from '../src/model/bundle.ts';
 import { readTreeBundle } from '../src/model/trees/bundle.ts';
 import { isProtected, passphraseSource } from '../src/client/passphrase.ts';
 import { openTreeClient } from '../src/client/predict-trees.ts';
@@ -17,6 +18,7 @@ import { keygenTreesCommand } from '../src/cli/predict-trees.ts';
 import { startLocalS3 } from '../src/storage/local-s3.ts';
 import { ObjectStore } from '../src/storage/s3.ts';
 import { startServer } from '../src/server/serve.ts';
+import { create as createTar } from 'tar';
 
 const FIX = join(import.meta.dirname, 'fixtures', 'trees');
 const run = promisify(execFile);
@@ -40,6 +42,11 @@ t.test('two predict runs on a tree bundle share one saved key set', async (t) =>
     { env },
   );
   const modelId = (await readTreeBundle(modelDir)).client.model_id;
+  await t.rejects(
+    readClientPart(modelDir),
+    /holds a tree-ensemble model, which this client does not read/,
+    "the network client's reader refuses a tree model by name",
+  );
   const store = new ObjectStore({ endpoint: s3.endpoint });
   const bucket = 'sealed-test';
   await store.ensureBucket(bucket);
@@ -51,9 +58,13 @@ t.test('two predict runs on a tree bundle share one saved key set', async (t) =>
     await rm(dir, { recursive: true, force: true });
   });
 
-  const predict = async (n: number, passFile: string) => {
+  // The bundle as SageMaker training writes it: model.tar.gz with the files at its root.
+  const archive = join(dir, 'model.tar.gz');
+  await createTar({ gzip: true, file: archive, cwd: modelDir }, ['sealed.json', 'client', 'server']);
+
+  const predict = async (n: number, passFile: string, model = modelDir) => {
     const output = join(dir, `predictions-${n}.jsonl`);
-    const args = [bin, 'predict', '--model', modelDir, '--input', join(dir, 'test.csv'), '--output', output, '--format', 'json'];
+    const args = [bin, 'predict', '--model', model, '--input', join(dir, 'test.csv'), '--output', output, '--format', 'json'];
     const cli = await run(process.execPath, [...args, '--endpoint', server.url, '--bucket', bucket, '--passphrase-file', passFile, '--json'], {
       env,
       maxBuffer: 1 << 20,
@@ -76,7 +87,8 @@ t.test('two predict runs on a tree bundle share one saved key set', async (t) =>
   t.equal((await stat(join(keysDir, 'secret.key'))).mode & 0o777, 0o600, 'secret.key is mode 0600');
   t.ok(isProtected(new Uint8Array(await readFile(join(keysDir, 'secret.key')))), 'the passphrase given encrypts the secret key');
 
-  const second = await predict(2, join(dir, 'pass'));
+  const second = await predict(2, join(dir, 'pass'), archive);
+  t.equal(second.summary.model, 'trees', 'model.tar.gz holds the same tree model');
   t.equal(second.summary.keys_created, false, 'the second run reuses the key set');
   t.equal(second.summary.keys_uploaded, false, 'its evaluation keys were already uploaded');
   t.equal(second.labels.length, 40, 'a prediction per record');
@@ -107,4 +119,12 @@ t.test('two predict runs on a tree bundle share one saved key set', async (t) =>
   opened.client.close();
   t.equal(opened.created, false, 'predict opens it');
   t.equal(opened.keys.evaluationKeysId, saved.evaluation_keys_id, 'with its evaluation keys');
+
+  // The archive as an s3:// object: `sealed keygen` reads the client part from it and makes a tree key set.
+  await store.put({ bucket, key: 'models/model.tar.gz' }, new Uint8Array(await readFile(archive)), 'model archive');
+  const fromS3 = join(dir, 'keygen-s3');
+  const kgS3 = await run(process.execPath, [bin, 'keygen', '--model', `s3://${bucket}/models/model.tar.gz`, '--keys', fromS3], { env });
+  t.match(kgS3.stdout + kgS3.stderr, `keys for tree model ${modelId}`, 'keygen reports a tree model key set');
+  const savedS3 = JSON.parse(await readFile(join(fromS3, 'keyset.json'), 'utf8')) as { model_id: string; params: string };
+  t.equal(savedS3.model_id, modelId, 'keygen on s3://…/model.tar.gz made a key set for the tree model');
 });

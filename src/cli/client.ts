@@ -6,19 +6,18 @@ import { SCRYPT_V2 } from '../client/passphrase.ts';
 import { cliPassphrase, type PassphraseOpts } from './passphrase-options.ts';
 import { predictBatches } from '../client/predict.ts';
 import { ClientSession } from '../client/session.ts';
-import { loadClientPart } from '../client/model-source.ts';
+import { loadAnyClientPart, type AnyClientPart } from '../client/model-source.ts';
 import { openRoute } from '../client/open-route.ts';
 import type { TransportMode } from '../client/transport.ts';
 import { resolveS3 } from '../storage/resolve.ts';
 import { ObjectStore, parseS3Uri } from '../storage/s3.ts';
 import type { Prediction } from '../model/postprocess.ts';
-import { readTreeClientPart } from '../model/trees/bundle.ts';
 import { formatPredictions, readRecords } from './records.ts';
 
-async function openSession(model: string, s3Endpoint?: string): Promise<ClientSession> {
+/** The model's client part (bundle directory, model.tar.gz or s3:// archive), network or tree ensemble. */
+async function loadModel(model: string, s3Endpoint?: string): Promise<AnyClientPart> {
   const endpoint = model.startsWith('s3://') ? (await resolveS3({ endpoint: s3Endpoint })).endpoint : undefined;
-  const { modelId, client } = await loadClientPart(model, { endpoint });
-  return ClientSession.open(modelId, client);
+  return loadAnyClientPart(model, { endpoint });
 }
 
 export async function keysListCommand(o: { json?: boolean }): Promise<void> {
@@ -37,9 +36,9 @@ export async function keysDeleteCommand(modelId: string): Promise<void> {
 
 export async function keygenCommand(o: { model: string; keys?: string; force?: boolean; encrypt?: boolean } & PassphraseOpts): Promise<void> {
   // A tree-ensemble bundle keeps its key set in the same files (predict-trees.ts).
-  const treePart = /\.(tar\.gz|tgz)$/.test(o.model) || o.model.startsWith('s3://') ? undefined : await readTreeClientPart(o.model);
-  if (treePart) return (await import('./predict-trees.ts')).keygenTreesCommand(treePart, o);
-  const session = await openSession(o.model);
+  const m = await loadModel(o.model);
+  if (m.kind === 'trees') return (await import('./predict-trees.ts')).keygenTreesCommand(m.part, o);
+  const session = await ClientSession.open(m.modelId, m.client);
   try {
     const dir = o.keys ?? defaultKeysDir(session.modelId);
     // Checked without opening the secret key, so an encrypted key set does not ask for its passphrase here.
@@ -110,10 +109,10 @@ export async function predictCommand(o: PredictOpts): Promise<void> {
     throw new SealedError('bad-request', '--notification-queue needs --async', 'notifications come from async endpoints: add --async, or drop the queue');
   if (o.async && !o.sagemakerEndpoint)
     throw new SealedError('bad-request', '--async needs --sagemaker-endpoint', 'name the SageMaker endpoint, or drop --async for direct HTTP');
-  // A tree-ensemble bundle (a directory whose manifest lists server/trees.json) has its own client.
-  const treePart = /\.(tar\.gz|tgz)$/.test(o.model) || o.model.startsWith('s3://') ? undefined : await readTreeClientPart(o.model);
-  if (treePart) return (await import('./predict-trees.ts')).predictTreesCommand(treePart, o);
-  const session = await openSession(o.model, o.s3Endpoint);
+  // A tree ensemble (its manifest lists server/trees.json) has its own client.
+  const m = await loadModel(o.model, o.s3Endpoint);
+  if (m.kind === 'trees') return (await import('./predict-trees.ts')).predictTreesCommand(m.part, o);
+  const session = await ClientSession.open(m.modelId, m.client);
   const { rows, labels } = await readRecords(o.input, session.part);
   const { keys, created } = await loadOrCreateKeys(o.keys ?? defaultKeysDir(session.modelId), session, cliPassphrase(o));
   if (o.transform) {

@@ -61,6 +61,13 @@ export function parseClientPart(text: string, where: string): ClientPart & { mod
     throw new SealedError('bad-bundle', `the client part in ${where} is not valid JSON`);
   }
   if (c.format !== CLIENT_FORMAT || c.version !== 1) throw new SealedError('bad-bundle', `${where} does not hold a version-1 sealed client part`);
+  // A tree ensemble's client part has the same format tag and another shape (trees/compile.ts).
+  if ((c as { model?: unknown }).model === 'trees')
+    throw new SealedError(
+      'bad-bundle',
+      `${where} holds a tree-ensemble model, which this client does not read`,
+      'use `sealed predict` / `sealed keygen`, which read tree models (or TreeClient in src/model/trees/query.ts)',
+    );
   if (typeof c.model_id !== 'string' || !/^[0-9a-f]{32}$/.test(c.model_id))
     throw new SealedError('bad-bundle', `the client part in ${where} has no valid model_id`);
   checkParams(c.params);
