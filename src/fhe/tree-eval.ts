@@ -53,9 +53,10 @@ export class TreeEvaluator {
   /**
    * One batch: `inputs` holds the circuit's `inputs` ciphertexts (bytes, as the client saved
    * them); returns one result ciphertext per output (bytes, zstd), flooded when the model says so.
-   * `ops` counts what was done, for the benchmark's unit-cost check.
+   * `ops` counts what was done, for the benchmark's unit-cost check; `onProgress` is called after
+   * every ciphertext loaded and every group evaluated (milliseconds to tens of milliseconds each).
    */
-  evaluate(inputs: Uint8Array[], ops?: Record<string, number>): Uint8Array[] {
+  evaluate(inputs: Uint8Array[], ops?: Record<string, number>, onProgress?: () => void): Uint8Array[] {
     const { s, c } = this;
     const { seal, evaluator, encoder } = s;
     if (inputs.length !== c.inputs)
@@ -87,6 +88,7 @@ export class TreeEvaluator {
       for (const i of this.used) {
         t.set(i, loadQueryCiphertext(s, inputs[i], c.inputScaleBits, { what: `ciphertext ${i + 1} of the encrypted query` }));
         count('load');
+        onProgress?.();
       }
       const one = constant(1, c.inputScaleBits);
       owned.push(one);
@@ -157,6 +159,7 @@ export class TreeEvaluator {
         } finally {
           release(prod, term, ...groups);
         }
+        onProgress?.();
       }
       release(top);
       const out: Uint8Array[] = [];

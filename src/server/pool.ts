@@ -29,6 +29,8 @@ export interface PoolOptions {
   onRetire?: (r: Retirement) => void;
   /** TEST-ONLY: lets runTest() drive a worker's SEAL into failure (test/worker-heal.test.ts). */
   testHooks?: boolean;
+  /** A pool with work that shows no progress for this long is stuck (default STALL_MS). */
+  stallMs?: number;
 }
 
 /** A probe answer is reused this long: /ping may come every second, from several callers. */
@@ -36,9 +38,11 @@ const PROBE_TTL_MS = 2000;
 /** probe() waits this long for its task; a busy pool queues it behind evaluations. */
 const PROBE_WAIT_MS = 1000;
 /**
- * A pool with work in hand that has finished nothing for this long is stuck. Tasks (one
- * ciphertext, or one phase of a batch) take well under a second to a few seconds; a request's
- * deadline is 60 s.
+ * A pool with work in hand that has shown no progress for this long is stuck. Progress is a
+ * finished task, or a heartbeat from a worker inside a long one (a tree-ensemble query runs
+ * for minutes as one task and beats after every group of leaves: see `heartbeat`). Tasks of
+ * the other models (one ciphertext, or one phase of a batch) take under a second to a few
+ * seconds; a request's deadline is 60 s.
  */
 const STALL_MS = 60_000;
 /**
@@ -55,6 +59,10 @@ export class EvaluationPool {
   readonly size: number;
   /** threadId of a retiring worker at threadId % RETIRE_SLOTS, written by the worker itself. */
   private readonly retiring = new Int32Array(new SharedArrayBuffer(4 * RETIRE_SLOTS));
+  /** Bumped by workers (Atomics.add) while a long task makes progress; read by probe(). */
+  private readonly heartbeat = new Int32Array(new SharedArrayBuffer(4));
+  private lastBeat = 0;
+  private readonly stallMs: number;
   private readonly retired = new Set<number>();
   private readonly onRetire?: (r: Retirement) => void;
   private replaced = 0;
@@ -68,6 +76,7 @@ export class EvaluationPool {
   constructor(o: PoolOptions) {
     this.size = o.workers ?? availableParallelism();
     this.onRetire = o.onRetire;
+    this.stallMs = o.stallMs ?? STALL_MS;
     this.piscina = new Piscina({
       filename: new URL('./worker.ts', import.meta.url).href,
       minThreads: this.size,
@@ -77,6 +86,7 @@ export class EvaluationPool {
         modelDir: o.modelDir,
         keyCacheBytes: o.keyCacheBytes ?? 512 * 1024 * 1024,
         retiring: this.retiring.buffer,
+        heartbeat: this.heartbeat.buffer,
         testHooks: o.testHooks === true,
       },
       // An idle worker that is not retiring (one task per worker, as piscina's default does).
@@ -146,7 +156,8 @@ export class EvaluationPool {
    * like one that traps, so the probe also heals. The answer is reused for 2 s (`maxAgeMs`).
    * A busy pool queues the probe behind evaluations: after 1 s the pool answers from what it
    * knows (the last probe's answer) as long as tasks keep finishing; a pool with work that has
-   * finished nothing for 60 s, or that is closed, answers false. Never rejects.
+   * shown no progress (a finished task or a worker's heartbeat) for 60 s, or that is closed,
+   * answers false. Never rejects.
    */
   async probe(maxAgeMs = PROBE_TTL_MS): Promise<boolean> {
     if (this.probed && performance.now() - this.probed.at < maxAgeMs) return this.probed.ok;
@@ -159,7 +170,12 @@ export class EvaluationPool {
     const answer = await Promise.race([this.probing, late]);
     wait.abort();
     if (answer !== undefined) return answer;
-    const stuck = this.pending > 0 && performance.now() - this.lastProgress > STALL_MS;
+    const beat = Atomics.load(this.heartbeat, 0);
+    if (beat !== this.lastBeat) {
+      this.lastBeat = beat;
+      this.lastProgress = performance.now();
+    }
+    const stuck = this.pending > 0 && performance.now() - this.lastProgress > this.stallMs;
     return !stuck && (this.probed?.ok ?? true);
   }
 

@@ -36,13 +36,17 @@ import { runTest } from './worker-test-hooks.ts';
 
 export type * from './worker-protocol.ts';
 
-const { modelDir, keyCacheBytes, retiring, testHooks } = workerData as {
+const { modelDir, keyCacheBytes, retiring, heartbeat, testHooks } = workerData as {
   modelDir: string;
   keyCacheBytes: number;
   retiring: SharedArrayBuffer;
+  heartbeat: SharedArrayBuffer;
   testHooks?: boolean;
 };
 const retiringFlags = new Int32Array(retiring);
+// Long tasks beat here as they progress, so /ping tells a long evaluation from a stuck one (pool.ts).
+const beats = new Int32Array(heartbeat);
+const beat = () => void Atomics.add(beats, 0, 1);
 // A tree-ensemble bundle is served by a TreeServer (whole queries), any other by a ModelServer.
 const manifest = await readManifest(modelDir);
 const trees = manifest && isTreeBundle(manifest) ? await TreeServer.open((await readTreeBundle(modelDir)).server) : undefined;
@@ -114,7 +118,7 @@ function runTrees(task: TreeTask): TreeResult {
     const flood = task.keys.publicKey !== undefined;
     const header: KeysHeader = { params: paramsKey(trees.part.circuit.params), galois_steps: [], relin: true, public_key: flood };
     const keys = encodeWire('keys', header, flood ? [task.keys.relin, task.keys.publicKey!] : [task.keys.relin]);
-    return { result: trees.evaluate(task.query, keys), ms: performance.now() - t0 };
+    return { result: trees.evaluate(task.query, keys, undefined, beat), ms: performance.now() - t0 };
   } catch (e) {
     return { error: plainError(e), ms: performance.now() - t0 };
   }

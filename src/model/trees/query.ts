@@ -142,9 +142,10 @@ export class TreeServer {
 
   /**
    * Evaluates a query (wire kind 1) with the client's keys (wire kind 2) and returns the result
-   * (wire kind 3). `ops`, when given, counts the operations (benchmarks).
+   * (wire kind 3). `ops`, when given, counts the operations (benchmarks); `onProgress` is called
+   * after each group of leaves (a serving worker's heartbeat: a query can run for minutes).
    */
-  evaluate(queryBytes: Uint8Array, keysBytes: Uint8Array, ops?: Record<string, number>): Uint8Array {
+  evaluate(queryBytes: Uint8Array, keysBytes: Uint8Array, ops?: Record<string, number>, onProgress?: () => void): Uint8Array {
     const c = this.part.circuit;
     const params = paramsKey(c.params);
     const q = decodeWire<QueryHeader>('query', queryBytes, 'the encrypted query');
@@ -183,7 +184,7 @@ export class TreeServer {
     const ev = new TreeEvaluator(this.session, c, k.sections[0], flood ? k.sections[1] : undefined);
     try {
       const out: Uint8Array[] = [];
-      for (let b = 0; b < batches; b++) out.push(...ev.evaluate(q.sections.slice(b * c.inputs, (b + 1) * c.inputs), ops));
+      for (let b = 0; b < batches; b++) out.push(...ev.evaluate(q.sections.slice(b * c.inputs, (b + 1) * c.inputs), ops, onProgress));
       const header: ResultHeader = { model_id: h.model_id, params, records: h.records, layout: 'batch', query_sha256: sha256Hex(queryBytes) };
       return encodeWire('result', header, out);
     } finally {

@@ -1,0 +1,60 @@
+// A tree-ensemble query is one long task (minutes for big queries), and /ping must not call a
+// pool stuck while such a task makes progress: the worker beats after every group of leaves and
+// the pool counts a beat as progress (pool.ts). Shown with a stall threshold far below the
+// task's length: every probe during the task answers healthy. Without the heartbeat the probes
+// after the threshold answer "stuck" (and SageMaker would replace a healthy instance).
+import t from 'tap';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { writeTreeBundle } from '../src/model/trees/bundle.ts';
+import { compileTreeModel } from '../src/model/trees/compile.ts';
+import { TreeClient } from '../src/model/trees/query.ts';
+import { EvaluationPool } from '../src/server/pool.ts';
+import { decodeWire } from '../src/wire/format.ts';
+
+const FIX = join(import.meta.dirname, 'fixtures', 'trees');
+const STALL_MS = 1500;
+
+t.test('probes during a long tree task answer healthy: the worker beats as it progresses', async (t) => {
+  const d = JSON.parse(await readFile(join(FIX, 'breast-cancer.data.json'), 'utf8')) as { train: number[][]; test: number[][] };
+  const dir = await mkdtemp(join(tmpdir(), 'sealed-trees-beat-'));
+  const modelDir = join(dir, 'model');
+  const m = compileTreeModel(new Uint8Array(await readFile(join(FIX, 'breast-cancer.xgb.json'))), 'xgboost-json', d.train, { bits: 2 });
+  await writeTreeBundle(modelDir, m.client, m.server);
+  const client = await TreeClient.open(m.client);
+  const keys = decodeWire('keys', client.keys(), 'keys').sections;
+  // Two batches of 8,192 records (2-bit quantization: 90 ciphertexts each) make a task of seconds.
+  const records = Array.from({ length: 8193 }, (_, i) => d.test[i % d.test.length]);
+  const query = client.encryptQuery(records);
+  const pool = new EvaluationPool({ modelDir, workers: 1, stallMs: STALL_MS });
+  t.teardown(async () => {
+    client.close();
+    await pool.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  await pool.ready(); // the worker has loaded SEAL and the model
+  t.equal(await pool.probe(0), true, 'the idle pool is healthy');
+
+  const t0 = performance.now();
+  let done = false;
+  const task = pool.runTrees({ trees: true, query, keys: { relin: keys[0], publicKey: keys[1] } }).finally(() => (done = true));
+  const answers: { at: number; ok: boolean }[] = [];
+  while (!done) {
+    const ok = await pool.probe(0);
+    if (!done) answers.push({ at: performance.now() - t0, ok });
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const r = await task;
+  const ms = performance.now() - t0;
+  t.notOk(r.error, 'the task succeeded');
+  t.equal(client.decryptResult(r.result!, query).predictions.length, records.length, 'and its result decrypts to a prediction per record');
+  const late = answers.filter((a) => a.at > STALL_MS + 1000);
+  // Without probes past the threshold the test could not fail: the task must outlast it.
+  t.ok(late.length >= 2, `the task (${ms.toFixed(0)} ms) outlasted the ${STALL_MS} ms threshold by several probes (${late.length})`);
+  t.same(
+    answers.filter((a) => !a.ok).map((a) => Math.round(a.at)),
+    [],
+    `every probe during the task answered healthy (${answers.length} probes)`,
+  );
+});
