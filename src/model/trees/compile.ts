@@ -166,7 +166,11 @@ function size(groups: TreeGroup[], outputs: number, outBound: number, privacy: P
 }
 
 export function compileTreeModel(bytes: Uint8Array, kind: TreeModelKind, calibration?: ArrayLike<number>[], o: TreeCompileOptions = {}): CompiledTrees {
-  const ensemble = importTrees(bytes, kind);
+  return compileTreeEnsemble(importTrees(bytes, kind), calibration, o);
+}
+
+/** Compiles an ensemble already in memory (an import, or one `sealed train` fitted). */
+export function compileTreeEnsemble(ensemble: TreeEnsemble, calibration?: ArrayLike<number>[], o: TreeCompileOptions = {}): CompiledTrees {
   if (!calibration || calibration.length < 16) {
     throw new SealedError(
       'bad-request',
