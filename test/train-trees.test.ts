@@ -20,6 +20,7 @@ import { readTreeBundle } from '../src/model/trees/bundle.ts';
 import { binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
 import { TreeClient, TreeServer } from '../src/model/trees/query.ts';
 import { sealed } from './helpers/cli.ts';
+import { readRecords } from '../src/cli/records.ts';
 
 const HP = { model: 'random_forest', trees: '21', max_depth: '4', seed: '7', target: 'diagnosis' };
 
@@ -79,9 +80,13 @@ t.test('breast cancer: the converted forest predicts what ml-random-forest predi
   const r = await sealed(['train', '--train', trainDir, '--model', model, '--output', out, ...Object.entries(HP).flatMap(([k, v]) => ['--set', `${k}=${v}`])]);
   t.equal(r.code, 0, r.stderr);
   const { client, server } = await readTreeBundle(model);
-  const m = compileTreeEnsemble(e, tr.x, { features: tr.features });
+  const m = compileTreeEnsemble(e, tr.x, { features: tr.features, target: 'diagnosis' });
   t.equal(client.model_id, m.client.model_id, 'the bundle holds the forest fitted here');
   t.same(client.features, tr.features, 'feature names from the CSV header');
+  // `sealed predict` reads the true labels of a test CSV by the target's name, to report accuracy.
+  t.equal(client.target, 'diagnosis', 'the client part names the target column');
+  const records = await readRecords(join(testDir, 'data.csv'), client);
+  t.same(records.labels, te.y, 'predict reads the held-out labels from the target column');
   t.equal(server.circuit.groups.length > 0, true);
   const metric = (name: string) => Number(new RegExp(`\\[metric\\] ${name}=([0-9.e-]+)`).exec(r.stdout)?.[1]);
   for (const name of ['test_accuracy', 'test_accuracy_simulated', 'test_agreement_simulated']) t.ok(metric(name) > 0, `${name}=${metric(name)} reported`);

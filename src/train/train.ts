@@ -66,7 +66,7 @@ export async function train(paths: TrainPaths, hp: Hyperparameters, log: (line: 
   };
   if (forest) {
     const { trainForest } = await import('./trees.ts');
-    return trainForest(paths, forest, { features, x, y, task, classes, labels, test: await readTest() }, log);
+    return trainForest(paths, forest, { features, target, x, y, task, classes, labels, test: await readTest() }, log);
   }
   const mean = features.map((_, j) => x.reduce((a, r) => a + r[j], 0) / x.length);
   const std = features.map((_, j) => Math.sqrt(x.reduce((a, r) => a + (r[j] - mean[j]) ** 2, 0) / x.length) || 1);

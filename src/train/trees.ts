@@ -64,6 +64,8 @@ export function forestOptions(hp: Hyperparameters): ForestOptions {
 
 export interface TreeData {
   features: string[];
+  /** The target column's name, kept in the client part for `predict` to report accuracy. */
+  target: string;
   x: number[][];
   y: number[];
   task: Task;
@@ -105,7 +107,7 @@ export async function trainForest(paths: TrainPaths, o: ForestOptions, d: TreeDa
   const trainSeconds = (performance.now() - t0) / 1000;
   const ensemble = forestToEnsemble(forest as unknown as FittedForest, { task, features: features.length, classes, labels: d.labels });
   const t1 = performance.now();
-  const m = compileTreeEnsemble(ensemble, x, { bits: o.bits, features, labels: d.labels });
+  const m = compileTreeEnsemble(ensemble, x, { bits: o.bits, features, labels: d.labels, target: d.target });
   const compileSeconds = (performance.now() - t1) / 1000;
 
   const metrics: Record<string, number> = {

@@ -31,6 +31,8 @@ export interface TreeClientPart {
   outputs: number;
   features: string[];
   labels?: string[];
+  /** The training data's target column (`sealed train`): `predict` reads true labels from it to report accuracy. */
+  target?: string;
   post: TreeEnsemble['post'];
   bins: TreeBins;
   privacy: Privacy;
@@ -49,6 +51,7 @@ export interface TreeCompileOptions {
   floodSecurityBits?: number;
   features?: string[];
   labels?: string[];
+  target?: string;
 }
 
 export interface CompiledTrees {
@@ -228,6 +231,7 @@ export function compileTreeEnsemble(ensemble: TreeEnsemble, calibration?: ArrayL
     outputs: ensemble.outputs,
     features,
     labels: o.labels ?? ensemble.labels,
+    target: o.target,
     post: ensemble.post,
     bins,
     privacy,
