@@ -42,11 +42,32 @@ export async function train(paths: TrainPaths, hp: Hyperparameters, log: (line: 
     const { trainImages } = await import('./train-images.ts');
     return trainImages(paths, hp, log, bar);
   }
+  const model = hp.raw.model ?? 'linear';
+  if (model !== 'linear' && model !== 'random_forest')
+    throw new SealedError(
+      'bad-data',
+      `hyperparameter model="${model}" is not one of linear, random_forest (for CSV data)`,
+      'leave it out for a linear model, or set model=random_forest for a tree ensemble',
+    );
+  // Checked before the data is read: a refused max_depth should not wait for a large CSV.
+  const forest = model === 'random_forest' ? (await import('./trees.ts')).forestOptions(hp) : undefined;
   const table = await readChannel(paths.trainDir, 'train');
   const split = splitTarget(table, hp.target);
   const { features, x, target } = split;
   const { y, task, labels } = trainingTarget(split, hp, paths.trainDir);
   const classes = task === 'multiclass' ? Math.max(y.reduce((a, b) => Math.max(a, b), 0) + 1, labels?.length ?? 0) : task === 'binary' ? 2 : 1;
+  // By name, as `predict` reads records: the same columns in another order, or one missing,
+  // would otherwise be scored as if they were the training columns.
+  const readTest = async () => {
+    if (!paths.testDir) return undefined;
+    const testTable = await readChannel(paths.testDir, 'test');
+    const test = splitTarget(selectColumns(testTable, [...features, target], `the training data (${table.source})`));
+    return { x: test.x, y: testTarget(test, { task, labels }, paths.testDir) };
+  };
+  if (forest) {
+    const { trainForest } = await import('./trees.ts');
+    return trainForest(paths, forest, { features, target, x, y, task, classes, labels, test: await readTest() }, log);
+  }
   const mean = features.map((_, j) => x.reduce((a, r) => a + r[j], 0) / x.length);
   const std = features.map((_, j) => Math.sqrt(x.reduce((a, r) => a + (r[j] - mean[j]) ** 2, 0) / x.length) || 1);
   const pre = { mean, std };
@@ -106,13 +127,8 @@ export async function train(paths: TrainPaths, hp: Hyperparameters, log: (line: 
     }
   };
   evaluate('train', x, y);
-  if (paths.testDir) {
-    // By name, as `predict` reads records: the same columns in another order, or one missing,
-    // would otherwise be scored as if they were the training columns.
-    const testTable = await readChannel(paths.testDir, 'test');
-    const test = splitTarget(selectColumns(testTable, [...features, target], `the training data (${table.source})`));
-    evaluate('test', test.x, testTarget(test, { task, labels }, paths.testDir));
-  }
+  const test = await readTest();
+  if (test) evaluate('test', test.x, test.y);
   for (const [k, v] of Object.entries(metrics)) log(`[metric] ${k}=${v}`);
 
   const manifest = await writeBundle(paths.modelDir, client, p, compiled.masks, metrics);

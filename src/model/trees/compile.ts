@@ -31,6 +31,8 @@ export interface TreeClientPart {
   outputs: number;
   features: string[];
   labels?: string[];
+  /** The training data's target column (`sealed train`): `predict` reads true labels from it to report accuracy. */
+  target?: string;
   post: TreeEnsemble['post'];
   bins: TreeBins;
   privacy: Privacy;
@@ -49,6 +51,7 @@ export interface TreeCompileOptions {
   floodSecurityBits?: number;
   features?: string[];
   labels?: string[];
+  target?: string;
 }
 
 export interface CompiledTrees {
@@ -166,7 +169,11 @@ function size(groups: TreeGroup[], outputs: number, outBound: number, privacy: P
 }
 
 export function compileTreeModel(bytes: Uint8Array, kind: TreeModelKind, calibration?: ArrayLike<number>[], o: TreeCompileOptions = {}): CompiledTrees {
-  const ensemble = importTrees(bytes, kind);
+  return compileTreeEnsemble(importTrees(bytes, kind), calibration, o);
+}
+
+/** Compiles an ensemble already in memory (an import, or one `sealed train` fitted). */
+export function compileTreeEnsemble(ensemble: TreeEnsemble, calibration?: ArrayLike<number>[], o: TreeCompileOptions = {}): CompiledTrees {
   if (!calibration || calibration.length < 16) {
     throw new SealedError(
       'bad-request',
@@ -224,6 +231,7 @@ export function compileTreeModel(bytes: Uint8Array, kind: TreeModelKind, calibra
     outputs: ensemble.outputs,
     features,
     labels: o.labels ?? ensemble.labels,
+    target: o.target,
     post: ensemble.post,
     bins,
     privacy,

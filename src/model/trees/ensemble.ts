@@ -38,7 +38,8 @@ export interface TreeEnsemble {
   /** XGBoost compares float32(x) with float32 thresholds; ONNX-ML compares floats too. */
   float32: boolean;
   labels?: string[];
-  source: 'xgboost-json' | 'onnx-ml';
+  /** Where it came from: an importer, or `sealed train` (model=random_forest). */
+  source: 'xgboost-json' | 'onnx-ml' | 'ml-random-forest';
 }
 
 /** Depth of a tree: the longest root-to-leaf path, in splits. */
