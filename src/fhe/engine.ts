@@ -33,6 +33,12 @@ export class Engine {
         level++;
         continue;
       }
+      if (st.op === 'rescale') {
+        this.encoded.push(null);
+        scale = scale / this.primes[level];
+        level++;
+        continue;
+      }
       const ptScale = st.rescale ? this.primes[level] : 2 ** (st.weightScaleBits ?? 20);
       const byGiant = new Map<number, { baby: number; pt: Plaintext }[]>();
       for (const t of st.terms) {
@@ -93,6 +99,10 @@ export class Engine {
         if (!keys.relin) throw new SealedError('bad-keys', 'relinearization keys are missing');
         ev.squareInplace(x);
         ev.relinearizeInplace(x, keys.relin);
+        ev.rescaleToNextInplace(x);
+        continue;
+      }
+      if (st.op === 'rescale') {
         ev.rescaleToNextInplace(x);
         continue;
       }

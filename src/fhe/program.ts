@@ -23,7 +23,19 @@ export interface SquareStep {
   op: 'square';
 }
 
-export type Step = LinearStep | SquareStep;
+/**
+ * Drops one prime: the scale is divided by it, the value is unchanged. Flooded programs put one
+ * after a linear step run without rescale (masks at 2^weightScaleBits), so the step's rotations
+ * run at the larger scale, where key switching adds next to nothing, and the rounding is added
+ * once instead of once per giant group; its prime may be larger than the masks' scale, which
+ * brings the scale back down after a square (network-flood.ts). Servers older than this step
+ * refuse bundles that use it (bundle.ts checks every step's operation).
+ */
+export interface RescaleStep {
+  op: 'rescale';
+}
+
+export type Step = LinearStep | SquareStep | RescaleStep;
 
 export interface Program {
   params: CkksParams;
@@ -76,6 +88,10 @@ export function opCounts(p: Program): { rotations: number; multiplyPlain: number
       rescale++;
       continue;
     }
+    if (st.op === 'rescale') {
+      rescale++;
+      continue;
+    }
     const babies = new Set(st.terms.map((t) => t.baby).filter((b) => b !== 0));
     const giants = new Set(st.terms.map((t) => t.giant).filter((g) => g !== 0));
     rotations += babies.size + giants.size + st.folds.length;
@@ -88,7 +104,7 @@ export function opCounts(p: Program): { rotations: number; multiplyPlain: number
 
 /** Number of rescales, i.e. the levels the program consumes. */
 export function depthOf(steps: Step[]): number {
-  return steps.filter((s) => s.op === 'square' || s.rescale).length;
+  return steps.filter((s) => s.op === 'square' || s.op === 'rescale' || s.rescale).length;
 }
 
 export type OpKind = 'rotate' | 'multiplyPlain' | 'add' | 'square' | 'relinearize' | 'rescale' | 'addPlain';
@@ -104,6 +120,11 @@ export function opCountsByLevel(p: Program): Map<string, number> {
     if (st.op === 'square') {
       add('square', level);
       add('relinearize', level);
+      add('rescale', level);
+      level++;
+      continue;
+    }
+    if (st.op === 'rescale') {
       add('rescale', level);
       level++;
       continue;
