@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readClientPart, readServerPart } from '../src/model/bundle.ts';
 import { checkParams, MAX_BITS_128, totalBits } from '../src/fhe/params.ts';
+import { rotationsOf } from '../src/fhe/program.ts';
 import { classOfOutputs, classOfScores, compileOnnx, headOutputs, outputError, simulatedScores } from '../src/model/onnx/compile.ts';
 import { openReference } from '../src/model/onnx/reference.ts';
 import { runEncryptedRecords } from '../src/model/onnx/verify.ts';
@@ -150,4 +151,7 @@ t.test('the x^2 MLP 784-128-64-10 fixture (two squares) compiles to ring 16384 w
     t.ok(e <= tolerance, `record ${i}: encrypted - onnxruntime ${e.toExponential(2)} <= ${tolerance.toExponential(2)}`);
     t.equal(classOfScores(m.client, run.scores[i]), classOfOutputs(m.lowered.head, ort[i]), `record ${i}: encrypted class = onnxruntime's`);
   });
+  // Baby steps by their binary digits, giant steps by Horner's rule: fewer keys, same rotations.
+  t.ok(p.galoisSteps.length < rotationsOf(p.steps).length, `${p.galoisSteps.length} Galois keys for ${rotationsOf(p.steps).length} rotation steps`);
+  t.ok(run.keysBytes <= 128 * 2 ** 20, `keys ${(run.keysBytes / 2 ** 20).toFixed(1)} MiB <= 128 MiB (issue 13's target)`);
 });

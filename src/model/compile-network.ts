@@ -17,7 +17,7 @@
 // built in network-steps.ts.
 import { SealedError } from '../errors.ts';
 import { MAX_BITS_128, type CkksParams } from '../fhe/params.ts';
-import { depthOf, rotationsOf, type LinearStep, type Program, type Step } from '../fhe/program.ts';
+import { compactRotations, depthOf, rotationsOf, type LinearStep, type Program, type Step } from '../fhe/program.ts';
 import type { OutputLayout } from './layout.ts';
 import { packRecords } from './layout.ts';
 import { forward, type Network } from './network.ts';
@@ -118,16 +118,19 @@ function compileFlooded(net: Network, samples: ArrayLike<number>[], o: CompileOp
     last.weightScaleBits = FLOOD_WEIGHT_BITS;
     // The plain form first (unchanged programs for the models it fits), then the deferred one
     // (network-flood.ts), which needs fewer modulus bits when there are several squares.
+    // The deferred form also takes fewer Galois keys (compactRotations: same rotations, their
+    // key switches counted in the noise bound).
+    const deferred = deferRescales(built.steps);
     const found =
-      floodSearch(net, samples, built, built.steps, N, lambda, FLOOD_SQUARE_PRIME_BITS, [FLOOD_RESULT_PRIME_MAX_BITS]) ??
-      floodSearch(net, samples, built, deferRescales(built.steps), N, lambda, FLOOD_DEFERRED_PRIME_BITS, FLOOD_DEFERRED_RESULT_BITS);
+      floodSearch(net, samples, built, built.steps, rotationsOf(built.steps), N, lambda, FLOOD_SQUARE_PRIME_BITS, [FLOOD_RESULT_PRIME_MAX_BITS]) ??
+      floodSearch(net, samples, built, deferred, compactRotations(deferred), N, lambda, FLOOD_DEFERRED_PRIME_BITS, FLOOD_DEFERRED_RESULT_BITS);
     if (!found) {
       why = `no chain within the 128-bit bound ${MAX_BITS_128[N]} of ring ${N} gives the flood 2^-${FLOOD_PRECISION_BITS} precision`;
       continue;
     }
-    const { steps, a, chain, rho } = found;
+    const { steps, galoisSteps, a, chain, rho } = found;
     const params: CkksParams = { scheme: 'ckks', polyModulusDegree: N, coeffModulusBits: [...chain.dataBits, SPECIAL_PRIME_BITS], securityLevel: 128 };
-    const program: Program = { params, inputScaleBits: a, steps, galoisSteps: rotationsOf(steps), relin: steps.some((s) => s.op === 'square') };
+    const program: Program = { params, inputScaleBits: a, steps, galoisSteps, relin: steps.some((s) => s.op === 'square') };
     program.privacy = 'flood';
     // log2 B, rounded up (B = rho Delta_out, at the nominal output scale: PRIME_SIZE_MARGIN covers the actual one).
     program.noiseL2Bits = Math.ceil((Math.log2(rho) + chain.outScaleBits) * 100) / 100;
@@ -148,11 +151,12 @@ function floodSearch(
   samples: ArrayLike<number>[],
   built: BuiltNetwork,
   steps: Step[],
+  galoisSteps: number[],
   N: number,
   lambda: number,
   squarePrimeBits: number[],
   resultMaxBits: number[],
-): { steps: Step[]; a: number; chain: FloodChain; rho: number } | undefined {
+): { steps: Step[]; galoisSteps: number[]; a: number; chain: FloodChain; rho: number } | undefined {
   const S = N / 2;
   const { masks, input, output } = built;
   // The samples' ranges, and the self-check (the program, simulated, computes the network).
@@ -174,10 +178,10 @@ function floodSearch(
   const headroom = Math.ceil(Math.log2(Math.max(1, inputMax * 4, ...cap)));
   const written = new Uint8Array(S);
   for (const slots of input.featureSlots) for (const s of slots) written[s] = 1;
-  const analysis = analyse(steps, masks, N, S, written, inputMax, cap);
+  const analysis = analyse(steps, masks, N, S, written, inputMax, cap, galoisSteps);
   // The flood's error in the slots, sigma sqrt(N/2) / Delta_out, relative to the target.
   const target = 2 ** -FLOOD_PRECISION_BITS * Math.max(1, outMax);
-  let best: { steps: Step[]; a: number; chain: FloodChain; rho: number } | undefined;
+  let best: { steps: Step[]; galoisSteps: number[]; a: number; chain: FloodChain; rho: number } | undefined;
   for (const squareBits of squarePrimeBits) {
     for (const resultBits of resultMaxBits) {
       for (let a = 40; a <= 120; a++) {
@@ -190,7 +194,7 @@ function floodSearch(
           !best ||
           chain.dataBits.length < best.chain.dataBits.length ||
           (chain.dataBits.length === best.chain.dataBits.length && chain.totalBits < best.chain.totalBits);
-        if (better) best = { steps, a, chain, rho };
+        if (better) best = { steps, galoisSteps, a, chain, rho };
         break;
       }
     }

@@ -1,7 +1,9 @@
 // Circuit privacy of networks in the single layout: the flood's chain and its bound on the
 // honest noise, read from the steps (not the layers), so every layer lowered to linear and square
 // steps is covered. compileFlooded (compile-network.ts) searches the input scale and ring with them.
-import type { LinearStep, Program, Step } from '../fhe/program.ts';
+// Over 300 lines on purpose: the chain and the bound are one argument (the bound reads the
+// chain's primes and the forms the chain allows), kept in one file to be read together.
+import { rotationRoutes, type LinearStep, type Program, type RotationRoutes, type Step } from '../fhe/program.ts';
 import { simulate } from './simulate.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -184,20 +186,34 @@ export interface FloodAnalysis {
   abs: Float64Array[];
   /** Schur gains per linear step: of the whole step and of each baby step's terms. */
   gains: Map<number, { all: number; baby: Map<number, number> }>;
+  /** Per linear step: how its rotations use the program's keys (key switches per baby, giant rotations). */
+  routes: Map<number, RotationRoutes>;
 }
 
-export function analyse(steps: Step[], masks: Float64Array[], N: number, S: number, written: Uint8Array, inputMax: number, cap: number[]): FloodAnalysis {
+export function analyse(
+  steps: Step[],
+  masks: Float64Array[],
+  N: number,
+  S: number,
+  written: Uint8Array,
+  inputMax: number,
+  cap: number[],
+  galoisSteps: number[],
+): FloodAnalysis {
   const abs = masks.slice();
   const gains = new Map<number, { all: number; baby: Map<number, number> }>();
+  const routes = new Map<number, RotationRoutes>();
+  const keys = new Set(galoisSteps);
   steps.forEach((st, i) => {
     if (st.op !== 'linear') return;
+    routes.set(i, rotationRoutes(st, keys));
     for (const t of st.terms) abs[t.mask] = absMask(masks[t.mask], N, st.rescale ? FLOOD_LINEAR_PRIME_BITS : st.weightScaleBits!);
     if (st.bias !== undefined) abs[st.bias] = absMask(masks[st.bias], N, 30);
     const baby = new Map<number, number>();
     for (const b of new Set(st.terms.map((t) => t.baby))) if (b !== 0) baby.set(b, schurGain(st, abs, S, b));
     gains.set(i, { all: schurGain(st, abs, S), baby });
   });
-  return { steps, N, S, written, inputMax, cap, abs, gains };
+  return { steps, N, S, written, inputMax, cap, abs, gains, routes };
 }
 
 /**
@@ -282,13 +298,16 @@ export function floodNoiseBound(f: FloodAnalysis, a: number, chain: FloodChain):
     }
     const g = f.gains.get(i)!;
     let out = g.all * rho;
-    for (const [, gb] of g.baby) out += (gb * K(level)) / 2 ** scale;
+    // A baby step reached in h rotations (compactRotations) carries h key switches' noise.
+    const routes = f.routes.get(i)!;
+    for (const [b, gb] of g.baby) out += (gb * routes.hops.get(b)! * K(level)) / 2 ** scale;
     const nextScale = st.rescale ? scale : scale + st.weightScaleBits!;
     const nextLevel = st.rescale ? level + 1 : level;
     if (st.rescale) rescales++;
     const giants = new Set(st.terms.map((t) => t.giant));
     const k = K(nextLevel) / 2 ** nextScale;
-    const groups = (st.rescale ? giants.size * R : 0) / 2 ** nextScale + [...giants].filter((x) => x !== 0).length * k;
+    // Giant rotations: one per giant step, or Horner's (top giant / B), each one key switch.
+    const groups = (st.rescale ? giants.size * R : 0) / 2 ** nextScale + routes.giantRotations * k;
     out += 2 ** st.folds.length * groups;
     st.folds.forEach((_, j) => (out += 2 ** (st.folds.length - 1 - j) * k));
     rho = out;
