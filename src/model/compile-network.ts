@@ -54,6 +54,11 @@ export interface CompileOptions {
   privacy?: Privacy;
   /** lambda of the flood (default FLOOD_SECURITY_BITS). */
   floodSecurityBits?: number;
+  /**
+   * With 'flood': the program's form (network-flood.ts). Default: the plain form where it fits a
+   * ring, else the deferred one; tests fix one to check each.
+   */
+  floodForm?: 'plain' | 'deferred';
 }
 
 export function compileNetwork(net: Network, samples: ArrayLike<number>[], o: CompileOptions = {}): CompiledModel {
@@ -122,8 +127,12 @@ function compileFlooded(net: Network, samples: ArrayLike<number>[], o: CompileOp
     // key switches counted in the noise bound).
     const deferred = deferRescales(built.steps);
     const found =
-      floodSearch(net, samples, built, built.steps, rotationsOf(built.steps), N, lambda, FLOOD_SQUARE_PRIME_BITS, [FLOOD_RESULT_PRIME_MAX_BITS]) ??
-      floodSearch(net, samples, built, deferred, compactRotations(deferred), N, lambda, FLOOD_DEFERRED_PRIME_BITS, FLOOD_DEFERRED_RESULT_BITS);
+      (o.floodForm !== 'deferred'
+        ? floodSearch(net, samples, built, built.steps, rotationsOf(built.steps), N, lambda, FLOOD_SQUARE_PRIME_BITS, [FLOOD_RESULT_PRIME_MAX_BITS])
+        : undefined) ??
+      (o.floodForm !== 'plain'
+        ? floodSearch(net, samples, built, deferred, compactRotations(deferred), N, lambda, FLOOD_DEFERRED_PRIME_BITS, FLOOD_DEFERRED_RESULT_BITS)
+        : undefined);
     if (!found) {
       why = `no chain within the 128-bit bound ${MAX_BITS_128[N]} of ring ${N} gives the flood 2^-${FLOOD_PRECISION_BITS} precision`;
       continue;
