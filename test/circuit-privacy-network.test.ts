@@ -16,9 +16,10 @@ import type { Ciphertext } from 'node-seal/throws';
 import { CkksSession, SecretKeyHolder, generateKeys, loadEvaluationKeys, loadQueryCiphertext } from '../src/fhe/ckks.ts';
 import { Engine } from '../src/fhe/engine.ts';
 import { primes as chainPrimes } from '../src/fhe/params.ts';
+import { rotationsOf } from '../src/fhe/program.ts';
 import { SinglePrivacy, makePublicKey } from '../src/fhe/single-privacy.ts';
 import { FLOOD_PRECISION_BITS } from '../src/model/compile-batch.ts';
-import { compileNetwork } from '../src/model/compile-network.ts';
+import { compileNetwork, type CompileOptions } from '../src/model/compile-network.ts';
 import { packRecords } from '../src/model/layout.ts';
 import { forward, type Network } from '../src/model/network.ts';
 import { phaseL2 } from './helpers/phase.ts';
@@ -37,21 +38,31 @@ const deep: Network = {
   ],
 };
 
-const cases = [
+const cases: [string, Network, CompileOptions?][] = [
   ['CNN conv2d-parity -> quadratic -> dense', cnn],
   ['MLP dense -> quadratic -> dense', mlp],
   ['MLP of depth 4, two squares', deep],
-] as const;
-for (const [name, net] of cases)
+  // The deferred form (rescale steps, compact Galois keys) is what the MNIST MLPs get at ring 16384.
+  ['MLP of depth 4, two squares, deferred form', deep, { floodForm: 'deferred' }],
+  ['CNN conv2d-parity -> quadratic -> dense, deferred form', cnn, { floodForm: 'deferred' }],
+];
+for (const [name, net, form] of cases)
   t.test(`${name}, privacy flood: plaintext outputs within the stated precision, flood present, honest noise below B`, async (t) => {
     const n = net.input.height * net.input.width;
     const images = Array.from({ length: 20 }, () => Array.from({ length: n }, () => Math.max(0, r() * 2)));
     // privacy 'none' for comparison (depth 4 needs the larger ring there too).
     const none = net === deep ? compileNetwork(net, images, { slots: 8192, privacy: 'none' }) : compileNetwork(net, images, { privacy: 'none' });
-    const m = compileNetwork(net, images, { privacy: 'flood' });
+    const m = compileNetwork(net, images, { privacy: 'flood', ...form });
     const p = m.program;
     t.equal(none.program.privacy, undefined, "'none' programs carry no privacy field");
     t.equal(p.privacy, 'flood');
+    if (form?.floodForm === 'deferred') {
+      t.ok(
+        p.steps.some((st) => st.op === 'rescale'),
+        'the deferred form has rescale steps',
+      );
+      t.ok(p.galoisSteps.length < rotationsOf(p.steps).length, `${p.galoisSteps.length} Galois keys for ${rotationsOf(p.steps).length} rotation steps`);
+    }
     t.ok(p.noiseL2Bits !== undefined && p.resultPrimes !== undefined, 'flooded programs state their noise bound and result primes');
     const N = p.params.polyModulusDegree;
     const B = 2 ** p.noiseL2Bits!;

@@ -3,13 +3,13 @@
 import type { Ciphertext, Plaintext, ParmsIdType } from 'node-seal/throws';
 import { SealedError } from '../errors.ts';
 import type { CkksSession, EvaluationKeys } from './ckks.ts';
-import type { LinearStep, Program } from './program.ts';
+import { rotationRoutes, type LinearStep, type Program, type RotationRoutes } from './program.ts';
 import { guard, release } from './seal.ts';
 
 interface EncodedLinear {
   step: LinearStep;
   groups: { giant: number; terms: { baby: number; pt: Plaintext }[] }[];
-  babies: number[];
+  routes: RotationRoutes;
   bias?: { values: Float64Array; pt: Plaintext; scale: number };
 }
 
@@ -24,12 +24,19 @@ export class Engine {
     this.s = s;
     this.program = program;
     this.collectChain();
+    const keySteps = new Set(program.galoisSteps);
     let level = 0; // levels consumed so far
     let scale = 2 ** program.inputScaleBits;
     for (const st of program.steps) {
       if (st.op === 'square') {
         this.encoded.push(null);
         scale = (scale * scale) / this.primes[level];
+        level++;
+        continue;
+      }
+      if (st.op === 'rescale') {
+        this.encoded.push(null);
+        scale = scale / this.primes[level];
         level++;
         continue;
       }
@@ -46,7 +53,7 @@ export class Engine {
       const enc: EncodedLinear = {
         step: st,
         groups: [...byGiant].map(([giant, terms]) => ({ giant, terms })),
-        babies: [...new Set(st.terms.map((t) => t.baby))].filter((b) => b !== 0),
+        routes: rotationRoutes(st, keySteps),
       };
       if (st.bias !== undefined) enc.bias = { values: masks[st.bias], pt: this.encode(masks[st.bias], scale, afterLevel), scale };
       this.encoded.push(enc);
@@ -96,15 +103,20 @@ export class Engine {
         ev.rescaleToNextInplace(x);
         continue;
       }
+      if (st.op === 'rescale') {
+        ev.rescaleToNextInplace(x);
+        continue;
+      }
       const enc = this.encoded[i]!;
       const rotated = new Map<number, Ciphertext>([[0, x]]);
-      for (const b of enc.babies) {
+      for (const { to, from } of enc.routes.babies) {
         const r = new seal.Ciphertext();
-        ev.rotateVector(x, b, keys.galois, r);
-        rotated.set(b, r);
+        ev.rotateVector(rotated.get(from)!, to - from, keys.galois, r);
+        rotated.set(to, r);
       }
       let acc: Ciphertext | undefined;
       const tmp = new seal.Ciphertext();
+      const horner = new Map<number, Ciphertext>();
       for (const g of enc.groups) {
         let inner: Ciphertext | undefined;
         for (const t of g.terms) {
@@ -119,11 +131,29 @@ export class Engine {
         // Rescaling commutes with rotation: rescale each group first, so its giant-step
         // rotation runs one level lower, where it costs about a third (one prime fewer).
         if (st.rescale) ev.rescaleToNextInplace(inner!);
+        if (enc.routes.horner !== undefined) {
+          horner.set(g.giant, inner!);
+          continue;
+        }
         if (g.giant !== 0) ev.rotateVectorInplace(inner!, g.giant, keys.galois);
         if (!acc) acc = inner;
         else {
           ev.addInplace(acc, inner!);
           inner!.delete();
+        }
+      }
+      const B = enc.routes.horner;
+      if (B !== undefined) {
+        // Horner's rule over the giant steps 0, B, 2B, ..: one key (compactRotations).
+        const top = Math.max(...horner.keys());
+        acc = horner.get(top)!;
+        for (let k = top - B; k >= 0; k -= B) {
+          ev.rotateVectorInplace(acc, B, keys.galois);
+          const inner = horner.get(k);
+          if (inner) {
+            ev.addInplace(acc, inner);
+            inner.delete();
+          }
         }
       }
       for (const r of rotated.values()) r.delete(); // includes x

@@ -1,5 +1,6 @@
 // The CKKS program: the instruction set the compiler emits and the engine runs. Plain data,
 // no SEAL objects, so it is written into bundles and simulated in plaintext.
+import { SealedError } from '../errors.ts';
 import type { CkksParams } from './params.ts';
 import type { Privacy } from './privacy.ts';
 
@@ -23,7 +24,19 @@ export interface SquareStep {
   op: 'square';
 }
 
-export type Step = LinearStep | SquareStep;
+/**
+ * Drops one prime: the scale is divided by it, the value is unchanged. Flooded programs put one
+ * after a linear step run without rescale (masks at 2^weightScaleBits), so the step's rotations
+ * run at the larger scale, where key switching adds next to nothing, and the rounding is added
+ * once instead of once per giant group; its prime may be larger than the masks' scale, which
+ * brings the scale back down after a square (network-flood.ts). Servers older than this step
+ * refuse bundles that use it (bundle.ts checks every step's operation).
+ */
+export interface RescaleStep {
+  op: 'rescale';
+}
+
+export type Step = LinearStep | SquareStep | RescaleStep;
 
 export interface Program {
   params: CkksParams;
@@ -63,8 +76,75 @@ export function rotationsOf(steps: Step[]): number[] {
   return [...s].sort((a, b) => a - b);
 }
 
+/**
+ * Fewer Galois keys for the same rotations (each key is a ciphertext per data prime; at ring
+ * 16384 with 7 data primes, 7 MB): baby steps are reached from smaller ones by their binary
+ * digits, giant steps k*B by Horner's rule with one key B, folds keep their own (powers of two).
+ * Neither adds a rotation: baby b is one rotation from baby b - lowbit(b) (computed first, or
+ * added when no term uses it), and sum_k rot(in_k, kB) = rot(..rot(in_K, B) + in_{K-1}.., B) + in_0.
+ * The engine takes whatever route the keys allow (rotationRoutes), so programs that list every
+ * step run as before.
+ */
+export function compactRotations(steps: Step[]): number[] {
+  const s = new Set<number>();
+  for (const st of steps) {
+    if (st.op !== 'linear') continue;
+    for (const b of new Set(st.terms.map((t) => t.baby))) for (let r = b; r > 0; r &= r - 1) s.add(r & -r);
+    const giants = [...new Set(st.terms.map((t) => t.giant))].filter((g) => g !== 0);
+    const B = Math.min(...giants);
+    if (giants.every((g) => g % B === 0)) s.add(B);
+    else for (const g of giants) s.add(g);
+    for (const f of st.folds) s.add(f);
+  }
+  return [...s].sort((a, b) => a - b);
+}
+
+export interface RotationRoutes {
+  /** Baby rotations in order: rot(in, to) = rot(rot(in, from), to - from); from 0 is the input. Includes helpers no term uses. */
+  babies: { to: number; from: number }[];
+  /** Key switches each baby carries (1 for a direct rotation). */
+  hops: Map<number, number>;
+  /** Giant steps by Horner's rule with this step, or undefined: one rotation per giant, each with its own key. */
+  horner?: number;
+  /** Rotations of the giant groups. */
+  giantRotations: number;
+}
+
+/** How a linear step's rotations use the keys `keys` (all its steps when undefined). */
+export function rotationRoutes(st: LinearStep, keys?: ReadonlySet<number>): RotationRoutes {
+  const has = (k: number) => !keys || keys.has(k);
+  const hops = new Map<number, number>([[0, 0]]);
+  const babies: { to: number; from: number }[] = [];
+  const reach = (b: number) => {
+    if (hops.has(b)) return;
+    let from = 0;
+    if (!has(b)) {
+      if (b < 0 || !has(b & -b)) throw new SealedError('bad-bundle', `the program's Galois keys do not reach rotation ${b}`);
+      from = b - (b & -b);
+      reach(from);
+    }
+    babies.push({ to: b, from });
+    hops.set(b, hops.get(from)! + 1);
+  };
+  for (const b of [...new Set(st.terms.map((t) => t.baby))].sort((x, y) => x - y)) reach(b);
+  hops.delete(0);
+  const giants = [...new Set(st.terms.map((t) => t.giant))].filter((g) => g !== 0);
+  if (giants.every(has)) return { babies, hops, giantRotations: giants.length };
+  const B = Math.min(...giants);
+  if (!has(B) || giants.some((g) => g % B !== 0))
+    throw new SealedError('bad-bundle', `the program's Galois keys do not reach giant steps ${giants.join(', ')}`);
+  return { babies, hops, horner: B, giantRotations: Math.max(...giants) / B };
+}
+
 /** Operation counts of one evaluation, for the cost model and benchmark reports. */
-export function opCounts(p: Program): { rotations: number; multiplyPlain: number; square: number; rescale: number; addPlain: number } {
+export function opCounts(p: Pick<Program, 'steps'> & Partial<Pick<Program, 'galoisSteps'>>): {
+  rotations: number;
+  multiplyPlain: number;
+  square: number;
+  rescale: number;
+  addPlain: number;
+} {
+  const keys = p.galoisSteps && new Set(p.galoisSteps);
   let rotations = 0,
     multiplyPlain = 0,
     square = 0,
@@ -76,9 +156,12 @@ export function opCounts(p: Program): { rotations: number; multiplyPlain: number
       rescale++;
       continue;
     }
-    const babies = new Set(st.terms.map((t) => t.baby).filter((b) => b !== 0));
-    const giants = new Set(st.terms.map((t) => t.giant).filter((g) => g !== 0));
-    rotations += babies.size + giants.size + st.folds.length;
+    if (st.op === 'rescale') {
+      rescale++;
+      continue;
+    }
+    const routes = rotationRoutes(st, keys);
+    rotations += routes.babies.length + routes.giantRotations + st.folds.length;
     multiplyPlain += st.terms.length;
     if (st.rescale) rescale += new Set(st.terms.map((t) => t.giant)).size;
     if (st.bias !== undefined) addPlain++;
@@ -88,13 +171,14 @@ export function opCounts(p: Program): { rotations: number; multiplyPlain: number
 
 /** Number of rescales, i.e. the levels the program consumes. */
 export function depthOf(steps: Step[]): number {
-  return steps.filter((s) => s.op === 'square' || s.rescale).length;
+  return steps.filter((s) => s.op === 'square' || s.op === 'rescale' || s.rescale).length;
 }
 
 export type OpKind = 'rotate' | 'multiplyPlain' | 'add' | 'square' | 'relinearize' | 'rescale' | 'addPlain';
 
 /** Operation counts per level (0 = the fresh ciphertext's level; each rescale adds one). */
 export function opCountsByLevel(p: Program): Map<string, number> {
+  const keys = new Set(p.galoisSteps);
   const counts = new Map<string, number>();
   const add = (op: OpKind, level: number, n = 1) => {
     if (n > 0) counts.set(`${op}@${level}`, (counts.get(`${op}@${level}`) ?? 0) + n);
@@ -108,15 +192,20 @@ export function opCountsByLevel(p: Program): Map<string, number> {
       level++;
       continue;
     }
-    const babies = new Set(st.terms.map((t) => t.baby).filter((b) => b !== 0));
+    if (st.op === 'rescale') {
+      add('rescale', level);
+      level++;
+      continue;
+    }
+    const routes = rotationRoutes(st, keys);
     const giants = new Set(st.terms.map((t) => t.giant));
-    add('rotate', level, babies.size);
+    add('rotate', level, routes.babies.length);
     add('multiplyPlain', level, st.terms.length);
     add('add', level, st.terms.length - giants.size);
     // The engine rescales each giant group before its rotation (see engine.ts).
     if (st.rescale) add('rescale', level, giants.size);
     const after = st.rescale ? level + 1 : level;
-    add('rotate', after, [...giants].filter((g) => g !== 0).length);
+    add('rotate', after, routes.giantRotations);
     add('add', after, giants.size - 1);
     level = after;
     add('rotate', level, st.folds.length);

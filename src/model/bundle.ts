@@ -175,10 +175,10 @@ export async function readServerPart(dir: string): Promise<ServerPart> {
   const steps: unknown = program.steps;
   if (!Array.isArray(steps)) throw new SealedError('bad-bundle', 'server/program.json: steps is not an array');
   steps.forEach((st: { op?: unknown }, i) => {
-    if (st?.op !== 'linear' && st?.op !== 'square')
+    if (st?.op !== 'linear' && st?.op !== 'square' && st?.op !== 'rescale')
       throw new SealedError(
         'bad-bundle',
-        `server/program.json: step ${i} has operation ${JSON.stringify(st?.op)}, which this server does not run (linear, square)`,
+        `server/program.json: step ${i} has operation ${JSON.stringify(st?.op)}, which this server does not run (linear, square, rescale)`,
         'serve it with the sealed version that compiled it, or recompile the model',
       );
   });

@@ -17,7 +17,7 @@
 // built in network-steps.ts.
 import { SealedError } from '../errors.ts';
 import { MAX_BITS_128, type CkksParams } from '../fhe/params.ts';
-import { rotationsOf, type LinearStep, type Program } from '../fhe/program.ts';
+import { compactRotations, depthOf, rotationsOf, type LinearStep, type Program, type Step } from '../fhe/program.ts';
 import type { OutputLayout } from './layout.ts';
 import { packRecords } from './layout.ts';
 import { forward, type Network } from './network.ts';
@@ -25,10 +25,14 @@ import { simulate, type SimulationTrace } from './simulate.ts';
 import type { CompiledModel } from './compile-linear.ts';
 import { FLOOD_PRECISION_BITS } from './compile-batch.ts';
 import { FLOOD_SECURITY_BITS, floodSigma, type Privacy } from '../fhe/privacy.ts';
-import { buildNetwork } from './network-steps.ts';
+import { buildNetwork, type BuiltNetwork } from './network-steps.ts';
 import {
   analyse,
+  deferRescales,
   floodChain,
+  FLOOD_DEFERRED_PRIME_BITS,
+  FLOOD_DEFERRED_RESULT_BITS,
+  FLOOD_RESULT_PRIME_MAX_BITS,
   floodNoiseBound,
   FLOOD_SQUARE_PRIME_BITS,
   FLOOD_WEIGHT_BITS,
@@ -50,6 +54,11 @@ export interface CompileOptions {
   privacy?: Privacy;
   /** lambda of the flood (default FLOOD_SECURITY_BITS). */
   floodSecurityBits?: number;
+  /**
+   * With 'flood': the program's form (network-flood.ts). Default: the plain form where it fits a
+   * ring, else the deferred one; tests fix one to check each.
+   */
+  floodForm?: 'plain' | 'deferred';
 }
 
 export function compileNetwork(net: Network, samples: ArrayLike<number>[], o: CompileOptions = {}): CompiledModel {
@@ -57,7 +66,7 @@ export function compileNetwork(net: Network, samples: ArrayLike<number>[], o: Co
   const S = o.slots ?? 4096;
   const { steps, masks, input, output } = buildNetwork(net, S);
 
-  const depth = steps.filter((s) => s.op === 'square' || s.rescale).length;
+  const depth = depthOf(steps);
   // Values bound the first prime: the last layer's weights get what the headroom leaves.
   let maxAbs = 1;
   const vectors = packRecords(input, samples);
@@ -109,35 +118,83 @@ function compileFlooded(net: Network, samples: ArrayLike<number>[], o: CompileOp
   let why = '';
   for (const S of o.slots ? [o.slots] : [4096, 8192, 16384]) {
     const N = 2 * S;
-    const { steps, masks, input, output } = buildNetwork(net, S);
-    const last = steps[steps.length - 1] as LinearStep;
+    const built = buildNetwork(net, S);
+    const last = built.steps[built.steps.length - 1] as LinearStep;
     last.weightScaleBits = FLOOD_WEIGHT_BITS;
-    // The samples' ranges, and the self-check (the program, simulated, computes the network).
-    const cap = steps.map(() => 0);
-    let inputMax = 0,
-      outMax = 0;
-    packRecords(input, samples).forEach((v, i) => {
-      const trace: SimulationTrace = { maxAbs: [] };
-      const out = simulate({ steps } as Program, masks, v, trace);
-      trace.maxAbs.forEach((m, j) => (cap[j] = Math.max(cap[j], 4 * m)));
-      for (const x of v) inputMax = Math.max(inputMax, Math.abs(x));
-      forward(net, samples[i]).forEach((w, c) => {
-        const got = out[output.offsets[c]];
-        if (Math.abs(got - w) > 1e-8 * Math.max(1, Math.abs(w)))
-          throw new SealedError('internal', `compiler self-check failed: sample ${i} output ${c} simulates to ${got}, expected ${w}`);
-        outMax = Math.max(outMax, Math.abs(got));
-      });
+    // The plain form first (unchanged programs for the models it fits), then the deferred one
+    // (network-flood.ts), which needs fewer modulus bits when there are several squares.
+    // The deferred form also takes fewer Galois keys (compactRotations: same rotations, their
+    // key switches counted in the noise bound).
+    const deferred = deferRescales(built.steps);
+    const found =
+      (o.floodForm !== 'deferred'
+        ? floodSearch(net, samples, built, built.steps, rotationsOf(built.steps), N, lambda, FLOOD_SQUARE_PRIME_BITS, [FLOOD_RESULT_PRIME_MAX_BITS])
+        : undefined) ??
+      (o.floodForm !== 'plain'
+        ? floodSearch(net, samples, built, deferred, compactRotations(deferred), N, lambda, FLOOD_DEFERRED_PRIME_BITS, FLOOD_DEFERRED_RESULT_BITS)
+        : undefined);
+    if (!found) {
+      why = `no chain within the 128-bit bound ${MAX_BITS_128[N]} of ring ${N} gives the flood 2^-${FLOOD_PRECISION_BITS} precision`;
+      continue;
+    }
+    const { steps, galoisSteps, a, chain, rho } = found;
+    const params: CkksParams = { scheme: 'ckks', polyModulusDegree: N, coeffModulusBits: [...chain.dataBits, SPECIAL_PRIME_BITS], securityLevel: 128 };
+    const program: Program = { params, inputScaleBits: a, steps, galoisSteps, relin: steps.some((s) => s.op === 'square') };
+    program.privacy = 'flood';
+    // log2 B, rounded up (B = rho Delta_out, at the nominal output scale: PRIME_SIZE_MARGIN covers the actual one).
+    program.noiseL2Bits = Math.ceil((Math.log2(rho) + chain.outScaleBits) * 100) / 100;
+    program.resultPrimes = chain.resultPrimes;
+    program.floodSecurityBits = lambda;
+    return { program, masks: built.masks, input: built.input, output: built.output };
+  }
+  throw new SealedError('bad-data', `privacy flood: ${why}`, 'use fewer layers, or privacy none');
+}
+
+/**
+ * The input scale and chain for `steps` in ring N: the smallest input scale whose noise bound
+ * gives the flood its precision, per square prime size and result prime cap; of those within the
+ * 128-bit bound, the one with fewest data primes (keys grow with their square), then fewest bits.
+ */
+function floodSearch(
+  net: Network,
+  samples: ArrayLike<number>[],
+  built: BuiltNetwork,
+  steps: Step[],
+  galoisSteps: number[],
+  N: number,
+  lambda: number,
+  squarePrimeBits: number[],
+  resultMaxBits: number[],
+): { steps: Step[]; galoisSteps: number[]; a: number; chain: FloodChain; rho: number } | undefined {
+  const S = N / 2;
+  const { masks, input, output } = built;
+  // The samples' ranges, and the self-check (the program, simulated, computes the network).
+  const cap = steps.map(() => 0);
+  let inputMax = 0,
+    outMax = 0;
+  packRecords(input, samples).forEach((v, i) => {
+    const trace: SimulationTrace = { maxAbs: [] };
+    const out = simulate({ steps } as Program, masks, v, trace);
+    trace.maxAbs.forEach((m, j) => (cap[j] = Math.max(cap[j], 4 * m)));
+    for (const x of v) inputMax = Math.max(inputMax, Math.abs(x));
+    forward(net, samples[i]).forEach((w, c) => {
+      const got = out[output.offsets[c]];
+      if (Math.abs(got - w) > 1e-8 * Math.max(1, Math.abs(w)))
+        throw new SealedError('internal', `compiler self-check failed: sample ${i} output ${c} simulates to ${got}, expected ${w}`);
+      outMax = Math.max(outMax, Math.abs(got));
     });
-    const headroom = Math.ceil(Math.log2(Math.max(1, inputMax * 4, ...cap)));
-    const written = new Uint8Array(S);
-    for (const slots of input.featureSlots) for (const s of slots) written[s] = 1;
-    const analysis = analyse(steps, masks, N, S, written, inputMax, cap);
-    // The flood's error in the slots, sigma sqrt(N/2) / Delta_out, relative to the target.
-    const target = 2 ** -FLOOD_PRECISION_BITS * Math.max(1, outMax);
-    let best: { a: number; chain: FloodChain; rho: number } | undefined;
-    for (const squareBits of FLOOD_SQUARE_PRIME_BITS) {
+  });
+  const headroom = Math.ceil(Math.log2(Math.max(1, inputMax * 4, ...cap)));
+  const written = new Uint8Array(S);
+  for (const slots of input.featureSlots) for (const s of slots) written[s] = 1;
+  const analysis = analyse(steps, masks, N, S, written, inputMax, cap, galoisSteps);
+  // The flood's error in the slots, sigma sqrt(N/2) / Delta_out, relative to the target.
+  const target = 2 ** -FLOOD_PRECISION_BITS * Math.max(1, outMax);
+  let best: { steps: Step[]; galoisSteps: number[]; a: number; chain: FloodChain; rho: number } | undefined;
+  for (const squareBits of squarePrimeBits) {
+    for (const resultBits of resultMaxBits) {
       for (let a = 40; a <= 120; a++) {
-        const chain = floodChain(steps, a, squareBits, headroom);
+        const chain = floodChain(steps, a, squareBits, headroom, resultBits);
         if (!chain) continue;
         if (chain.totalBits > MAX_BITS_128[N]) break; // the chain only grows with a
         const rho = floodNoiseBound(analysis, a, chain) * PRIME_SIZE_MARGIN;
@@ -146,23 +203,10 @@ function compileFlooded(net: Network, samples: ArrayLike<number>[], o: CompileOp
           !best ||
           chain.dataBits.length < best.chain.dataBits.length ||
           (chain.dataBits.length === best.chain.dataBits.length && chain.totalBits < best.chain.totalBits);
-        if (better) best = { a, chain, rho };
+        if (better) best = { steps, galoisSteps, a, chain, rho };
         break;
       }
     }
-    if (!best) {
-      why = `no chain within the 128-bit bound ${MAX_BITS_128[N]} of ring ${N} gives the flood 2^-${FLOOD_PRECISION_BITS} precision`;
-      continue;
-    }
-    const { a, chain, rho } = best;
-    const params: CkksParams = { scheme: 'ckks', polyModulusDegree: N, coeffModulusBits: [...chain.dataBits, SPECIAL_PRIME_BITS], securityLevel: 128 };
-    const program: Program = { params, inputScaleBits: a, steps, galoisSteps: rotationsOf(steps), relin: steps.some((s) => s.op === 'square') };
-    program.privacy = 'flood';
-    // log2 B, rounded up (B = rho Delta_out, at the nominal output scale: PRIME_SIZE_MARGIN covers the actual one).
-    program.noiseL2Bits = Math.ceil((Math.log2(rho) + chain.outScaleBits) * 100) / 100;
-    program.resultPrimes = chain.resultPrimes;
-    program.floodSecurityBits = lambda;
-    return { program, masks, input, output };
   }
-  throw new SealedError('bad-data', `privacy flood: ${why}`, 'use fewer layers, or privacy none');
+  return best;
 }

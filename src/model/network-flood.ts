@@ -1,7 +1,9 @@
 // Circuit privacy of networks in the single layout: the flood's chain and its bound on the
 // honest noise, read from the steps (not the layers), so every layer lowered to linear and square
 // steps is covered. compileFlooded (compile-network.ts) searches the input scale and ring with them.
-import type { LinearStep, Program, Step } from '../fhe/program.ts';
+// Over 300 lines on purpose: the chain and the bound are one argument (the bound reads the
+// chain's primes and the forms the chain allows), kept in one file to be read together.
+import { rotationRoutes, type LinearStep, type Program, type RotationRoutes, type Step } from '../fhe/program.ts';
 import { simulate } from './simulate.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -14,18 +16,44 @@ import { simulate } from './simulate.ts';
 // results keep several primes) and the compiler raises the input scale until the bound meets the
 // target, in the smallest ring (8192, else 16384 slots x 2) whose 128-bit budget holds the chain.
 //
-// The chain (top level first): result primes (<= 50 bits each, as many as the result needs),
-// then one prime per rescale in reverse order of use: 30 bits for a rescaled linear step (its
-// masks are encoded at that prime, as with privacy 'none'), 50 or 60 bits for a square; then the
-// special prime, 60 bits. Data primes well below the special prime keep the key-switching noise
-// small (see floodNoiseBound).
+// The chain (top level first): result primes (<= 50 bits each by default, as many as the result
+// needs), then one prime per rescale in reverse order of use: 30 bits for a rescaled linear step
+// (its masks are encoded at that prime, as with privacy 'none'), the square prime (50 or 60 bits,
+// and 54 in the deferred form below) for a square; then the special prime, 60 bits. Data primes
+// well below the special prime keep the key-switching noise small (see floodNoiseBound).
+//
+// Deferred form (deferRescales, tried when the plain one does not fit a ring): every rescaled
+// linear step runs unrescaled with masks at 2^30 and is followed by a 'rescale' step. Two gains:
+//  - its giant and fold rotations run at scale 2^(s+30), so their key switching costs nothing,
+//    and the rescale rounding is added once, not 2^folds times per giant group. For the MNIST
+//    MLP 784-128-64-10 at ring 16384 that is the first layer's 2^-61.0 of 2^-60.7 (relative
+//    noise, a = 86): what is left is the baby steps' key switching (2^-64.5) and the fresh noise
+//    (2^-69.2), so the input scale the flood needs drops by about 4 bits.
+//  - the rescale's prime may exceed 30 bits: after a square (scale 2a - s) it brings the scale
+//    back towards 2^a, so the next square does not square the excess. Two squares, plain form:
+//    the top level holds 30 + s1 + 30 + 2(2a - s1) + 30 + headroom + 1 = 4a - s1 + 91 + headroom
+//    bits (plus the special prime). Deferred, with the rescale after the second linear step
+//    dropping p: 4a - s1 - p + 121 + headroom. The x^2 MLP (headroom 9): plain needs a = 86 and
+//    455 bits (s = 50) or 445 (s = 60), over ring 16384's 438; deferred needs a = 83 and takes
+//    54+54+54 | 54 (square) 54 (rescale) 54 (square) 30 (rescale) | 60 = 414 bits.
 
 /** Rescaled linear steps drop a prime of this size (their masks' scale), as with privacy 'none'. */
 const FLOOD_LINEAR_PRIME_BITS = 30;
+/** Square (and rescale) prime sizes tried in the deferred form: 54 bits keeps key switching cheap (2^-6 of P). */
+export const FLOOD_DEFERRED_PRIME_BITS = [50, 54, 60];
+/** Result prime caps tried in the deferred form. */
+export const FLOOD_DEFERRED_RESULT_BITS = [50, 54, 60];
+
+/** The deferred form: each rescaled linear step runs unrescaled with masks at 2^30, then a 'rescale' step. */
+export function deferRescales(steps: Step[]): Step[] {
+  return steps.flatMap((st): Step[] =>
+    st.op === 'linear' && st.rescale ? [{ ...st, rescale: false, weightScaleBits: FLOOD_LINEAR_PRIME_BITS }, { op: 'rescale' }] : [st],
+  );
+}
 /** Sizes tried for the prime a square drops (the one that gives the shorter chain is kept). */
 export const FLOOD_SQUARE_PRIME_BITS = [50, 60];
-/** Result primes are at most this size: 2^-10 of the special prime in key switching. */
-const FLOOD_RESULT_PRIME_MAX_BITS = 50;
+/** Result primes are at most this size by default: 2^-10 of the special prime in key switching. */
+export const FLOOD_RESULT_PRIME_MAX_BITS = 50;
 export const SPECIAL_PRIME_BITS = 60;
 /** Scale of the last layer's weights (it is not rescaled). */
 export const FLOOD_WEIGHT_BITS = 30;
@@ -39,6 +67,8 @@ const MAX_KEY_POLYS = 4096;
  * this factor (test/circuit-privacy-network.test.ts checks the primes).
  */
 export const PRIME_SIZE_MARGIN = 1.01;
+/** |q / 2^b - 1| for SEAL's primes of b >= 30 bits (the test above checks it). */
+const PRIME_RATIO_BOUND = 2 ** -10;
 
 export interface FloodChain {
   /** Data primes, top level first (the coefficient modulus without the special prime). */
@@ -51,9 +81,18 @@ export interface FloodChain {
 }
 
 /** The chain for input scale 2^a, or undefined when some scale falls below 2^20. */
-export function floodChain(steps: Step[], a: number, squareBits: number, headroom: number): FloodChain | undefined {
+export function floodChain(
+  steps: Step[],
+  a: number,
+  squareBits: number,
+  headroom: number,
+  resultMaxBits = FLOOD_RESULT_PRIME_MAX_BITS,
+): FloodChain | undefined {
   let scale = a;
   let level = 0;
+  // How many prime/2^bits ratios the output scale carries (a square doubles the count): see
+  // PRIME_SIZE_MARGIN. Rescaled linear steps add none (their masks are at the prime itself).
+  let drift = 0;
   const need: number[] = [a + headroom + 1];
   const rescaleBits: number[] = [];
   const at = (l: number, bits: number) => (need[l] = Math.max(need[l] ?? 0, bits));
@@ -62,6 +101,16 @@ export function floodChain(steps: Step[], a: number, squareBits: number, headroo
       at(level, 2 * scale + headroom + 1);
       scale = 2 * scale - squareBits;
       rescaleBits.push(squareBits);
+      drift = 2 * drift + 1;
+    } else if (st.op === 'rescale') {
+      // Back down to the input scale, as far as one prime (at most squareBits) takes it: the
+      // noise bound needs no more scale than the input's (the fresh noise and the first step's
+      // key switching, both at 2^a, dominate it), and every bit kept costs a modulus bit per
+      // later square, twice.
+      const bits = Math.min(squareBits, Math.max(FLOOD_LINEAR_PRIME_BITS, scale - a));
+      scale -= bits;
+      rescaleBits.push(bits);
+      drift++;
     } else if (st.rescale) {
       at(level, scale + FLOOD_LINEAR_PRIME_BITS + headroom + 1);
       rescaleBits.push(FLOOD_LINEAR_PRIME_BITS);
@@ -74,12 +123,13 @@ export function floodChain(steps: Step[], a: number, squareBits: number, headroo
     level++;
     at(level, scale + headroom + 1);
   }
+  if ((1 - PRIME_RATIO_BOUND) ** -drift > PRIME_SIZE_MARGIN) return undefined;
   const depth = rescaleBits.length;
   // Q at level l = result bits + the primes dropped at level l or later.
   const above = (l: number) => rescaleBits.slice(l).reduce((x, y) => x + y, 0);
   let resultBits = need[depth];
   for (let l = 0; l < depth; l++) resultBits = Math.max(resultBits, need[l] - above(l));
-  const k = Math.ceil(resultBits / FLOOD_RESULT_PRIME_MAX_BITS);
+  const k = Math.ceil(resultBits / resultMaxBits);
   const each = Math.max(20, Math.ceil(resultBits / k));
   const dataBits = [...Array<number>(k).fill(each), ...[...rescaleBits].reverse()];
   return { dataBits, rescaleBits, resultPrimes: k, outScaleBits: scale, totalBits: dataBits.reduce((x, y) => x + y, 0) + SPECIAL_PRIME_BITS };
@@ -136,20 +186,34 @@ export interface FloodAnalysis {
   abs: Float64Array[];
   /** Schur gains per linear step: of the whole step and of each baby step's terms. */
   gains: Map<number, { all: number; baby: Map<number, number> }>;
+  /** Per linear step: how its rotations use the program's keys (key switches per baby, giant rotations). */
+  routes: Map<number, RotationRoutes>;
 }
 
-export function analyse(steps: Step[], masks: Float64Array[], N: number, S: number, written: Uint8Array, inputMax: number, cap: number[]): FloodAnalysis {
+export function analyse(
+  steps: Step[],
+  masks: Float64Array[],
+  N: number,
+  S: number,
+  written: Uint8Array,
+  inputMax: number,
+  cap: number[],
+  galoisSteps: number[],
+): FloodAnalysis {
   const abs = masks.slice();
   const gains = new Map<number, { all: number; baby: Map<number, number> }>();
+  const routes = new Map<number, RotationRoutes>();
+  const keys = new Set(galoisSteps);
   steps.forEach((st, i) => {
     if (st.op !== 'linear') return;
+    routes.set(i, rotationRoutes(st, keys));
     for (const t of st.terms) abs[t.mask] = absMask(masks[t.mask], N, st.rescale ? FLOOD_LINEAR_PRIME_BITS : st.weightScaleBits!);
     if (st.bias !== undefined) abs[st.bias] = absMask(masks[st.bias], N, 30);
     const baby = new Map<number, number>();
     for (const b of new Set(st.terms.map((t) => t.baby))) if (b !== 0) baby.set(b, schurGain(st, abs, S, b));
     gains.set(i, { all: schurGain(st, abs, S), baby });
   });
-  return { steps, N, S, written, inputMax, cap, abs, gains };
+  return { steps, N, S, written, inputMax, cap, abs, gains, routes };
 }
 
 /**
@@ -184,7 +248,7 @@ export function analyse(steps: Step[], masks: Float64Array[], N: number, S: numb
  *    with |e_i|_can <= sqrt(21 N ln(4 N K / delta)) (K key polynomials). q_i / P <= 2^-10 for
  *    the result primes, so the rounding dominates; a 60-bit square prime adds about 7x it.
  * Propagation (rho = |v|_2 / Delta, at the nominal scales, which only underestimate the actual
- * ones; the 1.01 margin covers the final scale):
+ * ones; the 1.01 margin covers the final scale, floodChain refuses chains where it would not):
  *  - linear step: rho -> G rho + sum_b G_b K_b / Delta + 2^folds (R per rescaled giant group +
  *    K per giant rotation) / Delta' + sum_j 2^(folds-1-j) K / Delta' (fold j's rotation).
  *  - square: (m + v)^2 - m^2 = 2 m v + v^2 with |m|_can = Delta max_slot |z| <= Delta U (U: the
@@ -215,6 +279,13 @@ export function floodNoiseBound(f: FloodAnalysis, a: number, chain: FloodChain):
   let level = 0;
   let rescales = 0;
   steps.forEach((st, i) => {
+    if (st.op === 'rescale') {
+      // Exact division of the message; the rounding adds R at the new scale.
+      scale -= chain.rescaleBits[rescales++];
+      level++;
+      rho += R / 2 ** scale;
+      return;
+    }
     if (st.op === 'square') {
       let maxU = 0;
       for (const u of U) maxU = Math.max(maxU, u);
@@ -227,13 +298,16 @@ export function floodNoiseBound(f: FloodAnalysis, a: number, chain: FloodChain):
     }
     const g = f.gains.get(i)!;
     let out = g.all * rho;
-    for (const [, gb] of g.baby) out += (gb * K(level)) / 2 ** scale;
+    // A baby step reached in h rotations (compactRotations) carries h key switches' noise.
+    const routes = f.routes.get(i)!;
+    for (const [b, gb] of g.baby) out += (gb * routes.hops.get(b)! * K(level)) / 2 ** scale;
     const nextScale = st.rescale ? scale : scale + st.weightScaleBits!;
     const nextLevel = st.rescale ? level + 1 : level;
     if (st.rescale) rescales++;
     const giants = new Set(st.terms.map((t) => t.giant));
     const k = K(nextLevel) / 2 ** nextScale;
-    const groups = (st.rescale ? giants.size * R : 0) / 2 ** nextScale + [...giants].filter((x) => x !== 0).length * k;
+    // Giant rotations: one per giant step, or Horner's (top giant / B), each one key switch.
+    const groups = (st.rescale ? giants.size * R : 0) / 2 ** nextScale + routes.giantRotations * k;
     out += 2 ** st.folds.length * groups;
     st.folds.forEach((_, j) => (out += 2 ** (st.folds.length - 1 - j) * k));
     rho = out;

@@ -22,6 +22,8 @@ export function simulate(p: Program, masks: Float64Array[], input: Float64Array,
   for (const st of p.steps) {
     if (st.op === 'square') {
       x = x.map((v) => v * v);
+    } else if (st.op === 'rescale') {
+      // Exact on values: only the scale changes.
     } else {
       const babies = new Map<number, Float64Array>([[0, x]]);
       const acc = new Float64Array(x.length);

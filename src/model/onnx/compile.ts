@@ -116,13 +116,19 @@ export function compileOnnx(bytes: Uint8Array, calibration: ArrayLike<number>[],
 }
 
 function layerReports(lowered: LoweredModel, net: Network, steps: Step[], fits: FitReport[]): LayerReport[] {
-  // buildNetwork emits one step per layer, in order.
+  // buildNetwork emits one step per layer, in order; a flooded program may follow a linear
+  // step with a 'rescale' step (network-flood.ts), which belongs to that layer.
+  const perLayer: Step[][] = [];
+  for (const st of steps) {
+    if (st.op === 'rescale' && perLayer.length > 0) perLayer[perLayer.length - 1].push(st);
+    else perLayer.push([st]);
+  }
   let inputs = net.input.width;
   let fit = 0;
   return net.layers.map((layer, i) => {
     const st = lowered.stages[i];
-    const ops = opCounts({ steps: [steps[i]] } as Parameters<typeof opCounts>[0]);
-    const depth = depthOf([steps[i]]);
+    const ops = opCounts({ steps: perLayer[i] } as Parameters<typeof opCounts>[0]);
+    const depth = depthOf(perLayer[i]);
     if (layer.type === 'dense') {
       const r: LayerReport = { index: i, kind: 'linear', onnx_nodes: st.kind === 'affine' ? st.nodes : [], inputs, outputs: layer.weights.length, ops, depth };
       inputs = layer.weights.length;
