@@ -3,8 +3,8 @@
 # Usable on a fresh Debian machine as root (CI): installs docker.io and debootstrap when missing,
 # starts dockerd when it is not running, makes the node:24-bookworm-slim stand-in when that tag
 # is missing (scripts/docker/make-base-image.sh), then builds with BuildKit.
-# When SSL_CERT_FILE is set, that CA bundle is handed to `npm ci` as the BuildKit secret `npmca`
-# (it never lands in a layer).
+# A CA bundle (SSL_CERT_FILE, NODE_EXTRA_CA_CERTS or npm's cafile) is handed to `npm ci` as the
+# BuildKit secret `npmca` (it never lands in a layer).
 #
 # Usage: scripts/docker/build-images.sh [extra docker build args, e.g. --no-cache --progress=plain]
 # Env:   DOCKER   docker CLI with BuildKit (default /usr/bin/docker when present, else docker)
@@ -68,10 +68,18 @@ step_done "dockerd"
 step_done "base image"
 
 # --- the two images -------------------------------------------------------------------------------
+# The CA bundle npm needs behind a TLS-inspecting proxy: SSL_CERT_FILE, else Node's extra CA
+# certificates, else npm's own cafile setting (a shell started with a clean environment has
+# only the last).
+ca_bundle=${SSL_CERT_FILE:-${NODE_EXTRA_CA_CERTS:-}}
+if [ -z "$ca_bundle" ] && command -v npm >/dev/null; then
+  ca_bundle=$(npm config get cafile 2>/dev/null || true)
+  case "$ca_bundle" in null | undefined) ca_bundle= ;; esac
+fi
 secret=()
-if [ -n "${SSL_CERT_FILE:-}" ]; then
-  [ -r "$SSL_CERT_FILE" ] || die "SSL_CERT_FILE=$SSL_CERT_FILE is not readable"
-  secret=(--secret "id=npmca,src=$SSL_CERT_FILE")
+if [ -n "$ca_bundle" ]; then
+  [ -r "$ca_bundle" ] || die "the CA bundle $ca_bundle (SSL_CERT_FILE, NODE_EXTRA_CA_CERTS or npm's cafile) is not readable"
+  secret=(--secret "id=npmca,src=$ca_bundle")
 fi
 for kind in inference training; do
   log "building sealed-$kind:$TAG"
