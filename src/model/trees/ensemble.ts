@@ -42,6 +42,18 @@ export interface TreeEnsemble {
   source: 'xgboost-json' | 'onnx-ml' | 'ml-random-forest';
 }
 
+/** A tree of `nodes` nodes, all leaves with value 0, for an importer to fill in. */
+export function emptyTree(nodes: number, outputs: number): Tree {
+  return {
+    feature: new Int32Array(nodes),
+    threshold: new Float64Array(nodes),
+    left: new Int32Array(nodes).fill(-1),
+    right: new Int32Array(nodes).fill(-1),
+    missingLeft: new Uint8Array(nodes),
+    value: new Float64Array(nodes * outputs),
+  };
+}
+
 /** Depth of a tree: the longest root-to-leaf path, in splits. */
 export function treeDepth(t: Tree): number {
   const depth = (n: number): number => (t.left[n] < 0 ? 0 : 1 + Math.max(depth(t.left[n]), depth(t.right[n])));

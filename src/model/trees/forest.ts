@@ -15,7 +15,7 @@
 //    class that reached the count first; an odd tree count rules ties out for two classes;
 //  - regression averages the trees' leaf means: a leaf adds its mean / T.
 import { SealedError } from '../../errors.ts';
-import { checkTree, treeDepth, type Tree, type TreeEnsemble, type TreeTask } from './ensemble.ts';
+import { checkTree, emptyTree, treeDepth, type Tree, type TreeEnsemble, type TreeTask } from './ensemble.ts';
 
 /** An ml-cart TreeNode as the fitted forest holds it. */
 export interface CartNode {
@@ -75,14 +75,7 @@ export function forestToEnsemble(forest: FittedForest, shape: ForestShape): Tree
     };
     number(est.root);
     const m = nodes.length;
-    const tree: Tree = {
-      feature: new Int32Array(m),
-      threshold: new Float64Array(m),
-      left: new Int32Array(m).fill(-1),
-      right: new Int32Array(m).fill(-1),
-      missingLeft: new Uint8Array(m),
-      value: new Float64Array(m * outputs),
-    };
+    const tree = emptyTree(m, outputs);
     const ids = new Map(nodes.map((n, i) => [n, i]));
     nodes.forEach((n, i) => {
       if (isLeaf(n)) {

@@ -3,7 +3,7 @@
 // numbers as in onnx/onnx.proto; unknown fields are skipped by protobuf itself).
 import protobuf from 'protobufjs';
 import { SealedError } from '../../errors.ts';
-import { checkTree, type Tree, type TreeEnsemble } from './ensemble.ts';
+import { checkTree, emptyTree, type Tree, type TreeEnsemble } from './ensemble.ts';
 
 export const ONNX_SUBSET = `
 syntax = "proto2";
@@ -179,14 +179,7 @@ export function importOnnx(bytes: Uint8Array): TreeEnsemble {
     const pos = new Map(order.map((r, k) => [r, k]));
     order.forEach((r, k) => slot.set(r, k));
     const m = order.length;
-    const t: Tree = {
-      feature: new Int32Array(m),
-      threshold: new Float64Array(m),
-      left: new Int32Array(m).fill(-1),
-      right: new Int32Array(m).fill(-1),
-      missingLeft: new Uint8Array(m),
-      value: new Float64Array(m * outputs),
-    };
+    const t = emptyTree(m, outputs);
     order.forEach((r, k) => {
       const mode = modes[r];
       if (mode === 'LEAF') return;
