@@ -20,6 +20,8 @@ interface CompileOpts {
   inputScale?: number;
   limit?: number;
   verify?: number;
+  /** false with --no-refit. */
+  refit?: boolean;
   report?: string;
   json?: boolean;
 }
@@ -47,6 +49,7 @@ export async function compileCommand(o: CompileOpts): Promise<void> {
         ['input-scale', o.inputScale],
         ['limit', o.limit],
         ['verify', o.verify],
+        ['no-refit', o.refit === false ? true : undefined],
       ] as const
     ).find(([, v]) => v !== undefined);
     if (networkOnly)
@@ -82,6 +85,7 @@ export async function compileCommand(o: CompileOpts): Promise<void> {
     inputScale: o.inputScale,
     limit: o.limit,
     verify: o.verify,
+    refit: o.refit,
     log: o.json ? (s) => process.stderr.write(s + '\n') : console.log,
   });
   if (o.report) {

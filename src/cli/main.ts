@@ -77,6 +77,10 @@ export async function main(argv: string[]): Promise<void> {
       ).argParser(Number),
     )
     .addOption(new Option('--limit <n>', 'calibration records used (default 1000)').argParser(Number))
+    .option(
+      '--no-refit',
+      "keep the model's weights exactly: by default a linear layer after an approximated activation (ReLU, sigmoid, ...) is re-fitted on the calibration records to reproduce the original layer's outputs (the report shows its error before and after)",
+    )
     .addOption(
       new Option(
         '--verify <n>',

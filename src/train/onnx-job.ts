@@ -38,6 +38,8 @@ export interface OnnxJobOptions {
   limit?: number;
   /** Records encrypted end to end for the report (default 0). */
   verify?: number;
+  /** Re-fit linear layers after approximated activations (default true; refit.ts). */
+  refit?: boolean;
   log?: (line: string) => void;
 }
 
@@ -111,7 +113,7 @@ export async function compileOnnxJob(o: OnnxJobOptions): Promise<{ manifest: Man
       'give records with one value per model input',
     );
   log(`compiling ${basename(o.onnx)}: ${g.nodes.length} nodes, input ${g.input.name} ${g.input.shape.join('x')}, ${rows.length} calibration records`);
-  const model = compileOnnx(bytes, rows, { inputScale: o.inputScale, features: cal.features }, basename(o.onnx));
+  const model = compileOnnx(bytes, rows, { inputScale: o.inputScale, features: cal.features, refit: o.refit }, basename(o.onnx));
   const p = model.compiled.program;
   log(`program: ring ${p.params.polyModulusDegree}, modulus ${p.params.coeffModulusBits.join('+')} bits, ${p.steps.length} steps`);
 
@@ -169,8 +171,14 @@ export async function compileOnnxJob(o: OnnxJobOptions): Promise<{ manifest: Man
  * The training container's path for an uploaded model: when the `model` channel (beside the
  * train channel: /opt/ml/input/data/model) holds an .onnx file, compile it with the train
  * channel as calibration records, and return what `train` returns; otherwise undefined.
- * Hyperparameters: input_scale, target, limit, verify (as the CLI's options).
+ * Hyperparameters: input_scale, target, limit, verify, refit ("false" as --no-refit) (as the CLI's options).
  */
+function refitOf(v: string | undefined): boolean | undefined {
+  if (v === undefined) return undefined;
+  if (v === 'true' || v === 'false') return v === 'true';
+  throw new SealedError('bad-data', `hyperparameter refit="${v}" is not true or false`, 'set refit=false to keep the model weights exactly, or leave it out');
+}
+
 export async function onnxTrainJob(paths: TrainPaths, hp: Hyperparameters, log: (line: string) => void): Promise<TrainResult | undefined> {
   const onnx = await findOnnx(join(dirname(paths.trainDir), 'model'));
   if (!onnx) return undefined;
@@ -190,6 +198,7 @@ export async function onnxTrainJob(paths: TrainPaths, hp: Hyperparameters, log: 
     inputScale: num('input_scale'),
     limit: num('limit'),
     verify: num('verify'),
+    refit: refitOf(hp.raw.refit),
     log,
   });
   const metrics = Object.fromEntries(Object.entries(manifest.metrics ?? {}).filter((e): e is [string, number] => typeof e[1] === 'number'));

@@ -12,6 +12,7 @@ import { classOf, preprocessRecord } from '../postprocess.ts';
 import { simulate } from '../simulate.ts';
 import { applyActivation, fitQuadratic, type FitReport } from './activations.ts';
 import { parseOnnx } from './graph.ts';
+import { refitAffine, type RefitReport } from './refit.ts';
 import { lowerGraph, type AffineStage, type Head, type LoweredModel } from './lower.ts';
 
 export interface OnnxCompileOptions extends CompileOptions {
@@ -21,6 +22,11 @@ export interface OnnxCompileOptions extends CompileOptions {
   features?: string[];
   /** At most this many calibration records are simulated during compilation (fits use all). */
   checkRecords?: number;
+  /**
+   * Re-fit each linear layer that follows an approximated activation so that it reproduces the
+   * original layer's outputs on calibration (refit.ts); default true.
+   */
+  refit?: boolean;
 }
 
 export interface LayerReport {
@@ -30,6 +36,8 @@ export interface LayerReport {
   inputs: number;
   outputs: number;
   activation?: Omit<FitReport, 'node'>;
+  /** A linear layer re-fitted after an approximated activation: its error on calibration before and after. */
+  refit?: RefitReport;
   ops: ReturnType<typeof opCounts>;
   /** Levels this step consumes (its rescales). */
   depth: number;
@@ -75,24 +83,7 @@ export function compileOnnx(bytes: Uint8Array, calibration: ArrayLike<number>[],
   const preprocess = { mean: new Array<number>(n).fill(0), std: new Array<number>(n).fill(scale) };
   const inputs = modelInputs({ preprocess }, calibration);
 
-  // Fit each activation on the values the calibration records produce there, through the
-  // already-approximated layers before it (the errors the program will make, not the original's).
-  const layers: Layer[] = [];
-  const fits: FitReport[] = [];
-  let values = inputs.map((r) => Float64Array.from(r));
-  for (const st of lowered.stages) {
-    if (st.kind === 'affine') {
-      layers.push({ type: 'dense', weights: st.weights, bias: st.bias });
-      values = values.map((x) => Float64Array.from(st.weights, (row, k) => row.reduce((acc, w, j) => acc + w * x[j], st.bias[k])));
-    } else {
-      const { layer, report } = fitQuadratic(st.act, values);
-      layers.push(layer);
-      fits.push(report);
-      const at = (v: number | number[], j: number) => (typeof v === 'number' ? v : v[j]);
-      values = values.map((x) => x.map((v, j) => at(layer.a, j) * v * v + at(layer.b, j) * v + at(layer.c, j)));
-    }
-  }
-  const network: Network = { input: { height: 1, width: n }, layers };
+  const { network, fits, refits } = approximateNetwork(lowered, inputs, o);
   const checkRows = inputs.slice(0, o.checkRecords ?? 64);
   const compiled = compileNetwork(network, checkRows, o);
   const p = compiled.program;
@@ -112,10 +103,56 @@ export function compileOnnx(bytes: Uint8Array, calibration: ArrayLike<number>[],
     postprocess: head.postprocess === 'affine' ? { kind: 'affine', mean: 0, std: 1 } : { kind: head.postprocess },
     labels: head.labels,
   };
-  return { lowered, network, fits, compiled, client, layers: layerReports(lowered, network, compiled.program.steps, fits) };
+  return { lowered, network, fits, compiled, client, layers: layerReports(lowered, network, compiled.program.steps, fits, refits) };
 }
 
-function layerReports(lowered: LoweredModel, net: Network, steps: Step[], fits: FitReport[]): LayerReport[] {
+/**
+ * The lowered graph as the network the program computes: activations replaced by per-neuron
+ * quadratics fitted on the calibration inputs (already pre-processed), and each linear layer
+ * after an approximated activation re-fitted to the original's outputs (refit.ts) unless
+ * `refit` is false.
+ */
+export function approximateNetwork(
+  lowered: LoweredModel,
+  inputs: ArrayLike<number>[],
+  o: Pick<OnnxCompileOptions, 'refit'> = {},
+): { network: Network; fits: FitReport[]; refits: Map<number, RefitReport> } {
+  // Fit each activation on the values the calibration records produce there, through the
+  // already-approximated layers before it (the errors the program will make, not the original's).
+  // `exact` follows the original model, for the re-fit of the layer after an approximation.
+  const layers: Layer[] = [];
+  const fits: FitReport[] = [];
+  const refits = new Map<number, RefitReport>();
+  let values = inputs.map((r) => Float64Array.from(r));
+  let exact = values;
+  let approximated = false;
+  for (const st of lowered.stages) {
+    if (st.kind === 'affine') {
+      const refit = approximated && o.refit !== false ? refitAffine(st, values, exact) : undefined;
+      const weights = refit?.weights ?? st.weights;
+      const bias = refit?.bias ?? st.bias;
+      if (refit) refits.set(layers.length, refit.report);
+      layers.push({ type: 'dense', weights, bias });
+      const same = exact === values; // nothing approximated yet: one pass serves both
+      values = values.map((x) => Float64Array.from(weights, (row, k) => row.reduce((acc, w, j) => acc + w * x[j], bias[k])));
+      exact = same ? values : exact.map((x) => Float64Array.from(st.weights, (row, k) => row.reduce((acc, w, j) => acc + w * x[j], st.bias[k])));
+      approximated = false;
+    } else {
+      const { layer, report } = fitQuadratic(st.act, values);
+      layers.push(layer);
+      fits.push(report);
+      const at = (v: number | number[], j: number) => (typeof v === 'number' ? v : v[j]);
+      const approx = values.map((x) => x.map((v, j) => at(layer.a, j) * v * v + at(layer.b, j) * v + at(layer.c, j)));
+      exact = report.exact && exact === values ? approx : exact.map((x) => x.map((v) => applyActivation(st.act, v)));
+      values = approx;
+      approximated ||= !report.exact;
+    }
+  }
+  const width = (lowered.stages[0] as AffineStage).weights[0]?.length ?? 0;
+  return { network: { input: { height: 1, width }, layers }, fits, refits };
+}
+
+function layerReports(lowered: LoweredModel, net: Network, steps: Step[], fits: FitReport[], refits: Map<number, RefitReport>): LayerReport[] {
   // buildNetwork emits one step per layer, in order; a flooded program may follow a linear
   // step with a 'rescale' step (network-flood.ts), which belongs to that layer.
   const perLayer: Step[][] = [];
@@ -131,6 +168,8 @@ function layerReports(lowered: LoweredModel, net: Network, steps: Step[], fits: 
     const depth = depthOf(perLayer[i]);
     if (layer.type === 'dense') {
       const r: LayerReport = { index: i, kind: 'linear', onnx_nodes: st.kind === 'affine' ? st.nodes : [], inputs, outputs: layer.weights.length, ops, depth };
+      const refit = refits.get(i);
+      if (refit) r.refit = refit;
       inputs = layer.weights.length;
       return r;
     }

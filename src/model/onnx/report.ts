@@ -113,6 +113,13 @@ export function buildReport(r: ReportInputs): CompileReport {
     notes.push(
       `${approx.length} activation(s) replaced by per-neuron quadratics fitted on ${r.rows.length} calibration records (${approx.map((f) => `${f.kind} at ${f.node}`).join(', ')}): the simulated figures include that approximation`,
     );
+  const refitted = model.layers.filter((l) => l.refit);
+  if (refitted.length)
+    notes.push(
+      `${refitted.length} linear layer(s) after an approximated activation re-fitted (ridge least squares on the calibration records) to reproduce the original layer's outputs: ${refitted
+        .map((l) => `layer ${l.index} rms error ${l.refit!.rmse_before.toPrecision(3)} -> ${l.refit!.rmse_after.toPrecision(3)}`)
+        .join(', ')} (sealed compile --no-refit keeps the model's weights)`,
+    );
   if (encrypted && encrypted.max_abs_error > tolerance)
     notes.push(`encrypted outputs differ from onnxruntime by ${encrypted.max_abs_error.toExponential(2)}, above the tolerance ${tolerance}`);
   return {
@@ -162,7 +169,7 @@ export function formatReport(rep: CompileReport): string {
   for (const l of rep.layers) {
     const what = l.activation
       ? `${l.activation.kind} on [${l.activation.range.map((v) => v.toFixed(2)).join(', ')}]${l.activation.exact ? ' (exact)' : `, quadratic rmse ${l.activation.rmse.toFixed(4)} max ${l.activation.maxError.toFixed(3)}`}`
-      : l.onnx_nodes.join(', ');
+      : l.onnx_nodes.join(', ') + (l.refit ? ` (re-fitted: rms error ${l.refit.rmse_before.toPrecision(3)} -> ${l.refit.rmse_after.toPrecision(3)})` : '');
     L.push(
       `  ${String(l.index).padStart(5)}  ${l.kind.padEnd(10)}  ${String(l.inputs).padStart(6)} -> ${String(l.outputs).padEnd(7)}  ${String(l.ops.rotations).padStart(3)}  ${String(l.ops.multiplyPlain).padStart(8)}  ${String(l.ops.square).padStart(2)}  ${String(l.depth).padStart(5)}  ${what.length > 90 ? what.slice(0, 87) + '...' : what}`,
     );
