@@ -193,7 +193,11 @@ export class ClientSession {
     if (!b) throw new SealedError('bad-data', 'this model has no batch mode', 'use the single layout');
     this.checkRows(rows);
     void this.batchKey; // throws when no key is loaded
-    const pre = rows.map((r) => preprocessRecord(r, this.part));
+    const f = b.input_factors;
+    const pre = rows.map((r) => {
+      const x = preprocessRecord(r, this.part);
+      return f ? x.map((v, j) => v * f[j]) : x;
+    });
     // The first section: the re-randomization key for circuit privacy (fresh per query, from the
     // batch secret key; a server whose model does not flood ignores it).
     const header: QueryHeader = { model_id: this.modelId, params: paramsKey(b.params), records: rows.length, layout: 'batch', rerand_key: true };

@@ -46,6 +46,13 @@ export interface BatchClientPart {
   result_size: number;
   output_scale_bits: number;
   crossover: number;
+  /**
+   * Powers of two the client multiplies each pre-processed feature by before batch encryption
+   * (compile-batch.ts, batchInputFactors): each feature's calibration range to within a factor
+   * of 2, so that 15-bit kernel weights hold layers whose inputs differ by orders of magnitude.
+   * Absent: all 1.
+   */
+  input_factors?: number[];
 }
 
 /** Identifies a model: its queries are refused by a server that serves another one. */
@@ -72,5 +79,8 @@ export function parseClientPart(text: string, where: string): ClientPart & { mod
     throw new SealedError('bad-bundle', `the client part in ${where} has no valid model_id`);
   checkParams(c.params);
   if (c.batch) checkParams(c.batch.params);
+  const f = c.batch?.input_factors;
+  if (f !== undefined && (!Array.isArray(f) || f.length !== c.features?.length || f.some((v) => typeof v !== 'number' || !(v > 0) || !Number.isFinite(v))))
+    throw new SealedError('bad-bundle', `the client part in ${where} has batch input factors that are not one positive number per feature`);
   return c as ClientPart & { model_id: string };
 }

@@ -24,7 +24,27 @@ interface Affine {
   bias: number[];
 }
 
-function firstAffine(net: Network): Affine {
+/**
+ * Per-input factors (powers of two) that bring every input of a dense first layer to about
+ * [-1, 1] on the samples. The kernel's weights are integers of at most 15 bits at one scale per
+ * layer; when a Scaler is merged into a linear model, a feature that reaches 2,500 gets a weight
+ * of 0.0014 next to 240 for one that stays below 0.03, and rounding to the layer's scale loses
+ * the small ones. With factors the client multiplies input j by f_j before encryption and column
+ * j's weights are divided by it (the product is unchanged). They come from the samples, not the
+ * weights: the client part then tells the client each feature's range on the calibration
+ * records to within a factor of 2, and nothing about the model. Undefined when every factor
+ * would be 1, or the first layer is a convolution.
+ */
+export function batchInputFactors(net: Network, samples: ArrayLike<number>[]): number[] | undefined {
+  if (net.layers[0]?.type !== 'dense') return undefined;
+  const n = net.input.height * net.input.width;
+  const range = new Array<number>(n).fill(0);
+  for (const x of samples) for (let j = 0; j < n; j++) range[j] = Math.max(range[j], Math.abs(x[j]));
+  const f = range.map((r) => (r > 0 && Number.isFinite(r) ? 2 ** -Math.ceil(Math.log2(r)) : 1));
+  return f.some((v) => v !== 1) ? f : undefined;
+}
+
+function firstAffine(net: Network, factors?: number[]): Affine {
   const layer = net.layers[0];
   const start = [0];
   const index: number[] = [];
@@ -56,7 +76,7 @@ function firstAffine(net: Network): Affine {
       row.forEach((w, i) => {
         if (w !== 0) {
           index.push(i);
-          weight.push(w);
+          weight.push(factors ? w / factors[i] : w);
         }
       });
       start.push(index.length);
@@ -91,6 +111,8 @@ export interface BatchCompileOptions {
   privacy?: Privacy;
   /** lambda of the flood (default FLOOD_SECURITY_BITS). */
   floodSecurityBits?: number;
+  /** batchInputFactors: the client multiplies input j by inputFactors[j] (dense first layers). */
+  inputFactors?: number[];
 }
 
 /**
@@ -107,7 +129,9 @@ export function compileBatch(net: Network, samples: ArrayLike<number>[], o: Batc
   const privacy = o.privacy ?? 'flood';
   const lambda = o.floodSecurityBits ?? FLOOD_SECURITY_BITS;
   if (batchUnsupported(net)) return undefined;
-  const shape = batchShape(net);
+  const f = o.inputFactors;
+  if (f) samples = samples.map((x) => Array.from(x, (v, j) => v * f[j]));
+  const shape = batchShape(net, f);
   if (!shape) return undefined;
   // The flood costs about floodExtraBits; the loop ends earlier when the modulus outgrows N = 8192.
   const highest = INPUT_SCALE_BITS + (privacy === 'flood' ? floodExtraBits(BATCH_DEGREE, lambda) + 8 : 0);
@@ -136,8 +160,8 @@ interface Shape {
 }
 
 /** The network as batch mode computes it: one sparse affine layer, a square, one dense layer. */
-function batchShape(net: Network): Shape | undefined {
-  const first = firstAffine(net);
+function batchShape(net: Network, factors?: number[]): Shape | undefined {
+  const first = firstAffine(net, factors);
   // The kernel sums a row's products unreduced, exactly only up to MAX_TAPS of them (kernel-limits.ts).
   for (let j = 0; j < first.rows; j++) if (first.start[j + 1] - first.start[j] > MAX_TAPS) return undefined;
   if (net.layers.length !== 3) return { first, square: false };

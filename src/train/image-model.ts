@@ -66,11 +66,13 @@ export function compileImageModel(
 export async function addBatchMode(
   net: Network,
   built: { compiled: CompiledModel; client: ClientPart },
-  samplePixels: number[][],
+  samplePixels: ArrayLike<number>[],
+  inputFactors?: number[],
 ): Promise<BatchPlan | undefined> {
   const plan = compileBatch(
     net,
     samplePixels.map((r) => preprocessRecord(r, built.client)),
+    { inputFactors },
   );
   if (!plan) return undefined;
   const [batchCosts, single] = [await measureBatchUnitCosts(plan), await measureSingleCost(built.compiled.program)];
@@ -83,6 +85,7 @@ export async function addBatchMode(
     output_scale_bits: plan.outputScaleBits,
     crossover: crossover(plan, batchCosts, single, built.client.input.recordsPerCiphertext),
   };
+  if (inputFactors) built.client.batch.input_factors = inputFactors;
   return plan;
 }
 

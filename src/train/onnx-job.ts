@@ -10,12 +10,17 @@ import { createHash } from 'node:crypto';
 import { SealedError } from '../errors.ts';
 import { measureUnitCosts } from '../fhe/cost.ts';
 import { writeBundle, type Manifest } from '../model/bundle.ts';
-import { compileOnnx, exactScores, simulatedScores, modelInputs } from '../model/onnx/compile.ts';
+import { batchInputFactors, batchUnsupported, simulateBatch } from '../model/compile-batch.ts';
+import type { BatchPlan } from '../fhe/batch-plan.ts';
+import { forward } from '../model/network.ts';
+import { preprocessRecord } from '../model/postprocess.ts';
+import { compileOnnx, exactScores, simulatedScores, modelInputs, type OnnxModel } from '../model/onnx/compile.ts';
 import { openReference } from '../model/onnx/reference.ts';
 import { buildReport, formatReport, type CompileReport } from '../model/onnx/report.ts';
 import { runEncryptedRecords } from '../model/onnx/verify.ts';
 import { parseCsv, requireNumeric } from './csv.ts';
 import { imageRows, readIdx } from './idx.ts';
+import { addBatchMode } from './image-model.ts';
 import { parseNpy } from './npy.ts';
 import type { Hyperparameters, TrainPaths, TrainResult } from './job.ts';
 
@@ -93,6 +98,46 @@ export async function findOnnx(dir: string): Promise<string | undefined> {
   }
 }
 
+/**
+ * Batch mode wherever the network's shape allows it (compile-batch.ts: one dense layer, or dense
+ * -> activation -> dense), with per-input factors for layers whose columns differ in magnitude;
+ * kept only if the plan, in plaintext, reproduces the network on the calibration records within
+ * 2^-10 of the outputs' range (its integer weights are the batch kernel's approximation).
+ * Sets the client part's batch parameters when kept.
+ */
+export async function batchModeFor(model: OnnxModel, rows: ArrayLike<number>[]): Promise<{ batch?: BatchPlan; batchReport: CompileReport['batch'] }> {
+  const unsupported = batchUnsupported(model.network);
+  if (unsupported) return { batchReport: { unsupported } };
+  const factors = batchInputFactors(
+    model.network,
+    rows.map((r) => preprocessRecord(r, model.client)),
+  );
+  const built = { compiled: model.compiled, client: model.client };
+  const batch = await addBatchMode(model.network, built, rows, factors);
+  if (!batch || !model.client.batch)
+    return { batchReport: { unsupported: 'no batch plan within the 128-bit bound of ring 8192 holds these weights and values' } };
+  let err = 0,
+    top = 1;
+  for (const r of rows) {
+    const x = preprocessRecord(r, model.client);
+    const want = forward(model.network, x);
+    const got = simulateBatch(batch, factors ? x.map((v, j) => v * factors[j]) : x);
+    want.forEach((w, k) => {
+      err = Math.max(err, Math.abs(got[k] - w));
+      top = Math.max(top, Math.abs(w));
+    });
+  }
+  if (err > 2 ** -10 * top) {
+    delete model.client.batch;
+    return {
+      batchReport: {
+        unsupported: `the batch kernel's 15-bit integer weights miss the network by ${err.toPrecision(3)} on calibration (outputs up to ${top.toPrecision(3)})`,
+      },
+    };
+  }
+  return { batch, batchReport: { records_per_query: model.client.batch.records_per_batch, crossover_records: model.client.batch.crossover } };
+}
+
 const percentile50 = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
 
 export async function compileOnnxJob(o: OnnxJobOptions): Promise<{ manifest: Manifest; report: CompileReport }> {
@@ -128,6 +173,9 @@ export async function compileOnnxJob(o: OnnxJobOptions): Promise<{ manifest: Man
   // Sizes come from real keys and ciphertexts: without --verify, one record is encrypted for them.
   const run = await runEncryptedRecords(model.compiled, model.client, verifyRows.length ? verifyRows : rows.slice(0, 1));
   const costs = await measureUnitCosts(p.params, p.params.coeffModulusBits.length - 2, 3);
+  // Batch mode wherever the network's shape allows it (compile-batch.ts): one dense layer, or
+  // dense -> activation -> dense; it also sets the client part's batch parameters and crossover.
+  const { batch, batchReport } = await batchModeFor(model, rows);
   const report = buildReport({
     source: basename(o.onnx),
     model,
@@ -139,6 +187,7 @@ export async function compileOnnxJob(o: OnnxJobOptions): Promise<{ manifest: Man
     encrypted: verifyRows.length ? run : undefined,
     sizes: run,
     costs,
+    batch: batchReport,
   });
   log(formatReport(report));
 
@@ -156,9 +205,15 @@ export async function compileOnnxJob(o: OnnxJobOptions): Promise<{ manifest: Man
   if (a.encrypted?.accuracy !== undefined) metrics.accuracy_encrypted = a.encrypted.accuracy;
   if (a.encrypted?.agreement !== undefined) metrics.agreement_encrypted = a.encrypted.agreement;
   if (verifyRows.length) metrics.evaluate_ms_p50 = +percentile50(run.evaluateMs).toFixed(1);
-  const manifest = await writeBundle(o.modelDir, model.client, p, model.compiled.masks, metrics, {
-    'server/compile-report.json': JSON.stringify(report, null, 1) + '\n',
-  });
+  const manifest = await writeBundle(
+    o.modelDir,
+    model.client,
+    p,
+    model.compiled.masks,
+    metrics,
+    { 'server/compile-report.json': JSON.stringify(report, null, 1) + '\n' },
+    batch,
+  );
   if (o.outputDataDir) {
     await mkdir(o.outputDataDir, { recursive: true });
     await writeFile(join(o.outputDataDir, 'compile-report.json'), JSON.stringify(report, null, 1) + '\n');

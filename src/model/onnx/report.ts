@@ -44,6 +44,11 @@ export interface CompileReport {
     /** Exactness of the lowering (true activations, no polynomial): largest error against onnxruntime. */
     lowering_max_abs_error: number;
   };
+  /**
+   * Batch mode (many records per query, no evaluation keys): its records per query and the
+   * record count from which it costs less than the single layout, or why the graph has none.
+   */
+  batch: { records_per_query: number; crossover_records: number } | { unsupported: string };
   notes: string[];
 }
 
@@ -58,6 +63,7 @@ export interface ReportInputs {
   encrypted?: EncryptedRun;
   sizes: EncryptedRun;
   costs: UnitCosts;
+  batch: CompileReport['batch'];
 }
 
 export function buildReport(r: ReportInputs): CompileReport {
@@ -153,6 +159,7 @@ export function buildReport(r: ReportInputs): CompileReport {
     },
     latency: { estimated_ms: time.total, by_op_ms: time.byOp as Record<string, number>, unit_costs: 'measured on this machine at compile time' },
     accuracy: { onnxruntime: ort, simulated, encrypted, tolerance, lowering_max_abs_error: lowering },
+    batch: r.batch,
     notes,
   };
 }
@@ -196,6 +203,12 @@ export function formatReport(rep: CompileReport): string {
   if (a.encrypted) L.push(row('encrypted', a.encrypted) + `  (evaluation p50 ${a.encrypted.evaluate_ms_p50} ms)`);
   else L.push('  encrypted    not run (add --verify N to encrypt N records end to end)');
   L.push(`  tolerance: encrypted outputs are stated to match onnxruntime within ${a.tolerance} (lowering alone: ${a.lowering_max_abs_error.toExponential(2)})`);
+  const b = rep.batch;
+  L.push(
+    'unsupported' in b
+      ? `  batch mode: none (${b.unsupported}); every record is one single-layout query`
+      : `  batch mode: up to ${b.records_per_query} records per query, no evaluation keys; clients use it from ${b.crossover_records} records`,
+  );
   for (const n of rep.notes) L.push(`  note: ${n}`);
   return L.join('\n');
 }

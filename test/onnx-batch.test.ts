@@ -1,0 +1,138 @@
+// Batch mode for imported models wherever the graph allows it (one dense layer, or dense ->
+// activation -> dense): `sealed compile` writes the batch plan into the bundle and says so in
+// its report, and a batch query of many records, evaluated by the model server in process with
+// no evaluation keys, decrypts to the compiled model's outputs. Graphs batch mode cannot hold
+// get a report line saying why, and only the single layout.
+import t, { type Test } from 'tap';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ClientSession } from '../src/client/session.ts';
+import { readClientPart, readServerPart } from '../src/model/bundle.ts';
+import { classOfOutputs, classOfScores, compileOnnx, simulatedScores } from '../src/model/onnx/compile.ts';
+import { openReference } from '../src/model/onnx/reference.ts';
+import { ModelServer } from '../src/server/model-server.ts';
+import { batchModeFor, compileOnnxJob, readCalibration } from '../src/train/onnx-job.ts';
+import { buildModel, gemmWeights, type NodeSpec } from './helpers/onnx-build.ts';
+
+const gemm = (name: string, x: string, y: string): NodeSpec => ({
+  op: 'Gemm',
+  inputs: [x, `${name}_W`, `${name}_b`],
+  outputs: [y],
+  name,
+  attrs: { transB: 1 },
+});
+
+/** Compiles `onnx` with `calibration` into a bundle, and runs `rows` through batch mode in process. */
+async function batchRun(t: Test, onnx: string, calibration: string, rows: number[][]) {
+  const dir = await mkdtemp(join(tmpdir(), 'sealed-onnx-batch-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const { report } = await compileOnnxJob({ onnx, calibration, modelDir: dir });
+  const { modelId, client } = await readClientPart(dir);
+  const part = await readServerPart(dir);
+  if (!client.batch || !part.batch) return { report, client, scores: undefined };
+  const session = await ClientSession.open(modelId, client);
+  session.generateBatchKey();
+  const server = await ModelServer.open(part, { recordsPerCiphertext: client.input.recordsPerCiphertext });
+  const result = server.evaluateBatch(session.encrypt(rows, 'batch'));
+  const scores = session.decryptScores(result);
+  session.close();
+  return { report, client, scores };
+}
+
+t.test('scikit-learn pipeline (Scaler + LinearClassifier): batch mode, 569 records in one query = the compiled model', async (t) => {
+  const onnx = new URL('./fixtures/onnx/sklearn_linear.onnx', import.meta.url).pathname;
+  const csv = new URL('../data/breast_cancer/breast_cancer.csv', import.meta.url).pathname;
+  const cal = await readCalibration(csv, 30);
+  const { report, client, scores } = await batchRun(t, onnx, csv, cal.rows);
+  t.ok('records_per_query' in report.batch, `report: ${JSON.stringify(report.batch)}`);
+  t.ok(client.batch && client.batch.records_per_batch >= cal.rows.length, `client part: up to ${client.batch?.records_per_batch} records per batch`);
+  // The factors come from the calibration ranges (each feature to about [-1, 1]), not from the weights.
+  const f = client.batch?.input_factors ?? [];
+  t.equal(f.length, 30, 'per-feature factors: the Scaler leaves weights from 0.0014 to 240');
+  const ranges = f.map((_, j) => Math.max(...cal.rows.map((r) => Math.abs(r[j]))));
+  t.ok(
+    f.every((v, j) => Math.log2(v) % 1 === 0 && v * ranges[j] > 0.5 && v * ranges[j] <= 1),
+    'each a power of two that brings its feature to (0.5, 1]',
+  );
+  t.ok(scores, 'the bundle serves batch queries');
+  if (!scores) return;
+  t.equal(scores.length, cal.rows.length);
+  const bytes = new Uint8Array(await readFile(onnx));
+  const m = compileOnnx(bytes, cal.rows, { features: cal.features });
+  const ref = await openReference(bytes, m.lowered.inputName, m.lowered.inputShape);
+  const ort = await ref.run(cal.rows);
+  await ref.close();
+  let worst = 0,
+    top = 1,
+    agree = 0;
+  cal.rows.forEach((r, i) => {
+    const sim = simulatedScores(m, r);
+    sim.forEach((v, c) => {
+      worst = Math.max(worst, Math.abs(scores[i][c] - v));
+      top = Math.max(top, Math.abs(v));
+    });
+    if (classOfScores(client, scores[i]) === classOfOutputs(m.lowered.head, ort[i])) agree++;
+  });
+  // The flood's error is 2^-12 of the largest output (one standard deviation); 2^-9 is 8 of them.
+  t.ok(worst < 2 ** -9 * top, `batch scores = the compiled model's within ${worst.toExponential(2)} (outputs up to ${top.toFixed(1)})`);
+  t.ok(agree >= cal.rows.length - 2, `${agree} of ${cal.rows.length} classes = onnxruntime's`);
+});
+
+t.test('dense -> ReLU -> dense: batch mode with the fitted quadratic; two activations: single layout only, and the report says why', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'sealed-onnx-batch-models-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  let s = 5;
+  const rnd = () => ((s = (s * 1103515245 + 12345) % 2 ** 31), s / 2 ** 31);
+  const rows = Array.from({ length: 300 }, () => Array.from({ length: 12 }, rnd));
+  const csv = join(dir, 'cal.csv');
+  await writeFile(csv, rows.map((r) => r.join(',')).join('\n') + '\n');
+
+  const one = join(dir, 'one.onnx');
+  await writeFile(
+    one,
+    buildModel({
+      inputs: [['x', ['N', 12]]],
+      outputs: [['y', ['N', 3]]],
+      initializers: [...gemmWeights('fc1', 12, 8, 3), ...gemmWeights('fc2', 8, 3, 4)],
+      nodes: [gemm('fc1', 'x', 'h'), { op: 'Relu', inputs: ['h'], outputs: ['r'], name: 'relu' }, gemm('fc2', 'r', 'y')],
+    }),
+  );
+  const a = await batchRun(t, one, csv, rows);
+  t.ok('records_per_query' in a.report.batch, `one activation: ${JSON.stringify(a.report.batch)}`);
+  t.ok(a.scores, 'batch query served');
+  if (a.scores) {
+    const m = compileOnnx(new Uint8Array(await readFile(one)), rows);
+    let worst = 0,
+      top = 1;
+    rows.forEach((r, i) =>
+      simulatedScores(m, r).forEach((v, c) => {
+        worst = Math.max(worst, Math.abs(a.scores![i][c] - v));
+        top = Math.max(top, Math.abs(v));
+      }),
+    );
+    t.ok(worst < 2 ** -9 * top, `batch outputs = the compiled model's (ReLU as its quadratic) within ${worst.toExponential(2)}`);
+  }
+
+  const two = join(dir, 'two.onnx');
+  await writeFile(
+    two,
+    buildModel({
+      inputs: [['x', ['N', 12]]],
+      outputs: [['y', ['N', 3]]],
+      initializers: [...gemmWeights('fc1', 12, 8, 3), ...gemmWeights('fc2', 8, 6, 4), ...gemmWeights('fc3', 6, 3, 5)],
+      nodes: [
+        gemm('fc1', 'x', 'h'),
+        { op: 'Relu', inputs: ['h'], outputs: ['r'], name: 'relu1' },
+        gemm('fc2', 'r', 'h2'),
+        { op: 'Relu', inputs: ['h2'], outputs: ['r2'], name: 'relu2' },
+        gemm('fc3', 'r2', 'y'),
+      ],
+    }),
+  );
+  const m2 = compileOnnx(new Uint8Array(await readFile(two)), rows);
+  const b = await batchModeFor(m2, rows);
+  t.ok('unsupported' in b.batchReport && /batch mode handles/.test(b.batchReport.unsupported), `two activations: ${JSON.stringify(b.batchReport)}`);
+  t.equal(b.batch, undefined, 'no batch plan');
+  t.equal(m2.client.batch, undefined, 'no batch parameters in the client part');
+});
