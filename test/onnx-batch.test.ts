@@ -13,15 +13,7 @@ import { classOfOutputs, classOfScores, compileOnnx, simulatedScores } from '../
 import { openReference } from '../src/model/onnx/reference.ts';
 import { ModelServer } from '../src/server/model-server.ts';
 import { batchModeFor, compileOnnxJob, readCalibration } from '../src/train/onnx-job.ts';
-import { buildModel, gemmWeights, type NodeSpec } from './helpers/onnx-build.ts';
-
-const gemm = (name: string, x: string, y: string): NodeSpec => ({
-  op: 'Gemm',
-  inputs: [x, `${name}_W`, `${name}_b`],
-  outputs: [y],
-  name,
-  attrs: { transB: 1 },
-});
+import { buildModel, gemm, gemmWeights } from './helpers/onnx-build.ts';
 
 /** Compiles `onnx` with `calibration` into a bundle, and runs `rows` through batch mode in process. */
 async function batchRun(t: Test, onnx: string, calibration: string, rows: number[][]) {
@@ -38,6 +30,19 @@ async function batchRun(t: Test, onnx: string, calibration: string, rows: number
   const scores = session.decryptScores(result);
   session.close();
   return { report, client, scores };
+}
+
+/** Largest |batch - simulated| over every record and output, and the largest |simulated| (at least 1). */
+function largestError(scores: number[][], simulated: (i: number) => number[]) {
+  let worst = 0,
+    top = 1;
+  scores.forEach((s, i) =>
+    simulated(i).forEach((v, c) => {
+      worst = Math.max(worst, Math.abs(s[c] - v));
+      top = Math.max(top, Math.abs(v));
+    }),
+  );
+  return { worst, top };
 }
 
 t.test('scikit-learn pipeline (Scaler + LinearClassifier): batch mode, 569 records in one query = the compiled model', async (t) => {
@@ -63,17 +68,8 @@ t.test('scikit-learn pipeline (Scaler + LinearClassifier): batch mode, 569 recor
   const ref = await openReference(bytes, m.lowered.inputName, m.lowered.inputShape);
   const ort = await ref.run(cal.rows);
   await ref.close();
-  let worst = 0,
-    top = 1,
-    agree = 0;
-  cal.rows.forEach((r, i) => {
-    const sim = simulatedScores(m, r);
-    sim.forEach((v, c) => {
-      worst = Math.max(worst, Math.abs(scores[i][c] - v));
-      top = Math.max(top, Math.abs(v));
-    });
-    if (classOfScores(client, scores[i]) === classOfOutputs(m.lowered.head, ort[i])) agree++;
-  });
+  const { worst, top } = largestError(scores, (i) => simulatedScores(m, cal.rows[i]));
+  const agree = scores.filter((s, i) => classOfScores(client, s) === classOfOutputs(m.lowered.head, ort[i])).length;
   // The flood's error is 2^-12 of the largest output (one standard deviation); 2^-9 is 8 of them.
   t.ok(worst < 2 ** -9 * top, `batch scores = the compiled model's within ${worst.toExponential(2)} (outputs up to ${top.toFixed(1)})`);
   t.ok(agree >= cal.rows.length - 2, `${agree} of ${cal.rows.length} classes = onnxruntime's`);
@@ -103,14 +99,7 @@ t.test('dense -> ReLU -> dense: batch mode with the fitted quadratic; two activa
   t.ok(a.scores, 'batch query served');
   if (a.scores) {
     const m = compileOnnx(new Uint8Array(await readFile(one)), rows);
-    let worst = 0,
-      top = 1;
-    rows.forEach((r, i) =>
-      simulatedScores(m, r).forEach((v, c) => {
-        worst = Math.max(worst, Math.abs(a.scores![i][c] - v));
-        top = Math.max(top, Math.abs(v));
-      }),
-    );
+    const { worst, top } = largestError(a.scores, (i) => simulatedScores(m, rows[i]));
     t.ok(worst < 2 ** -9 * top, `batch outputs = the compiled model's (ReLU as its quadratic) within ${worst.toExponential(2)}`);
   }
 

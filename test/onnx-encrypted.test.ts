@@ -14,18 +14,11 @@ import { classOfOutputs, classOfScores, compileOnnx, headOutputs, outputError, s
 import { openReference } from '../src/model/onnx/reference.ts';
 import { runEncryptedRecords } from '../src/model/onnx/verify.ts';
 import { compileOnnxJob } from '../src/train/onnx-job.ts';
-import { buildModel, gemmWeights, tensor, type NodeSpec } from './helpers/onnx-build.ts';
+import { buildModel, gemm, gemmWeights, tensor } from './helpers/onnx-build.ts';
 
 // A small ReLU network (fitted quadratic, one square) and the x^2 LeNet fixture's shape in small,
 // and the x^2 MLP fixture (two squares) at ring 16384; the benchmark measures the fixtures at
 // scale (npm run bench -- onnx); their plaintext equivalence is in onnx-fixtures.test.ts.
-const gemm = (name: string, x: string, y: string): NodeSpec => ({
-  op: 'Gemm',
-  inputs: [x, `${name}_W`, `${name}_b`],
-  outputs: [y],
-  name,
-  attrs: { transB: 1 },
-});
 const reluNet = buildModel({
   inputs: [['x', ['N', 1, 8, 8]]],
   outputs: [['p', ['N', 4]]],

@@ -5,15 +5,7 @@ import t, { type Test } from 'tap';
 import { compileOnnx } from '../src/model/onnx/compile.ts';
 import { lowerGraph } from '../src/model/onnx/lower.ts';
 import { parseOnnx } from '../src/model/onnx/graph.ts';
-import { buildModel, gemmWeights, tensor, type NodeSpec } from './helpers/onnx-build.ts';
-
-const gemm = (name: string, x: string, y: string): NodeSpec => ({
-  op: 'Gemm',
-  inputs: [x, `${name}_W`, `${name}_b`],
-  outputs: [y],
-  name,
-  attrs: { transB: 1 },
-});
+import { buildModel, gemm, gemmWeights, tensor } from './helpers/onnx-build.ts';
 
 function refusal(t: Test, bytes: Uint8Array, parts: (string | RegExp)[], what: RegExp) {
   try {

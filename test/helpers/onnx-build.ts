@@ -83,3 +83,12 @@ export function gemmWeights(prefix: string, n: number, m: number, seed = 1) {
     ),
   ];
 }
+
+/** A Gemm node y = x W^T + b reading the initializers gemmWeights(name, ...) makes. */
+export const gemm = (name: string, x: string, y: string): NodeSpec => ({
+  op: 'Gemm',
+  inputs: [x, `${name}_W`, `${name}_b`],
+  outputs: [y],
+  name,
+  attrs: { transB: 1 },
+});
