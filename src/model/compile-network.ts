@@ -123,12 +123,12 @@ function compileFlooded(net: Network, samples: ArrayLike<number>[], o: CompileOp
     last.weightScaleBits = FLOOD_WEIGHT_BITS;
     // The plain form first (unchanged programs for the models it fits), then the deferred one
     // (network-flood.ts), which needs fewer modulus bits when there are several squares.
-    // The deferred form also takes fewer Galois keys (compactRotations: same rotations, their
-    // key switches counted in the noise bound).
+    // Both take compact Galois keys (compactRotations: the same rotations with fewer keys, the
+    // extra key switches of baby steps reached by binary digits counted in the noise bound).
     const deferred = deferRescales(built.steps);
     const found =
       (o.floodForm !== 'deferred'
-        ? floodSearch(net, samples, built, built.steps, rotationsOf(built.steps), N, lambda, FLOOD_SQUARE_PRIME_BITS, [FLOOD_RESULT_PRIME_MAX_BITS])
+        ? floodSearch(net, samples, built, built.steps, compactRotations(built.steps), N, lambda, FLOOD_SQUARE_PRIME_BITS, [FLOOD_RESULT_PRIME_MAX_BITS])
         : undefined) ??
       (o.floodForm !== 'plain'
         ? floodSearch(net, samples, built, deferred, compactRotations(deferred), N, lambda, FLOOD_DEFERRED_PRIME_BITS, FLOOD_DEFERRED_RESULT_BITS)
