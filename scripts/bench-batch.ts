@@ -16,7 +16,7 @@ import { EncryptPool } from '../src/client/encrypt-pool.ts';
 import { measureBatchUnitCosts, measureBatchUnitCostsConcurrent, predictBatch } from '../src/fhe/batch-cost.ts';
 import { batchOpCounts, recordsPerBatch } from '../src/fhe/batch-plan.ts';
 import { readClientPart, readServerPart } from '../src/model/bundle.ts';
-import { simulateBatch } from '../src/model/compile-batch.ts';
+import { simulateBatch } from '../src/model/simulate-batch.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
 import { formatS3Uri } from '../src/storage/s3.ts';
 import { CNN_DEFAULTS } from '../src/train/cnn.ts';

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ClientSession } from '../src/client/session.ts';
 import { readClientPart, readServerPart } from '../src/model/bundle.ts';
-import { simulateBatch } from '../src/model/compile-batch.ts';
+import { simulateBatch } from '../src/model/simulate-batch.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
 import { startServer } from '../src/server/serve.ts';
 import { startTransformControlPlane } from '../src/sagemaker/transform-control-plane.ts';

@@ -25,7 +25,7 @@ import { primes as chainPrimes } from '../src/fhe/params.ts';
 import { FLOOD_SECURITY_BITS, NegacyclicNtt, floodSigma, loadRerandKey, secretKeyResidues } from '../src/fhe/privacy.ts';
 import { SinglePrivacy } from '../src/fhe/single-privacy.ts';
 import { readClientPart, readServerPart } from '../src/model/bundle.ts';
-import { simulateBatch } from '../src/model/compile-batch.ts';
+import { simulateBatch } from '../src/model/simulate-batch.ts';
 import { deskew } from '../src/model/deskew.ts';
 import type { Network } from '../src/model/network.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';

@@ -10,7 +10,7 @@ import { ClientSession } from '../src/client/session.ts';
 import { EncryptPool } from '../src/client/encrypt-pool.ts';
 import { createClient } from '../src/client/index.ts';
 import { readClientPart, readServerPart } from '../src/model/bundle.ts';
-import { simulateBatch } from '../src/model/compile-batch.ts';
+import { simulateBatch } from '../src/model/simulate-batch.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
 import { formatS3Uri } from '../src/storage/s3.ts';
 import { decodeWire, encodeWire, type ResultHeader } from '../src/wire/format.ts';

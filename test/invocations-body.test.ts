@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClientSession } from '../src/client/session.ts';
 import { readClientPart } from '../src/model/bundle.ts';
-import { simulateBatch } from '../src/model/compile-batch.ts';
+import { simulateBatch } from '../src/model/simulate-batch.ts';
 import { forward } from '../src/model/network.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
 import { MiB, splitBudget } from '../src/server/budget.ts';

@@ -9,7 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { ClientSession } from '../src/client/session.ts';
 import { SealedError } from '../src/errors.ts';
 import { readClientPart, readServerPart } from '../src/model/bundle.ts';
-import { simulateBatch } from '../src/model/compile-batch.ts';
+import { simulateBatch } from '../src/model/simulate-batch.ts';
 import { forward } from '../src/model/network.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
 import { ModelServer } from '../src/server/model-server.ts';

@@ -8,6 +8,7 @@ import { MAX_INT_WEIGHT, MAX_TAPS, PRIME_BITS } from '../fhe/kernel-limits.ts';
 import { MAX_BITS_128 } from '../fhe/params.ts';
 import { FLOOD_SECURITY_BITS, SEAL_NOISE_SIGMA, floodExtraBits, floodSigma, type Privacy } from '../fhe/privacy.ts';
 import { convOutputShape, parityCol, parityRow, perFeature, type Network } from './network.ts';
+import { simulateBatchTrace } from './simulate-batch.ts';
 
 /** Fresh-encryption noise is about 2^10 in the slots: 2^26 leaves inputs ~2^-16 accurate. */
 const INPUT_SCALE_BITS = 26;
@@ -288,27 +289,3 @@ function noiseL2Bounds(plan: BatchPlan, inputRange: Float64Array): number[] {
     return Math.max(1, 2 * gauss * Math.sqrt(c2) + quadratic);
   });
 }
-
-/** The batch plan in plaintext: the integer weights at their scales, no noise. */
-export function simulateBatchTrace(plan: BatchPlan, x: ArrayLike<number>): { hidden: Float64Array; out: Float64Array } {
-  const f = plan.first;
-  const s1 = 2 ** -f.weightScaleBits;
-  const hidden = new Float64Array(f.rows);
-  for (let j = 0; j < f.rows; j++) {
-    let acc = 0;
-    for (let t = f.start[j]; t < f.start[j + 1]; t++) acc += f.weight[t] * x[f.index[t]];
-    hidden[j] = acc * s1 + f.bias[j];
-  }
-  if (!plan.second) return { hidden, out: hidden };
-  const sec = plan.second;
-  const s2 = 2 ** -sec.weightScaleBits;
-  const out = new Float64Array(sec.rows);
-  for (let o = 0; o < sec.rows; o++) {
-    let acc = 0;
-    for (let j = 0; j < f.rows; j++) acc += sec.weight[o * f.rows + j] * hidden[j] * hidden[j];
-    out[o] = acc * s2 + sec.bias[o];
-  }
-  return { hidden, out };
-}
-
-export const simulateBatch = (plan: BatchPlan, x: ArrayLike<number>) => simulateBatchTrace(plan, x).out;

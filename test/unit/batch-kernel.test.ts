@@ -6,7 +6,8 @@ import { evaluateLanes, prepareKernel, residue } from '../../src/fhe/batch-kerne
 import { batchOpCounts, outputsOf, recordsPerBatch, resultSize, scaleBitsOf, type BatchPlan } from '../../src/fhe/batch-plan.ts';
 import { SecretKeyHolder, generateSecretKey } from '../../src/fhe/ckks.ts';
 import { buildRaw, copyResidues, isPacked, packResidues, readRawInfo, unpackResidues } from '../../src/fhe/raw-ciphertext.ts';
-import { batchUnsupported, compileBatch, simulateBatch } from '../../src/model/compile-batch.ts';
+import { batchUnsupported, compileBatch } from '../../src/model/compile-batch.ts';
+import { simulateBatch } from '../../src/model/simulate-batch.ts';
 import { forward, type Network } from '../../src/model/network.ts';
 import { F, rng, side, smallCnn } from '../helpers/networks.ts';
 

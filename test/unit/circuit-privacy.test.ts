@@ -9,7 +9,8 @@ import { BatchPrivacy, makeBatchRerandKey } from '../../src/fhe/batch-privacy.ts
 import { CkksSession, SecretKeyHolder, generateSecretKey } from '../../src/fhe/ckks.ts';
 import { primes } from '../../src/fhe/params.ts';
 import { floodNoise, loadRerandKey, NegacyclicNtt, secretKeyResidues } from '../../src/fhe/privacy.ts';
-import { FLOOD_PRECISION_BITS, compileBatch, simulateBatch } from '../../src/model/compile-batch.ts';
+import { FLOOD_PRECISION_BITS, compileBatch } from '../../src/model/compile-batch.ts';
+import { simulateBatch } from '../../src/model/simulate-batch.ts';
 import type { Network } from '../../src/model/network.ts';
 import { rng } from '../helpers/networks.ts';
 
