@@ -52,7 +52,9 @@ function sameAsLibrary(t: Test, e: TreeEnsemble, forest: ReturnType<typeof fitFo
   const ours = rows.map((r) => predict(e, r));
   const v = votes(forest, rows, classes);
   let worst = 0;
-  rows.forEach((r, i) => scores(e, r).forEach((s, k) => (worst = Math.max(worst, Math.abs(s - v[i][k])))));
+  // A binary forest of an odd tree count keeps one score: the vote fraction of class 1.
+  const one = e.outputs === 1 && classes === 2;
+  rows.forEach((r, i) => scores(e, r).forEach((s, k) => (worst = Math.max(worst, Math.abs(s - v[i][one ? 1 : k])))));
   t.ok(worst < 1e-12, `${what}: the scores are the library's vote fractions (largest difference ${worst})`);
   t.same(ours, lib, `${what}: the class the library predicts, on every one of ${rows.length} records`);
 }
@@ -65,6 +67,14 @@ t.test('breast cancer: the converted forest predicts what ml-random-forest predi
   const te = await csv(join(testDir, 'data.csv'), 'diagnosis');
   const { forest, ensemble: e } = fitted(tr.x, tr.y, 'binary', 2, HP);
   t.equal(e.trees.length, 21);
+  t.equal(e.outputs, 1, 'binary, 21 trees: one score (the vote fraction of class 1), half the circuit work of two');
+  const even = fitted(tr.x, tr.y, 'binary', 2, { ...HP, trees: '4', max_depth: '2' });
+  t.equal(even.ensemble.outputs, 2, 'an even tree count keeps both scores (two classes can tie; the file header says how ties go)');
+  const ev = votes(even.forest, te.x, 2);
+  t.ok(
+    te.x.every((r, i) => scores(even.ensemble, r).every((s, k) => Math.abs(s - ev[i][k]) < 1e-12)),
+    'four trees: both scores are the vote fractions',
+  );
   t.ok(forestDepth(e) <= 4 && forestDepth(e) >= 3, `depth ${forestDepth(e)}: within the circuit's 4`);
   // The bootstrap draws columns with repeats: a tree that splits on column j of its subset splits
   // on the original column indexes[t][j], which is a different one for most trees.

@@ -104,7 +104,8 @@ export function probabilitiesOf(e: Pick<TreeEnsemble, 'post'>, s: number[]): num
     const sum = ex.reduce((a, b) => a + b, 0);
     return ex.map((v) => v / sum);
   }
-  if (e.post === 'proba') return s.slice();
+  // One score: a binary model's probability of class 1 (a forest's vote fraction).
+  if (e.post === 'proba') return s.length === 1 ? [1 - s[0], s[0]] : s.slice();
   return undefined;
 }
 

@@ -13,7 +13,11 @@
 //    the scores are the vote fractions (ml-random-forest's predictProbability) and 'proba' picks
 //    the largest. A tie between classes goes to the lower index here, where the library takes the
 //    class that reached the count first; an odd tree count rules ties out for two classes;
-//  - regression averages the trees' leaf means: a leaf adds its mean / T.
+//  - regression averages the trees' leaf means: a leaf adds its mean / T;
+//  - a binary forest of an odd number of trees keeps one score, the fraction of votes for class
+//    1 (class 1 iff it is at least 1/2, which an odd count never ties): the circuit's work per
+//    output (a plaintext product per leaf, a relinearization per group) is then done once, not
+//    twice.
 import { SealedError } from '../../errors.ts';
 import { checkTree, emptyTree, treeDepth, type Tree, type TreeEnsemble, type TreeTask } from './ensemble.ts';
 
@@ -58,7 +62,8 @@ function vote(n: CartNode, classes: number, where: string): number {
 export function forestToEnsemble(forest: FittedForest, shape: ForestShape): TreeEnsemble {
   const T = forest.estimators.length;
   const classifier = shape.task !== 'regression';
-  const outputs = classifier ? shape.classes : 1;
+  const oneScore = shape.task === 'binary' && shape.classes === 2 && T % 2 === 1;
+  const outputs = classifier && !oneScore ? shape.classes : 1;
   const trees = forest.estimators.map((est, t): Tree => {
     const where = `tree ${t} of the fitted forest`;
     const used = forest.indexes[t];
@@ -79,7 +84,8 @@ export function forestToEnsemble(forest: FittedForest, shape: ForestShape): Tree
     const ids = new Map(nodes.map((n, i) => [n, i]));
     nodes.forEach((n, i) => {
       if (isLeaf(n)) {
-        if (classifier) tree.value[i * outputs + vote(n, outputs, where)] = 1 / T;
+        if (oneScore) tree.value[i] = vote(n, 2, where) === 1 ? 1 / T : 0;
+        else if (classifier) tree.value[i * outputs + vote(n, outputs, where)] = 1 / T;
         else {
           if (typeof n.distribution !== 'number') throw new SealedError('internal', `${where}: a regression leaf without a mean`);
           tree.value[i] = n.distribution / T;
