@@ -13,6 +13,7 @@
 //    output is replicated at every slot (the client writes the input for it), a row sum (one
 //    product, folds 1..P/2: output o at slot P*o) and, from that, a sparse step (output k at
 //    slot S - k). The MNIST x^2 MLP 784-128-64-10: 30 rotations and 27 products instead of 38 and 96.
+//    Their noise bounds differ, so with privacy 'flood' the two are compared on their chains.
 //  - quadratic a x^2 + b x + c = a (x + b/2a)^2 + (c - b^2/4a): b/2a joins the previous bias,
 //    a and the constant join the next dense layer, so each activation is one square.
 // Rescaled steps encode masks at the scale of the prime they drop, so scales stay near 2^30;
@@ -30,7 +31,7 @@ import { simulate, type SimulationTrace } from './simulate.ts';
 import type { CompiledModel } from './compile-linear.ts';
 import { FLOOD_PRECISION_BITS } from './compile-batch.ts';
 import { FLOOD_SECURITY_BITS, floodSigma, type Privacy } from '../fhe/privacy.ts';
-import { buildNetwork, buildNetworkWith, networkCost, type BuiltNetwork } from './network-steps.ts';
+import { buildNetwork, buildNetworks, networkCost, type BuiltNetwork } from './network-steps.ts';
 import {
   analyse,
   deferRescales,
@@ -123,14 +124,18 @@ function compileFlooded(net: Network, samples: ArrayLike<number>[], o: CompileOp
   let why = '';
   for (const S of o.slots ? [o.slots] : [4096, 8192, 16384]) {
     const N = 2 * S;
-    // The cheapest layouts (buildNetwork); should their noise bound not fit this ring where the
-    // hybrid layouts' does, those.
-    let built = buildNetwork(net, S);
-    let found = floodForms(net, samples, built, N, lambda, o);
-    const fallback = found ? undefined : buildNetworkWith(net, S, []).built;
-    if (fallback && networkCost(fallback.steps) !== networkCost(built.steps)) {
-      built = fallback;
-      found = floodForms(net, samples, built, N, lambda, o);
+    // The cheapest layouts (buildNetworks) unless the flood's chain makes them dearer than the
+    // hybrid ones (their noise bounds differ, so may the number of primes) or does not fit.
+    const { cheapest, hybrid } = buildNetworks(net, S);
+    let built = hybrid;
+    let found = floodForms(net, samples, hybrid, N, lambda, o);
+    if (cheapest !== hybrid) {
+      const other = floodForms(net, samples, cheapest, N, lambda, o);
+      const cost = (f: NonNullable<typeof found>) => networkCost(f.steps, f.chain.dataBits.length);
+      if (other && (!found || cost(other) < cost(found))) {
+        built = cheapest;
+        found = other;
+      }
     }
     if (!found) {
       why = `no chain within the 128-bit bound ${MAX_BITS_128[N]} of ring ${N} gives the flood 2^-${FLOOD_PRECISION_BITS} precision`;

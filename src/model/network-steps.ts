@@ -39,6 +39,11 @@ type Chooser = (denseIndex: number, options: DenseKind[]) => DenseKind;
  * first one tried, the hybrid/first layouts, so programs only change where another is cheaper.
  */
 export function buildNetwork(net: Network, S: number): BuiltNetwork {
+  return buildNetworks(net, S).cheapest;
+}
+
+/** The cheapest layouts (buildNetwork) and the hybrid ones (the same object when nothing is cheaper). */
+export function buildNetworks(net: Network, S: number): { cheapest: BuiltNetwork; hybrid: BuiltNetwork } {
   // Depth-first over the choices: each build takes the first option past its prefix and
   // records the others, which are then tried as prefixes of their own.
   const best = buildNetworkWith(net, S, []);
@@ -64,17 +69,16 @@ export function buildNetwork(net: Network, S: number): BuiltNetwork {
       }
   };
   visit(best.options, best.chosen, 0);
-  return winner;
+  return { cheapest: winner, hybrid: best.built };
 }
 
 /**
  * A machine-independent proxy of the evaluation time, to compare layouts of one network (same
  * depth): a rotation costs about the number of primes left at its level (key switching over
  * them; measured at ring 16384: 61 ms with 7 primes, 19 ms with 3), a plaintext product about a
- * fifteenth of that.
+ * fifteenth of that. `primes`: the data primes at level 0, when the chain is known.
  */
-export function networkCost(steps: Step[]): number {
-  const primes = depthOf(steps) + 2;
+export function networkCost(steps: Step[], primes = depthOf(steps) + 2): number {
   let cost = 0;
   for (const [key, n] of opCountsByLevel({ steps, galoisSteps: rotationsOf(steps) } as Program)) {
     const [op, at] = key.split('@');
