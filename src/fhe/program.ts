@@ -91,8 +91,9 @@ export function compactRotations(steps: Step[]): number[] {
     if (st.op !== 'linear') continue;
     for (const b of new Set(st.terms.map((t) => t.baby))) for (let r = b; r > 0; r &= r - 1) s.add(r & -r);
     const giants = [...new Set(st.terms.map((t) => t.giant))].filter((g) => g !== 0);
+    // A step with one giant group (giant 0) rotates no group.
     const B = Math.min(...giants);
-    if (giants.every((g) => g % B === 0)) s.add(B);
+    if (giants.length > 0 && giants.every((g) => g % B === 0)) s.add(B);
     else for (const g of giants) s.add(g);
     for (const f of st.folds) s.add(f);
   }

@@ -8,6 +8,12 @@
 //    dy*W) serves every filter. Output: P = slots, no repetition.
 //  - dense (out x in) from period P: hybrid diagonal method, z[t] = sum_{d<m} W[t mod m, in(t+d)],
 //    m = nextPow2(out), then folds m, 2m, ..., P/2 leave output o at every slot t = o (mod m).
+//  - other dense layouts (network-layouts.ts), taken where they are cheaper (buildNetwork keeps
+//    the cheapest combination by networkCost, the hybrid ones on a tie): a first layer whose
+//    output is replicated at every slot (the client writes the input for it), a row sum (one
+//    product, folds 1..P/2: output o at slot P*o) and, from that, a sparse step (output k at
+//    slot S - k). The MNIST x^2 MLP 784-128-64-10: 30 rotations and 27 products instead of 38 and 96.
+//    Their noise bounds differ, so with privacy 'flood' the two are compared on their chains.
 //  - quadratic a x^2 + b x + c = a (x + b/2a)^2 + (c - b^2/4a): b/2a joins the previous bias,
 //    a and the constant join the next dense layer, so each activation is one square.
 // Rescaled steps encode masks at the scale of the prime they drop, so scales stay near 2^30;
@@ -25,7 +31,7 @@ import { simulate, type SimulationTrace } from './simulate.ts';
 import type { CompiledModel } from './compile-linear.ts';
 import { FLOOD_PRECISION_BITS } from './compile-batch.ts';
 import { FLOOD_SECURITY_BITS, floodSigma, type Privacy } from '../fhe/privacy.ts';
-import { buildNetwork, type BuiltNetwork } from './network-steps.ts';
+import { buildNetwork, buildNetworks, networkCost, type BuiltNetwork } from './network-steps.ts';
 import {
   analyse,
   deferRescales,
@@ -118,21 +124,19 @@ function compileFlooded(net: Network, samples: ArrayLike<number>[], o: CompileOp
   let why = '';
   for (const S of o.slots ? [o.slots] : [4096, 8192, 16384]) {
     const N = 2 * S;
-    const built = buildNetwork(net, S);
-    const last = built.steps[built.steps.length - 1] as LinearStep;
-    last.weightScaleBits = FLOOD_WEIGHT_BITS;
-    // The plain form first (unchanged programs for the models it fits), then the deferred one
-    // (network-flood.ts), which needs fewer modulus bits when there are several squares.
-    // Both take compact Galois keys (compactRotations: the same rotations with fewer keys, the
-    // extra key switches of baby steps reached by binary digits counted in the noise bound).
-    const deferred = deferRescales(built.steps);
-    const found =
-      (o.floodForm !== 'deferred'
-        ? floodSearch(net, samples, built, built.steps, compactRotations(built.steps), N, lambda, FLOOD_SQUARE_PRIME_BITS, [FLOOD_RESULT_PRIME_MAX_BITS])
-        : undefined) ??
-      (o.floodForm !== 'plain'
-        ? floodSearch(net, samples, built, deferred, compactRotations(deferred), N, lambda, FLOOD_DEFERRED_PRIME_BITS, FLOOD_DEFERRED_RESULT_BITS)
-        : undefined);
+    // The cheapest layouts (buildNetworks) unless the flood's chain makes them dearer than the
+    // hybrid ones (their noise bounds differ, so may the number of primes) or does not fit.
+    const { cheapest, hybrid } = buildNetworks(net, S);
+    let built = hybrid;
+    let found = floodForms(net, samples, hybrid, N, lambda, o);
+    if (cheapest !== hybrid) {
+      const other = floodForms(net, samples, cheapest, N, lambda, o);
+      const cost = (f: NonNullable<typeof found>) => networkCost(f.steps, f.chain.dataBits.length);
+      if (other && (!found || cost(other) < cost(found))) {
+        built = cheapest;
+        found = other;
+      }
+    }
     if (!found) {
       why = `no chain within the 128-bit bound ${MAX_BITS_128[N]} of ring ${N} gives the flood 2^-${FLOOD_PRECISION_BITS} precision`;
       continue;
@@ -148,6 +152,32 @@ function compileFlooded(net: Network, samples: ArrayLike<number>[], o: CompileOp
     return { program, masks: built.masks, input: built.input, output: built.output };
   }
   throw new SealedError('bad-data', `privacy flood: ${why}`, 'use fewer layers, or privacy none');
+}
+
+/**
+ * The plain form first (unchanged programs for the models it fits), then the deferred one
+ * (network-flood.ts), which needs fewer modulus bits when there are several squares.
+ * The deferred form also takes fewer Galois keys (compactRotations: same rotations, their
+ * key switches counted in the noise bound).
+ */
+/**
+ * The plain form first (unchanged programs for the models it fits), then the deferred one
+ * (network-flood.ts), which needs fewer modulus bits when there are several squares. Both take
+ * compact Galois keys (compactRotations: the same rotations with fewer keys, the extra key
+ * switches of baby steps reached by binary digits counted in the noise bound).
+ */
+function floodForms(net: Network, samples: ArrayLike<number>[], built: BuiltNetwork, N: number, lambda: number, o: CompileOptions) {
+  const last = built.steps[built.steps.length - 1] as LinearStep;
+  last.weightScaleBits = FLOOD_WEIGHT_BITS;
+  const deferred = deferRescales(built.steps);
+  return (
+    (o.floodForm !== 'deferred'
+      ? floodSearch(net, samples, built, built.steps, compactRotations(built.steps), N, lambda, FLOOD_SQUARE_PRIME_BITS, [FLOOD_RESULT_PRIME_MAX_BITS])
+      : undefined) ??
+    (o.floodForm !== 'plain'
+      ? floodSearch(net, samples, built, deferred, compactRotations(deferred), N, lambda, FLOOD_DEFERRED_PRIME_BITS, FLOOD_DEFERRED_RESULT_BITS)
+      : undefined)
+  );
 }
 
 /**

@@ -188,6 +188,8 @@ export interface FloodAnalysis {
   gains: Map<number, { all: number; baby: Map<number, number> }>;
   /** Per linear step: how its rotations use the program's keys (key switches per baby, giant rotations). */
   routes: Map<number, RotationRoutes>;
+  /** By input scale bits: the interval bound's largest value before each square (it does not depend on the chain). */
+  squareMax: Map<number, Map<number, number>>;
 }
 
 export function analyse(
@@ -213,7 +215,32 @@ export function analyse(
     for (const b of new Set(st.terms.map((t) => t.baby))) if (b !== 0) baby.set(b, schurGain(st, abs, S, b));
     gains.set(i, { all: schurGain(st, abs, S), baby });
   });
-  return { steps, N, S, written, inputMax, cap, abs, gains, routes };
+  return { steps, N, S, written, inputMax, cap, abs, gains, routes, squareMax: new Map() };
+}
+
+/**
+ * The interval bound U of the values (the steps on |masks|, from the input range plus its
+ * encoding error at 2^a, capped at 4x the samples' largest): its largest value before each square.
+ */
+function squareMaxima(f: FloodAnalysis, a: number): Map<number, number> {
+  const known = f.squareMax.get(a);
+  if (known) return known;
+  const out = new Map<number, number>();
+  const eps = f.N / 2 ** a + 2 ** -24 * f.inputMax;
+  let U = Float64Array.from(f.written, (w) => (w ? f.inputMax : 0) + eps);
+  f.steps.forEach((st, i) => {
+    if (st.op === 'rescale') return;
+    if (st.op === 'square') {
+      let maxU = 0;
+      for (const u of U) maxU = Math.max(maxU, u);
+      out.set(i, maxU);
+      U = U.map((u) => Math.min(u * u, f.cap[i]));
+      return;
+    }
+    U = simulate({ steps: [st] } as Program, f.abs, U).map((u) => Math.min(u, f.cap[i]));
+  });
+  f.squareMax.set(a, out);
+  return out;
 }
 
 /**
@@ -272,8 +299,7 @@ export function floodNoiseBound(f: FloodAnalysis, a: number, chain: FloodChain):
     const digits = chain.dataBits.slice(0, chain.dataBits.length - level);
     return sqrtN * eCan * digits.reduce((acc, b) => acc + 2 ** (b - SPECIAL_PRIME_BITS), 0) + R;
   };
-  const eps = N / 2 ** a + 2 ** -24 * f.inputMax;
-  let U = Float64Array.from(f.written, (w) => (w ? f.inputMax : 0) + eps);
+  const squareMax = squareMaxima(f, a);
   let rho = (21 * sqrtN) / 2 ** a;
   let scale = a;
   let level = 0;
@@ -287,13 +313,11 @@ export function floodNoiseBound(f: FloodAnalysis, a: number, chain: FloodChain):
       return;
     }
     if (st.op === 'square') {
-      let maxU = 0;
-      for (const u of U) maxU = Math.max(maxU, u);
+      const maxU = squareMax.get(i)!;
       rho = 2 * maxU * rho + sqrtN * rho * rho + K(level) / 2 ** (2 * scale);
       scale = 2 * scale - chain.rescaleBits[rescales++];
       level++;
       rho += R / 2 ** scale;
-      U = U.map((u) => Math.min(u * u, f.cap[i]));
       return;
     }
     const g = f.gains.get(i)!;
@@ -313,8 +337,6 @@ export function floodNoiseBound(f: FloodAnalysis, a: number, chain: FloodChain):
     rho = out;
     scale = nextScale;
     level = nextLevel;
-    // Interval bound of the values: the step on |masks| and the bounds (the bias mask included).
-    U = simulate({ steps: [st] } as Program, f.abs, U).map((u) => Math.min(u, f.cap[i]));
   });
   return rho;
 }

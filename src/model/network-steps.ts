@@ -1,17 +1,23 @@
 // The single layout's steps for a network: buildNetwork lays the layers out in the slots and
-// emits their linear steps (bsgsStep, denseStep, firstDenseStep) and squares, with their masks.
-// The layouts are described at the top of compile-network.ts.
+// emits their linear steps (bsgsStep, denseStep, firstDenseStep, and the layouts of
+// network-layouts.ts) and squares, with their masks. The layouts are described at the top of
+// compile-network.ts.
 import { SealedError } from '../errors.ts';
-import type { LinearStep, Step } from '../fhe/program.ts';
+import { depthOf, opCountsByLevel, rotationsOf, type LinearStep, type Program, type Step } from '../fhe/program.ts';
 import { bsgsStep, nextPow2, squareSplit, type Diagonal } from './diagonal.ts';
 import type { InputLayout, OutputLayout } from './layout.ts';
 import { convOutputShape, parityCol, parityRow, perFeature, type Dense, type Network } from './network.ts';
-
-interface Layout {
-  period: number;
-  /** slot (in [0, period)) of each feature */
-  slot: Int32Array;
-}
+import {
+  foldedBias,
+  replicatedFirstDense,
+  replicatedTerms,
+  rowSumFits,
+  rowSumStep,
+  sparseSpacing,
+  sparseStep,
+  type Layout,
+  type Pending,
+} from './network-layouts.ts';
 
 export interface BuiltNetwork {
   steps: Step[];
@@ -20,8 +26,84 @@ export interface BuiltNetwork {
   output: OutputLayout;
 }
 
-/** The steps, masks and layouts of a network in S slots (the last layer's weight scale left unset). */
+/**
+ * How a dense layer is laid out: 'hybrid' (denseStep), 'first' (firstDenseStep), or one of the
+ * layouts of network-layouts.ts. Each layer's options depend on the layout the previous ones leave.
+ */
+export type DenseKind = 'hybrid' | 'first' | 'replicated' | 'rowsum' | 'sparse';
+type Chooser = (denseIndex: number, options: DenseKind[]) => DenseKind;
+
+/**
+ * The steps, masks and layouts of a network in S slots (the last layer's weight scale left unset):
+ * of every combination of dense layouts that applies, the cheapest by networkCost; on a tie the
+ * first one tried, the hybrid/first layouts, so programs only change where another is cheaper.
+ */
 export function buildNetwork(net: Network, S: number): BuiltNetwork {
+  return buildNetworks(net, S).cheapest;
+}
+
+/** The cheapest layouts (buildNetwork) and the hybrid ones (the same object when nothing is cheaper). */
+export function buildNetworks(net: Network, S: number): { cheapest: BuiltNetwork; hybrid: BuiltNetwork } {
+  // Depth-first over the choices: each build takes the first option past its prefix and
+  // records the others, which are then tried as prefixes of their own.
+  const best = buildNetworkWith(net, S, []);
+  let bestCost = networkCost(best.built.steps);
+  let winner = best.built;
+  const visit = (options: DenseKind[][], chosen: DenseKind[], from: number) => {
+    for (let i = from; i < options.length; i++)
+      for (const alt of options[i].slice(1)) {
+        const prefix = [...chosen.slice(0, i), alt];
+        let tried: { built: BuiltNetwork; options: DenseKind[][]; chosen: DenseKind[] };
+        try {
+          tried = buildNetworkWith(net, S, prefix);
+        } catch (e) {
+          if (e instanceof SealedError) continue; // this combination does not fit; others may
+          throw e;
+        }
+        const cost = networkCost(tried.built.steps);
+        if (cost < bestCost) {
+          bestCost = cost;
+          winner = tried.built;
+        }
+        visit(tried.options, tried.chosen, i + 1);
+      }
+  };
+  visit(best.options, best.chosen, 0);
+  return { cheapest: winner, hybrid: best.built };
+}
+
+/**
+ * A machine-independent proxy of the evaluation time, to compare layouts of one network (same
+ * depth): a rotation costs about the number of primes left at its level (key switching over
+ * them; measured at ring 16384: 61 ms with 7 primes, 19 ms with 3), a plaintext product about a
+ * fifteenth of that. `primes`: the data primes at level 0, when the chain is known.
+ */
+export function networkCost(steps: Step[], primes = depthOf(steps) + 2): number {
+  let cost = 0;
+  for (const [key, n] of opCountsByLevel({ steps, galoisSteps: rotationsOf(steps) } as Program)) {
+    const [op, at] = key.split('@');
+    const left = primes - Number(at);
+    if (op === 'rotate') cost += n * left;
+    else if (op === 'multiplyPlain') cost += (n * left) / 15;
+  }
+  return cost;
+}
+
+/** The network with the dense layouts `prefix` (then the first option of each later layer), and the options it met. */
+export function buildNetworkWith(net: Network, S: number, prefix: DenseKind[]): { built: BuiltNetwork; options: DenseKind[][]; chosen: DenseKind[] } {
+  const options: DenseKind[][] = [];
+  const chosen: DenseKind[] = [];
+  const choose: Chooser = (i, opts) => {
+    options.push(opts);
+    const pick = i < prefix.length ? prefix[i] : opts[0];
+    if (!opts.includes(pick)) throw new SealedError('internal', `dense layout ${pick} does not apply to layer ${i}`);
+    chosen.push(pick);
+    return pick;
+  };
+  return { built: buildChosen(net, S, choose), options, chosen };
+}
+
+function buildChosen(net: Network, S: number, choose: Chooser): BuiltNetwork {
   const H = net.input.height;
   const W = net.input.width;
   const inPeriod = nextPow2(H * W);
@@ -37,7 +119,8 @@ export function buildNetwork(net: Network, S: number): BuiltNetwork {
     masks.push(...parts.masks);
   };
   // Pending activation scale/offset per feature of the current layout, folded into the next dense.
-  let pending: { a: number[]; g: number[] } | undefined;
+  let pending: Pending | undefined;
+  let denseIndex = 0;
   const lastDense = net.layers.map((l) => l.type).lastIndexOf('dense');
 
   for (let li = 0; li < net.layers.length; li++) {
@@ -83,15 +166,30 @@ export function buildNetwork(net: Network, S: number): BuiltNetwork {
       }
       steps.push({ op: 'square' });
       pending = { a, g };
-    } else if (li === 0 && S / inPeriod > 1 && nextPow2(layer.weights.length) >= S / inPeriod && nextPow2(layer.weights.length) <= inPeriod) {
-      const first = firstDenseStep(layer, H * W, inPeriod, S, li === lastDense, masks.length);
-      add(first.parts);
-      featureSlots = first.featureSlots;
-      layout = first.layout;
     } else {
-      add(denseStep(layer, layout, S, pending, li === lastDense, masks.length));
-      const m = nextPow2(layer.weights.length);
-      layout = { period: m, slot: Int32Array.from({ length: layer.weights.length }, (_, o) => o) };
+      const out = layer.weights.length;
+      const n = layer.weights[0].length;
+      if (n !== layout.slot.length) throw new SealedError('bad-data', `a dense layer takes ${n} inputs but receives ${layout.slot.length}`);
+      const last = li === lastDense;
+      const first = li === 0 && S / inPeriod > 1 && nextPow2(out) >= S / inPeriod && nextPow2(out) <= inPeriod;
+      const options: DenseKind[] = [first ? 'first' : 'hybrid'];
+      if (li === 0 && replicatedTerms(out, n, S) !== undefined) options.push('replicated');
+      if (rowSumFits(out, layout, S)) options.push('rowsum');
+      if (sparseSpacing(out, layout) !== undefined) options.push('sparse');
+      const kind = choose(denseIndex++, options);
+      if (kind === 'first' || kind === 'replicated') {
+        const built = kind === 'first' ? firstDenseStep(layer, n, inPeriod, S, last, masks.length) : replicatedFirstDense(layer, n, S, last, masks.length);
+        add(built.parts);
+        featureSlots = built.featureSlots;
+        layout = built.layout;
+      } else if (kind === 'rowsum' || kind === 'sparse') {
+        const built = (kind === 'rowsum' ? rowSumStep : sparseStep)(layer, layout, S, pending, last, masks.length);
+        add(built.parts);
+        layout = built.layout;
+      } else {
+        add(denseStep(layer, layout, S, pending, last, masks.length));
+        layout = { period: nextPow2(out), slot: Int32Array.from({ length: out }, (_, o) => o) };
+      }
       pending = undefined;
     }
   }
@@ -104,15 +202,13 @@ export function buildNetwork(net: Network, S: number): BuiltNetwork {
     featureSlots,
   };
   const outCount = (net.layers[lastDense] as Dense).weights.length;
-  const output: OutputLayout = { count: outCount, recordStride: S, offsets: Array.from({ length: outCount }, (_, c) => c) };
+  const output: OutputLayout = { count: outCount, recordStride: S, offsets: Array.from(layout.slot) };
 
   return { steps, masks, input, output };
 }
 
-function denseStep(layer: Dense, layout: Layout, S: number, pending: { a: number[]; g: number[] } | undefined, last: boolean, maskBase: number) {
+function denseStep(layer: Dense, layout: Layout, S: number, pending: Pending | undefined, last: boolean, maskBase: number) {
   const out = layer.weights.length;
-  const n = layer.weights[0].length;
-  if (n !== layout.slot.length) throw new SealedError('bad-data', `a dense layer takes ${n} inputs but receives ${layout.slot.length}`);
   const m = nextPow2(out);
   if (m > S) throw new SealedError('bad-data', `a dense layer of ${out} outputs does not fit ${S} slots`, 'use narrower layers');
   // A wider layer than its input's period reads the input over m slots: the layout repeats
@@ -134,7 +230,7 @@ function denseStep(layer: Dense, layout: Layout, S: number, pending: { a: number
   const folds: number[] = [];
   for (let f = m; f < P; f *= 2) folds.push(f);
   const parts = bsgsStep(diagonals, squareSplit(m), folds, !last, maskBase);
-  const perOut = layer.bias.map((b, o) => (pending ? layer.weights[o].reduce((acc, wj, j) => acc + wj * pending.g[j], b) : b));
+  const perOut = foldedBias(layer, pending);
   const bias = new Float64Array(S);
   for (let t = 0; t < S; t++) if (t % m < out) bias[t] = perOut[t % m];
   parts.step.bias = maskBase + parts.masks.length;
