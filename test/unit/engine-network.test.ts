@@ -13,7 +13,7 @@ const { cnn, mlp } = mnistShapedNetworks(r, 16, 128);
 
 for (const [name, net, maxRotations] of [
   ['conv -> quadratic -> dense', cnn, 24],
-  ['dense -> quadratic -> dense (interleaved input copies)', mlp, 26],
+  ['dense -> quadratic -> dense (first layer replicated at every slot)', mlp, 26],
 ] as const)
   t.test(`${name}: encrypted logits equal plaintext logits`, async (t) => {
     const images = Array.from({ length: 6 }, () => Array.from({ length: 784 }, () => Math.max(0, r() * 2)));
