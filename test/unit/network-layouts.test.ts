@@ -1,17 +1,15 @@
 // The dense layouts of network-layouts.ts (replicated first layer, row sum, sparse) and
 // buildNetwork's choice among them: each computes its layer exactly (plaintext simulation, every
 // slot the layout claims), the MNIST-shaped x^2 MLP 784-128-64-10 takes them with fewer
-// rotations and products than the hybrid layouts, networks they do not make cheaper keep their
-// programs, and the engine's encrypted results equal the plaintext network.
+// rotations and products than the hybrid layouts, and networks they do not make cheaper keep
+// their programs. Encrypted: test/network-layouts-encrypted.test.ts.
 import t from 'tap';
 import { opCounts, type Program } from '../../src/fhe/program.ts';
-import { compileNetwork } from '../../src/model/compile-network.ts';
 import { packRecords } from '../../src/model/layout.ts';
 import { replicatedFirstDense, replicatedTerms, rowSumStep, sparseStep, type Layout } from '../../src/model/network-layouts.ts';
 import { buildNetwork, buildNetworkWith, networkCost } from '../../src/model/network-steps.ts';
 import { forward, type Dense, type Network } from '../../src/model/network.ts';
 import { simulate } from '../../src/model/simulate.ts';
-import { runEncrypted } from '../helpers/encrypted.ts';
 import { mnistShapedNetworks, rng } from '../helpers/networks.ts';
 
 const r = rng(17);
@@ -135,33 +133,4 @@ t.test('networks the new layouts do not make cheaper keep their programs', async
     t.same(built.steps, hybrid.steps, `CNN in ${S} slots: same steps`);
     t.same(built.masks, hybrid.masks, `CNN in ${S} slots: same masks`);
   }
-});
-
-t.test('encrypted: the new layouts give the plaintext network', async (t) => {
-  const small: Network = {
-    input: { height: 8, width: 8 },
-    layers: [
-      dense(32, 64, 0.3),
-      { type: 'quadratic', a: 0.5, b: 0.2, c: 0.1 },
-      dense(16, 32, 0.3),
-      { type: 'quadratic', a: 0.5, b: 0.2, c: 0.1 },
-      dense(10, 16, 0.3),
-    ],
-  };
-  const images = Array.from({ length: 3 }, () => Array.from({ length: 64 }, () => Math.max(0, r() * 2)));
-  const m = compileNetwork(small, images, { slots: 8192, privacy: 'none' });
-  const kinds = buildNetworkWith(small, 8192, []);
-  t.ok(opCounts(m.program).rotations < opCounts({ steps: kinds.built.steps }).rotations, 'fewer rotations than the hybrid layouts');
-  t.ok(
-    m.program.steps.some((s) => s.op === 'linear' && s.terms.length === 1 && s.folds[0] === 1),
-    'a row-sum step (one product, folds from 1)',
-  );
-  t.ok(
-    m.output.offsets.some((o) => o > 8192 / 2),
-    'outputs at slots S - k (sparse last layer)',
-  );
-  const decoded = await runEncrypted(m.program, m.masks, packRecords(m.input, images));
-  let worst = 0;
-  decoded.forEach((dec, i) => forward(small, images[i]).forEach((w, c) => (worst = Math.max(worst, Math.abs(dec[m.output.offsets[c]] - w)))));
-  t.ok(worst < 1e-3, `largest output error ${worst.toExponential(2)} < 1e-3`);
 });
