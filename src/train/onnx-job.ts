@@ -109,18 +109,15 @@ export async function findOnnx(dir: string): Promise<string | undefined> {
 export async function batchModeFor(model: OnnxModel, rows: ArrayLike<number>[]): Promise<{ batch?: BatchPlan; batchReport: CompileReport['batch'] }> {
   const unsupported = batchUnsupported(model.network);
   if (unsupported) return { batchReport: { unsupported } };
-  const factors = batchInputFactors(
-    model.network,
-    rows.map((r) => preprocessRecord(r, model.client)),
-  );
+  const pre = rows.map((r) => preprocessRecord(r, model.client));
+  const factors = batchInputFactors(model.network, pre);
   const built = { compiled: model.compiled, client: model.client };
   const batch = await addBatchMode(model.network, built, rows, factors);
   if (!batch || !model.client.batch)
     return { batchReport: { unsupported: 'no batch plan within the 128-bit bound of ring 8192 holds these weights and values' } };
   let err = 0,
     top = 1;
-  for (const r of rows) {
-    const x = preprocessRecord(r, model.client);
+  for (const x of pre) {
     const want = forward(model.network, x);
     const got = simulateBatch(batch, factors ? x.map((v, j) => v * factors[j]) : x);
     want.forEach((w, k) => {

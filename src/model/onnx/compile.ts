@@ -7,12 +7,12 @@ import { CLIENT_FORMAT, type ClientPart } from '../client-part.ts';
 import type { CompiledModel } from '../compile-linear.ts';
 import { compileNetwork, type CompileOptions } from '../compile-network.ts';
 import { packRecords } from '../layout.ts';
-import { forward, type Layer, type Network } from '../network.ts';
+import { forward, perFeature, type Layer, type Network } from '../network.ts';
 import { classOf, preprocessRecord } from '../postprocess.ts';
 import { simulate } from '../simulate.ts';
 import { applyActivation, fitQuadratic, type FitReport } from './activations.ts';
 import { parseOnnx } from './graph.ts';
-import { refitAffine, type RefitReport } from './refit.ts';
+import { affineMap, refitAffine, type RefitReport } from './refit.ts';
 import { lowerGraph, type AffineStage, type Head, type LoweredModel } from './lower.ts';
 
 export interface OnnxCompileOptions extends CompileOptions {
@@ -134,15 +134,14 @@ export function approximateNetwork(
       if (refit) refits.set(layers.length, refit.report);
       layers.push({ type: 'dense', weights, bias });
       const same = exact === values; // nothing approximated yet: one pass serves both
-      values = values.map((x) => Float64Array.from(weights, (row, k) => row.reduce((acc, w, j) => acc + w * x[j], bias[k])));
-      exact = same ? values : exact.map((x) => Float64Array.from(st.weights, (row, k) => row.reduce((acc, w, j) => acc + w * x[j], st.bias[k])));
+      values = values.map((x) => affineMap(weights, bias, x));
+      exact = same ? values : exact.map((x) => affineMap(st.weights, st.bias, x));
       approximated = false;
     } else {
       const { layer, report } = fitQuadratic(st.act, values);
       layers.push(layer);
       fits.push(report);
-      const at = (v: number | number[], j: number) => (typeof v === 'number' ? v : v[j]);
-      const approx = values.map((x) => x.map((v, j) => at(layer.a, j) * v * v + at(layer.b, j) * v + at(layer.c, j)));
+      const approx = values.map((x) => x.map((v, j) => perFeature(layer.a, j) * v * v + perFeature(layer.b, j) * v + perFeature(layer.c, j)));
       exact = report.exact && exact === values ? approx : exact.map((x) => x.map((v) => applyActivation(st.act, v)));
       values = approx;
       approximated ||= !report.exact;

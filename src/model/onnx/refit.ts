@@ -25,7 +25,9 @@ export const REFIT_MAX_INPUTS = 1024;
 /** Ridge weight, relative to the mean diagonal of the normal matrix. */
 const LAMBDA = 1e-3;
 
-const affine = (w: number[][], b: number[], x: Float64Array) => Float64Array.from(w, (row, k) => row.reduce((acc, v, j) => acc + v * x[j], b[k]));
+/** W x + b. */
+export const affineMap = (w: number[][], b: number[], x: ArrayLike<number>) =>
+  Float64Array.from(w, (row, k) => row.reduce((acc, v, j) => acc + v * x[j], b[k]));
 
 /**
  * The stage's weights re-fitted on `approx` (its inputs through the approximated layers) to
@@ -61,7 +63,7 @@ export function refitAffine(
   const L = cholesky(G, d);
   if (!L) return undefined;
 
-  const targets = exact.map((e) => affine(stage.weights, stage.bias, e));
+  const targets = exact.map((e) => affineMap(stage.weights, stage.bias, e));
   const weights: number[][] = [];
   const bias: number[] = [];
   const rhs = new Float64Array(d);
@@ -80,7 +82,7 @@ export function refitAffine(
   }
   const rmse = (w: number[][], b: number[]) => {
     let se = 0;
-    approx.forEach((q, r) => affine(w, b, q).forEach((v, o) => (se += (v - targets[r][o]) ** 2)));
+    approx.forEach((q, r) => affineMap(w, b, q).forEach((v, o) => (se += (v - targets[r][o]) ** 2)));
     return Math.sqrt(se / (N * stage.weights.length));
   };
   const report = { records: N, rmse_before: rmse(stage.weights, stage.bias), rmse_after: rmse(weights, bias) };
