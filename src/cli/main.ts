@@ -82,7 +82,7 @@ export async function main(argv: string[]): Promise<void> {
     .addOption(new Option('--limit <n>', 'calibration records used (default 1000)').argParser(Number))
     .option(
       '--no-refit',
-      "keep the model's weights exactly: by default a linear layer after an approximated activation (ReLU, sigmoid, ...) is re-fitted on the calibration records to reproduce the original layer's outputs (the report shows its error before and after)",
+      "keep the model's weights exactly: by default a linear layer after an approximated activation (ReLU, sigmoid, ...) is re-fitted on the calibration records to reproduce the original layer's outputs, then the whole approximated network is fine-tuned to the original model's outputs (the report shows the errors before and after)",
     )
     .addOption(
       new Option(

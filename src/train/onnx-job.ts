@@ -44,7 +44,7 @@ export interface OnnxJobOptions {
   limit?: number;
   /** Records encrypted end to end for the report (default 0). */
   verify?: number;
-  /** Re-fit linear layers after approximated activations (default true; refit.ts). */
+  /** Re-fit linear layers after approximated activations, then fine-tune the network (default true; refit.ts, finetune.ts). */
   refit?: boolean;
   log?: (line: string) => void;
 }

@@ -2,7 +2,7 @@
 // by a x^2 + b x + c per neuron, fitted by least squares on the values the calibration data
 // produces at that neuron. Degree 2 is what one `square` step computes (compile-network folds
 // b and c into the neighbouring linear steps), so every activation costs one level.
-import type { Quadratic } from '../network.ts';
+import { perFeature, type Quadratic } from '../network.ts';
 
 export type ActivationKind = 'square' | 'relu' | 'leaky-relu' | 'sigmoid' | 'tanh' | 'softplus' | 'gelu';
 
@@ -89,28 +89,41 @@ export function fitQuadratic(act: Activation, values: Float64Array[]): { layer: 
   const a = new Array<number>(n),
     b = new Array<number>(n),
     c = new Array<number>(n);
-  let se = 0,
-    maxError = 0,
-    count = 0;
   for (let j = 0; j < n; j++) {
     let [fa, fb, fc] = fits[j];
-    const xs = values.map((v) => v[j]);
     const floor = Math.max(0.1 * meanA, 1e-4 / r, Math.abs(fb) / (16 * r));
-    if (Math.abs(fa) < floor) [fa, fb, fc] = leastSquares(act, xs, fa < 0 ? -floor : floor, r);
+    if (Math.abs(fa) < floor)
+      [fa, fb, fc] = leastSquares(
+        act,
+        values.map((v) => v[j]),
+        fa < 0 ? -floor : floor,
+        r,
+      );
     a[j] = fa;
     b[j] = fb;
     c[j] = fc;
-    for (const x of xs) {
-      const e = Math.abs(fa * x * x + fb * x + fc - applyActivation(act, x));
+  }
+  const layer: Quadratic = { type: 'quadratic', a, b, c };
+  return { layer, report: { node: act.node, kind: act.kind, degree: 2, ...measureFit(act, layer, values), exact: false } };
+}
+
+/** The layer's range of input values, and its error against the activation there. */
+export function measureFit(act: Activation, layer: Quadratic, values: Float64Array[]): Pick<FitReport, 'range' | 'rmse' | 'maxError'> {
+  let lo = Infinity,
+    hi = -Infinity,
+    se = 0,
+    maxError = 0,
+    count = 0;
+  for (const v of values)
+    v.forEach((x, j) => {
+      lo = Math.min(lo, x);
+      hi = Math.max(hi, x);
+      const e = Math.abs(perFeature(layer.a, j) * x * x + perFeature(layer.b, j) * x + perFeature(layer.c, j) - applyActivation(act, x));
       se += e * e;
       maxError = Math.max(maxError, e);
       count++;
-    }
-  }
-  return {
-    layer: { type: 'quadratic', a, b, c },
-    report: { node: act.node, kind: act.kind, degree: 2, range: [lo, hi], rmse: Math.sqrt(se / Math.max(1, count)), maxError, exact: false },
-  };
+    });
+  return { range: [lo, hi], rmse: Math.sqrt(se / Math.max(1, count)), maxError };
 }
 
 /**

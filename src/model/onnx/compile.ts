@@ -10,7 +10,8 @@ import { packRecords } from '../layout.ts';
 import { forward, perFeature, type Layer, type Network } from '../network.ts';
 import { classOf, preprocessRecord } from '../postprocess.ts';
 import { simulate } from '../simulate.ts';
-import { applyActivation, fitQuadratic, type FitReport } from './activations.ts';
+import { applyActivation, fitQuadratic, measureFit, type FitReport } from './activations.ts';
+import { finetuneNetwork, type FinetuneReport } from './finetune.ts';
 import { parseOnnx } from './graph.ts';
 import { affineMap, refitAffine, type RefitReport } from './refit.ts';
 import { lowerGraph, type AffineStage, type Head, type LoweredModel } from './lower.ts';
@@ -27,6 +28,11 @@ export interface OnnxCompileOptions extends CompileOptions {
    * original layer's outputs on calibration (refit.ts); default true.
    */
   refit?: boolean;
+  /**
+   * After the re-fit, fine-tune all the approximated network's weights to the original model's
+   * outputs on calibration (finetune.ts); default true, and off with `refit: false`.
+   */
+  finetune?: boolean;
 }
 
 export interface LayerReport {
@@ -50,6 +56,8 @@ export interface OnnxModel {
   compiled: CompiledModel;
   client: ClientPart;
   layers: LayerReport[];
+  /** The fine-tune of the whole approximated network, when it ran and improved on held-back records. */
+  finetune?: FinetuneReport;
 }
 
 /** Model inputs of raw records: what the client's pre-processing makes of them. */
@@ -83,7 +91,7 @@ export function compileOnnx(bytes: Uint8Array, calibration: ArrayLike<number>[],
   const preprocess = { mean: new Array<number>(n).fill(0), std: new Array<number>(n).fill(scale) };
   const inputs = modelInputs({ preprocess }, calibration);
 
-  const { network, fits, refits } = approximateNetwork(lowered, inputs, o);
+  const { network, fits, refits, finetune } = approximateNetwork(lowered, inputs, o);
   const checkRows = inputs.slice(0, o.checkRecords ?? 64);
   const compiled = compileNetwork(network, checkRows, o);
   const p = compiled.program;
@@ -103,20 +111,21 @@ export function compileOnnx(bytes: Uint8Array, calibration: ArrayLike<number>[],
     postprocess: head.postprocess === 'affine' ? { kind: 'affine', mean: 0, std: 1 } : { kind: head.postprocess },
     labels: head.labels,
   };
-  return { lowered, network, fits, compiled, client, layers: layerReports(lowered, network, compiled.program.steps, fits, refits) };
+  return { lowered, network, fits, compiled, client, layers: layerReports(lowered, network, compiled.program.steps, fits, refits), finetune };
 }
 
 /**
  * The lowered graph as the network the program computes: activations replaced by per-neuron
  * quadratics fitted on the calibration inputs (already pre-processed), and each linear layer
- * after an approximated activation re-fitted to the original's outputs (refit.ts) unless
- * `refit` is false.
+ * after an approximated activation re-fitted to the original's outputs (refit.ts), then all of
+ * it fine-tuned to the original model's outputs (finetune.ts), unless `refit` is false (or
+ * `finetune`, for the fine-tune alone).
  */
 export function approximateNetwork(
   lowered: LoweredModel,
   inputs: ArrayLike<number>[],
-  o: Pick<OnnxCompileOptions, 'refit'> = {},
-): { network: Network; fits: FitReport[]; refits: Map<number, RefitReport> } {
+  o: Pick<OnnxCompileOptions, 'refit' | 'finetune'> = {},
+): { network: Network; fits: FitReport[]; refits: Map<number, RefitReport>; finetune?: FinetuneReport } {
   // Fit each activation on the values the calibration records produce there, through the
   // already-approximated layers before it (the errors the program will make, not the original's).
   // `exact` follows the original model, for the re-fit of the layer after an approximation.
@@ -148,7 +157,32 @@ export function approximateNetwork(
     }
   }
   const width = (lowered.stages[0] as AffineStage).weights[0]?.length ?? 0;
-  return { network: { input: { height: 1, width }, layers }, fits, refits };
+  const network: Network = { input: { height: 1, width }, layers };
+  if (o.refit === false || o.finetune === false || fits.every((f) => f.exact)) return { network, fits, refits };
+  const ranges = fits.map((f) => (f.exact ? undefined : Math.max(Math.abs(f.range[0]), Math.abs(f.range[1]))));
+  const teacher = (x: Float64Array) => Float64Array.from(exactScores(lowered, x));
+  const tuned = finetuneNetwork(
+    layers,
+    inputs.map((r) => Float64Array.from(r)),
+    exact,
+    ranges,
+    teacher,
+  );
+  if (!tuned) return { network, fits, refits };
+  // The activations' inputs moved with the weights: their ranges and errors, measured again.
+  let v = inputs.map((r) => Float64Array.from(r));
+  let k = 0;
+  const measured = fits.slice();
+  tuned.layers.forEach((layer, i) => {
+    v = v.map((x) => Float64Array.from(forward({ input: network.input, layers: [layer] }, x)));
+    const st = lowered.stages[i + 1];
+    if (st?.kind === 'activation') {
+      const q = tuned.layers[i + 1] as Extract<Layer, { type: 'quadratic' }>;
+      if (!measured[k].exact) measured[k] = { ...measured[k], ...measureFit(st.act, q, v) };
+      k++;
+    }
+  });
+  return { network: { ...network, layers: tuned.layers }, fits: measured, refits, finetune: tuned.report };
 }
 
 function layerReports(lowered: LoweredModel, net: Network, steps: Step[], fits: FitReport[], refits: Map<number, RefitReport>): LayerReport[] {

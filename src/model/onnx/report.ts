@@ -6,6 +6,7 @@ import type { UnitCosts } from '../../fhe/cost.ts';
 import { predictTime } from '../../fhe/cost.ts';
 import { depthOf, opCounts } from '../../fhe/program.ts';
 import { classOfOutputs, classOfScores, headOutputs, outputError, type LayerReport, type OnnxModel } from './compile.ts';
+import type { FinetuneReport } from './finetune.ts';
 import type { EncryptedRun } from './verify.ts';
 
 export interface AccuracyFigures {
@@ -23,6 +24,8 @@ export interface CompileReport {
   version: 1;
   model: { source: string; input: string; input_shape: number[]; features: number; outputs: string[]; task: string; postprocess: string };
   layers: LayerReport[];
+  /** The fine-tune of the whole approximated network to the original outputs (finetune.ts), when it ran. */
+  finetune?: FinetuneReport;
   totals: ReturnType<typeof opCounts> & { depth: number; rotation_keys: number };
   params: {
     ring_degree: number;
@@ -126,6 +129,11 @@ export function buildReport(r: ReportInputs): CompileReport {
         .map((l) => `layer ${l.index} rms error ${l.refit!.rmse_before.toPrecision(3)} -> ${l.refit!.rmse_after.toPrecision(3)}`)
         .join(', ')} (sealed compile --no-refit keeps the model's weights)`,
     );
+  const ft = model.finetune;
+  if (ft)
+    notes.push(
+      `the approximated network then fine-tuned (all weights, Adam, ${ft.epochs} epochs, kept epoch ${ft.best_epoch}, ${(ft.ms / 1000).toFixed(1)} s) to the original model's outputs on ${ft.records} calibration records and mixtures of them: rms output error on the ${ft.held_back} records held back from it ${ft.rmse_before.toPrecision(3)} -> ${ft.rmse_after.toPrecision(3)}, on all ${ft.rmse_all_before.toPrecision(3)} -> ${ft.rmse_all_after.toPrecision(3)} (--no-refit turns both off)`,
+    );
   if (encrypted && encrypted.max_abs_error > tolerance)
     notes.push(`encrypted outputs differ from onnxruntime by ${encrypted.max_abs_error.toExponential(2)}, above the tolerance ${tolerance}`);
   return {
@@ -141,6 +149,7 @@ export function buildReport(r: ReportInputs): CompileReport {
       postprocess: head.postprocess,
     },
     layers: model.layers,
+    finetune: model.finetune,
     totals: { ...counts, depth: depthOf(p.steps), rotation_keys: p.galoisSteps.length },
     params: {
       ring_degree: p.params.polyModulusDegree,
