@@ -160,7 +160,7 @@ export function approximateNetwork(
   const network: Network = { input: { height: 1, width }, layers };
   if (o.refit === false || o.finetune === false || fits.every((f) => f.exact)) return { network, fits, refits };
   const ranges = fits.map((f) => (f.exact ? undefined : Math.max(Math.abs(f.range[0]), Math.abs(f.range[1]))));
-  const teacher = (x: Float64Array) => Float64Array.from(exactScores(lowered, x));
+  const teacher = teacherOf(lowered);
   const tuned = finetuneNetwork(
     layers,
     inputs.map((r) => Float64Array.from(r)),
@@ -183,6 +183,28 @@ export function approximateNetwork(
     }
   });
   return { network: { ...network, layers: tuned.layers }, fits: measured, refits, finetune: tuned.report };
+}
+
+/** exactScores on flat arrays: the fine-tune asks it for the original's scores on every new mixture. */
+function teacherOf(lowered: LoweredModel): (x: Float64Array) => Float64Array {
+  const flat = lowered.stages.map((st) =>
+    st.kind === 'affine' ? { w: Float64Array.from(st.weights.flat()), b: Float64Array.from(st.bias), n: st.weights[0]?.length ?? 0 } : st.act,
+  );
+  return (x) => {
+    let v = x;
+    for (const st of flat) {
+      if ('w' in st) {
+        const out = Float64Array.from(st.b);
+        for (let k = 0; k < out.length; k++) {
+          let s = out[k];
+          for (let j = 0, row = k * st.n; j < st.n; j++) if (v[j] !== 0) s += st.w[row + j] * v[j];
+          out[k] = s;
+        }
+        v = out;
+      } else v = v.map((t) => applyActivation(st, t));
+    }
+    return v;
+  };
 }
 
 function layerReports(lowered: LoweredModel, net: Network, steps: Step[], fits: FitReport[], refits: Map<number, RefitReport>): LayerReport[] {

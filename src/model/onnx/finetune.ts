@@ -170,7 +170,7 @@ export function finetuneNetwork(
         for (let k = 0; k < layer.outputs; k++) {
           let s = p[layer.outputs * n + k];
           const row = k * n;
-          if (i === 0) for (const j of nzx) s += p[row + j] * v[j];
+          if (i === 0) for (let t = 0; t < nzx.length; t++) s += p[row + nzx[t]] * v[nzx[t]];
           else for (let j = 0; j < n; j++) s += p[row + j] * v[j];
           out[k] = s;
         }
@@ -225,7 +225,7 @@ export function finetuneNetwork(
           const gk = gi[k];
           G[layer.outputs * n + k] += gk;
           const row = k * n;
-          if (!down) for (const j of nzx) G[row + j] += gk * v[j];
+          if (!down) for (let t = 0; t < nzx.length; t++) G[row + nzx[t]] += gk * v[nzx[t]];
           else
             for (let j = 0; j < n; j++) {
               G[row + j] += gk * v[j];
