@@ -4,7 +4,8 @@
 import t from 'tap';
 import { approximateNetwork, exactScores } from '../../src/model/onnx/compile.ts';
 import type { LoweredModel, Stage } from '../../src/model/onnx/lower.ts';
-import { forward } from '../../src/model/network.ts';
+import { forward, type Layer } from '../../src/model/network.ts';
+import { finetuneNetwork, FINETUNE_MAX_WEIGHTS } from '../../src/model/onnx/finetune.ts';
 
 let seed = 12345;
 const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed / 2 ** 31);
@@ -50,4 +51,17 @@ t.test('fine-tuning brings the approximated network closer to the original than 
   const again = approximateNetwork(model, calibration);
   t.same(again.network.layers, tuned.network.layers, 'deterministic: the same records give the same weights');
   t.equal(approximateNetwork(model, calibration, { refit: false }).finetune, undefined, 'refit: false turns the fine-tune off too');
+});
+
+t.test('finetuneNetwork declines what it cannot afford or cannot train', async (t) => {
+  const wide: Layer[] = [
+    { type: 'dense', weights: [new Array<number>(FINETUNE_MAX_WEIGHTS + 1).fill(0)], bias: [0] },
+    { type: 'quadratic', a: [1], b: [0], c: [0] },
+    { type: 'dense', weights: [[1]], bias: [0] },
+  ];
+  const x = Array.from({ length: 20 }, () => new Float64Array(FINETUNE_MAX_WEIGHTS + 1));
+  const y = x.map(() => Float64Array.of(1));
+  t.equal(finetuneNetwork(wide, x, y, [1], undefined), undefined, 'more weights than FINETUNE_MAX_WEIGHTS');
+  const small = [wide[1], wide[2]];
+  t.equal(finetuneNetwork(small, x.slice(0, 5), y.slice(0, 5), [1], undefined), undefined, 'not dense first, and too few records');
 });

@@ -69,6 +69,12 @@ const DEFAULTS: Required<FinetuneOptions> = {
   temperature: 0,
   seed: 1,
 };
+/**
+ * Largest network fine-tuned, in weights: about 6 s for the 109k of the ReLU MLP on 1,000
+ * records (2-core VM); the 1.7M of the cnn3 fixture took 18 s, which a compile should not pay
+ * unasked.
+ */
+export const FINETUNE_MAX_WEIGHTS = 500_000;
 /** A mixture keeps at least this share of its first record. */
 const MIX_MIN = 0.75;
 
@@ -111,7 +117,8 @@ function softmax(v: ArrayLike<number>, n: number, T: number): Float64Array {
 /**
  * `layers` (dense and quadratic, dense first) fine-tuned on `inputs` to reproduce `targets` (the
  * original model's scores on them; `teacher` gives them on other inputs), or undefined when the
- * layers are of another kind, the records too few, or no epoch does better on the held-back ones.
+ * layers are of another kind or too many weights, the records too few, or no epoch does better on
+ * the held-back ones.
  * `ranges[i]`: the largest |value| calibration produced at quadratic layer i's input, undefined
  * for an exact activation (x^2, kept as it is).
  */
@@ -125,6 +132,8 @@ export function finetuneNetwork(
 ): { layers: Layer[]; report: FinetuneReport } | undefined {
   const o = { ...DEFAULTS, ...opts };
   if (inputs.length < 10 || layers[0]?.type !== 'dense' || layers.some((l) => l.type === 'conv2d-parity')) return undefined;
+  const weights = layers.reduce((n, l) => n + (l.type === 'dense' ? l.weights.length * (l.weights[0]?.length ?? 0) : 0), 0);
+  if (weights > FINETUNE_MAX_WEIGHTS) return undefined;
   const t0 = performance.now();
   let width = inputs[0].length;
   let q = 0;
