@@ -85,7 +85,14 @@ for kind in inference training; do
   log "building sealed-$kind:$TAG"
   args=()
   [ "$kind" = inference ] && [ -n "${PRUNE_TFJS:-}" ] && args=(--build-arg "PRUNE_TFJS=$PRUNE_TFJS")
-  DOCKER_BUILDKIT=1 "$DOCKER" build "${secret[@]}" "${args[@]}" -f "Dockerfile.$kind" -t "sealed-$kind:$TAG" "$@" .
+  # One retry: behind the proxy a single registry request sometimes fails its TLS handshake
+  # (SELF_SIGNED_CERT_IN_CHAIN on one package of hundreds, seen in CI on 2026-12-01; the same
+  # build passed at once on a retry). The npm cache mount keeps what the first attempt fetched.
+  for attempt in 1 2; do
+    DOCKER_BUILDKIT=1 "$DOCKER" build "${secret[@]}" "${args[@]}" -f "Dockerfile.$kind" -t "sealed-$kind:$TAG" "$@" . && break
+    [ "$attempt" = 2 ] && die "building sealed-$kind:$TAG failed twice"
+    log "building sealed-$kind:$TAG failed; retrying once"
+  done
   step_done "sealed-$kind:$TAG"
 done
 
