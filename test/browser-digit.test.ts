@@ -100,9 +100,19 @@ async function run(t: Test): Promise<void> {
   const digitServerReady = Promise.all([digitReady, stackReady]).then(([{ model }, stack]) =>
     startServer({ modelDir: model, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: stack.s3.endpoint, allowAny: true }),
   );
+  const webServerReady = Promise.all([trainedReady, stackReady, digitServerReady, webReady, digitReady]).then(
+    ([trained, stack, digitServer, web, { model: digitModel }]) =>
+      startWebServer({
+        modelDir: trained.modelDir,
+        endpoint: stack.server.url,
+        store: stack.store,
+        bucket: stack.bucket,
+        assetsDir: web.outDir,
+        digits: { modelDir: digitModel, endpoint: digitServer.url },
+      }),
+  );
   // A failure is reported where it is awaited; meanwhile it must not count as unhandled.
-  for (const p of [digitReady, trainedReady, stackReady, webReady, browserReady, digitServerReady]) p.catch(() => undefined);
-  let server: Awaited<ReturnType<typeof startWebServer>> | undefined;
+  for (const p of [digitReady, trainedReady, stackReady, webReady, browserReady, digitServerReady, webServerReady]) p.catch(() => undefined);
   // Whatever started is stopped, whichever of the others failed.
   t.teardown(async () => {
     const settled = async <T>(p: Promise<T>, close: (v: T) => Promise<unknown>) => {
@@ -113,7 +123,7 @@ async function run(t: Test): Promise<void> {
       if (v !== undefined) await close(v);
     };
     await settled(browserReady, (b) => b.close());
-    await server?.close();
+    await settled(webServerReady, (s) => s.close());
     await settled(digitServerReady, (s) => s.close());
     await settled(stackReady, (s) => s.close());
     await settled(trainedReady, (tr) => tr.cleanup());
@@ -124,16 +134,8 @@ async function run(t: Test): Promise<void> {
   const { model: digitModel, trainS } = await digitReady;
   const network = JSON.parse(await readFile(join(digitModel, 'server', 'network.json'), 'utf8')) as Network;
   const { modelId, client } = await readClientPart(digitModel);
-
-  const [trained, stack, digitServer, web] = await Promise.all([trainedReady, stackReady, digitServerReady, webReady]);
-  server = await startWebServer({
-    modelDir: trained.modelDir,
-    endpoint: stack.server.url,
-    store: stack.store,
-    bucket: stack.bucket,
-    assetsDir: web.outDir,
-    digits: { modelDir: digitModel, endpoint: digitServer.url },
-  });
+  const web = await webReady;
+  const server = await webServerReady;
   const browser = await browserReady;
   const { page, sent, errors } = browser;
 
