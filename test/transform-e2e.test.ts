@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { SageMakerClient } from '@aws-sdk/client-sagemaker';
 import { predict } from '../src/client/predict.ts';
-import { ClientSession } from '../src/client/session.ts';
+import { ClientSession, type Keys } from '../src/client/session.ts';
 import { readClientPart } from '../src/model/bundle.ts';
 import { startServer } from '../src/server/serve.ts';
 import { startTransformControlPlane } from '../src/sagemaker/transform-control-plane.ts';
@@ -31,11 +31,15 @@ async function endToEnd() {
   // Transform containers take whole objects as bodies: up to MaxPayloadInMB, not real-time's 6 MB.
   const transformPayload = { maxPayloadBytes: 64 * 1024 * 1024 };
   const stack = await startStack(modelDir, dir, 1, transformPayload);
-  // The second instance: another server process's stand-in, same model, same S3.
-  const second = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: stack.s3.endpoint, allowAny: true, ...transformPayload });
+  // The second instance: another server process's stand-in, same model, same S3. Its worker
+  // warms up while this thread opens the client session.
+  const secondReady = startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: stack.s3.endpoint, allowAny: true, ...transformPayload });
   const { modelId, client } = await readClientPart(modelDir);
   const session = await ClientSession.open(modelId, client);
-  const keys = session.generateKeys();
+  // Batch mode only: its secret key, and no evaluation keys (the single layout's Galois keys,
+  // which session.generateKeys() would also make, are never sent on this path).
+  const keys: Keys = { secretKey: new Uint8Array(0), evaluationKeys: new Uint8Array(0), evaluationKeysId: '', batchSecretKey: session.generateBatchKey() };
+  const second = await secondReady;
   t.teardown(async () => {
     session.close();
     await second.close();
@@ -44,6 +48,15 @@ async function endToEnd() {
   });
 
   const direct = await predict(session, keys, images, { store: stack.store, bucket: stack.bucket, endpoint: stack.server.url }, { layout: 'batch' });
+
+  // Both jobs send the same three parts: each is encrypted once (a fresh encryption per job
+  // would check nothing more; the jobs' objects live under their own names either way).
+  const queries = new Map<string, Uint8Array>();
+  const encrypted = ({ start, end }: { start: number; end: number }) => {
+    const key = `${start}-${end}`;
+    if (!queries.has(key)) queries.set(key, session.encrypt(images.slice(start, end), 'batch'));
+    return queries.get(key)!;
+  };
 
   /** One job over both instances; its parts' results decrypted; the split and what `check` wants of the manifest. */
   async function job(t: Test, o: { name: string; transport?: 's3' | 'body'; parts: { start: number; end: number }[]; job: TransformJobOptionsLeft }) {
@@ -64,7 +77,7 @@ async function endToEnd() {
       count: o.parts.length,
       transport: o.transport,
       job: o.job,
-      query: (i) => session.encrypt(images.slice(o.parts[i].start, o.parts[i].end), 'batch'),
+      query: (i) => encrypted(o.parts[i]),
       onResult: (i, bytes) => {
         session.decryptScores(bytes).forEach((s, k) => (scores[o.parts[i].start + k] = s));
       },

@@ -50,17 +50,17 @@ t.test('two predict runs on a tree bundle share one saved key set', async (t) =>
   const store = new ObjectStore({ endpoint: s3.endpoint });
   const bucket = 'sealed-test';
   await store.ensureBucket(bucket);
-  const server = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, allowAny: true, deadlineMs: 600_000 });
+  const serverReady = startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, allowAny: true, deadlineMs: 600_000 });
+  // The bundle as SageMaker training writes it: model.tar.gz with the files at its root.
+  const archive = join(dir, 'model.tar.gz');
+  await createTar({ gzip: true, file: archive, cwd: modelDir }, ['sealed.json', 'client', 'server']);
+  const server = await serverReady;
   t.teardown(async () => {
     await server.close();
     store.close();
     await s3.close();
     await rm(dir, { recursive: true, force: true });
   });
-
-  // The bundle as SageMaker training writes it: model.tar.gz with the files at its root.
-  const archive = join(dir, 'model.tar.gz');
-  await createTar({ gzip: true, file: archive, cwd: modelDir }, ['sealed.json', 'client', 'server']);
 
   const predict = async (n: number, passFile: string, model = modelDir) => {
     const output = join(dir, `predictions-${n}.jsonl`);
@@ -77,7 +77,26 @@ t.test('two predict runs on a tree bundle share one saved key set', async (t) =>
     return { summary, labels };
   };
 
-  const first = await predict(1, join(dir, 'pass'));
+  // What does not depend on the predict runs' key set (the keygen checks below: their own key
+  // directories, no server) runs while the server evaluates: started here, checked in order below.
+  const part = (await readTreeBundle(modelDir)).client;
+  const kg = join(dir, 'keygen');
+  const fromS3 = join(dir, 'keygen-s3');
+  const kgS3Run = store
+    .put({ bucket, key: 'models/model.tar.gz' }, new Uint8Array(await readFile(archive)), 'model archive')
+    .then(() => run(process.execPath, [bin, 'keygen', '--model', `s3://${bucket}/models/model.tar.gz`, '--keys', fromS3], { env }));
+  const firstRun = predict(1, join(dir, 'pass'));
+  const keygenInProcess = (async () => {
+    await keygenTreesCommand(part, { keys: kg });
+    const saved = JSON.parse(await readFile(join(kg, 'keyset.json'), 'utf8')) as { model_id: string; evaluation_keys_id: string };
+    const secretProtected = isProtected(new Uint8Array(await readFile(join(kg, 'secret.key'))));
+    const opened = await openTreeClient(part, kg, passphraseSource({ env: {} }));
+    opened.client.close();
+    return { saved, secretProtected, opened };
+  })();
+  // Rejections are checked where they are awaited; until then they must not count as unhandled.
+  for (const p of [kgS3Run, keygenInProcess]) p.catch(() => undefined);
+  const first = await firstRun;
   t.equal(first.summary.model, 'trees', 'a tree model');
   t.equal(first.summary.keys_created, true, 'the first run made the key set');
   t.equal(first.summary.keys_uploaded, true, 'and uploaded its evaluation keys');
@@ -87,21 +106,26 @@ t.test('two predict runs on a tree bundle share one saved key set', async (t) =>
   t.equal((await stat(join(keysDir, 'secret.key'))).mode & 0o777, 0o600, 'secret.key is mode 0600');
   t.ok(isProtected(new Uint8Array(await readFile(join(keysDir, 'secret.key')))), 'the passphrase given encrypts the secret key');
 
-  const second = await predict(2, join(dir, 'pass'), archive);
+  // The second run, the wrong passphrase and `keys list` only read the saved key set: at once.
+  const secondRun = predict(2, join(dir, 'pass'), archive);
+  const wrongRun = predict(3, join(dir, 'wrong')).then(
+    () => undefined,
+    (e: { code?: number; stderr?: string }) => e,
+  );
+  const listRun = run(process.execPath, [bin, 'keys', 'list', '--json'], { env });
+  listRun.catch(() => undefined);
+  const second = await secondRun;
   t.equal(second.summary.model, 'trees', 'model.tar.gz holds the same tree model');
   t.equal(second.summary.keys_created, false, 'the second run reuses the key set');
   t.equal(second.summary.keys_uploaded, false, 'its evaluation keys were already uploaded');
   t.equal(second.labels.length, 40, 'a prediction per record');
   t.same(second.labels, first.labels, 'the same predictions');
 
-  const wrong = await predict(3, join(dir, 'wrong')).then(
-    () => undefined,
-    (e: { code?: number; stderr?: string }) => e,
-  );
+  const wrong = await wrongRun;
   t.equal(wrong?.code, 2, 'a wrong passphrase: exit code 2');
   t.match(wrong?.stderr ?? '', /wrong passphrase/, 'saying so');
 
-  const list = await run(process.execPath, [bin, 'keys', 'list', '--json'], { env });
+  const list = await listRun;
   t.ok(
     (JSON.parse(list.stdout) as { model_id: string }[]).some((k) => k.model_id === modelId),
     '`sealed keys list` shows the tree key set',
@@ -109,21 +133,14 @@ t.test('two predict runs on a tree bundle share one saved key set', async (t) =>
 
   // `sealed keygen` for a tree bundle (keygenTreesCommand; client.ts dispatches to it): a clear
   // key set that predict then opens instead of making one.
-  const part = (await readTreeBundle(modelDir)).client;
-  const kg = join(dir, 'keygen');
-  await keygenTreesCommand(part, { keys: kg });
-  const saved = JSON.parse(await readFile(join(kg, 'keyset.json'), 'utf8')) as { model_id: string; evaluation_keys_id: string };
+  const { saved, secretProtected, opened } = await keygenInProcess;
   t.equal(saved.model_id, modelId, 'keygen wrote a key set for the tree model');
-  t.notOk(isProtected(new Uint8Array(await readFile(join(kg, 'secret.key')))), 'in the clear without a passphrase');
-  const opened = await openTreeClient(part, kg, passphraseSource({ env: {} }));
-  opened.client.close();
+  t.notOk(secretProtected, 'in the clear without a passphrase');
   t.equal(opened.created, false, 'predict opens it');
   t.equal(opened.keys.evaluationKeysId, saved.evaluation_keys_id, 'with its evaluation keys');
 
   // The archive as an s3:// object: `sealed keygen` reads the client part from it and makes a tree key set.
-  await store.put({ bucket, key: 'models/model.tar.gz' }, new Uint8Array(await readFile(archive)), 'model archive');
-  const fromS3 = join(dir, 'keygen-s3');
-  const kgS3 = await run(process.execPath, [bin, 'keygen', '--model', `s3://${bucket}/models/model.tar.gz`, '--keys', fromS3], { env });
+  const kgS3 = await kgS3Run;
   t.match(kgS3.stdout + kgS3.stderr, `keys for tree model ${modelId}`, 'keygen reports a tree model key set');
   const savedS3 = JSON.parse(await readFile(join(fromS3, 'keyset.json'), 'utf8')) as { model_id: string; params: string };
   t.equal(savedS3.model_id, modelId, 'keygen on s3://…/model.tar.gz made a key set for the tree model');

@@ -48,7 +48,7 @@ t.test('a tree bundle served: encrypted predictions, refusals, still serving', a
   await store.ensureBucket(bucket);
   // One worker (the circuit is one task); a deadline past one batch's evaluation on a loaded 2-core VM.
   // A memory budget leaving ~220 MiB for requests: a query fits, a larger object does not.
-  const server = await startServer({
+  const serverReady = startServer({
     modelDir,
     port: 0,
     host: '127.0.0.1',
@@ -58,7 +58,13 @@ t.test('a tree bundle served: encrypted predictions, refusals, still serving', a
     deadlineMs: 600_000,
     memoryBudget: 764 * 2 ** 20,
   });
+  // The client's keys are made while the server's worker warms up.
+  serverReady.catch(() => undefined);
   const client = await TreeClient.open(m.client);
+  const server = await serverReady.catch((e: unknown) => {
+    client.close();
+    throw e;
+  });
   t.teardown(async () => {
     client.close();
     await server.close();
