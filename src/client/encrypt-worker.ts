@@ -35,7 +35,8 @@ export default async function encrypt(task: EncryptTask): Promise<Uint8Array> {
   if (!current || !sameBytes(current.key, task.secretKey)) {
     current?.holder.close();
     current?.session.close();
-    const session = await CkksSession.open(task.params);
+    // Encryption is always at the top level.
+    const session = await CkksSession.open(task.params, { topLevelOnly: true });
     current = { key: task.secretKey, session, holder: new SecretKeyHolder(session, task.secretKey) };
   }
   const values = new Float64Array(task.values);

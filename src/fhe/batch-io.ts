@@ -24,7 +24,7 @@ export class BatchSession {
   }
 
   static async open(plan: BatchPlan): Promise<BatchSession> {
-    return new BatchSession(await CkksSession.open(plan.params), plan);
+    return new BatchSession(await CkksSession.open(plan.params, { topLevelOnly: true }), plan);
   }
 
   /** Residues per polynomial (primes x degree). */

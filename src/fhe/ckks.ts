@@ -2,10 +2,55 @@
 // (seeded, half-size) encryption, decryption, and loading of untrusted objects with checks.
 import type { Ciphertext, GaloisKeys, RelinKeys, SEALContext, CKKSEncoder, Evaluator } from 'node-seal/throws';
 import { SealedError } from '../errors.ts';
-import { createContext, type CkksParams } from './params.ts';
+import { createContext, paramsKey, type CkksParams } from './params.ts';
 import { guard, loadSeal, release, type Seal } from './seal.ts';
 import { isPacked, packResidues, unpackResidues } from './raw-ciphertext.ts';
 import { precheckCiphertext, precheckKeys, type CiphertextRule, type ComprMode, type SealLevel, type SealShape } from './seal-precheck.ts';
+
+/**
+ * SEAL's read-only objects for one parameter set. node-seal builds a context in seconds at ring
+ * 16384 (params.ts), so a thread shares them between its sessions: a client opening the same
+ * model twice, or a test process serving and querying it, builds them once. Instances nobody
+ * uses are kept, the IDLE_KEPT most recently released, then freed.
+ */
+interface SealInstance {
+  key: string;
+  context: SEALContext;
+  encoder: CKKSEncoder;
+  evaluator: Evaluator;
+  shape: SealShape;
+  users: number;
+}
+
+const IDLE_KEPT = 2;
+const instances = new Map<string, SealInstance>();
+/** Instances with no users, least recently released first. */
+const idle: SealInstance[] = [];
+
+function acquire(seal: Seal, params: CkksParams, chain: boolean): SealInstance {
+  const key = `${paramsKey(params)}${chain ? '' : '-top'}`;
+  let inst = instances.get(key);
+  if (!inst) {
+    const context = createContext(seal, params, chain);
+    inst = { key, context, encoder: new seal.CKKSEncoder(context), evaluator: new seal.Evaluator(context), shape: readShape(context, params.polyModulusDegree), users: 0 };
+    instances.set(key, inst);
+  }
+  if (inst.users++ === 0) {
+    const at = idle.indexOf(inst);
+    if (at >= 0) idle.splice(at, 1);
+  }
+  return inst;
+}
+
+function unuse(inst: SealInstance): void {
+  if (--inst.users > 0) return;
+  idle.push(inst);
+  while (idle.length > IDLE_KEPT) {
+    const old = idle.shift()!;
+    instances.delete(old.key);
+    release(old.encoder, old.evaluator, old.context);
+  }
+}
 
 export class CkksSession {
   readonly seal: Seal;
@@ -15,18 +60,21 @@ export class CkksSession {
   readonly evaluator: Evaluator;
   /** The chain's parms_ids and primes, against which untrusted objects are checked before loading. */
   readonly shape: SealShape;
+  private instance: SealInstance | undefined;
 
-  private constructor(seal: Seal, params: CkksParams) {
+  private constructor(seal: Seal, params: CkksParams, chain: boolean) {
     this.seal = seal;
     this.params = params;
-    this.context = createContext(seal, params);
-    this.encoder = new seal.CKKSEncoder(this.context);
-    this.evaluator = new seal.Evaluator(this.context);
-    this.shape = readShape(this.context, params.polyModulusDegree);
+    this.instance = acquire(seal, params, chain);
+    ({ context: this.context, encoder: this.encoder, evaluator: this.evaluator, shape: this.shape } = this.instance);
   }
 
-  static async open(params: CkksParams): Promise<CkksSession> {
-    return new CkksSession(await loadSeal(), params);
+  /**
+   * `topLevelOnly`: for circuits that never leave the top level (batch mode, tree ensembles):
+   * the context is built without the levels below it, which takes half the time or less.
+   */
+  static async open(params: CkksParams, o: { topLevelOnly?: boolean } = {}): Promise<CkksSession> {
+    return new CkksSession(await loadSeal(), params, !o.topLevelOnly);
   }
 
   get slots(): number {
@@ -38,8 +86,10 @@ export class CkksSession {
     return this.params.coeffModulusBits.length - 1;
   }
 
+  /** Ends this session; SEAL's objects stay for the thread's next session of the same parameters. */
   close(): void {
-    release(this.encoder, this.evaluator, this.context);
+    if (this.instance) unuse(this.instance);
+    this.instance = undefined;
   }
 }
 

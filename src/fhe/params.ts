@@ -41,8 +41,14 @@ export function paramsKey(p: CkksParams): string {
   return `ckks-${p.polyModulusDegree}-${p.coeffModulusBits.join('.')}-128`;
 }
 
-/** A SEAL context; SEAL itself re-checks the 128-bit bound (tc128) and we refuse if it objects. */
-export function createContext(seal: Seal, p: CkksParams): SEALContext {
+/**
+ * A SEAL context; SEAL itself re-checks the 128-bit bound (tc128) and we refuse if it objects.
+ * `chain`: build every level below the top (what rescaling needs). node-seal builds a level's
+ * NTT and RNS tables with 128-bit divisions emulated in WASM, ~30-60 ms per prime at ring 16384,
+ * so a chain costs about levels^2 / 2 such tables; a context without it has only the key level
+ * and the top data level.
+ */
+export function createContext(seal: Seal, p: CkksParams, chain = true): SEALContext {
   checkParams(p);
   const parms = new seal.EncryptionParameters(seal.SchemeType.ckks);
   try {
@@ -52,7 +58,7 @@ export function createContext(seal: Seal, p: CkksParams): SEALContext {
     );
     parms.setCoeffModulus(mods);
     mods.delete();
-    const ctx = new seal.SEALContext(parms, true, seal.SecLevelType.tc128);
+    const ctx = new seal.SEALContext(parms, chain, seal.SecLevelType.tc128);
     if (!ctx.parametersSet()) {
       ctx.delete();
       throw new SealedError('insecure-parameters', `SEAL refused the parameters ${paramsKey(p)} at 128-bit security`);

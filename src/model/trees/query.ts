@@ -43,7 +43,7 @@ export class TreeClient {
   /** `secretKey`: a saved one (SEAL bytes) to reuse, else a fresh key is made. */
   static async open(part: TreeClientPart, secretKey?: Uint8Array): Promise<TreeClient> {
     if (part.model !== 'trees') throw new SealedError('bad-bundle', 'the client part is not a tree-ensemble model');
-    const s = await CkksSession.open(part.params);
+    const s = await CkksSession.open(part.params, { topLevelOnly: true });
     try {
       return new TreeClient(part, s, secretKey ?? generateSecretKey(s));
     } catch (e) {
@@ -137,7 +137,7 @@ export class TreeServer {
   }
 
   static async open(part: TreeServerPart): Promise<TreeServer> {
-    return new TreeServer(part, await CkksSession.open(part.circuit.params));
+    return new TreeServer(part, await CkksSession.open(part.circuit.params, { topLevelOnly: true }));
   }
 
   /**
