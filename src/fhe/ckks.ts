@@ -32,7 +32,14 @@ function acquire(seal: Seal, params: CkksParams, chain: boolean): SealInstance {
   let inst = instances.get(key);
   if (!inst) {
     const context = createContext(seal, params, chain);
-    inst = { key, context, encoder: new seal.CKKSEncoder(context), evaluator: new seal.Evaluator(context), shape: readShape(context, params.polyModulusDegree), users: 0 };
+    inst = {
+      key,
+      context,
+      encoder: new seal.CKKSEncoder(context),
+      evaluator: new seal.Evaluator(context),
+      shape: readShape(context, params.polyModulusDegree),
+      users: 0,
+    };
     instances.set(key, inst);
   }
   if (inst.users++ === 0) {

@@ -55,12 +55,12 @@ export function smallNoise(n: number): Int32Array {
  * and so on until the last one's grid is below 1. Total variance sigma^2 (1 + 2^-22 + ...).
  */
 export function floodNoise(n: number, sigma: number): bigint[] {
-  const scales: number[] = [];
-  for (let x = sigma; ; x *= 2 ** -11) {
-    scales.push(x);
-    if (x < 2 ** 49) break;
-  }
-  const z = standardNormals(scales.length * n);
+  const scales = floodScales(sigma);
+  return floodSums(scales, standardNormals(scales.length * n), n);
+}
+
+/** The flood's integers from its scales and K n standard normals z (K terms per integer). */
+export function floodSums(scales: number[], z: Float64Array, n: number): bigint[] {
   const out = new Array<bigint>(n);
   for (let i = 0; i < n; i++) {
     let f = 0n;
@@ -69,3 +69,66 @@ export function floodNoise(n: number, sigma: number): bigint[] {
   }
   return out;
 }
+
+export function floodScales(sigma: number): number[] {
+  const scales: number[] = [];
+  for (let x = sigma; ; x *= 2 ** -11) {
+    scales.push(x);
+    if (x < 2 ** 49) break;
+  }
+  return scales;
+}
+
+/**
+ * floodNoise's integers modulo each prime q < 2^26, without BigInt (batch mode floods every
+ * result it makes). Each term round(s z) is an integer a double holds exactly; it is written
+ * once in base 2^53 (digits t - h 2^53 with h = round(t / 2^53): exact, as t is a multiple of
+ * its ulp), then reduced per prime by Horner's rule, every intermediate below 2^53. So these are
+ * exactly the residues of floodNoise's BigInt sums.
+ */
+export function floodNoiseResidues(n: number, sigma: number, primes: number[]): Float64Array[] {
+  const scales = floodScales(sigma);
+  return floodResidues(scales, standardNormals(scales.length * n), n, primes);
+}
+
+/** floodSums(scales, z, n) modulo each prime, as floodNoiseResidues computes them. */
+export function floodResidues(scales: number[], z: Float64Array, n: number, primes: number[]): Float64Array[] {
+  const K = scales.length;
+  let top = 0;
+  for (let k = 0; k < K; k++) for (let i = 0; i < n; i++) top = Math.max(top, Math.abs(Math.round(scales[k] * z[k * n + i])));
+  let D = 1;
+  for (let m = top; m >= TWO_53; m = Math.round(m / TWO_53)) D++;
+  const digits = new Float64Array(K * n * D); // [term][digit], lowest digit first
+  for (let j = 0; j < K * n; j++) {
+    let t = Math.round(scales[Math.floor(j / n)] * z[j]);
+    for (let d = 0; d < D - 1; d++) {
+      const h = Math.round(t / TWO_53);
+      digits[j * D + d] = t - h * TWO_53;
+      t = h;
+    }
+    digits[j * D + D - 1] = t;
+  }
+  return primes.map((q) => {
+    const qInv = 1 / q;
+    // x mod q for |x| < 2^53: the quotient from x (1 / q) is off by at most one, the products exact.
+    const mod = (x: number) => {
+      const r = x - Math.floor(x * qInv) * q;
+      return r < 0 ? r + q : r >= q ? r - q : r;
+    };
+    const base = mod(TWO_53 - 1) + 1 === q ? 0 : mod(TWO_53 - 1) + 1;
+    const out = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      let r = 0;
+      for (let k = 0; k < K; k++) {
+        const j = (k * n + i) * D;
+        let acc = mod(digits[j + D - 1]);
+        for (let d = D - 2; d >= 0; d--) acc = mod(acc * base + digits[j + d]);
+        r += acc;
+      }
+      out[i] = mod(r);
+    }
+    return out;
+  });
+}
+
+const TWO_53 = 2 ** 53;

@@ -137,6 +137,8 @@ export class NegacyclicNtt {
   /** psi^bitrev(i) and psi^-bitrev(i). */
   private readonly psiRev: Float64Array;
   private readonly psiInvRev: Float64Array;
+  /** psiRev[i] / q: the twiddles' quotients (see forward). */
+  private readonly psiRevOverQ: Float64Array;
   private readonly nInv: number;
 
   /** The tables of (q, N), built once per thread. */
@@ -152,19 +154,29 @@ export class NegacyclicNtt {
     const { psi, psiInv } = findPsi(ar, n);
     this.psiRev = Float64Array.from(bitReversedPowers(ar, psi, n));
     this.psiInvRev = Float64Array.from(bitReversedPowers(ar, psiInv, n));
+    this.psiRevOverQ = this.psiRev.map((x) => x / q);
     this.nInv = inverseOfN(ar, n);
   }
 
-  /** In place; entries in [0, q). */
+  /**
+   * In place; entries in [0, q). Each twiddle S comes with S / q, so a product's quotient is
+   * floor(a (S / q)), off by at most one (a S / q < 2^26 with relative error ~2^-52), and the
+   * remainder a S - quotient q is exact (both terms below 2^52): no division in the loop, the
+   * cost of the batch-mode flood's transforms.
+   */
   forward(a: Float64Array): void {
-    const { q, n, psiRev } = this;
+    const { q, n, psiRev, psiRevOverQ } = this;
     for (let m = 1, t = n >> 1; m < n; m <<= 1, t >>= 1) {
       for (let i = 0; i < m; i++) {
         const S = psiRev[m + i];
+        const Sq = psiRevOverQ[m + i];
         const j1 = 2 * i * t;
         for (let j = j1; j < j1 + t; j++) {
           const U = a[j];
-          const V = mulmod(a[j + t], S, q);
+          const b = a[j + t];
+          let V = b * S - Math.floor(b * Sq) * q;
+          if (V < 0) V += q;
+          else if (V >= q) V -= q;
           const x = U + V;
           a[j] = x >= q ? x - q : x;
           const y = U - V;
@@ -199,17 +211,6 @@ export class NegacyclicNtt {
 export function reduceSmall(x: ArrayLike<number>, q: number): Float64Array {
   const out = new Float64Array(x.length);
   for (let i = 0; i < x.length; i++) out[i] = x[i] < 0 ? x[i] + q : x[i];
-  return out;
-}
-
-export function reduceBig(x: bigint[], q: number): Float64Array {
-  const Q = BigInt(q);
-  const out = new Float64Array(x.length);
-  for (let i = 0; i < x.length; i++) {
-    let r = x[i] % Q;
-    if (r < 0n) r += Q;
-    out[i] = Number(r);
-  }
   return out;
 }
 

@@ -1,6 +1,6 @@
 import { SealedError } from '../errors.ts';
-import { floodNoise, randomWords, smallNoise, ternary } from './noise.ts';
-import { mulmod, NegacyclicNtt, reduceBig, reduceSmall } from './ntt.ts';
+import { floodNoiseResidues, randomWords, smallNoise, ternary } from './noise.ts';
+import { mulmod, NegacyclicNtt, reduceSmall } from './ntt.ts';
 
 // Batch mode (raw residues, primes below 2^26): the client's re-randomization key and the
 // server's step. The key covers the data primes of the batch parameters (results stay at the
@@ -110,22 +110,40 @@ export function loadRerandKey(bytes: Uint8Array, primes: number[], degree: numbe
 export function rerandomizeResidues(key: RerandKey, residues: Uint32Array, offset: number, sigma: number, ntts: NegacyclicNtt[]): void {
   const { size, degree: N, primes } = key;
   const u = ternary(N);
-  const flood = floodNoise(N, sigma);
+  const floods = floodNoiseResidues(N, sigma, primes);
   const e = Array.from({ length: size }, () => smallNoise(N));
-  for (let c = 0; c < N; c++) flood[c] += BigInt(e[0][c]);
-  primes.forEach((q, p) => {
-    const ntt = ntts[p];
+  for (let p = 0; p < primes.length; p++) {
+    const q = primes[p];
     const uHat = reduceSmall(u, q);
-    ntt.forward(uHat);
+    ntts[p].forward(uHat);
     for (let poly = 0; poly < size; poly++) {
-      const eHat = poly === 0 ? reduceBig(flood, q) : reduceSmall(e[poly], q);
-      ntt.forward(eHat);
+      const eHat = poly === 0 ? addSmall(floods[p], e[0], q) : reduceSmall(e[poly], q);
+      ntts[p].forward(eHat);
       const k = (poly * primes.length + p) * N;
-      const r = offset + k;
-      for (let c = 0; c < N; c++) {
-        // u * a + e + c, each term below q: the sum stays far below 2^53.
-        residues[r + c] = (mulmod(uHat[c], key.residues[k + c], q) + eHat[c] + residues[r + c]) % q;
-      }
+      mulAddInto(residues, offset + k, uHat, key.residues, k, eHat, q, N);
     }
-  });
+  }
+}
+
+/** a + e modulo q in place (a in [0, q), |e| < q). */
+function addSmall(a: Float64Array, e: Int32Array, q: number): Float64Array {
+  for (let c = 0; c < a.length; c++) {
+    const f = a[c] + e[c];
+    a[c] = f < 0 ? f + q : f >= q ? f - q : f;
+  }
+  return a;
+}
+
+/**
+ * dst[at + c] = u[c] key[k + c] + e[c] + dst[at + c] mod q, every term in [0, q). The quotient
+ * from x (1 / q) is off by at most one, as in NegacyclicNtt.forward; the product is below 2^52.
+ */
+function mulAddInto(dst: Uint32Array, at: number, u: Float64Array, key: Uint32Array, k: number, e: Float64Array, q: number, n: number): void {
+  const qInv = 1 / q;
+  for (let c = 0; c < n; c++) {
+    const prod = u[c] * key[k + c];
+    let v = prod - Math.floor(prod * qInv) * q + e[c] + dst[at + c];
+    v -= Math.floor(v * qInv) * q;
+    dst[at + c] = v < 0 ? v + q : v >= q ? v - q : v;
+  }
 }
