@@ -1,5 +1,5 @@
 ;; The batch kernel's two multiply-add loops in WebAssembly SIMD (f64x2), about 4x the plain
-;; JavaScript loops. Accumulators are float64, inputs are u32 residues or float64 squares;
+;; JavaScript loops, and the forward NTT of batch mode's flood (ntt.ts). Accumulators are float64, inputs are u32 residues or float64 squares;
 ;; every value is an integer below 2^53, so the sums are exact whatever the order.
 ;; Compiled by scripts/build-kernel.ts into kernel-wasm.ts; test/unit/batch-kernel.test.ts checks
 ;; that the committed binary is this source's.
@@ -55,4 +55,68 @@
             (f64x2.add (f64x2.mul (local.get $C) (v128.load (i32.add (local.get $sc) (local.get $o))))
                        (f64x2.mul (local.get $D) (v128.load (i32.add (local.get $sd) (local.get $o))))))))
       (local.set $i (i32.add (local.get $i) (i32.const 2)))
-      (br $top)))))
+      (br $top))))
+  ;; NegacyclicNtt.forward (ntt.ts) for a prime q < 2^26 on float64 residues in [0, q): a at
+  ;; byte 0, psi^bitrev(i) at byte 8n, psi^bitrev(i) / q at byte 16n. A twiddle product's
+  ;; quotient is floor(b (S / q)), off by at most one, and b S - quotient q is exact (below
+  ;; 2^52); every correction is a mask, so no branch depends on the data. Stages with butterfly
+  ;; distance t >= 2 run two butterflies per step; the last stage (t = 1) runs one.
+  (func (export "nttForward") (param $n i32) (param $q f64)
+    (local $m i32) (local $t i32) (local $i i32) (local $pa i32) (local $end i32) (local $tb i32)
+    (local $S v128) (local $Sq v128) (local $Q v128) (local $Z v128)
+    (local $U v128) (local $B v128) (local $V v128) (local $x v128) (local $y v128)
+    (local $s f64) (local $sq f64) (local $u f64) (local $b f64) (local $v f64) (local $xs f64) (local $ys f64)
+    (local.set $Q (f64x2.splat (local.get $q)))
+    (local.set $Z (f64x2.splat (f64.const 0)))
+    (local.set $m (i32.const 1))
+    (local.set $t (i32.shr_u (local.get $n) (i32.const 1)))
+    (block $stagesDone (loop $stage
+      (br_if $stagesDone (i32.lt_u (local.get $t) (i32.const 2)))
+      (local.set $tb (i32.shl (local.get $t) (i32.const 3)))
+      (local.set $i (i32.const 0))
+      (block $iDone (loop $iLoop
+        (br_if $iDone (i32.ge_u (local.get $i) (local.get $m)))
+        (local.set $S (f64x2.splat (f64.load (i32.shl (i32.add (local.get $n) (i32.add (local.get $m) (local.get $i))) (i32.const 3)))))
+        (local.set $Sq (f64x2.splat (f64.load (i32.shl (i32.add (i32.shl (local.get $n) (i32.const 1)) (i32.add (local.get $m) (local.get $i))) (i32.const 3)))))
+        (local.set $pa (i32.shl (i32.mul (i32.shl (local.get $i) (i32.const 1)) (local.get $t)) (i32.const 3)))
+        (local.set $end (i32.add (local.get $pa) (local.get $tb)))
+        (block $jDone (loop $jLoop
+          (br_if $jDone (i32.ge_u (local.get $pa) (local.get $end)))
+          (local.set $U (v128.load (local.get $pa)))
+          (local.set $B (v128.load (i32.add (local.get $pa) (local.get $tb))))
+          (local.set $V (f64x2.sub (f64x2.mul (local.get $B) (local.get $S))
+            (f64x2.mul (f64x2.floor (f64x2.mul (local.get $B) (local.get $Sq))) (local.get $Q))))
+          (local.set $V (f64x2.add (local.get $V) (v128.and (f64x2.lt (local.get $V) (local.get $Z)) (local.get $Q))))
+          (local.set $V (f64x2.sub (local.get $V) (v128.and (f64x2.ge (local.get $V) (local.get $Q)) (local.get $Q))))
+          (local.set $x (f64x2.add (local.get $U) (local.get $V)))
+          (local.set $y (f64x2.sub (local.get $U) (local.get $V)))
+          (v128.store (local.get $pa)
+            (f64x2.sub (local.get $x) (v128.and (f64x2.ge (local.get $x) (local.get $Q)) (local.get $Q))))
+          (v128.store (i32.add (local.get $pa) (local.get $tb))
+            (f64x2.add (local.get $y) (v128.and (f64x2.lt (local.get $y) (local.get $Z)) (local.get $Q))))
+          (local.set $pa (i32.add (local.get $pa) (i32.const 16)))
+          (br $jLoop)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $iLoop)))
+      (local.set $m (i32.shl (local.get $m) (i32.const 1)))
+      (local.set $t (i32.shr_u (local.get $t) (i32.const 1)))
+      (br $stage)))
+    ;; t = 1: butterflies on neighbours, each with its own twiddle.
+    (local.set $i (i32.const 0))
+    (block $lastDone (loop $last
+      (br_if $lastDone (i32.ge_u (local.get $i) (local.get $m)))
+      (local.set $s (f64.load (i32.shl (i32.add (local.get $n) (i32.add (local.get $m) (local.get $i))) (i32.const 3))))
+      (local.set $sq (f64.load (i32.shl (i32.add (i32.shl (local.get $n) (i32.const 1)) (i32.add (local.get $m) (local.get $i))) (i32.const 3))))
+      (local.set $pa (i32.shl (local.get $i) (i32.const 4)))
+      (local.set $u (f64.load (local.get $pa)))
+      (local.set $b (f64.load offset=8 (local.get $pa)))
+      (local.set $v (f64.sub (f64.mul (local.get $b) (local.get $s)) (f64.mul (f64.floor (f64.mul (local.get $b) (local.get $sq))) (local.get $q))))
+      (local.set $v (select (f64.add (local.get $v) (local.get $q)) (local.get $v) (f64.lt (local.get $v) (f64.const 0))))
+      (local.set $v (select (f64.sub (local.get $v) (local.get $q)) (local.get $v) (f64.ge (local.get $v) (local.get $q))))
+      (local.set $xs (f64.add (local.get $u) (local.get $v)))
+      (local.set $ys (f64.sub (local.get $u) (local.get $v)))
+      (f64.store (local.get $pa) (select (f64.sub (local.get $xs) (local.get $q)) (local.get $xs) (f64.ge (local.get $xs) (local.get $q))))
+      (f64.store offset=8 (local.get $pa) (select (f64.add (local.get $ys) (local.get $q)) (local.get $ys) (f64.lt (local.get $ys) (f64.const 0))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $last))))
+)
