@@ -70,7 +70,12 @@ export class ClientSession {
   }
 
   static async open(modelId: string, part: ClientPart): Promise<ClientSession> {
-    return new ClientSession(modelId, part, await CkksSession.open(part.params), part.batch ? await CkksSession.open(part.batch.params, { topLevelOnly: true }) : undefined);
+    return new ClientSession(
+      modelId,
+      part,
+      await CkksSession.open(part.params),
+      part.batch ? await CkksSession.open(part.batch.params, { topLevelOnly: true }) : undefined,
+    );
   }
 
   generateKeys(): Keys {

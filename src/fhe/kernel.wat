@@ -1,5 +1,5 @@
 ;; The batch kernel's two multiply-add loops in WebAssembly SIMD (f64x2), about 4x the plain
-;; JavaScript loops, and the forward NTT of batch mode's flood (ntt.ts). Accumulators are float64, inputs are u32 residues or float64 squares;
+;; JavaScript loops, and the forward NTTs of the floods (ntt.ts). Accumulators are float64, inputs are u32 residues or float64 squares;
 ;; every value is an integer below 2^53, so the sums are exact whatever the order.
 ;; Compiled by scripts/build-kernel.ts into kernel-wasm.ts; test/unit/batch-kernel.test.ts checks
 ;; that the committed binary is this source's.
@@ -119,4 +119,57 @@
       (f64.store offset=8 (local.get $pa) (select (f64.add (local.get $ys) (local.get $q)) (local.get $ys) (f64.lt (local.get $ys) (f64.const 0))))
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
       (br $last))))
+
+  ;; High 64 bits of the 128-bit product a b, from four 32 x 32-bit products.
+  (func $mulhi (param $a i64) (param $b i64) (result i64)
+    (local $a0 i64) (local $a1 i64) (local $b0 i64) (local $b1 i64) (local $p01 i64) (local $p10 i64)
+    (local.set $a0 (i64.and (local.get $a) (i64.const 0xffffffff)))
+    (local.set $a1 (i64.shr_u (local.get $a) (i64.const 32)))
+    (local.set $b0 (i64.and (local.get $b) (i64.const 0xffffffff)))
+    (local.set $b1 (i64.shr_u (local.get $b) (i64.const 32)))
+    (local.set $p01 (i64.mul (local.get $a0) (local.get $b1)))
+    (local.set $p10 (i64.mul (local.get $a1) (local.get $b0)))
+    (i64.add
+      (i64.add (i64.mul (local.get $a1) (local.get $b1))
+        (i64.add (i64.shr_u (local.get $p01) (i64.const 32)) (i64.shr_u (local.get $p10) (i64.const 32))))
+      (i64.shr_u
+        (i64.add (i64.shr_u (i64.mul (local.get $a0) (local.get $b0)) (i64.const 32))
+          (i64.add (i64.and (local.get $p01) (i64.const 0xffffffff)) (i64.and (local.get $p10) (i64.const 0xffffffff))))
+        (i64.const 32))))
+
+  ;; NegacyclicNttBig.forward (ntt.ts) for a prime q < 2^61 on u64 residues in [0, q): a at byte
+  ;; 0, W = psi^bitrev(i) at byte 8n, W' = floor(W 2^64 / q) at byte 16n. Shoup's product:
+  ;; b W - mulhi(b, W') q lies in [0, 2q) (computed modulo 2^64), then one correction.
+  (func (export "nttForward64") (param $n i32) (param $q i64)
+    (local $m i32) (local $t i32) (local $i i32) (local $pa i32) (local $end i32) (local $tb i32)
+    (local $w i64) (local $wp i64) (local $u i64) (local $b i64) (local $v i64) (local $x i64) (local $y i64)
+    (local.set $m (i32.const 1))
+    (local.set $t (i32.shr_u (local.get $n) (i32.const 1)))
+    (block $stagesDone (loop $stage
+      (br_if $stagesDone (i32.eqz (local.get $t)))
+      (local.set $tb (i32.shl (local.get $t) (i32.const 3)))
+      (local.set $i (i32.const 0))
+      (block $iDone (loop $iLoop
+        (br_if $iDone (i32.ge_u (local.get $i) (local.get $m)))
+        (local.set $w (i64.load (i32.shl (i32.add (local.get $n) (i32.add (local.get $m) (local.get $i))) (i32.const 3))))
+        (local.set $wp (i64.load (i32.shl (i32.add (i32.shl (local.get $n) (i32.const 1)) (i32.add (local.get $m) (local.get $i))) (i32.const 3))))
+        (local.set $pa (i32.shl (i32.mul (i32.shl (local.get $i) (i32.const 1)) (local.get $t)) (i32.const 3)))
+        (local.set $end (i32.add (local.get $pa) (local.get $tb)))
+        (block $jDone (loop $jLoop
+          (br_if $jDone (i32.ge_u (local.get $pa) (local.get $end)))
+          (local.set $u (i64.load (local.get $pa)))
+          (local.set $b (i64.load (i32.add (local.get $pa) (local.get $tb))))
+          (local.set $v (i64.sub (i64.mul (local.get $b) (local.get $w)) (i64.mul (call $mulhi (local.get $b) (local.get $wp)) (local.get $q))))
+          (local.set $v (select (i64.sub (local.get $v) (local.get $q)) (local.get $v) (i64.ge_u (local.get $v) (local.get $q))))
+          (local.set $x (i64.add (local.get $u) (local.get $v)))
+          (local.set $y (i64.sub (i64.add (local.get $u) (local.get $q)) (local.get $v)))
+          (i64.store (local.get $pa) (select (i64.sub (local.get $x) (local.get $q)) (local.get $x) (i64.ge_u (local.get $x) (local.get $q))))
+          (i64.store (i32.add (local.get $pa) (local.get $tb)) (select (i64.sub (local.get $y) (local.get $q)) (local.get $y) (i64.ge_u (local.get $y) (local.get $q))))
+          (local.set $pa (i32.add (local.get $pa) (i32.const 8)))
+          (br $jLoop)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $iLoop)))
+      (local.set $m (i32.shl (local.get $m) (i32.const 1)))
+      (local.set $t (i32.shr_u (local.get $t) (i32.const 1)))
+      (br $stage))))
 )

@@ -9,6 +9,7 @@ import { BatchPrivacy, makeBatchRerandKey } from '../../src/fhe/batch-privacy.ts
 import { CkksSession, SecretKeyHolder, generateSecretKey } from '../../src/fhe/ckks.ts';
 import { primes } from '../../src/fhe/params.ts';
 import { floodNoise, loadRerandKey, NegacyclicNtt, secretKeyResidues } from '../../src/fhe/privacy.ts';
+import { NegacyclicNttBig } from '../../src/fhe/ntt.ts';
 import { floodResidues, floodScales, floodSums, standardNormals } from '../../src/fhe/noise.ts';
 import { FLOOD_PRECISION_BITS, compileBatch } from '../../src/model/compile-batch.ts';
 import { simulateBatch } from '../../src/model/simulate-batch.ts';
@@ -41,6 +42,37 @@ t.test("our NTT is SEAL's: the inverse transform of a SEAL secret key is ternary
     ntt.forward(a);
     t.ok(
       a.every((x, i) => x === res[p * N + i]),
+      'forward(inverse(x)) = x',
+    );
+  });
+});
+
+t.test("the u64 NTT (the single layout's primes, up to 60 bits) is SEAL's too", async (t) => {
+  const n = 4096;
+  const s = await CkksSession.open({ scheme: 'ckks', polyModulusDegree: n, coeffModulusBits: [60, 49], securityLevel: 128 });
+  t.teardown(() => s.close());
+  const ps = primes(s.seal, s.context);
+  const kg = new s.seal.KeyGenerator(s.context);
+  const sk = kg.secretKey();
+  const raw = sk.saveToArray(s.seal.ComprModeType.none) as Uint8Array;
+  sk.delete();
+  kg.delete();
+  // The key's residues: the last n x primes words of its uncompressed bytes.
+  const words = new BigUint64Array(n * ps.length);
+  const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  const at = raw.length - 8 * words.length;
+  for (let i = 0; i < words.length; i++) words[i] = v.getBigUint64(at + 8 * i, true);
+  ps.forEach((q, p) => {
+    const ntt = new NegacyclicNttBig(q, n);
+    const a = words.slice(p * n, (p + 1) * n);
+    ntt.inverse(a);
+    t.ok(
+      a.every((x) => x <= 1n || x === q - 1n),
+      `prime ${q} (${q.toString(2).length} bits): coefficients in {-1, 0, 1}`,
+    );
+    ntt.forward(a);
+    t.ok(
+      a.every((x, i) => x === words[p * n + i]),
       'forward(inverse(x)) = x',
     );
   });
