@@ -172,4 +172,16 @@
       (local.set $m (i32.shl (local.get $m) (i32.const 1)))
       (local.set $t (i32.shr_u (local.get $t) (i32.const 1)))
       (br $stage))))
+
+  ;; dst[i] = (a[i] + dst[i]) mod q for i < n: u64 residues in [0, q), q < 2^63.
+  (func (export "addMod64") (param $a i32) (param $dst i32) (param $n i32) (param $q i64)
+    (local $end i32) (local $x i64)
+    (local.set $end (i32.add (local.get $a) (i32.shl (local.get $n) (i32.const 3))))
+    (block $done (loop $top
+      (br_if $done (i32.ge_u (local.get $a) (local.get $end)))
+      (local.set $x (i64.add (i64.load (local.get $a)) (i64.load (local.get $dst))))
+      (i64.store (local.get $dst) (select (i64.sub (local.get $x) (local.get $q)) (local.get $x) (i64.ge_u (local.get $x) (local.get $q))))
+      (local.set $a (i32.add (local.get $a) (i32.const 8)))
+      (local.set $dst (i32.add (local.get $dst) (i32.const 8)))
+      (br $top))))
 )

@@ -240,9 +240,11 @@ export function nttTables(primes: number[], degree: number): NegacyclicNtt[] {
 
 /** NegacyclicNtt for any SEAL prime up to 60 bits (u64 residues), used once per result and prime. */
 /** A kernel instance of its own holding one table: W = psi^bitrev(i) and floor(W 2^64 / q). */
-function ntt64Instance(psiRev: BigUint64Array, q: bigint): { memory: BigUint64Array; run(n: number, q: bigint): void } {
+function ntt64Instance(psiRev: BigUint64Array, q: bigint): Ntt64Instance {
   if (q >= 1n << 61n) throw new SealedError('internal', `NTT: the prime ${q} has more than 61 bits`);
-  const { exports, buffer } = kernelInstance<{ nttForward64(n: number, q: bigint): void }>(24 * psiRev.length);
+  const { exports, buffer } = kernelInstance<{ nttForward64(n: number, q: bigint): void; addMod64(a: number, dst: number, n: number, q: bigint): void }>(
+    32 * psiRev.length,
+  );
   const n = psiRev.length;
   const memory = new BigUint64Array(buffer, 0, 3 * n);
   memory.set(psiRev, n);
@@ -250,7 +252,21 @@ function ntt64Instance(psiRev: BigUint64Array, q: bigint): { memory: BigUint64Ar
     psiRev.map((w) => (w << 64n) / q),
     2 * n,
   );
-  return { memory, run: (n, q) => exports.nttForward64(n, q) };
+  return {
+    memory,
+    bytes: new Uint8Array(buffer, 0, 32 * n),
+    run: (n, q) => exports.nttForward64(n, q),
+    addToLast: (n, q) => exports.addMod64(0, 24 * n, n, q),
+  };
+}
+
+interface Ntt64Instance {
+  /** a, psiRev, floor(psiRev 2^64 / q), then a fourth region of n words (addToLast). */
+  memory: BigUint64Array;
+  bytes: Uint8Array;
+  run(n: number, q: bigint): void;
+  /** The fourth region += a, modulo q. */
+  addToLast(n: number, q: bigint): void;
 }
 
 export class NegacyclicNttBig {
@@ -258,7 +274,7 @@ export class NegacyclicNttBig {
   readonly n: number;
   private readonly psiRev: BigUint64Array;
   private psiInvRev?: BigUint64Array;
-  private wasm: { memory: BigUint64Array; run(n: number, q: bigint): void } | undefined;
+  private wasm: Ntt64Instance | undefined;
 
   /** The tables of (q, N), built once per thread (not per key set: they do not depend on keys). */
   static of(q: bigint, n: number): NegacyclicNttBig {
@@ -282,6 +298,20 @@ export class NegacyclicNttBig {
     w.memory.set(a);
     w.run(this.n, this.q);
     a.set(w.memory.subarray(0, this.n));
+  }
+  /**
+   * Adds forward(a) to the n residues (little-endian u64, in [0, q)) at byte `at` of `target`,
+   * modulo q; `a` is left transformed. The flood's last step, without a BigInt per coefficient.
+   */
+  addForwardInto(a: BigUint64Array, target: Uint8Array, at: number): void {
+    const w = (this.wasm ??= ntt64Instance(this.psiRev, this.q));
+    const { n, q } = this;
+    w.memory.set(a);
+    w.run(n, q);
+    a.set(w.memory.subarray(0, n));
+    w.bytes.set(target.subarray(at, at + 8 * n), 24 * n);
+    w.addToLast(n, q);
+    target.set(w.bytes.subarray(24 * n, 32 * n), at);
   }
 
   /** In place; the inverse of forward (tables made on first use: the server never needs it). */

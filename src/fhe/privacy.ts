@@ -85,11 +85,6 @@ export function floodRawCiphertext(raw: Uint8Array, ntts: NegacyclicNttBig[], si
       const r = flood[i] % q;
       f[i] = r < 0n ? r + q : r;
     }
-    ntt.forward(f);
-    for (let i = 0; i < n; i++) {
-      const at = RAW_RESIDUES_AT + 8 * (p * n + i); // c0 is the first polynomial
-      const x = v.getBigUint64(at, true) + f[i];
-      v.setBigUint64(at, x >= q ? x - q : x, true);
-    }
+    ntt.addForwardInto(f, raw, RAW_RESIDUES_AT + 8 * p * n); // c0 is the first polynomial
   });
 }
