@@ -136,7 +136,8 @@ function addSmall(a: Float64Array, e: Int32Array, q: number): Float64Array {
 
 /**
  * dst[at + c] = u[c] key[k + c] + e[c] + dst[at + c] mod q, every term in [0, q). The quotient
- * from x (1 / q) is off by at most one, as in NegacyclicNtt.forward; the product is below 2^52.
+ * from x (1 / q) is off by at most one (x / q < 2^27, relative error ~2^-52) and the product is
+ * below 2^52, so every step is exact: no division in the loop.
  */
 function mulAddInto(dst: Uint32Array, at: number, u: Float64Array, key: Uint32Array, k: number, e: Float64Array, q: number, n: number): void {
   const qInv = 1 / q;
