@@ -94,13 +94,14 @@ export function floodNoiseResidues(n: number, sigma: number, primes: number[]): 
 /** floodSums(scales, z, n) modulo each prime, as floodNoiseResidues computes them. */
 export function floodResidues(scales: number[], z: Float64Array, n: number, primes: number[]): Float64Array[] {
   const K = scales.length;
+  const terms = new Float64Array(K * n);
   let top = 0;
-  for (let k = 0; k < K; k++) for (let i = 0; i < n; i++) top = Math.max(top, Math.abs(Math.round(scales[k] * z[k * n + i])));
+  for (let j = 0; j < K * n; j++) top = Math.max(top, Math.abs((terms[j] = Math.round(scales[Math.floor(j / n)] * z[j]))));
   let D = 1;
   for (let m = top; m >= TWO_53; m = Math.round(m / TWO_53)) D++;
   const digits = new Float64Array(K * n * D); // [term][digit], lowest digit first
   for (let j = 0; j < K * n; j++) {
-    let t = Math.round(scales[Math.floor(j / n)] * z[j]);
+    let t = terms[j];
     for (let d = 0; d < D - 1; d++) {
       const h = Math.round(t / TWO_53);
       digits[j * D + d] = t - h * TWO_53;

@@ -136,7 +136,7 @@ const bigTables = new Map<string, NegacyclicNttBig>();
 interface NttInstance {
   /** a, then psiRev, then psiRev / q (float64). */
   memory: Float64Array;
-  run(n: number, q: number): void;
+  run(): void;
 }
 
 let kernelModule: WebAssembly.Module | undefined;
@@ -160,7 +160,7 @@ function nttInstance(psiRev: Float64Array, q: number): NttInstance {
     psiRev.map((x) => x / q),
     2 * n,
   );
-  return { memory, run: (n, q) => exports.nttForward(n, q) };
+  return { memory, run: () => exports.nttForward(n, q) };
 }
 
 export class NegacyclicNtt {
@@ -195,7 +195,7 @@ export class NegacyclicNtt {
   forward(a: Float64Array): void {
     const w = (this.wasm ??= nttInstance(this.psiRev, this.q));
     w.memory.set(a);
-    w.run(this.n, this.q);
+    w.run();
     a.set(w.memory.subarray(0, this.n));
   }
 
@@ -255,8 +255,8 @@ function ntt64Instance(psiRev: BigUint64Array, q: bigint): Ntt64Instance {
   return {
     memory,
     bytes: new Uint8Array(buffer, 0, 32 * n),
-    run: (n, q) => exports.nttForward64(n, q),
-    addToLast: (n, q) => exports.addMod64(0, 24 * n, n, q),
+    run: () => exports.nttForward64(n, q),
+    addToLast: () => exports.addMod64(0, 24 * n, n, q),
   };
 }
 
@@ -264,9 +264,9 @@ interface Ntt64Instance {
   /** a, psiRev, floor(psiRev 2^64 / q), then a fourth region of n words (addToLast). */
   memory: BigUint64Array;
   bytes: Uint8Array;
-  run(n: number, q: bigint): void;
+  run(): void;
   /** The fourth region += a, modulo q. */
-  addToLast(n: number, q: bigint): void;
+  addToLast(): void;
 }
 
 export class NegacyclicNttBig {
@@ -297,7 +297,7 @@ export class NegacyclicNttBig {
   forward(a: BigUint64Array): void {
     const w = (this.wasm ??= ntt64Instance(this.psiRev, this.q));
     w.memory.set(a);
-    w.run(this.n, this.q);
+    w.run();
     a.set(w.memory.subarray(0, this.n));
   }
   /**
@@ -305,13 +305,11 @@ export class NegacyclicNttBig {
    * modulo q; `a` is left transformed. The flood's last step, without a BigInt per coefficient.
    */
   addForwardInto(a: BigUint64Array, target: Uint8Array, at: number): void {
-    const w = (this.wasm ??= ntt64Instance(this.psiRev, this.q));
-    const { n, q } = this;
-    w.memory.set(a);
-    w.run(n, q);
-    a.set(w.memory.subarray(0, n));
+    this.forward(a); // leaves a in the instance's first region
+    const w = this.wasm!;
+    const { n } = this;
     w.bytes.set(target.subarray(at, at + 8 * n), 24 * n);
-    w.addToLast(n, q);
+    w.addToLast();
     target.set(w.bytes.subarray(24 * n, 32 * n), at);
   }
 
