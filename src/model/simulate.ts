@@ -18,6 +18,10 @@ export interface SimulationTrace {
 }
 
 export function simulate(p: Program, masks: Float64Array[], input: Float64Array, trace?: SimulationTrace): Float64Array {
+  // Rotations are read through their index (addRotated) instead of materialised: the plaintext
+  // checks of compile and training run this for every calibration record, and a copy of the
+  // vector per term was most of their time. The sums run in the same order as the engine's
+  // description (terms within a giant, giants, folds), so results are what they were bit for bit.
   let x = input;
   for (const st of p.steps) {
     if (st.op === 'square') {
@@ -25,33 +29,45 @@ export function simulate(p: Program, masks: Float64Array[], input: Float64Array,
     } else if (st.op === 'rescale') {
       // Exact on values: only the scale changes.
     } else {
-      const babies = new Map<number, Float64Array>([[0, x]]);
-      const acc = new Float64Array(x.length);
+      const n = x.length;
+      const acc = new Float64Array(n);
+      const inner = new Float64Array(n);
       const byGiant = new Map<number, { baby: number; mask: number }[]>();
       for (const t of st.terms) byGiant.set(t.giant, [...(byGiant.get(t.giant) ?? []), t]);
       for (const [g, terms] of byGiant) {
-        const inner = new Float64Array(x.length);
-        for (const t of terms) {
-          let r = babies.get(t.baby);
-          if (!r) babies.set(t.baby, (r = rotate(x, t.baby)));
-          const m = masks[t.mask];
-          for (let i = 0; i < inner.length; i++) inner[i] += m[i] * r[i];
-        }
-        const rg = g === 0 ? inner : rotate(inner, g);
-        for (let i = 0; i < acc.length; i++) acc[i] += rg[i];
+        inner.fill(0);
+        for (const t of terms) addMaskedRotated(inner, masks[t.mask], x, t.baby);
+        addRotated(acc, inner, g);
       }
       let out = acc;
       for (const f of st.folds) {
-        const r = rotate(out, f);
-        out = out.map((v, i) => v + r[i]);
+        const sum = out.slice();
+        addRotated(sum, out, f);
+        out = sum;
       }
       if (st.bias !== undefined) {
         const b = masks[st.bias];
-        out = out.map((v, i) => v + b[i]);
+        for (let i = 0; i < n; i++) out[i] += b[i];
       }
       x = out;
     }
     if (trace) trace.maxAbs.push(x.reduce((m, v) => Math.max(m, Math.abs(v)), 0));
   }
   return x;
+}
+
+/** out[i] += v[(i + k) mod n]: out += rot(v, k), rotation to the left as in the engine. */
+function addRotated(out: Float64Array, v: Float64Array, k: number): void {
+  const n = v.length;
+  const s = ((k % n) + n) % n;
+  for (let i = 0, j = s; j < n; i++, j++) out[i] += v[j];
+  for (let i = n - s, j = 0; i < n; i++, j++) out[i] += v[j];
+}
+
+/** out[i] += m[i] * v[(i + k) mod n]: out += m * rot(v, k). */
+function addMaskedRotated(out: Float64Array, m: Float64Array, v: Float64Array, k: number): void {
+  const n = v.length;
+  const s = ((k % n) + n) % n;
+  for (let i = 0, j = s; j < n; i++, j++) out[i] += m[i] * v[j];
+  for (let i = n - s, j = 0; i < n; i++, j++) out[i] += m[i] * v[j];
 }
