@@ -85,13 +85,16 @@ for kind in inference training; do
   log "building sealed-$kind:$TAG"
   args=()
   [ "$kind" = inference ] && [ -n "${PRUNE_TFJS:-}" ] && args=(--build-arg "PRUNE_TFJS=$PRUNE_TFJS")
-  # One retry: behind the proxy a single registry request sometimes fails its TLS handshake
+  # Retries: behind the proxy a registry request sometimes fails its TLS handshake
   # (SELF_SIGNED_CERT_IN_CHAIN on one package of hundreds, seen in CI on 2026-12-01; the same
-  # build passed at once on a retry). The npm cache mount keeps what the first attempt fetched.
-  for attempt in 1 2; do
+  # build passed at once on a retry). Once, the same package failed for minutes (npm's own
+  # retries and a second build both failed; a build 8 minutes later passed), hence three
+  # attempts a minute apart. The npm cache mount keeps what an earlier attempt fetched.
+  for attempt in 1 2 3; do
     DOCKER_BUILDKIT=1 "$DOCKER" build "${secret[@]}" "${args[@]}" -f "Dockerfile.$kind" -t "sealed-$kind:$TAG" "$@" . && break
-    [ "$attempt" = 2 ] && die "building sealed-$kind:$TAG failed twice"
-    log "building sealed-$kind:$TAG failed; retrying once"
+    [ "$attempt" = 3 ] && die "building sealed-$kind:$TAG failed three times"
+    log "building sealed-$kind:$TAG failed (attempt $attempt); retrying in 60 s"
+    sleep 60
   done
   step_done "sealed-$kind:$TAG"
 done
