@@ -3,20 +3,51 @@
 import SEAL from 'node-seal/throws';
 import type { MainModule } from 'node-seal/throws';
 import { SealedError, type ErrorCode } from '../errors.ts';
+import { patchSealWasm } from './seal-patch.ts';
 
 export type Seal = MainModule;
 
 let loading: Promise<Seal> | undefined;
+let patched = false;
+
+const WASM_FILE = 'seal_throws.wasm';
 
 /**
- * The SEAL runtime of this thread (each worker thread has its own WASM instance).
+ * The SEAL runtime of this thread (each worker thread has its own WASM instance), node-seal's
+ * WebAssembly with seal-patch.ts's faster division.
  * `locateFile` maps node-seal's file name (seal_throws.wasm) to where it is served; a browser
  * page passes it on the first call (later calls reuse the instance and ignore it). Without it,
- * the .wasm is looked up next to node-seal's module (Node) or next to the bundled script.
+ * the .wasm is read next to node-seal's module (Node) or looked up next to the bundled script
+ * (a browser; node-seal's own loading, unpatched).
  */
 export function loadSeal(locateFile?: (path: string) => string): Promise<Seal> {
-  loading ??= locateFile ? SEAL({ locateFile }) : SEAL();
+  loading ??= (async () => {
+    const bytes = locateFile ? await fetchBytes(locateFile(WASM_FILE)) : readNodeSealWasm();
+    if (!bytes) return SEAL();
+    const p = patchSealWasm(bytes);
+    patched = p.patched;
+    return SEAL({ wasmBinary: p.wasm });
+  })();
   return loading;
+}
+
+/** Whether this thread's SEAL runs seal-patch.ts's division (after loadSeal has resolved). */
+export function sealPatched(): boolean {
+  return patched;
+}
+
+async function fetchBytes(url: string): Promise<Uint8Array> {
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`could not load SEAL's WebAssembly from ${url}: HTTP ${res.status}`);
+  return new Uint8Array(await res.arrayBuffer());
+}
+
+/** Node's copy of node-seal's .wasm; undefined in a browser (no `process`; nothing imported). */
+function readNodeSealWasm(): Uint8Array | undefined {
+  const proc = (globalThis as { process?: { getBuiltinModule?(id: string): unknown } }).process;
+  const fs = proc?.getBuiltinModule?.('node:fs') as typeof import('node:fs') | undefined;
+  if (!fs) return undefined;
+  return new Uint8Array(fs.readFileSync(new URL(WASM_FILE, import.meta.resolve('node-seal/throws'))));
 }
 
 /** The [type, text] pair node-seal puts in a WebAssembly.Exception's message. */
