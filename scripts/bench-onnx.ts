@@ -28,6 +28,7 @@ import { batchModeFor, readCalibration } from '../src/train/onnx-job.ts';
 import { BENCH_BUCKET, startBenchStack } from './bench-stack.ts';
 
 const err = (s: string) => process.stderr.write(s + '\n');
+const PHASES = ['download', 'deserialize', 'evaluate', 'serialize', 'upload'] as const;
 const p50 = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
 const fixture = (name: string) => fileURLToPath(new URL(`../test/fixtures/onnx/${name}.onnx`, import.meta.url));
 
@@ -82,6 +83,8 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
   err(`${name}: keys ${(keys.evaluationKeys.length / 2 ** 20).toFixed(1)} MiB`);
   const rows = data.eval.slice(0, encrypted);
   const serverMs: number[] = [];
+  // Where a single image's server time goes (the cost model covers the evaluation only).
+  const phaseMs = Object.fromEntries(PHASES.map((ph) => [ph, [] as number[]])) as Record<(typeof PHASES)[number], number[]>;
   const encClass: number[] = [];
   let batchFigures: { records: number; server_ms: number; end_to_end_ms: number; agreement: number } | undefined;
   let encErr = 0,
@@ -117,7 +120,9 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
             const s = r.scores[0];
             encClass[i] = classOfScores(m.client, s);
             encErr = Math.max(encErr, outputError(head, headOutputs(head, s), ort[i]));
-            serverMs.push((r.stats.server as { timings_ms: { total: number } }).timings_ms.total);
+            const t = (r.stats.server as { timings_ms: Record<(typeof PHASES)[number] | 'total', number> }).timings_ms;
+            serverMs.push(t.total);
+            for (const ph of PHASES) phaseMs[ph].push(t[ph]);
             queryBytes = r.stats.query_bytes;
           }
         }),
@@ -157,6 +162,7 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
     tolerance: +tolerance.toExponential(3),
     within_tolerance: serverMs.length ? encErr <= tolerance : undefined,
     server_ms_single_p50: serverMs.length ? +p50(serverMs).toFixed(1) : undefined,
+    server_ms_phases_p50: serverMs.length ? Object.fromEntries(PHASES.map((ph) => [ph, +p50(phaseMs[ph]).toFixed(1)])) : undefined,
     cost_model_ms: predictTime(p, costs).total,
     images_per_s_batch: batchFigures ? +((batchFigures.records * 1000) / batchFigures.end_to_end_ms).toFixed(1) : null,
     batch: batchFigures ?? batchReport,
