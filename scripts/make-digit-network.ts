@@ -12,7 +12,7 @@ import { deskew } from '../src/model/deskew.ts';
 import { trainImageNetwork } from '../src/train/cnn.ts';
 import { loadNpmMnist } from '../src/train/mnist.ts';
 
-// test/helpers/fixture.ts digitModel reads it there.
+// test/helpers/fixture.ts digitBundle reads it there.
 const DIGIT_NETWORK = new URL('../test/fixtures/digit/network.json.gz', import.meta.url);
 const DIGIT_EPOCHS = 2;
 
