@@ -9,7 +9,7 @@
 // private loops, so it lives with them rather than widening their interface.
 import { outputsOf, resultSize, type BatchPlan } from './batch-plan.ts';
 import { REDUCE_EVERY } from './kernel-limits.ts';
-import { KERNEL_WASM } from './kernel-wasm.ts';
+import { KERNEL_WASM, wasmBytes } from './kernel-wasm.ts';
 
 /** The SIMD loops (kernel.wat) and their memory: one instance per thread, grown on demand. */
 interface Simd {
@@ -38,7 +38,7 @@ let simd: Simd | undefined;
 
 function simdWithMemory(bytes: number): Simd {
   if (!simd) {
-    const binary = Uint8Array.from(atob(KERNEL_WASM), (c) => c.charCodeAt(0));
+    const binary = wasmBytes(KERNEL_WASM);
     simd = new WebAssembly.Instance(new WebAssembly.Module(binary), {}).exports as unknown as Simd;
   }
   const have = simd.memory.buffer.byteLength;

@@ -1,5 +1,5 @@
 import { SealedError } from '../errors.ts';
-import { KERNEL_WASM } from './kernel-wasm.ts';
+import { KERNEL_WASM, wasmBytes } from './kernel-wasm.ts';
 
 // The negacyclic NTT of SEAL (Z_q[X]/(X^N + 1) -> Z_q^N). SEAL's NTTTables use the minimal
 // primitive 2N-th root psi, stored in bit-reversed order, and the Cooley-Tukey / Gentleman-Sande
@@ -143,7 +143,7 @@ let kernelModule: WebAssembly.Module | undefined;
 
 /** An instance of the kernel module (kernel.wat) with at least `bytes` of memory of its own. */
 function kernelInstance<E>(bytes: number): { exports: E; buffer: ArrayBuffer } {
-  kernelModule ??= new WebAssembly.Module(Uint8Array.from(atob(KERNEL_WASM), (c) => c.charCodeAt(0)));
+  kernelModule ??= new WebAssembly.Module(wasmBytes(KERNEL_WASM));
   const exports = new WebAssembly.Instance(kernelModule, {}).exports as E & { memory: WebAssembly.Memory };
   const have = exports.memory.buffer.byteLength;
   if (have < bytes) exports.memory.grow(Math.ceil((bytes - have) / 65536));

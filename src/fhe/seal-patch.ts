@@ -10,7 +10,7 @@
 // in place); the tests check the replacement against BigInt division and SEAL built both ways
 // against each other, byte for byte.
 import { Sha256 } from '../util/sha256.ts';
-import { SEAL_DIV128_WASM } from './kernel-wasm.ts';
+import { SEAL_DIV128_WASM, wasmBytes } from './kernel-wasm.ts';
 
 /** node-seal 7.0.0's divide_uint128_uint64_inplace_generic (seal_throws.wasm, function 79). */
 const TARGET = { bytes: 923, sha256: '10c1411f5620bd45626f37394a540d5d72928e7cfd68ed40673217e106554f41' };
@@ -26,7 +26,7 @@ export function patchSealWasm(wasm: Uint8Array): PatchedWasm {
   const code = codeSection(wasm);
   const hits = code.bodies.filter((b) => b.end - b.start === TARGET.bytes && bodyDigest(wasm, b) === TARGET.sha256);
   if (hits.length !== 1) return { wasm, patched: false };
-  const replacement = onlyBody(Uint8Array.from(atob(SEAL_DIV128_WASM), (c) => c.charCodeAt(0)));
+  const replacement = onlyBody(wasmBytes(SEAL_DIV128_WASM));
   const hit = hits[0];
   const entries: Uint8Array[] = [];
   for (const b of code.bodies) {

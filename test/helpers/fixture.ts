@@ -59,7 +59,6 @@ export async function trainBreastCancer(extra: Record<string, string> = {}): Pro
  */
 export async function digitBundle(dir: string): Promise<string> {
   const modelDir = join(dir, 'mnist');
-  const network = JSON.parse(gunzipSync(await readFile(DIGIT_NETWORK)).toString('utf8')) as Network;
   const cached = join(FIXTURE_CACHE, await fixtureKey('mnist-digit', {}, [fileURLToPath(DIGIT_NETWORK)]));
   try {
     await cp(join(cached, 'model'), modelDir, { recursive: true, errorOnExist: true, force: false });
@@ -70,6 +69,7 @@ export async function digitBundle(dir: string): Promise<string> {
   const { loadNpmMnist } = await import('../../src/train/mnist.ts');
   const { compileImageModel, writeImageBundle } = await import('../../src/train/image-model.ts');
   const train = await loadNpmMnist();
+  const network = JSON.parse(gunzipSync(await readFile(DIGIT_NETWORK)).toString('utf8')) as Network;
   await writeImageBundle(modelDir, network, compileImageModel(network, train.images.slice(0, 300), true), {});
   await saveFixture(cached, modelDir, { manifest: undefined as never, metrics: {} });
   return modelDir;

@@ -6,14 +6,14 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import SEAL from 'node-seal/throws';
-import { SEAL_DIV128_WASM } from '../../src/fhe/kernel-wasm.ts';
+import { SEAL_DIV128_WASM, wasmBytes } from '../../src/fhe/kernel-wasm.ts';
 import { bodyDigest, codeSection, patchSealWasm } from '../../src/fhe/seal-patch.ts';
 import { loadSeal, sealPatched, type Seal } from '../../src/fhe/seal.ts';
 
 const WASM = new Uint8Array(readFileSync(new URL('seal_throws.wasm', import.meta.resolve('node-seal/throws'))));
 
 t.test('the replacement divides exactly: 128-bit by 64-bit, quotient and remainder', async (t) => {
-  const { instance } = await WebAssembly.instantiate(Uint8Array.from(atob(SEAL_DIV128_WASM), (c) => c.charCodeAt(0)));
+  const { instance } = await WebAssembly.instantiate(wasmBytes(SEAL_DIV128_WASM));
   const { div128, memory } = instance.exports as { div128(num: number, d: bigint, quo: number): void; memory: WebAssembly.Memory };
   const m = new BigUint64Array(memory.buffer);
   const M64 = (1n << 64n) - 1n;
