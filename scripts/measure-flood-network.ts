@@ -9,7 +9,9 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CkksSession, SecretKeyHolder, generateKeys, loadEvaluationKeys, loadQueryCiphertext } from '../src/fhe/ckks.ts';
+import { CkksSession } from '../src/fhe/ckks.ts';
+import { SecretKeyHolder, generateKeys } from '../src/fhe/keys.ts';
+import { loadEvaluationKeys, loadQueryCiphertext } from '../src/fhe/load.ts';
 import { Engine } from '../src/fhe/engine.ts';
 import { opCounts } from '../src/fhe/program.ts';
 import { SinglePrivacy, makePublicKey } from '../src/fhe/single-privacy.ts';

@@ -13,7 +13,9 @@
 // hold whatever they are.
 import t from 'tap';
 import type { Ciphertext } from 'node-seal/throws';
-import { CkksSession, SecretKeyHolder, generateKeys, loadEvaluationKeys, loadQueryCiphertext } from '../src/fhe/ckks.ts';
+import { CkksSession } from '../src/fhe/ckks.ts';
+import { SecretKeyHolder, generateKeys } from '../src/fhe/keys.ts';
+import { loadEvaluationKeys, loadQueryCiphertext } from '../src/fhe/load.ts';
 import { Engine } from '../src/fhe/engine.ts';
 import { primes as chainPrimes } from '../src/fhe/params.ts';
 import { rotationsOf } from '../src/fhe/program.ts';

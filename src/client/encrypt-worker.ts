@@ -2,7 +2,8 @@
 // per input feature per batch, hundreds per batch, each encrypted independently. The secret
 // key reaches this thread of the client's own process and nowhere else.
 import { Piscina } from 'piscina';
-import { CkksSession, SecretKeyHolder } from '../fhe/ckks.ts';
+import { CkksSession } from '../fhe/ckks.ts';
+import { SecretKeyHolder } from '../fhe/keys.ts';
 import type { CkksParams } from '../fhe/params.ts';
 
 export interface EncryptTask {

@@ -2,7 +2,8 @@
 // decryption of a result into predictions. No I/O here, so it runs in browsers too.
 import { SealedError } from '../errors.ts';
 import { makeBatchRerandKey } from '../fhe/batch-privacy.ts';
-import { CkksSession, SecretKeyHolder, generateKeys, generateSecretKey } from '../fhe/ckks.ts';
+import { CkksSession } from '../fhe/ckks.ts';
+import { SecretKeyHolder, generateKeys, generateSecretKey } from '../fhe/keys.ts';
 import { makePublicKey } from '../fhe/single-privacy.ts';
 import { paramsKey, type CkksParams } from '../fhe/params.ts';
 import type { ClientPart } from '../model/client-part.ts';

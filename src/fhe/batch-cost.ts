@@ -1,7 +1,7 @@
 // The cost model of batch mode, and the crossover with the single layout. Unit costs are
 // measured on this machine (the kernel's loops, SEAL's load/save/encrypt/decrypt); times the
 // plan's operation counts they predict a batch's time, which benchmarks set against measurement.
-import { SecretKeyHolder, generateSecretKey } from './ckks.ts';
+import { SecretKeyHolder, generateSecretKey } from './keys.ts';
 import { BatchSession } from './batch-io.ts';
 import { measureKernelUnits } from './batch-kernel.ts';
 import { batchOpCounts, outputsOf, recordsPerBatch, resultSize, type BatchPlan } from './batch-plan.ts';

@@ -2,7 +2,8 @@
 // handed to the kernel as raw residues; results are built from residues, checked and loaded
 // back into SEAL before they are saved compressed.
 import { SealedError } from '../errors.ts';
-import { CkksSession, loadCiphertext, loadQueryCiphertext } from './ckks.ts';
+import { CkksSession } from './ckks.ts';
+import { loadCiphertext, loadQueryCiphertext } from './load.ts';
 import { dataPrimesOf, PRIME_BITS, type BatchPlan } from './batch-plan.ts';
 import { primes } from './params.ts';
 import { buildRaw, copyResidues } from './raw-ciphertext.ts';

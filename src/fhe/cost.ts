@@ -1,7 +1,9 @@
 // The cost model: measured unit costs of each SEAL operation at each level, times the
 // program's operation counts, gives the time an evaluation should take on this machine with
 // this library. Benchmarks report it next to the measured time.
-import { CkksSession, SecretKeyHolder, generateKeys, loadEvaluationKeys, loadCiphertext } from './ckks.ts';
+import { CkksSession } from './ckks.ts';
+import { SecretKeyHolder, generateKeys } from './keys.ts';
+import { loadEvaluationKeys, loadCiphertext } from './load.ts';
 import type { CkksParams } from './params.ts';
 import { opCountsByLevel, type OpKind, type Program } from './program.ts';
 

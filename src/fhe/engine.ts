@@ -2,7 +2,8 @@
 // level and scale each step needs; the request path only multiplies, rotates and adds.
 import type { Ciphertext, Plaintext, ParmsIdType } from 'node-seal/throws';
 import { SealedError } from '../errors.ts';
-import type { CkksSession, EvaluationKeys } from './ckks.ts';
+import type { CkksSession } from './ckks.ts';
+import type { EvaluationKeys } from './load.ts';
 import { rotationRoutes, type LinearStep, type Program, type RotationRoutes } from './program.ts';
 import { guard, release } from './seal.ts';
 

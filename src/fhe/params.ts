@@ -15,6 +15,15 @@ export interface CkksParams {
 /** Maximal total coefficient-modulus bits for 128-bit classical security (SEAL's tc128 table). */
 export const MAX_BITS_128: Readonly<Record<number, number>> = { 1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881 };
 
+/** SEAL's Galois element for a left rotation by `step` (generator 3, as GaloisTool). */
+export function galoisElement(step: number, degree: number): number {
+  const m = 2 * degree;
+  let k = step < 0 ? degree / 2 + step : step;
+  let elt = 1;
+  while (k-- > 0) elt = (elt * 3) % m;
+  return elt;
+}
+
 export function totalBits(p: CkksParams): number {
   return p.coeffModulusBits.reduce((a, b) => a + b, 0);
 }

@@ -3,7 +3,7 @@
 // evaluation keys; the server re-randomizes with it and floods c0.
 import type { Ciphertext, Encryptor, PublicKey } from 'node-seal/throws';
 import type { CkksSession } from './ckks.ts';
-import { loadCiphertext } from './ckks.ts';
+import { loadCiphertext } from './load.ts';
 import { FLOOD_SECURITY_BITS, NegacyclicNttBig, floodRawCiphertext, floodSigma } from './privacy.ts';
 import { precheckCiphertext } from './seal-precheck.ts';
 import { guard, release } from './seal.ts';

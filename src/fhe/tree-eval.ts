@@ -3,7 +3,8 @@
 // Pure: no I/O, no threads; the server dispatches a query's batches to it.
 import type { Ciphertext, Plaintext, RelinKeys } from 'node-seal/throws';
 import { SealedError } from '../errors.ts';
-import { loadQueryCiphertext, type CkksSession } from './ckks.ts';
+import type { CkksSession } from './ckks.ts';
+import { loadQueryCiphertext } from './load.ts';
 import { FLOOD_SECURITY_BITS } from './privacy.ts';
 import { precheckKeys } from './seal-precheck.ts';
 import { guard, release } from './seal.ts';

@@ -1,7 +1,9 @@
 // The health probe's known answer: a throwaway secret key (no client's) and a ciphertext of known
 // values. `check` doubles it, saves it, loads it back (precheck and all) and decrypts: the paths
 // every evaluation takes. Right within 1e-3 (CKKS noise here is ~1e-6) or not healthy.
-import { CkksSession, SecretKeyHolder, generateSecretKey, loadCiphertext } from '../fhe/ckks.ts';
+import { CkksSession } from '../fhe/ckks.ts';
+import { SecretKeyHolder, generateSecretKey } from '../fhe/keys.ts';
+import { loadCiphertext } from '../fhe/load.ts';
 import { noteSealError, release } from '../fhe/seal.ts';
 
 export class KnownAnswer {

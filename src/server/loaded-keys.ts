@@ -4,7 +4,8 @@
 // Uploaded keys are seeded (half of that, then compressed), so counting serialized bytes would
 // let the cache hold twice its budget.
 import { SealedError } from '../errors.ts';
-import { loadEvaluationKeys, type CkksSession, type EvaluationKeys } from '../fhe/ckks.ts';
+import type { CkksSession } from '../fhe/ckks.ts';
+import { loadEvaluationKeys, type EvaluationKeys } from '../fhe/load.ts';
 import type { Program } from '../fhe/program.ts';
 import { SinglePrivacy } from '../fhe/single-privacy.ts';
 import type { KeySet } from './key-set.ts';

@@ -1,6 +1,8 @@
 // Runs a compiled program end to end in one process: fresh keys, encryption of each slot
 // vector, evaluation by the engine, decryption. For tests of the engine and the compilers.
-import { CkksSession, SecretKeyHolder, generateKeys, loadEvaluationKeys, loadQueryCiphertext } from '../../src/fhe/ckks.ts';
+import { CkksSession } from '../../src/fhe/ckks.ts';
+import { SecretKeyHolder, generateKeys } from '../../src/fhe/keys.ts';
+import { loadEvaluationKeys, loadQueryCiphertext } from '../../src/fhe/load.ts';
 import { Engine } from '../../src/fhe/engine.ts';
 import type { Program } from '../../src/fhe/program.ts';
 

@@ -4,7 +4,7 @@ import t from 'tap';
 import { BatchSession } from '../../src/fhe/batch-io.ts';
 import { evaluateLanes, prepareKernel, residue } from '../../src/fhe/batch-kernel.ts';
 import { batchOpCounts, outputsOf, recordsPerBatch, resultSize, scaleBitsOf, type BatchPlan } from '../../src/fhe/batch-plan.ts';
-import { SecretKeyHolder, generateSecretKey } from '../../src/fhe/ckks.ts';
+import { SecretKeyHolder, generateSecretKey } from '../../src/fhe/keys.ts';
 import { buildRaw, copyResidues, isPacked, packResidues, readRawInfo, unpackResidues } from '../../src/fhe/raw-ciphertext.ts';
 import { batchUnsupported, compileBatch } from '../../src/model/compile-batch.ts';
 import { simulateBatch } from '../../src/model/simulate-batch.ts';

@@ -5,7 +5,9 @@
 // exactly; re-randomized and flooded, it reads noise.
 import t from 'tap';
 import type { Ciphertext } from 'node-seal/throws';
-import { CkksSession, SecretKeyHolder, generateKeys, loadEvaluationKeys, loadQueryCiphertext } from '../../src/fhe/ckks.ts';
+import { CkksSession } from '../../src/fhe/ckks.ts';
+import { SecretKeyHolder, generateKeys } from '../../src/fhe/keys.ts';
+import { loadEvaluationKeys, loadQueryCiphertext } from '../../src/fhe/load.ts';
 import { Engine } from '../../src/fhe/engine.ts';
 import { SinglePrivacy, makePublicKey } from '../../src/fhe/single-privacy.ts';
 import { compileLinear } from '../../src/model/compile-linear.ts';

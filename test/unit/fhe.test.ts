@@ -1,6 +1,8 @@
 // The FHE core: 128-bit security or refusal, typed errors from SEAL's exceptions.
 import t from 'tap';
-import { CkksSession, SecretKeyHolder, generateKeys, loadCiphertext, loadEvaluationKeys, loadQueryCiphertext } from '../../src/fhe/ckks.ts';
+import { CkksSession } from '../../src/fhe/ckks.ts';
+import { SecretKeyHolder, generateKeys } from '../../src/fhe/keys.ts';
+import { loadCiphertext, loadEvaluationKeys, loadQueryCiphertext } from '../../src/fhe/load.ts';
 import { checkParams, type CkksParams } from '../../src/fhe/params.ts';
 import { SealedError } from '../../src/errors.ts';
 

@@ -3,7 +3,8 @@
 // re-randomization key is refused before any residue is used.
 import t from 'tap';
 import { makeBatchRerandKey } from '../../src/fhe/batch-privacy.ts';
-import { CkksSession, generateSecretKey } from '../../src/fhe/ckks.ts';
+import { CkksSession } from '../../src/fhe/ckks.ts';
+import { generateSecretKey } from '../../src/fhe/keys.ts';
 import { primes } from '../../src/fhe/params.ts';
 import { loadRerandKey } from '../../src/fhe/privacy.ts';
 import { sealExceptionCount } from '../../src/fhe/seal.ts';

@@ -2,7 +2,9 @@
 // process: the client's encryption (its pre-processing, packing, symmetric encryption), the
 // server's engine and flood (SinglePrivacy with the client's public key, as the workers do), the
 // client's decryption and unpacking. No HTTP or S3: those move bytes and do not change values.
-import { CkksSession, SecretKeyHolder, generateKeys, loadEvaluationKeys, loadQueryCiphertext } from '../../fhe/ckks.ts';
+import { CkksSession } from '../../fhe/ckks.ts';
+import { SecretKeyHolder, generateKeys } from '../../fhe/keys.ts';
+import { loadEvaluationKeys, loadQueryCiphertext } from '../../fhe/load.ts';
 import { Engine } from '../../fhe/engine.ts';
 import { SinglePrivacy, makePublicKey } from '../../fhe/single-privacy.ts';
 import type { ClientPart } from '../client-part.ts';

@@ -8,7 +8,8 @@
 //           thermometer ciphertexts (a record per slot), batch after batch
 //   result: the query's header plus query_sha256; per batch, one ciphertext per output
 import { SealedError } from '../../errors.ts';
-import { CkksSession, SecretKeyHolder, generateSecretKey } from '../../fhe/ckks.ts';
+import { CkksSession } from '../../fhe/ckks.ts';
+import { SecretKeyHolder, generateSecretKey } from '../../fhe/keys.ts';
 import { paramsKey } from '../../fhe/params.ts';
 import { TreeEvaluator, makeTreeKeys } from '../../fhe/tree-eval.ts';
 import { sha256Hex } from '../../util/sha256.ts';

@@ -1,0 +1,112 @@
+// Keys and the client's encryption and decryption (CKKS over node-seal): fresh secret keys,
+// the evaluation keys a program needs, and symmetric (seeded, half-size) encryption.
+import { SealedError } from '../errors.ts';
+import type { CkksSession } from './ckks.ts';
+import { loadCiphertext } from './load.ts';
+import { packResidues } from './raw-ciphertext.ts';
+import { guard, release, type Seal } from './seal.ts';
+
+export interface KeyMaterial {
+  secretKey: Uint8Array;
+  relinKeys?: Uint8Array;
+  galoisKeys: Uint8Array;
+}
+
+/** Makes a fresh secret key and the evaluation keys a program needs (seeded, zstd). */
+export function generateKeys(s: CkksSession, galoisSteps: number[], relin: boolean): KeyMaterial {
+  const { seal } = s;
+  const kg = new seal.KeyGenerator(s.context);
+  const sk = kg.secretKey();
+  try {
+    const secretKey = sk.saveToArray(seal.ComprModeType.zstd) as Uint8Array;
+    let relinKeys: Uint8Array | undefined;
+    if (relin) {
+      const rk = kg.createRelinKeysSerializable();
+      relinKeys = rk.saveToArray(seal.ComprModeType.zstd) as Uint8Array;
+      rk.delete();
+    }
+    const gk = kg.createGaloisKeysSerializableWithSteps(Int32Array.from(galoisSteps.length ? galoisSteps : [1]));
+    const galoisKeys = gk.saveToArray(seal.ComprModeType.zstd) as Uint8Array;
+    gk.delete();
+    return { secretKey, relinKeys, galoisKeys };
+  } finally {
+    release(sk, kg);
+  }
+}
+
+/** A fresh secret key only (batch mode needs no evaluation keys). */
+export function generateSecretKey(s: CkksSession): Uint8Array {
+  const kg = new s.seal.KeyGenerator(s.context);
+  const sk = kg.secretKey();
+  try {
+    return sk.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array;
+  } finally {
+    release(sk, kg);
+  }
+}
+
+/** Client side: holds the secret key in WASM memory for encryption and decryption. */
+export class SecretKeyHolder {
+  private readonly s: CkksSession;
+  private readonly sk;
+  private readonly pk;
+  private readonly encryptor;
+  private readonly decryptor;
+
+  constructor(s: CkksSession, secretKey: Uint8Array) {
+    this.s = s;
+    const { seal } = s;
+    this.sk = new seal.SecretKey();
+    guard('bad-keys', 'the secret key', () => this.sk.loadFromArray(s.context, secretKey));
+    const kg = new seal.KeyGenerator(s.context, this.sk);
+    this.pk = kg.createPublicKey(); // required by the Encryptor constructor; never leaves memory
+    kg.delete();
+    this.encryptor = new seal.Encryptor(s.context, this.pk, this.sk);
+    this.decryptor = new seal.Decryptor(s.context, this.sk);
+  }
+
+  /** Symmetric encryption, serialized seeded: about half the size of a public-key ciphertext. */
+  encrypt(values: Float64Array, scaleBits: number): Uint8Array {
+    return this.encryptSaved(values, scaleBits, this.s.seal.ComprModeType.zstd);
+  }
+
+  /**
+   * As encrypt, saved uncompressed with the residues packed in 26 bits (raw-ciphertext.ts):
+   * for parameters whose primes all have at most 26 bits (batch mode).
+   */
+  encryptPacked(values: Float64Array, scaleBits: number): Uint8Array {
+    const packed = packResidues(this.encryptSaved(values, scaleBits, this.s.seal.ComprModeType.none));
+    if (!packed) throw new SealedError('insecure-parameters', 'packed encryption needs primes of at most 26 bits');
+    return packed;
+  }
+
+  private encryptSaved(values: Float64Array, scaleBits: number, mode: Seal['ComprModeType']['none'] | Seal['ComprModeType']['zstd']): Uint8Array {
+    const { seal, encoder } = this.s;
+    const pt = new seal.Plaintext();
+    try {
+      encoder.encode(values, 2 ** scaleBits, pt);
+      const ser = this.encryptor.encryptSymmetricSerializable(pt);
+      const bytes = ser.saveToArray(mode) as Uint8Array;
+      ser.delete();
+      return bytes;
+    } finally {
+      pt.delete();
+    }
+  }
+
+  decrypt(bytes: Uint8Array): Float64Array {
+    const { seal, encoder } = this.s;
+    const ct = loadCiphertext(this.s, bytes, 'the encrypted result');
+    const pt = new seal.Plaintext();
+    try {
+      this.decryptor.decrypt(ct, pt);
+      return encoder.decodeFloat64(pt) as Float64Array;
+    } finally {
+      release(pt, ct);
+    }
+  }
+
+  close(): void {
+    release(this.encryptor, this.decryptor, this.pk, this.sk);
+  }
+}

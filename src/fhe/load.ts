@@ -1,0 +1,119 @@
+// Loading untrusted SEAL objects (queries, results, evaluation keys): each is checked in
+// TypeScript first (seal-precheck.ts), so SEAL sees only bytes that fit the model's parameters.
+import type { Ciphertext, GaloisKeys, RelinKeys } from 'node-seal/throws';
+import { SealedError } from '../errors.ts';
+import type { CkksSession } from './ckks.ts';
+import { galoisElement } from './params.ts';
+import { isPacked, unpackResidues } from './raw-ciphertext.ts';
+import { precheckCiphertext, precheckKeys, type CiphertextRule, type ComprMode } from './seal-precheck.ts';
+import { guard, release } from './seal.ts';
+
+const QUERY_HINT = 'encrypt the query with `sealed predict` (or the SDK) for the model this endpoint serves';
+
+/**
+ * Loads a ciphertext after checking it in TypeScript (seal-precheck.ts): SEAL sees only bytes
+ * that fit `rule`. Packed sections (raw-ciphertext.ts) are unpacked first.
+ */
+function loadChecked(s: CkksSession, bytes: Uint8Array, rule: CiphertextRule): Ciphertext {
+  const widest = Math.max(...rule.levels.map((l) => l.primes.length));
+  const raw = isPacked(bytes) ? unpackResidues(bytes, rule.what, rule.maxPolys * s.params.polyModulusDegree * widest) : bytes;
+  const checked = precheckCiphertext(raw, s.shape, rule);
+  const ct = new s.seal.Ciphertext();
+  try {
+    guard(rule.code, rule.what, () => ct.loadFromArray(s.context, checked));
+    return ct;
+  } catch (e) {
+    ct.delete();
+    throw e;
+  }
+}
+
+/** Any ciphertext of this context's data levels (results, batch results), zstd or uncompressed. */
+export function loadCiphertext(s: CkksSession, bytes: Uint8Array, what: string): Ciphertext {
+  return loadChecked(s, bytes, { what, code: 'bad-query', hint: QUERY_HINT, levels: s.shape.data, minPolys: 2, maxPolys: 16, compression: ['none', 'zstd'] });
+}
+
+export interface QueryOptions {
+  /** Names the ciphertext in messages; "ciphertext 3 of the encrypted query" when the caller knows its index. */
+  what?: string;
+  /** What the model's client writes: zstd (single layout); batch mode also packed sections. */
+  compression?: readonly ComprMode[];
+}
+
+/** Server side: a query ciphertext must be fresh (top level, size 2) at the expected scale. */
+export function loadQueryCiphertext(s: CkksSession, bytes: Uint8Array, scaleBits: number, o: QueryOptions = {}): Ciphertext {
+  const what = o.what ?? 'the encrypted query';
+  const ct = loadChecked(s, bytes, {
+    what,
+    code: 'bad-query',
+    hint: QUERY_HINT,
+    levels: [s.shape.data[0]],
+    minPolys: 2,
+    maxPolys: 2,
+    compression: o.compression ?? ['zstd'],
+    scale: 2 ** scaleBits,
+  });
+  // The precheck has refused all of this already; kept as SEAL's own word on what it loaded.
+  const fail = (why: string) => {
+    ct.delete();
+    return new SealedError('bad-query', `${what} ${why}`, QUERY_HINT);
+  };
+  if (ct.polyModulusDegree() !== s.params.polyModulusDegree)
+    throw fail(`has ring degree ${ct.polyModulusDegree()}, the model uses ${s.params.polyModulusDegree}`);
+  if (ct.coeffModulusSize() !== s.dataPrimes) throw fail(`is at the wrong level (${ct.coeffModulusSize()} primes, expected ${s.dataPrimes})`);
+  if (ct.size() !== 2) throw fail(`has ${ct.size()} polynomials, expected 2`);
+  const scale = ct.scale();
+  if (!Number.isFinite(scale) || scale !== 2 ** scaleBits)
+    throw fail(`has scale ${Number.isFinite(scale) ? `2^${Math.log2(scale).toFixed(2)}` : 'that is not a number'}, expected 2^${scaleBits}`);
+  if (!ct.isNttForm()) throw fail('is not in NTT form');
+  return ct;
+}
+
+export interface EvaluationKeys {
+  galois: GaloisKeys;
+  relin?: RelinKeys;
+  close(): void;
+}
+
+/** Loads and checks evaluation keys: every rotation the program needs must be present. */
+export function loadEvaluationKeys(
+  s: CkksSession,
+  galoisBytes: Uint8Array,
+  relinBytes: Uint8Array | undefined,
+  steps: number[],
+  needRelin: boolean,
+): EvaluationKeys {
+  const { seal } = s;
+  const degree = s.params.polyModulusDegree;
+  // Beyond the model's own rotations, as many keys as SEAL's default set (every power-of-two
+  // step both ways): room for clients that make more, a bound on what a key object may claim.
+  const maxKeys = Math.max(steps.length, 1) + 2 * Math.log2(degree);
+  const required = steps.map((step) => ({ step, element: galoisElement(step, degree) }));
+  const galoisChecked = precheckKeys(galoisBytes, s.shape, { what: 'the Galois keys', kind: 'galois', required, maxKeys });
+  const relinChecked = needRelin && relinBytes ? precheckKeys(relinBytes, s.shape, { what: 'the relinearization keys', kind: 'relin' }) : undefined;
+  const galois = new seal.GaloisKeys();
+  let relin: RelinKeys | undefined;
+  try {
+    guard('bad-keys', 'the Galois keys', () => galois.loadFromArray(s.context, galoisChecked));
+    for (const step of steps) {
+      if (!galois.hasKey(galoisElement(step, s.params.polyModulusDegree))) {
+        throw new SealedError('bad-keys', `the evaluation keys lack the rotation by ${step} this model needs`, 'make keys for this model with `sealed keygen`');
+      }
+    }
+    if (needRelin) {
+      if (!relinChecked)
+        throw new SealedError(
+          'bad-keys',
+          'the evaluation keys lack relinearization keys, which this model needs',
+          'make keys for this model with `sealed keygen`',
+        );
+      relin = new seal.RelinKeys();
+      const r = relin;
+      guard('bad-keys', 'the relinearization keys', () => r.loadFromArray(s.context, relinChecked));
+    }
+  } catch (e) {
+    release(galois, relin);
+    throw e;
+  }
+  return { galois, relin, close: () => release(galois, relin) };
+}
