@@ -1,7 +1,7 @@
 // The `sealed` command: one CLI for the three roles (model owner, server, client).
-//
-// Over 300 lines on purpose: one declaration per command and option, the whole command surface
-// in one place, so that `sealed --help`, the README and the code can be read against each other.
+/* eslint-disable max-lines -- Over 300 lines on purpose: one declaration per command and option,
+   the whole command surface in one place, so that `sealed --help`, the README and the code can be
+   read against each other. */
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';

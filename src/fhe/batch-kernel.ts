@@ -4,9 +4,9 @@
 // not once per product. Nothing here checks a plan (validateBatchPlan does, when it is loaded).
 // A chunk of lanes (coefficients of one prime) is independent of every other chunk: that is
 // how one batch is split across the workers of the pool, with no merge step.
-//
-// Over 300 lines on purpose: measureKernelUnits (the cost model's probe) times the kernel's own
-// private loops, so it lives with them rather than widening their interface.
+/* eslint-disable max-lines -- Over 300 lines on purpose: measureKernelUnits (the cost model's
+   probe) times the kernel's own private loops, so it lives with them rather than widening their
+   interface. */
 import { outputsOf, resultSize, type BatchPlan } from './batch-plan.ts';
 import { REDUCE_EVERY } from './kernel-limits.ts';
 import { KERNEL_WASM, wasmBytes } from './kernel-wasm.ts';

@@ -1,3 +1,6 @@
+/* eslint-disable max-lines -- Over 300 lines on purpose: both number types share the table code
+   (findPsi, bitReversedPowers) and SEAL's conventions stated below; split by number type, the
+   convention would be stated twice. */
 import { SealedError } from '../errors.ts';
 import { KERNEL_WASM, wasmBytes } from './kernel-wasm.ts';
 

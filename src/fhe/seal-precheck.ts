@@ -20,9 +20,8 @@
 // zstd ignores them). Checking a ciphertext costs less than SEAL's own load, and its
 // decompressed bytes are handed to SEAL uncompressed, so SEAL does not decompress it again;
 // keys (tens of MB) are handed over as they came, to hold one copy less.
-//
-// Over 300 lines on purpose: one binary format read front to back, next to its description
-// above; split, each reader would be far from the layout it follows.
+/* eslint-disable max-lines -- Over 300 lines on purpose: one binary format read front to back, next
+   to its description above; split, each reader would be far from the layout it follows. */
 import { SealedError, type ErrorCode } from '../errors.ts';
 
 const MAGIC = 0xa15e;

@@ -1,8 +1,9 @@
 // Circuit privacy of networks in the single layout: the flood's chain and its bound on the
 // honest noise, read from the steps (not the layers), so every layer lowered to linear and square
 // steps is covered. compileFlooded (compile-network.ts) searches the input scale and ring with them.
-// Over 300 lines on purpose: the chain and the bound are one argument (the bound reads the
-// chain's primes and the forms the chain allows), kept in one file to be read together.
+/* eslint-disable max-lines -- Over 300 lines on purpose: the chain and the bound are one argument
+   (the bound reads the chain's primes and the forms the chain allows), kept in one file to be read
+   together. */
 import { rotationRoutes, type LinearStep, type Program, type RotationRoutes, type Step } from '../fhe/program.ts';
 import { simulate } from './simulate.ts';
 

@@ -12,9 +12,8 @@
 // (the server) reads queries and keys and writes results across tenants; the server itself
 // refuses a request whose query, keys and output are not under one tenant (SEALED_TENANT_ROOT,
 // see serverEnvironment).
-//
-// Over 300 lines on purpose: the policies are data, written out in full so that a reviewer reads
-// each grant as AWS will evaluate it.
+/* eslint-disable max-lines -- Over 300 lines on purpose: the policies are data, written out in full
+   so that a reviewer reads each grant as AWS will evaluate it. */
 
 export interface DeploymentNames {
   account: string;

@@ -1,7 +1,7 @@
 // S3 access for server and client. The same code talks to AWS S3 and to the embedded local
-// S3-compatible server; only the endpoint differs. Just over 300 lines: ObjectStore is one class
-// (whole and streamed get and put, head with its 403 rule) and its error mapping; the URI rules
-// are in s3-uri.ts.
+// S3-compatible server; only the endpoint differs.
+/* eslint-disable max-lines -- Just over 300 lines: ObjectStore is one class (whole and streamed get
+   and put, head with its 403 rule) and its error mapping; the URI rules are in s3-uri.ts. */
 import { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,

@@ -4,9 +4,9 @@
 // encrypts, sends the public evaluation keys (once) and the encrypted image to the sealed web
 // server (src/web/server.ts, under /digit/: it has the inference server evaluate the network on
 // the ciphertext) and decrypts the answer. This thread only draws, so the page never freezes.
-//
-// Over 300 lines on purpose: the page's one script (its stages, drawing and result panels share
-// the page's state); the heavy parts already live in digit-image.ts and digit-worker.ts.
+/* eslint-disable max-lines -- Over 300 lines on purpose: the page's one script (its stages, drawing
+   and result panels share the page's state); the heavy parts already live in digit-image.ts and
+   digit-worker.ts. */
 import type { Prediction } from '../client/index.ts';
 import type { ClientPart } from '../model/client-part.ts';
 import { mnistFromInk, MNIST_SIDE, type DigitImage } from './digit-image.ts';

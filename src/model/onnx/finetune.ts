@@ -15,10 +15,9 @@
 // The quadratics keep fitQuadratic's constraints (activations.ts): the sign of a, |a| at least
 // half its fitted value, the vertex -b/2a within 8 times the fitted range. compile-network
 // measures value ranges on the network it is given, so the fine-tuned one is measured there.
-//
-// Over 300 lines on purpose: the forward pass, the backward pass and Adam share the flat
-// parameter vectors and per-record buffers; split into modules, that state would travel through
-// every function.
+/* eslint-disable max-lines -- Over 300 lines on purpose: the forward pass, the backward pass and
+   Adam share the flat parameter vectors and per-record buffers; split into modules, that state
+   would travel through every function. */
 import type { Layer } from '../network.ts';
 
 export interface FinetuneReport {

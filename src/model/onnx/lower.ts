@@ -6,10 +6,10 @@
 // reshapes and Gemm need no encrypted counterpart of their own, and inputs of any channel count
 // are just a longer vector. Anything the encrypted program cannot compute exactly or by a
 // fitted polynomial is refused here, with the node and what to change.
-//
-// Over 300 lines on purpose: lowerGraph is one pass over the nodes in graph order, whose cases
-// share the pending affine map and the bookkeeping of blocks; split by operator, that state
-// would travel through every function.
+
+/* eslint-disable max-lines -- Over 300 lines on purpose: lowerGraph is one pass over the nodes
+   in graph order, whose cases share the pending affine map and the bookkeeping of blocks; split
+   by operator, that state would travel through every function. */
 import { SealedError } from '../../errors.ts';
 import type { OnnxGraph, OnnxNode, Tensor } from './graph.ts';
 import {

@@ -3,8 +3,8 @@
 // row k + 1: how it changes along input k). Pushing the basis through the operators this way
 // materialises every chain of linear operators as one matrix (lower.ts). Constants (Add, Sub of
 // a constant, biases) act on row 0 only; scalings act on every row.
-// Over 300 lines on purpose: one short reference per operator, kept in one file so that the
-// affine-rows convention above is stated and applied in one place.
+/* eslint-disable max-lines -- Over 300 lines on purpose: one short reference per operator, kept in
+   one file so that the affine-rows convention above is stated and applied in one place. */
 import { SealedError } from '../../errors.ts';
 import type { OnnxNode, Tensor } from './graph.ts';
 
