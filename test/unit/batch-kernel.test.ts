@@ -5,7 +5,7 @@ import { BatchSession } from '../../src/fhe/batch-io.ts';
 import { evaluateLanes, prepareKernel, residue } from '../../src/fhe/batch-kernel.ts';
 import { batchOpCounts, outputsOf, recordsPerBatch, resultSize, scaleBitsOf, type BatchPlan } from '../../src/fhe/batch-plan.ts';
 import { SecretKeyHolder, generateSecretKey } from '../../src/fhe/keys.ts';
-import { buildRaw, copyResidues, isPacked, packResidues, readRawInfo, unpackResidues } from '../../src/fhe/raw-ciphertext.ts';
+import { buildRaw, copyResidues, isPacked, packResidues, RAW_DATA_OFFSET, readRawInfo, unpackResidues } from '../../src/fhe/raw-ciphertext.ts';
 import { batchUnsupported, compileBatch } from '../../src/model/compile-batch.ts';
 import { simulateBatch } from '../../src/model/simulate-batch.ts';
 import { forward, type Network } from '../../src/model/network.ts';
@@ -121,6 +121,12 @@ t.test('raw ciphertext layout: SEAL bytes -> residues -> SEAL bytes', async (t) 
   const copy = new Uint32Array(lanes.length);
   copyResidues(raw, copy, 0);
   t.same(copy, lanes, 'residues survive the round trip');
+  const high = raw.slice();
+  high[RAW_DATA_OFFSET + 8 * 1000 + 4] = 1;
+  t.throws(() => copyResidues(high, copy, 0), /residue above 32 bits/, 'a residue with high bits set is refused');
+  // copyResidues and unpackResidues share a scratch buffer: the refused copy left a high bit in it.
+  const packed = holder.encryptPacked(v, plan.inputScaleBits);
+  t.same(packResidues(unpackResidues(packed)), packed, 'an unpack after it writes every high half (zero)');
   t.throws(() => readRawInfo(raw.subarray(0, 200)), /ciphertext has an unexpected layout|truncated/);
   const bad = raw.slice();
   bad[0] = 0;
