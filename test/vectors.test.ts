@@ -38,6 +38,32 @@ t.teardown(() => session.close());
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 const close = (got: number[][]) => Math.max(...got.flatMap((r, i) => r.map((v, c) => Math.abs(v - expected.scores[i][c]))));
 
+// The batch vectors are read here, before the first t.test, as everything the subtests share
+// (test/transport.test.ts says why).
+interface BatchExpected {
+  model_id: string;
+  query_sha256: string;
+  records: number[][];
+  inputs: number[][];
+  scores: number[][];
+  plaintext_scores: number[][];
+  labels: string[];
+  probabilities: number[][];
+  decrypt_tolerance: number;
+  tolerance: number;
+  ntt: { primes: number[]; psi: number[]; secret_key_coefficients: number[]; rerand_key_noise: number[] };
+}
+const bdir = join(dir, 'batch');
+const bfile = async (name: string) => new Uint8Array(await readFile(join(bdir, name)));
+const bexp = JSON.parse(await readFile(join(bdir, 'expected.json'), 'utf8')) as BatchExpected;
+const bpart = await readClientPart(join(bdir, 'model'));
+const bsession = await ClientSession.open(bpart.modelId, bpart.client);
+bsession.useBatchSecretKey(await bfile('secret.key'));
+t.teardown(() => bsession.close());
+const b = bpart.client.batch!;
+const N = b.params.polyModulusDegree;
+const worst = (got: number[][], want: number[][]) => Math.max(...got.flatMap((r, i) => r.map((v, c) => Math.abs(v - want[i][c]))));
+
 t.test('the stored result decrypts to the expected scores', async (t) => {
   t.equal(modelId, expected.model_id);
   const got = session.decryptScores(await file('result.bin'));
@@ -92,30 +118,6 @@ t.test('the server evaluates the stored query with the stored keys to the expect
 
 // ---------------------------------------------------------------------------------------------
 // Batch mode (test/vectors/batch): a tiny deskewed image model, linear, circuit privacy 'flood'.
-
-interface BatchExpected {
-  model_id: string;
-  query_sha256: string;
-  records: number[][];
-  inputs: number[][];
-  scores: number[][];
-  plaintext_scores: number[][];
-  labels: string[];
-  probabilities: number[][];
-  decrypt_tolerance: number;
-  tolerance: number;
-  ntt: { primes: number[]; psi: number[]; secret_key_coefficients: number[]; rerand_key_noise: number[] };
-}
-const bdir = join(dir, 'batch');
-const bfile = async (name: string) => new Uint8Array(await readFile(join(bdir, name)));
-const bexp = JSON.parse(await readFile(join(bdir, 'expected.json'), 'utf8')) as BatchExpected;
-const bpart = await readClientPart(join(bdir, 'model'));
-const bsession = await ClientSession.open(bpart.modelId, bpart.client);
-bsession.useBatchSecretKey(await bfile('secret.key'));
-t.teardown(() => bsession.close());
-const b = bpart.client.batch!;
-const N = b.params.polyModulusDegree;
-const worst = (got: number[][], want: number[][]) => Math.max(...got.flatMap((r, i) => r.map((v, c) => Math.abs(v - want[i][c]))));
 
 /** The SRK1 bytes as docs/wire-format.md lays them out: read here without the code that writes them. */
 function readSrk1(bytes: Uint8Array) {
