@@ -1,6 +1,9 @@
 // Fuzzing batch mode with a fixed seed: mutated real batch-mode queries (wire frame, header,
 // packed sections, SEAL prefixes, seeds) must each give a 4xx with a reason or a result, never
 // a 5xx, and a good request must succeed afterwards. More: FUZZ_BATCH_CASES=2000 npm test.
+// The network is tinyCnn: the fuzzer aims at the path around the kernel, which is the same for
+// every network, and each case that is served costs a third of smallCnn's evaluation (64 query
+// ciphertexts and 4 results instead of 144 and 10; 12.6 instead of 27.5 MB through S3).
 import t from 'tap';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,15 +12,15 @@ import { ClientSession } from '../src/client/session.ts';
 import { readClientPart } from '../src/model/bundle.ts';
 import { imageBundle, startStack } from './helpers/fixture.ts';
 import { mutator } from './helpers/mutate.ts';
-import { smallCnn } from './helpers/networks.ts';
+import { tinyCnn } from './helpers/networks.ts';
 
 const CASES = Number(process.env.FUZZ_BATCH_CASES ?? 60);
 const LANES = Number(process.env.FUZZ_LANES ?? 2);
 const dir = await mkdtemp(join(tmpdir(), 'sealed-fuzz-batch-'));
 const modelDir = join(dir, 'model');
 const { rand, int, mutate } = mutator(20261126);
-const images = Array.from({ length: 20 }, () => Array.from({ length: 144 }, () => int(256)));
-await imageBundle(modelDir, smallCnn, images);
+const images = Array.from({ length: 20 }, () => Array.from({ length: 64 }, () => int(256)));
+await imageBundle(modelDir, tinyCnn, images);
 const stack = await startStack(modelDir, dir);
 const { modelId, client } = await readClientPart(modelDir);
 const session = await ClientSession.open(modelId, client);
