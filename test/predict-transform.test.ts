@@ -17,7 +17,7 @@ import { readClientPart } from '../src/model/bundle.ts';
 import { startServer } from '../src/server/serve.ts';
 import { startTransformControlPlane } from '../src/sagemaker/transform-control-plane.ts';
 import { imageBundle } from './helpers/fixture-cache.ts';
-import { smallCnn } from './helpers/networks.ts';
+import { tinyCnn } from './helpers/networks.ts';
 import { startStack } from './helpers/fixture.ts';
 
 const run = promisify(execFile);
@@ -27,9 +27,10 @@ const dir = await mkdtemp(join(tmpdir(), 'sealed-predict-transform-'));
 const modelDir = join(dir, 'model');
 let seed = 23;
 const pixel = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % 256;
-const images = Array.from({ length: 40 }, () => Array.from({ length: 144 }, pixel));
+const images = Array.from({ length: 40 }, () => Array.from({ length: 64 }, pixel));
 // Compiled once and cached (test/helpers/fixture-cache.ts): compiling measures SEAL's unit costs.
-await imageBundle(modelDir, smallCnn, images.slice(0, 30));
+// tinyCnn: this suite's subject is the CLI and the transform path, not the network.
+await imageBundle(modelDir, tinyCnn, images.slice(0, 30));
 // Transform containers take whole objects as bodies (SageMaker sets SEALED_MAX_PAYLOAD_MB from the job).
 const payload = { maxPayloadBytes: 100 * 1024 * 1024 };
 const stack = await startStack(modelDir, dir, 1, payload);
