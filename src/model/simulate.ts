@@ -64,10 +64,45 @@ function addRotated(out: Float64Array, v: Float64Array, k: number): void {
   for (let i = n - s, j = 0; i < n; i++, j++) out[i] += v[j];
 }
 
-/** out[i] += m[i] * v[(i + k) mod n]: out += m * rot(v, k). */
+/**
+ * out[i] += m[i] * v[(i + k) mod n]: out += m * rot(v, k), over the mask's nonzero slots only.
+ * Skipping a zero product leaves every sum as it was (out starts at +0, and x + (+-0) = x for
+ * x != -0), so results are unchanged bit for bit.
+ */
 function addMaskedRotated(out: Float64Array, m: Float64Array, v: Float64Array, k: number): void {
   const n = v.length;
   const s = ((k % n) + n) % n;
-  for (let i = 0, j = s; j < n; i++, j++) out[i] += m[i] * v[j];
-  for (let i = n - s, j = 0; i < n; i++, j++) out[i] += m[i] * v[j];
+  const wrap = n - s; // slots from here read v from its start
+  const runs = nonzeroRuns(m);
+  for (let r = 0; r < runs.length; r += 2) {
+    const lo = runs[r];
+    const hi = runs[r + 1];
+    const mid = Math.min(hi, Math.max(lo, wrap));
+    for (let i = lo; i < mid; i++) out[i] += m[i] * v[i + s];
+    for (let i = mid; i < hi; i++) out[i] += m[i] * v[i + s - n];
+  }
+}
+
+/**
+ * A mask's nonzero slots as [start, end) pairs, computed once per mask. The masks of a dense map
+ * spread over many slots are mostly zero (LeNet's: 9% nonzero, in runs of 3 on average; the CNN
+ * with three channels: 51%, runs of 91), and compiling simulates each mask for every calibration
+ * record of every layout and form it tries (training: every training record). Masks are built
+ * before any simulation reads them and never changed after, which is what makes the cache sound.
+ */
+const runsOfMask = new WeakMap<Float64Array, Int32Array>();
+function nonzeroRuns(m: Float64Array): Int32Array {
+  const known = runsOfMask.get(m);
+  if (known) return known;
+  const runs: number[] = [];
+  for (let i = 0; i < m.length;) {
+    while (i < m.length && m[i] === 0) i++;
+    if (i === m.length) break;
+    const start = i;
+    while (i < m.length && m[i] !== 0) i++;
+    runs.push(start, i);
+  }
+  const out = Int32Array.from(runs);
+  runsOfMask.set(m, out);
+  return out;
 }
