@@ -40,6 +40,7 @@ import {
   FLOOD_DEFERRED_RESULT_BITS,
   FLOOD_RESULT_PRIME_MAX_BITS,
   floodNoiseBound,
+  FLOOD_MIN_INPUT_SCALE_BITS,
   FLOOD_SQUARE_PRIME_BITS,
   FLOOD_WEIGHT_BITS,
   PRIME_SIZE_MARGIN,
@@ -226,7 +227,7 @@ function floodSearch(
   let best: { steps: Step[]; galoisSteps: number[]; a: number; chain: FloodChain; rho: number } | undefined;
   for (const squareBits of squarePrimeBits) {
     for (const resultBits of resultMaxBits) {
-      for (let a = 40; a <= 120; a++) {
+      for (let a = FLOOD_MIN_INPUT_SCALE_BITS; a <= 120; a++) {
         const chain = floodChain(steps, a, squareBits, headroom, resultBits);
         if (!chain) continue;
         if (chain.totalBits > MAX_BITS_128[N]) break; // the chain only grows with a
