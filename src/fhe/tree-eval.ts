@@ -4,6 +4,7 @@
 import type { Ciphertext, Plaintext, RelinKeys } from 'node-seal/throws';
 import { SealedError } from '../errors.ts';
 import type { CkksSession } from './ckks.ts';
+import { constantPlaintext } from './constant.ts';
 import { loadQueryCiphertext } from './load.ts';
 import { FLOOD_SECURITY_BITS } from './privacy.ts';
 import { precheckKeys } from './seal-precheck.ts';
@@ -59,7 +60,7 @@ export class TreeEvaluator {
    */
   evaluate(inputs: Uint8Array[], ops?: Record<string, number>, onProgress?: () => void): Uint8Array[] {
     const { s, c } = this;
-    const { seal, evaluator, encoder } = s;
+    const { seal, evaluator } = s;
     if (inputs.length !== c.inputs)
       throw new SealedError(
         'bad-query',
@@ -80,10 +81,8 @@ export class TreeEvaluator {
       return x;
     };
     const constant = (v: number, scaleBits: number) => {
-      const pt = new seal.Plaintext();
-      encoder.encode(new Float64Array(s.slots).fill(v), 2 ** scaleBits, pt);
       count('encode');
-      return pt;
+      return constantPlaintext(s, v, scaleBits);
     };
     try {
       for (const i of this.used) {
