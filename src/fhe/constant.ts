@@ -7,10 +7,10 @@
 // 2-core VM.
 import type { Plaintext } from 'node-seal/throws';
 import type { CkksSession } from './ckks.ts';
+import { writeSealHeader } from './raw-ciphertext.ts';
 
 // A Plaintext as SEAL 4.x saves it uncompressed: SEALHeader (16) | parms_id (32) | coeff_count
 // u64 | scale f64 | DynArray: SEALHeader (16) | count u64 | count x u64.
-const MAGIC = 0xa15e;
 const HEADER = 16;
 const PARMS = HEADER;
 const COEFF_COUNT = PARMS + 32;
@@ -26,19 +26,11 @@ export function constantPlaintext(s: CkksSession, value: number, scaleBits: numb
   const count = N * level.primes.length;
   const bytes = new Uint8Array(DATA + 8 * count);
   const v = new DataView(bytes.buffer);
-  const header = (at: number, total: number) => {
-    v.setUint16(at, MAGIC, true);
-    v.setUint8(at + 2, HEADER);
-    v.setUint8(at + 3, 4); // SEAL major version
-    v.setUint8(at + 4, 1); // SEAL minor version
-    v.setUint8(at + 5, 0); // compr_mode none
-    v.setBigUint64(at + 8, BigInt(total), true);
-  };
-  header(0, bytes.length);
+  writeSealHeader(v, 0, bytes.length);
   bytes.set(level.parmsId, PARMS);
   v.setBigUint64(COEFF_COUNT, BigInt(count), true);
   v.setFloat64(SCALE, 2 ** scaleBits, true);
-  header(DYN, HEADER + 8 + 8 * count);
+  writeSealHeader(v, DYN, HEADER + 8 + 8 * count);
   v.setBigUint64(COUNT, BigInt(count), true);
   // Rounded as SEAL rounds (half away from zero); exact: |value| 2^scaleBits is far below 2^64.
   const scaled = value * 2 ** scaleBits;

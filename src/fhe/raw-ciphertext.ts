@@ -82,19 +82,21 @@ export function copyResidues(bytes: Uint8Array, dst: Uint32Array, offset: number
 }
 
 /** An uncompressed SEAL ciphertext with `size` polynomials from u32 residues (polynomial-major). */
+/** SEAL's 16-byte header of an uncompressed object of `total` bytes (SEAL 4.1), at `at`. */
+export function writeSealHeader(v: DataView, at: number, total: number): void {
+  v.setUint16(at, MAGIC, true);
+  v.setUint8(at + 2, HEADER);
+  v.setUint8(at + 3, 4); // SEAL major version
+  v.setUint8(at + 4, 1); // SEAL minor version
+  v.setUint8(at + 5, 0); // compr_mode none
+  v.setBigUint64(at + 8, BigInt(total), true);
+}
+
 export function buildRaw(info: Omit<RawCiphertextInfo, 'size'>, size: number, residues: Uint32Array, offset: number): Uint8Array {
   const count = size * info.degree * info.primes;
   const out = new Uint8Array(RAW_DATA_OFFSET + 8 * count);
   const v = new DataView(out.buffer);
-  const header = (at: number, total: number) => {
-    v.setUint16(at, MAGIC, true);
-    v.setUint8(at + 2, HEADER);
-    v.setUint8(at + 3, 4); // SEAL major version
-    v.setUint8(at + 4, 1); // SEAL minor version
-    v.setUint8(at + 5, 0); // compr_mode none
-    v.setBigUint64(at + 8, BigInt(total), true);
-  };
-  header(0, out.length);
+  writeSealHeader(v, 0, out.length);
   out.set(info.parmsId, PARMS);
   out[NTT] = 1;
   v.setBigUint64(SIZE, BigInt(size), true);
@@ -102,7 +104,7 @@ export function buildRaw(info: Omit<RawCiphertextInfo, 'size'>, size: number, re
   v.setBigUint64(PRIMES, BigInt(info.primes), true);
   v.setFloat64(SCALE, info.scale, true);
   v.setBigUint64(CORRECTION, 1n, true);
-  header(DYN, HEADER + 8 + 8 * count);
+  writeSealHeader(v, DYN, HEADER + 8 + 8 * count);
   v.setBigUint64(COUNT, BigInt(count), true);
   const words = new Uint32Array(2 * count);
   for (let i = 0; i < count; i++) words[2 * i] = residues[offset + i];
