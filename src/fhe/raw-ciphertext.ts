@@ -81,7 +81,6 @@ export function copyResidues(bytes: Uint8Array, dst: Uint32Array, offset: number
   return count;
 }
 
-/** An uncompressed SEAL ciphertext with `size` polynomials from u32 residues (polynomial-major). */
 /** SEAL's 16-byte header of an uncompressed object of `total` bytes (SEAL 4.1), at `at`. */
 export function writeSealHeader(v: DataView, at: number, total: number): void {
   v.setUint16(at, MAGIC, true);
@@ -92,6 +91,7 @@ export function writeSealHeader(v: DataView, at: number, total: number): void {
   v.setBigUint64(at + 8, BigInt(total), true);
 }
 
+/** An uncompressed SEAL ciphertext with `size` polynomials from u32 residues (polynomial-major). */
 export function buildRaw(info: Omit<RawCiphertextInfo, 'size'>, size: number, residues: Uint32Array, offset: number): Uint8Array {
   const count = size * info.degree * info.primes;
   const out = new Uint8Array(RAW_DATA_OFFSET + 8 * count);
