@@ -4,7 +4,7 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { compileTreeModel } from '../src/model/trees/compile.ts';
+import { compileTreeEnsemble, compileTreeModel, importTrees } from '../src/model/trees/compile.ts';
 import { TreeClient, TreeServer } from '../src/model/trees/query.ts';
 import { binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
 import { predictionOf } from '../src/model/trees/ensemble.ts';
@@ -70,4 +70,35 @@ t.test('encrypted predictions equal the quantized model on every held-out record
     'truncated relinearization keys',
   );
   refuses(() => client.decryptResult(result, new Uint8Array([1, 2, 3])), /another query/, 'a result for another query');
+});
+
+// Many outputs: the first 3 trees of the digits forest (10 classes, every leaf a probability per
+// class) take fewer relinearizations with each bottom product relinearized than with each group's
+// sum per class (relinearize 'leaf'): the evaluator must do exactly that many, and decrypt to the
+// quantized model's class on every held-out record.
+t.test("many outputs: each leaf's product relinearized, the classes of the quantized model", async (t) => {
+  const digits = JSON.parse(readFileSync(join(DIR, 'digits.data.json'), 'utf8')) as { train: number[][]; test: number[][] };
+  const forest = importTrees(new Uint8Array(readFileSync(join(DIR, 'digits-rf.onnx'))), 'onnx-ml');
+  const small = compileTreeEnsemble({ ...forest, trees: forest.trees.slice(0, 3) }, digits.train, { bits: 2 });
+  const c = small.server.circuit;
+  const leaves = c.groups.reduce((n, g) => n + g.leaves.length, 0);
+  t.equal(c.relinearize, 'leaf', `${leaves} leaves in ${c.groups.length} groups for ${c.outputs} classes: a relinearization per leaf`);
+  const client = await TreeClient.open(small.client);
+  const server = await TreeServer.open(small.server);
+  t.teardown(() => {
+    client.close();
+    server.close();
+  });
+  const records = digits.test.slice(0, 100);
+  const query = client.encryptQuery(records);
+  const ops: Record<string, number> = {};
+  const got = client.decryptResult(server.evaluate(query, client.keys(), ops), query);
+  const planned = treeOpCounts(c);
+  t.equal(planned.relinearize, new Set(c.groups.map((g) => g.top.join(','))).size + leaves + c.outputs, 'planned: one per top pair, leaf and class');
+  for (const [op, n] of Object.entries(planned)) t.equal(ops[op] ?? 0, n, `${op}: ${n} as planned`);
+  let same = 0;
+  records.forEach((x, i) => {
+    if (predictionOf(small.ensemble, quantizedScores(small.quantized, binsOf(small.client.bins, x))) === got.predictions[i]) same++;
+  });
+  t.equal(same, records.length, `every one of ${records.length} classes agrees with the quantized model`);
 });

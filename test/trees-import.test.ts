@@ -147,6 +147,9 @@ t.test('tree bundles: written, read back, and refused when edited', async (t) =>
   const file = join(dir, 'server', 'trees.json');
   await writeFile(file, (await readFile(file, 'utf8')).replace('"leaves"', ' "leaves"'));
   await t.rejects(readTreeBundle(dir), /does not match its hash/, 'an edited server part is refused');
+  const other = join(dir, 'other');
+  await writeTreeBundle(other, m.client, { ...m.server, circuit: { ...m.server.circuit, relinearize: 'group' as 'leaf' } }, { bits: m.report.bits });
+  await t.rejects(readTreeBundle(other), /relinearize is "group", not "leaf" or absent/, 'an unknown relinearization form is refused');
 });
 
 t.test("missing values follow the splits' default direction, or are refused when the splits disagree", async (t) => {

@@ -124,6 +124,10 @@ export class TreeEvaluator {
           for (const leaf of g.leaves) {
             evaluator.multiply(literal(leaf.bottom[0]), literal(leaf.bottom[1]), prod);
             count('multiply');
+            if (c.relinearize === 'leaf') {
+              evaluator.relinearizeInplace(prod, this.relin);
+              count('relinearize');
+            }
             leaf.values.forEach((v, k) => {
               if (v === 0) return;
               const pt = constant(v, c.leafScaleBits);
@@ -143,8 +147,10 @@ export class TreeEvaluator {
           }
           groups.forEach((group, k) => {
             if (!group) return;
-            evaluator.relinearizeInplace(group, this.relin);
-            count('relinearize');
+            if (c.relinearize !== 'leaf') {
+              evaluator.relinearizeInplace(group, this.relin);
+              count('relinearize');
+            }
             evaluator.multiplyInplace(group, top!);
             count('multiply');
             const acc = sums[k];

@@ -81,6 +81,8 @@ export async function readTreeBundle(dir: string): Promise<{ client: TreeClientP
   const c = server.circuit;
   if (c.privacy === 'flood' && !(typeof c.noiseL2Bits === 'number' && Number.isFinite(c.noiseL2Bits)))
     throw new SealedError('bad-bundle', `${TREE_SERVER_FILE}: privacy "flood" needs noiseL2Bits`);
+  if (c.relinearize !== undefined && c.relinearize !== 'leaf')
+    throw new SealedError('bad-bundle', `${TREE_SERVER_FILE}: relinearize is ${JSON.stringify(c.relinearize)}, not "leaf" or absent`);
   for (const g of c.groups) {
     for (const l of [...g.top, ...g.leaves.flatMap((x) => x.bottom)]) {
       if (!Number.isInteger(l) || l === 0 || Math.abs(l) > c.inputs)

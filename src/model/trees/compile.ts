@@ -4,7 +4,7 @@
 import { SealedError } from '../../errors.ts';
 import { MAX_BITS_128, type CkksParams } from '../../fhe/params.ts';
 import { FLOOD_SECURITY_BITS, floodSigma, type Privacy } from '../../fhe/privacy.ts';
-import type { TreeCircuit, TreeGroup } from '../../fhe/tree-circuit.ts';
+import { relinearizeLeaves, type TreeCircuit, type TreeGroup } from '../../fhe/tree-circuit.ts';
 import { modelIdOf } from '../client-part.ts';
 import { FLOOD_PRECISION_BITS } from '../compile-batch.ts';
 import { buildCircuit } from './circuit.ts';
@@ -104,11 +104,13 @@ export function quantizedAgreement(e: TreeEnsemble, q: QuantizedEnsemble, bins: 
  *  - pair product: 2 U0 rho0 + sqrt(N) rho0^2 (+ K / 2^(2a) when relinearized), |m|_can <= U0^2;
  *  - group sum for output k: sum over leaves of (|v| + eps) rho_pair + K / 2^(2a+S) (its relinearization),
  *    eps = N / 2^S the constant plaintext's worst-case encoding error; |m|_can <= sum (|v| + eps) U0^2;
+ *    with `leaves` (relinearize 'leaf'), each pair is relinearized instead: sum (|v| + eps) (rho_pair +
+ *    K / 2^(2a)), which is the larger (sum (|v| + eps) >= eps = N / 2^S), so it bounds both forms;
  *  - final product: U_top rho_G + U_G rho_top + sqrt(N) rho_top rho_G; the output sums these
  *    over groups and adds K / 2^(4a+S) for its relinearization.
  * No rescale happens, so the scales are exact powers of two (no prime-size margin needed).
  */
-export function treeNoiseBound(groups: TreeGroup[], outputs: number, N: number, a: number, S: number, dataBits: number[]): number {
+export function treeNoiseBound(groups: TreeGroup[], outputs: number, N: number, a: number, S: number, dataBits: number[], leaves = false): number {
   const sqrtN = Math.sqrt(N);
   const sCan = Math.sqrt(2 * N * Math.log((4 * N) / FLOOD_DELTA));
   const eCan = Math.sqrt(21 * N * Math.log((4 * N * MAX_KEY_POLYS) / FLOOD_DELTA));
@@ -127,7 +129,7 @@ export function treeNoiseBound(groups: TreeGroup[], outputs: number, N: number, 
       let w = 0;
       for (const l of g.leaves) if (l.values[k] !== 0) w += Math.abs(l.values[k]) + eps;
       if (w === 0) continue;
-      const rhoG = w * pair + K / 2 ** (2 * a + S);
+      const rhoG = leaves ? w * (pair + K / 2 ** (2 * a)) : w * pair + K / 2 ** (2 * a + S);
       const UG = w * Upair;
       rho += Upair * rhoG + UG * rhoTop + sqrtN * rhoTop * rhoG;
     }
@@ -144,7 +146,7 @@ interface Sizing {
 }
 
 /** The smallest ring and input scale whose chain holds the circuit and, when flooding, its flood. */
-function size(groups: TreeGroup[], outputs: number, outBound: number, privacy: Privacy, lambda: number): Sizing {
+function size(groups: TreeGroup[], outputs: number, outBound: number, privacy: Privacy, lambda: number, leaves: boolean): Sizing {
   const outBits = Math.ceil(Math.log2(Math.max(1, outBound) * 1.01)) + 2;
   const target = 2 ** -FLOOD_PRECISION_BITS * Math.max(1, outBound);
   for (const N of [16384, 32768]) {
@@ -154,7 +156,7 @@ function size(groups: TreeGroup[], outputs: number, outBound: number, privacy: P
       const each = Math.max(20, Math.ceil(need / k));
       const dataBits = Array<number>(k).fill(each);
       if (k * each + SPECIAL_PRIME_BITS > MAX_BITS_128[N]) break;
-      const rho = treeNoiseBound(groups, outputs, N, a, LEAF_SCALE_BITS, dataBits);
+      const rho = treeNoiseBound(groups, outputs, N, a, LEAF_SCALE_BITS, dataBits, leaves);
       // Without flooding, CKKS noise must still leave the scores 2^-FLOOD_PRECISION_BITS exact.
       const err = privacy === 'flood' ? floodSigma(rho, lambda) * Math.sqrt(N / 2) : rho * Math.sqrt(N);
       if (err > target) continue;
@@ -202,7 +204,8 @@ export function compileTreeEnsemble(ensemble: TreeEnsemble, calibration?: ArrayL
   const { offsets, inputs } = inputOffsets(bins.edges);
   const built = buildCircuit(model, bins.edges, offsets, inputs);
   const outBound = Math.max(...built.outBound);
-  const { N, a, dataBits, rho } = size(built.groups, ensemble.outputs, outBound, privacy, lambda);
+  const leaves = relinearizeLeaves(built.groups, ensemble.outputs);
+  const { N, a, dataBits, rho } = size(built.groups, ensemble.outputs, outBound, privacy, lambda, leaves);
   const params: CkksParams = { scheme: 'ckks', polyModulusDegree: N, coeffModulusBits: [...dataBits, SPECIAL_PRIME_BITS], securityLevel: 128 };
   const resultBits = 4 * a + LEAF_SCALE_BITS;
   const noiseL2Bits = privacy === 'flood' ? Math.log2(rho) + resultBits : undefined;
@@ -213,6 +216,7 @@ export function compileTreeEnsemble(ensemble: TreeEnsemble, calibration?: ArrayL
     inputs,
     outputs: ensemble.outputs,
     groups: built.groups,
+    ...(leaves ? { relinearize: 'leaf' as const } : {}),
     privacy,
     noiseL2Bits,
     floodSecurityBits: privacy === 'flood' ? lambda : undefined,
