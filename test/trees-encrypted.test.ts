@@ -75,7 +75,7 @@ t.test('encrypted predictions equal the quantized model on every held-out record
 // Many outputs: the first 3 trees of the digits forest (10 classes, every leaf a probability per
 // class) take fewer relinearizations with each bottom product relinearized than with each group's
 // sum per class (relinearize 'leaf'): the evaluator must do exactly that many, and decrypt to the
-// quantized model's class on every held-out record.
+// quantized model's scores.
 t.test("many outputs: each leaf's product relinearized, the classes of the quantized model", async (t) => {
   const digits = JSON.parse(readFileSync(join(DIR, 'digits.data.json'), 'utf8')) as { train: number[][]; test: number[][] };
   const forest = importTrees(new Uint8Array(readFileSync(join(DIR, 'digits-rf.onnx'))), 'onnx-ml');
@@ -96,9 +96,20 @@ t.test("many outputs: each leaf's product relinearized, the classes of the quant
   const planned = treeOpCounts(c);
   t.equal(planned.relinearize, new Set(c.groups.map((g) => g.top.join(','))).size + leaves + c.outputs, 'planned: one per top pair, leaf and class');
   for (const [op, n] of Object.entries(planned)) t.equal(ops[op] ?? 0, n, `${op}: ${n} as planned`);
-  let same = 0;
+  // Three trees' averaged class frequencies tie often; CKKS noise (flooded: 2^-12 of the largest
+  // score) breaks a tie either way, so classes are compared where the top two scores differ.
+  let worst = 0,
+    clear = 0,
+    same = 0;
   records.forEach((x, i) => {
-    if (predictionOf(small.ensemble, quantizedScores(small.quantized, binsOf(small.client.bins, x))) === got.predictions[i]) same++;
+    const q = quantizedScores(small.quantized, binsOf(small.client.bins, x));
+    q.forEach((v, k) => (worst = Math.max(worst, Math.abs(v - got.scores[i][k]))));
+    const [first, second] = [...q].sort((a, b) => b - a);
+    if (first - second < 0.01) return;
+    clear++;
+    if (predictionOf(small.ensemble, q) === got.predictions[i]) same++;
   });
-  t.equal(same, records.length, `every one of ${records.length} classes agrees with the quantized model`);
+  t.ok(worst < 0.005, `every score of every record within ${worst.toExponential(2)} of the quantized model's`);
+  t.ok(clear >= 50, `${clear} of ${records.length} records have a clear winner`);
+  t.equal(same, clear, `the class of each of them is the quantized model's`);
 });
