@@ -1,7 +1,5 @@
 // Batch mode through the real path: bundle with a batch plan, real S3 (s3rver), the Fastify
-// server and its worker pool; the client picks the layout, streams the query, decrypts. The
-// network is tinyCnn: this suite's subject is the path around the kernel (model-server.test.ts
-// checks smallCnn's batch evaluation against the plaintext plan).
+// server and its worker pool; the client picks the layout, streams the query, decrypts.
 import t from 'tap';
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -16,7 +14,7 @@ import { simulateBatch } from '../src/model/simulate-batch.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
 import { formatS3Uri } from '../src/storage/s3.ts';
 import { decodeWire, encodeWire, type ResultHeader } from '../src/wire/format.ts';
-import { tinyCnn } from './helpers/networks.ts';
+import { smallCnn } from './helpers/networks.ts';
 import { paramsKey } from '../src/fhe/params.ts';
 import { startStack, imageBundle } from './helpers/fixture.ts';
 import { startServer } from '../src/server/serve.ts';
@@ -25,8 +23,8 @@ const dir = await mkdtemp(join(tmpdir(), 'sealed-batch-'));
 const modelDir = join(dir, 'model');
 let seed = 5;
 const pixel = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % 256;
-const images = Array.from({ length: 70 }, () => Array.from({ length: 64 }, pixel));
-const plan = await imageBundle(modelDir, tinyCnn, images.slice(0, 30));
+const images = Array.from({ length: 70 }, () => Array.from({ length: 144 }, pixel));
+const plan = await imageBundle(modelDir, smallCnn, images.slice(0, 30));
 const stack = await startStack(modelDir, dir);
 const { modelId, client } = await readClientPart(modelDir);
 const session = await ClientSession.open(modelId, client);
@@ -67,7 +65,7 @@ t.test('one request spanning two batches (4,100 records): streamed, double-buffe
   const rows = Array.from({ length: 4100 }, (_, i) => images[i % images.length]);
   const r = await predict(session, keys, rows, transport, { layout: 'batch' });
   t.equal(r.scores.length, 4100);
-  t.equal((r.stats.server as { ciphertexts: number }).ciphertexts, 2 * 64, 'two batches of 64 ciphertexts');
+  t.equal((r.stats.server as { ciphertexts: number }).ciphertexts, 2 * 144, 'two batches of 144 ciphertexts');
   for (const i of [0, 69, 4095, 4096, 4099]) {
     const want = simulateBatch(plan!, preprocessRecord(rows[i], client));
     t.ok(Math.max(...want.map((v, o) => Math.abs(v - r.scores[i][o]))) < 1e-3, `record ${i} equals the plaintext plan`);
@@ -137,7 +135,7 @@ t.test('bad batch queries get clear errors and the server keeps serving', async 
   const q = session.encryptBatch(images.slice(0, 2));
   const sections = [...q.sections];
   const few = await invokeRaw(q.header as unknown as Record<string, unknown>, sections.slice(0, 11)); // the key, 10 ciphertexts
-  t.match(few?.message, /declares 2 records in 10 ciphertexts; batch mode needs 64/);
+  t.match(few?.message, /declares 2 records in 10 ciphertexts; batch mode needs 144/);
   const layout = await invokeRaw({ ...q.header, layout: 'diagonal' }, sections);
   t.match(layout?.message, /layout .* is not one of single, batch/);
   const params = await invokeRaw({ ...q.header, params: 'ckks-8192-26.26-128' }, sections);
