@@ -7,25 +7,34 @@ export function rng(seed: number) {
     return seed / 2 ** 31 - 0.5;
   };
 }
-const r = rng(11);
+/**
+ * conv2d-parity (`filters` 5x5 filters over a side x side image) -> quadratic -> dense `outputs`,
+ * weights drawn from `r` in that order (kernel, its bias, dense weights, their bias), scaled by
+ * `kernelScale` and `denseScale`.
+ */
+function parityCnn(r: () => number, side: number, filters: number, outputs: number, kernelScale: number, denseScale: number): Network {
+  const pooled = ((side - 4) / 2) ** 2;
+  return {
+    input: { height: side, width: side },
+    layers: [
+      {
+        type: 'conv2d-parity',
+        kernel: Array.from({ length: filters }, () => Array.from({ length: 5 }, () => Array.from({ length: 5 }, () => r() * kernelScale))),
+        bias: Array.from({ length: filters }, () => r() * 0.2),
+      },
+      { type: 'quadratic', a: 0.5, b: 1, c: 0.1 },
+      {
+        type: 'dense',
+        weights: Array.from({ length: outputs }, () => Array.from({ length: pooled * filters }, () => r() * denseScale)),
+        bias: Array.from({ length: outputs }, () => r()),
+      },
+    ],
+  };
+}
+
 export const F = 4;
 export const side = 12;
-export const smallCnn: Network = {
-  input: { height: side, width: side },
-  layers: [
-    {
-      type: 'conv2d-parity',
-      kernel: Array.from({ length: F }, () => Array.from({ length: 5 }, () => Array.from({ length: 5 }, () => r() * 0.8))),
-      bias: Array.from({ length: F }, () => r() * 0.2),
-    },
-    { type: 'quadratic', a: 0.5, b: 1, c: 0.1 },
-    {
-      type: 'dense',
-      weights: Array.from({ length: 10 }, () => Array.from({ length: 4 * 4 * F }, () => r() * 0.3)),
-      bias: Array.from({ length: 10 }, () => r()),
-    },
-  ],
-};
+export const smallCnn: Network = parityCnn(rng(11), side, F, 10, 0.8, 0.3);
 
 /**
  * The smallest network of smallCnn's layer types (8x8 input, two filters, four outputs): a batch
@@ -33,26 +42,7 @@ export const smallCnn: Network = {
  * subject is the path around the kernel (the wire frame, the sections' headers, seeds and
  * re-randomization key), not the network: its evaluation costs a third of smallCnn's.
  */
-export const tinyCnn: Network = (() => {
-  const t = rng(13);
-  const filters = 2;
-  return {
-    input: { height: 8, width: 8 },
-    layers: [
-      {
-        type: 'conv2d-parity',
-        kernel: Array.from({ length: filters }, () => Array.from({ length: 5 }, () => Array.from({ length: 5 }, () => t() * 0.8))),
-        bias: Array.from({ length: filters }, () => t() * 0.2),
-      },
-      { type: 'quadratic', a: 0.5, b: 1, c: 0.1 },
-      {
-        type: 'dense',
-        weights: Array.from({ length: 4 }, () => Array.from({ length: 2 * 2 * filters }, () => t() * 0.3)),
-        bias: Array.from({ length: 4 }, () => t()),
-      },
-    ],
-  };
-})();
+export const tinyCnn: Network = parityCnn(rng(13), 8, 2, 4, 0.8, 0.3);
 
 /**
  * A 28x28 CNN (conv2d-parity with `filters` 5x5 filters, quadratic, dense 10) and an MLP
@@ -60,22 +50,7 @@ export const tinyCnn: Network = (() => {
  * drawing from.
  */
 export function mnistShapedNetworks(r: () => number, filters: number, hidden: number): { cnn: Network; mlp: Network } {
-  const cnn: Network = {
-    input: { height: 28, width: 28 },
-    layers: [
-      {
-        type: 'conv2d-parity',
-        kernel: Array.from({ length: filters }, () => Array.from({ length: 5 }, () => Array.from({ length: 5 }, () => r() * 0.6))),
-        bias: Array.from({ length: filters }, () => r() * 0.2),
-      },
-      { type: 'quadratic', a: 0.5, b: 1, c: 0.1 },
-      {
-        type: 'dense',
-        weights: Array.from({ length: 10 }, () => Array.from({ length: 12 * 12 * filters }, () => r() * 0.1)),
-        bias: Array.from({ length: 10 }, () => r()),
-      },
-    ],
-  };
+  const cnn = parityCnn(r, 28, filters, 10, 0.6, 0.1);
   const mlp: Network = {
     input: { height: 28, width: 28 },
     layers: [
