@@ -1,5 +1,5 @@
-// A tree-ensemble bundle served end to end: the breast-cancer XGBoost fixture compiled into a
-// bundle by `sealed compile-trees`, a real server (worker pool, embedded S3), predictions by
+// A tree-ensemble bundle served end to end: the first 8 trees of the breast-cancer XGBoost fixture
+// compiled into a bundle by `sealed compile-trees`, a real server (worker pool, embedded S3), predictions by
 // `sealed predict` (predictTrees: keys uploaded content-addressed, query in S3, result
 // decrypted): every held-out record gets the quantized plaintext model's class. Wrong-model queries and bad keys are refused with a 4xx,
 // and the server keeps serving. One batch of 114 records at 3 bits (~130 MB query) keeps it short.
@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { writeFirstTrees } from './helpers/trees.ts';
 import { compileTreeModel } from '../src/model/trees/compile.ts';
 import { readTreeBundle } from '../src/model/trees/bundle.ts';
 import { TreeClient } from '../src/model/trees/query.ts';
@@ -33,15 +34,14 @@ t.test('a tree bundle served: encrypted predictions, refusals, still serving', a
   const modelDir = join(dir, 'model');
   await writeFile(join(dir, 'train.csv'), csv(d.train));
   await writeFile(join(dir, 'test.csv'), csv(d.test));
+  // The subject is serving, not the model: 8 of the 50 trees keep the evaluation short.
+  const xgb = join(dir, 'model.xgb.json');
+  await writeFirstTrees(join(FIX, 'breast-cancer.xgb.json'), xgb, 8);
   const s3 = await startLocalS3({ directory: join(dir, 's3') });
   const env = { ...process.env, SEALED_HOME: join(dir, 'home'), SEALED_S3_ENDPOINT: s3.endpoint };
-  await run(
-    process.execPath,
-    [bin, 'compile-trees', '--trees', join(FIX, 'breast-cancer.xgb.json'), '--calibration', join(dir, 'train.csv'), '--model', modelDir, '--bits', '3'],
-    { env },
-  );
+  await run(process.execPath, [bin, 'compile-trees', '--trees', xgb, '--calibration', join(dir, 'train.csv'), '--model', modelDir, '--bits', '3'], { env });
   // The same compile in process: the quantized model the encrypted circuit must match.
-  const m = compileTreeModel(new Uint8Array(await readFile(join(FIX, 'breast-cancer.xgb.json'))), 'xgboost-json', d.train, { bits: 3 });
+  const m = compileTreeModel(new Uint8Array(await readFile(xgb)), 'xgboost-json', d.train, { bits: 3 });
   t.equal((await readTreeBundle(modelDir)).client.model_id, m.client.model_id, 'compile-trees wrote this model');
   const store = new ObjectStore({ endpoint: s3.endpoint });
   const bucket = 'sealed-test';
