@@ -15,14 +15,14 @@ import t from 'tap';
 import type { Ciphertext } from 'node-seal/throws';
 import { CkksSession } from '../src/fhe/ckks.ts';
 import { SecretKeyHolder, generateKeys } from '../src/fhe/keys.ts';
-import { loadEvaluationKeys, loadQueryCiphertext } from '../src/fhe/load.ts';
+import { loadEvaluationKeys, loadQueryCiphertext, loadQuerySection } from '../src/fhe/load.ts';
 import { Engine } from '../src/fhe/engine.ts';
 import { primes as chainPrimes } from '../src/fhe/params.ts';
 import { rotationsOf } from '../src/fhe/program.ts';
 import { SinglePrivacy, makePublicKey } from '../src/fhe/single-privacy.ts';
 import { FLOOD_PRECISION_BITS } from '../src/model/compile-batch.ts';
 import { compileNetwork, type CompileOptions } from '../src/model/compile-network.ts';
-import { packRecords } from '../src/model/layout.ts';
+import { packRecords, withRotations } from '../src/model/layout.ts';
 import { forward, type Network } from '../src/model/network.ts';
 import { phaseL2 } from './helpers/phase.ts';
 import { mnistShapedNetworks, rng } from './helpers/networks.ts';
@@ -40,6 +40,16 @@ const deep: Network = {
   ],
 };
 
+// 1024 inputs x 32 outputs: in 8192 slots the replicated first layer reads 4 diagonals, which
+// the client's rotated copies (--input-copies) supply: their fresh noise, not key switching.
+const wide: Network = {
+  input: { height: 32, width: 32 },
+  layers: [
+    { type: 'dense', weights: Array.from({ length: 32 }, () => Array.from({ length: 1024 }, () => r() * 0.05)), bias: Array.from({ length: 32 }, () => r()) },
+    ...deep.layers.slice(1),
+  ],
+};
+
 const cases: [string, Network, CompileOptions?][] = [
   ['CNN conv2d-parity -> quadratic -> dense', cnn],
   ['MLP dense -> quadratic -> dense', mlp],
@@ -47,13 +57,14 @@ const cases: [string, Network, CompileOptions?][] = [
   // The deferred form (rescale steps, compact Galois keys) is what the MNIST MLPs get at ring 16384.
   ['MLP of depth 4, two squares, deferred form', deep, { floodForm: 'deferred' }],
   ['CNN conv2d-parity -> quadratic -> dense, deferred form', cnn, { floodForm: 'deferred' }],
+  ['MLP of depth 4, deferred form, rotated copies of the input from the client', wide, { floodForm: 'deferred', inputCopies: 16 }],
 ];
 for (const [name, net, form] of cases)
   t.test(`${name}, privacy flood: plaintext outputs within the stated precision, flood present, honest noise below B`, async (t) => {
     const n = net.input.height * net.input.width;
     const images = Array.from({ length: 20 }, () => Array.from({ length: n }, () => Math.max(0, r() * 2)));
     // privacy 'none' for comparison (depth 4 needs the larger ring there too).
-    const none = net === deep ? compileNetwork(net, images, { slots: 8192, privacy: 'none' }) : compileNetwork(net, images, { privacy: 'none' });
+    const none = net !== cnn && net !== mlp ? compileNetwork(net, images, { slots: 8192, privacy: 'none' }) : compileNetwork(net, images, { privacy: 'none' });
     const m = compileNetwork(net, images, { privacy: 'flood', ...form });
     const p = m.program;
     t.equal(none.program.privacy, undefined, "'none' programs carry no privacy field");
@@ -102,6 +113,13 @@ for (const [name, net, form] of cases)
       return l2;
     };
     const encrypt = (v: Float64Array) => loadQueryCiphertext(s, holder.encrypt(v, p.inputScaleBits), p.inputScaleBits);
+    // The query: the input and, where the program reads them, the client's rotated copies.
+    const query = (v: Float64Array) =>
+      loadQuerySection(s, holder.encryptSection(withRotations(m.input, v), p.inputScaleBits), engine.inputCiphertexts, p.inputScaleBits);
+    if (form?.inputCopies) {
+      const first = p.steps[0];
+      t.ok(first.op === 'linear' && (first.inputRotations?.length ?? 0) > 0, `the client sends ${engine.inputCiphertexts - 1} rotated copies`);
+    }
 
     // The phase extraction, checked on fresh ciphertexts: two encryptions of one plaintext differ by e1 - e2.
     const v0 = packRecords(m.input, [images[0]])[0];
@@ -128,9 +146,9 @@ for (const [name, net, form] of cases)
       const v = packRecords(m.input, [x])[0];
       const want = forward(net, x);
       let t0 = performance.now();
-      const out1 = engine.run(encrypt(v), keys);
+      const out1 = engine.run(query(v), keys);
       runMs += performance.now() - t0;
-      const out2 = engine.run(encrypt(v), keys);
+      const out2 = engine.run(query(v), keys);
       t.equal(out1.coeffModulusSize(), p.resultPrimes, `the result keeps ${p.resultPrimes} primes`);
       outScaleBits = Math.log2(out1.scale());
       // Honest noise: |v1 - v2|_2 / sqrt(2) estimates |v|_2; |v1 - v2|_2 <= 2B always.

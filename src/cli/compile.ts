@@ -20,6 +20,7 @@ interface CompileOpts {
   inputScale?: number;
   limit?: number;
   verify?: number;
+  inputCopies?: number;
   /** false with --no-refit. */
   refit?: boolean;
   report?: string;
@@ -34,6 +35,7 @@ export async function compileCommand(o: CompileOpts): Promise<void> {
   positive('input-scale', o.inputScale, false);
   positive('limit', o.limit, true);
   positive('verify', o.verify, true);
+  positive('input-copies', o.inputCopies, true);
   if ((o.onnx === undefined) === (o.trees === undefined))
     throw new SealedError(
       'bad-request',
@@ -49,6 +51,7 @@ export async function compileCommand(o: CompileOpts): Promise<void> {
         ['input-scale', o.inputScale],
         ['limit', o.limit],
         ['verify', o.verify],
+        ['input-copies', o.inputCopies],
         ['no-refit', o.refit === false ? true : undefined],
       ] as const
     ).find(([, v]) => v !== undefined);
@@ -86,6 +89,7 @@ export async function compileCommand(o: CompileOpts): Promise<void> {
     limit: o.limit,
     verify: o.verify,
     refit: o.refit,
+    inputCopies: o.inputCopies,
     log: o.json ? (s) => process.stderr.write(s + '\n') : console.log,
   });
   if (o.report) {

@@ -90,6 +90,12 @@ export async function main(argv: string[]): Promise<void> {
         'also encrypt n calibration records end to end (client encryption, server engine and flood, client decryption) and report their accuracy',
       ).argParser(Number),
     )
+    .addOption(
+      new Option(
+        '--input-copies <n>',
+        "send up to n ciphertexts per query: the input and copies of it rotated by the client, which take the first layer's rotations off the server (lower latency, a query up to n times larger)",
+      ).argParser(Number),
+    )
     .option('--report <file>', 'also write the compile report (JSON) here; it is always stored in the bundle as server/compile-report.json')
     .option('--json', 'print the report as one JSON line (progress goes to stderr)')
     .action(compileCommand);

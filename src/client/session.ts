@@ -7,7 +7,7 @@ import { SecretKeyHolder, generateKeys, generateSecretKey } from '../fhe/keys.ts
 import { makePublicKey } from '../fhe/single-privacy.ts';
 import { paramsKey, type CkksParams } from '../fhe/params.ts';
 import type { ClientPart } from '../model/client-part.ts';
-import { packRecords, unpackOutputs } from '../model/layout.ts';
+import { packRecords, unpackOutputs, withRotations } from '../model/layout.ts';
 import { postprocess, preprocessRecord, type Prediction } from '../model/postprocess.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../wire/format.ts';
 import { sha256Hex } from '../util/sha256.ts';
@@ -223,7 +223,7 @@ export class ClientSession {
       p.input,
       rows.map((r) => preprocessRecord(r, p)),
     );
-    const sections = vectors.map((v) => this.key.encrypt(v, p.input_scale_bits));
+    const sections = vectors.map((v) => this.key.encryptSection(withRotations(p.input, v), p.input_scale_bits));
     return encodeWire<QueryHeader>('query', { model_id: this.modelId, params: paramsKey(p.params), records: rows.length }, sections);
   }
 

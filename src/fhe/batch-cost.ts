@@ -6,7 +6,7 @@ import { BatchSession } from './batch-io.ts';
 import { measureKernelUnits } from './batch-kernel.ts';
 import { batchOpCounts, outputsOf, recordsPerBatch, resultSize, type BatchPlan } from './batch-plan.ts';
 import { measureUnitCosts, predictTime } from './cost.ts';
-import type { Program } from './program.ts';
+import { inputCiphertexts, type Program } from './program.ts';
 import { CkksSession } from './ckks.ts';
 
 export interface BatchUnitCosts {
@@ -130,7 +130,8 @@ export async function measureSingleCost(program: Program, repeat = 5): Promise<{
   let ct: Uint8Array = new Uint8Array();
   let t0 = performance.now();
   for (let i = 0; i < repeat; i++) ct = holder.encrypt(v, program.inputScaleBits);
-  const encrypt = (performance.now() - t0) / repeat;
+  // A section is the input and the client's rotated copies of it: one encryption each.
+  const encrypt = ((performance.now() - t0) / repeat) * inputCiphertexts(program);
   t0 = performance.now();
   for (let i = 0; i < repeat; i++) holder.decrypt(ct);
   const decrypt = (performance.now() - t0) / repeat;

@@ -4,7 +4,7 @@ import type { Ciphertext, Plaintext, ParmsIdType } from 'node-seal/throws';
 import { SealedError } from '../errors.ts';
 import type { CkksSession } from './ckks.ts';
 import type { EvaluationKeys } from './load.ts';
-import { rotationRoutes, type LinearStep, type Program, type RotationRoutes } from './program.ts';
+import { inputCiphertexts, rotationRoutes, type LinearStep, type Program, type RotationRoutes } from './program.ts';
 import { guard, release } from './seal.ts';
 
 interface EncodedLinear {
@@ -85,16 +85,27 @@ export class Engine {
     return pt;
   }
 
-  /** Evaluates the program. `input` may be changed in place: use it for nothing else after (but release it). */
-  run(input: Ciphertext, keys: EvaluationKeys): Ciphertext {
-    return guard('bad-query', 'evaluation', () => this.runUnguarded(input, keys));
+  /** Ciphertexts a query section holds: the input, then the client's rotated copies of it. */
+  get inputCiphertexts(): number {
+    return inputCiphertexts(this.program);
   }
 
-  private runUnguarded(input: Ciphertext, keys: EvaluationKeys): Ciphertext {
+  /**
+   * Evaluates the program on the input (and its rotated copies, inputCiphertexts in all). The
+   * inputs may be changed in place: use them for nothing else after (but release them).
+   */
+  run(input: Ciphertext | Ciphertext[], keys: EvaluationKeys): Ciphertext {
+    const inputs = Array.isArray(input) ? input : [input];
+    if (inputs.length !== this.inputCiphertexts)
+      throw new SealedError('bad-query', `the program reads ${this.inputCiphertexts} ciphertexts per input, ${inputs.length} were given`);
+    return guard('bad-query', 'evaluation', () => this.runUnguarded(inputs, keys));
+  }
+
+  private runUnguarded(inputs: Ciphertext[], keys: EvaluationKeys): Ciphertext {
     const { seal, evaluator: ev } = this.s;
     // clone() makes a second handle to the same SEAL object (embind), not a copy: the steps may
-    // update x in place, which is fine because the caller does not use `input` afterwards.
-    let x = input.clone();
+    // update x in place, which is fine because the caller does not use the inputs afterwards.
+    let x = inputs[0].clone();
     for (let i = 0; i < this.program.steps.length; i++) {
       const st = this.program.steps[i];
       if (st.op === 'square') {
@@ -110,6 +121,8 @@ export class Engine {
       }
       const enc = this.encoded[i]!;
       const rotated = new Map<number, Ciphertext>([[0, x]]);
+      // The client's copies (first step only, bundle.ts checks): rot(input, b) for each b given.
+      (st.inputRotations ?? []).forEach((b, k) => rotated.set(b, inputs[k + 1].clone()));
       for (const { to, from } of enc.routes.babies) {
         const r = new seal.Ciphertext();
         ev.rotateVector(rotated.get(from)!, to - from, keys.galois, r);

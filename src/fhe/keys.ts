@@ -71,6 +71,22 @@ export class SecretKeyHolder {
   }
 
   /**
+   * A query section: each vector encrypted as by encrypt, back to back (the input and its
+   * rotated copies; the server splits them at the sizes their headers declare).
+   */
+  encryptSection(vectors: Float64Array[], scaleBits: number): Uint8Array {
+    if (vectors.length === 1) return this.encrypt(vectors[0], scaleBits);
+    const parts = vectors.map((v) => this.encrypt(v, scaleBits));
+    const out = new Uint8Array(parts.reduce((n, b) => n + b.length, 0));
+    let at = 0;
+    for (const b of parts) {
+      out.set(b, at);
+      at += b.length;
+    }
+    return out;
+  }
+
+  /**
    * As encrypt, saved uncompressed with the residues packed in 26 bits (raw-ciphertext.ts):
    * for parameters whose primes all have at most 26 bits (batch mode).
    */

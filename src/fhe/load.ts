@@ -40,6 +40,47 @@ export interface QueryOptions {
   compression?: readonly ComprMode[];
 }
 
+/**
+ * A query section of `count` SEAL objects back to back (the input and the client's rotated
+ * copies, Engine.inputCiphertexts) -> each object's bytes, split at the sizes their headers
+ * declare; each is then checked in full by loadQueryCiphertext.
+ */
+export function splitSection(bytes: Uint8Array, count: number, what: string): Uint8Array[] {
+  if (count === 1) return [bytes];
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const parts: Uint8Array[] = [];
+  let at = 0;
+  for (let i = 0; i < count; i++) {
+    if (at + 16 > bytes.length)
+      throw new SealedError(
+        'bad-query',
+        `${what} holds ${i} ciphertexts; this model reads ${count} per section (the input and its rotated copies)`,
+        QUERY_HINT,
+      );
+    const size = v.getUint32(at + 12, true) * 2 ** 32 + v.getUint32(at + 8, true);
+    if (size < 16 || size > bytes.length - at)
+      throw new SealedError('bad-query', `${what}: ciphertext ${i + 1} of ${count} declares ${size} bytes, ${bytes.length - at} are left`, QUERY_HINT);
+    parts.push(bytes.subarray(at, at + size));
+    at += size;
+  }
+  if (at !== bytes.length) throw new SealedError('bad-query', `${what} has ${bytes.length - at} bytes after its ${count} ciphertexts`, QUERY_HINT);
+  return parts;
+}
+
+/** A query section: its input ciphertext and the client's rotated copies, each checked by loadQueryCiphertext. */
+export function loadQuerySection(s: CkksSession, bytes: Uint8Array, count: number, scaleBits: number, o: QueryOptions = {}): Ciphertext[] {
+  const what = o.what ?? 'the encrypted query';
+  const parts = splitSection(bytes, count, what);
+  const cts: Ciphertext[] = [];
+  try {
+    parts.forEach((b, k) => cts.push(loadQueryCiphertext(s, b, scaleBits, { ...o, what: k === 0 ? what : `${what} (rotated copy ${k})` })));
+    return cts;
+  } catch (e) {
+    for (const ct of cts) ct.delete();
+    throw e;
+  }
+}
+
 /** Server side: a query ciphertext must be fresh (top level, size 2) at the expected scale. */
 export function loadQueryCiphertext(s: CkksSession, bytes: Uint8Array, scaleBits: number, o: QueryOptions = {}): Ciphertext {
   const what = o.what ?? 'the encrypted query';

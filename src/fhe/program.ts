@@ -17,6 +17,12 @@ export interface LinearStep {
   rescale: boolean;
   weightScaleBits?: number;
   bias?: number;
+  /**
+   * First step only: baby steps the client sends as rotated copies of its input (each a fresh
+   * encryption of rot(x, b), after x in the query's section), so the server does not rotate for
+   * them and needs no key for them. A larger query for fewer rotations at the top level.
+   */
+  inputRotations?: number[];
 }
 
 /** x -> x * x, relinearized and rescaled: the degree-2 activation. */
@@ -62,13 +68,20 @@ export interface Program {
   resultPrimes?: number;
 }
 
+/** Ciphertexts per input: the input and the client's rotated copies of it (inputRotations). */
+export function inputCiphertexts(p: Pick<Program, 'steps'>): number {
+  const first = p.steps[0];
+  return 1 + (first?.op === 'linear' ? (first.inputRotations?.length ?? 0) : 0);
+}
+
 /** Every rotation the program performs, sorted; the client makes Galois keys for exactly these. */
 export function rotationsOf(steps: Step[]): number[] {
   const s = new Set<number>();
   for (const st of steps) {
     if (st.op !== 'linear') continue;
+    const given = new Set(st.inputRotations);
     for (const t of st.terms) {
-      if (t.baby !== 0) s.add(t.baby);
+      if (t.baby !== 0 && !given.has(t.baby)) s.add(t.baby);
       if (t.giant !== 0) s.add(t.giant);
     }
     for (const f of st.folds) s.add(f);
@@ -89,7 +102,8 @@ export function compactRotations(steps: Step[]): number[] {
   const s = new Set<number>();
   for (const st of steps) {
     if (st.op !== 'linear') continue;
-    for (const b of new Set(st.terms.map((t) => t.baby))) for (let r = b; r > 0; r &= r - 1) s.add(r & -r);
+    const given = new Set(st.inputRotations);
+    for (const b of new Set(st.terms.map((t) => t.baby))) if (!given.has(b)) for (let r = b; r > 0; r &= r - 1) s.add(r & -r);
     const giants = [...new Set(st.terms.map((t) => t.giant))].filter((g) => g !== 0);
     // A step with one giant group (giant 0) rotates no group.
     const B = Math.min(...giants);
@@ -103,7 +117,7 @@ export function compactRotations(steps: Step[]): number[] {
 export interface RotationRoutes {
   /** Baby rotations in order: rot(in, to) = rot(rot(in, from), to - from); from 0 is the input. Includes helpers no term uses. */
   babies: { to: number; from: number }[];
-  /** Key switches each baby carries (1 for a direct rotation). */
+  /** Key switches each baby carries (1 for a direct rotation, 0 for the client's copies). */
   hops: Map<number, number>;
   /** Giant steps by Horner's rule with this step, or undefined: one rotation per giant, each with its own key. */
   horner?: number;
@@ -114,7 +128,7 @@ export interface RotationRoutes {
 /** How a linear step's rotations use the keys `keys` (all its steps when undefined). */
 export function rotationRoutes(st: LinearStep, keys?: ReadonlySet<number>): RotationRoutes {
   const has = (k: number) => !keys || keys.has(k);
-  const hops = new Map<number, number>([[0, 0]]);
+  const hops = new Map<number, number>([[0, 0], ...(st.inputRotations ?? []).map((b): [number, number] => [b, 0])]);
   const babies: { to: number; from: number }[] = [];
   const reach = (b: number) => {
     if (hops.has(b)) return;

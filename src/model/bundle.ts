@@ -16,6 +16,7 @@ import { validateBatchPlan, type BatchPlan } from '../fhe/batch-plan.ts';
 import type { Program } from '../fhe/program.ts';
 import type { Privacy } from '../fhe/privacy.ts';
 import type { ClientPart } from './client-part.ts';
+import { MAX_INPUT_ROTATIONS } from './input-copies.ts';
 import { modelIdOf, parseClientPart } from './client-part.ts';
 
 export const BUNDLE_FORMAT = 'sealed-bundle';
@@ -182,11 +183,38 @@ export async function readServerPart(dir: string): Promise<ServerPart> {
         'serve it with the sealed version that compiled it, or recompile the model',
       );
   });
+  checkInputRotations(program as Program);
   const lambda = program.floodSecurityBits;
   if (lambda !== undefined && !(Number.isInteger(lambda) && lambda >= 20 && lambda <= 128))
     throw new SealedError('bad-bundle', `server/program.json: floodSecurityBits is ${JSON.stringify(lambda)}, not an integer in [20, 128]`);
   const privacy = { single: program.privacy ?? 'none', batch: batch ? (batch.privacy ?? 'none') : undefined };
   return { modelId: manifest.model_id, program, masks, batch, privacy };
+}
+
+/**
+ * The client's rotated copies: on the first step only (the engine hands them to it), distinct
+ * rotations within the ring's slots, increasing, and a bounded count (each is a ciphertext the
+ * server reserves memory for).
+ */
+function checkInputRotations(program: Program): void {
+  const slots = program.params.polyModulusDegree / 2;
+  program.steps.forEach((st, i) => {
+    const r = (st as { inputRotations?: unknown }).inputRotations;
+    if (r === undefined) return;
+    const ok =
+      i === 0 &&
+      st.op === 'linear' &&
+      Array.isArray(r) &&
+      r.length > 0 &&
+      r.length <= MAX_INPUT_ROTATIONS &&
+      r.every((k, j) => Number.isInteger(k) && k > 0 && k < slots && (j === 0 || k > (r[j - 1] as number)));
+    if (!ok)
+      throw new SealedError(
+        'bad-bundle',
+        `server/program.json: step ${i} has inputRotations that are not 1 to ${MAX_INPUT_ROTATIONS} increasing rotations of the first linear step`,
+        'recompile the model',
+      );
+  });
 }
 
 /**

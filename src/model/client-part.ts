@@ -78,6 +78,9 @@ export function parseClientPart(text: string, where: string): ClientPart & { mod
   if (typeof c.model_id !== 'string' || !/^[0-9a-f]{32}$/.test(c.model_id))
     throw new SealedError('bad-bundle', `the client part in ${where} has no valid model_id`);
   checkParams(c.params);
+  const r = c.input?.rotations;
+  if (r !== undefined && (!Array.isArray(r) || r.some((k) => !Number.isInteger(k) || k <= 0 || k >= c.params.polyModulusDegree / 2)))
+    throw new SealedError('bad-bundle', `the client part in ${where} has input rotations that are not rotations within the slots`);
   if (c.batch) checkParams(c.batch.params);
   const f = c.batch?.input_factors;
   if (f !== undefined && (!Array.isArray(f) || f.length !== c.features?.length || f.some((v) => typeof v !== 'number' || !(v > 0) || !Number.isFinite(v))))

@@ -32,6 +32,7 @@ import type { CompiledModel } from './compile-linear.ts';
 import { FLOOD_PRECISION_BITS } from './compile-batch.ts';
 import { FLOOD_SECURITY_BITS, floodSigma, type Privacy } from '../fhe/privacy.ts';
 import { buildNetwork, buildNetworks, networkCost, type BuiltNetwork } from './network-steps.ts';
+import { withInputCopies } from './input-copies.ts';
 import {
   analyse,
   deferRescales,
@@ -66,12 +67,21 @@ export interface CompileOptions {
    * ring, else the deferred one; tests fix one to check each.
    */
   floodForm?: 'plain' | 'deferred';
+  /**
+   * At most this many ciphertexts per query section: the input and rotated copies of it, which
+   * take the first step's rotations off the server where that many cover them (input-copies.ts).
+   * Default 1: no copies.
+   */
+  inputCopies?: number;
 }
+
+/** The built network with the client's copies of its input, where `o.inputCopies` allows them. */
+const copiesOf = (built: BuiltNetwork, o: CompileOptions) => ((o.inputCopies ?? 1) > 1 ? withInputCopies(built, o.inputCopies!) : built);
 
 export function compileNetwork(net: Network, samples: ArrayLike<number>[], o: CompileOptions = {}): CompiledModel {
   if ((o.privacy ?? 'flood') === 'flood') return compileFlooded(net, samples, o);
   const S = o.slots ?? 4096;
-  const { steps, masks, input, output } = buildNetwork(net, S);
+  const { steps, masks, input, output } = copiesOf(buildNetwork(net, S), o);
 
   const depth = depthOf(steps);
   // Values bound the first prime: the last layer's weights get what the headroom leaves.
@@ -127,7 +137,9 @@ function compileFlooded(net: Network, samples: ArrayLike<number>[], o: CompileOp
     const N = 2 * S;
     // The cheapest layouts (buildNetworks) unless the flood's chain makes them dearer than the
     // hybrid ones (their noise bounds differ, so may the number of primes) or does not fit.
-    const { cheapest, hybrid } = buildNetworks(net, S);
+    const layouts = buildNetworks(net, S);
+    const hybrid = copiesOf(layouts.hybrid, o);
+    const cheapest = layouts.cheapest === layouts.hybrid ? hybrid : copiesOf(layouts.cheapest, o);
     let built = hybrid;
     let found = floodForms(net, samples, hybrid, N, lambda, o);
     if (cheapest !== hybrid) {

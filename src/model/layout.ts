@@ -8,6 +8,11 @@ export interface InputLayout {
   recordStride: number;
   /** For record 0, the slots holding feature j (a feature may be written more than once). */
   featureSlots: number[][];
+  /**
+   * Rotations (to the left) of each packed vector the client encrypts after it, in this order:
+   * the first step's baby steps done by the client (input-copies.ts). Absent: none.
+   */
+  rotations?: number[];
 }
 
 export interface OutputLayout {
@@ -31,6 +36,21 @@ export function packRecords(layout: InputLayout, rows: ArrayLike<number>[]): Flo
     out.push(v);
   }
   return out;
+}
+
+/** A packed vector and its rotations by the layout's `rotations`: the ciphertexts of one query section. */
+export function withRotations(layout: InputLayout, v: Float64Array): Float64Array[] {
+  const n = v.length;
+  return [
+    v,
+    ...(layout.rotations ?? []).map((k) => {
+      const s = ((k % n) + n) % n;
+      const out = new Float64Array(n);
+      out.set(v.subarray(s), 0);
+      out.set(v.subarray(0, s), n - s);
+      return out;
+    }),
+  ];
 }
 
 export function ciphertextsFor(layout: InputLayout, records: number): number {

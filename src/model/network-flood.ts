@@ -332,9 +332,12 @@ export function floodNoiseBound(f: FloodAnalysis, a: number, chain: FloodChain):
     }
     const g = f.gains.get(i)!;
     let out = g.all * rho;
-    // A baby step reached in h rotations (compactRotations) carries h key switches' noise.
+    // A baby step reached in h rotations (compactRotations) carries h key switches' noise. A
+    // copy the client sends (first step: rho is the fresh bound) carries its own fresh noise
+    // instead: |sum_b A_b e_b| <= sum_b G_b rho, covered by G rho (G >= G_0) plus G_b rho each.
     const routes = f.routes.get(i)!;
-    for (const [b, gb] of g.baby) out += (gb * routes.hops.get(b)! * K(level)) / 2 ** scale;
+    const given = new Set(st.inputRotations);
+    for (const [b, gb] of g.baby) out += given.has(b) ? gb * rho : (gb * routes.hops.get(b)! * K(level)) / 2 ** scale;
     const nextScale = st.rescale ? scale : scale + st.weightScaleBits!;
     const nextLevel = st.rescale ? level + 1 : level;
     if (st.rescale) rescales++;

@@ -2,6 +2,7 @@
 // ciphertext is evaluated by a worker's ModelServer, results stream out in order.
 import { reviveError, SealedError } from '../errors.ts';
 import { ciphertextBytesBound } from '../fhe/params.ts';
+import { inputCiphertexts } from '../fhe/program.ts';
 import { STREAM_PART_SIZE, STREAM_QUEUE_SIZE } from '../storage/s3.ts';
 import { encodeWire, type QueryHeader, type ResultHeader } from '../wire/format.ts';
 import { writeWireStream } from '../wire/stream.ts';
@@ -23,12 +24,17 @@ export interface SingleQuery {
   t0: number;
 }
 
-/** Memory a single-layout query of `count` ciphertexts holds: the window's queries and results (a copy each in flight), plus the result's buffers. */
+/**
+ * Memory a single-layout query of `count` sections holds: the window's sections and results (a
+ * copy each in flight), plus the result's buffers. A section is the input's ciphertext and the
+ * client's rotated copies of it; a result, one ciphertext.
+ */
 export function singleMemory(c: InvocationContext, count: number): { window: number; streamed: boolean; held: number } {
   const window = Math.min(count, c.pool.size * 2);
   const streamed = count > window;
   const bound = ciphertextBytesBound(c.model.program.params, 2);
-  return { window, streamed, held: window * 3 * bound + (streamed ? (STREAM_QUEUE_SIZE + 2) * STREAM_PART_SIZE : count * bound) };
+  const section = inputCiphertexts(c.model.program) * bound;
+  return { window, streamed, held: window * (2 * section + bound) + (streamed ? (STREAM_QUEUE_SIZE + 2) * STREAM_PART_SIZE : count * bound) };
 }
 
 export async function evaluateSingle(q: SingleQuery, out: ResultSink, c: InvocationContext, signal?: AbortSignal): Promise<InvocationResponse> {

@@ -16,7 +16,7 @@ import { evaluateLanes, prepareKernel, type BatchKernel } from '../fhe/batch-ker
 import { outputsOf, resultSize } from '../fhe/batch-plan.ts';
 import { BatchPrivacy } from '../fhe/batch-privacy.ts';
 import { CkksSession } from '../fhe/ckks.ts';
-import { loadQueryCiphertext } from '../fhe/load.ts';
+import { loadQuerySection } from '../fhe/load.ts';
 import { Engine } from '../fhe/engine.ts';
 import { loadRerandKey, type RerandKey } from '../fhe/privacy.ts';
 import type { ServerPart } from '../model/bundle.ts';
@@ -110,13 +110,13 @@ export class ModelServer {
     const { keys, privacy } = this.keys.get(keySet);
     ms.keys = lap();
     const what = index === undefined ? 'the encrypted query' : `ciphertext ${index} of the encrypted query`;
-    const ct = loadQueryCiphertext(this.session, ciphertext, this.model.program.inputScaleBits, { what });
+    const cts = loadQuerySection(this.session, ciphertext, this.engine.inputCiphertexts, this.model.program.inputScaleBits, { what });
     ms.deserialize = lap();
     let out;
     try {
-      out = this.engine.run(ct, keys);
+      out = this.engine.run(cts, keys);
     } finally {
-      ct.delete();
+      for (const ct of cts) ct.delete();
     }
     if (privacy) {
       const plain = out;

@@ -7,7 +7,7 @@ import type { BatchPlan } from '../fhe/batch-plan.ts';
 import { recordsPerBatch, resultSize } from '../fhe/batch-plan.ts';
 import { ciphertextBytesBound, paramsKey, type CkksParams } from '../fhe/params.ts';
 import { rerandKeyBytes } from '../fhe/privacy.ts';
-import type { Program } from '../fhe/program.ts';
+import { inputCiphertexts, type Program } from '../fhe/program.ts';
 import type { QueryHeader } from '../wire/format.ts';
 import type { StreamLimits } from '../wire/stream.ts';
 
@@ -99,5 +99,7 @@ export function sectionLimits(model: ServingModel, maxQueryBytes: number, h: Que
   // A SEAL object is at least its 16-byte serialization header plus a ciphertext's fields; a
   // batch query's re-randomization key holds a result's polynomials as 32-bit residues.
   const rerandKey = plan ? rerandKeyBytes(plan.params.coeffModulusBits.length - 1, plan.params.polyModulusDegree, resultSize(plan)) : 0;
-  return { minSection: 64, maxSection: Math.max(ciphertextBytesBound(params, 2), rerandKey), maxSections: Math.floor(maxQueryBytes / 68) };
+  // A single-layout section holds the input and the client's rotated copies of it.
+  const perSection = plan ? 1 : inputCiphertexts(model.program);
+  return { minSection: 64, maxSection: Math.max(perSection * ciphertextBytesBound(params, 2), rerandKey), maxSections: Math.floor(maxQueryBytes / 68) };
 }

@@ -46,6 +46,8 @@ export interface OnnxJobOptions {
   verify?: number;
   /** Re-fit linear layers after approximated activations, then fine-tune the network (default true; refit.ts, finetune.ts). */
   refit?: boolean;
+  /** At most this many ciphertexts per query section: the input and rotated copies of it (CompileOptions.inputCopies). */
+  inputCopies?: number;
   log?: (line: string) => void;
 }
 
@@ -156,7 +158,7 @@ export async function compileOnnxJob(o: OnnxJobOptions): Promise<{ manifest: Man
       'give records with one value per model input',
     );
   log(`compiling ${basename(o.onnx)}: ${g.nodes.length} nodes, input ${g.input.name} ${g.input.shape.join('x')}, ${rows.length} calibration records`);
-  const model = compileOnnx(bytes, rows, { inputScale: o.inputScale, features: cal.features, refit: o.refit }, basename(o.onnx));
+  const model = compileOnnx(bytes, rows, { inputScale: o.inputScale, features: cal.features, refit: o.refit, inputCopies: o.inputCopies }, basename(o.onnx));
   const p = model.compiled.program;
   log(`program: ring ${p.params.polyModulusDegree}, modulus ${p.params.coeffModulusBits.join('+')} bits, ${p.steps.length} steps`);
 
@@ -224,7 +226,7 @@ export async function compileOnnxJob(o: OnnxJobOptions): Promise<{ manifest: Man
  * The training container's path for an uploaded model: when the `model` channel (beside the
  * train channel: /opt/ml/input/data/model) holds an .onnx file, compile it with the train
  * channel as calibration records, and return what `train` returns; otherwise undefined.
- * Hyperparameters: input_scale, target, limit, verify, refit ("false" as --no-refit) (as the CLI's options).
+ * Hyperparameters: input_scale, target, limit, verify, refit ("false" as --no-refit), input_copies (as the CLI's options).
  */
 function refitOf(v: string | undefined): boolean | undefined {
   if (v === undefined) return undefined;
@@ -252,6 +254,7 @@ export async function onnxTrainJob(paths: TrainPaths, hp: Hyperparameters, log: 
     limit: num('limit'),
     verify: num('verify'),
     refit: refitOf(hp.raw.refit),
+    inputCopies: num('input_copies'),
     log,
   });
   const metrics = Object.fromEntries(Object.entries(manifest.metrics ?? {}).filter((e): e is [string, number] => typeof e[1] === 'number'));

@@ -1,10 +1,11 @@
 // Runs a compiled program end to end in one process: fresh keys, encryption of each slot
-// vector, evaluation by the engine, decryption. For tests of the engine and the compilers.
+// vector (and the rotated copies the program reads), evaluation by the engine, decryption. For tests of the engine and the compilers.
 import { CkksSession } from '../../src/fhe/ckks.ts';
 import { SecretKeyHolder, generateKeys } from '../../src/fhe/keys.ts';
-import { loadEvaluationKeys, loadQueryCiphertext } from '../../src/fhe/load.ts';
+import { loadEvaluationKeys, loadQuerySection } from '../../src/fhe/load.ts';
 import { Engine } from '../../src/fhe/engine.ts';
 import type { Program } from '../../src/fhe/program.ts';
+import { rotate } from '../../src/model/simulate.ts';
 
 export async function runEncrypted(
   program: Program,
@@ -18,12 +19,15 @@ export async function runEncrypted(
   const keys = loadEvaluationKeys(s, k.galoisKeys, k.relinKeys, program.galoisSteps, program.relin);
   const engine = new Engine(s, program, masks);
   try {
+    // The client's rotated copies of each input, where the program's first step reads them.
+    const first = program.steps[0];
+    const rotations = first?.op === 'linear' ? (first.inputRotations ?? []) : [];
     return vectors.map((v) => {
-      const q = holder.encrypt(v, program.inputScaleBits);
+      const q = holder.encryptSection([v, ...rotations.map((k) => rotate(v, k))], program.inputScaleBits);
       onQuery?.(q);
-      const ct = loadQueryCiphertext(s, q, program.inputScaleBits);
-      const out = engine.run(ct, keys);
-      ct.delete();
+      const cts = loadQuerySection(s, q, engine.inputCiphertexts, program.inputScaleBits);
+      const out = engine.run(cts, keys);
+      for (const ct of cts) ct.delete();
       const bytes = out.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array;
       out.delete();
       return holder.decrypt(bytes);

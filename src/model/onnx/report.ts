@@ -4,7 +4,7 @@
 // program in plaintext simulation, and (with --verify N) N records encrypted end to end.
 import type { UnitCosts } from '../../fhe/cost.ts';
 import { predictTime } from '../../fhe/cost.ts';
-import { depthOf, opCounts } from '../../fhe/program.ts';
+import { depthOf, inputCiphertexts, opCounts } from '../../fhe/program.ts';
 import { classOfOutputs, classOfScores, headOutputs, outputError, type LayerReport, type OnnxModel } from './compile.ts';
 import type { FinetuneReport } from './finetune.ts';
 import type { EncryptedRun } from './verify.ts';
@@ -35,6 +35,8 @@ export interface CompileReport {
     security_bits: 128;
     privacy: string;
     input_scale_bits: number;
+    /** Ciphertexts per query section: the input and the client's rotated copies of it (--input-copies). */
+    input_ciphertexts: number;
   };
   sizes: { keys_bytes: number; query_bytes: number; result_bytes: number; masks_bytes: number };
   latency: { estimated_ms: number; by_op_ms: Record<string, number>; unit_costs: 'measured on this machine at compile time' };
@@ -159,6 +161,7 @@ export function buildReport(r: ReportInputs): CompileReport {
       security_bits: 128,
       privacy: p.privacy ?? 'none',
       input_scale_bits: p.inputScaleBits,
+      input_ciphertexts: inputCiphertexts(p),
     },
     sizes: {
       keys_bytes: r.sizes.keysBytes,
@@ -194,6 +197,8 @@ export function formatReport(rep: CompileReport): string {
   L.push(
     `  parameters: ring ${p.ring_degree} (${p.slots} slots), modulus ${p.coeff_modulus_bits.join('+')} = ${p.total_bits} bits, 128-bit security, depth ${rep.totals.depth}, ${rep.totals.rotation_keys} rotation keys, circuit privacy ${p.privacy}`,
   );
+  if (p.input_ciphertexts > 1)
+    L.push(`  query: each input with ${p.input_ciphertexts - 1} rotated copies (--input-copies): the first layer's rotations are the client's`);
   L.push(
     `  sizes: keys ${kb(rep.sizes.keys_bytes)} (once per client), query ${kb(rep.sizes.query_bytes)} and result ${kb(rep.sizes.result_bytes)} per record, server weights ${kb(rep.sizes.masks_bytes)}`,
   );

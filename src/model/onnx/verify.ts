@@ -4,12 +4,12 @@
 // client's decryption and unpacking. No HTTP or S3: those move bytes and do not change values.
 import { CkksSession } from '../../fhe/ckks.ts';
 import { SecretKeyHolder, generateKeys } from '../../fhe/keys.ts';
-import { loadEvaluationKeys, loadQueryCiphertext } from '../../fhe/load.ts';
+import { loadEvaluationKeys, loadQuerySection } from '../../fhe/load.ts';
 import { Engine } from '../../fhe/engine.ts';
 import { SinglePrivacy, makePublicKey } from '../../fhe/single-privacy.ts';
 import type { ClientPart } from '../client-part.ts';
 import type { CompiledModel } from '../compile-linear.ts';
-import { packRecords, unpackOutputs } from '../layout.ts';
+import { packRecords, unpackOutputs, withRotations } from '../layout.ts';
 import { preprocessRecord } from '../postprocess.ts';
 
 export interface EncryptedRun {
@@ -44,12 +44,12 @@ export async function runEncryptedRecords(
   try {
     for (const row of rows) {
       const [v] = packRecords(compiled.input, [preprocessRecord(row, client)]);
-      const q = holder.encrypt(v, p.inputScaleBits);
+      const q = holder.encryptSection(withRotations(compiled.input, v), p.inputScaleBits);
       run.queryBytes = q.length;
       const t0 = performance.now();
-      const ct = loadQueryCiphertext(s, q, p.inputScaleBits);
-      let out = engine.run(ct, keys);
-      ct.delete();
+      const cts = loadQuerySection(s, q, engine.inputCiphertexts, p.inputScaleBits);
+      let out = engine.run(cts, keys);
+      for (const ct of cts) ct.delete();
       if (privacy) {
         const plain = out;
         out = privacy.apply(plain);
