@@ -1,4 +1,4 @@
-// `npm run bench -- onnx [--n N] [--encrypted E] [--workers W] [--only a,b]`: the ONNX fixtures
+// `npm run bench -- onnx [--n N] [--encrypted E] [--workers W] [--only a,b] [--input-copies K]`: the ONNX fixtures
 // (test/fixtures/onnx, scripts/onnx-fixtures.py) compiled by `sealed compile`'s compiler and
 // served through the real path (S3 upload, /invocations, worker pool, flood, S3 download).
 // One JSON line per model, then a last line gathering them.
@@ -54,11 +54,11 @@ async function dataFor(name: string, n: number): Promise<Data> {
   return { calibration: (await loadNpmMnist()).images, eval: test.images.slice(0, n), labels: test.labels.slice(0, n), inputScale: 255 };
 }
 
-async function benchModel(name: string, n: number, encrypted: number, workers: number | undefined) {
+async function benchModel(name: string, n: number, encrypted: number, workers: number | undefined, inputCopies: number | undefined) {
   const bytes = new Uint8Array(await readFile(fixture(name)));
   const data = await dataFor(name, n);
   const t0 = performance.now();
-  const m = compileOnnx(bytes, data.calibration, { inputScale: data.inputScale });
+  const m = compileOnnx(bytes, data.calibration, { inputScale: data.inputScale, inputCopies });
   const compileS = (performance.now() - t0) / 1000;
   err(`${name}: compiled in ${compileS.toFixed(1)} s, ring ${m.compiled.program.params.polyModulusDegree}`);
   const head = m.lowered.head;
@@ -180,12 +180,24 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
 export async function onnxBench(args: string[]) {
   const { values } = parseArgs({
     args,
-    options: { n: { type: 'string' }, encrypted: { type: 'string' }, workers: { type: 'string' }, only: { type: 'string' } },
+    options: {
+      n: { type: 'string' },
+      encrypted: { type: 'string' },
+      workers: { type: 'string' },
+      only: { type: 'string' },
+      'input-copies': { type: 'string' },
+    },
   });
   const names = values.only ? values.only.split(',') : ['mlp_relu', 'mlp_square', 'lenet', 'cnn3', 'sklearn_linear'];
   const results = [];
   for (const name of names) {
-    const r = await benchModel(name, Number(values.n ?? 1000), Number(values.encrypted ?? 20), values.workers ? Number(values.workers) : undefined);
+    const r = await benchModel(
+      name,
+      Number(values.n ?? 1000),
+      Number(values.encrypted ?? 20),
+      values.workers ? Number(values.workers) : undefined,
+      values['input-copies'] ? Number(values['input-copies']) : undefined,
+    );
     console.log(JSON.stringify(r));
     results.push(r);
   }

