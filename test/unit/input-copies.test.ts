@@ -11,6 +11,7 @@ import { writeSealHeader } from '../../src/fhe/raw-ciphertext.ts';
 import type { LinearStep, Program } from '../../src/fhe/program.ts';
 import { readServerPart, writeBundle } from '../../src/model/bundle.ts';
 import { compileNetwork } from '../../src/model/compile-network.ts';
+import { copiesHint } from '../../src/model/onnx/report.ts';
 import { withInputCopies } from '../../src/model/input-copies.ts';
 import { packRecords } from '../../src/model/layout.ts';
 import { buildNetwork } from '../../src/model/network-steps.ts';
@@ -74,6 +75,15 @@ t.test('the re-split first step: every slot as before, no rotation of the server
     got.some((x, i) => Math.abs(x - want[i]) > 1e-3),
     'the masks must be rotated by their giant step (checked: unrotated ones fail)',
   );
+});
+
+t.test('the compile report says what --input-copies would take off the server', async (t) => {
+  const plain = compileNetwork(net, images, { slots: S, privacy: 'none' });
+  const copied = compileNetwork(net, images, { slots: S, privacy: 'none', inputCopies: 16 });
+  const hint = copiesHint(plain.program) ?? '';
+  t.match(hint, /--input-copies 4 would take the first layer's 3 baby-step rotation\(s\) off the server for a query 4 times larger/);
+  t.match(hint, /--input-copies 16, all 6 before its folds \(16 times\)/);
+  t.equal(copiesHint(copied.program), undefined, 'nothing to say once the client sends copies');
 });
 
 t.test('a section splits into exactly its ciphertexts; any other framing is a bad query', async (t) => {

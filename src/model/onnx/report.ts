@@ -4,7 +4,8 @@
 // program in plaintext simulation, and (with --verify N) N records encrypted end to end.
 import type { UnitCosts } from '../../fhe/cost.ts';
 import { predictTime } from '../../fhe/cost.ts';
-import { depthOf, inputCiphertexts, opCounts } from '../../fhe/program.ts';
+import { depthOf, inputCiphertexts, opCounts, rotationRoutes, type Program } from '../../fhe/program.ts';
+import { MAX_INPUT_ROTATIONS } from '../input-copies.ts';
 import { classOfOutputs, classOfScores, headOutputs, outputError, type LayerReport, type OnnxModel } from './compile.ts';
 import type { FinetuneReport } from './finetune.ts';
 import type { EncryptedRun } from './verify.ts';
@@ -136,6 +137,8 @@ export function buildReport(r: ReportInputs): CompileReport {
     notes.push(
       `the approximated network then fine-tuned (all weights, Adam, ${ft.epochs} epochs, kept epoch ${ft.best_epoch}, ${(ft.ms / 1000).toFixed(1)} s) to the original model's outputs on ${ft.records} calibration records and mixtures of them: rms output error on the ${ft.held_back} records held back from it ${ft.rmse_before.toPrecision(3)} -> ${ft.rmse_after.toPrecision(3)}, on all ${ft.rmse_all_before.toPrecision(3)} -> ${ft.rmse_all_after.toPrecision(3)} (--no-refit turns both off)`,
     );
+  const copies = copiesHint(p);
+  if (copies) notes.push(copies);
   if (encrypted && encrypted.max_abs_error > tolerance)
     notes.push(`encrypted outputs differ from onnxruntime by ${encrypted.max_abs_error.toExponential(2)}, above the tolerance ${tolerance}`);
   return {
@@ -174,6 +177,19 @@ export function buildReport(r: ReportInputs): CompileReport {
     batch: r.batch,
     notes,
   };
+}
+
+/** For a program without copies: what --input-copies would take off the server (input-copies.ts). */
+export function copiesHint(p: Program): string | undefined {
+  const first = p.steps[0];
+  if (first?.op !== 'linear' || first.inputRotations) return undefined;
+  const routes = rotationRoutes(first, new Set(p.galoisSteps));
+  const babies = new Set(first.terms.map((t) => t.baby).filter((b) => b !== 0)).size;
+  const offsets = new Set(first.terms.map((t) => t.giant + t.baby).filter((d) => d !== 0)).size;
+  const all = routes.babies.length + routes.giantRotations;
+  if (babies === 0 || offsets + 1 > MAX_INPUT_ROTATIONS + 1) return undefined;
+  const also = offsets > babies ? `; --input-copies ${offsets + 1}, all ${all} before its folds (${offsets + 1} times)` : '';
+  return `--input-copies ${babies + 1} would take the first layer's ${routes.babies.length} baby-step rotation(s) off the server for a query ${babies + 1} times larger${also} (docs/bring-your-own-model.md, Latency for bytes)`;
 }
 
 const pct = (v: number | undefined) => (v === undefined ? '-' : `${(100 * v).toFixed(2)}%`);
