@@ -4,21 +4,20 @@
 // checks smallCnn's batch evaluation against the plaintext plan).
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { predict, predictBatches, invokeHttp } from '../src/client/predict.ts';
-import { ClientSession } from '../src/client/session.ts';
 import { EncryptPool } from '../src/client/encrypt-pool.ts';
 import { createClient } from '../src/client/index.ts';
-import { readClientPart, readServerPart } from '../src/model/bundle.ts';
+import { readServerPart } from '../src/model/bundle.ts';
 import { simulateBatch } from '../src/model/simulate-batch.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
 import { formatS3Uri } from '../src/storage/s3.ts';
 import { decodeWire, encodeWire, type ResultHeader } from '../src/wire/format.ts';
 import { tinyCnn } from './helpers/networks.ts';
 import { paramsKey } from '../src/fhe/params.ts';
-import { startStack, imageBundle } from './helpers/fixture.ts';
+import { servedClient, imageBundle } from './helpers/fixture.ts';
 import { startServer } from '../src/server/serve.ts';
 
 const dir = await mkdtemp(join(tmpdir(), 'sealed-batch-'));
@@ -27,16 +26,7 @@ let seed = 5;
 const pixel = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % 256;
 const images = Array.from({ length: 70 }, () => Array.from({ length: 64 }, pixel));
 const plan = await imageBundle(modelDir, tinyCnn, images.slice(0, 30));
-const stack = await startStack(modelDir, dir);
-const { modelId, client } = await readClientPart(modelDir);
-const session = await ClientSession.open(modelId, client);
-const keys = session.generateKeys();
-const transport = { store: stack.store, bucket: stack.bucket, endpoint: stack.server.url };
-t.teardown(async () => {
-  session.close();
-  await stack.close();
-  await rm(dir, { recursive: true, force: true });
-});
+const { stack, modelId, client, session, keys, transport } = await servedClient(t, modelDir, dir);
 
 t.test('the bundle carries a batch plan; the client part its parameters and crossover', async (t) => {
   const server = await readServerPart(modelDir);

@@ -5,12 +5,11 @@
 // hold the input alone, or a copy more, is refused with a 4xx saying what the model reads, and
 // the server keeps serving.
 import t from 'tap';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ClientSession } from '../src/client/session.ts';
 import { invokeHttp, predict } from '../src/client/predict.ts';
-import { readClientPart, readServerPart } from '../src/model/bundle.ts';
+import { readServerPart } from '../src/model/bundle.ts';
 import { FLOOD_PRECISION_BITS } from '../src/model/compile-batch.ts';
 import { packRecords } from '../src/model/layout.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
@@ -18,7 +17,7 @@ import { simulate } from '../src/model/simulate.ts';
 import { formatS3Uri } from '../src/storage/s3.ts';
 import { compileOnnxJob } from '../src/train/onnx-job.ts';
 import { decodeWire, encodeWire, type QueryHeader } from '../src/wire/format.ts';
-import { startStack } from './helpers/fixture.ts';
+import { servedClient } from './helpers/fixture.ts';
 import { buildModel, gemm, gemmWeights } from './helpers/onnx-build.ts';
 
 // 512 features -> 64 -> x^2 -> 10: the first layer reads 4 diagonals in 8192 slots.
@@ -43,17 +42,8 @@ const { report } = await compileOnnxJob({
   inputCopies: 16,
   log: () => undefined,
 });
-const stack = await startStack(modelDir, dir, 1);
-const { modelId, client } = await readClientPart(modelDir);
+const { stack, client, session, keys, transport } = await servedClient(t, modelDir, dir, 1);
 const server = await readServerPart(modelDir);
-const session = await ClientSession.open(modelId, client);
-const keys = session.generateKeys();
-const transport = { store: stack.store, bucket: stack.bucket, endpoint: stack.server.url };
-t.teardown(async () => {
-  session.close();
-  await stack.close();
-  await rm(dir, { recursive: true, force: true });
-});
 
 t.test('each section: the input and its rotated copies; scores equal the plaintext simulation', async (t) => {
   const rotations = client.input.rotations ?? [];

@@ -1,6 +1,7 @@
 // Keys and the client's encryption and decryption (CKKS over node-seal): fresh secret keys,
 // the evaluation keys a program needs, and symmetric (seeded, half-size) encryption.
 import { SealedError } from '../errors.ts';
+import { concatBytes } from '../util/bytes.ts';
 import type { CkksSession } from './ckks.ts';
 import { loadCiphertext } from './load.ts';
 import { packResidues } from './raw-ciphertext.ts';
@@ -76,14 +77,7 @@ export class SecretKeyHolder {
    */
   encryptSection(vectors: Float64Array[], scaleBits: number): Uint8Array {
     if (vectors.length === 1) return this.encrypt(vectors[0], scaleBits);
-    const parts = vectors.map((v) => this.encrypt(v, scaleBits));
-    const out = new Uint8Array(parts.reduce((n, b) => n + b.length, 0));
-    let at = 0;
-    for (const b of parts) {
-      out.set(b, at);
-      at += b.length;
-    }
-    return out;
+    return concatBytes(vectors.map((v) => this.encrypt(v, scaleBits)));
   }
 
   /**

@@ -10,6 +10,7 @@
 // in place); the tests check the replacement against BigInt division and SEAL built both ways
 // against each other, byte for byte.
 import { Sha256 } from '../util/sha256.ts';
+import { concatBytes } from '../util/bytes.ts';
 import { SEAL_DIV128_WASM, wasmBytes } from './kernel-wasm.ts';
 
 /** node-seal 7.0.0's divide_uint128_uint64_inplace_generic (seal_throws.wasm, function 79). */
@@ -33,8 +34,8 @@ export function patchSealWasm(wasm: Uint8Array): PatchedWasm {
     const body = b === hit ? replacement : wasm.subarray(b.start, b.end);
     entries.push(uleb(body.length), body);
   }
-  const content = concat([uleb(code.bodies.length), ...entries]);
-  const out = concat([wasm.subarray(0, code.start), Uint8Array.of(CODE_SECTION), uleb(content.length), content, wasm.subarray(code.end)]);
+  const content = concatBytes([uleb(code.bodies.length), ...entries]);
+  const out = concatBytes([wasm.subarray(0, code.start), Uint8Array.of(CODE_SECTION), uleb(content.length), content, wasm.subarray(code.end)]);
   return { wasm: out, patched: true };
 }
 
@@ -100,14 +101,4 @@ function uleb(n: number): Uint8Array {
     out.push(byte);
   } while (n > 0);
   return Uint8Array.from(out);
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }

@@ -12,6 +12,8 @@ import { ObjectStore } from '../../src/storage/s3.ts';
 import { startServer, type RunningServer, type ServeOptions } from '../../src/server/serve.ts';
 import { FIXTURE_CACHE, fixtureKey, saveFixture } from './fixture-cache.ts';
 import type { Network } from '../../src/model/network.ts';
+import { ClientSession } from '../../src/client/session.ts';
+import { readClientPart } from '../../src/model/bundle.ts';
 
 const DIGIT_NETWORK = new URL('../fixtures/digit/network.json.gz', import.meta.url);
 
@@ -102,4 +104,22 @@ export async function startStack(modelDir: string, dir: string, workers = 2, ser
       await s3.close();
     },
   };
+}
+
+/**
+ * A bundle served (startStack) and a client of it: its session and keys, and the S3 route to the
+ * server. Closed, and `dir` removed, when `t` ends.
+ */
+export async function servedClient(t: { teardown(fn: () => Promise<void>): void }, modelDir: string, dir: string, workers = 2) {
+  const stack = await startStack(modelDir, dir, workers);
+  const { modelId, client } = await readClientPart(modelDir);
+  const session = await ClientSession.open(modelId, client);
+  const keys = session.generateKeys();
+  const transport = { store: stack.store, bucket: stack.bucket, endpoint: stack.server.url };
+  t.teardown(async () => {
+    session.close();
+    await stack.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  return { stack, modelId, client, session, keys, transport };
 }
