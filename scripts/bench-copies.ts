@@ -1,4 +1,4 @@
-// `npm run bench -- copies [--model mlp_square] [--copies 1,4,16] [--rounds 12] [--finetune]`:
+// `npm run bench -- copies [--model mlp_square|mlp_relu|digit] [--copies 1,4,16] [--rounds 12] [--finetune]`:
 // the client's rotated copies of its input (sealed compile --input-copies) against none, on one
 // ONNX fixture, in one process: the same model compiled at each count, queries evaluated in turn
 // (one of each per round, so the machine's drift, which on a shared VM is tens of percent within
@@ -8,6 +8,7 @@
 // MNIST fixtures calibrate on 300 training digits without the re-fit and fine-tune (--finetune
 // runs them, ~3 minutes per count for the ReLU MLP): the costs depend on the shapes, not on them.
 import { readFile } from 'node:fs/promises';
+import { gunzipSync } from 'node:zlib';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import { CkksSession } from '../src/fhe/ckks.ts';
@@ -20,6 +21,10 @@ import { packRecords, withRotations } from '../src/model/layout.ts';
 import { compileOnnx } from '../src/model/onnx/compile.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
 import { loadNpmMnist } from '../src/train/mnist.ts';
+import { compileImageModel } from '../src/train/image-model.ts';
+import type { Network } from '../src/model/network.ts';
+
+const DIGIT_NETWORK = new URL('../test/fixtures/digit/network.json.gz', import.meta.url);
 
 const err = (s: string) => process.stderr.write(s + '\n');
 const median = (a: number[]) => +[...a].sort((x, y) => x - y)[Math.floor(a.length / 2)].toFixed(1);
@@ -32,11 +37,18 @@ export async function copiesBench(args: string[]) {
   const model = values.model ?? 'mlp_square';
   const counts = (values.copies ?? '1,4,16').split(',').map(Number);
   const rounds = Number(values.rounds ?? 12);
-  const bytes = new Uint8Array(await readFile(new URL(`../test/fixtures/onnx/${model}.onnx`, import.meta.url)));
   const calibration = (await loadNpmMnist()).images.slice(0, values.finetune ? 10000 : 300);
+  // digit: the MNIST CNN committed for the draw-a-digit test (what `sealed train` makes), as
+  // `sealed train` compiles it; else an ONNX fixture, as `sealed compile` does.
+  const digit = model === 'digit' ? (JSON.parse(gunzipSync(await readFile(DIGIT_NETWORK)).toString('utf8')) as Network) : undefined;
+  const bytes = digit ? undefined : new Uint8Array(await readFile(new URL(`../test/fixtures/onnx/${model}.onnx`, import.meta.url)));
+  const compile = (K: number) =>
+    digit
+      ? compileImageModel(digit, calibration, true, { inputCopies: K })
+      : compileOnnx(bytes!, calibration, { inputScale: 255, inputCopies: K, refit: values.finetune === true });
   const setups = [];
   for (const K of counts) {
-    const m = compileOnnx(bytes, calibration, { inputScale: 255, inputCopies: K, refit: values.finetune === true });
+    const m = compile(K);
     const p = m.compiled.program;
     const s = await CkksSession.open(p.params);
     const k = generateKeys(s, p.galoisSteps, p.relin);

@@ -58,7 +58,7 @@ t.test('IDX channel -> CNN bundle', async (t) => {
   const lines: string[] = [];
   const res = await train(
     { trainDir: join(dir, 'train'), testDir: join(dir, 'test'), modelDir: join(dir, 'model') },
-    parseHyperparameters({ epochs: '3', filters: '8' }),
+    parseHyperparameters({ epochs: '3', filters: '8', input_copies: '5' }),
     (l) => lines.push(l),
   );
   t.ok(res.metrics.test_accuracy > 0.3, `learned something in 3 epochs: test accuracy ${res.metrics.test_accuracy}`);
@@ -91,6 +91,15 @@ t.test('IDX channel -> CNN bundle', async (t) => {
   t.equal(client.features.length, 784);
   t.equal(client.input.recordsPerCiphertext, 1);
   t.ok(opCounts(server.program).rotations <= 24, 'a cheap program');
+  // input_copies: the client sends the image with rotated copies for the first layer's baby steps.
+  const first = server.program.steps[0];
+  t.ok((client.input.rotations?.length ?? 0) > 0 && client.input.rotations!.length <= 4, `input_copies 5: ${client.input.rotations?.length} rotated copies`);
+  t.same(first.op === 'linear' ? first.inputRotations : undefined, client.input.rotations, 'the program reads the copies the client sends');
+  await t.rejects(
+    train({ trainDir: join(dir, 'train'), modelDir: join(dir, 'model3') }, parseHyperparameters({ epochs: '1', input_copies: '0' }), () => {}),
+    { message: /input_copies="0" is not a whole number >= 1/ },
+    'a bad input_copies is refused before training',
+  );
 });
 
 t.test('progress without a terminal: plain lines with the time left', async (t) => {

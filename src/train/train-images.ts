@@ -3,7 +3,9 @@
 // model (cnn | mlp), filters, hidden, activation (square | quadratic), batch_norm, epochs,
 // batch_size, learning_rate, l2, label_smoothing, dropout, ema, augment_shift, augment_rotation,
 // augment_scale, seed, deskew (default true: the client deskews images before encryption),
-// batch (default true: also compile batch mode when the network fits it).
+// batch (default true: also compile batch mode when the network fits it), input_copies (default
+// 1: at most this many ciphertexts per query, the image and rotated copies of it; see
+// docs/bring-your-own-model.md, Latency for bytes).
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SealedError } from '../errors.ts';
@@ -58,6 +60,10 @@ export async function trainImages(paths: TrainPaths, hp: Hyperparameters, log: (
       'put …images-idx3-ubyte[.gz] and …labels-idx1-ubyte[.gz] in it (the training data is IDX), or leave the test channel out',
     );
   }
+  const copies = hp.raw.input_copies;
+  const inputCopies = copies === undefined ? undefined : Number(copies);
+  if (inputCopies !== undefined && !(Number.isInteger(inputCopies) && inputCopies >= 1))
+    throw new SealedError('bad-data', `hyperparameter input_copies="${copies}" is not a whole number >= 1`, 'leave it out for one ciphertext per query');
   const train = await loadIdxPair(files.images, files.labels);
   const deskewImages = (hp.raw.deskew ?? 'true') === 'true' || hp.raw.deskew === '1';
   const trainImages = deskewImages ? train.images.map((img) => deskew(img, 28)) : train.images;
@@ -72,7 +78,7 @@ export async function trainImages(paths: TrainPaths, hp: Hyperparameters, log: (
     const test = await loadIdxPair(testFiles.images, testFiles.labels);
     metrics.test_accuracy = plaintextAccuracy(network, test.images, test.labels, deskewImages);
   }
-  const built = compileImageModel(network, train.images.slice(0, 300), deskewImages);
+  const built = compileImageModel(network, train.images.slice(0, 300), deskewImages, { inputCopies });
   const { compiled, client } = built;
   const batch = (hp.raw.batch ?? 'true') === 'true' ? await addBatchMode(network, built, train.images.slice(0, 1000)) : undefined;
   if (batch)
