@@ -1,5 +1,6 @@
 // Where each record's features go in the slots of a ciphertext, and where its outputs come
 // back. Shared by the client (packing, unpacking) and the compiler (which chooses it).
+import { rotate } from './simulate.ts';
 
 export interface InputLayout {
   slots: number;
@@ -10,7 +11,7 @@ export interface InputLayout {
   featureSlots: number[][];
   /**
    * Rotations (to the left) of each packed vector the client encrypts after it, in this order:
-   * the first step's baby steps done by the client (input-copies.ts). Absent: none.
+   * the first step's rotations done by the client (input-copies.ts). Absent: none.
    */
   rotations?: number[];
 }
@@ -40,17 +41,7 @@ export function packRecords(layout: InputLayout, rows: ArrayLike<number>[]): Flo
 
 /** A packed vector and its rotations by the layout's `rotations`: the ciphertexts of one query section. */
 export function withRotations(layout: InputLayout, v: Float64Array): Float64Array[] {
-  const n = v.length;
-  return [
-    v,
-    ...(layout.rotations ?? []).map((k) => {
-      const s = ((k % n) + n) % n;
-      const out = new Float64Array(n);
-      out.set(v.subarray(s), 0);
-      out.set(v.subarray(0, s), n - s);
-      return out;
-    }),
-  ];
+  return [v, ...(layout.rotations ?? []).map((k) => rotate(v, k))];
 }
 
 export function ciphertextsFor(layout: InputLayout, records: number): number {
