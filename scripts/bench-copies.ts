@@ -1,4 +1,4 @@
-// `npm run bench -- copies [--model mlp_square|mlp_relu|digit] [--copies 1,4,16] [--rounds 12] [--finetune]`:
+// `npm run bench -- copies [--model mlp_square|mlp_relu|digit] [--copies 1,4,16] [--rounds 12] [--finetune] [--served]`:
 // the client's rotated copies of its input (sealed compile --input-copies) against none, on one
 // ONNX fixture, in one process: the same model compiled at each count, queries evaluated in turn
 // (one of each per round, so the machine's drift, which on a shared VM is tens of percent within
@@ -7,15 +7,23 @@
 // with medians, then a last line gathering them with the rotation counts by level.
 // MNIST fixtures calibrate on 300 training digits without the re-fit and fine-tune (--finetune
 // runs them, ~3 minutes per count for the ReLU MLP): the costs depend on the shapes, not on them.
-import { readFile } from 'node:fs/promises';
+// --served: each count's bundle behind its own server instead, requests in turn (served()).
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { cpus } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { parseArgs } from 'node:util';
 import { CkksSession } from '../src/fhe/ckks.ts';
 import { Engine } from '../src/fhe/engine.ts';
 import { SecretKeyHolder, generateKeys } from '../src/fhe/keys.ts';
 import { loadEvaluationKeys, loadQuerySection } from '../src/fhe/load.ts';
-import { opCountsByLevel } from '../src/fhe/program.ts';
+import { inputCiphertexts, opCountsByLevel } from '../src/fhe/program.ts';
+import { predict } from '../src/client/predict.ts';
+import { ClientSession } from '../src/client/session.ts';
+import { readClientPart, writeBundle } from '../src/model/bundle.ts';
+import type { ClientPart } from '../src/model/client-part.ts';
+import type { CompiledModel } from '../src/model/compile-linear.ts';
+import { BENCH_BUCKET, startBenchStack } from './bench-stack.ts';
 import { SinglePrivacy, makePublicKey } from '../src/fhe/single-privacy.ts';
 import { packRecords, withRotations } from '../src/model/layout.ts';
 import { compileOnnx } from '../src/model/onnx/compile.ts';
@@ -32,7 +40,7 @@ const median = (a: number[]) => +[...a].sort((x, y) => x - y)[Math.floor(a.lengt
 export async function copiesBench(args: string[]) {
   const { values } = parseArgs({
     args,
-    options: { model: { type: 'string' }, copies: { type: 'string' }, rounds: { type: 'string' }, finetune: { type: 'boolean' } },
+    options: { model: { type: 'string' }, copies: { type: 'string' }, rounds: { type: 'string' }, finetune: { type: 'boolean' }, served: { type: 'boolean' } },
   });
   const model = values.model ?? 'mlp_square';
   const counts = (values.copies ?? '1,4,16').split(',').map(Number);
@@ -46,6 +54,7 @@ export async function copiesBench(args: string[]) {
     digit
       ? compileImageModel(digit, calibration, true, { inputCopies: K })
       : compileOnnx(bytes!, calibration, { inputScale: 255, inputCopies: K, refit: values.finetune === true });
+  if (values.served) return served(model, counts.map(compile), calibration[0], rounds);
   const setups = [];
   for (const K of counts) {
     const m = compile(K);
@@ -101,4 +110,61 @@ export async function copiesBench(args: string[]) {
     return line;
   });
   return { bench: 'copies', model, runs: lines, cpu: cpus()[0]?.model, date: new Date().toISOString() };
+}
+
+/**
+ * --served: each count's bundle behind its own server (one worker, the embedded S3), one request
+ * of one record to each in turn per round, through the SDK's S3 path: the server's own timings.
+ */
+async function served(model: string, built: { compiled: CompiledModel; client: ClientPart }[], record: number[], rounds: number) {
+  const setups = [];
+  for (const b of built) {
+    const dir = await mkdtemp(join(tmpdir(), 'sealed-copies-'));
+    await writeBundle(dir, b.client, b.compiled.program, b.compiled.masks);
+    const { modelId, client } = await readClientPart(dir);
+    const stack = await startBenchStack(dir, 1, 2 ** 30);
+    const session = await ClientSession.open(modelId, client);
+    const keys = session.generateKeys();
+    const transport = { store: stack.store, bucket: BENCH_BUCKET, endpoint: stack.running.url };
+    await predict(session, keys, [record], transport); // keys uploaded and loaded
+    setups.push({
+      n: inputCiphertexts(b.compiled.program),
+      dir,
+      stack,
+      session,
+      keys,
+      transport,
+      total: [] as number[],
+      phases: {} as Record<string, number[]>,
+      query: 0,
+    });
+  }
+  for (let r = 0; r < rounds; r++)
+    for (const st of setups) {
+      const res = await predict(st.session, st.keys, [record], st.transport);
+      const t = (res.stats.server as { timings_ms: Record<string, number> }).timings_ms;
+      st.total.push(t.total);
+      for (const [k, v] of Object.entries(t)) (st.phases[k] ??= []).push(v);
+      st.query = res.stats.query_bytes;
+    }
+  const lines = [];
+  for (const st of setups) {
+    const line = {
+      bench: 'copies',
+      served: true,
+      model,
+      ciphertexts_per_query: st.n,
+      query_bytes: st.query,
+      server_ms_p50: median(st.total),
+      server_ms_range: [+Math.min(...st.total).toFixed(1), +Math.max(...st.total).toFixed(1)],
+      phases_ms_p50: Object.fromEntries(Object.entries(st.phases).map(([k, v]) => [k, median(v)])),
+      rounds,
+    };
+    console.log(JSON.stringify(line));
+    lines.push(line);
+    st.session.close();
+    await st.stack.close();
+    await rm(st.dir, { recursive: true, force: true });
+  }
+  return { bench: 'copies', served: true, model, runs: lines, cpu: cpus()[0]?.model, date: new Date().toISOString() };
 }
