@@ -25,10 +25,9 @@ export function withInputCopies(built: BuiltNetwork, maxCiphertexts: number): Bu
   const S = built.input.slots;
   const offset = (t: LinearStep['terms'][number]) => (((t.giant + t.baby) % S) + S) % S;
   const most = Math.min(maxCiphertexts, MAX_INPUT_ROTATIONS + 1);
-  const offsets = [...new Set(first.terms.map(offset))].filter((d) => d !== 0).sort((a, b) => a - b);
+  const { babies, offsets } = copiesOfStep(first, S);
   if (offsets.length + 1 > most) {
     // Too many for every offset: the baby steps alone, where they fit (giant steps stay the server's).
-    const babies = [...new Set(first.terms.map((t) => t.baby))].filter((b) => b !== 0).sort((a, b) => a - b);
     if (babies.length === 0 || babies.length + 1 > most) return built;
     const step: LinearStep = { ...first, inputRotations: babies };
     return { ...built, steps: [step, ...built.steps.slice(1)], input: { ...built.input, rotations: babies } };
@@ -41,4 +40,10 @@ export function withInputCopies(built: BuiltNetwork, maxCiphertexts: number): Bu
   });
   const step: LinearStep = { ...first, terms, inputRotations: offsets };
   return { ...built, steps: [step, ...built.steps.slice(1)], masks, input: { ...built.input, rotations: offsets } };
+}
+
+/** The rotations a step's copies would be: its baby steps, and every offset it reads (giant + baby mod S), 0 left out, increasing. */
+export function copiesOfStep(step: LinearStep, S: number): { babies: number[]; offsets: number[] } {
+  const sorted = (v: number[]) => [...new Set(v)].filter((d) => d !== 0).sort((a, b) => a - b);
+  return { babies: sorted(step.terms.map((t) => t.baby)), offsets: sorted(step.terms.map((t) => (((t.giant + t.baby) % S) + S) % S)) };
 }

@@ -5,7 +5,7 @@
 import type { UnitCosts } from '../../fhe/cost.ts';
 import { predictTime } from '../../fhe/cost.ts';
 import { depthOf, inputCiphertexts, opCounts, rotationRoutes, type Program } from '../../fhe/program.ts';
-import { MAX_INPUT_ROTATIONS } from '../input-copies.ts';
+import { copiesOfStep, MAX_INPUT_ROTATIONS } from '../input-copies.ts';
 import { classOfOutputs, classOfScores, headOutputs, outputError, type LayerReport, type OnnxModel } from './compile.ts';
 import type { FinetuneReport } from './finetune.ts';
 import type { EncryptedRun } from './verify.ts';
@@ -184,8 +184,9 @@ export function copiesHint(p: Program): string | undefined {
   const first = p.steps[0];
   if (first?.op !== 'linear' || first.inputRotations) return undefined;
   const routes = rotationRoutes(first, new Set(p.galoisSteps));
-  const babies = new Set(first.terms.map((t) => t.baby).filter((b) => b !== 0)).size;
-  const offsets = new Set(first.terms.map((t) => t.giant + t.baby).filter((d) => d !== 0)).size;
+  const copies = copiesOfStep(first, p.params.polyModulusDegree / 2);
+  const babies = copies.babies.length;
+  const offsets = copies.offsets.length;
   const all = routes.babies.length + routes.giantRotations;
   if (babies === 0 || offsets + 1 > MAX_INPUT_ROTATIONS + 1) return undefined;
   const also = offsets > babies ? `; --input-copies ${offsets + 1}, all ${all} before its folds (${offsets + 1} times)` : '';
