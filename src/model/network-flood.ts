@@ -156,14 +156,20 @@ function schurGain(st: LinearStep, abs: Float64Array[], S: number, baby?: number
   for (const t of st.terms) {
     if (baby !== undefined && t.baby !== baby) continue;
     const m = abs[t.mask];
-    for (let s = 0; s < S; s++) {
-      row[s] += m[(s + t.giant) % S];
-      col[(s + t.baby) % S] += m[s];
-    }
+    // The wraps split each loop in two (no modulo per slot: this runs per step and baby step of
+    // every chain the flood search tries).
+    const g = ((t.giant % S) + S) % S,
+      b = ((t.baby % S) + S) % S;
+    for (let s = 0; s < S - g; s++) row[s] += m[s + g];
+    for (let s = S - g; s < S; s++) row[s] += m[s + g - S];
+    for (let s = 0; s < S - b; s++) col[s + b] += m[s];
+    for (let s = S - b; s < S; s++) col[s + b - S] += m[s];
   }
   for (const f of st.folds) {
     const r = row;
-    row = r.map((v, s) => v + r[(s + f) % S]);
+    const k = ((f % S) + S) % S;
+    row = new Float64Array(S);
+    for (let s = 0; s < S; s++) row[s] = r[s] + r[s + k < S ? s + k : s + k - S];
   }
   let maxRow = 0,
     maxCol = 0;

@@ -172,25 +172,32 @@ export function conv(node: OnnxNode, x: Affine, Wt: Tensor, B: Tensor | undefine
     refuse(node, `weights ${Wt.dims.join('x')} with group ${group} do not fit ${C} input channels`, 'check the exported shapes');
   const g = geometry(node, H, W, kh, kw);
   const Mg = M / group;
+  // Scattered from each nonzero input: the rows after an activation are basis vectors, so this
+  // costs one kernel per row where gathering every output costs the whole convolution (LeNet's
+  // lowering: 2.9 s of a 9.4 s compile before).
+  const plane = H * W;
   return mapRows(x, [1, M, g.OH, g.OW], (r, isOffset) => {
     const out = new Float64Array(M * g.OH * g.OW);
-    for (let m = 0; m < M; m++) {
-      const c0 = Math.floor(m / Mg) * Cg;
-      for (let oy = 0; oy < g.OH; oy++)
-        for (let ox = 0; ox < g.OW; ox++) {
-          let s = isOffset && B ? B.data[m] : 0;
-          for (let c = 0; c < Cg; c++)
-            for (let ky = 0; ky < kh; ky++) {
-              const iy = oy * g.sh - g.pt + ky * g.dh;
-              if (iy < 0 || iy >= H) continue;
-              for (let kx = 0; kx < kw; kx++) {
-                const ix = ox * g.sw - g.pl + kx * g.dw;
-                if (ix < 0 || ix >= W) continue;
-                s += Wt.data[((m * Cg + c) * kh + ky) * kw + kx] * r[((c0 + c) * H + iy) * W + ix];
-              }
-            }
-          out[(m * g.OH + oy) * g.OW + ox] = s;
+    if (isOffset && B) for (let m = 0; m < M; m++) out.fill(B.data[m], m * g.OH * g.OW, (m + 1) * g.OH * g.OW);
+    for (let i = 0; i < r.length; i++) {
+      const v = r[i];
+      if (v === 0) continue;
+      const ci = Math.floor(i / plane),
+        iy = Math.floor((i % plane) / W),
+        ix = i % W;
+      const grp = Math.floor(ci / Cg),
+        c = ci - grp * Cg;
+      for (let ky = 0; ky < kh; ky++) {
+        const ny = iy + g.pt - ky * g.dh;
+        if (ny < 0 || ny % g.sh !== 0 || ny / g.sh >= g.OH) continue;
+        const oy = ny / g.sh;
+        for (let kx = 0; kx < kw; kx++) {
+          const nx = ix + g.pl - kx * g.dw;
+          if (nx < 0 || nx % g.sw !== 0 || nx / g.sw >= g.OW) continue;
+          const ox = nx / g.sw;
+          for (let m = grp * Mg; m < (grp + 1) * Mg; m++) out[(m * g.OH + oy) * g.OW + ox] += Wt.data[((m * Cg + c) * kh + ky) * kw + kx] * v;
         }
+      }
     }
     return out;
   });
