@@ -17,9 +17,11 @@
 //
 // Residues are polynomial-major (polynomial, then prime, then coefficient) and must be below
 // their prime. A zstd body must be exactly one zstd frame (SEAL refuses bytes after it, Node's
-// zstd ignores them). Checking a ciphertext costs less than SEAL's own load, and its
-// decompressed bytes are handed to SEAL uncompressed, so SEAL does not decompress it again;
-// keys (tens of MB) are handed over as they came, to hold one copy less.
+// zstd ignores them). Checking an object costs less than SEAL's own load, and its decompressed
+// bytes are handed to SEAL uncompressed, so SEAL does not decompress it again. For keys (tens of
+// MB) that takes a third off the load (SEAL's zstd in WASM is slower than Node's) and keeps
+// SEAL's decompression buffer out of the worker's WASM heap, which never shrinks; the price is
+// one transient uncompressed copy on the JavaScript side.
 /* eslint-disable max-lines -- Over 300 lines on purpose: one binary format read front to back, next
    to its description above; split, each reader would be far from the layout it follows. */
 import { SealedError, type ErrorCode } from '../errors.ts';
@@ -301,7 +303,7 @@ function publicKeyBytes(shape: SealShape): number {
 /**
  * Checks untrusted Galois or relinearization keys (KSwitchKeys): header, byte bound, and when
  * this runtime can decompress, every key and residue, and that each required rotation is there.
- * Returns the bytes to hand SEAL: the object as it came (SEAL decompresses the checked frame).
+ * Returns the bytes to hand SEAL: uncompressed when they were decompressed here, else as they came.
  */
 export function precheckKeys(bytes: Uint8Array, shape: SealShape, rule: KeysRule): Uint8Array {
   const hint = 'make keys for this model with `sealed keygen`';
@@ -343,5 +345,5 @@ export function precheckKeys(bytes: Uint8Array, shape: SealShape, rule: KeysRule
     if (!present.has((need.element - 1) >>> 1))
       throw new SealedError('bad-keys', `the evaluation keys lack the rotation by ${need.step} this model needs`, hint);
   }
-  return bytes;
+  return opened.decompressed ? uncompressed(bytes, x) : bytes;
 }

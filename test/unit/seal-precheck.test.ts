@@ -15,7 +15,8 @@ import { loadCiphertext, loadEvaluationKeys, loadQueryCiphertext } from '../../s
 import { BatchSession } from '../../src/fhe/batch-io.ts';
 import { compileBatch } from '../../src/model/compile-batch.ts';
 import { sealExceptionCount } from '../../src/fhe/seal.ts';
-import { DEEP_CHECKS } from '../../src/fhe/seal-precheck.ts';
+import { DEEP_CHECKS, precheckKeys } from '../../src/fhe/seal-precheck.ts';
+import { galoisElement } from '../../src/fhe/params.ts';
 import { decodeWire, type KeysHeader, type QueryHeader } from '../../src/wire/format.ts';
 import { SealedError } from '../../src/errors.ts';
 import { mutator } from '../helpers/mutate.ts';
@@ -86,6 +87,20 @@ t.test('real queries and keys pass, and SEAL loads them without an exception', a
   ct.delete();
   t.ok(Math.abs(deepHolder.decrypt(lower)[3] - v[3]) < 1e-6, 'a result at a lower level loads (and decrypts) as a result');
   t.equal(sealExceptionCount(), before, 'no SEAL exception');
+});
+
+t.test('checked keys reach SEAL uncompressed: the same members, so SEAL does not decompress them again', (t) => {
+  const checked = precheckKeys(galois, s.shape, { what: 'the Galois keys', kind: 'galois', required: [] });
+  t.equal(checked[5], 0, 'compression mode none in the SEAL header');
+  t.equal(new DataView(checked.buffer, checked.byteOffset).getBigUint64(8, true), BigInt(checked.length), 'the header declares the new size');
+  t.ok(Buffer.from(checked.subarray(16)).equals(membersOf(galois)), 'the members are the decompressed members of what came');
+  const before = sealExceptionCount();
+  const keys = new s.seal.GaloisKeys();
+  keys.loadFromArray(s.context, checked);
+  t.ok(keys.hasKey(galoisElement(program.galoisSteps[0] ?? 1, program.params.polyModulusDegree)), 'SEAL loads them, rotation keys and all');
+  keys.delete();
+  t.equal(sealExceptionCount(), before, 'no SEAL exception');
+  t.end();
 });
 
 t.test('bad query sections are refused in TypeScript, saying what is wrong', async (t) => {
