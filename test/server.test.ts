@@ -52,7 +52,15 @@ t.test('every held-out record: encrypted score equals plaintext score within tol
     `encrypted accuracy ${acc} equals plaintext accuracy ${trained.result.metrics.test_accuracy}`,
   );
   const timings = (r.stats.server as { timings_ms: Record<string, number> }).timings_ms;
-  for (const k of ['download', 'deserialize', 'evaluate', 'serialize', 'upload', 'total']) t.type(timings[k], 'number', `server reports ${k} time`);
+  for (const k of ['download', 'deserialize', 'evaluate', 'serialize', 'upload', 'pool_wall', 'total'])
+    t.type(timings[k], 'number', `server reports ${k} time`);
+  // Each rounded to 0.01 ms; one ciphertext: reading, evaluating and writing follow each other.
+  t.ok(
+    timings.download + timings.pool_wall + timings.upload <= timings.total + 0.03,
+    `download ${timings.download} + pool ${timings.pool_wall} + upload ${timings.upload} ms within the total ${timings.total} ms`,
+  );
+  t.equal((r.stats.server as { ciphertexts: number }).ciphertexts, 1, 'one ciphertext');
+  t.ok(timings.deserialize + timings.evaluate + timings.serialize <= timings.pool_wall + 0.03, "the worker's phases within the pool's wall time");
 });
 
 t.test('evaluation keys are uploaded once and cached by the server', async (t) => {

@@ -55,6 +55,10 @@ export async function evaluateSingle(q: SingleQuery, out: ResultSink, c: Invocat
     const keys = await q.keys;
     const tDownload = performance.now();
     const sum = { deserialize: 0, evaluate: 0, serialize: 0 };
+    // Reading the query streams with the evaluation: the reads it waited for, with nothing in
+    // the pool, count as download; the pool's wall time runs from the first task handed to it.
+    let waited = 0;
+    let tFirstTask: number | undefined;
     let tEvalEnd = tDownload;
     let querySha: string | undefined;
     async function* evaluated(): AsyncGenerator<Uint8Array> {
@@ -63,7 +67,9 @@ export async function evaluateSingle(q: SingleQuery, out: ResultSink, c: Invocat
       for (;;) {
         while (more && inflight.length < window) {
           if (signal?.aborted) throw deadlinePassed();
+          const tRead = performance.now();
           const next = await it.next();
+          if (inflight.length === 0) waited += performance.now() - tRead;
           if (next.done) {
             more = false;
             // The whole query has been read (to its end): its hash is known and checked before
@@ -71,6 +77,7 @@ export async function evaluateSingle(q: SingleQuery, out: ResultSink, c: Invocat
             querySha = digest.settle(expected);
             break;
           }
+          tFirstTask ??= performance.now();
           const task = c.pool.run({ ciphertext: next.value, keys: keys.set }, signal);
           task.catch(() => undefined); // awaited in order below
           inflight.push(task);
@@ -104,12 +111,12 @@ export async function evaluateSingle(q: SingleQuery, out: ResultSink, c: Invocat
       out,
       { query_sha256: querySha ?? digest.settle(expected), layout: 'single', records, ciphertexts: count, keys_cached: keys.cached },
       {
-        download: tDownload - t0,
+        download: tDownload - t0 + waited,
         deserialize: sum.deserialize,
         evaluate: sum.evaluate,
         serialize: sum.serialize,
         upload: tEnd - tEvalEnd,
-        pool_wall: tEvalEnd - tDownload,
+        pool_wall: tEvalEnd - (tFirstTask ?? tEvalEnd),
         total: tEnd - t0,
       },
     );
