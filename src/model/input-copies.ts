@@ -1,10 +1,10 @@
 // The first step's rotations done by the client: it encrypts rot(x, d) for every offset d the
 // step reads, so the server multiplies and adds without rotating, and needs no Galois key for
 // them. Each rotation saved is one at the top level, the dearest (a key switch over every
-// prime): for the MNIST MLP 784-128-64-10, 6 of its 30 rotations, 18% of its evaluation time
-// in one process (each copy costs a load; through the served path the gain is not confirmed
-// yet), for a query of 16 ciphertexts instead of 1. Opt-in (CompileOptions.inputCopies):
-// latency for bytes (docs/bring-your-own-model.md).
+// prime): for the MNIST MLP 784-128-64-10, 6 of its 30 rotations, 18-19% of its evaluation
+// time, for a query of 16 ciphertexts instead of 1. Each copy costs a load and its
+// bytes: served, 4 ciphertexts keep 5-10% end to end and 16 nothing. Opt-in
+// (CompileOptions.inputCopies): latency for bytes (docs/bring-your-own-model.md).
 import type { LinearStep } from '../fhe/program.ts';
 import type { BuiltNetwork } from './network-steps.ts';
 import { rotate } from './simulate.ts';
