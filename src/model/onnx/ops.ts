@@ -173,8 +173,8 @@ export function conv(node: OnnxNode, x: Affine, Wt: Tensor, B: Tensor | undefine
   const g = geometry(node, H, W, kh, kw);
   const Mg = M / group;
   // Scattered from each nonzero input: the rows after an activation are basis vectors, so this
-  // costs one kernel per row where gathering every output costs the whole convolution (LeNet's
-  // lowering: 2.9 s of a 9.4 s compile before).
+  // costs one kernel per row where gathering every output costs the whole convolution (2.9 s of
+  // the 17.3 s compiling the LeNet and cnn3 fixtures took before, in a CPU profile).
   const plane = H * W;
   return mapRows(x, [1, M, g.OH, g.OW], (r, isOffset) => {
     const out = new Float64Array(M * g.OH * g.OW);
