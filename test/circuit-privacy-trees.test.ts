@@ -55,15 +55,15 @@ function randomEnsemble(seed: number, trees: number, outputs: number): TreeEnsem
 }
 
 const cases: [string, TreeEnsemble, 'leaf' | undefined][] = [
-  ['one output (sums relinearized per group)', randomEnsemble(31, 4, 1), undefined],
-  ['four outputs (each leaf product relinearized)', randomEnsemble(37, 3, 4), 'leaf'],
+  ['one output (sums relinearized per group)', randomEnsemble(31, 3, 1), undefined],
+  ['four outputs (each leaf product relinearized)', randomEnsemble(37, 2, 4), 'leaf'],
 ];
 
 for (const [name, ensemble, form] of cases)
   t.test(`${name}: honest noise below B, flood present`, async (t) => {
     const r = uniform(41);
     const calibration = Array.from({ length: 200 }, () => Array.from({ length: FEATURES }, () => r()));
-    const m = compileTreeEnsemble(ensemble, calibration, { bits: 3 });
+    const m = compileTreeEnsemble(ensemble, calibration, { bits: 2 });
     const c = m.server.circuit;
     t.equal(c.privacy, 'flood');
     t.equal(c.relinearize, form, `the circuit's form: ${form ?? 'per group'}`);
