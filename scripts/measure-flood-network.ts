@@ -20,7 +20,7 @@ import { forward, type Network } from '../src/model/network.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
 import { compileImageModel } from '../src/train/image-model.ts';
 import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, loadIdxPair, loadNpmMnist } from '../src/train/mnist.ts';
-import { phaseL2 } from '../test/helpers/phase.ts';
+import { differencePhaseL2 } from '../test/helpers/phase.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -90,10 +90,7 @@ for (const privacy of ['none', 'flood'] as const) {
     for (let i = 0; i < 3; i++) {
       const v = vectorOf(test.images[i]);
       const [a, b] = [0, 1].map(() => engine.run(loadQueryCiphertext(s, encrypt(v), p.inputScaleBits), keys));
-      const d = new s.seal.Ciphertext();
-      s.evaluator.sub(a, b, d);
-      noiseBits.push(Math.log2(phaseL2(s, decryptor, d) / Math.SQRT2));
-      d.delete();
+      noiseBits.push(Math.log2(differencePhaseL2(s, decryptor, a, b) / Math.SQRT2));
       a.delete();
       b.delete();
     }

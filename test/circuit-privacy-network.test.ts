@@ -24,7 +24,7 @@ import { FLOOD_PRECISION_BITS } from '../src/model/compile-batch.ts';
 import { compileNetwork, type CompileOptions } from '../src/model/compile-network.ts';
 import { packRecords, withRotations } from '../src/model/layout.ts';
 import { forward, type Network } from '../src/model/network.ts';
-import { phaseL2 } from './helpers/phase.ts';
+import { differencePhaseL2 } from './helpers/phase.ts';
 import { mnistShapedNetworks, rng } from './helpers/networks.ts';
 
 const r = rng(5);
@@ -105,13 +105,7 @@ for (const [name, net, form] of cases)
     const actual = chainPrimes(s.seal, s.context);
     p.params.coeffModulusBits.forEach((b, i) => t.ok(Math.abs(Number(actual[i]) / 2 ** b - 1) < 2 ** -10, `prime ${i} (${b} bits) within 2^-10 of 2^${b}`));
 
-    const diff = (a: Ciphertext, b: Ciphertext) => {
-      const d = new s.seal.Ciphertext();
-      s.evaluator.sub(a, b, d);
-      const l2 = phaseL2(s, decryptor, d);
-      d.delete();
-      return l2;
-    };
+    const diff = (a: Ciphertext, b: Ciphertext) => differencePhaseL2(s, decryptor, a, b);
     const encrypt = (v: Float64Array) => loadQueryCiphertext(s, holder.encrypt(v, p.inputScaleBits), p.inputScaleBits);
     // The query: the input and, where the program reads them, the client's rotated copies.
     const query = (v: Float64Array) =>

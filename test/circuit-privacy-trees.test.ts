@@ -18,7 +18,7 @@ import { emptyTree, type TreeEnsemble } from '../src/model/trees/ensemble.ts';
 import { binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
 import { TreeClient } from '../src/model/trees/query.ts';
 import { decodeWire, type KeysHeader, type QueryHeader } from '../src/wire/format.ts';
-import { phaseL2 } from './helpers/phase.ts';
+import { differencePhaseL2 } from './helpers/phase.ts';
 import { rng } from './helpers/networks.ts';
 
 const FEATURES = 6;
@@ -94,11 +94,12 @@ for (const [name, ensemble, form] of cases)
       r1.map((bytes, k) => {
         const x: Ciphertext = loadCiphertext(s, bytes, 'result 1');
         const y: Ciphertext = loadCiphertext(s, r2[k], 'result 2');
-        s.evaluator.subInplace(x, y);
-        const d = phaseL2(s, decryptor, x);
-        x.delete();
-        y.delete();
-        return d;
+        try {
+          return differencePhaseL2(s, decryptor, x, y);
+        } finally {
+          x.delete();
+          y.delete();
+        }
       });
 
     const first = honest.evaluate(inputs());

@@ -42,3 +42,17 @@ export function phaseL2(s: CkksSession, decryptor: InstanceType<CkksSession['sea
   }
   return Math.sqrt(sum);
 }
+
+/**
+ * |phase(a - b)|_2. Two ciphertexts with the same message (two encryptions of one plaintext, or
+ * results computed from them) give the difference of their noises exactly.
+ */
+export function differencePhaseL2(s: CkksSession, decryptor: InstanceType<CkksSession['seal']['Decryptor']>, a: Ciphertext, b: Ciphertext): number {
+  const d = new s.seal.Ciphertext();
+  try {
+    s.evaluator.sub(a, b, d);
+    return phaseL2(s, decryptor, d);
+  } finally {
+    d.delete();
+  }
+}
