@@ -1,4 +1,4 @@
-// npm run bench -- trees [--fixtures breast-cancer,diabetes,digits] [--bits B] [--no-single]
+// npm run bench -- trees [--fixtures breast-cancer,diabetes,digits] [--bits B] [--no-single] [--form grouped|factored]
 //
 // Per fixture (test/fixtures/trees, made by scripts/tree-fixtures.py), one JSON line: the
 // original model's accuracy (R^2 for regression) on the held-out records, the quantized
@@ -59,7 +59,9 @@ async function unitCosts(m: CompiledTrees, reps = 5): Promise<Record<string, num
     // What the evaluator does for a leaf constant (constant.ts), not the encoder's full encode.
     time('encode', () => constantPlaintext(s, 0.25, m.server.circuit.leafScaleBits).delete());
     time('multiply', () => evaluator.multiply(x, x, y)); // size 2 x 2 -> 3
-    time('multiplyPlain', () => evaluator.multiplyPlain(y, pt, z)); // size 3
+    // The grouped form multiplies products (3 polynomials) by leaf constants, the factored form bits (2).
+    const factored = m.server.circuit.factored !== undefined;
+    time('multiplyPlain', () => evaluator.multiplyPlain(factored ? x : y, pt, z));
     time('add', () => evaluator.add(y, y, z));
     time('negate', () => evaluator.negate(x, z));
     time('relinearize', () => evaluator.relinearize(y, rk, z));
@@ -77,7 +79,7 @@ async function unitCosts(m: CompiledTrees, reps = 5): Promise<Record<string, num
   return out;
 }
 
-async function runFixture(name: string, bits: number | undefined, single: boolean) {
+async function runFixture(name: string, bits: number | undefined, single: boolean, form?: 'grouped' | 'factored') {
   const f = FIXTURES[name];
   if (!f) throw new Error(`unknown fixture ${name}`);
   const d = JSON.parse(readFileSync(join(DIR, `${name}.data.json`), 'utf8')) as {
@@ -87,7 +89,7 @@ async function runFixture(name: string, bits: number | undefined, single: boolea
     test_labels: number[];
   };
   const t0 = performance.now();
-  const m = compileTreeModel(new Uint8Array(readFileSync(join(DIR, f.file))), f.kind, d.train, { bits, features: d.features });
+  const m = compileTreeModel(new Uint8Array(readFileSync(join(DIR, f.file))), f.kind, d.train, { bits, features: d.features, form });
   const compileMs = performance.now() - t0;
   const regression = m.ensemble.post === 'identity';
   err(
@@ -151,6 +153,7 @@ async function runFixture(name: string, bits: number | undefined, single: boolea
       fixture: name,
       source: m.ensemble.source,
       trees: m.ensemble.trees.length,
+      form: m.report.form,
       outputs: m.ensemble.outputs,
       task: m.ensemble.task,
       metric: regression ? 'r2' : 'accuracy',
@@ -191,12 +194,18 @@ async function runFixture(name: string, bits: number | undefined, single: boolea
 export async function benchTrees(args: string[]) {
   const { values } = parseArgs({
     args,
-    options: { fixtures: { type: 'string', default: 'breast-cancer,diabetes,digits' }, bits: { type: 'string' }, single: { type: 'boolean', default: true } },
+    options: {
+      fixtures: { type: 'string', default: 'breast-cancer,diabetes,digits' },
+      bits: { type: 'string' },
+      single: { type: 'boolean', default: true },
+      form: { type: 'string' },
+    },
     allowNegative: true,
   });
+  if (values.form !== undefined && values.form !== 'grouped' && values.form !== 'factored') throw new Error('--form is grouped or factored');
   const lines = [];
   for (const name of values.fixtures.split(',')) {
-    const line = await runFixture(name, values.bits ? Number(values.bits) : undefined, values.single);
+    const line = await runFixture(name, values.bits ? Number(values.bits) : undefined, values.single, values.form as 'grouped' | 'factored' | undefined);
     console.log(JSON.stringify(line));
     lines.push(line);
   }

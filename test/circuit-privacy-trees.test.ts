@@ -54,19 +54,24 @@ function randomEnsemble(seed: number, trees: number, outputs: number): TreeEnsem
   };
 }
 
-const cases: [string, TreeEnsemble, 'leaf' | undefined][] = [
-  ['one output (sums relinearized per group)', randomEnsemble(31, 3, 1), undefined],
-  ['four outputs (each leaf product relinearized)', randomEnsemble(37, 2, 4), 'leaf'],
+const oneOutput = randomEnsemble(31, 3, 1);
+const fourOutputs = randomEnsemble(37, 2, 4);
+const cases: [string, TreeEnsemble, 'factored' | 'grouped', 'leaf' | undefined][] = [
+  ['one output, factored', oneOutput, 'factored', undefined],
+  ['one output, grouped (sums relinearized per group)', oneOutput, 'grouped', undefined],
+  ['four outputs, grouped (each leaf product relinearized)', fourOutputs, 'grouped', 'leaf'],
+  ['four outputs, factored', fourOutputs, 'factored', undefined],
 ];
 
-for (const [name, ensemble, form] of cases)
+for (const [name, ensemble, form, relinearize] of cases)
   t.test(`${name}: honest noise below B, flood present`, async (t) => {
     const r = uniform(41);
     const calibration = Array.from({ length: 200 }, () => Array.from({ length: FEATURES }, () => r()));
-    const m = compileTreeEnsemble(ensemble, calibration, { bits: 2 });
+    const m = compileTreeEnsemble(ensemble, calibration, { bits: 2, form });
     const c = m.server.circuit;
     t.equal(c.privacy, 'flood');
-    t.equal(c.relinearize, form, `the circuit's form: ${form ?? 'per group'}`);
+    t.equal(c.factored !== undefined, form === 'factored', `the circuit's form: ${form}`);
+    t.equal(c.relinearize, relinearize, `relinearized ${relinearize ? 'per leaf' : 'per sum'}`);
     const N = c.params.polyModulusDegree;
     const B = 2 ** c.noiseL2Bits!;
 

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sealed } from './helpers/cli.ts';
 import { readTreeBundle } from '../src/model/trees/bundle.ts';
+import { treeOpCounts } from '../src/fhe/tree-circuit.ts';
 
 const FIX = join(import.meta.dirname, 'fixtures', 'trees');
 const csv = (rows: number[][], extra?: { name: string; values: number[] }) =>
@@ -32,8 +33,14 @@ t.test('sealed compile --trees, the deprecated alias, and a forest given with --
     bits: number;
     features: number;
     target: string;
+    circuit_form: string;
+    operations_per_batch: { relinearize: number; multiply: number };
   };
   t.equal(report.model, 'trees', 'the report names a tree model');
+  const server = (await readTreeBundle(join(dir, 'a'))).server;
+  t.equal(report.circuit_form, server.circuit.factored ? 'factored' : 'grouped', "the report names the bundle's circuit form");
+  t.same(report.operations_per_batch, treeOpCounts(server.circuit), "and the circuit's operations per batch");
+  t.match(viaCompile.stderr, new RegExp(`${report.operations_per_batch.relinearize} relinearizations`), 'printed too');
   t.equal(report.bits, 2, 'at the bits asked');
   t.equal(report.target, 'label', 'the label column left out by default');
   t.equal(report.features, 30, 'the other 30 columns are the features');

@@ -97,7 +97,7 @@ t.test('breast cancer: the converted forest predicts what ml-random-forest predi
   t.equal(client.target, 'diagnosis', 'the client part names the target column');
   const records = await readRecords(join(testDir, 'data.csv'), client);
   t.same(records.labels, te.y, 'predict reads the held-out labels from the target column');
-  t.equal(server.circuit.groups.length > 0, true);
+  t.ok(server.circuit.groups.length > 0 || server.circuit.factored !== undefined, 'the server part holds the circuit');
   const metric = (name: string) => Number(new RegExp(`\\[metric\\] ${name}=([0-9.e-]+)`).exec(r.stdout)?.[1]);
   for (const name of ['test_accuracy', 'test_accuracy_simulated', 'test_agreement_simulated']) t.ok(metric(name) > 0, `${name}=${metric(name)} reported`);
   const libAcc = forest.predict(te.x).filter((p, i) => p === te.y[i]).length / te.x.length;

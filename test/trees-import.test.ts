@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { compileTreeModel, importTrees } from '../src/model/trees/compile.ts';
 import { predict, predictionOf, probabilitiesOf, scores } from '../src/model/trees/ensemble.ts';
 import { inputOffsets, binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
-import { simulateCircuit, thermometer } from '../src/model/trees/circuit.ts';
+import { thermometer } from '../src/model/trees/circuit.ts';
+import { simulateTreeCircuit } from '../src/model/trees/factored.ts';
 import { SealedError } from '../src/errors.ts';
 
 const DIR = join(import.meta.dirname, 'fixtures', 'trees');
@@ -113,16 +114,19 @@ t.test('quantization: the circuit simulates the quantized model; the client part
   const m = compileTreeModel(bytes('breast-cancer.xgb.json'), 'xgboost-json', d.train, { features: d.features });
   const { offsets, inputs } = inputOffsets(m.client.bins.edges);
   t.equal(inputs, m.client.inputs);
+  t.equal(m.report.form, 'factored', 'the factored form is the cheaper one for one output');
+  const grouped = compileTreeModel(bytes('breast-cancer.xgb.json'), 'xgboost-json', d.train, { features: d.features, form: 'grouped' });
+  t.equal(grouped.server.circuit.factored, undefined, 'the grouped form on request');
   let worst = 0,
     agree = 0;
   for (const x of d.test) {
     const bins = binsOf(m.client.bins, x);
     const q = quantizedScores(m.quantized, bins);
-    const sim = simulateCircuit(m.server.circuit.groups, 1, thermometer(bins, m.client.bins.edges, offsets, inputs));
-    worst = Math.max(worst, Math.abs(q[0] - sim[0]));
+    const bits = thermometer(bins, m.client.bins.edges, offsets, inputs);
+    for (const c of [m.server.circuit, grouped.server.circuit]) worst = Math.max(worst, Math.abs(q[0] - simulateTreeCircuit(c, bits)[0]));
     if ((q[0] >= 0 ? 1 : 0) === predict(m.ensemble, x)) agree++;
   }
-  t.ok(worst < 1e-9, `circuit vs quantized model: ${worst}`);
+  t.ok(worst < 1e-9, `both forms vs the quantized model: ${worst}`);
   t.ok(agree / d.test.length >= 0.97, `quantized agrees with XGBoost on ${agree} of ${d.test.length} held-out records (bits ${m.report.bits})`);
   // No threshold, leaf value or structure in the client part.
   const text = JSON.stringify(m.client);
@@ -145,11 +149,41 @@ t.test('tree bundles: written, read back, and refused when edited', async (t) =>
   t.same(back.server, JSON.parse(JSON.stringify(m.server)), 'server part round-trips');
   t.equal(back.client.model_id, m.client.model_id);
   const file = join(dir, 'server', 'trees.json');
-  await writeFile(file, (await readFile(file, 'utf8')).replace('"leaves"', ' "leaves"'));
+  await writeFile(file, (await readFile(file, 'utf8')).replace('"inputs"', ' "inputs"'));
   await t.rejects(readTreeBundle(dir), /does not match its hash/, 'an edited server part is refused');
   const other = join(dir, 'other');
   await writeTreeBundle(other, m.client, { ...m.server, circuit: { ...m.server.circuit, relinearize: 'group' as 'leaf' } }, { bits: m.report.bits });
   await t.rejects(readTreeBundle(other), /relinearize is "group", not "leaf" or absent/, 'an unknown relinearization form is refused');
+  // The factored form's trie is checked before any evaluation reads it.
+  const root = m.server.circuit.factored!;
+  t.ok(root, 'diabetes compiles to the factored form');
+  const edited = (change: (r: typeof root) => void) => {
+    const copy = JSON.parse(JSON.stringify(root)) as typeof root;
+    change(copy);
+    return { ...m.server, circuit: { ...m.server.circuit, factored: copy } };
+  };
+  const refusals: [string, (r: typeof root) => void, RegExp][] = [
+    [
+      'a factor on an input the circuit does not read',
+      (r) => (r.children![0].factor = [m.client.inputs, -1]),
+      /a factor is \[\d+,-1\], not \[lo, hi\] inputs below/,
+    ],
+    ['a factor with no input', (r) => (r.children![0].factor = [-1, -1]), /a factor is \[-1,-1\]/],
+    ['a leaf with values for other outputs', (r) => (r.children![0].values = [1, 2]), /values do not match the outputs/],
+    [
+      'a path of five factors',
+      (r) => {
+        let n = r.children![0];
+        for (let i = 0; i < 5; i++) n = (n.children = [{ factor: [0, -1] }])[0];
+      },
+      /more than 4 factors/,
+    ],
+  ];
+  for (const [what, change, re] of refusals) {
+    const dirOf = join(dir, what.replace(/\W+/g, '-'));
+    await writeTreeBundle(dirOf, m.client, edited(change), { bits: m.report.bits });
+    await t.rejects(readTreeBundle(dirOf), re, `${what}: refused`);
+  }
 });
 
 t.test("missing values follow the splits' default direction, or are refused when the splits disagree", async (t) => {

@@ -79,6 +79,8 @@ export async function compileTreesCommand(o: CompileTreesOpts): Promise<void> {
   log(
     `  ${c.inputs} encrypted inputs per batch of ${c.records_per_batch} records; N = ${c.params.polyModulusDegree}, primes ${r.dataPrimeBits.join(', ')}; circuit privacy ${c.privacy}`,
   );
+  const ops = r.operations;
+  log(`  ${r.form} circuit: per batch ${ops.relinearize} relinearizations, ${ops.multiply} ciphertext products, ${ops.multiplyPlain} plaintext products`);
   const report = {
     model_id: manifest.model_id,
     model: 'trees',
@@ -95,6 +97,8 @@ export async function compileTreesCommand(o: CompileTreesOpts): Promise<void> {
     poly_modulus_degree: c.params.polyModulusDegree,
     data_prime_bits: r.dataPrimeBits,
     privacy: c.privacy,
+    circuit_form: r.form,
+    operations_per_batch: ops,
   };
   if (o.report) {
     await mkdir(dirname(o.report), { recursive: true });

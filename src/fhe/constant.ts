@@ -19,8 +19,12 @@ const DYN = SCALE + 8;
 const COUNT = DYN + HEADER;
 const DATA = COUNT + 8;
 
-/** The plaintext of `value` in every slot at scale 2^scaleBits, at the top data level (NTT form). */
-export function constantPlaintext(s: CkksSession, value: number, scaleBits: number): Plaintext {
+/**
+ * The plaintext of `value` in every slot at scale 2^scaleBits, at the top data level (NTT form).
+ * With `liftBits`, value is still rounded at 2^scaleBits and the plaintext is that integer times
+ * 2^liftBits, at scale 2^(scaleBits + liftBits): the same rounded value at a larger scale, exactly.
+ */
+export function constantPlaintext(s: CkksSession, value: number, scaleBits: number, liftBits = 0): Plaintext {
   const level = s.shape.data[0];
   const N = s.shape.degree;
   const count = N * level.primes.length;
@@ -29,12 +33,12 @@ export function constantPlaintext(s: CkksSession, value: number, scaleBits: numb
   writeSealHeader(v, 0, bytes.length);
   bytes.set(level.parmsId, PARMS);
   v.setBigUint64(COEFF_COUNT, BigInt(count), true);
-  v.setFloat64(SCALE, 2 ** scaleBits, true);
+  v.setFloat64(SCALE, 2 ** (scaleBits + liftBits), true);
   writeSealHeader(v, DYN, HEADER + 8 + 8 * count);
   v.setBigUint64(COUNT, BigInt(count), true);
   // Rounded as SEAL rounds (half away from zero); exact: |value| 2^scaleBits is far below 2^64.
   const scaled = value * 2 ** scaleBits;
-  const c = BigInt(Math.sign(scaled) * Math.round(Math.abs(scaled)));
+  const c = BigInt(Math.sign(scaled) * Math.round(Math.abs(scaled))) << BigInt(liftBits);
   const data = new BigUint64Array(bytes.buffer, DATA, count);
   level.primes.forEach((q, p) => data.fill(((c % q) + q) % q, p * N, (p + 1) * N));
   const pt = new s.seal.Plaintext();

@@ -1,5 +1,7 @@
 // The encrypted tree-ensemble circuit as plain data (written into bundles, evaluated by
-// tree-eval.ts, simulated by model/trees). docs/trees.md explains the design.
+// tree-eval.ts, simulated by model/trees). docs/trees.md explains the design. Two forms: the
+// grouped form below, and the factored form (tree-factored.ts), which the compiler picks when it
+// is cheaper (one output: about a seventh of the relinearizations).
 //
 // Inputs: the client's thermometer bits t_i (one ciphertext per bit and batch of records, a
 // record per slot), at scale 2^a. A literal is t_i (written +(i+1)) or 1 - t_i (written -(i+1)).
@@ -17,6 +19,7 @@
 // instead of 1,037 per batch).
 import type { CkksParams } from './params.ts';
 import type { Privacy } from './privacy.ts';
+import { factoredInputs, factoredOpCounts, type FactorNode } from './tree-factored.ts';
 
 export interface TreeGroup {
   /** Literals of the top pair. */
@@ -35,7 +38,13 @@ export interface TreeCircuit {
   /** Thermometer ciphertexts per batch. */
   inputs: number;
   outputs: number;
+  /** The grouped form (empty in the factored form). */
   groups: TreeGroup[];
+  /**
+   * The factored form (tree-factored.ts), when the compiler found it cheaper; the result's scale
+   * is then 2^(D a + S), D the trie's depth. Bundles from before it have none.
+   */
+  factored?: FactorNode;
   privacy: Privacy;
   /**
    * 'leaf': each bottom product is relinearized (relinearizeLeaves says when that is fewer);
@@ -49,6 +58,7 @@ export interface TreeCircuit {
 
 /** The inputs the circuit reads (others the client sends are never loaded). */
 export function usedInputs(c: TreeCircuit): number[] {
+  if (c.factored) return factoredInputs(c.factored);
   const s = new Set<number>();
   for (const g of c.groups) {
     for (const l of g.top) s.add(Math.abs(l) - 1);
@@ -81,6 +91,7 @@ export function treeOpCounts(c: TreeCircuit): {
   relinearize: number;
   add: number;
 } {
+  if (c.factored) return factoredOpCounts(c.factored, c.outputs);
   const used = usedInputs(c);
   const neg = new Set<number>();
   let multiply = 0,

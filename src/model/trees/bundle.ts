@@ -6,7 +6,10 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SealedError } from '../../errors.ts';
 import { checkParams } from '../../fhe/params.ts';
+import type { TreeCircuit } from '../../fhe/tree-circuit.ts';
+import type { FactorNode } from '../../fhe/tree-factored.ts';
 import { BUNDLE_FORMAT, BUNDLE_VERSION, readManifest, type Manifest } from '../bundle.ts';
+import { MAX_PATH } from './circuit.ts';
 import type { TreeClientPart, TreeServerPart } from './compile.ts';
 
 export const TREE_SERVER_FILE = 'server/trees.json';
@@ -83,6 +86,7 @@ export async function readTreeBundle(dir: string): Promise<{ client: TreeClientP
     throw new SealedError('bad-bundle', `${TREE_SERVER_FILE}: privacy "flood" needs noiseL2Bits`);
   if (c.relinearize !== undefined && c.relinearize !== 'leaf')
     throw new SealedError('bad-bundle', `${TREE_SERVER_FILE}: relinearize is ${JSON.stringify(c.relinearize)}, not "leaf" or absent`);
+  if (c.factored !== undefined) checkFactored(c);
   for (const g of c.groups) {
     for (const l of [...g.top, ...g.leaves.flatMap((x) => x.bottom)]) {
       if (!Number.isInteger(l) || l === 0 || Math.abs(l) > c.inputs)
@@ -93,4 +97,26 @@ export async function readTreeBundle(dir: string): Promise<{ client: TreeClientP
         throw new SealedError('bad-bundle', `${TREE_SERVER_FILE}: a leaf's values do not match the outputs`);
   }
   return { client, server };
+}
+
+/** The factored form's trie: factors on inputs the circuit reads, values per output, at most MAX_PATH deep. */
+function checkFactored(c: TreeCircuit): void {
+  const bad = (why: string) => new SealedError('bad-bundle', `${TREE_SERVER_FILE}: ${why}`, 'compile the model again');
+  if (c.groups.length) throw bad('a circuit has both forms');
+  const isInput = (i: unknown) => Number.isInteger(i) && (i as number) >= -1 && (i as number) < c.inputs;
+  const visit = (n: FactorNode, depth: number) => {
+    if (depth > MAX_PATH) throw bad(`a path has more than ${MAX_PATH} factors`);
+    if (depth > 0) {
+      const f = n.factor;
+      if (!Array.isArray(f) || f.length !== 2 || !f.every(isInput) || (f[0] < 0 && f[1] < 0))
+        throw bad(`a factor is ${JSON.stringify(f)}, not [lo, hi] inputs below ${c.inputs}`);
+    } else if (n.factor !== undefined) throw bad('the root has a factor');
+    if (n.values !== undefined && (!Array.isArray(n.values) || n.values.length !== c.outputs || !n.values.every(Number.isFinite)))
+      throw bad("a leaf's values do not match the outputs");
+    if (n.children !== undefined) {
+      if (!Array.isArray(n.children)) throw bad('children is not a list');
+      n.children.forEach((x) => visit(x, depth + 1));
+    }
+  };
+  visit(c.factored!, 0);
 }

@@ -9,6 +9,8 @@ export const MAX_PATH = 4;
 
 export interface BuiltCircuit {
   groups: TreeGroup[];
+  /** Every leaf with a value, its path's literals (root first, unpadded) and values per output. */
+  leaves: { lits: number[]; values: number[] }[];
   inputs: number;
   /** Per output: the largest |score| the circuit can produce (interval bound). */
   outBound: number[];
@@ -80,6 +82,7 @@ export function buildCircuit(q: QuantizedEnsemble, edges: number[][], offsets: n
   }
   const outBound = Array.from({ length: K }, (_, k) => paths.reduce((acc, leaves) => acc + Math.max(...leaves.map((l) => Math.abs(l.values[k]))), 0));
   const byTop = new Map<string, TreeGroup>();
+  const all = paths.flat().filter((l) => l.values.some((v) => v !== 0));
   for (const leaves of paths) {
     for (const { lits, values } of leaves) {
       if (values.every((v) => v === 0)) continue;
@@ -93,7 +96,7 @@ export function buildCircuit(q: QuantizedEnsemble, edges: number[][], offsets: n
       g.leaves.push({ bottom: [p[2], p[3]], values });
     }
   }
-  return { groups: [...byTop.values()], inputs, outBound };
+  return { groups: [...byTop.values()], leaves: all, inputs, outBound };
 }
 
 /** The client's thermometer bits of one record: input offsets[f] + j - 1 is [bin_f >= j]. */

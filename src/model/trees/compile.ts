@@ -4,10 +4,13 @@
 import { SealedError } from '../../errors.ts';
 import { MAX_BITS_128, type CkksParams } from '../../fhe/params.ts';
 import { FLOOD_SECURITY_BITS, floodSigma, type Privacy } from '../../fhe/privacy.ts';
-import { relinearizeLeaves, type TreeCircuit, type TreeGroup } from '../../fhe/tree-circuit.ts';
+import { relinearizeLeaves, treeOpCounts, type TreeCircuit } from '../../fhe/tree-circuit.ts';
+import { factoredDepth } from '../../fhe/tree-factored.ts';
 import { modelIdOf } from '../client-part.ts';
 import { FLOOD_PRECISION_BITS } from '../compile-batch.ts';
-import { buildCircuit } from './circuit.ts';
+import { MAX_PATH, buildCircuit } from './circuit.ts';
+import { buildFactored, factoredIsCheaper } from './factored.ts';
+import { SPECIAL_PRIME_BITS, factoredNoiseBound, treeNoiseBound } from './noise.ts';
 import { predict, predictionOf, type TreeEnsemble, type TreeTask } from './ensemble.ts';
 import { importOnnx } from './onnx.ts';
 import { binsOf, inputOffsets, quantize, quantizedScores, type QuantizedEnsemble, type TreeBins } from './quantize.ts';
@@ -52,6 +55,8 @@ export interface TreeCompileOptions {
   features?: string[];
   labels?: string[];
   target?: string;
+  /** The circuit's form; default: the one with the smaller estimated cost (factored.ts). */
+  form?: 'grouped' | 'factored';
 }
 
 export interface CompiledTrees {
@@ -60,14 +65,19 @@ export interface CompiledTrees {
   /** The imported model and its quantized twin (what the encrypted circuit computes). */
   ensemble: TreeEnsemble;
   quantized: QuantizedEnsemble;
-  report: { bits: number; calibrationAgreement: number; noiseL2Bits?: number; dataPrimeBits: number[] };
+  report: {
+    bits: number;
+    calibrationAgreement: number;
+    noiseL2Bits?: number;
+    dataPrimeBits: number[];
+    form: 'grouped' | 'factored';
+    /** What the server does per batch (tree-circuit.ts treeOpCounts). */
+    operations: ReturnType<typeof treeOpCounts>;
+  };
 }
 
 /** Leaf values are encoded at 2^LEAF_SCALE_BITS: rounding below 2^-31 per leaf. */
 const LEAF_SCALE_BITS = 30;
-const SPECIAL_PRIME_BITS = 60;
-const FLOOD_DELTA = 2 ** -40;
-const MAX_KEY_POLYS = 4096;
 /** Agreement of the quantized model with the original on the calibration records that picks the bits. */
 const AGREEMENT_TARGET = 0.995;
 const BITS_TRIED = [3, 4, 5, 6, 7, 8];
@@ -96,48 +106,6 @@ export function quantizedAgreement(e: TreeEnsemble, q: QuantizedEnsemble, bins: 
   return same / records.length;
 }
 
-/**
- * A bound on |v|_2 of the results' honest noise, relative to their scale 2^(4a+S), with the tools
- * and conventions of compile-network.ts floodNoiseBound (|ab|_2 <= |a|_can |b|_2,
- * |x|_can <= sqrt(N) |x|_2, fresh |e|_2 <= 21 sqrt(N), key switching K):
- *  - literal (t or 1 - t; the constant 1 is exact at 2^a): rho0 = 21 sqrt(N) / 2^a, |m|_can <= U0 = 1 + N / 2^a;
- *  - pair product: 2 U0 rho0 + sqrt(N) rho0^2 (+ K / 2^(2a) when relinearized), |m|_can <= U0^2;
- *  - group sum for output k: sum over leaves of (|v| + eps) rho_pair + K / 2^(2a+S) (its relinearization),
- *    eps = N / 2^S the constant plaintext's worst-case encoding error; |m|_can <= sum (|v| + eps) U0^2;
- *    with `leaves` (relinearize 'leaf'), each pair is relinearized instead: sum (|v| + eps) (rho_pair +
- *    K / 2^(2a)), which is the larger (sum (|v| + eps) >= eps = N / 2^S), so it bounds both forms;
- *  - final product: U_top rho_G + U_G rho_top + sqrt(N) rho_top rho_G; the output sums these
- *    over groups and adds K / 2^(4a+S) for its relinearization.
- * No rescale happens, so the scales are exact powers of two (no prime-size margin needed).
- */
-export function treeNoiseBound(groups: TreeGroup[], outputs: number, N: number, a: number, S: number, dataBits: number[], leaves = false): number {
-  const sqrtN = Math.sqrt(N);
-  const sCan = Math.sqrt(2 * N * Math.log((4 * N) / FLOOD_DELTA));
-  const eCan = Math.sqrt(21 * N * Math.log((4 * N * MAX_KEY_POLYS) / FLOOD_DELTA));
-  const R = (sqrtN / 2) * (1 + sCan);
-  const K = sqrtN * eCan * dataBits.reduce((acc, b) => acc + 2 ** (b - SPECIAL_PRIME_BITS), 0) + R;
-  const rho0 = (21 * sqrtN) / 2 ** a;
-  const U0 = 1 + N / 2 ** a;
-  const pair = 2 * U0 * rho0 + sqrtN * rho0 * rho0;
-  const rhoTop = pair + K / 2 ** (2 * a);
-  const Upair = U0 * U0;
-  const eps = N / 2 ** S;
-  let worst = 0;
-  for (let k = 0; k < outputs; k++) {
-    let rho = K / 2 ** (4 * a + S);
-    for (const g of groups) {
-      let w = 0;
-      for (const l of g.leaves) if (l.values[k] !== 0) w += Math.abs(l.values[k]) + eps;
-      if (w === 0) continue;
-      const rhoG = leaves ? w * (pair + K / 2 ** (2 * a)) : w * pair + K / 2 ** (2 * a + S);
-      const UG = w * Upair;
-      rho += Upair * rhoG + UG * rhoTop + sqrtN * rhoTop * rhoG;
-    }
-    worst = Math.max(worst, rho);
-  }
-  return worst;
-}
-
 interface Sizing {
   N: number;
   a: number;
@@ -145,18 +113,22 @@ interface Sizing {
   rho: number;
 }
 
-/** The smallest ring and input scale whose chain holds the circuit and, when flooding, its flood. */
-function size(groups: TreeGroup[], outputs: number, outBound: number, privacy: Privacy, lambda: number, leaves: boolean): Sizing {
+/**
+ * The smallest ring and input scale whose chain holds the circuit and, when flooding, its flood.
+ * `depth`: factors per product (the result's scale is 2^(depth a + S)); `bound`: the form's bound
+ * on the results' relative noise (noise.ts).
+ */
+function size(depth: number, outBound: number, privacy: Privacy, lambda: number, bound: (N: number, a: number, dataBits: number[]) => number): Sizing {
   const outBits = Math.ceil(Math.log2(Math.max(1, outBound) * 1.01)) + 2;
   const target = 2 ** -FLOOD_PRECISION_BITS * Math.max(1, outBound);
   for (const N of [16384, 32768]) {
     for (let a = 40; a <= 120; a++) {
-      const need = 4 * a + LEAF_SCALE_BITS + outBits;
+      const need = depth * a + LEAF_SCALE_BITS + outBits;
       const k = Math.ceil(need / 60);
       const each = Math.max(20, Math.ceil(need / k));
       const dataBits = Array<number>(k).fill(each);
       if (k * each + SPECIAL_PRIME_BITS > MAX_BITS_128[N]) break;
-      const rho = treeNoiseBound(groups, outputs, N, a, LEAF_SCALE_BITS, dataBits, leaves);
+      const rho = bound(N, a, dataBits);
       // Without flooding, CKKS noise must still leave the scores 2^-FLOOD_PRECISION_BITS exact.
       const err = privacy === 'flood' ? floodSigma(rho, lambda) * Math.sqrt(N / 2) : rho * Math.sqrt(N);
       if (err > target) continue;
@@ -204,19 +176,27 @@ export function compileTreeEnsemble(ensemble: TreeEnsemble, calibration?: ArrayL
   const { offsets, inputs } = inputOffsets(bins.edges);
   const built = buildCircuit(model, bins.edges, offsets, inputs);
   const outBound = Math.max(...built.outBound);
-  const leaves = relinearizeLeaves(built.groups, ensemble.outputs);
-  const { N, a, dataBits, rho } = size(built.groups, ensemble.outputs, outBound, privacy, lambda, leaves);
+  const K = ensemble.outputs;
+  const leaves = relinearizeLeaves(built.groups, K);
+  const grouped = { groups: built.groups, outputs: K, inputs, ...(leaves ? { relinearize: 'leaf' as const } : {}) } as TreeCircuit;
+  const root = buildFactored(built.leaves, offsets, K);
+  const form = o.form ?? (factoredIsCheaper(root, grouped) ? 'factored' : 'grouped');
+  const depth = form === 'factored' ? factoredDepth(root) : MAX_PATH;
+  const { N, a, dataBits, rho } = size(depth, outBound, privacy, lambda, (N, a, dataBits) =>
+    form === 'factored'
+      ? factoredNoiseBound(root, K, N, a, LEAF_SCALE_BITS, dataBits)
+      : treeNoiseBound(built.groups, K, N, a, LEAF_SCALE_BITS, dataBits, leaves),
+  );
   const params: CkksParams = { scheme: 'ckks', polyModulusDegree: N, coeffModulusBits: [...dataBits, SPECIAL_PRIME_BITS], securityLevel: 128 };
-  const resultBits = 4 * a + LEAF_SCALE_BITS;
+  const resultBits = depth * a + LEAF_SCALE_BITS;
   const noiseL2Bits = privacy === 'flood' ? Math.log2(rho) + resultBits : undefined;
   const circuit: TreeCircuit = {
     params,
     inputScaleBits: a,
     leafScaleBits: LEAF_SCALE_BITS,
     inputs,
-    outputs: ensemble.outputs,
-    groups: built.groups,
-    ...(leaves ? { relinearize: 'leaf' as const } : {}),
+    outputs: K,
+    ...(form === 'factored' ? { groups: [], factored: root } : { groups: built.groups, ...(leaves ? { relinearize: 'leaf' as const } : {}) }),
     privacy,
     noiseL2Bits,
     floodSecurityBits: privacy === 'flood' ? lambda : undefined,
@@ -247,6 +227,6 @@ export function compileTreeEnsemble(ensemble: TreeEnsemble, calibration?: ArrayL
     server: { model: 'trees', model_id, circuit },
     ensemble,
     quantized: model,
-    report: { bits, calibrationAgreement: agreement, noiseL2Bits, dataPrimeBits: dataBits },
+    report: { bits, calibrationAgreement: agreement, noiseL2Bits, dataPrimeBits: dataBits, form, operations: treeOpCounts(circuit) },
   };
 }
