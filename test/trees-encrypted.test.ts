@@ -11,6 +11,7 @@ import { predictionOf } from '../src/model/trees/ensemble.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader } from '../src/wire/format.ts';
 import { SealedError } from '../src/errors.ts';
 import { treeOpCounts, usedInputs } from '../src/fhe/tree-circuit.ts';
+import { EncryptPool } from '../src/client/encrypt-pool.ts';
 
 const DIR = join(import.meta.dirname, 'fixtures', 'trees');
 const d = JSON.parse(readFileSync(join(DIR, 'breast-cancer.data.json'), 'utf8')) as { train: number[][]; test: number[][] };
@@ -22,12 +23,23 @@ t.test('encrypted predictions equal the quantized model on every held-out record
   t.ok(m.client.params.coeffModulusBits.reduce((a, b) => a + b, 0) <= 438, '128-bit bound of ring 16384');
   const client = await TreeClient.open(m.client);
   const server = await TreeServer.open(m.server);
-  t.teardown(() => {
+  // The query is encrypted as `sealed predict` encrypts it: on the client's pool of threads.
+  const pool = new EncryptPool(2);
+  t.teardown(async () => {
     client.close();
     server.close();
+    await pool.close();
   });
   const keys = client.keys();
-  const query = client.encryptQuery(d.test);
+  const opts = {
+    params: m.client.params,
+    secretKey: client.exportSecretKey(),
+    scaleBits: m.client.input_scale_bits,
+    slots: m.client.records_per_batch,
+    form: 'zstd' as const,
+  };
+  const query = await client.encryptQueryWith(d.test, (bits) => pool.encryptAll(bits, m.client.inputs, opts));
+  t.equal(decodeWire<QueryHeader>('query', query, 'q').sections.length, m.client.inputs, 'one ciphertext per input, from the pool');
   const ops: Record<string, number> = {};
   const result = server.evaluate(query, keys, ops);
   t.equal(ops.flood, 1, 'the result is flooded');

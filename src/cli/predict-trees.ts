@@ -9,6 +9,7 @@ import { defaultKeysDir, hasKeys, saveKeys } from '../client/key-files.ts';
 import { openRoute } from '../client/open-route.ts';
 import { SCRYPT_V2 } from '../client/passphrase.ts';
 import { cliPassphrase, type PassphraseOpts } from './passphrase-options.ts';
+import { EncryptPool } from '../client/encrypt-pool.ts';
 import { openTreeClient, predictTrees, treeKeySet } from '../client/predict-trees.ts';
 import type { TreeClientPart } from '../model/trees/compile.ts';
 import { TreeClient } from '../model/trees/query.ts';
@@ -70,9 +71,13 @@ export async function predictTreesCommand(part: TreeClientPart, o: TreePredictOp
   const { client, keys, created } = await openTreeClient(part, o.keys ?? defaultKeysDir(part.model_id), cliPassphrase(o));
   try {
     const open = await openRoute({ endpoint: o.endpoint, sagemaker, s3Endpoint: o.s3Endpoint, bucket: o.bucket, prefix: o.prefix });
+    // A batch is hundreds of ciphertexts, each encrypted on its own: on every core.
+    const pool = new EncryptPool();
+    const opts = { params: part.params, secretKey: keys.secretKey, scaleBits: part.input_scale_bits, slots: part.records_per_batch, form: 'zstd' as const };
+    const encryptBatch = (bits: Uint8Array[]) => pool.encryptAll(bits, part.inputs, opts);
     try {
       const t0 = performance.now();
-      const r = await predictTrees(client, keys.evaluationKeys, rows, open.route);
+      const r = await predictTrees(client, keys.evaluationKeys, rows, open.route, encryptBatch);
       const name = (c: number) => (part.task === 'regression' ? c : (part.labels?.[c] ?? c));
       const predictions = r.predictions.map((c, i) => ({ label: name(c), scores: r.scores[i], probabilities: r.probabilities?.[i] }));
       const text = formatPredictions(predictions, o.format);
@@ -104,6 +109,7 @@ export async function predictTreesCommand(part: TreeClientPart, o: TreePredictOp
           `${rows.length} records predicted encrypted by a tree ensemble in ${(ms_total / 1000).toFixed(2)} s (through S3, query ${r.stats.query_bytes} bytes, keys ${r.stats.keys_bytes} bytes${r.stats.keys_uploaded ? ' uploaded' : ' already uploaded'})${o.output ? ` -> ${o.output}` : ''}`,
         );
     } finally {
+      await pool.close();
       await open.close();
     }
   } finally {

@@ -29,7 +29,7 @@ export class EncryptPool {
   async *encryptColumns(
     rows: ArrayLike<number>[],
     features: number,
-    o: { params: CkksParams; secretKey: Uint8Array; scaleBits: number; slots: number },
+    o: { params: CkksParams; secretKey: Uint8Array; scaleBits: number; slots: number; form?: EncryptTask['form'] },
   ): AsyncGenerator<Uint8Array> {
     const values = new SharedArrayBuffer(rows.length * features * 8);
     const view = new Float64Array(values);
@@ -51,6 +51,13 @@ export class EncryptPool {
       fill();
       yield* done;
     }
+  }
+
+  /** encryptColumns, gathered: every ciphertext of `rows` in one list (a tree query's batch). */
+  async encryptAll(rows: ArrayLike<number>[], features: number, o: Parameters<EncryptPool['encryptColumns']>[2]): Promise<Uint8Array[]> {
+    const out: Uint8Array[] = [];
+    for await (const ct of this.encryptColumns(rows, features, o)) out.push(ct);
+    return out;
   }
 
   close(): Promise<void> {

@@ -52,12 +52,17 @@ export async function openTreeClient(part: TreeClientPart, dir: string, pass: Pa
   }
 }
 
-/** `keys`: the client's evaluation keys (client.keys()), made once and reused across calls. */
+/**
+ * `keys`: the client's evaluation keys (client.keys()), made once and reused across calls.
+ * `encryptBatch`: encrypts a batch's thermometer bits elsewhere (the CLI's encryption pool, on
+ * every core: TreeClient.encryptQueryWith); without it the query is encrypted on this thread.
+ */
 export async function predictTrees(
   client: TreeClient,
   keys: Uint8Array,
   rows: ArrayLike<number>[],
   t: S3Route,
+  encryptBatch?: (rows: Uint8Array[]) => Promise<Uint8Array[]>,
 ): Promise<TreePredictions & { stats: TreePredictStats }> {
   if (rows.length === 0) throw new SealedError('bad-data', 'no records to predict', 'pass at least one record');
   const p = client.part;
@@ -65,7 +70,7 @@ export async function predictTrees(
   const publicKeys = { evaluationKeys: keys, evaluationKeysId: sha256(keys) };
   const { loc: keysLoc, uploaded } = await ensureKeysUploaded(t, publicKeys);
   const t1 = performance.now();
-  const query = client.encryptQuery(rows);
+  const query = encryptBatch ? await client.encryptQueryWith(rows, encryptBatch) : client.encryptQuery(rows);
   const querySha = sha256(query);
   const t2 = performance.now();
   const loc = requestLocations(t);

@@ -68,31 +68,60 @@ export class TreeClient {
 
   /** Quantizes, encodes (thermometer, a record per slot) and encrypts records into a query. */
   encryptQuery(records: ArrayLike<number>[]): Uint8Array {
+    const sections: Uint8Array[] = [];
+    const slots = new Float64Array(this.s.slots);
+    for (const bits of this.batchBits(records)) {
+      for (let i = 0; i < this.part.inputs; i++) {
+        slots.fill(0);
+        bits.forEach((b, r) => (slots[r] = b[i]));
+        sections.push(this.holder.encrypt(slots, this.part.input_scale_bits));
+      }
+    }
+    return this.queryOf(records.length, sections);
+  }
+
+  /**
+   * As encryptQuery, with each batch's ciphertexts made by `encryptBatch` (the Node client's
+   * encryption pool: every core), which gets the batch's thermometer bits (a row per record)
+   * and returns the `inputs` ciphertexts in order, each as SecretKeyHolder.encrypt saves it.
+   */
+  async encryptQueryWith(records: ArrayLike<number>[], encryptBatch: (rows: Uint8Array[]) => Promise<Uint8Array[]>): Promise<Uint8Array> {
+    const sections: Uint8Array[] = [];
+    for (const bits of this.batchBits(records)) {
+      const cts = await encryptBatch(bits);
+      if (cts.length !== this.part.inputs) throw new SealedError('internal', `a batch was encrypted into ${cts.length} ciphertexts, not ${this.part.inputs}`);
+      sections.push(...cts);
+    }
+    return this.queryOf(records.length, sections);
+  }
+
+  /** Thermometer bits per record, a list per batch of records_per_batch records. */
+  private batchBits(records: ArrayLike<number>[]): Uint8Array[][] {
     const p = this.part;
     if (records.length === 0) throw new SealedError('bad-data', 'no records to predict', 'pass at least one record');
     const { offsets, inputs } = inputOffsets(p.bins.edges);
     if (inputs !== p.inputs) throw new SealedError('bad-bundle', "the client part's bins do not match its input count");
-    const sections: Uint8Array[] = [];
+    const batches: Uint8Array[][] = [];
     const R = p.records_per_batch;
     for (let b0 = 0; b0 < records.length; b0 += R) {
-      const batch = records.slice(b0, b0 + R);
-      const bits = batch.map((x, i) => {
-        if (x.length !== p.features.length)
-          throw new SealedError(
-            'bad-data',
-            `record ${b0 + i} has ${x.length} values, the model has ${p.features.length} features`,
-            'give every feature of the model, in its order',
-          );
-        return thermometer(binsOf(p.bins, x, p.features), p.bins.edges, offsets, inputs);
-      });
-      const slots = new Float64Array(this.s.slots);
-      for (let i = 0; i < inputs; i++) {
-        slots.fill(0);
-        bits.forEach((b, r) => (slots[r] = b[i]));
-        sections.push(this.holder.encrypt(slots, p.input_scale_bits));
-      }
+      batches.push(
+        records.slice(b0, b0 + R).map((x, i) => {
+          if (x.length !== p.features.length)
+            throw new SealedError(
+              'bad-data',
+              `record ${b0 + i} has ${x.length} values, the model has ${p.features.length} features`,
+              'give every feature of the model, in its order',
+            );
+          return thermometer(binsOf(p.bins, x, p.features), p.bins.edges, offsets, inputs);
+        }),
+      );
     }
-    const header: QueryHeader = { model_id: p.model_id, params: paramsKey(p.params), records: records.length, layout: 'batch' };
+    return batches;
+  }
+
+  private queryOf(records: number, sections: Uint8Array[]): Uint8Array {
+    const p = this.part;
+    const header: QueryHeader = { model_id: p.model_id, params: paramsKey(p.params), records, layout: 'batch' };
     return encodeWire('query', header, sections);
   }
 
