@@ -19,7 +19,7 @@
 // instead of 1,037 per batch).
 import type { CkksParams } from './params.ts';
 import type { Privacy } from './privacy.ts';
-import { factoredInputs, factoredOpCounts, type FactorNode } from './tree-factored.ts';
+import { factoredInputs, factoredOpCounts, type FactorNode, type TreeOpCounts } from './tree-factored.ts';
 
 export interface TreeGroup {
   /** Literals of the top pair. */
@@ -82,15 +82,7 @@ export function relinearizeLeaves(groups: TreeGroup[], outputs: number): boolean
 }
 
 /** Operations per batch, as tree-eval.ts performs them (for cost models and the benchmark). */
-export function treeOpCounts(c: TreeCircuit): {
-  load: number;
-  negate: number;
-  multiply: number;
-  multiplyPlain: number;
-  encode: number;
-  relinearize: number;
-  add: number;
-} {
+export function treeOpCounts(c: TreeCircuit): TreeOpCounts {
   if (c.factored) return factoredOpCounts(c.factored, c.outputs);
   const used = usedInputs(c);
   const neg = new Set<number>();

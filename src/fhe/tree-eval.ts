@@ -1,5 +1,6 @@
-// The encrypted tree-ensemble evaluator (circuit in tree-circuit.ts, design in docs/trees.md),
-// and the client's keys for it: relinearization keys and the public key circuit privacy uses.
+// The encrypted tree-ensemble evaluator of both forms (tree-circuit.ts, tree-factored.ts; design
+// in docs/trees.md), and the client's keys for it: relinearization keys and the public key
+// circuit privacy uses.
 // Pure: no I/O, no threads; the server dispatches a query's batches to it.
 import type { Ciphertext, Plaintext, RelinKeys } from 'node-seal/throws';
 import { SealedError } from '../errors.ts';
@@ -65,7 +66,8 @@ export class TreeEvaluator {
    * One batch: `inputs` holds the circuit's `inputs` ciphertexts (bytes, as the client saved
    * them); returns one result ciphertext per output (bytes, zstd), flooded when the model says so.
    * `ops` counts what was done, for the benchmark's unit-cost check; `onProgress` is called after
-   * every ciphertext loaded and every group evaluated (milliseconds to tens of milliseconds each).
+   * every ciphertext loaded and every product (group of leaves, in the grouped form): milliseconds
+   * to tens of milliseconds apart.
    */
   evaluate(inputs: Uint8Array[], ops?: Record<string, number>, onProgress?: () => void): Uint8Array[] {
     const { s, c } = this;

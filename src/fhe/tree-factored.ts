@@ -120,7 +120,8 @@ export function walkFactored<T>(root: FactorNode, outputs: number, alg: Factored
   return visit(root, 0);
 }
 
-export interface FactoredCounts {
+/** Operations per batch of a tree circuit, either form (tree-circuit.ts treeOpCounts). */
+export interface TreeOpCounts {
   load: number;
   negate: number;
   multiply: number;
@@ -131,9 +132,9 @@ export interface FactoredCounts {
 }
 
 /** Operations per batch, as tree-eval.ts performs them in the factored form. */
-export function factoredOpCounts(root: FactorNode, outputs: number): FactoredCounts {
+export function factoredOpCounts(root: FactorNode, outputs: number): TreeOpCounts {
   // encode starts at 1: the evaluator's constant 1 (for 1 - t).
-  const n: FactoredCounts = { load: factoredInputs(root).length, negate: 0, multiply: 0, multiplyPlain: 0, encode: 1, relinearize: 0, add: 0 };
+  const n: TreeOpCounts = { load: factoredInputs(root).length, negate: 0, multiply: 0, multiplyPlain: 0, encode: 1, relinearize: 0, add: 0 };
   const out = walkFactored<{ size: number }>(root, outputs, {
     input: () => ({ size: 2 }),
     factor: (lo, hi) => {

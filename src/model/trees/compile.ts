@@ -5,7 +5,7 @@ import { SealedError } from '../../errors.ts';
 import { MAX_BITS_128, type CkksParams } from '../../fhe/params.ts';
 import { FLOOD_SECURITY_BITS, floodSigma, type Privacy } from '../../fhe/privacy.ts';
 import { relinearizeLeaves, treeOpCounts, type TreeCircuit } from '../../fhe/tree-circuit.ts';
-import { factoredDepth } from '../../fhe/tree-factored.ts';
+import { factoredDepth, type TreeOpCounts } from '../../fhe/tree-factored.ts';
 import { modelIdOf } from '../client-part.ts';
 import { FLOOD_PRECISION_BITS } from '../compile-batch.ts';
 import { MAX_PATH, buildCircuit } from './circuit.ts';
@@ -72,7 +72,7 @@ export interface CompiledTrees {
     dataPrimeBits: number[];
     form: 'grouped' | 'factored';
     /** What the server does per batch (tree-circuit.ts treeOpCounts). */
-    operations: ReturnType<typeof treeOpCounts>;
+    operations: TreeOpCounts;
   };
 }
 

@@ -173,7 +173,7 @@ export class TreeServer {
   /**
    * Evaluates a query (wire kind 1) with the client's keys (wire kind 2) and returns the result
    * (wire kind 3). `ops`, when given, counts the operations (benchmarks); `onProgress` is called
-   * after each group of leaves (a serving worker's heartbeat: a query can run for minutes).
+   * after each product (a serving worker's heartbeat: a query can run for minutes).
    */
   evaluate(queryBytes: Uint8Array, keysBytes: Uint8Array, ops?: Record<string, number>, onProgress?: () => void): Uint8Array {
     const c = this.part.circuit;
