@@ -10,15 +10,9 @@ import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CkksSession } from '../src/fhe/ckks.ts';
-import { SecretKeyHolder, generateSecretKey } from '../src/fhe/keys.ts';
-import { loadQueryCiphertext } from '../src/fhe/load.ts';
-import { constantPlaintext } from '../src/fhe/constant.ts';
 import { treeOpCounts } from '../src/fhe/tree-circuit.ts';
-import { makeTreeKeys } from '../src/fhe/tree-eval.ts';
-import { SinglePrivacy } from '../src/fhe/single-privacy.ts';
-import { release } from '../src/fhe/seal.ts';
-import { compileTreeModel, type CompiledTrees, type TreeModelKind } from '../src/model/trees/compile.ts';
+import { measureTreeUnitCosts } from '../src/fhe/tree-cost.ts';
+import { compileTreeModel, type TreeModelKind } from '../src/model/trees/compile.ts';
 import { predict, predictionOf } from '../src/model/trees/ensemble.ts';
 import { binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
 import { TreeClient, TreeServer } from '../src/model/trees/query.ts';
@@ -30,54 +24,6 @@ const FIXTURES: Record<string, { file: string; kind: TreeModelKind }> = {
   diabetes: { file: 'diabetes.xgb.json', kind: 'xgboost-json' },
   digits: { file: 'digits-rf.onnx', kind: 'onnx-ml' },
 };
-
-/** Milliseconds per call of each operation the evaluator performs, at the model's parameters. */
-async function unitCosts(m: CompiledTrees, reps = 5): Promise<Record<string, number>> {
-  const s = await CkksSession.open(m.client.params);
-  const sk = generateSecretKey(s);
-  const holder = new SecretKeyHolder(s, sk);
-  const { relinKeys, publicKey } = makeTreeKeys(s, sk);
-  const { seal, evaluator } = s;
-  const a = m.client.input_scale_bits;
-  const bytes = holder.encrypt(new Float64Array(s.slots).fill(1), a);
-  const rk = new seal.RelinKeys();
-  rk.loadFromArray(s.context, relinKeys);
-  const privacy = m.server.circuit.privacy === 'flood' ? new SinglePrivacy(s, publicKey, 2 ** m.server.circuit.noiseL2Bits!) : undefined;
-  const out: Record<string, number> = {};
-  const time = (name: string, fn: () => void) => {
-    fn(); // warm
-    const t0 = performance.now();
-    for (let i = 0; i < reps; i++) fn();
-    out[name] = (performance.now() - t0) / reps;
-  };
-  const x = loadQueryCiphertext(s, bytes, a);
-  const y = new seal.Ciphertext();
-  const z = new seal.Ciphertext();
-  const pt = constantPlaintext(s, 0.25, m.server.circuit.leafScaleBits);
-  try {
-    time('load', () => loadQueryCiphertext(s, bytes, a).delete());
-    // What the evaluator does for a leaf constant (constant.ts), not the encoder's full encode.
-    time('encode', () => constantPlaintext(s, 0.25, m.server.circuit.leafScaleBits).delete());
-    time('multiply', () => evaluator.multiply(x, x, y)); // size 2 x 2 -> 3
-    // The grouped form multiplies products (3 polynomials) by leaf constants, the factored form bits (2).
-    const factored = m.server.circuit.factored !== undefined;
-    time('multiplyPlain', () => evaluator.multiplyPlain(factored ? x : y, pt, z));
-    time('add', () => evaluator.add(y, y, z));
-    time('negate', () => evaluator.negate(x, z));
-    time('relinearize', () => evaluator.relinearize(y, rk, z));
-    if (privacy) {
-      evaluator.relinearize(y, rk, z);
-      time('flood', () => privacy.apply(z).delete());
-    }
-    time('encrypt', () => holder.encrypt(new Float64Array(s.slots).fill(1), a));
-  } finally {
-    release(x, y, z, pt, rk);
-    privacy?.close();
-    holder.close();
-    s.close();
-  }
-  return out;
-}
 
 async function runFixture(name: string, bits: number | undefined, single: boolean, form?: 'grouped' | 'factored') {
   const f = FIXTURES[name];
@@ -95,7 +41,7 @@ async function runFixture(name: string, bits: number | undefined, single: boolea
   err(
     `${name}: compiled in ${compileMs.toFixed(0)} ms: ${m.report.bits} bits, ${m.client.inputs} inputs, ring ${m.client.params.polyModulusDegree}, primes ${m.client.params.coeffModulusBits.join(',')}`,
   );
-  const unit = await unitCosts(m);
+  const unit = await measureTreeUnitCosts(m.server.circuit);
   err(`${name}: unit costs (ms) ${JSON.stringify(unit)}`);
   const R = m.client.records_per_batch;
   // One full batch: the held-out records, repeated.

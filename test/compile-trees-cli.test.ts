@@ -34,13 +34,24 @@ t.test('sealed compile --trees, the deprecated alias, and a forest given with --
     features: number;
     target: string;
     circuit_form: string;
-    operations_per_batch: { relinearize: number; multiply: number };
+    operations_per_batch: Record<string, number>;
+    estimated_batch_server_ms: number;
+    unit_costs_ms: Record<string, number>;
   };
   t.equal(report.model, 'trees', 'the report names a tree model');
   const server = (await readTreeBundle(join(dir, 'a'))).server;
   t.equal(report.circuit_form, server.circuit.factored ? 'factored' : 'grouped', "the report names the bundle's circuit form");
   t.same(report.operations_per_batch, treeOpCounts(server.circuit), "and the circuit's operations per batch");
   t.match(viaCompile.stderr, new RegExp(`${report.operations_per_batch.relinearize} relinearizations`), 'printed too');
+  // The estimate is the counts times the unit costs measured at compile time (one flood per output).
+  const u = report.unit_costs_ms;
+  for (const op of ['load', 'multiply', 'multiplyPlain', 'relinearize', 'flood']) t.ok(u[op] > 0, `${op} timed: ${u[op]} ms`);
+  const expected = Object.entries(report.operations_per_batch).reduce((acc, [op, n]) => acc + n * (u[op] ?? 0), u.flood);
+  t.ok(
+    Math.abs(report.estimated_batch_server_ms - expected) <= 1 + 1e-3 * expected,
+    `estimate ${report.estimated_batch_server_ms} ms = counts x unit costs (${expected.toFixed(0)} ms)`,
+  );
+  t.match(viaCompile.stderr, /estimated on this machine: [0-9.]+ s server time per batch/, 'and printed');
   t.equal(report.bits, 2, 'at the bits asked');
   t.equal(report.target, 'label', 'the label column left out by default');
   t.equal(report.features, 30, 'the other 30 columns are the features');

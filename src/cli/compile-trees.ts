@@ -4,6 +4,7 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { SealedError } from '../errors.ts';
+import { estimateTreeBatchMs, measureTreeUnitCosts } from '../fhe/tree-cost.ts';
 import { writeTreeBundle } from '../model/trees/bundle.ts';
 import { compileTreeModel } from '../model/trees/compile.ts';
 import { parseCsv, splitTarget } from '../train/csv.ts';
@@ -81,6 +82,16 @@ export async function compileTreesCommand(o: CompileTreesOpts): Promise<void> {
   );
   const ops = r.operations;
   log(`  ${r.form} circuit: per batch ${ops.relinearize} relinearizations, ${ops.multiply} ciphertext products, ${ops.multiplyPlain} plaintext products`);
+  // The estimate: those counts x each operation timed now, on this machine, at these parameters.
+  const unit = await measureTreeUnitCosts(m.server.circuit, 3);
+  const estimate = estimateTreeBatchMs(m.server.circuit, unit);
+  const top = Object.entries(estimate.byOp)
+    .sort((x, y) => y[1] - x[1])
+    .slice(0, 3)
+    .map(([op, v]) => `${op} ${(v / 1000).toFixed(2)} s`);
+  log(
+    `  estimated on this machine: ${(estimate.total / 1000).toFixed(1)} s server time per batch (also for one record), ${(estimate.total / c.records_per_batch).toFixed(2)} ms per record at a full batch (${top.join(', ')}); the client encrypts ${c.inputs} ciphertexts per batch, ~${((c.inputs * unit.encrypt) / 1000).toFixed(1)} s on one core`,
+  );
   const report = {
     model_id: manifest.model_id,
     model: 'trees',
@@ -99,6 +110,9 @@ export async function compileTreesCommand(o: CompileTreesOpts): Promise<void> {
     privacy: c.privacy,
     circuit_form: r.form,
     operations_per_batch: ops,
+    estimated_batch_server_ms: Math.round(estimate.total),
+    estimated_by_op_ms: Object.fromEntries(Object.entries(estimate.byOp).map(([k, v]) => [k, Math.round(v)])),
+    unit_costs_ms: Object.fromEntries(Object.entries(unit).map(([k, v]) => [k, +v.toFixed(3)])),
   };
   if (o.report) {
     await mkdir(dirname(o.report), { recursive: true });
