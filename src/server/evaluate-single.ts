@@ -60,6 +60,9 @@ export async function evaluateSingle(q: SingleQuery, out: ResultSink, c: Invocat
     let waited = 0;
     let tFirstTask: number | undefined;
     let tEvalEnd = tDownload;
+    // When the read that finds the query's end comes after the last result (one ciphertext per
+    // window), it is download time, and the upload starts after it.
+    let tReadEnd = tDownload;
     let querySha: string | undefined;
     async function* evaluated(): AsyncGenerator<Uint8Array> {
       const it = q.sections[Symbol.asyncIterator]();
@@ -71,6 +74,7 @@ export async function evaluateSingle(q: SingleQuery, out: ResultSink, c: Invocat
           const next = await it.next();
           if (inflight.length === 0) waited += performance.now() - tRead;
           if (next.done) {
+            tReadEnd = performance.now();
             more = false;
             // The whole query has been read (to its end): its hash is known and checked before
             // the results still in flight are handed out, so a mismatch publishes nothing.
@@ -115,7 +119,7 @@ export async function evaluateSingle(q: SingleQuery, out: ResultSink, c: Invocat
         deserialize: sum.deserialize,
         evaluate: sum.evaluate,
         serialize: sum.serialize,
-        upload: tEnd - tEvalEnd,
+        upload: tEnd - Math.max(tEvalEnd, tReadEnd),
         pool_wall: tEvalEnd - (tFirstTask ?? tEvalEnd),
         total: tEnd - t0,
       },
