@@ -1,0 +1,279 @@
+// PROTOTYPE, not part of the product: the "leaves in slots" layout for one tree-ensemble record
+// (docs/trees.md, Not done yet), timed against the factored batch circuit on a one-record query,
+// alternated in one process. It checks the layout decrypts to the quantized model's score; it
+// has no derived flood bound (the flood is applied with a stand-in bound, for its time only), no
+// wire format and no serving. Run: sh scripts/with-node.sh node scripts/prototype-trees-single.ts
+// [--copies 32] [--rounds 5]. Last stdout line: one JSON object.
+//
+// Layout (ring 16384, 8,192 slots): the client sends its thermometer bits replicated with period
+// 1024 and `copies` rotated copies of that vector. A period is 4 segments of 256 positions; each
+// leaf gets a position p and each of its (at most 4) factors a segment. The server computes every
+// factor at once, F = rescale(sum over diagonals d of M_d * rot(x, d)) + constants, with the
+// diagonals grouped by giant step (d = g copies + j: copy j, mask pre-rotated, one rotation per
+// g), then the leaf indicators by two rotated products (F * rot(F, 512), then * rot(., 256)),
+// multiplies by the leaf values and sums the 256 positions with 8 rotations: every slot holds the
+// score. The placement is greedy: for each leaf, the position and segment order adding the fewest
+// new diagonals (a new giant step costs 10).
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import type { Ciphertext, Plaintext } from 'node-seal/throws';
+import { CkksSession } from '../src/fhe/ckks.ts';
+import { SinglePrivacy, makePublicKey } from '../src/fhe/single-privacy.ts';
+import { buildCircuit, thermometer } from '../src/model/trees/circuit.ts';
+import { compileTreeModel } from '../src/model/trees/compile.ts';
+import { binsOf, inputOffsets, quantizedScores } from '../src/model/trees/quantize.ts';
+import { TreeClient, TreeServer } from '../src/model/trees/query.ts';
+
+const { values: opts } = parseArgs({ options: { copies: { type: 'string', default: '32' }, rounds: { type: 'string', default: '5' } } });
+const COPIES = Number(opts.copies);
+const PERIOD = 1024;
+const SEG = 256;
+const SLOTS = 8192;
+const err = (s: string) => process.stderr.write(s + '\n');
+
+const DIR = join(import.meta.dirname, '..', 'test', 'fixtures', 'trees');
+const d = JSON.parse(readFileSync(join(DIR, 'breast-cancer.data.json'), 'utf8')) as { train: number[][]; test: number[][] };
+const m = compileTreeModel(new Uint8Array(readFileSync(join(DIR, 'breast-cancer.xgb.json'))), 'xgboost-json', d.train, { form: 'factored' });
+const { offsets, inputs } = inputOffsets(m.client.bins.edges);
+const featureOf = (i: number) => offsets.findLastIndex((o) => o <= i);
+const leaves = buildCircuit(m.quantized, m.client.bins.edges, offsets, inputs).leaves.map((l) => {
+  const byFeature = new Map<number, [number, number]>();
+  for (const x of l.lits) {
+    const i = Math.abs(x) - 1;
+    const f = byFeature.get(featureOf(i)) ?? [-1, -1];
+    f[x > 0 ? 0 : 1] = i;
+    byFeature.set(featureOf(i), f);
+  }
+  return { factors: [...byFeature.values()], value: l.values[0] };
+});
+if (leaves.length > SEG) throw new Error(`${leaves.length} leaves, the prototype places at most ${SEG}`);
+
+// Placement and masks (one period; the vectors repeat 8 times).
+const orders: number[][] = [];
+const permute = (a: number[], k = 0): void => {
+  if (k === a.length) orders.push([...a]);
+  for (let i = k; i < a.length; i++) {
+    [a[k], a[i]] = [a[i], a[k]];
+    permute(a, k + 1);
+    [a[k], a[i]] = [a[i], a[k]];
+  }
+};
+permute([0, 1, 2, 3]);
+const mod = (v: number) => ((v % PERIOD) + PERIOD) % PERIOD;
+const giantOf = (dd: number) => Math.floor(dd / COPIES);
+const masks = new Map<number, Float64Array>();
+const giantsUsed = new Set<number>();
+const constant = new Float64Array(PERIOD);
+const leafValue = new Float64Array(SEG);
+const taken = new Uint8Array(SEG);
+for (const leaf of [...leaves].sort((x, y) => y.factors.length - x.factors.length)) {
+  let best = { cost: Infinity, p: -1, order: orders[0] };
+  for (let p = 0; p < SEG; p++) {
+    if (taken[p]) continue;
+    for (const order of orders) {
+      let cost = 0;
+      const fresh = new Set<number>();
+      leaf.factors.forEach((f, k) => {
+        for (const i of f) {
+          if (i < 0 || masks.has(mod(i - (SEG * order[k] + p)))) continue;
+          const g = giantOf(mod(i - (SEG * order[k] + p)));
+          cost += g && !giantsUsed.has(g) && !fresh.has(g) ? 11 : 1;
+          fresh.add(g);
+        }
+      });
+      if (cost < best.cost) best = { cost, p, order };
+    }
+  }
+  taken[best.p] = 1;
+  leafValue[best.p] = leaf.value;
+  for (let k = 0; k < 4; k++) {
+    const slot = SEG * best.order[k] + best.p;
+    const [lo, hi] = leaf.factors[k] ?? [-1, -1];
+    if (lo < 0) constant[slot] = 1; // 1 - t_hi, or a missing factor (1)
+    for (const [i, c] of [
+      [lo, 1],
+      [hi, -1],
+    ] as const) {
+      if (i < 0) continue;
+      const dd = mod(i - slot);
+      let v = masks.get(dd);
+      if (!v) masks.set(dd, (v = new Float64Array(PERIOD)));
+      v[slot] += c;
+      giantsUsed.add(giantOf(dd));
+    }
+  }
+}
+const giants = new Map<number, number[]>();
+for (const dd of masks.keys()) giants.set(giantOf(dd), [...(giants.get(giantOf(dd)) ?? []), dd]);
+err(`${leaves.length} leaves: ${masks.size} diagonals in ${giants.size} giant groups, ${COPIES} copies from the client`);
+
+const repeat = (v: Float64Array) => Float64Array.from({ length: SLOTS }, (_, s) => v[s % v.length]);
+const record = d.test[0];
+const recordBits = thermometer(binsOf(m.client.bins, record), m.client.bins.edges, offsets, inputs);
+const bits = Float64Array.from({ length: PERIOD }, (_, i) => (i < inputs ? recordBits[i] : 0));
+const want = quantizedScores(m.quantized, binsOf(m.client.bins, record))[0];
+
+// Ring 16384: five 58-bit primes, a 30-bit one for the gather's rescale, the special prime.
+const s = await CkksSession.open({ scheme: 'ckks', polyModulusDegree: 16384, coeffModulusBits: [58, 58, 58, 58, 58, 30, 60], securityLevel: 128 });
+const { seal, context, encoder, evaluator } = s;
+const kg = new seal.KeyGenerator(context);
+const sk = kg.secretKey();
+const relin = kg.createRelinKeys();
+const steps = [...[...giants.keys()].filter((g) => g > 0).map((g) => g * COPIES), 2 * SEG, SEG, ...Array.from({ length: 8 }, (_, i) => 2 ** i)];
+const galoisBytes = kg.createGaloisKeysSerializableWithSteps(Int32Array.from(steps)).saveToArray(seal.ComprModeType.zstd) as Uint8Array;
+const galois = new seal.GaloisKeys();
+galois.loadFromArray(context, galoisBytes);
+const encryptor = new seal.Encryptor(context, kg.createPublicKey(), sk);
+const decryptor = new seal.Decryptor(context, sk);
+const privacy = new SinglePrivacy(s, makePublicKey(s, sk.saveToArray(seal.ComprModeType.none) as Uint8Array), 2 ** 200);
+const encode = (v: Float64Array, scale: number) => {
+  const pt = new seal.Plaintext();
+  encoder.encode(v, scale, pt);
+  return pt;
+};
+const A = 63;
+const x = repeat(bits);
+const query = Array.from({ length: COPIES }, (_, j) => {
+  const pt = encode(
+    Float64Array.from({ length: SLOTS }, (_, t) => x[(t + j) % SLOTS]),
+    2 ** A,
+  );
+  return encryptor.encryptSymmetricSerializable(pt).saveToArray(seal.ComprModeType.zstd) as Uint8Array;
+});
+// Model side (made once per model): masks pre-rotated by -g copies, at 2^30.
+const maskPts = new Map<number, { j: number; pt: Plaintext }[]>();
+for (const [g, ds] of giants) {
+  maskPts.set(
+    g,
+    ds.map((dd) => {
+      const v = repeat(masks.get(dd)!);
+      return {
+        j: dd - g * COPIES,
+        pt: encode(
+          Float64Array.from({ length: SLOTS }, (_, t) => v[(t - g * COPIES + SLOTS) % SLOTS]),
+          2 ** 30,
+        ),
+      };
+    }),
+  );
+}
+const client = await TreeClient.open(m.client);
+const server = await TreeServer.open(m.server);
+const keys = client.keys();
+err(`query ${(query.reduce((a, q) => a + q.length, 0) / 1e6).toFixed(1)} MB, Galois keys ${(galoisBytes.length / 1e6).toFixed(1)} MB (${steps.length} steps)`);
+
+function layout(): { ms: Record<string, number>; score: number; spread: number } {
+  const ms: Record<string, number> = {};
+  let t0 = performance.now();
+  const lap = (k: string) => {
+    ms[k] = (ms[k] ?? 0) + performance.now() - t0;
+    t0 = performance.now();
+  };
+  const owned: (Ciphertext | Plaintext)[] = [];
+  const ct = () => {
+    const c = new seal.Ciphertext();
+    owned.push(c);
+    return c;
+  };
+  try {
+    const copies = query.map((b) => {
+      const c = ct();
+      c.loadFromArray(context, b);
+      return c;
+    });
+    lap('load');
+    const term = ct();
+    let F: Ciphertext | undefined;
+    for (const [g, list] of maskPts) {
+      const inner = ct();
+      list.forEach(({ j, pt }, n) => {
+        if (n === 0) evaluator.multiplyPlain(copies[j], pt, inner);
+        else {
+          evaluator.multiplyPlain(copies[j], pt, term);
+          evaluator.addInplace(inner, term);
+        }
+      });
+      lap('mask products');
+      if (g) evaluator.rotateVectorInplace(inner, g * COPIES, galois);
+      lap('giant rotations');
+      if (!F) F = inner;
+      else evaluator.addInplace(F, inner);
+    }
+    if (!F) throw new Error('no diagonals');
+    const c = encode(repeat(constant), F.scale());
+    owned.push(c);
+    evaluator.addPlainInplace(F, c);
+    evaluator.rescaleToNextInplace(F);
+    lap('constants, rescale');
+    const r = ct();
+    for (const step of [2 * SEG, SEG]) {
+      evaluator.rotateVector(F, step, galois, r);
+      evaluator.multiplyInplace(F, r);
+      evaluator.relinearizeInplace(F, relin);
+    }
+    lap('segment products');
+    const v = encode(repeat(leafValue), 2 ** 30);
+    owned.push(v);
+    const pid = F.parmsId();
+    evaluator.plainModSwitchToInplace(v, pid);
+    pid.delete();
+    evaluator.multiplyPlainInplace(F, v);
+    for (let i = 0; i < 8; i++) {
+      evaluator.rotateVector(F, 2 ** i, galois, r);
+      evaluator.addInplace(F, r);
+    }
+    lap('leaf values, sum');
+    owned.push(privacy.apply(F));
+    lap('flood (stand-in bound)');
+    const pt = new seal.Plaintext();
+    owned.push(pt);
+    decryptor.decrypt(F, pt);
+    const out = encoder.decodeFloat64(pt) as Float64Array;
+    let spread = 0;
+    for (const v of out) spread = Math.max(spread, Math.abs(v - out[0]));
+    return { ms, score: out[0], spread };
+  } finally {
+    for (const o of owned) o.delete();
+  }
+}
+
+const rounds: { layout_ms: number; batch_circuit_ms: number; phases_ms: Record<string, number> }[] = [];
+let worst = 0;
+for (let round = 0; round < Number(opts.rounds); round++) {
+  const r = layout();
+  const total = Object.values(r.ms).reduce((a, b) => a + b, 0);
+  worst = Math.max(worst, Math.abs(r.score - want), r.spread);
+  const q = client.encryptQuery([record]);
+  const t0 = performance.now();
+  server.evaluate(q, keys);
+  const batchMs = performance.now() - t0;
+  rounds.push({
+    layout_ms: Math.round(total),
+    batch_circuit_ms: Math.round(batchMs),
+    phases_ms: Object.fromEntries(Object.entries(r.ms).map(([k, v]) => [k, Math.round(v)])),
+  });
+  err(JSON.stringify(rounds.at(-1)));
+}
+const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+console.log(
+  JSON.stringify({
+    prototype: 'trees-single-layout',
+    fixture: 'breast-cancer',
+    leaves: leaves.length,
+    diagonals: masks.size,
+    giant_groups: giants.size,
+    copies: COPIES,
+    query_bytes: query.reduce((a, q) => a + q.length, 0),
+    galois_key_bytes: galoisBytes.length,
+    largest_error_vs_quantized: worst,
+    layout_ms_median: median(rounds.map((r) => r.layout_ms)),
+    layout_ms_range: [Math.min(...rounds.map((r) => r.layout_ms)), Math.max(...rounds.map((r) => r.layout_ms))],
+    batch_circuit_single_ms_median: median(rounds.map((r) => r.batch_circuit_ms)),
+    batch_circuit_single_ms_range: [Math.min(...rounds.map((r) => r.batch_circuit_ms)), Math.max(...rounds.map((r) => r.batch_circuit_ms))],
+    rounds,
+  }),
+);
+privacy.close();
+client.close();
+server.close();
