@@ -56,8 +56,11 @@ export interface TreeCircuit {
   floodSecurityBits?: number;
 }
 
+/** What a circuit computes, without its parameters: enough to count its operations before sizing. */
+export type TreeShape = Pick<TreeCircuit, 'groups' | 'outputs' | 'relinearize' | 'factored'>;
+
 /** The inputs the circuit reads (others the client sends are never loaded). */
-export function usedInputs(c: TreeCircuit): number[] {
+export function usedInputs(c: TreeShape): number[] {
   if (c.factored) return factoredInputs(c.factored);
   const s = new Set<number>();
   for (const g of c.groups) {
@@ -82,7 +85,7 @@ export function relinearizeLeaves(groups: TreeGroup[], outputs: number): boolean
 }
 
 /** Operations per batch, as tree-eval.ts performs them (for cost models and the benchmark). */
-export function treeOpCounts(c: TreeCircuit): TreeOpCounts {
+export function treeOpCounts(c: TreeShape): TreeOpCounts {
   if (c.factored) return factoredOpCounts(c.factored, c.outputs);
   const used = usedInputs(c);
   const neg = new Set<number>();

@@ -8,7 +8,7 @@ import { SecretKeyHolder, generateSecretKey } from './keys.ts';
 import { loadQueryCiphertext } from './load.ts';
 import { release } from './seal.ts';
 import { SinglePrivacy } from './single-privacy.ts';
-import { treeOpCounts, type TreeCircuit } from './tree-circuit.ts';
+import { treeOpCounts, type TreeCircuit, type TreeShape } from './tree-circuit.ts';
 import { makeTreeKeys } from './tree-eval.ts';
 
 /** Milliseconds per call of each operation the evaluator performs (and the client's `encrypt`). */
@@ -61,7 +61,10 @@ export async function measureTreeUnitCosts(c: TreeCircuit, reps = 5): Promise<Tr
 }
 
 /** A batch's server time from the circuit's operation counts (one flood per output) and `unit`. */
-export function estimateTreeBatchMs(c: TreeCircuit, unit: TreeUnitCosts): { total: number; byOp: Record<string, number> } {
+export function estimateTreeBatchMs(
+  c: TreeShape & Partial<Pick<TreeCircuit, 'privacy'>>,
+  unit: TreeUnitCosts,
+): { total: number; byOp: Record<string, number> } {
   const counts: Record<string, number> = { ...treeOpCounts(c), ...(c.privacy === 'flood' ? { flood: c.outputs } : {}) };
   const byOp: Record<string, number> = {};
   for (const [op, n] of Object.entries(counts)) byOp[op] = n * (unit[op] ?? 0);

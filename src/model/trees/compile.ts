@@ -4,7 +4,7 @@
 import { SealedError } from '../../errors.ts';
 import { MAX_BITS_128, type CkksParams } from '../../fhe/params.ts';
 import { FLOOD_SECURITY_BITS, floodSigma, type Privacy } from '../../fhe/privacy.ts';
-import { relinearizeLeaves, treeOpCounts, type TreeCircuit } from '../../fhe/tree-circuit.ts';
+import { relinearizeLeaves, treeOpCounts, type TreeCircuit, type TreeShape } from '../../fhe/tree-circuit.ts';
 import { factoredDepth, type TreeOpCounts } from '../../fhe/tree-factored.ts';
 import { modelIdOf } from '../client-part.ts';
 import { FLOOD_PRECISION_BITS } from '../compile-batch.ts';
@@ -178,7 +178,7 @@ export function compileTreeEnsemble(ensemble: TreeEnsemble, calibration?: ArrayL
   const outBound = Math.max(...built.outBound);
   const K = ensemble.outputs;
   const leaves = relinearizeLeaves(built.groups, K);
-  const grouped = { groups: built.groups, outputs: K, inputs, ...(leaves ? { relinearize: 'leaf' as const } : {}) } as TreeCircuit;
+  const grouped: TreeShape = { groups: built.groups, outputs: K, ...(leaves ? { relinearize: 'leaf' as const } : {}) };
   const root = buildFactored(built.leaves, offsets, K);
   const form = o.form ?? (factoredIsCheaper(root, grouped) ? 'factored' : 'grouped');
   const depth = form === 'factored' ? factoredDepth(root) : MAX_PATH;

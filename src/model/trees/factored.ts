@@ -1,8 +1,9 @@
 // The factored form of a quantized ensemble (fhe/tree-factored.ts explains it): each leaf's path
 // as one factor per feature, the factors ordered by how many leaves share them so that paths
 // share prefixes, and the leaves inserted into a trie.
-import { factoredOpCounts, walkFactored, type FactorNode } from '../../fhe/tree-factored.ts';
-import { treeOpCounts, type TreeCircuit } from '../../fhe/tree-circuit.ts';
+import { estimateTreeBatchMs } from '../../fhe/tree-cost.ts';
+import { walkFactored, type FactorNode } from '../../fhe/tree-factored.ts';
+import type { TreeCircuit, TreeShape } from '../../fhe/tree-circuit.ts';
 import { simulateCircuit } from './circuit.ts';
 
 /**
@@ -97,12 +98,7 @@ export function simulateTreeCircuit(c: TreeCircuit, bits: ArrayLike<number>): nu
   return c.factored ? simulateFactored(c.factored, c.outputs, bits) : simulateCircuit(c.groups, c.outputs, bits);
 }
 
-/** Estimated milliseconds per batch of a circuit's operations (UNIT_MS). */
-export function estimatedMs(counts: Record<string, number>): number {
-  return Object.entries(counts).reduce((acc, [op, n]) => acc + n * (UNIT_MS[op] ?? 0), 0);
-}
-
-/** Whether the factored form of `root` is cheaper than the grouped circuit `grouped`. */
-export function factoredIsCheaper(root: FactorNode, grouped: TreeCircuit): boolean {
-  return estimatedMs({ ...factoredOpCounts(root, grouped.outputs) }) < estimatedMs({ ...treeOpCounts(grouped) });
+/** Whether the factored form of `root` costs less than the grouped circuit `grouped` (UNIT_MS). */
+export function factoredIsCheaper(root: FactorNode, grouped: TreeShape): boolean {
+  return estimateTreeBatchMs({ ...grouped, factored: root }, UNIT_MS).total < estimateTreeBatchMs(grouped, UNIT_MS).total;
 }
