@@ -1,4 +1,5 @@
 // npm run bench -- trees [--fixtures breast-cancer,diabetes,digits] [--bits B] [--no-single] [--form grouped|factored]
+//   [--served [--rounds R]]
 //
 // Per fixture (test/fixtures/trees, made by scripts/tree-fixtures.py), one JSON line: the
 // original model's accuracy (R^2 for regression) on the held-out records, the quantized
@@ -6,6 +7,7 @@
 // full batch: the held-out records repeated to fill every slot), single-record server time,
 // query / key / result bytes, and the measured server time next to the operation counts x unit
 // costs measured in the same run. The last line gathers them. Progress goes to stderr.
+// --served adds one record through the real server with one worker and with two (bench-trees-served.ts).
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +17,9 @@ import { measureTreeUnitCosts } from '../src/fhe/tree-cost.ts';
 import { compileTreeModel, type TreeModelKind } from '../src/model/trees/compile.ts';
 import { predict, predictionOf } from '../src/model/trees/ensemble.ts';
 import { binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
-import { TreeClient, TreeServer } from '../src/model/trees/query.ts';
+import { TreeClient } from '../src/model/trees/query.ts';
+import { TreeServer } from '../src/model/trees/server.ts';
+import { servedSingle } from './bench-trees-served.ts';
 
 const err = (s: string) => process.stderr.write(s + '\n');
 const DIR = join(import.meta.dirname, '..', 'test', 'fixtures', 'trees');
@@ -25,7 +29,7 @@ const FIXTURES: Record<string, { file: string; kind: TreeModelKind }> = {
   digits: { file: 'digits-rf.onnx', kind: 'onnx-ml' },
 };
 
-async function runFixture(name: string, bits: number | undefined, single: boolean, form?: 'grouped' | 'factored') {
+async function runFixture(name: string, bits: number | undefined, single: boolean, form?: 'grouped' | 'factored', servedRounds = 0) {
   const f = FIXTURES[name];
   if (!f) throw new Error(`unknown fixture ${name}`);
   const d = JSON.parse(readFileSync(join(DIR, `${name}.data.json`), 'utf8')) as {
@@ -93,6 +97,7 @@ async function runFixture(name: string, bits: number | undefined, single: boolea
       const q = quant[i % n];
       if (regression ? Math.abs(p - q) < 2 ** -8 * Math.max(1, Math.abs(q)) : p === q) slotsAgree++;
     });
+    const served = servedRounds > 0 ? await servedSingle(m, d.test[0], servedRounds) : undefined;
     const counts = treeOpCounts(m.server.circuit);
     const predictedMs = Object.entries(ops).reduce((a, [k, c]) => a + c * (unit[k] ?? 0), 0);
     return {
@@ -120,6 +125,7 @@ async function runFixture(name: string, bits: number | undefined, single: boolea
       batch_server_ms: Math.round(batchMs),
       server_ms_per_record: batchMs / R,
       single_record_server_ms: singleMs === undefined ? undefined : Math.round(singleMs),
+      single_record_served: served,
       keygen_ms: Math.round(keygenMs),
       client_encrypt_ms_per_record: encryptMs / R,
       query_bytes: query.length,
@@ -145,13 +151,21 @@ export async function benchTrees(args: string[]) {
       bits: { type: 'string' },
       single: { type: 'boolean', default: true },
       form: { type: 'string' },
+      served: { type: 'boolean', default: false },
+      rounds: { type: 'string', default: '5' },
     },
     allowNegative: true,
   });
   if (values.form !== undefined && values.form !== 'grouped' && values.form !== 'factored') throw new Error('--form is grouped or factored');
   const lines = [];
   for (const name of values.fixtures.split(',')) {
-    const line = await runFixture(name, values.bits ? Number(values.bits) : undefined, values.single, values.form as 'grouped' | 'factored' | undefined);
+    const line = await runFixture(
+      name,
+      values.bits ? Number(values.bits) : undefined,
+      values.single,
+      values.form as 'grouped' | 'factored' | undefined,
+      values.served ? Number(values.rounds) : 0,
+    );
     console.log(JSON.stringify(line));
     lines.push(line);
   }
@@ -164,6 +178,9 @@ export async function benchTrees(args: string[]) {
     ),
     server_ms_per_record: Object.fromEntries(lines.map((l) => [l.fixture, l.server_ms_per_record])),
     single_record_server_ms: Object.fromEntries(lines.map((l) => [l.fixture, l.single_record_server_ms])),
+    single_record_served_evaluate_ms: values.served
+      ? Object.fromEntries(lines.map((l) => [l.fixture, Object.fromEntries(l.single_record_served!.map((s) => [`workers_${s.workers}`, s.evaluate_ms_p50]))]))
+      : undefined,
     cpu: cpus()[0]?.model,
     cores: cpus().length,
   };

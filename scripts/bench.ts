@@ -3,7 +3,7 @@
 //
 //   npm run bench -- mnist [--quick] [--n N] [--arch cnn|mlp] [--epochs E] [--retrain] [--workers W] [--no-deskew]
 //   npm run bench -- mnist-batch [--n N] [--workers W]      (batch mode, see bench-batch.ts)
-//   npm run bench -- trees [--fixtures F,..] [--bits B] [--no-single]  (tree ensembles, see bench-trees.ts)
+//   npm run bench -- trees [--fixtures F,..] [--bits B] [--no-single] [--served]  (tree ensembles, see bench-trees.ts)
 //   npm run bench -- sweep [--quick]                        (charts in docs/img, see bench-sweep.ts)
 //   npm run bench -- onnx [--n N] [--encrypted E] [--only m1,m2] (the ONNX fixtures, see bench-onnx.ts)
 //   npm run bench -- copies [--model M] [--copies 1,4,16] [--rounds R] (--input-copies, see bench-copies.ts)
@@ -172,7 +172,7 @@ else {
   err('       npm run bench -- mnist-batch [--n N] [--workers W]');
   err('       npm run bench -- sweep [--quick]      (time vs images and workers; writes docs/bench, docs/img)');
   err('       npm run bench -- digits | breast-cancer | iris');
-  err('       npm run bench -- trees [--fixtures breast-cancer,diabetes,digits] [--bits B] [--no-single]');
+  err('       npm run bench -- trees [--fixtures breast-cancer,diabetes,digits] [--bits B] [--no-single] [--served [--rounds R]]');
   err('       npm run bench -- onnx [--n N] [--encrypted E] [--only m1,m2] [--input-copies K]');
   err('       npm run bench -- copies [--model mlp_square|mlp_relu] [--copies 1,4,16] [--rounds R] [--finetune]');
   process.exit(2);

@@ -23,7 +23,8 @@ import { SinglePrivacy, makePublicKey } from '../src/fhe/single-privacy.ts';
 import { buildCircuit, thermometer } from '../src/model/trees/circuit.ts';
 import { compileTreeModel } from '../src/model/trees/compile.ts';
 import { binsOf, inputOffsets, quantizedScores } from '../src/model/trees/quantize.ts';
-import { TreeClient, TreeServer } from '../src/model/trees/query.ts';
+import { TreeClient } from '../src/model/trees/query.ts';
+import { TreeServer } from '../src/model/trees/server.ts';
 
 const { values: opts } = parseArgs({ options: { copies: { type: 'string', default: '32' }, rounds: { type: 'string', default: '5' } } });
 const COPIES = Number(opts.copies);

@@ -18,7 +18,8 @@ import { predict, scores, predictionOf, type TreeEnsemble } from '../src/model/t
 import { compileTreeEnsemble } from '../src/model/trees/compile.ts';
 import { readTreeBundle } from '../src/model/trees/bundle.ts';
 import { binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
-import { TreeClient, TreeServer } from '../src/model/trees/query.ts';
+import { TreeClient } from '../src/model/trees/query.ts';
+import { TreeServer } from '../src/model/trees/server.ts';
 import { sealed } from './helpers/cli.ts';
 import { readRecords } from '../src/cli/records.ts';
 

@@ -46,17 +46,18 @@ t.test('a tree bundle served: encrypted predictions, refusals, still serving', a
   const store = new ObjectStore({ endpoint: s3.endpoint });
   const bucket = 'sealed-test';
   await store.ensureBucket(bucket);
-  // One worker (the circuit is one task); a deadline past one batch's evaluation on a loaded 2-core VM.
-  // A memory budget leaving ~220 MiB for requests: a query fits, a larger object does not.
+  // Two workers: the query's one batch is cut into a part per thread (invoke-trees.ts); a deadline
+  // past one batch's evaluation on a loaded 2-core VM. A memory budget leaving ~220 MiB for
+  // requests after the two workers (budget.ts): a query fits, a larger object does not.
   const serverReady = startServer({
     modelDir,
     port: 0,
     host: '127.0.0.1',
-    workers: 1,
+    workers: 2,
     s3Endpoint: s3.endpoint,
     allowAny: true,
     deadlineMs: 600_000,
-    memoryBudget: 764 * 2 ** 20,
+    memoryBudget: 1033 * 2 ** 20,
   });
   // The client's keys are made while the server's worker warms up.
   serverReady.catch(() => undefined);
@@ -182,7 +183,13 @@ t.test('a tree bundle served: encrypted predictions, refusals, still serving', a
     ],
     { env, maxBuffer: 1 << 20 },
   );
-  const summary = JSON.parse(cli.stdout.trim().split('\n').at(-1)!) as { model: string; records: number; query_bytes: number; keys_uploaded: boolean };
+  const summary = JSON.parse(cli.stdout.trim().split('\n').at(-1)!) as {
+    model: string;
+    records: number;
+    query_bytes: number;
+    keys_uploaded: boolean;
+    server_threads?: number;
+  };
   const got = (await readFile(output, 'utf8'))
     .trim()
     .split('\n')
@@ -196,6 +203,7 @@ t.test('a tree bundle served: encrypted predictions, refusals, still serving', a
   t.equal(same, d.test.length, "every held-out record gets the quantized plaintext model's class");
   t.equal(summary.model, 'trees', 'predicted as a tree model');
   t.equal(summary.keys_uploaded, true, 'the client uploaded its keys, under their hash');
+  t.equal(summary.server_threads, 2, "the batch was cut into a part per worker thread, and the parts' sum decrypts as above");
   t.ok(summary.query_bytes > 64 * 1024 * 1024, `the query is large (${(summary.query_bytes / 2 ** 20).toFixed(0)} MiB) and was admitted`);
   t.equal(server.memory.budgetInUse.reserved, 0, 'and released');
   const ping = await fetch(`${server.url}/ping`);

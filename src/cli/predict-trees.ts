@@ -100,6 +100,9 @@ export async function predictTreesCommand(part: TreeClientPart, o: TreePredictOp
         result_bytes: r.stats.result_bytes,
         keys_bytes: r.stats.keys_bytes,
         keys_uploaded: r.stats.keys_uploaded,
+        // What the server said: its evaluation time, and how many threads shared the query.
+        server_evaluate_ms: (r.stats.server as { timings_ms?: { evaluate?: number } } | undefined)?.timings_ms?.evaluate,
+        server_threads: (r.stats.server as { threads?: number } | undefined)?.threads,
         ms_total,
         accuracy: correct === undefined ? undefined : correct / rows.length,
       };

@@ -19,7 +19,7 @@
 // instead of 1,037 per batch).
 import type { CkksParams } from './params.ts';
 import type { Privacy } from './privacy.ts';
-import { factoredInputs, factoredOpCounts, type FactorNode, type TreeOpCounts } from './tree-factored.ts';
+import { factoredInputs, factoredOpCounts, splitFactored, type FactorNode, type TreeOpCounts } from './tree-factored.ts';
 
 export interface TreeGroup {
   /** Literals of the top pair. */
@@ -116,4 +116,20 @@ export function treeOpCounts(c: TreeShape): TreeOpCounts {
   }
   relinearize += c.outputs;
   return { load: used.length, negate: neg.size, multiply, multiplyPlain, encode: multiplyPlain + 1, relinearize, add };
+}
+
+const split = new WeakMap<TreeCircuit, Map<number, FactorNode[]>>();
+
+/**
+ * A tree circuit's parts for `parts` threads: the factored form's trie split (splitFactored),
+ * none for the grouped form (always evaluated whole). The same on every thread: the server's main thread
+ * sends each part its inputs (factoredInputs), the workers evaluate them.
+ */
+export function treeParts(c: TreeCircuit, parts: number): FactorNode[] {
+  if (!c.factored) return [];
+  let byCount = split.get(c);
+  if (!byCount) split.set(c, (byCount = new Map()));
+  let p = byCount.get(parts);
+  if (!p) byCount.set(parts, (p = splitFactored(c.factored, parts, c.outputs)));
+  return p;
 }

@@ -12,15 +12,8 @@ import { precheckKeys } from './seal-precheck.ts';
 import { guard, release } from './seal.ts';
 import { SinglePrivacy, makePublicKey } from './single-privacy.ts';
 import { usedInputs, type TreeCircuit } from './tree-circuit.ts';
-import { walkFactored, type FactoredAlgebra } from './tree-factored.ts';
-
-/** One batch's evaluation state: loaded inputs, values to free, operation counts, heartbeat. */
-interface Run {
-  t: Map<number, Ciphertext>;
-  owned: Set<Ciphertext | Plaintext>;
-  count: (op: string, n?: number) => void;
-  onProgress?: () => void;
-}
+import { factoredDepth, factoredInputs, walkFactored, type FactoredAlgebra, type FactorNode } from './tree-factored.ts';
+import { groupedSums, type TreeRun } from './tree-grouped.ts';
 
 const KEY_HINT = 'make keys for this model with the sealed client (relinearization and public key)';
 
@@ -70,15 +63,95 @@ export class TreeEvaluator {
    * to tens of milliseconds apart.
    */
   evaluate(inputs: Uint8Array[], ops?: Record<string, number>, onProgress?: () => void): Uint8Array[] {
-    const { s, c } = this;
-    const { seal, evaluator } = s;
+    const { c } = this;
     if (inputs.length !== c.inputs)
       throw new SealedError(
         'bad-query',
         `a batch holds ${inputs.length} ciphertexts, this model reads ${c.inputs} per batch`,
         'encrypt the query with the sealed client for this model',
       );
-    const run: Run = {
+    const run = this.load(
+      this.used.map((i) => [i, inputs[i]]),
+      ops,
+      onProgress,
+    );
+    try {
+      const one = this.constant(run, 1, c.inputScaleBits);
+      const sums = c.factored
+        ? walkFactored(c.factored, c.outputs, this.algebra(run, one))
+        : groupedSums(this.s, c, this.relin, run, one, (v) => this.constant(run, v, c.leafScaleBits));
+      return sums.map((sum, k) => {
+        if (typeof sum === 'number') throw new SealedError('bad-bundle', `the tree circuit computes nothing for output ${k}`, 'recompile the model');
+        run.owned.add(sum);
+        return this.finish(run, sum);
+      });
+    } finally {
+      release(...run.t.values(), ...run.owned);
+    }
+  }
+
+  /**
+   * One part of a batch (splitFactored's part `part` of the factored form, on another thread than
+   * the others): `inputs` are the part's inputs (factoredInputs(part), in that order). Returns
+   * its sum per output, relinearized and not flooded (bytes, zstd), or a number where the part
+   * reaches an output through constants only. combine() adds the parts and floods.
+   */
+  evaluatePart(part: FactorNode, inputs: Uint8Array[], onProgress?: () => void): (Uint8Array | number)[] {
+    const { c } = this;
+    if (!c.factored) throw new SealedError('internal', 'only the factored form of a tree circuit is evaluated in parts');
+    const used = factoredInputs(part);
+    if (inputs.length !== used.length) throw new SealedError('internal', `a part of a batch got ${inputs.length} ciphertexts, it reads ${used.length}`);
+    const run = this.load(
+      used.map((i, n) => [i, inputs[n]]),
+      undefined,
+      onProgress,
+    );
+    try {
+      const one = this.constant(run, 1, c.inputScaleBits);
+      return walkFactored(part, c.outputs, this.algebra(run, one), factoredDepth(c.factored)).map((sum) => {
+        if (typeof sum === 'number') return sum;
+        run.owned.add(sum);
+        if (sum.size() > 2) this.s.evaluator.relinearizeInplace(sum, this.relin);
+        return sum.saveToArray(this.s.seal.ComprModeType.zstd) as Uint8Array;
+      });
+    } finally {
+      release(...run.t.values(), ...run.owned);
+    }
+  }
+
+  /** The parts' sums of one batch (evaluatePart's results) added per output, then flooded as evaluate's. */
+  combine(parts: (Uint8Array | number)[][]): Uint8Array[] {
+    const { s, c } = this;
+    if (!c.factored) throw new SealedError('internal', 'only the factored form of a tree circuit is evaluated in parts');
+    const D = factoredDepth(c.factored);
+    const run = this.load([], undefined, undefined);
+    try {
+      return Array.from({ length: c.outputs }, (_, k) => {
+        let sum: Ciphertext | undefined;
+        let constant = 0;
+        for (const [p, part] of parts.entries()) {
+          const v = part[k];
+          if (typeof v === 'number') {
+            constant += v;
+            continue;
+          }
+          const x = loadQueryCiphertext(s, v, D * c.inputScaleBits + c.leafScaleBits, { what: `part ${p + 1}'s sum for output ${k}` });
+          run.owned.add(x);
+          if (!sum) sum = x;
+          else s.evaluator.addInplace(sum, x);
+        }
+        if (!sum) throw new SealedError('bad-bundle', `the tree circuit computes nothing for output ${k}`, 'recompile the model');
+        if (constant !== 0) s.evaluator.addPlainInplace(sum, this.constant(run, constant, c.leafScaleBits, D * c.inputScaleBits));
+        return this.finish(run, sum);
+      });
+    } finally {
+      release(...run.owned);
+    }
+  }
+
+  /** Loads `inputs` ([input index, bytes]) into a new run. */
+  private load(inputs: [number, Uint8Array][], ops?: Record<string, number>, onProgress?: () => void): TreeRun {
+    const run: TreeRun = {
       t: new Map(),
       owned: new Set(),
       count: (k, n = 1) => {
@@ -86,39 +159,37 @@ export class TreeEvaluator {
       },
       onProgress,
     };
-    let sums: (Ciphertext | number)[] = [];
     try {
-      for (const i of this.used) {
-        run.t.set(i, loadQueryCiphertext(s, inputs[i], c.inputScaleBits, { what: `ciphertext ${i + 1} of the encrypted query` }));
+      for (const [i, bytes] of inputs) {
+        run.t.set(i, loadQueryCiphertext(this.s, bytes, this.c.inputScaleBits, { what: `ciphertext ${i + 1} of the encrypted query` }));
         run.count('load');
         onProgress?.();
       }
-      const one = this.constant(run, 1, c.inputScaleBits);
-      sums = c.factored ? walkFactored(c.factored, c.outputs, this.algebra(run, one)) : this.grouped(run, one);
-      const out: Uint8Array[] = [];
-      for (const [k, sum] of sums.entries()) {
-        if (typeof sum === 'number') throw new SealedError('bad-bundle', `the tree circuit computes nothing for output ${k}`, 'recompile the model');
-        if (sum.size() > 2) {
-          evaluator.relinearizeInplace(sum, this.relin);
-          run.count('relinearize');
-        }
-        if (this.privacy) {
-          const flooded = this.privacy.apply(sum);
-          run.count('flood');
-          try {
-            out.push(flooded.saveToArray(seal.ComprModeType.zstd) as Uint8Array);
-          } finally {
-            flooded.delete();
-          }
-        } else out.push(sum.saveToArray(seal.ComprModeType.zstd) as Uint8Array);
-      }
-      return out;
-    } finally {
-      release(...run.t.values(), ...run.owned, ...sums.filter((x) => typeof x !== 'number'));
+      return run;
+    } catch (e) {
+      release(...run.t.values());
+      throw e;
     }
   }
 
-  private constant(run: Run, v: number, scaleBits: number, liftBits = 0): Plaintext {
+  /** An output's sum, relinearized and flooded when the model says so, saved (zstd). */
+  private finish(run: TreeRun, sum: Ciphertext): Uint8Array {
+    const { seal, evaluator } = this.s;
+    if (sum.size() > 2) {
+      evaluator.relinearizeInplace(sum, this.relin);
+      run.count('relinearize');
+    }
+    if (!this.privacy) return sum.saveToArray(seal.ComprModeType.zstd) as Uint8Array;
+    const flooded = this.privacy.apply(sum);
+    run.count('flood');
+    try {
+      return flooded.saveToArray(seal.ComprModeType.zstd) as Uint8Array;
+    } finally {
+      flooded.delete();
+    }
+  }
+
+  private constant(run: TreeRun, v: number, scaleBits: number, liftBits = 0): Plaintext {
     run.count('encode');
     const pt = constantPlaintext(this.s, v, scaleBits, liftBits);
     run.owned.add(pt);
@@ -126,7 +197,7 @@ export class TreeEvaluator {
   }
 
   /** The factored form's steps on SEAL ciphertexts (every value made is owned until released). */
-  private algebra(run: Run, one: Plaintext): FactoredAlgebra<Ciphertext> {
+  private algebra(run: TreeRun, one: Plaintext): FactoredAlgebra<Ciphertext> {
     const { seal, evaluator } = this.s;
     const { c } = this;
     const inputs = new Set(run.t.values());
@@ -188,102 +259,6 @@ export class TreeEvaluator {
         if (!inputs.has(x)) free(x);
       },
     };
-  }
-
-  /** The grouped form (tree-circuit.ts): per output, the sum over groups; top products are owned by `run`. */
-  private grouped(run: Run, one: Plaintext): (Ciphertext | number)[] {
-    const { s, c } = this;
-    const { seal, evaluator } = s;
-    const { t, count } = run;
-    const neg = new Map<number, Ciphertext>();
-    const sums: (Ciphertext | number)[] = new Array<number>(c.outputs).fill(0);
-    const made = () => {
-      const x = new seal.Ciphertext();
-      run.owned.add(x);
-      return x;
-    };
-    const literal = (l: number): Ciphertext => {
-      const i = Math.abs(l) - 1;
-      if (l > 0) return t.get(i)!;
-      let n = neg.get(i);
-      if (!n) {
-        n = made();
-        evaluator.negate(t.get(i)!, n);
-        evaluator.addPlainInplace(n, one);
-        neg.set(i, n);
-        count('negate');
-      }
-      return n;
-    };
-    let top: Ciphertext | undefined;
-    let topKey = '';
-    for (const g of c.groups) {
-      const key = g.top.join(',');
-      if (key !== topKey) {
-        if (top) {
-          run.owned.delete(top);
-          top.delete();
-        }
-        top = made();
-        evaluator.multiply(literal(g.top[0]), literal(g.top[1]), top);
-        evaluator.relinearizeInplace(top, this.relin);
-        count('multiply');
-        count('relinearize');
-        topKey = key;
-      }
-      const groups: (Ciphertext | undefined)[] = Array.from({ length: c.outputs }, () => undefined);
-      const prod = new seal.Ciphertext();
-      const term = new seal.Ciphertext();
-      try {
-        for (const leaf of g.leaves) {
-          evaluator.multiply(literal(leaf.bottom[0]), literal(leaf.bottom[1]), prod);
-          count('multiply');
-          if (c.relinearize === 'leaf') {
-            evaluator.relinearizeInplace(prod, this.relin);
-            count('relinearize');
-          }
-          leaf.values.forEach((v, k) => {
-            if (v === 0) return;
-            const pt = this.constant(run, v, c.leafScaleBits);
-            try {
-              evaluator.multiplyPlain(prod, pt, term);
-            } finally {
-              run.owned.delete(pt);
-              pt.delete();
-            }
-            count('multiplyPlain');
-            const acc = groups[k];
-            if (!acc) groups[k] = term.copy();
-            else {
-              evaluator.addInplace(acc, term);
-              count('add');
-            }
-          });
-        }
-        groups.forEach((group, k) => {
-          if (!group) return;
-          if (c.relinearize !== 'leaf') {
-            evaluator.relinearizeInplace(group, this.relin);
-            count('relinearize');
-          }
-          evaluator.multiplyInplace(group, top!);
-          count('multiply');
-          const acc = sums[k];
-          if (typeof acc === 'number') {
-            sums[k] = group;
-            run.owned.add(group);
-            groups[k] = undefined;
-          } else {
-            evaluator.addInplace(acc, group);
-            count('add');
-          }
-        });
-      } finally {
-        release(prod, term, ...groups);
-      }
-      run.onProgress?.();
-    }
-    return sums;
   }
 
   close(): void {

@@ -73,9 +73,10 @@ export function factoredInputs(root: FactorNode): number[] {
 /**
  * V(root) per output, at lift D (scale 2^(D a + S)). An output the trie never reaches is
  * `undefined`; one it reaches only through constants is a number (the walk makes no value for it).
+ * `D`: the whole trie's depth when `root` is a part of it (splitFactored), so every part's values
+ * are at the scale of the whole and add up.
  */
-export function walkFactored<T>(root: FactorNode, outputs: number, alg: FactoredAlgebra<T>): (T | number)[] {
-  const D = factoredDepth(root);
+export function walkFactored<T>(root: FactorNode, outputs: number, alg: FactoredAlgebra<T>, D = factoredDepth(root)): (T | number)[] {
   const visit = (n: FactorNode, d: number): (T | number)[] => {
     const acc: (T | undefined)[] = new Array(outputs);
     const linear = Array.from({ length: outputs }, () => new Map<number, number>());
@@ -118,6 +119,29 @@ export function walkFactored<T>(root: FactorNode, outputs: number, alg: Factored
     });
   };
   return visit(root, 0);
+}
+
+/**
+ * The trie cut into at most `parts` tries whose sums are V(root): the root's children dealt out
+ * so that the parts' estimated costs are close (largest first, each to the cheapest part so far),
+ * the root's own values in the first part. Parts are evaluated on different threads and their
+ * sums added (tree-eval.ts); each keeps the whole trie's depth (walkFactored's D).
+ */
+export function splitFactored(root: FactorNode, parts: number, outputs: number): FactorNode[] {
+  const children = root.children ?? [];
+  if (parts <= 1 || children.length < 2) return [root];
+  // Relative costs of one operation at the top level (tree-cost.ts measures the real ones).
+  const cost = (n: FactorNode) => {
+    const c = factoredOpCounts({ children: [n] }, outputs);
+    return 36 * c.relinearize + 6.5 * c.multiply + 3 * c.multiplyPlain + 7 * c.load + c.add;
+  };
+  const out = Array.from({ length: Math.min(parts, children.length) }, () => ({ cost: 0, children: [] as FactorNode[] }));
+  for (const { n, c } of children.map((n) => ({ n, c: cost(n) })).sort((x, y) => y.c - x.c)) {
+    const p = out.reduce((a, b) => (b.cost < a.cost ? b : a));
+    p.children.push(n);
+    p.cost += c;
+  }
+  return out.map((p, i) => (i === 0 && root.values ? { values: root.values, children: p.children } : { children: p.children }));
 }
 
 /** Operations per batch of a tree circuit, either form (tree-circuit.ts treeOpCounts). */

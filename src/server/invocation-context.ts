@@ -39,6 +39,8 @@ export interface InvocationResponse {
   records: number;
   ciphertexts: number;
   keys_cached: boolean;
+  /** Worker threads that evaluated the query together (a one-batch tree query is cut in parts). */
+  threads?: number;
   timings_ms: InvocationTimings;
 }
 
@@ -62,7 +64,7 @@ const round = (v: number) => Math.round(v * 100) / 100;
 export function invocationResponse(
   c: InvocationContext,
   out: ResultSink,
-  what: Pick<InvocationResponse, 'query_sha256' | 'layout' | 'records' | 'ciphertexts' | 'keys_cached'>,
+  what: Pick<InvocationResponse, 'query_sha256' | 'layout' | 'records' | 'ciphertexts' | 'keys_cached' | 'threads'>,
   ms: InvocationTimings,
 ): InvocationResponse {
   const timings_ms: InvocationTimings = {

@@ -17,6 +17,8 @@ import type {
   Retirement,
   TestResult,
   TestTask,
+  TreeCombineTask,
+  TreePartTask,
   TreeResult,
   TreeTask,
 } from './worker-protocol.ts';
@@ -140,8 +142,8 @@ export class EvaluationPool {
     return this.track(this.piscina.run(task, { signal, transferList: transfer as never }) as Promise<BatchResult>);
   }
 
-  /** A whole tree-ensemble query in one worker; `transfer`: the query's buffer, given up by the caller. */
-  runTrees(task: TreeTask, signal?: AbortSignal, transfer?: ArrayBuffer[]): Promise<TreeResult> {
+  /** A tree-ensemble query, or a part of one; `transfer`: buffers given up by the caller. */
+  runTrees(task: TreeTask | TreePartTask | TreeCombineTask, signal?: AbortSignal, transfer?: ArrayBuffer[]): Promise<TreeResult> {
     return this.track(this.piscina.run(task, { signal, transferList: transfer as never }) as Promise<TreeResult>);
   }
 

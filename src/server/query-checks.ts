@@ -8,6 +8,7 @@ import { recordsPerBatch, resultSize } from '../fhe/batch-plan.ts';
 import { ciphertextBytesBound, paramsKey, type CkksParams } from '../fhe/params.ts';
 import { rerandKeyBytes } from '../fhe/privacy.ts';
 import { inputCiphertexts, type Program } from '../fhe/program.ts';
+import type { TreeCircuit } from '../fhe/tree-circuit.ts';
 import type { QueryHeader } from '../wire/format.ts';
 import type { StreamLimits } from '../wire/stream.ts';
 
@@ -29,6 +30,8 @@ export interface TreeServing {
   inputs: number;
   outputs: number;
   recordsPerBatch: number;
+  /** The circuit (plain data, no SEAL): the main thread cuts a batch into parts from it (treeParts). */
+  circuit?: TreeCircuit;
 }
 
 export function batchCount(plan: BatchPlan, records: number): number {

@@ -23,7 +23,7 @@ export async function readServedModel(dir: string): Promise<ServedModel> {
     // No single-layout program: this empty one states the keys the model needs (no rotations,
     // relinearization, the public key when flooded); tree queries never reach a program.
     const program = { params: c.params, inputScaleBits: c.inputScaleBits, steps: [], galoisSteps: [], relin: true, privacy: c.privacy };
-    const trees = { params: c.params, inputs: c.inputs, outputs: c.outputs, recordsPerBatch: client.records_per_batch };
+    const trees = { params: c.params, inputs: c.inputs, outputs: c.outputs, recordsPerBatch: client.records_per_batch, circuit: c };
     return {
       model: { modelId: server.model_id, program, recordsPerCiphertext: client.records_per_batch, trees },
       exposed: c.privacy === 'none' ? ['trees'] : [],

@@ -27,8 +27,33 @@ export interface TreeTask {
   keys: { relin: Uint8Array; publicKey?: Uint8Array };
 }
 
+/**
+ * One part of a one-batch tree query, for several threads on one batch (invoke-trees.ts): part
+ * `index` of the circuit's `parts` (treeParts), its input ciphertexts copied out of the query
+ * (transferred). The worker returns the part's sums, not flooded.
+ */
+export interface TreePartTask {
+  treePart: true;
+  index: number;
+  parts: number;
+  inputs: Uint8Array[];
+  keys: { relin: Uint8Array; publicKey?: Uint8Array };
+}
+
+/** The parts' sums of one batch, added and flooded into the batch's result ciphertexts. */
+export interface TreeCombineTask {
+  treeCombine: true;
+  partials: (Uint8Array | number)[][];
+  keys: { relin: Uint8Array; publicKey?: Uint8Array };
+}
+
 export interface TreeResult {
+  /** A whole query's result (TreeTask). */
   result?: Uint8Array;
+  /** A part's sums per output (TreePartTask). */
+  partial?: (Uint8Array | number)[];
+  /** A batch's result ciphertexts (TreeCombineTask). */
+  results?: Uint8Array[];
   error?: TaskError;
   ms: number;
   retire?: Retirement;
@@ -91,5 +116,5 @@ export interface WarmupTask {
   warmup: true;
 }
 
-export type Task = EvaluateTask | BatchTask | TreeTask | ProbeTask | TestTask | WarmupTask;
+export type Task = EvaluateTask | BatchTask | TreeTask | TreePartTask | TreeCombineTask | ProbeTask | TestTask | WarmupTask;
 export type TaskResult = EvaluateResult | BatchResult | TreeResult | ProbeResult | TestResult;

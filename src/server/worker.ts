@@ -14,7 +14,7 @@ import { SEAL_EXCEPTION_BUDGET, sealExceptionCount, sealFault } from '../fhe/sea
 import { SealedError } from '../errors.ts';
 import { readClientPart, readManifest, readServerPart } from '../model/bundle.ts';
 import { isTreeBundle, readTreeBundle } from '../model/trees/bundle.ts';
-import { TreeServer } from '../model/trees/query.ts';
+import { TreeServer } from '../model/trees/server.ts';
 import { paramsKey } from '../fhe/params.ts';
 import { encodeWire, type KeysHeader } from '../wire/format.ts';
 import { KnownAnswer } from './known-answer.ts';
@@ -29,6 +29,8 @@ import type {
   Task,
   TaskError,
   TaskResult,
+  TreeCombineTask,
+  TreePartTask,
   TreeResult,
   TreeTask,
 } from './worker-protocol.ts';
@@ -110,7 +112,7 @@ function runBatch(task: BatchTask): BatchResult {
   }
 }
 
-function runTrees(task: TreeTask): TreeResult {
+function runTrees(task: TreeTask | TreePartTask | TreeCombineTask): TreeResult {
   const t0 = performance.now();
   try {
     if (!trees) throw new SealedError('bad-query', 'this endpoint does not serve a tree ensemble');
@@ -118,6 +120,8 @@ function runTrees(task: TreeTask): TreeResult {
     const flood = task.keys.publicKey !== undefined;
     const header: KeysHeader = { params: paramsKey(trees.part.circuit.params), galois_steps: [], relin: true, public_key: flood };
     const keys = encodeWire('keys', header, flood ? [task.keys.relin, task.keys.publicKey!] : [task.keys.relin]);
+    if ('treePart' in task) return { partial: trees.evaluatePart(task.index, task.parts, task.inputs, keys, beat), ms: performance.now() - t0 };
+    if ('treeCombine' in task) return { results: trees.combine(task.partials, keys), ms: performance.now() - t0 };
     return { result: trees.evaluate(task.query, keys, undefined, beat), ms: performance.now() - t0 };
   } catch (e) {
     return { error: plainError(e), ms: performance.now() - t0 };
@@ -148,7 +152,7 @@ function dispatch(task: Task): TaskResult {
       ? runTest(task, session, knownAnswer.ciphertext)
       : { exceptions: sealExceptionCount(), error: { code: 'bad-request', message: 'test tasks are refused: this pool has no test hooks' } };
   if ('batch' in task) return runBatch(task);
-  if ('trees' in task) return runTrees(task);
+  if ('trees' in task || 'treePart' in task || 'treeCombine' in task) return runTrees(task);
   return evaluateOne(task);
 }
 
@@ -160,7 +164,7 @@ export default function run(task: Task): TaskResult {
     const retire = { threadId, reason: retireReason };
     if ('probe' in task) return { ok: false, why: retireReason, ms: 0, retire };
     if ('test' in task) return { exceptions: sealExceptionCount(), error, retire };
-    if ('batch' in task || 'trees' in task) return { error, ms: 0, retire };
+    if ('batch' in task || 'trees' in task || 'treePart' in task || 'treeCombine' in task) return { error, ms: 0, retire };
     return { error, ms: { deserialize: 0, evaluate: 0, serialize: 0, keys: 0 }, retire };
   }
   const result = dispatch(task);

@@ -43,6 +43,7 @@ const jsonAnswer = {
     records: { type: 'integer' },
     ciphertexts: { type: 'integer' },
     keys_cached: { type: 'boolean' },
+    threads: { type: 'integer' },
     timings_ms: {
       type: 'object',
       required: ['download', 'deserialize', 'evaluate', 'serialize', 'upload', 'pool_wall', 'total'],

@@ -1,0 +1,80 @@
+// `npm run bench -- trees --served`: one record's query through the real server (embedded S3,
+// worker pool), with one worker and with two, requests in turn (one to each per round, so this
+// VM's drift falls on both alike). With two workers the query's lone batch is cut into a part per
+// thread (src/server/invoke-trees.ts); the server's own timings say what each took: `evaluate`
+// (the threads' evaluation: the longest part plus the combining task), `pool_wall` (the main
+// thread's wait, transfers included) and `total` (with the query's download from S3).
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { sha256 } from '../src/client/route.ts';
+import { writeTreeBundle } from '../src/model/trees/bundle.ts';
+import type { CompiledTrees } from '../src/model/trees/compile.ts';
+import { TreeClient } from '../src/model/trees/query.ts';
+import { formatS3Uri } from '../src/storage/s3.ts';
+import { BENCH_BUCKET, startBenchStack } from './bench-stack.ts';
+
+const err = (s: string) => process.stderr.write(s + '\n');
+const median = (a: number[]) => Math.round([...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]);
+const range = (a: number[]) => [Math.round(Math.min(...a)), Math.round(Math.max(...a))];
+
+interface Timings {
+  evaluate: number;
+  pool_wall: number;
+  total: number;
+}
+
+export async function servedSingle(m: CompiledTrees, record: number[], rounds: number) {
+  const dir = await mkdtemp(join(tmpdir(), 'sealed-bench-trees-'));
+  const modelDir = join(dir, 'model');
+  await writeTreeBundle(modelDir, m.client, m.server);
+  const client = await TreeClient.open(m.client);
+  const stacks = [await startBenchStack(modelDir, 1), await startBenchStack(modelDir, 2)];
+  try {
+    const keys = client.keys();
+    let t = performance.now();
+    const query = client.encryptQuery([record]);
+    err(`served: one record's query ${(query.length / 1e6).toFixed(0)} MB encrypted in ${(performance.now() - t).toFixed(0)} ms`);
+    const keysKey = `sealed/keys/${sha256(keys)}.keys`;
+    for (const s of stacks) {
+      await s.store.put({ bucket: BENCH_BUCKET, key: keysKey }, keys, 'keys');
+      await s.store.put({ bucket: BENCH_BUCKET, key: 'q/one.query' }, query, 'query');
+    }
+    const seen = stacks.map(() => [] as (Timings & { threads: number })[]);
+    const predictions = stacks.map(() => new Set<number>());
+    for (let r = 0; r < rounds; r++) {
+      for (const [i, s] of stacks.entries()) {
+        t = performance.now();
+        const res = await fetch(`${s.running.url}/invocations`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({
+            encrypted_query_uri: formatS3Uri({ bucket: BENCH_BUCKET, key: 'q/one.query' }),
+            evaluation_keys_uri: formatS3Uri({ bucket: BENCH_BUCKET, key: keysKey }),
+            output_uri: formatS3Uri({ bucket: BENCH_BUCKET, key: `out/${i}` }),
+          }),
+        });
+        const body = (await res.json()) as { timings_ms: Timings; threads?: number; message?: string };
+        if (res.status !== 200) throw new Error(`served request: ${res.status} ${body.message}`);
+        const { bytes } = await s.store.get({ bucket: BENCH_BUCKET, key: `out/${i}` }, 1 << 26, 'result');
+        predictions[i].add(client.decryptResult(bytes, query).predictions[0]);
+        seen[i].push({ ...body.timings_ms, threads: body.threads ?? 1 });
+        err(`served, ${s.workers} worker(s), round ${r + 1}: ${JSON.stringify(body.timings_ms)} threads ${body.threads}`);
+      }
+    }
+    return stacks.map((s, i) => ({
+      workers: s.workers,
+      threads: seen[i][0].threads,
+      evaluate_ms_p50: median(seen[i].map((x) => x.evaluate)),
+      evaluate_ms_range: range(seen[i].map((x) => x.evaluate)),
+      pool_wall_ms_p50: median(seen[i].map((x) => x.pool_wall)),
+      total_ms_p50: median(seen[i].map((x) => x.total)),
+      predictions: [...predictions[i]],
+      rounds,
+    }));
+  } finally {
+    client.close();
+    for (const s of stacks) await s.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,131 @@
+// Tree ensembles, server side: a model's SEAL session and the pure evaluation of a query with the
+// client's keys (no I/O, no threads), whole or in parts for several threads (query.ts has the wire
+// objects and the client).
+import { SealedError } from '../../errors.ts';
+import { CkksSession } from '../../fhe/ckks.ts';
+import { paramsKey } from '../../fhe/params.ts';
+import { treeParts } from '../../fhe/tree-circuit.ts';
+import { TreeEvaluator } from '../../fhe/tree-eval.ts';
+import type { FactorNode } from '../../fhe/tree-factored.ts';
+import { sha256Hex } from '../../util/sha256.ts';
+import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../../wire/format.ts';
+import type { TreeServerPart } from './compile.ts';
+
+/** Server side: a tree model's SEAL session, opened once; `evaluate` is synchronous and pure. */
+export class TreeServer {
+  readonly part: TreeServerPart;
+  /** The model's SEAL instance (a serving worker's health probe uses it too). */
+  readonly session: CkksSession;
+
+  private constructor(part: TreeServerPart, s: CkksSession) {
+    this.part = part;
+    this.session = s;
+  }
+
+  static async open(part: TreeServerPart): Promise<TreeServer> {
+    return new TreeServer(part, await CkksSession.open(part.circuit.params, { topLevelOnly: true }));
+  }
+
+  /**
+   * Evaluates a query (wire kind 1) with the client's keys (wire kind 2) and returns the result
+   * (wire kind 3). `ops`, when given, counts the operations (benchmarks); `onProgress` is called
+   * after each product (a serving worker's heartbeat: a query can run for minutes).
+   */
+  evaluate(queryBytes: Uint8Array, keysBytes: Uint8Array, ops?: Record<string, number>, onProgress?: () => void): Uint8Array {
+    const c = this.part.circuit;
+    const params = paramsKey(c.params);
+    const q = decodeWire<QueryHeader>('query', queryBytes, 'the encrypted query');
+    const h = q.header;
+    if (h.model_id !== this.part.model_id)
+      throw new SealedError(
+        'wrong-model',
+        'the query was encrypted for another model',
+        'encrypt the query with the client part of the model this endpoint serves',
+      );
+    if (h.params !== params)
+      throw new SealedError(
+        'bad-query',
+        `the query uses parameters ${String(h.params)}, the model uses ${params}`,
+        "encrypt the query with this model's client part",
+      );
+    const slots = c.params.polyModulusDegree / 2;
+    const batches = Math.ceil(h.records / slots);
+    if (!Number.isInteger(h.records) || h.records < 1 || q.sections.length !== batches * c.inputs) {
+      throw new SealedError(
+        'bad-query',
+        `the query declares ${String(h.records)} records and holds ${q.sections.length} ciphertexts; this model reads ${c.inputs} per batch of ${slots} records`,
+        "encrypt the query with this model's client part",
+      );
+    }
+    const ev = this.evaluatorFor(keysBytes);
+    try {
+      const out: Uint8Array[] = [];
+      for (let b = 0; b < batches; b++) out.push(...ev.evaluate(q.sections.slice(b * c.inputs, (b + 1) * c.inputs), ops, onProgress));
+      const header: ResultHeader = { model_id: h.model_id, params, records: h.records, layout: 'batch', query_sha256: sha256Hex(queryBytes) };
+      return encodeWire('result', header, out);
+    } finally {
+      ev.close();
+    }
+  }
+
+  /**
+   * Part `index` of `parts` of one batch (splitFactored: the factored form's trie dealt out to
+   * threads): `inputs` are the part's ciphertexts (partInputs), taken from a query already
+   * checked (TreeServer.evaluate's checks, or the server's checkTreeQuery). Returns the part's
+   * sums, not flooded; combine() adds the parts' and floods. A part's sums leave the server only
+   * through combine.
+   */
+  evaluatePart(index: number, parts: number, inputs: Uint8Array[], keysBytes: Uint8Array, onProgress?: () => void): (Uint8Array | number)[] {
+    const ev = this.evaluatorFor(keysBytes);
+    try {
+      return ev.evaluatePart(this.parts(parts)[index], inputs, onProgress);
+    } finally {
+      ev.close();
+    }
+  }
+
+  /** One batch's result ciphertexts (one per output) from its parts' sums, in part order. */
+  combine(partials: (Uint8Array | number)[][], keysBytes: Uint8Array): Uint8Array[] {
+    const ev = this.evaluatorFor(keysBytes);
+    try {
+      return ev.combine(partials);
+    } finally {
+      ev.close();
+    }
+  }
+
+  /** The parts a batch is cut into for `parts` threads (fewer when the trie has fewer children). */
+  parts(parts: number): FactorNode[] {
+    return treeParts(this.part.circuit, parts);
+  }
+
+  private evaluatorFor(keysBytes: Uint8Array): TreeEvaluator {
+    const c = this.part.circuit;
+    const k = decodeWire<KeysHeader>('keys', keysBytes, 'the evaluation keys');
+    if (k.header.params !== paramsKey(c.params))
+      throw new SealedError('bad-keys', 'the keys were made for other parameters', "make keys with this model's client part");
+    const flood = c.privacy === 'flood';
+    if (k.sections.length !== (flood ? 2 : 1) || k.header.relin !== true || (flood && k.header.public_key !== true)) {
+      throw new SealedError(
+        'bad-keys',
+        flood ? 'the keys must hold relinearization keys and the public key (circuit privacy)' : 'the keys must hold relinearization keys',
+        "make keys with this model's client part",
+      );
+    }
+    return new TreeEvaluator(this.session, c, k.sections[0], flood ? k.sections[1] : undefined);
+  }
+
+  close(): void {
+    this.session.close();
+  }
+}
+
+/** One-shot form of TreeServer.evaluate (opens and closes a session). */
+export async function evaluateTreeQuery(serverPart: TreeServerPart, queryBytes: Uint8Array, keysBytes: Uint8Array): Promise<Uint8Array> {
+  const server = await TreeServer.open(serverPart);
+  try {
+    return server.evaluate(queryBytes, keysBytes);
+  } finally {
+    server.close();
+  }
+}
