@@ -40,7 +40,7 @@ t.test('probes during a long tree task answer healthy: the worker beats as it pr
 
   const t0 = performance.now();
   let done = false;
-  const task = pool.runTrees({ trees: true, query, keys: { relin: keys[0], publicKey: keys[1] } }).finally(() => (done = true));
+  const task = pool.runTrees({ trees: true, query, keys: { id: 'heartbeat', relin: keys[0], publicKey: keys[1] } }).finally(() => (done = true));
   const answers: { at: number; ok: boolean }[] = [];
   while (!done) {
     const ok = await pool.probe(0);

@@ -1,7 +1,7 @@
 // Circuit privacy in the single layout: what the worker calls on a result before saving it
 // (design and bound in privacy.ts). The client uploads a SEAL PublicKey (seeded, zstd) with its
 // evaluation keys; the server re-randomizes with it and floods c0.
-import type { Ciphertext, Encryptor, PublicKey } from 'node-seal/throws';
+import type { Ciphertext, Encryptor, ParmsIdType, PublicKey } from 'node-seal/throws';
 import type { CkksSession } from './ckks.ts';
 import { loadCiphertext } from './load.ts';
 import { FLOOD_SECURITY_BITS, NegacyclicNttBig, floodRawCiphertext, floodSigma } from './privacy.ts';
@@ -60,22 +60,38 @@ export class SinglePrivacy {
 
   /** A re-randomized, flooded copy of `ct` (size 2). `ct` is left as it was. */
   apply(ct: Ciphertext): Ciphertext {
+    const pid = ct.parmsId();
+    const mask = this.mask(ct.scale(), pid);
+    pid.delete();
+    try {
+      const sum = new this.s.seal.Ciphertext();
+      this.s.evaluator.add(ct, mask, sum);
+      return sum;
+    } finally {
+      mask.delete();
+    }
+  }
+
+  /**
+   * What apply adds: a fresh encryption of zero under the client's public key with c0 flooded,
+   * at `scale` (at the top level, or at `parmsId`'s). It does not depend on the result, so a
+   * result evaluated in parts on several threads has its mask made on one of them while the
+   * others compute (tree-eval.ts). It is the flood's secret: it never leaves the server except
+   * added to a result.
+   */
+  mask(scale: number, parmsId?: ParmsIdType): Ciphertext {
     const { seal, encoder, evaluator } = this.s;
     const pt = new seal.Plaintext();
     const zero = new seal.Ciphertext();
-    const sum = new seal.Ciphertext();
     try {
-      encoder.encode(new Float64Array(this.s.slots), ct.scale(), pt);
-      const pid = ct.parmsId();
-      evaluator.plainModSwitchToInplace(pt, pid);
-      pid.delete();
+      encoder.encode(new Float64Array(this.s.slots), scale, pt);
+      if (parmsId) evaluator.plainModSwitchToInplace(pt, parmsId);
       this.encryptor.encrypt(pt, zero);
-      evaluator.add(ct, zero, sum);
-      const raw = sum.saveToArray(seal.ComprModeType.none) as Uint8Array;
-      floodRawCiphertext(raw, this.tables(sum.coeffModulusSize()), this.sigma);
-      return loadCiphertext(this.s, raw, 'a flooded result');
+      const raw = zero.saveToArray(seal.ComprModeType.none) as Uint8Array;
+      floodRawCiphertext(raw, this.tables(zero.coeffModulusSize()), this.sigma);
+      return loadCiphertext(this.s, raw, 'a flood mask');
     } finally {
-      release(pt, zero, sum);
+      release(pt, zero);
     }
   }
 

@@ -6,7 +6,7 @@ import type { Ciphertext, Plaintext, RelinKeys } from 'node-seal/throws';
 import { SealedError } from '../errors.ts';
 import type { CkksSession } from './ckks.ts';
 import { constantPlaintext } from './constant.ts';
-import { loadQueryCiphertext } from './load.ts';
+import { loadCiphertext, loadQueryCiphertext } from './load.ts';
 import { FLOOD_SECURITY_BITS } from './privacy.ts';
 import { precheckKeys } from './seal-precheck.ts';
 import { guard, release } from './seal.ts';
@@ -93,11 +93,13 @@ export class TreeEvaluator {
   /**
    * One part of a batch (splitFactored's part `part` of the factored form, on another thread than
    * the others): `inputs` are the part's inputs (factoredInputs(part), in that order). Returns
-   * its sum per output, relinearized and not flooded (bytes, zstd), or a number where the part
-   * reaches an output through constants only. combine() adds the parts and floods.
+   * its sum per output, not relinearized and not flooded (bytes, zstd), or a number where the part
+   * reaches an output through constants only; with `masks`, also the flood masks of the batch's
+   * outputs (SinglePrivacy.mask), which one part makes while the others compute. combine() adds
+   * the parts, relinearizes once and floods: the operations of evaluate(), in another order.
    */
-  evaluatePart(part: FactorNode, inputs: Uint8Array[], onProgress?: () => void): (Uint8Array | number)[] {
-    const { c } = this;
+  evaluatePart(part: FactorNode, inputs: Uint8Array[], masks: boolean, onProgress?: () => void): { sums: (Uint8Array | number)[]; masks?: Uint8Array[] } {
+    const { c, s } = this;
     if (!c.factored) throw new SealedError('internal', 'only the factored form of a tree circuit is evaluated in parts');
     const used = factoredInputs(part);
     if (inputs.length !== used.length) throw new SealedError('internal', `a part of a batch got ${inputs.length} ciphertexts, it reads ${used.length}`);
@@ -108,41 +110,60 @@ export class TreeEvaluator {
     );
     try {
       const one = this.constant(run, 1, c.inputScaleBits);
-      return walkFactored(part, c.outputs, this.algebra(run, one), factoredDepth(c.factored)).map((sum) => {
-        if (typeof sum === 'number') return sum;
-        run.owned.add(sum);
-        if (sum.size() > 2) this.s.evaluator.relinearizeInplace(sum, this.relin);
-        return sum.saveToArray(this.s.seal.ComprModeType.zstd) as Uint8Array;
-      });
+      const sums = walkFactored(part, c.outputs, this.algebra(run, one), factoredDepth(c.factored)).map((sum) =>
+        typeof sum === 'number' ? sum : (sum.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array),
+      );
+      if (!masks || !this.privacy) return { sums };
+      const scale = 2 ** (factoredDepth(c.factored) * c.inputScaleBits + c.leafScaleBits);
+      return {
+        sums,
+        masks: Array.from({ length: c.outputs }, () => {
+          const mask = this.privacy!.mask(scale);
+          try {
+            return mask.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array;
+          } finally {
+            mask.delete();
+          }
+        }),
+      };
     } finally {
       release(...run.t.values(), ...run.owned);
     }
   }
 
-  /** The parts' sums of one batch (evaluatePart's results) added per output, then flooded as evaluate's. */
-  combine(parts: (Uint8Array | number)[][]): Uint8Array[] {
+  /**
+   * The parts' sums of one batch (evaluatePart's, in part order) added per output, relinearized
+   * once, and flooded with `masks` (one per output, made by a part) when the model floods.
+   */
+  combine(parts: (Uint8Array | number)[][], masks?: Uint8Array[]): Uint8Array[] {
     const { s, c } = this;
     if (!c.factored) throw new SealedError('internal', 'only the factored form of a tree circuit is evaluated in parts');
+    if (this.privacy && masks?.length !== c.outputs) throw new SealedError('internal', 'the parts of a flooded batch came without its flood masks');
     const D = factoredDepth(c.factored);
+    const scale = 2 ** (D * c.inputScaleBits + c.leafScaleBits);
     const run = this.load([], undefined, undefined);
+    const load = (bytes: Uint8Array, what: string) => {
+      const x = loadCiphertext(s, bytes, what);
+      run.owned.add(x);
+      if (x.scale() !== scale) throw new SealedError('internal', `${what} is at scale ${x.scale()}, not the circuit's`);
+      return x;
+    };
     try {
       return Array.from({ length: c.outputs }, (_, k) => {
         let sum: Ciphertext | undefined;
         let constant = 0;
         for (const [p, part] of parts.entries()) {
           const v = part[k];
-          if (typeof v === 'number') {
-            constant += v;
-            continue;
-          }
-          const x = loadQueryCiphertext(s, v, D * c.inputScaleBits + c.leafScaleBits, { what: `part ${p + 1}'s sum for output ${k}` });
-          run.owned.add(x);
-          if (!sum) sum = x;
-          else s.evaluator.addInplace(sum, x);
+          if (typeof v === 'number') constant += v;
+          else if (!sum) sum = load(v, `part ${p + 1}'s sum for output ${k}`);
+          else s.evaluator.addInplace(sum, load(v, `part ${p + 1}'s sum for output ${k}`));
         }
         if (!sum) throw new SealedError('bad-bundle', `the tree circuit computes nothing for output ${k}`, 'recompile the model');
         if (constant !== 0) s.evaluator.addPlainInplace(sum, this.constant(run, constant, c.leafScaleBits, D * c.inputScaleBits));
-        return this.finish(run, sum);
+        if (sum.size() > 2) s.evaluator.relinearizeInplace(sum, this.relin);
+        if (!this.privacy) return sum.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array;
+        s.evaluator.addInplace(sum, load(masks![k], `the flood mask of output ${k}`));
+        return sum.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array;
       });
     } finally {
       release(...run.owned);

@@ -124,7 +124,7 @@ export function walkFactored<T>(root: FactorNode, outputs: number, alg: Factored
 /**
  * The trie cut into at most `parts` tries whose sums are V(root): the root's children dealt out
  * so that the parts' estimated costs are close (largest first, each to the cheapest part so far),
- * the root's own values in the first part. Parts are evaluated on different threads and their
+ * the root's own values and the flood masks in the first part. Parts are evaluated on different threads and their
  * sums added (tree-eval.ts); each keeps the whole trie's depth (walkFactored's D).
  */
 export function splitFactored(root: FactorNode, parts: number, outputs: number): FactorNode[] {
@@ -135,7 +135,8 @@ export function splitFactored(root: FactorNode, parts: number, outputs: number):
     const c = factoredOpCounts({ children: [n] }, outputs);
     return 36 * c.relinearize + 6.5 * c.multiply + 3 * c.multiplyPlain + 7 * c.load + c.add;
   };
-  const out = Array.from({ length: Math.min(parts, children.length) }, () => ({ cost: 0, children: [] as FactorNode[] }));
+  // The first part also makes the flood masks (tree-eval.ts evaluatePart): ~2.5 relinearizations each.
+  const out = Array.from({ length: Math.min(parts, children.length) }, (_, i) => ({ cost: i === 0 ? 90 * outputs : 0, children: [] as FactorNode[] }));
   for (const { n, c } of children.map((n) => ({ n, c: cost(n) })).sort((x, y) => y.c - x.c)) {
     const p = out.reduce((a, b) => (b.cost < a.cost ? b : a));
     p.children.push(n);

@@ -120,7 +120,7 @@ export async function evaluateTrees(
   try {
     const { set, cached } = await keys;
     if (!set.relin) throw new SealedError('bad-keys', 'the evaluation keys lack relinearization keys, which this model needs', TREE_KEYS_HINT);
-    const k = { relin: set.relin, publicKey: set.publicKey };
+    const k = { id: set.id, relin: set.relin, publicKey: set.publicKey };
     const t1 = performance.now();
     let r: { result: Uint8Array; ms: number };
     if (parts.length > 1) {
@@ -162,23 +162,27 @@ async function inParts(
   const settled = await Promise.allSettled(
     inputs.map((cts, index) => {
       const copies = cts.map((b) => b.slice());
+      // The first part (dealt the least work: splitFactored) also makes the flood masks.
+      const task = { treePart: true as const, index, parts: inputs.length, inputs: copies, masks: index === 0, keys };
       return c.pool.runTrees(
-        { treePart: true, index, parts: inputs.length, inputs: copies, keys },
+        task,
         signal,
         copies.map((b) => b.buffer as ArrayBuffer),
       );
     }),
   );
   const partials: (Uint8Array | number)[][] = [];
+  let masks: Uint8Array[] | undefined;
   let ms = 0;
   for (const s of settled) {
     if (s.status === 'rejected') throw s.reason;
     if (s.value.error) throw reviveError(s.value.error);
     partials.push(s.value.partial!);
+    masks ??= s.value.masks;
     ms = Math.max(ms, s.value.ms);
   }
   if (signal?.aborted) throw deadlinePassed();
-  const combined = await c.pool.runTrees({ treeCombine: true, partials, keys }, signal);
+  const combined = await c.pool.runTrees({ treeCombine: true, partials, masks, keys }, signal);
   if (combined.error) throw reviveError(combined.error);
   return { results: combined.results!, ms: ms + combined.ms };
 }

@@ -24,34 +24,45 @@ export type BatchTask =
 export interface TreeTask {
   trees: true;
   query: Uint8Array;
-  keys: { relin: Uint8Array; publicKey?: Uint8Array };
+  keys: TreeKeys;
+}
+
+/** A tree model's key set: its sections and its SHA-256 (the worker keeps the last ones loaded). */
+export interface TreeKeys {
+  id: string;
+  relin: Uint8Array;
+  publicKey?: Uint8Array;
 }
 
 /**
  * One part of a one-batch tree query, for several threads on one batch (invoke-trees.ts): part
  * `index` of the circuit's `parts` (treeParts), its input ciphertexts copied out of the query
- * (transferred). The worker returns the part's sums, not flooded.
+ * (transferred). The worker returns the part's sums, not flooded; with `masks`, also the
+ * batch's flood masks (made while the other parts compute).
  */
 export interface TreePartTask {
   treePart: true;
   index: number;
   parts: number;
   inputs: Uint8Array[];
-  keys: { relin: Uint8Array; publicKey?: Uint8Array };
+  masks: boolean;
+  keys: TreeKeys;
 }
 
-/** The parts' sums of one batch, added and flooded into the batch's result ciphertexts. */
+/** The parts' sums of one batch, added, relinearized and flooded into the batch's result ciphertexts. */
 export interface TreeCombineTask {
   treeCombine: true;
   partials: (Uint8Array | number)[][];
-  keys: { relin: Uint8Array; publicKey?: Uint8Array };
+  masks?: Uint8Array[];
+  keys: TreeKeys;
 }
 
 export interface TreeResult {
   /** A whole query's result (TreeTask). */
   result?: Uint8Array;
-  /** A part's sums per output (TreePartTask). */
+  /** A part's sums per output, and the flood masks when asked (TreePartTask). */
   partial?: (Uint8Array | number)[];
+  masks?: Uint8Array[];
   /** A batch's result ciphertexts (TreeCombineTask). */
   results?: Uint8Array[];
   error?: TaskError;

@@ -120,9 +120,13 @@ function runTrees(task: TreeTask | TreePartTask | TreeCombineTask): TreeResult {
     const flood = task.keys.publicKey !== undefined;
     const header: KeysHeader = { params: paramsKey(trees.part.circuit.params), galois_steps: [], relin: true, public_key: flood };
     const keys = encodeWire('keys', header, flood ? [task.keys.relin, task.keys.publicKey!] : [task.keys.relin]);
-    if ('treePart' in task) return { partial: trees.evaluatePart(task.index, task.parts, task.inputs, keys, beat), ms: performance.now() - t0 };
-    if ('treeCombine' in task) return { results: trees.combine(task.partials, keys), ms: performance.now() - t0 };
-    return { result: trees.evaluate(task.query, keys, undefined, beat), ms: performance.now() - t0 };
+    const id = task.keys.id;
+    if ('treePart' in task) {
+      const { sums, masks } = trees.evaluatePart(task.index, task.parts, task.inputs, keys, { masks: task.masks, keysId: id, onProgress: beat });
+      return { partial: sums, masks, ms: performance.now() - t0 };
+    }
+    if ('treeCombine' in task) return { results: trees.combine(task.partials, task.masks, keys, id), ms: performance.now() - t0 };
+    return { result: trees.evaluate(task.query, keys, undefined, beat, id), ms: performance.now() - t0 };
   } catch (e) {
     return { error: plainError(e), ms: performance.now() - t0 };
   }

@@ -11,6 +11,9 @@ import { sha256Hex } from '../../util/sha256.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../../wire/format.ts';
 import type { TreeServerPart } from './compile.ts';
 
+/** Key sets a TreeServer keeps loaded (relinearization and public key: ~10 MB each at ring 16384). */
+const KEPT_EVALUATORS = 2;
+
 /** Server side: a tree model's SEAL session, opened once; `evaluate` is synchronous and pure. */
 export class TreeServer {
   readonly part: TreeServerPart;
@@ -29,9 +32,11 @@ export class TreeServer {
   /**
    * Evaluates a query (wire kind 1) with the client's keys (wire kind 2) and returns the result
    * (wire kind 3). `ops`, when given, counts the operations (benchmarks); `onProgress` is called
-   * after each product (a serving worker's heartbeat: a query can run for minutes).
+   * after each product (a serving worker's heartbeat: a query can run for minutes). `keysId`: the
+   * keys' SHA-256, when the caller checked it (the server's KeyStore): the keys loaded into SEAL
+   * are then kept for the next query with them (the last KEPT_EVALUATORS key sets).
    */
-  evaluate(queryBytes: Uint8Array, keysBytes: Uint8Array, ops?: Record<string, number>, onProgress?: () => void): Uint8Array {
+  evaluate(queryBytes: Uint8Array, keysBytes: Uint8Array, ops?: Record<string, number>, onProgress?: () => void, keysId?: string): Uint8Array {
     const c = this.part.circuit;
     const params = paramsKey(c.params);
     const q = decodeWire<QueryHeader>('query', queryBytes, 'the encrypted query');
@@ -57,46 +62,67 @@ export class TreeServer {
         "encrypt the query with this model's client part",
       );
     }
-    const ev = this.evaluatorFor(keysBytes);
-    try {
+    return this.withEvaluator(keysBytes, keysId, (ev) => {
       const out: Uint8Array[] = [];
       for (let b = 0; b < batches; b++) out.push(...ev.evaluate(q.sections.slice(b * c.inputs, (b + 1) * c.inputs), ops, onProgress));
       const header: ResultHeader = { model_id: h.model_id, params, records: h.records, layout: 'batch', query_sha256: sha256Hex(queryBytes) };
       return encodeWire('result', header, out);
-    } finally {
-      ev.close();
-    }
+    });
   }
 
   /**
    * Part `index` of `parts` of one batch (splitFactored: the factored form's trie dealt out to
-   * threads): `inputs` are the part's ciphertexts (partInputs), taken from a query already
-   * checked (TreeServer.evaluate's checks, or the server's checkTreeQuery). Returns the part's
-   * sums, not flooded; combine() adds the parts' and floods. A part's sums leave the server only
-   * through combine.
+   * threads): `inputs` are the part's ciphertexts (factoredInputs(part)), taken from a query
+   * already checked (TreeServer.evaluate's checks, or the server's checkTreeQuery). Returns the
+   * part's sums, not flooded, and with `masks` the batch's flood masks; combine() adds the parts'
+   * sums and floods. Neither leaves the server but through combine.
    */
-  evaluatePart(index: number, parts: number, inputs: Uint8Array[], keysBytes: Uint8Array, onProgress?: () => void): (Uint8Array | number)[] {
-    const ev = this.evaluatorFor(keysBytes);
-    try {
-      return ev.evaluatePart(this.parts(parts)[index], inputs, onProgress);
-    } finally {
-      ev.close();
-    }
+  evaluatePart(
+    index: number,
+    parts: number,
+    inputs: Uint8Array[],
+    keysBytes: Uint8Array,
+    o: { masks?: boolean; keysId?: string; onProgress?: () => void } = {},
+  ): { sums: (Uint8Array | number)[]; masks?: Uint8Array[] } {
+    const part = this.parts(parts)[index];
+    if (!part) throw new SealedError('internal', `part ${index} of ${parts}: the circuit has no such part`);
+    return this.withEvaluator(keysBytes, o.keysId, (ev) => ev.evaluatePart(part, inputs, o.masks === true, o.onProgress));
   }
 
-  /** One batch's result ciphertexts (one per output) from its parts' sums, in part order. */
-  combine(partials: (Uint8Array | number)[][], keysBytes: Uint8Array): Uint8Array[] {
-    const ev = this.evaluatorFor(keysBytes);
-    try {
-      return ev.combine(partials);
-    } finally {
-      ev.close();
-    }
+  /** One batch's result ciphertexts (one per output) from its parts' sums (in part order) and flood masks. */
+  combine(partials: (Uint8Array | number)[][], masks: Uint8Array[] | undefined, keysBytes: Uint8Array, keysId?: string): Uint8Array[] {
+    return this.withEvaluator(keysBytes, keysId, (ev) => ev.combine(partials, masks));
   }
 
   /** The parts a batch is cut into for `parts` threads (fewer when the trie has fewer children). */
   parts(parts: number): FactorNode[] {
     return treeParts(this.part.circuit, parts);
+  }
+
+  private readonly kept = new Map<string, TreeEvaluator>();
+
+  /** `fn` with an evaluator of these keys: kept under `keysId` when given, else made and closed. */
+  private withEvaluator<T>(keysBytes: Uint8Array, keysId: string | undefined, fn: (ev: TreeEvaluator) => T): T {
+    if (keysId === undefined) {
+      const ev = this.evaluatorFor(keysBytes);
+      try {
+        return fn(ev);
+      } finally {
+        ev.close();
+      }
+    }
+    let ev = this.kept.get(keysId);
+    if (ev) this.kept.delete(keysId);
+    else {
+      ev = this.evaluatorFor(keysBytes);
+      while (this.kept.size >= KEPT_EVALUATORS) {
+        const [oldest, old] = this.kept.entries().next().value!;
+        this.kept.delete(oldest);
+        old.close();
+      }
+    }
+    this.kept.set(keysId, ev); // most recent last
+    return fn(ev);
   }
 
   private evaluatorFor(keysBytes: Uint8Array): TreeEvaluator {
@@ -116,6 +142,8 @@ export class TreeServer {
   }
 
   close(): void {
+    for (const ev of this.kept.values()) ev.close();
+    this.kept.clear();
     this.session.close();
   }
 }
