@@ -1,9 +1,10 @@
 // `npm run bench -- trees --served`: one record's query through the real server (embedded S3,
 // worker pool), with one worker and with two, requests in turn (one to each per round, so this
 // VM's drift falls on both alike). With two workers the query's lone batch is cut into a part per
-// thread (src/server/invoke-trees.ts); the server's own timings say what each took: `evaluate`
-// (the threads' evaluation: the longest part plus the combining task), `pool_wall` (the main
-// thread's wait, transfers included) and `total` (with the query's download from S3).
+// thread (src/server/invoke-trees.ts); the server's own timings say what each took: `pool_wall`
+// (from the first task handed to a worker to the last result back: the evaluation's latency),
+// `evaluate` (the workers' time, summed over their tasks) and `total` (with the query's download
+// from S3).
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -65,9 +66,9 @@ export async function servedSingle(m: CompiledTrees, record: number[], rounds: n
     return stacks.map((s, i) => ({
       workers: s.workers,
       threads: seen[i][0].threads,
-      evaluate_ms_p50: median(seen[i].map((x) => x.evaluate)),
-      evaluate_ms_range: range(seen[i].map((x) => x.evaluate)),
       pool_wall_ms_p50: median(seen[i].map((x) => x.pool_wall)),
+      pool_wall_ms_range: range(seen[i].map((x) => x.pool_wall)),
+      evaluate_ms_p50: median(seen[i].map((x) => x.evaluate)),
       total_ms_p50: median(seen[i].map((x) => x.total)),
       predictions: [...predictions[i]],
       rounds,

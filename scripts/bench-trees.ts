@@ -178,8 +178,8 @@ export async function benchTrees(args: string[]) {
     ),
     server_ms_per_record: Object.fromEntries(lines.map((l) => [l.fixture, l.server_ms_per_record])),
     single_record_server_ms: Object.fromEntries(lines.map((l) => [l.fixture, l.single_record_server_ms])),
-    single_record_served_evaluate_ms: values.served
-      ? Object.fromEntries(lines.map((l) => [l.fixture, Object.fromEntries(l.single_record_served!.map((s) => [`workers_${s.workers}`, s.evaluate_ms_p50]))]))
+    single_record_served_pool_wall_ms: values.served
+      ? Object.fromEntries(lines.map((l) => [l.fixture, Object.fromEntries(l.single_record_served!.map((s) => [`workers_${s.workers}`, s.pool_wall_ms_p50]))]))
       : undefined,
     cpu: cpus()[0]?.model,
     cores: cpus().length,

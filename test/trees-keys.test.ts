@@ -34,6 +34,8 @@ t.test('two predict runs on a tree bundle share one saved key set', async (t) =>
   const home = join(dir, 'home');
   await writeFile(join(dir, 'train.csv'), csv(d.train));
   await writeFile(join(dir, 'test.csv'), csv(d.test.slice(0, 40)));
+  // Two batches for the second run: 8,192 records, then the same 40 again.
+  await writeFile(join(dir, 'two-batches.csv'), csv(Array.from({ length: 8192 + 40 }, (_, i) => d.test[i % 8192 < 40 ? i % 8192 : i % 40])));
   await writeFile(join(dir, 'pass'), 'correct horse battery staple\n');
   await writeFile(join(dir, 'wrong'), 'not the passphrase\n');
   // The subject is the key set, not the model: 8 of the 50 trees keep each evaluation short.
@@ -51,7 +53,9 @@ t.test('two predict runs on a tree bundle share one saved key set', async (t) =>
   const store = new ObjectStore({ endpoint: s3.endpoint });
   const bucket = 'sealed-test';
   await store.ensureBucket(bucket);
-  const serverReady = startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: s3.endpoint, allowAny: true, deadlineMs: 600_000 });
+  // Two workers: the first run's lone batch is cut into a part per thread, the second run's two
+  // batches go to a thread each (src/server/invoke-trees.ts).
+  const serverReady = startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 2, s3Endpoint: s3.endpoint, allowAny: true, deadlineMs: 600_000 });
   // The bundle as SageMaker training writes it: model.tar.gz with the files at its root.
   const archive = join(dir, 'model.tar.gz');
   await createTar({ gzip: true, file: archive, cwd: modelDir }, ['sealed.json', 'client', 'server']);
@@ -63,14 +67,19 @@ t.test('two predict runs on a tree bundle share one saved key set', async (t) =>
     await rm(dir, { recursive: true, force: true });
   });
 
-  const predict = async (n: number, passFile: string, model = modelDir) => {
+  const predict = async (n: number, passFile: string, model = modelDir, input = 'test.csv') => {
     const output = join(dir, `predictions-${n}.jsonl`);
-    const args = [bin, 'predict', '--model', model, '--input', join(dir, 'test.csv'), '--output', output, '--format', 'json'];
+    const args = [bin, 'predict', '--model', model, '--input', join(dir, input), '--output', output, '--format', 'json'];
     const cli = await run(process.execPath, [...args, '--endpoint', server.url, '--bucket', bucket, '--passphrase-file', passFile, '--json'], {
       env,
       maxBuffer: 1 << 20,
     });
-    const summary = JSON.parse(cli.stdout.trim().split('\n').at(-1)!) as { model: string; keys_uploaded: boolean; keys_created: boolean };
+    const summary = JSON.parse(cli.stdout.trim().split('\n').at(-1)!) as {
+      model: string;
+      keys_uploaded: boolean;
+      keys_created: boolean;
+      server_threads?: number;
+    };
     const labels = (await readFile(output, 'utf8'))
       .trim()
       .split('\n')
@@ -108,7 +117,7 @@ t.test('two predict runs on a tree bundle share one saved key set', async (t) =>
   t.ok(isProtected(new Uint8Array(await readFile(join(keysDir, 'secret.key')))), 'the passphrase given encrypts the secret key');
 
   // The second run, the wrong passphrase and `keys list` only read the saved key set: at once.
-  const secondRun = predict(2, join(dir, 'pass'), archive);
+  const secondRun = predict(2, join(dir, 'pass'), archive, 'two-batches.csv');
   const wrongRun = predict(3, join(dir, 'wrong')).then(
     () => undefined,
     (e: { code?: number; stderr?: string }) => e,
@@ -119,8 +128,11 @@ t.test('two predict runs on a tree bundle share one saved key set', async (t) =>
   t.equal(second.summary.model, 'trees', 'model.tar.gz holds the same tree model');
   t.equal(second.summary.keys_created, false, 'the second run reuses the key set');
   t.equal(second.summary.keys_uploaded, false, 'its evaluation keys were already uploaded');
-  t.equal(second.labels.length, 40, 'a prediction per record');
-  t.same(second.labels, first.labels, 'the same predictions');
+  t.equal(second.labels.length, 8192 + 40, 'a prediction per record');
+  t.same(second.labels.slice(0, 40), first.labels, 'the same predictions');
+  t.same(second.labels.slice(8192), first.labels, 'and the same again in the second batch, in order');
+  t.equal(first.summary.server_threads, 2, "the first run's lone batch was cut into a part per worker thread");
+  t.equal(second.summary.server_threads, 2, "the second run's two batches went to a thread each");
 
   const wrong = await wrongRun;
   t.equal(wrong?.code, 2, 'a wrong passphrase: exit code 2');

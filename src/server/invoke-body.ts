@@ -143,7 +143,7 @@ async function invokeTreesBody(
   keys.catch(() => undefined);
   try {
     const out = bodySink();
-    const response = await evaluateTrees(body, false, keys, undefined, out, c, t0, 0, signal);
+    const response = await evaluateTrees(body, keys, undefined, out, c, t0, 0, signal);
     return { result: out.bytes(), response };
   } finally {
     await keys.catch(() => undefined);

@@ -11,9 +11,9 @@ import { reviveError, SealedError } from '../errors.ts';
 import { ciphertextBytesBound, paramsKey } from '../fhe/params.ts';
 import { describeS3Location, type S3Location } from '../storage/s3.ts';
 import { factoredInputs } from '../fhe/tree-factored.ts';
-import { treeParts } from '../fhe/tree-circuit.ts';
+import { treeParts, usedInputs } from '../fhe/tree-circuit.ts';
 import { decodeWire, encodeWire, type QueryHeader, type ResultHeader } from '../wire/format.ts';
-import type { TreeTask } from './worker-protocol.ts';
+import type { TreeKeys, TreeResult } from './worker-protocol.ts';
 import { MiB } from './budget.ts';
 import { invocationResponse, type InvocationContext, type InvocationResponse, type ResultSink } from './invocation-context.ts';
 import type { KeyStore } from './key-store.ts';
@@ -75,8 +75,7 @@ export async function invokeTreesS3(
   try {
     const { bytes } = await c.store.get(queryLoc, head.size, 'encrypted query');
     if (signal?.aborted) throw deadlinePassed();
-    // transformToByteArray's array owns its buffer: it is handed to the worker, not copied.
-    return await evaluateTrees(bytes, true, keys, declared, out, c, t0, performance.now() - t0, signal);
+    return await evaluateTrees(bytes, keys, declared, out, c, t0, performance.now() - t0, signal);
   } finally {
     await keys.catch(() => undefined);
     reservation?.release();
@@ -84,12 +83,13 @@ export async function invokeTreesS3(
 }
 
 /**
- * A whole tree query in one worker. `transferable`: the query's buffer may be handed to the
- * worker (the caller gives it up); otherwise it is copied, and the copy is reserved too.
+ * A tree query on the pool: a task per batch (each given only the inputs the circuit reads,
+ * copied out of the query and transferred), or a lone batch cut into a part per thread (the
+ * factored form's trie, split) and combined in one more task, so one query's latency also falls
+ * with the threads. The copies and the partial results are reserved from the request memory.
  */
 export async function evaluateTrees(
   query: Uint8Array,
-  transferable: boolean,
   keys: ReturnType<KeyStore['get']>,
   expected: string | undefined,
   out: ResultSink,
@@ -108,39 +108,40 @@ export async function evaluateTrees(
       'name the SHA-256 of the query object exactly as uploaded (or leave query_sha256 out)',
     );
   }
-  // A lone batch is cut into parts for every thread (the factored form's trie, split): one
-  // query's latency then falls with the threads, at the cost of a combining task.
-  const parts = batches === 1 && c.pool.size > 1 && trees.circuit ? treeParts(trees.circuit, c.pool.size) : [];
-  const inputs = parts.map((p) => factoredInputs(p).map((i) => sections[i]));
+  const parts = batches === 1 && c.pool.size > 1 ? treeParts(trees.circuit, c.pool.size) : [];
+  const split = parts.length > 1;
+  const used = usedInputs(trees.circuit);
+  const inputs = split
+    ? parts.map((p) => factoredInputs(p).map((i) => sections[i]))
+    : Array.from({ length: batches }, (_, b) => used.map((i) => sections[b * trees.inputs + i]));
   const copies = inputs.flat().reduce((n, b) => n + b.byteLength, 0);
-  const owned =
-    parts.length < 2 && transferable && query.byteOffset === 0 && query.byteLength === query.buffer.byteLength && query.buffer instanceof ArrayBuffer;
-  const result = (batches + parts.length) * trees.outputs * ciphertextBytesBound(trees.params, 2);
-  const reservation = c.budget?.reserve(result + (parts.length > 1 ? copies : owned ? 0 : query.byteLength), 'the result of a tree-ensemble query');
+  const K = trees.outputs;
+  const partials = split ? (parts.length * ciphertextBytesBound(trees.params, 3) + ciphertextBytesBound(trees.params, 2)) * K : 0;
+  const result = batches * K * ciphertextBytesBound(trees.params, 2);
+  const reservation = c.budget?.reserve(copies + partials + result, 'the inputs and result of a tree-ensemble query');
   try {
     const { set, cached } = await keys;
     if (!set.relin) throw new SealedError('bad-keys', 'the evaluation keys lack relinearization keys, which this model needs', TREE_KEYS_HINT);
     const k = { id: set.id, relin: set.relin, publicKey: set.publicKey };
     const t1 = performance.now();
-    let r: { result: Uint8Array; ms: number };
-    if (parts.length > 1) {
-      const cts = await inParts(c, inputs, k, signal);
-      const header: ResultHeader = { model_id: h.model_id, params: paramsKey(trees.params), records: h.records, layout: 'batch', query_sha256: sha };
-      r = { result: encodeWire('result', header, cts.results), ms: cts.ms };
-    } else {
-      const sent = owned ? query : query.slice();
-      const whole = await c.pool.runTrees({ trees: true, query: sent, keys: k }, signal, [sent.buffer as ArrayBuffer]);
-      if (whole.error) throw reviveError(whole.error);
-      r = { result: whole.result!, ms: whole.ms };
-    }
+    const r = split ? await inParts(c, inputs, k, signal) : await inBatches(c, inputs, k, signal);
     if (signal?.aborted) throw deadlinePassed();
+    const header: ResultHeader = { model_id: h.model_id, params: paramsKey(trees.params), records: h.records, layout: 'batch', query_sha256: sha };
+    const bytes = encodeWire('result', header, r.results);
     const t2 = performance.now();
-    await out.put(r.result);
+    await out.put(bytes);
     const t3 = performance.now();
     return invocationResponse(
       c,
       out,
-      { query_sha256: sha, layout: 'batch', records: h.records, ciphertexts: count, keys_cached: cached, threads: Math.max(1, parts.length) },
+      {
+        query_sha256: sha,
+        layout: 'batch',
+        records: h.records,
+        ciphertexts: count,
+        keys_cached: cached,
+        threads: split ? parts.length : Math.min(batches, c.pool.size),
+      },
       { download, deserialize: 0, evaluate: r.ms, serialize: 0, upload: t3 - t2, pool_wall: t2 - t1, total: t3 - t0 },
     );
   } finally {
@@ -148,41 +149,47 @@ export async function evaluateTrees(
   }
 }
 
-/**
- * One batch's parts on the pool's threads at once (each part's inputs copied and transferred),
- * then their sums added and flooded in one more task. `ms`: the threads' evaluation time, the
- * longest part's plus the combining.
- */
-async function inParts(
-  c: InvocationContext,
-  inputs: Uint8Array[][],
-  keys: TreeTask['keys'],
-  signal?: AbortSignal,
-): Promise<{ results: Uint8Array[]; ms: number }> {
-  const settled = await Promise.allSettled(
-    inputs.map((cts, index) => {
-      const copies = cts.map((b) => b.slice());
-      // The first part (dealt the least work: splitFactored) also makes the flood masks.
-      const task = { treePart: true as const, index, parts: inputs.length, inputs: copies, masks: index === 0, keys };
-      return c.pool.runTrees(
-        task,
-        signal,
-        copies.map((b) => b.buffer as ArrayBuffer),
-      );
-    }),
-  );
-  const partials: (Uint8Array | number)[][] = [];
-  let masks: Uint8Array[] | undefined;
-  let ms = 0;
+/** Copies of `cts` in buffers of their own, to transfer to a worker. */
+function copied(cts: Uint8Array[]): { copies: Uint8Array[]; transfer: ArrayBuffer[] } {
+  const copies = cts.map((b) => b.slice());
+  return { copies, transfer: copies.map((b) => b.buffer as ArrayBuffer) };
+}
+
+/** Every task's result, or the first failure (after all have settled: no task outlives the request's memory). */
+async function settle(tasks: Promise<TreeResult>[]): Promise<TreeResult[]> {
+  const settled = await Promise.allSettled(tasks);
   for (const s of settled) {
     if (s.status === 'rejected') throw s.reason;
     if (s.value.error) throw reviveError(s.value.error);
-    partials.push(s.value.partial!);
-    masks ??= s.value.masks;
-    ms = Math.max(ms, s.value.ms);
   }
+  return settled.map((s) => (s as PromiseFulfilledResult<TreeResult>).value);
+}
+
+/** A task per batch, as many at once as the pool takes; `ms`: the workers' time, summed. */
+async function inBatches(c: InvocationContext, inputs: Uint8Array[][], keys: TreeKeys, signal?: AbortSignal): Promise<{ results: Uint8Array[]; ms: number }> {
+  const done = await settle(
+    inputs.map((cts) => {
+      const { copies, transfer } = copied(cts);
+      return c.pool.runTrees({ treeBatch: true, inputs: copies, keys }, signal, transfer);
+    }),
+  );
+  return { results: done.flatMap((r) => r.results!), ms: done.reduce((a, r) => a + r.ms, 0) };
+}
+
+/**
+ * One batch's parts on the pool's threads at once, then their sums added, relinearized and
+ * flooded in one more task; `ms`: the workers' time, summed.
+ */
+async function inParts(c: InvocationContext, inputs: Uint8Array[][], keys: TreeKeys, signal?: AbortSignal): Promise<{ results: Uint8Array[]; ms: number }> {
+  const done = await settle(
+    inputs.map((cts, index) => {
+      const { copies, transfer } = copied(cts);
+      // The first part (dealt the least work: splitFactored) also makes the flood masks.
+      return c.pool.runTrees({ treePart: true, index, parts: inputs.length, inputs: copies, masks: index === 0, keys }, signal, transfer);
+    }),
+  );
   if (signal?.aborted) throw deadlinePassed();
-  const combined = await c.pool.runTrees({ treeCombine: true, partials, masks, keys }, signal);
-  if (combined.error) throw reviveError(combined.error);
-  return { results: combined.results!, ms: ms + combined.ms };
+  const masks = done.find((r) => r.masks)?.masks;
+  const [combined] = await settle([c.pool.runTrees({ treeCombine: true, partials: done.map((r) => r.partial!), masks, keys }, signal)]);
+  return { results: combined.results!, ms: done.reduce((a, r) => a + r.ms, 0) + combined.ms };
 }

@@ -17,10 +17,10 @@ import type {
   Retirement,
   TestResult,
   TestTask,
+  TreeBatchTask,
   TreeCombineTask,
   TreePartTask,
   TreeResult,
-  TreeTask,
 } from './worker-protocol.ts';
 
 export interface PoolOptions {
@@ -142,8 +142,8 @@ export class EvaluationPool {
     return this.track(this.piscina.run(task, { signal, transferList: transfer as never }) as Promise<BatchResult>);
   }
 
-  /** A tree-ensemble query, or a part of one; `transfer`: buffers given up by the caller. */
-  runTrees(task: TreeTask | TreePartTask | TreeCombineTask, signal?: AbortSignal, transfer?: ArrayBuffer[]): Promise<TreeResult> {
+  /** A tree-ensemble query's batch, a part of a batch, or the parts' combination; `transfer`: buffers given up by the caller. */
+  runTrees(task: TreeBatchTask | TreePartTask | TreeCombineTask, signal?: AbortSignal, transfer?: ArrayBuffer[]): Promise<TreeResult> {
     return this.track(this.piscina.run(task, { signal, transferList: transfer as never }) as Promise<TreeResult>);
   }
 

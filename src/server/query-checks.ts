@@ -31,7 +31,7 @@ export interface TreeServing {
   outputs: number;
   recordsPerBatch: number;
   /** The circuit (plain data, no SEAL): the main thread cuts a batch into parts from it (treeParts). */
-  circuit?: TreeCircuit;
+  circuit: TreeCircuit;
 }
 
 export function batchCount(plan: BatchPlan, records: number): number {

@@ -18,12 +18,13 @@ export type BatchTask =
   | { batch: 'check-key'; rerandKey?: SharedArrayBuffer };
 
 /**
- * A tree-ensemble query (src/model/trees), whole: the query's wire bytes (transferred, not
- * copied) and the key set's sections (shared memory). The worker's TreeServer evaluates it.
+ * One batch of a tree-ensemble query (src/model/trees): the inputs the circuit reads
+ * (usedInputs, in that order), copied out of the query and transferred. The worker returns the
+ * batch's result ciphertexts, one per output.
  */
-export interface TreeTask {
-  trees: true;
-  query: Uint8Array;
+export interface TreeBatchTask {
+  treeBatch: true;
+  inputs: Uint8Array[];
   keys: TreeKeys;
 }
 
@@ -58,12 +59,10 @@ export interface TreeCombineTask {
 }
 
 export interface TreeResult {
-  /** A whole query's result (TreeTask). */
-  result?: Uint8Array;
   /** A part's sums per output, and the flood masks when asked (TreePartTask). */
   partial?: (Uint8Array | number)[];
   masks?: Uint8Array[];
-  /** A batch's result ciphertexts (TreeCombineTask). */
+  /** A batch's result ciphertexts, one per output (TreeBatchTask, TreeCombineTask). */
   results?: Uint8Array[];
   error?: TaskError;
   ms: number;
@@ -127,5 +126,5 @@ export interface WarmupTask {
   warmup: true;
 }
 
-export type Task = EvaluateTask | BatchTask | TreeTask | TreePartTask | TreeCombineTask | ProbeTask | TestTask | WarmupTask;
+export type Task = EvaluateTask | BatchTask | TreeBatchTask | TreePartTask | TreeCombineTask | ProbeTask | TestTask | WarmupTask;
 export type TaskResult = EvaluateResult | BatchResult | TreeResult | ProbeResult | TestResult;

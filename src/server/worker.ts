@@ -29,10 +29,10 @@ import type {
   Task,
   TaskError,
   TaskResult,
+  TreeBatchTask,
   TreeCombineTask,
   TreePartTask,
   TreeResult,
-  TreeTask,
 } from './worker-protocol.ts';
 import { runTest } from './worker-test-hooks.ts';
 
@@ -112,7 +112,7 @@ function runBatch(task: BatchTask): BatchResult {
   }
 }
 
-function runTrees(task: TreeTask | TreePartTask | TreeCombineTask): TreeResult {
+function runTrees(task: TreeBatchTask | TreePartTask | TreeCombineTask): TreeResult {
   const t0 = performance.now();
   try {
     if (!trees) throw new SealedError('bad-query', 'this endpoint does not serve a tree ensemble');
@@ -126,7 +126,7 @@ function runTrees(task: TreeTask | TreePartTask | TreeCombineTask): TreeResult {
       return { partial: sums, masks, ms: performance.now() - t0 };
     }
     if ('treeCombine' in task) return { results: trees.combine(task.partials, task.masks, keys, id), ms: performance.now() - t0 };
-    return { result: trees.evaluate(task.query, keys, undefined, beat, id), ms: performance.now() - t0 };
+    return { results: trees.evaluateBatch(task.inputs, keys, { keysId: id, onProgress: beat }), ms: performance.now() - t0 };
   } catch (e) {
     return { error: plainError(e), ms: performance.now() - t0 };
   }
@@ -156,7 +156,7 @@ function dispatch(task: Task): TaskResult {
       ? runTest(task, session, knownAnswer.ciphertext)
       : { exceptions: sealExceptionCount(), error: { code: 'bad-request', message: 'test tasks are refused: this pool has no test hooks' } };
   if ('batch' in task) return runBatch(task);
-  if ('trees' in task || 'treePart' in task || 'treeCombine' in task) return runTrees(task);
+  if ('treeBatch' in task || 'treePart' in task || 'treeCombine' in task) return runTrees(task);
   return evaluateOne(task);
 }
 
@@ -168,7 +168,7 @@ export default function run(task: Task): TaskResult {
     const retire = { threadId, reason: retireReason };
     if ('probe' in task) return { ok: false, why: retireReason, ms: 0, retire };
     if ('test' in task) return { exceptions: sealExceptionCount(), error, retire };
-    if ('batch' in task || 'trees' in task || 'treePart' in task || 'treeCombine' in task) return { error, ms: 0, retire };
+    if ('batch' in task || 'treeBatch' in task || 'treePart' in task || 'treeCombine' in task) return { error, ms: 0, retire };
     return { error, ms: { deserialize: 0, evaluate: 0, serialize: 0, keys: 0 }, retire };
   }
   const result = dispatch(task);

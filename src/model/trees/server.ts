@@ -4,7 +4,7 @@
 import { SealedError } from '../../errors.ts';
 import { CkksSession } from '../../fhe/ckks.ts';
 import { paramsKey } from '../../fhe/params.ts';
-import { treeParts } from '../../fhe/tree-circuit.ts';
+import { treeParts, usedInputs } from '../../fhe/tree-circuit.ts';
 import { TreeEvaluator } from '../../fhe/tree-eval.ts';
 import type { FactorNode } from '../../fhe/tree-factored.ts';
 import { sha256Hex } from '../../util/sha256.ts';
@@ -68,6 +68,20 @@ export class TreeServer {
       const header: ResultHeader = { model_id: h.model_id, params, records: h.records, layout: 'batch', query_sha256: sha256Hex(queryBytes) };
       return encodeWire('result', header, out);
     });
+  }
+
+  /**
+   * One batch of a query already checked (TreeServer.evaluate's checks, or the server's
+   * checkTreeQuery): `inputs` are the ciphertexts the circuit reads (usedInputs, in that order).
+   * Returns the batch's result ciphertexts, one per output, flooded when the model says so.
+   */
+  evaluateBatch(inputs: Uint8Array[], keysBytes: Uint8Array, o: { keysId?: string; onProgress?: () => void } = {}): Uint8Array[] {
+    const c = this.part.circuit;
+    const used = usedInputs(c);
+    if (inputs.length !== used.length) throw new SealedError('internal', `a batch task got ${inputs.length} ciphertexts, the circuit reads ${used.length}`);
+    const all = new Array<Uint8Array>(c.inputs);
+    used.forEach((i, n) => (all[i] = inputs[n]));
+    return this.withEvaluator(keysBytes, o.keysId, (ev) => ev.evaluate(all, undefined, o.onProgress));
   }
 
   /**
