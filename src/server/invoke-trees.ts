@@ -114,7 +114,10 @@ export async function evaluateTrees(
   const inputs = split
     ? parts.map((p) => factoredInputs(p).map((i) => sections[i]))
     : Array.from({ length: batches }, (_, b) => used.map((i) => sections[b * trees.inputs + i]));
-  const copies = inputs.flat().reduce((n, b) => n + b.byteLength, 0);
+  // The inputs are copied for a task as it starts: at most one batch per thread at a time.
+  const lanes = split ? parts.length : Math.min(batches, c.pool.size);
+  const sizes = inputs.map((cts) => cts.reduce((n, b) => n + b.byteLength, 0));
+  const copies = split ? sizes.reduce((a, b) => a + b, 0) : lanes * Math.max(...sizes);
   const K = trees.outputs;
   const partials = split ? (parts.length * ciphertextBytesBound(trees.params, 3) + ciphertextBytesBound(trees.params, 2)) * K : 0;
   const result = batches * K * ciphertextBytesBound(trees.params, 2);
@@ -124,7 +127,7 @@ export async function evaluateTrees(
     if (!set.relin) throw new SealedError('bad-keys', 'the evaluation keys lack relinearization keys, which this model needs', TREE_KEYS_HINT);
     const k = { id: set.id, relin: set.relin, publicKey: set.publicKey };
     const t1 = performance.now();
-    const r = split ? await inParts(c, inputs, k, signal) : await inBatches(c, inputs, k, signal);
+    const r = split ? await inParts(c, inputs, k, signal) : await inBatches(c, inputs, lanes, k, signal);
     if (signal?.aborted) throw deadlinePassed();
     const header: ResultHeader = { model_id: h.model_id, params: paramsKey(trees.params), records: h.records, layout: 'batch', query_sha256: sha };
     const bytes = encodeWire('result', header, r.results);
@@ -165,15 +168,39 @@ async function settle(tasks: Promise<TreeResult>[]): Promise<TreeResult[]> {
   return settled.map((s) => (s as PromiseFulfilledResult<TreeResult>).value);
 }
 
-/** A task per batch, as many at once as the pool takes; `ms`: the workers' time, summed. */
-async function inBatches(c: InvocationContext, inputs: Uint8Array[][], keys: TreeKeys, signal?: AbortSignal): Promise<{ results: Uint8Array[]; ms: number }> {
-  const done = await settle(
-    inputs.map((cts) => {
-      const { copies, transfer } = copied(cts);
-      return c.pool.runTrees({ treeBatch: true, inputs: copies, keys }, signal, transfer);
-    }),
-  );
-  return { results: done.flatMap((r) => r.results!), ms: done.reduce((a, r) => a + r.ms, 0) };
+/**
+ * A task per batch, `lanes` at a time, each batch's inputs copied as its task starts; after a
+ * failure no further batch starts, and the first failure is thrown once the running ones are
+ * done. `ms`: the workers' time, summed.
+ */
+async function inBatches(
+  c: InvocationContext,
+  inputs: Uint8Array[][],
+  lanes: number,
+  keys: TreeKeys,
+  signal?: AbortSignal,
+): Promise<{ results: Uint8Array[]; ms: number }> {
+  const results: Uint8Array[][] = new Array<Uint8Array[]>(inputs.length);
+  let next = 0;
+  let ms = 0;
+  let failed = false;
+  const lane = async () => {
+    while (next < inputs.length && !failed && !signal?.aborted) {
+      const b = next++;
+      const { copies, transfer } = copied(inputs[b]);
+      try {
+        const [r] = await settle([c.pool.runTrees({ treeBatch: true, inputs: copies, keys }, signal, transfer)]);
+        results[b] = r.results!;
+        ms += r.ms;
+      } catch (e) {
+        failed = true;
+        throw e;
+      }
+    }
+  };
+  await settle(Array.from({ length: lanes }, () => lane().then(() => ({ ms: 0 }))));
+  if (signal?.aborted) throw deadlinePassed();
+  return { results: results.flat(), ms };
 }
 
 /**
