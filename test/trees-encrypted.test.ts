@@ -9,9 +9,10 @@ import { TreeClient } from '../src/model/trees/query.ts';
 import { TreeServer } from '../src/model/trees/server.ts';
 import { binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
 import { predictionOf } from '../src/model/trees/ensemble.ts';
-import { decodeWire, encodeWire, type KeysHeader, type QueryHeader } from '../src/wire/format.ts';
+import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../src/wire/format.ts';
+import { sha256Hex } from '../src/util/sha256.ts';
 import { SealedError } from '../src/errors.ts';
-import { treeOpCounts, usedInputs } from '../src/fhe/tree-circuit.ts';
+import { partInputs, treeOpCounts, usedInputs } from '../src/fhe/tree-circuit.ts';
 import { EncryptPool } from '../src/client/encrypt-pool.ts';
 
 const DIR = join(import.meta.dirname, 'fixtures', 'trees');
@@ -105,7 +106,8 @@ t.test("many outputs: each leaf's product relinearized, the classes of the quant
   const records = digits.test.slice(0, 100);
   const query = client.encryptQuery(records);
   const ops: Record<string, number> = {};
-  const got = client.decryptResult(server.evaluate(query, client.keys(), ops), query);
+  const keys = client.keys();
+  const got = client.decryptResult(server.evaluate(query, keys, ops), query);
   const planned = treeOpCounts(c);
   t.equal(planned.relinearize, new Set(c.groups.map((g) => g.top.join(','))).size + leaves + c.outputs, 'planned: one per top pair, leaf and class');
   for (const [op, n] of Object.entries(planned)) t.equal(ops[op] ?? 0, n, `${op}: ${n} as planned`);
@@ -125,4 +127,35 @@ t.test("many outputs: each leaf's product relinearized, the classes of the quant
   t.ok(worst < 0.005, `every score of every record within ${worst.toExponential(2)} of the quantized model's`);
   t.ok(clear >= 50, `${clear} of ${records.length} records have a clear winner`);
   t.equal(same, clear, `the class of each of them is the quantized model's`);
+
+  // The same batch cut into two ranges of groups (as a server with two workers cuts it), the
+  // first part also making the ten flood masks, and combined.
+  const q = decodeWire<QueryHeader>('query', query, 'q');
+  const parts = server.parts(2);
+  t.equal(parts.length, 2, 'two parts');
+  const done = parts.map((p, i) =>
+    server.evaluatePart(
+      i,
+      2,
+      partInputs(c, p).map((k) => q.sections[k]),
+      keys,
+      { masks: i === 0 },
+    ),
+  );
+  t.equal(done[0].masks?.length, c.outputs, 'the first part made a flood mask per class');
+  const combined = server.combine(
+    done.map((r) => r.sums),
+    done[0].masks,
+    keys,
+  );
+  const header: ResultHeader = { ...q.header, query_sha256: sha256Hex(query) };
+  const inParts = client.decryptResult(encodeWire('result', header, combined), query);
+  let partsWorst = 0;
+  records.forEach((x, i) => {
+    const want = quantizedScores(small.quantized, binsOf(small.client.bins, x));
+    want.forEach((v, k) => (partsWorst = Math.max(partsWorst, Math.abs(v - inParts.scores[i][k]))));
+  });
+  t.ok(partsWorst < 0.005, `in parts: every score of every record within ${partsWorst.toExponential(2)} of the quantized model's`);
+  const flooded = inParts.scores.flat().filter((v, n) => v !== got.scores.flat()[n]).length;
+  t.ok(flooded > 0.99 * records.length * c.outputs, 'and flooded afresh: its scores differ from the whole evaluation in the low bits');
 });

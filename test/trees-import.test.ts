@@ -7,9 +7,8 @@ import { compileTreeModel, importTrees } from '../src/model/trees/compile.ts';
 import { predict, predictionOf, probabilitiesOf, scores } from '../src/model/trees/ensemble.ts';
 import { inputOffsets, binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
 import { thermometer } from '../src/model/trees/circuit.ts';
-import { simulateFactored, simulateTreeCircuit } from '../src/model/trees/factored.ts';
-import { treeParts } from '../src/fhe/tree-circuit.ts';
-import { factoredOpCounts } from '../src/fhe/tree-factored.ts';
+import { simulateTreeCircuit } from '../src/model/trees/factored.ts';
+import { treeOpCounts, treeParts, type TreePart } from '../src/fhe/tree-circuit.ts';
 import { SealedError } from '../src/errors.ts';
 
 const DIR = join(import.meta.dirname, 'fixtures', 'trees');
@@ -138,33 +137,46 @@ t.test('quantization: the circuit simulates the quantized model; the client part
   t.notOk(/groups|leaves|threshold|value/.test(Object.keys(m.client).join(',')), 'no model fields');
 });
 
-t.test('a batch cut into parts for several threads: each root child in one part, the parts sum to the whole', async (t) => {
+t.test('a batch cut into parts for several threads: every piece of the circuit in one part, the parts sum to the whole', async (t) => {
   for (const [name, file, kind] of [
     ['breast-cancer', 'breast-cancer.xgb.json', 'xgboost-json'],
     ['digits', 'digits-rf.onnx', 'onnx-ml'],
   ] as const) {
     const d = data(name);
-    const m = compileTreeModel(bytes(file), kind, d.train, { form: 'factored' });
-    const c = m.server.circuit;
-    const root = c.factored!;
-    const { offsets, inputs } = inputOffsets(m.client.bins.edges);
-    t.same(treeParts(c, 1), [root], `${name}: one thread, one part`);
-    for (const threads of [2, 3]) {
-      const parts = treeParts(c, threads);
-      t.equal(parts.length, threads, `${name}: ${threads} parts`);
-      const dealt = parts.flatMap((p) => p.children ?? []);
-      t.equal(new Set(dealt).size, root.children!.length, `${name}, ${threads} parts: every child of the root once`);
-      t.equal(dealt.length, root.children!.length);
-      const cost = parts.map((p) => factoredOpCounts(p, c.outputs).relinearize);
-      t.ok(Math.max(...cost) <= 1.1 * Math.min(...cost) + 6, `${name}, ${threads} parts: balanced (relinearizations ${cost.join(', ')})`);
-      let worst = 0;
-      for (const x of d.test.slice(0, 40)) {
-        const bits = thermometer(binsOf(m.client.bins, x), m.client.bins.edges, offsets, inputs);
-        const whole = simulateTreeCircuit(c, bits);
-        const sums = parts.map((p) => simulateFactored(p, c.outputs, bits));
-        whole.forEach((v, k) => (worst = Math.max(worst, Math.abs(v - sums.reduce((a, s) => a + s[k], 0)))));
+    for (const form of ['factored', 'grouped'] as const) {
+      const m = compileTreeModel(bytes(file), kind, d.train, { form });
+      const c = m.server.circuit;
+      const { offsets, inputs } = inputOffsets(m.client.bins.edges);
+      t.same(treeParts(c, 1), [c.factored ? { factored: c.factored } : { groups: [0, c.groups.length] }], `${name}, ${form}: one thread, one part`);
+      for (const threads of [2, 3]) {
+        const what = `${name}, ${form}, ${threads} parts`;
+        const parts = treeParts(c, threads);
+        t.equal(parts.length, threads, what);
+        if (c.factored) {
+          const dealt = parts.flatMap((p) => ('factored' in p ? (p.factored.children ?? []) : []));
+          t.equal(new Set(dealt).size, c.factored.children!.length, `${what}: every child of the root once`);
+          t.equal(dealt.length, c.factored.children!.length);
+        } else {
+          const ranges = parts.map((p) => ('groups' in p ? p.groups : [0, 0]));
+          t.same(
+            ranges.flat(),
+            ranges.flatMap((r, k) => (k === 0 ? [0, r[1]] : [ranges[k - 1][1], r[1]])),
+            `${what}: ranges meet end to start`,
+          );
+          t.equal(ranges.at(-1)![1], c.groups.length, `${what}: and cover every group`);
+        }
+        const sub = (p: TreePart) => ('factored' in p ? { ...c, factored: p.factored } : { ...c, groups: c.groups.slice(...p.groups) });
+        const cost = parts.map((p) => treeOpCounts(sub(p)).relinearize);
+        t.ok(Math.max(...cost) <= 1.2 * Math.min(...cost) + 6, `${what}: balanced (relinearizations ${cost.join(', ')})`);
+        let worst = 0;
+        for (const x of d.test.slice(0, 40)) {
+          const bits = thermometer(binsOf(m.client.bins, x), m.client.bins.edges, offsets, inputs);
+          const whole = simulateTreeCircuit(c, bits);
+          const sums = parts.map((p) => simulateTreeCircuit(sub(p), bits));
+          whole.forEach((v, k) => (worst = Math.max(worst, Math.abs(v - sums.reduce((a, s) => a + s[k], 0)))));
+        }
+        t.ok(worst < 1e-9, `${what}: the parts' sums add up to the whole (${worst})`);
       }
-      t.ok(worst < 1e-9, `${name}, ${threads} parts: the parts' sums add up to the whole (${worst})`);
     }
   }
 });

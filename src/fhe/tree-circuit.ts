@@ -19,7 +19,7 @@
 // instead of 1,037 per batch).
 import type { CkksParams } from './params.ts';
 import type { Privacy } from './privacy.ts';
-import { factoredInputs, factoredOpCounts, splitFactored, type FactorNode, type TreeOpCounts } from './tree-factored.ts';
+import { factoredDepth, factoredInputs, factoredOpCounts, splitFactored, type FactorNode, type TreeOpCounts } from './tree-factored.ts';
 
 export interface TreeGroup {
   /** Literals of the top pair. */
@@ -118,18 +118,67 @@ export function treeOpCounts(c: TreeShape): TreeOpCounts {
   return { load: used.length, negate: neg.size, multiply, multiplyPlain, encode: multiplyPlain + 1, relinearize, add };
 }
 
-const split = new WeakMap<TreeCircuit, Map<number, FactorNode[]>>();
+/**
+ * A part of one batch's circuit, for one of several threads (tree-eval.ts evaluatePart): a
+ * sub-trie of the factored form (splitFactored), or a range of the grouped form's groups.
+ */
+export type TreePart = { factored: FactorNode } | { groups: [number, number] };
+
+/** The scale of a circuit's results, in bits: 2^(D a + S) factored (D the trie's depth), 2^(4a + S) grouped. */
+export function resultScaleBits(c: Pick<TreeCircuit, 'factored' | 'inputScaleBits' | 'leafScaleBits'>): number {
+  return (c.factored ? factoredDepth(c.factored) : 4) * c.inputScaleBits + c.leafScaleBits;
+}
+
+/** The inputs a part reads, in the order its task carries them. */
+export function partInputs(c: TreeShape, part: TreePart): number[] {
+  return 'factored' in part ? factoredInputs(part.factored) : usedInputs({ ...c, factored: undefined, groups: c.groups.slice(...part.groups) });
+}
 
 /**
- * A tree circuit's parts for `parts` threads: the factored form's trie split (splitFactored),
- * none for the grouped form (always evaluated whole). The same on every thread: the server's main thread
- * sends each part its inputs (factoredInputs), the workers evaluate them.
+ * The grouped form's groups cut into at most `parts` ranges of close estimated cost (operation
+ * counts at relative unit costs, as splitFactored); the first range is shorter by the flood
+ * masks it also makes. Ranges keep the groups' order, so groups sharing a top pair stay together
+ * but where a cut falls (one more top product there).
  */
-export function treeParts(c: TreeCircuit, parts: number): FactorNode[] {
-  if (!c.factored) return [];
+function splitGroups(c: TreeShape, parts: number): [number, number][] {
+  const n = c.groups.length;
+  if (parts <= 1 || n < 2) return [[0, n]];
+  const cost = c.groups.map((g) => {
+    const k = treeOpCounts({ ...c, factored: undefined, groups: [g] });
+    return 36 * k.relinearize + 6.5 * k.multiply + 3 * k.multiplyPlain + 7 * k.load + k.add;
+  });
+  const masks = 90 * c.outputs;
+  const share = (cost.reduce((a, b) => a + b, 0) + masks) / Math.min(parts, n);
+  const out: [number, number][] = [];
+  let from = 0;
+  let acc = masks;
+  for (let g = 0; g < n; g++) {
+    acc += cost[g];
+    const left = n - g - 1;
+    if (out.length < parts - 1 && left > 0 && (acc >= share * (out.length + 1) || left <= parts - 1 - out.length)) {
+      out.push([from, g + 1]);
+      from = g + 1;
+    }
+  }
+  out.push([from, n]);
+  return out;
+}
+
+const split = new WeakMap<TreeShape, Map<number, TreePart[]>>();
+
+/**
+ * A tree circuit's parts for `parts` threads (fewer when it has fewer pieces): the factored
+ * form's trie split (splitFactored), or the grouped form's groups in ranges. The same on every
+ * thread: the server's main thread sends each part its inputs (partInputs), the workers evaluate
+ * them.
+ */
+export function treeParts(c: TreeShape, parts: number): TreePart[] {
   let byCount = split.get(c);
   if (!byCount) split.set(c, (byCount = new Map()));
   let p = byCount.get(parts);
-  if (!p) byCount.set(parts, (p = splitFactored(c.factored, parts, c.outputs)));
+  if (!p) {
+    p = c.factored ? splitFactored(c.factored, parts, c.outputs).map((n) => ({ factored: n })) : splitGroups(c, parts).map((r) => ({ groups: r }));
+    byCount.set(parts, p);
+  }
   return p;
 }

@@ -11,8 +11,8 @@ import { FLOOD_SECURITY_BITS } from './privacy.ts';
 import { precheckKeys } from './seal-precheck.ts';
 import { guard, release } from './seal.ts';
 import { SinglePrivacy, makePublicKey } from './single-privacy.ts';
-import { usedInputs, type TreeCircuit } from './tree-circuit.ts';
-import { factoredDepth, factoredInputs, walkFactored, type FactoredAlgebra, type FactorNode } from './tree-factored.ts';
+import { partInputs, resultScaleBits, usedInputs, type TreeCircuit, type TreePart } from './tree-circuit.ts';
+import { factoredDepth, walkFactored, type FactoredAlgebra } from './tree-factored.ts';
 import { groupedSums, type TreeRun } from './tree-grouped.ts';
 
 const KEY_HINT = 'make keys for this model with the sealed client (relinearization and public key)';
@@ -91,17 +91,17 @@ export class TreeEvaluator {
   }
 
   /**
-   * One part of a batch (splitFactored's part `part` of the factored form, on another thread than
-   * the others): `inputs` are the part's inputs (factoredInputs(part), in that order). Returns
+   * One part of a batch (treeParts: a sub-trie of the factored form or a range of the grouped
+   * form's groups, on another thread than the others): `inputs` are the part's inputs
+   * (partInputs, in that order). Returns
    * its sum per output, not relinearized and not flooded (bytes, zstd), or a number where the part
    * reaches an output through constants only; with `masks`, also the flood masks of the batch's
    * outputs (SinglePrivacy.mask), which one part makes while the others compute. combine() adds
    * the parts, relinearizes once and floods: the operations of evaluate(), in another order.
    */
-  evaluatePart(part: FactorNode, inputs: Uint8Array[], masks: boolean, onProgress?: () => void): { sums: (Uint8Array | number)[]; masks?: Uint8Array[] } {
+  evaluatePart(part: TreePart, inputs: Uint8Array[], masks: boolean, onProgress?: () => void): { sums: (Uint8Array | number)[]; masks?: Uint8Array[] } {
     const { c, s } = this;
-    if (!c.factored) throw new SealedError('internal', 'only the factored form of a tree circuit is evaluated in parts');
-    const used = factoredInputs(part);
+    const used = partInputs(c, part);
     if (inputs.length !== used.length) throw new SealedError('internal', `a part of a batch got ${inputs.length} ciphertexts, it reads ${used.length}`);
     const run = this.load(
       used.map((i, n) => [i, inputs[n]]),
@@ -110,11 +110,13 @@ export class TreeEvaluator {
     );
     try {
       const one = this.constant(run, 1, c.inputScaleBits);
-      const sums = walkFactored(part, c.outputs, this.algebra(run, one), factoredDepth(c.factored)).map((sum) =>
-        typeof sum === 'number' ? sum : (sum.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array),
-      );
+      const walked =
+        'factored' in part
+          ? walkFactored(part.factored, c.outputs, this.algebra(run, one), factoredDepth(c.factored!))
+          : groupedSums(s, { ...c, groups: c.groups.slice(...part.groups) }, this.relin, run, one, (v) => this.constant(run, v, c.leafScaleBits));
+      const sums = walked.map((sum) => (typeof sum === 'number' ? sum : (sum.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array)));
       if (!masks || !this.privacy) return { sums };
-      const scale = 2 ** (factoredDepth(c.factored) * c.inputScaleBits + c.leafScaleBits);
+      const scale = 2 ** resultScaleBits(c);
       return {
         sums,
         masks: Array.from({ length: c.outputs }, () => {
@@ -137,10 +139,8 @@ export class TreeEvaluator {
    */
   combine(parts: (Uint8Array | number)[][], masks?: Uint8Array[]): Uint8Array[] {
     const { s, c } = this;
-    if (!c.factored) throw new SealedError('internal', 'only the factored form of a tree circuit is evaluated in parts');
     if (this.privacy && masks?.length !== c.outputs) throw new SealedError('internal', 'the parts of a flooded batch came without its flood masks');
-    const D = factoredDepth(c.factored);
-    const scale = 2 ** (D * c.inputScaleBits + c.leafScaleBits);
+    const scale = 2 ** resultScaleBits(c);
     const run = this.load([], undefined, undefined);
     const load = (bytes: Uint8Array, what: string) => {
       const x = loadCiphertext(s, bytes, what);
@@ -159,7 +159,7 @@ export class TreeEvaluator {
           else s.evaluator.addInplace(sum, load(v, `part ${p + 1}'s sum for output ${k}`));
         }
         if (!sum) throw new SealedError('bad-bundle', `the tree circuit computes nothing for output ${k}`, 'recompile the model');
-        if (constant !== 0) s.evaluator.addPlainInplace(sum, this.constant(run, constant, c.leafScaleBits, D * c.inputScaleBits));
+        if (constant !== 0) s.evaluator.addPlainInplace(sum, this.constant(run, constant, c.leafScaleBits, resultScaleBits(c) - c.leafScaleBits));
         if (sum.size() > 2) s.evaluator.relinearizeInplace(sum, this.relin);
         if (!this.privacy) return sum.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array;
         s.evaluator.addInplace(sum, load(masks![k], `the flood mask of output ${k}`));

@@ -10,8 +10,7 @@ import { createHash } from 'node:crypto';
 import { reviveError, SealedError } from '../errors.ts';
 import { ciphertextBytesBound, paramsKey } from '../fhe/params.ts';
 import { describeS3Location, type S3Location } from '../storage/s3.ts';
-import { factoredInputs } from '../fhe/tree-factored.ts';
-import { treeParts, usedInputs } from '../fhe/tree-circuit.ts';
+import { partInputs, treeParts, usedInputs } from '../fhe/tree-circuit.ts';
 import { decodeWire, encodeWire, type QueryHeader, type ResultHeader } from '../wire/format.ts';
 import type { TreeKeys, TreeResult } from './worker-protocol.ts';
 import { MiB } from './budget.ts';
@@ -112,7 +111,7 @@ export async function evaluateTrees(
   const split = parts.length > 1;
   const used = usedInputs(trees.circuit);
   const inputs = split
-    ? parts.map((p) => factoredInputs(p).map((i) => sections[i]))
+    ? parts.map((p) => partInputs(trees.circuit, p).map((i) => sections[i]))
     : Array.from({ length: batches }, (_, b) => used.map((i) => sections[b * trees.inputs + i]));
   // The inputs are copied for a task as it starts: at most one batch per thread at a time.
   const lanes = split ? parts.length : Math.min(batches, c.pool.size);

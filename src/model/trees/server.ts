@@ -4,9 +4,8 @@
 import { SealedError } from '../../errors.ts';
 import { CkksSession } from '../../fhe/ckks.ts';
 import { paramsKey } from '../../fhe/params.ts';
-import { treeParts, usedInputs } from '../../fhe/tree-circuit.ts';
+import { treeParts, usedInputs, type TreePart } from '../../fhe/tree-circuit.ts';
 import { TreeEvaluator } from '../../fhe/tree-eval.ts';
-import type { FactorNode } from '../../fhe/tree-factored.ts';
 import { sha256Hex } from '../../util/sha256.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../../wire/format.ts';
 import type { TreeServerPart } from './compile.ts';
@@ -85,8 +84,8 @@ export class TreeServer {
   }
 
   /**
-   * Part `index` of `parts` of one batch (splitFactored: the factored form's trie dealt out to
-   * threads): `inputs` are the part's ciphertexts (factoredInputs(part)), taken from a query
+   * Part `index` of `parts` of one batch (treeParts: the circuit dealt out to threads): `inputs`
+   * are the part's ciphertexts (partInputs), taken from a query
    * already checked (TreeServer.evaluate's checks, or the server's checkTreeQuery). Returns the
    * part's sums, not flooded, and with `masks` the batch's flood masks; combine() adds the parts'
    * sums and floods. Neither leaves the server but through combine.
@@ -109,7 +108,7 @@ export class TreeServer {
   }
 
   /** The parts a batch is cut into for `parts` threads (fewer when the trie has fewer children). */
-  parts(parts: number): FactorNode[] {
+  parts(parts: number): TreePart[] {
     return treeParts(this.part.circuit, parts);
   }
 
