@@ -34,8 +34,11 @@ t.test('two predict runs on a tree bundle share one saved key set', async (t) =>
   const home = join(dir, 'home');
   await writeFile(join(dir, 'train.csv'), csv(d.train));
   await writeFile(join(dir, 'test.csv'), csv(d.test.slice(0, 40)));
-  // Two batches for the second run: 8,192 records, then the same 40 again.
-  await writeFile(join(dir, 'two-batches.csv'), csv(Array.from({ length: 8192 + 40 }, (_, i) => d.test[i % 8192 < 40 ? i % 8192 : i % 40])));
+  // Batches of 8,192 records each starting with those 40, the last holding only them: three for
+  // the first run, two for the second.
+  const batches = (n: number) => csv(Array.from({ length: (n - 1) * 8192 + 40 }, (_, i) => d.test[i % 8192 < 40 ? i % 8192 : i % 40]));
+  await writeFile(join(dir, 'three-batches.csv'), batches(3));
+  await writeFile(join(dir, 'two-batches.csv'), batches(2));
   await writeFile(join(dir, 'pass'), 'correct horse battery staple\n');
   await writeFile(join(dir, 'wrong'), 'not the passphrase\n');
   // The subject is the key set, not the model: 8 of the 50 trees keep each evaluation short.
@@ -53,9 +56,9 @@ t.test('two predict runs on a tree bundle share one saved key set', async (t) =>
   const store = new ObjectStore({ endpoint: s3.endpoint });
   const bucket = 'sealed-test';
   await store.ensureBucket(bucket);
-  // Two workers: the first run's lone batch is cut into a part per thread, the second run's two
-  // batches go to a thread each (src/server/invoke-trees.ts).
-  const serverReady = startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 2, s3Endpoint: s3.endpoint, allowAny: true, deadlineMs: 600_000 });
+  // Four workers (on however many cores): the first run's three batches go to a thread each, the
+  // second run's two batches are cut into two parts each (src/server/invoke-trees.ts).
+  const serverReady = startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 4, s3Endpoint: s3.endpoint, allowAny: true, deadlineMs: 600_000 });
   // The bundle as SageMaker training writes it: model.tar.gz with the files at its root.
   const archive = join(dir, 'model.tar.gz');
   await createTar({ gzip: true, file: archive, cwd: modelDir }, ['sealed.json', 'client', 'server']);
@@ -95,7 +98,7 @@ t.test('two predict runs on a tree bundle share one saved key set', async (t) =>
   const kgS3Run = store
     .put({ bucket, key: 'models/model.tar.gz' }, new Uint8Array(await readFile(archive)), 'model archive')
     .then(() => run(process.execPath, [bin, 'keygen', '--model', `s3://${bucket}/models/model.tar.gz`, '--keys', fromS3], { env }));
-  const firstRun = predict(1, join(dir, 'pass'));
+  const firstRun = predict(1, join(dir, 'pass'), modelDir, 'three-batches.csv');
   const keygenInProcess = (async () => {
     await keygenTreesCommand(part, { keys: kg });
     const saved = JSON.parse(await readFile(join(kg, 'keyset.json'), 'utf8')) as { model_id: string; evaluation_keys_id: string };
@@ -129,10 +132,11 @@ t.test('two predict runs on a tree bundle share one saved key set', async (t) =>
   t.equal(second.summary.keys_created, false, 'the second run reuses the key set');
   t.equal(second.summary.keys_uploaded, false, 'its evaluation keys were already uploaded');
   t.equal(second.labels.length, 8192 + 40, 'a prediction per record');
-  t.same(second.labels.slice(0, 40), first.labels, 'the same predictions');
-  t.same(second.labels.slice(8192), first.labels, 'and the same again in the second batch, in order');
-  t.equal(first.summary.server_threads, 2, "the first run's lone batch was cut into a part per worker thread");
-  t.equal(second.summary.server_threads, 2, "the second run's two batches went to a thread each");
+  const forty = first.labels.slice(0, 40);
+  t.same([first.labels.slice(8192, 8232), first.labels.slice(16384)], [forty, forty], "the first run's batches, in order");
+  t.same([second.labels.slice(0, 40), second.labels.slice(8192)], [forty, forty], 'the same predictions in the second run, in order');
+  t.equal(first.summary.server_threads, 3, "the first run's three batches went to a thread each");
+  t.equal(second.summary.server_threads, 4, "the second run's two batches were cut into two parts each");
 
   const wrong = await wrongRun;
   t.equal(wrong?.code, 2, 'a wrong passphrase: exit code 2');

@@ -1,9 +1,9 @@
 // A tree-ensemble query (src/model/trees, docs/trees.md) through the pool. The circuit reads every
 // input of a batch at once, so the query is not streamed: it is admitted against the request
 // memory with its whole size before a byte of it is read, read whole, checked, and evaluated by
-// the workers' TreeServers (the main thread runs no SEAL): a query of several batches in one task,
-// a lone batch (one record, or up to 8,192) cut into a part per thread and combined in one more
-// task. The result is written whole.
+// the workers' TreeServers (the main thread runs no SEAL): a task per batch, or, with fewer
+// batches than threads (a lone record, or up to 8,192), each batch cut into parts for the threads
+// and combined in one more task. The result is written whole.
 // Queries are large (hundreds of MB per 8,192-record batch), so the JSON (S3) form is the usual
 // one; the body form works the same way for queries within the payload limit.
 import { createHash } from 'node:crypto';
@@ -83,9 +83,8 @@ export async function invokeTreesS3(
 
 /**
  * A tree query on the pool: a task per batch (each given only the inputs the circuit reads,
- * copied out of the query and transferred), or a lone batch cut into a part per thread (the
- * factored form's trie, split) and combined in one more task, so one query's latency also falls
- * with the threads. The copies and the partial results are reserved from the request memory.
+ * copied out of the query and transferred), or each batch cut into parts (treeParts) combined
+ * in one more task. The copies and the partial results are reserved from the request memory.
  */
 export async function evaluateTrees(
   query: Uint8Array,
@@ -107,18 +106,22 @@ export async function evaluateTrees(
       'name the SHA-256 of the query object exactly as uploaded (or leave query_sha256 out)',
     );
   }
-  const parts = batches === 1 && c.pool.size > 1 ? treeParts(trees.circuit, c.pool.size) : [];
+  // Fewer batches than threads: each batch is cut into threads / batches parts (treeParts), so
+  // one query's latency also falls with the threads; otherwise a task per batch.
+  const per = Math.floor(c.pool.size / batches);
+  const parts = per > 1 ? treeParts(trees.circuit, per) : [];
   const split = parts.length > 1;
   const used = usedInputs(trees.circuit);
-  const inputs = split
-    ? parts.map((p) => partInputs(trees.circuit, p).map((i) => sections[i]))
-    : Array.from({ length: batches }, (_, b) => used.map((i) => sections[b * trees.inputs + i]));
-  // The inputs are copied for a task as it starts: at most one batch per thread at a time.
-  const lanes = split ? parts.length : Math.min(batches, c.pool.size);
-  const sizes = inputs.map((cts) => cts.reduce((n, b) => n + b.byteLength, 0));
+  const partInputsOf = parts.map((p) => partInputs(trees.circuit, p));
+  const inputs = Array.from({ length: batches }, (_, b) =>
+    split ? partInputsOf.map((list) => list.map((i) => sections[b * trees.inputs + i])) : [used.map((i) => sections[b * trees.inputs + i])],
+  );
+  // Parts are copied all at once (one round of tasks); batches as their task starts, one per thread.
+  const lanes = split ? batches * parts.length : Math.min(batches, c.pool.size);
+  const sizes = inputs.map((b) => b.flat().reduce((n, x) => n + x.byteLength, 0));
   const copies = split ? sizes.reduce((a, b) => a + b, 0) : lanes * Math.max(...sizes);
   const K = trees.outputs;
-  const partials = split ? (parts.length * ciphertextBytesBound(trees.params, 3) + ciphertextBytesBound(trees.params, 2)) * K : 0;
+  const partials = split ? batches * (parts.length * ciphertextBytesBound(trees.params, 3) + ciphertextBytesBound(trees.params, 2)) * K : 0;
   const result = batches * K * ciphertextBytesBound(trees.params, 2);
   const reservation = c.budget?.reserve(copies + partials + result, 'the inputs and result of a tree-ensemble query');
   try {
@@ -126,7 +129,15 @@ export async function evaluateTrees(
     if (!set.relin) throw new SealedError('bad-keys', 'the evaluation keys lack relinearization keys, which this model needs', TREE_KEYS_HINT);
     const k = { id: set.id, relin: set.relin, publicKey: set.publicKey };
     const t1 = performance.now();
-    const r = split ? await inParts(c, inputs, k, signal) : await inBatches(c, inputs, lanes, k, signal);
+    const r = split
+      ? await batchesInParts(c, inputs, k, signal)
+      : await inBatches(
+          c,
+          inputs.map((b) => b[0]),
+          lanes,
+          k,
+          signal,
+        );
     if (signal?.aborted) throw deadlinePassed();
     const header: ResultHeader = { model_id: h.model_id, params: paramsKey(trees.params), records: h.records, layout: 'batch', query_sha256: sha };
     const bytes = encodeWire('result', header, r.results);
@@ -142,7 +153,7 @@ export async function evaluateTrees(
         records: h.records,
         ciphertexts: count,
         keys_cached: cached,
-        threads: split ? parts.length : Math.min(batches, c.pool.size),
+        threads: Math.min(lanes, c.pool.size),
       },
       { download, deserialize: 0, evaluate: r.ms, serialize: 0, upload: t3 - t2, pool_wall: t2 - t1, total: t3 - t0 },
     );
@@ -200,6 +211,19 @@ async function inBatches(
   await settle(Array.from({ length: lanes }, () => lane().then(() => ({ ms: 0 }))));
   if (signal?.aborted) throw deadlinePassed();
   return { results: results.flat(), ms };
+}
+
+/** Every batch's parts at once (inParts each); the first failure is thrown once all are done. */
+async function batchesInParts(
+  c: InvocationContext,
+  inputs: Uint8Array[][][],
+  keys: TreeKeys,
+  signal?: AbortSignal,
+): Promise<{ results: Uint8Array[]; ms: number }> {
+  const all = await Promise.allSettled(inputs.map((b) => inParts(c, b, keys, signal)));
+  for (const a of all) if (a.status === 'rejected') throw a.reason;
+  const done = all.map((a) => (a as PromiseFulfilledResult<{ results: Uint8Array[]; ms: number }>).value);
+  return { results: done.flatMap((x) => x.results), ms: done.reduce((a, x) => a + x.ms, 0) };
 }
 
 /**
