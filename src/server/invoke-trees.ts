@@ -130,7 +130,7 @@ export async function evaluateTrees(
     const k = { id: set.id, relin: set.relin, publicKey: set.publicKey };
     const t1 = performance.now();
     const r = split
-      ? await batchesInParts(c, inputs, k, signal)
+      ? await batchesInParts(c, inputs, per, k, signal)
       : await inBatches(
           c,
           inputs.map((b) => b[0]),
@@ -213,14 +213,18 @@ async function inBatches(
   return { results: results.flat(), ms };
 }
 
-/** Every batch's parts at once (inParts each); the first failure is thrown once all are done. */
+/**
+ * Every batch's parts at once (inParts each); the first failure is thrown once all are done.
+ * `cut`: the count treeParts was asked for (the workers cut the circuit the same way).
+ */
 async function batchesInParts(
   c: InvocationContext,
   inputs: Uint8Array[][][],
+  cut: number,
   keys: TreeKeys,
   signal?: AbortSignal,
 ): Promise<{ results: Uint8Array[]; ms: number }> {
-  const all = await Promise.allSettled(inputs.map((b) => inParts(c, b, keys, signal)));
+  const all = await Promise.allSettled(inputs.map((b) => inParts(c, b, cut, keys, signal)));
   for (const a of all) if (a.status === 'rejected') throw a.reason;
   const done = all.map((a) => (a as PromiseFulfilledResult<{ results: Uint8Array[]; ms: number }>).value);
   return { results: done.flatMap((x) => x.results), ms: done.reduce((a, x) => a + x.ms, 0) };
@@ -230,12 +234,18 @@ async function batchesInParts(
  * One batch's parts on the pool's threads at once, then their sums added, relinearized and
  * flooded in one more task; `ms`: the workers' time, summed.
  */
-async function inParts(c: InvocationContext, inputs: Uint8Array[][], keys: TreeKeys, signal?: AbortSignal): Promise<{ results: Uint8Array[]; ms: number }> {
+async function inParts(
+  c: InvocationContext,
+  inputs: Uint8Array[][],
+  cut: number,
+  keys: TreeKeys,
+  signal?: AbortSignal,
+): Promise<{ results: Uint8Array[]; ms: number }> {
   const done = await settle(
     inputs.map((cts, index) => {
       const { copies, transfer } = copied(cts);
       // The first part (dealt the least work: splitFactored) also makes the flood masks.
-      return c.pool.runTrees({ treePart: true, index, parts: inputs.length, inputs: copies, masks: index === 0, keys }, signal, transfer);
+      return c.pool.runTrees({ treePart: true, index, parts: cut, inputs: copies, masks: index === 0, keys }, signal, transfer);
     }),
   );
   if (signal?.aborted) throw deadlinePassed();

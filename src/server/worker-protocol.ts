@@ -36,10 +36,10 @@ export interface TreeKeys {
 }
 
 /**
- * One part of a one-batch tree query, for several threads on one batch (invoke-trees.ts): part
- * `index` of the circuit's `parts` (treeParts), its input ciphertexts copied out of the query
- * (transferred). The worker returns the part's sums, not flooded; with `masks`, also the
- * batch's flood masks (made while the other parts compute).
+ * One part of a batch of a tree query, for several threads on one batch (invoke-trees.ts): part
+ * `index` of treeParts(circuit, `parts`) (which may hold fewer parts than asked), its input
+ * ciphertexts copied out of the query (transferred). The worker returns the part's sums, not
+ * flooded; with `masks`, also the batch's flood masks (made while the other parts compute).
  */
 export interface TreePartTask {
   treePart: true;
