@@ -124,8 +124,8 @@ export function walkFactored<T>(root: FactorNode, outputs: number, alg: Factored
 /**
  * The trie cut into at most `parts` tries whose sums are V(root): the root's children dealt out
  * so that the parts' estimated costs are close (largest first, each to the cheapest part so far),
- * the root's own values and the flood masks in the first part. Parts are evaluated on different threads and their
- * sums added (tree-eval.ts); each keeps the whole trie's depth (walkFactored's D).
+ * the root's own values and the flood masks in the first part. Parts are evaluated on different
+ * threads and their sums added (tree-eval.ts); each keeps the whole trie's depth (walkFactored's D).
  */
 export function splitFactored(root: FactorNode, parts: number, outputs: number): FactorNode[] {
   const children = root.children ?? [];

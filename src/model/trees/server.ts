@@ -84,11 +84,11 @@ export class TreeServer {
   }
 
   /**
-   * Part `index` of `parts` of one batch (treeParts: the circuit dealt out to threads): `inputs`
-   * are the part's ciphertexts (partInputs), taken from a query
-   * already checked (TreeServer.evaluate's checks, or the server's checkTreeQuery). Returns the
-   * part's sums, not flooded, and with `masks` the batch's flood masks; combine() adds the parts'
-   * sums and floods. Neither leaves the server but through combine.
+   * Part `index` of treeParts(circuit, `parts`) of one batch: `inputs` are the part's
+   * ciphertexts (partInputs), taken from a query already checked (TreeServer.evaluate's checks,
+   * or the server's checkTreeQuery). Returns the part's sums, not flooded, and with `masks` the
+   * batch's flood masks; combine() adds the parts' sums and floods. Neither leaves the server but
+   * through combine.
    */
   evaluatePart(
     index: number,
