@@ -19,7 +19,16 @@
 // instead of 1,037 per batch).
 import type { CkksParams } from './params.ts';
 import type { Privacy } from './privacy.ts';
-import { factoredDepth, factoredInputs, factoredOpCounts, splitFactored, type FactorNode, type TreeOpCounts } from './tree-factored.ts';
+import {
+  TYPICAL_UNIT_MS,
+  factoredDepth,
+  factoredInputs,
+  factoredOpCounts,
+  splitFactored,
+  typicalCostMs,
+  type FactorNode,
+  type TreeOpCounts,
+} from './tree-factored.ts';
 
 export interface TreeGroup {
   /** Literals of the top pair. */
@@ -143,11 +152,8 @@ export function partInputs(c: TreeShape, part: TreePart): number[] {
 function splitGroups(c: TreeShape, parts: number): [number, number][] {
   const n = c.groups.length;
   if (parts <= 1 || n < 2) return [[0, n]];
-  const cost = c.groups.map((g) => {
-    const k = treeOpCounts({ ...c, factored: undefined, groups: [g] });
-    return 36 * k.relinearize + 6.5 * k.multiply + 3 * k.multiplyPlain + 7 * k.load + k.add;
-  });
-  const masks = 90 * c.outputs;
+  const cost = c.groups.map((g) => typicalCostMs(treeOpCounts({ ...c, factored: undefined, groups: [g] })));
+  const masks = TYPICAL_UNIT_MS.flood * c.outputs;
   const share = (cost.reduce((a, b) => a + b, 0) + masks) / Math.min(parts, n);
   const out: [number, number][] = [];
   let from = 0;

@@ -130,19 +130,40 @@ export function walkFactored<T>(root: FactorNode, outputs: number, alg: Factored
 export function splitFactored(root: FactorNode, parts: number, outputs: number): FactorNode[] {
   const children = root.children ?? [];
   if (parts <= 1 || children.length < 2) return [root];
-  // Relative costs of one operation at the top level (tree-cost.ts measures the real ones).
-  const cost = (n: FactorNode) => {
-    const c = factoredOpCounts({ children: [n] }, outputs);
-    return 36 * c.relinearize + 6.5 * c.multiply + 3 * c.multiplyPlain + 7 * c.load + c.add;
-  };
-  // The first part also makes the flood masks (tree-eval.ts evaluatePart): ~2.5 relinearizations each.
-  const out = Array.from({ length: Math.min(parts, children.length) }, (_, i) => ({ cost: i === 0 ? 90 * outputs : 0, children: [] as FactorNode[] }));
+  const cost = (n: FactorNode) => typicalCostMs(factoredOpCounts({ children: [n] }, outputs));
+  // The first part also makes the flood masks (tree-eval.ts evaluatePart).
+  const out = Array.from({ length: Math.min(parts, children.length) }, (_, i) => ({
+    cost: i === 0 ? TYPICAL_UNIT_MS.flood * outputs : 0,
+    children: [] as FactorNode[],
+  }));
   for (const { n, c } of children.map((n) => ({ n, c: cost(n) })).sort((x, y) => y.c - x.c)) {
     const p = out.reduce((a, b) => (b.cost < a.cost ? b : a));
     p.children.push(n);
     p.cost += c;
   }
   return out.map((p, i) => (i === 0 && root.values ? { values: root.values, children: p.children } : { children: p.children }));
+}
+
+/**
+ * Typical cost of each operation (ms, ring 16384 at five primes, measured on the 2-core VM:
+ * docs/trees.md; flood: one output's). Only their ratios matter: they choose the cheaper form
+ * (model/trees/factored.ts) and balance the parts of a batch (splitFactored, tree-circuit.ts
+ * splitGroups). tree-cost.ts measures the real ones on the machine at hand.
+ */
+export const TYPICAL_UNIT_MS: Readonly<Record<string, number>> & { flood: number } = {
+  relinearize: 33,
+  multiply: 4.2,
+  multiplyPlain: 3.1,
+  encode: 0.54,
+  add: 0.4,
+  negate: 0.64,
+  load: 6.6,
+  flood: 85,
+};
+
+/** `counts` at the typical unit costs (flood not included: counts have none). */
+export function typicalCostMs(counts: TreeOpCounts): number {
+  return Object.entries(counts).reduce((a, [op, n]) => a + n * (TYPICAL_UNIT_MS[op] ?? 0), 0);
 }
 
 /** Operations per batch of a tree circuit, either form (tree-circuit.ts treeOpCounts). */

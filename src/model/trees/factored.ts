@@ -2,15 +2,9 @@
 // as one factor per feature, the factors ordered by how many leaves share them so that paths
 // share prefixes, and the leaves inserted into a trie.
 import { estimateTreeBatchMs } from '../../fhe/tree-cost.ts';
-import { walkFactored, type FactorNode } from '../../fhe/tree-factored.ts';
+import { TYPICAL_UNIT_MS, walkFactored, type FactorNode } from '../../fhe/tree-factored.ts';
 import type { TreeCircuit, TreeShape } from '../../fhe/tree-circuit.ts';
 import { simulateCircuit } from './circuit.ts';
-
-/**
- * Per-batch cost weights of the operations (ms, ring 16384 at five primes, measured on the 2-core
- * VM: docs/trees.md). Only their ratios matter: they choose the cheaper form.
- */
-const UNIT_MS: Record<string, number> = { relinearize: 33, multiply: 4.2, multiplyPlain: 3.1, encode: 0.54, add: 0.4, negate: 0.64, load: 6.6 };
 
 /** The input's feature: the last offset at or below it. */
 function featureOf(offsets: number[], i: number): number {
@@ -98,7 +92,7 @@ export function simulateTreeCircuit(c: TreeCircuit, bits: ArrayLike<number>): nu
   return c.factored ? simulateFactored(c.factored, c.outputs, bits) : simulateCircuit(c.groups, c.outputs, bits);
 }
 
-/** Whether the factored form of `root` costs less than the grouped circuit `grouped` (UNIT_MS). */
+/** Whether the factored form of `root` costs less than the grouped circuit `grouped` (TYPICAL_UNIT_MS). */
 export function factoredIsCheaper(root: FactorNode, grouped: TreeShape): boolean {
-  return estimateTreeBatchMs({ ...grouped, factored: root }, UNIT_MS).total < estimateTreeBatchMs(grouped, UNIT_MS).total;
+  return estimateTreeBatchMs({ ...grouped, factored: root }, TYPICAL_UNIT_MS).total < estimateTreeBatchMs(grouped, TYPICAL_UNIT_MS).total;
 }
