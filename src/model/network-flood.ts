@@ -137,7 +137,7 @@ export function floodChain(
 }
 
 /** |M| + the largest error of M's encoding at scale 2^bits (rounding, double precision), slot-wise. */
-function absMask(m: Float64Array, N: number, scaleBits: number): Float64Array {
+export function absMask(m: Float64Array, N: number, scaleBits: number): Float64Array {
   let max = 0;
   for (const x of m) max = Math.max(max, Math.abs(x));
   const eps = N / 2 ** scaleBits + 2 ** -24 * max;
@@ -260,6 +260,23 @@ function squareMaxima(f: FloodAnalysis, scaleBits: number): Map<number, number> 
 }
 
 /**
+ * The sources of floodNoiseBound (below), as |.|_2 bounds in the coefficient domain: a fresh
+ * encryption's noise, a rounding (rescale), and a key switch at `level` (primes dropped from the
+ * top of `dataBits`, which lists the data primes top level first).
+ */
+export function noiseUnits(N: number, dataBits: number[]): { fresh: number; R: number; K: (level: number) => number } {
+  const sqrtN = Math.sqrt(N);
+  const sCan = Math.sqrt(2 * N * Math.log((4 * N) / FLOOD_DELTA));
+  const eCan = Math.sqrt(21 * N * Math.log((4 * N * MAX_KEY_POLYS) / FLOOD_DELTA));
+  const R = (sqrtN / 2) * (1 + sCan);
+  const K = (level: number) => {
+    const digits = dataBits.slice(0, dataBits.length - level);
+    return sqrtN * eCan * digits.reduce((acc, b) => acc + 2 ** (b - SPECIAL_PRIME_BITS), 0) + R;
+  };
+  return { fresh: 21 * sqrtN, R, K };
+}
+
+/**
  * A bound B on |v|_2, the coefficient-domain L2 norm of the honest noise of the result, returned
  * relative to the result's scale (B / Delta_out). Honest: fresh encryptions under honestly made
  * keys of inputs whose features are within the samples' largest |value| (images: pixels in [0, 1])
@@ -308,15 +325,9 @@ function squareMaxima(f: FloodAnalysis, scaleBits: number): Map<number, number> 
 export function floodNoiseBound(f: FloodAnalysis, a: number, chain: FloodChain): number {
   const { steps, N } = f;
   const sqrtN = Math.sqrt(N);
-  const sCan = Math.sqrt(2 * N * Math.log((4 * N) / FLOOD_DELTA));
-  const eCan = Math.sqrt(21 * N * Math.log((4 * N * MAX_KEY_POLYS) / FLOOD_DELTA));
-  const R = (sqrtN / 2) * (1 + sCan);
-  const K = (level: number) => {
-    const digits = chain.dataBits.slice(0, chain.dataBits.length - level);
-    return sqrtN * eCan * digits.reduce((acc, b) => acc + 2 ** (b - SPECIAL_PRIME_BITS), 0) + R;
-  };
+  const { fresh, R, K } = noiseUnits(N, chain.dataBits);
   const squareMax = squareMaxima(f, a);
-  let rho = (21 * sqrtN) / 2 ** a;
+  let rho = fresh / 2 ** a;
   let scale = a;
   let level = 0;
   let rescales = 0;
