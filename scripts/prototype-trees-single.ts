@@ -3,7 +3,12 @@
 // alternated in one process. It checks the layout decrypts to the quantized model's score; it
 // has no derived flood bound (the flood is applied with a stand-in bound, for its time only), no
 // wire format and no serving. Run: sh scripts/with-node.sh node scripts/prototype-trees-single.ts
-// [--copies 32] [--rounds 5]. Last stdout line: one JSON object.
+// [--copies 32] [--rounds 5] [--input-bits 63] [--mask-bits 30] [--leaf-bits 30]. Last stdout
+// line: one JSON object. With --noise it times nothing and measures instead what a flood bound
+// must cover: the honest noise of the unflooded result (two encryptions of one record, evaluated
+// alike: |phase(r1 - r2)|_2 / sqrt(2) estimates |v|_2, as test/circuit-privacy-trees.test.ts
+// does) relative to the result's scale, and the result's distance to the quantized model's score
+// (deterministic: the rounding of the masks and leaf values the server encodes).
 //
 // Layout (ring 16384, 8,192 slots): the client sends its thermometer bits replicated with period
 // 1024 and `copies` rotated copies of that vector. A period is 4 segments of 256 positions; each
@@ -19,14 +24,33 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Ciphertext, Plaintext } from 'node-seal/throws';
 import { CkksSession } from '../src/fhe/ckks.ts';
+import { floodSigma } from '../src/fhe/privacy.ts';
 import { SinglePrivacy, makePublicKey } from '../src/fhe/single-privacy.ts';
+import { FLOOD_PRECISION_BITS } from '../src/model/compile-batch.ts';
+import { absMask, noiseUnits } from '../src/model/network-flood.ts';
 import { buildCircuit, thermometer } from '../src/model/trees/circuit.ts';
 import { compileTreeModel } from '../src/model/trees/compile.ts';
 import { binsOf, inputOffsets, quantizedScores } from '../src/model/trees/quantize.ts';
 import { TreeClient } from '../src/model/trees/query.ts';
 import { TreeServer } from '../src/model/trees/server.ts';
+import { differencePhaseL2 } from '../test/helpers/phase.ts';
 
-const { values: opts } = parseArgs({ options: { copies: { type: 'string', default: '32' }, rounds: { type: 'string', default: '5' } } });
+const { values: opts } = parseArgs({
+  options: {
+    copies: { type: 'string', default: '32' },
+    rounds: { type: 'string', default: '5' },
+    'input-bits': { type: 'string', default: '63' },
+    'mask-bits': { type: 'string', default: '30' },
+    'leaf-bits': { type: 'string', default: '30' },
+    'data-bits': { type: 'string', default: '58' },
+    'data-primes': { type: 'string', default: '5' },
+    noise: { type: 'boolean', default: false },
+  },
+});
+/** Scales: the client's input, the masks (the gather rescales by a prime of this size), the leaf values. */
+const [A, MASK_BITS, LEAF_BITS] = [opts['input-bits'], opts['mask-bits'], opts['leaf-bits']].map(Number);
+/** The primes the products and the leaf values consume (the result keeps all of them). */
+const [DATA_BITS, DATA_PRIMES] = [opts['data-bits'], opts['data-primes']].map(Number);
 const COPIES = Number(opts.copies);
 const PERIOD = 1024;
 const SEG = 256;
@@ -38,7 +62,8 @@ const d = JSON.parse(readFileSync(join(DIR, 'breast-cancer.data.json'), 'utf8'))
 const m = compileTreeModel(new Uint8Array(readFileSync(join(DIR, 'breast-cancer.xgb.json'))), 'xgboost-json', d.train, { form: 'factored' });
 const { offsets, inputs } = inputOffsets(m.client.bins.edges);
 const featureOf = (i: number) => offsets.findLastIndex((o) => o <= i);
-const leaves = buildCircuit(m.quantized, m.client.bins.edges, offsets, inputs).leaves.map((l) => {
+const built = buildCircuit(m.quantized, m.client.bins.edges, offsets, inputs);
+const leaves = built.leaves.map((l) => {
   const byFeature = new Map<number, [number, number]>();
   for (const x of l.lits) {
     const i = Math.abs(x) - 1;
@@ -115,8 +140,13 @@ const recordBits = thermometer(binsOf(m.client.bins, record), m.client.bins.edge
 const bits = Float64Array.from({ length: PERIOD }, (_, i) => (i < inputs ? recordBits[i] : 0));
 const want = quantizedScores(m.quantized, binsOf(m.client.bins, record))[0];
 
-// Ring 16384: five 58-bit primes, a 30-bit one for the gather's rescale, the special prime.
-const s = await CkksSession.open({ scheme: 'ckks', polyModulusDegree: 16384, coeffModulusBits: [58, 58, 58, 58, 58, 30, 60], securityLevel: 128 });
+// Ring 16384: DATA_PRIMES primes of DATA_BITS, one of MASK_BITS for the gather's rescale, the special prime.
+const s = await CkksSession.open({
+  scheme: 'ckks',
+  polyModulusDegree: 16384,
+  coeffModulusBits: [...Array<number>(DATA_PRIMES).fill(DATA_BITS), MASK_BITS, 60],
+  securityLevel: 128,
+});
 const { seal, context, encoder, evaluator } = s;
 const kg = new seal.KeyGenerator(context);
 const sk = kg.secretKey();
@@ -133,16 +163,21 @@ const encode = (v: Float64Array, scale: number) => {
   encoder.encode(v, scale, pt);
   return pt;
 };
-const A = 63;
 const x = repeat(bits);
-const query = Array.from({ length: COPIES }, (_, j) => {
-  const pt = encode(
-    Float64Array.from({ length: SLOTS }, (_, t) => x[(t + j) % SLOTS]),
-    2 ** A,
-  );
-  return encryptor.encryptSymmetricSerializable(pt).saveToArray(seal.ComprModeType.zstd) as Uint8Array;
-});
-// Model side (made once per model): masks pre-rotated by -g copies, at 2^30.
+const encryptQuery = () =>
+  Array.from({ length: COPIES }, (_, j) => {
+    const pt = encode(
+      Float64Array.from({ length: SLOTS }, (_, t) => x[(t + j) % SLOTS]),
+      2 ** A,
+    );
+    const ser = encryptor.encryptSymmetricSerializable(pt);
+    const bytes = ser.saveToArray(seal.ComprModeType.zstd) as Uint8Array;
+    ser.delete();
+    pt.delete();
+    return bytes;
+  });
+let query = encryptQuery();
+// Model side (made once per model): masks pre-rotated by -g copies, at 2^MASK_BITS.
 const maskPts = new Map<number, { j: number; pt: Plaintext }[]>();
 for (const [g, ds] of giants) {
   maskPts.set(
@@ -153,7 +188,7 @@ for (const [g, ds] of giants) {
         j: dd - g * COPIES,
         pt: encode(
           Float64Array.from({ length: SLOTS }, (_, t) => v[(t - g * COPIES + SLOTS) % SLOTS]),
-          2 ** 30,
+          2 ** MASK_BITS,
         ),
       };
     }),
@@ -164,7 +199,8 @@ const server = await TreeServer.open(m.server);
 const keys = client.keys();
 err(`query ${(query.reduce((a, q) => a + q.length, 0) / 1e6).toFixed(1)} MB, Galois keys ${(galoisBytes.length / 1e6).toFixed(1)} MB (${steps.length} steps)`);
 
-function layout(): { ms: Record<string, number>; score: number; spread: number } {
+/** Evaluates the layout on `query`; with `keep`, the result is left unflooded and pushed there (the caller deletes it). */
+function layout(keep?: Ciphertext[]): { ms: Record<string, number>; score: number; spread: number } {
   const ms: Record<string, number> = {};
   let t0 = performance.now();
   const lap = (k: string) => {
@@ -214,7 +250,7 @@ function layout(): { ms: Record<string, number>; score: number; spread: number }
       evaluator.relinearizeInplace(F, relin);
     }
     lap('segment products');
-    const v = encode(repeat(leafValue), 2 ** 30);
+    const v = encode(repeat(leafValue), 2 ** LEAF_BITS);
     owned.push(v);
     const pid = F.parmsId();
     evaluator.plainModSwitchToInplace(v, pid);
@@ -225,8 +261,13 @@ function layout(): { ms: Record<string, number>; score: number; spread: number }
       evaluator.addInplace(F, r);
     }
     lap('leaf values, sum');
-    owned.push(privacy.apply(F));
-    lap('flood (stand-in bound)');
+    if (keep) {
+      owned.splice(owned.indexOf(F), 1);
+      keep.push(F);
+    } else {
+      owned.push(privacy.apply(F));
+      lap('flood (stand-in bound)');
+    }
     const pt = new seal.Plaintext();
     owned.push(pt);
     decryptor.decrypt(F, pt);
@@ -237,6 +278,101 @@ function layout(): { ms: Record<string, number>; score: number; spread: number }
   } finally {
     for (const o of owned) o.delete();
   }
+}
+
+/**
+ * A bound on the unflooded result's honest noise |v|_2, relative to its scale, with the sources
+ * and tools of network-flood.ts floodNoiseBound (its comment has them and their proofs): fresh
+ * noise, roundings, key switches, |a b|_2 <= |a|_can |b|_2, Schur's bound on a linear map's
+ * norm (sqrt(largest row sum x largest column sum) of its absolute entries), and the messages as
+ * the server's plaintexts hold them (the masks' and leaf values' rounding is part of the model,
+ * as for networks; absMask bounds it per slot). Step by step, at nominal scales:
+ *  - gather, at scale 2^(A + MASK_BITS): output slot t is sum_d M_d[t] c_j(d)[t + giant(d)], a
+ *    linear map of the copies' stacked fresh noises (|.|_2 <= sqrt(copies) fresh), Schur-bounded;
+ *    one key switch per giant rotation at the top level; the rescale by the mask prime (its
+ *    rounding R) leaves rho_F at scale 2^A;
+ *  - each segment product a b (a = F, b its rotation: one more key switch): U (rho_a + rho_b) +
+ *    sqrt(N) rho_a rho_b, then the relinearization's key switch at the product's scale; no
+ *    rescale (the scales multiply). U bounds the factors' messages: a slot holds one leaf's
+ *    factor, t_lo - t_hi, 1 - t_hi or 1 (or 0 where no leaf is), so |.| <= 1 for any 0/1 bits,
+ *    plus the roundings of the masks, the constants and the client's encoding;
+ *  - the leaf values and the sum over the 256 positions: a linear map (Schur: every output sums
+ *    one period of the leaf values, every input reaches 256 outputs), then 8 folds' key switches.
+ */
+function layoutNoiseBound(): number {
+  const N = 2 * SLOTS;
+  const { fresh, R, K } = noiseUnits(N, [...Array<number>(DATA_PRIMES).fill(DATA_BITS), MASK_BITS]);
+  const row = new Float64Array(PERIOD);
+  const column = new Float64Array(COPIES * PERIOD); // [copy][slot]
+  let rounding = 0;
+  for (const [dd, v] of masks) {
+    const abs = absMask(v, N, MASK_BITS);
+    const [g, j] = [giantOf(dd), dd % COPIES];
+    rounding += abs[0] - Math.abs(v[0]);
+    for (let t = 0; t < PERIOD; t++) {
+      row[t] += abs[t];
+      column[j * PERIOD + mod(t + g * COPIES)] += abs[t];
+    }
+  }
+  const largest = (a: Iterable<number>) => {
+    let m = 0;
+    for (const x of a) m = Math.max(m, x);
+    return m;
+  };
+  const schur = (r: Iterable<number>, c: Iterable<number>) => Math.sqrt(largest(r) * largest(c));
+  const rotations = [...giants.keys()].filter((g) => g > 0).length;
+  const rhoF = (schur(row, column) * Math.sqrt(COPIES) * fresh + (rotations * K(0)) / 2 ** MASK_BITS + R) / 2 ** A;
+  // The client's bits as its plaintext holds them are within N / 2^A of 0 or 1; the constants' encoding adds N / 2^(A + MASK_BITS).
+  const U = 1 + rounding + ((2 + rounding) * N) / 2 ** A + N / 2 ** (A + MASK_BITS);
+  const product = (rho: number, u: number, scaleBits: number) => {
+    const rotated = rho + K(1) / 2 ** scaleBits;
+    return u * (rho + rotated) + Math.sqrt(N) * rho * rotated + K(1) / 2 ** (2 * scaleBits);
+  };
+  const rhoP2 = product(product(rhoF, U, A), U * U, 2 * A);
+  const leaf = absMask(leafValue, N, LEAF_BITS);
+  let rho = schur([leaf.reduce((a, b) => a + b, 0)], [SEG * Math.max(...leaf)]) * rhoP2;
+  const outBits = 4 * A + LEAF_BITS;
+  for (let j = 0; j < 8; j++) rho += (2 ** (7 - j) * K(1)) / 2 ** outBits;
+  return rho;
+}
+
+if (opts.noise) {
+  const kept: Ciphertext[] = [];
+  const results = [];
+  for (let round = 0; round < Number(opts.rounds); round++) {
+    const r1 = layout(kept);
+    query = encryptQuery();
+    layout(kept);
+    const [o1, o2] = kept.splice(0);
+    const v = differencePhaseL2(s, decryptor, o1, o2) / Math.SQRT2;
+    results.push({ v_rel_bits: +Math.log2(v / o1.scale()).toFixed(2), error: Math.abs(r1.score - want), out_scale_bits: +Math.log2(o1.scale()).toFixed(2) });
+    o1.delete();
+    o2.delete();
+    query = encryptQuery();
+    err(JSON.stringify(results.at(-1)));
+  }
+  const bound = Math.max(1, ...built.outBound);
+  // The flood's error per slot, sigma sqrt(N/2) / Delta_out, must stay below 2^-12 of the score bound.
+  const needs = (2 ** -FLOOD_PRECISION_BITS * bound) / (floodSigma(1) * Math.sqrt(SLOTS));
+  const proved = layoutNoiseBound();
+  console.log(
+    JSON.stringify({
+      prototype: 'trees-single-layout-noise',
+      fixture: 'breast-cancer',
+      input_bits: A,
+      mask_bits: MASK_BITS,
+      leaf_bits: LEAF_BITS,
+      copies: COPIES,
+      chain_bits: DATA_PRIMES * DATA_BITS + MASK_BITS + 60,
+      score_bound: bound,
+      flood_needs_rel_bits: +Math.log2(needs).toFixed(2),
+      bound_rel_bits: +Math.log2(proved).toFixed(2),
+      honest_noise_rel_bits_worst: Math.max(...results.map((r) => r.v_rel_bits)),
+      error_vs_quantized_worst: Math.max(...results.map((r) => r.error)),
+      rounds: results,
+    }),
+  );
+  process.exit(0);
 }
 
 const rounds: { layout_ms: number; batch_circuit_ms: number; phases_ms: Record<string, number> }[] = [];
