@@ -27,10 +27,10 @@ import { CkksSession } from '../src/fhe/ckks.ts';
 import { floodSigma } from '../src/fhe/privacy.ts';
 import { SinglePrivacy, makePublicKey } from '../src/fhe/single-privacy.ts';
 import { FLOOD_PRECISION_BITS } from '../src/model/compile-batch.ts';
-import { absMask, noiseUnits } from '../src/model/network-flood.ts';
 import { buildCircuit, thermometer } from '../src/model/trees/circuit.ts';
 import { compileTreeModel } from '../src/model/trees/compile.ts';
 import { binsOf, inputOffsets, quantizedScores } from '../src/model/trees/quantize.ts';
+import { PERIOD, SEGMENT, giantGroups, placeLeaves, slotsLeaves, slotsNoiseBound } from '../src/model/trees/slots.ts';
 import { TreeClient } from '../src/model/trees/query.ts';
 import { TreeServer } from '../src/model/trees/server.ts';
 import { differencePhaseL2 } from '../test/helpers/phase.ts';
@@ -52,8 +52,6 @@ const [A, MASK_BITS, LEAF_BITS] = [opts['input-bits'], opts['mask-bits'], opts['
 /** The primes the products and the leaf values consume (the result keeps all of them). */
 const [DATA_BITS, DATA_PRIMES] = [opts['data-bits'], opts['data-primes']].map(Number);
 const COPIES = Number(opts.copies);
-const PERIOD = 1024;
-const SEG = 256;
 const SLOTS = 8192;
 const err = (s: string) => process.stderr.write(s + '\n');
 
@@ -61,77 +59,11 @@ const DIR = join(import.meta.dirname, '..', 'test', 'fixtures', 'trees');
 const d = JSON.parse(readFileSync(join(DIR, 'breast-cancer.data.json'), 'utf8')) as { train: number[][]; test: number[][] };
 const m = compileTreeModel(new Uint8Array(readFileSync(join(DIR, 'breast-cancer.xgb.json'))), 'xgboost-json', d.train, { form: 'factored' });
 const { offsets, inputs } = inputOffsets(m.client.bins.edges);
-const featureOf = (i: number) => offsets.findLastIndex((o) => o <= i);
 const built = buildCircuit(m.quantized, m.client.bins.edges, offsets, inputs);
-const leaves = built.leaves.map((l) => {
-  const byFeature = new Map<number, [number, number]>();
-  for (const x of l.lits) {
-    const i = Math.abs(x) - 1;
-    const f = byFeature.get(featureOf(i)) ?? [-1, -1];
-    f[x > 0 ? 0 : 1] = i;
-    byFeature.set(featureOf(i), f);
-  }
-  return { factors: [...byFeature.values()], value: l.values[0] };
-});
-if (leaves.length > SEG) throw new Error(`${leaves.length} leaves, the prototype places at most ${SEG}`);
-
-// Placement and masks (one period; the vectors repeat 8 times).
-const orders: number[][] = [];
-const permute = (a: number[], k = 0): void => {
-  if (k === a.length) orders.push([...a]);
-  for (let i = k; i < a.length; i++) {
-    [a[k], a[i]] = [a[i], a[k]];
-    permute(a, k + 1);
-    [a[k], a[i]] = [a[i], a[k]];
-  }
-};
-permute([0, 1, 2, 3]);
-const mod = (v: number) => ((v % PERIOD) + PERIOD) % PERIOD;
-const giantOf = (dd: number) => Math.floor(dd / COPIES);
-const masks = new Map<number, Float64Array>();
-const giantsUsed = new Set<number>();
-const constant = new Float64Array(PERIOD);
-const leafValue = new Float64Array(SEG);
-const taken = new Uint8Array(SEG);
-for (const leaf of [...leaves].sort((x, y) => y.factors.length - x.factors.length)) {
-  let best = { cost: Infinity, p: -1, order: orders[0] };
-  for (let p = 0; p < SEG; p++) {
-    if (taken[p]) continue;
-    for (const order of orders) {
-      let cost = 0;
-      const fresh = new Set<number>();
-      leaf.factors.forEach((f, k) => {
-        for (const i of f) {
-          if (i < 0 || masks.has(mod(i - (SEG * order[k] + p)))) continue;
-          const g = giantOf(mod(i - (SEG * order[k] + p)));
-          cost += g && !giantsUsed.has(g) && !fresh.has(g) ? 11 : 1;
-          fresh.add(g);
-        }
-      });
-      if (cost < best.cost) best = { cost, p, order };
-    }
-  }
-  taken[best.p] = 1;
-  leafValue[best.p] = leaf.value;
-  for (let k = 0; k < 4; k++) {
-    const slot = SEG * best.order[k] + best.p;
-    const [lo, hi] = leaf.factors[k] ?? [-1, -1];
-    if (lo < 0) constant[slot] = 1; // 1 - t_hi, or a missing factor (1)
-    for (const [i, c] of [
-      [lo, 1],
-      [hi, -1],
-    ] as const) {
-      if (i < 0) continue;
-      const dd = mod(i - slot);
-      let v = masks.get(dd);
-      if (!v) masks.set(dd, (v = new Float64Array(PERIOD)));
-      v[slot] += c;
-      giantsUsed.add(giantOf(dd));
-    }
-  }
-}
-const giants = new Map<number, number[]>();
-for (const dd of masks.keys()) giants.set(giantOf(dd), [...(giants.get(giantOf(dd)) ?? []), dd]);
+const leaves = slotsLeaves(built.leaves, offsets);
+const slotsLayout = placeLeaves(leaves, inputs, COPIES, SLOTS);
+const { masks, constant, leafValues: leafValue } = slotsLayout;
+const giants = giantGroups(slotsLayout); // keyed by the giant rotation
 err(`${leaves.length} leaves: ${masks.size} diagonals in ${giants.size} giant groups, ${COPIES} copies from the client`);
 
 const repeat = (v: Float64Array) => Float64Array.from({ length: SLOTS }, (_, s) => v[s % v.length]);
@@ -151,7 +83,7 @@ const { seal, context, encoder, evaluator } = s;
 const kg = new seal.KeyGenerator(context);
 const sk = kg.secretKey();
 const relin = kg.createRelinKeys();
-const steps = [...[...giants.keys()].filter((g) => g > 0).map((g) => g * COPIES), 2 * SEG, SEG, ...Array.from({ length: 8 }, (_, i) => 2 ** i)];
+const steps = [...[...giants.keys()].filter((g) => g > 0), 2 * SEGMENT, SEGMENT, ...Array.from({ length: 8 }, (_, i) => 2 ** i)];
 const galoisBytes = kg.createGaloisKeysSerializableWithSteps(Int32Array.from(steps)).saveToArray(seal.ComprModeType.zstd) as Uint8Array;
 const galois = new seal.GaloisKeys();
 galois.loadFromArray(context, galoisBytes);
@@ -177,7 +109,7 @@ const encryptQuery = () =>
     return bytes;
   });
 let query = encryptQuery();
-// Model side (made once per model): masks pre-rotated by -g copies, at 2^MASK_BITS.
+// Model side (made once per model): masks pre-rotated by their giant step g, at 2^MASK_BITS.
 const maskPts = new Map<number, { j: number; pt: Plaintext }[]>();
 for (const [g, ds] of giants) {
   maskPts.set(
@@ -185,9 +117,9 @@ for (const [g, ds] of giants) {
     ds.map((dd) => {
       const v = repeat(masks.get(dd)!);
       return {
-        j: dd - g * COPIES,
+        j: dd - g,
         pt: encode(
-          Float64Array.from({ length: SLOTS }, (_, t) => v[(t - g * COPIES + SLOTS) % SLOTS]),
+          Float64Array.from({ length: SLOTS }, (_, t) => v[(t - g + SLOTS) % SLOTS]),
           2 ** MASK_BITS,
         ),
       };
@@ -232,7 +164,7 @@ function layout(keep?: Ciphertext[]): { ms: Record<string, number>; score: numbe
         }
       });
       lap('mask products');
-      if (g) evaluator.rotateVectorInplace(inner, g * COPIES, galois);
+      if (g) evaluator.rotateVectorInplace(inner, g, galois);
       lap('giant rotations');
       if (!F) F = inner;
       else evaluator.addInplace(F, inner);
@@ -244,7 +176,7 @@ function layout(keep?: Ciphertext[]): { ms: Record<string, number>; score: numbe
     evaluator.rescaleToNextInplace(F);
     lap('constants, rescale');
     const r = ct();
-    for (const step of [2 * SEG, SEG]) {
+    for (const step of [2 * SEGMENT, SEGMENT]) {
       evaluator.rotateVector(F, step, galois, r);
       evaluator.multiplyInplace(F, r);
       evaluator.relinearizeInplace(F, relin);
@@ -280,62 +212,6 @@ function layout(keep?: Ciphertext[]): { ms: Record<string, number>; score: numbe
   }
 }
 
-/**
- * A bound on the unflooded result's honest noise |v|_2, relative to its scale, with the sources
- * and tools of network-flood.ts floodNoiseBound (its comment has them and their proofs): fresh
- * noise, roundings, key switches, |a b|_2 <= |a|_can |b|_2, Schur's bound on a linear map's
- * norm (sqrt(largest row sum x largest column sum) of its absolute entries), and the messages as
- * the server's plaintexts hold them (the masks' and leaf values' rounding is part of the model,
- * as for networks; absMask bounds it per slot). Step by step, at nominal scales:
- *  - gather, at scale 2^(A + MASK_BITS): output slot t is sum_d M_d[t] c_j(d)[t + giant(d)], a
- *    linear map of the copies' stacked fresh noises (|.|_2 <= sqrt(copies) fresh), Schur-bounded;
- *    one key switch per giant rotation at the top level; the rescale by the mask prime (its
- *    rounding R) leaves rho_F at scale 2^A;
- *  - each segment product a b (a = F, b its rotation: one more key switch): U (rho_a + rho_b) +
- *    sqrt(N) rho_a rho_b, then the relinearization's key switch at the product's scale; no
- *    rescale (the scales multiply). U bounds the factors' messages: a slot holds one leaf's
- *    factor, t_lo - t_hi, 1 - t_hi or 1 (or 0 where no leaf is), so |.| <= 1 for any 0/1 bits,
- *    plus the roundings of the masks, the constants and the client's encoding;
- *  - the leaf values and the sum over the 256 positions: a linear map (Schur: every output sums
- *    one period of the leaf values, every input reaches 256 outputs), then 8 folds' key switches.
- */
-function layoutNoiseBound(): number {
-  const N = 2 * SLOTS;
-  const { fresh, R, K } = noiseUnits(N, [...Array<number>(DATA_PRIMES).fill(DATA_BITS), MASK_BITS]);
-  const row = new Float64Array(PERIOD);
-  const column = new Float64Array(COPIES * PERIOD); // [copy][slot]
-  let rounding = 0;
-  for (const [dd, v] of masks) {
-    const abs = absMask(v, N, MASK_BITS);
-    const [g, j] = [giantOf(dd), dd % COPIES];
-    rounding += abs[0] - Math.abs(v[0]);
-    for (let t = 0; t < PERIOD; t++) {
-      row[t] += abs[t];
-      column[j * PERIOD + mod(t + g * COPIES)] += abs[t];
-    }
-  }
-  const largest = (a: Iterable<number>) => {
-    let m = 0;
-    for (const x of a) m = Math.max(m, x);
-    return m;
-  };
-  const schur = (r: Iterable<number>, c: Iterable<number>) => Math.sqrt(largest(r) * largest(c));
-  const rotations = [...giants.keys()].filter((g) => g > 0).length;
-  const rhoF = (schur(row, column) * Math.sqrt(COPIES) * fresh + (rotations * K(0)) / 2 ** MASK_BITS + R) / 2 ** A;
-  // The client's bits as its plaintext holds them are within N / 2^A of 0 or 1; the constants' encoding adds N / 2^(A + MASK_BITS).
-  const U = 1 + rounding + ((2 + rounding) * N) / 2 ** A + N / 2 ** (A + MASK_BITS);
-  const product = (rho: number, u: number, scaleBits: number) => {
-    const rotated = rho + K(1) / 2 ** scaleBits;
-    return u * (rho + rotated) + Math.sqrt(N) * rho * rotated + K(1) / 2 ** (2 * scaleBits);
-  };
-  const rhoP2 = product(product(rhoF, U, A), U * U, 2 * A);
-  const leaf = absMask(leafValue, N, LEAF_BITS);
-  let rho = schur([leaf.reduce((a, b) => a + b, 0)], [SEG * Math.max(...leaf)]) * rhoP2;
-  const outBits = 4 * A + LEAF_BITS;
-  for (let j = 0; j < 8; j++) rho += (2 ** (7 - j) * K(1)) / 2 ** outBits;
-  return rho;
-}
-
 if (opts.noise) {
   const kept: Ciphertext[] = [];
   const results = [];
@@ -354,7 +230,7 @@ if (opts.noise) {
   const bound = Math.max(1, ...built.outBound);
   // The flood's error per slot, sigma sqrt(N/2) / Delta_out, must stay below 2^-12 of the score bound.
   const needs = (2 ** -FLOOD_PRECISION_BITS * bound) / (floodSigma(1) * Math.sqrt(SLOTS));
-  const proved = layoutNoiseBound();
+  const proved = slotsNoiseBound(slotsLayout, { inputBits: A, maskBits: MASK_BITS, leafBits: LEAF_BITS, dataBits: Array<number>(DATA_PRIMES).fill(DATA_BITS) });
   console.log(
     JSON.stringify({
       prototype: 'trees-single-layout-noise',

@@ -1,0 +1,210 @@
+// The leaves-in-slots layout for one record (docs/trees.md, Not done yet): where each leaf and
+// its factors sit in the slots, the masks that gather the client's thermometer bits there, a
+// plaintext model of the circuit, and the bound on its honest noise that the flood needs. Not
+// served yet: scripts/prototype-trees-single.ts evaluates it encrypted.
+//
+// The client's bits fill one period of PERIOD slots (repeated over all slots). A period is 4
+// segments of SEGMENT positions; a leaf owns one position p and each of its factors a segment k,
+// at slot k SEGMENT + p. Factor slot t is sum_d M_d[t] x[t + d] + c[t]: a diagonal d per
+// (input, slot) pair, with masks of +1 (t_lo), -1 (t_hi) and the constant 1 where a factor has
+// no t_lo (1 - t_hi) or a leaf fewer than 4 factors. Then F rot(F, 2 SEGMENT), times its own
+// rotation by SEGMENT, puts each leaf's product of factors at its position; times the leaf
+// values, summed over the SEGMENT positions, every slot holds the score.
+import { SealedError } from '../../errors.ts';
+import { absMask, noiseUnits } from '../network-flood.ts';
+import { MAX_PATH } from './circuit.ts';
+
+export const PERIOD = 1024;
+export const SEGMENT = 256;
+
+/** A leaf as the layout needs it: per feature [t_lo, t_hi] input indices (-1: absent), and its value. */
+export interface SlotsLeaf {
+  factors: [number, number][];
+  value: number;
+}
+
+export interface SlotsLayout {
+  /** Ciphertext slots (N / 2); the vectors below repeat over them. */
+  slots: number;
+  /** Rotated copies of its input the client sends: diagonal d is copy d mod copies, giant step d - (d mod copies). */
+  copies: number;
+  /** Diagonal d -> its mask over one period. */
+  masks: Map<number, Float64Array>;
+  /** Added to the gathered factors, over one period. */
+  constant: Float64Array;
+  /** Each position's leaf value (0 where no leaf is). */
+  leafValues: Float64Array;
+}
+
+/** The batch circuit's leaves (literals: +(i+1) for t_i, -(i+1) for 1 - t_i) as factors per feature. */
+export function slotsLeaves(leaves: { lits: number[]; values: number[] }[], offsets: number[]): SlotsLeaf[] {
+  const featureOf = (i: number) => offsets.findLastIndex((o) => o <= i);
+  return leaves.map((l) => {
+    const byFeature = new Map<number, [number, number]>();
+    for (const x of l.lits) {
+      const i = Math.abs(x) - 1;
+      const f = byFeature.get(featureOf(i)) ?? [-1, -1];
+      f[x > 0 ? 0 : 1] = i;
+      byFeature.set(featureOf(i), f);
+    }
+    return { factors: [...byFeature.values()], value: l.values[0] };
+  });
+}
+
+const ORDERS: number[][] = (() => {
+  const out: number[][] = [];
+  const permute = (a: number[], k: number): void => {
+    if (k === a.length) out.push([...a]);
+    for (let i = k; i < a.length; i++) {
+      [a[k], a[i]] = [a[i], a[k]];
+      permute(a, k + 1);
+      [a[k], a[i]] = [a[i], a[k]];
+    }
+  };
+  permute([0, 1, 2, 3], 0);
+  return out;
+})();
+
+const mod = (v: number) => ((v % PERIOD) + PERIOD) % PERIOD;
+
+/** The giant step of diagonal d: the rotation the server applies to its group. */
+export const giantOf = (layout: Pick<SlotsLayout, 'copies'>, d: number): number => d - (d % layout.copies);
+
+/**
+ * Places the leaves greedily, most factors first: each at the free position and segment order
+ * adding the fewest new diagonals, a new giant step (one more rotation) weighing 11.
+ */
+export function placeLeaves(leaves: SlotsLeaf[], inputs: number, copies: number, slots = 8192): SlotsLayout {
+  if (leaves.length > SEGMENT)
+    throw new SealedError('bad-data', `${leaves.length} leaves: the single-record layout places at most ${SEGMENT}`, 'use fewer or shallower trees');
+  if (inputs > PERIOD) throw new SealedError('bad-data', `${inputs} inputs: the single-record layout holds at most ${PERIOD}`, 'use fewer bits per feature');
+  if (leaves.some((l) => l.factors.length > MAX_PATH)) throw new SealedError('bad-data', `a leaf has more than ${MAX_PATH} factors`);
+  const layout: SlotsLayout = { slots, copies, masks: new Map(), constant: new Float64Array(PERIOD), leafValues: new Float64Array(SEGMENT) };
+  const giantsUsed = new Set<number>();
+  const taken = new Uint8Array(SEGMENT);
+  for (const leaf of [...leaves].sort((x, y) => y.factors.length - x.factors.length)) {
+    let best = { cost: Infinity, p: -1, order: ORDERS[0] };
+    for (let p = 0; p < SEGMENT; p++) {
+      if (taken[p]) continue;
+      for (const order of ORDERS) {
+        let cost = 0;
+        const fresh = new Set<number>();
+        leaf.factors.forEach((f, k) => {
+          for (const i of f) {
+            const d = mod(i - (SEGMENT * order[k] + p));
+            if (i < 0 || layout.masks.has(d)) continue;
+            const g = giantOf(layout, d);
+            cost += g && !giantsUsed.has(g) && !fresh.has(g) ? 11 : 1;
+            fresh.add(g);
+          }
+        });
+        if (cost < best.cost) best = { cost, p, order };
+      }
+    }
+    taken[best.p] = 1;
+    layout.leafValues[best.p] = leaf.value;
+    for (let k = 0; k < 4; k++) {
+      const slot = SEGMENT * best.order[k] + best.p;
+      const [lo, hi] = leaf.factors[k] ?? [-1, -1];
+      if (lo < 0) layout.constant[slot] = 1; // 1 - t_hi, or a missing factor (1)
+      for (const [i, c] of [
+        [lo, 1],
+        [hi, -1],
+      ] as const) {
+        if (i < 0) continue;
+        const d = mod(i - slot);
+        let v = layout.masks.get(d);
+        if (!v) layout.masks.set(d, (v = new Float64Array(PERIOD)));
+        v[slot] += c;
+        giantsUsed.add(giantOf(layout, d));
+      }
+    }
+  }
+  return layout;
+}
+
+/** The diagonals by giant step. */
+export function giantGroups(layout: SlotsLayout): Map<number, number[]> {
+  const groups = new Map<number, number[]>();
+  for (const d of layout.masks.keys()) groups.set(giantOf(layout, d), [...(groups.get(giantOf(layout, d)) ?? []), d]);
+  return groups;
+}
+
+/** The layout's score for one record's bits, in plaintext (what slot 0 decrypts to, up to rounding and noise). */
+export function simulateSlots(layout: SlotsLayout, bits: ArrayLike<number>): number {
+  const x = Float64Array.from({ length: PERIOD }, (_, i) => (i < bits.length ? bits[i] : 0));
+  const F = Float64Array.from(layout.constant);
+  for (const [d, m] of layout.masks) for (let t = 0; t < PERIOD; t++) if (m[t]) F[t] += m[t] * x[mod(t + d)];
+  const P1 = F.map((f, t) => f * F[mod(t + 2 * SEGMENT)]);
+  let score = 0;
+  for (let p = 0; p < SEGMENT; p++) score += layout.leafValues[p] * P1[p] * P1[p + SEGMENT];
+  return score;
+}
+
+export interface SlotsChain {
+  /** The client's input scale. */
+  inputBits: number;
+  /** The masks' scale, and the prime the gather rescales by. */
+  maskBits: number;
+  leafBits: number;
+  /** The primes the products and the leaf values consume, top level first (the result keeps them all). */
+  dataBits: number[];
+}
+
+/**
+ * A bound on the unflooded result's honest noise |v|_2, relative to its scale, with the sources
+ * and tools of network-flood.ts floodNoiseBound (its comment has them and their proofs): fresh
+ * noise, roundings, key switches, |a b|_2 <= |a|_can |b|_2, Schur's bound on a linear map's
+ * norm (sqrt(largest row sum x largest column sum) of its absolute entries), and the messages as
+ * the server's plaintexts hold them (the masks' and leaf values' rounding is part of the model,
+ * as for networks; absMask bounds it per slot). Step by step, at nominal scales:
+ *  - gather, at scale 2^(a + mask): output slot t is sum_d M_d[t] c_j(d)[t + giant(d)], a linear
+ *    map of the copies' stacked fresh noises (|.|_2 <= sqrt(copies) fresh), Schur-bounded; one
+ *    key switch per giant rotation at the top level; the rescale by the mask prime (its rounding
+ *    R) leaves rho_F at scale 2^a;
+ *  - each segment product a b (a = F, b its rotation: one more key switch): U (rho_a + rho_b) +
+ *    sqrt(N) rho_a rho_b, then the relinearization's key switch at the product's scale; no
+ *    rescale (the scales multiply). U bounds the factors' messages: a slot holds one leaf's
+ *    factor, t_lo - t_hi, 1 - t_hi or 1 (or 0 where no leaf is), so |.| <= 1 for any 0/1 bits,
+ *    plus the roundings of the masks, the constants and the client's encoding;
+ *  - the leaf values and the sum over the SEGMENT positions: a linear map (Schur: every output
+ *    sums one period of the leaf values, every input reaches SEGMENT outputs), then 8 folds' key
+ *    switches.
+ */
+export function slotsNoiseBound(layout: SlotsLayout, c: SlotsChain): number {
+  const N = 2 * layout.slots;
+  const [a, mask] = [c.inputBits, c.maskBits];
+  const { fresh, R, K } = noiseUnits(N, [...c.dataBits, mask]);
+  const row = new Float64Array(PERIOD);
+  const column = new Float64Array(layout.copies * PERIOD); // [copy][slot]
+  let rounding = 0;
+  for (const [d, v] of layout.masks) {
+    const abs = absMask(v, N, mask);
+    const [g, j] = [giantOf(layout, d), d % layout.copies];
+    rounding += abs[0] - Math.abs(v[0]);
+    for (let t = 0; t < PERIOD; t++) {
+      row[t] += abs[t];
+      column[j * PERIOD + mod(t + g)] += abs[t];
+    }
+  }
+  const schur = (r: Iterable<number>, col: Iterable<number>) => Math.sqrt(largest(r) * largest(col));
+  const rotations = [...giantGroups(layout).keys()].filter((g) => g > 0).length;
+  const rhoF = (schur(row, column) * Math.sqrt(layout.copies) * fresh + (rotations * K(0)) / 2 ** mask + R) / 2 ** a;
+  const U = 1 + rounding + ((2 + rounding) * N) / 2 ** a + N / 2 ** (a + mask);
+  const product = (rho: number, u: number, scaleBits: number) => {
+    const rotated = rho + K(1) / 2 ** scaleBits;
+    return u * (rho + rotated) + Math.sqrt(N) * rho * rotated + K(1) / 2 ** (2 * scaleBits);
+  };
+  const rhoP2 = product(product(rhoF, U, a), U * U, 2 * a);
+  const leaf = absMask(layout.leafValues, N, c.leafBits);
+  let rho = schur([leaf.reduce((x, y) => x + y, 0)], [SEGMENT * largest(leaf)]) * rhoP2;
+  const outBits = 4 * a + c.leafBits;
+  for (let j = 0; j < Math.log2(SEGMENT); j++) rho += (2 ** (Math.log2(SEGMENT) - 1 - j) * K(1)) / 2 ** outBits;
+  return rho;
+}
+
+function largest(a: Iterable<number>): number {
+  let m = 0;
+  for (const x of a) m = Math.max(m, x);
+  return m;
+}

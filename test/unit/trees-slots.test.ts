@@ -1,0 +1,57 @@
+// The leaves-in-slots layout for one record (src/model/trees/slots.ts), in plaintext: the
+// placement gives the quantized model's score on every held-out breast-cancer record, and the
+// flood bound tells the chains apart (scripts/prototype-trees-single.ts --noise measures the
+// encrypted layout's honest noise 11-12 bits below it).
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { floodSigma } from '../../src/fhe/privacy.ts';
+import { FLOOD_PRECISION_BITS } from '../../src/model/compile-batch.ts';
+import { buildCircuit, thermometer } from '../../src/model/trees/circuit.ts';
+import { compileTreeModel } from '../../src/model/trees/compile.ts';
+import { binsOf, inputOffsets, quantizedScores } from '../../src/model/trees/quantize.ts';
+import { PERIOD, SEGMENT, giantGroups, placeLeaves, simulateSlots, slotsLeaves, slotsNoiseBound } from '../../src/model/trees/slots.ts';
+
+const DIR = join(import.meta.dirname, '..', 'fixtures', 'trees');
+const data = JSON.parse(readFileSync(join(DIR, 'breast-cancer.data.json'), 'utf8')) as { train: number[][]; test: number[][] };
+const m = compileTreeModel(new Uint8Array(readFileSync(join(DIR, 'breast-cancer.xgb.json'))), 'xgboost-json', data.train, { form: 'factored' });
+const { edges } = m.client.bins;
+const { offsets, inputs } = inputOffsets(edges);
+const built = buildCircuit(m.quantized, edges, offsets, inputs);
+const leaves = slotsLeaves(built.leaves, offsets);
+const layout = placeLeaves(leaves, inputs, 32);
+
+t.test('each leaf at its own position: the layout gives the quantized score on every held-out record', async (t) => {
+  t.equal(leaves.length, built.leaves.length);
+  t.equal(layout.leafValues.filter((v) => v !== 0).length, leaves.filter((l) => l.value !== 0).length, `${leaves.length} leaves in ${SEGMENT} positions`);
+  const groups = [...giantGroups(layout)];
+  t.ok(
+    groups.every(([g, ds]) => ds.every((d) => d - (d % layout.copies) === g && d >= 0 && d < PERIOD)),
+    `${layout.masks.size} diagonals in ${groups.length} giant groups of ${layout.copies}`,
+  );
+  let worst = 0;
+  for (const record of data.test) {
+    const bins = binsOf(m.client.bins, record);
+    const bits = thermometer(bins, edges, offsets, inputs);
+    worst = Math.max(worst, Math.abs(simulateSlots(layout, bits) + m.quantized.base[0] - quantizedScores(m.quantized, bins)[0]));
+  }
+  t.ok(worst < 1e-9, `${data.test.length} held-out records: largest difference ${worst.toExponential(2)}`);
+});
+
+t.test("the flood bound: a 408-bit chain meets the flood's need, the prototype's 380-bit chain does not", async (t) => {
+  // The flood's error per slot, sigma sqrt(N/2) / Delta_out, must stay below 2^-12 of the score bound.
+  const needs = (2 ** -FLOOD_PRECISION_BITS * Math.max(1, ...built.outBound)) / (floodSigma(1) * Math.sqrt(layout.slots));
+  const bound = (inputBits: number, dataBits: number[]) => slotsNoiseBound(layout, { inputBits, maskBits: 30, leafBits: 30, dataBits });
+  const fits = bound(70, Array<number>(6).fill(53));
+  const prototype = bound(63, Array<number>(5).fill(58));
+  t.ok(fits <= needs, `2^70, 6 x 53 + 30 + 60: 2^${Math.log2(fits).toFixed(2)} <= 2^${Math.log2(needs).toFixed(2)}`);
+  t.ok(prototype > needs, `2^63, 5 x 58 + 30 + 60: 2^${Math.log2(prototype).toFixed(2)} > 2^${Math.log2(needs).toFixed(2)}`);
+  t.ok(bound(72, Array<number>(6).fill(54)) < fits, 'a larger input scale lowers it');
+  t.ok(bound(70, Array<number>(6).fill(60)) > fits, 'data primes as large as the special prime raise it (key switching)');
+});
+
+t.test('refusals: more leaves than positions, more inputs than a period', async (t) => {
+  const many = Array.from({ length: SEGMENT + 1 }, () => leaves[0]);
+  t.throws(() => placeLeaves(many, inputs, 32), /257 leaves/);
+  t.throws(() => placeLeaves(leaves, PERIOD + 1, 32), /1025 inputs/);
+});
