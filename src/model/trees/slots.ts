@@ -1,7 +1,7 @@
 // The leaves-in-slots layout for one record (docs/trees.md, Not done yet): where each leaf and
 // its factors sit in the slots, the masks that gather the client's thermometer bits there, a
 // plaintext model of the circuit, and the bound on its honest noise that the flood needs. Not
-// served yet: scripts/prototype-trees-single.ts evaluates it encrypted.
+// served yet.
 //
 // The client's bits fill one period of PERIOD slots (repeated over all slots). A period is 4
 // segments of SEGMENT positions; a leaf owns one position p and each of its factors a segment k,
@@ -9,10 +9,14 @@
 // (input, slot) pair, with masks of +1 (t_lo), -1 (t_hi) and the constant 1 where a factor has
 // no t_lo (1 - t_hi) or a leaf fewer than 4 factors. Then F rot(F, 2 SEGMENT), times its own
 // rotation by SEGMENT, puts each leaf's product of factors at its position; times the leaf
-// values, summed over the SEGMENT positions, every slot holds the score.
+// values, summed over the SEGMENT positions, every slot holds the score (src/fhe/tree-slots.ts
+// evaluates it encrypted).
 import { SealedError } from '../../errors.ts';
+import { giantOf, type SlotsLayout } from '../../fhe/tree-slots.ts';
 import { absMask, noiseUnits } from '../network-flood.ts';
 import { MAX_PATH } from './circuit.ts';
+
+export type { SlotsLayout };
 
 export const PERIOD = 1024;
 export const SEGMENT = 256;
@@ -21,19 +25,6 @@ export const SEGMENT = 256;
 export interface SlotsLeaf {
   factors: [number, number][];
   value: number;
-}
-
-export interface SlotsLayout {
-  /** Ciphertext slots (N / 2); the vectors below repeat over them. */
-  slots: number;
-  /** Rotated copies of its input the client sends: diagonal d is copy d mod copies, giant step d - (d mod copies). */
-  copies: number;
-  /** Diagonal d -> its mask over one period. */
-  masks: Map<number, Float64Array>;
-  /** Added to the gathered factors, over one period. */
-  constant: Float64Array;
-  /** Each position's leaf value (0 where no leaf is). */
-  leafValues: Float64Array;
 }
 
 /** The batch circuit's leaves (literals: +(i+1) for t_i, -(i+1) for 1 - t_i) as factors per feature. */
@@ -66,9 +57,6 @@ const ORDERS: number[][] = (() => {
 })();
 
 const mod = (v: number) => ((v % PERIOD) + PERIOD) % PERIOD;
-
-/** The giant step of diagonal d: the rotation the server applies to its group. */
-export const giantOf = (layout: Pick<SlotsLayout, 'copies'>, d: number): number => d - (d % layout.copies);
 
 /**
  * Places the leaves greedily, most factors first: each at the free position and segment order

@@ -1,0 +1,156 @@
+// The leaves-in-slots circuit for one tree-ensemble record (docs/trees.md, Not done yet; the
+// placement and its noise bound are in src/model/trees/slots.ts). In: the client's thermometer
+// bits, replicated with the layout's period, and their rotations by 0 .. copies - 1 (the baby
+// steps the client sends). Out: one ciphertext whose every slot holds the score, unflooded.
+// Pure: no I/O, no threads. Not served yet: scripts/prototype-trees-single.ts and
+// test/trees-slots-encrypted.test.ts run it.
+import type { Ciphertext, Plaintext } from 'node-seal/throws';
+import { SealedError } from '../errors.ts';
+import type { CkksSession } from './ckks.ts';
+import type { SecretKeyHolder } from './keys.ts';
+import { loadQueryCiphertext, type EvaluationKeys } from './load.ts';
+import { guard, release } from './seal.ts';
+
+/** Where the leaves and their factors sit: plain data, made by src/model/trees/slots.ts. */
+export interface SlotsLayout {
+  /** Ciphertext slots (N / 2); the vectors below repeat over them. */
+  slots: number;
+  /** Rotated copies of its input the client sends: diagonal d is copy d mod copies, giant step d - (d mod copies). */
+  copies: number;
+  /** Diagonal d -> its mask over one period. */
+  masks: Map<number, Float64Array>;
+  /** Added to the gathered factors, over one period (its length is the period: 4 segments). */
+  constant: Float64Array;
+  /** Each position's leaf value (its length is the segment). */
+  leafValues: Float64Array;
+}
+
+export interface SlotsScales {
+  inputScaleBits: number;
+  /** The masks' scale: the gather rescales by the prime after the data primes, of this size. */
+  maskScaleBits: number;
+  leafScaleBits: number;
+}
+
+/** The giant rotation of diagonal d. */
+export const giantOf = (layout: Pick<SlotsLayout, 'copies'>, d: number): number => d - (d % layout.copies);
+
+/** Rotation steps the Galois keys must hold: the giant steps, the two segment products, the sum's folds. */
+export function slotsRotations(layout: SlotsLayout): number[] {
+  const segment = layout.leafValues.length;
+  const giants = new Set([...layout.masks.keys()].map((d) => giantOf(layout, d)).filter((g) => g > 0));
+  const folds = Array.from({ length: Math.log2(segment) }, (_, j) => 2 ** j);
+  return [...new Set([...giants, 2 * segment, segment, ...folds])].sort((a, b) => a - b);
+}
+
+const repeat = (v: ArrayLike<number>, slots: number, shift = 0) =>
+  Float64Array.from({ length: slots }, (_, t) => v[(((t + shift) % v.length) + v.length) % v.length]);
+
+/** Client side: the query, `copies` ciphertexts: the bits replicated with the period, rotated by 0 .. copies - 1. */
+export function encryptSlotsQuery(holder: SecretKeyHolder, layout: SlotsLayout, scales: SlotsScales, bits: ArrayLike<number>): Uint8Array[] {
+  const period = layout.constant.length;
+  if (bits.length > period) throw new SealedError('bad-data', `${bits.length} bits: the layout's period holds ${period}`);
+  const x = Float64Array.from({ length: period }, (_, i) => (i < bits.length ? bits[i] : 0));
+  return Array.from({ length: layout.copies }, (_, j) => holder.encrypt(repeat(x, layout.slots, j), scales.inputScaleBits));
+}
+
+/** Server side: a layout's plaintexts, encoded once, and its evaluation. */
+export class SlotsEvaluator {
+  private readonly s: CkksSession;
+  private readonly layout: SlotsLayout;
+  private readonly scales: SlotsScales;
+  /** Per giant rotation, its diagonals: the copy each reads and its mask, pre-rotated by -rotation. */
+  private readonly groups = new Map<number, { copy: number; pt: Plaintext }[]>();
+  private readonly constant: Plaintext;
+  private readonly leafValues: Plaintext;
+
+  constructor(s: CkksSession, layout: SlotsLayout, scales: SlotsScales) {
+    this.s = s;
+    this.layout = layout;
+    this.scales = scales;
+    const { slots } = layout;
+    for (const [d, mask] of layout.masks) {
+      const g = giantOf(layout, d);
+      const list = this.groups.get(g) ?? [];
+      list.push({ copy: d - g, pt: this.encode(repeat(mask, slots, -g), 2 ** scales.maskScaleBits) });
+      this.groups.set(g, list);
+    }
+    this.constant = this.encode(repeat(layout.constant, slots), 2 ** (scales.inputScaleBits + scales.maskScaleBits));
+    this.leafValues = this.encode(repeat(layout.leafValues, slots), 2 ** scales.leafScaleBits);
+    // The leaf values multiply the products one level down, after the gather's rescale.
+    const data = s.context.firstContextData();
+    const next = data.nextContextData();
+    const pid = next.parmsId();
+    s.evaluator.plainModSwitchToInplace(this.leafValues, pid);
+    release(pid, next, data);
+  }
+
+  private encode(values: Float64Array, scale: number): Plaintext {
+    const pt = new this.s.seal.Plaintext();
+    this.s.encoder.encode(values, scale, pt);
+    return pt;
+  }
+
+  /** Evaluates the layout on the client's copies (bytes, as it saved them); the result is unflooded. */
+  run(copies: Uint8Array[], keys: EvaluationKeys): Ciphertext {
+    const { s, layout } = this;
+    if (copies.length !== layout.copies) throw new SealedError('bad-query', `the query holds ${copies.length} ciphertexts, this layout reads ${layout.copies}`);
+    if (!keys.relin) throw new SealedError('bad-keys', 'relinearization keys are missing');
+    const relin = keys.relin;
+    const owned: Ciphertext[] = [];
+    const fresh = () => {
+      const c = new s.seal.Ciphertext();
+      owned.push(c);
+      return c;
+    };
+    try {
+      const x = copies.map((b, j) => {
+        const c = loadQueryCiphertext(s, b, this.scales.inputScaleBits, { what: `ciphertext ${j} of the encrypted query` });
+        owned.push(c);
+        return c;
+      });
+      const ev = s.evaluator;
+      return guard('bad-query', 'evaluation', () => {
+        const term = fresh();
+        let F: Ciphertext | undefined;
+        for (const [g, list] of this.groups) {
+          const inner = fresh();
+          list.forEach(({ copy, pt }, n) => {
+            if (n === 0) ev.multiplyPlain(x[copy], pt, inner);
+            else {
+              ev.multiplyPlain(x[copy], pt, term);
+              ev.addInplace(inner, term);
+            }
+          });
+          if (g) ev.rotateVectorInplace(inner, g, keys.galois);
+          if (!F) F = inner;
+          else ev.addInplace(F, inner);
+        }
+        if (!F) throw new SealedError('bad-bundle', 'the layout has no diagonals');
+        ev.addPlainInplace(F, this.constant);
+        ev.rescaleToNextInplace(F);
+        const rotated = fresh();
+        const segment = layout.leafValues.length;
+        for (const step of [2 * segment, segment]) {
+          ev.rotateVector(F, step, keys.galois, rotated);
+          ev.multiplyInplace(F, rotated);
+          ev.relinearizeInplace(F, relin);
+        }
+        ev.multiplyPlainInplace(F, this.leafValues);
+        for (let k = 1; k < segment; k *= 2) {
+          ev.rotateVector(F, k, keys.galois, rotated);
+          ev.addInplace(F, rotated);
+        }
+        owned.splice(owned.indexOf(F), 1);
+        return F;
+      });
+    } finally {
+      release(...owned);
+    }
+  }
+
+  close(): void {
+    for (const list of this.groups.values()) release(...list.map((t) => t.pt));
+    release(this.constant, this.leafValues);
+  }
+}
