@@ -1,6 +1,6 @@
 // The leaves-in-slots circuit for one record, encrypted (src/fhe/tree-slots.ts), on the
-// breast-cancer model at the chain whose proved bound meets the flood's need (input 2^70, primes
-// 6 x 53 + 30 + 60: src/model/trees/slots.ts). Checks, as test/circuit-privacy-trees.test.ts
+// breast-cancer model at the chain slotsChain picks (src/model/trees/slots.ts: the fewest primes
+// whose proved bound meets the flood's need; input 2^70, primes 6 x 53 + 30 + 60). Checks, as test/circuit-privacy-trees.test.ts
 // does for the batch forms: the honest noise, measured from two encryptions of one record, is
 // below the bound B; flooded with B, the score is the quantized model's within the flood's
 // stated precision, and the flood is there.
@@ -16,7 +16,7 @@ import { FLOOD_PRECISION_BITS } from '../src/model/compile-batch.ts';
 import { buildCircuit, thermometer } from '../src/model/trees/circuit.ts';
 import { compileTreeModel } from '../src/model/trees/compile.ts';
 import { binsOf, inputOffsets, quantizedScores } from '../src/model/trees/quantize.ts';
-import { placeLeaves, slotsLeaves, slotsNoiseBound } from '../src/model/trees/slots.ts';
+import { placeLeaves, slotsChain, slotsLeaves, slotsNoiseBound } from '../src/model/trees/slots.ts';
 import { differencePhaseL2 } from './helpers/phase.ts';
 
 const DIR = join(import.meta.dirname, 'fixtures', 'trees');
@@ -26,11 +26,16 @@ const { edges } = m.client.bins;
 const { offsets, inputs } = inputOffsets(edges);
 const built = buildCircuit(m.quantized, edges, offsets, inputs);
 const layout = placeLeaves(slotsLeaves(built.leaves, offsets), inputs, 32);
-const scales = { inputScaleBits: 70, maskScaleBits: 30, leafScaleBits: 30 };
-const dataBits = Array<number>(6).fill(53);
+const chain = slotsChain(layout, Math.max(1, ...built.outBound));
+const scales = { inputScaleBits: chain.inputBits, maskScaleBits: chain.maskBits, leafScaleBits: chain.leafBits };
 
 t.test('honest noise below the proved bound; flooded with it, the quantized score within the precision', async (t) => {
-  const s = await CkksSession.open({ scheme: 'ckks', polyModulusDegree: 2 * layout.slots, coeffModulusBits: [...dataBits, 30, 60], securityLevel: 128 });
+  const s = await CkksSession.open({
+    scheme: 'ckks',
+    polyModulusDegree: 2 * layout.slots,
+    coeffModulusBits: [...chain.dataBits, chain.maskBits, 60],
+    securityLevel: 128,
+  });
   const steps = slotsRotations(layout);
   const km = generateKeys(s, steps, true);
   const holder = new SecretKeyHolder(s, km.secretKey);
@@ -39,7 +44,7 @@ t.test('honest noise below the proved bound; flooded with it, the quantized scor
   const sk = new s.seal.SecretKey();
   sk.loadFromArray(s.context, km.secretKey);
   const decryptor = new s.seal.Decryptor(s.context, sk);
-  const rho = slotsNoiseBound(layout, { inputBits: scales.inputScaleBits, maskBits: scales.maskScaleBits, leafBits: scales.leafScaleBits, dataBits });
+  const rho = slotsNoiseBound(layout, chain);
   let privacy: SinglePrivacy | undefined;
   t.teardown(() => {
     privacy?.close();

@@ -10,7 +10,7 @@ import { FLOOD_PRECISION_BITS } from '../../src/model/compile-batch.ts';
 import { buildCircuit, thermometer } from '../../src/model/trees/circuit.ts';
 import { compileTreeModel } from '../../src/model/trees/compile.ts';
 import { binsOf, inputOffsets, quantizedScores } from '../../src/model/trees/quantize.ts';
-import { PERIOD, SEGMENT, giantGroups, placeLeaves, simulateSlots, slotsLeaves, slotsNoiseBound } from '../../src/model/trees/slots.ts';
+import { PERIOD, SEGMENT, giantGroups, placeLeaves, simulateSlots, slotsChain, slotsLeaves, slotsNoiseBound } from '../../src/model/trees/slots.ts';
 
 const DIR = join(import.meta.dirname, '..', 'fixtures', 'trees');
 const data = JSON.parse(readFileSync(join(DIR, 'breast-cancer.data.json'), 'utf8')) as { train: number[][]; test: number[][] };
@@ -54,4 +54,14 @@ t.test('refusals: more leaves than positions, more inputs than a period', async 
   const many = Array.from({ length: SEGMENT + 1 }, () => leaves[0]);
   t.throws(() => placeLeaves(many, inputs, 32), /257 leaves/);
   t.throws(() => placeLeaves(leaves, PERIOD + 1, 32), /1025 inputs/);
+});
+
+t.test('the chain: the fewest primes, then the smallest input scale, whose bound meets the need', async (t) => {
+  const scoreBound = Math.max(1, ...built.outBound);
+  const c = slotsChain(layout, scoreBound);
+  const needs = (2 ** -FLOOD_PRECISION_BITS * scoreBound) / (floodSigma(1) * Math.sqrt(layout.slots));
+  t.same({ a: c.inputBits, primes: c.dataBits.length, bits: c.dataBits[0], total: c.totalBits }, { a: 70, primes: 6, bits: 53, total: 408 });
+  t.ok(slotsNoiseBound(layout, c) <= needs, 'its bound meets the need');
+  t.ok(slotsNoiseBound(layout, { ...c, inputBits: c.inputBits - 1, dataBits: Array<number>(6).fill(52) }) > needs, 'one bit less of input scale does not');
+  t.throws(() => slotsChain(layout, scoreBound, { lambda: 200 }), /no chain within ring 16384/);
 });

@@ -12,8 +12,11 @@
 // values, summed over the SEGMENT positions, every slot holds the score (src/fhe/tree-slots.ts
 // evaluates it encrypted).
 import { SealedError } from '../../errors.ts';
+import { MAX_BITS_128 } from '../../fhe/params.ts';
+import { FLOOD_SECURITY_BITS, floodSigma } from '../../fhe/privacy.ts';
 import { giantOf, type SlotsLayout } from '../../fhe/tree-slots.ts';
-import { absMask, noiseUnits } from '../network-flood.ts';
+import { FLOOD_PRECISION_BITS } from '../compile-batch.ts';
+import { SPECIAL_PRIME_BITS, absMask, noiseUnits } from '../network-flood.ts';
 import { MAX_PATH } from './circuit.ts';
 
 export type { SlotsLayout };
@@ -189,6 +192,38 @@ export function slotsNoiseBound(layout: SlotsLayout, c: SlotsChain): number {
   const outBits = 4 * a + c.leafBits;
   for (let j = 0; j < Math.log2(SEGMENT); j++) rho += (2 ** (Math.log2(SEGMENT) - 1 - j) * K(1)) / 2 ** outBits;
   return rho;
+}
+
+/**
+ * The chain the layout runs at: the fewest data primes, then the smallest input scale, whose
+ * bound meets the flood's need (its error per slot, sigma sqrt(N/2) / Delta_out, at most
+ * 2^-FLOOD_PRECISION_BITS of the score bound). The result keeps every data prime: k primes of b
+ * bits hold the products' scale 2^(4a + leaf) and the score, b as small as that allows (a key
+ * switch's noise grows with b / the special prime). Within 128-bit security or refused.
+ */
+export function slotsChain(
+  layout: SlotsLayout,
+  scoreBound: number,
+  o: { lambda?: number; maskBits?: number; leafBits?: number } = {},
+): SlotsChain & { totalBits: number } {
+  const N = 2 * layout.slots;
+  const [maskBits, leafBits] = [o.maskBits ?? 30, o.leafBits ?? 30];
+  const needs = (2 ** -FLOOD_PRECISION_BITS * Math.max(1, scoreBound)) / (floodSigma(1, o.lambda ?? FLOOD_SECURITY_BITS) * Math.sqrt(N / 2));
+  const outBits = Math.ceil(Math.log2(Math.max(1, scoreBound) * 1.01)) + 2;
+  for (let k = 4; k <= 10; k++) {
+    for (let a = 40; ; a++) {
+      const b = Math.max(20, Math.ceil((4 * a + leafBits + outBits) / k));
+      const totalBits = k * b + maskBits + SPECIAL_PRIME_BITS;
+      if (b > 60 || totalBits > MAX_BITS_128[N]) break;
+      const chain = { inputBits: a, maskBits, leafBits, dataBits: Array<number>(k).fill(b) };
+      if (slotsNoiseBound(layout, chain) <= needs) return { ...chain, totalBits };
+    }
+  }
+  throw new SealedError(
+    'bad-data',
+    `no chain within ring ${N}'s 128-bit bound holds this single-record layout with circuit privacy`,
+    'use fewer or shallower trees, or smaller leaf values',
+  );
 }
 
 function largest(a: Iterable<number>): number {
