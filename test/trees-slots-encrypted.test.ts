@@ -64,7 +64,8 @@ t.test('honest noise below the proved bound; flooded with it, the quantized scor
     const bins = binsOf(m.client.bins, record);
     const bits = thermometer(bins, edges, offsets, inputs);
     const want = quantizedScores(m.quantized, bins)[0];
-    const out1 = evaluator.run(encryptSlotsQuery(holder, layout, scales, bits), keys);
+    const query = encryptSlotsQuery(holder, layout, scales, bits);
+    const out1 = evaluator.run(query, keys);
     const out2 = evaluator.run(encryptSlotsQuery(holder, layout, scales, bits), keys);
     const B = rho * out1.scale();
     privacy ??= new SinglePrivacy(s, makePublicKey(s, km.secretKey), B);
@@ -81,6 +82,16 @@ t.test('honest noise below the proved bound; flooded with it, the quantized scor
       Math.abs(got - want) < 6 * precision,
       `flooded: within ${Math.abs(got - want).toExponential(2)} of the quantized score (precision ${precision.toExponential(2)}, std)`,
     );
+    if (record === data.test[0]) {
+      // Two threads' parts, added and finished: the same operations in another order, so the same ciphertext.
+      const joined = evaluator.finishParts(
+        [0, 1].map((k) => evaluator.runPart(query, keys, k, 2)),
+        keys,
+      );
+      const bytes = (c: typeof out1) => c.saveToArray(s.seal.ComprModeType.none) as Uint8Array;
+      t.ok(Buffer.from(bytes(joined)).equals(Buffer.from(bytes(out1))), 'two parts, then finishParts: the same ciphertext as run');
+      joined.delete();
+    }
     for (const c of [out1, out2, flooded]) c.delete();
   }
   t.ok(

@@ -8,7 +8,7 @@ import type { Ciphertext, Plaintext } from 'node-seal/throws';
 import { SealedError } from '../errors.ts';
 import type { CkksSession } from './ckks.ts';
 import type { SecretKeyHolder } from './keys.ts';
-import { loadQueryCiphertext, type EvaluationKeys } from './load.ts';
+import { loadCiphertext, loadQueryCiphertext, type EvaluationKeys } from './load.ts';
 import { guard, release } from './seal.ts';
 
 /** Where the leaves and their factors sit: plain data, made by src/model/trees/slots.ts. */
@@ -93,10 +93,55 @@ export class SlotsEvaluator {
 
   /** Evaluates the layout on the client's copies (bytes, as it saved them); the result is unflooded. */
   run(copies: Uint8Array[], keys: EvaluationKeys): Ciphertext {
+    const F = this.gather(copies, keys, [...this.groups.keys()]);
+    try {
+      return this.finish(F, keys);
+    } finally {
+      release(F);
+    }
+  }
+
+  /**
+   * The giant groups of part `part` of `parts` (dealt largest first to the lightest part, a
+   * rotation weighing as much as 11 mask products), for threads that share one record.
+   */
+  partGroups(part: number, parts: number): number[] {
+    const load = new Array<number>(parts).fill(0);
+    const owner = new Map<number, number>();
+    const cost = (g: number) => this.groups.get(g)!.length + (g ? 11 : 0);
+    for (const g of [...this.groups.keys()].sort((x, y) => cost(y) - cost(x) || x - y)) {
+      const k = load.indexOf(Math.min(...load));
+      owner.set(g, k);
+      load[k] += cost(g);
+    }
+    return [...owner].filter(([, k]) => k === part).map(([g]) => g);
+  }
+
+  /** One part's gather, unrescaled (bytes): finishParts adds the parts' and completes the circuit. */
+  runPart(copies: Uint8Array[], keys: EvaluationKeys, part: number, parts: number): Uint8Array {
+    const F = this.gather(copies, keys, this.partGroups(part, parts));
+    try {
+      return F.saveToArray(this.s.seal.ComprModeType.none) as Uint8Array;
+    } finally {
+      release(F);
+    }
+  }
+
+  /** The circuit from the parts' gathers (as runPart saved them): what run computes, in another order. */
+  finishParts(partials: Uint8Array[], keys: EvaluationKeys): Ciphertext {
+    const [F, ...rest] = partials.map((b, k) => loadCiphertext(this.s, b, `part ${k}'s sum`));
+    try {
+      for (const r of rest) this.s.evaluator.addInplace(F, r);
+      return this.finish(F, keys);
+    } finally {
+      release(F, ...rest);
+    }
+  }
+
+  /** sum over `groups` of rot(sum over their diagonals of mask x copy, giant): scale 2^(a + mask), top level. */
+  private gather(copies: Uint8Array[], keys: EvaluationKeys, groups: number[]): Ciphertext {
     const { s, layout } = this;
     if (copies.length !== layout.copies) throw new SealedError('bad-query', `the query holds ${copies.length} ciphertexts, this layout reads ${layout.copies}`);
-    if (!keys.relin) throw new SealedError('bad-keys', 'relinearization keys are missing');
-    const relin = keys.relin;
     const owned: Ciphertext[] = [];
     const fresh = () => {
       const c = new s.seal.Ciphertext();
@@ -104,21 +149,24 @@ export class SlotsEvaluator {
       return c;
     };
     try {
-      const x = copies.map((b, j) => {
-        const c = loadQueryCiphertext(s, b, this.scales.inputScaleBits, { what: `ciphertext ${j} of the encrypted query` });
-        owned.push(c);
-        return c;
-      });
+      const x = new Map<number, Ciphertext>();
+      for (const g of groups)
+        for (const { copy } of this.groups.get(g)!)
+          if (!x.has(copy)) {
+            const c = loadQueryCiphertext(s, copies[copy], this.scales.inputScaleBits, { what: `ciphertext ${copy} of the encrypted query` });
+            owned.push(c);
+            x.set(copy, c);
+          }
       const ev = s.evaluator;
       return guard('bad-query', 'evaluation', () => {
         const term = fresh();
         let F: Ciphertext | undefined;
-        for (const [g, list] of this.groups) {
+        for (const g of groups) {
           const inner = fresh();
-          list.forEach(({ copy, pt }, n) => {
-            if (n === 0) ev.multiplyPlain(x[copy], pt, inner);
+          this.groups.get(g)!.forEach(({ copy, pt }, n) => {
+            if (n === 0) ev.multiplyPlain(x.get(copy)!, pt, inner);
             else {
-              ev.multiplyPlain(x[copy], pt, term);
+              ev.multiplyPlain(x.get(copy)!, pt, term);
               ev.addInplace(inner, term);
             }
           });
@@ -126,10 +174,27 @@ export class SlotsEvaluator {
           if (!F) F = inner;
           else ev.addInplace(F, inner);
         }
-        if (!F) throw new SealedError('bad-bundle', 'the layout has no diagonals');
-        ev.addPlainInplace(F, this.constant);
+        if (!F) throw new SealedError('bad-bundle', 'no diagonals to gather');
+        owned.splice(owned.indexOf(F), 1);
+        return F;
+      });
+    } finally {
+      release(...owned);
+    }
+  }
+
+  /** The constants, the rescale, the two segment products, the leaf values and their sum (a new ciphertext). */
+  private finish(gathered: Ciphertext, keys: EvaluationKeys): Ciphertext {
+    const { s, layout } = this;
+    if (!keys.relin) throw new SealedError('bad-keys', 'relinearization keys are missing');
+    const relin = keys.relin;
+    const ev = s.evaluator;
+    const F = new s.seal.Ciphertext();
+    const rotated = new s.seal.Ciphertext();
+    try {
+      return guard('bad-query', 'evaluation', () => {
+        ev.addPlain(gathered, this.constant, F);
         ev.rescaleToNextInplace(F);
-        const rotated = fresh();
         const segment = layout.leafValues.length;
         for (const step of [2 * segment, segment]) {
           ev.rotateVector(F, step, keys.galois, rotated);
@@ -141,11 +206,13 @@ export class SlotsEvaluator {
           ev.rotateVector(F, k, keys.galois, rotated);
           ev.addInplace(F, rotated);
         }
-        owned.splice(owned.indexOf(F), 1);
         return F;
       });
+    } catch (e) {
+      release(F);
+      throw e;
     } finally {
-      release(...owned);
+      release(rotated);
     }
   }
 
