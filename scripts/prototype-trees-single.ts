@@ -4,7 +4,8 @@
 // query, alternated in one process. It checks the layout decrypts to the quantized model's score;
 // its timing floods with a stand-in bound (same cost as the real one); no wire format, no serving.
 // Run: sh scripts/with-node.sh node scripts/prototype-trees-single.ts [--copies 32] [--rounds 5]
-// [--input-bits 63] [--mask-bits 30] [--leaf-bits 30] [--data-bits 58] [--data-primes 5]. Last
+// [--input-bits 63] [--mask-bits 30] [--leaf-bits 30] [--data-bits 58] [--data-primes 5]
+// [--parts 2] (also timed: the gather in parts on worker threads, then finishParts). Last
 // stdout line: one JSON object. With --noise it times nothing and measures instead what a flood
 // bound must cover: the honest noise of the unflooded result (two encryptions of one record,
 // evaluated alike: |phase(r1 - r2)|_2 / sqrt(2) estimates |v|_2, as
@@ -14,6 +15,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { Worker } from 'node:worker_threads';
 import type { Ciphertext } from 'node-seal/throws';
 import { CkksSession } from '../src/fhe/ckks.ts';
 import { SecretKeyHolder, generateKeys } from '../src/fhe/keys.ts';
@@ -41,6 +43,7 @@ const { values: opts } = parseArgs({
     'data-bits': { type: 'string', default: '58' },
     'data-primes': { type: 'string', default: '5' },
     noise: { type: 'boolean', default: false },
+    parts: { type: 'string', default: '2' },
   },
 });
 /** Scales: the client's input, the masks (the gather rescales by a prime of this size), the leaf values. */
@@ -142,7 +145,70 @@ if (opts.noise) {
   process.exit(0);
 }
 
-const rounds: { layout_ms: number; flood_ms: number; batch_circuit_ms: number }[] = [];
+// Parts: worker threads, each with its own session, keys and evaluator (made before timing),
+// each gathering its giant groups of the same query; the main thread adds them and finishes.
+const PARTS = Number(opts.parts);
+const partWorkers = await Promise.all(
+  Array.from({ length: PARTS > 1 ? PARTS : 0 }, async () => {
+    const url = (f: string) => new URL(`../src/fhe/${f}`, import.meta.url).href;
+    const w = new Worker(
+      `const { parentPort, workerData: d } = require('node:worker_threads');
+      (async () => {
+        const [{ CkksSession }, { loadEvaluationKeys }, { SlotsEvaluator }] = await Promise.all([import(d.ckks), import(d.load), import(d.slots)]);
+        const s = await CkksSession.open(d.params);
+        const keys = loadEvaluationKeys(s, d.galois, d.relin, d.steps, true);
+        const ev = new SlotsEvaluator(s, d.layout, d.scales);
+        parentPort.on('message', ({ query, part, parts }) => {
+          const t0 = performance.now();
+          const bytes = ev.runPart(query, keys, part, parts);
+          parentPort.postMessage({ bytes, ms: performance.now() - t0 });
+        });
+        parentPort.postMessage('ready');
+      })();`,
+      {
+        eval: true,
+        workerData: {
+          ckks: url('ckks.ts'),
+          load: url('load.ts'),
+          slots: url('tree-slots.ts'),
+          params: s.params,
+          galois: km.galoisKeys,
+          relin: km.relinKeys,
+          steps,
+          layout: slotsLayout,
+          scales,
+        },
+      },
+    );
+    await new Promise((resolve) => w.once('message', resolve));
+    return w;
+  }),
+);
+async function inParts(): Promise<{ ms: number; parts_ms: number[]; finish_ms: number; score: number }> {
+  const t0 = performance.now();
+  const results = await Promise.all(
+    partWorkers.map(
+      (w, part) =>
+        new Promise<{ bytes: Uint8Array; ms: number }>((resolve) => {
+          w.once('message', resolve);
+          w.postMessage({ query, part, parts: PARTS });
+        }),
+    ),
+  );
+  const t1 = performance.now();
+  const out = evaluator.finishParts(
+    results.map((r) => r.bytes),
+    evalKeys,
+  );
+  const flooded = privacy.apply(out);
+  const t2 = performance.now();
+  const { score } = decode(out);
+  out.delete();
+  flooded.delete();
+  return { ms: t2 - t0, parts_ms: results.map((r) => Math.round(r.ms)), finish_ms: Math.round(t2 - t1), score };
+}
+
+const rounds: { layout_ms: number; flood_ms: number; parts?: { ms: number; parts_ms: number[]; finish_ms: number }; batch_circuit_ms: number }[] = [];
 let worst = 0;
 for (let round = 0; round < Number(opts.rounds); round++) {
   const t = performance.now();
@@ -154,6 +220,12 @@ for (let round = 0; round < Number(opts.rounds); round++) {
   worst = Math.max(worst, Math.abs(r.score - want), r.spread);
   out.delete();
   flooded.delete();
+  let parts;
+  if (partWorkers.length) {
+    const p = await inParts();
+    worst = Math.max(worst, Math.abs(p.score - want));
+    parts = { ms: Math.round(p.ms), parts_ms: p.parts_ms, finish_ms: p.finish_ms };
+  }
   const q = client.encryptQuery([record]);
   const t0 = performance.now();
   server.evaluate(q, keys);
@@ -161,6 +233,7 @@ for (let round = 0; round < Number(opts.rounds); round++) {
   rounds.push({
     layout_ms: Math.round(total),
     flood_ms: Math.round(t + total - tEvaluated),
+    ...(parts ? { parts } : {}),
     batch_circuit_ms: Math.round(batchMs),
   });
   err(JSON.stringify(rounds.at(-1)));
@@ -179,11 +252,19 @@ console.log(
     largest_error_vs_quantized: worst,
     layout_ms_median: median(rounds.map((r) => r.layout_ms)),
     layout_ms_range: [Math.min(...rounds.map((r) => r.layout_ms)), Math.max(...rounds.map((r) => r.layout_ms))],
+    ...(partWorkers.length
+      ? {
+          parts: PARTS,
+          parts_ms_median: median(rounds.map((r) => r.parts!.ms)),
+          parts_ms_range: [Math.min(...rounds.map((r) => r.parts!.ms)), Math.max(...rounds.map((r) => r.parts!.ms))],
+        }
+      : {}),
     batch_circuit_single_ms_median: median(rounds.map((r) => r.batch_circuit_ms)),
     batch_circuit_single_ms_range: [Math.min(...rounds.map((r) => r.batch_circuit_ms)), Math.max(...rounds.map((r) => r.batch_circuit_ms))],
     rounds,
   }),
 );
+await Promise.all(partWorkers.map((w) => w.terminate()));
 privacy.close();
 evaluator.close();
 evalKeys.close();
