@@ -87,7 +87,7 @@ const sk = new s.seal.SecretKey();
 sk.loadFromArray(s.context, km.secretKey);
 const decryptor = new s.seal.Decryptor(s.context, sk);
 const privacy = new SinglePrivacy(s, makePublicKey(s, km.secretKey), 2 ** 200);
-const encryptQuery = () => encryptSlotsQuery(holder, slotsLayout, scales, bits);
+const encryptQuery = () => encryptSlotsQuery(holder, { ...slotsLayout, period: slotsLayout.constant.length }, A, bits);
 let query = encryptQuery();
 const client = await TreeClient.open(m.client);
 const server = await TreeServer.open(m.server);

@@ -28,6 +28,7 @@ const built = buildCircuit(m.quantized, edges, offsets, inputs);
 const layout = placeLeaves(slotsLeaves(built.leaves, offsets), inputs, 32);
 const chain = slotsChain(layout, Math.max(1, ...built.outBound));
 const scales = { inputScaleBits: chain.inputBits, maskScaleBits: chain.maskBits, leafScaleBits: chain.leafBits };
+const shape = { slots: layout.slots, copies: layout.copies, period: layout.constant.length };
 
 t.test('honest noise below the proved bound; flooded with it, the quantized score within the precision', async (t) => {
   const s = await CkksSession.open({
@@ -64,9 +65,9 @@ t.test('honest noise below the proved bound; flooded with it, the quantized scor
     const bins = binsOf(m.client.bins, record);
     const bits = thermometer(bins, edges, offsets, inputs);
     const want = quantizedScores(m.quantized, bins)[0];
-    const query = encryptSlotsQuery(holder, layout, scales, bits);
+    const query = encryptSlotsQuery(holder, shape, chain.inputBits, bits);
     const out1 = evaluator.run(query, keys);
-    const out2 = evaluator.run(encryptSlotsQuery(holder, layout, scales, bits), keys);
+    const out2 = evaluator.run(encryptSlotsQuery(holder, shape, chain.inputBits, bits), keys);
     const B = rho * out1.scale();
     privacy ??= new SinglePrivacy(s, makePublicKey(s, km.secretKey), B);
     const dv = differencePhaseL2(s, decryptor, out1, out2);

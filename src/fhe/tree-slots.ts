@@ -10,6 +10,7 @@ import type { CkksSession } from './ckks.ts';
 import type { SecretKeyHolder } from './keys.ts';
 import { loadCiphertext, loadQueryCiphertext, type EvaluationKeys } from './load.ts';
 import { guard, release } from './seal.ts';
+import { makePublicKey } from './single-privacy.ts';
 
 /** Where the leaves and their factors sit: plain data, made by src/model/trees/slots.ts. */
 export interface SlotsLayout {
@@ -46,12 +47,38 @@ export function slotsRotations(layout: SlotsLayout): number[] {
 const repeat = (v: ArrayLike<number>, slots: number, shift = 0) =>
   Float64Array.from({ length: slots }, (_, t) => v[(((t + shift) % v.length) + v.length) % v.length]);
 
+/** Client side: the evaluation keys a layout's queries need, from a secret key (seeded, zstd). */
+export function makeSlotsKeys(
+  s: CkksSession,
+  secretKey: Uint8Array,
+  steps: number[],
+): { galoisKeys: Uint8Array; relinKeys: Uint8Array; publicKey: Uint8Array } {
+  const sk = new s.seal.SecretKey();
+  guard('bad-keys', 'the secret key', () => sk.loadFromArray(s.context, secretKey));
+  const kg = new s.seal.KeyGenerator(s.context, sk);
+  const gk = kg.createGaloisKeysSerializableWithSteps(Int32Array.from(steps));
+  const rk = kg.createRelinKeysSerializable();
+  try {
+    const zstd = s.seal.ComprModeType.zstd;
+    return { galoisKeys: gk.saveToArray(zstd) as Uint8Array, relinKeys: rk.saveToArray(zstd) as Uint8Array, publicKey: makePublicKey(s, secretKey) };
+  } finally {
+    release(gk, rk, kg, sk);
+  }
+}
+
+/** What the client knows of a layout: the slots, the copies it sends, the period of its bits. */
+export interface SlotsShape {
+  slots: number;
+  copies: number;
+  period: number;
+}
+
 /** Client side: the query, `copies` ciphertexts: the bits replicated with the period, rotated by 0 .. copies - 1. */
-export function encryptSlotsQuery(holder: SecretKeyHolder, layout: SlotsLayout, scales: SlotsScales, bits: ArrayLike<number>): Uint8Array[] {
-  const period = layout.constant.length;
+export function encryptSlotsQuery(holder: SecretKeyHolder, shape: SlotsShape, inputScaleBits: number, bits: ArrayLike<number>): Uint8Array[] {
+  const { period, slots, copies } = shape;
   if (bits.length > period) throw new SealedError('bad-data', `${bits.length} bits: the layout's period holds ${period}`);
   const x = Float64Array.from({ length: period }, (_, i) => (i < bits.length ? bits[i] : 0));
-  return Array.from({ length: layout.copies }, (_, j) => holder.encrypt(repeat(x, layout.slots, j), scales.inputScaleBits));
+  return Array.from({ length: copies }, (_, j) => holder.encrypt(repeat(x, slots, j), inputScaleBits));
 }
 
 /** Server side: a layout's plaintexts, encoded once, and its evaluation. */

@@ -21,8 +21,12 @@ export interface QueryHeader {
   model_id: string;
   params: string;
   records: number;
-  /** Absent: single (records packed per ciphertext). batch: record per slot, feature per ciphertext. */
-  layout?: 'single' | 'batch';
+  /**
+   * Absent: single (records packed per ciphertext). batch: record per slot, feature per
+   * ciphertext. slots: one tree-ensemble record, its bits in every period of the slots, in
+   * rotated copies (src/fhe/tree-slots.ts).
+   */
+  layout?: 'single' | 'batch' | 'slots';
   /**
    * Batch mode: the first section is the client's re-randomization key for circuit privacy
    * (src/fhe/privacy.ts, "SRK1"), the ciphertexts follow. A model that floods its results

@@ -11,6 +11,7 @@ import type { FactorNode } from '../../fhe/tree-factored.ts';
 import { BUNDLE_FORMAT, BUNDLE_VERSION, readManifest, type Manifest } from '../bundle.ts';
 import { MAX_PATH } from './circuit.ts';
 import type { TreeClientPart, TreeServerPart } from './compile.ts';
+import { singleLayout } from './single.ts';
 
 export const TREE_SERVER_FILE = 'server/trees.json';
 const sha256 = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
@@ -68,6 +69,7 @@ export async function readTreeClientPart(dir: string): Promise<TreeClientPart | 
   if (client.model !== 'trees' || client.model_id !== m.model_id)
     throw new SealedError('bad-bundle', `the client part in ${dir} is not the manifest's tree model`, 'copy the bundle again');
   checkParams(client.params);
+  if (client.single !== undefined) checkParams(client.single.params);
   return client;
 }
 
@@ -81,6 +83,11 @@ export async function readTreeBundle(dir: string): Promise<{ client: TreeClientP
     throw new SealedError('bad-bundle', `the parts in ${dir} are not one tree model`, 'copy the bundle again');
   checkParams(client.params);
   checkParams(server.circuit.params);
+  if (server.single !== undefined) {
+    singleLayout(server.single, TREE_SERVER_FILE);
+    if (JSON.stringify(client.single?.params) !== JSON.stringify(server.single.params))
+      throw new SealedError('bad-bundle', `the parts in ${dir} disagree on the single-record form's parameters`, 'copy the bundle again');
+  }
   const c = server.circuit;
   if (c.privacy === 'flood' && !(typeof c.noiseL2Bits === 'number' && Number.isFinite(c.noiseL2Bits)))
     throw new SealedError('bad-bundle', `${TREE_SERVER_FILE}: privacy "flood" needs noiseL2Bits`);

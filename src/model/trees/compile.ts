@@ -14,6 +14,7 @@ import { SPECIAL_PRIME_BITS, factoredNoiseBound, treeNoiseBound } from './noise.
 import { predict, predictionOf, type TreeEnsemble, type TreeTask } from './ensemble.ts';
 import { importOnnx } from './onnx.ts';
 import { binsOf, inputOffsets, quantize, quantizedScores, type QuantizedEnsemble, type TreeBins } from './quantize.ts';
+import { compileSingle, type SingleClientPart, type SingleServerPart } from './single.ts';
 import { importXgboost } from './xgboost.ts';
 
 export type TreeModelKind = 'xgboost-json' | 'onnx-ml';
@@ -39,12 +40,15 @@ export interface TreeClientPart {
   post: TreeEnsemble['post'];
   bins: TreeBins;
   privacy: Privacy;
+  /** The single-record form (single.ts), when the model has one: its own parameters and keys. */
+  single?: SingleClientPart;
 }
 
 export interface TreeServerPart {
   model: 'trees';
   model_id: string;
   circuit: TreeCircuit;
+  single?: SingleServerPart;
 }
 
 export interface TreeCompileOptions {
@@ -57,6 +61,8 @@ export interface TreeCompileOptions {
   target?: string;
   /** The circuit's form; default: the one with the smaller estimated cost (factored.ts). */
   form?: 'grouped' | 'factored';
+  /** Compile the single-record form too (default: when the model fits it). */
+  single?: boolean;
 }
 
 export interface CompiledTrees {
@@ -73,6 +79,8 @@ export interface CompiledTrees {
     form: 'grouped' | 'factored';
     /** What the server does per batch (tree-circuit.ts treeOpCounts). */
     operations: TreeOpCounts;
+    /** The single-record form's chain (bits per prime), or why the model has none (single.ts). */
+    single: { coeffModulusBits: number[] } | { refused: string };
   };
 }
 
@@ -201,6 +209,7 @@ export function compileTreeEnsemble(ensemble: TreeEnsemble, calibration?: ArrayL
     noiseL2Bits,
     floodSecurityBits: privacy === 'flood' ? lambda : undefined,
   };
+  const single = o.single === false ? { refused: 'not asked for' } : compileSingle(built.leaves, offsets, inputs, K, outBound, privacy, lambda);
   const features = o.features ?? Array.from({ length: ensemble.features }, (_, f) => `f${f}`);
   const base = {
     format: 'sealed-client' as const,
@@ -219,14 +228,24 @@ export function compileTreeEnsemble(ensemble: TreeEnsemble, calibration?: ArrayL
     post: ensemble.post,
     bins,
     privacy,
+    ...('client' in single ? { single: single.client } : {}),
   };
-  const serverJson = JSON.stringify(circuit);
+  const serverPart = { model: 'trees' as const, circuit, ...('server' in single ? { single: single.server } : {}) };
+  const serverJson = JSON.stringify(serverPart);
   const model_id = modelIdOf(JSON.stringify(base), serverJson);
   return {
     client: { ...base, model_id },
-    server: { model: 'trees', model_id, circuit },
+    server: { ...serverPart, model_id },
     ensemble,
     quantized: model,
-    report: { bits, calibrationAgreement: agreement, noiseL2Bits, dataPrimeBits: dataBits, form, operations: treeOpCounts(circuit) },
+    report: {
+      bits,
+      calibrationAgreement: agreement,
+      noiseL2Bits,
+      dataPrimeBits: dataBits,
+      form,
+      operations: treeOpCounts(circuit),
+      single: 'client' in single ? { coeffModulusBits: single.client.params.coeffModulusBits } : single,
+    },
   };
 }

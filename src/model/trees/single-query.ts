@@ -1,0 +1,113 @@
+// One tree-ensemble record on the wire, client side (the single-record form, single.ts; the
+// server's side is single-server.ts). Its parameters differ from the batch circuit's, so it has
+// a secret key and evaluation keys of its own:
+//
+//   keys:   header { params, galois_steps: the client part's, relin: true, public_key: <flood> },
+//           sections [Galois keys, relinearization keys, public key (when flooded)]
+//   query:  header { model_id, params, records: 1, layout: 'slots' }, sections: the record's
+//           thermometer bits repeated over the slots, rotated by 0 .. copies - 1
+//   result: the query's header plus query_sha256; one ciphertext, the score in every slot
+import { SealedError } from '../../errors.ts';
+import { CkksSession } from '../../fhe/ckks.ts';
+import { SecretKeyHolder, generateSecretKey } from '../../fhe/keys.ts';
+import { paramsKey } from '../../fhe/params.ts';
+import { encryptSlotsQuery, makeSlotsKeys } from '../../fhe/tree-slots.ts';
+import { sha256Hex } from '../../util/sha256.ts';
+import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../../wire/format.ts';
+import { thermometer } from './circuit.ts';
+import type { TreeClientPart } from './compile.ts';
+import { predictionOf, probabilitiesOf } from './ensemble.ts';
+import type { TreePredictions } from './query.ts';
+import { binsOf, inputOffsets } from './quantize.ts';
+import type { SingleClientPart } from './single.ts';
+
+/** Client side of the single-record form: holds its secret key; no I/O. */
+export class SingleTreeClient {
+  readonly part: TreeClientPart;
+  private readonly single: SingleClientPart;
+  private readonly s: CkksSession;
+  private readonly secretKey: Uint8Array;
+  private readonly holder: SecretKeyHolder;
+
+  private constructor(part: TreeClientPart, s: CkksSession, secretKey: Uint8Array) {
+    this.part = part;
+    this.single = part.single!;
+    this.s = s;
+    this.secretKey = secretKey;
+    this.holder = new SecretKeyHolder(s, secretKey);
+  }
+
+  /** `secretKey`: a saved one (SEAL bytes, made for the single form's parameters), else a fresh key. */
+  static async open(part: TreeClientPart, secretKey?: Uint8Array): Promise<SingleTreeClient> {
+    if (part.model !== 'trees' || !part.single)
+      throw new SealedError(
+        'bad-bundle',
+        'the model has no single-record form',
+        'compile it again with a sealed that makes one, or send records in a batch query',
+      );
+    // The result comes back one level down (the gather rescales): the client needs the whole chain.
+    const s = await CkksSession.open(part.single.params);
+    try {
+      return new SingleTreeClient(part, s, secretKey ?? generateSecretKey(s));
+    } catch (e) {
+      s.close();
+      throw e;
+    }
+  }
+
+  /** The secret key's bytes, to keep with the client's key files (never sent). */
+  exportSecretKey(): Uint8Array {
+    return this.secretKey.slice();
+  }
+
+  /** The evaluation keys object (wire kind 2) the server needs with each single-record query. */
+  keys(): Uint8Array {
+    const { galois_steps: steps, params } = this.single;
+    const { galoisKeys, relinKeys, publicKey } = makeSlotsKeys(this.s, this.secretKey, steps);
+    const flood = this.part.privacy === 'flood';
+    const header: KeysHeader = { params: paramsKey(params), galois_steps: steps, relin: true, public_key: flood };
+    return encodeWire('keys', header, flood ? [galoisKeys, relinKeys, publicKey] : [galoisKeys, relinKeys]);
+  }
+
+  /** Quantizes, encodes (thermometer bits over the period) and encrypts one record into a query. */
+  encryptRecord(record: ArrayLike<number>): Uint8Array {
+    const p = this.part;
+    if (record.length !== p.features.length)
+      throw new SealedError(
+        'bad-data',
+        `the record has ${record.length} values, the model has ${p.features.length} features`,
+        'give every feature of the model, in its order',
+      );
+    const { offsets, inputs } = inputOffsets(p.bins.edges);
+    if (inputs !== p.inputs || inputs > this.single.period) throw new SealedError('bad-bundle', "the client part's bins do not match its input count");
+    const bits = thermometer(binsOf(p.bins, record, p.features), p.bins.edges, offsets, inputs);
+    const shape = { slots: this.s.slots, copies: this.single.copies, period: this.single.period };
+    const sections = encryptSlotsQuery(this.holder, shape, this.single.input_scale_bits, bits);
+    const header: QueryHeader = { model_id: p.model_id, params: paramsKey(this.single.params), records: 1, layout: 'slots' };
+    return encodeWire('query', header, sections);
+  }
+
+  /** Decrypts a single-record result; `query` (the bytes sent) makes it refuse a result of another query. */
+  decryptResult(bytes: Uint8Array, query?: Uint8Array): TreePredictions {
+    const p = this.part;
+    const { header, sections } = decodeWire<ResultHeader>('result', bytes, 'the result');
+    if (header.model_id !== p.model_id)
+      throw new SealedError('wrong-model', 'the result was made by another model', 'decrypt results with the client part of the model that answered');
+    if (query && header.query_sha256 !== sha256Hex(query))
+      throw new SealedError('bad-query', 'the result answers another query', 'download the result written for this query');
+    if (header.layout !== 'slots' || header.records !== 1 || sections.length !== 1)
+      throw new SealedError('bad-query', 'the result is not one single-record ciphertext', 'download the result written for this query');
+    const score = [this.holder.decrypt(sections[0])[0]];
+    const post = { post: p.post, outputs: p.outputs };
+    return {
+      scores: [score],
+      predictions: [predictionOf(post, score)],
+      probabilities: p.post === 'identity' ? undefined : [probabilitiesOf(post, score)!],
+    };
+  }
+
+  close(): void {
+    this.holder.close();
+    this.s.close();
+  }
+}

@@ -1,0 +1,215 @@
+// One tree-ensemble record, server side: the single-record form's SEAL session and the pure
+// evaluation of a query (wire layout 'slots') with the client's keys, whole or in parts for
+// several threads (no I/O, no threads here). single-query.ts has the wire objects.
+import type { Ciphertext } from 'node-seal/throws';
+import { SealedError } from '../../errors.ts';
+import { CkksSession } from '../../fhe/ckks.ts';
+import { loadCiphertext, loadEvaluationKeys, type EvaluationKeys } from '../../fhe/load.ts';
+import { paramsKey } from '../../fhe/params.ts';
+import { release } from '../../fhe/seal.ts';
+import { SinglePrivacy } from '../../fhe/single-privacy.ts';
+import { SlotsEvaluator } from '../../fhe/tree-slots.ts';
+import { sha256Hex } from '../../util/sha256.ts';
+import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../../wire/format.ts';
+import { singleLayout, singleRotations, type SingleServerPart } from './single.ts';
+
+const KEYS_HINT = "make the single-record keys with this model's client part (SingleTreeClient.keys)";
+const QUERY_HINT = "encrypt the record with this model's client part (SingleTreeClient.encryptRecord)";
+/** Key sets kept loaded (Galois keys for 39 rotations: ~230 MB of SEAL memory each at ring 16384). */
+const KEPT_KEYS = 2;
+
+interface LoadedSingleKeys {
+  keys: EvaluationKeys;
+  privacy?: SinglePrivacy;
+  close(): void;
+}
+
+export class SingleTreeServer {
+  readonly modelId: string;
+  readonly part: SingleServerPart;
+  readonly session: CkksSession;
+  readonly params: string;
+  private readonly evaluator: SlotsEvaluator;
+  private readonly kept = new Map<string, LoadedSingleKeys>();
+
+  private constructor(modelId: string, part: SingleServerPart, s: CkksSession) {
+    this.modelId = modelId;
+    this.part = part;
+    this.session = s;
+    this.params = paramsKey(part.params);
+    const scales = { inputScaleBits: part.inputScaleBits, maskScaleBits: part.maskScaleBits, leafScaleBits: part.leafScaleBits };
+    this.evaluator = new SlotsEvaluator(s, singleLayout(part, 'the single-record form'), scales);
+  }
+
+  static async open(modelId: string, part: SingleServerPart): Promise<SingleTreeServer> {
+    const s = await CkksSession.open(part.params);
+    try {
+      return new SingleTreeServer(modelId, part, s);
+    } catch (e) {
+      s.close();
+      throw e;
+    }
+  }
+
+  /** The query's ciphertexts, its header checked: this model, its parameters, one record, `copies` sections. */
+  checkQuery(queryBytes: Uint8Array): { header: QueryHeader; sections: Uint8Array[] } {
+    const q = decodeWire<QueryHeader>('query', queryBytes, 'the encrypted query');
+    const h = q.header;
+    if (h.model_id !== this.modelId)
+      throw new SealedError(
+        'wrong-model',
+        'the query was encrypted for another model',
+        'encrypt the query with the client part of the model this endpoint serves',
+      );
+    if (h.layout !== 'slots') throw new SealedError('bad-query', 'the query is not a single-record (slots) query', QUERY_HINT);
+    if (h.params !== this.params)
+      throw new SealedError('bad-query', `the query uses parameters ${String(h.params)}, the single-record form uses ${this.params}`, QUERY_HINT);
+    if (h.records !== 1 || q.sections.length !== this.part.copies)
+      throw new SealedError(
+        'bad-query',
+        `the query declares ${String(h.records)} record${h.records === 1 ? '' : 's'} in ${q.sections.length} ciphertexts; a single-record query holds 1 record in ${this.part.copies}`,
+        QUERY_HINT,
+      );
+    return q;
+  }
+
+  /** A whole query -> the result (wire kind 3), flooded when the model says so. */
+  evaluate(queryBytes: Uint8Array, keysBytes: Uint8Array, keysId?: string): Uint8Array {
+    const q = this.checkQuery(queryBytes);
+    return this.withKeys(keysBytes, keysId, (k) => {
+      const out = this.evaluator.run(q.sections, k.keys);
+      return this.result(queryBytes, this.flood(out, k));
+    });
+  }
+
+  /** Part `part` of `parts` of a checked query's gather (bytes; finish adds the parts'). */
+  evaluatePart(sections: Uint8Array[], part: number, parts: number, keysBytes: Uint8Array, keysId?: string): Uint8Array {
+    return this.withKeys(keysBytes, keysId, (k) => this.evaluator.runPart(sections, k.keys, part, parts));
+  }
+
+  /** The flood's mask (bytes; see SinglePrivacy.mask), made while the parts run; undefined without flooding. */
+  floodMask(keysBytes: Uint8Array, keysId?: string): Uint8Array | undefined {
+    return this.withKeys(keysBytes, keysId, (k) => {
+      if (!k.privacy) return undefined;
+      const { scale, pid } = this.resultLevel();
+      const mask = k.privacy.mask(scale, pid);
+      try {
+        return mask.saveToArray(this.session.seal.ComprModeType.none) as Uint8Array;
+      } finally {
+        release(mask, pid);
+      }
+    });
+  }
+
+  /** The parts' gathers (in any order) and the flood mask -> the result ciphertext (bytes, zstd). */
+  finish(partials: Uint8Array[], mask: Uint8Array | undefined, keysBytes: Uint8Array, keysId?: string): Uint8Array {
+    return this.withKeys(keysBytes, keysId, (k) => {
+      const out = this.evaluator.finishParts(partials, k.keys);
+      if (!k.privacy) return this.save(out);
+      if (!mask) throw new SealedError('internal', 'a flooded model finished without its flood mask');
+      const m = loadCiphertext(this.session, mask, 'the flood mask');
+      try {
+        this.session.evaluator.addInplace(out, m);
+        return this.save(out);
+      } finally {
+        release(m);
+      }
+    });
+  }
+
+  /** The result object of a query from its result ciphertext (bytes). */
+  resultOf(queryBytes: Uint8Array, ciphertext: Uint8Array): Uint8Array {
+    const header: ResultHeader = { model_id: this.modelId, params: this.params, records: 1, layout: 'slots', query_sha256: sha256Hex(queryBytes) };
+    return encodeWire('result', header, [ciphertext]);
+  }
+
+  private result(queryBytes: Uint8Array, out: Ciphertext): Uint8Array {
+    return this.resultOf(queryBytes, this.save(out));
+  }
+
+  private flood(out: Ciphertext, k: LoadedSingleKeys): Ciphertext {
+    if (!k.privacy) return out;
+    try {
+      return k.privacy.apply(out);
+    } finally {
+      release(out);
+    }
+  }
+
+  private save(ct: Ciphertext): Uint8Array {
+    try {
+      return ct.saveToArray(this.session.seal.ComprModeType.zstd) as Uint8Array;
+    } finally {
+      release(ct);
+    }
+  }
+
+  /**
+   * The result's scale and level, computed as SEAL does: the gather's 2^(a + mask) rescaled by
+   * the mask prime (one level down), squared twice by the segment products, times the leaf values'.
+   */
+  private resultLevel() {
+    const p = this.part;
+    const maskPrime = Number(this.session.shape.data[0].primes.at(-1)!);
+    const F = 2 ** (p.inputScaleBits + p.maskScaleBits) / maskPrime;
+    const F2 = F * F;
+    const data = this.session.context.firstContextData();
+    const next = data.nextContextData();
+    const pid = next.parmsId();
+    release(next, data);
+    return { scale: F2 * F2 * 2 ** p.leafScaleBits, pid };
+  }
+
+  private withKeys<T>(keysBytes: Uint8Array, keysId: string | undefined, fn: (k: LoadedSingleKeys) => T): T {
+    if (keysId === undefined) {
+      const k = this.load(keysBytes);
+      try {
+        return fn(k);
+      } finally {
+        k.close();
+      }
+    }
+    let k = this.kept.get(keysId);
+    if (k) this.kept.delete(keysId);
+    else {
+      k = this.load(keysBytes);
+      while (this.kept.size >= KEPT_KEYS) {
+        const [oldest, old] = this.kept.entries().next().value!;
+        this.kept.delete(oldest);
+        old.close();
+      }
+    }
+    this.kept.set(keysId, k);
+    return fn(k);
+  }
+
+  private load(keysBytes: Uint8Array): LoadedSingleKeys {
+    const k = decodeWire<KeysHeader>('keys', keysBytes, 'the evaluation keys');
+    if (k.header.params !== this.params) throw new SealedError('bad-keys', 'the keys were made for other parameters than the single-record form', KEYS_HINT);
+    const flood = this.part.privacy === 'flood';
+    if (k.sections.length !== (flood ? 3 : 2) || k.header.relin !== true || (flood && k.header.public_key !== true))
+      throw new SealedError(
+        'bad-keys',
+        flood
+          ? 'single-record keys must hold Galois keys, relinearization keys and the public key (circuit privacy)'
+          : 'single-record keys must hold Galois and relinearization keys',
+        KEYS_HINT,
+      );
+    const keys = loadEvaluationKeys(this.session, k.sections[0], k.sections[1], singleRotations(this.part.copies), true);
+    let privacy: SinglePrivacy | undefined;
+    try {
+      if (flood) privacy = new SinglePrivacy(this.session, k.sections[2], 2 ** this.part.noiseL2Bits, this.part.floodSecurityBits);
+    } catch (e) {
+      keys.close();
+      throw e;
+    }
+    return { keys, privacy, close: () => (privacy?.close(), keys.close()) };
+  }
+
+  close(): void {
+    for (const k of this.kept.values()) k.close();
+    this.kept.clear();
+    this.evaluator.close();
+    this.session.close();
+  }
+}

@@ -1,0 +1,129 @@
+// The single-record form of a tree bundle: the leaves-in-slots layout (slots.ts) compiled next
+// to the batch circuit, at its own CKKS parameters (slotsChain), so with keys of its own. The
+// server part holds the layout (masks, constants, leaf values). The client part holds what
+// encrypting one record needs: parameters, scales, copies, period and rotation steps. The steps
+// are every giant step of the period, not the ones the placement uses, so that they say nothing
+// about where the leaves sit.
+import { SealedError } from '../../errors.ts';
+import { checkParams, type CkksParams } from '../../fhe/params.ts';
+import type { Privacy } from '../../fhe/privacy.ts';
+import type { SlotsLayout } from '../../fhe/tree-slots.ts';
+import { PERIOD, SEGMENT, placeLeaves, slotsChain, slotsLeaves, slotsNoiseBound } from './slots.ts';
+
+/** Rotated copies of its record the client sends (baby steps): 26 MB of query, 39 rotation keys at ring 16384. */
+export const SINGLE_COPIES = 32;
+const SLOTS = 8192;
+
+export interface SingleClientPart {
+  params: CkksParams;
+  input_scale_bits: number;
+  copies: number;
+  period: number;
+  galois_steps: number[];
+}
+
+export interface SingleServerPart {
+  params: CkksParams;
+  inputScaleBits: number;
+  maskScaleBits: number;
+  leafScaleBits: number;
+  copies: number;
+  /** Diagonal d -> its nonzero mask entries [slot, value] over one period. */
+  masks: [number, [number, number][]][];
+  /** Nonzero entries [slot, value] of the constant added to the gathered factors. */
+  constant: [number, number][];
+  /** Each of the SEGMENT positions' leaf value. */
+  leafValues: number[];
+  privacy: Privacy;
+  /** log2 of the bound on the unflooded result's honest noise |v|_2 (slotsNoiseBound x the result's scale). */
+  noiseL2Bits: number;
+  floodSecurityBits: number;
+}
+
+/**
+ * The rotation steps a single-record query's keys hold: every giant step (a multiple of `copies`
+ * below the period), the two segment products, and the leaf sum's folds.
+ */
+export function singleRotations(copies: number): number[] {
+  const giants = Array.from({ length: PERIOD / copies - 1 }, (_, j) => (j + 1) * copies);
+  const folds = Array.from({ length: Math.log2(SEGMENT) }, (_, j) => 2 ** j);
+  return [...new Set([...giants, 2 * SEGMENT, SEGMENT, ...folds])].sort((a, b) => a - b);
+}
+
+/**
+ * The single-record form of an ensemble's leaves (the batch circuit's, with literals), or why it
+ * has none: more outputs than one, more leaves than a segment, or no chain within 128-bit
+ * security that holds the flood.
+ */
+export function compileSingle(
+  leaves: { lits: number[]; values: number[] }[],
+  offsets: number[],
+  inputs: number,
+  outputs: number,
+  scoreBound: number,
+  privacy: Privacy,
+  lambda: number,
+): { client: SingleClientPart; server: SingleServerPart } | { refused: string } {
+  if (outputs !== 1) return { refused: `${outputs} outputs: the single-record layout computes one score` };
+  let layout: SlotsLayout;
+  let chain: ReturnType<typeof slotsChain>;
+  try {
+    layout = placeLeaves(slotsLeaves(leaves, offsets), inputs, SINGLE_COPIES, SLOTS);
+    chain = slotsChain(layout, scoreBound, { lambda });
+  } catch (e) {
+    if (e instanceof SealedError) return { refused: e.message };
+    throw e;
+  }
+  const params: CkksParams = {
+    scheme: 'ckks',
+    polyModulusDegree: 2 * SLOTS,
+    coeffModulusBits: [...chain.dataBits, chain.maskBits, 60],
+    securityLevel: 128,
+  };
+  const resultBits = 4 * chain.inputBits + chain.leafBits;
+  const sparse = (v: ArrayLike<number>) => Array.from(v, (x, i) => [i, x] as [number, number]).filter(([, x]) => x !== 0);
+  return {
+    client: { params, input_scale_bits: chain.inputBits, copies: SINGLE_COPIES, period: PERIOD, galois_steps: singleRotations(SINGLE_COPIES) },
+    server: {
+      params,
+      inputScaleBits: chain.inputBits,
+      maskScaleBits: chain.maskBits,
+      leafScaleBits: chain.leafBits,
+      copies: SINGLE_COPIES,
+      masks: [...layout.masks].sort(([x], [y]) => x - y).map(([d, m]) => [d, sparse(m)]),
+      constant: sparse(layout.constant),
+      leafValues: Array.from(layout.leafValues),
+      privacy,
+      noiseL2Bits: Math.log2(slotsNoiseBound(layout, chain)) + resultBits,
+      floodSecurityBits: lambda,
+    },
+  };
+}
+
+/** The layout a server part holds, checked: entries inside the period, finite values, a chain that holds it. */
+export function singleLayout(part: SingleServerPart, where: string): SlotsLayout {
+  const bad = (why: string) => new SealedError('bad-bundle', `${where}: the single-record layout ${why}`, 'compile the model again');
+  checkParams(part.params);
+  const slots = part.params.polyModulusDegree / 2;
+  if (part.params.coeffModulusBits.length < 3 || part.params.coeffModulusBits.at(-2) !== part.maskScaleBits) throw bad('has a chain without its mask prime');
+  if (!Number.isInteger(part.copies) || part.copies < 1 || PERIOD % part.copies !== 0) throw bad(`has ${part.copies} copies, not a divisor of ${PERIOD}`);
+  const dense = (entries: unknown, length: number, what: string) => {
+    const v = new Float64Array(length);
+    if (!Array.isArray(entries)) throw bad(`has no ${what}`);
+    for (const e of entries) {
+      if (!Array.isArray(e) || !Number.isInteger(e[0]) || e[0] < 0 || e[0] >= length || !Number.isFinite(e[1])) throw bad(`has a bad entry in ${what}`);
+      v[e[0] as number] = e[1] as number;
+    }
+    return v;
+  };
+  const masks = new Map<number, Float64Array>();
+  if (!Array.isArray(part.masks) || part.masks.length === 0) throw bad('has no masks');
+  for (const [d, entries] of part.masks) {
+    if (!Number.isInteger(d) || d < 0 || d >= PERIOD || masks.has(d)) throw bad(`has a diagonal ${JSON.stringify(d)}`);
+    masks.set(d, dense(entries, PERIOD, `diagonal ${d}`));
+  }
+  if (!Array.isArray(part.leafValues) || part.leafValues.length !== SEGMENT || !part.leafValues.every(Number.isFinite))
+    throw bad(`does not have ${SEGMENT} leaf values`);
+  if (!Number.isFinite(part.noiseL2Bits)) throw bad('has no noise bound');
+  return { slots, copies: part.copies, masks, constant: dense(part.constant, PERIOD, 'the constant'), leafValues: Float64Array.from(part.leafValues) };
+}

@@ -1,0 +1,96 @@
+// One tree-ensemble record, encrypted, in process: the bundle's single-record form from the
+// client's keys and query (SingleTreeClient) through the server's pure evaluation
+// (SingleTreeServer), whole and in two parts with the flood's mask made beside them, to the
+// decrypted prediction; and what the server refuses (wrong query shape, wrong keys).
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FLOOD_PRECISION_BITS } from '../src/model/compile-batch.ts';
+import { compileTreeModel } from '../src/model/trees/compile.ts';
+import { predictionOf } from '../src/model/trees/ensemble.ts';
+import { TreeClient } from '../src/model/trees/query.ts';
+import { binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
+import { SingleTreeClient } from '../src/model/trees/single-query.ts';
+import { SingleTreeServer } from '../src/model/trees/single-server.ts';
+import { decodeWire, encodeWire, type KeysHeader, type QueryHeader } from '../src/wire/format.ts';
+
+const DIR = join(import.meta.dirname, 'fixtures', 'trees');
+const data = JSON.parse(readFileSync(join(DIR, 'breast-cancer.data.json'), 'utf8')) as { train: number[][]; test: number[][] };
+const m = compileTreeModel(new Uint8Array(readFileSync(join(DIR, 'breast-cancer.xgb.json'))), 'xgboost-json', data.train);
+const precision = 2 ** -FLOOD_PRECISION_BITS * 9.15; // the flood's stated precision: 2^-12 of the score bound (9.14)
+// One client, its keys (36 rotations: ~11 s of key generation here) and one server for both tests.
+const client = await SingleTreeClient.open(m.client);
+const server = await SingleTreeServer.open(m.server.model_id, m.server.single!);
+const keys = client.keys();
+t.teardown(() => (client.close(), server.close()));
+
+t.test('one record: client -> server (whole, and in two parts) -> the quantized prediction', async (t) => {
+  const post = { post: m.ensemble.post, outputs: 1 };
+  for (const record of data.test.slice(0, 2)) {
+    const want = quantizedScores(m.quantized, binsOf(m.client.bins, record))[0];
+    const query = client.encryptRecord(record);
+    const whole = client.decryptResult(server.evaluate(query, keys, 'client-1'), query);
+    const { sections } = server.checkQuery(query);
+    const partials = [1, 0].map((k) => server.evaluatePart(sections, k, 2, keys, 'client-1'));
+    const mask = server.floodMask(keys, 'client-1');
+    const parts = client.decryptResult(server.resultOf(query, server.finish(partials, mask, keys, 'client-1')), query);
+    for (const [how, got] of [
+      ['whole', whole],
+      ['two parts', parts],
+    ] as const) {
+      const score = got.scores[0][0];
+      t.ok(
+        Math.abs(score - want) < 6 * precision,
+        `${how}: ${score.toFixed(5)} against the quantized ${want.toFixed(5)} (precision ${precision.toExponential(2)})`,
+      );
+      t.equal(got.predictions[0], predictionOf(post, [want]), `${how}: the quantized model's class`);
+    }
+    t.not(whole.scores[0][0], parts.scores[0][0], 'each result has its own flood');
+  }
+});
+
+t.test('what the server refuses, with the reason', async (t) => {
+  const batch = await TreeClient.open(m.client);
+  t.teardown(() => batch.close());
+  const query = client.encryptRecord(data.test[0]);
+  const q = decodeWire<QueryHeader>('query', query, 'q');
+  const k = decodeWire<KeysHeader>('keys', keys, 'k');
+  const refusals: [string, () => unknown, { code: string; message: RegExp }][] = [
+    [
+      'a copy left out',
+      () => server.evaluate(encodeWire('query', q.header, q.sections.slice(1)), keys),
+      { code: 'bad-query', message: /declares 1 record in 31 ciphertexts; a single-record query holds 1 record in 32/ },
+    ],
+    [
+      'two records declared',
+      () => server.evaluate(encodeWire('query', { ...q.header, records: 2 }, q.sections), keys),
+      { code: 'bad-query', message: /declares 2 records/ },
+    ],
+    [
+      'a batch query',
+      () => server.evaluate(encodeWire('query', { ...q.header, layout: 'batch' }, q.sections), keys),
+      { code: 'bad-query', message: /not a single-record/ },
+    ],
+    ['the batch keys', () => server.evaluate(query, batch.keys()), { code: 'bad-keys', message: /other parameters/ }],
+    [
+      'keys without the public key',
+      () => server.evaluate(query, encodeWire('keys', { ...k.header, public_key: false }, k.sections.slice(0, 2))),
+      { code: 'bad-keys', message: /public key/ },
+    ],
+    [
+      'keys without a rotation',
+      () => server.evaluate(query, encodeWire('keys', k.header, [batch.keys().slice(0, 0), ...k.sections.slice(1)])),
+      { code: 'bad-keys', message: /Galois keys/ },
+    ],
+    [
+      'another query relabelled',
+      () => server.evaluate(encodeWire('query', { ...q.header, model_id: 'f'.repeat(64) }, q.sections), keys),
+      { code: 'wrong-model', message: /another model/ },
+    ],
+  ];
+  for (const [what, run, error] of refusals) t.throws(run, error, what);
+  const result = server.evaluate(query, keys, 'client-1');
+  const other = client.encryptRecord(data.test[1]);
+  t.throws(() => client.decryptResult(result, other), { code: 'bad-query', message: /another query/ }, 'the client refuses a result of another query');
+  t.ok(Number.isFinite(client.decryptResult(result, query).scores[0][0]), 'and the server still answers correctly after the refusals');
+});

@@ -1,0 +1,67 @@
+// The single-record form in a tree bundle (src/model/trees/single.ts), in plaintext: what the
+// compiler puts in each part, what the client part must not hold, the layout the server part
+// stores (it computes the quantized score), and the server part's checks.
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { thermometer } from '../../src/model/trees/circuit.ts';
+import { compileTreeModel } from '../../src/model/trees/compile.ts';
+import { binsOf, inputOffsets, quantizedScores } from '../../src/model/trees/quantize.ts';
+import { SINGLE_COPIES, singleLayout, singleRotations, type SingleServerPart } from '../../src/model/trees/single.ts';
+import { simulateSlots } from '../../src/model/trees/slots.ts';
+
+const DIR = join(import.meta.dirname, '..', 'fixtures', 'trees');
+const load = (name: string) => JSON.parse(readFileSync(join(DIR, `${name}.data.json`), 'utf8')) as { train: number[][]; test: number[][] };
+const data = load('breast-cancer');
+const m = compileTreeModel(new Uint8Array(readFileSync(join(DIR, 'breast-cancer.xgb.json'))), 'xgboost-json', data.train);
+
+t.test('the client part: parameters and rotation steps that do not depend on where the leaves are', async (t) => {
+  const single = m.client.single!;
+  t.ok(single, 'breast cancer (234 leaves, one output) has a single-record form');
+  t.same(single.params.coeffModulusBits, [53, 53, 53, 53, 53, 53, 30, 60], "slotsChain's chain: 6 x 53 + 30 + 60");
+  t.same(single.params, m.server.single!.params, 'both parts name the same parameters');
+  t.equal(single.copies, SINGLE_COPIES);
+  t.same(single.galois_steps, singleRotations(SINGLE_COPIES), 'every giant step of the period, the products and the folds');
+  t.equal(single.galois_steps.length, 1024 / SINGLE_COPIES - 1 + 5, '31 giant steps (the products and the folds from 32 among them), folds 1 to 16');
+  const text = JSON.stringify(m.client);
+  for (const secret of ['masks', 'leafValues', 'constant', 'noiseL2Bits']) t.notOk(text.includes(secret), `the client part holds no ${secret}`);
+});
+
+t.test('the server part stores a layout that computes the quantized score', async (t) => {
+  const layout = singleLayout(m.server.single!, 'test');
+  const { edges } = m.client.bins;
+  const { offsets, inputs } = inputOffsets(edges);
+  let worst = 0;
+  for (const record of data.test) {
+    const bins = binsOf(m.client.bins, record);
+    worst = Math.max(worst, Math.abs(simulateSlots(layout, thermometer(bins, edges, offsets, inputs)) - quantizedScores(m.quantized, bins)[0]));
+  }
+  t.ok(worst < 1e-9, `${data.test.length} held-out records through the stored layout: largest difference ${worst.toExponential(2)}`);
+  t.ok(m.server.single!.noiseL2Bits > 0 && Number.isFinite(m.server.single!.noiseL2Bits), 'the flood bound is stored');
+});
+
+t.test('models the layout cannot hold have no single form, and the report says why', async (t) => {
+  const diabetes = load('diabetes');
+  const d = compileTreeModel(new Uint8Array(readFileSync(join(DIR, 'diabetes.xgb.json'))), 'xgboost-json', diabetes.train);
+  t.equal(d.client.single, undefined);
+  t.equal(d.server.single, undefined);
+  t.match((d.report.single as { refused: string }).refused, /383 leaves: the single-record layout places at most 256/);
+  const off = compileTreeModel(new Uint8Array(readFileSync(join(DIR, 'breast-cancer.xgb.json'))), 'xgboost-json', data.train, { single: false });
+  t.equal(off.client.single, undefined, 'single: false leaves it out');
+  t.not(off.client.model_id, m.client.model_id, 'and the model id tells the two bundles apart');
+});
+
+t.test('a server part with a broken layout is refused before SEAL sees it', async (t) => {
+  const good = m.server.single!;
+  const broken: [string, Partial<SingleServerPart>, RegExp][] = [
+    ['a diagonal beyond the period', { masks: [[1024, [[0, 1]]], ...good.masks.slice(1)] }, /diagonal 1024/],
+    ['a mask entry beyond the period', { masks: [[good.masks[0][0], [[5000, 1]]], ...good.masks.slice(1)] }, /bad entry in diagonal/],
+    ['a leaf value that is not a number', { leafValues: [Number.NaN, ...good.leafValues.slice(1)] }, /256 leaf values/],
+    ['too few leaf values', { leafValues: good.leafValues.slice(1) }, /256 leaf values/],
+    ['copies that do not divide the period', { copies: 30 }, /30 copies/],
+    ['a chain whose second-last prime is not the masks', { maskScaleBits: 40 }, /mask prime/],
+    ['no masks', { masks: [] }, /no masks/],
+  ];
+  for (const [what, change, message] of broken)
+    t.throws(() => singleLayout({ ...good, ...change }, 'server/trees.json'), { code: 'bad-bundle', message }, what);
+});
