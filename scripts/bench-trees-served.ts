@@ -1,4 +1,5 @@
-// `npm run bench -- trees --served`: one record's query through the real server (embedded S3,
+// `npm run bench -- trees --served`: one record's query (the bundle's single-record form when it
+// has one, else a one-record batch) through the real server (embedded S3,
 // worker pool), with one worker and with two, requests in turn (one to each per round, so this
 // VM's drift falls on both alike). With two workers the query's lone batch is cut into a part per
 // thread (src/server/invoke-trees.ts); the server's own timings say what each took: `pool_wall`
@@ -12,6 +13,7 @@ import { sha256 } from '../src/client/route.ts';
 import { writeTreeBundle } from '../src/model/trees/bundle.ts';
 import type { CompiledTrees } from '../src/model/trees/compile.ts';
 import { TreeClient } from '../src/model/trees/query.ts';
+import { SingleTreeClient } from '../src/model/trees/single-query.ts';
 import { formatS3Uri } from '../src/storage/s3.ts';
 import { BENCH_BUCKET, startBenchStack } from './bench-stack.ts';
 
@@ -29,12 +31,14 @@ export async function servedSingle(m: CompiledTrees, record: number[], rounds: n
   const dir = await mkdtemp(join(tmpdir(), 'sealed-bench-trees-'));
   const modelDir = join(dir, 'model');
   await writeTreeBundle(modelDir, m.client, m.server);
-  const client = await TreeClient.open(m.client);
+  // The bundle's single-record form when it has one (layout slots), else the batch circuit on a one-record batch.
+  const client = m.client.single ? await SingleTreeClient.open(m.client) : await TreeClient.open(m.client);
+  const encrypt = () => (client instanceof SingleTreeClient ? client.encryptRecord(record) : client.encryptQuery([record]));
   const stacks = [await startBenchStack(modelDir, 1), await startBenchStack(modelDir, 2)];
   try {
     const keys = client.keys();
     let t = performance.now();
-    const query = client.encryptQuery([record]);
+    const query = encrypt();
     err(`served: one record's query ${(query.length / 1e6).toFixed(0)} MB encrypted in ${(performance.now() - t).toFixed(0)} ms`);
     const keysKey = `sealed/keys/${sha256(keys)}.keys`;
     for (const s of stacks) {
@@ -64,6 +68,9 @@ export async function servedSingle(m: CompiledTrees, record: number[], rounds: n
       }
     }
     return stacks.map((s, i) => ({
+      form: client instanceof SingleTreeClient ? 'single-record (slots)' : 'batch circuit',
+      query_bytes: query.length,
+      key_bytes: keys.length,
       workers: s.workers,
       threads: seen[i][0].threads,
       pool_wall_ms_p50: median(seen[i].map((x) => x.pool_wall)),

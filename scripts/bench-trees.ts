@@ -19,6 +19,7 @@ import { predict, predictionOf } from '../src/model/trees/ensemble.ts';
 import { binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
 import { TreeClient } from '../src/model/trees/query.ts';
 import { TreeServer } from '../src/model/trees/server.ts';
+import { SingleTreeClient } from '../src/model/trees/single-query.ts';
 import { servedSingle } from './bench-trees-served.ts';
 
 const err = (s: string) => process.stderr.write(s + '\n');
@@ -70,11 +71,17 @@ async function runFixture(name: string, bits: number | undefined, single: boolea
     const got = client.decryptResult(result, query);
     let singleMs: number | undefined;
     if (single) {
-      const q1 = client.encryptQuery([d.test[0]]);
+      // The single-record form when the bundle has one (its keys loaded by a first query, as a
+      // serving worker keeps them), else the batch circuit on a one-record batch.
+      const one = m.client.single ? await SingleTreeClient.open(m.client) : undefined;
+      const k1 = one ? one.keys() : keys;
+      const q1 = one ? one.encryptRecord(d.test[0]) : client.encryptQuery([d.test[0]]);
+      if (one) server.evaluate(q1, k1, undefined, undefined, 'bench');
       t = performance.now();
-      const r1 = server.evaluate(q1, keys);
+      const r1 = server.evaluate(q1, k1, undefined, undefined, 'bench');
       singleMs = performance.now() - t;
-      const g1 = client.decryptResult(r1, q1);
+      const g1 = (one ?? client).decryptResult(r1, q1);
+      one?.close();
       if (g1.predictions[0] !== got.predictions[0] && !regression) err(`${name}: single-record prediction differs from the batch's`);
     }
     // Metrics on the held-out records (the first d.test.length slots).
@@ -125,6 +132,7 @@ async function runFixture(name: string, bits: number | undefined, single: boolea
       batch_server_ms: Math.round(batchMs),
       server_ms_per_record: batchMs / R,
       single_record_server_ms: singleMs === undefined ? undefined : Math.round(singleMs),
+      single_record_form: m.client.single ? 'slots' : 'batch circuit',
       single_record_served: served,
       keygen_ms: Math.round(keygenMs),
       client_encrypt_ms_per_record: encryptMs / R,

@@ -52,7 +52,7 @@ t.ok(SIZE > 10_000 && keysB.length === SIZE, `real evaluation keys (${SIZE} byte
 
 const at = (key: string): S3Location => ({ bucket: B, key });
 const put = (key: string, bytes: Uint8Array) => store.put(at(key), bytes, 'fixture');
-const newStore = (maxBytes = 64 * SIZE) => new KeyStore({ store, program, maxBytes, maxObjectBytes: 512 * 1024 * 1024 });
+const newStore = (maxBytes = 64 * SIZE) => new KeyStore({ store, kinds: { program, galoisSection: true }, maxBytes, maxObjectBytes: 512 * 1024 * 1024 });
 /** Counts the requests `f` makes. */
 async function counting<T>(f: () => Promise<T>): Promise<{ value: T; gets: number; heads: number }> {
   const [g, h] = [store.gets, store.heads];

@@ -31,9 +31,10 @@ t.test('one record: client -> server (whole, and in two parts) -> the quantized 
     const query = client.encryptRecord(record);
     const whole = client.decryptResult(server.evaluate(query, keys, 'client-1'), query);
     const { sections } = server.checkQuery(query);
-    const partials = [1, 0].map((k) => server.evaluatePart(sections, k, 2, keys, 'client-1'));
-    const mask = server.floodMask(keys, 'client-1');
-    const parts = client.decryptResult(server.resultOf(query, server.finish(partials, mask, keys, 'client-1')), query);
+    const set = server.keysOf(keys, 'client-1');
+    const partials = [1, 0].map((k) => server.evaluatePart(sections, k, 2, set));
+    const mask = server.floodMask(set);
+    const parts = client.decryptResult(server.resultOf(query, server.finish(partials, mask, set)), query);
     for (const [how, got] of [
       ['whole', whole],
       ['two parts', parts],

@@ -35,6 +35,7 @@ const keySet: EvaluateTask['keys'] = {
   relin: keys.header.relin ? shared(keys.sections[1]) : undefined,
   publicKey: keys.header.public_key ? shared(keys.sections[keys.sections.length - 1]) : undefined,
   bytes: keys.sections[0].length,
+  params: keys.header.params,
 };
 const rows = tr.test.x.slice(0, 6);
 const query = decodeWire<QueryHeader>('query', session.encrypt(rows), 'the query');

@@ -35,7 +35,8 @@ export interface InvocationResponse {
   model_id: string;
   /** SHA-256 of the query object evaluated; the result's header names it too. */
   query_sha256: string;
-  layout: 'single' | 'batch';
+  /** slots: one tree-ensemble record (src/model/trees/single-server.ts). */
+  layout: 'single' | 'batch' | 'slots';
   records: number;
   ciphertexts: number;
   keys_cached: boolean;

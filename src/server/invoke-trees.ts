@@ -7,12 +7,13 @@
 // Queries are large (hundreds of MB per 8,192-record batch), so the JSON (S3) form is the usual
 // one; the body form works the same way for queries within the payload limit.
 import { createHash } from 'node:crypto';
-import { reviveError, SealedError } from '../errors.ts';
+import { SealedError } from '../errors.ts';
 import { ciphertextBytesBound, paramsKey } from '../fhe/params.ts';
 import { describeS3Location, type S3Location } from '../storage/s3.ts';
 import { partInputs, treeParts, usedInputs } from '../fhe/tree-circuit.ts';
 import { decodeWire, encodeWire, type QueryHeader, type ResultHeader } from '../wire/format.ts';
-import type { TreeKeys, TreeResult } from './worker-protocol.ts';
+import type { TreeKeys } from './worker-protocol.ts';
+import { evaluateTreeRecord, settle } from './invoke-tree-record.ts';
 import { MiB } from './budget.ts';
 import { invocationResponse, type InvocationContext, type InvocationResponse, type ResultSink } from './invocation-context.ts';
 import type { KeyStore } from './key-store.ts';
@@ -34,7 +35,11 @@ export function checkTreeQuery(model: ServingModel, query: Uint8Array): { header
   const { header: h, sections } = decodeWire<QueryHeader>('query', query, 'the encrypted query');
   checkQueryHeader(model, h);
   if (h.layout !== 'batch')
-    throw new SealedError('bad-query', 'this endpoint serves a tree ensemble, whose queries hold a record per slot (layout batch)', ENCRYPT_HINT);
+    throw new SealedError(
+      'bad-query',
+      'this endpoint serves a tree ensemble, whose queries hold a record per slot (layout batch), or one record (layout slots)',
+      ENCRYPT_HINT,
+    );
   if (h.params !== paramsKey(trees.params))
     throw new SealedError('bad-query', 'the query declares other encryption parameters than the model uses', ENCRYPT_HINT);
   const batches = Math.ceil(h.records / trees.recordsPerBatch);
@@ -96,6 +101,8 @@ export async function evaluateTrees(
   download: number,
   signal?: AbortSignal,
 ): Promise<InvocationResponse> {
+  if (decodeWire<QueryHeader>('query', query, 'the encrypted query').header.layout === 'slots')
+    return evaluateTreeRecord(query, keys, expected, out, c, t0, download, signal);
   const { header: h, sections, count, batches } = checkTreeQuery(c.model, query);
   const trees = treesOf(c.model);
   const sha = createHash('sha256').update(query).digest('hex');
@@ -126,6 +133,8 @@ export async function evaluateTrees(
   const reservation = c.budget?.reserve(copies + partials + result, 'the inputs and result of a tree-ensemble query');
   try {
     const { set, cached } = await keys;
+    if (set.params !== paramsKey(trees.params))
+      throw new SealedError('bad-keys', "the evaluation keys were made for the model's single-record form, and the query is a batch", TREE_KEYS_HINT);
     if (!set.relin) throw new SealedError('bad-keys', 'the evaluation keys lack relinearization keys, which this model needs', TREE_KEYS_HINT);
     const k = { id: set.id, relin: set.relin, publicKey: set.publicKey };
     const t1 = performance.now();
@@ -166,16 +175,6 @@ export async function evaluateTrees(
 function copied(cts: Uint8Array[]): { copies: Uint8Array[]; transfer: ArrayBuffer[] } {
   const copies = cts.map((b) => b.slice());
   return { copies, transfer: copies.map((b) => b.buffer as ArrayBuffer) };
-}
-
-/** Every task's result, or the first failure (after all have settled: no task outlives the request's memory). */
-async function settle(tasks: Promise<TreeResult>[]): Promise<TreeResult[]> {
-  const settled = await Promise.allSettled(tasks);
-  for (const s of settled) {
-    if (s.status === 'rejected') throw s.reason;
-    if (s.value.error) throw reviveError(s.value.error);
-  }
-  return settled.map((s) => (s as PromiseFulfilledResult<TreeResult>).value);
 }
 
 /**

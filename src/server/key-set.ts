@@ -17,6 +17,17 @@ export interface KeySet {
   publicKey?: Uint8Array;
   /** Serialized size of the object. */
   bytes: number;
+  /** The parameters they were made for (paramsKey): a tree model's batch or single-record form. */
+  params: string;
+}
+
+/** The keys a model takes: its program's, and a tree model's single-record form's (other parameters, with rotations). */
+export interface KeyKinds {
+  program: Program;
+  /** false: the program rotates nothing and its keys carry no Galois section (a tree model's batch form). */
+  galoisSection: boolean;
+  /** A tree model's single-record form: its keys are told apart by their parameters. */
+  single?: Program;
 }
 
 function shared(b: Uint8Array): Uint8Array {
@@ -30,14 +41,18 @@ function shared(b: Uint8Array): Uint8Array {
  * is missing. `galoisSection: false` (tree ensembles, which rotate nothing): the object holds no
  * Galois section, and `galois` is empty.
  */
-export function parseKeySet(bytes: Uint8Array, id: string, program: Program, galoisSection = true): KeySet {
+export function parseKeySet(bytes: Uint8Array, id: string, kinds: KeyKinds | Program): KeySet {
+  const k: KeyKinds = 'program' in kinds ? kinds : { program: kinds, galoisSection: true };
   const msg = decodeWire<KeysHeader>('keys', bytes, 'the evaluation-keys object');
   const h = msg.header;
+  const single = k.single && h.params === paramsKey(k.single.params);
+  const program = single ? k.single! : k.program;
+  const galoisSection = single || k.galoisSection;
   const want = paramsKey(program.params);
   if (h.params !== want) {
     throw new SealedError(
       'bad-keys',
-      `the evaluation keys were made for parameters ${safeText(h.params)}, this model uses ${want}`,
+      `the evaluation keys were made for parameters ${safeText(h.params)}, this model uses ${want}${k.single ? ` (or ${paramsKey(k.single.params)} for single records)` : ''}`,
       'make keys for this model with `sealed keygen`',
     );
   }
@@ -72,5 +87,6 @@ export function parseKeySet(bytes: Uint8Array, id: string, program: Program, gal
     relin: h.relin ? shared(msg.sections[g]) : undefined,
     publicKey: h.public_key ? shared(msg.sections[expected - 1]) : undefined,
     bytes: bytes.length,
+    params: want,
   };
 }

@@ -9,10 +9,9 @@
 // neither the server use other keys nor that client's requests fail while its keys are cached.
 import { createHash } from 'node:crypto';
 import { SealedError } from '../errors.ts';
-import type { Program } from '../fhe/program.ts';
 import { describeS3Location, formatS3Uri, type ObjectStore, type S3Location } from '../storage/s3.ts';
 import type { MemoryBudget } from './budget.ts';
-import { parseKeySet, type KeySet } from './key-set.ts';
+import { parseKeySet, type KeyKinds, type KeySet } from './key-set.ts';
 
 export type { KeySet };
 
@@ -47,23 +46,21 @@ export class KeyStore {
   private downloads = 0;
   private hits = 0;
   private readonly store: ObjectStore;
-  private readonly program: Program;
+  private readonly kinds: KeyKinds;
   private readonly maxBytes: number;
   private readonly maxObjectBytes: number;
   private readonly budget: MemoryBudget | undefined;
-  private readonly galoisSection: boolean;
 
   /**
    * `budget`: request memory, from which a download reserves what it holds until it is parsed.
-   * `galoisSection: false`: the model rotates nothing and its keys carry no Galois section (trees).
+   * `kinds`: the keys the model takes (key-set.ts).
    */
-  constructor(o: { store: ObjectStore; program: Program; maxBytes: number; maxObjectBytes: number; budget?: MemoryBudget; galoisSection?: boolean }) {
+  constructor(o: { store: ObjectStore; kinds: KeyKinds; maxBytes: number; maxObjectBytes: number; budget?: MemoryBudget }) {
     this.store = o.store;
-    this.program = o.program;
+    this.kinds = o.kinds;
     this.maxBytes = o.maxBytes;
     this.maxObjectBytes = o.maxObjectBytes;
     this.budget = o.budget;
-    this.galoisSection = o.galoisSection ?? true;
   }
 
   /**
@@ -191,6 +188,6 @@ export class KeyStore {
     // buffers instead of copying them again. Each URI's entry still counts its bytes, so the
     // total is an upper bound of the memory held, and evicting one URI leaves the other intact.
     for (const e of this.entries.values()) if (e.set.id === id) return e.set;
-    return parseKeySet(bytes, id, this.program, this.galoisSection);
+    return parseKeySet(bytes, id, this.kinds);
   }
 }

@@ -20,6 +20,7 @@ import type {
   TreeBatchTask,
   TreeCombineTask,
   TreePartTask,
+  TreeRecordTask,
   TreeResult,
 } from './worker-protocol.ts';
 
@@ -143,7 +144,7 @@ export class EvaluationPool {
   }
 
   /** A tree-ensemble query's batch, a part of a batch, or the parts' combination; `transfer`: buffers given up by the caller. */
-  runTrees(task: TreeBatchTask | TreePartTask | TreeCombineTask, signal?: AbortSignal, transfer?: ArrayBuffer[]): Promise<TreeResult> {
+  runTrees(task: TreeBatchTask | TreePartTask | TreeCombineTask | TreeRecordTask, signal?: AbortSignal, transfer?: ArrayBuffer[]): Promise<TreeResult> {
     return this.track(this.piscina.run(task, { signal, transferList: transfer as never }) as Promise<TreeResult>);
   }
 

@@ -138,11 +138,10 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   await pool.ready();
   const keys = new KeyStore({
     store,
-    program: served.model.program,
+    kinds: { program: served.model.program, galoisSection: served.galoisSection, single: served.model.trees?.single?.program },
     maxBytes: split.keyCache,
     maxObjectBytes: o.maxKeyBytes ?? 128 * MiB,
     budget: requests,
-    galoisSection: served.galoisSection,
   });
   const maxInFlight = o.maxInFlight ?? pool.size * 4;
   const batchSlots = { max: o.maxBatchInFlight ?? 2, used: 0 };

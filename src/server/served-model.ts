@@ -23,7 +23,14 @@ export async function readServedModel(dir: string): Promise<ServedModel> {
     // No single-layout program: this empty one states the keys the model needs (no rotations,
     // relinearization, the public key when flooded); tree queries never reach a program.
     const program = { params: c.params, inputScaleBits: c.inputScaleBits, steps: [], galoisSteps: [], relin: true, privacy: c.privacy };
-    const trees = { params: c.params, inputs: c.inputs, outputs: c.outputs, recordsPerBatch: client.records_per_batch, circuit: c };
+    const one = server.single;
+    // The single-record form's keys: its rotations, relinearization, the public key when flooded.
+    const single = one && {
+      params: one.params,
+      copies: one.copies,
+      program: { params: one.params, inputScaleBits: one.inputScaleBits, steps: [], galoisSteps: one.galoisSteps, relin: true, privacy: one.privacy },
+    };
+    const trees = { params: c.params, inputs: c.inputs, outputs: c.outputs, recordsPerBatch: client.records_per_batch, circuit: c, single };
     return {
       model: { modelId: server.model_id, program, recordsPerCiphertext: client.records_per_batch, trees },
       exposed: c.privacy === 'none' ? ['trees'] : [],

@@ -4,7 +4,7 @@ import type { PlainError } from '../errors.ts';
 
 export interface EvaluateTask {
   ciphertext: Uint8Array;
-  keys: { id: string; galois: Uint8Array; relin?: Uint8Array; publicKey?: Uint8Array; bytes: number };
+  keys: { id: string; galois: Uint8Array; relin?: Uint8Array; publicKey?: Uint8Array; bytes: number; params: string };
   /** The ciphertext's index in the query, for messages ("ciphertext 3 of the encrypted query"). */
   index?: number;
 }
@@ -56,6 +56,24 @@ export interface TreeCombineTask {
   partials: (Uint8Array | number)[][];
   masks?: Uint8Array[];
   keys: TreeKeys;
+}
+
+/**
+ * A single-record tree query (layout 'slots', src/model/trees/single-server.ts) on several
+ * threads: part `part` of `parts` of its gather, the query's sections shared read-only; with
+ * `mask`, also the flood's mask (made while the other parts compute). 'finish' adds the parts'
+ * gathers and the mask into the result ciphertext.
+ */
+export type TreeRecordTask =
+  | { treeRecord: 'part'; part: number; parts: number; sections: Uint8Array[]; mask: boolean; keys: TreeRecordKeys }
+  | { treeRecord: 'finish'; partials: Uint8Array[]; mask?: Uint8Array; keys: TreeRecordKeys };
+
+/** A single-record key set's sections and its SHA-256 (the worker keeps the last ones loaded). */
+export interface TreeRecordKeys {
+  id: string;
+  galois: Uint8Array;
+  relin: Uint8Array;
+  publicKey?: Uint8Array;
 }
 
 export interface TreeResult {
@@ -126,5 +144,5 @@ export interface WarmupTask {
   warmup: true;
 }
 
-export type Task = EvaluateTask | BatchTask | TreeBatchTask | TreePartTask | TreeCombineTask | ProbeTask | TestTask | WarmupTask;
+export type Task = EvaluateTask | BatchTask | TreeBatchTask | TreePartTask | TreeCombineTask | TreeRecordTask | ProbeTask | TestTask | WarmupTask;
 export type TaskResult = EvaluateResult | BatchResult | TreeResult | ProbeResult | TestResult;

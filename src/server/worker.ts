@@ -31,6 +31,7 @@ import type {
   TaskResult,
   TreeBatchTask,
   TreeCombineTask,
+  TreeRecordTask,
   TreePartTask,
   TreeResult,
 } from './worker-protocol.ts';
@@ -132,6 +133,22 @@ function runTrees(task: TreeBatchTask | TreePartTask | TreeCombineTask): TreeRes
   }
 }
 
+function runTreeRecord(task: TreeRecordTask): TreeResult {
+  const t0 = performance.now();
+  try {
+    const single = trees?.single;
+    if (!single) throw new SealedError('bad-query', 'this endpoint does not serve a single-record tree form');
+    if (task.treeRecord === 'part') {
+      const partial = single.evaluatePart(task.sections, task.part, task.parts, task.keys);
+      const mask = task.mask ? single.floodMask(task.keys) : undefined;
+      return { partial: [partial], masks: mask && [mask], ms: performance.now() - t0 };
+    }
+    return { results: [single.finish(task.partials, task.mask, task.keys)], ms: performance.now() - t0 };
+  } catch (e) {
+    return { error: plainError(e), ms: performance.now() - t0 };
+  }
+}
+
 function probe(): ProbeResult {
   const t0 = performance.now();
   probeFailure ??= knownAnswer.check();
@@ -157,6 +174,7 @@ function dispatch(task: Task): TaskResult {
       : { exceptions: sealExceptionCount(), error: { code: 'bad-request', message: 'test tasks are refused: this pool has no test hooks' } };
   if ('batch' in task) return runBatch(task);
   if ('treeBatch' in task || 'treePart' in task || 'treeCombine' in task) return runTrees(task);
+  if ('treeRecord' in task) return runTreeRecord(task);
   return evaluateOne(task);
 }
 
@@ -168,7 +186,7 @@ export default function run(task: Task): TaskResult {
     const retire = { threadId, reason: retireReason };
     if ('probe' in task) return { ok: false, why: retireReason, ms: 0, retire };
     if ('test' in task) return { exceptions: sealExceptionCount(), error, retire };
-    if ('batch' in task || 'treeBatch' in task || 'treePart' in task || 'treeCombine' in task) return { error, ms: 0, retire };
+    if ('batch' in task || 'treeBatch' in task || 'treePart' in task || 'treeCombine' in task || 'treeRecord' in task) return { error, ms: 0, retire };
     return { error, ms: { deserialize: 0, evaluate: 0, serialize: 0, keys: 0 }, retire };
   }
   const result = dispatch(task);

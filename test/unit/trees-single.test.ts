@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { thermometer } from '../../src/model/trees/circuit.ts';
 import { compileTreeModel } from '../../src/model/trees/compile.ts';
 import { binsOf, inputOffsets, quantizedScores } from '../../src/model/trees/quantize.ts';
-import { SINGLE_COPIES, singleLayout, singleRotations, type SingleServerPart } from '../../src/model/trees/single.ts';
+import { slotsRotations } from '../../src/fhe/tree-slots.ts';
+import { SINGLE_COPIES, singleLayout, type SingleServerPart } from '../../src/model/trees/single.ts';
 import { simulateSlots } from '../../src/model/trees/slots.ts';
 
 const DIR = join(import.meta.dirname, '..', 'fixtures', 'trees');
@@ -15,14 +16,15 @@ const load = (name: string) => JSON.parse(readFileSync(join(DIR, `${name}.data.j
 const data = load('breast-cancer');
 const m = compileTreeModel(new Uint8Array(readFileSync(join(DIR, 'breast-cancer.xgb.json'))), 'xgboost-json', data.train);
 
-t.test('the client part: parameters and rotation steps that do not depend on where the leaves are', async (t) => {
+t.test('the client part: parameters, scales and the rotation steps; no mask, constant or leaf value', async (t) => {
   const single = m.client.single!;
   t.ok(single, 'breast cancer (234 leaves, one output) has a single-record form');
   t.same(single.params.coeffModulusBits, [53, 53, 53, 53, 53, 53, 30, 60], "slotsChain's chain: 6 x 53 + 30 + 60");
   t.same(single.params, m.server.single!.params, 'both parts name the same parameters');
   t.equal(single.copies, SINGLE_COPIES);
-  t.same(single.galois_steps, singleRotations(SINGLE_COPIES), 'every giant step of the period, the products and the folds');
-  t.equal(single.galois_steps.length, 1024 / SINGLE_COPIES - 1 + 5, '31 giant steps (the products and the folds from 32 among them), folds 1 to 16');
+  const layout = singleLayout(m.server.single!, 'test');
+  t.same(single.galois_steps, slotsRotations(layout), "the layout's giant steps, the products' and the folds'");
+  t.same(m.server.single!.galoisSteps, single.galois_steps, 'the server part names the same');
   const text = JSON.stringify(m.client);
   for (const secret of ['masks', 'leafValues', 'constant', 'noiseL2Bits']) t.notOk(text.includes(secret), `the client part holds no ${secret}`);
 });
@@ -61,6 +63,7 @@ t.test('a server part with a broken layout is refused before SEAL sees it', asyn
     ['copies that do not divide the period', { copies: 30 }, /30 copies/],
     ['a chain whose second-last prime is not the masks', { maskScaleBits: 40 }, /mask prime/],
     ['no masks', { masks: [] }, /no masks/],
+    ['rotations the layout does not make', { galoisSteps: [1, 2] }, /other rotations/],
   ];
   for (const [what, change, message] of broken)
     t.throws(() => singleLayout({ ...good, ...change }, 'server/trees.json'), { code: 'bad-bundle', message }, what);

@@ -9,6 +9,7 @@ import { TreeEvaluator } from '../../fhe/tree-eval.ts';
 import { sha256Hex } from '../../util/sha256.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../../wire/format.ts';
 import type { TreeServerPart } from './compile.ts';
+import { SingleTreeServer } from './single-server.ts';
 
 /** Key sets a TreeServer keeps loaded (relinearization and public key: ~10 MB each at ring 16384). */
 const KEPT_EVALUATORS = 2;
@@ -18,14 +19,23 @@ export class TreeServer {
   readonly part: TreeServerPart;
   /** The model's SEAL instance (a serving worker's health probe uses it too). */
   readonly session: CkksSession;
+  /** The single-record form (layout 'slots'), when the bundle has one: its own session and keys. */
+  readonly single?: SingleTreeServer;
 
-  private constructor(part: TreeServerPart, s: CkksSession) {
+  private constructor(part: TreeServerPart, s: CkksSession, single?: SingleTreeServer) {
     this.part = part;
     this.session = s;
+    this.single = single;
   }
 
   static async open(part: TreeServerPart): Promise<TreeServer> {
-    return new TreeServer(part, await CkksSession.open(part.circuit.params, { topLevelOnly: true }));
+    const s = await CkksSession.open(part.circuit.params, { topLevelOnly: true });
+    try {
+      return new TreeServer(part, s, part.single && (await SingleTreeServer.open(part.model_id, part.single)));
+    } catch (e) {
+      s.close();
+      throw e;
+    }
   }
 
   /**
@@ -33,13 +43,18 @@ export class TreeServer {
    * (wire kind 3). `ops`, when given, counts the operations (benchmarks); `onProgress` is called
    * after each product (a serving worker's heartbeat: a query can run for minutes). `keysId`: the
    * keys' SHA-256, when the caller checked it (the server's KeyStore): the keys loaded into SEAL
-   * are then kept for the next query with them (the last KEPT_EVALUATORS key sets).
+   * are then kept for the next query with them (the last KEPT_EVALUATORS key sets). A
+   * single-record query (layout 'slots') goes to the single-record form, with its keys.
    */
   evaluate(queryBytes: Uint8Array, keysBytes: Uint8Array, ops?: Record<string, number>, onProgress?: () => void, keysId?: string): Uint8Array {
     const c = this.part.circuit;
     const params = paramsKey(c.params);
     const q = decodeWire<QueryHeader>('query', queryBytes, 'the encrypted query');
     const h = q.header;
+    if (h.layout === 'slots' && h.model_id === this.part.model_id) {
+      if (!this.single) throw new SealedError('bad-query', 'this model has no single-record form', 'send the record in a batch query');
+      return this.single.evaluate(queryBytes, keysBytes, keysId);
+    }
     if (h.model_id !== this.part.model_id)
       throw new SealedError(
         'wrong-model',
@@ -157,6 +172,7 @@ export class TreeServer {
   close(): void {
     for (const ev of this.kept.values()) ev.close();
     this.kept.clear();
+    this.single?.close();
     this.session.close();
   }
 }

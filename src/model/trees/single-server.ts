@@ -11,12 +11,20 @@ import { SinglePrivacy } from '../../fhe/single-privacy.ts';
 import { SlotsEvaluator } from '../../fhe/tree-slots.ts';
 import { sha256Hex } from '../../util/sha256.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../../wire/format.ts';
-import { singleLayout, singleRotations, type SingleServerPart } from './single.ts';
+import { singleLayout, type SingleServerPart } from './single.ts';
 
 const KEYS_HINT = "make the single-record keys with this model's client part (SingleTreeClient.keys)";
 const QUERY_HINT = "encrypt the record with this model's client part (SingleTreeClient.encryptRecord)";
-/** Key sets kept loaded (Galois keys for 39 rotations: ~230 MB of SEAL memory each at ring 16384). */
+/** Key sets kept loaded (Galois keys for 17 rotations: ~250 MB of SEAL memory each at ring 16384). */
 const KEPT_KEYS = 2;
+
+/** A client's single-record keys as sections (a wire object's, or a server's key set), and their SHA-256 when known. */
+export interface SingleKeys {
+  id?: string;
+  galois: Uint8Array;
+  relin: Uint8Array;
+  publicKey?: Uint8Array;
+}
 
 interface LoadedSingleKeys {
   keys: EvaluationKeys;
@@ -73,23 +81,39 @@ export class SingleTreeServer {
     return q;
   }
 
-  /** A whole query -> the result (wire kind 3), flooded when the model says so. */
+  /** The sections of a keys object (wire kind 2) made for this form, its header checked. */
+  keysOf(keysBytes: Uint8Array, id?: string): SingleKeys {
+    const k = decodeWire<KeysHeader>('keys', keysBytes, 'the evaluation keys');
+    if (k.header.params !== this.params) throw new SealedError('bad-keys', 'the keys were made for other parameters than the single-record form', KEYS_HINT);
+    const flood = this.part.privacy === 'flood';
+    if (k.sections.length !== (flood ? 3 : 2) || k.header.relin !== true || (flood && k.header.public_key !== true))
+      throw new SealedError(
+        'bad-keys',
+        flood
+          ? 'single-record keys must hold Galois keys, relinearization keys and the public key (circuit privacy)'
+          : 'single-record keys must hold Galois and relinearization keys',
+        KEYS_HINT,
+      );
+    return { id, galois: k.sections[0], relin: k.sections[1], publicKey: flood ? k.sections[2] : undefined };
+  }
+
+  /** A whole query with a keys object (wire kind 2) -> the result (wire kind 3), flooded when the model says so. */
   evaluate(queryBytes: Uint8Array, keysBytes: Uint8Array, keysId?: string): Uint8Array {
     const q = this.checkQuery(queryBytes);
-    return this.withKeys(keysBytes, keysId, (k) => {
+    return this.withKeys(this.keysOf(keysBytes, keysId), (k) => {
       const out = this.evaluator.run(q.sections, k.keys);
       return this.result(queryBytes, this.flood(out, k));
     });
   }
 
   /** Part `part` of `parts` of a checked query's gather (bytes; finish adds the parts'). */
-  evaluatePart(sections: Uint8Array[], part: number, parts: number, keysBytes: Uint8Array, keysId?: string): Uint8Array {
-    return this.withKeys(keysBytes, keysId, (k) => this.evaluator.runPart(sections, k.keys, part, parts));
+  evaluatePart(sections: Uint8Array[], part: number, parts: number, keys: SingleKeys): Uint8Array {
+    return this.withKeys(keys, (k) => this.evaluator.runPart(sections, k.keys, part, parts));
   }
 
   /** The flood's mask (bytes; see SinglePrivacy.mask), made while the parts run; undefined without flooding. */
-  floodMask(keysBytes: Uint8Array, keysId?: string): Uint8Array | undefined {
-    return this.withKeys(keysBytes, keysId, (k) => {
+  floodMask(keys: SingleKeys): Uint8Array | undefined {
+    return this.withKeys(keys, (k) => {
       if (!k.privacy) return undefined;
       const { scale, pid } = this.resultLevel();
       const mask = k.privacy.mask(scale, pid);
@@ -102,8 +126,8 @@ export class SingleTreeServer {
   }
 
   /** The parts' gathers (in any order) and the flood mask -> the result ciphertext (bytes, zstd). */
-  finish(partials: Uint8Array[], mask: Uint8Array | undefined, keysBytes: Uint8Array, keysId?: string): Uint8Array {
-    return this.withKeys(keysBytes, keysId, (k) => {
+  finish(partials: Uint8Array[], mask: Uint8Array | undefined, keys: SingleKeys): Uint8Array {
+    return this.withKeys(keys, (k) => {
       const out = this.evaluator.finishParts(partials, k.keys);
       if (!k.privacy) return this.save(out);
       if (!mask) throw new SealedError('internal', 'a flooded model finished without its flood mask');
@@ -160,9 +184,11 @@ export class SingleTreeServer {
     return { scale: F2 * F2 * 2 ** p.leafScaleBits, pid };
   }
 
-  private withKeys<T>(keysBytes: Uint8Array, keysId: string | undefined, fn: (k: LoadedSingleKeys) => T): T {
+  /** `fn` with these keys loaded: kept under their id when given (the last KEPT_KEYS sets), else loaded and closed. */
+  private withKeys<T>(keys: SingleKeys, fn: (k: LoadedSingleKeys) => T): T {
+    const keysId = keys.id;
     if (keysId === undefined) {
-      const k = this.load(keysBytes);
+      const k = this.load(keys);
       try {
         return fn(k);
       } finally {
@@ -172,7 +198,7 @@ export class SingleTreeServer {
     let k = this.kept.get(keysId);
     if (k) this.kept.delete(keysId);
     else {
-      k = this.load(keysBytes);
+      k = this.load(keys);
       while (this.kept.size >= KEPT_KEYS) {
         const [oldest, old] = this.kept.entries().next().value!;
         this.kept.delete(oldest);
@@ -183,22 +209,13 @@ export class SingleTreeServer {
     return fn(k);
   }
 
-  private load(keysBytes: Uint8Array): LoadedSingleKeys {
-    const k = decodeWire<KeysHeader>('keys', keysBytes, 'the evaluation keys');
-    if (k.header.params !== this.params) throw new SealedError('bad-keys', 'the keys were made for other parameters than the single-record form', KEYS_HINT);
+  private load(k: SingleKeys): LoadedSingleKeys {
     const flood = this.part.privacy === 'flood';
-    if (k.sections.length !== (flood ? 3 : 2) || k.header.relin !== true || (flood && k.header.public_key !== true))
-      throw new SealedError(
-        'bad-keys',
-        flood
-          ? 'single-record keys must hold Galois keys, relinearization keys and the public key (circuit privacy)'
-          : 'single-record keys must hold Galois and relinearization keys',
-        KEYS_HINT,
-      );
-    const keys = loadEvaluationKeys(this.session, k.sections[0], k.sections[1], singleRotations(this.part.copies), true);
+    if (flood && !k.publicKey) throw new SealedError('bad-keys', 'this model floods its results (circuit privacy) and the keys carry no public key', KEYS_HINT);
+    const keys = loadEvaluationKeys(this.session, k.galois, k.relin, this.part.galoisSteps, true);
     let privacy: SinglePrivacy | undefined;
     try {
-      if (flood) privacy = new SinglePrivacy(this.session, k.sections[2], 2 ** this.part.noiseL2Bits, this.part.floodSecurityBits);
+      if (flood) privacy = new SinglePrivacy(this.session, k.publicKey!, 2 ** this.part.noiseL2Bits, this.part.floodSecurityBits);
     } catch (e) {
       keys.close();
       throw e;

@@ -2,15 +2,17 @@
 // to the batch circuit, at its own CKKS parameters (slotsChain), so with keys of its own. The
 // server part holds the layout (masks, constants, leaf values). The client part holds what
 // encrypting one record needs: parameters, scales, copies, period and rotation steps. The steps
-// are every giant step of the period, not the ones the placement uses, so that they say nothing
-// about where the leaves sit.
+// are the giant steps the placement uses (9 of 31 for breast cancer), the two products' and the
+// folds': a little of the layout, as a network's steps say a little of its architecture
+// (docs/threat-model.md). Every giant step would hide it at twice the keys: 245 MB to upload and
+// ~530 MB of SEAL memory per loaded key set at ring 16384, against 106 and ~250.
 import { SealedError } from '../../errors.ts';
 import { checkParams, type CkksParams } from '../../fhe/params.ts';
 import type { Privacy } from '../../fhe/privacy.ts';
-import type { SlotsLayout } from '../../fhe/tree-slots.ts';
+import { slotsRotations, type SlotsLayout } from '../../fhe/tree-slots.ts';
 import { PERIOD, SEGMENT, placeLeaves, slotsChain, slotsLeaves, slotsNoiseBound } from './slots.ts';
 
-/** Rotated copies of its record the client sends (baby steps): 26 MB of query, 39 rotation keys at ring 16384. */
+/** Rotated copies of its record the client sends (baby steps): 26 MB of query at ring 16384. */
 export const SINGLE_COPIES = 32;
 const SLOTS = 8192;
 
@@ -28,6 +30,8 @@ export interface SingleServerPart {
   maskScaleBits: number;
   leafScaleBits: number;
   copies: number;
+  /** The rotations the layout makes (the keys must hold them). */
+  galoisSteps: number[];
   /** Diagonal d -> its nonzero mask entries [slot, value] over one period. */
   masks: [number, [number, number][]][];
   /** Nonzero entries [slot, value] of the constant added to the gathered factors. */
@@ -38,16 +42,6 @@ export interface SingleServerPart {
   /** log2 of the bound on the unflooded result's honest noise |v|_2 (slotsNoiseBound x the result's scale). */
   noiseL2Bits: number;
   floodSecurityBits: number;
-}
-
-/**
- * The rotation steps a single-record query's keys hold: every giant step (a multiple of `copies`
- * below the period), the two segment products, and the leaf sum's folds.
- */
-export function singleRotations(copies: number): number[] {
-  const giants = Array.from({ length: PERIOD / copies - 1 }, (_, j) => (j + 1) * copies);
-  const folds = Array.from({ length: Math.log2(SEGMENT) }, (_, j) => 2 ** j);
-  return [...new Set([...giants, 2 * SEGMENT, SEGMENT, ...folds])].sort((a, b) => a - b);
 }
 
 /**
@@ -83,9 +77,10 @@ export function compileSingle(
   const resultBits = 4 * chain.inputBits + chain.leafBits;
   const sparse = (v: ArrayLike<number>) => Array.from(v, (x, i) => [i, x] as [number, number]).filter(([, x]) => x !== 0);
   return {
-    client: { params, input_scale_bits: chain.inputBits, copies: SINGLE_COPIES, period: PERIOD, galois_steps: singleRotations(SINGLE_COPIES) },
+    client: { params, input_scale_bits: chain.inputBits, copies: SINGLE_COPIES, period: PERIOD, galois_steps: slotsRotations(layout) },
     server: {
       params,
+      galoisSteps: slotsRotations(layout),
       inputScaleBits: chain.inputBits,
       maskScaleBits: chain.maskBits,
       leafScaleBits: chain.leafBits,
@@ -125,5 +120,7 @@ export function singleLayout(part: SingleServerPart, where: string): SlotsLayout
   if (!Array.isArray(part.leafValues) || part.leafValues.length !== SEGMENT || !part.leafValues.every(Number.isFinite))
     throw bad(`does not have ${SEGMENT} leaf values`);
   if (!Number.isFinite(part.noiseL2Bits)) throw bad('has no noise bound');
-  return { slots, copies: part.copies, masks, constant: dense(part.constant, PERIOD, 'the constant'), leafValues: Float64Array.from(part.leafValues) };
+  const layout = { slots, copies: part.copies, masks, constant: dense(part.constant, PERIOD, 'the constant'), leafValues: Float64Array.from(part.leafValues) };
+  if (JSON.stringify(part.galoisSteps) !== JSON.stringify(slotsRotations(layout))) throw bad('names other rotations than it makes');
+  return layout;
 }

@@ -39,7 +39,7 @@ const jsonAnswer = {
     output_uri: { type: 'string' },
     model_id: { type: 'string' },
     query_sha256: { type: 'string' },
-    layout: { type: 'string', enum: ['single', 'batch'] },
+    layout: { type: 'string', enum: ['single', 'batch', 'slots'] },
     records: { type: 'integer' },
     ciphertexts: { type: 'integer' },
     keys_cached: { type: 'boolean' },

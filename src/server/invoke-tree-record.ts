@@ -1,0 +1,100 @@
+// A single-record tree query (layout 'slots', src/model/trees/single-server.ts) through the
+// pool: its gather cut in a part per thread (the first part also makes the flood's mask), then
+// one more task adds them and finishes (the products, the leaf sum, the flood). The query is
+// already read whole and admitted (invoke-trees.ts); the parts read its sections in place.
+import { createHash } from 'node:crypto';
+import { reviveError, safeText, SealedError } from '../errors.ts';
+import { ciphertextBytesBound, paramsKey } from '../fhe/params.ts';
+import { decodeWire, encodeWire, type QueryHeader, type ResultHeader } from '../wire/format.ts';
+import { invocationResponse, type InvocationContext, type InvocationResponse, type ResultSink } from './invocation-context.ts';
+import type { KeyStore } from './key-store.ts';
+import { deadlinePassed } from './query-digest.ts';
+import type { TreeRecordKeys, TreeResult } from './worker-protocol.ts';
+
+const ENCRYPT_HINT = "encrypt the record with this endpoint's tree-model client part (`sealed predict` with one record)";
+const KEYS_HINT = "name the single-record evaluation keys (made by the tree model's client part for one record) in evaluation_keys_uri";
+
+/** The query's header and sections against the model's single-record form, with no SEAL. */
+export function checkTreeRecordQuery(c: InvocationContext, query: Uint8Array): { header: QueryHeader; sections: Uint8Array[] } {
+  const { header: h, sections } = decodeWire<QueryHeader>('query', query, 'the encrypted query');
+  if (h.model_id !== c.model.modelId)
+    throw new SealedError(
+      'wrong-model',
+      `the query was encrypted for model ${safeText(h.model_id)}, this endpoint serves ${c.model.modelId}`,
+      "fetch this endpoint's client part and encrypt again",
+    );
+  const single = c.model.trees?.single;
+  if (!single) throw new SealedError('bad-query', 'this tree model has no single-record form', 'send the record in a batch query (layout batch)');
+  if (h.params !== paramsKey(single.params))
+    throw new SealedError('bad-query', 'the query declares other encryption parameters than the single-record form uses', ENCRYPT_HINT);
+  if (h.records !== 1 || sections.length !== single.copies)
+    throw new SealedError(
+      'bad-query',
+      `the query declares ${safeText(h.records)} records in ${sections.length} ciphertexts; a single-record query holds 1 record in ${single.copies}`,
+      ENCRYPT_HINT,
+    );
+  return { header: h, sections };
+}
+
+export async function evaluateTreeRecord(
+  query: Uint8Array,
+  keys: ReturnType<KeyStore['get']>,
+  expected: string | undefined,
+  out: ResultSink,
+  c: InvocationContext,
+  t0: number,
+  download: number,
+  signal?: AbortSignal,
+): Promise<InvocationResponse> {
+  const { header: h, sections } = checkTreeRecordQuery(c, query);
+  const single = c.model.trees!.single!;
+  const sha = createHash('sha256').update(query).digest('hex');
+  if (expected !== undefined && sha !== expected)
+    throw new SealedError(
+      'bad-query',
+      `the encrypted query's SHA-256 is ${sha}, not the query_sha256 the request names (${expected})`,
+      'name the SHA-256 of the query object exactly as uploaded (or leave query_sha256 out)',
+    );
+  const parts = Math.max(1, Math.min(c.pool.size, 2));
+  // The parts' gathers (size 2, top level), the flood's mask, and the result.
+  const reservation = c.budget?.reserve((parts + 2) * ciphertextBytesBound(single.params, 2), 'the parts and result of a single-record tree query');
+  try {
+    const { set, cached } = await keys;
+    if (set.params !== paramsKey(single.params) || !set.relin)
+      throw new SealedError('bad-keys', "the evaluation keys were not made for this model's single-record form", KEYS_HINT);
+    const k: TreeRecordKeys = { id: set.id, galois: set.galois, relin: set.relin, publicKey: set.publicKey };
+    const t1 = performance.now();
+    // Every part reads the query's sections in place (structured clone of views: one copy per task, no transfer).
+    const done = await settle(
+      Array.from({ length: parts }, (_, part) => c.pool.runTrees({ treeRecord: 'part', part, parts, sections, mask: part === 0, keys: k }, signal)),
+    );
+    if (signal?.aborted) throw deadlinePassed();
+    const mask = done[0].masks?.[0];
+    const [finished] = await settle([c.pool.runTrees({ treeRecord: 'finish', partials: done.map((r) => r.partial![0] as Uint8Array), mask, keys: k }, signal)]);
+    if (signal?.aborted) throw deadlinePassed();
+    const header: ResultHeader = { model_id: h.model_id, params: h.params, records: 1, layout: 'slots', query_sha256: sha };
+    const bytes = encodeWire('result', header, finished.results!);
+    const t2 = performance.now();
+    await out.put(bytes);
+    const t3 = performance.now();
+    const ms = done.reduce((a, r) => a + r.ms, 0) + finished.ms;
+    return invocationResponse(
+      c,
+      out,
+      { query_sha256: sha, layout: 'slots', records: 1, ciphertexts: sections.length, keys_cached: cached, threads: parts },
+      { download, deserialize: 0, evaluate: ms, serialize: 0, upload: t3 - t2, pool_wall: t2 - t1, total: t3 - t0 },
+    );
+  } finally {
+    reservation?.release();
+  }
+}
+
+/** Every task's result, or the first failure (after all have settled: no task outlives the request's memory). */
+export async function settle(tasks: Promise<TreeResult>[]): Promise<TreeResult[]> {
+  const settled = await Promise.allSettled(tasks);
+  for (const s of settled) {
+    if (s.status === 'rejected') throw s.reason;
+    if (s.value.error) throw reviveError(s.value.error);
+  }
+  return settled.map((s) => (s as PromiseFulfilledResult<TreeResult>).value);
+}
