@@ -33,6 +33,14 @@ export interface SlotsScales {
   leafScaleBits: number;
 }
 
+/**
+ * Levels (primes dropped) at which the leaf values multiply: the gather's rescale by the mask
+ * prime, then one rescale per segment product. One more rescale follows them, so the leaf sum's
+ * folds and the result are at RESULT_LEVEL: key switches there cost about a quarter of the top's.
+ */
+export const LEAF_LEVEL = 3;
+export const RESULT_LEVEL = 4;
+
 /** The giant rotation of diagonal d. */
 export const giantOf = (layout: Pick<SlotsLayout, 'copies'>, d: number): number => d - (d % layout.copies);
 
@@ -104,12 +112,17 @@ export class SlotsEvaluator {
     }
     this.constant = this.encode(repeat(layout.constant, slots), 2 ** (scales.inputScaleBits + scales.maskScaleBits));
     this.leafValues = this.encode(repeat(layout.leafValues, slots), 2 ** scales.leafScaleBits);
-    // The leaf values multiply the products one level down, after the gather's rescale.
-    const data = s.context.firstContextData();
-    const next = data.nextContextData();
-    const pid = next.parmsId();
+    // The leaf values multiply the products three levels down: after the gather's rescale and
+    // each segment product's (LEAF_LEVEL).
+    let data = s.context.firstContextData();
+    for (let j = 0; j < LEAF_LEVEL; j++) {
+      const next = data.nextContextData();
+      release(data);
+      data = next;
+    }
+    const pid = data.parmsId();
     s.evaluator.plainModSwitchToInplace(this.leafValues, pid);
-    release(pid, next, data);
+    release(pid, data);
   }
 
   private encode(values: Float64Array, scale: number): Plaintext {
@@ -210,7 +223,7 @@ export class SlotsEvaluator {
     }
   }
 
-  /** The constants, the rescale, the two segment products, the leaf values and their sum (a new ciphertext). */
+  /** The constants, the rescale, the two segment products, the leaf values and their sum, each product rescaled (a new ciphertext). */
   private finish(gathered: Ciphertext, keys: EvaluationKeys): Ciphertext {
     const { s, layout } = this;
     if (!keys.relin) throw new SealedError('bad-keys', 'relinearization keys are missing');
@@ -227,8 +240,10 @@ export class SlotsEvaluator {
           ev.rotateVector(F, step, keys.galois, rotated);
           ev.multiplyInplace(F, rotated);
           ev.relinearizeInplace(F, relin);
+          ev.rescaleToNextInplace(F);
         }
         ev.multiplyPlainInplace(F, this.leafValues);
+        ev.rescaleToNextInplace(F);
         for (let k = 1; k < segment; k *= 2) {
           ev.rotateVector(F, k, keys.galois, rotated);
           ev.addInplace(F, rotated);

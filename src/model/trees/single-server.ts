@@ -8,7 +8,7 @@ import { loadCiphertext, loadEvaluationKeys, type EvaluationKeys } from '../../f
 import { paramsKey } from '../../fhe/params.ts';
 import { release } from '../../fhe/seal.ts';
 import { SinglePrivacy } from '../../fhe/single-privacy.ts';
-import { SlotsEvaluator } from '../../fhe/tree-slots.ts';
+import { RESULT_LEVEL, SlotsEvaluator } from '../../fhe/tree-slots.ts';
 import { sha256Hex } from '../../util/sha256.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../../wire/format.ts';
 import { singleLayout, type SingleServerPart } from './single.ts';
@@ -170,18 +170,26 @@ export class SingleTreeServer {
 
   /**
    * The result's scale and level, computed as SEAL does: the gather's 2^(a + mask) rescaled by
-   * the mask prime (one level down), squared twice by the segment products, times the leaf values'.
+   * the mask prime, squared and rescaled by the next prime down twice (the segment products),
+   * times the leaf values' 2^leaf and rescaled once more (tree-slots.ts, RESULT_LEVEL).
    */
   private resultLevel() {
     const p = this.part;
-    const maskPrime = Number(this.session.shape.data[0].primes.at(-1)!);
-    const F = 2 ** (p.inputScaleBits + p.maskScaleBits) / maskPrime;
-    const F2 = F * F;
-    const data = this.session.context.firstContextData();
-    const next = data.nextContextData();
-    const pid = next.parmsId();
-    release(next, data);
-    return { scale: F2 * F2 * 2 ** p.leafScaleBits, pid };
+    const primes = this.session.shape.data[0].primes.map(Number); // top level, the mask prime last
+    const q = (j: number) => primes[primes.length - 1 - j];
+    let scale = 2 ** (p.inputScaleBits + p.maskScaleBits) / q(0);
+    scale = (scale * scale) / q(1);
+    scale = (scale * scale) / q(2);
+    scale = (scale * 2 ** p.leafScaleBits) / q(3);
+    let data = this.session.context.firstContextData();
+    for (let j = 0; j < RESULT_LEVEL; j++) {
+      const next = data.nextContextData();
+      release(data);
+      data = next;
+    }
+    const pid = data.parmsId();
+    release(data);
+    return { scale, pid };
   }
 
   /** `fn` with these keys loaded: kept under their id when given (the last KEPT_KEYS sets), else loaded and closed. */

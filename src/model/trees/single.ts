@@ -10,7 +10,7 @@ import { SealedError } from '../../errors.ts';
 import { checkParams, type CkksParams } from '../../fhe/params.ts';
 import type { Privacy } from '../../fhe/privacy.ts';
 import { slotsRotations, type SlotsLayout } from '../../fhe/tree-slots.ts';
-import { PERIOD, SEGMENT, placeLeaves, slotsChain, slotsLeaves, slotsNoiseBound } from './slots.ts';
+import { PERIOD, SEGMENT, placeLeaves, slotsChain, slotsLeaves, slotsNoiseBound, slotsScales } from './slots.ts';
 
 /** Rotated copies of its record the client sends (baby steps): 26 MB of query at ring 16384. */
 export const SINGLE_COPIES = 32;
@@ -74,7 +74,7 @@ export function compileSingle(
     coeffModulusBits: [...chain.dataBits, chain.maskBits, 60],
     securityLevel: 128,
   };
-  const resultBits = 4 * chain.inputBits + chain.leafBits;
+  const resultBits = slotsScales(chain).sOut;
   const sparse = (v: ArrayLike<number>) => Array.from(v, (x, i) => [i, x] as [number, number]).filter(([, x]) => x !== 0);
   return {
     client: { params, input_scale_bits: chain.inputBits, copies: SINGLE_COPIES, period: PERIOD, galois_steps: slotsRotations(layout) },

@@ -138,8 +138,19 @@ export interface SlotsChain {
   /** The masks' scale, and the prime the gather rescales by. */
   maskBits: number;
   leafBits: number;
-  /** The primes the products and the leaf values consume, top level first (the result keeps them all). */
+  /** The data primes, top level first: each segment product and the leaf values rescale by the next one down (the result keeps k - 3). */
   dataBits: number[];
+}
+
+/**
+ * Nominal scale bits after each rescale (tree-slots.ts): the gather's by the mask prime leaves
+ * 2^a; each segment product's, and the leaf values', by the next data prime down.
+ */
+export function slotsScales(c: SlotsChain): { s2: number; s3: number; sOut: number } {
+  const q = (j: number) => c.dataBits[c.dataBits.length - j];
+  const s2 = 2 * c.inputBits - q(1);
+  const s3 = 2 * s2 - q(2);
+  return { s2, s3, sOut: s3 + c.leafBits - q(3) };
 }
 
 /**
@@ -154,13 +165,14 @@ export interface SlotsChain {
  *    key switch per giant rotation at the top level; the rescale by the mask prime (its rounding
  *    R) leaves rho_F at scale 2^a;
  *  - each segment product a b (a = F, b its rotation: one more key switch): U (rho_a + rho_b) +
- *    sqrt(N) rho_a rho_b, then the relinearization's key switch at the product's scale; no
- *    rescale (the scales multiply). U bounds the factors' messages: a slot holds one leaf's
+ *    sqrt(N) rho_a rho_b, then the relinearization's key switch at the product's scale, then
+ *    the rescale by the next data prime down (its rounding R at the new scale). The key
+ *    switches are one level lower each time. U bounds the factors' messages: a slot holds one leaf's
  *    factor, t_lo - t_hi, 1 - t_hi or 1 (or 0 where no leaf is), so |.| <= 1 for any 0/1 bits,
  *    plus the roundings of the masks, the constants and the client's encoding;
  *  - the leaf values and the sum over the SEGMENT positions: a linear map (Schur: every output
- *    sums one period of the leaf values, every input reaches SEGMENT outputs), then 8 folds' key
- *    switches.
+ *    sums one period of the leaf values, every input reaches SEGMENT outputs), the rescale after
+ *    the leaf values, then 8 folds' key switches four levels down.
  */
 export function slotsNoiseBound(layout: SlotsLayout, c: SlotsChain): number {
   const N = 2 * layout.slots;
@@ -182,24 +194,26 @@ export function slotsNoiseBound(layout: SlotsLayout, c: SlotsChain): number {
   const rotations = [...giantGroups(layout).keys()].filter((g) => g > 0).length;
   const rhoF = (schur(row, column) * Math.sqrt(layout.copies) * fresh + (rotations * K(0)) / 2 ** mask + R) / 2 ** a;
   const U = 1 + rounding + ((2 + rounding) * N) / 2 ** a + N / 2 ** (a + mask);
-  const product = (rho: number, u: number, scaleBits: number) => {
-    const rotated = rho + K(1) / 2 ** scaleBits;
-    return u * (rho + rotated) + Math.sqrt(N) * rho * rotated + K(1) / 2 ** (2 * scaleBits);
+  const { s2, s3, sOut } = slotsScales(c);
+  const product = (rho: number, u: number, scaleBits: number, level: number) => {
+    const rotated = rho + K(level) / 2 ** scaleBits;
+    return u * (rho + rotated) + Math.sqrt(N) * rho * rotated + K(level) / 2 ** (2 * scaleBits);
   };
-  const rhoP2 = product(product(rhoF, U, a), U * U, 2 * a);
+  const rhoP1 = product(rhoF, U, a, 1) + R / 2 ** s2;
+  const rhoP2 = product(rhoP1, U * U, s2, 2) + R / 2 ** s3;
   const leaf = absMask(layout.leafValues, N, c.leafBits);
-  let rho = schur([leaf.reduce((x, y) => x + y, 0)], [SEGMENT * largest(leaf)]) * rhoP2;
-  const outBits = 4 * a + c.leafBits;
-  for (let j = 0; j < Math.log2(SEGMENT); j++) rho += (2 ** (Math.log2(SEGMENT) - 1 - j) * K(1)) / 2 ** outBits;
+  let rho = schur([leaf.reduce((x, y) => x + y, 0)], [SEGMENT * largest(leaf)]) * rhoP2 + R / 2 ** sOut;
+  for (let j = 0; j < Math.log2(SEGMENT); j++) rho += (2 ** (Math.log2(SEGMENT) - 1 - j) * K(4)) / 2 ** sOut;
   return rho;
 }
 
 /**
  * The chain the layout runs at: the fewest data primes, then the smallest input scale, whose
  * bound meets the flood's need (its error per slot, sigma sqrt(N/2) / Delta_out, at most
- * 2^-FLOOD_PRECISION_BITS of the score bound). The result keeps every data prime: k primes of b
- * bits hold the products' scale 2^(4a + leaf) and the score, b as small as that allows (a key
- * switch's noise grows with b / the special prime). Within 128-bit security or refused.
+ * 2^-FLOOD_PRECISION_BITS of the score bound). The result keeps k - 3 of the k data primes of b
+ * bits, at scale 2^(4a + leaf - 3b): they hold it and the score when k b >= 4a + leaf + the
+ * score's bits, b as small as that allows (a key switch's noise grows with b / the special
+ * prime). Within 128-bit security or refused.
  */
 export function slotsChain(
   layout: SlotsLayout,
