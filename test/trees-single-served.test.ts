@@ -4,7 +4,10 @@
 // batch query nor the batch keys for a record; a record query of the wrong shape is refused;
 // and the server still answers correctly afterwards.
 import t from 'tap';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sha256 } from '../src/client/route.ts';
@@ -22,6 +25,8 @@ import { formatS3Uri, ObjectStore } from '../src/storage/s3.ts';
 import { decodeWire, encodeWire, type QueryHeader } from '../src/wire/format.ts';
 
 const FIX = join(import.meta.dirname, 'fixtures', 'trees');
+const run = promisify(execFile);
+const bin = fileURLToPath(new URL('../bin/sealed.js', import.meta.url));
 
 t.test('one record through /invocations: parts on two workers, the quantized prediction, refusals', async (t) => {
   const d = JSON.parse(await readFile(join(FIX, 'breast-cancer.data.json'), 'utf8')) as { train: number[][]; test: number[][] };
@@ -110,4 +115,30 @@ t.test('one record through /invocations: parts on two workers, the quantized pre
   t.match(String(body.message), /single-record form, and the query is a batch/, String(body.message));
 
   await predict(d.test[2], 'after-refusals');
+
+  // `sealed predict` with one record takes the single-record form, with a key set of its own.
+  const csv = (rows: number[][]) => [rows[0].map((_, j) => `f${j}`).join(','), ...rows.map((r) => r.join(','))].join('\n') + '\n';
+  await writeFile(join(dir, 'one.csv'), csv([d.test[3]]));
+  const env = { ...process.env, SEALED_HOME: join(dir, 'home'), SEALED_S3_ENDPOINT: s3.endpoint, SEALED_PASSPHRASE: '' };
+  const args = [
+    bin,
+    'predict',
+    '--model',
+    modelDir,
+    '--input',
+    join(dir, 'one.csv'),
+    '--format',
+    'json',
+    '--endpoint',
+    server.url,
+    '--bucket',
+    bucket,
+    '--json',
+  ];
+  const cli = await run(process.execPath, args, { env, maxBuffer: 1 << 20 });
+  const summary = JSON.parse(cli.stdout.trim().split('\n').at(-1)!) as { layout: string; query_bytes: number; keys_created: boolean; server_threads: number };
+  t.match(summary, { layout: 'slots', keys_created: true, server_threads: 2 }, `sealed predict, one record: layout slots (${JSON.stringify(summary)})`);
+  t.ok(summary.query_bytes < 40e6, `a query of ${(summary.query_bytes / 1e6).toFixed(1)} MB, not a batch's hundreds`);
+  const keyset = JSON.parse(await readFile(join(dir, 'home', 'keys', m.client.model_id, 'single', 'keyset.json'), 'utf8')) as { params: string };
+  t.equal(keyset.params, paramsKey(m.client.single!.params), "its key set is kept beside the batch one, at the form's parameters");
 });

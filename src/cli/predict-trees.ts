@@ -2,7 +2,8 @@
 // (thermometer bits, a record per slot), predictTrees sends them through S3, the predictions are
 // printed as for any model. The key set lives where the other models' do (~/.sealed/keys/<model
 // id>, or --keys; made on first use or by `sealed keygen`, a passphrase honoured as there), so
-// the evaluation keys (~5 MB) are uploaded once, under their SHA-256, not on every run.
+// the evaluation keys (~5 MB) are uploaded once, under their SHA-256, not on every run. One record
+// goes through the model's single-record form when it has one (its own key set, in single/).
 import { writeFile } from 'node:fs/promises';
 import { SealedError } from '../errors.ts';
 import { defaultKeysDir, hasKeys, saveKeys } from '../client/key-files.ts';
@@ -10,9 +11,10 @@ import { openRoute } from '../client/open-route.ts';
 import { SCRYPT_V2 } from '../client/passphrase.ts';
 import { cliPassphrase, type PassphraseOpts } from './passphrase-options.ts';
 import { EncryptPool } from '../client/encrypt-pool.ts';
-import { openTreeClient, predictTrees, treeKeySet } from '../client/predict-trees.ts';
+import { openSingleTreeClient, openTreeClient, predictTreeRecord, predictTrees, treeKeySet } from '../client/predict-trees.ts';
 import type { TreeClientPart } from '../model/trees/compile.ts';
 import { TreeClient } from '../model/trees/query.ts';
+import { SingleTreeClient } from '../model/trees/single-query.ts';
 import { formatPredictions, readRecords } from './records.ts';
 
 /** `sealed keygen` for a tree bundle: the same files and messages as for the other models. */
@@ -68,7 +70,10 @@ export async function predictTreesCommand(part: TreeClientPart, o: TreePredictOp
   const sagemaker = o.sagemakerEndpoint
     ? { endpointName: o.sagemakerEndpoint, url: o.sagemakerUrl, async: o.async, timeoutMs: o.asyncTimeout * 1000 }
     : undefined;
-  const { client, keys, created } = await openTreeClient(part, o.keys ?? defaultKeysDir(part.model_id), cliPassphrase(o));
+  // One record goes through the single-record form when the model has one (docs/trees.md).
+  const one = rows.length === 1 && part.single !== undefined;
+  const dir = o.keys ?? defaultKeysDir(part.model_id);
+  const { client, keys, created } = one ? await openSingleTreeClient(part, dir, cliPassphrase(o)) : await openTreeClient(part, dir, cliPassphrase(o));
   try {
     const open = await openRoute({ endpoint: o.endpoint, sagemaker, s3Endpoint: o.s3Endpoint, bucket: o.bucket, prefix: o.prefix });
     // A batch is hundreds of ciphertexts, each encrypted on its own: on every core.
@@ -77,7 +82,10 @@ export async function predictTreesCommand(part: TreeClientPart, o: TreePredictOp
     const encryptBatch = (bits: Uint8Array[]) => pool.encryptAll(bits, part.inputs, opts);
     try {
       const t0 = performance.now();
-      const r = await predictTrees(client, keys.evaluationKeys, rows, open.route, encryptBatch);
+      const r =
+        client instanceof SingleTreeClient
+          ? await predictTreeRecord(client, keys.evaluationKeys, rows[0], open.route)
+          : await predictTrees(client, keys.evaluationKeys, rows, open.route, encryptBatch);
       const name = (c: number) => (part.task === 'regression' ? c : (part.labels?.[c] ?? c));
       const predictions = r.predictions.map((c, i) => ({ label: name(c), scores: r.scores[i], probabilities: r.probabilities?.[i] }));
       const text = formatPredictions(predictions, o.format);
@@ -92,7 +100,7 @@ export async function predictTreesCommand(part: TreeClientPart, o: TreePredictOp
         model_id: part.model_id,
         model: 'trees',
         keys_created: created,
-        layout: 'batch',
+        layout: one ? 'slots' : 'batch',
         transport: 's3',
         records: rows.length,
         requests: 1,

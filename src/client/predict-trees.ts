@@ -2,11 +2,14 @@
 // their SHA-256 (ensureKeysUploaded), the query put whole, /invocations named the objects and the
 // query's hash, the result fetched and decrypted only if it answers this query. The key set is
 // kept as the other models' are (key-files.ts): one secret key per model, its evaluation keys
-// uploaded once under their hash.
+// uploaded once under their hash; a model's single-record form (one record, its own parameters)
+// has its own set beside it, in single/.
+import { join } from 'node:path';
 import { SealedError } from '../errors.ts';
 import { ciphertextBytesBound } from '../fhe/params.ts';
 import type { TreeClientPart } from '../model/trees/compile.ts';
 import { TreeClient, type TreePredictions } from '../model/trees/query.ts';
+import { SingleTreeClient } from '../model/trees/single-query.ts';
 import { formatS3Uri } from '../storage/s3.ts';
 import { invokeWithKeys } from './invoke.ts';
 import { openKeySet, saveKeys } from './key-files.ts';
@@ -29,6 +32,33 @@ export interface TreePredictStats {
 export function treeKeySet(client: TreeClient): Keys {
   const evaluationKeys = client.keys();
   return { secretKey: client.exportSecretKey(), evaluationKeys, evaluationKeysId: keysId(evaluationKeys) };
+}
+
+/**
+ * The single-record form's client opened with its key set in `dir`/single (its own parameters,
+ * so its own secret key); when there is none, a new one is made and saved there, as openTreeClient.
+ */
+export async function openSingleTreeClient(
+  part: TreeClientPart,
+  dir: string,
+  pass: PassphraseSource,
+): Promise<{ client: SingleTreeClient; keys: Keys; created: boolean }> {
+  const at = join(dir, 'single');
+  const set = await openKeySet(at, part.model_id, pass);
+  if (set) {
+    const keys = { secretKey: set.secretKey, evaluationKeys: set.evaluationKeys, evaluationKeysId: set.info.evaluation_keys_id };
+    return { client: await SingleTreeClient.open(part, set.secretKey), keys, created: false };
+  }
+  const client = await SingleTreeClient.open(part);
+  try {
+    const evaluationKeys = client.keys();
+    const keys = { secretKey: client.exportSecretKey(), evaluationKeys, evaluationKeysId: keysId(evaluationKeys) };
+    await saveKeys(at, { modelId: part.model_id, part: { params: part.single!.params } }, keys, await pass.given());
+    return { client, keys, created: true };
+  } catch (e) {
+    client.close();
+    throw e;
+  }
 }
 
 /**
@@ -66,11 +96,49 @@ export async function predictTrees(
 ): Promise<TreePredictions & { stats: TreePredictStats }> {
   if (rows.length === 0) throw new SealedError('bad-data', 'no records to predict', 'pass at least one record');
   const p = client.part;
+  const batches = Math.ceil(rows.length / p.records_per_batch);
+  return roundTrip(
+    keys,
+    rows.length,
+    t,
+    async () => (encryptBatch ? await client.encryptQueryWith(rows, encryptBatch) : client.encryptQuery(rows)),
+    (bytes, query) => client.decryptResult(bytes, query),
+    batches * p.outputs * ciphertextBytesBound(p.params, 2),
+  );
+}
+
+/** One record through the model's single-record form (layout slots): a query of 26 MB, not a batch's hundreds. */
+export async function predictTreeRecord(
+  client: SingleTreeClient,
+  keys: Uint8Array,
+  record: ArrayLike<number>,
+  t: S3Route,
+): Promise<TreePredictions & { stats: TreePredictStats }> {
+  const bound = ciphertextBytesBound(client.part.single!.params, 2);
+  return roundTrip(
+    keys,
+    1,
+    t,
+    async () => client.encryptRecord(record),
+    (bytes, query) => client.decryptResult(bytes, query),
+    bound,
+  );
+}
+
+/** The keys uploaded once, the query made and put, /invocations, the result fetched and decrypted only if it answers this query. */
+async function roundTrip(
+  keys: Uint8Array,
+  records: number,
+  t: S3Route,
+  encrypt: () => Promise<Uint8Array>,
+  decrypt: (bytes: Uint8Array, query: Uint8Array) => TreePredictions,
+  resultBound: number,
+): Promise<TreePredictions & { stats: TreePredictStats }> {
   const t0 = performance.now();
   const publicKeys = { evaluationKeys: keys, evaluationKeysId: sha256(keys) };
   const { loc: keysLoc, uploaded } = await ensureKeysUploaded(t, publicKeys);
   const t1 = performance.now();
-  const query = encryptBatch ? await client.encryptQueryWith(rows, encryptBatch) : client.encryptQuery(rows);
+  const query = await encrypt();
   const querySha = sha256(query);
   const t2 = performance.now();
   const loc = requestLocations(t);
@@ -84,17 +152,16 @@ export async function predictTrees(
   };
   const { server, keysUploaded } = await invokeWithKeys(t, request, publicKeys);
   const t4 = performance.now();
-  const batches = Math.ceil(rows.length / p.records_per_batch);
-  const { bytes } = await t.store.get(loc.result, batches * p.outputs * ciphertextBytesBound(p.params, 2) + 65536, 'encrypted result');
+  const { bytes } = await t.store.get(loc.result, resultBound + 65536, 'encrypted result');
   const t5 = performance.now();
   // Refused unless the result names this query's hash: a result written over ours is never decrypted.
-  const out = client.decryptResult(bytes, query);
+  const out = decrypt(bytes, query);
   const t6 = performance.now();
   const ms = (v: number) => Math.round(v * 100) / 100;
   return {
     ...out,
     stats: {
-      records: rows.length,
+      records,
       query_bytes: query.length,
       keys_bytes: keys.length,
       keys_uploaded: uploaded || keysUploaded,
