@@ -27,6 +27,16 @@ export interface TreePredictions {
   probabilities?: number[][];
 }
 
+/** A result object for this model (and, given the query's bytes, for this query), or why not. */
+export function readTreeResult(p: TreeClientPart, bytes: Uint8Array, query?: Uint8Array): { header: ResultHeader; sections: Uint8Array[] } {
+  const r = decodeWire<ResultHeader>('result', bytes, 'the result');
+  if (r.header.model_id !== p.model_id)
+    throw new SealedError('wrong-model', 'the result was made by another model', 'decrypt results with the client part of the model that answered');
+  if (query && r.header.query_sha256 !== sha256Hex(query))
+    throw new SealedError('bad-query', 'the result answers another query', 'download the result written for this query');
+  return r;
+}
+
 /** Client side: holds the secret key; no I/O. */
 export class TreeClient {
   readonly part: TreeClientPart;
@@ -128,11 +138,7 @@ export class TreeClient {
   /** Decrypts a result; `query` (the bytes sent) makes it refuse a result of another query. */
   decryptResult(bytes: Uint8Array, query?: Uint8Array): TreePredictions {
     const p = this.part;
-    const { header, sections } = decodeWire<ResultHeader>('result', bytes, 'the result');
-    if (header.model_id !== p.model_id)
-      throw new SealedError('wrong-model', 'the result was made by another model', 'decrypt results with the client part of the model that answered');
-    if (query && header.query_sha256 !== sha256Hex(query))
-      throw new SealedError('bad-query', 'the result answers another query', 'download the result written for this query');
+    const { header, sections } = readTreeResult(p, bytes, query);
     const n = header.records;
     const batches = Math.ceil(n / p.records_per_batch);
     if (!Number.isInteger(n) || n < 1 || sections.length !== batches * p.outputs)

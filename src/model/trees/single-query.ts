@@ -12,12 +12,11 @@ import { CkksSession } from '../../fhe/ckks.ts';
 import { SecretKeyHolder, generateSecretKey } from '../../fhe/keys.ts';
 import { paramsKey } from '../../fhe/params.ts';
 import { encryptSlotsQuery, makeSlotsKeys } from '../../fhe/tree-slots.ts';
-import { sha256Hex } from '../../util/sha256.ts';
-import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../../wire/format.ts';
+import { encodeWire, type KeysHeader, type QueryHeader } from '../../wire/format.ts';
 import { thermometer } from './circuit.ts';
 import type { TreeClientPart } from './compile.ts';
 import { predictionOf, probabilitiesOf } from './ensemble.ts';
-import type { TreePredictions } from './query.ts';
+import { readTreeResult, type TreePredictions } from './query.ts';
 import { binsOf, inputOffsets } from './quantize.ts';
 import type { SingleClientPart } from './single.ts';
 
@@ -90,11 +89,7 @@ export class SingleTreeClient {
   /** Decrypts a single-record result; `query` (the bytes sent) makes it refuse a result of another query. */
   decryptResult(bytes: Uint8Array, query?: Uint8Array): TreePredictions {
     const p = this.part;
-    const { header, sections } = decodeWire<ResultHeader>('result', bytes, 'the result');
-    if (header.model_id !== p.model_id)
-      throw new SealedError('wrong-model', 'the result was made by another model', 'decrypt results with the client part of the model that answered');
-    if (query && header.query_sha256 !== sha256Hex(query))
-      throw new SealedError('bad-query', 'the result answers another query', 'download the result written for this query');
+    const { header, sections } = readTreeResult(p, bytes, query);
     if (header.layout !== 'slots' || header.records !== 1 || sections.length !== 1)
       throw new SealedError('bad-query', 'the result is not one single-record ciphertext', 'download the result written for this query');
     const score = [this.holder.decrypt(sections[0])[0]];
