@@ -20,6 +20,8 @@ import { sha256 } from '../src/client/route.ts';
 import { startLocalS3 } from '../src/storage/local-s3.ts';
 import { formatS3Uri, ObjectStore } from '../src/storage/s3.ts';
 import { startServer } from '../src/server/serve.ts';
+import { singleWorkerBytes } from '../src/model/trees/single.ts';
+import { MiB, splitBudget } from '../src/server/budget.ts';
 import { paramsKey } from '../src/fhe/params.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader } from '../src/wire/format.ts';
 
@@ -48,7 +50,12 @@ t.test('a tree bundle served: encrypted predictions, refusals, still serving', a
   await store.ensureBucket(bucket);
   // Two workers: the query's one batch is cut into a part per thread (invoke-trees.ts); a deadline
   // past one batch's evaluation on a loaded 2-core VM. A memory budget leaving ~220 MiB for
-  // requests after the two workers (budget.ts): a query fits, a larger object does not.
+  // requests after the two workers (budget.ts), each also holding the bundle's single-record
+  // form (singleWorkerBytes): a query fits, a larger object does not.
+  const workerModel = m.server.single ? singleWorkerBytes(m.server.single) : 0;
+  const requests = splitBudget({ workers: 2, budget: 1033 * MiB }).requests;
+  let memoryBudget = 1033 * MiB + 2 * workerModel;
+  while (splitBudget({ workers: 2, budget: memoryBudget, workerModel }).requests < requests) memoryBudget += MiB;
   const serverReady = startServer({
     modelDir,
     port: 0,
@@ -57,7 +64,7 @@ t.test('a tree bundle served: encrypted predictions, refusals, still serving', a
     s3Endpoint: s3.endpoint,
     allowAny: true,
     deadlineMs: 600_000,
-    memoryBudget: 1033 * 2 ** 20,
+    memoryBudget,
   });
   // The client's keys are made while the server's worker warms up.
   serverReady.catch(() => undefined);

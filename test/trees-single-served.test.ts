@@ -38,6 +38,13 @@ t.test('one record through /invocations: parts on two workers, the quantized pre
   const store = new ObjectStore({ endpoint: s3.endpoint });
   const bucket = 'sealed-test';
   await store.ensureBucket(bucket);
+  // Each worker holds the form's plaintexts and one loaded key set (~338 MiB here): a budget
+  // that has no room for them is refused at start, before a worker runs.
+  await t.rejects(
+    startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 2, s3Endpoint: s3.endpoint, allowAny: true, memoryBudget: 1200 * 2 ** 20 }),
+    { code: 'bad-request', message: /leaves -?\d+ MiB for requests after 2 workers/ },
+    'a memory budget without room for the single-record form in each worker',
+  );
   const serverReady = startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 2, s3Endpoint: s3.endpoint, allowAny: true, deadlineMs: 600_000 });
   serverReady.catch(() => undefined);
   // The client's keys are made while the workers start.

@@ -88,13 +88,17 @@ for kind in inference training; do
   # Retries: behind the proxy a registry request sometimes fails its TLS handshake
   # (SELF_SIGNED_CERT_IN_CHAIN on one package of hundreds, seen in CI on 2026-12-01; the same
   # build passed at once on a retry). Once, the same package failed for minutes (npm's own
-  # retries and a second build both failed; a build 8 minutes later passed), hence three
-  # attempts a minute apart. The npm cache mount keeps what an earlier attempt fetched.
-  for attempt in 1 2 3; do
+  # retries and a second build both failed; a build 8 minutes later passed), and on 2026-12-02
+  # one package (ylru) failed three builds a minute apart while the same request from a
+  # container passed minutes later: five attempts, waits doubling from one minute (15 minutes
+  # in all at worst). The npm cache mount keeps what an earlier attempt fetched.
+  wait_s=60
+  for attempt in 1 2 3 4 5; do
     DOCKER_BUILDKIT=1 "$DOCKER" build "${secret[@]}" "${args[@]}" -f "Dockerfile.$kind" -t "sealed-$kind:$TAG" "$@" . && break
-    [ "$attempt" = 3 ] && die "building sealed-$kind:$TAG failed three times"
-    log "building sealed-$kind:$TAG failed (attempt $attempt); retrying in 60 s"
-    sleep 60
+    [ "$attempt" = 5 ] && die "building sealed-$kind:$TAG failed five times"
+    log "building sealed-$kind:$TAG failed (attempt $attempt); retrying in $wait_s s"
+    sleep "$wait_s"
+    wait_s=$((wait_s * 2))
   done
   step_done "sealed-$kind:$TAG"
 done

@@ -39,13 +39,24 @@ export interface BudgetSplit {
 const WORKER_BASE = 192 * MiB;
 const MAIN_BASE = 256 * MiB;
 
-/** How the budget is split for `workers` threads; `budget` overrides the derived total. */
-export function splitBudget(o: { workers: number; memory?: number; budget?: number; keyCache?: number; workerKeyCache?: number }): BudgetSplit {
+/**
+ * How the budget is split for `workers` threads; `budget` overrides the derived total.
+ * `workerModel`: what each worker holds beyond its base for the model (a tree model's
+ * single-record form: its plaintexts and one loaded key set, single.ts singleWorkerBytes).
+ */
+export function splitBudget(o: {
+  workers: number;
+  memory?: number;
+  budget?: number;
+  keyCache?: number;
+  workerKeyCache?: number;
+  workerModel?: number;
+}): BudgetSplit {
   const memory = o.memory ?? containerMemory();
   const budget = o.budget ?? memory - Math.max(memory / 4, GiB);
   const keyCache = o.keyCache ?? Math.min(512 * MiB, Math.floor(budget / 12));
   const workerKeyCache = o.workerKeyCache ?? Math.min(256 * MiB, Math.floor(budget / 24));
-  const perWorker = WORKER_BASE + workerKeyCache;
+  const perWorker = WORKER_BASE + workerKeyCache + (o.workerModel ?? 0);
   const requests = budget - MAIN_BASE - o.workers * perWorker - keyCache;
   if (requests < 32 * MiB) {
     throw new SealedError(

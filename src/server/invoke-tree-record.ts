@@ -56,8 +56,12 @@ export async function evaluateTreeRecord(
       'name the SHA-256 of the query object exactly as uploaded (or leave query_sha256 out)',
     );
   const parts = Math.max(1, Math.min(c.pool.size, 2));
-  // The parts' gathers (size 2, top level), the flood's mask, and the result.
-  const reservation = c.budget?.reserve((parts + 2) * ciphertextBytesBound(single.params, 2), 'the parts and result of a single-record tree query');
+  // Each part's copy of the query (a task's structured clone), the parts' gathers (size 2, top
+  // level), the flood's mask, and the result.
+  const reservation = c.budget?.reserve(
+    parts * query.length + (parts + 2) * ciphertextBytesBound(single.params, 2),
+    'the parts and result of a single-record tree query',
+  );
   try {
     const { set, cached } = await keys;
     if (set.params !== paramsKey(single.params) || !set.relin)

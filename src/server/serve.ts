@@ -126,7 +126,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const access = accessPolicy(o);
   const served = await readServedModel(o.modelDir); // fails fast on a bad bundle, before any worker
   const workers = o.workers ?? availableParallelism();
-  const split = splitBudget({ workers, budget: o.memoryBudget, keyCache: o.keyCacheBytes });
+  const split = splitBudget({ workers, budget: o.memoryBudget, keyCache: o.keyCacheBytes, workerModel: served.workerModelBytes });
   const requests = new MemoryBudget(split.requests);
   // Refused before anything is started (a pool's threads, an S3 client).
   const maxPayloadBytes = payloadLimit(o.maxPayloadBytes, split.requests);

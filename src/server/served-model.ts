@@ -4,6 +4,7 @@
 import type { BatchPlan } from '../fhe/batch-plan.ts';
 import { readClientPart, readManifest, readServerPart } from '../model/bundle.ts';
 import { isTreeBundle, readTreeBundle } from '../model/trees/bundle.ts';
+import { singleWorkerBytes } from '../model/trees/single.ts';
 import type { ServingModel } from './query-checks.ts';
 
 export interface ServedModel {
@@ -13,6 +14,8 @@ export interface ServedModel {
   batch?: BatchPlan;
   /** Whether the model's keys carry a Galois section (networks: yes; trees rotate nothing). */
   galoisSection: boolean;
+  /** What each worker holds for the model beyond its base (a tree model's single-record form). */
+  workerModelBytes?: number;
 }
 
 export async function readServedModel(dir: string): Promise<ServedModel> {
@@ -35,6 +38,7 @@ export async function readServedModel(dir: string): Promise<ServedModel> {
       model: { modelId: server.model_id, program, recordsPerCiphertext: client.records_per_batch, trees },
       exposed: c.privacy === 'none' ? ['trees'] : [],
       galoisSection: false,
+      workerModelBytes: one && singleWorkerBytes(one),
     };
   }
   const part = await readServerPart(dir);

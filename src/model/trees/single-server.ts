@@ -15,8 +15,8 @@ import { singleLayout, type SingleServerPart } from './single.ts';
 
 const KEYS_HINT = "make the single-record keys with this model's client part (SingleTreeClient.keys)";
 const QUERY_HINT = "encrypt the record with this model's client part (SingleTreeClient.encryptRecord)";
-/** Key sets kept loaded (Galois keys for 17 rotations: ~250 MB of SEAL memory each at ring 16384). */
-const KEPT_KEYS = 2;
+/** Key sets kept loaded: one (Galois keys for 17 rotations: ~250 MB of SEAL memory at ring 16384; single.ts singleWorkerBytes counts it). */
+const KEPT_KEYS = 1;
 
 /** A client's single-record keys as sections (a wire object's, or a server's key set), and their SHA-256 when known. */
 export interface SingleKeys {

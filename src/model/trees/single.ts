@@ -45,6 +45,17 @@ export interface SingleServerPart {
 }
 
 /**
+ * SEAL memory a serving worker holds for the form: its plaintexts (a mask per diagonal, the
+ * constant, the leaf values) and one loaded key set (the Galois keys and the relinearization
+ * key: each L key-switching components of two polynomials over the L + 1 primes of the key level).
+ */
+export function singleWorkerBytes(part: SingleServerPart): number {
+  const poly = part.params.polyModulusDegree * 8;
+  const L = part.params.coeffModulusBits.length - 1;
+  return (part.masks.length + 2) * L * poly + (part.galoisSteps.length + 1) * L * 2 * (L + 1) * poly;
+}
+
+/**
  * The single-record form of an ensemble's leaves (the batch circuit's, with literals), or why it
  * has none: more outputs than one, more leaves than a segment, or no chain within 128-bit
  * security that holds the flood.
