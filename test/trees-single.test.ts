@@ -50,6 +50,13 @@ t.test('one record: client -> server (whole, and in two parts) -> the quantized 
   }
 });
 
+/** A section whose SEAL header claims zstd (the clients write the single-record query uncompressed). */
+const zstdLabelled = (b: Uint8Array) => {
+  const x = b.slice();
+  x[5] = 2;
+  return x;
+};
+
 t.test('what the server refuses, with the reason', async (t) => {
   const batch = await TreeClient.open(m.client);
   t.teardown(() => batch.close());
@@ -82,6 +89,11 @@ t.test('what the server refuses, with the reason', async (t) => {
       'keys without a rotation',
       () => server.evaluate(query, encodeWire('keys', k.header, [batch.keys().slice(0, 0), ...k.sections.slice(1)])),
       { code: 'bad-keys', message: /Galois keys/ },
+    ],
+    [
+      'a copy compressed (zstd)',
+      () => server.evaluate(encodeWire('query', q.header, [zstdLabelled(q.sections[0]), ...q.sections.slice(1)]), keys),
+      { code: 'bad-query', message: /ciphertext 0 of the encrypted query: the data uses SEAL compression mode "zstd"; this model's clients write "none"/ },
     ],
     [
       'another query relabelled',

@@ -86,7 +86,8 @@ export function encryptSlotsQuery(holder: SecretKeyHolder, shape: SlotsShape, in
   const { period, slots, copies } = shape;
   if (bits.length > period) throw new SealedError('bad-data', `${bits.length} bits: the layout's period holds ${period}`);
   const x = Float64Array.from({ length: period }, (_, i) => (i < bits.length ? bits[i] : 0));
-  return Array.from({ length: copies }, (_, j) => holder.encrypt(repeat(x, slots, j), inputScaleBits));
+  // Uncompressed (seeded): each part of the gather loads most copies, and zstd was ~60% of a load.
+  return Array.from({ length: copies }, (_, j) => holder.encryptUncompressed(repeat(x, slots, j), inputScaleBits));
 }
 
 /** Server side: a layout's plaintexts, encoded once, and its evaluation. */
@@ -193,7 +194,10 @@ export class SlotsEvaluator {
       for (const g of groups)
         for (const { copy } of this.groups.get(g)!)
           if (!x.has(copy)) {
-            const c = loadQueryCiphertext(s, copies[copy], this.scales.inputScaleBits, { what: `ciphertext ${copy} of the encrypted query` });
+            const c = loadQueryCiphertext(s, copies[copy], this.scales.inputScaleBits, {
+              what: `ciphertext ${copy} of the encrypted query`,
+              compression: ['none'],
+            });
             owned.push(c);
             x.set(copy, c);
           }
