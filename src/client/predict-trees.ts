@@ -107,7 +107,7 @@ export async function predictTrees(
   );
 }
 
-/** One record through the model's single-record form (layout slots): a query of 26 MB, not a batch's hundreds. */
+/** One record through the model's single-record form (layout slots): a query of 29 MB, not a batch's hundreds. */
 export async function predictTreeRecord(
   client: SingleTreeClient,
   keys: Uint8Array,

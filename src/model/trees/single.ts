@@ -12,7 +12,7 @@ import type { Privacy } from '../../fhe/privacy.ts';
 import { slotsRotations, type SlotsLayout } from '../../fhe/tree-slots.ts';
 import { PERIOD, SEGMENT, placeLeaves, slotsChain, slotsLeaves, slotsNoiseBound, slotsScales } from './slots.ts';
 
-/** Rotated copies of its record the client sends (baby steps): 26 MB of query at ring 16384. */
+/** Rotated copies of its record the client sends (baby steps): 29 MB of query at ring 16384 (seeded, uncompressed). */
 export const SINGLE_COPIES = 32;
 const SLOTS = 8192;
 
