@@ -12,6 +12,7 @@ import { TreeClient } from '../src/model/trees/query.ts';
 import { binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
 import { SingleTreeClient } from '../src/model/trees/single-query.ts';
 import { SingleTreeServer } from '../src/model/trees/single-server.ts';
+import { singleKeysBytesBound } from '../src/model/trees/single.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader } from '../src/wire/format.ts';
 
 const DIR = join(import.meta.dirname, 'fixtures', 'trees');
@@ -106,4 +107,25 @@ t.test('what the server refuses, with the reason', async (t) => {
   const other = client.encryptRecord(data.test[1]);
   t.throws(() => client.decryptResult(result, other), { code: 'bad-query', message: /another query/ }, 'the client refuses a result of another query');
   t.ok(Number.isFinite(client.decryptResult(result, query).scores[0][0]), 'and the server still answers correctly after the refusals');
+});
+
+t.test('segments of 512 (diabetes, 383 leaves, regression): the quantized value, keys within the bound the server allows', async (t) => {
+  const d = JSON.parse(readFileSync(join(DIR, 'diabetes.data.json'), 'utf8')) as { train: number[][]; test: number[][] };
+  const dm = compileTreeModel(new Uint8Array(readFileSync(join(DIR, 'diabetes.xgb.json'))), 'xgboost-json', d.train);
+  t.equal(dm.server.single!.leafValues.length, 512);
+  const c = await SingleTreeClient.open(dm.client);
+  const s = await SingleTreeServer.open(dm.server.model_id, dm.server.single!);
+  t.teardown(() => (c.close(), s.close()));
+  const k = c.keys();
+  t.ok(
+    k.length <= singleKeysBytesBound(dm.server.single!),
+    `keys ${(k.length / 1e6).toFixed(1)} MB within the bound ${(singleKeysBytesBound(dm.server.single!) / 1e6).toFixed(1)} MB`,
+  );
+  t.ok(keys.length <= singleKeysBytesBound(m.server.single!), `breast cancer's too (${(keys.length / 1e6).toFixed(1)} MB)`);
+  const record = d.test[0];
+  const query = c.encryptRecord(record);
+  const got = c.decryptResult(s.evaluate(query, k), query).scores[0][0];
+  const want = quantizedScores(dm.quantized, binsOf(dm.client.bins, record))[0];
+  const bound = 2 ** -FLOOD_PRECISION_BITS * 384; // the flood's precision: 2^-12 of the score bound (383.6)
+  t.ok(Math.abs(got - want) < 6 * bound, `${got.toFixed(3)} against the quantized ${want.toFixed(3)} (precision ${bound.toFixed(3)})`);
 });

@@ -140,7 +140,8 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
     store,
     kinds: { program: served.model.program, galoisSection: served.galoisSection, single: served.model.trees?.single?.program },
     maxBytes: split.keyCache,
-    maxObjectBytes: o.maxKeyBytes ?? 128 * MiB,
+    // 128 MiB, or what the model's own keys may take (a tree model's single-record form).
+    maxObjectBytes: o.maxKeyBytes ?? Math.max(128 * MiB, served.keysBytesBound ?? 0),
     budget: requests,
   });
   const maxInFlight = o.maxInFlight ?? pool.size * 4;

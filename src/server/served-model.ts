@@ -4,7 +4,7 @@
 import type { BatchPlan } from '../fhe/batch-plan.ts';
 import { readClientPart, readManifest, readServerPart } from '../model/bundle.ts';
 import { isTreeBundle, readTreeBundle } from '../model/trees/bundle.ts';
-import { singleWorkerBytes } from '../model/trees/single.ts';
+import { singleKeysBytesBound, singleWorkerBytes } from '../model/trees/single.ts';
 import type { ServingModel } from './query-checks.ts';
 
 export interface ServedModel {
@@ -16,6 +16,8 @@ export interface ServedModel {
   galoisSection: boolean;
   /** What each worker holds for the model beyond its base (a tree model's single-record form). */
   workerModelBytes?: number;
+  /** The largest keys object the model's clients make, when known (a tree model's single-record form: ~110-150 MB). */
+  keysBytesBound?: number;
 }
 
 export async function readServedModel(dir: string): Promise<ServedModel> {
@@ -39,6 +41,7 @@ export async function readServedModel(dir: string): Promise<ServedModel> {
       exposed: c.privacy === 'none' ? ['trees'] : [],
       galoisSection: false,
       workerModelBytes: one && singleWorkerBytes(one),
+      keysBytesBound: one && singleKeysBytesBound(one),
     };
   }
   const part = await readServerPart(dir);

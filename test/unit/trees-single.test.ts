@@ -4,11 +4,11 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { thermometer } from '../../src/model/trees/circuit.ts';
 import { compileTreeModel } from '../../src/model/trees/compile.ts';
 import { binsOf, inputOffsets, quantizedScores } from '../../src/model/trees/quantize.ts';
 import { slotsRotations } from '../../src/fhe/tree-slots.ts';
-import { SINGLE_COPIES, singleLayout, type SingleServerPart } from '../../src/model/trees/single.ts';
+import { SINGLE_COPIES, compileSingle, singleLayout, type SingleServerPart } from '../../src/model/trees/single.ts';
+import { buildCircuit, thermometer } from '../../src/model/trees/circuit.ts';
 import { simulateSlots } from '../../src/model/trees/slots.ts';
 
 const DIR = join(import.meta.dirname, '..', 'fixtures', 'trees');
@@ -42,14 +42,28 @@ t.test('the server part stores a layout that computes the quantized score', asyn
   t.ok(m.server.single!.noiseL2Bits > 0 && Number.isFinite(m.server.single!.noiseL2Bits), 'the flood bound is stored');
 });
 
-t.test('models the layout cannot hold have no single form, and the report says why', async (t) => {
+t.test('diabetes (383 leaves) takes segments of 512; what the layout cannot hold has no form, and the report says why', async (t) => {
   const diabetes = load('diabetes');
   const d = compileTreeModel(new Uint8Array(readFileSync(join(DIR, 'diabetes.xgb.json'))), 'xgboost-json', diabetes.train);
-  t.equal(d.client.single, undefined);
-  t.equal(d.server.single, undefined);
-  t.match((d.report.single as { refused: string }).refused, /383 leaves: the single-record layout places at most 256/);
+  const layout = singleLayout(d.server.single!, 'diabetes');
+  t.same([layout.leafValues.length, d.client.single!.period], [512, 2048], 'segments of 512, a period of 2,048');
+  const { edges } = d.client.bins;
+  const { offsets, inputs } = inputOffsets(edges);
+  let worst = 0;
+  for (const record of diabetes.test) {
+    const bins = binsOf(d.client.bins, record);
+    worst = Math.max(worst, Math.abs(simulateSlots(layout, thermometer(bins, edges, offsets, inputs)) - quantizedScores(d.quantized, bins)[0]));
+  }
+  t.ok(worst < 1e-9, `${diabetes.test.length} held-out records through the stored layout: largest difference ${worst.toExponential(2)}`);
+  const o = inputOffsets(m.client.bins.edges);
+  const built = buildCircuit(m.quantized, m.client.bins.edges, o.offsets, o.inputs);
+  const args = [o.offsets, o.inputs] as const;
+  t.match(compileSingle(built.leaves, ...args, 2, 9.2, 'flood', 128), { refused: /2 outputs: the single-record layout computes one score/ });
+  const many = Array.from({ length: 513 }, (_, i) => built.leaves[i % built.leaves.length]);
+  t.match(compileSingle(many, ...args, 1, 9.2, 'flood', 128), { refused: /513 leaves: the single-record layout places at most 512/ });
   const off = compileTreeModel(new Uint8Array(readFileSync(join(DIR, 'breast-cancer.xgb.json'))), 'xgboost-json', data.train, { single: false });
   t.equal(off.client.single, undefined, 'single: false leaves it out');
+  t.equal(off.server.single, undefined);
   t.not(off.client.model_id, m.client.model_id, 'and the model id tells the two bundles apart');
 });
 
@@ -58,8 +72,8 @@ t.test('a server part with a broken layout is refused before SEAL sees it', asyn
   const broken: [string, Partial<SingleServerPart>, RegExp][] = [
     ['a diagonal beyond the period', { masks: [[1024, [[0, 1]]], ...good.masks.slice(1)] }, /diagonal 1024/],
     ['a mask entry beyond the period', { masks: [[good.masks[0][0], [[5000, 1]]], ...good.masks.slice(1)] }, /bad entry in diagonal/],
-    ['a leaf value that is not a number', { leafValues: [Number.NaN, ...good.leafValues.slice(1)] }, /256 leaf values/],
-    ['too few leaf values', { leafValues: good.leafValues.slice(1) }, /256 leaf values/],
+    ['a leaf value that is not a number', { leafValues: [Number.NaN, ...good.leafValues.slice(1)] }, /a leaf value that is not a number/],
+    ['too few leaf values', { leafValues: good.leafValues.slice(1) }, /255 leaf values, not 256 or 512/],
     ['copies that do not divide the period', { copies: 30 }, /30 copies/],
     ['a chain whose second-last prime is not the masks', { maskScaleBits: 40 }, /mask prime/],
     ['no masks', { masks: [] }, /no masks/],

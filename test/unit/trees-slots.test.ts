@@ -10,7 +10,7 @@ import { FLOOD_PRECISION_BITS } from '../../src/model/compile-batch.ts';
 import { buildCircuit, thermometer } from '../../src/model/trees/circuit.ts';
 import { compileTreeModel } from '../../src/model/trees/compile.ts';
 import { binsOf, inputOffsets, quantizedScores } from '../../src/model/trees/quantize.ts';
-import { PERIOD, SEGMENT, giantGroups, placeLeaves, simulateSlots, slotsChain, slotsLeaves, slotsNoiseBound } from '../../src/model/trees/slots.ts';
+import { SEGMENTS, giantGroups, placeLeaves, simulateSlots, slotsChain, slotsLeaves, slotsNoiseBound } from '../../src/model/trees/slots.ts';
 
 const DIR = join(import.meta.dirname, '..', 'fixtures', 'trees');
 const data = JSON.parse(readFileSync(join(DIR, 'breast-cancer.data.json'), 'utf8')) as { train: number[][]; test: number[][] };
@@ -23,10 +23,11 @@ const layout = placeLeaves(leaves, inputs, 32);
 
 t.test('each leaf at its own position: the layout gives the quantized score on every held-out record', async (t) => {
   t.equal(leaves.length, built.leaves.length);
-  t.equal(layout.leafValues.filter((v) => v !== 0).length, leaves.filter((l) => l.value !== 0).length, `${leaves.length} leaves in ${SEGMENT} positions`);
+  t.equal(layout.leafValues.length, 256, 'the smallest segment that holds them');
+  t.equal(layout.leafValues.filter((v) => v !== 0).length, leaves.filter((l) => l.value !== 0).length, `${leaves.length} leaves in 256 positions`);
   const groups = [...giantGroups(layout)];
   t.ok(
-    groups.every(([g, ds]) => ds.every((d) => d - (d % layout.copies) === g && d >= 0 && d < PERIOD)),
+    groups.every(([g, ds]) => ds.every((d) => d - (d % layout.copies) === g && d >= 0 && d < 1024)),
     `${layout.masks.size} diagonals in ${groups.length} giant groups of ${layout.copies}`,
   );
   let worst = 0;
@@ -50,10 +51,19 @@ t.test("the flood bound: a 408-bit chain meets the flood's need, the prototype's
   t.ok(bound(70, Array<number>(6).fill(60)) > fits, 'data primes as large as the special prime raise it (key switching)');
 });
 
-t.test('refusals: more leaves than positions, more inputs than a period', async (t) => {
-  const many = Array.from({ length: SEGMENT + 1 }, () => leaves[0]);
-  t.throws(() => placeLeaves(many, inputs, 32), /257 leaves/);
-  t.throws(() => placeLeaves(leaves, PERIOD + 1, 32), /1025 inputs/);
+t.test('more leaves or inputs take segments of 512; beyond them, refused', async (t) => {
+  const largest = SEGMENTS[SEGMENTS.length - 1];
+  const more = placeLeaves(leaves, 1025, 32);
+  t.same([more.leafValues.length, more.constant.length], [512, 2048], '1,025 inputs: segments of 512, a period of 2,048');
+  let worst = 0;
+  for (const record of data.test.slice(0, 20)) {
+    const bins = binsOf(m.client.bins, record);
+    worst = Math.max(worst, Math.abs(simulateSlots(more, thermometer(bins, edges, offsets, inputs)) - quantizedScores(m.quantized, bins)[0]));
+  }
+  t.ok(worst < 1e-9, `and the same scores (largest difference ${worst.toExponential(2)})`);
+  const many = Array.from({ length: largest + 1 }, () => leaves[0]);
+  t.throws(() => placeLeaves(many, inputs, 32), /513 leaves/);
+  t.throws(() => placeLeaves(leaves, 4 * largest + 1, 32), /2049 inputs/);
 });
 
 t.test('the chain: the fewest primes, then the smallest input scale, whose bound meets the need', async (t) => {

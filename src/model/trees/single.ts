@@ -10,7 +10,7 @@ import { SealedError } from '../../errors.ts';
 import { checkParams, type CkksParams } from '../../fhe/params.ts';
 import type { Privacy } from '../../fhe/privacy.ts';
 import { slotsRotations, type SlotsLayout } from '../../fhe/tree-slots.ts';
-import { PERIOD, SEGMENT, placeLeaves, slotsChain, slotsLeaves, slotsNoiseBound, slotsScales } from './slots.ts';
+import { SEGMENTS, placeLeaves, slotsChain, slotsLeaves, slotsNoiseBound, slotsScales } from './slots.ts';
 
 /** Rotated copies of its record the client sends (baby steps): 29 MB of query at ring 16384 (seeded, uncompressed). */
 export const SINGLE_COPIES = 32;
@@ -36,7 +36,7 @@ export interface SingleServerPart {
   masks: [number, [number, number][]][];
   /** Nonzero entries [slot, value] of the constant added to the gathered factors. */
   constant: [number, number][];
-  /** Each of the SEGMENT positions' leaf value. */
+  /** Each position's leaf value: a segment (256 or 512 positions; the period is four segments). */
   leafValues: number[];
   privacy: Privacy;
   /** log2 of the bound on the unflooded result's honest noise |v|_2 (slotsNoiseBound x the result's scale). */
@@ -53,6 +53,17 @@ export function singleWorkerBytes(part: SingleServerPart): number {
   const poly = part.params.polyModulusDegree * 8;
   const L = part.params.coeffModulusBits.length - 1;
   return (part.masks.length + 2) * L * poly + (part.galoisSteps.length + 1) * L * 2 * (L + 1) * poly;
+}
+
+/**
+ * A bound on the size of the form's keys object (wire kind 2): seeded Galois and
+ * relinearization keys (each L components of one polynomial over the key level's L + 1 primes;
+ * SEAL's zstd only shrinks them) and a seeded public key.
+ */
+export function singleKeysBytesBound(part: SingleServerPart): number {
+  const poly = part.params.polyModulusDegree * 8;
+  const L = part.params.coeffModulusBits.length - 1;
+  return (part.galoisSteps.length + 1) * L * (L + 1) * poly + 2 * (L + 1) * poly + 64 * 1024;
 }
 
 /**
@@ -88,7 +99,7 @@ export function compileSingle(
   const resultBits = slotsScales(chain).sOut;
   const sparse = (v: ArrayLike<number>) => Array.from(v, (x, i) => [i, x] as [number, number]).filter(([, x]) => x !== 0);
   return {
-    client: { params, input_scale_bits: chain.inputBits, copies: SINGLE_COPIES, period: PERIOD, galois_steps: slotsRotations(layout) },
+    client: { params, input_scale_bits: chain.inputBits, copies: SINGLE_COPIES, period: layout.constant.length, galois_steps: slotsRotations(layout) },
     server: {
       params,
       galoisSteps: slotsRotations(layout),
@@ -112,6 +123,9 @@ export function singleLayout(part: SingleServerPart, where: string): SlotsLayout
   checkParams(part.params);
   const slots = part.params.polyModulusDegree / 2;
   if (part.params.coeffModulusBits.length < 3 || part.params.coeffModulusBits.at(-2) !== part.maskScaleBits) throw bad('has a chain without its mask prime');
+  const SEGMENT = Array.isArray(part.leafValues) ? part.leafValues.length : 0;
+  if (!(SEGMENTS as readonly number[]).includes(SEGMENT)) throw bad(`has ${SEGMENT} leaf values, not ${SEGMENTS.join(' or ')}`);
+  const PERIOD = 4 * SEGMENT;
   if (!Number.isInteger(part.copies) || part.copies < 1 || PERIOD % part.copies !== 0) throw bad(`has ${part.copies} copies, not a divisor of ${PERIOD}`);
   const dense = (entries: unknown, length: number, what: string) => {
     const v = new Float64Array(length);
@@ -128,8 +142,7 @@ export function singleLayout(part: SingleServerPart, where: string): SlotsLayout
     if (!Number.isInteger(d) || d < 0 || d >= PERIOD || masks.has(d)) throw bad(`has a diagonal ${JSON.stringify(d)}`);
     masks.set(d, dense(entries, PERIOD, `diagonal ${d}`));
   }
-  if (!Array.isArray(part.leafValues) || part.leafValues.length !== SEGMENT || !part.leafValues.every(Number.isFinite))
-    throw bad(`does not have ${SEGMENT} leaf values`);
+  if (!part.leafValues.every(Number.isFinite)) throw bad('has a leaf value that is not a number');
   if (!Number.isFinite(part.noiseL2Bits)) throw bad('has no noise bound');
   const layout = { slots, copies: part.copies, masks, constant: dense(part.constant, PERIOD, 'the constant'), leafValues: Float64Array.from(part.leafValues) };
   if (JSON.stringify(part.galoisSteps) !== JSON.stringify(slotsRotations(layout))) throw bad('names other rotations than it makes');

@@ -1,10 +1,10 @@
 // The leaves-in-slots layout for one record (docs/trees.md, Not done yet): where each leaf and
 // its factors sit in the slots, the masks that gather the client's thermometer bits there, a
-// plaintext model of the circuit, and the bound on its honest noise that the flood needs. Not
-// served yet.
+// plaintext model of the circuit, and the bound on its honest noise that the flood needs
+// (single.ts compiles it into a bundle).
 //
-// The client's bits fill one period of PERIOD slots (repeated over all slots). A period is 4
-// segments of SEGMENT positions; a leaf owns one position p and each of its factors a segment k,
+// The client's bits fill one period of slots (repeated over all slots). A period is 4 segments
+// of SEGMENT positions (256, or 512 for more leaves or inputs: SEGMENTS); a leaf owns one position p and each of its factors a segment k,
 // at slot k SEGMENT + p. Factor slot t is sum_d M_d[t] x[t + d] + c[t]: a diagonal d per
 // (input, slot) pair, with masks of +1 (t_lo), -1 (t_hi) and the constant 1 where a factor has
 // no t_lo (1 - t_hi) or a leaf fewer than 4 factors. Then F rot(F, 2 SEGMENT), times its own
@@ -21,8 +21,12 @@ import { MAX_PATH } from './circuit.ts';
 
 export type { SlotsLayout };
 
-export const PERIOD = 1024;
-export const SEGMENT = 256;
+/** Segment lengths, smallest first: a period is four segments; a segment holds one leaf per position. */
+export const SEGMENTS = [256, 512] as const;
+
+const periodOf = (layout: Pick<SlotsLayout, 'constant'>) => layout.constant.length;
+const segmentOf = (layout: Pick<SlotsLayout, 'leafValues'>) => layout.leafValues.length;
+const modOf = (period: number) => (v: number) => ((v % period) + period) % period;
 
 /** A leaf as the layout needs it: per feature [t_lo, t_hi] input indices (-1: absent), and its value. */
 export interface SlotsLeaf {
@@ -59,17 +63,21 @@ const ORDERS: number[][] = (() => {
   return out;
 })();
 
-const mod = (v: number) => ((v % PERIOD) + PERIOD) % PERIOD;
-
 /**
  * Places the leaves greedily, most factors first: each at the free position and segment order
  * adding the fewest new diagonals, a new giant step (one more rotation) weighing 11.
  */
 export function placeLeaves(leaves: SlotsLeaf[], inputs: number, copies: number, slots = 8192): SlotsLayout {
-  if (leaves.length > SEGMENT)
-    throw new SealedError('bad-data', `${leaves.length} leaves: the single-record layout places at most ${SEGMENT}`, 'use fewer or shallower trees');
-  if (inputs > PERIOD) throw new SealedError('bad-data', `${inputs} inputs: the single-record layout holds at most ${PERIOD}`, 'use fewer bits per feature');
+  const largest = SEGMENTS[SEGMENTS.length - 1];
+  if (leaves.length > largest)
+    throw new SealedError('bad-data', `${leaves.length} leaves: the single-record layout places at most ${largest}`, 'use fewer or shallower trees');
+  if (inputs > 4 * largest)
+    throw new SealedError('bad-data', `${inputs} inputs: the single-record layout holds at most ${4 * largest}`, 'use fewer bits per feature');
   if (leaves.some((l) => l.factors.length > MAX_PATH)) throw new SealedError('bad-data', `a leaf has more than ${MAX_PATH} factors`);
+  // The smallest segment that holds the leaves and whose period holds the inputs.
+  const SEGMENT = SEGMENTS.find((g) => leaves.length <= g && inputs <= 4 * g)!;
+  const PERIOD = 4 * SEGMENT;
+  const mod = modOf(PERIOD);
   const layout: SlotsLayout = { slots, copies, masks: new Map(), constant: new Float64Array(PERIOD), leafValues: new Float64Array(SEGMENT) };
   const giantsUsed = new Set<number>();
   const taken = new Uint8Array(SEGMENT);
@@ -123,6 +131,7 @@ export function giantGroups(layout: SlotsLayout): Map<number, number[]> {
 
 /** The layout's score for one record's bits, in plaintext (what slot 0 decrypts to, up to rounding and noise). */
 export function simulateSlots(layout: SlotsLayout, bits: ArrayLike<number>): number {
+  const [PERIOD, SEGMENT, mod] = [periodOf(layout), segmentOf(layout), modOf(periodOf(layout))];
   const x = Float64Array.from({ length: PERIOD }, (_, i) => (i < bits.length ? bits[i] : 0));
   const F = Float64Array.from(layout.constant);
   for (const [d, m] of layout.masks) for (let t = 0; t < PERIOD; t++) if (m[t]) F[t] += m[t] * x[mod(t + d)];
@@ -176,6 +185,7 @@ export function slotsScales(c: SlotsChain): { s2: number; s3: number; sOut: numb
  */
 export function slotsNoiseBound(layout: SlotsLayout, c: SlotsChain): number {
   const N = 2 * layout.slots;
+  const [PERIOD, SEGMENT, mod] = [periodOf(layout), segmentOf(layout), modOf(periodOf(layout))];
   const [a, mask] = [c.inputBits, c.maskBits];
   const { fresh, R, K } = noiseUnits(N, [...c.dataBits, mask]);
   const row = new Float64Array(PERIOD);
