@@ -3,7 +3,7 @@
 # Usable on a fresh Debian machine as root (CI): installs docker.io and debootstrap when missing,
 # starts dockerd when it is not running, makes the node:24-bookworm-slim stand-in when that tag
 # is missing (scripts/docker/make-base-image.sh), then builds with BuildKit.
-# A CA bundle (SSL_CERT_FILE, NODE_EXTRA_CA_CERTS or npm's cafile) is handed to `npm ci` as the
+# A CA bundle (SSL_CERT_FILE, NODE_EXTRA_CA_CERTS, npm's cafile or the system's) is handed to `npm ci` as the
 # BuildKit secret `npmca` (it never lands in a layer).
 #
 # Usage: scripts/docker/build-images.sh [extra docker build args, e.g. --no-cache --progress=plain]
@@ -69,17 +69,27 @@ step_done "base image"
 
 # --- the two images -------------------------------------------------------------------------------
 # The CA bundle npm needs behind a TLS-inspecting proxy: SSL_CERT_FILE, else Node's extra CA
-# certificates, else npm's own cafile setting (a shell started with a clean environment has
-# only the last).
+# certificates, else npm's own cafile setting, else the system's bundle (a shell started with a
+# clean environment has none of the first two, and npm's global config moves with the node on
+# PATH: with Node 24 from .cache/node first, Debian's /etc/npmrc, which holds the cafile on
+# these machines, is not read. On 2026-12-02 that left the build without the proxy's CA and
+# every registry request failed once npm's retries ran out, ~73 s in.)
 ca_bundle=${SSL_CERT_FILE:-${NODE_EXTRA_CA_CERTS:-}}
 if [ -z "$ca_bundle" ] && command -v npm >/dev/null; then
   ca_bundle=$(npm config get cafile 2>/dev/null || true)
   case "$ca_bundle" in null | undefined) ca_bundle= ;; esac
 fi
+if [ -z "$ca_bundle" ] && [ -r /etc/npmrc ]; then
+  ca_bundle=$(sed -n 's/^[[:space:]]*cafile[[:space:]]*=[[:space:]]*//p' /etc/npmrc | tail -1)
+fi
+if [ -z "$ca_bundle" ] && [ -r /etc/ssl/certs/ca-certificates.crt ]; then ca_bundle=/etc/ssl/certs/ca-certificates.crt; fi
 secret=()
 if [ -n "$ca_bundle" ]; then
-  [ -r "$ca_bundle" ] || die "the CA bundle $ca_bundle (SSL_CERT_FILE, NODE_EXTRA_CA_CERTS or npm's cafile) is not readable"
+  [ -r "$ca_bundle" ] || die "the CA bundle $ca_bundle (SSL_CERT_FILE, NODE_EXTRA_CA_CERTS, npm's cafile or the system's) is not readable"
   secret=(--secret "id=npmca,src=$ca_bundle")
+  log "CA bundle for npm in the build: $ca_bundle"
+else
+  log "no CA bundle found for npm in the build (SSL_CERT_FILE, NODE_EXTRA_CA_CERTS, npm's cafile, /etc/ssl/certs)"
 fi
 for kind in inference training; do
   log "building sealed-$kind:$TAG"
@@ -88,17 +98,13 @@ for kind in inference training; do
   # Retries: behind the proxy a registry request sometimes fails its TLS handshake
   # (SELF_SIGNED_CERT_IN_CHAIN on one package of hundreds, seen in CI on 2026-12-01; the same
   # build passed at once on a retry). Once, the same package failed for minutes (npm's own
-  # retries and a second build both failed; a build 8 minutes later passed), and on 2026-12-02
-  # one package (ylru) failed three builds a minute apart while the same request from a
-  # container passed minutes later: five attempts, waits doubling from one minute (15 minutes
-  # in all at worst). The npm cache mount keeps what an earlier attempt fetched.
-  wait_s=60
-  for attempt in 1 2 3 4 5; do
+  # retries and a second build both failed; a build 8 minutes later passed), hence three
+  # attempts a minute apart. The npm cache mount keeps what an earlier attempt fetched.
+  for attempt in 1 2 3; do
     DOCKER_BUILDKIT=1 "$DOCKER" build "${secret[@]}" "${args[@]}" -f "Dockerfile.$kind" -t "sealed-$kind:$TAG" "$@" . && break
-    [ "$attempt" = 5 ] && die "building sealed-$kind:$TAG failed five times"
-    log "building sealed-$kind:$TAG failed (attempt $attempt); retrying in $wait_s s"
-    sleep "$wait_s"
-    wait_s=$((wait_s * 2))
+    [ "$attempt" = 3 ] && die "building sealed-$kind:$TAG failed three times"
+    log "building sealed-$kind:$TAG failed (attempt $attempt); retrying in 60 s"
+    sleep 60
   done
   step_done "sealed-$kind:$TAG"
 done
