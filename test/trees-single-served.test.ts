@@ -103,7 +103,7 @@ t.test('one record through /invocations: parts on two workers, the quantized pre
       encodeWire('query', q.header, q.sections.slice(1)),
       keysUri,
       422,
-      /declares 1 records in 31 ciphertexts; a single-record query holds 1 record in 32/,
+      /declares 1 record in 31 ciphertexts; a single-record query holds 1 record in 32/,
       'a copy left out',
     ],
     [encodeWire('query', { ...q.header, records: 3 }, q.sections), keysUri, 422, /declares 3 records/, 'three records declared'],

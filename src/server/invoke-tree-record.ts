@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { reviveError, safeText, SealedError } from '../errors.ts';
 import { ciphertextBytesBound, paramsKey } from '../fhe/params.ts';
-import { decodeWire, encodeWire, type QueryHeader, type ResultHeader } from '../wire/format.ts';
+import { encodeWire, type QueryHeader, type ResultHeader, type WireMessage } from '../wire/format.ts';
 import { invocationResponse, type InvocationContext, type InvocationResponse, type ResultSink } from './invocation-context.ts';
 import type { KeyStore } from './key-store.ts';
 import { deadlinePassed } from './query-digest.ts';
@@ -15,8 +15,8 @@ const ENCRYPT_HINT = "encrypt the record with this endpoint's tree-model client 
 const KEYS_HINT = "name the single-record evaluation keys (made by the tree model's client part for one record) in evaluation_keys_uri";
 
 /** The query's header and sections against the model's single-record form, with no SEAL. */
-export function checkTreeRecordQuery(c: InvocationContext, query: Uint8Array): { header: QueryHeader; sections: Uint8Array[] } {
-  const { header: h, sections } = decodeWire<QueryHeader>('query', query, 'the encrypted query');
+export function checkTreeRecordQuery(c: InvocationContext, msg: WireMessage<QueryHeader>): { header: QueryHeader; sections: Uint8Array[] } {
+  const { header: h, sections } = msg;
   if (h.model_id !== c.model.modelId)
     throw new SealedError(
       'wrong-model',
@@ -30,14 +30,16 @@ export function checkTreeRecordQuery(c: InvocationContext, query: Uint8Array): {
   if (h.records !== 1 || sections.length !== single.copies)
     throw new SealedError(
       'bad-query',
-      `the query declares ${safeText(h.records)} records in ${sections.length} ciphertexts; a single-record query holds 1 record in ${single.copies}`,
+      `the query declares ${safeText(h.records)} record${h.records === 1 ? '' : 's'} in ${sections.length} ciphertexts; a single-record query holds 1 record in ${single.copies}`,
       ENCRYPT_HINT,
     );
   return { header: h, sections };
 }
 
+/** `msg`: the query (`query`, its bytes) as decodeWire read it. */
 export async function evaluateTreeRecord(
   query: Uint8Array,
+  msg: WireMessage<QueryHeader>,
   keys: ReturnType<KeyStore['get']>,
   expected: string | undefined,
   out: ResultSink,
@@ -46,7 +48,7 @@ export async function evaluateTreeRecord(
   download: number,
   signal?: AbortSignal,
 ): Promise<InvocationResponse> {
-  const { header: h, sections } = checkTreeRecordQuery(c, query);
+  const { header: h, sections } = checkTreeRecordQuery(c, msg);
   const single = c.model.trees!.single!;
   const sha = createHash('sha256').update(query).digest('hex');
   if (expected !== undefined && sha !== expected)

@@ -11,7 +11,7 @@ import { SealedError } from '../errors.ts';
 import { ciphertextBytesBound, paramsKey } from '../fhe/params.ts';
 import { describeS3Location, type S3Location } from '../storage/s3.ts';
 import { partInputs, treeParts, usedInputs } from '../fhe/tree-circuit.ts';
-import { decodeWire, encodeWire, type QueryHeader, type ResultHeader } from '../wire/format.ts';
+import { decodeWire, encodeWire, type QueryHeader, type ResultHeader, type WireMessage } from '../wire/format.ts';
 import type { TreeKeys } from './worker-protocol.ts';
 import { evaluateTreeRecord, settle } from './invoke-tree-record.ts';
 import { MiB } from './budget.ts';
@@ -30,9 +30,12 @@ function treesOf(model: ServingModel): TreeServing {
 }
 
 /** The query's header and ciphertext count against the tree model, with no SEAL: its batches. */
-export function checkTreeQuery(model: ServingModel, query: Uint8Array): { header: QueryHeader; sections: Uint8Array[]; count: number; batches: number } {
+export function checkTreeQuery(
+  model: ServingModel,
+  msg: WireMessage<QueryHeader>,
+): { header: QueryHeader; sections: Uint8Array[]; count: number; batches: number } {
   const trees = treesOf(model);
-  const { header: h, sections } = decodeWire<QueryHeader>('query', query, 'the encrypted query');
+  const { header: h, sections } = msg;
   checkQueryHeader(model, h);
   if (h.layout !== 'batch')
     throw new SealedError(
@@ -101,9 +104,9 @@ export async function evaluateTrees(
   download: number,
   signal?: AbortSignal,
 ): Promise<InvocationResponse> {
-  if (decodeWire<QueryHeader>('query', query, 'the encrypted query').header.layout === 'slots')
-    return evaluateTreeRecord(query, keys, expected, out, c, t0, download, signal);
-  const { header: h, sections, count, batches } = checkTreeQuery(c.model, query);
+  const msg = decodeWire<QueryHeader>('query', query, 'the encrypted query');
+  if (msg.header.layout === 'slots') return evaluateTreeRecord(query, msg, keys, expected, out, c, t0, download, signal);
+  const { header: h, sections, count, batches } = checkTreeQuery(c.model, msg);
   const trees = treesOf(c.model);
   const sha = createHash('sha256').update(query).digest('hex');
   if (expected !== undefined && sha !== expected) {

@@ -1,7 +1,7 @@
 // One tree-ensemble record, server side: the single-record form's SEAL session and the pure
 // evaluation of a query (wire layout 'slots') with the client's keys, whole or in parts for
 // several threads (no I/O, no threads here). single-query.ts has the wire objects.
-import type { Ciphertext } from 'node-seal/throws';
+import type { Ciphertext, ParmsIdType } from 'node-seal/throws';
 import { SealedError } from '../../errors.ts';
 import { CkksSession } from '../../fhe/ckks.ts';
 import { loadCiphertext, loadEvaluationKeys, type EvaluationKeys } from '../../fhe/load.ts';
@@ -39,6 +39,8 @@ export class SingleTreeServer {
   readonly params: string;
   private readonly evaluator: SlotsEvaluator;
   private readonly kept = new Map<string, LoadedSingleKeys>();
+  /** The result's scale and level (resultLevel), where the flood's mask is made. */
+  private readonly resultAt: { scale: number; pid: ParmsIdType };
 
   private constructor(modelId: string, part: SingleServerPart, s: CkksSession) {
     this.modelId = modelId;
@@ -47,6 +49,7 @@ export class SingleTreeServer {
     this.params = paramsKey(part.params);
     const scales = { inputScaleBits: part.inputScaleBits, maskScaleBits: part.maskScaleBits, leafScaleBits: part.leafScaleBits };
     this.evaluator = new SlotsEvaluator(s, singleLayout(part, 'the single-record form'), scales);
+    this.resultAt = this.resultLevel();
   }
 
   static async open(modelId: string, part: SingleServerPart): Promise<SingleTreeServer> {
@@ -115,12 +118,11 @@ export class SingleTreeServer {
   floodMask(keys: SingleKeys): Uint8Array | undefined {
     return this.withKeys(keys, (k) => {
       if (!k.privacy) return undefined;
-      const { scale, pid } = this.resultLevel();
-      const mask = k.privacy.mask(scale, pid);
+      const mask = k.privacy.mask(this.resultAt.scale, this.resultAt.pid);
       try {
         return mask.saveToArray(this.session.seal.ComprModeType.none) as Uint8Array;
       } finally {
-        release(mask, pid);
+        release(mask);
       }
     });
   }
@@ -173,7 +175,7 @@ export class SingleTreeServer {
    * the mask prime, squared and rescaled by the next prime down twice (the segment products),
    * times the leaf values' 2^leaf and rescaled once more (tree-slots.ts, RESULT_LEVEL).
    */
-  private resultLevel() {
+  private resultLevel(): { scale: number; pid: ParmsIdType } {
     const p = this.part;
     const primes = this.session.shape.data[0].primes.map(Number); // top level, the mask prime last
     const q = (j: number) => primes[primes.length - 1 - j];
@@ -235,6 +237,7 @@ export class SingleTreeServer {
     for (const k of this.kept.values()) k.close();
     this.kept.clear();
     this.evaluator.close();
+    release(this.resultAt.pid);
     this.session.close();
   }
 }
