@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { readClientPart } from '../src/model/bundle.ts';
 import { readTreeBundle } from '../src/model/trees/bundle.ts';
 import { isProtected, passphraseSource } from '../src/client/passphrase.ts';
-import { openTreeClient } from '../src/client/predict-trees.ts';
+import { openSingleTreeClient, openTreeClient } from '../src/client/predict-trees.ts';
 import { keygenTreesCommand } from '../src/cli/predict-trees.ts';
 import { startLocalS3 } from '../src/storage/local-s3.ts';
 import { ObjectStore } from '../src/storage/s3.ts';
@@ -90,25 +90,25 @@ t.test('two predict runs on a tree bundle share one saved key set', async (t) =>
     return { summary, labels };
   };
 
-  // What does not depend on the predict runs' key set (the keygen checks below: their own key
-  // directories, no server) runs while the server evaluates: started here, checked in order below.
+  // What does not depend on the predict runs' key set (`sealed keygen` into its own directory, no
+  // server) runs while the server evaluates: started here, checked in order below.
   const part = (await readTreeBundle(modelDir)).client;
-  const kg = join(dir, 'keygen');
   const fromS3 = join(dir, 'keygen-s3');
   const kgS3Run = store
     .put({ bucket, key: 'models/model.tar.gz' }, new Uint8Array(await readFile(archive)), 'model archive')
     .then(() => run(process.execPath, [bin, 'keygen', '--model', `s3://${bucket}/models/model.tar.gz`, '--keys', fromS3], { env }));
   const firstRun = predict(1, join(dir, 'pass'), modelDir, 'three-batches.csv');
-  const keygenInProcess = (async () => {
-    await keygenTreesCommand(part, { keys: kg });
-    const saved = JSON.parse(await readFile(join(kg, 'keyset.json'), 'utf8')) as { model_id: string; evaluation_keys_id: string };
-    const secretProtected = isProtected(new Uint8Array(await readFile(join(kg, 'secret.key'))));
-    const opened = await openTreeClient(part, kg, passphraseSource({ env: {} }));
+  // What keygen wrote, as predict opens it (no passphrase: SEALED_PASSPHRASE is empty).
+  const keygenSets = kgS3Run.then(async () => {
+    const saved = JSON.parse(await readFile(join(fromS3, 'keyset.json'), 'utf8')) as { model_id: string; evaluation_keys_id: string };
+    const secretProtected = isProtected(new Uint8Array(await readFile(join(fromS3, 'secret.key'))));
+    const opened = await openTreeClient(part, fromS3, passphraseSource({ env: {} }));
     opened.client.close();
-    return { saved, secretProtected, opened };
-  })();
-  // Rejections are checked where they are awaited; until then they must not count as unhandled.
-  for (const p of [kgS3Run, keygenInProcess]) p.catch(() => undefined);
+    const single = await openSingleTreeClient(part, fromS3, passphraseSource({ env: {} }));
+    single.client.close();
+    return { saved, secretProtected, opened, single };
+  });
+  for (const p of [kgS3Run, keygenSets]) p.catch(() => undefined);
   const first = await firstRun;
   t.equal(first.summary.model, 'trees', 'a tree model');
   t.equal(first.summary.keys_created, true, 'the first run made the key set');
@@ -150,15 +150,39 @@ t.test('two predict runs on a tree bundle share one saved key set', async (t) =>
 
   // `sealed keygen` for a tree bundle (keygenTreesCommand; client.ts dispatches to it): a clear
   // key set that predict then opens instead of making one.
-  const { saved, secretProtected, opened } = await keygenInProcess;
+  const { saved, secretProtected, opened, single } = await keygenSets;
   t.equal(saved.model_id, modelId, 'keygen wrote a key set for the tree model');
   t.notOk(secretProtected, 'in the clear without a passphrase');
   t.equal(opened.created, false, 'predict opens it');
   t.equal(opened.keys.evaluationKeysId, saved.evaluation_keys_id, 'with its evaluation keys');
+  t.ok(part.single, 'the bundle has a single-record form');
+  const savedSingle = JSON.parse(await readFile(join(fromS3, 'single', 'keyset.json'), 'utf8')) as { model_id: string; evaluation_keys_id: string };
+  t.equal(savedSingle.model_id, modelId, "keygen also wrote the single-record form's key set, in single/");
+  t.equal(single.created, false, 'a one-record predict opens it instead of making one');
+  t.equal(single.keys.evaluationKeysId, savedSingle.evaluation_keys_id, 'with its evaluation keys');
+  t.not(savedSingle.evaluation_keys_id, saved.evaluation_keys_id, 'keys of its own (its own parameters)');
+
+  // keygen where predict left a batch key set only: it adds the single-record set beside it and
+  // leaves the batch set alone; run again, it has nothing to do.
+  const batchSet = await readFile(join(keysDir, 'keyset.json'), 'utf8');
+  await keygenTreesCommand(part, { keys: keysDir });
+  t.equal(await readFile(join(keysDir, 'keyset.json'), 'utf8'), batchSet, 'keygen keeps the batch key set predict made');
+  const added = JSON.parse(await readFile(join(keysDir, 'single', 'keyset.json'), 'utf8')) as { model_id: string };
+  t.equal(added.model_id, modelId, 'and adds the single-record set in single/');
+  const lines: string[] = [];
+  const log = console.log;
+  console.log = (...a: unknown[]) => void lines.push(a.join(' '));
+  try {
+    await keygenTreesCommand(part, { keys: keysDir });
+  } finally {
+    console.log = log;
+  }
+  t.match(lines.join('\n'), /already exists/, 'a third keygen finds both sets and makes none');
 
   // The archive as an s3:// object: `sealed keygen` reads the client part from it and makes a tree key set.
   const kgS3 = await kgS3Run;
   t.match(kgS3.stdout + kgS3.stderr, `keys for tree model ${modelId}`, 'keygen reports a tree model key set');
+  t.match(kgS3.stdout, 'keys for one record (the single-record form)', "and the single-record form's");
   const savedS3 = JSON.parse(await readFile(join(fromS3, 'keyset.json'), 'utf8')) as { model_id: string; params: string };
   t.equal(savedS3.model_id, modelId, 'keygen on s3://…/model.tar.gz made a key set for the tree model');
 });

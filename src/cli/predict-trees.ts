@@ -11,34 +11,55 @@ import { openRoute } from '../client/open-route.ts';
 import { SCRYPT_V2 } from '../client/passphrase.ts';
 import { cliPassphrase, type PassphraseOpts } from './passphrase-options.ts';
 import { EncryptPool } from '../client/encrypt-pool.ts';
-import { openSingleTreeClient, openTreeClient, predictTreeRecord, predictTrees, treeKeySet } from '../client/predict-trees.ts';
+import { openSingleTreeClient, openTreeClient, predictTreeRecord, predictTrees, saveSingleKeys, singleKeysDir, treeKeySet } from '../client/predict-trees.ts';
 import type { TreeClientPart } from '../model/trees/compile.ts';
 import { TreeClient } from '../model/trees/query.ts';
 import { SingleTreeClient } from '../model/trees/single-query.ts';
 import { formatPredictions, readRecords } from './records.ts';
 
-/** `sealed keygen` for a tree bundle: the same files and messages as for the other models. */
+/**
+ * `sealed keygen` for a tree bundle: the same files and messages as for the other models. A
+ * bundle with a single-record form gets that form's key set too (its own parameters, in single/),
+ * so the first one-record `sealed predict` need not make it.
+ */
 export async function keygenTreesCommand(part: TreeClientPart, o: { keys?: string; force?: boolean; encrypt?: boolean } & PassphraseOpts): Promise<void> {
   const dir = o.keys ?? defaultKeysDir(part.model_id);
-  if (!o.force && (await hasKeys(dir, part.model_id))) {
+  const batchKept = !o.force && (await hasKeys(dir, part.model_id));
+  const singleKept = !part.single || (!o.force && (await hasKeys(singleKeysDir(dir), part.model_id)));
+  if (batchKept && singleKept) {
     console.log(`a key set for model ${part.model_id} already exists in ${dir} (use --force to replace it)`);
     return;
   }
   const pass = cliPassphrase(o);
   const passphrase = (await pass.given()) ?? (o.encrypt ? await pass.choose() : undefined);
+  const at = passphrase
+    ? `encrypted with the passphrase (scrypt N=2^${SCRYPT_V2.log2N} + AES-256-GCM)`
+    : 'not encrypted (--encrypt or full-disk encryption protects it at rest)';
   const t0 = performance.now();
-  const client = await TreeClient.open(part);
-  try {
-    const keys = treeKeySet(client);
-    const info = await saveKeys(dir, { modelId: part.model_id, part }, keys, passphrase);
-    console.log(`keys for tree model ${part.model_id} in ${dir} (${((performance.now() - t0) / 1000).toFixed(2)} s)`);
-    const at = passphrase
-      ? `encrypted with the passphrase (scrypt N=2^${SCRYPT_V2.log2N} + AES-256-GCM)`
-      : 'not encrypted (--encrypt or full-disk encryption protects it at rest)';
-    console.log(`  secret.key       ${keys.secretKey.length} bytes, mode 0600: never leaves this machine; ${at}`);
-    console.log(`  evaluation.keys  ${info.evaluation_keys_bytes} bytes: uploaded once, used by the server`);
-  } finally {
-    client.close();
+  if (!batchKept) {
+    const client = await TreeClient.open(part);
+    try {
+      const keys = treeKeySet(client);
+      const info = await saveKeys(dir, { modelId: part.model_id, part }, keys, passphrase);
+      console.log(`keys for tree model ${part.model_id} in ${dir} (${((performance.now() - t0) / 1000).toFixed(2)} s)`);
+      console.log(`  secret.key       ${keys.secretKey.length} bytes, mode 0600: never leaves this machine; ${at}`);
+      console.log(`  evaluation.keys  ${info.evaluation_keys_bytes} bytes: uploaded once, used by the server`);
+    } finally {
+      client.close();
+    }
+  }
+  if (!singleKept) {
+    const t1 = performance.now();
+    const client = await SingleTreeClient.open(part);
+    try {
+      const keys = treeKeySet(client);
+      const info = await saveSingleKeys(dir, part, keys, passphrase);
+      console.log(`keys for one record (the single-record form) in ${singleKeysDir(dir)} (${((performance.now() - t1) / 1000).toFixed(2)} s)`);
+      console.log(`  single/secret.key       ${keys.secretKey.length} bytes, mode 0600: never leaves this machine; ${at}`);
+      console.log(`  single/evaluation.keys  ${info.evaluation_keys_bytes} bytes: uploaded once, used for one-record queries`);
+    } finally {
+      client.close();
+    }
   }
 }
 

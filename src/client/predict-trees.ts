@@ -28,8 +28,8 @@ export interface TreePredictStats {
   server: unknown;
 }
 
-/** A fresh key set for a tree model: its client's secret key and evaluation keys. */
-export function treeKeySet(client: TreeClient): Keys {
+/** A fresh key set for a tree model (or its single-record form): its client's secret key and evaluation keys. */
+export function treeKeySet(client: TreeClient | SingleTreeClient): Keys {
   const evaluationKeys = client.keys();
   return { secretKey: client.exportSecretKey(), evaluationKeys, evaluationKeysId: keysId(evaluationKeys) };
 }
@@ -43,23 +43,30 @@ export async function openSingleTreeClient(
   dir: string,
   pass: PassphraseSource,
 ): Promise<{ client: SingleTreeClient; keys: Keys; created: boolean }> {
-  const at = join(dir, 'single');
-  const set = await openKeySet(at, part.model_id, pass);
+  const set = await openKeySet(singleKeysDir(dir), part.model_id, pass);
   if (set) {
     const keys = { secretKey: set.secretKey, evaluationKeys: set.evaluationKeys, evaluationKeysId: set.info.evaluation_keys_id };
     return { client: await SingleTreeClient.open(part, set.secretKey), keys, created: false };
   }
   const client = await SingleTreeClient.open(part);
   try {
-    const evaluationKeys = client.keys();
-    const keys = { secretKey: client.exportSecretKey(), evaluationKeys, evaluationKeysId: keysId(evaluationKeys) };
-    await saveKeys(at, { modelId: part.model_id, part: { params: part.single!.params } }, keys, await pass.given());
+    const keys = treeKeySet(client);
+    await saveSingleKeys(dir, part, keys, await pass.given());
     return { client, keys, created: true };
   } catch (e) {
     client.close();
     throw e;
   }
 }
+
+/** Saves the single-record form's key set beside the batch set in `dir` (in single/). */
+export function saveSingleKeys(dir: string, part: TreeClientPart, keys: Keys, passphrase?: string) {
+  if (!part.single) throw new SealedError('bad-request', `tree model ${part.model_id} has no single-record form`);
+  return saveKeys(singleKeysDir(dir), { modelId: part.model_id, part: { params: part.single.params } }, keys, passphrase);
+}
+
+/** Where the single-record form's key set lives, beside the batch set in `dir`. */
+export const singleKeysDir = (dir: string) => join(dir, 'single');
 
 /**
  * A tree model's client opened with the key set in `dir`; when there is none, a new one is made
