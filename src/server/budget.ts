@@ -42,7 +42,7 @@ const MAIN_BASE = 256 * MiB;
 /**
  * How the budget is split for `workers` threads; `budget` overrides the derived total.
  * `workerModel`: what each worker holds beyond its base for the model (a tree model's
- * single-record form: its plaintexts and one loaded key set, single.ts singleWorkerBytes).
+ * single-record form: its plaintexts, one loaded key set and a query's copies, single.ts singleWorkerBytes).
  */
 export function splitBudget(o: {
   workers: number;

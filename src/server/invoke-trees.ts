@@ -80,7 +80,8 @@ export async function invokeTreesS3(
   const keys = c.keys.get(keysLoc);
   keys.catch(() => undefined);
   try {
-    const { bytes } = await c.store.get(queryLoc, head.size, 'encrypted query');
+    // Into shared memory: a single-record query's parts read its sections in place (invoke-tree-record.ts).
+    const { bytes } = await c.store.getShared(queryLoc, head.size, 'encrypted query');
     if (signal?.aborted) throw deadlinePassed();
     return await evaluateTrees(bytes, keys, declared, out, c, t0, performance.now() - t0, signal);
   } finally {
