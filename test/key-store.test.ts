@@ -21,6 +21,10 @@ class CountingStore extends ObjectStore {
     this.gets++;
     return super.get(loc, maxBytes, what);
   }
+  override getShared(loc: S3Location, maxBytes: number, what: string) {
+    this.gets++;
+    return super.getShared(loc, maxBytes, what);
+  }
   override head(loc: S3Location) {
     this.heads++;
     return super.head(loc);

@@ -254,6 +254,18 @@ t.test('read-after-write: each PUT is complete when answered', async (t) => {
   t.equal((await store.get(at('raw/empty'), 10, 'query')).bytes.length, 0, 'an empty object');
 });
 
+t.test('getShared: the object in shared memory, whole; over the limit refused before reading', async (t) => {
+  const bytes = randomBytes(3 * MiB + 17);
+  await store.put(at('shared/q'), bytes, 'query');
+  const got = await store.getShared(at('shared/q'), 4 * MiB, 'query');
+  t.ok(got.bytes.buffer instanceof SharedArrayBuffer, 'in a SharedArrayBuffer (worker tasks get views of it, not a clone)');
+  t.equal(got.bytes.buffer.byteLength, bytes.length, 'of exactly the object size');
+  t.ok(Buffer.from(got.bytes).equals(bytes), 'every byte as written');
+  await t.rejects(store.getShared(at('shared/q'), 3 * MiB, 'query'), { code: 'bad-request', message: /over the limit of 3145728/ }, 'a larger object: refused');
+  await store.put(at('shared/empty'), new Uint8Array(0), 'query');
+  t.equal((await store.getShared(at('shared/empty'), 10, 'query')).bytes.length, 0, 'an empty object');
+});
+
 t.test('a PUT that fails midway (client gone) leaves the previous object and no temporary file', async (t) => {
   const before = randomBytes(1000);
   await store.put(at('cut/object'), before, 'query');

@@ -30,7 +30,9 @@ export interface KeyKinds {
   single?: Program;
 }
 
+/** `b` in shared memory (the workers read it in place): itself when it is there already (key-store.ts downloads it there). */
 function shared(b: Uint8Array): Uint8Array {
+  if (b.buffer instanceof SharedArrayBuffer) return b;
   const s = new Uint8Array(new SharedArrayBuffer(b.length));
   s.set(b);
   return s;

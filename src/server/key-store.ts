@@ -119,8 +119,9 @@ export class KeyStore {
     if (pending) return pending;
     this.downloads++;
     const p = (async () => {
-      // The size first, so the download's memory (the object, then its shared copy) is reserved
-      // before a byte of it is read; a request that cannot have it gets 503 at once.
+      // The size first, so the download's memory (the object, read into shared memory: the key
+      // set's sections are views of it) is reserved before a byte of it is read; a request that
+      // cannot have it gets 503 at once.
       let limit = this.maxObjectBytes;
       let reservation;
       if (this.budget) {
@@ -134,10 +135,10 @@ export class KeyStore {
           );
         }
         limit = head.size;
-        reservation = this.budget.reserve(2 * head.size, 'downloading evaluation keys');
+        reservation = this.budget.reserve(head.size, 'downloading evaluation keys');
       }
       try {
-        const { bytes, etag } = await this.store.get(loc, limit, 'evaluation keys');
+        const { bytes, etag } = await this.store.getShared(loc, limit, 'evaluation keys');
         const set = this.parse(bytes, loc, named);
         this.insert(uri, etag, set);
         return set;
