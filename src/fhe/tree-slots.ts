@@ -144,10 +144,12 @@ export class SlotsEvaluator {
 
   /**
    * The giant groups of part `part` of `parts` (dealt largest first to the lightest part, a
-   * rotation weighing as much as 11 mask products), for threads that share one record.
+   * rotation weighing as much as 11 mask products), for threads that share one record. Part 0
+   * starts with `firstLoad` (other work its thread does, in mask products: the flood's mask).
    */
-  partGroups(part: number, parts: number): number[] {
+  partGroups(part: number, parts: number, firstLoad = 0): number[] {
     const load = new Array<number>(parts).fill(0);
+    load[0] = firstLoad;
     const owner = new Map<number, number>();
     const cost = (g: number) => this.groups.get(g)!.length + (g ? 11 : 0);
     for (const g of [...this.groups.keys()].sort((x, y) => cost(y) - cost(x) || x - y)) {
@@ -159,8 +161,8 @@ export class SlotsEvaluator {
   }
 
   /** One part's gather, unrescaled (bytes): finishParts adds the parts' and completes the circuit. */
-  runPart(copies: Uint8Array[], keys: EvaluationKeys, part: number, parts: number): Uint8Array {
-    const F = this.gather(copies, keys, this.partGroups(part, parts));
+  runPart(copies: Uint8Array[], keys: EvaluationKeys, part: number, parts: number, firstLoad = 0): Uint8Array {
+    const F = this.gather(copies, keys, this.partGroups(part, parts, firstLoad));
     try {
       return F.saveToArray(this.s.seal.ComprModeType.none) as Uint8Array;
     } finally {

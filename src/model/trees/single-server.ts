@@ -17,6 +17,8 @@ const KEYS_HINT = "make the single-record keys with this model's client part (Si
 const QUERY_HINT = "encrypt the record with this model's client part (SingleTreeClient.encryptRecord)";
 /** Key sets kept loaded: one (Galois keys for 17 rotations: ~250 MB of SEAL memory at ring 16384; single.ts singleWorkerBytes counts it). */
 const KEPT_KEYS = 1;
+/** The flood's mask, in mask products (~2 ms each at the top level): 28-53 ms measured on the AMD VM, about a rotation's 31. */
+const FLOOD_MASK_LOAD = 13;
 
 /** A client's single-record keys as sections (a wire object's, or a server's key set), and their SHA-256 when known. */
 export interface SingleKeys {
@@ -109,9 +111,13 @@ export class SingleTreeServer {
     });
   }
 
-  /** Part `part` of `parts` of a checked query's gather (bytes; finish adds the parts'). */
+  /**
+   * Part `part` of `parts` of a checked query's gather (bytes; finish adds the parts'). A
+   * flooding model's part 0 also makes the flood's mask (floodMask), so it gathers less.
+   */
   evaluatePart(sections: Uint8Array[], part: number, parts: number, keys: SingleKeys): Uint8Array {
-    return this.withKeys(keys, (k) => this.evaluator.runPart(sections, k.keys, part, parts));
+    const firstLoad = this.part.privacy === 'flood' ? FLOOD_MASK_LOAD : 0;
+    return this.withKeys(keys, (k) => this.evaluator.runPart(sections, k.keys, part, parts, firstLoad));
   }
 
   /** The flood's mask (bytes; see SinglePrivacy.mask), made while the parts run; undefined without flooding. */
