@@ -51,6 +51,13 @@ t.test('one record: client -> server (whole, and in two parts) -> the quantized 
   }
 });
 
+/** A SEAL object whose header claims zlib (the clients write the single-record keys uncompressed, and wrote zstd). */
+const zlibLabelled = (b: Uint8Array) => {
+  const x = b.slice();
+  x[5] = 1;
+  return x;
+};
+
 /** A section whose SEAL header claims zstd (the clients write the single-record query uncompressed). */
 const zstdLabelled = (b: Uint8Array) => {
   const x = b.slice();
@@ -97,12 +104,29 @@ t.test('what the server refuses, with the reason', async (t) => {
       { code: 'bad-query', message: /ciphertext 0 of the encrypted query: the data uses SEAL compression mode "zstd"; this model's clients write "none"/ },
     ],
     [
+      'Galois keys labelled zlib',
+      () => server.evaluate(query, encodeWire('keys', k.header, [zlibLabelled(k.sections[0]), ...k.sections.slice(1)])),
+      { code: 'bad-keys', message: /the Galois keys: the data uses SEAL compression mode "zlib"/ },
+    ],
+    [
       'another query relabelled',
       () => server.evaluate(encodeWire('query', { ...q.header, model_id: 'f'.repeat(64) }, q.sections), keys),
       { code: 'wrong-model', message: /another model/ },
     ],
   ];
   for (const [what, run, error] of refusals) t.throws(run, error, what);
+  // Key sets saved before the keys went uncompressed (zstd) still work.
+  const gk = new server.session.seal.GaloisKeys();
+  gk.loadFromArray(server.session.context, k.sections[0]);
+  const zstdKeys = encodeWire('keys', k.header, [gk.saveToArray(server.session.seal.ComprModeType.zstd) as Uint8Array, ...k.sections.slice(1)]);
+  gk.delete();
+  t.equal(decodeWire<KeysHeader>('keys', keys, 'k').sections[0][5], 0, 'the client writes its Galois keys uncompressed');
+  const old = client.decryptResult(server.evaluate(query, zstdKeys), query);
+  t.equal(
+    old.predictions[0],
+    predictionOf({ post: m.ensemble.post, outputs: 1 }, [quantizedScores(m.quantized, binsOf(m.client.bins, data.test[0]))[0]]),
+    'zstd Galois keys: the quantized class',
+  );
   const result = server.evaluate(query, keys, 'client-1');
   const other = client.encryptRecord(data.test[1]);
   t.throws(() => client.decryptResult(result, other), { code: 'bad-query', message: /another query/ }, 'the client refuses a result of another query');

@@ -123,6 +123,7 @@ export function loadEvaluationKeys(
   relinBytes: Uint8Array | undefined,
   steps: number[],
   needRelin: boolean,
+  compression?: readonly ComprMode[],
 ): EvaluationKeys {
   const { seal } = s;
   const degree = s.params.polyModulusDegree;
@@ -130,8 +131,9 @@ export function loadEvaluationKeys(
   // step both ways): room for clients that make more, a bound on what a key object may claim.
   const maxKeys = Math.max(steps.length, 1) + 2 * Math.log2(degree);
   const required = steps.map((step) => ({ step, element: galoisElement(step, degree) }));
-  const galoisChecked = precheckKeys(galoisBytes, s.shape, { what: 'the Galois keys', kind: 'galois', required, maxKeys });
-  const relinChecked = needRelin && relinBytes ? precheckKeys(relinBytes, s.shape, { what: 'the relinearization keys', kind: 'relin' }) : undefined;
+  const galoisChecked = precheckKeys(galoisBytes, s.shape, { what: 'the Galois keys', kind: 'galois', required, maxKeys, compression });
+  const relinChecked =
+    needRelin && relinBytes ? precheckKeys(relinBytes, s.shape, { what: 'the relinearization keys', kind: 'relin', compression }) : undefined;
   const galois = new seal.GaloisKeys();
   let relin: RelinKeys | undefined;
   try {

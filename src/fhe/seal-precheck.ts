@@ -79,6 +79,8 @@ export interface KeysRule {
   required?: { step: number; element: number }[];
   /** Galois keys: most keys accepted (bounds the memory a key object may claim). */
   maxKeys?: number;
+  /** What the model's clients write: zstd unless said (a tree's single-record keys: uncompressed too). */
+  compression?: readonly ComprMode[];
 }
 
 /** Zstd, when this runtime has it (Node >= 22.15); pages get none and let SEAL decompress. */
@@ -313,7 +315,7 @@ export function precheckKeys(bytes: Uint8Array, shape: SealShape, rule: KeysRule
   const maxKeys = rule.kind === 'galois' ? (rule.maxKeys ?? shape.degree) : 1;
   const parts = shape.data[0].primes.length;
   const maxBody = 32 + 8 + 8 * maxIndex + maxKeys * parts * publicKeyBytes(shape);
-  const opened = openObject(bytes, ['zstd'], maxBody, r);
+  const opened = openObject(bytes, rule.compression ?? ['zstd'], maxBody, r);
   if (!opened) return bytes;
   const x = opened.members;
   if (x.length < 40) throw r.frame('the data is truncated');

@@ -228,7 +228,8 @@ export class SingleTreeServer {
   private load(k: SingleKeys): LoadedSingleKeys {
     const flood = this.part.privacy === 'flood';
     if (flood && !k.publicKey) throw new SealedError('bad-keys', 'this model floods its results (circuit privacy) and the keys carry no public key', KEYS_HINT);
-    const keys = loadEvaluationKeys(this.session, k.galois, k.relin, this.part.galoisSteps, true);
+    // Uncompressed as the clients write them (tree-slots.ts makeSlotsKeys), or zstd as they did before.
+    const keys = loadEvaluationKeys(this.session, k.galois, k.relin, this.part.galoisSteps, true, ['none', 'zstd']);
     let privacy: SinglePrivacy | undefined;
     try {
       if (flood) privacy = new SinglePrivacy(this.session, k.publicKey!, 2 ** this.part.noiseL2Bits, this.part.floodSecurityBits);

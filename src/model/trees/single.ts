@@ -4,7 +4,7 @@
 // encrypting one record needs: parameters, scales, copies, period and rotation steps. The steps
 // are the giant steps the placement uses (9 of 31 for breast cancer), the two products' and the
 // folds': a little of the layout, as a network's steps say a little of its architecture
-// (docs/threat-model.md). Every giant step would hide it at twice the keys: 245 MB to upload and
+// (docs/threat-model.md). Every giant step would hide it at twice the keys: 245 MB (zstd) to upload and
 // ~530 MB of SEAL memory per loaded key set at ring 16384, against 106 and ~250.
 import { SealedError } from '../../errors.ts';
 import { checkParams, type CkksParams } from '../../fhe/params.ts';
