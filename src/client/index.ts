@@ -16,18 +16,24 @@ import { SealedError } from '../errors.ts';
 import { loadSeal } from '../fhe/seal.ts';
 import type { ClientPart } from '../model/client-part.ts';
 import type { Prediction } from '../model/postprocess.ts';
+import { isTreeClientPart } from '../model/trees/client-part.ts';
+import type { TreeClientPart } from '../model/trees/compile.ts';
 import { sha256Hex } from '../util/sha256.ts';
 import { endpointTransport, type SageMakerTarget } from './endpoint-transport.ts';
+import { NetworkCodec, type KeysInput, type ModelCodec } from './codec.ts';
 import { loadClientPart } from './load-model.ts';
 import { nodeOnly } from './node-only.ts';
 import { SealedClient, type RecordInput } from './sealed-client.ts';
 import { ClientSession, keysId, type Keys, type ResultExpectation } from './session.ts';
+import { TreeCodec } from './tree-codec.ts';
 import { proxyTransport } from './transport-proxy.ts';
 import { TRANSPORT_MODES, type Transport, type TransportMode } from './transport.ts';
 
 export type { ClientPart, Keys, Prediction, ResultExpectation, RecordInput, SageMakerTarget };
-export { SealedError, keysId, sha256Hex, SealedClient, loadClientPart, proxyTransport };
+export type { TreeClientPart } from '../model/trees/compile.ts';
+export { SealedError, keysId, sha256Hex, SealedClient, loadClientPart, proxyTransport, isTreeClientPart };
 export type { PredictOutcome, PredictStats } from './sealed-client.ts';
+export type { KeysInput } from './codec.ts';
 export {
   BODY_LIMIT,
   choosePayload,
@@ -47,7 +53,7 @@ export interface ClientOptions {
    * directory (or a directory holding client/model.json or model.json), or the model.tar.gz
    * SageMaker training writes (a local file or an s3:// URI; only the client part is read).
    */
-  model: ClientPart | string | URL;
+  model: ClientPart | TreeClientPart | string | URL;
   /**
    * Where queries are evaluated: your own Transport; or, with `endpoint` or `sagemaker`, how
    * queries travel: 'auto' (default: as the request body up to `bodyLimit`, else through S3),
@@ -71,11 +77,13 @@ export interface ClientOptions {
   proxy?: string | URL;
   /** Browser: URL of node-seal's seal_throws.wasm (default: next to the bundled script). */
   wasmUrl?: string;
-  /** Keys made earlier (e.g. by `generateKeys` of another client for the same model). */
-  keys?: Pick<Keys, 'secretKey' | 'evaluationKeys'>;
+  /** Keys made earlier (e.g. by `generateKeys` of another client for the same model; a tree model's may hold `singleRecord`). */
+  keys?: KeysInput;
   /**
    * Node: load the key set from this directory, or make and save one there (secret key mode
-   * 0600). `true`: the directory `sealed keygen` uses (~/.sealed/keys/<model id>).
+   * 0600). `true`: the directory `sealed keygen` uses (~/.sealed/keys/<model id>). A tree
+   * model's single-record set lives in its single/ (made and saved the first time one record is
+   * predicted, as `sealed predict` does).
    */
   keysDir?: string | true;
 }
@@ -112,20 +120,39 @@ export async function createClient(o: ClientOptions): Promise<SealedClient> {
   const [transport, owns] = transportOf(o);
   const part = await loadClientPart(o.model, { s3Endpoint: o.s3Endpoint });
   await loadSeal(o.wasmUrl ? () => o.wasmUrl! : undefined);
-  const session = await ClientSession.open(part.model_id, part);
-  const client = new SealedClient(session, transport, owns);
+  let codec: ModelCodec;
+  try {
+    codec = isTreeClientPart(part) ? await TreeCodec.open(part) : new NetworkCodec(await ClientSession.open(part.model_id, part));
+  } catch (e) {
+    if (owns) await transport?.close?.();
+    throw e;
+  }
+  const client = new SealedClient(codec, transport, owns);
   try {
     if (o.keys) client.useKeys(o.keys);
     else if (o.keysDir !== undefined) {
       const kf = await nodeOnly<typeof import('./key-files.ts')>('./key-files.ts', 'keysDir');
-      const { keys } = await kf.loadOrCreateKeys(o.keysDir === true ? kf.defaultKeysDir(session.modelId) : o.keysDir, session);
-      client.useKeys(keys);
+      const dir = o.keysDir === true ? kf.defaultKeysDir(codec.modelId) : o.keysDir;
+      if (codec instanceof TreeCodec) await useTreeKeysDir(codec, dir);
+      else if (codec instanceof NetworkCodec) client.useKeys((await kf.loadOrCreateKeys(dir, codec.session)).keys);
     }
   } catch (e) {
     await client.close();
     throw e;
   }
   return client;
+}
+
+/**
+ * A tree model's key sets in `dir`, as `sealed predict` keeps them: the batch circuit's there,
+ * made and saved when missing; the single-record form's in single/, saved when first made.
+ */
+async function useTreeKeysDir(codec: TreeCodec, dir: string): Promise<void> {
+  const trees = await nodeOnly<typeof import('./predict-trees.ts')>('./predict-trees.ts', 'keysDir');
+  const { batch, single } = await trees.readTreeKeySets(codec.part, dir);
+  if (batch) codec.useKeys({ ...batch, singleRecord: single });
+  else await trees.saveTreeKeys(codec.part, dir, codec.generateKeys());
+  codec.onSingleKeys = (k) => trees.saveSingleKeys(dir, codec.part, k).then(() => undefined);
 }
 
 // The functions below repeat SealedClient's methods. They stay, deprecated, because docs/sdk.md

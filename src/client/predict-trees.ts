@@ -14,7 +14,7 @@ import { formatS3Uri } from '../storage/s3.ts';
 import { invokeWithKeys } from './invoke.ts';
 import { openKeySet, saveKeys } from './key-files.ts';
 import { ensureKeysUploaded } from './keys-upload.ts';
-import type { PassphraseSource } from './passphrase.ts';
+import { passphraseSource, type PassphraseSource } from './passphrase.ts';
 import { keysId, type Keys } from './session.ts';
 import { requestLocations, sha256, type S3Route } from './route.ts';
 
@@ -63,6 +63,29 @@ export async function openSingleTreeClient(
 export function saveSingleKeys(dir: string, part: TreeClientPart, keys: Keys, passphrase?: string) {
   if (!part.single) throw new SealedError('bad-request', `tree model ${part.model_id} has no single-record form`);
   return saveKeys(singleKeysDir(dir), { modelId: part.model_id, part: { params: part.single.params } }, keys, passphrase);
+}
+
+/**
+ * The SDK's `keysDir` for a tree model: the key sets `sealed keygen` and `sealed predict` keep in
+ * `dir` (the batch circuit's) and in single/ (the single-record form's); each undefined when absent.
+ */
+export async function readTreeKeySets(
+  part: TreeClientPart,
+  dir: string,
+  pass: PassphraseSource = passphraseSource(),
+): Promise<{ batch?: Keys; single?: Keys }> {
+  const read = async (d: string): Promise<Keys | undefined> => {
+    const set = await openKeySet(d, part.model_id, pass);
+    return set && { secretKey: set.secretKey, evaluationKeys: set.evaluationKeys, evaluationKeysId: set.info.evaluation_keys_id };
+  };
+  return { batch: await read(dir), single: part.single ? await read(singleKeysDir(dir)) : undefined };
+}
+
+/** Saves a tree model's batch key set in `dir` (and its single-record set, when it has one, in single/). */
+export async function saveTreeKeys(part: TreeClientPart, dir: string, keys: Keys, pass: PassphraseSource = passphraseSource()): Promise<void> {
+  const passphrase = await pass.given();
+  await saveKeys(dir, { modelId: part.model_id, part }, keys, passphrase);
+  if (keys.singleRecord) await saveSingleKeys(dir, part, keys.singleRecord, passphrase);
 }
 
 /** Where the single-record form's key set lives, beside the batch set in `dir`. */

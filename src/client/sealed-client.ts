@@ -1,18 +1,25 @@
-// SealedClient: a ClientSession (the cryptography) plus a Transport (the way to a server).
-// It turns records into rows, keeps the key set, picks the layout, and checks that a result
-// answers the query sent. Browser-safe.
+// SealedClient: a model's cryptography (a ModelCodec: codec.ts for networks and linear models,
+// tree-codec.ts for tree ensembles) plus a Transport (the way to a server). It turns records into
+// rows, picks the layout, sends the keys the layout needs, and checks that a result answers the
+// query sent. Browser-safe.
 import { SealedError } from '../errors.ts';
 import type { ClientPart } from '../model/client-part.ts';
-import { postprocess, type Prediction } from '../model/postprocess.ts';
+import type { Prediction } from '../model/postprocess.ts';
+import { isTreeClientPart } from '../model/trees/client-part.ts';
+import type { TreeClientPart } from '../model/trees/compile.ts';
 import { sha256Hex } from '../util/sha256.ts';
-import { keysId, type ClientSession, type Keys, type Layout, type ResultExpectation } from './session.ts';
+import type { KeysInput, ModelCodec } from './codec.ts';
+import type { Keys, Layout, ResultExpectation } from './session.ts';
 import type { Transport } from './transport.ts';
 
 /** A record: the feature values in the model's order, or an object keyed by feature name. */
 export type RecordInput = ArrayLike<number> | Readonly<Record<string, number>>;
 
 export interface PredictStats {
-  /** single (records packed per ciphertext, evaluation keys) or batch (record per slot, no keys). */
+  /**
+   * Networks: single (records packed per ciphertext, evaluation keys) or batch (record per slot,
+   * no keys). Tree ensembles: single (the single-record form) or batch (the batch circuit).
+   */
   layout: Layout;
   records: number;
   /** Bytes of the encrypted query, the evaluation keys and the encrypted result. */
@@ -46,64 +53,61 @@ const round = (v: number) => Math.round(v * 100) / 100;
 export class SealedClient {
   /** The model's id (32 hex digits); the server refuses queries for another model. */
   readonly modelId: string;
-  readonly model: ClientPart;
-  private readonly session: ClientSession;
+  /** The model's client part: a network's or linear model's, or a tree ensemble's (`model: 'trees'`). */
+  readonly model: ClientPart | TreeClientPart;
+  private readonly codec: ModelCodec;
   private transport: Transport | undefined;
   private readonly ownsTransport: boolean;
-  private keySet: Keys | undefined;
 
   /** @internal use createClient */
-  constructor(session: ClientSession, transport: Transport | undefined, ownsTransport: boolean) {
-    this.session = session;
-    this.modelId = session.modelId;
-    this.model = session.part;
+  constructor(codec: ModelCodec, transport: Transport | undefined, ownsTransport: boolean) {
+    this.codec = codec;
+    this.modelId = codec.modelId;
+    this.model = codec.part;
     this.transport = transport;
     this.ownsTransport = ownsTransport;
   }
 
   /** Names of the features a record holds, in order. */
   get features(): string[] {
-    return this.model.features;
+    return this.codec.features;
   }
 
   /** Class names (classification models), in the order of `probabilities`. */
   get labels(): string[] | undefined {
-    return this.model.labels;
+    return this.codec.labels;
   }
 
   /** The current keys, if any; `secretKey` must stay with the caller. */
   get keys(): Keys | undefined {
-    return this.keySet;
+    return this.codec.keys;
   }
 
   /** Makes a fresh key set (secret key and evaluation keys) and uses it from now on. */
   generateKeys(): Keys {
-    this.keySet = this.session.generateKeys();
-    return this.keySet;
+    return this.codec.generateKeys();
   }
 
   /** Uses keys made earlier for this model. */
-  useKeys(keys: Pick<Keys, 'secretKey' | 'evaluationKeys' | 'batchSecretKey'>): void {
-    this.session.useSecretKey(keys.secretKey);
-    const batchSecretKey = keys.batchSecretKey ?? this.session.generateBatchKey();
-    if (keys.batchSecretKey) this.session.useBatchSecretKey(keys.batchSecretKey);
-    // Keys saved before circuit privacy get their public key added (the id changes with it).
-    const evaluationKeys = this.session.withPublicKey(keys.evaluationKeys, keys.secretKey);
-    this.keySet = { secretKey: keys.secretKey, evaluationKeys, evaluationKeysId: keysId(evaluationKeys), batchSecretKey };
+  useKeys(keys: KeysInput): void {
+    this.codec.useKeys(keys);
   }
 
   /**
-   * The layout for this many records: batch mode (no evaluation keys, record per slot) from the
-   * model's crossover on, when the model and the transport support it; else single.
+   * The layout for this many records. Networks: batch mode (no evaluation keys, record per slot)
+   * from the model's crossover on, when the model and the transport support it; else single.
+   * Tree ensembles: single for one record when the model has a single-record form, else batch.
    */
   layoutFor(records: number): Layout {
-    return this.transport && !this.transport.batch ? 'single' : this.session.layoutFor(records);
+    return this.codec.layoutFor(records, !this.transport || this.transport.batch === true);
   }
 
-  /** Records -> encrypted query (wire format, kind 1). Makes keys first if there are none. */
-  encrypt(records: readonly RecordInput[], layout: Layout = 'single'): Uint8Array {
-    if (!this.keySet) this.generateKeys();
-    return this.session.encrypt(
+  /**
+   * Records -> encrypted query (wire format, kind 1). Makes keys first if there are none.
+   * `layout`: networks default to single; tree ensembles to layoutFor(records.length).
+   */
+  encrypt(records: readonly RecordInput[], layout: Layout = isTreeClientPart(this.model) ? this.layoutFor(records.length) : 'single'): Uint8Array {
+    return this.codec.encrypt(
       records.map((r, i) => this.row(r, i)),
       layout,
     );
@@ -114,12 +118,12 @@ export class SealedClient {
    * (the SHA-256 of the query sent, e.g. `sha256Hex(query)`): refuse a result for another query.
    */
   decrypt(result: Uint8Array, expect?: ResultExpectation): Prediction[] {
-    return this.session.decrypt(result, expect);
+    return this.codec.predictions(this.codec.decryptScores(result, expect));
   }
 
   /** Encrypted result -> raw scores per record (before the sigmoid, softmax or scaling). */
   decryptScores(result: Uint8Array, expect?: ResultExpectation): number[][] {
-    return this.session.decryptScores(result, expect);
+    return this.codec.decryptScores(result, expect);
   }
 
   /** Encrypts the records, has the server evaluate them, decrypts: one prediction per record. */
@@ -133,19 +137,20 @@ export class SealedClient {
     if (!transport)
       throw new SealedError('bad-request', 'this client has no server to send queries to', 'pass `endpoint` (Node), `proxy` or `transport` to createClient');
     const t0 = now();
-    const makesKeys = !this.keySet;
-    if (makesKeys) this.generateKeys();
-    const keys = this.keySet!;
-    const t1 = now();
     const layout = this.layoutFor(records.length);
+    const hadKeys = this.codec.keys !== undefined && (!isTreeClientPart(this.model) || layout === 'batch' || this.codec.keys.singleRecord !== undefined);
+    // Made here when missing, so that their time is keygen's, not encrypt's.
+    const keys = this.codec.evaluationKeys(layout);
+    await this.codec.settle?.();
+    const t1 = now();
     const query = this.encrypt(records, layout);
     const querySha256 = sha256Hex(query);
     const t2 = now();
-    const ev = await transport.evaluate(query, layout === 'batch' ? undefined : { id: keys.evaluationKeysId, bytes: keys.evaluationKeys }, { querySha256 });
+    const ev = await transport.evaluate(query, keys, { querySha256 });
     const t3 = now();
     // Whatever carried it, the result must answer this query (its header names the query's hash).
-    const scores = this.session.decryptScores(ev.result, { querySha256 });
-    const predictions = scores.map((sc) => postprocess(this.model, sc));
+    const scores = this.codec.decryptScores(ev.result, { querySha256 });
+    const predictions = this.codec.predictions(scores);
     const t4 = now();
     return {
       predictions,
@@ -154,10 +159,10 @@ export class SealedClient {
         layout,
         records: records.length,
         query_bytes: query.length,
-        keys_bytes: layout === 'batch' ? 0 : keys.evaluationKeys.length,
+        keys_bytes: keys?.bytes.length ?? 0,
         result_bytes: ev.result.length,
         keys_uploaded: ev.keysUploaded,
-        ms: { keygen: makesKeys ? round(t1 - t0) : 0, encrypt: round(t2 - t1), evaluate: round(t3 - t2), decrypt: round(t4 - t3), total: round(t4 - t0) },
+        ms: { keygen: hadKeys ? 0 : round(t1 - t0), encrypt: round(t2 - t1), evaluate: round(t3 - t2), decrypt: round(t4 - t3), total: round(t4 - t0) },
         transport_ms: ev.ms,
         via: ev.via,
         server: ev.server,
@@ -167,8 +172,11 @@ export class SealedClient {
 
   /** Frees the WASM memory holding the keys; closes the transport this client made. */
   async close(): Promise<void> {
-    this.session.close();
-    this.keySet = undefined;
+    try {
+      await this.codec.settle?.();
+    } finally {
+      this.codec.close();
+    }
     const t = this.transport;
     this.transport = undefined;
     if (t && this.ownsTransport) await t.close?.();

@@ -21,6 +21,11 @@ export interface Keys {
   evaluationKeysId: string;
   /** Batch mode's secret key (its own parameters); never leaves the client either. */
   batchSecretKey?: Uint8Array;
+  /**
+   * A tree ensemble's single-record form has its own parameters, so its own key set (made the
+   * first time one record is predicted). The set above is the tree model's batch circuit's.
+   */
+  singleRecord?: Pick<Keys, 'secretKey' | 'evaluationKeys' | 'evaluationKeysId'>;
 }
 
 export type Layout = 'single' | 'batch';

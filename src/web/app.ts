@@ -4,6 +4,7 @@
 // result is decrypted here. The secret key stays in this page's memory.
 import {
   createClient,
+  isTreeClientPart,
   proxyTransport,
   sha256Hex,
   type Evaluation,
@@ -105,6 +106,7 @@ async function main(): Promise<void> {
   const wasm = performance.getEntriesByType('resource').find((e) => e.name.endsWith('.wasm')) as PerformanceResourceTiming | undefined;
   setStage('load', performance.now() - t0, wasm?.decodedBodySize ? `SEAL ${fmtBytes(wasm.decodedBodySize)}` : '', 'WebAssembly, compiled here');
   const m = client.model;
+  if (isTreeClientPart(m)) throw new Error('this page shows networks and linear models; predict with tree ensembles through the SDK or `sealed predict`');
   $('#model-info').textContent =
     `model ${client.modelId} · CKKS, ring degree ${m.params.polyModulusDegree}, modulus ${m.params.coeffModulusBits.join('+')} bits, 128-bit security · ${m.features.length} features · up to ${m.input.recordsPerCiphertext} records per ciphertext`;
 

@@ -5,7 +5,7 @@
 // web server as its proxy: only the evaluation keys and the encrypted image leave, and only
 // sizes, timings and the decrypted prediction are posted back to the page. The secret key is
 // never posted out of the worker.
-import { createClient, type SealedClient } from '../client/index.ts';
+import { createClient, isTreeClientPart, type SealedClient } from '../client/index.ts';
 import type { Op, WorkerCalls, WorkerRequest, WorkerResponse } from './digit-protocol.ts';
 
 let client: SealedClient | undefined;
@@ -21,7 +21,9 @@ const handlers: { [K in Op]: Handler<K> } = {
   async init({ modelUrl, wasmUrl, proxy }) {
     client ??= await createClient({ model: new URL(modelUrl), wasmUrl, proxy });
     const wasm = performance.getEntriesByType('resource').find((e) => e.name === wasmUrl) as PerformanceResourceTiming | undefined;
-    return { modelId: client.modelId, model: client.model, wasmBytes: wasm?.decodedBodySize || undefined };
+    const model = client.model;
+    if (isTreeClientPart(model)) throw new Error('the draw-a-digit page needs an MNIST network, and this model is a tree ensemble');
+    return { modelId: client.modelId, model, wasmBytes: wasm?.decodedBodySize || undefined };
   },
   keygen() {
     const k = need().generateKeys();

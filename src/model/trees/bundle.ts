@@ -10,6 +10,7 @@ import type { TreeCircuit } from '../../fhe/tree-circuit.ts';
 import type { FactorNode } from '../../fhe/tree-factored.ts';
 import { BUNDLE_FORMAT, BUNDLE_VERSION, readManifest, type Manifest } from '../bundle.ts';
 import { MAX_PATH } from './circuit.ts';
+import { checkTreeClientPart } from './client-part.ts';
 import type { TreeClientPart, TreeServerPart } from './compile.ts';
 import { singleLayout } from './single.ts';
 
@@ -65,11 +66,9 @@ async function readPart(dir: string, name: string, m: Manifest): Promise<unknown
 export async function readTreeClientPart(dir: string): Promise<TreeClientPart | undefined> {
   const m = await readManifest(dir);
   if (!m || !isTreeBundle(m)) return undefined;
-  const client = (await readPart(dir, 'client/model.json', m)) as TreeClientPart;
-  if (client.model !== 'trees' || client.model_id !== m.model_id)
+  const client = checkTreeClientPart(await readPart(dir, 'client/model.json', m), dir);
+  if (client.model_id !== m.model_id)
     throw new SealedError('bad-bundle', `the client part in ${dir} is not the manifest's tree model`, 'copy the bundle again');
-  checkParams(client.params);
-  if (client.single !== undefined) checkParams(client.single.params);
   return client;
 }
 

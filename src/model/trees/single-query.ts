@@ -25,8 +25,8 @@ export class SingleTreeClient {
   readonly part: TreeClientPart;
   private readonly single: SingleClientPart;
   private readonly s: CkksSession;
-  private readonly secretKey: Uint8Array;
-  private readonly holder: SecretKeyHolder;
+  private secretKey: Uint8Array;
+  private holder: SecretKeyHolder;
 
   private constructor(part: TreeClientPart, s: CkksSession, secretKey: Uint8Array) {
     this.part = part;
@@ -52,6 +52,14 @@ export class SingleTreeClient {
       s.close();
       throw e;
     }
+  }
+
+  /** Uses another secret key (a saved one, or a fresh one when none is given) from now on. */
+  useSecretKey(secretKey: Uint8Array = generateSecretKey(this.s)): void {
+    const holder = new SecretKeyHolder(this.s, secretKey);
+    this.holder.close();
+    this.holder = holder;
+    this.secretKey = secretKey;
   }
 
   /** The secret key's bytes, to keep with the client's key files (never sent). */
