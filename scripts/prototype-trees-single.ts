@@ -107,9 +107,9 @@ function decode(ct: Ciphertext): { score: number; spread: number } {
 if (opts.noise) {
   const results = [];
   for (let round = 0; round < Number(opts.rounds); round++) {
-    const o1 = evaluator.run(query, evalKeys);
+    const [o1] = evaluator.run(query, evalKeys);
     query = encryptQuery();
-    const o2 = evaluator.run(query, evalKeys);
+    const [o2] = evaluator.run(query, evalKeys);
     const v = differencePhaseL2(s, decryptor, o1, o2) / Math.SQRT2;
     results.push({
       v_rel_bits: +Math.log2(v / o1.scale()).toFixed(2),
@@ -196,7 +196,7 @@ async function inParts(): Promise<{ ms: number; parts_ms: number[]; finish_ms: n
     ),
   );
   const t1 = performance.now();
-  const out = evaluator.finishParts(
+  const [out] = evaluator.finishParts(
     results.map((r) => r.bytes),
     evalKeys,
   );
@@ -212,7 +212,7 @@ const rounds: { layout_ms: number; flood_ms: number; parts?: { ms: number; parts
 let worst = 0;
 for (let round = 0; round < Number(opts.rounds); round++) {
   const t = performance.now();
-  const out = evaluator.run(query, evalKeys);
+  const [out] = evaluator.run(query, evalKeys);
   const tEvaluated = performance.now();
   const flooded = privacy.apply(out); // the stand-in bound: for its time only
   const total = performance.now() - t;

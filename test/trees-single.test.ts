@@ -34,8 +34,8 @@ t.test('one record: client -> server (whole, and in two parts) -> the quantized 
     const { sections } = server.checkQuery(query);
     const set = server.keysOf(keys, 'client-1');
     const partials = [1, 0].map((k) => server.evaluatePart(sections, k, 2, set));
-    const mask = server.floodMask(set);
-    const parts = client.decryptResult(server.resultOf(query, server.finish(partials, mask, set)), query);
+    const masks = server.floodMasks(set);
+    const parts = client.decryptResult(server.resultOf(query, server.finish(partials, masks, set)), query);
     for (const [how, got] of [
       ['whole', whole],
       ['two parts', parts],
@@ -136,7 +136,7 @@ t.test('what the server refuses, with the reason', async (t) => {
 t.test('segments of 512 (diabetes, 383 leaves, regression): the quantized value, keys within the bound the server allows', async (t) => {
   const d = JSON.parse(readFileSync(join(DIR, 'diabetes.data.json'), 'utf8')) as { train: number[][]; test: number[][] };
   const dm = compileTreeModel(new Uint8Array(readFileSync(join(DIR, 'diabetes.xgb.json'))), 'xgboost-json', d.train);
-  t.equal(dm.server.single!.leafValues.length, 512);
+  t.equal((dm.server.single!.leafValues as number[][])[0].length, 512);
   const c = await SingleTreeClient.open(dm.client);
   const s = await SingleTreeServer.open(dm.server.model_id, dm.server.single!);
   t.teardown(() => (c.close(), s.close()));

@@ -66,8 +66,8 @@ t.test('honest noise below the proved bound; flooded with it, the quantized scor
     const bits = thermometer(bins, edges, offsets, inputs);
     const want = quantizedScores(m.quantized, bins)[0];
     const query = encryptSlotsQuery(holder, shape, chain.inputBits, bits);
-    const out1 = evaluator.run(query, keys);
-    const out2 = evaluator.run(encryptSlotsQuery(holder, shape, chain.inputBits, bits), keys);
+    const [out1] = evaluator.run(query, keys);
+    const [out2] = evaluator.run(encryptSlotsQuery(holder, shape, chain.inputBits, bits), keys);
     const B = rho * out1.scale();
     privacy ??= new SinglePrivacy(s, makePublicKey(s, km.secretKey), B);
     const dv = differencePhaseL2(s, decryptor, out1, out2);
@@ -85,7 +85,7 @@ t.test('honest noise below the proved bound; flooded with it, the quantized scor
     );
     if (record === data.test[0]) {
       // Two threads' parts, added and finished: the same operations in another order, so the same ciphertext.
-      const joined = evaluator.finishParts(
+      const [joined] = evaluator.finishParts(
         [0, 1].map((k) => evaluator.runPart(query, keys, k, 2)),
         keys,
       );

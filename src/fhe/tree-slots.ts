@@ -1,7 +1,7 @@
 // The leaves-in-slots circuit for one tree-ensemble record (docs/trees.md, Not done yet; the
 // placement and its noise bound are in src/model/trees/slots.ts). In: the client's thermometer
 // bits, replicated with the layout's period, and their rotations by 0 .. copies - 1 (the baby
-// steps the client sends). Out: one ciphertext whose every slot holds the score, unflooded.
+// steps the client sends). Out: a ciphertext per output whose every slot holds its score, unflooded.
 // Pure: no I/O, no threads. Not served yet: scripts/prototype-trees-single.ts and
 // test/trees-slots-encrypted.test.ts run it.
 import type { Ciphertext, Plaintext } from 'node-seal/throws';
@@ -22,8 +22,8 @@ export interface SlotsLayout {
   masks: Map<number, Float64Array>;
   /** Added to the gathered factors, over one period (its length is the period: 4 segments). */
   constant: Float64Array;
-  /** Each position's leaf value (its length is the segment). */
-  leafValues: Float64Array;
+  /** Per output, each position's leaf value (their length is the segment). */
+  leafValues: Float64Array[];
 }
 
 export interface SlotsScales {
@@ -46,7 +46,7 @@ export const giantOf = (layout: Pick<SlotsLayout, 'copies'>, d: number): number 
 
 /** Rotation steps the Galois keys must hold: the giant steps, the two segment products, the sum's folds. */
 export function slotsRotations(layout: SlotsLayout): number[] {
-  const segment = layout.leafValues.length;
+  const segment = layout.leafValues[0].length;
   const giants = new Set([...layout.masks.keys()].map((d) => giantOf(layout, d)).filter((g) => g > 0));
   const folds = Array.from({ length: Math.log2(segment) }, (_, j) => 2 ** j);
   return [...new Set([...giants, 2 * segment, segment, ...folds])].sort((a, b) => a - b);
@@ -102,7 +102,8 @@ export class SlotsEvaluator {
   /** Per giant rotation, its diagonals: the copy each reads and its mask, pre-rotated by -rotation. */
   private readonly groups = new Map<number, { copy: number; pt: Plaintext }[]>();
   private readonly constant: Plaintext;
-  private readonly leafValues: Plaintext;
+  /** Per output. */
+  private readonly leafValues: Plaintext[];
 
   constructor(s: CkksSession, layout: SlotsLayout, scales: SlotsScales) {
     this.s = s;
@@ -116,7 +117,7 @@ export class SlotsEvaluator {
       this.groups.set(g, list);
     }
     this.constant = this.encode(repeat(layout.constant, slots), 2 ** (scales.inputScaleBits + scales.maskScaleBits));
-    this.leafValues = this.encode(repeat(layout.leafValues, slots), 2 ** scales.leafScaleBits);
+    this.leafValues = layout.leafValues.map((v) => this.encode(repeat(v, slots), 2 ** scales.leafScaleBits));
     // The leaf values multiply the products three levels down: after the gather's rescale and
     // each segment product's (LEAF_LEVEL).
     let data = s.context.firstContextData();
@@ -126,8 +127,13 @@ export class SlotsEvaluator {
       data = next;
     }
     const pid = data.parmsId();
-    s.evaluator.plainModSwitchToInplace(this.leafValues, pid);
+    for (const pt of this.leafValues) s.evaluator.plainModSwitchToInplace(pt, pid);
     release(pid, data);
+  }
+
+  /** The outputs: a result ciphertext each. */
+  get outputs(): number {
+    return this.leafValues.length;
   }
 
   private encode(values: Float64Array, scale: number): Plaintext {
@@ -136,8 +142,8 @@ export class SlotsEvaluator {
     return pt;
   }
 
-  /** Evaluates the layout on the client's copies (bytes, as it saved them); the result is unflooded. */
-  run(copies: Uint8Array[], keys: EvaluationKeys): Ciphertext {
+  /** Evaluates the layout on the client's copies (bytes, as it saved them): a result per output, unflooded. */
+  run(copies: Uint8Array[], keys: EvaluationKeys): Ciphertext[] {
     const F = this.gather(copies, keys, [...this.groups.keys()]);
     try {
       return this.finish(F, keys);
@@ -174,12 +180,15 @@ export class SlotsEvaluator {
     }
   }
 
-  /** The circuit from the parts' gathers (as runPart saved them): what run computes, in another order. */
-  finishParts(partials: Uint8Array[], keys: EvaluationKeys): Ciphertext {
+  /**
+   * The circuit from the parts' gathers (as runPart saved them): what run computes, in another
+   * order; only the results of `outputs` (default all: threads may share them out).
+   */
+  finishParts(partials: Uint8Array[], keys: EvaluationKeys, outputs?: number[]): Ciphertext[] {
     const [F, ...rest] = partials.map((b, k) => loadCiphertext(this.s, b, `part ${k}'s sum`));
     try {
       for (const r of rest) this.s.evaluator.addInplace(F, r);
-      return this.finish(F, keys);
+      return this.finish(F, keys, outputs);
     } finally {
       release(F, ...rest);
     }
@@ -233,43 +242,53 @@ export class SlotsEvaluator {
     }
   }
 
-  /** The constants, the rescale, the two segment products, the leaf values and their sum, each product rescaled (a new ciphertext). */
-  private finish(gathered: Ciphertext, keys: EvaluationKeys): Ciphertext {
-    const { s, layout } = this;
+  /**
+   * The constants, the rescale, the two segment products, then per output its leaf values and
+   * their sum, each product rescaled (new ciphertexts, for `outputs`, default all).
+   */
+  private finish(gathered: Ciphertext, keys: EvaluationKeys, outputs = this.leafValues.map((_, k) => k)): Ciphertext[] {
+    const { s } = this;
     if (!keys.relin) throw new SealedError('bad-keys', 'relinearization keys are missing');
     const relin = keys.relin;
     const ev = s.evaluator;
-    const F = new s.seal.Ciphertext();
+    const P = new s.seal.Ciphertext();
     const rotated = new s.seal.Ciphertext();
+    const results: Ciphertext[] = [];
     try {
       return guard('bad-query', 'evaluation', () => {
-        ev.addPlain(gathered, this.constant, F);
-        ev.rescaleToNextInplace(F);
-        const segment = layout.leafValues.length;
+        ev.addPlain(gathered, this.constant, P);
+        ev.rescaleToNextInplace(P);
+        const segment = this.layout.leafValues[0].length;
         for (const step of [2 * segment, segment]) {
-          ev.rotateVector(F, step, keys.galois, rotated);
-          ev.multiplyInplace(F, rotated);
-          ev.relinearizeInplace(F, relin);
-          ev.rescaleToNextInplace(F);
+          ev.rotateVector(P, step, keys.galois, rotated);
+          ev.multiplyInplace(P, rotated);
+          ev.relinearizeInplace(P, relin);
+          ev.rescaleToNextInplace(P);
         }
-        ev.multiplyPlainInplace(F, this.leafValues);
-        ev.rescaleToNextInplace(F);
-        for (let k = 1; k < segment; k *= 2) {
-          ev.rotateVector(F, k, keys.galois, rotated);
-          ev.addInplace(F, rotated);
+        for (const k of outputs) {
+          const pt = this.leafValues[k];
+          if (!pt) throw new SealedError('internal', `output ${k} of ${this.leafValues.length}`);
+          const out = new s.seal.Ciphertext();
+          results.push(out);
+          ev.multiplyPlain(P, pt, out);
+          ev.rescaleToNextInplace(out);
+          for (let step = 1; step < segment; step *= 2) {
+            ev.rotateVector(out, step, keys.galois, rotated);
+            ev.addInplace(out, rotated);
+          }
         }
-        return F;
+        return results;
       });
     } catch (e) {
-      release(F);
+      release(...results);
       throw e;
     } finally {
-      release(rotated);
+      release(P, rotated);
     }
   }
 
   close(): void {
     for (const list of this.groups.values()) release(...list.map((t) => t.pt));
-    release(this.constant, this.leafValues);
+    release(this.constant, ...this.leafValues);
   }
 }

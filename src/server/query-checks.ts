@@ -33,7 +33,7 @@ export interface TreeServing {
   /** The circuit (plain data, no SEAL): the main thread cuts a batch into parts from it (treeParts). */
   circuit: TreeCircuit;
   /** The single-record form (layout 'slots'), when the bundle has one: its parameters, query size and keys. */
-  single?: { params: CkksParams; copies: number; program: Program };
+  single?: { params: CkksParams; copies: number; outputs: number; program: Program };
 }
 
 export function batchCount(plan: BatchPlan, records: number): number {

@@ -61,12 +61,13 @@ export interface TreeCombineTask {
 /**
  * A single-record tree query (layout 'slots', src/model/trees/single-server.ts) on several
  * threads: part `part` of `parts` of its gather, the query's sections shared read-only; with
- * `mask`, also the flood's mask (made while the other parts compute). 'finish' adds the parts'
- * gathers and the mask into the result ciphertext.
+ * `mask`, also the flood's masks, one per output (made while the other parts compute). 'finish'
+ * adds the parts' gathers and completes the results of `outputs` (their masks, in that order):
+ * several finish tasks share a model's outputs out.
  */
 export type TreeRecordTask =
   | { treeRecord: 'part'; part: number; parts: number; sections: Uint8Array[]; mask: boolean; keys: TreeRecordKeys }
-  | { treeRecord: 'finish'; partials: Uint8Array[]; mask?: Uint8Array; keys: TreeRecordKeys };
+  | { treeRecord: 'finish'; partials: Uint8Array[]; masks: Uint8Array[]; outputs: number[]; keys: TreeRecordKeys };
 
 /** A single-record key set's sections and its SHA-256 (the worker keeps the last ones loaded). */
 export interface TreeRecordKeys {

@@ -140,10 +140,10 @@ function runTreeRecord(task: TreeRecordTask): TreeResult {
     if (!single) throw new SealedError('bad-query', 'this endpoint does not serve a single-record tree form');
     if (task.treeRecord === 'part') {
       const partial = single.evaluatePart(task.sections, task.part, task.parts, task.keys);
-      const mask = task.mask ? single.floodMask(task.keys) : undefined;
-      return { partial: [partial], masks: mask && [mask], ms: performance.now() - t0 };
+      const masks = task.mask ? single.floodMasks(task.keys) : undefined;
+      return { partial: [partial], masks, ms: performance.now() - t0 };
     }
-    return { results: [single.finish(task.partials, task.mask, task.keys)], ms: performance.now() - t0 };
+    return { results: single.finish(task.partials, task.masks, task.keys, task.outputs), ms: performance.now() - t0 };
   } catch (e) {
     return { error: plainError(e), ms: performance.now() - t0 };
   }

@@ -23,8 +23,9 @@ const layout = placeLeaves(leaves, inputs, 32);
 
 t.test('each leaf at its own position: the layout gives the quantized score on every held-out record', async (t) => {
   t.equal(leaves.length, built.leaves.length);
-  t.equal(layout.leafValues.length, 256, 'the smallest segment that holds them');
-  t.equal(layout.leafValues.filter((v) => v !== 0).length, leaves.filter((l) => l.value !== 0).length, `${leaves.length} leaves in 256 positions`);
+  t.equal(layout.leafValues.length, 1, 'one output');
+  t.equal(layout.leafValues[0].length, 256, 'the smallest segment that holds them');
+  t.equal(layout.leafValues[0].filter((v) => v !== 0).length, leaves.filter((l) => l.values[0] !== 0).length, `${leaves.length} leaves in 256 positions`);
   const groups = [...giantGroups(layout)];
   t.ok(
     groups.every(([g, ds]) => ds.every((d) => d - (d % layout.copies) === g && d >= 0 && d < 1024)),
@@ -34,7 +35,7 @@ t.test('each leaf at its own position: the layout gives the quantized score on e
   for (const record of data.test) {
     const bins = binsOf(m.client.bins, record);
     const bits = thermometer(bins, edges, offsets, inputs);
-    worst = Math.max(worst, Math.abs(simulateSlots(layout, bits) + m.quantized.base[0] - quantizedScores(m.quantized, bins)[0]));
+    worst = Math.max(worst, Math.abs(simulateSlots(layout, bits)[0] + m.quantized.base[0] - quantizedScores(m.quantized, bins)[0]));
   }
   t.ok(worst < 1e-9, `${data.test.length} held-out records: largest difference ${worst.toExponential(2)}`);
 });
@@ -54,11 +55,11 @@ t.test("the flood bound: a 408-bit chain meets the flood's need, the prototype's
 t.test('more leaves or inputs take segments of 512; beyond them, refused', async (t) => {
   const largest = SEGMENTS[SEGMENTS.length - 1];
   const more = placeLeaves(leaves, 1025, 32);
-  t.same([more.leafValues.length, more.constant.length], [512, 2048], '1,025 inputs: segments of 512, a period of 2,048');
+  t.same([more.leafValues[0].length, more.constant.length], [512, 2048], '1,025 inputs: segments of 512, a period of 2,048');
   let worst = 0;
   for (const record of data.test.slice(0, 20)) {
     const bins = binsOf(m.client.bins, record);
-    worst = Math.max(worst, Math.abs(simulateSlots(more, thermometer(bins, edges, offsets, inputs)) - quantizedScores(m.quantized, bins)[0]));
+    worst = Math.max(worst, Math.abs(simulateSlots(more, thermometer(bins, edges, offsets, inputs))[0] - quantizedScores(m.quantized, bins)[0]));
   }
   t.ok(worst < 1e-9, `and the same scores (largest difference ${worst.toExponential(2)})`);
   const many = Array.from({ length: largest + 1 }, () => leaves[0]);

@@ -6,7 +6,7 @@
 //           sections [Galois keys, relinearization keys, public key (when flooded)]
 //   query:  header { model_id, params, records: 1, layout: 'slots' }, sections: the record's
 //           thermometer bits repeated over the slots, rotated by 0 .. copies - 1
-//   result: the query's header plus query_sha256; one ciphertext, the score in every slot
+//   result: the query's header plus query_sha256; a ciphertext per output, its score in every slot
 import { SealedError } from '../../errors.ts';
 import { CkksSession } from '../../fhe/ckks.ts';
 import { SecretKeyHolder, generateSecretKey } from '../../fhe/keys.ts';
@@ -98,9 +98,13 @@ export class SingleTreeClient {
   decryptResult(bytes: Uint8Array, query?: Uint8Array): TreePredictions {
     const p = this.part;
     const { header, sections } = readTreeResult(p, bytes, query);
-    if (header.layout !== 'slots' || header.records !== 1 || sections.length !== 1)
-      throw new SealedError('bad-query', 'the result is not one single-record ciphertext', 'download the result written for this query');
-    const score = [this.holder.decrypt(sections[0])[0]];
+    if (header.layout !== 'slots' || header.records !== 1 || sections.length !== p.outputs)
+      throw new SealedError(
+        'bad-query',
+        `the result is not a single-record result of ${p.outputs} ciphertext${p.outputs === 1 ? '' : 's'} (one per output)`,
+        'download the result written for this query',
+      );
+    const score = sections.map((c) => this.holder.decrypt(c)[0]);
     const post = { post: p.post, outputs: p.outputs };
     return {
       scores: [score],

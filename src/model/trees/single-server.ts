@@ -1,7 +1,7 @@
 // One tree-ensemble record, server side: the single-record form's SEAL session and the pure
 // evaluation of a query (wire layout 'slots') with the client's keys, whole or in parts for
 // several threads (no I/O, no threads here). single-query.ts has the wire objects.
-import type { Ciphertext, ParmsIdType } from 'node-seal/throws';
+import type { ParmsIdType } from 'node-seal/throws';
 import { SealedError } from '../../errors.ts';
 import { CkksSession } from '../../fhe/ckks.ts';
 import { loadCiphertext, loadEvaluationKeys, type EvaluationKeys } from '../../fhe/load.ts';
@@ -18,7 +18,7 @@ const QUERY_HINT = "encrypt the record with this model's client part (SingleTree
 /** Key sets kept loaded: one (Galois keys for 17 rotations: ~250 MB of SEAL memory at ring 16384; single.ts singleWorkerBytes counts it). */
 const KEPT_KEYS = 1;
 /** The flood's mask, in mask products (~2 ms each at the top level): 28-53 ms measured on the AMD VM, about a rotation's 31. */
-const FLOOD_MASK_LOAD = 13;
+const FLOOD_MASK_LOAD = 13; // per output
 
 /** A client's single-record keys as sections (a wire object's, or a server's key set), and their SHA-256 when known. */
 export interface SingleKeys {
@@ -102,78 +102,90 @@ export class SingleTreeServer {
     return { id, galois: k.sections[0], relin: k.sections[1], publicKey: flood ? k.sections[2] : undefined };
   }
 
+  /** The outputs: a result ciphertext each. */
+  get outputs(): number {
+    return this.evaluator.outputs;
+  }
+
   /** A whole query with a keys object (wire kind 2) -> the result (wire kind 3), flooded when the model says so. */
   evaluate(queryBytes: Uint8Array, keysBytes: Uint8Array, keysId?: string): Uint8Array {
     const q = this.checkQuery(queryBytes);
     return this.withKeys(this.keysOf(keysBytes, keysId), (k) => {
-      const out = this.evaluator.run(q.sections, k.keys);
-      return this.result(queryBytes, this.flood(out, k));
+      const outs = this.evaluator.run(q.sections, k.keys);
+      try {
+        return this.resultOf(
+          queryBytes,
+          outs.map((out) => {
+            const flooded = k.privacy ? k.privacy.apply(out) : out;
+            try {
+              return flooded.saveToArray(this.session.seal.ComprModeType.zstd) as Uint8Array;
+            } finally {
+              if (flooded !== out) release(flooded);
+            }
+          }),
+        );
+      } finally {
+        release(...outs);
+      }
     });
   }
 
   /**
    * Part `part` of `parts` of a checked query's gather (bytes; finish adds the parts'). A
-   * flooding model's part 0 also makes the flood's mask (floodMask), so it gathers less.
+   * flooding model's part 0 also makes the flood's masks (floodMasks, one per output), so it gathers less.
    */
   evaluatePart(sections: Uint8Array[], part: number, parts: number, keys: SingleKeys): Uint8Array {
-    const firstLoad = this.part.privacy === 'flood' ? FLOOD_MASK_LOAD : 0;
+    const firstLoad = this.part.privacy === 'flood' ? FLOOD_MASK_LOAD * this.outputs : 0;
     return this.withKeys(keys, (k) => this.evaluator.runPart(sections, k.keys, part, parts, firstLoad));
   }
 
-  /** The flood's mask (bytes; see SinglePrivacy.mask), made while the parts run; undefined without flooding. */
-  floodMask(keys: SingleKeys): Uint8Array | undefined {
+  /** The flood's masks, one per output (bytes; see SinglePrivacy.mask), made while the parts run; none without flooding. */
+  floodMasks(keys: SingleKeys): Uint8Array[] {
     return this.withKeys(keys, (k) => {
-      if (!k.privacy) return undefined;
-      const mask = k.privacy.mask(this.resultAt.scale, this.resultAt.pid);
+      const privacy = k.privacy;
+      if (!privacy) return [];
+      return Array.from({ length: this.outputs }, () => {
+        const mask = privacy.mask(this.resultAt.scale, this.resultAt.pid);
+        try {
+          return mask.saveToArray(this.session.seal.ComprModeType.none) as Uint8Array;
+        } finally {
+          release(mask);
+        }
+      });
+    });
+  }
+
+  /**
+   * The parts' gathers (in any order) and a flood mask per output -> a result ciphertext per
+   * output (bytes, zstd); only those of `outputs` (default all, a mask each, in that order).
+   */
+  finish(partials: Uint8Array[], masks: Uint8Array[], keys: SingleKeys, outputs?: number[]): Uint8Array[] {
+    return this.withKeys(keys, (k) => {
+      const outs = this.evaluator.finishParts(partials, k.keys, outputs);
       try {
-        return mask.saveToArray(this.session.seal.ComprModeType.none) as Uint8Array;
+        if (k.privacy && masks.length !== outs.length)
+          throw new SealedError('internal', `a flooded model finished ${outs.length} outputs with ${masks.length} flood masks`);
+        return outs.map((out, j) => {
+          if (k.privacy) {
+            const m = loadCiphertext(this.session, masks[j], 'the flood mask');
+            try {
+              this.session.evaluator.addInplace(out, m);
+            } finally {
+              release(m);
+            }
+          }
+          return out.saveToArray(this.session.seal.ComprModeType.zstd) as Uint8Array;
+        });
       } finally {
-        release(mask);
+        release(...outs);
       }
     });
   }
 
-  /** The parts' gathers (in any order) and the flood mask -> the result ciphertext (bytes, zstd). */
-  finish(partials: Uint8Array[], mask: Uint8Array | undefined, keys: SingleKeys): Uint8Array {
-    return this.withKeys(keys, (k) => {
-      const out = this.evaluator.finishParts(partials, k.keys);
-      if (!k.privacy) return this.save(out);
-      if (!mask) throw new SealedError('internal', 'a flooded model finished without its flood mask');
-      const m = loadCiphertext(this.session, mask, 'the flood mask');
-      try {
-        this.session.evaluator.addInplace(out, m);
-        return this.save(out);
-      } finally {
-        release(m);
-      }
-    });
-  }
-
-  /** The result object of a query from its result ciphertext (bytes). */
-  resultOf(queryBytes: Uint8Array, ciphertext: Uint8Array): Uint8Array {
+  /** The result object of a query from its result ciphertexts (bytes, one per output). */
+  resultOf(queryBytes: Uint8Array, ciphertexts: Uint8Array[]): Uint8Array {
     const header: ResultHeader = { model_id: this.modelId, params: this.params, records: 1, layout: 'slots', query_sha256: sha256Hex(queryBytes) };
-    return encodeWire('result', header, [ciphertext]);
-  }
-
-  private result(queryBytes: Uint8Array, out: Ciphertext): Uint8Array {
-    return this.resultOf(queryBytes, this.save(out));
-  }
-
-  private flood(out: Ciphertext, k: LoadedSingleKeys): Ciphertext {
-    if (!k.privacy) return out;
-    try {
-      return k.privacy.apply(out);
-    } finally {
-      release(out);
-    }
-  }
-
-  private save(ct: Ciphertext): Uint8Array {
-    try {
-      return ct.saveToArray(this.session.seal.ComprModeType.zstd) as Uint8Array;
-    } finally {
-      release(ct);
-    }
+    return encodeWire('result', header, ciphertexts);
   }
 
   /**

@@ -36,8 +36,11 @@ export interface SingleServerPart {
   masks: [number, [number, number][]][];
   /** Nonzero entries [slot, value] of the constant added to the gathered factors. */
   constant: [number, number][];
-  /** Each position's leaf value: a segment (256 or 512 positions; the period is four segments). */
-  leafValues: number[];
+  /**
+   * Per output, each position's leaf value: a segment (256 or 512 positions; the period is four
+   * segments). Bundles compiled before several outputs hold one output's list as a flat number[].
+   */
+  leafValues: number[][] | number[];
   privacy: Privacy;
   /** log2 of the bound on the unflooded result's honest noise |v|_2 (slotsNoiseBound x the result's scale). */
   noiseL2Bits: number;
@@ -54,7 +57,12 @@ export interface SingleServerPart {
 export function singleWorkerBytes(part: SingleServerPart): number {
   const poly = part.params.polyModulusDegree * 8;
   const L = part.params.coeffModulusBits.length - 1;
-  return (part.masks.length + 2) * L * poly + (part.galoisSteps.length + 1) * L * 2 * (L + 1) * poly + part.copies * 2 * L * poly;
+  return (part.masks.length + 1 + singleOutputs(part)) * L * poly + (part.galoisSteps.length + 1) * L * 2 * (L + 1) * poly + part.copies * 2 * L * poly;
+}
+
+/** The form's outputs: a result ciphertext each. */
+export function singleOutputs(part: Pick<SingleServerPart, 'leafValues'>): number {
+  return Array.isArray(part.leafValues[0]) ? part.leafValues.length : 1;
 }
 
 /**
@@ -70,8 +78,7 @@ export function singleKeysBytesBound(part: SingleServerPart): number {
 
 /**
  * The single-record form of an ensemble's leaves (the batch circuit's, with literals), or why it
- * has none: more outputs than one, more leaves than a segment, or no chain within 128-bit
- * security that holds the flood.
+ * has none: more leaves than a segment, or no chain within 128-bit security that holds the flood.
  */
 export function compileSingle(
   leaves: { lits: number[]; values: number[] }[],
@@ -82,7 +89,7 @@ export function compileSingle(
   privacy: Privacy,
   lambda: number,
 ): { client: SingleClientPart; server: SingleServerPart } | { refused: string } {
-  if (outputs !== 1) return { refused: `${outputs} outputs: the single-record layout computes one score` };
+  if (leaves.some((l) => l.values.length !== outputs)) throw new SealedError('internal', `a leaf without ${outputs} values`);
   let layout: SlotsLayout;
   let chain: ReturnType<typeof slotsChain>;
   try {
@@ -111,7 +118,7 @@ export function compileSingle(
       copies: SINGLE_COPIES,
       masks: [...layout.masks].sort(([x], [y]) => x - y).map(([d, m]) => [d, sparse(m)]),
       constant: sparse(layout.constant),
-      leafValues: Array.from(layout.leafValues),
+      leafValues: layout.leafValues.map((v) => Array.from(v)),
       privacy,
       noiseL2Bits: Math.log2(slotsNoiseBound(layout, chain)) + resultBits,
       floodSecurityBits: lambda,
@@ -125,8 +132,15 @@ export function singleLayout(part: SingleServerPart, where: string): SlotsLayout
   checkParams(part.params);
   const slots = part.params.polyModulusDegree / 2;
   if (part.params.coeffModulusBits.length < 3 || part.params.coeffModulusBits.at(-2) !== part.maskScaleBits) throw bad('has a chain without its mask prime');
-  const SEGMENT = Array.isArray(part.leafValues) ? part.leafValues.length : 0;
+  if (!Array.isArray(part.leafValues) || part.leafValues.length === 0) throw bad('has no leaf values');
+  const perOutput = (Array.isArray(part.leafValues[0]) ? part.leafValues : [part.leafValues]) as unknown[];
+  const SEGMENT = Array.isArray(perOutput[0]) ? perOutput[0].length : 0;
   if (!(SEGMENTS as readonly number[]).includes(SEGMENT)) throw bad(`has ${SEGMENT} leaf values, not ${SEGMENTS.join(' or ')}`);
+  if (!perOutput.every((v) => Array.isArray(v) && v.length === SEGMENT)) throw bad(`has outputs with other than ${SEGMENT} leaf values`);
+  const leafValues = (perOutput as unknown[][]).map((v) => {
+    if (!v.every(Number.isFinite)) throw bad('has a leaf value that is not a number');
+    return Float64Array.from(v as number[]);
+  });
   const PERIOD = 4 * SEGMENT;
   if (!Number.isInteger(part.copies) || part.copies < 1 || PERIOD % part.copies !== 0) throw bad(`has ${part.copies} copies, not a divisor of ${PERIOD}`);
   const dense = (entries: unknown, length: number, what: string) => {
@@ -144,9 +158,8 @@ export function singleLayout(part: SingleServerPart, where: string): SlotsLayout
     if (!Number.isInteger(d) || d < 0 || d >= PERIOD || masks.has(d)) throw bad(`has a diagonal ${JSON.stringify(d)}`);
     masks.set(d, dense(entries, PERIOD, `diagonal ${d}`));
   }
-  if (!part.leafValues.every(Number.isFinite)) throw bad('has a leaf value that is not a number');
   if (!Number.isFinite(part.noiseL2Bits)) throw bad('has no noise bound');
-  const layout = { slots, copies: part.copies, masks, constant: dense(part.constant, PERIOD, 'the constant'), leafValues: Float64Array.from(part.leafValues) };
+  const layout = { slots, copies: part.copies, masks, constant: dense(part.constant, PERIOD, 'the constant'), leafValues };
   if (JSON.stringify(part.galoisSteps) !== JSON.stringify(slotsRotations(layout))) throw bad('names other rotations than it makes');
   return layout;
 }

@@ -10,7 +10,8 @@
 // no t_lo (1 - t_hi) or a leaf fewer than 4 factors. Then F rot(F, 2 SEGMENT), times its own
 // rotation by SEGMENT, puts each leaf's product of factors at its position; times the leaf
 // values, summed over the SEGMENT positions, every slot holds the score (src/fhe/tree-slots.ts
-// evaluates it encrypted).
+// evaluates it encrypted). A model with several outputs (a multiclass forest) has a vector of
+// leaf values per output and a leaf sum per output: one ciphertext each.
 import { SealedError } from '../../errors.ts';
 import { MAX_BITS_128 } from '../../fhe/params.ts';
 import { FLOOD_SECURITY_BITS, floodSigma } from '../../fhe/privacy.ts';
@@ -25,13 +26,13 @@ export type { SlotsLayout };
 export const SEGMENTS = [256, 512] as const;
 
 const periodOf = (layout: Pick<SlotsLayout, 'constant'>) => layout.constant.length;
-const segmentOf = (layout: Pick<SlotsLayout, 'leafValues'>) => layout.leafValues.length;
+const segmentOf = (layout: Pick<SlotsLayout, 'leafValues'>) => layout.leafValues[0].length;
 const modOf = (period: number) => (v: number) => ((v % period) + period) % period;
 
-/** A leaf as the layout needs it: per feature [t_lo, t_hi] input indices (-1: absent), and its value. */
+/** A leaf as the layout needs it: per feature [t_lo, t_hi] input indices (-1: absent), and its value per output. */
 export interface SlotsLeaf {
   factors: [number, number][];
-  value: number;
+  values: number[];
 }
 
 /** The batch circuit's leaves (literals: +(i+1) for t_i, -(i+1) for 1 - t_i) as factors per feature. */
@@ -45,7 +46,7 @@ export function slotsLeaves(leaves: { lits: number[]; values: number[] }[], offs
       f[x > 0 ? 0 : 1] = i;
       byFeature.set(featureOf(i), f);
     }
-    return { factors: [...byFeature.values()], value: l.values[0] };
+    return { factors: [...byFeature.values()], values: l.values };
   });
 }
 
@@ -78,7 +79,14 @@ export function placeLeaves(leaves: SlotsLeaf[], inputs: number, copies: number,
   const SEGMENT = SEGMENTS.find((g) => leaves.length <= g && inputs <= 4 * g)!;
   const PERIOD = 4 * SEGMENT;
   const mod = modOf(PERIOD);
-  const layout: SlotsLayout = { slots, copies, masks: new Map(), constant: new Float64Array(PERIOD), leafValues: new Float64Array(SEGMENT) };
+  const outputs = leaves[0]?.values.length ?? 1;
+  const layout: SlotsLayout = {
+    slots,
+    copies,
+    masks: new Map(),
+    constant: new Float64Array(PERIOD),
+    leafValues: Array.from({ length: outputs }, () => new Float64Array(SEGMENT)),
+  };
   const giantsUsed = new Set<number>();
   const taken = new Uint8Array(SEGMENT);
   for (const leaf of [...leaves].sort((x, y) => y.factors.length - x.factors.length)) {
@@ -101,7 +109,7 @@ export function placeLeaves(leaves: SlotsLeaf[], inputs: number, copies: number,
       }
     }
     taken[best.p] = 1;
-    layout.leafValues[best.p] = leaf.value;
+    leaf.values.forEach((v, k) => (layout.leafValues[k][best.p] = v));
     for (let k = 0; k < 4; k++) {
       const slot = SEGMENT * best.order[k] + best.p;
       const [lo, hi] = leaf.factors[k] ?? [-1, -1];
@@ -129,16 +137,18 @@ export function giantGroups(layout: SlotsLayout): Map<number, number[]> {
   return groups;
 }
 
-/** The layout's score for one record's bits, in plaintext (what slot 0 decrypts to, up to rounding and noise). */
-export function simulateSlots(layout: SlotsLayout, bits: ArrayLike<number>): number {
+/** The layout's scores (one per output) for one record's bits, in plaintext (what slot 0 of each result decrypts to, up to rounding and noise). */
+export function simulateSlots(layout: SlotsLayout, bits: ArrayLike<number>): number[] {
   const [PERIOD, SEGMENT, mod] = [periodOf(layout), segmentOf(layout), modOf(periodOf(layout))];
   const x = Float64Array.from({ length: PERIOD }, (_, i) => (i < bits.length ? bits[i] : 0));
   const F = Float64Array.from(layout.constant);
   for (const [d, m] of layout.masks) for (let t = 0; t < PERIOD; t++) if (m[t]) F[t] += m[t] * x[mod(t + d)];
   const P1 = F.map((f, t) => f * F[mod(t + 2 * SEGMENT)]);
-  let score = 0;
-  for (let p = 0; p < SEGMENT; p++) score += layout.leafValues[p] * P1[p] * P1[p + SEGMENT];
-  return score;
+  return layout.leafValues.map((values) => {
+    let score = 0;
+    for (let p = 0; p < SEGMENT; p++) score += values[p] * P1[p] * P1[p + SEGMENT];
+    return score;
+  });
 }
 
 export interface SlotsChain {
@@ -181,7 +191,8 @@ export function slotsScales(c: SlotsChain): { s2: number; s3: number; sOut: numb
  *    plus the roundings of the masks, the constants and the client's encoding;
  *  - the leaf values and the sum over the SEGMENT positions: a linear map (Schur: every output
  *    sums one period of the leaf values, every input reaches SEGMENT outputs), the rescale after
- *    the leaf values, then 8 folds' key switches four levels down.
+ *    the leaf values, then log2(SEGMENT) folds' key switches four levels down; per output, whose
+ *    results are separate ciphertexts from the same products (the bound is the largest).
  */
 export function slotsNoiseBound(layout: SlotsLayout, c: SlotsChain): number {
   const N = 2 * layout.slots;
@@ -211,10 +222,15 @@ export function slotsNoiseBound(layout: SlotsLayout, c: SlotsChain): number {
   };
   const rhoP1 = product(rhoF, U, a, 1) + R / 2 ** s2;
   const rhoP2 = product(rhoP1, U * U, s2, 2) + R / 2 ** s3;
-  const leaf = absMask(layout.leafValues, N, c.leafBits);
-  let rho = schur([leaf.reduce((x, y) => x + y, 0)], [SEGMENT * largest(leaf)]) * rhoP2 + R / 2 ** sOut;
-  for (let j = 0; j < Math.log2(SEGMENT); j++) rho += (2 ** (Math.log2(SEGMENT) - 1 - j) * K(4)) / 2 ** sOut;
-  return rho;
+  let folds = 0;
+  for (let j = 0; j < Math.log2(SEGMENT); j++) folds += (2 ** (Math.log2(SEGMENT) - 1 - j) * K(4)) / 2 ** sOut;
+  // Each output's result is its own ciphertext, flooded on its own: the bound is the largest.
+  return largest(
+    layout.leafValues.map((values) => {
+      const leaf = absMask(values, N, c.leafBits);
+      return schur([leaf.reduce((x, y) => x + y, 0)], [SEGMENT * largest(leaf)]) * rhoP2 + R / 2 ** sOut + folds;
+    }),
+  );
 }
 
 /**

@@ -1,0 +1,55 @@
+// A multiclass forest's single-record form, served: the digits random forest (ONNX-ML, 476 leaves,
+// 10 outputs) behind a real server with two workers and a real S3-compatible store, through the
+// SDK. The gather runs in two parts, then two finish tasks share the ten leaf sums (five each);
+// every output comes back as its own ciphertext, flooded, and the class is the quantized model's.
+import t from 'tap';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createClient } from '../src/client/index.ts';
+import { FLOOD_PRECISION_BITS } from '../src/model/compile-batch.ts';
+import { writeTreeBundle } from '../src/model/trees/bundle.ts';
+import { compileTreeModel } from '../src/model/trees/compile.ts';
+import { predictionOf } from '../src/model/trees/ensemble.ts';
+import { binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
+import { startServer } from '../src/server/serve.ts';
+import { startLocalS3 } from '../src/storage/local-s3.ts';
+import { ObjectStore } from '../src/storage/s3.ts';
+
+const FIX = join(import.meta.dirname, 'fixtures', 'trees');
+
+t.test('digits, one record: ten outputs from the single-record form, the quantized class', async (t) => {
+  const d = JSON.parse(await readFile(join(FIX, 'digits.data.json'), 'utf8')) as { train: number[][]; test: number[][] };
+  const m = compileTreeModel(new Uint8Array(await readFile(join(FIX, 'digits-rf.onnx'))), 'onnx-ml', d.train);
+  t.ok(m.server.single, `the forest has a single-record form (${JSON.stringify(m.report.single)})`);
+  t.equal((m.server.single!.leafValues as number[][]).length, 10, 'a leaf-value list per class');
+  const dir = await mkdtemp(join(tmpdir(), 'sealed-trees-digits-'));
+  const modelDir = join(dir, 'model');
+  await writeTreeBundle(modelDir, m.client, m.server);
+  const s3 = await startLocalS3({ directory: join(dir, 's3') });
+  const bucket = 'sealed-test';
+  const store = new ObjectStore({ endpoint: s3.endpoint });
+  await store.ensureBucket(bucket);
+  const server = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 2, s3Endpoint: s3.endpoint, allowAny: true, deadlineMs: 600_000 });
+  const client = await createClient({ model: modelDir, endpoint: server.url, s3Endpoint: s3.endpoint, bucket });
+  t.teardown(async () => {
+    await client.close();
+    await server.close();
+    store.close();
+    await s3.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  // The flood's stated precision: 2^-12 of the score bound, and a forest's scores are vote fractions (at most 1).
+  const precision = 2 ** -FLOOD_PRECISION_BITS;
+  for (const record of d.test.slice(0, 2)) {
+    const want = quantizedScores(m.quantized, binsOf(m.client.bins, record));
+    const { predictions, scores, stats } = await client.predictWithStats([record]);
+    t.equal(stats.layout, 'single', 'one record goes through the single-record form');
+    t.match(stats.server, { layout: 'slots', records: 1, threads: 2 }, 'in two parts on two workers');
+    t.equal(scores[0].length, 10, 'ten scores');
+    const worst = Math.max(...want.map((w, k) => Math.abs(w - scores[0][k])));
+    t.ok(worst < 6 * precision, `every score within ${worst.toExponential(2)} of the quantized model's (precision ${precision.toExponential(2)})`);
+    const cls = predictionOf(m.ensemble, want);
+    t.equal(predictions[0].label, m.client.labels?.[cls] ?? cls, "the quantized model's class");
+  }
+});
