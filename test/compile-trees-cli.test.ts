@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { sealed } from './helpers/cli.ts';
 import { readTreeBundle } from '../src/model/trees/bundle.ts';
 import { treeOpCounts } from '../src/fhe/tree-circuit.ts';
+import { singleKeysBytesBound, singleWorkerBytes } from '../src/model/trees/single.ts';
 
 const FIX = join(import.meta.dirname, 'fixtures', 'trees');
 const csv = (rows: number[][], extra?: { name: string; values: number[] }) =>
@@ -37,9 +38,16 @@ t.test('sealed compile --trees, the deprecated alias, and a forest given with --
     operations_per_batch: Record<string, number>;
     estimated_batch_server_ms: number;
     unit_costs_ms: Record<string, number>;
+    single_record: { keys_bytes_bound?: number; worker_bytes?: number };
   };
   t.equal(report.model, 'trees', 'the report names a tree model');
   const server = (await readTreeBundle(join(dir, 'a'))).server;
+  t.match(
+    report.single_record,
+    { keys_bytes_bound: singleKeysBytesBound(server.single!), worker_bytes: singleWorkerBytes(server.single!) },
+    "the single-record form's keys and each worker's memory for it",
+  );
+  t.match(viaCompile.stderr, /its own keys, up to \d+ MB; each server worker holds \d+ MB for it/, 'printed too');
   t.equal(report.circuit_form, server.circuit.factored ? 'factored' : 'grouped', "the report names the bundle's circuit form");
   t.same(report.operations_per_batch, treeOpCounts(server.circuit), "and the circuit's operations per batch");
   t.match(viaCompile.stderr, new RegExp(`${report.operations_per_batch.relinearize} relinearizations`), 'printed too');
@@ -66,13 +74,28 @@ t.test('sealed compile --trees, the deprecated alias, and a forest given with --
   const digits = JSON.parse(await readFile(join(FIX, 'digits.data.json'), 'utf8')) as { train: number[][] };
   await writeFile(join(dir, 'digits.csv'), csv(digits.train.slice(0, 300)));
   const forest = join(FIX, 'digits-rf.onnx');
-  const routed = await sealed(['compile', '--onnx', forest, '--calibration', join(dir, 'digits.csv'), '--model', join(dir, 'c'), '--bits', '2', '--json']);
+  const routed = await sealed([
+    'compile',
+    '--onnx',
+    forest,
+    '--calibration',
+    join(dir, 'digits.csv'),
+    '--model',
+    join(dir, 'c'),
+    '--bits',
+    '2',
+    '--no-single-record',
+    '--json',
+  ]);
   t.equal(routed.code, 0, routed.stderr);
   t.match(routed.stderr, /digits-rf\.onnx holds a TreeEnsembleClassifier: compiling it as a tree ensemble/, 'says where the file went');
-  const routedReport = JSON.parse(routed.stdout.trim().split('\n').at(-1)!) as { model_id: string; source: string; outputs: number };
+  const routedReport = JSON.parse(routed.stdout.trim().split('\n').at(-1)!) as { model_id: string; source: string; outputs: number; single_record: unknown };
   t.equal(routedReport.source, 'onnx-ml', 'read as ONNX-ML');
   t.equal(routedReport.outputs, 10, "the forest's ten classes");
-  t.equal((await readTreeBundle(join(dir, 'c'))).client.model_id, routedReport.model_id, 'a tree bundle');
+  const c = await readTreeBundle(join(dir, 'c'));
+  t.equal(c.client.model_id, routedReport.model_id, 'a tree bundle');
+  t.same(routedReport.single_record, { refused: 'left out by --no-single-record' }, '--no-single-record: the report says the form was left out');
+  t.ok(c.client.single === undefined && c.server.single === undefined, 'and neither part holds it');
 
   const verify = await sealed(['compile', '--onnx', forest, '--calibration', join(dir, 'digits.csv'), '--model', join(dir, 'd'), '--verify', '5']);
   t.equal(verify.code, 2, 'a network-only option with a tree ensemble: exit 2');
@@ -82,6 +105,9 @@ t.test('sealed compile --trees, the deprecated alias, and a forest given with --
   const bits = await sealed(['compile', '--onnx', network, '--calibration', join(dir, 'train.csv'), '--model', join(dir, 'e'), '--bits', '3']);
   t.equal(bits.code, 2, '--bits with a network: exit 2');
   t.match(bits.stderr, /--bits applies to tree ensembles, and .*sklearn_linear\.onnx holds a network/, bits.stderr);
+  const noSingle = await sealed(['compile', '--onnx', network, '--calibration', join(dir, 'train.csv'), '--model', join(dir, 'e'), '--no-single-record']);
+  t.equal(noSingle.code, 2, '--no-single-record with a network: exit 2');
+  t.match(noSingle.stderr, /--no-single-record applies to tree ensembles/, noSingle.stderr);
 
   const both = await sealed(['compile', '--onnx', network, '--trees', xgb, '--calibration', join(dir, 'train.csv'), '--model', join(dir, 'f')]);
   t.equal(both.code, 2, 'two models: exit 2');

@@ -7,6 +7,7 @@ import { SealedError } from '../errors.ts';
 import { estimateTreeBatchMs, measureTreeUnitCosts } from '../fhe/tree-cost.ts';
 import { writeTreeBundle } from '../model/trees/bundle.ts';
 import { compileTreeModel } from '../model/trees/compile.ts';
+import { singleKeysBytesBound, singleWorkerBytes } from '../model/trees/single.ts';
 import { parseCsv, splitTarget } from '../train/csv.ts';
 
 export interface CompileTreesOpts {
@@ -16,6 +17,8 @@ export interface CompileTreesOpts {
   /** The calibration CSV's target column, left out of the features (absent: every column is a feature). */
   target?: string;
   bits?: number;
+  /** false: leave the single-record form out (one record then runs as a one-record batch). */
+  single?: boolean;
   /** The file's format (default: ONNX-ML by the .onnx extension, else XGBoost JSON). */
   kind?: 'onnx-ml' | 'xgboost-json';
   /** Also write the report (JSON) here. */
@@ -69,7 +72,7 @@ export async function compileTreesCommand(o: CompileTreesOpts): Promise<void> {
       'give numeric features only; name a target column with --target to leave it out',
     );
   const t0 = performance.now();
-  const m = compileTreeModel(bytes, kind, x, { bits: o.bits, features: table.hasHeader ? features : undefined });
+  const m = compileTreeModel(bytes, kind, x, { bits: o.bits, features: table.hasHeader ? features : undefined, single: o.single });
   const manifest = await writeTreeBundle(o.model, m.client, m.server);
   const r = m.report;
   const c = m.client;
@@ -81,10 +84,12 @@ export async function compileTreesCommand(o: CompileTreesOpts): Promise<void> {
     `  ${c.inputs} encrypted inputs per batch of ${c.records_per_batch} records; N = ${c.params.polyModulusDegree}, primes ${r.dataPrimeBits.join(', ')}; circuit privacy ${c.privacy}`,
   );
   const ops = r.operations;
+  const single = m.server.single;
+  const MB = (b: number) => `${Math.round(b / 1e6)} MB`;
   log(
-    'coeffModulusBits' in r.single
-      ? `  one record: its own form (leaves in slots), N = 16384, primes ${r.single.coeffModulusBits.join(', ')}; 32 ciphertexts per query, its own keys`
-      : `  one record: as a one-record batch (no single-record form: ${r.single.refused})`,
+    single && 'coeffModulusBits' in r.single
+      ? `  one record: its own form (leaves in slots), N = 16384, primes ${r.single.coeffModulusBits.join(', ')}; 32 ciphertexts per query; its own keys, up to ${MB(singleKeysBytesBound(single))}; each server worker holds ${MB(singleWorkerBytes(single))} for it (--no-single-record leaves it out)`
+      : `  one record: as a one-record batch (no single-record form: ${o.single === false ? 'left out by --no-single-record' : 'refused' in r.single ? r.single.refused : ''})`,
   );
   log(`  ${r.form} circuit: per batch ${ops.relinearize} relinearizations, ${ops.multiply} ciphertext products, ${ops.multiplyPlain} plaintext products`);
   // The estimate: those counts x each operation timed now, on this machine, at these parameters.
@@ -114,7 +119,10 @@ export async function compileTreesCommand(o: CompileTreesOpts): Promise<void> {
     data_prime_bits: r.dataPrimeBits,
     privacy: c.privacy,
     circuit_form: r.form,
-    single_record: 'coeffModulusBits' in r.single ? { coeff_modulus_bits: r.single.coeffModulusBits } : { refused: r.single.refused },
+    single_record:
+      single && 'coeffModulusBits' in r.single
+        ? { coeff_modulus_bits: r.single.coeffModulusBits, keys_bytes_bound: singleKeysBytesBound(single), worker_bytes: singleWorkerBytes(single) }
+        : { refused: o.single === false ? 'left out by --no-single-record' : 'refused' in r.single ? r.single.refused : '' },
     operations_per_batch: ops,
     estimated_batch_server_ms: Math.round(estimate.total),
     estimated_by_op_ms: Object.fromEntries(Object.entries(estimate.byOp).map(([k, v]) => [k, Math.round(v)])),

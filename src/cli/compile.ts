@@ -23,6 +23,8 @@ interface CompileOpts {
   inputCopies?: number;
   /** false with --no-refit. */
   refit?: boolean;
+  /** false with --no-single-record (trees). */
+  singleRecord?: boolean;
   report?: string;
   json?: boolean;
 }
@@ -69,15 +71,17 @@ export async function compileCommand(o: CompileOpts): Promise<void> {
       model: o.model,
       target: o.target,
       bits: o.bits,
+      single: o.singleRecord,
       report: o.report,
       json: o.json,
       defaultTarget: true,
     });
   }
-  if (o.bits !== undefined)
+  const treesOnly = o.bits !== undefined ? 'bits' : o.singleRecord === false ? 'no-single-record' : undefined;
+  if (treesOnly)
     throw new SealedError(
       'bad-request',
-      `--bits applies to tree ensembles, and ${onnx} holds a network`,
+      `--${treesOnly} applies to tree ensembles, and ${onnx} holds a network`,
       'leave it out; networks are calibrated with --limit records',
     );
   const { report } = await compileOnnxJob({

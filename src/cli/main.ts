@@ -96,6 +96,10 @@ export async function main(argv: string[]): Promise<void> {
         "send up to n ciphertexts per query: the input and copies of it rotated by the client, which take the first layer's rotations off the server (lower latency, a query up to n times larger)",
       ).argParser(Number),
     )
+    .option(
+      '--no-single-record',
+      "trees: leave out the single-record form (one record then runs as a one-record batch): saves its keys (126-243 MB for the fixtures) and each server worker's memory for it (0.3-0.9 GB)",
+    )
     .option('--report <file>', 'also write the compile report (JSON) here; it is always stored in the bundle as server/compile-report.json')
     .option('--json', 'print the report as one JSON line (progress goes to stderr)')
     .action(compileCommand);
