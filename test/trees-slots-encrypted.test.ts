@@ -27,7 +27,7 @@ const { offsets, inputs } = inputOffsets(edges);
 const built = buildCircuit(m.quantized, edges, offsets, inputs);
 const layout = placeLeaves(slotsLeaves(built.leaves, offsets), inputs, 32);
 const chain = slotsChain(layout, Math.max(1, ...built.outBound));
-const scales = { inputScaleBits: chain.inputBits, maskScaleBits: chain.maskBits, leafScaleBits: chain.leafBits };
+const scales = { inputScaleBits: chain.inputBits, maskScaleBits: chain.maskBits, leafScaleBits: chain.leafBits, resultDrop: chain.resultDrop };
 const shape = { slots: layout.slots, copies: layout.copies, period: layout.constant.length };
 
 t.test('honest noise below the proved bound; flooded with it, the quantized score within the precision', async (t) => {

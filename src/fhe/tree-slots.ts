@@ -31,6 +31,8 @@ export interface SlotsScales {
   /** The masks' scale: the gather rescales by the prime after the data primes, of this size. */
   maskScaleBits: number;
   leafScaleBits: number;
+  /** Primes dropped (mod switches) before the folds: the result's level is RESULT_LEVEL + resultDrop. */
+  resultDrop?: number;
 }
 
 /**
@@ -272,6 +274,7 @@ export class SlotsEvaluator {
           results.push(out);
           ev.multiplyPlain(P, pt, out);
           ev.rescaleToNextInplace(out);
+          for (let d = 0; d < (this.scales.resultDrop ?? 0); d++) ev.cipherModSwitchToNextInplace(out);
           for (let step = 1; step < segment; step *= 2) {
             ev.rotateVector(out, step, keys.galois, rotated);
             ev.addInplace(out, rotated);

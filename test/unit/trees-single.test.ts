@@ -97,6 +97,8 @@ t.test('a server part with a broken layout is refused before SEAL sees it', asyn
     ['copies that do not divide the period', { copies: 30 }, /30 copies/],
     ['a chain whose second-last prime is not the masks', { maskScaleBits: 40 }, /mask prime/],
     ['no masks', { masks: [] }, /no masks/],
+    ['a drop that leaves the result no prime', { resultDrop: 3 }, /drops 3 primes/],
+    ['a drop that is not a count', { resultDrop: 0.5 }, /drops 0.5 primes/],
     ['rotations the layout does not make', { galoisSteps: [1, 2] }, /other rotations/],
   ];
   for (const [what, change, message] of broken)

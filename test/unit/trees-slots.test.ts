@@ -10,7 +10,7 @@ import { FLOOD_PRECISION_BITS } from '../../src/model/compile-batch.ts';
 import { buildCircuit, thermometer } from '../../src/model/trees/circuit.ts';
 import { compileTreeModel } from '../../src/model/trees/compile.ts';
 import { binsOf, inputOffsets, quantizedScores } from '../../src/model/trees/quantize.ts';
-import { SEGMENTS, giantGroups, placeLeaves, simulateSlots, slotsChain, slotsLeaves, slotsNoiseBound } from '../../src/model/trees/slots.ts';
+import { SEGMENTS, giantGroups, placeLeaves, resultDrop, simulateSlots, slotsChain, slotsLeaves, slotsNoiseBound } from '../../src/model/trees/slots.ts';
 
 const DIR = join(import.meta.dirname, '..', 'fixtures', 'trees');
 const data = JSON.parse(readFileSync(join(DIR, 'breast-cancer.data.json'), 'utf8')) as { train: number[][]; test: number[][] };
@@ -73,6 +73,11 @@ t.test('the chain: the fewest primes, then the smallest input scale, whose bound
   const needs = (2 ** -FLOOD_PRECISION_BITS * scoreBound) / (floodSigma(1) * Math.sqrt(layout.slots));
   t.same({ a: c.inputBits, primes: c.dataBits.length, bits: c.dataBits[0], total: c.totalBits }, { a: 70, primes: 6, bits: 53, total: 408 });
   t.ok(slotsNoiseBound(layout, c) <= needs, 'its bound meets the need');
+  // The leaf values' rescale leaves 3 primes (159 bits) for a result at scale 2^98 and a score of
+  // a few bits: one prime can go before the folds, not two.
+  t.equal(c.resultDrop, 1, 'the folds run one prime lower');
+  t.equal(resultDrop({ ...c, inputBits: 76 }, 6), 0, 'a result at scale 2^122 keeps all three');
+  t.ok(slotsNoiseBound(layout, { ...c, resultDrop: 0 }) > slotsNoiseBound(layout, c), 'the folds one prime lower add less noise (smaller key-switch digits)');
   t.ok(slotsNoiseBound(layout, { ...c, inputBits: c.inputBits - 1, dataBits: Array<number>(6).fill(52) }) > needs, 'one bit less of input scale does not');
   t.throws(() => slotsChain(layout, scoreBound, { lambda: 200 }), /no chain within ring 16384/);
 });

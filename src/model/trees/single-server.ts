@@ -49,7 +49,7 @@ export class SingleTreeServer {
     this.part = part;
     this.session = s;
     this.params = paramsKey(part.params);
-    const scales = { inputScaleBits: part.inputScaleBits, maskScaleBits: part.maskScaleBits, leafScaleBits: part.leafScaleBits };
+    const scales = { inputScaleBits: part.inputScaleBits, maskScaleBits: part.maskScaleBits, leafScaleBits: part.leafScaleBits, resultDrop: part.resultDrop };
     this.evaluator = new SlotsEvaluator(s, singleLayout(part, 'the single-record form'), scales);
     this.resultAt = this.resultLevel();
   }
@@ -202,7 +202,7 @@ export class SingleTreeServer {
     scale = (scale * scale) / q(2);
     scale = (scale * 2 ** p.leafScaleBits) / q(3);
     let data = this.session.context.firstContextData();
-    for (let j = 0; j < RESULT_LEVEL; j++) {
+    for (let j = 0; j < RESULT_LEVEL + (p.resultDrop ?? 0); j++) {
       const next = data.nextContextData();
       release(data);
       data = next;

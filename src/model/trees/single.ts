@@ -29,6 +29,8 @@ export interface SingleServerPart {
   inputScaleBits: number;
   maskScaleBits: number;
   leafScaleBits: number;
+  /** Data primes dropped before the folds (slots.ts resultDrop); absent (0) in bundles from before it. */
+  resultDrop?: number;
   copies: number;
   /** The rotations the layout makes (the keys must hold them). */
   galoisSteps: number[];
@@ -115,6 +117,7 @@ export function compileSingle(
       inputScaleBits: chain.inputBits,
       maskScaleBits: chain.maskBits,
       leafScaleBits: chain.leafBits,
+      resultDrop: chain.resultDrop,
       copies: SINGLE_COPIES,
       masks: [...layout.masks].sort(([x], [y]) => x - y).map(([d, m]) => [d, sparse(m)]),
       constant: sparse(layout.constant),
@@ -132,6 +135,9 @@ export function singleLayout(part: SingleServerPart, where: string): SlotsLayout
   checkParams(part.params);
   const slots = part.params.polyModulusDegree / 2;
   if (part.params.coeffModulusBits.length < 3 || part.params.coeffModulusBits.at(-2) !== part.maskScaleBits) throw bad('has a chain without its mask prime');
+  // The result keeps at least one prime: the chain's data primes, less the three rescales, less the drop.
+  const drop = part.resultDrop ?? 0;
+  if (!Number.isInteger(drop) || drop < 0 || drop > part.params.coeffModulusBits.length - 2 - 3 - 1) throw bad(`drops ${JSON.stringify(drop)} primes`);
   if (!Array.isArray(part.leafValues) || part.leafValues.length === 0) throw bad('has no leaf values');
   const perOutput = (Array.isArray(part.leafValues[0]) ? part.leafValues : [part.leafValues]) as unknown[];
   const SEGMENT = Array.isArray(perOutput[0]) ? perOutput[0].length : 0;

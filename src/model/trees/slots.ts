@@ -154,6 +154,11 @@ export function simulateSlots(layout: SlotsLayout, bits: ArrayLike<number>): num
 export interface SlotsChain {
   /** The client's input scale. */
   inputBits: number;
+  /**
+   * Data primes dropped (mod switches: no noise, no rescale) after the leaf values' rescale and
+   * before the folds, which then key-switch over fewer primes; 0 in bundles from before it.
+   */
+  resultDrop?: number;
   /** The masks' scale, and the prime the gather rescales by. */
   maskBits: number;
   leafBits: number;
@@ -191,7 +196,8 @@ export function slotsScales(c: SlotsChain): { s2: number; s3: number; sOut: numb
  *    plus the roundings of the masks, the constants and the client's encoding;
  *  - the leaf values and the sum over the SEGMENT positions: a linear map (Schur: every output
  *    sums one period of the leaf values, every input reaches SEGMENT outputs), the rescale after
- *    the leaf values, then log2(SEGMENT) folds' key switches four levels down; per output, whose
+ *    the leaf values, then log2(SEGMENT) folds' key switches four levels down (or lower by the
+ *    primes dropped first: a mod switch adds no noise in CKKS, it only drops a prime); per output, whose
  *    results are separate ciphertexts from the same products (the bound is the largest).
  */
 export function slotsNoiseBound(layout: SlotsLayout, c: SlotsChain): number {
@@ -223,7 +229,8 @@ export function slotsNoiseBound(layout: SlotsLayout, c: SlotsChain): number {
   const rhoP1 = product(rhoF, U, a, 1) + R / 2 ** s2;
   const rhoP2 = product(rhoP1, U * U, s2, 2) + R / 2 ** s3;
   let folds = 0;
-  for (let j = 0; j < Math.log2(SEGMENT); j++) folds += (2 ** (Math.log2(SEGMENT) - 1 - j) * K(4)) / 2 ** sOut;
+  const foldLevel = 4 + (c.resultDrop ?? 0);
+  for (let j = 0; j < Math.log2(SEGMENT); j++) folds += (2 ** (Math.log2(SEGMENT) - 1 - j) * K(foldLevel)) / 2 ** sOut;
   // Each output's result is its own ciphertext, flooded on its own: the bound is the largest.
   return largest(
     layout.leafValues.map((values) => {
@@ -236,10 +243,12 @@ export function slotsNoiseBound(layout: SlotsLayout, c: SlotsChain): number {
 /**
  * The chain the layout runs at: the fewest data primes, then the smallest input scale, whose
  * bound meets the flood's need (its error per slot, sigma sqrt(N/2) / Delta_out, at most
- * 2^-FLOOD_PRECISION_BITS of the score bound). The result keeps k - 3 of the k data primes of b
- * bits, at scale 2^(4a + leaf - 3b): they hold it and the score when k b >= 4a + leaf + the
+ * 2^-FLOOD_PRECISION_BITS of the score bound). The leaf values' rescale leaves k - 3 of the k
+ * data primes of b bits, at scale 2^(4a + leaf - 4b) (slotsScales); k b >= 4a + leaf + the
  * score's bits, b as small as that allows (a key switch's noise grows with b / the special
- * prime). Within 128-bit security or refused.
+ * prime). That holds a prime more than the result needs, so the folds run after dropping the
+ * primes the result can spare (resultDrop): their key switches cost about half. Within
+ * 128-bit security or refused.
  */
 export function slotsChain(
   layout: SlotsLayout,
@@ -255,7 +264,8 @@ export function slotsChain(
       const b = Math.max(20, Math.ceil((4 * a + leafBits + outBits) / k));
       const totalBits = k * b + maskBits + SPECIAL_PRIME_BITS;
       if (b > 60 || totalBits > MAX_BITS_128[N]) break;
-      const chain = { inputBits: a, maskBits, leafBits, dataBits: Array<number>(k).fill(b) };
+      const chain = { inputBits: a, maskBits, leafBits, dataBits: Array<number>(k).fill(b), resultDrop: 0 };
+      chain.resultDrop = resultDrop(chain, outBits);
       if (slotsNoiseBound(layout, chain) <= needs) return { ...chain, totalBits };
     }
   }
@@ -264,6 +274,19 @@ export function slotsChain(
     `no chain within ring ${N}'s 128-bit bound holds this single-record layout with circuit privacy`,
     'use fewer or shallower trees, or smaller leaf values',
   );
+}
+
+/**
+ * The data primes the result can spare after the leaf values' rescale: it keeps the fewest whose
+ * product, less one bit (the decryption's centred range), holds the result's scale plus the
+ * score's bits; at least one prime stays.
+ */
+export function resultDrop(c: SlotsChain, outBits: number): number {
+  const left = c.dataBits.slice(0, c.dataBits.length - 3);
+  const needs = slotsScales(c).sOut + outBits + 1;
+  let drop = 0;
+  while (drop < left.length - 1 && left.slice(0, left.length - drop - 1).reduce((x, y) => x + y, 0) >= needs) drop++;
+  return drop;
 }
 
 function largest(a: Iterable<number>): number {
