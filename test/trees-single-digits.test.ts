@@ -41,6 +41,7 @@ t.test('digits, one record: ten outputs from the single-record form, the quantiz
   });
   // The flood's stated precision: 2^-12 of the score bound, and a forest's scores are vote fractions (at most 1).
   const precision = 2 ** -FLOOD_PRECISION_BITS;
+  const first: number[][] = [];
   for (const record of d.test.slice(0, 2)) {
     const want = quantizedScores(m.quantized, binsOf(m.client.bins, record));
     const { predictions, scores, stats } = await client.predictWithStats([record]);
@@ -51,5 +52,11 @@ t.test('digits, one record: ten outputs from the single-record form, the quantiz
     t.ok(worst < 6 * precision, `every score within ${worst.toExponential(2)} of the quantized model's (precision ${precision.toExponential(2)})`);
     const cls = predictionOf(m.ensemble, want);
     t.equal(predictions[0].label, m.client.labels?.[cls] ?? cls, "the quantized model's class");
+    first.push(scores[0]);
   }
+  // Each output is flooded with its own fresh mask: the same record again moves every score by
+  // about the flood's precision (2^-12); without the flood two evaluations differ by ~1e-14.
+  const again = (await client.predictWithStats([d.test[0]])).scores[0];
+  const moved = again.filter((v, k) => Math.abs(v - first[0][k]) > 1e-8).length;
+  t.ok(moved >= 9, `${moved} of 10 scores moved by more than 1e-8 between two queries of one record`);
 });

@@ -1,7 +1,7 @@
 // A tree ensemble's cryptography for SealedClient (docs/trees.md): its batch circuit (a record per
 // slot; keys of a few MB: relinearization and public keys) for any number of records, and its
-// single-record form (one record in all slots; ~126 MB of Galois keys, made the first time one
-// record is predicted) when the model has one. The two forms have their own parameters, so their
+// single-record form (one record in all slots; 126-243 MB of Galois keys for the fixtures, made
+// the first time one record is predicted) when the model has one. The two forms have their own parameters, so their
 // own secret keys. Browser-safe: no I/O.
 import { SealedError } from '../errors.ts';
 import type { Prediction } from '../model/postprocess.ts';
@@ -9,10 +9,10 @@ import type { TreeClientPart } from '../model/trees/compile.ts';
 import { predictionOf, probabilitiesOf } from '../model/trees/ensemble.ts';
 import { TreeClient } from '../model/trees/query.ts';
 import { SingleTreeClient } from '../model/trees/single-query.ts';
+import { decodeWire, type ResultHeader } from '../wire/format.ts';
 import type { KeysInput, ModelCodec } from './codec.ts';
 import { checkResultHeader, keysId, type Keys, type Layout, type ResultExpectation } from './session.ts';
 import type { EvaluationKeys } from './transport.ts';
-import { decodeWire, type ResultHeader } from '../wire/format.ts';
 
 type SingleKeys = NonNullable<Keys['singleRecord']>;
 
@@ -135,7 +135,7 @@ export class TreeCodec implements ModelCodec {
     return this.single;
   }
 
-  /** The single-record key set, made (and handed to onSingleKeys) the first time it is needed: ~6.5 s, ~126 MB. */
+  /** The single-record key set, made (and handed to onSingleKeys) the first time it is needed: seconds, and 126-243 MB for the fixtures. */
   private singleKeys(): SingleKeys {
     const set = this.keySet ?? this.generateKeys();
     if (set.singleRecord) return set.singleRecord;
