@@ -8,14 +8,10 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient, endpointTransport, isTreeClientPart, sha256Hex, type SealedClient, type Transport } from '../src/client/index.ts';
-import { startServer } from '../src/server/serve.ts';
-import { startLocalS3 } from '../src/storage/local-s3.ts';
-import { ObjectStore } from '../src/storage/s3.ts';
-import { writeTreeBundle } from '../src/model/trees/bundle.ts';
 import { compileTreeModel } from '../src/model/trees/compile.ts';
 import { predictionOf } from '../src/model/trees/ensemble.ts';
 import { binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
-import { writeFirstTrees } from './helpers/trees.ts';
+import { serveTrees, writeFirstTrees } from './helpers/trees.ts';
 
 const FIX = join(import.meta.dirname, 'fixtures', 'trees');
 
@@ -26,24 +22,17 @@ t.test('createClient on a tree bundle: batch, single record, keys kept in keysDi
   await writeFirstTrees(join(FIX, 'breast-cancer.xgb.json'), xgb, 8);
   const m = compileTreeModel(new Uint8Array(await readFile(xgb)), 'xgboost-json', d.train, { bits: 2 });
   t.ok(m.client.single, 'the model has a single-record form');
-  const modelDir = join(dir, 'model');
-  await writeTreeBundle(modelDir, m.client, m.server);
-  const s3 = await startLocalS3({ directory: join(dir, 's3') });
-  const bucket = 'sealed-test';
-  const store = new ObjectStore({ endpoint: s3.endpoint });
-  await store.ensureBucket(bucket);
-  const server = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 2, s3Endpoint: s3.endpoint, allowAny: true, deadlineMs: 600_000 });
+  const served = await serveTrees(dir, m);
+  const { modelDir, route } = served;
   const clients: SealedClient[] = [];
   t.teardown(async () => {
     for (const c of clients) await c.close();
-    await server.close();
-    store.close();
-    await s3.close();
+    await served.close();
     await rm(dir, { recursive: true, force: true });
   });
   const keysDir = join(dir, 'keys');
   const open = async () => {
-    const c = await createClient({ model: modelDir, endpoint: server.url, s3Endpoint: s3.endpoint, bucket, keysDir });
+    const c = await createClient({ model: modelDir, ...route, keysDir });
     clients.push(c);
     return c;
   };
@@ -76,7 +65,7 @@ t.test('createClient on a tree bundle: batch, single record, keys kept in keysDi
 
   // The second client records what its transport brings back.
   const results: { query: Uint8Array; result: Uint8Array }[] = [];
-  const inner = endpointTransport({ endpoint: server.url, s3Endpoint: s3.endpoint, bucket });
+  const inner = endpointTransport(route);
   const transport: Transport = {
     batch: true,
     evaluate: async (query, keys, info) => {

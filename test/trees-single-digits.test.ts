@@ -8,13 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient } from '../src/client/index.ts';
 import { FLOOD_PRECISION_BITS } from '../src/model/compile-batch.ts';
-import { writeTreeBundle } from '../src/model/trees/bundle.ts';
 import { compileTreeModel } from '../src/model/trees/compile.ts';
 import { predictionOf } from '../src/model/trees/ensemble.ts';
 import { binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
-import { startServer } from '../src/server/serve.ts';
-import { startLocalS3 } from '../src/storage/local-s3.ts';
-import { ObjectStore } from '../src/storage/s3.ts';
+import { serveTrees } from './helpers/trees.ts';
 
 const FIX = join(import.meta.dirname, 'fixtures', 'trees');
 
@@ -24,19 +21,11 @@ t.test('digits, one record: ten outputs from the single-record form, the quantiz
   t.ok(m.server.single, `the forest has a single-record form (${JSON.stringify(m.report.single)})`);
   t.equal((m.server.single!.leafValues as number[][]).length, 10, 'a leaf-value list per class');
   const dir = await mkdtemp(join(tmpdir(), 'sealed-trees-digits-'));
-  const modelDir = join(dir, 'model');
-  await writeTreeBundle(modelDir, m.client, m.server);
-  const s3 = await startLocalS3({ directory: join(dir, 's3') });
-  const bucket = 'sealed-test';
-  const store = new ObjectStore({ endpoint: s3.endpoint });
-  await store.ensureBucket(bucket);
-  const server = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 2, s3Endpoint: s3.endpoint, allowAny: true, deadlineMs: 600_000 });
-  const client = await createClient({ model: modelDir, endpoint: server.url, s3Endpoint: s3.endpoint, bucket });
+  const served = await serveTrees(dir, m);
+  const client = await createClient({ model: served.modelDir, ...served.route });
   t.teardown(async () => {
     await client.close();
-    await server.close();
-    store.close();
-    await s3.close();
+    await served.close();
     await rm(dir, { recursive: true, force: true });
   });
   // The flood's stated precision: 2^-12 of the score bound, and a forest's scores are vote fractions (at most 1).

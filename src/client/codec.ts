@@ -14,8 +14,6 @@ export type KeysInput = Pick<Keys, 'secretKey' | 'evaluationKeys'> & Partial<Pic
 export interface ModelCodec {
   readonly modelId: string;
   readonly part: ClientPart | TreeClientPart;
-  readonly features: string[];
-  readonly labels: string[] | undefined;
   /** The key set in use, if any. */
   readonly keys: Keys | undefined;
   /** Makes a fresh key set and uses it from now on. */
@@ -48,14 +46,6 @@ export class NetworkCodec implements ModelCodec {
     this.session = session;
     this.modelId = session.modelId;
     this.part = session.part;
-  }
-
-  get features(): string[] {
-    return this.part.features;
-  }
-
-  get labels(): string[] | undefined {
-    return this.part.labels;
   }
 
   get keys(): Keys | undefined {

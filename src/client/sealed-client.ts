@@ -70,12 +70,12 @@ export class SealedClient {
 
   /** Names of the features a record holds, in order. */
   get features(): string[] {
-    return this.codec.features;
+    return this.model.features;
   }
 
   /** Class names (classification models), in the order of `probabilities`. */
   get labels(): string[] | undefined {
-    return this.codec.labels;
+    return this.model.labels;
   }
 
   /** The current keys, if any; `secretKey` must stay with the caller. */

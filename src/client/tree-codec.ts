@@ -43,14 +43,6 @@ export class TreeCodec implements ModelCodec {
     }
   }
 
-  get features(): string[] {
-    return this.part.features;
-  }
-
-  get labels(): string[] | undefined {
-    return this.part.labels;
-  }
-
   get keys(): Keys | undefined {
     return this.keySet;
   }
