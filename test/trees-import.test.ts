@@ -199,6 +199,16 @@ t.test('tree bundles: written, read back, and refused when edited', async (t) =>
   const other = join(dir, 'other');
   await writeTreeBundle(other, m.client, { ...m.server, circuit: { ...m.server.circuit, relinearize: 'group' as 'leaf' } }, { bits: m.report.bits });
   await t.rejects(readTreeBundle(other), /relinearize is "group", not "leaf" or absent/, 'an unknown relinearization form is refused');
+  // A single-record form with more outputs than the model: the client would not read the extra results.
+  const single = m.server.single!;
+  const extra = join(dir, 'extra-output');
+  const [values] = single.leafValues as number[][];
+  await writeTreeBundle(extra, m.client, { ...m.server, single: { ...single, leafValues: [values, values] } }, { bits: m.report.bits });
+  await t.rejects(
+    readTreeBundle(extra),
+    /the single-record form makes 2 outputs, the model has 1/,
+    'a single-record form of other outputs than the model is refused',
+  );
   // The factored form's trie is checked before any evaluation reads it.
   const root = m.server.circuit.factored!;
   t.ok(root, 'diabetes compiles to the factored form');

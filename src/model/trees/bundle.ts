@@ -12,7 +12,7 @@ import { BUNDLE_FORMAT, BUNDLE_VERSION, readManifest, type Manifest } from '../b
 import { MAX_PATH } from './circuit.ts';
 import { checkTreeClientPart } from './client-part.ts';
 import type { TreeClientPart, TreeServerPart } from './compile.ts';
-import { singleLayout } from './single.ts';
+import { singleLayout, singleOutputs } from './single.ts';
 
 export const TREE_SERVER_FILE = 'server/trees.json';
 const sha256 = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
@@ -86,6 +86,13 @@ export async function readTreeBundle(dir: string): Promise<{ client: TreeClientP
     singleLayout(server.single, TREE_SERVER_FILE);
     if (JSON.stringify(client.single?.params) !== JSON.stringify(server.single.params))
       throw new SealedError('bad-bundle', `the parts in ${dir} disagree on the single-record form's parameters`, 'copy the bundle again');
+    // The client decrypts a result ciphertext per output: the form must make as many.
+    if (singleOutputs(server.single) !== client.outputs)
+      throw new SealedError(
+        'bad-bundle',
+        `${TREE_SERVER_FILE}: the single-record form makes ${singleOutputs(server.single)} outputs, the model has ${client.outputs}`,
+        'compile the model again',
+      );
   }
   const c = server.circuit;
   if (c.privacy === 'flood' && !(typeof c.noiseL2Bits === 'number' && Number.isFinite(c.noiseL2Bits)))
