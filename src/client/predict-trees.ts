@@ -43,11 +43,8 @@ export async function openSingleTreeClient(
   dir: string,
   pass: PassphraseSource,
 ): Promise<{ client: SingleTreeClient; keys: Keys; created: boolean }> {
-  const set = await openKeySet(singleKeysDir(dir), part.model_id, pass);
-  if (set) {
-    const keys = { secretKey: set.secretKey, evaluationKeys: set.evaluationKeys, evaluationKeysId: set.info.evaluation_keys_id };
-    return { client: await SingleTreeClient.open(part, set.secretKey), keys, created: false };
-  }
+  const keys = await readKeys(singleKeysDir(dir), part.model_id, pass);
+  if (keys) return { client: await SingleTreeClient.open(part, keys.secretKey), keys, created: false };
   const client = await SingleTreeClient.open(part);
   try {
     const keys = treeKeySet(client);
@@ -74,11 +71,16 @@ export async function readTreeKeySets(
   dir: string,
   pass: PassphraseSource = passphraseSource(),
 ): Promise<{ batch?: Keys; single?: Keys }> {
-  const read = async (d: string): Promise<Keys | undefined> => {
-    const set = await openKeySet(d, part.model_id, pass);
-    return set && { secretKey: set.secretKey, evaluationKeys: set.evaluationKeys, evaluationKeysId: set.info.evaluation_keys_id };
+  return {
+    batch: await readKeys(dir, part.model_id, pass),
+    single: part.single ? await readKeys(singleKeysDir(dir), part.model_id, pass) : undefined,
   };
-  return { batch: await read(dir), single: part.single ? await read(singleKeysDir(dir)) : undefined };
+}
+
+/** The key set saved in `dir` for the model, as Keys; undefined when there is none. */
+async function readKeys(dir: string, modelId: string, pass: PassphraseSource): Promise<Keys | undefined> {
+  const set = await openKeySet(dir, modelId, pass);
+  return set && { secretKey: set.secretKey, evaluationKeys: set.evaluationKeys, evaluationKeysId: set.info.evaluation_keys_id };
 }
 
 /** Saves a tree model's batch key set in `dir` (and its single-record set, when it has one, in single/). */
@@ -96,11 +98,8 @@ export const singleKeysDir = (dir: string) => join(dir, 'single');
  * and saved there, encrypted if `pass` gives a passphrase without asking (as loadOrCreateKeys).
  */
 export async function openTreeClient(part: TreeClientPart, dir: string, pass: PassphraseSource): Promise<{ client: TreeClient; keys: Keys; created: boolean }> {
-  const set = await openKeySet(dir, part.model_id, pass);
-  if (set) {
-    const keys = { secretKey: set.secretKey, evaluationKeys: set.evaluationKeys, evaluationKeysId: set.info.evaluation_keys_id };
-    return { client: await TreeClient.open(part, set.secretKey), keys, created: false };
-  }
+  const keys = await readKeys(dir, part.model_id, pass);
+  if (keys) return { client: await TreeClient.open(part, keys.secretKey), keys, created: false };
   const client = await TreeClient.open(part);
   try {
     const keys = treeKeySet(client);

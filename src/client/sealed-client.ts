@@ -138,10 +138,13 @@ export class SealedClient {
       throw new SealedError('bad-request', 'this client has no server to send queries to', 'pass `endpoint` (Node), `proxy` or `transport` to createClient');
     const t0 = now();
     const layout = this.layoutFor(records.length);
-    const hadKeys = this.codec.keys !== undefined && (!isTreeClientPart(this.model) || layout === 'batch' || this.codec.keys.singleRecord !== undefined);
-    // Made here when missing, so that their time is keygen's, not encrypt's.
+    // Keys are made here when missing (a tree model's single-record set too), so that their time is keygen's, not encrypt's.
+    const before = this.codec.keys;
+    const hadSingle = before?.singleRecord !== undefined;
+    if (!before) this.codec.generateKeys();
     const keys = this.codec.evaluationKeys(layout);
     await this.codec.settle?.();
+    const madeKeys = !before || (!hadSingle && this.codec.keys?.singleRecord !== undefined);
     const t1 = now();
     const query = this.encrypt(records, layout);
     const querySha256 = sha256Hex(query);
@@ -162,7 +165,7 @@ export class SealedClient {
         keys_bytes: keys?.bytes.length ?? 0,
         result_bytes: ev.result.length,
         keys_uploaded: ev.keysUploaded,
-        ms: { keygen: hadKeys ? 0 : round(t1 - t0), encrypt: round(t2 - t1), evaluate: round(t3 - t2), decrypt: round(t4 - t3), total: round(t4 - t0) },
+        ms: { keygen: madeKeys ? round(t1 - t0) : 0, encrypt: round(t2 - t1), evaluate: round(t3 - t2), decrypt: round(t4 - t3), total: round(t4 - t0) },
         transport_ms: ev.ms,
         via: ev.via,
         server: ev.server,
