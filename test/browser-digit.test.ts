@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Test } from 'tap';
-import { ARTIFACTS, browserSuite, openBrowser } from './helpers/browser.ts';
+import { ARTIFACTS, browserSuite, openBrowser, sentObjects } from './helpers/browser.ts';
 
 const DOCS_IMG = fileURLToPath(new URL('../docs/img/draw-a-digit.png', import.meta.url));
 
@@ -265,17 +265,18 @@ async function run(t: Test): Promise<void> {
     sent.every((s) => s.url.startsWith(origin)),
     'the page only talked to its own origin',
   );
-  const withBody = sent.filter((s) => s.body && s.body.length > 0);
-  const puts = withBody.filter((s) => s.method === 'PUT' && new URL(s.url).pathname.startsWith('/digit/api/keys/'));
-  const posts = withBody.filter((s) => s.method === 'POST' && new URL(s.url).pathname === '/digit/api/predict');
-  t.equal(
-    withBody.length,
-    puts.length + posts.length,
-    `every request body went to PUT /digit/api/keys or POST /digit/api/predict (${withBody.map((s) => `${s.method} ${new URL(s.url).pathname}`).join(', ')})`,
-  );
+  const {
+    puts,
+    posts,
+    writes,
+    keys: [keysBytes],
+    queries,
+    listed,
+  } = await sentObjects(sent, '/digit', await stackReady);
+  t.equal(writes.length, puts.length + posts.length, `every request that could carry a body was PUT /digit/api/keys or POST /digit/api/predict (${listed})`);
   t.equal(puts.length, 1, 'the evaluation keys were uploaded once');
   t.equal(posts.length, DIGITS.length, 'one encrypted query per digit');
-  const keysMsg = decodeWire<{ galois_steps: number[]; relin: boolean; public_key?: boolean }>('keys', new Uint8Array(puts[0].body!), 'keys');
+  const keysMsg = decodeWire<{ galois_steps: number[]; relin: boolean; public_key?: boolean }>('keys', keysBytes, 'keys');
   const expected = 1 + (keysMsg.header.relin ? 1 : 0) + (keysMsg.header.public_key ? 1 : 0);
   t.equal(
     keysMsg.sections.length,
@@ -283,8 +284,7 @@ async function run(t: Test): Promise<void> {
     `the keys body holds the public keys only (Galois keys${keysMsg.header.relin ? ', relinearization keys' : ''}${keysMsg.header.public_key ? ', the public key' : ''}): no secret key`,
   );
   t.same(keysMsg.header.galois_steps, client.galois_steps, 'for the rotations this model needs');
-  posts.forEach((p, i) => {
-    const b = p.body!;
+  queries.forEach((b, i) => {
     const q = decodeWire<{ model_id: string; records: number }>('query', new Uint8Array(b), 'query');
     t.same([q.header.model_id, q.header.records, q.sections.length], [modelId, 1, 1], `query ${i + 1}: one ciphertext of one image for the MNIST model`);
     const img = images[i];

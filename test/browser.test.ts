@@ -8,7 +8,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Test } from 'tap';
-import { ARTIFACTS, browserSuite, openBrowser } from './helpers/browser.ts';
+import { ARTIFACTS, browserSuite, openBrowser, sentObjects } from './helpers/browser.ts';
 
 browserSuite('the web demo in headless Chromium: keys, encryption and decryption in the page', run);
 
@@ -136,23 +136,24 @@ async function run(t: Test): Promise<void> {
     sent.every((s) => s.url.startsWith(origin)),
     'the page only talked to its own origin',
   );
-  const withBody = sent.filter((s) => s.body && s.body.length > 0);
-  const puts = withBody.filter((s) => s.method === 'PUT' && new URL(s.url).pathname.startsWith('/api/keys/'));
-  const posts = withBody.filter((s) => s.method === 'POST' && new URL(s.url).pathname === '/api/predict');
-  t.equal(
-    withBody.length,
-    puts.length + posts.length,
-    `every request body went to PUT /api/keys or POST /api/predict (${withBody.map((s) => `${s.method} ${new URL(s.url).pathname}`).join(', ')})`,
-  );
+  const {
+    puts,
+    posts,
+    writes,
+    keys: [keysBytes],
+    queries,
+    listed,
+  } = await sentObjects(sent, '', stack);
+  t.equal(writes.length, puts.length + posts.length, `every request that could carry a body was PUT /api/keys or POST /api/predict (${listed})`);
   t.equal(puts.length, 1, 'the evaluation keys were uploaded once');
   t.equal(posts.length, 2, 'two encrypted queries were sent');
-  for (const s of withBody) {
-    const b = s.body!;
-    t.equal(b.subarray(0, 6).toString('latin1'), 'SEALED', `${s.method} ${new URL(s.url).pathname}: body starts with the wire magic`);
-    const leaked = [...record, ...sample2].map(String).filter((v) => v.length >= 5 && b.includes(Buffer.from(v, 'latin1')));
-    t.same(leaked, [], `${s.method} ${new URL(s.url).pathname}: no plaintext feature value in the body`);
+  const bodies = [{ what: 'PUT /api/keys', body: keysBytes }, ...queries.map((body) => ({ what: 'POST /api/predict', body }))];
+  for (const { what, body } of bodies) {
+    t.equal(body.subarray(0, 6).toString('latin1'), 'SEALED', `${what}: body starts with the wire magic`);
+    const leaked = [...record, ...sample2].map(String).filter((v) => v.length >= 5 && body.includes(Buffer.from(v, 'latin1')));
+    t.same(leaked, [], `${what}: no plaintext feature value in the body`);
   }
-  const keysMsg = decodeWire<{ params: string; galois_steps: number[]; relin: boolean; public_key?: boolean }>('keys', new Uint8Array(puts[0].body!), 'keys');
+  const keysMsg = decodeWire<{ params: string; galois_steps: number[]; relin: boolean; public_key?: boolean }>('keys', keysBytes, 'keys');
   t.equal(keysMsg.header.public_key, true, 'the keys carry the public key the server re-randomizes results with');
   t.equal(
     keysMsg.sections.length,
@@ -160,8 +161,8 @@ async function run(t: Test): Promise<void> {
     'the keys body holds the evaluation keys only (Galois keys, relin keys if needed, the public key): no secret key',
   );
   t.same(keysMsg.header.galois_steps, client.galois_steps, 'for the rotations this model needs');
-  for (const p of posts) {
-    const q = decodeWire<{ model_id: string; records: number }>('query', new Uint8Array(p.body!), 'query');
+  for (const body of queries) {
+    const q = decodeWire<{ model_id: string; records: number }>('query', new Uint8Array(body), 'query');
     t.same([q.header.model_id, q.header.records, q.sections.length], [modelId, 1, 1], 'a query body is one ciphertext of one record for this model');
   }
   t.same(errors, [], 'no errors in the page');

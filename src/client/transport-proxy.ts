@@ -52,7 +52,10 @@ export function proxyTransport(base: string | URL): Transport {
         const head = await send(`api/keys/${keys.id}`, { method: 'GET' });
         if (!head.ok) throw await errorFrom(head, 'checking the evaluation keys');
         if (!((await head.json()) as { uploaded?: boolean }).uploaded) {
-          const put = await send(`api/keys/${keys.id}`, { method: 'PUT', headers: octets, body: keys.bytes as Uint8Array<ArrayBuffer> });
+          // As a Blob, a browser streams the body from its own copy: a tree model's single-record keys
+          // are 100-250 MB, and a page inspected through the DevTools protocol (tests, profiling)
+          // would otherwise have them copied, as text, into one protocol message.
+          const put = await send(`api/keys/${keys.id}`, { method: 'PUT', headers: octets, body: new Blob([keys.bytes as Uint8Array<ArrayBuffer>]) });
           if (!put.ok) throw await errorFrom(put, 'uploading the evaluation keys');
           keysUploaded = true;
         }

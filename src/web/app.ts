@@ -6,7 +6,6 @@ import {
   createClient,
   isTreeClientPart,
   proxyTransport,
-  sha256Hex,
   type Evaluation,
   type EvaluationKeys,
   type Prediction,
@@ -79,9 +78,10 @@ function showResult(p: Prediction, labels: string[] | undefined): void {
 /** Wraps the SDK's transport to list what left the page. */
 function recordingTransport(inner: Transport, sent: (line: string) => void): Transport {
   return {
-    async evaluate(query: Uint8Array, keys: EvaluationKeys): Promise<Evaluation> {
-      const ev = await inner.evaluate(query, keys);
-      if (ev.keysUploaded)
+    async evaluate(query: Uint8Array, keys: EvaluationKeys | undefined, info?: { querySha256: string }): Promise<Evaluation> {
+      status('Sending the ciphertext; the server evaluates it encrypted…');
+      const ev = await inner.evaluate(query, keys, info);
+      if (ev.keysUploaded && keys)
         sent(`<b>PUT</b> <code>/api/keys/${keys.id.slice(0, 12)}…</code>: evaluation keys, ${fmtBytes(keys.bytes.length)} (public; wire format, kind 2)`);
       sent(`<b>POST</b> <code>/api/predict</code>: the encrypted record, ${fmtBytes(query.length)} (wire format, kind 1)`);
       return ev;
@@ -106,15 +106,19 @@ async function main(): Promise<void> {
   const wasm = performance.getEntriesByType('resource').find((e) => e.name.endsWith('.wasm')) as PerformanceResourceTiming | undefined;
   setStage('load', performance.now() - t0, wasm?.decodedBodySize ? `SEAL ${fmtBytes(wasm.decodedBodySize)}` : '', 'WebAssembly, compiled here');
   const m = client.model;
-  if (isTreeClientPart(m)) throw new Error('this page shows networks and linear models; predict with tree ensembles through the SDK or `sealed predict`');
-  $('#model-info').textContent =
-    `model ${client.modelId} · CKKS, ring degree ${m.params.polyModulusDegree}, modulus ${m.params.coeffModulusBits.join('+')} bits, 128-bit security · ${m.features.length} features · up to ${m.input.recordsPerCiphertext} records per ciphertext`;
+  const ring = (p: { polyModulusDegree: number; coeffModulusBits: number[] }) =>
+    `ring degree ${p.polyModulusDegree}, modulus ${p.coeffModulusBits.join('+')} bits`;
+  $('#model-info').textContent = isTreeClientPart(m)
+    ? `model ${client.modelId} · tree ensemble, CKKS, 128-bit security · ${m.features.length} features, each quantized to bins here before encryption · ${
+        m.single ? `one record: single-record form, ${ring(m.single.params)}` : `batch circuit, ${ring(m.params)}`
+      }`
+    : `model ${client.modelId} · CKKS, ${ring(m.params)}, 128-bit security · ${m.features.length} features · up to ${m.input.recordsPerCiphertext} records per ciphertext`;
 
   const inputs = buildForm(client.features);
   const samples: Sample[] = await fetch(new URL('api/samples', base))
     .then((r) => (r.ok ? (r.json() as Promise<Sample[]>) : []))
     .catch(() => []);
-  samples.push({ name: 'average of the training records', values: m.preprocess.mean });
+  if (!isTreeClientPart(m)) samples.push({ name: 'average of the training records', values: m.preprocess.mean });
   // The draw-a-digit page, when the server has an MNIST model for it.
   void fetch(new URL('api/demos', base))
     .then(async (r) => ($('#demos').hidden = !(r.ok && ((await r.json()) as { digit?: boolean }).digit)))
@@ -128,7 +132,7 @@ async function main(): Promise<void> {
     if (select.value !== 'edited') fill(samples[Number(select.value)]);
   });
   inputs.forEach((input) => input.addEventListener('input', () => (select.value = 'edited')));
-  fill(samples[0]);
+  if (samples.length > 0) fill(samples[0]);
 
   const button = $<HTMLButtonElement>('#predict');
   button.disabled = false;
@@ -145,49 +149,39 @@ async function main(): Promise<void> {
         const row = inputs.map((input) => Number(input.value));
         const bad = row.findIndex((v, j) => inputs[j].value.trim() === '' || !Number.isFinite(v));
         if (bad >= 0) throw new Error(`"${client.features[bad]}" is not a number`);
-        const tStart = performance.now();
-        let keygen = 0;
-        if (!client.keys) {
-          status('Generating keys in this page…');
+        const layout = client.layoutFor(1);
+        const keysBefore = client.keys;
+        if (!keysBefore || (isTreeClientPart(client.model) && layout === 'single' && !keysBefore.singleRecord)) {
+          status(`Generating keys in this page${layout === 'single' && isTreeClientPart(client.model) ? ' (the single-record form: seconds)' : ''}…`);
           await paint();
-          const k0 = performance.now();
-          const keys = client.generateKeys();
-          keygen = performance.now() - k0;
-          setStage(
-            'keygen',
-            keygen,
-            `evaluation keys ${fmtBytes(keys.evaluationKeys.length)}`,
-            `secret key ${fmtBytes(keys.secretKey.length)}: stays in this page`,
-          );
-        } else setStage('keygen', 0, 'keys already made');
-        status('Encrypting the record…');
-        await paint();
-        const e0 = performance.now();
-        const query = client.encrypt([row]);
-        const encrypt = performance.now() - e0;
-        setStage('encrypt', encrypt, `query ${fmtBytes(query.length)}`);
-        status('Sending the ciphertext; the server evaluates it encrypted…');
-        await paint();
+        } else status('Encrypting the record…');
+        // The SDK makes the keys, encrypts, sends through the transport (which reports what left
+        // the page), and decrypts only a result that names this query's SHA-256 (the proxy could swap it).
+        const { predictions, stats } = await client.predictWithStats([row]);
         const keys = client.keys!;
-        const ev = await transport.evaluate(query, { id: keys.evaluationKeysId, bytes: keys.evaluationKeys });
-        setStage('keys', ev.ms.keys_upload ?? 0, ev.keysUploaded ? fmtBytes(keys.evaluationKeys.length) : 'already uploaded');
-        const server = ev.server as { timings_ms?: { evaluate?: number; total?: number } } | undefined;
+        const secretKey = stats.layout === 'single' && keys.singleRecord ? keys.singleRecord.secretKey : keys.secretKey;
+        if (stats.ms.keygen > 0)
+          setStage('keygen', stats.ms.keygen, `evaluation keys ${fmtBytes(stats.keys_bytes)}`, `secret key ${fmtBytes(secretKey.length)}: stays in this page`);
+        else setStage('keygen', 0, 'keys already made');
+        setStage('encrypt', stats.ms.encrypt, `query ${fmtBytes(stats.query_bytes)}`);
+        setStage('keys', stats.transport_ms.keys_upload ?? 0, stats.keys_uploaded ? fmtBytes(stats.keys_bytes) : 'already uploaded');
+        const server = stats.server as { threads?: number; timings_ms?: { evaluate?: number; pool_wall?: number; total?: number } } | undefined;
+        // A tree query is cut across worker threads: their evaluation times add up to more than the wall time.
+        const tm = server?.timings_ms;
+        const threads = server?.threads ?? 1;
         const serverNote =
-          server?.timings_ms?.evaluate !== undefined ? `server: evaluation ${fmtMs(server.timings_ms.evaluate)} of ${fmtMs(server.timings_ms.total ?? 0)}` : '';
-        setStage('evaluate', ev.ms.round_trip, `result ${fmtBytes(ev.result.length)}`, serverNote);
-        status('Decrypting in this page…');
-        await paint();
-        const d0 = performance.now();
-        // Only a result that names this query's SHA-256 is decrypted (the proxy could swap it).
-        const [prediction] = client.decrypt(ev.result, { querySha256: sha256Hex(query) });
-        const decrypt = performance.now() - d0;
-        setStage('decrypt', decrypt);
+          tm?.evaluate !== undefined
+            ? `server: evaluation ${fmtMs(tm.evaluate)}${threads > 1 ? ` on ${threads} threads, ${fmtMs(tm.pool_wall ?? 0)} wall` : ''}, of ${fmtMs(tm.total ?? 0)}`
+            : '';
+        setStage('evaluate', stats.transport_ms.round_trip ?? stats.ms.evaluate, `result ${fmtBytes(stats.result_bytes)}`, serverNote);
+        setStage('decrypt', stats.ms.decrypt);
         setStage(
           'total',
-          performance.now() - tStart,
-          `sent ${fmtBytes(query.length + (ev.keysUploaded ? keys.evaluationKeys.length : 0))}`,
-          `received ${fmtBytes(ev.result.length)}`,
+          stats.ms.total,
+          `sent ${fmtBytes(stats.query_bytes + (stats.keys_uploaded ? stats.keys_bytes : 0))}`,
+          `received ${fmtBytes(stats.result_bytes)}`,
         );
+        const [prediction] = predictions;
         showResult(prediction, client.labels);
         status('Done: decrypted in this page.');
       } catch (e) {

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import type { BrowserContext, Page } from 'playwright-core';
+import type { ObjectStore } from '../../src/storage/s3.ts';
 
 export const CHROMIUM = process.env.SEALED_CHROMIUM ?? '/usr/bin/chromium';
 export const ARTIFACTS = fileURLToPath(new URL('../../out/test-artifacts/', import.meta.url));
@@ -75,4 +76,22 @@ export async function openBrowser(viewport: { width: number; height: number }): 
       await rm(profile, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * The objects a page sent to the sealed web server's routes under `at` ('' or '/digit'): its key
+ * uploads (PUT `at`/api/keys/<id>) and its queries (POST `at`/api/predict), and every request that
+ * could carry a body. The keys go up as a Blob, which the DevTools protocol does not record: their
+ * bytes are read back from S3, where the web server stored exactly the bytes that hash to the id in
+ * the URL.
+ */
+export async function sentObjects(sent: Sent[], at: string, s3: { store: ObjectStore; bucket: string }) {
+  const path = (s: Sent) => new URL(s.url).pathname;
+  const puts = sent.filter((s) => s.method === 'PUT' && path(s).startsWith(`${at}/api/keys/`));
+  const posts = sent.filter((s) => s.method === 'POST' && path(s) === `${at}/api/predict`);
+  const writes = sent.filter((s) => s.method !== 'GET');
+  const keys = await Promise.all(
+    puts.map(async (p) => Buffer.from((await s3.store.get({ bucket: s3.bucket, key: `sealed/keys/${path(p).split('/').pop()}.keys` }, 2 ** 30, 'keys')).bytes)),
+  );
+  return { puts, posts, writes, keys, queries: posts.map((p) => p.body ?? Buffer.alloc(0)), listed: writes.map((s) => `${s.method} ${path(s)}`).join(', ') };
 }
