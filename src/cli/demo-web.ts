@@ -28,12 +28,20 @@ export interface DemoWebOptions {
   /** Print less (tests). */
   quiet?: boolean;
   /**
+   * Train a random forest (`sealed train --set model=random_forest`) instead of the logistic
+   * regression: the page then makes the single-record form's keys (about 126 MB, seconds).
+   */
+  trees?: boolean;
+  /**
    * The draw-a-digit page's MNIST model (a bundle directory); false: no digit page. Default: the
    * bench's model in .cache/models if there, else a small one trained once (about a minute on
    * two cores; needs the dev dependency `mnist`) and cached there.
    */
   digitModel?: string | false;
 }
+
+/** The forest of `--trees`: small enough to train in seconds, odd so two classes cannot tie. */
+const DEMO_FOREST = { trees: '15', max_depth: '4' };
 
 const MODELS_CACHE = fileURLToPath(new URL('../../.cache/models/', import.meta.url));
 /** `npm run bench -- mnist`'s model (30 epochs, 0.986 on the MNIST test set). */
@@ -87,6 +95,8 @@ export async function ensureDigitModel(say: (s: string) => void, o: { cached?: s
 
 export interface WebDemo {
   url: string;
+  /** The trained model's bundle (removed by close). */
+  modelDir: string;
   close(): Promise<void>;
 }
 
@@ -125,12 +135,14 @@ export async function startWebDemo(o: DemoWebOptions = {}): Promise<WebDemo> {
     for (const c of closers.reverse()) await c();
   };
   try {
-    say('1. model owner: training a logistic-regression diagnosis model on 80% of the records (plaintext)');
+    say(
+      `1. model owner: training a ${o.trees ? `random forest (${DEMO_FOREST.trees} trees of depth ${DEMO_FOREST.max_depth})` : 'logistic-regression'} diagnosis model on 80% of the records (plaintext)`,
+    );
     const { trainDir, testDir } = await splitCsv(BREAST_CANCER_CSV, join(work, 'data'));
     const modelDir = join(work, 'model');
     const { metrics } = await train(
       { trainDir, testDir, modelDir },
-      parseHyperparameters({ task: 'binary', target: 'diagnosis', labels: 'malignant,benign' }),
+      parseHyperparameters({ task: 'binary', target: 'diagnosis', labels: 'malignant,benign', ...(o.trees ? { model: 'random_forest', ...DEMO_FOREST } : {}) }),
       (l) => say(`   ${l}`),
     );
     say(`   test accuracy (plaintext): ${metrics.test_accuracy}`);
@@ -179,7 +191,7 @@ export async function startWebDemo(o: DemoWebOptions = {}): Promise<WebDemo> {
     say('3. client: open the page; it makes keys, encrypts, and decrypts in the browser');
     say(`   ${web.url}/`);
     if (digits) say(`   ${web.url}/digit/   (draw a digit: an MNIST network classifies it encrypted)`);
-    return { url: web.url, close };
+    return { url: web.url, modelDir, close };
   } catch (e) {
     await close();
     throw e;

@@ -5,7 +5,7 @@
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
-import { isSealedError, type SealedError } from '../errors.ts';
+import { isSealedError, SealedError } from '../errors.ts';
 
 // Commands load their modules when run: `serve` never loads TensorFlow, so the inference image
 // can leave it out.
@@ -270,7 +270,11 @@ export async function main(argv: string[]): Promise<void> {
     .option('--web', 'serve the web demo: keys, encryption and decryption happen in the browser')
     .addOption(new Option('--port <n>', 'with --web: port of the page').default(8000).argParser(Number))
     .option('--host <addr>', 'with --web: address of the page', '127.0.0.1')
-    .action((o: { web?: boolean; workers?: number; port: number; host: string }) => (o.web ? demoWebCommand(o) : demoCommand(o)));
+    .option('--trees', 'with --web: a random forest instead of the logistic regression (the page makes ~126 MB of keys for it)')
+    .action((o: { web?: boolean; trees?: boolean; workers?: number; port: number; host: string }) => {
+      if (o.trees && !o.web) throw new SealedError('bad-request', '--trees is an option of the web demo', 'run `sealed demo --web --trees`');
+      return o.web ? demoWebCommand(o) : demoCommand(o);
+    });
 
   program
     .command('s3')
