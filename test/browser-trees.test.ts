@@ -1,67 +1,48 @@
-// The web demo's page with a tree ensemble, in headless Chromium (Debian's `chromium` with
-// playwright-core): the page reads the tree model's client part, the SDK in the page makes the
-// single-record form's keys (the Galois keys of its gather and folds), quantizes and encrypts a
-// record typed into the form, sends it through the web server to a real inference server (real
-// S3-compatible server, real workers), and decrypts the quantized model's class and probability.
-// Every request body the page sends must be a wire-format object: no plaintext, no secret key.
-// The first 8 trees of the breast-cancer model at 2 bits keep the keys small. Screenshot:
-// out/test-artifacts/browser-trees.png. Skips (only) when Chromium is not installed, and fails
-// instead when SEALED_REQUIRE_BROWSER=1 (CI).
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+// `sealed demo --web --trees` in headless Chromium (Debian's `chromium` with playwright-core): the
+// demo trains a random forest on the breast-cancer CSV and serves it; the page reads the tree
+// model's client part, the SDK in the page makes the single-record form's keys (the Galois keys of
+// its gather and folds), quantizes and encrypts a record from the sample list and one typed into
+// the form, sends each through the web server to the real inference server (real S3-compatible
+// server, real workers), and decrypts the class and probability the bundle's circuit gives in
+// plaintext on the record's quantized bits. Every object the page sends must be a wire-format
+// object: no plaintext, no secret key. Screenshot: out/test-artifacts/browser-trees.png. Skips
+// (only) when Chromium is not installed, and fails instead when SEALED_REQUIRE_BROWSER=1 (CI).
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Test } from 'tap';
 import { ARTIFACTS, browserSuite, openBrowser, sentObjects } from './helpers/browser.ts';
 
-const FIX = join(import.meta.dirname, 'fixtures', 'trees');
-
 browserSuite('a tree ensemble in the web page: single-record keys, quantization and encryption in the page', run);
 
 async function run(t: Test): Promise<void> {
-  const { buildWeb } = await import('../scripts/build-web.ts');
-  const { startWebServer } = await import('../src/web/server.ts');
-  const { ObjectStore } = await import('../src/storage/s3.ts');
-  const { compileTreeModel } = await import('../src/model/trees/compile.ts');
+  const { startWebDemo } = await import('../src/cli/demo-web.ts');
+  const { readTreeBundle } = await import('../src/model/trees/bundle.ts');
+  const { thermometer } = await import('../src/model/trees/circuit.ts');
   const { predictionOf, probabilitiesOf } = await import('../src/model/trees/ensemble.ts');
-  const { binsOf, quantizedScores } = await import('../src/model/trees/quantize.ts');
+  const { simulateTreeCircuit } = await import('../src/model/trees/factored.ts');
+  const { binsOf, inputOffsets } = await import('../src/model/trees/quantize.ts');
   const { decodeWire } = await import('../src/wire/format.ts');
-  const { serveTrees, writeFirstTrees } = await import('./helpers/trees.ts');
 
-  const d = JSON.parse(await readFile(join(FIX, 'breast-cancer.data.json'), 'utf8')) as { train: number[][]; test: number[][]; features?: string[] };
-  const dir = await mkdtemp(join(tmpdir(), 'sealed-browser-trees-'));
-  const xgb = join(dir, 'model.xgb.json');
-  await writeFirstTrees(join(FIX, 'breast-cancer.xgb.json'), xgb, 8);
-  const m = compileTreeModel(new Uint8Array(await readFile(xgb)), 'xgboost-json', d.train, { bits: 2, features: d.features, labels: ['malignant', 'benign'] });
-  t.ok(m.client.single, 'the model has a single-record form');
-  const served = await serveTrees(dir, m);
-  const store = new ObjectStore({ endpoint: served.route.s3Endpoint });
-  const web = await buildWeb({ outDir: join(dir, 'web') });
-  // As the page fills the form: six significant digits.
-  const shown = (r: number[]) => r.map((v) => +v.toPrecision(6));
-  const samples = d.test.slice(0, 3).map((values, i) => ({ name: `held-out record ${i + 1}`, values }));
-  const server = await startWebServer({
-    modelDir: served.modelDir,
-    endpoint: served.server.url,
-    store,
-    bucket: served.route.bucket,
-    assetsDir: web.outDir,
-    samples,
-  });
+  const demo = await startWebDemo({ trees: true, port: 0, quiet: true, digitModel: false, workers: 2 });
   const browser = await openBrowser({ width: 1400, height: 1000 });
   const { page, sent, errors } = browser;
   t.teardown(async () => {
     await browser.close();
-    await server.close();
-    store.close();
-    await served.close();
-    await rm(dir, { recursive: true, force: true });
+    await demo.close();
   });
+  const { client, server: serverPart } = await readTreeBundle(demo.modelDir);
+  t.ok(client.single, 'the forest has a single-record form');
+  const samples = (await (await fetch(new URL('/api/samples', demo.url))).json()) as { values: number[] }[];
+  const server = { url: demo.url };
+  // As the page fills the form: six significant digits.
+  const shown = (r: number[]) => r.map((v) => +v.toPrecision(6));
 
-  // The quantized model in plaintext: what the encrypted path must reproduce.
+  // The bundle's circuit in plaintext on the record's quantized bits: what the encrypted path computes.
+  const { offsets, inputs } = inputOffsets(client.bins.edges);
   const expected = (record: number[]) => {
-    const scores = quantizedScores(m.quantized, binsOf(m.client.bins, record));
-    const cls = predictionOf(m.ensemble, scores);
-    return { label: m.client.labels![cls], probability: probabilitiesOf(m.client, scores)![cls] };
+    const scores = simulateTreeCircuit(serverPart.circuit, thermometer(binsOf(client.bins, record), client.bins.edges, offsets, inputs));
+    const cls = predictionOf(client, scores);
+    return { label: client.labels![cls], probability: probabilitiesOf(client, scores)![cls] };
   };
 
   await page.goto(server.url);
@@ -97,11 +78,11 @@ async function run(t: Test): Promise<void> {
   const check = async (record: number[], name: string) => {
     const want = expected(record);
     t.equal(await page.getAttribute('#result', 'data-state'), 'done', `${name}: the page shows a prediction (status: ${await page.textContent('#status')})`);
-    t.equal((await page.textContent('#result-label'))?.trim(), want.label, `${name}: class "${want.label}", the quantized model's`);
-    // The flood moves a score by its stated precision (2^-12 of the score bound, a few units here);
-    // the sigmoid divides that by at least 4.
+    t.equal((await page.textContent('#result-label'))?.trim(), want.label, `${name}: class "${want.label}", the circuit's in plaintext`);
+    // The flood moves a score by its stated precision (2^-12 of the score bound: the forest's
+    // scores are vote fractions, at most 1); the probability is the score itself.
     const prob = Number(await page.getAttribute('#result', 'data-probability'));
-    t.ok(Math.abs(prob - want.probability) < 1e-2, `${name}: probability ${prob} within 1e-2 of the quantized model's ${want.probability}`);
+    t.ok(Math.abs(prob - want.probability) < 1e-2, `${name}: probability ${prob} within 1e-2 of the circuit's ${want.probability}`);
   };
 
   // First prediction: the prefilled sample, with the keys made in the page.
@@ -116,7 +97,7 @@ async function run(t: Test): Promise<void> {
   await page.screenshot({ path: join(ARTIFACTS, 'browser-trees.png'), fullPage: true });
 
   // A record typed into the form: keys are neither made nor uploaded again.
-  const typed = shown(d.test[7]);
+  const typed = shown(samples[7].values);
   for (let j = 0; j < typed.length; j++) await page.fill(`input[name="f${j}"]`, String(typed[j]));
   await tag('typed');
   await predict('typed');
@@ -137,7 +118,7 @@ async function run(t: Test): Promise<void> {
     keys: [keysBytes],
     queries,
     listed,
-  } = await sentObjects(sent, '', { store, bucket: served.route.bucket });
+  } = await sentObjects(sent, '', demo);
   t.equal(writes.length, puts.length + posts.length, `every request that could carry a body was PUT /api/keys or POST /api/predict (${listed})`);
   t.equal(puts.length, 1, 'one key set was uploaded: the single-record form needs only its own');
   t.equal(posts.length, 2, 'two encrypted queries were sent');
@@ -148,11 +129,11 @@ async function run(t: Test): Promise<void> {
     t.same(leaked, [], `${what}: no plaintext feature value in the body`);
   }
   const keysMsg = decodeWire<{ params: string; galois_steps: number[]; public_key?: boolean }>('keys', keysBytes, 'keys');
-  t.same(keysMsg.header.galois_steps, m.client.single!.galois_steps, "the keys are the single-record form's, for the rotations it needs");
+  t.same(keysMsg.header.galois_steps, client.single!.galois_steps, "the keys are the single-record form's, for the rotations it needs");
   t.equal(keysMsg.header.public_key, true, 'with the public key the server re-randomizes results with (no secret key)');
   for (const body of queries) {
     const q = decodeWire<{ model_id: string; records: number }>('query', new Uint8Array(body), 'query');
-    t.same([q.header.model_id, q.header.records], [m.client.model_id, 1], 'a query body is one record for this model');
+    t.same([q.header.model_id, q.header.records], [client.model_id, 1], 'a query body is one record for this model');
   }
   t.same(errors, [], 'no errors in the page');
   t.comment(`stage times (ms), first prediction: ${JSON.stringify(first)}`);

@@ -97,6 +97,9 @@ export interface WebDemo {
   url: string;
   /** The trained model's bundle (removed by close). */
   modelDir: string;
+  /** The local S3 the servers use, and the bucket (what a page uploaded is there until close). */
+  store: ObjectStore;
+  bucket: string;
   close(): Promise<void>;
 }
 
@@ -191,7 +194,7 @@ export async function startWebDemo(o: DemoWebOptions = {}): Promise<WebDemo> {
     say('3. client: open the page; it makes keys, encrypts, and decrypts in the browser');
     say(`   ${web.url}/`);
     if (digits) say(`   ${web.url}/digit/   (draw a digit: an MNIST network classifies it encrypted)`);
-    return { url: web.url, modelDir, close };
+    return { url: web.url, modelDir, store, bucket, close };
   } catch (e) {
     await close();
     throw e;
