@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Test } from 'tap';
-import { ARTIFACTS, browserSuite, openBrowser, sentObjects } from './helpers/browser.ts';
+import { ARTIFACTS, browserSuite, openBrowser, checkSent } from './helpers/browser.ts';
 
 const DOCS_IMG = fileURLToPath(new URL('../docs/img/draw-a-digit.png', import.meta.url));
 
@@ -260,22 +260,12 @@ async function run(t: Test): Promise<void> {
   if (process.env.SEALED_UPDATE_DOCS === '1') await copyFile(shot, DOCS_IMG);
 
   // What left the page: wire-format objects only, to its own origin only.
-  const origin = new URL(server.url).origin;
-  t.ok(
-    sent.every((s) => s.url.startsWith(origin)),
-    'the page only talked to its own origin',
-  );
-  const {
-    puts,
-    posts,
-    writes,
-    keys: [keysBytes],
-    queries,
-    listed,
-  } = await sentObjects(sent, '/digit', await stackReady);
-  t.equal(writes.length, puts.length + posts.length, `every request that could carry a body was PUT /digit/api/keys or POST /digit/api/predict (${listed})`);
-  t.equal(puts.length, 1, 'the evaluation keys were uploaded once');
-  t.equal(posts.length, DIGITS.length, 'one encrypted query per digit');
+  const { keys: keysBytes, queries } = await checkSent(t, sent, {
+    origin: new URL(server.url).origin,
+    at: '/digit',
+    s3: await stackReady,
+    queries: DIGITS.length,
+  });
   const keysMsg = decodeWire<{ galois_steps: number[]; relin: boolean; public_key?: boolean }>('keys', keysBytes, 'keys');
   const expected = 1 + (keysMsg.header.relin ? 1 : 0) + (keysMsg.header.public_key ? 1 : 0);
   t.equal(

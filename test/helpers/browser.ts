@@ -79,19 +79,42 @@ export async function openBrowser(viewport: { width: number; height: number }): 
 }
 
 /**
- * The objects a page sent to the sealed web server's routes under `at` ('' or '/digit'): its key
- * uploads (PUT `at`/api/keys/<id>) and its queries (POST `at`/api/predict), and every request that
- * could carry a body. The keys go up as a Blob, which the DevTools protocol does not record: their
- * bytes are read back from S3, where the web server stored exactly the bytes that hash to the id in
- * the URL.
+ * What a page sent to the sealed web server at `origin`, under its routes at `at` ('' or '/digit'),
+ * checked: it talked to its own origin only; every request that could carry a body was a key upload
+ * (PUT `at`/api/keys/<id>, exactly one) or a query (POST `at`/api/predict, `queries` of them); every
+ * body is a wire-format object; none holds one of `values` as text (those of 5 characters or more).
+ * The keys go up as a Blob, which the DevTools protocol does not record: their bytes are read back
+ * from S3, where the web server stored exactly the bytes that hash to the id in the URL.
  */
-export async function sentObjects(sent: Sent[], at: string, s3: { store: ObjectStore; bucket: string }) {
+export async function checkSent(
+  t: Test,
+  sent: Sent[],
+  o: { origin: string; at: string; s3: { store: ObjectStore; bucket: string }; queries: number; values?: number[] },
+): Promise<{ keys: Buffer; queries: Buffer[] }> {
   const path = (s: Sent) => new URL(s.url).pathname;
-  const puts = sent.filter((s) => s.method === 'PUT' && path(s).startsWith(`${at}/api/keys/`));
-  const posts = sent.filter((s) => s.method === 'POST' && path(s) === `${at}/api/predict`);
-  const writes = sent.filter((s) => s.method !== 'GET');
-  const keys = await Promise.all(
-    puts.map(async (p) => Buffer.from((await s3.store.get({ bucket: s3.bucket, key: `sealed/keys/${path(p).split('/').pop()}.keys` }, 2 ** 30, 'keys')).bytes)),
+  t.ok(
+    sent.every((s) => s.url.startsWith(o.origin)),
+    'the page only talked to its own origin',
   );
-  return { puts, posts, writes, keys, queries: posts.map((p) => p.body ?? Buffer.alloc(0)), listed: writes.map((s) => `${s.method} ${path(s)}`).join(', ') };
+  const puts = sent.filter((s) => s.method === 'PUT' && path(s).startsWith(`${o.at}/api/keys/`));
+  const posts = sent.filter((s) => s.method === 'POST' && path(s) === `${o.at}/api/predict`);
+  const writes = sent.filter((s) => s.method !== 'GET');
+  t.equal(
+    writes.length,
+    puts.length + posts.length,
+    `every request that could carry a body was PUT ${o.at}/api/keys or POST ${o.at}/api/predict (${writes.map((s) => `${s.method} ${path(s)}`).join(', ')})`,
+  );
+  t.equal(puts.length, 1, 'the evaluation keys were uploaded once');
+  t.equal(posts.length, o.queries, `${o.queries} encrypted queries were sent`);
+  const keys = puts.length
+    ? Buffer.from((await o.s3.store.get({ bucket: o.s3.bucket, key: `sealed/keys/${path(puts[0]).split('/').pop()}.keys` }, 2 ** 30, 'keys')).bytes)
+    : Buffer.alloc(0);
+  const queries = posts.map((p) => p.body ?? Buffer.alloc(0));
+  for (const [what, body] of [[`PUT ${o.at}/api/keys`, keys] as const, ...queries.map((b) => [`POST ${o.at}/api/predict`, b] as const)]) {
+    t.equal(body.subarray(0, 6).toString('latin1'), 'SEALED', `${what}: body starts with the wire magic`);
+    if (!o.values) continue;
+    const leaked = o.values.map(String).filter((v) => v.length >= 5 && body.includes(Buffer.from(v, 'latin1')));
+    t.same(leaked, [], `${what}: no plaintext feature value in the body`);
+  }
+  return { keys, queries };
 }
