@@ -93,6 +93,11 @@ async function run(t: Test): Promise<void> {
   for (const s of ['load', 'keygen', 'encrypt', 'keys', 'evaluate', 'decrypt', 'total'])
     t.ok(Number.isFinite(first[s]) && first[s] >= 0, `stage ${s} is timed: ${first[s]?.toFixed(1)} ms`);
   t.ok(first.keygen > 0 && first.keys > 0, 'the single-record keys were made in the page and uploaded');
+  t.match(
+    await page.textContent('#stages tr[data-stage="evaluate"]'),
+    /server: evaluation [0-9.]+ m?s on 2 threads, [0-9.]+ m?s wall/,
+    "the server's time is shown per thread and as wall time (the record's gather is cut across two workers)",
+  );
   await mkdir(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: join(ARTIFACTS, 'browser-trees.png'), fullPage: true });
 

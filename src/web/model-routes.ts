@@ -139,6 +139,7 @@ export function modelRoutes(
       records: server.records,
       ciphertexts: server.ciphertexts,
       keys_cached: server.keys_cached,
+      threads: server.threads,
       timings_ms: server.timings_ms,
       proxy_ms: { put_query: r(t1 - t0), invoke: r(t2 - t1), get_result: r(t3 - t2) },
     };
