@@ -1,7 +1,7 @@
-// Builds the web demo into out/web: app.js (src/web/app.ts and the SDK it imports, bundled for
-// browsers by esbuild), node-seal's seal_throws.wasm, index.html and style.css; and the
-// draw-a-digit page: digit.html, digit.js (src/web/digit.ts) and its Web Worker digit-worker.js
-// (src/web/digit-worker.ts: SEAL and the secret key).
+// Builds the web demo into out/web, bundled for browsers by esbuild: app.js (src/web/app.ts),
+// the pages' Web Worker seal-worker.js (src/web/seal-worker.ts and the SDK it imports: SEAL and
+// the secret key), node-seal's seal_throws.wasm, index.html and style.css; and the draw-a-digit
+// page: digit.html, digit.js (src/web/digit.ts).
 //
 //   node scripts/build-web.ts            (npm run build:web)
 //
@@ -30,7 +30,7 @@ export interface WebBuild {
   files: Record<string, number>;
   /** The bundles' source files (relative to the repository), all bundles together. */
   inputs: string[];
-  /** Each bundle's source files, by bundle (app.js, digit.js, digit-worker.js). */
+  /** Each bundle's source files, by bundle (app.js, digit.js, seal-worker.js). */
   bundles: Record<string, string[]>;
   ms: number;
 }
@@ -41,7 +41,7 @@ export async function buildWeb(o: { outDir?: string; minify?: boolean } = {}): P
   await mkdir(outDir, { recursive: true });
   const r = await build({
     absWorkingDir: root,
-    entryPoints: { app: 'src/web/app.ts', digit: 'src/web/digit.ts', 'digit-worker': 'src/web/digit-worker.ts' },
+    entryPoints: { app: 'src/web/app.ts', digit: 'src/web/digit.ts', 'seal-worker': 'src/web/seal-worker.ts' },
     outdir: outDir,
     bundle: true,
     format: 'esm',
@@ -63,7 +63,7 @@ export async function buildWeb(o: { outDir?: string; minify?: boolean } = {}): P
   await copyFile(join(root, 'node_modules', 'node-seal', 'dist', 'seal_throws.wasm'), join(outDir, 'seal_throws.wasm'));
   for (const f of ['index.html', 'digit.html', 'style.css']) await copyFile(join(root, 'src', 'web', f), join(outDir, f));
   const files: Record<string, number> = {};
-  for (const f of ['index.html', 'style.css', 'app.js', 'seal_throws.wasm', 'digit.html', 'digit.js', 'digit-worker.js'])
+  for (const f of ['index.html', 'style.css', 'app.js', 'seal_throws.wasm', 'digit.html', 'digit.js', 'seal-worker.js'])
     files[f] = (await stat(join(outDir, f))).size;
   return { outDir, files, inputs, bundles, ms: Math.round(performance.now() - t0) };
 }

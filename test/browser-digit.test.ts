@@ -140,7 +140,7 @@ async function run(t: Test): Promise<void> {
   const { page, sent, errors } = browser;
 
   const seal = (inputs: string[]) => inputs.some((i) => i.includes('node_modules/node-seal/'));
-  t.ok(seal(web.bundles['digit-worker.js']), 'SEAL is in the worker bundle');
+  t.ok(seal(web.bundles['seal-worker.js']), 'SEAL is in the worker bundle');
   t.notOk(seal(web.bundles['digit.js']), 'and not in the page bundle: SEAL never runs on the main thread');
   t.ok(
     web.inputs.every((i) => !i.startsWith('node:') && !i.includes('@aws-sdk')),
@@ -157,8 +157,8 @@ async function run(t: Test): Promise<void> {
   t.equal(await page.getAttribute('body', 'data-ready'), 'true', `the page is ready (status: ${await page.textContent('#status')})`);
   const loadS = (performance.now() - tLoad) / 1000;
   t.ok(
-    page.workers().some((w) => w.url().endsWith('/digit/digit-worker.js')),
-    'a Web Worker runs digit-worker.js',
+    page.workers().some((w) => w.url().endsWith('/seal-worker.js')),
+    'a Web Worker runs seal-worker.js',
   );
 
   await page.click('#predict');

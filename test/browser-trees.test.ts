@@ -48,6 +48,10 @@ async function run(t: Test): Promise<void> {
   await page.goto(server.url);
   await page.waitForSelector('body[data-ready="true"], body[data-ready="error"]', { timeout: 120_000 });
   t.equal(await page.getAttribute('body', 'data-ready'), 'true', `the page starts (status: ${await page.textContent('#status')})`);
+  t.ok(
+    page.workers().some((w) => w.url().endsWith('/seal-worker.js')),
+    "SEAL runs in the page's Web Worker: seconds of key generation do not freeze the page",
+  );
   t.match(
     await page.textContent('#model-info'),
     /tree ensemble.*single-record form, ring degree 16384/,

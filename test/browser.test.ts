@@ -54,6 +54,11 @@ async function run(t: Test): Promise<void> {
     web.inputs.some((i) => /src\/(storage|server)\/|client\/predict\.ts/.test(i)),
     'nor the S3, server or Node predict code',
   );
+  const seal = (inputs: string[]) => inputs.some((i) => i.includes('node_modules/node-seal/'));
+  t.ok(
+    seal(web.bundles['seal-worker.js']) && !seal(web.bundles['app.js']),
+    'SEAL is in the Web Worker bundle, not the page bundle: it never runs on the main thread',
+  );
 
   // The Node client's answers (the path of `sealed predict`). The record typed into the form is
   // the held-out record the model is least sure about, so the probability is far from 0 and 1.

@@ -1,18 +1,13 @@
-// The web demo's page script (bundled by scripts/build-web.ts into out/web/app.js). It uses the
-// SDK (src/client/index.ts) as any program would: keys are made here, the record is encrypted
-// here, only wire-format objects (evaluation keys, encrypted query) are sent, and the encrypted
-// result is decrypted here. The secret key stays in this page's memory.
-import {
-  createClient,
-  isTreeClientPart,
-  proxyTransport,
-  type Evaluation,
-  type EvaluationKeys,
-  type Prediction,
-  type SealedClient,
-  type Transport,
-} from '../client/index.ts';
+// The web demo's page script (bundled by scripts/build-web.ts into out/web/app.js). The SDK runs
+// in the page's Web Worker (seal-worker.ts) as in any program: keys are made there, the record is
+// encrypted there, only wire-format objects (evaluation keys, encrypted query) are sent, and the
+// encrypted result is decrypted there. The secret key never leaves the worker, and the page stays
+// responsive while a tree model's single-record keys take seconds to make.
+import type { Prediction } from '../client/index.ts';
+import type { ClientPart } from '../model/client-part.ts';
+import type { TreeClientPart } from '../model/trees/compile.ts';
 import { $, base, buildStages, el, fmtBytes, fmtMs, setStage, status } from './page.ts';
+import { SealWorker } from './seal-worker-client.ts';
 
 interface Sample {
   name: string;
@@ -22,16 +17,17 @@ interface Sample {
 
 type StageId = 'load' | 'keygen' | 'encrypt' | 'keys' | 'evaluate' | 'decrypt' | 'total';
 const STAGES: { id: StageId; name: string; where: string }[] = [
-  { id: 'load', name: 'Load SEAL and the model', where: 'this page' },
-  { id: 'keygen', name: 'Key generation', where: 'this page' },
-  { id: 'encrypt', name: 'Encryption', where: 'this page' },
+  { id: 'load', name: 'Load SEAL and the model', where: 'worker' },
+  { id: 'keygen', name: 'Key generation', where: 'worker' },
+  { id: 'encrypt', name: 'Encryption', where: 'worker' },
   { id: 'keys', name: 'Upload of the keys (once)', where: 'network' },
   { id: 'evaluate', name: 'Upload, evaluation, download', where: 'server' },
-  { id: 'decrypt', name: 'Decryption', where: 'this page' },
+  { id: 'decrypt', name: 'Decryption', where: 'worker' },
   { id: 'total', name: 'Total (this prediction)', where: '' },
 ];
 
-const paint = () => new Promise<void>((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
+/** A tree ensemble's client part, told by its tag (this bundle holds no SDK code). */
+const isTrees = (m: ClientPart | TreeClientPart): m is TreeClientPart => 'model' in m && m.model === 'trees';
 
 function buildForm(features: string[]): HTMLInputElement[] {
   const fields = $('#fields');
@@ -75,20 +71,6 @@ function showResult(p: Prediction, labels: string[] | undefined): void {
   result.dataset.state = 'done';
 }
 
-/** Wraps the SDK's transport to list what left the page. */
-function recordingTransport(inner: Transport, sent: (line: string) => void): Transport {
-  return {
-    async evaluate(query: Uint8Array, keys: EvaluationKeys | undefined, info?: { querySha256: string }): Promise<Evaluation> {
-      status('Sending the ciphertext; the server evaluates it encrypted…');
-      const ev = await inner.evaluate(query, keys, info);
-      if (ev.keysUploaded && keys)
-        sent(`<b>PUT</b> <code>/api/keys/${keys.id.slice(0, 12)}…</code>: evaluation keys, ${fmtBytes(keys.bytes.length)} (public; wire format, kind 2)`);
-      sent(`<b>POST</b> <code>/api/predict</code>: the encrypted record, ${fmtBytes(query.length)} (wire format, kind 1)`);
-      return ev;
-    },
-  };
-}
-
 async function main(): Promise<void> {
   buildStages(STAGES);
   const t0 = performance.now();
@@ -101,24 +83,28 @@ async function main(): Promise<void> {
     li.innerHTML = html; // built from numbers and hex ids only
     sentList.append(li);
   };
-  const transport = recordingTransport(proxyTransport(base), sent);
-  const client: SealedClient = await createClient({ model: new URL('model/client.json', base), wasmUrl: new URL('seal_throws.wasm', base).href, transport });
-  const wasm = performance.getEntriesByType('resource').find((e) => e.name.endsWith('.wasm')) as PerformanceResourceTiming | undefined;
-  setStage('load', performance.now() - t0, wasm?.decodedBodySize ? `SEAL ${fmtBytes(wasm.decodedBodySize)}` : '', 'WebAssembly, compiled here');
-  const m = client.model;
+  const worker = new SealWorker(new URL('seal-worker.js', base));
+  const init = await worker.call('init', {
+    modelUrl: new URL('model/client.json', base).href,
+    wasmUrl: new URL('seal_throws.wasm', base).href,
+    proxy: base.href,
+  });
+  setStage('load', performance.now() - t0, init.value.wasmBytes ? `SEAL ${fmtBytes(init.value.wasmBytes)}` : '', 'WebAssembly, compiled in the worker');
+  const m = init.value.model;
+  const modelId = init.value.modelId;
   const ring = (p: { polyModulusDegree: number; coeffModulusBits: number[] }) =>
     `ring degree ${p.polyModulusDegree}, modulus ${p.coeffModulusBits.join('+')} bits`;
-  $('#model-info').textContent = isTreeClientPart(m)
-    ? `model ${client.modelId} · tree ensemble, CKKS, 128-bit security · ${m.features.length} features, each quantized to bins here before encryption · ${
+  $('#model-info').textContent = isTrees(m)
+    ? `model ${modelId} · tree ensemble, CKKS, 128-bit security · ${m.features.length} features, each quantized to bins here before encryption · ${
         m.single ? `one record: single-record form, ${ring(m.single.params)}` : `batch circuit, ${ring(m.params)}`
       }`
-    : `model ${client.modelId} · CKKS, ${ring(m.params)}, 128-bit security · ${m.features.length} features · up to ${m.input.recordsPerCiphertext} records per ciphertext`;
+    : `model ${modelId} · CKKS, ${ring(m.params)}, 128-bit security · ${m.features.length} features · up to ${m.input.recordsPerCiphertext} records per ciphertext`;
 
-  const inputs = buildForm(client.features);
+  const inputs = buildForm(m.features);
   const samples: Sample[] = await fetch(new URL('api/samples', base))
     .then((r) => (r.ok ? (r.json() as Promise<Sample[]>) : []))
     .catch(() => []);
-  if (!isTreeClientPart(m)) samples.push({ name: 'average of the training records', values: m.preprocess.mean });
+  if (!isTrees(m)) samples.push({ name: 'average of the training records', values: m.preprocess.mean });
   // The draw-a-digit page, when the server has an MNIST model for it.
   void fetch(new URL('api/demos', base))
     .then(async (r) => ($('#demos').hidden = !(r.ok && ((await r.json()) as { digit?: boolean }).digit)))
@@ -135,8 +121,9 @@ async function main(): Promise<void> {
   if (samples.length > 0) fill(samples[0]);
 
   const button = $<HTMLButtonElement>('#predict');
+  let predicted = false;
   button.disabled = false;
-  status(`Ready. Keys are made in this page on the first prediction.`);
+  status(`Ready. Keys are made in this page (its worker) on the first prediction.`);
   document.body.dataset.ready = 'true';
 
   $<HTMLFormElement>('#record').addEventListener('submit', (ev) => {
@@ -148,20 +135,17 @@ async function main(): Promise<void> {
       try {
         const row = inputs.map((input) => Number(input.value));
         const bad = row.findIndex((v, j) => inputs[j].value.trim() === '' || !Number.isFinite(v));
-        if (bad >= 0) throw new Error(`"${client.features[bad]}" is not a number`);
-        const layout = client.layoutFor(1);
-        const keysBefore = client.keys;
-        if (!keysBefore || (isTreeClientPart(client.model) && layout === 'single' && !keysBefore.singleRecord)) {
-          status(`Generating keys in this page${layout === 'single' && isTreeClientPart(client.model) ? ' (the single-record form: seconds)' : ''}…`);
-          await paint();
-        } else status('Encrypting the record…');
-        // The SDK makes the keys, encrypts, sends through the transport (which reports what left
-        // the page), and decrypts only a result that names this query's SHA-256 (the proxy could swap it).
-        const { predictions, stats } = await client.predictWithStats([row]);
-        const keys = client.keys!;
-        const secretKey = stats.layout === 'single' && keys.singleRecord ? keys.singleRecord.secretKey : keys.secretKey;
+        if (bad >= 0) throw new Error(`"${m.features[bad]}" is not a number`);
+        status(
+          predicted
+            ? 'Encrypting, sending and decrypting in the worker…'
+            : `Making keys${isTrees(m) && m.single ? ' (the single-record form: seconds)' : ''}, encrypting, sending and decrypting in the worker…`,
+        );
+        // The SDK in the worker decrypts only a result that names this query's SHA-256 (the proxy could swap it).
+        const { prediction, stats, evaluationKeysId, secretKeyBytes } = (await worker.call('predict', { record: row })).value;
+        predicted = true;
         if (stats.ms.keygen > 0)
-          setStage('keygen', stats.ms.keygen, `evaluation keys ${fmtBytes(stats.keys_bytes)}`, `secret key ${fmtBytes(secretKey.length)}: stays in this page`);
+          setStage('keygen', stats.ms.keygen, `evaluation keys ${fmtBytes(stats.keys_bytes)}`, `secret key ${fmtBytes(secretKeyBytes)}: stays in this page`);
         else setStage('keygen', 0, 'keys already made');
         setStage('encrypt', stats.ms.encrypt, `query ${fmtBytes(stats.query_bytes)}`);
         setStage('keys', stats.transport_ms.keys_upload ?? 0, stats.keys_uploaded ? fmtBytes(stats.keys_bytes) : 'already uploaded');
@@ -181,8 +165,12 @@ async function main(): Promise<void> {
           `sent ${fmtBytes(stats.query_bytes + (stats.keys_uploaded ? stats.keys_bytes : 0))}`,
           `received ${fmtBytes(stats.result_bytes)}`,
         );
-        const [prediction] = predictions;
-        showResult(prediction, client.labels);
+        if (stats.keys_uploaded)
+          sent(
+            `<b>PUT</b> <code>/api/keys/${evaluationKeysId.slice(0, 12)}…</code>: evaluation keys, ${fmtBytes(stats.keys_bytes)} (public; wire format, kind 2)`,
+          );
+        sent(`<b>POST</b> <code>/api/predict</code>: the encrypted record, ${fmtBytes(stats.query_bytes)} (wire format, kind 1)`);
+        showResult(prediction, m.labels);
         status('Done: decrypted in this page.');
       } catch (e) {
         result.dataset.state = 'error';

@@ -1,16 +1,13 @@
 // The draw-a-digit page's script (bundled by scripts/build-web.ts into out/web/digit.js). The
 // person draws on a canvas; the drawing becomes a 28x28 MNIST image here (digit-image.ts); a Web
-// Worker (digit-worker.ts) holding SEAL, the secret key and the SDK client makes the keys,
+// Worker (seal-worker.ts) holding SEAL, the secret key and the SDK client makes the keys,
 // encrypts, sends the public evaluation keys (once) and the encrypted image to the sealed web
 // server (src/web/server.ts, under /digit/: it has the inference server evaluate the network on
 // the ciphertext) and decrypts the answer. This thread only draws, so the page never freezes.
-/* eslint-disable max-lines -- Over 300 lines on purpose: the page's one script (its stages, drawing
-   and result panels share the page's state); the heavy parts already live in digit-image.ts and
-   digit-worker.ts. */
 import type { Prediction } from '../client/index.ts';
 import type { ClientPart } from '../model/client-part.ts';
 import { mnistFromInk, MNIST_SIDE, type DigitImage } from './digit-image.ts';
-import type { Op, WorkerCalls, WorkerRequest, WorkerResponse } from './digit-protocol.ts';
+import { SealWorker } from './seal-worker-client.ts';
 import { $, base, buildStages, el, fmtBytes, fmtMs, setStage, status } from './page.ts';
 
 type StageId = 'load' | 'image' | 'keygen' | 'encrypt' | 'keys' | 'evaluate' | 'decrypt' | 'total';
@@ -27,37 +24,6 @@ const STAGES: { id: StageId; name: string; where: string }[] = [
 
 /** Pen width, as a fraction of the pad's side: strokes about 2 pixels wide once fitted in 20x20. */
 const PEN = 0.08;
-
-/** The worker, as promises: one call at a time, each with the time the worker spent on it. */
-class SealWorker {
-  private readonly w: Worker;
-  private next = 1;
-  private readonly pending = new Map<number, { resolve: (r: WorkerResponse) => void }>();
-
-  constructor(url: URL) {
-    this.w = new Worker(url, { type: 'module', name: 'sealed-seal' });
-    this.w.onmessage = (ev: MessageEvent<WorkerResponse>) => {
-      const p = this.pending.get(ev.data.id);
-      this.pending.delete(ev.data.id);
-      p?.resolve(ev.data);
-    };
-    this.w.onerror = (ev) => {
-      const error = { message: `the SEAL worker failed: ${ev.message || 'it could not start'}` };
-      for (const [id, p] of this.pending) p.resolve({ id, ok: false, error });
-      this.pending.clear();
-    };
-  }
-
-  async call<K extends Op>(op: K, args: WorkerCalls[K]['args']): Promise<{ value: WorkerCalls[K]['result']; ms: number }> {
-    const id = this.next++;
-    const r = await new Promise<WorkerResponse>((resolve) => {
-      this.pending.set(id, { resolve });
-      this.w.postMessage({ id, op, args } satisfies WorkerRequest<K>);
-    });
-    if (!r.ok) throw Object.assign(new Error(r.error.message), { hint: r.error.hint });
-    return { value: r.value as WorkerCalls[K]['result'], ms: r.ms };
-  }
-}
 
 /** The drawing pad: strokes in CSS pixels, the backing store at the device's pixel ratio. */
 class Pad {
@@ -197,7 +163,7 @@ async function main(): Promise<void> {
   buildStages(STAGES);
   const tasks = longTasks();
   const t0 = performance.now();
-  const worker = new SealWorker(new URL('digit-worker.js', base));
+  const worker = new SealWorker(new URL('../seal-worker.js', base));
   const pad = new Pad($<HTMLCanvasElement>('#pad'));
   const preview = $<HTMLCanvasElement>('#mnist');
   const button = $<HTMLButtonElement>('#predict');
@@ -234,7 +200,10 @@ async function main(): Promise<void> {
     wasmUrl: new URL('../seal_throws.wasm', base).href,
     proxy: base.href,
   });
-  const model: ClientPart = init.value.model;
+  const served = init.value.model;
+  // Checked by its tag, not with the SDK's isTreeClientPart: this page's bundle holds no SDK code.
+  if ('model' in served && served.model === 'trees') throw new Error('this page needs an MNIST network, and the server serves a tree ensemble');
+  const model = served as ClientPart;
   const labels = model.labels ?? Array.from({ length: model.output.count }, (_, i) => String(i));
   if (model.features.length !== MNIST_SIDE * MNIST_SIDE || !model.image)
     throw new Error(`this page needs a 28x28 image model; the server's model takes ${model.features.length} features`);
@@ -267,7 +236,7 @@ async function main(): Promise<void> {
         setStage('keygen', k.ms, `evaluation keys ${fmtBytes(keysBytes)}`, `secret key ${fmtBytes(k.value.secretKeyBytes)}: stays in the worker`);
       } else setStage('keygen', 0, 'keys already made');
       status('Encrypting in the worker; the server classifies the ciphertext; decrypting in the worker…');
-      const { value } = await worker.call('predict', { pixels: image.pixels });
+      const { value } = await worker.call('predict', { record: image.pixels });
       const st = value.stats;
       setStage('encrypt', st.ms.encrypt, `query ${fmtBytes(st.query_bytes)}`);
       if (st.keys_uploaded)

@@ -10,7 +10,7 @@
 //
 // With `digits` (an MNIST image model and the inference server that serves it), the same routes
 // for that model are under /digit/, with the draw-a-digit page (digit.html, digit.js and its Web
-// Worker digit-worker.js) at /digit/.
+// Worker, seal-worker.js, which both pages use) at /digit/.
 //
 // It writes the objects to S3 and calls the inference server's POST /invocations exactly as
 // `sealed predict` does (src/client/predict.ts). It is not part of the SageMaker server: it
@@ -27,7 +27,8 @@ import { modelRoutes, readServedModel } from './model-routes.ts';
 
 /**
  * Where scripts/build-web.ts writes the pages: index.html, style.css, app.js, seal_throws.wasm,
- * and the draw-a-digit page: digit.html, digit.js, digit-worker.js.
+ * seal-worker.js (both pages' Web Worker: SEAL, the keys and the SDK), and the draw-a-digit page:
+ * digit.html, digit.js.
  */
 export const WEB_ASSETS_DIR = fileURLToPath(new URL('../../out/web/', import.meta.url));
 
@@ -69,6 +70,8 @@ const ASSETS: Record<string, string> = {
   '/app.js': 'app.js',
   '/app.js.map': 'app.js.map',
   '/seal_throws.wasm': 'seal_throws.wasm',
+  '/seal-worker.js': 'seal-worker.js',
+  '/seal-worker.js.map': 'seal-worker.js.map',
 };
 /** The draw-a-digit page's files, served when `digits` is given. */
 const DIGIT_ASSETS: Record<string, string> = {
@@ -76,8 +79,6 @@ const DIGIT_ASSETS: Record<string, string> = {
   '/digit/index.html': 'digit.html',
   '/digit/digit.js': 'digit.js',
   '/digit/digit.js.map': 'digit.js.map',
-  '/digit/digit-worker.js': 'digit-worker.js',
-  '/digit/digit-worker.js.map': 'digit-worker.js.map',
 };
 const TYPES: Record<string, string> = {
   html: 'text/html; charset=utf-8',

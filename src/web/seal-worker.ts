@@ -1,12 +1,12 @@
-// The draw-a-digit page's Web Worker (bundled by scripts/build-web.ts into out/web/digit-worker.js).
-// SEAL (WebAssembly), the model's client part, the secret key and the SDK client live here, so
-// key generation, encryption, the upload of the 11.7 MB of evaluation keys and decryption never
-// block the page. It uses the SDK (src/client/index.ts) as any program would, with the page's
+// The web demo's Web Worker (bundled by scripts/build-web.ts into out/web/seal-worker.js), for
+// both pages. SEAL (WebAssembly), the model's client part, the secret key and the SDK client live
+// here, so key generation (seconds for a tree model's single-record form), encryption, the upload
+// of the evaluation keys and decryption never block the page. It uses the SDK (src/client/index.ts) as any program would, with the page's
 // web server as its proxy: only the evaluation keys and the encrypted image leave, and only
 // sizes, timings and the decrypted prediction are posted back to the page. The secret key is
 // never posted out of the worker.
-import { createClient, isTreeClientPart, type SealedClient } from '../client/index.ts';
-import type { Op, WorkerCalls, WorkerRequest, WorkerResponse } from './digit-protocol.ts';
+import { createClient, type SealedClient } from '../client/index.ts';
+import type { Op, WorkerCalls, WorkerRequest, WorkerResponse } from './seal-protocol.ts';
 
 let client: SealedClient | undefined;
 
@@ -21,19 +21,24 @@ const handlers: { [K in Op]: Handler<K> } = {
   async init({ modelUrl, wasmUrl, proxy }) {
     client ??= await createClient({ model: new URL(modelUrl), wasmUrl, proxy });
     const wasm = performance.getEntriesByType('resource').find((e) => e.name === wasmUrl) as PerformanceResourceTiming | undefined;
-    const model = client.model;
-    if (isTreeClientPart(model)) throw new Error('the draw-a-digit page needs an MNIST network, and this model is a tree ensemble');
-    return { modelId: client.modelId, model, wasmBytes: wasm?.decodedBodySize || undefined };
+    return { modelId: client.modelId, model: client.model, wasmBytes: wasm?.decodedBodySize || undefined };
   },
   keygen() {
     const k = need().generateKeys();
     return { evaluationKeysId: k.evaluationKeysId, evaluationKeysBytes: k.evaluationKeys.length, secretKeyBytes: k.secretKey.length };
   },
-  async predict({ pixels }) {
+  async predict({ record }) {
     const c = need();
     // The SDK checks that the result names this query's SHA-256 before it decrypts it.
-    const out = await c.predictWithStats([pixels]);
-    return { prediction: out.predictions[0], stats: out.stats, evaluationKeysId: c.keys!.evaluationKeysId };
+    const out = await c.predictWithStats([record]);
+    const keys = c.keys!;
+    const single = out.stats.layout === 'single' ? keys.singleRecord : undefined;
+    return {
+      prediction: out.predictions[0],
+      stats: out.stats,
+      evaluationKeysId: (single ?? keys).evaluationKeysId,
+      secretKeyBytes: (single ?? keys).secretKey.length,
+    };
   },
 };
 
