@@ -35,7 +35,9 @@ t.test('the bundle carries a batch plan; the client part its parameters and cros
   t.equal(client.batch!.records_per_batch, 4096);
   t.ok(client.batch!.crossover >= 1 && client.batch!.crossover <= 4096, `crossover ${client.batch!.crossover} records`);
   t.equal(session.layoutFor(client.batch!.crossover), 'batch');
-  t.equal(session.layoutFor(client.batch!.crossover - 1), client.batch!.crossover > 1 ? 'single' : 'batch');
+  // Below the crossover, the single layout. A crossover of 1 (measured on a busy machine, batch mode
+  // wins from the first record) has no record count below it: 0 records is no query at all.
+  if (client.batch!.crossover > 1) t.equal(session.layoutFor(client.batch!.crossover - 1), 'single', 'one record below the crossover: single layout');
   t.ok(keys.batchSecretKey && keys.batchSecretKey.length > 0, 'a batch secret key, kept by the client');
 });
 
