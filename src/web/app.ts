@@ -4,10 +4,8 @@
 // encrypted result is decrypted there. The secret key never leaves the worker, and the page stays
 // responsive while a tree model's single-record keys take seconds to make.
 import type { Prediction } from '../client/index.ts';
-import type { ClientPart } from '../model/client-part.ts';
-import type { TreeClientPart } from '../model/trees/compile.ts';
 import { $, base, buildStages, el, fmtBytes, fmtMs, setStage, status } from './page.ts';
-import { SealWorker } from './seal-worker-client.ts';
+import { isTreeModel, SealWorker } from './seal-worker-client.ts';
 
 interface Sample {
   name: string;
@@ -25,9 +23,6 @@ const STAGES: { id: StageId; name: string; where: string }[] = [
   { id: 'decrypt', name: 'Decryption', where: 'worker' },
   { id: 'total', name: 'Total (this prediction)', where: '' },
 ];
-
-/** A tree ensemble's client part, told by its tag (this bundle holds no SDK code). */
-const isTrees = (m: ClientPart | TreeClientPart): m is TreeClientPart => 'model' in m && m.model === 'trees';
 
 function buildForm(features: string[]): HTMLInputElement[] {
   const fields = $('#fields');
@@ -94,7 +89,7 @@ async function main(): Promise<void> {
   const modelId = init.value.modelId;
   const ring = (p: { polyModulusDegree: number; coeffModulusBits: number[] }) =>
     `ring degree ${p.polyModulusDegree}, modulus ${p.coeffModulusBits.join('+')} bits`;
-  $('#model-info').textContent = isTrees(m)
+  $('#model-info').textContent = isTreeModel(m)
     ? `model ${modelId} · tree ensemble, CKKS, 128-bit security · ${m.features.length} features, each quantized to bins here before encryption · ${
         m.single ? `one record: single-record form, ${ring(m.single.params)}` : `batch circuit, ${ring(m.params)}`
       }`
@@ -104,7 +99,7 @@ async function main(): Promise<void> {
   const samples: Sample[] = await fetch(new URL('api/samples', base))
     .then((r) => (r.ok ? (r.json() as Promise<Sample[]>) : []))
     .catch(() => []);
-  if (!isTrees(m)) samples.push({ name: 'average of the training records', values: m.preprocess.mean });
+  if (!isTreeModel(m)) samples.push({ name: 'average of the training records', values: m.preprocess.mean });
   // The draw-a-digit page, when the server has an MNIST model for it.
   void fetch(new URL('api/demos', base))
     .then(async (r) => ($('#demos').hidden = !(r.ok && ((await r.json()) as { digit?: boolean }).digit)))
@@ -139,7 +134,7 @@ async function main(): Promise<void> {
         status(
           predicted
             ? 'Encrypting, sending and decrypting in the worker…'
-            : `Making keys${isTrees(m) && m.single ? ' (the single-record form: seconds)' : ''}, encrypting, sending and decrypting in the worker…`,
+            : `Making keys${isTreeModel(m) && m.single ? ' (the single-record form: seconds)' : ''}, encrypting, sending and decrypting in the worker…`,
         );
         // The SDK in the worker decrypts only a result that names this query's SHA-256 (the proxy could swap it).
         const { prediction, stats, evaluationKeysId, secretKeyBytes } = (await worker.call('predict', { record: row })).value;

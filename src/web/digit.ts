@@ -7,7 +7,7 @@
 import type { Prediction } from '../client/index.ts';
 import type { ClientPart } from '../model/client-part.ts';
 import { mnistFromInk, MNIST_SIDE, type DigitImage } from './digit-image.ts';
-import { SealWorker } from './seal-worker-client.ts';
+import { isTreeModel, SealWorker } from './seal-worker-client.ts';
 import { $, base, buildStages, el, fmtBytes, fmtMs, setStage, status } from './page.ts';
 
 type StageId = 'load' | 'image' | 'keygen' | 'encrypt' | 'keys' | 'evaluate' | 'decrypt' | 'total';
@@ -201,9 +201,8 @@ async function main(): Promise<void> {
     proxy: base.href,
   });
   const served = init.value.model;
-  // Checked by its tag, not with the SDK's isTreeClientPart: this page's bundle holds no SDK code.
-  if ('model' in served && served.model === 'trees') throw new Error('this page needs an MNIST network, and the server serves a tree ensemble');
-  const model = served as ClientPart;
+  if (isTreeModel(served)) throw new Error('this page needs an MNIST network, and the server serves a tree ensemble');
+  const model: ClientPart = served;
   const labels = model.labels ?? Array.from({ length: model.output.count }, (_, i) => String(i));
   if (model.features.length !== MNIST_SIDE * MNIST_SIDE || !model.image)
     throw new Error(`this page needs a 28x28 image model; the server's model takes ${model.features.length} features`);

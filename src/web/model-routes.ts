@@ -6,11 +6,10 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { invokeHttp } from '../client/invoke.ts';
 import { ensureKeysUploaded } from '../client/keys-upload.ts';
+import { loadAnyClientPart } from '../client/model-source.ts';
 import type { S3Route } from '../client/route.ts';
 import { SealedError, safeText } from '../errors.ts';
 import { paramsKey } from '../fhe/params.ts';
-import { readClientPart } from '../model/bundle.ts';
-import { readTreeClientPart } from '../model/trees/bundle.ts';
 import { formatS3Uri, type ObjectStore } from '../storage/s3.ts';
 import { sha256Hex } from '../util/sha256.ts';
 import { decodeWire, type KeysHeader, type QueryHeader } from '../wire/format.ts';
@@ -28,12 +27,18 @@ export interface ServedModel {
 }
 
 export async function readServedModel(dir: string): Promise<ServedModel & { features: number; image: boolean }> {
-  const trees = await readTreeClientPart(dir);
-  if (trees) {
-    const params = [trees.params, ...(trees.single ? [trees.single.params] : [])].map(paramsKey);
-    return { modelId: trees.model_id, clientJson: JSON.stringify(trees), params, features: trees.features.length, image: false };
+  const any = await loadAnyClientPart(dir);
+  if (any.kind === 'trees') {
+    const p = any.part;
+    return {
+      modelId: p.model_id,
+      clientJson: JSON.stringify(p),
+      params: [p.params, ...(p.single ? [p.single.params] : [])].map(paramsKey),
+      features: p.features.length,
+      image: false,
+    };
   }
-  const { modelId, client } = await readClientPart(dir);
+  const { modelId, client } = any;
   return { modelId, clientJson: JSON.stringify(client), params: [paramsKey(client.params)], features: client.features.length, image: Boolean(client.image) };
 }
 

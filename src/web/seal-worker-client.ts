@@ -1,5 +1,10 @@
 // The web demo's pages' side of their Web Worker (seal-worker.ts): its calls as promises.
+import type { ClientPart } from '../model/client-part.ts';
+import type { TreeClientPart } from '../model/trees/compile.ts';
 import type { Op, WorkerCalls, WorkerRequest, WorkerResponse } from './seal-protocol.ts';
+
+/** A tree ensemble's client part, told by its tag: the pages' bundles hold no SDK code (its isTreeClientPart). */
+export const isTreeModel = (m: ClientPart | TreeClientPart): m is TreeClientPart => 'model' in m && m.model === 'trees';
 
 /** The worker, as promises: one call at a time, each with the time the worker spent on it. */
 export class SealWorker {
