@@ -16,7 +16,8 @@ import { FLOOD_PRECISION_BITS } from '../src/model/compile-batch.ts';
 import { buildCircuit, thermometer } from '../src/model/trees/circuit.ts';
 import { compileTreeModel } from '../src/model/trees/compile.ts';
 import { binsOf, inputOffsets, quantizedScores } from '../src/model/trees/quantize.ts';
-import { placeLeaves, slotsChain, slotsLeaves, slotsNoiseBound } from '../src/model/trees/slots.ts';
+import { placeLeaves, slotsLeaves } from '../src/model/trees/slots.ts';
+import { slotsChain, slotsNoiseBound } from '../src/model/trees/slots-chain.ts';
 import { differencePhaseL2 } from './helpers/phase.ts';
 
 const DIR = join(import.meta.dirname, 'fixtures', 'trees');

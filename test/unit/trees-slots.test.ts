@@ -10,7 +10,8 @@ import { FLOOD_PRECISION_BITS } from '../../src/model/compile-batch.ts';
 import { buildCircuit, thermometer } from '../../src/model/trees/circuit.ts';
 import { compileTreeModel } from '../../src/model/trees/compile.ts';
 import { binsOf, inputOffsets, quantizedScores } from '../../src/model/trees/quantize.ts';
-import { SEGMENTS, giantGroups, placeLeaves, resultDrop, simulateSlots, slotsChain, slotsLeaves, slotsNoiseBound } from '../../src/model/trees/slots.ts';
+import { SEGMENTS, giantGroups, placeLeaves, simulateSlots, slotsLeaves } from '../../src/model/trees/slots.ts';
+import { resultDrop, slotsChain, slotsNoiseBound } from '../../src/model/trees/slots-chain.ts';
 
 const DIR = join(import.meta.dirname, '..', 'fixtures', 'trees');
 const data = JSON.parse(readFileSync(join(DIR, 'breast-cancer.data.json'), 'utf8')) as { train: number[][]; test: number[][] };

@@ -10,7 +10,8 @@ import { SealedError } from '../../errors.ts';
 import { checkParams, type CkksParams } from '../../fhe/params.ts';
 import type { Privacy } from '../../fhe/privacy.ts';
 import { slotsRotations, type SlotsLayout } from '../../fhe/tree-slots.ts';
-import { SEGMENTS, placeLeaves, slotsChain, slotsLeaves, slotsNoiseBound, slotsScales } from './slots.ts';
+import { SEGMENTS, placeLeaves, slotsLeaves } from './slots.ts';
+import { slotsChain, slotsNoiseBound, slotsScales } from './slots-chain.ts';
 
 /** Rotated copies of its record the client sends (baby steps): 29 MB of query at ring 16384 (seeded, uncompressed). */
 export const SINGLE_COPIES = 32;
