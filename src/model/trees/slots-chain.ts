@@ -7,11 +7,7 @@ import { FLOOD_SECURITY_BITS, floodSigma } from '../../fhe/privacy.ts';
 import { giantOf, type SlotsLayout } from '../../fhe/tree-slots.ts';
 import { FLOOD_PRECISION_BITS } from '../compile-batch.ts';
 import { SPECIAL_PRIME_BITS, absMask, noiseUnits } from '../network-flood.ts';
-import { giantGroups } from './slots.ts';
-
-const periodOf = (layout: Pick<SlotsLayout, 'constant'>) => layout.constant.length;
-const segmentOf = (layout: Pick<SlotsLayout, 'leafValues'>) => layout.leafValues[0].length;
-const modOf = (period: number) => (v: number) => ((v % period) + period) % period;
+import { giantGroups, modOf, periodOf, segmentOf } from './slots.ts';
 
 export interface SlotsChain {
   /** The client's input scale. */

@@ -21,9 +21,9 @@ export type { SlotsLayout };
 /** Segment lengths, smallest first: a period is four segments; a segment holds one leaf per position. */
 export const SEGMENTS = [256, 512] as const;
 
-const periodOf = (layout: Pick<SlotsLayout, 'constant'>) => layout.constant.length;
-const segmentOf = (layout: Pick<SlotsLayout, 'leafValues'>) => layout.leafValues[0].length;
-const modOf = (period: number) => (v: number) => ((v % period) + period) % period;
+export const periodOf = (layout: Pick<SlotsLayout, 'constant'>) => layout.constant.length;
+export const segmentOf = (layout: Pick<SlotsLayout, 'leafValues'>) => layout.leafValues[0].length;
+export const modOf = (period: number) => (v: number) => ((v % period) + period) % period;
 
 /** A leaf as the layout needs it: per feature [t_lo, t_hi] input indices (-1: absent), and its value per output. */
 export interface SlotsLeaf {
@@ -102,7 +102,7 @@ export function placeLeaves(leaves: SlotsLeaf[], inputs: number, copies: number,
             if (i < 0) continue;
             const d = mod(i - (SEGMENT * order[k] + p));
             if (hasMask[d]) continue;
-            const g = d - (d % copies);
+            const g = giantOf(layout, d);
             cost += g && !giantUsed[g] && freshAt[g] !== trial ? 11 : 1;
             freshAt[g] = trial;
           }
