@@ -209,6 +209,11 @@ t.test('tree bundles: written, read back, and refused when edited', async (t) =>
     /the single-record form makes 2 outputs, the model has 1/,
     'a single-record form of other outputs than the model is refused',
   );
+  // A server part stretched (its rotations too) where the client part is not: the client would read the wrong slots.
+  const stretched = join(dir, 'stretched');
+  const twice = { ...single, stretch: 2, galoisSteps: single.galoisSteps.map((r) => 2 * r) };
+  await writeTreeBundle(stretched, m.client, { ...m.server, single: twice }, { bits: m.report.bits });
+  await t.rejects(readTreeBundle(stretched), /disagree on the single-record form's stretch/, 'a server part stretched unlike the client part is refused');
   // The factored form's trie is checked before any evaluation reads it.
   const root = m.server.circuit.factored!;
   t.ok(root, 'diabetes compiles to the factored form');

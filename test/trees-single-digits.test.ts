@@ -1,7 +1,8 @@
 // A multiclass forest's single-record form, served: the digits random forest (ONNX-ML, 476 leaves,
 // 10 outputs) behind a real server with two workers and a real S3-compatible store, through the
-// SDK. The gather runs in two parts, then two finish tasks share the ten leaf sums (five each);
-// every output comes back as its own ciphertext, flooded, and the class is the quantized model's.
+// SDK. Each position of the layout sits in four slots, so four outputs share a result ciphertext
+// (three for ten). The gather runs in two parts, then two finish tasks share the three leaf sums;
+// each result ciphertext is flooded, and the class is the quantized model's.
 import t from 'tap';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -20,6 +21,7 @@ t.test('digits, one record: ten outputs from the single-record form, the quantiz
   const m = compileTreeModel(new Uint8Array(await readFile(join(FIX, 'digits-rf.onnx'))), 'onnx-ml', d.train);
   t.ok(m.server.single, `the forest has a single-record form (${JSON.stringify(m.report.single)})`);
   t.equal((m.server.single!.leafValues as number[][]).length, 10, 'a leaf-value list per class');
+  t.equal(m.server.single!.stretch, 4, 'each position in four slots: four outputs per result ciphertext');
   const dir = await mkdtemp(join(tmpdir(), 'sealed-trees-digits-'));
   const served = await serveTrees(dir, m);
   const client = await createClient({ model: served.modelDir, ...served.route });
@@ -43,8 +45,8 @@ t.test('digits, one record: ten outputs from the single-record form, the quantiz
     t.equal(predictions[0].label, m.client.labels?.[cls] ?? cls, "the quantized model's class");
     first.push(scores[0]);
   }
-  // Each output is flooded with its own fresh mask: the same record again moves every score by
-  // about the flood's precision (2^-12); without the flood two evaluations differ by ~1e-14.
+  // Each result ciphertext is flooded with its own fresh mask: the same record again moves every
+  // score by about the flood's precision (2^-12); without the flood two evaluations differ by ~1e-14.
   const again = (await client.predictWithStats([d.test[0]])).scores[0];
   const moved = again.filter((v, k) => Math.abs(v - first[0][k]) > 1e-8).length;
   t.ok(moved >= 9, `${moved} of 10 scores moved by more than 1e-8 between two queries of one record`);

@@ -1,8 +1,8 @@
 // A single-record tree query (layout 'slots', src/model/trees/single-server.ts) through the
 // pool: its gather cut in a part per thread (the first part also makes the flood's masks), then
 // finish tasks add them and complete the results (the products, the leaf sums, the flood): one
-// task for one output; a model with several shares them out over the threads, each redoing the
-// two products (~0.1 s) to run its outputs' leaf sums (~0.1 s each) beside the others'. The query is
+// task for one result ciphertext; a model with several shares them out over the threads, each
+// redoing the two products (~0.1 s) to run its results' leaf sums (~0.1 s each) beside the others'. The query is
 // already read whole and admitted (invoke-trees.ts); the parts read its sections in place, in
 // shared memory: a task given views of an ordinary buffer gets a clone of all of it (for 29 MB,
 // ~100 ms on the main thread before each part could start, measured on the AMD VM).
@@ -63,11 +63,11 @@ export async function evaluateTreeRecord(
       'name the SHA-256 of the query object exactly as uploaded (or leave query_sha256 out)',
     );
   const parts = Math.max(1, Math.min(c.pool.size, 2));
-  const outputs = single.outputs;
+  const results = single.results;
   // The query's copy in shared memory (the body form), the parts' gathers (size 2, top level),
   // the flood's masks and the results. The parts' loaded copies are SEAL memory (singleWorkerBytes).
   const reservation = c.budget?.reserve(
-    (inShared ? 0 : query.length) + (parts + 2 * outputs) * ciphertextBytesBound(single.params, 2),
+    (inShared ? 0 : query.length) + (parts + 2 * results) * ciphertextBytesBound(single.params, 2),
     'the parts and result of a single-record tree query',
   );
   try {
@@ -86,18 +86,18 @@ export async function evaluateTreeRecord(
     if (signal?.aborted) throw deadlinePassed();
     const masks = done[0].masks ?? [];
     const partials = done.map((r) => r.partial![0] as Uint8Array);
-    // Output k goes to finisher k mod finishers.
-    const finishers = Math.min(parts, outputs);
-    const shares = Array.from({ length: finishers }, (_, f) => Array.from({ length: outputs }, (_, k) => k).filter((k) => k % finishers === f));
+    // Result c goes to finisher c mod finishers.
+    const finishers = Math.min(parts, results);
+    const shares = Array.from({ length: finishers }, (_, f) => Array.from({ length: results }, (_, c) => c).filter((c) => c % finishers === f));
     const finished = await settle(
       shares.map((share) =>
-        c.pool.runTrees({ treeRecord: 'finish', partials, masks: masks.length ? share.map((k) => masks[k]) : [], outputs: share, keys: k }, signal),
+        c.pool.runTrees({ treeRecord: 'finish', partials, masks: masks.length ? share.map((c) => masks[c]) : [], results: share, keys: k }, signal),
       ),
     );
     if (signal?.aborted) throw deadlinePassed();
-    const results = Array.from({ length: outputs }, (_, k) => finished[k % finishers].results![Math.floor(k / finishers)] as Uint8Array);
+    const ciphertexts = Array.from({ length: results }, (_, c) => finished[c % finishers].results![Math.floor(c / finishers)] as Uint8Array);
     const header: ResultHeader = { model_id: h.model_id, params: h.params, records: 1, layout: 'slots', query_sha256: sha };
-    const bytes = encodeWire('result', header, results);
+    const bytes = encodeWire('result', header, ciphertexts);
     const t2 = performance.now();
     await out.put(bytes);
     const t3 = performance.now();

@@ -33,7 +33,8 @@ export interface TreeServing {
   /** The circuit (plain data, no SEAL): the main thread cuts a batch into parts from it (treeParts). */
   circuit: TreeCircuit;
   /** The single-record form (layout 'slots'), when the bundle has one: its parameters, query size and keys. */
-  single?: { params: CkksParams; copies: number; outputs: number; program: Program };
+  /** The single-record form: its result ciphertexts (several outputs may share one). */
+  single?: { params: CkksParams; copies: number; results: number; program: Program };
 }
 
 export function batchCount(plan: BatchPlan, records: number): number {

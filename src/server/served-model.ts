@@ -4,7 +4,7 @@
 import type { BatchPlan } from '../fhe/batch-plan.ts';
 import { readClientPart, readManifest, readServerPart } from '../model/bundle.ts';
 import { isTreeBundle, readTreeBundle } from '../model/trees/bundle.ts';
-import { singleKeysBytesBound, singleOutputs, singleWorkerBytes } from '../model/trees/single.ts';
+import { singleKeysBytesBound, singleResults, singleWorkerBytes } from '../model/trees/single.ts';
 import type { ServingModel } from './query-checks.ts';
 
 export interface ServedModel {
@@ -33,7 +33,7 @@ export async function readServedModel(dir: string): Promise<ServedModel> {
     const single = one && {
       params: one.params,
       copies: one.copies,
-      outputs: singleOutputs(one),
+      results: singleResults(one),
       program: { params: one.params, inputScaleBits: one.inputScaleBits, steps: [], galoisSteps: one.galoisSteps, relin: true, privacy: one.privacy },
     };
     const trees = { params: c.params, inputs: c.inputs, outputs: c.outputs, recordsPerBatch: client.records_per_batch, circuit: c, single };

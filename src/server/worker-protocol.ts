@@ -67,7 +67,7 @@ export interface TreeCombineTask {
  */
 export type TreeRecordTask =
   | { treeRecord: 'part'; part: number; parts: number; sections: Uint8Array[]; mask: boolean; keys: TreeRecordKeys }
-  | { treeRecord: 'finish'; partials: Uint8Array[]; masks: Uint8Array[]; outputs: number[]; keys: TreeRecordKeys };
+  | { treeRecord: 'finish'; partials: Uint8Array[]; masks: Uint8Array[]; results: number[]; keys: TreeRecordKeys };
 
 /** A single-record key set's sections and its SHA-256 (the worker keeps the last ones loaded). */
 export interface TreeRecordKeys {

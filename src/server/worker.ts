@@ -143,7 +143,7 @@ function runTreeRecord(task: TreeRecordTask): TreeResult {
       const masks = task.mask ? single.floodMasks(task.keys) : undefined;
       return { partial: [partial], masks, ms: performance.now() - t0 };
     }
-    return { results: single.finish(task.partials, task.masks, task.keys, task.outputs), ms: performance.now() - t0 };
+    return { results: single.finish(task.partials, task.masks, task.keys, task.results), ms: performance.now() - t0 };
   } catch (e) {
     return { error: plainError(e), ms: performance.now() - t0 };
   }

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { compileTreeModel } from '../../src/model/trees/compile.ts';
 import { binsOf, inputOffsets, quantizedScores } from '../../src/model/trees/quantize.ts';
 import { FLOOD_SECURITY_BITS } from '../../src/fhe/privacy.ts';
-import { slotsRotations } from '../../src/fhe/tree-slots.ts';
+import { slotsRotations } from '../../src/fhe/tree-slots-layout.ts';
 import { SINGLE_COPIES, compileSingle, singleLayout, type SingleServerPart } from '../../src/model/trees/single.ts';
 import { buildCircuit, thermometer } from '../../src/model/trees/circuit.ts';
 import { simulateSlots } from '../../src/model/trees/slots.ts';

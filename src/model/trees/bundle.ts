@@ -86,12 +86,19 @@ export async function readTreeBundle(dir: string): Promise<{ client: TreeClientP
     singleLayout(server.single, TREE_SERVER_FILE);
     if (JSON.stringify(client.single?.params) !== JSON.stringify(server.single.params))
       throw new SealedError('bad-bundle', `the parts in ${dir} disagree on the single-record form's parameters`, 'copy the bundle again');
-    // The client decrypts a result ciphertext per output: the form must make as many.
+    // The client reads output k in result k / stretch, slot k mod stretch: the form must make them there.
     if (singleOutputs(server.single) !== client.outputs)
       throw new SealedError(
         'bad-bundle',
         `${TREE_SERVER_FILE}: the single-record form makes ${singleOutputs(server.single)} outputs, the model has ${client.outputs}`,
         'compile the model again',
+      );
+    const [made, read] = [server.single.stretch ?? 1, client.single?.stretch ?? 1];
+    if (made !== read)
+      throw new SealedError(
+        'bad-bundle',
+        `the parts in ${dir} disagree on the single-record form's stretch: the server's puts an output in every ${made}th slot, the client part reads every ${read}th`,
+        'copy the bundle again',
       );
   }
   const c = server.circuit;

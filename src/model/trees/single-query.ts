@@ -5,13 +5,15 @@
 //   keys:   header { params, galois_steps: the client part's, relin: true, public_key: <flood> },
 //           sections [Galois keys, relinearization keys, public key (when flooded)]
 //   query:  header { model_id, params, records: 1, layout: 'slots' }, sections: the record's
-//           thermometer bits repeated over the slots, rotated by 0 .. copies - 1
-//   result: the query's header plus query_sha256; a ciphertext per output, its score in every slot
+//           thermometer bits repeated over the slots (each in `stretch` slots), rotated by
+//           0 .. copies - 1 positions
+//   result: the query's header plus query_sha256; ceil(outputs / stretch) ciphertexts, output k's
+//           score in every slot t of ciphertext k / stretch with t mod stretch = k mod stretch
 import { SealedError } from '../../errors.ts';
 import { CkksSession } from '../../fhe/ckks.ts';
 import { SecretKeyHolder, generateSecretKey } from '../../fhe/keys.ts';
 import { paramsKey } from '../../fhe/params.ts';
-import { encryptSlotsQuery, makeSlotsKeys } from '../../fhe/tree-slots.ts';
+import { encryptSlotsQuery, makeSlotsKeys } from '../../fhe/tree-slots-layout.ts';
 import { encodeWire, type KeysHeader, type QueryHeader } from '../../wire/format.ts';
 import { thermometer } from './circuit.ts';
 import type { TreeClientPart } from './compile.ts';
@@ -76,6 +78,14 @@ export class SingleTreeClient {
     return encodeWire('keys', header, flood ? [galoisKeys, relinKeys, publicKey] : [galoisKeys, relinKeys]);
   }
 
+  /** Slots per position (the layout's stretch), checked. */
+  private get stretch(): number {
+    const G = this.single.stretch ?? 1;
+    if (!Number.isInteger(G) || G < 1 || (G & (G - 1)) !== 0 || G * this.single.period > this.s.slots)
+      throw new SealedError('bad-bundle', `the client part stretches each position over ${JSON.stringify(G)} slots`, 'compile the model again');
+    return G;
+  }
+
   /** Quantizes, encodes (thermometer bits over the period) and encrypts one record into a query. */
   encryptRecord(record: ArrayLike<number>): Uint8Array {
     const p = this.part;
@@ -88,7 +98,7 @@ export class SingleTreeClient {
     const { offsets, inputs } = inputOffsets(p.bins.edges);
     if (inputs !== p.inputs || inputs > this.single.period) throw new SealedError('bad-bundle', "the client part's bins do not match its input count");
     const bits = thermometer(binsOf(p.bins, record, p.features), p.bins.edges, offsets, inputs);
-    const shape = { slots: this.s.slots, copies: this.single.copies, period: this.single.period };
+    const shape = { slots: this.s.slots, copies: this.single.copies, period: this.single.period, stretch: this.stretch };
     const sections = encryptSlotsQuery(this.holder, shape, this.single.input_scale_bits, bits);
     const header: QueryHeader = { model_id: p.model_id, params: paramsKey(this.single.params), records: 1, layout: 'slots' };
     return encodeWire('query', header, sections);
@@ -98,13 +108,16 @@ export class SingleTreeClient {
   decryptResult(bytes: Uint8Array, query?: Uint8Array): TreePredictions {
     const p = this.part;
     const { header, sections } = readTreeResult(p, bytes, query);
-    if (header.layout !== 'slots' || header.records !== 1 || sections.length !== p.outputs)
+    const G = this.stretch;
+    const results = Math.ceil(p.outputs / G);
+    if (header.layout !== 'slots' || header.records !== 1 || sections.length !== results)
       throw new SealedError(
         'bad-query',
-        `the result is not a single-record result of ${p.outputs} ciphertext${p.outputs === 1 ? '' : 's'} (one per output)`,
+        `the result is not a single-record result of ${results} ciphertext${results === 1 ? '' : 's'} (${p.outputs} outputs, ${G} in each)`,
         'download the result written for this query',
       );
-    const score = sections.map((c) => this.holder.decrypt(c)[0]);
+    const slots = sections.map((c) => this.holder.decrypt(c));
+    const score = Array.from({ length: p.outputs }, (_, k) => slots[Math.floor(k / G)][k % G]);
     const post = { post: p.post, outputs: p.outputs };
     return {
       scores: [score],

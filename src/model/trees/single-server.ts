@@ -8,7 +8,8 @@ import { loadCiphertext, loadEvaluationKeys, type EvaluationKeys } from '../../f
 import { paramsKey } from '../../fhe/params.ts';
 import { release } from '../../fhe/seal.ts';
 import { SinglePrivacy } from '../../fhe/single-privacy.ts';
-import { RESULT_LEVEL, SlotsEvaluator } from '../../fhe/tree-slots.ts';
+import { SlotsEvaluator } from '../../fhe/tree-slots.ts';
+import { RESULT_LEVEL } from '../../fhe/tree-slots-layout.ts';
 import { sha256Hex } from '../../util/sha256.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../../wire/format.ts';
 import { singleLayout, type SingleServerPart } from './single.ts';
@@ -18,7 +19,7 @@ const QUERY_HINT = "encrypt the record with this model's client part (SingleTree
 /** Key sets kept loaded: one (Galois keys for 17 rotations: ~250 MB of SEAL memory at ring 16384; single.ts singleWorkerBytes counts it). */
 const KEPT_KEYS = 1;
 /** The flood's mask, in mask products (~2 ms each at the top level): 28-53 ms measured on the AMD VM, about a rotation's 31. */
-const FLOOD_MASK_LOAD = 13; // per output
+const FLOOD_MASK_LOAD = 13; // per result ciphertext
 
 /** A client's single-record keys as sections (a wire object's, or a server's key set), and their SHA-256 when known. */
 export interface SingleKeys {
@@ -102,9 +103,9 @@ export class SingleTreeServer {
     return { id, galois: k.sections[0], relin: k.sections[1], publicKey: flood ? k.sections[2] : undefined };
   }
 
-  /** The outputs: a result ciphertext each. */
-  get outputs(): number {
-    return this.evaluator.outputs;
+  /** The result ciphertexts (stretch outputs in each). */
+  get results(): number {
+    return this.evaluator.results;
   }
 
   /** A whole query with a keys object (wire kind 2) -> the result (wire kind 3), flooded when the model says so. */
@@ -132,19 +133,19 @@ export class SingleTreeServer {
 
   /**
    * Part `part` of `parts` of a checked query's gather (bytes; finish adds the parts'). A
-   * flooding model's part 0 also makes the flood's masks (floodMasks, one per output), so it gathers less.
+   * flooding model's part 0 also makes the flood's masks (floodMasks, one per result), so it gathers less.
    */
   evaluatePart(sections: Uint8Array[], part: number, parts: number, keys: SingleKeys): Uint8Array {
-    const firstLoad = this.part.privacy === 'flood' ? FLOOD_MASK_LOAD * this.outputs : 0;
+    const firstLoad = this.part.privacy === 'flood' ? FLOOD_MASK_LOAD * this.results : 0;
     return this.withKeys(keys, (k) => this.evaluator.runPart(sections, k.keys, part, parts, firstLoad));
   }
 
-  /** The flood's masks, one per output (bytes; see SinglePrivacy.mask), made while the parts run; none without flooding. */
+  /** The flood's masks, one per result ciphertext (bytes; see SinglePrivacy.mask), made while the parts run; none without flooding. */
   floodMasks(keys: SingleKeys): Uint8Array[] {
     return this.withKeys(keys, (k) => {
       const privacy = k.privacy;
       if (!privacy) return [];
-      return Array.from({ length: this.outputs }, () => {
+      return Array.from({ length: this.results }, () => {
         const mask = privacy.mask(this.resultAt.scale, this.resultAt.pid);
         try {
           return mask.saveToArray(this.session.seal.ComprModeType.none) as Uint8Array;
@@ -156,15 +157,15 @@ export class SingleTreeServer {
   }
 
   /**
-   * The parts' gathers (in any order) and a flood mask per output -> a result ciphertext per
-   * output (bytes, zstd); only those of `outputs` (default all, a mask each, in that order).
+   * The parts' gathers (in any order) and a flood mask per result ciphertext -> the result
+   * ciphertexts (bytes, zstd); only those of `results` (default all, a mask each, in that order).
    */
-  finish(partials: Uint8Array[], masks: Uint8Array[], keys: SingleKeys, outputs?: number[]): Uint8Array[] {
+  finish(partials: Uint8Array[], masks: Uint8Array[], keys: SingleKeys, results?: number[]): Uint8Array[] {
     return this.withKeys(keys, (k) => {
-      const outs = this.evaluator.finishParts(partials, k.keys, outputs);
+      const outs = this.evaluator.finishParts(partials, k.keys, results);
       try {
         if (k.privacy && masks.length !== outs.length)
-          throw new SealedError('internal', `a flooded model finished ${outs.length} outputs with ${masks.length} flood masks`);
+          throw new SealedError('internal', `a flooded model finished ${outs.length} results with ${masks.length} flood masks`);
         return outs.map((out, j) => {
           if (k.privacy) {
             const m = loadCiphertext(this.session, masks[j], 'the flood mask');
@@ -182,7 +183,7 @@ export class SingleTreeServer {
     });
   }
 
-  /** The result object of a query from its result ciphertexts (bytes, one per output). */
+  /** The result object of a query from its result ciphertexts (bytes). */
   resultOf(queryBytes: Uint8Array, ciphertexts: Uint8Array[]): Uint8Array {
     const header: ResultHeader = { model_id: this.modelId, params: this.params, records: 1, layout: 'slots', query_sha256: sha256Hex(queryBytes) };
     return encodeWire('result', header, ciphertexts);

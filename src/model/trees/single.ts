@@ -9,7 +9,7 @@
 import { SealedError } from '../../errors.ts';
 import { checkParams, type CkksParams } from '../../fhe/params.ts';
 import type { Privacy } from '../../fhe/privacy.ts';
-import { slotsRotations, type SlotsLayout } from '../../fhe/tree-slots.ts';
+import { slotsRotations, type SlotsLayout } from '../../fhe/tree-slots-layout.ts';
 import { SEGMENTS, placeLeaves, slotsLeaves } from './slots.ts';
 import { slotsChain, slotsNoiseBound, slotsScales } from './slots-chain.ts';
 
@@ -23,6 +23,8 @@ export interface SingleClientPart {
   copies: number;
   period: number;
   galois_steps: number[];
+  /** Slots per position (SlotsLayout.stretch): output k is in result k / stretch, slot k mod stretch; absent: 1. */
+  stretch?: number;
 }
 
 export interface SingleServerPart {
@@ -33,6 +35,8 @@ export interface SingleServerPart {
   /** Data primes dropped before the folds (slots.ts resultDrop); absent (0) in bundles from before it. */
   resultDrop?: number;
   copies: number;
+  /** Slots per position (SlotsLayout.stretch; absent: 1, as bundles from before it). */
+  stretch?: number;
   /** The rotations the layout makes (the keys must hold them). */
   galoisSteps: number[];
   /** Diagonal d -> its nonzero mask entries [slot, value] over one period. */
@@ -60,12 +64,17 @@ export interface SingleServerPart {
 export function singleWorkerBytes(part: SingleServerPart): number {
   const poly = part.params.polyModulusDegree * 8;
   const L = part.params.coeffModulusBits.length - 1;
-  return (part.masks.length + 1 + singleOutputs(part)) * L * poly + (part.galoisSteps.length + 1) * L * 2 * (L + 1) * poly + part.copies * 2 * L * poly;
+  return (part.masks.length + 1 + singleResults(part)) * L * poly + (part.galoisSteps.length + 1) * L * 2 * (L + 1) * poly + part.copies * 2 * L * poly;
 }
 
-/** The form's outputs: a result ciphertext each. */
+/** The form's outputs. */
 export function singleOutputs(part: Pick<SingleServerPart, 'leafValues'>): number {
   return Array.isArray(part.leafValues[0]) ? part.leafValues.length : 1;
+}
+
+/** The form's result ciphertexts: stretch outputs in each. */
+export function singleResults(part: Pick<SingleServerPart, 'leafValues' | 'stretch'>): number {
+  return Math.ceil(singleOutputs(part) / (part.stretch ?? 1));
 }
 
 /**
@@ -97,6 +106,9 @@ export function compileSingle(
   let chain: ReturnType<typeof slotsChain>;
   try {
     layout = placeLeaves(slotsLeaves(leaves, offsets), inputs, SINGLE_COPIES, SLOTS);
+    // Several outputs share result ciphertexts (as many as the slots hold periods, in powers of
+    // two): fewer leaf products, folds and floods. One output keeps one slot per position.
+    if (outputs > 1) layout.stretch = Math.min(SLOTS / layout.constant.length, 2 ** Math.ceil(Math.log2(outputs)));
     chain = slotsChain(layout, scoreBound, { lambda });
   } catch (e) {
     if (e instanceof SealedError) return { refused: e.message };
@@ -111,7 +123,14 @@ export function compileSingle(
   const resultBits = slotsScales(chain).sOut;
   const sparse = (v: ArrayLike<number>) => Array.from(v, (x, i) => [i, x] as [number, number]).filter(([, x]) => x !== 0);
   return {
-    client: { params, input_scale_bits: chain.inputBits, copies: SINGLE_COPIES, period: layout.constant.length, galois_steps: slotsRotations(layout) },
+    client: {
+      params,
+      input_scale_bits: chain.inputBits,
+      copies: SINGLE_COPIES,
+      period: layout.constant.length,
+      galois_steps: slotsRotations(layout),
+      ...(layout.stretch && { stretch: layout.stretch }),
+    },
     server: {
       params,
       galoisSteps: slotsRotations(layout),
@@ -120,6 +139,7 @@ export function compileSingle(
       leafScaleBits: chain.leafBits,
       resultDrop: chain.resultDrop,
       copies: SINGLE_COPIES,
+      ...(layout.stretch && { stretch: layout.stretch }),
       masks: [...layout.masks].sort(([x], [y]) => x - y).map(([d, m]) => [d, sparse(m)]),
       constant: sparse(layout.constant),
       leafValues: layout.leafValues.map((v) => Array.from(v)),
@@ -166,7 +186,10 @@ export function singleLayout(part: SingleServerPart, where: string): SlotsLayout
     masks.set(d, dense(entries, PERIOD, `diagonal ${d}`));
   }
   if (!Number.isFinite(part.noiseL2Bits)) throw bad('has no noise bound');
-  const layout = { slots, copies: part.copies, masks, constant: dense(part.constant, PERIOD, 'the constant'), leafValues };
+  const stretch = part.stretch ?? 1;
+  if (!Number.isInteger(stretch) || stretch < 1 || (stretch & (stretch - 1)) !== 0 || stretch * PERIOD > slots)
+    throw bad(`stretches each position over ${JSON.stringify(stretch)} slots, not a power of two with room for it`);
+  const layout: SlotsLayout = { slots, copies: part.copies, masks, constant: dense(part.constant, PERIOD, 'the constant'), leafValues, stretch };
   if (JSON.stringify(part.galoisSteps) !== JSON.stringify(slotsRotations(layout))) throw bad('names other rotations than it makes');
   return layout;
 }

@@ -4,7 +4,7 @@
 import { SealedError } from '../../errors.ts';
 import { MAX_BITS_128 } from '../../fhe/params.ts';
 import { FLOOD_SECURITY_BITS, floodSigma } from '../../fhe/privacy.ts';
-import { giantOf, type SlotsLayout } from '../../fhe/tree-slots.ts';
+import { giantOf, resultsOf, stretchOf, stretchedLeafValues, type SlotsLayout } from '../../fhe/tree-slots-layout.ts';
 import { FLOOD_PRECISION_BITS } from '../compile-batch.ts';
 import { SPECIAL_PRIME_BITS, absMask, noiseUnits } from '../network-flood.ts';
 import { giantGroups, modOf, periodOf, segmentOf } from './slots.ts';
@@ -55,8 +55,9 @@ export function slotsScales(c: SlotsChain): { s2: number; s3: number; sOut: numb
  *  - the leaf values and the sum over the SEGMENT positions: a linear map (Schur: every output
  *    sums one period of the leaf values, every input reaches SEGMENT outputs), the rescale after
  *    the leaf values, then log2(SEGMENT) folds' key switches four levels down (or lower by the
- *    primes dropped first: a mod switch adds no noise in CKKS, it only drops a prime); per output, whose
- *    results are separate ciphertexts from the same products (the bound is the largest).
+ *    primes dropped first: a mod switch adds no noise in CKKS, it only drops a prime); per result
+ *    ciphertext, made from the same products (the bound is the largest). A stretched layout is
+ *    the same maps, each position in G slots: the gather's row and column sums do not change.
  */
 export function slotsNoiseBound(layout: SlotsLayout, c: SlotsChain): number {
   return boundOf(layoutTerms(layout, c.maskBits, c.leafBits), c);
@@ -74,7 +75,7 @@ interface LayoutTerms {
   rounding: number;
   /** Giant rotations: one key switch each. */
   rotations: number;
-  /** Per output, Schur's bound on the leaf values and the sum over the SEGMENT positions. */
+  /** Per result ciphertext, Schur's bound on the leaf values and the sums over the SEGMENT positions. */
   leafSums: number[];
 }
 
@@ -93,9 +94,17 @@ function layoutTerms(layout: SlotsLayout, maskBits: number, leafBits: number): L
       column[j * PERIOD + mod(t + g)] += abs[t];
     }
   }
-  const leafSums = layout.leafValues.map((values) => {
-    const leaf = absMask(values, N, leafBits);
-    return schur([leaf.reduce((x, y) => x + y, 0)], [SEGMENT * largest(leaf)]);
+  // Stretched by G, slot t of a result sums output (t mod G)'s SEGMENT values: the rows; each
+  // slot reaches SEGMENT sums: the columns. One stretched segment holds every row.
+  const G = stretchOf(layout);
+  const leafSums = Array.from({ length: resultsOf(layout) }, (_, c) => {
+    const leaf = absMask(stretchedLeafValues({ ...layout, slots: G * SEGMENT }, c), N, leafBits);
+    const rows = Array.from({ length: G }, (_, k) => {
+      let sum = 0;
+      for (let j = 0; j < SEGMENT; j++) sum += leaf[j * G + k];
+      return sum;
+    });
+    return schur(rows, [SEGMENT * largest(leaf)]);
   });
   const rotations = [...giantGroups(layout).keys()].filter((g) => g > 0).length;
   return { layout, gather: schur(row, column), rounding, rotations, leafSums };
@@ -121,7 +130,7 @@ function boundOf(terms: LayoutTerms, c: SlotsChain): number {
   let folds = 0;
   const foldLevel = 4 + (c.resultDrop ?? 0);
   for (let j = 0; j < Math.log2(SEGMENT); j++) folds += (2 ** (Math.log2(SEGMENT) - 1 - j) * K(foldLevel)) / 2 ** sOut;
-  // Each output's result is its own ciphertext, flooded on its own: the bound is the largest.
+  // Each result ciphertext is flooded on its own: the bound is the largest.
   return largest(leafSums.map((leafSum) => leafSum * rhoP2 + R / 2 ** sOut + folds));
 }
 

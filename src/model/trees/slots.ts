@@ -13,7 +13,7 @@
 // evaluates it encrypted). A model with several outputs (a multiclass forest) has a vector of
 // leaf values per output and a leaf sum per output: one ciphertext each.
 import { SealedError } from '../../errors.ts';
-import { giantOf, type SlotsLayout } from '../../fhe/tree-slots.ts';
+import { giantOf, type SlotsLayout } from '../../fhe/tree-slots-layout.ts';
 import { MAX_PATH } from './circuit.ts';
 
 export type { SlotsLayout };
