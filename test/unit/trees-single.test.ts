@@ -20,7 +20,7 @@ const m = compileTreeModel(new Uint8Array(readFileSync(join(DIR, 'breast-cancer.
 t.test('the client part: parameters, scales and the rotation steps; no mask, constant or leaf value', async (t) => {
   const single = m.client.single!;
   t.ok(single, 'breast cancer (234 leaves, one output) has a single-record form');
-  t.same(single.params.coeffModulusBits, [53, 53, 53, 53, 53, 53, 30, 60], "slotsChain's chain: 6 x 53 + 30 + 60");
+  t.same(single.params.coeffModulusBits, [53, 53, 53, 53, 53, 30, 60], "slotsChain's chain: 5 x 53 + 30 + 60");
   t.same(single.params, m.server.single!.params, 'both parts name the same parameters');
   t.equal(single.copies, SINGLE_COPIES);
   const layout = singleLayout(m.server.single!, 'test');

@@ -72,13 +72,18 @@ t.test('the chain: the fewest primes, then the smallest input scale, whose bound
   const scoreBound = Math.max(1, ...built.outBound);
   const c = slotsChain(layout, scoreBound);
   const needs = (2 ** -FLOOD_PRECISION_BITS * scoreBound) / (floodSigma(1) * Math.sqrt(layout.slots));
-  t.same({ a: c.inputBits, primes: c.dataBits.length, bits: c.dataBits[0], total: c.totalBits }, { a: 70, primes: 6, bits: 53, total: 408 });
+  t.same({ a: c.inputBits, primes: c.dataBits.length, bits: c.dataBits[0], total: c.totalBits }, { a: 70, primes: 5, bits: 53, total: 355 });
   t.ok(slotsNoiseBound(layout, c) <= needs, 'its bound meets the need');
-  // The leaf values' rescale leaves 3 primes (159 bits) for a result at scale 2^98 and a score of
-  // a few bits: one prime can go before the folds, not two.
-  t.equal(c.resultDrop, 1, 'the folds run one prime lower');
-  t.equal(resultDrop({ ...c, inputBits: 76 }, 6), 0, 'a result at scale 2^122 keeps all three');
-  t.ok(slotsNoiseBound(layout, { ...c, resultDrop: 0 }) > slotsNoiseBound(layout, c), 'the folds one prime lower add less noise (smaller key-switch digits)');
-  t.ok(slotsNoiseBound(layout, { ...c, inputBits: c.inputBits - 1, dataBits: Array<number>(6).fill(52) }) > needs, 'one bit less of input scale does not');
+  // The leaf values' rescale leaves 2 primes (106 bits) for a result at scale 2^98 and a score of
+  // a few bits: none to spare, and no fewer primes hold it (4 x 53 = 212 < 4a + leaf + the score's bits).
+  t.equal(c.resultDrop, 0, 'no prime to drop before the folds');
+  const six = { ...c, dataBits: Array<number>(6).fill(53) };
+  t.equal(resultDrop(six, 6), 1, 'a chain with a prime more than the result needs drops it before the folds');
+  t.equal(resultDrop({ ...six, inputBits: 76 }, 6), 0, 'a result at scale 2^122 keeps all three');
+  t.ok(
+    slotsNoiseBound(layout, six) > slotsNoiseBound(layout, { ...six, resultDrop: 1 }),
+    'the folds one prime lower add less noise (smaller key-switch digits)',
+  );
+  t.ok(slotsNoiseBound(layout, { ...c, inputBits: c.inputBits - 1, dataBits: Array<number>(5).fill(52) }) > needs, 'one bit less of input scale does not');
   t.throws(() => slotsChain(layout, scoreBound, { lambda: 200 }), /no chain within ring 16384/);
 });

@@ -138,11 +138,12 @@ function boundOf(terms: LayoutTerms, c: SlotsChain): number {
  * The chain the layout runs at: the fewest data primes, then the smallest input scale, whose
  * bound meets the flood's need (its error per slot, sigma sqrt(N/2) / Delta_out, at most
  * 2^-FLOOD_PRECISION_BITS of the score bound). The leaf values' rescale leaves k - 3 of the k
- * data primes of b bits, at scale 2^(4a + leaf - 4b) (slotsScales); k b >= 4a + leaf + the
- * score's bits, b as small as that allows (a key switch's noise grows with b / the special
- * prime). That holds a prime more than the result needs, so the folds run after dropping the
- * primes the result can spare (resultDrop): their key switches cost about half. Within
- * 128-bit security or refused.
+ * data primes of b bits, at scale 2^(4a + leaf - 4b) (slotsScales), and they must hold it, the
+ * score's bits and the decryption's sign: (k + 1) b >= 4a + leaf + the score's bits + 1, b as
+ * small as that allows (a key switch's noise grows with b / the special prime). Where b's
+ * rounding leaves a prime the result can spare, the folds run after dropping it (resultDrop).
+ * Within 128-bit security or refused. (Until session 26 this read k b >= ...: a prime more than
+ * the result needs at every level, and resultDrop recovered only the folds' share of its cost.)
  */
 export function slotsChain(
   layout: SlotsLayout,
@@ -156,7 +157,7 @@ export function slotsChain(
   const terms = layoutTerms(layout, maskBits, leafBits);
   for (let k = 4; k <= 10; k++) {
     for (let a = 40; ; a++) {
-      const b = Math.max(20, Math.ceil((4 * a + leafBits + outBits) / k));
+      const b = Math.max(20, Math.ceil((4 * a + leafBits + outBits + 1) / (k + 1)));
       const totalBits = k * b + maskBits + SPECIAL_PRIME_BITS;
       if (b > 60 || totalBits > MAX_BITS_128[N]) break;
       const chain = { inputBits: a, maskBits, leafBits, dataBits: Array<number>(k).fill(b), resultDrop: 0 };
