@@ -11,7 +11,8 @@
 // rotation by SEGMENT, puts each leaf's product of factors at its position; times the leaf
 // values, summed over the SEGMENT positions, every slot holds the score (src/fhe/tree-slots.ts
 // evaluates it encrypted). A model with several outputs (a multiclass forest) has a vector of
-// leaf values per output and a leaf sum per output: one ciphertext each.
+// leaf values per output; single.ts stretches its layout so that several outputs' leaf sums
+// share a result ciphertext (SlotsLayout.stretch).
 import { SealedError } from '../../errors.ts';
 import { giantOf, type SlotsLayout } from '../../fhe/tree-slots-layout.ts';
 import { MAX_PATH } from './circuit.ts';
