@@ -97,7 +97,7 @@ export async function readTreeBundle(dir: string): Promise<{ client: TreeClientP
     if (made !== read)
       throw new SealedError(
         'bad-bundle',
-        `the parts in ${dir} disagree on the single-record form's stretch: the server's puts an output in every ${made}th slot, the client part reads every ${read}th`,
+        `the parts in ${dir} disagree on the single-record form's stretch: the server part puts each position in ${made} slot(s), the client part in ${read}`,
         'copy the bundle again',
       );
   }

@@ -13,7 +13,7 @@ import { SealedError } from '../../errors.ts';
 import { CkksSession } from '../../fhe/ckks.ts';
 import { SecretKeyHolder, generateSecretKey } from '../../fhe/keys.ts';
 import { paramsKey } from '../../fhe/params.ts';
-import { encryptSlotsQuery, makeSlotsKeys } from '../../fhe/tree-slots-layout.ts';
+import { encryptSlotsQuery, makeSlotsKeys, resultSlot } from '../../fhe/tree-slots-layout.ts';
 import { encodeWire, type KeysHeader, type QueryHeader } from '../../wire/format.ts';
 import { thermometer } from './circuit.ts';
 import type { TreeClientPart } from './compile.ts';
@@ -117,7 +117,10 @@ export class SingleTreeClient {
         'download the result written for this query',
       );
     const slots = sections.map((c) => this.holder.decrypt(c));
-    const score = Array.from({ length: p.outputs }, (_, k) => slots[Math.floor(k / G)][k % G]);
+    const score = Array.from({ length: p.outputs }, (_, k) => {
+      const [c, t] = resultSlot({ stretch: G }, k);
+      return slots[c][t];
+    });
     const post = { post: p.post, outputs: p.outputs };
     return {
       scores: [score],
