@@ -6,6 +6,7 @@
 import type { Ciphertext, Plaintext } from 'node-seal/throws';
 import { SealedError } from '../errors.ts';
 import type { CkksSession } from './ckks.ts';
+import { GatherKernel } from './gather-kernel.ts';
 import { loadCiphertext, loadQueryCiphertext, type EvaluationKeys } from './load.ts';
 import { guard, release } from './seal.ts';
 import { LEAF_LEVEL, giantOf, resultsOf, spread, stretchOf, stretchedLeafValues, type SlotsLayout, type SlotsScales } from './tree-slots-layout.ts';
@@ -15,8 +16,10 @@ export class SlotsEvaluator {
   private readonly s: CkksSession;
   private readonly layout: SlotsLayout;
   private readonly scales: SlotsScales;
-  /** Per giant rotation, its diagonals: the copy each reads and its mask, pre-rotated by -rotation. */
-  private readonly groups = new Map<number, { copy: number; pt: Plaintext }[]>();
+  /** Per giant rotation, its diagonals: the copy each reads and its mask (pre-rotated by -rotation, in the kernel). */
+  private readonly groups = new Map<number, { copy: number; mask: number }[]>();
+  /** The masks and, during a gather, the query's copies: the mask products run there (gather-kernel.ts). */
+  private readonly kernel: GatherKernel;
   private readonly constant: Plaintext;
   /** Per result ciphertext (stretchedLeafValues). */
   private readonly leafValues: Plaintext[];
@@ -29,10 +32,20 @@ export class SlotsEvaluator {
     this.scales = scales;
     const { slots } = layout;
     const G = (this.G = stretchOf(layout));
+    const top = s.shape.data[0];
+    this.kernel = new GatherKernel(2 * slots, top.primes, layout.masks.size, layout.copies);
+    let k = 0;
     for (const [d, mask] of layout.masks) {
       const g = giantOf(layout, d);
       const list = this.groups.get(g) ?? [];
-      list.push({ copy: d - g, pt: this.encode(spread(mask, slots, -g, G), 2 ** scales.maskScaleBits) });
+      // Encoded by SEAL (its rounding is the model's, as before), then held by the kernel only.
+      const pt = this.encode(spread(mask, slots, -g, G), 2 ** scales.maskScaleBits);
+      try {
+        this.kernel.setMask(k, pt.saveToArray(s.seal.ComprModeType.none) as Uint8Array);
+      } finally {
+        release(pt);
+      }
+      list.push({ copy: d - g, mask: k++ });
       this.groups.set(g, list);
     }
     this.constant = this.encode(spread(layout.constant, slots, 0, G), 2 ** (scales.inputScaleBits + scales.maskScaleBits));
@@ -118,36 +131,34 @@ export class SlotsEvaluator {
     const { s, layout } = this;
     if (copies.length !== layout.copies) throw new SealedError('bad-query', `the query holds ${copies.length} ciphertexts, this layout reads ${layout.copies}`);
     const owned: Ciphertext[] = [];
-    const fresh = () => {
-      const c = new s.seal.Ciphertext();
-      owned.push(c);
-      return c;
-    };
     try {
-      const x = new Map<number, Ciphertext>();
+      // SEAL loads (and checks) each copy the groups read and expands its seed; the kernel takes
+      // its residues.
+      const loaded = new Set<number>();
+      let inputScale = 0;
       for (const g of groups)
         for (const { copy } of this.groups.get(g)!)
-          if (!x.has(copy)) {
+          if (!loaded.has(copy)) {
             const c = loadQueryCiphertext(s, copies[copy], this.scales.inputScaleBits, {
               what: `ciphertext ${copy} of the encrypted query`,
               compression: ['none'],
             });
-            owned.push(c);
-            x.set(copy, c);
+            try {
+              inputScale = c.scale();
+              this.kernel.setCopy(copy, c.saveToArray(s.seal.ComprModeType.none) as Uint8Array);
+            } finally {
+              release(c);
+            }
+            loaded.add(copy);
           }
       const ev = s.evaluator;
+      // What SEAL's multiplyPlain gives a product: the copy's scale times the mask's.
+      const scale = inputScale * 2 ** this.scales.maskScaleBits;
       return guard('bad-query', 'evaluation', () => {
-        const term = fresh();
         let F: Ciphertext | undefined;
         for (const g of groups) {
-          const inner = fresh();
-          this.groups.get(g)!.forEach(({ copy, pt }, n) => {
-            if (n === 0) ev.multiplyPlain(x.get(copy)!, pt, inner);
-            else {
-              ev.multiplyPlain(x.get(copy)!, pt, term);
-              ev.addInplace(inner, term);
-            }
-          });
+          const inner = loadCiphertext(s, this.kernel.sum(this.groups.get(g)!, scale), `the gather's group ${g}`);
+          owned.push(inner);
           if (g) ev.rotateVectorInplace(inner, g * this.G, keys.galois);
           if (!F) F = inner;
           else ev.addInplace(F, inner);
@@ -208,7 +219,6 @@ export class SlotsEvaluator {
   }
 
   close(): void {
-    for (const list of this.groups.values()) release(...list.map((t) => t.pt));
     release(this.constant, ...this.leafValues);
   }
 }

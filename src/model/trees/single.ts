@@ -55,16 +55,21 @@ export interface SingleServerPart {
 }
 
 /**
- * SEAL memory a serving worker holds for the form: its plaintexts (a mask per diagonal, the
- * constant, the leaf values), one loaded key set (the Galois keys and the relinearization key:
- * each L key-switching components of two polynomials over the L + 1 primes of the key level),
- * and the query's copies a part loads (at most all, two polynomials each at the top level; the
- * WebAssembly heap keeps the room once grown).
+ * Memory a serving worker holds for the form, in SEAL and in its gather kernel
+ * (src/fhe/gather-kernel.ts): the masks (one polynomial per diagonal, in the kernel), the
+ * constant and the leaf values (SEAL), one loaded key set (the Galois keys and the
+ * relinearization key: each L key-switching components of two polynomials over the L + 1 primes
+ * of the key level), and the query's copies a part loads (at most all, two polynomials each at
+ * the top level) twice: SEAL's, then the kernel's; the kernel's accumulators, output and scratch
+ * (under four polynomials). WebAssembly heaps keep the room once grown.
  */
 export function singleWorkerBytes(part: SingleServerPart): number {
   const poly = part.params.polyModulusDegree * 8;
   const L = part.params.coeffModulusBits.length - 1;
-  return (part.masks.length + 1 + singleResults(part)) * L * poly + (part.galoisSteps.length + 1) * L * 2 * (L + 1) * poly + part.copies * 2 * L * poly;
+  const kernel = part.copies * 2 * L * poly + 4 * L * poly;
+  return (
+    (part.masks.length + 1 + singleResults(part)) * L * poly + (part.galoisSteps.length + 1) * L * 2 * (L + 1) * poly + part.copies * 2 * L * poly + kernel
+  );
 }
 
 /** The form's outputs. */

@@ -1,0 +1,146 @@
+// The single-record gather's mask products in our WebAssembly kernel (kernel.wat: split,
+// macSplit, redcSplit) instead of SEAL's multiplyPlain and add. A giant group's sum over its
+// diagonals of mask x copy is, per residue, sum_d m_d x_d mod q. SEAL reduces every product
+// (Barrett, two 128-bit products emulated in its WebAssembly: ~12 ns here); the kernel splits
+// each residue at bit b into two u32 halves, sums the products' three parts with SIMD 32 x 32 ->
+// 64-bit multiplies, four residues at a time, and reduces once per residue (Montgomery: the masks
+// are held times 2^64 mod q). The sum is the same integer mod q, so the ciphertext is SEAL's
+// byte for byte (test/unit/gather-kernel.test.ts checks the kernel against BigInt,
+// test/trees-slots-encrypted.test.ts the circuit).
+import { SealedError } from '../errors.ts';
+import { KERNEL_WASM, wasmBytes } from './kernel-wasm.ts';
+import { RAW_DATA_OFFSET, readRawInfo } from './raw-ciphertext.ts';
+
+interface Exports {
+  memory: WebAssembly.Memory;
+  toMontgomery(a: number, n: number, r2: bigint, q: bigint, qinv: bigint): void;
+  split(src: number, lo: number, hi: number, n: number, b: bigint): void;
+  macSplit(xlo: number, xhi: number, mlo: number, mhi: number, acc: number, n: number): void;
+  redcSplit(acc: number, out: number, n: number, q: bigint, qinv: bigint, b: bigint): void;
+  addMod64(a: number, dst: number, n: number, q: bigint): void;
+}
+
+/** SEAL's uncompressed Plaintext: SEALHeader, parms_id, coeff_count, scale, then a DynArray (its header and count) of residues. */
+export const PLAIN_DATA_OFFSET = 16 + 32 + 8 + 8 + 16 + 8;
+/** Where SEAL's uncompressed ciphertext holds its scale (raw-ciphertext.ts: before the correction factor and the DynArray). */
+const SCALE_OFFSET = RAW_DATA_OFFSET - 8 - 16 - 8 - 8;
+const M64 = (1n << 64n) - 1n;
+
+let module: WebAssembly.Module | undefined;
+
+/** -q^-1 mod 2^64 (Newton's iteration doubles the correct low bits; q odd is its own inverse to 3 bits). */
+export function negInverse(q: bigint): bigint {
+  let x = q;
+  for (let i = 0; i < 6; i++) x = (x * (2n - q * x)) & M64;
+  return (1n << 64n) - x;
+}
+
+/** Per prime: the split bit b (q < 2^2b) and how many products the accumulators and the reduction hold. */
+function splitOf(q: bigint): { b: number; chunk: number } {
+  if (q >= 1n << 61n || q % 2n === 0n) throw new SealedError('internal', `the gather kernel takes odd primes below 2^61, not ${q}`);
+  const b = Math.max(16, Math.ceil(q.toString(2).length / 2));
+  // A1's part, x_lo m_hi + x_hi m_lo, is below 2^(2b + 1); T = sum of products < q 2^64 for Montgomery's reduction.
+  const chunk = Math.min(Number((1n << 64n) / (1n << BigInt(2 * b + 1))), Number((1n << 64n) / q));
+  return { b, chunk };
+}
+
+/**
+ * One thread's masks (Montgomery form) and one query's copies, split, in a kernel instance of its
+ * own: `masks` x primes x n residues, `copies` x 2 x primes x n, three accumulators and an output
+ * ciphertext of 2 x primes x n, 8 bytes each, and a scratch polynomial.
+ */
+export class GatherKernel {
+  private readonly x: Exports;
+  private readonly n: number;
+  private readonly primes: { q: bigint; qinv: bigint; b: number; chunk: number }[];
+  /** Residues per polynomial (primes x n). */
+  private readonly words: number;
+  private readonly copyAt: number;
+  private readonly accAt: number;
+  private readonly outAt: number;
+  private readonly tmpAt: number;
+  /** A copy's header (everything before its residues), for the sums: same parameters and size. */
+  private header?: Uint8Array;
+
+  constructor(n: number, primes: bigint[], masks: number, copies: number) {
+    if (n % 4 !== 0) throw new SealedError('internal', `a gather kernel of degree ${n}`);
+    this.n = n;
+    this.primes = primes.map((q) => ({ q, qinv: negInverse(q), ...splitOf(q) }));
+    this.words = primes.length * n;
+    const poly = 8 * this.words;
+    this.copyAt = masks * poly;
+    this.accAt = this.copyAt + copies * 2 * poly;
+    this.outAt = this.accAt + 3 * 8 * n;
+    this.tmpAt = this.outAt + 2 * poly;
+    const bytes = this.tmpAt + poly;
+    module ??= new WebAssembly.Module(wasmBytes(KERNEL_WASM));
+    this.x = new WebAssembly.Instance(module, {}).exports as unknown as Exports;
+    const have = this.x.memory.buffer.byteLength;
+    if (have < bytes) this.x.memory.grow(Math.ceil((bytes - have) / 65536));
+  }
+
+  /** Bytes of memory the instance holds. */
+  get bytes(): number {
+    return this.x.memory.buffer.byteLength;
+  }
+
+  /** Residues of one polynomial (primes x n, prime-major) into the scratch, then split per prime at `at` (lo, hi halves of n u32 each). */
+  private splitInto(residues: Uint8Array, at: number, montgomery: boolean): void {
+    new Uint8Array(this.x.memory.buffer, this.tmpAt, 8 * this.words).set(residues);
+    this.primes.forEach(({ q, qinv, b }, j) => {
+      const src = this.tmpAt + 8 * j * this.n;
+      if (montgomery) this.x.toMontgomery(src, this.n, (1n << 128n) % q, q, qinv);
+      const dst = at + 8 * j * this.n;
+      this.x.split(src, dst, dst + 4 * this.n, this.n, BigInt(b));
+    });
+  }
+
+  /** Mask `k`: a Plaintext at the top level in NTT form, as SEAL saves it uncompressed. */
+  setMask(k: number, plaintext: Uint8Array): void {
+    if (plaintext.length !== PLAIN_DATA_OFFSET + 8 * this.words) throw new SealedError('internal', `a mask of ${plaintext.length} bytes`);
+    this.splitInto(plaintext.subarray(PLAIN_DATA_OFFSET), k * 8 * this.words, true);
+  }
+
+  /** Copy `j` of the query: a ciphertext of size 2 at the top level, as SEAL saves it uncompressed. */
+  setCopy(j: number, ciphertext: Uint8Array): void {
+    const info = readRawInfo(ciphertext);
+    if (info.size !== 2 || info.primes !== this.primes.length || info.degree !== this.n) throw new SealedError('internal', 'a copy of another shape');
+    this.header ??= ciphertext.slice(0, RAW_DATA_OFFSET);
+    for (let poly = 0; poly < 2; poly++) {
+      const residues = ciphertext.subarray(RAW_DATA_OFFSET + 8 * poly * this.words, RAW_DATA_OFFSET + 8 * (poly + 1) * this.words);
+      this.splitInto(residues, this.copyAt + 8 * (2 * j + poly) * this.words, false);
+    }
+  }
+
+  /**
+   * sum over `terms` of mask x copy, as SEAL would save the ciphertext uncompressed, at `scale`
+   * (the copies' times the masks'): reduced once per `chunk` terms (128 for primes below 2^55),
+   * the chunks added mod q.
+   */
+  sum(terms: { copy: number; mask: number }[], scale: number): Uint8Array {
+    if (!this.header || terms.length === 0) throw new SealedError('internal', `a gather sum of ${terms.length} terms`);
+    const { n, words } = this;
+    const half = 4 * n;
+    for (let poly = 0; poly < 2; poly++)
+      this.primes.forEach(({ q, qinv, b, chunk }, j) => {
+        const out = this.outAt + 8 * (poly * words + j * n);
+        for (let from = 0; from < terms.length; from += chunk) {
+          for (const { copy, mask } of terms.slice(from, from + chunk)) {
+            const x = this.copyAt + 8 * ((2 * copy + poly) * words + j * n);
+            const m = 8 * (mask * words + j * n);
+            this.x.macSplit(x, x + half, m, m + half, this.accAt, n);
+          }
+          if (from === 0) this.x.redcSplit(this.accAt, out, n, q, qinv, BigInt(b));
+          else {
+            this.x.redcSplit(this.accAt, this.tmpAt, n, q, qinv, BigInt(b));
+            this.x.addMod64(this.tmpAt, out, n, q);
+          }
+        }
+      });
+    const result = new Uint8Array(RAW_DATA_OFFSET + 16 * words);
+    result.set(this.header);
+    new DataView(result.buffer).setFloat64(SCALE_OFFSET, scale, true);
+    result.set(new Uint8Array(this.x.memory.buffer, this.outAt, 16 * words), RAW_DATA_OFFSET);
+    return result;
+  }
+}

@@ -1,0 +1,78 @@
+// The gather kernel (src/fhe/gather-kernel.ts, kernel.wat split/macSplit/redcSplit) against
+// BigInt: sum_d m_d x_d mod q per residue, for primes of the sizes the single-record chains use
+// (30, 53, 55 bits) and one near 2^60, where the accumulators hold only 8 products and the sum is
+// reduced in chunks. Residues at q - 1 (the largest products) and random ones.
+import t from 'tap';
+import { PLAIN_DATA_OFFSET, GatherKernel, negInverse } from '../../src/fhe/gather-kernel.ts';
+import { RAW_DATA_OFFSET, readRawInfo } from '../../src/fhe/raw-ciphertext.ts';
+
+const n = 256;
+const primes = [1073643521n, 9007199252119553n, 36028797018652673n, 1152921504606830593n]; // 30, 53, 55, 60 bits
+const M64 = 1n << 64n;
+
+let seed = 12345n;
+const random = (q: bigint) => {
+  seed = (seed * 6364136223846793005n + 1442695040888963407n) % M64;
+  return ((seed >> 3n) * 0x9e3779b97f4a7c15n) % q;
+};
+
+/** A polynomial's residues (prime-major), each from `value(q, i)`. */
+const residues = (value: (q: bigint, i: number) => bigint) => primes.map((q) => Array.from({ length: n }, (_, i) => value(q, i)));
+
+function plaintextBytes(r: bigint[][]): Uint8Array {
+  const b = new Uint8Array(PLAIN_DATA_OFFSET + 8 * primes.length * n);
+  const v = new DataView(b.buffer);
+  r.forEach((row, j) => row.forEach((x, i) => v.setBigUint64(PLAIN_DATA_OFFSET + 8 * (j * n + i), x, true)));
+  return b;
+}
+
+function ciphertextBytes(polys: bigint[][][]): Uint8Array {
+  const words = primes.length * n;
+  const b = new Uint8Array(RAW_DATA_OFFSET + 16 * words);
+  const v = new DataView(b.buffer);
+  v.setUint16(0, 0xa15e, true);
+  b[2] = 16;
+  b[48] = 1; // NTT form
+  v.setBigUint64(49, 2n, true);
+  v.setBigUint64(57, BigInt(n), true);
+  v.setBigUint64(65, BigInt(primes.length), true);
+  v.setFloat64(73, 2 ** 40, true);
+  v.setBigUint64(RAW_DATA_OFFSET - 8, BigInt(2 * words), true);
+  polys.forEach((p, k) => p.forEach((row, j) => row.forEach((x, i) => v.setBigUint64(RAW_DATA_OFFSET + 8 * (k * words + j * n + i), x, true))));
+  return b;
+}
+
+t.test('negInverse: q x (-q^-1) = -1 mod 2^64', async (t) => {
+  for (const q of primes) t.equal((q * negInverse(q)) % M64, M64 - 1n, `q = ${q}`);
+});
+
+t.test('sums of mask x copy: what BigInt computes, residue by residue', async (t) => {
+  const masks = 40;
+  const copies = 40;
+  const k = new GatherKernel(n, primes, masks, copies);
+  // Mask 0 and copy 0 hold q - 1 everywhere: the largest product, (q - 1)^2.
+  const maskValues = Array.from({ length: masks }, (_, d) => residues((q) => (d === 0 ? q - 1n : random(q))));
+  const copyValues = Array.from({ length: copies }, (_, c) => [0, 1].map(() => residues((q) => (c === 0 ? q - 1n : random(q)))));
+  maskValues.forEach((m, d) => k.setMask(d, plaintextBytes(m)));
+  copyValues.forEach((c, j) => k.setCopy(j, ciphertextBytes(c)));
+  const cases: [string, { copy: number; mask: number }[]][] = [
+    ['one term', [{ copy: 3, mask: 5 }]],
+    ['32 terms, the largest products among them', Array.from({ length: 32 }, (_, i) => ({ copy: i, mask: i }))],
+    ['40 terms, copies and masks reused (five chunks at the 60-bit prime)', Array.from({ length: 40 }, (_, i) => ({ copy: 0, mask: (i * 7) % masks }))],
+  ];
+  for (const [name, terms] of cases) {
+    const bytes = k.sum(terms, 2 ** 70);
+    const v = new DataView(bytes.buffer);
+    t.equal(readRawInfo(bytes).scale, 2 ** 70, `${name}: the scale given`);
+    let wrong = 0;
+    for (let poly = 0; poly < 2; poly++)
+      primes.forEach((q, j) => {
+        for (let i = 0; i < n; i++) {
+          let want = 0n;
+          for (const { copy, mask } of terms) want += copyValues[copy][poly][j][i] * maskValues[mask][j][i];
+          if (v.getBigUint64(RAW_DATA_OFFSET + 8 * (poly * primes.length * n + j * n + i), true) !== want % q) wrong++;
+        }
+      });
+    t.equal(wrong, 0, `${name}: every residue of both polynomials is the sum mod q`);
+  }
+});
