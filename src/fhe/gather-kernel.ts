@@ -9,7 +9,7 @@
 // test/trees-slots-encrypted.test.ts the circuit).
 import { SealedError } from '../errors.ts';
 import { KERNEL_WASM, wasmBytes } from './kernel-wasm.ts';
-import { RAW_DATA_OFFSET, readRawInfo } from './raw-ciphertext.ts';
+import { RAW_DATA_OFFSET, RAW_SCALE_OFFSET, readRawInfo } from './raw-ciphertext.ts';
 
 interface Exports {
   memory: WebAssembly.Memory;
@@ -22,8 +22,6 @@ interface Exports {
 
 /** SEAL's uncompressed Plaintext: SEALHeader, parms_id, coeff_count, scale, then a DynArray (its header and count) of residues. */
 export const PLAIN_DATA_OFFSET = 16 + 32 + 8 + 8 + 16 + 8;
-/** Where SEAL's uncompressed ciphertext holds its scale (raw-ciphertext.ts: before the correction factor and the DynArray). */
-const SCALE_OFFSET = RAW_DATA_OFFSET - 8 - 16 - 8 - 8;
 const M64 = (1n << 64n) - 1n;
 
 let module: WebAssembly.Module | undefined;
@@ -52,7 +50,8 @@ function splitOf(q: bigint): { b: number; chunk: number } {
 export class GatherKernel {
   private readonly x: Exports;
   private readonly n: number;
-  private readonly primes: { q: bigint; qinv: bigint; b: number; chunk: number }[];
+  /** Per prime: q, -q^-1 mod 2^64, 2^128 mod q (into Montgomery form), the split bit, the chunk. */
+  private readonly primes: { q: bigint; qinv: bigint; r2: bigint; b: number; chunk: number }[];
   /** Residues per polynomial (primes x n). */
   private readonly words: number;
   private readonly copyAt: number;
@@ -65,7 +64,7 @@ export class GatherKernel {
   constructor(n: number, primes: bigint[], masks: number, copies: number) {
     if (n % 4 !== 0) throw new SealedError('internal', `a gather kernel of degree ${n}`);
     this.n = n;
-    this.primes = primes.map((q) => ({ q, qinv: negInverse(q), ...splitOf(q) }));
+    this.primes = primes.map((q) => ({ q, qinv: negInverse(q), r2: (1n << 128n) % q, ...splitOf(q) }));
     this.words = primes.length * n;
     const poly = 8 * this.words;
     this.copyAt = masks * poly;
@@ -79,17 +78,12 @@ export class GatherKernel {
     if (have < bytes) this.x.memory.grow(Math.ceil((bytes - have) / 65536));
   }
 
-  /** Bytes of memory the instance holds. */
-  get bytes(): number {
-    return this.x.memory.buffer.byteLength;
-  }
-
   /** Residues of one polynomial (primes x n, prime-major) into the scratch, then split per prime at `at` (lo, hi halves of n u32 each). */
   private splitInto(residues: Uint8Array, at: number, montgomery: boolean): void {
     new Uint8Array(this.x.memory.buffer, this.tmpAt, 8 * this.words).set(residues);
-    this.primes.forEach(({ q, qinv, b }, j) => {
+    this.primes.forEach(({ q, qinv, r2, b }, j) => {
       const src = this.tmpAt + 8 * j * this.n;
-      if (montgomery) this.x.toMontgomery(src, this.n, (1n << 128n) % q, q, qinv);
+      if (montgomery) this.x.toMontgomery(src, this.n, r2, q, qinv);
       const dst = at + 8 * j * this.n;
       this.x.split(src, dst, dst + 4 * this.n, this.n, BigInt(b));
     });
@@ -114,7 +108,7 @@ export class GatherKernel {
 
   /**
    * sum over `terms` of mask x copy, as SEAL would save the ciphertext uncompressed, at `scale`
-   * (the copies' times the masks'): reduced once per `chunk` terms (128 for primes below 2^55),
+   * (the copies' times the masks'): reduced once per `chunk` terms (512 for 53-bit primes),
    * the chunks added mod q.
    */
   sum(terms: { copy: number; mask: number }[], scale: number): Uint8Array {
@@ -139,7 +133,7 @@ export class GatherKernel {
       });
     const result = new Uint8Array(RAW_DATA_OFFSET + 16 * words);
     result.set(this.header);
-    new DataView(result.buffer).setFloat64(SCALE_OFFSET, scale, true);
+    new DataView(result.buffer).setFloat64(RAW_SCALE_OFFSET, scale, true);
     result.set(new Uint8Array(this.x.memory.buffer, this.outAt, 16 * words), RAW_DATA_OFFSET);
     return result;
   }

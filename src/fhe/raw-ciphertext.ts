@@ -15,7 +15,9 @@ const NTT = PARMS + 32;
 const SIZE = NTT + 1;
 const DEGREE = SIZE + 8;
 const PRIMES = DEGREE + 8;
-const SCALE = PRIMES + 8;
+/** Where the scale (f64) sits. */
+export const RAW_SCALE_OFFSET = PRIMES + 8;
+const SCALE = RAW_SCALE_OFFSET;
 const CORRECTION = SCALE + 8;
 const DYN = CORRECTION + 8;
 const COUNT = DYN + HEADER;
