@@ -87,3 +87,16 @@ t.test('the chain: the fewest primes, then the smallest input scale, whose bound
   t.ok(slotsNoiseBound(layout, { ...c, inputBits: c.inputBits - 1, dataBits: Array<number>(5).fill(52) }) > needs, 'one bit less of input scale does not');
   t.throws(() => slotsChain(layout, scoreBound, { lambda: 200 }), /no chain within ring 16384/);
 });
+
+t.test('the placement tries seeded shuffles of the leaves and keeps the cheapest, the same every time', async (t) => {
+  const giants = (l: typeof layout) => [...giantGroups(l).keys()].filter((g) => g > 0).length;
+  const greedy = placeLeaves(leaves, inputs, 32, 8192, 0);
+  const cost = (l: typeof layout) => l.masks.size + 80 * giants(l);
+  t.ok(
+    cost(layout) < cost(greedy),
+    `${layout.masks.size} diagonals in ${giants(layout)} giant steps, against the greedy's ${greedy.masks.size} in ${giants(greedy)}`,
+  );
+  const again = placeLeaves(leaves, inputs, 32);
+  t.same([...again.masks.keys()], [...layout.masks.keys()], 'the same diagonals');
+  t.same(Array.from(again.leafValues[0]), Array.from(layout.leafValues[0]), 'the same positions');
+});
