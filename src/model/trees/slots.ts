@@ -61,6 +61,21 @@ const ORDERS: number[][] = (() => {
   return out;
 })();
 
+/**
+ * Per number of factors f, the segment orders that differ in their first f segments (the rest
+ * hold no factor, so they cost the same), each the first of its kind in ORDERS: the search
+ * keeps the first of equal costs, so it places a leaf as if it tried all 24.
+ */
+const ORDERS_BY_FACTORS: number[][][] = Array.from({ length: 5 }, (_, f) => {
+  const seen = new Set<string>();
+  return ORDERS.filter((o) => {
+    const key = o.slice(0, f).join();
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+});
+
 /** Seeded shuffles placeLeaves tries after the leaves' own order (~0.1 s each for the digits forest's 476 leaves). */
 export const PLACEMENT_RESTARTS = 8;
 /**
@@ -134,9 +149,11 @@ function placeOnce(leaves: SlotsLeaf[], inputs: number, copies: number, slots: n
   const taken = new Uint8Array(SEGMENT);
   for (const leaf of [...leaves].sort((x, y) => y.factors.length - x.factors.length)) {
     let best = { cost: Infinity, p: -1, order: ORDERS[0] };
-    for (let p = 0; p < SEGMENT; p++) {
+    // A place that adds nothing is the first the search would keep: stop there.
+    for (let p = 0; p < SEGMENT && best.cost > 0; p++) {
       if (taken[p]) continue;
-      for (const order of ORDERS) {
+      for (const order of ORDERS_BY_FACTORS[leaf.factors.length]) {
+        if (best.cost === 0) break;
         let cost = 0;
         trial++;
         for (let k = 0; k < leaf.factors.length && cost < best.cost; k++) {
