@@ -5,6 +5,8 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { allocateCopyExchange, CopyExchange } from '../src/fhe/copy-exchange.ts';
+import { ciphertextBytesBound } from '../src/fhe/params.ts';
 import { FLOOD_PRECISION_BITS } from '../src/model/compile-batch.ts';
 import { compileTreeModel } from '../src/model/trees/compile.ts';
 import { predictionOf } from '../src/model/trees/ensemble.ts';
@@ -49,6 +51,38 @@ t.test('one record: client -> server (whole, and in two parts) -> the quantized 
     }
     t.not(whole.scores[0][0], parts.scores[0][0], 'each result has its own flood');
   }
+});
+
+t.test('two parts sharing a copy exchange: each copy loaded by one of them, the same gathers byte for byte', async (t) => {
+  const query = client.encryptRecord(data.test[0]);
+  const { sections } = server.checkQuery(query);
+  const set = server.keysOf(keys, 'client-1');
+  const alone = [0, 1].map((k) => server.evaluatePart(sections, k, 2, set));
+  const buffers = allocateCopyExchange(sections.length, ciphertextBytesBound(m.server.single!.params));
+  // Part 1 first: it loads every copy it reads (none is claimed yet) and publishes them.
+  const second = server.evaluatePart(sections, 1, 2, set, new CopyExchange(buffers));
+  // Part 0 is then given garbage for every copy part 1 published: it must take them from the
+  // exchange, not load them again.
+  const exchange = new CopyExchange(buffers);
+  const published = sections.map((_, j) => exchange.take(j, 0) !== undefined);
+  t.ok(published.filter(Boolean).length > sections.length / 2, `part 1 published ${published.filter(Boolean).length} of ${sections.length} copies`);
+  const spoiled = sections.map((c, j) => (published[j] ? new Uint8Array(c.length) : c));
+  const first = server.evaluatePart(spoiled, 0, 2, set, exchange);
+  t.same(Buffer.from(first), Buffer.from(alone[0]), "part 0's gather, from the exchange's copies, is the same byte for byte");
+  t.same(Buffer.from(second), Buffer.from(alone[1]), "part 1's too");
+
+  // A bad copy that both parts read: whoever claims it refuses it, and so does the part that
+  // finds it failed in the exchange.
+  const own = allocateCopyExchange(sections.length, ciphertextBytesBound(m.server.single!.params));
+  server.evaluatePart(sections, 0, 2, set, new CopyExchange(own));
+  const readByPart0 = new CopyExchange(own);
+  const j = sections.findIndex((_, j) => published[j] && readByPart0.take(j, 0) !== undefined);
+  t.ok(j >= 0, `copy ${j} is read by both parts`);
+  const bad = sections.map((c, k) => (k === j ? new Uint8Array(c.length) : c));
+  const shared = allocateCopyExchange(sections.length, ciphertextBytesBound(m.server.single!.params));
+  const message = new RegExp(`ciphertext ${j} of the encrypted query`);
+  for (const part of [1, 0])
+    t.throws(() => server.evaluatePart(bad, part, 2, set, new CopyExchange(shared)), { code: 'bad-query', message }, `part ${part} refuses it`);
 });
 
 /** A SEAL object whose header claims zlib (the clients write the single-record keys uncompressed, and wrote zstd). */

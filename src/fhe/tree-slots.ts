@@ -6,6 +6,7 @@
 import type { Ciphertext, Plaintext } from 'node-seal/throws';
 import { SealedError } from '../errors.ts';
 import type { CkksSession } from './ckks.ts';
+import type { CopyExchange } from './copy-exchange.ts';
 import { GatherKernel } from './gather-kernel.ts';
 import { loadCiphertext, loadQueryCiphertext, type EvaluationKeys } from './load.ts';
 import { guard, release } from './seal.ts';
@@ -102,9 +103,12 @@ export class SlotsEvaluator {
     return [...owner].filter(([, k]) => k === part).map(([g]) => g);
   }
 
-  /** One part's gather, unrescaled (bytes): finishParts adds the parts' and completes the circuit. */
-  runPart(copies: Uint8Array[], keys: EvaluationKeys, part: number, parts: number, firstLoad = 0): Uint8Array {
-    const F = this.gather(copies, keys, this.partGroups(part, parts, firstLoad));
+  /**
+   * One part's gather, unrescaled (bytes): finishParts adds the parts' and completes the circuit.
+   * With an exchange shared by the parts, each copy is loaded by one of them (copy-exchange.ts).
+   */
+  runPart(copies: Uint8Array[], keys: EvaluationKeys, part: number, parts: number, firstLoad = 0, exchange?: CopyExchange): Uint8Array {
+    const F = this.gather(copies, keys, this.partGroups(part, parts, firstLoad), exchange, part % 2 === 1);
     try {
       return F.saveToArray(this.s.seal.ComprModeType.none) as Uint8Array;
     } finally {
@@ -126,34 +130,56 @@ export class SlotsEvaluator {
     }
   }
 
+  /** Copy `j` loaded and checked by SEAL, its seed expanded: uncompressed bytes. */
+  private expand(copies: Uint8Array[], j: number): Uint8Array {
+    const c = loadQueryCiphertext(this.s, copies[j], this.scales.inputScaleBits, { what: `ciphertext ${j} of the encrypted query`, compression: ['none'] });
+    try {
+      return c.saveToArray(this.s.seal.ComprModeType.none) as Uint8Array;
+    } finally {
+      release(c);
+    }
+  }
+
+  /**
+   * The kernel takes the residues of each copy the groups read: loaded here (SEAL checks it and
+   * expands its seed), or, with an exchange, here if this thread claims it first and from the
+   * thread that did otherwise. `backwards`: claim from the last copy (a second thread meets the
+   * first in the middle).
+   */
+  private loadCopies(copies: Uint8Array[], groups: number[], exchange?: CopyExchange, backwards = false): void {
+    const needed = [...new Set(groups.flatMap((g) => this.groups.get(g)!.map((d) => d.copy)))].sort((x, y) => (backwards ? y - x : x - y));
+    const later: number[] = [];
+    for (const j of needed) {
+      if (!exchange) this.kernel.setCopy(j, this.expand(copies, j));
+      else if (!exchange.claim(j)) later.push(j);
+      else {
+        let raw: Uint8Array;
+        try {
+          raw = this.expand(copies, j);
+        } catch (e) {
+          exchange.fail(j);
+          throw e;
+        }
+        this.kernel.setCopy(j, raw);
+        exchange.publish(j, raw);
+      }
+    }
+    for (const j of later) this.kernel.setCopy(j, exchange!.take(j) ?? this.expand(copies, j));
+  }
+
   /** sum over `groups` of rot(sum over their diagonals of mask x copy, giant): scale 2^(a + mask), top level. */
-  private gather(copies: Uint8Array[], keys: EvaluationKeys, groups: number[]): Ciphertext {
+  private gather(copies: Uint8Array[], keys: EvaluationKeys, groups: number[], exchange?: CopyExchange, backwards = false): Ciphertext {
     const { s, layout } = this;
     if (copies.length !== layout.copies) throw new SealedError('bad-query', `the query holds ${copies.length} ciphertexts, this layout reads ${layout.copies}`);
+    if (exchange && exchange.copies !== layout.copies)
+      throw new SealedError('internal', `an exchange of ${exchange.copies} copies for a layout of ${layout.copies}`);
     const owned: Ciphertext[] = [];
     try {
-      // SEAL loads (and checks) each copy the groups read and expands its seed; the kernel takes
-      // its residues.
-      const loaded = new Set<number>();
-      let inputScale = 0;
-      for (const g of groups)
-        for (const { copy } of this.groups.get(g)!)
-          if (!loaded.has(copy)) {
-            const c = loadQueryCiphertext(s, copies[copy], this.scales.inputScaleBits, {
-              what: `ciphertext ${copy} of the encrypted query`,
-              compression: ['none'],
-            });
-            try {
-              inputScale = c.scale();
-              this.kernel.setCopy(copy, c.saveToArray(s.seal.ComprModeType.none) as Uint8Array);
-            } finally {
-              release(c);
-            }
-            loaded.add(copy);
-          }
+      this.loadCopies(copies, groups, exchange, backwards);
       const ev = s.evaluator;
-      // What SEAL's multiplyPlain gives a product: the copy's scale times the mask's.
-      const scale = inputScale * 2 ** this.scales.maskScaleBits;
+      // What SEAL's multiplyPlain gives a product: the copy's scale (loadQueryCiphertext checks
+      // it is 2^a exactly) times the mask's.
+      const scale = 2 ** (this.scales.inputScaleBits + this.scales.maskScaleBits);
       return guard('bad-query', 'evaluation', () => {
         let F: Ciphertext | undefined;
         for (const g of groups) {

@@ -1,5 +1,6 @@
 // A single-record tree query (layout 'slots', src/model/trees/single-server.ts) through the
-// pool: its gather cut in a part per thread (the first part also makes the flood's masks), then
+// pool: its gather cut in a part per thread (the first part also makes the flood's masks; the
+// parts share a copy exchange, so each copy's seed is expanded by one of them), then
 // finish tasks add them and complete the results (the products, the leaf sums, the flood): one
 // task for one result ciphertext; a model with several shares them out over the threads, each
 // redoing the two products (~0.1 s) to run its results' leaf sums (~0.1 s each) beside the others'. The query is
@@ -8,6 +9,7 @@
 // ~100 ms on the main thread before each part could start, measured on the AMD VM).
 import { createHash } from 'node:crypto';
 import { reviveError, safeText, SealedError } from '../errors.ts';
+import { allocateCopyExchange } from '../fhe/copy-exchange.ts';
 import { ciphertextBytesBound, paramsKey } from '../fhe/params.ts';
 import { encodeWire, type QueryHeader, type ResultHeader, type WireMessage } from '../wire/format.ts';
 import { invocationResponse, type InvocationContext, type InvocationResponse, type ResultSink } from './invocation-context.ts';
@@ -66,8 +68,10 @@ export async function evaluateTreeRecord(
   const results = single.results;
   // The query's copy in shared memory (the body form), the parts' gathers (size 2, top level),
   // the flood's masks and the results. The parts' loaded copies are SEAL memory (singleWorkerBytes).
+  // With several parts, the copies they share, each loaded once (src/fhe/copy-exchange.ts).
+  const stride = ciphertextBytesBound(single.params, 2);
   const reservation = c.budget?.reserve(
-    (inShared ? 0 : query.length) + (parts + 2 * results) * ciphertextBytesBound(single.params, 2),
+    (inShared ? 0 : query.length) + (parts + 2 * results) * stride + (parts > 1 ? single.copies * stride : 0),
     'the parts and result of a single-record tree query',
   );
   try {
@@ -80,8 +84,9 @@ export async function evaluateTreeRecord(
       throw new SealedError('bad-keys', "the evaluation keys were not made for this model's single-record form", KEYS_HINT);
     const k: TreeRecordKeys = { id: set.id, galois: set.galois, relin: set.relin, publicKey: set.publicKey };
     const t1 = performance.now();
+    const exchange = parts > 1 ? allocateCopyExchange(single.copies, stride) : undefined;
     const done = await settle(
-      Array.from({ length: parts }, (_, part) => c.pool.runTrees({ treeRecord: 'part', part, parts, sections, mask: part === 0, keys: k }, signal)),
+      Array.from({ length: parts }, (_, part) => c.pool.runTrees({ treeRecord: 'part', part, parts, sections, mask: part === 0, keys: k, exchange }, signal)),
     );
     if (signal?.aborted) throw deadlinePassed();
     const masks = done[0].masks ?? [];

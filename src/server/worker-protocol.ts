@@ -1,6 +1,7 @@
 // What the main thread and the evaluation pool's workers send each other. Types only, in a
 // module of their own, so the pool and batch.ts do not import the worker (which loads SEAL).
 import type { PlainError } from '../errors.ts';
+import type { CopyExchangeBuffers } from '../fhe/copy-exchange.ts';
 
 export interface EvaluateTask {
   ciphertext: Uint8Array;
@@ -61,12 +62,13 @@ export interface TreeCombineTask {
 /**
  * A single-record tree query (layout 'slots', src/model/trees/single-server.ts) on several
  * threads: part `part` of `parts` of its gather, the query's sections shared read-only; with
- * `mask`, also the flood's masks, one per output (made while the other parts compute). 'finish'
+ * `mask`, also the flood's masks, one per output (made while the other parts compute); the parts
+ * share `exchange` so that each copy is loaded once (src/fhe/copy-exchange.ts). 'finish'
  * adds the parts' gathers and completes the results of `outputs` (their masks, in that order):
  * several finish tasks share a model's outputs out.
  */
 export type TreeRecordTask =
-  | { treeRecord: 'part'; part: number; parts: number; sections: Uint8Array[]; mask: boolean; keys: TreeRecordKeys }
+  | { treeRecord: 'part'; part: number; parts: number; sections: Uint8Array[]; mask: boolean; keys: TreeRecordKeys; exchange?: CopyExchangeBuffers }
   | { treeRecord: 'finish'; partials: Uint8Array[]; masks: Uint8Array[]; results: number[]; keys: TreeRecordKeys };
 
 /** A single-record key set's sections and its SHA-256 (the worker keeps the last ones loaded). */

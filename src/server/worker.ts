@@ -11,6 +11,7 @@
 // other.
 import { threadId, workerData } from 'node:worker_threads';
 import { SEAL_EXCEPTION_BUDGET, sealExceptionCount, sealFault } from '../fhe/seal.ts';
+import { CopyExchange } from '../fhe/copy-exchange.ts';
 import { SealedError } from '../errors.ts';
 import { readClientPart, readManifest, readServerPart } from '../model/bundle.ts';
 import { isTreeBundle, readTreeBundle } from '../model/trees/bundle.ts';
@@ -139,7 +140,8 @@ function runTreeRecord(task: TreeRecordTask): TreeResult {
     const single = trees?.single;
     if (!single) throw new SealedError('bad-query', 'this endpoint does not serve a single-record tree form');
     if (task.treeRecord === 'part') {
-      const partial = single.evaluatePart(task.sections, task.part, task.parts, task.keys);
+      const exchange = task.exchange && new CopyExchange(task.exchange);
+      const partial = single.evaluatePart(task.sections, task.part, task.parts, task.keys, exchange);
       const masks = task.mask ? single.floodMasks(task.keys) : undefined;
       return { partial: [partial], masks, ms: performance.now() - t0 };
     }

@@ -4,6 +4,7 @@
 import type { ParmsIdType } from 'node-seal/throws';
 import { SealedError } from '../../errors.ts';
 import { CkksSession } from '../../fhe/ckks.ts';
+import type { CopyExchange } from '../../fhe/copy-exchange.ts';
 import { loadCiphertext, loadEvaluationKeys, type EvaluationKeys } from '../../fhe/load.ts';
 import { paramsKey } from '../../fhe/params.ts';
 import { release } from '../../fhe/seal.ts';
@@ -133,11 +134,12 @@ export class SingleTreeServer {
 
   /**
    * Part `part` of `parts` of a checked query's gather (bytes; finish adds the parts'). A
-   * flooding model's part 0 also makes the flood's masks (floodMasks, one per result), so it gathers less.
+   * flooding model's part 0 also makes the flood's masks (floodMasks, one per result), so it
+   * gathers less. Parts that share an exchange load each copy once between them (copy-exchange.ts).
    */
-  evaluatePart(sections: Uint8Array[], part: number, parts: number, keys: SingleKeys): Uint8Array {
+  evaluatePart(sections: Uint8Array[], part: number, parts: number, keys: SingleKeys, exchange?: CopyExchange): Uint8Array {
     const firstLoad = this.part.privacy === 'flood' ? FLOOD_MASK_LOAD * this.results : 0;
-    return this.withKeys(keys, (k) => this.evaluator.runPart(sections, k.keys, part, parts, firstLoad));
+    return this.withKeys(keys, (k) => this.evaluator.runPart(sections, k.keys, part, parts, firstLoad, exchange));
   }
 
   /** The flood's masks, one per result ciphertext (bytes; see SinglePrivacy.mask), made while the parts run; none without flooding. */
