@@ -87,7 +87,7 @@ const GIANT_WEIGHT = 80;
 
 /**
  * Places the leaves greedily (placeOnce), in their order and in `restarts` seeded shuffles of it
- * (the greedy is sensitive to ties in its order: the digits forest's 23 giant steps become 19),
+ * (the greedy is sensitive to ties in its order: the digits forest's 23 giant steps become 18),
  * and keeps the cheapest: fewest masks + GIANT_WEIGHT x giant steps, the first on ties.
  * Deterministic: the same leaves give the same layout.
  */
