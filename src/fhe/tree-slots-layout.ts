@@ -33,8 +33,14 @@ export interface SlotsLayout {
 /** Slots per position (SlotsLayout.stretch). */
 export const stretchOf = (layout: Pick<SlotsLayout, 'stretch'>): number => layout.stretch ?? 1;
 
-/** Result ciphertexts: output k is in result floor(k / G), in every slot t with t mod G = k mod G. */
-export const resultsOf = (layout: Pick<SlotsLayout, 'stretch' | 'leafValues'>): number => Math.ceil(layout.leafValues.length / stretchOf(layout));
+/** Whether a stretch is one a layout of this period can take: a power of two, G periods within the slots. */
+export const validStretch = (G: number, period: number, slots: number): boolean => Number.isInteger(G) && G >= 1 && (G & (G - 1)) === 0 && G * period <= slots;
+
+/** Result ciphertexts of `outputs` stretched by G: output k is in result floor(k / G), in every slot t with t mod G = k mod G. */
+export const resultCount = (outputs: number, G: number): number => Math.ceil(outputs / G);
+
+/** A layout's result ciphertexts (resultCount). */
+export const resultsOf = (layout: Pick<SlotsLayout, 'stretch' | 'leafValues'>): number => resultCount(layout.leafValues.length, stretchOf(layout));
 
 /** Where output k's score is: its result ciphertext and a slot that holds it. */
 export const resultSlot = (layout: Pick<SlotsLayout, 'stretch'>, k: number): [number, number] => [Math.floor(k / stretchOf(layout)), k % stretchOf(layout)];

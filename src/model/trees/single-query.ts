@@ -13,7 +13,7 @@ import { SealedError } from '../../errors.ts';
 import { CkksSession } from '../../fhe/ckks.ts';
 import { SecretKeyHolder, generateSecretKey } from '../../fhe/keys.ts';
 import { paramsKey } from '../../fhe/params.ts';
-import { encryptSlotsQuery, makeSlotsKeys, resultSlot } from '../../fhe/tree-slots-layout.ts';
+import { encryptSlotsQuery, makeSlotsKeys, resultCount, resultSlot, validStretch } from '../../fhe/tree-slots-layout.ts';
 import { encodeWire, type KeysHeader, type QueryHeader } from '../../wire/format.ts';
 import { thermometer } from './circuit.ts';
 import type { TreeClientPart } from './compile.ts';
@@ -81,7 +81,7 @@ export class SingleTreeClient {
   /** Slots per position (the layout's stretch), checked. */
   private get stretch(): number {
     const G = this.single.stretch ?? 1;
-    if (!Number.isInteger(G) || G < 1 || (G & (G - 1)) !== 0 || G * this.single.period > this.s.slots)
+    if (!validStretch(G, this.single.period, this.s.slots))
       throw new SealedError('bad-bundle', `the client part stretches each position over ${JSON.stringify(G)} slots`, 'compile the model again');
     return G;
   }
@@ -109,7 +109,7 @@ export class SingleTreeClient {
     const p = this.part;
     const { header, sections } = readTreeResult(p, bytes, query);
     const G = this.stretch;
-    const results = Math.ceil(p.outputs / G);
+    const results = resultCount(p.outputs, G);
     if (header.layout !== 'slots' || header.records !== 1 || sections.length !== results)
       throw new SealedError(
         'bad-query',

@@ -9,7 +9,7 @@
 import { SealedError } from '../../errors.ts';
 import { checkParams, type CkksParams } from '../../fhe/params.ts';
 import type { Privacy } from '../../fhe/privacy.ts';
-import { slotsRotations, type SlotsLayout } from '../../fhe/tree-slots-layout.ts';
+import { resultCount, slotsRotations, validStretch, type SlotsLayout } from '../../fhe/tree-slots-layout.ts';
 import { SEGMENTS, placeLeaves, slotsLeaves } from './slots.ts';
 import { slotsChain, slotsNoiseBound, slotsScales } from './slots-chain.ts';
 
@@ -79,7 +79,7 @@ export function singleOutputs(part: Pick<SingleServerPart, 'leafValues'>): numbe
 
 /** The form's result ciphertexts: stretch outputs in each. */
 export function singleResults(part: Pick<SingleServerPart, 'leafValues' | 'stretch'>): number {
-  return Math.ceil(singleOutputs(part) / (part.stretch ?? 1));
+  return resultCount(singleOutputs(part), part.stretch ?? 1);
 }
 
 /**
@@ -192,8 +192,7 @@ export function singleLayout(part: SingleServerPart, where: string): SlotsLayout
   }
   if (!Number.isFinite(part.noiseL2Bits)) throw bad('has no noise bound');
   const stretch = part.stretch ?? 1;
-  if (!Number.isInteger(stretch) || stretch < 1 || (stretch & (stretch - 1)) !== 0 || stretch * PERIOD > slots)
-    throw bad(`stretches each position over ${JSON.stringify(stretch)} slots, not a power of two with room for it`);
+  if (!validStretch(stretch, PERIOD, slots)) throw bad(`stretches each position over ${JSON.stringify(stretch)} slots, not a power of two with room for it`);
   const layout: SlotsLayout = { slots, copies: part.copies, masks, constant: dense(part.constant, PERIOD, 'the constant'), leafValues, stretch };
   if (JSON.stringify(part.galoisSteps) !== JSON.stringify(slotsRotations(layout))) throw bad('names other rotations than it makes');
   return layout;
