@@ -61,15 +61,16 @@ export interface TreeCombineTask {
 
 /**
  * A single-record tree query (layout 'slots', src/model/trees/single-server.ts) on several
- * threads: part `part` of `parts` of its gather, the query's sections shared read-only; with
- * `mask`, also the flood's masks, one per output (made while the other parts compute); the parts
- * share `exchange` so that each copy is loaded once (src/fhe/copy-exchange.ts). 'finish'
- * adds the parts' gathers and completes the results of `outputs` (their masks, in that order):
- * several finish tasks share a model's outputs out.
+ * threads: part `part` of `parts` of its gather, the query's sections shared read-only; part 0 also
+ * makes `masks` of the flood's masks (while the other parts compute; any mask serves any result;
+ * every part is told, for the cut weighs part 0's share by them);
+ * the parts share `exchange` so that each copy is loaded once (src/fhe/copy-exchange.ts).
+ * 'finish' adds the parts' gathers and completes the result ciphertexts `results` (with `masks`,
+ * one each in that order, or making its own): several finish tasks share a model's results out.
  */
 export type TreeRecordTask =
-  | { treeRecord: 'part'; part: number; parts: number; sections: Uint8Array[]; mask: boolean; keys: TreeRecordKeys; exchange?: CopyExchangeBuffers }
-  | { treeRecord: 'finish'; partials: Uint8Array[]; masks: Uint8Array[]; results: number[]; keys: TreeRecordKeys };
+  | { treeRecord: 'part'; part: number; parts: number; sections: Uint8Array[]; masks: number; keys: TreeRecordKeys; exchange?: CopyExchangeBuffers }
+  | { treeRecord: 'finish'; partials: Uint8Array[]; masks: Uint8Array[] | 'own'; results: number[]; keys: TreeRecordKeys };
 
 /** A single-record key set's sections and its SHA-256 (the worker keeps the last ones loaded). */
 export interface TreeRecordKeys {

@@ -141,8 +141,8 @@ function runTreeRecord(task: TreeRecordTask): TreeResult {
     if (!single) throw new SealedError('bad-query', 'this endpoint does not serve a single-record tree form');
     if (task.treeRecord === 'part') {
       const exchange = task.exchange && new CopyExchange(task.exchange);
-      const partial = single.evaluatePart(task.sections, task.part, task.parts, task.keys, exchange);
-      const masks = task.mask ? single.floodMasks(task.keys) : undefined;
+      const partial = single.evaluatePart(task.sections, task.part, task.parts, task.keys, exchange, task.masks);
+      const masks = task.part === 0 && task.masks ? single.floodMasks(task.keys, task.masks) : undefined;
       return { partial: [partial], masks, ms: performance.now() - t0 };
     }
     return { results: single.finish(task.partials, task.masks, task.keys, task.results), ms: performance.now() - t0 };

@@ -134,20 +134,23 @@ export class SingleTreeServer {
 
   /**
    * Part `part` of `parts` of a checked query's gather (bytes; finish adds the parts'). A
-   * flooding model's part 0 also makes the flood's masks (floodMasks, one per result), so it
-   * gathers less. Parts that share an exchange load each copy once between them (copy-exchange.ts).
+   * flooding model's part 0 also makes `masks` of the flood's masks (floodMasks; default one per
+   * result), so it gathers less: every part must be given the same `masks` (the cut depends on it). Parts that share an exchange load each copy once between them (copy-exchange.ts).
    */
-  evaluatePart(sections: Uint8Array[], part: number, parts: number, keys: SingleKeys, exchange?: CopyExchange): Uint8Array {
-    const firstLoad = this.part.privacy === 'flood' ? FLOOD_MASK_LOAD * this.results : 0;
+  evaluatePart(sections: Uint8Array[], part: number, parts: number, keys: SingleKeys, exchange?: CopyExchange, masks = this.results): Uint8Array {
+    const firstLoad = this.part.privacy === 'flood' ? FLOOD_MASK_LOAD * masks : 0;
     return this.withKeys(keys, (k) => this.evaluator.runPart(sections, k.keys, part, parts, firstLoad, exchange));
   }
 
-  /** The flood's masks, one per result ciphertext (bytes; see SinglePrivacy.mask), made while the parts run; none without flooding. */
-  floodMasks(keys: SingleKeys): Uint8Array[] {
+  /**
+   * The flood's masks (bytes; see SinglePrivacy.mask), one per result ciphertext of `results`
+   * (default all), made while the parts run; none without flooding.
+   */
+  floodMasks(keys: SingleKeys, results = this.results): Uint8Array[] {
     return this.withKeys(keys, (k) => {
       const privacy = k.privacy;
       if (!privacy) return [];
-      return Array.from({ length: this.results }, () => {
+      return Array.from({ length: results }, () => {
         const mask = privacy.mask(this.resultAt.scale, this.resultAt.pid);
         try {
           return mask.saveToArray(this.session.seal.ComprModeType.none) as Uint8Array;
@@ -161,16 +164,18 @@ export class SingleTreeServer {
   /**
    * The parts' gathers (in any order) and a flood mask per result ciphertext -> the result
    * ciphertexts (bytes, zstd); only those of `results` (default all, a mask each, in that order).
+   * `masks` 'own': a flooded model's masks are made here (a finisher with fewer results than
+   * another has the time; invoke-tree-record.ts).
    */
-  finish(partials: Uint8Array[], masks: Uint8Array[], keys: SingleKeys, results?: number[]): Uint8Array[] {
+  finish(partials: Uint8Array[], masks: Uint8Array[] | 'own', keys: SingleKeys, results?: number[]): Uint8Array[] {
     return this.withKeys(keys, (k) => {
       const outs = this.evaluator.finishParts(partials, k.keys, results);
       try {
-        if (k.privacy && masks.length !== outs.length)
+        if (k.privacy && masks !== 'own' && masks.length !== outs.length)
           throw new SealedError('internal', `a flooded model finished ${outs.length} results with ${masks.length} flood masks`);
         return outs.map((out, j) => {
           if (k.privacy) {
-            const m = loadCiphertext(this.session, masks[j], 'the flood mask');
+            const m = masks === 'own' ? k.privacy.mask(this.resultAt.scale, this.resultAt.pid) : loadCiphertext(this.session, masks[j], 'the flood mask');
             try {
               this.session.evaluator.addInplace(out, m);
             } finally {
