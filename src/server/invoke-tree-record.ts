@@ -88,7 +88,7 @@ export async function evaluateTreeRecord(
     const exchange = parts > 1 ? allocateCopyExchange(single.copies, stride) : undefined;
     // Result c goes to finisher c mod finishers. A finisher with fewer results than the first
     // has a leaf sum's time (~70 ms for digits) to spare: it makes its results' flood masks
-    // (~35 ms each) instead of part 0, whose gather is then the shorter for it.
+    // (~22-40 ms each) instead of part 0, whose gather is then the shorter for it.
     const finishers = Math.min(parts, results);
     const shares = Array.from({ length: finishers }, (_, f) => Array.from({ length: results }, (_, c) => c).filter((c) => c % finishers === f));
     const ownMasks = shares.map((share) => share.length < shares[0].length);

@@ -61,10 +61,10 @@ export interface TreeCombineTask {
 
 /**
  * A single-record tree query (layout 'slots', src/model/trees/single-server.ts) on several
- * threads: part `part` of `parts` of its gather, the query's sections shared read-only; part 0 also
- * makes `masks` of the flood's masks (while the other parts compute; any mask serves any result;
- * every part is told, for the cut weighs part 0's share by them);
- * the parts share `exchange` so that each copy is loaded once (src/fhe/copy-exchange.ts).
+ * threads: part `part` of `parts` of its gather, the query's sections shared read-only; part 0
+ * also makes `masks` of the flood's masks while the other parts compute (any mask serves any
+ * result; every part is told, for the cut weighs part 0's share by them); the parts share
+ * `exchange` so that each copy is loaded once (src/fhe/copy-exchange.ts).
  * 'finish' adds the parts' gathers and completes the result ciphertexts `results` (with `masks`,
  * one each in that order, or making its own): several finish tasks share a model's results out.
  */

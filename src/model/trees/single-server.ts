@@ -135,7 +135,8 @@ export class SingleTreeServer {
   /**
    * Part `part` of `parts` of a checked query's gather (bytes; finish adds the parts'). A
    * flooding model's part 0 also makes `masks` of the flood's masks (floodMasks; default one per
-   * result), so it gathers less: every part must be given the same `masks` (the cut depends on it). Parts that share an exchange load each copy once between them (copy-exchange.ts).
+   * result), so it gathers less: every part must be given the same `masks` (the cut depends on
+   * it). Parts that share an exchange load each copy once between them (copy-exchange.ts).
    */
   evaluatePart(sections: Uint8Array[], part: number, parts: number, keys: SingleKeys, exchange?: CopyExchange, masks = this.results): Uint8Array {
     const firstLoad = this.part.privacy === 'flood' ? FLOOD_MASK_LOAD * masks : 0;
