@@ -39,7 +39,7 @@ t.test(`${CASES} mutated batch-mode queries: 4xx with a reason, never 5xx`, asyn
   let bad = 0;
   // Cases are drawn in order (each draw is synchronous, so the seeded sequence is the one a
   // sequential loop makes) and run LANES at once, as many as the server's batch slots (2): one
-  // case's S3 put, download and header checks overlap another's evaluation. Each lane writes its
+  // case's seeding, download and header checks overlap another's evaluation. Each lane writes its
   // results to its own object, so no two 200s race on one key.
   let next = 0;
   const draw = () => {
@@ -52,7 +52,7 @@ t.test(`${CASES} mutated batch-mode queries: 4xx with a reason, never 5xx`, asyn
     while (next < CASES) {
       const { i, bytes } = draw();
       const key = `fuzz/${i}`;
-      await stack.store.put({ bucket: B, key }, bytes, 'fuzz');
+      await stack.s3.putDirect(B, key, bytes);
       const res = await fetch(`${stack.server.url}/invocations`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
@@ -69,6 +69,7 @@ t.test(`${CASES} mutated batch-mode queries: 4xx with a reason, never 5xx`, asyn
   await Promise.all(Array.from({ length: LANES }, (_, l) => lane(l)));
   t.equal(bad, 0, `no 5xx and every refusal explained (${JSON.stringify(Object.fromEntries(statuses))})`);
   t.ok((statuses.get(422) ?? 0) + (statuses.get(409) ?? 0) > 0, 'some mutations were refused (the fuzzer reaches the checks)');
+  t.notOk(statuses.has(404), 'every mutated object was found (seeded into the store directly, s3.putDirect)');
   const good = await fetch(`${stack.server.url}/invocations`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },

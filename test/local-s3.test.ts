@@ -254,6 +254,18 @@ t.test('read-after-write: each PUT is complete when answered', async (t) => {
   t.equal((await store.get(at('raw/empty'), 10, 'query')).bytes.length, 0, 'an empty object');
 });
 
+t.test('putDirect (seeding without HTTP): what a GET then reads is the object, byte for byte, with its MD5 as ETag', async (t) => {
+  const before = s3.requests();
+  const bytes = randomBytes(2 * MiB + 5);
+  await s3.putDirect(BUCKET, 'direct/k', bytes.subarray(3));
+  t.equal(s3.requests(), before, 'no HTTP request');
+  const got = await store.get(at('direct/k'), 4 * MiB, 'keys');
+  t.ok(Buffer.from(got.bytes).equals(bytes.subarray(3)), 'the bytes of the view given, not of its whole buffer');
+  t.equal(got.etag, `"${createHash('md5').update(bytes.subarray(3)).digest('hex')}"`, "S3's ETag: the MD5");
+  await s3.putDirect(BUCKET, 'direct/k', new Uint8Array([1, 2, 3]));
+  t.same([...(await store.get(at('direct/k'), 10, 'keys')).bytes], [1, 2, 3], 'an overwrite replaces it');
+});
+
 t.test('getShared: the object in shared memory, whole; over the limit refused before reading', async (t) => {
   const bytes = randomBytes(3 * MiB + 17);
   await store.put(at('shared/q'), bytes, 'query');

@@ -15,6 +15,8 @@ export interface LocalS3 {
   endpoint: string;
   /** HTTP requests received so far: lets tests prove a refusal never reached S3 (no timing). */
   requests(): number;
+  /** Stores an object as a PUT does, without HTTP: for seeding many objects (a fuzz run's) where the upload is not under test. */
+  putDirect(bucket: string, key: string, bytes: Uint8Array): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -38,6 +40,7 @@ export async function startLocalS3(o: { directory: string; port?: number; host?:
   return {
     endpoint: `http://${info.address}:${info.port}`,
     requests: () => requests,
+    putDirect: async (bucket, key, bytes) => void (await (server.store as Store).putObject({ bucket, key, content: Buffer.from(bytes), metadata: {} })),
     close: () => server.close(),
   };
 }
@@ -265,9 +268,7 @@ function routeAbortMultipartUpload(): void {
   router.stack.splice(at, 0, router.stack.pop()!);
 }
 
-interface Account {
-  accessKeys: Map<string, string>;
-}
+type Account = { accessKeys: Map<string, string> };
 const anyKey = Symbol('sealed:anyCredentials');
 
 /**
