@@ -2,7 +2,8 @@
 // the evaluation keys a program needs, and symmetric (seeded, half-size) encryption.
 import { SealedError } from '../errors.ts';
 import { concatBytes } from '../util/bytes.ts';
-import type { CkksSession } from './ckks.ts';
+import { CkksSession } from './ckks.ts';
+import type { CkksParams } from './params.ts';
 import { loadCiphertext } from './load.ts';
 import { packResidues } from './raw-ciphertext.ts';
 import { guard, release, type Seal } from './seal.ts';
@@ -126,5 +127,56 @@ export class SecretKeyHolder {
 
   close(): void {
     release(this.encryptor, this.decryptor, this.pk, this.sk);
+  }
+}
+
+/**
+ * A client's secret key for one parameter set, and the holder that encrypts and decrypts with
+ * it; the key can be swapped (a saved one, or a fresh one) and exported to the client's key
+ * files. Closing it closes the session it was opened with.
+ */
+export class SecretKeyOwner {
+  protected readonly s: CkksSession;
+  protected secretKey: Uint8Array;
+  protected holder: SecretKeyHolder;
+
+  protected constructor(s: CkksSession, secretKey: Uint8Array) {
+    this.s = s;
+    this.secretKey = secretKey;
+    this.holder = new SecretKeyHolder(s, secretKey);
+  }
+
+  /** `make` given a session of `params` and a secret key (`secretKey`, else a fresh one); the session is closed if it throws. */
+  protected static async openWith<T>(
+    params: CkksParams,
+    o: { topLevelOnly?: boolean },
+    secretKey: Uint8Array | undefined,
+    make: (s: CkksSession, key: Uint8Array) => T,
+  ): Promise<T> {
+    const s = await CkksSession.open(params, o);
+    try {
+      return make(s, secretKey ?? generateSecretKey(s));
+    } catch (e) {
+      s.close();
+      throw e;
+    }
+  }
+
+  /** Uses another secret key (a saved one, or a fresh one when none is given) from now on. */
+  useSecretKey(secretKey: Uint8Array = generateSecretKey(this.s)): void {
+    const holder = new SecretKeyHolder(this.s, secretKey);
+    this.holder.close();
+    this.holder = holder;
+    this.secretKey = secretKey;
+  }
+
+  /** The secret key's bytes, to keep with the client's key files (never sent). */
+  exportSecretKey(): Uint8Array {
+    return this.secretKey.slice();
+  }
+
+  close(): void {
+    this.holder.close();
+    this.s.close();
   }
 }

@@ -8,8 +8,8 @@
 //           thermometer ciphertexts (a record per slot), batch after batch
 //   result: the query's header plus query_sha256; per batch, one ciphertext per output
 import { SealedError } from '../../errors.ts';
-import { CkksSession } from '../../fhe/ckks.ts';
-import { SecretKeyHolder, generateSecretKey } from '../../fhe/keys.ts';
+import type { CkksSession } from '../../fhe/ckks.ts';
+import { SecretKeyOwner } from '../../fhe/keys.ts';
 import { paramsKey } from '../../fhe/params.ts';
 import { makeTreeKeys } from '../../fhe/tree-eval.ts';
 import { sha256Hex } from '../../util/sha256.ts';
@@ -38,42 +38,18 @@ export function readTreeResult(p: TreeClientPart, bytes: Uint8Array, query?: Uin
 }
 
 /** Client side: holds the secret key; no I/O. */
-export class TreeClient {
+export class TreeClient extends SecretKeyOwner {
   readonly part: TreeClientPart;
-  private readonly s: CkksSession;
-  private secretKey: Uint8Array;
-  private holder: SecretKeyHolder;
 
   private constructor(part: TreeClientPart, s: CkksSession, secretKey: Uint8Array) {
+    super(s, secretKey);
     this.part = part;
-    this.s = s;
-    this.secretKey = secretKey;
-    this.holder = new SecretKeyHolder(s, secretKey);
   }
 
   /** `secretKey`: a saved one (SEAL bytes) to reuse, else a fresh key is made. */
   static async open(part: TreeClientPart, secretKey?: Uint8Array): Promise<TreeClient> {
     if (part.model !== 'trees') throw new SealedError('bad-bundle', 'the client part is not a tree-ensemble model');
-    const s = await CkksSession.open(part.params, { topLevelOnly: true });
-    try {
-      return new TreeClient(part, s, secretKey ?? generateSecretKey(s));
-    } catch (e) {
-      s.close();
-      throw e;
-    }
-  }
-
-  /** Uses another secret key (a saved one, or a fresh one when none is given) from now on. */
-  useSecretKey(secretKey: Uint8Array = generateSecretKey(this.s)): void {
-    const holder = new SecretKeyHolder(this.s, secretKey);
-    this.holder.close();
-    this.holder = holder;
-    this.secretKey = secretKey;
-  }
-
-  /** The secret key's bytes, to keep with the client's key files (never sent). */
-  exportSecretKey(): Uint8Array {
-    return this.secretKey.slice();
+    return SecretKeyOwner.openWith(part.params, { topLevelOnly: true }, secretKey, (s, key) => new TreeClient(part, s, key));
   }
 
   /** The evaluation keys object (wire kind 2) the server needs with each query. */
@@ -161,10 +137,5 @@ export class TreeClient {
     const post = { post: p.post, outputs: p.outputs };
     const probabilities = p.post === 'identity' ? undefined : scores.map((s) => probabilitiesOf(post, s)!);
     return { scores, predictions: scores.map((s) => predictionOf(post, s)), probabilities };
-  }
-
-  close(): void {
-    this.holder.close();
-    this.s.close();
   }
 }

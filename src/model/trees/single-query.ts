@@ -10,8 +10,8 @@
 //   result: the query's header plus query_sha256; ceil(outputs / stretch) ciphertexts, output k's
 //           score in every slot t of ciphertext k / stretch with t mod stretch = k mod stretch
 import { SealedError } from '../../errors.ts';
-import { CkksSession } from '../../fhe/ckks.ts';
-import { SecretKeyHolder, generateSecretKey } from '../../fhe/keys.ts';
+import type { CkksSession } from '../../fhe/ckks.ts';
+import { SecretKeyOwner } from '../../fhe/keys.ts';
 import { paramsKey } from '../../fhe/params.ts';
 import { encryptSlotsQuery, makeSlotsKeys, resultCount, resultSlot, validStretch } from '../../fhe/tree-slots-layout.ts';
 import { encodeWire, type KeysHeader, type QueryHeader } from '../../wire/format.ts';
@@ -23,19 +23,14 @@ import { binsOf, inputOffsets } from './quantize.ts';
 import type { SingleClientPart } from './single.ts';
 
 /** Client side of the single-record form: holds its secret key; no I/O. */
-export class SingleTreeClient {
+export class SingleTreeClient extends SecretKeyOwner {
   readonly part: TreeClientPart;
   private readonly single: SingleClientPart;
-  private readonly s: CkksSession;
-  private secretKey: Uint8Array;
-  private holder: SecretKeyHolder;
 
   private constructor(part: TreeClientPart, s: CkksSession, secretKey: Uint8Array) {
+    super(s, secretKey);
     this.part = part;
     this.single = part.single!;
-    this.s = s;
-    this.secretKey = secretKey;
-    this.holder = new SecretKeyHolder(s, secretKey);
   }
 
   /** `secretKey`: a saved one (SEAL bytes, made for the single form's parameters), else a fresh key. */
@@ -47,26 +42,7 @@ export class SingleTreeClient {
         'compile it again with a sealed that makes one, or send records in a batch query',
       );
     // The result comes back one level down (the gather rescales): the client needs the whole chain.
-    const s = await CkksSession.open(part.single.params);
-    try {
-      return new SingleTreeClient(part, s, secretKey ?? generateSecretKey(s));
-    } catch (e) {
-      s.close();
-      throw e;
-    }
-  }
-
-  /** Uses another secret key (a saved one, or a fresh one when none is given) from now on. */
-  useSecretKey(secretKey: Uint8Array = generateSecretKey(this.s)): void {
-    const holder = new SecretKeyHolder(this.s, secretKey);
-    this.holder.close();
-    this.holder = holder;
-    this.secretKey = secretKey;
-  }
-
-  /** The secret key's bytes, to keep with the client's key files (never sent). */
-  exportSecretKey(): Uint8Array {
-    return this.secretKey.slice();
+    return SecretKeyOwner.openWith(part.single.params, {}, secretKey, (s, key) => new SingleTreeClient(part, s, key));
   }
 
   /** The evaluation keys object (wire kind 2) the server needs with each single-record query. */
@@ -127,10 +103,5 @@ export class SingleTreeClient {
       predictions: [predictionOf(post, score)],
       probabilities: p.post === 'identity' ? undefined : [probabilitiesOf(post, score)!],
     };
-  }
-
-  close(): void {
-    this.holder.close();
-    this.s.close();
   }
 }
