@@ -3,7 +3,8 @@
 import { SealedError } from '../errors.ts';
 import { concatBytes } from '../util/bytes.ts';
 import { CkksSession } from './ckks.ts';
-import type { CkksParams } from './params.ts';
+import { primes as chainPrimes, type CkksParams } from './params.ts';
+import { packWide, primeWidth } from './packed-wide.ts';
 import { loadCiphertext } from './load.ts';
 import { packResidues } from './raw-ciphertext.ts';
 import { guard, release, type Seal } from './seal.ts';
@@ -54,6 +55,8 @@ export class SecretKeyHolder {
   private readonly pk;
   private readonly encryptor;
   private readonly decryptor;
+  /** The data primes' widths in bits, for encryptCompact. */
+  private widths: number[] | undefined;
 
   constructor(s: CkksSession, secretKey: Uint8Array) {
     this.s = s;
@@ -78,6 +81,17 @@ export class SecretKeyHolder {
    */
   encryptUncompressed(values: Float64Array, scaleBits: number): Uint8Array {
     return this.encryptSaved(values, scaleBits, this.s.seal.ComprModeType.none);
+  }
+
+  /**
+   * As encryptUncompressed, with each residue in as many bits as its prime has (packed-wide.ts):
+   * 23% smaller for the single-record tree form's primes (5 x 53 + 30 bits), and, like it, loaded
+   * without decompressing.
+   */
+  encryptCompact(values: Float64Array, scaleBits: number): Uint8Array {
+    const raw = this.encryptSaved(values, scaleBits, this.s.seal.ComprModeType.none);
+    this.widths ??= chainPrimes(this.s.seal, this.s.context).slice(0, -1).map(primeWidth);
+    return packWide(raw, this.widths) ?? raw;
   }
 
   /**

@@ -4,6 +4,7 @@ import type { Ciphertext, GaloisKeys, RelinKeys } from 'node-seal/throws';
 import { SealedError } from '../errors.ts';
 import type { CkksSession } from './ckks.ts';
 import { galoisElement } from './params.ts';
+import { isPackedWide, unpackWide } from './packed-wide.ts';
 import { isPacked, unpackResidues } from './raw-ciphertext.ts';
 import { precheckCiphertext, precheckKeys, type CiphertextRule, type ComprMode } from './seal-precheck.ts';
 import { guard, release } from './seal.ts';
@@ -12,11 +13,12 @@ const QUERY_HINT = 'encrypt the query with `sealed predict` (or the SDK) for the
 
 /**
  * Loads a ciphertext after checking it in TypeScript (seal-precheck.ts): SEAL sees only bytes
- * that fit `rule`. Packed sections (raw-ciphertext.ts) are unpacked first.
+ * that fit `rule`. Packed sections (raw-ciphertext.ts, packed-wide.ts) are unpacked first.
  */
 function loadChecked(s: CkksSession, bytes: Uint8Array, rule: CiphertextRule): Ciphertext {
   const widest = Math.max(...rule.levels.map((l) => l.primes.length));
-  const raw = isPacked(bytes) ? unpackResidues(bytes, rule.what, rule.maxPolys * s.params.polyModulusDegree * widest) : bytes;
+  const most = rule.maxPolys * s.params.polyModulusDegree * widest;
+  const raw = isPacked(bytes) ? unpackResidues(bytes, rule.what, most) : isPackedWide(bytes) ? unpackWide(bytes, rule.what, most) : bytes;
   const checked = precheckCiphertext(raw, s.shape, rule);
   const ct = new s.seal.Ciphertext();
   try {

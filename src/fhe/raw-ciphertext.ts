@@ -22,6 +22,8 @@ const CORRECTION = SCALE + 8;
 const DYN = CORRECTION + 8;
 const COUNT = DYN + HEADER;
 export const RAW_DATA_OFFSET = COUNT + 8;
+/** Where the degree, the prime count and the residue count (u64 each) sit. */
+export const RAW_FIELDS = { degree: DEGREE, primes: PRIMES, count: COUNT } as const;
 
 export interface RawCiphertextInfo {
   parmsId: Uint8Array;

@@ -120,6 +120,7 @@ export function encryptSlotsQuery(holder: SecretKeyHolder, shape: SlotsShape, in
   const { period, slots, copies } = shape;
   if (bits.length > period) throw new SealedError('bad-data', `${bits.length} bits: the layout's period holds ${period}`);
   const x = Float64Array.from({ length: period }, (_, i) => (i < bits.length ? bits[i] : 0));
-  // Uncompressed (seeded): each part of the gather loads most copies, and zstd was ~60% of a load.
-  return Array.from({ length: copies }, (_, j) => holder.encryptUncompressed(spread(x, slots, j, shape.stretch), inputScaleBits));
+  // Seeded and packed at the primes' widths, not zstd: each part of the gather loads most copies,
+  // and decompressing was ~60% of a load.
+  return Array.from({ length: copies }, (_, j) => holder.encryptCompact(spread(x, slots, j, shape.stretch), inputScaleBits));
 }
