@@ -99,7 +99,7 @@ export async function predictTreesCommand(part: TreeClientPart, o: TreePredictOp
     const open = await openRoute({ endpoint: o.endpoint, sagemaker, s3Endpoint: o.s3Endpoint, bucket: o.bucket, prefix: o.prefix });
     // A batch is hundreds of ciphertexts, each encrypted on its own: on every core.
     const pool = new EncryptPool();
-    const opts = { params: part.params, secretKey: keys.secretKey, scaleBits: part.input_scale_bits, slots: part.records_per_batch, form: 'zstd' as const };
+    const opts = { params: part.params, secretKey: keys.secretKey, scaleBits: part.input_scale_bits, slots: part.records_per_batch, form: 'compact' as const };
     const encryptBatch = (bits: Uint8Array[]) => pool.encryptAll(bits, part.inputs, opts);
     try {
       const t0 = performance.now();

@@ -19,10 +19,10 @@ export interface EncryptTask {
   first: number;
   count: number;
   /**
-   * 'packed' (default): residues packed in 26 bits, batch mode's primes; 'zstd': as
-   * SecretKeyHolder.encrypt saves them (tree queries, whose primes are wider).
+   * 'packed' (default): residues packed in 26 bits, batch mode's primes; 'compact': at their
+   * primes' widths, as SecretKeyHolder.encryptCompact saves them (tree queries, whose primes are wider).
    */
-  form?: 'packed' | 'zstd';
+  form?: 'packed' | 'compact';
 }
 
 let current: { key: Uint8Array; session: CkksSession; holder: SecretKeyHolder } | undefined;
@@ -50,7 +50,7 @@ export default async function encrypt(task: EncryptTask): Promise<Uint8Array> {
   const out: Uint8Array[] = [];
   for (let i = task.first; i < task.first + task.count; i++) {
     for (let r = 0; r < task.records; r++) v[r] = values[r * task.features + i];
-    out.push(task.form === 'zstd' ? current.holder.encrypt(v, task.scaleBits) : current.holder.encryptPacked(v, task.scaleBits));
+    out.push(task.form === 'compact' ? current.holder.encryptCompact(v, task.scaleBits) : current.holder.encryptPacked(v, task.scaleBits));
   }
   const head = 4 + 4 * out.length;
   const bytes = new Uint8Array(head + out.reduce((a, c) => a + c.length, 0));

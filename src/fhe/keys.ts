@@ -85,8 +85,7 @@ export class SecretKeyHolder {
 
   /**
    * As encryptUncompressed, with each residue in as many bits as its prime has (packed-wide.ts):
-   * 23% smaller for the single-record tree form's primes (5 x 53 + 30 bits), and, like it, loaded
-   * without decompressing.
+   * smaller than zstd makes SEAL's words, and loaded without decompressing. Tree batch queries.
    */
   encryptCompact(values: Float64Array, scaleBits: number): Uint8Array {
     const raw = this.encryptSaved(values, scaleBits, this.s.seal.ComprModeType.none);

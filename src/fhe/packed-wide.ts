@@ -1,8 +1,7 @@
 // Ciphertexts packed at their primes' widths: SEAL's uncompressed bytes with each residue in as
-// many bits as its prime has (53 for a 53-bit prime) instead of a 64-bit word. For the
-// single-record tree queries (5 x 53 + 30 bits per coefficient) that is 23% fewer bytes than
-// SEAL writes uncompressed; zstd gets about the same from the words' zero high bits but costs
-// the server a decompression per ciphertext, which this format does not.
+// many bits as its prime has (57 for a 57-bit prime) instead of a 64-bit word. What tree batch
+// queries are written in: zstd gets a little less from the words' zero high bits, and costs the
+// client a compression and the server a decompression per ciphertext, which this format does not.
 //
 //   "PWB" 0 | prefix length u32 | residue count u32 | primes k u32 | width u8 x k, zero-padded to
 //   4 bytes | prefix (SEAL's bytes up to the residues) | blocks | suffix (a seed)

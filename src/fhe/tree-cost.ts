@@ -21,7 +21,8 @@ export async function measureTreeUnitCosts(c: TreeCircuit, reps = 5): Promise<Tr
   const { relinKeys, publicKey } = makeTreeKeys(s, sk);
   const { seal, evaluator } = s;
   const a = c.inputScaleBits;
-  const bytes = holder.encrypt(new Float64Array(s.slots).fill(1), a);
+  // As clients write query ciphertexts: packed at the primes' widths (packed-wide.ts).
+  const bytes = holder.encryptCompact(new Float64Array(s.slots).fill(1), a);
   const rk = new seal.RelinKeys();
   rk.loadFromArray(s.context, relinKeys);
   const privacy = c.privacy === 'flood' ? new SinglePrivacy(s, publicKey, 2 ** c.noiseL2Bits!) : undefined;
@@ -32,12 +33,12 @@ export async function measureTreeUnitCosts(c: TreeCircuit, reps = 5): Promise<Tr
     for (let i = 0; i < reps; i++) fn();
     out[name] = (performance.now() - t0) / reps;
   };
-  const x = loadQueryCiphertext(s, bytes, a);
+  const x = loadQueryCiphertext(s, bytes, a, { compression: ['none'] });
   const y = new seal.Ciphertext();
   const z = new seal.Ciphertext();
   const pt = constantPlaintext(s, 0.25, c.leafScaleBits);
   try {
-    time('load', () => loadQueryCiphertext(s, bytes, a).delete());
+    time('load', () => loadQueryCiphertext(s, bytes, a, { compression: ['none'] }).delete());
     // What the evaluator does for a leaf constant (constant.ts), not the encoder's full encode.
     time('encode', () => constantPlaintext(s, 0.25, c.leafScaleBits).delete());
     time('multiply', () => evaluator.multiply(x, x, y)); // size 2 x 2 -> 3
@@ -50,7 +51,7 @@ export async function measureTreeUnitCosts(c: TreeCircuit, reps = 5): Promise<Tr
       evaluator.relinearize(y, rk, z);
       time('flood', () => privacy.apply(z).delete());
     }
-    time('encrypt', () => holder.encrypt(new Float64Array(s.slots).fill(1), a));
+    time('encrypt', () => holder.encryptCompact(new Float64Array(s.slots).fill(1), a));
   } finally {
     release(x, y, z, pt, rk);
     privacy?.close();

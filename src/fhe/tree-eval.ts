@@ -182,7 +182,11 @@ export class TreeEvaluator {
     };
     try {
       for (const [i, bytes] of inputs) {
-        run.t.set(i, loadQueryCiphertext(this.s, bytes, this.c.inputScaleBits, { what: `ciphertext ${i + 1} of the encrypted query` }));
+        // Packed at the primes' widths (packed-wide.ts) as clients write them now, or zstd as they did before.
+        run.t.set(
+          i,
+          loadQueryCiphertext(this.s, bytes, this.c.inputScaleBits, { what: `ciphertext ${i + 1} of the encrypted query`, compression: ['none', 'zstd'] }),
+        );
         run.count('load');
         onProgress?.();
       }

@@ -1,5 +1,5 @@
-// Ciphertexts packed at their primes' widths (src/fhe/packed-wide.ts): what the single-record
-// tree form's clients send. Round trip byte for byte, the size, the load, and hostile objects
+// Ciphertexts packed at their primes' widths (src/fhe/packed-wide.ts): what tree clients send
+// in batch queries. Round trip byte for byte, the size, the load, and hostile objects
 // refused with a reason before anything the size of their claims is allocated.
 import t from 'tap';
 import { CkksSession } from '../../src/fhe/ckks.ts';
@@ -9,7 +9,7 @@ import { isPackedWide, packWide, primeWidth, unpackWide } from '../../src/fhe/pa
 import { primes as chainPrimes } from '../../src/fhe/params.ts';
 import { RAW_DATA_OFFSET } from '../../src/fhe/raw-ciphertext.ts';
 
-// The single-record tree form's shape of chain (wide and narrow data primes), at ring 8192.
+// Wide and narrow data primes, at ring 8192.
 const params = { scheme: 'ckks' as const, polyModulusDegree: 8192, coeffModulusBits: [53, 30, 53, 60], securityLevel: 128 as const };
 const s = await CkksSession.open(params);
 const holder = new SecretKeyHolder(s, generateSecretKey(s));

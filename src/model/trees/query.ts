@@ -68,7 +68,7 @@ export class TreeClient extends SecretKeyOwner {
       for (let i = 0; i < this.part.inputs; i++) {
         slots.fill(0);
         bits.forEach((b, r) => (slots[r] = b[i]));
-        sections.push(this.holder.encrypt(slots, this.part.input_scale_bits));
+        sections.push(this.holder.encryptCompact(slots, this.part.input_scale_bits));
       }
     }
     return this.queryOf(records.length, sections);
@@ -77,7 +77,7 @@ export class TreeClient extends SecretKeyOwner {
   /**
    * As encryptQuery, with each batch's ciphertexts made by `encryptBatch` (the Node client's
    * encryption pool: every core), which gets the batch's thermometer bits (a row per record)
-   * and returns the `inputs` ciphertexts in order, each as SecretKeyHolder.encrypt saves it.
+   * and returns the `inputs` ciphertexts in order, each as SecretKeyHolder.encryptCompact saves it.
    */
   async encryptQueryWith(records: ArrayLike<number>[], encryptBatch: (rows: Uint8Array[]) => Promise<Uint8Array[]>): Promise<Uint8Array> {
     const sections: Uint8Array[] = [];
