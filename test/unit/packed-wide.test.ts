@@ -36,6 +36,29 @@ t.test('round trip: byte for byte, at the widths of the primes', async (t) => {
     raw.length - 8 * 3 * 8192 + residueBytes + 16 + 4,
     `${packed.length} bytes against ${raw.length}: the residues, a 16-byte head and a 4-byte width list`,
   );
+  // An independent reading of the layout docs/wire-format.md §8 gives: residue c of block j at
+  // bits c w .. c w + w - 1 of the block, the blocks one after the other from H + P.
+  const N = 8192;
+  const H = 16 + 4;
+  const rawView = new DataView(raw.buffer, raw.byteOffset);
+  const bitString = (bytes: Uint8Array, from: number, bits: number) => {
+    let v = 0n;
+    for (let b = bits - 1; b >= 0; b--) v = (v << 1n) | BigInt((bytes[from + ((b / 8) | 0)] >> (b % 8)) & 1);
+    return v;
+  };
+  let checked = 0;
+  let blockAt = H + RAW_DATA_OFFSET;
+  for (let j = 0; j < 3; j++) {
+    const w = widths[j];
+    for (const c of [0, 1, 7, 4095, N - 1]) {
+      // Bit c w of the block: byte (c w) div 8, from bit (c w) mod 8 on.
+      const at = c * w;
+      const got = bitString(packed, blockAt + (at >> 3), w + (at & 7)) >> BigInt(at & 7);
+      if (got === rawView.getBigUint64(RAW_DATA_OFFSET + 8 * (j * N + c), true)) checked++;
+    }
+    blockAt += (N * w) / 8;
+  }
+  t.equal(checked, 15, 'residues read by the spec’s bit order equal SEAL’s words');
   t.equal(packWide(raw, [53, 29, 53]), undefined, 'a residue that does not fit its width: not packed');
   t.equal(packWide(raw, [53, 30]), undefined, 'widths for another prime count: not packed');
 });
