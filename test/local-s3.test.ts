@@ -273,9 +273,12 @@ t.test('getShared: the object in shared memory, whole; over the limit refused be
   t.ok(got.bytes.buffer instanceof SharedArrayBuffer, 'in a SharedArrayBuffer (worker tasks get views of it, not a clone)');
   t.equal(got.bytes.buffer.byteLength, bytes.length, 'of exactly the object size');
   t.ok(Buffer.from(got.bytes).equals(bytes), 'every byte as written');
+  t.equal(got.sha256, createHash('sha256').update(bytes).digest('hex'), 'the SHA-256 of all the bytes (hashed as they arrived)');
   await t.rejects(store.getShared(at('shared/q'), 3 * MiB, 'query'), { code: 'bad-request', message: /over the limit of 3145728/ }, 'a larger object: refused');
   await store.put(at('shared/empty'), new Uint8Array(0), 'query');
-  t.equal((await store.getShared(at('shared/empty'), 10, 'query')).bytes.length, 0, 'an empty object');
+  const empty = await store.getShared(at('shared/empty'), 10, 'query');
+  t.equal(empty.bytes.length, 0, 'an empty object');
+  t.equal(empty.sha256, createHash('sha256').digest('hex'), "the empty object's SHA-256");
 });
 
 t.test('a PUT that fails midway (client gone) leaves the previous object and no temporary file', async (t) => {

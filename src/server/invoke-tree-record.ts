@@ -8,7 +8,6 @@
 // already read whole and admitted (invoke-trees.ts); the parts read its sections in place, in
 // shared memory: a task given views of an ordinary buffer gets a clone of all of it (for 29 MB,
 // ~100 ms on the main thread before each part could start, measured on the AMD VM).
-import { createHash } from 'node:crypto';
 import { reviveError, safeText, SealedError } from '../errors.ts';
 import { allocateCopyExchange } from '../fhe/copy-exchange.ts';
 import { ciphertextBytesBound, paramsKey } from '../fhe/params.ts';
@@ -43,7 +42,7 @@ export function checkTreeRecordQuery(c: InvocationContext, msg: WireMessage<Quer
   return { header: h, sections };
 }
 
-/** `msg`: the query (`query`, its bytes) as decodeWire read it. */
+/** `msg`: the query (`query`, its bytes) as decodeWire read it; `sha`: its SHA-256 (hex). */
 export async function evaluateTreeRecord(
   query: Uint8Array,
   msg: WireMessage<QueryHeader>,
@@ -53,12 +52,12 @@ export async function evaluateTreeRecord(
   c: InvocationContext,
   t0: number,
   download: number,
-  signal?: AbortSignal,
+  signal: AbortSignal | undefined,
+  sha: string,
 ): Promise<InvocationResponse> {
   const { header: h } = checkTreeRecordQuery(c, msg);
   const single = c.model.trees!.single!;
   const inShared = query.buffer instanceof SharedArrayBuffer;
-  const sha = createHash('sha256').update(query).digest('hex');
   if (expected !== undefined && sha !== expected)
     throw new SealedError(
       'bad-query',

@@ -81,9 +81,9 @@ export async function invokeTreesS3(
   keys.catch(() => undefined);
   try {
     // Into shared memory: a single-record query's parts read its sections in place (invoke-tree-record.ts).
-    const { bytes } = await c.store.getShared(queryLoc, head.size, 'encrypted query');
+    const { bytes, sha256 } = await c.store.getShared(queryLoc, head.size, 'encrypted query');
     if (signal?.aborted) throw deadlinePassed();
-    return await evaluateTrees(bytes, keys, declared, out, c, t0, performance.now() - t0, signal);
+    return await evaluateTrees(bytes, keys, declared, out, c, t0, performance.now() - t0, signal, sha256);
   } finally {
     await keys.catch(() => undefined);
     reservation?.release();
@@ -94,6 +94,7 @@ export async function invokeTreesS3(
  * A tree query on the pool: a task per batch (each given only the inputs the circuit reads,
  * copied out of the query and transferred), or each batch cut into parts (treeParts) combined
  * in one more task. The copies and the partial results are reserved from the request memory.
+ * `sha`: the query's SHA-256 (hex), when its download already hashed it.
  */
 export async function evaluateTrees(
   query: Uint8Array,
@@ -104,12 +105,12 @@ export async function evaluateTrees(
   t0: number,
   download: number,
   signal?: AbortSignal,
+  sha = createHash('sha256').update(query).digest('hex'),
 ): Promise<InvocationResponse> {
   const msg = decodeWire<QueryHeader>('query', query, 'the encrypted query');
-  if (msg.header.layout === 'slots') return evaluateTreeRecord(query, msg, keys, expected, out, c, t0, download, signal);
+  if (msg.header.layout === 'slots') return evaluateTreeRecord(query, msg, keys, expected, out, c, t0, download, signal, sha);
   const { header: h, sections, count, batches } = checkTreeQuery(c.model, msg);
   const trees = treesOf(c.model);
-  const sha = createHash('sha256').update(query).digest('hex');
   if (expected !== undefined && sha !== expected) {
     throw new SealedError(
       'bad-query',

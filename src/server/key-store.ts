@@ -7,7 +7,6 @@
 // (422) and not cached; and a name whose hash is already cached is served from the cache, so
 // whoever overwrites a client's key object (another caller pointing output_uri at it) can make
 // neither the server use other keys nor that client's requests fail while its keys are cached.
-import { createHash } from 'node:crypto';
 import { SealedError } from '../errors.ts';
 import { describeS3Location, formatS3Uri, type ObjectStore, type S3Location } from '../storage/s3.ts';
 import type { MemoryBudget } from './budget.ts';
@@ -138,8 +137,8 @@ export class KeyStore {
         reservation = this.budget.reserve(head.size, 'downloading evaluation keys');
       }
       try {
-        const { bytes, etag } = await this.store.getShared(loc, limit, 'evaluation keys');
-        const set = this.parse(bytes, loc, named);
+        const { bytes, etag, sha256 } = await this.store.getShared(loc, limit, 'evaluation keys');
+        const set = this.parse(bytes, sha256, loc, named);
         this.insert(uri, etag, set);
         return set;
       } finally {
@@ -174,8 +173,8 @@ export class KeyStore {
     this.entries.delete(uri);
   }
 
-  private parse(bytes: Uint8Array, loc: S3Location, named: string | undefined): KeySet {
-    const id = createHash('sha256').update(bytes).digest('hex');
+  /** `id`: the SHA-256 of `bytes` (hex), hashed as they were downloaded. */
+  private parse(bytes: Uint8Array, id: string, loc: S3Location, named: string | undefined): KeySet {
     // Before anything else, and before caching: an object that is not what its name says was
     // replaced (or damaged) after its owner uploaded it.
     if (named !== undefined && id !== named) {
