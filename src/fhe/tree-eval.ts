@@ -286,6 +286,11 @@ export class TreeEvaluator {
     };
   }
 
+  /** SinglePrivacy.prepareAhead on this key set's re-randomizer (false without circuit privacy). */
+  prepareAhead(): boolean {
+    return this.privacy?.prepareAhead() ?? false;
+  }
+
   close(): void {
     release(this.relin);
     this.privacy?.close();

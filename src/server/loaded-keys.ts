@@ -7,7 +7,7 @@ import { SealedError } from '../errors.ts';
 import type { CkksSession } from '../fhe/ckks.ts';
 import { loadEvaluationKeys, type EvaluationKeys } from '../fhe/load.ts';
 import type { Program } from '../fhe/program.ts';
-import { SinglePrivacy } from '../fhe/single-privacy.ts';
+import { MAX_SPARES, SinglePrivacy } from '../fhe/single-privacy.ts';
 import type { KeySet } from './key-set.ts';
 
 /** A client's keys as SEAL objects, and (circuit privacy) the re-randomizer built on its public key. */
@@ -31,8 +31,9 @@ export class LoadedKeyCache {
     this.maxBytes = maxBytes;
     this.floods = program.privacy === 'flood';
     const dataPrimes = program.params.coeffModulusBits.length - 1;
-    // With circuit privacy, the public key too: two polynomials over the key-level primes, and its encryptor.
-    const switchingKeys = (program.galoisSteps.length + (program.relin ? 1 : 0)) * dataPrimes + (this.floods ? 2 : 0);
+    // With circuit privacy, the public key too: two polynomials over the key-level primes, and its
+    // encryptor; and the flood masks made ahead (two polynomials each, at most the data primes).
+    const switchingKeys = (program.galoisSteps.length + (program.relin ? 1 : 0)) * dataPrimes + (this.floods ? 2 + MAX_SPARES : 0);
     this.setBytes = switchingKeys * 2 * (dataPrimes + 1) * program.params.polyModulusDegree * 8;
   }
 
@@ -69,6 +70,12 @@ export class LoadedKeyCache {
       this.entries.delete(id);
     }
     return entry;
+  }
+
+  /** One flood mask made ahead for a loaded key set that used its masks, the most recent first (SinglePrivacy.prepareAhead); whether more is pending. */
+  prepareAhead(): boolean {
+    for (const e of [...this.entries.values()].reverse()) if (e.privacy?.prepareAhead()) return true;
+    return false;
   }
 
   close(): void {

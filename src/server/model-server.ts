@@ -232,6 +232,11 @@ export class ModelServer {
     );
   }
 
+  /** One flood mask made ahead for a loaded key set (SinglePrivacy.prepareAhead): offline work between tasks; whether more is pending. */
+  prepareAhead(): boolean {
+    return this.keys.prepareAhead();
+  }
+
   close(): void {
     this.lastRerandKey = undefined;
     this.keys.close();

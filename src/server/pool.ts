@@ -85,6 +85,9 @@ export class EvaluationPool {
       minThreads: this.size,
       maxThreads: this.size,
       idleTimeout: Infinity,
+      // Workers wait for tasks without blocking their event loop, so their timers fire between
+      // tasks (the flood masks they make ahead: worker.ts).
+      atomics: 'async',
       workerData: {
         modelDir: o.modelDir,
         keyCacheBytes: o.keyCacheBytes ?? 512 * 1024 * 1024,

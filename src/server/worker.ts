@@ -180,7 +180,36 @@ function dispatch(task: Task): TaskResult {
   return evaluateOne(task);
 }
 
+/**
+ * Offline work between tasks: flood masks for the next results (SinglePrivacy.prepareAhead), one
+ * at a time, after IDLE_MS without a task, so that a request's own next task (a record's finish
+ * after its parts) is not kept waiting for it; a task arriving meanwhile waits for one mask at
+ * most. The pool runs piscina with atomics 'async' so that timers fire while a worker waits.
+ */
+const IDLE_MS = 25;
+let idleTimer: ReturnType<typeof setTimeout> | undefined;
+let idleWorked = false;
+function idleStep(): void {
+  idleTimer = undefined;
+  if (retireReason) return;
+  idleWorked = true;
+  let more: boolean;
+  try {
+    more = trees ? trees.prepareAhead() : networkServer!.prepareAhead();
+  } catch {
+    // The next task checks this instance (mustRetire) before it computes anything.
+    return;
+  }
+  if (more) idleTimer = setTimeout(idleStep, 0);
+}
+
 export default function run(task: Task): TaskResult {
+  clearTimeout(idleTimer);
+  idleTimer = undefined;
+  if (idleWorked) {
+    idleWorked = false;
+    retireReason ??= mustRetire();
+  }
   // The balancer gives a retiring worker no task; should one arrive anyway, an instance that
   // trapped or failed its probe computes nothing (a wrong answer is worse than a retry).
   if (retireReason && (sealFault() || probeFailure)) {
@@ -197,6 +226,6 @@ export default function run(task: Task): TaskResult {
     // Before the result is posted: once the main thread sees this thread free, it is marked.
     Atomics.store(retiringFlags, threadId % retiringFlags.length, threadId);
     result.retire = { threadId, reason: retireReason };
-  }
+  } else idleTimer = setTimeout(idleStep, IDLE_MS);
   return result;
 }

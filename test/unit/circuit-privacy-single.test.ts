@@ -242,6 +242,59 @@ t.test('single layout, privacy flood: the compiler adds headroom, outputs keep t
   );
 });
 
+t.test('flood masks made ahead (prepareAhead): each added to one result only, results as precise', async (t) => {
+  const r = rng(13);
+  const n = 30;
+  const weights = [Array.from({ length: n }, () => r())];
+  const train = Array.from({ length: 200 }, () => Array.from({ length: n }, () => 4 * r()));
+  const model = compileLinear({ weights, bias: [0.1] }, train, { privacy: 'flood' });
+  const s = await CkksSession.open(model.program.params);
+  const N = s.params.polyModulusDegree;
+  const km = generateKeys(s, model.program.galoisSteps, false);
+  const holder = new SecretKeyHolder(s, km.secretKey);
+  const keys = loadEvaluationKeys(s, km.galoisKeys, undefined, model.program.galoisSteps, false);
+  const engine = new Engine(s, model.program, model.masks);
+  const privacy = new SinglePrivacy(s, makePublicKey(s, km.secretKey), 2 ** model.program.noiseL2Bits!);
+  t.teardown(() => {
+    privacy.close();
+    engine.close();
+    keys.close();
+    holder.close();
+    s.close();
+  });
+  const records = Array.from({ length: model.input.recordsPerCiphertext }, () => Array.from({ length: n }, () => 4 * r()));
+  const q = holder.encrypt(packRecords(model.input, records)[0], model.program.inputScaleBits);
+  const out = engine.run(loadQueryCiphertext(s, q, model.program.inputScaleBits), keys);
+  t.teardown(() => out.delete());
+  // Every flooded result of the same evaluation: its c1 is the mask's (u pk_1 + e1) plus out's.
+  const seen = new Set<string>();
+  let worst = 0;
+  const flood = () => {
+    const f = privacy.apply(out);
+    const raw = f.saveToArray(s.seal.ComprModeType.none) as Uint8Array;
+    seen.add(Buffer.from(raw.subarray(RAW_AT + 8 * N, RAW_AT + 16 * N)).toString('base64'));
+    const got = holder.decrypt(f.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array);
+    f.delete();
+    records.forEach((x, k) => {
+      const want = 0.1 + weights[0].reduce((a, w, j) => a + w * x[j], 0);
+      worst = Math.max(worst, Math.abs(got[k * model.output.recordStride + model.output.offsets[0]] - want));
+    });
+  };
+  t.notOk(privacy.prepareAhead(), 'nothing to make ahead before a result took a mask');
+  flood();
+  t.ok(privacy.prepareAhead(), 'a result took one mask: one made ahead');
+  t.notOk(privacy.prepareAhead(), '... and no more');
+  t.equal(privacy.spareCount, 1);
+  flood(); // takes the one made ahead
+  t.equal(privacy.spareCount, 0, 'the mask made ahead was taken');
+  flood(); // none waiting: made on the spot
+  t.ok(privacy.prepareAhead() && privacy.prepareAhead(), 'two results took two masks: two made ahead');
+  t.notOk(privacy.prepareAhead(), `at most ${privacy.spareCount} wait`);
+  for (let i = 0; i < 3; i++) flood(); // two made ahead, one on the spot
+  t.equal(seen.size, 6, 'six results, six different masks: none added twice');
+  t.ok(worst < 1e-3, `results flooded with masks made ahead within ${worst.toExponential(2)} of plaintext`);
+});
+
 t.test('breast cancer logistic regression: encrypted accuracy with the flood equals plaintext accuracy', async (t) => {
   const { readFile, mkdtemp, rm } = await import('node:fs/promises');
   const { tmpdir } = await import('node:os');

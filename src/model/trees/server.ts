@@ -169,6 +169,13 @@ export class TreeServer {
     return new TreeEvaluator(this.session, c, k.sections[0], flood ? k.sections[1] : undefined);
   }
 
+  /** One flood mask made ahead for a kept key set that used its masks (SinglePrivacy.prepareAhead), the most recent first; whether more is pending. */
+  prepareAhead(): boolean {
+    if (this.single?.prepareAhead()) return true;
+    for (const ev of [...this.kept.values()].reverse()) if (ev.prepareAhead()) return true;
+    return false;
+  }
+
   close(): void {
     for (const ev of this.kept.values()) ev.close();
     this.kept.clear();

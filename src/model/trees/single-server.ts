@@ -261,6 +261,12 @@ export class SingleTreeServer {
     return { keys, privacy, close: () => (privacy?.close(), keys.close()) };
   }
 
+  /** One flood mask made ahead for a kept key set (SinglePrivacy.prepareAhead), the most recent first; whether more is pending. */
+  prepareAhead(): boolean {
+    for (const k of [...this.kept.values()].reverse()) if (k.privacy?.prepareAhead()) return true;
+    return false;
+  }
+
   close(): void {
     for (const k of this.kept.values()) k.close();
     this.kept.clear();

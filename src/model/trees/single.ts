@@ -10,6 +10,7 @@ import { SealedError } from '../../errors.ts';
 import { checkParams, type CkksParams } from '../../fhe/params.ts';
 import type { Privacy } from '../../fhe/privacy.ts';
 import { resultCount, slotsRotations, validStretch, type SlotsLayout } from '../../fhe/tree-slots-layout.ts';
+import { MAX_SPARES } from '../../fhe/single-privacy.ts';
 import { SEGMENTS, placeLeaves, slotsLeaves } from './slots.ts';
 import { slotsChain, slotsNoiseBound, slotsScales } from './slots-chain.ts';
 
@@ -61,14 +62,20 @@ export interface SingleServerPart {
  * relinearization key: each L key-switching components of two polynomials over the L + 1 primes
  * of the key level), and the query's copies a part loads (at most all, two polynomials each at
  * the top level) twice: SEAL's, then the kernel's; the kernel's accumulators, output and scratch
- * (under four polynomials). WebAssembly heaps keep the room once grown.
+ * (under four polynomials); the flood masks made ahead (MAX_SPARES, two polynomials each). WebAssembly
+ * heaps keep the room once grown.
  */
 export function singleWorkerBytes(part: SingleServerPart): number {
   const poly = part.params.polyModulusDegree * 8;
   const L = part.params.coeffModulusBits.length - 1;
   const kernel = part.copies * 2 * L * poly + 4 * L * poly;
+  const spares = MAX_SPARES * 2 * L * poly;
   return (
-    (part.masks.length + 1 + singleResults(part)) * L * poly + (part.galoisSteps.length + 1) * L * 2 * (L + 1) * poly + part.copies * 2 * L * poly + kernel
+    (part.masks.length + 1 + singleResults(part)) * L * poly +
+    (part.galoisSteps.length + 1) * L * 2 * (L + 1) * poly +
+    part.copies * 2 * L * poly +
+    kernel +
+    spares
   );
 }
 
