@@ -3,7 +3,7 @@
 // the same key-switching terms, so the difference of their results is plaintext arithmetic on
 // the difference of their c0: without privacy it reads the server's encoded weights out
 // exactly; re-randomized and flooded, it reads noise.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import type { Ciphertext } from 'node-seal/throws';
 import { CkksSession } from '../../src/fhe/ckks.ts';
 import { SecretKeyHolder, generateKeys } from '../../src/fhe/keys.ts';
@@ -20,6 +20,25 @@ function rng(seed: number) {
     seed = (seed * 1103515245 + 12345) % 2 ** 31;
     return seed / 2 ** 31 - 0.5;
   };
+}
+
+/** A flooded linear model ready to run in process: session, keys, engine and its SinglePrivacy, closed at teardown. */
+async function floodedRunner(t: Test, model: ReturnType<typeof compileLinear>) {
+  const s = await CkksSession.open(model.program.params);
+  const km = generateKeys(s, model.program.galoisSteps, false);
+  const holder = new SecretKeyHolder(s, km.secretKey);
+  const keys = loadEvaluationKeys(s, km.galoisKeys, undefined, model.program.galoisSteps, false);
+  const engine = new Engine(s, model.program, model.masks);
+  const publicKey = makePublicKey(s, km.secretKey);
+  const privacy = new SinglePrivacy(s, publicKey, 2 ** model.program.noiseL2Bits!);
+  t.teardown(() => {
+    privacy.close();
+    engine.close();
+    keys.close();
+    holder.close();
+    s.close();
+  });
+  return { s, holder, keys, engine, privacy, publicKey };
 }
 
 t.test('single layout: crafted queries sharing c1, privacy none vs flood', async (t) => {
@@ -178,20 +197,7 @@ t.test('single layout, privacy flood: the compiler adds headroom, outputs keep t
   const model = compileLinear({ weights, bias: [0.1] }, train, { privacy: 'flood' });
   t.equal(model.program.privacy, 'flood');
   t.equal(none.program.privacy, undefined, "'none' programs are as before");
-  const s = await CkksSession.open(model.program.params);
-  const km = generateKeys(s, model.program.galoisSteps, false);
-  const holder = new SecretKeyHolder(s, km.secretKey);
-  const keys = loadEvaluationKeys(s, km.galoisKeys, undefined, model.program.galoisSteps, false);
-  const engine = new Engine(s, model.program, model.masks);
-  const publicKey = makePublicKey(s, km.secretKey);
-  const privacy = new SinglePrivacy(s, publicKey, 2 ** model.program.noiseL2Bits!);
-  t.teardown(() => {
-    privacy.close();
-    engine.close();
-    keys.close();
-    holder.close();
-    s.close();
-  });
+  const { s, holder, keys, engine, privacy, publicKey } = await floodedRunner(t, model);
   const records = Array.from({ length: 2 * model.input.recordsPerCiphertext }, () => Array.from({ length: n }, () => 4 * r()));
   let worst = 0,
     worstNone = 0,
@@ -248,20 +254,8 @@ t.test('flood masks made ahead (prepareAhead): each added to one result only, re
   const weights = [Array.from({ length: n }, () => r())];
   const train = Array.from({ length: 200 }, () => Array.from({ length: n }, () => 4 * r()));
   const model = compileLinear({ weights, bias: [0.1] }, train, { privacy: 'flood' });
-  const s = await CkksSession.open(model.program.params);
+  const { s, holder, keys, engine, privacy } = await floodedRunner(t, model);
   const N = s.params.polyModulusDegree;
-  const km = generateKeys(s, model.program.galoisSteps, false);
-  const holder = new SecretKeyHolder(s, km.secretKey);
-  const keys = loadEvaluationKeys(s, km.galoisKeys, undefined, model.program.galoisSteps, false);
-  const engine = new Engine(s, model.program, model.masks);
-  const privacy = new SinglePrivacy(s, makePublicKey(s, km.secretKey), 2 ** model.program.noiseL2Bits!);
-  t.teardown(() => {
-    privacy.close();
-    engine.close();
-    keys.close();
-    holder.close();
-    s.close();
-  });
   const records = Array.from({ length: model.input.recordsPerCiphertext }, () => Array.from({ length: n }, () => 4 * r()));
   const q = holder.encrypt(packRecords(model.input, records)[0], model.program.inputScaleBits);
   const out = engine.run(loadQueryCiphertext(s, q, model.program.inputScaleBits), keys);
@@ -320,19 +314,7 @@ t.test('breast cancer logistic regression: encrypted accuracy with the flood equ
     return fitLinear(xs, tr.y, fit);
   });
   const model = compileLinear(fitted, xs, { privacy: 'flood' });
-  const s = await CkksSession.open(model.program.params);
-  const km = generateKeys(s, model.program.galoisSteps, false);
-  const holder = new SecretKeyHolder(s, km.secretKey);
-  const keys = loadEvaluationKeys(s, km.galoisKeys, undefined, model.program.galoisSteps, false);
-  const engine = new Engine(s, model.program, model.masks);
-  const privacy = new SinglePrivacy(s, makePublicKey(s, km.secretKey), 2 ** model.program.noiseL2Bits!);
-  t.teardown(() => {
-    privacy.close();
-    engine.close();
-    keys.close();
-    holder.close();
-    s.close();
-  });
+  const { s, holder, keys, engine, privacy } = await floodedRunner(t, model);
   const test = te.x.map((r) => standardise(r, { mean, std }));
   const plainScore = test.map((x) => fitted.bias[0] + fitted.weights[0].reduce((a, w, j) => a + w * x[j], 0));
   const R = model.input.recordsPerCiphertext;
