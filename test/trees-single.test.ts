@@ -6,6 +6,7 @@ import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { allocateCopyExchange, CopyExchange } from '../src/fhe/copy-exchange.ts';
+import { isPackedKeys, unpackKeys } from '../src/fhe/packed-keys.ts';
 import { ciphertextBytesBound } from '../src/fhe/params.ts';
 import { FLOOD_PRECISION_BITS } from '../src/model/compile-batch.ts';
 import { compileTreeModel } from '../src/model/trees/compile.ts';
@@ -85,7 +86,7 @@ t.test('two parts sharing a copy exchange: each copy loaded by one of them, the 
     t.throws(() => server.evaluatePart(bad, part, 2, set, new CopyExchange(shared)), { code: 'bad-query', message }, `part ${part} refuses it`);
 });
 
-/** A SEAL object whose header claims zlib (the clients write the single-record keys uncompressed, and wrote zstd). */
+/** A SEAL object whose header claims zlib (the clients wrote the single-record keys uncompressed, and zstd before; packed now). */
 const zlibLabelled = (b: Uint8Array) => {
   const x = b.slice();
   x[5] = 1;
@@ -105,6 +106,8 @@ t.test('what the server refuses, with the reason', async (t) => {
   const query = client.encryptRecord(data.test[0]);
   const q = decodeWire<QueryHeader>('query', query, 'q');
   const k = decodeWire<KeysHeader>('keys', keys, 'k');
+  // The Galois keys as SEAL saves them (uncompressed): what the clients wrote before packing them.
+  const sealGalois = unpackKeys(k.sections[0], 'the Galois keys', singleKeysBytesBound(m.server.single!));
   const refusals: [string, () => unknown, { code: string; message: RegExp }][] = [
     [
       'a copy left out',
@@ -139,7 +142,7 @@ t.test('what the server refuses, with the reason', async (t) => {
     ],
     [
       'Galois keys labelled zlib',
-      () => server.evaluate(query, encodeWire('keys', k.header, [zlibLabelled(k.sections[0]), ...k.sections.slice(1)])),
+      () => server.evaluate(query, encodeWire('keys', k.header, [zlibLabelled(sealGalois), ...k.sections.slice(1)])),
       { code: 'bad-keys', message: /the Galois keys: the data uses SEAL compression mode "zlib"/ },
     ],
     [
@@ -149,17 +152,19 @@ t.test('what the server refuses, with the reason', async (t) => {
     ],
   ];
   for (const [what, run, error] of refusals) t.throws(run, error, what);
-  // Key sets saved before the keys went uncompressed (zstd) still work.
+  // Key sets saved before the keys were packed (uncompressed) and before that (zstd) still work.
   const gk = new server.session.seal.GaloisKeys();
-  gk.loadFromArray(server.session.context, k.sections[0]);
+  gk.loadFromArray(server.session.context, sealGalois);
   const zstdKeys = encodeWire('keys', k.header, [gk.saveToArray(server.session.seal.ComprModeType.zstd) as Uint8Array, ...k.sections.slice(1)]);
   gk.delete();
-  t.equal(decodeWire<KeysHeader>('keys', keys, 'k').sections[0][5], 0, 'the client writes its Galois keys uncompressed');
-  const old = client.decryptResult(server.evaluate(query, zstdKeys), query);
+  t.ok(isPackedKeys(decodeWire<KeysHeader>('keys', keys, 'k').sections[0]), "the client writes its Galois keys packed at the primes' widths");
+  const quantizedClass = predictionOf({ post: m.ensemble.post, outputs: 1 }, [quantizedScores(m.quantized, binsOf(m.client.bins, data.test[0]))[0]]);
+  t.equal(client.decryptResult(server.evaluate(query, zstdKeys), query).predictions[0], quantizedClass, 'zstd Galois keys: the quantized class');
+  const uncompressedKeys = encodeWire('keys', k.header, [sealGalois, ...k.sections.slice(1)]);
   t.equal(
-    old.predictions[0],
-    predictionOf({ post: m.ensemble.post, outputs: 1 }, [quantizedScores(m.quantized, binsOf(m.client.bins, data.test[0]))[0]]),
-    'zstd Galois keys: the quantized class',
+    client.decryptResult(server.evaluate(query, uncompressedKeys), query).predictions[0],
+    quantizedClass,
+    'uncompressed Galois keys: the quantized class',
   );
   const result = server.evaluate(query, keys, 'client-1');
   const other = client.encryptRecord(data.test[1]);

@@ -4,6 +4,7 @@ import { SealedError } from '../errors.ts';
 import { concatBytes } from '../util/bytes.ts';
 import { CkksSession } from './ckks.ts';
 import { primes as chainPrimes, type CkksParams } from './params.ts';
+import { packKeys } from './packed-keys.ts';
 import { packWide, primeWidth } from './packed-wide.ts';
 import { loadCiphertext } from './load.ts';
 import { packResidues } from './raw-ciphertext.ts';
@@ -15,7 +16,7 @@ export interface KeyMaterial {
   galoisKeys: Uint8Array;
 }
 
-/** Makes a fresh secret key and the evaluation keys a program needs (seeded, zstd). */
+/** Makes a fresh secret key and the evaluation keys a program needs (seeded, packed: packed-keys.ts). */
 export function generateKeys(s: CkksSession, galoisSteps: number[], relin: boolean): KeyMaterial {
   const { seal } = s;
   const kg = new seal.KeyGenerator(s.context);
@@ -25,16 +26,25 @@ export function generateKeys(s: CkksSession, galoisSteps: number[], relin: boole
     let relinKeys: Uint8Array | undefined;
     if (relin) {
       const rk = kg.createRelinKeysSerializable();
-      relinKeys = rk.saveToArray(seal.ComprModeType.zstd) as Uint8Array;
+      relinKeys = saveKeys(s, rk);
       rk.delete();
     }
     const gk = kg.createGaloisKeysSerializableWithSteps(Int32Array.from(galoisSteps.length ? galoisSteps : [1]));
-    const galoisKeys = gk.saveToArray(seal.ComprModeType.zstd) as Uint8Array;
+    const galoisKeys = saveKeys(s, gk);
     gk.delete();
     return { secretKey, relinKeys, galoisKeys };
   } finally {
     release(sk, kg);
   }
+}
+
+/**
+ * Evaluation keys as the client sends them: SEAL's uncompressed bytes packed at the primes'
+ * widths (packed-keys.ts), or zstd should they ever not be in the layout the packer reads.
+ */
+export function saveKeys(s: CkksSession, keys: { saveToArray(mode: Seal['ComprModeType']['none'] | Seal['ComprModeType']['zstd']): unknown }): Uint8Array {
+  const raw = keys.saveToArray(s.seal.ComprModeType.none) as Uint8Array;
+  return packKeys(raw, s.shape.key.primes.map(primeWidth)) ?? (keys.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array);
 }
 
 /** A fresh secret key only (batch mode needs no evaluation keys). */

@@ -25,6 +25,7 @@
 /* eslint-disable max-lines -- Over 300 lines on purpose: one binary format read front to back, next
    to its description above; split, each reader would be far from the layout it follows. */
 import { SealedError, type ErrorCode } from '../errors.ts';
+import { isPackedKeys, unpackKeys } from './packed-keys.ts';
 
 const MAGIC = 0xa15e;
 const HEADER = 16;
@@ -303,9 +304,10 @@ function publicKeyBytes(shape: SealShape): number {
 }
 
 /**
- * Checks untrusted Galois or relinearization keys (KSwitchKeys): header, byte bound, and when
- * this runtime can decompress, every key and residue, and that each required rotation is there.
- * Returns the bytes to hand SEAL: uncompressed when they were decompressed here, else as they came.
+ * Checks untrusted Galois or relinearization keys (KSwitchKeys), packed (packed-keys.ts) or as
+ * SEAL saves them: header, byte bound, and when this runtime can decompress, every key and
+ * residue, and that each required rotation is there. Returns the bytes to hand SEAL:
+ * uncompressed when they were unpacked or decompressed here, else as they came.
  */
 export function precheckKeys(bytes: Uint8Array, shape: SealShape, rule: KeysRule): Uint8Array {
   const hint = 'make keys for this model with `sealed keygen`';
@@ -315,6 +317,8 @@ export function precheckKeys(bytes: Uint8Array, shape: SealShape, rule: KeysRule
   const maxKeys = rule.kind === 'galois' ? (rule.maxKeys ?? shape.degree) : 1;
   const parts = shape.data[0].primes.length;
   const maxBody = 32 + 8 + 8 * maxIndex + maxKeys * parts * publicKeyBytes(shape);
+  // What current clients send (packed-keys.ts): unpacked here, then checked as uncompressed keys.
+  if (isPackedKeys(bytes)) return precheckKeys(unpackKeys(bytes, rule.what, HEADER + maxBody), shape, { ...rule, compression: ['none'] });
   const opened = openObject(bytes, rule.compression ?? ['zstd'], maxBody, r);
   if (!opened) return bytes;
   const x = opened.members;

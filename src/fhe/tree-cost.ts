@@ -6,6 +6,7 @@ import { CkksSession } from './ckks.ts';
 import { constantPlaintext } from './constant.ts';
 import { SecretKeyHolder, generateSecretKey } from './keys.ts';
 import { loadQueryCiphertext } from './load.ts';
+import { precheckKeys } from './seal-precheck.ts';
 import { release } from './seal.ts';
 import { SinglePrivacy } from './single-privacy.ts';
 import { treeOpCounts, type TreeCircuit, type TreeShape } from './tree-circuit.ts';
@@ -24,7 +25,7 @@ export async function measureTreeUnitCosts(c: TreeCircuit, reps = 5): Promise<Tr
   // As clients write query ciphertexts: packed at the primes' widths (packed-wide.ts).
   const bytes = holder.encryptCompact(new Float64Array(s.slots).fill(1), a);
   const rk = new seal.RelinKeys();
-  rk.loadFromArray(s.context, relinKeys);
+  rk.loadFromArray(s.context, precheckKeys(relinKeys, s.shape, { what: 'the relinearization keys', kind: 'relin' }));
   const privacy = c.privacy === 'flood' ? new SinglePrivacy(s, publicKey, 2 ** c.noiseL2Bits!) : undefined;
   const out: TreeUnitCosts = {};
   const time = (name: string, fn: () => void) => {

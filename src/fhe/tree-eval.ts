@@ -6,6 +6,7 @@ import type { Ciphertext, Plaintext, RelinKeys } from 'node-seal/throws';
 import { SealedError } from '../errors.ts';
 import type { CkksSession } from './ckks.ts';
 import { constantPlaintext } from './constant.ts';
+import { saveKeys } from './keys.ts';
 import { loadCiphertext, loadQueryCiphertext } from './load.ts';
 import { FLOOD_SECURITY_BITS } from './privacy.ts';
 import { precheckKeys } from './seal-precheck.ts';
@@ -17,14 +18,14 @@ import { groupedSums, type TreeRun } from './tree-grouped.ts';
 
 const KEY_HINT = 'make keys for this model with the sealed client (relinearization and public key)';
 
-/** Client side: relinearization keys and the public key (both seeded, zstd) for `secretKey`. */
+/** Client side: relinearization keys (seeded, packed) and the public key (seeded, zstd) for `secretKey`. */
 export function makeTreeKeys(s: CkksSession, secretKey: Uint8Array): { relinKeys: Uint8Array; publicKey: Uint8Array } {
   const sk = new s.seal.SecretKey();
   guard('bad-keys', 'the secret key', () => sk.loadFromArray(s.context, secretKey));
   const kg = new s.seal.KeyGenerator(s.context, sk);
   const rk = kg.createRelinKeysSerializable();
   try {
-    return { relinKeys: rk.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array, publicKey: makePublicKey(s, secretKey) };
+    return { relinKeys: saveKeys(s, rk), publicKey: makePublicKey(s, secretKey) };
   } finally {
     release(rk, kg, sk);
   }

@@ -4,7 +4,7 @@
 // period and rotated by 0 .. copies - 1 positions (the baby steps the client sends).
 import { SealedError } from '../errors.ts';
 import type { CkksSession } from './ckks.ts';
-import type { SecretKeyHolder } from './keys.ts';
+import { saveKeys, type SecretKeyHolder } from './keys.ts';
 import { guard, release } from './seal.ts';
 import { makePublicKey } from './single-privacy.ts';
 
@@ -85,9 +85,9 @@ export function stretchedLeafValues(layout: Pick<SlotsLayout, 'slots' | 'leafVal
 }
 
 /**
- * Client side: the evaluation keys a layout's queries need, from a secret key: seeded, not
- * zstd-compressed (118 MB instead of 105 for breast cancer's 17 rotations, but a worker loads
- * them in ~0.7 s instead of ~1-1.6 s plus ~0.7 s of checking the decompressed bytes).
+ * Client side: the evaluation keys a layout's queries need, from a secret key: seeded, packed
+ * at the primes' widths (keys.ts saveKeys; not zstd, which a worker took ~1-1.6 s to undo for
+ * breast cancer's 17 rotations).
  */
 export function makeSlotsKeys(
   s: CkksSession,
@@ -100,8 +100,7 @@ export function makeSlotsKeys(
   const gk = kg.createGaloisKeysSerializableWithSteps(Int32Array.from(steps));
   const rk = kg.createRelinKeysSerializable();
   try {
-    const none = s.seal.ComprModeType.none;
-    return { galoisKeys: gk.saveToArray(none) as Uint8Array, relinKeys: rk.saveToArray(none) as Uint8Array, publicKey: makePublicKey(s, secretKey) };
+    return { galoisKeys: saveKeys(s, gk), relinKeys: saveKeys(s, rk), publicKey: makePublicKey(s, secretKey) };
   } finally {
     release(gk, rk, kg, sk);
   }

@@ -34,13 +34,27 @@ const records = [
   [7, 3.2, 4.7, 1.4],
 ];
 const query = decodeWire<QueryHeader>('query', session.encrypt(records), 'the query').sections[0];
-const galois = decodeWire<KeysHeader>('keys', keys.evaluationKeys, 'the keys').sections[0];
+// What clients send: packed keys (packed-keys.ts, tested in packed-keys.test.ts), checked as SEAL's bytes once unpacked.
+const packedGalois = decodeWire<KeysHeader>('keys', keys.evaluationKeys, 'the keys').sections[0];
 // The server's side: a session of the model's parameters, as a worker opens it.
 const s = await CkksSession.open(program.params);
 const scaleBits = program.inputScaleBits;
+
+/** Keys as SEAL saves them (seeded, zstd), as clients sent them before packing: the format this suite checks. */
+function sealKeys(c: CkksSession, steps: number[]): { galoisKeys: Uint8Array; relinKeys: Uint8Array } {
+  const kg = new c.seal.KeyGenerator(c.context);
+  const gk = kg.createGaloisKeysSerializableWithSteps(Int32Array.from(steps));
+  const rk = kg.createRelinKeysSerializable();
+  const zstd = c.seal.ComprModeType.zstd;
+  const out = { galoisKeys: gk.saveToArray(zstd) as Uint8Array, relinKeys: rk.saveToArray(zstd) as Uint8Array };
+  for (const o of [gk, rk, kg]) o.delete();
+  return out;
+}
+const galois = sealKeys(s, program.galoisSteps.length ? program.galoisSteps : [1]).galoisKeys;
 // Relinearization keys and lower levels need a deeper chain than the stored model has.
 const deep = await CkksSession.open({ scheme: 'ckks', polyModulusDegree: 8192, coeffModulusBits: [60, 40, 40, 60], securityLevel: 128 });
 const deepKeys = generateKeys(deep, [1, 2], true);
+const deepSealKeys = sealKeys(deep, [1, 2]);
 const deepHolder = new SecretKeyHolder(deep, deepKeys.secretKey);
 t.teardown(() => {
   deepHolder.close();
@@ -71,7 +85,8 @@ t.test('real queries and keys pass, and SEAL loads them without an exception', a
   t.ok(DEEP_CHECKS, 'this Node has zstd: compressed objects are checked whole');
   const before = sealExceptionCount();
   t.doesNotThrow(() => loadQuery(query), 'a query from a ClientSession');
-  t.doesNotThrow(() => loadKeys(galois), 'Galois keys from a ClientSession');
+  t.doesNotThrow(() => loadKeys(packedGalois), 'Galois keys from a ClientSession');
+  t.doesNotThrow(() => loadKeys(galois), 'Galois keys as SEAL saves them (zstd), as clients sent them before');
   const stored = decodeWire<QueryHeader>('query', new Uint8Array(await readFile(join(dir, 'query.bin'))), 'q').sections;
   for (const c of stored) t.doesNotThrow(() => loadQuery(c), 'the stored test-vector query');
   const storedKeys = decodeWire<KeysHeader>('keys', new Uint8Array(await readFile(join(dir, 'evaluation.keys'))), 'k').sections[0];
@@ -215,13 +230,27 @@ t.test('bad keys are refused in TypeScript, saying what is wrong', async (t) => 
   refused(
     t,
     'Galois keys sent as relinearization keys',
-    () => loadEvaluationKeys(deep, deepKeys.galoisKeys, deepKeys.galoisKeys, [1, 2], true).close(),
+    () => loadEvaluationKeys(deep, deepSealKeys.galoisKeys, deepSealKeys.galoisKeys, [1, 2], true).close(),
     'bad-keys',
     /^the relinearization keys(: the data is (larger than|corrupted \(it decompresses to more than) any such object| do not hold exactly one)/,
   );
   refused(
     t,
+    'packed Galois keys sent as relinearization keys',
+    () => loadEvaluationKeys(deep, deepKeys.galoisKeys, deepKeys.galoisKeys, [1, 2], true).close(),
+    'bad-keys',
+    /^the relinearization keys declare \d+ bytes unpacked, more than any key set of this model/,
+  );
+  refused(
+    t,
     'relinearization keys sent as Galois keys',
+    () => loadEvaluationKeys(deep, deepSealKeys.relinKeys, deepSealKeys.relinKeys, [1, 2], true).close(),
+    'bad-keys',
+    /^the evaluation keys lack the rotation by 1/,
+  );
+  refused(
+    t,
+    'packed relinearization keys sent as Galois keys',
     () => loadEvaluationKeys(deep, deepKeys.relinKeys!, deepKeys.relinKeys, [1, 2], true).close(),
     'bad-keys',
     /^the evaluation keys lack the rotation by 1/,

@@ -1,0 +1,140 @@
+// Evaluation keys packed at their primes' widths (src/fhe/packed-keys.ts): what clients send.
+// Round trip byte for byte, smaller than zstd, loaded and used by SEAL; hostile objects refused
+// with a reason (bad-keys), never allocating more than the model's keys can take.
+import t from 'tap';
+import { CkksSession } from '../../src/fhe/ckks.ts';
+import { generateKeys } from '../../src/fhe/keys.ts';
+import { loadEvaluationKeys } from '../../src/fhe/load.ts';
+import { isPackedKeys, packKeys, unpackKeys } from '../../src/fhe/packed-keys.ts';
+import { primeWidth } from '../../src/fhe/packed-wide.ts';
+import { precheckKeys } from '../../src/fhe/seal-precheck.ts';
+import { galoisElement } from '../../src/fhe/params.ts';
+import { SealedError } from '../../src/errors.ts';
+
+// Wide and narrow primes (and a 60-bit special prime), at ring 8192.
+const params = { scheme: 'ckks' as const, polyModulusDegree: 8192, coeffModulusBits: [53, 30, 53, 60], securityLevel: 128 as const };
+const s = await CkksSession.open(params);
+t.teardown(() => s.close());
+const widths = s.shape.key.primes.map(primeWidth);
+const STEPS = [1, 2, 5];
+const kg = new s.seal.KeyGenerator(s.context);
+const gk = kg.createGaloisKeysSerializableWithSteps(Int32Array.from(STEPS));
+const rk = kg.createRelinKeysSerializable();
+const raw = gk.saveToArray(s.seal.ComprModeType.none) as Uint8Array;
+const rawRelin = rk.saveToArray(s.seal.ComprModeType.none) as Uint8Array;
+const zstd = gk.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array;
+gk.delete();
+rk.delete();
+kg.delete();
+const required = STEPS.map((step) => ({ step, element: galoisElement(step, 8192) }));
+const check = (bytes: Uint8Array) => precheckKeys(bytes, s.shape, { what: 'the Galois keys', kind: 'galois', required, maxKeys: 30 });
+const refusal = (f: () => unknown): string => {
+  try {
+    f();
+  } catch (e) {
+    if (e instanceof SealedError && e.code === 'bad-keys') return e.message;
+    throw e;
+  }
+  return 'accepted';
+};
+
+t.test('round trip: byte for byte, smaller than zstd by the high bits the primes leave empty', async (t) => {
+  t.same(widths, [53, 30, 53, 60], 'the key level has the widths asked for');
+  for (const [name, bytes] of [
+    ['Galois keys', raw],
+    ['relinearization keys', rawRelin],
+  ] as const) {
+    const packed = packKeys(bytes, widths)!;
+    t.ok(isPackedKeys(packed) && !isPackedKeys(bytes), `${name}: packed, recognisably`);
+    t.same(unpackKeys(packed, name, bytes.length), bytes, `${name}: unpacked, SEAL's uncompressed bytes exactly`);
+  }
+  // Seeded keys keep one polynomial per part: per key, 3 parts x 8192 residues of each of the
+  // 4 key-level primes; packing saves 64 - w bits of each.
+  const packed = packKeys(raw, widths)!;
+  const saved = (STEPS.length * 3 * 8192 * widths.reduce((a, w) => a + 64 - w, 0)) / 8;
+  t.equal(
+    raw.length - packed.length + 8 + 4,
+    saved,
+    `${packed.length} bytes against ${raw.length}: the residues' empty high bits, less an 8-byte head and 4 widths`,
+  );
+  t.ok(packed.length < 0.95 * zstd.length, `smaller than SEAL's zstd (${packed.length} against ${zstd.length})`);
+});
+
+t.test('what the client writes loads, with every key the model needs', async (t) => {
+  const k = generateKeys(s, STEPS, true);
+  t.ok(isPackedKeys(k.galoisKeys) && isPackedKeys(k.relinKeys!), 'generateKeys writes packed Galois and relinearization keys');
+  const keys = loadEvaluationKeys(s, k.galoisKeys, k.relinKeys, STEPS, true);
+  t.teardown(() => keys.close());
+  for (const step of STEPS) t.ok(keys.galois.hasKey(galoisElement(step, 8192)), `the key for step ${step}`);
+  t.same(check(packKeys(raw, widths)!), raw, 'the precheck hands SEAL the unpacked bytes');
+  t.same(check(zstd).length, raw.length, 'zstd keys, as clients wrote them before, still accepted');
+});
+
+t.test('hostile packed keys: refused with a reason, never a crash', async (t) => {
+  const packed = packKeys(raw, widths)!;
+  const pv = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const head = 8 + 4;
+  const edit = (f: (b: Uint8Array) => void) => {
+    const b = packed.slice();
+    f(b);
+    return b;
+  };
+  // The unpacked size (the inner SEAL header's) is bounded before the one allocation is made.
+  const huge = edit((b) => pv(b).setUint32(head + 8 + 4, 0x40, true));
+  t.match(
+    refusal(() => check(huge)),
+    /^the Galois keys declare 2748\d+ bytes unpacked, more than any key set of this model/,
+    'a claim of 275 GB',
+  );
+  t.match(
+    refusal(() => unpackKeys(packed, 'the Galois keys', raw.length - 1)),
+    /more than any key set of this model/,
+    'one byte over the bound',
+  );
+  t.match(
+    refusal(() => check(packed.subarray(0, packed.length - 100))),
+    /^the Galois keys are truncated/,
+    'truncated',
+  );
+  t.match(
+    refusal(() => check(edit((b) => pv(b).setUint32(4, 3, true)))),
+    /^the Galois keys have a key part whose prime count disagrees/,
+    'another prime count',
+  );
+  t.match(
+    refusal(() => check(edit((b) => (b[8] = 61)))),
+    /^the Galois keys declare a residue width outside 1-60 bits/,
+    'a width over 60',
+  );
+  // All ones in the first 53-bit residue: fits its width, not its prime. The precheck after
+  // unpacking refuses it, as it does SEAL's own bytes.
+  const body = head + 16 + 40 + 8 * 1;
+  let firstPart = body;
+  for (let slot = 0; pv(packed).getUint32(firstPart - 8, true) === 0; slot++) firstPart += 8;
+  const residues = firstPart + 16 + 97;
+  const overPrime = edit((b) => b.fill(0xff, residues, residues + 7));
+  t.match(
+    refusal(() => check(overPrime)),
+    /^the Galois keys: the data is corrupted \(a residue is not below its prime\)/,
+    'a residue at or above its prime',
+  );
+  // Bit flips near the front (headers, counts, widths, the first residues) and truncations
+  // anywhere: a refusal naming the keys, or keys that pass every check; a truncation never passes.
+  let truncations = 0;
+  let truncationsRefused = 0;
+  let seed = 7;
+  const rand = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
+  for (let i = 0; i < 300; i++) {
+    const truncated = rand() < 0.2;
+    const b = truncated ? packed.slice(0, Math.floor(rand() * packed.length)) : packed.slice();
+    for (let f = 0; f < 1 + Math.floor(rand() * 4) && b.length; f++) b[Math.floor(rand() * Math.min(b.length, 4096))] ^= 1 << Math.floor(rand() * 8);
+    const why = refusal(() => check(b));
+    if (why !== 'accepted' && !/^the Galois keys|^the evaluation keys lack/.test(why)) t.fail(`case ${i}: ${why}`);
+    if (truncated) {
+      truncations++;
+      if (why !== 'accepted') truncationsRefused++;
+    }
+  }
+  t.ok(truncations > 30, `${truncations} truncated objects among the 300`);
+  t.equal(truncationsRefused, truncations, 'every truncated object refused');
+});
