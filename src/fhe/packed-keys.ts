@@ -38,6 +38,40 @@ const blockWords = (degree: number, width: number) => Math.ceil((degree * width)
 
 const u64 = (v: DataView, at: number) => v.getUint32(at + 4, true) * 2 ** 32 + v.getUint32(at, true);
 
+/** A key part's residue array in SEAL's uncompressed KSwitchKeys bytes: where it starts, its residue count and ring degree. */
+interface ResidueArray {
+  at: number;
+  count: number;
+  degree: number;
+}
+
+/** The residue arrays of SEAL's uncompressed KSwitchKeys bytes at k primes, in order; undefined when the bytes are not that layout. */
+function residueArrays(bytes: Uint8Array, k: number): ResidueArray[] | undefined {
+  if (bytes.length < SEAL_HEADER + 40 || bytes[5] !== 0) return undefined;
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const arrays: ResidueArray[] = [];
+  const slots = u64(v, SEAL_HEADER + 32);
+  let at = SEAL_HEADER + 40;
+  for (let i = 0; i < slots; i++) {
+    if (at + 8 > bytes.length) return undefined;
+    const parts = u64(v, at);
+    at += 8;
+    for (let p = 0; p < parts; p++) {
+      if (at + SEAL_HEADER + CT_FIXED > bytes.length) return undefined;
+      const partSize = u64(v, at + 8);
+      const members = at + SEAL_HEADER;
+      const degree = u64(v, members + AT_DEGREE);
+      const count = u64(v, members + AT_COUNT);
+      const suffix = partSize - SEAL_HEADER - CT_FIXED - 8 * count;
+      if (u64(v, members + AT_PRIMES) !== k || !(degree >= 1 && degree <= MAX_DEGREE) || count % (k * degree) !== 0) return undefined;
+      if (suffix < 0 || suffix > MAX_SUFFIX || at + partSize > bytes.length) return undefined;
+      arrays.push({ at: members + CT_FIXED, count, degree });
+      at += partSize;
+    }
+  }
+  return at === bytes.length ? arrays : undefined;
+}
+
 /**
  * Packs SEAL's uncompressed KSwitchKeys bytes with the residues of prime j in widths[j] bits;
  * undefined when the bytes are not that layout (or a residue does not fit its width): the caller
@@ -45,46 +79,32 @@ const u64 = (v: DataView, at: number) => v.getUint32(at + 4, true) * 2 ** 32 + v
  */
 export function packKeys(bytes: Uint8Array, widths: number[]): Uint8Array | undefined {
   const k = widths.length;
-  if (k < 1 || k > MAX_PRIMES || widths.some((w) => !(w >= 1 && w <= MAX_WIDTH)) || bytes.length < SEAL_HEADER + 40 || bytes[5] !== 0) return undefined;
-  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (k < 1 || k > MAX_PRIMES || widths.some((w) => !(w >= 1 && w <= MAX_WIDTH))) return undefined;
+  const arrays = residueArrays(bytes, k);
+  if (!arrays) return undefined;
+  // Sized exactly first: a fresh page costs more to touch than its bytes cost to copy.
   const head = headLength(k);
-  // Packed is never larger than the original plus its head.
-  const out = new Uint8Array(head + bytes.length);
+  let size = head + bytes.length;
+  for (const a of arrays) {
+    size -= 8 * a.count;
+    for (let j = 0; j < a.count / a.degree; j++) size += 4 * blockWords(a.degree, widths[j % k]);
+  }
+  const out = new Uint8Array(size);
   out.set(MAGIC);
   new DataView(out.buffer).setUint32(4, k, true);
   widths.forEach((w, j) => (out[8 + j] = w));
   let from = 0;
   let to = head;
-  const copy = (n: number) => {
-    out.set(bytes.subarray(from, from + n), to);
-    from += n;
-    to += n;
-  };
-  copy(SEAL_HEADER + 40);
-  const slots = u64(v, SEAL_HEADER + 32);
-  for (let i = 0; i < slots; i++) {
-    if (from + 8 > bytes.length) return undefined;
-    const parts = u64(v, from);
-    copy(8);
-    for (let p = 0; p < parts; p++) {
-      if (from + SEAL_HEADER + CT_FIXED > bytes.length) return undefined;
-      const partSize = u64(v, from + 8);
-      const members = from + SEAL_HEADER;
-      const degree = u64(v, members + AT_DEGREE);
-      const count = u64(v, members + AT_COUNT);
-      const suffix = partSize - SEAL_HEADER - CT_FIXED - 8 * count;
-      if (u64(v, members + AT_PRIMES) !== k || !(degree >= 1 && degree <= MAX_DEGREE) || count % (k * degree) !== 0) return undefined;
-      if (suffix < 0 || suffix > MAX_SUFFIX || from + partSize > bytes.length) return undefined;
-      copy(SEAL_HEADER + CT_FIXED);
-      const written = packResidues(bytes, from, count / degree, degree, widths, out, to);
-      if (written < 0) return undefined;
-      from += 8 * count;
-      to += written;
-      copy(suffix);
-    }
+  for (const a of arrays) {
+    out.set(bytes.subarray(from, a.at), to);
+    to += a.at - from;
+    const written = packResidues(bytes, a.at, a.count / a.degree, a.degree, widths, out, to);
+    if (written < 0) return undefined;
+    from = a.at + 8 * a.count;
+    to += written;
   }
-  if (from !== bytes.length) return undefined;
-  return out.slice(0, to);
+  out.set(bytes.subarray(from), to);
+  return out;
 }
 
 /**
@@ -149,8 +169,8 @@ let scratch64 = new Uint32Array(0);
 let scratchBits = new Uint32Array(0);
 function ensureScratch(degree: number): void {
   if (scratch64.length < 2 * degree) scratch64 = new Uint32Array(2 * degree);
-  // Two words of slack: the reader takes a 64-bit window at every position.
-  if (scratchBits.length < 2 * degree + 2) scratchBits = new Uint32Array(2 * degree + 2);
+  // Slack words: the reader takes a 96-bit window at every position, the writer spills into two more words.
+  if (scratchBits.length < 2 * degree + 3) scratchBits = new Uint32Array(2 * degree + 3);
 }
 
 /** Packs `blocks` x `degree` u64 residues at bytes[from..]; returns the bytes written at out[to..], or -1 if a residue does not fit. */
@@ -162,23 +182,30 @@ function packResidues(bytes: Uint8Array, from: number, blocks: number, degree: n
     const w = widths[j % widths.length];
     const words = blockWords(degree, w);
     new Uint8Array(src.buffer, 0, 8 * degree).set(bytes.subarray(from, from + 8 * degree));
-    const dst = scratchBits.fill(0, 0, words + 1);
-    const hiBits = w > 32 ? w - 32 : 0;
-    const loBits = w > 32 ? 32 : w;
+    const dst = scratchBits.fill(0, 0, words + 2);
+    // Branch-free: (x >>> 1) >>> (31 - o) is x >>> (32 - o), and 0 when o is 0 (JavaScript
+    // shifts by 32 as by 0). The scratch has two words of slack for the zeros written past the end.
     let pos = 0;
-    for (let c = 0; c < degree; c++, pos += w) {
-      const lo = src[2 * c];
-      const hi = src[2 * c + 1];
-      if (hiBits === 0 ? hi !== 0 || (loBits < 32 && lo >>> loBits !== 0) : hi >>> hiBits !== 0) return -1;
-      const i = pos >>> 5;
-      const o = pos & 31;
-      dst[i] |= lo << o;
-      if (o !== 0) dst[i + 1] |= lo >>> (32 - o);
-      if (hiBits !== 0) {
-        const p2 = pos + 32;
-        const i2 = p2 >>> 5;
-        dst[i2] |= hi << o;
-        if (o + hiBits > 32) dst[i2 + 1] |= hi >>> (32 - o);
+    if (w > 32) {
+      const hiBits = w - 32;
+      for (let c = 0; c < degree; c++, pos += w) {
+        const lo = src[2 * c];
+        const hi = src[2 * c + 1];
+        if (hi >>> hiBits !== 0) return -1;
+        const i = pos >>> 5;
+        const o = pos & 31;
+        dst[i] |= lo << o;
+        dst[i + 1] |= ((lo >>> 1) >>> (31 - o)) | (hi << o);
+        dst[i + 2] |= (hi >>> 1) >>> (31 - o);
+      }
+    } else {
+      for (let c = 0; c < degree; c++, pos += w) {
+        const lo = src[2 * c];
+        if (src[2 * c + 1] !== 0 || (lo >>> 1) >>> (w - 1) !== 0) return -1;
+        const i = pos >>> 5;
+        const o = pos & 31;
+        dst[i] |= lo << o;
+        dst[i + 1] |= (lo >>> 1) >>> (31 - o);
       }
     }
     out.set(new Uint8Array(dst.buffer, 0, 4 * words), to);
@@ -209,18 +236,25 @@ function unpackResidues(
     src[words] = 0;
     src[words + 1] = 0;
     from += 4 * words;
-    const loMask = w >= 32 ? 0xffffffff : 2 ** w - 1;
-    const hiMask = w > 32 ? 2 ** (w - 32) - 1 : 0;
+    // (x << 1) << (31 - o) is x << (32 - o), and 0 when o is 0 (see packResidues).
     let pos = 0;
-    for (let c = 0; c < degree; c++, pos += w) {
-      const i = pos >>> 5;
-      const o = pos & 31;
-      const a = src[i];
-      const b = src[i + 1];
-      const lo = o === 0 ? a : (a >>> o) | (b << (32 - o));
-      const hi = o === 0 ? b : (b >>> o) | (src[i + 2] << (32 - o));
-      res[2 * c] = lo & loMask;
-      res[2 * c + 1] = hi & hiMask;
+    if (w > 32) {
+      const hiMask = 2 ** (w - 32) - 1;
+      for (let c = 0; c < degree; c++, pos += w) {
+        const i = pos >>> 5;
+        const o = pos & 31;
+        const b = src[i + 1];
+        res[2 * c] = (src[i] >>> o) | ((b << 1) << (31 - o));
+        res[2 * c + 1] = ((b >>> o) | ((src[i + 2] << 1) << (31 - o))) & hiMask;
+      }
+    } else {
+      const mask = w === 32 ? 0xffffffff : 2 ** w - 1;
+      for (let c = 0; c < degree; c++, pos += w) {
+        const i = pos >>> 5;
+        const o = pos & 31;
+        res[2 * c] = ((src[i] >>> o) | ((src[i + 1] << 1) << (31 - o))) & mask;
+        res[2 * c + 1] = 0;
+      }
     }
     out.set(new Uint8Array(res.buffer, 0, 8 * degree), to);
   }
