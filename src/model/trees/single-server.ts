@@ -249,7 +249,7 @@ export class SingleTreeServer {
   private load(k: SingleKeys): LoadedSingleKeys {
     const flood = this.part.privacy === 'flood';
     if (flood && !k.publicKey) throw new SealedError('bad-keys', 'this model floods its results (circuit privacy) and the keys carry no public key', KEYS_HINT);
-    // Uncompressed as the clients write them (tree-slots.ts makeSlotsKeys), or zstd as they did before.
+    // Packed as the clients write them (keys.ts saveKeys), or uncompressed or zstd as they did before.
     const keys = loadEvaluationKeys(this.session, k.galois, k.relin, this.part.galoisSteps, true, ['none', 'zstd']);
     let privacy: SinglePrivacy | undefined;
     try {
