@@ -1,6 +1,7 @@
 // Hostile clients against a real server (real S3-compatible server, real worker threads):
 // many-section queries, memory admission, slow request bodies, and a stop with a slow socket.
 // Each case is an attack that worked against the server before its defence.
+import './helpers/product-gc.ts';
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { connect } from 'node:net';

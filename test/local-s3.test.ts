@@ -2,6 +2,7 @@
 // disk with bounded memory, writes are complete when answered (read-after-write), failed or
 // aborted uploads leave nothing behind, any credentials are accepted; and `sealed s3` says what
 // to use.
+import './helpers/product-gc.ts';
 import t from 'tap';
 import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
