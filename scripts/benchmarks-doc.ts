@@ -353,7 +353,9 @@ ${range(
   b.map((x) => x.server_s),
   1,
 )} s. The same runs without circuit privacy took 25.0-25.9 s
-(no JSON kept, see below). Design, cost model and limits of batch mode:
+(no JSON kept, see below) on a day when these with it took 43.3-46.4 s (2026-11-30's records,
+kept in [bench/](bench/)): this VM's speed drifts by the day, so compare within one day. Design,
+cost model and limits of batch mode:
 [batch-mode.md](batch-mode.md).
 
 ## MNIST, one image per request, with circuit privacy
@@ -417,7 +419,11 @@ By default (\`privacy: flood\`) the server re-randomizes each result with the cl
 material and floods its noise, so the client learns the outputs and not the weights
 ([threat-model.md](threat-model.md)). The same trained models with and without it. The
 "without" figures are earlier measurements whose JSON was not kept (marked †; see
-[below](#earlier-measurements-no-json-kept)); the "with" figures come from the records.
+[below](#earlier-measurements-no-json-kept)); the "with" figures come from the records. The
+"without" figures are from days when this VM ran SEAL up to twice as slowly as on the records'
+day (a rotation at the top level: 33.4 ms on 2026-11-30, 17.1 ms on 2026-12-04): compare a
+column's two sides as sizes and parameters, its times only within one day (2026-11-30's records,
+in [bench/](bench/): 43.3-46.4 s for the batch, 873 ms p50 for one image).
 
 ${table(
   ['', `MNIST batch, ${fmt(b[0].n)} images`, 'MNIST single, CNN', `breast cancer, ${fmt(c.records)} records`],
