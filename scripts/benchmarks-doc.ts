@@ -77,6 +77,8 @@ export interface SingleResult {
   cost_model_ms: number;
   cost_model_by_op_ms: Record<string, number>;
   measured_over_model: number;
+  /** SEAL's unit costs measured in the run, by operation and level ("rotate@0": a rotation at the top level). */
+  unit_costs_ms: Record<string, number>;
   workers: number;
   wall_s: number;
   images_per_s: number;
@@ -419,11 +421,11 @@ By default (\`privacy: flood\`) the server re-randomizes each result with the cl
 material and floods its noise, so the client learns the outputs and not the weights
 ([threat-model.md](threat-model.md)). The same trained models with and without it. The
 "without" figures are earlier measurements whose JSON was not kept (marked †; see
-[below](#earlier-measurements-no-json-kept)); the "with" figures come from the records. The
-"without" figures are from days when this VM ran SEAL up to twice as slowly as on the records'
-day (a rotation at the top level: 33.4 ms on 2026-11-30, 17.1 ms on 2026-12-04): compare a
-column's two sides as sizes and parameters, its times only within one day (2026-11-30's records,
-in [bench/](bench/): 43.3-46.4 s for the batch, 873 ms p50 for one image).
+[below](#earlier-measurements-no-json-kept)); the "with" figures come from the records. This
+VM's speed drifts by the day (a rotation at the top level: 33.4 ms in 2026-11-30's records,
+${fmt(s.unit_costs_ms['rotate@0'], 1)} ms in the records above, ${sm.date}), so the two sides of a column compare as
+sizes and parameters, their times only roughly (with circuit privacy, 2026-11-30's records, in
+[bench/](bench/), measured 43.3-46.4 s for the batch and 873 ms p50 for one image).
 
 ${table(
   ['', `MNIST batch, ${fmt(b[0].n)} images`, 'MNIST single, CNN', `breast cancer, ${fmt(c.records)} records`],
