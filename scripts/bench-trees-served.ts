@@ -5,7 +5,9 @@
 // thread (src/server/invoke-trees.ts); the server's own timings say what each took: `pool_wall`
 // (from the first task handed to a worker to the last result back: the evaluation's latency),
 // `evaluate` (the workers' time, summed over their tasks) and `total` (with the query's download
-// from S3).
+// from S3). Then two more clients take turns, `rounds` queries each, so that every query brings a
+// key set the workers do not hold (they keep one): what a record costs when each comes from a
+// new client (`new_keys_*`: the key load in warm workers, and the evaluation).
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,7 +41,7 @@ export async function servedSingle(m: CompiledTrees, record: number[], rounds: n
   const stacks = [await startBenchStack(modelDir, 1), await startBenchStack(modelDir, 2)];
   try {
     const keys = client.keys();
-    let t = performance.now();
+    const t = performance.now();
     const query = encrypt();
     err(`served: one record's query ${(query.length / 1e6).toFixed(0)} MB encrypted in ${(performance.now() - t).toFixed(0)} ms`);
     const keysKey = `sealed/keys/${sha256(keys)}.keys`;
@@ -49,25 +51,48 @@ export async function servedSingle(m: CompiledTrees, record: number[], rounds: n
     }
     const seen = stacks.map(() => [] as (Timings & { threads: number })[]);
     const predictions = stacks.map(() => new Set<number>());
+    const ask = async (i: number, c: typeof client, keysAt: string, queryAt: string, q: Uint8Array, label: string) => {
+      const s = stacks[i];
+      const res = await fetch(`${s.running.url}/invocations`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          encrypted_query_uri: formatS3Uri({ bucket: BENCH_BUCKET, key: queryAt }),
+          evaluation_keys_uri: formatS3Uri({ bucket: BENCH_BUCKET, key: keysAt }),
+          output_uri: formatS3Uri({ bucket: BENCH_BUCKET, key: `out/${i}` }),
+        }),
+      });
+      const body = (await res.json()) as { timings_ms: Timings; threads?: number; message?: string };
+      if (res.status !== 200) throw new Error(`served request: ${res.status} ${body.message}`);
+      const { bytes } = await s.store.get({ bucket: BENCH_BUCKET, key: `out/${i}` }, 1 << 26, 'result');
+      predictions[i].add(c.decryptResult(bytes, q).predictions[0]);
+      err(`served, ${s.workers} worker(s), ${label}: ${JSON.stringify(body.timings_ms)} threads ${body.threads}`);
+      return { ...body.timings_ms, threads: body.threads ?? 1 };
+    };
     for (let r = 0; r < rounds; r++) {
-      for (const [i, s] of stacks.entries()) {
-        t = performance.now();
-        const res = await fetch(`${s.running.url}/invocations`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({
-            encrypted_query_uri: formatS3Uri({ bucket: BENCH_BUCKET, key: 'q/one.query' }),
-            evaluation_keys_uri: formatS3Uri({ bucket: BENCH_BUCKET, key: keysKey }),
-            output_uri: formatS3Uri({ bucket: BENCH_BUCKET, key: `out/${i}` }),
-          }),
-        });
-        const body = (await res.json()) as { timings_ms: Timings; threads?: number; message?: string };
-        if (res.status !== 200) throw new Error(`served request: ${res.status} ${body.message}`);
-        const { bytes } = await s.store.get({ bucket: BENCH_BUCKET, key: `out/${i}` }, 1 << 26, 'result');
-        predictions[i].add(client.decryptResult(bytes, query).predictions[0]);
-        seen[i].push({ ...body.timings_ms, threads: body.threads ?? 1 });
-        err(`served, ${s.workers} worker(s), round ${r + 1}: ${JSON.stringify(body.timings_ms)} threads ${body.threads}`);
-      }
+      for (const i of stacks.keys()) seen[i].push(await ask(i, client, keysKey, 'q/one.query', query, `round ${r + 1}`));
+    }
+    // Two new clients in turn: each query's key set is not the one the workers hold.
+    const others = await Promise.all(
+      [0, 1].map(async (k) => {
+        const c = m.client.single ? await SingleTreeClient.open(m.client) : await TreeClient.open(m.client);
+        const keysBytes = c.keys();
+        const q = c instanceof SingleTreeClient ? c.encryptRecord(record) : c.encryptQuery([record]);
+        const at = { keys: `sealed/keys/${sha256(keysBytes)}.keys`, query: `q/other-${k}.query` };
+        for (const s of stacks) {
+          await s.store.put({ bucket: BENCH_BUCKET, key: at.keys }, keysBytes, 'keys');
+          await s.store.put({ bucket: BENCH_BUCKET, key: at.query }, q, 'query');
+        }
+        return { c, q, at };
+      }),
+    );
+    const switched = stacks.map(() => [] as Timings[]);
+    try {
+      for (let r = 0; r < rounds; r++)
+        for (const [k, o] of others.entries())
+          for (const i of stacks.keys()) switched[i].push(await ask(i, o.c, o.at.keys, o.at.query, o.q, `new client ${k + 1}, round ${r + 1}`));
+    } finally {
+      for (const o of others) o.c.close();
     }
     return stacks.map((s, i) => ({
       form: client instanceof SingleTreeClient ? 'single-record (slots)' : 'batch circuit',
@@ -81,6 +106,10 @@ export async function servedSingle(m: CompiledTrees, record: number[], rounds: n
       pool_wall_ms_range: range(warm(seen[i]).map((x) => x.pool_wall)),
       evaluate_ms_p50: median(warm(seen[i]).map((x) => x.evaluate)),
       total_ms_p50: median(warm(seen[i]).map((x) => x.total)),
+      // Every query with a key set the workers do not hold (two clients in turn).
+      new_keys_pool_wall_ms_p50: median(switched[i].map((x) => x.pool_wall)),
+      new_keys_pool_wall_ms_range: range(switched[i].map((x) => x.pool_wall)),
+      new_keys_total_ms_p50: median(switched[i].map((x) => x.total)),
       predictions: [...predictions[i]],
       rounds,
     }));

@@ -15,6 +15,7 @@
 // each way. The unpacked bytes go through every check of seal-precheck.ts before SEAL
 // loads them.
 import { SealedError } from '../errors.ts';
+import type { ByteArena } from './byte-arena.ts';
 
 const MAGIC = [0x50, 0x57, 0x4b, 0x00];
 const SEAL_HEADER = 16;
@@ -110,9 +111,10 @@ export function packKeys(bytes: Uint8Array, widths: number[]): Uint8Array | unde
 /**
  * SEAL's uncompressed bytes back from packed keys. `maxBytes`: the most the model's keys may
  * take unpacked, so a hostile object cannot make us allocate more. Throws a SealedError
- * ('bad-keys') naming `what` on anything that is not packed keys.
+ * ('bad-keys') naming `what` on anything that is not packed keys. With `arena`, the bytes are
+ * taken from it (every one is written: `to` runs over the whole output) instead of allocated.
  */
-export function unpackKeys(packed: Uint8Array, what: string, maxBytes: number): Uint8Array {
+export function unpackKeys(packed: Uint8Array, what: string, maxBytes: number, arena?: ByteArena): Uint8Array {
   const fail = (why: string) => new SealedError('bad-keys', `${what} ${why}`, 'make keys for this model with `sealed keygen`');
   const pv = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
   if (!isPackedKeys(packed)) throw fail('are not packed keys');
@@ -126,8 +128,8 @@ export function unpackKeys(packed: Uint8Array, what: string, maxBytes: number): 
   const size = u64(pv, head + 8);
   if (size > maxBytes) throw fail(`declare ${size} bytes unpacked, more than any key set of this model (${maxBytes})`);
   if (size < SEAL_HEADER + 40) throw fail('are truncated');
-  const out = new Uint8Array(size);
-  const ov = new DataView(out.buffer);
+  const out = arena ? arena.take(size) : new Uint8Array(size);
+  const ov = new DataView(out.buffer, out.byteOffset, out.byteLength);
   let from = head;
   let to = 0;
   const copy = (n: number) => {

@@ -25,6 +25,7 @@
 /* eslint-disable max-lines -- Over 300 lines on purpose: one binary format read front to back, next
    to its description above; split, each reader would be far from the layout it follows. */
 import { SealedError, type ErrorCode } from '../errors.ts';
+import type { ByteArena } from './byte-arena.ts';
 import { isPackedKeys, unpackKeys } from './packed-keys.ts';
 
 const MAGIC = 0xa15e;
@@ -82,6 +83,8 @@ export interface KeysRule {
   maxKeys?: number;
   /** What the model's clients write: zstd unless said (a tree's single-record keys: uncompressed too). */
   compression?: readonly ComprMode[];
+  /** Where packed keys are unpacked (the returned bytes are then valid until its reset); else a fresh array. */
+  arena?: ByteArena;
 }
 
 /** Zstd, when this runtime has it (Node >= 22.15); pages get none and let SEAL decompress. */
@@ -318,7 +321,7 @@ export function precheckKeys(bytes: Uint8Array, shape: SealShape, rule: KeysRule
   const parts = shape.data[0].primes.length;
   const maxBody = 32 + 8 + 8 * maxIndex + maxKeys * parts * publicKeyBytes(shape);
   // What current clients send (packed-keys.ts): unpacked here, then checked as uncompressed keys.
-  if (isPackedKeys(bytes)) return precheckKeys(unpackKeys(bytes, rule.what, HEADER + maxBody), shape, { ...rule, compression: ['none'] });
+  if (isPackedKeys(bytes)) return precheckKeys(unpackKeys(bytes, rule.what, HEADER + maxBody, rule.arena), shape, { ...rule, compression: ['none'] });
   const opened = openObject(bytes, rule.compression ?? ['zstd'], maxBody, r);
   if (!opened) return bytes;
   const x = opened.members;

@@ -2,6 +2,7 @@
 // Round trip byte for byte, smaller than zstd, loaded and used by SEAL; hostile objects refused
 // with a reason (bad-keys), never allocating more than the model's keys can take.
 import t from 'tap';
+import { ByteArena } from '../../src/fhe/byte-arena.ts';
 import { CkksSession } from '../../src/fhe/ckks.ts';
 import { generateKeys } from '../../src/fhe/keys.ts';
 import { loadEvaluationKeys } from '../../src/fhe/load.ts';
@@ -58,6 +59,30 @@ t.test('round trip: byte for byte, smaller than zstd by the high bits the primes
     `${packed.length} bytes against ${raw.length}: the residues' empty high bits, less an 8-byte head and 4 widths`,
   );
   t.ok(packed.length < 0.95 * zstd.length, `smaller than SEAL's zstd (${packed.length} against ${zstd.length})`);
+});
+
+t.test('unpacked into a reused arena: every byte written, whatever the arena held', async (t) => {
+  const arena = new ByteArena();
+  // Garbage where the keys will go: an unpacker that skipped a byte (counting on a fresh, zeroed
+  // array) would leave 0xa5 there.
+  arena.take(raw.length + rawRelin.length).fill(0xa5);
+  arena.reset();
+  const galois = unpackKeys(packKeys(raw, widths)!, 'the Galois keys', raw.length, arena);
+  const relin = unpackKeys(packKeys(rawRelin, widths)!, 'the relinearization keys', rawRelin.length, arena);
+  t.same(galois, raw, 'the Galois keys, byte for byte, from the arena');
+  t.same(relin, rawRelin, 'the relinearization keys beside them, byte for byte');
+  t.equal(galois.buffer, relin.buffer, 'both in the one buffer (no allocation)');
+  arena.reset();
+  const again = unpackKeys(packKeys(rawRelin, widths)!, 'the relinearization keys', rawRelin.length, arena);
+  t.equal(again.buffer, galois.buffer, 'after a reset, the same room is used again');
+  t.same(again, rawRelin, 'and written whole');
+  // loadEvaluationKeys unpacks into its thread's arena: three key sets in turn load and hold their keys.
+  for (const steps of [STEPS, [3], STEPS]) {
+    const k = generateKeys(s, steps, true);
+    const keys = loadEvaluationKeys(s, k.galoisKeys, k.relinKeys, steps, true);
+    t.ok(steps.every((step) => keys.galois.hasKey(galoisElement(step, 8192))) && keys.relin !== undefined, `keys for steps ${steps.join(', ')} loaded`);
+    keys.close();
+  }
 });
 
 t.test('what the client writes loads, with every key the model needs', async (t) => {
