@@ -170,6 +170,16 @@ t.test('what the server refuses, with the reason', async (t) => {
   const other = client.encryptRecord(data.test[1]);
   t.throws(() => client.decryptResult(result, other), { code: 'bad-query', message: /another query/ }, 'the client refuses a result of another query');
   t.ok(Number.isFinite(client.decryptResult(result, query).scores[0][0]), 'and the server still answers correctly after the refusals');
+  // A key set the server does not hold makes it release the one it holds before loading (a
+  // worker's budget, singleWorkerBytes, has room for one loaded set), so even a set then refused does.
+  t.equal(server.keptKeySets, 1, "client-1's key set is held");
+  const truncatedRelin = encodeWire('keys', k.header, [k.sections[0], k.sections[1].slice(0, 100), ...k.sections.slice(2)]);
+  t.throws(
+    () => server.evaluate(query, truncatedRelin, 'client-2'),
+    { code: 'bad-keys', message: /relinearization keys/ },
+    'a second client with truncated keys: refused',
+  );
+  t.equal(server.keptKeySets, 0, 'the held set was released before the second was loaded: never two in the heap');
 });
 
 t.test('segments of 512 (diabetes, 383 leaves, regression): the quantized value, keys within the bound the server allows', async (t) => {

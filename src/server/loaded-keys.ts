@@ -51,6 +51,14 @@ export class LoadedKeyCache {
         'the evaluation keys lack a public key: this model re-randomizes its results (circuit privacy)',
         'make keys with a current `sealed keygen` (or SDK), which includes it',
       );
+    // Room first: loading before evicting would hold one key set more than the budget while it loads
+    // (and grow the WASM heap by one set for good). The newest entry stays even when it alone is over.
+    while (this.entries.size > 0 && (this.entries.size + 1) * this.setBytes > this.maxBytes) {
+      const [id, old] = this.entries.entries().next().value!;
+      old.keys.close();
+      old.privacy?.close();
+      this.entries.delete(id);
+    }
     const p = this.program;
     const keys = loadEvaluationKeys(this.session, k.galois, k.relin, p.galoisSteps, p.relin);
     let privacy: SinglePrivacy | undefined;
@@ -62,13 +70,6 @@ export class LoadedKeyCache {
     }
     const entry = { keys, privacy };
     this.entries.set(k.id, entry);
-    // The newest entry stays even when it alone is over the budget.
-    while (this.entries.size > 1 && this.entries.size * this.setBytes > this.maxBytes) {
-      const [id, old] = this.entries.entries().next().value!;
-      old.keys.close();
-      old.privacy?.close();
-      this.entries.delete(id);
-    }
     return entry;
   }
 

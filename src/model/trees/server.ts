@@ -142,12 +142,13 @@ export class TreeServer {
     let ev = this.kept.get(keysId);
     if (ev) this.kept.delete(keysId);
     else {
-      ev = this.evaluatorFor(keysBytes);
+      // Room first, so the heap never holds more than KEPT_EVALUATORS key sets.
       while (this.kept.size >= KEPT_EVALUATORS) {
         const [oldest, old] = this.kept.entries().next().value!;
         this.kept.delete(oldest);
         old.close();
       }
+      ev = this.evaluatorFor(keysBytes);
     }
     this.kept.set(keysId, ev); // most recent last
     return fn(ev);

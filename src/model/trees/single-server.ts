@@ -235,12 +235,14 @@ export class SingleTreeServer {
     let k = this.kept.get(keysId);
     if (k) this.kept.delete(keysId);
     else {
-      k = this.load(keys);
+      // Room first: the worker's budget (singleWorkerBytes) holds one loaded set, and loading
+      // before evicting would grow SEAL's heap by a second (~300 MB for the digits forest).
       while (this.kept.size >= KEPT_KEYS) {
         const [oldest, old] = this.kept.entries().next().value!;
         this.kept.delete(oldest);
         old.close();
       }
+      k = this.load(keys);
     }
     this.kept.set(keysId, k);
     return fn(k);
@@ -259,6 +261,11 @@ export class SingleTreeServer {
       throw e;
     }
     return { keys, privacy, close: () => (privacy?.close(), keys.close()) };
+  }
+
+  /** Key sets held loaded (tests). */
+  get keptKeySets(): number {
+    return this.kept.size;
   }
 
   /** One flood mask made ahead for a kept key set (SinglePrivacy.prepareAhead), the most recent first; whether more is pending. */
