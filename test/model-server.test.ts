@@ -13,7 +13,7 @@ import { simulateBatch } from '../src/model/simulate-batch.ts';
 import { forward } from '../src/model/network.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
 import { ModelServer } from '../src/server/model-server.ts';
-import { decodeWire, encodeWire, type QueryHeader, type ResultHeader } from '../src/wire/format.ts';
+import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../src/wire/format.ts';
 import { smallCnn } from './helpers/networks.ts';
 import { imageBundle } from './helpers/fixture-cache.ts';
 
@@ -116,4 +116,19 @@ t.test('refusals carry the HTTP path’s codes and statuses', async (t) => {
   t.match(refusal(t, () => server.evaluate(miscount, keys.evaluationKeys)).message, /records in 1 ciphertexts/);
   // Still evaluates after every refusal.
   t.equal(session.decryptScores(server.evaluate(query, keys.evaluationKeys)).length, 1, 'still serves');
+});
+
+t.test('the key cache makes room before it loads: never a set more than its budget', async (t) => {
+  // A budget of one key set (1 byte: the newest set stays even alone over it).
+  const one = await ModelServer.open(await readServerPart(modelDir), { recordsPerCiphertext: client.input.recordsPerCiphertext, keyCacheBytes: 1 });
+  t.teardown(() => one.close());
+  const query = session.encrypt(images.slice(0, 1));
+  t.equal(session.decryptScores(one.evaluate(query, keys.evaluationKeys)).length, 1, "a client's key set loads and evaluates");
+  t.equal(one.loadedKeySets, 1, 'and is held');
+  // Another client's keys, their Galois section cut short: they get as far as loading.
+  const k = decodeWire<KeysHeader>('keys', keys.evaluationKeys, 'k');
+  const cut = encodeWire<KeysHeader>('keys', k.header, [k.sections[0].subarray(0, 20000), ...k.sections.slice(1)]);
+  t.equal(refusal(t, () => one.evaluate(query, cut)).code, 'bad-keys', 'a second key set that does not load: refused');
+  t.equal(one.loadedKeySets, 0, 'the held set was released before the second was loaded: the heap never held two');
+  t.equal(session.decryptScores(one.evaluate(query, keys.evaluationKeys)).length, 1, 'the first client is served again (its keys loaded again)');
 });

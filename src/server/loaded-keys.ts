@@ -73,6 +73,11 @@ export class LoadedKeyCache {
     return entry;
   }
 
+  /** Key sets loaded. */
+  get size(): number {
+    return this.entries.size;
+  }
+
   /** One flood mask made ahead for a loaded key set that used its masks, the most recent first (SinglePrivacy.prepareAhead); whether more is pending. */
   prepareAhead(): boolean {
     for (const e of [...this.entries.values()].reverse()) if (e.privacy?.prepareAhead()) return true;

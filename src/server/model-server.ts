@@ -135,6 +135,11 @@ export class ModelServer {
     }
   }
 
+  /** Evaluation key sets loaded in SEAL (tests). */
+  get loadedKeySets(): number {
+    return this.keys.size;
+  }
+
   /** A single-layout query with the client's evaluation keys (wire format both) -> the result. */
   evaluate(query: Uint8Array, evaluationKeys: Uint8Array): Uint8Array {
     const msg = decodeWire<QueryHeader>('query', query, 'the encrypted query');
