@@ -14,7 +14,8 @@ export class ByteArena {
    */
   take(n: number): Uint8Array {
     if (this.used + n > this.buffer.length) {
-      this.buffer = new Uint8Array(Math.max(n, this.used + n));
+      // Room for everything taken since the reset and this: after one growth, the same takes fit.
+      this.buffer = new Uint8Array(this.used + n);
       this.used = 0;
     }
     const out = this.buffer.subarray(this.used, this.used + n);
@@ -25,10 +26,5 @@ export class ByteArena {
   /** Everything taken is free again (nothing taken may be used after this). */
   reset(): void {
     this.used = 0;
-  }
-
-  /** Bytes held. */
-  get capacity(): number {
-    return this.buffer.length;
   }
 }

@@ -143,10 +143,9 @@ export function loadEvaluationKeys(
   const required = steps.map((step) => ({ step, element: galoisElement(step, degree) }));
   // Unpacked into this thread's arena: SEAL copies the bytes in, and they are dead after.
   keyArena.reset();
-  const arena = keyArena;
-  const galoisChecked = precheckKeys(galoisBytes, s.shape, { what: 'the Galois keys', kind: 'galois', required, maxKeys, compression, arena });
+  const galoisChecked = precheckKeys(galoisBytes, s.shape, { what: 'the Galois keys', kind: 'galois', required, maxKeys, compression, arena: keyArena });
   const relinChecked =
-    needRelin && relinBytes ? precheckKeys(relinBytes, s.shape, { what: 'the relinearization keys', kind: 'relin', compression, arena }) : undefined;
+    needRelin && relinBytes ? precheckKeys(relinBytes, s.shape, { what: 'the relinearization keys', kind: 'relin', compression, arena: keyArena }) : undefined;
   const galois = new seal.GaloisKeys();
   let relin: RelinKeys | undefined;
   try {
