@@ -16,6 +16,7 @@ import { ModelServer } from '../src/server/model-server.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../src/wire/format.ts';
 import { smallCnn } from './helpers/networks.ts';
 import { imageBundle } from './helpers/fixture-cache.ts';
+import { sameBytes } from './helpers/same-bytes.ts';
 
 const dir = await mkdtemp(join(tmpdir(), 'sealed-model-server-'));
 const modelDir = join(dir, 'model');
@@ -76,11 +77,11 @@ t.test('a re-randomization key is parsed once and reused for the same bytes only
   t.equal(server.rerandKeyFor(new Uint8Array(a)), ka, 'the same bytes (another copy): the key parsed before');
   const kb = server.rerandKeyFor(b)!;
   t.not(kb, ka, 'other bytes: parsed anew');
-  t.same(new Uint8Array(kb.residues.buffer), b.subarray(b.length - 4 * kb.residues.length), "the new key holds the new bytes' residues");
+  sameBytes(t, kb.residues, b.subarray(b.length - 4 * kb.residues.length), "the new key holds the new bytes' residues");
   const bad = new Uint8Array(a);
   bad.fill(0xff, bad.length - 4);
   t.match(refusal(t, () => server.rerandKeyFor(bad)).message, /residue above its prime/, 'a damaged copy of a key parsed before is still checked');
-  t.same(server.rerandKeyFor(a)!.residues, ka.residues, 'and the good key still parses to the same residues');
+  sameBytes(t, server.rerandKeyFor(a)!.residues, ka.residues, 'and the good key still parses to the same residues');
 });
 
 /** The SealedError `f` throws (fails the test when it throws none). */

@@ -17,6 +17,7 @@ import { SingleTreeClient } from '../src/model/trees/single-query.ts';
 import { SingleTreeServer } from '../src/model/trees/single-server.ts';
 import { singleKeysBytesBound } from '../src/model/trees/single.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader } from '../src/wire/format.ts';
+import { sameBytes } from './helpers/same-bytes.ts';
 
 const DIR = join(import.meta.dirname, 'fixtures', 'trees');
 const data = JSON.parse(readFileSync(join(DIR, 'breast-cancer.data.json'), 'utf8')) as { train: number[][]; test: number[][] };
@@ -69,8 +70,8 @@ t.test('two parts sharing a copy exchange: each copy loaded by one of them, the 
   t.ok(published.filter(Boolean).length > sections.length / 2, `part 1 published ${published.filter(Boolean).length} of ${sections.length} copies`);
   const spoiled = sections.map((c, j) => (published[j] ? new Uint8Array(c.length) : c));
   const first = server.evaluatePart(spoiled, 0, 2, set, exchange);
-  t.same(Buffer.from(first), Buffer.from(alone[0]), "part 0's gather, from the exchange's copies, is the same byte for byte");
-  t.same(Buffer.from(second), Buffer.from(alone[1]), "part 1's too");
+  sameBytes(t, first, alone[0], "part 0's gather, from the exchange's copies, is the same byte for byte");
+  sameBytes(t, second, alone[1], "part 1's too");
 
   // A bad copy that both parts read: whoever claims it refuses it, and so does the part that
   // finds it failed in the exchange.

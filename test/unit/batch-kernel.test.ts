@@ -10,6 +10,7 @@ import { batchUnsupported, compileBatch } from '../../src/model/compile-batch.ts
 import { simulateBatch } from '../../src/model/simulate-batch.ts';
 import { forward, type Network } from '../../src/model/network.ts';
 import { F, rng, side, smallCnn } from '../helpers/networks.ts';
+import { sameBytes } from '../helpers/same-bytes.ts';
 
 const r = rng(11);
 const linear: Network = {
@@ -120,13 +121,13 @@ t.test('raw ciphertext layout: SEAL bytes -> residues -> SEAL bytes', async (t) 
   t.same([info.size, info.degree, info.primes, info.scale], [2, 8192, bs.primes.length, 2 ** 20]);
   const copy = new Uint32Array(lanes.length);
   copyResidues(raw, copy, 0);
-  t.same(copy, lanes, 'residues survive the round trip');
+  sameBytes(t, copy, lanes, 'residues survive the round trip');
   const high = raw.slice();
   high[RAW_DATA_OFFSET + 8 * 1000 + 4] = 1;
   t.throws(() => copyResidues(high, copy, 0), /residue above 32 bits/, 'a residue with high bits set is refused');
   // copyResidues and unpackResidues share a scratch buffer: the refused copy left a high bit in it.
   const packed = holder.encryptPacked(v, plan.inputScaleBits);
-  t.same(packResidues(unpackResidues(packed)), packed, 'an unpack after it writes every high half (zero)');
+  sameBytes(t, packResidues(unpackResidues(packed)), packed, 'an unpack after it writes every high half (zero)');
   t.throws(() => readRawInfo(raw.subarray(0, 200)), /ciphertext has an unexpected layout|truncated/);
   const bad = raw.slice();
   bad[0] = 0;
@@ -153,7 +154,7 @@ t.test('packed sections: 26-bit residues, 13 bytes per 4, round trip and hostile
   t.ok(isPacked(packed) && !isPacked(zstd));
   t.ok(packed.length < 0.85 * zstd.length, `packed ${packed.length} bytes < SEAL's zstd ${zstd.length}`);
   const raw = unpackResidues(packed);
-  t.same(packResidues(raw), packed, 'unpack then pack gives the same bytes');
+  sameBytes(t, packResidues(raw), packed, 'unpack then pack gives the same bytes');
   const lanes = new Uint32Array(2 * bs.lanes);
   bs.decodeInto(packed, lanes, 0);
   const back = holder.decrypt(bs.encodeResult(lanes, 0, 2, plan.inputScaleBits));

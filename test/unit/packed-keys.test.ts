@@ -11,6 +11,7 @@ import { primeWidth } from '../../src/fhe/packed-wide.ts';
 import { precheckKeys } from '../../src/fhe/seal-precheck.ts';
 import { galoisElement } from '../../src/fhe/params.ts';
 import { SealedError } from '../../src/errors.ts';
+import { sameBytes } from '../helpers/same-bytes.ts';
 
 // Wide and narrow primes (and a 60-bit special prime), at ring 8192.
 const params = { scheme: 'ckks' as const, polyModulusDegree: 8192, coeffModulusBits: [53, 30, 53, 60], securityLevel: 128 as const };
@@ -47,7 +48,7 @@ t.test('round trip: byte for byte, smaller than zstd by the high bits the primes
   ] as const) {
     const packed = packKeys(bytes, widths)!;
     t.ok(isPackedKeys(packed) && !isPackedKeys(bytes), `${name}: packed, recognisably`);
-    t.same(unpackKeys(packed, name, bytes.length), bytes, `${name}: unpacked, SEAL's uncompressed bytes exactly`);
+    sameBytes(t, unpackKeys(packed, name, bytes.length), bytes, `${name}: unpacked, SEAL's uncompressed bytes exactly`);
   }
   // Seeded keys keep one polynomial per part: per key, 3 parts x 8192 residues of each of the
   // 4 key-level primes; packing saves 64 - w bits of each.
@@ -69,13 +70,13 @@ t.test('unpacked into a reused arena: every byte written, whatever the arena hel
   arena.reset();
   const galois = unpackKeys(packKeys(raw, widths)!, 'the Galois keys', raw.length, arena);
   const relin = unpackKeys(packKeys(rawRelin, widths)!, 'the relinearization keys', rawRelin.length, arena);
-  t.same(galois, raw, 'the Galois keys, byte for byte, from the arena');
-  t.same(relin, rawRelin, 'the relinearization keys beside them, byte for byte');
+  sameBytes(t, galois, raw, 'the Galois keys, byte for byte, from the arena');
+  sameBytes(t, relin, rawRelin, 'the relinearization keys beside them, byte for byte');
   t.equal(galois.buffer, relin.buffer, 'both in the one buffer (no allocation)');
   arena.reset();
   const again = unpackKeys(packKeys(rawRelin, widths)!, 'the relinearization keys', rawRelin.length, arena);
   t.equal(again.buffer, galois.buffer, 'after a reset, the same room is used again');
-  t.same(again, rawRelin, 'and written whole');
+  sameBytes(t, again, rawRelin, 'and written whole');
   // loadEvaluationKeys unpacks into its thread's arena: three key sets in turn load and hold their keys.
   for (const steps of [STEPS, [3], STEPS]) {
     const k = generateKeys(s, steps, true);
@@ -91,7 +92,7 @@ t.test('what the client writes loads, with every key the model needs', async (t)
   const keys = loadEvaluationKeys(s, k.galoisKeys, k.relinKeys, STEPS, true);
   t.teardown(() => keys.close());
   for (const step of STEPS) t.ok(keys.galois.hasKey(galoisElement(step, 8192)), `the key for step ${step}`);
-  t.same(check(packKeys(raw, widths)!), raw, 'the precheck hands SEAL the unpacked bytes');
+  sameBytes(t, check(packKeys(raw, widths)!), raw, 'the precheck hands SEAL the unpacked bytes');
   t.same(check(zstd).length, raw.length, 'zstd keys, as clients wrote them before, still accepted');
 });
 
