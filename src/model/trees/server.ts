@@ -6,6 +6,7 @@ import { CkksSession } from '../../fhe/ckks.ts';
 import { paramsKey } from '../../fhe/params.ts';
 import { treeParts, usedInputs, type TreePart } from '../../fhe/tree-circuit.ts';
 import { TreeEvaluator } from '../../fhe/tree-eval.ts';
+import { LruCache } from '../../util/lru.ts';
 import { sha256Hex } from '../../util/sha256.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../../wire/format.ts';
 import type { TreeServerPart } from './compile.ts';
@@ -127,7 +128,8 @@ export class TreeServer {
     return treeParts(this.part.circuit, parts);
   }
 
-  private readonly kept = new Map<string, TreeEvaluator>();
+  // Room first, so the heap never holds more than KEPT_EVALUATORS key sets.
+  private readonly kept = new LruCache<TreeEvaluator>(KEPT_EVALUATORS, (ev) => ev.close());
 
   /** `fn` with an evaluator of these keys: kept under `keysId` when given, else made and closed. */
   private withEvaluator<T>(keysBytes: Uint8Array, keysId: string | undefined, fn: (ev: TreeEvaluator) => T): T {
@@ -139,19 +141,7 @@ export class TreeServer {
         ev.close();
       }
     }
-    let ev = this.kept.get(keysId);
-    if (ev) this.kept.delete(keysId);
-    else {
-      // Room first, so the heap never holds more than KEPT_EVALUATORS key sets.
-      while (this.kept.size >= KEPT_EVALUATORS) {
-        const [oldest, old] = this.kept.entries().next().value!;
-        this.kept.delete(oldest);
-        old.close();
-      }
-      ev = this.evaluatorFor(keysBytes);
-    }
-    this.kept.set(keysId, ev); // most recent last
-    return fn(ev);
+    return fn(this.kept.get(keysId, () => this.evaluatorFor(keysBytes)));
   }
 
   private evaluatorFor(keysBytes: Uint8Array): TreeEvaluator {
@@ -173,12 +163,11 @@ export class TreeServer {
   /** One flood mask made ahead for a kept key set that used its masks (SinglePrivacy.prepareAhead), the most recent first; whether more is pending. */
   prepareAhead(): boolean {
     if (this.single?.prepareAhead()) return true;
-    for (const ev of [...this.kept.values()].reverse()) if (ev.prepareAhead()) return true;
+    for (const ev of this.kept.recentFirst()) if (ev.prepareAhead()) return true;
     return false;
   }
 
   close(): void {
-    for (const ev of this.kept.values()) ev.close();
     this.kept.clear();
     this.single?.close();
     this.session.close();

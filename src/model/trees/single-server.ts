@@ -11,6 +11,7 @@ import { release } from '../../fhe/seal.ts';
 import { SinglePrivacy } from '../../fhe/single-privacy.ts';
 import { SlotsEvaluator } from '../../fhe/tree-slots.ts';
 import { RESULT_LEVEL } from '../../fhe/tree-slots-layout.ts';
+import { LruCache } from '../../util/lru.ts';
 import { sha256Hex } from '../../util/sha256.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../../wire/format.ts';
 import { singleLayout, type SingleServerPart } from './single.ts';
@@ -42,7 +43,9 @@ export class SingleTreeServer {
   readonly session: CkksSession;
   readonly params: string;
   private readonly evaluator: SlotsEvaluator;
-  private readonly kept = new Map<string, LoadedSingleKeys>();
+  // Room first: the worker's budget (singleWorkerBytes) holds one loaded set, and loading before
+  // evicting would grow SEAL's heap by a second (~300 MB for the digits forest).
+  private readonly kept = new LruCache<LoadedSingleKeys>(KEPT_KEYS, (k) => k.close());
   /** The result's scale and level (resultLevel), where the flood's mask is made. */
   private readonly resultAt: { scale: number; pid: ParmsIdType };
 
@@ -232,20 +235,7 @@ export class SingleTreeServer {
         k.close();
       }
     }
-    let k = this.kept.get(keysId);
-    if (k) this.kept.delete(keysId);
-    else {
-      // Room first: the worker's budget (singleWorkerBytes) holds one loaded set, and loading
-      // before evicting would grow SEAL's heap by a second (~300 MB for the digits forest).
-      while (this.kept.size >= KEPT_KEYS) {
-        const [oldest, old] = this.kept.entries().next().value!;
-        this.kept.delete(oldest);
-        old.close();
-      }
-      k = this.load(keys);
-    }
-    this.kept.set(keysId, k);
-    return fn(k);
+    return fn(this.kept.get(keysId, () => this.load(keys)));
   }
 
   private load(k: SingleKeys): LoadedSingleKeys {
@@ -270,12 +260,11 @@ export class SingleTreeServer {
 
   /** One flood mask made ahead for a kept key set (SinglePrivacy.prepareAhead), the most recent first; whether more is pending. */
   prepareAhead(): boolean {
-    for (const k of [...this.kept.values()].reverse()) if (k.privacy?.prepareAhead()) return true;
+    for (const k of this.kept.recentFirst()) if (k.privacy?.prepareAhead()) return true;
     return false;
   }
 
   close(): void {
-    for (const k of this.kept.values()) k.close();
     this.kept.clear();
     this.evaluator.close();
     release(this.resultAt.pid);
