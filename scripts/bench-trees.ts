@@ -4,9 +4,9 @@
 // Per fixture (test/fixtures/trees, made by scripts/tree-fixtures.py), one JSON line: the
 // original model's accuracy (R^2 for regression) on the held-out records, the quantized
 // plaintext model's and the encrypted one's, agreement, batch-mode server time per record (one
-// full batch: the held-out records repeated to fill every slot), single-record server time,
-// query / key / result bytes, and the measured server time next to the operation counts x unit
-// costs measured in the same run. The last line gathers them. Progress goes to stderr.
+// full batch: the held-out records repeated to fill every slot), single-record server time and
+// key generation, query / key / result bytes, and the measured server time next to the operation
+// counts x unit costs measured in the same run. The last line gathers them. Progress goes to stderr.
 // --served adds one record through the real server with one worker and with two (bench-trees-served.ts).
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -70,11 +70,14 @@ async function runFixture(name: string, bits: number | undefined, single: boolea
     err(`${name}: batch of ${R} records evaluated in ${batchMs.toFixed(0)} ms`);
     const got = client.decryptResult(result, query);
     let singleMs: number | undefined;
+    let singleKeygenMs: number | undefined;
     if (single) {
       // The single-record form when the bundle has one (its keys loaded by a first query, as a
       // serving worker keeps them), else the batch circuit on a one-record batch.
       const one = m.client.single ? await SingleTreeClient.open(m.client) : undefined;
+      t = performance.now();
       const k1 = one ? one.keys() : keys;
+      if (one) singleKeygenMs = performance.now() - t;
       const q1 = one ? one.encryptRecord(d.test[0]) : client.encryptQuery([d.test[0]]);
       if (one) server.evaluate(q1, k1, undefined, undefined, 'bench');
       t = performance.now();
@@ -132,6 +135,7 @@ async function runFixture(name: string, bits: number | undefined, single: boolea
       batch_server_ms: Math.round(batchMs),
       server_ms_per_record: batchMs / R,
       single_record_server_ms: singleMs === undefined ? undefined : Math.round(singleMs),
+      single_record_keygen_ms: singleKeygenMs === undefined ? undefined : Math.round(singleKeygenMs),
       single_record_form: m.client.single ? 'slots' : 'batch circuit',
       single_record_served: served,
       keygen_ms: Math.round(keygenMs),

@@ -4,6 +4,7 @@ import { SealedError } from '../errors.ts';
 import { concatBytes } from '../util/bytes.ts';
 import { CkksSession } from './ckks.ts';
 import { primes as chainPrimes, type CkksParams } from './params.ts';
+import { mergePackedGaloisKeys } from './packed-galois.ts';
 import { packKeys } from './packed-keys.ts';
 import { packWide, primeWidth } from './packed-wide.ts';
 import { loadCiphertext } from './load.ts';
@@ -29,9 +30,7 @@ export function generateKeys(s: CkksSession, galoisSteps: number[], relin: boole
       relinKeys = saveKeys(s, rk);
       rk.delete();
     }
-    const gk = kg.createGaloisKeysSerializableWithSteps(Int32Array.from(galoisSteps.length ? galoisSteps : [1]));
-    const galoisKeys = saveKeys(s, gk);
-    gk.delete();
+    const galoisKeys = saveGaloisKeys(s, kg, galoisSteps.length ? galoisSteps : [1]);
     return { secretKey, relinKeys, galoisKeys };
   } finally {
     release(sk, kg);
@@ -45,6 +44,34 @@ export function generateKeys(s: CkksSession, galoisSteps: number[], relin: boole
 export function saveKeys(s: CkksSession, keys: { saveToArray(mode: Seal['ComprModeType']['none'] | Seal['ComprModeType']['zstd']): unknown }): Uint8Array {
   const raw = keys.saveToArray(s.seal.ComprModeType.none) as Uint8Array;
   return packKeys(raw, s.shape.key.primes.map(primeWidth)) ?? (keys.saveToArray(s.seal.ComprModeType.zstd) as Uint8Array);
+}
+
+/**
+ * The Galois keys for `steps` as the client sends them (saveKeys), made and saved one key at a
+ * time and merged (packed-galois.ts): SEAL then never holds more than one key and its saved
+ * bytes, where all at once it held every key unseeded and then their bytes.
+ */
+export function saveGaloisKeys(s: CkksSession, kg: InstanceType<Seal['KeyGenerator']>, steps: number[]): Uint8Array {
+  const widths = s.shape.key.primes.map(primeWidth);
+  const pieces: Uint8Array[] = [];
+  for (const step of steps) {
+    const gk = kg.createGaloisKeysSerializableWithSteps(Int32Array.of(step));
+    try {
+      const packed = packKeys(gk.saveToArray(s.seal.ComprModeType.none) as Uint8Array, widths);
+      if (!packed) break;
+      pieces.push(packed);
+    } finally {
+      gk.delete();
+    }
+  }
+  const merged = pieces.length === steps.length ? mergePackedGaloisKeys(pieces) : undefined;
+  if (merged) return merged;
+  const gk = kg.createGaloisKeysSerializableWithSteps(Int32Array.from(steps));
+  try {
+    return saveKeys(s, gk);
+  } finally {
+    gk.delete();
+  }
 }
 
 /** A fresh secret key only (batch mode needs no evaluation keys). */

@@ -18,7 +18,7 @@ import { SealedError } from '../errors.ts';
 import type { ByteArena } from './byte-arena.ts';
 
 const MAGIC = [0x50, 0x57, 0x4b, 0x00];
-const SEAL_HEADER = 16;
+export const SEAL_HEADER = 16;
 /** A ciphertext's members before its residues: parms_id .. correction_factor, DynArray header, count. */
 const CT_FIXED = 32 + 1 + 8 + 8 + 8 + 8 + 8 + SEAL_HEADER + 8;
 const AT_DEGREE = 41;
@@ -34,10 +34,11 @@ export function isPackedKeys(bytes: Uint8Array): boolean {
   return bytes.length >= 8 && MAGIC.every((b, i) => bytes[i] === b);
 }
 
-const headLength = (k: number) => 8 + Math.ceil(k / 4) * 4;
+/** Bytes before SEAL's: the magic, the prime count and the widths (k of them, padded to 4 bytes). */
+export const headLength = (k: number) => 8 + Math.ceil(k / 4) * 4;
 const blockWords = (degree: number, width: number) => Math.ceil((degree * width) / 32);
 
-const u64 = (v: DataView, at: number) => v.getUint32(at + 4, true) * 2 ** 32 + v.getUint32(at, true);
+export const u64 = (v: DataView, at: number) => v.getUint32(at + 4, true) * 2 ** 32 + v.getUint32(at, true);
 
 /** A key part's residue array in SEAL's uncompressed KSwitchKeys bytes: where it starts, its residue count and ring degree. */
 interface ResidueArray {

@@ -4,7 +4,7 @@
 // period and rotated by 0 .. copies - 1 positions (the baby steps the client sends).
 import { SealedError } from '../errors.ts';
 import type { CkksSession } from './ckks.ts';
-import { saveKeys, type SecretKeyHolder } from './keys.ts';
+import { saveGaloisKeys, saveKeys, type SecretKeyHolder } from './keys.ts';
 import { guard, release } from './seal.ts';
 import { makePublicKey } from './single-privacy.ts';
 
@@ -97,12 +97,11 @@ export function makeSlotsKeys(
   const sk = new s.seal.SecretKey();
   guard('bad-keys', 'the secret key', () => sk.loadFromArray(s.context, secretKey));
   const kg = new s.seal.KeyGenerator(s.context, sk);
-  const gk = kg.createGaloisKeysSerializableWithSteps(Int32Array.from(steps));
   const rk = kg.createRelinKeysSerializable();
   try {
-    return { galoisKeys: saveKeys(s, gk), relinKeys: saveKeys(s, rk), publicKey: makePublicKey(s, secretKey) };
+    return { galoisKeys: saveGaloisKeys(s, kg, steps), relinKeys: saveKeys(s, rk), publicKey: makePublicKey(s, secretKey) };
   } finally {
-    release(gk, rk, kg, sk);
+    release(rk, kg, sk);
   }
 }
 

@@ -4,9 +4,10 @@
 import t from 'tap';
 import { ByteArena } from '../../src/fhe/byte-arena.ts';
 import { CkksSession } from '../../src/fhe/ckks.ts';
-import { generateKeys } from '../../src/fhe/keys.ts';
-import { loadEvaluationKeys } from '../../src/fhe/load.ts';
+import { SecretKeyHolder, generateKeys, saveGaloisKeys } from '../../src/fhe/keys.ts';
 import { isPackedKeys, packKeys, unpackKeys } from '../../src/fhe/packed-keys.ts';
+import { mergePackedGaloisKeys } from '../../src/fhe/packed-galois.ts';
+import { loadCiphertext, loadEvaluationKeys } from '../../src/fhe/load.ts';
 import { primeWidth } from '../../src/fhe/packed-wide.ts';
 import { precheckKeys } from '../../src/fhe/seal-precheck.ts';
 import { galoisElement } from '../../src/fhe/params.ts';
@@ -163,4 +164,49 @@ t.test('hostile packed keys: refused with a reason, never a crash', async (t) =>
   }
   t.ok(truncations > 30, `${truncations} truncated objects among the 300`);
   t.equal(truncationsRefused, truncations, 'every truncated object refused');
+});
+
+t.test('Galois keys made one at a time and merged: the size of all at once, every key loads and rotates', async (t) => {
+  const kg = new s.seal.KeyGenerator(s.context);
+  const sk = kg.secretKey();
+  const secretKey = sk.saveToArray(s.seal.ComprModeType.none) as Uint8Array;
+  const merged = saveGaloisKeys(s, kg, STEPS);
+  sk.delete();
+  kg.delete();
+  t.equal(merged.length, packKeys(raw, widths)!.length, 'as many bytes as the keys made all at once, packed');
+  const keys = loadEvaluationKeys(s, merged, undefined, STEPS, false);
+  t.teardown(() => keys.close());
+  t.ok(
+    STEPS.every((step) => keys.galois.hasKey(galoisElement(step, 8192))),
+    'SEAL loads them with a key for every step',
+  );
+  // Each key rotates: what the secret key decrypts is the vector rotated by its step.
+  const holder = new SecretKeyHolder(s, secretKey);
+  t.teardown(() => holder.close());
+  const v = Float64Array.from({ length: 4096 }, (_, i) => Math.sin(i));
+  for (const step of STEPS) {
+    const ct = loadCiphertext(s, holder.encrypt(v, 40), 'the query');
+    s.evaluator.rotateVector(ct, step, keys.galois, ct);
+    const back = holder.decrypt(ct.saveToArray(s.seal.ComprModeType.none) as Uint8Array);
+    ct.delete();
+    const worst = Math.max(...Array.from({ length: 4096 }, (_, i) => Math.abs(back[i] - v[(i + step) % 4096])));
+    t.ok(worst < 1e-6, `rotated by ${step}: within ${worst.toExponential(1)}`);
+  }
+  // What is not a set of one-key packings of one context is refused (the caller then makes the keys all at once).
+  const one = (step: number) => {
+    const g = new s.seal.KeyGenerator(s.context);
+    const gk = g.createGaloisKeysSerializableWithSteps(Int32Array.of(step));
+    const p = packKeys(gk.saveToArray(s.seal.ComprModeType.none) as Uint8Array, widths)!;
+    gk.delete();
+    g.delete();
+    return p;
+  };
+  const [a, b] = [one(1), one(2)];
+  t.ok(mergePackedGaloisKeys([a, b]), 'two one-key packings merge');
+  const otherParms = b.slice();
+  otherParms[8 + 4 + 16 + 5] ^= 1;
+  t.equal(mergePackedGaloisKeys([a, otherParms]), undefined, 'pieces of another parms_id: refused');
+  t.equal(mergePackedGaloisKeys([a, packKeys(raw, widths)!]), undefined, 'a piece holding three keys: refused');
+  t.equal(mergePackedGaloisKeys([a, raw]), undefined, 'a piece that is not packed: refused');
+  t.equal(mergePackedGaloisKeys([]), undefined, 'no pieces: refused');
 });
