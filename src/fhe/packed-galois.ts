@@ -1,10 +1,11 @@
 // Galois keys made one key at a time, their packings merged into the packing of them all.
 //
 // SEAL holds the Galois keys it makes, unseeded, until they are saved, then their saved bytes in
-// a stream: made all at once, the 27 keys of the digits forest's single-record form took ~1.2 GB
-// of the client's memory and ~4 s on the 2-core VM, made and saved one at a time ~0.45 GB and
-// ~2 s (most of the difference is first touches of fresh memory, ~13 us a page here). The bytes
-// sent are what packing the keys made all at once would give, but for the randomness.
+// a stream: made all at once, the 27 keys of the digits forest's single-record form peaked at
+// 1.1 GB of the client's memory and took 3.9-4.2 s on the 2-core VM; made and saved one at a
+// time, 0.44 GB and 2.2-2.4 s (most of the difference is first touches of fresh memory, ~13 us a
+// page here; docs/trees.md). The bytes sent are what packing the keys made all at once would
+// give, but for the randomness.
 import { headLength, isPackedKeys, SEAL_HEADER, u64 } from './packed-keys.ts';
 
 /**
