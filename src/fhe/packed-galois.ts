@@ -18,10 +18,10 @@ import { headLength, isPackedKeys, SEAL_HEADER, u64 } from './packed-keys.ts';
 export function mergePackedGaloisKeys(pieces: Uint8Array[]): Uint8Array | undefined {
   if (pieces.length === 0 || !pieces.every(isPackedKeys)) return undefined;
   const first = pieces[0];
-  const head = headLength(new DataView(first.buffer, first.byteOffset, first.byteLength).getUint32(4, true));
+  const fv = new DataView(first.buffer, first.byteOffset, first.byteLength);
+  const head = headLength(fv.getUint32(4, true));
   // The packing head, SEAL's header up to its size field, and the parms_id: the same in every piece.
   const shared = [...first.subarray(0, head + 8), ...first.subarray(head + SEAL_HEADER, head + SEAL_HEADER + 32)];
-  const fv = new DataView(first.buffer, first.byteOffset, first.byteLength);
   const N = u64(fv, head + SEAL_HEADER + 32);
   const slotsAt = head + SEAL_HEADER + 40;
   const keys = new Map<number, { bytes: Uint8Array; unpacked: number }>();
