@@ -4,7 +4,7 @@ import { SealedError } from '../errors.ts';
 import { concatBytes } from '../util/bytes.ts';
 import { CkksSession } from './ckks.ts';
 import { primes as chainPrimes, type CkksParams } from './params.ts';
-import { mergePackedGaloisKeys } from './packed-galois.ts';
+import { inKeyOrder, PackedGaloisWriter } from './packed-galois.ts';
 import { packKeys } from './packed-keys.ts';
 import { packWide, primeWidth } from './packed-wide.ts';
 import { loadCiphertext } from './load.ts';
@@ -48,24 +48,23 @@ export function saveKeys(s: CkksSession, keys: { saveToArray(mode: Seal['ComprMo
 
 /**
  * The Galois keys for `steps` as the client sends them (saveKeys), made and saved one key at a
- * time and merged (packed-galois.ts): SEAL then never holds more than one key and its saved
- * bytes, where all at once it held every key unseeded and then their bytes.
+ * time, each packed into its place (packed-galois.ts): SEAL then never holds more than one key
+ * and its saved bytes, where all at once it held every key unseeded and then their bytes. The
+ * keys are made in the order SEAL keeps them, by Galois element.
  */
 export function saveGaloisKeys(s: CkksSession, kg: InstanceType<Seal['KeyGenerator']>, steps: number[]): Uint8Array {
-  const widths = s.shape.key.primes.map(primeWidth);
-  const pieces: Uint8Array[] = [];
-  for (const step of steps) {
+  const ordered = inKeyOrder(steps, s.shape.degree);
+  const writer = new PackedGaloisWriter(s.shape.key.primes.map(primeWidth), ordered.length);
+  for (const step of ordered) {
     const gk = kg.createGaloisKeysSerializableWithSteps(Int32Array.of(step));
     try {
-      const packed = packKeys(gk.saveToArray(s.seal.ComprModeType.none) as Uint8Array, widths);
-      if (!packed) break;
-      pieces.push(packed);
+      if (!writer.add(gk.saveToArray(s.seal.ComprModeType.none) as Uint8Array)) break;
     } finally {
       gk.delete();
     }
   }
-  const merged = pieces.length === steps.length ? mergePackedGaloisKeys(pieces) : undefined;
-  if (merged) return merged;
+  const packed = writer.result();
+  if (packed) return packed;
   const gk = kg.createGaloisKeysSerializableWithSteps(Int32Array.from(steps));
   try {
     return saveKeys(s, gk);

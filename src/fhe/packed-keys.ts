@@ -41,7 +41,7 @@ const blockWords = (degree: number, width: number) => Math.ceil((degree * width)
 export const u64 = (v: DataView, at: number) => v.getUint32(at + 4, true) * 2 ** 32 + v.getUint32(at, true);
 
 /** A key part's residue array in SEAL's uncompressed KSwitchKeys bytes: where it starts, its residue count and ring degree. */
-interface ResidueArray {
+export interface ResidueArray {
   at: number;
   count: number;
   degree: number;
@@ -81,32 +81,62 @@ function residueArrays(bytes: Uint8Array, k: number): ResidueArray[] | undefined
  */
 export function packKeys(bytes: Uint8Array, widths: number[]): Uint8Array | undefined {
   const k = widths.length;
-  if (k < 1 || k > MAX_PRIMES || widths.some((w) => !(w >= 1 && w <= MAX_WIDTH))) return undefined;
-  const arrays = residueArrays(bytes, k);
+  const arrays = validWidths(widths) ? residueArrays(bytes, k) : undefined;
   if (!arrays) return undefined;
   // Sized exactly first: a fresh page costs more to touch than its bytes cost to copy.
   const head = headLength(k);
-  let size = head + bytes.length;
-  for (const a of arrays) {
-    size -= 8 * a.count;
-    for (let j = 0; j < a.count / a.degree; j++) size += 4 * blockWords(a.degree, widths[j % k]);
-  }
-  const out = new Uint8Array(size);
+  const out = new Uint8Array(head + packedSpanLength(arrays, 0, bytes.length, widths));
+  writePackingHead(out, widths);
+  return packSpan(bytes, arrays, 0, bytes.length, widths, out, head) < 0 ? undefined : out;
+}
+
+const validWidths = (widths: number[]) => widths.length >= 1 && widths.length <= MAX_PRIMES && widths.every((w) => w >= 1 && w <= MAX_WIDTH);
+
+/** The packing's head (magic, prime count, widths) at out[0..headLength(k)). */
+export function writePackingHead(out: Uint8Array, widths: number[]): void {
   out.set(MAGIC);
-  new DataView(out.buffer).setUint32(4, k, true);
+  new DataView(out.buffer, out.byteOffset, out.byteLength).setUint32(4, widths.length, true);
   widths.forEach((w, j) => (out[8 + j] = w));
-  let from = 0;
-  let to = head;
+}
+
+/**
+ * SEAL's uncompressed KSwitchKeys bytes read for packing: their residue arrays (at k =
+ * widths.length primes), or undefined when the bytes are not that layout or the widths are not
+ * 1-60 bits.
+ */
+export function keyResidueArrays(bytes: Uint8Array, widths: number[]): ResidueArray[] | undefined {
+  return validWidths(widths) ? residueArrays(bytes, widths.length) : undefined;
+}
+
+/** How many bytes bytes[from..end) take packed; `arrays` lie wholly inside or outside it. */
+export function packedSpanLength(arrays: ResidueArray[], from: number, end: number, widths: number[]): number {
+  let size = end - from;
   for (const a of arrays) {
+    if (a.at < from || a.at >= end) continue;
+    size -= 8 * a.count;
+    for (let j = 0; j < a.count / a.degree; j++) size += 4 * blockWords(a.degree, widths[j % widths.length]);
+  }
+  return size;
+}
+
+/**
+ * Packs bytes[from..end) (SEAL's uncompressed KSwitchKeys bytes, residue arrays `arrays`) into
+ * out[to..]: the residues at their widths, everything else byte for byte. Returns the bytes
+ * written, or -1 if a residue does not fit its width.
+ */
+export function packSpan(bytes: Uint8Array, arrays: ResidueArray[], from: number, end: number, widths: number[], out: Uint8Array, to: number): number {
+  const start = to;
+  for (const a of arrays) {
+    if (a.at < from || a.at >= end) continue;
     out.set(bytes.subarray(from, a.at), to);
     to += a.at - from;
     const written = packResidues(bytes, a.at, a.count / a.degree, a.degree, widths, out, to);
-    if (written < 0) return undefined;
+    if (written < 0) return -1;
     from = a.at + 8 * a.count;
     to += written;
   }
-  out.set(bytes.subarray(from), to);
-  return out;
+  out.set(bytes.subarray(from, end), to);
+  return to + end - from - start;
 }
 
 /**

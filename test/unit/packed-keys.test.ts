@@ -6,7 +6,7 @@ import { ByteArena } from '../../src/fhe/byte-arena.ts';
 import { CkksSession } from '../../src/fhe/ckks.ts';
 import { SecretKeyHolder, generateKeys, saveGaloisKeys } from '../../src/fhe/keys.ts';
 import { isPackedKeys, packKeys, unpackKeys } from '../../src/fhe/packed-keys.ts';
-import { mergePackedGaloisKeys } from '../../src/fhe/packed-galois.ts';
+import { inKeyOrder, PackedGaloisWriter } from '../../src/fhe/packed-galois.ts';
 import { loadCiphertext, loadEvaluationKeys } from '../../src/fhe/load.ts';
 import { primeWidth } from '../../src/fhe/packed-wide.ts';
 import { precheckKeys } from '../../src/fhe/seal-precheck.ts';
@@ -192,21 +192,45 @@ t.test('Galois keys made one at a time and merged: the size of all at once, ever
     const worst = Math.max(...Array.from({ length: 4096 }, (_, i) => Math.abs(back[i] - v[(i + step) % 4096])));
     t.ok(worst < 1e-6, `rotated by ${step}: within ${worst.toExponential(1)}`);
   }
-  // What is not a set of one-key packings of one context is refused (the caller then makes the keys all at once).
+  // What is not one-key GaloisKeys of one context, in SEAL's order, is refused (the caller then makes the keys all at once).
   const one = (step: number) => {
     const g = new s.seal.KeyGenerator(s.context);
     const gk = g.createGaloisKeysSerializableWithSteps(Int32Array.of(step));
-    const p = packKeys(gk.saveToArray(s.seal.ComprModeType.none) as Uint8Array, widths)!;
+    const bytes = gk.saveToArray(s.seal.ComprModeType.none) as Uint8Array;
     gk.delete();
     g.delete();
-    return p;
+    return bytes;
   };
   const [a, b] = [one(1), one(2)];
-  t.ok(mergePackedGaloisKeys([a, b]), 'two one-key packings merge');
+  const written = (count: number, ...keys: Uint8Array[]) => {
+    const w = new PackedGaloisWriter(widths, count);
+    const added = keys.map((k) => w.add(k));
+    return { added, result: w.result() };
+  };
+  const both = written(2, a, b);
+  t.same(both.added, [true, true], 'two one-key objects, in order, are added');
+  const unpacked = unpackKeys(both.result!, 'two keys', 1 << 30);
+  sameBytes(t, unpacked.subarray(16, 16 + 32), a.subarray(16, 16 + 32), "the unpacked keys carry the keys' parms_id");
+  t.equal(unpacked.length, 2 * a.length - (16 + 40 + 8 * 8192), 'and are as long as two one-key objects less the header and slots one of them repeats');
+  t.equal(both.result!.length, written(2, a, one(2)).result!.length, 'every pair of such keys takes the same bytes');
+  t.equal(written(2, b, a).result, undefined, 'keys out of SEAL order: refused');
+  // saveGaloisKeys makes them in inKeyOrder: SEAL's order for left and right rotations alike.
+  const mixed = inKeyOrder([5, -1, 1, 2, -64, 100, 1], 8192);
+  t.equal(mixed.length, 6, 'each step once');
+  const inOrder = written(mixed.length, ...mixed.map(one));
+  t.ok(inOrder.added.every(Boolean) && inOrder.result, `keys made in inKeyOrder (${mixed.join(', ')}) are all added`);
+  const mixedKeys = loadEvaluationKeys(s, inOrder.result!, undefined, mixed, false);
+  t.ok(
+    mixed.every((step) => mixedKeys.galois.hasKey(galoisElement(step, 8192))),
+    'and SEAL loads them with a key for every step',
+  );
+  mixedKeys.close();
+  t.equal(written(2, a, a).result, undefined, 'the same slot twice: refused');
   const otherParms = b.slice();
-  otherParms[8 + 4 + 16 + 5] ^= 1;
-  t.equal(mergePackedGaloisKeys([a, otherParms]), undefined, 'pieces of another parms_id: refused');
-  t.equal(mergePackedGaloisKeys([a, packKeys(raw, widths)!]), undefined, 'a piece holding three keys: refused');
-  t.equal(mergePackedGaloisKeys([a, raw]), undefined, 'a piece that is not packed: refused');
-  t.equal(mergePackedGaloisKeys([]), undefined, 'no pieces: refused');
+  otherParms[16 + 5] ^= 1;
+  t.equal(written(2, a, otherParms).result, undefined, 'a key of another parms_id: refused');
+  t.equal(written(2, a, raw).result, undefined, 'an object holding three keys: refused');
+  t.equal(written(2, a, packKeys(b, widths)!).result, undefined, 'bytes that are not SEAL uncompressed: refused');
+  t.equal(written(2, a).result, undefined, 'fewer keys than announced: no result');
+  t.same(written(1, a, b).added, [true, false], 'more keys than announced: refused');
 });
