@@ -67,17 +67,19 @@ t.test('unpacked into a reused arena: every byte written, whatever the arena hel
   const arena = new ByteArena();
   // Garbage where the keys will go: an unpacker that skipped a byte (counting on a fresh, zeroed
   // array) would leave 0xa5 there.
-  arena.take(raw.length + rawRelin.length).fill(0xa5);
+  const rooms = [arena.take(raw.length).fill(0xa5), arena.take(rawRelin.length).fill(0xa5)];
   arena.reset();
   const galois = unpackKeys(packKeys(raw, widths)!, 'the Galois keys', raw.length, arena);
   const relin = unpackKeys(packKeys(rawRelin, widths)!, 'the relinearization keys', rawRelin.length, arena);
   sameBytes(t, galois, raw, 'the Galois keys, byte for byte, from the arena');
-  sameBytes(t, relin, rawRelin, 'the relinearization keys beside them, byte for byte');
-  t.equal(galois.buffer, relin.buffer, 'both in the one buffer (no allocation)');
+  sameBytes(t, relin, rawRelin, 'the relinearization keys after them, byte for byte');
+  t.ok(galois.buffer === rooms[0].buffer && relin.buffer === rooms[1].buffer, 'each in the room the same take had before the reset (no allocation)');
   arena.reset();
   const again = unpackKeys(packKeys(rawRelin, widths)!, 'the relinearization keys', rawRelin.length, arena);
-  t.equal(again.buffer, galois.buffer, 'after a reset, the same room is used again');
-  sameBytes(t, again, rawRelin, 'and written whole');
+  t.equal(again.buffer, rooms[0].buffer, "after a reset, the first take uses the first take's room again");
+  sameBytes(t, again, rawRelin, 'and is written whole');
+  const bigger = arena.take(raw.length + 1);
+  t.ok(bigger.buffer !== rooms[1].buffer && bigger.length === raw.length + 1, 'a take larger than its room gets a room of its size');
   // loadEvaluationKeys unpacks into its thread's arena: three key sets in turn load and hold their keys.
   for (const steps of [STEPS, [3], STEPS]) {
     const k = generateKeys(s, steps, true);
