@@ -1,15 +1,15 @@
-// A thread's reusable room for bytes that live only while SEAL copies them in: the unpacked
-// evaluation keys (packed-keys.ts), ~150 MB for the digits forest's single-record set. A fresh
-// array of that size costs a page fault per 4 KiB on first touch (~12-14 us each on the 2-core
-// AMD VM: ~0.45 s, three times the unpacking itself), and the garbage collector returns it
-// before the next key set; reused, its pages are already there.
+// A thread's reusable room for bytes that live only while SEAL copies them in: evaluation keys
+// as they are unpacked (packed-keys.ts; src/fhe/load.ts unpacks one Galois key at a time). A
+// fresh array costs a page fault per 4 KiB on first touch (~12-14 us each on the 2-core AMD VM,
+// several times the unpacking itself), and the garbage collector returns it before the next key
+// set; reused, its pages are already there.
 
 export class ByteArena {
-  // One buffer per take since the reset, in order: a thread unpacks the same kinds of keys in
-  // the same order each time (Galois, then relinearization), so each take finds the room the
-  // same take had before, already touched. One buffer for them all, grown when a take did not
-  // fit, put the Galois keys of the second set where no page had been touched yet (the first
-  // set's went to the buffer before the growth): ~150 MB more first touches for digits.
+  // One buffer per take since the reset, in order: a thread takes the same kinds of bytes in the
+  // same order each time (a Galois key packed, then unpacked; a relinearization key), so each
+  // take finds the room the same take had before, already touched. One buffer for them all, grown when a take did not
+  // fit, put the second set's first take where no page had been touched yet (the first set's
+  // went to the buffer before the growth).
   private readonly buffers: Uint8Array[] = [];
   private next = 0;
 

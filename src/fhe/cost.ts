@@ -36,7 +36,7 @@ export async function measureUnitCosts(params: CkksParams, levels: number, repea
       ev.plainModSwitchToInplace(ptAdd, ct.parmsId());
     }
     const out = new seal.Ciphertext();
-    time(`rotate@${level}`, () => ev.rotateVector(ct, 1, keys.galois, out));
+    time(`rotate@${level}`, () => ev.rotateVector(ct, 1, keys.rotation(1), out));
     time(`multiplyPlain@${level}`, () => ev.multiplyPlain(ct, pt, out));
     time(`add@${level}`, () => ev.add(ct, ct, out));
     time(`addPlain@${level}`, () => ev.addPlain(ct, ptAdd, out));

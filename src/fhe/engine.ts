@@ -125,7 +125,7 @@ export class Engine {
       (st.inputRotations ?? []).forEach((b, k) => rotated.set(b, inputs[k + 1].clone()));
       for (const { to, from } of enc.routes.babies) {
         const r = new seal.Ciphertext();
-        ev.rotateVector(rotated.get(from)!, to - from, keys.galois, r);
+        ev.rotateVector(rotated.get(from)!, to - from, keys.rotation(to - from), r);
         rotated.set(to, r);
       }
       let acc: Ciphertext | undefined;
@@ -149,7 +149,7 @@ export class Engine {
           horner.set(g.giant, inner!);
           continue;
         }
-        if (g.giant !== 0) ev.rotateVectorInplace(inner!, g.giant, keys.galois);
+        if (g.giant !== 0) ev.rotateVectorInplace(inner!, g.giant, keys.rotation(g.giant));
         if (!acc) acc = inner;
         else {
           ev.addInplace(acc, inner!);
@@ -162,7 +162,7 @@ export class Engine {
         const top = Math.max(...horner.keys());
         acc = horner.get(top)!;
         for (let k = top - B; k >= 0; k -= B) {
-          ev.rotateVectorInplace(acc, B, keys.galois);
+          ev.rotateVectorInplace(acc, B, keys.rotation(B));
           const inner = horner.get(k);
           if (inner) {
             ev.addInplace(acc, inner);
@@ -172,7 +172,7 @@ export class Engine {
       }
       for (const r of rotated.values()) r.delete(); // includes x
       for (const f of st.folds) {
-        ev.rotateVector(acc!, f, keys.galois, tmp);
+        ev.rotateVector(acc!, f, keys.rotation(f), tmp);
         ev.addInplace(acc!, tmp);
       }
       tmp.delete();

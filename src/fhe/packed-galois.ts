@@ -10,7 +10,25 @@
 // once, where they are sent from: digits 2.2 s median instead of 2.8, 0.35 GB instead of 0.44.
 // The bytes sent are what packing the keys made all at once would give, but for the randomness.
 import { galoisElement } from './params.ts';
-import { headLength, keyResidueArrays, packedSpanLength, packSpan, SEAL_HEADER, u64, writePackingHead } from './packed-keys.ts';
+import {
+  AT_COUNT,
+  AT_DEGREE,
+  AT_PRIMES,
+  blockWords,
+  CT_FIXED,
+  headLength,
+  isPackedKeys,
+  keyResidueArrays,
+  MAX_DEGREE,
+  MAX_PRIMES,
+  MAX_SUFFIX,
+  MAX_WIDTH,
+  packedSpanLength,
+  packSpan,
+  SEAL_HEADER,
+  u64,
+  writePackingHead,
+} from './packed-keys.ts';
 
 /** Where SEAL's KSwitchKeys bytes keep their slot count, and where their slots start. */
 const AT_SLOTS = SEAL_HEADER + 32;
@@ -102,4 +120,78 @@ export class PackedGaloisWriter {
     this.lastSlot = slot;
     return packSpan(raw, arrays, start, end, this.widths, this.out, at) === packedKey;
   }
+}
+
+/**
+ * Packed Galois keys split into one packed object per key: each what packing one-key GaloisKeys
+ * gives (the head, SEAL's header with one key's size, the parms_id, the slot count, every slot
+ * empty but the key's). Yields [Galois element, object], the object written into `room(n)`
+ * (reused by the caller: valid until the next). A worker loads the keys one by one from these, so
+ * it never holds a whole set's unpacked bytes, nor SEAL a copy of them (~150 MB each for the
+ * digits forest's single-record keys, first touches of fresh memory). Only the layout is walked
+ * here, every read bounded; each object is checked whole when it is unpacked (seal-precheck.ts).
+ * `fail(why)` makes the error thrown.
+ */
+export function* eachPackedGaloisKey(
+  packed: Uint8Array,
+  maxSlots: number,
+  room: (n: number) => Uint8Array,
+  fail: (why: string) => Error,
+): Generator<[number, Uint8Array]> {
+  if (!isPackedKeys(packed)) throw fail('are not packed keys');
+  const v = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
+  const k = v.getUint32(4, true);
+  if (k < 1 || k > MAX_PRIMES) throw fail(`declare ${k} primes`);
+  const head = headLength(k);
+  const slotsAt = head + SLOTS_AT;
+  if (packed.length < slotsAt) throw fail('are truncated');
+  const widths = Array.from(packed.subarray(8, 8 + k));
+  if (widths.some((w) => w < 1 || w > MAX_WIDTH)) throw fail('declare a residue width outside 1-60 bits');
+  const N = u64(v, head + AT_SLOTS);
+  // GaloisKeys have a slot per element of the ring's degree: more slots is another ring.
+  if (N > maxSlots) throw fail('were made for other encryption parameters than this model uses');
+  if (N > (packed.length - slotsAt) / 8) throw fail('declare more key slots than their size holds');
+  let at = slotsAt;
+  for (let slot = 0; slot < N; slot++) {
+    if (at + 8 > packed.length) throw fail('are truncated');
+    const parts = u64(v, at);
+    if (parts === 0) {
+      at += 8;
+      continue;
+    }
+    if (parts > packed.length / CT_FIXED) throw fail('declare more key parts than their size holds');
+    let end = at + 8;
+    let unpacked = 8;
+    for (let p = 0; p < parts; p++) {
+      if (end + SEAL_HEADER + CT_FIXED > packed.length) throw fail('are truncated');
+      const members = end + SEAL_HEADER;
+      const degree = u64(v, members + AT_DEGREE);
+      const count = u64(v, members + AT_COUNT);
+      if (u64(v, members + AT_PRIMES) !== k) throw fail('have a key part whose prime count disagrees with the packing');
+      // Every block takes at least a word: a count the bytes cannot hold is refused before any loop over it.
+      if (!(degree >= 1 && degree <= MAX_DEGREE) || count % (k * degree) !== 0 || count / degree > packed.length / 4)
+        throw fail('have a key part with an impossible residue count');
+      const partSize = u64(v, end + 8);
+      const suffix = partSize - SEAL_HEADER - CT_FIXED - 8 * count;
+      if (suffix < 0 || suffix > MAX_SUFFIX) throw fail('have a key part of another size than it declares');
+      let residues = 0;
+      for (let j = 0; j < count / degree; j++) residues += 4 * blockWords(degree, widths[j % k]);
+      end += SEAL_HEADER + CT_FIXED + residues + suffix;
+      unpacked += partSize;
+      if (end > packed.length) throw fail('are truncated');
+    }
+    const key = end - at;
+    const one = room(slotsAt + 8 * (N - 1) + key);
+    one.set(packed.subarray(0, slotsAt));
+    const size = SLOTS_AT + 8 * (N - 1) + unpacked;
+    const ov = new DataView(one.buffer, one.byteOffset, one.byteLength);
+    ov.setUint32(head + 8, size % 2 ** 32, true);
+    ov.setUint32(head + 12, Math.floor(size / 2 ** 32), true);
+    one.fill(0, slotsAt, slotsAt + 8 * slot);
+    one.set(packed.subarray(at, end), slotsAt + 8 * slot);
+    one.fill(0, slotsAt + 8 * slot + key);
+    yield [2 * slot + 1, one];
+    at = end;
+  }
+  if (at !== packed.length) throw fail('are truncated or longer than they declare');
 }

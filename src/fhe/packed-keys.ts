@@ -20,15 +20,15 @@ import type { ByteArena } from './byte-arena.ts';
 const MAGIC = [0x50, 0x57, 0x4b, 0x00];
 export const SEAL_HEADER = 16;
 /** A ciphertext's members before its residues: parms_id .. correction_factor, DynArray header, count. */
-const CT_FIXED = 32 + 1 + 8 + 8 + 8 + 8 + 8 + SEAL_HEADER + 8;
-const AT_DEGREE = 41;
-const AT_PRIMES = 49;
-const AT_COUNT = 73 + SEAL_HEADER;
+export const CT_FIXED = 32 + 1 + 8 + 8 + 8 + 8 + 8 + SEAL_HEADER + 8;
+export const AT_DEGREE = 41;
+export const AT_PRIMES = 49;
+export const AT_COUNT = 73 + SEAL_HEADER;
 /** What follows a seeded part's residues: SEAL's seed record (header, PRNG type, 64-byte seed). */
-const MAX_SUFFIX = SEAL_HEADER + 1 + 64;
-const MAX_PRIMES = 64;
-const MAX_WIDTH = 60;
-const MAX_DEGREE = 32768;
+export const MAX_SUFFIX = SEAL_HEADER + 1 + 64;
+export const MAX_PRIMES = 64;
+export const MAX_WIDTH = 60;
+export const MAX_DEGREE = 32768;
 
 export function isPackedKeys(bytes: Uint8Array): boolean {
   return bytes.length >= 8 && MAGIC.every((b, i) => bytes[i] === b);
@@ -36,7 +36,7 @@ export function isPackedKeys(bytes: Uint8Array): boolean {
 
 /** Bytes before SEAL's: the magic, the prime count and the widths (k of them, padded to 4 bytes). */
 export const headLength = (k: number) => 8 + Math.ceil(k / 4) * 4;
-const blockWords = (degree: number, width: number) => Math.ceil((degree * width) / 32);
+export const blockWords = (degree: number, width: number) => Math.ceil((degree * width) / 32);
 
 export const u64 = (v: DataView, at: number) => v.getUint32(at + 4, true) * 2 ** 32 + v.getUint32(at, true);
 

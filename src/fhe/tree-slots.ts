@@ -185,7 +185,7 @@ export class SlotsEvaluator {
         for (const g of groups) {
           const inner = loadCiphertext(s, this.kernel.sum(this.groups.get(g)!, scale), `the gather's group ${g}`);
           owned.push(inner);
-          if (g) ev.rotateVectorInplace(inner, g * this.G, keys.galois);
+          if (g) ev.rotateVectorInplace(inner, g * this.G, keys.rotation(g * this.G));
           if (!F) F = inner;
           else ev.addInplace(F, inner);
         }
@@ -216,7 +216,7 @@ export class SlotsEvaluator {
         ev.rescaleToNextInplace(P);
         const segment = this.layout.leafValues[0].length;
         for (const step of [2 * segment, segment]) {
-          ev.rotateVector(P, step * this.G, keys.galois, rotated);
+          ev.rotateVector(P, step * this.G, keys.rotation(step * this.G), rotated);
           ev.multiplyInplace(P, rotated);
           ev.relinearizeInplace(P, relin);
           ev.rescaleToNextInplace(P);
@@ -230,7 +230,7 @@ export class SlotsEvaluator {
           ev.rescaleToNextInplace(out);
           for (let d = 0; d < (this.scales.resultDrop ?? 0); d++) ev.cipherModSwitchToNextInplace(out);
           for (let step = 1; step < segment; step *= 2) {
-            ev.rotateVector(out, step * this.G, keys.galois, rotated);
+            ev.rotateVector(out, step * this.G, keys.rotation(step * this.G), rotated);
             ev.addInplace(out, rotated);
           }
         }

@@ -62,9 +62,10 @@ export interface SingleServerPart {
  * relinearization key: each L key-switching components of two polynomials over the L + 1 primes
  * of the key level), and the query's copies a part loads (at most all, two polynomials each at
  * the top level) twice: SEAL's, then the kernel's; the kernel's accumulators, output and scratch
- * (under four polynomials); the flood masks made ahead (MAX_SPARES, two polynomials each); the
- * key set's unpacked bytes (seeded: one polynomial per component), kept for the next key set
- * (src/fhe/load.ts). WebAssembly heaps keep the room once grown.
+ * (under four polynomials); the flood masks made ahead (MAX_SPARES, two polynomials each); one
+ * key's bytes (seeded: one polynomial per component) twice, packed and unpacked, kept for the next
+ * key set, and SEAL's copy of them while it loads (src/fhe/load.ts loads a set one key at a time).
+ * WebAssembly heaps keep the room once grown.
  */
 export function singleWorkerBytes(part: SingleServerPart): number {
   const poly = part.params.polyModulusDegree * 8;
@@ -74,7 +75,7 @@ export function singleWorkerBytes(part: SingleServerPart): number {
   return (
     (part.masks.length + 1 + singleResults(part)) * L * poly +
     (part.galoisSteps.length + 1) * L * 2 * (L + 1) * poly +
-    (part.galoisSteps.length + 1) * L * (L + 1) * poly +
+    3 * L * (L + 1) * poly +
     part.copies * 2 * L * poly +
     kernel +
     spares
