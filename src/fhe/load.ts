@@ -187,9 +187,14 @@ export function loadEvaluationKeys(
     close();
     throw e;
   }
+  const byStep = new Map<number, GaloisKeys>();
   const rotation = (step: number) => {
-    const gk = galois.get(galoisElement(step, degree));
-    if (!gk) throw new SealedError('internal', `no Galois key was loaded for the rotation by ${step}`);
+    let gk = byStep.get(step);
+    if (!gk) {
+      gk = galois.get(galoisElement(step, degree));
+      if (!gk) throw new SealedError('internal', `no Galois key was loaded for the rotation by ${step}`);
+      byStep.set(step, gk);
+    }
     return gk;
   };
   return { rotation, relin, close };
