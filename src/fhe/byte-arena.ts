@@ -7,9 +7,9 @@
 export class ByteArena {
   // One buffer per take since the reset, in order: a thread takes the same kinds of bytes in the
   // same order each time (a Galois key packed, then unpacked; a relinearization key), so each
-  // take finds the room the same take had before, already touched. One buffer for them all, grown when a take did not
-  // fit, put the second set's first take where no page had been touched yet (the first set's
-  // went to the buffer before the growth).
+  // take finds the room the same take had before, already touched. One buffer for them all,
+  // grown when a take did not fit, put the second set's first take where no page had been
+  // touched yet (the first set's went to the buffer before the growth).
   private readonly buffers: Uint8Array[] = [];
   private next = 0;
 
