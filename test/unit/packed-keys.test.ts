@@ -97,6 +97,12 @@ t.test('what the client writes loads, with every key the model needs', async (t)
   for (const step of STEPS) t.ok(keys.rotation(step).hasKey(galoisElement(step, 8192)), `the key for step ${step}`);
   sameBytes(t, check(packKeys(raw, widths)!), raw, 'the precheck hands SEAL the unpacked bytes');
   t.same(check(zstd).length, raw.length, 'zstd keys, as clients wrote them before, still accepted');
+  const whole = loadEvaluationKeys(s, zstd, undefined, STEPS, false);
+  t.ok(
+    STEPS.every((step) => whole.rotation(step).hasKey(galoisElement(step, 8192))),
+    'and loaded whole, one GaloisKeys for every step, as before',
+  );
+  whole.close();
 });
 
 t.test('hostile packed keys: refused with a reason, never a crash', async (t) => {
@@ -174,7 +180,7 @@ t.test('hostile packed keys: refused with a reason, never a crash', async (t) =>
   t.ok(loadedTruncations.length > 10 && !loadedTruncations.includes('accepted'), `and the ${loadedTruncations.length} loaded key by key too`);
 });
 
-t.test('Galois keys made one at a time and merged: the size of all at once, every key loads and rotates', async (t) => {
+t.test('Galois keys made one at a time, each packed in its place: the size of all at once, every key loads and rotates', async (t) => {
   const kg = new s.seal.KeyGenerator(s.context);
   const sk = kg.secretKey();
   const secretKey = sk.saveToArray(s.seal.ComprModeType.none) as Uint8Array;
