@@ -16,19 +16,20 @@
 // loads them.
 import { SealedError } from '../errors.ts';
 import type { ByteArena } from './byte-arena.ts';
+import { blockWords, packResidues, unpackResidues } from './residue-bits.ts';
 
 const MAGIC = [0x50, 0x57, 0x4b, 0x00];
 export const SEAL_HEADER = 16;
 /** A ciphertext's members before its residues: parms_id .. correction_factor, DynArray header, count. */
 export const CT_FIXED = 32 + 1 + 8 + 8 + 8 + 8 + 8 + SEAL_HEADER + 8;
-export const AT_DEGREE = 41;
-export const AT_PRIMES = 49;
-export const AT_COUNT = 73 + SEAL_HEADER;
+const AT_DEGREE = 41;
+const AT_PRIMES = 49;
+const AT_COUNT = 73 + SEAL_HEADER;
 /** What follows a seeded part's residues: SEAL's seed record (header, PRNG type, 64-byte seed). */
-export const MAX_SUFFIX = SEAL_HEADER + 1 + 64;
-export const MAX_PRIMES = 64;
-export const MAX_WIDTH = 60;
-export const MAX_DEGREE = 32768;
+const MAX_SUFFIX = SEAL_HEADER + 1 + 64;
+const MAX_PRIMES = 64;
+const MAX_WIDTH = 60;
+const MAX_DEGREE = 32768;
 
 export function isPackedKeys(bytes: Uint8Array): boolean {
   return bytes.length >= 8 && MAGIC.every((b, i) => bytes[i] === b);
@@ -36,7 +37,6 @@ export function isPackedKeys(bytes: Uint8Array): boolean {
 
 /** Bytes before SEAL's: the magic, the prime count and the widths (k of them, padded to 4 bytes). */
 export const headLength = (k: number) => 8 + Math.ceil(k / 4) * 4;
-export const blockWords = (degree: number, width: number) => Math.ceil((degree * width) / 32);
 
 export const u64 = (v: DataView, at: number) => v.getUint32(at + 4, true) * 2 ** 32 + v.getUint32(at, true);
 
@@ -139,14 +139,8 @@ export function packSpan(bytes: Uint8Array, arrays: ResidueArray[], from: number
   return to + end - from - start;
 }
 
-/**
- * SEAL's uncompressed bytes back from packed keys. `maxBytes`: the most the model's keys may
- * take unpacked, so a hostile object cannot make us allocate more. Throws a SealedError
- * ('bad-keys') naming `what` on anything that is not packed keys. With `arena`, the bytes are
- * taken from it (every one is written: `to` runs over the whole output) instead of allocated.
- */
-export function unpackKeys(packed: Uint8Array, what: string, maxBytes: number, arena?: ByteArena): Uint8Array {
-  const fail = (why: string) => new SealedError('bad-keys', `${what} ${why}`, 'make keys for this model with `sealed keygen`');
+/** The packing's head, checked: its prime count, widths, and where SEAL's bytes start. */
+export function packingHead(packed: Uint8Array, fail: (why: string) => Error): { pv: DataView; k: number; head: number; widths: number[] } {
   const pv = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
   if (!isPackedKeys(packed)) throw fail('are not packed keys');
   const k = pv.getUint32(4, true);
@@ -155,6 +149,34 @@ export function unpackKeys(packed: Uint8Array, what: string, maxBytes: number, a
   if (packed.length < head + SEAL_HEADER + 40) throw fail('are truncated');
   const widths = Array.from(packed.subarray(8, 8 + k));
   if (widths.some((w) => w < 1 || w > MAX_WIDTH)) throw fail('declare a residue width outside 1-60 bits');
+  return { pv, k, head, widths };
+}
+
+/**
+ * A key part's header at `at` (its PublicKey header, then the ciphertext members up to the
+ * residue count: the same bytes packed and unpacked), checked against k primes.
+ */
+export function keyPart(v: DataView, at: number, k: number, fail: (why: string) => Error): { partSize: number; degree: number; count: number; suffix: number } {
+  const members = at + SEAL_HEADER;
+  const partSize = u64(v, at + 8);
+  const degree = u64(v, members + AT_DEGREE);
+  const count = u64(v, members + AT_COUNT);
+  if (u64(v, members + AT_PRIMES) !== k) throw fail('have a key part whose prime count disagrees with the packing');
+  if (!(degree >= 1 && degree <= MAX_DEGREE) || count % (k * degree) !== 0) throw fail('have a key part with an impossible residue count');
+  const suffix = partSize - SEAL_HEADER - CT_FIXED - 8 * count;
+  if (suffix < 0 || suffix > MAX_SUFFIX) throw fail('have a key part of another size than it declares');
+  return { partSize, degree, count, suffix };
+}
+
+/**
+ * SEAL's uncompressed bytes back from packed keys. `maxBytes`: the most the model's keys may
+ * take unpacked, so a hostile object cannot make us allocate more. Throws a SealedError
+ * ('bad-keys') naming `what` on anything that is not packed keys. With `arena`, the bytes are
+ * taken from it (every one is written: `to` runs over the whole output) instead of allocated.
+ */
+export function unpackKeys(packed: Uint8Array, what: string, maxBytes: number, arena?: ByteArena): Uint8Array {
+  const fail = (why: string) => new SealedError('bad-keys', `${what} ${why}`, 'make keys for this model with `sealed keygen`');
+  const { pv, k, head, widths } = packingHead(packed, fail);
   // The SEAL header's size is the unpacked size: one allocation, bounded before it is made.
   const size = u64(pv, head + 8);
   if (size > maxBytes) throw fail(`declare ${size} bytes unpacked, more than any key set of this model (${maxBytes})`);
@@ -179,14 +201,8 @@ export function unpackKeys(packed: Uint8Array, what: string, maxBytes: number, a
     for (let p = 0; p < parts; p++) {
       copy(SEAL_HEADER + CT_FIXED);
       const partStart = to - SEAL_HEADER - CT_FIXED;
-      const members = partStart + SEAL_HEADER;
-      const partSize = u64(ov, partStart + 8);
-      const degree = u64(ov, members + AT_DEGREE);
-      const count = u64(ov, members + AT_COUNT);
-      if (u64(ov, members + AT_PRIMES) !== k) throw fail('have a key part whose prime count disagrees with the packing');
-      if (!(degree >= 1 && degree <= MAX_DEGREE) || count % (k * degree) !== 0) throw fail('have a key part with an impossible residue count');
-      const suffix = partSize - SEAL_HEADER - CT_FIXED - 8 * count;
-      if (suffix < 0 || suffix > MAX_SUFFIX || partStart + partSize > size) throw fail('have a key part of another size than it declares');
+      const { partSize, degree, count, suffix } = keyPart(ov, partStart, k, fail);
+      if (partStart + partSize > size) throw fail('have a key part of another size than it declares');
       from = unpackResidues(packed, from, count / degree, degree, widths, out, to, fail);
       to += 8 * count;
       copy(suffix);
@@ -194,102 +210,4 @@ export function unpackKeys(packed: Uint8Array, what: string, maxBytes: number, a
   }
   if (from !== packed.length || to !== size) throw fail('are truncated or longer than they declare');
   return out;
-}
-
-// Residues are read from and written to aligned scratch (their arrays start at odd byte
-// offsets); one block of `degree` u64 residues at a time, so the scratch stays small.
-let scratch64 = new Uint32Array(0);
-let scratchBits = new Uint32Array(0);
-function ensureScratch(degree: number): void {
-  if (scratch64.length < 2 * degree) scratch64 = new Uint32Array(2 * degree);
-  // Slack words: the reader takes a 96-bit window at every position, the writer spills into two more words.
-  if (scratchBits.length < 2 * degree + 3) scratchBits = new Uint32Array(2 * degree + 3);
-}
-
-/** Packs `blocks` x `degree` u64 residues at bytes[from..]; returns the bytes written at out[to..], or -1 if a residue does not fit. */
-function packResidues(bytes: Uint8Array, from: number, blocks: number, degree: number, widths: number[], out: Uint8Array, to: number): number {
-  ensureScratch(degree);
-  const src = scratch64;
-  const start = to;
-  for (let j = 0; j < blocks; j++, from += 8 * degree) {
-    const w = widths[j % widths.length];
-    const words = blockWords(degree, w);
-    new Uint8Array(src.buffer, 0, 8 * degree).set(bytes.subarray(from, from + 8 * degree));
-    const dst = scratchBits.fill(0, 0, words + 2);
-    // Branch-free: (x >>> 1) >>> (31 - o) is x >>> (32 - o), and 0 when o is 0 (JavaScript
-    // shifts by 32 as by 0). The scratch has two words of slack for the zeros written past the end.
-    let pos = 0;
-    if (w > 32) {
-      const hiBits = w - 32;
-      for (let c = 0; c < degree; c++, pos += w) {
-        const lo = src[2 * c];
-        const hi = src[2 * c + 1];
-        if (hi >>> hiBits !== 0) return -1;
-        const i = pos >>> 5;
-        const o = pos & 31;
-        dst[i] |= lo << o;
-        dst[i + 1] |= ((lo >>> 1) >>> (31 - o)) | (hi << o);
-        dst[i + 2] |= (hi >>> 1) >>> (31 - o);
-      }
-    } else {
-      for (let c = 0; c < degree; c++, pos += w) {
-        const lo = src[2 * c];
-        if (src[2 * c + 1] !== 0 || (lo >>> 1) >>> (w - 1) !== 0) return -1;
-        const i = pos >>> 5;
-        const o = pos & 31;
-        dst[i] |= lo << o;
-        dst[i + 1] |= (lo >>> 1) >>> (31 - o);
-      }
-    }
-    out.set(new Uint8Array(dst.buffer, 0, 4 * words), to);
-    to += 4 * words;
-  }
-  return to - start;
-}
-
-/** Unpacks `blocks` x `degree` residues from packed[from..] into out[to..] as u64 words; returns where the packed blocks end. */
-function unpackResidues(
-  packed: Uint8Array,
-  from: number,
-  blocks: number,
-  degree: number,
-  widths: number[],
-  out: Uint8Array,
-  to: number,
-  fail: (why: string) => Error,
-): number {
-  ensureScratch(degree);
-  const res = scratch64;
-  for (let j = 0; j < blocks; j++, to += 8 * degree) {
-    const w = widths[j % widths.length];
-    const words = blockWords(degree, w);
-    if (from + 4 * words > packed.length || to + 8 * degree > out.length) throw fail('are truncated');
-    const src = scratchBits;
-    new Uint8Array(src.buffer, 0, 4 * words).set(packed.subarray(from, from + 4 * words));
-    src[words] = 0;
-    src[words + 1] = 0;
-    from += 4 * words;
-    // (x << 1) << (31 - o) is x << (32 - o), and 0 when o is 0 (see packResidues).
-    let pos = 0;
-    if (w > 32) {
-      const hiMask = 2 ** (w - 32) - 1;
-      for (let c = 0; c < degree; c++, pos += w) {
-        const i = pos >>> 5;
-        const o = pos & 31;
-        const b = src[i + 1];
-        res[2 * c] = (src[i] >>> o) | ((b << 1) << (31 - o));
-        res[2 * c + 1] = ((b >>> o) | ((src[i + 2] << 1) << (31 - o))) & hiMask;
-      }
-    } else {
-      const mask = w === 32 ? 0xffffffff : 2 ** w - 1;
-      for (let c = 0; c < degree; c++, pos += w) {
-        const i = pos >>> 5;
-        const o = pos & 31;
-        res[2 * c] = ((src[i] >>> o) | ((src[i + 1] << 1) << (31 - o))) & mask;
-        res[2 * c + 1] = 0;
-      }
-    }
-    out.set(new Uint8Array(res.buffer, 0, 8 * degree), to);
-  }
-  return from;
 }
