@@ -19,7 +19,7 @@ import { Worker } from 'node:worker_threads';
 import type { Ciphertext } from 'node-seal/throws';
 import { CkksSession } from '../src/fhe/ckks.ts';
 import { SecretKeyHolder, generateKeys } from '../src/fhe/keys.ts';
-import { loadEvaluationKeys } from '../src/fhe/load.ts';
+import { loadEvaluationKeys } from '../src/fhe/load-keys.ts';
 import { floodSigma } from '../src/fhe/privacy.ts';
 import { release } from '../src/fhe/seal.ts';
 import { SinglePrivacy, makePublicKey } from '../src/fhe/single-privacy.ts';
@@ -171,7 +171,7 @@ const partWorkers = await Promise.all(
         eval: true,
         workerData: {
           ckks: url('ckks.ts'),
-          load: url('load.ts'),
+          load: url('load-keys.ts'),
           slots: url('tree-slots.ts'),
           params: s.params,
           galois: km.galoisKeys,

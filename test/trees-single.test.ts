@@ -87,6 +87,24 @@ t.test('two parts sharing a copy exchange: each copy loaded by one of them, the 
     t.throws(() => server.evaluatePart(bad, part, 2, set, new CopyExchange(shared)), { code: 'bad-query', message }, `part ${part} refuses it`);
 });
 
+t.test("each part loads only its own rotations, the finish the rest: together, the model's", async (t) => {
+  const query = client.encryptRecord(data.test[0]);
+  const { sections } = server.checkQuery(query);
+  const set = server.keysOf(keys, 'client-parts');
+  const all = m.server.single!.galoisSteps.length;
+  const partials = [server.evaluatePart(sections, 1, 2, set)];
+  const afterPart1 = server.loadedKeys;
+  t.ok(afterPart1 > 0 && afterPart1 < all / 2 + 2, `part 1 of 2 loaded ${afterPart1} of the ${all} keys`);
+  partials.push(server.evaluatePart(sections, 0, 2, set));
+  const afterParts = server.loadedKeys;
+  t.ok(afterParts > afterPart1 && afterParts < all, `both parts: ${afterParts} (the finish's rotations are not theirs)`);
+  const result = server.finish(partials, server.floodMasks(set), set);
+  t.equal(server.loadedKeys, all, 'the finish loaded the rest: every key the model has is used by one task');
+  const want = quantizedScores(m.quantized, binsOf(m.client.bins, data.test[0]))[0];
+  const got = client.decryptResult(server.resultOf(query, result), query).scores[0][0];
+  t.ok(Math.abs(got - want) < 6 * precision, `and the result is right: ${got.toFixed(5)} against ${want.toFixed(5)}`);
+});
+
 /** A SEAL object whose header claims zlib (the clients wrote the single-record keys uncompressed, and zstd before; packed now). */
 const zlibLabelled = (b: Uint8Array) => {
   const x = b.slice();

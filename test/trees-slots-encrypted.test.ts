@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CkksSession } from '../src/fhe/ckks.ts';
 import { SecretKeyHolder, generateKeys } from '../src/fhe/keys.ts';
-import { loadEvaluationKeys } from '../src/fhe/load.ts';
+import { loadEvaluationKeys } from '../src/fhe/load-keys.ts';
 import { SinglePrivacy, makePublicKey } from '../src/fhe/single-privacy.ts';
 import { encryptSlotsQuery, slotsRotations, type SlotsLayout } from '../src/fhe/tree-slots-layout.ts';
 import { SlotsEvaluator } from '../src/fhe/tree-slots.ts';

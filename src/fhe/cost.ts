@@ -3,7 +3,8 @@
 // this library. Benchmarks report it next to the measured time.
 import { CkksSession } from './ckks.ts';
 import { SecretKeyHolder, generateKeys } from './keys.ts';
-import { loadEvaluationKeys, loadCiphertext } from './load.ts';
+import { loadCiphertext } from './load.ts';
+import { loadEvaluationKeys } from './load-keys.ts';
 import type { CkksParams } from './params.ts';
 import { opCountsByLevel, type OpKind, type Program } from './program.ts';
 

@@ -3,7 +3,7 @@
 import type { Ciphertext, Plaintext, ParmsIdType } from 'node-seal/throws';
 import { SealedError } from '../errors.ts';
 import type { CkksSession } from './ckks.ts';
-import type { EvaluationKeys } from './load.ts';
+import type { EvaluationKeys } from './load-keys.ts';
 import { inputCiphertexts, rotationRoutes, type LinearStep, type Program, type RotationRoutes } from './program.ts';
 import { guard, release } from './seal.ts';
 

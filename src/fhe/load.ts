@@ -1,16 +1,12 @@
-// Loading untrusted SEAL objects (queries, results, evaluation keys): each is checked in
+// Loading untrusted SEAL ciphertexts (queries, results; load-keys.ts: evaluation keys): each is checked in
 // TypeScript first (seal-precheck.ts), so SEAL sees only bytes that fit the model's parameters.
-import type { Ciphertext, GaloisKeys, RelinKeys } from 'node-seal/throws';
+import type { Ciphertext } from 'node-seal/throws';
 import { SealedError } from '../errors.ts';
-import { ByteArena } from './byte-arena.ts';
 import type { CkksSession } from './ckks.ts';
-import { galoisElement } from './params.ts';
-import { eachPackedGaloisKey } from './packed-galois.ts';
-import { isPackedKeys } from './packed-keys.ts';
 import { isPackedWide, unpackWide } from './packed-wide.ts';
 import { isPacked, unpackResidues } from './raw-ciphertext.ts';
-import { precheckCiphertext, precheckKeys, type CiphertextRule, type ComprMode } from './seal-precheck.ts';
-import { guard, release } from './seal.ts';
+import { precheckCiphertext, type CiphertextRule, type ComprMode } from './seal-precheck.ts';
+import { guard } from './seal.ts';
 
 const QUERY_HINT = 'encrypt the query with `sealed predict` (or the SDK) for the model this endpoint serves';
 
@@ -113,89 +109,4 @@ export function loadQueryCiphertext(s: CkksSession, bytes: Uint8Array, scaleBits
     throw fail(`has scale ${Number.isFinite(scale) ? `2^${Math.log2(scale).toFixed(2)}` : 'that is not a number'}, expected 2^${scaleBits}`);
   if (!ct.isNttForm()) throw fail('is not in NTT form');
   return ct;
-}
-
-export interface EvaluationKeys {
-  /** The Galois keys that hold the rotation by `step` (any step the keys were loaded for). */
-  rotation(step: number): GaloisKeys;
-  relin?: RelinKeys;
-  close(): void;
-}
-
-/**
- * Where this thread unpacks the evaluation keys it loads (byte-arena.ts): a worker loading the
- * digits forest's single-record keys for a new client spent ~0.45 s of ~1.1 s faulting in a
- * fresh 149 MB array. Packed Galois keys go through it one key at a time (a few MB), the
- * relinearization key after them.
- */
-const keyArena = new ByteArena();
-
-const KEYS_HINT = 'make keys for this model with `sealed keygen`';
-
-/** Loads and checks evaluation keys: every rotation the program needs must be present. */
-export function loadEvaluationKeys(
-  s: CkksSession,
-  galoisBytes: Uint8Array,
-  relinBytes: Uint8Array | undefined,
-  steps: number[],
-  needRelin: boolean,
-  compression?: readonly ComprMode[],
-): EvaluationKeys {
-  const { seal } = s;
-  const degree = s.params.polyModulusDegree;
-  // Beyond the model's own rotations, as many keys as SEAL's default set (every power-of-two
-  // step both ways): room for clients that make more, a bound on what a key object may claim.
-  const maxKeys = Math.max(steps.length, 1) + 2 * Math.log2(degree);
-  const required = steps.map((step) => ({ step, element: galoisElement(step, degree) }));
-  const galois = new Map<number, GaloisKeys>();
-  let relin: RelinKeys | undefined;
-  const close = () => release(...new Set(galois.values()), relin);
-  try {
-    if (isPackedKeys(galoisBytes)) {
-      // One key at a time: neither this thread nor SEAL ever holds the whole set's unpacked bytes.
-      const fail = (why: string) => new SealedError('bad-keys', `the Galois keys ${why}`, KEYS_HINT);
-      const room = (n: number) => (keyArena.reset(), keyArena.take(n));
-      const rule = { what: 'the Galois keys', kind: 'galois' as const, required: [], maxKeys: 1, compression: ['none'] as ComprMode[], arena: keyArena };
-      for (const [element, one] of eachPackedGaloisKey(galoisBytes, degree, room, fail)) {
-        if (galois.size >= maxKeys) throw fail(`hold more than ${maxKeys} keys, more than this model can use`);
-        const checked = precheckKeys(one, s.shape, rule);
-        const gk = new seal.GaloisKeys();
-        galois.set(element, gk);
-        guard('bad-keys', 'the Galois keys', () => gk.loadFromArray(s.context, checked));
-        if (!gk.hasKey(element)) throw fail('are not what their layout says');
-      }
-    } else {
-      keyArena.reset();
-      const checked = precheckKeys(galoisBytes, s.shape, { what: 'the Galois keys', kind: 'galois', required, maxKeys, compression, arena: keyArena });
-      const all = new seal.GaloisKeys();
-      for (const { element } of required) galois.set(element, all);
-      guard('bad-keys', 'the Galois keys', () => all.loadFromArray(s.context, checked));
-    }
-    for (const { step, element } of required) {
-      if (!galois.get(element)?.hasKey(element))
-        throw new SealedError('bad-keys', `the evaluation keys lack the rotation by ${step} this model needs`, KEYS_HINT);
-    }
-    if (needRelin) {
-      if (!relinBytes) throw new SealedError('bad-keys', 'the evaluation keys lack relinearization keys, which this model needs', KEYS_HINT);
-      keyArena.reset();
-      const relinChecked = precheckKeys(relinBytes, s.shape, { what: 'the relinearization keys', kind: 'relin', compression, arena: keyArena });
-      relin = new seal.RelinKeys();
-      const r = relin;
-      guard('bad-keys', 'the relinearization keys', () => r.loadFromArray(s.context, relinChecked));
-    }
-  } catch (e) {
-    close();
-    throw e;
-  }
-  const byStep = new Map<number, GaloisKeys>();
-  const rotation = (step: number) => {
-    let gk = byStep.get(step);
-    if (!gk) {
-      gk = galois.get(galoisElement(step, degree));
-      if (!gk) throw new SealedError('internal', `no Galois key was loaded for the rotation by ${step}`);
-      byStep.set(step, gk);
-    }
-    return gk;
-  };
-  return { rotation, relin, close };
 }

@@ -105,28 +105,38 @@ export class PackedGaloisWriter {
   }
 }
 
+/** One key's place in a packing: its Galois element, its slot, its packed bytes [at, end), its size unpacked. */
+export interface PackedGaloisKey {
+  element: number;
+  slot: number;
+  at: number;
+  end: number;
+  unpacked: number;
+}
+
+/** The keys of a packing of Galois keys (packedGaloisKeys), and what a one-key object of any of them shares. */
+export interface PackedGaloisLayout {
+  keys: PackedGaloisKey[];
+  /** Where the slots start (after the packing's head, SEAL's header, the parms_id and the slot count). */
+  slotsAt: number;
+  /** The slot count (N). */
+  slots: number;
+  head: number;
+}
+
 /**
- * Packed Galois keys split into one packed object per key: each what packing one-key GaloisKeys
- * gives (the head, SEAL's header with one key's size, the parms_id, the slot count, every slot
- * empty but the key's). Yields [Galois element, object], the object written into `room(n)`
- * (reused by the caller: valid until the next). A worker loads the keys one by one from these, so
- * it never holds a whole set's unpacked bytes, nor SEAL a copy of them (~150 MB each for the
- * digits forest's single-record keys, first touches of fresh memory). Only the layout is walked
- * here, every read bounded; each object is checked whole when it is unpacked (seal-precheck.ts).
- * `fail(why)` makes the error thrown.
+ * Where each key of packed Galois keys lies, every read bounded; only the layout is walked, each
+ * key is checked whole when its one-key object is unpacked (seal-precheck.ts). `fail(why)` makes
+ * the error thrown: truncation, impossible counts, more slots than `maxSlots` (another ring).
  */
-export function* eachPackedGaloisKey(
-  packed: Uint8Array,
-  maxSlots: number,
-  room: (n: number) => Uint8Array,
-  fail: (why: string) => Error,
-): Generator<[number, Uint8Array]> {
+export function packedGaloisLayout(packed: Uint8Array, maxSlots: number, fail: (why: string) => Error): PackedGaloisLayout {
   const { pv: v, k, head, widths } = packingHead(packed, fail);
   const slotsAt = head + SLOTS_AT;
   const N = u64(v, head + AT_SLOTS);
   // GaloisKeys have a slot per element of the ring's degree: more slots is another ring.
   if (N > maxSlots) throw fail('were made for other encryption parameters than this model uses');
   if (N > (packed.length - slotsAt) / 8) throw fail('declare more key slots than their size holds');
+  const keys: PackedGaloisKey[] = [];
   let at = slotsAt;
   for (let slot = 0; slot < N; slot++) {
     if (at + 8 > packed.length) throw fail('are truncated');
@@ -149,18 +159,42 @@ export function* eachPackedGaloisKey(
       unpacked += partSize;
       if (end > packed.length) throw fail('are truncated');
     }
-    const key = end - at;
-    const one = room(slotsAt + 8 * (N - 1) + key);
-    one.set(packed.subarray(0, slotsAt));
-    const size = SLOTS_AT + 8 * (N - 1) + unpacked;
-    const ov = new DataView(one.buffer, one.byteOffset, one.byteLength);
-    ov.setUint32(head + 8, size % 2 ** 32, true);
-    ov.setUint32(head + 12, Math.floor(size / 2 ** 32), true);
-    one.fill(0, slotsAt, slotsAt + 8 * slot);
-    one.set(packed.subarray(at, end), slotsAt + 8 * slot);
-    one.fill(0, slotsAt + 8 * slot + key);
-    yield [2 * slot + 1, one];
+    keys.push({ element: 2 * slot + 1, slot, at, end, unpacked });
     at = end;
   }
   if (at !== packed.length) throw fail('are truncated or longer than they declare');
+  return { keys, slotsAt, slots: N, head };
+}
+
+/**
+ * The packed object of one key of a packing (`key`, from its layout): what packing one-key
+ * GaloisKeys gives (the head, SEAL's header with one key's size, the parms_id, the slot count,
+ * every slot empty but the key's), written into `room(n)` (the caller's to reuse). A worker loads
+ * the keys one by one from these, so it never holds a whole set's unpacked bytes, nor SEAL a copy
+ * of them (~150 MB each for the digits forest's single-record keys, first touches of fresh memory).
+ */
+export function oneGaloisKey(packed: Uint8Array, layout: PackedGaloisLayout, key: PackedGaloisKey, room: (n: number) => Uint8Array): Uint8Array {
+  const { slotsAt, slots: N, head } = layout;
+  const { slot, at, end, unpacked } = key;
+  const one = room(slotsAt + 8 * (N - 1) + (end - at));
+  one.set(packed.subarray(0, slotsAt));
+  const size = SLOTS_AT + 8 * (N - 1) + unpacked;
+  const ov = new DataView(one.buffer, one.byteOffset, one.byteLength);
+  ov.setUint32(head + 8, size % 2 ** 32, true);
+  ov.setUint32(head + 12, Math.floor(size / 2 ** 32), true);
+  one.fill(0, slotsAt, slotsAt + 8 * slot);
+  one.set(packed.subarray(at, end), slotsAt + 8 * slot);
+  one.fill(0, slotsAt + 8 * slot + (end - at));
+  return one;
+}
+
+/** Packed Galois keys split into one packed object per key (oneGaloisKey): [Galois element, object], each valid until the next. */
+export function* eachPackedGaloisKey(
+  packed: Uint8Array,
+  maxSlots: number,
+  room: (n: number) => Uint8Array,
+  fail: (why: string) => Error,
+): Generator<[number, Uint8Array]> {
+  const layout = packedGaloisLayout(packed, maxSlots, fail);
+  for (const key of layout.keys) yield [key.element, oneGaloisKey(packed, layout, key, room)];
 }

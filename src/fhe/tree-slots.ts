@@ -8,7 +8,8 @@ import { SealedError } from '../errors.ts';
 import type { CkksSession } from './ckks.ts';
 import type { CopyExchange } from './copy-exchange.ts';
 import { GatherKernel } from './gather-kernel.ts';
-import { loadCiphertext, loadQueryCiphertext, type EvaluationKeys } from './load.ts';
+import { loadCiphertext, loadQueryCiphertext } from './load.ts';
+import type { EvaluationKeys } from './load-keys.ts';
 import { guard, release } from './seal.ts';
 import { LEAF_LEVEL, giantOf, resultsOf, spread, stretchOf, stretchedLeafValues, type SlotsLayout, type SlotsScales } from './tree-slots-layout.ts';
 
@@ -101,6 +102,21 @@ export class SlotsEvaluator {
       load[k] += cost(g);
     }
     return [...owner].filter(([, k]) => k === part).map(([g]) => g);
+  }
+
+  /** The rotations part `part` of `parts` makes: its groups' giant steps (partGroups). */
+  partSteps(part: number, parts: number, firstLoad = 0): number[] {
+    return this.partGroups(part, parts, firstLoad)
+      .filter((g) => g !== 0)
+      .map((g) => g * this.G);
+  }
+
+  /** The rotations finish makes: the two segment products' and the leaf sums'. */
+  finishSteps(): number[] {
+    const segment = this.layout.leafValues[0].length;
+    const steps = [2 * segment, segment];
+    for (let step = 1; step < segment; step *= 2) steps.push(step);
+    return steps.map((step) => step * this.G);
   }
 
   /**

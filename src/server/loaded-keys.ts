@@ -5,7 +5,7 @@
 // let the cache hold twice its budget.
 import { SealedError } from '../errors.ts';
 import type { CkksSession } from '../fhe/ckks.ts';
-import { loadEvaluationKeys, type EvaluationKeys } from '../fhe/load.ts';
+import { loadEvaluationKeys, type EvaluationKeys } from '../fhe/load-keys.ts';
 import type { Program } from '../fhe/program.ts';
 import { MAX_SPARES, SinglePrivacy } from '../fhe/single-privacy.ts';
 import { LruCache } from '../util/lru.ts';

@@ -37,6 +37,14 @@ export class LruCache<V> {
     return v;
   }
 
+  /** Closes the value under `key`, if any, and forgets it. */
+  delete(key: string): void {
+    const v = this.entries.get(key);
+    if (v === undefined) return;
+    this.entries.delete(key);
+    this.dispose(v);
+  }
+
   get size(): number {
     return this.entries.size;
   }

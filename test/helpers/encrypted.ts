@@ -2,7 +2,8 @@
 // vector (and the rotated copies the program reads), evaluation by the engine, decryption. For tests of the engine and the compilers.
 import { CkksSession } from '../../src/fhe/ckks.ts';
 import { SecretKeyHolder, generateKeys } from '../../src/fhe/keys.ts';
-import { loadEvaluationKeys, loadQuerySection } from '../../src/fhe/load.ts';
+import { loadQuerySection } from '../../src/fhe/load.ts';
+import { loadEvaluationKeys } from '../../src/fhe/load-keys.ts';
 import { Engine } from '../../src/fhe/engine.ts';
 import type { Program } from '../../src/fhe/program.ts';
 import { rotate } from '../../src/model/simulate.ts';

@@ -2,7 +2,8 @@
 import t from 'tap';
 import { CkksSession } from '../../src/fhe/ckks.ts';
 import { SecretKeyHolder, generateKeys } from '../../src/fhe/keys.ts';
-import { loadCiphertext, loadEvaluationKeys, loadQueryCiphertext } from '../../src/fhe/load.ts';
+import { loadCiphertext, loadQueryCiphertext } from '../../src/fhe/load.ts';
+import { loadEvaluationKeys } from '../../src/fhe/load-keys.ts';
 import { checkParams, type CkksParams } from '../../src/fhe/params.ts';
 import { SealedError } from '../../src/errors.ts';
 

@@ -4,7 +4,8 @@
 // client's decryption and unpacking. No HTTP or S3: those move bytes and do not change values.
 import { CkksSession } from '../../fhe/ckks.ts';
 import { SecretKeyHolder, generateKeys } from '../../fhe/keys.ts';
-import { loadEvaluationKeys, loadQuerySection } from '../../fhe/load.ts';
+import { loadQuerySection } from '../../fhe/load.ts';
+import { loadEvaluationKeys } from '../../fhe/load-keys.ts';
 import { Engine } from '../../fhe/engine.ts';
 import { SinglePrivacy, makePublicKey } from '../../fhe/single-privacy.ts';
 import type { ClientPart } from '../client-part.ts';

@@ -5,7 +5,8 @@ import type { ParmsIdType } from 'node-seal/throws';
 import { SealedError } from '../../errors.ts';
 import { CkksSession } from '../../fhe/ckks.ts';
 import type { CopyExchange } from '../../fhe/copy-exchange.ts';
-import { loadCiphertext, loadEvaluationKeys, type EvaluationKeys } from '../../fhe/load.ts';
+import { loadCiphertext } from '../../fhe/load.ts';
+import { KeysOnDemand } from '../../fhe/load-keys.ts';
 import { paramsKey } from '../../fhe/params.ts';
 import { release } from '../../fhe/seal.ts';
 import { SinglePrivacy } from '../../fhe/single-privacy.ts';
@@ -18,7 +19,7 @@ import { singleLayout, type SingleServerPart } from './single.ts';
 
 const KEYS_HINT = "make the single-record keys with this model's client part (SingleTreeClient.keys)";
 const QUERY_HINT = "encrypt the record with this model's client part (SingleTreeClient.encryptRecord)";
-/** Key sets kept loaded: one (Galois keys for 17 rotations: ~250 MB of SEAL memory at ring 16384; single.ts singleWorkerBytes counts it). */
+/** Key sets kept loaded: one (Galois keys for 17 rotations: ~250 MB of SEAL memory at ring 16384, when all are loaded; single.ts singleWorkerBytes counts it). */
 const KEPT_KEYS = 1;
 /** The flood's mask, in mask products (~2 ms each at the top level): 28-53 ms measured on the AMD VM, about a rotation's 31. */
 const FLOOD_MASK_LOAD = 13; // per result ciphertext
@@ -32,7 +33,8 @@ export interface SingleKeys {
 }
 
 interface LoadedSingleKeys {
-  keys: EvaluationKeys;
+  /** Loaded as tasks need them (KeysOnDemand): a thread that runs one part loads its part's rotations. */
+  keys: KeysOnDemand;
   privacy?: SinglePrivacy;
   close(): void;
 }
@@ -115,7 +117,7 @@ export class SingleTreeServer {
   /** A whole query with a keys object (wire kind 2) -> the result (wire kind 3), flooded when the model says so. */
   evaluate(queryBytes: Uint8Array, keysBytes: Uint8Array, keysId?: string): Uint8Array {
     const q = this.checkQuery(queryBytes);
-    return this.withKeys(this.keysOf(keysBytes, keysId), (k) => {
+    return this.withKeys(this.keysOf(keysBytes, keysId), this.part.galoisSteps, true, (k) => {
       const outs = this.evaluator.run(q.sections, k.keys);
       try {
         return this.resultOf(
@@ -143,7 +145,8 @@ export class SingleTreeServer {
    */
   evaluatePart(sections: Uint8Array[], part: number, parts: number, keys: SingleKeys, exchange?: CopyExchange, masks = this.results): Uint8Array {
     const firstLoad = this.part.privacy === 'flood' ? FLOOD_MASK_LOAD * masks : 0;
-    return this.withKeys(keys, (k) => this.evaluator.runPart(sections, k.keys, part, parts, firstLoad, exchange));
+    const steps = this.evaluator.partSteps(part, parts, firstLoad);
+    return this.withKeys(keys, steps, false, (k) => this.evaluator.runPart(sections, k.keys, part, parts, firstLoad, exchange));
   }
 
   /**
@@ -151,7 +154,7 @@ export class SingleTreeServer {
    * (default all), made while the parts run; none without flooding.
    */
   floodMasks(keys: SingleKeys, results = this.results): Uint8Array[] {
-    return this.withKeys(keys, (k) => {
+    return this.withKeys(keys, [], false, (k) => {
       const privacy = k.privacy;
       if (!privacy) return [];
       return Array.from({ length: results }, () => {
@@ -172,7 +175,7 @@ export class SingleTreeServer {
    * another has the time; invoke-tree-record.ts).
    */
   finish(partials: Uint8Array[], masks: Uint8Array[] | 'own', keys: SingleKeys, results?: number[]): Uint8Array[] {
-    return this.withKeys(keys, (k) => {
+    return this.withKeys(keys, this.evaluator.finishSteps(), true, (k) => {
       const outs = this.evaluator.finishParts(partials, k.keys, results);
       try {
         if (k.privacy && masks !== 'own' && masks.length !== outs.length)
@@ -224,25 +227,39 @@ export class SingleTreeServer {
     return { scale, pid };
   }
 
-  /** `fn` with these keys loaded: kept under their id when given (the last KEPT_KEYS sets), else loaded and closed. */
-  private withKeys<T>(keys: SingleKeys, fn: (k: LoadedSingleKeys) => T): T {
+  /**
+   * `fn` with the rotations by `steps` (and the relinearization keys when `relin`) of these keys
+   * loaded: kept under their id when given (the last KEPT_KEYS sets, each loading more keys as
+   * tasks ask for them), else loaded for `fn` alone.
+   */
+  private withKeys<T>(keys: SingleKeys, steps: number[], relin: boolean, fn: (k: LoadedSingleKeys) => T): T {
     const keysId = keys.id;
     if (keysId === undefined) {
-      const k = this.load(keys);
+      const k = this.open(keys);
       try {
+        k.keys.load(keys.galois, keys.relin, steps, relin);
         return fn(k);
       } finally {
         k.close();
       }
     }
-    return fn(this.kept.get(keysId, () => this.load(keys)));
+    const k = this.kept.get(keysId, () => this.open(keys));
+    try {
+      k.keys.load(keys.galois, keys.relin, steps, relin);
+    } catch (e) {
+      // Keys that fail to load are not kept, as whole sets were not when they loaded at once.
+      this.kept.delete(keysId);
+      throw e;
+    }
+    return fn(k);
   }
 
-  private load(k: SingleKeys): LoadedSingleKeys {
+  /** A key set's loader (no key loaded yet) and the flood's state from its public key. */
+  private open(k: SingleKeys): LoadedSingleKeys {
     const flood = this.part.privacy === 'flood';
     if (flood && !k.publicKey) throw new SealedError('bad-keys', 'this model floods its results (circuit privacy) and the keys carry no public key', KEYS_HINT);
     // Packed as the clients write them (keys.ts saveKeys), or uncompressed or zstd as they did before.
-    const keys = loadEvaluationKeys(this.session, k.galois, k.relin, this.part.galoisSteps, true, ['none', 'zstd']);
+    const keys = new KeysOnDemand(this.session, this.part.galoisSteps, ['none', 'zstd']);
     let privacy: SinglePrivacy | undefined;
     try {
       if (flood) privacy = new SinglePrivacy(this.session, k.publicKey!, 2 ** this.part.noiseL2Bits, this.part.floodSecurityBits);
@@ -256,6 +273,11 @@ export class SingleTreeServer {
   /** Key sets held loaded (tests). */
   get keptKeySets(): number {
     return this.kept.size;
+  }
+
+  /** Galois keys loaded into SEAL for the most recently used kept set (tests). */
+  get loadedKeys(): number {
+    return this.kept.recentFirst()[0]?.keys.loaded ?? 0;
   }
 
   /** One flood mask made ahead for a kept key set (SinglePrivacy.prepareAhead), the most recent first; whether more is pending. */
