@@ -229,7 +229,30 @@
       (local.set $a (i32.add (local.get $a) (i32.const 8)))
       (br $top))))
 
-  ;; The products in SIMD: residues split at bit b (u32 halves lo, hi; x < 2^2b, b <= 32), a
+;; a[i] = a[i] c mod q for i < n, a[i] < q < 2^53, c < q: what toMontgomery computes with c =
+  ;; 2^64 mod q, at a third of its work. The quotient floor(a c / q) comes from float64 (a is
+  ;; exact there, c / q rounded: off by at most 2), a c - quotient q is exact modulo 2^64 and lies
+  ;; in [-2q, 3q), so 2q is added and 4q, 2q and q taken off where they fit.
+  (func (export "mulConstMod53") (param $a i32) (param $n i32) (param $c i64) (param $cq f64) (param $q i64)
+    (local $end i32) (local $x i64) (local $r i64)
+    (local.set $end (i32.add (local.get $a) (i32.shl (local.get $n) (i32.const 3))))
+    (block $done (loop $top
+      (br_if $done (i32.ge_u (local.get $a) (local.get $end)))
+      (local.set $x (i64.load (local.get $a)))
+      (local.set $r
+        (i64.add
+          (i64.sub (i64.mul (local.get $x) (local.get $c))
+            (i64.mul (i64.trunc_f64_u (f64.mul (f64.convert_i64_u (local.get $x)) (local.get $cq))) (local.get $q)))
+          (i64.shl (local.get $q) (i64.const 1))))
+      (local.set $r (select (i64.sub (local.get $r) (i64.shl (local.get $q) (i64.const 2))) (local.get $r)
+        (i64.ge_u (local.get $r) (i64.shl (local.get $q) (i64.const 2)))))
+      (local.set $r (select (i64.sub (local.get $r) (i64.shl (local.get $q) (i64.const 1))) (local.get $r)
+        (i64.ge_u (local.get $r) (i64.shl (local.get $q) (i64.const 1)))))
+      (i64.store (local.get $a) (select (i64.sub (local.get $r) (local.get $q)) (local.get $r) (i64.ge_u (local.get $r) (local.get $q))))
+      (local.set $a (i32.add (local.get $a) (i32.const 8)))
+      (br $top))))
+
+    ;; The products in SIMD: residues split at bit b (u32 halves lo, hi; x < 2^2b, b <= 32), a
   ;; product's three parts x_lo m_lo, x_lo m_hi + x_hi m_lo, x_hi m_hi summed in three u64
   ;; accumulators (A0, A1, A2 at acc, acc + 8n, acc + 16n) by 32 x 32 -> 64-bit widening
   ;; multiplies, four residues at a time; redcSplit puts T = A0 + A1 2^b + A2 2^2b together.

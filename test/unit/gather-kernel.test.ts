@@ -7,7 +7,8 @@ import { PLAIN_DATA_OFFSET, GatherKernel, negInverse } from '../../src/fhe/gathe
 import { RAW_DATA_OFFSET, readRawInfo } from '../../src/fhe/raw-ciphertext.ts';
 
 const n = 256;
-const primes = [1073643521n, 9007199252119553n, 36028797018652673n, 1152921504606830593n]; // 30, 53, 55, 60 bits
+// 30, 53, 55, 60 bits, and a 53-bit prime where 2^64 mod q is 0.97 q (the float64 quotient of the masks' Montgomery form at its largest).
+const primes = [1073643521n, 9007199252119553n, 36028797018652673n, 1152921504606830593n, 5136974402024449n];
 const M64 = 1n << 64n;
 
 let seed = 12345n;
@@ -50,14 +51,18 @@ t.test('sums of mask x copy: what BigInt computes, residue by residue', async (t
   const masks = 40;
   const copies = 40;
   const k = new GatherKernel(n, primes, masks, copies);
-  // Mask 0 and copy 0 hold q - 1 everywhere: the largest product, (q - 1)^2.
-  const maskValues = Array.from({ length: masks }, (_, d) => residues((q) => (d === 0 ? q - 1n : random(q))));
+  // Mask 0 and copy 0 hold q - 1 everywhere: the largest product, (q - 1)^2. Mask 1 holds the
+  // smallest residues and those next to q and q / 2 (the masks' Montgomery form is made in
+  // float64 below 2^53: its quotient's rounding matters most there).
+  const edge = (q: bigint, i: number) => [0n, 1n, 2n, q - 2n, q / 2n, q / 2n + 1n, q - 1n][i % 7];
+  const maskValues = Array.from({ length: masks }, (_, d) => residues((q, i) => (d === 0 ? q - 1n : d === 1 ? edge(q, i) : random(q))));
   const copyValues = Array.from({ length: copies }, (_, c) => [0, 1].map(() => residues((q) => (c === 0 ? q - 1n : random(q)))));
   maskValues.forEach((m, d) => k.setMask(d, plaintextBytes(m)));
   copyValues.forEach((c, j) => k.setCopy(j, ciphertextBytes(c)));
   const cases: [string, { copy: number; mask: number }[]][] = [
     ['one term', [{ copy: 3, mask: 5 }]],
-    ['32 terms, the largest products among them', Array.from({ length: 32 }, (_, i) => ({ copy: i, mask: i }))],
+    ['32 terms, the largest products and the edge residues among them', Array.from({ length: 32 }, (_, i) => ({ copy: i, mask: i }))],
+    ['mask 1 alone (the edge residues)', [{ copy: 5, mask: 1 }]],
     ['40 terms, copies and masks reused (five chunks at the 60-bit prime)', Array.from({ length: 40 }, (_, i) => ({ copy: 0, mask: (i * 7) % masks }))],
   ];
   for (const [name, terms] of cases) {
