@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { sealed } from './helpers/cli.ts';
 import { readTreeBundle } from '../src/model/trees/bundle.ts';
 import { treeOpCounts } from '../src/fhe/tree-circuit.ts';
-import { singleKeysBytesBound, singleWorkerBytes } from '../src/model/trees/single.ts';
+import { singleKeysBytesBound, singleMasksBytes, singleWorkerBytes } from '../src/model/trees/single.ts';
 
 const FIX = join(import.meta.dirname, 'fixtures', 'trees');
 const csv = (rows: number[][], extra?: { name: string; values: number[] }) =>
@@ -38,16 +38,16 @@ t.test('sealed compile --trees, the deprecated alias, and a forest given with --
     operations_per_batch: Record<string, number>;
     estimated_batch_server_ms: number;
     unit_costs_ms: Record<string, number>;
-    single_record: { keys_bytes_bound?: number; worker_bytes?: number };
+    single_record: { keys_bytes_bound?: number; worker_bytes?: number; shared_bytes?: number };
   };
   t.equal(report.model, 'trees', 'the report names a tree model');
   const server = (await readTreeBundle(join(dir, 'a'))).server;
   t.match(
     report.single_record,
-    { keys_bytes_bound: singleKeysBytesBound(server.single!), worker_bytes: singleWorkerBytes(server.single!) },
-    "the single-record form's keys and each worker's memory for it",
+    { keys_bytes_bound: singleKeysBytesBound(server.single!), worker_bytes: singleWorkerBytes(server.single!), shared_bytes: singleMasksBytes(server.single!) },
+    "the single-record form's keys, each worker's memory for it and the masks the workers share",
   );
-  t.match(viaCompile.stderr, /its own keys, up to \d+ MB; each server worker holds \d+ MB for it/, 'printed too');
+  t.match(viaCompile.stderr, /its own keys, up to \d+ MB; each server worker holds \d+ MB for it and the workers share \d+ MB/, 'printed too');
   t.equal(report.circuit_form, server.circuit.factored ? 'factored' : 'grouped', "the report names the bundle's circuit form");
   t.same(report.operations_per_batch, treeOpCounts(server.circuit), "and the circuit's operations per batch");
   t.match(viaCompile.stderr, new RegExp(`${report.operations_per_batch.relinearize} relinearizations`), 'printed too');

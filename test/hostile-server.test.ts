@@ -129,6 +129,13 @@ t.test('requests are admitted by the memory they will hold', async (t) => {
   const split = splitBudget({ workers: 4, memory: 8 * 1024 * MiB });
   t.equal(split.budget, 6 * 1024 * MiB, 'an 8 GiB instance: 6 GiB budget, 2 GiB to spare');
   t.equal(split.main + split.workers * split.perWorker + split.keyCache + split.requests, split.budget, 'the parts add up to the budget');
+  const withModel = splitBudget({ workers: 4, memory: 8 * 1024 * MiB, workerModel: 100 * MiB, sharedModel: 300 * MiB });
+  t.equal(
+    withModel.main + withModel.shared + withModel.workers * withModel.perWorker + withModel.keyCache + withModel.requests,
+    withModel.budget,
+    'with a model held per worker and one shared by them: the parts add up to the budget',
+  );
+  t.equal(split.requests - withModel.requests, (4 * 100 + 300) * MiB, 'the shared part counted once, the per-worker part four times');
   t.ok(split.requests > 2 * 1024 * MiB, `requests get ${Math.round(split.requests / MiB)} MiB`);
 
   // A server whose request budget holds one streamed query at a time: of two at once, one is

@@ -20,7 +20,7 @@ import { sha256 } from '../src/client/route.ts';
 import { startLocalS3 } from '../src/storage/local-s3.ts';
 import { formatS3Uri, ObjectStore } from '../src/storage/s3.ts';
 import { startServer } from '../src/server/serve.ts';
-import { singleWorkerBytes } from '../src/model/trees/single.ts';
+import { singleMasksBytes, singleWorkerBytes } from '../src/model/trees/single.ts';
 import { MiB, splitBudget } from '../src/server/budget.ts';
 import { paramsKey } from '../src/fhe/params.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader } from '../src/wire/format.ts';
@@ -51,11 +51,13 @@ t.test('a tree bundle served: encrypted predictions, refusals, still serving', a
   // Two workers: the query's one batch is cut into a part per thread (invoke-trees.ts); a deadline
   // past one batch's evaluation on a loaded 2-core VM. A memory budget leaving ~220 MiB for
   // requests after the two workers (budget.ts), each also holding the bundle's single-record
-  // form (singleWorkerBytes): a query fits, a larger object does not.
+  // form (singleWorkerBytes), and the masks they share (singleMasksBytes): a query fits, a
+  // larger object does not.
   const workerModel = m.server.single ? singleWorkerBytes(m.server.single) : 0;
+  const sharedModel = m.server.single ? singleMasksBytes(m.server.single) : 0;
   const requests = splitBudget({ workers: 2, budget: 1033 * MiB }).requests;
-  let memoryBudget = 1033 * MiB + 2 * workerModel;
-  while (splitBudget({ workers: 2, budget: memoryBudget, workerModel }).requests < requests) memoryBudget += MiB;
+  let memoryBudget = 1033 * MiB + 2 * workerModel + sharedModel;
+  while (splitBudget({ workers: 2, budget: memoryBudget, workerModel, sharedModel }).requests < requests) memoryBudget += MiB;
   const serverReady = startServer({
     modelDir,
     port: 0,

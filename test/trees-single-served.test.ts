@@ -52,6 +52,7 @@ t.test('one record through /invocations: parts on two workers, the quantized pre
   const batchClient = await TreeClient.open(m.client);
   const keys = client.keys();
   const server = await serverReady;
+  t.equal(server.pool.singleMasksBuilds, 1, "the two workers built the gather's masks once between them (shared memory)");
   t.teardown(async () => {
     client.close();
     batchClient.close();

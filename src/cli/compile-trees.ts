@@ -7,7 +7,7 @@ import { SealedError } from '../errors.ts';
 import { estimateTreeBatchMs, measureTreeUnitCosts } from '../fhe/tree-cost.ts';
 import { writeTreeBundle } from '../model/trees/bundle.ts';
 import { compileTreeModel } from '../model/trees/compile.ts';
-import { singleKeysBytesBound, singleWorkerBytes } from '../model/trees/single.ts';
+import { singleKeysBytesBound, singleMasksBytes, singleWorkerBytes } from '../model/trees/single.ts';
 import { parseCsv, splitTarget } from '../train/csv.ts';
 
 export interface CompileTreesOpts {
@@ -88,7 +88,7 @@ export async function compileTreesCommand(o: CompileTreesOpts): Promise<void> {
   const MB = (b: number) => `${Math.round(b / 1e6)} MB`;
   log(
     single && 'coeffModulusBits' in r.single
-      ? `  one record: its own form (leaves in slots), N = 16384, primes ${r.single.coeffModulusBits.join(', ')}; 32 ciphertexts per query; its own keys, up to ${MB(singleKeysBytesBound(single))}; each server worker holds ${MB(singleWorkerBytes(single))} for it (--no-single-record leaves it out)`
+      ? `  one record: its own form (leaves in slots), N = 16384, primes ${r.single.coeffModulusBits.join(', ')}; 32 ciphertexts per query; its own keys, up to ${MB(singleKeysBytesBound(single))}; each server worker holds ${MB(singleWorkerBytes(single))} for it and the workers share ${MB(singleMasksBytes(single))} (--no-single-record leaves it out)`
       : `  one record: as a one-record batch (no single-record form: ${o.single === false ? 'left out by --no-single-record' : 'refused' in r.single ? r.single.refused : ''})`,
   );
   log(`  ${r.form} circuit: per batch ${ops.relinearize} relinearizations, ${ops.multiply} ciphertext products, ${ops.multiplyPlain} plaintext products`);
@@ -121,7 +121,12 @@ export async function compileTreesCommand(o: CompileTreesOpts): Promise<void> {
     circuit_form: r.form,
     single_record:
       single && 'coeffModulusBits' in r.single
-        ? { coeff_modulus_bits: r.single.coeffModulusBits, keys_bytes_bound: singleKeysBytesBound(single), worker_bytes: singleWorkerBytes(single) }
+        ? {
+            coeff_modulus_bits: r.single.coeffModulusBits,
+            keys_bytes_bound: singleKeysBytesBound(single),
+            worker_bytes: singleWorkerBytes(single),
+            shared_bytes: singleMasksBytes(single),
+          }
         : { refused: o.single === false ? 'left out by --no-single-record' : 'refused' in r.single ? r.single.refused : '' },
     operations_per_batch: ops,
     estimated_batch_server_ms: Math.round(estimate.total),

@@ -103,6 +103,7 @@ export async function serveCommand(o: ServeOpts): Promise<void> {
         container: mb(m.memory),
         budget: mb(m.budget),
         main: mb(m.main),
+        shared_by_workers: mb(m.shared),
         per_worker: mb(m.perWorker),
         key_cache: mb(m.keyCache),
         requests: mb(m.requests),

@@ -1,4 +1,4 @@
-// The single-record gather's mask products in our WebAssembly kernel (kernel.wat: split,
+// The single-record gather's mask products in our WebAssembly kernel (gather.wat: split,
 // macSplit, redcSplit) instead of SEAL's multiplyPlain and add. A giant group's sum over its
 // diagonals of mask x copy is, per residue, sum_d m_d x_d mod q. SEAL reduces every product
 // (Barrett, two 128-bit products emulated in its WebAssembly: ~12 ns here); the kernel splits
@@ -8,14 +8,14 @@
 // byte for byte (test/unit/gather-kernel.test.ts checks the kernel against BigInt,
 // test/trees-slots-encrypted.test.ts the circuit).
 import { SealedError } from '../errors.ts';
-import { KERNEL_WASM, wasmBytes } from './kernel-wasm.ts';
+import { GATHER_WASM, wasmBytes } from './kernel-wasm.ts';
 import { RAW_DATA_OFFSET, RAW_SCALE_OFFSET, readRawInfo } from './raw-ciphertext.ts';
 
 interface Exports {
-  memory: WebAssembly.Memory;
   toMontgomery(a: number, n: number, r2: bigint, q: bigint, qinv: bigint): void;
   mulConstMod53(a: number, n: number, c: bigint, cq: number, q: bigint): void;
   split(src: number, lo: number, hi: number, n: number, b: bigint): void;
+  splitMask(src: number, lo: number, hi: number, n: number, b: bigint): void;
   macSplit(xlo: number, xhi: number, mlo: number, mhi: number, acc: number, n: number): void;
   redcSplit(acc: number, out: number, n: number, q: bigint, qinv: bigint, b: bigint): void;
   addMod64(a: number, dst: number, n: number, q: bigint): void;
@@ -43,13 +43,42 @@ function splitOf(q: bigint): { b: number; chunk: number } {
   return { b, chunk };
 }
 
+/** Bytes of a form's masks in the kernel: `masks` polynomials of `primes` x `n` residues, 8 bytes each. */
+export function maskBytes(n: number, primes: number, masks: number): number {
+  return masks * primes * n * 8;
+}
+
 /**
- * One thread's masks (Montgomery form) and one query's copies, split, in a kernel instance of its
- * own: `masks` x primes x n residues, `copies` x 2 x primes x n, three accumulators and an output
- * ciphertext of 2 x primes x n, 8 bytes each, and a scratch polynomial.
+ * A form's masks in memory the threads of a process share (the kernel's second memory), a word
+ * saying whether they are there (0 not yet, 1 a thread is building them, 2 built) and one
+ * counting the builds (maskBuilds: one, however many threads read them). The
+ * first kernel to claim them builds them; the others wait, then read them where they are. The
+ * digits forest's 378 masks are 297 MB, ~2 s of a worker's start to build (SEAL encoding them,
+ * then the first touch of that memory): once per process instead of once per worker.
+ */
+export interface SharedMasks {
+  memory: WebAssembly.Memory;
+  state: Int32Array;
+}
+
+export function allocateSharedMasks(n: number, primes: number, masks: number): SharedMasks {
+  const pages = Math.max(1, Math.ceil(maskBytes(n, primes, masks) / 65536));
+  return { memory: new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true }), state: new Int32Array(new SharedArrayBuffer(8)) };
+}
+
+const UNBUILT = 0;
+const BUILDING = 1;
+const BUILT = 2;
+
+/**
+ * A form's masks (Montgomery form, split; this thread's or shared, SharedMasks: `masks` x primes x
+ * n residues) and one query's copies, split, in a kernel instance of its own: `copies` x 2 x
+ * primes x n, three accumulators and an output ciphertext of 2 x primes x n, 8 bytes each, and a
+ * scratch polynomial.
  */
 export class GatherKernel {
   private readonly x: Exports;
+  private readonly memory: WebAssembly.Memory;
   private readonly n: number;
   /** Per prime: q, -q^-1 mod 2^64, 2^128 mod q and 2^64 mod q (into Montgomery form), the split bit, the chunk. */
   private readonly primes: { q: bigint; qinv: bigint; r2: bigint; r: bigint; b: number; chunk: number }[];
@@ -61,27 +90,50 @@ export class GatherKernel {
   private readonly tmpAt: number;
   /** A copy's header (everything before its residues), for the sums: same parameters and size. */
   private header?: Uint8Array;
+  private readonly shared?: SharedMasks;
+  /** Whether this kernel builds the masks (setMask): they are its own, or it claimed the shared ones. */
+  readonly buildsMasks: boolean;
 
-  constructor(n: number, primes: bigint[], masks: number, copies: number) {
+  constructor(n: number, primes: bigint[], masks: number, copies: number, shared?: SharedMasks) {
     if (n % 4 !== 0) throw new SealedError('internal', `a gather kernel of degree ${n}`);
     this.n = n;
     this.primes = primes.map((q) => ({ q, qinv: negInverse(q), r2: (1n << 128n) % q, r: (1n << 64n) % q, ...splitOf(q) }));
     this.words = primes.length * n;
     const poly = 8 * this.words;
-    this.copyAt = masks * poly;
+    this.copyAt = 0;
     this.accAt = this.copyAt + copies * 2 * poly;
     this.outAt = this.accAt + 3 * 8 * n;
     this.tmpAt = this.outAt + 2 * poly;
-    const bytes = this.tmpAt + poly;
-    module ??= new WebAssembly.Module(wasmBytes(KERNEL_WASM));
-    this.x = new WebAssembly.Instance(module, {}).exports as unknown as Exports;
-    const have = this.x.memory.buffer.byteLength;
-    if (have < bytes) this.x.memory.grow(Math.ceil((bytes - have) / 65536));
+    const scratch = new WebAssembly.Memory({ initial: Math.ceil((this.tmpAt + poly) / 65536) });
+    const need = maskBytes(n, primes.length, masks);
+    if (shared && shared.memory.buffer.byteLength < need)
+      throw new SealedError('internal', `shared masks of ${shared.memory.buffer.byteLength} bytes for ${need}`);
+    const claimed = shared ? claim(shared.state) : 'own';
+    this.shared = claimed === 'own' ? undefined : shared;
+    this.buildsMasks = claimed !== 'built';
+    const maskMemory = this.shared?.memory ?? allocateSharedMasks(n, primes.length, masks).memory;
+    module ??= new WebAssembly.Module(wasmBytes(GATHER_WASM));
+    this.x = new WebAssembly.Instance(module, { env: { scratch, masks: maskMemory } }).exports as unknown as Exports;
+    this.memory = scratch;
   }
 
-  /** Residues of one polynomial (primes x n, prime-major) into the scratch, then split per prime at `at` (lo, hi halves of n u32 each). */
-  private splitInto(residues: Uint8Array, at: number, montgomery: boolean): void {
-    new Uint8Array(this.x.memory.buffer, this.tmpAt, 8 * this.words).set(residues);
+  /** The masks are all set (setMask): kernels sharing them that waited go on. */
+  masksBuilt(): void {
+    if (this.shared && this.buildsMasks) settle(this.shared.state, BUILT);
+  }
+
+  /** Building the masks failed: another kernel sharing them may claim them. */
+  masksFailed(): void {
+    if (this.shared && this.buildsMasks) settle(this.shared.state, UNBUILT);
+  }
+
+  /**
+   * Residues of one polynomial (primes x n, prime-major) into the scratch, then split per prime at
+   * `at` (lo, hi halves of n u32 each): a mask (Montgomery form) in the masks' memory, else in this thread's.
+   */
+  private splitInto(residues: Uint8Array, at: number, mask: boolean): void {
+    const montgomery = mask;
+    new Uint8Array(this.memory.buffer, this.tmpAt, 8 * this.words).set(residues);
     this.primes.forEach(({ q, qinv, r2, r, b }, j) => {
       const src = this.tmpAt + 8 * j * this.n;
       // Below 2^53 the float64 quotient does it in a third of the work (the digits forest's 378
@@ -89,12 +141,14 @@ export class GatherKernel {
       if (montgomery && q < 1n << 53n) this.x.mulConstMod53(src, this.n, r, Number(r) / Number(q), q);
       else if (montgomery) this.x.toMontgomery(src, this.n, r2, q, qinv);
       const dst = at + 8 * j * this.n;
-      this.x.split(src, dst, dst + 4 * this.n, this.n, BigInt(b));
+      if (mask) this.x.splitMask(src, dst, dst + 4 * this.n, this.n, BigInt(b));
+      else this.x.split(src, dst, dst + 4 * this.n, this.n, BigInt(b));
     });
   }
 
-  /** Mask `k`: a Plaintext at the top level in NTT form, as SEAL saves it uncompressed. */
+  /** Mask `k`: a Plaintext at the top level in NTT form, as SEAL saves it uncompressed (only by a kernel that buildsMasks). */
   setMask(k: number, plaintext: Uint8Array): void {
+    if (!this.buildsMasks) throw new SealedError('internal', 'a mask set in a kernel that reads shared masks it did not claim');
     if (plaintext.length !== PLAIN_DATA_OFFSET + 8 * this.words) throw new SealedError('internal', `a mask of ${plaintext.length} bytes`);
     this.splitInto(plaintext.subarray(PLAIN_DATA_OFFSET), k * 8 * this.words, true);
   }
@@ -138,7 +192,39 @@ export class GatherKernel {
     const result = new Uint8Array(RAW_DATA_OFFSET + 16 * words);
     result.set(this.header);
     new DataView(result.buffer).setFloat64(RAW_SCALE_OFFSET, scale, true);
-    result.set(new Uint8Array(this.x.memory.buffer, this.outAt, 16 * words), RAW_DATA_OFFSET);
+    result.set(new Uint8Array(this.memory.buffer, this.outAt, 16 * words), RAW_DATA_OFFSET);
     return result;
   }
+}
+
+/** How long a kernel waits for another thread to build the shared masks before it builds its own. */
+const BUILD_WAIT_MS = 120_000;
+
+/**
+ * Claims shared masks to build ('build'), or waits while another thread builds them: 'built' once
+ * they are. A builder that fails sets them unbuilt again, and a waiter claims them in turn; one
+ * that never finishes (its thread terminated while building) leaves the waiters to build their
+ * own ('own') after BUILD_WAIT_MS.
+ */
+function claim(state: Int32Array): 'build' | 'built' | 'own' {
+  const until = performance.now() + BUILD_WAIT_MS;
+  for (;;) {
+    const was = Atomics.compareExchange(state, 0, UNBUILT, BUILDING);
+    if (was === UNBUILT) return 'build';
+    if (was === BUILT) return 'built';
+    const left = until - performance.now();
+    if (left <= 0) return 'own';
+    Atomics.wait(state, 0, BUILDING, left);
+  }
+}
+
+/** How many times shared masks were built (tests: one per process). */
+export function maskBuilds(shared: SharedMasks): number {
+  return Atomics.load(shared.state, 1);
+}
+
+function settle(state: Int32Array, to: number): void {
+  if (to === BUILT) Atomics.add(state, 1, 1);
+  Atomics.store(state, 0, to);
+  Atomics.notify(state, 0);
 }

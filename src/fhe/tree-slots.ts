@@ -7,7 +7,7 @@ import type { Ciphertext, Plaintext } from 'node-seal/throws';
 import { SealedError } from '../errors.ts';
 import type { CkksSession } from './ckks.ts';
 import type { CopyExchange } from './copy-exchange.ts';
-import { GatherKernel } from './gather-kernel.ts';
+import { GatherKernel, type SharedMasks } from './gather-kernel.ts';
 import { loadCiphertext, loadQueryCiphertext } from './load.ts';
 import type { EvaluationKeys } from './load-keys.ts';
 import { guard, release } from './seal.ts';
@@ -28,28 +28,37 @@ export class SlotsEvaluator {
   /** Slots per position. */
   private readonly G: number;
 
-  constructor(s: CkksSession, layout: SlotsLayout, scales: SlotsScales) {
+  /** `masks`: where the threads of a process keep the masks (built by the first to claim them). */
+  constructor(s: CkksSession, layout: SlotsLayout, scales: SlotsScales, masks?: SharedMasks) {
     this.s = s;
     this.layout = layout;
     this.scales = scales;
     const { slots } = layout;
     const G = (this.G = stretchOf(layout));
     const top = s.shape.data[0];
-    this.kernel = new GatherKernel(2 * slots, top.primes, layout.masks.size, layout.copies);
+    const kernel = (this.kernel = new GatherKernel(2 * slots, top.primes, layout.masks.size, layout.copies, masks));
     let k = 0;
-    for (const [d, mask] of layout.masks) {
-      const g = giantOf(layout, d);
-      const list = this.groups.get(g) ?? [];
-      // Encoded by SEAL (its rounding is the model's, as before), then held by the kernel only.
-      const pt = this.encode(spread(mask, slots, -g, G), 2 ** scales.maskScaleBits);
-      try {
-        this.kernel.setMask(k, pt.saveToArray(s.seal.ComprModeType.none) as Uint8Array);
-      } finally {
-        release(pt);
+    try {
+      for (const [d, mask] of layout.masks) {
+        const g = giantOf(layout, d);
+        const list = this.groups.get(g) ?? [];
+        // Encoded by SEAL (its rounding is the model's, as before), then held by the kernel only.
+        if (kernel.buildsMasks) {
+          const pt = this.encode(spread(mask, slots, -g, G), 2 ** scales.maskScaleBits);
+          try {
+            kernel.setMask(k, pt.saveToArray(s.seal.ComprModeType.none) as Uint8Array);
+          } finally {
+            release(pt);
+          }
+        }
+        list.push({ copy: d - g, mask: k++ });
+        this.groups.set(g, list);
       }
-      list.push({ copy: d - g, mask: k++ });
-      this.groups.set(g, list);
+    } catch (e) {
+      kernel.masksFailed();
+      throw e;
     }
+    kernel.masksBuilt();
     this.constant = this.encode(spread(layout.constant, slots, 0, G), 2 ** (scales.inputScaleBits + scales.maskScaleBits));
     this.leafValues = Array.from({ length: resultsOf(layout) }, (_, c) => this.encode(stretchedLeafValues(layout, c), 2 ** scales.leafScaleBits));
     // The leaf values multiply the products three levels down: after the gather's rescale and

@@ -29,6 +29,8 @@ export interface BudgetSplit {
   memory: number;
   budget: number;
   main: number;
+  /** What the workers share, held once (a tree model's single-record masks). */
+  shared: number;
   perWorker: number;
   workers: number;
   keyCache: number;
@@ -43,6 +45,7 @@ const MAIN_BASE = 256 * MiB;
  * How the budget is split for `workers` threads; `budget` overrides the derived total.
  * `workerModel`: what each worker holds beyond its base for the model (a tree model's
  * single-record form: its plaintexts, one loaded key set and a query's copies, single.ts singleWorkerBytes).
+ * `sharedModel`: what the workers hold once between them (its gather masks, single.ts singleMasksBytes).
  */
 export function splitBudget(o: {
   workers: number;
@@ -51,13 +54,15 @@ export function splitBudget(o: {
   keyCache?: number;
   workerKeyCache?: number;
   workerModel?: number;
+  sharedModel?: number;
 }): BudgetSplit {
   const memory = o.memory ?? containerMemory();
   const budget = o.budget ?? memory - Math.max(memory / 4, GiB);
   const keyCache = o.keyCache ?? Math.min(512 * MiB, Math.floor(budget / 12));
   const workerKeyCache = o.workerKeyCache ?? Math.min(256 * MiB, Math.floor(budget / 24));
   const perWorker = WORKER_BASE + workerKeyCache + (o.workerModel ?? 0);
-  const requests = budget - MAIN_BASE - o.workers * perWorker - keyCache;
+  const shared = o.sharedModel ?? 0;
+  const requests = budget - MAIN_BASE - shared - o.workers * perWorker - keyCache;
   if (requests < 32 * MiB) {
     throw new SealedError(
       'bad-request',
@@ -65,7 +70,7 @@ export function splitBudget(o: {
       'give the container more memory, run fewer workers (--workers), or set a larger budget (--memory-budget-mb)',
     );
   }
-  return { memory, budget, main: MAIN_BASE, perWorker, workers: o.workers, keyCache, workerKeyCache, requests };
+  return { memory, budget, main: MAIN_BASE, shared, perWorker, workers: o.workers, keyCache, workerKeyCache, requests };
 }
 
 /** A byte semaphore that never waits: bytes are reserved now or the request is refused now. */

@@ -7,6 +7,7 @@
 // minThreads, and queued tasks wait for it. See worker.ts for when a worker retires.
 import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
+import { maskBuilds, type SharedMasks } from '../fhe/gather-kernel.ts';
 import { Piscina } from 'piscina';
 import type {
   BatchResult,
@@ -30,6 +31,8 @@ export interface PoolOptions {
   keyCacheBytes?: number;
   /** Called when a worker is retired (for the server's log): which thread, and why. */
   onRetire?: (r: Retirement) => void;
+  /** A tree model's single-record masks, shared by the workers (served-model.ts); else each builds its own. */
+  singleMasks?: SharedMasks;
   /** TEST-ONLY: lets runTest() drive a worker's SEAL into failure (test/worker-heal.test.ts). */
   testHooks?: boolean;
   /** A pool with work that shows no progress for this long is stuck (default STALL_MS). */
@@ -76,7 +79,10 @@ export class EvaluationPool {
   private pending = 0;
   private lastProgress = performance.now();
 
+  private readonly singleMasks?: SharedMasks;
+
   constructor(o: PoolOptions) {
+    this.singleMasks = o.singleMasks;
     this.size = o.workers ?? availableParallelism();
     this.onRetire = o.onRetire;
     this.stallMs = o.stallMs ?? STALL_MS;
@@ -94,10 +100,16 @@ export class EvaluationPool {
         retiring: this.retiring.buffer,
         heartbeat: this.heartbeat.buffer,
         testHooks: o.testHooks === true,
+        singleMasks: o.singleMasks,
       },
       // An idle worker that is not retiring (one task per worker, as piscina's default does).
       loadBalancer: (_task, workers) => workers.find((w) => w.currentUsage === 0 && !this.isRetiring(w.id)) ?? null,
     });
+  }
+
+  /** How many times the workers built the shared single-record masks (tests: once), or undefined without them. */
+  get singleMasksBuilds(): number | undefined {
+    return this.singleMasks && maskBuilds(this.singleMasks);
   }
 
   private isRetiring(threadId: number): boolean {

@@ -126,7 +126,13 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const access = accessPolicy(o);
   const served = await readServedModel(o.modelDir); // fails fast on a bad bundle, before any worker
   const workers = o.workers ?? availableParallelism();
-  const split = splitBudget({ workers, budget: o.memoryBudget, keyCache: o.keyCacheBytes, workerModel: served.workerModelBytes });
+  const split = splitBudget({
+    workers,
+    budget: o.memoryBudget,
+    keyCache: o.keyCacheBytes,
+    workerModel: served.workerModelBytes,
+    sharedModel: served.sharedModelBytes,
+  });
   const requests = new MemoryBudget(split.requests);
   // Refused before anything is started (a pool's threads, an S3 client).
   const maxPayloadBytes = payloadLimit(o.maxPayloadBytes, split.requests);
@@ -134,7 +140,13 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const store = new ObjectStore({ endpoint: o.s3Endpoint });
   // Retirements are logged once the app (and its logger) exists; none can happen before warm-up.
   const retired: { log?: (r: Retirement) => void } = {};
-  const pool = new EvaluationPool({ modelDir: o.modelDir, workers, keyCacheBytes: split.workerKeyCache, onRetire: (r) => retired.log?.(r) });
+  const pool = new EvaluationPool({
+    modelDir: o.modelDir,
+    workers,
+    keyCacheBytes: split.workerKeyCache,
+    singleMasks: served.singleMasks,
+    onRetire: (r) => retired.log?.(r),
+  });
   await pool.ready();
   const keys = new KeyStore({
     store,

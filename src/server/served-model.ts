@@ -2,9 +2,10 @@
 // layout and batch mode) or a tree ensemble (server/trees.json, whole batch queries; their keys
 // carry no Galois section). Checked before any worker starts, so a bad bundle fails fast.
 import type { BatchPlan } from '../fhe/batch-plan.ts';
+import { allocateSharedMasks, type SharedMasks } from '../fhe/gather-kernel.ts';
 import { readClientPart, readManifest, readServerPart } from '../model/bundle.ts';
 import { isTreeBundle, readTreeBundle } from '../model/trees/bundle.ts';
-import { singleKeysBytesBound, singleResults, singleWorkerBytes } from '../model/trees/single.ts';
+import { singleKeysBytesBound, singleMasksBytes, singleResults, singleWorkerBytes } from '../model/trees/single.ts';
 import type { ServingModel } from './query-checks.ts';
 
 export interface ServedModel {
@@ -16,6 +17,10 @@ export interface ServedModel {
   galoisSection: boolean;
   /** What each worker holds for the model beyond its base (a tree model's single-record form). */
   workerModelBytes?: number;
+  /** A tree model's single-record form: the gather's masks, built once and read by every worker. */
+  singleMasks?: SharedMasks;
+  /** What the workers share for the model, held once (those masks). */
+  sharedModelBytes?: number;
   /** The largest keys object the model's clients make, when known (a tree model's single-record form: ~110-150 MB). */
   keysBytesBound?: number;
 }
@@ -42,6 +47,9 @@ export async function readServedModel(dir: string): Promise<ServedModel> {
       exposed: c.privacy === 'none' ? ['trees'] : [],
       galoisSection: false,
       workerModelBytes: one && singleWorkerBytes(one),
+      // Reserved, not touched: the first worker to start builds the masks there for all.
+      sharedModelBytes: one && singleMasksBytes(one),
+      singleMasks: one && allocateSharedMasks(one.params.polyModulusDegree, one.params.coeffModulusBits.length - 1, one.masks.length),
       keysBytesBound: one && singleKeysBytesBound(one),
     };
   }

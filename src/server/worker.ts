@@ -12,6 +12,7 @@
 import { threadId, workerData } from 'node:worker_threads';
 import { SEAL_EXCEPTION_BUDGET, sealExceptionCount, sealFault } from '../fhe/seal.ts';
 import { CopyExchange } from '../fhe/copy-exchange.ts';
+import type { SharedMasks } from '../fhe/gather-kernel.ts';
 import { SealedError } from '../errors.ts';
 import { readClientPart, readManifest, readServerPart } from '../model/bundle.ts';
 import { isTreeBundle, readTreeBundle } from '../model/trees/bundle.ts';
@@ -40,8 +41,9 @@ import { runTest } from './worker-test-hooks.ts';
 
 export type * from './worker-protocol.ts';
 
-const { modelDir, keyCacheBytes, retiring, heartbeat, testHooks } = workerData as {
+const { modelDir, keyCacheBytes, retiring, heartbeat, testHooks, singleMasks } = workerData as {
   modelDir: string;
+  singleMasks?: SharedMasks;
   keyCacheBytes: number;
   retiring: SharedArrayBuffer;
   heartbeat: SharedArrayBuffer;
@@ -53,7 +55,7 @@ const beats = new Int32Array(heartbeat);
 const beat = () => void Atomics.add(beats, 0, 1);
 // A tree-ensemble bundle is served by a TreeServer (whole queries), any other by a ModelServer.
 const manifest = await readManifest(modelDir);
-const trees = manifest && isTreeBundle(manifest) ? await TreeServer.open((await readTreeBundle(modelDir)).server) : undefined;
+const trees = manifest && isTreeBundle(manifest) ? await TreeServer.open((await readTreeBundle(modelDir)).server, singleMasks) : undefined;
 const networkServer = trees
   ? undefined
   : await ModelServer.open(await readServerPart(modelDir), {

@@ -3,8 +3,9 @@
 // (30, 53, 55 bits) and one near 2^60, where the accumulators hold only 8 products and the sum is
 // reduced in chunks. Residues at q - 1 (the largest products) and random ones.
 import t from 'tap';
-import { PLAIN_DATA_OFFSET, GatherKernel, negInverse } from '../../src/fhe/gather-kernel.ts';
+import { PLAIN_DATA_OFFSET, GatherKernel, allocateSharedMasks, maskBytes, negInverse } from '../../src/fhe/gather-kernel.ts';
 import { RAW_DATA_OFFSET, readRawInfo } from '../../src/fhe/raw-ciphertext.ts';
+import { sameBytes } from '../helpers/same-bytes.ts';
 
 const n = 256;
 // 30, 53, 55, 60 bits, and a 53-bit prime where 2^64 mod q is 0.97 q (the float64 quotient of the masks' Montgomery form at its largest).
@@ -80,4 +81,33 @@ t.test('sums of mask x copy: what BigInt computes, residue by residue', async (t
       });
     t.equal(wrong, 0, `${name}: every residue of both polynomials is the sum mod q`);
   }
+});
+
+t.test('masks shared by kernels (as by the threads of a process): built once, read by all; a failed build is claimed again', async (t) => {
+  const masks = 6;
+  const copies = 3;
+  const maskValues = Array.from({ length: masks }, () => residues((q) => random(q)));
+  const copyValues = Array.from({ length: copies }, () => [0, 1].map(() => residues((q) => random(q))));
+  const terms = Array.from({ length: 6 }, (_, i) => ({ copy: i % copies, mask: (i * 5) % masks }));
+  const own = new GatherKernel(n, primes, masks, copies);
+  maskValues.forEach((m, d) => own.setMask(d, plaintextBytes(m)));
+  copyValues.forEach((c, j) => own.setCopy(j, ciphertextBytes(c)));
+  const want = own.sum(terms, 2 ** 70);
+
+  const shared = allocateSharedMasks(n, primes.length, masks);
+  t.equal(shared.memory.buffer.byteLength, Math.ceil(maskBytes(n, primes.length, masks) / 65536) * 65536, "the masks' pages, no more");
+  const failing = new GatherKernel(n, primes, masks, copies, shared);
+  t.ok(failing.buildsMasks, 'the first kernel claims the masks to build');
+  failing.masksFailed();
+  const builder = new GatherKernel(n, primes, masks, copies, shared);
+  t.ok(builder.buildsMasks, 'after a failed build, the next kernel claims them');
+  maskValues.forEach((m, d) => builder.setMask(d, plaintextBytes(m)));
+  builder.masksBuilt();
+  const reader = new GatherKernel(n, primes, masks, copies, shared);
+  t.notOk(reader.buildsMasks, 'once built, a kernel reads them');
+  t.throws(() => reader.setMask(0, plaintextBytes(maskValues[0])), { code: 'internal' }, 'and cannot write them');
+  for (const k of [builder, reader]) copyValues.forEach((c, j) => k.setCopy(j, ciphertextBytes(c)));
+  sameBytes(t, builder.sum(terms, 2 ** 70), want, "the builder's sums are a kernel's with masks of its own, byte for byte");
+  sameBytes(t, reader.sum(terms, 2 ** 70), want, "and so are the reader's, from the masks it never set");
+  t.throws(() => new GatherKernel(n, primes, masks + 40, copies, shared), { code: 'internal' }, 'shared masks too small for the form: refused');
 });

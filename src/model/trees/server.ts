@@ -11,6 +11,7 @@ import { sha256Hex } from '../../util/sha256.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../../wire/format.ts';
 import type { TreeServerPart } from './compile.ts';
 import { SingleTreeServer } from './single-server.ts';
+import type { SharedMasks } from '../../fhe/gather-kernel.ts';
 
 /** Key sets a TreeServer keeps loaded (relinearization and public key: ~10 MB each at ring 16384). */
 const KEPT_EVALUATORS = 2;
@@ -29,10 +30,11 @@ export class TreeServer {
     this.single = single;
   }
 
-  static async open(part: TreeServerPart): Promise<TreeServer> {
+  /** `singleMasks`: the single-record form's masks as a process's threads share them (server/served-model.ts makes them). */
+  static async open(part: TreeServerPart, singleMasks?: SharedMasks): Promise<TreeServer> {
     const s = await CkksSession.open(part.circuit.params, { topLevelOnly: true });
     try {
-      return new TreeServer(part, s, part.single && (await SingleTreeServer.open(part.model_id, part.single)));
+      return new TreeServer(part, s, part.single && (await SingleTreeServer.open(part.model_id, part.single, singleMasks)));
     } catch (e) {
       s.close();
       throw e;

@@ -5,6 +5,7 @@ import type { ParmsIdType } from 'node-seal/throws';
 import { SealedError } from '../../errors.ts';
 import { CkksSession } from '../../fhe/ckks.ts';
 import type { CopyExchange } from '../../fhe/copy-exchange.ts';
+import type { SharedMasks } from '../../fhe/gather-kernel.ts';
 import { loadCiphertext } from '../../fhe/load.ts';
 import { KeysOnDemand } from '../../fhe/load-keys.ts';
 import { paramsKey } from '../../fhe/params.ts';
@@ -51,20 +52,21 @@ export class SingleTreeServer {
   /** The result's scale and level (resultLevel), where the flood's mask is made. */
   private readonly resultAt: { scale: number; pid: ParmsIdType };
 
-  private constructor(modelId: string, part: SingleServerPart, s: CkksSession) {
+  private constructor(modelId: string, part: SingleServerPart, s: CkksSession, masks?: SharedMasks) {
     this.modelId = modelId;
     this.part = part;
     this.session = s;
     this.params = paramsKey(part.params);
     const scales = { inputScaleBits: part.inputScaleBits, maskScaleBits: part.maskScaleBits, leafScaleBits: part.leafScaleBits, resultDrop: part.resultDrop };
-    this.evaluator = new SlotsEvaluator(s, singleLayout(part, 'the single-record form'), scales);
+    this.evaluator = new SlotsEvaluator(s, singleLayout(part, 'the single-record form'), scales, masks);
     this.resultAt = this.resultLevel();
   }
 
-  static async open(modelId: string, part: SingleServerPart): Promise<SingleTreeServer> {
+  /** `masks`: the gather's masks as the threads of a process share them (server/served-model.ts makes them), else this server's own. */
+  static async open(modelId: string, part: SingleServerPart, masks?: SharedMasks): Promise<SingleTreeServer> {
     const s = await CkksSession.open(part.params);
     try {
-      return new SingleTreeServer(modelId, part, s);
+      return new SingleTreeServer(modelId, part, s, masks);
     } catch (e) {
       s.close();
       throw e;

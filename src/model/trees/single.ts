@@ -56,9 +56,16 @@ export interface SingleServerPart {
 }
 
 /**
- * Memory a serving worker holds for the form, in SEAL and in its gather kernel
- * (src/fhe/gather-kernel.ts): the masks (one polynomial per diagonal, in the kernel), the
- * constant and the leaf values (SEAL), one loaded key set (the Galois keys and the
+ * Memory the serving workers of a process share for the form: the gather's masks (one polynomial
+ * per diagonal, in memory every worker's kernel reads, src/fhe/gather-kernel.ts SharedMasks).
+ */
+export function singleMasksBytes(part: SingleServerPart): number {
+  return part.masks.length * (part.params.coeffModulusBits.length - 1) * part.params.polyModulusDegree * 8;
+}
+
+/**
+ * Memory a serving worker holds for the form beyond the shared masks (singleMasksBytes), in SEAL
+ * and in its gather kernel (src/fhe/gather-kernel.ts): the constant and the leaf values (SEAL), one loaded key set (the Galois keys and the
  * relinearization key: each L key-switching components of two polynomials over the L + 1 primes
  * of the key level), and the query's copies a part loads (at most all, two polynomials each at
  * the top level) twice: SEAL's, then the kernel's; the kernel's accumulators, output and scratch
@@ -73,7 +80,7 @@ export function singleWorkerBytes(part: SingleServerPart): number {
   const kernel = part.copies * 2 * L * poly + 4 * L * poly;
   const spares = MAX_SPARES * 2 * L * poly;
   return (
-    (part.masks.length + 1 + singleResults(part)) * L * poly +
+    (1 + singleResults(part)) * L * poly +
     (part.galoisSteps.length + 1) * L * 2 * (L + 1) * poly +
     3 * L * (L + 1) * poly +
     part.copies * 2 * L * poly +
