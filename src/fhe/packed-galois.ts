@@ -114,7 +114,7 @@ export interface PackedGaloisKey {
   unpacked: number;
 }
 
-/** The keys of a packing of Galois keys (packedGaloisKeys), and what a one-key object of any of them shares. */
+/** The keys of a packing of Galois keys (packedGaloisLayout), and what a one-key object of any of them shares. */
 export interface PackedGaloisLayout {
   keys: PackedGaloisKey[];
   /** Where the slots start (after the packing's head, SEAL's header, the parms_id and the slot count). */
@@ -186,15 +186,4 @@ export function oneGaloisKey(packed: Uint8Array, layout: PackedGaloisLayout, key
   one.set(packed.subarray(at, end), slotsAt + 8 * slot);
   one.fill(0, slotsAt + 8 * slot + (end - at));
   return one;
-}
-
-/** Packed Galois keys split into one packed object per key (oneGaloisKey): [Galois element, object], each valid until the next. */
-export function* eachPackedGaloisKey(
-  packed: Uint8Array,
-  maxSlots: number,
-  room: (n: number) => Uint8Array,
-  fail: (why: string) => Error,
-): Generator<[number, Uint8Array]> {
-  const layout = packedGaloisLayout(packed, maxSlots, fail);
-  for (const key of layout.keys) yield [key.element, oneGaloisKey(packed, layout, key, room)];
 }
