@@ -127,6 +127,8 @@ async function runFixture(name: string, bits: number | undefined, single: boolea
       batch_slots_agreeing_with_quantized: slotsAgree / R,
       bits: m.report.bits,
       calibration_agreement: m.report.calibrationAgreement,
+      closest_call: m.report.precision.closestCall,
+      precision_bits: m.report.precision.batchBits,
       inputs: m.client.inputs,
       ring: m.client.params.polyModulusDegree,
       coeff_modulus_bits: m.client.params.coeffModulusBits,

@@ -130,7 +130,7 @@ t.test("many outputs: each leaf's product relinearized, the classes of the quant
   t.equal(planned.relinearize, new Set(c.groups.map((g) => g.top.join(','))).size + leaves + c.outputs, 'planned: one per top pair, leaf and class');
   for (const [op, n] of Object.entries(planned)) t.equal(ops[op] ?? 0, n, `${op}: ${n} as planned`);
   // Three trees' averaged class frequencies tie often; CKKS noise (flooded: 2^-12 of the largest
-  // score) breaks a tie either way, so classes are compared where the top two scores differ.
+  // score, or finer: precision.ts) breaks a tie either way, so classes are compared where the top two scores differ.
   let worst = 0,
     clear = 0,
     same = 0;

@@ -30,8 +30,19 @@ t.test('digits, one record: ten outputs from the single-record form, the quantiz
     await served.close();
     await rm(dir, { recursive: true, force: true });
   });
-  // The flood's stated precision: 2^-12 of the score bound, and a forest's scores are vote fractions (at most 1).
-  const precision = 2 ** -FLOOD_PRECISION_BITS;
+  // The flood's stated precision: 2^-bits of the score bound (a forest's scores are vote
+  // fractions, at most 1), where bits keep five standard deviations of a difference of two scores
+  // within the calibration records' closest call (precision.ts). At the networks' 2^-12 a held-out
+  // record whose two best classes lie 4.2e-4 apart could go the other way (up to one query in nine).
+  const p = m.report.precision;
+  const single = m.report.single as { precisionBits: number };
+  t.ok(p.closestCall! > 0 && p.closestCall! < 2 ** -FLOOD_PRECISION_BITS, `the closest call on the calibration records is ${p.closestCall?.toExponential(2)}`);
+  t.ok(
+    p.bits > FLOOD_PRECISION_BITS && p.batchBits === p.bits && single.precisionBits === p.bits,
+    `both forms hold the 2^-${p.bits} it asks for (${JSON.stringify(p)})`,
+  );
+  t.ok(5 * Math.SQRT2 * 2 ** -p.bits <= p.closestCall!, 'five standard deviations of a difference of two scores within it');
+  const precision = 2 ** -single.precisionBits;
   const first: number[][] = [];
   for (const record of d.test.slice(0, 2)) {
     const want = quantizedScores(m.quantized, binsOf(m.client.bins, record));
@@ -46,7 +57,7 @@ t.test('digits, one record: ten outputs from the single-record form, the quantiz
     first.push(scores[0]);
   }
   // Each result ciphertext is flooded with its own fresh mask: the same record again moves every
-  // score by about the flood's precision (2^-12); without the flood two evaluations differ by ~1e-14.
+  // score by about the flood's precision; without the flood two evaluations differ by ~1e-14.
   const again = (await client.predictWithStats([d.test[0]])).scores[0];
   const moved = again.filter((v, k) => Math.abs(v - first[0][k]) > 1e-8).length;
   t.ok(moved >= 9, `${moved} of 10 scores moved by more than 1e-8 between two queries of one record`);

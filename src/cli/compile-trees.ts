@@ -91,6 +91,12 @@ export async function compileTreesCommand(o: CompileTreesOpts): Promise<void> {
       ? `  one record: its own form (leaves in slots), N = 16384, primes ${r.single.coeffModulusBits.join(', ')}; 32 ciphertexts per query; its own keys, up to ${MB(singleKeysBytesBound(single))}; each server worker holds ${MB(singleWorkerBytes(single))} for it and the workers share ${MB(singleMasksBytes(single))} (--no-single-record leaves it out)`
       : `  one record: as a one-record batch (no single-record form: ${o.single === false ? 'left out by --no-single-record' : 'refused' in r.single ? r.single.refused : ''})`,
   );
+  const p = r.precision;
+  const singleBits = 'precisionBits' in r.single ? r.single.precisionBits : undefined;
+  if (p.closestCall !== undefined)
+    log(
+      `  scores exact to 2^-${p.batchBits}${singleBits !== undefined && singleBits !== p.batchBits ? ` (one record: 2^-${singleBits})` : ''} of their bound: the closest call on the calibration records, ${p.closestCall.toPrecision(2)} between two scores, asked for 2^-${p.bits}${p.batchBits < p.bits ? ' (more would take another prime: records that close may go either way)' : ''}`,
+    );
   log(`  ${r.form} circuit: per batch ${ops.relinearize} relinearizations, ${ops.multiply} ciphertext products, ${ops.multiplyPlain} plaintext products`);
   // The estimate: those counts x each operation timed now, on this machine, at these parameters.
   const unit = await measureTreeUnitCosts(m.server.circuit, 3);
@@ -119,6 +125,7 @@ export async function compileTreesCommand(o: CompileTreesOpts): Promise<void> {
     data_prime_bits: r.dataPrimeBits,
     privacy: c.privacy,
     circuit_form: r.form,
+    precision: { closest_call: r.precision.closestCall, bits_asked: r.precision.bits, batch_bits: r.precision.batchBits, single_bits: singleBits },
     single_record:
       single && 'coeffModulusBits' in r.single
         ? {

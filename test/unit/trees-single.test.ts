@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { compileTreeModel } from '../../src/model/trees/compile.ts';
 import { binsOf, inputOffsets, quantizedScores } from '../../src/model/trees/quantize.ts';
 import { FLOOD_SECURITY_BITS } from '../../src/fhe/privacy.ts';
+import { FLOOD_PRECISION_BITS } from '../../src/model/compile-batch.ts';
 import { slotsRotations } from '../../src/fhe/tree-slots-layout.ts';
 import { SINGLE_COPIES, compileSingle, singleLayout, type SingleServerPart } from '../../src/model/trees/single.ts';
 import { buildCircuit, thermometer } from '../../src/model/trees/circuit.ts';
@@ -65,6 +66,7 @@ t.test('diabetes (383 leaves) takes segments of 512; what the layout cannot hold
     ...args,
     2,
     9.2,
+    FLOOD_PRECISION_BITS,
     'flood',
     FLOOD_SECURITY_BITS,
   );
@@ -77,7 +79,7 @@ t.test('diabetes (383 leaves) takes segments of 512; what the layout cannot hold
   );
   t.same(two.server.masks, m.server.single!.masks, 'the same masks as the one-output form');
   const many = Array.from({ length: 513 }, (_, i) => built.leaves[i % built.leaves.length]);
-  t.match(compileSingle(many, ...args, 1, 9.2, 'flood', 128), { refused: /513 leaves: the single-record layout places at most 512/ });
+  t.match(compileSingle(many, ...args, 1, 9.2, FLOOD_PRECISION_BITS, 'flood', 128), { refused: /513 leaves: the single-record layout places at most 512/ });
   const off = compileTreeModel(new Uint8Array(readFileSync(join(DIR, 'breast-cancer.xgb.json'))), 'xgboost-json', data.train, { single: false });
   t.equal(off.client.single, undefined, 'single: false leaves it out');
   t.equal(off.server.single, undefined);

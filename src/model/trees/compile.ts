@@ -7,9 +7,9 @@ import { FLOOD_SECURITY_BITS, floodSigma, type Privacy } from '../../fhe/privacy
 import { relinearizeLeaves, treeOpCounts, type TreeCircuit, type TreeShape } from '../../fhe/tree-circuit.ts';
 import { factoredDepth, type TreeOpCounts } from '../../fhe/tree-factored.ts';
 import { modelIdOf } from '../client-part.ts';
-import { FLOOD_PRECISION_BITS } from '../compile-batch.ts';
 import { MAX_PATH, buildCircuit } from './circuit.ts';
 import { buildFactored, factoredIsCheaper } from './factored.ts';
+import { affordablePrecision, decisionPrecision, type DecisionPrecision } from './precision.ts';
 import { SPECIAL_PRIME_BITS, factoredNoiseBound, treeNoiseBound } from './noise.ts';
 import { predict, predictionOf, type TreeEnsemble, type TreeTask } from './ensemble.ts';
 import { importOnnx } from './onnx.ts';
@@ -79,8 +79,13 @@ export interface CompiledTrees {
     form: 'grouped' | 'factored';
     /** What the server does per batch (tree-circuit.ts treeOpCounts). */
     operations: TreeOpCounts;
-    /** The single-record form's chain (bits per prime), or why the model has none (single.ts). */
-    single: { coeffModulusBits: number[] } | { refused: string };
+    /** The single-record form's chain (bits per prime) and the precision it holds, or why the model has none (single.ts). */
+    single: { coeffModulusBits: number[]; precisionBits: number } | { refused: string };
+    /**
+     * The scores' precision (precision.ts): what the calibration records' closest call asks
+     * for (`bits`) and what the batch chain holds at the floor's cost (`batchBits`).
+     */
+    precision: DecisionPrecision & { batchBits: number };
   };
 }
 
@@ -124,11 +129,19 @@ interface Sizing {
 /**
  * The smallest ring and input scale whose chain holds the circuit and, when flooding, its flood.
  * `depth`: factors per product (the result's scale is 2^(depth a + S)); `bound`: the form's bound
- * on the results' relative noise (noise.ts).
+ * on the results' relative noise (noise.ts); `precisionBits`: the scores' error per slot is at
+ * most 2^-precisionBits max(1, outBound) (precision.ts).
  */
-function size(depth: number, outBound: number, privacy: Privacy, lambda: number, bound: (N: number, a: number, dataBits: number[]) => number): Sizing {
+function size(
+  depth: number,
+  outBound: number,
+  precisionBits: number,
+  privacy: Privacy,
+  lambda: number,
+  bound: (N: number, a: number, dataBits: number[]) => number,
+): Sizing {
   const outBits = Math.ceil(Math.log2(Math.max(1, outBound) * 1.01)) + 2;
-  const target = 2 ** -FLOOD_PRECISION_BITS * Math.max(1, outBound);
+  const target = 2 ** -precisionBits * Math.max(1, outBound);
   for (const N of [16384, 32768]) {
     for (let a = 40; a <= 120; a++) {
       const need = depth * a + LEAF_SCALE_BITS + outBits;
@@ -137,7 +150,7 @@ function size(depth: number, outBound: number, privacy: Privacy, lambda: number,
       const dataBits = Array<number>(k).fill(each);
       if (k * each + SPECIAL_PRIME_BITS > MAX_BITS_128[N]) break;
       const rho = bound(N, a, dataBits);
-      // Without flooding, CKKS noise must still leave the scores 2^-FLOOD_PRECISION_BITS exact.
+      // Without flooding, CKKS noise must still leave the scores that exact.
       const err = privacy === 'flood' ? floodSigma(rho, lambda) * Math.sqrt(N / 2) : rho * Math.sqrt(N);
       if (err > target) continue;
       return { N, a, dataBits, rho };
@@ -190,11 +203,22 @@ export function compileTreeEnsemble(ensemble: TreeEnsemble, calibration?: ArrayL
   const root = buildFactored(built.leaves, offsets, K);
   const form = o.form ?? (factoredIsCheaper(root, grouped) ? 'factored' : 'grouped');
   const depth = form === 'factored' ? factoredDepth(root) : MAX_PATH;
-  const { N, a, dataBits, rho } = size(depth, outBound, privacy, lambda, (N, a, dataBits) =>
-    form === 'factored'
-      ? factoredNoiseBound(root, K, N, a, LEAF_SCALE_BITS, dataBits)
-      : treeNoiseBound(built.groups, K, N, a, LEAF_SCALE_BITS, dataBits, leaves),
+  const precision = decisionPrecision(
+    ensemble,
+    calibration.map((r) => quantizedScores(model, binsOf(bins, r))),
+    outBound,
   );
+  const sized = affordablePrecision(
+    precision.bits,
+    (bits) =>
+      size(depth, outBound, bits, privacy, lambda, (N, a, dataBits) =>
+        form === 'factored'
+          ? factoredNoiseBound(root, K, N, a, LEAF_SCALE_BITS, dataBits)
+          : treeNoiseBound(built.groups, K, N, a, LEAF_SCALE_BITS, dataBits, leaves),
+      ),
+    (s) => s.N * (s.dataBits.length + 1),
+  );
+  const { N, a, dataBits, rho } = sized.chain;
   const params: CkksParams = { scheme: 'ckks', polyModulusDegree: N, coeffModulusBits: [...dataBits, SPECIAL_PRIME_BITS], securityLevel: 128 };
   const resultBits = depth * a + LEAF_SCALE_BITS;
   const noiseL2Bits = privacy === 'flood' ? Math.log2(rho) + resultBits : undefined;
@@ -209,7 +233,7 @@ export function compileTreeEnsemble(ensemble: TreeEnsemble, calibration?: ArrayL
     noiseL2Bits,
     floodSecurityBits: privacy === 'flood' ? lambda : undefined,
   };
-  const single = o.single === false ? { refused: 'not asked for' } : compileSingle(built.leaves, offsets, inputs, K, outBound, privacy, lambda);
+  const single = o.single === false ? { refused: 'not asked for' } : compileSingle(built.leaves, offsets, inputs, K, outBound, precision.bits, privacy, lambda);
   const features = o.features ?? Array.from({ length: ensemble.features }, (_, f) => `f${f}`);
   const base = {
     format: 'sealed-client' as const,
@@ -245,7 +269,8 @@ export function compileTreeEnsemble(ensemble: TreeEnsemble, calibration?: ArrayL
       dataPrimeBits: dataBits,
       form,
       operations: treeOpCounts(circuit),
-      single: 'client' in single ? { coeffModulusBits: single.client.params.coeffModulusBits } : single,
+      single: 'client' in single ? { coeffModulusBits: single.client.params.coeffModulusBits, precisionBits: single.precisionBits } : single,
+      precision: { ...precision, batchBits: sized.bits },
     },
   };
 }

@@ -12,6 +12,7 @@ import type { Privacy } from '../../fhe/privacy.ts';
 import { resultCount, slotsRotations, validStretch, type SlotsLayout } from '../../fhe/tree-slots-layout.ts';
 import { MAX_SPARES } from '../../fhe/single-privacy.ts';
 import { SEGMENTS, placeLeaves, slotsLeaves } from './slots.ts';
+import { affordablePrecision } from './precision.ts';
 import { slotsChain, slotsNoiseBound, slotsScales } from './slots-chain.ts';
 
 /** Rotated copies of its record the client sends (baby steps): 29 MB of query at ring 16384 (seeded, uncompressed). */
@@ -120,18 +121,25 @@ export function compileSingle(
   inputs: number,
   outputs: number,
   scoreBound: number,
+  precisionBits: number,
   privacy: Privacy,
   lambda: number,
-): { client: SingleClientPart; server: SingleServerPart } | { refused: string } {
+): { client: SingleClientPart; server: SingleServerPart; precisionBits: number } | { refused: string } {
   if (leaves.some((l) => l.values.length !== outputs)) throw new SealedError('internal', `a leaf without ${outputs} values`);
   let layout: SlotsLayout;
   let chain: ReturnType<typeof slotsChain>;
+  let heldBits: number;
   try {
     layout = placeLeaves(slotsLeaves(leaves, offsets), inputs, SINGLE_COPIES, SLOTS);
     // Several outputs share result ciphertexts (as many as the slots hold periods, in powers of
     // two): fewer leaf products, folds and floods. One output keeps one slot per position.
     if (outputs > 1) layout.stretch = Math.min(SLOTS / layout.constant.length, 2 ** Math.ceil(Math.log2(outputs)));
-    chain = slotsChain(layout, scoreBound, { lambda });
+    // Precision above the floor only while it takes no other prime (precision.ts).
+    ({ chain, bits: heldBits } = affordablePrecision(
+      precisionBits,
+      (bits) => slotsChain(layout, scoreBound, { lambda, precisionBits: bits }),
+      (c) => c.dataBits.length,
+    ));
   } catch (e) {
     if (e instanceof SealedError) return { refused: e.message };
     throw e;
@@ -169,6 +177,7 @@ export function compileSingle(
       noiseL2Bits: Math.log2(slotsNoiseBound(layout, chain)) + resultBits,
       floodSecurityBits: lambda,
     },
+    precisionBits: heldBits,
   };
 }
 

@@ -137,8 +137,8 @@ function boundOf(terms: LayoutTerms, c: SlotsChain): number {
 /**
  * The chain the layout runs at: the fewest data primes, then the smallest input scale, whose
  * bound meets the flood's need (its error per slot, sigma sqrt(N/2) / Delta_out, at most
- * 2^-FLOOD_PRECISION_BITS of the score bound). The leaf values' rescale leaves k - 3 of the k
- * data primes of b bits, at scale 2^(4a + leaf - 4b) (slotsScales), and they must hold it, the
+ * 2^-precisionBits of the score bound: FLOOD_PRECISION_BITS unless the compiler asks for more,
+ * precision.ts). The leaf values' rescale leaves k - 3 of the k data primes of b bits, at scale 2^(4a + leaf - 4b) (slotsScales), and they must hold it, the
  * score's bits and the decryption's sign: (k + 1) b >= 4a + leaf + the score's bits + 1, b as
  * small as that allows (a key switch's noise grows with b / the special prime). Where b's
  * rounding leaves a prime the result can spare, the folds run after dropping it (resultDrop).
@@ -148,11 +148,12 @@ function boundOf(terms: LayoutTerms, c: SlotsChain): number {
 export function slotsChain(
   layout: SlotsLayout,
   scoreBound: number,
-  o: { lambda?: number; maskBits?: number; leafBits?: number } = {},
+  o: { lambda?: number; maskBits?: number; leafBits?: number; precisionBits?: number } = {},
 ): SlotsChain & { totalBits: number } {
   const N = 2 * layout.slots;
   const [maskBits, leafBits] = [o.maskBits ?? 30, o.leafBits ?? 30];
-  const needs = (2 ** -FLOOD_PRECISION_BITS * Math.max(1, scoreBound)) / (floodSigma(1, o.lambda ?? FLOOD_SECURITY_BITS) * Math.sqrt(N / 2));
+  const needs =
+    (2 ** -(o.precisionBits ?? FLOOD_PRECISION_BITS) * Math.max(1, scoreBound)) / (floodSigma(1, o.lambda ?? FLOOD_SECURITY_BITS) * Math.sqrt(N / 2));
   const outBits = Math.ceil(Math.log2(Math.max(1, scoreBound) * 1.01)) + 2;
   const terms = layoutTerms(layout, maskBits, leafBits);
   for (let k = 4; k <= 10; k++) {
