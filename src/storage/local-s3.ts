@@ -40,7 +40,10 @@ export async function startLocalS3(o: { directory: string; port?: number; host?:
   return {
     endpoint: `http://${info.address}:${info.port}`,
     requests: () => requests,
-    putDirect: async (bucket, key, bytes) => void (await (server.store as Store).putObject({ bucket, key, content: Buffer.from(bytes), metadata: {} })),
+    // A view of the caller's bytes, not a copy (Buffer.from(Uint8Array) copies: ~0.7 ms a fuzz
+    // case's keys object); the store has written them when this settles.
+    putDirect: async (bucket, key, bytes) =>
+      void (await (server.store as Store).putObject({ bucket, key, content: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), metadata: {} })),
     close: () => server.close(),
   };
 }
