@@ -2,6 +2,7 @@
 // the margins it reads for each kind of model, the bits it asks for, and the bits a chain holds
 // at the floor's cost.
 import t from 'tap';
+import { SealedError } from '../../src/errors.ts';
 import { FLOOD_PRECISION_BITS } from '../../src/model/compile-batch.ts';
 import { MAX_DECISION_PRECISION_BITS, affordablePrecision, decisionMargin, decisionPrecision } from '../../src/model/trees/precision.ts';
 
@@ -67,12 +68,25 @@ t.test('the bits held: the most that cost no more than the floor', async (t) => 
   const refusing = affordablePrecision(
     20,
     (b) => {
-      if (b > 15) throw new Error('no chain');
+      if (b > 15) throw new SealedError('bad-data', 'no chain', 'fewer bits');
       return 1;
     },
     (c) => c,
   );
   t.equal(refusing.bits, 15, 'a precision no chain holds is skipped');
+  t.throws(
+    () =>
+      affordablePrecision(
+        16,
+        (b) => {
+          if (b > 15) throw new TypeError('a bug');
+          return 1;
+        },
+        (c) => c,
+      ),
+    TypeError,
+    'any other error is not a refusal: it propagates',
+  );
   t.throws(
     () =>
       affordablePrecision(

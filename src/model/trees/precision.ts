@@ -10,6 +10,7 @@
 // result's scale grows by D bits per bit of a): digits at 16 bits keeps its five data primes, of
 // 60 bits instead of 57, and the single-record form's five grow from 53 to 55 bits; one more bit
 // would take a sixth prime.
+import { SealedError } from '../../errors.ts';
 import { FLOOD_PRECISION_BITS } from '../compile-batch.ts';
 import type { TreeEnsemble } from './ensemble.ts';
 
@@ -72,7 +73,8 @@ export function decisionPrecision(
  * The most precision up to `bits` that costs no more than the floor (FLOOD_PRECISION_BITS): a chain
  * sized by `make` for each precision, `cost` comparing them (a larger ring or another prime slows
  * every query, so the closest calls keep the floor's odds instead). The floor's own failure is
- * the caller's (no chain at all); a higher precision that fails is skipped.
+ * the caller's (no chain at all); a higher precision whose chain is refused (a SealedError) is
+ * skipped.
  */
 export function affordablePrecision<T>(bits: number, make: (bits: number) => T, cost: (chain: T) => number): { chain: T; bits: number } {
   const floor = make(FLOOD_PRECISION_BITS);
@@ -80,8 +82,9 @@ export function affordablePrecision<T>(bits: number, make: (bits: number) => T, 
     let chain: T;
     try {
       chain = make(b);
-    } catch {
-      continue;
+    } catch (e) {
+      if (e instanceof SealedError) continue;
+      throw e;
     }
     if (cost(chain) <= cost(floor)) return { chain, bits: b };
   }
