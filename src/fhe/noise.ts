@@ -50,9 +50,11 @@ export function smallNoise(n: number): Int32Array {
 
 /**
  * The flood: n integers ~ N(0, sigma^2), as BigInts (sigma may exceed 2^53). A float sample
- * sigma z has 53 significant bits, so above 2^49 it lies on a grid coarser than 1; a second
- * Gaussian of sigma 2^-11 sigma (far wider than that grid, far narrower than sigma) smooths it,
- * and so on until the last one's grid is below 1. Total variance sigma^2 (1 + 2^-22 + ...).
+ * sigma z has 53 significant bits and |z| < 8.7 (standardNormals), so it lies on a grid of at most
+ * 2^-48.8 sigma, coarser than 1 above 2^49. A second Gaussian, of FLOOD_SMOOTHING_STEP sigma
+ * (2^-40 sigma), is at least 2^8.8 times wider than that grid, which it smooths (the sum's distance
+ * from a continuous Gaussian's is of order exp(-2 pi^2 2^17.6)), and adds 2^-80 of sigma^2; and so
+ * on until the last one, below 2^49, lies on a grid below 1. Total variance sigma^2 (1 + 2^-80 + ...).
  */
 export function floodNoise(n: number, sigma: number): bigint[] {
   const scales = floodScales(sigma);
@@ -70,9 +72,17 @@ export function floodSums(scales: number[], z: Float64Array, n: number): bigint[
   return out;
 }
 
+/**
+ * Each smoothing Gaussian's width relative to the previous one (floodNoise). Until session 40 it
+ * was 2^-11, 2^37.8 times the previous grid where 2^8.8 already leaves nothing to measure: the
+ * single-record masks' floods (sigma ~2^83) took 5 terms per coefficient instead of 2, a tree
+ * batch's (~2^270) 22 instead of 7, each term a standard normal and a BigInt.
+ */
+export const FLOOD_SMOOTHING_STEP = 2 ** -40;
+
 export function floodScales(sigma: number): number[] {
   const scales: number[] = [];
-  for (let x = sigma; ; x *= 2 ** -11) {
+  for (let x = sigma; ; x *= FLOOD_SMOOTHING_STEP) {
     scales.push(x);
     if (x < 2 ** 49) break;
   }
