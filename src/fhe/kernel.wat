@@ -185,4 +185,44 @@
       (i64.store (local.get $dst) (select (i64.sub (local.get $x) (local.get $q)) (local.get $x) (i64.ge_u (local.get $x) (local.get $q))))
       (local.set $a (i32.add (local.get $a) (i32.const 8)))
       (local.set $dst (i32.add (local.get $dst) (i32.const 8)))
-      (br $top)))))
+      (br $top))))
+
+  ;; x w mod q in [0, q) for any x < 2^64, w < q < 2^63, wp = floor(w 2^64 / q): Shoup's product
+  ;; x w - mulhi(x, wp) q lies in [0, 2q) (computed modulo 2^64), then one correction.
+  (func $shoup (param $x i64) (param $w i64) (param $wp i64) (param $q i64) (result i64)
+    (local $v i64)
+    (local.set $v (i64.sub (i64.mul (local.get $x) (local.get $w)) (i64.mul (call $mulhi (local.get $x) (local.get $wp)) (local.get $q))))
+    (select (i64.sub (local.get $v) (local.get $q)) (local.get $v) (i64.ge_u (local.get $v) (local.get $q))))
+
+  ;; The flood's residues modulo one prime q < 2^61 (flood-wide.ts): at $at, per coefficient, the
+  ;; positive terms' sum P and the negative terms' |sum| M, each $limbs u64 limbs (least
+  ;; significant first); at $tab, per limb j, c_j = 2^(64 j) mod q and floor(c_j 2^64 / q). Writes
+  ;; (P - M) mod q, in [0, q), as u64 at $out.
+  (func (export "floodResidues64") (param $at i32) (param $n i32) (param $limbs i32) (param $q i64) (param $tab i32) (param $out i32)
+    (local $end i32) (local $j i32) (local $t i32) (local $p i64) (local $m i64) (local $x i64)
+    (local.set $end (i32.add (local.get $out) (i32.shl (local.get $n) (i32.const 3))))
+    (block $done (loop $coef
+      (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+      (local.set $p (i64.const 0))
+      (local.set $m (i64.const 0))
+      (local.set $j (i32.const 0))
+      (local.set $t (local.get $tab))
+      (block $limbsDone (loop $limb
+        (br_if $limbsDone (i32.ge_u (local.get $j) (local.get $limbs)))
+        (local.set $x (i64.add (local.get $p)
+          (call $shoup (i64.load (local.get $at)) (i64.load (local.get $t)) (i64.load offset=8 (local.get $t)) (local.get $q))))
+        (local.set $p (select (i64.sub (local.get $x) (local.get $q)) (local.get $x) (i64.ge_u (local.get $x) (local.get $q))))
+        (local.set $x (i64.add (local.get $m)
+          (call $shoup (i64.load (i32.add (local.get $at) (i32.shl (local.get $limbs) (i32.const 3)))) (i64.load (local.get $t)) (i64.load offset=8 (local.get $t)) (local.get $q))))
+        (local.set $m (select (i64.sub (local.get $x) (local.get $q)) (local.get $x) (i64.ge_u (local.get $x) (local.get $q))))
+        (local.set $at (i32.add (local.get $at) (i32.const 8)))
+        (local.set $t (i32.add (local.get $t) (i32.const 16)))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $limb)))
+      ;; past this coefficient's M limbs too
+      (local.set $at (i32.add (local.get $at) (i32.shl (local.get $limbs) (i32.const 3))))
+      (local.set $x (i64.sub (local.get $p) (local.get $m)))
+      (i64.store (local.get $out) (select (i64.add (local.get $x) (local.get $q)) (local.get $x) (i64.lt_u (local.get $p) (local.get $m))))
+      (local.set $out (i32.add (local.get $out) (i32.const 8)))
+      (br $coef))))
+)

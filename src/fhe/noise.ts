@@ -55,6 +55,8 @@ export function smallNoise(n: number): Int32Array {
  * (2^-40 sigma), is at least 2^8.8 times wider than that grid, which it smooths (the sum's distance
  * from a continuous Gaussian's is of order exp(-2 pi^2 2^17.6)), and adds 2^-80 of sigma^2; and so
  * on until the last one, below 2^49, lies on a grid below 1. Total variance sigma^2 (1 + 2^-80 + ...).
+ * The reference form: the servers add these integers' residues without BigInt (flood-wide.ts for
+ * SEAL's primes, floodResidues for batch mode's).
  */
 export function floodNoise(n: number, sigma: number): bigint[] {
   const scales = floodScales(sigma);

@@ -145,7 +145,7 @@ interface NttInstance {
 let kernelModule: WebAssembly.Module | undefined;
 
 /** An instance of the kernel module (kernel.wat) with at least `bytes` of memory of its own. */
-function kernelInstance<E>(bytes: number): { exports: E; buffer: ArrayBuffer } {
+export function kernelInstance<E>(bytes: number): { exports: E; buffer: ArrayBuffer } {
   kernelModule ??= new WebAssembly.Module(wasmBytes(KERNEL_WASM));
   const exports = new WebAssembly.Instance(kernelModule, {}).exports as E & { memory: WebAssembly.Memory };
   const have = exports.memory.buffer.byteLength;

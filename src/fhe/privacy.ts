@@ -38,7 +38,7 @@
 // Flooding costs lambda + log2(sqrt N) + 1 bits of precision: the compiler raises the input
 // scale by that much (FLOOD_EXTRA_BITS) and adds primes to hold it.
 import { SealedError } from '../errors.ts';
-import { floodNoise } from './noise.ts';
+import { floodKernel } from './flood-wide.ts';
 import type { NegacyclicNttBig } from './ntt.ts';
 
 // The pieces live by concern; this module is the one circuit privacy is imported from.
@@ -71,20 +71,14 @@ const RAW_RESIDUES_AT = 16 + 32 + 1 + 8 + 8 + 8 + 8 + 8 + 16 + 8;
 /**
  * Adds the flood F ~ N(0, sigma^2) (integer coefficients) to c0 of an uncompressed SEAL
  * ciphertext, in place. `primes`: the ciphertext's primes, `ntts` their tables (same order).
+ * `z`: the flood's standard normals (tests; fresh ones otherwise).
  */
-export function floodRawCiphertext(raw: Uint8Array, ntts: NegacyclicNttBig[], sigma: number): void {
+export function floodRawCiphertext(raw: Uint8Array, ntts: NegacyclicNttBig[], sigma: number, z?: Float64Array): void {
   const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
   const n = ntts[0].n;
   if (Number(v.getBigUint64(16 + 32 + 1 + 8 + 8, true)) !== ntts.length)
     throw new SealedError('internal', 'flood: the ciphertext is at another level than its NTT tables');
-  const flood = floodNoise(n, sigma);
-  ntts.forEach((ntt, p) => {
-    const { q } = ntt;
-    const f = new BigUint64Array(n);
-    for (let i = 0; i < n; i++) {
-      const r = flood[i] % q;
-      f[i] = r < 0n ? r + q : r;
-    }
-    ntt.addForwardInto(f, raw, RAW_RESIDUES_AT + 8 * p * n); // c0 is the first polynomial
-  });
+  const flood = floodKernel(n, sigma, z);
+  // c0 is the first polynomial.
+  ntts.forEach((ntt, p) => ntt.addForwardInto(flood.residues(ntt.q), raw, RAW_RESIDUES_AT + 8 * p * n));
 }
