@@ -22,7 +22,7 @@ const KEYS_HINT = "make the single-record keys with this model's client part (Si
 const QUERY_HINT = "encrypt the record with this model's client part (SingleTreeClient.encryptRecord)";
 /** Key sets kept loaded: one (Galois keys for 17 rotations: ~250 MB of SEAL memory at ring 16384, when all are loaded; single.ts singleWorkerBytes counts it). */
 const KEPT_KEYS = 1;
-/** The flood's mask, in mask products (~2 ms each at the top level): 28-53 ms measured on the AMD VM, about a rotation's 31. */
+/** The flood's mask in mask products (~2 ms each): 28-53 ms on the AMD VM; 31 ms since flood-wide.ts (~9 would balance: unmeasured, unchanged). */
 const FLOOD_MASK_LOAD = 13; // per result ciphertext
 
 /** A client's single-record keys as sections (a wire object's, or a server's key set), and their SHA-256 when known. */
