@@ -20,16 +20,20 @@ export PATH
 # and worker thread otherwise compiles the same modules again (the server's ~300 ms per process).
 NODE_COMPILE_CACHE=${NODE_COMPILE_CACHE:-$root/.cache/node-compile}
 export NODE_COMPILE_CACHE
-# glibc's allocator (2.35+; older ones ignore the names): large buffers (keys, queries, results) in
-# transparent huge pages, and freed memory kept for the next request rather than returned to the
-# kernel. On this project's CI VMs (a PVM hypervisor, shadow page tables, free page reporting) the
-# first touch of a 4 KiB page costs ~10 us: a fresh 256 MiB buffer 650 ms, 20-400 ms in huge pages.
-# Five of the heaviest test files, each alternated with and without, twice (2-core AMD VM,
-# 2026-12-05): page faults halved, their CPU 161 -> 129 s and 141 -> 122 s. The caller's own
-# GLIBC_TUNABLES come after ours and win.
-case ${GLIBC_TUNABLES:-} in
-*glibc.malloc.hugetlb*) ;;
-*) GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456:glibc.malloc.top_pad=16777216${GLIBC_TUNABLES:+:$GLIBC_TUNABLES} ;;
-esac
-export GLIBC_TUNABLES
+# Test runs (tap) get glibc's allocator (2.35+; older ones ignore the names) with large buffers in
+# transparent huge pages and freed memory kept for reuse rather than returned to the kernel. On
+# this project's CI VMs (a PVM hypervisor: shadow page tables, free page reporting) the first touch
+# of a 4 KiB page costs ~10 us, a fresh 256 MiB buffer 650 ms (20-400 ms in huge pages), and the
+# suite took ~20 million page faults. Five of the heaviest test files, each alternated with and
+# without, twice (2-core AMD VM, 2026-12-05): faults halved, their CPU 161 -> 129 s and 141 -> 122 s.
+# The served tree benchmark showed no difference beyond this VM's drift, so the product (images,
+# demo, bench) keeps glibc's defaults. A caller's own GLIBC_TUNABLES come after ours and win; one
+# that sets hugetlb replaces ours.
+if [ "$1" = tap ]; then
+  case ${GLIBC_TUNABLES:-} in
+  *glibc.malloc.hugetlb*) ;;
+  *) GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456:glibc.malloc.top_pad=16777216${GLIBC_TUNABLES:+:$GLIBC_TUNABLES} ;;
+  esac
+  export GLIBC_TUNABLES
+fi
 exec "$@"
