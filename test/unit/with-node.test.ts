@@ -17,7 +17,7 @@ chmodSync(join(bin, 'tap'), 0o755);
 
 /** GLIBC_TUNABLES as `command` run by with-node.sh sees it, the caller's value being `given`. */
 function seen(given: string | undefined, command: string[] = ['tap']): string {
-  const env = { ...process.env, PATH: `${bin}:${process.env.PATH}` };
+  const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${bin}:${process.env.PATH}` };
   delete env.GLIBC_TUNABLES;
   if (given !== undefined) env.GLIBC_TUNABLES = given;
   return execFileSync('sh', [script, ...command], { env, encoding: 'utf8' });
