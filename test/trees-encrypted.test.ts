@@ -10,6 +10,7 @@ import { TreeServer } from '../src/model/trees/server.ts';
 import { binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
 import { predictionOf } from '../src/model/trees/ensemble.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../src/wire/format.ts';
+import { writeWireStream } from '../src/wire/stream.ts';
 import { sha256Hex } from '../src/util/sha256.ts';
 import { SealedError } from '../src/errors.ts';
 import { partInputs, treeOpCounts, usedInputs } from '../src/fhe/tree-circuit.ts';
@@ -88,6 +89,77 @@ t.test('encrypted predictions equal the quantized model on every held-out record
   );
   refuses(() => client.decryptResult(result, new Uint8Array([1, 2, 3])), /another query/, 'a result for another query');
 });
+
+// The query as `sealed predict` streams it to S3 (predictTrees): sections made as they are read,
+// so the client never holds a whole query and its encoding. Its wire bytes are a query like
+// encryptQuery's (the server answers it, the client decrypts against its SHA-256); with an
+// encryption pool, a batch is encrypted only once the one before has been read; records are
+// checked before any encryption.
+t.test('a query streamed as it is encrypted: answered, a batch at a time, records checked first', async (t) => {
+  const client = await TreeClient.open(m.client);
+  const server = await TreeServer.open(m.server);
+  t.teardown(() => {
+    client.close();
+    server.close();
+  });
+  const keys = client.keys();
+  const q = client.encryptQuerySections(d.test);
+  t.equal(q.count, m.client.inputs, 'one batch: a section per input');
+  const query = Buffer.concat(await collect(writeWireStream('query', q.header, q.count, toAsyncSections(q.sections))));
+  const whole = decodeWire<QueryHeader>('query', client.encryptQuery(d.test), 'whole');
+  const streamed = decodeWire<QueryHeader>('query', query, 'streamed');
+  t.same(streamed.header, whole.header, "encryptQuery's header");
+  t.same(
+    streamed.sections.map((s) => s.length),
+    whole.sections.map((s) => s.length),
+    "encryptQuery's sections, size for size",
+  );
+  const result = server.evaluate(query, keys);
+  const got = client.decryptResult(result, sha256Hex(query));
+  const agree = d.test.filter((x, i) => predictionOf(m.ensemble, quantizedScores(m.quantized, binsOf(m.client.bins, x))) === got.predictions[i]).length;
+  t.equal(agree, d.test.length, "answered: every class the quantized model's, decrypted against the query's SHA-256");
+  t.throws(() => client.decryptResult(result, '0'.repeat(64)), /another query/, 'and refused against another SHA-256');
+
+  // Two batches through a stand-in pool that counts its calls.
+  const R = m.client.records_per_batch;
+  const records = Array.from({ length: R + 3 }, (_, i) => d.train[i % d.train.length]);
+  let calls = 0;
+  const pool = async (rows: Uint8Array[]) => {
+    calls++;
+    t.equal(rows.length, calls === 1 ? R : 3, `batch ${calls}: its records' bits`);
+    return Array.from({ length: m.client.inputs }, (_, i) => new Uint8Array([calls, i & 255]));
+  };
+  const two = client.encryptQuerySectionsWith(records, pool);
+  t.equal(two.count, 2 * m.client.inputs, 'two batches: a section per input each');
+  t.equal(two.header.records, R + 3, 'the header counts the records');
+  t.equal(calls, 0, 'nothing encrypted before the first section is read');
+  const callsAtRead: number[] = [];
+  let inOrder = true;
+  for await (const s of two.sections) {
+    callsAtRead.push(calls);
+    inOrder &&= s[0] === calls;
+  }
+  t.ok(inOrder, 'each section from the batch encrypted last');
+  t.same(
+    [callsAtRead[0], callsAtRead[m.client.inputs - 1], callsAtRead[m.client.inputs], callsAtRead.length],
+    [1, 1, 2, 2 * m.client.inputs],
+    "the second batch encrypted only once the first batch's last section was read",
+  );
+  const short = client.encryptQuerySectionsWith(d.test, async () => [new Uint8Array(1)]);
+  await t.rejects(collect(short.sections), /encrypted into 1 ciphertexts/, 'a pool that returns too few ciphertexts fails the stream');
+  calls = 0;
+  t.throws(() => client.encryptQuerySectionsWith([[1, 2]], pool), /has 2 values/, 'a record of the wrong width: refused at once');
+  t.equal(calls, 0, 'before any encryption');
+});
+
+async function* toAsyncSections(it: Iterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  yield* it;
+}
+async function collect(it: AsyncIterable<Uint8Array>): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = [];
+  for await (const c of it) out.push(c);
+  return out;
+}
 
 // Many outputs: the first 3 trees of the digits forest (10 classes, every leaf a probability per
 // class) take fewer relinearizations with each bottom product relinearized than with each group's

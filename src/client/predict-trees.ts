@@ -1,6 +1,7 @@
 // Node: `sealed predict` for a tree ensemble (docs/trees.md) through S3: the keys uploaded under
-// their SHA-256 (ensureKeysUploaded), the query put whole, /invocations named the objects and the
-// query's hash, the result fetched and decrypted only if it answers this query. The key set is
+// their SHA-256 (ensureKeysUploaded), the query put (a batch query streamed as it is encrypted,
+// a single record's put whole), /invocations named the objects and the query's hash, the result
+// fetched and decrypted only if it answers this query. The key set is
 // kept as the other models' are (key-files.ts): one secret key per model, its evaluation keys
 // uploaded once under their hash; a model's single-record form (one record, its own parameters)
 // has its own set beside it, in single/.
@@ -10,11 +11,13 @@ import { ciphertextBytesBound } from '../fhe/params.ts';
 import type { TreeClientPart } from '../model/trees/compile.ts';
 import { TreeClient, type TreePredictions } from '../model/trees/query.ts';
 import { SingleTreeClient } from '../model/trees/single-query.ts';
-import { formatS3Uri } from '../storage/s3.ts';
+import { formatS3Uri, type S3Location } from '../storage/s3.ts';
+import type { QueryHeader } from '../wire/format.ts';
 import { invokeWithKeys } from './invoke.ts';
 import { openKeySet, saveKeys } from './key-files.ts';
 import { ensureKeysUploaded } from './keys-upload.ts';
 import { passphraseSource, type PassphraseSource } from './passphrase.ts';
+import { putQueryStream, toAsync } from './query-upload.ts';
 import { keysId, type Keys } from './session.ts';
 import { requestLocations, sha256, type S3Route } from './route.ts';
 
@@ -126,12 +129,20 @@ export async function predictTrees(
   if (rows.length === 0) throw new SealedError('bad-data', 'no records to predict', 'pass at least one record');
   const p = client.part;
   const batches = Math.ceil(rows.length / p.records_per_batch);
+  // Records are checked here, before the keys' upload; each batch's ciphertexts go into the upload
+  // as they are made.
+  let q: { header: QueryHeader; count: number; sections: AsyncIterable<Uint8Array> };
+  if (encryptBatch) q = client.encryptQuerySectionsWith(rows, encryptBatch);
+  else {
+    const here = client.encryptQuerySections(rows);
+    q = { ...here, sections: toAsync(here.sections) };
+  }
   return roundTrip(
     keys,
     rows.length,
     t,
-    async () => (encryptBatch ? await client.encryptQueryWith(rows, encryptBatch) : client.encryptQuery(rows)),
-    (bytes, query) => client.decryptResult(bytes, query),
+    (loc) => putQueryStream(t, loc, q.header, q.count, q.sections),
+    (bytes, querySha) => client.decryptResult(bytes, querySha),
     batches * p.outputs * ciphertextBytesBound(p.params, 2),
   );
 }
@@ -148,31 +159,40 @@ export async function predictTreeRecord(
     keys,
     1,
     t,
-    async () => client.encryptRecord(record),
-    (bytes, query) => client.decryptResult(bytes, query),
+    async (loc) => {
+      const s = performance.now();
+      const query = client.encryptRecord(record);
+      const encryptMs = performance.now() - s;
+      await t.store.put(loc, query, 'encrypted query');
+      return { bytes: query.length, sha256: sha256(query), encryptMs };
+    },
+    (bytes, querySha) => client.decryptResult(bytes, querySha),
     bound,
   );
 }
 
-/** The keys uploaded once, the query made and put, /invocations, the result fetched and decrypted only if it answers this query. */
+/**
+ * The keys uploaded once, the query made and put (`putQuery`: its size, SHA-256 and, when it can be
+ * told apart from the upload, the encryption's time), /invocations,
+ * the result fetched and decrypted only if it answers this query.
+ */
 async function roundTrip(
   keys: Uint8Array,
   records: number,
   t: S3Route,
-  encrypt: () => Promise<Uint8Array>,
-  decrypt: (bytes: Uint8Array, query: Uint8Array) => TreePredictions,
+  putQuery: (loc: S3Location) => Promise<{ bytes: number; sha256: string; encryptMs?: number }>,
+  decrypt: (bytes: Uint8Array, querySha: string) => TreePredictions,
   resultBound: number,
 ): Promise<TreePredictions & { stats: TreePredictStats }> {
   const t0 = performance.now();
   const publicKeys = { evaluationKeys: keys, evaluationKeysId: sha256(keys) };
   const { loc: keysLoc, uploaded } = await ensureKeysUploaded(t, publicKeys);
   const t1 = performance.now();
-  const query = await encrypt();
-  const querySha = sha256(query);
-  const t2 = performance.now();
   const loc = requestLocations(t);
-  await t.store.put(loc.query, query, 'encrypted query');
+  const { bytes: queryBytes, sha256: querySha, encryptMs } = await putQuery(loc.query);
   const t3 = performance.now();
+  // A batch query is streamed: its encryption and upload overlap, and both count as encrypt.
+  const t2 = encryptMs === undefined ? t3 : t1 + encryptMs;
   const request = {
     encrypted_query_uri: formatS3Uri(loc.query),
     evaluation_keys_uri: formatS3Uri(keysLoc),
@@ -184,14 +204,14 @@ async function roundTrip(
   const { bytes } = await t.store.get(loc.result, resultBound + 65536, 'encrypted result');
   const t5 = performance.now();
   // Refused unless the result names this query's hash: a result written over ours is never decrypted.
-  const out = decrypt(bytes, query);
+  const out = decrypt(bytes, querySha);
   const t6 = performance.now();
   const ms = (v: number) => Math.round(v * 100) / 100;
   return {
     ...out,
     stats: {
       records,
-      query_bytes: query.length,
+      query_bytes: queryBytes,
       keys_bytes: keys.length,
       keys_uploaded: uploaded || keysUploaded,
       result_bytes: bytes.length,

@@ -7,13 +7,12 @@
 // is decrypted only if its header names that same hash (another client's result written over
 // ours is refused); the evaluation keys live under their SHA-256 and an object already there is
 // reused only if its content hashes to that name, not because its size matches.
-import { createHash } from 'node:crypto';
 import { SealedError } from '../errors.ts';
 import { postprocess, type Prediction } from '../model/postprocess.ts';
 import { formatS3Uri } from '../storage/s3.ts';
-import { writeWireStream } from '../wire/stream.ts';
 import type { EncryptPool } from './encrypt-pool.ts';
 import { invokeWithKeys } from './invoke.ts';
+import { putQueryStream, toAsync } from './query-upload.ts';
 import { routeTransport } from './open-route.ts';
 import { requestLocations, sha256, type S3Route } from './route.ts';
 import type { ClientSession, Keys, Layout } from './session.ts';
@@ -131,9 +130,7 @@ async function sendBatch(session: ClientSession, rows: ArrayLike<number>[], t: S
   if (o.encryptPool) {
     // On every core: encryption time is not separable from the upload's; both count as encrypt.
     const q = session.encryptBatchWith(rows, o.encryptPool);
-    const h = hashing(writeWireStream('query', q.header, q.count, q.sections));
-    queryBytes = (await t.store.putStream(loc.query, h.stream, 'encrypted query')).bytes;
-    querySha = h.hex();
+    ({ bytes: queryBytes, sha256: querySha } = await putQueryStream(t, loc.query, q.header, q.count, q.sections));
     t1 = performance.now();
   } else {
     const q = session.encryptBatch(rows);
@@ -147,9 +144,7 @@ async function sendBatch(session: ClientSession, rows: ArrayLike<number>[], t: S
         yield next.value;
       }
     };
-    const h = hashing(writeWireStream('query', q.header, q.count, toAsync(timed())));
-    queryBytes = (await t.store.putStream(loc.query, h.stream, 'encrypted query')).bytes;
-    querySha = h.hex();
+    ({ bytes: queryBytes, sha256: querySha } = await putQueryStream(t, loc.query, q.header, q.count, toAsync(timed())));
     t1 = t0 + encryptMs;
   }
   const t2 = performance.now();
@@ -204,31 +199,4 @@ export async function predictBatches(
     }),
   );
   return { predictions: results.flatMap((r) => r.predictions), scores: results.flatMap((r) => r.scores), stats: results.map((r) => r.stats) };
-}
-
-/** The bytes of `source` as they pass, and their SHA-256 once all have passed. */
-function hashing(source: AsyncIterable<Uint8Array>): { stream: AsyncGenerator<Uint8Array>; hex(): string } {
-  const hash = createHash('sha256');
-  let done = false;
-  return {
-    stream: (async function* () {
-      for await (const chunk of source) {
-        hash.update(chunk);
-        yield chunk;
-      }
-      done = true;
-    })(),
-    hex() {
-      if (!done) throw new SealedError('internal', 'the query was not uploaded to its end');
-      return hash.digest('hex');
-    },
-  };
-}
-
-async function* toAsync<T>(it: Iterable<T>): AsyncGenerator<T> {
-  for (const v of it) {
-    yield v;
-    // Let the upload's sockets run between two encryptions.
-    await new Promise((r) => setImmediate(r));
-  }
 }

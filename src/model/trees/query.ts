@@ -27,12 +27,15 @@ export interface TreePredictions {
   probabilities?: number[][];
 }
 
-/** A result object for this model (and, given the query's bytes, for this query), or why not. */
-export function readTreeResult(p: TreeClientPart, bytes: Uint8Array, query?: Uint8Array): { header: ResultHeader; sections: Uint8Array[] } {
+/**
+ * A result object for this model (and, given the query's bytes or their SHA-256 in hex, for this
+ * query), or why not.
+ */
+export function readTreeResult(p: TreeClientPart, bytes: Uint8Array, query?: Uint8Array | string): { header: ResultHeader; sections: Uint8Array[] } {
   const r = decodeWire<ResultHeader>('result', bytes, 'the result');
   if (r.header.model_id !== p.model_id)
     throw new SealedError('wrong-model', 'the result was made by another model', 'decrypt results with the client part of the model that answered');
-  if (query && r.header.query_sha256 !== sha256Hex(query))
+  if (query !== undefined && r.header.query_sha256 !== (typeof query === 'string' ? query : sha256Hex(query)))
     throw new SealedError('bad-query', 'the result answers another query', 'download the result written for this query');
   return r;
 }
@@ -62,16 +65,8 @@ export class TreeClient extends SecretKeyOwner {
 
   /** Quantizes, encodes (thermometer, a record per slot) and encrypts records into a query. */
   encryptQuery(records: ArrayLike<number>[]): Uint8Array {
-    const sections: Uint8Array[] = [];
-    const slots = new Float64Array(this.s.slots);
-    for (const bits of this.batchBits(records)) {
-      for (let i = 0; i < this.part.inputs; i++) {
-        slots.fill(0);
-        bits.forEach((b, r) => (slots[r] = b[i]));
-        sections.push(this.holder.encryptCompact(slots, this.part.input_scale_bits));
-      }
-    }
-    return this.queryOf(records.length, sections);
+    const batches = this.batchBits(records);
+    return this.queryOf(records.length, [...this.encryptedInputs(batches)]);
   }
 
   /**
@@ -81,12 +76,48 @@ export class TreeClient extends SecretKeyOwner {
    */
   async encryptQueryWith(records: ArrayLike<number>[], encryptBatch: (rows: Uint8Array[]) => Promise<Uint8Array[]>): Promise<Uint8Array> {
     const sections: Uint8Array[] = [];
-    for (const bits of this.batchBits(records)) {
-      const cts = await encryptBatch(bits);
-      if (cts.length !== this.part.inputs) throw new SealedError('internal', `a batch was encrypted into ${cts.length} ciphertexts, not ${this.part.inputs}`);
-      sections.push(...cts);
-    }
+    for (const bits of this.batchBits(records)) sections.push(...(await this.encryptedBatch(bits, encryptBatch)));
     return this.queryOf(records.length, sections);
+  }
+
+  /**
+   * The query encryptQuery makes, as its header, section count and sections, each made as it is
+   * read: a client that uploads them as they come (putQueryStream) never holds the whole query and
+   * its encoding. The records are checked before the first section is made.
+   */
+  encryptQuerySections(records: ArrayLike<number>[]): { header: QueryHeader; count: number; sections: Generator<Uint8Array> } {
+    const batches = this.batchBits(records);
+    return { header: this.queryHeader(records.length), count: batches.length * this.part.inputs, sections: this.encryptedInputs(batches) };
+  }
+
+  /** As encryptQuerySections, a batch at a time by `encryptBatch` (as encryptQueryWith): one batch held at a time. */
+  encryptQuerySectionsWith(
+    records: ArrayLike<number>[],
+    encryptBatch: (rows: Uint8Array[]) => Promise<Uint8Array[]>,
+  ): { header: QueryHeader; count: number; sections: AsyncGenerator<Uint8Array> } {
+    const batches = this.batchBits(records);
+    const sections = async function* (self: TreeClient): AsyncGenerator<Uint8Array> {
+      for (const bits of batches) yield* await self.encryptedBatch(bits, encryptBatch);
+    };
+    return { header: this.queryHeader(records.length), count: batches.length * this.part.inputs, sections: sections(this) };
+  }
+
+  /** Each batch's `inputs` ciphertexts, batch after batch, encrypted here one at a time. */
+  private *encryptedInputs(batches: Uint8Array[][]): Generator<Uint8Array> {
+    const slots = new Float64Array(this.s.slots);
+    for (const bits of batches) {
+      for (let i = 0; i < this.part.inputs; i++) {
+        slots.fill(0);
+        bits.forEach((b, r) => (slots[r] = b[i]));
+        yield this.holder.encryptCompact(slots, this.part.input_scale_bits);
+      }
+    }
+  }
+
+  private async encryptedBatch(bits: Uint8Array[], encryptBatch: (rows: Uint8Array[]) => Promise<Uint8Array[]>): Promise<Uint8Array[]> {
+    const cts = await encryptBatch(bits);
+    if (cts.length !== this.part.inputs) throw new SealedError('internal', `a batch was encrypted into ${cts.length} ciphertexts, not ${this.part.inputs}`);
+    return cts;
   }
 
   /** Thermometer bits per record, a list per batch of records_per_batch records. */
@@ -113,14 +144,20 @@ export class TreeClient extends SecretKeyOwner {
     return batches;
   }
 
-  private queryOf(records: number, sections: Uint8Array[]): Uint8Array {
+  private queryHeader(records: number): QueryHeader {
     const p = this.part;
-    const header: QueryHeader = { model_id: p.model_id, params: paramsKey(p.params), records, layout: 'batch' };
-    return encodeWire('query', header, sections);
+    return { model_id: p.model_id, params: paramsKey(p.params), records, layout: 'batch' };
   }
 
-  /** Decrypts a result; `query` (the bytes sent) makes it refuse a result of another query. */
-  decryptResult(bytes: Uint8Array, query?: Uint8Array): TreePredictions {
+  private queryOf(records: number, sections: Uint8Array[]): Uint8Array {
+    return encodeWire('query', this.queryHeader(records), sections);
+  }
+
+  /**
+   * Decrypts a result; `query` (the bytes sent, or their SHA-256 in hex) makes it refuse a result
+   * of another query.
+   */
+  decryptResult(bytes: Uint8Array, query?: Uint8Array | string): TreePredictions {
     const p = this.part;
     const { header, sections } = readTreeResult(p, bytes, query);
     const n = header.records;

@@ -80,8 +80,8 @@ export class SingleTreeClient extends SecretKeyOwner {
     return encodeWire('query', header, sections);
   }
 
-  /** Decrypts a single-record result; `query` (the bytes sent) makes it refuse a result of another query. */
-  decryptResult(bytes: Uint8Array, query?: Uint8Array): TreePredictions {
+  /** Decrypts a single-record result; `query` (the bytes sent, or their SHA-256 in hex) makes it refuse a result of another query. */
+  decryptResult(bytes: Uint8Array, query?: Uint8Array | string): TreePredictions {
     const p = this.part;
     const { header, sections } = readTreeResult(p, bytes, query);
     const G = this.stretch;
