@@ -65,8 +65,8 @@ export class TreeClient extends SecretKeyOwner {
 
   /** Quantizes, encodes (thermometer, a record per slot) and encrypts records into a query. */
   encryptQuery(records: ArrayLike<number>[]): Uint8Array {
-    const batches = this.batchBits(records);
-    return this.queryOf(records.length, [...this.encryptedInputs(batches)]);
+    const q = this.encryptQuerySections(records);
+    return encodeWire('query', q.header, [...q.sections]);
   }
 
   /**
@@ -75,9 +75,10 @@ export class TreeClient extends SecretKeyOwner {
    * and returns the `inputs` ciphertexts in order, each as SecretKeyHolder.encryptCompact saves it.
    */
   async encryptQueryWith(records: ArrayLike<number>[], encryptBatch: (rows: Uint8Array[]) => Promise<Uint8Array[]>): Promise<Uint8Array> {
+    const q = this.encryptQuerySectionsWith(records, encryptBatch);
     const sections: Uint8Array[] = [];
-    for (const bits of this.batchBits(records)) sections.push(...(await this.encryptedBatch(bits, encryptBatch)));
-    return this.queryOf(records.length, sections);
+    for await (const s of q.sections) sections.push(s);
+    return encodeWire('query', q.header, sections);
   }
 
   /**
@@ -96,10 +97,15 @@ export class TreeClient extends SecretKeyOwner {
     encryptBatch: (rows: Uint8Array[]) => Promise<Uint8Array[]>,
   ): { header: QueryHeader; count: number; sections: AsyncGenerator<Uint8Array> } {
     const batches = this.batchBits(records);
-    const sections = async function* (self: TreeClient): AsyncGenerator<Uint8Array> {
-      for (const bits of batches) yield* await self.encryptedBatch(bits, encryptBatch);
+    const inputs = this.part.inputs;
+    const sections = async function* (): AsyncGenerator<Uint8Array> {
+      for (const bits of batches) {
+        const cts = await encryptBatch(bits);
+        if (cts.length !== inputs) throw new SealedError('internal', `a batch was encrypted into ${cts.length} ciphertexts, not ${inputs}`);
+        yield* cts;
+      }
     };
-    return { header: this.queryHeader(records.length), count: batches.length * this.part.inputs, sections: sections(this) };
+    return { header: this.queryHeader(records.length), count: batches.length * inputs, sections: sections() };
   }
 
   /** Each batch's `inputs` ciphertexts, batch after batch, encrypted here one at a time. */
@@ -112,12 +118,6 @@ export class TreeClient extends SecretKeyOwner {
         yield this.holder.encryptCompact(slots, this.part.input_scale_bits);
       }
     }
-  }
-
-  private async encryptedBatch(bits: Uint8Array[], encryptBatch: (rows: Uint8Array[]) => Promise<Uint8Array[]>): Promise<Uint8Array[]> {
-    const cts = await encryptBatch(bits);
-    if (cts.length !== this.part.inputs) throw new SealedError('internal', `a batch was encrypted into ${cts.length} ciphertexts, not ${this.part.inputs}`);
-    return cts;
   }
 
   /** Thermometer bits per record, a list per batch of records_per_batch records. */
@@ -147,10 +147,6 @@ export class TreeClient extends SecretKeyOwner {
   private queryHeader(records: number): QueryHeader {
     const p = this.part;
     return { model_id: p.model_id, params: paramsKey(p.params), records, layout: 'batch' };
-  }
-
-  private queryOf(records: number, sections: Uint8Array[]): Uint8Array {
-    return encodeWire('query', this.queryHeader(records), sections);
   }
 
   /**
