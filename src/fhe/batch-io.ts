@@ -7,6 +7,7 @@ import { loadCiphertext, loadQueryCiphertext } from './load.ts';
 import { dataPrimesOf, PRIME_BITS, type BatchPlan } from './batch-plan.ts';
 import { primes } from './params.ts';
 import { buildRaw, copyResidues } from './raw-ciphertext.ts';
+import { decodeSeededSection, isSeededSection, type SeededLevel } from './seeded-batch.ts';
 
 export class BatchSession {
   readonly session: CkksSession;
@@ -14,6 +15,7 @@ export class BatchSession {
   /** The data primes, first to last. */
   readonly primes: number[];
   private readonly parmsId: Uint8Array;
+  private readonly level: SeededLevel;
 
   private constructor(session: CkksSession, plan: BatchPlan) {
     this.session = session;
@@ -22,6 +24,7 @@ export class BatchSession {
     this.primes = all.slice(0, dataPrimesOf(plan)).map(Number);
     if (this.primes.some((q) => q >= 2 ** PRIME_BITS)) throw new SealedError('bad-bundle', `batch mode needs primes below 2^${PRIME_BITS}`);
     this.parmsId = session.shape.data[0].parmsId;
+    this.level = { parmsId: this.parmsId, primes: this.primes, degree: plan.params.polyModulusDegree };
   }
 
   static async open(plan: BatchPlan): Promise<BatchSession> {
@@ -35,9 +38,14 @@ export class BatchSession {
 
   /**
    * Loads one query ciphertext (checked: fresh, top level, expected scale) into `dst` at
-   * `offset`. Sections are packed (what the client writes) or SEAL's zstd.
+   * `offset`. Sections are seeded (what the client writes: seeded-batch.ts, read without SEAL),
+   * or SEAL's bytes packed in 26 bits (what clients wrote before) or SEAL's zstd.
    */
   decodeInto(bytes: Uint8Array, dst: Uint32Array, offset: number, what = 'a ciphertext of the encrypted query'): void {
+    if (isSeededSection(bytes)) {
+      decodeSeededSection(bytes, this.level, 2 ** this.plan.inputScaleBits, dst, offset, what);
+      return;
+    }
     const { seal } = this.session;
     const ct = loadQueryCiphertext(this.session, bytes, this.plan.inputScaleBits, { what, compression: ['none', 'zstd'] });
     try {

@@ -8,7 +8,8 @@ import { inKeyOrder, PackedGaloisWriter } from './packed-galois.ts';
 import { packKeys } from './packed-keys.ts';
 import { packWide, primeWidth } from './packed-wide.ts';
 import { loadCiphertext } from './load.ts';
-import { packResidues } from './raw-ciphertext.ts';
+import { secretKeyResidues } from './rerand-key.ts';
+import { plainResidues, SeededBatchEncryptor } from './seeded-batch.ts';
 import { guard, release, type Seal } from './seal.ts';
 
 export interface KeyMaterial {
@@ -93,6 +94,9 @@ export class SecretKeyHolder {
   private readonly decryptor;
   /** The data primes' widths in bits, for encryptCompact. */
   private widths: number[] | undefined;
+  private seeded: SeededBatchEncryptor | undefined;
+  /** encryptPacked's scratch for a plaintext's residues. */
+  private plain: Uint32Array | undefined;
 
   constructor(s: CkksSession, secretKey: Uint8Array) {
     this.s = s;
@@ -139,13 +143,45 @@ export class SecretKeyHolder {
   }
 
   /**
-   * As encrypt, saved uncompressed with the residues packed in 26 bits (raw-ciphertext.ts):
-   * for parameters whose primes all have at most 26 bits (batch mode).
+   * Batch mode's query ciphertexts (primes below 2^26): SEAL encodes, our code encrypts and
+   * packs, with the uniform half sent as a seed (seeded-batch.ts: ~2x faster to make than
+   * SEAL's, and the server needs no SEAL to read it).
    */
   encryptPacked(values: Float64Array, scaleBits: number): Uint8Array {
-    const packed = packResidues(this.encryptSaved(values, scaleBits, this.s.seal.ComprModeType.none));
-    if (!packed) throw new SealedError('insecure-parameters', 'packed encryption needs primes of at most 26 bits');
-    return packed;
+    const { seal, encoder } = this.s;
+    this.seeded ??= this.seededEncryptor();
+    const pt = new seal.Plaintext();
+    try {
+      encoder.encode(values, 2 ** scaleBits, pt);
+      const raw = pt.saveToArray(seal.ComprModeType.none) as Uint8Array;
+      const plain = plainResidues(
+        raw,
+        this.s.params.polyModulusDegree * this.s.dataPrimes,
+        (this.plain ??= new Uint32Array(this.s.params.polyModulusDegree * this.s.dataPrimes)),
+      );
+      raw.fill(0);
+      const out = this.seeded.encrypt(plain, 2 ** scaleBits);
+      plain.fill(0);
+      return out;
+    } finally {
+      pt.delete();
+    }
+  }
+
+  private seededEncryptor(): SeededBatchEncryptor {
+    const { seal } = this.s;
+    const all = chainPrimes(seal, this.s.context).map(Number);
+    const k = this.s.dataPrimes;
+    const degree = this.s.params.polyModulusDegree;
+    if (all.slice(0, k).some((q) => q >= 2 ** 26)) throw new SealedError('insecure-parameters', 'packed encryption needs primes of at most 26 bits');
+    const raw = this.sk.saveToArray(seal.ComprModeType.none) as Uint8Array;
+    const s = secretKeyResidues(raw, degree, all.length, k);
+    raw.fill(0);
+    try {
+      return new SeededBatchEncryptor({ parmsId: this.s.shape.data[0].parmsId, primes: all.slice(0, k), degree }, s);
+    } finally {
+      s.fill(0);
+    }
   }
 
   private encryptSaved(values: Float64Array, scaleBits: number, mode: Seal['ComprModeType']['none'] | Seal['ComprModeType']['zstd']): Uint8Array {
@@ -175,6 +211,7 @@ export class SecretKeyHolder {
   }
 
   close(): void {
+    this.seeded?.close();
     release(this.encryptor, this.decryptor, this.pk, this.sk);
   }
 }

@@ -126,7 +126,8 @@ t.test('raw ciphertext layout: SEAL bytes -> residues -> SEAL bytes', async (t) 
   high[RAW_DATA_OFFSET + 8 * 1000 + 4] = 1;
   t.throws(() => copyResidues(high, copy, 0), /residue above 32 bits/, 'a residue with high bits set is refused');
   // copyResidues and unpackResidues share a scratch buffer: the refused copy left a high bit in it.
-  const packed = holder.encryptPacked(v, plan.inputScaleBits);
+  // SEAL's bytes packed in 26 bits (P26): what clients sent before seeded sections (seeded-batch.ts).
+  const packed = packResidues(holder.encryptUncompressed(v, plan.inputScaleBits))!;
   sameBytes(t, packResidues(unpackResidues(packed)), packed, 'an unpack after it writes every high half (zero)');
   t.throws(() => readRawInfo(raw.subarray(0, 200)), /ciphertext has an unexpected layout|truncated/);
   const bad = raw.slice();
@@ -149,7 +150,8 @@ t.test('packed sections: 26-bit residues, 13 bytes per 4, round trip and hostile
   const plan = compileBatch(linear, samples(5, 6))!;
   const { bs, holder } = await openBatch(t, plan);
   const v = Float64Array.from({ length: 4096 }, (_, i) => Math.sin(i) * 2);
-  const packed = holder.encryptPacked(v, plan.inputScaleBits);
+  // SEAL's bytes packed in 26 bits (P26): what clients sent before seeded sections, still read.
+  const packed = packResidues(holder.encryptUncompressed(v, plan.inputScaleBits))!;
   const zstd = holder.encrypt(v, plan.inputScaleBits);
   t.ok(isPacked(packed) && !isPacked(zstd));
   t.ok(packed.length < 0.85 * zstd.length, `packed ${packed.length} bytes < SEAL's zstd ${zstd.length}`);

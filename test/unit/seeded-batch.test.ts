@@ -1,0 +1,180 @@
+// Batch mode's own encryption (src/fhe/seeded-batch.ts, src/fhe/chacha20.ts): ChaCha20 is RFC
+// 8439's and OpenSSL's; the uniform half is exactly the rejection rule's; SEAL decrypts what the
+// client makes and the server decodes; the noise is SEAL's width, never zero; two encryptions of
+// the same values share nothing; a section that does not match the batch parameters is refused.
+import { createCipheriv, randomBytes } from 'node:crypto';
+import t from 'tap';
+import { BatchSession } from '../../src/fhe/batch-io.ts';
+import { chacha20Blocks } from '../../src/fhe/chacha20.ts';
+import { CkksSession } from '../../src/fhe/ckks.ts';
+import { SecretKeyHolder, generateSecretKey } from '../../src/fhe/keys.ts';
+import { primes as chainPrimes } from '../../src/fhe/params.ts';
+import { mulmod, NegacyclicNtt, secretKeyResidues } from '../../src/fhe/privacy.ts';
+import { buildRaw } from '../../src/fhe/raw-ciphertext.ts';
+import { decodeSeededSection, expandUniform, isSeededSection, seededSectionBytes, type SeededLevel } from '../../src/fhe/seeded-batch.ts';
+import type { BatchPlan } from '../../src/fhe/batch-plan.ts';
+
+t.test("ChaCha20: RFC 8439's block test vector, and OpenSSL's keystream", async (t) => {
+  const key = Uint8Array.from({ length: 32 }, (_, i) => i);
+  const block = new Uint32Array(16);
+  chacha20Blocks(key, 1, block, [0x09000000, 0x4a000000, 0]);
+  // RFC 8439, 2.3.2: the serialized block 10 f1 e7 e4 d1 3b 59 15 ..., as little-endian words.
+  const expected = [
+    0xe4e7f110, 0x15593bd1, 0x1fdd0f50, 0xc47120a3, 0xc7f4d1c7, 0x0368c033, 0x9aaa2204, 0x4e6cd4c3, 0x466482d2, 0x09aa9f07, 0x05d7c214, 0xa2028bd9, 0xd19c12b5,
+    0xb94e16de, 0xe883d0cb, 0x4e3c50a2,
+  ];
+  t.same([...block], expected, 'the RFC block');
+  for (const blocks of [1, 3, 70]) {
+    const k = new Uint8Array(randomBytes(32));
+    const ours = new Uint32Array(16 * blocks);
+    chacha20Blocks(k, 0, ours);
+    // OpenSSL's iv: the 32-bit block counter, then the 96-bit nonce.
+    const theirs = createCipheriv('chacha20', k, Buffer.alloc(16)).update(Buffer.alloc(64 * blocks));
+    t.same(Buffer.from(ours.buffer), theirs, `${blocks} blocks under a random key: OpenSSL's bytes`);
+  }
+});
+
+t.test('expandUniform keeps exactly the words below the largest multiple of q, reduced', async (t) => {
+  const seed = new Uint8Array(randomBytes(32));
+  const words = new Uint32Array(1024);
+  chacha20Blocks(seed, 0, words);
+  // q = 3 x 2^30: a quarter of all words are rejected (those >= q), the rest kept as they are.
+  const q = 3 * 2 ** 30;
+  const out = new Uint32Array(100);
+  expandUniform(seed, [q], 100, out, 0);
+  t.same([...out], [...words].filter((w) => w < q).slice(0, 100), 'the kept words, in order');
+  // Two primes: the second continues the same stream.
+  const q2 = 67108859; // below 2^26
+  const both = new Uint32Array(200);
+  expandUniform(seed, [q, q2], 100, both, 0);
+  const limit = Math.floor(2 ** 32 / q2) * q2;
+  const expected: number[] = [];
+  let i = 0;
+  for (let kept = 0; kept < 100; i++) if (words[i] < q) kept++;
+  for (; expected.length < 100; i++) if (words[i] < limit) expected.push(words[i] % q2);
+  t.same([...both.subarray(0, 100)], [...out], 'the first prime as alone');
+  t.same([...both.subarray(100)], expected, 'the second prime reads on from where the first stopped');
+  const again = new Uint32Array(200);
+  expandUniform(seed, [q, q2], 100, again, 0);
+  t.same(again, both, 'the same seed, the same residues');
+});
+
+const N = 8192;
+const bits = [26, 26, 26, 26, 26];
+
+async function setup() {
+  const s = await CkksSession.open({ scheme: 'ckks', polyModulusDegree: N, coeffModulusBits: bits, securityLevel: 128 }, { topLevelOnly: true });
+  const sk = generateSecretKey(s);
+  const holder = new SecretKeyHolder(s, sk);
+  const all = chainPrimes(s.seal, s.context).map(Number);
+  const level: SeededLevel = { parmsId: s.shape.data[0].parmsId, primes: all.slice(0, -1), degree: N };
+  return { s, sk, holder, all, level };
+}
+
+t.test('SEAL decrypts what the client encrypts and the server decodes; the noise is SEAL-sized', async (t) => {
+  const { s, sk, holder, all, level } = await setup();
+  t.teardown(() => {
+    holder.close();
+    s.close();
+  });
+  const k = level.primes.length;
+  const values = Float64Array.from({ length: N / 2 }, (_, i) => Math.sin(i / 7) * 3);
+  const section = holder.encryptPacked(values, 26);
+  t.ok(isSeededSection(section), 'a seeded section');
+  t.equal(section.length, seededSectionBytes(level), 'of the stated size');
+  const residues = new Uint32Array(2 * k * N);
+  decodeSeededSection(section, level, 2 ** 26, residues, 0, 'the section');
+  const raw = buildRaw({ parmsId: level.parmsId, degree: N, primes: k, scale: 2 ** 26 }, 2, residues, 0);
+  const back = holder.decrypt(raw);
+  const err = Math.max(...values.map((v, i) => Math.abs(v - back[i])));
+  t.ok(err < 2 ** -12, `decrypted within 2^-12 of the values (largest error 2^${Math.log2(err).toFixed(1)})`);
+
+  // e = c0 + c1 s - m, per prime, back in the coefficient domain: small, of SEAL's width, not zero.
+  const sRes = secretKeyResidues(rawSecret(s, sk), N, all.length, k);
+  const pt = new s.seal.Plaintext();
+  s.encoder.encode(values, 2 ** 26, pt);
+  const m = secretKeyResidues(pt.saveToArray(s.seal.ComprModeType.none) as Uint8Array, N, k, k);
+  pt.delete();
+  const e0: number[] = [];
+  level.primes.forEach((q, p) => {
+    const x = new Float64Array(N);
+    for (let i = 0, j = p * N; i < N; i++, j++) x[i] = (residues[j] + mulmod(residues[k * N + j], sRes[j], q) + q - m[j]) % q;
+    new NegacyclicNtt(q, N).inverse(x);
+    const centered = Array.from(x, (v) => (v > q / 2 ? v - q : v));
+    if (p === 0) e0.push(...centered);
+    else t.same(centered, e0, `prime ${p + 1}: the same noise polynomial as prime 1`);
+  });
+  const variance = e0.reduce((a, v) => a + v * v, 0) / N;
+  t.ok(Math.max(...e0.map(Math.abs)) <= 21, 'every noise coefficient within 21');
+  t.ok(variance > 8 && variance < 13, `noise variance ${variance.toFixed(2)} (SEAL's: 3.2^2 = 10.24)`);
+
+  const other = holder.encryptPacked(values, 26);
+  t.notSame(other.subarray(52, 84), section.subarray(52, 84), 'a second encryption of the same values has its own seed');
+  let same = 0;
+  for (let i = 84; i < section.length; i++) if (section[i] === other[i]) same++;
+  t.ok(same < (section.length - 84) / 100, `and shares no more bytes of c0 than chance (${same})`);
+});
+
+function rawSecret(s: CkksSession, sk: Uint8Array): Uint8Array {
+  const key = new s.seal.SecretKey();
+  key.loadFromArray(s.context, sk);
+  const raw = key.saveToArray(s.seal.ComprModeType.none) as Uint8Array;
+  key.delete();
+  return raw;
+}
+
+t.test('the server refuses a section that does not match the batch parameters, saying what is wrong', async (t) => {
+  const { s, holder, level } = await setup();
+  t.teardown(() => {
+    holder.close();
+    s.close();
+  });
+  const good = holder.encryptPacked(
+    Float64Array.from({ length: N / 2 }, (_, i) => i / N),
+    26,
+  );
+  const dst = new Uint32Array(2 * level.primes.length * N);
+  const decode =
+    (b: Uint8Array, scale = 2 ** 26) =>
+    () =>
+      decodeSeededSection(b, level, scale, dst, 0, 'ciphertext 3 of a batch');
+  const edit = (f: (b: Uint8Array, v: DataView) => void) => {
+    const b = Uint8Array.from(good);
+    f(b, new DataView(b.buffer));
+    return b;
+  };
+  t.throws(decode(good.subarray(0, 40)), { code: 'bad-query', message: /ciphertext 3 of a batch is not a seeded batch ciphertext/ });
+  t.throws(decode(good.subarray(0, good.length - 13)), { message: /has \d+ bytes, expected \d+/ });
+  t.throws(decode(edit((_, v) => v.setUint32(4, 4096, true))), { message: /ring degree 4096 and 4 primes, the model uses 8192 and 4/ });
+  t.throws(decode(edit((_, v) => v.setUint32(8, 5, true))), { message: /5 primes/ });
+  t.throws(decode(good, 2 ** 30), { message: /has scale 2\^26\.00, expected 2\^30/ });
+  t.throws(decode(edit((_, v) => v.setFloat64(12, NaN, true))), { message: /not a power of two/ });
+  t.throws(decode(edit((b) => (b[20] ^= 1))), { message: /top level/ });
+  // The last four residues of prime 2 set to 2^26 - 1, above every prime below 2^26.
+  const at = 84 + (((2 * N) / 4) * 13 - 13);
+  t.throws(decode(edit((b) => b.fill(0xff, at, at + 13))), { message: /a residue above its prime \(prime 2 of 4\)/ });
+  t.doesNotThrow(decode(good), 'the section itself decodes');
+});
+
+t.test('BatchSession decodes a seeded section as it decodes the SEAL-packed form of the same encryption', async (t) => {
+  const plan = { params: { scheme: 'ckks', polyModulusDegree: N, coeffModulusBits: bits, securityLevel: 128 }, inputScaleBits: 26 } as unknown as BatchPlan;
+  const io = await BatchSession.open(plan);
+  t.teardown(() => io.close());
+  const holder = new SecretKeyHolder(io.session, generateSecretKey(io.session));
+  t.teardown(() => holder.close());
+  const values = Float64Array.from({ length: N / 2 }, (_, i) => Math.cos(i));
+  const section = holder.encryptPacked(values, 26);
+  const lanes = io.lanes;
+  const dst = new Uint32Array(4 * lanes);
+  io.decodeInto(section, dst, 2 * lanes);
+  const raw = buildRaw({ parmsId: io.session.shape.data[0].parmsId, degree: N, primes: io.primes.length, scale: 2 ** 26 }, 2, dst, 2 * lanes);
+  const back = holder.decrypt(raw);
+  t.ok(
+    values.every((v, i) => Math.abs(v - back[i]) < 2 ** -12),
+    'decoded at the offset given, and decrypts to the values',
+  );
+  t.ok(
+    dst.subarray(0, 2 * lanes).every((x) => x === 0),
+    'nothing written before the offset',
+  );
+});
