@@ -1,20 +1,23 @@
-// Batch mode's query ciphertexts, encrypted by our own code instead of SEAL's Encryptor, and
-// their uniform half expanded from a seed by ChaCha20 instead of SEAL's Blake2xb.
+// Batch mode's query ciphertexts, encoded and encrypted by our own code instead of SEAL's
+// CKKSEncoder and Encryptor, with their uniform half expanded from a seed by ChaCha20 instead of
+// SEAL's Blake2xb.
 //
 // A batch query is hundreds of fresh symmetric encryptions at primes below 2^26, where our NTT
-// (ntt.ts, checked against SEAL's) is exact in float64. SEAL made them in ~6 ms each at ring
-// 8192 with 8 primes (encode, encrypt, save) and the server loaded each in ~4.5 ms (unpack, SEAL's
+// (ntt.ts, checked against SEAL's) is exact in float64. SEAL made them in ~5 ms each at ring 8192
+// with 7 data primes (encode, encrypt, save) and the server loaded each in ~3.3 ms (unpack, SEAL's
 // load and seed expansion, a save to get the residues back out); the kernel wants residues, not
-// SEAL objects. Here the client still has SEAL encode the plaintext (its canonical embedding is
-// SEAL's business), then computes c0 = m + e - a s and c1 = a in NTT form itself, with a from
-// ChaCha20(seed) and e SEAL's noise; the server unpacks c0 and expands c1 straight into the
-// kernel's input. The same RLWE sample SEAL makes (secret key, noise width, uniform a), so the
-// same security; SEAL decrypts it (test/unit/seeded-batch.test.ts).
+// SEAL objects. Here the client encodes (ckks-encode.ts: SEAL's encoding, coefficient for
+// coefficient), adds the noise to the integer coefficients and transforms once per prime, then
+// computes c0 = m + e - a s with a from ChaCha20(seed), all in NTT form: 3.2 ms. The server
+// unpacks c0 and expands c1 = a straight into the kernel's input: 0.7 ms. It is the RLWE sample
+// SEAL makes (its secret key, its noise width, a exactly uniform), so the same security; SEAL
+// decrypts it (test/unit/seeded-batch.test.ts).
 //
 //   "S26" 0 | degree u32 | primes u32 | scale f64 | parms_id (32) | seed (32)
 //   | c0's residues, prime after prime, four to 13 bytes (26 bits each)
 import { SealedError } from '../errors.ts';
 import { chacha20Blocks } from './chacha20.ts';
+import { CkksEncoder } from './ckks-encode.ts';
 import { smallNoise } from './noise.ts';
 import { NegacyclicNtt } from './ntt.ts';
 
@@ -71,25 +74,6 @@ export function expandUniform(seed: Uint8Array, primes: readonly number[], degre
   }
 }
 
-/**
- * The residues of SEAL's uncompressed Plaintext (or SecretKey, which is one) of `count`
- * residues below 2^32, into `out`: they come last (... | DynArray header | count u64 | data).
- */
-export function plainResidues(raw: Uint8Array, count: number, out: Uint32Array = new Uint32Array(count)): Uint32Array {
-  const at = raw.length - 8 * count;
-  const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
-  if (at < 8 || v.getUint32(at - 8, true) !== count || v.getUint32(at - 4, true) !== 0)
-    throw new SealedError('bad-keys', 'a plaintext does not have the expected layout');
-  // High halves OR-ed and checked once, after the loop.
-  let high = 0;
-  for (let i = 0, b = at; i < count; i++, b += 8) {
-    out[i] = v.getUint32(b, true);
-    high |= v.getUint32(b + 4, true);
-  }
-  if (high !== 0) throw new SealedError('bad-keys', 'a plaintext has residues above 32 bits');
-  return out;
-}
-
 /** The client's side: fresh encryptions under one secret key. */
 export class SeededBatchEncryptor {
   private readonly level: SeededLevel;
@@ -97,7 +81,10 @@ export class SeededBatchEncryptor {
   private readonly s: Uint32Array;
   private readonly ntts: NegacyclicNtt[];
   private c0: Uint32Array | undefined;
-  private eHat: Float64Array | undefined;
+  private m: Float64Array | undefined;
+  /** log2 of the data primes' product. */
+  private readonly modulusBits: number;
+  private hat: Float64Array | undefined;
 
   constructor(level: SeededLevel, secretResidues: Uint32Array) {
     if (level.primes.some((q) => q >= 2 ** 26)) throw new SealedError('insecure-parameters', 'seeded batch encryption needs primes below 2^26');
@@ -105,13 +92,13 @@ export class SeededBatchEncryptor {
     this.level = level;
     this.s = Uint32Array.from(secretResidues);
     this.ntts = level.primes.map((q) => NegacyclicNtt.of(q, level.degree));
+    this.modulusBits = level.primes.reduce((a, q) => a + Math.log2(q), 0);
   }
 
-  /** `plain`: the plaintext's residues (NTT form, [prime][coeff]) as SEAL encoded them at `scale`. */
-  encrypt(plain: Uint32Array, scale: number): Uint8Array {
+  /** A fresh encryption of `values` (at most N/2 slots; the others zero) at `scale`. */
+  encrypt(values: ArrayLike<number>, scale: number): Uint8Array {
     const { primes, degree: N, parmsId } = this.level;
     const k = primes.length;
-    if (plain.length !== k * N) throw new Error(`a plaintext of ${plain.length} residues, expected ${k * N}`);
     const out = new Uint8Array(seededSectionBytes(this.level));
     const v = new DataView(out.buffer);
     out.set(MAGIC);
@@ -124,26 +111,48 @@ export class SeededBatchEncryptor {
     // Scratch reused across calls: fresh memory costs a page fault per 4 KiB on some VMs.
     const c0 = (this.c0 ??= new Uint32Array(k * N));
     expandUniform(seed, primes, N, c0, 0); // a, replaced by c0 below, one residue at a time
+    // m's integer coefficients (doubles: exact integers, above 2^53 too), then per prime: m mod q
+    // plus e (never added to the double, where it could round away), to NTT form, minus a s.
+    const m = (this.m ??= new Float64Array(N));
+    const most = CkksEncoder.of(N).encode(values, scale, m);
+    if (!(Math.log2(most) < this.modulusBits - 1)) {
+      m.fill(0);
+      throw new SealedError(
+        'bad-data',
+        Number.isFinite(most) ? 'a value is too large for the batch scale: its encoding passes half the modulus' : 'a value to encrypt is not a finite number',
+      );
+    }
     const e = smallNoise(N);
-    const eHat = (this.eHat ??= new Float64Array(N));
+    const hat = (this.hat ??= new Float64Array(N));
     for (let p = 0; p < k; p++) {
       const q = primes[p];
       const qInv = 1 / q;
-      for (let i = 0; i < N; i++) eHat[i] = e[i] < 0 ? e[i] + q : e[i];
-      this.ntts[p].forward(eHat);
+      for (let i = 0; i < N; i++) {
+        const x = m[i];
+        let r: number;
+        if (x > -4503599627370496 && x < 4503599627370496) {
+          // Below 2^52: the quotient estimate is off by at most one; k q and the difference are exact.
+          r = x - Math.floor(x * qInv) * q;
+          if (r < 0) r += q;
+          else if (r >= q) r -= q;
+        } else r = modLarge(x, q);
+        r += e[i] < 0 ? e[i] + q : e[i];
+        hat[i] = r >= q ? r - q : r;
+      }
+      this.ntts[p].forward(hat);
       for (let i = 0, x = p * N; i < N; i++, x++) {
-        // a s mod q: the product is below 2^52, exact; the quotient estimate is off by at most one.
+        // a s mod q: the product is below 2^52, exact.
         const prod = c0[x] * this.s[x];
         let as = prod - Math.floor(prod * qInv) * q;
         if (as < 0) as += q;
         else if (as >= q) as -= q;
-        let c = plain[x] + eHat[i] - as; // in (-q, 2q)
+        let c = hat[i] - as; // in (-q, q)
         if (c < 0) c += q;
-        else if (c >= q) c -= q;
         c0[x] = c;
       }
     }
-    eHat.fill(0);
+    m.fill(0);
+    hat.fill(0);
     e.fill(0);
     pack26(c0, out, HEAD);
     return out;
@@ -176,6 +185,22 @@ export function decodeSeededSection(bytes: Uint8Array, level: SeededLevel, scale
   const bad = unpack26(bytes, HEAD, primes, N, dst, offset);
   if (bad >= 0) throw fail(`has a residue above its prime (prime ${bad + 1} of ${k})`);
   expandUniform(bytes.subarray(AT_SEED, HEAD), primes, N, dst, offset + k * N);
+}
+
+/** x mod q for an integer-valued double of any size, exactly: 32 bits at a time, Horner's rule from the top. */
+function modLarge(x: number, q: number): number {
+  const negative = x < 0;
+  let rest = Math.abs(x);
+  const limbs: number[] = [];
+  while (rest >= 1) {
+    const hi = Math.floor(rest / 4294967296); // exact: a power of two
+    limbs.push(rest - hi * 4294967296);
+    rest = hi;
+  }
+  const base = 4294967296 % q;
+  let r = 0;
+  for (let j = limbs.length - 1; j >= 0; j--) r = (((r * base) % q) + (limbs[j] % q)) % q; // r base < 2^52
+  return negative && r !== 0 ? q - r : r;
 }
 
 /** Four residues below 2^26 to 13 bytes, least significant bit first. */

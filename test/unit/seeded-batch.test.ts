@@ -1,11 +1,13 @@
-// Batch mode's own encryption (src/fhe/seeded-batch.ts, src/fhe/chacha20.ts): ChaCha20 is RFC
-// 8439's and OpenSSL's; the uniform half is exactly the rejection rule's; SEAL decrypts what the
-// client makes and the server decodes; the noise is SEAL's width, never zero; two encryptions of
-// the same values share nothing; a section that does not match the batch parameters is refused.
+// Batch mode's own encryption (src/fhe/seeded-batch.ts, chacha20.ts, ckks-encode.ts): ChaCha20 is
+// RFC 8439's and OpenSSL's; the uniform half is exactly the rejection rule's; the encoding is
+// SEAL's; SEAL decrypts what the client makes and the server decodes; the noise is SEAL's width,
+// never zero; two encryptions of the same values share nothing; a section that does not match
+// the batch parameters is refused.
 import { createCipheriv, randomBytes } from 'node:crypto';
 import t from 'tap';
 import { BatchSession } from '../../src/fhe/batch-io.ts';
 import { chacha20Blocks } from '../../src/fhe/chacha20.ts';
+import { CkksEncoder } from '../../src/fhe/ckks-encode.ts';
 import { CkksSession } from '../../src/fhe/ckks.ts';
 import { SecretKeyHolder, generateSecretKey } from '../../src/fhe/keys.ts';
 import { primes as chainPrimes } from '../../src/fhe/params.ts';
@@ -71,48 +73,98 @@ async function setup() {
   return { s, sk, holder, all, level };
 }
 
-t.test('SEAL decrypts what the client encrypts and the server decodes; the noise is SEAL-sized', async (t) => {
-  const { s, sk, holder, all, level } = await setup();
+for (const scaleBits of [26, 62])
+  t.test(`SEAL decrypts what the client encrypts and the server decodes; the noise is SEAL-sized (scale 2^${scaleBits})`, async (t) => {
+    // 2^62: circuit privacy's input scale, where the coefficients pass 2^53 and the noise must not round away.
+    const { s, sk, holder, all, level } = await setup();
+    t.teardown(() => {
+      holder.close();
+      s.close();
+    });
+    const k = level.primes.length;
+    const values = Float64Array.from({ length: N / 2 }, (_, i) => Math.sin(i / 7) * 3);
+    const section = holder.encryptPacked(values, scaleBits);
+    t.ok(isSeededSection(section), 'a seeded section');
+    t.equal(section.length, seededSectionBytes(level), 'of the stated size');
+    const residues = new Uint32Array(2 * k * N);
+    decodeSeededSection(section, level, 2 ** scaleBits, residues, 0, 'the section');
+    const raw = buildRaw({ parmsId: level.parmsId, degree: N, primes: k, scale: 2 ** scaleBits }, 2, residues, 0);
+    const back = holder.decrypt(raw);
+    const err = Math.max(...values.map((v, i) => Math.abs(v - back[i])));
+    t.ok(err < 2 ** -12, `decrypted within 2^-12 of the values (largest error 2^${Math.log2(err).toFixed(1)})`);
+
+    // e = c0 + c1 s - m, per prime, back in the coefficient domain: small, of SEAL's width, not zero.
+    const sRes = secretKeyResidues(rawSecret(s, sk), N, all.length, k);
+    // m from our encoder, reduced exactly (BigInt): at 2^62 SEAL's own rounding of m differs from
+    // ours by more than the noise, so only this m leaves e alone.
+    const coeffs = new Float64Array(N);
+    CkksEncoder.of(N).encode(values, 2 ** scaleBits, coeffs);
+    const m = new Uint32Array(k * N);
+    level.primes.forEach((q, p) => {
+      const mp = Float64Array.from(coeffs, (c) => Number(((BigInt(c) % BigInt(q)) + BigInt(q)) % BigInt(q)));
+      new NegacyclicNtt(q, N).forward(mp);
+      m.set(mp, p * N);
+    });
+    const e0: number[] = [];
+    level.primes.forEach((q, p) => {
+      const x = new Float64Array(N);
+      for (let i = 0, j = p * N; i < N; i++, j++) x[i] = (residues[j] + mulmod(residues[k * N + j], sRes[j], q) + q - m[j]) % q;
+      new NegacyclicNtt(q, N).inverse(x);
+      const centered = Array.from(x, (v) => (v > q / 2 ? v - q : v));
+      if (p === 0) e0.push(...centered);
+      else t.same(centered, e0, `prime ${p + 1}: the same noise polynomial as prime 1`);
+    });
+    const variance = e0.reduce((a, v) => a + v * v, 0) / N;
+    t.ok(Math.max(...e0.map(Math.abs)) <= 21, 'every noise coefficient within 21');
+    t.ok(variance > 8 && variance < 13, `noise variance ${variance.toFixed(2)} (SEAL's: 3.2^2 = 10.24)`);
+
+    const other = holder.encryptPacked(values, scaleBits);
+    t.notSame(other.subarray(52, 84), section.subarray(52, 84), 'a second encryption of the same values has its own seed');
+    let same = 0;
+    for (let i = 84; i < section.length; i++) if (section[i] === other[i]) same++;
+    t.ok(same < (section.length - 84) / 100, `and shares no more bytes of c0 than chance (${same})`);
+  });
+
+t.test("our CKKS encoding is SEAL's: the same slot order, the same coefficients but for rounding", async (t) => {
+  const { s, holder, all, level } = await setup();
   t.teardown(() => {
     holder.close();
     s.close();
   });
   const k = level.primes.length;
-  const values = Float64Array.from({ length: N / 2 }, (_, i) => Math.sin(i / 7) * 3);
-  const section = holder.encryptPacked(values, 26);
-  t.ok(isSeededSection(section), 'a seeded section');
-  t.equal(section.length, seededSectionBytes(level), 'of the stated size');
-  const residues = new Uint32Array(2 * k * N);
-  decodeSeededSection(section, level, 2 ** 26, residues, 0, 'the section');
-  const raw = buildRaw({ parmsId: level.parmsId, degree: N, primes: k, scale: 2 ** 26 }, 2, residues, 0);
-  const back = holder.decrypt(raw);
-  const err = Math.max(...values.map((v, i) => Math.abs(v - back[i])));
-  t.ok(err < 2 ** -12, `decrypted within 2^-12 of the values (largest error 2^${Math.log2(err).toFixed(1)})`);
-
-  // e = c0 + c1 s - m, per prime, back in the coefficient domain: small, of SEAL's width, not zero.
-  const sRes = secretKeyResidues(rawSecret(s, sk), N, all.length, k);
-  const pt = new s.seal.Plaintext();
-  s.encoder.encode(values, 2 ** 26, pt);
-  const m = secretKeyResidues(pt.saveToArray(s.seal.ComprModeType.none) as Uint8Array, N, k, k);
-  pt.delete();
-  const e0: number[] = [];
-  level.primes.forEach((q, p) => {
-    const x = new Float64Array(N);
-    for (let i = 0, j = p * N; i < N; i++, j++) x[i] = (residues[j] + mulmod(residues[k * N + j], sRes[j], q) + q - m[j]) % q;
-    new NegacyclicNtt(q, N).inverse(x);
-    const centered = Array.from(x, (v) => (v > q / 2 ? v - q : v));
-    if (p === 0) e0.push(...centered);
-    else t.same(centered, e0, `prime ${p + 1}: the same noise polynomial as prime 1`);
-  });
-  const variance = e0.reduce((a, v) => a + v * v, 0) / N;
-  t.ok(Math.max(...e0.map(Math.abs)) <= 21, 'every noise coefficient within 21');
-  t.ok(variance > 8 && variance < 13, `noise variance ${variance.toFixed(2)} (SEAL's: 3.2^2 = 10.24)`);
-
-  const other = holder.encryptPacked(values, 26);
-  t.notSame(other.subarray(52, 84), section.subarray(52, 84), 'a second encryption of the same values has its own seed');
-  let same = 0;
-  for (let i = 84; i < section.length; i++) if (section[i] === other[i]) same++;
-  t.ok(same < (section.length - 84) / 100, `and shares no more bytes of c0 than chance (${same})`);
+  const q = level.primes[0];
+  for (const [name, values, scale] of [
+    ['a full vector', Float64Array.from({ length: N / 2 }, (_, i) => Math.sin(i / 3) * 5 - 1), 2 ** 26],
+    ['a short vector, the other slots zero, a larger scale', Float64Array.from({ length: 100 }, (_, i) => i - 50), 2 ** 30],
+  ] as const) {
+    const ours = new Float64Array(N);
+    CkksEncoder.of(N).encode(values, scale, ours);
+    const pt = new s.seal.Plaintext();
+    s.encoder.encode(values, scale, pt);
+    const theirs = Float64Array.from(secretKeyResidues(pt.saveToArray(s.seal.ComprModeType.none) as Uint8Array, N, k, k).subarray(0, N));
+    pt.delete();
+    new NegacyclicNtt(q, N).inverse(theirs);
+    // Modulo q (coefficients at scale 2^30 pass q/2): equal, or one apart where rounding differs.
+    let same = 0;
+    let near = 0;
+    for (let i = 0; i < N; i++) {
+      const d = (((theirs[i] - ours[i]) % q) + q) % q;
+      if (d === 0) same++;
+      else if (d === 1 || d === q - 1) near++;
+    }
+    t.ok(same >= 0.999 * N && same + near === N, `${name}: ${same} of ${N} coefficients SEAL's, ${near} one apart`);
+  }
+  void all;
+  t.throws(
+    () => holder.encryptPacked(Float64Array.from([1, NaN]), 26),
+    { code: 'bad-data', message: /not a finite number/ },
+    'a value that is not a number is refused',
+  );
+  t.throws(
+    () => holder.encryptPacked(Float64Array.from([2 ** 100]), 26),
+    { code: 'bad-data', message: /too large for the batch scale/ },
+    'so is one whose encoding passes half the modulus',
+  );
 });
 
 function rawSecret(s: CkksSession, sk: Uint8Array): Uint8Array {
