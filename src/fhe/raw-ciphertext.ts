@@ -132,6 +132,23 @@ export function isPacked(bytes: Uint8Array): boolean {
   return bytes.length >= PACK_HEAD && PACK_MAGIC.every((b, i) => bytes[i] === b);
 }
 
+/** Four residues below 2^26 as 13 bytes at out[o..], least significant bit first (the layout above). */
+export function pack4x26(out: Uint8Array, o: number, a: number, b: number, c: number, d: number): void {
+  out[o] = a;
+  out[o + 1] = a >>> 8;
+  out[o + 2] = a >>> 16;
+  out[o + 3] = (a >>> 24) | (b << 2);
+  out[o + 4] = b >>> 6;
+  out[o + 5] = b >>> 14;
+  out[o + 6] = (b >>> 22) | (c << 4);
+  out[o + 7] = c >>> 4;
+  out[o + 8] = c >>> 12;
+  out[o + 9] = (c >>> 20) | (d << 6);
+  out[o + 10] = d >>> 2;
+  out[o + 11] = d >>> 10;
+  out[o + 12] = d >>> 18;
+}
+
 /** Packs SEAL's uncompressed ciphertext bytes; undefined if a residue does not fit 26 bits. */
 export function packResidues(bytes: Uint8Array): Uint8Array | undefined {
   if (bytes.length < RAW_DATA_OFFSET) return undefined;
@@ -154,19 +171,7 @@ export function packResidues(bytes: Uint8Array): Uint8Array | undefined {
       d = v.getUint32(at + 24, true);
     if ((a | b | c | d) >>> 26 || v.getUint32(at + 4, true) | v.getUint32(at + 12, true) | v.getUint32(at + 20, true) | v.getUint32(at + 28, true))
       return undefined;
-    out[o] = a;
-    out[o + 1] = a >>> 8;
-    out[o + 2] = a >>> 16;
-    out[o + 3] = (a >>> 24) | (b << 2);
-    out[o + 4] = b >>> 6;
-    out[o + 5] = b >>> 14;
-    out[o + 6] = (b >>> 22) | (c << 4);
-    out[o + 7] = c >>> 4;
-    out[o + 8] = c >>> 12;
-    out[o + 9] = (c >>> 20) | (d << 6);
-    out[o + 10] = d >>> 2;
-    out[o + 11] = d >>> 10;
-    out[o + 12] = d >>> 18;
+    pack4x26(out, o, a, b, c, d);
     o += 13;
   }
   out.set(bytes.subarray(RAW_DATA_OFFSET + 8 * count), o);

@@ -20,6 +20,7 @@ import { chacha20Blocks } from './chacha20.ts';
 import { CkksEncoder } from './ckks-encode.ts';
 import { smallNoise } from './noise.ts';
 import { NegacyclicNtt } from './ntt.ts';
+import { pack4x26 } from './raw-ciphertext.ts';
 
 const MAGIC = [0x53, 0x32, 0x36, 0x00];
 const SEED_BYTES = 32;
@@ -203,27 +204,9 @@ function modLarge(x: number, q: number): number {
   return negative && r !== 0 ? q - r : r;
 }
 
-/** Four residues below 2^26 to 13 bytes, least significant bit first. */
+/** Residues below 2^26, four to 13 bytes (raw-ciphertext.ts' P26 bit order). */
 function pack26(r: Uint32Array, out: Uint8Array, at: number): void {
-  for (let i = 0, o = at; i < r.length; i += 4, o += 13) {
-    const a = r[i],
-      b = r[i + 1],
-      c = r[i + 2],
-      d = r[i + 3];
-    out[o] = a;
-    out[o + 1] = a >>> 8;
-    out[o + 2] = a >>> 16;
-    out[o + 3] = (a >>> 24) | (b << 2);
-    out[o + 4] = b >>> 6;
-    out[o + 5] = b >>> 14;
-    out[o + 6] = (b >>> 22) | (c << 4);
-    out[o + 7] = c >>> 4;
-    out[o + 8] = c >>> 12;
-    out[o + 9] = (c >>> 20) | (d << 6);
-    out[o + 10] = d >>> 2;
-    out[o + 11] = d >>> 10;
-    out[o + 12] = d >>> 18;
-  }
+  for (let i = 0, o = at; i < r.length; i += 4, o += 13) pack4x26(out, o, r[i], r[i + 1], r[i + 2], r[i + 3]);
 }
 
 /** pack26's inverse into dst[offset..], prime block by prime block; the index of the first prime with a residue >= it, else -1. */
