@@ -121,6 +121,7 @@ export class SeededBatchEncryptor {
       throw new SealedError(
         'bad-data',
         Number.isFinite(most) ? 'a value is too large for the batch scale: its encoding passes half the modulus' : 'a value to encrypt is not a finite number',
+        'records far outside the calibration range overflow batch mode; send them in the single layout (`sealed predict --layout single`)',
       );
     }
     const e = smallNoise(N);

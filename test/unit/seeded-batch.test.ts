@@ -162,7 +162,7 @@ t.test("our CKKS encoding is SEAL's: the same slot order, the same coefficients 
   );
   t.throws(
     () => holder.encryptPacked(Float64Array.from([2 ** 100]), 26),
-    { code: 'bad-data', message: /too large for the batch scale/ },
+    { code: 'bad-data', message: /too large for the batch scale/, hint: /--layout single/ },
     'so is one whose encoding passes half the modulus',
   );
 });
