@@ -26,6 +26,9 @@ const MAGIC = [0x53, 0x32, 0x36, 0x00];
 const SEED_BYTES = 32;
 const AT_SEED = 52;
 const HEAD = AT_SEED + SEED_BYTES;
+const TWO32 = 4294967296;
+const TWO52 = 2 ** 52;
+const TWO84 = 2 ** 84;
 const HINT = 'encrypt the query with `sealed predict` (or the SDK) for the model this endpoint serves';
 
 /** The top level of the batch parameters: what a section must match. */
@@ -86,6 +89,9 @@ export class SeededBatchEncryptor {
   /** log2 of the data primes' product. */
   private readonly modulusBits: number;
   private hat: Float64Array | undefined;
+  private hi: Float64Array | undefined;
+  /** Coefficients past 2^84, by index (none at the scales batch plans use). */
+  private readonly whole = new Map<number, number>();
 
   constructor(level: SeededLevel, secretResidues: Uint32Array) {
     if (level.primes.some((q) => q >= 2 ** 26)) throw new SealedError('insecure-parameters', 'seeded batch encryption needs primes below 2^26');
@@ -124,20 +130,42 @@ export class SeededBatchEncryptor {
         'records far outside the calibration range overflow batch mode; send them in the single layout (`sealed predict --layout single`)',
       );
     }
+    // Coefficients past 2^52 (circuit privacy's input scale 2^62 makes most of them so) split once
+    // as hi 2^32 + lo, not once per prime: m keeps lo, hi their high part (0 for the others;
+    // Infinity past 2^84, which modLarge takes whole, prime by prime).
+    const hi = (this.hi ??= new Float64Array(N));
+    const whole = this.whole;
+    for (let i = 0; i < N; i++) {
+      const x = m[i];
+      if (x > -TWO52 && x < TWO52) hi[i] = 0;
+      else if (x > -TWO84 && x < TWO84) {
+        hi[i] = Math.floor(x / TWO32); // exact: a power of two
+        m[i] = x - hi[i] * TWO32;
+      } else {
+        hi[i] = Infinity;
+        whole.set(i, x);
+      }
+    }
     const e = smallNoise(N);
     const hat = (this.hat ??= new Float64Array(N));
     for (let p = 0; p < k; p++) {
       const q = primes[p];
       const qInv = 1 / q;
+      const base = TWO32 % q;
       for (let i = 0; i < N; i++) {
-        const x = m[i];
-        let r: number;
-        if (x > -4503599627370496 && x < 4503599627370496) {
-          // Below 2^52: the quotient estimate is off by at most one; k q and the difference are exact.
-          r = x - Math.floor(x * qInv) * q;
-          if (r < 0) r += q;
-          else if (r >= q) r -= q;
-        } else r = modLarge(x, q);
+        let x = m[i];
+        if (hi[i] === Infinity) x = modLarge(whole.get(i)!, q);
+        else if (hi[i] !== 0) {
+          // (hi mod q) 2^32 + lo: below 2^53, exact.
+          let h = hi[i] - Math.floor(hi[i] * qInv) * q;
+          if (h < 0) h += q;
+          else if (h >= q) h -= q;
+          x += h * base;
+        }
+        // |x| below 2^53: the quotient estimate is off by at most one; k q and the difference are exact.
+        let r = x - Math.floor(x * qInv) * q;
+        if (r < 0) r += q;
+        else if (r >= q) r -= q;
         r += e[i] < 0 ? e[i] + q : e[i];
         hat[i] = r >= q ? r - q : r;
       }
@@ -154,6 +182,8 @@ export class SeededBatchEncryptor {
       }
     }
     m.fill(0);
+    hi.fill(0);
+    whole.clear();
     hat.fill(0);
     e.fill(0);
     pack26(c0, out, HEAD);

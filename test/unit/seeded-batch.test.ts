@@ -167,6 +167,26 @@ t.test("our CKKS encoding is SEAL's: the same slot order, the same coefficients 
   );
 });
 
+t.test('coefficients past 2^84 (reduced whole, prime by prime) still decrypt', async (t) => {
+  const { s, holder, level } = await setup();
+  t.teardown(() => {
+    holder.close();
+    s.close();
+  });
+  const k = level.primes.length;
+  const values = Float64Array.from([2 ** 40, -(2 ** 39), 3]);
+  const coeffs = new Float64Array(N);
+  const most = CkksEncoder.of(N).encode(values, 2 ** 62, coeffs);
+  t.ok(most > 2 ** 84, `the largest coefficient is 2^${Math.log2(most).toFixed(1)}`);
+  const residues = new Uint32Array(2 * k * N);
+  decodeSeededSection(holder.encryptPacked(values, 62), level, 2 ** 62, residues, 0, 'the section');
+  const back = holder.decrypt(buildRaw({ parmsId: level.parmsId, degree: N, primes: k, scale: 2 ** 62 }, 2, residues, 0));
+  t.ok(
+    [...values].every((v, i) => Math.abs(back[i] - v) < 2 ** -20 * 2 ** 40),
+    `decrypted: ${[...back.subarray(0, 3)].map((x) => x.toExponential(6)).join(', ')}`,
+  );
+});
+
 function rawSecret(s: CkksSession, sk: Uint8Array): Uint8Array {
   const key = new s.seal.SecretKey();
   key.loadFromArray(s.context, sk);
