@@ -1,5 +1,5 @@
 // Batch mode for imported models wherever the graph allows it (one dense layer, or dense ->
-// activation -> dense): `sealed compile` writes the batch plan into the bundle and says so in
+// activation -> dense, once or twice): `sealed compile` writes the batch plan into the bundle and says so in
 // its report, and a batch query of many records, evaluated by the model server in process with
 // no evaluation keys, decrypts to the compiled model's outputs. Graphs batch mode cannot hold
 // get a report line saying why, and only the single layout.
@@ -75,53 +75,72 @@ t.test('scikit-learn pipeline (Scaler + LinearClassifier): batch mode, 569 recor
   t.ok(agree >= cal.rows.length - 2, `${agree} of ${cal.rows.length} classes = onnxruntime's`);
 });
 
-t.test('dense -> ReLU -> dense: batch mode with the fitted quadratic; two activations: single layout only, and the report says why', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'sealed-onnx-batch-models-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  let s = 5;
-  const rnd = () => ((s = (s * 1103515245 + 12345) % 2 ** 31), s / 2 ** 31);
-  const rows = Array.from({ length: 300 }, () => Array.from({ length: 12 }, rnd));
-  const csv = join(dir, 'cal.csv');
-  await writeFile(csv, rows.map((r) => r.join(',')).join('\n') + '\n');
+t.test(
+  'dense -> ReLU -> dense, once or twice: batch mode with the fitted quadratics; three activations: single layout only, and the report says why',
+  async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'sealed-onnx-batch-models-'));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    let s = 5;
+    const rnd = () => ((s = (s * 1103515245 + 12345) % 2 ** 31), s / 2 ** 31);
+    const rows = Array.from({ length: 300 }, () => Array.from({ length: 12 }, rnd));
+    const csv = join(dir, 'cal.csv');
+    await writeFile(csv, rows.map((r) => r.join(',')).join('\n') + '\n');
 
-  const one = join(dir, 'one.onnx');
-  await writeFile(
-    one,
-    buildModel({
-      inputs: [['x', ['N', 12]]],
-      outputs: [['y', ['N', 3]]],
-      initializers: [...gemmWeights('fc1', 12, 8, 3), ...gemmWeights('fc2', 8, 3, 4)],
-      nodes: [gemm('fc1', 'x', 'h'), { op: 'Relu', inputs: ['h'], outputs: ['r'], name: 'relu' }, gemm('fc2', 'r', 'y')],
-    }),
-  );
-  const a = await batchRun(t, one, csv, rows);
-  t.ok('records_per_query' in a.report.batch, `one activation: ${JSON.stringify(a.report.batch)}`);
-  t.ok(a.scores, 'batch query served');
-  if (a.scores) {
-    const m = compileOnnx(new Uint8Array(await readFile(one)), rows);
-    const { worst, top } = largestError(a.scores, (i) => simulatedScores(m, rows[i]));
-    t.ok(worst < 2 ** -9 * top, `batch outputs = the compiled model's (ReLU as its quadratic) within ${worst.toExponential(2)}`);
-  }
+    const one = join(dir, 'one.onnx');
+    await writeFile(
+      one,
+      buildModel({
+        inputs: [['x', ['N', 12]]],
+        outputs: [['y', ['N', 3]]],
+        initializers: [...gemmWeights('fc1', 12, 8, 3), ...gemmWeights('fc2', 8, 3, 4)],
+        nodes: [gemm('fc1', 'x', 'h'), { op: 'Relu', inputs: ['h'], outputs: ['r'], name: 'relu' }, gemm('fc2', 'r', 'y')],
+      }),
+    );
+    const a = await batchRun(t, one, csv, rows);
+    t.ok('records_per_query' in a.report.batch, `one activation: ${JSON.stringify(a.report.batch)}`);
+    t.ok(a.scores, 'batch query served');
+    if (a.scores) {
+      const m = compileOnnx(new Uint8Array(await readFile(one)), rows);
+      const { worst, top } = largestError(a.scores, (i) => simulatedScores(m, rows[i]));
+      t.ok(worst < 2 ** -9 * top, `batch outputs = the compiled model's (ReLU as its quadratic) within ${worst.toExponential(2)}`);
+    }
 
-  const two = join(dir, 'two.onnx');
-  await writeFile(
-    two,
-    buildModel({
-      inputs: [['x', ['N', 12]]],
-      outputs: [['y', ['N', 3]]],
-      initializers: [...gemmWeights('fc1', 12, 8, 3), ...gemmWeights('fc2', 8, 6, 4), ...gemmWeights('fc3', 6, 3, 5)],
-      nodes: [
-        gemm('fc1', 'x', 'h'),
-        { op: 'Relu', inputs: ['h'], outputs: ['r'], name: 'relu1' },
-        gemm('fc2', 'r', 'h2'),
-        { op: 'Relu', inputs: ['h2'], outputs: ['r2'], name: 'relu2' },
-        gemm('fc3', 'r2', 'y'),
-      ],
-    }),
-  );
-  const m2 = compileOnnx(new Uint8Array(await readFile(two)), rows);
-  const b = await batchModeFor(m2, rows);
-  t.ok('unsupported' in b.batchReport && /batch mode handles/.test(b.batchReport.unsupported), `two activations: ${JSON.stringify(b.batchReport)}`);
-  t.equal(b.batch, undefined, 'no batch plan');
-  t.equal(m2.client.batch, undefined, 'no batch parameters in the client part');
-});
+    /** dense 12 -> 8, then (ReLU, dense) for each width in `widths`. */
+    const deeper = async (name: string, widths: number[]) => {
+      const file = join(dir, `${name}.onnx`);
+      const sizes = [12, 8, ...widths];
+      await writeFile(
+        file,
+        buildModel({
+          inputs: [['x', ['N', 12]]],
+          outputs: [['y', ['N', widths[widths.length - 1]]]],
+          initializers: sizes.slice(1).flatMap((out, i) => gemmWeights(`fc${i + 1}`, sizes[i], out, i + 3)),
+          nodes: sizes
+            .slice(1)
+            .flatMap((_, i) => [
+              gemm(`fc${i + 1}`, i ? `r${i}` : 'x', i + 2 < sizes.length ? `h${i + 1}` : 'y'),
+              ...(i + 2 < sizes.length ? [{ op: 'Relu', inputs: [`h${i + 1}`], outputs: [`r${i + 1}`], name: `relu${i + 1}` }] : []),
+            ]),
+        }),
+      );
+      return file;
+    };
+    const two = await deeper('two', [6, 3]);
+    const b = await batchRun(t, two, csv, rows);
+    t.ok('records_per_query' in b.report.batch, `two activations: ${JSON.stringify(b.report.batch)}`);
+    t.equal(b.client.batch?.params.polyModulusDegree, 16384, 'two activations: ring 16384');
+    t.equal(b.client.batch?.result_size, 5, 'size-5 results (two squares, no relinearization)');
+    t.ok(b.scores, 'batch query served');
+    if (b.scores) {
+      const m = compileOnnx(new Uint8Array(await readFile(two)), rows);
+      const { worst, top } = largestError(b.scores, (i) => simulatedScores(m, rows[i]));
+      t.ok(worst < 2 ** -9 * top, `batch outputs = the compiled model's (two ReLUs as quadratics) within ${worst.toExponential(2)}`);
+    }
+
+    const m3 = compileOnnx(new Uint8Array(await readFile(await deeper('three', [6, 5, 3]))), rows);
+    const c = await batchModeFor(m3, rows);
+    t.ok('unsupported' in c.batchReport && /batch mode handles/.test(c.batchReport.unsupported), `three activations: ${JSON.stringify(c.batchReport)}`);
+    t.equal(c.batch, undefined, 'no batch plan');
+    t.equal(m3.client.batch, undefined, 'no batch parameters in the client part');
+  },
+);

@@ -7,7 +7,8 @@
 /* eslint-disable max-lines -- Over 300 lines on purpose: measureKernelUnits (the cost model's
    probe) times the kernel's own private loops, so it lives with them rather than widening their
    interface. */
-import { outputsOf, resultSize, type BatchPlan } from './batch-plan.ts';
+import { squareAndThirdLayer } from './batch-kernel-deep.ts';
+import { outputsOf, resultSize, scaleBitsOf, type BatchPlan } from './batch-plan.ts';
 import { REDUCE_EVERY } from './kernel-limits.ts';
 import { KERNEL_WASM, wasmBytes } from './kernel-wasm.ts';
 
@@ -93,9 +94,11 @@ export interface BatchKernel {
   index: Int32Array;
   w1: Float64Array;
   w2?: Float64Array;
+  w3?: Float64Array;
   /** [prime][row] */
   bias1: Float64Array[];
   bias2: Float64Array[];
+  bias3: Float64Array[];
   /**
    * Rows in evaluation order, in groups of up to four that read the same inputs (a convolution's
    * filters at one position): each input residue is then loaded once for the whole group. The
@@ -137,8 +140,7 @@ export function residue(value: number, bits: number, q: number): number {
 }
 
 export function prepareKernel(plan: BatchPlan, primes: number[]): BatchKernel {
-  const first = plan.inputScaleBits + plan.first.weightScaleBits;
-  const out = plan.outputScaleBits;
+  const { first, mid, out } = scaleBitsOf(plan);
   return {
     plan,
     primes,
@@ -147,8 +149,10 @@ export function prepareKernel(plan: BatchPlan, primes: number[]): BatchKernel {
     index: Int32Array.from(plan.first.index),
     w1: Float64Array.from(plan.first.weight),
     w2: plan.second ? Float64Array.from(plan.second.weight) : undefined,
+    w3: plan.third ? Float64Array.from(plan.third.weight) : undefined,
     bias1: primes.map((q) => Float64Array.from(plan.first.bias, (b) => residue(b, first, q))),
-    bias2: primes.map((q) => Float64Array.from(plan.second?.bias ?? [], (b) => residue(b, out, q))),
+    bias2: primes.map((q) => Float64Array.from(plan.second?.bias ?? [], (b) => residue(b, mid, q))),
+    bias3: primes.map((q) => Float64Array.from(plan.third?.bias ?? [], (b) => residue(b, out, q))),
     groups: groupRows(Int32Array.from(plan.first.start), Int32Array.from(plan.first.index)),
   };
 }
@@ -167,7 +171,8 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
   const qinv = 1 / q;
   const C = lane1 - lane0;
   const rows = plan.first.rows;
-  const outs = outputsOf(plan);
+  // The second layer's sums: the outputs, or the values the third layer squares.
+  const outs = plan.second ? plan.second.rows : outputsOf(plan);
   const size = resultSize(plan);
   if (C % 2) throw new RangeError('a lane chunk must have an even number of lanes');
   const b1 = k.bias1[pi];
@@ -213,6 +218,7 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
   if (!plan.square) return;
   reduceAll(acc, q, qinv);
   const b2 = k.bias2[pi];
+  if (k.w3) return squareAndThirdLayer(acc, b2, k.w3, k.bias3[pi], q, output, lane0, LN, C);
   for (let o = 0; o < outs; o++) {
     for (let p = 0; p < 3; p++) {
       const src = (o * 3 + p) * C;

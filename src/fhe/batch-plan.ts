@@ -7,9 +7,16 @@
 //   hidden_j^2                                          (tensor square, NOT relinearized: size 3)
 //   out_k    = bias2_k + sum_j w2[k, j] * hidden_j^2    (dense; size 3)
 //
+// or, for networks with two activations, a second square and a third layer after it:
+//
+//   mid_k    = bias2_k + sum_j w2[k, j] * hidden_j^2    (dense; size 3)
+//   mid_k^2                                             (tensor square of size 3: size 5)
+//   out_o    = bias3_o + sum_k w3[o, k] * mid_k^2       (dense; size 5)
+//
 // No rotations, no relinearization, no rescaling: the server needs no evaluation keys at all,
-// and the client decrypts the size-3 results with s and s^2. The scale grows instead of being
-// rescaled, so the modulus is chosen to hold the final scale times the largest output.
+// and the client decrypts the size-3 (or size-5) results with the powers of s up to s^2 (s^4).
+// The scale grows instead of being rescaled, so the modulus is chosen to hold the final scale
+// times the largest output: for two squares that takes ring 16384.
 import { SealedError, isSealedError } from '../errors.ts';
 import { MAX_INT_WEIGHT, MAX_KERNEL_INDEX, MAX_TAPS, PRIME_BITS, REDUCE_EVERY } from './kernel-limits.ts';
 import { checkParams, type CkksParams } from './params.ts';
@@ -27,6 +34,11 @@ export interface BatchPlan {
   square: boolean;
   /** Dense outputs x rows(first), row-major; only with `square`. */
   second?: { rows: number; weight: number[]; weightScaleBits: number; bias: number[] };
+  /**
+   * Two activations: the second layer's outputs are squared (size 3 -> 5) and feed this dense
+   * layer, outputs x second.rows, row-major. Absent in plans with one square or none.
+   */
+  third?: { rows: number; weight: number[]; weightScaleBits: number; bias: number[] };
   /** log2 of the results' scale. */
   outputScaleBits: number;
   /**
@@ -40,19 +52,24 @@ export interface BatchPlan {
   floodSecurityBits?: number;
 }
 
+/** Batch mode's ring degree with at most one square; two squares need BATCH_DEGREE_DEEP's modulus. */
 export const BATCH_DEGREE = 8192;
+export const BATCH_DEGREE_DEEP = 16384;
 
-export const outputsOf = (p: BatchPlan) => (p.second ? p.second.rows : p.first.rows);
-/** Polynomials per result ciphertext. */
-export const resultSize = (p: BatchPlan) => (p.square ? 3 : 2);
+export const outputsOf = (p: BatchPlan) => (p.third ? p.third.rows : p.second ? p.second.rows : p.first.rows);
+/** Polynomials per result ciphertext: a square of a size-s ciphertext has 2s - 1. */
+export const resultSize = (p: BatchPlan) => (p.third ? 5 : p.square ? 3 : 2);
 export const dataPrimesOf = (p: BatchPlan) => p.params.coeffModulusBits.length - 1;
 export const recordsPerBatch = (p: BatchPlan) => p.params.polyModulusDegree / 2;
 
-export function scaleBitsOf(p: BatchPlan): { first: number; square: number; out: number } {
+/** log2 of each stage's scale: `mid` (second layer) and `square2` equal `out` without a third layer. */
+export function scaleBitsOf(p: BatchPlan): { first: number; square: number; mid: number; square2: number; out: number } {
   const first = p.inputScaleBits + p.first.weightScaleBits;
   const square = p.square ? 2 * first : first;
-  const out = p.second ? square + p.second.weightScaleBits : square;
-  return { first, square, out };
+  const mid = p.second ? square + p.second.weightScaleBits : square;
+  const square2 = p.third ? 2 * mid : mid;
+  const out = p.third ? square2 + p.third.weightScaleBits : mid;
+  return { first, square, mid, square2, out };
 }
 
 /**
@@ -71,12 +88,17 @@ export function batchOpCounts(p: BatchPlan): {
   lanes: number;
 } {
   const lanes = dataPrimesOf(p) * p.params.polyModulusDegree;
-  const macSecond = p.second ? p.second.weight.length * 3 : 0;
-  const reduce = p.square ? outputsOf(p) * 3 * (1 + Math.floor(p.first.rows / REDUCE_EVERY)) : p.first.rows * 2;
+  // The third layer's products are the second's kind (weight x reduced square), five polynomials.
+  const macSecond = (p.second ? p.second.weight.length * 3 : 0) + (p.third ? p.third.weight.length * 5 : 0);
+  const mid = p.second?.rows ?? 0;
+  const reduce =
+    (p.square ? mid * 3 * (1 + Math.floor(p.first.rows / REDUCE_EVERY)) : p.first.rows * 2) +
+    (p.third ? p.third.rows * 5 * (1 + Math.floor(mid / REDUCE_EVERY)) : 0);
   return {
     macFirst: p.first.index.length * 2 * lanes,
     macSecond: macSecond * lanes,
-    square: (p.square ? p.first.rows : 0) * lanes,
+    // A size-3 square (six products, five reductions) counts as two size-2 ones (three, three).
+    square: ((p.square ? p.first.rows : 0) + (p.third ? 2 * mid : 0)) * lanes,
     reduce: reduce * lanes,
     decode: p.inputs,
     encode: outputsOf(p),
@@ -144,9 +166,9 @@ export function validateBatchPlan(raw: unknown, where = 'the batch plan'): Batch
   const params = object(p.params, 'params');
   if (params.scheme !== 'ckks') throw bad('params.scheme', `is ${show(params.scheme)}, not ckks`);
   if (params.securityLevel !== 128) throw bad('params.securityLevel', `is ${show(params.securityLevel)}, not 128`);
-  // The compiler's only degree: chunking, records per batch and the cost model assume it.
-  if (params.polyModulusDegree !== BATCH_DEGREE)
-    throw bad('params.polyModulusDegree', `is ${show(params.polyModulusDegree)}, not ${BATCH_DEGREE} (batch mode's ring degree)`);
+  // The compiler's degrees: chunking, records per batch and the cost model assume one of them.
+  if (params.polyModulusDegree !== BATCH_DEGREE && params.polyModulusDegree !== BATCH_DEGREE_DEEP)
+    throw bad('params.polyModulusDegree', `is ${show(params.polyModulusDegree)}, not ${BATCH_DEGREE} or ${BATCH_DEGREE_DEEP} (batch mode's ring degrees)`);
   const bits = params.coeffModulusBits;
   if (!Array.isArray(bits) || bits.length < 2) throw bad('params.coeffModulusBits', 'must list at least one data prime and the special prime');
   // The special prime (last) is never used by the kernel; only the data primes bound residues.
@@ -204,15 +226,33 @@ export function validateBatchPlan(raw: unknown, where = 'the batch plan'): Batch
     );
     int(s.weightScaleBits, 'second.weightScaleBits', -dataBits, dataBits);
   }
+  if (p.third !== undefined) {
+    if (p.second === undefined) throw bad('third', 'is present without a second layer to square');
+    const mid = outs;
+    const s = object(p.third, 'third');
+    outs = int(s.rows, 'third.rows', 1, MAX_KERNEL_INDEX);
+    ints(
+      array(s.weight, 'third.weight', outs * mid, 'third.rows x second.rows'),
+      'third.weight',
+      -MAX_INT_WEIGHT,
+      MAX_INT_WEIGHT,
+      `[-${MAX_INT_WEIGHT}, ${MAX_INT_WEIGHT}], the kernel's integer weights`,
+    );
+    int(s.weightScaleBits, 'third.weightScaleBits', -dataBits, dataBits);
+  }
   // Every scale field is now an integer: the scales the layers give, as the client expects them.
   const plan = raw as BatchPlan;
   const scales = scaleBitsOf(plan);
   const range = `outside [2^0, 2^${dataBits}) (the data primes hold ${dataBits} bits)`;
   if (scales.first < 0 || scales.square >= dataBits)
     throw bad('first.weightScaleBits', `gives hidden values at scale 2^${scales.first}${plan.square ? ` and squares at 2^${scales.square}` : ''}, ${range}`);
-  if (scales.out < 0 || scales.out >= dataBits) throw bad('second.weightScaleBits', `gives results at scale 2^${scales.out}, ${range}`);
+  if (scales.mid < 0 || scales.square2 >= dataBits)
+    throw bad('second.weightScaleBits', `gives values at scale 2^${scales.mid}${plan.third ? ` and squares at 2^${scales.square2}` : ''}, ${range}`);
+  if (scales.out < 0 || scales.out >= dataBits)
+    throw bad(plan.third ? 'third.weightScaleBits' : 'second.weightScaleBits', `gives results at scale 2^${scales.out}, ${range}`);
   biases(array(f.bias, 'first.bias', rows, 'first.rows'), 'first.bias', scales.first);
-  if (plan.second) biases(array(plan.second.bias, 'second.bias', outs, 'second.rows'), 'second.bias', scales.out);
+  if (plan.second) biases(array(plan.second.bias, 'second.bias', plan.second.rows, 'second.rows'), 'second.bias', scales.mid);
+  if (plan.third) biases(array(plan.third.bias, 'third.bias', outs, 'third.rows'), 'third.bias', scales.out);
   if (p.outputScaleBits !== scales.out)
     throw bad('outputScaleBits', `is ${show(p.outputScaleBits)}, not ${scales.out}, the scale the layers give (scaleBitsOf)`);
   if (p.privacy !== undefined && p.privacy !== 'flood' && p.privacy !== 'none') throw bad('privacy', `is ${show(p.privacy)}, not "flood" or "none"`);

@@ -23,7 +23,7 @@ import { guard, release } from './seal.ts';
  * part's result_size), from the batch secret key (SEAL bytes) of session `s`. Sent with the query.
  */
 export function makeBatchRerandKey(s: CkksSession, size: number, secretKey: Uint8Array): Uint8Array {
-  if (size !== 2 && size !== 3) throw new SealedError('bad-bundle', `batch results of ${size} polynomials: expected 2 or 3`);
+  if (size !== 2 && size !== 3 && size !== 5) throw new SealedError('bad-bundle', `batch results of ${size} polynomials: expected 2, 3 or 5`);
   const sk = new s.seal.SecretKey();
   try {
     guard('bad-keys', 'the secret key', () => sk.loadFromArray(s.context, secretKey));

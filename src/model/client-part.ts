@@ -41,7 +41,7 @@ export interface BatchClientPart {
   params: CkksParams;
   input_scale_bits: number;
   records_per_batch: number;
-  /** Result ciphertexts per batch (one per output) and their polynomials (3: not relinearized). */
+  /** Result ciphertexts per batch (one per output) and their polynomials (3 or 5 after one or two squares: not relinearized). */
   outputs: number;
   result_size: number;
   output_scale_bits: number;

@@ -1,12 +1,13 @@
 // Compiles a network into a batch plan (see src/fhe/batch-plan.ts): conv2d-parity or dense,
-// then a square (a quadratic activation folded as in the single layout), then dense; or one
-// dense layer alone (linear models). Weights become integers at a per-layer scale, and the
+// then a square (a quadratic activation folded as in the single layout), then dense, and
+// optionally a second square and dense layer; or one dense layer alone (linear models). Weights become integers at a per-layer scale, and the
 // modulus is sized from the largest values the training samples reach.
 import { SealedError } from '../errors.ts';
-import { BATCH_DEGREE, scaleBitsOf, validateBatchPlan, type BatchPlan } from '../fhe/batch-plan.ts';
+import { BATCH_DEGREE, BATCH_DEGREE_DEEP, scaleBitsOf, validateBatchPlan, type BatchPlan } from '../fhe/batch-plan.ts';
 import { MAX_INT_WEIGHT, MAX_TAPS, PRIME_BITS } from '../fhe/kernel-limits.ts';
 import { MAX_BITS_128 } from '../fhe/params.ts';
-import { FLOOD_SECURITY_BITS, SEAL_NOISE_SIGMA, floodExtraBits, floodSigma, type Privacy } from '../fhe/privacy.ts';
+import { FLOOD_SECURITY_BITS, floodExtraBits, floodSigma, type Privacy } from '../fhe/privacy.ts';
+import { batchNoiseL2Bounds } from './batch-noise.ts';
 import { convOutputShape, parityCol, parityRow, perFeature, type Network } from './network.ts';
 import { simulateBatchTrace } from './simulate-batch.ts';
 
@@ -16,6 +17,8 @@ const INPUT_SCALE_BITS = 26;
 const BITS_PER_PRIME = 25.9;
 /** Headroom over the largest magnitude seen on the samples. */
 const HEADROOM_BITS = 4;
+/** The smallest special prime the compiler uses (see buildPlan). */
+const SPECIAL_PRIME_MIN_BITS = 17;
 
 interface Affine {
   rows: number;
@@ -99,8 +102,8 @@ const quantize = (ws: number[], bits: number) => ws.map((w) => Math.round(w * 2 
 /** Why a network has no batch plan, or undefined when it has one. */
 export function batchUnsupported(net: Network): string | undefined {
   const types = net.layers.map((l) => l.type).join(',');
-  if (types === 'dense' || types === 'conv2d-parity,quadratic,dense' || types === 'dense,quadratic,dense') return undefined;
-  return `layers ${types}: batch mode handles conv|dense, quadratic, dense (or one dense layer)`;
+  if (/^(dense|(conv2d-parity|dense),quadratic,dense(,quadratic,dense)?)$/.test(types)) return undefined;
+  return `layers ${types}: batch mode handles conv|dense, quadratic, dense (and one more quadratic, dense), or one dense layer`;
 }
 
 export interface BatchCompileOptions {
@@ -134,15 +137,22 @@ export function compileBatch(net: Network, samples: ArrayLike<number>[], o: Batc
   if (f) samples = samples.map((x) => Array.from(x, (v, j) => v * f[j]));
   const shape = batchShape(net, f);
   if (!shape) return undefined;
-  // The flood costs about floodExtraBits; the loop ends earlier when the modulus outgrows N = 8192.
-  const highest = INPUT_SCALE_BITS + (privacy === 'flood' ? floodExtraBits(BATCH_DEGREE, lambda) + 8 : 0);
+  // The flood costs about floodExtraBits, a second square's noise growth ~8 bits more; the loop
+  // ends earlier when the modulus outgrows the ring.
+  const degree = shape.third ? BATCH_DEGREE_DEEP : BATCH_DEGREE;
+  const highest = INPUT_SCALE_BITS + (privacy === 'flood' ? floodExtraBits(degree, lambda) + (shape.third ? 16 : 8) : 0);
+  let peaks: Peaks | undefined; // the values do not depend on the input scale: simulated once
   for (let inputScaleBits = INPUT_SCALE_BITS; inputScaleBits <= highest; inputScaleBits++) {
-    const built = buildPlan(shape, net, inputScaleBits, samples);
+    const built = buildPlan(shape, net, degree, inputScaleBits, samples, peaks);
     if (!built) return undefined; // the modulus only grows with the input scale
     const { plan, peak } = built;
+    peaks = peak;
     plan.privacy = privacy;
     if (privacy === 'none') return validateBatchPlan(plan, 'the compiled batch plan');
-    const bounds = noiseL2Bounds(plan, peak.input);
+    // Honest queries keep the second layer's values within what the modulus holds once squared
+    // (2^(HEADROOM_BITS / 2) times the samples' largest): beyond it the result is garbage,
+    // flooded or not. The single layout caps its interval bounds the same way (network-flood.ts).
+    const bounds = batchNoiseL2Bounds(plan, peak.input, 2 ** (HEADROOM_BITS / 2) * Math.max(peak.mid, 1));
     const N = plan.params.polyModulusDegree;
     const error = Math.max(...bounds.map((b) => (floodSigma(b, lambda) * Math.sqrt(N / 2)) / 2 ** plan.outputScaleBits));
     if (error > 2 ** -FLOOD_PRECISION_BITS * Math.max(1, peak.out)) continue;
@@ -154,52 +164,93 @@ export function compileBatch(net: Network, samples: ArrayLike<number>[], o: Batc
   return undefined;
 }
 
+interface Dense {
+  rows: number;
+  weight: number[];
+  bias: number[];
+}
+
+/** The largest |value| of each stage, and of each input, on the samples. */
+interface Peaks {
+  first: number;
+  mid: number;
+  out: number;
+  input: Float64Array;
+}
+
+function samplePeaks(plan: BatchPlan, samples: ArrayLike<number>[]): Peaks {
+  const peak = { first: 0, mid: 0, out: 0, input: new Float64Array(plan.inputs) };
+  for (const s of samples) {
+    const { hidden, mid, out } = simulateBatchTrace(plan, s);
+    for (let i = 0; i < plan.inputs; i++) peak.input[i] = Math.max(peak.input[i], Math.abs(s[i]));
+    for (const v of hidden) peak.first = Math.max(peak.first, Math.abs(v));
+    for (const v of mid) peak.mid = Math.max(peak.mid, Math.abs(v));
+    for (const v of out) peak.out = Math.max(peak.out, Math.abs(v));
+  }
+  return peak;
+}
+
 interface Shape {
   first: Affine;
   square: boolean;
-  second?: { rows: number; weight: number[]; bias: number[] };
+  second?: Dense;
+  third?: Dense;
 }
 
-/** The network as batch mode computes it: one sparse affine layer, a square, one dense layer. */
+/**
+ * The network as batch mode computes it: one sparse affine layer, a square, one dense layer;
+ * optionally another square and dense layer.
+ */
 function batchShape(net: Network, factors?: number[]): Shape | undefined {
   const first = firstAffine(net, factors);
   // The kernel sums a row's products unreduced, exactly only up to MAX_TAPS of them (kernel-limits.ts).
   for (let j = 0; j < first.rows; j++) if (first.start[j + 1] - first.start[j] > MAX_TAPS) return undefined;
-  if (net.layers.length !== 3) return { first, square: false };
-  const act = net.layers[1];
-  const dense = net.layers[2];
+  if (net.layers.length === 1) return { first, square: false };
+  const second = foldSquare(net.layers[1], net.layers[2], first);
+  if (!second || net.layers.length === 3) return second && { first, square: true, second };
+  const third = foldSquare(net.layers[3], net.layers[4], second);
+  return third && { first, square: true, second, third };
+}
+
+/**
+ * The quadratic activation `act` on the rows of `before`, then the dense layer `dense`, as a pure
+ * square and a dense layer: a x^2 + b x + c = a (x + b/2a)^2 + (c - b^2/4a), so the shift joins
+ * the bias of `before` (changed in place), a and the constant join the dense layer.
+ */
+function foldSquare(act: Network['layers'][number], dense: Network['layers'][number], before: { rows: number; bias: number[] }): Dense | undefined {
   if (act.type !== 'quadratic' || dense.type !== 'dense') return undefined;
-  // a x^2 + b x + c = a (x + b/2a)^2 + (c - b^2/4a): the shift joins bias1, a and the
-  // constant join the dense layer.
   const weight: number[] = [];
   const bias = [...dense.bias];
-  for (let j = 0; j < first.rows; j++) {
+  for (let j = 0; j < before.rows; j++) {
     const a = perFeature(act.a, j),
       b = perFeature(act.b, j),
       c = perFeature(act.c, j);
     if (a === 0) return undefined;
-    first.bias[j] += b / (2 * a);
+    before.bias[j] += b / (2 * a);
     const constant = c - (b * b) / (4 * a);
     dense.weights.forEach((row, o) => {
       bias[o] += row[j] * constant;
     });
   }
-  for (const row of dense.weights) for (let j = 0; j < first.rows; j++) weight.push(row[j] * perFeature(act.a, j));
-  return { first, square: true, second: { rows: dense.weights.length, weight, bias } };
+  for (const row of dense.weights) for (let j = 0; j < before.rows; j++) weight.push(row[j] * perFeature(act.a, j));
+  return { rows: dense.weights.length, weight, bias };
 }
 
 /** The plan at one input scale, its modulus sized from the samples; undefined when it needs more than 128-bit security allows. */
 function buildPlan(
   shape: Shape,
   net: Network,
+  degree: number,
   inputScaleBits: number,
   samples: ArrayLike<number>[],
-): { plan: BatchPlan; peak: { out: number; input: Float64Array } } | undefined {
-  const { first, square, second } = shape;
+  known?: Peaks,
+): { plan: BatchPlan; peak: Peaks } | undefined {
+  const { first, square, second, third } = shape;
   const w1Bits = weightBits(first.weight);
   const w2Bits = second ? weightBits(second.weight) : 0;
+  const w3Bits = third ? weightBits(third.weight) : 0;
   const plan: BatchPlan = {
-    params: { scheme: 'ckks', polyModulusDegree: BATCH_DEGREE, coeffModulusBits: [], securityLevel: 128 },
+    params: { scheme: 'ckks', polyModulusDegree: degree, coeffModulusBits: [], securityLevel: 128 },
     inputScaleBits,
     inputs: net.input.height * net.input.width,
     first: { ...first, weight: quantize(first.weight, w1Bits), weightScaleBits: w1Bits },
@@ -207,85 +258,29 @@ function buildPlan(
     second: second && { ...second, weight: quantize(second.weight, w2Bits), weightScaleBits: w2Bits },
     outputScaleBits: 0,
   };
+  if (third) plan.third = { ...third, weight: quantize(third.weight, w3Bits), weightScaleBits: w3Bits };
   const scales = scaleBitsOf(plan);
   plan.outputScaleBits = scales.out;
   // Every intermediate value times its scale must stay below half the modulus.
-  const peak = { first: 0, out: 0, input: new Float64Array(plan.inputs) };
-  for (const s of samples) {
-    const { hidden, out } = simulateBatchTrace(plan, s);
-    for (let i = 0; i < plan.inputs; i++) peak.input[i] = Math.max(peak.input[i], Math.abs(s[i]));
-    for (const v of hidden) peak.first = Math.max(peak.first, Math.abs(v));
-    for (const v of out) peak.out = Math.max(peak.out, Math.abs(v));
-  }
+  const peak = known ?? samplePeaks(plan, samples);
   const needBits =
     Math.max(
       scales.first + Math.log2(Math.max(peak.first, 1)),
       square ? scales.square + 2 * Math.log2(Math.max(peak.first, 1)) : 0,
+      third ? scales.mid + Math.log2(Math.max(peak.mid, 1)) : 0,
+      third ? scales.square2 + 2 * Math.log2(Math.max(peak.mid, 1)) : 0,
       scales.out + Math.log2(Math.max(peak.out, 1)),
       inputScaleBits + 1,
     ) +
     1 +
     HEADROOM_BITS;
   const dataPrimes = Math.ceil(needBits / BITS_PER_PRIME);
-  // The special prime is unused (no key switching) but SEAL keeps one: the smallest allowed.
-  const bits = [...new Array<number>(dataPrimes).fill(PRIME_BITS), PRIME_BITS];
-  if (bits.reduce((a, b) => a + b, 0) > MAX_BITS_128[BATCH_DEGREE]) return undefined;
+  // The special prime is unused (no key switching) but SEAL keeps one: a 26-bit one as the data
+  // primes, or, where that would pass the 128-bit bound, as small as it fits (SEAL finds primes
+  // = 1 mod 2N from 17 bits: 65537 for N up to 32768).
+  const special = Math.min(PRIME_BITS, MAX_BITS_128[degree] - dataPrimes * PRIME_BITS);
+  if (special < SPECIAL_PRIME_MIN_BITS) return undefined;
+  const bits = [...new Array<number>(dataPrimes).fill(PRIME_BITS), special];
   plan.params.coeffModulusBits = bits;
   return { plan, peak };
-}
-
-/**
- * A bound B on |v|_2 for each output's honest noise v (coefficient domain), for the flood
- * (privacy.ts), for honest queries: fresh encryptions (SEAL's noise e_t, independent coefficients
- * of sigma 3.2) of inputs within each feature's range on the samples.
- *
- * The input of record s is what the client's plaintext polynomial m_t holds, mu_t = emb(m_t) /
- * Delta (x_t up to the encoder's rounding, which the client chose and knows); the kernel's
- * integer arithmetic is exact and emb a ring homomorphism, so the result's message is exactly the
- * model on mu, and the only noise is what e_t becomes. Tools: |a b|_2 <= |a|_can |b|_2 (emb /
- * sqrt(N) is unitary; |.|_can the embedding's largest coordinate), and for fixed a_t, sum_t a_t e_t
- * has independent Gaussian embedding coordinates of variance at most N sigma^2 sum_t |a_t|_can^2,
- * so its |.|_2 exceeds 2 sqrt(N) sigma sqrt(sum_t |a_t|_can^2) with probability below e^-N/8.
- *  - linear rows: v = sum_t w_t e_t, B = 2 sqrt(N) sigma |w|_2.
- *  - squared rows: h_j = m_j + v_j (m_j = Delta_1 emb^-1(H_j), |m_j|_can <= Delta_1 P_j with P_j
- *    the interval bound on |H_j|), h_j^2 - m_j^2 = 2 m_j v_j + v_j^2. The linear part
- *    sum_j w2_j 2 m_j v_j = sum_t a_t e_t with |a_t|_can <= c_t = sum_j |w2_j w1_jt| 2 Delta_1 P_j
- *    gives 2 sqrt(N) sigma |c|_2; the quadratic part sum_j |w2_j| V_j L_j, with L_j = 2 sqrt(N)
- *    sigma |w1_j|_2 and V_j = 6 sqrt(N) sigma |w1_j|_2 bounds on |v_j|_2 and |v_j|_can.
- */
-function noiseL2Bounds(plan: BatchPlan, inputRange: Float64Array): number[] {
-  const N = plan.params.polyModulusDegree;
-  const gauss = Math.sqrt(N) * SEAL_NOISE_SIGMA; // root mean square of |e|_2
-  const f = plan.first;
-  const row = (j: number) => {
-    let l2 = 0,
-      range = 0;
-    for (let t = f.start[j]; t < f.start[j + 1]; t++) {
-      l2 += f.weight[t] * f.weight[t];
-      range += Math.abs(f.weight[t]) * inputRange[f.index[t]];
-    }
-    return { l2: Math.sqrt(l2), P: Math.abs(f.bias[j]) + range * 2 ** -f.weightScaleBits };
-  };
-  if (!plan.second) return Array.from({ length: f.rows }, (_, j) => Math.max(1, 2 * gauss * row(j).l2));
-  const delta1 = 2 ** (plan.inputScaleBits + f.weightScaleBits);
-  const rows = Array.from({ length: f.rows }, (_, j) => {
-    const { l2, P } = row(j);
-    return { P, quadratic: 6 * gauss * l2 * 2 * gauss * l2 };
-  });
-  const sec = plan.second;
-  const c = new Float64Array(plan.inputs);
-  return Array.from({ length: sec.rows }, (_, o) => {
-    c.fill(0);
-    let quadratic = 0;
-    for (let j = 0; j < f.rows; j++) {
-      const w2 = Math.abs(sec.weight[o * f.rows + j]);
-      if (w2 === 0) continue;
-      const k = w2 * 2 * delta1 * rows[j].P;
-      for (let t = f.start[j]; t < f.start[j + 1]; t++) c[f.index[t]] += k * Math.abs(f.weight[t]);
-      quadratic += w2 * rows[j].quadratic;
-    }
-    let c2 = 0;
-    for (const x of c) c2 += x * x;
-    return Math.max(1, 2 * gauss * Math.sqrt(c2) + quadratic);
-  });
 }

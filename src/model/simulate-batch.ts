@@ -3,8 +3,25 @@
 // benchmarks and `sealed compile` compare it with the network it approximates.
 import type { BatchPlan } from '../fhe/batch-plan.ts';
 
-/** The batch plan in plaintext: the integer weights at their scales, no noise. */
-export function simulateBatchTrace(plan: BatchPlan, x: ArrayLike<number>): { hidden: Float64Array; out: Float64Array } {
+/** `weight` (rows x inputs, row-major, at 2^-bits) times the squares of `x`, plus `bias`. */
+function denseOfSquares(layer: { rows: number; weight: number[]; weightScaleBits: number; bias: number[] }, x: Float64Array): Float64Array {
+  const s = 2 ** -layer.weightScaleBits;
+  const n = x.length;
+  const out = new Float64Array(layer.rows);
+  for (let o = 0; o < layer.rows; o++) {
+    let acc = 0;
+    for (let j = 0; j < n; j++) acc += layer.weight[o * n + j] * x[j] * x[j];
+    out[o] = acc * s + layer.bias[o];
+  }
+  return out;
+}
+
+/**
+ * The batch plan in plaintext: the integer weights at their scales, no noise. `hidden`: the first
+ * layer's values (before the square), `mid`: the second's (before the second square; the
+ * outputs when there is none).
+ */
+export function simulateBatchTrace(plan: BatchPlan, x: ArrayLike<number>): { hidden: Float64Array; mid: Float64Array; out: Float64Array } {
   const f = plan.first;
   const s1 = 2 ** -f.weightScaleBits;
   const hidden = new Float64Array(f.rows);
@@ -13,16 +30,9 @@ export function simulateBatchTrace(plan: BatchPlan, x: ArrayLike<number>): { hid
     for (let t = f.start[j]; t < f.start[j + 1]; t++) acc += f.weight[t] * x[f.index[t]];
     hidden[j] = acc * s1 + f.bias[j];
   }
-  if (!plan.second) return { hidden, out: hidden };
-  const sec = plan.second;
-  const s2 = 2 ** -sec.weightScaleBits;
-  const out = new Float64Array(sec.rows);
-  for (let o = 0; o < sec.rows; o++) {
-    let acc = 0;
-    for (let j = 0; j < f.rows; j++) acc += sec.weight[o * f.rows + j] * hidden[j] * hidden[j];
-    out[o] = acc * s2 + sec.bias[o];
-  }
-  return { hidden, out };
+  if (!plan.second) return { hidden, mid: hidden, out: hidden };
+  const mid = denseOfSquares(plan.second, hidden);
+  return { hidden, mid, out: plan.third ? denseOfSquares(plan.third, mid) : mid };
 }
 
 export const simulateBatch = (plan: BatchPlan, x: ArrayLike<number>) => simulateBatchTrace(plan, x).out;

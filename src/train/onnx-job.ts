@@ -103,7 +103,7 @@ export async function findOnnx(dir: string): Promise<string | undefined> {
 
 /**
  * Batch mode wherever the network's shape allows it (compile-batch.ts: one dense layer, or dense
- * -> activation -> dense), with per-input factors for layers whose columns differ in magnitude;
+ * -> activation -> dense, with one more activation -> dense or not), with per-input factors for layers whose columns differ in magnitude;
  * kept only if the plan, in plaintext, reproduces the network on the calibration records within
  * 2^-10 of the outputs' range (its integer weights are the batch kernel's approximation).
  * Sets the client part's batch parameters when kept.
@@ -116,7 +116,7 @@ export async function batchModeFor(model: OnnxModel, rows: ArrayLike<number>[]):
   const built = { compiled: model.compiled, client: model.client };
   const batch = await addBatchMode(model.network, built, rows, factors);
   if (!batch || !model.client.batch)
-    return { batchReport: { unsupported: 'no batch plan within the 128-bit bound of ring 8192 holds these weights and values' } };
+    return { batchReport: { unsupported: 'no batch plan within the 128-bit bound (ring 8192, or 16384 for two activations) holds these weights and values' } };
   let err = 0,
     top = 1;
   for (const x of pre) {
@@ -174,7 +174,8 @@ export async function compileOnnxJob(o: OnnxJobOptions): Promise<{ manifest: Man
   const run = await runEncryptedRecords(model.compiled, model.client, verifyRows.length ? verifyRows : rows.slice(0, 1));
   const costs = await measureUnitCosts(p.params, p.params.coeffModulusBits.length - 2, 3);
   // Batch mode wherever the network's shape allows it (compile-batch.ts): one dense layer, or
-  // dense -> activation -> dense; it also sets the client part's batch parameters and crossover.
+  // dense -> activation -> dense (-> activation -> dense); it also sets the client part's batch
+  // parameters and crossover.
   const { batch, batchReport } = await batchModeFor(model, rows);
   const report = buildReport({
     source: basename(o.onnx),

@@ -1,0 +1,82 @@
+// The end of a batch evaluation with two activations (batch-plan.ts): the second layer's
+// size-3 values are squared into size-5 ones and summed by the third layer. Per lane, the
+// MNIST MLP (784-128-64-10) does ~200,000 first-layer products and 3,200 here, so these are
+// plain loops, not SIMD. The exactness argument is kernel-limits.ts's: every product of two
+// reduced residues is below 2^53 (2 x y < 2^53 for x, y < 2^26), and the accumulators add
+// products w3 x square of at most REDUCE_EVERY rows between reductions.
+import { REDUCE_EVERY } from './kernel-limits.ts';
+
+let squares = new Float64Array(0);
+let sums = new Float64Array(0);
+
+/** a mod q for 0 <= a < 2^53 or |a| < 2^53: the rounded quotient is off by at most one. */
+function mod(a: number, q: number, qinv: number): number {
+  const x = a - Math.floor(a * qinv) * q;
+  return x < 0 ? x + q : x >= q ? x - q : x;
+}
+
+/**
+ * `mid`: the second layer's sums for lanes [lane0, lane0 + C) of one prime, [row][poly][lane],
+ * reduced and without their bias (bias2, residues). Writes the results, bias3 added, to
+ * `output` as the kernel does: [output][poly][prime][coefficient], five polynomials each.
+ */
+export function squareAndThirdLayer(
+  mid: Float64Array,
+  bias2: Float64Array,
+  w3: Float64Array,
+  bias3: Float64Array,
+  q: number,
+  output: Uint32Array,
+  lane0: number,
+  LN: number,
+  C: number,
+): void {
+  const rows = bias2.length;
+  const outs = bias3.length;
+  const qinv = 1 / q;
+  if (squares.length < 5 * C) squares = new Float64Array(5 * C);
+  if (sums.length < outs * 5 * C) sums = new Float64Array(outs * 5 * C);
+  const sq = squares;
+  const acc = sums;
+  acc.fill(0, 0, outs * 5 * C);
+  let sinceReduce = 0;
+  for (let k = 0; k < rows; k++) {
+    // (x + y s + z s^2)^2 = x^2 + 2xy s + (y^2 + 2xz) s^2 + 2yz s^3 + z^2 s^4
+    const at = k * 3 * C;
+    const b = bias2[k];
+    for (let l = 0; l < C; l++) {
+      let x = mid[at + l] + b;
+      if (x >= q) x -= q;
+      const y = mid[at + C + l];
+      const z = mid[at + 2 * C + l];
+      sq[l] = mod(x * x, q, qinv);
+      sq[C + l] = mod(2 * x * y, q, qinv);
+      let u = mod(y * y, q, qinv) + mod(2 * x * z, q, qinv);
+      if (u >= q) u -= q;
+      sq[2 * C + l] = u;
+      sq[3 * C + l] = mod(2 * y * z, q, qinv);
+      sq[4 * C + l] = mod(z * z, q, qinv);
+    }
+    for (let o = 0; o < outs; o++) {
+      const w = w3[o * rows + k];
+      if (w === 0) continue;
+      const dst = o * 5 * C;
+      for (let i = 0; i < 5 * C; i++) acc[dst + i] += w * sq[i];
+    }
+    if (++sinceReduce === REDUCE_EVERY) {
+      for (let i = 0; i < outs * 5 * C; i++) acc[i] = mod(acc[i], q, qinv);
+      sinceReduce = 0;
+    }
+  }
+  for (let o = 0; o < outs; o++)
+    for (let p = 0; p < 5; p++) {
+      const src = (o * 5 + p) * C;
+      const dst = (o * 5 + p) * LN + lane0;
+      const add = p === 0 ? bias3[o] : 0;
+      for (let l = 0; l < C; l++) {
+        let x = mod(acc[src + l], q, qinv) + add;
+        if (x >= q) x -= q;
+        output[dst + l] = x;
+      }
+    }
+}
