@@ -10,6 +10,7 @@ import { reviveError, SealedError } from '../errors.ts';
 import { dataPrimesOf, outputsOf, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
 import type { BatchResult } from './worker-protocol.ts';
 import type { EvaluationPool } from './pool.ts';
+import type { BatchBuffers } from './batch-buffers.ts';
 import { CHUNK } from './batch-constants.ts';
 import { batchCount } from './query-checks.ts';
 
@@ -60,6 +61,7 @@ export async function* evaluateBatches(
   timings: BatchTimings,
   signal?: AbortSignal,
   rerandKey?: SharedArrayBuffer,
+  buffers?: BatchBuffers,
 ): AsyncGenerator<Uint8Array> {
   // A bad (or missing) re-randomization key is refused before any of the query is read.
   if (plan.privacy === 'flood') check(await pool.runBatch({ batch: 'check-key', rerandKey }, signal));
@@ -69,8 +71,10 @@ export async function* evaluateBatches(
   const size = resultSize(plan);
   // Two input buffers: batch b+1 streams in and loads while batch b is evaluated (the main
   // thread's S3 reading and parsing would otherwise leave the workers idle).
-  const inputs = [0, 1].map(() => new SharedArrayBuffer(plan.inputs * 2 * lanes * 4));
-  const output = new SharedArrayBuffer(outs * size * lanes * 4);
+  // (Kept from an earlier request when there is one: batch-buffers.ts.)
+  const take = (bytes: number) => buffers?.take(bytes) ?? new SharedArrayBuffer(bytes);
+  const inputs = [0, 1].map(() => take(plan.inputs * 2 * lanes * 4));
+  const output = take(outs * size * lanes * 4);
   const it = sections[Symbol.asyncIterator]();
   // Every task handed to the pool, so that no task still works on the buffers when this returns.
   const running = new Set<Promise<unknown>>();
@@ -130,6 +134,7 @@ export async function* evaluateBatches(
   } finally {
     await loading.catch(() => undefined);
     await Promise.allSettled([...running]);
+    buffers?.give([...inputs, output]);
   }
   async function* run(): AsyncGenerator<Uint8Array> {
     for (let b = 0; b < batches; b++) {

@@ -78,6 +78,7 @@ export class MemoryBudget {
   readonly capacity: number;
   private used = 0;
   private peak = 0;
+  private readonly reclaimers: (() => void)[] = [];
 
   constructor(capacity: number) {
     this.capacity = capacity;
@@ -91,6 +92,14 @@ export class MemoryBudget {
     return this.peak;
   }
 
+  /**
+   * `reclaim` lets go of memory held only for reuse (batch-buffers.ts), releasing its
+   * reservation; it is called before a reservation would be refused.
+   */
+  onPressure(reclaim: () => void): void {
+    this.reclaimers.push(reclaim);
+  }
+
   /** Reserves `bytes` for `what`, or throws 503 'overloaded' (or 400 if it could never fit). */
   reserve(bytes: number, what: string): Reservation {
     const n = Math.ceil(bytes);
@@ -101,6 +110,7 @@ export class MemoryBudget {
         'send fewer records per request, or run the server with more memory',
       );
     }
+    if (this.used + n > this.capacity) for (const reclaim of this.reclaimers) reclaim();
     if (this.used + n > this.capacity) {
       throw new SealedError(
         'overloaded',

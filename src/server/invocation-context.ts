@@ -2,6 +2,7 @@
 // shares (a module of its own, so the pieces do not import one another in a circle).
 import type { ObjectStore } from '../storage/s3.ts';
 import type { AccessPolicy } from './access.ts';
+import type { BatchBuffers } from './batch-buffers.ts';
 import type { MemoryBudget } from './budget.ts';
 import type { KeyStore } from './key-store.ts';
 import type { EvaluationPool } from './pool.ts';
@@ -17,6 +18,8 @@ export interface InvocationContext {
   batchSlots?: { max: number; used: number };
   /** Memory for requests: each reserves the bytes it will hold before it reads them. */
   budget?: MemoryBudget;
+  /** Batch-mode buffers kept between requests (batch-buffers.ts). */
+  batchBuffers?: BatchBuffers;
   access: AccessPolicy;
 }
 

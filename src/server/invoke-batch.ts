@@ -68,7 +68,7 @@ async function runBatch(
     rerandKey = new SharedArrayBuffer(first.value.length);
     new Uint8Array(rerandKey).set(first.value);
   }
-  const results = evaluateBatches(plan, h.records, sections, c.pool, timings, signal, plan.privacy === 'flood' ? rerandKey : undefined);
+  const results = evaluateBatches(plan, h.records, sections, c.pool, timings, signal, plan.privacy === 'flood' ? rerandKey : undefined, c.batchBuffers);
   async function* guarded(): AsyncGenerator<Uint8Array> {
     for await (const r of results) {
       // Past the deadline the caller has been answered already: finish nothing it does not expect.

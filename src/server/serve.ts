@@ -5,6 +5,7 @@ import { ObjectStore } from '../storage/s3.ts';
 import { SealedError } from '../errors.ts';
 import { buildApp } from './app.ts';
 import { parseS3Prefix, type AccessPolicy } from './access.ts';
+import { BatchBuffers } from './batch-buffers.ts';
 import { batchMemory } from './batch.ts';
 import { MemoryBudget, MiB, splitBudget, type BudgetSplit } from './budget.ts';
 import { checkBodyRequest, payloadLimit } from './invoke-body.ts';
@@ -184,6 +185,8 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
       maxQueryBytes: o.maxQueryBytes ?? 1024 * MiB,
       batchSlots,
       budget: requests,
+      // The buffers of as many batch requests as may run at once.
+      batchBuffers: served.batch && new BatchBuffers(batchSlots.max * batchMemory(served.batch), requests),
     },
   });
   // Results of a model without circuit privacy are deterministic functions of what the client
