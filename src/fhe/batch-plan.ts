@@ -246,8 +246,9 @@ export function validateBatchPlan(raw: unknown, where = 'the batch plan'): Batch
   const range = `outside [2^0, 2^${dataBits}) (the data primes hold ${dataBits} bits)`;
   if (scales.first < 0 || scales.square >= dataBits)
     throw bad('first.weightScaleBits', `gives hidden values at scale 2^${scales.first}${plan.square ? ` and squares at 2^${scales.square}` : ''}, ${range}`);
-  if (scales.mid < 0 || scales.square2 >= dataBits)
-    throw bad('second.weightScaleBits', `gives values at scale 2^${scales.mid}${plan.third ? ` and squares at 2^${scales.square2}` : ''}, ${range}`);
+  // With a third layer the second's values are squared again; without one they are the results (below).
+  if (plan.third && (scales.mid < 0 || scales.square2 >= dataBits))
+    throw bad('second.weightScaleBits', `gives values at scale 2^${scales.mid} and squares at 2^${scales.square2}, ${range}`);
   if (scales.out < 0 || scales.out >= dataBits)
     throw bad(plan.third ? 'third.weightScaleBits' : 'second.weightScaleBits', `gives results at scale 2^${scales.out}, ${range}`);
   biases(array(f.bias, 'first.bias', rows, 'first.rows'), 'first.bias', scales.first);
