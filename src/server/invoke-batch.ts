@@ -34,7 +34,7 @@ export async function invokeBatch(q: BatchQuery, out: ResultSink, c: InvocationC
   // a request refused for capacity costs no first pass over its query.)
   if (q.expected === undefined) throw new NeedsDigest();
   const reservation: Reservation | undefined = c.budget?.reserve(
-    batchMemory(plan) + (STREAM_QUEUE_SIZE + 2) * STREAM_PART_SIZE,
+    batchMemory(plan, batches) + (STREAM_QUEUE_SIZE + 2) * STREAM_PART_SIZE,
     `a batch-mode query of ${batches} batches`,
   );
   if (slots) slots.used++;

@@ -13,6 +13,7 @@ import { loadRerandKey, mulmod, NegacyclicNtt, smallNoise } from '../../src/fhe/
 import { FLOOD_PRECISION_BITS, batchUnsupported, compileBatch } from '../../src/model/compile-batch.ts';
 import { forward, type Network } from '../../src/model/network.ts';
 import { simulateBatch } from '../../src/model/simulate-batch.ts';
+import { batchMemory } from '../../src/server/batch.ts';
 import { rng } from '../helpers/networks.ts';
 
 const r = rng(23);
@@ -57,6 +58,9 @@ t.test('the compiler folds both quadratics into a plan at ring 16384 with size-5
   }
   t.ok(worst < 2 ** -10 * top, `the quantized plan follows the network (worst |diff| ${worst.toExponential(2)}, outputs up to ${top.toFixed(1)})`);
   t.same(validateBatchPlan(JSON.parse(JSON.stringify(plan))), plan, 'the plan passes the loader');
+  const inputBuffer = plan.inputs * 2 * (bits.length - 1) * N * 4;
+  t.equal(batchMemory(plan, 2) - batchMemory(plan, 1), inputBuffer, 'a one-batch request holds one input buffer, not two');
+  t.equal(batchMemory(plan, 5), batchMemory(plan, 2), 'and any longer one two');
   t.equal(batchUnsupported({ ...deep, layers: deep.layers.slice(0, 4) })?.includes('batch mode handles'), true, 'a plan cannot end in a square');
 });
 
