@@ -212,33 +212,26 @@ export function validateBatchPlan(raw: unknown, where = 'the batch plan'): Batch
   if (p.square !== (p.second !== undefined))
     throw bad('second', p.square ? 'is missing: a plan that squares needs a second layer' : 'is present, but the plan does not square');
 
-  let outs = 0;
-  if (p.second !== undefined) {
-    const s = object(p.second, 'second');
-    outs = int(s.rows, 'second.rows', 1, MAX_KERNEL_INDEX);
+  /** A dense layer of `name` over `columns` values (the rows of `of`); its row count. */
+  const dense = (v: unknown, name: string, columns: number, of: string): number => {
+    const s = object(v, name);
+    const n = int(s.rows, `${name}.rows`, 1, MAX_KERNEL_INDEX);
     // Rows of any length: the kernel reduces every REDUCE_EVERY products (kernel-limits.ts).
     ints(
-      array(s.weight, 'second.weight', outs * rows, 'second.rows x first.rows'),
-      'second.weight',
+      array(s.weight, `${name}.weight`, n * columns, `${name}.rows x ${of}.rows`),
+      `${name}.weight`,
       -MAX_INT_WEIGHT,
       MAX_INT_WEIGHT,
       `[-${MAX_INT_WEIGHT}, ${MAX_INT_WEIGHT}], the kernel's integer weights`,
     );
-    int(s.weightScaleBits, 'second.weightScaleBits', -dataBits, dataBits);
-  }
+    int(s.weightScaleBits, `${name}.weightScaleBits`, -dataBits, dataBits);
+    return n;
+  };
+  let outs = 0;
+  if (p.second !== undefined) outs = dense(p.second, 'second', rows, 'first');
   if (p.third !== undefined) {
     if (p.second === undefined) throw bad('third', 'is present without a second layer to square');
-    const mid = outs;
-    const s = object(p.third, 'third');
-    outs = int(s.rows, 'third.rows', 1, MAX_KERNEL_INDEX);
-    ints(
-      array(s.weight, 'third.weight', outs * mid, 'third.rows x second.rows'),
-      'third.weight',
-      -MAX_INT_WEIGHT,
-      MAX_INT_WEIGHT,
-      `[-${MAX_INT_WEIGHT}, ${MAX_INT_WEIGHT}], the kernel's integer weights`,
-    );
-    int(s.weightScaleBits, 'third.weightScaleBits', -dataBits, dataBits);
+    outs = dense(p.third, 'third', outs, 'second');
   }
   // Every scale field is now an integer: the scales the layers give, as the client expects them.
   const plan = raw as BatchPlan;

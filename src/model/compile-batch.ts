@@ -1,7 +1,8 @@
 // Compiles a network into a batch plan (see src/fhe/batch-plan.ts): conv2d-parity or dense,
 // then a square (a quadratic activation folded as in the single layout), then dense, and
-// optionally a second square and dense layer; or one dense layer alone (linear models). Weights become integers at a per-layer scale, and the
-// modulus is sized from the largest values the training samples reach.
+// optionally a second square and dense layer; or one dense layer alone (linear models).
+// Weights become integers at a per-layer scale, and the modulus is sized from the largest values
+// the training samples reach.
 import { SealedError } from '../errors.ts';
 import { BATCH_DEGREE, BATCH_DEGREE_DEEP, scaleBitsOf, validateBatchPlan, type BatchPlan } from '../fhe/batch-plan.ts';
 import { MAX_INT_WEIGHT, MAX_TAPS, PRIME_BITS } from '../fhe/kernel-limits.ts';

@@ -4,16 +4,16 @@
 import t from 'tap';
 import { BatchSession } from '../../src/fhe/batch-io.ts';
 import { evaluateLanes, prepareKernel } from '../../src/fhe/batch-kernel.ts';
-import { BATCH_DEGREE_DEEP, outputsOf, recordsPerBatch, resultSize, scaleBitsOf, validateBatchPlan, type BatchPlan } from '../../src/fhe/batch-plan.ts';
+import { BATCH_DEGREE_DEEP, outputsOf, resultSize, scaleBitsOf, validateBatchPlan, type BatchPlan } from '../../src/fhe/batch-plan.ts';
 import { BatchPrivacy, makeBatchRerandKey } from '../../src/fhe/batch-privacy.ts';
 import { CkksEncoder } from '../../src/fhe/ckks-encode.ts';
-import { SecretKeyHolder, generateSecretKey } from '../../src/fhe/keys.ts';
 import { MAX_BITS_128 } from '../../src/fhe/params.ts';
 import { loadRerandKey, mulmod, NegacyclicNtt, smallNoise } from '../../src/fhe/privacy.ts';
 import { FLOOD_PRECISION_BITS, batchUnsupported, compileBatch } from '../../src/model/compile-batch.ts';
 import { forward, type Network } from '../../src/model/network.ts';
 import { simulateBatch } from '../../src/model/simulate-batch.ts';
 import { batchMemory } from '../../src/server/batch.ts';
+import { encryptBatchInput, largestError, modInverse } from '../helpers/batch-input.ts';
 import { rng } from '../helpers/networks.ts';
 
 const r = rng(23);
@@ -83,20 +83,7 @@ t.test('the loader refuses a third layer it cannot evaluate exactly', async (t) 
 
 /** Encrypts xs (one record per slot) as batch-mode clients do, runs the kernel over every lane in uneven chunks. */
 async function evaluate(t: { teardown(fn: () => void): void }, plan: BatchPlan, xs: number[][]) {
-  const bs = await BatchSession.open(plan);
-  const skBytes = generateSecretKey(bs.session);
-  const holder = new SecretKeyHolder(bs.session, skBytes);
-  t.teardown(() => {
-    holder.close();
-    bs.close();
-  });
-  const LN = bs.lanes;
-  const input = new Uint32Array(plan.inputs * 2 * LN);
-  for (let i = 0; i < plan.inputs; i++) {
-    const v = new Float64Array(recordsPerBatch(plan));
-    xs.forEach((x, s) => (v[s] = x[i]));
-    bs.decodeInto(holder.encryptPacked(v, plan.inputScaleBits), input, i * 2 * LN);
-  }
+  const { bs, holder, skBytes, input, LN } = await encryptBatchInput(t, plan, xs);
   const size = resultSize(plan);
   const output = new Uint32Array(outputsOf(plan) * size * LN);
   const k = prepareKernel(plan, bs.primes);
@@ -115,15 +102,7 @@ t.test('encrypted: SEAL decrypts the size-5 results to the plaintext plan', asyn
   const xs = records(60);
   const plan = compileBatch(deep, xs, { privacy: 'none' })!;
   const { output, decrypt } = await evaluate(t, plan, xs);
-  const decrypted = decrypt(output);
-  let worst = 0,
-    top = 1;
-  xs.forEach((x, s) =>
-    simulateBatch(plan, x).forEach((v, o) => {
-      worst = Math.max(worst, Math.abs(decrypted[o][s] - v));
-      top = Math.max(top, Math.abs(v));
-    }),
-  );
+  const { worst, top } = largestError(decrypt(output), (s) => simulateBatch(plan, xs[s]), xs.length);
   t.ok(worst < 1e-6 * top, `worst |encrypted - plaintext| = ${worst.toExponential(2)} over ${xs.length} records x 3 outputs`);
 });
 
@@ -169,15 +148,7 @@ t.test('flood: a guess of the weights is confirmed by an unflooded result, not b
   const flooded = output.slice();
   for (let o = 0; o < outputsOf(plan); o++) privacy.apply(key, flooded, o, LN);
   t.ok(confirmed(flooded) <= 1, `flooded: the same prediction matches ${confirmed(flooded)} of ${lanes} lanes`);
-  const decrypted = decrypt(flooded);
-  let worst = 0,
-    largest = 1;
-  xs.forEach((x, s) =>
-    simulateBatch(plan, x).forEach((v, o) => {
-      worst = Math.max(worst, Math.abs(decrypted[o][s] - v));
-      largest = Math.max(largest, Math.abs(v));
-    }),
-  );
+  const { worst, top: largest } = largestError(decrypt(flooded), (s) => simulateBatch(plan, xs[s]), xs.length);
   // The flood's standard deviation is at most 2^-FLOOD_PRECISION_BITS of the largest output (or 1).
   const allowed = 6 * 2 ** -FLOOD_PRECISION_BITS * largest;
   t.ok(worst < allowed, `flooded outputs within ${worst.toExponential(2)} of the plaintext plan (documented: ${allowed.toExponential(2)})`);
@@ -250,14 +221,3 @@ t.test("honest noise: below the compiler's bound for every output", async (t) =>
     t.ok(honest > plan.inputScaleBits, 'the noise was measured (it grows past the input scale)');
   }
 });
-
-function modInverse(a: number, q: number): number {
-  let result = 1,
-    e = q - 2;
-  while (e > 0) {
-    if (e & 1) result = mulmod(result, a, q);
-    a = mulmod(a, a, q);
-    e = Math.floor(e / 2);
-  }
-  return result;
-}

@@ -1,15 +1,14 @@
 // Batch mode's engine: SEAL's raw ciphertext layout, the compiler's plan, and the kernel on
 // real ciphertexts (encrypted by SEAL, evaluated on residues, decrypted by SEAL).
 import t from 'tap';
-import { BatchSession } from '../../src/fhe/batch-io.ts';
 import { evaluateLanes, prepareKernel, residue } from '../../src/fhe/batch-kernel.ts';
-import { batchOpCounts, outputsOf, recordsPerBatch, resultSize, scaleBitsOf, type BatchPlan } from '../../src/fhe/batch-plan.ts';
-import { SecretKeyHolder, generateSecretKey } from '../../src/fhe/keys.ts';
+import { batchOpCounts, outputsOf, resultSize, scaleBitsOf, type BatchPlan } from '../../src/fhe/batch-plan.ts';
 import { buildRaw, copyResidues, isPacked, packResidues, RAW_DATA_OFFSET, readRawInfo, unpackResidues } from '../../src/fhe/raw-ciphertext.ts';
 import { batchUnsupported, compileBatch } from '../../src/model/compile-batch.ts';
 import { simulateBatch } from '../../src/model/simulate-batch.ts';
 import { forward, type Network } from '../../src/model/network.ts';
 import { F, rng, side, smallCnn } from '../helpers/networks.ts';
+import { encryptBatchInput, openBatch } from '../helpers/batch-input.ts';
 import { sameBytes } from '../helpers/same-bytes.ts';
 
 const r = rng(11);
@@ -50,26 +49,8 @@ t.test('bias residues are exact beyond 2^53', async (t) => {
   t.equal(residue(0.25, 10, q), 256);
 });
 
-/** A batch session and a fresh secret key for `plan`, closed when the test ends. */
-async function openBatch(t: { teardown(fn: () => void): void }, plan: BatchPlan) {
-  const bs = await BatchSession.open(plan);
-  const holder = new SecretKeyHolder(bs.session, generateSecretKey(bs.session));
-  t.teardown(() => {
-    holder.close();
-    bs.close();
-  });
-  return { bs, holder };
-}
-
 async function runPlan(t: { teardown(fn: () => void): void }, plan: BatchPlan, xs: number[][], chunks: number[]) {
-  const { bs, holder } = await openBatch(t, plan);
-  const LN = bs.lanes;
-  const input = new Uint32Array(plan.inputs * 2 * LN);
-  for (let i = 0; i < plan.inputs; i++) {
-    const v = new Float64Array(recordsPerBatch(plan));
-    xs.forEach((x, s) => (v[s] = x[i]));
-    bs.decodeInto(holder.encryptPacked(v, plan.inputScaleBits), input, i * 2 * LN); // as batch-mode clients send
-  }
+  const { bs, holder, input, LN } = await encryptBatchInput(t, plan, xs); // as batch-mode clients send
   const size = resultSize(plan);
   const output = new Uint32Array(outputsOf(plan) * size * LN);
   const k = prepareKernel(plan, bs.primes);

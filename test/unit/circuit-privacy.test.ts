@@ -2,12 +2,10 @@
 // results made without it (privacy 'none') and fails on re-randomized, flooded results, whose
 // decryptions still equal the plaintext model.
 import t from 'tap';
-import { BatchSession } from '../../src/fhe/batch-io.ts';
 import { evaluateLanes, prepareKernel } from '../../src/fhe/batch-kernel.ts';
 import { outputsOf, recordsPerBatch, resultSize, type BatchPlan } from '../../src/fhe/batch-plan.ts';
 import { BatchPrivacy, makeBatchRerandKey } from '../../src/fhe/batch-privacy.ts';
 import { CkksSession } from '../../src/fhe/ckks.ts';
-import { SecretKeyHolder, generateSecretKey } from '../../src/fhe/keys.ts';
 import { primes } from '../../src/fhe/params.ts';
 import { floodNoise, loadRerandKey, NegacyclicNtt, secretKeyResidues } from '../../src/fhe/privacy.ts';
 import { NegacyclicNttBig } from '../../src/fhe/ntt.ts';
@@ -15,6 +13,7 @@ import { floodResidues, floodScales, floodSums, standardNormals } from '../../sr
 import { FLOOD_PRECISION_BITS, compileBatch } from '../../src/model/compile-batch.ts';
 import { simulateBatch } from '../../src/model/simulate-batch.ts';
 import type { Network } from '../../src/model/network.ts';
+import { encryptBatchInput, modInverse as inv } from '../helpers/batch-input.ts';
 import { rng } from '../helpers/networks.ts';
 
 const N = 8192;
@@ -128,20 +127,7 @@ const records = (n: number) => Array.from({ length: n }, () => Array.from({ leng
 
 /** Client encrypts, server runs the kernel (and the privacy step), returns residues and decryptions. */
 async function serve(t: { teardown(fn: () => void): void }, plan: BatchPlan, xs: number[][]) {
-  const bs = await BatchSession.open(plan);
-  const skBytes = generateSecretKey(bs.session);
-  const holder = new SecretKeyHolder(bs.session, skBytes);
-  t.teardown(() => {
-    holder.close();
-    bs.close();
-  });
-  const LN = bs.lanes;
-  const input = new Uint32Array(plan.inputs * 2 * LN);
-  for (let i = 0; i < plan.inputs; i++) {
-    const v = new Float64Array(recordsPerBatch(plan));
-    xs.forEach((x, s) => (v[s] = x[i]));
-    bs.decodeInto(holder.encrypt(v, plan.inputScaleBits), input, i * 2 * LN);
-  }
+  const { bs, skBytes, holder, input, LN } = await encryptBatchInput(t, plan, xs, 'seal');
   const t0 = performance.now();
   const keyBytes = makeBatchRerandKey(bs.session, resultSize(plan), skBytes);
   const keyMs = performance.now() - t0;
@@ -194,16 +180,6 @@ function mulmod(a: number, b: number, q: number): number {
   if (x < 0) x += q;
   else if (x >= q) x -= q;
   return x;
-}
-function inv(a: number, q: number): number {
-  let r = 1,
-    e = q - 2;
-  while (e > 0) {
-    if (e & 1) r = mulmod(r, a, q);
-    a = mulmod(a, a, q);
-    e = Math.floor(e / 2);
-  }
-  return r;
 }
 
 /**
