@@ -13,6 +13,8 @@ import { classOfOutputs, classOfScores, compileOnnx, simulatedScores } from '../
 import { openReference } from '../src/model/onnx/reference.ts';
 import { ModelServer } from '../src/server/model-server.ts';
 import { batchModeFor, compileOnnxJob, readCalibration } from '../src/train/onnx-job.ts';
+import { predict } from '../src/client/predict.ts';
+import { servedClient } from './helpers/fixture.ts';
 import { buildModel, gemm, gemmWeights } from './helpers/onnx-build.ts';
 
 /** Compiles `onnx` with `calibration` into a bundle, and runs `rows` through batch mode in process. */
@@ -22,14 +24,14 @@ async function batchRun(t: Test, onnx: string, calibration: string, rows: number
   const { report } = await compileOnnxJob({ onnx, calibration, modelDir: dir });
   const { modelId, client } = await readClientPart(dir);
   const part = await readServerPart(dir);
-  if (!client.batch || !part.batch) return { report, client, scores: undefined };
+  if (!client.batch || !part.batch) return { dir, report, client, scores: undefined };
   const session = await ClientSession.open(modelId, client);
   session.generateBatchKey();
   const server = await ModelServer.open(part, { recordsPerCiphertext: client.input.recordsPerCiphertext });
   const result = server.evaluateBatch(session.encrypt(rows, 'batch'));
   const scores = session.decryptScores(result);
   session.close();
-  return { report, client, scores };
+  return { dir, report, client, scores };
 }
 
 /** Largest |batch - simulated| over every record and output, and the largest |simulated| (at least 1). */
@@ -135,6 +137,22 @@ t.test(
       const m = compileOnnx(new Uint8Array(await readFile(two)), rows);
       const { worst, top } = largestError(b.scores, (i) => simulatedScores(m, rows[i]));
       t.ok(worst < 2 ** -9 * top, `batch outputs = the compiled model's (two ReLUs as quadratics) within ${worst.toExponential(2)}`);
+
+      // Served: the worker pool's phases over shared memory, the flood in the workers, and the
+      // buffers the server keeps between requests (the second request runs on the first's).
+      const served = await servedClient(t, b.dir, await mkdtemp(join(tmpdir(), 'sealed-onnx-batch-served-')), 1);
+      for (const round of ['first', 'second']) {
+        const r = await predict(served.session, served.keys, rows, served.transport, { layout: 'batch' });
+        const e = largestError(r.scores, (i) => simulatedScores(m, rows[i]));
+        t.ok(e.worst < 2 ** -9 * e.top, `served, ${round} request: outputs within ${e.worst.toExponential(2)} of the compiled model's`);
+      }
+      const p = b.client.batch!;
+      const lanes = (p.params.coeffModulusBits.length - 1) * p.params.polyModulusDegree;
+      t.equal(
+        served.stack.server.memory.budgetInUse.reserved,
+        (12 * 2 + 3 * 5) * lanes * 4,
+        'between requests only the kept buffers are reserved: one input buffer (one batch) and the size-5 output',
+      );
     }
 
     const m3 = compileOnnx(new Uint8Array(await readFile(await deeper('three', [6, 5, 3]))), rows);
