@@ -37,7 +37,7 @@ export class BatchBuffers {
     return b;
   }
 
-  /** Buffers no task uses any more, kept while they fit in maxBytes (the newest first). */
+  /** Buffers no task uses any more, each kept if it fits in maxBytes with those kept before it. */
   give(buffers: SharedArrayBuffer[]): void {
     for (const b of buffers) if (this.keptBytes + b.byteLength <= this.maxBytes) this.kept.push(b);
     this.reserveKept();
@@ -56,7 +56,11 @@ export class BatchBuffers {
     const bytes = this.keptBytes;
     if (!bytes || !this.budget) return;
     try {
-      this.held = this.budget.reserve(bytes, 'kept batch buffers');
+      const held = this.budget.reserve(bytes, 'kept batch buffers');
+      // The reservation may have asked every holder to give memory back, this one too: then
+      // nothing is kept, and nothing stays reserved for it.
+      if (this.keptBytes === bytes) this.held = held;
+      else held.release();
     } catch {
       this.kept = []; // no room: not kept
     }

@@ -37,3 +37,14 @@ t.test('kept buffers give way: to a reservation that needs the memory, and to th
   r.release();
   t.throws(() => budget.reserve(101 * KiB, 'too much'), { code: 'bad-request' }, 'what could never fit is still refused');
 });
+
+t.test('a reservation that makes every holder give memory back leaves nothing reserved for buffers no longer kept', async (t) => {
+  const budget = new MemoryBudget(100 * KiB);
+  const a = new BatchBuffers(80 * KiB, budget);
+  const b = new BatchBuffers(80 * KiB, budget);
+  a.give([new SharedArrayBuffer(60 * KiB)]);
+  // b's own reservation is over the budget: every holder is asked to give back, b among them.
+  b.give([new SharedArrayBuffer(60 * KiB)]);
+  t.equal(a.keptBytes + b.keptBytes, 0, 'both gave their buffers back');
+  t.equal(budget.reserved, a.keptBytes + b.keptBytes, 'and nothing stays reserved for them');
+});
