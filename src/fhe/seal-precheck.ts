@@ -25,6 +25,7 @@
 /* eslint-disable max-lines -- Over 300 lines on purpose: one binary format read front to back, next
    to its description above; split, each reader would be far from the layout it follows. */
 import { SealedError, type ErrorCode } from '../errors.ts';
+import { nodeBuiltin } from '../util/node-builtin.ts';
 import type { ByteArena } from './byte-arena.ts';
 import { isPackedKeys, unpackKeys } from './packed-keys.ts';
 
@@ -90,10 +91,8 @@ export interface KeysRule {
 /** Zstd, when this runtime has it (Node >= 22.15); pages get none and let SEAL decompress. */
 type Zstd = (bytes: Uint8Array, maxOutputLength: number) => Uint8Array;
 const zstd: Zstd | undefined = (() => {
-  // getBuiltinModule, not an import: this file is in the browser bundle, which has no node:zlib.
-  const proc = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process;
-  const zlib = proc?.getBuiltinModule?.('node:zlib') as typeof import('node:zlib') | undefined;
-  const fn = zlib?.zstdDecompressSync;
+  // Not an import: this file is in the browser bundle, which has no node:zlib.
+  const fn = nodeBuiltin('node:zlib')?.zstdDecompressSync;
   // One output chunk for a ciphertext (zlib's default 16 KiB chunks make it ~2x slower). Nothing
   // above 2 GiB can load into SEAL's 32-bit WASM memory anyway.
   return fn ? (bytes, max) => fn(bytes, { maxOutputLength: Math.min(max, 2 ** 31), chunkSize: Math.max(64, Math.min(max, 4 << 20)) }) : undefined;

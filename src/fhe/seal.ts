@@ -3,6 +3,7 @@
 import SEAL from 'node-seal/throws';
 import type { MainModule } from 'node-seal/throws';
 import { SealedError, type ErrorCode } from '../errors.ts';
+import { nodeBuiltin } from '../util/node-builtin.ts';
 import { patchSealWasm } from './seal-patch.ts';
 
 export type Seal = MainModule;
@@ -44,8 +45,7 @@ async function fetchBytes(url: string): Promise<Uint8Array> {
 
 /** Node's copy of node-seal's .wasm; undefined in a browser (no `process`; nothing imported). */
 function readNodeSealWasm(): Uint8Array | undefined {
-  const proc = (globalThis as { process?: { getBuiltinModule?(id: string): unknown } }).process;
-  const fs = proc?.getBuiltinModule?.('node:fs') as typeof import('node:fs') | undefined;
+  const fs = nodeBuiltin('node:fs');
   if (!fs) return undefined;
   return new Uint8Array(fs.readFileSync(new URL(WASM_FILE, import.meta.resolve('node-seal/throws'))));
 }

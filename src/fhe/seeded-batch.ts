@@ -16,7 +16,7 @@
 //   "S26" 0 | degree u32 | primes u32 | scale f64 | parms_id (32) | seed (32)
 //   | c0's residues, prime after prime, four to 13 bytes (26 bits each)
 import { SealedError } from '../errors.ts';
-import { chacha20Blocks } from './chacha20.ts';
+import { keystream } from './chacha20.ts';
 import { CkksEncoder } from './ckks-encode.ts';
 import { smallNoise } from './noise.ts';
 import { NegacyclicNtt } from './ntt.ts';
@@ -52,27 +52,30 @@ export function isSeededSection(bytes: Uint8Array): boolean {
  * above 2^25.9).
  */
 export function expandUniform(seed: Uint8Array, primes: readonly number[], degree: number, out: Uint32Array, offset: number): void {
-  const words = new Uint32Array(1024);
-  let block = 0;
-  let w = words.length;
+  const next = keystream(seed);
+  let words = next();
+  let w = 0;
   let o = offset;
   for (const q of primes) {
     const limit = Math.floor(4294967296 / q) * q;
     const qInv = 1 / q;
     for (let i = 0; i < degree;) {
       if (w === words.length) {
-        chacha20Blocks(seed, block, words);
-        block += words.length / 16;
+        words = next();
         w = 0;
       }
-      const x = words[w++];
-      if (x < limit) {
+      // Every word is reduced and written at out[o], and o moves on only past a kept one (a
+      // skipped word's remainder is overwritten by the next): no branch depends on the data.
+      // At most the words still needed are read, so nothing is written past this prime's residues.
+      for (const end = Math.min(words.length, w + degree - i); w < end; w++) {
+        const x = words[w];
         // x mod q: the quotient estimate is off by at most one (x < 2^32, exact in a double).
         let r = x - Math.floor(x * qInv) * q;
-        if (r < 0) r += q;
-        else if (r >= q) r -= q;
-        out[o++] = r;
-        i++;
+        r += (r < 0 ? q : 0) - (r >= q ? q : 0);
+        out[o] = r;
+        const keep = x < limit ? 1 : 0;
+        o += keep;
+        i += keep;
       }
     }
   }

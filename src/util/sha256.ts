@@ -4,6 +4,7 @@
 // Under Node, sha256Hex hands the work to node:crypto (see below). In src/util, below the
 // layers: the model (model ids) and the client (keys ids, query hashes)
 // both use it.
+import { nodeBuiltin } from './node-builtin.ts';
 
 const K = new Uint32Array([
   0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74,
@@ -125,12 +126,8 @@ export function portableSha256Hex(...parts: (Uint8Array | string)[]): string {
 }
 
 // Node's OpenSSL SHA-256 is ~18x faster than the portable code (a 592 MB tree query: 0.4 s
-// against 8 s). process.getBuiltinModule (Node >= 22.3) finds it at run time, so bundles built
-// for the browser never import node:crypto and fall back to the portable code there.
-type NodeHash = { update(data: Uint8Array | string): NodeHash; digest(encoding: 'hex'): string };
-const nodeCrypto = (
-  globalThis as { process?: { getBuiltinModule?: (id: string) => { createHash(alg: string): NodeHash } | undefined } }
-).process?.getBuiltinModule?.('node:crypto');
+// against 8 s); browsers fall back to the portable code (node-builtin.ts).
+const nodeCrypto = nodeBuiltin('node:crypto');
 
 /** SHA-256 of the concatenation of `parts` (strings as UTF-8), as 64 lowercase hex digits. */
 export function sha256Hex(...parts: (Uint8Array | string)[]): string {

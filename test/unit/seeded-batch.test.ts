@@ -61,6 +61,29 @@ t.test('expandUniform keeps exactly the words below the largest multiple of q, r
   t.same(again, both, 'the same seed, the same residues');
 });
 
+t.test("expandUniform: the same residues from OpenSSL's keystream (Node) and chacha20.ts (browsers)", async (t) => {
+  // Three primes of 16,384 residues: the keystream's pieces (16,384 words) end inside a prime.
+  const seed = new Uint8Array(randomBytes(32));
+  const ps = [67043329, 66813953, 66584577];
+  const node = new Uint32Array(3 * 16384 + 1).fill(7);
+  expandUniform(seed, ps, 16384, node, 1);
+  const proc = process as { getBuiltinModule?: unknown };
+  const builtin = proc.getBuiltinModule;
+  proc.getBuiltinModule = undefined; // as in a browser: no node:crypto
+  const portable = new Uint32Array(3 * 16384 + 1).fill(7);
+  try {
+    expandUniform(seed, ps, 16384, portable, 1);
+  } finally {
+    proc.getBuiltinModule = builtin;
+  }
+  t.same(portable, node, 'identical residues');
+  t.equal(node[0], 7, 'nothing written before the offset');
+  t.ok(
+    ps.every((q, p) => node.subarray(1 + p * 16384, 1 + (p + 1) * 16384).every((r) => r < q)),
+    'every residue below its prime',
+  );
+});
+
 const N = 8192;
 const bits = [26, 26, 26, 26, 26];
 
