@@ -59,11 +59,11 @@
       (local.set $i (i32.add (local.get $i) (i32.const 2)))
       (br $top))))
   ;; NegacyclicNtt.forward (ntt.ts) for a prime q < 2^26 on float64 residues in [0, q): a at
-  ;; byte 0, psi^bitrev(i) at byte 8n, psi^bitrev(i) / q at byte 16n. A twiddle product's
+  ;; byte $a, psi^bitrev(i) at byte $tab, psi^bitrev(i) / q at byte $tab + 8n. A twiddle product's
   ;; quotient is floor(b (S / q)), off by at most one, and b S - quotient q is exact (below
   ;; 2^52); every correction is a mask, so no branch depends on the data. Stages with butterfly
   ;; distance t >= 2 run two butterflies per step; the last stage (t = 1) runs one.
-  (func (export "nttForward") (param $n i32) (param $q f64)
+  (func $ntt (export "nttForwardAt") (param $n i32) (param $q f64) (param $a i32) (param $tab i32)
     (local $m i32) (local $t i32) (local $i i32) (local $pa i32) (local $end i32) (local $tb i32)
     (local $S v128) (local $Sq v128) (local $Q v128) (local $Z v128)
     (local $U v128) (local $B v128) (local $V v128) (local $x v128) (local $y v128)
@@ -78,9 +78,9 @@
       (local.set $i (i32.const 0))
       (block $iDone (loop $iLoop
         (br_if $iDone (i32.ge_u (local.get $i) (local.get $m)))
-        (local.set $S (f64x2.splat (f64.load (i32.shl (i32.add (local.get $n) (i32.add (local.get $m) (local.get $i))) (i32.const 3)))))
-        (local.set $Sq (f64x2.splat (f64.load (i32.shl (i32.add (i32.shl (local.get $n) (i32.const 1)) (i32.add (local.get $m) (local.get $i))) (i32.const 3)))))
-        (local.set $pa (i32.shl (i32.mul (i32.shl (local.get $i) (i32.const 1)) (local.get $t)) (i32.const 3)))
+        (local.set $S (f64x2.splat (f64.load (i32.add (local.get $tab) (i32.shl (i32.add (local.get $m) (local.get $i)) (i32.const 3))))))
+        (local.set $Sq (f64x2.splat (f64.load (i32.add (local.get $tab) (i32.shl (i32.add (local.get $n) (i32.add (local.get $m) (local.get $i))) (i32.const 3))))))
+        (local.set $pa (i32.add (local.get $a) (i32.shl (i32.mul (i32.shl (local.get $i) (i32.const 1)) (local.get $t)) (i32.const 3))))
         (local.set $end (i32.add (local.get $pa) (local.get $tb)))
         (block $jDone (loop $jLoop
           (br_if $jDone (i32.ge_u (local.get $pa) (local.get $end)))
@@ -107,9 +107,9 @@
     (local.set $i (i32.const 0))
     (block $lastDone (loop $last
       (br_if $lastDone (i32.ge_u (local.get $i) (local.get $m)))
-      (local.set $s (f64.load (i32.shl (i32.add (local.get $n) (i32.add (local.get $m) (local.get $i))) (i32.const 3))))
-      (local.set $sq (f64.load (i32.shl (i32.add (i32.shl (local.get $n) (i32.const 1)) (i32.add (local.get $m) (local.get $i))) (i32.const 3))))
-      (local.set $pa (i32.shl (local.get $i) (i32.const 4)))
+      (local.set $s (f64.load (i32.add (local.get $tab) (i32.shl (i32.add (local.get $m) (local.get $i)) (i32.const 3)))))
+      (local.set $sq (f64.load (i32.add (local.get $tab) (i32.shl (i32.add (local.get $n) (i32.add (local.get $m) (local.get $i))) (i32.const 3)))))
+      (local.set $pa (i32.add (local.get $a) (i32.shl (local.get $i) (i32.const 4))))
       (local.set $u (f64.load (local.get $pa)))
       (local.set $b (f64.load offset=8 (local.get $pa)))
       (local.set $v (f64.sub (f64.mul (local.get $b) (local.get $s)) (f64.mul (f64.floor (f64.mul (local.get $b) (local.get $sq))) (local.get $q))))
@@ -121,6 +121,67 @@
       (f64.store offset=8 (local.get $pa) (select (f64.add (local.get $ys) (local.get $q)) (local.get $ys) (f64.lt (local.get $ys) (f64.const 0))))
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
       (br $last))))
+
+;; nttForwardAt with a at byte 0 and the tables after it (NegacyclicNtt's own instances).
+  (func (export "nttForward") (param $n i32) (param $q f64)
+    (call $ntt (local.get $n) (local.get $q) (i32.const 0) (i32.shl (local.get $n) (i32.const 3))))
+
+  ;; r mod q for r in (-q, 2q) (f64x2 lanes): one subtraction or addition of q, by masks.
+  (func $fold (param $r v128) (param $Q v128) (result v128)
+    (f64x2.sub
+      (f64x2.add (local.get $r) (v128.and (f64x2.lt (local.get $r) (f64x2.splat (f64.const 0))) (local.get $Q)))
+      (v128.and (f64x2.ge (local.get $r) (local.get $Q)) (local.get $Q))))
+
+  ;; x mod q for integers 0 <= |x| < 2^53 (f64x2 lanes): the quotient estimate floor(x / q) is off
+  ;; by at most one, x - k q is exact, and $fold corrects it.
+  (func $modq (param $x v128) (param $Q v128) (param $Qinv v128) (result v128)
+    (call $fold
+      (f64x2.sub (local.get $x) (f64x2.mul (f64x2.floor (f64x2.mul (local.get $x) (local.get $Qinv))) (local.get $Q)))
+      (local.get $Q)))
+
+  ;; Seeded batch encryption (seeded-batch.ts), the message's residues modulo one prime q < 2^26,
+  ;; plus the noise: hat[i] = ((hi[i] mod q) 2^32 + m[i] + e[i]) mod q, in [0, q), for i < n (even).
+  ;; m, hi: float64 (m[i] + hi[i] 2^32 is the coefficient, |m[i]| < 2^52, 0 <= |hi[i]| < 2^53 but
+  ;; finite), e: int32 in (-q, q); $base = 2^32 mod q. Every step stays below 2^53: exact.
+  (func (export "messageResidues") (param $n i32) (param $q f64) (param $base f64) (param $m i32) (param $hi i32) (param $e i32) (param $hat i32)
+    (local $end i32) (local $Q v128) (local $Qinv v128) (local $h v128) (local $x v128)
+    (local.set $Q (f64x2.splat (local.get $q)))
+    (local.set $Qinv (f64x2.splat (f64.div (f64.const 1) (local.get $q))))
+    (local.set $end (i32.add (local.get $m) (i32.shl (local.get $n) (i32.const 3))))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $m) (local.get $end)))
+      (local.set $h (call $modq (v128.load (local.get $hi)) (local.get $Q) (local.get $Qinv)))
+      (local.set $x (call $modq
+        (f64x2.add (v128.load (local.get $m)) (f64x2.mul (local.get $h) (f64x2.splat (local.get $base))))
+        (local.get $Q) (local.get $Qinv)))
+      (v128.store (local.get $hat)
+        (call $fold (f64x2.add (local.get $x) (f64x2.convert_low_i32x4_s (v128.load64_zero (local.get $e)))) (local.get $Q)))
+      (local.set $m (i32.add (local.get $m) (i32.const 16)))
+      (local.set $hi (i32.add (local.get $hi) (i32.const 16)))
+      (local.set $e (i32.add (local.get $e) (i32.const 8)))
+      (local.set $hat (i32.add (local.get $hat) (i32.const 16)))
+      (br $next))))
+
+  ;; The rest of a seeded encryption modulo q: hat to NTT form (tables at $tab), then
+  ;; c[i] = (hat[i] - a[i] s[i]) mod q over a's u32 residues, written over them (n even).
+  (func (export "subtractAS") (param $n i32) (param $q f64) (param $hat i32) (param $tab i32) (param $a i32) (param $s i32)
+    (local $end i32) (local $Q v128) (local $Qinv v128) (local $as v128)
+    (call $ntt (local.get $n) (local.get $q) (local.get $hat) (local.get $tab))
+    (local.set $Q (f64x2.splat (local.get $q)))
+    (local.set $Qinv (f64x2.splat (f64.div (f64.const 1) (local.get $q))))
+    (local.set $end (i32.add (local.get $a) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $a) (local.get $end)))
+      ;; a s < 2^52: exact
+      (local.set $as (call $modq
+        (f64x2.mul (f64x2.convert_low_i32x4_u (v128.load64_zero (local.get $a))) (f64x2.convert_low_i32x4_u (v128.load64_zero (local.get $s))))
+        (local.get $Q) (local.get $Qinv)))
+      (v128.store64_lane 0 (local.get $a)
+        (i32x4.trunc_sat_f64x2_u_zero (call $fold (f64x2.sub (v128.load (local.get $hat)) (local.get $as)) (local.get $Q))))
+      (local.set $a (i32.add (local.get $a) (i32.const 8)))
+      (local.set $s (i32.add (local.get $s) (i32.const 8)))
+      (local.set $hat (i32.add (local.get $hat) (i32.const 16)))
+      (br $next))))
 
   ;; High 64 bits of the 128-bit product a b, from four 32 x 32-bit products.
   (func $mulhi (param $a i64) (param $b i64) (result i64)

@@ -153,16 +153,23 @@ export function kernelInstance<E>(bytes: number): { exports: E; buffer: ArrayBuf
   return { exports, buffer: exports.memory.buffer };
 }
 
+/** psi^bitrev(i), then psi^bitrev(i) / q: the tables kernel.wat's NTT reads. */
+const forwardTables = (psiRev: Float64Array, q: number): Float64Array => {
+  const t = new Float64Array(2 * psiRev.length);
+  t.set(psiRev);
+  t.set(
+    psiRev.map((x) => x / q),
+    psiRev.length,
+  );
+  return t;
+};
+
 /** A kernel instance of its own holding one table (psi^bitrev(i) and their quotients by q). */
 function nttInstance(psiRev: Float64Array, q: number): NttInstance {
   const { exports, buffer } = kernelInstance<{ nttForward(n: number, q: number): void }>(24 * psiRev.length);
   const n = psiRev.length;
   const memory = new Float64Array(buffer, 0, 3 * n);
-  memory.set(psiRev, n);
-  memory.set(
-    psiRev.map((x) => x / q),
-    2 * n,
-  );
+  memory.set(forwardTables(psiRev, q), n);
   return { memory, run: () => exports.nttForward(n, q) };
 }
 
@@ -200,6 +207,11 @@ export class NegacyclicNtt {
     w.memory.set(a);
     w.run();
     a.set(w.memory.subarray(0, this.n));
+  }
+
+  /** The forward transform's tables for kernel.wat's nttForwardAt (2N float64). */
+  forwardTables(): Float64Array {
+    return forwardTables(this.psiRev, this.q);
   }
 
   /** In place; the inverse of forward. */

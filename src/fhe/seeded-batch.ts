@@ -19,7 +19,7 @@ import { SealedError } from '../errors.ts';
 import { keystream } from './chacha20.ts';
 import { CkksEncoder } from './ckks-encode.ts';
 import { smallNoise } from './noise.ts';
-import { NegacyclicNtt } from './ntt.ts';
+import { kernelInstance, NegacyclicNtt } from './ntt.ts';
 import { pack4x26 } from './raw-ciphertext.ts';
 
 const MAGIC = [0x53, 0x32, 0x36, 0x00];
@@ -81,18 +81,31 @@ export function expandUniform(seed: Uint8Array, primes: readonly number[], degre
   }
 }
 
-/** The client's side: fresh encryptions under one secret key. */
+/** kernel.wat's loops of a seeded encryption (byte offsets into its memory). */
+interface EncryptLoops {
+  messageResidues(n: number, q: number, base: number, m: number, hi: number, e: number, hat: number): void;
+  subtractAS(n: number, q: number, hat: number, tab: number, a: number, s: number): void;
+}
+
+/**
+ * The client's side: fresh encryptions under one secret key. The loops over the residues run in
+ * WebAssembly SIMD (kernel.wat: messageResidues, then subtractAS with the forward NTT), in a
+ * kernel instance of this encryptor's own that holds, from byte 0: every prime's NTT tables (16N
+ * bytes each), m, hi and hat (float64, N each), e (int32, N), s and a (u32, kN each; a becomes c0).
+ */
 export class SeededBatchEncryptor {
   private readonly level: SeededLevel;
+  private readonly loops: EncryptLoops;
+  private readonly at: { m: number; hi: number; hat: number; e: number; s: number; a: number };
+  private readonly m: Float64Array;
+  private readonly hi: Float64Array;
+  private readonly hat: Float64Array;
+  private readonly e: Int32Array;
   /** The secret key's residues in NTT form, [prime][coeff]. */
   private readonly s: Uint32Array;
-  private readonly ntts: NegacyclicNtt[];
-  private c0: Uint32Array | undefined;
-  private m: Float64Array | undefined;
+  private readonly c0: Uint32Array;
   /** log2 of the data primes' product. */
   private readonly modulusBits: number;
-  private hat: Float64Array | undefined;
-  private hi: Float64Array | undefined;
   /** Coefficients past 2^84, by index (none at the scales batch plans use). */
   private readonly whole = new Map<number, number>();
 
@@ -100,9 +113,21 @@ export class SeededBatchEncryptor {
     if (level.primes.some((q) => q >= 2 ** 26)) throw new SealedError('insecure-parameters', 'seeded batch encryption needs primes below 2^26');
     if (secretResidues.length !== level.primes.length * level.degree) throw new SealedError('bad-keys', 'the secret key does not match the batch parameters');
     this.level = level;
-    this.s = Uint32Array.from(secretResidues);
-    this.ntts = level.primes.map((q) => NegacyclicNtt.of(q, level.degree));
-    this.modulusBits = level.primes.reduce((a, q) => a + Math.log2(q), 0);
+    const { primes, degree: N } = level;
+    const k = primes.length;
+    const m = k * 16 * N;
+    this.at = { m, hi: m + 8 * N, hat: m + 16 * N, e: m + 24 * N, s: m + 28 * N, a: m + 28 * N + 4 * k * N };
+    const { exports, buffer } = kernelInstance<EncryptLoops>(this.at.a + 4 * k * N);
+    this.loops = exports;
+    primes.forEach((q, p) => new Float64Array(buffer, p * 16 * N, 2 * N).set(NegacyclicNtt.of(q, N).forwardTables()));
+    this.m = new Float64Array(buffer, this.at.m, N);
+    this.hi = new Float64Array(buffer, this.at.hi, N);
+    this.hat = new Float64Array(buffer, this.at.hat, N);
+    this.e = new Int32Array(buffer, this.at.e, N);
+    this.s = new Uint32Array(buffer, this.at.s, k * N);
+    this.s.set(secretResidues);
+    this.c0 = new Uint32Array(buffer, this.at.a, k * N);
+    this.modulusBits = primes.reduce((a, q) => a + Math.log2(q), 0);
   }
 
   /** A fresh encryption of `values` (at most N/2 slots; the others zero) at `scale`. */
@@ -118,12 +143,10 @@ export class SeededBatchEncryptor {
     out.set(parmsId, 20);
     const seed = out.subarray(AT_SEED, HEAD);
     crypto.getRandomValues(seed);
-    // Scratch reused across calls: fresh memory costs a page fault per 4 KiB on some VMs.
-    const c0 = (this.c0 ??= new Uint32Array(k * N));
-    expandUniform(seed, primes, N, c0, 0); // a, replaced by c0 below, one residue at a time
+    const { m, hi, hat, e, c0, whole, at } = this;
+    expandUniform(seed, primes, N, c0, 0); // a, replaced by c0 below
     // m's integer coefficients (doubles: exact integers, above 2^53 too), then per prime: m mod q
     // plus e (never added to the double, where it could round away), to NTT form, minus a s.
-    const m = (this.m ??= new Float64Array(N));
     const most = CkksEncoder.of(N).encode(values, scale, m);
     if (!(Math.log2(most) < this.modulusBits - 1)) {
       m.fill(0);
@@ -134,10 +157,8 @@ export class SeededBatchEncryptor {
       );
     }
     // Coefficients past 2^52 (circuit privacy's input scale 2^62 makes most of them so) split once
-    // as hi 2^32 + lo, not once per prime: m keeps lo, hi their high part (0 for the others;
-    // Infinity past 2^84, which modLarge takes whole, prime by prime).
-    const hi = (this.hi ??= new Float64Array(N));
-    const whole = this.whole;
+    // as hi 2^32 + lo, not once per prime: m keeps lo, hi their high part (0 for the others).
+    // Those past 2^84 are reduced whole (modLarge), prime by prime, over what the loop wrote.
     for (let i = 0; i < N; i++) {
       const x = m[i];
       if (x > -TWO52 && x < TWO52) hi[i] = 0;
@@ -145,47 +166,20 @@ export class SeededBatchEncryptor {
         hi[i] = Math.floor(x / TWO32); // exact: a power of two
         m[i] = x - hi[i] * TWO32;
       } else {
-        hi[i] = Infinity;
+        hi[i] = 0;
+        m[i] = 0;
         whole.set(i, x);
       }
     }
-    const e = smallNoise(N);
-    const hat = (this.hat ??= new Float64Array(N));
+    e.set(smallNoise(N));
     for (let p = 0; p < k; p++) {
       const q = primes[p];
-      const qInv = 1 / q;
-      const base = TWO32 % q;
-      for (let i = 0; i < N; i++) {
-        let x = m[i];
-        if (hi[i] === Infinity) x = modLarge(whole.get(i)!, q);
-        else if (hi[i] !== 0) {
-          // (hi mod q) 2^32 + lo: below 2^53, exact.
-          let h = hi[i] - Math.floor(hi[i] * qInv) * q;
-          if (h < 0) h += q;
-          else if (h >= q) h -= q;
-          x += h * base;
-        }
-        // |x| below 2^53: the quotient estimate is off by at most one; k q and the difference are exact.
-        let r = x - Math.floor(x * qInv) * q;
-        if (r < 0) r += q;
-        else if (r >= q) r -= q;
-        // + e into [0, q) in int32 arithmetic, without branches: e's sign is random, and a
-        // mispredicted branch per residue cost more than the rest of this loop.
-        let t = (r + e[i]) | 0; // in (-20, q + 20)
-        t += (t >> 31) & q;
-        t -= q;
-        hat[i] = t + ((t >> 31) & q);
+      this.loops.messageResidues(N, q, TWO32 % q, at.m, at.hi, at.e, at.hat);
+      for (const [i, x] of whole) {
+        const r = modLarge(x, q) + e[i];
+        hat[i] = r < 0 ? r + q : r >= q ? r - q : r;
       }
-      this.ntts[p].forward(hat);
-      for (let i = 0, x = p * N; i < N; i++, x++) {
-        // a s mod q: the product is below 2^52, exact.
-        const prod = c0[x] * this.s[x];
-        let as = prod - Math.floor(prod * qInv) * q;
-        if (as < 0) as += q;
-        else if (as >= q) as -= q;
-        const c = (hat[i] - as) | 0; // in (-q, q), its sign random: corrected without a branch
-        c0[x] = c + ((c >> 31) & q);
-      }
+      this.loops.subtractAS(N, q, at.hat, p * 16 * N, at.a + 4 * p * N, at.s + 4 * p * N);
     }
     m.fill(0);
     hi.fill(0);
