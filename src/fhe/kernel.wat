@@ -59,21 +59,27 @@
       (local.set $i (i32.add (local.get $i) (i32.const 2)))
       (br $top))))
   ;; NegacyclicNtt.forward (ntt.ts) for a prime q < 2^26 on float64 residues in [0, q): a at
-  ;; byte $a, psi^bitrev(i) at byte $tab, psi^bitrev(i) / q at byte $tab + 8n. A twiddle product's
-  ;; quotient is floor(b (S / q)), off by at most one, and b S - quotient q is exact (below
-  ;; 2^52); every correction is a mask, so no branch depends on the data. Stages with butterfly
-  ;; distance t >= 2 run two butterflies per step; the last stage (t = 1) runs one.
+  ;; byte $a, psi^bitrev(i) at byte $tab, psi^bitrev(i) / q at byte $tab + 8n; n >= 4. Values are
+  ;; signed integers, reduced lazily. A twiddle product is V = B S - round(B S / q) q, with the
+  ;; quotient estimated as round(B (S / q)) (off by one at most within 2^-24 of a half), so
+  ;; |V| <= q/2 + 2; the butterfly's U + V and U - V grow by that per stage, and every third stage
+  ;; (and the last) brings them back to |x| <= q/2 + 1 the same way. The largest multiplicand is
+  ;; then 2q + 4 (two stages after a reduction), and (2q + 4) q < 2^53 for q < 2^26: every product
+  ;; and difference is exact in float64. The last stage (t = 1) runs two butterflies per step too,
+  ;; and maps the results into [0, q).
   (func $ntt (export "nttForwardAt") (param $n i32) (param $q f64) (param $a i32) (param $tab i32)
-    (local $m i32) (local $t i32) (local $i i32) (local $pa i32) (local $end i32) (local $tb i32)
-    (local $S v128) (local $Sq v128) (local $Q v128) (local $Z v128)
-    (local $U v128) (local $B v128) (local $V v128) (local $x v128) (local $y v128)
-    (local $s f64) (local $sq f64) (local $u f64) (local $b f64) (local $v f64) (local $xs f64) (local $ys f64)
+    (local $m i32) (local $t i32) (local $i i32) (local $pa i32) (local $end i32) (local $tb i32) (local $stage i32) (local $reduce i32)
+    (local $S v128) (local $Sq v128) (local $Q v128) (local $Qinv v128) (local $Z v128)
+    (local $U v128) (local $B v128) (local $V v128) (local $x v128) (local $y v128) (local $v0 v128) (local $v1 v128)
     (local.set $Q (f64x2.splat (local.get $q)))
+    (local.set $Qinv (f64x2.splat (f64.div (f64.const 1) (local.get $q))))
     (local.set $Z (f64x2.splat (f64.const 0)))
     (local.set $m (i32.const 1))
     (local.set $t (i32.shr_u (local.get $n) (i32.const 1)))
+    (local.set $stage (i32.const 1))
     (block $stagesDone (loop $stage
       (br_if $stagesDone (i32.lt_u (local.get $t) (i32.const 2)))
+      (local.set $reduce (i32.eqz (i32.rem_u (local.get $stage) (i32.const 3))))
       (local.set $tb (i32.shl (local.get $t) (i32.const 3)))
       (local.set $i (i32.const 0))
       (block $iDone (loop $iLoop
@@ -87,42 +93,50 @@
           (local.set $U (v128.load (local.get $pa)))
           (local.set $B (v128.load (i32.add (local.get $pa) (local.get $tb))))
           (local.set $V (f64x2.sub (f64x2.mul (local.get $B) (local.get $S))
-            (f64x2.mul (f64x2.floor (f64x2.mul (local.get $B) (local.get $Sq))) (local.get $Q))))
-          (local.set $V (f64x2.add (local.get $V) (v128.and (f64x2.lt (local.get $V) (local.get $Z)) (local.get $Q))))
-          (local.set $V (f64x2.sub (local.get $V) (v128.and (f64x2.ge (local.get $V) (local.get $Q)) (local.get $Q))))
+            (f64x2.mul (f64x2.nearest (f64x2.mul (local.get $B) (local.get $Sq))) (local.get $Q))))
           (local.set $x (f64x2.add (local.get $U) (local.get $V)))
           (local.set $y (f64x2.sub (local.get $U) (local.get $V)))
-          (v128.store (local.get $pa)
-            (f64x2.sub (local.get $x) (v128.and (f64x2.ge (local.get $x) (local.get $Q)) (local.get $Q))))
-          (v128.store (i32.add (local.get $pa) (local.get $tb))
-            (f64x2.add (local.get $y) (v128.and (f64x2.lt (local.get $y) (local.get $Z)) (local.get $Q))))
+          (if (local.get $reduce) (then
+            (local.set $x (call $centered (local.get $x) (local.get $Q) (local.get $Qinv)))
+            (local.set $y (call $centered (local.get $y) (local.get $Q) (local.get $Qinv)))))
+          (v128.store (local.get $pa) (local.get $x))
+          (v128.store (i32.add (local.get $pa) (local.get $tb)) (local.get $y))
           (local.set $pa (i32.add (local.get $pa) (i32.const 16)))
           (br $jLoop)))
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br $iLoop)))
       (local.set $m (i32.shl (local.get $m) (i32.const 1)))
       (local.set $t (i32.shr_u (local.get $t) (i32.const 1)))
+      (local.set $stage (i32.add (local.get $stage) (i32.const 1)))
       (br $stage)))
-    ;; t = 1: butterflies on neighbours, each with its own twiddle.
+    ;; t = 1: butterflies on neighbours (a[2i], a[2i + 1]), twiddle i; two per step.
     (local.set $i (i32.const 0))
+    (local.set $pa (local.get $a))
     (block $lastDone (loop $last
       (br_if $lastDone (i32.ge_u (local.get $i) (local.get $m)))
-      (local.set $s (f64.load (i32.add (local.get $tab) (i32.shl (i32.add (local.get $m) (local.get $i)) (i32.const 3)))))
-      (local.set $sq (f64.load (i32.add (local.get $tab) (i32.shl (i32.add (local.get $n) (i32.add (local.get $m) (local.get $i))) (i32.const 3)))))
-      (local.set $pa (i32.add (local.get $a) (i32.shl (local.get $i) (i32.const 4))))
-      (local.set $u (f64.load (local.get $pa)))
-      (local.set $b (f64.load offset=8 (local.get $pa)))
-      (local.set $v (f64.sub (f64.mul (local.get $b) (local.get $s)) (f64.mul (f64.floor (f64.mul (local.get $b) (local.get $sq))) (local.get $q))))
-      (local.set $v (select (f64.add (local.get $v) (local.get $q)) (local.get $v) (f64.lt (local.get $v) (f64.const 0))))
-      (local.set $v (select (f64.sub (local.get $v) (local.get $q)) (local.get $v) (f64.ge (local.get $v) (local.get $q))))
-      (local.set $xs (f64.add (local.get $u) (local.get $v)))
-      (local.set $ys (f64.sub (local.get $u) (local.get $v)))
-      (f64.store (local.get $pa) (select (f64.sub (local.get $xs) (local.get $q)) (local.get $xs) (f64.ge (local.get $xs) (local.get $q))))
-      (f64.store offset=8 (local.get $pa) (select (f64.add (local.get $ys) (local.get $q)) (local.get $ys) (f64.lt (local.get $ys) (f64.const 0))))
-      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (local.set $v0 (v128.load (local.get $pa)))
+      (local.set $v1 (v128.load offset=16 (local.get $pa)))
+      (local.set $U (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $v0) (local.get $v1)))
+      (local.set $B (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $v0) (local.get $v1)))
+      (local.set $S (v128.load (i32.add (local.get $tab) (i32.shl (i32.add (local.get $m) (local.get $i)) (i32.const 3)))))
+      (local.set $Sq (v128.load (i32.add (local.get $tab) (i32.shl (i32.add (local.get $n) (i32.add (local.get $m) (local.get $i))) (i32.const 3)))))
+      (local.set $V (f64x2.sub (f64x2.mul (local.get $B) (local.get $S))
+        (f64x2.mul (f64x2.nearest (f64x2.mul (local.get $B) (local.get $Sq))) (local.get $Q))))
+      (local.set $x (call $centered (f64x2.add (local.get $U) (local.get $V)) (local.get $Q) (local.get $Qinv)))
+      (local.set $y (call $centered (f64x2.sub (local.get $U) (local.get $V)) (local.get $Q) (local.get $Qinv)))
+      (local.set $x (f64x2.add (local.get $x) (v128.and (f64x2.lt (local.get $x) (local.get $Z)) (local.get $Q))))
+      (local.set $y (f64x2.add (local.get $y) (v128.and (f64x2.lt (local.get $y) (local.get $Z)) (local.get $Q))))
+      (v128.store (local.get $pa) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $x) (local.get $y)))
+      (v128.store offset=16 (local.get $pa) (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $x) (local.get $y)))
+      (local.set $pa (i32.add (local.get $pa) (i32.const 32)))
+      (local.set $i (i32.add (local.get $i) (i32.const 2)))
       (br $last))))
 
-;; nttForwardAt with a at byte 0 and the tables after it (NegacyclicNtt's own instances).
+  ;; x - round(x / q) q for integers |x| < 2^52 (f64x2 lanes): |result| <= q/2 + 1, exact.
+  (func $centered (param $x v128) (param $Q v128) (param $Qinv v128) (result v128)
+    (f64x2.sub (local.get $x) (f64x2.mul (f64x2.nearest (f64x2.mul (local.get $x) (local.get $Qinv))) (local.get $Q))))
+
+  ;; ;; nttForwardAt with a at byte 0 and the tables after it (NegacyclicNtt's own instances).
   (func (export "nttForward") (param $n i32) (param $q f64)
     (call $ntt (local.get $n) (local.get $q) (i32.const 0) (i32.shl (local.get $n) (i32.const 3))))
 
