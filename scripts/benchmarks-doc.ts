@@ -24,6 +24,8 @@ export interface Meta {
   node_seal?: string;
   command: string;
   privacy?: string;
+  /** The working session that made the record, for days with several (later sessions win). */
+  session?: number;
   run?: number;
 }
 
@@ -130,7 +132,7 @@ export interface Records {
   sweep: BenchRecord<Sweep>;
 }
 
-/** Reads docs/bench/*.json (sorted by name) and picks, per benchmark, the runs of its latest date. */
+/** Reads docs/bench/*.json (sorted by name) and picks, per benchmark, the runs of its latest date and session. */
 export async function loadRecords(dir: string): Promise<Records> {
   const names = (await readdir(dir)).filter((f) => f.endsWith('.json')).sort();
   const all: BenchRecord<{ bench?: string }>[] = [];
@@ -151,11 +153,13 @@ export async function loadRecords(dir: string): Promise<Records> {
   const latest = <R>(bench: string): BenchRecord<R>[] => {
     const runs = all.filter((r) => r.result.bench === bench);
     if (runs.length === 0) throw new Error(`${dir}: no record of \`npm run bench -- ${bench}\``);
-    const date = runs
-      .map((r) => r.meta.date)
+    // "2026-12-05 0044": dates sort as text, sessions (none: 0) as four digits after them.
+    const when = (m: Meta) => `${m.date} ${String(m.session ?? 0).padStart(4, '0')}`;
+    const last = runs
+      .map((r) => when(r.meta))
       .sort()
       .at(-1);
-    return runs.filter((r) => r.meta.date === date).sort((a, b) => (a.meta.run ?? 0) - (b.meta.run ?? 0)) as unknown as BenchRecord<R>[];
+    return runs.filter((r) => when(r.meta) === last).sort((a, b) => (a.meta.run ?? 0) - (b.meta.run ?? 0)) as unknown as BenchRecord<R>[];
   };
   if (!sweep) throw new Error(`${dir}: sweep.json is missing`);
   return {
