@@ -1,7 +1,7 @@
 // Batch mode's engine: SEAL's raw ciphertext layout, the compiler's plan, and the kernel on
 // real ciphertexts (encrypted by SEAL, evaluated on residues, decrypted by SEAL).
 import t from 'tap';
-import { evaluateLanes, prepareKernel, residue } from '../../src/fhe/batch-kernel.ts';
+import { evaluateLanes, prepareKernel, residue, setRelaxedSimd, useRelaxedSimd } from '../../src/fhe/batch-kernel.ts';
 import { batchOpCounts, outputsOf, resultSize, scaleBitsOf, type BatchPlan } from '../../src/fhe/batch-plan.ts';
 import { buildRaw, copyResidues, isPacked, packResidues, RAW_DATA_OFFSET, readRawInfo, unpackResidues } from '../../src/fhe/raw-ciphertext.ts';
 import { batchUnsupported, compileBatch } from '../../src/model/compile-batch.ts';
@@ -73,6 +73,37 @@ t.test('encrypted batch evaluation (size-3 results, no keys) equals the plaintex
   xs.forEach((x, s) => simulateBatch(plan, x).forEach((v, o) => (worst = Math.max(worst, Math.abs(decrypted[o][s] - v)))));
   t.ok(worst < 1e-3, `worst |encrypted - plaintext| = ${worst.toExponential(2)} over ${xs.length} records x 10 outputs`);
   t.ok(Math.abs(decrypted[0][xs.length + 3]) < 1e6, 'empty slots decrypt to bounded values');
+});
+
+t.test("the first layer's fused multiply-adds (kernel-relaxed.wat) give the unfused loop's residues", async (t) => {
+  t.ok(useRelaxedSimd, 'Node >= 22 has relaxed SIMD: the server runs the fused loop');
+  const plan = compileBatch(smallCnn, samples(40, side * side))!;
+  const N = plan.params.polyModulusDegree;
+  // Residues up to the largest below each prime (the worst case for the exactness bound).
+  const primes = Array.from({ length: plan.params.coeffModulusBits.length - 1 }, (_, i) => 67043329 - 2 * N * 3 * i);
+  const LN = primes.length * N;
+  const input = Uint32Array.from({ length: plan.inputs * 2 * LN }, (_, i) =>
+    i % 7 === 0 ? primes[Math.floor((i % LN) / N)] - 1 : (i * 2654435761) % primes[Math.floor((i % LN) / N)],
+  );
+  const k = prepareKernel(plan, primes);
+  const run = (fused: boolean) => {
+    setRelaxedSimd(fused);
+    const output = new Uint32Array(outputsOf(plan) * resultSize(plan) * LN);
+    // The first and the last prime's lanes (the largest and the smallest prime).
+    for (const first of [0, LN - N]) for (let lane = first; lane < first + N; lane += 1024) evaluateLanes(k, input, output, lane, lane + 1024);
+    return output;
+  };
+  try {
+    const unfused = run(false);
+    const fused = run(true);
+    sameBytes(t, fused, unfused, 'every output residue equal');
+    t.ok(
+      unfused.some((x) => x !== 0),
+      'and not all zero',
+    );
+  } finally {
+    setRelaxedSimd(true);
+  }
 });
 
 t.test('a linear model in batch mode (size-2 results)', async (t) => {
