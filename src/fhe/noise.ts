@@ -93,9 +93,9 @@ export function floodScales(sigma: number): number[] {
 
 /**
  * floodNoise's integers modulo each prime q < 2^26, without BigInt (batch mode floods every
- * result it makes). Each term round(s z) is an integer a double holds exactly; it is written
- * once in base 2^53 (digits t - h 2^53 with h = round(t / 2^53): exact, as t is a multiple of
- * its ulp), then reduced per prime by Horner's rule, every intermediate below 2^53. So these are
+ * result it makes). Each term round(s z) is an integer a double holds exactly, so it is m 2^e
+ * with m an integer below 2^53 and e >= 0 read from its exponent bits (m = t / 2^e is exact);
+ * per prime, its residue is (m mod q)(2^e mod q) mod q, every product below 2^52. So these are
  * exactly the residues of floodNoise's BigInt sums.
  */
 export function floodNoiseResidues(n: number, sigma: number, primes: number[]): Float64Array[] {
@@ -103,23 +103,25 @@ export function floodNoiseResidues(n: number, sigma: number, primes: number[]): 
   return floodResidues(scales, standardNormals(scales.length * n), n, primes);
 }
 
+const bits = new DataView(new ArrayBuffer(8));
+/** floor(log2 |x|) for a finite x >= 1, from its exponent bits (Math.log2 can round up). */
+function exponentOf(x: number): number {
+  bits.setFloat64(0, x);
+  return ((bits.getUint32(0) >>> 20) & 0x7ff) - 1023;
+}
+
 /** floodSums(scales, z, n) modulo each prime, as floodNoiseResidues computes them. */
 export function floodResidues(scales: number[], z: Float64Array, n: number, primes: number[]): Float64Array[] {
   const K = scales.length;
-  const terms = new Float64Array(K * n);
+  const mant = new Float64Array(K * n);
+  const exp = new Uint16Array(K * n);
   let top = 0;
-  for (let j = 0; j < K * n; j++) top = Math.max(top, Math.abs((terms[j] = Math.round(scales[Math.floor(j / n)] * z[j]))));
-  let D = 1;
-  for (let m = top; m >= TWO_53; m = Math.round(m / TWO_53)) D++;
-  const digits = new Float64Array(K * n * D); // [term][digit], lowest digit first
   for (let j = 0; j < K * n; j++) {
-    let t = terms[j];
-    for (let d = 0; d < D - 1; d++) {
-      const h = Math.round(t / TWO_53);
-      digits[j * D + d] = t - h * TWO_53;
-      t = h;
-    }
-    digits[j * D + D - 1] = t;
+    const t = Math.round(scales[Math.floor(j / n)] * z[j]);
+    const e = Math.abs(t) < TWO_53 ? 0 : exponentOf(t) - 52;
+    mant[j] = t / 2 ** e; // exact: t is a multiple of 2^e
+    exp[j] = e;
+    top = Math.max(top, e);
   }
   return primes.map((q) => {
     const qInv = 1 / q;
@@ -128,16 +130,13 @@ export function floodResidues(scales: number[], z: Float64Array, n: number, prim
       const r = x - Math.floor(x * qInv) * q;
       return r < 0 ? r + q : r >= q ? r - q : r;
     };
-    const base = mod(TWO_53 - 1) + 1 === q ? 0 : mod(TWO_53 - 1) + 1;
+    const pow2 = new Float64Array(top + 1); // 2^e mod q
+    pow2[0] = mod(1);
+    for (let e = 1; e <= top; e++) pow2[e] = mod(2 * pow2[e - 1]);
     const out = new Float64Array(n);
     for (let i = 0; i < n; i++) {
-      let r = 0;
-      for (let k = 0; k < K; k++) {
-        const j = (k * n + i) * D;
-        let acc = mod(digits[j + D - 1]);
-        for (let d = D - 2; d >= 0; d--) acc = mod(acc * base + digits[j + d]);
-        r += acc;
-      }
+      let r = 0; // K terms below q each: below 2^31
+      for (let j = i; j < K * n; j += n) r += mod(mod(mant[j]) * pow2[exp[j]]);
       out[i] = mod(r);
     }
     return out;
