@@ -136,7 +136,7 @@
   (func $centered (param $x v128) (param $Q v128) (param $Qinv v128) (result v128)
     (f64x2.sub (local.get $x) (f64x2.mul (f64x2.nearest (f64x2.mul (local.get $x) (local.get $Qinv))) (local.get $Q))))
 
-  ;; ;; nttForwardAt with a at byte 0 and the tables after it (NegacyclicNtt's own instances).
+  ;; nttForwardAt with a at byte 0 and the tables after it (NegacyclicNtt's own instances).
   (func (export "nttForward") (param $n i32) (param $q f64)
     (call $ntt (local.get $n) (local.get $q) (i32.const 0) (i32.shl (local.get $n) (i32.const 3))))
 
@@ -155,8 +155,8 @@
 
   ;; Seeded batch encryption (seeded-batch.ts), the message's residues modulo one prime q < 2^26,
   ;; plus the noise: hat[i] = ((hi[i] mod q) 2^32 + m[i] + e[i]) mod q, in [0, q), for i < n (even).
-  ;; m, hi: float64 (m[i] + hi[i] 2^32 is the coefficient, |m[i]| < 2^52, 0 <= |hi[i]| < 2^53 but
-  ;; finite), e: int32 in (-q, q); $base = 2^32 mod q. Every step stays below 2^53: exact.
+  ;; m, hi: float64 (m[i] + hi[i] 2^32 is the coefficient; |m[i]| < 2^52 and |hi[i]| < 2^52),
+  ;; e: int32 in (-q, q); $base = 2^32 mod q. Every step stays below 2^53: exact.
   (func (export "messageResidues") (param $n i32) (param $q f64) (param $base f64) (param $m i32) (param $hi i32) (param $e i32) (param $hat i32)
     (local $end i32) (local $Q v128) (local $Qinv v128) (local $h v128) (local $x v128)
     (local.set $Q (f64x2.splat (local.get $q)))
