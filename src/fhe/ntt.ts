@@ -153,23 +153,12 @@ export function kernelInstance<E>(bytes: number): { exports: E; buffer: ArrayBuf
   return { exports, buffer: exports.memory.buffer };
 }
 
-/** psi^bitrev(i), then psi^bitrev(i) / q: the tables kernel.wat's NTT reads. */
-const forwardTables = (psiRev: Float64Array, q: number): Float64Array => {
-  const t = new Float64Array(2 * psiRev.length);
-  t.set(psiRev);
-  t.set(
-    psiRev.map((x) => x / q),
-    psiRev.length,
-  );
-  return t;
-};
-
-/** A kernel instance of its own holding one table (psi^bitrev(i) and their quotients by q). */
-function nttInstance(psiRev: Float64Array, q: number): NttInstance {
-  const { exports, buffer } = kernelInstance<{ nttForward(n: number, q: number): void }>(24 * psiRev.length);
-  const n = psiRev.length;
+/** A kernel instance of its own holding one prime's forward tables (NegacyclicNtt.forwardTables). */
+function nttInstance(tables: Float64Array, q: number): NttInstance {
+  const n = tables.length / 2;
+  const { exports, buffer } = kernelInstance<{ nttForward(n: number, q: number): void }>(24 * n);
   const memory = new Float64Array(buffer, 0, 3 * n);
-  memory.set(forwardTables(psiRev, q), n);
+  memory.set(tables, n);
   return { memory, run: () => exports.nttForward(n, q) };
 }
 
@@ -204,15 +193,22 @@ export class NegacyclicNtt {
    * tables live in this object's own instance memory.
    */
   forward(a: Float64Array): void {
-    const w = (this.wasm ??= nttInstance(this.psiRev, this.q));
+    const w = (this.wasm ??= nttInstance(this.forwardTables(), this.q));
     w.memory.set(a);
     w.run();
     a.set(w.memory.subarray(0, this.n));
   }
 
-  /** The forward transform's tables for kernel.wat's nttForwardAt (2N float64). */
+  /** The forward transform's tables as kernel.wat's NTT reads them: psi^bitrev(i), then psi^bitrev(i) / q (2N float64). */
   forwardTables(): Float64Array {
-    return forwardTables(this.psiRev, this.q);
+    const { psiRev, q, n } = this;
+    const t = new Float64Array(2 * n);
+    t.set(psiRev);
+    t.set(
+      psiRev.map((x) => x / q),
+      n,
+    );
+    return t;
   }
 
   /** In place; the inverse of forward. */

@@ -104,8 +104,9 @@ export async function findOnnx(dir: string): Promise<string | undefined> {
 /**
  * Batch mode wherever the network's shape allows it (compile-batch.ts: one dense layer, or dense
  * -> activation -> dense, with one more activation -> dense or not), with per-input factors for
- * layers whose columns differ in magnitude; kept only if the plan, in plaintext, reproduces the network on the calibration records within
- * 2^-10 of the outputs' range (its integer weights are the batch kernel's approximation).
+ * layers whose columns differ in magnitude; kept only if the plan, in plaintext, reproduces the
+ * network on the calibration records within 2^-10 of the outputs' range (its integer weights are
+ * the batch kernel's approximation).
  * Sets the client part's batch parameters when kept.
  */
 export async function batchModeFor(model: OnnxModel, rows: ArrayLike<number>[]): Promise<{ batch?: BatchPlan; batchReport: CompileReport['batch'] }> {
