@@ -146,7 +146,21 @@ t.test('bad batch queries get clear errors and the server keeps serving', async 
   const swapped = sections.slice();
   swapped[5] = new Uint8Array(swapped[5].length).fill(7);
   const garbage = await invokeRaw(q.header as unknown as Record<string, unknown>, swapped);
-  t.match(garbage?.message, /encrypted query|ciphertext/);
+  t.match(garbage?.message, /ciphertext 4 of a batch of the encrypted query is not a seeded batch ciphertext, as the batch's first is/);
+  // Sections are kept as they arrive and unpacked a prime at a time: a short one is refused as it
+  // arrives, a residue above the last prime when that prime is reached.
+  const short = sections.slice();
+  short[6] = short[6].subarray(0, short[6].length - 13);
+  t.match(
+    (await invokeRaw(q.header as unknown as Record<string, unknown>, short))?.message,
+    /ciphertext 5 of a batch of the encrypted query has \d+ bytes, expected \d+/,
+  );
+  const high = sections.slice();
+  high[7] = Uint8Array.from(high[7]).fill(0xff, high[7].length - 13);
+  t.match(
+    (await invokeRaw(q.header as unknown as Record<string, unknown>, high))?.message,
+    /ciphertext 6 of a batch of the encrypted query has a residue above its prime \(prime (\d+) of \1\)/,
+  );
   const single = await invokeRaw({ model_id: modelId, params: paramsKey(client.params), records: 1 }, [sections[0]]);
   t.match(single?.message, /evaluation_keys_uri is missing/);
   const ok = await predict(session, keys, images.slice(0, 2), transport, { layout: 'batch' });

@@ -12,6 +12,7 @@ import { readClientPart, readServerPart } from '../src/model/bundle.ts';
 import { classOfOutputs, classOfScores, compileOnnx, simulatedScores } from '../src/model/onnx/compile.ts';
 import { openReference } from '../src/model/onnx/reference.ts';
 import { ModelServer } from '../src/server/model-server.ts';
+import { seededBytes } from '../src/fhe/seeded-batch.ts';
 import { batchModeFor, compileOnnxJob, readCalibration } from '../src/train/onnx-job.ts';
 import { predict } from '../src/client/predict.ts';
 import { servedClient } from './helpers/fixture.ts';
@@ -147,11 +148,11 @@ t.test(
         t.ok(e.worst < 2 ** -9 * e.top, `served, ${round} request: outputs within ${e.worst.toExponential(2)} of the compiled model's`);
       }
       const p = b.client.batch!;
-      const lanes = (p.params.coeffModulusBits.length - 1) * p.params.polyModulusDegree;
+      const [k, N] = [p.params.coeffModulusBits.length - 1, p.params.polyModulusDegree];
       t.equal(
         served.stack.server.memory.budgetInUse.reserved,
-        (12 * 2 + 3 * 5) * lanes * 4,
-        'between requests only the kept buffers are reserved: one input buffer (one batch) and the size-5 output',
+        12 * seededBytes(k, N) + 2 * (12 * 2 * N * 4) + 3 * 5 * k * N * 4,
+        "between requests only the kept buffers are reserved: one batch's 12 sections, two primes' residues and the size-5 outputs",
       );
     }
 

@@ -7,7 +7,8 @@ import { loadCiphertext, loadQueryCiphertext } from './load.ts';
 import { dataPrimesOf, PRIME_BITS, type BatchPlan } from './batch-plan.ts';
 import { primes } from './params.ts';
 import { buildRaw, copyResidues } from './raw-ciphertext.ts';
-import { decodeSeededSection, isSeededSection, type SeededLevel } from './seeded-batch.ts';
+import { isSeededSection, type SeededLevel } from './seeded-batch.ts';
+import { decodeSeededPrime, decodeSeededSection } from './seeded-decode.ts';
 
 export class BatchSession {
   readonly session: CkksSession;
@@ -53,6 +54,15 @@ export class BatchSession {
     } finally {
       ct.delete();
     }
+  }
+
+  /**
+   * Prime `p` of one seeded query ciphertext (decodeSeededPrime) into `dst` at `offset`: its two
+   * polynomials' residues modulo that prime, [poly][coeff]. `from`: where the prime's keystream
+   * words start (0 for prime 0, else what this returned for prime p - 1); returns the next's.
+   */
+  decodePrimeInto(bytes: Uint8Array, p: number, dst: Uint32Array, offset: number, from: number, what = 'a ciphertext of the encrypted query'): number {
+    return decodeSeededPrime(bytes, this.level, 2 ** this.plan.inputScaleBits, p, dst, offset, from, what);
   }
 
   /** A result ciphertext of `size` polynomials from residues at `offset`, saved as SEAL does (zstd). */

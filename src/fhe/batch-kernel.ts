@@ -177,10 +177,11 @@ export function prepareKernel(plan: BatchPlan, primes: number[]): BatchKernel {
 
 /**
  * Evaluates lanes [lane0, lane1) (within one prime) of one batch. `input` holds the batch's
- * ciphertexts as u32 residues, [feature][poly][prime][coefficient]; `output` receives the
- * results the same way, [output][poly][prime][coefficient].
+ * ciphertexts as u32 residues, [feature][poly][prime][coefficient], or with `onePrime` only those
+ * of the lanes' prime, [feature][poly][coefficient]; `output` receives the results as
+ * [output][poly][prime][coefficient].
  */
-export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32Array, lane0: number, lane1: number): void {
+export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32Array, lane0: number, lane1: number, onePrime = false): void {
   const { plan, degree } = k;
   const LN = k.primes.length * degree;
   const pi = Math.floor(lane0 / degree);
@@ -197,7 +198,8 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
   // The chunk's residues are copied into the SIMD memory once, [feature][poly][lane]; then
   // every row reads them there.
   const x = scratchFor(plan.inputs, outs, C);
-  for (let i = 0; i < 2 * plan.inputs; i++) x.input.set(input.subarray(i * LN + lane0, i * LN + lane0 + C), i * C);
+  const [stride, at] = onePrime ? [degree, lane0 - pi * degree] : [LN, lane0];
+  for (let i = 0; i < 2 * plan.inputs; i++) x.input.set(input.subarray(i * stride + at, i * stride + at + C), i * C);
   const { A0, A1, sq, acc } = x;
   // Second-layer sums stay exact for REDUCE_EVERY rows; the accumulators are reduced that often.
   acc.fill(0);

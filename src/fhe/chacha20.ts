@@ -85,25 +85,40 @@ const KEYSTREAM_WORDS = 16384;
 let zeros: Uint8Array | undefined;
 
 /**
- * ChaCha20's keystream under `key` (nonce 0) from block 0 on, KEYSTREAM_WORDS words per call:
- * OpenSSL's where the runtime is Node (node:crypto; ~5x chacha20.ts, the same words), else
- * chacha20.ts (browsers).
+ * ChaCha20's keystream under `key` (nonce 0) from word `from` on (word w is word w mod 16 of
+ * block w div 16), `words` words per call (the first call's fewer by from mod 16): OpenSSL's
+ * where the runtime is Node (node:crypto; ~5x chacha20.ts, the same words), else chacha20.ts
+ * (browsers). A stream resumed at a word gives what the stream from word 0 gives there.
  */
-export function keystream(key: Uint8Array): () => Uint32Array {
+export function keystream(key: Uint8Array, from = 0, words = KEYSTREAM_WORDS): () => Uint32Array {
+  const first = Math.floor(from / 16);
+  let skip = from % 16;
   const crypto = nodeBuiltin('node:crypto');
   if (crypto) {
-    const cipher = crypto.createCipheriv('chacha20', key, new Uint8Array(16)); // the iv: block counter 0, nonce 0
-    zeros ??= new Uint8Array(4 * KEYSTREAM_WORDS);
+    // OpenSSL's iv: the 32-bit block counter (little-endian), then the 96-bit nonce (0).
+    const iv = new Uint8Array(16);
+    new DataView(iv.buffer).setUint32(0, first, true);
+    const cipher = crypto.createCipheriv('chacha20', key, iv);
+    if (!zeros || zeros.length < 4 * (words + 16)) zeros = new Uint8Array(4 * (words + 16));
     return () => {
-      const b = cipher.update(zeros!);
-      return b.byteOffset % 4 === 0 ? new Uint32Array(b.buffer, b.byteOffset, KEYSTREAM_WORDS) : new Uint32Array(Uint8Array.from(b).buffer);
+      // The first piece also covers the words skipped in its first block.
+      const b = cipher.update(zeros!.subarray(0, 4 * (words + skip)));
+      const w = b.byteOffset % 4 === 0 ? new Uint32Array(b.buffer, b.byteOffset, words + skip) : new Uint32Array(Uint8Array.from(b).buffer);
+      const out = skip ? w.subarray(skip) : w;
+      skip = 0;
+      return out;
     };
   }
-  let block = 0;
+  let block = first;
   return () => {
-    const words = new Uint32Array(KEYSTREAM_WORDS);
-    chacha20Blocks(key, block, words);
-    block += KEYSTREAM_WORDS / 16;
-    return words;
+    // Whole blocks (a piece may hold a few words more than asked): the first from the block
+    // holding `from`, cut at it.
+    const blocks = Math.ceil((words + skip) / 16);
+    const w = new Uint32Array(16 * blocks);
+    chacha20Blocks(key, block, w);
+    block += blocks;
+    const out = w.subarray(skip);
+    skip = 0;
+    return out;
   };
 }

@@ -10,9 +10,9 @@
 // coefficient), adds the noise to the integer coefficients and transforms once per prime, then
 // computes c0 = m + e - a s with a from ChaCha20(seed), all in NTT form: 3.2 ms, 1.3 ms since
 // its loops and NTTs run in kernel.wat and the keystream is OpenSSL's under Node. The server
-// unpacks c0 and expands c1 = a straight into the kernel's input: 0.7 ms. It is the RLWE sample
-// SEAL makes (its secret key, its noise width, a exactly uniform), so the same security; SEAL
-// decrypts it (test/unit/seeded-batch.test.ts).
+// unpacks c0 and expands c1 = a straight into the kernel's input (seeded-decode.ts; all primes
+// or one at a time): 0.7 ms. It is the RLWE sample SEAL makes (its secret key, its noise width,
+// a exactly uniform), so the same security; SEAL decrypts it (test/unit/seeded-batch.test.ts).
 //
 //   "S26" 0 | degree u32 | primes u32 | scale f64 | parms_id (32) | seed (32)
 //   | c0's residues, prime after prime, four to 13 bytes (26 bits each)
@@ -25,12 +25,13 @@ import { pack4x26 } from './raw-ciphertext.ts';
 
 const MAGIC = [0x53, 0x32, 0x36, 0x00];
 const SEED_BYTES = 32;
-const AT_SEED = 52;
-const HEAD = AT_SEED + SEED_BYTES;
+/** Where the seed starts, and where the header (and the seed) end: seeded-decode.ts reads from both. */
+export const AT_SEED = 52;
+export const HEAD = AT_SEED + SEED_BYTES;
 const TWO32 = 4294967296;
 const TWO52 = 2 ** 52;
 const TWO84 = 2 ** 84;
-const HINT = 'encrypt the query with `sealed predict` (or the SDK) for the model this endpoint serves';
+export const HINT = 'encrypt the query with `sealed predict` (or the SDK) for the model this endpoint serves';
 
 /** The top level of the batch parameters: what a section must match. */
 export interface SeededLevel {
@@ -40,7 +41,9 @@ export interface SeededLevel {
   degree: number;
 }
 
-export const seededSectionBytes = (level: SeededLevel) => HEAD + ((level.primes.length * level.degree) / 4) * 13;
+/** Bytes of a section of k primes at ring degree N. */
+export const seededBytes = (k: number, N: number) => HEAD + ((k * N) / 4) * 13;
+export const seededSectionBytes = (level: SeededLevel) => seededBytes(level.primes.length, level.degree);
 
 export function isSeededSection(bytes: Uint8Array): boolean {
   return bytes.length >= 4 && MAGIC.every((b, i) => bytes[i] === b);
@@ -48,20 +51,24 @@ export function isSeededSection(bytes: Uint8Array): boolean {
 
 /**
  * Uniform residues modulo each prime in turn (`degree` per prime) into out[offset..], from
- * ChaCha20's keystream under `seed`: a word is kept when below the largest multiple of q under
- * 2^32 (so its remainder is exactly uniform) and skipped otherwise (under 1.6% of words for primes
- * above 2^25.9).
+ * ChaCha20's keystream under `seed` from word `from` on: a word is kept when below the largest
+ * multiple of q under 2^32 (so its remainder is exactly uniform) and skipped otherwise (under
+ * 1/64 of words for primes below 2^26). Returns the word after the last one read, where the next
+ * prime's residues start: the server expands one prime at a time (batch.ts).
  */
-export function expandUniform(seed: Uint8Array, primes: readonly number[], degree: number, out: Uint32Array, offset: number): void {
-  const next = keystream(seed);
+export function expandUniform(seed: Uint8Array, primes: readonly number[], degree: number, out: Uint32Array, offset: number, from = 0): number {
+  // One prime at a time: a piece holds its words with room for twice the expected skips.
+  const next = keystream(seed, from, primes.length === 1 ? degree + (degree >> 5) + 16 : undefined);
   let words = next();
   let w = 0;
+  let read = from;
   let o = offset;
   for (const q of primes) {
     const limit = Math.floor(4294967296 / q) * q;
     const qInv = 1 / q;
     for (let i = 0; i < degree;) {
       if (w === words.length) {
+        read += w;
         words = next();
         w = 0;
       }
@@ -80,6 +87,7 @@ export function expandUniform(seed: Uint8Array, primes: readonly number[], degre
       }
     }
   }
+  return read + w;
 }
 
 /** kernel.wat's loops of a seeded encryption (byte offsets into its memory). */
@@ -196,30 +204,6 @@ export class SeededBatchEncryptor {
   }
 }
 
-/**
- * The server's side: checks a section against the batch parameters and writes its ciphertext's
- * residues into dst[offset..]: c0, then c1 expanded from the seed ([poly][prime][coeff]).
- */
-export function decodeSeededSection(bytes: Uint8Array, level: SeededLevel, scale: number, dst: Uint32Array, offset: number, what: string): void {
-  const fail = (why: string) => new SealedError('bad-query', `${what} ${why}`, HINT);
-  const { primes, degree: N, parmsId } = level;
-  const k = primes.length;
-  if (bytes.length < HEAD || !isSeededSection(bytes)) throw fail('is not a seeded batch ciphertext');
-  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (v.getUint32(4, true) !== N || v.getUint32(8, true) !== k)
-    throw fail(`has ring degree ${v.getUint32(4, true)} and ${v.getUint32(8, true)} primes, the model uses ${N} and ${k}`);
-  const got = v.getFloat64(12, true);
-  if (got !== scale)
-    throw fail(
-      `has scale ${Number.isFinite(got) && got > 0 ? `2^${Math.log2(got).toFixed(2)}` : 'that is not a power of two'}, expected 2^${Math.log2(scale)}`,
-    );
-  for (let i = 0; i < 32; i++) if (bytes[20 + i] !== parmsId[i]) throw fail("is not at the batch parameters' top level");
-  if (bytes.length !== seededSectionBytes(level)) throw fail(`has ${bytes.length} bytes, expected ${seededSectionBytes(level)}`);
-  const bad = unpack26(bytes, HEAD, primes, N, dst, offset);
-  if (bad >= 0) throw fail(`has a residue above its prime (prime ${bad + 1} of ${k})`);
-  expandUniform(bytes.subarray(AT_SEED, HEAD), primes, N, dst, offset + k * N);
-}
-
 /** x mod q for an integer-valued double of any size, exactly: 32 bits at a time, Horner's rule from the top. */
 function modLarge(x: number, q: number): number {
   const negative = x < 0;
@@ -239,30 +223,4 @@ function modLarge(x: number, q: number): number {
 /** Residues below 2^26, four to 13 bytes (raw-ciphertext.ts' P26 bit order). */
 function pack26(r: Uint32Array, out: Uint8Array, at: number): void {
   for (let i = 0, o = at; i < r.length; i += 4, o += 13) pack4x26(out, o, r[i], r[i + 1], r[i + 2], r[i + 3]);
-}
-
-/** pack26's inverse into dst[offset..], prime block by prime block; the index of the first prime with a residue >= it, else -1. */
-function unpack26(b: Uint8Array, at: number, primes: readonly number[], N: number, dst: Uint32Array, offset: number): number {
-  let p = at;
-  for (let j = 0; j < primes.length; j++) {
-    const q = primes[j];
-    let high = 0;
-    for (let i = offset + j * N, end = i + N; i < end; i += 4, p += 13) {
-      const b3 = b[p + 3],
-        b6 = b[p + 6],
-        b9 = b[p + 9];
-      const x0 = b[p] | (b[p + 1] << 8) | (b[p + 2] << 16) | ((b3 & 3) << 24);
-      const x1 = (b3 >>> 2) | (b[p + 4] << 6) | (b[p + 5] << 14) | ((b6 & 15) << 22);
-      const x2 = (b6 >>> 4) | (b[p + 7] << 4) | (b[p + 8] << 12) | ((b9 & 63) << 20);
-      const x3 = (b9 >>> 6) | (b[p + 10] << 2) | (b[p + 11] << 10) | (b[p + 12] << 18);
-      dst[i] = x0;
-      dst[i + 1] = x1;
-      dst[i + 2] = x2;
-      dst[i + 3] = x3;
-      // One comparison per four: the largest of them against q.
-      high = Math.max(high, x0, x1, x2, x3);
-    }
-    if (high >= q) return j;
-  }
-  return -1;
 }

@@ -1,26 +1,36 @@
 // Batch mode on the server: the query's ciphertexts arrive as a stream, a batch at a time
 // (one ciphertext per input feature, one record per slot). For each batch, three phases run on
 // every worker of the pool over shared memory:
-//   load      SEAL loads and checks each ciphertext, its residues go to the shared input
+//   load      seeded sections (what clients send, seeded-batch.ts) are kept as they arrive, in
+//             one buffer, and each prime's residues are unpacked and expanded just before that
+//             prime is evaluated; SEAL's own forms (older clients) are loaded whole, all primes
 //   evaluate  each worker takes chunks of lanes (coefficients of one prime); chunks are
 //             independent, so the split costs nothing and there is no merge
-//   save      SEAL saves the result ciphertexts (one per output)
-// Memory is bounded by two batches (inputs x 2 x lanes x 4 bytes each), whatever the query size.
+//   save      the result ciphertexts are flooded and saved (one per output)
+// Prime by prime, a batch holds its sections (13/32 of its residues' bytes) and two primes'
+// residues (one evaluated while the next is unpacked) instead of every prime's: 0.8 GiB instead of
+// 1.6 for an MNIST MLP with two activations at ring 16384 (16 primes), and fresh memory is paid
+// for page by page on first touch (~10 us per 4 KiB page on this project's CI VMs, more with two
+// threads faulting at once: batch-buffers.ts).
 import { reviveError, SealedError } from '../errors.ts';
 import { dataPrimesOf, outputsOf, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
+import { isSeededSection, seededBytes } from '../fhe/seeded-batch.ts';
 import type { BatchResult } from './worker-protocol.ts';
 import type { EvaluationPool } from './pool.ts';
 import type { BatchBuffers } from './batch-buffers.ts';
+import type { Reservation } from './budget.ts';
 import { CHUNK } from './batch-constants.ts';
 import { batchCount } from './query-checks.ts';
 
-/** Ciphertexts per load task: small enough to spread a batch over the workers as it arrives. */
+/** Ciphertexts per load task (SEAL's forms): small enough to spread a batch over the workers as it arrives. */
 const LOAD_GROUP = 32;
 /**
- * Evaluation tasks per worker and batch: few, so a worker rarely waits for the main thread
- * (busy streaming the next batch) to hand it more work; more than one, to balance.
+ * Evaluation tasks per worker and batch (per prime, prime by prime): few, so a worker rarely waits
+ * for the main thread (busy streaming the next batch) to hand it more work; more than one, to balance.
  */
 const TASKS_PER_WORKER = 4;
+/** Unpacking tasks per worker and prime. */
+const DECODES_PER_WORKER = 2;
 
 export interface BatchTimings {
   load: number;
@@ -31,29 +41,51 @@ export interface BatchTimings {
   batches: number;
 }
 
+export interface BatchOptions {
+  signal?: AbortSignal;
+  /** The query's re-randomization key (circuit privacy), in shared memory. */
+  rerandKey?: SharedArrayBuffer;
+  /** Buffers kept from earlier requests, and where this one's go back. */
+  buffers?: BatchBuffers;
+  /** Reserves what a batch of SEAL's own forms needs beyond batchMemory (wholeBatchMemory); throws when it cannot. */
+  reserve?: (bytes: number) => Reservation;
+}
+
+const HINT = 'upload the file written by `sealed predict`, unchanged';
+
 function check(r: BatchResult): BatchResult {
   if (r.error) throw reviveError(r.error);
   return r;
 }
 
 /**
- * Bytes one batch-mode request of `batches` batches holds while it runs: its input buffers (two
- * from two batches on: one loads while the other is evaluated), the output buffer, the sections
- * of the load groups in flight (two batches' worth) and the re-randomization key. A request of
- * one batch (what `sealed predict` sends) needs one input buffer: 1.6 GiB, not 3.3, for an MNIST
- * MLP with two activations.
+ * Bytes one batch-mode request of `batches` batches holds while it runs, its sections seeded:
+ * their buffers (two from two batches on: one fills from the stream while the other is
+ * evaluated), two primes' residues, the output buffer and the re-randomization key. 0.8 GiB for
+ * an MNIST MLP with two activations at ring 16384 (one batch: what `sealed predict` sends).
  */
 export function batchMemory(plan: BatchPlan, batches = 2): number {
-  const lanes = dataPrimesOf(plan) * plan.params.polyModulusDegree;
-  const section = 2 * lanes * 8; // a SEAL ciphertext of two polynomials, uncompressed
+  const N = plan.params.polyModulusDegree;
+  const lanes = dataPrimesOf(plan) * N;
   // The query's re-randomization key (circuit privacy): one result's polynomials, held once.
   const rerandKey = plan.privacy === 'flood' ? resultSize(plan) * lanes * 4 : 0;
   return (
-    Math.min(2, batches) * plan.inputs * 2 * lanes * 4 +
+    Math.min(2, batches) * plan.inputs * seededBytes(dataPrimesOf(plan), N) +
+    2 * plan.inputs * 2 * N * 4 +
     outputsOf(plan) * resultSize(plan) * lanes * 4 +
-    2 * Math.min(plan.inputs, LOAD_GROUP * 2) * section +
     rerandKey
   );
+}
+
+/**
+ * What batches of SEAL's own forms (older clients' sections) need beyond batchMemory: every
+ * prime's residues (two batches' worth from two batches on) and the sections of the load groups
+ * in flight.
+ */
+export function wholeBatchMemory(plan: BatchPlan, batches = 2): number {
+  const lanes = dataPrimesOf(plan) * plan.params.polyModulusDegree;
+  const section = 2 * lanes * 8; // a SEAL ciphertext of two polynomials, uncompressed
+  return Math.min(2, batches) * plan.inputs * 2 * lanes * 4 + 2 * Math.min(plan.inputs, LOAD_GROUP * 2) * section;
 }
 
 /**
@@ -66,22 +98,32 @@ export async function* evaluateBatches(
   sections: AsyncIterable<Uint8Array>,
   pool: EvaluationPool,
   timings: BatchTimings,
-  signal?: AbortSignal,
-  rerandKey?: SharedArrayBuffer,
-  buffers?: BatchBuffers,
+  o: BatchOptions = {},
 ): AsyncGenerator<Uint8Array> {
+  const { signal, rerandKey, buffers } = o;
   // A bad (or missing) re-randomization key is refused before any of the query is read.
   if (plan.privacy === 'flood') check(await pool.runBatch({ batch: 'check-key', rerandKey }, signal));
-  const lanes = dataPrimesOf(plan) * plan.params.polyModulusDegree;
+  const N = plan.params.polyModulusDegree;
+  const primes = dataPrimesOf(plan);
+  const lanes = primes * N;
   const batches = batchCount(plan, records);
   const outs = outputsOf(plan);
   const size = resultSize(plan);
-  // Two input buffers: batch b+1 streams in and loads while batch b is evaluated (the main
-  // thread's S3 reading and parsing would otherwise leave the workers idle).
-  // (Kept from an earlier request when there is one: batch-buffers.ts.)
-  const take = (bytes: number) => buffers?.take(bytes) ?? new SharedArrayBuffer(bytes);
-  const inputs = (batches > 1 ? [0, 1] : [0]).map(() => take(plan.inputs * 2 * lanes * 4));
-  const output = take(outs * size * lanes * 4);
+  const slot = seededBytes(primes, N);
+  // Buffers are taken when first needed (kept from an earlier request when there is one:
+  // batch-buffers.ts) and all given back at the end.
+  const held: SharedArrayBuffer[] = [];
+  const hold = (bytes: number) => {
+    const b = buffers?.take(bytes) ?? new SharedArrayBuffer(bytes);
+    held.push(b);
+    return b;
+  };
+  const output = hold(outs * size * lanes * 4);
+  // By batch parity: batch b + 1 streams in while batch b is evaluated.
+  const arenas: SharedArrayBuffer[] = [];
+  const wholes: SharedArrayBuffer[] = [];
+  let primeInputs: SharedArrayBuffer[] | undefined;
+  let extra: Reservation | undefined;
   const it = sections[Symbol.asyncIterator]();
   // Every task handed to the pool, so that no task still works on the buffers when this returns.
   const running = new Set<Promise<unknown>>();
@@ -96,82 +138,137 @@ export async function* evaluateBatches(
   const add = (k: 'load' | 'evaluate' | 'save', rs: BatchResult[]) => {
     for (const r of rs) timings[k] += r.ms;
   };
-  const load = async (b: number, input: SharedArrayBuffer) => {
+  /** Tasks' results once all have settled (none left on the buffers), their times added; throws the first error. */
+  const settle = async (k: 'load' | 'evaluate' | 'save', tasks: Promise<BatchResult>[]): Promise<BatchResult[]> => {
+    add(
+      k,
+      (await Promise.allSettled(tasks)).flatMap((r) => (r.status === 'fulfilled' ? [r.value] : [])),
+    );
+    return (await Promise.all(tasks)).map(check);
+  };
+  const nextSection = async (b: number, i: number): Promise<Uint8Array> => {
+    const next = await it.next();
+    if (next.done)
+      throw new SealedError('bad-query', `the query ends after ${b * plan.inputs + i} ciphertexts; ${records} records need ${batches * plan.inputs}`, HINT);
+    return next.value;
+  };
+
+  type Loaded = { arena: SharedArrayBuffer } | { whole: SharedArrayBuffer };
+  const load = async (b: number): Promise<Loaded> => {
+    const first = await nextSection(b, 0);
+    if (isSeededSection(first)) {
+      // Kept as they arrive: unpacked a prime at a time (evaluateSeeded).
+      const arena = (arenas[b % 2] ??= hold(plan.inputs * slot));
+      const bytes = new Uint8Array(arena);
+      for (let i = 0, s = first; ; s = await nextSection(b, i)) {
+        const what = `ciphertext ${i} of a batch of the encrypted query`;
+        if (!isSeededSection(s)) throw new SealedError('bad-query', `${what} is not a seeded batch ciphertext, as the batch's first is`, HINT);
+        if (s.length !== slot) throw new SealedError('bad-query', `${what} has ${s.length} bytes, expected ${slot}`, HINT);
+        bytes.set(s, i * slot);
+        if (++i === plan.inputs) return { arena };
+      }
+    }
+    // SEAL's own forms (older clients): loaded whole, every prime's residues, in groups.
+    extra ??= o.reserve?.(wholeBatchMemory(plan, batches));
+    const whole = (wholes[b % 2] ??= hold(plan.inputs * 2 * lanes * 4));
     const loads: Promise<BatchResult>[] = [];
-    let group: Uint8Array[] = [];
-    let first = 0;
+    let group: Uint8Array[] = [first];
+    let at = 0;
     try {
-      for (let i = 0; i < plan.inputs; i++) {
-        const next = await it.next();
-        if (next.done)
-          throw new SealedError(
-            'bad-query',
-            `the query ends after ${b * plan.inputs + i} ciphertexts; ${records} records need ${batches * plan.inputs}`,
-            'upload the file written by `sealed predict`, unchanged',
-          );
-        group.push(next.value);
-        if (group.length === LOAD_GROUP || i === plan.inputs - 1) {
+      for (let i = 1; i <= plan.inputs; i++) {
+        if (group.length === LOAD_GROUP || i === plan.inputs) {
           // Each section owns its buffer (the stream reader copies it out): move, not copy.
           loads.push(
             track(
               pool.runBatch(
-                { batch: 'decode', sections: group, input, first },
+                { batch: 'decode', sections: group, input: whole, first: at },
                 signal,
                 group.map((g) => g.buffer as ArrayBuffer),
               ),
             ),
           );
-          first = i + 1;
+          at = i;
           group = [];
         }
+        if (i < plan.inputs) group.push(await nextSection(b, i));
       }
     } finally {
       // Whatever happens, no task of this batch is left running on the buffer.
-      add(
-        'load',
-        (await Promise.allSettled(loads)).flatMap((r) => (r.status === 'fulfilled' ? [r.value] : [])),
-      );
+      await Promise.allSettled(loads);
     }
-    (await Promise.all(loads)).map(check);
+    await settle('load', loads);
+    return { whole };
   };
-  let loading = load(0, inputs[0]);
+
+  /** Lane tasks over [lane0, lane1) (one prime's lanes with `onePrime`). */
+  const evaluations = (input: SharedArrayBuffer, lane0: number, lane1: number, onePrime: boolean) => {
+    const tasks: Promise<BatchResult>[] = [];
+    const span = Math.ceil((lane1 - lane0) / CHUNK / (pool.size * TASKS_PER_WORKER)) * CHUNK;
+    for (let l = lane0; l < lane1; l += span)
+      tasks.push(track(pool.runBatch({ batch: 'evaluate', input, output, lane0: l, lane1: Math.min(l + span, lane1), onePrime }, signal)));
+    return tasks;
+  };
+
+  /** A seeded batch, prime by prime: prime p + 1 is unpacked while prime p is evaluated. */
+  const evaluateSeeded = async (arena: SharedArrayBuffer) => {
+    const inputs = (primeInputs ??= [hold(plan.inputs * 2 * N * 4), hold(plan.inputs * 2 * N * 4)]);
+    const from = new SharedArrayBuffer(plan.inputs * 4); // each ciphertext's keystream position
+    const per = Math.ceil(plan.inputs / (pool.size * DECODES_PER_WORKER));
+    const decode = (p: number) => {
+      const tasks: Promise<BatchResult>[] = [];
+      for (let first = 0; first < plan.inputs; first += per) {
+        const count = Math.min(per, plan.inputs - first);
+        tasks.push(track(pool.runBatch({ batch: 'decode-prime', arena, slot, first, count, prime: p, from, input: inputs[p % 2] }, signal)));
+      }
+      return settle('load', tasks);
+    };
+    let decoding = decode(0);
+    try {
+      for (let p = 0; p < primes; p++) {
+        await decoding;
+        // Queued before the next prime's unpacking, which runs as workers free up.
+        const evals = evaluations(inputs[p % 2], p * N, (p + 1) * N, true);
+        if (p + 1 < primes) {
+          decoding = decode(p + 1);
+          decoding.catch(() => undefined); // awaited at the top of the next round
+        }
+        await settle('evaluate', evals);
+      }
+    } finally {
+      await decoding.catch(() => undefined);
+    }
+  };
+
+  let loading = load(0);
   loading.catch(() => undefined); // awaited below
   try {
     yield* run();
   } finally {
     await loading.catch(() => undefined);
     await Promise.allSettled([...running]);
-    buffers?.give([...inputs, output]);
+    buffers?.give(held);
+    extra?.release();
   }
   async function* run(): AsyncGenerator<Uint8Array> {
     for (let b = 0; b < batches; b++) {
-      await loading;
-      const input = inputs[b % 2];
+      const loaded = await loading;
       if (b + 1 < batches) {
-        loading = load(b + 1, inputs[(b + 1) % 2]);
+        loading = load(b + 1);
         loading.catch(() => undefined); // awaited at the top of the next round
       }
       const t0 = performance.now();
-      const evals: Promise<BatchResult>[] = [];
-      const span = Math.ceil(lanes / CHUNK / (pool.size * TASKS_PER_WORKER)) * CHUNK;
-      for (let l = 0; l < lanes; l += span)
-        evals.push(track(pool.runBatch({ batch: 'evaluate', input, output, lane0: l, lane1: Math.min(l + span, lanes) }, signal)));
-      add('evaluate', (await Promise.all(evals)).map(check));
+      if ('arena' in loaded) await evaluateSeeded(loaded.arena);
+      else await settle('evaluate', evaluations(loaded.whole, 0, lanes, false));
       timings.evaluate_wall += performance.now() - t0;
       const per = Math.ceil(outs / pool.size);
       const saves: Promise<BatchResult>[] = [];
       for (let o = 0; o < outs; o += per)
         saves.push(track(pool.runBatch({ batch: 'encode', output, first: o, count: Math.min(per, outs - o), rerandKey }, signal)));
-      const saved = (await Promise.all(saves)).map(check);
-      add('save', saved);
+      const saved = await settle('save', saves);
       timings.batches++;
       for (const r of saved) yield* r.results!;
     }
     if (!(await it.next()).done)
-      throw new SealedError(
-        'bad-query',
-        `the query has more ciphertexts than ${records} records need (${batches * plan.inputs})`,
-        'upload the file written by `sealed predict`, unchanged',
-      );
+      throw new SealedError('bad-query', `the query has more ciphertexts than ${records} records need (${batches * plan.inputs})`, HINT);
   }
 }

@@ -68,7 +68,13 @@ async function runBatch(
     rerandKey = new SharedArrayBuffer(first.value.length);
     new Uint8Array(rerandKey).set(first.value);
   }
-  const results = evaluateBatches(plan, h.records, sections, c.pool, timings, signal, plan.privacy === 'flood' ? rerandKey : undefined, c.batchBuffers);
+  const results = evaluateBatches(plan, h.records, sections, c.pool, timings, {
+    signal,
+    rerandKey: plan.privacy === 'flood' ? rerandKey : undefined,
+    buffers: c.batchBuffers,
+    // Sections in SEAL's own forms (older clients) are loaded whole: more than batchMemory.
+    reserve: c.budget && ((bytes) => c.budget!.reserve(bytes, `a batch-mode query of ${batches} batches in SEAL's ciphertext form`)),
+  });
   async function* guarded(): AsyncGenerator<Uint8Array> {
     for await (const r of results) {
       // Past the deadline the caller has been answered already: finish nothing it does not expect.

@@ -19,6 +19,7 @@ import { CkksSession } from '../fhe/ckks.ts';
 import { loadQuerySection } from '../fhe/load.ts';
 import { Engine } from '../fhe/engine.ts';
 import { loadRerandKey, type RerandKey } from '../fhe/privacy.ts';
+import { isSeededSection } from '../fhe/seeded-batch.ts';
 import type { ServerPart } from '../model/bundle.ts';
 import { decodeWire, encodeWire, type QueryHeader, type ResultHeader } from '../wire/format.ts';
 import { CHUNK } from './batch-constants.ts';
@@ -189,13 +190,33 @@ export class ModelServer {
     sections.forEach((bytes, i) => io.decodeInto(bytes, input, (first + i) * 2 * io.lanes, `ciphertext ${first + i} of a batch of the encrypted query`));
   }
 
-  /** Phase 2: the exact kernel over lanes [lane0, lane1) of `input` into `output`, CHUNK lanes within one prime at a time. */
-  evaluateBatchLanes(input: Uint32Array, output: Uint32Array, lane0: number, lane1: number): void {
+  /**
+   * Phase 1 a prime at a time, for seeded sections (what clients send): prime `p` of ciphertexts
+   * `first`, `first + 1`, ... of a batch into `input` ([feature][poly][coefficient], that prime
+   * only). `from[i]`: where ciphertext i's keystream words for this prime start (0 for prime 0),
+   * moved on to the next prime's. A batch evaluated this way holds one prime's residues, 1/k of
+   * what decodeBatchInputs fills.
+   */
+  decodeBatchPrime(sections: readonly Uint8Array[], first: number, p: number, from: Uint32Array, input: Uint32Array): void {
+    const { io } = this.batch;
+    const degree = io.plan.params.polyModulusDegree;
+    sections.forEach((bytes, j) => {
+      const i = first + j;
+      from[i] = io.decodePrimeInto(bytes, p, input, i * 2 * degree, from[i], `ciphertext ${i} of a batch of the encrypted query`);
+    });
+  }
+
+  /**
+   * Phase 2: the exact kernel over lanes [lane0, lane1) of `input` into `output`, CHUNK lanes
+   * within one prime at a time; with `onePrime`, `input` holds only the lanes' prime (decodeBatchPrime).
+   */
+  evaluateBatchLanes(input: Uint32Array, output: Uint32Array, lane0: number, lane1: number, onePrime = false): void {
     const { io, kernel } = this.batch;
     const degree = io.plan.params.polyModulusDegree;
+    if (onePrime && Math.floor(lane0 / degree) !== Math.floor((lane1 - 1) / degree)) throw new RangeError('lanes of one prime only');
     for (let l = lane0; l < lane1;) {
       const end = Math.min(l + CHUNK, lane1, (Math.floor(l / degree) + 1) * degree);
-      evaluateLanes(kernel, input, output, l, end);
+      evaluateLanes(kernel, input, output, l, end, onePrime);
       l = end;
     }
   }
@@ -222,12 +243,25 @@ export class ModelServer {
     const sections = msg.sections.slice(rerandKey ? 1 : 0);
     const key = plan.privacy === 'flood' ? this.rerandKeyFor(rerandKey ? msg.sections[0] : undefined) : undefined;
     const lanes = this.batchLanes;
-    const input = new Uint32Array(plan.inputs * 2 * lanes);
+    const degree = plan.params.polyModulusDegree;
     const output = new Uint32Array(outputsOf(plan) * resultSize(plan) * lanes);
     const results: Uint8Array[] = [];
+    let onePrime: Uint32Array | undefined, all: Uint32Array | undefined;
     for (let b = 0; b < batchCount(plan, h.records); b++) {
-      this.decodeBatchInputs(sections.slice(b * plan.inputs, (b + 1) * plan.inputs), input, 0);
-      this.evaluateBatchLanes(input, output, 0, lanes);
+      const batch = sections.slice(b * plan.inputs, (b + 1) * plan.inputs);
+      // Seeded sections a prime at a time (as the server's pool does: batch.ts); SEAL's forms whole.
+      if (isSeededSection(batch[0])) {
+        onePrime ??= new Uint32Array(plan.inputs * 2 * degree);
+        const from = new Uint32Array(plan.inputs);
+        for (let p = 0; p < lanes / degree; p++) {
+          this.decodeBatchPrime(batch, 0, p, from, onePrime);
+          this.evaluateBatchLanes(onePrime, output, p * degree, (p + 1) * degree, true);
+        }
+      } else {
+        all ??= new Uint32Array(plan.inputs * 2 * lanes);
+        this.decodeBatchInputs(batch, all, 0);
+        this.evaluateBatchLanes(all, output, 0, lanes);
+      }
       results.push(...this.encodeBatchResults(output, 0, outputsOf(plan), key));
     }
     return encodeWire<ResultHeader>(

@@ -13,7 +13,22 @@ export interface EvaluateTask {
 /** Batch mode, in three phases over shared memory (see batch.ts): load, evaluate lanes, save. */
 export type BatchTask =
   | { batch: 'decode'; sections: Uint8Array[]; input: SharedArrayBuffer; first: number }
-  | { batch: 'evaluate'; input: SharedArrayBuffer; output: SharedArrayBuffer; lane0: number; lane1: number }
+  /**
+   * Prime `prime` of seeded ciphertexts first .. first + count - 1, whose sections lie `slot`
+   * bytes apart in `arena`; `from`: each ciphertext's keystream position (u32, moved on).
+   */
+  | {
+      batch: 'decode-prime';
+      arena: SharedArrayBuffer;
+      slot: number;
+      first: number;
+      count: number;
+      prime: number;
+      from: SharedArrayBuffer;
+      input: SharedArrayBuffer;
+    }
+  /** With `onePrime`, `input` holds the residues of the lanes' prime only (decode-prime). */
+  | { batch: 'evaluate'; input: SharedArrayBuffer; output: SharedArrayBuffer; lane0: number; lane1: number; onePrime?: boolean }
   | { batch: 'encode'; output: SharedArrayBuffer; first: number; count: number; rerandKey?: SharedArrayBuffer }
   /** Checks the query's re-randomization key before any work is done on the query. */
   | { batch: 'check-key'; rerandKey?: SharedArrayBuffer };

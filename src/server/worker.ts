@@ -100,8 +100,14 @@ function runBatch(task: BatchTask): BatchResult {
       case 'decode':
         server.decodeBatchInputs(task.sections, new Uint32Array(task.input), task.first);
         return { ms: ms() };
+      case 'decode-prime': {
+        const arena = new Uint8Array(task.arena);
+        const sections = Array.from({ length: task.count }, (_, j) => arena.subarray((task.first + j) * task.slot, (task.first + j + 1) * task.slot));
+        server.decodeBatchPrime(sections, task.first, task.prime, new Uint32Array(task.from), new Uint32Array(task.input));
+        return { ms: ms() };
+      }
       case 'evaluate':
-        server.evaluateBatchLanes(new Uint32Array(task.input), new Uint32Array(task.output), task.lane0, task.lane1);
+        server.evaluateBatchLanes(new Uint32Array(task.input), new Uint32Array(task.output), task.lane0, task.lane1, task.onePrime);
         return { ms: ms() };
       case 'check-key':
         server.rerandKeyFor(bytes(task.rerandKey));

@@ -13,6 +13,7 @@ import { FLOOD_PRECISION_BITS, batchUnsupported, compileBatch } from '../../src/
 import { forward, type Network } from '../../src/model/network.ts';
 import { simulateBatch } from '../../src/model/simulate-batch.ts';
 import { batchMemory } from '../../src/server/batch.ts';
+import { seededBytes } from '../../src/fhe/seeded-batch.ts';
 import { encryptBatchInput, largestError, modInverse } from '../helpers/batch-input.ts';
 import { rng } from '../helpers/networks.ts';
 
@@ -58,8 +59,8 @@ t.test('the compiler folds both quadratics into a plan at ring 16384 with size-5
   }
   t.ok(worst < 2 ** -10 * top, `the quantized plan follows the network (worst |diff| ${worst.toExponential(2)}, outputs up to ${top.toFixed(1)})`);
   t.same(validateBatchPlan(JSON.parse(JSON.stringify(plan))), plan, 'the plan passes the loader');
-  const inputBuffer = plan.inputs * 2 * (bits.length - 1) * N * 4;
-  t.equal(batchMemory(plan, 2) - batchMemory(plan, 1), inputBuffer, 'a one-batch request holds one input buffer, not two');
+  const sections = plan.inputs * seededBytes(bits.length - 1, N);
+  t.equal(batchMemory(plan, 2) - batchMemory(plan, 1), sections, "a one-batch request holds one batch's sections, not two");
   t.equal(batchMemory(plan, 5), batchMemory(plan, 2), 'and any longer one two');
   t.equal(batchUnsupported({ ...deep, layers: deep.layers.slice(0, 4) })?.includes('batch mode handles'), true, 'a plan cannot end in a square');
 });

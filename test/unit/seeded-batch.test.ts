@@ -6,15 +6,17 @@
 import { createCipheriv, randomBytes } from 'node:crypto';
 import t from 'tap';
 import { BatchSession } from '../../src/fhe/batch-io.ts';
-import { chacha20Blocks } from '../../src/fhe/chacha20.ts';
+import { chacha20Blocks, keystream } from '../../src/fhe/chacha20.ts';
 import { CkksEncoder } from '../../src/fhe/ckks-encode.ts';
 import { CkksSession } from '../../src/fhe/ckks.ts';
 import { SecretKeyHolder, generateSecretKey } from '../../src/fhe/keys.ts';
 import { primes as chainPrimes } from '../../src/fhe/params.ts';
 import { mulmod, NegacyclicNtt, secretKeyResidues } from '../../src/fhe/privacy.ts';
 import { buildRaw } from '../../src/fhe/raw-ciphertext.ts';
-import { decodeSeededSection, expandUniform, isSeededSection, seededSectionBytes, type SeededLevel } from '../../src/fhe/seeded-batch.ts';
+import { expandUniform, isSeededSection, seededSectionBytes, type SeededLevel } from '../../src/fhe/seeded-batch.ts';
+import { decodeSeededPrime, decodeSeededSection } from '../../src/fhe/seeded-decode.ts';
 import type { BatchPlan } from '../../src/fhe/batch-plan.ts';
+import { sameBytes } from '../helpers/same-bytes.ts';
 
 t.test("ChaCha20: RFC 8439's block test vector, and OpenSSL's keystream", async (t) => {
   const key = Uint8Array.from({ length: 32 }, (_, i) => i);
@@ -82,6 +84,49 @@ t.test("expandUniform: the same residues from OpenSSL's keystream (Node) and cha
     ps.every((q, p) => node.subarray(1 + p * 16384, 1 + (p + 1) * 16384).every((r) => r < q)),
     'every residue below its prime',
   );
+});
+
+t.test('the keystream resumed at a word gives the words the stream from word 0 gives there (OpenSSL and chacha20.ts)', async (t) => {
+  const seed = new Uint8Array(randomBytes(32));
+  const whole = new Uint32Array(40000);
+  chacha20Blocks(seed, 0, whole);
+  const read = (from: number, piece: number, n: number) => {
+    const next = keystream(seed, from, piece);
+    const out: number[] = [];
+    while (out.length < n) out.push(...next());
+    return out.slice(0, n);
+  };
+  const proc = process as { getBuiltinModule?: unknown };
+  const builtin = proc.getBuiltinModule;
+  for (const runtime of ['Node', 'browsers']) {
+    if (runtime === 'browsers') proc.getBuiltinModule = undefined; // as in a browser: no node:crypto
+    try {
+      // Word positions inside a block, at its start and at 0; pieces of a whole and a partial block.
+      for (const [from, piece] of [
+        [0, 16384],
+        [17, 100],
+        [16400, 16384],
+        [33333, 531],
+      ])
+        t.same(read(from, piece, 3000), [...whole.subarray(from, from + 3000)], `${runtime}: from word ${from}, pieces of ${piece}`);
+    } finally {
+      proc.getBuiltinModule = builtin;
+    }
+  }
+});
+
+t.test('expandUniform a prime at a time, each from where the last stopped, gives the residues of all primes at once', async (t) => {
+  const seed = new Uint8Array(randomBytes(32));
+  const ps = [67043329, 66813953, 66584577, 40961];
+  const all = new Uint32Array(ps.length * 4096);
+  const end = expandUniform(seed, ps, 4096, all, 0);
+  const one = new Uint32Array(ps.length * 4096);
+  let from = 0;
+  ps.forEach((q, p) => (from = expandUniform(seed, [q], 4096, one, p * 4096, from)));
+  t.same(one, all, 'the same residues');
+  t.equal(from, end, 'ending at the same word');
+  // A prime far below 2^26 skips almost no word; 2^26-sized ones about one in 2^7 to 2^6.
+  t.ok(end > ps.length * 4096 && end < ps.length * 4096 * 1.05, `${end} words read for ${ps.length * 4096} residues`);
 });
 
 const N = 8192;
@@ -249,6 +294,42 @@ t.test('the server refuses a section that does not match the batch parameters, s
   const at = 84 + (((2 * N) / 4) * 13 - 13);
   t.throws(decode(edit((b) => b.fill(0xff, at, at + 13))), { message: /a residue above its prime \(prime 2 of 4\)/ });
   t.doesNotThrow(decode(good), 'the section itself decodes');
+});
+
+t.test('decoded a prime at a time, a section gives the residues decoded whole; a bad residue is refused at its prime', async (t) => {
+  const { s, holder, level } = await setup();
+  t.teardown(() => {
+    holder.close();
+    s.close();
+  });
+  const k = level.primes.length;
+  const section = holder.encryptPacked(
+    Float64Array.from({ length: N / 2 }, (_, i) => Math.sin(i)),
+    26,
+  );
+  const whole = new Uint32Array(2 * k * N);
+  decodeSeededSection(section, level, 2 ** 26, whole, 0, 'the section');
+  const prime = new Uint32Array(1 + 2 * N);
+  let from = 0;
+  for (let p = 0; p < k; p++) {
+    from = decodeSeededPrime(section, level, 2 ** 26, p, prime, 1, from, 'the section');
+    sameBytes(t, prime.subarray(1, 1 + N), whole.subarray(p * N, (p + 1) * N), `prime ${p + 1}: c0`);
+    sameBytes(t, prime.subarray(1 + N), whole.subarray((k + p) * N, (k + p + 1) * N), `prime ${p + 1}: c1, from the keystream where prime ${p} stopped`);
+  }
+  // The last four residues of prime 3 set to 2^26 - 1: primes 1 and 2 decode, prime 3 is refused.
+  const bad = Uint8Array.from(section);
+  const at = 84 + (((3 * N) / 4) * 13 - 13);
+  bad.fill(0xff, at, at + 13);
+  from = 0;
+  for (let p = 0; p < 2; p++) from = decodeSeededPrime(bad, level, 2 ** 26, p, prime, 0, from, 'ciphertext 9 of a batch');
+  t.throws(() => decodeSeededPrime(bad, level, 2 ** 26, 2, prime, 0, from, 'ciphertext 9 of a batch'), {
+    code: 'bad-query',
+    message: /ciphertext 9 of a batch has a residue above its prime \(prime 3 of 4\)/,
+  });
+  // Every prime checks the section: a later prime of a section of other parameters is refused too.
+  const other = Uint8Array.from(section);
+  other[20] ^= 1;
+  t.throws(() => decodeSeededPrime(other, level, 2 ** 26, 3, prime, 0, 0, 'ciphertext 9 of a batch'), { message: /top level/ });
 });
 
 t.test('BatchSession decodes a seeded section as it decodes the SEAL-packed form of the same encryption', async (t) => {
