@@ -67,6 +67,19 @@ export class ObjectStore {
       if (!process.env.AWS_ACCESS_KEY_ID) cfg.credentials = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
     }
     this.client = new S3Client(cfg);
+    // Request bodies are not hashed into the signature (x-amz-content-sha256: UNSIGNED-PAYLOAD,
+    // which S3 accepts; the SDK speaks TLS to it): otherwise the SDK hashes every byte uploaded
+    // with SHA-256 once more, on the thread that streams the query (2.2 s of CPU for the 1.3 GB
+    // of a 10,000-image batch run of model (b)). Each part still carries the SDK's CRC32, which
+    // S3 checks, and a query its own SHA-256, which the server checks.
+    this.client.middlewareStack.add(
+      (next) => (args) => {
+        const req = args.request as { method?: string; headers?: Record<string, string> };
+        if (req.method === 'PUT' && req.headers) req.headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+        return next(args);
+      },
+      { step: 'build', name: 'sealedUnsignedPayload' },
+    );
     this.endpoint = o.endpoint;
   }
 
