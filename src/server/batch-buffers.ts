@@ -1,14 +1,16 @@
-// The shared buffers of finished batch-mode requests, kept for the next one. A batch's input
-// buffer is inputs x 2 x lanes x 4 bytes (1.6 GiB for an MNIST MLP with two activations at ring
-// 16384), and fresh memory is paid for page by page on first touch: ~10 us per 4 KiB page on this
-// project's CI VMs (a PVM hypervisor), 4 s for that buffer, against 3.2 ms per ciphertext for the
-// work of loading it (5.3 ms more per ciphertext into a fresh buffer, 2026-12-05, 2-core AMD VM).
+// The shared buffers of finished batch-mode requests, kept for the next one: a batch's sections
+// (0.67 GB for an MNIST MLP with two activations at ring 16384), two primes' residues (100 MiB
+// each) and the results' residues (batch.ts). Fresh memory is paid for page by page on first
+// touch: ~10 us per 4 KiB page on this project's CI VMs (a PVM hypervisor), more with two threads
+// faulting at once (a fresh buffer took 7.6 ms per ciphertext to unpack into at ring 16384 with
+// 16 primes, a touched one 1.6 ms; 2026-12-05, 2-core AMD VM).
 //
 // Kept bytes stay reserved in the memory budget, so the budget still bounds what the process
 // holds; when a reservation would be refused, the budget asks for them back first (onPressure).
-// A reused buffer still holds an earlier request's residues, never read: every batch's load
-// writes all of its input buffer (each ciphertext's two polynomials at every lane) before the
-// kernel reads it, and the kernel writes every lane of the output before it is saved.
+// A reused buffer still holds an earlier request's bytes, never read: a batch's sections are all
+// written as they arrive before any is read, each prime's unpacking (for SEAL's forms, the whole
+// load) writes all of its buffer (each ciphertext's two polynomials at every coefficient) before
+// the kernel reads it, and the kernel writes every lane of the output before it is saved.
 import type { MemoryBudget, Reservation } from './budget.ts';
 
 export class BatchBuffers {
