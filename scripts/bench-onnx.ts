@@ -96,6 +96,10 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
         client_ms: Record<string, number>;
         end_to_end_ms: number;
         agreement: number;
+        /** Largest output error against onnxruntime, per request: a wrong ciphertext shows as one large entry. */
+        max_abs_error_per_request: number[];
+        max_abs_error: number;
+        within_tolerance?: boolean;
       }
     | undefined;
   let encErr = 0,
@@ -112,13 +116,26 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
     try {
       if (batch) {
         // Every held-out record in batch mode as `sealed predict` sends them (a request per
-        // batch, two in flight, encrypted on every core), after a first warm-up query.
+        // batch, two in flight, encrypted on every core), after a first warm-up query; their
+        // outputs are held to the compile report's tolerance against onnxruntime, as the
+        // single-layout ones are (max_abs_error, within_tolerance).
         const pool = new EncryptPool();
         try {
           await predict(session, keys, data.eval.slice(0, 2), transport, { layout: 'batch', encryptPool: pool });
           const t0 = performance.now();
           const r = await predictBatches(session, keys, data.eval, transport, { layout: 'batch', encryptPool: pool });
           const wall = performance.now() - t0;
+          /** Output errors against onnxruntime, request by request (results come back in request order). */
+          const batchErrors = (stats: { records: number }[], scores: number[][]) => {
+            let at = 0;
+            const per = stats.map(({ records }) => {
+              let worst = 0;
+              for (let i = at; i < at + records; i++) worst = Math.max(worst, outputError(head, headOutputs(head, scores[i]), ort[i]));
+              at += records;
+              return +worst.toExponential(3);
+            });
+            return { max_abs_error_per_request: per, max_abs_error: Math.max(...per) };
+          };
           // Sums over the requests (two run at once): the server's phases are CPU summed over its
           // workers (pool_wall: the evaluate phases' wall time), the client's its own phases.
           const sum = (get: (st: (typeof r.stats)[number]) => Record<string, number>) => {
@@ -135,6 +152,7 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
             client_ms: sum((st) => st.ms),
             end_to_end_ms: +wall.toFixed(1),
             agreement: r.scores.filter((s, i) => classOfScores(m.client, s) === ortClass[i]).length / data.eval.length,
+            ...batchErrors(r.stats, r.scores),
           };
         } finally {
           pool.close();
@@ -175,6 +193,7 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
   );
   const tolerance = 1.5 * simErr + 1e-3 * outMax;
   const encAgree = encClass.filter((c, i) => c === ortClass[i]).length;
+  if (batchFigures) batchFigures.within_tolerance = batchFigures.max_abs_error <= tolerance;
   return {
     bench: 'onnx',
     model: name,
@@ -239,6 +258,7 @@ export async function onnxBench(args: string[]) {
       accuracy_encrypted: r.accuracy_encrypted,
       agreement: r.agreement,
       within_tolerance: r.within_tolerance,
+      within_tolerance_batch: r.batch && 'within_tolerance' in r.batch ? r.batch.within_tolerance : undefined,
       server_ms_single_p50: r.server_ms_single_p50,
       images_per_s_batch: r.images_per_s_batch,
       keys_bytes: r.keys_bytes,
