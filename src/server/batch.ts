@@ -21,6 +21,7 @@ import type { BatchBuffers } from './batch-buffers.ts';
 import type { Reservation } from './budget.ts';
 import { CHUNK } from './batch-constants.ts';
 import { batchCount } from './query-checks.ts';
+import { QUERY_UNCHANGED_HINT as HINT } from '../wire/format.ts';
 
 /** Ciphertexts per load task (SEAL's forms): small enough to spread a batch over the workers as it arrives. */
 const LOAD_GROUP = 32;
@@ -50,8 +51,6 @@ export interface BatchOptions {
   /** Reserves what a batch of SEAL's own forms needs beyond batchMemory (wholeBatchMemory); throws when it cannot. */
   reserve?: (bytes: number) => Reservation;
 }
-
-const HINT = 'upload the file written by `sealed predict`, unchanged';
 
 function check(r: BatchResult): BatchResult {
   if (r.error) throw reviveError(r.error);

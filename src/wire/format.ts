@@ -90,14 +90,13 @@ export function checkPrefix(kind: WireKind, bytes: Uint8Array, fail: (why: strin
     throw fail(`is a sealed ${Object.keys(KIND_CODE).find((k) => KIND_CODE[k as WireKind] === bytes[7]) ?? 'unknown'} object, not ${kind}`);
 }
 
+/** The hint of a refused query: what a client should send instead. */
+export const QUERY_UNCHANGED_HINT = 'upload the file written by `sealed predict`, unchanged';
+
 export function decodeWire<H>(kind: WireKind, bytes: Uint8Array, what: string): WireMessage<H> {
   const code: ErrorCode = kind === 'keys' ? 'bad-keys' : 'bad-query';
   const fail = (why: string) =>
-    new SealedError(
-      code,
-      `${what} ${why}`,
-      kind === 'keys' ? 'upload the keys file written by `sealed keygen`, unchanged' : 'upload the file written by `sealed predict`, unchanged',
-    );
+    new SealedError(code, `${what} ${why}`, kind === 'keys' ? 'upload the keys file written by `sealed keygen`, unchanged' : QUERY_UNCHANGED_HINT);
   if (bytes.length < 16) throw fail('is not a sealed object (bad magic)');
   checkPrefix(kind, bytes, fail);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);

@@ -2,7 +2,7 @@
 // section by section as it arrives, and a result is written section by section as it is made,
 // so neither is ever whole in memory.
 import { SealedError } from '../errors.ts';
-import { checkPrefix, decodeWire, encodeWire, MAX_HEADER, MAX_SECTIONS, type WireKind } from './format.ts';
+import { checkPrefix, decodeWire, encodeWire, MAX_HEADER, MAX_SECTIONS, QUERY_UNCHANGED_HINT, type WireKind } from './format.ts';
 
 const MAX_SECTION = 64 * 1024 * 1024;
 
@@ -89,7 +89,7 @@ export async function readWireStream<H>(
   const r = new Reader(stream);
   const head = await r.take(12);
   const code = kind === 'keys' ? 'bad-keys' : 'bad-query';
-  const fail = (why: string) => new SealedError(code, `${what} ${why}`, 'upload the file written by `sealed predict`, unchanged');
+  const fail = (why: string) => new SealedError(code, `${what} ${why}`, QUERY_UNCHANGED_HINT);
   checkPrefix(kind, head, fail);
   if (head.length < 12) throw fail('is truncated (header)');
   const hl = new DataView(head.buffer, head.byteOffset).getUint32(8, true);
