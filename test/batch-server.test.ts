@@ -11,6 +11,7 @@ import { predict, predictBatches, invokeHttp } from '../src/client/predict.ts';
 import { EncryptPool } from '../src/client/encrypt-pool.ts';
 import { createClient } from '../src/client/index.ts';
 import { readServerPart } from '../src/model/bundle.ts';
+import { ModelServer } from '../src/server/model-server.ts';
 import { simulateBatch } from '../src/model/simulate-batch.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
 import { formatS3Uri } from '../src/storage/s3.ts';
@@ -102,6 +103,39 @@ t.test('the SDK picks batch mode past the crossover (S3 transport), the single l
   const few = await sdk.predictWithStats(images.slice(0, 2));
   t.equal(few.stats.layout, 'single');
   few.scores.forEach((s, i) => t.ok(Math.max(...s.map((v, o) => Math.abs(v - many.scores[i][o]))) < 1e-2, `record ${i}: same scores either way`));
+});
+
+t.test('a corrupt batch result is refused and the query, still in S3, evaluated once more', async (t) => {
+  // The corrupt result: what a faulty server would write for the same query (output 0's flood
+  // 2^29 times too wide: header and hash right, SEAL loads it), served on the first read only.
+  const faulty = await ModelServer.open(await readServerPart(modelDir), { recordsPerCiphertext: client.input.recordsPerCiphertext });
+  t.teardown(() => faulty.close());
+  (faulty as unknown as { batchMode: { privacy: { sigmas: number[] } } }).batchMode.privacy.sigmas[0] *= 2 ** 29;
+  let reads = 0;
+  /** A store whose first `corrupt` reads of a result give the faulty server's result for its query. */
+  const faultyStore = (corrupt: number) => {
+    const store = Object.create(transport.store) as typeof transport.store;
+    store.get = async (loc, max, what) => {
+      const got = await transport.store.get(loc, max, what);
+      if (!loc.key.endsWith('.result') || reads++ >= corrupt) return got;
+      const query = { bucket: loc.bucket, key: loc.key.replace(/(^|\/)results\//, '$1queries/').replace(/\.result$/, '.query') };
+      return { ...got, bytes: faulty.evaluateBatch((await transport.store.get(query, 2 ** 31, 'query')).bytes) };
+    };
+    return store;
+  };
+  const r = await predict(session, keys, images, { ...transport, store: faultyStore(1) }, { layout: 'batch' });
+  t.equal(reads, 2, 'the result read twice: the corrupt one, then the one evaluated again');
+  t.equal(r.stats.retries, 1, 'the stats say so');
+  let worst = 0;
+  images.forEach((img, i) => simulateBatch(plan!, preprocessRecord(img, client)).forEach((v, o) => (worst = Math.max(worst, Math.abs(r.scores[i][o] - v)))));
+  t.ok(worst < 1e-3, `the scores returned are the good result's (worst |encrypted - plaintext| = ${worst.toExponential(2)})`);
+  // Corrupt every time: refused, never returned.
+  reads = 0;
+  const store = faultyStore(Infinity);
+  await t.rejects(predict(session, keys, images, { ...transport, store }, { layout: 'batch' }), {
+    code: 'bad-data',
+    message: /output 0 of batch 0: 70 of 70 records/,
+  });
 });
 
 t.test('batch-mode requests beyond --max-batch-in-flight get 503 and the rest are served', async (t) => {

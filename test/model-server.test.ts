@@ -66,6 +66,50 @@ t.test('batch mode: evaluateBatch(query) decrypts to the plaintext batch plan', 
   t.ok(worst < 1e-3, `worst |encrypted - plaintext| = ${worst.toExponential(2)}`);
 });
 
+t.test('a batch result ciphertext that decrypts beyond the output bound is refused, never returned as scores', async (t) => {
+  // The fault injected: output 1's flood 2^29 times too wide, a wrong but consistent integer
+  // polynomial (session 46's silent wrong batch result looked like this); the header, the query's
+  // hash and SEAL's loading all pass.
+  const faulty = await ModelServer.open(await readServerPart(modelDir), { recordsPerCiphertext: client.input.recordsPerCiphertext });
+  t.teardown(() => faulty.close());
+  (faulty as unknown as { batchMode: { privacy: { sigmas: number[] } } }).batchMode.privacy.sigmas[1] *= 2 ** 29;
+  const query = session.encrypt(images, 'batch');
+  const result = faulty.evaluateBatch(query);
+  const b = client.batch!;
+  const bound = b.output_bound!;
+  t.ok(bound > 0, `the bundle states an output bound (${bound.toPrecision(3)})`);
+  // Without the bound (an older bundle: not checked) the garbage is returned as scores.
+  delete b.output_bound;
+  let garbage: number[][];
+  try {
+    garbage = session.decryptScores(result, { querySha256: sha256(query) });
+  } finally {
+    b.output_bound = bound;
+  }
+  const want = images.map((r) => Array.from(simulateBatch(plan!, preprocessRecord(r, client))));
+  t.ok(
+    garbage.every((s, i) => Math.abs(s[1] - want[i][1]) > bound && Math.abs(s[0] - want[i][0]) < 1e-3),
+    'unchecked, output 1 of every record is garbage beyond the bound and output 0 is right',
+  );
+  const refused = refusal(t, () => session.decryptScores(result, { querySha256: sha256(query) }));
+  t.match(
+    { code: refused.code, message: refused.message, hint: refused.hint },
+    { code: 'bad-data', message: /output 1 of batch 0: 40 of 40 records/, hint: /corrupt.*predict again/ },
+  );
+  t.notOk(/\d\.\d+e[+-]?\d+/.test(refused.message.replace(bound.toPrecision(3), '')), 'the message names no score');
+  // Some records beyond it, not all: the records, not the ciphertext, are named as the cause.
+  const honest = server.evaluateBatch(query);
+  const scores = session.decryptScores(honest, { querySha256: sha256(query) });
+  // A bound every output has a record within, and some records beyond.
+  b.output_bound = Math.max(...scores[0].map((_, o) => Math.min(...scores.map((s) => Math.abs(s[o])))));
+  try {
+    const some = refusal(t, () => session.decryptScores(honest, { querySha256: sha256(query) }));
+    t.match({ message: some.message, hint: some.hint }, { message: /of batch 0: \d+ of 40 records/, hint: /outside the data the model was compiled with/ });
+  } finally {
+    b.output_bound = bound;
+  }
+});
+
 t.test('a re-randomization key is parsed once and reused for the same bytes only', async (t) => {
   // Each batch query carries a fresh key (its first section); the server sees it with every
   // encode task, so it keeps the last one parsed and compares bytes.

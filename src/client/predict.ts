@@ -15,6 +15,7 @@ import { invokeWithKeys } from './invoke.ts';
 import { putQueryStream, toAsync } from './query-upload.ts';
 import { routeTransport } from './open-route.ts';
 import { requestLocations, sha256, type S3Route } from './route.ts';
+import { ResultOutOfRange } from './result-range.ts';
 import type { ClientSession, Keys, Layout } from './session.ts';
 import type { Transport as QueryTransport, TransportMode } from './transport.ts';
 
@@ -36,6 +37,8 @@ export interface PredictStats {
   /** Body form: upload is the keys' check (and first upload), download 0 (the result came with the answer). */
   ms: { encrypt: number; upload: number; invoke: number; download: number; decrypt: number; total: number };
   server: unknown;
+  /** Batch mode: set when a corrupt result was refused and the query evaluated once more (predict). */
+  retries?: number;
 }
 
 export interface PredictOptions {
@@ -64,10 +67,28 @@ export async function predict(
 ): Promise<{ predictions: Prediction[]; scores: number[][]; stats: PredictStats }> {
   const layout = o.layout ?? session.layoutFor(rows.length);
   const t0 = performance.now();
-  const r = layout === 'batch' ? await sendBatch(session, rows, t, o) : await sendSingle(session, keys, rows, t, o);
-  const t4 = performance.now();
-  // Refused unless the result names this query: a result written over ours is never decrypted.
-  const scores = session.decryptScores(r.result, { querySha256: r.querySha });
+  let r = layout === 'batch' ? await sendBatch(session, rows, t, o) : await sendSingle(session, keys, rows, t, o);
+  let t4 = performance.now();
+  let scores: number[][];
+  let retries = 0;
+  try {
+    // Refused unless the result names this query: a result written over ours is never decrypted.
+    scores = session.decryptScores(r.result, { querySha256: r.querySha });
+  } catch (e) {
+    // A result ciphertext that decrypts beyond the model's range is corrupt (a fault on the way,
+    // not the query): the query, still in S3, is evaluated once more. Refused again: thrown.
+    if (!(e instanceof ResultOutOfRange) || !e.corruptCiphertexts || !r.again) throw e;
+    const again = await r.again();
+    r = {
+      ...r,
+      result: again.result,
+      server: again.server,
+      ms: { ...r.ms, invoke: r.ms.invoke + again.ms.invoke, download: r.ms.download + again.ms.download },
+    };
+    retries++;
+    t4 = performance.now();
+    scores = session.decryptScores(r.result, { querySha256: r.querySha });
+  }
   const predictions = scores.map((sc) => postprocess(session.part, sc));
   const t5 = performance.now();
   const ms = (v: number) => Math.round(v * 100) / 100;
@@ -86,6 +107,7 @@ export async function predict(
       // Batch mode: upload is the wall time of encryption and upload together, minus encryption.
       ms: { encrypt: ms(m.encrypt), upload: ms(m.upload), invoke: ms(m.invoke), download: ms(m.download), decrypt: ms(t5 - t4), total: ms(t5 - t0) },
       server: r.server,
+      ...(retries ? { retries } : {}),
     },
   };
 }
@@ -98,6 +120,8 @@ interface Sent {
   via: 's3' | 'body';
   ms: { encrypt: number; upload: number; invoke: number; download: number };
   server: unknown;
+  /** Batch mode: the query (kept in S3) evaluated and its result fetched once more. */
+  again?: () => Promise<{ result: Uint8Array; server: unknown; ms: { invoke: number; download: number } }>;
 }
 
 /** One single-layout query through the chosen transport (S3 objects or the request body). */
@@ -148,22 +172,27 @@ async function sendBatch(session: ClientSession, rows: ArrayLike<number>[], t: S
     t1 = t0 + encryptMs;
   }
   const t2 = performance.now();
-  const invoked = await invokeWithKeys(
-    t,
-    { encrypted_query_uri: formatS3Uri(loc.query), output_uri: formatS3Uri(loc.result), query_sha256: querySha },
-    undefined,
-  );
-  const t3 = performance.now();
-  const { bytes: result } = await t.store.get(loc.result, 2 ** 31, 'encrypted result');
-  const t4 = performance.now();
+  const evaluate = async () => {
+    const started = performance.now();
+    const invoked = await invokeWithKeys(
+      t,
+      { encrypted_query_uri: formatS3Uri(loc.query), output_uri: formatS3Uri(loc.result), query_sha256: querySha },
+      undefined,
+    );
+    const t3 = performance.now();
+    const { bytes: result } = await t.store.get(loc.result, 2 ** 31, 'encrypted result');
+    return { result, server: invoked.server, ms: { invoke: t3 - started, download: performance.now() - t3 } };
+  };
+  const first = await evaluate();
   return {
-    result,
+    result: first.result,
     querySha,
     queryBytes,
     keysUploaded: false,
     via: 's3',
-    ms: { encrypt: t1 - t0, upload: t2 - t1, invoke: t3 - t2, download: t4 - t3 },
-    server: invoked.server,
+    ms: { encrypt: t1 - t0, upload: t2 - t1, ...first.ms },
+    server: first.server,
+    again: evaluate,
   };
 }
 

@@ -11,6 +11,7 @@ import { packRecords, unpackOutputs, withRotations } from '../model/layout.ts';
 import { postprocess, preprocessRecord, type Prediction } from '../model/postprocess.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../wire/format.ts';
 import { sha256Hex } from '../util/sha256.ts';
+import { outOfRange, resultOutOfRange, type OutOfRange } from './result-range.ts';
 
 export interface Keys {
   /** Never leaves the client. */
@@ -254,10 +255,14 @@ export class ClientSession {
     if (sections.length !== batches * b.outputs)
       throw new SealedError('bad-data', `the result holds ${sections.length} ciphertexts, ${records} records need ${batches * b.outputs}`);
     const scores: number[][] = [];
+    const beyond: OutOfRange[] = [];
     for (let bi = 0; bi < batches; bi++) {
       const outs = sections.slice(bi * b.outputs, (bi + 1) * b.outputs).map((c) => this.batchKey.decrypt(c));
-      for (let s = 0; s < S && bi * S + s < records; s++) scores.push(outs.map((o) => o[s]));
+      const used = Math.min(S, records - bi * S);
+      if (b.output_bound !== undefined) beyond.push(...outOfRange(outs, used, b.output_bound, bi));
+      for (let s = 0; s < used; s++) scores.push(outs.map((o) => o[s]));
     }
+    if (beyond.length) throw resultOutOfRange(beyond, b.output_bound!);
     return scores;
   }
 

@@ -53,6 +53,12 @@ export interface BatchClientPart {
    * Absent: all 1.
    */
   input_factors?: number[];
+  /**
+   * The largest |score| the batch parameters are sized for (compile-batch.ts, batchOutputBound):
+   * a decrypted score beyond it is not a prediction (a corrupt result ciphertext, or a record far
+   * outside the calibration data) and the client refuses the result. Absent (older bundles): not checked.
+   */
+  output_bound?: number;
 }
 
 /** Identifies a model: its queries are refused by a server that serves another one. */
@@ -85,5 +91,8 @@ export function parseClientPart(text: string, where: string): ClientPart & { mod
   const f = c.batch?.input_factors;
   if (f !== undefined && (!Array.isArray(f) || f.length !== c.features?.length || f.some((v) => typeof v !== 'number' || !(v > 0) || !Number.isFinite(v))))
     throw new SealedError('bad-bundle', `the client part in ${where} has batch input factors that are not one positive number per feature`);
+  const bound = c.batch?.output_bound;
+  if (bound !== undefined && (typeof bound !== 'number' || !(bound > 0) || !Number.isFinite(bound)))
+    throw new SealedError('bad-bundle', `the client part in ${where} has a batch output bound that is not a positive number`);
   return c as ClientPart & { model_id: string };
 }

@@ -179,6 +179,18 @@ interface Peaks {
   input: Float64Array;
 }
 
+/**
+ * The largest |output| the plan's parameters are sized for: HEADROOM_BITS over the largest the
+ * samples reach (as buildPlan sizes the modulus). The client refuses a decrypted score beyond it
+ * (session.ts): no honest evaluation of a record like the samples gives one, and a corrupt result
+ * ciphertext gives scores orders of magnitude beyond it. `samples` and `inputFactors` as compileBatch's.
+ */
+export function batchOutputBound(plan: BatchPlan, samples: ArrayLike<number>[], inputFactors?: number[]): number {
+  const f = inputFactors;
+  const peak = samplePeaks(plan, f ? samples.map((x) => Array.from(x, (v, j) => v * f[j])) : samples);
+  return 2 ** HEADROOM_BITS * Math.max(1, peak.out);
+}
+
 function samplePeaks(plan: BatchPlan, samples: ArrayLike<number>[]): Peaks {
   const peak = { first: 0, mid: 0, out: 0, input: new Float64Array(plan.inputs) };
   for (const s of samples) {

@@ -9,7 +9,7 @@ import { packRecords } from '../model/layout.ts';
 import { simulate } from '../model/simulate.ts';
 import { preprocessRecord } from '../model/postprocess.ts';
 import { deskew } from '../model/deskew.ts';
-import { compileBatch } from '../model/compile-batch.ts';
+import { batchOutputBound, compileBatch } from '../model/compile-batch.ts';
 import { crossover, measureBatchUnitCosts, measureSingleCost } from '../fhe/batch-cost.ts';
 import { outputsOf, recordsPerBatch, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
 
@@ -69,11 +69,8 @@ export async function addBatchMode(
   samplePixels: ArrayLike<number>[],
   inputFactors?: number[],
 ): Promise<BatchPlan | undefined> {
-  const plan = compileBatch(
-    net,
-    samplePixels.map((r) => preprocessRecord(r, built.client)),
-    { inputFactors },
-  );
+  const samples = samplePixels.map((r) => preprocessRecord(r, built.client));
+  const plan = compileBatch(net, samples, { inputFactors });
   if (!plan) return undefined;
   const [batchCosts, single] = [await measureBatchUnitCosts(plan), await measureSingleCost(built.compiled.program)];
   built.client.batch = {
@@ -84,6 +81,7 @@ export async function addBatchMode(
     result_size: resultSize(plan),
     output_scale_bits: plan.outputScaleBits,
     crossover: crossover(plan, batchCosts, single, built.client.input.recordsPerCiphertext),
+    output_bound: batchOutputBound(plan, samples, inputFactors),
   };
   if (inputFactors) built.client.batch.input_factors = inputFactors;
   return plan;

@@ -1,0 +1,51 @@
+// The client's last check of a batch-mode result: scores within what the model's parameters are
+// sized for (client-part.ts, output_bound). Nothing else shows a wrong result ciphertext that SEAL
+// still loads: every integrity check before decryption (the header, the query's hash) passes.
+import { SealedError } from '../errors.ts';
+
+/** A batch result refused for scores beyond the output bound (resultOutOfRange). */
+export class ResultOutOfRange extends SealedError {
+  /** Result ciphertexts with every record beyond: corrupt, where evaluating the query again can help. */
+  readonly corruptCiphertexts: number;
+  constructor(corruptCiphertexts: number, message: string, hint: string) {
+    super('bad-data', message, hint);
+    this.corruptCiphertexts = corruptCiphertexts;
+  }
+}
+
+export interface OutOfRange {
+  batch: number;
+  output: number;
+  records: number;
+  of: number;
+}
+
+/** Per output ciphertext of one batch: how many of its `used` slots hold a score beyond `bound`. */
+export function outOfRange(outs: ArrayLike<number>[], used: number, bound: number, batch: number): OutOfRange[] {
+  const found: OutOfRange[] = [];
+  outs.forEach((o, output) => {
+    let records = 0;
+    for (let s = 0; s < used; s++) if (!(Math.abs(o[s]) <= bound)) records++;
+    if (records) found.push({ batch, output, records, of: used });
+  });
+  return found;
+}
+
+/**
+ * The refusal of a result with scores beyond the bound: never returned as predictions. It names
+ * ciphertexts and counts, never a score.
+ */
+export function resultOutOfRange(found: OutOfRange[], bound: number): ResultOutOfRange {
+  const whole = found.filter((f) => f.records === f.of);
+  const where = found
+    .slice(0, 3)
+    .map((f) => `output ${f.output} of batch ${f.batch}: ${f.records} of ${f.of} records`)
+    .join('; ');
+  return new ResultOutOfRange(
+    whole.length,
+    `the result holds scores beyond ${bound.toPrecision(3)} in magnitude, the most this model's parameters are sized for (${where}${found.length > 3 ? `; ${found.length - 3} more` : ''}); it is not used`,
+    whole.length
+      ? 'every record of a result ciphertext is affected: the ciphertext is corrupt (a fault on the server or in storage): predict again, and report it if it happens again'
+      : 'only some records are affected: they lie far outside the data the model was compiled with (its calibration data); check them, or compile the model with calibration data that covers them',
+  );
+}
