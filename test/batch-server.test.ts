@@ -136,6 +136,18 @@ t.test('a corrupt batch result is refused and the query, still in S3, evaluated 
     code: 'bad-data',
     message: /output 0 of batch 0: 70 of 70 records/,
   });
+  // The SDK the same, through its transport (here the two evaluators in process).
+  const honest = await ModelServer.open(await readServerPart(modelDir), { recordsPerCiphertext: client.input.recordsPerCiphertext });
+  t.teardown(() => honest.close());
+  let calls = 0;
+  const sdk = await createClient({
+    model: { ...client, model_id: modelId, batch: { ...client.batch!, crossover: 1 } },
+    transport: { batch: true, evaluate: async (query) => ({ result: (calls++ ? honest : faulty).evaluateBatch(query), keysUploaded: false, ms: {} }) },
+  });
+  t.teardown(() => sdk.close());
+  const viaSdk = await sdk.predictWithStats(images);
+  t.same([calls, viaSdk.stats.retries], [2, 1], 'the SDK evaluated the query twice, and says so');
+  t.ok(Math.max(...viaSdk.scores.flatMap((s, i) => s.map((v, o) => Math.abs(v - r.scores[i][o])))) < 2e-3, "the SDK's scores are the good result's");
 });
 
 t.test('batch-mode requests beyond --max-batch-in-flight get 503 and the rest are served', async (t) => {

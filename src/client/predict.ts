@@ -15,7 +15,7 @@ import { invokeWithKeys } from './invoke.ts';
 import { putQueryStream, toAsync } from './query-upload.ts';
 import { routeTransport } from './open-route.ts';
 import { requestLocations, sha256, type S3Route } from './route.ts';
-import { ResultOutOfRange } from './result-range.ts';
+import { decryptOrRetry } from './result-range.ts';
 import type { ClientSession, Keys, Layout } from './session.ts';
 import type { Transport as QueryTransport, TransportMode } from './transport.ts';
 
@@ -67,28 +67,24 @@ export async function predict(
 ): Promise<{ predictions: Prediction[]; scores: number[][]; stats: PredictStats }> {
   const layout = o.layout ?? session.layoutFor(rows.length);
   const t0 = performance.now();
-  let r = layout === 'batch' ? await sendBatch(session, rows, t, o) : await sendSingle(session, keys, rows, t, o);
-  let t4 = performance.now();
-  let scores: number[][];
-  let retries = 0;
-  try {
-    // Refused unless the result names this query: a result written over ours is never decrypted.
-    scores = session.decryptScores(r.result, { querySha256: r.querySha });
-  } catch (e) {
-    // A result ciphertext that decrypts beyond the model's range is corrupt (a fault on the way,
-    // not the query): the query, still in S3, is evaluated once more. Refused again: thrown.
-    if (!(e instanceof ResultOutOfRange) || !e.corruptCiphertexts || !r.again) throw e;
-    const again = await r.again();
-    r = {
-      ...r,
-      result: again.result,
-      server: again.server,
-      ms: { ...r.ms, invoke: r.ms.invoke + again.ms.invoke, download: r.ms.download + again.ms.download },
-    };
-    retries++;
-    t4 = performance.now();
-    scores = session.decryptScores(r.result, { querySha256: r.querySha });
-  }
+  const sent = layout === 'batch' ? await sendBatch(session, rows, t, o) : await sendSingle(session, keys, rows, t, o);
+  const t4 = performance.now();
+  // Refused unless the result names this query: a result written over ours is never decrypted.
+  // Batch mode: a corrupt result ciphertext has the query, still in S3, evaluated once more.
+  let retryMs = 0;
+  const again =
+    sent.again &&
+    (async (): Promise<Sent> => {
+      const a = await sent.again!();
+      retryMs = a.ms.invoke + a.ms.download;
+      return {
+        ...sent,
+        result: a.result,
+        server: a.server,
+        ms: { ...sent.ms, invoke: sent.ms.invoke + a.ms.invoke, download: sent.ms.download + a.ms.download },
+      };
+    });
+  const { scores, result: r, retries } = await decryptOrRetry(sent, (x) => session.decryptScores(x.result, { querySha256: x.querySha }), again);
   const predictions = scores.map((sc) => postprocess(session.part, sc));
   const t5 = performance.now();
   const ms = (v: number) => Math.round(v * 100) / 100;
@@ -105,7 +101,7 @@ export async function predict(
       result_bytes: r.result.length,
       transport: r.via,
       // Batch mode: upload is the wall time of encryption and upload together, minus encryption.
-      ms: { encrypt: ms(m.encrypt), upload: ms(m.upload), invoke: ms(m.invoke), download: ms(m.download), decrypt: ms(t5 - t4), total: ms(t5 - t0) },
+      ms: { encrypt: ms(m.encrypt), upload: ms(m.upload), invoke: ms(m.invoke), download: ms(m.download), decrypt: ms(t5 - t4 - retryMs), total: ms(t5 - t0) },
       server: r.server,
       ...(retries ? { retries } : {}),
     },

@@ -49,3 +49,22 @@ export function resultOutOfRange(found: OutOfRange[], bound: number): ResultOutO
       : 'only some records are affected: they lie far outside the data the model was compiled with (its calibration data); check them, or compile the model with calibration data that covers them',
   );
 }
+
+/**
+ * `decrypt(first)`; when that is refused for corrupt ciphertexts (every record of one beyond the
+ * bound: a fault on the way, not the query), the result fetched `again` (the same query evaluated
+ * once more) and decrypted. Refused again, or refused for some records only: thrown.
+ */
+export async function decryptOrRetry<R>(
+  first: R,
+  decrypt: (r: R) => number[][],
+  again?: () => Promise<R>,
+): Promise<{ scores: number[][]; result: R; retries: number }> {
+  try {
+    return { scores: decrypt(first), result: first, retries: 0 };
+  } catch (e) {
+    if (!(e instanceof ResultOutOfRange) || !e.corruptCiphertexts || !again) throw e;
+    const result = await again();
+    return { scores: decrypt(result), result, retries: 1 };
+  }
+}

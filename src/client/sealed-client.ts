@@ -9,6 +9,7 @@ import { isTreeClientPart } from '../model/trees/client-part.ts';
 import type { TreeClientPart } from '../model/trees/compile.ts';
 import { sha256Hex } from '../util/sha256.ts';
 import type { KeysInput, ModelCodec } from './codec.ts';
+import { decryptOrRetry } from './result-range.ts';
 import type { Keys, Layout, ResultExpectation } from './session.ts';
 import type { Transport } from './transport.ts';
 
@@ -37,6 +38,8 @@ export interface PredictStats {
   /** How the query travelled (`s3`, `body`, `proxy`), when the transport says. */
   via?: string;
   server?: unknown;
+  /** Set when a corrupt batch result was refused and the query evaluated once more. */
+  retries?: number;
 }
 
 export interface PredictOutcome {
@@ -149,10 +152,25 @@ export class SealedClient {
     const query = this.encrypt(records, layout);
     const querySha256 = sha256Hex(query);
     const t2 = now();
-    const ev = await transport.evaluate(query, keys, { querySha256 });
+    const first = await transport.evaluate(query, keys, { querySha256 });
     const t3 = now();
     // Whatever carried it, the result must answer this query (its header names the query's hash).
-    const scores = this.codec.decryptScores(ev.result, { querySha256 });
+    // A corrupt batch result ciphertext: the query is evaluated once more (result-range.ts).
+    let retryMs = 0;
+    const {
+      scores,
+      result: ev,
+      retries,
+    } = await decryptOrRetry(
+      first,
+      (e) => this.codec.decryptScores(e.result, { querySha256 }),
+      async () => {
+        const t = now();
+        const again = await transport.evaluate(query, keys, { querySha256 });
+        retryMs = now() - t;
+        return again;
+      },
+    );
     const predictions = this.codec.predictions(scores);
     const t4 = now();
     return {
@@ -165,10 +183,17 @@ export class SealedClient {
         keys_bytes: keys?.bytes.length ?? 0,
         result_bytes: ev.result.length,
         keys_uploaded: ev.keysUploaded,
-        ms: { keygen: madeKeys ? round(t1 - t0) : 0, encrypt: round(t2 - t1), evaluate: round(t3 - t2), decrypt: round(t4 - t3), total: round(t4 - t0) },
+        ms: {
+          keygen: madeKeys ? round(t1 - t0) : 0,
+          encrypt: round(t2 - t1),
+          evaluate: round(t3 - t2 + retryMs),
+          decrypt: round(t4 - t3 - retryMs),
+          total: round(t4 - t0),
+        },
         transport_ms: ev.ms,
         via: ev.via,
         server: ev.server,
+        ...(retries ? { retries } : {}),
       },
     };
   }
