@@ -182,7 +182,7 @@ export class SealedClient {
         query_bytes: query.length,
         keys_bytes: keys?.bytes.length ?? 0,
         result_bytes: ev.result.length,
-        keys_uploaded: ev.keysUploaded,
+        keys_uploaded: first.keysUploaded || ev.keysUploaded,
         ms: {
           keygen: madeKeys ? round(t1 - t0) : 0,
           encrypt: round(t2 - t1),
