@@ -134,7 +134,9 @@ t.test('a corrupt batch result is refused and the query, still in S3, evaluated 
   const store = faultyStore(Infinity);
   await t.rejects(predict(session, keys, images, { ...transport, store }, { layout: 'batch' }), {
     code: 'bad-data',
-    message: /output 0 of batch 0: 70 of 70 records/,
+    // Most of them: garbage lands within the bound now and then (69 of 70 in one CI run).
+    message: /output 0 of batch 0: \d+ of 70 records/,
+    hint: /corrupt/,
   });
   // The SDK the same, through its transport (here the two evaluators in process).
   const honest = await ModelServer.open(await readServerPart(modelDir), { recordsPerCiphertext: client.input.recordsPerCiphertext });

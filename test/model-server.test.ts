@@ -87,21 +87,27 @@ t.test('a batch result ciphertext that decrypts beyond the output bound is refus
     b.output_bound = bound;
   }
   const want = images.map((r) => Array.from(simulateBatch(plan!, preprocessRecord(r, client))));
+  // Garbage lands within the bound now and then (batch-server.test.ts saw 69 of 70 beyond it).
+  const beyond = garbage.filter((s, i) => Math.abs(s[1] - want[i][1]) > bound).length;
+  t.ok(beyond >= 30, `unchecked, output 1 is garbage beyond the bound for ${beyond} of 40 records`);
   t.ok(
-    garbage.every((s, i) => Math.abs(s[1] - want[i][1]) > bound && Math.abs(s[0] - want[i][0]) < 1e-3),
-    'unchecked, output 1 of every record is garbage beyond the bound and output 0 is right',
+    garbage.every((s, i) => Math.abs(s[0] - want[i][0]) < 1e-3),
+    'and output 0 is right',
   );
   const refused = refusal(t, () => session.decryptScores(result, { querySha256: sha256(query) }));
   t.match(
     { code: refused.code, message: refused.message, hint: refused.hint },
-    { code: 'bad-data', message: /output 1 of batch 0: 40 of 40 records/, hint: /corrupt.*predict again/ },
+    { code: 'bad-data', message: /output 1 of batch 0: \d+ of 40 records/, hint: /corrupt.*predict again/ },
   );
+  t.notOk(/output 0 of/.test(refused.message), 'output 0 is not named');
   t.notOk(/\d\.\d+e[+-]?\d+/.test(refused.message.replace(bound.toPrecision(3), '')), 'the message names no score');
   // Some records beyond it, not all: the records, not the ciphertext, are named as the cause.
   const honest = server.evaluateBatch(query);
   const scores = session.decryptScores(honest, { querySha256: sha256(query) });
-  // A bound every output has a record within, and some records beyond.
-  b.output_bound = Math.max(...scores[0].map((_, o) => Math.min(...scores.map((s) => Math.abs(s[o])))));
+  // A bound fewer than half of each output's records lie beyond (the largest of the outputs'
+  // 21st-smallest magnitudes), and some do.
+  const magnitudes = scores[0].map((_, o) => scores.map((s) => Math.abs(s[o])).sort((x, y) => x - y));
+  b.output_bound = Math.max(...magnitudes.map((m) => m[20]));
   try {
     const some = refusal(t, () => session.decryptScores(honest, { querySha256: sha256(query) }));
     t.match({ message: some.message, hint: some.hint }, { message: /of batch 0: \d+ of 40 records/, hint: /outside the data the model was compiled with/ });

@@ -5,7 +5,7 @@ import { SealedError } from '../errors.ts';
 
 /** A batch result refused for scores beyond the output bound (resultOutOfRange). */
 export class ResultOutOfRange extends SealedError {
-  /** Result ciphertexts with every record beyond: corrupt, where evaluating the query again can help. */
+  /** Result ciphertexts with most records beyond: corrupt, where evaluating the query again can help. */
   readonly corruptCiphertexts: number;
   constructor(corruptCiphertexts: number, message: string, hint: string) {
     super('bad-data', message, hint);
@@ -36,7 +36,9 @@ export function outOfRange(outs: ArrayLike<number>[], used: number, bound: numbe
  * ciphertexts and counts, never a score.
  */
 export function resultOutOfRange(found: OutOfRange[], bound: number): ResultOutOfRange {
-  const whole = found.filter((f) => f.records === f.of);
+  // A corrupt ciphertext decrypts to garbage in every slot, and garbage lands within the bound now
+  // and then: half its records or more beyond it counts as corrupt.
+  const whole = found.filter((f) => 2 * f.records >= f.of);
   const where = found
     .slice(0, 3)
     .map((f) => `output ${f.output} of batch ${f.batch}: ${f.records} of ${f.of} records`)
@@ -45,13 +47,13 @@ export function resultOutOfRange(found: OutOfRange[], bound: number): ResultOutO
     whole.length,
     `the result holds scores beyond ${bound.toPrecision(3)} in magnitude, the most this model's parameters are sized for (${where}${found.length > 3 ? `; ${found.length - 3} more` : ''}); it is not used`,
     whole.length
-      ? 'every record of a result ciphertext is affected: the ciphertext is corrupt (a fault on the server or in storage): predict again, and report it if it happens again'
+      ? 'most records of a result ciphertext are affected: the ciphertext is corrupt (a fault on the server or in storage): predict again, and report it if it happens again'
       : 'only some records are affected: they lie far outside the data the model was compiled with (its calibration data); check them, or compile the model with calibration data that covers them',
   );
 }
 
 /**
- * `decrypt(first)`; when that is refused for corrupt ciphertexts (every record of one beyond the
+ * `decrypt(first)`; when that is refused for corrupt ciphertexts (most records of one beyond the
  * bound: a fault on the way, not the query), the result fetched `again` (the same query evaluated
  * once more) and decrypted. Refused again, or refused for some records only: thrown.
  */

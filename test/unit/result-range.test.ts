@@ -29,6 +29,10 @@ t.test('the refusal tells a corrupt ciphertext from unusual records', async (t) 
   t.equal(some.corruptCiphertexts, 0);
   t.match(some.message, /output 3 of batch 1: 2 of 100 records; 2 more\)/);
   t.match(some.hint, /outside the data the model was compiled with/);
+  // A corrupt ciphertext's garbage lands within the bound now and then: half or more beyond is corrupt.
+  t.equal(resultOutOfRange([{ batch: 0, output: 0, records: 69, of: 70 }], 16).corruptCiphertexts, 1, '69 of 70: corrupt');
+  t.equal(resultOutOfRange([{ batch: 0, output: 0, records: 35, of: 70 }], 16).corruptCiphertexts, 1, 'half: corrupt');
+  t.equal(resultOutOfRange([{ batch: 0, output: 0, records: 34, of: 70 }], 16).corruptCiphertexts, 0, 'fewer than half: unusual records');
 });
 
 t.test('the client part refuses an output bound that is not a positive number', async (t) => {
