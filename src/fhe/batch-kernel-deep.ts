@@ -9,7 +9,7 @@ import { REDUCE_EVERY } from './kernel-limits.ts';
 let squares = new Float64Array(0);
 let sums = new Float64Array(0);
 
-/** a mod q for 0 <= a < 2^53 or |a| < 2^53: the rounded quotient is off by at most one. */
+/** a mod q for |a| + q <= 2^53 (kernel-limits.ts, reductions): the rounded quotient is off by at most one. */
 function mod(a: number, q: number, qinv: number): number {
   const x = a - Math.floor(a * qinv) * q;
   return x < 0 ? x + q : x >= q ? x - q : x;

@@ -14,8 +14,10 @@
 //                 products w2 * square of at most REDUCE_EVERY rows before it is reduced again:
 //                 the same bound. So second-layer rows (first.rows long) may be of any length.
 //   squares       the tensor square multiplies two reduced residues: 2 x y <= 2 (2^26 - 1)^2 < 2^53
-//   reductions    a - floor(a / q) q for |a| < 2^53: the quotient, rounded, is off by at most
-//                 one, which the kernel corrects; floor(a / q) q is within q of a, so exact.
+//   reductions    a - floor(a / q) q: the quotient, rounded, is off by at most one, which the
+//                 kernel corrects; floor(a / q) q is within q of a, so exact while |a| + q <= 2^53
+//                 (every sum above is below 2^52 + 2^26). Nearer 2^53 the product rounds and the
+//                 residue comes out one off (noise.ts floodResidues, fixed in session 48).
 //
 // The first- and second-layer bounds hold with a factor of two to spare (2^52 + 2^26 against
 // 2^53): a weight of exactly 2^15, or up to 4,096 taps at 2^15 - 1, would still sum exactly
