@@ -89,8 +89,8 @@ t.test("batch mode's flood residues (doubles, no BigInt) are exactly those of th
     z[0] = 9.5;
     z[1] = -9.5;
     z[2] = 2 ** 53 / scales[0];
-    // Terms within q of 2^53 in magnitude, where a quotient times q passes 2^53: every one of
-    // these negative ones came out one off before the mantissas were split (session 48).
+    // Terms within 2^26 of 2^53 in magnitude, where a quotient times q can pass 2^53: negative
+    // ones came out one off before such mantissas were split (every sigma's check failed then).
     for (let d = 0; d < 40; d++) z[3 + d] = ((d % 2 ? 1 : -1) * (2 ** 53 - 1 - d * 1_677_721)) / scales[0];
     const sums = floodSums(scales, z, n);
     const got = floodResidues(scales, z, n, ps);
