@@ -28,6 +28,14 @@ const pixel = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % 256;
 const images = Array.from({ length: 70 }, () => Array.from({ length: 64 }, pixel));
 const plan = await imageBundle(modelDir, tinyCnn, images.slice(0, 30));
 const { stack, modelId, client, session, keys, transport } = await servedClient(t, modelDir, dir);
+/** The largest |score - plaintext plan's| over the first n images (a missing score throws). */
+const worstError = (scores: number[][], n = images.length) => {
+  let worst = 0;
+  images
+    .slice(0, n)
+    .forEach((img, i) => simulateBatch(plan!, preprocessRecord(img, client)).forEach((v, o) => (worst = Math.max(worst, Math.abs(scores[i][o] - v)))));
+  return worst;
+};
 
 t.test('the bundle carries a batch plan; the client part its parameters and crossover', async (t) => {
   const server = await readServerPart(modelDir);
@@ -48,8 +56,7 @@ t.test('batch mode end to end: scores equal the plaintext plan, no evaluation ke
   t.equal(r.stats.keys_bytes, 0, 'no evaluation keys');
   t.equal((r.stats.server as { layout: string }).layout, 'batch');
   t.equal(r.scores.length, images.length);
-  let worst = 0;
-  images.forEach((img, i) => simulateBatch(plan!, preprocessRecord(img, client)).forEach((v, o) => (worst = Math.max(worst, Math.abs(r.scores[i][o] - v)))));
+  const worst = worstError(r.scores);
   t.ok(worst < 1e-3, `worst |encrypted - plaintext| = ${worst.toExponential(2)}`);
   const single = await predict(session, keys, images.slice(0, 3), transport, { layout: 'single' });
   t.equal(single.stats.layout, 'single');
@@ -126,8 +133,7 @@ t.test('a corrupt batch result is refused and the query, still in S3, evaluated 
   const r = await predict(session, keys, images, { ...transport, store: faultyStore(1) }, { layout: 'batch' });
   t.equal(reads, 2, 'the result read twice: the corrupt one, then the one evaluated again');
   t.equal(r.stats.retries, 1, 'the stats say so');
-  let worst = 0;
-  images.forEach((img, i) => simulateBatch(plan!, preprocessRecord(img, client)).forEach((v, o) => (worst = Math.max(worst, Math.abs(r.scores[i][o] - v)))));
+  const worst = worstError(r.scores);
   t.ok(worst < 1e-3, `the scores returned are the good result's (worst |encrypted - plaintext| = ${worst.toExponential(2)})`);
   // Corrupt every time: refused, never returned.
   reads = 0;
@@ -238,10 +244,7 @@ t.test("batch results name the query's SHA-256; a request naming another hash pu
   t.equal((await header('hash/named')).query_sha256, sha, 'declared: the same');
   const scores = session.decryptScores((await stack.store.get({ bucket: B, key: 'hash/named' }, 1 << 28, 'result')).bytes, { querySha256: sha });
   t.equal(scores.length, 3, 'the client accepts it');
-  let worst = 0;
-  images
-    .slice(0, 3)
-    .forEach((img, i) => simulateBatch(plan!, preprocessRecord(img, client)).forEach((v, o) => (worst = Math.max(worst, Math.abs(scores[i][o] - v)))));
+  const worst = worstError(scores, 3);
   t.ok(worst < 1e-3, `and its scores are the plaintext plan's (worst |encrypted - plaintext| = ${worst.toExponential(2)})`);
   const wrong = await invokeHttp(stack.server.url, body('hash/wrong', { query_sha256: 'f'.repeat(64) })).catch((e: Error & { code?: string }) => e);
   t.match(wrong, { code: 'bad-query', message: /the encrypted query's SHA-256 is [0-9a-f]{64}, not the query_sha256 the request names/ });
