@@ -17,7 +17,8 @@
 //   reductions    a - floor(a / q) q: the quotient, rounded, is off by at most one, which the
 //                 kernel corrects; floor(a / q) q is within q of a, so exact while |a| + q <= 2^53
 //                 (every sum above is below 2^52 + 2^26). Nearer 2^53 the product rounds and the
-//                 residue comes out one off (noise.ts floodResidues, fixed in session 48).
+//                 residue comes out one off (the batch flood's float reduction did: sessions
+//                 46-48; it is reduced in integers now, flood-wide.ts).
 //
 // The first- and second-layer bounds hold with a factor of two to spare (2^52 + 2^26 against
 // 2^53): a weight of exactly 2^15, or up to 4,096 taps at 2^15 - 1, would still sum exactly

@@ -55,8 +55,7 @@ export function smallNoise(n: number): Int32Array {
  * (2^-40 sigma), is at least 2^8.8 times wider than that grid, which it smooths (the sum's distance
  * from a continuous Gaussian's is of order exp(-2 pi^2 2^17.6)), and adds 2^-80 of sigma^2; and so
  * on until the last one, below 2^49, lies on a grid below 1. Total variance sigma^2 (1 + 2^-80 + ...).
- * The reference form: the servers add these integers' residues without BigInt (flood-wide.ts for
- * SEAL's primes, floodResidues for batch mode's).
+ * The reference form: the servers add these integers' residues without BigInt (flood-wide.ts).
  */
 export function floodNoise(n: number, sigma: number): bigint[] {
   const scales = floodScales(sigma);
@@ -90,79 +89,3 @@ export function floodScales(sigma: number): number[] {
   }
   return scales;
 }
-
-/**
- * floodNoise's integers modulo each prime q < 2^26, without BigInt (batch mode floods every
- * result it makes). Each term round(s z) is an integer a double holds exactly, so it is m 2^e
- * with m an integer below 2^53 and e >= 0 read from its exponent bits (m = t / 2^e is exact);
- * per prime, its residue is (m mod q)(2^e mod q) mod q, every product below 2^52, with m mod q
- * taken as ((h mod q)(2^26 mod q) + l) mod q for m = h 2^26 + l (both exact) when m is within
- * 2^27 of 2^53. So these are exactly the residues of floodNoise's BigInt sums.
- */
-export function floodNoiseResidues(n: number, sigma: number, primes: number[]): Float64Array[] {
-  const scales = floodScales(sigma);
-  return floodResidues(scales, standardNormals(scales.length * n), n, primes);
-}
-
-const bits = new DataView(new ArrayBuffer(8));
-/** floor(log2 |x|) for a finite x >= 1, from its exponent bits (Math.log2 can round up). */
-function exponentOf(x: number): number {
-  bits.setFloat64(0, x);
-  return ((bits.getUint32(0) >>> 20) & 0x7ff) - 1023;
-}
-
-/** floodSums(scales, z, n) modulo each prime, as floodNoiseResidues computes them. */
-export function floodResidues(scales: number[], z: Float64Array, n: number, primes: number[]): Float64Array[] {
-  const K = scales.length;
-  // Each term's mantissa m = t / 2^e, as lo (hi = 0) or, within 2^27 of 2^53, where the
-  // reduction below is not exact (mod), as hi 2^26 + lo.
-  const hi = new Float64Array(K * n);
-  const lo = new Float64Array(K * n);
-  const exp = new Uint16Array(K * n);
-  let top = 0;
-  for (let j = 0; j < K * n; j++) {
-    const t = Math.round(scales[Math.floor(j / n)] * z[j]);
-    const e = Math.abs(t) < TWO_53 ? 0 : exponentOf(t) - 52;
-    const m = t / 2 ** e; // exact: t is a multiple of 2^e
-    if (Math.abs(m) <= MOD_EXACT) lo[j] = m;
-    else {
-      lo[j] = m % TWO_26; // exact, with m's sign
-      hi[j] = (m - lo[j]) / TWO_26; // exact: |hi| < 2^27
-    }
-    exp[j] = e;
-    top = Math.max(top, e);
-  }
-  return primes.map((q) => {
-    const qInv = 1 / q;
-    // x mod q for an integer |x| <= MOD_EXACT: the quotient from x (1 / q) is off by at most one,
-    // so the product quotient x q stays below |x| + q < 2^53, an integer a double holds. Nearer
-    // 2^53 it need not: a negative x there has its quotient rounded down, the product passes 2^53
-    // and is rounded, and the residue comes out one off. Every mantissa reduced whole gave about
-    // one term in 10^8 wrong residues (model (b)'s flood: 5 of 3,000 results held one), and the
-    // result ciphertext holding it was garbage: the corrupt batch results of sessions 46 and 48.
-    const mod = (x: number) => {
-      const r = x - Math.floor(x * qInv) * q;
-      return r < 0 ? r + q : r >= q ? r - q : r;
-    };
-    const pow2 = new Float64Array(top + 1); // 2^e mod q
-    pow2[0] = mod(1);
-    for (let e = 1; e <= top; e++) pow2[e] = mod(2 * pow2[e - 1]);
-    const p26 = mod(TWO_26);
-    const out = new Float64Array(n);
-    for (let i = 0; i < n; i++) {
-      let r = 0; // K terms below q each: below 2^31
-      for (let j = i; j < K * n; j += n) {
-        const h = hi[j];
-        // mod(h) p26 + lo is within (-2^26, 2^52 + 2^26): every step exact.
-        r += mod(mod(h === 0 ? lo[j] : mod(h) * p26 + lo[j]) * pow2[exp[j]]);
-      }
-      out[i] = mod(r);
-    }
-    return out;
-  });
-}
-
-const TWO_26 = 2 ** 26;
-const TWO_53 = 2 ** 53;
-/** floodResidues' mod is exact up to here: |x| + q <= 2^53 for primes q < 2^26. */
-const MOD_EXACT = TWO_53 - 2 ** 27;

@@ -1,5 +1,6 @@
 import { SealedError } from '../errors.ts';
-import { floodNoiseResidues, randomWords, smallNoise, ternary } from './noise.ts';
+import { floodNoiseResidues } from './flood-wide.ts';
+import { randomWords, smallNoise, ternary } from './noise.ts';
 import { mulmod, NegacyclicNtt, reduceSmall } from './ntt.ts';
 
 // Batch mode (raw residues, primes below 2^26): the client's re-randomization key and the
