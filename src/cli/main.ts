@@ -288,7 +288,7 @@ export async function main(argv: string[]): Promise<void> {
         .argParser(Number),
     )
     .option('--dir <dir>', 'where objects are stored (default: ~/.sealed/s3)')
-    // The bucket is LOCAL_BUCKET of src/storage/resolve.ts, spelled out: importing it here would load s3rver for every command.
+    // The bucket is LOCAL_BUCKET of src/storage/resolve.ts, spelled out: main.ts loads a command's modules only when it runs.
     .addHelpText(
       'after',
       '\nDefault bucket: sealed-local, the one `sealed predict` and the SDK use without --bucket\n(they create it on first use). Credentials: any access key id and secret, e.g.\nAWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local.',

@@ -2,7 +2,6 @@ import { SealedError } from '../errors.ts';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { accessPolicy, parseAllowAny, startServer } from '../server/serve.ts';
-import { startLocalS3 } from '../storage/local-s3.ts';
 import { resolveS3 } from '../storage/resolve.ts';
 
 interface ServeOpts {
@@ -114,6 +113,8 @@ export async function serveCommand(o: ServeOpts): Promise<void> {
 }
 
 export async function s3Command(o: { port: number; dir?: string }): Promise<void> {
+  // Loaded here, not with `sealed serve` (which starts no S3 server of its own).
+  const { startLocalS3 } = await import('../storage/local-s3.ts');
   const s3 = await startLocalS3({ directory: o.dir ?? join(process.env.SEALED_HOME ?? join(homedir(), '.sealed'), 's3'), port: o.port });
   console.log(`local S3-compatible server at ${s3.endpoint} (any credentials; path-style)`);
   process.on('SIGINT', () => void s3.close().then(() => process.exit(0)));
