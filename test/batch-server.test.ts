@@ -113,11 +113,13 @@ t.test('the SDK picks batch mode past the crossover (S3 transport), the single l
 });
 
 t.test('a corrupt batch result is refused and the query, still in S3, evaluated once more', async (t) => {
-  // The corrupt result: what a faulty server would write for the same query (output 0's flood
-  // 2^29 times too wide: header and hash right, SEAL loads it), served on the first read only.
-  const faulty = await ModelServer.open(await readServerPart(modelDir), { recordsPerCiphertext: client.input.recordsPerCiphertext });
+  // The corrupt result: what a server would write for the same query from a faulty server part
+  // (output 0's noise bound 29 bits high, so its flood 2^29 times too wide: header and hash
+  // right, SEAL loads it), served on the first read only.
+  const part = await readServerPart(modelDir);
+  part.batch!.noiseL2Bits![0] += 29;
+  const faulty = await ModelServer.open(part, { recordsPerCiphertext: client.input.recordsPerCiphertext });
   t.teardown(() => faulty.close());
-  (faulty as unknown as { batchMode: { privacy: { sigmas: number[] } } }).batchMode.privacy.sigmas[0] *= 2 ** 29;
   let reads = 0;
   /** A store whose first `corrupt` reads of a result give the faulty server's result for its query. */
   const faultyStore = (corrupt: number) => {

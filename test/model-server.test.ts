@@ -67,12 +67,14 @@ t.test('batch mode: evaluateBatch(query) decrypts to the plaintext batch plan', 
 });
 
 t.test('a batch result ciphertext that decrypts beyond the output bound is refused, never returned as scores', async (t) => {
-  // The fault injected: output 1's flood 2^29 times too wide, a wrong but consistent integer
-  // polynomial (session 46's silent wrong batch result looked like this); the header, the query's
-  // hash and SEAL's loading all pass.
-  const faulty = await ModelServer.open(await readServerPart(modelDir), { recordsPerCiphertext: client.input.recordsPerCiphertext });
+  // The fault injected: output 1's flood 2^29 times too wide (its noise bound in the server part
+  // 29 bits high, as a faulty compiler would write it), a wrong but consistent integer polynomial
+  // (session 46's silent wrong batch result looked like this); the header, the query's hash and
+  // SEAL's loading all pass.
+  const part = await readServerPart(modelDir);
+  part.batch!.noiseL2Bits![1] += 29;
+  const faulty = await ModelServer.open(part, { recordsPerCiphertext: client.input.recordsPerCiphertext });
   t.teardown(() => faulty.close());
-  (faulty as unknown as { batchMode: { privacy: { sigmas: number[] } } }).batchMode.privacy.sigmas[1] *= 2 ** 29;
   const query = session.encrypt(images, 'batch');
   const result = faulty.evaluateBatch(query);
   const b = client.batch!;
