@@ -71,12 +71,10 @@ export async function predict(
   const t4 = performance.now();
   // Refused unless the result names this query: a result written over ours is never decrypted.
   // Batch mode: a corrupt result ciphertext has the query, still in S3, evaluated once more.
-  let retryMs = 0;
   const again =
     sent.again &&
     (async (): Promise<Sent> => {
       const a = await sent.again!();
-      retryMs = a.ms.invoke + a.ms.download;
       return {
         ...sent,
         result: a.result,
@@ -84,7 +82,7 @@ export async function predict(
         ms: { ...sent.ms, invoke: sent.ms.invoke + a.ms.invoke, download: sent.ms.download + a.ms.download },
       };
     });
-  const { scores, result: r, retries } = await decryptOrRetry(sent, (x) => session.decryptScores(x.result, { querySha256: x.querySha }), again);
+  const { scores, result: r, retries, retryMs } = await decryptOrRetry(sent, (x) => session.decryptScores(x.result, { querySha256: x.querySha }), again);
   const predictions = scores.map((sc) => postprocess(session.part, sc));
   const t5 = performance.now();
   const ms = (v: number) => Math.round(v * 100) / 100;

@@ -55,18 +55,21 @@ export function resultOutOfRange(found: OutOfRange[], bound: number): ResultOutO
 /**
  * `decrypt(first)`; when that is refused for corrupt ciphertexts (most records of one beyond the
  * bound: a fault on the way, not the query), the result fetched `again` (the same query evaluated
- * once more) and decrypted. Refused again, or refused for some records only: thrown.
+ * once more) and decrypted. Refused again, or refused for some records only: thrown. `retryMs`:
+ * the wall time of `again`, which the callers' stats count as evaluation, not decryption.
  */
 export async function decryptOrRetry<R>(
   first: R,
   decrypt: (r: R) => number[][],
   again?: () => Promise<R>,
-): Promise<{ scores: number[][]; result: R; retries: number }> {
+): Promise<{ scores: number[][]; result: R; retries: number; retryMs: number }> {
   try {
-    return { scores: decrypt(first), result: first, retries: 0 };
+    return { scores: decrypt(first), result: first, retries: 0, retryMs: 0 };
   } catch (e) {
     if (!(e instanceof ResultOutOfRange) || !e.corruptCiphertexts || !again) throw e;
+    const t = performance.now();
     const result = await again();
-    return { scores: decrypt(result), result, retries: 1 };
+    const retryMs = performance.now() - t;
+    return { scores: decrypt(result), result, retries: 1, retryMs };
   }
 }

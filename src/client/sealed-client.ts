@@ -156,20 +156,15 @@ export class SealedClient {
     const t3 = now();
     // Whatever carried it, the result must answer this query (its header names the query's hash).
     // A corrupt batch result ciphertext: the query is evaluated once more (result-range.ts).
-    let retryMs = 0;
     const {
       scores,
       result: ev,
       retries,
+      retryMs,
     } = await decryptOrRetry(
       first,
       (e) => this.codec.decryptScores(e.result, { querySha256 }),
-      async () => {
-        const t = now();
-        const again = await transport.evaluate(query, keys, { querySha256 });
-        retryMs = now() - t;
-        return again;
-      },
+      () => transport.evaluate(query, keys, { querySha256 }),
     );
     const predictions = this.codec.predictions(scores);
     const t4 = now();

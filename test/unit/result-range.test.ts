@@ -2,7 +2,7 @@
 // The attack tests (a faulty server's result refused; evaluated once more) are in
 // test/model-server.test.ts and test/batch-server.test.ts.
 import t from 'tap';
-import { outOfRange, resultOutOfRange, ResultOutOfRange } from '../../src/client/result-range.ts';
+import { decryptOrRetry, outOfRange, resultOutOfRange, ResultOutOfRange } from '../../src/client/result-range.ts';
 import { parseClientPart } from '../../src/model/client-part.ts';
 
 t.test('counts the records beyond the bound per output ciphertext; NaN is beyond', async (t) => {
@@ -43,4 +43,27 @@ t.test('the client part refuses an output bound that is not a positive number', 
   t.equal(parseClientPart(part(undefined), 'm').batch!.output_bound, undefined, 'absent (older bundles): accepted, not checked');
   for (const bad of [0, -1, 'big', Infinity, null])
     t.throws(() => parseClientPart(part(bad), 'm'), { code: 'bad-bundle', message: /output bound/ }, String(bad));
+});
+
+t.test('decryptOrRetry: a corrupt result is fetched once more, its fetch timed apart from decryption; anything else is thrown', async (t) => {
+  const corrupt = resultOutOfRange([{ batch: 0, output: 0, records: 70, of: 70 }], 16);
+  const unusual = resultOutOfRange([{ batch: 0, output: 0, records: 1, of: 70 }], 16);
+  const decrypt = (r: string) => {
+    if (r === 'corrupt') throw corrupt;
+    if (r === 'unusual') throw unusual;
+    return [[r.length]];
+  };
+  let fetches = 0;
+  const again = async () => {
+    fetches++;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    return 'good!';
+  };
+  t.same(await decryptOrRetry('good', decrypt, again), { scores: [[4]], result: 'good', retries: 0, retryMs: 0 }, 'a good result: no fetch');
+  const r = await decryptOrRetry('corrupt', decrypt, again);
+  t.same([r.scores, r.result, r.retries, fetches], [[[5]], 'good!', 1, 1], 'a corrupt one: fetched again, once');
+  t.ok(r.retryMs > 0, `the second fetch's time is reported apart (${r.retryMs.toFixed(1)} ms)`);
+  await t.rejects(decryptOrRetry('unusual', decrypt, again), unusual, 'unusual records: thrown, not fetched again');
+  await t.rejects(decryptOrRetry('corrupt', decrypt), corrupt, 'no way to fetch again: thrown');
+  t.equal(fetches, 1);
 });
