@@ -7,6 +7,7 @@ import { loadCiphertext, loadQueryCiphertext } from './load.ts';
 import { dataPrimesOf, PRIME_BITS, type BatchPlan } from './batch-plan.ts';
 import { primes } from './params.ts';
 import { buildRaw, copyResidues } from './raw-ciphertext.ts';
+import { NATIVE_ZSTD, zstdFromRaw } from './seal-zstd.ts';
 import { isSeededSection, type SeededLevel } from './seeded-batch.ts';
 import { decodeSeededPrime, decodeSeededSection } from './seeded-decode.ts';
 
@@ -65,15 +66,22 @@ export class BatchSession {
     return decodeSeededPrime(bytes, this.level, 2 ** this.plan.inputScaleBits, p, dst, offset, from, what);
   }
 
-  /** A result ciphertext of `size` polynomials from residues at `offset`, saved as SEAL does (zstd). */
+  /**
+   * A result ciphertext of `size` polynomials from residues at `offset`, in SEAL's zstd form:
+   * compressed by Node (seal-zstd.ts) once every residue is checked below its prime, as SEAL's
+   * load would check it; elsewhere loaded into SEAL and saved by it.
+   */
   encodeResult(residues: Uint32Array, offset: number, size: number, scaleBits: number): Uint8Array {
     const { seal } = this.session;
-    const raw = buildRaw(
-      { parmsId: this.parmsId, degree: this.plan.params.polyModulusDegree, primes: this.primes.length, scale: 2 ** scaleBits },
-      size,
-      residues,
-      offset,
-    );
+    const N = this.plan.params.polyModulusDegree;
+    const raw = buildRaw({ parmsId: this.parmsId, degree: N, primes: this.primes.length, scale: 2 ** scaleBits }, size, residues, offset);
+    if (NATIVE_ZSTD) {
+      for (let poly = 0, at = offset; poly < size; poly++)
+        for (const q of this.primes)
+          for (const end = at + N; at < end; at++)
+            if (residues[at] >= q) throw new SealedError('internal', `a batch result holds a residue above its prime (polynomial ${poly})`);
+      return zstdFromRaw(raw)!;
+    }
     const ct = loadCiphertext(this.session, raw, 'a batch result');
     try {
       return ct.saveToArray(seal.ComprModeType.zstd) as Uint8Array;
