@@ -74,7 +74,8 @@ export class BatchSession {
   encodeResult(residues: Uint32Array, offset: number, size: number, scaleBits: number): Uint8Array {
     const { seal } = this.session;
     const N = this.plan.params.polyModulusDegree;
-    const raw = buildRaw({ parmsId: this.parmsId, degree: N, primes: this.primes.length, scale: 2 ** scaleBits }, size, residues, offset);
+    // Reused: compressed here, or copied into SEAL by its load, before the next result is built.
+    const raw = buildRaw({ parmsId: this.parmsId, degree: N, primes: this.primes.length, scale: 2 ** scaleBits }, size, residues, offset, true);
     if (NATIVE_ZSTD) {
       for (let poly = 0, at = offset; poly < size; poly++)
         for (const q of this.primes)

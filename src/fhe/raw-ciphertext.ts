@@ -95,12 +95,25 @@ export function writeSealHeader(v: DataView, at: number, total: number): void {
   v.setBigUint64(at + 8, BigInt(total), true);
 }
 
-/** An uncompressed SEAL ciphertext with `size` polynomials from u32 residues (polynomial-major). */
-export function buildRaw(info: Omit<RawCiphertextInfo, 'size'>, size: number, residues: Uint32Array, offset: number): Uint8Array {
+/**
+ * An uncompressed SEAL ciphertext with `size` polynomials from u32 residues (polynomial-major).
+ * `reuse`: written into this thread's buffer, valid until the next such call (for bytes that are
+ * copied on at once, as a result is compressed); a fresh array each time would be ~10 MB of new
+ * memory per batch result, paid for page by page on first touch (40-60 ms on the AMD VM).
+ */
+export function buildRaw(info: Omit<RawCiphertextInfo, 'size'>, size: number, residues: Uint32Array, offset: number, reuse = false): Uint8Array {
   const count = size * info.degree * info.primes;
-  const out = new Uint8Array(RAW_DATA_OFFSET + 8 * count);
-  const v = new DataView(out.buffer);
-  writeSealHeader(v, 0, out.length);
+  const total = RAW_DATA_OFFSET + 8 * count;
+  // Placed so that the residues start 4-byte aligned: they are written as u32 pairs in place.
+  const at = (4 - (RAW_DATA_OFFSET % 4)) % 4;
+  let buffer: ArrayBuffer;
+  if (reuse) {
+    if (rawBuffer.byteLength < at + total) rawBuffer = new ArrayBuffer(at + total);
+    buffer = rawBuffer;
+  } else buffer = new ArrayBuffer(at + total);
+  const out = new Uint8Array(buffer, at, total);
+  const v = new DataView(buffer, at, total);
+  writeSealHeader(v, 0, total);
   out.set(info.parmsId, PARMS);
   out[NTT] = 1;
   v.setBigUint64(SIZE, BigInt(size), true);
@@ -110,11 +123,14 @@ export function buildRaw(info: Omit<RawCiphertextInfo, 'size'>, size: number, re
   v.setBigUint64(CORRECTION, 1n, true);
   writeSealHeader(v, DYN, HEADER + 8 + 8 * count);
   v.setBigUint64(COUNT, BigInt(count), true);
-  const words = new Uint32Array(2 * count);
-  for (let i = 0; i < count; i++) words[2 * i] = residues[offset + i];
-  out.set(new Uint8Array(words.buffer), RAW_DATA_OFFSET);
+  const words = new Uint32Array(buffer, at + RAW_DATA_OFFSET, 2 * count);
+  for (let i = 0; i < count; i++) {
+    words[2 * i] = residues[offset + i];
+    words[2 * i + 1] = 0;
+  }
   return out;
 }
+let rawBuffer = new ArrayBuffer(0);
 
 // Packed sections (batch-mode queries): a ciphertext SEAL saved uncompressed, with its residues
 // (all below 2^26: batch mode's primes have 26 bits) packed four to 13 bytes instead of four

@@ -3,13 +3,13 @@
 // the members (what follows the header in the uncompressed form) as one zstd frame; SEAL and
 // seal-precheck.ts read it back byte for byte (test/unit/seal-zstd.test.ts).
 //
-// Why: a batch-mode result of model (b) (5 polynomials, 16 primes, ring 16384: 10.5 MB
-// uncompressed) took 125-170 ms to save through SEAL (loaded from our residues, then saved with
-// its zstd); built and compressed here, 35-45 ms, and 7% smaller at level 1 (4.95 MB against
-// 5.34; 2-core AMD VM). A 10,000-record run saves 20 of them.
-import type { ComprModeType } from 'node-seal/throws';
+// Why: batch mode builds its results from residues (batch-io.ts encodeResult), and a model-(b)
+// result (5 polynomials, 16 primes, ring 16384: 10.5 MB uncompressed) took 135-140 ms of CPU to
+// load into SEAL and save with SEAL's zstd; built into a reused buffer and compressed here, 59-81
+// ms, and 7% smaller at level 1 (4.95 MB against 5.34; 2-core AMD VM, 20 results per run). For
+// objects already in SEAL this is no gain: saving uncompressed and compressing here measured
+// 5.3 against SEAL's 2.1 ms for a ring-8192 ciphertext of 3 primes, 22 against 20 ms at 16384.
 import { nodeBuiltin } from '../util/node-builtin.ts';
-import type { Seal } from './seal.ts';
 
 const zlib = nodeBuiltin('node:zlib');
 const compress = zlib?.zstdCompressSync;
@@ -39,10 +39,4 @@ export function zstdFromRaw(raw: Uint8Array): Uint8Array | undefined {
   new DataView(out.buffer).setBigUint64(8, BigInt(out.length), true);
   out.set(body, HEADER);
   return out;
-}
-
-/** A SEAL object's zstd form: compressed here when the runtime can (zstdFromRaw), else by SEAL. */
-export function saveZstd(seal: Seal, obj: { saveToArray(mode: ComprModeType): unknown }): Uint8Array {
-  if (!NATIVE_ZSTD) return obj.saveToArray(seal.ComprModeType.zstd) as Uint8Array;
-  return zstdFromRaw(obj.saveToArray(seal.ComprModeType.none) as Uint8Array)!;
 }
