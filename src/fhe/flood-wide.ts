@@ -116,9 +116,9 @@ export function floodKernel(n: number, sigma: number, z?: Float64Array): FloodKe
  * A fresh flood of `sigma` on n coefficients modulo each of batch mode's primes (< 2^32), one
  * array each; from normals `z` when given (tests). Batch mode reduced its flood in doubles
  * instead until session 49, with a mantissa split to stay exact near 2^53 (the cause of the
- * corrupt batch results of sessions 46-48); this integer form is exact by construction and took
- * about half the time (~21 against ~42 ms for a model-(b) result: 16 primes, ring 16384, sigma
- * 2^379; 2-core AMD VM).
+ * corrupt batch results of sessions 46-48); this integer form is exact by construction and takes
+ * about a third less time (a model-(b) result's flood: 16 primes, ring 16384, sigma 2^379; medians
+ * of 15 calls, alternated: 32-36 against 47-53 ms, the normals included; 2-core AMD VM).
  */
 export function floodNoiseResidues(n: number, sigma: number, primes: readonly number[], z?: Float64Array): Float64Array[] {
   const k = floodKernel(n, sigma, z);

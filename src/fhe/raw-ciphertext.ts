@@ -95,6 +95,9 @@ export function writeSealHeader(v: DataView, at: number, total: number): void {
   v.setBigUint64(at + 8, BigInt(total), true);
 }
 
+/** This thread's buffer for buildRaw's reused results. */
+let rawBuffer = new ArrayBuffer(0);
+
 /**
  * An uncompressed SEAL ciphertext with `size` polynomials from u32 residues (polynomial-major).
  * `reuse`: written into this thread's buffer, valid until the next such call (for bytes that are
@@ -130,7 +133,6 @@ export function buildRaw(info: Omit<RawCiphertextInfo, 'size'>, size: number, re
   }
   return out;
 }
-let rawBuffer = new ArrayBuffer(0);
 
 // Packed sections (batch-mode queries): a ciphertext SEAL saved uncompressed, with its residues
 // (all below 2^26: batch mode's primes have 26 bits) packed four to 13 bytes instead of four
