@@ -1,6 +1,7 @@
 // SEAL at the edges of batch mode: queries are checked (seal-precheck.ts), loaded by SEAL, then
-// handed to the kernel as raw residues; results are built from residues, checked and loaded
-// back into SEAL before they are saved compressed.
+// handed to the kernel as raw residues; results are built from residues, every residue checked
+// below its prime, and written in SEAL's zstd form (seal-zstd.ts; by SEAL where Node's zstd is
+// missing).
 import { SealedError } from '../errors.ts';
 import { CkksSession } from './ckks.ts';
 import { loadCiphertext, loadQueryCiphertext } from './load.ts';
