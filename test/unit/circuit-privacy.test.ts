@@ -91,8 +91,8 @@ t.test("batch mode's flood residues (no BigInt) are exactly those of the BigInt 
     z[1] = -9.5;
     z[2] = 2 ** 53 / scales[0];
     // Terms within 2^26 of 2^53 in magnitude, where a quotient times q can pass 2^53: negative
-    // ones came out one off in the float reduction of sessions 44-48 (every sigma's check failed
-    // before its mantissas were split).
+    // ones came out one off in the float reduction batch mode used until session 49 (every
+    // sigma's check failed before session 48 split such mantissas).
     for (let d = 0; d < 40; d++) z[3 + d] = ((d % 2 ? 1 : -1) * (2 ** 53 - 1 - d * 1_677_721)) / scales[0];
     const sums = floodSums(scales, z, n);
     const got = floodNoiseResidues(n, sigma, ps, z);
