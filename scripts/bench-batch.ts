@@ -24,6 +24,7 @@ import { loadIdxPair, MNIST_TEST_IMAGES, MNIST_TEST_LABELS } from '../src/train/
 import { readWireStream, writeWireStream } from '../src/wire/stream.ts';
 import { ensureMnistModel } from './mnist-model.ts';
 import { BENCH_BUCKET, startBenchStack } from './bench-stack.ts';
+import { cpuMeter } from './cpu-meter.ts';
 
 const err = (s: string) => process.stderr.write(s + '\n');
 const argmax = (v: ArrayLike<number>) => {
@@ -77,6 +78,7 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
   const sampler = setInterval(() => (peak[phase] = Math.max(peak[phase], process.memoryUsage().rss)), 50);
   const rssBefore = process.memoryUsage().rss;
   const t0 = performance.now();
+  const cpu = cpuMeter();
   const q = session.encryptBatchWith(images, pool);
   // The query's SHA-256, computed as it streams out: the request names it, so the server can
   // stream the result out while it reads the query once (and the result is bound to the query).
@@ -113,6 +115,7 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
   const t3 = performance.now();
   const scores = session.decryptScores(result);
   const t4 = performance.now();
+  const cpuUsed = cpu.read(t4 - t0, n);
   clearInterval(sampler);
 
   let correct = 0,
@@ -135,6 +138,7 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
     // Client: encrypt + upload (overlapped), then download + decrypt. Server: the request.
     client_s: +((t1 - t0 + (t4 - t2)) / 1000).toFixed(2),
     images_per_s: +(n / wall).toFixed(1),
+    cpu_time: cpuUsed,
     accuracy_encrypted: correct / n,
     accuracy_plaintext_plan: plainCorrect / n,
     privacy: plan.privacy ?? 'none',

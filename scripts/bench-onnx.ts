@@ -11,6 +11,9 @@
 // fixture's 455 training ones are not known here (the fixture shuffles), so it calibrates and
 // measures on the whole file (569; the report's figures then include training records).
 // cnn3 (random weights) calibrates and measures on random images in [0, 1).
+// A batch model's `batch.cpu_time` is the process's CPU over its batch run (client, embedded S3
+// and server: cpu-meter.ts), so images_per_s_batch reads against the rate that CPU
+// would allow with every core busy.
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,6 +30,7 @@ import { openReference } from '../src/model/onnx/reference.ts';
 import { loadIdxPair, loadNpmMnist, MNIST_TEST_IMAGES, MNIST_TEST_LABELS } from '../src/train/mnist.ts';
 import { batchModeFor, readCalibration } from '../src/train/onnx-job.ts';
 import { BENCH_BUCKET, startBenchStack } from './bench-stack.ts';
+import { cpuMeter, type PhaseCpu } from './cpu-meter.ts';
 
 const err = (s: string) => process.stderr.write(s + '\n');
 const PHASES = ['download', 'deserialize', 'evaluate', 'serialize', 'upload'] as const;
@@ -95,6 +99,7 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
         server_phases_ms: Record<string, number>;
         client_ms: Record<string, number>;
         end_to_end_ms: number;
+        cpu_time: PhaseCpu;
         agreement: number;
         /** Largest output error against onnxruntime, per request: a wrong ciphertext shows as one large entry. */
         max_abs_error_per_request: number[];
@@ -123,8 +128,10 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
         try {
           await predict(session, keys, data.eval.slice(0, 2), transport, { layout: 'batch', encryptPool: pool });
           const t0 = performance.now();
+          const cpu = cpuMeter();
           const r = await predictBatches(session, keys, data.eval, transport, { layout: 'batch', encryptPool: pool });
           const wall = performance.now() - t0;
+          const cpuUsed = cpu.read(wall, data.eval.length);
           /** Output errors against onnxruntime, request by request (results come back in request order). */
           const batchErrors = (stats: { records: number }[], scores: number[][]) => {
             let at = 0;
@@ -151,6 +158,7 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
             server_phases_ms: server,
             client_ms: sum((st) => st.ms),
             end_to_end_ms: +wall.toFixed(1),
+            cpu_time: cpuUsed,
             agreement: r.scores.filter((s, i) => classOfScores(m.client, s) === ortClass[i]).length / data.eval.length,
             ...batchErrors(r.stats, r.scores),
           };

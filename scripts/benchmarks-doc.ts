@@ -55,6 +55,8 @@ export interface BatchResult {
   unit_costs: { mac_first_ns: number; mac_second_ns: number; encrypt_ms: number };
   measured_over_model: { kernel: number; load: number; server_cpu: number };
   server_measured_over_limit: number;
+  /** The process's CPU over the run (scripts/cpu-meter.ts); records since 2026-12-06. */
+  cpu_time?: { user_s: number; system_s: number; main_thread_s: number; cores_busy: number; cpu_ms_per_record: number; cpu_bound_records_per_s: number };
 }
 
 export interface SingleResult {
@@ -204,6 +206,41 @@ function sameMeta(recs: BenchRecord<unknown>[]): Meta {
 
 // ---- the headline table (README and docs/benchmarks.md) ----------------------------------------
 
+/**
+ * The CPU rows of the batch table, when every run has them: what the run used on all threads and
+ * on the main one, and the rate that CPU per image would allow with every core busy throughout.
+ */
+function cpuRows(b: BatchResult[], col: (f: (x: BatchResult) => string) => string[]): string[][] {
+  if (!b.every((x) => x.cpu_time)) return [];
+  const c = (x: BatchResult) => x.cpu_time!;
+  return [
+    [
+      'CPU, all threads (user + system) / main thread (s); cores busy',
+      ...col((x) => `${fmt(c(x).user_s + c(x).system_s, 1)} / ${fmt(c(x).main_thread_s, 1)}; ${fmt(c(x).cores_busy, 2)}`),
+    ],
+    [
+      'CPU per image (ms); images/s at that CPU with every core busy',
+      ...col((x) => `${fmt(c(x).cpu_ms_per_record, 2)}; ${fmt(c(x).cpu_bound_records_per_s, 1)}`),
+    ],
+  ];
+}
+
+/** What the CPU rows say, when the runs have them: how much of the machine the run kept busy. */
+function cpuText(b: BatchResult[]): string {
+  if (!b.every((x) => x.cpu_time)) return '';
+  const c = b.map((x) => x.cpu_time!);
+  // The machine's cores, as the run counted them: its ceiling is cores x 1000 / (ms per image).
+  const idle = c.map((x) => 100 * (1 - x.cores_busy / Math.round((x.cpu_bound_records_per_s * x.cpu_ms_per_record) / 1000)));
+  return `The CPU rows count every thread of the benchmark's one process (the client's encryption pool, the
+embedded S3, the server's main thread and workers): ${range(
+    c.map((x) => x.cores_busy),
+    2,
+  )} cores busy on average, so ${range(idle, 0)}% of the machine idled in the pipeline's gaps; beyond
+that, a faster run needs less CPU per image.
+
+`;
+}
+
 export function renderHeadline(r: Records): string {
   const b = r.batch.map((x) => x.result);
   const s = r.single.result;
@@ -345,10 +382,11 @@ ${table(
     ['ring, modulus', ...col((x) => `${String(x.ring_degree)}, ${x.modulus_chain}`)],
     ['server measured / cost model', ...col((x) => `${fmt(x.server_measured_over_limit, 2)}x`)],
     ['peak RSS, client phases / server phase (MB)', ...col((x) => `${fmt(x.rss_mb.peak_client_phases)} / ${fmt(x.rss_mb.peak_server_phase)}`)],
+    ...cpuRows(b, col),
   ],
 )}
 
-The time grows with the primes (${primes(b[0].modulus_chain) - 1}+1 of 26 bits with circuit
+${cpuText(b)}The time grows with the primes (${primes(b[0].modulus_chain) - 1}+1 of 26 bits with circuit
 privacy instead of 4+1 without: the kernel, the query's size and its encryption all scale with
 them) and the flood itself is small: the server's save phase, which re-randomizes and floods
 the results, is ${range(

@@ -57,3 +57,29 @@ t.test('a record without meta is refused', async (t) => {
   await writeFile(join(dir, 'docs', 'bench', 'x.json'), JSON.stringify({ bench: 'mnist', server_ms_single_p50: 1 }));
   await t.rejects(generate(dir), /x\.json: expected \{"meta"/);
 });
+
+t.test("cpuMeter: a phase's CPU in seconds, per record, and the rate it allows on this machine's cores", async (t) => {
+  const { cpuMeter } = await import('../../scripts/cpu-meter.ts');
+  const { availableParallelism } = await import('node:os');
+  const meter = cpuMeter();
+  const t0 = performance.now();
+  // 300 ms of this thread's CPU (however busy the machine): the meter must count it as the main thread's, in seconds.
+  const cpu0 = process.threadCpuUsage();
+  let x = 0;
+  for (let used = 0; used < 300_000;) {
+    for (let i = 0; i < 1e5; i++) x += Math.sqrt(x + i);
+    const u = process.threadCpuUsage(cpu0);
+    used = u.user + u.system;
+  }
+  const wall = performance.now() - t0;
+  const c = meter.read(wall, 50);
+  t.ok(Number.isFinite(x), 'the loop ran');
+  const total = c.user_s + c.system_s;
+  t.ok(c.main_thread_s >= 0.25 && c.main_thread_s <= total + 0.05, `main thread ${c.main_thread_s} s of ${total} s`);
+  t.ok(Math.abs(c.cpu_ms_per_record - (total * 1000) / 50) <= 0.2 * c.cpu_ms_per_record + 0.1, `${c.cpu_ms_per_record} ms per record`);
+  t.ok(Math.abs(c.cores_busy - (total * 1000) / wall) <= 0.1, `${c.cores_busy} cores busy`);
+  t.ok(
+    Math.abs(c.cpu_bound_records_per_s - (availableParallelism() * 1000) / c.cpu_ms_per_record) <= 0.02 * c.cpu_bound_records_per_s,
+    'the rate every core would give',
+  );
+});
