@@ -1,5 +1,5 @@
 import t from 'tap';
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,23 +20,22 @@ t.test('a changed number in a record changes the documents', async (t) => {
   await cp(join(root, 'README.md'), join(dir, 'README.md'));
   const before = await generate(dir);
 
-  const file = join(dir, 'docs', 'bench', '2026-12-05-mnist-single-cnn-500.json');
+  const file = join(dir, 'docs', 'bench', '2026-12-06-mnist-single-cnn-500.json');
   const rec = JSON.parse(await readFile(file, 'utf8'));
-  t.equal(rec.result.server_ms_single_p50, 477.3);
+  t.equal(rec.result.server_ms_single_p50, 432.7);
   rec.result.server_ms_single_p50 = 1234.5;
   await writeFile(file, JSON.stringify(rec, null, 1) + '\n');
   const after = await generate(dir);
 
   for (const i of [0, 1]) {
     t.not(after[i].text, before[i].text, `${after[i].path} changed`);
-    t.notMatch(after[i].text, /\*\*477 ms\*\*/);
+    t.notMatch(after[i].text, /\*\*433 ms\*\*/);
     t.match(after[i].text, /\*\*1,235 ms\*\* server p50/);
   }
-  t.match(after[0].text, /\| `server_ms_single_p50` \(p90\) \| 1,234\.5 \(597\.2\) \|/);
+  t.match(after[0].text, /\| `server_ms_single_p50` \(p90\) \| 1,234\.5 \(530\.9\) \|/);
 
-  // A batch run's wall time moves the headline range; a run of an earlier session the same day does not.
-  const headline = /\*\*16\.7-17\.3 s\*\* end to end \(3 runs\)/;
-  t.match((await generate(dir))[0].text, headline);
+  // A batch run's wall time moves the headline range; a run of an earlier day, or of an earlier
+  // session the same day, does not.
   const edit = async (name: string, wall: number) => {
     const file = join(dir, 'docs', 'bench', name);
     const rec = JSON.parse(await readFile(file, 'utf8'));
@@ -44,6 +43,16 @@ t.test('a changed number in a record changes the documents', async (t) => {
     await writeFile(file, JSON.stringify(rec, null, 1) + '\n');
     return (await generate(dir))[0].text;
   };
+  const latest = /\*\*18\.8-20\.9 s\*\* end to end \(3 runs\)/;
+  t.match((await generate(dir))[0].text, latest);
+  t.match(await edit('2026-12-05-mnist-batch-10000-s45-run1.json', 12.04), latest, "the day before's run: not in the headline");
+  t.match(await edit('2026-12-06-mnist-batch-10000-run1.json', 16.04), /\*\*16\.0-20\.9 s\*\* end to end \(3 runs\)/);
+
+  // Without that day's records, 2026-12-05 is the latest: three sessions' runs, the last one's count.
+  for (const f of await readdir(join(dir, 'docs', 'bench'))) if (f.startsWith('2026-12-06-')) await rm(join(dir, 'docs', 'bench', f));
+  await edit('2026-12-05-mnist-batch-10000-s45-run1.json', 17.3);
+  const headline = /\*\*16\.7-17\.3 s\*\* end to end \(3 runs\)/;
+  t.match((await generate(dir))[0].text, headline);
   t.match(await edit('2026-12-05-mnist-batch-10000-run1.json', 12.04), headline, "session 42's run: not in the headline");
   t.match(await edit('2026-12-05-mnist-batch-10000-s44-run1.json', 12.04), headline, "session 44's run: not in the headline");
   t.match(await edit('2026-12-05-mnist-batch-10000-s45-run1.json', 16.04), /\*\*16\.0-16\.9 s\*\* end to end \(3 runs\)/);
