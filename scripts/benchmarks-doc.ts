@@ -16,6 +16,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import type { PhaseCpu } from './cpu-meter.ts';
 
 export interface Meta {
   date: string;
@@ -56,7 +57,7 @@ export interface BatchResult {
   measured_over_model: { kernel: number; load: number; server_cpu: number };
   server_measured_over_limit: number;
   /** The process's CPU over the run (scripts/cpu-meter.ts); records since 2026-12-06. */
-  cpu_time?: { user_s: number; system_s: number; main_thread_s: number; cores_busy: number; cpu_ms_per_record: number; cpu_bound_records_per_s: number };
+  cpu_time?: PhaseCpu;
 }
 
 export interface SingleResult {
@@ -206,41 +207,6 @@ function sameMeta(recs: BenchRecord<unknown>[]): Meta {
 
 // ---- the headline table (README and docs/benchmarks.md) ----------------------------------------
 
-/**
- * The CPU rows of the batch table, when every run has them: what the run used on all threads and
- * on the main one, and the rate that CPU per image would allow with every core busy throughout.
- */
-function cpuRows(b: BatchResult[], col: (f: (x: BatchResult) => string) => string[]): string[][] {
-  if (!b.every((x) => x.cpu_time)) return [];
-  const c = (x: BatchResult) => x.cpu_time!;
-  return [
-    [
-      'CPU, all threads (user + system) / main thread (s); cores busy',
-      ...col((x) => `${fmt(c(x).user_s + c(x).system_s, 1)} / ${fmt(c(x).main_thread_s, 1)}; ${fmt(c(x).cores_busy, 2)}`),
-    ],
-    [
-      'CPU per image (ms); images/s at that CPU with every core busy',
-      ...col((x) => `${fmt(c(x).cpu_ms_per_record, 2)}; ${fmt(c(x).cpu_bound_records_per_s, 1)}`),
-    ],
-  ];
-}
-
-/** What the CPU rows say, when the runs have them: how much of the machine the run kept busy. */
-function cpuText(b: BatchResult[]): string {
-  if (!b.every((x) => x.cpu_time)) return '';
-  const c = b.map((x) => x.cpu_time!);
-  // The machine's cores, as the run counted them: its ceiling is cores x 1000 / (ms per image).
-  const idle = c.map((x) => 100 * (1 - x.cores_busy / Math.round((x.cpu_bound_records_per_s * x.cpu_ms_per_record) / 1000)));
-  return `The CPU rows count every thread of the benchmark's one process (the client's encryption pool, the
-embedded S3, the server's main thread and workers): ${range(
-    c.map((x) => x.cores_busy),
-    2,
-  )} cores busy on average, so ${range(idle, 0)}% of the machine idled in the pipeline's gaps; beyond
-that, a faster run needs less CPU per image.
-
-`;
-}
-
 export function renderHeadline(r: Records): string {
   const b = r.batch.map((x) => x.result);
   const s = r.single.result;
@@ -296,6 +262,41 @@ export function renderHeadline(r: Records): string {
 }
 
 // ---- docs/benchmarks.md --------------------------------------------------------------------------
+
+/**
+ * The CPU rows of the batch table, when every run has them: what the run used on all threads and
+ * on the main one, and the rate that CPU per image would allow with every core busy throughout.
+ */
+function cpuRows(b: BatchResult[], col: (f: (x: BatchResult) => string) => string[]): string[][] {
+  if (!b.every((x) => x.cpu_time)) return [];
+  const c = (x: BatchResult) => x.cpu_time!;
+  return [
+    [
+      'CPU, all threads (user + system) / main thread (s); cores busy',
+      ...col((x) => `${fmt(c(x).user_s + c(x).system_s, 1)} / ${fmt(c(x).main_thread_s, 1)}; ${fmt(c(x).cores_busy, 2)}`),
+    ],
+    [
+      'CPU per image (ms); images/s at that CPU with every core busy',
+      ...col((x) => `${fmt(c(x).cpu_ms_per_record, 2)}; ${fmt(c(x).cpu_bound_records_per_s, 1)}`),
+    ],
+  ];
+}
+
+/** What the CPU rows say, when the runs have them: how much of the machine the run kept busy. */
+function cpuText(b: BatchResult[]): string {
+  if (!b.every((x) => x.cpu_time)) return '';
+  const c = b.map((x) => x.cpu_time!);
+  // The machine's cores, as the run counted them: its ceiling is cores x 1000 / (ms per image).
+  const idle = c.map((x) => 100 * (1 - x.cores_busy / Math.round((x.cpu_bound_records_per_s * x.cpu_ms_per_record) / 1000)));
+  return `The CPU rows count every thread of the benchmark's one process (the client's encryption pool, the
+embedded S3, the server's main thread and workers): ${range(
+    c.map((x) => x.cores_busy),
+    2,
+  )} cores busy on average, so ${range(idle, 0)}% of the machine idled in the pipeline's gaps; beyond
+that, a faster run needs less CPU per image.
+
+`;
+}
 
 export function renderBenchmarks(r: Records): string {
   const b = r.batch.map((x) => x.result);
