@@ -273,7 +273,9 @@ function cpuRows(b: BatchResult[], col: (f: (x: BatchResult) => string) => strin
   return [
     [
       'CPU, all threads (user + system) / main thread (s); cores busy',
-      ...col((x) => `${fmt(c(x).user_s + c(x).system_s, 1)} / ${fmt(c(x).main_thread_s, 1)}; ${fmt(c(x).cores_busy, 2)}`),
+      ...col(
+        (x) => `${fmt(c(x).user_s + c(x).system_s, 1)} / ${c(x).main_thread_s === null ? 'n/a' : fmt(c(x).main_thread_s!, 1)}; ${fmt(c(x).cores_busy, 2)}`,
+      ),
     ],
     [
       'CPU per image (ms); images/s at that CPU with every core busy',
