@@ -288,8 +288,8 @@ function cpuRows(b: BatchResult[], col: (f: (x: BatchResult) => string) => strin
 function cpuText(b: BatchResult[]): string {
   if (!b.every((x) => x.cpu_time)) return '';
   const c = b.map((x) => x.cpu_time!);
-  // The machine's cores, as the run counted them: its ceiling is cores x 1000 / (ms per image).
-  const idle = c.map((x) => 100 * (1 - x.cores_busy / Math.round((x.cpu_bound_records_per_s * x.cpu_ms_per_record) / 1000)));
+  // The rate measured against the rate that CPU allows with every core busy: the share of the cores used.
+  const idle = b.map((x) => 100 * (1 - x.images_per_s / x.cpu_time!.cpu_bound_records_per_s));
   return `The CPU rows count every thread of the benchmark's one process (the client's encryption pool, the
 embedded S3, the server's main thread and workers): ${range(
     c.map((x) => x.cores_busy),
