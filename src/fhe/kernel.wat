@@ -197,6 +197,116 @@
       (local.set $hat (i32.add (local.get $hat) (i32.const 16)))
       (br $next))))
 
+  ;; NegacyclicNtt.inverse (ntt.ts) for a prime q < 2^26 on float64 residues in [0, q): a at
+  ;; byte $a, psi^-bitrev(i) at byte $tab, psi^-bitrev(i) / q at byte $tab + 8n; $ninv = n^-1 mod
+  ;; q; n >= 4. Gentleman-Sande butterflies (U + V, (U - V) S), the first stage (t = 1, on
+  ;; neighbours) two per step as nttForwardAt's last. Every stage brings U + V back to
+  ;; |x| <= q/2 + 1 and the twiddle product is |V| <= q/2 + 2 (as in nttForwardAt), so the next
+  ;; stage's U - V is below q + 4 and (q + 4) q < 2^53: exact. The result is in [0, q).
+  (func (export "nttInverseAt") (param $n i32) (param $q f64) (param $a i32) (param $tab i32) (param $ninv f64)
+    (local $m i32) (local $t i32) (local $i i32) (local $pa i32) (local $end i32) (local $tb i32)
+    (local $S v128) (local $Sq v128) (local $Q v128) (local $Qinv v128) (local $Z v128)
+    (local $U v128) (local $B v128) (local $x v128) (local $y v128) (local $v0 v128) (local $v1 v128)
+    (local.set $Q (f64x2.splat (local.get $q)))
+    (local.set $Qinv (f64x2.splat (f64.div (f64.const 1) (local.get $q))))
+    (local.set $Z (f64x2.splat (f64.const 0)))
+    (local.set $m (i32.shr_u (local.get $n) (i32.const 1)))
+    (local.set $i (i32.const 0))
+    (local.set $pa (local.get $a))
+    (block $firstDone (loop $first
+      (br_if $firstDone (i32.ge_u (local.get $i) (local.get $m)))
+      (local.set $v0 (v128.load (local.get $pa)))
+      (local.set $v1 (v128.load offset=16 (local.get $pa)))
+      (local.set $U (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $v0) (local.get $v1)))
+      (local.set $B (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $v0) (local.get $v1)))
+      (local.set $S (v128.load (i32.add (local.get $tab) (i32.shl (i32.add (local.get $m) (local.get $i)) (i32.const 3)))))
+      (local.set $Sq (v128.load (i32.add (local.get $tab) (i32.shl (i32.add (local.get $n) (i32.add (local.get $m) (local.get $i))) (i32.const 3)))))
+      (local.set $x (call $centered (f64x2.add (local.get $U) (local.get $B)) (local.get $Q) (local.get $Qinv)))
+      (local.set $y (f64x2.sub (local.get $U) (local.get $B)))
+      (local.set $y (f64x2.sub (f64x2.mul (local.get $y) (local.get $S))
+        (f64x2.mul (f64x2.nearest (f64x2.mul (local.get $y) (local.get $Sq))) (local.get $Q))))
+      (v128.store (local.get $pa) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $x) (local.get $y)))
+      (v128.store offset=16 (local.get $pa) (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $x) (local.get $y)))
+      (local.set $pa (i32.add (local.get $pa) (i32.const 32)))
+      (local.set $i (i32.add (local.get $i) (i32.const 2)))
+      (br $first)))
+    (local.set $m (i32.shr_u (local.get $m) (i32.const 1)))
+    (local.set $t (i32.const 2))
+    (block $stagesDone (loop $stage
+      (br_if $stagesDone (i32.eqz (local.get $m)))
+      (local.set $tb (i32.shl (local.get $t) (i32.const 3)))
+      (local.set $i (i32.const 0))
+      (block $iDone (loop $iLoop
+        (br_if $iDone (i32.ge_u (local.get $i) (local.get $m)))
+        (local.set $S (f64x2.splat (f64.load (i32.add (local.get $tab) (i32.shl (i32.add (local.get $m) (local.get $i)) (i32.const 3))))))
+        (local.set $Sq (f64x2.splat (f64.load (i32.add (local.get $tab) (i32.shl (i32.add (local.get $n) (i32.add (local.get $m) (local.get $i))) (i32.const 3))))))
+        (local.set $pa (i32.add (local.get $a) (i32.shl (i32.mul (i32.shl (local.get $i) (i32.const 1)) (local.get $t)) (i32.const 3))))
+        (local.set $end (i32.add (local.get $pa) (local.get $tb)))
+        (block $jDone (loop $jLoop
+          (br_if $jDone (i32.ge_u (local.get $pa) (local.get $end)))
+          (local.set $U (v128.load (local.get $pa)))
+          (local.set $B (v128.load (i32.add (local.get $pa) (local.get $tb))))
+          (local.set $y (f64x2.sub (local.get $U) (local.get $B)))
+          (v128.store (local.get $pa) (call $centered (f64x2.add (local.get $U) (local.get $B)) (local.get $Q) (local.get $Qinv)))
+          (v128.store (i32.add (local.get $pa) (local.get $tb))
+            (f64x2.sub (f64x2.mul (local.get $y) (local.get $S))
+              (f64x2.mul (f64x2.nearest (f64x2.mul (local.get $y) (local.get $Sq))) (local.get $Q))))
+          (local.set $pa (i32.add (local.get $pa) (i32.const 16)))
+          (br $jLoop)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $iLoop)))
+      (local.set $m (i32.shr_u (local.get $m) (i32.const 1)))
+      (local.set $t (i32.shl (local.get $t) (i32.const 1)))
+      (br $stage)))
+    ;; Times n^-1, into [0, q).
+    (local.set $S (f64x2.splat (local.get $ninv)))
+    (local.set $Sq (f64x2.splat (f64.div (local.get $ninv) (local.get $q))))
+    (local.set $pa (local.get $a))
+    (local.set $end (i32.add (local.get $a) (i32.shl (local.get $n) (i32.const 3))))
+    (block $scaled (loop $scale
+      (br_if $scaled (i32.ge_u (local.get $pa) (local.get $end)))
+      (local.set $U (v128.load (local.get $pa)))
+      (local.set $x (f64x2.sub (f64x2.mul (local.get $U) (local.get $S))
+        (f64x2.mul (f64x2.nearest (f64x2.mul (local.get $U) (local.get $Sq))) (local.get $Q))))
+      (v128.store (local.get $pa) (f64x2.add (local.get $x) (v128.and (f64x2.lt (local.get $x) (local.get $Z)) (local.get $Q))))
+      (local.set $pa (i32.add (local.get $pa) (i32.const 16)))
+      (br $scale))))
+
+  ;; Rescaling (rescale.ts), the term of one kept prime q: out[j] = (r[j] + $neg) mod q for
+  ;; float64 r[j] in [0, 2^26) (the last prime's coefficients, already shifted by half of it) and
+  ;; $neg = q - (floor(q_L / 2) mod q); n even.
+  (func (export "rescaleTerm") (param $n i32) (param $q f64) (param $r i32) (param $neg f64) (param $out i32)
+    (local $end i32) (local $Q v128) (local $Qinv v128) (local $N v128)
+    (local.set $Q (f64x2.splat (local.get $q)))
+    (local.set $Qinv (f64x2.splat (f64.div (f64.const 1) (local.get $q))))
+    (local.set $N (f64x2.splat (local.get $neg)))
+    (local.set $end (i32.add (local.get $r) (i32.shl (local.get $n) (i32.const 3))))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $r) (local.get $end)))
+      (v128.store (local.get $out)
+        (call $fold (f64x2.add (call $modq (v128.load (local.get $r)) (local.get $Q) (local.get $Qinv)) (local.get $N)) (local.get $Q)))
+      (local.set $r (i32.add (local.get $r) (i32.const 16)))
+      (local.set $out (i32.add (local.get $out) (i32.const 16)))
+      (br $next))))
+
+  ;; Rescaling, the kept prime's new residues: dst[j] = (src[j] - t[j]) $inv mod q, src and dst u32
+  ;; residues in [0, q), t float64 in [0, q) (the term in NTT form), $inv = q_L^-1 mod q; n even.
+  ;; (src - t) + q < 2q and times $inv below 2^53: exact.
+  (func (export "rescaleApply") (param $n i32) (param $q f64) (param $src i32) (param $t i32) (param $inv f64) (param $dst i32)
+    (local $end i32) (local $Q v128) (local $Qinv v128) (local $d v128)
+    (local.set $Q (f64x2.splat (local.get $q)))
+    (local.set $Qinv (f64x2.splat (f64.div (f64.const 1) (local.get $q))))
+    (local.set $end (i32.add (local.get $src) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $src) (local.get $end)))
+      (local.set $d (call $fold (f64x2.sub (f64x2.convert_low_i32x4_u (v128.load64_zero (local.get $src))) (v128.load (local.get $t))) (local.get $Q)))
+      (v128.store64_lane 0 (local.get $dst)
+        (i32x4.trunc_sat_f64x2_u_zero (call $modq (f64x2.mul (local.get $d) (f64x2.splat (local.get $inv))) (local.get $Q) (local.get $Qinv))))
+      (local.set $src (i32.add (local.get $src) (i32.const 8)))
+      (local.set $t (i32.add (local.get $t) (i32.const 16)))
+      (local.set $dst (i32.add (local.get $dst) (i32.const 8)))
+      (br $next))))
+
   ;; High 64 bits of the 128-bit product a b, from four 32 x 32-bit products.
   (func $mulhi (param $a i64) (param $b i64) (result i64)
     (local $a0 i64) (local $a1 i64) (local $b0 i64) (local $b1 i64) (local $p01 i64) (local $p10 i64)

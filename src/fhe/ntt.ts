@@ -11,8 +11,10 @@ import { KERNEL_WASM, wasmBytes } from './kernel-wasm.ts';
 // two residues is below 2^52, exact; NegacyclicNttBig on u64 (BigInt in JavaScript) for any SEAL
 // prime up to 60 bits (the single layout's). Both get psi and their tables from the same code
 // (`findPsi`, `bitReversedPowers`, generic over the arithmetic). The forward transforms, which
-// every flooded result needs, run in WebAssembly (kernel.wat); the inverses, which only the
-// client and tests use, are JavaScript loops written once per number type. Checked against SEAL
+// every flooded result needs, run in WebAssembly (kernel.wat), and so does NegacyclicNtt's
+// inverse, which rescaling needs once per polynomial (rescale.ts: 1.8 ms as a JavaScript loop at
+// N = 16384, 0.064 ms in kernel.wat); NegacyclicNttBig's, which only the client and tests use,
+// stays a JavaScript loop. Checked against SEAL
 // in test/unit/circuit-privacy.test.ts: the inverse transform of SEAL's secret key is ternary,
 // and forward(inverse(x)) = x.
 //
@@ -137,9 +139,10 @@ const numberTables = new Map<string, NegacyclicNtt>();
 const bigTables = new Map<string, NegacyclicNttBig>();
 
 interface NttInstance {
-  /** a, then psiRev, then psiRev / q (float64). */
+  /** a, then psiRev and psiRev / q, then psiInvRev and psiInvRev / q (float64). */
   memory: Float64Array;
   run(): void;
+  runInverse(): void;
 }
 
 let kernelModule: WebAssembly.Module | undefined;
@@ -153,13 +156,17 @@ export function kernelInstance<E>(bytes: number): { exports: E; buffer: ArrayBuf
   return { exports, buffer: exports.memory.buffer };
 }
 
-/** A kernel instance of its own holding one prime's forward tables (NegacyclicNtt.forwardTables). */
-function nttInstance(tables: Float64Array, q: number): NttInstance {
-  const n = tables.length / 2;
-  const { exports, buffer } = kernelInstance<{ nttForward(n: number, q: number): void }>(24 * n);
-  const memory = new Float64Array(buffer, 0, 3 * n);
-  memory.set(tables, n);
-  return { memory, run: () => exports.nttForward(n, q) };
+/** A kernel instance of its own holding one prime's tables: forward (NegacyclicNtt.forwardTables), then inverse. */
+function nttInstance(forward: Float64Array, inverse: Float64Array, q: number, nInv: number): NttInstance {
+  const n = forward.length / 2;
+  const { exports, buffer } = kernelInstance<{
+    nttForward(n: number, q: number): void;
+    nttInverseAt(n: number, q: number, a: number, tab: number, ninv: number): void;
+  }>(40 * n);
+  const memory = new Float64Array(buffer, 0, 5 * n);
+  memory.set(forward, n);
+  memory.set(inverse, 3 * n);
+  return { memory, run: () => exports.nttForward(n, q), runInverse: () => exports.nttInverseAt(n, q, 0, 24 * n, nInv) };
 }
 
 export class NegacyclicNtt {
@@ -168,7 +175,8 @@ export class NegacyclicNtt {
   /** psi^bitrev(i) and psi^-bitrev(i). */
   private readonly psiRev: Float64Array;
   private readonly psiInvRev: Float64Array;
-  private readonly nInv: number;
+  /** n^-1 mod q. */
+  readonly nInv: number;
   private wasm: NttInstance | undefined;
 
   /** The tables of (q, N), built once per thread. */
@@ -193,42 +201,43 @@ export class NegacyclicNtt {
    * tables live in this object's own instance memory.
    */
   forward(a: Float64Array): void {
-    const w = (this.wasm ??= nttInstance(this.forwardTables(), this.q));
+    const w = this.instance();
     w.memory.set(a);
     w.run();
     a.set(w.memory.subarray(0, this.n));
   }
 
+  private instance(): NttInstance {
+    return (this.wasm ??= nttInstance(this.forwardTables(), this.inverseTables(), this.q, this.nInv));
+  }
+
   /** The forward transform's tables as kernel.wat's NTT reads them: psi^bitrev(i), then psi^bitrev(i) / q (2N float64). */
   forwardTables(): Float64Array {
-    const { psiRev, q, n } = this;
+    return this.tables(this.psiRev);
+  }
+
+  /** The inverse transform's, as kernel.wat's nttInverseAt reads them: psi^-bitrev(i), then psi^-bitrev(i) / q. */
+  inverseTables(): Float64Array {
+    return this.tables(this.psiInvRev);
+  }
+
+  private tables(powers: Float64Array): Float64Array {
+    const { q, n } = this;
     const t = new Float64Array(2 * n);
-    t.set(psiRev);
+    t.set(powers);
     t.set(
-      psiRev.map((x) => x / q),
+      powers.map((x) => x / q),
       n,
     );
     return t;
   }
 
-  /** In place; the inverse of forward. */
+  /** In place; the inverse of forward (kernel.wat: nttInverseAt, in the same instance). */
   inverse(a: Float64Array): void {
-    const { q, n, psiInvRev } = this;
-    for (let m = n >> 1, t = 1; m >= 1; m >>= 1, t <<= 1) {
-      for (let i = 0; i < m; i++) {
-        const S = psiInvRev[m + i];
-        const j1 = 2 * i * t;
-        for (let j = j1; j < j1 + t; j++) {
-          const U = a[j];
-          const V = a[j + t];
-          const x = U + V;
-          a[j] = x >= q ? x - q : x;
-          const y = U - V;
-          a[j + t] = mulmod(y < 0 ? y + q : y, S, q);
-        }
-      }
-    }
-    for (let j = 0; j < n; j++) a[j] = mulmod(a[j], this.nInv, q);
+    const w = this.instance();
+    w.memory.set(a);
+    w.runInverse();
+    a.set(w.memory.subarray(0, this.n));
   }
 }
 

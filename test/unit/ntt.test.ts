@@ -1,7 +1,8 @@
-// The float64 forward NTT of batch mode's primes (kernel.wat: nttForwardAt, lazy signed
-// reduction) against the schoolbook Cooley-Tukey loop with a reduction at every step, at the
-// largest primes below 2^26 where its exactness argument is tightest (a multiplicand of up to
-// 2q + 4 times a twiddle below q must stay below 2^53), on inputs at the ends of [0, q).
+// The float64 NTTs of batch mode's primes (kernel.wat: nttForwardAt and nttInverseAt, signed
+// reduction) against the schoolbook Cooley-Tukey and Gentleman-Sande loops with a reduction at
+// every step, at the largest primes below 2^26 where their exactness arguments are tightest (a
+// multiplicand of up to 2q + 4 times a twiddle below q must stay below 2^53), on inputs at the
+// ends of [0, q).
 import t from 'tap';
 import { mulmod, NegacyclicNtt } from '../../src/fhe/ntt.ts';
 
@@ -31,8 +32,24 @@ function reference(ntt: NegacyclicNtt, a: Float64Array): Float64Array {
   return x;
 }
 
+/** The inverse: Gentleman-Sande butterflies, then times n^-1. */
+function referenceInverse(ntt: NegacyclicNtt, a: Float64Array): Float64Array {
+  const { q, n } = ntt;
+  const psiInvRev = ntt.inverseTables().subarray(0, n);
+  const x = Float64Array.from(a);
+  for (let m = n >> 1, t = 1; m >= 1; m >>= 1, t <<= 1)
+    for (let i = 0; i < m; i++)
+      for (let j = 2 * i * t; j < 2 * i * t + t; j++) {
+        const U = x[j];
+        const V = x[j + t];
+        x[j] = (U + V) % q;
+        x[j + t] = mulmod((U - V + q) % q, psiInvRev[m + i], q);
+      }
+  return x.map((v) => mulmod(v, ntt.nInv, q));
+}
+
 for (const N of [4, 8192, 16384])
-  t.test(`forward NTT at N = ${N}: the schoolbook transform's residues, in [0, q)`, async (t) => {
+  t.test(`forward and inverse NTT at N = ${N}: the schoolbook transforms' residues, in [0, q)`, async (t) => {
     for (const q of largestPrimes(Math.max(N, 1024), 2)) {
       const ntt = NegacyclicNtt.of(q, N);
       let seed = 12345;
@@ -50,6 +67,15 @@ for (const N of [4, 8192, 16384])
         ntt.forward(got);
         const wrong = got.findIndex((x, i) => x !== want[i]);
         t.equal(wrong, -1, `q = ${q}, ${name}: every residue equal${wrong >= 0 ? ` (first difference at ${wrong}: ${got[wrong]} vs ${want[wrong]})` : ''}`);
+        const wantInverse = referenceInverse(ntt, a);
+        const inverse = Float64Array.from(a);
+        ntt.inverse(inverse);
+        const wrongInverse = inverse.findIndex((x, i) => x !== wantInverse[i]);
+        t.equal(
+          wrongInverse,
+          -1,
+          `q = ${q}, ${name}, inverse: every residue equal${wrongInverse >= 0 ? ` (first difference at ${wrongInverse}: ${inverse[wrongInverse]} vs ${wantInverse[wrongInverse]})` : ''}`,
+        );
       }
     }
   });
