@@ -4,6 +4,9 @@
 // plain loops, not SIMD. The exactness argument is kernel-limits.ts's: every product of two
 // reduced residues is below 2^53 (2 x y < 2^53 for x, y < 2^26), and the accumulators add
 // products w3 x square of at most REDUCE_EVERY rows between reductions.
+// thirdLayerLanes and residueAtScale are the same end after a rescale (rescale.ts) of the second
+// layer's values: the step toward plans with fewer primes (issue 13), checked by
+// test/unit/batch-rescale.test.ts; no plan uses it yet.
 import { REDUCE_EVERY } from './kernel-limits.ts';
 
 let squares = new Float64Array(0);
@@ -79,4 +82,66 @@ export function squareAndThirdLayer(
         output[dst + l] = x;
       }
     }
+}
+
+let chunk = new Float64Array(0);
+let noBias = new Float64Array(0);
+
+/**
+ * The end of a two-activation evaluation whose second-layer values were rescaled first
+ * (rescale.ts: divided by one or more of the last primes, so the square and the third layer run
+ * over fewer primes): lanes [lane0, lane1) of one prime of that lower level. `mid` holds the
+ * rescaled values, bias2 included, [row][poly][prime][coefficient] with three polynomials and
+ * `primes.length` primes; `bias3` the third layer's biases at the results' exact scale
+ * (residueAtScale), [prime][output]. Writes the results as squareAndThirdLayer does, over the
+ * lower level's lanes.
+ */
+export function thirdLayerLanes(
+  mid: Uint32Array,
+  rows: number,
+  w3: Float64Array,
+  bias3: Float64Array[],
+  primes: readonly number[],
+  degree: number,
+  output: Uint32Array,
+  lane0: number,
+  lane1: number,
+): void {
+  const LN = primes.length * degree;
+  const pi = Math.floor(lane0 / degree);
+  if (lane1 <= lane0 || Math.floor((lane1 - 1) / degree) !== pi) throw new RangeError('a lane chunk must lie within one prime');
+  const C = lane1 - lane0;
+  if (chunk.length < rows * 3 * C) chunk = new Float64Array(rows * 3 * C);
+  if (noBias.length < rows) noBias = new Float64Array(rows);
+  for (let k = 0; k < rows; k++)
+    for (let p = 0; p < 3; p++) {
+      const src = (k * 3 + p) * LN + lane0;
+      const dst = (k * 3 + p) * C;
+      for (let l = 0; l < C; l++) chunk[dst + l] = mid[src + l];
+    }
+  squareAndThirdLayer(chunk, noBias.subarray(0, rows), w3, bias3[pi], primes[pi], output, lane0, LN, C);
+}
+
+/**
+ * round(value 2^bits / (d_1 d_2 ...)) mod q, exactly: a bias at a scale that rescaling made a
+ * power of two over a product of primes. A float64 is m 2^e with m an integer, so the quotient
+ * is one of integers (BigInt), rounded half away from zero.
+ */
+export function residueAtScale(value: number, bits: number, divisors: readonly number[], q: number): number {
+  if (!Number.isFinite(value)) throw new RangeError(`residueAtScale: ${value} is not a finite number`);
+  let m = value;
+  let e = 0;
+  while (!Number.isInteger(m)) {
+    m *= 2;
+    e--;
+  }
+  let num = BigInt(m);
+  let den = divisors.reduce((a, d) => a * BigInt(d), 1n);
+  const shift = bits + e;
+  if (shift >= 0) num <<= BigInt(shift);
+  else den <<= BigInt(-shift);
+  const negative = num < 0n;
+  const r = ((negative ? -num : num) * 2n + den) / (2n * den);
+  const Q = BigInt(q);
+  return Number((((negative ? -r : r) % Q) + Q) % Q);
 }

@@ -112,6 +112,10 @@ export interface BatchKernel {
   index: Int32Array;
   w1: Float64Array;
   w2?: Float64Array;
+  /**
+   * Absent (or left out of a copy), evaluateLanes stops at the second layer's values, bias2
+   * added, size 3: what a rescale before the second square starts from (batch-kernel-deep.ts).
+   */
   w3?: Float64Array;
   /** [prime][row] */
   bias1: Float64Array[];
