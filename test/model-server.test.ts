@@ -125,15 +125,15 @@ t.test('a re-randomization key is parsed once and reused for the same bytes only
   const a = first();
   const b = first();
   t.not(Buffer.compare(a, b), 0, 'two queries carry two different keys');
-  const ka = server.rerandKeyFor(a)!;
-  t.equal(server.rerandKeyFor(new Uint8Array(a)), ka, 'the same bytes (another copy): the key parsed before');
-  const kb = server.rerandKeyFor(b)!;
+  const ka = server.batch.rerandKeyFor(a)!;
+  t.equal(server.batch.rerandKeyFor(new Uint8Array(a)), ka, 'the same bytes (another copy): the key parsed before');
+  const kb = server.batch.rerandKeyFor(b)!;
   t.not(kb, ka, 'other bytes: parsed anew');
   sameBytes(t, kb.residues, b.subarray(b.length - 4 * kb.residues.length), "the new key holds the new bytes' residues");
   const bad = new Uint8Array(a);
   bad.fill(0xff, bad.length - 4);
-  t.match(refusal(t, () => server.rerandKeyFor(bad)).message, /residue above its prime/, 'a damaged copy of a key parsed before is still checked');
-  sameBytes(t, server.rerandKeyFor(a)!.residues, ka.residues, 'and the good key still parses to the same residues');
+  t.match(refusal(t, () => server.batch.rerandKeyFor(bad)).message, /residue above its prime/, 'a damaged copy of a key parsed before is still checked');
+  sameBytes(t, server.batch.rerandKeyFor(a)!.residues, ka.residues, 'and the good key still parses to the same residues');
 });
 
 /** The SealedError `f` throws (fails the test when it throws none). */

@@ -12,6 +12,7 @@ import { readClientPart, readServerPart } from '../src/model/bundle.ts';
 import { classOfOutputs, classOfScores, compileOnnx, simulatedScores } from '../src/model/onnx/compile.ts';
 import { openReference } from '../src/model/onnx/reference.ts';
 import { ModelServer } from '../src/server/model-server.ts';
+import { resultPrimesOf } from '../src/fhe/batch-plan.ts';
 import { seededBytes } from '../src/fhe/seeded-batch.ts';
 import { batchModeFor, compileOnnxJob, readCalibration } from '../src/train/onnx-job.ts';
 import { predict } from '../src/client/predict.ts';
@@ -149,10 +150,15 @@ t.test(
       }
       const p = b.client.batch!;
       const [k, N] = [p.params.coeffModulusBits.length - 1, p.params.polyModulusDegree];
+      // The plan rescales the second layer's values (batch-plan.ts): its results keep fewer primes.
+      const plan = (await readServerPart(b.dir)).batch!;
+      t.ok(plan.second!.rescalePrimes, `the plan drops ${plan.second!.rescalePrimes} of its ${k} primes before the second square`);
+      t.equal(p.result_primes, resultPrimesOf(plan), 'and the client part says how many its results keep');
+      const kept = resultPrimesOf(plan);
       t.equal(
         served.stack.server.memory.budgetInUse.reserved,
-        12 * seededBytes(k, N) + 2 * (12 * 2 * N * 4) + 3 * 5 * k * N * 4,
-        "between requests only the kept buffers are reserved: one batch's 12 sections, two primes' residues and the size-5 outputs",
+        12 * seededBytes(k, N) + 2 * (12 * 2 * N * 4) + plan.second!.rows * 3 * k * N * 4 + 3 * 5 * kept * N * 4,
+        "between requests only the kept buffers are reserved: one batch's 12 sections, two primes' residues, the second layer's values and the size-5 outputs",
       );
     }
 

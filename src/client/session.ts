@@ -81,7 +81,8 @@ export class ClientSession {
       modelId,
       part,
       await CkksSession.open(part.params),
-      part.batch ? await CkksSession.open(part.batch.params, { topLevelOnly: true }) : undefined,
+      // Results of a plan that rescales come back lower in the chain, which SEAL then needs.
+      part.batch ? await CkksSession.open(part.batch.params, { topLevelOnly: part.batch.result_primes === undefined }) : undefined,
     );
   }
 
@@ -213,7 +214,7 @@ export class ClientSession {
     // The first section: the re-randomization key for circuit privacy (fresh per query, from the
     // batch secret key; a server whose model does not flood ignores it).
     const header: QueryHeader = { model_id: this.modelId, params: paramsKey(b.params), records: rows.length, layout: 'batch', rerand_key: true };
-    const rerandKey = makeBatchRerandKey(this.batchS!, b.result_size, this.batchKeyBytes!);
+    const rerandKey = makeBatchRerandKey(this.batchS!, b.result_size, this.batchKeyBytes!, b.result_primes);
     return { b, pre, batches: Math.ceil(rows.length / b.records_per_batch), inputs: pre[0].length, header, rerandKey };
   }
 

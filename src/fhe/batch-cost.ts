@@ -4,10 +4,48 @@
 import { SecretKeyHolder, generateSecretKey } from './keys.ts';
 import { BatchSession } from './batch-io.ts';
 import { measureKernelUnits } from './batch-kernel.ts';
-import { batchOpCounts, outputsOf, recordsPerBatch, resultSize, type BatchPlan } from './batch-plan.ts';
+import { dataPrimesOf, outputsOf, recordsPerBatch, resultPrimesOf, resultSize, type BatchPlan } from './batch-plan.ts';
+import { REDUCE_EVERY } from './kernel-limits.ts';
 import { measureUnitCosts, predictTime } from './cost.ts';
 import { inputCiphertexts, type Program } from './program.ts';
 import { CkksSession } from './ckks.ts';
+
+/**
+ * Operation counts for one batch, in units of one residue lane (one coefficient modulo one
+ * prime): `macFirst`/`macSecond` multiply-adds of the two affine layers, `square` (reduce a
+ * hidden value's two residues, then three modular products), `reduce` other modular
+ * reductions. `decode`/`encode`: ciphertexts SEAL loads (queries) and saves (results). A
+ * rescale (~2 ms per polynomial and prime dropped at ring 16384: rescale.ts) is not counted.
+ */
+export function batchOpCounts(p: BatchPlan): {
+  macFirst: number;
+  macSecond: number;
+  square: number;
+  reduce: number;
+  decode: number;
+  encode: number;
+  lanes: number;
+} {
+  const lanes = dataPrimesOf(p) * p.params.polyModulusDegree;
+  // After a rescale the second square and the third layer run over the primes it leaves.
+  const late = resultPrimesOf(p) / dataPrimesOf(p);
+  // The third layer's products are the second's kind (weight x reduced square), five polynomials.
+  const macSecond = (p.second ? p.second.weight.length * 3 : 0) + (p.third ? p.third.weight.length * 5 * late : 0);
+  const mid = p.second?.rows ?? 0;
+  const reduce =
+    (p.square ? mid * 3 * (1 + Math.floor(p.first.rows / REDUCE_EVERY)) : p.first.rows * 2) +
+    (p.third ? p.third.rows * 5 * (1 + Math.floor(mid / REDUCE_EVERY)) * late : 0);
+  return {
+    macFirst: p.first.index.length * 2 * lanes,
+    macSecond: macSecond * lanes,
+    // A size-3 square (six products, five reductions) counts as two size-2 ones (three, three).
+    square: ((p.square ? p.first.rows : 0) + (p.third ? 2 * mid * late : 0)) * lanes,
+    reduce: reduce * lanes,
+    decode: p.inputs,
+    encode: outputsOf(p),
+    lanes,
+  };
+}
 
 export interface BatchUnitCosts {
   /** ns per lane */
@@ -37,12 +75,13 @@ export async function measureBatchUnitCosts(plan: BatchPlan, repeat = 16): Promi
   const encrypt_ms = time(() => (ct = holder.encryptPacked(v, plan.inputScaleBits)));
   const lanes = new Uint32Array(2 * bs.lanes);
   const load_ms = time(() => bs.decodeInto(ct, lanes, 0));
-  // A result of the plan's size (residues of the fresh ciphertext, padded): SEAL's cost does not depend on the values.
+  // A result of the plan's size and primes (residues of the fresh ciphertext, padded): SEAL's
+  // cost does not depend on the values.
   const size = resultSize(plan);
-  const res = new Uint32Array(size * bs.lanes);
-  res.set(lanes);
+  const res = new Uint32Array(size * bs.resultLanes);
+  for (let poly = 0; poly < 2; poly++) res.set(lanes.subarray(poly * bs.lanes, poly * bs.lanes + bs.resultLanes), poly * bs.resultLanes);
   let saved: Uint8Array = new Uint8Array();
-  const save_ms = time(() => (saved = bs.encodeResult(res, 0, size, plan.outputScaleBits)));
+  const save_ms = time(() => (saved = bs.encodeResult(res, 0, size)));
   const decrypt_ms = time(() => holder.decrypt(saved));
   holder.close();
   bs.close();

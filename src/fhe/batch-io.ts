@@ -5,7 +5,7 @@
 import { SealedError } from '../errors.ts';
 import { CkksSession } from './ckks.ts';
 import { loadCiphertext, loadQueryCiphertext } from './load.ts';
-import { dataPrimesOf, PRIME_BITS, type BatchPlan } from './batch-plan.ts';
+import { dataPrimesOf, outputScale, PRIME_BITS, resultPrimesOf, type BatchPlan } from './batch-plan.ts';
 import { primes } from './params.ts';
 import { buildRaw, copyResidues } from './raw-ciphertext.ts';
 import { NATIVE_ZSTD, zstdFromRaw } from './seal-zstd.ts';
@@ -17,8 +17,11 @@ export class BatchSession {
   readonly plan: BatchPlan;
   /** The data primes, first to last. */
   readonly primes: number[];
-  private readonly parmsId: Uint8Array;
+  /** Those the results keep: all, or all but the last few after a rescale (batch-plan.ts). */
+  readonly resultPrimes: number[];
   private readonly level: SeededLevel;
+  /** SEAL's name for the results' level: the top data level, or the one the rescale leaves. */
+  private readonly resultParmsId: Uint8Array;
 
   private constructor(session: CkksSession, plan: BatchPlan) {
     this.session = session;
@@ -26,17 +29,25 @@ export class BatchSession {
     const all = primes(session.seal, session.context);
     this.primes = all.slice(0, dataPrimesOf(plan)).map(Number);
     if (this.primes.some((q) => q >= 2 ** PRIME_BITS)) throw new SealedError('bad-bundle', `batch mode needs primes below 2^${PRIME_BITS}`);
-    this.parmsId = session.shape.data[0].parmsId;
-    this.level = { parmsId: this.parmsId, primes: this.primes, degree: plan.params.polyModulusDegree };
+    this.resultPrimes = this.primes.slice(0, resultPrimesOf(plan));
+    const drop = this.primes.length - this.resultPrimes.length;
+    this.level = { parmsId: session.shape.data[0].parmsId, primes: this.primes, degree: plan.params.polyModulusDegree };
+    this.resultParmsId = session.shape.data[drop].parmsId;
   }
 
+  /** A plan that rescales needs SEAL's chain down to its results' level (~0.4 s more at ring 16384). */
   static async open(plan: BatchPlan): Promise<BatchSession> {
-    return new BatchSession(await CkksSession.open(plan.params, { topLevelOnly: true }), plan);
+    return new BatchSession(await CkksSession.open(plan.params, { topLevelOnly: !plan.second?.rescalePrimes }), plan);
   }
 
   /** Residues per polynomial (primes x degree). */
   get lanes(): number {
     return this.primes.length * this.plan.params.polyModulusDegree;
+  }
+
+  /** Residues per polynomial of a result (its primes x degree). */
+  get resultLanes(): number {
+    return this.resultPrimes.length * this.plan.params.polyModulusDegree;
   }
 
   /**
@@ -68,18 +79,20 @@ export class BatchSession {
   }
 
   /**
-   * A result ciphertext of `size` polynomials from residues at `offset`, in SEAL's zstd form:
+   * A result ciphertext of `size` polynomials from residues at `offset` (over resultPrimes), at
+   * the plan's exact output scale (or 2^scaleBits), in SEAL's zstd form:
    * compressed by Node (seal-zstd.ts) once every residue is checked below its prime, as SEAL's
    * load would check it; elsewhere loaded into SEAL and saved by it.
    */
-  encodeResult(residues: Uint32Array, offset: number, size: number, scaleBits: number): Uint8Array {
+  encodeResult(residues: Uint32Array, offset: number, size: number, scaleBits?: number): Uint8Array {
+    const scale = scaleBits === undefined ? outputScale(this.plan) : 2 ** scaleBits;
     const { seal } = this.session;
     const N = this.plan.params.polyModulusDegree;
     // Reused: compressed here, or copied into SEAL by its load, before the next result is built.
-    const raw = buildRaw({ parmsId: this.parmsId, degree: N, primes: this.primes.length, scale: 2 ** scaleBits }, size, residues, offset, true);
+    const raw = buildRaw({ parmsId: this.resultParmsId, degree: N, primes: this.resultPrimes.length, scale }, size, residues, offset, true);
     if (NATIVE_ZSTD) {
       for (let poly = 0, at = offset; poly < size; poly++)
-        for (const q of this.primes)
+        for (const q of this.resultPrimes)
           for (const end = at + N; at < end; at++)
             if (residues[at] >= q) throw new SealedError('internal', `a batch result holds a residue above its prime (polynomial ${poly})`);
       return zstdFromRaw(raw)!;

@@ -91,13 +91,15 @@ let noBias = new Float64Array(0);
  * The end of a two-activation evaluation whose second-layer values were rescaled first
  * (rescale.ts: divided by one or more of the last primes, so the square and the third layer run
  * over fewer primes): lanes [lane0, lane1) of one prime of that lower level. `mid` holds the
- * rescaled values, bias2 included, [row][poly][prime][coefficient] with three polynomials and
- * `primes.length` primes; `bias3` the third layer's biases at the results' exact scale
- * (residueAtScale), [prime][output]. Writes the results as squareAndThirdLayer does, over the
- * lower level's lanes.
+ * rescaled values, bias2 included: row k's three polynomials, [poly][prime][coefficient] over
+ * `primes.length` primes, from k * rowStride (the rescale leaves each row at the front of its
+ * place: rowStride is 3 x the lanes before it); `bias3` the third layer's biases at the results'
+ * exact scale (residueAtScale), [prime][output]. Writes the results as squareAndThirdLayer does,
+ * over the lower level's lanes.
  */
 export function thirdLayerLanes(
   mid: Uint32Array,
+  rowStride: number,
   rows: number,
   w3: Float64Array,
   bias3: Float64Array[],
@@ -115,7 +117,7 @@ export function thirdLayerLanes(
   if (noBias.length < rows) noBias = new Float64Array(rows);
   for (let k = 0; k < rows; k++)
     for (let p = 0; p < 3; p++) {
-      const src = (k * 3 + p) * LN + lane0;
+      const src = k * rowStride + p * LN + lane0;
       const dst = (k * 3 + p) * C;
       for (let l = 0; l < C; l++) chunk[dst + l] = mid[src + l];
     }

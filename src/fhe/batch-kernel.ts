@@ -7,8 +7,8 @@
 /* eslint-disable max-lines -- Over 300 lines on purpose: measureKernelUnits (the cost model's
    probe) times the kernel's own private loops, so it lives with them rather than widening their
    interface. */
-import { squareAndThirdLayer } from './batch-kernel-deep.ts';
-import { outputsOf, resultSize, scaleBitsOf, type BatchPlan } from './batch-plan.ts';
+import { residueAtScale, squareAndThirdLayer } from './batch-kernel-deep.ts';
+import { droppedPrimes, outputsOf, resultSize, scaleBitsOf, type BatchPlan } from './batch-plan.ts';
 import { REDUCE_EVERY } from './kernel-limits.ts';
 import { KERNEL_RELAXED_WASM, KERNEL_WASM, wasmBytes } from './kernel-wasm.ts';
 
@@ -117,7 +117,7 @@ export interface BatchKernel {
    * added, size 3: what a rescale before the second square starts from (batch-kernel-deep.ts).
    */
   w3?: Float64Array;
-  /** [prime][row] */
+  /** [prime][row]; bias3 over the primes a rescale leaves (all without one). */
   bias1: Float64Array[];
   bias2: Float64Array[];
   bias3: Float64Array[];
@@ -163,6 +163,13 @@ export function residue(value: number, bits: number, q: number): number {
 
 export function prepareKernel(plan: BatchPlan, primes: number[]): BatchKernel {
   const { first, mid, out } = scaleBitsOf(plan);
+  // After a rescale (batch-plan.ts) the third layer runs over the primes left, its biases at
+  // 2^(2 mid + w3) over the dropped primes squared: bias3 has one entry per prime left.
+  const dropped = droppedPrimes(plan);
+  const bias3 = (q: number) =>
+    dropped.length
+      ? Float64Array.from(plan.third!.bias, (b) => residueAtScale(b, 2 * mid + plan.third!.weightScaleBits, [...dropped, ...dropped], q))
+      : Float64Array.from(plan.third?.bias ?? [], (b) => residue(b, out, q));
   return {
     plan,
     primes,
@@ -174,7 +181,7 @@ export function prepareKernel(plan: BatchPlan, primes: number[]): BatchKernel {
     w3: plan.third ? Float64Array.from(plan.third.weight) : undefined,
     bias1: primes.map((q) => Float64Array.from(plan.first.bias, (b) => residue(b, first, q))),
     bias2: primes.map((q) => Float64Array.from(plan.second?.bias ?? [], (b) => residue(b, mid, q))),
-    bias3: primes.map((q) => Float64Array.from(plan.third?.bias ?? [], (b) => residue(b, out, q))),
+    bias3: primes.slice(0, primes.length - dropped.length).map(bias3),
     groups: groupRows(Int32Array.from(plan.first.start), Int32Array.from(plan.first.index)),
   };
 }
@@ -242,7 +249,11 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
   if (!plan.square) return;
   reduceAll(acc, q, qinv);
   const b2 = k.bias2[pi];
-  if (k.w3) return squareAndThirdLayer(acc, b2, k.w3, k.bias3[pi], q, output, lane0, LN, C);
+  if (k.w3) {
+    // A rescaled plan's square and third layer run after the rescale, over fewer primes (thirdLayerLanes).
+    if (plan.second?.rescalePrimes) throw new Error('a rescaled batch plan: evaluateLanes stops at the second layer (kernel without w3)');
+    return squareAndThirdLayer(acc, b2, k.w3, k.bias3[pi], q, output, lane0, LN, C);
+  }
   for (let o = 0; o < outs; o++) {
     for (let p = 0; p < 3; p++) {
       const src = (o * 3 + p) * C;

@@ -18,8 +18,8 @@
 // The scale grows instead of being rescaled, so the modulus is chosen to hold the final scale
 // times the largest output: for two squares that takes ring 16384.
 import { SealedError, isSealedError } from '../errors.ts';
-import { MAX_INT_WEIGHT, MAX_KERNEL_INDEX, MAX_TAPS, PRIME_BITS, REDUCE_EVERY } from './kernel-limits.ts';
-import { checkParams, type CkksParams } from './params.ts';
+import { MAX_INT_WEIGHT, MAX_KERNEL_INDEX, MAX_TAPS, PRIME_BITS } from './kernel-limits.ts';
+import { checkParams, sealPrimes, type CkksParams } from './params.ts';
 import type { Privacy } from './privacy.ts';
 
 // batch-io.ts reads the prime size from here.
@@ -32,8 +32,13 @@ export interface BatchPlan {
   /** First affine layer as sparse rows: row j uses taps start[j] .. start[j+1]-1. */
   first: { rows: number; start: number[]; index: number[]; weight: number[]; weightScaleBits: number; bias: number[] };
   square: boolean;
-  /** Dense outputs x rows(first), row-major; only with `square`. */
-  second?: { rows: number; weight: number[]; weightScaleBits: number; bias: number[] };
+  /**
+   * Dense outputs x rows(first), row-major; only with `square`. `rescalePrimes` (plans with a
+   * third layer): its values, bias included, are divided by that many of the last data primes
+   * (rescale.ts) before the second square, which with the third layer then runs over the primes
+   * left, at a scale smaller by their product (scaleBitsOf).
+   */
+  second?: { rows: number; weight: number[]; weightScaleBits: number; bias: number[]; rescalePrimes?: number };
   /**
    * Two activations: the second layer's outputs are squared (size 3 -> 5) and feed this dense
    * layer, outputs x second.rows, row-major. Absent in plans with one square or none.
@@ -63,48 +68,38 @@ export const dataPrimesOf = (p: BatchPlan) => p.params.coeffModulusBits.length -
 export const recordsPerBatch = (p: BatchPlan) => p.params.polyModulusDegree / 2;
 
 /** log2 of each stage's scale: `mid` (second layer) and `square2` equal `out` without a third layer. */
-export function scaleBitsOf(p: BatchPlan): { first: number; square: number; mid: number; square2: number; out: number } {
+export function scaleBitsOf(p: BatchPlan): { first: number; square: number; mid: number; rescaled: number; square2: number; out: number } {
   const first = p.inputScaleBits + p.first.weightScaleBits;
   const square = p.square ? 2 * first : first;
   const mid = p.second ? square + p.second.weightScaleBits : square;
-  const square2 = p.third ? 2 * mid : mid;
+  // After a rescale, log2 of 2^mid over the dropped primes: not an integer.
+  const rescaled = p.third ? mid - Math.log2(rescaleDivisor(p)) : mid;
+  const square2 = p.third ? 2 * rescaled : mid;
   const out = p.third ? square2 + p.third.weightScaleBits : mid;
-  return { first, square, mid, square2, out };
+  return { first, square, mid, rescaled, square2, out };
 }
 
-/**
- * Operation counts for one batch, in units of one residue lane (one coefficient modulo one
- * prime): `macFirst`/`macSecond` multiply-adds of the two affine layers, `square` (reduce a
- * hidden value's two residues, then three modular products), `reduce` other modular
- * reductions. `decode`/`encode`: ciphertexts SEAL loads (queries) and saves (results).
- */
-export function batchOpCounts(p: BatchPlan): {
-  macFirst: number;
-  macSecond: number;
-  square: number;
-  reduce: number;
-  decode: number;
-  encode: number;
-  lanes: number;
-} {
-  const lanes = dataPrimesOf(p) * p.params.polyModulusDegree;
-  // The third layer's products are the second's kind (weight x reduced square), five polynomials.
-  const macSecond = (p.second ? p.second.weight.length * 3 : 0) + (p.third ? p.third.weight.length * 5 : 0);
-  const mid = p.second?.rows ?? 0;
-  const reduce =
-    (p.square ? mid * 3 * (1 + Math.floor(p.first.rows / REDUCE_EVERY)) : p.first.rows * 2) +
-    (p.third ? p.third.rows * 5 * (1 + Math.floor(mid / REDUCE_EVERY)) : 0);
-  return {
-    macFirst: p.first.index.length * 2 * lanes,
-    macSecond: macSecond * lanes,
-    // A size-3 square (six products, five reductions) counts as two size-2 ones (three, three).
-    square: ((p.square ? p.first.rows : 0) + (p.third ? 2 * mid : 0)) * lanes,
-    reduce: reduce * lanes,
-    decode: p.inputs,
-    encode: outputsOf(p),
-    lanes,
-  };
+/** The data primes a rescale drops (the last second.rescalePrimes of them; SEAL's values: sealPrimes), in the order they go. */
+export function droppedPrimes(p: BatchPlan): number[] {
+  const k = p.second?.rescalePrimes ?? 0;
+  if (k === 0) return [];
+  const data = sealPrimes(p.params.polyModulusDegree, p.params.coeffModulusBits).slice(0, -1);
+  return data.slice(data.length - k).reverse();
 }
+
+/** Their product (1 without a rescale). */
+export const rescaleDivisor = (p: BatchPlan) => droppedPrimes(p).reduce((a, q) => a * q, 1);
+
+/** The results' scale, exactly: 2^out, or 2^(2 mid + w3) over the dropped primes squared. */
+export function outputScale(p: BatchPlan): number {
+  const { mid, out } = scaleBitsOf(p);
+  if (!p.second?.rescalePrimes || !p.third) return 2 ** out;
+  const D = rescaleDivisor(p);
+  return 2 ** (2 * mid + p.third.weightScaleBits) / D / D;
+}
+
+/** Data primes the results have: all of them, less those a rescale drops. */
+export const resultPrimesOf = (p: BatchPlan) => dataPrimesOf(p) - (p.second?.rescalePrimes ?? 0);
 
 const PLAN_HINT = 'use the bundle `sealed train` wrote (copy it again), or retrain: a batch plan outside the kernel limits would give wrong results';
 
@@ -233,6 +228,13 @@ export function validateBatchPlan(raw: unknown, where = 'the batch plan'): Batch
     if (p.second === undefined) throw bad('third', 'is present without a second layer to square');
     outs = dense(p.third, 'third', outs, 'second');
   }
+  let keptBits = dataBits;
+  const rescale = (p.second as Record<string, unknown> | undefined)?.rescalePrimes;
+  if (rescale !== undefined) {
+    if (p.third === undefined) throw bad('second.rescalePrimes', 'is set, but only a plan with a third layer rescales');
+    const k = int(rescale, 'second.rescalePrimes', 1, (bits as number[]).length - 2);
+    keptBits = (bits as number[]).slice(0, -1 - k).reduce((a, b) => a + b, 0);
+  }
   // Every scale field is now an integer: the scales the layers give, as the client expects them.
   const plan = raw as BatchPlan;
   const scales = scaleBitsOf(plan);
@@ -240,10 +242,18 @@ export function validateBatchPlan(raw: unknown, where = 'the batch plan'): Batch
   if (scales.first < 0 || scales.square >= dataBits)
     throw bad('first.weightScaleBits', `gives hidden values at scale 2^${scales.first}${plan.square ? ` and squares at 2^${scales.square}` : ''}, ${range}`);
   // With a third layer the second's values are squared again; without one they are the results (below).
-  if (plan.third && (scales.mid < 0 || scales.square2 >= dataBits))
-    throw bad('second.weightScaleBits', `gives values at scale 2^${scales.mid} and squares at 2^${scales.square2}, ${range}`);
-  if (scales.out < 0 || scales.out >= dataBits)
-    throw bad(plan.third ? 'third.weightScaleBits' : 'second.weightScaleBits', `gives results at scale 2^${scales.out}, ${range}`);
+  // After a rescale the square and the third layer have only the primes left (keptBits).
+  const kept = `outside [2^0, 2^${keptBits}) (the data primes left after the rescale hold ${keptBits} bits)`;
+  if (plan.third && (scales.mid < 0 || scales.mid >= dataBits || scales.rescaled < 0 || scales.square2 >= keptBits))
+    throw bad(
+      'second.weightScaleBits',
+      `gives values at scale 2^${scales.mid} and squares at 2^${scales.square2.toFixed(2)}, ${keptBits === dataBits ? range : kept}`,
+    );
+  if (scales.out < 0 || scales.out >= keptBits)
+    throw bad(
+      plan.third ? 'third.weightScaleBits' : 'second.weightScaleBits',
+      `gives results at scale 2^${scales.out}, ${keptBits === dataBits ? range : kept}`,
+    );
   biases(array(f.bias, 'first.bias', rows, 'first.rows'), 'first.bias', scales.first);
   if (plan.second) biases(array(plan.second.bias, 'second.bias', plan.second.rows, 'second.rows'), 'second.bias', scales.mid);
   if (plan.third) biases(array(plan.third.bias, 'third.bias', outs, 'third.rows'), 'third.bias', scales.out);

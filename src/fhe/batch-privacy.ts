@@ -21,8 +21,10 @@ import { guard, release } from './seal.ts';
 /**
  * Client side: the re-randomization key for batch results of `size` polynomials (the client
  * part's result_size), from the batch secret key (SEAL bytes) of session `s`. Sent with the query.
+ * `resultPrimes`: the data primes the results keep (fewer than the query's after a rescale:
+ * batch-plan.ts resultPrimesOf); all of them by default.
  */
-export function makeBatchRerandKey(s: CkksSession, size: number, secretKey: Uint8Array): Uint8Array {
+export function makeBatchRerandKey(s: CkksSession, size: number, secretKey: Uint8Array, resultPrimes?: number): Uint8Array {
   if (size !== 2 && size !== 3 && size !== 5) throw new SealedError('bad-bundle', `batch results of ${size} polynomials: expected 2, 3 or 5`);
   const sk = new s.seal.SecretKey();
   try {
@@ -33,7 +35,9 @@ export function makeBatchRerandKey(s: CkksSession, size: number, secretKey: Uint
     const raw = sk.saveToArray(s.seal.ComprModeType.none) as Uint8Array;
     const residues = secretKeyResidues(raw, degree, all.length, k);
     raw.fill(0);
-    const key = makeRerandKey(residues, all.slice(0, k), degree, size);
+    if (resultPrimes !== undefined && (!Number.isInteger(resultPrimes) || resultPrimes < 1 || resultPrimes > k))
+      throw new SealedError('bad-bundle', `batch results at ${resultPrimes} data primes: expected 1 to ${k}`);
+    const key = makeRerandKey(residues, all.slice(0, resultPrimes ?? k), degree, size);
     residues.fill(0);
     return saveRerandKey(key);
   } finally {

@@ -46,6 +46,41 @@ export function checkParams(p: CkksParams): void {
     throw bad(`coefficient modulus of ${totalBits(p)} bits exceeds ${max} bits, the 128-bit security bound for ring degree ${p.polyModulusDegree}`);
 }
 
+/**
+ * The primes SEAL's CoeffModulus::Create picks for `bits` at ring degree `degree`, in its order,
+ * for primes of at most 32 bits (batch mode's): for each size, the primes = 1 mod 2N below 2^bits,
+ * largest first, handed out from the smallest of those needed (so a size's last prime is its
+ * largest). The compiler needs their values before any context exists: a rescale divides the
+ * scale by the primes it drops. test/unit/batch-rescale.test.ts compares them with SEAL's.
+ */
+export function sealPrimes(degree: number, bits: readonly number[]): number[] {
+  const key = `${degree}:${bits.join(',')}`;
+  let primes = primeLists.get(key);
+  if (!primes) primeLists.set(key, (primes = findSealPrimes(degree, bits)));
+  return [...primes];
+}
+
+/** sealPrimes' results: the compiler asks for the same lists many times over. */
+const primeLists = new Map<string, number[]>();
+
+function findSealPrimes(degree: number, bits: readonly number[]): number[] {
+  const isPrime = (n: number) => {
+    if (n % 2 === 0) return n === 2;
+    for (let d = 3; d * d <= n; d += 2) if (n % d === 0) return false;
+    return true;
+  };
+  const found = new Map<number, number[]>();
+  for (const b of new Set(bits)) {
+    if (!Number.isInteger(b) || b < 2 || b > 32) throw new SealedError('internal', `sealPrimes: ${b}-bit primes are outside 2..32 bits`);
+    const count = bits.filter((x) => x === b).length;
+    const list: number[] = [];
+    for (let v = 2 ** b - 2 * degree + 1; list.length < count && v > 2 ** (b - 1); v -= 2 * degree) if (isPrime(v)) list.push(v);
+    if (list.length < count) throw new SealedError('insecure-parameters', `there are not ${count} primes of ${b} bits = 1 mod ${2 * degree}`);
+    found.set(b, list);
+  }
+  return bits.map((b) => found.get(b)!.pop()!);
+}
+
 export function paramsKey(p: CkksParams): string {
   return `ckks-${p.polyModulusDegree}-${p.coeffModulusBits.join('.')}-128`;
 }

@@ -123,3 +123,31 @@ export class LastPrimeRescale {
     for (let p = 0; p < size; p++) this.polynomial(src.subarray(p * (L + 1) * n), dst.subarray(p * L * n));
   }
 }
+
+/**
+ * Rescales of batch mode's second-layer values by their last `drop` primes, one prime at a time
+ * as SEAL does (each LastPrimeRescale's instance kept: its tables take ~10 ms per prime to load).
+ */
+export class BatchRescale {
+  private readonly steps: LastPrimeRescale[];
+  readonly degree: number;
+
+  /** `primes`: all the data primes, first to last; the last `drop` go. */
+  constructor(primes: readonly number[], degree: number, drop: number) {
+    if (!Number.isInteger(drop) || drop < 1 || drop >= primes.length) throw new SealedError('internal', `a rescale by ${drop} of ${primes.length} primes`);
+    this.degree = degree;
+    this.steps = Array.from({ length: drop }, (_, i) => new LastPrimeRescale(primes.slice(0, primes.length - i), degree));
+  }
+
+  /**
+   * Rows `first` .. `first + count - 1` of `values` ([row][poly][prime][coefficient], `size`
+   * polynomials over every prime), in place: each row's result is at the front of its place.
+   */
+  rows(values: Uint32Array, size: number, first: number, count: number): void {
+    const stride = size * this.steps[0].primes.length * this.degree;
+    for (let r = first; r < first + count; r++) {
+      const row = values.subarray(r * stride, (r + 1) * stride);
+      for (const step of this.steps) step.ciphertext(row, row, size);
+    }
+  }
+}

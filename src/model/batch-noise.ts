@@ -1,7 +1,7 @@
 // Bounds on the honest noise of batch results, for the flood (src/fhe/privacy.ts): what circuit
 // privacy must hide. compile-batch.ts raises the input scale until the flood sized from these
 // bounds costs the outputs no more than FLOOD_PRECISION_BITS.
-import type { BatchPlan } from '../fhe/batch-plan.ts';
+import { rescaleDivisor, type BatchPlan } from '../fhe/batch-plan.ts';
 import { SEAL_NOISE_SIGMA } from '../fhe/privacy.ts';
 
 /**
@@ -33,6 +33,21 @@ import { SEAL_NOISE_SIGMA } from '../fhe/privacy.ts';
  *    sum_k |w3_k| (2 Delta_mid P2_k Q_k + |u_k|_can U_k), Q_k the quadratic part of U_k.
  */
 export function batchNoiseL2Bounds(plan: BatchPlan, inputRange: Float64Array, midCap = Infinity): number[] {
+  const mid = secondLayerNoise(plan, inputRange, midCap);
+  return Array.isArray(mid) ? mid : thirdLayerNoise(plan, mid);
+}
+
+/** The second layer's rows as the third layer sees them (see batchNoiseL2Bounds). */
+export interface MidNoise {
+  rows: { c: Float64Array; U: number; Ucan: number; quadratic: number; P2: number }[];
+}
+
+/**
+ * The bounds of plans without a third layer, or the second layer's rows for thirdLayerNoise.
+ * They do not depend on the third layer or on a rescale: the compiler computes them once per
+ * input scale and tries several rescales (compile-batch.ts).
+ */
+export function secondLayerNoise(plan: BatchPlan, inputRange: Float64Array, midCap = Infinity): number[] | MidNoise {
   const N = plan.params.polyModulusDegree;
   const gauss = Math.sqrt(N) * SEAL_NOISE_SIGMA; // root mean square of |e|_2
   const f = plan.first;
@@ -72,20 +87,60 @@ export function batchNoiseL2Bounds(plan: BatchPlan, inputRange: Float64Array, mi
     return { c, U: 2 * gauss * cl2 + quadratic, Ucan: 6 * gauss * cl2 + quadraticCan, quadratic, P2: Math.min(P2, midCap) };
   });
   if (!plan.third) return mid.map((m) => Math.max(1, m.U));
-  const third = plan.third;
+  return { rows: mid };
+}
+
+/**
+ * The rounding a rescale adds to a size-3 ciphertext's phase (rescale.ts): nu = rho_0 + rho_1 s +
+ * rho_2 s^2, the rho_i the coefficients' rounding errors, in [-1/2, 1/2]. |rho|_2 <= sqrt(N)/2
+ * always; in the slots rho and s (ternary) are sums of N bounded independent terms, so by
+ * Hoeffding each part (real, imaginary) stays within 6 deviations of its sub-Gaussian bound,
+ * sqrt(N)/2 and sqrt(N), but with probability 2 e^-18: |rho|_can <= 3 sqrt(2N), |s|_can <=
+ * 6 sqrt(2N) (the same six deviations as the fresh noise's bounds above). Dropping k primes one
+ * after another adds k roundings, each earlier one divided by the later primes (2^-25 or less):
+ * counted as 1 + 2^-20 times one.
+ */
+export function rescaleRounding(N: number): { l2: number; can: number } {
+  const S = 6 * Math.sqrt(2 * N);
+  const powers = 1 + S + S * S;
+  const extra = 1 + 2 ** -20;
+  return { l2: (Math.sqrt(N) / 2) * powers * extra, can: 3 * Math.sqrt(2 * N) * powers * extra };
+}
+
+/**
+ * The third layer's bounds from the second layer's rows (secondLayerNoise), after the rescale the
+ * plan states (divisor D = 1 without one). With one, the second layer's values g_k = M_k + u_k
+ * become M_k / D + u'_k with u'_k = u_k / D + nu_k (rescaleRounding), and
+ * sum_k w3_k (g'_k^2 - (M_k / D)^2) = sum_k w3_k (2 M_k u_k / D^2 + 2 (M_k / D) nu_k + u'_k^2):
+ * the first term is the unrescaled bound's linear and quadratic parts over D^2, the others by
+ * the triangle inequality, |M_k / D|_can <= Delta_mid P2_k / D, |u'_k|_can <= Ucan_k / D + nu_can.
+ */
+export function thirdLayerNoise(plan: BatchPlan, mid: MidNoise, D = rescaleDivisor(plan)): number[] {
+  const N = plan.params.polyModulusDegree;
+  const gauss = Math.sqrt(N) * SEAL_NOISE_SIGMA;
+  const norm = (v: Float64Array) => Math.sqrt(v.reduce((a, x) => a + x * x, 0));
+  const f = plan.first;
+  const sec = plan.second!;
+  const third = plan.third!;
   const deltaMid = 2 ** (2 * (plan.inputScaleBits + f.weightScaleBits) + sec.weightScaleBits);
+  const nu = D === 1 ? { l2: 0, can: 0 } : rescaleRounding(N);
   const d = new Float64Array(plan.inputs);
   return Array.from({ length: third.rows }, (_, o) => {
     d.fill(0);
     let rest = 0;
+    let rounded = 0;
     for (let k = 0; k < sec.rows; k++) {
       const w3 = Math.abs(third.weight[o * sec.rows + k]);
       if (w3 === 0) continue;
-      const m = mid[k];
+      const m = mid.rows[k];
       const scale = w3 * 2 * deltaMid * m.P2;
       for (let t = 0; t < plan.inputs; t++) d[t] += scale * m.c[t];
-      rest += w3 * (2 * deltaMid * m.P2 * m.quadratic + m.Ucan * m.U);
+      if (D === 1) rest += w3 * (2 * deltaMid * m.P2 * m.quadratic + m.Ucan * m.U);
+      else {
+        rest += w3 * 2 * deltaMid * m.P2 * m.quadratic;
+        rounded += w3 * (2 * (deltaMid / D) * m.P2 * nu.l2 + (m.Ucan / D + nu.can) * (m.U / D + nu.l2));
+      }
     }
-    return Math.max(1, 2 * gauss * norm(d) + rest);
+    return Math.max(1, (2 * gauss * norm(d) + rest) / (D * D) + rounded);
   });
 }

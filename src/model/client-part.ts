@@ -44,6 +44,12 @@ export interface BatchClientPart {
   /** Result ciphertexts per batch (one per output) and their polynomials (3 or 5 after one or two squares: not relinearized). */
   outputs: number;
   result_size: number;
+  /**
+   * Data primes the results keep when the plan rescales (batch-plan.ts, second.rescalePrimes):
+   * they come back at that level of the chain. Absent: all of them.
+   */
+  result_primes?: number;
+  /** log2 of the results' scale (not an integer after a rescale; results carry it exactly). */
   output_scale_bits: number;
   crossover: number;
   /**

@@ -2,15 +2,19 @@
 // then a square (a quadratic activation folded as in the single layout), then dense, and
 // optionally a second square and dense layer; or one dense layer alone (linear models).
 // Weights become integers at a per-layer scale, and the modulus is sized from the largest values
-// the training samples reach.
-import { SealedError } from '../errors.ts';
-import { BATCH_DEGREE, BATCH_DEGREE_DEEP, scaleBitsOf, validateBatchPlan, type BatchPlan } from '../fhe/batch-plan.ts';
-import { MAX_INT_WEIGHT, MAX_TAPS, PRIME_BITS } from '../fhe/kernel-limits.ts';
+// the training samples reach. With two activations and the flood, the second layer's values may
+// be rescaled (divided by some of the last primes) before their square: the compiler keeps the
+// plan with the fewest primes (model (b): 12 instead of 16).
+import { BATCH_DEGREE, BATCH_DEGREE_DEEP, dataPrimesOf, scaleBitsOf, validateBatchPlan, type BatchPlan } from '../fhe/batch-plan.ts';
+import { MAX_INT_WEIGHT, PRIME_BITS } from '../fhe/kernel-limits.ts';
 import { MAX_BITS_128 } from '../fhe/params.ts';
 import { FLOOD_SECURITY_BITS, floodExtraBits, floodSigma, type Privacy } from '../fhe/privacy.ts';
-import { batchNoiseL2Bounds } from './batch-noise.ts';
-import { convOutputShape, parityCol, parityRow, perFeature, type Network } from './network.ts';
+import { batchNoiseL2Bounds, secondLayerNoise, thirdLayerNoise, type MidNoise } from './batch-noise.ts';
+import { batchShape, batchUnsupported, type Shape } from './batch-shape.ts';
+import type { Network } from './network.ts';
 import { simulateBatchTrace } from './simulate-batch.ts';
+
+export { batchUnsupported };
 
 /** Fresh-encryption noise is about 2^10 in the slots: 2^26 leaves inputs ~2^-16 accurate. */
 const INPUT_SCALE_BITS = 26;
@@ -20,14 +24,6 @@ const BITS_PER_PRIME = 25.9;
 const HEADROOM_BITS = 4;
 /** The smallest special prime the compiler uses (see buildPlan). */
 const SPECIAL_PRIME_MIN_BITS = 17;
-
-interface Affine {
-  rows: number;
-  start: number[];
-  index: number[];
-  weight: number[];
-  bias: number[];
-}
 
 /**
  * Per-input factors (powers of two) that bring every input of a dense first layer to about
@@ -49,48 +45,6 @@ export function batchInputFactors(net: Network, samples: ArrayLike<number>[]): n
   return f.some((v) => v !== 1) ? f : undefined;
 }
 
-function firstAffine(net: Network, factors?: number[]): Affine {
-  const layer = net.layers[0];
-  const start = [0];
-  const index: number[] = [];
-  const weight: number[] = [];
-  if (layer.type === 'conv2d-parity') {
-    const { height, width, filters } = convOutputShape(net, layer);
-    const k = layer.kernel[0].length;
-    const W = net.input.width;
-    const bias: number[] = [];
-    for (let y = 0; y < height; y++)
-      for (let x = 0; x < width; x++)
-        for (let f = 0; f < filters; f++) {
-          const Y = parityRow(y, f);
-          const X = parityCol(x, f);
-          for (let dy = 0; dy < k; dy++)
-            for (let dx = 0; dx < k; dx++) {
-              const w = layer.kernel[f][dy][dx];
-              if (w === 0) continue;
-              index.push((Y + dy) * W + X + dx);
-              weight.push(w);
-            }
-          start.push(index.length);
-          bias.push(layer.bias[f]);
-        }
-    return { rows: height * width * filters, start, index, weight, bias };
-  }
-  if (layer.type === 'dense') {
-    for (const row of layer.weights) {
-      row.forEach((w, i) => {
-        if (w !== 0) {
-          index.push(i);
-          weight.push(factors ? w / factors[i] : w);
-        }
-      });
-      start.push(index.length);
-    }
-    return { rows: layer.weights.length, start, index, weight, bias: [...layer.bias] };
-  }
-  throw new SealedError('bad-data', 'batch mode needs a network that starts with a convolution or dense layer');
-}
-
 function weightBits(weights: ArrayLike<number>): number {
   let max = 0;
   for (let i = 0; i < weights.length; i++) max = Math.max(max, Math.abs(weights[i]));
@@ -99,13 +53,6 @@ function weightBits(weights: ArrayLike<number>): number {
 }
 
 const quantize = (ws: number[], bits: number) => ws.map((w) => Math.round(w * 2 ** bits));
-
-/** Why a network has no batch plan, or undefined when it has one. */
-export function batchUnsupported(net: Network): string | undefined {
-  const types = net.layers.map((l) => l.type).join(',');
-  if (/^(dense|(conv2d-parity|dense),quadratic,dense(,quadratic,dense)?)$/.test(types)) return undefined;
-  return `layers ${types}: batch mode handles conv|dense, quadratic, dense (and one more quadratic, dense), or one dense layer`;
-}
 
 export interface BatchCompileOptions {
   /**
@@ -118,6 +65,12 @@ export interface BatchCompileOptions {
   floodSecurityBits?: number;
   /** batchInputFactors: the client multiplies input j by inputFactors[j] (dense first layers). */
   inputFactors?: number[];
+  /**
+   * Plans with two activations and the flood: also try rescaling the second layer's values
+   * (batch-plan.ts, second.rescalePrimes) and keep the plan with the fewest data primes (the
+   * default; false: never rescale).
+   */
+  rescale?: boolean;
 }
 
 /**
@@ -143,33 +96,54 @@ export function compileBatch(net: Network, samples: ArrayLike<number>[], o: Batc
   const degree = shape.third ? BATCH_DEGREE_DEEP : BATCH_DEGREE;
   const highest = INPUT_SCALE_BITS + (privacy === 'flood' ? floodExtraBits(degree, lambda) + (shape.third ? 16 : 8) : 0);
   let peaks: Peaks | undefined; // the values do not depend on the input scale: simulated once
-  for (let inputScaleBits = INPUT_SCALE_BITS; inputScaleBits <= highest; inputScaleBits++) {
-    const built = buildPlan(shape, net, degree, inputScaleBits, samples, peaks);
-    if (!built) return undefined; // the modulus only grows with the input scale
-    const { plan, peak } = built;
-    peaks = peak;
-    plan.privacy = privacy;
-    if (privacy === 'none') return validateBatchPlan(plan, 'the compiled batch plan');
-    // Honest queries keep the second layer's values within what the modulus holds once squared
-    // (2^(HEADROOM_BITS / 2) times the samples' largest): beyond it the result is garbage,
-    // flooded or not. The single layout caps its interval bounds the same way (network-flood.ts).
-    const bounds = batchNoiseL2Bounds(plan, peak.input, 2 ** (HEADROOM_BITS / 2) * Math.max(peak.mid, 1));
-    const N = plan.params.polyModulusDegree;
-    const error = Math.max(...bounds.map((b) => (floodSigma(b, lambda) * Math.sqrt(N / 2)) / 2 ** plan.outputScaleBits));
-    if (error > 2 ** -FLOOD_PRECISION_BITS * Math.max(1, peak.out)) continue;
-    plan.noiseL2Bits = bounds.map((b) => Math.log2(b));
-    plan.floodSecurityBits = lambda;
-    // The server refuses a plan outside the kernel limits; refuse it here first, when it is made.
-    return validateBatchPlan(plan, 'the compiled batch plan');
+  // Primes a rescale may drop (0: none). For each, the smallest input scale whose flood costs the
+  // outputs at most FLOOD_PRECISION_BITS gives its fewest primes; the fewest over all wins.
+  const drops = (o.rescale ?? true) && shape.third && privacy === 'flood' ? Array.from({ length: MAX_RESCALE_PRIMES + 1 }, (_, k) => k) : [0];
+  const found = new Map<number, BatchPlan | undefined>();
+  for (let inputScaleBits = INPUT_SCALE_BITS; inputScaleBits <= highest && found.size < drops.length; inputScaleBits++) {
+    let midNoise: MidNoise | undefined;
+    for (const k of drops) {
+      if (found.has(k)) continue;
+      const built = buildPlan(shape, net, degree, inputScaleBits, samples, peaks, k);
+      // Too large a drop for this input scale's values: perhaps not for a larger one.
+      if (built === 'low') continue;
+      // The modulus only grows with the input scale: this drop never fits.
+      if (!built) {
+        found.set(k, undefined);
+        continue;
+      }
+      const { plan, peak } = built;
+      peaks = peak;
+      plan.privacy = privacy;
+      if (privacy === 'none') return validateBatchPlan(plan, 'the compiled batch plan');
+      // Honest queries keep the second layer's values within what the modulus holds once squared
+      // (2^(HEADROOM_BITS / 2) times the samples' largest): beyond it the result is garbage,
+      // flooded or not. The single layout caps its interval bounds the same way (network-flood.ts).
+      const midCap = 2 ** (HEADROOM_BITS / 2) * Math.max(peak.mid, 1);
+      let bounds: number[];
+      if (shape.third) bounds = thirdLayerNoise(plan, (midNoise ??= secondLayerNoise(plan, peak.input, midCap) as MidNoise));
+      else bounds = batchNoiseL2Bounds(plan, peak.input, midCap);
+      const N = plan.params.polyModulusDegree;
+      const error = Math.max(...bounds.map((b) => (floodSigma(b, lambda) * Math.sqrt(N / 2)) / 2 ** plan.outputScaleBits));
+      if (error > 2 ** -FLOOD_PRECISION_BITS * Math.max(1, peak.out)) continue;
+      plan.noiseL2Bits = bounds.map((b) => Math.log2(b));
+      plan.floodSecurityBits = lambda;
+      found.set(k, plan);
+    }
   }
-  return undefined;
+  let best: BatchPlan | undefined;
+  for (const k of drops) {
+    const plan = found.get(k);
+    if (plan && (!best || dataPrimesOf(plan) < dataPrimesOf(best))) best = plan;
+  }
+  // The server refuses a plan outside the kernel limits; refuse it here first, when it is made.
+  return best && validateBatchPlan(best, 'the compiled batch plan');
 }
 
-interface Dense {
-  rows: number;
-  weight: number[];
-  bias: number[];
-}
+/** The most primes the compiler tries to drop by rescaling (each ~26 bits off the second layer's scale). */
+const MAX_RESCALE_PRIMES = 8;
+/** The least scale the second layer's values keep after a rescale. */
+const MIN_RESCALED_BITS = 20;
 
 /** The largest |value| of each stage, and of each input, on the samples. */
 interface Peaks {
@@ -203,53 +177,11 @@ function samplePeaks(plan: BatchPlan, samples: ArrayLike<number>[]): Peaks {
   return peak;
 }
 
-interface Shape {
-  first: Affine;
-  square: boolean;
-  second?: Dense;
-  third?: Dense;
-}
-
 /**
- * The network as batch mode computes it: one sparse affine layer, a square, one dense layer;
- * optionally another square and dense layer.
+ * The plan at one input scale, its modulus sized from the samples; undefined when it needs more
+ * than 128-bit security allows, 'low' when the rescale would leave the second layer's values
+ * below MIN_RESCALED_BITS.
  */
-function batchShape(net: Network, factors?: number[]): Shape | undefined {
-  const first = firstAffine(net, factors);
-  // The kernel sums a row's products unreduced, exactly only up to MAX_TAPS of them (kernel-limits.ts).
-  for (let j = 0; j < first.rows; j++) if (first.start[j + 1] - first.start[j] > MAX_TAPS) return undefined;
-  if (net.layers.length === 1) return { first, square: false };
-  const second = foldSquare(net.layers[1], net.layers[2], first);
-  if (!second || net.layers.length === 3) return second && { first, square: true, second };
-  const third = foldSquare(net.layers[3], net.layers[4], second);
-  return third && { first, square: true, second, third };
-}
-
-/**
- * The quadratic activation `act` on the rows of `before`, then the dense layer `dense`, as a pure
- * square and a dense layer: a x^2 + b x + c = a (x + b/2a)^2 + (c - b^2/4a), so the shift joins
- * the bias of `before` (changed in place), a and the constant join the dense layer.
- */
-function foldSquare(act: Network['layers'][number], dense: Network['layers'][number], before: { rows: number; bias: number[] }): Dense | undefined {
-  if (act.type !== 'quadratic' || dense.type !== 'dense') return undefined;
-  const weight: number[] = [];
-  const bias = [...dense.bias];
-  for (let j = 0; j < before.rows; j++) {
-    const a = perFeature(act.a, j),
-      b = perFeature(act.b, j),
-      c = perFeature(act.c, j);
-    if (a === 0) return undefined;
-    before.bias[j] += b / (2 * a);
-    const constant = c - (b * b) / (4 * a);
-    dense.weights.forEach((row, o) => {
-      bias[o] += row[j] * constant;
-    });
-  }
-  for (const row of dense.weights) for (let j = 0; j < before.rows; j++) weight.push(row[j] * perFeature(act.a, j));
-  return { rows: dense.weights.length, weight, bias };
-}
-
-/** The plan at one input scale, its modulus sized from the samples; undefined when it needs more than 128-bit security allows. */
 function buildPlan(
   shape: Shape,
   net: Network,
@@ -257,7 +189,8 @@ function buildPlan(
   inputScaleBits: number,
   samples: ArrayLike<number>[],
   known?: Peaks,
-): { plan: BatchPlan; peak: Peaks } | undefined {
+  rescale = 0,
+): { plan: BatchPlan; peak: Peaks } | undefined | 'low' {
   const { first, square, second, third } = shape;
   const w1Bits = weightBits(first.weight);
   const w2Bits = second ? weightBits(second.weight) : 0;
@@ -272,28 +205,36 @@ function buildPlan(
     outputScaleBits: 0,
   };
   if (third) plan.third = { ...third, weight: quantize(third.weight, w3Bits), weightScaleBits: w3Bits };
-  const scales = scaleBitsOf(plan);
-  plan.outputScaleBits = scales.out;
-  // Every intermediate value times its scale must stay below half the modulus.
+  if (third && rescale) plan.second!.rescalePrimes = rescale;
+  // Every intermediate value times its scale must stay below half the modulus: the values before
+  // a rescale below all the data primes, those after it below the primes it leaves.
   const peak = known ?? samplePeaks(plan, samples);
-  const needBits =
-    Math.max(
-      scales.first + Math.log2(Math.max(peak.first, 1)),
-      square ? scales.square + 2 * Math.log2(Math.max(peak.first, 1)) : 0,
-      third ? scales.mid + Math.log2(Math.max(peak.mid, 1)) : 0,
-      third ? scales.square2 + 2 * Math.log2(Math.max(peak.mid, 1)) : 0,
-      scales.out + Math.log2(Math.max(peak.out, 1)),
-      inputScaleBits + 1,
-    ) +
-    1 +
-    HEADROOM_BITS;
-  const dataPrimes = Math.ceil(needBits / BITS_PER_PRIME);
-  // The special prime is unused (no key switching) but SEAL keeps one: a 26-bit one as the data
-  // primes, or, where that would pass the 128-bit bound, as small as it fits (SEAL finds primes
-  // = 1 mod 2N from 17 bits: 65537 for N up to 32768).
-  const special = Math.min(PRIME_BITS, MAX_BITS_128[degree] - dataPrimes * PRIME_BITS);
-  if (special < SPECIAL_PRIME_MIN_BITS) return undefined;
-  const bits = [...new Array<number>(dataPrimes).fill(PRIME_BITS), special];
-  plan.params.coeffModulusBits = bits;
-  return { plan, peak };
+  const bits = (v: number) => Math.log2(Math.max(v, 1));
+  /** Bits the values need at the top level and after the rescale (the plan's primes fix its divisor). */
+  const need = (s: ReturnType<typeof scaleBitsOf>) => {
+    const first = Math.max(s.first + bits(peak.first), square ? s.square + 2 * bits(peak.first) : 0, inputScaleBits + 1);
+    const mid = third ? s.mid + bits(peak.mid) : 0;
+    const late = Math.max(third ? s.square2 + 2 * bits(peak.mid) : 0, s.out + bits(peak.out));
+    const margin = 1 + HEADROOM_BITS;
+    return rescale ? { top: Math.max(first, mid) + margin, kept: late + margin } : { top: Math.max(first, mid, late) + margin, kept: 0 };
+  };
+  const withPrimes = (dataPrimes: number) => {
+    // The special prime is unused (no key switching) but SEAL keeps one: a 26-bit one as the
+    // data primes, or, where that would pass the 128-bit bound, as small as it fits (SEAL finds
+    // primes = 1 mod 2N from 17 bits: 65537 for N up to 32768).
+    const special = Math.min(PRIME_BITS, MAX_BITS_128[degree] - dataPrimes * PRIME_BITS);
+    if (special < SPECIAL_PRIME_MIN_BITS) return false;
+    plan.params.coeffModulusBits = [...new Array<number>(dataPrimes).fill(PRIME_BITS), special];
+    return true;
+  };
+  const unscaled = need(scaleBitsOf(plan));
+  for (let dataPrimes = Math.max(Math.ceil(unscaled.top / BITS_PER_PRIME), rescale + 1); ; dataPrimes++) {
+    if (!withPrimes(dataPrimes)) return undefined;
+    // With a rescale the divisor, hence the scales after it, depend on the primes SEAL picks.
+    const scales = scaleBitsOf(plan);
+    if (rescale && scales.rescaled < MIN_RESCALED_BITS) return 'low';
+    if (need(scales).kept > (dataPrimes - rescale) * BITS_PER_PRIME) continue;
+    plan.outputScaleBits = scales.out;
+    return { plan, peak };
+  }
 }

@@ -13,7 +13,7 @@
 // for page by page on first touch (~10 us per 4 KiB page on this project's CI VMs, more with two
 // threads faulting at once: batch-buffers.ts).
 import { reviveError, SealedError } from '../errors.ts';
-import { dataPrimesOf, outputsOf, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
+import { dataPrimesOf, outputsOf, resultPrimesOf, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
 import { isSeededSection, seededBytes } from '../fhe/seeded-batch.ts';
 import type { BatchResult } from './worker-protocol.ts';
 import type { EvaluationPool } from './pool.ts';
@@ -66,12 +66,16 @@ function check(r: BatchResult): BatchResult {
 export function batchMemory(plan: BatchPlan, batches = 2): number {
   const N = plan.params.polyModulusDegree;
   const lanes = dataPrimesOf(plan) * N;
+  // Results keep fewer primes when the plan rescales; its second layer's values are held first.
+  const resultLanes = resultPrimesOf(plan) * N;
+  const secondValues = plan.second?.rescalePrimes ? plan.second.rows * 3 * lanes * 4 : 0;
   // The query's re-randomization key (circuit privacy): one result's polynomials, held once.
-  const rerandKey = plan.privacy === 'flood' ? resultSize(plan) * lanes * 4 : 0;
+  const rerandKey = plan.privacy === 'flood' ? resultSize(plan) * resultLanes * 4 : 0;
   return (
     Math.min(2, batches) * plan.inputs * seededBytes(dataPrimesOf(plan), N) +
     2 * plan.inputs * 2 * N * 4 +
-    outputsOf(plan) * resultSize(plan) * lanes * 4 +
+    outputsOf(plan) * resultSize(plan) * resultLanes * 4 +
+    secondValues +
     rerandKey
   );
 }
@@ -105,6 +109,7 @@ export async function* evaluateBatches(
   const N = plan.params.polyModulusDegree;
   const primes = dataPrimesOf(plan);
   const lanes = primes * N;
+  const resultLanes = resultPrimesOf(plan) * N;
   const batches = batchCount(plan, records);
   const outs = outputsOf(plan);
   const size = resultSize(plan);
@@ -117,7 +122,11 @@ export async function* evaluateBatches(
     held.push(b);
     return b;
   };
-  const output = hold(outs * size * lanes * 4);
+  const output = hold(outs * size * resultLanes * 4);
+  // A plan that rescales: the kernel writes the second layer's values here, which are rescaled
+  // (their rows split over the workers), then finished into `output` over the results' lanes.
+  const rows2 = plan.second?.rescalePrimes ? plan.second.rows : 0;
+  const values = rows2 ? hold(rows2 * 3 * lanes * 4) : output;
   // By batch parity: batch b + 1 streams in while batch b is evaluated.
   const arenas: SharedArrayBuffer[] = [];
   const wholes: SharedArrayBuffer[] = [];
@@ -204,8 +213,22 @@ export async function* evaluateBatches(
     const tasks: Promise<BatchResult>[] = [];
     const span = Math.ceil((lane1 - lane0) / CHUNK / (pool.size * TASKS_PER_WORKER)) * CHUNK;
     for (let l = lane0; l < lane1; l += span)
-      tasks.push(track(pool.runBatch({ batch: 'evaluate', input, output, lane0: l, lane1: Math.min(l + span, lane1), onePrime }, signal)));
+      tasks.push(track(pool.runBatch({ batch: 'evaluate', input, output: values, lane0: l, lane1: Math.min(l + span, lane1), onePrime }, signal)));
     return tasks;
+  };
+
+  /** A plan that rescales, once every prime is evaluated: the rescale (by rows), then the rest (by result lanes). */
+  const finishRescaled = async () => {
+    const per = Math.ceil(rows2 / (pool.size * TASKS_PER_WORKER));
+    const rescales: Promise<BatchResult>[] = [];
+    for (let first = 0; first < rows2; first += per)
+      rescales.push(track(pool.runBatch({ batch: 'rescale', values, first, count: Math.min(per, rows2 - first) }, signal)));
+    await settle('evaluate', rescales);
+    const span = Math.ceil(resultLanes / CHUNK / (pool.size * TASKS_PER_WORKER)) * CHUNK;
+    const thirds: Promise<BatchResult>[] = [];
+    for (let l = 0; l < resultLanes; l += span)
+      thirds.push(track(pool.runBatch({ batch: 'third', values, output, lane0: l, lane1: Math.min(l + span, resultLanes) }, signal)));
+    await settle('evaluate', thirds);
   };
 
   /** A seeded batch, prime by prime: prime p + 1 is unpacked while prime p is evaluated. */
@@ -258,6 +281,7 @@ export async function* evaluateBatches(
       const t0 = performance.now();
       if ('arena' in loaded) await evaluateSeeded(loaded.arena);
       else await settle('evaluate', evaluations(loaded.whole, 0, lanes, false));
+      if (rows2) await finishRescaled();
       timings.evaluate_wall += performance.now() - t0;
       const per = Math.ceil(outs / pool.size);
       const saves: Promise<BatchResult>[] = [];

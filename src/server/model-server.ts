@@ -6,23 +6,19 @@
 //   const result = server.evaluateBatch(query);              // batch mode (no keys)
 //
 // Queries, keys and results are wire-format bytes (docs/wire-format.md). Every worker thread of
-// the evaluation pool holds one ModelServer and calls its per-ciphertext and per-batch-phase
-// methods (worker.ts); the whole-query methods run the same steps one after the other, for
+// the evaluation pool holds one ModelServer and calls its per-ciphertext methods and its batch
+// mode's phases (batch-model.ts; worker.ts); the whole-query methods run the same steps one after the other, for
 // tests, benchmarks and tools that want `evaluate(query, keys) -> result` without a server.
 import { createHash } from 'node:crypto';
 import { SealedError } from '../errors.ts';
-import { BatchSession } from '../fhe/batch-io.ts';
-import { evaluateLanes, prepareKernel, type BatchKernel } from '../fhe/batch-kernel.ts';
 import { outputsOf, resultSize } from '../fhe/batch-plan.ts';
-import { BatchPrivacy } from '../fhe/batch-privacy.ts';
 import { CkksSession } from '../fhe/ckks.ts';
 import { loadQuerySection } from '../fhe/load.ts';
 import { Engine } from '../fhe/engine.ts';
-import { loadRerandKey, type RerandKey } from '../fhe/privacy.ts';
 import { isSeededSection } from '../fhe/seeded-batch.ts';
 import type { ServerPart } from '../model/bundle.ts';
 import { decodeWire, encodeWire, type QueryHeader, type ResultHeader } from '../wire/format.ts';
-import { CHUNK } from './batch-constants.ts';
+import { BatchModel } from './batch-model.ts';
 import { parseKeySet, type KeySet } from './key-set.ts';
 import { LoadedKeyCache } from './loaded-keys.ts';
 import { batchCount, checkBatchQuery, checkQueryHeader, checkSingleQuery, type ServingModel } from './query-checks.ts';
@@ -43,14 +39,6 @@ export interface CiphertextTimings {
 }
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
-const sameBytes = (a: Uint8Array, b: Uint8Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b);
-
-/** Batch mode's SEAL instance, exact kernel and re-randomizer. */
-interface BatchMode {
-  io: BatchSession;
-  kernel: BatchKernel;
-  privacy: BatchPrivacy;
-}
 
 export class ModelServer {
   readonly model: ServingModel;
@@ -58,34 +46,23 @@ export class ModelServer {
   readonly session: CkksSession;
   private readonly engine: Engine;
   private readonly keys: LoadedKeyCache;
-  private readonly batchMode: BatchMode | undefined;
-  /**
-   * The last re-randomization key parsed, with the bytes it came from. A request's key reaches
-   * this worker with every encode task of every batch (and the check before them); parsing it
-   * copies and range-checks one result's worth of residues, so it is parsed once per key, and
-   * later tasks only compare bytes (a native memcmp).
-   */
-  private lastRerandKey: { bytes: Uint8Array; key: RerandKey } | undefined;
+  private readonly batchModel: BatchModel | undefined;
 
-  private constructor(model: ServingModel, session: CkksSession, engine: Engine, keys: LoadedKeyCache, batchMode: BatchMode | undefined) {
+  private constructor(model: ServingModel, session: CkksSession, engine: Engine, keys: LoadedKeyCache, batchModel: BatchModel | undefined) {
     this.model = model;
     this.session = session;
     this.engine = engine;
     this.keys = keys;
-    this.batchMode = batchMode;
+    this.batchModel = batchModel;
   }
 
   /** Loads SEAL for the model's parameters and pre-encodes every mask of its program. */
   static async open(part: ServerPart, o: ModelServerOptions): Promise<ModelServer> {
     const session = await CkksSession.open(part.program.params);
     const engine = new Engine(session, part.program, part.masks);
-    let batchMode: BatchMode | undefined;
-    if (part.batch) {
-      const io = await BatchSession.open(part.batch);
-      batchMode = { io, kernel: prepareKernel(io.plan, io.primes), privacy: new BatchPrivacy(io.plan, io.primes) };
-    }
+    const batchModel = part.batch ? await BatchModel.open(part.batch) : undefined;
     const model: ServingModel = { modelId: part.modelId, program: part.program, recordsPerCiphertext: o.recordsPerCiphertext, batch: part.batch };
-    return new ModelServer(model, session, engine, new LoadedKeyCache(session, part.program, o.keyCacheBytes ?? 256 * 1024 * 1024), batchMode);
+    return new ModelServer(model, session, engine, new LoadedKeyCache(session, part.program, o.keyCacheBytes ?? 256 * 1024 * 1024), batchModel);
   }
 
   // --- Single layout -------------------------------------------------------------------------
@@ -154,83 +131,10 @@ export class ModelServer {
 
   // --- Batch mode ----------------------------------------------------------------------------
 
-  private get batch(): BatchMode {
-    if (!this.batchMode) throw new SealedError('bad-query', 'this model has no batch plan', 'encrypt with the single layout');
-    return this.batchMode;
-  }
-
-  /** Residues of one polynomial set over the batch primes (primes x degree). */
-  get batchLanes(): number {
-    return this.batch.io.lanes;
-  }
-
-  /**
-   * The query's re-randomization key, checked against the batch parameters; undefined for a
-   * model without circuit privacy (which ignores it). Refused when the model floods and it is missing.
-   */
-  rerandKeyFor(bytes: Uint8Array | undefined): RerandKey | undefined {
-    const { io, privacy } = this.batch;
-    if (!privacy.enabled) return undefined;
-    if (!bytes)
-      throw new SealedError(
-        'bad-query',
-        'the query carries no re-randomization key: this model re-randomizes its batch results (circuit privacy)',
-        'encrypt with a current `sealed predict` (or SDK), which sends it',
-      );
-    const last = this.lastRerandKey;
-    if (last && sameBytes(last.bytes, bytes)) return last.key;
-    const key = loadRerandKey(bytes, io.primes, io.plan.params.polyModulusDegree, resultSize(io.plan));
-    this.lastRerandKey = { bytes: bytes.slice(), key };
-    return key;
-  }
-
-  /** Phase 1: loads ciphertexts `first`, `first + 1`, ... of a batch, as residues, into `input`. */
-  decodeBatchInputs(sections: Uint8Array[], input: Uint32Array, first: number): void {
-    const { io } = this.batch;
-    sections.forEach((bytes, i) => io.decodeInto(bytes, input, (first + i) * 2 * io.lanes, `ciphertext ${first + i} of a batch of the encrypted query`));
-  }
-
-  /**
-   * Phase 1 a prime at a time, for seeded sections (what clients send): prime `p` of ciphertexts
-   * `first`, `first + 1`, ... of a batch into `input` ([feature][poly][coefficient], that prime
-   * only). `from[i]`: where ciphertext i's keystream words for this prime start (0 for prime 0),
-   * moved on to the next prime's. A batch evaluated this way holds one prime's residues, 1/k of
-   * what decodeBatchInputs fills.
-   */
-  decodeBatchPrime(sections: readonly Uint8Array[], first: number, p: number, from: Uint32Array, input: Uint32Array): void {
-    const { io } = this.batch;
-    const degree = io.plan.params.polyModulusDegree;
-    sections.forEach((bytes, j) => {
-      const i = first + j;
-      from[i] = io.decodePrimeInto(bytes, p, input, i * 2 * degree, from[i], `ciphertext ${i} of a batch of the encrypted query`);
-    });
-  }
-
-  /**
-   * Phase 2: the exact kernel over lanes [lane0, lane1) of `input` into `output`, CHUNK lanes
-   * within one prime at a time; with `onePrime`, `input` holds only the lanes' prime (decodeBatchPrime).
-   */
-  evaluateBatchLanes(input: Uint32Array, output: Uint32Array, lane0: number, lane1: number, onePrime = false): void {
-    const { io, kernel } = this.batch;
-    const degree = io.plan.params.polyModulusDegree;
-    if (onePrime && Math.floor(lane0 / degree) !== Math.floor((lane1 - 1) / degree)) throw new RangeError('lanes of one prime only');
-    for (let l = lane0; l < lane1;) {
-      const end = Math.min(l + CHUNK, lane1, (Math.floor(l / degree) + 1) * degree);
-      evaluateLanes(kernel, input, output, l, end, onePrime);
-      l = end;
-    }
-  }
-
-  /** Phase 3: outputs `first` .. `first + count - 1` re-randomized, flooded and saved as result ciphertexts. */
-  encodeBatchResults(output: Uint32Array, first: number, count: number, rerandKey: RerandKey | undefined): Uint8Array[] {
-    const { io, privacy } = this.batch;
-    const size = resultSize(io.plan);
-    const results: Uint8Array[] = [];
-    for (let o = first; o < first + count; o++) {
-      privacy.apply(rerandKey, output, o, io.lanes);
-      results.push(io.encodeResult(output, o * size * io.lanes, size, io.plan.outputScaleBits));
-    }
-    return results;
+  /** The model's batch mode (batch-model.ts: the phases the pool's workers run); refused when it has none. */
+  get batch(): BatchModel {
+    if (!this.batchModel) throw new SealedError('bad-query', 'this model has no batch plan', 'encrypt with the single layout');
+    return this.batchModel;
   }
 
   /** A batch-mode query (wire format; no evaluation keys) -> the result. */
@@ -241,10 +145,12 @@ export class ModelServer {
       throw new SealedError('bad-query', 'the query uses the single layout', 'evaluate it with evaluate (and evaluation keys)');
     const { plan, rerandKey } = checkBatchQuery(this.model, h, msg.sections.length);
     const sections = msg.sections.slice(rerandKey ? 1 : 0);
-    const key = plan.privacy === 'flood' ? this.rerandKeyFor(rerandKey ? msg.sections[0] : undefined) : undefined;
-    const lanes = this.batchLanes;
+    const bm = this.batch;
+    const key = plan.privacy === 'flood' ? bm.rerandKeyFor(rerandKey ? msg.sections[0] : undefined) : undefined;
     const degree = plan.params.polyModulusDegree;
-    const output = new Uint32Array(outputsOf(plan) * resultSize(plan) * lanes);
+    const output = new Uint32Array(outputsOf(plan) * resultSize(plan) * bm.resultLanes);
+    // A plan that rescales: the kernel writes the second layer's values, rescaled, then finished.
+    const values = bm.rescales ? new Uint32Array(bm.secondValues) : output;
     const results: Uint8Array[] = [];
     let onePrime: Uint32Array | undefined, all: Uint32Array | undefined;
     for (let b = 0; b < batchCount(plan, h.records); b++) {
@@ -253,16 +159,20 @@ export class ModelServer {
       if (isSeededSection(batch[0])) {
         onePrime ??= new Uint32Array(plan.inputs * 2 * degree);
         const from = new Uint32Array(plan.inputs);
-        for (let p = 0; p < lanes / degree; p++) {
-          this.decodeBatchPrime(batch, 0, p, from, onePrime);
-          this.evaluateBatchLanes(onePrime, output, p * degree, (p + 1) * degree, true);
+        for (let p = 0; p < bm.lanes / degree; p++) {
+          bm.decodePrime(batch, 0, p, from, onePrime);
+          bm.evaluateLanes(onePrime, values, p * degree, (p + 1) * degree, true);
         }
       } else {
-        all ??= new Uint32Array(plan.inputs * 2 * lanes);
-        this.decodeBatchInputs(batch, all, 0);
-        this.evaluateBatchLanes(all, output, 0, lanes);
+        all ??= new Uint32Array(plan.inputs * 2 * bm.lanes);
+        bm.decodeInputs(batch, all, 0);
+        bm.evaluateLanes(all, values, 0, bm.lanes);
       }
-      results.push(...this.encodeBatchResults(output, 0, outputsOf(plan), key));
+      if (bm.rescales) {
+        bm.rescaleRows(values, 0, plan.second!.rows);
+        bm.evaluateThird(values, output, 0, bm.resultLanes);
+      }
+      results.push(...bm.encodeResults(output, 0, outputsOf(plan), key));
     }
     return encodeWire<ResultHeader>(
       'result',
@@ -277,9 +187,8 @@ export class ModelServer {
   }
 
   close(): void {
-    this.lastRerandKey = undefined;
     this.keys.close();
     this.session.close();
-    this.batchMode?.io.session.close();
+    this.batchModel?.close();
   }
 }

@@ -95,25 +95,31 @@ function runBatch(task: BatchTask): BatchResult {
   const ms = () => performance.now() - t0;
   const bytes = (b: SharedArrayBuffer | undefined) => b && new Uint8Array(b);
   try {
-    const server = network();
+    const server = network().batch;
     switch (task.batch) {
       case 'decode':
-        server.decodeBatchInputs(task.sections, new Uint32Array(task.input), task.first);
+        server.decodeInputs(task.sections, new Uint32Array(task.input), task.first);
         return { ms: ms() };
       case 'decode-prime': {
         const arena = new Uint8Array(task.arena);
         const sections = Array.from({ length: task.count }, (_, j) => arena.subarray((task.first + j) * task.slot, (task.first + j + 1) * task.slot));
-        server.decodeBatchPrime(sections, task.first, task.prime, new Uint32Array(task.from), new Uint32Array(task.input));
+        server.decodePrime(sections, task.first, task.prime, new Uint32Array(task.from), new Uint32Array(task.input));
         return { ms: ms() };
       }
       case 'evaluate':
-        server.evaluateBatchLanes(new Uint32Array(task.input), new Uint32Array(task.output), task.lane0, task.lane1, task.onePrime);
+        server.evaluateLanes(new Uint32Array(task.input), new Uint32Array(task.output), task.lane0, task.lane1, task.onePrime);
+        return { ms: ms() };
+      case 'rescale':
+        server.rescaleRows(new Uint32Array(task.values), task.first, task.count);
+        return { ms: ms() };
+      case 'third':
+        server.evaluateThird(new Uint32Array(task.values), new Uint32Array(task.output), task.lane0, task.lane1);
         return { ms: ms() };
       case 'check-key':
         server.rerandKeyFor(bytes(task.rerandKey));
         return { ms: ms() };
       case 'encode': {
-        const results = server.encodeBatchResults(new Uint32Array(task.output), task.first, task.count, server.rerandKeyFor(bytes(task.rerandKey)));
+        const results = server.encodeResults(new Uint32Array(task.output), task.first, task.count, server.rerandKeyFor(bytes(task.rerandKey)));
         return { results, ms: ms() };
       }
     }

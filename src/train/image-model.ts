@@ -11,7 +11,7 @@ import { preprocessRecord } from '../model/postprocess.ts';
 import { deskew } from '../model/deskew.ts';
 import { batchOutputBound, compileBatch } from '../model/compile-batch.ts';
 import { crossover, measureBatchUnitCosts, measureSingleCost } from '../fhe/batch-cost.ts';
-import { outputsOf, recordsPerBatch, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
+import { outputsOf, recordsPerBatch, resultPrimesOf, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
 
 export const PIXEL_SCALE = 255;
 
@@ -79,6 +79,7 @@ export async function addBatchMode(
     records_per_batch: recordsPerBatch(plan),
     outputs: outputsOf(plan),
     result_size: resultSize(plan),
+    ...(plan.second?.rescalePrimes ? { result_primes: resultPrimesOf(plan) } : {}),
     output_scale_bits: plan.outputScaleBits,
     crossover: crossover(plan, batchCosts, single, built.client.input.recordsPerCiphertext),
     output_bound: batchOutputBound(plan, samples, inputFactors),

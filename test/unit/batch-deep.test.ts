@@ -1,6 +1,8 @@
 // Batch mode with two activations (batch-plan.ts): dense -> square -> dense -> square -> dense,
 // size-5 results at ring 16384, no evaluation keys. The compiler's plan, the kernel on real
 // ciphertexts (SEAL decrypts the size-5 results), the flood, and the noise bound it is sized from.
+// These plans do not rescale (`rescale: false`): the compiler's default plans for two activations
+// divide the second layer's values by some primes, which test/unit/batch-rescale.test.ts checks.
 import t from 'tap';
 import { BatchSession } from '../../src/fhe/batch-io.ts';
 import { evaluateLanes, prepareKernel } from '../../src/fhe/batch-kernel.ts';
@@ -36,7 +38,7 @@ const N = BATCH_DEGREE_DEEP;
 
 t.test('the compiler folds both quadratics into a plan at ring 16384 with size-5 results', async (t) => {
   const xs = records(200);
-  const plan = compileBatch(deep, xs)!;
+  const plan = compileBatch(deep, xs, { rescale: false })!;
   t.ok(plan, 'two activations have a batch plan');
   t.equal(plan.params.polyModulusDegree, N, 'ring 16384: four squarings of the input scale need ~400 bits');
   t.ok(plan.third, 'a third layer');
@@ -132,7 +134,7 @@ function predictedC4(plan: BatchPlan, input: Uint32Array, LN: number, q: number,
 
 t.test('flood: a guess of the weights is confirmed by an unflooded result, not by a flooded one; outputs stay exact enough', async (t) => {
   const xs = records(300);
-  const plan = compileBatch(deep, xs)!;
+  const plan = compileBatch(deep, xs, { rescale: false })!;
   const { bs, skBytes, input, output, LN, decrypt } = await evaluate(t, plan, xs);
   const q = bs.primes[0];
   const lanes = 64;
@@ -161,7 +163,7 @@ t.test("honest noise: below the compiler's bound for every output", async (t) =>
   // powers of s is a ring homomorphism), so its noise is kernel(m + e) - kernel(m), computed on
   // trivial ciphertexts (c1 = 0), exact in every prime, then lifted to integers by the CRT.
   const xs = records(400);
-  const plan = compileBatch(deep, xs)!;
+  const plan = compileBatch(deep, xs, { rescale: false })!;
   const bs = await BatchSession.open(plan);
   t.teardown(() => bs.close());
   const { primes, lanes: LN } = bs;

@@ -2,7 +2,8 @@
 // real ciphertexts (encrypted by SEAL, evaluated on residues, decrypted by SEAL).
 import t from 'tap';
 import { evaluateLanes, prepareKernel, residue, setRelaxedSimd, useRelaxedSimd } from '../../src/fhe/batch-kernel.ts';
-import { batchOpCounts, outputsOf, resultSize, scaleBitsOf, type BatchPlan } from '../../src/fhe/batch-plan.ts';
+import { outputsOf, resultSize, scaleBitsOf, type BatchPlan } from '../../src/fhe/batch-plan.ts';
+import { batchOpCounts } from '../../src/fhe/batch-cost.ts';
 import { buildRaw, copyResidues, isPacked, packResidues, RAW_DATA_OFFSET, readRawInfo, unpackResidues } from '../../src/fhe/raw-ciphertext.ts';
 import { batchUnsupported, compileBatch } from '../../src/model/compile-batch.ts';
 import { simulateBatch } from '../../src/model/simulate-batch.ts';

@@ -3,17 +3,20 @@
 // (size 3), LastPrimeRescale divides them by the last one or two primes, and the square and third
 // layer run over the primes left, with the third layer's biases at the exact scale that leaves
 // (2^(2 mid + w3) over the dropped primes squared). SEAL loads the size-5 results at that lower
-// level of its chain and decrypts them to the plaintext plan. Not yet a plan the compiler makes
-// or the server runs: this checks the arithmetic those will use.
+// level of its chain and decrypts them to the plaintext plan. Then the plans the compiler makes
+// that way (fewer primes), through the server's steps with the flood at the lower level.
 import t from 'tap';
 import { evaluateLanes, prepareKernel } from '../../src/fhe/batch-kernel.ts';
 import { residueAtScale, thirdLayerLanes } from '../../src/fhe/batch-kernel-deep.ts';
-import { outputsOf, scaleBitsOf } from '../../src/fhe/batch-plan.ts';
+import { dataPrimesOf, outputsOf, resultPrimesOf, scaleBitsOf, validateBatchPlan, type BatchPlan } from '../../src/fhe/batch-plan.ts';
+import { BatchPrivacy, makeBatchRerandKey } from '../../src/fhe/batch-privacy.ts';
+import { loadRerandKey } from '../../src/fhe/privacy.ts';
 import { CkksSession } from '../../src/fhe/ckks.ts';
+import { paramsKey, primes, sealPrimes } from '../../src/fhe/params.ts';
 import { SecretKeyHolder } from '../../src/fhe/keys.ts';
 import { buildRaw } from '../../src/fhe/raw-ciphertext.ts';
-import { LastPrimeRescale } from '../../src/fhe/rescale.ts';
-import { compileBatch } from '../../src/model/compile-batch.ts';
+import { BatchRescale, LastPrimeRescale } from '../../src/fhe/rescale.ts';
+import { compileBatch, FLOOD_PRECISION_BITS } from '../../src/model/compile-batch.ts';
 import type { Network } from '../../src/model/network.ts';
 import { simulateBatch, simulateBatchTrace } from '../../src/model/simulate-batch.ts';
 import { encryptBatchInput, largestError } from '../helpers/batch-input.ts';
@@ -86,7 +89,8 @@ for (const drop of [1, 2])
     const twice = [...dropped, ...dropped];
     const bias3 = kept.map((q) => Float64Array.from(third.bias, (b) => residueAtScale(b, outBits, twice, q)));
     const output = new Uint32Array(outputsOf(plan) * 5 * lanes);
-    for (let lane = 0; lane < lanes; lane += N / 4) thirdLayerLanes(mid, rows, Float64Array.from(third.weight), bias3, kept, N, output, lane, lane + N / 4);
+    for (let lane = 0; lane < lanes; lane += N / 4)
+      thirdLayerLanes(mid, 3 * lanes, rows, Float64Array.from(third.weight), bias3, kept, N, output, lane, lane + N / 4);
     // SEAL at the level `drop` below the top, with the chain (the batch session has only the top).
     const chain = await CkksSession.open(plan.params);
     const holder = new SecretKeyHolder(chain, skBytes);
@@ -129,3 +133,65 @@ for (const drop of [1, 2])
     t.ok(diff <= bound, `rescaled against unrescaled: ${diff.toExponential(2)}, within the rounding's bound ${bound.toExponential(2)}`);
     t.ok(diff > 0, 'and not zero: the results did go through the rescale');
   });
+
+t.test("sealPrimes: SEAL's primes for batch parameters, in its order, without SEAL", async (t) => {
+  for (const params of [
+    { scheme: 'ckks' as const, polyModulusDegree: 16384, coeffModulusBits: [...new Array<number>(16).fill(26), 22], securityLevel: 128 as const },
+    { scheme: 'ckks' as const, polyModulusDegree: 8192, coeffModulusBits: [26, 26, 26, 26, 26, 26, 26, 26], securityLevel: 128 as const },
+  ]) {
+    const s = await CkksSession.open(params, { topLevelOnly: true });
+    t.same(sealPrimes(params.polyModulusDegree, params.coeffModulusBits), primes(s.seal, s.context).map(Number), paramsKey(params));
+    s.close();
+  }
+  t.throws(() => sealPrimes(16384, [40]), /outside 2..32 bits/);
+});
+
+t.test('the compiler rescales the two-activation plans it floods: fewer primes, and flooded results as precise as documented', async (t) => {
+  const many = Array.from({ length: 300 }, () => Array.from({ length: INPUTS }, () => r() + 0.5));
+  const flat = compileBatch(deep, many, { rescale: false })!;
+  const plan = compileBatch(deep, many)!;
+  const drop = plan.second!.rescalePrimes!;
+  t.ok(drop >= 1, `the second layer's values drop ${drop} prime(s)`);
+  t.ok(dataPrimesOf(plan) < dataPrimesOf(flat), `${dataPrimesOf(plan)} data primes against ${dataPrimesOf(flat)} without the rescale`);
+  t.equal(resultPrimesOf(plan), dataPrimesOf(plan) - drop, 'results keep the primes the rescale leaves');
+  t.same(validateBatchPlan(JSON.parse(JSON.stringify(plan))), plan, 'the plan passes the loader');
+  for (const [why, edit, field] of [
+    ['a rescale without a third layer', (p: BatchPlan) => delete p.third, 'rescalePrimes|third'],
+    ['a rescale of every data prime', (p: BatchPlan) => (p.second!.rescalePrimes = dataPrimesOf(p)), 'second.rescalePrimes'],
+    ['a rescale of half a prime', (p: BatchPlan) => (p.second!.rescalePrimes = 1.5), 'second.rescalePrimes'],
+  ] as const) {
+    const bad = JSON.parse(JSON.stringify(plan)) as BatchPlan;
+    edit(bad);
+    t.throws(() => validateBatchPlan(bad), { code: 'bad-bundle', message: new RegExp(field) }, `the loader refuses ${why}`);
+  }
+
+  // The server's steps (BatchModel: evaluateLanes, rescaleRows, evaluateThird, encodeResults).
+  const { bs, holder, skBytes, input, LN } = await encryptBatchInput(t, plan, many);
+  const N = plan.params.polyModulusDegree;
+  const rows = plan.second!.rows;
+  const k = prepareKernel(plan, bs.primes);
+  t.throws(
+    () => evaluateLanes(k, input, new Uint32Array(outputsOf(plan) * 5 * LN), 0, 1024),
+    /stops at the second layer/,
+    'the kernel will not square before the rescale',
+  );
+  const values = new Uint32Array(rows * 3 * LN);
+  for (let lane = 0; lane < LN; lane += N / 2) evaluateLanes({ ...k, w3: undefined }, input, values, lane, lane + N / 2);
+  new BatchRescale(bs.primes, N, drop).rows(values, 3, 0, rows);
+  const lanes = bs.resultLanes;
+  const output = new Uint32Array(outputsOf(plan) * 5 * lanes);
+  for (let lane = 0; lane < lanes; lane += N / 4) thirdLayerLanes(values, 3 * LN, rows, k.w3!, k.bias3, bs.resultPrimes, N, output, lane, lane + N / 4);
+  const decrypt = (out: Uint32Array) => Array.from({ length: outputsOf(plan) }, (_, o) => holder.decrypt(bs.encodeResult(out, o * 5 * lanes, 5)));
+  const exact = largestError(decrypt(output), (s) => simulateBatch(plan, many[s]), many.length);
+  t.ok(exact.worst < 1e-9 * exact.top, `unflooded: within ${exact.worst.toExponential(2)} of the plaintext plan`);
+  const key = loadRerandKey(makeBatchRerandKey(bs.session, 5, skBytes, resultPrimesOf(plan)), bs.resultPrimes, N, 5);
+  const privacy = new BatchPrivacy(plan, bs.resultPrimes);
+  const flooded = output.slice();
+  for (let o = 0; o < outputsOf(plan); o++) privacy.apply(key, flooded, o, lanes);
+  const { worst, top } = largestError(decrypt(flooded), (s) => simulateBatch(plan, many[s]), many.length);
+  // As for the plans without a rescale (batch-deep.test.ts): the flood's deviation is at most
+  // 2^-FLOOD_PRECISION_BITS of the largest output (or 1).
+  const allowed = 6 * 2 ** -FLOOD_PRECISION_BITS * top;
+  t.ok(worst < allowed, `flooded outputs within ${worst.toExponential(2)} of the plaintext plan (documented: ${allowed.toExponential(2)})`);
+  t.ok(worst > 100 * exact.worst, 'the flood is there');
+});

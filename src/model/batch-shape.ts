@@ -1,0 +1,115 @@
+// The network as batch mode computes it (batch-plan.ts): its first layer as sparse affine rows
+// (a convolution's windows or a dense layer's columns), and each quadratic activation folded
+// into a pure square between the layers around it. compile-batch.ts quantizes and sizes it.
+import { SealedError } from '../errors.ts';
+import { MAX_TAPS } from '../fhe/kernel-limits.ts';
+import { convOutputShape, parityCol, parityRow, perFeature, type Network } from './network.ts';
+
+export interface Affine {
+  rows: number;
+  start: number[];
+  index: number[];
+  weight: number[];
+  bias: number[];
+}
+
+function firstAffine(net: Network, factors?: number[]): Affine {
+  const layer = net.layers[0];
+  const start = [0];
+  const index: number[] = [];
+  const weight: number[] = [];
+  if (layer.type === 'conv2d-parity') {
+    const { height, width, filters } = convOutputShape(net, layer);
+    const k = layer.kernel[0].length;
+    const W = net.input.width;
+    const bias: number[] = [];
+    for (let y = 0; y < height; y++)
+      for (let x = 0; x < width; x++)
+        for (let f = 0; f < filters; f++) {
+          const Y = parityRow(y, f);
+          const X = parityCol(x, f);
+          for (let dy = 0; dy < k; dy++)
+            for (let dx = 0; dx < k; dx++) {
+              const w = layer.kernel[f][dy][dx];
+              if (w === 0) continue;
+              index.push((Y + dy) * W + X + dx);
+              weight.push(w);
+            }
+          start.push(index.length);
+          bias.push(layer.bias[f]);
+        }
+    return { rows: height * width * filters, start, index, weight, bias };
+  }
+  if (layer.type === 'dense') {
+    for (const row of layer.weights) {
+      row.forEach((w, i) => {
+        if (w !== 0) {
+          index.push(i);
+          weight.push(factors ? w / factors[i] : w);
+        }
+      });
+      start.push(index.length);
+    }
+    return { rows: layer.weights.length, start, index, weight, bias: [...layer.bias] };
+  }
+  throw new SealedError('bad-data', 'batch mode needs a network that starts with a convolution or dense layer');
+}
+
+/** Why a network has no batch plan, or undefined when it has one. */
+export function batchUnsupported(net: Network): string | undefined {
+  const types = net.layers.map((l) => l.type).join(',');
+  if (/^(dense|(conv2d-parity|dense),quadratic,dense(,quadratic,dense)?)$/.test(types)) return undefined;
+  return `layers ${types}: batch mode handles conv|dense, quadratic, dense (and one more quadratic, dense), or one dense layer`;
+}
+
+export interface Dense {
+  rows: number;
+  weight: number[];
+  bias: number[];
+}
+
+export interface Shape {
+  first: Affine;
+  square: boolean;
+  second?: Dense;
+  third?: Dense;
+}
+
+/**
+ * The network as batch mode computes it: one sparse affine layer, a square, one dense layer;
+ * optionally another square and dense layer.
+ */
+export function batchShape(net: Network, factors?: number[]): Shape | undefined {
+  const first = firstAffine(net, factors);
+  // The kernel sums a row's products unreduced, exactly only up to MAX_TAPS of them (kernel-limits.ts).
+  for (let j = 0; j < first.rows; j++) if (first.start[j + 1] - first.start[j] > MAX_TAPS) return undefined;
+  if (net.layers.length === 1) return { first, square: false };
+  const second = foldSquare(net.layers[1], net.layers[2], first);
+  if (!second || net.layers.length === 3) return second && { first, square: true, second };
+  const third = foldSquare(net.layers[3], net.layers[4], second);
+  return third && { first, square: true, second, third };
+}
+
+/**
+ * The quadratic activation `act` on the rows of `before`, then the dense layer `dense`, as a pure
+ * square and a dense layer: a x^2 + b x + c = a (x + b/2a)^2 + (c - b^2/4a), so the shift joins
+ * the bias of `before` (changed in place), a and the constant join the dense layer.
+ */
+function foldSquare(act: Network['layers'][number], dense: Network['layers'][number], before: { rows: number; bias: number[] }): Dense | undefined {
+  if (act.type !== 'quadratic' || dense.type !== 'dense') return undefined;
+  const weight: number[] = [];
+  const bias = [...dense.bias];
+  for (let j = 0; j < before.rows; j++) {
+    const a = perFeature(act.a, j),
+      b = perFeature(act.b, j),
+      c = perFeature(act.c, j);
+    if (a === 0) return undefined;
+    before.bias[j] += b / (2 * a);
+    const constant = c - (b * b) / (4 * a);
+    dense.weights.forEach((row, o) => {
+      bias[o] += row[j] * constant;
+    });
+  }
+  for (const row of dense.weights) for (let j = 0; j < before.rows; j++) weight.push(row[j] * perFeature(act.a, j));
+  return { rows: dense.weights.length, weight, bias };
+}
