@@ -6,6 +6,7 @@ import { BatchSession } from './batch-io.ts';
 import { measureKernelUnits } from './batch-kernel.ts';
 import { dataPrimesOf, outputsOf, recordsPerBatch, resultPrimesOf, resultSize, type BatchPlan } from './batch-plan.ts';
 import { REDUCE_EVERY } from './kernel-limits.ts';
+import { LastPrimeRescale } from './rescale.ts';
 import { measureUnitCosts, predictTime } from './cost.ts';
 import { inputCiphertexts, type Program } from './program.ts';
 import { CkksSession } from './ckks.ts';
@@ -14,8 +15,9 @@ import { CkksSession } from './ckks.ts';
  * Operation counts for one batch, in units of one residue lane (one coefficient modulo one
  * prime): `macFirst`/`macSecond` multiply-adds of the two affine layers, `square` (reduce a
  * hidden value's two residues, then three modular products), `reduce` other modular
- * reductions. `decode`/`encode`: ciphertexts SEAL loads (queries) and saves (results). A
- * rescale (~2 ms per polynomial and prime dropped at ring 16384: rescale.ts) is not counted.
+ * reductions. `decode`/`encode`: ciphertexts SEAL loads (queries) and saves (results).
+ * `rescale`: polynomials divided by one prime (rescale.ts), the second layer's values of a plan
+ * that rescales (each of its three polynomials once per prime dropped).
  */
 export function batchOpCounts(p: BatchPlan): {
   macFirst: number;
@@ -24,6 +26,7 @@ export function batchOpCounts(p: BatchPlan): {
   reduce: number;
   decode: number;
   encode: number;
+  rescale: number;
   lanes: number;
 } {
   const lanes = dataPrimesOf(p) * p.params.polyModulusDegree;
@@ -43,6 +46,7 @@ export function batchOpCounts(p: BatchPlan): {
     reduce: reduce * lanes,
     decode: p.inputs,
     encode: outputsOf(p),
+    rescale: mid * 3 * (p.second?.rescalePrimes ?? 0),
     lanes,
   };
 }
@@ -56,6 +60,8 @@ export interface BatchUnitCosts {
   /** ms per ciphertext */
   load_ms: number;
   save_ms: number;
+  /** ms per polynomial divided by its last prime, at the top level (0 for plans that do not rescale) */
+  rescale_ms?: number;
   encrypt_ms: number;
   decrypt_ms: number;
 }
@@ -83,6 +89,12 @@ export async function measureBatchUnitCosts(plan: BatchPlan, repeat = 16): Promi
   let saved: Uint8Array = new Uint8Array();
   const save_ms = time(() => (saved = bs.encodeResult(res, 0, size)));
   const decrypt_ms = time(() => holder.decrypt(saved));
+  let rescale_ms = 0;
+  if (plan.second?.rescalePrimes) {
+    const rescale = new LastPrimeRescale(bs.primes, plan.params.polyModulusDegree);
+    const poly = lanes.subarray(0, bs.lanes);
+    rescale_ms = time(() => rescale.polynomial(poly, res));
+  }
   holder.close();
   bs.close();
   return {
@@ -94,6 +106,7 @@ export async function measureBatchUnitCosts(plan: BatchPlan, repeat = 16): Promi
     save_ms,
     encrypt_ms,
     decrypt_ms,
+    rescale_ms,
   };
 }
 
@@ -119,7 +132,7 @@ export async function measureBatchUnitCostsConcurrent(plan: BatchPlan, threads: 
   Atomics.notify(gate, 1);
   const all = await Promise.all(results);
   await Promise.all(workers.map((w) => w.terminate()));
-  const mean = (k: keyof BatchUnitCosts) => +(all.reduce((a, c) => a + c[k], 0) / all.length).toFixed(3);
+  const mean = (k: keyof BatchUnitCosts) => +(all.reduce((a, c) => a + (c[k] ?? 0), 0) / all.length).toFixed(3);
   return {
     mac_first_ns: mean('mac_first_ns'),
     mac_second_ns: mean('mac_second_ns'),
@@ -129,6 +142,7 @@ export async function measureBatchUnitCostsConcurrent(plan: BatchPlan, threads: 
     save_ms: mean('save_ms'),
     encrypt_ms: mean('encrypt_ms'),
     decrypt_ms: mean('decrypt_ms'),
+    rescale_ms: mean('rescale_ms'),
   };
 }
 
@@ -143,8 +157,9 @@ export function predictBatch(
     mac_second: (c.macSecond * u.mac_second_ns) / 1e6,
     square: (c.square * u.square_ns) / 1e6,
     reduce: (c.reduce * u.reduce_ns) / 1e6,
+    rescale: c.rescale * (u.rescale_ms ?? 0),
   };
-  const kernel = byOp.mac_first + byOp.mac_second + byOp.square + byOp.reduce;
+  const kernel = byOp.mac_first + byOp.mac_second + byOp.square + byOp.reduce + byOp.rescale;
   const load = c.decode * u.load_ms;
   const save = c.encode * u.save_ms;
   const client = plan.inputs * u.encrypt_ms + outputsOf(plan) * u.decrypt_ms;
@@ -155,7 +170,7 @@ export function predictBatch(
     save: r(save),
     server: r(kernel + load + save),
     client: r(client),
-    byOp: { mac_first: r(byOp.mac_first), mac_second: r(byOp.mac_second), square: r(byOp.square), reduce: r(byOp.reduce) },
+    byOp: { mac_first: r(byOp.mac_first), mac_second: r(byOp.mac_second), square: r(byOp.square), reduce: r(byOp.reduce), rescale: r(byOp.rescale) },
   };
 }
 

@@ -10,13 +10,16 @@
 // or, for networks with two activations, a second square and a third layer after it:
 //
 //   mid_k    = bias2_k + sum_j w2[k, j] * hidden_j^2    (dense; size 3)
+//   mid_k / (q_L ... q_(L-r+1))                         (rescale by the last r primes; optional)
 //   mid_k^2                                             (tensor square of size 3: size 5)
-//   out_o    = bias3_o + sum_k w3[o, k] * mid_k^2       (dense; size 5)
+//   out_o    = bias3_o + sum_k w3[o, k] * mid_k^2       (dense; size 5, over the primes left)
 //
-// No rotations, no relinearization, no rescaling: the server needs no evaluation keys at all,
-// and the client decrypts the size-3 (or size-5) results with the powers of s up to s^2 (s^4).
-// The scale grows instead of being rescaled, so the modulus is chosen to hold the final scale
-// times the largest output: for two squares that takes ring 16384.
+// No rotations, no relinearization: the server needs no evaluation keys at all, and the client
+// decrypts the size-3 (or size-5) results with the powers of s up to s^2 (s^4). The scale grows
+// with every product, so the modulus is chosen to hold the largest scale times the largest
+// value; a rescale (which needs no key either) divides the second layer's values by some of the
+// last primes before they are squared, so that the square and the third layer need fewer bits
+// (model (b): 12 data primes instead of 16). Two squares take ring 16384.
 import { SealedError, isSealedError } from '../errors.ts';
 import { MAX_INT_WEIGHT, MAX_KERNEL_INDEX, MAX_TAPS, PRIME_BITS } from './kernel-limits.ts';
 import { checkParams, sealPrimes, type CkksParams } from './params.ts';
