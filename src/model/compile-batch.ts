@@ -52,7 +52,18 @@ function weightBits(weights: ArrayLike<number>): number {
   return Math.floor(Math.log2(MAX_INT_WEIGHT / max));
 }
 
-const quantize = (ws: number[], bits: number) => ws.map((w) => Math.round(w * 2 ** bits));
+/**
+ * The weights as integers at 2^bits. The compiler builds a plan for every input scale and rescale
+ * it tries, all with the same integer weights: made once per layer (they are never changed).
+ */
+function quantize(ws: number[], bits: number): number[] {
+  const known = quantized.get(ws);
+  if (known?.bits === bits) return known.weights;
+  const weights = ws.map((w) => Math.round(w * 2 ** bits));
+  quantized.set(ws, { bits, weights });
+  return weights;
+}
+const quantized = new WeakMap<number[], { bits: number; weights: number[] }>();
 
 export interface BatchCompileOptions {
   /**
