@@ -10,7 +10,7 @@ import { evaluateLanes, prepareKernel } from '../../src/fhe/batch-kernel.ts';
 import { residueAtScale, thirdLayerLanes } from '../../src/fhe/batch-kernel-deep.ts';
 import { dataPrimesOf, outputsOf, resultPrimesOf, scaleBitsOf, validateBatchPlan, type BatchPlan } from '../../src/fhe/batch-plan.ts';
 import { BatchPrivacy, makeBatchRerandKey } from '../../src/fhe/batch-privacy.ts';
-import { loadRerandKey } from '../../src/fhe/privacy.ts';
+import { loadRerandKey, mulmod } from '../../src/fhe/privacy.ts';
 import { CkksSession } from '../../src/fhe/ckks.ts';
 import { paramsKey, primes, sealPrimes } from '../../src/fhe/params.ts';
 import { SecretKeyHolder } from '../../src/fhe/keys.ts';
@@ -188,6 +188,42 @@ t.test('the compiler rescales the two-activation plans it floods: fewer primes, 
   const privacy = new BatchPrivacy(plan, bs.resultPrimes);
   const flooded = output.slice();
   for (let o = 0; o < outputsOf(plan); o++) privacy.apply(key, flooded, o, lanes);
+
+  // The attack the flood stops (batch-deep.test.ts), through the rescale: from its own query's
+  // c1 and a guess of the weights, a client computes every second-layer value's s^2 polynomial
+  // (z_k = sum_j w2 y_j^2, y_j = sum_t w1 c1_t), rescales it as the server does (a rescale treats
+  // each polynomial alone), and predicts the result's s^4 polynomial, sum_k w3 z'_k^2.
+  const f = plan.first;
+  const z = new Uint32Array(rows * LN);
+  bs.primes.forEach((q, p) => {
+    const y = new Float64Array(f.rows);
+    for (let c = 0; c < N; c++) {
+      for (let j = 0; j < f.rows; j++) {
+        let acc = 0;
+        for (let tp = f.start[j]; tp < f.start[j + 1]; tp++) acc = (acc + mulmod((f.weight[tp] + q) % q, input[(f.index[tp] * 2 + 1) * LN + p * N + c], q)) % q;
+        y[j] = acc;
+      }
+      for (let kk = 0; kk < rows; kk++) {
+        let acc = 0;
+        for (let j = 0; j < f.rows; j++) acc = (acc + mulmod((plan.second!.weight[kk * f.rows + j] + q) % q, mulmod(y[j], y[j], q), q)) % q;
+        z[kk * LN + p * N + c] = acc;
+      }
+    }
+  });
+  new BatchRescale(bs.primes, N, drop).rows(z, 1, 0, rows);
+  const q0 = bs.primes[0];
+  const probes = 64;
+  const confirmed = (out: Uint32Array) => {
+    let hits = 0;
+    for (let c = 0; c < probes; c++) {
+      let c4 = 0;
+      for (let kk = 0; kk < rows; kk++) c4 = (c4 + mulmod((plan.third!.weight[kk] + q0) % q0, mulmod(z[kk * LN + c], z[kk * LN + c], q0), q0)) % q0;
+      if (out[4 * lanes + c] === c4) hits++;
+    }
+    return hits;
+  };
+  t.equal(confirmed(output), probes, 'unflooded: the right weights predict the rescaled result exactly in every lane (the attack works without the flood)');
+  t.ok(confirmed(flooded) <= 1, `flooded: the same prediction matches ${confirmed(flooded)} of ${probes} lanes`);
   const { worst, top } = largestError(decrypt(flooded), (s) => simulateBatch(plan, many[s]), many.length);
   // As for the plans without a rescale (batch-deep.test.ts): the flood's deviation is at most
   // 2^-FLOOD_PRECISION_BITS of the largest output (or 1).
