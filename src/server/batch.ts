@@ -5,7 +5,10 @@
 //             one buffer, and each prime's residues are unpacked and expanded just before that
 //             prime is evaluated; SEAL's own forms (older clients) are loaded whole, all primes
 //   evaluate  each worker takes chunks of lanes (coefficients of one prime); chunks are
-//             independent, so the split costs nothing and there is no merge
+//             independent, so the split costs nothing and there is no merge. A plan that
+//             rescales (batch-plan.ts) stops at the second layer's values, which are then
+//             rescaled by rows (a rescale mixes every prime of a polynomial) and finished by
+//             chunks of the primes left
 //   save      the result ciphertexts are flooded and saved (one per output)
 // Prime by prime, a batch holds its sections (13/32 of its residues' bytes) and two primes'
 // residues (one evaluated while the next is unpacked) instead of every prime's: 0.8 GiB instead of
