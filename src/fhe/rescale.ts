@@ -1,9 +1,9 @@
 // Rescaling on the kernel's residues: a ciphertext over primes q_0 .. q_L, in NTT form, divided
 // by its last prime with rounding, giving one over q_0 .. q_(L-1) whose scale is the old one
-// divided by q_L. It is the step batch mode lacks to go deeper than the scale's growth allows
-// (docs/batch-mode.md): without it every product adds its factors' scale bits to the modulus;
-// with it the modulus pays only for the bits a product's rescale drops. No key is needed, and any
-// number of polynomials works the same, one at a time (a square's three, a fourth power's five).
+// divided by q_L. Without it every product in batch mode adds its factors' scale bits to the
+// modulus; with it the modulus pays only for the bits a rescale drops. Two-activation plans use
+// it before their second square (batch-plan.ts, second.rescalePrimes; BatchRescale below). No key
+// is needed, and any number of polynomials works the same, one at a time (a square's three).
 //
 // The arithmetic is SEAL's Evaluator::rescale_to_next (RNSTool::divide_and_round_q_last_ntt),
 // step for step, so a result is the ciphertext SEAL would make, residue for residue
