@@ -6,7 +6,7 @@ import { BatchSession } from './batch-io.ts';
 import { measureKernelUnits } from './batch-kernel.ts';
 import { dataPrimesOf, outputsOf, recordsPerBatch, resultPrimesOf, resultSize, type BatchPlan } from './batch-plan.ts';
 import { REDUCE_EVERY } from './kernel-limits.ts';
-import { LastPrimeRescale } from './rescale.ts';
+import { ProductRescale } from './rescale.ts';
 import { measureUnitCosts, predictTime } from './cost.ts';
 import { inputCiphertexts, type Program } from './program.ts';
 import { CkksSession } from './ckks.ts';
@@ -16,8 +16,8 @@ import { CkksSession } from './ckks.ts';
  * prime): `macFirst`/`macSecond` multiply-adds of the two affine layers, `square` (reduce a
  * hidden value's two residues, then three modular products), `reduce` other modular
  * reductions. `decode`/`encode`: ciphertexts SEAL loads (queries) and saves (results).
- * `rescale`: polynomials divided by one prime (rescale.ts), the second layer's values of a plan
- * that rescales (each of its three polynomials once per prime dropped).
+ * `rescale`: polynomials rescaled (rescale.ts, ProductRescale: divided by the product of the
+ * primes dropped), the second layer's values of a plan that rescales (three per row).
  */
 export function batchOpCounts(p: BatchPlan): {
   macFirst: number;
@@ -46,7 +46,7 @@ export function batchOpCounts(p: BatchPlan): {
     reduce: reduce * lanes,
     decode: p.inputs,
     encode: outputsOf(p),
-    rescale: mid * 3 * (p.second?.rescalePrimes ?? 0),
+    rescale: p.second?.rescalePrimes ? mid * 3 : 0,
     lanes,
   };
 }
@@ -60,7 +60,7 @@ export interface BatchUnitCosts {
   /** ms per ciphertext */
   load_ms: number;
   save_ms: number;
-  /** ms per polynomial divided by its last prime, at the top level (0 for plans that do not rescale) */
+  /** ms per polynomial rescaled as the plan does (0 for plans that do not rescale) */
   rescale_ms?: number;
   encrypt_ms: number;
   decrypt_ms: number;
@@ -91,7 +91,7 @@ export async function measureBatchUnitCosts(plan: BatchPlan, repeat = 16): Promi
   const decrypt_ms = time(() => holder.decrypt(saved));
   let rescale_ms = 0;
   if (plan.second?.rescalePrimes) {
-    const rescale = new LastPrimeRescale(bs.primes, plan.params.polyModulusDegree);
+    const rescale = new ProductRescale(bs.primes, plan.params.polyModulusDegree, plan.second.rescalePrimes);
     const poly = lanes.subarray(0, bs.lanes);
     rescale_ms = time(() => rescale.polynomial(poly, res));
   }

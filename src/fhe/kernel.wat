@@ -307,6 +307,34 @@
       (local.set $dst (i32.add (local.get $dst) (i32.const 8)))
       (br $next))))
 
+  ;; Rescaling by a product of primes D = d_0 ... d_(k-1) (rescale.ts, ProductRescale), the term
+  ;; of one kept prime q: out[j] = (sum_l y_l[j] w_l + $neg) mod q, with y_l the mixed-radix digits
+  ;; of (A + floor(D/2)) mod D (float64, below 2^26, k arrays of n from $y), w_l = d_0 ... d_(l-1)
+  ;; mod q (float64, k from $w) and $neg = q - (floor(D/2) mod q). Each product is below 2^52 and
+  ;; reduced before it is added: exact. n even.
+  (func (export "rescaleTermDigits") (param $n i32) (param $q f64) (param $y i32) (param $k i32) (param $w i32) (param $neg f64) (param $out i32)
+    (local $c i32) (local $l i32) (local $Q v128) (local $Qinv v128) (local $acc v128)
+    (local.set $Q (f64x2.splat (local.get $q)))
+    (local.set $Qinv (f64x2.splat (f64.div (f64.const 1) (local.get $q))))
+    (local.set $c (i32.const 0))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $c) (local.get $n)))
+      (local.set $acc (f64x2.splat (local.get $neg)))
+      (local.set $l (i32.const 0))
+      (block $digitsDone (loop $digit
+        (br_if $digitsDone (i32.ge_u (local.get $l) (local.get $k)))
+        (local.set $acc (f64x2.add (local.get $acc)
+          (call $modq
+            (f64x2.mul
+              (v128.load (i32.add (local.get $y) (i32.shl (i32.add (i32.mul (local.get $l) (local.get $n)) (local.get $c)) (i32.const 3))))
+              (f64x2.splat (f64.load (i32.add (local.get $w) (i32.shl (local.get $l) (i32.const 3))))))
+            (local.get $Q) (local.get $Qinv))))
+        (local.set $l (i32.add (local.get $l) (i32.const 1)))
+        (br $digit)))
+      (v128.store (i32.add (local.get $out) (i32.shl (local.get $c) (i32.const 3))) (call $modq (local.get $acc) (local.get $Q) (local.get $Qinv)))
+      (local.set $c (i32.add (local.get $c) (i32.const 2)))
+      (br $next))))
+
   ;; High 64 bits of the 128-bit product a b, from four 32 x 32-bit products.
   (func $mulhi (param $a i64) (param $b i64) (result i64)
     (local $a0 i64) (local $a1 i64) (local $b0 i64) (local $b1 i64) (local $p01 i64) (local $p10 i64)

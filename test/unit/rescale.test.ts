@@ -4,9 +4,11 @@
 // scale divided by the dropped prime.
 import t from 'tap';
 import { CkksSession } from '../../src/fhe/ckks.ts';
-import { primes } from '../../src/fhe/params.ts';
+import { primes, sealPrimes } from '../../src/fhe/params.ts';
 import { buildRaw, copyResidues, readRawInfo } from '../../src/fhe/raw-ciphertext.ts';
-import { LastPrimeRescale } from '../../src/fhe/rescale.ts';
+import { LastPrimeRescale, ProductRescale } from '../../src/fhe/rescale.ts';
+import { NegacyclicNtt } from '../../src/fhe/ntt.ts';
+import { modInverse } from '../helpers/batch-input.ts';
 
 const N = 4096;
 
@@ -89,4 +91,57 @@ t.test('a rescale needs a prime to keep, and polynomials of the stated size', as
   t.throws(() => new LastPrimeRescale([40961], 4096), /at least two primes/);
   const r = new LastPrimeRescale([40961, 65537], 4096);
   t.throws(() => r.polynomial(new Uint32Array(4096), new Uint32Array(4096)), /primes x degree/);
+});
+
+t.test('a rescale by the product of the last k primes is round(A / D) in BigInt, coefficient for coefficient', async (t) => {
+  const n = 4096;
+  // Six 26-bit primes = 1 mod 2n, as SEAL picks them.
+  const primes = sealPrimes(n, [26, 26, 26, 26, 26, 26, 26]).slice(0, 6);
+  const ntts = primes.map((q) => NegacyclicNtt.of(q, n));
+  let seed = 7;
+  const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed / 2 ** 31);
+  for (const drop of [1, 2, 4]) {
+    const src = new Uint32Array(primes.length * n);
+    primes.forEach((q, p) => {
+      for (let c = 0; c < n; c++) src[p * n + c] = c < 3 ? [0, q - 1, 1][c] : Math.floor(rand() * q);
+    });
+    const ours = new Uint32Array((primes.length - drop) * n);
+    new ProductRescale(primes, n, drop).polynomial(src, ours);
+    // The reference: A in [0, Q) by the CRT, (A + floor(D/2)) / D floored, into NTT form.
+    const coeffs = primes.map((q, p) => {
+      const a = Float64Array.from(src.subarray(p * n, (p + 1) * n));
+      ntts[p].inverse(a);
+      return a;
+    });
+    const Q = primes.reduce((a, q) => a * BigInt(q), 1n);
+    const crt = primes.map((q) => {
+      const rest = Q / BigInt(q);
+      return (rest * BigInt(modInverse(Number(rest % BigInt(q)), q))) % Q;
+    });
+    const D = primes.slice(primes.length - drop).reduce((a, q) => a * BigInt(q), 1n);
+    const kept = primes.slice(0, primes.length - drop);
+    const want = kept.map(() => new Float64Array(n));
+    for (let c = 0; c < n; c++) {
+      let A = 0n;
+      primes.forEach((_, p) => (A += BigInt(coeffs[p][c]) * crt[p]));
+      const R = ((A % Q) + D / 2n) / D;
+      kept.forEach((q, i) => (want[i][c] = Number(R % BigInt(q))));
+    }
+    want.forEach((w, i) => ntts[i].forward(w));
+    const wrong = kept.findIndex((_, i) => want[i].some((x, c) => x !== ours[i * n + c]));
+    t.equal(wrong, -1, `dropping ${drop} prime(s): every residue of the ${kept.length} kept equals the BigInt reference's`);
+  }
+  {
+    // One prime: the same as LastPrimeRescale (SEAL's, above).
+    const src = Uint32Array.from({ length: primes.length * n }, (_, i) => Math.floor(rand() * primes[Math.floor(i / n)]));
+    const a = new Uint32Array((primes.length - 1) * n);
+    const b = new Uint32Array((primes.length - 1) * n);
+    new ProductRescale(primes, n, 1).polynomial(src, a);
+    new LastPrimeRescale(primes, n).polynomial(src, b);
+    t.equal(
+      a.findIndex((x, i) => x !== b[i]),
+      -1,
+      'by one prime: LastPrimeRescale, residue for residue',
+    );
+  }
 });
