@@ -5,8 +5,8 @@
 // reduced residues is below 2^53 (2 x y < 2^53 for x, y < 2^26), and the accumulators add
 // products w3 x square of at most REDUCE_EVERY rows between reductions.
 // thirdLayerLanes and residueAtScale are the same end after a rescale (rescale.ts) of the second
-// layer's values: the step toward plans with fewer primes (issue 13), checked by
-// test/unit/batch-rescale.test.ts; no plan uses it yet.
+// layer's values, in plans that rescale (batch-plan.ts, second.rescalePrimes); checked by
+// test/unit/batch-rescale.test.ts.
 import { REDUCE_EVERY } from './kernel-limits.ts';
 
 let squares = new Float64Array(0);

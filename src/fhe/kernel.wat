@@ -272,25 +272,8 @@
       (local.set $pa (i32.add (local.get $pa) (i32.const 16)))
       (br $scale))))
 
-  ;; Rescaling (rescale.ts), the term of one kept prime q: out[j] = (r[j] + $neg) mod q for
-  ;; float64 r[j] in [0, 2^26) (the last prime's coefficients, already shifted by half of it) and
-  ;; $neg = q - (floor(q_L / 2) mod q); n even.
-  (func (export "rescaleTerm") (param $n i32) (param $q f64) (param $r i32) (param $neg f64) (param $out i32)
-    (local $end i32) (local $Q v128) (local $Qinv v128) (local $N v128)
-    (local.set $Q (f64x2.splat (local.get $q)))
-    (local.set $Qinv (f64x2.splat (f64.div (f64.const 1) (local.get $q))))
-    (local.set $N (f64x2.splat (local.get $neg)))
-    (local.set $end (i32.add (local.get $r) (i32.shl (local.get $n) (i32.const 3))))
-    (block $done (loop $next
-      (br_if $done (i32.ge_u (local.get $r) (local.get $end)))
-      (v128.store (local.get $out)
-        (call $fold (f64x2.add (call $modq (v128.load (local.get $r)) (local.get $Q) (local.get $Qinv)) (local.get $N)) (local.get $Q)))
-      (local.set $r (i32.add (local.get $r) (i32.const 16)))
-      (local.set $out (i32.add (local.get $out) (i32.const 16)))
-      (br $next))))
-
-  ;; Rescaling, the kept prime's new residues: dst[j] = (src[j] - t[j]) $inv mod q, src and dst u32
-  ;; residues in [0, q), t float64 in [0, q) (the term in NTT form), $inv = q_L^-1 mod q; n even.
+  ;; Rescaling (rescale.ts), step 3, the kept prime's new residues: dst[j] = (src[j] - t[j]) $inv mod q, src and dst u32
+  ;; residues in [0, q), t float64 in [0, q) (the term in NTT form), $inv = D^-1 mod q; n even.
   ;; (src - t) + q < 2q and times $inv below 2^53: exact.
   (func (export "rescaleApply") (param $n i32) (param $q f64) (param $src i32) (param $t i32) (param $inv f64) (param $dst i32)
     (local $end i32) (local $Q v128) (local $Qinv v128) (local $d v128)

@@ -14,7 +14,7 @@ import { thirdLayerLanes } from '../fhe/batch-kernel-deep.ts';
 import { resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
 import { BatchPrivacy } from '../fhe/batch-privacy.ts';
 import { loadRerandKey, type RerandKey } from '../fhe/privacy.ts';
-import { BatchRescale } from '../fhe/rescale.ts';
+import { ProductRescale } from '../fhe/rescale.ts';
 import { CHUNK } from './batch-constants.ts';
 
 const sameBytes = (a: Uint8Array, b: Uint8Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b);
@@ -23,7 +23,7 @@ export class BatchModel {
   readonly io: BatchSession;
   private readonly kernel: BatchKernel;
   private readonly privacy: BatchPrivacy;
-  private readonly rescaled?: { toSecond: BatchKernel; rescale: BatchRescale; w3: Float64Array };
+  private readonly rescaled?: { toSecond: BatchKernel; rescale: ProductRescale; w3: Float64Array };
   /**
    * The last re-randomization key parsed, with the bytes it came from. A request's key reaches
    * this worker with every encode task of every batch (and the check before them); parsing it
@@ -40,7 +40,7 @@ export class BatchModel {
     if (drop > 0)
       this.rescaled = {
         toSecond: { ...this.kernel, w3: undefined },
-        rescale: new BatchRescale(io.primes, io.plan.params.polyModulusDegree, drop),
+        rescale: new ProductRescale(io.primes, io.plan.params.polyModulusDegree, drop),
         w3: this.kernel.w3!,
       };
   }

@@ -1,6 +1,6 @@
 // Batch mode with a rescale between the second layer and its square (the step toward fewer
 // primes, issue 13): the kernel evaluates a two-activation plan up to the second layer's values
-// (size 3), LastPrimeRescale divides them by the last one or two primes, and the square and third
+// (size 3), ProductRescale divides them by the last prime, once or twice, and the square and third
 // layer run over the primes left, with the third layer's biases at the exact scale that leaves
 // (2^(2 mid + w3) over the dropped primes squared). SEAL loads the size-5 results at that lower
 // level of its chain and decrypts them to the plaintext plan. Then the plans the compiler makes
@@ -15,7 +15,7 @@ import { CkksSession } from '../../src/fhe/ckks.ts';
 import { paramsKey, primes, sealPrimes } from '../../src/fhe/params.ts';
 import { SecretKeyHolder } from '../../src/fhe/keys.ts';
 import { buildRaw } from '../../src/fhe/raw-ciphertext.ts';
-import { BatchRescale, LastPrimeRescale } from '../../src/fhe/rescale.ts';
+import { ProductRescale } from '../../src/fhe/rescale.ts';
 import { compileBatch, FLOOD_PRECISION_BITS } from '../../src/model/compile-batch.ts';
 import type { Network } from '../../src/model/network.ts';
 import { simulateBatch, simulateBatchTrace } from '../../src/model/simulate-batch.ts';
@@ -75,7 +75,7 @@ for (const drop of [1, 2])
     // Divided by the last prime, `drop` times; each row a size-3 ciphertext.
     const dropped: number[] = [];
     for (let level = L; level > L - drop; level--) {
-      const rescale = new LastPrimeRescale(primes.slice(0, level), N);
+      const rescale = new ProductRescale(primes.slice(0, level), N, 1);
       const next = new Uint32Array(rows * 3 * (level - 1) * N);
       for (let row = 0; row < rows; row++) rescale.ciphertext(mid.subarray(row * 3 * level * N), next.subarray(row * 3 * (level - 1) * N), 3);
       mid = next;
@@ -177,7 +177,7 @@ t.test('the compiler rescales the two-activation plans it floods: fewer primes, 
   );
   const values = new Uint32Array(rows * 3 * LN);
   for (let lane = 0; lane < LN; lane += N / 2) evaluateLanes({ ...k, w3: undefined }, input, values, lane, lane + N / 2);
-  new BatchRescale(bs.primes, N, drop).rows(values, 3, 0, rows);
+  new ProductRescale(bs.primes, N, drop).rows(values, 3, 0, rows);
   const lanes = bs.resultLanes;
   const output = new Uint32Array(outputsOf(plan) * 5 * lanes);
   for (let lane = 0; lane < lanes; lane += N / 4) thirdLayerLanes(values, 3 * LN, rows, k.w3!, k.bias3, bs.resultPrimes, N, output, lane, lane + N / 4);
@@ -210,7 +210,7 @@ t.test('the compiler rescales the two-activation plans it floods: fewer primes, 
       }
     }
   });
-  new BatchRescale(bs.primes, N, drop).rows(z, 1, 0, rows);
+  new ProductRescale(bs.primes, N, drop).rows(z, 1, 0, rows);
   const q0 = bs.primes[0];
   const probes = 64;
   const confirmed = (out: Uint32Array) => {

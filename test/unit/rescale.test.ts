@@ -6,7 +6,7 @@ import t from 'tap';
 import { CkksSession } from '../../src/fhe/ckks.ts';
 import { primes, sealPrimes } from '../../src/fhe/params.ts';
 import { buildRaw, copyResidues, readRawInfo } from '../../src/fhe/raw-ciphertext.ts';
-import { LastPrimeRescale, ProductRescale } from '../../src/fhe/rescale.ts';
+import { ProductRescale } from '../../src/fhe/rescale.ts';
 import { NegacyclicNtt } from '../../src/fhe/ntt.ts';
 import { modInverse } from '../helpers/batch-input.ts';
 
@@ -45,7 +45,7 @@ t.test("rescaling the kernel's residues gives SEAL's rescale_to_next, residue fo
     copyResidues(bytes, out, 0);
     return { info, out };
   };
-  const rescaler = new LastPrimeRescale(data, N);
+  const rescaler = new ProductRescale(data, N, 1);
   for (const [name, ct] of [
     ['a fresh ciphertext', fresh],
     ['an unrelinearized square', squared],
@@ -88,8 +88,9 @@ t.test("rescaling the kernel's residues gives SEAL's rescale_to_next, residue fo
 });
 
 t.test('a rescale needs a prime to keep, and polynomials of the stated size', async (t) => {
-  t.throws(() => new LastPrimeRescale([40961], 4096), /at least two primes/);
-  const r = new LastPrimeRescale([40961, 65537], 4096);
+  t.throws(() => new ProductRescale([40961], 4096, 1), /a rescale by 1 of 1 primes/);
+  t.throws(() => new ProductRescale([40961, 65537], 4096, 0), /a rescale by 0 of 2 primes/);
+  const r = new ProductRescale([40961, 65537], 4096, 1);
   t.throws(() => r.polynomial(new Uint32Array(4096), new Uint32Array(4096)), /primes x degree/);
 });
 
@@ -130,18 +131,5 @@ t.test('a rescale by the product of the last k primes is round(A / D) in BigInt,
     want.forEach((w, i) => ntts[i].forward(w));
     const wrong = kept.findIndex((_, i) => want[i].some((x, c) => x !== ours[i * n + c]));
     t.equal(wrong, -1, `dropping ${drop} prime(s): every residue of the ${kept.length} kept equals the BigInt reference's`);
-  }
-  {
-    // One prime: the same as LastPrimeRescale (SEAL's, above).
-    const src = Uint32Array.from({ length: primes.length * n }, (_, i) => Math.floor(rand() * primes[Math.floor(i / n)]));
-    const a = new Uint32Array((primes.length - 1) * n);
-    const b = new Uint32Array((primes.length - 1) * n);
-    new ProductRescale(primes, n, 1).polynomial(src, a);
-    new LastPrimeRescale(primes, n).polynomial(src, b);
-    t.equal(
-      a.findIndex((x, i) => x !== b[i]),
-      -1,
-      'by one prime: LastPrimeRescale, residue for residue',
-    );
   }
 });
