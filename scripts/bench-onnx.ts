@@ -1,4 +1,4 @@
-// `npm run bench -- onnx [--n N] [--encrypted E] [--workers W] [--only a,b] [--input-copies K]`: the ONNX fixtures
+// `npm run bench -- onnx [--n N] [--encrypted E] [--workers W] [--only a,b] [--input-copies K] [--batch-records R]`: the ONNX fixtures
 // (test/fixtures/onnx, scripts/onnx-fixtures.py) compiled by `sealed compile`'s compiler and
 // served through the real path (S3 upload, /invocations, worker pool, flood, S3 download).
 // One JSON line per model, then a last line gathering them.
@@ -13,7 +13,10 @@
 // cnn3 (random weights) calibrates and measures on random images in [0, 1).
 // A batch model's `batch.cpu_time` is the process's CPU over its batch run (client, embedded S3
 // and server: cpu-meter.ts), so images_per_s_batch reads against the rate that CPU
-// would allow with every core busy.
+// would allow with every core busy. `--batch-records R` sends R records in the batch run instead
+// of the N held-out ones (record i is held-out record i mod N): a batch costs the same whatever
+// it holds, so 10,000 records fill 10,000 / 16,384 of two batches of 8,192; R = 16384 measures
+// full batches. `batch.fill` says which was measured.
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -59,7 +62,7 @@ async function dataFor(name: string, n: number): Promise<Data> {
   return { calibration: (await loadNpmMnist()).images, eval: test.images.slice(0, n), labels: test.labels.slice(0, n), inputScale: 255 };
 }
 
-async function benchModel(name: string, n: number, encrypted: number, workers: number | undefined, inputCopies: number | undefined) {
+async function benchModel(name: string, n: number, encrypted: number, workers: number | undefined, inputCopies: number | undefined, batchRecords?: number) {
   const bytes = new Uint8Array(await readFile(fixture(name)));
   const data = await dataFor(name, n);
   const t0 = performance.now();
@@ -95,6 +98,8 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
     | {
         records: number;
         requests: number;
+        /** The records over the batches' capacity (records_per_batch each). */
+        fill: number;
         server_ms: number;
         server_phases_ms: Record<string, number>;
         client_ms: Record<string, number>;
@@ -127,17 +132,18 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
         const pool = new EncryptPool();
         try {
           await predict(session, keys, data.eval.slice(0, 2), transport, { layout: 'batch', encryptPool: pool });
+          const records = Array.from({ length: batchRecords ?? data.eval.length }, (_, i) => data.eval[i % data.eval.length]);
           const t0 = performance.now();
           const cpu = cpuMeter();
-          const r = await predictBatches(session, keys, data.eval, transport, { layout: 'batch', encryptPool: pool });
+          const r = await predictBatches(session, keys, records, transport, { layout: 'batch', encryptPool: pool });
           const wall = performance.now() - t0;
-          const cpuUsed = cpu.read(wall, data.eval.length);
+          const cpuUsed = cpu.read(wall, records.length);
           /** Output errors against onnxruntime, request by request (results come back in request order). */
           const batchErrors = (stats: { records: number }[], scores: number[][]) => {
             let at = 0;
             const per = stats.map(({ records }) => {
               let worst = 0;
-              for (let i = at; i < at + records; i++) worst = Math.max(worst, outputError(head, headOutputs(head, scores[i]), ort[i]));
+              for (let i = at; i < at + records; i++) worst = Math.max(worst, outputError(head, headOutputs(head, scores[i]), ort[i % ort.length]));
               at += records;
               return +worst.toExponential(3);
             });
@@ -151,15 +157,17 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
             return out;
           };
           const server = sum((st) => (st.server as { timings_ms: Record<string, number> }).timings_ms);
+          const perBatch = client.batch!.records_per_batch;
           batchFigures = {
-            records: data.eval.length,
+            records: records.length,
             requests: r.stats.length,
+            fill: +(records.length / (Math.ceil(records.length / perBatch) * perBatch)).toFixed(4),
             server_ms: server.total,
             server_phases_ms: server,
             client_ms: sum((st) => st.ms),
             end_to_end_ms: +wall.toFixed(1),
             cpu_time: cpuUsed,
-            agreement: r.scores.filter((s, i) => classOfScores(m.client, s) === ortClass[i]).length / data.eval.length,
+            agreement: r.scores.filter((s, i) => classOfScores(m.client, s) === ortClass[i % ortClass.length]).length / records.length,
             ...batchErrors(r.stats, r.scores),
           };
         } finally {
@@ -242,6 +250,7 @@ export async function onnxBench(args: string[]) {
       workers: { type: 'string' },
       only: { type: 'string' },
       'input-copies': { type: 'string' },
+      'batch-records': { type: 'string' },
     },
   });
   const names = values.only ? values.only.split(',') : ['mlp_relu', 'mlp_square', 'lenet', 'cnn3', 'sklearn_linear'];
@@ -253,6 +262,7 @@ export async function onnxBench(args: string[]) {
       Number(values.encrypted ?? 20),
       values.workers ? Number(values.workers) : undefined,
       values['input-copies'] ? Number(values['input-copies']) : undefined,
+      values['batch-records'] ? Number(values['batch-records']) : undefined,
     );
     console.log(JSON.stringify(r));
     results.push(r);

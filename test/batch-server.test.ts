@@ -85,6 +85,39 @@ t.test('the client encryption pool (worker threads) gives the same predictions',
   t.ok(worst < 2e-3, `pool and in-thread encryption agree (worst ${worst.toExponential(2)})`);
 });
 
+t.test('concurrent queries take turns at the encryption pool; one given up early lets the next go on', async (t) => {
+  // One thread: two tasks of 16 features in flight per query, four tasks per query of 64 features.
+  const pool = new EncryptPool(1);
+  t.teardown(() => pool.close());
+  // Which query (by its shared values buffer) handed which task to the pool, in order.
+  const inner = (pool as unknown as { piscina: { run: (task: { values: SharedArrayBuffer; first: number }) => Promise<unknown> } }).piscina;
+  const run = inner.run.bind(inner);
+  const runs: SharedArrayBuffer[] = [];
+  const log: string[] = [];
+  inner.run = (task) => {
+    if (!runs.includes(task.values)) runs.push(task.values);
+    log.push(`${'AB'[runs.indexOf(task.values)]}${task.first}`);
+    return run(task);
+  };
+  const drain = async (sections: AsyncGenerator<Uint8Array>) => {
+    let n = 0;
+    for await (const s of sections) n += s.length > 0 ? 1 : 0;
+    return n;
+  };
+  const a = session.encryptBatchWith(images, pool);
+  const b = session.encryptBatchWith(images.slice(0, 10), pool);
+  const [na, nb] = await Promise.all([drain(a.sections), drain(b.sections)]);
+  t.same([na, nb], [a.count, b.count], 'every section of both queries');
+  t.same(log, ['A0', 'A16', 'A32', 'A48', 'B0', 'B16', 'B32', 'B48'], "the second query's tasks follow the first's last, not interleaved with them");
+  // A query whose upload failed after its first section: the next one still gets the pool.
+  const c = session.encryptBatchWith(images, pool);
+  await c.sections.next();
+  await c.sections.next();
+  await c.sections.return(undefined);
+  const d = session.encryptBatchWith(images, pool);
+  t.equal(await drain(d.sections), d.count, 'a query after one given up mid-way is encrypted whole');
+});
+
 t.test('predictBatches in batch mode: one request per batch, results in order', async (t) => {
   const r = await predictBatches(session, keys, images.slice(0, 9), transport, { layout: 'batch' });
   t.equal(r.scores.length, 9);

@@ -25,6 +25,13 @@ export function keysAttribute(uri: string): string {
   return v;
 }
 
+/** fetch's error with its cause: undici says only "fetch failed", and why (ECONNRESET, "other side closed") in `cause`. */
+function networkReason(e: unknown): string {
+  const { message, cause } = e as Error & { cause?: { message?: string; code?: string } };
+  const why = cause && (cause.code ?? cause.message);
+  return why && !message.includes(why) ? `${message}: ${why}` : message;
+}
+
 export async function invokeHttp(endpoint: string, body: unknown): Promise<Record<string, unknown>> {
   let res: Response;
   try {
@@ -32,7 +39,7 @@ export async function invokeHttp(endpoint: string, body: unknown): Promise<Recor
   } catch (e) {
     throw new SealedError(
       'storage',
-      `cannot reach the inference server at ${endpoint} (${(e as Error).message})`,
+      `cannot reach the inference server at ${endpoint} (${networkReason(e)})`,
       'start it with `sealed serve`, or pass --endpoint',
     );
   }
@@ -61,7 +68,7 @@ export async function invokeBodyHttp(endpoint: string, query: Uint8Array, o: { k
   } catch (e) {
     throw new SealedError(
       'storage',
-      `cannot reach the inference server at ${endpoint} (${(e as Error).message})`,
+      `cannot reach the inference server at ${endpoint} (${networkReason(e)})`,
       'start it with `sealed serve`, or pass --endpoint',
     );
   }
