@@ -183,6 +183,19 @@ t.test('keysAttribute and resultBytes refuse what the body form cannot carry', a
   t.equal(resultBytes(new Uint8Array([1, 2]), 'application/octet-stream').length, 2);
 });
 
+t.test('an endpoint where nothing listens: the error says why, not only "fetch failed"', async (t) => {
+  // A port that was just free: bound, then closed.
+  const closed = createServer();
+  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+  const { port } = closed.address() as AddressInfo;
+  await new Promise<void>((r) => closed.close(() => r()));
+  await t.rejects(
+    invokeHttp(`http://127.0.0.1:${port}`, {}),
+    { code: 'storage', message: /cannot reach the inference server at http:\/\/127\.0\.0\.1:\d+ \(fetch failed: ECONNREFUSED\)/, hint: /sealed serve/ },
+    'the cause (ECONNREFUSED) is named',
+  );
+});
+
 t.test('a transport mode or body limit that does not exist is refused, saying what to give', async (t) => {
   await t.rejects(
     createClient({ model: 'anything', transport: 'fast' as never }),
