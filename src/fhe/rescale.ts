@@ -91,7 +91,7 @@ export class ProductRescale {
     // Garner's constants (kernel.wat garnerDigits), per digit j: d_j, digit j of floor(D/2), then
     // d_l^-1 mod d_j for l < j.
     const g = new Float64Array(buffer, garner, drop * (drop + 2));
-    let h = D / 2n;
+    let h = H;
     dropped.forEach((dj, j) => {
       g[j * (drop + 2)] = dj;
       g[j * (drop + 2) + 1] = Number(h % BigInt(dj));
