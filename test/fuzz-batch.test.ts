@@ -1,6 +1,7 @@
-// Fuzzing batch mode with a fixed seed: mutated real batch-mode queries (wire frame, header,
-// packed sections, SEAL prefixes, seeds) must each give a 4xx with a reason or a result, never
-// a 5xx, and a good request must succeed afterwards. More: FUZZ_BATCH_CASES=2000 npm test.
+// Fuzzing batch mode: mutated real batch-mode queries (wire frame, header, packed sections, SEAL
+// prefixes, seeds) must each give a 4xx with a reason or a result, never a 5xx, and a good
+// request must succeed afterwards. Each run draws its own seed (printed; FUZZ_SEED=<seed>
+// replays it), so every run tries new cases. More: FUZZ_BATCH_CASES=2000 npm test.
 // The network is tinyCnn: the fuzzer aims at the path around the kernel, which is the same for
 // every network, and each case that is served costs a third of smallCnn's evaluation (64 query
 // ciphertexts and 4 results instead of 144 and 10; 12.6 instead of 27.5 MB through S3).
@@ -18,7 +19,9 @@ const CASES = Number(process.env.FUZZ_BATCH_CASES ?? 60);
 const LANES = Number(process.env.FUZZ_LANES ?? 2);
 const dir = await mkdtemp(join(tmpdir(), 'sealed-fuzz-batch-'));
 const modelDir = join(dir, 'model');
-const { rand, int, mutate } = mutator(20261126);
+const SEED = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
+t.comment(`fuzz seed ${SEED}: FUZZ_SEED=${SEED} replays this run`);
+const { rand, int, mutate } = mutator(SEED);
 const images = Array.from({ length: 20 }, () => Array.from({ length: 64 }, () => int(256)));
 await imageBundle(modelDir, tinyCnn, images);
 const stack = await startStack(modelDir, dir);
@@ -62,7 +65,7 @@ t.test(`${CASES} mutated batch-mode queries: 4xx with a reason, never 5xx`, asyn
       statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
       if (res.status >= 500 || (res.status !== 200 && !json.message)) {
         bad++;
-        if (bad <= 5) t.fail(`case ${i}: ${res.status} ${json.error} ${json.message}`);
+        if (bad <= 5) t.fail(`case ${i} of seed ${SEED}: ${res.status} ${json.error} ${json.message}`);
       }
     }
   };
