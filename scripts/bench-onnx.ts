@@ -1,4 +1,4 @@
-// `npm run bench -- onnx [--n N] [--encrypted E] [--workers W] [--only a,b] [--input-copies K] [--batch-records R]`: the ONNX fixtures
+// `npm run bench -- onnx [--n N] [--encrypted E] [--workers W] [--only a,b] [--input-copies K] [--batch-records R] [--server-process]`: the ONNX fixtures
 // (test/fixtures/onnx, scripts/onnx-fixtures.py) compiled by `sealed compile`'s compiler and
 // served through the real path (S3 upload, /invocations, worker pool, flood, S3 download).
 // One JSON line per model, then a last line gathering them.
@@ -16,7 +16,10 @@
 // would allow with every core busy. `--batch-records R` sends R records in the batch run instead
 // of the N held-out ones (record i is held-out record i mod N): a batch costs the same whatever
 // it holds, so 10,000 records fill 10,000 / 16,384 of two batches of 8,192; R = 16384 measures
-// full batches. `batch.fill` says which was measured.
+// full batches. `batch.fill` says which was measured. `--server-process` runs the server and the
+// embedded S3 in a process of their own, as deployed (one process makes V8 collect the client's
+// heap for the server's garbage: bench-stack.ts); `batch.processes` says which, and `cpu_time`
+// then counts both processes (`server_process_s`: the server's).
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,7 +35,7 @@ import { classOfOutputs, classOfScores, compileOnnx, headOutputs, outputError, s
 import { openReference } from '../src/model/onnx/reference.ts';
 import { loadIdxPair, loadNpmMnist, MNIST_TEST_IMAGES, MNIST_TEST_LABELS } from '../src/train/mnist.ts';
 import { batchModeFor, readCalibration } from '../src/train/onnx-job.ts';
-import { BENCH_BUCKET, startBenchStack } from './bench-stack.ts';
+import { BENCH_BUCKET, startBenchStack, startBenchStackProcess } from './bench-stack.ts';
 import { cpuMeter, type PhaseCpu } from './cpu-meter.ts';
 
 const err = (s: string) => process.stderr.write(s + '\n');
@@ -62,7 +65,15 @@ async function dataFor(name: string, n: number): Promise<Data> {
   return { calibration: (await loadNpmMnist()).images, eval: test.images.slice(0, n), labels: test.labels.slice(0, n), inputScale: 255 };
 }
 
-async function benchModel(name: string, n: number, encrypted: number, workers: number | undefined, inputCopies: number | undefined, batchRecords?: number) {
+async function benchModel(
+  name: string,
+  n: number,
+  encrypted: number,
+  workers: number | undefined,
+  inputCopies: number | undefined,
+  batchRecords?: number,
+  serverProcess = false,
+) {
   const bytes = new Uint8Array(await readFile(fixture(name)));
   const data = await dataFor(name, n);
   const t0 = performance.now();
@@ -97,6 +108,7 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
   let batchFigures:
     | {
         records: number;
+        processes: number;
         requests: number;
         /** The records over the batches' capacity (records_per_batch each). */
         fill: number;
@@ -120,7 +132,7 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
   try {
     // The fixtures' key sets exceed the server's default 128 MiB limit at rings 16384 and 32768:
     // raised here to measure them (keys_bytes says how far over the default they are).
-    const stack = await startBenchStack(dir, workers, 2 ** 30);
+    const stack = serverProcess ? await startBenchStackProcess(dir, workers, 2 ** 30) : await startBenchStack(dir, workers, 2 ** 30);
     w = stack.workers;
     const transport = { store: stack.store, bucket: BENCH_BUCKET, endpoint: stack.running.url };
     try {
@@ -134,7 +146,7 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
           await predict(session, keys, data.eval.slice(0, 2), transport, { layout: 'batch', encryptPool: pool });
           const records = Array.from({ length: batchRecords ?? data.eval.length }, (_, i) => data.eval[i % data.eval.length]);
           const t0 = performance.now();
-          const cpu = cpuMeter();
+          const cpu = cpuMeter('pid' in stack ? stack.pid : undefined);
           const r = await predictBatches(session, keys, records, transport, { layout: 'batch', encryptPool: pool });
           const wall = performance.now() - t0;
           const cpuUsed = cpu.read(wall, records.length);
@@ -160,6 +172,8 @@ async function benchModel(name: string, n: number, encrypted: number, workers: n
           const perBatch = client.batch!.records_per_batch;
           batchFigures = {
             records: records.length,
+            // 2: the server and the embedded S3 in a process of their own, as deployed (--server-process).
+            processes: serverProcess ? 2 : 1,
             requests: r.stats.length,
             fill: +(records.length / (Math.ceil(records.length / perBatch) * perBatch)).toFixed(4),
             server_ms: server.total,
@@ -251,6 +265,7 @@ export async function onnxBench(args: string[]) {
       only: { type: 'string' },
       'input-copies': { type: 'string' },
       'batch-records': { type: 'string' },
+      'server-process': { type: 'boolean' },
     },
   });
   const names = values.only ? values.only.split(',') : ['mlp_relu', 'mlp_square', 'lenet', 'cnn3', 'sklearn_linear'];
@@ -263,6 +278,7 @@ export async function onnxBench(args: string[]) {
       values.workers ? Number(values.workers) : undefined,
       values['input-copies'] ? Number(values['input-copies']) : undefined,
       values['batch-records'] ? Number(values['batch-records']) : undefined,
+      values['server-process'] ?? false,
     );
     console.log(JSON.stringify(r));
     results.push(r);

@@ -1,8 +1,12 @@
 // The stack the MNIST benchmarks run against: the embedded S3 in a temporary directory, the
 // inference server with `workers` workers, a store and a bucket on it.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { startServer, type RunningServer } from '../src/server/serve.ts';
 import { startLocalS3 } from '../src/storage/local-s3.ts';
 import { ObjectStore } from '../src/storage/s3.ts';
@@ -33,6 +37,47 @@ export async function startBenchStack(modelDir: string, workers = availableParal
       await running.close();
       await s3.close();
       await rm(work, { recursive: true, force: true });
+    },
+  };
+}
+
+/** startBenchStack's, in a child process: `pid` is that process's, whose CPU cpuMeter can add. */
+export interface BenchStackProcess extends Omit<BenchStack, 'running'> {
+  running: { url: string };
+  pid: number;
+}
+
+/**
+ * The stack as sealed is deployed: the server (and the embedded S3, standing in for S3) in a
+ * process of their own, the benchmark's process left to the client. In one process, V8 collects
+ * the client's heap whenever the server's or the S3 server's buffers have grown (its
+ * external-memory trigger): 466 full collections over a model (b) batch run, 16 s of the run's
+ * 60 s of CPU on V8's threads (docs/bring-your-own-model.md, session 53).
+ */
+export async function startBenchStackProcess(modelDir: string, workers = availableParallelism(), maxKeyBytes?: number): Promise<BenchStackProcess> {
+  const child = spawn(
+    process.execPath,
+    [fileURLToPath(new URL('./bench-stack-child.ts', import.meta.url)), modelDir, String(workers), String(maxKeyBytes ?? '')],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  const exited = once(child, 'exit');
+  const [line] = (await Promise.race([
+    once(createInterface({ input: child.stdout! }), 'line'),
+    exited.then(([code]) => Promise.reject(new Error(`the stack's process exited (${code}) before it was ready`))),
+  ])) as [string];
+  const { url, endpoint } = JSON.parse(line) as { url: string; endpoint: string };
+  const store = new ObjectStore({ endpoint });
+  return {
+    running: { url },
+    store,
+    workers,
+    pid: child.pid!,
+    async close() {
+      store.close();
+      child.kill('SIGTERM');
+      await exited;
     },
   };
 }
