@@ -23,7 +23,8 @@ const DIR = join(import.meta.dirname, 'fixtures', 'trees');
 const data = JSON.parse(readFileSync(join(DIR, 'breast-cancer.data.json'), 'utf8')) as { train: number[][]; test: number[][] };
 const m = compileTreeModel(new Uint8Array(readFileSync(join(DIR, 'breast-cancer.xgb.json'))), 'xgboost-json', data.train);
 const precision = 2 ** -FLOOD_PRECISION_BITS * 9.15; // the flood's stated precision: 2^-12 of the score bound (9.14)
-// One client, its keys (36 rotations: ~11 s of key generation here) and one server for both tests.
+// One client, its keys (15 Galois steps: ~1.5 s of key generation on the 2-core AMD VM) and one
+// server for every test.
 const client = await SingleTreeClient.open(m.client);
 const server = await SingleTreeServer.open(m.server.model_id, m.server.single!);
 const keys = client.keys();
