@@ -17,9 +17,9 @@
 // of the N held-out ones (record i is held-out record i mod N): a batch costs the same whatever
 // it holds, so 10,000 records fill 10,000 / 16,384 of two batches of 8,192; R = 16384 measures
 // full batches. `batch.fill` says which was measured. `--server-process` runs the server and the
-// embedded S3 in a process of their own, as deployed (one process makes V8 collect the client's
-// heap for the server's garbage: bench-stack.ts); `batch.processes` says which, and `cpu_time`
-// then counts both processes (`server_process_s`: the server's).
+// embedded S3 in a process of their own, as deployed (bench-stack.ts says what that measured);
+// `batch.processes` says which, and `cpu_time` then counts both processes (`server_process_s`:
+// the server's).
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';

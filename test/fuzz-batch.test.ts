@@ -12,15 +12,14 @@ import { join } from 'node:path';
 import { ClientSession } from '../src/client/session.ts';
 import { readClientPart } from '../src/model/bundle.ts';
 import { imageBundle, startStack } from './helpers/fixture.ts';
-import { mutator } from './helpers/mutate.ts';
+import { fuzzSeed, mutator } from './helpers/mutate.ts';
 import { tinyCnn } from './helpers/networks.ts';
 
 const CASES = Number(process.env.FUZZ_BATCH_CASES ?? 60);
 const LANES = Number(process.env.FUZZ_LANES ?? 2);
 const dir = await mkdtemp(join(tmpdir(), 'sealed-fuzz-batch-'));
 const modelDir = join(dir, 'model');
-const SEED = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
-t.comment(`fuzz seed ${SEED}: FUZZ_SEED=${SEED} replays this run`);
+const SEED = fuzzSeed(t);
 const { rand, int, mutate } = mutator(SEED);
 const images = Array.from({ length: 20 }, () => Array.from({ length: 64 }, () => int(256)));
 await imageBundle(modelDir, tinyCnn, images);

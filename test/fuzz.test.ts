@@ -11,10 +11,9 @@ import t from 'tap';
 import { ClientSession } from '../src/client/session.ts';
 import { readClientPart } from '../src/model/bundle.ts';
 import { startStack, trainBreastCancer } from './helpers/fixture.ts';
-import { mutator } from './helpers/mutate.ts';
+import { fuzzSeed, mutator } from './helpers/mutate.ts';
 
 const CASES = Number(process.env.FUZZ_CASES ?? 1000);
-const SEED = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const LANES = Number(process.env.FUZZ_LANES ?? 4);
 const tr = await trainBreastCancer();
 const stack = await startStack(tr.modelDir, tr.dir);
@@ -31,7 +30,7 @@ t.teardown(async () => {
   await tr.cleanup();
 });
 
-t.comment(`fuzz seed ${SEED}: FUZZ_SEED=${SEED} replays this run`);
+const SEED = fuzzSeed(t);
 const { rand, mutate } = mutator(SEED);
 
 t.test(`${CASES} mutated queries and keys: 4xx with a reason, never 5xx`, async (t) => {

@@ -45,3 +45,13 @@ export function mutator(seed: number) {
   }
   return { rand, int, mutate };
 }
+
+/**
+ * The fuzz suites' seed: FUZZ_SEED when given (to replay a run), else a new one each run, so every
+ * run tries new cases. Printed in the TAP output with how to replay it.
+ */
+export function fuzzSeed(t: { comment(message: string): void }): number {
+  const seed = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
+  t.comment(`fuzz seed ${seed}: FUZZ_SEED=${seed} replays this run`);
+  return seed;
+}
