@@ -8,6 +8,9 @@ import { splitCiphertexts, type EncryptTask } from './encrypt-worker.ts';
 /** Features per task: enough to amortize a message, few enough to keep every thread busy. */
 const GROUP = 16;
 
+/** A records x features matrix in shared memory, which every task of the pool reads without a copy. */
+export const sharedMatrix = (length: number) => new Float64Array(new SharedArrayBuffer(length * 8));
+
 export class EncryptPool {
   private readonly piscina: Piscina;
   readonly size: number;
@@ -25,7 +28,8 @@ export class EncryptPool {
   }
 
   /**
-   * Ciphertexts of features 0..features-1 for `rows` (preprocessed, at most `slots`), in order.
+   * Ciphertexts of features 0..features-1 of the first `records` rows of `matrix` (records x
+   * features, row-major, preprocessed; at most `slots` records), in order.
    * At most 2 x threads tasks are in flight, so memory stays bounded however slow the consumer.
    *
    * Concurrent runs take turns: a run hands tasks to the pool once the run before it has handed
@@ -35,7 +39,8 @@ export class EncryptPool {
    * server's work on it overlap the second's encryption.
    */
   async *encryptColumns(
-    rows: ArrayLike<number>[],
+    matrix: Float64Array,
+    records: number,
     features: number,
     o: { params: CkksParams; secretKey: Uint8Array; scaleBits: number; slots: number; form?: EncryptTask['form'] },
   ): AsyncGenerator<Uint8Array> {
@@ -44,10 +49,14 @@ export class EncryptPool {
     const before = this.turn;
     this.turn = before.then(() => mine);
     await before;
-    const values = new SharedArrayBuffer(rows.length * features * 8);
-    const view = new Float64Array(values);
-    rows.forEach((r, i) => view.set(Array.from(r), i * features));
-    const task = (first: number): EncryptTask => ({ ...o, values, records: rows.length, features, first, count: Math.min(GROUP, features - first) });
+    // An unshared matrix would be copied into every task: it is copied to shared memory once.
+    let shared = matrix;
+    if (!(matrix.buffer instanceof SharedArrayBuffer) || matrix.byteOffset !== 0) {
+      shared = sharedMatrix(records * features);
+      shared.set(matrix.subarray(0, records * features));
+    }
+    const values = shared.buffer as SharedArrayBuffer;
+    const task = (first: number): EncryptTask => ({ ...o, values, records, features, first, count: Math.min(GROUP, features - first) });
     const inFlight: Promise<Uint8Array>[] = [];
     let next = 0;
     const fill = () => {
@@ -73,9 +82,11 @@ export class EncryptPool {
   }
 
   /** encryptColumns, gathered: every ciphertext of `rows` in one list (a tree query's batch). */
-  async encryptAll(rows: ArrayLike<number>[], features: number, o: Parameters<EncryptPool['encryptColumns']>[2]): Promise<Uint8Array[]> {
+  async encryptAll(rows: ArrayLike<number>[], features: number, o: Parameters<EncryptPool['encryptColumns']>[3]): Promise<Uint8Array[]> {
+    const matrix = sharedMatrix(rows.length * features);
+    rows.forEach((r, i) => matrix.set(r, i * features));
     const out: Uint8Array[] = [];
-    for await (const ct of this.encryptColumns(rows, features, o)) out.push(ct);
+    for await (const ct of this.encryptColumns(matrix, rows.length, features, o)) out.push(ct);
     return out;
   }
 

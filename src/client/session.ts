@@ -8,7 +8,7 @@ import { makePublicKey } from '../fhe/single-privacy.ts';
 import { paramsKey, type CkksParams } from '../fhe/params.ts';
 import type { ClientPart } from '../model/client-part.ts';
 import { packRecords, unpackOutputs, withRotations } from '../model/layout.ts';
-import { postprocess, preprocessRecord, type Prediction } from '../model/postprocess.ts';
+import { postprocess, preprocessRecord, preprocessRowsInto, type Prediction } from '../model/postprocess.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../wire/format.ts';
 import { sha256Hex } from '../util/sha256.ts';
 import { outOfRange, resultOutOfRange, type OutOfRange } from './result-range.ts';
@@ -163,17 +163,18 @@ export class ClientSession {
    * (a query of 10,000 images is hundreds of megabytes: it is streamed, never whole).
    */
   encryptBatch(rows: ArrayLike<number>[]): { header: QueryHeader; count: number; sections: Generator<Uint8Array> } {
-    const { b, pre, batches, inputs, header, rerandKey } = this.prepareBatch(rows);
+    const { b, batches, inputs, header, rerandKey, batchValues } = this.prepareBatch(rows);
     const key = this.batchKey;
     const S = b.records_per_batch;
     function* sections(): Generator<Uint8Array> {
       yield rerandKey;
       const v = new Float64Array(S);
+      const values = new Float64Array(S * inputs);
       for (let bi = 0; bi < batches; bi++) {
-        const recs = pre.slice(bi * S, (bi + 1) * S);
+        const records = batchValues(bi, values);
         for (let i = 0; i < inputs; i++) {
           v.fill(0);
-          recs.forEach((r, s) => (v[s] = r[i]));
+          for (let s = 0; s < records; s++) v[s] = values[s * inputs + i];
           yield key.encryptPacked(v, b.input_scale_bits);
         }
       }
@@ -186,17 +187,23 @@ export class ClientSession {
     rows: ArrayLike<number>[],
     pool: {
       encryptColumns(
-        rows: ArrayLike<number>[],
+        values: Float64Array,
+        records: number,
         features: number,
         o: { params: CkksParams; secretKey: Uint8Array; scaleBits: number; slots: number },
       ): AsyncGenerator<Uint8Array>;
     },
   ): { header: QueryHeader; count: number; sections: AsyncGenerator<Uint8Array> } {
-    const { b, pre, batches, inputs, header, rerandKey } = this.prepareBatch(rows);
+    const { b, batches, inputs, header, rerandKey, batchValues } = this.prepareBatch(rows);
     const o = { params: b.params, secretKey: this.batchKeyBytes!, scaleBits: b.input_scale_bits, slots: b.records_per_batch };
     async function* sections(): AsyncGenerator<Uint8Array> {
       yield rerandKey;
-      for (let bi = 0; bi < batches; bi++) yield* pool.encryptColumns(pre.slice(bi * o.slots, (bi + 1) * o.slots), inputs, o);
+      for (let bi = 0; bi < batches; bi++) {
+        // Shared, so that the pool's tasks read it without a copy each; one per batch, as the
+        // workers may still read the last one's.
+        const values = new Float64Array(new SharedArrayBuffer(o.slots * inputs * 8));
+        yield* pool.encryptColumns(values, batchValues(bi, values), inputs, o);
+      }
     }
     return { header, count: 1 + batches * inputs, sections: sections() };
   }
@@ -206,16 +213,18 @@ export class ClientSession {
     if (!b) throw new SealedError('bad-data', 'this model has no batch mode', 'use the single layout');
     this.checkRows(rows);
     void this.batchKey; // throws when no key is loaded
-    const f = b.input_factors;
-    const pre = rows.map((r) => {
-      const x = preprocessRecord(r, this.part);
-      return f ? x.map((v, j) => v * f[j]) : x;
-    });
+    const S = b.records_per_batch;
+    /** Batch `bi`'s records, preprocessed, into `values` (records x features); how many there are. */
+    const batchValues = (bi: number, values: Float64Array): number => {
+      const batch = rows.slice(bi * S, (bi + 1) * S);
+      preprocessRowsInto(batch, this.part, b.input_factors, values);
+      return batch.length;
+    };
     // The first section: the re-randomization key for circuit privacy (fresh per query, from the
     // batch secret key; a server whose model does not flood ignores it).
     const header: QueryHeader = { model_id: this.modelId, params: paramsKey(b.params), records: rows.length, layout: 'batch', rerand_key: true };
     const rerandKey = makeBatchRerandKey(this.batchS!, b.result_size, this.batchKeyBytes!, b.result_primes);
-    return { b, pre, batches: Math.ceil(rows.length / b.records_per_batch), inputs: pre[0].length, header, rerandKey };
+    return { b, batches: Math.ceil(rows.length / S), inputs: this.part.features.length, header, rerandKey, batchValues };
   }
 
   /** Raw feature rows (as in the training CSV, without the target) -> encrypted query. */

@@ -40,3 +40,26 @@ export function standardise(row: ArrayLike<number>, pre: ClientPart['preprocess'
 export function preprocessRecord(row: ArrayLike<number>, part: Pick<ClientPart, 'preprocess' | 'image'>): number[] {
   return standardise(part.image?.deskew ? deskew(row, part.image.side) : row, part.preprocess);
 }
+
+/**
+ * preprocessRecord of every row, each value times `factors[j]` when given (batch mode's input
+ * factors), written to `out` (rows x features, row-major). The same values, with no array per
+ * record: a full batch query of MNIST made 1.4 GB of them, ~0.9 s of the client's main thread
+ * before its first ciphertext (session 54).
+ */
+export function preprocessRowsInto(
+  rows: ArrayLike<number>[],
+  part: Pick<ClientPart, 'preprocess' | 'image'>,
+  factors: number[] | undefined,
+  out: Float64Array,
+): void {
+  const { mean, std } = part.preprocess;
+  let o = 0;
+  for (const raw of rows) {
+    const r = part.image?.deskew ? deskew(raw, part.image.side) : raw;
+    for (let j = 0; j < r.length; j++) {
+      const x = (r[j] - mean[j]) / std[j];
+      out[o++] = factors ? x * factors[j] : x;
+    }
+  }
+}
