@@ -117,7 +117,7 @@ export async function copiesBench(args: string[]) {
  * --served: each count's bundle behind its own server (one worker, the embedded S3), one request
  * of one record to each in turn per round, through the SDK's S3 path: the server's own timings.
  */
-async function served(model: string, built: { compiled: CompiledModel; client: ClientPart }[], record: number[], rounds: number) {
+async function served(model: string, built: { compiled: CompiledModel; client: ClientPart }[], record: ArrayLike<number>, rounds: number) {
   const setups = [];
   for (const b of built) {
     const dir = await mkdtemp(join(tmpdir(), 'sealed-copies-'));

@@ -44,8 +44,8 @@ const p50 = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 
 const fixture = (name: string) => fileURLToPath(new URL(`../test/fixtures/onnx/${name}.onnx`, import.meta.url));
 
 interface Data {
-  calibration: number[][];
-  eval: number[][];
+  calibration: ArrayLike<number>[];
+  eval: ArrayLike<number>[];
   labels?: number[];
   inputScale?: number;
 }

@@ -42,7 +42,7 @@ const r1 = (v: number) => Math.round(v * 10) / 10;
 interface Case {
   name: string;
   modelDir: string;
-  rows: number[][];
+  rows: ArrayLike<number>[];
 }
 
 interface Measured {

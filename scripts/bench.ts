@@ -64,7 +64,7 @@ async function mnist(args: string[]) {
   const plainClass = images.map((img) => {
     const l = forward(
       network,
-      (client.image?.deskew ? deskew(img, 28) : img).map((v) => v / 255),
+      Array.from(client.image?.deskew ? deskew(img, 28) : img, (v) => v / 255),
     );
     return l.indexOf(Math.max(...l));
   });

@@ -269,7 +269,10 @@ async function makeBatch(out: string): Promise<void> {
 
   // Deskew at MNIST's size: two official test images and what the client encrypts of them.
   const mnist = imageRows(await readIdx(MNIST_TEST_IMAGES)).slice(0, 2);
-  await writeFile(join(out, 'deskew.json'), JSON.stringify({ side: 28, images: mnist, deskewed: mnist.map((img) => deskew(img, 28)) }) + '\n');
+  await writeFile(
+    join(out, 'deskew.json'),
+    JSON.stringify({ side: 28, images: mnist.map((img) => Array.from(img)), deskewed: mnist.map((img) => deskew(img, 28)) }) + '\n',
+  );
   session.close();
   console.log(`batch test vectors for model ${modelId} in ${out}`);
 }

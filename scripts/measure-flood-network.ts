@@ -59,7 +59,7 @@ for (const privacy of ['none', 'flood'] as const) {
   const sk = new s.seal.SecretKey();
   sk.loadFromArray(s.context, km.secretKey);
   const decryptor = new s.seal.Decryptor(s.context, sk);
-  const vectorOf = (img: number[]) => packRecords(input, [preprocessRecord(img, built.client)])[0];
+  const vectorOf = (img: ArrayLike<number>) => packRecords(input, [preprocessRecord(img, built.client)])[0];
   const encrypt = (v: Float64Array) => holder.encrypt(v, p.inputScaleBits);
 
   // Latency: one image, `runs` times after a warm-up run.

@@ -20,7 +20,7 @@ import { servedClient } from './helpers/fixture.ts';
 import { buildModel, gemm, gemmWeights } from './helpers/onnx-build.ts';
 
 /** Compiles `onnx` with `calibration` into a bundle, and runs `rows` through batch mode in process. */
-async function batchRun(t: Test, onnx: string, calibration: string, rows: number[][]) {
+async function batchRun(t: Test, onnx: string, calibration: string, rows: ArrayLike<number>[]) {
   const dir = await mkdtemp(join(tmpdir(), 'sealed-onnx-batch-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const { report } = await compileOnnxJob({ onnx, calibration, modelDir: dir });

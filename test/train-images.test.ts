@@ -43,7 +43,7 @@ t.test('IDX channel -> CNN bundle', async (t) => {
       gzipSync(
         idx(
           [ids.length, 28, 28],
-          ids.flatMap((i) => all.images[i]),
+          ids.flatMap((i) => Array.from(all.images[i])),
         ),
       ),
     );
@@ -136,7 +136,7 @@ t.test(
       join(dir, 'train', 'images-idx3-ubyte'),
       idx(
         [ids.length, 28, 28],
-        ids.flatMap((i) => all.images[i]),
+        ids.flatMap((i) => Array.from(all.images[i])),
       ),
     );
     await writeFile(

@@ -118,7 +118,7 @@ async function writeAtomic(file: string, text: string): Promise<void> {
 
 export async function predictTransform(
   session: ClientSession,
-  rows: number[][],
+  rows: ArrayLike<number>[],
   store: ObjectStore,
   o: TransformCliOptions,
 ): Promise<{ predictions: Prediction[]; summary: Record<string, unknown> }> {
@@ -139,7 +139,7 @@ export async function predictTransform(
   const queries = new Map<number, Uint8Array>();
   // Batch mode makes one ciphertext per feature per batch: encrypt them on every core.
   const pool = new EncryptPool();
-  const encrypt = async (part: number[][]) => {
+  const encrypt = async (part: ArrayLike<number>[]) => {
     const q = session.encryptBatchWith(part, pool);
     const chunks: Uint8Array[] = [];
     for await (const c of writeWireStream('query', q.header, q.count, q.sections)) chunks.push(c);

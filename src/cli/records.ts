@@ -13,7 +13,7 @@ import { parseCsv, requireNumeric } from '../train/csv.ts';
 
 /** Rows to predict, and the true labels when the file has them: numbers, or class names. */
 export interface Records {
-  rows: number[][];
+  rows: ArrayLike<number>[];
   labels?: (number | string)[];
 }
 

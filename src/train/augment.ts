@@ -7,7 +7,7 @@ export interface AugmentOptions {
   scale: number;
 }
 
-export function augmentImage(src: Float32Array | number[], dst: Float32Array, side: number, o: AugmentOptions, rand: () => number): void {
+export function augmentImage(src: ArrayLike<number>, dst: Float32Array, side: number, o: AugmentOptions, rand: () => number): void {
   const th = ((rand() * 2 - 1) * o.rotationDeg * Math.PI) / 180;
   const sx = 1 + (rand() * 2 - 1) * o.scale;
   const sy = sx * (1 + (rand() * 2 - 1) * o.scale * 0.5);

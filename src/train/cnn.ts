@@ -67,7 +67,11 @@ const PATCH = (() => {
 
 type Params = Record<string, tf.Variable>;
 
-export async function trainImageNetwork(images: number[][], labels: number[], opts: Partial<CnnOptions> = {}): Promise<{ network: Network; seconds: number }> {
+export async function trainImageNetwork(
+  images: ArrayLike<number>[],
+  labels: number[],
+  opts: Partial<CnnOptions> = {},
+): Promise<{ network: Network; seconds: number }> {
   await tfReady();
   const o = { ...CNN_DEFAULTS, ...opts };
   const log = o.log ?? (() => {});
@@ -217,7 +221,12 @@ export async function trainImageNetwork(images: number[][], labels: number[], op
 }
 
 /** Folds batch norm (population statistics over the training set) and exports the layer graph. */
-async function exportNetwork(q: Params, o: CnnOptions, images: number[][], batchInput: (idx: number[], aug: boolean) => tf.Tensor2D): Promise<Network> {
+async function exportNetwork(
+  q: Params,
+  o: CnnOptions,
+  images: ArrayLike<number>[],
+  batchInput: (idx: number[], aug: boolean) => tf.Tensor2D,
+): Promise<Network> {
   const cnn = o.arch === 'cnn';
   const F = o.filters;
   const C = cnn ? F : o.hidden;

@@ -27,7 +27,7 @@ export interface ImageBundle {
  */
 export function compileImageModel(
   net: Network,
-  samplePixels: number[][],
+  samplePixels: ArrayLike<number>[],
   deskewImages = false,
   options: CompileOptions = {},
 ): { compiled: CompiledModel; client: ClientPart } {
@@ -100,19 +100,19 @@ export async function writeImageBundle(
   return { manifest, compiled, client };
 }
 
-export function plaintextAccuracy(net: Network, pixels: number[][], labels: number[], deskewImages = false): number {
+export function plaintextAccuracy(net: Network, pixels: ArrayLike<number>[], labels: number[], deskewImages = false): number {
   let ok = 0;
   pixels.forEach((img, i) => {
     const logits = forward(
       net,
-      (deskewImages ? deskew(img, net.input.width) : img).map((v) => v / PIXEL_SCALE),
+      Array.from(deskewImages ? deskew(img, net.input.width) : img, (v) => v / PIXEL_SCALE),
     );
     if (logits.indexOf(Math.max(...logits)) === labels[i]) ok++;
   });
   return ok / pixels.length;
 }
 
-export function simulatedAccuracy(compiled: CompiledModel, client: ClientPart, pixels: number[][], labels: number[]): number {
+export function simulatedAccuracy(compiled: CompiledModel, client: ClientPart, pixels: ArrayLike<number>[], labels: number[]): number {
   let ok = 0;
   pixels.forEach((img, i) => {
     const [v] = packRecords(compiled.input, [preprocessRecord(img, client)]);

