@@ -31,8 +31,9 @@ export async function readIdx(file: string): Promise<IdxArray> {
  * Images as rows of pixel values (0..255), one row per image: views of the file's bytes, not
  * arrays. V8 marks every element of an array of small integers on each full collection, and a
  * batch query's buffers start one every few tens of MB: 20,000 MNIST images held as arrays cost
- * ~20 ms of CPU per collection, 6-26% of a full batch run's CPU in the one-process benchmark
- * (session 54). A view is one object, its bytes outside the heap.
+ * ~20 ms of CPU per collection; as views, model (b)'s full batch run in the one-process
+ * benchmark took ~4% less CPU per image (session 54). A view is one object, its bytes outside
+ * the heap.
  */
 export function imageRows(a: IdxArray): Uint8Array[] {
   if (a.dims.length !== 3) throw new SealedError('bad-data', `expected an IDX image file (3 dimensions), got ${a.dims.length}`);
