@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util';
 import { performance as nodePerformance } from 'node:perf_hooks';
 import { invokeHttp } from '../src/client/predict.ts';
 import { ClientSession } from '../src/client/session.ts';
-import { EncryptPool } from '../src/client/encrypt-pool.ts';
+import { EncryptPool, sharedMatrix } from '../src/client/encrypt-pool.ts';
 import { measureBatchUnitCosts, measureBatchUnitCostsConcurrent, predictBatch } from '../src/fhe/batch-cost.ts';
 import { recordsPerBatch } from '../src/fhe/batch-plan.ts';
 import { batchOpCounts } from '../src/fhe/batch-cost.ts';
@@ -66,7 +66,7 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
   const clientThreads = Number(values['client-threads'] ?? workers);
   const pool = new EncryptPool(clientThreads);
   // Warm-up: every thread loads SEAL and the key (one task of 16 ciphertexts each).
-  for await (const c of pool.encryptColumns(new Float64Array(16 * clientThreads), 1, 16 * clientThreads, {
+  for await (const c of pool.encryptColumns(sharedMatrix(16 * clientThreads), 1, 16 * clientThreads, {
     params: plan.params,
     secretKey: batchKey,
     scaleBits: plan.inputScaleBits,

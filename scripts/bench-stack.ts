@@ -50,10 +50,10 @@ export interface BenchStackProcess extends Omit<BenchStack, 'running'> {
 /**
  * The stack as sealed is deployed: the server (and the embedded S3, standing in for S3) in a
  * process of their own, the benchmark's process left to the client. In one process, V8 collects
- * the client's heap whenever the server's or the S3 server's buffers have grown (its
- * external-memory trigger: 466 full collections over a model (b) batch run, 16 s of its 60 s of
- * CPU). Split, the collections move with the buffers and the total stays the same within this
- * VM's drift (docs/bring-your-own-model.md, session 53); this form says which process pays.
+ * the client's heap whenever the server's or the S3 server's buffers have grown. Split, the
+ * collections move with the buffers and the total stayed the same within this VM's drift
+ * (docs/bring-your-own-model.md, sessions 53-54: what the collections cost); this form says
+ * which process pays.
  */
 export async function startBenchStackProcess(modelDir: string, workers = availableParallelism(), maxKeyBytes?: number): Promise<BenchStackProcess> {
   const child = spawn(

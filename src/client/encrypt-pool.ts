@@ -9,7 +9,7 @@ import { splitCiphertexts, type EncryptTask } from './encrypt-worker.ts';
 const GROUP = 16;
 
 /** A records x features matrix in shared memory, which every task of the pool reads without a copy. */
-export const sharedMatrix = (length: number) => new Float64Array(new SharedArrayBuffer(length * 8));
+export const sharedMatrix = (length: number): Float64Array<SharedArrayBuffer> => new Float64Array(new SharedArrayBuffer(length * 8));
 
 export class EncryptPool {
   private readonly piscina: Piscina;
@@ -29,7 +29,7 @@ export class EncryptPool {
 
   /**
    * Ciphertexts of features 0..features-1 of the first `records` rows of `matrix` (records x
-   * features, row-major, preprocessed; at most `slots` records), in order.
+   * features, row-major, preprocessed; at most `slots` records; shared memory, sharedMatrix), in order.
    * At most 2 x threads tasks are in flight, so memory stays bounded however slow the consumer.
    *
    * Concurrent runs take turns: a run hands tasks to the pool once the run before it has handed
@@ -39,7 +39,7 @@ export class EncryptPool {
    * server's work on it overlap the second's encryption.
    */
   async *encryptColumns(
-    matrix: Float64Array,
+    matrix: Float64Array<SharedArrayBuffer>,
     records: number,
     features: number,
     o: { params: CkksParams; secretKey: Uint8Array; scaleBits: number; slots: number; form?: EncryptTask['form'] },
@@ -49,13 +49,9 @@ export class EncryptPool {
     const before = this.turn;
     this.turn = before.then(() => mine);
     await before;
-    // An unshared matrix would be copied into every task: it is copied to shared memory once.
-    let shared = matrix;
-    if (!(matrix.buffer instanceof SharedArrayBuffer) || matrix.byteOffset !== 0) {
-      shared = sharedMatrix(records * features);
-      shared.set(matrix.subarray(0, records * features));
-    }
-    const values = shared.buffer as SharedArrayBuffer;
+    // The workers read the whole buffer from its start (encrypt-worker.ts): a view further in would be misread.
+    if (matrix.byteOffset !== 0) throw new Error('encryptColumns: the matrix must start its shared buffer (sharedMatrix)');
+    const values = matrix.buffer;
     const task = (first: number): EncryptTask => ({ ...o, values, records, features, first, count: Math.min(GROUP, features - first) });
     const inFlight: Promise<Uint8Array>[] = [];
     let next = 0;

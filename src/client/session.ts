@@ -187,7 +187,7 @@ export class ClientSession {
     rows: ArrayLike<number>[],
     pool: {
       encryptColumns(
-        values: Float64Array,
+        values: Float64Array<SharedArrayBuffer>,
         records: number,
         features: number,
         o: { params: CkksParams; secretKey: Uint8Array; scaleBits: number; slots: number },
