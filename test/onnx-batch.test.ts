@@ -1,18 +1,18 @@
 // Batch mode for imported models wherever the graph allows it (one dense layer, or dense ->
-// activation -> dense, once or twice): `sealed compile` writes the batch plan into the bundle and says so in
+// activation -> dense, up to three times): `sealed compile` writes the batch plan into the bundle and says so in
 // its report, and a batch query of many records, evaluated by the model server in process with
 // no evaluation keys, decrypts to the compiled model's outputs. Graphs batch mode cannot hold
-// get a report line saying why, and only the single layout.
+// get a report line saying why, and only the single layout (onnx-fixtures.test.ts: LeNet).
 import t, { type Test } from 'tap';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClientSession } from '../src/client/session.ts';
-import { readClientPart, readServerPart } from '../src/model/bundle.ts';
+import { readClientPart, readServerPart, writeBundle } from '../src/model/bundle.ts';
 import { classOfOutputs, classOfScores, compileOnnx, simulatedScores } from '../src/model/onnx/compile.ts';
 import { openReference } from '../src/model/onnx/reference.ts';
 import { ModelServer } from '../src/server/model-server.ts';
-import { resultPrimesOf } from '../src/fhe/batch-plan.ts';
+import { dataPrimesOf, rescalesOf, resultPrimesOf } from '../src/fhe/batch-plan.ts';
 import { seededBytes } from '../src/fhe/seeded-batch.ts';
 import { batchModeFor, compileOnnxJob, readCalibration } from '../src/train/onnx-job.ts';
 import { predict } from '../src/client/predict.ts';
@@ -79,93 +79,116 @@ t.test('scikit-learn pipeline (Scaler + LinearClassifier): batch mode, 569 recor
   t.ok(agree >= cal.rows.length - 2, `${agree} of ${cal.rows.length} classes = onnxruntime's`);
 });
 
-t.test(
-  'dense -> ReLU -> dense, once or twice: batch mode with the fitted quadratics; three activations: single layout only, and the report says why',
-  async (t) => {
-    const dir = await mkdtemp(join(tmpdir(), 'sealed-onnx-batch-models-'));
-    t.teardown(() => rm(dir, { recursive: true, force: true }));
-    let s = 5;
-    const rnd = () => ((s = (s * 1103515245 + 12345) % 2 ** 31), s / 2 ** 31);
-    const rows = Array.from({ length: 300 }, () => Array.from({ length: 12 }, rnd));
-    const csv = join(dir, 'cal.csv');
-    await writeFile(csv, rows.map((r) => r.join(',')).join('\n') + '\n');
+t.test('dense -> ReLU -> dense, once, twice or three times: batch mode with the fitted quadratics', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'sealed-onnx-batch-models-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  let s = 5;
+  const rnd = () => ((s = (s * 1103515245 + 12345) % 2 ** 31), s / 2 ** 31);
+  const rows = Array.from({ length: 300 }, () => Array.from({ length: 12 }, rnd));
+  const csv = join(dir, 'cal.csv');
+  await writeFile(csv, rows.map((r) => r.join(',')).join('\n') + '\n');
 
-    const one = join(dir, 'one.onnx');
+  const one = join(dir, 'one.onnx');
+  await writeFile(
+    one,
+    buildModel({
+      inputs: [['x', ['N', 12]]],
+      outputs: [['y', ['N', 3]]],
+      initializers: [...gemmWeights('fc1', 12, 8, 3), ...gemmWeights('fc2', 8, 3, 4)],
+      nodes: [gemm('fc1', 'x', 'h'), { op: 'Relu', inputs: ['h'], outputs: ['r'], name: 'relu' }, gemm('fc2', 'r', 'y')],
+    }),
+  );
+  const a = await batchRun(t, one, csv, rows);
+  t.ok('records_per_query' in a.report.batch, `one activation: ${JSON.stringify(a.report.batch)}`);
+  t.ok(a.scores, 'batch query served');
+  if (a.scores) {
+    const m = compileOnnx(new Uint8Array(await readFile(one)), rows);
+    const { worst, top } = largestError(a.scores, (i) => simulatedScores(m, rows[i]));
+    t.ok(worst < 2 ** -9 * top, `batch outputs = the compiled model's (ReLU as its quadratic) within ${worst.toExponential(2)}`);
+  }
+
+  /** dense 12 -> 8, then (ReLU, dense) for each width in `widths`. */
+  const deeper = async (name: string, widths: number[]) => {
+    const file = join(dir, `${name}.onnx`);
+    const sizes = [12, 8, ...widths];
     await writeFile(
-      one,
+      file,
       buildModel({
         inputs: [['x', ['N', 12]]],
-        outputs: [['y', ['N', 3]]],
-        initializers: [...gemmWeights('fc1', 12, 8, 3), ...gemmWeights('fc2', 8, 3, 4)],
-        nodes: [gemm('fc1', 'x', 'h'), { op: 'Relu', inputs: ['h'], outputs: ['r'], name: 'relu' }, gemm('fc2', 'r', 'y')],
+        outputs: [['y', ['N', widths[widths.length - 1]]]],
+        initializers: sizes.slice(1).flatMap((out, i) => gemmWeights(`fc${i + 1}`, sizes[i], out, i + 3)),
+        nodes: sizes
+          .slice(1)
+          .flatMap((_, i) => [
+            gemm(`fc${i + 1}`, i ? `r${i}` : 'x', i + 2 < sizes.length ? `h${i + 1}` : 'y'),
+            ...(i + 2 < sizes.length ? [{ op: 'Relu', inputs: [`h${i + 1}`], outputs: [`r${i + 1}`], name: `relu${i + 1}` }] : []),
+          ]),
       }),
     );
-    const a = await batchRun(t, one, csv, rows);
-    t.ok('records_per_query' in a.report.batch, `one activation: ${JSON.stringify(a.report.batch)}`);
-    t.ok(a.scores, 'batch query served');
-    if (a.scores) {
-      const m = compileOnnx(new Uint8Array(await readFile(one)), rows);
-      const { worst, top } = largestError(a.scores, (i) => simulatedScores(m, rows[i]));
-      t.ok(worst < 2 ** -9 * top, `batch outputs = the compiled model's (ReLU as its quadratic) within ${worst.toExponential(2)}`);
+    return file;
+  };
+  const two = await deeper('two', [6, 3]);
+  const b = await batchRun(t, two, csv, rows);
+  t.ok('records_per_query' in b.report.batch, `two activations: ${JSON.stringify(b.report.batch)}`);
+  t.equal(b.client.batch?.params.polyModulusDegree, 16384, 'two activations: ring 16384');
+  t.equal(b.client.batch?.result_size, 5, 'size-5 results (two squares, no relinearization)');
+  t.ok(b.scores, 'batch query served');
+  if (b.scores) {
+    const m = compileOnnx(new Uint8Array(await readFile(two)), rows);
+    const { worst, top } = largestError(b.scores, (i) => simulatedScores(m, rows[i]));
+    t.ok(worst < 2 ** -9 * top, `batch outputs = the compiled model's (two ReLUs as quadratics) within ${worst.toExponential(2)}`);
+
+    // Served: the worker pool's phases over shared memory, the flood in the workers, and the
+    // buffers the server keeps between requests (the second request runs on the first's).
+    const served = await servedClient(t, b.dir, await mkdtemp(join(tmpdir(), 'sealed-onnx-batch-served-')), 1);
+    for (const round of ['first', 'second']) {
+      const r = await predict(served.session, served.keys, rows, served.transport, { layout: 'batch' });
+      const e = largestError(r.scores, (i) => simulatedScores(m, rows[i]));
+      t.ok(e.worst < 2 ** -9 * e.top, `served, ${round} request: outputs within ${e.worst.toExponential(2)} of the compiled model's`);
     }
+    const p = b.client.batch!;
+    const [k, N] = [p.params.coeffModulusBits.length - 1, p.params.polyModulusDegree];
+    // The plan rescales the second layer's values (batch-plan.ts): its results keep fewer primes.
+    const plan = (await readServerPart(b.dir)).batch!;
+    t.ok(plan.second!.rescalePrimes, `the plan drops ${plan.second!.rescalePrimes} of its ${k} primes before the second square`);
+    t.equal(p.result_primes, resultPrimesOf(plan), 'and the client part says how many its results keep');
+    const kept = resultPrimesOf(plan);
+    t.equal(
+      served.stack.server.memory.budgetInUse.reserved,
+      12 * seededBytes(k, N) + 2 * (12 * 2 * N * 4) + plan.second!.rows * 3 * k * N * 4 + 3 * 5 * kept * N * 4,
+      "between requests only the kept buffers are reserved: one batch's 12 sections, two primes' residues, the second layer's values and the size-5 outputs",
+    );
+  }
 
-    /** dense 12 -> 8, then (ReLU, dense) for each width in `widths`. */
-    const deeper = async (name: string, widths: number[]) => {
-      const file = join(dir, `${name}.onnx`);
-      const sizes = [12, 8, ...widths];
-      await writeFile(
-        file,
-        buildModel({
-          inputs: [['x', ['N', 12]]],
-          outputs: [['y', ['N', widths[widths.length - 1]]]],
-          initializers: sizes.slice(1).flatMap((out, i) => gemmWeights(`fc${i + 1}`, sizes[i], out, i + 3)),
-          nodes: sizes
-            .slice(1)
-            .flatMap((_, i) => [
-              gemm(`fc${i + 1}`, i ? `r${i}` : 'x', i + 2 < sizes.length ? `h${i + 1}` : 'y'),
-              ...(i + 2 < sizes.length ? [{ op: 'Relu', inputs: [`h${i + 1}`], outputs: [`r${i + 1}`], name: `relu${i + 1}` }] : []),
-            ]),
-        }),
-      );
-      return file;
-    };
-    const two = await deeper('two', [6, 3]);
-    const b = await batchRun(t, two, csv, rows);
-    t.ok('records_per_query' in b.report.batch, `two activations: ${JSON.stringify(b.report.batch)}`);
-    t.equal(b.client.batch?.params.polyModulusDegree, 16384, 'two activations: ring 16384');
-    t.equal(b.client.batch?.result_size, 5, 'size-5 results (two squares, no relinearization)');
-    t.ok(b.scores, 'batch query served');
-    if (b.scores) {
-      const m = compileOnnx(new Uint8Array(await readFile(two)), rows);
-      const { worst, top } = largestError(b.scores, (i) => simulatedScores(m, rows[i]));
-      t.ok(worst < 2 ** -9 * top, `batch outputs = the compiled model's (two ReLUs as quadratics) within ${worst.toExponential(2)}`);
-
-      // Served: the worker pool's phases over shared memory, the flood in the workers, and the
-      // buffers the server keeps between requests (the second request runs on the first's).
-      const served = await servedClient(t, b.dir, await mkdtemp(join(tmpdir(), 'sealed-onnx-batch-served-')), 1);
-      for (const round of ['first', 'second']) {
-        const r = await predict(served.session, served.keys, rows, served.transport, { layout: 'batch' });
-        const e = largestError(r.scores, (i) => simulatedScores(m, rows[i]));
-        t.ok(e.worst < 2 ** -9 * e.top, `served, ${round} request: outputs within ${e.worst.toExponential(2)} of the compiled model's`);
-      }
-      const p = b.client.batch!;
-      const [k, N] = [p.params.coeffModulusBits.length - 1, p.params.polyModulusDegree];
-      // The plan rescales the second layer's values (batch-plan.ts): its results keep fewer primes.
-      const plan = (await readServerPart(b.dir)).batch!;
-      t.ok(plan.second!.rescalePrimes, `the plan drops ${plan.second!.rescalePrimes} of its ${k} primes before the second square`);
-      t.equal(p.result_primes, resultPrimesOf(plan), 'and the client part says how many its results keep');
-      const kept = resultPrimesOf(plan);
-      t.equal(
-        served.stack.server.memory.budgetInUse.reserved,
-        12 * seededBytes(k, N) + 2 * (12 * 2 * N * 4) + plan.second!.rows * 3 * k * N * 4 + 3 * 5 * kept * N * 4,
-        "between requests only the kept buffers are reserved: one batch's 12 sections, two primes' residues, the second layer's values and the size-5 outputs",
-      );
-    }
-
-    const m3 = compileOnnx(new Uint8Array(await readFile(await deeper('three', [6, 5, 3]))), rows);
-    const c = await batchModeFor(m3, rows);
-    t.ok('unsupported' in c.batchReport && /batch mode handles/.test(c.batchReport.unsupported), `three activations: ${JSON.stringify(c.batchReport)}`);
-    t.equal(c.batch, undefined, 'no batch plan');
-    t.equal(m3.client.batch, undefined, 'no batch parameters in the client part');
-  },
-);
+  // Three activations: size-9 results, the second and third layers' values rescaled (two
+  // rescales, each split over the workers). The bundle is written without the compile job's
+  // single-layout measurements (ring 32768: 40 s here), then served.
+  const m3 = compileOnnx(new Uint8Array(await readFile(await deeper('three', [6, 5, 3]))), rows);
+  const c = await batchModeFor(m3, rows);
+  t.ok('records_per_query' in c.batchReport, `three activations: ${JSON.stringify(c.batchReport)}`);
+  t.equal(m3.client.batch?.result_size, 9, 'size-9 results (three squares, no relinearization)');
+  if (c.batch) {
+    const dir3 = await mkdtemp(join(tmpdir(), 'sealed-onnx-batch-three-'));
+    t.teardown(() => rm(dir3, { recursive: true, force: true }));
+    await writeBundle(dir3, m3.client, m3.compiled.program, m3.compiled.masks, {}, {}, c.batch);
+    const served = await servedClient(t, dir3, await mkdtemp(join(tmpdir(), 'sealed-onnx-batch-three-served-')), 1);
+    const r = await predict(served.session, served.keys, rows, served.transport, { layout: 'batch' });
+    const e = largestError(r.scores, (i) => simulatedScores(m3, rows[i]));
+    t.ok(e.worst < 2 ** -9 * e.top, `served: outputs within ${e.worst.toExponential(2)} of the compiled model's (three ReLUs as quadratics)`);
+    const rescales = rescalesOf(c.batch);
+    t.same(
+      rescales.map((x) => x.size),
+      [3, 5],
+      `two rescales: ${rescales.map((x) => `${x.primesBefore - x.primesAfter} of ${x.primesBefore} primes`).join(', then ')}`,
+    );
+    const [k, N] = [dataPrimesOf(c.batch), c.batch.params.polyModulusDegree];
+    t.equal(
+      served.stack.server.memory.budgetInUse.reserved,
+      12 * seededBytes(k, N) +
+        2 * (12 * 2 * N * 4) +
+        rescales.reduce((a, x) => a + x.rows * x.size * x.primesBefore * N * 4, 0) +
+        3 * 9 * resultPrimesOf(c.batch) * N * 4,
+      "between requests the kept buffers are reserved: the sections, two primes' residues, the values of both rescales and the size-9 outputs",
+    );
+  }
+});

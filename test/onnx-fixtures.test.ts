@@ -7,6 +7,7 @@ import t from 'tap';
 import { readFile } from 'node:fs/promises';
 import { classOfOutputs, classOfScores, compileOnnx, exactScores, headOutputs, outputError, simulatedScores } from '../src/model/onnx/compile.ts';
 import { openReference } from '../src/model/onnx/reference.ts';
+import { batchModeFor } from '../src/train/onnx-job.ts';
 
 interface Fixture {
   input: string;
@@ -71,5 +72,16 @@ for (const [name, polynomial, kinds] of cases)
         'the activations are fitted polynomials, and say so',
       );
       t.ok(agree >= fx.inputs.length - 2, `${agree}/${fx.inputs.length} classes agree`);
+    }
+    if (name === 'lenet') {
+      // Three activations fit batch mode's shape, but not its flood at ring 16384: the report says
+      // how far the best plan is from the precision the compiler requires.
+      const b = await batchModeFor(m, fx.inputs);
+      t.equal(b.batch, undefined, 'lenet: no batch plan');
+      t.match(
+        'unsupported' in b.batchReport ? b.batchReport.unsupported : '',
+        /within 2\^-12 of the largest under circuit privacy: the best reaches 2\^-?[0-9.]+/,
+        `lenet: the report says why (${JSON.stringify(b.batchReport)})`,
+      );
     }
   });

@@ -4,7 +4,7 @@
 import { SecretKeyHolder, generateSecretKey } from './keys.ts';
 import { BatchSession } from './batch-io.ts';
 import { measureKernelUnits } from './batch-kernel.ts';
-import { dataPrimesOf, outputsOf, recordsPerBatch, resultPrimesOf, resultSize, type BatchPlan } from './batch-plan.ts';
+import { dataPrimesOf, laterLayers, layerScales, outputsOf, recordsPerBatch, rescalesOf, resultSize, type BatchPlan } from './batch-plan.ts';
 import { REDUCE_EVERY } from './kernel-limits.ts';
 import { ProductRescale } from './rescale.ts';
 import { measureUnitCosts, predictTime } from './cost.ts';
@@ -17,7 +17,8 @@ import { CkksSession } from './ckks.ts';
  * hidden value's two residues, then three modular products), `reduce` other modular
  * reductions. `decode`/`encode`: ciphertexts SEAL loads (queries) and saves (results).
  * `rescale`: polynomials rescaled (rescale.ts, ProductRescale: divided by the product of the
- * primes dropped), the second layer's values of a plan that rescales (three per row).
+ * primes dropped), the values of each layer a plan rescales (three per row of the second, five
+ * of the third).
  */
 export function batchOpCounts(p: BatchPlan): {
   macFirst: number;
@@ -30,23 +31,31 @@ export function batchOpCounts(p: BatchPlan): {
   lanes: number;
 } {
   const lanes = dataPrimesOf(p) * p.params.polyModulusDegree;
-  // After a rescale the second square and the third layer run over the primes it leaves.
-  const late = resultPrimesOf(p) / dataPrimesOf(p);
-  // The third layer's products are the second's kind (weight x reduced square), five polynomials.
-  const macSecond = (p.second ? p.second.weight.length * 3 : 0) + (p.third ? p.third.weight.length * 5 * late : 0);
-  const mid = p.second?.rows ?? 0;
-  const reduce =
-    (p.square ? mid * 3 * (1 + Math.floor(p.first.rows / REDUCE_EVERY)) : p.first.rows * 2) +
-    (p.third ? p.third.rows * 5 * (1 + Math.floor(mid / REDUCE_EVERY)) * late : 0);
+  const later = laterLayers(p);
+  const scales = layerScales(p);
+  // After a rescale the squares and layers after it run over the primes it leaves: each later
+  // layer's share of the lanes is its level's.
+  const level = (i: number) => scales[i + 1].values.primes / dataPrimesOf(p);
+  let macSecond = 0,
+    square = p.square ? p.first.rows : 0,
+    reduce = p.square ? 0 : p.first.rows * 2;
+  later.forEach((l, i) => {
+    // Layer i's products are the second's kind (weight x reduced square), on size-(2^(i+1) + 1) values.
+    const size = 2 ** (i + 1) + 1;
+    const rowsBefore = i === 0 ? p.first.rows : later[i - 1].rows;
+    macSecond += l.weight.length * size * level(i);
+    reduce += l.rows * size * (1 + Math.floor(rowsBefore / REDUCE_EVERY)) * level(i);
+    // A square of a size-s value (s(s + 1)/2 products) counts as s(s + 1)/6 size-2 ones (three each).
+    if (i > 0) square += ((rowsBefore * (2 ** i + 1) * (2 ** i + 2)) / 6) * level(i);
+  });
   return {
     macFirst: p.first.index.length * 2 * lanes,
     macSecond: macSecond * lanes,
-    // A size-3 square (six products, five reductions) counts as two size-2 ones (three, three).
-    square: ((p.square ? p.first.rows : 0) + (p.third ? 2 * mid * late : 0)) * lanes,
+    square: square * lanes,
     reduce: reduce * lanes,
     decode: p.inputs,
     encode: outputsOf(p),
-    rescale: p.second?.rescalePrimes ? mid * 3 : 0,
+    rescale: rescalesOf(p).reduce((a, r) => a + r.rows * r.size, 0),
     lanes,
   };
 }
@@ -90,8 +99,10 @@ export async function measureBatchUnitCosts(plan: BatchPlan, repeat = 16): Promi
   const save_ms = time(() => (saved = bs.encodeResult(res, 0, size)));
   const decrypt_ms = time(() => holder.decrypt(saved));
   let rescale_ms = 0;
-  if (plan.second?.rescalePrimes) {
-    const rescale = new ProductRescale(bs.primes, plan.params.polyModulusDegree, plan.second.rescalePrimes);
+  // The first rescale's: later ones drop primes from fewer, a little cheaper per polynomial.
+  const first = rescalesOf(plan)[0];
+  if (first) {
+    const rescale = new ProductRescale(bs.primes.slice(0, first.primesBefore), plan.params.polyModulusDegree, first.primesBefore - first.primesAfter);
     const poly = lanes.subarray(0, bs.lanes);
     rescale_ms = time(() => rescale.polynomial(poly, res));
   }

@@ -37,7 +37,7 @@ export class BatchSession {
 
   /** A plan that rescales needs SEAL's chain down to its results' level (~0.4 s more at ring 16384). */
   static async open(plan: BatchPlan): Promise<BatchSession> {
-    return new BatchSession(await CkksSession.open(plan.params, { topLevelOnly: !plan.second?.rescalePrimes }), plan);
+    return new BatchSession(await CkksSession.open(plan.params, { topLevelOnly: resultPrimesOf(plan) === dataPrimesOf(plan) }), plan);
   }
 
   /** Residues per polynomial (primes x degree). */

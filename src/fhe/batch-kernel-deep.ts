@@ -1,16 +1,13 @@
-// The end of a batch evaluation with two activations (batch-plan.ts): the second layer's
-// size-3 values are squared into size-5 ones and summed by the third layer. Per lane, the
-// MNIST MLP (784-128-64-10) does ~200,000 first-layer products and 3,200 here, so these are
-// plain loops, not SIMD. The exactness argument is kernel-limits.ts's: every product of two
+// The end of a batch evaluation with two or more activations (batch-plan.ts): the second layer's
+// size-3 values are squared into size-5 ones and summed by the third layer, those squared into
+// size 9 by the next, and so on. Per lane, the MNIST MLP (784-128-64-10) does ~200,000
+// first-layer products and 3,200 here, so these are plain loops, not SIMD. The exactness argument is kernel-limits.ts's: every product of two
 // reduced residues is below 2^53 (2 x y < 2^53 for x, y < 2^26), and the accumulators add
 // products w3 x square of at most REDUCE_EVERY rows between reductions.
-// thirdLayerLanes and residueAtScale are the same end after a rescale (rescale.ts) of the second
-// layer's values, in plans that rescale (batch-plan.ts, second.rescalePrimes); checked by
+// layersAfterRescale and residueAtScale are the same end after a rescale (rescale.ts) of a
+// layer's values, in plans that rescale (batch-plan.ts, rescalePrimes); checked by
 // test/unit/batch-rescale.test.ts.
 import { REDUCE_EVERY } from './kernel-limits.ts';
-
-let squares = new Float64Array(0);
-let sums = new Float64Array(0);
 
 /** a mod q for |a| + q <= 2^53 (kernel-limits.ts, reductions): the rounded quotient is off by at most one. */
 function mod(a: number, q: number, qinv: number): number {
@@ -18,85 +15,145 @@ function mod(a: number, q: number, qinv: number): number {
   return x < 0 ? x + q : x >= q ? x - q : x;
 }
 
+/** A dense layer over the squares of the values before it, for one prime: its bias residues. */
+export interface SquareLayer {
+  rows: number;
+  w: Float64Array;
+  bias: Float64Array;
+}
+
+// Scratch, grown as needed: the square of one row, and two accumulators the stages alternate.
+let squares = new Float64Array(0);
+const pingPong = [new Float64Array(0), new Float64Array(0)];
+
 /**
- * `mid`: the second layer's sums for lanes [lane0, lane0 + C) of one prime, [row][poly][lane],
- * reduced and without their bias (bias2, residues). Writes the results, bias3 added, to
- * `output` as the kernel does: [output][poly][prime][coefficient], five polynomials each.
+ * `values`: a lane chunk's values of `rows` rows, [row][poly][lane], `size` polynomials each,
+ * reduced, bias included. Squares them (size -> 2 size - 1: the tensor product of the
+ * polynomials in s, (sum_i x_i s^i)^2 = sum_m (sum_(i+j=m) x_i x_j) s^m) and applies each layer
+ * in turn, the next squaring the one before. Returns the last layer's values in the same form
+ * (a scratch buffer, valid until the next call) with their row count and size.
  */
-export function squareAndThirdLayer(
-  mid: Float64Array,
-  bias2: Float64Array,
-  w3: Float64Array,
-  bias3: Float64Array,
+export function squareLayers(
+  values: Float64Array,
+  rows: number,
+  size: number,
+  layers: readonly SquareLayer[],
   q: number,
-  output: Uint32Array,
-  lane0: number,
-  LN: number,
   C: number,
-): void {
-  const rows = bias2.length;
-  const outs = bias3.length;
+): { values: Float64Array; rows: number; size: number } {
   const qinv = 1 / q;
-  if (squares.length < 5 * C) squares = new Float64Array(5 * C);
-  if (sums.length < outs * 5 * C) sums = new Float64Array(outs * 5 * C);
-  const sq = squares;
-  const acc = sums;
-  acc.fill(0, 0, outs * 5 * C);
-  let sinceReduce = 0;
-  for (let k = 0; k < rows; k++) {
-    // (x + y s + z s^2)^2 = x^2 + 2xy s + (y^2 + 2xz) s^2 + 2yz s^3 + z^2 s^4
-    const at = k * 3 * C;
-    const b = bias2[k];
-    for (let l = 0; l < C; l++) {
-      let x = mid[at + l] + b;
-      if (x >= q) x -= q;
-      const y = mid[at + C + l];
-      const z = mid[at + 2 * C + l];
-      sq[l] = mod(x * x, q, qinv);
-      sq[C + l] = mod(2 * x * y, q, qinv);
-      let u = mod(y * y, q, qinv) + mod(2 * x * z, q, qinv);
-      if (u >= q) u -= q;
-      sq[2 * C + l] = u;
-      sq[3 * C + l] = mod(2 * y * z, q, qinv);
-      sq[4 * C + l] = mod(z * z, q, qinv);
-    }
-    for (let o = 0; o < outs; o++) {
-      const w = w3[o * rows + k];
-      if (w === 0) continue;
-      const dst = o * 5 * C;
-      for (let i = 0; i < 5 * C; i++) acc[dst + i] += w * sq[i];
-    }
-    if (++sinceReduce === REDUCE_EVERY) {
-      for (let i = 0; i < outs * 5 * C; i++) acc[i] = mod(acc[i], q, qinv);
-      sinceReduce = 0;
-    }
-  }
-  for (let o = 0; o < outs; o++)
-    for (let p = 0; p < 5; p++) {
-      const src = (o * 5 + p) * C;
-      const dst = (o * 5 + p) * LN + lane0;
-      const add = p === 0 ? bias3[o] : 0;
-      for (let l = 0; l < C; l++) {
-        let x = mod(acc[src + l], q, qinv) + add;
-        if (x >= q) x -= q;
-        output[dst + l] = x;
+  let x = values;
+  layers.forEach((layer, li) => {
+    const out = 2 * size - 1;
+    const n = layer.rows * out * C;
+    const which = li % 2;
+    if (pingPong[which].length < n) pingPong[which] = new Float64Array(n);
+    const acc = pingPong[which];
+    if (squares.length < out * C) squares = new Float64Array(out * C);
+    const sq = squares;
+    acc.fill(0, 0, n);
+    let sinceReduce = 0;
+    for (let k = 0; k < rows; k++) {
+      const at = k * size * C;
+      sq.fill(0, 0, out * C);
+      for (let i = 0; i < size; i++)
+        for (let j = i; j < size; j++) {
+          // 2 x y < 2^53: exact (kernel-limits.ts).
+          const f = i === j ? 1 : 2;
+          const a = at + i * C;
+          const b = at + j * C;
+          const m = (i + j) * C;
+          for (let l = 0; l < C; l++) {
+            let v = sq[m + l] + mod(f * x[a + l] * x[b + l], q, qinv);
+            if (v >= q) v -= q;
+            sq[m + l] = v;
+          }
+        }
+      for (let o = 0; o < layer.rows; o++) {
+        const w = layer.w[o * rows + k];
+        if (w === 0) continue;
+        const dst = o * out * C;
+        for (let i = 0; i < out * C; i++) acc[dst + i] += w * sq[i];
+      }
+      if (++sinceReduce === REDUCE_EVERY) {
+        for (let i = 0; i < n; i++) acc[i] = mod(acc[i], q, qinv);
+        sinceReduce = 0;
       }
     }
+    for (let o = 0; o < layer.rows; o++) {
+      const b = layer.bias[o];
+      for (let p = 0; p < out; p++) {
+        const at = (o * out + p) * C;
+        const add = p === 0 ? b : 0;
+        for (let l = 0; l < C; l++) {
+          let v = mod(acc[at + l], q, qinv) + add;
+          if (v >= q) v -= q;
+          acc[at + l] = v;
+        }
+      }
+    }
+    x = acc;
+    rows = layer.rows;
+    size = out;
+  });
+  return { values: x, rows, size };
+}
+
+/** Chunk values (rows x size x C, squareLayers's form) into `dst`, [row][poly][prime][coefficient] over LN lanes, at lane0. */
+export function writeChunk(values: Float64Array, rows: number, size: number, C: number, dst: Uint32Array, LN: number, lane0: number): void {
+  for (let r = 0; r < rows * size; r++) {
+    const src = r * C;
+    const at = r * LN + lane0;
+    for (let l = 0; l < C; l++) dst[at + l] = values[src + l];
+  }
 }
 
 let chunk = new Float64Array(0);
-let noBias = new Float64Array(0);
 
 /**
- * The end of a two-activation evaluation whose second-layer values were rescaled first
- * (rescale.ts: divided by one or more of the last primes, so the square and the third layer run
- * over fewer primes): lanes [lane0, lane1) of one prime of that lower level. `mid` holds the
- * rescaled values, bias2 included: row k's three polynomials, [poly][prime][coefficient] over
- * `primes.length` primes, from k * rowStride (the rescale leaves each row at the front of its
- * place: rowStride is 3 x the lanes before it); `bias3` the third layer's biases at the results'
- * exact scale (residueAtScale), [prime][output]. Writes the results as squareAndThirdLayer does,
- * over the lower level's lanes.
+ * The layers after a rescale (rescale.ts: values divided by one or more of the last primes, so
+ * the squares and layers after run over fewer primes): lanes [lane0, lane1) of one prime of that
+ * lower level. `values` holds the rescaled values: row k's `size` polynomials, [poly][prime]
+ * [coefficient] over `primes.length` primes, from k * rowStride (the rescale leaves each row at
+ * the front of its place: rowStride is size x the lanes before it); `layers[i].bias` has one
+ * entry per prime of the level (SquareLayer's bias for each). Writes the last layer's values to
+ * `output` as the kernel does, over the level's lanes.
  */
+export function layersAfterRescale(
+  values: Uint32Array,
+  rowStride: number,
+  rows: number,
+  size: number,
+  layers: readonly { rows: number; w: Float64Array; bias: Float64Array[] }[],
+  primes: readonly number[],
+  degree: number,
+  output: Uint32Array,
+  lane0: number,
+  lane1: number,
+): void {
+  const LN = primes.length * degree;
+  const pi = Math.floor(lane0 / degree);
+  if (lane1 <= lane0 || Math.floor((lane1 - 1) / degree) !== pi) throw new RangeError('a lane chunk must lie within one prime');
+  const C = lane1 - lane0;
+  if (chunk.length < rows * size * C) chunk = new Float64Array(rows * size * C);
+  for (let k = 0; k < rows; k++)
+    for (let p = 0; p < size; p++) {
+      const src = k * rowStride + p * LN + lane0;
+      const dst = (k * size + p) * C;
+      for (let l = 0; l < C; l++) chunk[dst + l] = values[src + l];
+    }
+  const last = squareLayers(
+    chunk,
+    rows,
+    size,
+    layers.map((l) => ({ rows: l.rows, w: l.w, bias: l.bias[pi] })),
+    primes[pi],
+    C,
+  );
+  writeChunk(last.values, last.rows, last.size, C, output, LN, lane0);
+}
+
+/** layersAfterRescale of a two-activation plan: the second square and the third layer, from size-3 values. */
 export function thirdLayerLanes(
   mid: Uint32Array,
   rowStride: number,
@@ -109,19 +166,7 @@ export function thirdLayerLanes(
   lane0: number,
   lane1: number,
 ): void {
-  const LN = primes.length * degree;
-  const pi = Math.floor(lane0 / degree);
-  if (lane1 <= lane0 || Math.floor((lane1 - 1) / degree) !== pi) throw new RangeError('a lane chunk must lie within one prime');
-  const C = lane1 - lane0;
-  if (chunk.length < rows * 3 * C) chunk = new Float64Array(rows * 3 * C);
-  if (noBias.length < rows) noBias = new Float64Array(rows);
-  for (let k = 0; k < rows; k++)
-    for (let p = 0; p < 3; p++) {
-      const src = k * rowStride + p * LN + lane0;
-      const dst = (k * 3 + p) * C;
-      for (let l = 0; l < C; l++) chunk[dst + l] = mid[src + l];
-    }
-  squareAndThirdLayer(chunk, noBias.subarray(0, rows), w3, bias3[pi], primes[pi], output, lane0, LN, C);
+  layersAfterRescale(mid, rowStride, rows, 3, [{ rows: bias3[0].length, w: w3, bias: bias3 }], primes, degree, output, lane0, lane1);
 }
 
 /**

@@ -7,8 +7,8 @@
 /* eslint-disable max-lines -- Over 300 lines on purpose: measureKernelUnits (the cost model's
    probe) times the kernel's own private loops, so it lives with them rather than widening their
    interface. */
-import { residueAtScale, squareAndThirdLayer } from './batch-kernel-deep.ts';
-import { droppedPrimes, outputsOf, resultSize, scaleBitsOf, type BatchPlan } from './batch-plan.ts';
+import { residueAtScale, squareLayers, writeChunk } from './batch-kernel-deep.ts';
+import { laterLayers, layerScales, outputsOf, resultSize, type BatchPlan } from './batch-plan.ts';
 import { REDUCE_EVERY } from './kernel-limits.ts';
 import { KERNEL_RELAXED_WASM, KERNEL_WASM, wasmBytes } from './kernel-wasm.ts';
 
@@ -121,6 +121,8 @@ export interface BatchKernel {
   bias1: Float64Array[];
   bias2: Float64Array[];
   bias3: Float64Array[];
+  /** The layers after the third (three or more activations), their biases over the primes their level has. */
+  deeper: { rows: number; w: Float64Array; bias: Float64Array[] }[];
   /**
    * Rows in evaluation order, in groups of up to four that read the same inputs (a convolution's
    * filters at one position): each input residue is then loaded once for the whole group. The
@@ -162,14 +164,14 @@ export function residue(value: number, bits: number, q: number): number {
 }
 
 export function prepareKernel(plan: BatchPlan, primes: number[]): BatchKernel {
-  const { first, mid, out } = scaleBitsOf(plan);
-  // After a rescale (batch-plan.ts) the third layer runs over the primes left, its biases at
-  // 2^(2 mid + w3) over the dropped primes squared: bias3 has one entry per prime left.
-  const dropped = droppedPrimes(plan);
-  const bias3 = (q: number) =>
-    dropped.length
-      ? Float64Array.from(plan.third!.bias, (b) => residueAtScale(b, 2 * mid + plan.third!.weightScaleBits, [...dropped, ...dropped], q))
-      : Float64Array.from(plan.third?.bias ?? [], (b) => residue(b, out, q));
+  const scales = layerScales(plan);
+  // Biases at their layer's scale, over the primes its level has: after a rescale (batch-plan.ts)
+  // the layers run over the primes left, at 2^bits over the dropped primes (each square squares them).
+  const biases = (bias: number[], i: number) => {
+    const { bits, divisors, primes: n } = scales[i].values;
+    return primes.slice(0, n).map((q) => Float64Array.from(bias, (b) => (divisors.length ? residueAtScale(b, bits, divisors, q) : residue(b, bits, q))));
+  };
+  const later = laterLayers(plan);
   return {
     plan,
     primes,
@@ -179,11 +181,40 @@ export function prepareKernel(plan: BatchPlan, primes: number[]): BatchKernel {
     w1: Float64Array.from(plan.first.weight),
     w2: plan.second ? Float64Array.from(plan.second.weight) : undefined,
     w3: plan.third ? Float64Array.from(plan.third.weight) : undefined,
-    bias1: primes.map((q) => Float64Array.from(plan.first.bias, (b) => residue(b, first, q))),
-    bias2: primes.map((q) => Float64Array.from(plan.second?.bias ?? [], (b) => residue(b, mid, q))),
-    bias3: primes.slice(0, primes.length - dropped.length).map(bias3),
+    bias1: biases(plan.first.bias, 0),
+    bias2: later[0] ? biases(later[0].bias, 1) : primes.map(() => new Float64Array(0)),
+    bias3: later[1] ? biases(later[1].bias, 2) : primes.map(() => new Float64Array(0)),
+    deeper: later.slice(2).map((l, i) => ({ rows: l.rows, w: Float64Array.from(l.weight), bias: biases(l.bias, i + 3) })),
     groups: groupRows(Int32Array.from(plan.first.start), Int32Array.from(plan.first.index)),
   };
+}
+
+/**
+ * Later layers [from, to] (index 1 is the third: the second is the SIMD kernel's) as
+ * squareLayers / layersAfterRescale take them, with their biases for every prime of their level.
+ */
+export function squareLayersOf(k: BatchKernel, from: number, to: number): { rows: number; w: Float64Array; bias: Float64Array[] }[] {
+  const later = laterLayers(k.plan);
+  const out = [];
+  for (let i = from; i <= to; i++) {
+    if (i === 1) out.push({ rows: later[1].rows, w: k.w3!, bias: k.bias3 });
+    else out.push(k.deeper[i - 2]);
+  }
+  return out;
+}
+
+/** The later layers evaluated in one pass (no rescale between them): [0, the first that rescales or the last], then on from each rescale. */
+export function segmentsOf(plan: BatchPlan): { from: number; to: number }[] {
+  const later = laterLayers(plan);
+  const segments: { from: number; to: number }[] = [];
+  let from = 0;
+  later.forEach((l, i) => {
+    if (l.rescalePrimes || i === later.length - 1) {
+      segments.push({ from, to: i });
+      from = i + 1;
+    }
+  });
+  return segments;
 }
 
 /**
@@ -249,23 +280,30 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
   if (!plan.square) return;
   reduceAll(acc, q, qinv);
   const b2 = k.bias2[pi];
-  if (k.w3) {
-    // A rescaled plan's square and third layer run after the rescale, over fewer primes (thirdLayerLanes).
-    if (plan.second?.rescalePrimes) throw new Error('a rescaled batch plan: evaluateLanes stops at the second layer (kernel without w3)');
-    return squareAndThirdLayer(acc, b2, k.w3, k.bias3[pi], q, output, lane0, LN, C);
-  }
+  // The second layer's values, bias added: the results, or squared by the layers after it up to
+  // the first rescale (without w3, where the caller stops: a rescale before the second square).
   for (let o = 0; o < outs; o++) {
-    for (let p = 0; p < 3; p++) {
-      const src = (o * 3 + p) * C;
-      const dst = (o * 3 + p) * LN + lane0;
-      const add = p === 0 ? b2[o] : 0;
-      for (let c = 0; c < C; c++) {
-        let x = acc[src + c] + add;
-        if (x >= q) x -= q;
-        output[dst + c] = x;
-      }
+    const at = o * 3 * C;
+    const add = b2[o];
+    for (let c = 0; c < C; c++) {
+      let v = acc[at + c] + add;
+      if (v >= q) v -= q;
+      acc[at + c] = v;
     }
   }
+  if (!k.w3 || plan.second?.rescalePrimes) {
+    if (k.w3) throw new Error('a rescaled batch plan: evaluateLanes stops at the second layer (kernel without w3)');
+    return writeChunk(acc, outs, 3, C, output, LN, lane0);
+  }
+  const last = squareLayers(
+    acc,
+    outs,
+    3,
+    squareLayersOf(k, 1, segmentsOf(plan)[0].to).map((l) => ({ rows: l.rows, w: l.w, bias: l.bias[pi] })),
+    q,
+    C,
+  );
+  writeChunk(last.values, last.rows, last.size, C, output, LN, lane0);
 }
 
 /** a0 += sum_t w[t] * poly0(input index[t]), a1 likewise for poly 1, over taps [t0, t1); `input` is the chunk copy, [feature][poly][lane]. */

@@ -25,7 +25,8 @@ import { guard, release } from './seal.ts';
  * batch-plan.ts resultPrimesOf); all of them by default.
  */
 export function makeBatchRerandKey(s: CkksSession, size: number, secretKey: Uint8Array, resultPrimes?: number): Uint8Array {
-  if (size !== 2 && size !== 3 && size !== 5) throw new SealedError('bad-bundle', `batch results of ${size} polynomials: expected 2, 3 or 5`);
+  // 2 polynomials, or 2^n + 1 after n squares (batch-plan.ts resultSize).
+  if (size !== 2 && size !== 3 && size !== 5 && size !== 9) throw new SealedError('bad-bundle', `batch results of ${size} polynomials: expected 2, 3, 5 or 9`);
   const sk = new s.seal.SecretKey();
   try {
     guard('bad-keys', 'the secret key', () => sk.loadFromArray(s.context, secretKey));

@@ -7,7 +7,7 @@
 // sum_t w_t v_t is linear in the weights too (v_t: the noise of query ciphertext t, which the
 // client can compute).
 //
-// The server returns, for a result ct = (c_0, .., c_{k-1}) of k = 2, 3 or 5 polynomials,
+// The server returns, for a result ct = (c_0, .., c_{k-1}) of k = 2, 3, 5 or 9 polynomials,
 //
 //   ct' = ct + u * pk + (e_0 + F, e_1, .., e_{k-1})        (all in NTT form, RNS residues)
 //

@@ -38,7 +38,7 @@ export function secretKeyResidues(skUncompressed: Uint8Array, degree: number, al
 }
 
 /** Makes the re-randomization key (client side; `s`: secretKeyResidues for the data primes). */
-export function makeRerandKey(s: Uint32Array, primes: number[], degree: number, size: 2 | 3 | 5): RerandKey {
+export function makeRerandKey(s: Uint32Array, primes: number[], degree: number, size: 2 | 3 | 5 | 9): RerandKey {
   const N = degree;
   const residues = new Uint32Array(size * primes.length * N);
   const e = smallNoise(N);

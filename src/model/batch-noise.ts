@@ -1,7 +1,7 @@
 // Bounds on the honest noise of batch results, for the flood (src/fhe/privacy.ts): what circuit
 // privacy must hide. compile-batch.ts raises the input scale until the flood sized from these
 // bounds costs the outputs no more than FLOOD_PRECISION_BITS.
-import { rescaleDivisor, type BatchPlan } from '../fhe/batch-plan.ts';
+import { droppedPrimesByLayer, laterLayers, type BatchPlan } from '../fhe/batch-plan.ts';
 import { SEAL_NOISE_SIGMA } from '../fhe/privacy.ts';
 
 /**
@@ -31,116 +31,154 @@ import { SEAL_NOISE_SIGMA } from '../fhe/privacy.ts';
  *    part is again linear in e, sum_t d_t e_t with |d_t|_can <= sum_k |w3_k| 2 Delta_mid P2_k c_kt,
  *    so 2 sqrt(N) sigma |d|_2; the others by the triangle inequality,
  *    sum_k |w3_k| (2 Delta_mid P2_k Q_k + |u_k|_can U_k), Q_k the quadratic part of U_k.
+ *  - any number of squares: the same step again. A layer's row k is described by c_k (its noise's
+ *    part linear in e), Q_k and Qcan_k (bounds on |.|_2 and |.|_can of the rest), P_k and the
+ *    layer's scale Delta; U_k = 2 sqrt(N) sigma |c_k|_2 + Q_k, Ucan_k = 6 sqrt(N) sigma |c_k|_2 +
+ *    Qcan_k. The next layer's row o: c'_o = sum_k |w_ok| 2 Delta P_k c_k, Q'_o = sum_k |w_ok|
+ *    (2 Delta P_k Q_k + Ucan_k U_k), Qcan'_o = sum_k |w_ok| (2 Delta P_k Qcan_k + Ucan_k^2),
+ *    Delta' = Delta^2 2^w'. The rows c_k are the same vectors whatever the input scale and the
+ *    rescales, up to the factor Delta / Delta_in (Delta_in the input scale): NoiseShape computes
+ *    them once, in units of the values (c-hat, with the weights' real values), and the bounds for
+ *    each candidate plan cost a few products per weight.
+ *  - a rescale by D (rescale.ts) of a layer's values: they become M_k / D + u_k / D + nu_k, nu_k
+ *    the rounding (rescaleRounding): Delta / D, Q_k / D + |nu|_2, Qcan_k / D + |nu|_can, and c_k /
+ *    D (which the factor Delta / Delta_in already says).
  */
-export function batchNoiseL2Bounds(plan: BatchPlan, inputRange: Float64Array, midCap = Infinity): number[] {
-  const mid = secondLayerNoise(plan, inputRange, midCap);
-  return Array.isArray(mid) ? mid : thirdLayerNoise(plan, mid);
+export function batchNoiseL2Bounds(plan: BatchPlan, inputRange: Float64Array, caps?: number[]): number[] {
+  return noiseBounds(plan, noiseShape(plan, inputRange, caps));
 }
 
-/** The second layer's rows as the third layer sees them (see batchNoiseL2Bounds). */
-export interface MidNoise {
-  rows: { c: Float64Array; U: number; Ucan: number; quadratic: number; P2: number }[];
+/** The rows' parts of the bounds that depend on neither the input scale nor the rescales (batchNoiseL2Bounds). */
+export interface NoiseShape {
+  /** Per layer (the first, then laterLayers): per row, |c-hat_k|_2 and the interval bound P_k. */
+  layers: { chat: Float64Array; P: Float64Array }[];
 }
 
 /**
- * The bounds of plans without a third layer, or the second layer's rows for thirdLayerNoise.
- * They do not depend on the third layer or on a rescale: the compiler computes them once per
- * input scale and tries several rescales (compile-batch.ts).
+ * `caps[i]`: a bound on later layer i's values where they are squared again (the compiler's: what
+ * the modulus holds once squared), Infinity where absent.
  */
-export function secondLayerNoise(plan: BatchPlan, inputRange: Float64Array, midCap = Infinity): number[] | MidNoise {
-  const N = plan.params.polyModulusDegree;
-  const gauss = Math.sqrt(N) * SEAL_NOISE_SIGMA; // root mean square of |e|_2
+export function noiseShape(plan: BatchPlan, inputRange: Float64Array, caps: number[] = []): NoiseShape {
   const f = plan.first;
-  const norm = (v: Float64Array) => Math.sqrt(v.reduce((a, x) => a + x * x, 0));
-  const row = (j: number) => {
+  const s1 = 2 ** -f.weightScaleBits;
+  // c-hat of the first layer's rows: |w1_jt| (real weights), sparse over the inputs.
+  const P = new Float64Array(f.rows);
+  const chat = new Float64Array(f.rows);
+  for (let j = 0; j < f.rows; j++) {
     let l2 = 0,
       range = 0;
     for (let t = f.start[j]; t < f.start[j + 1]; t++) {
       l2 += f.weight[t] * f.weight[t];
       range += Math.abs(f.weight[t]) * inputRange[f.index[t]];
     }
-    return { l2: Math.sqrt(l2), P: Math.abs(f.bias[j]) + range * 2 ** -f.weightScaleBits };
+    chat[j] = Math.sqrt(l2) * s1;
+    P[j] = Math.abs(f.bias[j]) + range * s1;
+  }
+  const layers = [{ chat, P }];
+  // The vectors themselves (per input) are needed to sum them: first as the sparse rows, then dense.
+  let vectors: (o: number, add: (t: number, v: number) => void) => void = (j, add) => {
+    for (let t = f.start[j]; t < f.start[j + 1]; t++) add(f.index[t], Math.abs(f.weight[t]) * s1);
   };
-  if (!plan.second) return Array.from({ length: f.rows }, (_, j) => Math.max(1, 2 * gauss * row(j).l2));
-  const delta1 = 2 ** (plan.inputScaleBits + f.weightScaleBits);
-  const rows = Array.from({ length: f.rows }, (_, j) => {
-    const { l2, P } = row(j);
-    return { P, L: 2 * gauss * l2, V: 6 * gauss * l2 };
-  });
-  const sec = plan.second;
-  /** Second-layer row k: c_k (per input), |c_k|_2, the quadratic parts' L2 and canonical bounds, P2_k. */
-  const mid = Array.from({ length: sec.rows }, (_, k) => {
-    const c = new Float64Array(plan.inputs);
-    let quadratic = 0,
-      quadraticCan = 0,
-      P2 = Math.abs(sec.bias[k]);
-    for (let j = 0; j < f.rows; j++) {
-      const w2 = Math.abs(sec.weight[k * f.rows + j]);
-      if (w2 === 0) continue;
-      const scale = w2 * 2 * delta1 * rows[j].P;
-      for (let t = f.start[j]; t < f.start[j + 1]; t++) c[f.index[t]] += scale * Math.abs(f.weight[t]);
-      quadratic += w2 * rows[j].V * rows[j].L;
-      quadraticCan += w2 * rows[j].V * rows[j].V;
-      P2 += w2 * 2 ** -sec.weightScaleBits * rows[j].P * rows[j].P;
+  let before = { rows: f.rows, P };
+  laterLayers(plan).forEach((layer, i) => {
+    const s = 2 ** -layer.weightScaleBits;
+    const cap = caps[i] ?? Infinity;
+    const dense = new Float64Array(layer.rows * plan.inputs);
+    const P2 = new Float64Array(layer.rows);
+    const chat2 = new Float64Array(layer.rows);
+    for (let o = 0; o < layer.rows; o++) {
+      const c = dense.subarray(o * plan.inputs, (o + 1) * plan.inputs);
+      let p = Math.abs(layer.bias[o]);
+      for (let k = 0; k < before.rows; k++) {
+        const w = Math.abs(layer.weight[o * before.rows + k]) * s;
+        if (w === 0) continue;
+        const Pk = before.P[k];
+        p += w * Pk * Pk;
+        const scale = w * 2 * Pk;
+        vectors(k, (t, v) => (c[t] += scale * v));
+      }
+      P2[o] = Math.min(p, cap);
+      chat2[o] = Math.sqrt(c.reduce((a, x) => a + x * x, 0));
     }
-    const cl2 = norm(c);
-    return { c, U: 2 * gauss * cl2 + quadratic, Ucan: 6 * gauss * cl2 + quadraticCan, quadratic, P2: Math.min(P2, midCap) };
+    layers.push({ chat: chat2, P: P2 });
+    const n = plan.inputs;
+    vectors = (o, add) => {
+      for (let t = 0; t < n; t++) if (dense[o * n + t] !== 0) add(t, dense[o * n + t]);
+    };
+    before = { rows: layer.rows, P: P2 };
   });
-  if (!plan.third) return mid.map((m) => Math.max(1, m.U));
-  return { rows: mid };
+  return { layers };
 }
 
 /**
- * The rounding a rescale adds to a size-3 ciphertext's phase (rescale.ts): nu = rho_0 + rho_1 s +
- * rho_2 s^2, the rho_i the coefficients' rounding errors, in [-1/2, 1/2]. |rho|_2 <= sqrt(N)/2
- * always; in the slots rho and s (ternary) are sums of N bounded independent terms, so by
- * Hoeffding each part (real, imaginary) stays within 6 deviations of its sub-Gaussian bound,
- * sqrt(N)/2 and sqrt(N), but with probability 2 e^-18: |rho|_can <= 3 sqrt(2N), |s|_can <=
- * 6 sqrt(2N) (the same six deviations as the fresh noise's bounds above). Dropping k primes one
- * after another adds k roundings, each earlier one divided by the later primes (2^-25 or less):
- * counted as 1 + 2^-20 times one.
+ * The bounds of `plan` from its NoiseShape (batchNoiseL2Bounds's recursion): one per output, in
+ * the results' coefficient units.
  */
-export function rescaleRounding(N: number): { l2: number; can: number } {
-  const S = 6 * Math.sqrt(2 * N);
-  const powers = 1 + S + S * S;
-  const extra = 1 + 2 ** -20;
-  return { l2: (Math.sqrt(N) / 2) * powers * extra, can: 3 * Math.sqrt(2 * N) * powers * extra };
-}
-
-/**
- * The third layer's bounds from the second layer's rows (secondLayerNoise), after the rescale the
- * plan states (divisor D = 1 without one). With one, the second layer's values g_k = M_k + u_k
- * become M_k / D + u'_k with u'_k = u_k / D + nu_k (rescaleRounding), and
- * sum_k w3_k (g'_k^2 - (M_k / D)^2) = sum_k w3_k (2 M_k u_k / D^2 + 2 (M_k / D) nu_k + u'_k^2):
- * the first term is the unrescaled bound's linear and quadratic parts over D^2, the others by
- * the triangle inequality, |M_k / D|_can <= Delta_mid P2_k / D, |u'_k|_can <= Ucan_k / D + nu_can.
- */
-export function thirdLayerNoise(plan: BatchPlan, mid: MidNoise, D = rescaleDivisor(plan)): number[] {
+export function noiseBounds(plan: BatchPlan, shape: NoiseShape): number[] {
   const N = plan.params.polyModulusDegree;
   const gauss = Math.sqrt(N) * SEAL_NOISE_SIGMA;
-  const norm = (v: Float64Array) => Math.sqrt(v.reduce((a, x) => a + x * x, 0));
-  const f = plan.first;
-  const sec = plan.second!;
-  const third = plan.third!;
-  const deltaMid = 2 ** (2 * (plan.inputScaleBits + f.weightScaleBits) + sec.weightScaleBits);
-  const nu = D === 1 ? { l2: 0, can: 0 } : rescaleRounding(N);
-  const d = new Float64Array(plan.inputs);
-  return Array.from({ length: third.rows }, (_, o) => {
-    d.fill(0);
-    let rest = 0;
-    let rounded = 0;
-    for (let k = 0; k < sec.rows; k++) {
-      const w3 = Math.abs(third.weight[o * sec.rows + k]);
-      if (w3 === 0) continue;
-      const m = mid.rows[k];
-      const scale = w3 * 2 * deltaMid * m.P2;
-      for (let t = 0; t < plan.inputs; t++) d[t] += scale * m.c[t];
-      if (D === 1) rest += w3 * (2 * deltaMid * m.P2 * m.quadratic + m.Ucan * m.U);
-      else {
-        rest += w3 * 2 * deltaMid * m.P2 * m.quadratic;
-        rounded += w3 * (2 * (deltaMid / D) * m.P2 * nu.l2 + (m.Ucan / D + nu.can) * (m.U / D + nu.l2));
-      }
+  const deltaIn = 2 ** plan.inputScaleBits;
+  let delta = 2 ** (plan.inputScaleBits + plan.first.weightScaleBits);
+  const rows0 = shape.layers[0].chat.length;
+  let Q = new Float64Array(rows0);
+  let Qcan = new Float64Array(rows0);
+  const dropped = droppedPrimesByLayer(plan);
+  laterLayers(plan).forEach((layer, i) => {
+    const { chat, P } = shape.layers[i];
+    const rows = chat.length;
+    // The layer before (the first never rescales) rescaled by D.
+    const d = i > 0 ? dropped[i - 1] : [];
+    if (d.length) {
+      const D = d.reduce((a, q) => a * q, 1);
+      const nu = rescaleRounding(N, 2 ** i + 1);
+      delta /= D;
+      Q = Q.map((v) => v / D + nu.l2);
+      Qcan = Qcan.map((v) => v / D + nu.can);
     }
-    return Math.max(1, (2 * gauss * norm(d) + rest) / (D * D) + rounded);
+    const U = new Float64Array(rows);
+    const Ucan = new Float64Array(rows);
+    for (let k = 0; k < rows; k++) {
+      const lin = (delta / deltaIn) * chat[k];
+      U[k] = 2 * gauss * lin + Q[k];
+      Ucan[k] = 6 * gauss * lin + Qcan[k];
+    }
+    const Q2 = new Float64Array(layer.rows);
+    const Qcan2 = new Float64Array(layer.rows);
+    for (let o = 0; o < layer.rows; o++) {
+      let q = 0,
+        qc = 0;
+      for (let k = 0; k < rows; k++) {
+        const w = Math.abs(layer.weight[o * rows + k]);
+        if (w === 0) continue;
+        const m = 2 * delta * P[k];
+        q += w * (m * Q[k] + Ucan[k] * U[k]);
+        qc += w * (m * Qcan[k] + Ucan[k] * Ucan[k]);
+      }
+      Q2[o] = q;
+      Qcan2[o] = qc;
+    }
+    Q = Q2;
+    Qcan = Qcan2;
+    delta = delta * delta * 2 ** layer.weightScaleBits;
   });
+  const { chat } = shape.layers[shape.layers.length - 1];
+  return Array.from(chat, (c, o) => Math.max(1, 2 * gauss * (delta / deltaIn) * c + Q[o]));
+}
+
+/**
+ * The rounding a rescale adds to a size-`size` ciphertext's phase (rescale.ts): nu = rho_0 +
+ * rho_1 s + ... + rho_(size-1) s^(size-1), the rho_i the coefficients' rounding errors, in
+ * [-1/2, 1/2]. |rho|_2 <= sqrt(N)/2 always; in the slots rho and s (ternary) are sums of N bounded
+ * independent terms, so by Hoeffding each part (real, imaginary) stays within 6 deviations of its
+ * sub-Gaussian bound, sqrt(N)/2 and sqrt(N), but with probability 2 e^-18: |rho|_can <= 3
+ * sqrt(2N), |s|_can <= 6 sqrt(2N) (the same six deviations as the fresh noise's bounds above).
+ * Dropping k primes one after another adds k roundings, each earlier one divided by the later
+ * primes (2^-25 or less): counted as 1 + 2^-20 times one.
+ */
+export function rescaleRounding(N: number, size = 3): { l2: number; can: number } {
+  const S = 6 * Math.sqrt(2 * N);
+  let powers = 0;
+  for (let m = size - 1; m >= 0; m--) powers = powers * S + 1;
+  const extra = 1 + 2 ** -20;
+  return { l2: (Math.sqrt(N) / 2) * powers * extra, can: 3 * Math.sqrt(2 * N) * powers * extra };
 }

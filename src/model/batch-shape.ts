@@ -58,8 +58,10 @@ function firstAffine(net: Network, factors?: number[]): Affine {
 /** Why a network has no batch plan, or undefined when it has one. */
 export function batchUnsupported(net: Network): string | undefined {
   const types = net.layers.map((l) => l.type).join(',');
-  if (/^(dense|(conv2d-parity|dense),quadratic,dense(,quadratic,dense)?)$/.test(types)) return undefined;
-  return `layers ${types}: batch mode handles conv|dense, quadratic, dense (and one more quadratic, dense), or one dense layer`;
+  // Up to three squares: results of up to nine polynomials (the client's re-randomization key
+  // and SEAL's decryption take the secret key's powers up to s^8).
+  if (/^(conv2d-parity|dense)(,quadratic,dense){0,3}$/.test(types)) return undefined;
+  return `layers ${types}: batch mode handles conv|dense, then quadratic, dense up to three times`;
 }
 
 export interface Dense {
@@ -70,24 +72,22 @@ export interface Dense {
 
 export interface Shape {
   first: Affine;
-  square: boolean;
-  second?: Dense;
-  third?: Dense;
+  /** Each squares the values of the layer before it (the first, then these in order). */
+  later: Dense[];
 }
 
-/**
- * The network as batch mode computes it: one sparse affine layer, a square, one dense layer;
- * optionally another square and dense layer.
- */
+/** The network as batch mode computes it: one sparse affine layer, then squares and dense layers. */
 export function batchShape(net: Network, factors?: number[]): Shape | undefined {
   const first = firstAffine(net, factors);
   // The kernel sums a row's products unreduced, exactly only up to MAX_TAPS of them (kernel-limits.ts).
   for (let j = 0; j < first.rows; j++) if (first.start[j + 1] - first.start[j] > MAX_TAPS) return undefined;
-  if (net.layers.length === 1) return { first, square: false };
-  const second = foldSquare(net.layers[1], net.layers[2], first);
-  if (!second || net.layers.length === 3) return second && { first, square: true, second };
-  const third = foldSquare(net.layers[3], net.layers[4], second);
-  return third && { first, square: true, second, third };
+  const later: Dense[] = [];
+  for (let i = 1; i < net.layers.length; i += 2) {
+    const layer = foldSquare(net.layers[i], net.layers[i + 1], later.at(-1) ?? first);
+    if (!layer) return undefined;
+    later.push(layer);
+  }
+  return { first, later };
 }
 
 /**
@@ -112,4 +112,24 @@ function foldSquare(act: Network['layers'][number], dense: Network['layers'][num
   }
   for (const row of dense.weights) for (let j = 0; j < before.rows; j++) weight.push(row[j] * perFeature(act.a, j));
   return { rows: dense.weights.length, weight, bias };
+}
+
+/**
+ * Per-input factors (powers of two) that bring every input of a dense first layer to about
+ * [-1, 1] on the samples. The kernel's weights are integers of at most 15 bits at one scale per
+ * layer; when a Scaler is merged into a linear model, a feature that reaches 2,500 gets a weight
+ * of 0.0014 next to 240 for one that stays below 0.03, and rounding to the layer's scale loses
+ * the small ones. With factors the client multiplies input j by f_j before encryption and column
+ * j's weights are divided by it (the product is unchanged). They come from the samples, not the
+ * weights: the client part then tells the client each feature's range on the calibration
+ * records to within a factor of 2, and nothing about the model. Undefined when every factor
+ * would be 1, or the first layer is a convolution.
+ */
+export function batchInputFactors(net: Network, samples: ArrayLike<number>[]): number[] | undefined {
+  if (net.layers[0]?.type !== 'dense') return undefined;
+  const n = net.input.height * net.input.width;
+  const range = new Array<number>(n).fill(0);
+  for (const x of samples) for (let j = 0; j < n; j++) range[j] = Math.max(range[j], Math.abs(x[j]));
+  const f = range.map((r) => (r > 0 && Number.isFinite(r) ? 2 ** -Math.ceil(Math.log2(r)) : 1));
+  return f.some((v) => v !== 1) ? f : undefined;
 }

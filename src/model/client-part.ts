@@ -41,11 +41,11 @@ export interface BatchClientPart {
   params: CkksParams;
   input_scale_bits: number;
   records_per_batch: number;
-  /** Result ciphertexts per batch (one per output) and their polynomials (3 or 5 after one or two squares: not relinearized). */
+  /** Result ciphertexts per batch (one per output) and their polynomials (3, 5 or 9 after one, two or three squares: not relinearized). */
   outputs: number;
   result_size: number;
   /**
-   * Data primes the results keep when the plan rescales (batch-plan.ts, second.rescalePrimes):
+   * Data primes the results keep when the plan rescales (batch-plan.ts, rescalePrimes):
    * they come back at that level of the chain. Absent: all of them.
    */
   result_primes?: number;

@@ -1,20 +1,21 @@
 // Compiles a network into a batch plan (see src/fhe/batch-plan.ts): conv2d-parity or dense,
-// then a square (a quadratic activation folded as in the single layout), then dense, and
-// optionally a second square and dense layer; or one dense layer alone (linear models).
-// Weights become integers at a per-layer scale, and the modulus is sized from the largest values
-// the training samples reach. With two activations and the flood, the second layer's values may
-// be rescaled (divided by some of the last primes) before their square: the compiler keeps the
-// plan with the fewest primes (model (b): 12 instead of 16).
-import { BATCH_DEGREE, BATCH_DEGREE_DEEP, dataPrimesOf, scaleBitsOf, validateBatchPlan, type BatchPlan } from '../fhe/batch-plan.ts';
+// then squares (quadratic activations folded as in the single layout) each followed by a dense
+// layer; or one dense layer alone (linear models). Weights become integers at a per-layer
+// scale, and the modulus is sized from the largest values the training samples reach. With two
+// activations and the flood, or three, the values of the layers squared again (but the first's)
+// may be rescaled (divided by some of the last primes) before their square: the compiler keeps
+// the plan with the fewest primes (model (b): 12 instead of 16).
+import { BATCH_DEGREE, BATCH_DEGREE_DEEP, dataPrimesOf, layerScales, type BatchPlan, type DenseLayer } from '../fhe/batch-plan.ts';
+import { validateBatchPlan } from '../fhe/batch-plan-check.ts';
 import { MAX_INT_WEIGHT, PRIME_BITS } from '../fhe/kernel-limits.ts';
 import { MAX_BITS_128 } from '../fhe/params.ts';
 import { FLOOD_SECURITY_BITS, floodExtraBits, floodSigma, type Privacy } from '../fhe/privacy.ts';
-import { batchNoiseL2Bounds, secondLayerNoise, thirdLayerNoise, type MidNoise } from './batch-noise.ts';
-import { batchShape, batchUnsupported, type Shape } from './batch-shape.ts';
+import { noiseBounds, noiseShape, type NoiseShape } from './batch-noise.ts';
+import { batchInputFactors, batchShape, batchUnsupported, type Shape } from './batch-shape.ts';
 import type { Network } from './network.ts';
 import { simulateBatchTrace } from './simulate-batch.ts';
 
-export { batchUnsupported };
+export { batchInputFactors, batchUnsupported };
 
 /** Fresh-encryption noise is about 2^10 in the slots: 2^26 leaves inputs ~2^-16 accurate. */
 const INPUT_SCALE_BITS = 26;
@@ -24,26 +25,6 @@ const BITS_PER_PRIME = 25.9;
 const HEADROOM_BITS = 4;
 /** The smallest special prime the compiler uses (see buildPlan). */
 const SPECIAL_PRIME_MIN_BITS = 17;
-
-/**
- * Per-input factors (powers of two) that bring every input of a dense first layer to about
- * [-1, 1] on the samples. The kernel's weights are integers of at most 15 bits at one scale per
- * layer; when a Scaler is merged into a linear model, a feature that reaches 2,500 gets a weight
- * of 0.0014 next to 240 for one that stays below 0.03, and rounding to the layer's scale loses
- * the small ones. With factors the client multiplies input j by f_j before encryption and column
- * j's weights are divided by it (the product is unchanged). They come from the samples, not the
- * weights: the client part then tells the client each feature's range on the calibration
- * records to within a factor of 2, and nothing about the model. Undefined when every factor
- * would be 1, or the first layer is a convolution.
- */
-export function batchInputFactors(net: Network, samples: ArrayLike<number>[]): number[] | undefined {
-  if (net.layers[0]?.type !== 'dense') return undefined;
-  const n = net.input.height * net.input.width;
-  const range = new Array<number>(n).fill(0);
-  for (const x of samples) for (let j = 0; j < n; j++) range[j] = Math.max(range[j], Math.abs(x[j]));
-  const f = range.map((r) => (r > 0 && Number.isFinite(r) ? 2 ** -Math.ceil(Math.log2(r)) : 1));
-  return f.some((v) => v !== 1) ? f : undefined;
-}
 
 function weightBits(weights: ArrayLike<number>): number {
   let max = 0;
@@ -77,11 +58,17 @@ export interface BatchCompileOptions {
   /** batchInputFactors: the client multiplies input j by inputFactors[j] (dense first layers). */
   inputFactors?: number[];
   /**
-   * Plans with two activations and the flood: also try rescaling the second layer's values
-   * (batch-plan.ts, second.rescalePrimes) and keep the plan with the fewest data primes (the
-   * default; false: never rescale).
+   * Plans with two activations and the flood, or three: also try rescaling the values of each
+   * layer squared again but the first (batch-plan.ts, rescalePrimes) and keep the plan with the
+   * fewest data primes (the default; false: never rescale).
    */
   rescale?: boolean;
+  /**
+   * Filled in: the most bits of precision (-log2 of the error over the largest output) any plan
+   * within the 128-bit bound reached, where the compiler checks it (plans that flood, or with
+   * three activations): a refused network's distance from FLOOD_PRECISION_BITS.
+   */
+  report?: { precisionBits?: number };
 }
 
 /**
@@ -102,64 +89,93 @@ export function compileBatch(net: Network, samples: ArrayLike<number>[], o: Batc
   if (f) samples = samples.map((x) => Array.from(x, (v, j) => v * f[j]));
   const shape = batchShape(net, f);
   if (!shape) return undefined;
-  // The flood costs about floodExtraBits, a second square's noise growth ~8 bits more; the loop
+  const depth = shape.later.length;
+  // The flood costs about floodExtraBits, each square's noise growth ~8 bits more; the loop
   // ends earlier when the modulus outgrows the ring.
-  const degree = shape.third ? BATCH_DEGREE_DEEP : BATCH_DEGREE;
-  const highest = INPUT_SCALE_BITS + (privacy === 'flood' ? floodExtraBits(degree, lambda) + (shape.third ? 16 : 8) : 0);
+  const degree = depth >= 2 ? BATCH_DEGREE_DEEP : BATCH_DEGREE;
+  const highest = INPUT_SCALE_BITS + (privacy === 'flood' ? floodExtraBits(degree, lambda) : 0) + 8 * depth;
   let peaks: Peaks | undefined; // the values do not depend on the input scale: simulated once
-  // Primes a rescale may drop (0: none). For each, the smallest input scale whose flood costs the
-  // outputs at most FLOOD_PRECISION_BITS gives its fewest primes; the fewest over all wins.
-  const drops = (o.rescale ?? true) && shape.third && privacy === 'flood' ? Array.from({ length: MAX_RESCALE_PRIMES + 1 }, (_, k) => k) : [0];
-  const found = new Map<number, BatchPlan | undefined>();
-  for (let inputScaleBits = INPUT_SCALE_BITS; inputScaleBits <= highest && found.size < drops.length; inputScaleBits++) {
-    let midNoise: MidNoise | undefined;
+  let noise: NoiseShape | undefined; // nor do the noise bounds' rows (batch-noise.ts)
+  // Primes each rescale may drop (all 0: none), for every layer whose values are squared again
+  // but the first's. For each choice, the smallest input scale whose flood costs the outputs at
+  // most FLOOD_PRECISION_BITS gives its fewest primes; the fewest over all wins. Without the
+  // flood, up to two activations fit without a rescale, at the first input scale; three need
+  // rescales, whose roundings (times the powers of s) must then leave the outputs as precise.
+  const deep = depth >= 3;
+  const rescales = (o.rescale ?? true) && (privacy === 'flood' || deep) ? Math.max(0, depth - 1) : 0;
+  const drops = rescaleChoices(depth, rescales);
+  const found = new Map<string, BatchPlan | undefined>();
+  const last = privacy === 'none' && !deep ? INPUT_SCALE_BITS : highest;
+  for (let inputScaleBits = INPUT_SCALE_BITS; inputScaleBits <= last && found.size < drops.length; inputScaleBits++) {
     for (const k of drops) {
-      if (found.has(k)) continue;
+      const key = k.join(',');
+      if (found.has(key)) continue;
       const built = buildPlan(shape, net, degree, inputScaleBits, samples, peaks, k);
       // Too large a drop for this input scale's values: perhaps not for a larger one.
       if (built === 'low') continue;
       // The modulus only grows with the input scale: this drop never fits.
       if (!built) {
-        found.set(k, undefined);
+        found.set(key, undefined);
         continue;
       }
       const { plan, peak } = built;
       peaks = peak;
       plan.privacy = privacy;
-      if (privacy === 'none') return validateBatchPlan(plan, 'the compiled batch plan');
-      // Honest queries keep the second layer's values within what the modulus holds once squared
+      if (privacy === 'none' && !deep) {
+        found.set(key, plan);
+        continue;
+      }
+      // Honest queries keep the values squared again within what the modulus holds once squared
       // (2^(HEADROOM_BITS / 2) times the samples' largest): beyond it the result is garbage,
       // flooded or not. The single layout caps its interval bounds the same way (network-flood.ts).
-      const midCap = 2 ** (HEADROOM_BITS / 2) * Math.max(peak.mid, 1);
-      let bounds: number[];
-      if (shape.third) bounds = thirdLayerNoise(plan, (midNoise ??= secondLayerNoise(plan, peak.input, midCap) as MidNoise));
-      else bounds = batchNoiseL2Bounds(plan, peak.input, midCap);
+      noise ??= noiseShape(
+        plan,
+        peak.input,
+        peak.layers.slice(1, -1).map((p) => 2 ** (HEADROOM_BITS / 2) * Math.max(p, 1)),
+      );
+      const bounds = noiseBounds(plan, noise);
       const N = plan.params.polyModulusDegree;
-      const error = Math.max(...bounds.map((b) => (floodSigma(b, lambda) * Math.sqrt(N / 2)) / 2 ** plan.outputScaleBits));
-      if (error > 2 ** -FLOOD_PRECISION_BITS * Math.max(1, peak.out)) continue;
-      plan.noiseL2Bits = bounds.map((b) => Math.log2(b));
-      plan.floodSecurityBits = lambda;
-      found.set(k, plan);
+      // Without the flood, the honest noise itself: |v|_2 over sqrt(2) per slot (rms).
+      const error = Math.max(
+        ...bounds.map((b) => (privacy === 'flood' ? floodSigma(b, lambda) * Math.sqrt(N / 2) : b / Math.SQRT2) / 2 ** plan.outputScaleBits),
+      );
+      const precision = -Math.log2(error / Math.max(1, peak.out));
+      if (o.report) o.report.precisionBits = Math.max(o.report.precisionBits ?? -Infinity, precision);
+      if (precision < FLOOD_PRECISION_BITS) continue;
+      if (privacy === 'flood') {
+        plan.noiseL2Bits = bounds.map((b) => Math.log2(b));
+        plan.floodSecurityBits = lambda;
+      }
+      found.set(key, plan);
     }
   }
   let best: BatchPlan | undefined;
   for (const k of drops) {
-    const plan = found.get(k);
+    const plan = found.get(k.join(','));
     if (plan && (!best || dataPrimesOf(plan) < dataPrimesOf(best))) best = plan;
   }
   // The server refuses a plan outside the kernel limits; refuse it here first, when it is made.
   return best && validateBatchPlan(best, 'the compiled batch plan');
 }
 
-/** The most primes the compiler tries to drop by rescaling (each ~26 bits off the second layer's scale). */
+/** The most primes the compiler tries to drop by rescaling (each ~26 bits off the values' scale). */
 const MAX_RESCALE_PRIMES = 8;
-/** The least scale the second layer's values keep after a rescale. */
+/** The least scale values keep after a rescale. */
 const MIN_RESCALED_BITS = 20;
 
-/** The largest |value| of each stage, and of each input, on the samples. */
+/**
+ * Every choice of primes to drop at each rescale point (later layers 0 .. points - 1, those
+ * squared again), all zeros first: (MAX_RESCALE_PRIMES + 1)^points of them.
+ */
+function rescaleChoices(depth: number, points: number): number[][] {
+  let choices: number[][] = [[]];
+  for (let i = 0; i < points; i++) choices = choices.flatMap((c) => Array.from({ length: MAX_RESCALE_PRIMES + 1 }, (_, k) => [...c, k]));
+  return choices.map((c) => [...c, ...new Array<number>(depth - c.length).fill(0)]);
+}
+
+/** The largest |value| of each layer (the first, then the later ones), of the results and of each input, on the samples. */
 interface Peaks {
-  first: number;
-  mid: number;
+  layers: number[];
   out: number;
   input: Float64Array;
 }
@@ -177,21 +193,22 @@ export function batchOutputBound(plan: BatchPlan, samples: ArrayLike<number>[], 
 }
 
 function samplePeaks(plan: BatchPlan, samples: ArrayLike<number>[]): Peaks {
-  const peak = { first: 0, mid: 0, out: 0, input: new Float64Array(plan.inputs) };
+  const peak: Peaks = { layers: [], out: 0, input: new Float64Array(plan.inputs) };
   for (const s of samples) {
-    const { hidden, mid, out } = simulateBatchTrace(plan, s);
+    const { layers } = simulateBatchTrace(plan, s);
     for (let i = 0; i < plan.inputs; i++) peak.input[i] = Math.max(peak.input[i], Math.abs(s[i]));
-    for (const v of hidden) peak.first = Math.max(peak.first, Math.abs(v));
-    for (const v of mid) peak.mid = Math.max(peak.mid, Math.abs(v));
-    for (const v of out) peak.out = Math.max(peak.out, Math.abs(v));
+    layers.forEach((values, l) => {
+      for (const v of values) peak.layers[l] = Math.max(peak.layers[l] ?? 0, Math.abs(v));
+    });
   }
+  peak.out = peak.layers[peak.layers.length - 1] ?? 0;
   return peak;
 }
 
 /**
  * The plan at one input scale, its modulus sized from the samples; undefined when it needs more
- * than 128-bit security allows, 'low' when the rescale would leave the second layer's values
- * below MIN_RESCALED_BITS.
+ * than 128-bit security allows, 'low' when a rescale would leave values below MIN_RESCALED_BITS.
+ * `drop[i]`: the primes later layer i's values are divided by before their square.
  */
 function buildPlan(
   shape: Shape,
@@ -199,35 +216,46 @@ function buildPlan(
   degree: number,
   inputScaleBits: number,
   samples: ArrayLike<number>[],
-  known?: Peaks,
-  rescale = 0,
+  known: Peaks | undefined,
+  drop: number[],
 ): { plan: BatchPlan; peak: Peaks } | undefined | 'low' {
-  const { first, square, second, third } = shape;
+  const { first, later } = shape;
   const w1Bits = weightBits(first.weight);
-  const w2Bits = second ? weightBits(second.weight) : 0;
-  const w3Bits = third ? weightBits(third.weight) : 0;
+  const layers: DenseLayer[] = later.map((l, i) => {
+    const bits = weightBits(l.weight);
+    const layer: DenseLayer = { ...l, weight: quantize(l.weight, bits), weightScaleBits: bits };
+    if (drop[i]) layer.rescalePrimes = drop[i];
+    return layer;
+  });
   const plan: BatchPlan = {
     params: { scheme: 'ckks', polyModulusDegree: degree, coeffModulusBits: [], securityLevel: 128 },
     inputScaleBits,
     inputs: net.input.height * net.input.width,
     first: { ...first, weight: quantize(first.weight, w1Bits), weightScaleBits: w1Bits },
-    square,
-    second: second && { ...second, weight: quantize(second.weight, w2Bits), weightScaleBits: w2Bits },
+    square: layers.length > 0,
+    second: layers[0],
     outputScaleBits: 0,
   };
-  if (third) plan.third = { ...third, weight: quantize(third.weight, w3Bits), weightScaleBits: w3Bits };
-  if (third && rescale) plan.second!.rescalePrimes = rescale;
-  // Every intermediate value times its scale must stay below half the modulus: the values before
-  // a rescale below all the data primes, those after it below the primes it leaves.
+  if (!plan.second) delete plan.second;
+  if (layers.length >= 2) plan.third = layers[1];
+  if (layers.length >= 3) plan.deeper = layers.slice(2);
+  // Every intermediate value times its scale must stay below half the modulus at its level: the
+  // values before a rescale below the primes they have, their squares below those it leaves.
   const peak = known ?? samplePeaks(plan, samples);
   const bits = (v: number) => Math.log2(Math.max(v, 1));
-  /** Bits the values need at the top level and after the rescale (the plan's primes fix its divisor). */
-  const need = (s: ReturnType<typeof scaleBitsOf>) => {
-    const first = Math.max(s.first + bits(peak.first), square ? s.square + 2 * bits(peak.first) : 0, inputScaleBits + 1);
-    const mid = third ? s.mid + bits(peak.mid) : 0;
-    const late = Math.max(third ? s.square2 + 2 * bits(peak.mid) : 0, s.out + bits(peak.out));
-    const margin = 1 + HEADROOM_BITS;
-    return rescale ? { top: Math.max(first, mid) + margin, kept: late + margin } : { top: Math.max(first, mid, late) + margin, kept: 0 };
+  const margin = 1 + HEADROOM_BITS;
+  /** Bits each level needs, [data primes it has, bits]; up to later layer `upTo`'s values only, if given. */
+  const needs = (scales: ReturnType<typeof layerScales>, upTo = Infinity) => {
+    const at: [number, number][] = [];
+    const s0 = scales[0].values;
+    at.push([s0.primes, Math.max(inputScaleBits + 1, s0.log2 + bits(peak.layers[0]))]);
+    if (plan.square) at.push([s0.primes, 2 * s0.log2 + 2 * bits(peak.layers[0])]);
+    scales.slice(1).forEach(({ values, rescaled }, i) => {
+      if (i > upTo) return;
+      at.push([values.primes, values.log2 + bits(peak.layers[i + 1])]);
+      if (i < layers.length - 1 && i < upTo) at.push([rescaled.primes, 2 * rescaled.log2 + 2 * bits(peak.layers[i + 1])]);
+    });
+    return at.map(([primes, b]) => [primes, b + margin]);
   };
   const withPrimes = (dataPrimes: number) => {
     // The special prime is unused (no key switching) but SEAL keeps one: a 26-bit one as the
@@ -238,14 +266,22 @@ function buildPlan(
     plan.params.coeffModulusBits = [...new Array<number>(dataPrimes).fill(PRIME_BITS), special];
     return true;
   };
-  const unscaled = need(scaleBitsOf(plan));
-  for (let dataPrimes = Math.max(Math.ceil(unscaled.top / BITS_PER_PRIME), rescale + 1); ; dataPrimes++) {
+  const dropped = drop.reduce((a, b) => a + b, 0);
+  // Up to the first rescale the scales do not depend on the primes: what they need gives a start.
+  const firstRescale = drop.findIndex((k) => k > 0);
+  const strip = (l: DenseLayer): DenseLayer => ({ ...l, rescalePrimes: undefined });
+  const top = needs(
+    layerScales({ ...plan, second: plan.second && strip(plan.second), third: plan.third && strip(plan.third), deeper: plan.deeper?.map(strip) }),
+    firstRescale < 0 ? Infinity : firstRescale,
+  );
+  const start = Math.max(...top.map(([, b]) => Math.ceil(b / BITS_PER_PRIME)));
+  for (let dataPrimes = Math.max(start, dropped + 1); ; dataPrimes++) {
     if (!withPrimes(dataPrimes)) return undefined;
-    // With a rescale the divisor, hence the scales after it, depend on the primes SEAL picks.
-    const scales = scaleBitsOf(plan);
-    if (rescale && scales.rescaled < MIN_RESCALED_BITS) return 'low';
-    if (need(scales).kept > (dataPrimes - rescale) * BITS_PER_PRIME) continue;
-    plan.outputScaleBits = scales.out;
+    // With a rescale the divisors, hence the scales after it, depend on the primes SEAL picks.
+    const scales = layerScales(plan);
+    if (scales.some((s, i) => i > 0 && s.rescaled !== s.values && s.rescaled.log2 < MIN_RESCALED_BITS)) return 'low';
+    if ([...needs(scales)].some(([primes, b]) => b > primes * BITS_PER_PRIME)) continue;
+    plan.outputScaleBits = scales[scales.length - 1].values.log2;
     return { plan, peak };
   }
 }

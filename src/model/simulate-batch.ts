@@ -1,7 +1,7 @@
 // A batch plan (src/fhe/batch-plan.ts) in plaintext: what the batch kernel computes, with its
 // integer weights at their scales and no noise. The compiler sizes the modulus from it; tests,
 // benchmarks and `sealed compile` compare it with the network it approximates.
-import type { BatchPlan } from '../fhe/batch-plan.ts';
+import { laterLayers, type BatchPlan } from '../fhe/batch-plan.ts';
 
 /** `weight` (rows x inputs, row-major, at 2^-bits) times the squares of `x`, plus `bias`. */
 function denseOfSquares(layer: { rows: number; weight: number[]; weightScaleBits: number; bias: number[] }, x: Float64Array): Float64Array {
@@ -17,11 +17,14 @@ function denseOfSquares(layer: { rows: number; weight: number[]; weightScaleBits
 }
 
 /**
- * The batch plan in plaintext: the integer weights at their scales, no noise. `hidden`: the first
- * layer's values (before the square), `mid`: the second's (before the second square; the
- * outputs when there is none).
+ * The batch plan in plaintext: the integer weights at their scales, no noise. `layers`: each
+ * layer's values (the first's before its square), `hidden` the first's, `mid` the second's (the
+ * outputs when there is none), `out` the last's.
  */
-export function simulateBatchTrace(plan: BatchPlan, x: ArrayLike<number>): { hidden: Float64Array; mid: Float64Array; out: Float64Array } {
+export function simulateBatchTrace(
+  plan: BatchPlan,
+  x: ArrayLike<number>,
+): { hidden: Float64Array; mid: Float64Array; out: Float64Array; layers: Float64Array[] } {
   const f = plan.first;
   const s1 = 2 ** -f.weightScaleBits;
   const hidden = new Float64Array(f.rows);
@@ -30,9 +33,9 @@ export function simulateBatchTrace(plan: BatchPlan, x: ArrayLike<number>): { hid
     for (let t = f.start[j]; t < f.start[j + 1]; t++) acc += f.weight[t] * x[f.index[t]];
     hidden[j] = acc * s1 + f.bias[j];
   }
-  if (!plan.second) return { hidden, mid: hidden, out: hidden };
-  const mid = denseOfSquares(plan.second, hidden);
-  return { hidden, mid, out: plan.third ? denseOfSquares(plan.third, mid) : mid };
+  const layers: Float64Array[] = [hidden];
+  for (const layer of laterLayers(plan)) layers.push(denseOfSquares(layer, layers[layers.length - 1]));
+  return { hidden, mid: layers[1] ?? hidden, out: layers[layers.length - 1], layers };
 }
 
 export const simulateBatch = (plan: BatchPlan, x: ArrayLike<number>) => simulateBatchTrace(plan, x).out;

@@ -4,14 +4,15 @@
 // ModelServer.evaluateBatch runs them one after the other in process:
 //   decodeInputs | decodePrime   query sections -> residues
 //   evaluateLanes                the kernel, lanes of one prime at a time
-//   rescaleRows, evaluateThird   plans that rescale: the second layer's values divided by their
-//                                last primes, then the second square and third layer over the rest
+//   rescaleRows, evaluateAfter   plans that rescale: a layer's values divided by their last
+//                                primes, then the squares and layers after over the rest (once
+//                                per rescale: `point` 0, 1, ...)
 //   encodeResults                re-randomized, flooded, saved
 import { SealedError } from '../errors.ts';
 import { BatchSession } from '../fhe/batch-io.ts';
-import { evaluateLanes, prepareKernel, type BatchKernel } from '../fhe/batch-kernel.ts';
-import { thirdLayerLanes } from '../fhe/batch-kernel-deep.ts';
-import { resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
+import { evaluateLanes, prepareKernel, segmentsOf, squareLayersOf, type BatchKernel } from '../fhe/batch-kernel.ts';
+import { layersAfterRescale } from '../fhe/batch-kernel-deep.ts';
+import { rescalesOf, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
 import { BatchPrivacy } from '../fhe/batch-privacy.ts';
 import { loadRerandKey, type RerandKey } from '../fhe/privacy.ts';
 import { ProductRescale } from '../fhe/rescale.ts';
@@ -23,7 +24,21 @@ export class BatchModel {
   readonly io: BatchSession;
   private readonly kernel: BatchKernel;
   private readonly privacy: BatchPrivacy;
-  private readonly rescaled?: { toSecond: BatchKernel; rescale: ProductRescale; w3: Float64Array };
+  /** The kernel segment 0 runs: without w3 when the second layer's values are rescaled. */
+  private readonly toFirstRescale: BatchKernel;
+  /**
+   * Per rescale, in order: the values it divides (rows of `size` polynomials over `lanes` lanes,
+   * the level before it), the rescale, and the layers after it up to the next rescale or the end,
+   * over `primes` (the level it leaves).
+   */
+  private readonly points: {
+    rows: number;
+    size: number;
+    lanes: number;
+    rescale: ProductRescale;
+    layers: ReturnType<typeof squareLayersOf>;
+    primes: number[];
+  }[] = [];
   /**
    * The last re-randomization key parsed, with the bytes it came from. A request's key reaches
    * this worker with every encode task of every batch (and the check before them); parsing it
@@ -36,13 +51,20 @@ export class BatchModel {
     this.io = io;
     this.kernel = prepareKernel(io.plan, io.primes);
     this.privacy = new BatchPrivacy(io.plan, io.resultPrimes);
-    const drop = io.primes.length - io.resultPrimes.length;
-    if (drop > 0)
-      this.rescaled = {
-        toSecond: { ...this.kernel, w3: undefined },
-        rescale: new ProductRescale(io.primes, io.plan.params.polyModulusDegree, drop),
-        w3: this.kernel.w3!,
-      };
+    this.toFirstRescale = io.plan.second?.rescalePrimes ? { ...this.kernel, w3: undefined } : this.kernel;
+    const degree = io.plan.params.polyModulusDegree;
+    const segments = segmentsOf(io.plan);
+    rescalesOf(io.plan).forEach((r, j) => {
+      const before = io.primes.slice(0, r.primesBefore);
+      this.points.push({
+        rows: r.rows,
+        size: r.size,
+        lanes: r.primesBefore * degree,
+        rescale: new ProductRescale(before, degree, r.primesBefore - r.primesAfter),
+        layers: squareLayersOf(this.kernel, segments[j + 1].from, segments[j + 1].to),
+        primes: io.primes.slice(0, r.primesAfter),
+      });
+    });
   }
 
   static async open(plan: BatchPlan): Promise<BatchModel> {
@@ -59,14 +81,25 @@ export class BatchModel {
     return this.io.resultLanes;
   }
 
-  /** Whether the plan rescales: evaluateLanes then writes the second layer's values, and rescaleRows and evaluateThird follow. */
-  get rescales(): boolean {
-    return this.rescaled !== undefined;
+  /** How many rescales the plan makes: evaluateLanes then writes the values the first divides, and rescaleRows and evaluateAfter follow, once per rescale. */
+  get rescalePoints(): number {
+    return this.points.length;
   }
 
-  /** Residues of a batch's second-layer values in a plan that rescales: rows x 3 polynomials x lanes. */
-  get secondValues(): number {
-    return this.io.plan.second!.rows * 3 * this.io.lanes;
+  /** Residues of a batch's values that rescale `point` divides: rows x polynomials x the lanes of the level before it. */
+  valuesAt(point: number): number {
+    const p = this.point(point);
+    return p.rows * p.size * p.lanes;
+  }
+
+  /** Rows of the values that rescale `point` divides. */
+  rowsAt(point: number): number {
+    return this.point(point).rows;
+  }
+
+  /** Lanes the layers after rescale `point` run over (the level it leaves). */
+  lanesAfter(point: number): number {
+    return this.point(point).primes.length * this.io.plan.params.polyModulusDegree;
   }
 
   /**
@@ -114,33 +147,36 @@ export class BatchModel {
   /**
    * Phase 2: the exact kernel over lanes [lane0, lane1) of `input` into `output`, CHUNK lanes
    * within one prime at a time; with `onePrime`, `input` holds only the lanes' prime (decodePrime).
-   * For a plan that rescales, `output` receives the second layer's values instead (secondValues
-   * long), for rescaleRows.
+   * For a plan that rescales, `output` receives the values the first rescale divides instead
+   * (valuesAt(0) long), for rescaleRows.
    */
   evaluateLanes(input: Uint32Array, output: Uint32Array, lane0: number, lane1: number, onePrime = false): void {
     const degree = this.io.plan.params.polyModulusDegree;
     if (onePrime && Math.floor(lane0 / degree) !== Math.floor((lane1 - 1) / degree)) throw new RangeError('lanes of one prime only');
-    const k = this.rescaled?.toSecond ?? this.kernel;
     for (let l = lane0; l < lane1;) {
       const end = Math.min(l + CHUNK, lane1, (Math.floor(l / degree) + 1) * degree);
-      evaluateLanes(k, input, output, l, end, onePrime);
+      evaluateLanes(this.toFirstRescale, input, output, l, end, onePrime);
       l = end;
     }
   }
 
-  /** Phase 2b (plans that rescale): rows `first` .. `first + count - 1` of the second layer's values, rescaled in place. */
-  rescaleRows(values: Uint32Array, first: number, count: number): void {
-    this.rescaledMode().rescale.rows(values, 3, first, count);
+  /** Phase 2b (plans that rescale): rows `first` .. `first + count - 1` of the values rescale `point` divides, rescaled in place. */
+  rescaleRows(values: Uint32Array, first: number, count: number, point = 0): void {
+    const p = this.point(point);
+    p.rescale.rows(values, p.size, first, count);
   }
 
-  /** Phase 2c (plans that rescale): the second square and the third layer over result lanes [lane0, lane1) into `output`. */
-  evaluateThird(values: Uint32Array, output: Uint32Array, lane0: number, lane1: number): void {
-    const { io, kernel } = this;
-    const { w3 } = this.rescaledMode();
-    const degree = io.plan.params.polyModulusDegree;
+  /**
+   * Phase 2c (plans that rescale): the squares and layers after rescale `point`, over lanes
+   * [lane0, lane1) of the level it leaves, into `output`: the results after the last rescale,
+   * the values the next divides before it (valuesAt(point + 1) long).
+   */
+  evaluateAfter(values: Uint32Array, output: Uint32Array, lane0: number, lane1: number, point = 0): void {
+    const p = this.point(point);
+    const degree = this.io.plan.params.polyModulusDegree;
     for (let l = lane0; l < lane1;) {
       const end = Math.min(l + CHUNK, lane1, (Math.floor(l / degree) + 1) * degree);
-      thirdLayerLanes(values, 3 * io.lanes, io.plan.second!.rows, w3, kernel.bias3, io.resultPrimes, degree, output, l, end);
+      layersAfterRescale(values, p.size * p.lanes, p.rows, p.size, p.layers, p.primes, degree, output, l, end);
       l = end;
     }
   }
@@ -162,8 +198,9 @@ export class BatchModel {
     this.io.close();
   }
 
-  private rescaledMode(): NonNullable<BatchModel['rescaled']> {
-    if (!this.rescaled) throw new SealedError('internal', 'this batch plan does not rescale');
-    return this.rescaled;
+  private point(point: number): BatchModel['points'][number] {
+    const p = this.points[point];
+    if (!p) throw new SealedError('internal', `this batch plan has ${this.points.length} rescales, not a rescale ${point}`);
+    return p;
   }
 }

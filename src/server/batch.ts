@@ -16,18 +16,17 @@
 // for page by page on first touch (~10 us per 4 KiB page on this project's CI VMs, more with two
 // threads faulting at once: batch-buffers.ts).
 import { reviveError, SealedError } from '../errors.ts';
-import { dataPrimesOf, outputsOf, resultPrimesOf, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
+import { dataPrimesOf, outputsOf, rescalesOf, resultPrimesOf, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
 import { isSeededSection, seededBytes } from '../fhe/seeded-batch.ts';
 import type { BatchResult } from './worker-protocol.ts';
 import type { EvaluationPool } from './pool.ts';
 import type { BatchBuffers } from './batch-buffers.ts';
 import type { Reservation } from './budget.ts';
-import { CHUNK } from './batch-constants.ts';
+import { CHUNK, LOAD_GROUP } from './batch-constants.ts';
+import { wholeBatchMemory } from './batch-memory.ts';
 import { batchCount } from './query-checks.ts';
 import { QUERY_UNCHANGED_HINT as HINT } from '../wire/format.ts';
 
-/** Ciphertexts per load task (SEAL's forms): small enough to spread a batch over the workers as it arrives. */
-const LOAD_GROUP = 32;
 /**
  * Evaluation tasks per worker and batch (per prime, prime by prime): few, so a worker rarely waits
  * for the main thread (busy streaming the next batch) to hand it more work; more than one, to balance.
@@ -58,40 +57,6 @@ export interface BatchOptions {
 function check(r: BatchResult): BatchResult {
   if (r.error) throw reviveError(r.error);
   return r;
-}
-
-/**
- * Bytes one batch-mode request of `batches` batches holds while it runs, its sections seeded:
- * their buffers (two from two batches on: one fills from the stream while the other is
- * evaluated), two primes' residues, the output buffer and the re-randomization key. 0.8 GiB for
- * an MNIST MLP with two activations at ring 16384 (one batch: what `sealed predict` sends).
- */
-export function batchMemory(plan: BatchPlan, batches = 2): number {
-  const N = plan.params.polyModulusDegree;
-  const lanes = dataPrimesOf(plan) * N;
-  // Results keep fewer primes when the plan rescales; its second layer's values are held first.
-  const resultLanes = resultPrimesOf(plan) * N;
-  const secondValues = plan.second?.rescalePrimes ? plan.second.rows * 3 * lanes * 4 : 0;
-  // The query's re-randomization key (circuit privacy): one result's polynomials, held once.
-  const rerandKey = plan.privacy === 'flood' ? resultSize(plan) * resultLanes * 4 : 0;
-  return (
-    Math.min(2, batches) * plan.inputs * seededBytes(dataPrimesOf(plan), N) +
-    2 * plan.inputs * 2 * N * 4 +
-    outputsOf(plan) * resultSize(plan) * resultLanes * 4 +
-    secondValues +
-    rerandKey
-  );
-}
-
-/**
- * What batches of SEAL's own forms (older clients' sections) need beyond batchMemory: every
- * prime's residues (two batches' worth from two batches on) and the sections of the load groups
- * in flight.
- */
-export function wholeBatchMemory(plan: BatchPlan, batches = 2): number {
-  const lanes = dataPrimesOf(plan) * plan.params.polyModulusDegree;
-  const section = 2 * lanes * 8; // a SEAL ciphertext of two polynomials, uncompressed
-  return Math.min(2, batches) * plan.inputs * 2 * lanes * 4 + 2 * Math.min(plan.inputs, LOAD_GROUP * 2) * section;
 }
 
 /**
@@ -126,10 +91,11 @@ export async function* evaluateBatches(
     return b;
   };
   const output = hold(outs * size * resultLanes * 4);
-  // A plan that rescales: the kernel writes the second layer's values here, which are rescaled
-  // (their rows split over the workers), then finished into `output` over the results' lanes.
-  const rows2 = plan.second?.rescalePrimes ? plan.second.rows : 0;
-  const values = rows2 ? hold(rows2 * 3 * lanes * 4) : output;
+  // A plan that rescales: the kernel writes the values the first rescale divides here; they are
+  // rescaled (their rows split over the workers), and the layers after run over the lanes the
+  // rescale leaves, into the next rescale's values or, after the last, into `output`.
+  const rescales = rescalesOf(plan);
+  const values = rescales.map((r) => hold(r.rows * r.size * r.primesBefore * N * 4));
   // By batch parity: batch b + 1 streams in while batch b is evaluated.
   const arenas: SharedArrayBuffer[] = [];
   const wholes: SharedArrayBuffer[] = [];
@@ -216,22 +182,32 @@ export async function* evaluateBatches(
     const tasks: Promise<BatchResult>[] = [];
     const span = Math.ceil((lane1 - lane0) / CHUNK / (pool.size * TASKS_PER_WORKER)) * CHUNK;
     for (let l = lane0; l < lane1; l += span)
-      tasks.push(track(pool.runBatch({ batch: 'evaluate', input, output: values, lane0: l, lane1: Math.min(l + span, lane1), onePrime }, signal)));
+      tasks.push(track(pool.runBatch({ batch: 'evaluate', input, output: values[0] ?? output, lane0: l, lane1: Math.min(l + span, lane1), onePrime }, signal)));
     return tasks;
   };
 
-  /** A plan that rescales, once every prime is evaluated: the rescale (by rows), then the rest (by result lanes). */
+  /** A plan that rescales, once every prime is evaluated: each rescale (by rows), then the layers after it (by the lanes it leaves). */
   const finishRescaled = async () => {
-    const per = Math.ceil(rows2 / (pool.size * TASKS_PER_WORKER));
-    const rescales: Promise<BatchResult>[] = [];
-    for (let first = 0; first < rows2; first += per)
-      rescales.push(track(pool.runBatch({ batch: 'rescale', values, first, count: Math.min(per, rows2 - first) }, signal)));
-    await settle('evaluate', rescales);
-    const span = Math.ceil(resultLanes / CHUNK / (pool.size * TASKS_PER_WORKER)) * CHUNK;
-    const thirds: Promise<BatchResult>[] = [];
-    for (let l = 0; l < resultLanes; l += span)
-      thirds.push(track(pool.runBatch({ batch: 'third', values, output, lane0: l, lane1: Math.min(l + span, resultLanes) }, signal)));
-    await settle('evaluate', thirds);
+    for (const [j, r] of rescales.entries()) {
+      const per = Math.ceil(r.rows / (pool.size * TASKS_PER_WORKER));
+      const rows: Promise<BatchResult>[] = [];
+      for (let first = 0; first < r.rows; first += per)
+        rows.push(track(pool.runBatch({ batch: 'rescale', values: values[j], first, count: Math.min(per, r.rows - first), point: j }, signal)));
+      await settle('evaluate', rows);
+      const after = r.primesAfter * N;
+      const span = Math.ceil(after / CHUNK / (pool.size * TASKS_PER_WORKER)) * CHUNK;
+      const lanesAfter: Promise<BatchResult>[] = [];
+      for (let l = 0; l < after; l += span)
+        lanesAfter.push(
+          track(
+            pool.runBatch(
+              { batch: 'after-rescale', values: values[j], output: values[j + 1] ?? output, lane0: l, lane1: Math.min(l + span, after), point: j },
+              signal,
+            ),
+          ),
+        );
+      await settle('evaluate', lanesAfter);
+    }
   };
 
   /** A seeded batch, prime by prime: prime p + 1 is unpacked while prime p is evaluated. */
@@ -284,7 +260,7 @@ export async function* evaluateBatches(
       const t0 = performance.now();
       if ('arena' in loaded) await evaluateSeeded(loaded.arena);
       else await settle('evaluate', evaluations(loaded.whole, 0, lanes, false));
-      if (rows2) await finishRescaled();
+      if (rescales.length) await finishRescaled();
       timings.evaluate_wall += performance.now() - t0;
       const per = Math.ceil(outs / pool.size);
       const saves: Promise<BatchResult>[] = [];

@@ -149,8 +149,10 @@ export class ModelServer {
     const key = plan.privacy === 'flood' ? bm.rerandKeyFor(rerandKey ? msg.sections[0] : undefined) : undefined;
     const degree = plan.params.polyModulusDegree;
     const output = new Uint32Array(outputsOf(plan) * resultSize(plan) * bm.resultLanes);
-    // A plan that rescales: the kernel writes the second layer's values, rescaled, then finished.
-    const values = bm.rescales ? new Uint32Array(bm.secondValues) : output;
+    // A plan that rescales: the kernel writes the values the first rescale divides; each rescale's
+    // layers write the next's, the last's the results.
+    const points = bm.rescalePoints;
+    const values = Array.from({ length: points }, (_, j) => new Uint32Array(bm.valuesAt(j)));
     const results: Uint8Array[] = [];
     let onePrime: Uint32Array | undefined, all: Uint32Array | undefined;
     for (let b = 0; b < batchCount(plan, h.records); b++) {
@@ -161,16 +163,16 @@ export class ModelServer {
         const from = new Uint32Array(plan.inputs);
         for (let p = 0; p < bm.lanes / degree; p++) {
           bm.decodePrime(batch, 0, p, from, onePrime);
-          bm.evaluateLanes(onePrime, values, p * degree, (p + 1) * degree, true);
+          bm.evaluateLanes(onePrime, values[0] ?? output, p * degree, (p + 1) * degree, true);
         }
       } else {
         all ??= new Uint32Array(plan.inputs * 2 * bm.lanes);
         bm.decodeInputs(batch, all, 0);
-        bm.evaluateLanes(all, values, 0, bm.lanes);
+        bm.evaluateLanes(all, values[0] ?? output, 0, bm.lanes);
       }
-      if (bm.rescales) {
-        bm.rescaleRows(values, 0, plan.second!.rows);
-        bm.evaluateThird(values, output, 0, bm.resultLanes);
+      for (let j = 0; j < points; j++) {
+        bm.rescaleRows(values[j], 0, bm.rowsAt(j), j);
+        bm.evaluateAfter(values[j], values[j + 1] ?? output, 0, bm.lanesAfter(j), j);
       }
       results.push(...bm.encodeResults(output, 0, outputsOf(plan), key));
     }

@@ -6,7 +6,7 @@ import { SealedError } from '../errors.ts';
 import { buildApp } from './app.ts';
 import { parseS3Prefix, type AccessPolicy } from './access.ts';
 import { BatchBuffers } from './batch-buffers.ts';
-import { batchMemory } from './batch.ts';
+import { batchMemory } from './batch-memory.ts';
 import { MemoryBudget, MiB, splitBudget, type BudgetSplit } from './budget.ts';
 import { checkBodyRequest, payloadLimit } from './invoke-body.ts';
 import type { ExecutionParameters } from './plugins/execution-parameters.ts';

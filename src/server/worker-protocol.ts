@@ -29,13 +29,13 @@ export type BatchTask =
     }
   /**
    * With `onePrime`, `input` holds the residues of the lanes' prime only (decode-prime). A plan
-   * that rescales writes the second layer's values to `output` (BatchModel.evaluateLanes).
+   * that rescales writes the values its first rescale divides to `output` (BatchModel.evaluateLanes).
    */
   | { batch: 'evaluate'; input: SharedArrayBuffer; output: SharedArrayBuffer; lane0: number; lane1: number; onePrime?: boolean }
-  /** A plan that rescales: rows first .. first + count - 1 of the second layer's values, in place. */
-  | { batch: 'rescale'; values: SharedArrayBuffer; first: number; count: number }
-  /** Then the second square and the third layer over result lanes [lane0, lane1). */
-  | { batch: 'third'; values: SharedArrayBuffer; output: SharedArrayBuffer; lane0: number; lane1: number }
+  /** A plan that rescales: rows first .. first + count - 1 of the values rescale `point` divides, in place. */
+  | { batch: 'rescale'; values: SharedArrayBuffer; first: number; count: number; point: number }
+  /** Then the squares and layers after it over lanes [lane0, lane1) of the level it leaves. */
+  | { batch: 'after-rescale'; values: SharedArrayBuffer; output: SharedArrayBuffer; lane0: number; lane1: number; point: number }
   | { batch: 'encode'; output: SharedArrayBuffer; first: number; count: number; rerandKey?: SharedArrayBuffer }
   /** Checks the query's re-randomization key before any work is done on the query. */
   | { batch: 'check-key'; rerandKey?: SharedArrayBuffer };

@@ -110,10 +110,10 @@ function runBatch(task: BatchTask): BatchResult {
         server.evaluateLanes(new Uint32Array(task.input), new Uint32Array(task.output), task.lane0, task.lane1, task.onePrime);
         return { ms: ms() };
       case 'rescale':
-        server.rescaleRows(new Uint32Array(task.values), task.first, task.count);
+        server.rescaleRows(new Uint32Array(task.values), task.first, task.count, task.point);
         return { ms: ms() };
-      case 'third':
-        server.evaluateThird(new Uint32Array(task.values), new Uint32Array(task.output), task.lane0, task.lane1);
+      case 'after-rescale':
+        server.evaluateAfter(new Uint32Array(task.values), new Uint32Array(task.output), task.lane0, task.lane1, task.point);
         return { ms: ms() };
       case 'check-key':
         server.rerandKeyFor(bytes(task.rerandKey));

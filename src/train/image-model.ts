@@ -9,9 +9,9 @@ import { packRecords } from '../model/layout.ts';
 import { simulate } from '../model/simulate.ts';
 import { preprocessRecord } from '../model/postprocess.ts';
 import { deskew } from '../model/deskew.ts';
-import { batchOutputBound, compileBatch } from '../model/compile-batch.ts';
+import { batchOutputBound, compileBatch, type BatchCompileOptions } from '../model/compile-batch.ts';
 import { crossover, measureBatchUnitCosts, measureSingleCost } from '../fhe/batch-cost.ts';
-import { outputsOf, recordsPerBatch, resultPrimesOf, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
+import { dataPrimesOf, outputsOf, recordsPerBatch, resultPrimesOf, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
 
 export const PIXEL_SCALE = 255;
 
@@ -68,9 +68,10 @@ export async function addBatchMode(
   built: { compiled: CompiledModel; client: ClientPart },
   samplePixels: ArrayLike<number>[],
   inputFactors?: number[],
+  report?: BatchCompileOptions['report'],
 ): Promise<BatchPlan | undefined> {
   const samples = samplePixels.map((r) => preprocessRecord(r, built.client));
-  const plan = compileBatch(net, samples, { inputFactors });
+  const plan = compileBatch(net, samples, { inputFactors, report });
   if (!plan) return undefined;
   const [batchCosts, single] = [await measureBatchUnitCosts(plan), await measureSingleCost(built.compiled.program)];
   built.client.batch = {
@@ -79,7 +80,7 @@ export async function addBatchMode(
     records_per_batch: recordsPerBatch(plan),
     outputs: outputsOf(plan),
     result_size: resultSize(plan),
-    ...(plan.second?.rescalePrimes ? { result_primes: resultPrimesOf(plan) } : {}),
+    ...(resultPrimesOf(plan) < dataPrimesOf(plan) ? { result_primes: resultPrimesOf(plan) } : {}),
     output_scale_bits: plan.outputScaleBits,
     crossover: crossover(plan, batchCosts, single, built.client.input.recordsPerCiphertext),
     output_bound: batchOutputBound(plan, samples, inputFactors),

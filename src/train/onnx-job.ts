@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { SealedError } from '../errors.ts';
 import { measureUnitCosts } from '../fhe/cost.ts';
 import { writeBundle, type Manifest } from '../model/bundle.ts';
-import { batchInputFactors, batchUnsupported } from '../model/compile-batch.ts';
+import { FLOOD_PRECISION_BITS, batchInputFactors, batchUnsupported } from '../model/compile-batch.ts';
 import { simulateBatch } from '../model/simulate-batch.ts';
 import type { BatchPlan } from '../fhe/batch-plan.ts';
 import { forward } from '../model/network.ts';
@@ -115,9 +115,17 @@ export async function batchModeFor(model: OnnxModel, rows: ArrayLike<number>[]):
   const pre = rows.map((r) => preprocessRecord(r, model.client));
   const factors = batchInputFactors(model.network, pre);
   const built = { compiled: model.compiled, client: model.client };
-  const batch = await addBatchMode(model.network, built, rows, factors);
-  if (!batch || !model.client.batch)
-    return { batchReport: { unsupported: 'no batch plan within the 128-bit bound (ring 8192, or 16384 for two activations) holds these weights and values' } };
+  const reach: { precisionBits?: number } = {};
+  const batch = await addBatchMode(model.network, built, rows, factors, reach);
+  if (!batch || !model.client.batch) {
+    // Plans that held the values but not the flood's precision: how far the best one was.
+    const p = reach.precisionBits;
+    const why =
+      p !== undefined && Number.isFinite(p)
+        ? `no batch plan within the 128-bit bound keeps the outputs within 2^-${FLOOD_PRECISION_BITS} of the largest under circuit privacy: the best reaches 2^${(-p).toFixed(1)} (the flood is sized from a bound on the honest noise, which each square and rescale grows)`
+        : 'no batch plan within the 128-bit bound (ring 8192, or 16384 for two or three activations) holds these weights and values';
+    return { batchReport: { unsupported: why } };
+  }
   let err = 0,
     top = 1;
   for (const x of pre) {

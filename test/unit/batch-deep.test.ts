@@ -6,7 +6,8 @@
 import t from 'tap';
 import { BatchSession } from '../../src/fhe/batch-io.ts';
 import { evaluateLanes, prepareKernel } from '../../src/fhe/batch-kernel.ts';
-import { BATCH_DEGREE_DEEP, outputsOf, resultSize, scaleBitsOf, validateBatchPlan, type BatchPlan } from '../../src/fhe/batch-plan.ts';
+import { BATCH_DEGREE_DEEP, outputsOf, resultSize, scaleBitsOf, type BatchPlan } from '../../src/fhe/batch-plan.ts';
+import { validateBatchPlan } from '../../src/fhe/batch-plan-check.ts';
 import { BatchPrivacy, makeBatchRerandKey } from '../../src/fhe/batch-privacy.ts';
 import { CkksEncoder } from '../../src/fhe/ckks-encode.ts';
 import { MAX_BITS_128 } from '../../src/fhe/params.ts';
@@ -14,7 +15,7 @@ import { loadRerandKey, mulmod, NegacyclicNtt, smallNoise } from '../../src/fhe/
 import { FLOOD_PRECISION_BITS, batchUnsupported, compileBatch } from '../../src/model/compile-batch.ts';
 import { forward, type Network } from '../../src/model/network.ts';
 import { simulateBatch } from '../../src/model/simulate-batch.ts';
-import { batchMemory } from '../../src/server/batch.ts';
+import { batchMemory } from '../../src/server/batch-memory.ts';
 import { seededBytes } from '../../src/fhe/seeded-batch.ts';
 import { encryptBatchInput, largestError, modInverse } from '../helpers/batch-input.ts';
 import { rng } from '../helpers/networks.ts';

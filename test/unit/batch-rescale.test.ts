@@ -8,7 +8,8 @@
 import t from 'tap';
 import { evaluateLanes, prepareKernel } from '../../src/fhe/batch-kernel.ts';
 import { residueAtScale, thirdLayerLanes } from '../../src/fhe/batch-kernel-deep.ts';
-import { dataPrimesOf, outputsOf, resultPrimesOf, scaleBitsOf, validateBatchPlan, type BatchPlan } from '../../src/fhe/batch-plan.ts';
+import { dataPrimesOf, outputsOf, resultPrimesOf, scaleBitsOf, type BatchPlan } from '../../src/fhe/batch-plan.ts';
+import { validateBatchPlan } from '../../src/fhe/batch-plan-check.ts';
 import { BatchPrivacy, makeBatchRerandKey } from '../../src/fhe/batch-privacy.ts';
 import { loadRerandKey, mulmod } from '../../src/fhe/privacy.ts';
 import { CkksSession } from '../../src/fhe/ckks.ts';

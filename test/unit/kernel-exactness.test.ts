@@ -7,7 +7,8 @@
 // validateBatchPlan refuses, and where the raw kernel really starts to round.
 import t from 'tap';
 import { evaluateLanes, prepareKernel } from '../../src/fhe/batch-kernel.ts';
-import { BATCH_DEGREE, outputsOf, resultSize, validateBatchPlan, type BatchPlan } from '../../src/fhe/batch-plan.ts';
+import { BATCH_DEGREE, outputsOf, resultSize, type BatchPlan } from '../../src/fhe/batch-plan.ts';
+import { validateBatchPlan } from '../../src/fhe/batch-plan-check.ts';
 import { EXACT_BOUND, MAX_INT_WEIGHT, MAX_TAPS, PRIME_BITS, REDUCE_EVERY } from '../../src/fhe/kernel-limits.ts';
 import { seededRandom } from '../../src/train/augment.ts';
 
