@@ -13,12 +13,12 @@ import { CkksSession } from './ckks.ts';
 
 /**
  * Operation counts for one batch, in units of one residue lane (one coefficient modulo one
- * prime): `macFirst`/`macSecond` multiply-adds of the two affine layers, `square` (reduce a
- * hidden value's two residues, then three modular products), `reduce` other modular
- * reductions. `decode`/`encode`: ciphertexts SEAL loads (queries) and saves (results).
- * `rescale`: polynomials rescaled (rescale.ts, ProductRescale: divided by the product of the
- * primes dropped), the values of each layer a plan rescales (three per row of the second, five
- * of the third).
+ * prime): `macFirst` multiply-adds of the first layer, `macSecond` of the later ones (their
+ * nonzero weights), `square` (reduce a hidden value's two residues, then three modular
+ * products), `reduce` other modular reductions. `decode`/`encode`: ciphertexts SEAL loads
+ * (queries) and saves (results). `rescale`: polynomials rescaled (rescale.ts, ProductRescale:
+ * divided by the product of the primes dropped), the values of each layer a plan rescales (three
+ * per row of the second, five of the third).
  */
 export function batchOpCounts(p: BatchPlan): {
   macFirst: number;
@@ -43,7 +43,8 @@ export function batchOpCounts(p: BatchPlan): {
     // Layer i's products are the second's kind (weight x reduced square), on size-(2^(i+1) + 1) values.
     const size = 2 ** (i + 1) + 1;
     const rowsBefore = i === 0 ? p.first.rows : later[i - 1].rows;
-    macSecond += l.weight.length * size * level(i);
+    // Zero weights are skipped (the second layer's four rows at a time: a convolution's share them).
+    macSecond += l.weight.reduce((n, w) => n + (w === 0 ? 0 : 1), 0) * size * level(i);
     reduce += l.rows * size * (1 + Math.floor(rowsBefore / REDUCE_EVERY)) * level(i);
     // A square of a size-s value (s(s + 1)/2 products) counts as s(s + 1)/6 size-2 ones (three each).
     if (i > 0) square += ((rowsBefore * (2 ** i + 1) * (2 ** i + 2)) / 6) * level(i);
@@ -185,8 +186,8 @@ export function predictBatch(
   };
 }
 
-/** Single layout: predicted ms per ciphertext (evaluation from unit costs, plus encrypt and decrypt). */
-export async function measureSingleCost(program: Program, repeat = 5): Promise<{ evaluate: number; encrypt: number; decrypt: number }> {
+/** Single layout: predicted ms per ciphertext (evaluation from unit costs, plus encrypt and decrypt). Its unit costs are the compile job's (cost.ts keeps them: the same repeat count). */
+export async function measureSingleCost(program: Program, repeat = 3): Promise<{ evaluate: number; encrypt: number; decrypt: number }> {
   const depth = program.params.coeffModulusBits.length - 2;
   const evaluate = predictTime(program, await measureUnitCosts(program.params, depth, repeat)).total;
   const s = await CkksSession.open(program.params);
