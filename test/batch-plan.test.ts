@@ -72,7 +72,7 @@ const mutations: Mutation[] = [
   ['no params', cnn, (p) => void delete (p as Partial<BatchPlan>).params, /params is undefined, not an object/],
   ['another scheme', cnn, (p) => void Object.assign(p.params, { scheme: 'bfv' }), /params\.scheme is "bfv", not ckks/],
   ['another security level', cnn, (p) => void Object.assign(p.params, { securityLevel: 192 }), /params\.securityLevel is 192, not 128/],
-  ['another ring degree', cnn, (p) => void (p.params.polyModulusDegree = 32768), /params\.polyModulusDegree is 32768, not 8192 or 16384/],
+  ['another ring degree', cnn, (p) => void (p.params.polyModulusDegree = 4096), /params\.polyModulusDegree is 4096, not 8192, 16384 or 32768/],
   ['no data prime', cnn, (p) => void (p.params.coeffModulusBits = [26]), /params\.coeffModulusBits must list at least one data prime/],
   ['a 27-bit data prime', cnn, (p) => void (p.params.coeffModulusBits[0] = 27), /params\.coeffModulusBits\[0\] is 27, outside \[20, 26\]/],
   ['a fractional prime size', cnn, (p) => void (p.params.coeffModulusBits[1] = 25.5), /params\.coeffModulusBits\[1\] is 25\.5, not an integer/],

@@ -14,6 +14,7 @@ import { openReference } from '../src/model/onnx/reference.ts';
 import { ModelServer } from '../src/server/model-server.ts';
 import { dataPrimesOf, rescalesOf, resultPrimesOf } from '../src/fhe/batch-plan.ts';
 import { seededBytes } from '../src/fhe/seeded-batch.ts';
+import { batchQueryBytes } from '../src/server/batch-memory.ts';
 import { batchModeFor, compileOnnxJob, readCalibration } from '../src/train/onnx-job.ts';
 import { predict } from '../src/client/predict.ts';
 import { servedClient } from './helpers/fixture.ts';
@@ -175,6 +176,9 @@ t.test('dense -> ReLU -> dense, once, twice or three times: batch mode with the 
     const r = await predict(served.session, served.keys, rows, served.transport, { layout: 'batch' });
     const e = largestError(r.scores, (i) => simulatedScores(m3, rows[i]));
     t.ok(e.worst < 2 ** -9 * e.top, `served: outputs within ${e.worst.toExponential(2)} of the compiled model's (three ReLUs as quadratics)`);
+    const query = served.session.encrypt(rows, 'batch');
+    const bound = batchQueryBytes(c.batch);
+    t.ok(query.length <= bound && query.length > bound - 1024 * 1024, `a one-batch query (${query.length} bytes) within the server's sizing of one (${bound})`);
     const rescales = rescalesOf(c.batch);
     t.same(
       rescales.map((x) => x.size),

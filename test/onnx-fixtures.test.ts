@@ -7,7 +7,9 @@ import t from 'tap';
 import { readFile } from 'node:fs/promises';
 import { classOfOutputs, classOfScores, compileOnnx, exactScores, headOutputs, outputError, simulatedScores } from '../src/model/onnx/compile.ts';
 import { openReference } from '../src/model/onnx/reference.ts';
-import { batchModeFor } from '../src/train/onnx-job.ts';
+import { dataPrimesOf } from '../src/fhe/batch-plan.ts';
+import { FLOOD_PRECISION_BITS, compileBatch } from '../src/model/compile-batch.ts';
+import { preprocessRecord } from '../src/model/postprocess.ts';
 
 interface Fixture {
   input: string;
@@ -74,14 +76,17 @@ for (const [name, polynomial, kinds] of cases)
       t.ok(agree >= fx.inputs.length - 2, `${agree}/${fx.inputs.length} classes agree`);
     }
     if (name === 'lenet') {
-      // Three activations fit batch mode's shape, but not its flood at ring 16384: the report says
-      // how far the best plan is from the precision the compiler requires.
-      const b = await batchModeFor(m, fx.inputs);
-      t.equal(b.batch, undefined, 'lenet: no batch plan');
-      t.match(
-        'unsupported' in b.batchReport ? b.batchReport.unsupported : '',
-        /within 2\^-12 of the largest under circuit privacy: the best reaches 2\^-?[0-9.]+/,
-        `lenet: the report says why (${JSON.stringify(b.batchReport)})`,
+      // Three activations: ring 16384 holds no plan whose flood keeps the outputs within 2^-12
+      // (the compiler reports how close the best comes); ring 32768 does.
+      const pre = fx.inputs.map((x) => preprocessRecord(x, m.client));
+      const report: { precisionBits?: number } = {};
+      t.equal(compileBatch(m.network, pre, { degree: 16384, report }), undefined, 'lenet: no batch plan at ring 16384');
+      t.ok(
+        report.precisionBits! > 0 && report.precisionBits! < FLOOD_PRECISION_BITS,
+        `lenet: the best at ring 16384 reaches 2^-${report.precisionBits?.toFixed(1)}`,
       );
+      const plan = compileBatch(m.network, pre)!;
+      t.equal(plan?.params.polyModulusDegree, 32768, `lenet: a batch plan at ring 32768 (${plan && dataPrimesOf(plan)} data primes)`);
+      t.equal(plan?.privacy, 'flood', 'with circuit privacy');
     }
   });

@@ -398,6 +398,9 @@ function accumulate(x: Scratch, w2: Float64Array, rows: number, outs: number, C:
     const w = (r: number) => (r < pending.length ? w2[o * rows + pending[r]] : 0);
     // Fewer than four pending rows (the last group): the missing ones weigh 0.
     const [wa, wb, wc, wd] = [w(0), w(1), w(2), w(3)];
+    // A convolution's second layer is mostly zeros, and its four pending rows (the filters at
+    // one position) share them: LeNet's 576 -> 192 has 27,648 nonzero weights of 110,592.
+    if (wa === 0 && wb === 0 && wc === 0 && wd === 0) continue;
     const n = pending.length;
     for (let p = 0; p < 3; p++)
       s.acc4(accAt + (o * 3 + p) * C * 8, row(0, p), row(Math.min(1, n - 1), p), row(Math.min(2, n - 1), p), row(Math.min(3, n - 1), p), wa, wb, wc, wd, C);

@@ -1,7 +1,7 @@
 // Loading a batch plan: every field the kernel and the batch path rely on, checked once per load
 // (batch-plan.ts says what the fields mean). The kernel does no checking of its own.
 import { SealedError, isSealedError } from '../errors.ts';
-import { BATCH_DEGREE, BATCH_DEGREE_DEEP, dataPrimesOf, laterLayers, layerScales, outputsOf, type BatchPlan } from './batch-plan.ts';
+import { BATCH_DEGREE, BATCH_DEGREE_DEEP, BATCH_DEGREE_WIDE, dataPrimesOf, laterLayers, layerScales, outputsOf, type BatchPlan } from './batch-plan.ts';
 import { MAX_INT_WEIGHT, MAX_KERNEL_INDEX, MAX_TAPS, PRIME_BITS } from './kernel-limits.ts';
 import { checkParams, type CkksParams } from './params.ts';
 
@@ -69,8 +69,11 @@ export function validateBatchPlan(raw: unknown, where = 'the batch plan'): Batch
   if (params.scheme !== 'ckks') throw bad('params.scheme', `is ${show(params.scheme)}, not ckks`);
   if (params.securityLevel !== 128) throw bad('params.securityLevel', `is ${show(params.securityLevel)}, not 128`);
   // The compiler's degrees: chunking, records per batch and the cost model assume one of them.
-  if (params.polyModulusDegree !== BATCH_DEGREE && params.polyModulusDegree !== BATCH_DEGREE_DEEP)
-    throw bad('params.polyModulusDegree', `is ${show(params.polyModulusDegree)}, not ${BATCH_DEGREE} or ${BATCH_DEGREE_DEEP} (batch mode's ring degrees)`);
+  if (![BATCH_DEGREE, BATCH_DEGREE_DEEP, BATCH_DEGREE_WIDE].includes(params.polyModulusDegree as number))
+    throw bad(
+      'params.polyModulusDegree',
+      `is ${show(params.polyModulusDegree)}, not ${BATCH_DEGREE}, ${BATCH_DEGREE_DEEP} or ${BATCH_DEGREE_WIDE} (batch mode's ring degrees)`,
+    );
   const bits = params.coeffModulusBits;
   if (!Array.isArray(bits) || bits.length < 2) throw bad('params.coeffModulusBits', 'must list at least one data prime and the special prime');
   // The special prime (last) is never used by the kernel; only the data primes bound residues.

@@ -77,9 +77,14 @@ export interface BatchPlan {
   floodSecurityBits?: number;
 }
 
-/** Batch mode's ring degree with at most one square; two squares need BATCH_DEGREE_DEEP's modulus. */
+/**
+ * Batch mode's ring degree with at most one square; two or three squares need BATCH_DEGREE_DEEP's
+ * modulus, or BATCH_DEGREE_WIDE's where the flood needs more (LeNet: 16,384 records per batch,
+ * each ciphertext twice as large).
+ */
 export const BATCH_DEGREE = 8192;
 export const BATCH_DEGREE_DEEP = 16384;
+export const BATCH_DEGREE_WIDE = 32768;
 
 /** The layers after the first, in order: each squares the values of the one before it. */
 export const laterLayers = (p: BatchPlan): DenseLayer[] => (p.second ? [p.second, ...(p.third ? [p.third, ...(p.deeper ?? [])] : [])] : []);

@@ -5,7 +5,7 @@
 // activations and the flood, or three, the values of the layers squared again (but the first's)
 // may be rescaled (divided by some of the last primes) before their square: the compiler keeps
 // the plan with the fewest primes (model (b): 12 instead of 16).
-import { BATCH_DEGREE, BATCH_DEGREE_DEEP, dataPrimesOf, layerScales, type BatchPlan, type DenseLayer } from '../fhe/batch-plan.ts';
+import { BATCH_DEGREE, BATCH_DEGREE_DEEP, BATCH_DEGREE_WIDE, dataPrimesOf, layerScales, type BatchPlan, type DenseLayer } from '../fhe/batch-plan.ts';
 import { validateBatchPlan } from '../fhe/batch-plan-check.ts';
 import { MAX_INT_WEIGHT, PRIME_BITS } from '../fhe/kernel-limits.ts';
 import { MAX_BITS_128 } from '../fhe/params.ts';
@@ -13,16 +13,14 @@ import { FLOOD_SECURITY_BITS, floodExtraBits, floodSigma, type Privacy } from '.
 import { noiseBounds, noiseShape, type NoiseShape } from './batch-noise.ts';
 import { batchInputFactors, batchShape, batchUnsupported, type Shape } from './batch-shape.ts';
 import type { Network } from './network.ts';
-import { simulateBatchTrace } from './simulate-batch.ts';
+import { HEADROOM_BITS, batchOutputBound, samplePeaks, type Peaks } from './batch-peaks.ts';
 
-export { batchInputFactors, batchUnsupported };
+export { batchInputFactors, batchOutputBound, batchUnsupported };
 
 /** Fresh-encryption noise is about 2^10 in the slots: 2^26 leaves inputs ~2^-16 accurate. */
 const INPUT_SCALE_BITS = 26;
 /** Each 26-bit prime is above 2^25.9 (SEAL picks them just below 2^26). */
 const BITS_PER_PRIME = 25.9;
-/** Headroom over the largest magnitude seen on the samples. */
-const HEADROOM_BITS = 4;
 /** The smallest special prime the compiler uses (see buildPlan). */
 const SPECIAL_PRIME_MIN_BITS = 17;
 
@@ -69,6 +67,8 @@ export interface BatchCompileOptions {
    * three activations): a refused network's distance from FLOOD_PRECISION_BITS.
    */
   report?: { precisionBits?: number };
+  /** Only this ring degree (default: the smallest that holds a plan, batch-plan.ts's BATCH_DEGREE*). */
+  degree?: number;
 }
 
 /**
@@ -90,9 +90,29 @@ export function compileBatch(net: Network, samples: ArrayLike<number>[], o: Batc
   const shape = batchShape(net, f);
   if (!shape) return undefined;
   const depth = shape.later.length;
+  // One square: ring 8192. Two or three: 16384, or 32768 where 16384 holds no plan (more primes
+  // per record, but the only room for LeNet's flood).
+  const degrees = o.degree ? [o.degree] : depth >= 2 ? [BATCH_DEGREE_DEEP, BATCH_DEGREE_WIDE] : [BATCH_DEGREE];
+  for (const degree of degrees) {
+    const plan = compileAt(shape, net, samples, degree, privacy, lambda, o);
+    if (plan) return plan;
+  }
+  return undefined;
+}
+
+/** compileBatch at one ring degree. */
+function compileAt(
+  shape: Shape,
+  net: Network,
+  samples: ArrayLike<number>[],
+  degree: number,
+  privacy: Privacy,
+  lambda: number,
+  o: BatchCompileOptions,
+): BatchPlan | undefined {
+  const depth = shape.later.length;
   // The flood costs about floodExtraBits, each square's noise growth ~8 bits more; the loop
   // ends earlier when the modulus outgrows the ring.
-  const degree = depth >= 2 ? BATCH_DEGREE_DEEP : BATCH_DEGREE;
   const highest = INPUT_SCALE_BITS + (privacy === 'flood' ? floodExtraBits(degree, lambda) : 0) + 8 * depth;
   let peaks: Peaks | undefined; // the values do not depend on the input scale: simulated once
   let noise: NoiseShape | undefined; // nor do the noise bounds' rows (batch-noise.ts)
@@ -171,38 +191,6 @@ function rescaleChoices(depth: number, points: number): number[][] {
   let choices: number[][] = [[]];
   for (let i = 0; i < points; i++) choices = choices.flatMap((c) => Array.from({ length: MAX_RESCALE_PRIMES + 1 }, (_, k) => [...c, k]));
   return choices.map((c) => [...c, ...new Array<number>(depth - c.length).fill(0)]);
-}
-
-/** The largest |value| of each layer (the first, then the later ones), of the results and of each input, on the samples. */
-interface Peaks {
-  layers: number[];
-  out: number;
-  input: Float64Array;
-}
-
-/**
- * The largest |output| the plan's parameters are sized for: HEADROOM_BITS over the largest the
- * samples reach (as buildPlan sizes the modulus). The client refuses a decrypted score beyond it
- * (session.ts): no honest evaluation of a record like the samples gives one, and a corrupt result
- * ciphertext gives scores orders of magnitude beyond it. `samples` and `inputFactors` as compileBatch's.
- */
-export function batchOutputBound(plan: BatchPlan, samples: ArrayLike<number>[], inputFactors?: number[]): number {
-  const f = inputFactors;
-  const peak = samplePeaks(plan, f ? samples.map((x) => Array.from(x, (v, j) => v * f[j])) : samples);
-  return 2 ** HEADROOM_BITS * Math.max(1, peak.out);
-}
-
-function samplePeaks(plan: BatchPlan, samples: ArrayLike<number>[]): Peaks {
-  const peak: Peaks = { layers: [], out: 0, input: new Float64Array(plan.inputs) };
-  for (const s of samples) {
-    const { layers } = simulateBatchTrace(plan, s);
-    for (let i = 0; i < plan.inputs; i++) peak.input[i] = Math.max(peak.input[i], Math.abs(s[i]));
-    layers.forEach((values, l) => {
-      for (const v of values) peak.layers[l] = Math.max(peak.layers[l] ?? 0, Math.abs(v));
-    });
-  }
-  peak.out = peak.layers[peak.layers.length - 1] ?? 0;
-  return peak;
 }
 
 /**

@@ -1,5 +1,6 @@
 // What a batch-mode request holds in memory while it runs (batch.ts), for the server's budget.
 import { dataPrimesOf, outputsOf, rescalesOf, resultPrimesOf, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
+import { rerandKeyBytes } from '../fhe/rerand-key.ts';
 import { seededBytes } from '../fhe/seeded-batch.ts';
 import { LOAD_GROUP } from './batch-constants.ts';
 
@@ -34,4 +35,15 @@ export function wholeBatchMemory(plan: BatchPlan, batches = 2): number {
   const lanes = dataPrimesOf(plan) * plan.params.polyModulusDegree;
   const section = 2 * lanes * 8; // a SEAL ciphertext of two polynomials, uncompressed
   return Math.min(2, batches) * plan.inputs * 2 * lanes * 4 + 2 * Math.min(plan.inputs, LOAD_GROUP * 2) * section;
+}
+
+/**
+ * Bytes of a one-batch query as the client writes it (what `sealed predict` sends per request):
+ * its seeded sections and its re-randomization key, plus 1 MiB for the header and the sections'
+ * framing. The server's default query limit is at least this (serve.ts): 1.43 GB for LeNet at
+ * ring 32768, over the 1 GiB default of the models before it.
+ */
+export function batchQueryBytes(plan: BatchPlan): number {
+  const N = plan.params.polyModulusDegree;
+  return plan.inputs * seededBytes(dataPrimesOf(plan), N) + rerandKeyBytes(resultPrimesOf(plan), N, resultSize(plan)) + 1024 * 1024;
 }

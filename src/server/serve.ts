@@ -6,7 +6,7 @@ import { SealedError } from '../errors.ts';
 import { buildApp } from './app.ts';
 import { parseS3Prefix, type AccessPolicy } from './access.ts';
 import { BatchBuffers } from './batch-buffers.ts';
-import { batchMemory } from './batch-memory.ts';
+import { batchMemory, batchQueryBytes } from './batch-memory.ts';
 import { MemoryBudget, MiB, splitBudget, type BudgetSplit } from './budget.ts';
 import { checkBodyRequest, payloadLimit } from './invoke-body.ts';
 import type { ExecutionParameters } from './plugins/execution-parameters.ts';
@@ -22,6 +22,7 @@ export interface ServeOptions {
   workers?: number;
   s3Endpoint?: string;
   logger?: FastifyServerOptions['logger'];
+  /** The largest query accepted (default 1 GiB, or one batch of the model's where that is more: batchQueryBytes). */
   maxQueryBytes?: number;
   maxKeyBytes?: number;
   keyCacheBytes?: number;
@@ -182,7 +183,8 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
       store,
       keys,
       pool,
-      maxQueryBytes: o.maxQueryBytes ?? 1024 * MiB,
+      // At least one batch of the model's, whatever its ring (batch-memory.ts).
+      maxQueryBytes: o.maxQueryBytes ?? Math.max(1024 * MiB, served.batch ? batchQueryBytes(served.batch) : 0),
       batchSlots,
       budget: requests,
       // The buffers of as many batch requests as may run at once.

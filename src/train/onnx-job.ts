@@ -123,7 +123,7 @@ export async function batchModeFor(model: OnnxModel, rows: ArrayLike<number>[]):
     const why =
       p !== undefined && Number.isFinite(p)
         ? `no batch plan within the 128-bit bound keeps the outputs within 2^-${FLOOD_PRECISION_BITS} of the largest under circuit privacy: the best reaches 2^${(-p).toFixed(1)} (the flood is sized from a bound on the honest noise, which each square and rescale grows)`
-        : 'no batch plan within the 128-bit bound (ring 8192, or 16384 for two or three activations) holds these weights and values';
+        : 'no batch plan within the 128-bit bound (ring 8192; 16384 or 32768 for two or three activations) holds these weights and values';
     return { batchReport: { unsupported: why } };
   }
   let err = 0,

@@ -76,6 +76,33 @@ t.test('encrypted batch evaluation (size-3 results, no keys) equals the plaintex
   t.ok(Math.abs(decrypted[0][xs.length + 3]) < 1e6, 'empty slots decrypt to bounded values');
 });
 
+t.test("a second layer of zero blocks (a convolution's): four rows of zeros skipped, three of four not", async (t) => {
+  const xs = samples(40, side * side);
+  const plan = structuredClone(compileBatch(smallCnn, xs)!) as BatchPlan;
+  const rows = plan.first.rows;
+  const sec = plan.second!;
+  // Rows 4p .. 4p + 3 are the F = 4 filters at position p: the kernel's groups of four.
+  let zeroed = 0;
+  for (let o = 0; o < sec.rows; o++)
+    for (let p = 0; p < rows / 4; p++)
+      for (let f = 0; f < (p % 2 ? 3 : 4); f++) {
+        sec.weight[o * rows + 4 * p + f] = 0;
+        zeroed++;
+      }
+  const { decrypted } = await runPlan(t, plan, xs, [1024, 2048]);
+  let worst = 0,
+    top = 0;
+  xs.forEach((x, s) =>
+    simulateBatch(plan, x).forEach((v, o) => {
+      worst = Math.max(worst, Math.abs(decrypted[o][s] - v));
+      top = Math.max(top, Math.abs(v));
+    }),
+  );
+  t.ok(top > 0.1, `the rows left carry the outputs (up to ${top.toFixed(2)})`);
+  t.ok(worst < 1e-3, `worst |encrypted - plaintext| = ${worst.toExponential(2)} with ${zeroed} of ${sec.weight.length} weights zero`);
+  t.equal(batchOpCounts(plan).macSecond, (sec.weight.length - zeroed) * 3 * batchOpCounts(plan).lanes, 'the cost model counts the nonzero weights');
+});
+
 t.test("the first layer's fused multiply-adds (kernel-relaxed.wat) give the unfused loop's residues", async (t) => {
   t.ok(useRelaxedSimd, 'Node >= 22 has relaxed SIMD: the server runs the fused loop');
   const plan = compileBatch(smallCnn, samples(40, side * side))!;

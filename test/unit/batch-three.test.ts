@@ -5,7 +5,17 @@
 // decrypts with the powers of s up to s^8; the flood, the attack it stops, and the noise bound
 // it is sized from.
 import t from 'tap';
-import { BATCH_DEGREE_DEEP, dataPrimesOf, layerScales, outputsOf, rescalesOf, resultPrimesOf, resultSize, type BatchPlan } from '../../src/fhe/batch-plan.ts';
+import {
+  BATCH_DEGREE_DEEP,
+  BATCH_DEGREE_WIDE,
+  dataPrimesOf,
+  layerScales,
+  outputsOf,
+  rescalesOf,
+  resultPrimesOf,
+  resultSize,
+  type BatchPlan,
+} from '../../src/fhe/batch-plan.ts';
 import { validateBatchPlan } from '../../src/fhe/batch-plan-check.ts';
 import { BatchPrivacy, makeBatchRerandKey } from '../../src/fhe/batch-privacy.ts';
 import { CkksEncoder } from '../../src/fhe/ckks-encode.ts';
@@ -37,6 +47,8 @@ const three: Network = {
 };
 const xs = Array.from({ length: 200 }, () => Array.from({ length: INPUTS }, () => r() + 0.5));
 const N = BATCH_DEGREE_DEEP;
+/** Ring 32768: where 16384 holds no plan with the flood (LeNet), the compiler goes on to it. */
+const wide = compileBatch(three, xs, { degree: BATCH_DEGREE_WIDE })!;
 const plans = { none: compileBatch(three, xs, { privacy: 'none' })!, flood: compileBatch(three, xs)! };
 
 t.test('the compiler folds three quadratics into a plan with size-9 results, rescaled twice', async (t) => {
@@ -98,6 +110,7 @@ t.test('the loader refuses a deeper layer it cannot evaluate exactly', async (t)
 function serverSteps(bm: BatchModel, plan: BatchPlan, input: Uint32Array): Uint32Array {
   const values = Array.from({ length: bm.rescalePoints }, (_, j) => new Uint32Array(bm.valuesAt(j)));
   const output = new Uint32Array(outputsOf(plan) * resultSize(plan) * bm.resultLanes);
+  const N = plan.params.polyModulusDegree;
   // Uneven chunks within each prime, as the pool's tasks split them.
   const chunks = [1000, 24, 3000, 4096, 8192];
   for (let lane = 0, c = 0; lane < bm.lanes; c++) {
@@ -267,4 +280,23 @@ t.test("honest noise through three squares and two rescales: below the compiler'
     t.ok(honest <= plan.noiseL2Bits![o], `output ${o}: honest |v|_2 = 2^${honest.toFixed(1)} <= the bound 2^${plan.noiseL2Bits![o].toFixed(1)}`);
     t.ok(honest > plan.inputScaleBits, 'the noise was measured (it grows past the input scale)');
   }
+});
+
+t.test('ring 32768: the same network, its plan at the wider ring (16,384 records per batch), decrypted through the flood', async (t) => {
+  t.equal(wide.params.polyModulusDegree, BATCH_DEGREE_WIDE);
+  t.equal(wide.privacy, 'flood');
+  t.ok(dataPrimesOf(wide) <= dataPrimesOf(plans.flood) + 2, `${dataPrimesOf(wide)} data primes (${dataPrimesOf(plans.flood)} at ring 16384)`);
+  t.same(validateBatchPlan(JSON.parse(JSON.stringify(wide))), wide, 'the plan passes the loader');
+  const records = Array.from({ length: 300 }, (_, i) => xs[i % xs.length].map((v, j) => v * (0.9 + 0.002 * ((i + j) % 50))));
+  const { skBytes, bs, bm, output, lanes, decrypt } = await run(t, wide, records);
+  const key = loadRerandKey(makeBatchRerandKey(bs.session, 9, skBytes, resultPrimesOf(wide)), bm.io.resultPrimes, BATCH_DEGREE_WIDE, 9);
+  const privacy = new BatchPrivacy(wide, bm.io.resultPrimes);
+  for (let o = 0; o < outputsOf(wide); o++) privacy.apply(key, output, o, lanes);
+  const { worst, top } = largestError(decrypt(output), (s) => simulateBatch(wide, records[s]), records.length);
+  const allowed = 6 * 2 ** -FLOOD_PRECISION_BITS * top;
+  t.ok(
+    worst < allowed,
+    `flooded outputs within ${worst.toExponential(2)} of the plaintext plan over ${records.length} records (documented: ${allowed.toExponential(2)})`,
+  );
+  t.ok(worst > 0, 'the flood is there');
 });
