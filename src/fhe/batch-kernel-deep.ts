@@ -153,22 +153,6 @@ export function layersAfterRescale(
   writeChunk(last.values, last.rows, last.size, C, output, LN, lane0);
 }
 
-/** layersAfterRescale of a two-activation plan: the second square and the third layer, from size-3 values. */
-export function thirdLayerLanes(
-  mid: Uint32Array,
-  rowStride: number,
-  rows: number,
-  w3: Float64Array,
-  bias3: Float64Array[],
-  primes: readonly number[],
-  degree: number,
-  output: Uint32Array,
-  lane0: number,
-  lane1: number,
-): void {
-  layersAfterRescale(mid, rowStride, rows, 3, [{ rows: bias3[0].length, w: w3, bias: bias3 }], primes, degree, output, lane0, lane1);
-}
-
 /**
  * round(value 2^bits / (d_1 d_2 ...)) mod q, exactly: a bias at a scale that rescaling made a
  * power of two over a product of primes. A float64 is m 2^e with m an integer, so the quotient

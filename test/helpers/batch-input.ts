@@ -2,7 +2,9 @@
 // slot) encrypted into the kernel's input layout, [feature][poly][prime][coefficient], and the
 // comparisons and modular arithmetic the tests check results with.
 import { BatchSession } from '../../src/fhe/batch-io.ts';
-import { mulmod } from '../../src/fhe/ntt.ts';
+import { mulmod, NegacyclicNtt } from '../../src/fhe/ntt.ts';
+import { CkksEncoder } from '../../src/fhe/ckks-encode.ts';
+import { smallNoise } from '../../src/fhe/privacy.ts';
 import { recordsPerBatch, type BatchPlan } from '../../src/fhe/batch-plan.ts';
 import { SecretKeyHolder, generateSecretKey } from '../../src/fhe/keys.ts';
 
@@ -61,4 +63,64 @@ export function modInverse(a: number, q: number): number {
     e = Math.floor(e / 2);
   }
   return result;
+}
+
+/**
+ * The records `xs` as the plan's inputs, trivial ciphertexts (c1 = 0) of the encoded m and of
+ * m + e (SEAL's fresh noise), in the kernel's layout over `primes`: the plan's results on the two
+ * differ by exactly the noise e becomes (decryption with the powers of s is a ring homomorphism).
+ */
+export function trivialInputs(plan: BatchPlan, xs: number[][], primes: readonly number[]) {
+  const N = plan.params.polyModulusDegree;
+  const LN = primes.length * N;
+  const ntts = primes.map((q) => new NegacyclicNtt(q, N));
+  const encoder = CkksEncoder.of(N);
+  const withNoise = new Uint32Array(plan.inputs * 2 * LN);
+  const without = new Uint32Array(plan.inputs * 2 * LN);
+  const m = new Float64Array(N);
+  for (let i = 0; i < plan.inputs; i++) {
+    encoder.encode(
+      xs.map((x) => x[i]),
+      2 ** plan.inputScaleBits,
+      m,
+    );
+    const e = smallNoise(N);
+    primes.forEach((q, p) => {
+      const Q = BigInt(q);
+      const mq = Float64Array.from(m, (v) => Number(((BigInt(v) % Q) + Q) % Q));
+      const me = Float64Array.from(mq, (v, c) => (v + e[c] + q) % q);
+      ntts[p].forward(mq);
+      ntts[p].forward(me);
+      without.set(mq, i * 2 * LN + p * N);
+      withNoise.set(me, i * 2 * LN + p * N);
+    });
+  }
+  return { withNoise, without, ntts };
+}
+
+/**
+ * log2 of |a - b|_2 for the polynomial whose residues modulo primes[p] start at at(p) (NTT form,
+ * N each), lifted to integers by the CRT: a result's honest noise, from trivialInputs.
+ */
+export function differenceL2Bits(a: Uint32Array, b: Uint32Array, primes: readonly number[], ntts: NegacyclicNtt[], at: (p: number) => number): number {
+  const N = ntts[0].n;
+  const Q = primes.reduce((acc, q) => acc * BigInt(q), 1n);
+  const crt = primes.map((q) => {
+    const rest = Q / BigInt(q);
+    return (rest * BigInt(modInverse(Number(rest % BigInt(q)), q))) % Q;
+  });
+  const diff = primes.map((q, p) => {
+    const d = Float64Array.from({ length: N }, (_, c) => (a[at(p) + c] - b[at(p) + c] + q) % q);
+    ntts[p].inverse(d);
+    return d;
+  });
+  let sum2 = 0;
+  for (let c = 0; c < N; c++) {
+    let x = 0n;
+    primes.forEach((_, p) => (x += BigInt(diff[p][c]) * crt[p]));
+    x %= Q;
+    if (x > Q / 2n) x -= Q;
+    sum2 += Number(x) ** 2;
+  }
+  return Math.log2(Math.sqrt(sum2));
 }

@@ -9,15 +9,14 @@ import { evaluateLanes, prepareKernel } from '../../src/fhe/batch-kernel.ts';
 import { BATCH_DEGREE_DEEP, outputsOf, resultSize, scaleBitsOf, type BatchPlan } from '../../src/fhe/batch-plan.ts';
 import { validateBatchPlan } from '../../src/fhe/batch-plan-check.ts';
 import { BatchPrivacy, makeBatchRerandKey } from '../../src/fhe/batch-privacy.ts';
-import { CkksEncoder } from '../../src/fhe/ckks-encode.ts';
 import { MAX_BITS_128 } from '../../src/fhe/params.ts';
-import { loadRerandKey, mulmod, NegacyclicNtt, smallNoise } from '../../src/fhe/privacy.ts';
+import { loadRerandKey, mulmod } from '../../src/fhe/privacy.ts';
 import { FLOOD_PRECISION_BITS, batchUnsupported, compileBatch } from '../../src/model/compile-batch.ts';
 import { forward, type Network } from '../../src/model/network.ts';
 import { simulateBatch } from '../../src/model/simulate-batch.ts';
 import { batchMemory } from '../../src/server/batch-memory.ts';
 import { seededBytes } from '../../src/fhe/seeded-batch.ts';
-import { encryptBatchInput, largestError, modInverse } from '../helpers/batch-input.ts';
+import { differenceL2Bits, encryptBatchInput, largestError, trivialInputs } from '../helpers/batch-input.ts';
 import { rng } from '../helpers/networks.ts';
 
 const r = rng(23);
@@ -168,28 +167,7 @@ t.test("honest noise: below the compiler's bound for every output", async (t) =>
   const bs = await BatchSession.open(plan);
   t.teardown(() => bs.close());
   const { primes, lanes: LN } = bs;
-  const ntts = primes.map((q) => new NegacyclicNtt(q, N));
-  const encoder = CkksEncoder.of(N);
-  const withNoise = new Uint32Array(plan.inputs * 2 * LN);
-  const without = new Uint32Array(plan.inputs * 2 * LN);
-  const m = new Float64Array(N);
-  for (let i = 0; i < plan.inputs; i++) {
-    encoder.encode(
-      xs.map((x) => x[i]),
-      2 ** plan.inputScaleBits,
-      m,
-    );
-    const e = smallNoise(N);
-    primes.forEach((q, p) => {
-      const Q = BigInt(q);
-      const mq = Float64Array.from(m, (v) => Number(((BigInt(v) % Q) + Q) % Q));
-      const me = Float64Array.from(mq, (v, c) => (v + e[c] + q) % q);
-      ntts[p].forward(mq);
-      ntts[p].forward(me);
-      without.set(mq, i * 2 * LN + p * N);
-      withNoise.set(me, i * 2 * LN + p * N);
-    });
-  }
+  const { withNoise, without, ntts } = trivialInputs(plan, xs, primes);
   const size = resultSize(plan);
   const run = (input: Uint32Array) => {
     const out = new Uint32Array(outputsOf(plan) * size * LN);
@@ -199,28 +177,8 @@ t.test("honest noise: below the compiler's bound for every output", async (t) =>
   };
   const a = run(withNoise);
   const b = run(without);
-  const Q = primes.reduce((acc, q) => acc * BigInt(q), 1n);
-  const crt = primes.map((q) => {
-    const rest = Q / BigInt(q);
-    const inv = BigInt(modInverse(Number(rest % BigInt(q)), q));
-    return (rest * inv) % Q;
-  });
   for (let o = 0; o < outputsOf(plan); o++) {
-    const diff = primes.map((q, p) => {
-      const at = o * size * LN + p * N;
-      const d = Float64Array.from({ length: N }, (_, c) => (a[at + c] - b[at + c] + q) % q);
-      ntts[p].inverse(d);
-      return d;
-    });
-    let sum2 = 0;
-    for (let c = 0; c < N; c++) {
-      let x = 0n;
-      primes.forEach((_, p) => (x += BigInt(diff[p][c]) * crt[p]));
-      x %= Q;
-      if (x > Q / 2n) x -= Q;
-      sum2 += Number(x) ** 2;
-    }
-    const honest = Math.log2(Math.sqrt(sum2));
+    const honest = differenceL2Bits(a, b, primes, ntts, (p) => o * size * LN + p * N);
     t.ok(honest <= plan.noiseL2Bits![o], `output ${o}: honest |v|_2 = 2^${honest.toFixed(1)} <= the bound 2^${plan.noiseL2Bits![o].toFixed(1)}`);
     t.ok(honest > plan.inputScaleBits, 'the noise was measured (it grows past the input scale)');
   }

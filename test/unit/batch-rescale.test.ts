@@ -7,7 +7,7 @@
 // that way (fewer primes), through the server's steps with the flood at the lower level.
 import t from 'tap';
 import { evaluateLanes, prepareKernel } from '../../src/fhe/batch-kernel.ts';
-import { residueAtScale, thirdLayerLanes } from '../../src/fhe/batch-kernel-deep.ts';
+import { layersAfterRescale, residueAtScale } from '../../src/fhe/batch-kernel-deep.ts';
 import { dataPrimesOf, outputsOf, resultPrimesOf, scaleBitsOf, type BatchPlan } from '../../src/fhe/batch-plan.ts';
 import { validateBatchPlan } from '../../src/fhe/batch-plan-check.ts';
 import { BatchPrivacy, makeBatchRerandKey } from '../../src/fhe/batch-privacy.ts';
@@ -91,7 +91,7 @@ for (const drop of [1, 2])
     const bias3 = kept.map((q) => Float64Array.from(third.bias, (b) => residueAtScale(b, outBits, twice, q)));
     const output = new Uint32Array(outputsOf(plan) * 5 * lanes);
     for (let lane = 0; lane < lanes; lane += N / 4)
-      thirdLayerLanes(mid, 3 * lanes, rows, Float64Array.from(third.weight), bias3, kept, N, output, lane, lane + N / 4);
+      layersAfterRescale(mid, 3 * lanes, rows, 3, [{ rows: third.rows, w: Float64Array.from(third.weight), bias: bias3 }], kept, N, output, lane, lane + N / 4);
     // SEAL at the level `drop` below the top, with the chain (the batch session has only the top).
     const chain = await CkksSession.open(plan.params);
     const holder = new SecretKeyHolder(chain, skBytes);
@@ -166,7 +166,7 @@ t.test('the compiler rescales the two-activation plans it floods: fewer primes, 
     t.throws(() => validateBatchPlan(bad), { code: 'bad-bundle', message: new RegExp(field) }, `the loader refuses ${why}`);
   }
 
-  // The server's steps (BatchModel: evaluateLanes, rescaleRows, evaluateThird, encodeResults).
+  // The server's steps (BatchModel: evaluateLanes, rescaleRows, evaluateAfter, encodeResults).
   const { bs, holder, skBytes, input, LN } = await encryptBatchInput(t, plan, many);
   const N = plan.params.polyModulusDegree;
   const rows = plan.second!.rows;
@@ -181,7 +181,8 @@ t.test('the compiler rescales the two-activation plans it floods: fewer primes, 
   new ProductRescale(bs.primes, N, drop).rows(values, 3, 0, rows);
   const lanes = bs.resultLanes;
   const output = new Uint32Array(outputsOf(plan) * 5 * lanes);
-  for (let lane = 0; lane < lanes; lane += N / 4) thirdLayerLanes(values, 3 * LN, rows, k.w3!, k.bias3, bs.resultPrimes, N, output, lane, lane + N / 4);
+  for (let lane = 0; lane < lanes; lane += N / 4)
+    layersAfterRescale(values, 3 * LN, rows, 3, [{ rows: outputsOf(plan), w: k.w3!, bias: k.bias3 }], bs.resultPrimes, N, output, lane, lane + N / 4);
   const decrypt = (out: Uint32Array) => Array.from({ length: outputsOf(plan) }, (_, o) => holder.decrypt(bs.encodeResult(out, o * 5 * lanes, 5)));
   const exact = largestError(decrypt(output), (s) => simulateBatch(plan, many[s]), many.length);
   t.ok(exact.worst < 1e-9 * exact.top, `unflooded: within ${exact.worst.toExponential(2)} of the plaintext plan`);

@@ -18,15 +18,14 @@ import {
 } from '../../src/fhe/batch-plan.ts';
 import { validateBatchPlan } from '../../src/fhe/batch-plan-check.ts';
 import { BatchPrivacy, makeBatchRerandKey } from '../../src/fhe/batch-privacy.ts';
-import { CkksEncoder } from '../../src/fhe/ckks-encode.ts';
 import { MAX_BITS_128 } from '../../src/fhe/params.ts';
-import { loadRerandKey, mulmod, NegacyclicNtt, smallNoise } from '../../src/fhe/privacy.ts';
+import { loadRerandKey, mulmod } from '../../src/fhe/privacy.ts';
 import { ProductRescale } from '../../src/fhe/rescale.ts';
 import { FLOOD_PRECISION_BITS, compileBatch } from '../../src/model/compile-batch.ts';
 import { forward, type Network } from '../../src/model/network.ts';
 import { simulateBatch } from '../../src/model/simulate-batch.ts';
 import { BatchModel } from '../../src/server/batch-model.ts';
-import { encryptBatchInput, largestError, modInverse } from '../helpers/batch-input.ts';
+import { differenceL2Bits, encryptBatchInput, largestError, trivialInputs } from '../helpers/batch-input.ts';
 import { rng } from '../helpers/networks.ts';
 
 const r = rng(41);
@@ -229,54 +228,13 @@ t.test("honest noise through three squares and two rescales: below the compiler'
   const bm = await BatchModel.open(plan);
   t.teardown(() => bm.close());
   const primes = bm.io.primes;
-  const LN = bm.lanes;
-  const ntts = primes.map((q) => new NegacyclicNtt(q, N));
-  const encoder = CkksEncoder.of(N);
-  const withNoise = new Uint32Array(plan.inputs * 2 * LN);
-  const without = new Uint32Array(plan.inputs * 2 * LN);
-  const m = new Float64Array(N);
-  for (let i = 0; i < plan.inputs; i++) {
-    encoder.encode(
-      xs.map((x) => x[i]),
-      2 ** plan.inputScaleBits,
-      m,
-    );
-    const e = smallNoise(N);
-    primes.forEach((q, p) => {
-      const Q = BigInt(q);
-      const mq = Float64Array.from(m, (v) => Number(((BigInt(v) % Q) + Q) % Q));
-      const me = Float64Array.from(mq, (v, c) => (v + e[c] + q) % q);
-      ntts[p].forward(mq);
-      ntts[p].forward(me);
-      without.set(mq, i * 2 * LN + p * N);
-      withNoise.set(me, i * 2 * LN + p * N);
-    });
-  }
+  const { withNoise, without, ntts } = trivialInputs(plan, xs, primes);
   const a = serverSteps(bm, plan, withNoise);
   const b = serverSteps(bm, plan, without);
   const kept = bm.io.resultPrimes;
   const lanes = bm.resultLanes;
-  const Q = kept.reduce((acc, q) => acc * BigInt(q), 1n);
-  const crt = kept.map((q) => {
-    const rest = Q / BigInt(q);
-    return (rest * BigInt(modInverse(Number(rest % BigInt(q)), q))) % Q;
-  });
   for (let o = 0; o < outputsOf(plan); o++) {
-    const diff = kept.map((q, p) => {
-      const at = o * 9 * lanes + p * N;
-      const d = Float64Array.from({ length: N }, (_, c) => (a[at + c] - b[at + c] + q) % q);
-      ntts[p].inverse(d);
-      return d;
-    });
-    let sum2 = 0;
-    for (let c = 0; c < N; c++) {
-      let x = 0n;
-      kept.forEach((_, p) => (x += BigInt(diff[p][c]) * crt[p]));
-      x %= Q;
-      if (x > Q / 2n) x -= Q;
-      sum2 += Number(x) ** 2;
-    }
-    const honest = Math.log2(Math.sqrt(sum2));
+    const honest = differenceL2Bits(a, b, kept, ntts, (p) => o * 9 * lanes + p * N);
     t.ok(honest <= plan.noiseL2Bits![o], `output ${o}: honest |v|_2 = 2^${honest.toFixed(1)} <= the bound 2^${plan.noiseL2Bits![o].toFixed(1)}`);
     t.ok(honest > plan.inputScaleBits, 'the noise was measured (it grows past the input scale)');
   }
