@@ -7,7 +7,7 @@
 /* eslint-disable max-lines -- Over 300 lines on purpose: measureKernelUnits (the cost model's
    probe) times the kernel's own private loops, so it lives with them rather than widening their
    interface. */
-import { residueAtScale, squareLayers, writeChunk } from './batch-kernel-deep.ts';
+import { residueAtScale, squareLayers, writeChunk, type SquareLayer } from './batch-kernel-deep.ts';
 import { laterLayers, layerScales, outputsOf, resultSize, type BatchPlan } from './batch-plan.ts';
 import { REDUCE_EVERY } from './kernel-limits.ts';
 import { KERNEL_RELAXED_WASM, KERNEL_WASM, wasmBytes } from './kernel-wasm.ts';
@@ -124,6 +124,11 @@ export interface BatchKernel {
   /** The layers after the third (three or more activations), their biases over the primes their level has. */
   deeper: { rows: number; w: Float64Array; bias: Float64Array[] }[];
   /**
+   * Per prime, the layers evaluateLanes runs after the second, up to the first rescale (none
+   * with one square, or when the second layer's values are rescaled): made once, at load.
+   */
+  afterSecond: SquareLayer[][];
+  /**
    * Rows in evaluation order, in groups of up to four that read the same inputs (a convolution's
    * filters at one position): each input residue is then loaded once for the whole group. The
    * order is free: every sum is exact modulo q.
@@ -172,7 +177,7 @@ export function prepareKernel(plan: BatchPlan, primes: number[]): BatchKernel {
     return primes.slice(0, n).map((q) => Float64Array.from(bias, (b) => (divisors.length ? residueAtScale(b, bits, divisors, q) : residue(b, bits, q))));
   };
   const later = laterLayers(plan);
-  return {
+  const kernel: BatchKernel = {
     plan,
     primes,
     degree: plan.params.polyModulusDegree,
@@ -185,8 +190,13 @@ export function prepareKernel(plan: BatchPlan, primes: number[]): BatchKernel {
     bias2: later[0] ? biases(later[0].bias, 1) : primes.map(() => new Float64Array(0)),
     bias3: later[1] ? biases(later[1].bias, 2) : primes.map(() => new Float64Array(0)),
     deeper: later.slice(2).map((l, i) => ({ rows: l.rows, w: Float64Array.from(l.weight), bias: biases(l.bias, i + 3) })),
+    afterSecond: [],
     groups: groupRows(Int32Array.from(plan.first.start), Int32Array.from(plan.first.index)),
   };
+  const to = later.length > 1 && !later[0].rescalePrimes ? segmentsOf(plan)[0].to : 0;
+  const layers = squareLayersOf(kernel, 1, to);
+  kernel.afterSecond = primes.map((_, pi) => layers.map((l) => ({ rows: l.rows, w: l.w, bias: l.bias[pi] })));
+  return kernel;
 }
 
 /**
@@ -295,14 +305,7 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
     if (k.w3) throw new Error('a rescaled batch plan: evaluateLanes stops at the second layer (kernel without w3)');
     return writeChunk(acc, outs, 3, C, output, LN, lane0);
   }
-  const last = squareLayers(
-    acc,
-    outs,
-    3,
-    squareLayersOf(k, 1, segmentsOf(plan)[0].to).map((l) => ({ rows: l.rows, w: l.w, bias: l.bias[pi] })),
-    q,
-    C,
-  );
+  const last = squareLayers(acc, outs, 3, k.afterSecond[pi], q, C);
   writeChunk(last.values, last.rows, last.size, C, output, LN, lane0);
 }
 
