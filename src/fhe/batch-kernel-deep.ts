@@ -1,19 +1,15 @@
 // The end of a batch evaluation with two or more activations (batch-plan.ts): the second layer's
 // size-3 values are squared into size-5 ones and summed by the third layer, those squared into
-// size 9 by the next, and so on. Per lane, the MNIST MLP (784-128-64-10) does ~200,000
-// first-layer products and 3,200 here, so these are plain loops, not SIMD. The exactness argument is kernel-limits.ts's: every product of two
-// reduced residues is below 2^53 (2 x y < 2^53 for x, y < 2^26), and the accumulators add
-// products w3 x square of at most REDUCE_EVERY rows between reductions.
+// size 9 by the next, and so on. The loops are kernel.wat's (squareAdd, acc4, reduceAdd), on
+// its memory: LeNet's third layer alone is 12,288 weights on size-5 values per lane. The
+// exactness argument is kernel-limits.ts's: every product of two reduced residues is below 2^53
+// (2 x y < 2^53 for x, y < 2^26), and the accumulators add products w3 x square of at most
+// REDUCE_EVERY rows between reductions.
 // layersAfterRescale and residueAtScale are the same end after a rescale (rescale.ts) of a
 // layer's values, in plans that rescale (batch-plan.ts, rescalePrimes); checked by
 // test/unit/batch-rescale.test.ts.
 import { REDUCE_EVERY } from './kernel-limits.ts';
-
-/** a mod q for |a| + q <= 2^53 (kernel-limits.ts, reductions): the rounded quotient is off by at most one. */
-function mod(a: number, q: number, qinv: number): number {
-  const x = a - Math.floor(a * qinv) * q;
-  return x < 0 ? x + q : x >= q ? x - q : x;
-}
+import { simdWithMemory } from './kernel-simd.ts';
 
 /** A dense layer over the squares of the values before it, for one prime: its bias residues. */
 export interface SquareLayer {
@@ -22,60 +18,55 @@ export interface SquareLayer {
   bias: Float64Array;
 }
 
-// Scratch, grown as needed: the squares of four rows, and two accumulators the stages alternate.
-let squares = new Float64Array(0);
-const pingPong = [new Float64Array(0), new Float64Array(0)];
+const align = (bytes: number) => Math.ceil(bytes / 16) * 16;
 
 /**
- * `values`: a lane chunk's values of `rows` rows, [row][poly][lane], `size` polynomials each,
- * reduced, bias included. Squares them (size -> 2 size - 1: the tensor product of the
- * polynomials in s, (sum_i x_i s^i)^2 = sum_m (sum_(i+j=m) x_i x_j) s^m) and applies each layer
- * in turn, the next squaring the one before. Returns the last layer's values in the same form
- * (a scratch buffer, valid until the next call) with their row count and size.
+ * Values of `rows` rows at byte `at` of the SIMD memory, [row][poly][lane] over a chunk of C
+ * lanes, `size` polynomials each, float64 residues in [0, q), bias included. Squares them (size
+ * -> 2 size - 1: the tensor product of the polynomials in s, (sum_i x_i s^i)^2 =
+ * sum_m (sum_(i+j=m) x_i x_j) s^m) and applies each layer in turn, the next squaring the one
+ * before. Works from byte `free` on (past the values) and returns where the last layer's values
+ * are, in the same form, with their row count and size.
  */
 export function squareLayers(
-  values: Float64Array,
+  at: number,
   rows: number,
   size: number,
   layers: readonly SquareLayer[],
   q: number,
   C: number,
-): { values: Float64Array; rows: number; size: number } {
-  const qinv = 1 / q;
-  let x = values;
+  free: number,
+): { at: number; rows: number; size: number } {
+  let maxSpan = 0,
+    maxValues = 0;
+  for (let l = 0, s = size; l < layers.length; l++) {
+    s = 2 * s - 1;
+    maxSpan = Math.max(maxSpan, s * C * 8);
+    maxValues = Math.max(maxValues, layers[l].rows * s * C * 8);
+  }
+  // The squares of four rows, then two accumulators the layers alternate.
+  const sqAt = align(free);
+  const accAt = [sqAt + 4 * maxSpan, sqAt + 4 * maxSpan + maxValues];
+  const simd = simdWithMemory(accAt[1] + maxValues);
+  const mem = new Float64Array(simd.memory.buffer);
+  let x = at;
   layers.forEach((layer, li) => {
     const out = 2 * size - 1;
-    const n = layer.rows * out * C;
-    const which = li % 2;
-    if (pingPong[which].length < n) pingPong[which] = new Float64Array(n);
-    const acc = pingPong[which];
-    // Squares of four rows at a time: each accumulator is then read and written once per four
-    // rows (the loop is bound by memory traffic: LeNet's third layer, 12,288 weights on size-5
-    // values, took 66 us per lane one row at a time).
     const span = out * C;
-    if (squares.length < 4 * span) squares = new Float64Array(4 * span);
-    const sq = squares;
-    acc.fill(0, 0, n);
+    const acc = accAt[li % 2];
+    mem.fill(0, acc / 8, acc / 8 + layer.rows * span);
     let sinceReduce = 0;
+    // Squares of four rows at a time: each accumulator is then read and written once per four
+    // rows (the loop is bound by memory traffic).
     for (let k0 = 0; k0 < rows; k0 += 4) {
       const group = Math.min(4, rows - k0);
-      sq.fill(0, 0, 4 * span);
+      mem.fill(0, sqAt / 8, sqAt / 8 + 4 * span);
       for (let r = 0; r < group; r++) {
-        const at = (k0 + r) * size * C;
-        const to = r * span;
+        const row = x + (k0 + r) * size * C * 8;
+        const to = sqAt + r * span * 8;
+        // 2 x y < 2^53: exact (kernel-limits.ts).
         for (let i = 0; i < size; i++)
-          for (let j = i; j < size; j++) {
-            // 2 x y < 2^53: exact (kernel-limits.ts).
-            const f = i === j ? 1 : 2;
-            const a = at + i * C;
-            const b = at + j * C;
-            const m = to + (i + j) * C;
-            for (let l = 0; l < C; l++) {
-              let v = sq[m + l] + mod(f * x[a + l] * x[b + l], q, qinv);
-              if (v >= q) v -= q;
-              sq[m + l] = v;
-            }
-          }
+          for (let j = i; j < size; j++) simd.squareAdd(to + (i + j) * C * 8, row + i * C * 8, row + j * C * 8, i === j ? 1 : 2, C, q);
       }
       // Rows past the last weigh 0 (their squares are the zeros left by fill).
       const w = layer.w;
@@ -86,44 +77,31 @@ export function squareLayers(
         const wc = group > 2 ? w[base + 2] : 0;
         const wd = group > 3 ? w[base + 3] : 0;
         if (wa === 0 && wb === 0 && wc === 0 && wd === 0) continue;
-        const dst = o * span;
-        for (let i = 0; i < span; i++) acc[dst + i] += wa * sq[i] + wb * sq[span + i] + wc * sq[2 * span + i] + wd * sq[3 * span + i];
+        simd.acc4(acc + o * span * 8, sqAt, sqAt + span * 8, sqAt + 2 * span * 8, sqAt + 3 * span * 8, wa, wb, wc, wd, span);
       }
       // REDUCE_EVERY is a multiple of four (kernel-limits.ts): the count stays exact.
       if ((sinceReduce += 4) >= REDUCE_EVERY) {
-        for (let i = 0; i < n; i++) acc[i] = mod(acc[i], q, qinv);
+        simd.reduceAdd(acc, layer.rows * span, q, 0);
         sinceReduce = 0;
       }
     }
     for (let o = 0; o < layer.rows; o++) {
-      const b = layer.bias[o];
-      for (let p = 0; p < out; p++) {
-        const at = (o * out + p) * C;
-        const add = p === 0 ? b : 0;
-        for (let l = 0; l < C; l++) {
-          let v = mod(acc[at + l], q, qinv) + add;
-          if (v >= q) v -= q;
-          acc[at + l] = v;
-        }
-      }
+      simd.reduceAdd(acc + o * span * 8, C, q, layer.bias[o]);
+      simd.reduceAdd(acc + (o * span + C) * 8, span - C, q, 0);
     }
     x = acc;
     rows = layer.rows;
     size = out;
   });
-  return { values: x, rows, size };
+  return { at: x, rows, size };
 }
 
-/** Chunk values (rows x size x C, squareLayers's form) into `dst`, [row][poly][prime][coefficient] over LN lanes, at lane0. */
-export function writeChunk(values: Float64Array, rows: number, size: number, C: number, dst: Uint32Array, LN: number, lane0: number): void {
-  for (let r = 0; r < rows * size; r++) {
-    const src = r * C;
-    const at = r * LN + lane0;
-    for (let l = 0; l < C; l++) dst[at + l] = values[src + l];
-  }
+/** Chunk values at byte `at` of the SIMD memory (rows x size x C, squareLayers's form) into `dst`, [row][poly][prime][coefficient] over LN lanes, at lane0. */
+export function writeChunk(at: number, rows: number, size: number, C: number, dst: Uint32Array, LN: number, lane0: number): void {
+  const mem = new Float64Array(simdWithMemory(0).memory.buffer);
+  // Residues are integers in [0, q): the conversion to u32 is exact.
+  for (let r = 0; r < rows * size; r++) dst.set(mem.subarray(at / 8 + r * C, at / 8 + (r + 1) * C), r * LN + lane0);
 }
-
-let chunk = new Float64Array(0);
 
 /**
  * The layers after a rescale (rescale.ts: values divided by one or more of the last primes, so
@@ -150,22 +128,25 @@ export function layersAfterRescale(
   const pi = Math.floor(lane0 / degree);
   if (lane1 <= lane0 || Math.floor((lane1 - 1) / degree) !== pi) throw new RangeError('a lane chunk must lie within one prime');
   const C = lane1 - lane0;
-  if (chunk.length < rows * size * C) chunk = new Float64Array(rows * size * C);
+  if (C % 2) throw new RangeError('a lane chunk must have an even number of lanes');
+  // The chunk's values at the start of the SIMD memory, as float64.
+  const bytes = rows * size * C * 8;
+  const chunk = new Float64Array(simdWithMemory(bytes).memory.buffer, 0, rows * size * C);
   for (let k = 0; k < rows; k++)
     for (let p = 0; p < size; p++) {
       const src = k * rowStride + p * LN + lane0;
-      const dst = (k * size + p) * C;
-      for (let l = 0; l < C; l++) chunk[dst + l] = values[src + l];
+      chunk.set(values.subarray(src, src + C), (k * size + p) * C);
     }
   const last = squareLayers(
-    chunk,
+    0,
     rows,
     size,
     layers.map((l) => ({ rows: l.rows, w: l.w, bias: l.bias[pi] })),
     primes[pi],
     C,
+    bytes,
   );
-  writeChunk(last.values, last.rows, last.size, C, output, LN, lane0);
+  writeChunk(last.at, last.rows, last.size, C, output, LN, lane0);
 }
 
 /**

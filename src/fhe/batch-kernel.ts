@@ -10,60 +10,7 @@
 import { residueAtScale, squareLayers, writeChunk, type SquareLayer } from './batch-kernel-deep.ts';
 import { laterLayers, layerScales, outputsOf, resultSize, type BatchPlan } from './batch-plan.ts';
 import { REDUCE_EVERY } from './kernel-limits.ts';
-import { KERNEL_RELAXED_WASM, KERNEL_WASM, wasmBytes } from './kernel-wasm.ts';
-
-/** The SIMD loops (kernel.wat) and their memory: one instance per thread, grown on demand. */
-interface Simd {
-  memory: WebAssembly.Memory;
-  mac4(
-    r0: number,
-    r1: number,
-    r2: number,
-    r3: number,
-    xa: number,
-    xb: number,
-    wa0: number,
-    wb0: number,
-    wa1: number,
-    wb1: number,
-    wa2: number,
-    wb2: number,
-    wa3: number,
-    wb3: number,
-    n: number,
-  ): void;
-  acc4(dst: number, sa: number, sb: number, sc: number, sd: number, wa: number, wb: number, wc: number, wd: number, n: number): void;
-}
-
-let simd: Simd | undefined;
-
-const RELAXED = wasmBytes(KERNEL_RELAXED_WASM);
-/**
- * Fused multiply-adds in the first layer where the engine has relaxed SIMD (Node >= 22): 8% off
- * its time on the 2-core AMD VM (0.1376 -> 0.1268 ns per lane product). The sums are the same.
- * Exported for the test that compares the two loops.
- */
-export let useRelaxedSimd = WebAssembly.validate(RELAXED);
-/** For that test: the kernel with or without fused multiply-adds from the next instance on. */
-export function setRelaxedSimd(on: boolean): void {
-  useRelaxedSimd = on && WebAssembly.validate(RELAXED);
-  simd = undefined;
-}
-
-function simdWithMemory(bytes: number): Simd {
-  if (!simd) {
-    const binary = wasmBytes(KERNEL_WASM);
-    simd = new WebAssembly.Instance(new WebAssembly.Module(binary), {}).exports as unknown as Simd;
-    if (useRelaxedSimd) {
-      // The first layer's loop with fused multiply-adds (kernel-relaxed.wat), on the same memory.
-      const relaxed = new WebAssembly.Instance(new WebAssembly.Module(RELAXED), { kernel: { memory: simd.memory } }).exports as Pick<Simd, 'mac4'>;
-      simd = { ...simd, mac4: relaxed.mac4 };
-    }
-  }
-  const have = simd.memory.buffer.byteLength;
-  if (have < bytes) simd.memory.grow(Math.ceil((bytes - have) / 65536));
-  return simd;
-}
+import { simdWithMemory, type Simd } from './kernel-simd.ts';
 
 /** Where a chunk's data lives in the SIMD memory (byte offsets) and typed views of it. */
 interface Scratch {
@@ -303,10 +250,10 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
   }
   if (!k.w3 || plan.second?.rescalePrimes) {
     if (k.w3) throw new Error('a rescaled batch plan: evaluateLanes stops at the second layer (kernel without w3)');
-    return writeChunk(acc, outs, 3, C, output, LN, lane0);
+    return writeChunk(x.accAt, outs, 3, C, output, LN, lane0);
   }
-  const last = squareLayers(acc, outs, 3, k.afterSecond[pi], q, C);
-  writeChunk(last.values, last.rows, last.size, C, output, LN, lane0);
+  const last = squareLayers(x.accAt, outs, 3, k.afterSecond[pi], q, C, x.accAt + outs * 3 * C * 8);
+  writeChunk(last.at, last.rows, last.size, C, output, LN, lane0);
 }
 
 /** a0 += sum_t w[t] * poly0(input index[t]), a1 likewise for poly 1, over taps [t0, t1); `input` is the chunk copy, [feature][poly][lane]. */

@@ -1,5 +1,5 @@
-;; The batch kernel's two multiply-add loops in WebAssembly SIMD (f64x2), about 4x the plain
-;; JavaScript loops, and the forward NTTs of the floods (ntt.ts); the single-record trees' gather
+;; The batch kernel's multiply-add loops in WebAssembly SIMD (f64x2), about 4x the plain
+;; JavaScript loops, the later layers' squares and reductions, and the forward NTTs of the floods (ntt.ts); the single-record trees' gather
 ;; products are gather.wat's. The batch loops' accumulators are float64, their inputs u32
 ;; residues or float64 squares; every value is an integer below 2^53, so the sums are exact
 ;; whatever the order.
@@ -58,6 +58,41 @@
                        (f64x2.mul (local.get $D) (v128.load (i32.add (local.get $sd) (local.get $o))))))))
       (local.set $i (i32.add (local.get $i) (i32.const 2)))
       (br $top))))
+  ;; The layers after the second (batch-kernel-deep.ts) on float64 residues in [0, q), q < 2^26.
+  ;; dst[i] = (dst[i] + f a[i] b[i]) mod q for i < n (n even), f = 1 or 2: a term of a square.
+  ;; f a b < 2^53 and dst + (f a b mod q) < 2q: exact.
+  (func (export "squareAdd") (param $dst i32) (param $a i32) (param $b i32) (param $f f64) (param $n i32) (param $q f64)
+    (local $end i32) (local $F v128) (local $Q v128) (local $Qinv v128)
+    (local.set $F (f64x2.splat (local.get $f)))
+    (local.set $Q (f64x2.splat (local.get $q)))
+    (local.set $Qinv (f64x2.splat (f64.div (f64.const 1) (local.get $q))))
+    (local.set $end (i32.add (local.get $dst) (i32.shl (local.get $n) (i32.const 3))))
+    (block $done (loop $top
+      (br_if $done (i32.ge_u (local.get $dst) (local.get $end)))
+      (v128.store (local.get $dst)
+        (call $fold
+          (f64x2.add (v128.load (local.get $dst))
+            (call $modq (f64x2.mul (local.get $F) (f64x2.mul (v128.load (local.get $a)) (v128.load (local.get $b)))) (local.get $Q) (local.get $Qinv)))
+          (local.get $Q)))
+      (local.set $dst (i32.add (local.get $dst) (i32.const 16)))
+      (local.set $a (i32.add (local.get $a) (i32.const 16)))
+      (local.set $b (i32.add (local.get $b) (i32.const 16)))
+      (br $top))))
+  ;; x[i] = (x[i] mod q + c) mod q for i < n (n even): integers |x[i]| < 2^53 (sums of signed
+  ;; weights times residues), c in [0, q).
+  (func (export "reduceAdd") (param $x i32) (param $n i32) (param $q f64) (param $c f64)
+    (local $end i32) (local $C v128) (local $Q v128) (local $Qinv v128)
+    (local.set $C (f64x2.splat (local.get $c)))
+    (local.set $Q (f64x2.splat (local.get $q)))
+    (local.set $Qinv (f64x2.splat (f64.div (f64.const 1) (local.get $q))))
+    (local.set $end (i32.add (local.get $x) (i32.shl (local.get $n) (i32.const 3))))
+    (block $done (loop $top
+      (br_if $done (i32.ge_u (local.get $x) (local.get $end)))
+      (v128.store (local.get $x)
+        (call $fold (f64x2.add (call $modq (v128.load (local.get $x)) (local.get $Q) (local.get $Qinv)) (local.get $C)) (local.get $Q)))
+      (local.set $x (i32.add (local.get $x) (i32.const 16)))
+      (br $top))))
+
   ;; NegacyclicNtt.forward (ntt.ts) for a prime q < 2^26 on float64 residues in [0, q): a at
   ;; byte $a, psi^bitrev(i) at byte $tab, psi^bitrev(i) / q at byte $tab + 8n; n >= 4. Values are
   ;; signed integers, reduced lazily. A twiddle product is V = B S - round(B S / q) q, with the

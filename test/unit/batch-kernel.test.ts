@@ -1,7 +1,8 @@
 // Batch mode's engine: SEAL's raw ciphertext layout, the compiler's plan, and the kernel on
 // real ciphertexts (encrypted by SEAL, evaluated on residues, decrypted by SEAL).
 import t from 'tap';
-import { evaluateLanes, prepareKernel, residue, setRelaxedSimd, useRelaxedSimd } from '../../src/fhe/batch-kernel.ts';
+import { evaluateLanes, prepareKernel, residue } from '../../src/fhe/batch-kernel.ts';
+import { setRelaxedSimd, useRelaxedSimd } from '../../src/fhe/kernel-simd.ts';
 import { outputsOf, resultSize, scaleBitsOf, type BatchPlan } from '../../src/fhe/batch-plan.ts';
 import { batchOpCounts } from '../../src/fhe/batch-cost.ts';
 import { buildRaw, copyResidues, isPacked, packResidues, RAW_DATA_OFFSET, readRawInfo, unpackResidues } from '../../src/fhe/raw-ciphertext.ts';
