@@ -21,7 +21,6 @@ interface Scratch {
   A1: Float64Array[];
   a0: number[];
   a1: number[];
-  sq: Float64Array;
   sqAt: number;
   acc: Float64Array;
   accAt: number;
@@ -43,7 +42,6 @@ function scratchFor(inputs: number, outs: number, C: number): Scratch {
     A1: a1.map((at) => new Float64Array(buf, at, C)),
     a0,
     a1,
-    sq: new Float64Array(buf, sqAt, 12 * C),
     sqAt,
     acc: new Float64Array(buf, accAt, outs * 3 * C),
     accAt,
@@ -199,7 +197,7 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
   const x = scratchFor(plan.inputs, outs, C);
   const [stride, at] = onePrime ? [degree, lane0 - pi * degree] : [LN, lane0];
   for (let i = 0; i < 2 * plan.inputs; i++) x.input.set(input.subarray(i * stride + at, i * stride + at + C), i * C);
-  const { A0, A1, sq, acc } = x;
+  const { A0, A1, acc } = x;
   // Second-layer sums stay exact for REDUCE_EVERY rows; the accumulators are reduced that often.
   acc.fill(0);
   // Squares of up to four rows wait in sq, so each output accumulator is read and written
@@ -221,13 +219,13 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
         reduceInto(A1[r], output, (j * size + 1) * LN + lane0, q, qinv);
         continue;
       }
-      squareRow(A0[r], A1[r], sq, pending.length * 3 * C, q, qinv);
+      x.simd.squareRow(x.a0[r], x.a1[r], x.sqAt + pending.length * 3 * C * 8, C, q);
       pending.push(j);
       if (pending.length === 4) {
         accumulate(x, k.w2!, rows, outs, C, pending);
         pending.length = 0;
         if ((sinceReduce += 4) >= REDUCE_EVERY) {
-          reduceAll(acc, q, qinv);
+          x.simd.reduceAdd(x.accAt, outs * 3 * C, q, 0);
           sinceReduce = 0;
         }
       }
@@ -235,18 +233,12 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
   }
   if (pending.length) accumulate(x, k.w2!, rows, outs, C, pending);
   if (!plan.square) return;
-  reduceAll(acc, q, qinv);
   const b2 = k.bias2[pi];
-  // The second layer's values, bias added: the results, or squared by the layers after it up to
-  // the first rescale (without w3, where the caller stops: a rescale before the second square).
+  // Reduced, bias added (to the first polynomial): the results, or squared by the layers after it
+  // up to the first rescale (without w3, where the caller stops: a rescale before the second square).
   for (let o = 0; o < outs; o++) {
-    const at = o * 3 * C;
-    const add = b2[o];
-    for (let c = 0; c < C; c++) {
-      let v = acc[at + c] + add;
-      if (v >= q) v -= q;
-      acc[at + c] = v;
-    }
+    x.simd.reduceAdd(x.accAt + o * 3 * C * 8, C, q, b2[o]);
+    x.simd.reduceAdd(x.accAt + (o * 3 + 1) * C * 8, 2 * C, q, 0);
   }
   if (!k.w3 || plan.second?.rescalePrimes) {
     if (k.w3) throw new Error('a rescaled batch plan: evaluateLanes stops at the second layer (kernel without w3)');
@@ -303,34 +295,6 @@ function macGroup(x: Scratch, index: Int32Array, w: Float64Array, starts: number
   }
 }
 
-/** (x + y s)^2 = x^2 + 2xy s + y^2 s^2 with x = a0 mod q, y = a1 mod q; each product < 2^53. */
-function squareRow(a0: Float64Array, a1: Float64Array, sq: Float64Array, slot: number, q: number, qinv: number): void {
-  const C = a0.length;
-  for (let c = 0; c < C; c++) {
-    let x = a0[c] - Math.floor(a0[c] * qinv) * q;
-    if (x < 0) x += q;
-    else if (x >= q) x -= q;
-    let y = a1[c] - Math.floor(a1[c] * qinv) * q;
-    if (y < 0) y += q;
-    else if (y >= q) y -= q;
-    let u = x * x;
-    u -= Math.floor(u * qinv) * q;
-    if (u < 0) u += q;
-    else if (u >= q) u -= q;
-    let v = 2 * x * y;
-    v -= Math.floor(v * qinv) * q;
-    if (v < 0) v += q;
-    else if (v >= q) v -= q;
-    let z = y * y;
-    z -= Math.floor(z * qinv) * q;
-    if (z < 0) z += q;
-    else if (z >= q) z -= q;
-    sq[slot + c] = u;
-    sq[slot + C + c] = v;
-    sq[slot + 2 * C + c] = z;
-  }
-}
-
 function reduceInto(a: Float64Array, out: Uint32Array, at: number, q: number, qinv: number): void {
   for (let c = 0; c < a.length; c++) {
     let x = a[c] - Math.floor(a[c] * qinv) * q;
@@ -357,15 +321,6 @@ function accumulate(x: Scratch, w2: Float64Array, rows: number, outs: number, C:
   }
 }
 
-function reduceAll(acc: Float64Array, q: number, qinv: number): void {
-  for (let i = 0; i < acc.length; i++) {
-    let x = acc[i] - Math.floor(acc[i] * qinv) * q;
-    if (x < 0) x += q;
-    else if (x >= q) x -= q;
-    acc[i] = x;
-  }
-}
-
 /**
  * Unit costs of the kernel's loops on this machine, in ns per lane: the kernel's own functions
  * on a working set of the kernel's size (784 inputs x 2 polynomials x one chunk of 1024 lanes).
@@ -377,7 +332,6 @@ export function measureKernelUnits(rounds = 7): { macFirst: number; macSecond: n
   const ROWS = 256;
   const OUTS = 10;
   const q = 67043329;
-  const qinv = 1 / q;
   const x = scratchFor(INPUTS, OUTS, C);
   for (let i = 0; i < x.input.length; i++) x.input[i] = (i * 2654435761) % q;
   // Rows of 25 taps spread over the inputs like a 5x5 convolution's (four filters per window).
@@ -401,7 +355,7 @@ export function measureKernelUnits(rounds = 7): { macFirst: number; macSecond: n
   x.A0[0].fill(1e12);
   x.A1[0].fill(-1e12);
   const square = time(ROWS * C, () => {
-    for (let j = 0; j < ROWS; j++) squareRow(x.A0[0], x.A1[0], x.sq, (j % 4) * 3 * C, q, qinv);
+    for (let j = 0; j < ROWS; j++) x.simd.squareRow(x.a0[0], x.a1[0], x.sqAt + (j % 4) * 3 * C * 8, C, q);
   });
   const pending = [0, 1, 2, 3];
   const macSecond = time((ROWS / 4) * 4 * OUTS * 3 * C, () => {
@@ -411,7 +365,7 @@ export function measureKernelUnits(rounds = 7): { macFirst: number; macSecond: n
     }
   });
   const reduce = time(64 * OUTS * 3 * C, () => {
-    for (let j = 0; j < 64; j++) reduceAll(x.acc, q, qinv);
+    for (let j = 0; j < 64; j++) x.simd.reduceAdd(x.accAt, OUTS * 3 * C, q, 0);
   });
   return { macFirst, macSecond, square, reduce };
 }

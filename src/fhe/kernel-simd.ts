@@ -23,6 +23,7 @@ export interface Simd {
     n: number,
   ): void;
   acc4(dst: number, sa: number, sb: number, sc: number, sd: number, wa: number, wb: number, wc: number, wd: number, n: number): void;
+  squareRow(a0: number, a1: number, sq: number, n: number, q: number): void;
   squareAdd(dst: number, a: number, b: number, f: number, n: number, q: number): void;
   reduceAdd(x: number, n: number, q: number, c: number): void;
 }

@@ -58,6 +58,28 @@
                        (f64x2.mul (local.get $D) (v128.load (i32.add (local.get $sd) (local.get $o))))))))
       (local.set $i (i32.add (local.get $i) (i32.const 2)))
       (br $top))))
+  ;; The second layer's square of a first-layer row (batch-kernel.ts): x = a0 mod q, y = a1 mod q
+  ;; (float64 sums, integers |a| < 2^53), then sq[i] = x^2, sq[n + i] = 2xy, sq[2n + i] = y^2, each
+  ;; mod q, for i < n (n even): (x + y s)^2. x, y < 2^26, so 2xy < 2^53: exact.
+  (func (export "squareRow") (param $a0 i32) (param $a1 i32) (param $sq i32) (param $n i32) (param $q f64)
+    (local $end i32) (local $o i32) (local $Q v128) (local $Qinv v128) (local $x v128) (local $y v128)
+    (local.set $Q (f64x2.splat (local.get $q)))
+    (local.set $Qinv (f64x2.splat (f64.div (f64.const 1) (local.get $q))))
+    (local.set $o (i32.shl (local.get $n) (i32.const 3)))
+    (local.set $end (i32.add (local.get $a0) (local.get $o)))
+    (block $done (loop $top
+      (br_if $done (i32.ge_u (local.get $a0) (local.get $end)))
+      (local.set $x (call $modq (v128.load (local.get $a0)) (local.get $Q) (local.get $Qinv)))
+      (local.set $y (call $modq (v128.load (local.get $a1)) (local.get $Q) (local.get $Qinv)))
+      (v128.store (local.get $sq) (call $modq (f64x2.mul (local.get $x) (local.get $x)) (local.get $Q) (local.get $Qinv)))
+      (v128.store (i32.add (local.get $sq) (local.get $o))
+        (call $modq (f64x2.mul (f64x2.add (local.get $x) (local.get $x)) (local.get $y)) (local.get $Q) (local.get $Qinv)))
+      (v128.store (i32.add (local.get $sq) (i32.shl (local.get $o) (i32.const 1)))
+        (call $modq (f64x2.mul (local.get $y) (local.get $y)) (local.get $Q) (local.get $Qinv)))
+      (local.set $a0 (i32.add (local.get $a0) (i32.const 16)))
+      (local.set $a1 (i32.add (local.get $a1) (i32.const 16)))
+      (local.set $sq (i32.add (local.get $sq) (i32.const 16)))
+      (br $top))))
   ;; The layers after the second (batch-kernel-deep.ts) on float64 residues in [0, q), q < 2^26.
   ;; dst[i] = (dst[i] + f a[i] b[i]) mod q for i < n (n even), f = 1 or 2: a term of a square.
   ;; f a b < 2^53 and dst + (f a b mod q) < 2q: exact.
