@@ -99,8 +99,13 @@ export function squareLayers(
 /** Chunk values at byte `at` of the SIMD memory (rows x size x C, squareLayers's form) into `dst`, [row][poly][prime][coefficient] over LN lanes, at lane0. */
 export function writeChunk(at: number, rows: number, size: number, C: number, dst: Uint32Array, LN: number, lane0: number): void {
   const mem = new Float64Array(simdWithMemory(0).memory.buffer);
-  // Residues are integers in [0, q): the conversion to u32 is exact.
-  for (let r = 0; r < rows * size; r++) dst.set(mem.subarray(at / 8 + r * C, at / 8 + (r + 1) * C), r * LN + lane0);
+  // Residues are integers in [0, q): the conversion to u32 is exact. (A loop: TypedArray.set
+  // between element types took 1.4x its time.)
+  for (let r = 0; r < rows * size; r++) {
+    const from = at / 8 + r * C;
+    const to = r * LN + lane0;
+    for (let l = 0; l < C; l++) dst[to + l] = mem[from + l];
+  }
 }
 
 /**
@@ -135,7 +140,8 @@ export function layersAfterRescale(
   for (let k = 0; k < rows; k++)
     for (let p = 0; p < size; p++) {
       const src = k * rowStride + p * LN + lane0;
-      chunk.set(values.subarray(src, src + C), (k * size + p) * C);
+      const dst = (k * size + p) * C;
+      for (let l = 0; l < C; l++) chunk[dst + l] = values[src + l];
     }
   const last = squareLayers(
     0,
