@@ -133,17 +133,6 @@ export function layerScales(p: BatchPlan): { values: LayerScale; rescaled: Layer
   return out;
 }
 
-/** log2 of each stage's scale (layerScales): `mid` the second layer's, `rescaled` after its rescale, `square2` its square, `out` the results'. */
-export function scaleBitsOf(p: BatchPlan): { first: number; square: number; mid: number; rescaled: number; square2: number; out: number } {
-  const s = layerScales(p);
-  const first = s[0].values.log2;
-  const square = p.square ? 2 * first : first;
-  const mid = s[1]?.values.log2 ?? square;
-  const rescaled = p.third ? s[1].rescaled.log2 : mid;
-  const square2 = p.third ? 2 * rescaled : mid;
-  return { first, square, mid, rescaled, square2, out: s[s.length - 1].values.log2 };
-}
-
 /**
  * The data primes each later layer's rescale drops (SEAL's values: sealPrimes), in the order
  * they go, [] where it does not rescale: the first rescale takes the last rescalePrimes data

@@ -5,7 +5,7 @@ import { BatchSession } from '../../src/fhe/batch-io.ts';
 import { mulmod, NegacyclicNtt } from '../../src/fhe/ntt.ts';
 import { CkksEncoder } from '../../src/fhe/ckks-encode.ts';
 import { smallNoise } from '../../src/fhe/privacy.ts';
-import { recordsPerBatch, type BatchPlan } from '../../src/fhe/batch-plan.ts';
+import { layerScales, recordsPerBatch, type BatchPlan } from '../../src/fhe/batch-plan.ts';
 import { SecretKeyHolder, generateSecretKey } from '../../src/fhe/keys.ts';
 
 /** A batch session and a fresh secret key for `plan`, closed when the test ends. */
@@ -123,4 +123,15 @@ export function differenceL2Bits(a: Uint32Array, b: Uint32Array, primes: readonl
     sum2 += Number(x) ** 2;
   }
   return Math.log2(Math.sqrt(sum2));
+}
+
+/** log2 of each stage's scale (layerScales): `mid` the second layer's, `rescaled` after its rescale, `square2` its square, `out` the results'. */
+export function scaleBitsOf(p: BatchPlan): { first: number; square: number; mid: number; rescaled: number; square2: number; out: number } {
+  const s = layerScales(p);
+  const first = s[0].values.log2;
+  const square = p.square ? 2 * first : first;
+  const mid = s[1]?.values.log2 ?? square;
+  const rescaled = p.third ? s[1].rescaled.log2 : mid;
+  const square2 = p.third ? 2 * rescaled : mid;
+  return { first, square, mid, rescaled, square2, out: s[s.length - 1].values.log2 };
 }

@@ -6,7 +6,7 @@
 import t from 'tap';
 import { BatchSession } from '../../src/fhe/batch-io.ts';
 import { evaluateLanes, prepareKernel } from '../../src/fhe/batch-kernel.ts';
-import { BATCH_DEGREE_DEEP, outputsOf, resultSize, scaleBitsOf, type BatchPlan } from '../../src/fhe/batch-plan.ts';
+import { BATCH_DEGREE_DEEP, outputsOf, resultSize, type BatchPlan } from '../../src/fhe/batch-plan.ts';
 import { validateBatchPlan } from '../../src/fhe/batch-plan-check.ts';
 import { BatchPrivacy, makeBatchRerandKey } from '../../src/fhe/batch-privacy.ts';
 import { MAX_BITS_128 } from '../../src/fhe/params.ts';
@@ -16,7 +16,7 @@ import { forward, type Network } from '../../src/model/network.ts';
 import { simulateBatch } from '../../src/model/simulate-batch.ts';
 import { batchMemory } from '../../src/server/batch-memory.ts';
 import { seededBytes } from '../../src/fhe/seeded-batch.ts';
-import { differenceL2Bits, encryptBatchInput, largestError, trivialInputs } from '../helpers/batch-input.ts';
+import { differenceL2Bits, encryptBatchInput, largestError, scaleBitsOf, trivialInputs } from '../helpers/batch-input.ts';
 import { rng } from '../helpers/networks.ts';
 
 const r = rng(23);

@@ -3,14 +3,14 @@
 import t from 'tap';
 import { evaluateLanes, prepareKernel, residue } from '../../src/fhe/batch-kernel.ts';
 import { setRelaxedSimd, useRelaxedSimd } from '../../src/fhe/kernel-simd.ts';
-import { outputsOf, resultSize, scaleBitsOf, type BatchPlan } from '../../src/fhe/batch-plan.ts';
+import { outputsOf, resultSize, type BatchPlan } from '../../src/fhe/batch-plan.ts';
 import { batchOpCounts } from '../../src/fhe/batch-cost.ts';
 import { buildRaw, copyResidues, isPacked, packResidues, RAW_DATA_OFFSET, readRawInfo, unpackResidues } from '../../src/fhe/raw-ciphertext.ts';
 import { batchUnsupported, compileBatch } from '../../src/model/compile-batch.ts';
 import { simulateBatch } from '../../src/model/simulate-batch.ts';
 import { forward, type Network } from '../../src/model/network.ts';
 import { F, rng, side, smallCnn } from '../helpers/networks.ts';
-import { encryptBatchInput, openBatch } from '../helpers/batch-input.ts';
+import { encryptBatchInput, openBatch, scaleBitsOf } from '../helpers/batch-input.ts';
 import { sameBytes } from '../helpers/same-bytes.ts';
 
 const r = rng(11);

@@ -8,7 +8,7 @@
 import t from 'tap';
 import { evaluateLanes, prepareKernel } from '../../src/fhe/batch-kernel.ts';
 import { layersAfterRescale, residueAtScale } from '../../src/fhe/batch-kernel-deep.ts';
-import { dataPrimesOf, outputsOf, resultPrimesOf, scaleBitsOf, type BatchPlan } from '../../src/fhe/batch-plan.ts';
+import { dataPrimesOf, outputsOf, resultPrimesOf, type BatchPlan } from '../../src/fhe/batch-plan.ts';
 import { validateBatchPlan } from '../../src/fhe/batch-plan-check.ts';
 import { BatchPrivacy, makeBatchRerandKey } from '../../src/fhe/batch-privacy.ts';
 import { loadRerandKey, mulmod } from '../../src/fhe/privacy.ts';
@@ -20,7 +20,7 @@ import { ProductRescale } from '../../src/fhe/rescale.ts';
 import { compileBatch, FLOOD_PRECISION_BITS } from '../../src/model/compile-batch.ts';
 import type { Network } from '../../src/model/network.ts';
 import { simulateBatch, simulateBatchTrace } from '../../src/model/simulate-batch.ts';
-import { encryptBatchInput, largestError } from '../helpers/batch-input.ts';
+import { encryptBatchInput, largestError, scaleBitsOf } from '../helpers/batch-input.ts';
 import { rng } from '../helpers/networks.ts';
 
 const r = rng(31);
