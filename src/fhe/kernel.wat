@@ -1,6 +1,6 @@
 ;; The batch kernel's multiply-add loops in WebAssembly SIMD (f64x2), about 4x the plain
-;; JavaScript loops, the later layers' squares and reductions, and the forward NTTs of the floods (ntt.ts); the single-record trees' gather
-;; products are gather.wat's. The batch loops' accumulators are float64, their inputs u32
+;; JavaScript loops, its squares and reductions, and the forward NTTs of the floods (ntt.ts);
+;; the single-record trees' gather products are gather.wat's. The batch loops' accumulators are float64, their inputs u32
 ;; residues or float64 squares; every value is an integer below 2^53, so the sums are exact
 ;; whatever the order.
 ;; Compiled by scripts/build-kernel.ts into kernel-wasm.ts; test/unit/batch-kernel.test.ts checks
