@@ -28,6 +28,7 @@ import { SealedError, type ErrorCode } from '../errors.ts';
 import { nodeBuiltin } from '../util/node-builtin.ts';
 import type { ByteArena } from './byte-arena.ts';
 import { isPackedKeys, unpackKeys } from './packed-keys.ts';
+import { ZSTD_FRAME, zstdFrameLength } from './seal-zstd.ts';
 
 const MAGIC = 0xa15e;
 const HEADER = 16;
@@ -40,7 +41,6 @@ export type ComprMode = (typeof COMPR)[number];
 const CT_FIXED = 32 + 1 + 8 + 8 + 8 + 8 + 8 + HEADER + 8;
 /** A saved UniformRandomGeneratorInfo: header, prng_type, 64-byte seed. */
 const SEED_INFO = HEADER + 1 + 64;
-const ZSTD_FRAME = 0xfd2fb528;
 /** SEAL_CIPHERTEXT_SIZE_MAX: no ciphertext has more polynomials. */
 const MAX_POLYS = 16;
 
@@ -146,29 +146,6 @@ function readHeader(x: Bytes, at: number, r: Refusal): { compr: number; size: nu
   if (x.b[at + 5] >= COMPR.length) throw r.frame('the data is not a SEAL object (unknown compression mode)');
   if (x.v.getUint16(at + 6, true) !== 0) throw r.frame('the data is not a SEAL object (reserved header bytes are set)');
   return { compr: x.b[at + 5], size: x.u64(at + 8) };
-}
-
-/**
- * Bytes of the zstd frame at the start of `b` (RFC 8878, 3.1.1: header, blocks up to the last,
- * checksum), or -1 when `b` does not hold one whole frame. Walks block headers only.
- */
-function zstdFrameLength(b: Uint8Array): number {
-  if (b.length < 6 || (b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)) >>> 0 !== ZSTD_FRAME) return -1;
-  const descriptor = b[4];
-  if (descriptor & 0x08) return -1; // reserved bit
-  const singleSegment = (descriptor >> 5) & 1;
-  const contentSizeBytes = [singleSegment, 2, 4, 8][descriptor >> 6];
-  let at = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][descriptor & 3] + contentSizeBytes;
-  for (let last = false; !last;) {
-    if (at + 3 > b.length) return -1;
-    const block = b[at] | (b[at + 1] << 8) | (b[at + 2] << 16);
-    const type = (block >> 1) & 3;
-    if (type === 3) return -1; // reserved block type
-    last = (block & 1) === 1;
-    at += 3 + (type === 1 ? 1 : block >>> 3); // an RLE block holds one byte
-  }
-  at += descriptor & 0x04 ? 4 : 0; // content checksum
-  return at <= b.length ? at : -1;
 }
 
 /** An upper bound of zstd's output for `n` input bytes (ZSTD_compressBound, with room). */

@@ -1,13 +1,15 @@
 // SEAL's zstd form made by Node's zlib (seal-zstd.ts): SEAL loads it back to the same object, the
 // loader's precheck reads it, and a batch result is refused on the server when a residue is not
-// below its prime (the check SEAL's load made before the result was compressed here).
+// below its prime (the check SEAL's load made before the result was compressed here); its output
+// is one zstd frame whatever its length.
+import { randomBytes } from 'node:crypto';
 import t from 'tap';
 import { BatchSession } from '../../src/fhe/batch-io.ts';
 import type { BatchPlan } from '../../src/fhe/batch-plan.ts';
 import { CkksSession } from '../../src/fhe/ckks.ts';
 import { loadCiphertext } from '../../src/fhe/load.ts';
 import { SecretKeyHolder, generateSecretKey } from '../../src/fhe/keys.ts';
-import { NATIVE_ZSTD, zstdFromRaw } from '../../src/fhe/seal-zstd.ts';
+import { NATIVE_ZSTD, zstdFrameLength, zstdFromRaw } from '../../src/fhe/seal-zstd.ts';
 import { release } from '../../src/fhe/seal.ts';
 
 t.ok(NATIVE_ZSTD, 'Node compresses here (>= 22.15): the tests below exercise that path');
@@ -84,4 +86,30 @@ t.test('a batch result: compressed by Node, every residue checked below its prim
   const bad = residues.slice();
   bad[io.lanes + 2 * 8192 - 1] = io.primes[1];
   t.throws(() => io.encodeResult(bad, 0, size, 52), { code: 'internal', message: /residue above its prime \(polynomial 1\)/ }, 'refused, not sent');
+});
+
+t.test('one zstd frame, also when it ends exactly where 16 KiB chunks of output would', async (t) => {
+  // Random members do not compress: zstd stores them, and its frame grows byte for byte with
+  // them, so some length in each window makes a frame of exactly 16 KiB or 32 KiB. Node's sync
+  // zstd in its default 16 KiB chunks follows such a frame with an empty second one, which the
+  // loader's precheck refuses (bytes after the end of the zstd stream).
+  const lengths = [...Array.from({ length: 24 }, (_, i) => 16360 + i), ...Array.from({ length: 24 }, (_, i) => 32744 + i)];
+  const frames: number[] = [];
+  const notOne: string[] = [];
+  for (const n of lengths) {
+    const raw = new Uint8Array(16 + n);
+    const v = new DataView(raw.buffer);
+    v.setUint16(0, 0xa15e, true);
+    raw.set([16, 4, 1, 0], 2); // header size, SEAL 4.1, compr_mode none
+    v.setBigUint64(8, BigInt(raw.length), true);
+    raw.set(randomBytes(n), 16);
+    const body = zstdFromRaw(raw)!.subarray(16);
+    frames.push(zstdFrameLength(body));
+    if (frames[frames.length - 1] !== body.length) notOne.push(`${n} bytes of members: a frame of ${frames[frames.length - 1]} bytes in ${body.length}`);
+  }
+  t.ok(
+    [16384, 32768].every((k) => frames.includes(k)),
+    `the windows hold frames of exactly 16 KiB and 32 KiB (frames from ${Math.min(...frames)} to ${Math.max(...frames)} bytes)`,
+  );
+  t.same(notOne, [], `each of the ${lengths.length} outputs is one whole frame and nothing after it`);
 });
