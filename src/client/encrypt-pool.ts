@@ -1,5 +1,6 @@
 // The client's encryption pool (Node only; browsers encrypt on the page's thread): batch mode's
 // ciphertexts are encrypted on every core, in order, a few tasks ahead of the upload.
+import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
 import type { CkksParams } from '../fhe/params.ts';
@@ -16,6 +17,13 @@ export class EncryptPool {
   readonly size: number;
   /** Settles when the column run before the newest has handed its last task to the pool. */
   private turn: Promise<void> = Promise.resolve();
+  /**
+   * Each secret key given to a run, copied once into shared memory under a number: the tasks
+   * carry that copy by reference and the workers keep a key loaded while the number is the same.
+   * By the key's SHA-256 (callers may pass the same key in a new array each run). Kept (a run's
+   * tasks may still be loading it when the next run starts) and zeroed at close.
+   */
+  private readonly keys = new Map<string, { id: number; shared: Uint8Array<SharedArrayBuffer> }>();
 
   constructor(threads = availableParallelism()) {
     this.size = threads;
@@ -52,7 +60,8 @@ export class EncryptPool {
     // The workers read the whole buffer from its start (encrypt-worker.ts): a view further in would be misread.
     if (matrix.byteOffset !== 0) throw new Error('encryptColumns: the matrix must start its shared buffer (sharedMatrix)');
     const values = matrix.buffer;
-    const task = (first: number): EncryptTask => ({ ...o, values, records, features, first, count: Math.min(GROUP, features - first) });
+    const { id: keyId, shared: secretKey } = this.sharedKey(o.secretKey);
+    const task = (first: number): EncryptTask => ({ ...o, secretKey, keyId, values, records, features, first, count: Math.min(GROUP, features - first) });
     const inFlight: Promise<Uint8Array>[] = [];
     let next = 0;
     const fill = () => {
@@ -86,7 +95,21 @@ export class EncryptPool {
     return out;
   }
 
-  close(): Promise<void> {
-    return this.piscina.destroy();
+  private sharedKey(key: Uint8Array): { id: number; shared: Uint8Array<SharedArrayBuffer> } {
+    const digest = createHash('sha256').update(key).digest('hex');
+    let k = this.keys.get(digest);
+    if (!k) {
+      const shared = new Uint8Array(new SharedArrayBuffer(key.length));
+      shared.set(key);
+      k = { id: this.keys.size + 1, shared };
+      this.keys.set(digest, k);
+    }
+    return k;
+  }
+
+  async close(): Promise<void> {
+    await this.piscina.destroy();
+    for (const { shared } of this.keys.values()) shared.fill(0);
+    this.keys.clear();
   }
 }

@@ -8,7 +8,12 @@ import type { CkksParams } from '../fhe/params.ts';
 
 export interface EncryptTask {
   params: CkksParams;
-  secretKey: Uint8Array;
+  /**
+   * The secret key, in shared memory (a task carries a reference, not a copy: at ring 32768 a
+   * key is megabytes, and every task copied and compared it), and the pool's number for it.
+   */
+  secretKey: Uint8Array<SharedArrayBuffer>;
+  keyId: number;
   scaleBits: number;
   /** records x features, row-major (float64), shared by all tasks of a batch. */
   values: SharedArrayBuffer;
@@ -25,34 +30,46 @@ export interface EncryptTask {
   form?: 'packed' | 'compact';
 }
 
-let current: { key: Uint8Array; session: CkksSession; holder: SecretKeyHolder } | undefined;
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
+let current: { keyId: number; session: CkksSession; holder: SecretKeyHolder } | undefined;
 
 /**
  * The task's ciphertexts in one buffer, moved (not copied) to the caller:
- * count u32 | count x length u32 | the ciphertexts (see splitCiphertexts).
+ * count u32 | count x length u32 | the ciphertexts (see splitCiphertexts). Packed ciphertexts
+ * are encrypted straight into it (each a fresh array copied in was a page fault per 4 KiB twice).
  */
 export default async function encrypt(task: EncryptTask): Promise<Uint8Array> {
-  if (!current || !sameBytes(current.key, task.secretKey)) {
+  if (current?.keyId !== task.keyId) {
     current?.holder.close();
     current?.session.close();
     // Encryption is always at the top level.
     const session = await CkksSession.open(task.params, { topLevelOnly: true });
-    current = { key: task.secretKey, session, holder: new SecretKeyHolder(session, task.secretKey) };
+    current = { keyId: task.keyId, session, holder: new SecretKeyHolder(session, task.secretKey) };
   }
+  const { holder } = current;
   const values = new Float64Array(task.values);
   const v = new Float64Array(task.slots);
-  const out: Uint8Array[] = [];
-  for (let i = task.first; i < task.first + task.count; i++) {
+  const column = (i: number) => {
     for (let r = 0; r < task.records; r++) v[r] = values[r * task.features + i];
-    out.push(task.form === 'compact' ? current.holder.encryptCompact(v, task.scaleBits) : current.holder.encryptPacked(v, task.scaleBits));
+    return v;
+  };
+  const head = 4 + 4 * task.count;
+  if (task.form === 'compact') {
+    const out: Uint8Array[] = [];
+    for (let i = task.first; i < task.first + task.count; i++) out.push(holder.encryptCompact(column(i), task.scaleBits));
+    return Piscina.move(gather(head, out)) as Uint8Array;
   }
-  const head = 4 + 4 * out.length;
+  const each = holder.packedBytes();
+  const bytes = new Uint8Array(head + task.count * each);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, task.count, true);
+  for (let j = 0; j < task.count; j++) {
+    view.setUint32(4 + 4 * j, each, true);
+    holder.encryptPacked(column(task.first + j), task.scaleBits, bytes.subarray(head + j * each, head + (j + 1) * each));
+  }
+  return Piscina.move(bytes) as Uint8Array;
+}
+
+function gather(head: number, out: Uint8Array[]): Uint8Array {
   const bytes = new Uint8Array(head + out.reduce((a, c) => a + c.length, 0));
   const view = new DataView(bytes.buffer);
   view.setUint32(0, out.length, true);
@@ -62,7 +79,7 @@ export default async function encrypt(task: EncryptTask): Promise<Uint8Array> {
     bytes.set(c, o);
     o += c.length;
   });
-  return Piscina.move(bytes) as Uint8Array;
+  return bytes;
 }
 
 /** The ciphertexts of one task's result, as views of its buffer. */

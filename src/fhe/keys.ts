@@ -145,9 +145,15 @@ export class SecretKeyHolder {
    * own code, with the uniform half sent as a seed (seeded-batch.ts: a third faster to make than
    * SEAL's, and the server needs no SEAL to read it).
    */
-  encryptPacked(values: Float64Array, scaleBits: number): Uint8Array {
+  encryptPacked(values: Float64Array, scaleBits: number, into?: Uint8Array): Uint8Array {
     this.seeded ??= this.seededEncryptor();
-    return this.seeded.encrypt(values, 2 ** scaleBits);
+    return this.seeded.encrypt(values, 2 ** scaleBits, into);
+  }
+
+  /** Bytes of one encryptPacked ciphertext: the same for every one under these parameters. */
+  packedBytes(): number {
+    this.seeded ??= this.seededEncryptor();
+    return this.seeded.bytes;
   }
 
   private seededEncryptor(): SeededBatchEncryptor {

@@ -139,12 +139,21 @@ export class SeededBatchEncryptor {
     this.modulusBits = primes.reduce((a, q) => a + Math.log2(q), 0);
   }
 
-  /** A fresh encryption of `values` (at most N/2 slots; the others zero) at `scale`. */
-  encrypt(values: ArrayLike<number>, scale: number): Uint8Array {
+  /** Bytes of one section (of one encrypt). */
+  get bytes(): number {
+    return seededSectionBytes(this.level);
+  }
+
+  /**
+   * A fresh encryption of `values` (at most N/2 slots; the others zero) at `scale`, written into
+   * `into` (exactly `bytes` long; every byte is written) or a new array.
+   */
+  encrypt(values: ArrayLike<number>, scale: number, into?: Uint8Array): Uint8Array {
     const { primes, degree: N, parmsId } = this.level;
     const k = primes.length;
-    const out = new Uint8Array(seededSectionBytes(this.level));
-    const v = new DataView(out.buffer);
+    if (into && into.length !== this.bytes) throw new SealedError('internal', `a seeded section is ${this.bytes} bytes, not ${into.length}`);
+    const out = into ?? new Uint8Array(this.bytes);
+    const v = new DataView(out.buffer, out.byteOffset, out.byteLength);
     out.set(MAGIC);
     v.setUint32(4, N, true);
     v.setUint32(8, k, true);

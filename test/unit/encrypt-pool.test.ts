@@ -1,0 +1,72 @@
+// The client's encryption pool (encrypt-pool.ts, encrypt-worker.ts): ciphertexts made in worker
+// threads decrypt under the key given with each run. The key travels once per run, in shared
+// memory under a number: a second key on the same pool is used for its own run (the workers load
+// a key when its number changes), the same key in a new array keeps its number, and close zeroes
+// the shared copies.
+import t from 'tap';
+import { EncryptPool } from '../../src/client/encrypt-pool.ts';
+import { CkksSession } from '../../src/fhe/ckks.ts';
+import { SecretKeyHolder, generateSecretKey } from '../../src/fhe/keys.ts';
+import type { CkksParams } from '../../src/fhe/params.ts';
+import { primes as chainPrimes } from '../../src/fhe/params.ts';
+import { buildRaw } from '../../src/fhe/raw-ciphertext.ts';
+import type { SeededLevel } from '../../src/fhe/seeded-batch.ts';
+import { decodeSeededSection } from '../../src/fhe/seeded-decode.ts';
+
+const N = 8192;
+const params: CkksParams = { scheme: 'ckks', polyModulusDegree: N, coeffModulusBits: [26, 26, 26, 26, 26], securityLevel: 128 };
+const scaleBits = 26;
+
+t.test('ciphertexts from the pool decrypt under the key of their run; keys switch, are shared once, zeroed at close', async (t) => {
+  const s = await CkksSession.open(params, { topLevelOnly: true });
+  const keyA = generateSecretKey(s);
+  const keyB = generateSecretKey(s);
+  const [a, b] = [new SecretKeyHolder(s, keyA), new SecretKeyHolder(s, keyB)];
+  const pool = new EncryptPool(1);
+  t.teardown(async () => {
+    a.close();
+    b.close();
+    s.close();
+    await pool.close();
+  });
+  const all = chainPrimes(s.seal, s.context).map(Number);
+  const level: SeededLevel = { parmsId: s.shape.data[0].parmsId, primes: all.slice(0, -1), degree: N };
+  const k = level.primes.length;
+  /** Section j decrypted by `holder`: the values of its first `n` slots. */
+  const open = (holder: SecretKeyHolder, section: Uint8Array, n: number) => {
+    const residues = new Uint32Array(2 * k * N);
+    decodeSeededSection(section, level, 2 ** scaleBits, residues, 0, 'a pool ciphertext');
+    return Array.from(holder.decrypt(buildRaw({ parmsId: level.parmsId, degree: N, primes: k, scale: 2 ** scaleBits }, 2, residues, 0)).subarray(0, n));
+  };
+  // 20 features: two tasks (16 features, then 4), each ciphertext written into its task's buffer.
+  const features = 20;
+  const rows = Array.from({ length: 3 }, (_, r) => Array.from({ length: features }, (_, j) => (r + 1) * 0.1 + j * 0.01));
+  const worst = (holder: SecretKeyHolder, sections: Uint8Array[]) =>
+    Math.max(...sections.flatMap((c, j) => open(holder, c, rows.length).map((v, r) => Math.abs(v - rows[r][j]))));
+  const run = (secretKey: Uint8Array) => pool.encryptAll(rows, features, { params, secretKey, scaleBits, slots: N / 2 });
+
+  const first = await run(keyA);
+  t.equal(first.length, features, 'one ciphertext per feature');
+  t.ok(worst(a, first) < 2 ** -12, `under key A: the records' values (largest error ${worst(a, first).toExponential(1)})`);
+  const second = await run(keyB);
+  t.ok(worst(b, second) < 2 ** -12, 'a run with key B on the same pool (and thread): decrypts under B');
+  t.ok(worst(a, second) > 1, 'and not under A');
+  const third = await run(Uint8Array.from(keyA));
+  t.ok(worst(a, third) < 2 ** -12, 'key A again, in a new array: decrypts under A');
+  const shared = (pool as unknown as { keys: Map<string, { id: number; shared: Uint8Array }> }).keys;
+  t.same(
+    [...shared.values()].map((x) => x.id),
+    [1, 2],
+    'two keys shared, each once: the same key in a new array is the same entry',
+  );
+  const copies = [...shared.values()].map((x) => x.shared);
+  t.ok(
+    copies.every((c) => c.some((x) => x !== 0)),
+    'the shared copies hold the keys',
+  );
+  await pool.close();
+  t.ok(
+    copies.every((c) => c.every((x) => x === 0)),
+    'close zeroes them',
+  );
+});
