@@ -81,7 +81,8 @@ export function chacha20Blocks(key: Uint8Array, counter: number, out: Uint32Arra
   }
 }
 
-const KEYSTREAM_WORDS = 16384;
+/** Words per piece of keystream unless asked otherwise. */
+export const KEYSTREAM_WORDS = 16384;
 let zeros: Uint8Array | undefined;
 
 /**

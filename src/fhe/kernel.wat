@@ -254,6 +254,49 @@
       (local.set $hat (i32.add (local.get $hat) (i32.const 16)))
       (br $next))))
 
+  ;; Seeded encryption's uniform half (seeded-batch.ts expandUniform) modulo one prime q < 2^26:
+  ;; ChaCha20's u32 words from byte $w ($nw of them) into residues from byte $out, at most $n. A
+  ;; word below $limit (the largest multiple of q under 2^32, passed as i32: compared unsigned)
+  ;; is kept and reduced mod q (exact in float64, $modq); the others are skipped. Four words at a
+  ;; time while none of them is skipped and four more residues are wanted, else one: so it stops
+  ;; on the word that gives the n-th residue, as the JavaScript loop did. Returns (words read,
+  ;; residues written).
+  (func (export "uniformResidues") (param $w i32) (param $nw i32) (param $out i32) (param $n i32) (param $q f64) (param $limit i32) (result i32 i32)
+    (local $w0 i32) (local $o0 i32) (local $wEnd i32) (local $oEnd i32) (local $word i32)
+    (local $x v128) (local $L v128) (local $Q v128) (local $Qinv v128) (local $lo v128) (local $hi v128)
+    (local.set $w0 (local.get $w))
+    (local.set $o0 (local.get $out))
+    (local.set $wEnd (i32.add (local.get $w) (i32.shl (local.get $nw) (i32.const 2))))
+    (local.set $oEnd (i32.add (local.get $out) (i32.shl (local.get $n) (i32.const 2))))
+    (local.set $L (i32x4.splat (local.get $limit)))
+    (local.set $Q (f64x2.splat (local.get $q)))
+    (local.set $Qinv (f64x2.splat (f64.div (f64.const 1) (local.get $q))))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $w) (local.get $wEnd)))
+      (br_if $done (i32.ge_u (local.get $out) (local.get $oEnd)))
+      (block $one
+        (br_if $one (i32.gt_u (i32.add (local.get $w) (i32.const 16)) (local.get $wEnd)))
+        (br_if $one (i32.gt_u (i32.add (local.get $out) (i32.const 16)) (local.get $oEnd)))
+        (local.set $x (v128.load (local.get $w)))
+        (br_if $one (v128.any_true (i32x4.ge_u (local.get $x) (local.get $L))))
+        (local.set $lo (i32x4.trunc_sat_f64x2_u_zero
+          (call $modq (f64x2.convert_low_i32x4_u (local.get $x)) (local.get $Q) (local.get $Qinv))))
+        (local.set $hi (i32x4.trunc_sat_f64x2_u_zero
+          (call $modq (f64x2.convert_low_i32x4_u (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $x) (local.get $x))) (local.get $Q) (local.get $Qinv))))
+        (v128.store (local.get $out) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $lo) (local.get $hi)))
+        (local.set $w (i32.add (local.get $w) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (br $next))
+      (local.set $word (i32.load (local.get $w)))
+      (local.set $w (i32.add (local.get $w) (i32.const 4)))
+      (if (i32.lt_u (local.get $word) (local.get $limit)) (then
+        (i32.store (local.get $out) (i32x4.extract_lane 0 (i32x4.trunc_sat_f64x2_u_zero
+          (call $modq (f64x2.splat (f64.convert_i32_u (local.get $word))) (local.get $Q) (local.get $Qinv)))))
+        (local.set $out (i32.add (local.get $out) (i32.const 4)))))
+      (br $next)))
+    (i32.shr_u (i32.sub (local.get $w) (local.get $w0)) (i32.const 2))
+    (i32.shr_u (i32.sub (local.get $out) (local.get $o0)) (i32.const 2)))
+
   ;; NegacyclicNtt.inverse (ntt.ts) for a prime q < 2^26 on float64 residues in [0, q): a at
   ;; byte $a, psi^-bitrev(i) at byte $tab, psi^-bitrev(i) / q at byte $tab + 8n; $ninv = n^-1 mod
   ;; q; n >= 4. Gentleman-Sande butterflies (U + V, (U - V) S), the first stage (t = 1, on

@@ -125,6 +125,21 @@ t.test('expandUniform a prime at a time, each from where the last stopped, gives
   ps.forEach((q, p) => (from = expandUniform(seed, [q], 4096, one, p * 4096, from)));
   t.same(one, all, 'the same residues');
   t.equal(from, end, 'ending at the same word');
+  // The rule word by word, over the same words (the kernel takes four at a time where none is skipped).
+  const words = new Uint32Array(16 * Math.ceil(end / 16 + 1));
+  chacha20Blocks(seed, 0, words);
+  const expected: number[] = [];
+  let w = 0;
+  for (const q of ps) {
+    const limit = Math.floor(2 ** 32 / q) * q;
+    for (let kept = 0; kept < 4096; w++) {
+      if (words[w] >= limit) continue;
+      expected.push(words[w] % q);
+      kept++;
+    }
+  }
+  t.same([...all], expected, 'the words below each limit, reduced, in order');
+  t.equal(end, w, 'and the word after the last one kept');
   // A prime far below 2^26 skips almost no word; 2^26-sized ones about one in 2^7 to 2^6.
   t.ok(end > ps.length * 4096 && end < ps.length * 4096 * 1.05, `${end} words read for ${ps.length * 4096} residues`);
 });
