@@ -1,6 +1,6 @@
 // The end of a batch evaluation with two or more activations (batch-plan.ts): the second layer's
 // size-3 values are squared into size-5 ones and summed by the third layer, those squared into
-// size 9 by the next, and so on. The loops are kernel.wat's (squareAdd, acc4, reduceAdd), on
+// size 9 by the next, and so on. The loops are kernel.wat's (squareAdd, acc4x4 and acc4, reduceAdd), on
 // its memory: LeNet's third layer alone is 12,288 weights on size-5 values per lane. The
 // exactness argument is kernel-limits.ts's: every product of two reduced residues is below 2^53
 // (2 x y < 2^53 for x, y < 2^26), and the accumulators add products w3 x square of at most
@@ -9,7 +9,7 @@
 // layer's values, in plans that rescale (batch-plan.ts, rescalePrimes); checked by
 // test/unit/batch-rescale.test.ts.
 import { REDUCE_EVERY } from './kernel-limits.ts';
-import { simdWithMemory } from './kernel-simd.ts';
+import { accumulateRows, simdWithMemory } from './kernel-simd.ts';
 
 /** A dense layer over the squares of the values before it, for one prime: its bias residues. */
 export interface SquareLayer {
@@ -56,8 +56,10 @@ export function squareLayers(
     const acc = accAt[li % 2];
     mem.fill(0, acc / 8, acc / 8 + layer.rows * span);
     let sinceReduce = 0;
+    const active = new Int32Array(layer.rows);
+    const weights = new Float64Array(4 * layer.rows);
     // Squares of four rows at a time: each accumulator is then read and written once per four
-    // rows (the loop is bound by memory traffic).
+    // rows (fewer loads and stores: the loop is bound by its instructions).
     for (let k0 = 0; k0 < rows; k0 += 4) {
       const group = Math.min(4, rows - k0);
       mem.fill(0, sqAt / 8, sqAt / 8 + 4 * span);
@@ -70,15 +72,9 @@ export function squareLayers(
       }
       // Rows past the last weigh 0 (their squares are the zeros left by fill).
       const w = layer.w;
-      for (let o = 0; o < layer.rows; o++) {
-        const base = o * rows + k0;
-        const wa = w[base];
-        const wb = group > 1 ? w[base + 1] : 0;
-        const wc = group > 2 ? w[base + 2] : 0;
-        const wd = group > 3 ? w[base + 3] : 0;
-        if (wa === 0 && wb === 0 && wc === 0 && wd === 0) continue;
-        simd.acc4(acc + o * span * 8, sqAt, sqAt + span * 8, sqAt + 2 * span * 8, sqAt + 3 * span * 8, wa, wb, wc, wd, span);
-      }
+      const weight = (o: number, r: number) => (r < group ? w[o * rows + k0 + r] : 0);
+      const src = [0, 1, 2, 3].map((r) => sqAt + r * span * 8);
+      accumulateRows(simd, layer.rows, weight, (o) => acc + o * span * 8, src, span, 1, 0, active, weights);
       // REDUCE_EVERY is a multiple of four (kernel-limits.ts): the count stays exact.
       if ((sinceReduce += 4) >= REDUCE_EVERY) {
         simd.reduceAdd(acc, layer.rows * span, q, 0);

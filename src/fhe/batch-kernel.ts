@@ -10,7 +10,7 @@
 import { residueAtScale, squareLayers, writeChunk, type SquareLayer } from './batch-kernel-deep.ts';
 import { laterLayers, layerScales, outputsOf, resultSize, type BatchPlan } from './batch-plan.ts';
 import { REDUCE_EVERY } from './kernel-limits.ts';
-import { simdWithMemory, type Simd } from './kernel-simd.ts';
+import { accumulateRows, simdWithMemory, type Simd } from './kernel-simd.ts';
 
 /** Where a chunk's data lives in the SIMD memory (byte offsets) and typed views of it. */
 interface Scratch {
@@ -24,6 +24,9 @@ interface Scratch {
   sqAt: number;
   acc: Float64Array;
   accAt: number;
+  /** accumulateRows' room: the outputs a group of rows reaches, and their weights. */
+  active: Int32Array;
+  weights: Float64Array;
 }
 
 function scratchFor(inputs: number, outs: number, C: number): Scratch {
@@ -45,6 +48,8 @@ function scratchFor(inputs: number, outs: number, C: number): Scratch {
     sqAt,
     acc: new Float64Array(buf, accAt, outs * 3 * C),
     accAt,
+    active: new Int32Array(outs),
+    weights: new Float64Array(4 * outs),
   };
 }
 
@@ -201,7 +206,7 @@ export function evaluateLanes(k: BatchKernel, input: Uint32Array, output: Uint32
   // Second-layer sums stay exact for REDUCE_EVERY rows; the accumulators are reduced that often.
   acc.fill(0);
   // Squares of up to four rows wait in sq, so each output accumulator is read and written
-  // once per four rows instead of once per row (the loops are bound by memory traffic).
+  // once per four rows instead of once per row (fewer loads and stores, which the loops are bound by).
   const pending: number[] = [];
   let sinceReduce = 0;
   for (const { rows: group, starts, taps } of k.groups) {
@@ -307,18 +312,13 @@ function reduceInto(a: Float64Array, out: Uint32Array, at: number, q: number, qi
 /** acc[o] += sum over the pending rows r of w2[o, r] * square(r), all three polynomials. */
 function accumulate(x: Scratch, w2: Float64Array, rows: number, outs: number, C: number, pending: number[]): void {
   const { simd: s, sqAt, accAt } = x;
-  const row = (r: number, p: number) => sqAt + (r * 3 + p) * C * 8;
-  for (let o = 0; o < outs; o++) {
-    const w = (r: number) => (r < pending.length ? w2[o * rows + pending[r]] : 0);
-    // Fewer than four pending rows (the last group): the missing ones weigh 0.
-    const [wa, wb, wc, wd] = [w(0), w(1), w(2), w(3)];
-    // A convolution's second layer is mostly zeros, and its four pending rows (the filters at
-    // one position) share them: LeNet's 576 -> 192 has 27,648 nonzero weights of 110,592.
-    if (wa === 0 && wb === 0 && wc === 0 && wd === 0) continue;
-    const n = pending.length;
-    for (let p = 0; p < 3; p++)
-      s.acc4(accAt + (o * 3 + p) * C * 8, row(0, p), row(Math.min(1, n - 1), p), row(Math.min(2, n - 1), p), row(Math.min(3, n - 1), p), wa, wb, wc, wd, C);
-  }
+  const n = pending.length;
+  // Fewer than four pending rows (the last group): the missing ones weigh 0 (and read the last).
+  // A convolution's second layer is mostly zeros, and its four pending rows (the filters at
+  // one position) share them: LeNet's 576 -> 192 has 27,648 nonzero weights of 110,592.
+  const src = [0, 1, 2, 3].map((r) => sqAt + Math.min(r, n - 1) * 3 * C * 8);
+  const weight = (o: number, r: number) => (r < n ? w2[o * rows + pending[r]] : 0);
+  accumulateRows(s, outs, weight, (o) => accAt + o * 3 * C * 8, src, C, 3, C * 8, x.active, x.weights);
 }
 
 /**
