@@ -58,6 +58,7 @@ export function squareLayers(
     let sinceReduce = 0;
     const active = new Int32Array(layer.rows);
     const weights = new Float64Array(4 * layer.rows);
+    const src = [0, 1, 2, 3].map((r) => sqAt + r * span * 8);
     // Squares of four rows at a time: each accumulator is then read and written once per four
     // rows (fewer loads and stores: the loop is bound by its instructions).
     for (let k0 = 0; k0 < rows; k0 += 4) {
@@ -73,7 +74,6 @@ export function squareLayers(
       // Rows past the last weigh 0 (their squares are the zeros left by fill).
       const w = layer.w;
       const weight = (o: number, r: number) => (r < group ? w[o * rows + k0 + r] : 0);
-      const src = [0, 1, 2, 3].map((r) => sqAt + r * span * 8);
       accumulateRows(simd, layer.rows, weight, (o) => acc + o * span * 8, src, span, 1, 0, active, weights);
       // REDUCE_EVERY is a multiple of four (kernel-limits.ts): the count stays exact.
       if ((sinceReduce += 4) >= REDUCE_EVERY) {

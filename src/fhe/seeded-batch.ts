@@ -73,7 +73,9 @@ function uniformKernel(words: number): UniformKernel {
  * 1/64 of words for primes below 2^26). Returns the word after the last one read, where the next
  * prime's residues start: the server expands one prime at a time (batch.ts). The loop runs in
  * kernel.wat (uniformResidues: four words at a time where none is skipped), on each piece of
- * the keystream copied into its memory: 4x the JavaScript loop's speed with the copies.
+ * the keystream copied into its memory: 3.8 -> 3.1 ms for 18 primes at ring 32768, keystream
+ * included. Its branches depend on the words, which is no leak: they make c1 = a, public (the
+ * seed travels in the clear).
  */
 export function expandUniform(seed: Uint8Array, primes: readonly number[], degree: number, out: Uint32Array, offset: number, from = 0): number {
   // One prime at a time: a piece holds its words with room for twice the expected skips.
