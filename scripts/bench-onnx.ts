@@ -33,6 +33,7 @@ import { depthOf } from '../src/fhe/program.ts';
 import { writeBundle, readClientPart } from '../src/model/bundle.ts';
 import { classOfOutputs, classOfScores, compileOnnx, headOutputs, outputError, simulatedScores, modelInputs } from '../src/model/onnx/compile.ts';
 import { openReference } from '../src/model/onnx/reference.ts';
+import { statedTolerance } from '../src/model/onnx/report.ts';
 import { loadIdxPair, loadNpmMnist, MNIST_TEST_IMAGES, MNIST_TEST_LABELS } from '../src/train/mnist.ts';
 import { batchModeFor, readCalibration } from '../src/train/onnx-job.ts';
 import { BENCH_BUCKET, startBenchStack, startBenchStackProcess } from './bench-stack.ts';
@@ -215,13 +216,7 @@ async function benchModel(
   await rm(dir, { recursive: true, force: true });
   const p = m.compiled.program;
   const costs = await measureUnitCosts(p.params, p.params.coeffModulusBits.length - 2, 3);
-  const outMax = Math.max(
-    1,
-    ...ort.flatMap((o) =>
-      head.outputs.flatMap((h) => (h.ops.includes('ArgMax') || h.ops.includes('LinearClassifier label') ? [] : (o[h.name] ?? []).map(Math.abs))),
-    ),
-  );
-  const tolerance = 1.5 * simErr + 1e-3 * outMax;
+  const tolerance = statedTolerance(head, simErr, ort, simScores);
   const encAgree = encClass.filter((c, i) => c === ortClass[i]).length;
   if (batchFigures) batchFigures.within_tolerance = batchFigures.max_abs_error <= tolerance;
   return {

@@ -12,6 +12,7 @@ import { checkParams, MAX_BITS_128, totalBits } from '../src/fhe/params.ts';
 import { rotationsOf } from '../src/fhe/program.ts';
 import { classOfOutputs, classOfScores, compileOnnx, headOutputs, outputError, simulatedScores } from '../src/model/onnx/compile.ts';
 import { openReference } from '../src/model/onnx/reference.ts';
+import { statedTolerance } from '../src/model/onnx/report.ts';
 import { runEncryptedRecords } from '../src/model/onnx/verify.ts';
 import { compileOnnxJob } from '../src/train/onnx-job.ts';
 import { buildModel, gemm, gemmWeights, tensor } from './helpers/onnx-build.ts';
@@ -54,9 +55,10 @@ t.test('a Conv+AveragePool+ReLU+Gemm+Softmax model: encrypted = simulated, and o
   const ref = await openReference(reluNet, m.lowered.inputName, m.lowered.inputShape);
   const ort = await ref.run(rows);
   await ref.close();
+  const sims = rows.map((x) => simulatedScores(m, x));
   let simErr = 0;
-  rows.forEach((x, i) => (simErr = Math.max(simErr, outputError(m.lowered.head, headOutputs(m.lowered.head, simulatedScores(m, x)), ort[i]))));
-  const tolerance = 1.5 * simErr + 1e-3; // as report.ts states it (probabilities: max(1, |output|) = 1)
+  sims.forEach((s, i) => (simErr = Math.max(simErr, outputError(m.lowered.head, headOutputs(m.lowered.head, s), ort[i]))));
+  const tolerance = statedTolerance(m.lowered.head, simErr, ort, sims);
   const some = rows.slice(0, 3);
   const run = await runEncryptedRecords(m.compiled, m.client, some);
   some.forEach((x, i) => {
@@ -129,14 +131,11 @@ t.test('the x^2 MLP 784-128-64-10 fixture (two squares) compiles to ring 16384 w
   const ort = await ref.run(fx.inputs);
   await ref.close();
   // The tolerance the compile report states (report.ts): 1.5x the simulation's error plus 1e-3
-  // of the largest output (the flood's error is 2^-12 of it, one standard deviation).
-  let simErr = 0,
-    outMax = 1;
-  fx.inputs.forEach((x, i) => {
-    simErr = Math.max(simErr, outputError(m.lowered.head, headOutputs(m.lowered.head, simulatedScores(m, x)), ort[i]));
-    for (const v of Object.values(ort[i])) for (const y of Array.from(v)) outMax = Math.max(outMax, Math.abs(y));
-  });
-  const tolerance = 1.5 * simErr + 1e-3 * outMax;
+  // of the largest score (the flood's error is 2^-12 of it, one standard deviation).
+  const sims = fx.inputs.map((x) => simulatedScores(m, x));
+  let simErr = 0;
+  sims.forEach((s, i) => (simErr = Math.max(simErr, outputError(m.lowered.head, headOutputs(m.lowered.head, s), ort[i]))));
+  const tolerance = statedTolerance(m.lowered.head, simErr, ort, sims);
   const some = fx.inputs.slice(0, 3);
   const run = await runEncryptedRecords(m.compiled, m.client, some);
   some.forEach((x, i) => {
