@@ -596,7 +596,7 @@ before circuit privacy:
 | ring degree, modulus | 8192, 60+60 bits (128-bit security) |
 
 Encrypted and plaintext scores agree within 1e-4 for every held-out record (measured: a few
-1e-6; \`test/server.test.ts\`), so the encrypted accuracy equals the plaintext accuracy.
+1e-6; \`test/light/server.test.ts\`), so the encrypted accuracy equals the plaintext accuracy.
 
 ### Encrypted MNIST, one image per request (session 2)
 

@@ -11,7 +11,7 @@
 //   slow_body         raw sockets that trickle or stall their headers or body
 //   oversized_object  an evaluation-keys object over the server's 128 MiB limit
 //
-// Builders of bytes are pure (test/load-hostile.test.ts checks them); the kinds at the end
+// Builders of bytes are pure (test/light/load-hostile.test.ts checks them); the kinds at the end
 // upload their fixtures once and send through any Target.
 import { connect } from 'node:net';
 import { randomUUID } from 'node:crypto';

@@ -1,5 +1,5 @@
 // Writes the test vectors of docs/wire-format.md. A client or server in another language (with
-// Microsoft SEAL 4.1) can check itself against them; test/vectors.test.ts checks that ours still
+// Microsoft SEAL 4.1) can check itself against them; test/light/vectors.test.ts checks that ours still
 // reads and produces them. Run again only when the wire format changes.
 //
 //   node scripts/make-test-vectors.ts single [dir]   test/vectors/: a small real model (iris,

@@ -152,7 +152,7 @@ t.test('refusals carry the HTTP path’s codes and statuses', async (t) => {
   const query = session.encrypt(images.slice(0, 1));
   const msg = decodeWire<QueryHeader>('query', query, 'q');
   const other = encodeWire<QueryHeader>('query', { ...msg.header, model_id: 'f'.repeat(32) }, msg.sections);
-  // As test/invocations-errors.test.ts: 409 wrong-model, 422 bad-keys "not a sealed object".
+  // As test/light/invocations-errors.test.ts: 409 wrong-model, 422 bad-keys "not a sealed object".
   const wrong = refusal(t, () => server.evaluate(other, keys.evaluationKeys));
   t.match({ code: wrong.code, status: wrong.status, message: wrong.message }, { code: 'wrong-model', status: 409, message: /encrypted for model/ });
   const badKeys = refusal(t, () => server.evaluate(query, randomBytes(5000)));

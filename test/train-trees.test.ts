@@ -110,7 +110,7 @@ t.test('breast cancer: the converted forest predicts what ml-random-forest predi
   const metrics = JSON.parse(await readFile(join(out, 'data', 'metrics.json'), 'utf8')) as Record<string, number>;
   t.equal(metrics.trees, 21);
 
-  // No threshold or leaf value in the client part (as test/trees-import.test.ts checks imports).
+  // No threshold or leaf value in the client part (as test/light/trees-import.test.ts checks imports).
   const text = await readFile(join(model, 'client', 'model.json'), 'utf8');
   // ml-cart's thresholds are midpoints of neighbouring values of a bootstrap sample, so one can
   // equal a value of the data itself (of any column), which the bins (the data's quantiles) may

@@ -1,4 +1,4 @@
-// Unit tests, shard 1 of 2: every other file of test/unit/ by name (test/helpers/unit-shard.ts says why).
-import { runUnitShard } from './helpers/unit-shard.ts';
+// Unit tests, shard 1 of 2: every other file of test/unit/ by name (test/helpers/shard.ts says why).
+import { runShard } from './helpers/shard.ts';
 
-await runUnitShard(0, 2);
+await runShard('unit', 0, 2);

@@ -1,7 +1,7 @@
 // What every SageMaker control-plane module shares: the three SDK clients, the deployment's
 // defaults, and one way to turn an SDK error into a SealedError that says what to do next.
 // Nothing here has run against AWS (none is reachable where it was written): the request shapes
-// follow the API references and are checked by test/deploy.test.ts at the SDK boundary.
+// follow the API references and are checked by test/light/deploy.test.ts at the SDK boundary.
 import { SageMakerClient } from '@aws-sdk/client-sagemaker';
 import { ApplicationAutoScalingClient } from '@aws-sdk/client-application-auto-scaling';
 import { CloudWatchClient } from '@aws-sdk/client-cloudwatch';

@@ -91,7 +91,7 @@ export async function startStack(modelDir: string, dir: string, workers = 2, ser
   const bucket = 'sealed-test';
   await store.ensureBucket(bucket);
   // allowAny: the tests' own S3 server and a single user; tests of the allow-lists and tenants
-  // start their servers with them (test/limits.test.ts, test/tenants.test.ts).
+  // start their servers with them (test/light/limits.test.ts, test/light/tenants.test.ts).
   const server = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers, s3Endpoint: s3.endpoint, allowAny: true, ...serve });
   return {
     s3,

@@ -2,7 +2,7 @@
 // buildNetwork's choice among them: each computes its layer exactly (plaintext simulation, every
 // slot the layout claims), the MNIST-shaped x^2 MLP 784-128-64-10 takes them with fewer
 // rotations and products than the hybrid layouts, and networks they do not make cheaper keep
-// their programs. Encrypted: test/network-layouts-encrypted.test.ts.
+// their programs. Encrypted: test/light/network-layouts-encrypted.test.ts.
 import t from 'tap';
 import { opCounts, type Program } from '../../src/fhe/program.ts';
 import { packRecords } from '../../src/model/layout.ts';
