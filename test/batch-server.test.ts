@@ -14,12 +14,13 @@ import { readServerPart } from '../src/model/bundle.ts';
 import { ModelServer } from '../src/server/model-server.ts';
 import { simulateBatch } from '../src/model/simulate-batch.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
-import { formatS3Uri } from '../src/storage/s3.ts';
 import { decodeWire, encodeWire, type ResultHeader } from '../src/wire/format.ts';
 import { tinyCnn } from './helpers/networks.ts';
 import { paramsKey } from '../src/fhe/params.ts';
 import { servedClient, imageBundle } from './helpers/fixture.ts';
 import { startServer } from '../src/server/serve.ts';
+import { batchMemory } from '../src/server/batch-memory.ts';
+import { formatS3Uri, STREAM_PART_SIZE, STREAM_QUEUE_SIZE } from '../src/storage/s3.ts';
 
 const dir = await mkdtemp(join(tmpdir(), 'sealed-batch-'));
 const modelDir = join(dir, 'model');
@@ -208,6 +209,27 @@ t.test('batch-mode requests beyond --max-batch-in-flight get 503 and the rest ar
   );
   const after = await predict(session, keys, images.slice(0, 3), tr, { layout: 'batch' });
   t.equal(after.scores.length, 3, 'a slot frees when a request ends');
+});
+
+t.test('a server whose request memory holds no batch refuses a one-batch query with 400 and what would help', async (t) => {
+  // Requests get B - 256 - (192 + B/24) - B/12 MiB of a budget of B (serve.ts): a little less than one batch.
+  const oneBatch = batchMemory(plan!, 1) + (STREAM_QUEUE_SIZE + 2) * STREAM_PART_SIZE;
+  const MiB = 2 ** 20;
+  const budget = Math.ceil((oneBatch / MiB - 4 + 448) / (1 - 1 / 24 - 1 / 12)) * MiB;
+  const small = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: stack.s3.endpoint, memoryBudget: budget, allowAny: true });
+  t.teardown(() => small.close());
+  t.ok(small.memory.requests < oneBatch, `request memory ${(small.memory.requests / MiB).toFixed(1)} MiB, one batch ${(oneBatch / MiB).toFixed(1)} MiB`);
+  const refused = await predict(session, keys, images.slice(0, 2), { ...transport, endpoint: small.url }, { layout: 'batch' }).then(
+    () => undefined,
+    (e: Error & { hint?: string }) => e,
+  );
+  t.match(refused?.message, /a batch-mode query of 1 batches needs [0-9.]+ MiB of server memory, more than this server's request budget/);
+  t.match(
+    refused?.hint,
+    /however few its records: run the server with more memory .*--memory-budget-mb.*--layout single/,
+    'the hint says fewer records would not help',
+  );
+  t.equal(small.memory.budgetInUse.reserved, 0, 'nothing left reserved');
 });
 
 async function invokeRaw(header: Record<string, unknown>, sections: Uint8Array[], extra: Record<string, string> = {}) {

@@ -100,16 +100,18 @@ export class MemoryBudget {
     this.reclaimers.push(reclaim);
   }
 
-  /** Reserves `bytes` for `what`, or throws 503 'overloaded' (or 400 if it could never fit). */
-  reserve(bytes: number, what: string): Reservation {
+  /**
+   * Reserves `bytes` for `what`, or throws 503 'overloaded' (or 400 if it could never fit, with
+   * `neverFits` as what to do: by default, fewer records per request).
+   */
+  reserve(bytes: number, what: string, neverFits = 'send fewer records per request, or run the server with more memory'): Reservation {
     const n = Math.ceil(bytes);
-    if (n > this.capacity) {
+    if (n > this.capacity)
       throw new SealedError(
         'bad-request',
         `${what} needs ${mib(n)} of server memory, more than this server's request budget of ${mib(this.capacity)}`,
-        'send fewer records per request, or run the server with more memory',
+        neverFits,
       );
-    }
     if (this.used + n > this.capacity) for (const reclaim of this.reclaimers) reclaim();
     if (this.used + n > this.capacity) {
       throw new SealedError(

@@ -1,7 +1,7 @@
 // A batch-mode query through the pool: checked, admitted to a batch slot and its memory, then
 // streamed through evaluateBatches (batch.ts) a batch at a time, the result streamed back out.
 import { SealedError } from '../errors.ts';
-import { outputsOf, type BatchPlan } from '../fhe/batch-plan.ts';
+import { outputsOf, recordsPerBatch, type BatchPlan } from '../fhe/batch-plan.ts';
 import { STREAM_PART_SIZE, STREAM_QUEUE_SIZE } from '../storage/s3.ts';
 import type { QueryHeader, ResultHeader } from '../wire/format.ts';
 import { writeWireStream } from '../wire/stream.ts';
@@ -34,9 +34,13 @@ export async function invokeBatch(q: BatchQuery, out: ResultSink, c: InvocationC
   // The result always streams out, header (with the query's hash) first. (After the check above:
   // a request refused for capacity costs no first pass over its query.)
   if (q.expected === undefined) throw new NeedsDigest();
+  // Fewer records cannot help a query of one batch: a batch costs the same however full.
   const reservation: Reservation | undefined = c.budget?.reserve(
     batchMemory(plan, batches) + (STREAM_QUEUE_SIZE + 2) * STREAM_PART_SIZE,
     `a batch-mode query of ${batches} batches`,
+    batches > 1
+      ? `send fewer records per request (one batch is ${recordsPerBatch(plan)} records), or run the server with more memory`
+      : 'one batch needs more than this server has for a request, however few its records: run the server with more memory (sealed serve --memory-budget-mb, SEALED_MEMORY_BUDGET_MB), or send records in the single layout (sealed predict --layout single)',
   );
   if (slots) slots.used++;
   try {
