@@ -9,7 +9,7 @@
 // stdout line: one JSON object. With --noise it times nothing and measures instead what a flood
 // bound must cover: the honest noise of the unflooded result (two encryptions of one record,
 // evaluated alike: |phase(r1 - r2)|_2 / sqrt(2) estimates |v|_2, as
-// test/circuit-privacy-trees.test.ts does) relative to the result's scale, against the proved
+// test/light/circuit-privacy-trees.test.ts does) relative to the result's scale, against the proved
 // bound (slotsNoiseBound) and what the flood needs; and the result's distance to the quantized
 // model's score (deterministic: the rounding of the masks and leaf values the server encodes).
 import { readFileSync } from 'node:fs';

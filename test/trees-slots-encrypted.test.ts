@@ -1,6 +1,6 @@
 // The leaves-in-slots circuit for one record, encrypted (src/fhe/tree-slots.ts), on the
 // breast-cancer model at the chain slotsChain picks (src/model/trees/slots.ts: the fewest primes
-// whose proved bound meets the flood's need; input 2^70, primes 5 x 53 + 30 + 60). Checks, as test/circuit-privacy-trees.test.ts
+// whose proved bound meets the flood's need; input 2^70, primes 5 x 53 + 30 + 60). Checks, as test/light/circuit-privacy-trees.test.ts
 // does for the batch forms: the honest noise, measured from two encryptions of one record, is
 // below the bound B; flooded with B, the score is the quantized model's within the flood's
 // stated precision, and the flood is there. Twice: as compiled (one output), and with a second

@@ -33,7 +33,7 @@ export interface PoolOptions {
   onRetire?: (r: Retirement) => void;
   /** A tree model's single-record masks, shared by the workers (served-model.ts); else each builds its own. */
   singleMasks?: SharedMasks;
-  /** TEST-ONLY: lets runTest() drive a worker's SEAL into failure (test/worker-heal.test.ts). */
+  /** TEST-ONLY: lets runTest() drive a worker's SEAL into failure (test/light/worker-heal.test.ts). */
   testHooks?: boolean;
   /** A pool with work that shows no progress for this long is stuck (default STALL_MS). */
   stallMs?: number;

@@ -1,6 +1,6 @@
 // The client's range check of batch results (result-range.ts) and its bound in the client part.
 // The attack tests (a faulty server's result refused; evaluated once more) are in
-// test/model-server.test.ts and test/batch-server.test.ts.
+// test/light/model-server.test.ts and test/batch-server.test.ts.
 import t from 'tap';
 import { decryptOrRetry, outOfRange, resultOutOfRange, ResultOutOfRange } from '../../src/client/result-range.ts';
 import { parseClientPart } from '../../src/model/client-part.ts';

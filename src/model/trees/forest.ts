@@ -2,7 +2,7 @@
 // TreeEnsemble. Read structurally (the fitted object's fields), so the model layer does not load
 // the library: src/train/trees.ts fits, this converts.
 //
-// Exact by construction, which test/train-trees.test.ts checks against the library's own
+// Exact by construction, which test/light/train-trees.test.ts checks against the library's own
 // predictions:
 //  - ml-cart sends a record left when `x[splitColumn] < splitValue`: the ensemble's own rule, so
 //    thresholds are copied as they are (float64, no nextafter as for ONNX's x <= t);

@@ -2,7 +2,7 @@
 // sizing the flood (privacy.ts): the grouped form (tree-circuit.ts) and the factored form
 // (tree-factored.ts), with the tools and conventions of network-flood.ts floodNoiseBound:
 // |ab|_2 <= |a|_can |b|_2, |x|_can <= sqrt(N) |x|_2, fresh |e|_2 <= 21 sqrt(N), key switching K.
-// test/circuit-privacy-trees.test.ts measures both forms' noise against them.
+// test/light/circuit-privacy-trees.test.ts measures both forms' noise against them.
 import { walkFactored, type FactorNode } from '../../fhe/tree-factored.ts';
 import type { TreeGroup } from '../../fhe/tree-circuit.ts';
 

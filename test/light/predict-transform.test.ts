@@ -10,18 +10,18 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
-import { predict } from '../src/client/predict.ts';
-import { saveKeys } from '../src/client/key-files.ts';
-import { ClientSession } from '../src/client/session.ts';
-import { readClientPart } from '../src/model/bundle.ts';
-import { startServer } from '../src/server/serve.ts';
-import { startTransformControlPlane } from '../src/sagemaker/transform-control-plane.ts';
-import { imageBundle } from './helpers/fixture-cache.ts';
-import { tinyCnn } from './helpers/networks.ts';
-import { startStack } from './helpers/fixture.ts';
+import { predict } from '../../src/client/predict.ts';
+import { saveKeys } from '../../src/client/key-files.ts';
+import { ClientSession } from '../../src/client/session.ts';
+import { readClientPart } from '../../src/model/bundle.ts';
+import { startServer } from '../../src/server/serve.ts';
+import { startTransformControlPlane } from '../../src/sagemaker/transform-control-plane.ts';
+import { imageBundle } from '../helpers/fixture-cache.ts';
+import { tinyCnn } from '../helpers/networks.ts';
+import { startStack } from '../helpers/fixture.ts';
 
 const run = promisify(execFile);
-const bin = fileURLToPath(new URL('../bin/sealed.js', import.meta.url));
+const bin = fileURLToPath(new URL('../../bin/sealed.js', import.meta.url));
 
 const dir = await mkdtemp(join(tmpdir(), 'sealed-predict-transform-'));
 const modelDir = join(dir, 'model');

@@ -7,15 +7,15 @@ import t from 'tap';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readClientPart, readServerPart } from '../src/model/bundle.ts';
-import { checkParams, MAX_BITS_128, totalBits } from '../src/fhe/params.ts';
-import { rotationsOf } from '../src/fhe/program.ts';
-import { classOfOutputs, classOfScores, compileOnnx, headOutputs, outputError, simulatedScores } from '../src/model/onnx/compile.ts';
-import { openReference } from '../src/model/onnx/reference.ts';
-import { statedTolerance } from '../src/model/onnx/report.ts';
-import { runEncryptedRecords } from '../src/model/onnx/verify.ts';
-import { compileOnnxJob } from '../src/train/onnx-job.ts';
-import { buildModel, gemm, gemmWeights, tensor } from './helpers/onnx-build.ts';
+import { readClientPart, readServerPart } from '../../src/model/bundle.ts';
+import { checkParams, MAX_BITS_128, totalBits } from '../../src/fhe/params.ts';
+import { rotationsOf } from '../../src/fhe/program.ts';
+import { classOfOutputs, classOfScores, compileOnnx, headOutputs, outputError, simulatedScores } from '../../src/model/onnx/compile.ts';
+import { openReference } from '../../src/model/onnx/reference.ts';
+import { statedTolerance } from '../../src/model/onnx/report.ts';
+import { runEncryptedRecords } from '../../src/model/onnx/verify.ts';
+import { compileOnnxJob } from '../../src/train/onnx-job.ts';
+import { buildModel, gemm, gemmWeights, tensor } from '../helpers/onnx-build.ts';
 
 // A small ReLU network (fitted quadratic, one square) and the x^2 LeNet fixture's shape in small,
 // and the x^2 MLP fixture (two squares) at ring 16384; the benchmark measures the fixtures at
@@ -77,8 +77,8 @@ t.test(
   async (t) => {
     const dir = await mkdtemp(join(tmpdir(), 'sealed-onnx-'));
     t.teardown(() => rm(dir, { recursive: true, force: true }));
-    const onnx = new URL('./fixtures/onnx/sklearn_linear.onnx', import.meta.url).pathname;
-    const csv = new URL('../data/breast_cancer/breast_cancer.csv', import.meta.url).pathname;
+    const onnx = new URL('../fixtures/onnx/sklearn_linear.onnx', import.meta.url).pathname;
+    const csv = new URL('../../data/breast_cancer/breast_cancer.csv', import.meta.url).pathname;
     const lines: string[] = [];
     const { manifest, report } = await compileOnnxJob({ onnx, calibration: csv, modelDir: dir, verify: 3, limit: 200, log: (s) => lines.push(s) });
     t.match(lines.join('\n'), /compile report/);
@@ -119,8 +119,8 @@ t.test(
 );
 
 t.test('the x^2 MLP 784-128-64-10 fixture (two squares) compiles to ring 16384 with the flood, and agrees with onnxruntime encrypted', async (t) => {
-  const fx = JSON.parse(await readFile(new URL('./fixtures/onnx/mlp_square.json', import.meta.url), 'utf8')) as { inputs: number[][] };
-  const bytes = new Uint8Array(await readFile(new URL('./fixtures/onnx/mlp_square.onnx', import.meta.url)));
+  const fx = JSON.parse(await readFile(new URL('../fixtures/onnx/mlp_square.json', import.meta.url), 'utf8')) as { inputs: number[][] };
+  const bytes = new Uint8Array(await readFile(new URL('../fixtures/onnx/mlp_square.onnx', import.meta.url)));
   const m = compileOnnx(bytes, fx.inputs);
   const p = m.compiled.program;
   t.equal(p.privacy, 'flood');

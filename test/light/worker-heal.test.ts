@@ -5,18 +5,18 @@
 // the plaintext model's scores. The test-only task kinds (pool.runTest) bypass the precheck,
 // which otherwise keeps garbage away from SEAL, as the last test shows on 20,000 sections.
 import t, { type Test } from 'tap';
-import { ClientSession } from '../src/client/session.ts';
-import { readClientPart, readServerPart } from '../src/model/bundle.ts';
-import { packRecords, unpackOutputs } from '../src/model/layout.ts';
-import { standardise } from '../src/model/postprocess.ts';
-import { simulate } from '../src/model/simulate.ts';
-import { EvaluationPool } from '../src/server/pool.ts';
-import { SEAL_EXCEPTION_BUDGET } from '../src/fhe/seal.ts';
-import type { EvaluateResult, EvaluateTask, Retirement } from '../src/server/worker.ts';
-import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../src/wire/format.ts';
-import { trainBreastCancer } from './helpers/fixture.ts';
-import { mutator } from './helpers/mutate.ts';
-import { wrap } from './helpers/seal-bytes.ts';
+import { ClientSession } from '../../src/client/session.ts';
+import { readClientPart, readServerPart } from '../../src/model/bundle.ts';
+import { packRecords, unpackOutputs } from '../../src/model/layout.ts';
+import { standardise } from '../../src/model/postprocess.ts';
+import { simulate } from '../../src/model/simulate.ts';
+import { EvaluationPool } from '../../src/server/pool.ts';
+import { SEAL_EXCEPTION_BUDGET } from '../../src/fhe/seal.ts';
+import type { EvaluateResult, EvaluateTask, Retirement } from '../../src/server/worker.ts';
+import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../../src/wire/format.ts';
+import { trainBreastCancer } from '../helpers/fixture.ts';
+import { mutator } from '../helpers/mutate.ts';
+import { wrap } from '../helpers/seal-bytes.ts';
 
 const tr = await trainBreastCancer();
 const { modelId, client } = await readClientPart(tr.modelDir);

@@ -9,11 +9,11 @@ import t from 'tap';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ClientSession } from '../src/client/session.ts';
-import { readClientPart } from '../src/model/bundle.ts';
-import { imageBundle, startStack } from './helpers/fixture.ts';
-import { fuzzSeed, mutator } from './helpers/mutate.ts';
-import { tinyCnn } from './helpers/networks.ts';
+import { ClientSession } from '../../src/client/session.ts';
+import { readClientPart } from '../../src/model/bundle.ts';
+import { imageBundle, startStack } from '../helpers/fixture.ts';
+import { fuzzSeed, mutator } from '../helpers/mutate.ts';
+import { tinyCnn } from '../helpers/networks.ts';
 
 const CASES = Number(process.env.FUZZ_BATCH_CASES ?? 60);
 const LANES = Number(process.env.FUZZ_LANES ?? 2);

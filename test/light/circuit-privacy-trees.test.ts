@@ -9,17 +9,17 @@
 // property of the circuit's shape and leaf values, not of a fitted model.
 import t from 'tap';
 import type { Ciphertext } from 'node-seal/throws';
-import { CkksSession } from '../src/fhe/ckks.ts';
-import { SecretKeyHolder } from '../src/fhe/keys.ts';
-import { loadCiphertext } from '../src/fhe/load.ts';
-import { TreeEvaluator } from '../src/fhe/tree-eval.ts';
-import { compileTreeEnsemble } from '../src/model/trees/compile.ts';
-import { emptyTree, type TreeEnsemble } from '../src/model/trees/ensemble.ts';
-import { binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
-import { TreeClient } from '../src/model/trees/query.ts';
-import { decodeWire, type KeysHeader, type QueryHeader } from '../src/wire/format.ts';
-import { differencePhaseL2 } from './helpers/phase.ts';
-import { rng } from './helpers/networks.ts';
+import { CkksSession } from '../../src/fhe/ckks.ts';
+import { SecretKeyHolder } from '../../src/fhe/keys.ts';
+import { loadCiphertext } from '../../src/fhe/load.ts';
+import { TreeEvaluator } from '../../src/fhe/tree-eval.ts';
+import { compileTreeEnsemble } from '../../src/model/trees/compile.ts';
+import { emptyTree, type TreeEnsemble } from '../../src/model/trees/ensemble.ts';
+import { binsOf, quantizedScores } from '../../src/model/trees/quantize.ts';
+import { TreeClient } from '../../src/model/trees/query.ts';
+import { decodeWire, type KeysHeader, type QueryHeader } from '../../src/wire/format.ts';
+import { differencePhaseL2 } from '../helpers/phase.ts';
+import { rng } from '../helpers/networks.ts';
 
 const FEATURES = 6;
 /** Uniform in [0, 1) (rng's values are in [-0.5, 0.5)). */

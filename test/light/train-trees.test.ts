@@ -9,19 +9,19 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BREAST_CANCER_CSV, splitCsv } from '../src/cli/demo.ts';
-import { parseCsv, splitTarget } from '../src/train/csv.ts';
-import { fitForest, forestOptions } from '../src/train/trees.ts';
-import { parseHyperparameters } from '../src/train/job.ts';
-import { forestToEnsemble, forestDepth, type FittedForest } from '../src/model/trees/forest.ts';
-import { predict, scores, predictionOf, type TreeEnsemble } from '../src/model/trees/ensemble.ts';
-import { compileTreeEnsemble } from '../src/model/trees/compile.ts';
-import { readTreeBundle } from '../src/model/trees/bundle.ts';
-import { binsOf, quantizedScores } from '../src/model/trees/quantize.ts';
-import { TreeClient } from '../src/model/trees/query.ts';
-import { TreeServer } from '../src/model/trees/server.ts';
-import { sealed } from './helpers/cli.ts';
-import { readRecords } from '../src/cli/records.ts';
+import { BREAST_CANCER_CSV, splitCsv } from '../../src/cli/demo.ts';
+import { parseCsv, splitTarget } from '../../src/train/csv.ts';
+import { fitForest, forestOptions } from '../../src/train/trees.ts';
+import { parseHyperparameters } from '../../src/train/job.ts';
+import { forestToEnsemble, forestDepth, type FittedForest } from '../../src/model/trees/forest.ts';
+import { predict, scores, predictionOf, type TreeEnsemble } from '../../src/model/trees/ensemble.ts';
+import { compileTreeEnsemble } from '../../src/model/trees/compile.ts';
+import { readTreeBundle } from '../../src/model/trees/bundle.ts';
+import { binsOf, quantizedScores } from '../../src/model/trees/quantize.ts';
+import { TreeClient } from '../../src/model/trees/query.ts';
+import { TreeServer } from '../../src/model/trees/server.ts';
+import { sealed } from '../helpers/cli.ts';
+import { readRecords } from '../../src/cli/records.ts';
 
 const HP = { model: 'random_forest', trees: '21', max_depth: '4', seed: '7', target: 'diagnosis' };
 
@@ -124,12 +124,12 @@ t.test('breast cancer: the converted forest predicts what ml-random-forest predi
 });
 
 t.test('multiclass (iris) and regression (diabetes): votes and leaf means convert exactly', async (t) => {
-  const iris = await csv(fileURLToPath(new URL('../data/iris/iris.csv', import.meta.url)), 'species');
+  const iris = await csv(fileURLToPath(new URL('../../data/iris/iris.csv', import.meta.url)), 'species');
   const c = fitted(iris.x, iris.y, 'multiclass', 3, { model: 'random_forest', trees: '15', max_depth: '3', seed: '3' });
   t.equal(c.ensemble.outputs, 3);
   sameAsLibrary(t, c.ensemble, c.forest, iris.x, 3, 'iris');
 
-  const dia = await csv(fileURLToPath(new URL('../data/diabetes/diabetes.csv', import.meta.url)), 'progression');
+  const dia = await csv(fileURLToPath(new URL('../../data/diabetes/diabetes.csv', import.meta.url)), 'progression');
   const r = fitted(dia.x, dia.y, 'regression', 1, { model: 'random_forest', trees: '10', max_depth: '3' });
   t.equal(r.ensemble.post, 'identity');
   const lib = r.forest.predict(dia.x);
