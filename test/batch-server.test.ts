@@ -20,6 +20,7 @@ import { paramsKey } from '../src/fhe/params.ts';
 import { servedClient, imageBundle } from './helpers/fixture.ts';
 import { startServer } from '../src/server/serve.ts';
 import { batchMemory } from '../src/server/batch-memory.ts';
+import { splitBudget } from '../src/server/budget.ts';
 import { formatS3Uri, STREAM_PART_SIZE, STREAM_QUEUE_SIZE } from '../src/storage/s3.ts';
 
 const dir = await mkdtemp(join(tmpdir(), 'sealed-batch-'));
@@ -212,10 +213,19 @@ t.test('batch-mode requests beyond --max-batch-in-flight get 503 and the rest ar
 });
 
 t.test('a server whose request memory holds no batch refuses a one-batch query with 400 and what would help', async (t) => {
-  // Requests get B - 256 - (192 + B/24) - B/12 MiB of a budget of B (serve.ts): a little less than one batch.
+  // The smallest budget (in MiB) whose share for requests (serve.ts's split, one worker) is
+  // within 4 MiB of one batch: a little less than one batch.
   const oneBatch = batchMemory(plan!, 1) + (STREAM_QUEUE_SIZE + 2) * STREAM_PART_SIZE;
   const MiB = 2 ** 20;
-  const budget = Math.ceil((oneBatch / MiB - 4 + 448) / (1 - 1 / 24 - 1 / 12)) * MiB;
+  const requestsOf = (b: number) => {
+    try {
+      return splitBudget({ workers: 1, budget: b }).requests;
+    } catch {
+      return 0; // too small a budget for any request
+    }
+  };
+  let budget = 256 * MiB;
+  while (requestsOf(budget) < oneBatch - 4 * MiB) budget += MiB;
   const small = await startServer({ modelDir, port: 0, host: '127.0.0.1', workers: 1, s3Endpoint: stack.s3.endpoint, memoryBudget: budget, allowAny: true });
   t.teardown(() => small.close());
   t.ok(small.memory.requests < oneBatch, `request memory ${(small.memory.requests / MiB).toFixed(1)} MiB, one batch ${(oneBatch / MiB).toFixed(1)} MiB`);
