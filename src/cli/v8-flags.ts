@@ -14,13 +14,14 @@ import { setFlagsFromString } from 'node:v8';
 export const EXTERNAL_MEMORY_FLAG = '--external-memory-accounted-in-global-limit';
 
 /**
- * Sets the flag for this process (every thread: V8's flags are per process) where V8 has it
- * (V8 13 and later: Node 24; older V8s lack it and would print an error for an unknown flag),
+ * Sets the flag for this process (every thread: V8's flags are per process) on V8 13 (Node 24),
  * unless SEALED_GC=default asks for V8's default (to compare, or if a process's memory peaks
- * matter more than its CPU: garbage ArrayBuffers wait longer for their collection).
+ * matter more than its CPU: garbage ArrayBuffers wait longer for their collection). Older V8s
+ * lack the flag; later ones make it the default and drop it (V8 513bb22991 and cf511a65ad,
+ * chromium bug 361124432). Either would print an error for an unknown flag.
  */
 export function tuneGarbageCollection(env: NodeJS.ProcessEnv = process.env): boolean {
-  if (env.SEALED_GC === 'default' || Number(process.versions.v8.split('.')[0]) < 13) return false;
+  if (env.SEALED_GC === 'default' || Number(process.versions.v8.split('.')[0]) !== 13) return false;
   setFlagsFromString(EXTERNAL_MEMORY_FLAG);
   return true;
 }
