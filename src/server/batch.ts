@@ -50,6 +50,8 @@ export interface BatchOptions {
   rerandKey?: SharedArrayBuffer;
   /** Buffers kept from earlier requests, and where this one's go back. */
   buffers?: BatchBuffers;
+  /** Has the stream read its next section straight into `dst` (WireStream.into): a seeded batch's go to their place. */
+  into?: (dst: Uint8Array) => void;
   /** Reserves what a batch of SEAL's own forms needs beyond batchMemory (wholeBatchMemory); throws when it cannot. */
   reserve?: (bytes: number) => Reservation;
 }
@@ -137,12 +139,14 @@ export async function* evaluateBatches(
       // Kept as they arrive: unpacked a prime at a time (evaluateSeeded).
       const arena = (arenas[b % 2] ??= hold(plan.inputs * slot));
       const bytes = new Uint8Array(arena);
-      for (let i = 0, s = first; ; s = await nextSection(b, i)) {
+      for (let i = 0, s = first; ;) {
         const what = `ciphertext ${i} of a batch of the encrypted query`;
         if (!isSeededSection(s)) throw new SealedError('bad-query', `${what} is not a seeded batch ciphertext, as the batch's first is`, HINT);
         if (s.length !== slot) throw new SealedError('bad-query', `${what} has ${s.length} bytes, expected ${slot}`, HINT);
-        bytes.set(s, i * slot);
+        if (s.buffer !== arena || s.byteOffset !== i * slot) bytes.set(s, i * slot);
         if (++i === plan.inputs) return { arena };
+        o.into?.(bytes.subarray(i * slot, (i + 1) * slot));
+        s = await nextSection(b, i);
       }
     }
     // SEAL's own forms (older clients): loaded whole, every prime's residues, in groups.

@@ -75,7 +75,7 @@ export async function evaluateQuery(
   signal?: AbortSignal,
 ): Promise<InvocationResponse> {
   const msg = await readWireStream<QueryHeader>('query', stream, 'the encrypted query', (h) => sectionLimits(c.model, c.maxQueryBytes, h));
-  const q = { header: msg.header, count: msg.count, sections: msg.sections, digest, expected, t0 };
+  const q = { header: msg.header, count: msg.count, sections: msg.sections, into: msg.into, digest, expected, t0 };
   if (checkQueryHeader(c.model, msg.header) === 'batch') return invokeBatch(q, out, c, signal);
   return evaluateSingle({ ...q, keys }, out, c, signal);
 }

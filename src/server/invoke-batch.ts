@@ -16,6 +16,8 @@ export interface BatchQuery {
   header: QueryHeader;
   count: number;
   sections: AsyncGenerator<Uint8Array>;
+  /** Where the next section goes (WireStream.into). */
+  into?: (dst: Uint8Array) => void;
   digest: QueryDigest;
   expected: string | undefined;
   t0: number;
@@ -77,6 +79,7 @@ async function runBatch(
     signal,
     rerandKey: plan.privacy === 'flood' ? rerandKey : undefined,
     buffers: c.batchBuffers,
+    into: q.into,
     // Sections in SEAL's own forms (older clients) are loaded whole: more than batchMemory.
     reserve: c.budget && ((bytes) => c.budget!.reserve(bytes, `a batch-mode query of ${batches} batches in SEAL's ciphertext form`)),
   });

@@ -61,3 +61,43 @@ t.test('streamed sections own their memory, even when the stream yields one Node
     parts.map((s) => Array.from(s)),
   );
 });
+
+t.test('into: the next section of the right length is read straight into the place given, across chunks', async (t) => {
+  const { readWireStream } = await import('../../src/wire/stream.ts');
+  const parts = [Uint8Array.from({ length: 300 }, (_, i) => i % 251), Uint8Array.from({ length: 200 }, (_, i) => (7 * i) % 256), Uint8Array.of(9, 8, 7)];
+  const whole = encodeWire('query', header, parts);
+  async function* chunked() {
+    for (let at = 0; at < whole.length; at += 37) yield whole.slice(at, at + 37); // sections span chunks
+  }
+  const s = await readWireStream<typeof header>('query', chunked(), 'q');
+  const arena = new Uint8Array(new SharedArrayBuffer(600));
+  const place = arena.subarray(100, 400);
+  s.into(place);
+  const first = await s.sections.next();
+  t.equal(first.value, place, 'the section is the place given');
+  t.same(Array.from(arena.subarray(100, 400)), Array.from(parts[0]), 'its bytes are there');
+  t.ok(arena.subarray(0, 100).every((b) => b === 0) && arena.subarray(400).every((b) => b === 0), 'nothing written around it');
+  s.into(arena.subarray(0, 150)); // a section of 200 bytes does not fit: read as usual
+  const second = await s.sections.next();
+  t.not(second.value!.buffer, arena.buffer, 'a section of another length gets its own buffer');
+  t.same(Array.from(second.value!), Array.from(parts[1]));
+  t.ok(
+    arena.subarray(0, 100).every((b) => b === 0),
+    'and the place is left alone',
+  );
+  const third = await s.sections.next(); // into is for one section only
+  t.not(third.value!.buffer, arena.buffer);
+  t.same(Array.from(third.value!), [9, 8, 7]);
+  t.ok((await s.sections.next()).done);
+});
+
+t.test('into: a stream that ends inside the section is refused as truncated', async (t) => {
+  const { readWireStream } = await import('../../src/wire/stream.ts');
+  const whole = encodeWire('query', header, [new Uint8Array(64).fill(5)]);
+  async function* cut() {
+    yield whole.subarray(0, whole.length - 10);
+  }
+  const s = await readWireStream<typeof header>('query', cut(), 'the query');
+  s.into(new Uint8Array(64));
+  await t.rejects(s.sections.next(), { message: /the query is truncated/ });
+});
