@@ -76,10 +76,18 @@ t.test('one request spanning two batches (4,100 records): streamed, double-buffe
   }
 });
 
-t.test('the client encryption pool (worker threads) gives the same predictions', async (t) => {
+t.test('the client encryption pool (worker threads) gives the same predictions, the result decrypted on it too', async (t) => {
   const pool = new EncryptPool(2);
   t.teardown(() => pool.close());
+  const inner = (pool as unknown as { piscina: { run: (task: { decrypt?: Uint8Array[] }) => Promise<unknown> } }).piscina;
+  const run = inner.run.bind(inner);
+  let decrypted = 0;
+  inner.run = (task) => {
+    decrypted += task.decrypt?.length ?? 0;
+    return run(task);
+  };
   const a = await predict(session, keys, images, transport, { layout: 'batch', encryptPool: pool });
+  t.equal(decrypted, client.batch!.outputs, 'each result ciphertext decrypted once, on the pool');
   const b = await predict(session, keys, images, transport, { layout: 'batch' });
   const worst = Math.max(...a.scores.flatMap((s, i) => s.map((v, o) => Math.abs(v - b.scores[i][o]))));
   // Each result is within 1e-3 of the plaintext plan (the flood is fresh per result), so two

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
 import type { CkksParams } from '../fhe/params.ts';
-import { splitCiphertexts, type EncryptTask } from './encrypt-worker.ts';
+import { splitCiphertexts, type DecryptTask, type EncryptTask } from './encrypt-worker.ts';
 
 /** Features per task: enough to amortize a message, few enough to keep every thread busy. */
 const GROUP = 16;
@@ -92,6 +92,24 @@ export class EncryptPool {
     rows.forEach((r, i) => matrix.set(r, i * features));
     const out: Uint8Array[] = [];
     for await (const ct of this.encryptColumns(matrix, rows.length, features, o)) out.push(ct);
+    return out;
+  }
+
+  /**
+   * Each of `sections` (batch-mode result ciphertexts under `o.secretKey`) decrypted into its
+   * slots, in order, split evenly over the threads (session.ts decryptScoresWith).
+   */
+  async decryptAll(sections: Uint8Array[], o: { params: CkksParams; secretKey: Uint8Array }): Promise<Float64Array[]> {
+    const { id: keyId, shared: secretKey } = this.sharedKey(o.secretKey);
+    const per = Math.ceil(sections.length / this.size);
+    const slots = o.params.polyModulusDegree / 2;
+    const tasks: Promise<Float64Array>[] = [];
+    for (let first = 0; first < sections.length; first += per) {
+      const task: DecryptTask = { decrypt: sections.slice(first, first + per), params: o.params, secretKey, keyId };
+      tasks.push(this.piscina.run(task) as Promise<Float64Array>);
+    }
+    const out: Float64Array[] = [];
+    for (const all of await Promise.all(tasks)) for (let at = 0; at < all.length; at += slots) out.push(all.subarray(at, at + slots));
     return out;
   }
 

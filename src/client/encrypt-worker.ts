@@ -30,14 +30,38 @@ export interface EncryptTask {
   form?: 'packed' | 'compact';
 }
 
+/** Batch-mode result ciphertexts to decrypt (EncryptPool.decryptAll): their slots come back in one array, in order. */
+export interface DecryptTask {
+  decrypt: Uint8Array[];
+  params: CkksParams;
+  secretKey: Uint8Array<SharedArrayBuffer>;
+  keyId: number;
+}
+
 let current: { keyId: number; session: CkksSession; holder: SecretKeyHolder } | undefined;
+/** Results are below the top level: decryption needs a session with the whole modulus chain. */
+let decrypting: { keyId: number; session: CkksSession; holder: SecretKeyHolder } | undefined;
+
+async function decryptAll(task: DecryptTask): Promise<Float64Array> {
+  if (decrypting?.keyId !== task.keyId) {
+    decrypting?.holder.close();
+    decrypting?.session.close();
+    const session = await CkksSession.open(task.params);
+    decrypting = { keyId: task.keyId, session, holder: new SecretKeyHolder(session, task.secretKey) };
+  }
+  const slots = task.params.polyModulusDegree / 2;
+  const out = new Float64Array(task.decrypt.length * slots);
+  task.decrypt.forEach((c, i) => out.set(decrypting!.holder.decrypt(c).subarray(0, slots), i * slots));
+  return Piscina.move(out) as Float64Array;
+}
 
 /**
  * The task's ciphertexts in one buffer, moved (not copied) to the caller:
  * count u32 | count x length u32 | the ciphertexts (see splitCiphertexts). Packed ciphertexts
  * are encrypted straight into it (each a fresh array copied in was a page fault per 4 KiB twice).
  */
-export default async function encrypt(task: EncryptTask): Promise<Uint8Array> {
+export default async function encrypt(task: EncryptTask | DecryptTask): Promise<Uint8Array | Float64Array> {
+  if ('decrypt' in task) return decryptAll(task);
   if (current?.keyId !== task.keyId) {
     current?.holder.close();
     current?.session.close();

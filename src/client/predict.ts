@@ -82,7 +82,12 @@ export async function predict(
         ms: { ...sent.ms, invoke: sent.ms.invoke + a.ms.invoke, download: sent.ms.download + a.ms.download },
       };
     });
-  const { scores, result: r, retries, retryMs } = await decryptOrRetry(sent, (x) => session.decryptScores(x.result, { querySha256: x.querySha }), again);
+  // Batch-mode results on the encryption pool's threads when there is one.
+  const decrypt = (x: Sent) =>
+    o.encryptPool && layout === 'batch'
+      ? session.decryptScoresWith(x.result, o.encryptPool, { querySha256: x.querySha })
+      : session.decryptScores(x.result, { querySha256: x.querySha });
+  const { scores, result: r, retries, retryMs } = await decryptOrRetry(sent, decrypt, again);
   const predictions = scores.map((sc) => postprocess(session.part, sc));
   const t5 = performance.now();
   const ms = (v: number) => Math.round(v * 100) / 100;

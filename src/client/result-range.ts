@@ -60,16 +60,16 @@ export function resultOutOfRange(found: OutOfRange[], bound: number): ResultOutO
  */
 export async function decryptOrRetry<R>(
   first: R,
-  decrypt: (r: R) => number[][],
+  decrypt: (r: R) => number[][] | Promise<number[][]>,
   again?: () => Promise<R>,
 ): Promise<{ scores: number[][]; result: R; retries: number; retryMs: number }> {
   try {
-    return { scores: decrypt(first), result: first, retries: 0, retryMs: 0 };
+    return { scores: await decrypt(first), result: first, retries: 0, retryMs: 0 };
   } catch (e) {
     if (!(e instanceof ResultOutOfRange) || !e.corruptCiphertexts || !again) throw e;
     const t = performance.now();
     const result = await again();
     const retryMs = performance.now() - t;
-    return { scores: decrypt(result), result, retries: 1, retryMs };
+    return { scores: await decrypt(result), result, retries: 1, retryMs };
   }
 }
