@@ -11,7 +11,7 @@ import { packRecords, unpackOutputs, withRotations } from '../model/layout.ts';
 import { postprocess, preprocessRecord, preprocessRowsInto, type Prediction } from '../model/postprocess.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../wire/format.ts';
 import { sha256Hex } from '../util/sha256.ts';
-import { outOfRange, resultOutOfRange, type OutOfRange } from './result-range.ts';
+import { batchPart, batchScores, type BatchDecryptor } from './batch-scores.ts';
 
 export interface Keys {
   /** Never leaves the client. */
@@ -36,11 +36,6 @@ export function keysId(evaluationKeys: Uint8Array): string {
 }
 
 /** What a client knows about the result it waits for. */
-/** What decryptScoresWith needs of the encryption pool (encrypt-pool.ts): each ciphertext's slots, in order. */
-export interface BatchDecryptor {
-  decryptAll(sections: Uint8Array[], o: { params: CkksParams; secretKey: Uint8Array }): Promise<Float64Array[]>;
-}
-
 export interface ResultExpectation {
   /** SHA-256 (hex) of the query object it uploaded; the result's header must name it. */
   querySha256?: string;
@@ -271,42 +266,15 @@ export class ClientSession {
     const msg = decodeWire<ResultHeader>('result', result, 'the encrypted result');
     checkResultHeader(msg.header, this.modelId, expect);
     if (msg.header.layout !== 'batch') return this.decryptScores(result, expect);
-    const b = this.batchPart(msg.sections, msg.header.records);
+    const b = batchPart(this.part, msg.sections.length, msg.header.records);
     void this.batchKey; // throws when no key is loaded
     const outs = await pool.decryptAll(msg.sections, { params: b.params, secretKey: this.batchKeyBytes! });
-    return this.batchScores((i) => outs[i], msg.header.records);
-  }
-
-  /** The client part's batch mode, once the result's ciphertext count is checked against it. */
-  private batchPart(sections: Uint8Array[], records: number) {
-    const b = this.part.batch;
-    if (!b) throw new SealedError('bad-data', 'a batch-mode result for a model without batch mode');
-    const batches = Math.ceil(records / b.records_per_batch);
-    if (sections.length !== batches * b.outputs)
-      throw new SealedError('bad-data', `the result holds ${sections.length} ciphertexts, ${records} records need ${batches * b.outputs}`);
-    return b;
+    return batchScores(b, (i) => outs[i], msg.header.records);
   }
 
   private decryptBatch(sections: Uint8Array[], records: number): number[][] {
-    this.batchPart(sections, records);
-    return this.batchScores((i) => this.batchKey.decrypt(sections[i]), records);
-  }
-
-  /** Records' scores from result ciphertext i's slots (`slots(i)`, asked for in order), checked against the output bound. */
-  private batchScores(slots: (i: number) => Float64Array, records: number): number[][] {
-    const b = this.part.batch!;
-    const S = b.records_per_batch;
-    const batches = Math.ceil(records / S);
-    const scores: number[][] = [];
-    const beyond: OutOfRange[] = [];
-    for (let bi = 0; bi < batches; bi++) {
-      const outs = Array.from({ length: b.outputs }, (_, o) => slots(bi * b.outputs + o));
-      const used = Math.min(S, records - bi * S);
-      if (b.output_bound !== undefined) beyond.push(...outOfRange(outs, used, b.output_bound, bi));
-      for (let s = 0; s < used; s++) scores.push(outs.map((o) => o[s]));
-    }
-    if (beyond.length) throw resultOutOfRange(beyond, b.output_bound!);
-    return scores;
+    const b = batchPart(this.part, sections.length, records);
+    return batchScores(b, (i) => this.batchKey.decrypt(sections[i]), records);
   }
 
   decrypt(result: Uint8Array, expect: ResultExpectation = {}): Prediction[] {
