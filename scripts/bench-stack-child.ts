@@ -1,10 +1,7 @@
 // The benchmark stack's own process (bench-stack.ts, startBenchStackProcess): starts the embedded
 // S3 and the server, says where they listen on one line of stdout, and stops both on SIGTERM.
 //   usage: node scripts/bench-stack-child.ts MODEL_DIR WORKERS [MAX_KEY_BYTES]
-import { tuneGarbageCollection } from '../src/cli/v8-flags.ts';
 import { startBenchStack } from './bench-stack.ts';
-
-tuneGarbageCollection(); // as `sealed serve` does
 
 const [modelDir, workers, maxKeyBytes] = process.argv.slice(2);
 const stack = await startBenchStack(modelDir, Number(workers), maxKeyBytes ? Number(maxKeyBytes) : undefined);

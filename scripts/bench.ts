@@ -26,7 +26,6 @@ import { readClientPart, readServerPart } from '../src/model/bundle.ts';
 import type { Network } from '../src/model/network.ts';
 import { CNN_DEFAULTS } from '../src/train/cnn.ts';
 import { loadIdxPair, MNIST_TEST_IMAGES, MNIST_TEST_LABELS } from '../src/train/mnist.ts';
-import { tuneGarbageCollection } from '../src/cli/v8-flags.ts';
 import { ensureMnistModel } from './mnist-model.ts';
 import { BENCH_BUCKET, startBenchStack } from './bench-stack.ts';
 
@@ -160,9 +159,6 @@ async function tabular(which: string) {
   console.log(JSON.stringify({ bench: which, model: `linear-${set.hp.task}`, ...summary, cpu: cpus()[0]?.model }));
 }
 
-// As the `sealed` command does (src/cli/v8-flags.ts): this process stands for `sealed predict`
-// and `sealed serve` (SEALED_GC=default measures without it).
-tuneGarbageCollection();
 const [which, ...rest] = process.argv.slice(2);
 if (which === 'mnist') await mnist(rest);
 else if (which === 'sweep') console.log(JSON.stringify(await (await import('./bench-sweep.ts')).sweep(rest)));

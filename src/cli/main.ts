@@ -6,7 +6,6 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { isSealedError, SealedError } from '../errors.ts';
-import { tuneGarbageCollection } from './v8-flags.ts';
 
 // Commands load their modules when run: `serve` never loads TensorFlow, so the inference image
 // can leave it out.
@@ -29,7 +28,6 @@ const keysDeleteCommand = lazy(() => import('./client.ts'), 'keysDeleteCommand')
 
 /** Exit codes: 0 ok, 1 failure, 2 bad usage or input, 3 server or storage unreachable. */
 export async function main(argv: string[]): Promise<void> {
-  tuneGarbageCollection();
   const program = new Command('sealed')
     .description('End-to-end encrypted ML inference (CKKS) on Amazon SageMaker and locally')
     .showHelpAfterError()
