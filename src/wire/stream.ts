@@ -30,21 +30,7 @@ class Reader {
       return out;
     }
     const out = new Uint8Array(n);
-    let have = 0;
-    while (have < n) {
-      if (this.pos >= this.buf.length) {
-        const next = await this.it.next();
-        if (next.done) break;
-        this.buf = next.value;
-        this.pos = 0;
-        continue;
-      }
-      const k = Math.min(n - have, this.buf.length - this.pos);
-      out.set(this.buf.subarray(this.pos, this.pos + k), have);
-      have += k;
-      this.pos += k;
-    }
-    this.consumed += have;
+    const have = await this.takeInto(out);
     return have === n ? out : out.subarray(0, have);
   }
 
