@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
+import { reviveError, type PlainError } from '../errors.ts';
 import type { CkksParams } from '../fhe/params.ts';
 import { splitCiphertexts, type DecryptTask, type EncryptTask } from './encrypt-worker.ts';
 
@@ -103,13 +104,16 @@ export class EncryptPool {
     const { id: keyId, shared: secretKey } = this.sharedKey(o.secretKey);
     const per = Math.ceil(sections.length / this.size);
     const slots = o.params.polyModulusDegree / 2;
-    const tasks: Promise<Float64Array>[] = [];
+    const tasks: Promise<Float64Array | { error: PlainError }>[] = [];
     for (let first = 0; first < sections.length; first += per) {
       const task: DecryptTask = { decrypt: sections.slice(first, first + per), params: o.params, secretKey, keyId };
-      tasks.push(this.piscina.run(task) as Promise<Float64Array>);
+      tasks.push(this.piscina.run(task) as Promise<Float64Array | { error: PlainError }>);
     }
     const out: Float64Array[] = [];
-    for (const all of await Promise.all(tasks)) for (let at = 0; at < all.length; at += slots) out.push(all.subarray(at, at + slots));
+    for (const all of await Promise.all(tasks)) {
+      if ('error' in all) throw reviveError(all.error);
+      for (let at = 0; at < all.length; at += slots) out.push(all.subarray(at, at + slots));
+    }
     return out;
   }
 

@@ -2,6 +2,7 @@
 // per input feature per batch, hundreds per batch, each encrypted independently. The secret
 // key reaches this thread of the client's own process and nowhere else.
 import { Piscina } from 'piscina';
+import { isSealedError, type PlainError } from '../errors.ts';
 import { CkksSession } from '../fhe/ckks.ts';
 import { SecretKeyHolder } from '../fhe/keys.ts';
 import type { CkksParams } from '../fhe/params.ts';
@@ -42,7 +43,11 @@ let current: { keyId: number; session: CkksSession; holder: SecretKeyHolder } | 
 /** Results are below the top level: decryption needs a session with the whole modulus chain. */
 let decrypting: { keyId: number; session: CkksSession; holder: SecretKeyHolder } | undefined;
 
-async function decryptAll(task: DecryptTask): Promise<Float64Array> {
+/**
+ * A refused ciphertext (the precheck's SealedError) comes back as a PlainError, which the pool
+ * revives: thrown across the thread, an error keeps its message but not its class or code.
+ */
+async function decryptAll(task: DecryptTask): Promise<Float64Array | { error: PlainError }> {
   if (decrypting?.keyId !== task.keyId) {
     decrypting?.holder.close();
     decrypting?.session.close();
@@ -51,7 +56,12 @@ async function decryptAll(task: DecryptTask): Promise<Float64Array> {
   }
   const slots = task.params.polyModulusDegree / 2;
   const out = new Float64Array(task.decrypt.length * slots);
-  task.decrypt.forEach((c, i) => out.set(decrypting!.holder.decrypt(c).subarray(0, slots), i * slots));
+  try {
+    task.decrypt.forEach((c, i) => out.set(decrypting!.holder.decrypt(c).subarray(0, slots), i * slots));
+  } catch (e) {
+    if (!isSealedError(e)) throw e;
+    return { error: { code: e.code, message: e.message, hint: e.hint } };
+  }
   return Piscina.move(out) as Float64Array;
 }
 
@@ -60,7 +70,7 @@ async function decryptAll(task: DecryptTask): Promise<Float64Array> {
  * count u32 | count x length u32 | the ciphertexts (see splitCiphertexts). Packed ciphertexts
  * are encrypted straight into it (each a fresh array copied in was a page fault per 4 KiB twice).
  */
-export default async function encrypt(task: EncryptTask | DecryptTask): Promise<Uint8Array | Float64Array> {
+export default async function encrypt(task: EncryptTask | DecryptTask): Promise<Uint8Array | Float64Array | { error: PlainError }> {
   if ('decrypt' in task) return decryptAll(task);
   if (current?.keyId !== task.keyId) {
     current?.holder.close();

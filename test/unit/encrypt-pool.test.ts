@@ -5,6 +5,7 @@
 // the shared copies.
 import t from 'tap';
 import { EncryptPool } from '../../src/client/encrypt-pool.ts';
+import { SealedError } from '../../src/errors.ts';
 import { CkksSession } from '../../src/fhe/ckks.ts';
 import { SecretKeyHolder, generateSecretKey } from '../../src/fhe/keys.ts';
 import type { CkksParams } from '../../src/fhe/params.ts';
@@ -69,4 +70,24 @@ t.test('ciphertexts from the pool decrypt under the key of their run; keys switc
     copies.every((c) => c.every((x) => x === 0)),
     'close zeroes them',
   );
+});
+
+t.test('a result ciphertext the precheck refuses comes back from the pool as the SealedError it is', async (t) => {
+  const s = await CkksSession.open(params, { topLevelOnly: true });
+  const secretKey = generateSecretKey(s);
+  const pool = new EncryptPool(1);
+  t.teardown(async () => {
+    s.close();
+    await pool.close();
+  });
+  const garbage = new Uint8Array(64).fill(7);
+  const holder = new SecretKeyHolder(s, secretKey);
+  t.teardown(() => holder.close());
+  const here = t.throws(() => holder.decrypt(garbage)) as SealedError;
+  const e: unknown = await pool.decryptAll([garbage], { params, secretKey }).catch((x: unknown) => x);
+  // Thrown across the thread it would be a plain Error: no class, no code for the CLI's exit status.
+  t.ok(e instanceof SealedError, `a SealedError (${String(e)})`);
+  t.equal((e as SealedError).code, here.code, `with the code decrypting here gives (${here.code})`);
+  t.equal((e as SealedError).message, here.message, 'and its message');
+  t.equal((e as SealedError).hint, here.hint, 'and its hint');
 });
