@@ -39,25 +39,40 @@ export interface DecryptTask {
   keyId: number;
 }
 
-let current: { keyId: number; session: CkksSession; holder: SecretKeyHolder } | undefined;
+interface KeyedSession {
+  keyId: number;
+  session: CkksSession;
+  holder: SecretKeyHolder;
+}
+
+/** `held` if it holds the task's key, else a new session with that key (`held` closed). */
+async function withKey(
+  held: KeyedSession | undefined,
+  task: { keyId: number; params: CkksParams; secretKey: Uint8Array },
+  topLevelOnly: boolean,
+): Promise<KeyedSession> {
+  if (held?.keyId === task.keyId) return held;
+  held?.holder.close();
+  held?.session.close();
+  const session = await CkksSession.open(task.params, { topLevelOnly });
+  return { keyId: task.keyId, session, holder: new SecretKeyHolder(session, task.secretKey) };
+}
+
+/** Encryption is always at the top level. */
+let current: KeyedSession | undefined;
 /** Results are below the top level: decryption needs a session with the whole modulus chain. */
-let decrypting: { keyId: number; session: CkksSession; holder: SecretKeyHolder } | undefined;
+let decrypting: KeyedSession | undefined;
 
 /**
  * A refused ciphertext (the precheck's SealedError) comes back as a PlainError, which the pool
  * revives: thrown across the thread, an error keeps its message but not its class or code.
  */
 async function decryptAll(task: DecryptTask): Promise<Float64Array | { error: PlainError }> {
-  if (decrypting?.keyId !== task.keyId) {
-    decrypting?.holder.close();
-    decrypting?.session.close();
-    const session = await CkksSession.open(task.params);
-    decrypting = { keyId: task.keyId, session, holder: new SecretKeyHolder(session, task.secretKey) };
-  }
+  const { holder } = (decrypting = await withKey(decrypting, task, false));
   const slots = task.params.polyModulusDegree / 2;
   const out = new Float64Array(task.decrypt.length * slots);
   try {
-    task.decrypt.forEach((c, i) => out.set(decrypting!.holder.decrypt(c).subarray(0, slots), i * slots));
+    task.decrypt.forEach((c, i) => out.set(holder.decrypt(c).subarray(0, slots), i * slots));
   } catch (e) {
     if (!isSealedError(e)) throw e;
     return { error: { code: e.code, message: e.message, hint: e.hint } };
@@ -72,14 +87,7 @@ async function decryptAll(task: DecryptTask): Promise<Float64Array | { error: Pl
  */
 export default async function encrypt(task: EncryptTask | DecryptTask): Promise<Uint8Array | Float64Array | { error: PlainError }> {
   if ('decrypt' in task) return decryptAll(task);
-  if (current?.keyId !== task.keyId) {
-    current?.holder.close();
-    current?.session.close();
-    // Encryption is always at the top level.
-    const session = await CkksSession.open(task.params, { topLevelOnly: true });
-    current = { keyId: task.keyId, session, holder: new SecretKeyHolder(session, task.secretKey) };
-  }
-  const { holder } = current;
+  const { holder } = (current = await withKey(current, task, true));
   const values = new Float64Array(task.values);
   const v = new Float64Array(task.slots);
   const column = (i: number) => {
