@@ -7,7 +7,7 @@ import t from 'tap';
 import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -121,7 +121,7 @@ t.test('AbortMultipartUpload removes the parts; the upload is then gone for ever
   const id = String(UploadId);
   const part = (n: number) => store.client.send(new UploadPartCommand({ Bucket: BUCKET, Key: key, UploadId: id, PartNumber: n, Body: randomBytes(5 * MiB) }));
   const etags = [(await part(1)).ETag, (await part(2)).ETag];
-  t.same((await files(uploadDir(id))).sort(), ['1', '1.md5', '2', '2.md5', 'key', 'metadata'], 'the parts are on disk');
+  t.same((await files(uploadDir(id))).sort(), ['1.part', '2.part', 'data', 'key', 'metadata'], 'the parts are on disk (laid out in one data file)');
 
   // Only for the key the upload is for.
   await t.rejects(
@@ -172,12 +172,11 @@ t.test('an abort waits for a part upload in flight, then removes it too; later p
     req.on('error', reject);
   });
   req.write(randomBytes(MiB));
-  // Until the local S3 is writing it.
-  for (let i = 0; i < 500 && !(await files(uploadDir(id))).some((f) => f.endsWith('.tmp')); i++) await new Promise((r) => setTimeout(r, 10));
-  t.ok(
-    (await files(uploadDir(id))).some((f) => f.endsWith('.tmp')),
-    'the part is being written',
-  );
+  // Until the local S3 is writing it (in place: the data file, no record of the part yet).
+  const writing = async () => (await files(uploadDir(id))).includes('data');
+  for (let i = 0; i < 500 && !(await writing()); i++) await new Promise((r) => setTimeout(r, 10));
+  t.ok(await writing(), 'the part is being written');
+  t.notOk((await files(uploadDir(id))).includes('1.part'), 'not yet a part');
 
   let abortDone = false;
   const abort = store.client.send(new AbortMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId: id })).finally(() => {
@@ -238,6 +237,66 @@ t.test('CompleteMultipartUpload checks the parts as S3 does', async (t) => {
     .digest('hex');
   t.equal(got.etag, `"${md5OfMd5s}-2"`, "S3's multipart ETag");
   t.notOk(existsSync(uploadDir(String(UploadId))), 'the parts are removed once completed');
+});
+
+t.test('completing parts of one size renames their file: the object is the file the parts were written in', async (t) => {
+  const key = 'laid-out/object';
+  const { UploadId } = await store.client.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: key }));
+  const id = String(UploadId);
+  const bodies = [randomBytes(5 * MiB), randomBytes(5 * MiB), randomBytes(5 * MiB), randomBytes(12_345)];
+  // Out of order and concurrently, as lib-storage sends them: the last (short) part after the first.
+  const send = (i: number) => store.client.send(new UploadPartCommand({ Bucket: BUCKET, Key: key, UploadId: id, PartNumber: i + 1, Body: bodies[i] }));
+  const etags: string[] = [];
+  etags[0] = String((await send(0)).ETag);
+  await Promise.all([3, 2, 1].map(async (i) => (etags[i] = String((await send(i)).ETag))));
+  const data = await stat(join(uploadDir(id), 'data'));
+  await store.client.send(
+    new CompleteMultipartUploadCommand({
+      Bucket: BUCKET,
+      Key: key,
+      UploadId: id,
+      MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) },
+    }),
+  );
+  const object = await stat(join(bucketDir, 'laid-out', 'object._S3rver_object'));
+  t.equal(object.ino, data.ino, 'the same file (inode): no byte copied');
+  const got = await store.get(at(key), 32 * MiB, 'object');
+  t.ok(Buffer.from(got.bytes).equals(Buffer.concat(bodies)), 'the parts, in order');
+  t.equal(got.bytes.length, 15 * MiB + 12_345, 'cut at the last part');
+});
+
+t.test('parts that do not fit one layout are assembled by copying, and equal what was sent', async (t) => {
+  const cases: { name: string; sizes: number[]; order: number[]; list: number[]; again?: number }[] = [
+    { name: 'parts of different sizes', sizes: [5 * MiB, 6 * MiB + 7, 5 * MiB, 100], order: [0, 1, 2, 3], list: [1, 2, 3, 4] },
+    { name: 'the short last part first (the layout then fits no other)', sizes: [5 * MiB, 5 * MiB, 999], order: [2, 0, 1], list: [1, 2, 3] },
+    { name: 'a subset of the parts', sizes: [5 * MiB, 5 * MiB, 5 * MiB, 10], order: [0, 1, 2, 3], list: [1, 3, 4] },
+    { name: 'a part uploaded again with other bytes', sizes: [5 * MiB, 5 * MiB, 77], order: [0, 1, 2], list: [1, 2, 3], again: 1 },
+    { name: 'a larger part uploaded again (no longer in its slot)', sizes: [5 * MiB, 5 * MiB, 77], order: [0, 1, 2], list: [1, 2, 3], again: 0 },
+  ];
+  for (const c of cases) {
+    const key = `assembled/${c.sizes.length}-${c.order.join('')}-${c.list.join('')}-${c.again ?? ''}`;
+    const { UploadId } = await store.client.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: key }));
+    const bodies = c.sizes.map((n) => randomBytes(n));
+    const etags: string[] = [];
+    const send = async (i: number) =>
+      (etags[i] = String((await store.client.send(new UploadPartCommand({ Bucket: BUCKET, Key: key, UploadId, PartNumber: i + 1, Body: bodies[i] }))).ETag));
+    for (const i of c.order) await send(i);
+    if (c.again !== undefined) {
+      bodies[c.again] = randomBytes(c.again === 0 ? 6 * MiB : c.sizes[c.again]);
+      await send(c.again);
+    }
+    await store.client.send(
+      new CompleteMultipartUploadCommand({
+        Bucket: BUCKET,
+        Key: key,
+        UploadId,
+        MultipartUpload: { Parts: c.list.map((n) => ({ ETag: etags[n - 1], PartNumber: n })) },
+      }),
+    );
+    const got = await store.get(at(key), 32 * MiB, 'object');
+    t.ok(Buffer.from(got.bytes).equals(Buffer.concat(c.list.map((n) => bodies[n - 1]))), `${c.name}: the listed parts, in order`);
+    t.notOk(existsSync(uploadDir(String(UploadId))), `${c.name}: nothing left of the upload`);
+  }
 });
 
 t.test('read-after-write: each PUT is complete when answered', async (t) => {

@@ -1,15 +1,12 @@
 // The embedded S3-compatible server (s3rver) used when no S3 endpoint is configured: a real
 // HTTP server on loopback, storing objects in a directory, so nothing needs an AWS account.
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { once } from 'node:events';
+import { mkdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
+import { dirname } from 'node:path';
 import type { AddressInfo } from 'node:net';
 // @ts-expect-error s3rver ships no types
 import S3rver from 's3rver';
+import { abortUpload, fixMultipart, writeAtomically, type S3ErrorClass, type Store, type UploadState } from './local-s3-multipart.ts';
 
 export interface LocalS3 {
   endpoint: string;
@@ -45,20 +42,9 @@ export async function startLocalS3(o: { directory: string; port?: number; host?:
   };
 }
 
-// s3rver's internals (3.7), as far as they are used here.
+// s3rver's internals (3.7), as far as they are used here (the store's: local-s3-multipart.ts).
 const require = createRequire(import.meta.url);
-const S3Error = require('s3rver/lib/models/error.js') as new (code: string, message: string, detail?: Record<string, string>) => Error;
-interface Store {
-  getResourcePath(bucket: string, key: string | undefined, resource: string): string;
-  putMetadata(bucket: string, key: string, metadata: unknown, md5: string): Promise<void>;
-  putObject(object: { bucket: string; key: string; content: AsyncIterable<Uint8Array> | Buffer; metadata: unknown }): Promise<Written>;
-  putPart(bucket: string, uploadId: string, partNumber: string, content: AsyncIterable<Uint8Array>): Promise<Written>;
-  putObjectMultipart(bucket: string, uploadId: string, parts: { number: number; etag: string }[]): Promise<Written>;
-}
-interface Written {
-  size: number;
-  md5: string;
-}
+const S3Error = require('s3rver/lib/models/error.js') as S3ErrorClass;
 interface RouterContext {
   app: { store: Store };
   params: { bucket: string; key: string; queryMethod?: string };
@@ -82,15 +68,14 @@ interface Router {
  * and no file behind. (No fsync: the bytes only need to be visible to the next read, which the
  * kernel guarantees once written; this server makes no durability promise across power loss.)
  *
- * Multipart uploads: parts must exist (an UploadPart for an upload never initiated, or aborted,
- * is NoSuchUpload instead of recreating its directory), CompleteMultipartUpload checks the parts'
- * ETags and order as S3 does, and the object's ETag is S3's for multipart objects (MD5 of the
- * parts' MD5s, "-N"), so completing copies the parts without hashing them again.
+ * Multipart uploads: local-s3-multipart.ts (parts laid out in the object's file as they arrive).
  * AbortMultipartUpload (which s3rver answers with 405) removes the upload's parts: see
  * routeAbortMultipartUpload.
  */
+const states = new WeakMap<Store, UploadState>();
+
 function fixStore(store: Store): void {
-  const state: UploadState = { inflight: new Map(), aborting: new Map() };
+  const state: UploadState = { inflight: new Map(), aborting: new Map(), layout: new Map() };
   states.set(store, state);
 
   store.putObject = async (o) => {
@@ -101,149 +86,7 @@ function fixStore(store: Store): void {
     return written;
   };
 
-  store.putPart = (bucket, uploadId, partNumber, content) =>
-    track(state, uploadId, async () => {
-      const dir = await uploadDirectory(store, bucket, uploadId);
-      const n = String(partNumber);
-      if (!/^[1-9][0-9]{0,4}$/.test(n) || Number(n) > 10_000)
-        throw new S3Error('InvalidArgument', 'Part number must be an integer between 1 and 10000, inclusive', { ArgumentName: 'partNumber', ArgumentValue: n });
-      const path = join(dir, n);
-      const written = await writeAtomically(path, content, true);
-      await writeFile(`${path}.md5`, written.md5);
-      return written;
-    });
-
-  store.putObjectMultipart = (bucket, uploadId, parts) =>
-    track(state, uploadId, async () => {
-      const dir = await uploadDirectory(store, bucket, uploadId);
-      const [key, metadata] = await Promise.all([
-        readFile(join(dir, 'key'), 'utf8'),
-        readFile(join(dir, 'metadata'), 'utf8').then((m) => JSON.parse(m) as unknown),
-      ]);
-      for (let i = 1; i < parts.length; i++) {
-        if (!(parts[i].number > parts[i - 1].number))
-          throw new S3Error('InvalidPartOrder', 'The list of parts was not in ascending order. Parts must be ordered by part number.', { UploadId: uploadId });
-      }
-      const md5s = await Promise.all(
-        parts.map(async (p) => {
-          const md5 = await readFile(join(dir, `${p.number}.md5`), 'utf8').catch(missingAs(undefined));
-          if (md5 === undefined || md5 !== p.etag) {
-            throw new S3Error(
-              'InvalidPart',
-              "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.",
-              { UploadId: uploadId, PartNumber: String(p.number), ETag: p.etag },
-            );
-          }
-          return Buffer.from(md5, 'hex');
-        }),
-      );
-      const path = store.getResourcePath(bucket, key, 'object');
-      await mkdir(dirname(path), { recursive: true });
-      async function* concatenated(): AsyncGenerator<Uint8Array> {
-        for (const p of parts) yield* createReadStream(join(dir, String(p.number)), { highWaterMark: 1 << 20 });
-      }
-      const { size } = await writeAtomically(path, concatenated(), false);
-      const etag = `${createHash('md5').update(Buffer.concat(md5s)).digest('hex')}-${parts.length}`;
-      await store.putMetadata(bucket, key, metadata, etag);
-      await rm(dir, { recursive: true, force: true, maxRetries: 3 });
-      return { size, md5: etag };
-    });
-}
-
-/**
- * Streams `source` to a temporary file in `path`'s directory and renames it to `path` once all
- * of it is written and the file closed; on failure removes the temporary file. Memory: the
- * stream's buffers only.
- */
-async function writeAtomically(path: string, source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>, md5: boolean): Promise<Written> {
-  // Not a name s3rver lists (its files end in ._S3rver_<resource>).
-  const tmp = `${path}.${randomBytes(8).toString('hex')}.tmp`;
-  const hash = md5 ? createHash('md5') : undefined;
-  let size = 0;
-  try {
-    const out = createWriteStream(tmp, { flags: 'wx' });
-    await pipeline(
-      source,
-      async function* (chunks: AsyncIterable<Uint8Array>) {
-        for await (const c of chunks) {
-          hash?.update(c);
-          size += c.byteLength;
-          yield c;
-        }
-      },
-      out,
-    );
-    // The pipeline settles once every write has completed; also wait for the descriptor to close.
-    if (!out.closed) await once(out, 'close');
-    await rename(tmp, path);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
-  return { size, md5: hash?.digest('hex') ?? '' };
-}
-
-// Multipart uploads in progress, per store: the part uploads and completions running for each
-// upload id, and the aborts in progress (which wait for those before removing the parts).
-interface UploadState {
-  inflight: Map<string, Set<Promise<unknown>>>;
-  aborting: Map<string, Promise<void>>;
-}
-const states = new WeakMap<Store, UploadState>();
-
-/** s3rver's upload ids: 16 random bytes in hex. Anything else names no upload (nor a path). */
-const UPLOAD_ID = /^[0-9a-f]{32}$/;
-
-const noSuchUpload = (uploadId: string) =>
-  new S3Error('NoSuchUpload', 'The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.', {
-    UploadId: uploadId,
-  });
-
-/** The directory of an initiated upload, else NoSuchUpload. */
-async function uploadDirectory(store: Store, bucket: string, uploadId: string): Promise<string> {
-  if (!UPLOAD_ID.test(uploadId)) throw noSuchUpload(uploadId);
-  const dir = join(store.getResourcePath(bucket, undefined, 'uploads'), uploadId);
-  if (!(await stat(join(dir, 'key')).catch(missingAs(undefined)))) throw noSuchUpload(uploadId);
-  return dir;
-}
-
-/** Runs an operation on an upload, refused while the upload is being aborted. */
-async function track<T>(state: UploadState, uploadId: string, op: () => Promise<T>): Promise<T> {
-  if (state.aborting.has(uploadId)) throw noSuchUpload(uploadId);
-  let running = state.inflight.get(uploadId);
-  if (!running) state.inflight.set(uploadId, (running = new Set()));
-  const p = op();
-  running.add(p);
-  try {
-    return await p;
-  } finally {
-    running.delete(p);
-    if (running.size === 0 && state.inflight.get(uploadId) === running) state.inflight.delete(uploadId);
-  }
-}
-
-/**
- * AbortMultipartUpload: waits for the upload's part uploads still running (which S3 also lets
- * finish), then removes its directory and every part in it. Part uploads arriving meanwhile, or
- * later, are NoSuchUpload.
- */
-function abortUpload(store: Store, state: UploadState, bucket: string, key: string, uploadId: string): Promise<void> {
-  if (!UPLOAD_ID.test(uploadId)) return Promise.reject(noSuchUpload(uploadId));
-  const pending = state.aborting.get(uploadId);
-  if (pending) return pending;
-  const aborted = (async () => {
-    try {
-      for (let running = state.inflight.get(uploadId); running?.size; running = state.inflight.get(uploadId)) await Promise.allSettled(running);
-      const dir = join(store.getResourcePath(bucket, undefined, 'uploads'), uploadId);
-      // The upload must be for that key, as in S3.
-      if ((await readFile(join(dir, 'key'), 'utf8').catch(missingAs(undefined))) !== key) throw noSuchUpload(uploadId);
-      await rm(dir, { recursive: true, force: true, maxRetries: 3 });
-    } finally {
-      state.aborting.delete(uploadId);
-    }
-  })();
-  state.aborting.set(uploadId, aborted);
-  return aborted;
+  fixMultipart(store, state, S3Error);
 }
 
 /**
@@ -262,7 +105,7 @@ function routeAbortMultipartUpload(): void {
   router.delete(NAME, PATH, async (ctx, next) => {
     const state = states.get(ctx.app.store);
     if (ctx.params.queryMethod !== 'uploadId' || !state) return next();
-    await abortUpload(ctx.app.store, state, ctx.params.bucket, ctx.params.key, String(ctx.query.uploadId));
+    await abortUpload(ctx.app.store, state, S3Error, ctx.params.bucket, ctx.params.key, String(ctx.query.uploadId));
     ctx.status = 204;
   });
   router.stack.splice(at, 0, router.stack.pop()!);
@@ -291,10 +134,3 @@ function acceptAnyCredentials(): void {
   // An HMAC key for V2 signatures by unknown keys: never matches, which allowMismatchedSignatures accepts.
   keys.get = (id) => Map.prototype.get.call(keys, id) ?? '';
 }
-
-const missingAs =
-  <T>(value: T) =>
-  (e: unknown): T => {
-    if ((e as { code?: string }).code === 'ENOENT') return value;
-    throw e;
-  };
