@@ -1,4 +1,4 @@
-// `npm run bench -- onnx [--n N] [--encrypted E] [--workers W] [--only a,b] [--input-copies K] [--batch-records R] [--server-process]`: the ONNX fixtures
+// `npm run bench -- onnx [--n N] [--encrypted E] [--workers W] [--only a,b] [--input-copies K] [--batch-records R] [--server-process [--s3-with-server]]`: the ONNX fixtures
 // (test/fixtures/onnx, scripts/onnx-fixtures.py) compiled by `sealed compile`'s compiler and
 // served through the real path (S3 upload, /invocations, worker pool, flood, S3 download).
 // One JSON line per model, then a last line gathering them.
@@ -17,9 +17,10 @@
 // of the N held-out ones (record i is held-out record i mod N): a batch costs the same whatever
 // it holds, so 10,000 records fill 10,000 / 16,384 of two batches of 8,192; R = 16384 measures
 // full batches. `batch.fill` says which was measured. `--server-process` runs the server and the
-// embedded S3 in a process of their own, as deployed (bench-stack.ts says what that measured);
-// `batch.processes` says which, and `cpu_time` then counts both processes (`server_process_s`:
-// the server's).
+// embedded S3 in processes of their own, as deployed (bench-stack.ts says what that measured;
+// `--s3-with-server`: both in one, as `sealed serve` embeds S3 when no endpoint is configured);
+// `batch.processes` says which, and `cpu_time` then counts every process (`server_process_s`:
+// the server's, `s3_process_s` S3's).
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -73,7 +74,8 @@ async function benchModel(
   workers: number | undefined,
   inputCopies: number | undefined,
   batchRecords?: number,
-  serverProcess = false,
+  /** 1: client, server and S3 in this process; 2: the server and S3 in another; 3: each in its own. */
+  processes: 1 | 2 | 3 = 1,
 ) {
   const bytes = new Uint8Array(await readFile(fixture(name)));
   const data = await dataFor(name, n);
@@ -133,7 +135,8 @@ async function benchModel(
   try {
     // The fixtures' key sets exceed the server's default 128 MiB limit at rings 16384 and 32768:
     // raised here to measure them (keys_bytes says how far over the default they are).
-    const stack = serverProcess ? await startBenchStackProcess(dir, workers, 2 ** 30) : await startBenchStack(dir, workers, 2 ** 30);
+    const stack =
+      processes > 1 ? await startBenchStackProcess(dir, workers, 2 ** 30, { s3Process: processes === 3 }) : await startBenchStack(dir, workers, 2 ** 30);
     w = stack.workers;
     const transport = { store: stack.store, bucket: BENCH_BUCKET, endpoint: stack.running.url };
     try {
@@ -147,7 +150,7 @@ async function benchModel(
           await predict(session, keys, data.eval.slice(0, 2), transport, { layout: 'batch', encryptPool: pool });
           const records = Array.from({ length: batchRecords ?? data.eval.length }, (_, i) => data.eval[i % data.eval.length]);
           const t0 = performance.now();
-          const cpu = cpuMeter('pid' in stack ? stack.pid : undefined);
+          const cpu = cpuMeter('pids' in stack ? stack.pids : []);
           const r = await predictBatches(session, keys, records, transport, { layout: 'batch', encryptPool: pool });
           const wall = performance.now() - t0;
           const cpuUsed = cpu.read(wall, records.length);
@@ -173,8 +176,8 @@ async function benchModel(
           const perBatch = client.batch!.records_per_batch;
           batchFigures = {
             records: records.length,
-            // 2: the server and the embedded S3 in a process of their own, as deployed (--server-process).
-            processes: serverProcess ? 2 : 1,
+            // 3: the server and the embedded S3 in processes of their own, as deployed (--server-process).
+            processes,
             requests: r.stats.length,
             fill: +(records.length / (Math.ceil(records.length / perBatch) * perBatch)).toFixed(4),
             server_ms: server.total,
@@ -261,6 +264,7 @@ export async function onnxBench(args: string[]) {
       'input-copies': { type: 'string' },
       'batch-records': { type: 'string' },
       'server-process': { type: 'boolean' },
+      's3-with-server': { type: 'boolean' },
     },
   });
   const names = values.only ? values.only.split(',') : ['mlp_relu', 'mlp_square', 'lenet', 'cnn3', 'sklearn_linear'];
@@ -273,7 +277,7 @@ export async function onnxBench(args: string[]) {
       values.workers ? Number(values.workers) : undefined,
       values['input-copies'] ? Number(values['input-copies']) : undefined,
       values['batch-records'] ? Number(values['batch-records']) : undefined,
-      values['server-process'] ?? false,
+      values['server-process'] ? (values['s3-with-server'] ? 2 : 3) : 1,
     );
     console.log(JSON.stringify(r));
     results.push(r);

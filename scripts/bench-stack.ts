@@ -21,10 +21,14 @@ export interface BenchStack {
   close(): Promise<void>;
 }
 
-/** `maxKeyBytes`: the server's limit on one key set (serve's default 128 MiB when absent). */
-export async function startBenchStack(modelDir: string, workers = availableParallelism(), maxKeyBytes?: number): Promise<BenchStack> {
+/**
+ * `maxKeyBytes`: the server's limit on one key set (serve's default 128 MiB when absent).
+ * `s3Endpoint`: an S3 server already running (startBenchStackProcess's own); else the embedded
+ * one is started here.
+ */
+export async function startBenchStack(modelDir: string, workers = availableParallelism(), maxKeyBytes?: number, s3Endpoint?: string): Promise<BenchStack> {
   const work = await mkdtemp(join(tmpdir(), 'sealed-bench-'));
-  const s3 = await startLocalS3({ directory: join(work, 's3') });
+  const s3 = s3Endpoint ? { endpoint: s3Endpoint, close: async () => {} } : await startLocalS3({ directory: join(work, 's3') });
   // SEALED_DEADLINE_MS as `sealed serve` reads it: a batch longer than SageMaker's real-time 60 s
   // (LeNet's at ring 32768 on 2 cores) is measured with it raised, as an async endpoint would be.
   const deadlineMs = process.env.SEALED_DEADLINE_MS ? Number(process.env.SEALED_DEADLINE_MS) : undefined;
@@ -44,44 +48,75 @@ export async function startBenchStack(modelDir: string, workers = availableParal
   };
 }
 
-/** startBenchStack's, in a child process: `pid` is that process's, whose CPU cpuMeter can add. */
+/** startBenchStack's, in processes of their own: `pids` are theirs, whose CPU cpuMeter adds. */
 export interface BenchStackProcess extends Omit<BenchStack, 'running'> {
   running: { url: string };
-  pid: number;
+  pids: number[];
 }
 
 /**
- * The stack as sealed is deployed: the server (and the embedded S3, standing in for S3) in a
- * process of their own, the benchmark's process left to the client. In one process, V8 collects
- * the client's heap whenever the server's or the S3 server's buffers have grown. Split, the
- * collections move with the buffers and the total stayed the same within this VM's drift
- * (docs/bring-your-own-model.md, sessions 53-54: what the collections cost); this form says
- * which process pays.
+ * The stack as sealed is deployed: the server in a process of its own, the benchmark's process
+ * left to the client, and S3 (the embedded one standing in) in a third, as Amazon S3 runs on
+ * neither side's cores (`s3Process` false: with the server, as `sealed serve` embeds it when no
+ * endpoint is configured). In one process, V8 collects the client's heap whenever the server's
+ * or the S3 server's buffers have grown, and the server's for the S3 server's: split, each
+ * collects for its own (docs/bring-your-own-model.md, what the collections cost).
  */
-export async function startBenchStackProcess(modelDir: string, workers = availableParallelism(), maxKeyBytes?: number): Promise<BenchStackProcess> {
-  const child = spawn(
-    process.execPath,
-    [fileURLToPath(new URL('./bench-stack-child.ts', import.meta.url)), modelDir, String(workers), String(maxKeyBytes ?? '')],
-    {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    },
-  );
-  const exited = once(child, 'exit');
-  const [line] = (await Promise.race([
-    once(createInterface({ input: child.stdout! }), 'line'),
-    exited.then(([code]) => Promise.reject(new Error(`the stack's process exited (${code}) before it was ready`))),
-  ])) as [string];
-  const { url, endpoint } = JSON.parse(line) as { url: string; endpoint: string };
-  const store = new ObjectStore({ endpoint });
-  return {
-    running: { url },
-    store,
-    workers,
-    pid: child.pid!,
-    async close() {
-      store.close();
-      child.kill('SIGTERM');
-      await exited;
-    },
+export async function startBenchStackProcess(
+  modelDir: string,
+  workers = availableParallelism(),
+  maxKeyBytes?: number,
+  o: { s3Process?: boolean } = {},
+): Promise<BenchStackProcess> {
+  const children: { pid: number; stop(): Promise<void> }[] = [];
+  const stopAll = async () => {
+    for (const c of children.reverse()) await c.stop();
   };
+  try {
+    let s3Endpoint = '';
+    if (o.s3Process ?? true) {
+      const s3 = await child(['--s3']);
+      children.push(s3);
+      s3Endpoint = s3.ready.endpoint;
+    }
+    const server = await child([modelDir, String(workers), String(maxKeyBytes ?? ''), s3Endpoint]);
+    children.push(server);
+    const store = new ObjectStore({ endpoint: server.ready.endpoint });
+    return {
+      running: { url: server.ready.url! },
+      store,
+      workers,
+      // The server's first (cpuMeter's order).
+      pids: [server.pid, ...children.filter((c) => c !== server).map((c) => c.pid)],
+      async close() {
+        store.close();
+        await stopAll();
+      },
+    };
+  } catch (e) {
+    await stopAll();
+    throw e;
+  }
+}
+
+/** bench-stack-child.ts with `args`, once it has said where it listens. */
+async function child(args: string[]): Promise<{ pid: number; ready: { url?: string; endpoint: string }; stop(): Promise<void> }> {
+  const c = spawn(process.execPath, [fileURLToPath(new URL('./bench-stack-child.ts', import.meta.url)), ...args], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const exited = once(c, 'exit');
+  const stop = async () => {
+    if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+    await exited;
+  };
+  try {
+    const [line] = (await Promise.race([
+      once(createInterface({ input: c.stdout! }), 'line'),
+      exited.then(([code]) => Promise.reject(new Error(`the stack's process exited (${code}) before it was ready`))),
+    ])) as [string];
+    return { pid: c.pid!, ready: JSON.parse(line) as { url?: string; endpoint: string }, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
 }
