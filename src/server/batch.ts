@@ -266,13 +266,21 @@ export async function* evaluateBatches(
       else await settle('evaluate', evaluations(loaded.whole, 0, lanes, false));
       if (rescales.length) await finishRescaled();
       timings.evaluate_wall += performance.now() - t0;
-      const per = Math.ceil(outs / pool.size);
+      // A task per result, each handed on once it and those before it are saved: the results'
+      // upload then overlaps their saving (until 2026-12-07 one task per worker, all awaited first).
       const saves: Promise<BatchResult>[] = [];
-      for (let o = 0; o < outs; o += per)
-        saves.push(track(pool.runBatch({ batch: 'encode', output, first: o, count: Math.min(per, outs - o), rerandKey }, signal)));
-      const saved = await settle('save', saves);
+      for (let o = 0; o < outs; o++) saves.push(track(pool.runBatch({ batch: 'encode', output, first: o, count: 1, rerandKey }, signal)));
+      try {
+        for (const saving of saves) {
+          const saved = await saving;
+          add('save', [saved]);
+          yield* saved.results!;
+        }
+      } finally {
+        // The next batch's evaluation overwrites `output`: no save may still read it.
+        await Promise.allSettled(saves);
+      }
       timings.batches++;
-      for (const r of saved) yield* r.results!;
     }
     if (!(await it.next()).done)
       throw new SealedError('bad-query', `the query has more ciphertexts than ${records} records need (${batches * plan.inputs})`, HINT);
