@@ -106,8 +106,20 @@ export class EncryptPool {
     const slots = o.params.polyModulusDegree / 2;
     const tasks: Promise<Float64Array | { error: PlainError }>[] = [];
     for (let first = 0; first < sections.length; first += per) {
-      const task: DecryptTask = { decrypt: sections.slice(first, first + per), params: o.params, secretKey, keyId };
-      tasks.push(this.piscina.run(task) as Promise<Float64Array | { error: PlainError }>);
+      // A task's ciphertexts are copied into one buffer of their own and moved to its thread:
+      // posted as views of the downloaded result, each message cloned the whole result (100 MB
+      // for a LeNet batch: 1.4 s of the main thread and 0.8 s of each thread's, 2026-12-07).
+      const mine = sections.slice(first, first + per);
+      const buffer = new ArrayBuffer(mine.reduce((a, c) => a + c.length, 0));
+      let at = 0;
+      const decrypt = mine.map((c) => {
+        const view = new Uint8Array(buffer, at, c.length);
+        view.set(c);
+        at += c.length;
+        return view;
+      });
+      const task: DecryptTask = { decrypt, params: o.params, secretKey, keyId };
+      tasks.push(this.piscina.run(task, { transferList: [buffer] as never }) as Promise<Float64Array | { error: PlainError }>);
     }
     const out: Float64Array[] = [];
     for (const all of await Promise.all(tasks)) {
