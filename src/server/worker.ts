@@ -10,6 +10,7 @@
 // starts a fresh one. No task is lost: a retiring worker finishes the task it has and gets no
 // other.
 import { threadId, workerData } from 'node:worker_threads';
+import { Piscina } from 'piscina';
 import { SEAL_EXCEPTION_BUDGET, sealExceptionCount, sealFault } from '../fhe/seal.ts';
 import { CopyExchange } from '../fhe/copy-exchange.ts';
 import type { SharedMasks } from '../fhe/gather-kernel.ts';
@@ -241,5 +242,20 @@ export default function run(task: Task): TaskResult {
     Atomics.store(retiringFlags, threadId % retiringFlags.length, threadId);
     result.retire = { threadId, reason: retireReason };
   } else idleTimer = setTimeout(idleStep, IDLE_MS);
-  return result;
+  return moveResults(result);
+}
+
+/**
+ * Result ciphertexts (a LeNet batch's: ten of ~10 MB) moved to the main thread instead of cloned,
+ * where each owns its buffer (the copy and its fresh pages were the main thread's, between the
+ * saves and the upload).
+ */
+function moveResults(result: TaskResult): TaskResult {
+  const results = 'results' in result ? result.results : undefined;
+  if (!results?.length) return result;
+  const buffers = new Set(results.map((r) => r.buffer));
+  if (buffers.size !== results.length || results.some((r) => r.byteOffset !== 0 || r.byteLength !== r.buffer.byteLength || !(r.buffer instanceof ArrayBuffer)))
+    return result;
+  Object.assign(result, { [Piscina.transferableSymbol]: [...buffers], [Piscina.valueSymbol]: result });
+  return Piscina.move(result as never) as unknown as TaskResult;
 }
