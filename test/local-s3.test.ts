@@ -248,6 +248,14 @@ t.test('completing parts of one size renames their file: the object is the file 
   const send = (i: number) => store.client.send(new UploadPartCommand({ Bucket: BUCKET, Key: key, UploadId: id, PartNumber: i + 1, Body: bodies[i] }));
   const etags: string[] = [];
   etags[0] = String((await send(0)).ETag);
+  // A completion refused (a wrong ETag) leaves the upload as it was: later parts still go in place.
+  await t.rejects(
+    store.client.send(
+      new CompleteMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId: id, MultipartUpload: { Parts: [{ ETag: '"0"', PartNumber: 1 }] } }),
+    ),
+    { name: 'InvalidPart' },
+    'a refused completion',
+  );
   await Promise.all([3, 2, 1].map(async (i) => (etags[i] = String((await send(i)).ETag))));
   const data = await stat(join(uploadDir(id), 'data'));
   await store.client.send(

@@ -9,13 +9,12 @@
 // part n belongs at (n - 1) x that size: each part goes there, in one data file per upload, and
 // when the completed list is parts 1..N of that layout the data file becomes the object. Any
 // other list (parts of other sizes, gaps, a subset) is assembled by copying, as before.
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { randomBytes } from 'node:crypto';
 
 // s3rver's internals (3.7), as far as they are used here and in local-s3.ts.
 export interface Store {
@@ -112,57 +111,73 @@ export function fixMultipart(store: Store, state: UploadState, S3Error: S3ErrorC
         if (!(parts[i].number > parts[i - 1].number))
           throw new S3Error('InvalidPartOrder', 'The list of parts was not in ascending order. Parts must be ordered by part number.', { UploadId: uploadId });
       }
-      // Parts still being written finish first (no later one starts in place).
+      // Parts still being written finish first (no later one starts in place until this fails).
       const layout = state.layout.get(uploadId);
       if (layout) {
         layout.completing = true;
         await Promise.allSettled(layout.writing.values());
       }
-      const records = await Promise.all(
-        parts.map(async (p) => {
-          const json = await readFile(join(dir, `${p.number}.part`), 'utf8').catch(missingAs(undefined));
-          const record = json === undefined ? undefined : (JSON.parse(json) as PartRecord);
-          if (record?.md5 !== p.etag) {
-            throw new S3Error(
-              'InvalidPart',
-              "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.",
-              { UploadId: uploadId, PartNumber: String(p.number), ETag: p.etag },
-            );
-          }
-          return record;
-        }),
-      );
-      const path = store.getResourcePath(bucket, key, 'object');
-      await mkdir(dirname(path), { recursive: true });
-      const size = records.reduce((a, r) => a + r.size, 0);
-      const whole = records[0].size;
-      const laidOut = parts.every(
-        (p, i) => p.number === i + 1 && records[i].at === i * whole && (i === parts.length - 1 ? records[i].size <= whole : records[i].size === whole),
-      );
-      if (laidOut) {
-        // Parts past the last listed may lie beyond it: cut them off.
-        await truncate(join(dir, DATA), size);
-        await rename(join(dir, DATA), path);
-      } else {
-        async function* concatenated(): AsyncGenerator<Uint8Array> {
-          for (const [i, p] of parts.entries()) {
-            const { at, size: n } = records[i];
-            if (n === 0) continue;
-            yield* at === undefined
-              ? createReadStream(join(dir, String(p.number)), { highWaterMark: 1 << 20 })
-              : createReadStream(join(dir, DATA), { start: at, end: at + n - 1, highWaterMark: 1 << 20 });
-          }
-        }
-        await writeAtomically(path, concatenated(), false);
+      try {
+        return await completeUpload(store, state, S3Error, { bucket, uploadId, parts, dir, key, metadata });
+      } catch (e) {
+        if (layout) layout.completing = false;
+        throw e;
       }
-      const etag = `${createHash('md5')
-        .update(Buffer.concat(records.map((r) => Buffer.from(r.md5, 'hex'))))
-        .digest('hex')}-${parts.length}`;
-      await store.putMetadata(bucket, key, metadata, etag);
-      await rm(dir, { recursive: true, force: true, maxRetries: 3 });
-      state.layout.delete(uploadId);
-      return { size, md5: etag };
     });
+}
+
+/** CompleteMultipartUpload once its parts are listed in order and none is being written. */
+async function completeUpload(
+  store: Store,
+  state: UploadState,
+  S3Error: S3ErrorClass,
+  u: { bucket: string; uploadId: string; parts: { number: number; etag: string }[]; dir: string; key: string; metadata: unknown },
+): Promise<Written> {
+  const { bucket, uploadId, parts, dir, key, metadata } = u;
+  const records = await Promise.all(
+    parts.map(async (p) => {
+      const json = await readFile(join(dir, `${p.number}.part`), 'utf8').catch(missingAs(undefined));
+      const record = json === undefined ? undefined : (JSON.parse(json) as PartRecord);
+      if (record?.md5 !== p.etag) {
+        throw new S3Error(
+          'InvalidPart',
+          "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.",
+          { UploadId: uploadId, PartNumber: String(p.number), ETag: p.etag },
+        );
+      }
+      return record;
+    }),
+  );
+  const path = store.getResourcePath(bucket, key, 'object');
+  await mkdir(dirname(path), { recursive: true });
+  const size = records.reduce((a, r) => a + r.size, 0);
+  const whole = records[0].size;
+  const laidOut = parts.every(
+    (p, i) => p.number === i + 1 && records[i].at === i * whole && (i === parts.length - 1 ? records[i].size <= whole : records[i].size === whole),
+  );
+  if (laidOut) {
+    // Parts past the last listed may lie beyond it: cut them off.
+    await truncate(join(dir, DATA), size);
+    await rename(join(dir, DATA), path);
+  } else {
+    async function* concatenated(): AsyncGenerator<Uint8Array> {
+      for (const [i, p] of parts.entries()) {
+        const { at, size: n } = records[i];
+        if (n === 0) continue;
+        yield* at === undefined
+          ? createReadStream(join(dir, String(p.number)), { highWaterMark: 1 << 20 })
+          : createReadStream(join(dir, DATA), { start: at, end: at + n - 1, highWaterMark: 1 << 20 });
+      }
+    }
+    await writeAtomically(path, concatenated(), false);
+  }
+  const etag = `${createHash('md5')
+    .update(Buffer.concat(records.map((r) => Buffer.from(r.md5, 'hex'))))
+    .digest('hex')}-${parts.length}`;
+  await store.putMetadata(bucket, key, metadata, etag);
+  await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+  state.layout.delete(uploadId);
+  return { size, md5: etag };
 }
 
 /** Streams `source` into `path` (created if need be) from byte `at` on; its MD5 and size. */
