@@ -51,7 +51,7 @@ export interface UploadState {
 const UPLOAD_ID = /^[0-9a-f]{32}$/;
 const DATA = 'data';
 
-export const noSuchUpload = (S3Error: S3ErrorClass, uploadId: string) =>
+const noSuchUpload = (S3Error: S3ErrorClass, uploadId: string) =>
   new S3Error('NoSuchUpload', 'The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.', {
     UploadId: uploadId,
   });
@@ -282,7 +282,7 @@ export function abortUpload(store: Store, state: UploadState, S3Error: S3ErrorCl
   return aborted;
 }
 
-export const missingAs =
+const missingAs =
   <T>(value: T) =>
   (e: unknown): T => {
     if ((e as { code?: string }).code === 'ENOENT') return value;
