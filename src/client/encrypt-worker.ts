@@ -5,6 +5,7 @@ import { Piscina } from 'piscina';
 import { isSealedError, type PlainError } from '../errors.ts';
 import { CkksSession } from '../fhe/ckks.ts';
 import { SecretKeyHolder } from '../fhe/keys.ts';
+import { isPacked } from '../fhe/raw-ciphertext.ts';
 import type { CkksParams } from '../fhe/params.ts';
 
 export interface EncryptTask {
@@ -68,7 +69,10 @@ let decrypting: KeyedSession | undefined;
  * revives: thrown across the thread, an error keeps its message but not its class or code.
  */
 async function decryptAll(task: DecryptTask): Promise<Float64Array | { error: PlainError }> {
-  const { holder } = (decrypting = await withKey(decrypting, task, false));
+  // Packed results are decrypted by our own code (packed-decrypt.ts), which needs only the secret
+  // key: the encrypting session serves, where SEAL's decryption needed a context of the whole chain.
+  const own = task.decrypt.every(isPacked);
+  const { holder } = own ? (current = await withKey(current, task, true)) : (decrypting = await withKey(decrypting, task, false));
   const slots = task.params.polyModulusDegree / 2;
   const out = new Float64Array(task.decrypt.length * slots);
   try {

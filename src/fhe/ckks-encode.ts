@@ -19,6 +19,9 @@ export class CkksEncoder {
   private readonly invIm: Float64Array;
   private readonly re: Float64Array;
   private readonly im: Float64Array;
+  /** SEAL's root_powers (decoding's, built on first use): w^rev(i), w = exp(2 pi i / 2N). */
+  private rootRe?: Float64Array;
+  private rootIm?: Float64Array;
 
   /** One per degree and thread (the tables take ~1 ms to build). */
   static of(degree: number): CkksEncoder {
@@ -107,5 +110,51 @@ export class CkksEncoder {
       most = Math.max(most, Math.abs(a), Math.abs(b));
     }
     return most;
+  }
+
+  /**
+   * SEAL's decode (ckks.h, decode_internal) from the coefficients already divided by the scale
+   * (`coefficients`, N; overwritten): its forward transform into bit-reversed order, each slot
+   * read where matrix_reps_index_map puts it. Writes the N/2 slots' real parts into `out`.
+   */
+  decode(coefficients: Float64Array, out: Float64Array): void {
+    const N = this.degree;
+    const slots = N / 2;
+    if (coefficients.length !== N || out.length < slots) throw new Error(`decode takes ${N} coefficients into ${slots} slots`);
+    if (!this.rootRe || !this.rootIm) {
+      const logN = Math.log2(N);
+      this.rootRe = new Float64Array(N);
+      this.rootIm = new Float64Array(N);
+      for (let i = 1; i < N; i++) {
+        let r = 0;
+        for (let b = 0; b < logN; b++) r = (r << 1) | ((i >>> b) & 1);
+        this.rootRe[i] = Math.cos((Math.PI * r) / N);
+        this.rootIm[i] = Math.sin((Math.PI * r) / N);
+      }
+    }
+    const { rootRe, rootIm, index } = this;
+    const re = coefficients;
+    const im = this.im;
+    im.fill(0);
+    let root = 0;
+    let gap = N >> 1;
+    for (let m = 1; m < N; m <<= 1, gap >>= 1) {
+      for (let i = 0, offset = 0; i < m; i++, offset += gap << 1) {
+        root++;
+        const rr = rootRe[root],
+          ri = rootIm[root];
+        for (let x = offset, y = offset + gap; x < offset + gap; x++, y++) {
+          const vr = re[y] * rr - im[y] * ri,
+            vi = re[y] * ri + im[y] * rr,
+            ur = re[x],
+            ui = im[x];
+          re[x] = ur + vr;
+          im[x] = ui + vi;
+          re[y] = ur - vr;
+          im[y] = ui - vi;
+        }
+      }
+    }
+    for (let i = 0; i < slots; i++) out[i] = re[index[i]];
   }
 }

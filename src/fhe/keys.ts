@@ -10,6 +10,8 @@ import { packWide, primeWidth } from './packed-wide.ts';
 import { loadCiphertext } from './load.ts';
 import { secretKeyResidues } from './rerand-key.ts';
 import { SeededBatchEncryptor } from './seeded-batch.ts';
+import { PackedResultDecryptor } from './packed-decrypt.ts';
+import { isPacked } from './raw-ciphertext.ts';
 import { guard, release, type Seal } from './seal.ts';
 
 export interface KeyMaterial {
@@ -95,6 +97,8 @@ export class SecretKeyHolder {
   /** The data primes' widths in bits, for encryptCompact. */
   private widths: number[] | undefined;
   private seeded: SeededBatchEncryptor | undefined;
+  private unpacker: PackedResultDecryptor | undefined;
+  private unpackable: boolean | undefined;
 
   constructor(s: CkksSession, secretKey: Uint8Array) {
     this.s = s;
@@ -157,6 +161,16 @@ export class SecretKeyHolder {
   }
 
   private seededEncryptor(): SeededBatchEncryptor {
+    const { primes, degree, s } = this.secretResidues();
+    try {
+      return new SeededBatchEncryptor({ parmsId: this.s.shape.data[0].parmsId, primes, degree }, s);
+    } finally {
+      s.fill(0);
+    }
+  }
+
+  /** The secret key's residues over the data primes, in NTT form (the caller zeroes them); refused unless every data prime is below 2^26. */
+  private secretResidues(): { primes: number[]; degree: number; s: Uint32Array } {
     const { seal } = this.s;
     const all = chainPrimes(seal, this.s.context).map(Number);
     const k = this.s.dataPrimes;
@@ -165,11 +179,23 @@ export class SecretKeyHolder {
     const raw = this.sk.saveToArray(seal.ComprModeType.none) as Uint8Array;
     const s = secretKeyResidues(raw, degree, all.length, k);
     raw.fill(0);
-    try {
-      return new SeededBatchEncryptor({ parmsId: this.s.shape.data[0].parmsId, primes: all.slice(0, k), degree }, s);
-    } finally {
-      s.fill(0);
+    return { primes: all.slice(0, k), degree, s };
+  }
+
+  /** Our own decryption of packed results (packed-decrypt.ts) where the data primes are batch mode's, else undefined (SEAL's then). */
+  private packedDecryptor(): PackedResultDecryptor | undefined {
+    if (this.unpackable === undefined) {
+      this.unpackable = this.s.params.coeffModulusBits.slice(0, this.s.dataPrimes).every((b) => b <= 26);
+      if (this.unpackable) {
+        const { primes, degree, s } = this.secretResidues();
+        try {
+          this.unpacker = new PackedResultDecryptor(primes, degree, s);
+        } finally {
+          s.fill(0);
+        }
+      }
     }
+    return this.unpacker;
   }
 
   private encryptSaved(values: Float64Array, scaleBits: number, mode: Seal['ComprModeType']['none'] | Seal['ComprModeType']['zstd']): Uint8Array {
@@ -186,7 +212,12 @@ export class SecretKeyHolder {
     }
   }
 
+  /** Batch results (packed, primes below 2^26) by our own code (packed-decrypt.ts); others by SEAL. */
   decrypt(bytes: Uint8Array): Float64Array {
+    if (isPacked(bytes)) {
+      const own = this.packedDecryptor();
+      if (own) return own.decrypt(bytes);
+    }
     const { seal, encoder } = this.s;
     const ct = loadCiphertext(this.s, bytes, 'the encrypted result');
     const pt = new seal.Plaintext();
@@ -200,6 +231,7 @@ export class SecretKeyHolder {
 
   close(): void {
     this.seeded?.close();
+    this.unpacker?.close();
     release(this.encryptor, this.decryptor, this.pk, this.sk);
   }
 }

@@ -30,6 +30,14 @@ export function mulmod(a: number, b: number, q: number): number {
   return r;
 }
 
+/** a^-1 mod q for a prime q (Fermat), exactly in float64. */
+export function inverseMod(a: number, q: number): number {
+  let r = 1;
+  let b = a % q;
+  for (let e = q - 2; e > 0; e = Math.floor(e / 2), b = mulmod(b, b, q)) if (e % 2) r = mulmod(r, b, q);
+  return r;
+}
+
 function bitReverse(x: number, bits: number): number {
   let r = 0;
   for (let i = 0; i < bits; i++) r = (r << 1) | ((x >>> i) & 1);

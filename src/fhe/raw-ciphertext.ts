@@ -115,10 +115,21 @@ export function buildRaw(info: Omit<RawCiphertextInfo, 'size'>, size: number, re
     buffer = rawBuffer;
   } else buffer = new ArrayBuffer(at + total);
   const out = new Uint8Array(buffer, at, total);
-  const v = new DataView(buffer, at, total);
-  writeSealHeader(v, 0, total);
-  out.set(info.parmsId, PARMS);
-  out[NTT] = 1;
+  writeRawPrefix(new DataView(buffer, at, total), info, size);
+  const words = new Uint32Array(buffer, at + RAW_DATA_OFFSET, 2 * count);
+  for (let i = 0; i < count; i++) {
+    words[2 * i] = residues[offset + i];
+    words[2 * i + 1] = 0;
+  }
+  return out;
+}
+
+/** SEAL's bytes of an uncompressed NTT-form ciphertext up to its residues (RAW_DATA_OFFSET of them). */
+function writeRawPrefix(v: DataView, info: Omit<RawCiphertextInfo, 'size'>, size: number): void {
+  const count = size * info.degree * info.primes;
+  writeSealHeader(v, 0, RAW_DATA_OFFSET + 8 * count);
+  new Uint8Array(v.buffer, v.byteOffset + PARMS, 32).set(info.parmsId);
+  v.setUint8(NTT, 1);
   v.setBigUint64(SIZE, BigInt(size), true);
   v.setBigUint64(DEGREE, BigInt(info.degree), true);
   v.setBigUint64(PRIMES, BigInt(info.primes), true);
@@ -126,11 +137,24 @@ export function buildRaw(info: Omit<RawCiphertextInfo, 'size'>, size: number, re
   v.setBigUint64(CORRECTION, 1n, true);
   writeSealHeader(v, DYN, HEADER + 8 + 8 * count);
   v.setBigUint64(COUNT, BigInt(count), true);
-  const words = new Uint32Array(buffer, at + RAW_DATA_OFFSET, 2 * count);
-  for (let i = 0; i < count; i++) {
-    words[2 * i] = residues[offset + i];
-    words[2 * i + 1] = 0;
-  }
+}
+
+/**
+ * A packed ciphertext straight from u32 residues (polynomial-major, each below its prime, which
+ * the caller has checked): what packResidues(buildRaw(...)) makes, without SEAL's 8-byte words
+ * in between. Batch mode's results (batch-io.ts).
+ */
+export function packedFromResidues(info: Omit<RawCiphertextInfo, 'size'>, size: number, residues: Uint32Array, offset: number): Uint8Array {
+  const count = size * info.degree * info.primes;
+  if (count % 4 !== 0) throw new SealedError('internal', 'a packed ciphertext holds a multiple of four residues');
+  const out = new Uint8Array(PACK_HEAD + RAW_DATA_OFFSET + (count / 4) * 13);
+  out.set(PACK_MAGIC);
+  const v = new DataView(out.buffer);
+  v.setUint32(4, RAW_DATA_OFFSET, true);
+  v.setUint32(8, count, true);
+  writeRawPrefix(new DataView(out.buffer, PACK_HEAD, RAW_DATA_OFFSET), info, size);
+  for (let i = offset, end = offset + count, o = PACK_HEAD + RAW_DATA_OFFSET; i < end; i += 4, o += 13)
+    pack4x26(out, o, residues[i], residues[i + 1], residues[i + 2], residues[i + 3]);
   return out;
 }
 
@@ -148,6 +172,35 @@ const MAX_SUFFIX = 16 + 1 + 64;
 
 export function isPacked(bytes: Uint8Array): boolean {
   return bytes.length >= PACK_HEAD && PACK_MAGIC.every((b, i) => bytes[i] === b);
+}
+
+/**
+ * The fields of a packed ciphertext (its SEAL prefix: uncompressed, in NTT form, no suffix), and
+ * where its packed residues start; refused unless its length is exactly what they declare.
+ */
+export function readPackedInfo(packed: Uint8Array, what?: string): RawCiphertextInfo & { at: number } {
+  const v = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
+  if (!isPacked(packed) || packed.length < PACK_HEAD + RAW_DATA_OFFSET || v.getUint32(4, true) !== RAW_DATA_OFFSET)
+    throw fail('is not a packed ciphertext', what);
+  const h = PACK_HEAD;
+  if (v.getUint16(h, true) !== MAGIC || v.getUint8(h + 2) !== HEADER || packed[h + 5] !== 0) throw fail('is not an uncompressed SEAL ciphertext', what);
+  const info = {
+    parmsId: packed.slice(h + PARMS, h + PARMS + 32),
+    size: Number(v.getBigUint64(h + SIZE, true)),
+    degree: Number(v.getBigUint64(h + DEGREE, true)),
+    primes: Number(v.getBigUint64(h + PRIMES, true)),
+    scale: v.getFloat64(h + SCALE, true),
+    at: h + RAW_DATA_OFFSET,
+  };
+  const count = info.size * info.degree * info.primes;
+  if (
+    packed[h + NTT] !== 1 ||
+    v.getUint32(8, true) !== count ||
+    Number(v.getBigUint64(h + COUNT, true)) !== count ||
+    packed.length !== info.at + (count / 4) * 13
+  )
+    throw fail('has an unexpected layout', what);
+  return info;
 }
 
 /** Four residues below 2^26 as 13 bytes at out[o..], least significant bit first (the layout above). */

@@ -23,15 +23,7 @@
 // Residues are below 2^26 (batch mode's primes), so every product of two is below 2^52 and exact
 // in float64, as everywhere in the kernel (kernel-limits.ts).
 import { SealedError } from '../errors.ts';
-import { kernelInstance, mulmod, NegacyclicNtt } from './ntt.ts';
-
-/** a^-1 mod q for a prime q (Fermat), exactly in float64. */
-function inverseMod(a: number, q: number): number {
-  let r = 1;
-  let b = a % q;
-  for (let e = q - 2; e > 0; e = Math.floor(e / 2), b = mulmod(b, b, q)) if (e % 2) r = mulmod(r, b, q);
-  return r;
-}
+import { inverseMod, kernelInstance, mulmod, NegacyclicNtt } from './ntt.ts';
 
 interface ProductExports {
   nttInverseAt(n: number, q: number, a: number, tab: number, ninv: number): void;

@@ -61,7 +61,7 @@ function checkSeededSection(bytes: Uint8Array, level: SeededLevel, scale: number
 }
 
 /** pack26's inverse into dst[offset..], prime block by prime block; the index of the first prime with a residue >= it, else -1. */
-function unpack26(b: Uint8Array, at: number, primes: readonly number[], N: number, dst: Uint32Array, offset: number): number {
+export function unpack26(b: Uint8Array, at: number, primes: readonly number[], N: number, dst: Uint32Array, offset: number): number {
   let p = at;
   for (let j = 0; j < primes.length; j++) {
     const q = primes[j];
