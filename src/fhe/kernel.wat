@@ -430,52 +430,62 @@
 
   ;; Rescaling by a product of primes (rescale.ts, ProductRescale), step 1: the k arrays of n
   ;; float64 at $y hold A mod d_j (coefficients, in [0, d_j)); they become Garner's mixed-radix
-  ;; digits of (A + floor(D/2)) mod D, in place. $c holds, per digit j, 2 + k float64: d_j, the
-  ;; digit h_j of floor(D/2), then d_l^-1 mod d_j for l < j. Every product is of two values below
-  ;; 2^26: exact. n even.
+  ;; digits of (A + floor(D/2)) mod D, in place. $c holds, per digit j, 3 + k float64: d_j, 1/d_j,
+  ;; the digit h_j of floor(D/2), then d_l^-1 mod d_j for l < j. Every product is of two values
+  ;; below 2^26: exact. n even. Digit by digit over all coefficients (a digit reads the final
+  ;; digits before it), so that each pass keeps its constants in registers: a division per
+  ;; coefficient and digit (1/d_j) made this loop cost four inverse transforms.
   (func (export "garnerDigits") (param $n i32) (param $k i32) (param $y i32) (param $c i32)
     (local $i i32) (local $j i32) (local $l i32) (local $cj i32) (local $t v128) (local $D v128) (local $Dinv v128)
-    (local $carry v128) (local $v v128) (local $Z v128)
+    (local $carry v128) (local $v v128) (local $Z v128) (local $W v128) (local $yj i32) (local $yl i32) (local $end i32)
     (local.set $Z (f64x2.splat (f64.const 0)))
+    ;; t_j = (((r_j - v_0) inv_0j - v_1) inv_1j - ...) mod d_j, for l < j in turn over all coefficients
+    (local.set $j (i32.const 1))
+    (block $digitsDone (loop $digit
+      (br_if $digitsDone (i32.ge_u (local.get $j) (local.get $k)))
+      (local.set $cj (i32.add (local.get $c) (i32.shl (i32.mul (local.get $j) (i32.add (local.get $k) (i32.const 3))) (i32.const 3))))
+      (local.set $D (f64x2.splat (f64.load (local.get $cj))))
+      (local.set $Dinv (f64x2.splat (f64.load offset=8 (local.get $cj))))
+      (local.set $yj (i32.add (local.get $y) (i32.shl (i32.mul (local.get $j) (local.get $n)) (i32.const 3))))
+      (local.set $end (i32.add (local.get $yj) (i32.shl (local.get $n) (i32.const 3))))
+      (local.set $l (i32.const 0))
+      (block $termsDone (loop $term
+        (br_if $termsDone (i32.ge_u (local.get $l) (local.get $j)))
+        (local.set $W (f64x2.splat (f64.load (i32.add (local.get $cj) (i32.shl (i32.add (local.get $l) (i32.const 3)) (i32.const 3))))))
+        (local.set $yl (i32.add (local.get $y) (i32.shl (i32.mul (local.get $l) (local.get $n)) (i32.const 3))))
+        (local.set $i (local.get $yj))
+        (block $done (loop $next
+          (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
+          ;; v_l < d_l < 2^26 < 2 d_j: one conditional subtraction makes it v_l mod d_j.
+          (local.set $v (v128.load (local.get $yl)))
+          (local.set $v (f64x2.sub (local.get $v) (v128.and (f64x2.ge (local.get $v) (local.get $D)) (local.get $D))))
+          (local.set $t (f64x2.sub (v128.load (local.get $i)) (local.get $v)))
+          (local.set $t (f64x2.add (local.get $t) (v128.and (f64x2.lt (local.get $t) (local.get $Z)) (local.get $D))))
+          (local.set $t (f64x2.mul (local.get $t) (local.get $W)))
+          (local.set $t (f64x2.sub (local.get $t) (f64x2.mul (f64x2.floor (f64x2.mul (local.get $t) (local.get $Dinv))) (local.get $D))))
+          (local.set $t (f64x2.add (local.get $t) (v128.and (f64x2.lt (local.get $t) (local.get $Z)) (local.get $D))))
+          (v128.store (local.get $i) (f64x2.sub (local.get $t) (v128.and (f64x2.ge (local.get $t) (local.get $D)) (local.get $D))))
+          (local.set $i (i32.add (local.get $i) (i32.const 16)))
+          (local.set $yl (i32.add (local.get $yl) (i32.const 16)))
+          (br $next)))
+        (local.set $l (i32.add (local.get $l) (i32.const 1)))
+        (br $term)))
+      (local.set $j (i32.add (local.get $j) (i32.const 1)))
+      (br $digit)))
+    ;; + floor(D/2), digit by digit with carries (the last one dropped: modulo D)
     (local.set $i (i32.const 0))
     (block $done (loop $next
       (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
       (local.set $carry (local.get $Z))
       (local.set $j (i32.const 0))
-      (block $digitsDone (loop $digit
-        (br_if $digitsDone (i32.ge_u (local.get $j) (local.get $k)))
-        (local.set $cj (i32.add (local.get $c) (i32.shl (i32.mul (local.get $j) (i32.add (local.get $k) (i32.const 2))) (i32.const 3))))
-        (local.set $D (f64x2.splat (f64.load (local.get $cj))))
-        (local.set $Dinv (f64x2.div (f64x2.splat (f64.const 1)) (local.get $D)))
-        (local.set $t (v128.load (i32.add (local.get $y) (i32.shl (i32.add (i32.mul (local.get $j) (local.get $n)) (local.get $i)) (i32.const 3)))))
-        ;; t = (((r_j - v_0) inv_0j - v_1) inv_1j - ...) mod d_j, from the digits before the shift
-        (local.set $l (i32.const 0))
-        (block $termsDone (loop $term
-          (br_if $termsDone (i32.ge_u (local.get $l) (local.get $j)))
-          (local.set $v (call $modq (v128.load (i32.add (local.get $y) (i32.shl (i32.add (i32.mul (local.get $l) (local.get $n)) (local.get $i)) (i32.const 3))))
-            (local.get $D) (local.get $Dinv)))
-          (local.set $t (call $modq
-            (f64x2.mul (call $fold (f64x2.sub (local.get $t) (local.get $v)) (local.get $D))
-              (f64x2.splat (f64.load (i32.add (local.get $cj) (i32.shl (i32.add (local.get $l) (i32.const 2)) (i32.const 3))))))
-            (local.get $D) (local.get $Dinv)))
-          (local.set $l (i32.add (local.get $l) (i32.const 1)))
-          (br $term)))
-        (v128.store (i32.add (local.get $y) (i32.shl (i32.add (i32.mul (local.get $j) (local.get $n)) (local.get $i)) (i32.const 3))) (local.get $t))
-        (local.set $j (i32.add (local.get $j) (i32.const 1)))
-        (br $digit)))
-      ;; + floor(D/2), digit by digit with carries (the last one dropped: modulo D)
-      (local.set $j (i32.const 0))
       (block $addDone (loop $add
         (br_if $addDone (i32.ge_u (local.get $j) (local.get $k)))
-        (local.set $cj (i32.add (local.get $c) (i32.shl (i32.mul (local.get $j) (i32.add (local.get $k) (i32.const 2))) (i32.const 3))))
+        (local.set $cj (i32.add (local.get $c) (i32.shl (i32.mul (local.get $j) (i32.add (local.get $k) (i32.const 3))) (i32.const 3))))
         (local.set $D (f64x2.splat (f64.load (local.get $cj))))
-        (local.set $t (f64x2.add
-          (f64x2.add (v128.load (i32.add (local.get $y) (i32.shl (i32.add (i32.mul (local.get $j) (local.get $n)) (local.get $i)) (i32.const 3))))
-            (f64x2.splat (f64.load offset=8 (local.get $cj))))
-          (local.get $carry)))
+        (local.set $yj (i32.add (local.get $y) (i32.shl (i32.add (i32.mul (local.get $j) (local.get $n)) (local.get $i)) (i32.const 3))))
+        (local.set $t (f64x2.add (f64x2.add (v128.load (local.get $yj)) (f64x2.splat (f64.load offset=16 (local.get $cj)))) (local.get $carry)))
         (local.set $carry (v128.and (f64x2.ge (local.get $t) (local.get $D)) (f64x2.splat (f64.const 1))))
-        (v128.store (i32.add (local.get $y) (i32.shl (i32.add (i32.mul (local.get $j) (local.get $n)) (local.get $i)) (i32.const 3)))
-          (f64x2.sub (local.get $t) (f64x2.mul (local.get $carry) (local.get $D))))
+        (v128.store (local.get $yj) (f64x2.sub (local.get $t) (f64x2.mul (local.get $carry) (local.get $D))))
         (local.set $j (i32.add (local.get $j) (i32.const 1)))
         (br $add)))
       (local.set $i (i32.add (local.get $i) (i32.const 2)))
@@ -484,8 +494,9 @@
   ;; Rescaling by a product of primes D = d_0 ... d_(k-1) (rescale.ts, ProductRescale), the term
   ;; of one kept prime q: out[j] = (sum_l y_l[j] w_l + $neg) mod q, with y_l the mixed-radix digits
   ;; of (A + floor(D/2)) mod D (float64, below 2^26, k arrays of n from $y), w_l = d_0 ... d_(l-1)
-  ;; mod q (float64, k from $w) and $neg = q - (floor(D/2) mod q). Each product is below 2^52 and
-  ;; reduced before it is added: exact. n even.
+  ;; mod q, centered (|w_l| < 2^25; float64, k from $w) and $neg = q - (floor(D/2) mod q). Each
+  ;; product is below 2^51 in magnitude, so four of them and a reduced value sum exactly (below
+  ;; 2^53): reduced once per four digits, not once per product. n even.
   (func (export "rescaleTermDigits") (param $n i32) (param $q f64) (param $y i32) (param $k i32) (param $w i32) (param $neg f64) (param $out i32)
     (local $c i32) (local $l i32) (local $Q v128) (local $Qinv v128) (local $acc v128)
     (local.set $Q (f64x2.splat (local.get $q)))
@@ -498,11 +509,11 @@
       (block $digitsDone (loop $digit
         (br_if $digitsDone (i32.ge_u (local.get $l) (local.get $k)))
         (local.set $acc (f64x2.add (local.get $acc)
-          (call $modq
-            (f64x2.mul
-              (v128.load (i32.add (local.get $y) (i32.shl (i32.add (i32.mul (local.get $l) (local.get $n)) (local.get $c)) (i32.const 3))))
-              (f64x2.splat (f64.load (i32.add (local.get $w) (i32.shl (local.get $l) (i32.const 3))))))
-            (local.get $Q) (local.get $Qinv))))
+          (f64x2.mul
+            (v128.load (i32.add (local.get $y) (i32.shl (i32.add (i32.mul (local.get $l) (local.get $n)) (local.get $c)) (i32.const 3))))
+            (f64x2.splat (f64.load (i32.add (local.get $w) (i32.shl (local.get $l) (i32.const 3))))))))
+        (if (i32.eq (i32.and (local.get $l) (i32.const 3)) (i32.const 3)) (then
+          (local.set $acc (call $modq (local.get $acc) (local.get $Q) (local.get $Qinv)))))
         (local.set $l (i32.add (local.get $l) (i32.const 1)))
         (br $digit)))
       (v128.store (i32.add (local.get $out) (i32.shl (local.get $c) (i32.const 3))) (call $modq (local.get $acc) (local.get $Q) (local.get $Qinv)))

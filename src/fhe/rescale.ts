@@ -74,32 +74,34 @@ export class ProductRescale {
     const term = digits + 8 * drop * n;
     const weights = term + 8 * n;
     const garner = weights + 8 * drop * kept.length;
-    const inverse0 = garner + 8 * drop * (drop + 2);
+    const inverse0 = garner + 8 * drop * (drop + 3);
     const inverse = dropped.map((_, j) => inverse0 + 16 * n * j);
     const forward = kept.map((_, i) => inverse0 + 16 * n * (drop + i));
     const { exports, buffer } = kernelInstance<ProductExports>(inverse0 + 16 * n * L);
     this.wasm = exports;
     this.at = { src, dst, digits, term, weights, garner, inverse, forward };
-    // Garner's constants (kernel.wat garnerDigits), per digit j: d_j, digit j of floor(D/2), then
-    // d_l^-1 mod d_j for l < j.
-    const g = new Float64Array(buffer, garner, drop * (drop + 2));
+    // Garner's constants (kernel.wat garnerDigits), per digit j: d_j, 1 / d_j, digit j of
+    // floor(D/2), then d_l^-1 mod d_j for l < j.
+    const g = new Float64Array(buffer, garner, drop * (drop + 3));
     let h = H;
     dropped.forEach((dj, j) => {
-      g[j * (drop + 2)] = dj;
-      g[j * (drop + 2) + 1] = Number(h % BigInt(dj));
+      g[j * (drop + 3)] = dj;
+      g[j * (drop + 3) + 1] = 1 / dj;
+      g[j * (drop + 3) + 2] = Number(h % BigInt(dj));
       h /= BigInt(dj);
-      for (let l = 0; l < j; l++) g[j * (drop + 2) + 2 + l] = inverseMod(dropped[l], dj);
+      for (let l = 0; l < j; l++) g[j * (drop + 3) + 3 + l] = inverseMod(dropped[l], dj);
     });
     const ntt = (q: number) => NegacyclicNtt.of(q, degree);
     dropped.forEach((d, j) => new Float64Array(buffer, inverse[j], 2 * n).set(ntt(d).inverseTables()));
     kept.forEach((q, i) => new Float64Array(buffer, forward[i], 2 * n).set(ntt(q).forwardTables()));
     this.nInv = dropped.map((d) => ntt(d).nInv);
-    // Per kept prime, d_0 ... d_(l-1) mod q for each digit l.
+    // Per kept prime, d_0 ... d_(l-1) mod q for each digit l, centered (kernel.wat rescaleTermDigits
+    // sums four products of them unreduced).
     const w = new Float64Array(buffer, weights, drop * kept.length);
     kept.forEach((q, i) => {
       let prefix = 1;
       for (let l = 0; l < drop; l++) {
-        w[i * drop + l] = prefix;
+        w[i * drop + l] = prefix > q / 2 ? prefix - q : prefix;
         prefix = mulmod(prefix, dropped[l] % q, q);
       }
     });
@@ -120,7 +122,7 @@ export class ProductRescale {
     words.set(src.subarray(0, L * n), at.src / 4);
     for (let j = 0; j < drop; j++) {
       const from = (L - 1 - j) * n;
-      for (let c = 0; c < n; c++) digits[j * n + c] = words[from + c];
+      digits.subarray(j * n, (j + 1) * n).set(words.subarray(from, from + n));
       wasm.nttInverseAt(n, dropped[j], at.digits + 8 * j * n, at.inverse[j], this.nInv[j]);
     }
     // Garner's digits of A mod D (A mod D = v_0 + d_0 (v_1 + d_1 (v_2 + ...))), then floor(D/2)
