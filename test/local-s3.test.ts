@@ -239,6 +239,40 @@ t.test('CompleteMultipartUpload checks the parts as S3 does', async (t) => {
   t.notOk(existsSync(uploadDir(String(UploadId))), 'the parts are removed once completed');
 });
 
+t.test("a part's bytes are checked against the CRC32 the client sends (BadDigest), in place or apart; its ETag follows its content", async (t) => {
+  const key = 'crc/object';
+  const { UploadId } = await store.client.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: key }));
+  const send = (PartNumber: number, Body: Uint8Array, ChecksumCRC32?: string) =>
+    store.client.send(new UploadPartCommand({ Bucket: BUCKET, Key: key, UploadId, PartNumber, Body, ChecksumCRC32 }));
+  const first = randomBytes(5 * MiB);
+  const last = randomBytes(1000);
+  const e1 = String((await send(1, first)).ETag);
+  t.equal(String((await send(1, first)).ETag), e1, 'the same bytes again: the same ETag');
+  const other = Buffer.from(first);
+  other[12345] ^= 1;
+  t.not(String((await send(1, other)).ETag), e1, 'one bit changed: another ETag');
+  await send(1, first);
+  await t.rejects(send(2, last, 'AAAAAA=='), { name: 'BadDigest' }, 'a wrong CRC32, the part written in place: refused');
+  await t.rejects(send(3, randomBytes(6 * MiB), 'AAAAAA=='), { name: 'BadDigest' }, 'and written apart (larger than the layout): refused');
+  const complete = (Parts: { ETag: string; PartNumber: number }[]) =>
+    store.client.send(new CompleteMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId, MultipartUpload: { Parts } }));
+  await t.rejects(
+    complete([
+      { ETag: e1, PartNumber: 1 },
+      { ETag: e1, PartNumber: 2 },
+    ]),
+    { name: 'InvalidPart' },
+    'a refused part is not there',
+  );
+  const e2 = String((await send(2, last)).ETag);
+  await complete([
+    { ETag: e1, PartNumber: 1 },
+    { ETag: e2, PartNumber: 2 },
+  ]);
+  const got = await store.get(at(key), 10 * MiB, 'object');
+  t.ok(Buffer.from(got.bytes).equals(Buffer.concat([first, last])), 'the good parts, in order');
+});
+
 t.test('completing parts of one size renames their file: the object is the file the parts were written in', async (t) => {
   const key = 'laid-out/object';
   const { UploadId } = await store.client.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: key }));

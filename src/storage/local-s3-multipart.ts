@@ -9,12 +9,11 @@
 // part n belongs at (n - 1) x that size: each part goes there, in one data file per upload, and
 // when the completed list is parts 1..N of that layout the data file becomes the object. Any
 // other list (parts of other sizes, gaps, a subset) is assembled by copying, as before.
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
-import { once } from 'node:events';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
+import { checkPartChecksum, partEtag, writeAt, writeAtomically, type Written } from './local-s3-write.ts';
 
 // s3rver's internals (3.7), as far as they are used here and in local-s3.ts.
 export interface Store {
@@ -24,13 +23,9 @@ export interface Store {
   putPart(bucket: string, uploadId: string, partNumber: string, content: AsyncIterable<Uint8Array> & { headers?: Record<string, unknown> }): Promise<Written>;
   putObjectMultipart(bucket: string, uploadId: string, parts: { number: number; etag: string }[]): Promise<Written>;
 }
-export interface Written {
-  size: number;
-  md5: string;
-}
 export type S3ErrorClass = new (code: string, message: string, detail?: Record<string, string>) => Error;
 
-/** A stored part: its MD5 (its ETag), its size, and where it lies in the upload's data file (else in a file of its own). */
+/** A stored part: its ETag (partEtag), its size, and where it lies in the upload's data file (else in a file of its own). */
 interface PartRecord {
   md5: string;
   size: number;
@@ -60,7 +55,7 @@ const noSuchUpload = (S3Error: S3ErrorClass, uploadId: string) =>
  * UploadPart and CompleteMultipartUpload on `store`. Parts must exist (an UploadPart for an
  * upload never initiated, or aborted, is NoSuchUpload instead of recreating its directory), and
  * completing checks the parts' ETags and order as S3 does; the object's ETag is S3's for
- * multipart objects (MD5 of the parts' MD5s, "-N"), so no byte is hashed twice.
+ * multipart objects (MD5 of the parts' ETags, "-N"), so no byte is hashed twice.
  */
 export function fixMultipart(store: Store, state: UploadState, S3Error: S3ErrorClass): void {
   store.putPart = (bucket, uploadId, partNumber, content) =>
@@ -89,12 +84,20 @@ export function fixMultipart(store: Store, state: UploadState, S3Error: S3ErrorC
           const written = await writing;
           if (written.size !== length)
             throw new S3Error('IncompleteBody', 'You did not provide the number of bytes specified by the Content-Length HTTP header.');
-          record = { ...written, at };
+          checkPartChecksum(S3Error, content.headers, written.crc);
+          record = { md5: partEtag(written.crc, written.size), size: written.size, at };
         } finally {
           layout.writing.delete(number);
         }
       } else {
-        record = await writeAtomically(join(dir, n), content, true);
+        const written = await writeAtomically(join(dir, n), content, 'crc32');
+        try {
+          checkPartChecksum(S3Error, content.headers, written.crc);
+        } catch (e) {
+          await rm(join(dir, n), { force: true });
+          throw e;
+        }
+        record = { md5: partEtag(written.crc, written.size), size: written.size };
       }
       await writeFile(join(dir, `${n}.part`), JSON.stringify(record));
       return { size: record.size, md5: record.md5 };
@@ -169,7 +172,7 @@ async function completeUpload(
           : createReadStream(join(dir, DATA), { start: at, end: at + n - 1, highWaterMark: 1 << 20 });
       }
     }
-    await writeAtomically(path, concatenated(), false);
+    await writeAtomically(path, concatenated(), 'none');
   }
   const etag = `${createHash('md5')
     .update(Buffer.concat(records.map((r) => Buffer.from(r.md5, 'hex'))))
@@ -178,60 +181,6 @@ async function completeUpload(
   await rm(dir, { recursive: true, force: true, maxRetries: 3 });
   state.layout.delete(uploadId);
   return { size, md5: etag };
-}
-
-/** Streams `source` into `path` (created if need be) from byte `at` on; its MD5 and size. */
-async function writeAt(path: string, at: number, source: AsyncIterable<Uint8Array>): Promise<Written> {
-  await (await open(path, 'a')).close();
-  const hash = createHash('md5');
-  let size = 0;
-  const out = createWriteStream(path, { flags: 'r+', start: at });
-  await pipeline(
-    source,
-    async function* (chunks: AsyncIterable<Uint8Array>) {
-      for await (const c of chunks) {
-        hash.update(c);
-        size += c.byteLength;
-        yield c;
-      }
-    },
-    out,
-  );
-  if (!out.closed) await once(out, 'close');
-  return { size, md5: hash.digest('hex') };
-}
-
-/**
- * Streams `source` to a temporary file in `path`'s directory and renames it to `path` once all
- * of it is written and the file closed; on failure removes the temporary file. Memory: the
- * stream's buffers only.
- */
-export async function writeAtomically(path: string, source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>, md5: boolean): Promise<Written> {
-  // Not a name s3rver lists (its files end in ._S3rver_<resource>).
-  const tmp = `${path}.${randomBytes(8).toString('hex')}.tmp`;
-  const hash = md5 ? createHash('md5') : undefined;
-  let size = 0;
-  try {
-    const out = createWriteStream(tmp, { flags: 'wx' });
-    await pipeline(
-      source,
-      async function* (chunks: AsyncIterable<Uint8Array>) {
-        for await (const c of chunks) {
-          hash?.update(c);
-          size += c.byteLength;
-          yield c;
-        }
-      },
-      out,
-    );
-    // The pipeline settles once every write has completed; also wait for the descriptor to close.
-    if (!out.closed) await once(out, 'close');
-    await rename(tmp, path);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
-  return { size, md5: hash?.digest('hex') ?? '' };
 }
 
 /** The directory of an initiated upload, else NoSuchUpload. */

@@ -6,7 +6,8 @@ import { dirname } from 'node:path';
 import type { AddressInfo } from 'node:net';
 // @ts-expect-error s3rver ships no types
 import S3rver from 's3rver';
-import { abortUpload, fixMultipart, writeAtomically, type S3ErrorClass, type Store, type UploadState } from './local-s3-multipart.ts';
+import { abortUpload, fixMultipart, type S3ErrorClass, type Store, type UploadState } from './local-s3-multipart.ts';
+import { writeAtomically } from './local-s3-write.ts';
 
 export interface LocalS3 {
   endpoint: string;
@@ -81,7 +82,7 @@ function fixStore(store: Store): void {
   store.putObject = async (o) => {
     const path = store.getResourcePath(o.bucket, o.key, 'object');
     await mkdir(dirname(path), { recursive: true });
-    const written = await writeAtomically(path, Buffer.isBuffer(o.content) ? [o.content] : o.content, true);
+    const written = await writeAtomically(path, Buffer.isBuffer(o.content) ? [o.content] : o.content, 'md5');
     await store.putMetadata(o.bucket, o.key, o.metadata, written.md5);
     return written;
   };
