@@ -278,7 +278,7 @@ t.test('completing parts of one size renames their file: the object is the file 
   const { UploadId } = await store.client.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: key }));
   const id = String(UploadId);
   const bodies = [randomBytes(5 * MiB), randomBytes(5 * MiB), randomBytes(5 * MiB), randomBytes(12_345)];
-  // Out of order and concurrently, as lib-storage sends them: the last (short) part after the first.
+  // Out of order and concurrently, as uploaders send them: the last (short) part after the first.
   const send = (i: number) => store.client.send(new UploadPartCommand({ Bucket: BUCKET, Key: key, UploadId: id, PartNumber: i + 1, Body: bodies[i] }));
   const etags: string[] = [];
   etags[0] = String((await send(0)).ETag);

@@ -122,7 +122,7 @@ export function policies(
     Condition: { StringLike: { 's3:prefix': prefixes.map((p) => `${p}*`) } },
   });
   const get = (sid: string, ...prefixes: string[]): Statement => ({ Sid: sid, Effect: 'Allow', Action: 's3:GetObject', Resource: objects(...prefixes) });
-  // Large objects go up in parts (lib-storage's Upload); a failed upload aborts its parts, which
+  // Large objects go up in parts (ObjectStore.putStream); a failed upload aborts its parts, which
   // without AbortMultipartUpload stay stored (and billed) until a lifecycle rule removes them.
   const put = (sid: string, ...prefixes: string[]): Statement => ({
     Sid: sid,

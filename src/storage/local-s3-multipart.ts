@@ -5,7 +5,7 @@
 // local-s3.ts until 2026-12-07: for a LeNet batch query (171 parts, 1.43 GB) 5.5-5.7 s during
 // which the client waits for CompleteMultipartUpload and one core copies (6.3-6.7 s of CPU,
 // measured on the 2-core VM): a serial stretch that Amazon S3 does not have, a tenth of the
-// batch's wall time. Clients upload parts of one size but the last (lib-storage, the AWS CLI), so
+// batch's wall time. Clients upload parts of one size but the last (ObjectStore.putStream, the AWS CLI), so
 // part n belongs at (n - 1) x that size: each part goes there, in one data file per upload, and
 // when the completed list is parts 1..N of that layout the data file becomes the object. Any
 // other list (parts of other sizes, gaps, a subset) is assembled by copying, as before.

@@ -5,7 +5,6 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import {
-  AbortMultipartUploadCommand,
   CreateBucketCommand,
   GetObjectCommand,
   HeadObjectCommand,
@@ -14,8 +13,8 @@ import {
   S3Client,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
 import { safeText, SealedError } from '../errors.ts';
+import { uploadInParts } from './multipart-upload.ts';
 import { BUCKET_HINT, bucketProblem, checkLocation, describeS3Location, KEY_HINT, type S3Location } from './s3-uri.ts';
 
 export * from './s3-uri.ts';
@@ -184,63 +183,19 @@ export class ObjectStore {
    */
   async putStream(loc: S3Location, source: AsyncIterable<Uint8Array>, what: string): Promise<{ bytes: number }> {
     checkLocation(loc, what);
-    let bytes = 0;
     let sourceFailed = false;
     let sourceError: unknown;
-    // Counts the bytes and tells the source's own failures apart from errors thrown into this
-    // generator when the upload fails and the stream is torn down (then the source is closed).
-    async function* counted(): AsyncGenerator<Uint8Array> {
-      const it = source[Symbol.asyncIterator]();
-      let finished = false;
-      try {
-        for (;;) {
-          let r: IteratorResult<Uint8Array>;
-          try {
-            r = await it.next();
-          } catch (e) {
-            finished = true;
-            sourceFailed = true;
-            sourceError = e;
-            throw e;
-          }
-          if (r.done) {
-            finished = true;
-            return;
-          }
-          if (r.value.byteLength === 0) continue;
-          bytes += r.value.byteLength;
-          yield r.value;
-        }
-      } finally {
-        if (!finished) await it.return?.();
-      }
-    }
-    // highWaterMark 1: read one source chunk ahead at most; lib-storage then holds the part being
-    // filled plus the parts in flight.
-    const body = Readable.from(counted(), { objectMode: true, highWaterMark: 1 });
-    const upload = new Upload({
-      client: this.client,
-      // SSE-S3 on every write (CreateMultipartUpload, or PutObject for a single part).
-      params: { Bucket: loc.bucket, Key: loc.key, Body: body, ContentType: 'application/octet-stream', ServerSideEncryption: 'AES256' },
-      partSize: STREAM_PART_SIZE,
-      queueSize: STREAM_QUEUE_SIZE,
-      // We abort ourselves, so that the error reported is the one that caused the failure and
-      // not a failure of the abort.
-      leavePartsOnError: true,
-    });
     try {
-      await upload.done();
+      const bytes = await uploadInParts(this.client, { Bucket: loc.bucket, Key: loc.key }, source, {
+        partSize: STREAM_PART_SIZE,
+        queue: STREAM_QUEUE_SIZE,
+        onSourceError: (e) => {
+          sourceFailed = true;
+          sourceError = e;
+        },
+      });
       return { bytes };
     } catch (e) {
-      body.destroy();
-      if (upload.uploadId) {
-        try {
-          await this.client.send(new AbortMultipartUploadCommand({ Bucket: loc.bucket, Key: loc.key, UploadId: upload.uploadId }));
-        } catch {
-          // Best effort (already retried by the SDK): the original failure is what the caller
-          // needs; a bucket lifecycle rule (AbortIncompleteMultipartUpload) reclaims what remains.
-        }
-      }
       if (sourceFailed) throw sourceError;
       throw storageError(e, loc, what);
     }
