@@ -28,6 +28,9 @@ export interface Simd {
   squareRow(a0: number, a1: number, sq: number, n: number, q: number): void;
   squareAdd(dst: number, a: number, b: number, f: number, n: number, q: number): void;
   reduceAdd(x: number, n: number, q: number, c: number): void;
+  /** n (even) u32 at byte src as float64 at byte dst, and back (integers below 2^32). */
+  u32ToF64(src: number, dst: number, n: number): void;
+  f64ToU32(src: number, dst: number, n: number): void;
 }
 
 let simd: Simd | undefined;

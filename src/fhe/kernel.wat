@@ -520,6 +520,29 @@
       (local.set $c (i32.add (local.get $c) (i32.const 2)))
       (br $next))))
 
+  ;; Residues between the kernel's float64 lanes and u32 arrays (batch-kernel-deep.ts): dst[i] = src[i]
+  ;; for i < n (even), the values integers in [0, 2^32). A JavaScript loop converting element by
+  ;; element cost a LeNet batch's server ~2 s (layersAfterRescale, --cpu-prof).
+  (func (export "u32ToF64") (param $src i32) (param $dst i32) (param $n i32)
+    (local $end i32)
+    (local.set $end (i32.add (local.get $src) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $src) (local.get $end)))
+      (v128.store (local.get $dst) (f64x2.convert_low_i32x4_u (v128.load64_zero (local.get $src))))
+      (local.set $src (i32.add (local.get $src) (i32.const 8)))
+      (local.set $dst (i32.add (local.get $dst) (i32.const 16)))
+      (br $next))))
+
+  (func (export "f64ToU32") (param $src i32) (param $dst i32) (param $n i32)
+    (local $end i32)
+    (local.set $end (i32.add (local.get $dst) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $dst) (local.get $end)))
+      (v128.store64_lane 0 (local.get $dst) (i32x4.trunc_sat_f64x2_u_zero (v128.load (local.get $src))))
+      (local.set $src (i32.add (local.get $src) (i32.const 16)))
+      (local.set $dst (i32.add (local.get $dst) (i32.const 8)))
+      (br $next))))
+
   ;; High 64 bits of the 128-bit product a b, from four 32 x 32-bit products.
   (func $mulhi (param $a i64) (param $b i64) (result i64)
     (local $a0 i64) (local $a1 i64) (local $b0 i64) (local $b1 i64) (local $p01 i64) (local $p10 i64)
