@@ -69,9 +69,9 @@ let decrypting: KeyedSession | undefined;
  * revives: thrown across the thread, an error keeps its message but not its class or code.
  */
 async function decryptAll(task: DecryptTask): Promise<Float64Array | { error: PlainError }> {
-  // Packed results are decrypted by our own code (packed-decrypt.ts), which needs only the secret
-  // key: the encrypting session serves, where SEAL's decryption needed a context of the whole chain.
-  const own = task.decrypt.every(isPacked);
+  // Packed results at batch primes are decrypted by our own code (packed-decrypt.ts), which needs
+  // only the secret key: the encrypting session serves, where SEAL needs a context of the whole chain.
+  const own = task.decrypt.every(isPacked) && task.params.coeffModulusBits.slice(0, -1).every((b) => b <= 26);
   const { holder } = own ? (current = await withKey(current, task, true)) : (decrypting = await withKey(decrypting, task, false));
   const slots = task.params.polyModulusDegree / 2;
   const out = new Float64Array(task.decrypt.length * slots);
