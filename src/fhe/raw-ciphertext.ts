@@ -39,18 +39,28 @@ function fail(why: string, what = 'a ciphertext'): SealedError {
 
 export function readRawInfo(bytes: Uint8Array): RawCiphertextInfo {
   if (bytes.length < RAW_DATA_OFFSET) throw fail('is truncated');
+  const { info, count } = prefixFields(bytes, 0);
+  if (bytes.length !== RAW_DATA_OFFSET + 8 * count) throw fail('has an unexpected layout');
+  return info;
+}
+
+/**
+ * The fields of SEAL's uncompressed NTT-form ciphertext prefix at bytes[h..] (readRawInfo's, and a
+ * packed ciphertext's after its own header), and its residue count; refused unless it is one.
+ */
+function prefixFields(bytes: Uint8Array, h: number, what?: string): { info: RawCiphertextInfo; count: number } {
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (v.getUint16(0, true) !== MAGIC || v.getUint8(2) !== HEADER || bytes[5] !== 0) throw fail('is not an uncompressed SEAL ciphertext');
+  if (v.getUint16(h, true) !== MAGIC || v.getUint8(h + 2) !== HEADER || bytes[h + 5] !== 0) throw fail('is not an uncompressed SEAL ciphertext', what);
   const info = {
-    parmsId: bytes.slice(PARMS, PARMS + 32),
-    size: Number(v.getBigUint64(SIZE, true)),
-    degree: Number(v.getBigUint64(DEGREE, true)),
-    primes: Number(v.getBigUint64(PRIMES, true)),
-    scale: v.getFloat64(SCALE, true),
+    parmsId: bytes.slice(h + PARMS, h + PARMS + 32),
+    size: Number(v.getBigUint64(h + SIZE, true)),
+    degree: Number(v.getBigUint64(h + DEGREE, true)),
+    primes: Number(v.getBigUint64(h + PRIMES, true)),
+    scale: v.getFloat64(h + SCALE, true),
   };
   const count = info.size * info.degree * info.primes;
-  if (bytes[NTT] !== 1 || Number(v.getBigUint64(COUNT, true)) !== count || bytes.length !== RAW_DATA_OFFSET + 8 * count) throw fail('has an unexpected layout');
-  return info;
+  if (bytes[h + NTT] !== 1 || Number(v.getBigUint64(h + COUNT, true)) !== count) throw fail('has an unexpected layout', what);
+  return { info, count };
 }
 
 /**
@@ -95,25 +105,13 @@ export function writeSealHeader(v: DataView, at: number, total: number): void {
   v.setBigUint64(at + 8, BigInt(total), true);
 }
 
-/** This thread's buffer for buildRaw's reused results. */
-let rawBuffer = new ArrayBuffer(0);
-
-/**
- * An uncompressed SEAL ciphertext with `size` polynomials from u32 residues (polynomial-major).
- * `reuse`: written into this thread's buffer, valid until the next such call (for bytes that are
- * copied on at once, as a result is compressed); a fresh array each time would be ~10 MB of new
- * memory per batch result, paid for page by page on first touch (40-60 ms on the AMD VM).
- */
-export function buildRaw(info: Omit<RawCiphertextInfo, 'size'>, size: number, residues: Uint32Array, offset: number, reuse = false): Uint8Array {
+/** An uncompressed SEAL ciphertext with `size` polynomials from u32 residues (polynomial-major). */
+export function buildRaw(info: Omit<RawCiphertextInfo, 'size'>, size: number, residues: Uint32Array, offset: number): Uint8Array {
   const count = size * info.degree * info.primes;
   const total = RAW_DATA_OFFSET + 8 * count;
   // Placed so that the residues start 4-byte aligned: they are written as u32 pairs in place.
   const at = (4 - (RAW_DATA_OFFSET % 4)) % 4;
-  let buffer: ArrayBuffer;
-  if (reuse) {
-    if (rawBuffer.byteLength < at + total) rawBuffer = new ArrayBuffer(at + total);
-    buffer = rawBuffer;
-  } else buffer = new ArrayBuffer(at + total);
+  const buffer = new ArrayBuffer(at + total);
   const out = new Uint8Array(buffer, at, total);
   writeRawPrefix(new DataView(buffer, at, total), info, size);
   const words = new Uint32Array(buffer, at + RAW_DATA_OFFSET, 2 * count);
@@ -182,25 +180,10 @@ export function readPackedInfo(packed: Uint8Array, what?: string): RawCiphertext
   const v = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
   if (!isPacked(packed) || packed.length < PACK_HEAD + RAW_DATA_OFFSET || v.getUint32(4, true) !== RAW_DATA_OFFSET)
     throw fail('is not a packed ciphertext', what);
-  const h = PACK_HEAD;
-  if (v.getUint16(h, true) !== MAGIC || v.getUint8(h + 2) !== HEADER || packed[h + 5] !== 0) throw fail('is not an uncompressed SEAL ciphertext', what);
-  const info = {
-    parmsId: packed.slice(h + PARMS, h + PARMS + 32),
-    size: Number(v.getBigUint64(h + SIZE, true)),
-    degree: Number(v.getBigUint64(h + DEGREE, true)),
-    primes: Number(v.getBigUint64(h + PRIMES, true)),
-    scale: v.getFloat64(h + SCALE, true),
-    at: h + RAW_DATA_OFFSET,
-  };
-  const count = info.size * info.degree * info.primes;
-  if (
-    packed[h + NTT] !== 1 ||
-    v.getUint32(8, true) !== count ||
-    Number(v.getBigUint64(h + COUNT, true)) !== count ||
-    packed.length !== info.at + (count / 4) * 13
-  )
-    throw fail('has an unexpected layout', what);
-  return info;
+  const { info, count } = prefixFields(packed, PACK_HEAD, what);
+  const at = PACK_HEAD + RAW_DATA_OFFSET;
+  if (v.getUint32(8, true) !== count || packed.length !== at + (count / 4) * 13) throw fail('has an unexpected layout', what);
+  return { ...info, at };
 }
 
 /** Four residues below 2^26 as 13 bytes at out[o..], least significant bit first (the layout above). */
