@@ -2,7 +2,8 @@
 // activation -> dense, up to three times): `sealed compile` writes the batch plan into the bundle and says so in
 // its report, and a batch query of many records, evaluated by the model server in process with
 // no evaluation keys, decrypts to the compiled model's outputs. Graphs batch mode cannot hold
-// get a report line saying why, and only the single layout (onnx-fixtures.test.ts: LeNet).
+// get a report line saying why, and only the single layout (onnx-fixtures.test.ts: LeNet). A
+// convolution pooled 2x2 first (LeNet's) makes the client encrypt the images' box sums.
 import t, { type Test } from 'tap';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -18,7 +19,7 @@ import { batchQueryBytes } from '../src/server/batch-memory.ts';
 import { batchModeFor, compileOnnxJob, readCalibration } from '../src/train/onnx-job.ts';
 import { predict } from '../src/client/predict.ts';
 import { servedClient } from './helpers/fixture.ts';
-import { buildModel, gemm, gemmWeights } from './helpers/onnx-build.ts';
+import { buildModel, gemm, gemmWeights, tensor } from './helpers/onnx-build.ts';
 
 /** Compiles `onnx` with `calibration` into a bundle, and runs `rows` through batch mode in process. */
 async function batchRun(t: Test, onnx: string, calibration: string, rows: ArrayLike<number>[]) {
@@ -195,4 +196,52 @@ t.test('dense -> ReLU -> dense, once, twice or three times: batch mode with the 
       "between requests the kept buffers are reserved: the sections, two primes' residues, the values of both rescales and the size-9 outputs",
     );
   }
+});
+
+t.test("conv + 2x2 average pooling (LeNet's first layer): the client encrypts the box sums, results = the compiled model", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'sealed-onnx-batch-box-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const onnx = join(dir, 'pooled.onnx');
+  await writeFile(
+    onnx,
+    buildModel({
+      inputs: [['x', ['N', 1, 8, 8]]],
+      outputs: [['y', ['N', 3]]],
+      initializers: [
+        tensor(
+          'k',
+          [2, 1, 3, 3],
+          Array.from({ length: 18 }, (_, i) => Math.sin(i + 2) * 0.7),
+        ),
+        tensor('kb', [2], [0.1, -0.2]),
+        ...gemmWeights('fc', 18, 3, 7),
+      ],
+      nodes: [
+        { op: 'Conv', inputs: ['x', 'k', 'kb'], outputs: ['c'], name: 'conv' },
+        { op: 'AveragePool', inputs: ['c'], outputs: ['a'], name: 'pool', attrs: { kernel_shape: [2, 2], strides: [2, 2] } },
+        { op: 'Mul', inputs: ['a', 'a'], outputs: ['s'], name: 'square' },
+        { op: 'Flatten', inputs: ['s'], outputs: ['f'], name: 'flatten' },
+        gemm('fc', 'f', 'y'),
+      ],
+    }),
+  );
+  let s = 11;
+  const rnd = () => ((s = (s * 1103515245 + 12345) % 2 ** 31), s / 2 ** 31);
+  const rows = Array.from({ length: 200 }, () => Array.from({ length: 64 }, rnd));
+  const csv = join(dir, 'cal.csv');
+  await writeFile(csv, rows.map((r) => r.join(',')).join('\n') + '\n');
+  const { dir: bundle, client, scores } = await batchRun(t, onnx, csv, rows);
+  t.same(client.batch?.input_box, { channels: 1, height: 8, width: 8 }, 'the client part says the client sums 2x2 boxes of the 8 x 8 image');
+  t.equal(client.batch?.input_factors, undefined, 'and no input factors');
+  const plan = (await readServerPart(bundle)).batch!;
+  t.equal(plan.inputs, 49, 'the plan takes 7 x 7 box sums');
+  t.ok(
+    plan.first.start.every((v, j) => j === 0 || v - plan.first.start[j - 1] <= 9),
+    `each output sums at most 3 x 3 of them, not 4 x 4 pixels (${plan.first.index.length} taps for ${plan.first.rows} rows)`,
+  );
+  t.ok(scores, 'batch query served');
+  if (!scores) return;
+  const m = compileOnnx(new Uint8Array(await readFile(onnx)), rows);
+  const { worst, top } = largestError(scores, (i) => simulatedScores(m, rows[i]));
+  t.ok(worst < 2 ** -9 * top, `batch outputs = the compiled model's within ${worst.toExponential(2)} (outputs up to ${top.toFixed(2)})`);
 });

@@ -10,6 +10,8 @@ import { openReference } from '../src/model/onnx/reference.ts';
 import { dataPrimesOf } from '../src/fhe/batch-plan.ts';
 import { FLOOD_PRECISION_BITS, compileBatch } from '../src/model/compile-batch.ts';
 import { preprocessRecord } from '../src/model/postprocess.ts';
+import { simulateBatch } from '../src/model/simulate-batch.ts';
+import { imageShape } from '../src/train/onnx-job.ts';
 
 interface Fixture {
   input: string;
@@ -88,5 +90,16 @@ for (const [name, polynomial, kinds] of cases)
       const plan = compileBatch(m.network, pre)!;
       t.equal(plan?.params.polyModulusDegree, 32768, `lenet: a batch plan at ring 32768 (${plan && dataPrimesOf(plan)} data primes)`);
       t.equal(plan?.privacy, 'flood', 'with circuit privacy');
+      // Conv + 2x2 average pooling first: the client encrypts the 27 x 27 box sums of the image,
+      // and each of the first layer's 576 rows sums 25 products instead of 36, at no extra prime.
+      const image = imageShape(m.lowered.inputShape, 784);
+      t.same(image, { channels: 1, height: 28, width: 28 }, 'lenet: the input is a 28 x 28 image');
+      const boxed = compileBatch(m.network, pre, { image })!;
+      t.same(boxed?.inputBox, image, 'lenet: a plan over box sums');
+      t.equal(boxed?.inputs, 729);
+      t.equal(boxed?.first.index.length, 576 * 25, '25 taps per row');
+      t.equal(boxed && dataPrimesOf(boxed), dataPrimesOf(plan), 'as many data primes as over the pixels');
+      const worst = Math.max(...pre.map((x) => Math.max(...simulateBatch(boxed, x).map((v, k) => Math.abs(v - simulateBatch(plan, x)[k])))));
+      t.ok(worst < 1e-2, `the two plans agree in plaintext (largest difference ${worst.toExponential(2)})`);
     }
   });

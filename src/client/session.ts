@@ -8,6 +8,7 @@ import { makePublicKey } from '../fhe/single-privacy.ts';
 import { paramsKey, type CkksParams } from '../fhe/params.ts';
 import type { ClientPart } from '../model/client-part.ts';
 import { packRecords, unpackOutputs, withRotations } from '../model/layout.ts';
+import { boxedInputs } from '../model/input-box.ts';
 import { postprocess, preprocessRecord, preprocessRowsInto, type Prediction } from '../model/postprocess.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../wire/format.ts';
 import { sha256Hex } from '../util/sha256.ts';
@@ -217,14 +218,16 @@ export class ClientSession {
     /** Batch `bi`'s records, preprocessed, into `values` (records x features); how many there are. */
     const batchValues = (bi: number, values: Float64Array): number => {
       const batch = rows.slice(bi * S, (bi + 1) * S);
-      preprocessRowsInto(batch, this.part, b.input_factors, values);
+      preprocessRowsInto(batch, this.part, b.input_factors, values, b.input_box);
       return batch.length;
     };
     // The first section: the re-randomization key for circuit privacy (fresh per query, from the
     // batch secret key; a server whose model does not flood ignores it).
     const header: QueryHeader = { model_id: this.modelId, params: paramsKey(b.params), records: rows.length, layout: 'batch', rerand_key: true };
     const rerandKey = makeBatchRerandKey(this.batchS!, b.result_size, this.batchKeyBytes!, b.result_primes);
-    return { b, batches: Math.ceil(rows.length / S), inputs: this.part.features.length, header, rerandKey, batchValues };
+    // One ciphertext per feature, or per box sum (input-box.ts).
+    const inputs = b.input_box ? boxedInputs(b.input_box) : this.part.features.length;
+    return { b, batches: Math.ceil(rows.length / S), inputs, header, rerandKey, batchValues };
   }
 
   /** Raw feature rows (as in the training CSV, without the target) -> encrypted query. */

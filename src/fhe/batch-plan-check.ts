@@ -89,6 +89,14 @@ export function validateBatchPlan(raw: unknown, where = 'the batch plan'): Batch
 
   int(p.inputScaleBits, 'inputScaleBits', 1, dataBits - 1);
   const inputs = int(p.inputs, 'inputs', 1, MAX_KERNEL_INDEX);
+  if (p.inputBox !== undefined) {
+    const b = object(p.inputBox, 'inputBox');
+    const boxed =
+      int(b.channels, 'inputBox.channels', 1, inputs) *
+      (int(b.height, 'inputBox.height', 2, inputs + 1) - 1) *
+      (int(b.width, 'inputBox.width', 2, inputs + 1) - 1);
+    if (boxed !== inputs) throw bad('inputBox', `holds ${boxed} box sums, not inputs = ${inputs}`);
+  }
 
   const f = object(p.first, 'first');
   const rows = int(f.rows, 'first.rows', 1, MAX_KERNEL_INDEX - 1);

@@ -40,10 +40,23 @@ export interface DenseLayer {
   rescalePrimes?: number;
 }
 
+/** An image's shape: channels x height x width, row-major. */
+export interface InputBox {
+  channels: number;
+  height: number;
+  width: number;
+}
+
 export interface BatchPlan {
   params: CkksParams;
   inputScaleBits: number;
   inputs: number;
+  /**
+   * Present when the inputs are the 2x2 box sums of each channel of an image of this shape
+   * (src/model/input-box.ts), which the client computes before encryption: then
+   * inputs = channels (height - 1) (width - 1). The server only checks it.
+   */
+  inputBox?: InputBox;
   /** First affine layer as sparse rows: row j uses taps start[j] .. start[j+1]-1. */
   first: { rows: number; start: number[]; index: number[]; weight: number[]; weightScaleBits: number; bias: number[] };
   square: boolean;

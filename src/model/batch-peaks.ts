@@ -1,12 +1,12 @@
 // The largest values a batch plan reaches on the compiler's samples, stage by stage: what its
 // modulus is sized from (compile-batch.ts) and what the client bounds decrypted scores by.
 import type { BatchPlan } from '../fhe/batch-plan.ts';
-import { simulateBatchTrace } from './simulate-batch.ts';
+import { planInputs, simulateBatchTrace } from './simulate-batch.ts';
 
 /** Headroom over the largest magnitude seen on the samples. */
 export const HEADROOM_BITS = 4;
 
-/** The largest |value| of each layer (the first, then the later ones), of the results and of each input, on the samples. */
+/** The largest |value| of each layer (the first, then the later ones), of the results and of each of the plan's inputs, on the samples. */
 export interface Peaks {
   layers: number[];
   out: number;
@@ -29,7 +29,8 @@ export function samplePeaks(plan: BatchPlan, samples: ArrayLike<number>[]): Peak
   const peak: Peaks = { layers: [], out: 0, input: new Float64Array(plan.inputs) };
   for (const s of samples) {
     const { layers } = simulateBatchTrace(plan, s);
-    for (let i = 0; i < plan.inputs; i++) peak.input[i] = Math.max(peak.input[i], Math.abs(s[i]));
+    const x = planInputs(plan, s);
+    for (let i = 0; i < plan.inputs; i++) peak.input[i] = Math.max(peak.input[i], Math.abs(x[i]));
     layers.forEach((values, l) => {
       for (const v of values) peak.layers[l] = Math.max(peak.layers[l] ?? 0, Math.abs(v));
     });

@@ -3,6 +3,7 @@
 // into a pure square between the layers around it. compile-batch.ts quantizes and sizes it.
 import { SealedError } from '../errors.ts';
 import { MAX_TAPS } from '../fhe/kernel-limits.ts';
+import { factorBox, type InputBox } from './input-box.ts';
 import { convOutputShape, parityCol, parityRow, perFeature, type Network } from './network.ts';
 
 export interface Affine {
@@ -72,6 +73,9 @@ export interface Dense {
 
 export interface Shape {
   first: Affine;
+  /** Set when `first` is over the 2x2 box sums of an image of this shape (input-box.ts), with the weights it had before. */
+  inputBox?: InputBox;
+  unboxedWeights?: number[];
   /** Each squares the values of the layer before it (the first, then these in order). */
   later: Dense[];
 }
@@ -123,10 +127,12 @@ function foldSquare(act: Network['layers'][number], dense: Network['layers'][num
  * j's weights are divided by it (the product is unchanged). They come from the samples, not the
  * weights: the client part then tells the client each feature's range on the calibration
  * records to within a factor of 2, and nothing about the model. Undefined when every factor
- * would be 1, or the first layer is a convolution.
+ * would be 1, the first layer is a convolution, or it sums 2x2 boxes of `image` (then the
+ * client encrypts the box sums instead: input-box.ts).
  */
-export function batchInputFactors(net: Network, samples: ArrayLike<number>[]): number[] | undefined {
+export function batchInputFactors(net: Network, samples: ArrayLike<number>[], image?: InputBox): number[] | undefined {
   if (net.layers[0]?.type !== 'dense') return undefined;
+  if (image && factorBox(firstAffine(net), image)) return undefined;
   const n = net.input.height * net.input.width;
   const range = new Array<number>(n).fill(0);
   for (const x of samples) for (let j = 0; j < n; j++) range[j] = Math.max(range[j], Math.abs(x[j]));

@@ -3,6 +3,7 @@
 import { sha256Hex } from '../util/sha256.ts';
 import { SealedError } from '../errors.ts';
 import { checkParams, type CkksParams } from '../fhe/params.ts';
+import type { InputBox } from './input-box.ts';
 import type { InputLayout, OutputLayout } from './layout.ts';
 
 export const CLIENT_FORMAT = 'sealed-client';
@@ -60,6 +61,12 @@ export interface BatchClientPart {
    */
   input_factors?: number[];
   /**
+   * Present when batch mode's inputs are the 2x2 box sums of each channel of the pre-processed
+   * image (input-box.ts; the first layer pools 2x2): the client encrypts those, channels
+   * (height - 1) (width - 1) ciphertexts per batch. Absent: one per feature.
+   */
+  input_box?: InputBox;
+  /**
    * The largest |score| the batch parameters are sized for (compile-batch.ts, batchOutputBound):
    * a decrypted score beyond it is not a prediction (a corrupt result ciphertext, or a record far
    * outside the calibration data) and the client refuses the result. Absent (older bundles): not checked.
@@ -97,6 +104,22 @@ export function parseClientPart(text: string, where: string): ClientPart & { mod
   const f = c.batch?.input_factors;
   if (f !== undefined && (!Array.isArray(f) || f.length !== c.features?.length || f.some((v) => typeof v !== 'number' || !(v > 0) || !Number.isFinite(v))))
     throw new SealedError('bad-bundle', `the client part in ${where} has batch input factors that are not one positive number per feature`);
+  const box = c.batch?.input_box;
+  const dim = (v: unknown, min: number) => typeof v === 'number' && Number.isInteger(v) && v >= min;
+  if (
+    box !== undefined &&
+    (typeof box !== 'object' ||
+      box === null ||
+      !dim(box.channels, 1) ||
+      !dim(box.height, 2) ||
+      !dim(box.width, 2) ||
+      box.channels * box.height * box.width !== c.features?.length ||
+      f !== undefined)
+  )
+    throw new SealedError(
+      'bad-bundle',
+      `the client part in ${where} has a batch input box that is not an image shape of its features (channels x height x width), or has it with input factors`,
+    );
   const bound = c.batch?.output_bound;
   if (bound !== undefined && (typeof bound !== 'number' || !(bound > 0) || !Number.isFinite(bound)))
     throw new SealedError('bad-bundle', `the client part in ${where} has a batch output bound that is not a positive number`);

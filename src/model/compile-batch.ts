@@ -12,6 +12,7 @@ import { MAX_BITS_128 } from '../fhe/params.ts';
 import { FLOOD_SECURITY_BITS, floodExtraBits, floodSigma, type Privacy } from '../fhe/privacy.ts';
 import { noiseBounds, noiseShape, type NoiseShape } from './batch-noise.ts';
 import { batchInputFactors, batchShape, batchUnsupported, type Shape } from './batch-shape.ts';
+import { boxedInputs, factorBox, type InputBox } from './input-box.ts';
 import type { Network } from './network.ts';
 import { HEADROOM_BITS, batchOutputBound, samplePeaks, type Peaks } from './batch-peaks.ts';
 
@@ -69,6 +70,12 @@ export interface BatchCompileOptions {
   report?: { precisionBits?: number };
   /** Only this ring degree (default: the smallest that holds a plan, batch-plan.ts's BATCH_DEGREE*). */
   degree?: number;
+  /**
+   * The records' shape when they are images (channels x height x width): a dense first layer
+   * that sums 2x2 boxes (a convolution, then 2x2 average pooling) then takes the box sums as
+   * its inputs (input-box.ts), which the client computes. Not with inputFactors.
+   */
+  image?: InputBox;
 }
 
 /**
@@ -80,7 +87,7 @@ export interface BatchCompileOptions {
  */
 export const FLOOD_PRECISION_BITS = 12;
 
-/** `samples`: preprocessed inputs, to size the modulus. Returns undefined when the network does not fit batch mode. */
+/** `samples`: preprocessed records (their features), to size the modulus. Returns undefined when the network does not fit batch mode. */
 export function compileBatch(net: Network, samples: ArrayLike<number>[], o: BatchCompileOptions = {}): BatchPlan | undefined {
   const privacy = o.privacy ?? 'flood';
   const lambda = o.floodSecurityBits ?? FLOOD_SECURITY_BITS;
@@ -89,6 +96,8 @@ export function compileBatch(net: Network, samples: ArrayLike<number>[], o: Batc
   if (f) samples = samples.map((x) => Array.from(x, (v, j) => v * f[j]));
   const shape = batchShape(net, f);
   if (!shape) return undefined;
+  const boxed = !f && o.image ? factorBox(shape.first, o.image) : undefined;
+  if (boxed) Object.assign(shape, { first: boxed, inputBox: o.image, unboxedWeights: shape.first.weight });
   const depth = shape.later.length;
   // One square: ring 8192. Two or three: 16384, or 32768 where 16384 holds no plan (more primes
   // per record, but the only room for LeNet's flood).
@@ -208,7 +217,10 @@ function buildPlan(
   drop: number[],
 ): { plan: BatchPlan; peak: Peaks } | undefined | 'low' {
   const { first, later } = shape;
-  const w1Bits = weightBits(first.weight);
+  // Over box sums, at the scale the weights before the factorization had: the box's weights are
+  // ~4 times smaller, and 2 more bits of their scale would double through every square after
+  // (LeNet: one more prime) for precision the flood drowns.
+  const w1Bits = shape.unboxedWeights ? Math.min(weightBits(first.weight), weightBits(shape.unboxedWeights)) : weightBits(first.weight);
   const layers: DenseLayer[] = later.map((l, i) => {
     const bits = weightBits(l.weight);
     const layer: DenseLayer = { ...l, weight: quantize(l.weight, bits), weightScaleBits: bits };
@@ -218,7 +230,8 @@ function buildPlan(
   const plan: BatchPlan = {
     params: { scheme: 'ckks', polyModulusDegree: degree, coeffModulusBits: [], securityLevel: 128 },
     inputScaleBits,
-    inputs: net.input.height * net.input.width,
+    inputs: shape.inputBox ? boxedInputs(shape.inputBox) : net.input.height * net.input.width,
+    ...(shape.inputBox ? { inputBox: shape.inputBox } : {}),
     first: { ...first, weight: quantize(first.weight, w1Bits), weightScaleBits: w1Bits },
     square: layers.length > 0,
     second: layers[0],

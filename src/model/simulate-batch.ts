@@ -2,6 +2,10 @@
 // integer weights at their scales and no noise. The compiler sizes the modulus from it; tests,
 // benchmarks and `sealed compile` compare it with the network it approximates.
 import { laterLayers, type BatchPlan } from '../fhe/batch-plan.ts';
+import { boxSums } from './input-box.ts';
+
+/** The plan's inputs of a record's features (pre-processed, times any input factors): their box sums where the plan takes them. */
+export const planInputs = (plan: BatchPlan, features: ArrayLike<number>): ArrayLike<number> => (plan.inputBox ? boxSums(features, plan.inputBox) : features);
 
 /** `weight` (rows x inputs, row-major, at 2^-bits) times the squares of `x`, plus `bias`. */
 function denseOfSquares(layer: { rows: number; weight: number[]; weightScaleBits: number; bias: number[] }, x: Float64Array): Float64Array {
@@ -17,14 +21,16 @@ function denseOfSquares(layer: { rows: number; weight: number[]; weightScaleBits
 }
 
 /**
- * The batch plan in plaintext: the integer weights at their scales, no noise. `layers`: each
+ * The batch plan in plaintext on a record's features (as planInputs takes them): the integer
+ * weights at their scales, no noise. `layers`: each
  * layer's values (the first's before its square), `hidden` the first's, `mid` the second's (the
  * outputs when there is none), `out` the last's.
  */
 export function simulateBatchTrace(
   plan: BatchPlan,
-  x: ArrayLike<number>,
+  features: ArrayLike<number>,
 ): { hidden: Float64Array; mid: Float64Array; out: Float64Array; layers: Float64Array[] } {
+  const x = planInputs(plan, features);
   const f = plan.first;
   const s1 = 2 ** -f.weightScaleBits;
   const hidden = new Float64Array(f.rows);

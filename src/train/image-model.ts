@@ -67,11 +67,10 @@ export async function addBatchMode(
   net: Network,
   built: { compiled: CompiledModel; client: ClientPart },
   samplePixels: ArrayLike<number>[],
-  inputFactors?: number[],
-  report?: BatchCompileOptions['report'],
+  o: Pick<BatchCompileOptions, 'inputFactors' | 'report' | 'image'> = {},
 ): Promise<BatchPlan | undefined> {
   const samples = samplePixels.map((r) => preprocessRecord(r, built.client));
-  const plan = compileBatch(net, samples, { inputFactors, report });
+  const plan = compileBatch(net, samples, o);
   if (!plan) return undefined;
   // The crossover is the threshold the SDK picks a layout by: a unit cost a few percent off moves
   // it a few percent. So 4 runs of each SEAL step (the benchmarks, which explain their figures
@@ -86,9 +85,10 @@ export async function addBatchMode(
     ...(resultPrimesOf(plan) < dataPrimesOf(plan) ? { result_primes: resultPrimesOf(plan) } : {}),
     output_scale_bits: plan.outputScaleBits,
     crossover: crossover(plan, batchCosts, single, built.client.input.recordsPerCiphertext),
-    output_bound: batchOutputBound(plan, samples, inputFactors),
+    output_bound: batchOutputBound(plan, samples, o.inputFactors),
   };
-  if (inputFactors) built.client.batch.input_factors = inputFactors;
+  if (o.inputFactors) built.client.batch.input_factors = o.inputFactors;
+  if (plan.inputBox) built.client.batch.input_box = plan.inputBox;
   return plan;
 }
 

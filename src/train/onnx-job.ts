@@ -12,7 +12,7 @@ import { measureUnitCosts } from '../fhe/cost.ts';
 import { writeBundle, type Manifest } from '../model/bundle.ts';
 import { FLOOD_PRECISION_BITS, batchInputFactors, batchUnsupported } from '../model/compile-batch.ts';
 import { simulateBatch } from '../model/simulate-batch.ts';
-import type { BatchPlan } from '../fhe/batch-plan.ts';
+import type { BatchPlan, InputBox } from '../fhe/batch-plan.ts';
 import { forward } from '../model/network.ts';
 import { preprocessRecord } from '../model/postprocess.ts';
 import { compileOnnx, exactScores, simulatedScores, modelInputs, type OnnxModel } from '../model/onnx/compile.ts';
@@ -109,14 +109,26 @@ export async function findOnnx(dir: string): Promise<string | undefined> {
  * the batch kernel's approximation).
  * Sets the client part's batch parameters when kept.
  */
+/**
+ * The ONNX input's shape as an image (channels x height x width: its last three dimensions, or
+ * two with one channel) when it holds all `features` and is at least 2 x 2; else undefined.
+ */
+export function imageShape(shape: number[], features: number): InputBox | undefined {
+  const dims = shape.slice(-3);
+  const [channels, height, width] = dims.length === 3 ? dims : [1, ...dims];
+  if (height === undefined || width === undefined || !(height >= 2 && width >= 2 && channels >= 1)) return undefined;
+  return channels * height * width === features ? { channels, height, width } : undefined;
+}
+
 export async function batchModeFor(model: OnnxModel, rows: ArrayLike<number>[]): Promise<{ batch?: BatchPlan; batchReport: CompileReport['batch'] }> {
   const unsupported = batchUnsupported(model.network);
   if (unsupported) return { batchReport: { unsupported } };
   const pre = rows.map((r) => preprocessRecord(r, model.client));
-  const factors = batchInputFactors(model.network, pre);
+  const image = imageShape(model.lowered.inputShape, model.client.features.length);
+  const factors = batchInputFactors(model.network, pre, image);
   const built = { compiled: model.compiled, client: model.client };
   const reach: { precisionBits?: number } = {};
-  const batch = await addBatchMode(model.network, built, rows, factors, reach);
+  const batch = await addBatchMode(model.network, built, rows, { inputFactors: factors, report: reach, image });
   if (!batch || !model.client.batch) {
     // Plans that held the values but not the flood's precision: how far the best one was.
     const p = reach.precisionBits;
