@@ -91,3 +91,33 @@ t.test('a result ciphertext the precheck refuses comes back from the pool as the
   t.equal((e as SealedError).message, here.message, 'and its message');
   t.equal((e as SealedError).hint, here.hint, 'and its hint');
 });
+
+t.test('results in shared memory (as predict downloads them) decrypt in place, as from an ordinary buffer', async (t) => {
+  const s = await CkksSession.open(params, { topLevelOnly: true });
+  const secretKey = generateSecretKey(s);
+  const holder = new SecretKeyHolder(s, secretKey);
+  const pool = new EncryptPool(2);
+  t.teardown(async () => {
+    holder.close();
+    s.close();
+    await pool.close();
+  });
+  const values = [0, 1, 2].map((i) => Float64Array.from({ length: N / 2 }, (_, j) => Math.sin(i + j / 100)));
+  const cts = values.map((v) => holder.encrypt(v, scaleBits));
+  const shared = new Uint8Array(new SharedArrayBuffer(cts.reduce((a, c) => a + c.length + 3, 0)));
+  let at = 3; // views at odd offsets, as sections within a result are
+  const views = cts.map((c) => {
+    const v = shared.subarray(at, at + c.length);
+    v.set(c);
+    at += c.length + 1;
+    return v;
+  });
+  const [fromShared, fromPlain] = [await pool.decryptAll(views, { params, secretKey }), await pool.decryptAll(cts, { params, secretKey })];
+  t.equal(fromShared.length, 3);
+  t.ok(
+    fromShared.every((d, i) => d.every((x, j) => x === fromPlain[i][j])),
+    'slot for slot the same',
+  );
+  t.ok(Math.abs(fromShared[2][5] - values[2][5]) < 2 ** -10, 'and the values encrypted');
+  t.equal(shared.subarray(3, 3 + cts[0].length).toString(), cts[0].toString(), 'the shared bytes are left as they were');
+});
