@@ -167,8 +167,9 @@ t.test('a corrupt batch result is refused and the query, still in S3, evaluated 
   /** A store whose first `corrupt` reads of a result give the faulty server's result for its query. */
   const faultyStore = (corrupt: number) => {
     const store = Object.create(transport.store) as typeof transport.store;
-    store.get = async (loc, max, what) => {
-      const got = await transport.store.get(loc, max, what);
+    // predict reads results into shared memory (readShared).
+    store.readShared = async (loc, max, what) => {
+      const got = await transport.store.readShared(loc, max, what);
       if (!loc.key.endsWith('.result') || reads++ >= corrupt) return got;
       const query = { bucket: loc.bucket, key: loc.key.replace(/(^|\/)results\//, '$1queries/').replace(/\.result$/, '.query') };
       return { ...got, bytes: faulty.evaluateBatch((await transport.store.get(query, 2 ** 31, 'query')).bytes) };
