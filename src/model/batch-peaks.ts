@@ -1,7 +1,7 @@
 // The largest values a batch plan reaches on the compiler's samples, stage by stage: what its
 // modulus is sized from (compile-batch.ts) and what the client bounds decrypted scores by.
 import type { BatchPlan } from '../fhe/batch-plan.ts';
-import { planInputs, simulateBatchTrace } from './simulate-batch.ts';
+import { simulateBatchTrace } from './simulate-batch.ts';
 
 /** Headroom over the largest magnitude seen on the samples. */
 export const HEADROOM_BITS = 4;
@@ -28,8 +28,7 @@ export function batchOutputBound(plan: BatchPlan, samples: ArrayLike<number>[], 
 export function samplePeaks(plan: BatchPlan, samples: ArrayLike<number>[]): Peaks {
   const peak: Peaks = { layers: [], out: 0, input: new Float64Array(plan.inputs) };
   for (const s of samples) {
-    const { layers } = simulateBatchTrace(plan, s);
-    const x = planInputs(plan, s);
+    const { inputs: x, layers } = simulateBatchTrace(plan, s);
     for (let i = 0; i < plan.inputs; i++) peak.input[i] = Math.max(peak.input[i], Math.abs(x[i]));
     layers.forEach((values, l) => {
       for (const v of values) peak.layers[l] = Math.max(peak.layers[l] ?? 0, Math.abs(v));

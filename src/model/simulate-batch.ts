@@ -24,12 +24,12 @@ function denseOfSquares(layer: { rows: number; weight: number[]; weightScaleBits
  * The batch plan in plaintext on a record's features (as planInputs takes them): the integer
  * weights at their scales, no noise. `layers`: each
  * layer's values (the first's before its square), `hidden` the first's, `mid` the second's (the
- * outputs when there is none), `out` the last's.
+ * outputs when there is none), `out` the last's; `inputs` the plan's inputs it took.
  */
 export function simulateBatchTrace(
   plan: BatchPlan,
   features: ArrayLike<number>,
-): { hidden: Float64Array; mid: Float64Array; out: Float64Array; layers: Float64Array[] } {
+): { inputs: ArrayLike<number>; hidden: Float64Array; mid: Float64Array; out: Float64Array; layers: Float64Array[] } {
   const x = planInputs(plan, features);
   const f = plan.first;
   const s1 = 2 ** -f.weightScaleBits;
@@ -41,7 +41,7 @@ export function simulateBatchTrace(
   }
   const layers: Float64Array[] = [hidden];
   for (const layer of laterLayers(plan)) layers.push(denseOfSquares(layer, layers[layers.length - 1]));
-  return { hidden, mid: layers[1] ?? hidden, out: layers[layers.length - 1], layers };
+  return { inputs: x, hidden, mid: layers[1] ?? hidden, out: layers[layers.length - 1], layers };
 }
 
 export const simulateBatch = (plan: BatchPlan, x: ArrayLike<number>) => simulateBatchTrace(plan, x).out;
