@@ -21,7 +21,6 @@ import { KEYSTREAM_WORDS, keystream } from './chacha20.ts';
 import { CkksEncoder } from './ckks-encode.ts';
 import { smallNoise } from './noise.ts';
 import { kernelInstance, NegacyclicNtt } from './ntt.ts';
-import { pack4x26 } from './raw-ciphertext.ts';
 
 const MAGIC = [0x53, 0x32, 0x36, 0x00];
 const SEED_BYTES = 32;
@@ -111,18 +110,20 @@ export function expandUniform(seed: Uint8Array, primes: readonly number[], degre
 interface EncryptLoops {
   messageResidues(n: number, q: number, base: number, m: number, hi: number, e: number, hat: number): void;
   subtractAS(n: number, q: number, hat: number, tab: number, a: number, s: number): void;
+  pack26(src: number, n: number, dst: number): void;
 }
 
 /**
  * The client's side: fresh encryptions under one secret key. The loops over the residues run in
  * WebAssembly SIMD (kernel.wat: messageResidues, then subtractAS with the forward NTT), in a
  * kernel instance of this encryptor's own that holds, from byte 0: every prime's NTT tables (16N
- * bytes each), m, hi and hat (float64, N each), e (int32, N), s and a (u32, kN each; a becomes c0).
+ * bytes each), m, hi and hat (float64, N each), e (int32, N), s and a (u32, kN each; a becomes c0),
+ * then c0 packed (kernel.wat pack26, 13 bytes per four residues).
  */
 export class SeededBatchEncryptor {
   private readonly level: SeededLevel;
   private readonly loops: EncryptLoops;
-  private readonly at: { m: number; hi: number; hat: number; e: number; s: number; a: number };
+  private readonly at: { m: number; hi: number; hat: number; e: number; s: number; a: number; packed: number };
   private readonly m: Float64Array;
   private readonly hi: Float64Array;
   private readonly hat: Float64Array;
@@ -130,6 +131,7 @@ export class SeededBatchEncryptor {
   /** The secret key's residues in NTT form, [prime][coeff]. */
   private readonly s: Uint32Array;
   private readonly c0: Uint32Array;
+  private readonly packed: Uint8Array;
   /** log2 of the data primes' product. */
   private readonly modulusBits: number;
   /** Coefficients past 2^84, by index (none at the scales batch plans use). */
@@ -142,8 +144,9 @@ export class SeededBatchEncryptor {
     const { primes, degree: N } = level;
     const k = primes.length;
     const m = k * 16 * N;
-    this.at = { m, hi: m + 8 * N, hat: m + 16 * N, e: m + 24 * N, s: m + 28 * N, a: m + 28 * N + 4 * k * N };
-    const { exports, buffer } = kernelInstance<EncryptLoops>(this.at.a + 4 * k * N);
+    const a = m + 28 * N + 4 * k * N;
+    this.at = { m, hi: m + 8 * N, hat: m + 16 * N, e: m + 24 * N, s: m + 28 * N, a, packed: a + 4 * k * N };
+    const { exports, buffer } = kernelInstance<EncryptLoops>(this.at.packed + ((k * N) / 4) * 13);
     this.loops = exports;
     primes.forEach((q, p) => new Float64Array(buffer, p * 16 * N, 2 * N).set(NegacyclicNtt.of(q, N).forwardTables()));
     this.m = new Float64Array(buffer, this.at.m, N);
@@ -153,6 +156,7 @@ export class SeededBatchEncryptor {
     this.s = new Uint32Array(buffer, this.at.s, k * N);
     this.s.set(secretResidues);
     this.c0 = new Uint32Array(buffer, this.at.a, k * N);
+    this.packed = new Uint8Array(buffer, this.at.packed, ((k * N) / 4) * 13);
     this.modulusBits = primes.reduce((a, q) => a + Math.log2(q), 0);
   }
 
@@ -221,7 +225,8 @@ export class SeededBatchEncryptor {
     whole.clear();
     hat.fill(0);
     e.fill(0);
-    pack26(c0, out, HEAD);
+    this.loops.pack26(at.a, k * N, at.packed);
+    out.set(this.packed, HEAD);
     return out;
   }
 
@@ -244,9 +249,4 @@ function modLarge(x: number, q: number): number {
   let r = 0;
   for (let j = limbs.length - 1; j >= 0; j--) r = (((r * base) % q) + (limbs[j] % q)) % q; // r base < 2^52
   return negative && r !== 0 ? q - r : r;
-}
-
-/** Residues below 2^26, four to 13 bytes (raw-ciphertext.ts' P26 bit order). */
-function pack26(r: Uint32Array, out: Uint8Array, at: number): void {
-  for (let i = 0, o = at; i < r.length; i += 4, o += 13) pack4x26(out, o, r[i], r[i + 1], r[i + 2], r[i + 3]);
 }

@@ -2,6 +2,7 @@
 // encryptor): a section checked against the batch parameters, its residues unpacked and its
 // uniform half expanded from the seed, whole or one prime at a time.
 import { SealedError } from '../errors.ts';
+import { kernelInstance } from './ntt.ts';
 import { AT_SEED, expandUniform, HEAD, HINT, isSeededSection, seededSectionBytes, type SeededLevel } from './seeded-batch.ts';
 
 /**
@@ -60,28 +61,40 @@ function checkSeededSection(bytes: Uint8Array, level: SeededLevel, scale: number
   if (bytes.length !== seededSectionBytes(level)) throw fail(`has ${bytes.length} bytes, expected ${seededSectionBytes(level)}`);
 }
 
-/** pack26's inverse into dst[offset..], prime block by prime block; the index of the first prime with a residue >= it, else -1. */
+/** kernel.wat's unpack26, and the room in its memory for one prime's packed bytes and residues. */
+interface Unpacker {
+  unpack26(src: number, n: number, dst: number): number;
+  bytes: Uint8Array;
+  residues: Uint32Array;
+}
+let unpacker: Unpacker | undefined;
+
+function unpackerFor(N: number): Unpacker {
+  if (!unpacker || unpacker.residues.length < N) {
+    // The packed bytes are read 13 at a time with 8- and 4-byte loads: 16 bytes of room after them.
+    const packed = (N / 4) * 13 + 16;
+    const { exports, buffer } = kernelInstance<Pick<Unpacker, 'unpack26'>>(packed + 4 * N + 16);
+    const at = Math.ceil(packed / 16) * 16;
+    unpacker = { unpack26: exports.unpack26, bytes: new Uint8Array(buffer, 0, packed), residues: new Uint32Array(buffer, at, N) };
+  }
+  return unpacker;
+}
+
+/**
+ * pack26's inverse into dst[offset..], prime block by prime block; the index of the first prime
+ * with a residue >= it, else -1. Each block is copied into a kernel instance's memory and
+ * unpacked there (kernel.wat unpack26: 55-66 -> ~15 us per prime at ring 32768, the copies in
+ * and out included), which also finds its largest residue.
+ */
 export function unpack26(b: Uint8Array, at: number, primes: readonly number[], N: number, dst: Uint32Array, offset: number): number {
-  let p = at;
+  if (N % 4 !== 0) throw new RangeError('unpack26 takes four residues at a time');
+  const k = unpackerFor(N);
+  const block = (N / 4) * 13;
   for (let j = 0; j < primes.length; j++) {
-    const q = primes[j];
-    let high = 0;
-    for (let i = offset + j * N, end = i + N; i < end; i += 4, p += 13) {
-      const b3 = b[p + 3],
-        b6 = b[p + 6],
-        b9 = b[p + 9];
-      const x0 = b[p] | (b[p + 1] << 8) | (b[p + 2] << 16) | ((b3 & 3) << 24);
-      const x1 = (b3 >>> 2) | (b[p + 4] << 6) | (b[p + 5] << 14) | ((b6 & 15) << 22);
-      const x2 = (b6 >>> 4) | (b[p + 7] << 4) | (b[p + 8] << 12) | ((b9 & 63) << 20);
-      const x3 = (b9 >>> 6) | (b[p + 10] << 2) | (b[p + 11] << 10) | (b[p + 12] << 18);
-      dst[i] = x0;
-      dst[i + 1] = x1;
-      dst[i + 2] = x2;
-      dst[i + 3] = x3;
-      // One comparison per four: the largest of them against q.
-      high = Math.max(high, x0, x1, x2, x3);
-    }
-    if (high >= q) return j;
+    k.bytes.set(b.subarray(at + j * block, at + (j + 1) * block));
+    const high = k.unpack26(k.bytes.byteOffset, N, k.residues.byteOffset);
+    dst.set(k.residues.subarray(0, N), offset + j * N);
+    if (high >= primes[j]) return j;
   }
   return -1;
 }

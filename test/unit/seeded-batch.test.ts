@@ -12,11 +12,35 @@ import { CkksSession } from '../../src/fhe/ckks.ts';
 import { SecretKeyHolder, generateSecretKey } from '../../src/fhe/keys.ts';
 import { primes as chainPrimes } from '../../src/fhe/params.ts';
 import { mulmod, NegacyclicNtt, secretKeyResidues } from '../../src/fhe/privacy.ts';
-import { buildRaw } from '../../src/fhe/raw-ciphertext.ts';
+import { buildRaw, pack4x26 } from '../../src/fhe/raw-ciphertext.ts';
 import { expandUniform, isSeededSection, seededSectionBytes, type SeededLevel } from '../../src/fhe/seeded-batch.ts';
-import { decodeSeededPrime, decodeSeededSection } from '../../src/fhe/seeded-decode.ts';
+import { decodeSeededPrime, decodeSeededSection, unpack26 } from '../../src/fhe/seeded-decode.ts';
 import type { BatchPlan } from '../../src/fhe/batch-plan.ts';
 import { sameBytes } from '../helpers/same-bytes.ts';
+
+t.test("unpack26 (kernel.wat) reads pack4x26's bytes, and finds a residue at or above its prime wherever it lies in a group", async (t) => {
+  const N = 64;
+  const primes = [(1 << 26) - 5, (1 << 26) - 27];
+  const residues = Uint32Array.from({ length: 2 * N }, (_, i) =>
+    i === 5 ? primes[0] - 1 : i === 70 ? primes[1] - 1 : (i * 2654435761) % primes[i < N ? 0 : 1],
+  );
+  const pack = (r: Uint32Array) => {
+    const out = new Uint8Array(3 + (r.length / 4) * 13);
+    for (let i = 0; i < r.length; i += 4) pack4x26(out, 3 + (i / 4) * 13, r[i], r[i + 1], r[i + 2], r[i + 3]);
+    return out;
+  };
+  const dst = new Uint32Array(2 * N + 8);
+  t.equal(unpack26(pack(residues), 3, primes, N, dst, 4), -1, 'every residue below its prime');
+  sameBytes(t, dst.subarray(4, 4 + 2 * N), residues, 'the residues, at the offset');
+  t.ok(dst.subarray(0, 4).every((x) => x === 0) && dst.subarray(4 + 2 * N).every((x) => x === 0), 'nothing written outside them');
+  for (const at of [0, 1, 2, 3, N + 4 * 7 + 1, N + 4 * 7 + 2, 2 * N - 1]) {
+    for (const bad of [at < N ? primes[0] : primes[1], (1 << 26) - 1]) {
+      const r = residues.slice();
+      r[at] = bad;
+      t.equal(unpack26(pack(r), 3, primes, N, dst, 4), at < N ? 0 : 1, `${bad} at ${at}: refused at its prime`);
+    }
+  }
+});
 
 t.test("ChaCha20: RFC 8439's block test vector, and OpenSSL's keystream", async (t) => {
   const key = Uint8Array.from({ length: 32 }, (_, i) => i);
