@@ -1,7 +1,11 @@
 // Randomness for circuit privacy: crypto.getRandomValues (Node and browsers), never Math.random.
 
-/** SEAL's fresh-encryption noise: centered binomial of standard deviation 3.2, |e| <= 21 (SEAL 4.1 default, not Gaussian). */
-export const SEAL_NOISE_SIGMA = 3.2;
+/**
+ * The standard deviation of SEAL's fresh-encryption noise, and of smallNoise's: SEAL's default
+ * sampler (sample_poly_cbd, for its nominal 3.2) is the centered binomial of 21 + 21 bits, variance
+ * 21/2, |e| <= 21. The noise bounds use this, not the nominal 3.2 (1.25% below it).
+ */
+export const SEAL_NOISE_SIGMA = Math.sqrt(21 / 2);
 
 export function randomWords(n: number): Uint32Array {
   const out = new Uint32Array(n);
@@ -40,12 +44,26 @@ export function ternary(n: number): Int8Array {
   return out;
 }
 
-/** SEAL-like small noise: rounded Gaussian of sigma 3.2 clipped at 6 sigma. */
+/**
+ * SEAL's fresh-encryption noise, as SEAL samples it (sample_poly_cbd): per coefficient, the
+ * number of ones in 21 random bits minus that in 21 others. Branch-free (no timing depends on
+ * the noise), and ~5x a rounded Gaussian by Box-Muller (its log, sqrt, cos and sin): 1.1 ->
+ * ~0.2 ms per 32,768 samples, one per coefficient of every fresh ciphertext at ring 32768.
+ */
 export function smallNoise(n: number): Int32Array {
-  const z = standardNormals(n);
+  const w = randomWords(2 * n);
   const out = new Int32Array(n);
-  for (let i = 0; i < n; i++) out[i] = Math.max(-19, Math.min(19, Math.round(SEAL_NOISE_SIGMA * z[i])));
+  for (let i = 0; i < n; i++) out[i] = ones21(w[2 * i]) - ones21(w[2 * i + 1]);
   return out;
+}
+
+/** The number of ones in the low 21 bits of x (a branch-free population count). */
+function ones21(x: number): number {
+  x &= 0x1fffff;
+  x -= (x >>> 1) & 0x55555555;
+  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
+  x = (x + (x >>> 4)) & 0x0f0f0f0f;
+  return (x * 0x01010101) >>> 24;
 }
 
 /**

@@ -4,7 +4,7 @@
 // standard deviation and uniform low bits (a chain that stopped short of unit granularity, e.g. a
 // step of 2^-60, leaves sigma 2^55's low bits zero).
 import t from 'tap';
-import { FLOOD_SMOOTHING_STEP, floodNoise, floodScales } from '../../src/fhe/noise.ts';
+import { FLOOD_SMOOTHING_STEP, SEAL_NOISE_SIGMA, floodNoise, floodScales, smallNoise } from '../../src/fhe/noise.ts';
 
 /** The largest |z| standardNormals makes (Box-Muller from a uniform of at least 2^-54). */
 const Z_MAX = Math.sqrt(-2 * Math.log(2 ** -54));
@@ -41,5 +41,32 @@ t.test('the samples: the standard deviation asked, uniform low bits', async (t) 
     }
     t.ok(Math.abs(Math.sqrt(s2 / n) / sigma - 1) < 0.05, `sigma 2^${Math.log2(sigma)}: measured 2^${Math.log2(Math.sqrt(s2 / n)).toFixed(3)}`);
     uniform(low, `sigma 2^${Math.log2(sigma)}: the low 4 bits`);
+  }
+});
+
+t.test("the fresh noise (smallNoise) is SEAL's centered binomial: variance 21/2, within 21, its exact point masses", async (t) => {
+  const n = 1 << 20;
+  const e = smallNoise(n);
+  t.equal(SEAL_NOISE_SIGMA, Math.sqrt(21 / 2), "the width the noise bounds use is the sampler's");
+  let sum = 0;
+  let squares = 0;
+  const count = new Map<number, number>();
+  for (const x of e) {
+    sum += x;
+    squares += x * x;
+    count.set(x, (count.get(x) ?? 0) + 1);
+  }
+  t.ok(Math.abs(sum / n) < 0.02, `mean ${(sum / n).toFixed(4)} (0)`);
+  t.ok(Math.abs(squares / n - 10.5) < 0.1, `variance ${(squares / n).toFixed(3)} (10.5; a rounded Gaussian of 3.2 gives 10.32)`);
+  t.ok(
+    e.every((x) => Number.isInteger(x) && Math.abs(x) <= 21),
+    'integers within 21',
+  );
+  // P(e = k) = C(42, 21 + k) / 2^42 (the difference of two Binomial(21, 1/2)).
+  const choose = (m: number, k: number) => Array.from({ length: k }, (_, i) => (m - i) / (i + 1)).reduce((a, b) => a * b, 1);
+  for (const k of [0, 1, -1, 3, -5, 8]) {
+    const p = choose(42, 21 + k) / 2 ** 42;
+    const got = (count.get(k) ?? 0) / n;
+    t.ok(Math.abs(got - p) < 5 * Math.sqrt(p / n), `P(${k}) ${got.toFixed(5)} against ${p.toFixed(5)}`);
   }
 });

@@ -223,7 +223,7 @@ for (const scaleBits of [26, 62])
     });
     const variance = e0.reduce((a, v) => a + v * v, 0) / N;
     t.ok(Math.max(...e0.map(Math.abs)) <= 21, 'every noise coefficient within 21');
-    t.ok(variance > 8 && variance < 13, `noise variance ${variance.toFixed(2)} (SEAL's: 3.2^2 = 10.24)`);
+    t.ok(variance > 8 && variance < 13, `noise variance ${variance.toFixed(2)} (SEAL's centered binomial: 21/2)`);
 
     const other = holder.encryptPacked(values, scaleBits);
     t.notSame(other.subarray(52, 84), section.subarray(52, 84), 'a second encryption of the same values has its own seed');
