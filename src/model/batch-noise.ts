@@ -6,7 +6,7 @@ import { SEAL_NOISE_SIGMA } from '../fhe/privacy.ts';
 
 /**
  * A bound B on |v|_2 for each output's honest noise v (coefficient domain), for honest queries:
- * fresh encryptions (SEAL's noise e_t, independent coefficients of sigma 3.2) of inputs within
+ * fresh encryptions (SEAL's noise e_t, independent coefficients of sigma sqrt(21/2), SEAL_NOISE_SIGMA) of inputs within
  * each feature's range on the samples (`inputRange`).
  *
  * The input of record s is what the client's plaintext polynomial m_t holds, mu_t = emb(m_t) /

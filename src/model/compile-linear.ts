@@ -151,7 +151,7 @@ export function compileLinear(w: LinearWeights, samples: ArrayLike<number>[], o:
 
 /**
  * A bound on |v|_2 (coefficient domain) of the results' honest noise, for the flood. The query's
- * phase is Delta_x emb^-1(x) + v_in (SEAL's noise, sigma 3.2, and the encoder's rounding);
+ * phase is Delta_x emb^-1(x) + v_in (SEAL's noise, sigma SEAL_NOISE_SIGMA = 3.24, and the encoder's rounding);
  * with |p|_2 <= |p|_can,inf and |a b|_can <= |a|_can |b|_can:
  *   - each diagonal's product: |pt_M|_can <= 2^w max|M| + N/2 (rounding, worst case) times
  *     |v_in|_can <= 6 sqrt(N) sqrt(3.2^2 + 1/12) (six standard deviations in every coordinate);
