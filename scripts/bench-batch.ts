@@ -66,7 +66,7 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
   const clientThreads = Number(values['client-threads'] ?? workers);
   const pool = new EncryptPool(clientThreads);
   // Warm-up: every thread loads SEAL and the key (one task of 16 ciphertexts each).
-  for await (const c of pool.encryptColumns(sharedMatrix(16 * clientThreads), 1, 16 * clientThreads, {
+  for await (const c of pool.encryptColumns(sharedMatrix(16 * clientThreads * recordsPerBatch(plan)), 1, 16 * clientThreads, {
     params: plan.params,
     secretKey: batchKey,
     scaleBits: plan.inputScaleBits,

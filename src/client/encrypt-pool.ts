@@ -37,8 +37,9 @@ export class EncryptPool {
   }
 
   /**
-   * Ciphertexts of features 0..features-1 of the first `records` rows of `matrix` (records x
-   * features, row-major, preprocessed; at most `slots` records; shared memory, sharedMatrix), in order.
+   * Ciphertexts of features 0..features-1 of the first `records` records of `matrix`
+   * (preprocessed, column by column: feature i of record r at i slots + r, as
+   * preprocessColumnsInto writes them; at most `slots` records; shared memory, sharedMatrix), in order.
    * At most 2 x threads tasks are in flight, so memory stays bounded however slow the consumer.
    *
    * Concurrent runs take turns: a run hands tasks to the pool once the run before it has handed
@@ -62,7 +63,7 @@ export class EncryptPool {
     if (matrix.byteOffset !== 0) throw new Error('encryptColumns: the matrix must start its shared buffer (sharedMatrix)');
     const values = matrix.buffer;
     const { id: keyId, shared: secretKey } = this.sharedKey(o.secretKey);
-    const task = (first: number): EncryptTask => ({ ...o, secretKey, keyId, values, records, features, first, count: Math.min(GROUP, features - first) });
+    const task = (first: number): EncryptTask => ({ ...o, secretKey, keyId, values, records, first, count: Math.min(GROUP, features - first) });
     const inFlight: Promise<Uint8Array>[] = [];
     let next = 0;
     const fill = () => {
@@ -89,8 +90,10 @@ export class EncryptPool {
 
   /** encryptColumns, gathered: every ciphertext of `rows` in one list (a tree query's batch). */
   async encryptAll(rows: ArrayLike<number>[], features: number, o: Parameters<EncryptPool['encryptColumns']>[3]): Promise<Uint8Array[]> {
-    const matrix = sharedMatrix(rows.length * features);
-    rows.forEach((r, i) => matrix.set(r, i * features));
+    const matrix = sharedMatrix(features * o.slots);
+    rows.forEach((r, i) => {
+      for (let j = 0; j < features; j++) matrix[j * o.slots + i] = r[j];
+    });
     const out: Uint8Array[] = [];
     for await (const ct of this.encryptColumns(matrix, rows.length, features, o)) out.push(ct);
     return out;

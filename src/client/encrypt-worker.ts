@@ -17,10 +17,9 @@ export interface EncryptTask {
   secretKey: Uint8Array<SharedArrayBuffer>;
   keyId: number;
   scaleBits: number;
-  /** records x features, row-major (float64), shared by all tasks of a batch. */
+  /** The batch's values (float64), column by column: feature i of record r at i slots + r; shared by all its tasks. */
   values: SharedArrayBuffer;
   records: number;
-  features: number;
   slots: number;
   /** Features [first, first + count) become ciphertexts. */
   first: number;
@@ -92,16 +91,15 @@ async function decryptAll(task: DecryptTask): Promise<Float64Array | { error: Pl
 export default async function encrypt(task: EncryptTask | DecryptTask): Promise<Uint8Array | Float64Array | { error: PlainError }> {
   if ('decrypt' in task) return decryptAll(task);
   const { holder } = (current = await withKey(current, task, true));
+  // Column i (feature i of every record) lies at i slots (encrypt-pool.ts encryptColumns): a view,
+  // read in place; the slots past `records` are the encoding's zeros.
   const values = new Float64Array(task.values);
-  const v = new Float64Array(task.slots);
-  const column = (i: number) => {
-    for (let r = 0; r < task.records; r++) v[r] = values[r * task.features + i];
-    return v;
-  };
+  const column = (i: number) => values.subarray(i * task.slots, i * task.slots + task.records);
   const head = 4 + 4 * task.count;
   if (task.form === 'compact') {
     const out: Uint8Array[] = [];
-    for (let i = task.first; i < task.first + task.count; i++) out.push(holder.encryptCompact(column(i), task.scaleBits));
+    // SEAL's encoder gets a copy of its own (SEAL copies it into its heap anyway): not a view of shared memory.
+    for (let i = task.first; i < task.first + task.count; i++) out.push(holder.encryptCompact(column(i).slice(), task.scaleBits));
     return Piscina.move(gather(head, out)) as Uint8Array;
   }
   const each = holder.packedBytes();

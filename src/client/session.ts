@@ -9,7 +9,7 @@ import { paramsKey, type CkksParams } from '../fhe/params.ts';
 import type { ClientPart } from '../model/client-part.ts';
 import { packRecords, unpackOutputs, withRotations } from '../model/layout.ts';
 import { boxedInputs } from '../model/input-box.ts';
-import { postprocess, preprocessRecord, preprocessRowsInto, type Prediction } from '../model/postprocess.ts';
+import { postprocess, preprocessColumnsInto, preprocessRecord, type Prediction } from '../model/postprocess.ts';
 import { decodeWire, encodeWire, type KeysHeader, type QueryHeader, type ResultHeader } from '../wire/format.ts';
 import { sha256Hex } from '../util/sha256.ts';
 import { batchPart, batchScores, type BatchDecryptor } from './batch-scores.ts';
@@ -169,15 +169,10 @@ export class ClientSession {
     const S = b.records_per_batch;
     function* sections(): Generator<Uint8Array> {
       yield rerandKey;
-      const v = new Float64Array(S);
       const values = new Float64Array(S * inputs);
       for (let bi = 0; bi < batches; bi++) {
         const records = batchValues(bi, values);
-        for (let i = 0; i < inputs; i++) {
-          v.fill(0);
-          for (let s = 0; s < records; s++) v[s] = values[s * inputs + i];
-          yield key.encryptPacked(v, b.input_scale_bits);
-        }
+        for (let i = 0; i < inputs; i++) yield key.encryptPacked(values.subarray(i * S, i * S + records), b.input_scale_bits);
       }
     }
     return { header, count: 1 + batches * inputs, sections: sections() };
@@ -215,10 +210,10 @@ export class ClientSession {
     this.checkRows(rows);
     void this.batchKey; // throws when no key is loaded
     const S = b.records_per_batch;
-    /** Batch `bi`'s records, preprocessed, into `values` (records x features); how many there are. */
+    /** Batch `bi`'s records, preprocessed, into `values` (inputs x S: input i of record r at i S + r); how many there are. */
     const batchValues = (bi: number, values: Float64Array): number => {
       const batch = rows.slice(bi * S, (bi + 1) * S);
-      preprocessRowsInto(batch, this.part, b.input_factors, values, b.input_box);
+      preprocessColumnsInto(batch, this.part, b.input_factors, values, S, b.input_box);
       return batch.length;
     };
     // The first section: the re-randomization key for circuit privacy (fresh per query, from the

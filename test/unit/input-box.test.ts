@@ -6,7 +6,7 @@ import t from 'tap';
 import { validateBatchPlan } from '../../src/fhe/batch-plan-check.ts';
 import { parseClientPart } from '../../src/model/client-part.ts';
 import { boxSums, boxedInputs, factorBox } from '../../src/model/input-box.ts';
-import { preprocessRecord, preprocessRowsInto } from '../../src/model/postprocess.ts';
+import { preprocessColumnsInto, preprocessRecord } from '../../src/model/postprocess.ts';
 import { rng } from '../helpers/networks.ts';
 
 const r = rng(62);
@@ -100,18 +100,19 @@ t.test("the client's batch values: box sums of preprocessRecord, in the plan's o
   const part = { preprocess: { mean: Array.from({ length: n }, () => r()), std: Array.from({ length: n }, () => 1 + r()) } };
   const rows = Array.from({ length: 4 }, () => Array.from({ length: n }, () => r() * 255));
   const m = boxedInputs(box);
-  const out = new Float64Array(rows.length * m).fill(NaN);
-  preprocessRowsInto(rows, part, undefined, out, box);
+  const stride = rows.length + 1;
+  const out = new Float64Array(m * stride).fill(NaN);
+  preprocessColumnsInto(rows, part, undefined, out, stride, box);
   let same = 0;
   rows.forEach((row, i) => {
     const want = boxSums(preprocessRecord(row, part), box);
-    for (let j = 0; j < m; j++) if (Object.is(out[i * m + j], want[j])) same++;
+    for (let j = 0; j < m; j++) if (Object.is(out[j * stride + i], want[j])) same++;
   });
-  t.equal(same, rows.length * m, 'every value');
+  t.equal(same, rows.length * m, 'every value, box sum j of record r at j stride + r');
   // By hand: the first box sum of channel 1.
   const x = preprocessRecord(rows[0], part);
   const at = box.height * box.width;
-  t.equal(out[(box.height - 1) * (box.width - 1)], x[at] + x[at + 1] + x[at + box.width] + x[at + box.width + 1]);
+  t.equal(out[(box.height - 1) * (box.width - 1) * stride], x[at] + x[at + 1] + x[at + box.width] + x[at + box.width + 1]);
 });
 
 t.test('a box that does not fit is refused: client part and server plan', async (t) => {
