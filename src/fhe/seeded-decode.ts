@@ -71,10 +71,10 @@ let unpacker: Unpacker | undefined;
 
 function unpackerFor(N: number): Unpacker {
   if (!unpacker || unpacker.residues.length < N) {
-    // The packed bytes are read 13 at a time with 8- and 4-byte loads: 16 bytes of room after them.
-    const packed = (N / 4) * 13 + 16;
-    const { exports, buffer } = kernelInstance<Pick<Unpacker, 'unpack26'>>(packed + 4 * N + 16);
+    // The packed bytes (13 per four residues; unpack26's loads stay within each group), then the residues.
+    const packed = (N / 4) * 13;
     const at = Math.ceil(packed / 16) * 16;
+    const { exports, buffer } = kernelInstance<Pick<Unpacker, 'unpack26'>>(at + 4 * N);
     unpacker = { unpack26: exports.unpack26, bytes: new Uint8Array(buffer, 0, packed), residues: new Uint32Array(buffer, at, N) };
   }
   return unpacker;
