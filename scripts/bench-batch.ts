@@ -80,7 +80,7 @@ export async function mnistBatch(args: string[]): Promise<Record<string, unknown
   const rssBefore = process.memoryUsage().rss;
   const t0 = performance.now();
   const cpu = cpuMeter();
-  const q = session.encryptBatchWith(images, pool);
+  const q = session.encryptBatchWith(images, pool, true); // streamed into the upload, copied section by section
   // The query's SHA-256, computed as it streams out: the request names it, so the server can
   // stream the result out while it reads the query once (and the result is bound to the query).
   const hash = createHash('sha256');

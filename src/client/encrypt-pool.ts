@@ -10,12 +10,21 @@ import { splitCiphertexts, type DecryptTask, type EncryptTask } from './encrypt-
 /** Features per task: enough to amortize a message, few enough to keep every thread busy. */
 const GROUP = 16;
 
-/** A records x features matrix in shared memory, which every task of the pool reads without a copy. */
+type TransferList = NonNullable<Parameters<Piscina['run']>[1]>['transferList'];
+
+/** A batch's values in shared memory (encryptColumns' layout), which every task of the pool reads without a copy. */
 export const sharedMatrix = (length: number): Float64Array<SharedArrayBuffer> => new Float64Array(new SharedArrayBuffer(length * 8));
 
 export class EncryptPool {
   private readonly piscina: Piscina;
   readonly size: number;
+  /**
+   * Buffers of tasks whose ciphertexts have been consumed (encryptColumns with `recycle`), handed
+   * to later tasks to write into. A LeNet batch is 46 tasks of 29 MB: fresh, each cost its thread
+   * a page fault per 4 KiB on first touch (~12 us each on this project's VMs) and the main thread
+   * the external memory behind full collections of its heap.
+   */
+  private readonly spare: ArrayBuffer[] = [];
   /** Settles when the column run before the newest has handed its last task to the pool. */
   private turn: Promise<void> = Promise.resolve();
   /**
@@ -47,12 +56,17 @@ export class EncryptPool {
    * downloaded and unpacked together: main-thread work, with the pool idle (12 s at ~1.5 of 2
    * cores busy for two batches of model (b)). In turns, the first query's upload and the
    * server's work on it overlap the second's encryption.
+   *
+   * `recycle`: the caller is done with each ciphertext once it asks for the next (it copies or
+   * sends it before), so a task's buffer goes back to the pool once its last ciphertext has been
+   * asked past, and a later task writes into it. Not for callers that keep the ciphertexts.
    */
   async *encryptColumns(
     matrix: Float64Array<SharedArrayBuffer>,
     records: number,
     features: number,
     o: { params: CkksParams; secretKey: Uint8Array; scaleBits: number; slots: number; form?: EncryptTask['form'] },
+    recycle = false,
   ): AsyncGenerator<Uint8Array> {
     let release!: () => void;
     const mine = new Promise<void>((r) => (release = r));
@@ -68,7 +82,10 @@ export class EncryptPool {
     let next = 0;
     const fill = () => {
       while (inFlight.length < 2 * this.size && next < features) {
-        const p = this.piscina.run(task(next)) as Promise<Uint8Array>;
+        const into = recycle ? this.spare.pop() : undefined;
+        // Moved to the thread, not copied (piscina checks for an array; its type follows the options form of postMessage).
+        const transferList = (into ? [into] : undefined) as unknown as TransferList;
+        const p = this.piscina.run(into ? { ...task(next), into } : task(next), { transferList }) as Promise<Uint8Array>;
         p.catch(() => undefined); // awaited in order below; this only marks it handled meanwhile
         inFlight.push(p);
         next += GROUP;
@@ -79,9 +96,12 @@ export class EncryptPool {
     try {
       fill();
       while (inFlight.length) {
-        const done = splitCiphertexts(await inFlight.shift()!);
+        const bytes = await inFlight.shift()!;
+        const done = splitCiphertexts(bytes);
         fill();
         yield* done;
+        // Asked past its last ciphertext: the caller is done with this buffer (see `recycle`).
+        if (recycle && this.spare.length <= 2 * this.size) this.spare.push(bytes.buffer as ArrayBuffer);
       }
     } finally {
       release(); // a run given up early (its upload failed) lets the next go on
@@ -152,6 +172,7 @@ export class EncryptPool {
   }
 
   async close(): Promise<void> {
+    this.spare.length = 0;
     await this.piscina.destroy();
     for (const { shared } of this.keys.values()) shared.fill(0);
     this.keys.clear();

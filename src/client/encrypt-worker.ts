@@ -24,6 +24,8 @@ export interface EncryptTask {
   /** Features [first, first + count) become ciphertexts. */
   first: number;
   count: number;
+  /** An earlier task's buffer handed back (EncryptPool recycles them): written into when large enough. */
+  into?: ArrayBuffer;
   /**
    * 'packed' (default): residues packed in 26 bits, batch mode's primes; 'compact': at their
    * primes' widths, as SecretKeyHolder.encryptCompact saves them (tree queries, whose primes are wider).
@@ -103,7 +105,8 @@ export default async function encrypt(task: EncryptTask | DecryptTask): Promise<
     return Piscina.move(gather(head, out)) as Uint8Array;
   }
   const each = holder.packedBytes();
-  const bytes = new Uint8Array(head + task.count * each);
+  const need = head + task.count * each;
+  const bytes = task.into && task.into.byteLength >= need ? new Uint8Array(task.into, 0, need) : new Uint8Array(need);
   const view = new DataView(bytes.buffer);
   view.setUint32(0, task.count, true);
   for (let j = 0; j < task.count; j++) {

@@ -152,7 +152,8 @@ async function sendBatch(session: ClientSession, rows: ArrayLike<number>[], t: S
   // Encryption and upload overlap: ciphertexts are made as the multipart upload takes them.
   if (o.encryptPool) {
     // On every core: encryption time is not separable from the upload's; both count as encrypt.
-    const q = session.encryptBatchWith(rows, o.encryptPool);
+    // The upload copies each section into its part before it asks for the next: recycled buffers.
+    const q = session.encryptBatchWith(rows, o.encryptPool, true);
     ({ bytes: queryBytes, sha256: querySha } = await putQueryStream(t, loc.query, q.header, q.count, q.sections));
     t1 = performance.now();
   } else {

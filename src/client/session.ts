@@ -178,7 +178,12 @@ export class ClientSession {
     return { header, count: 1 + batches * inputs, sections: sections() };
   }
 
-  /** encryptBatch on every core: `pool` is the Node client's encryption pool (encrypt-pool.ts). */
+  /**
+   * encryptBatch on every core: `pool` is the Node client's encryption pool (encrypt-pool.ts).
+   * `recycle`: the caller is done with each section once it asks for the next (a streamed upload,
+   * which copies it into its part), so the pool may write later ones into the same memory
+   * (EncryptPool.encryptColumns). Leave it off to keep the sections.
+   */
   encryptBatchWith(
     rows: ArrayLike<number>[],
     pool: {
@@ -187,8 +192,10 @@ export class ClientSession {
         records: number,
         features: number,
         o: { params: CkksParams; secretKey: Uint8Array; scaleBits: number; slots: number },
+        recycle?: boolean,
       ): AsyncGenerator<Uint8Array>;
     },
+    recycle = false,
   ): { header: QueryHeader; count: number; sections: AsyncGenerator<Uint8Array> } {
     const { b, batches, inputs, header, rerandKey, batchValues } = this.prepareBatch(rows);
     const o = { params: b.params, secretKey: this.batchKeyBytes!, scaleBits: b.input_scale_bits, slots: b.records_per_batch };
@@ -198,7 +205,7 @@ export class ClientSession {
         // Shared, so that the pool's tasks read it without a copy each; one per batch, as the
         // workers may still read the last one's.
         const values = new Float64Array(new SharedArrayBuffer(o.slots * inputs * 8));
-        yield* pool.encryptColumns(values, batchValues(bi, values), inputs, o);
+        yield* pool.encryptColumns(values, batchValues(bi, values), inputs, o, recycle);
       }
     }
     return { header, count: 1 + batches * inputs, sections: sections() };

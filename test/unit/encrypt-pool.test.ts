@@ -4,7 +4,7 @@
 // a key when its number changes), the same key in a new array keeps its number, and close zeroes
 // the shared copies.
 import t from 'tap';
-import { EncryptPool } from '../../src/client/encrypt-pool.ts';
+import { EncryptPool, sharedMatrix } from '../../src/client/encrypt-pool.ts';
 import { SealedError } from '../../src/errors.ts';
 import { CkksSession } from '../../src/fhe/ckks.ts';
 import { SecretKeyHolder, generateSecretKey } from '../../src/fhe/keys.ts';
@@ -120,4 +120,58 @@ t.test('results in shared memory (as predict downloads them) decrypt in place, a
   );
   t.ok(Math.abs(fromShared[2][5] - values[2][5]) < 2 ** -10, 'and the values encrypted');
   t.equal(shared.subarray(3, 3 + cts[0].length).toString(), cts[0].toString(), 'the shared bytes are left as they were');
+});
+
+t.test('recycled task buffers: later tasks write into consumed ones, and every ciphertext decrypts as it is yielded', async (t) => {
+  const s = await CkksSession.open(params, { topLevelOnly: true });
+  const secretKey = generateSecretKey(s);
+  const holder = new SecretKeyHolder(s, secretKey);
+  const pool = new EncryptPool(1);
+  t.teardown(async () => {
+    holder.close();
+    s.close();
+    await pool.close();
+  });
+  const all = chainPrimes(s.seal, s.context).map(Number);
+  const level: SeededLevel = { parmsId: s.shape.data[0].parmsId, primes: all.slice(0, -1), degree: N };
+  const k = level.primes.length;
+  const slots = N / 2;
+  // 96 features: six tasks of 16; the pool runs two ahead on its one thread.
+  const features = 96;
+  const records = 3;
+  const matrix = sharedMatrix(features * slots);
+  for (let j = 0; j < features; j++) for (let r = 0; r < records; r++) matrix[j * slots + r] = (r + 1) * 0.1 + j * 0.001;
+  // The tasks as handed to the threads: which of them carried a buffer to write into.
+  const inner = (pool as unknown as { piscina: { run(task: { into?: ArrayBuffer }, o?: unknown): Promise<unknown> } }).piscina;
+  const runTask = inner.run.bind(inner);
+  let given = 0;
+  inner.run = (task, o) => {
+    if (task.into && task.into.byteLength > 0) given++;
+    return runTask(task, o);
+  };
+  const run = async (recycle: boolean) => {
+    given = 0;
+    let worst = 0;
+    let j = 0;
+    for await (const c of pool.encryptColumns(matrix, records, features, { params, secretKey, scaleBits, slots }, recycle)) {
+      // Read after the pool's other work has had its turn, as an upload reads it: a buffer handed to
+      // a task too early is moved to its thread (this view then empty) or written over.
+      await new Promise((r) => setImmediate(r));
+      const residues = new Uint32Array(2 * k * N);
+      decodeSeededSection(c, level, 2 ** scaleBits, residues, 0, 'a pool ciphertext');
+      const got = holder.decrypt(buildRaw({ parmsId: level.parmsId, degree: N, primes: k, scale: 2 ** scaleBits }, 2, residues, 0));
+      for (let r = 0; r < records; r++) worst = Math.max(worst, Math.abs(got[r] - matrix[j * slots + r]));
+      j++;
+    }
+    return { given, worst, count: j };
+  };
+  const fresh = await run(false);
+  t.equal(fresh.count, features, 'every feature, without recycling');
+  t.equal(fresh.given, 0, 'no task given a buffer');
+  const first = await run(true);
+  const again = await run(true);
+  t.equal(again.count, features, 'every feature, recycling');
+  t.ok(first.worst < 2 ** -12 && again.worst < 2 ** -12, `each decrypts to its column (largest error ${Math.max(first.worst, again.worst).toExponential(1)})`);
+  t.ok(first.given >= 3, `tasks wrote into earlier tasks' buffers (${first.given} of 6 in the first run)`);
+  t.equal(again.given, 6, 'and every task of a run after it (buffers kept by the pool)');
 });
