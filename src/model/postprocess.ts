@@ -67,7 +67,8 @@ export function preprocessColumnsInto(
   const width = box ? boxedInputs(box) : mean.length;
   if (rows.length > stride || (width - 1) * stride + rows.length > out.length)
     throw new RangeError('preprocessColumnsInto: the records do not fit the columns');
-  const row = new Float64Array(mean.length);
+  // With `box`, each record's values go through this row and the block gets their box sums.
+  const row = box ? new Float64Array(mean.length) : undefined;
   const block = new Float64Array(BLOCK * width);
   for (let r0 = 0; r0 < rows.length; r0 += BLOCK) {
     const n = Math.min(BLOCK, rows.length - r0);
@@ -75,12 +76,12 @@ export function preprocessColumnsInto(
       const raw = rows[r0 + b];
       const r = part.image?.deskew ? deskew(raw, part.image.side) : raw;
       // Without a box the record's values are its inputs, straight into the block.
-      const dst = box ? row : block.subarray(b * width, (b + 1) * width);
+      const dst = row ?? block.subarray(b * width, (b + 1) * width);
       for (let j = 0; j < r.length; j++) {
         const x = (r[j] - mean[j]) / std[j];
         dst[j] = factors ? x * factors[j] : x;
       }
-      if (box) boxSumsInto(row, box, block, b * width);
+      if (box) boxSumsInto(dst, box, block, b * width);
     }
     for (let j = 0; j < width; j++) {
       const at = j * stride + r0;

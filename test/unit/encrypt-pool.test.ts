@@ -3,7 +3,7 @@
 // memory under a number: a second key on the same pool is used for its own run (the workers load
 // a key when its number changes), the same key in a new array keeps its number, and close zeroes
 // the shared copies.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { EncryptPool, sharedMatrix } from '../../src/client/encrypt-pool.ts';
 import { SealedError } from '../../src/errors.ts';
 import { CkksSession } from '../../src/fhe/ckks.ts';
@@ -17,6 +17,20 @@ import { decodeSeededSection } from '../../src/fhe/seeded-decode.ts';
 const N = 8192;
 const params: CkksParams = { scheme: 'ckks', polyModulusDegree: N, coeffModulusBits: [26, 26, 26, 26, 26], securityLevel: 128 };
 const scaleBits = 26;
+
+/** A session, one secret key and its holder, and a pool of `threads`: closed when the test ends. */
+async function keyed(t: Test, threads: number) {
+  const s = await CkksSession.open(params, { topLevelOnly: true });
+  const secretKey = generateSecretKey(s);
+  const holder = new SecretKeyHolder(s, secretKey);
+  const pool = new EncryptPool(threads);
+  t.teardown(async () => {
+    holder.close();
+    s.close();
+    await pool.close();
+  });
+  return { s, secretKey, holder, pool };
+}
 
 t.test('ciphertexts from the pool decrypt under the key of their run; keys switch, are shared once, zeroed at close', async (t) => {
   const s = await CkksSession.open(params, { topLevelOnly: true });
@@ -73,16 +87,8 @@ t.test('ciphertexts from the pool decrypt under the key of their run; keys switc
 });
 
 t.test('a result ciphertext the precheck refuses comes back from the pool as the SealedError it is', async (t) => {
-  const s = await CkksSession.open(params, { topLevelOnly: true });
-  const secretKey = generateSecretKey(s);
-  const pool = new EncryptPool(1);
-  t.teardown(async () => {
-    s.close();
-    await pool.close();
-  });
+  const { secretKey, holder, pool } = await keyed(t, 1);
   const garbage = new Uint8Array(64).fill(7);
-  const holder = new SecretKeyHolder(s, secretKey);
-  t.teardown(() => holder.close());
   const here = t.throws(() => holder.decrypt(garbage)) as SealedError;
   const e: unknown = await pool.decryptAll([garbage], { params, secretKey }).catch((x: unknown) => x);
   // Thrown across the thread it would be a plain Error: no class, no code for the CLI's exit status.
@@ -93,15 +99,7 @@ t.test('a result ciphertext the precheck refuses comes back from the pool as the
 });
 
 t.test('results in shared memory (as predict downloads them) decrypt in place, as from an ordinary buffer', async (t) => {
-  const s = await CkksSession.open(params, { topLevelOnly: true });
-  const secretKey = generateSecretKey(s);
-  const holder = new SecretKeyHolder(s, secretKey);
-  const pool = new EncryptPool(2);
-  t.teardown(async () => {
-    holder.close();
-    s.close();
-    await pool.close();
-  });
+  const { secretKey, holder, pool } = await keyed(t, 2);
   const values = [0, 1, 2].map((i) => Float64Array.from({ length: N / 2 }, (_, j) => Math.sin(i + j / 100)));
   const cts = values.map((v) => holder.encrypt(v, scaleBits));
   const shared = new Uint8Array(new SharedArrayBuffer(cts.reduce((a, c) => a + c.length + 3, 0)));
@@ -123,15 +121,7 @@ t.test('results in shared memory (as predict downloads them) decrypt in place, a
 });
 
 t.test('recycled task buffers: later tasks write into consumed ones, and every ciphertext decrypts as it is yielded', async (t) => {
-  const s = await CkksSession.open(params, { topLevelOnly: true });
-  const secretKey = generateSecretKey(s);
-  const holder = new SecretKeyHolder(s, secretKey);
-  const pool = new EncryptPool(1);
-  t.teardown(async () => {
-    holder.close();
-    s.close();
-    await pool.close();
-  });
+  const { s, secretKey, holder, pool } = await keyed(t, 1);
   const all = chainPrimes(s.seal, s.context).map(Number);
   const level: SeededLevel = { parmsId: s.shape.data[0].parmsId, primes: all.slice(0, -1), degree: N };
   const k = level.primes.length;
