@@ -13,7 +13,7 @@ import { readClientPart, readServerPart, writeBundle } from '../src/model/bundle
 import { classOfOutputs, classOfScores, compileOnnx, simulatedScores } from '../src/model/onnx/compile.ts';
 import { openReference } from '../src/model/onnx/reference.ts';
 import { ModelServer } from '../src/server/model-server.ts';
-import { dataPrimesOf, rescalesOf, resultPrimesOf } from '../src/fhe/batch-plan.ts';
+import { dataPrimesOf, outputPrimesOf, rescalesOf, resultPrimesOf } from '../src/fhe/batch-plan.ts';
 import { seededBytes } from '../src/fhe/seeded-batch.ts';
 import { batchQueryBytes } from '../src/server/batch-memory.ts';
 import { batchModeFor, compileOnnxJob, readCalibration } from '../src/train/onnx-job.ts';
@@ -143,8 +143,10 @@ t.test('dense -> ReLU -> dense, once, twice or three times: batch mode with the 
     // Served: the worker pool's phases over shared memory, the flood in the workers, and the
     // buffers the server keeps between requests (the second request runs on the first's).
     const served = await servedClient(t, b.dir, await mkdtemp(join(tmpdir(), 'sealed-onnx-batch-served-')), 1);
+    let resultBytes = 0;
     for (const round of ['first', 'second']) {
       const r = await predict(served.session, served.keys, rows, served.transport, { layout: 'batch' });
+      resultBytes = r.stats.result_bytes;
       const e = largestError(r.scores, (i) => simulatedScores(m, rows[i]));
       t.ok(e.worst < 2 ** -9 * e.top, `served, ${round} request: outputs within ${e.worst.toExponential(2)} of the compiled model's`);
     }
@@ -153,8 +155,14 @@ t.test('dense -> ReLU -> dense, once, twice or three times: batch mode with the 
     // The plan rescales the second layer's values (batch-plan.ts): its results keep fewer primes.
     const plan = (await readServerPart(b.dir)).batch!;
     t.ok(plan.second!.rescalePrimes, `the plan drops ${plan.second!.rescalePrimes} of its ${k} primes before the second square`);
+    // And after the flood, the result rescale (batch-plan.ts, resultRescalePrimes): fewer still.
+    t.ok(plan.resultRescalePrimes, `the flooded results are divided by ${plan.resultRescalePrimes} primes more`);
     t.equal(p.result_primes, resultPrimesOf(plan), 'and the client part says how many its results keep');
-    const kept = resultPrimesOf(plan);
+    t.equal(p.flood_primes, outputPrimesOf(plan), "and how many they have when flooded (the re-randomization key's)");
+    // Three results of five polynomials, 26 bits (3.25 bytes) a residue, and their framing.
+    const small = 3 * 5 * resultPrimesOf(plan) * N * 3.25;
+    t.ok(resultBytes > small && resultBytes < small + 64 * 1024, `the results come back that small: ${resultBytes} bytes`);
+    const kept = outputPrimesOf(plan);
     t.equal(
       served.stack.server.memory.budgetInUse.reserved,
       12 * seededBytes(k, N) + 2 * (12 * 2 * N * 4) + plan.second!.rows * 3 * k * N * 4 + 3 * 5 * kept * N * 4,
@@ -192,7 +200,7 @@ t.test('dense -> ReLU -> dense, once, twice or three times: batch mode with the 
       12 * seededBytes(k, N) +
         2 * (12 * 2 * N * 4) +
         rescales.reduce((a, x) => a + x.rows * x.size * x.primesBefore * N * 4, 0) +
-        3 * 9 * resultPrimesOf(c.batch) * N * 4,
+        3 * 9 * outputPrimesOf(c.batch) * N * 4,
       "between requests the kept buffers are reserved: the sections, two primes' residues, the values of both rescales and the size-9 outputs",
     );
   }

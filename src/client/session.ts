@@ -226,7 +226,7 @@ export class ClientSession {
     // The first section: the re-randomization key for circuit privacy (fresh per query, from the
     // batch secret key; a server whose model does not flood ignores it).
     const header: QueryHeader = { model_id: this.modelId, params: paramsKey(b.params), records: rows.length, layout: 'batch', rerand_key: true };
-    const rerandKey = makeBatchRerandKey(this.batchS!, b.result_size, this.batchKeyBytes!, b.result_primes);
+    const rerandKey = makeBatchRerandKey(this.batchS!, b.result_size, this.batchKeyBytes!, b.flood_primes ?? b.result_primes);
     // One ciphertext per feature, or per box sum (input-box.ts).
     const inputs = b.input_box ? boxedInputs(b.input_box) : this.part.features.length;
     return { b, batches: Math.ceil(rows.length / S), inputs, header, rerandKey, batchValues };

@@ -4,9 +4,10 @@
 import { SealedError } from '../errors.ts';
 import { CkksSession } from './ckks.ts';
 import { loadQueryCiphertext } from './load.ts';
-import { dataPrimesOf, outputScale, PRIME_BITS, resultPrimesOf, type BatchPlan } from './batch-plan.ts';
+import { dataPrimesOf, outputPrimesOf, PRIME_BITS, resultPrimesOf, resultScale, type BatchPlan } from './batch-plan.ts';
 import { primes } from './params.ts';
 import { copyResidues, packedFromResidues } from './raw-ciphertext.ts';
+import { ProductRescale } from './rescale.ts';
 import { isSeededSection, type SeededLevel } from './seeded-batch.ts';
 import { decodeSeededPrime, decodeSeededSection } from './seeded-decode.ts';
 
@@ -15,9 +16,13 @@ export class BatchSession {
   readonly plan: BatchPlan;
   /** The data primes, first to last. */
   readonly primes: number[];
-  /** Those the results keep: all, or all but the last few after a rescale (batch-plan.ts). */
+  /** Those the kernel's outputs keep (where they are flooded): all, or all but the last few after a rescale (batch-plan.ts). */
+  readonly outputPrimes: number[];
+  /** Those the results the client receives keep: the outputs', or fewer after the result rescale. */
   readonly resultPrimes: number[];
   private readonly level: SeededLevel;
+  /** The result rescale (batch-plan.ts, resultRescalePrimes), made when first used (its tables: ~10 ms per prime). */
+  private resultRescale: ProductRescale | undefined;
   /** SEAL's name for the results' level: the top data level, or the one the rescale leaves. */
   private readonly resultParmsId: Uint8Array;
 
@@ -27,6 +32,7 @@ export class BatchSession {
     const all = primes(session.seal, session.context);
     this.primes = all.slice(0, dataPrimesOf(plan)).map(Number);
     if (this.primes.some((q) => q >= 2 ** PRIME_BITS)) throw new SealedError('bad-bundle', `batch mode needs primes below 2^${PRIME_BITS}`);
+    this.outputPrimes = this.primes.slice(0, outputPrimesOf(plan));
     this.resultPrimes = this.primes.slice(0, resultPrimesOf(plan));
     const drop = this.primes.length - this.resultPrimes.length;
     this.level = { parmsId: session.shape.data[0].parmsId, primes: this.primes, degree: plan.params.polyModulusDegree };
@@ -43,7 +49,12 @@ export class BatchSession {
     return this.primes.length * this.plan.params.polyModulusDegree;
   }
 
-  /** Residues per polynomial of a result (its primes x degree). */
+  /** Residues per polynomial of a kernel's output (its primes x degree). */
+  get outputLanes(): number {
+    return this.outputPrimes.length * this.plan.params.polyModulusDegree;
+  }
+
+  /** Residues per polynomial of a result as the client receives it (its primes x degree). */
   get resultLanes(): number {
     return this.resultPrimes.length * this.plan.params.polyModulusDegree;
   }
@@ -77,14 +88,30 @@ export class BatchSession {
   }
 
   /**
+   * The result ciphertext of a kernel output of `size` polynomials at `offset` (over
+   * outputPrimes), once flooded: divided in place by the plan's result rescale (its result then
+   * at the front of its place), then encodeResult. Only after the flood: the rescale's rounding,
+   * a function of the unflooded output, would otherwise reach the client unhidden.
+   */
+  encodeOutput(output: Uint32Array, offset: number, size: number): Uint8Array {
+    const k = this.plan.resultRescalePrimes;
+    if (k) {
+      this.resultRescale ??= new ProductRescale(this.outputPrimes, this.plan.params.polyModulusDegree, k);
+      const at = output.subarray(offset);
+      this.resultRescale.ciphertext(at, at, size);
+    }
+    return this.encodeResult(output, offset, size);
+  }
+
+  /**
    * A result ciphertext of `size` polynomials from residues at `offset` (over resultPrimes), at
-   * the plan's exact output scale (or 2^scaleBits), packed (raw-ciphertext.ts, "P26": 26 bits a
+   * the plan's exact result scale (or 2^scaleBits), packed (raw-ciphertext.ts, "P26": 26 bits a
    * residue) once every residue is checked below its prime, as SEAL's load would check it. The
    * client decrypts it with its own code (packed-decrypt.ts); SEAL loads it too (load.ts). zstd
    * cost ~110 ms a LeNet result here and ~190 ms to undo on the client, for 3% fewer bytes.
    */
   encodeResult(residues: Uint32Array, offset: number, size: number, scaleBits?: number): Uint8Array {
-    const scale = scaleBits === undefined ? outputScale(this.plan) : 2 ** scaleBits;
+    const scale = scaleBits === undefined ? resultScale(this.plan) : 2 ** scaleBits;
     const N = this.plan.params.polyModulusDegree;
     for (let poly = 0, at = offset; poly < size; poly++)
       for (const q of this.resultPrimes)

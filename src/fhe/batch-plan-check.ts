@@ -1,7 +1,17 @@
 // Loading a batch plan: every field the kernel and the batch path rely on, checked once per load
 // (batch-plan.ts says what the fields mean). The kernel does no checking of its own.
 import { SealedError, isSealedError } from '../errors.ts';
-import { BATCH_DEGREE, BATCH_DEGREE_DEEP, BATCH_DEGREE_WIDE, dataPrimesOf, laterLayers, layerScales, outputsOf, type BatchPlan } from './batch-plan.ts';
+import {
+  BATCH_DEGREE,
+  BATCH_DEGREE_DEEP,
+  BATCH_DEGREE_WIDE,
+  dataPrimesOf,
+  laterLayers,
+  layerScales,
+  outputPrimesOf,
+  outputsOf,
+  type BatchPlan,
+} from './batch-plan.ts';
 import { MAX_INT_WEIGHT, MAX_KERNEL_INDEX, MAX_TAPS, PRIME_BITS } from './kernel-limits.ts';
 import { checkParams, type CkksParams } from './params.ts';
 
@@ -200,6 +210,11 @@ export function validateBatchPlan(raw: unknown, where = 'the batch plan'): Batch
         throw bad(`noiseL2Bits[${i}]`, `is ${show(b)}, not a bit count in [0, ${dataBits}]`);
     });
     int(p.floodSecurityBits, 'floodSecurityBits', 20, 128);
+  }
+  if (p.resultRescalePrimes !== undefined) {
+    // Only after a flood, whose noise hides the rounding (batch-noise.ts, resultRescaleFor).
+    if (p.privacy !== 'flood') throw bad('resultRescalePrimes', 'is set, but only results that are flooded are rescaled after it');
+    int(p.resultRescalePrimes, 'resultRescalePrimes', 1, outputPrimesOf(plan) - 1);
   }
   return plan;
 }

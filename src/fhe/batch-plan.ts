@@ -88,6 +88,13 @@ export interface BatchPlan {
   noiseL2Bits?: number[];
   /** With 'flood': lambda, the statistical security of the flood in bits. */
   floodSecurityBits?: number;
+  /**
+   * With 'flood': each result, once flooded, is divided by the product D of this many of its last
+   * primes (rescale.ts) before it is saved, so the client receives it over fewer primes (LeNet: 9
+   * -> 5, 86 -> 48 MB per batch) at a scale D times smaller. The flood's noise, divided by D too,
+   * stays far above the rounding this adds (batch-noise.ts, resultRescaleFor). Absent: none.
+   */
+  resultRescalePrimes?: number;
 }
 
 /**
@@ -164,7 +171,23 @@ export function droppedPrimesByLayer(p: BatchPlan): number[][] {
   });
 }
 
-/** The results' scale: 2^out, or, after rescales, the chain of squares over the dropped primes (as exact as float64 allows). */
+/**
+ * The scale of the results the client receives: the outputs' (outputScale) over the primes the
+ * result rescale drops (resultRescaleDivisors).
+ */
+export function resultScale(p: BatchPlan): number {
+  return resultRescaleDivisors(p).reduce((scale, q) => scale / q, outputScale(p));
+}
+
+/** The primes (SEAL's values) the result rescale divides each flooded output by: the last resultRescalePrimes of the outputs'. */
+export function resultRescaleDivisors(p: BatchPlan): number[] {
+  const k = p.resultRescalePrimes ?? 0;
+  if (k === 0) return [];
+  const data = sealPrimes(p.params.polyModulusDegree, p.params.coeffModulusBits).slice(0, -1);
+  return data.slice(outputPrimesOf(p) - k, outputPrimesOf(p));
+}
+
+/** The kernel's outputs' scale: 2^out, or, after rescales, the chain of squares over the dropped primes (as exact as float64 allows). */
 export function outputScale(p: BatchPlan): number {
   const s = layerScales(p);
   const last = s[s.length - 1].values;
@@ -193,5 +216,8 @@ export function rescalesOf(p: BatchPlan): { layer: number; rows: number; size: n
   return out;
 }
 
-/** Data primes the results have: all of them, less those the rescales drop. */
-export const resultPrimesOf = (p: BatchPlan) => dataPrimesOf(p) - laterLayers(p).reduce((a, l) => a + (l.rescalePrimes ?? 0), 0);
+/** Data primes the kernel's outputs have (where they are flooded): all of them, less those the rescales drop. */
+export const outputPrimesOf = (p: BatchPlan) => dataPrimesOf(p) - laterLayers(p).reduce((a, l) => a + (l.rescalePrimes ?? 0), 0);
+
+/** Data primes the results the client receives have: the outputs', less those the result rescale drops. */
+export const resultPrimesOf = (p: BatchPlan) => outputPrimesOf(p) - (p.resultRescalePrimes ?? 0);

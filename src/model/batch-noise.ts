@@ -1,8 +1,9 @@
 // Bounds on the honest noise of batch results, for the flood (src/fhe/privacy.ts): what circuit
 // privacy must hide. compile-batch.ts raises the input scale until the flood sized from these
 // bounds costs the outputs no more than FLOOD_PRECISION_BITS.
-import { droppedPrimesByLayer, laterLayers, type BatchPlan } from '../fhe/batch-plan.ts';
-import { SEAL_NOISE_SIGMA } from '../fhe/privacy.ts';
+import { droppedPrimesByLayer, laterLayers, outputPrimesOf, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
+import { sealPrimes } from '../fhe/params.ts';
+import { FLOOD_SECURITY_BITS, floodSigma, SEAL_NOISE_SIGMA } from '../fhe/privacy.ts';
 
 /**
  * A bound B on |v|_2 for each output's honest noise v (coefficient domain), for honest queries:
@@ -181,4 +182,28 @@ export function rescaleRounding(N: number, size = 3): { l2: number; can: number 
   for (let m = size - 1; m >= 0; m--) powers = powers * S + 1;
   const extra = 1 + 2 ** -20;
   return { l2: (Math.sqrt(N) / 2) * powers * extra, can: 3 * Math.sqrt(2 * N) * powers * extra };
+}
+
+/**
+ * How far below the flood's noise (divided by D) the result rescale's rounding stays, at least:
+ * 2^-10 of it, in the slots, moves the outputs' error by under 0.1%.
+ */
+export const RESULT_ROUNDING_MARGIN_BITS = 10;
+
+/**
+ * The most of a flooded plan's last output primes whose product D the results can be divided by
+ * after the flood (batch-plan.ts, resultRescalePrimes), one prime kept at least: the flood's
+ * standard deviation in a slot, sigma sqrt(N/2) of the quietest output, over D stays at least
+ * 2^RESULT_ROUNDING_MARGIN_BITS times the rounding's bound in the slots (rescaleRounding, for the
+ * results' polynomials). The values need no check: D divides them with the modulus.
+ */
+export function resultRescaleFor(plan: BatchPlan): number {
+  const N = plan.params.polyModulusDegree;
+  const lambda = plan.floodSecurityBits ?? FLOOD_SECURITY_BITS;
+  const flood = Math.min(...plan.noiseL2Bits!.map((b) => floodSigma(2 ** b, lambda))) * Math.sqrt(N / 2);
+  const limit = flood / (rescaleRounding(N, resultSize(plan)).can * 2 ** RESULT_ROUNDING_MARGIN_BITS);
+  const primes = sealPrimes(N, plan.params.coeffModulusBits).slice(0, outputPrimesOf(plan));
+  let k = 0;
+  for (let D = 1; k + 1 < primes.length && D * primes[primes.length - 1 - k] <= limit; k++) D *= primes[primes.length - 1 - k];
+  return k;
 }

@@ -50,6 +50,11 @@ export interface BatchClientPart {
    * they come back at that level of the chain. Absent: all of them.
    */
   result_primes?: number;
+  /**
+   * Data primes the results have when the server floods them, before its last rescale drops
+   * some (batch-plan.ts, resultRescalePrimes): the re-randomization key's. Absent: result_primes.
+   */
+  flood_primes?: number;
   /** log2 of the results' scale (not an integer after a rescale; results carry it exactly). */
   output_scale_bits: number;
   crossover: number;

@@ -4,13 +4,14 @@
 // scale, and the modulus is sized from the largest values the training samples reach. With two
 // activations and the flood, or three, the values of the layers squared again (but the first's)
 // may be rescaled (divided by some of the last primes) before their square: the compiler keeps
-// the plan with the fewest primes (model (b): 12 instead of 16).
+// the plan with the fewest primes (model (b): 12 instead of 16). Flooded results are rescaled
+// once more, after the flood, by as many primes as its noise allows (batch-noise.ts, resultRescaleFor).
 import { BATCH_DEGREE, BATCH_DEGREE_DEEP, BATCH_DEGREE_WIDE, dataPrimesOf, layerScales, type BatchPlan, type DenseLayer } from '../fhe/batch-plan.ts';
 import { validateBatchPlan } from '../fhe/batch-plan-check.ts';
 import { MAX_INT_WEIGHT, PRIME_BITS } from '../fhe/kernel-limits.ts';
 import { MAX_BITS_128 } from '../fhe/params.ts';
 import { FLOOD_SECURITY_BITS, floodExtraBits, floodSigma, type Privacy } from '../fhe/privacy.ts';
-import { noiseBounds, noiseShape, type NoiseShape } from './batch-noise.ts';
+import { noiseBounds, noiseShape, resultRescaleFor, type NoiseShape } from './batch-noise.ts';
 import { batchInputFactors, batchShape, batchUnsupported, type Shape } from './batch-shape.ts';
 import { boxedInputs, factorBox, type InputBox } from './input-box.ts';
 import type { Network } from './network.ts';
@@ -62,6 +63,12 @@ export interface BatchCompileOptions {
    * fewest data primes (the default; false: never rescale).
    */
   rescale?: boolean;
+  /**
+   * Plans that flood: divide each flooded result by as many of its last primes as the flood's
+   * noise allows (batch-noise.ts, resultRescaleFor; the default), so results cross the network smaller; false:
+   * results keep the outputs' primes.
+   */
+  resultRescale?: boolean;
   /**
    * Filled in: the most bits of precision (-log2 of the error over the largest output) any plan
    * within the 128-bit bound reached, where the compiler checks it (plans that flood, or with
@@ -182,6 +189,10 @@ function compileAt(
   for (const k of drops) {
     const plan = found.get(k.join(','));
     if (plan && (!best || dataPrimesOf(plan) < dataPrimesOf(best))) best = plan;
+  }
+  if (best?.privacy === 'flood' && (o.resultRescale ?? true)) {
+    const k = resultRescaleFor(best);
+    if (k > 0) best.resultRescalePrimes = k;
   }
   // The server refuses a plan outside the kernel limits; refuse it here first, when it is made.
   return best && validateBatchPlan(best, 'the compiled batch plan');

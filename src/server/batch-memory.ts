@@ -1,5 +1,5 @@
 // What a batch-mode request holds in memory while it runs (batch.ts), for the server's budget.
-import { dataPrimesOf, outputsOf, rescalesOf, resultPrimesOf, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
+import { dataPrimesOf, outputsOf, rescalesOf, outputPrimesOf, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
 import { rerandKeyBytes } from '../fhe/rerand-key.ts';
 import { seededBytes } from '../fhe/seeded-batch.ts';
 import { LOAD_GROUP } from './batch-constants.ts';
@@ -13,14 +13,14 @@ import { LOAD_GROUP } from './batch-constants.ts';
 export function batchMemory(plan: BatchPlan, batches = 2): number {
   const N = plan.params.polyModulusDegree;
   // Results keep fewer primes when the plan rescales; the values each rescale divides are held first.
-  const resultLanes = resultPrimesOf(plan) * N;
+  const outputLanes = outputPrimesOf(plan) * N;
   const values = rescalesOf(plan).reduce((a, r) => a + r.rows * r.size * r.primesBefore * N * 4, 0);
   // The query's re-randomization key (circuit privacy): one result's polynomials, held once.
-  const rerandKey = plan.privacy === 'flood' ? resultSize(plan) * resultLanes * 4 : 0;
+  const rerandKey = plan.privacy === 'flood' ? resultSize(plan) * outputLanes * 4 : 0;
   return (
     Math.min(2, batches) * plan.inputs * seededBytes(dataPrimesOf(plan), N) +
     2 * plan.inputs * 2 * N * 4 +
-    outputsOf(plan) * resultSize(plan) * resultLanes * 4 +
+    outputsOf(plan) * resultSize(plan) * outputLanes * 4 +
     values +
     rerandKey
   );
@@ -45,5 +45,5 @@ export function wholeBatchMemory(plan: BatchPlan, batches = 2): number {
  */
 export function batchQueryBytes(plan: BatchPlan): number {
   const N = plan.params.polyModulusDegree;
-  return plan.inputs * seededBytes(dataPrimesOf(plan), N) + rerandKeyBytes(resultPrimesOf(plan), N, resultSize(plan)) + 1024 * 1024;
+  return plan.inputs * seededBytes(dataPrimesOf(plan), N) + rerandKeyBytes(outputPrimesOf(plan), N, resultSize(plan)) + 1024 * 1024;
 }

@@ -7,7 +7,7 @@
 //   rescaleRows, evaluateAfter   plans that rescale: a layer's values divided by their last
 //                                primes, then the squares and layers after over the rest (once
 //                                per rescale: `point` 0, 1, ...)
-//   encodeResults                re-randomized, flooded, saved
+//   encodeResults                re-randomized, flooded, rescaled (plans with resultRescalePrimes), saved
 import { SealedError } from '../errors.ts';
 import { BatchSession } from '../fhe/batch-io.ts';
 import { evaluateLanes, prepareKernel, segmentsOf, squareLayersOf, type BatchKernel } from '../fhe/batch-kernel.ts';
@@ -50,7 +50,7 @@ export class BatchModel {
   private constructor(io: BatchSession) {
     this.io = io;
     this.kernel = prepareKernel(io.plan, io.primes);
-    this.privacy = new BatchPrivacy(io.plan, io.resultPrimes);
+    this.privacy = new BatchPrivacy(io.plan, io.outputPrimes);
     this.toFirstRescale = io.plan.second?.rescalePrimes ? { ...this.kernel, w3: undefined } : this.kernel;
     const degree = io.plan.params.polyModulusDegree;
     const segments = segmentsOf(io.plan);
@@ -77,8 +77,8 @@ export class BatchModel {
   }
 
   /** Residues of one result polynomial (fewer primes than `lanes` after a rescale). */
-  get resultLanes(): number {
-    return this.io.resultLanes;
+  get outputLanes(): number {
+    return this.io.outputLanes;
   }
 
   /** How many rescales the plan makes: evaluateLanes then writes the values the first divides, and rescaleRows and evaluateAfter follow, once per rescale. */
@@ -117,7 +117,7 @@ export class BatchModel {
       );
     const last = this.lastRerandKey;
     if (last && sameBytes(last.bytes, bytes)) return last.key;
-    const key = loadRerandKey(bytes, io.resultPrimes, io.plan.params.polyModulusDegree, resultSize(io.plan));
+    const key = loadRerandKey(bytes, io.outputPrimes, io.plan.params.polyModulusDegree, resultSize(io.plan));
     this.lastRerandKey = { bytes: bytes.slice(), key };
     return key;
   }
@@ -181,14 +181,17 @@ export class BatchModel {
     }
   }
 
-  /** Phase 3: outputs `first` .. `first + count - 1` re-randomized, flooded and saved as result ciphertexts. */
+  /**
+   * Phase 3: outputs `first` .. `first + count - 1` re-randomized, flooded, rescaled (plans with
+   * resultRescalePrimes: BatchSession.encodeOutput) and saved as result ciphertexts.
+   */
   encodeResults(output: Uint32Array, first: number, count: number, rerandKey: RerandKey | undefined): Uint8Array[] {
     const { io, privacy } = this;
     const size = resultSize(io.plan);
     const results: Uint8Array[] = [];
     for (let o = first; o < first + count; o++) {
-      privacy.apply(rerandKey, output, o, io.resultLanes);
-      results.push(io.encodeResult(output, o * size * io.resultLanes, size));
+      privacy.apply(rerandKey, output, o, io.outputLanes);
+      results.push(io.encodeOutput(output, o * size * io.outputLanes, size));
     }
     return results;
   }

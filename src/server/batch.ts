@@ -16,7 +16,7 @@
 // for page by page on first touch (~10 us per 4 KiB page on this project's CI VMs, more with two
 // threads faulting at once: batch-buffers.ts).
 import { reviveError, SealedError } from '../errors.ts';
-import { dataPrimesOf, outputsOf, rescalesOf, resultPrimesOf, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
+import { dataPrimesOf, outputsOf, rescalesOf, outputPrimesOf, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
 import { isSeededSection, seededBytes } from '../fhe/seeded-batch.ts';
 import type { BatchResult } from './worker-protocol.ts';
 import type { EvaluationPool } from './pool.ts';
@@ -79,7 +79,7 @@ export async function* evaluateBatches(
   const N = plan.params.polyModulusDegree;
   const primes = dataPrimesOf(plan);
   const lanes = primes * N;
-  const resultLanes = resultPrimesOf(plan) * N;
+  const outputLanes = outputPrimesOf(plan) * N;
   const batches = batchCount(plan, records);
   const outs = outputsOf(plan);
   const size = resultSize(plan);
@@ -92,7 +92,7 @@ export async function* evaluateBatches(
     held.push(b);
     return b;
   };
-  const output = hold(outs * size * resultLanes * 4);
+  const output = hold(outs * size * outputLanes * 4);
   // A plan that rescales: the kernel writes the values the first rescale divides here; they are
   // rescaled (their rows split over the workers), and the layers after run over the lanes the
   // rescale leaves, into the next rescale's values or, after the last, into `output`.

@@ -148,7 +148,7 @@ export class ModelServer {
     const bm = this.batch;
     const key = plan.privacy === 'flood' ? bm.rerandKeyFor(rerandKey ? msg.sections[0] : undefined) : undefined;
     const degree = plan.params.polyModulusDegree;
-    const output = new Uint32Array(outputsOf(plan) * resultSize(plan) * bm.resultLanes);
+    const output = new Uint32Array(outputsOf(plan) * resultSize(plan) * bm.outputLanes);
     // A plan that rescales: the kernel writes the values the first rescale divides; each rescale's
     // layers write the next's, the last's the results.
     const points = bm.rescalePoints;

@@ -4,7 +4,7 @@
 // same code and message wherever it arrives.
 import { safeText, SealedError } from '../errors.ts';
 import type { BatchPlan } from '../fhe/batch-plan.ts';
-import { recordsPerBatch, resultPrimesOf, resultSize } from '../fhe/batch-plan.ts';
+import { recordsPerBatch, outputPrimesOf, resultSize } from '../fhe/batch-plan.ts';
 import { ciphertextBytesBound, paramsKey, type CkksParams } from '../fhe/params.ts';
 import { rerandKeyBytes } from '../fhe/privacy.ts';
 import { inputCiphertexts, type Program } from '../fhe/program.ts';
@@ -104,7 +104,7 @@ export function sectionLimits(model: ServingModel, maxQueryBytes: number, h: Que
   const params = plan ? plan.params : model.program.params;
   // A SEAL object is at least its 16-byte serialization header plus a ciphertext's fields; a
   // batch query's re-randomization key holds a result's polynomials as 32-bit residues.
-  const rerandKey = plan ? rerandKeyBytes(resultPrimesOf(plan), plan.params.polyModulusDegree, resultSize(plan)) : 0;
+  const rerandKey = plan ? rerandKeyBytes(outputPrimesOf(plan), plan.params.polyModulusDegree, resultSize(plan)) : 0;
   // A single-layout section holds the input and the client's rotated copies of it.
   const perSection = plan ? 1 : inputCiphertexts(model.program);
   return { minSection: 64, maxSection: Math.max(perSection * ciphertextBytesBound(params, 2), rerandKey), maxSections: Math.floor(maxQueryBytes / 68) };

@@ -11,7 +11,7 @@ import { preprocessRecord } from '../model/postprocess.ts';
 import { deskew } from '../model/deskew.ts';
 import { batchOutputBound, compileBatch, type BatchCompileOptions } from '../model/compile-batch.ts';
 import { crossover, measureBatchUnitCosts, measureSingleCost } from '../fhe/batch-cost.ts';
-import { dataPrimesOf, outputsOf, recordsPerBatch, resultPrimesOf, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
+import { dataPrimesOf, outputPrimesOf, outputsOf, recordsPerBatch, resultPrimesOf, resultScale, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
 
 export const PIXEL_SCALE = 255;
 
@@ -83,7 +83,8 @@ export async function addBatchMode(
     outputs: outputsOf(plan),
     result_size: resultSize(plan),
     ...(resultPrimesOf(plan) < dataPrimesOf(plan) ? { result_primes: resultPrimesOf(plan) } : {}),
-    output_scale_bits: plan.outputScaleBits,
+    ...(outputPrimesOf(plan) > resultPrimesOf(plan) ? { flood_primes: outputPrimesOf(plan) } : {}),
+    output_scale_bits: Math.log2(resultScale(plan)),
     crossover: crossover(plan, batchCosts, single, built.client.input.recordsPerCiphertext),
     output_bound: batchOutputBound(plan, samples, o.inputFactors),
   };

@@ -18,11 +18,14 @@ const linear: Network = {
   input: { height: 1, width: 6 },
   layers: [{ type: 'dense', weights: Array.from({ length: 3 }, () => Array.from({ length: 6 }, () => r() * 4)), bias: [0.5, -1, 2] }],
 };
+// The kernel's outputs saved whole (encodeResult at the outputs' level): the result rescale after
+// the flood has its own test (result-rescale.test.ts).
+const whole = { resultRescale: false };
 const samples = (n: number, features: number) => Array.from({ length: n }, () => Array.from({ length: features }, () => r() + 0.5));
 
 t.test('the compiler folds the quadratic, quantizes weights, and sizes the modulus', async (t) => {
   const xs = samples(50, side * side);
-  const plan = compileBatch(smallCnn, xs)!;
+  const plan = compileBatch(smallCnn, xs, whole)!;
   t.ok(plan, 'the network has a batch plan');
   t.equal(plan.first.rows, 4 * 4 * F);
   t.equal(plan.first.index.length, 4 * 4 * F * 25, '25 taps per convolution output');
@@ -69,7 +72,7 @@ async function runPlan(t: { teardown(fn: () => void): void }, plan: BatchPlan, x
 
 t.test('encrypted batch evaluation (size-3 results, no keys) equals the plaintext plan', async (t) => {
   const xs = samples(40, side * side);
-  const plan = compileBatch(smallCnn, xs)!;
+  const plan = compileBatch(smallCnn, xs, whole)!;
   const { decrypted } = await runPlan(t, plan, xs, [1000, 24, 3000, 4096]);
   let worst = 0;
   xs.forEach((x, s) => simulateBatch(plan, x).forEach((v, o) => (worst = Math.max(worst, Math.abs(decrypted[o][s] - v)))));
@@ -79,7 +82,7 @@ t.test('encrypted batch evaluation (size-3 results, no keys) equals the plaintex
 
 t.test("a second layer of zero blocks (a convolution's): four rows of zeros skipped, three of four not", async (t) => {
   const xs = samples(40, side * side);
-  const plan = structuredClone(compileBatch(smallCnn, xs)!) as BatchPlan;
+  const plan = structuredClone(compileBatch(smallCnn, xs, whole)!) as BatchPlan;
   const rows = plan.first.rows;
   const sec = plan.second!;
   // Rows 4p .. 4p + 3 are the F = 4 filters at position p: the kernel's groups of four.
@@ -106,7 +109,7 @@ t.test("a second layer of zero blocks (a convolution's): four rows of zeros skip
 
 t.test("the first layer's fused multiply-adds (kernel-relaxed.wat) give the unfused loop's residues", async (t) => {
   t.ok(useRelaxedSimd, 'Node >= 22 has relaxed SIMD: the server runs the fused loop');
-  const plan = compileBatch(smallCnn, samples(40, side * side))!;
+  const plan = compileBatch(smallCnn, samples(40, side * side), whole)!;
   const N = plan.params.polyModulusDegree;
   // Residues up to the largest below each prime (the worst case for the exactness bound).
   const primes = Array.from({ length: plan.params.coeffModulusBits.length - 1 }, (_, i) => 67043329 - 2 * N * 3 * i);
@@ -137,7 +140,7 @@ t.test("the first layer's fused multiply-adds (kernel-relaxed.wat) give the unfu
 
 t.test('a linear model in batch mode (size-2 results)', async (t) => {
   const xs = samples(30, 6);
-  const plan = compileBatch(linear, xs)!;
+  const plan = compileBatch(linear, xs, whole)!;
   t.equal(plan.square, false);
   const { decrypted } = await runPlan(t, plan, xs, [8192]);
   let worst = 0;
@@ -146,7 +149,7 @@ t.test('a linear model in batch mode (size-2 results)', async (t) => {
 });
 
 t.test('raw ciphertext layout: SEAL bytes -> residues -> SEAL bytes', async (t) => {
-  const plan = compileBatch(linear, samples(5, 6))!;
+  const plan = compileBatch(linear, samples(5, 6), whole)!;
   const { bs, holder } = await openBatch(t, plan);
   const v = Float64Array.from({ length: 4096 }, (_, i) => Math.cos(i));
   const lanes = new Uint32Array(2 * bs.lanes);
@@ -188,7 +191,7 @@ t.test('raw ciphertext layout: SEAL bytes -> residues -> SEAL bytes', async (t) 
 });
 
 t.test('packed sections: 26-bit residues, 13 bytes per 4, round trip and hostile input', async (t) => {
-  const plan = compileBatch(linear, samples(5, 6))!;
+  const plan = compileBatch(linear, samples(5, 6), whole)!;
   const { bs, holder } = await openBatch(t, plan);
   const v = Float64Array.from({ length: 4096 }, (_, i) => Math.sin(i) * 2);
   // SEAL's bytes packed in 26 bits (P26): what clients sent before seeded sections, still read.
