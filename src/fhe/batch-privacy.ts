@@ -21,8 +21,9 @@ import { guard, release } from './seal.ts';
 /**
  * Client side: the re-randomization key for batch results of `size` polynomials (the client
  * part's result_size), from the batch secret key (SEAL bytes) of session `s`. Sent with the query.
- * `resultPrimes`: the data primes the results keep (fewer than the query's after a rescale:
- * batch-plan.ts outputPrimesOf); all of them by default.
+ * `resultPrimes`: the data primes the results have when the server floods them (fewer than the
+ * query's after a rescale: batch-plan.ts outputPrimesOf; the client part's flood_primes, else its
+ * result_primes); all of them by default.
  */
 export function makeBatchRerandKey(s: CkksSession, size: number, secretKey: Uint8Array, resultPrimes?: number): Uint8Array {
   // 2 polynomials, or 2^n + 1 after n squares (batch-plan.ts resultSize).

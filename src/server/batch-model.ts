@@ -76,7 +76,7 @@ export class BatchModel {
     return this.io.lanes;
   }
 
-  /** Residues of one result polynomial (fewer primes than `lanes` after a rescale). */
+  /** Residues of one output polynomial, as the kernel writes it (fewer primes than `lanes` after a rescale). */
   get outputLanes(): number {
     return this.io.outputLanes;
   }
