@@ -88,7 +88,11 @@ export function loadRerandKey(bytes: Uint8Array, primes: number[], degree: numbe
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (v.getUint32(0, true) !== KEY_MAGIC) throw bad('is not a sealed re-randomization key');
   if (v.getUint32(4, true) !== size) throw bad(`has ${v.getUint32(4, true)} polynomials, results have ${size}`);
-  if (v.getUint32(8, true) !== primes.length || v.getUint32(12, true) !== degree) throw bad('is for other parameters');
+  // A client older than the bundle's result rescale makes its key at the results' level, not the flood's.
+  if (v.getUint32(8, true) !== primes.length || v.getUint32(12, true) !== degree)
+    throw bad(
+      `is for ${v.getUint32(8, true)} primes at ring degree ${v.getUint32(12, true)}; this model floods its results at ${primes.length} primes, ring degree ${degree} (a client older than the model makes it for another level: update the client)`,
+    );
   const head = 16 + 4 * primes.length;
   if (bytes.length !== head + 4 * size * primes.length * degree) throw bad('has the wrong length');
   primes.forEach((q, i) => {

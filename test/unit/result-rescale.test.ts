@@ -87,6 +87,12 @@ t.test('encrypted: smaller results, decrypted to the plaintext plan, within the 
   const output = new Uint32Array(outputsOf(plan) * size * lanes);
   bm.evaluateLanes(input, output, 0, LN);
   const keyBytes = makeBatchRerandKey(bs.session, size, skBytes, outputPrimesOf(plan));
+  // A client that makes its key at the results' level (older than the result rescale) is told so.
+  t.throws(
+    () => bm.rerandKeyFor(makeBatchRerandKey(bs.session, size, skBytes, resultPrimesOf(plan))),
+    { code: 'bad-keys', message: new RegExp(`is for ${resultPrimesOf(plan)} primes .* floods its results at ${outputPrimesOf(plan)} primes`) },
+    "a key at the results' level is refused with both levels named",
+  );
 
   // The server's phase 3 as it runs (flood, rescale, save).
   const results = bm.encodeResults(output.slice(), 0, outputsOf(plan), bm.rerandKeyFor(keyBytes));
