@@ -21,8 +21,10 @@ export class BatchSession {
   /** Those the results the client receives keep: the outputs', or fewer after the result rescale. */
   readonly resultPrimes: number[];
   private readonly level: SeededLevel;
-  /** The result rescale (batch-plan.ts, resultRescalePrimes), made when first used (its tables: ~10 ms per prime). */
-  private resultRescale: ProductRescale | undefined;
+  /** The result rescale (batch-plan.ts, resultRescalePrimes): its tables (~10 ms per prime) made with the model, not on a request. */
+  private readonly resultRescale: ProductRescale | undefined;
+  /** The results' exact scale (resultScale), once. */
+  private readonly resultScale: number;
   /** SEAL's name for the results' level: the top data level, or the one the rescale leaves. */
   private readonly resultParmsId: Uint8Array;
 
@@ -34,6 +36,9 @@ export class BatchSession {
     if (this.primes.some((q) => q >= 2 ** PRIME_BITS)) throw new SealedError('bad-bundle', `batch mode needs primes below 2^${PRIME_BITS}`);
     this.outputPrimes = this.primes.slice(0, outputPrimesOf(plan));
     this.resultPrimes = this.primes.slice(0, resultPrimesOf(plan));
+    const k = plan.resultRescalePrimes;
+    this.resultRescale = k ? new ProductRescale(this.outputPrimes, plan.params.polyModulusDegree, k) : undefined;
+    this.resultScale = resultScale(plan);
     const drop = this.primes.length - this.resultPrimes.length;
     this.level = { parmsId: session.shape.data[0].parmsId, primes: this.primes, degree: plan.params.polyModulusDegree };
     this.resultParmsId = session.shape.data[drop].parmsId;
@@ -94,9 +99,7 @@ export class BatchSession {
    * a function of the unflooded output, would otherwise reach the client unhidden.
    */
   encodeOutput(output: Uint32Array, offset: number, size: number): Uint8Array {
-    const k = this.plan.resultRescalePrimes;
-    if (k) {
-      this.resultRescale ??= new ProductRescale(this.outputPrimes, this.plan.params.polyModulusDegree, k);
+    if (this.resultRescale) {
       const at = output.subarray(offset);
       this.resultRescale.ciphertext(at, at, size);
     }
@@ -111,7 +114,7 @@ export class BatchSession {
    * cost ~110 ms a LeNet result here and ~190 ms to undo on the client, for 3% fewer bytes.
    */
   encodeResult(residues: Uint32Array, offset: number, size: number, scaleBits?: number): Uint8Array {
-    const scale = scaleBits === undefined ? resultScale(this.plan) : 2 ** scaleBits;
+    const scale = scaleBits === undefined ? this.resultScale : 2 ** scaleBits;
     const N = this.plan.params.polyModulusDegree;
     for (let poly = 0, at = offset; poly < size; poly++)
       for (const q of this.resultPrimes)
