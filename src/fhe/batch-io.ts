@@ -23,8 +23,8 @@ export class BatchSession {
   private readonly level: SeededLevel;
   /** The result rescale (batch-plan.ts, resultRescalePrimes): its tables (~10 ms per prime) made with the model, not on a request. */
   private readonly resultRescale: ProductRescale | undefined;
-  /** The results' exact scale (resultScale), once. */
-  private readonly resultScale: number;
+  /** The results' exact scale (resultScale), computed by the first result (a session that only decodes needs no layers). */
+  private resultScale: number | undefined;
   /** SEAL's name for the results' level: the top data level, or the one the rescale leaves. */
   private readonly resultParmsId: Uint8Array;
 
@@ -38,7 +38,6 @@ export class BatchSession {
     this.resultPrimes = this.primes.slice(0, resultPrimesOf(plan));
     const k = plan.resultRescalePrimes;
     this.resultRescale = k ? new ProductRescale(this.outputPrimes, plan.params.polyModulusDegree, k) : undefined;
-    this.resultScale = resultScale(plan);
     const drop = this.primes.length - this.resultPrimes.length;
     this.level = { parmsId: session.shape.data[0].parmsId, primes: this.primes, degree: plan.params.polyModulusDegree };
     this.resultParmsId = session.shape.data[drop].parmsId;
@@ -114,7 +113,7 @@ export class BatchSession {
    * cost ~110 ms a LeNet result here and ~190 ms to undo on the client, for 3% fewer bytes.
    */
   encodeResult(residues: Uint32Array, offset: number, size: number, scaleBits?: number): Uint8Array {
-    const scale = scaleBits === undefined ? this.resultScale : 2 ** scaleBits;
+    const scale = scaleBits === undefined ? (this.resultScale ??= resultScale(this.plan)) : 2 ** scaleBits;
     const N = this.plan.params.polyModulusDegree;
     for (let poly = 0, at = offset; poly < size; poly++)
       for (const q of this.resultPrimes)
