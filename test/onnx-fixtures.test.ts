@@ -78,17 +78,21 @@ for (const [name, polynomial, kinds] of cases)
       t.ok(agree >= fx.inputs.length - 2, `${agree}/${fx.inputs.length} classes agree`);
     }
     if (name === 'lenet') {
-      // Three activations: ring 16384 holds no plan whose flood keeps the outputs within 2^-12
-      // (the compiler reports how close the best comes); ring 32768 does.
+      // Three activations: ring 16384 holds a plan whose flood keeps the outputs within 2^-12
+      // (16 data primes); with a flood 2^2 larger it holds none (the compiler reports how close
+      // the best comes), and the compiler goes on to ring 32768.
       const pre = fx.inputs.map((x) => preprocessRecord(x, m.client));
+      const plan = compileBatch(m.network, pre)!;
+      t.equal(plan?.params.polyModulusDegree, 16384, `lenet: a batch plan at ring 16384 (${plan && dataPrimesOf(plan)} data primes)`);
       const report: { precisionBits?: number } = {};
-      t.equal(compileBatch(m.network, pre, { degree: 16384, report }), undefined, 'lenet: no batch plan at ring 16384');
+      const floodSecurityBits = 32;
+      t.equal(compileBatch(m.network, pre, { degree: 16384, report, floodSecurityBits }), undefined, 'lenet, lambda 32: no batch plan at ring 16384');
       t.ok(
         report.precisionBits! > 0 && report.precisionBits! < FLOOD_PRECISION_BITS,
-        `lenet: the best at ring 16384 reaches 2^-${report.precisionBits?.toFixed(1)}`,
+        `lenet, lambda 32: the best at ring 16384 reaches 2^-${report.precisionBits?.toFixed(1)}`,
       );
-      const plan = compileBatch(m.network, pre)!;
-      t.equal(plan?.params.polyModulusDegree, 32768, `lenet: a batch plan at ring 32768 (${plan && dataPrimesOf(plan)} data primes)`);
+      const wide = compileBatch(m.network, pre, { floodSecurityBits });
+      t.equal(wide?.params.polyModulusDegree, 32768, `lenet, lambda 32: a batch plan at ring 32768 (${wide && dataPrimesOf(wide)} data primes)`);
       t.equal(plan?.privacy, 'flood', 'with circuit privacy');
       // Conv + 2x2 average pooling first: the client encrypts the 27 x 27 box sums of the image,
       // and each of the first layer's 576 rows sums 25 products instead of 36, at no extra prime.

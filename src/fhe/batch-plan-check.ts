@@ -212,7 +212,7 @@ export function validateBatchPlan(raw: unknown, where = 'the batch plan'): Batch
     int(p.floodSecurityBits, 'floodSecurityBits', 20, 128);
   }
   if (p.resultRescalePrimes !== undefined) {
-    // Only after a flood, whose noise hides the rounding (batch-noise.ts, resultRescaleFor).
+    // Only after a flood, whose noise hides the rounding (rescale-rounding.ts, resultRescaleFor).
     if (p.privacy !== 'flood') throw bad('resultRescalePrimes', 'is set, but only results that are flooded are rescaled after it');
     int(p.resultRescalePrimes, 'resultRescalePrimes', 1, outputPrimesOf(plan) - 1);
   }

@@ -92,7 +92,7 @@ export interface BatchPlan {
    * With 'flood': each result, once flooded, is divided by the product D of this many of its last
    * primes (rescale.ts) before it is saved, so the client receives it over fewer primes (LeNet: 9
    * -> 5, 86 -> 48 MB per batch) at a scale D times smaller. The flood's noise, divided by D too,
-   * stays far above the rounding this adds (batch-noise.ts, resultRescaleFor). Absent: none.
+   * stays far above the rounding this adds (rescale-rounding.ts, resultRescaleFor). Absent: none.
    */
   resultRescalePrimes?: number;
 }

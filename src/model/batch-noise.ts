@@ -1,9 +1,9 @@
 // Bounds on the honest noise of batch results, for the flood (src/fhe/privacy.ts): what circuit
 // privacy must hide. compile-batch.ts raises the input scale until the flood sized from these
 // bounds costs the outputs no more than FLOOD_PRECISION_BITS.
-import { droppedPrimesByLayer, laterLayers, outputPrimesOf, resultSize, type BatchPlan } from '../fhe/batch-plan.ts';
-import { sealPrimes } from '../fhe/params.ts';
-import { FLOOD_SECURITY_BITS, floodSigma, SEAL_NOISE_SIGMA } from '../fhe/privacy.ts';
+import { droppedPrimesByLayer, laterLayers, type BatchPlan } from '../fhe/batch-plan.ts';
+import { SEAL_NOISE_SIGMA } from '../fhe/privacy.ts';
+import { rescaleRounding } from './rescale-rounding.ts';
 
 /**
  * A bound B on |v|_2 for each output's honest noise v (coefficient domain), for honest queries:
@@ -45,8 +45,8 @@ import { FLOOD_SECURITY_BITS, floodSigma, SEAL_NOISE_SIGMA } from '../fhe/privac
  *    the rounding (rescaleRounding): Delta / D, Q_k / D + |nu|_2, Qcan_k / D + |nu|_can, and c_k /
  *    D (which the factor Delta / Delta_in already says).
  */
-export function batchNoiseL2Bounds(plan: BatchPlan, inputRange: Float64Array, caps?: number[]): number[] {
-  return noiseBounds(plan, noiseShape(plan, inputRange, caps));
+export function batchNoiseL2Bounds(plan: BatchPlan, inputs: InputRange, caps?: number[]): number[] {
+  return noiseBounds(plan, noiseShape(plan, inputs, caps));
 }
 
 /** The rows' parts of the bounds that depend on neither the input scale nor the rescales (batchNoiseL2Bounds). */
@@ -55,25 +55,46 @@ export interface NoiseShape {
   layers: { chat: Float64Array; P: Float64Array }[];
 }
 
+/** Honest inputs: each of the plan's inputs i between low[i] and high[i] (on the samples). */
+export interface InputRange {
+  low: Float64Array;
+  high: Float64Array;
+}
+
+/**
+ * The most multiply-adds noiseShape spends on the second layer's exact linear parts
+ * (exactSquaredLinear); beyond it (dense first layers) it takes the triangle inequality's bound.
+ */
+const EXACT_WORK = 4e8;
+
 /**
  * `caps[i]`: a bound on later layer i's values where they are squared again (the compiler's: what
- * the modulus holds once squared), Infinity where absent.
+ * the modulus holds once squared), Infinity where absent. The interval bounds keep signs: each
+ * row's values lie in [lo, hi] (an affine function of the inputs over their box; a weighted sum of
+ * squares, each in [0 or the smaller square, the larger]), P = max(|lo|, |hi|).
  */
-export function noiseShape(plan: BatchPlan, inputRange: Float64Array, caps: number[] = []): NoiseShape {
+export function noiseShape(plan: BatchPlan, inputs: InputRange, caps: number[] = []): NoiseShape {
   const f = plan.first;
   const s1 = 2 ** -f.weightScaleBits;
   // c-hat of the first layer's rows: |w1_jt| (real weights), sparse over the inputs.
+  let lo = new Float64Array(f.rows);
+  let hi = new Float64Array(f.rows);
   const P = new Float64Array(f.rows);
   const chat = new Float64Array(f.rows);
   for (let j = 0; j < f.rows; j++) {
     let l2 = 0,
-      range = 0;
+      up = f.bias[j],
+      down = f.bias[j];
     for (let t = f.start[j]; t < f.start[j + 1]; t++) {
-      l2 += f.weight[t] * f.weight[t];
-      range += Math.abs(f.weight[t]) * inputRange[f.index[t]];
+      const w = f.weight[t] * s1;
+      const a = w * inputs.low[f.index[t]],
+        b = w * inputs.high[f.index[t]];
+      l2 += w * w;
+      up += Math.max(a, b);
+      down += Math.min(a, b);
     }
-    chat[j] = Math.sqrt(l2) * s1;
-    P[j] = Math.abs(f.bias[j]) + range * s1;
+    chat[j] = Math.sqrt(l2);
+    [lo[j], hi[j], P[j]] = [down, up, Math.max(-down, up)];
   }
   const layers = [{ chat, P }];
   // The vectors themselves (per input) are needed to sum them: first as the sparse rows, then dense.
@@ -84,21 +105,28 @@ export function noiseShape(plan: BatchPlan, inputRange: Float64Array, caps: numb
   laterLayers(plan).forEach((layer, i) => {
     const s = 2 ** -layer.weightScaleBits;
     const cap = caps[i] ?? Infinity;
-    const dense = new Float64Array(layer.rows * plan.inputs);
-    const P2 = new Float64Array(layer.rows);
+    const exact = i === 0 ? exactSquaredLinear(plan, inputs) : undefined;
+    const dense = exact ?? new Float64Array(layer.rows * plan.inputs);
+    const [lo2, hi2, P2] = [new Float64Array(layer.rows), new Float64Array(layer.rows), new Float64Array(layer.rows)];
     const chat2 = new Float64Array(layer.rows);
     for (let o = 0; o < layer.rows; o++) {
       const c = dense.subarray(o * plan.inputs, (o + 1) * plan.inputs);
-      let p = Math.abs(layer.bias[o]);
+      let up = layer.bias[o],
+        down = layer.bias[o];
       for (let k = 0; k < before.rows; k++) {
-        const w = Math.abs(layer.weight[o * before.rows + k]) * s;
+        const w = layer.weight[o * before.rows + k] * s;
         if (w === 0) continue;
         const Pk = before.P[k];
-        p += w * Pk * Pk;
-        const scale = w * 2 * Pk;
+        const least = lo[k] <= 0 && hi[k] >= 0 ? 0 : Math.min(lo[k] * lo[k], hi[k] * hi[k]);
+        up += w * (w > 0 ? Pk * Pk : least);
+        down += w * (w > 0 ? least : Pk * Pk);
+        if (exact) continue;
+        const scale = Math.abs(w) * 2 * Pk;
         vectors(k, (t, v) => (c[t] += scale * v));
       }
-      P2[o] = Math.min(p, cap);
+      lo2[o] = Math.max(down, -cap);
+      hi2[o] = Math.min(up, cap);
+      P2[o] = Math.min(Math.max(-down, up), cap);
       chat2[o] = Math.sqrt(c.reduce((a, x) => a + x * x, 0));
     }
     layers.push({ chat: chat2, P: P2 });
@@ -107,8 +135,62 @@ export function noiseShape(plan: BatchPlan, inputRange: Float64Array, caps: numb
       for (let t = 0; t < n; t++) if (dense[o * n + t] !== 0) add(t, dense[o * n + t]);
     };
     before = { rows: layer.rows, P: P2 };
+    [lo, hi] = [lo2, hi2];
   });
   return { layers };
+}
+
+/**
+ * The second layer's c-hat rows taken over the input box itself rather than term by term: the
+ * linear part of row o's noise has coefficient a_ot = sum_k w2_ok 2 H_k(x) w1_kt on e_t, H_k(x) =
+ * b_k + sum_s w1_ks x_s the first layer's row k; for each t an affine function of the inputs,
+ * alpha_t + sum_s beta_ts x_s, whose largest |.| over the box is exact. The triangle inequality's
+ * sum_k |w2_ok| 2 P_k |w1_kt| ignores that the rows H_k move together (convolutions: neighbouring
+ * windows share pixels): LeNet's rows come out ~2^2.2 smaller. Row-major rows x inputs;
+ * undefined when it would cost more than EXACT_WORK.
+ */
+function exactSquaredLinear(plan: BatchPlan, inputs: InputRange): Float64Array | undefined {
+  const f = plan.first;
+  const layer = plan.second!;
+  const n = plan.inputs;
+  const s1 = 2 ** -f.weightScaleBits;
+  const s2 = 2 ** -layer.weightScaleBits;
+  let work = n * n * layer.rows;
+  for (let o = 0; o < layer.rows; o++) for (let k = 0; k < f.rows; k++) if (layer.weight[o * f.rows + k] !== 0) work += (f.start[k + 1] - f.start[k]) ** 2;
+  if (work > EXACT_WORK) return undefined;
+  const out = new Float64Array(layer.rows * n);
+  const beta = new Float64Array(n * n);
+  const alpha = new Float64Array(n);
+  for (let o = 0; o < layer.rows; o++) {
+    beta.fill(0);
+    alpha.fill(0);
+    for (let k = 0; k < f.rows; k++) {
+      const w2 = 2 * layer.weight[o * f.rows + k] * s2;
+      if (w2 === 0) continue;
+      for (let a = f.start[k]; a < f.start[k + 1]; a++) {
+        const t = f.index[a];
+        const wt = w2 * f.weight[a] * s1;
+        alpha[t] += wt * f.bias[k];
+        const row = t * n;
+        for (let b = f.start[k]; b < f.start[k + 1]; b++) beta[row + f.index[b]] += wt * f.weight[b] * s1;
+      }
+    }
+    for (let t = 0; t < n; t++) {
+      let up = alpha[t],
+        down = alpha[t];
+      const row = t * n;
+      for (let x = 0; x < n; x++) {
+        const b = beta[row + x];
+        if (b === 0) continue;
+        const u = b * inputs.low[x],
+          v = b * inputs.high[x];
+        up += Math.max(u, v);
+        down += Math.min(u, v);
+      }
+      out[o * n + t] = Math.max(up, -down);
+    }
+  }
+  return out;
 }
 
 /**
@@ -164,46 +246,4 @@ export function noiseBounds(plan: BatchPlan, shape: NoiseShape): number[] {
   });
   const { chat } = shape.layers[shape.layers.length - 1];
   return Array.from(chat, (c, o) => Math.max(1, 2 * gauss * (delta / deltaIn) * c + Q[o]));
-}
-
-/**
- * The rounding a rescale adds to a size-`size` ciphertext's phase (rescale.ts): nu = rho_0 +
- * rho_1 s + ... + rho_(size-1) s^(size-1), the rho_i the coefficients' rounding errors, in
- * [-1/2, 1/2]. |rho|_2 <= sqrt(N)/2 always; in the slots rho and s (ternary) are sums of N bounded
- * independent terms, so by Hoeffding each part (real, imaginary) stays within 6 deviations of its
- * sub-Gaussian bound, sqrt(N)/2 and sqrt(N), but with probability 2 e^-18: |rho|_can <= 3
- * sqrt(2N), |s|_can <= 6 sqrt(2N) (the same six deviations as the fresh noise's bounds above).
- * Dropping k primes one after another adds k roundings, each earlier one divided by the later
- * primes (2^-25 or less): counted as 1 + 2^-20 times one.
- */
-export function rescaleRounding(N: number, size = 3): { l2: number; can: number } {
-  const S = 6 * Math.sqrt(2 * N);
-  let powers = 0;
-  for (let m = size - 1; m >= 0; m--) powers = powers * S + 1;
-  const extra = 1 + 2 ** -20;
-  return { l2: (Math.sqrt(N) / 2) * powers * extra, can: 3 * Math.sqrt(2 * N) * powers * extra };
-}
-
-/**
- * How far below the flood's noise (divided by D) the result rescale's rounding stays, at least:
- * 2^-10 of it, in the slots, moves the outputs' error by under 0.1%.
- */
-export const RESULT_ROUNDING_MARGIN_BITS = 10;
-
-/**
- * The most of a flooded plan's last output primes whose product D the results can be divided by
- * after the flood (batch-plan.ts, resultRescalePrimes), one prime kept at least: the flood's
- * standard deviation in a slot, sigma sqrt(N/2) of the quietest output, over D stays at least
- * 2^RESULT_ROUNDING_MARGIN_BITS times the rounding's bound in the slots (rescaleRounding, for the
- * results' polynomials). The values need no check: D divides them with the modulus.
- */
-export function resultRescaleFor(plan: BatchPlan): number {
-  const N = plan.params.polyModulusDegree;
-  const lambda = plan.floodSecurityBits ?? FLOOD_SECURITY_BITS;
-  const flood = Math.min(...plan.noiseL2Bits!.map((b) => floodSigma(2 ** b, lambda))) * Math.sqrt(N / 2);
-  const limit = flood / (rescaleRounding(N, resultSize(plan)).can * 2 ** RESULT_ROUNDING_MARGIN_BITS);
-  const primes = sealPrimes(N, plan.params.coeffModulusBits).slice(0, outputPrimesOf(plan));
-  let k = 0;
-  for (let D = 1; k + 1 < primes.length && D * primes[primes.length - 1 - k] <= limit; k++) D *= primes[primes.length - 1 - k];
-  return k;
 }

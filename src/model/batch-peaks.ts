@@ -1,16 +1,17 @@
 // The largest values a batch plan reaches on the compiler's samples, stage by stage: what its
 // modulus is sized from (compile-batch.ts) and what the client bounds decrypted scores by.
 import type { BatchPlan } from '../fhe/batch-plan.ts';
+import type { InputRange } from './batch-noise.ts';
 import { simulateBatchTrace } from './simulate-batch.ts';
 
 /** Headroom over the largest magnitude seen on the samples. */
 export const HEADROOM_BITS = 4;
 
-/** The largest |value| of each layer (the first, then the later ones), of the results and of each of the plan's inputs, on the samples. */
+/** The largest |value| of each layer (the first, then the later ones) and of the results, and each of the plan's inputs' range, on the samples. */
 export interface Peaks {
   layers: number[];
   out: number;
-  input: Float64Array;
+  input: InputRange;
 }
 
 /**
@@ -26,14 +27,18 @@ export function batchOutputBound(plan: BatchPlan, samples: ArrayLike<number>[], 
 }
 
 export function samplePeaks(plan: BatchPlan, samples: ArrayLike<number>[]): Peaks {
-  const peak: Peaks = { layers: [], out: 0, input: new Float64Array(plan.inputs) };
+  const peak: Peaks = { layers: [], out: 0, input: { low: new Float64Array(plan.inputs).fill(Infinity), high: new Float64Array(plan.inputs).fill(-Infinity) } };
   for (const s of samples) {
     const { inputs: x, layers } = simulateBatchTrace(plan, s);
-    for (let i = 0; i < plan.inputs; i++) peak.input[i] = Math.max(peak.input[i], Math.abs(x[i]));
+    for (let i = 0; i < plan.inputs; i++) {
+      peak.input.low[i] = Math.min(peak.input.low[i], x[i]);
+      peak.input.high[i] = Math.max(peak.input.high[i], x[i]);
+    }
     layers.forEach((values, l) => {
       for (const v of values) peak.layers[l] = Math.max(peak.layers[l] ?? 0, Math.abs(v));
     });
   }
+  if (!samples.length) [peak.input.low, peak.input.high] = [new Float64Array(plan.inputs), new Float64Array(plan.inputs)];
   peak.out = peak.layers[peak.layers.length - 1] ?? 0;
   return peak;
 }

@@ -5,13 +5,14 @@
 // activations and the flood, or three, the values of the layers squared again (but the first's)
 // may be rescaled (divided by some of the last primes) before their square: the compiler keeps
 // the plan with the fewest primes (model (b): 12 instead of 16). Flooded results are rescaled
-// once more, after the flood, by as many primes as its noise allows (batch-noise.ts, resultRescaleFor).
+// once more, after the flood, by as many primes as its noise allows (rescale-rounding.ts, resultRescaleFor).
 import { BATCH_DEGREE, BATCH_DEGREE_DEEP, BATCH_DEGREE_WIDE, dataPrimesOf, layerScales, type BatchPlan, type DenseLayer } from '../fhe/batch-plan.ts';
 import { validateBatchPlan } from '../fhe/batch-plan-check.ts';
 import { MAX_INT_WEIGHT, PRIME_BITS } from '../fhe/kernel-limits.ts';
 import { MAX_BITS_128 } from '../fhe/params.ts';
 import { FLOOD_SECURITY_BITS, floodExtraBits, floodSigma, type Privacy } from '../fhe/privacy.ts';
-import { noiseBounds, noiseShape, resultRescaleFor, type NoiseShape } from './batch-noise.ts';
+import { noiseBounds, noiseShape, type NoiseShape } from './batch-noise.ts';
+import { resultRescaleFor } from './rescale-rounding.ts';
 import { batchInputFactors, batchShape, batchUnsupported, type Shape } from './batch-shape.ts';
 import { boxedInputs, factorBox, type InputBox } from './input-box.ts';
 import type { Network } from './network.ts';
@@ -65,7 +66,7 @@ export interface BatchCompileOptions {
   rescale?: boolean;
   /**
    * Plans that flood: divide each flooded result by as many of its last primes as the flood's
-   * noise allows (batch-noise.ts, resultRescaleFor; the default), so results cross the network smaller; false:
+   * noise allows (rescale-rounding.ts, resultRescaleFor; the default), so results cross the network smaller; false:
    * results keep the outputs' primes.
    */
   resultRescale?: boolean;

@@ -11,7 +11,7 @@ import { BatchPrivacy, makeBatchRerandKey } from '../../src/fhe/batch-privacy.ts
 import { floodSigma } from '../../src/fhe/privacy.ts';
 import { sealPrimes } from '../../src/fhe/params.ts';
 import { readPackedInfo } from '../../src/fhe/raw-ciphertext.ts';
-import { rescaleRounding, RESULT_ROUNDING_MARGIN_BITS } from '../../src/model/batch-noise.ts';
+import { rescaleRounding, RESULT_ROUNDING_MARGIN_BITS } from '../../src/model/rescale-rounding.ts';
 import { compileBatch, FLOOD_PRECISION_BITS } from '../../src/model/compile-batch.ts';
 import type { Network } from '../../src/model/network.ts';
 import { simulateBatch } from '../../src/model/simulate-batch.ts';
