@@ -197,6 +197,9 @@ async function sendBatch(session: ClientSession, rows: ArrayLike<number>[], t: S
   };
 }
 
+/** Requests predictBatches keeps in flight unless told otherwise: encrypting the next overlaps evaluating this one. */
+export const REQUESTS_IN_FLIGHT = 2;
+
 /**
  * Many records: split into requests of at most `perRequest` ciphertexts, `concurrency` in
  * flight, so a large input never becomes one huge object; results come back in order.
@@ -220,7 +223,7 @@ export async function predictBatches(
   let next = 0;
   let done = 0;
   await Promise.all(
-    Array.from({ length: Math.min(o.concurrency ?? 2, chunks.length) }, async () => {
+    Array.from({ length: Math.min(o.concurrency ?? REQUESTS_IN_FLIGHT, chunks.length) }, async () => {
       for (let i = next++; i < chunks.length; i = next++) {
         results[i] = await predict(session, keys, chunks[i], t, { layout, encryptPool: o.encryptPool, transport, bodyLimit: o.bodyLimit });
         done += chunks[i].length;
