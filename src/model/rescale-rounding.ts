@@ -19,7 +19,7 @@ import { FLOOD_SECURITY_BITS, floodSigma } from '../fhe/privacy.ts';
  * the roots of X^N + 1; ternary moments stay below the Gaussian's), so E |s(j)|^(2i) <= i! (2N/3)^i.
  * Each pair's term has variance below 2 C(2i, i) times its mean squared: the average stays within 6
  * deviations, 6 sqrt(4 C(2i, i) / N) of the mean, as the other bounds. LeNet's size-5 rescale:
- * 2^36.6 for rho_4 s^4 instead of 2^48.8. Dropping k primes one after another adds k roundings,
+ * |nu|_2 <= 2^37.2 instead of 2^48.8 (ring 32768). Dropping k primes one after another adds k roundings,
  * each earlier one divided by the later primes (2^-25 or less): counted as 1 + 2^-20 times one.
  */
 export function rescaleRounding(N: number, size = 3): { l2: number; can: number } {
