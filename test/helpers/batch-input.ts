@@ -5,8 +5,9 @@ import { BatchSession } from '../../src/fhe/batch-io.ts';
 import { mulmod, NegacyclicNtt } from '../../src/fhe/ntt.ts';
 import { CkksEncoder } from '../../src/fhe/ckks-encode.ts';
 import { smallNoise } from '../../src/fhe/privacy.ts';
-import { layerScales, recordsPerBatch, type BatchPlan } from '../../src/fhe/batch-plan.ts';
+import { layerScales, outputsOf, recordsPerBatch, resultSize, type BatchPlan } from '../../src/fhe/batch-plan.ts';
 import { SecretKeyHolder, generateSecretKey } from '../../src/fhe/keys.ts';
+import type { BatchModel } from '../../src/server/batch-model.ts';
 
 /** A batch session and a fresh secret key for `plan`, closed when the test ends. */
 export async function openBatch(t: { teardown(fn: () => void): void }, plan: BatchPlan) {
@@ -134,4 +135,32 @@ export function scaleBitsOf(p: BatchPlan): { first: number; square: number; mid:
   const rescaled = p.third ? s[1].rescaled.log2 : mid;
   const square2 = p.third ? 2 * rescaled : mid;
   return { first, square, mid, rescaled, square2, out: s[s.length - 1].values.log2 };
+}
+
+/** The server's steps on `input`: the kernel, then each rescale and the layers after it; the results' residues. */
+export function serverSteps(bm: BatchModel, plan: BatchPlan, input: Uint32Array): Uint32Array {
+  const values = Array.from({ length: bm.rescalePoints }, (_, j) => new Uint32Array(bm.valuesAt(j)));
+  const output = new Uint32Array(outputsOf(plan) * resultSize(plan) * bm.outputLanes);
+  const N = plan.params.polyModulusDegree;
+  // Uneven chunks within each prime, as the pool's tasks split them.
+  const chunks = [1000, 24, 3000, 4096, 8192];
+  for (let lane = 0, c = 0; lane < bm.lanes; c++) {
+    const end = Math.min(lane + chunks[c % chunks.length], (Math.floor(lane / N) + 1) * N);
+    bm.evaluateLanes(input, values[0], lane, end);
+    lane = end;
+  }
+  for (let j = 0; j < bm.rescalePoints; j++) {
+    // Rows in two tasks, lanes after in three.
+    const rows = bm.rowsAt(j);
+    bm.rescaleRows(values[j], 0, 2, j);
+    bm.rescaleRows(values[j], 2, rows - 2, j);
+    const lanes = bm.lanesAfter(j);
+    for (const [a, b] of [
+      [0, N / 2],
+      [N / 2, N],
+      [N, lanes],
+    ])
+      bm.evaluateAfter(values[j], values[j + 1] ?? output, a, b, j);
+  }
+  return output;
 }

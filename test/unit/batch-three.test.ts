@@ -25,7 +25,7 @@ import { FLOOD_PRECISION_BITS, compileBatch } from '../../src/model/compile-batc
 import { forward, type Network } from '../../src/model/network.ts';
 import { simulateBatch } from '../../src/model/simulate-batch.ts';
 import { BatchModel } from '../../src/server/batch-model.ts';
-import { differenceL2Bits, encryptBatchInput, largestError, trivialInputs } from '../helpers/batch-input.ts';
+import { differenceL2Bits, encryptBatchInput, largestError, serverSteps, trivialInputs } from '../helpers/batch-input.ts';
 import { rng } from '../helpers/networks.ts';
 
 const r = rng(41);
@@ -105,34 +105,6 @@ t.test('the loader refuses a deeper layer it cannot evaluate exactly', async (t)
     t.throws(() => validateBatchPlan(bad), { code: 'bad-bundle', message: new RegExp(field) }, why);
   }
 });
-
-/** The server's steps on `input`: the kernel, then each rescale and the layers after it; the results' residues. */
-function serverSteps(bm: BatchModel, plan: BatchPlan, input: Uint32Array): Uint32Array {
-  const values = Array.from({ length: bm.rescalePoints }, (_, j) => new Uint32Array(bm.valuesAt(j)));
-  const output = new Uint32Array(outputsOf(plan) * resultSize(plan) * bm.outputLanes);
-  const N = plan.params.polyModulusDegree;
-  // Uneven chunks within each prime, as the pool's tasks split them.
-  const chunks = [1000, 24, 3000, 4096, 8192];
-  for (let lane = 0, c = 0; lane < bm.lanes; c++) {
-    const end = Math.min(lane + chunks[c % chunks.length], (Math.floor(lane / N) + 1) * N);
-    bm.evaluateLanes(input, values[0], lane, end);
-    lane = end;
-  }
-  for (let j = 0; j < bm.rescalePoints; j++) {
-    // Rows in two tasks, lanes after in three.
-    const rows = bm.rowsAt(j);
-    bm.rescaleRows(values[j], 0, 2, j);
-    bm.rescaleRows(values[j], 2, rows - 2, j);
-    const lanes = bm.lanesAfter(j);
-    for (const [a, b] of [
-      [0, N / 2],
-      [N / 2, N],
-      [N, lanes],
-    ])
-      bm.evaluateAfter(values[j], values[j + 1] ?? output, a, b, j);
-  }
-  return output;
-}
 
 async function run(t: { teardown(fn: () => void): void }, plan: BatchPlan, records: number[][]) {
   const enc = await encryptBatchInput(t, plan, records);

@@ -13,7 +13,7 @@ import { rescaleRounding } from '../../src/model/rescale-rounding.ts';
 import { compileBatch } from '../../src/model/compile-batch.ts';
 import type { Network } from '../../src/model/network.ts';
 import { BatchModel } from '../../src/server/batch-model.ts';
-import { differenceL2Bits, encryptBatchInput, trivialInputs } from '../helpers/batch-input.ts';
+import { differenceL2Bits, encryptBatchInput, serverSteps, trivialInputs } from '../helpers/batch-input.ts';
 import { rng } from '../helpers/networks.ts';
 
 const r = rng(53);
@@ -111,22 +111,9 @@ t.test("each rescale's rounding, with a real key: below rescaleRounding's |nu|_2
 
 t.test("a result's whole honest noise, with a real key: below the compiler's bound for every output", async (t) => {
   const { input, s, bm, primes, ntts } = await encrypted(t, plan);
-  const run = (query: Uint32Array) => {
-    const points = rescalesOf(plan);
-    const output = new Uint32Array(outputsOf(plan) * resultSize(plan) * bm.outputLanes);
-    let values = new Uint32Array(bm.valuesAt(0));
-    bm.evaluateLanes(query, values, 0, bm.lanes);
-    points.forEach((point, j) => {
-      bm.rescaleRows(values, 0, point.rows, j);
-      const next = j + 1 < points.length ? new Uint32Array(bm.valuesAt(j + 1)) : output;
-      bm.evaluateAfter(values, next, 0, bm.lanesAfter(j), j);
-      values = next;
-    });
-    return output;
-  };
-  const real = run(input);
+  const real = serverSteps(bm, plan, input);
   const { without } = trivialInputs(plan, xs, primes);
-  const exact = run(without);
+  const exact = serverSteps(bm, plan, without);
   const size = resultSize(plan);
   const kept = primes.slice(0, outputPrimesOf(plan));
   const lanes = bm.outputLanes;
